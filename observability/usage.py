@@ -1,0 +1,56 @@
+"""The usage record: one per request (streamed, aborted and failed ones included), and its sink.
+
+This is the contract between the gateway (which fills it in) and the ledger (which stores it).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    time: float  # arrival, unix seconds
+    team: str
+    key_id: str  # short public id of the API key, never the key itself
+    model_alias: str  # what the client asked for
+    backend: str  # name of the backend that served it ("" when none did)
+    model: str  # the backend's model name
+    rule: str  # the route rule that chose the backend
+    status: str  # "ok", "error", "aborted" (client went away), "rejected" (limits/validation)
+    http_status: int
+    stream: bool
+    prompt_tokens: int  # upstream's numbers when given, else counted
+    completion_tokens: int
+    estimated_prompt_tokens: int  # the gateway's count before the call
+    estimated_completion_tokens: int
+    usage_source: str  # "upstream" or "counted"
+    cost_usd: float
+    ttft_s: float | None  # arrival → first content chunk at the gateway
+    itl_p50_s: float | None
+    itl_p95_s: float | None
+    itl_max_s: float | None
+    e2e_s: float  # arrival → last byte sent
+    upstream_latency_s: float | None = None  # upstream call sent → first byte
+    error_type: str = ""
+    finish_reason: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UsageRecord":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class UsageSink(Protocol):
+    """Takes finished records; must not block the request path (queue and write later)."""
+
+    def submit(self, record: UsageRecord) -> None: ...
