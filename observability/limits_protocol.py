@@ -1,0 +1,37 @@
+"""The seam between the gateway and rate limits / budgets: reserve before the call, settle after."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LimitExceeded(Exception):
+    """A team or key is over one of its limits; the gateway answers 429 with Retry-After."""
+
+    def __init__(self, limit: str, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit  # e.g. "tokens_per_minute", "usd_per_day"
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What was held against a team's limits for one request, to be settled with the actuals."""
+
+    request_id: str
+    team: str
+    key_id: str
+    tokens: int
+    cost_usd: float
+    window_keys: tuple[str, ...] = ()  # store-specific ids of the windows charged
+
+
+class Limiter(Protocol):
+    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float) -> Reservation:
+        """Hold the estimate or raise LimitExceeded."""
+        ...
+
+    async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
+        """Replace the held estimate with the actual numbers (also on failure/abort)."""
+        ...
