@@ -1,0 +1,1 @@
+"""Model loaders: GGUF and Hugging Face folders to a ModelConfig, weights and tokenizer."""

@@ -1,0 +1,155 @@
+"""A Llama-family decoder (Llama 2/3.x, Mistral, Qwen2/2.5, SmolLM2) as a plain nn.Module.
+
+Tokens of every sequence in a step are flattened to one (T, ...) stream; attention is a callable
+handed in by the caller (paged through the KV cache in the runner, dense in tests), so the
+model knows nothing of blocks or batches. Q/K/V and gate/up projections are fused for speed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from local_engine.model_config import ModelConfig
+
+# (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D)
+AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def rope_inv_freq(config: ModelConfig, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse RoPE frequencies (D/2,) float32, with Llama-3 scaling when the config asks for it."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    scaling = config.rope_scaling
+    if scaling is not None:
+        low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+        high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        smooth = ((scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor)
+                  / (scaling.high_freq_factor - scaling.low_freq_factor))
+        mid = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+        inv_freq = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor,
+                               torch.where(wavelen < high_wavelen, inv_freq, mid))
+    if freq_factors is not None:  # llama.cpp's rope_freqs tensor: divisors of the frequencies
+        inv_freq = inv_freq / freq_factors.to(torch.float64)
+    return inv_freq.to(torch.float32)
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, max_positions: int) -> torch.Tensor:
+    """(max_positions, 2, D) float32 table of cos and sin, halves duplicated as in rotate-half RoPE."""
+    t = torch.arange(max_positions, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)  # (P, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (P, D)
+    return torch.stack([emb.cos(), emb.sin()], dim=1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (T, N, D) rotated by cos/sin (T, 1, D): the rotate-half form used by Hugging Face."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.eps = config.rms_norm_eps
+        hidden = config.hidden_size
+        self.input_norm = nn.Parameter(torch.ones(hidden))
+        self.post_attn_norm = nn.Parameter(torch.ones(hidden))
+        self.qkv_proj = nn.Linear(hidden, config.q_size + 2 * config.kv_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(config.q_size, hidden, bias=False)
+        self.gate_up_proj = nn.Linear(hidden, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttentionFn) -> torch.Tensor:
+        # x: (T, hidden); cos/sin: (T, 1, D)
+        T = x.shape[0]
+        H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
+        h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps)
+        qkv = self.qkv_proj(h)  # (T, (H + 2*KVH) * D)
+        qk = apply_rope(qkv[:, :(H + KVH) * D].view(T, H + KVH, D), cos, sin)  # (T, H+KVH, D)
+        q, k = qk[:, :H], qk[:, H:]
+        v = qkv[:, (H + KVH) * D:].view(T, KVH, D)
+        attn = attend(self.layer_idx, q, k, v)  # (T, H, D)
+        x = x + self.o_proj(attn.reshape(T, H * D))
+        h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps)
+        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)  # (T, I) each
+        return x + self.down_proj(F.silu(gate) * up)
+
+
+class LlamaModel(nn.Module):
+    """Embeddings, decoder layers, final norm and LM head; ``forward`` returns logits of chosen rows."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = nn.Parameter(torch.ones(config.hidden_size))
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(
+            config.hidden_size, config.vocab_size, bias=False)
+        self.register_buffer("rope_table", rope_cos_sin(rope_inv_freq(config), config.max_position_embeddings),
+                             persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttentionFn,
+                logits_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, positions: (T,); logits_indices: (S,) rows to project (default all) -> (S, vocab)."""
+        x = self.embed_tokens(input_ids)  # (T, hidden)
+        cos_sin = self.rope_table[positions].to(x.dtype)  # (T, 2, D)
+        cos, sin = cos_sin[:, 0:1], cos_sin[:, 1:2]  # (T, 1, D)
+        for layer in self.layers:
+            x = layer(x, cos, sin, attend)
+        if logits_indices is not None:
+            x = x[logits_indices]  # (S, hidden)
+        x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, head)  # (S, vocab)
+
+    @torch.no_grad()
+    def load_hf_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Copy Hugging Face-named weights in, fusing q/k/v and gate/up; raises on missing ones."""
+        own = dict(self.named_parameters())
+        for name, value in _fused_state(self.config, tensors).items():
+            if name == "rope_freq_factors":
+                table = rope_cos_sin(rope_inv_freq(self.config, value), self.config.max_position_embeddings)
+                self.rope_table.copy_(table)
+                continue
+            if name not in own:
+                continue
+            if own[name].shape != value.shape:
+                raise ValueError(f"weight {name}: shape {tuple(value.shape)}, expected {tuple(own[name].shape)}")
+            own[name].copy_(value)
+            own.pop(name)
+        if own:
+            raise ValueError(f"weights missing from the checkpoint: {sorted(own)[:5]}")
+
+
+def _fused_state(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face names -> this module's names (fused projections)."""
+    out: dict[str, torch.Tensor] = {"embed_tokens.weight": hf["model.embed_tokens.weight"],
+                                    "norm": hf["model.norm.weight"]}
+    if not config.tie_word_embeddings:
+        out["lm_head.weight"] = hf["lm_head.weight"]
+    if "rope_freq_factors" in hf:
+        out["rope_freq_factors"] = hf["rope_freq_factors"]
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        a = p + "self_attn."
+        out[f"layers.{i}.input_norm"] = hf[p + "input_layernorm.weight"]
+        out[f"layers.{i}.post_attn_norm"] = hf[p + "post_attention_layernorm.weight"]
+        out[f"layers.{i}.qkv_proj.weight"] = torch.cat(
+            [hf[a + "q_proj.weight"], hf[a + "k_proj.weight"], hf[a + "v_proj.weight"]])
+        if config.attention_bias:
+            out[f"layers.{i}.qkv_proj.bias"] = torch.cat(
+                [hf[a + "q_proj.bias"], hf[a + "k_proj.bias"], hf[a + "v_proj.bias"]])
+        out[f"layers.{i}.o_proj.weight"] = hf[a + "o_proj.weight"]
+        out[f"layers.{i}.gate_up_proj.weight"] = torch.cat(
+            [hf[p + "mlp.gate_proj.weight"], hf[p + "mlp.up_proj.weight"]])
+        out[f"layers.{i}.down_proj.weight"] = hf[p + "mlp.down_proj.weight"]
+    return out
