@@ -1,0 +1,152 @@
+"""The KV block pool's bookkeeping: which block ids are free, who holds which, and prefix-cache reuse.
+
+Pure Python over ids (no torch): the runner owns the tensors, this owns the numbers.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from local_engine.sequence import Sequence
+
+# Parent key of a sequence's first block; a chain of hashes then identifies each block's whole prefix.
+_ROOT_HASH = 0
+
+BlockKey = tuple[int, tuple[int, ...]]  # (hash of the prefix before the block, the block's token ids)
+
+
+class _Block:
+    __slots__ = ("block_id", "ref_count", "key")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_count = 0
+        self.key: BlockKey | None = None  # set while the block's K/V is registered for reuse
+
+
+class BlockManager:
+    """Hands out fixed-size KV blocks to sequences and takes them back.
+
+    With prefix caching, a full block whose K/V has been computed is registered under its
+    (prefix hash, token ids) key; a later sequence with the same prefix shares it (ref counted)
+    instead of recomputing. Freed registered blocks stay reusable until a fresh allocation needs
+    them; they are evicted oldest-freed first.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        if num_blocks <= 0 or block_size <= 0:
+            raise ValueError(f"num_blocks ({num_blocks}) and block_size ({block_size}) must be > 0")
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self._blocks = [_Block(i) for i in range(num_blocks)]
+        # Insertion order = order freed, so popping from the front evicts the least recently used.
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self._cached: dict[BlockKey, int] = {}
+        self.num_queried_tokens = 0  # prompt tokens looked up in the prefix cache
+        self.num_hit_tokens = 0  # of those, tokens found cached
+
+    @property
+    def num_total_blocks(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self._free)
+
+    @property
+    def usage(self) -> float:
+        """Share of blocks held by live sequences (0.0 – 1.0)."""
+        return 1.0 - len(self._free) / len(self._blocks)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.num_hit_tokens / self.num_queried_tokens if self.num_queried_tokens else 0.0
+
+    def num_blocks_for(self, num_tokens: int) -> int:
+        return (num_tokens + self.block_size - 1) // self.block_size
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        # Conservative: ignores prefix hits on blocks other sequences hold, so it never over-promises.
+        return self.num_blocks_for(seq.num_tokens) <= len(self._free)
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give a waiting sequence blocks for all its tokens; cached prefix blocks set num_cached_tokens."""
+        if seq.block_table:
+            raise ValueError(f"sequence {seq.seq_id} already holds blocks")
+        num_needed = self.num_blocks_for(seq.num_tokens)
+        if num_needed > len(self._free):
+            raise ValueError(f"sequence {seq.seq_id} needs {num_needed} blocks, {len(self._free)} free")
+        if self.enable_prefix_caching:
+            self._reuse_cached_prefix(seq)
+        seq.num_cached_tokens = len(seq.block_table) * self.block_size
+        while len(seq.block_table) < num_needed:
+            seq.block_table.append(self._take_free())
+
+    def _reuse_cached_prefix(self, seq: Sequence) -> None:
+        bs = self.block_size
+        tokens = seq.token_ids
+        # The block holding the last token is never reused: its logits must be computed to sample.
+        num_candidates = (len(tokens) - 1) // bs
+        parent = _ROOT_HASH
+        for i in range(num_candidates):
+            key = (parent, tuple(tokens[i * bs:(i + 1) * bs]))
+            block_id = self._cached.get(key)
+            if block_id is None:
+                break
+            self._hold(block_id)
+            seq.block_table.append(block_id)
+            parent = hash(key)
+            seq.block_hashes.append(parent)
+        self.num_queried_tokens += len(tokens)
+        self.num_hit_tokens += len(seq.block_table) * bs
+
+    def cache_full_blocks(self, seq: Sequence) -> None:
+        """Register the sequence's newly computed full blocks for reuse (call after its K/V is written)."""
+        if not self.enable_prefix_caching:
+            return
+        bs = self.block_size
+        num_full = seq.num_cached_tokens // bs
+        tokens = seq.token_ids
+        for i in range(len(seq.block_hashes), num_full):
+            parent = seq.block_hashes[-1] if seq.block_hashes else _ROOT_HASH
+            key = (parent, tuple(tokens[i * bs:(i + 1) * bs]))
+            block = self._blocks[seq.block_table[i]]
+            if key not in self._cached and block.key is None:
+                self._cached[key] = block.block_id
+                block.key = key
+            seq.block_hashes.append(hash(key))
+
+    def can_append(self, seq: Sequence) -> bool:
+        """Whether the sequence's next uncomputed token has (or can get) a slot."""
+        return seq.num_tokens <= len(seq.block_table) * self.block_size or bool(self._free)
+
+    def may_append(self, seq: Sequence) -> None:
+        """Add a block when the sequence's last token crosses into a new block."""
+        if seq.num_tokens > len(seq.block_table) * self.block_size:
+            seq.block_table.append(self._take_free())
+
+    def deallocate(self, seq: Sequence) -> None:
+        """Take back all the sequence's blocks (finish, abort or preemption); it must recompute later."""
+        # Tail blocks first, so the least shared ones are evicted first.
+        for block_id in reversed(seq.block_table):
+            block = self._blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self._free[block_id] = None
+        seq.block_table.clear()
+        seq.block_hashes.clear()
+        seq.num_cached_tokens = 0
+
+    def _hold(self, block_id: int) -> None:
+        block = self._blocks[block_id]
+        if block.ref_count == 0:
+            del self._free[block_id]
+        block.ref_count += 1
+
+    def _take_free(self) -> int:
+        block_id, _ = self._free.popitem(last=False)
+        block = self._blocks[block_id]
+        if block.key is not None:  # evict: its K/V is about to be overwritten
+            del self._cached[block.key]
+            block.key = None
+        block.ref_count = 1
+        return block_id

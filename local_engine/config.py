@@ -1,0 +1,55 @@
+"""Engine settings: one frozen value built by the CLI (or a test) and read by every part of the engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work (names the field)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine schedules and how much memory it takes; no defaults depend on the machine."""
+
+    model: str = "smollm2"  # loader spec: "smollm2", "tiny-random", a GGUF file or an HF folder
+    device: str | None = None  # None: cuda when present, else cpu
+    dtype: str | None = None  # None: the loader's choice for the device
+    kv_dtype: str | None = None  # None: same as dtype
+    kv_cache_bytes: int | None = None  # a fixed KV pool size (CPU default is the loader's)
+    gpu_memory_fraction: float = 0.85  # on CUDA, when kv_cache_bytes is None
+    block_size: int = 16  # tokens per KV block
+    max_num_seqs: int = 64  # sequences in one step
+    max_num_batched_tokens: int = 2048  # per-step token budget (a longer prompt is prefilled in chunks)
+    max_model_len: int | None = None  # None: the model's context (capped by the loader)
+    max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
+    enable_priority: bool = False  # False: strict first-come-first-served
+    enable_prefix_caching: bool = True  # reuse full KV blocks whose tokens (and prefix) match
+    admission_watermark: float = 0.01  # keep this share of blocks free when admitting (limits thrash)
+    stats_window_s: float = 10.0  # window of the "recent" tokens/s figures
+
+    def __post_init__(self) -> None:
+        _positive("block_size", self.block_size)
+        _positive("max_num_seqs", self.max_num_seqs)
+        _positive("max_num_batched_tokens", self.max_num_batched_tokens)
+        _positive("max_waiting", self.max_waiting)
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ConfigError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
+                f"({self.max_num_seqs}): a decode step takes one token per sequence"
+            )
+        if self.max_model_len is not None:
+            _positive("max_model_len", self.max_model_len)
+        if self.kv_cache_bytes is not None:
+            _positive("kv_cache_bytes", self.kv_cache_bytes)
+        if not 0.0 < self.gpu_memory_fraction <= 1.0:
+            raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+        if not 0.0 <= self.admission_watermark < 1.0:
+            raise ConfigError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
+        if self.stats_window_s <= 0:
+            raise ConfigError(f"stats_window_s must be > 0, got {self.stats_window_s}")
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")

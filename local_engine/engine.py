@@ -1,0 +1,196 @@
+"""LLMEngine: one step is schedule → run → postprocess; plus admission checks and abort.
+
+Single-threaded: the async wrapper drives it from one background thread. The model runner
+never mutates a sequence; this loop advances the cache counts, appends tokens and stops.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from local_engine.batch import ScheduledBatch
+from local_engine.block_manager import BlockManager
+from local_engine.config import EngineConfig
+from local_engine.errors import RequestTooLarge
+from local_engine.scheduler import Scheduler
+from local_engine.sequence import FinishReason, Sequence
+from local_engine.stats import ThroughputWindow
+from local_engine.stop_strings import StopStringFilter
+
+
+class StepOutputLike(Protocol):
+    token_ids: tuple[int | None, ...]
+
+
+class RunnerLike(Protocol):
+    num_blocks: int
+    block_size: int
+
+    def run(self, batch: ScheduledBatch) -> StepOutputLike: ...
+
+
+class DetokenizerLike(Protocol):
+    def push(self, token_id: int) -> str: ...
+
+    def flush(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """What one step produced for one sequence (only sequences that sampled a token appear)."""
+
+    seq_id: int
+    request_id: str
+    new_token_ids: tuple[int, ...]
+    new_text: str
+    finish_reason: FinishReason | None  # None while the sequence goes on
+    num_prompt_tokens: int
+    num_completion_tokens: int  # so far
+    logprobs: Any = None  # the runner's entry for this token, when the request asked for logprobs
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """The engine's live numbers, as the state endpoint and the metrics report them."""
+
+    num_running: int
+    num_waiting: int
+    num_blocks_total: int
+    num_blocks_free: int
+    kv_usage: float  # share of blocks held by live sequences
+    prefix_cache_hit_rate: float
+    num_preemptions: int
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+
+
+class _SeqText:
+    """Per-sequence text state: incremental detokenizer, stop strings and stop ids."""
+
+    __slots__ = ("detok", "stops", "stop_ids")
+
+    def __init__(self, seq: Sequence, detok: DetokenizerLike, eos_ids: frozenset[int]) -> None:
+        self.detok = detok
+        self.stops = StopStringFilter(seq.sampling.stop)
+        ids = set(seq.sampling.stop_token_ids)
+        if not seq.sampling.ignore_eos:
+            ids |= eos_ids
+        self.stop_ids = frozenset(ids)
+
+
+class LLMEngine:
+    def __init__(self, runner: RunnerLike, config: EngineConfig, *, eos_token_ids: tuple[int, ...],
+                 detokenizer_factory: Callable[[], DetokenizerLike], max_model_len: int,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.runner = runner
+        self.config = config
+        self.block_size = runner.block_size
+        self.block_manager = BlockManager(runner.num_blocks, runner.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(config, self.block_manager)
+        self.max_model_len = max_model_len
+        self._eos_ids = frozenset(eos_token_ids)
+        self._new_detokenizer = detokenizer_factory
+        self._texts: dict[int, _SeqText] = {}
+        self._clock = clock
+        self.throughput = ThroughputWindow(config.stats_window_s)
+
+    # --- admission -------------------------------------------------------------------------
+    def check_fits(self, num_prompt_tokens: int, max_tokens: int) -> None:
+        """Raise RequestTooLarge for a request that could never run, even alone."""
+        if num_prompt_tokens < 1 or max_tokens < 1:
+            raise ValueError(f"need at least 1 prompt token and max_tokens >= 1, got "
+                             f"{num_prompt_tokens} and {max_tokens}")
+        # The last sampled token is never fed back, so its K/V needs no slot.
+        num_blocks_needed = self.block_manager.num_blocks_for(num_prompt_tokens + max_tokens - 1)
+        if (num_prompt_tokens + max_tokens > self.max_model_len
+                or num_blocks_needed > self.block_manager.num_total_blocks):
+            raise RequestTooLarge(
+                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, max_model_len=self.max_model_len,
+                num_blocks_needed=num_blocks_needed, num_blocks_total=self.block_manager.num_total_blocks,
+                block_size=self.block_size)
+
+    def max_new_tokens(self, num_prompt_tokens: int) -> int:
+        """The most tokens a request with this prompt may ask for (the default when it names none)."""
+        pool_tokens = self.block_manager.num_total_blocks * self.block_size
+        return min(self.max_model_len - num_prompt_tokens, pool_tokens - num_prompt_tokens + 1)
+
+    def add_request(self, seq: Sequence) -> None:
+        self.check_fits(seq.num_prompt_tokens, seq.sampling.max_tokens)
+        self._texts[seq.seq_id] = _SeqText(seq, self._new_detokenizer(), self._eos_ids)
+        self.scheduler.add(seq)
+
+    def abort(self, seq_id: int) -> bool:
+        """Stop a sequence now and free its blocks; False when it is unknown or already finished."""
+        seq = self.scheduler.get(seq_id)
+        if seq is None:
+            return False
+        self.scheduler.finish(seq, FinishReason.ABORT)
+        self._texts.pop(seq_id, None)
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # --- the step ----------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return []
+        start = self._clock()
+        out = self.runner.run(batch)
+        end = self._clock()
+        self.throughput.record(end, batch.is_prefill, batch.total_tokens, end - start)
+        return self._postprocess(batch, out)
+
+    def _postprocess(self, batch: ScheduledBatch, out: StepOutputLike) -> list[RequestOutput]:
+        outputs: list[RequestOutput] = []
+        bm = self.block_manager
+        sampled_ids = out.token_ids
+        logprobs = getattr(out, "logprobs", None)
+        for i, seq in enumerate(batch.seqs):
+            n = batch.num_scheduled_tokens[i]
+            samples = seq.num_cached_tokens + n == len(seq.token_ids)
+            seq.num_cached_tokens += n
+            bm.cache_full_blocks(seq)
+            if not samples:
+                continue  # a prefill chunk that does not reach the end yet
+            token_id = sampled_ids[i]
+            if token_id is None:
+                raise RuntimeError(f"runner sampled no token for sequence {seq.seq_id} at its last position")
+            seq.token_ids.append(token_id)
+            text, reason = self._accept(seq, token_id)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+                del self._texts[seq.seq_id]
+            outputs.append(RequestOutput(
+                seq.seq_id, seq.request_id, (token_id,), text, reason, seq.num_prompt_tokens,
+                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None))
+        return outputs
+
+    def _accept(self, seq: Sequence, token_id: int) -> tuple[str, FinishReason | None]:
+        """The text a new token adds, and why the sequence stops (None: it goes on)."""
+        state = self._texts[seq.seq_id]
+        if token_id in state.stop_ids:  # the stop token's own text is never emitted
+            text, _ = state.stops.push(state.detok.flush())
+            return text + state.stops.flush(), FinishReason.STOP
+        text, hit = state.stops.push(state.detok.push(token_id))
+        if hit:
+            return text, FinishReason.STOP
+        if seq.num_completion_tokens >= seq.sampling.max_tokens or len(seq.token_ids) >= self.max_model_len:
+            more, hit = state.stops.push(state.detok.flush())
+            if hit:
+                return text + more, FinishReason.STOP
+            return text + more + state.stops.flush(), FinishReason.LENGTH
+        return text, None
+
+    # --- numbers -----------------------------------------------------------------------------
+    def snapshot(self) -> EngineSnapshot:
+        bm = self.block_manager
+        rates = self.throughput.rates(self._clock())
+        return EngineSnapshot(
+            num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+            num_blocks_total=bm.num_total_blocks, num_blocks_free=bm.num_free_blocks, kv_usage=bm.usage,
+            prefix_cache_hit_rate=bm.prefix_cache_hit_rate, num_preemptions=self.scheduler.num_preemptions,
+            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s)

@@ -1,0 +1,149 @@
+"""In-flight batching: which sequences compute which tokens in the next step (pure Python, no torch).
+
+A step is either prefills (new or partly prefilled sequences, in chunks under a token budget) or
+decodes (one token for every running sequence). New requests join at the next step; finished
+ones leave at once; when blocks run out the newest sequence is preempted (blocks freed, recomputed
+later) — never a failure.
+"""
+from __future__ import annotations
+
+import bisect
+
+from local_engine.batch import ScheduledBatch
+from local_engine.block_manager import BlockManager
+from local_engine.config import EngineConfig
+from local_engine.sequence import FinishReason, Sequence, SequenceStatus
+
+
+class Scheduler:
+    """Owns the waiting and running lists; both stay sorted by (priority, arrival)."""
+
+    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.waiting: list[Sequence] = []
+        self.running: list[Sequence] = []
+        self._by_id: dict[int, Sequence] = {}
+        self.num_preemptions = 0
+        self._watermark_blocks = int(config.admission_watermark * block_manager.num_total_blocks)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._by_id)
+
+    def has_work(self) -> bool:
+        return bool(self._by_id)
+
+    def _key(self, seq: Sequence) -> tuple[int, int]:
+        # seq_id grows with creation, so it orders arrivals; a preempted sequence keeps its place.
+        return (seq.priority if self.config.enable_priority else 0, seq.seq_id)
+
+    def add(self, seq: Sequence) -> None:
+        if seq.seq_id in self._by_id:
+            raise ValueError(f"sequence {seq.seq_id} already added")
+        seq.status = SequenceStatus.WAITING
+        self._by_id[seq.seq_id] = seq
+        bisect.insort(self.waiting, seq, key=self._key)
+
+    def finish(self, seq: Sequence, reason: FinishReason) -> None:
+        """Take a sequence out (finished or aborted) and free its blocks now."""
+        if self._by_id.pop(seq.seq_id, None) is None:
+            return
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+            self.block_manager.deallocate(seq)
+        else:
+            self.waiting.remove(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    def get(self, seq_id: int) -> Sequence | None:
+        return self._by_id.get(seq_id)
+
+    def schedule(self) -> ScheduledBatch | None:
+        """The next step's work, prefills first; None when there is nothing to run."""
+        preempted: list[int] = []
+        batch = self._schedule_prefill(preempted) or self._schedule_decode(preempted)
+        if batch is None:
+            return None
+        if preempted:
+            batch = ScheduledBatch(batch.seqs, batch.num_scheduled_tokens, batch.is_prefill, tuple(preempted))
+        return batch
+
+    def _schedule_prefill(self, preempted: list[int]) -> ScheduledBatch | None:
+        budget = self.config.max_num_batched_tokens
+        seqs: list[Sequence] = []
+        counts: list[int] = []
+        for seq in self.running:  # continue chunked prefills first
+            remaining = seq.num_tokens - seq.num_cached_tokens
+            if remaining > 1 and budget > 0:
+                n = min(remaining, budget)
+                seqs.append(seq)
+                counts.append(n)
+                budget -= n
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            if not self._make_room(seq, preempted):
+                break  # strict order: a later, smaller request does not jump the queue
+            del self.waiting[0]
+            self.block_manager.allocate(seq)
+            seq.status = SequenceStatus.RUNNING
+            bisect.insort(self.running, seq, key=self._key)
+            n = min(seq.num_tokens - seq.num_cached_tokens, budget)
+            seqs.append(seq)
+            counts.append(n)
+            budget -= n
+        if not seqs:
+            return None
+        return ScheduledBatch(tuple(seqs), tuple(counts), is_prefill=True)
+
+    def _make_room(self, seq: Sequence, preempted: list[int]) -> bool:
+        """Whether the sequence can be admitted now; with priority on, preempts lower-priority ones."""
+        while not self._can_admit(seq):
+            victim = self.running[-1] if self.running else None
+            if (
+                victim is None
+                or not self.config.enable_priority
+                or self._key(victim)[0] <= self._key(seq)[0]
+                or victim.num_cached_tokens < victim.num_tokens - 1  # mid-prefill in this step
+            ):
+                return False
+            self._preempt(victim, preempted)
+        return True
+
+    def _can_admit(self, seq: Sequence) -> bool:
+        bm = self.block_manager
+        if not bm.can_allocate(seq):
+            return False
+        if not self.running:  # alone it always fits (requests that never fit are refused earlier)
+            return True
+        # Keep a few blocks for running decodes, so admitting does not preempt at the next step.
+        return bm.num_free_blocks - bm.num_blocks_for(seq.num_tokens) >= self._watermark_blocks
+
+    def _schedule_decode(self, preempted: list[int]) -> ScheduledBatch | None:
+        seqs: list[Sequence] = []
+        i = 0
+        while i < len(self.running) and len(seqs) < self.config.max_num_seqs:
+            seq = self.running[i]
+            while not self.block_manager.can_append(seq):
+                victim = self.running[-1]  # the newest (or lowest-priority) one gives way
+                self._preempt(victim, preempted)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break  # it preempted itself: everything after it is gone too
+            self.block_manager.may_append(seq)
+            seqs.append(seq)
+            i += 1
+        if not seqs:
+            return None
+        return ScheduledBatch(tuple(seqs), (1,) * len(seqs), is_prefill=False)
+
+    def _preempt(self, seq: Sequence, preempted: list[int]) -> None:
+        self.running.remove(seq)
+        self.block_manager.deallocate(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        bisect.insort(self.waiting, seq, key=self._key)
+        preempted.append(seq.seq_id)

@@ -1,0 +1,189 @@
+"""Scheduler: join/leave between steps, token budget and chunked prefill, preemption, priority, abort."""
+from __future__ import annotations
+
+from local_engine.batch import ScheduledBatch
+from local_engine.block_manager import BlockManager
+from local_engine.config import EngineConfig
+from local_engine.scheduler import Scheduler
+from local_engine.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus
+
+
+def make(num_blocks: int = 64, block_size: int = 4, **kw: object) -> Scheduler:
+    kw.setdefault("admission_watermark", 0.0)
+    config = EngineConfig(block_size=block_size, **kw)  # type: ignore[arg-type]
+    return Scheduler(config, BlockManager(num_blocks, block_size, enable_prefix_caching=False))
+
+
+def seq_of(n: int, priority: int = 0, max_tokens: int = 100) -> Sequence:
+    return Sequence(list(range(1, n + 1)), SamplingParams(max_tokens=max_tokens), priority=priority)
+
+
+def advance(batch: ScheduledBatch, token: int = 7) -> None:
+    """What the engine loop does after the runner: count computed tokens, append sampled ones."""
+    for i, seq in enumerate(batch.seqs):
+        samples = batch.samples(i)
+        seq.num_cached_tokens += batch.num_scheduled_tokens[i]
+        if samples:
+            seq.append_token(token)
+
+
+def test_new_request_prefills_then_decodes() -> None:
+    sched = make()
+    a = seq_of(5)
+    sched.add(a)
+    batch = sched.schedule()
+    assert batch is not None and batch.is_prefill
+    assert batch.seqs == (a,) and batch.num_scheduled_tokens == (5,) and batch.samples(0)
+    advance(batch)
+    batch = sched.schedule()
+    assert batch is not None and not batch.is_prefill
+    assert batch.seqs == (a,) and batch.num_scheduled_tokens == (1,)
+    assert len(a.block_table) == 2  # token 6 at position 5 crossed into block 2 (size 4)
+
+
+def test_request_joins_running_batch_at_next_step_and_leaves_at_once() -> None:
+    sched = make()
+    a, b = seq_of(3), seq_of(4)
+    sched.add(a)
+    advance(sched.schedule())  # a prefilled
+    advance(sched.schedule())  # a decodes
+    sched.add(b)
+    batch = sched.schedule()  # prefills come first: b joins
+    assert batch.is_prefill and batch.seqs == (b,)
+    advance(batch)
+    batch = sched.schedule()
+    assert not batch.is_prefill and batch.seqs == (a, b)
+    advance(batch)
+    sched.finish(a, FinishReason.STOP)
+    assert a.status is SequenceStatus.FINISHED and a.block_table == []
+    batch = sched.schedule()
+    assert batch.seqs == (b,)
+
+
+def test_long_prompt_is_prefilled_in_chunks_under_the_budget() -> None:
+    sched = make(max_num_batched_tokens=8, max_num_seqs=4)
+    a = seq_of(19)
+    sched.add(a)
+    counts = []
+    while True:
+        batch = sched.schedule()
+        assert batch.total_tokens <= 8
+        counts.append(batch.num_scheduled_tokens[0])
+        sampled = batch.samples(0)
+        advance(batch)
+        if sampled:
+            break
+    assert counts == [8, 8, 3]
+    assert a.num_completion_tokens == 1
+
+
+def test_budget_is_shared_by_several_new_prompts() -> None:
+    sched = make(max_num_batched_tokens=10, max_num_seqs=4)
+    a, b, c = seq_of(6), seq_of(6), seq_of(6)
+    for s in (a, b, c):
+        sched.add(s)
+    batch = sched.schedule()
+    assert batch.seqs == (a, b) and batch.num_scheduled_tokens == (6, 4)
+    assert batch.samples(0) and not batch.samples(1)
+    advance(batch)
+    batch = sched.schedule()  # b's rest first, then c
+    assert batch.seqs == (b, c) and batch.num_scheduled_tokens == (2, 6)
+
+
+def test_max_num_seqs_caps_the_running_set() -> None:
+    sched = make(max_num_seqs=2, max_num_batched_tokens=64)
+    seqs = [seq_of(3) for _ in range(3)]
+    for s in seqs:
+        sched.add(s)
+    batch = sched.schedule()
+    assert batch.seqs == tuple(seqs[:2])
+    assert sched.waiting == [seqs[2]]
+
+
+def test_preemption_when_blocks_run_out_frees_and_requeues_the_newest() -> None:
+    sched = make(num_blocks=4, block_size=4)
+    a, b = seq_of(8), seq_of(8)
+    sched.add(a)
+    sched.add(b)
+    advance(sched.schedule())  # both prefilled: 2 blocks each, pool empty
+    assert sched.block_manager.num_free_blocks == 0
+    batch = sched.schedule()  # both need a 3rd block: b gives way
+    assert not batch.is_prefill and batch.seqs == (a,)
+    assert batch.preempted_seq_ids == (b.seq_id,)
+    assert b.status is SequenceStatus.WAITING and b.block_table == [] and b.num_cached_tokens == 0
+    assert b.num_preemptions == 1 and sched.num_preemptions == 1
+    assert sched.waiting == [b]
+
+
+def test_preempted_sequence_recomputes_prompt_and_generated_tokens() -> None:
+    sched = make(num_blocks=4, block_size=4)
+    a, b = seq_of(8, max_tokens=3), seq_of(8)
+    sched.add(a)
+    sched.add(b)
+    advance(sched.schedule(), token=70)
+    advance(sched.schedule())  # b preempted (it holds 9 tokens now)
+    sched.finish(a, FinishReason.LENGTH)
+    batch = sched.schedule()
+    assert batch.is_prefill and batch.seqs == (b,) and batch.num_scheduled_tokens == (9,)
+
+
+def test_a_lone_sequence_preempts_itself_never_fails() -> None:
+    sched = make(num_blocks=2, block_size=4)
+    a = seq_of(8)
+    sched.add(a)
+    advance(sched.schedule())
+    batch = sched.schedule()  # needs a 3rd block, there is none: it goes back to waiting
+    assert batch is None
+    assert a.status is SequenceStatus.WAITING and sched.num_preemptions == 1
+
+
+def test_priority_orders_admission_when_enabled() -> None:
+    sched = make(enable_priority=True, max_num_seqs=1)
+    low, high = seq_of(3, priority=5), seq_of(3, priority=1)
+    sched.add(low)
+    sched.add(high)
+    assert sched.schedule().seqs == (high,)
+
+
+def test_fcfs_ignores_priority_when_disabled() -> None:
+    sched = make(enable_priority=False, max_num_seqs=1)
+    low, high = seq_of(3, priority=5), seq_of(3, priority=1)
+    sched.add(low)
+    sched.add(high)
+    assert sched.schedule().seqs == (low,)
+
+
+def test_high_priority_request_preempts_a_lower_priority_running_one() -> None:
+    sched = make(num_blocks=2, block_size=4, enable_priority=True)
+    low = seq_of(8, priority=5)
+    sched.add(low)
+    advance(sched.schedule())
+    high = seq_of(4, priority=0)
+    sched.add(high)
+    batch = sched.schedule()
+    assert batch.is_prefill and batch.seqs == (high,)
+    assert batch.preempted_seq_ids == (low.seq_id,)
+
+
+def test_abort_frees_blocks_of_running_and_removes_waiting() -> None:
+    sched = make(num_blocks=8, max_num_seqs=1)
+    a, b = seq_of(8), seq_of(8)
+    sched.add(a)
+    sched.add(b)
+    advance(sched.schedule())
+    assert sched.block_manager.num_free_blocks == 6
+    sched.finish(a, FinishReason.ABORT)
+    sched.finish(b, FinishReason.ABORT)
+    assert sched.block_manager.num_free_blocks == 8
+    assert not sched.has_work() and sched.schedule() is None
+    assert a.finish_reason is FinishReason.ABORT and b.status is SequenceStatus.FINISHED
+
+
+def test_head_of_line_waits_rather_than_being_overtaken() -> None:
+    sched = make(num_blocks=3, block_size=4)
+    a, big, small = seq_of(4), seq_of(12), seq_of(2)
+    for s in (a, big, small):
+        sched.add(s)
+    batch = sched.schedule()
+    assert batch.seqs == (a,)  # big does not fit next to a; small waits behind it
+    assert sched.waiting == [big, small]
