@@ -36,6 +36,11 @@ class UsageRecord:
     error_type: str = ""
     finish_reason: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # Added by observability (all defaulted, so older producers and stored records still load):
+    provider: str = ""  # gen_ai.provider.name of the backend ("openai", "anthropic", "hybridgw.engine", ...)
+    operation: str = "chat"  # gen_ai.operation.name: "chat", "text_completion", "embeddings"
+    kv_bytes: int = 0  # estimated KV-cache bytes of this request on the engine that served it
+    itl_gaps_s: tuple[float, ...] = ()  # every inter-chunk gap at the gateway, in order
 
     @property
     def total_tokens(self) -> int:
@@ -47,7 +52,10 @@ class UsageRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UsageRecord":
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        kept = {k: v for k, v in data.items() if k in known}
+        if "itl_gaps_s" in kept:  # JSON brings lists back; keep the frozen record immutable
+            kept["itl_gaps_s"] = tuple(kept["itl_gaps_s"] or ())
+        return cls(**kept)
 
 
 class UsageSink(Protocol):

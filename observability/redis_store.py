@@ -1,0 +1,157 @@
+"""The production usage store: per-team hour/day rollups as Redis hashes and raw records in a
+capped stream per team, all written by one Lua script per record so a record counts exactly once
+(a SET NX on its request id, in the same script, makes replays after an outage harmless)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from observability.rollups import (
+    DAY_S,
+    HOUR_S,
+    Fields,
+    Rollup,
+    is_float_field,
+    period_start,
+    record_fields,
+)
+from observability.stores import StoreUnavailable, decode_record, encode_record
+from observability.usage import UsageRecord
+
+# KEYS: seen, hour rollup, day rollup, stream, teams set
+# ARGV: seen ttl, hour ttl, day ttl, stream maxlen, body, team, number of int pairs, int pairs..., float pairs...
+_WRITE_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local n_int = tonumber(ARGV[7])
+local i = 8
+for _ = 1, n_int do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'r', ARGV[5])
+redis.call('SADD', KEYS[5], ARGV[6])
+return 1
+"""
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class RedisStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "hgw:",
+        seen_ttl_s: int = 7 * DAY_S,  # replays within this long of the first write are deduplicated
+        hour_ttl_s: int = 40 * DAY_S,
+        day_ttl_s: int = 400 * DAY_S,
+        max_records_per_team: int = 100_000,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttls = (seen_ttl_s, hour_ttl_s, day_ttl_s)
+        self._maxlen = max_records_per_team
+        self._script = client.register_script(_WRITE_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "RedisStore":
+        client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        return cls(client, **kwargs)
+
+    def _rollup_key(self, team: str, period: str, start: int) -> str:
+        return f"{self._prefix}roll:{team}:{period}:{start}"
+
+    def _stream_key(self, team: str) -> str:
+        return f"{self._prefix}records:{team}"
+
+    def _script_call(self, record: UsageRecord) -> tuple[list[str], list[Any]]:
+        fields = record_fields(record)
+        ints = [(k, int(v)) for k, v in fields.items() if not is_float_field(k)]
+        floats = [(k, repr(float(v))) for k, v in fields.items() if is_float_field(k)]
+        keys = [
+            f"{self._prefix}seen:{record.request_id}",
+            self._rollup_key(record.team, "hour", period_start(record.time, "hour")),
+            self._rollup_key(record.team, "day", period_start(record.time, "day")),
+            self._stream_key(record.team),
+            f"{self._prefix}teams",
+        ]
+        args: list[Any] = [*self._ttls, self._maxlen, encode_record(record), record.team, len(ints)]
+        for name, value in (*ints, *floats):
+            args.extend((name, value))
+        return keys, args
+
+    def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for record in records:
+                keys, args = self._script_call(record)
+                self._script(keys=keys, args=args, client=pipe)
+            return sum(int(r) for r in pipe.execute())
+        except _DOWN as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    def rollups(self, team: str | None, period: str, since: float, until: float) -> list[Rollup]:
+        teams = [team] if team is not None else self.teams()
+        step = HOUR_S if period == "hour" else DAY_S
+        wanted = [(t, s) for s in range(period_start(since, period), int(until), step) for t in teams]
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for t, s in wanted:
+                pipe.hgetall(self._rollup_key(t, period, s))
+            results = pipe.execute()
+        except _DOWN as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return [
+            Rollup(team=t, period=period, start=s, fields=_parse_hash(raw))
+            for (t, s), raw in zip(wanted, results)
+            if raw
+        ]
+
+    def records(self, team: str | None, since: float, until: float, limit: int = 10_000) -> list[UsageRecord]:
+        teams = [team] if team is not None else self.teams()
+        found: list[UsageRecord] = []
+        try:
+            for t in teams:
+                for _, entry in self._client.xrevrange(self._stream_key(t), count=limit):
+                    record = decode_record(entry[b"r"])
+                    if since <= record.time < until:
+                        found.append(record)
+        except _DOWN as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        found.sort(key=lambda r: r.time, reverse=True)
+        return found[:limit]
+
+    def teams(self) -> list[str]:
+        try:
+            members = self._client.smembers(f"{self._prefix}teams")
+        except _DOWN as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return sorted(m.decode() for m in members)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except _DOWN:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _parse_hash(raw: dict[bytes, bytes]) -> Fields:
+    out: Fields = {}
+    for name, value in raw.items():
+        key = name.decode()
+        out[key] = float(value) if is_float_field(key) else int(value)
+    return out

@@ -1,0 +1,92 @@
+"""Records that could not reach the store wait in local append-only JSONL files until it is back.
+
+Each process appends to its own file and holds an exclusive flock on it while it is open, so a
+file nobody holds (its writer closed it or died) can be replayed by any process on the host.
+Replays may repeat records; the stores are idempotent by request_id, so that never double-counts.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+from observability.usage import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+class SpillFile:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._active: IO[str] | None = None
+        self._active_path: Path | None = None
+
+    def append(self, records: Sequence[UsageRecord]) -> None:
+        """Durably append records (one JSON line each; flushed and fsynced before returning)."""
+        handle = self._open_active()
+        handle.write("".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def _open_active(self) -> IO[str]:
+        if self._active is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"spill-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            handle = open(path, "a", encoding="utf-8")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            self._active, self._active_path = handle, path
+        return self._active
+
+    def _close_active(self) -> None:
+        if self._active is not None:
+            self._active.close()  # releases the flock: the file becomes replayable
+            self._active = self._active_path = None
+
+    def has_pending(self) -> bool:
+        return self._active is not None or any(self.directory.glob("spill-*.jsonl"))
+
+    def replay(self, write: Callable[[list[UsageRecord]], object], batch_size: int = 500) -> int:
+        """Hand every unheld spill file to `write` in batches, deleting each file once all of it is
+        written. `write` raising stops the replay and leaves the rest for the next try."""
+        self._close_active()
+        replayed = 0
+        for path in sorted(self.directory.glob("spill-*.jsonl")):
+            replayed += self._replay_file(path, write, batch_size)
+        return replayed
+
+    def _replay_file(self, path: Path, write: Callable[[list[UsageRecord]], object], batch_size: int) -> int:
+        try:
+            handle = open(path, "r", encoding="utf-8")
+        except FileNotFoundError:
+            return 0  # another process replayed it meanwhile
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # its writer is alive and still appending
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                return 0  # replayed and deleted by another process while we waited
+            records = _read_records(handle, path)
+            for start in range(0, len(records), batch_size):
+                write(records[start:start + batch_size])
+            path.unlink()
+            return len(records)
+
+    def close(self) -> None:
+        self._close_active()
+
+
+def _read_records(handle: IO[str], path: Path) -> list[UsageRecord]:
+    records = []
+    for number, line in enumerate(handle, 1):
+        if not line.endswith("\n"):
+            # a torn last line: the writer died mid-append, before that record was acknowledged
+            log.warning("spill %s: skipping torn line %d", path.name, number)
+            continue
+        records.append(UsageRecord.from_dict(json.loads(line)))
+    return records

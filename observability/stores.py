@@ -1,0 +1,68 @@
+"""The usage store seam (raw records + rollups) and the factory that opens the configured one:
+Redis when REDIS_URL is set, else the embedded SQLite file in the data dir."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from observability.rollups import Rollup
+from observability.usage import UsageRecord
+
+SQLITE_FILENAME = "usage.sqlite3"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be written right now (Redis down, SQLite locked); the caller keeps the batch."""
+
+
+class UsageStore(Protocol):
+    def write_batch(self, records: Sequence[UsageRecord]) -> int:
+        """Store records and add them to rollups, idempotent by request_id; returns how many were new.
+        Raises StoreUnavailable when nothing or only part was written (a retry is safe)."""
+        ...
+
+    def rollups(self, team: str | None, period: str, since: float, until: float) -> list[Rollup]:
+        """Rollups of the periods overlapping [since, until), for one team or (None) every team."""
+        ...
+
+    def records(self, team: str | None, since: float, until: float, limit: int = 10_000) -> list[UsageRecord]:
+        """Raw records (newest first, at most `limit`) with time in [since, until)."""
+        ...
+
+    def teams(self) -> list[str]: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """$HYBRIDGW_DATA_DIR, else ~/.hybridgw (the gateway uses the same folder)."""
+    configured = environ.get("HYBRIDGW_DATA_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".hybridgw"
+
+
+def encode_record(record: UsageRecord) -> str:
+    """The raw form kept in a store: everything but the per-gap list, which the rollups already hold."""
+    data = record.to_dict()
+    data.pop("itl_gaps_s", None)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode_record(text: str | bytes) -> UsageRecord:
+    return UsageRecord.from_dict(json.loads(text))
+
+
+def open_store(redis_url: str | None, data_dir: Path) -> UsageStore:
+    """The store the gateway writes and the report reads (REDIS_URL wins over the SQLite file)."""
+    if redis_url:
+        from observability.redis_store import RedisStore
+
+        return RedisStore.from_url(redis_url)
+    from observability.sqlite_store import SqliteStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(data_dir / SQLITE_FILENAME)
