@@ -86,16 +86,24 @@ class DecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """Embeddings, decoder layers, final norm and LM head; ``forward`` returns logits of chosen rows."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, max_positions: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.max_positions = min(max_positions or config.max_position_embeddings, config.max_position_embeddings)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
         self.norm = nn.Parameter(torch.ones(config.hidden_size))
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(
             config.hidden_size, config.vocab_size, bias=False)
-        self.register_buffer("rope_table", rope_cos_sin(rope_inv_freq(config), config.max_position_embeddings),
+        self.register_buffer("rope_table", rope_cos_sin(rope_inv_freq(config), self.max_positions),
                              persistent=False)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .to(dtype) must not round the RoPE angles table: keep it float32, only follow the device
+        table = self.rope_table
+        super()._apply(fn, recurse)
+        self.rope_table = table.to(self.rope_table.device)
+        return self
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttentionFn,
                 logits_indices: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +125,7 @@ class LlamaModel(nn.Module):
         own = dict(self.named_parameters())
         for name, value in _fused_state(self.config, tensors).items():
             if name == "rope_freq_factors":
-                table = rope_cos_sin(rope_inv_freq(self.config, value), self.config.max_position_embeddings)
+                table = rope_cos_sin(rope_inv_freq(self.config, value), self.max_positions)
                 self.rope_table.copy_(table)
                 continue
             if name not in own:

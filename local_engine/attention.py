@@ -1,0 +1,150 @@
+"""Attention over the paged KV cache: a plain reference path and a fast batched path.
+
+A layer's cache is one tensor (2 * KVH, num_blocks, block_size, D): K heads then V heads, so a
+single index_copy_ writes both and a single index_select gathers both. The fast path gathers
+a group of sequences' blocks into a padded (KVH, B, L, D) tensor and runs one SDPA call with
+the G query heads of a KV head laid out as extra query rows (GQA without repeating K/V).
+Sequences are grouped so that padding never costs much more than the real work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
+_PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
+
+
+@dataclass(frozen=True)
+class AttentionGroup:
+    """Consecutive sequences that share one padded SDPA call."""
+
+    token_start: int  # first packed token row of the group
+    num_tokens: int  # packed rows in the group
+    num_seqs: int
+    max_query_len: int  # Tq
+    gather_blocks: torch.Tensor  # (B * NB,) int64: the block tables, padded with block 0, flattened
+    attn_bias: torch.Tensor  # (1, B, Tq * G, NB * block_size) additive mask in the model dtype
+    pad_index: torch.Tensor | None  # (num_tokens,) row of each packed token in the (B * Tq) layout
+
+
+@dataclass(frozen=True)
+class AttentionMetadata:
+    """Per-step tensors shared by every layer; built once by ``build_attention_metadata``."""
+
+    slot_mapping: torch.Tensor  # (T,) int64: flat cache slot of each new token
+    block_tables: tuple[tuple[int, ...], ...]  # per sequence (reference path)
+    start_positions: tuple[int, ...]  # position of each sequence's first new token
+    query_lens: tuple[int, ...]  # new tokens per sequence; sum == T
+    groups: tuple[AttentionGroup, ...]  # fast path
+
+
+def build_attention_metadata(block_tables: list[list[int]], start_positions: list[int], query_lens: list[int],
+                             block_size: int, group_size: int, dtype: torch.dtype,
+                             device: torch.device) -> AttentionMetadata:
+    """Plain lists from the scheduler -> the tensors every layer's attention needs."""
+    slots = [table[p // block_size] * block_size + p % block_size
+             for table, s, n in zip(block_tables, start_positions, query_lens) for p in range(s, s + n)]
+    groups, token_start = [], 0
+    for lo, hi in _group_ranges(start_positions, query_lens):
+        group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,
+                             block_size, group_size, dtype, device)
+        groups.append(group)
+        token_start += group.num_tokens
+    return AttentionMetadata(
+        slot_mapping=torch.tensor(slots, dtype=torch.int64).to(device),
+        block_tables=tuple(tuple(t) for t in block_tables), start_positions=tuple(start_positions),
+        query_lens=tuple(query_lens), groups=tuple(groups))
+
+
+def _group_ranges(starts: list[int], query_lens: list[int]) -> list[tuple[int, int]]:
+    """Split sequences (in order) into [lo, hi) runs whose padding stays within budget."""
+    ranges, lo, max_q, max_ctx, work = [], 0, 0, 0, 0
+    for i, (s, n) in enumerate(zip(starts, query_lens)):
+        q, ctx = max(max_q, n), max(max_ctx, s + n)
+        if i > lo and (i + 1 - lo) * q * ctx > _MAX_PADDING_RATIO * (work + n * (s + n)) + _PADDING_SLACK:
+            ranges.append((lo, i))
+            lo, q, ctx, work = i, n, s + n, 0
+        max_q, max_ctx, work = q, ctx, work + n * (s + n)
+    ranges.append((lo, len(query_lens)))
+    return ranges
+
+
+def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[int], token_start: int,
+                 block_size: int, group_size: int, dtype: torch.dtype, device: torch.device) -> AttentionGroup:
+    max_q = max(query_lens)
+    num_blocks = max(len(t) for t in tables)
+    padded = torch.tensor([t + [0] * (num_blocks - len(t)) for t in tables], dtype=torch.int64)
+    # key j is visible to query row t of sequence b when j <= min(start_b + t, context_b - 1); padded
+    # query rows (t >= n_b) thus see the whole context instead of nothing, which would give NaNs.
+    s, n = torch.tensor(starts), torch.tensor(query_lens)
+    limit = torch.minimum(s[:, None] + torch.arange(max_q)[None, :], (s + n - 1)[:, None])  # (B, Tq)
+    visible = torch.arange(num_blocks * block_size)[None, None, :] <= limit[:, :, None]  # (B, Tq, L)
+    bias = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, float("-inf"))
+    bias = bias.repeat_interleave(group_size, dim=1)[None]  # (1, B, Tq * G, L)
+    pad_index = None
+    if max_q > 1:
+        pad_index = torch.tensor([b * max_q + t for b, m in enumerate(query_lens) for t in range(m)]).to(device)
+    return AttentionGroup(token_start=token_start, num_tokens=sum(query_lens), num_seqs=len(query_lens),
+                          max_query_len=max_q, gather_blocks=padded.view(-1).to(device),
+                          attn_bias=bias.to(device), pad_index=pad_index)
+
+
+def _storage(cache: torch.Tensor) -> torch.Tensor:
+    # index kernels lack float8 on CPU; moving the same bytes as uint8 is exact
+    return cache.view(torch.uint8) if cache.element_size() == 1 and cache.is_floating_point() else cache
+
+
+def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Store k, v (T, KVH, D) at flat slots (T,) of a layer cache (2*KVH, N, block_size, D)."""
+    two_kvh, n, bs, d = cache.shape
+    kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
+    _storage(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, _storage(kv))
+
+
+def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    """Fast path. q (T, H, D) -> (T, H, D), reading K/V of all sequences through their block tables."""
+    if len(meta.groups) == 1:
+        return _group_attention(q, cache, meta.groups[0])
+    return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g)
+                      for g in meta.groups])
+
+
+def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
+    _, H, D = q.shape
+    two_kvh, _, bs, _ = cache.shape
+    KVH, G = two_kvh // 2, H // (two_kvh // 2)
+    B, Tq = group.num_seqs, group.max_query_len
+    L = group.attn_bias.shape[-1]
+    kv = _storage(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
+    kv = kv.view(cache.dtype).to(q.dtype).view(two_kvh, B, L, D)
+    if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
+        q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
+    q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)
+    out = F.scaled_dot_product_attention(q, kv[:KVH], kv[KVH:], attn_mask=group.attn_bias)  # (KVH, B, Tq*G, D)
+    out = out.view(KVH, B, Tq, G, D).permute(1, 2, 0, 3, 4).reshape(B * Tq, H, D)
+    return out if group.pad_index is None else out.index_select(0, group.pad_index)
+
+
+def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    """Reference path: one sequence at a time, slots computed per position, float32 math."""
+    T, H, D = q.shape
+    two_kvh, n, bs, _ = cache.shape
+    KVH = two_kvh // 2
+    flat = _storage(cache).view(two_kvh, n * bs, D)
+    outputs, offset = [], 0
+    for table, start, num in zip(meta.block_tables, meta.start_positions, meta.query_lens):
+        positions = torch.arange(start + num)
+        slots = torch.tensor([table[p // bs] * bs + p % bs for p in positions.tolist()], device=q.device)
+        kv = flat.index_select(1, slots).view(cache.dtype).float()  # (2*KVH, L, D)
+        k = kv[:KVH].repeat_interleave(H // KVH, dim=0)  # (H, L, D)
+        v = kv[KVH:].repeat_interleave(H // KVH, dim=0)
+        qs = q[offset:offset + num].float().transpose(0, 1)  # (H, n, D)
+        scores = qs @ k.transpose(1, 2) / D ** 0.5  # (H, n, L)
+        causal = positions[None, :] <= positions[start:, None]  # (n, L)
+        scores = scores.masked_fill(~causal.to(q.device), float("-inf"))
+        outputs.append((scores.softmax(-1) @ v).transpose(0, 1))  # (n, H, D)
+        offset += num
+    return torch.cat(outputs).to(q.dtype)

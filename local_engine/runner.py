@@ -1,0 +1,110 @@
+"""The model runner: owns the model, the paged KV pool and the sampler on one device.
+
+``run(batch)`` computes one ScheduledBatch — writes the new tokens' K/V through the block
+tables, attends, and samples where the batch asks — and never mutates the Sequences.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from local_engine.attention import (AttentionMetadata, build_attention_metadata, paged_attention,
+                                    paged_attention_reference, write_kv)
+from local_engine.batch import ScheduledBatch
+from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
+from local_engine.model import LlamaModel
+from local_engine.model_config import ModelConfig
+from local_engine.sampler import SamplingRow, sample
+from local_engine.step_output import StepOutput, TokenLogprobs
+
+__all__ = ["ModelRunner", "RunnerError", "StepOutput", "TokenLogprobs"]
+
+AttentionImpl = Literal["fast", "reference"]
+
+
+class RunnerError(ValueError):
+    """The batch cannot be computed as given (a block table too short, a position past the context)."""
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, model_config: ModelConfig, *, device: str | torch.device,
+                 dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
+                 attention: AttentionImpl = "fast") -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model_config = model_config
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.kv_cache = PagedKVCache(model_config, num_blocks, block_size, resolve_kv_dtype(kv_dtype, dtype),
+                                     self.device)
+        self.attention = attention
+        self.max_positions = self.model.rope_table.shape[0]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.kv_cache.num_blocks
+
+    @property
+    def block_size(self) -> int:
+        return self.kv_cache.block_size
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.kv_cache.kv_bytes_per_token
+
+    def run(self, batch: ScheduledBatch) -> StepOutput:
+        if batch.num_seqs == 0:
+            return StepOutput(token_ids=(), logprobs=())
+        input_ids, positions, meta = self._prepare(batch)
+        samples = [batch.samples(i) for i in range(batch.num_seqs)]
+        ends = torch.tensor(meta.query_lens).cumsum(0) - 1
+        logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
+        with torch.inference_mode():
+            logits = self.model(input_ids, positions, self._attention_fn(meta), logits_rows)  # (S, V)
+            rows = [SamplingRow(s.sampling, s.completion_token_ids) for s, ok in zip(batch.seqs, samples) if ok]
+            token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
+        out_ids: list[int | None] = [None] * batch.num_seqs
+        out_lp: list[TokenLogprobs | None] = [None] * batch.num_seqs
+        sampled = iter(zip(token_ids, logprobs))
+        for i, ok in enumerate(samples):
+            if ok:
+                out_ids[i], out_lp[i] = next(sampled)
+        return StepOutput(token_ids=tuple(out_ids), logprobs=tuple(out_lp))
+
+    def _attention_fn(self, meta: AttentionMetadata):  # type: ignore[no-untyped-def]
+        attend = paged_attention if self.attention == "fast" else paged_attention_reference
+        cache = self.kv_cache
+
+        def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            layer_cache = cache.layer(layer)
+            write_kv(layer_cache, k, v, meta.slot_mapping)
+            return attend(q, layer_cache, meta)
+        return attention_fn
+
+    def _prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        ids: list[int] = []
+        positions: list[int] = []
+        starts, lens = [], []
+        for seq, n in zip(batch.seqs, batch.num_scheduled_tokens):
+            start, end = seq.num_cached_tokens, seq.num_cached_tokens + n
+            self._check(seq.seq_id, n, end, seq.num_tokens, len(seq.block_table))
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            starts.append(start)
+            lens.append(n)
+        if batch.is_prefill and ids and not 0 <= min(ids) <= max(ids) < self.model_config.vocab_size:
+            raise RunnerError(f"token ids must lie in [0, {self.model_config.vocab_size})")
+        meta = build_attention_metadata([s.block_table for s in batch.seqs], starts, lens, self.block_size,
+                                        self.model_config.num_heads // self.model_config.num_kv_heads,
+                                        self.dtype, self.device)
+        return (torch.tensor(ids, dtype=torch.int64).to(self.device),
+                torch.tensor(positions, dtype=torch.int64).to(self.device), meta)
+
+    def _check(self, seq_id: int, n: int, end: int, num_tokens: int, num_blocks: int) -> None:
+        if n < 1 or end > num_tokens:
+            raise RunnerError(f"sequence {seq_id}: {n} tokens scheduled past its {num_tokens} tokens")
+        if end > num_blocks * self.block_size:
+            raise RunnerError(f"sequence {seq_id}: {num_blocks} blocks hold {num_blocks * self.block_size} "
+                              f"tokens, {end} needed")
+        if end > self.max_positions:
+            raise RunnerError(f"sequence {seq_id}: position {end - 1} is past the model's {self.max_positions}")
