@@ -18,24 +18,45 @@ class RequestFacts:
 
     team: str
     model_alias: str
-    prompt_tokens: int  # counted with tiktoken, calibrated per target model
-    expected_output_tokens: int  # max_tokens, else the team's recent p90
+    prompt_tokens: int  # counted with tiktoken (the alias's hosted family, else cl100k_base)
+    expected_output_tokens: int  # max_tokens (× n), else the team's recent p90, else a default
     stream: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased x-* headers
     tags: dict[str, str] = field(default_factory=dict)
-    kv_bytes: dict[str, int] = field(default_factory=dict)  # per candidate backend
-    blocks_needed: dict[str, int] = field(default_factory=dict)  # per local engine backend
-    est_cost_usd: dict[str, float] = field(default_factory=dict)  # per candidate backend
+    kv_bytes: dict[str, int] = field(default_factory=dict)  # per engine backend (known kv_bytes_per_token)
+    blocks_needed: dict[str, int] = field(default_factory=dict)  # per engine backend with fresh state
+    est_cost_usd: dict[str, float] = field(default_factory=dict)  # per candidate backend with a known price
     over_budget: bool = False
     now: float = 0.0  # unix seconds, for time-of-day rules
+    prompt_tokens_by_backend: dict[str, int] = field(default_factory=dict)  # calibrated per target model
+    prefix_hit_rate: dict[str, float] = field(default_factory=dict)  # engines that report one
+    encoding: str = ""  # the tiktoken encoding prompt_tokens was counted with
+    output_source: str = ""  # "max_tokens" | "team_p90" | "team_default" | "default"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.expected_output_tokens
 
 
 @dataclass(frozen=True)
 class RouteDecision:
-    """Ordered targets to try, and which rule chose them and why (for headers, logs and traces)."""
+    """Ordered targets to try, and which rule chose them and why (for headers, logs and traces).
+
+    No targets means the request is refused: `refusal` says why and, for "no_capacity" and
+    "no_healthy_backend", `retry_after_s` when to come back (the gateway answers 503 + Retry-After;
+    "not_allowed" is the team's own limit, answered 403).
+    """
 
     targets: tuple[Target, ...]
     rule: str
     reason: str
-    shadow_rule: str = ""  # set when a shadow rule would have decided differently
+    shadow_rule: str = ""  # a shadow rule (or shadow policy) that matched: recorded, never applied
     shadow_targets: tuple[Target, ...] = ()
+    strategy: str = ""  # first_match | kv_fit | cheapest_within_slo | default
+    refusal: str = ""  # "" | "no_capacity" | "no_healthy_backend" | "not_allowed"
+    retry_after_s: float = 0.0
+    shadow_reason: str = ""
+
+    @property
+    def shadow_differs(self) -> bool:
+        return bool(self.shadow_rule) and self.shadow_targets != self.targets

@@ -1,12 +1,17 @@
-"""The policy file's schema (pydantic, strict): backends, model aliases, teams, rules, SLOs.
+"""The policy file's schema (pydantic, strict): backends, model aliases, teams, rules, SLOs, prices.
 
 The gateway's config file *is* the policy file; `policies.loader` reads YAML into `Policy`.
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.rule_schema import Rule
+
+_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class _Strict(BaseModel):
@@ -17,6 +22,16 @@ class Timeouts(_Strict):
     connect_s: float = 5.0
     first_byte_s: float = 60.0  # request sent → first response byte (first token when streamed)
     between_chunks_s: float = 60.0  # the longest gap allowed between two streamed chunks
+
+
+class Price(_Strict):
+    """What tokens cost on a backend or model. Hosted: per million tokens (overrides litellm's
+    table). Local: a set price per token, or $/GPU-hour divided by the engine's measured throughput."""
+
+    input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    output_usd_per_mtok: float | None = Field(default=None, ge=0)
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    assumed_tokens_per_s: float | None = Field(default=None, gt=0)  # used until throughput is measured
 
 
 class BackendSpec(_Strict):
@@ -37,6 +52,18 @@ class BackendSpec(_Strict):
     engine_args: list[str] = Field(default_factory=list)  # extra `hybridgw engine` arguments
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_connections: int = 256
+    # Live state for routing: `hybridgw` polls GET /v1/engine/state, `vllm` reads Prometheus
+    # /metrics; default: hybridgw for kind engine, none otherwise.
+    state: Literal["hybridgw", "vllm", "none"] | None = None
+    state_url: str | None = None  # default: base_url's server + /v1/engine/state or /metrics
+    kv_bytes_per_token: int | None = Field(default=None, gt=0)  # vllm: not in its metrics, say it here
+    max_waiting: int = Field(default=4, ge=0)  # the queue is "short" while waiting ≤ this
+    expected_ttft_s: float | None = Field(default=None, gt=0)  # prior TTFT before any is measured
+    price: Price | None = None
+
+    @property
+    def state_source(self) -> str:
+        return self.state or ("hybridgw" if self.kind == "engine" else "none")
 
 
 class Deployment(_Strict):
@@ -51,7 +78,71 @@ class ModelAlias(_Strict):
     teams: list[str] | None = None  # None: every team may use it
 
 
+class Limits(_Strict):
+    """Rate limits; enforced by observability's limiter (absent = unlimited)."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    concurrent_requests: int | None = Field(default=None, ge=1)
+
+
+class Budget(_Strict):
+    """Spend caps in USD. on_exceed: `reject` answers 429; `route` lets the request through with
+    the fact `over_budget: true`, for rules to send it somewhere cheap (e.g. local)."""
+
+    usd_per_day: float | None = Field(default=None, ge=0)
+    usd_per_month: float | None = Field(default=None, ge=0)
+    on_exceed: Literal["reject", "route"] = "reject"
+
+
+class Team(_Strict):
+    key_hashes: list[str] = Field(default_factory=list)  # "sha256:<64 hex>" of each API key
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget = Field(default_factory=Budget)
+    allowed_backends: list[str] | None = None  # a hard limit no rule can override (privacy)
+    default_output_tokens: int | None = Field(default=None, ge=1)  # before the team's p90 is known
+    slo: str | None = None  # name from `slos`
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("key_hashes")
+    @classmethod
+    def _hashes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _KEY_HASH.match(item):
+                raise ValueError(f"{item[:20]!r}… is not a key hash; write sha256:<64 lower-case hex digits>")
+        return value
+
+
+class Slo(_Strict):
+    ttft_p95_s: float = Field(gt=0)
+    itl_p95_s: float | None = Field(default=None, gt=0)
+
+
+class Health(_Strict):
+    """Circuit breaker and state polling settings, shared by all backends."""
+
+    failure_threshold: int = Field(default=3, ge=1)  # consecutive failures that open the circuit
+    cooldown_s: float = Field(default=5.0, gt=0)  # first cooldown; doubles per failed probe
+    max_cooldown_s: float = Field(default=60.0, gt=0)
+    probe_timeout_s: float = Field(default=30.0, gt=0)  # a half-open probe with no result frees up
+    poll_interval_s: float = Field(default=0.25, gt=0)
+    stale_after_s: float = Field(default=1.0, gt=0)  # older engine state counts as unknown
+    ttft_ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+
+
+class Defaults(_Strict):
+    output_tokens: int = Field(default=256, ge=1)  # expected output with no max_tokens and no history
+    retry_after_s: float = Field(default=1.0, gt=0)  # least Retry-After when refusing for capacity
+
+
 class Policy(_Strict):
-    version: int = 1
+    version: Literal[1] = 1
     backends: dict[str, BackendSpec]
     models: dict[str, ModelAlias]
+    teams: dict[str, Team] = Field(default_factory=dict)
+    slos: dict[str, Slo] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict)  # by backend model name; beats litellm's table
+    rules: list[Rule] = Field(default_factory=list)
+    health: Health = Field(default_factory=Health)
+    defaults: Defaults = Field(default_factory=Defaults)

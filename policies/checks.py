@@ -1,0 +1,74 @@
+"""Cross-reference checks a schema cannot express: every name a policy uses must be defined."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from policies.rule_schema import Rule, When
+from policies.schema import Policy
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> str:
+    allowed = ", ".join(sorted(known)) or "none defined"
+    return f"unknown {kind} {name!r}; defined: {allowed}"
+
+
+def _deployment_problems(policy: Policy) -> Iterator[Problem]:
+    for alias, spec in policy.models.items():
+        for i, dep in enumerate(spec.deployments):
+            if dep.backend not in policy.backends:
+                yield ("models", alias, "deployments", i, "backend"), _unknown("backend", dep.backend, list(policy.backends))
+
+
+def _team_problems(policy: Policy) -> Iterator[Problem]:
+    for name, team in policy.teams.items():
+        if team.slo is not None and team.slo not in policy.slos:
+            yield ("teams", name, "slo"), _unknown("slo", team.slo, list(policy.slos))
+        for i, backend in enumerate(team.allowed_backends or ()):
+            if backend not in policy.backends:
+                yield ("teams", name, "allowed_backends", i), _unknown("backend", backend, list(policy.backends))
+
+
+def _when_problems(policy: Policy, when: When, path: tuple[str | int, ...]) -> Iterator[Problem]:
+    for backend in when.state:
+        if backend not in policy.backends:
+            yield (*path, "state", backend), _unknown("backend", backend, list(policy.backends))
+    if when.model is not None:
+        names = [when.model.eq, when.model.ne, *(when.model.in_ or ()), *(when.model.not_in or ())]
+        for name in names:
+            if name is not None and name not in policy.models:
+                yield (*path, "model"), _unknown("model alias", str(name), list(policy.models))
+    for i, alt in enumerate(when.any or ()):
+        yield from _when_problems(policy, alt, (*path, "any", i))
+
+
+def _rule_problems(policy: Policy, i: int, rule: Rule) -> Iterator[Problem]:
+    path: tuple[str | int, ...] = ("rules", i)
+    for field in ("route", "local", "spill", "candidates"):
+        for j, backend in enumerate(getattr(rule, field)):
+            if backend not in policy.backends:
+                yield (*path, field, j), _unknown("backend", backend, list(policy.backends))
+            elif field == "local" and policy.backends[backend].state_source == "none":
+                yield (*path, field, j), (
+                    f"backend {backend!r} reports no engine state, so kv_fit cannot tell whether a "
+                    "request fits; use a backend of kind engine, or set its `state: hybridgw|vllm`"
+                )
+    if rule.slo is not None and rule.slo not in policy.slos:
+        yield (*path, "slo"), _unknown("slo", rule.slo, list(policy.slos))
+    yield from _when_problems(policy, rule.when, (*path, "when"))
+
+
+def policy_problems(policy: Policy) -> list[Problem]:
+    """All dangling references and duplicate rule names, each with the path of the offending field."""
+    problems = [*_deployment_problems(policy), *_team_problems(policy)]
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(policy.rules):
+        if rule.name in seen:
+            problems.append((("rules", i, "name"), f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"))
+        seen.setdefault(rule.name, i)
+        problems.extend(_rule_problems(policy, i, rule))
+    for name, backend in policy.backends.items():
+        if backend.kind == "openai" and not (backend.base_url or backend.base_url_env):
+            problems.append((("backends", name, "base_url"), "a backend of kind openai needs base_url"))
+    return problems

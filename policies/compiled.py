@@ -1,0 +1,80 @@
+"""A policy prepared for the hot path: rules as condition closures, aliases indexed by backend,
+hosted prices looked up once. Built at load (and reload) time; never per request."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.conditions import Condition, compile_when
+from policies.decision import Target
+from policies.estimator import TokenPrice, hosted_price
+from policies.rule_schema import Rule
+from policies.schema import Policy, Team
+from policies.tokens import encoding_name_for
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    spec: Rule
+    conditions: tuple[Condition, ...]
+
+    @property
+    def shadow(self) -> bool:
+        return self.spec.shadow
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    """One model alias: its deployments in order, by backend, and the encoding to count with."""
+
+    name: str
+    targets: tuple[Target, ...]
+    by_backend: Mapping[str, Target]
+    encoding: str  # the first hosted deployment's family; cl100k_base when all are local
+    teams: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    policy: Policy
+    rules: tuple[CompiledRule, ...]
+    aliases: Mapping[str, AliasInfo]
+    engines: frozenset[str]  # backends with polled state (ours or vLLM)
+    hosted_prices: Mapping[tuple[str, str], TokenPrice]  # (backend, model) → price, hosted only
+    source: str = "<policy>"
+    absent_backends: tuple[str, ...] = ()
+    empty_team: Team = field(default_factory=Team)
+
+    def team(self, name: str) -> Team:
+        """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
+        return self.policy.teams.get(name, self.empty_team)
+
+
+def _alias(name: str, policy: Policy, engines: frozenset[str]) -> AliasInfo:
+    spec = policy.models[name]
+    targets = tuple(Target(d.backend, d.model) for d in spec.deployments)
+    by_backend: dict[str, Target] = {}
+    for target in targets:
+        by_backend.setdefault(target.backend, target)
+    hosted = [t.model for t in targets if t.backend not in engines]
+    encoding = encoding_name_for(hosted[0]) if hosted else "cl100k_base"
+    return AliasInfo(name, targets, by_backend, encoding, frozenset(spec.teams) if spec.teams is not None else None)
+
+
+def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None, source: str = "<policy>",
+                   absent_backends: tuple[str, ...] = ()) -> CompiledPolicy:
+    """Prepare `policy` for decide(); `price_table` is litellm's (see estimator.litellm_price_table)."""
+    engines = frozenset(n for n, b in policy.backends.items() if b.state_source != "none")
+    aliases = {name: _alias(name, policy, engines) for name in policy.models}
+    prices: dict[tuple[str, str], TokenPrice] = {}
+    for alias in aliases.values():
+        for target in alias.targets:
+            if target.backend in engines:
+                continue
+            price = hosted_price(target.model, policy.prices, price_table or {}, policy.backends[target.backend].price)
+            if price is not None:
+                prices[(target.backend, target.model)] = price
+    rules = tuple(CompiledRule(r.name, r, tuple(compile_when(r.when))) for r in policy.rules)
+    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends)

@@ -1,0 +1,92 @@
+"""The routing decision: a pure function of (compiled policy, request facts, live state).
+
+Rules are tried in order; the first that matches and can serve the model decides. Shadow rules
+that match are recorded on the decision and never applied. With no rule, the alias's own
+deployment order is used. The team's `allowed_backends` bound every outcome; open circuits are
+dropped from it.
+"""
+from __future__ import annotations
+
+from policies.compiled import AliasInfo, CompiledPolicy, CompiledRule
+from policies.decision import RequestFacts, RouteDecision, Target
+from policies.live import LiveState
+from policies.strategies import STRATEGIES, Context, Outcome
+
+DEFAULT_RULE = "default"
+
+
+def _usable(compiled: CompiledPolicy, alias: AliasInfo, team: str) -> frozenset[str]:
+    allowed = compiled.team(team).allowed_backends
+    return frozenset(b for b in alias.by_backend if allowed is None or b in allowed)
+
+
+def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | None:
+    """The conditions with the values that made them hold, or None when one does not hold."""
+    shown = []
+    for cond in rule.conditions:
+        value = cond.get(facts, live)
+        if not cond.test(value):
+            return None
+        shown.append(cond.label if cond.fact in ("any", "now") or "." in cond.fact else f"{cond.label} ({value})")
+    return " & ".join(shown) or "always"
+
+
+def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
+    live = ctx.live
+    closed = tuple(b for b in outcome.backends if live.health_of(b).state != "open")
+    if closed or not outcome.backends:
+        return outcome if len(closed) == len(outcome.backends) else Outcome(closed, outcome.reason)
+    wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
+    floor = ctx.policy.policy.defaults.retry_after_s
+    return Outcome((), f"{outcome.reason}; every target is cooling down", "no_healthy_backend", max(floor, wait))
+
+
+def _run(rule: CompiledRule, ctx: Context) -> tuple[Outcome, str] | None:
+    why = _matched(rule, ctx.facts, ctx.live)
+    if why is None:
+        return None
+    outcome = STRATEGIES[rule.spec.strategy](rule.spec, ctx)
+    if outcome is None:  # none of the rule's backends serves this model for this team
+        return None
+    return _without_open(ctx, outcome), why
+
+
+def _targets(alias: AliasInfo, backends: tuple[str, ...]) -> tuple[Target, ...]:
+    return tuple(alias.by_backend[b] for b in backends)
+
+
+def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> RouteDecision:
+    alias = compiled.aliases.get(facts.model_alias)
+    if alias is None:
+        return RouteDecision((), "", f"unknown model alias {facts.model_alias!r}", refusal="not_allowed")
+    usable = _usable(compiled, alias, facts.team)
+    if not usable:
+        reason = f"team {facts.team!r} may use none of the backends serving {alias.name!r}"
+        return RouteDecision((), DEFAULT_RULE, reason, strategy="default", refusal="not_allowed")
+    ctx = Context(compiled, alias, facts, live, usable)
+    shadow: tuple[str, Outcome, str] | None = None
+    for rule in compiled.rules:
+        result = _run(rule, ctx)
+        if result is None:
+            continue
+        outcome, why = result
+        if rule.shadow:
+            shadow = shadow or (rule.name, outcome, why)
+            continue
+        return _decision(alias, rule.name, rule.spec.strategy, outcome, f"{rule.name}: {why} → {outcome.reason}", shadow)
+    backends = tuple(t.backend for t in alias.targets if t.backend in usable)
+    outcome = _without_open(ctx, Outcome(tuple(dict.fromkeys(backends)), "alias order " + ", ".join(backends)))
+    return _decision(alias, DEFAULT_RULE, "default", outcome, f"no rule matched → {outcome.reason}", shadow)
+
+
+def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, reason: str,
+              shadow: tuple[str, Outcome, str] | None) -> RouteDecision:
+    shadow_rule, shadow_targets, shadow_reason = "", (), ""
+    if shadow is not None:
+        shadow_rule, shadow_targets = shadow[0], _targets(alias, shadow[1].backends)
+        shadow_reason = f"{shadow[0]}: {shadow[2]} → {shadow[1].reason}"
+    return RouteDecision(
+        targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=shadow_rule,
+        shadow_targets=shadow_targets, strategy=strategy, refusal=outcome.refusal,
+        retry_after_s=outcome.retry_after_s, shadow_reason=shadow_reason,
+    )

@@ -1,0 +1,100 @@
+"""Build the frozen RequestFacts for one request from its body, its team and the live state (pure:
+the token counter, calibration and clocks are passed in)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policies.compiled import AliasInfo, CompiledPolicy
+from policies.decision import RequestFacts, Target
+from policies.errors import RoutingError
+from policies.estimator import TokenPrice, blocks_needed, kv_bytes, local_price
+from policies.live import LiveState
+from policies.tokens import Calibration, TokenCounter
+
+
+def calibration_key(target: Target, encoding: str) -> str:
+    """Ratios are learned per target model and per encoding our count was made with."""
+    return f"{target.backend}/{target.model}@{encoding}"
+
+
+def resolve_alias(compiled: CompiledPolicy, model: str, team: str) -> AliasInfo:
+    alias = compiled.aliases.get(model)
+    if alias is None:
+        raise RoutingError("model_not_found", f"The model {model!r} does not exist", "model")
+    if alias.teams is not None and team not in alias.teams:
+        raise RoutingError("model_not_allowed", f"Team {team!r} may not use model {model!r}", "model")
+    return alias
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def expected_output(compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
+                    team_p90: int | None) -> tuple[int, str]:
+    """max_tokens (× n choices), else the team's recent p90, else the team's or policy's default."""
+    n = _positive_int(body.get("n")) or 1
+    asked = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+    if asked is not None:
+        return asked * n, "max_tokens"
+    if team_p90:
+        return team_p90 * n, "team_p90"
+    default = compiled.team(team).default_output_tokens
+    if default is not None:
+        return default * n, "team_default"
+    return compiled.policy.defaults.output_tokens * n, "default"
+
+
+def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) -> dict[str, str]:
+    tags = dict(compiled.team(team).tags)
+    metadata = body.get("metadata")
+    if isinstance(metadata, Mapping):
+        tags.update({str(k): str(v) for k, v in metadata.items()})
+    return tags
+
+
+def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
+                counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
+                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0) -> RequestFacts:
+    """The facts about one chat/completions request; raises RoutingError for an unknown model."""
+    alias = resolve_alias(compiled, str(body.get("model", "")), team)
+    prompt = counter.count_prompt(body, alias.encoding)
+    output, output_source = expected_output(compiled, body, team, team_p90)
+    per_backend: dict[str, int] = {}
+    kv: dict[str, int] = {}
+    blocks: dict[str, int] = {}
+    costs: dict[str, float] = {}
+    prefix: dict[str, float] = {}
+    policy = compiled.policy
+    for backend, target in alias.by_backend.items():
+        tokens = per_backend[backend] = calibration.apply(calibration_key(target, alias.encoding), prompt)
+        price: TokenPrice | None
+        if backend in compiled.engines:
+            spec = policy.backends[backend]
+            snap = live.engine(backend)
+            if snap is not None:
+                blocks[backend] = blocks_needed(tokens, output, snap.block_size)
+                if snap.prefix_cache_hit_rate > 0:
+                    prefix[backend] = snap.prefix_cache_hit_rate
+            per_token = (snap.kv_bytes_per_token if snap else 0) or spec.kv_bytes_per_token
+            if per_token:
+                kv[backend] = kv_bytes(tokens, output, per_token)
+            price = local_price(policy.prices.get(target.model) or spec.price, snap)
+        else:
+            price = compiled.hosted_prices.get((backend, target.model))
+        if price is not None:
+            costs[backend] = price.cost(tokens, output)
+    return RequestFacts(
+        team=team, model_alias=alias.name, prompt_tokens=prompt, expected_output_tokens=output,
+        stream=body.get("stream") is True, headers=_x_headers(headers), tags=_request_tags(compiled, team, body),
+        kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
+        prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
+        output_source=output_source,
+    )
+
+
+def _x_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    if not headers:
+        return {}
+    return {k.lower(): v for k, v in headers.items() if k[:2].lower() == "x-"}

@@ -1,0 +1,79 @@
+"""Live backend state as the pure decision sees it: engine snapshots, health, and reservations."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+CircuitState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """One poll of an engine's state (our /v1/engine/state, or vLLM's /metrics)."""
+
+    taken_at: float  # monotonic seconds when the poll answered
+    model: str = ""
+    kv_bytes_per_token: int = 0  # 0: unknown (vLLM does not say; the policy may)
+    block_size: int = 16  # tokens per KV block
+    num_blocks_total: int = 0
+    num_blocks_free: int = 0
+    num_running: int = 0
+    num_waiting: int = 0
+    prefix_cache_hit_rate: float = 0.0  # 0..1
+    prefill_tokens_per_s: float = 0.0  # recent, 0 when idle
+    decode_tokens_per_s: float = 0.0
+    max_model_len: int = 0  # 0: unknown
+
+    def age(self, now: float) -> float:
+        return now - self.taken_at
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """A backend's circuit and recent TTFT, as of the moment the view was taken."""
+
+    state: CircuitState = "closed"
+    retry_at: float = 0.0  # monotonic time the cooldown ends (state == "open")
+    ttft_ewma_s: float | None = None  # None: nothing measured yet
+    ttft_p95_s: float | None = None  # over a recent window
+    consecutive_failures: int = 0
+
+
+_HEALTHY = HealthView()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """Everything about the backends that decide() may read, frozen for one decision."""
+
+    now: float  # monotonic seconds, the clock of the snapshots and the breakers
+    engines: Mapping[str, EngineSnapshot] = field(default_factory=dict)
+    health: Mapping[str, HealthView] = field(default_factory=dict)
+    reserved_blocks: Mapping[str, int] = field(default_factory=dict)  # blocks held by this gateway's in-flight requests
+    stale_after_s: float = 1.0
+
+    def engine(self, backend: str) -> EngineSnapshot | None:
+        """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""
+        snap = self.engines.get(backend)
+        if snap is None or snap.num_blocks_total <= 0 or snap.age(self.now) > self.stale_after_s:
+            return None
+        return snap
+
+    def health_of(self, backend: str) -> HealthView:
+        return self.health.get(backend, _HEALTHY)
+
+    def free_blocks(self, backend: str) -> int | None:
+        """Blocks still free once in-flight reservations are honoured; None when state is unknown.
+
+        An engine allocates a request's blocks as it decodes, so its own used count lags what our
+        in-flight requests will need; their reservations are that need. The committed total is the
+        larger of the two views (other clients' use shows only in the engine's count).
+        """
+        snap = self.engine(backend)
+        if snap is None:
+            return None
+        used = snap.num_blocks_total - snap.num_blocks_free
+        committed = max(used, self.reserved_blocks.get(backend, 0))
+        return max(0, snap.num_blocks_total - committed)

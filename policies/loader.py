@@ -1,0 +1,163 @@
+"""Read a policy file: YAML with line numbers → validated `Policy`, errors as file:line messages,
+and backends whose `requires_env` variable is unset removed (with everything that pointed at them)."""
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from policies.checks import policy_problems
+from policies.errors import PolicyError
+from policies.schema import Policy
+from policies.yaml_source import Path_, read_yaml
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    source: str  # file name (or "<default>")
+    absent_backends: tuple[str, ...] = ()  # dropped because their requires_env variable is unset
+
+
+def _dotted(loc: Path_) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(loc: Path_, lines: dict[Path_, int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that the mapping at `loc` is validated against (for 'did you mean')."""
+    current: Any = Policy
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, list, tuple):
+            current = typing.get_args(current)[-1 if typing.get_origin(current) is dict else 0]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] / X | None / X | scalar → the model class X where there is one."""
+    if isinstance(tp, str):  # forward reference such as list["When"]
+        from policies import rule_schema
+
+        return getattr(rule_schema, tp, tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [_unwrap(a) for a in typing.get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else (args[0] if len(args) == 1 else tp)
+    return tp
+
+
+def _unknown_field_message(loc: Path_) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown field"
+    allowed = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown field{hint} (allowed: {', '.join(allowed)})"
+
+
+def _key_line(loc: Path_, msg: str, lines: dict[Path_, int]) -> int:
+    # A model-level check ("field 'route' belongs to ...") is reported on the mapping; point at the field.
+    for path, line in lines.items():
+        if path[:-1] == loc and path and isinstance(path[-1], str) and f"'{path[-1]}'" in msg:
+            return line
+    return _line_of(loc, lines)
+
+
+def _format_errors(exc: ValidationError, filename: str, lines: dict[Path_, int]) -> PolicyError:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc: Path_ = tuple(err["loc"])
+        # pydantic appends union-member tags to loc; show the part that exists in the file.
+        known = next(loc[:end] for end in range(len(loc), -1, -1) if loc[:end] in lines or end == 0)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg, shown, line = _unknown_field_message(loc), loc, _line_of(loc, lines)
+        elif err["type"] == "missing":
+            msg, shown, line = "required field is missing", loc, _line_of(known, lines)
+        else:
+            shown, line = known, _key_line(known, msg, lines)
+        problems.append(f"{filename}:{line}: {_dotted(shown)}: {msg}")
+    return PolicyError("\n".join(problems), tuple(problems))
+
+
+def _prune(data: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Drop backends whose requires_env is unset, their deployments, emptied aliases and rules."""
+    absent = tuple(n for n, b in data["backends"].items() if b.get("requires_env") and not environ.get(b["requires_env"]))
+    if not absent:
+        return data, ()
+    data["backends"] = {n: b for n, b in data["backends"].items() if n not in absent}
+    for alias in list(data["models"]):
+        deps = [d for d in data["models"][alias]["deployments"] if d["backend"] not in absent]
+        if deps:
+            data["models"][alias]["deployments"] = deps
+        else:
+            del data["models"][alias]
+    rules = []
+    for rule in data.get("rules", []):
+        for field in ("route", "local", "spill", "candidates"):
+            if field in rule:
+                rule[field] = [b for b in rule[field] if b not in absent]
+        if any(rule.get(f) for f in ("route", "local", "candidates")):
+            rules.append(rule)
+    data["rules"] = rules
+    return data, absent
+
+
+def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+    """Parse and validate policy text; raises PolicyError listing every problem with its line."""
+    env = os.environ if environ is None else environ
+    data, lines = read_yaml(text, filename, env)
+    if not isinstance(data, dict):
+        raise PolicyError(f"{filename}:1: a policy is a mapping with backends, models, rules, …")
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise _format_errors(exc, filename, lines) from None
+    problems = [f"{filename}:{_line_of(loc, lines)}: {_dotted(loc)}: {msg}" for loc, msg in policy_problems(policy)]
+    if problems:
+        raise PolicyError("\n".join(problems), tuple(problems))
+    pruned, absent = _prune(policy.model_dump(by_alias=True, exclude_unset=True), env)
+    if absent:
+        policy = Policy.model_validate(pruned)
+    return LoadedPolicy(policy, filename, absent)
+
+
+def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
+    return load_policy(text, str(path), environ)
+
+
+def load_default_policy(environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+    """The embedded default policy (policies/defaults/default.yaml)."""
+    text = resources.files("policies").joinpath("defaults/default.yaml").read_text(encoding="utf-8")
+    return load_policy(text, "<default policy>", environ)

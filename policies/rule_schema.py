@@ -1,0 +1,153 @@
+"""The routing rules' part of the policy schema: conditions on request facts and live state, and
+the strategy a matching rule uses to order its targets."""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Scalar = str | int | float | bool
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Cmp(_Strict):
+    """A comparison. Shorthands: a scalar means `eq`, a list means `in`."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in")
+    not_in: list[Scalar] | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {"in": value}
+        if isinstance(value, (str, int, float, bool)):
+            return {"eq": value}
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Cmp":
+        if not self.model_fields_set:
+            raise ValueError("empty comparison; use one of eq, ne, gt, gte, lt, lte, in, not_in, exists")
+        return self
+
+
+class TimeWindow(_Strict):
+    """Local time of day (`between` may wrap midnight) and/or days of the week, in time zone `tz`."""
+
+    between: tuple[str, str] | None = None  # ["22:00", "06:00"]: start inclusive, end exclusive
+    days: list[Day] | None = None
+    tz: str = "UTC"
+
+    @field_validator("between")
+    @classmethod
+    def _hhmm(cls, value: tuple[str, str] | None) -> tuple[str, str] | None:
+        for part in value or ():
+            if not _HHMM.match(part):
+                raise ValueError(f"{part!r} is not a time of day; write HH:MM, e.g. \"09:30\"")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC or Europe/Berlin") from exc
+        return value
+
+
+class BackendCond(_Strict):
+    """Conditions on one backend's live state (engines' figures come from their polled state)."""
+
+    waiting: Cmp | None = None  # requests queued in the engine
+    running: Cmp | None = None
+    kv_free_ratio: Cmp | None = None  # free blocks (after in-flight reservations) / total, 0..1
+    ttft_s: Cmp | None = None  # recent TTFT (EWMA) seen through this gateway
+    fits: bool | None = None  # this request's KV blocks fit in the free blocks
+    healthy: bool | None = None  # circuit closed and, for engines, fresh state
+
+
+class When(_Strict):
+    """All present conditions must hold (AND); `any` holds when one of its alternatives does (OR)."""
+
+    team: Cmp | None = None
+    model: Cmp | None = None  # the alias the client asked for
+    prompt_tokens: Cmp | None = None
+    expected_output_tokens: Cmp | None = None
+    total_tokens: Cmp | None = None  # prompt + expected output
+    stream: bool | None = None
+    over_budget: bool | None = None
+    headers: dict[str, Cmp] = Field(default_factory=dict)  # x-* request headers, names lower-cased
+    tags: dict[str, Cmp] = Field(default_factory=dict)
+    time: TimeWindow | None = None
+    state: dict[str, BackendCond] = Field(default_factory=dict)  # backend name -> conditions
+    any: list["When"] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _lower(cls, value: dict[str, Cmp]) -> dict[str, Cmp]:
+        return {name.lower(): cmp for name, cmp in value.items()}
+
+
+Strategy = Literal["first_match", "kv_fit", "cheapest_within_slo"]
+_STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
+    "first_match": ("route",),
+    "kv_fit": ("local", "spill", "max_waiting"),
+    "cheapest_within_slo": ("candidates", "slo"),
+}
+
+
+class Rule(_Strict):
+    """One routing rule. Rules are tried in order; the first that matches (and is not shadow) decides.
+
+    first_match: `route` lists backends in the order to try.
+    kv_fit: engines in `local` that fit the request (KV blocks and a short queue), most headroom
+    first, then `spill`; with nothing that fits and no spill the request is refused (503).
+    cheapest_within_slo: `candidates` that are predicted to meet the TTFT SLO, cheapest first,
+    then the rest by predicted TTFT.
+    """
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    when: When = Field(default_factory=When)
+    strategy: Strategy = "first_match"
+    route: list[str] = Field(default_factory=list)
+    local: list[str] = Field(default_factory=list)
+    spill: list[str] = Field(default_factory=list)
+    max_waiting: int | None = Field(default=None, ge=0)  # default: the backend's own max_waiting
+    candidates: list[str] = Field(default_factory=list)
+    slo: str | None = None
+    shadow: bool = False  # evaluated and recorded, never applied
+
+    @model_validator(mode="after")
+    def _fields_fit_strategy(self) -> "Rule":
+        own = _STRATEGY_FIELDS[self.strategy]
+        for strategy, fields in _STRATEGY_FIELDS.items():
+            for name in fields:
+                if strategy != self.strategy and name not in own and name in self.model_fields_set:
+                    raise ValueError(f"field {name!r} belongs to strategy {strategy}, not {self.strategy}")
+        required = {"first_match": "route", "kv_fit": "local", "cheapest_within_slo": "candidates"}
+        if not getattr(self, required[self.strategy]):
+            raise ValueError(f"strategy {self.strategy} needs a non-empty {required[self.strategy]!r} list")
+        if self.strategy == "cheapest_within_slo" and not self.slo:
+            raise ValueError("strategy cheapest_within_slo needs 'slo' (a name from the policy's slos)")
+        return self
+
+    def backends(self) -> list[str]:
+        """Every backend this rule may route to, in its own order."""
+        return [*self.route, *self.local, *self.spill, *self.candidates]

@@ -1,0 +1,128 @@
+"""How a matched rule orders its backends: first_match (as written), kv_fit (engines that fit, most
+headroom first, then spill) and cheapest_within_slo. Pure functions over one request's context."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies.compiled import AliasInfo, CompiledPolicy
+from policies.decision import RequestFacts
+from policies.estimator import retry_after_s
+from policies.live import LiveState
+from policies.rule_schema import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    policy: CompiledPolicy
+    alias: AliasInfo
+    facts: RequestFacts
+    live: LiveState
+    usable: frozenset[str]  # backends with a deployment of the alias that the team may use
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    backends: tuple[str, ...]
+    reason: str
+    refusal: str = ""
+    retry_after_s: float = 0.0
+
+
+def _is_open(ctx: Context, backend: str) -> bool:
+    return ctx.live.health_of(backend).state == "open"
+
+
+def first_match(rule: Rule, ctx: Context) -> Outcome | None:
+    backends = tuple(b for b in rule.route if b in ctx.usable)
+    return Outcome(backends, "route " + ", ".join(backends)) if backends else None
+
+
+def _engine_fit(rule: Rule, ctx: Context, backend: str) -> tuple[float, str, int]:
+    """(score or -1 when it does not fit, note, blocks short)."""
+    live, facts = ctx.live, ctx.facts
+    if _is_open(ctx, backend):
+        return -1, f"{backend}: circuit open", 0
+    snap, free = live.engine(backend), live.free_blocks(backend)
+    need = facts.blocks_needed.get(backend)
+    if snap is None or free is None or need is None:
+        return -1, f"{backend}: state unknown", 0
+    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
+    if snap.max_model_len and context_len > snap.max_model_len:
+        return -1, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}", 0
+    if need > free:
+        return -1, f"{backend}: needs {need} KV blocks, {free} free", need - free
+    limit = rule.max_waiting if rule.max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
+    if snap.num_waiting > limit:
+        return -1, f"{backend}: queue {snap.num_waiting} > {limit}", 0
+    # Fewer queued requests first, then the most KV left after this request.
+    return (1.0 - snap.num_waiting / (limit + 1)) + (free - need) / snap.num_blocks_total, \
+        f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)", 0
+
+
+def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
+    local = [b for b in rule.local if b in ctx.usable]
+    spill = [b for b in rule.spill if b in ctx.usable and not _is_open(ctx, b)]
+    if not local and not spill:
+        return None
+    scored = [(b, *_engine_fit(rule, ctx, b)) for b in local]
+    fitting = [b for b, score, _, _ in sorted(scored, key=lambda s: -s[1]) if score >= 0]
+    notes = "; ".join(note for _, _, note, _ in scored)
+    backends = (*fitting, *spill)
+    if fitting:
+        return Outcome(backends, f"local fits: {notes}")
+    if spill:
+        return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
+    short = max((s for _, _, _, s in scored), default=0)
+    snap = ctx.live.engine(local[0]) if local else None
+    wait = retry_after_s(short, snap, ctx.policy.policy.defaults.retry_after_s)
+    return Outcome((), f"no capacity and nowhere to spill: {notes}", "no_capacity", wait)
+
+
+def _predicted_ttft(ctx: Context, backend: str) -> float | None:
+    """Observed TTFT p95 (else EWMA); for engines at least the prefill time of this prompt behind
+    the queue; else the backend's configured prior; None when nothing is known."""
+    health = ctx.live.health_of(backend)
+    observed = health.ttft_p95_s if health.ttft_p95_s is not None else health.ttft_ewma_s
+    snap = ctx.live.engine(backend)
+    modelled = None
+    if snap is not None and snap.prefill_tokens_per_s > 0:
+        prompt = ctx.facts.prompt_tokens_by_backend.get(backend, ctx.facts.prompt_tokens)
+        uncached = prompt * (1.0 - ctx.facts.prefix_hit_rate.get(backend, 0.0))
+        modelled = (uncached + snap.num_waiting * prompt) / snap.prefill_tokens_per_s
+    known = [v for v in (observed, modelled) if v is not None]
+    return max(known) if known else ctx.policy.policy.backends[backend].expected_ttft_s
+
+
+def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
+    candidates = [b for b in rule.candidates if b in ctx.usable]
+    if not candidates:
+        return None
+    slo = ctx.policy.policy.slos[rule.slo or ""].ttft_p95_s
+    meeting: list[tuple[float, str]] = []
+    missing: list[tuple[float, str]] = []
+    notes: list[str] = []
+    for backend in candidates:
+        if backend in ctx.policy.engines:
+            score, note, _ = _engine_fit(rule, ctx, backend)
+            if score < 0:
+                notes.append(note)
+                continue
+        elif _is_open(ctx, backend):
+            notes.append(f"{backend}: circuit open")
+            continue
+        ttft = _predicted_ttft(ctx, backend)
+        cost = ctx.facts.est_cost_usd.get(backend, float("inf"))
+        shown = "?" if ttft is None else f"{ttft:.3g}s"
+        notes.append(f"{backend}: ttft {shown}, ${cost:.3g}")
+        if ttft is None or ttft <= slo:  # unknown TTFT counts as meeting: it is how we learn it
+            meeting.append((cost, backend))
+        else:
+            missing.append((ttft, backend))
+    backends = (*(b for _, b in sorted(meeting)), *(b for _, b in sorted(missing)))
+    head = f"cheapest within ttft p95 ≤ {slo:g}s" if meeting else f"none meets ttft p95 ≤ {slo:g}s; fastest first"
+    if not backends:
+        return Outcome((), f"{head}: {'; '.join(notes)}", "no_capacity", ctx.policy.policy.defaults.retry_after_s)
+    return Outcome(backends, f"{head}: {'; '.join(notes)}")
+
+
+STRATEGIES = {"first_match": first_match, "kv_fit": kv_fit, "cheapest_within_slo": cheapest_within_slo}

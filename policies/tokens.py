@@ -1,0 +1,134 @@
+"""Prompt token counting with tiktoken (the encoding chosen by the target's model family, from the
+files litellm ships) and a per-model calibration ratio learned from what engines report."""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import tiktoken
+
+_O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "gpt-oss", "ft:gpt-4o")
+# OpenAI's published way of counting chat tokens: each message costs its fields' tokens plus 3,
+# a `name` one more, and the reply is primed with 3 (<|start|>assistant<|message|>).
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}  # a 1024×1024 image at high detail costs 765
+
+
+def encoding_name_for(model: str) -> str:
+    """o200k_base for gpt-4o / 4.1 / 4.5 / 5 / o-series, cl100k_base for older and non-OpenAI models."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return "o200k_base" if name.startswith(_O200K_PREFIXES) else "cl100k_base"
+
+
+class TokenCounter:
+    """Counts prompt tokens; encodings load once (call `warm` at start-up: the first load takes ~0.3 s)."""
+
+    def __init__(self) -> None:
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+
+    def warm(self, names: Iterable[str] = ("o200k_base", "cl100k_base")) -> None:
+        for name in names:
+            self.encoding(name)
+
+    def encoding(self, name: str) -> tiktoken.Encoding:
+        enc = self._encodings.get(name)
+        if enc is None:
+            enc = self._encodings[name] = tiktoken.get_encoding(name)
+        return enc
+
+    def count_text(self, text: str, encoding: str) -> int:
+        # encode_ordinary: user text that looks like a special token is counted as plain text.
+        return len(self.encoding(encoding).encode_ordinary(text))
+
+    def count_messages(self, messages: Iterable[Mapping[str, Any]], encoding: str) -> int:
+        enc = self.encoding(encoding)
+        total = REPLY_PRIMING
+        for message in messages:
+            total += TOKENS_PER_MESSAGE
+            for key, value in message.items():
+                if key == "name":
+                    total += TOKENS_PER_NAME
+                total += _value_tokens(enc, value)
+        return total
+
+    def count_prompt(self, body: Mapping[str, Any], encoding: str) -> int:
+        """Prompt tokens of a chat-completions body (messages, tools) or a completions body (prompt)."""
+        if "messages" in body:
+            total = self.count_messages(body.get("messages") or (), encoding)
+            tools = body.get("tools") or body.get("functions")
+            if tools:
+                total += self.count_text(json.dumps(tools, separators=(",", ":")), encoding)
+            return total
+        return _prompt_tokens(self.encoding(encoding), body.get("prompt", ""))
+
+
+def _value_tokens(enc: tiktoken.Encoding, value: Any) -> int:
+    if isinstance(value, str):
+        return len(enc.encode_ordinary(value))
+    if isinstance(value, list):  # content parts, or tool_calls
+        return sum(_part_tokens(enc, part) for part in value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 0
+    return len(enc.encode_ordinary(json.dumps(value, separators=(",", ":"))))
+
+
+def _part_tokens(enc: tiktoken.Encoding, part: Any) -> int:
+    if not isinstance(part, Mapping):
+        return _value_tokens(enc, part)
+    kind = part.get("type")
+    if kind == "text":
+        return len(enc.encode_ordinary(str(part.get("text", ""))))
+    if kind == "image_url":
+        image = part.get("image_url")
+        detail = image.get("detail", "auto") if isinstance(image, Mapping) else "auto"
+        return IMAGE_TOKENS.get(detail, IMAGE_TOKENS["auto"])
+    if "function" in part:  # an assistant's tool call: its name and JSON arguments
+        fn = part["function"] if isinstance(part["function"], Mapping) else {}
+        return sum(len(enc.encode_ordinary(str(fn.get(k, "")))) for k in ("name", "arguments"))
+    return len(enc.encode_ordinary(json.dumps(part, separators=(",", ":"))))
+
+
+def _prompt_tokens(enc: tiktoken.Encoding, prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return len(enc.encode_ordinary(prompt))
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt)  # already token ids
+    if isinstance(prompt, list):
+        return sum(_prompt_tokens(enc, p) for p in prompt)
+    return 0
+
+
+class Calibration:
+    """Per-target ratio of the target's own prompt-token count to ours, learned online (EWMA).
+
+    Our count uses an OpenAI encoding; a local model's tokenizer differs (SmolLM2 counts more
+    tokens for the same text), so KV estimates scale our count by the learned ratio.
+    """
+
+    def __init__(self, alpha: float = 0.1, low: float = 0.25, high: float = 4.0) -> None:
+        self.alpha = alpha
+        self.low = low
+        self.high = high
+        self._ratios: dict[str, float] = {}
+
+    def ratio(self, key: str) -> float:
+        return self._ratios.get(key, 1.0)
+
+    def observe(self, key: str, counted: int, reported: int) -> None:
+        """Learn from one request: `counted` by us before the call, `reported` by the target after."""
+        if counted <= 0 or reported <= 0:
+            return
+        sample = min(self.high, max(self.low, reported / counted))
+        old = self._ratios.get(key)
+        self._ratios[key] = sample if old is None else old + self.alpha * (sample - old)
+
+    def apply(self, key: str, counted: int) -> int:
+        ratio = self._ratios.get(key)
+        return counted if ratio is None else math.ceil(counted * ratio)
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self._ratios)
