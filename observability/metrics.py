@@ -1,0 +1,149 @@
+"""Metrics: a MeterProvider (OTel SDK) exposed in Prometheus text at /metrics, the GenAI semconv
+histograms with the conventions' bucket bounds, per-team/backend/route counters with bounded label
+cardinality, and engine KV/queue gauges. Built by a factory and passed in; nothing global."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Response
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from observability.usage import UsageRecord
+
+SCOPE = "hybridgw.observability"
+# Bucket bounds given by the OpenTelemetry GenAI semantic conventions.
+TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BOUNDS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+DURATION_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+GENAI_HISTOGRAMS = {
+    "gen_ai.server.time_to_first_token": TTFT_BOUNDS,
+    "gen_ai.server.time_per_output_token": TPOT_BOUNDS,
+    "gen_ai.server.request.duration": DURATION_BOUNDS,
+    "gen_ai.client.token.usage": TOKEN_BOUNDS,
+}
+OTHER = "other"
+
+
+def genai_views() -> list[View]:
+    """Pin the conventions' buckets on these instruments whoever creates them (the gateway too)."""
+    return [
+        View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(boundaries=bounds))
+        for name, bounds in GENAI_HISTOGRAMS.items()
+    ]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    provider: MeterProvider  # pass to create_app(meter_provider=...)
+    registry: CollectorRegistry  # this provider's own registry (never prometheus_client's global one)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text for GET /metrics."""
+        return generate_latest(self.registry)
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+    def router(self, path: str = "/metrics") -> APIRouter:
+        """GET /metrics in Prometheus text; mount with app.include_router(metrics.router())."""
+        api = APIRouter()
+
+        @api.get(path, include_in_schema=False)
+        def prometheus_metrics() -> Response:  # sync: FastAPI runs it in a worker thread
+            return Response(content=self.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+        return api
+
+
+def build_metrics(service_name: str = "hybridgw") -> Metrics:
+    registry = CollectorRegistry(auto_describe=True)
+    reader = PrometheusMetricReader(registry=registry, disable_target_info=True)
+    provider = MeterProvider(
+        metric_readers=[reader], views=genai_views(), resource=Resource.create({"service.name": service_name})
+    )
+    return Metrics(provider, registry)
+
+
+class LabelCap:
+    """Keeps the first `limit` distinct values of a label and folds the rest into "other"."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+class RequestMetrics:
+    """What the gateway records once per finished request (record) and per engine poll (engine)."""
+
+    def __init__(self, provider: MeterProvider, *, max_teams: int = 50, max_models: int = 50) -> None:
+        meter = provider.get_meter(SCOPE)
+        self._team = LabelCap(max_teams)
+        self._model = LabelCap(max_models)
+        self._backend = LabelCap(max_models)
+        self._rule = LabelCap(max_models)
+        h = meter.create_histogram
+        self.ttft = h("gen_ai.server.time_to_first_token", unit="s", description="Time to first token")
+        self.tpot = h("gen_ai.server.time_per_output_token", unit="s", description="Every inter-token gap")
+        self.duration = h("gen_ai.server.request.duration", unit="s", description="Arrival to last byte")
+        self.tokens = h("gen_ai.client.token.usage", unit="{token}", description="Input and output tokens")
+        self.requests = meter.create_counter("hybridgw.requests", unit="{request}", description="Requests")
+        self.token_count = meter.create_counter("hybridgw.tokens", unit="{token}", description="Tokens")
+        self.cost = meter.create_counter("hybridgw.cost_usd", description="Cost in US dollars")
+        self.kv_usage = meter.create_gauge("hybridgw.engine.kv_cache.usage", unit="1",
+                                           description="Fraction of the engine's KV-cache blocks in use")
+        self.running = meter.create_gauge("hybridgw.engine.requests.running", unit="{request}")
+        self.waiting = meter.create_gauge("hybridgw.engine.requests.waiting", unit="{request}")
+
+    def record(self, record: UsageRecord, itl_gaps: Sequence[float] | None = None) -> None:
+        """All per-request metrics from the finished record; itl_gaps default to record.itl_gaps_s."""
+        genai = {
+            "gen_ai.operation.name": record.operation,
+            "gen_ai.provider.name": record.provider or record.backend or "none",
+            "gen_ai.request.model": self._model(record.model_alias),
+            "gen_ai.response.model": self._model(record.model),
+            "hybridgw.backend": self._backend(record.backend),
+        }
+        ok = record.status == "ok"
+        if not ok:
+            genai["error.type"] = record.error_type or record.status
+        self.duration.record(record.e2e_s, genai)
+        if ok and record.ttft_s is not None:
+            self.ttft.record(record.ttft_s, genai)
+        if ok:
+            for gap in record.itl_gaps_s if itl_gaps is None else itl_gaps:
+                self.tpot.record(gap, genai)
+        if record.status != "rejected":
+            self.tokens.record(record.prompt_tokens, {**genai, "gen_ai.token.type": "input"})
+            self.tokens.record(record.completion_tokens, {**genai, "gen_ai.token.type": "output"})
+        team = {"hybridgw.team": self._team(record.team), "hybridgw.backend": genai["hybridgw.backend"]}
+        self.requests.add(1, {**team, "hybridgw.route": self._rule(record.rule), "hybridgw.status": record.status})
+        self.token_count.add(record.prompt_tokens, {**team, "gen_ai.token.type": "input"})
+        self.token_count.add(record.completion_tokens, {**team, "gen_ai.token.type": "output"})
+        if record.cost_usd:
+            self.cost.add(record.cost_usd, team)
+
+    def engine(self, backend: str, *, kv_usage: float, running: int, waiting: int) -> None:
+        """Latest engine state (from /v1/engine/state or a vLLM /metrics scrape)."""
+        attrs = {"hybridgw.backend": self._backend(backend)}
+        self.kv_usage.set(kv_usage, attrs)
+        self.running.set(running, attrs)
+        self.waiting.set(waiting, attrs)

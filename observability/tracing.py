@@ -1,0 +1,194 @@
+"""Tracing: the TracerProvider factory (exporter none / console / OTLP over HTTP / in-memory), the
+GenAI semantic-convention attributes set from a UsageRecord, and W3C traceparent inject/extract so
+the engine's spans join the gateway's trace. No global provider or propagator is ever set."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from observability.usage import UsageRecord
+
+EXPORTERS = ("none", "console", "otlp", "memory")
+FIRST_TOKEN_EVENT = "gen_ai.first_token"
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    exporter: str = "none"  # one of EXPORTERS
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; None: OTEL_EXPORTER_OTLP_* env
+    service_name: str = "hybridgw"
+    sample_ratio: float = 1.0  # of root traces; children follow their parent's decision
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"tracing exporter must be one of {EXPORTERS}, not {self.exporter!r}")
+
+
+def tracing_config_from_env(environ: Mapping[str, str] = os.environ, service_name: str = "hybridgw") -> TracingConfig:
+    """HYBRIDGW_TRACES=none|console|otlp (otlp also when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
+    exporter = environ.get("HYBRIDGW_TRACES") or ("otlp" if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none")
+    ratio = float(environ.get("HYBRIDGW_TRACE_SAMPLE_RATIO", "1.0"))
+    return TracingConfig(exporter=exporter, service_name=service_name, sample_ratio=ratio)
+
+
+@dataclass(frozen=True)
+class Tracing:
+    provider: trace.TracerProvider  # pass to create_app(tracer_provider=...)
+    memory: InMemorySpanExporter | None = None  # set for exporter "memory" (tests read spans here)
+
+    def shutdown(self) -> None:
+        """Flush queued spans and stop the exporter (at process exit)."""
+        if isinstance(self.provider, TracerProvider):
+            self.provider.shutdown()
+
+
+def build_tracing(config: TracingConfig) -> Tracing:
+    if config.exporter == "none":
+        return Tracing(trace.NoOpTracerProvider())
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": config.service_name}),
+        sampler=ParentBasedTraceIdRatio(config.sample_ratio),
+    )
+    if config.exporter == "memory":
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))  # spans readable as soon as they end
+        return Tracing(provider, memory)
+    if config.exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
+    return Tracing(provider)
+
+
+def usage_attributes(record: UsageRecord) -> dict[str, Any]:
+    """GenAI semconv + hybridgw.* attributes describing one finished request."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": record.operation,
+        "gen_ai.provider.name": record.provider or record.backend or "none",
+        "gen_ai.request.model": record.model_alias,
+        "gen_ai.response.model": record.model,
+        "gen_ai.usage.input_tokens": record.prompt_tokens,
+        "gen_ai.usage.output_tokens": record.completion_tokens,
+        "hybridgw.request_id": record.request_id,
+        "hybridgw.team": record.team,
+        "hybridgw.key_id": record.key_id,
+        "hybridgw.rule": record.rule,
+        "hybridgw.backend": record.backend,
+        "hybridgw.status": record.status,
+        "hybridgw.usage_source": record.usage_source,
+        "hybridgw.estimated.input_tokens": record.estimated_prompt_tokens,
+        "hybridgw.estimated.output_tokens": record.estimated_completion_tokens,
+        "hybridgw.kv_bytes": record.kv_bytes,
+        "hybridgw.cost_usd": record.cost_usd,
+        "hybridgw.e2e_s": record.e2e_s,
+        "http.response.status_code": record.http_status,
+    }
+    optional = {
+        "gen_ai.response.time_to_first_chunk": record.ttft_s,
+        "hybridgw.itl.p50_s": record.itl_p50_s,
+        "hybridgw.itl.p95_s": record.itl_p95_s,
+        "hybridgw.itl.max_s": record.itl_max_s,
+        "hybridgw.upstream_latency_s": record.upstream_latency_s,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if record.finish_reason:
+        attrs["gen_ai.response.finish_reasons"] = [record.finish_reason]
+    if record.status != "ok":
+        attrs["error.type"] = record.error_type or record.status
+    return attrs
+
+
+def set_usage_attributes(span: Span, record: UsageRecord) -> None:
+    """Describe the finished request on its span (call before span.end())."""
+    if not span.is_recording():
+        return
+    span.set_attributes(usage_attributes(record))
+    if record.status != "ok":
+        span.set_status(StatusCode.ERROR, record.error_type or record.status)
+
+
+def add_first_token_event(span: Span, ttft_s: float, timestamp_ns: int | None = None) -> None:
+    """Mark the first content chunk on the request span (timestamp defaults to now)."""
+    if span.is_recording():
+        span.add_event(FIRST_TOKEN_EVENT, {"gen_ai.response.time_to_first_chunk": ttft_s}, timestamp=timestamp_ns)
+
+
+def start_request_span(tracer: trace.Tracer, *, operation: str, request_model: str, team: str,
+                       request_id: str, context: Context | None = None) -> Span:
+    """The gateway's span for one request, named per the conventions ("chat gpt-4o-mini")."""
+    return tracer.start_span(
+        f"{operation} {request_model}", context=context, kind=SpanKind.SERVER,
+        attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": request_model,
+                    "hybridgw.team": team, "hybridgw.request_id": request_id},
+    )
+
+
+def inject_traceparent(headers: MutableMapping[str, str], span: Span | None = None,
+                       context: Context | None = None) -> MutableMapping[str, str]:
+    """Add `traceparent` (and `tracestate`) for the span (or context) to outgoing headers."""
+    if span is not None:
+        context = trace.set_span_in_context(span, context)
+    TraceContextTextMapPropagator().inject(headers, context=context)
+    return headers
+
+
+def extract_context(headers: Mapping[str, str]) -> Context:
+    """The remote parent carried by incoming headers (an empty context when there is none)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return TraceContextTextMapPropagator().extract(lowered)
+
+
+@dataclass(frozen=True)
+class EngineTimeline:
+    """One request's life inside an engine, as unix-epoch nanoseconds (time.time_ns() clock)."""
+
+    arrived_ns: int  # the engine server received it
+    scheduled_ns: int  # first scheduled: the end of the queue wait
+    first_token_ns: int  # prefill done, first token sampled
+    finished_ns: int  # last token sampled (or aborted)
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
+
+
+def start_engine_span(tracer: trace.Tracer, headers: Mapping[str, str], name: str,
+                      attributes: Mapping[str, Any] | None = None, start_time_ns: int | None = None) -> Span:
+    """A live engine span whose parent is the gateway span named by the request's traceparent."""
+    return tracer.start_span(name, context=extract_context(headers), kind=SpanKind.SERVER,
+                             attributes=dict(attributes or {}), start_time=start_time_ns)
+
+
+def record_engine_spans(tracer: trace.Tracer, headers: Mapping[str, str], timeline: EngineTimeline,
+                        *, model: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """After the fact: one engine span (child of the gateway's upstream span) with queue, prefill and
+    decode children, from the timestamps the engine kept while serving the request."""
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "hybridgw.engine",
+             "gen_ai.response.model": model, "gen_ai.usage.input_tokens": timeline.prompt_tokens,
+             "gen_ai.usage.output_tokens": timeline.completion_tokens,
+             "hybridgw.engine.cached_prompt_tokens": timeline.cached_prompt_tokens, **(attributes or {})}
+    root = start_engine_span(tracer, headers, f"engine {model}", attrs, timeline.arrived_ns)
+    inside = trace.set_span_in_context(root)
+    phases = (("engine.queue", timeline.arrived_ns, timeline.scheduled_ns),
+              ("engine.prefill", timeline.scheduled_ns, timeline.first_token_ns),
+              ("engine.decode", timeline.first_token_ns, timeline.finished_ns))
+    for name, start, end in phases:
+        tracer.start_span(name, context=inside, start_time=start).end(end_time=max(start, end))
+    root.end(end_time=timeline.finished_ns)
