@@ -1,1 +1,1 @@
-"""Helpers that start real processes for the test suite."""
+"""Helpers for tests that run real processes."""

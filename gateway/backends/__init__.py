@@ -1,0 +1,1 @@
+"""Backends: where requests go (OpenAI-compatible HTTP servers, litellm providers)."""

@@ -1,0 +1,74 @@
+"""The backend protocol every upstream kind implements, and the values that cross it.
+
+A stream yields chunks: each is the JSON payload (bytes) of one OpenAI chunk object, exactly as
+the upstream sent it where the upstream speaks OpenAI's wire format. `[DONE]` is not a chunk.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Chunk = bytes
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    path: str  # "chat/completions", "completions" or "embeddings"
+    body: dict[str, Any]  # the client's body with `model` set to the backend's model name
+    request_id: str
+    stream: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers (e.g. traceparent)
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    content: bytes  # the upstream's JSON body, relayed unchanged
+    data: dict[str, Any]  # the same, decoded (usage, finish reason)
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class BackendState:
+    name: str
+    kind: str
+    in_flight: int
+    requests: int
+    failures: int
+    last_error: str = ""
+
+
+class Backend(Protocol):
+    name: str
+    kind: str
+
+    async def open(self) -> None:
+        """Create connection pools (called from the app's lifespan)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Non-streamed call; raises UpstreamError."""
+        ...
+
+    def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+        """Streamed call; raises UpstreamError before the first chunk or (after_first_byte) later."""
+        ...
+
+    def state(self) -> BackendState: ...
+
+
+class BackendCounters:
+    """In-flight / request / failure counters a backend reports through state()."""
+
+    __slots__ = ("in_flight", "requests", "failures", "last_error")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def snapshot(self, name: str, kind: str) -> BackendState:
+        return BackendState(name, kind, self.in_flight, self.requests, self.failures, self.last_error)

@@ -1,0 +1,164 @@
+"""Backend for any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, TRT-LLM, NIM, our engine).
+
+httpx with one pooled keep-alive client per backend; separate deadlines for connect, first byte
+and the gap between chunks; SSE relayed as the upstream's own payload bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.catalog import ResolvedBackend
+from gateway.errors import UpstreamError
+from gateway.sse import DONE_PAYLOAD, FrameSplitter
+
+
+def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError:
+    """The upstream's own message (OpenAI-shaped body or plain text) under its status."""
+    message, param, code = content.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            param, code = err.get("param"), err.get("code")
+        elif isinstance(err, str):
+            message = err
+    return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
+                         upstream_status=status, param=param if isinstance(param, str) else None,
+                         code=code if isinstance(code, str) else None)
+
+
+def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = False) -> UpstreamError:
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        kind, what = ("connect", "connect timeout") if isinstance(exc, httpx.ConnectTimeout) else ("timeout", "timed out")
+    elif isinstance(exc, httpx.ConnectError):
+        kind, what = "connect", f"unreachable ({exc})"
+    else:
+        kind, what = "protocol", f"connection failed ({type(exc).__name__}: {exc})"
+    return UpstreamError(f"upstream {backend} {what}", backend=backend, kind=kind,
+                         after_first_byte=after_first_byte)
+
+
+class OpenAIHTTPBackend:
+    def __init__(self, spec: ResolvedBackend, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        assert spec.base_url, "an OpenAI-compatible backend needs a base_url"
+        self.name = spec.name
+        self.kind = spec.kind
+        self.spec = spec
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._urls = {p: f"{spec.base_url}/{p}" for p in ("chat/completions", "completions", "embeddings")}
+        self._counters = BackendCounters()
+
+    async def open(self) -> None:
+        t = self.spec.timeouts
+        headers = {"content-type": "application/json"}
+        if self.spec.api_key:
+            headers["authorization"] = f"Bearer {self.spec.api_key}"
+        limits = httpx.Limits(max_connections=self.spec.max_connections,
+                              max_keepalive_connections=self.spec.max_connections, keepalive_expiry=60)
+        # read=None: first-byte and between-chunk deadlines are enforced per read below.
+        timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.first_byte_s, pool=None)
+        self._client = httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout,
+                                         transport=self._transport, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def state(self) -> BackendState:
+        return self._counters.snapshot(self.name, self.kind)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError(f"backend {self.name} is not open")
+        return self._client
+
+    def _fail(self, error: UpstreamError) -> UpstreamError:
+        self._counters.failures += 1
+        self._counters.last_error = error.message
+        return error
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        try:
+            headers = {"x-request-id": request.request_id, **request.headers}
+            try:
+                async with asyncio.timeout(self.spec.timeouts.first_byte_s):
+                    response = await self._http().post(self._urls[request.path], content=orjson.dumps(request.body),
+                                                       headers=headers)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                raise self._fail(_transport_error(self.name, exc)) from None
+            if response.status_code >= 400:
+                raise self._fail(_error_from_body(self.name, response.status_code, response.content))
+            try:
+                data: Any = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise self._fail(UpstreamError(f"upstream {self.name} sent a body that is not JSON",
+                                               backend=self.name, kind="protocol")) from None
+            return UpstreamResponse(response.content, data if isinstance(data, dict) else {}, response.status_code)
+        finally:
+            self._counters.in_flight -= 1
+
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        try:
+            response = await self._open_stream(request)
+            try:
+                async for payload in self._payloads(response):
+                    yield payload
+            finally:
+                await response.aclose()
+        finally:
+            self._counters.in_flight -= 1
+
+    async def _open_stream(self, request: UpstreamRequest) -> httpx.Response:
+        client = self._http()
+        headers = {"x-request-id": request.request_id, "accept": "text/event-stream", **request.headers}
+        http_request = client.build_request("POST", self._urls[request.path], content=orjson.dumps(request.body),
+                                            headers=headers)
+        try:
+            async with asyncio.timeout(self.spec.timeouts.first_byte_s):
+                response = await client.send(http_request, stream=True)
+                if response.status_code >= 400:
+                    await response.aread()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._fail(_transport_error(self.name, exc)) from None
+        if response.status_code >= 400:
+            await response.aclose()
+            raise self._fail(_error_from_body(self.name, response.status_code, response.content))
+        return response
+
+    async def _payloads(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+        timeouts = self.spec.timeouts
+        splitter = FrameSplitter()
+        pieces = response.aiter_bytes()
+        started = False
+        try:
+            while True:
+                async with asyncio.timeout(timeouts.between_chunks_s if started else timeouts.first_byte_s):
+                    piece = await anext(pieces, None)
+                payloads = splitter.feed(piece) if piece is not None else splitter.flush()
+                for payload in payloads:
+                    if payload == DONE_PAYLOAD:
+                        return
+                    if not started and payload.startswith(b'{"error"'):
+                        raise self._fail(_error_from_body(self.name, 502, payload))
+                    started = True
+                    yield payload
+                if piece is None:
+                    return  # ended without [DONE]: accepted, as many servers do
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None

@@ -1,0 +1,87 @@
+"""Try a route decision's targets in order: a failure before the first byte moves on to the next
+target (when the failure is the upstream's, not the request's); after that the stream is committed."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from gateway.backends.base import Backend, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.errors import NoBackendAvailable, UpstreamError
+from gateway.timing import RequestClock
+from policies.decision import Target
+
+RequestFor = Callable[[Target], UpstreamRequest]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    target: Target
+    error: str  # why this target was passed over
+
+
+@dataclass
+class OpenedStream:
+    target: Target
+    first: Chunk
+    rest: AsyncIterator[Chunk]
+    attempts: tuple[Attempt, ...]
+
+
+def _candidates(targets: tuple[Target, ...], backends: Mapping[str, Backend]) -> list[tuple[Target, Backend]]:
+    found = [(t, backends[t.backend]) for t in targets if t.backend in backends]
+    if not found:
+        names = ", ".join(t.backend for t in targets) or "none"
+        raise NoBackendAvailable(f"No configured backend can serve this model (targets: {names}).",
+                                 code="no_backend")
+    return found
+
+
+async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
+                   clock: RequestClock, on_attempt: Callable[[Target], None] | None = None,
+                   ) -> tuple[Target, UpstreamResponse, tuple[Attempt, ...]]:
+    attempts: list[Attempt] = []
+    candidates = _candidates(targets, backends)
+    for i, (target, backend) in enumerate(candidates):
+        if on_attempt is not None:
+            on_attempt(target)
+        clock.mark_upstream_sent()
+        try:
+            response = await backend.complete(request_for(target))
+        except UpstreamError as exc:
+            if not exc.retryable or i == len(candidates) - 1:
+                raise
+            attempts.append(Attempt(target, exc.message))
+            continue
+        clock.mark_chunk()
+        return target, response, tuple(attempts)
+    raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
+                      clock: RequestClock, on_attempt: Callable[[Target], None] | None = None) -> OpenedStream:
+    """Start the first target whose stream yields a first chunk; the caller must aclose() `rest`."""
+    attempts: list[Attempt] = []
+    candidates = _candidates(targets, backends)
+    for i, (target, backend) in enumerate(candidates):
+        if on_attempt is not None:
+            on_attempt(target)
+        clock.mark_upstream_sent()
+        chunks = backend.stream(request_for(target))
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            exc = UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
+                                backend=target.backend, kind="protocol")
+            if i == len(candidates) - 1:
+                raise exc from None
+            attempts.append(Attempt(target, exc.message))
+            continue
+        except UpstreamError as exc:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            if not exc.retryable or i == len(candidates) - 1:
+                raise
+            attempts.append(Attempt(target, exc.message))
+            continue
+        clock.mark_chunk()
+        return OpenedStream(target, first, chunks, tuple(attempts))
+    raise AssertionError("unreachable: the last candidate returns or raises")

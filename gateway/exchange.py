@@ -1,0 +1,63 @@
+"""One request's state as it moves through the gateway, filled in stage by stage; at the end it
+becomes one frozen UsageRecord. Also: the request id taken from the client or made here."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.timing import RequestClock
+from observability.limits_protocol import Reservation
+from policies.decision import RouteDecision, Target
+
+_MAX_ID_LEN = 128
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's x-request-id when it is a sane token, else a fresh one."""
+    if header and len(header) <= _MAX_ID_LEN and header.isprintable() and " " not in header:
+        return header
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    endpoint: str  # "chat", "completions", "embeddings"
+    clock: RequestClock
+    stream: bool = False
+    client_wants_usage: bool = False
+    team: str = ""
+    key_id: str = ""
+    alias: str = ""
+    decision: RouteDecision | None = None
+    target: Target | None = None  # the target that served (or was last tried)
+    estimated_prompt_tokens: int = 0
+    estimated_completion_tokens: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usage_source: str = "counted"
+    status: str = "ok"  # ok | error | aborted | rejected
+    http_status: int = 200
+    error_type: str = ""
+    error_message: str = ""
+    finish_reason: str = ""
+    attempts: tuple[Any, ...] = ()
+    reservation: Reservation | None = None
+    span: Any = None  # opentelemetry Span of the whole request
+    upstream_span: Any = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def response_headers(self) -> dict[str, str]:
+        headers = {"x-request-id": self.request_id}
+        if self.decision is not None:
+            headers["x-hybridgw-route-rule"] = self.decision.rule
+        if self.target is not None:
+            headers["x-hybridgw-backend"] = self.target.backend
+        return headers
+
+    def fail(self, status: str, http_status: int, error_type: str, message: str) -> None:
+        self.status = status
+        self.http_status = http_status
+        self.error_type = error_type
+        self.error_message = message

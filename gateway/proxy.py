@@ -1,0 +1,176 @@
+"""The request path shared by chat, completions and embeddings: auth → body → alias → facts →
+route → limits → dispatch → response, with one UsageRecord at the end whatever happens."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from gateway import dispatch
+from gateway.backends.base import UpstreamRequest
+from gateway.disconnect import DisconnectGuard
+from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
+from gateway.exchange import Exchange, request_id_from
+from gateway.request_body import read_json_body
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, _Edge, parse_body
+from gateway.services import Services
+from gateway.stream_tally import StreamTally, response_finish_reason, response_text
+from gateway.streaming import SSERelayResponse
+from gateway.timing import RequestClock
+from gateway.usage_emit import finish
+from observability.limits_protocol import LimitExceeded
+from policies.decision import RequestFacts, Target
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # "chat", "completions", "embeddings"
+    path: str  # upstream path under the backend's base URL
+    schema: type[_Edge]
+    can_stream: bool
+
+
+CHAT = Endpoint("chat", "chat/completions", ChatCompletionRequest, True)
+COMPLETIONS = Endpoint("completions", "completions", CompletionRequest, True)
+EMBEDDINGS = Endpoint("embeddings", "embeddings", EmbeddingRequest, False)
+
+
+def error_response(ex: Exchange, exc: BaseException) -> Response:
+    info = error_info(exc)
+    headers = ex.response_headers()
+    if info.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, round(info.retry_after_s)))
+    return Response(orjson.dumps(info.body()), status_code=info.status, headers=headers,
+                    media_type="application/json")
+
+
+def _record_error(svc: Services, ex: Exchange, exc: BaseException) -> Response:
+    info = error_info(exc)
+    # "rejected": refused before any upstream was involved; "error": the upstream side failed.
+    upstream_side = isinstance(exc, (UpstreamError, NoBackendAvailable)) or info.status == 500
+    ex.fail("error" if upstream_side else "rejected", info.status, info.type, info.message)
+    if info.status == 500:
+        svc.log.error("request %s failed", ex.request_id, exc_info=exc)
+    finish(svc, ex)
+    return error_response(ex, exc)
+
+
+async def handle(request: Request, endpoint: Endpoint) -> Response:
+    svc: Services = request.app.state.services
+    ex = Exchange(request_id_from(request.headers.get("x-request-id")), endpoint.name, RequestClock())
+    try:
+        key = svc.authenticate(request.headers.get("authorization"))
+    except AuthError as exc:  # no team to charge: logged, not recorded
+        return error_response(ex, exc)
+    ex.team, ex.key_id = key.team, key.key_id
+    ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", kind=trace.SpanKind.SERVER)
+    guard: DisconnectGuard | None = None
+    try:
+        body = await read_json_body(request, svc.settings.max_body_bytes)
+        parsed = parse_body(endpoint.schema, body)
+        await _plan(svc, ex, endpoint, body, parsed, request)
+        guard = DisconnectGuard(request.receive)
+        if ex.stream:
+            return await _start_stream(svc, ex, endpoint, body, guard)
+        response = await _complete(svc, ex, endpoint, body)
+        guard.close()
+        return response
+    except (GatewayError, LimitExceeded) as exc:
+        if guard is not None:
+            guard.close()
+        return _record_error(svc, ex, exc)
+    except asyncio.CancelledError:
+        if guard is None or not guard.absorb():
+            raise
+        return _aborted(svc, ex, guard)
+    except ClientDisconnect:
+        return _aborted(svc, ex, guard)
+    except Exception as exc:  # a bug: still an OpenAI-shaped 500 and a record, never a traceback out
+        if guard is not None:
+            guard.close()
+        return _record_error(svc, ex, exc)
+
+
+def _aborted(svc: Services, ex: Exchange, guard: DisconnectGuard | None) -> Response:
+    if guard is not None:
+        guard.close()
+    ex.fail("aborted", 499, "client_disconnected", "client disconnected before the response")
+    finish(svc, ex)
+    return Response(status_code=499)
+
+
+async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any], parsed: Any,
+                request: Request) -> None:
+    """Alias check, facts, route decision and limit reservation: everything before the call."""
+    ex.alias = parsed.model
+    ex.stream = bool(getattr(parsed, "stream", False)) and endpoint.can_stream
+    options = getattr(parsed, "stream_options", None)
+    ex.client_wants_usage = bool(options and options.include_usage)
+    svc.catalog.check_alias(ex.team, ex.alias)
+    ex.estimated_prompt_tokens = svc.tokens.count_prompt(body, ex.alias)
+    limit = parsed.output_limit()
+    ex.estimated_completion_tokens = svc.settings.default_output_tokens if limit is None else limit
+    headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
+    facts = RequestFacts(team=ex.team, model_alias=ex.alias, prompt_tokens=ex.estimated_prompt_tokens,
+                         expected_output_tokens=ex.estimated_completion_tokens, stream=ex.stream,
+                         headers=headers, now=ex.clock.arrival_wall)
+    ex.decision = svc.route_fn(facts)
+    if svc.limiter is not None:
+        ex.reservation = await svc.limiter.reserve(
+            ex.request_id, ex.team, ex.key_id,
+            ex.estimated_prompt_tokens + ex.estimated_completion_tokens, 0.0)
+
+
+def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> dispatch.RequestFor:
+    def request_for(target: Target) -> UpstreamRequest:
+        upstream_body = {**body, "model": target.model}
+        if ex.stream:
+            # Ask for usage even when the client did not; StreamTally strips it again.
+            upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return UpstreamRequest(endpoint.path, upstream_body, ex.request_id, ex.stream)
+
+    return request_for
+
+
+def _on_attempt(svc: Services, ex: Exchange) -> Callable[[Target], None]:
+    def on_attempt(target: Target) -> None:
+        ex.target = target
+        if ex.upstream_span is not None:
+            ex.upstream_span.end()
+        ex.upstream_span = svc.telemetry.tracer.start_span(
+            f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
+
+    return on_attempt
+
+
+async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
+    assert ex.decision is not None
+    target, upstream, ex.attempts = await dispatch.complete(
+        ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, _on_attempt(svc, ex))
+    usage = upstream.data.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        ex.prompt_tokens = usage["prompt_tokens"]
+        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+        ex.usage_source = "upstream"
+    else:
+        ex.completion_tokens = svc.tokens.count_text(response_text(upstream.data), ex.alias)
+    ex.finish_reason = response_finish_reason(upstream.data)
+    response = Response(upstream.content, status_code=200, headers=ex.response_headers(),
+                        media_type="application/json")
+    finish(svc, ex)
+    return response
+
+
+async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any],
+                        guard: DisconnectGuard) -> Response:
+    assert ex.decision is not None
+    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body),
+                                        ex.clock, _on_attempt(svc, ex))
+    ex.attempts = opened.attempts
+    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard)

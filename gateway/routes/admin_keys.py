@@ -1,0 +1,73 @@
+"""Admin API for keys, guarded by the admin key ($HYBRIDGW_ADMIN_KEY):
+POST /admin/keys {"team", "name"} → the new key (shown once); GET /admin/keys; DELETE /admin/keys/{key_id}."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.auth import is_admin
+from gateway.errors import AuthError, GatewayError, InvalidRequest, NotFound
+from gateway.exchange import Exchange, request_id_from
+from gateway.proxy import error_response
+from gateway.request_body import read_json_body
+from gateway.services import Services
+from gateway.timing import RequestClock
+
+
+def _admin(request: Request) -> tuple[Services, Exchange]:
+    svc: Services = request.app.state.services
+    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "admin", RequestClock())
+    if not is_admin(request.headers.get("authorization"), svc.settings.admin_key):
+        raise AuthError("Admin endpoints need the admin key (HYBRIDGW_ADMIN_KEY) as the bearer token.",
+                        code="invalid_admin_key")
+    return svc, ex
+
+
+def _fail(request: Request, exc: GatewayError) -> Response:
+    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "admin", RequestClock())
+    return error_response(ex, exc)
+
+
+async def create_key(request: Request) -> Response:
+    try:
+        svc, ex = _admin(request)
+        body = await read_json_body(request, svc.settings.max_body_bytes)
+        team = body.get("team") if isinstance(body, dict) else None
+        if not isinstance(team, str) or not team.strip():
+            raise InvalidRequest("Missing required parameter: 'team'.", param="team")
+        name = body.get("name", "")
+        key, info = svc.key_store.create(team.strip(), name if isinstance(name, str) else "")
+    except GatewayError as exc:
+        return _fail(request, exc)
+    return Response(orjson.dumps({"key": key, **asdict(info)}), status_code=201, media_type="application/json")
+
+
+async def list_keys(request: Request) -> Response:
+    try:
+        svc, _ = _admin(request)
+    except GatewayError as exc:
+        return _fail(request, exc)
+    rows = [asdict(row) for row in svc.key_store.list()]
+    return Response(orjson.dumps({"object": "list", "data": rows}), media_type="application/json")
+
+
+async def revoke_key(request: Request) -> Response:
+    try:
+        svc, _ = _admin(request)
+        key_id = request.path_params["key_id"]
+        if not svc.key_store.revoke(key_id):
+            raise NotFound(f"No active key with id {key_id!r}.", param="key_id")
+    except GatewayError as exc:
+        return _fail(request, exc)
+    return Response(orjson.dumps({"key_id": key_id, "revoked": True}), media_type="application/json")
+
+
+ROUTES = [
+    Route("/admin/keys", create_key, methods=["POST"]),
+    Route("/admin/keys", list_keys, methods=["GET"]),
+    Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+]

@@ -1,0 +1,51 @@
+"""GET /v1/models and /v1/models/{model}: the aliases the caller's team may use."""
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.errors import GatewayError, ModelNotFound, NotFound
+from gateway.exchange import Exchange, request_id_from
+from gateway.proxy import error_response
+from gateway.services import Services
+from gateway.timing import RequestClock
+
+
+def _model(alias: str) -> dict[str, object]:
+    return {"id": alias, "object": "model", "created": 0, "owned_by": "hybridgw"}
+
+
+def _json(data: object, ex: Exchange) -> Response:
+    return Response(orjson.dumps(data), headers=ex.response_headers(), media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
+    try:
+        team = svc.authenticate(request.headers.get("authorization")).team
+    except GatewayError as exc:
+        return error_response(ex, exc)
+    return _json({"object": "list", "data": [_model(a) for a in svc.catalog.models_for(team)]}, ex)
+
+
+async def get_model(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
+    alias = request.path_params["model"]
+    try:
+        team = svc.authenticate(request.headers.get("authorization")).team
+        if not svc.catalog.may_use(team, alias):
+            not_found = ModelNotFound(alias)
+            raise NotFound(not_found.message, param="model", code="model_not_found")
+    except GatewayError as exc:
+        return error_response(ex, exc)
+    return _json(_model(alias), ex)
+
+
+ROUTES = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+]

@@ -1,0 +1,87 @@
+"""`hybridgw serve [--config FILE] [--host H] [--port P]`: load the policy, make the first key on a
+first start, start the local engines it needs, and run the gateway under uvicorn."""
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import queue
+import sys
+from pathlib import Path
+
+from gateway.app import create_app
+from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
+from gateway.key_store import KeyStore
+from gateway.settings import Settings
+from observability.ledger import open_ledger
+from policies.errors import PolicyError
+from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridgw serve", description="Run the hybridgw gateway.")
+    parser.add_argument("--config", type=Path, help="policy file (default: the embedded default policy)")
+    parser.add_argument("--host", default=None, help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default 8000")
+    parser.add_argument("--data-dir", type=Path, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--engine-timeout", type=float, default=600.0, help="seconds to wait for engines")
+    return parser
+
+
+def _start_logging(level: str) -> logging.handlers.QueueListener:
+    """Log lines (one JSON access line per request among them) leave the event loop through a queue."""
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    listener = logging.handlers.QueueListener(records, handler)
+    root = logging.getLogger("hybridgw")
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(level.upper())
+    root.propagate = False
+    listener.start()
+    return listener
+
+
+def _first_key(store: KeyStore) -> None:
+    """First start with no keys at all: make one for team `default` and show it once."""
+    if store.count():
+        return
+    key, info = store.create("default", name="first-start")
+    print(f"hybridgw: created an API key for team 'default' (id {info.key_id}); it is shown only now:\n"
+          f"\n    {key}\n\n"
+          f"    export OPENAI_API_KEY={key} OPENAI_BASE_URL=http://<host>:<port>/v1\n", flush=True)
+
+
+def _load(config: Path | None) -> LoadedPolicy:
+    return load_default_policy() if config is None else load_policy_file(config)
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config, data_dir=args.data_dir)
+    try:
+        loaded = _load(settings.policy_file)
+    except PolicyError as exc:
+        print(f"hybridgw serve: {exc}", file=sys.stderr)
+        return 2
+    listener = _start_logging(args.log_level)
+    store = KeyStore.in_data_dir(settings.data_dir)
+    _first_key(store)
+    ledger = open_ledger(settings.redis_url, settings.data_dir).start()
+    supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
+    try:
+        engine_urls = supervisor.start(timeout_s=args.engine_timeout)
+        app = create_app(settings, policy=loaded.policy, key_store=store, usage_sink=ledger,
+                         engine_urls=engine_urls)
+        print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1", flush=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                    log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+    finally:
+        supervisor.stop()
+        ledger.close()
+        store.close()
+        listener.stop()
+    return 0

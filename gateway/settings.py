@@ -1,0 +1,45 @@
+"""The gateway's settings: one frozen value built from the environment, then CLI flags on top."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    policy_file: Path | None = None  # None: the embedded default policy
+    data_dir: Path = Path("~/.hybridgw").expanduser()
+    admin_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    redis_url: str | None = None
+    access_log: bool = True  # one JSON line per request on the `hybridgw.access` logger
+    default_output_tokens: int = 256  # expected output when a request sets no max_tokens
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("HYBRIDGW_DATA_DIR"):
+            values["data_dir"] = Path(env["HYBRIDGW_DATA_DIR"]).expanduser()
+        if env.get("HYBRIDGW_ADMIN_KEY"):
+            values["admin_key"] = env["HYBRIDGW_ADMIN_KEY"]
+        if env.get("HYBRIDGW_POLICY"):
+            values["policy_file"] = Path(env["HYBRIDGW_POLICY"]).expanduser()
+        if env.get("HYBRIDGW_MAX_BODY_BYTES"):
+            values["max_body_bytes"] = int(env["HYBRIDGW_MAX_BODY_BYTES"])
+        if env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):
+            values["access_log"] = False
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)

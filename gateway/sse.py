@@ -1,0 +1,78 @@
+"""Server-sent events as OpenAI streams them: encode frames, split a byte stream into event payloads.
+
+Pure. The relay keeps each upstream payload as the bytes it arrived as and only re-frames it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DONE_PAYLOAD = b"[DONE]"
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """One `data:` event around a JSON payload that holds no newline (JSON encoders emit none)."""
+    return b"data: " + payload + b"\n\n"
+
+
+def encode_json_frame(obj: Any) -> bytes:
+    return encode_frame(orjson.dumps(obj))
+
+
+def error_frame(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The frame sent when a stream fails after it began (then DONE_FRAME follows)."""
+    return encode_json_frame({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def _event_payload(block: bytes) -> bytes | None:
+    """The joined `data:` lines of one event block, or None for comments / events without data."""
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return block[6:]  # the common case: exactly one data line
+    parts: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts) if parts else None
+
+
+class FrameSplitter:
+    """Feeds on arbitrary byte pieces; returns the payload of every event completed so far."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer + data if self._buffer else data
+        held = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):  # may be the first half of a CRLF split across reads
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        blocks = buffer.split(b"\n\n")
+        self._buffer = blocks.pop() + held
+        payloads = []
+        for block in blocks:
+            if block:
+                payload = _event_payload(block)
+                if payload is not None:
+                    payloads.append(payload)
+        return payloads
+
+    def flush(self) -> list[bytes]:
+        """Whatever is left when the stream ends without a final blank line."""
+        rest, self._buffer = self._buffer.replace(b"\r", b"\n").strip(b"\n"), b""
+        if not rest:
+            return []
+        payload = _event_payload(rest)
+        return [payload] if payload is not None else []
+
+
+def parse_stream(data: bytes) -> list[bytes]:
+    """All event payloads of a complete SSE body (tests, fallback token counting)."""
+    splitter = FrameSplitter()
+    return splitter.feed(data) + splitter.flush()

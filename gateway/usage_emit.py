@@ -1,0 +1,102 @@
+"""The end of every request: timing stats → one UsageRecord into the sink, one JSON log line,
+metrics, spans ended, limits settled (off the request path)."""
+from __future__ import annotations
+
+import orjson
+from opentelemetry.trace import StatusCode
+
+from gateway.catalog import ResolvedBackend
+from gateway.exchange import Exchange
+from gateway.services import Services
+from gateway.timing import TimingStats, summarize
+from observability.usage import UsageRecord
+
+
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+
+
+def provider_of(backend: ResolvedBackend | None) -> str:
+    """gen_ai.provider.name of a backend."""
+    if backend is None:
+        return ""
+    if backend.kind == "engine":
+        return "hybridgw.engine"
+    if backend.kind == "litellm":
+        return backend.model_prefix or "litellm"
+    return "openai"
+
+
+def build_record(ex: Exchange, stats: TimingStats, provider: str = "") -> UsageRecord:
+    target = ex.target
+    return UsageRecord(
+        request_id=ex.request_id, time=ex.clock.arrival_wall, team=ex.team, key_id=ex.key_id,
+        model_alias=ex.alias, backend=target.backend if target else "", model=target.model if target else "",
+        rule=ex.decision.rule if ex.decision else "", status=ex.status, http_status=ex.http_status,
+        stream=ex.stream,
+        prompt_tokens=ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens,
+        completion_tokens=ex.completion_tokens or 0,
+        estimated_prompt_tokens=ex.estimated_prompt_tokens,
+        estimated_completion_tokens=ex.estimated_completion_tokens,
+        usage_source=ex.usage_source, cost_usd=0.0,  # priced by the policy helper's estimator later
+        ttft_s=stats.ttft_s, itl_p50_s=stats.itl_p50_s, itl_p95_s=stats.itl_p95_s, itl_max_s=stats.itl_max_s,
+        e2e_s=stats.e2e_s, upstream_latency_s=stats.upstream_latency_s, error_type=ex.error_type,
+        finish_reason=ex.finish_reason, tags=dict(ex.tags), provider=provider,
+        operation=_OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
+    )
+
+
+def finish(svc: Services, ex: Exchange) -> UsageRecord:
+    """Close the exchange exactly once; never raises into the request path."""
+    ex.clock.mark_end()
+    stats = summarize(ex.clock)
+    backend = svc.catalog.backends.get(ex.target.backend) if ex.target else None
+    record = build_record(ex, stats, provider_of(backend))
+    try:
+        svc.usage_sink.submit(record)
+    except Exception as exc:  # the sink must not break a response that is already out
+        svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
+    if svc.settings.access_log and svc.access_log.isEnabledFor(20):
+        line = record.to_dict()
+        del line["itl_gaps_s"]  # the ledger keeps them; the log line stays one short line
+        if ex.error_message:
+            line["error"] = ex.error_message
+        if ex.attempts:
+            line["skipped"] = [{"backend": a.target.backend, "error": a.error} for a in ex.attempts]
+        svc.access_log.info(orjson.dumps(line).decode())
+    _record_metrics(svc, ex, record, stats)
+    _end_spans(ex, record)
+    if svc.limiter is not None and ex.reservation is not None:
+        svc.spawn(svc.limiter.settle(ex.reservation, record.total_tokens, record.cost_usd))
+    return record
+
+
+def _record_metrics(svc: Services, ex: Exchange, record: UsageRecord, stats: TimingStats) -> None:
+    tel = svc.telemetry
+    attrs = {"gen_ai.request.model": record.model_alias, "hybridgw.backend": record.backend,
+             "hybridgw.status": record.status}
+    tel.request_duration.record(stats.e2e_s, attrs)
+    if stats.ttft_s is not None and ex.stream:
+        tel.ttft.record(stats.ttft_s, attrs)
+        for gap in stats.gaps_s:
+            tel.time_per_output_token.record(gap, attrs)
+    if record.status != "rejected":
+        tel.token_usage.record(record.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+        tel.token_usage.record(record.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+
+
+def _end_spans(ex: Exchange, record: UsageRecord) -> None:
+    for span in (ex.upstream_span, ex.span):
+        if span is None:
+            continue
+        if span.is_recording():
+            span.set_attribute("hybridgw.request_id", record.request_id)
+            span.set_attribute("hybridgw.backend", record.backend)
+            span.set_attribute("hybridgw.route.rule", record.rule)
+            span.set_attribute("gen_ai.usage.input_tokens", record.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", record.completion_tokens)
+            if record.ttft_s is not None:
+                span.set_attribute("hybridgw.ttft_s", record.ttft_s)
+            if record.status != "ok":
+                span.set_status(StatusCode.ERROR, record.error_type or record.status)
+        span.end()
+    ex.upstream_span = ex.span = None

@@ -1,0 +1,1 @@
+"""Test doubles that are real servers (no mocks of our own components)."""

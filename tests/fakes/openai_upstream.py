@@ -1,0 +1,258 @@
+"""A fake OpenAI upstream: a real HTTP server (raw ASGI under uvicorn) for tests and benchmarks.
+
+Run: `python -m tests.fakes.openai_upstream --port P`. Behaviour per request comes from the model
+name's suffix (`m;chunks=16;delay_ms=5`) and/or a body field `"fake": {...}`. Keys: ttft_ms,
+delay_ms (between chunks), chunks (4), status + message (error reply), fail_after (drop the
+connection after k chunks), no_usage, tag (names the request in /_disconnects).
+Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Send = Any
+Receive = Any
+
+
+class DropConnection(Exception):
+    """Raised mid-response so uvicorn closes the socket: the client sees a broken stream."""
+
+
+@dataclass
+class FakeState:
+    last_request: dict[str, Any] | None = None
+    disconnects: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+def _options(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The model name without its suffix, and the behaviour options from suffix + body."""
+    model = str(body.get("model", "m"))
+    name, *pairs = model.split(";")
+    opts: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        opts[key] = value
+    if isinstance(body.get("fake"), dict):
+        opts.update(body["fake"])
+    return name, opts
+
+
+def _num(opts: dict[str, Any], key: str, default: float) -> float:
+    return float(opts.get(key, default))
+
+
+async def _json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(data)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
+    value = body.get("prompt", body.get("input", ""))
+    return len(value.split()) if isinstance(value, str) else len(value)
+
+
+class Disconnect:
+    """Watches the client side of one request; `pause` sleeps unless the client leaves first."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = asyncio.Event()
+        self.done = False
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done:
+            self.gone.set()
+
+    async def pause(self, seconds: float) -> bool:
+        if seconds > 0:
+            try:
+                await asyncio.wait_for(self.gone.wait(), seconds)
+            except TimeoutError:
+                pass
+        return self.gone.is_set()
+
+    def close(self) -> None:
+        self.done = True
+        self._task.cancel()
+
+
+def _chat_chunk(model: str, n: int, delta: dict[str, Any], finish: str | None, with_usage: bool) -> bytes:
+    chunk: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                             "choices": [{"index": i, "delta": delta, "finish_reason": finish} for i in range(n)]}
+    if with_usage:
+        chunk["usage"] = None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _text_chunk(model: str, n: int, text: str, finish: str | None, with_usage: bool) -> bytes:
+    chunk: dict[str, Any] = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
+                             "choices": [{"index": i, "text": text, "finish_reason": finish, "logprobs": None}
+                                         for i in range(n)]}
+    if with_usage:
+        chunk["usage"] = None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
+    prompt = _prompt_tokens(body)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.state = FakeState()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path, method = scope["path"], scope["method"]
+        if method == "GET":
+            await self._get(path, send)
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/_reset":
+            self.state = FakeState()
+            await _json(send, 200, {"ok": True})
+            return
+        await self._generate(scope, path, raw, receive, send)
+
+    async def _get(self, path: str, send: Send) -> None:
+        if path == "/_last_request":
+            await _json(send, 200, self.state.last_request or {})
+        elif path == "/_disconnects":
+            await _json(send, 200, {"tags": self.state.disconnects, "requests": self.state.requests})
+        elif path in ("/health", "/v1/health"):
+            await _json(send, 200, {"status": "ok"})
+        elif path == "/v1/models":
+            await _json(send, 200, {"object": "list", "data": [
+                {"id": "m", "object": "model", "created": 0, "owned_by": "fake"}]})
+        else:
+            await _json(send, 404, {"error": {"message": f"no route {path}", "type": "not_found", "param": None,
+                                              "code": None}})
+
+    async def _generate(self, scope: dict[str, Any], path: str, raw: bytes, receive: Receive, send: Send) -> None:
+        body = orjson.loads(raw) if raw else {}
+        self.state.requests += 1
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.state.last_request = {"path": path, "headers": headers, "body": body}
+        model, opts = _options(body)
+        if "status" in opts:
+            status = int(opts["status"])
+            extra = [(b"retry-after", b"1")] if status == 429 else []
+            await _json(send, status, {"error": {"message": str(opts.get("message", f"fake error {status}")),
+                                                 "type": "fake_error", "param": None, "code": f"fake_{status}"}},
+                        extra)
+            return
+        watch = Disconnect(receive)
+        try:
+            if await watch.pause(_num(opts, "ttft_ms", 0) / 1000):
+                self.state.disconnects.append(str(opts.get("tag", "")))
+                return
+            if path == "/v1/embeddings":
+                await _json(send, 200, _embeddings(body, model))
+            elif path not in ("/v1/chat/completions", "/v1/completions"):
+                await _json(send, 404, {"error": {"message": f"no route {path}", "type": "not_found"}})
+            elif body.get("stream"):
+                await self._stream(path, body, model, opts, watch, send)
+            else:
+                await _json(send, 200, _complete(path, body, model, opts))
+        finally:
+            watch.close()
+
+    async def _stream(self, path: str, body: dict[str, Any], model: str, opts: dict[str, Any], watch: Disconnect,
+                      send: Send) -> None:
+        chunks, n = int(_num(opts, "chunks", 4)), int(body.get("n") or 1)
+        delay, fail_after = _num(opts, "delay_ms", 0) / 1000, int(_num(opts, "fail_after", -1))
+        usage_on = bool((body.get("stream_options") or {}).get("include_usage")) and "no_usage" not in opts
+        chat = path == "/v1/chat/completions"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(chunks):
+            if i == fail_after:
+                raise DropConnection(f"fake drops the connection after {i} chunks")
+            if i and await watch.pause(delay):
+                self.state.disconnects.append(str(opts.get("tag", "")))
+                return
+            if chat:
+                delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 else {"content": f"tok{i} "}
+                frame = _chat_chunk(model, n, delta, None, usage_on)
+            else:
+                frame = _text_chunk(model, n, f"tok{i} ", None, usage_on)
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        tail = _chat_chunk(model, n, {}, "stop", usage_on) if chat else _text_chunk(model, n, "", "stop", usage_on)
+        if usage_on:
+            last = {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+                    "model": model, "choices": [], "usage": _usage(body, chunks * n)}
+            tail += b"data: " + orjson.dumps(last) + b"\n\n"
+        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
+
+
+def _complete(path: str, body: dict[str, Any], model: str, opts: dict[str, Any]) -> dict[str, Any]:
+    chunks, n = int(_num(opts, "chunks", 4)), int(body.get("n") or 1)
+    text = "".join(f"tok{i} " for i in range(chunks))
+    if path == "/v1/chat/completions":
+        data: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+                                "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                                             "finish_reason": "stop", "logprobs": None} for i in range(n)]}
+    else:
+        data = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
+                "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]}
+    if "no_usage" not in opts:
+        data["usage"] = _usage(body, chunks * n)
+    return data
+
+
+def _embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
+    inputs = body.get("input", "")
+    items = [inputs] if isinstance(inputs, str) else list(inputs)
+    data = []
+    for i, item in enumerate(items):
+        seed = zlib.crc32(str(item).encode())
+        data.append({"object": "embedding", "index": i, "embedding": [((seed >> k) & 255) / 255 for k in range(8)]})
+    prompt = _prompt_tokens(body)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DropConnection))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    args = parser.parse_args(argv)
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    uvicorn.run(FakeUpstream(), host=args.host, port=args.port, log_level="warning", access_log=False,
+                lifespan="on", loop="uvloop", http="httptools")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Real processes for the gateway's integration tests: the fake OpenAI upstream and `hybridgw serve`
+on free loopback ports, keys made with `hybridgw keys create`, and the official openai SDK."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support import procs
+
+ADMIN_KEY = "admin-test-key"
+UPSTREAM_KEY = "upstream-secret"
+
+
+def policy_yaml(fake: str, dead_port: int) -> str:
+    """Aliases whose backend model names tell the fake upstream how to behave."""
+    return f"""
+version: 1
+backends:
+  fake: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  flaky: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  dead:
+    kind: openai
+    base_url: "http://127.0.0.1:{dead_port}/v1"
+    timeouts: {{connect_s: 2}}
+  impatient:
+    kind: openai
+    base_url: "{fake}/v1"
+    timeouts: {{first_byte_s: 0.3, between_chunks_s: 0.3}}
+  hosted:
+    kind: openai
+    base_url: "{fake}/v1"
+    requires_env: HYBRIDGW_TEST_UNSET_VARIABLE
+models:
+  m: {{deployments: [{{backend: fake, model: m}}]}}
+  slow: {{deployments: [{{backend: fake, model: "m;chunks=400;delay_ms=50;ttft_ms=0"}}]}}
+  slowfirst: {{deployments: [{{backend: fake, model: "m;ttft_ms=30000"}}]}}
+  fallback:
+    deployments:
+      - {{backend: flaky, model: "m;status=503;message=flaky is down"}}
+      - {{backend: fake, model: m}}
+  down: {{deployments: [{{backend: fake, model: "m;status=500;message=boom inside"}}]}}
+  overloaded: {{deployments: [{{backend: fake, model: "m;status=503;message=try later"}}]}}
+  limited: {{deployments: [{{backend: fake, model: "m;status=429;message=slow down please"}}]}}
+  badreq: {{deployments: [{{backend: fake, model: "m;status=400;message=upstream says no"}}]}}
+  midfail: {{deployments: [{{backend: fake, model: "m;chunks=6;fail_after=2"}}]}}
+  nousage: {{deployments: [{{backend: fake, model: "m;no_usage=1;chunks=5"}}]}}
+  unreachable: {{deployments: [{{backend: dead, model: m}}]}}
+  rescued: {{deployments: [{{backend: dead, model: m}}, {{backend: fake, model: m}}]}}
+  stalls: {{deployments: [{{backend: impatient, model: "m;ttft_ms=2000"}}]}}
+  stallsmid: {{deployments: [{{backend: impatient, model: "m;chunks=4;delay_ms=2000"}}]}}
+  secret: {{deployments: [{{backend: fake, model: m}}], teams: [blue]}}
+  gone: {{deployments: [{{backend: hosted, model: m}}]}}
+"""
+
+
+def hybridgw(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
+def create_key(data_dir: Path, team: str) -> str:
+    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "create", "--team", team),
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@dataclass
+class Gateway:
+    url: str  # http://127.0.0.1:P
+    fake: str
+    data_dir: Path
+    keys: dict[str, str]
+    proc: procs.Proc
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, team: str = "red", **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[team], max_retries=0, **kw)
+
+    def async_client(self, team: str = "red", **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=self.keys[team], max_retries=0, **kw)
+
+    def auth(self, team: str = "red") -> dict[str, str]:
+        return {"authorization": f"Bearer {self.keys[team]}"}
+
+    def last_upstream_request(self) -> dict[str, Any]:
+        return httpx.get(f"{self.fake}/_last_request").json()
+
+    def disconnect_tags(self) -> list[str]:
+        return httpx.get(f"{self.fake}/_disconnects").json()["tags"]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The gateway's structured access lines (one JSON object per request)."""
+        out = []
+        for line in self.proc.output().splitlines():
+            if line.startswith("{") and '"request_id"' in line:
+                out.append(json.loads(line))
+        return out
+
+    def record_for(self, request_id: str, wait_s: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = [r for r in self.records() if r["request_id"] == request_id]
+            if found:
+                assert len(found) == 1, f"more than one record for {request_id}"
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage record for {request_id}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[str]:
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with procs.running(procs.python_module("tests.fakes.openai_upstream", "--port", str(port)),
+                       f"{url}/health", name="fake-upstream"):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("gateway")
+    data_dir = root / "data"
+    config = root / "policy.yaml"
+    config.write_text(policy_yaml(fake_upstream, procs.free_port()))
+    keys = {team: create_key(data_dir, team) for team in ("red", "blue")}
+    port = procs.free_port()
+    env = {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    url = f"http://127.0.0.1:{port}"
+    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
+                       env=env, name="gateway") as proc:
+        yield Gateway(url, fake_upstream, data_dir, keys, proc, env)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    with gateway.client() as c:
+        yield c
