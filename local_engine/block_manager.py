@@ -15,7 +15,7 @@ BlockKey = tuple[int, tuple[int, ...]]  # (hash of the prefix before the block, 
 
 
 class _Block:
-    __slots__ = ("block_id", "ref_count", "key")
+    __slots__ = ("block_id", "key", "ref_count")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id

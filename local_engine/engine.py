@@ -69,7 +69,7 @@ class EngineSnapshot:
 class _SeqText:
     """Per-sequence text state: incremental detokenizer, stop strings and stop ids."""
 
-    __slots__ = ("detok", "stops", "stop_ids")
+    __slots__ = ("detok", "stop_ids", "stops")
 
     def __init__(self, seq: Sequence, detok: DetokenizerLike, eos_ids: frozenset[int]) -> None:
         self.detok = detok

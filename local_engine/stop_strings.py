@@ -9,7 +9,7 @@ class StopStringFilter:
     pieces is never partly streamed; the stop string itself is never emitted.
     """
 
-    __slots__ = ("_stops", "_hold", "_pending")
+    __slots__ = ("_hold", "_pending", "_stops")
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = tuple(s for s in stops if s)

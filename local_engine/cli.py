@@ -1,0 +1,85 @@
+"""``hybridgw engine``: load a model, start the step loop and serve the OpenAI-compatible API.
+
+Prints one ready line (with the URL) once the socket accepts connections.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from local_engine.config import ConfigError, EngineConfig
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hybridgw engine", description=__doc__)
+    p.add_argument("--model", default="smollm2", help="smollm2, tiny-random, a .gguf file or an HF folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100, help="0 picks a free port (see the ready line)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the device's best)")
+    p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype; fp8 on CUDA)")
+    pool = p.add_mutually_exclusive_group()
+    pool.add_argument("--kv-cache-bytes", type=int, default=None, help="KV pool size in bytes")
+    pool.add_argument("--gpu-memory-fraction", type=float, default=0.85,
+                      help="share of free GPU memory for the KV pool (CUDA)")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    p.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--served-model-name", action="append", default=[],
+                   help="extra names requests may use for this model (repeatable)")
+    p.add_argument("--log-level", default="warning")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        model=args.model, device=args.device, dtype=args.dtype, kv_dtype=args.kv_dtype,
+        kv_cache_bytes=args.kv_cache_bytes, gpu_memory_fraction=args.gpu_memory_fraction,
+        block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        max_waiting=args.max_waiting, enable_priority=args.enable_priority,
+        enable_prefix_caching=not args.no_prefix_caching)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"hybridgw engine: {exc}", file=sys.stderr)
+        return 2
+    # Imported here: torch and the model code load only when an engine really starts.
+    from local_engine.bootstrap import build_server
+
+    started = time.perf_counter()
+    try:
+        app, info, engine = build_server(config, extra_names=tuple(args.served_model_name))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"hybridgw engine: cannot load {config.model!r}: {exc}", file=sys.stderr)
+        return 1
+    load_s = time.perf_counter() - started
+    summary = (f"model={info.model_name} device={info.device} kv_dtype={info.kv_dtype} "
+               f"blocks={engine.block_manager.num_total_blocks}x{engine.block_size} "
+               f"max_model_len={engine.max_model_len} load_s={load_s:.1f}")
+    return asyncio.run(_serve(app, args.host, args.port, args.log_level, summary))
+
+
+async def _serve(app: object, host: str, port: int, log_level: str, summary: str) -> int:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,  # type: ignore[arg-type]
+                                           timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        print(f"hybridgw engine ready on http://{host}:{bound}/v1 {summary}", flush=True)
+    await task
+    return 0 if server.started else 1

@@ -1,0 +1,57 @@
+"""One table from the engine's exceptions to OpenAI-shaped error bodies, statuses and headers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from local_engine.chat_template import ChatTemplateError
+from local_engine.errors import EngineDead, EngineFull, RequestTooLarge
+from local_engine.protocol import ProtocolError
+
+
+@dataclass(frozen=True)
+class HttpError:
+    status: int
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class ModelNotFound(LookupError):
+    def __init__(self, requested: str, served: tuple[str, ...]) -> None:
+        super().__init__(f"The model `{requested}` does not exist; this engine serves {', '.join(served)}.")
+
+
+def http_error(exc: BaseException) -> HttpError:
+    """Map an exception to what the client sees; anything unexpected is a 500 without a traceback."""
+    if isinstance(exc, ProtocolError):
+        return HttpError(400, exc.message, "invalid_request_error", exc.param, exc.code)
+    if isinstance(exc, RequestTooLarge):
+        return HttpError(400, str(exc), "invalid_request_error", "messages", "context_length_exceeded")
+    if isinstance(exc, ChatTemplateError):
+        return HttpError(400, str(exc), "invalid_request_error", "messages", "invalid_value")
+    if isinstance(exc, ModelNotFound):
+        return HttpError(404, str(exc), "invalid_request_error", "model", "model_not_found")
+    if isinstance(exc, EngineFull):
+        return HttpError(503, str(exc), "server_error", None, "engine_full",
+                         {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, EngineDead):
+        return HttpError(503, str(exc), "server_error", None, "engine_unavailable")
+    return HttpError(500, f"internal error: {type(exc).__name__}", "server_error", None, "internal_error")
+
+
+def validation_error(errors: list[dict[str, Any]]) -> HttpError:
+    """A pydantic/FastAPI validation failure: 400 naming the first bad field (``messages.0.role``)."""
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "json_invalid":
+        return HttpError(400, "the request body is not valid JSON", "invalid_request_error", None, "invalid_json")
+    return HttpError(400, f"{param}: {message}" if param else message, "invalid_request_error", param,
+                     "invalid_value")

@@ -1,0 +1,166 @@
+"""OpenAI request bodies at the engine server's edge (pydantic), turned into SamplingParams and messages.
+
+Unknown fields are accepted and ignored, as OpenAI-compatible servers do; fields we cannot honour
+(n > 1, best_of, echo with logprobs …) are refused with a 400 naming the field.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from local_engine.sequence import SamplingParams
+
+MAX_STOP_STRINGS = 16
+MAX_LOGPROBS = 20
+
+
+class ProtocolError(ValueError):
+    """A request field we refuse; ``param`` names it as OpenAI does."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class _SamplingFields(BaseModel):
+    """Fields both endpoints share (plus vLLM's common extras: top_k, ignore_eos, stop_token_ids, priority)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    top_k: int | None = None
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+    priority: int = 0
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        """Validate ranges (400 with the field named) and build the engine's SamplingParams."""
+        _check_range("n", self.n, 1, 1, "only n=1 is supported")
+        _check_range("temperature", self.temperature, 0.0, 2.0)
+        _check_range("top_p", self.top_p, 1e-9, 1.0, "top_p must be in (0, 1]")
+        _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        _check_range("top_k", self.top_k, -1, None)  # -1 and 0 both mean off
+        if self.stream_options is not None and not self.stream:
+            raise ProtocolError("stream_options is only allowed when stream is true", "stream_options")
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ProtocolError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(stops)}", "stop")
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=max(self.top_k or 0, 0),
+            seed=self.seed,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            stop=tuple(s for s in stops if s),
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+        )
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def as_template_input(self) -> dict[str, Any]:
+        """The message as chat templates expect it: text parts joined into one string."""
+        data = self.model_dump(exclude_none=True)
+        if isinstance(self.content, list):
+            texts = []
+            for part in self.content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ProtocolError("only text content parts are supported", "messages")
+                texts.append(part["text"])
+            data["content"] = "".join(texts)
+        data.setdefault("content", "")
+        return data
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    def requested_max_tokens(self) -> int | None:
+        value = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+        param = "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+        _check_range(param, value, 1, None)
+        return value
+
+    def requested_logprobs(self) -> int | None:
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise ProtocolError("top_logprobs needs logprobs to be true", "top_logprobs")
+            return None
+        _check_range("top_logprobs", self.top_logprobs, 0, MAX_LOGPROBS)
+        return self.top_logprobs or 0
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        return [m.as_template_input() for m in self.messages]
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
+    echo: bool | None = False
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def requested_max_tokens(self) -> int:
+        value = 16 if self.max_tokens is None else self.max_tokens  # OpenAI's default for completions
+        _check_range("max_tokens", value, 1, None)
+        return value
+
+    def requested_logprobs(self) -> int | None:
+        _check_range("logprobs", self.logprobs, 0, MAX_LOGPROBS)
+        return self.logprobs
+
+    def single_prompt(self) -> str | list[int]:
+        """The one prompt (text or token ids); a batch of several prompts is refused."""
+        _check_range("best_of", self.best_of, 1, 1, "best_of is not supported")
+        if self.suffix:
+            raise ProtocolError("suffix is not supported", "suffix")
+        prompt = self.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise ProtocolError("only one prompt per request is supported", "prompt")
+            prompt = prompt[0]  # type: ignore[assignment]
+        if not prompt:
+            raise ProtocolError("prompt must not be empty", "prompt")
+        return prompt  # type: ignore[return-value]
+
+
+def _check_range(param: str, value: float | None, low: float, high: float | None, message: str = "") -> None:
+    if value is None:
+        return
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ProtocolError(message or f"{param} must be {bounds}, got {value}", param)

@@ -1,0 +1,116 @@
+"""OpenAI response bodies and stream chunks (plain dicts, JSON-encoded once), and SSE framing."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def usage(num_prompt_tokens: int, num_completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": num_prompt_tokens, "completion_tokens": num_completion_tokens,
+            "total_tokens": num_prompt_tokens + num_completion_tokens}
+
+
+@dataclass(frozen=True)
+class ResponseIds:
+    """What every chunk of one response repeats."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str) -> ResponseIds:
+        return cls(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model)
+
+
+def chat_completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, int],
+                    logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "id": ids.id, "object": "chat.completion", "created": ids.created, "model": ids.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "logprobs": None if logprobs is None else {"content": logprobs},
+                     "finish_reason": finish_reason}],
+        "usage": usage_,
+    }
+
+
+def chat_chunk(ids: ResponseIds, delta: dict[str, Any], finish_reason: str | None = None,
+               logprobs: list[dict[str, Any]] | None = None, include_usage: bool = False) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": ids.id, "object": "chat.completion.chunk", "created": ids.created, "model": ids.model,
+        "choices": [{"index": 0, "delta": delta,
+                     "logprobs": None if logprobs is None else {"content": logprobs},
+                     "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        chunk["usage"] = None  # as OpenAI: null on every chunk but the last
+    return chunk
+
+
+def chat_usage_chunk(ids: ResponseIds, usage_: dict[str, int]) -> dict[str, Any]:
+    return {"id": ids.id, "object": "chat.completion.chunk", "created": ids.created, "model": ids.model,
+            "choices": [], "usage": usage_}
+
+
+def completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, int],
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": ids.id, "object": "text_completion", "created": ids.created, "model": ids.model,
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
+        "usage": usage_,
+    }
+
+
+def completion_chunk(ids: ResponseIds, text: str, finish_reason: str | None = None,
+                     logprobs: dict[str, Any] | None = None, include_usage: bool = False) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": ids.id, "object": "text_completion", "created": ids.created, "model": ids.model,
+        "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def completion_usage_chunk(ids: ResponseIds, usage_: dict[str, int]) -> dict[str, Any]:
+    return {"id": ids.id, "object": "text_completion", "created": ids.created, "model": ids.model,
+            "choices": [], "usage": usage_}
+
+
+def model_list(model: str, created: int, max_model_len: int) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
+                                        "owned_by": "hybridgw", "max_model_len": max_model_len}]}
+
+
+def chat_logprobs(entries: list[Any], token_text: Callable[[int], str]) -> list[dict[str, Any]]:
+    """Chat's ``logprobs.content``: one item per generated token (entries are the runner's TokenLogprobs)."""
+    items = []
+    for lp in entries:
+        text = token_text(lp.token_id)
+        items.append({"token": text, "logprob": lp.logprob, "bytes": list(text.encode()),
+                      "top_logprobs": [{"token": (t := token_text(tid)), "logprob": v, "bytes": list(t.encode())}
+                                       for tid, v in lp.top]})
+    return items
+
+
+def completion_logprobs(entries: list[Any], token_text: Callable[[int], str], offset: int = 0) -> dict[str, Any]:
+    """Legacy completions' parallel lists; ``offset`` is the text length before these tokens."""
+    tokens, token_logprobs, top, offsets = [], [], [], []
+    for lp in entries:
+        text = token_text(lp.token_id)
+        tokens.append(text)
+        token_logprobs.append(lp.logprob)
+        top.append({token_text(tid): v for tid, v in lp.top} if lp.top else None)
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
