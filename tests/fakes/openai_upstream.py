@@ -61,7 +61,8 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     if "messages" in body:
         return sum(len(str(m.get("content", "")).split()) for m in body["messages"] if isinstance(m, dict))
     value = body.get("prompt", body.get("input", ""))
-    return len(value.split()) if isinstance(value, str) else len(value)
+    items = [value] if isinstance(value, str) else list(value)
+    return sum(len(v.split()) if isinstance(v, str) else 1 for v in items)
 
 
 class Disconnect:

@@ -139,6 +139,9 @@ def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
                        env=env, name="gateway") as proc:
         yield Gateway(url, fake_upstream, data_dir, keys, proc, env)
+        # No input may crash a request into a traceback (they would show in the gateway's log).
+        assert proc.alive(), proc.output()[-3000:]
+        assert "Traceback" not in proc.output(), proc.output()[-5000:]
 
 
 @pytest.fixture

@@ -1,0 +1,55 @@
+"""The error table: every exception maps to a status and an OpenAI-shaped body."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import (AuthError, BodyTooLarge, InvalidRequest, ModelNotFound, NoBackendAvailable,
+                            UpstreamError, error_info)
+from observability.limits_protocol import LimitExceeded
+
+
+@pytest.mark.parametrize("exc, status, kind", [
+    (InvalidRequest("bad", param="messages"), 400, "invalid_request_error"),
+    (ModelNotFound("x"), 400, "invalid_request_error"),
+    (BodyTooLarge("big"), 413, "invalid_request_error"),
+    (AuthError("who"), 401, "authentication_error"),
+    (NoBackendAvailable("none"), 503, "service_unavailable"),
+    (LimitExceeded("tokens_per_minute", "over", 3.2), 429, "rate_limit_error"),
+    (RuntimeError("secret internals"), 500, "internal_error"),
+])
+def test_table(exc: Exception, status: int, kind: str) -> None:
+    info = error_info(exc)
+    assert (info.status, info.type) == (status, kind)
+    body = info.body()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert "secret internals" not in str(body)
+
+
+def test_param_and_code_survive() -> None:
+    info = error_info(ModelNotFound("gpt-x"))
+    assert info.param == "model" and info.code == "model_not_found" and "gpt-x" in info.message
+
+
+def test_limit_carries_retry_after() -> None:
+    info = error_info(LimitExceeded("usd_per_day", "budget spent", 42.0))
+    assert info.retry_after_s == 42.0 and info.code == "usd_per_day"
+
+
+@pytest.mark.parametrize("upstream, kind, status", [
+    (429, "status", 429), (500, "status", 502), (502, "status", 502), (503, "status", 503), (504, "status", 504),
+    (400, "status", 400), (404, "status", 404), (401, "status", 502), (403, "status", 502),
+    (None, "timeout", 504), (None, "connect", 502), (None, "protocol", 502),
+])
+def test_upstream_statuses(upstream: int | None, kind: str, status: int) -> None:
+    exc = UpstreamError("upstream x said: nope", backend="x", upstream_status=upstream, kind=kind)
+    info = error_info(exc)
+    assert info.status == status
+    assert info.message == "upstream x said: nope"  # the upstream's message reaches the client
+
+
+@pytest.mark.parametrize("upstream, kind, retry", [
+    (429, "status", True), (500, "status", True), (503, "status", True), (400, "status", False),
+    (404, "status", False), (None, "timeout", True), (None, "connect", True),
+])
+def test_retryable(upstream: int | None, kind: str, retry: bool) -> None:
+    assert UpstreamError("m", backend="b", upstream_status=upstream, kind=kind).retryable is retry

@@ -1,0 +1,56 @@
+"""SSE framing: encode, split byte streams at any boundary, error frame."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.sse import DONE_FRAME, FrameSplitter, encode_frame, error_frame, parse_stream
+
+STREAM = b'data: {"a":1}\n\ndata: {"b":2}\n\n: keep-alive comment\n\ndata: [DONE]\n\n'
+
+
+def test_encode() -> None:
+    assert encode_frame(b'{"x":1}') == b'data: {"x":1}\n\n'
+    assert DONE_FRAME == b"data: [DONE]\n\n"
+
+
+def test_parse_whole_stream_skips_comments() -> None:
+    assert parse_stream(STREAM) == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_split_at_any_byte_boundary(size: int) -> None:
+    splitter = FrameSplitter()
+    out: list[bytes] = []
+    for i in range(0, len(STREAM), size):
+        out += splitter.feed(STREAM[i:i + size])
+    assert out + splitter.flush() == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 100])
+def test_crlf_streams(size: int) -> None:
+    data = STREAM.replace(b"\n", b"\r\n")
+    splitter = FrameSplitter()
+    out: list[bytes] = []
+    for i in range(0, len(data), size):
+        out += splitter.feed(data[i:i + size])
+    assert out + splitter.flush() == [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+def test_multiline_data_and_event_fields() -> None:
+    assert parse_stream(b"event: message\ndata: line1\ndata:line2\nid: 3\n\n") == [b"line1\nline2"]
+
+
+def test_unterminated_last_event_is_flushed() -> None:
+    splitter = FrameSplitter()
+    assert splitter.feed(b'data: {"a":1}\n\ndata: {"b"') == [b'{"a":1}']
+    assert splitter.feed(b":2}") == []
+    assert splitter.flush() == [b'{"b":2}']
+
+
+def test_error_frame_is_openai_shaped() -> None:
+    frame = error_frame("upstream died", "upstream_error", "upstream_protocol")
+    assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+    body = orjson.loads(frame[6:-2])
+    assert body == {"error": {"message": "upstream died", "type": "upstream_error", "param": None,
+                              "code": "upstream_protocol"}}

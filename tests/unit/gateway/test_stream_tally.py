@@ -1,0 +1,51 @@
+"""What the relay learns from a stream, and what it strips when the client did not ask for usage."""
+from __future__ import annotations
+
+import orjson
+
+from gateway.stream_tally import StreamTally, response_text
+
+CONTENT = b'{"choices":[{"index":0,"delta":{"content":"hi "},"finish_reason":null}],"usage":null}'
+FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"length"}],"usage":null}'
+USAGE = b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}'
+
+
+def test_client_without_include_usage_gets_nothing_of_it() -> None:
+    tally = StreamTally(client_wants_usage=False)
+    out, is_content = tally.accept(CONTENT)
+    assert is_content and out is not None and b"usage" not in out
+    assert orjson.loads(out)["choices"][0]["delta"]["content"] == "hi "
+    tally.accept(FINISH)
+    out, is_content = tally.accept(USAGE)
+    assert out is None and not is_content
+    assert tally.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert tally.finish_reason == "length"
+
+
+def test_client_with_include_usage_gets_bytes_unchanged() -> None:
+    tally = StreamTally(client_wants_usage=True)
+    assert tally.accept(CONTENT) == (CONTENT, True)
+    assert tally.accept(USAGE) == (USAGE, False)
+
+
+def test_usage_on_a_content_chunk_is_removed_only_for_clients_that_did_not_ask() -> None:
+    both = b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+    out, is_content = StreamTally(client_wants_usage=False).accept(both)
+    assert is_content and out is not None and "usage" not in orjson.loads(out)
+    tally = StreamTally(client_wants_usage=True)
+    assert tally.accept(both) == (both, True)
+    assert tally.finish_reason == "stop" and tally.usage is not None
+
+
+def test_completion_text_for_counting() -> None:
+    tally = StreamTally(client_wants_usage=False)
+    tally.accept(CONTENT)
+    tally.accept(b'{"choices":[{"index":0,"text":"plain "}]}')
+    tally.accept(b'{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{\\"a\\""}}]}}]}')
+    assert tally.completion_text() == 'hi plain {"a"'
+    assert tally.usage is None
+
+
+def test_response_text() -> None:
+    data = {"choices": [{"message": {"content": "one"}}, {"message": {"content": " two"}}]}
+    assert response_text(data) == "one two"
