@@ -1,0 +1,75 @@
+"""`hybridgw report`: a team's (or every team's) usage from the store the gateway writes (Redis when
+REDIS_URL is set, else the SQLite file in the data dir) as a table, JSON, CSV or one HTML file."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from observability.report import HostedPrice, parse_since
+from observability.report_render import FORMATS, render
+from observability.report_source import fetch_report
+from observability.stores import SQLITE_FILENAME, StoreUnavailable, default_data_dir, open_store
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybridgw report", description="Per-team usage report.")
+    p.add_argument("--team", help="team to report on (default: every team)")
+    p.add_argument("--since", default="7d", help="window before now: 90s, 30m, 12h, 7d, 2w (default 7d)")
+    p.add_argument("--format", default="table", choices=FORMATS)
+    p.add_argument("--out", type=Path, help="write here instead of stdout")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
+    p.add_argument("--data-dir", type=Path, default=None, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
+    p.add_argument("--hosted-model", help="price the all-hosted counterfactual as this hosted model "
+                                          "(default: each model alias at its own hosted price)")
+    p.add_argument("--no-hosted-price", action="store_true", help="skip the all-hosted comparison")
+    return p
+
+
+def litellm_hosted_price(hosted_model: str | None) -> HostedPrice:
+    """Prices from litellm's bundled table (offline); None for models it does not know."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price table
+    import litellm  # slow import (~3 s): only here, only when a report needs prices
+
+    def price(model: str, prompt: int, completion: int) -> float | None:
+        name = hosted_model or model
+        if name not in litellm.model_cost:
+            return None
+        prompt_usd, completion_usd = litellm.cost_per_token(model=name, prompt_tokens=prompt,
+                                                            completion_tokens=completion)
+        return float(prompt_usd + completion_usd)
+
+    return price
+
+
+def main(argv: list[str], hosted_price: HostedPrice | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        since_s = parse_since(args.since)
+    except ValueError as exc:
+        print(f"hybridgw report: {exc}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir()
+    if not args.redis_url and not (data_dir / SQLITE_FILENAME).exists():
+        print(f"hybridgw report: no usage recorded yet ({data_dir / SQLITE_FILENAME} does not exist)",
+              file=sys.stderr)
+        return 1
+    if hosted_price is None and not args.no_hosted_price:
+        hosted_price = litellm_hosted_price(args.hosted_model)
+    store = open_store(args.redis_url, data_dir)
+    try:
+        report = fetch_report(store, team=args.team, since_s=since_s, now=time.time(), hosted_price=hosted_price)
+    except StoreUnavailable as exc:
+        print(f"hybridgw report: usage store unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    text = render(report, args.format)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,79 @@
+"""GET /v1/usage: a team's key sees only its own team's report, the admin key any team's or all.
+A router factory: the gateway mounts it with its store and an auth dependency of its own."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from observability.report import HostedPrice, Report, parse_since
+from observability.report_render import render
+from observability.report_source import fetch_report
+from observability.stores import StoreUnavailable, UsageStore
+
+
+@dataclass(frozen=True)
+class UsageCaller:
+    """Who is asking, as the gateway's auth resolved the bearer key."""
+
+    team: str | None  # the key's team (None for the admin key)
+    is_admin: bool = False
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
+def _team_totals(store: UsageStore, since_s: float, now: float) -> list[dict[str, Any]]:
+    out = []
+    for team in store.teams():
+        r = fetch_report(store, team=team, since_s=since_s, now=now, max_points=0)
+        if r.requests:
+            out.append({"team": team, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
+                        "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd})
+    return out
+
+
+def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price: HostedPrice | None = None,
+                 clock: Callable[[], float] = time.time) -> APIRouter:
+    """`caller` is a FastAPI dependency returning a UsageCaller (raising its own 401 when unauthenticated)."""
+    router = APIRouter()
+
+    @router.get("/v1/usage")
+    async def get_usage(
+        who: Annotated[UsageCaller, Depends(caller)],
+        team: Annotated[str | None, Query(description="default: the key's own team; admin: all")] = None,
+        since: Annotated[str, Query(description="window: 90s, 30m, 12h, 7d, 2w")] = "7d",
+        format: Annotated[str, Query(description="json, csv or html")] = "json",
+    ) -> Response:
+        if not who.is_admin and team is not None and team != who.team:
+            return _error(403, "this key may only read its own team's usage", "permission_error", "team",
+                          "insufficient_permissions")
+        try:
+            since_s = parse_since(since)
+        except ValueError as exc:
+            return _error(400, str(exc), "invalid_request_error", "since", "invalid_value")
+        if format not in ("json", "csv", "html"):
+            return _error(400, "format must be json, csv or html", "invalid_request_error", "format", "invalid_value")
+        wanted = team if (who.is_admin or team is not None) else who.team
+        now = clock()
+        try:
+            report: Report = await run_in_threadpool(
+                fetch_report, store, team=wanted, since_s=since_s, now=now, hosted_price=hosted_price)
+            teams = await run_in_threadpool(_team_totals, store, since_s, now) if wanted is None else None
+        except StoreUnavailable as exc:
+            return _error(503, f"usage store unavailable: {exc}", "api_error", None, "store_unavailable")
+        if format != "json":
+            media = "text/html; charset=utf-8" if format == "html" else "text/csv; charset=utf-8"
+            return PlainTextResponse(render(report, format), media_type=media)
+        body = {"object": "usage.report", **report.to_dict()}
+        if teams is not None:
+            body["teams"] = teams
+        return JSONResponse(body)
+
+    return router
