@@ -1,0 +1,106 @@
+"""Backend for providers whose wire format is not OpenAI's (Anthropic, Bedrock, Vertex, …) through
+litellm, its output normalised to OpenAI chunks. litellm is imported on open(), never at import
+time (seconds), and OpenAI-compatible upstreams never come here (they use openai_http)."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.catalog import ResolvedBackend
+from gateway.errors import UpstreamError
+
+_CALLS = {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}
+
+
+def _error(backend: str, exc: BaseException, after_first_byte: bool = False) -> UpstreamError:
+    """litellm's exception → UpstreamError with the provider's status and message."""
+    name = type(exc).__name__
+    message = str(getattr(exc, "message", "") or exc)
+    if isinstance(exc, TimeoutError) or name == "Timeout":
+        return UpstreamError(f"upstream {backend} timed out: {message}", backend=backend, kind="timeout",
+                             after_first_byte=after_first_byte)
+    if name == "APIConnectionError":
+        return UpstreamError(f"upstream {backend} unreachable: {message}", backend=backend, kind="connect",
+                             after_first_byte=after_first_byte)
+    status = getattr(exc, "status_code", None)
+    return UpstreamError(f"upstream {backend} returned {status or 'an error'}: {message}", backend=backend,
+                         upstream_status=status if isinstance(status, int) else None,
+                         kind="status" if isinstance(status, int) else "protocol", after_first_byte=after_first_byte)
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    data = obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else dict(obj)
+    return data if isinstance(data, dict) else {}
+
+
+class LiteLLMBackend:
+    def __init__(self, spec: ResolvedBackend) -> None:
+        self.name = spec.name
+        self.kind = spec.kind
+        self.spec = spec
+        self._litellm: Any = None
+        self._counters = BackendCounters()
+
+    async def open(self) -> None:
+        self._litellm = await asyncio.to_thread(importlib.import_module, "litellm")
+
+    async def aclose(self) -> None:
+        self._litellm = None
+
+    def state(self) -> BackendState:
+        return self._counters.snapshot(self.name, self.kind)
+
+    def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
+        kwargs = dict(request.body)
+        model = kwargs.pop("model")
+        prefix = self.spec.model_prefix
+        kwargs["model"] = f"{prefix}/{model}" if prefix and not model.startswith(f"{prefix}/") else model
+        if self.spec.base_url:
+            kwargs["api_base"] = self.spec.base_url
+        if self.spec.api_key:
+            kwargs["api_key"] = self.spec.api_key
+        kwargs["timeout"] = self.spec.timeouts.first_byte_s
+        kwargs["drop_params"] = True  # OpenAI-only parameters a provider lacks are dropped, not fatal
+        return kwargs
+
+    async def _call(self, request: UpstreamRequest) -> Any:
+        if self._litellm is None:
+            raise RuntimeError(f"backend {self.name} is not open")
+        call = getattr(self._litellm, _CALLS[request.path])
+        try:
+            return await call(**self._kwargs(request))
+        except Exception as exc:
+            self._counters.failures += 1
+            raise _error(self.name, exc) from None
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        try:
+            data = _dump(await self._call(request))
+            return UpstreamResponse(orjson.dumps(data), data)
+        finally:
+            self._counters.in_flight -= 1
+
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        started = False
+        try:
+            response = await self._call(request)
+            try:
+                async for chunk in response:
+                    started = True
+                    yield orjson.dumps(_dump(chunk))
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                self._counters.failures += 1
+                raise _error(self.name, exc, after_first_byte=started) from None
+        finally:
+            self._counters.in_flight -= 1
