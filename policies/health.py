@@ -80,10 +80,19 @@ class HealthBook:
     """Breakers and TTFT stats for every backend, and a cached frozen view of them for decide()."""
 
     def __init__(self, backends: Iterable[str], settings: Health) -> None:
+        self.settings = settings
         self.breakers = {name: CircuitBreaker(settings) for name in backends}
         self.ttft = {name: TtftStats(settings.ttft_ewma_alpha) for name in self.breakers}
         self._view: Mapping[str, HealthView] | None = None
         self._view_until = 0.0
+
+    def carry_over(self, old: "HealthBook") -> None:
+        """Keep what was learned about backends that survive a policy reload."""
+        for name in self.breakers:
+            if name in old.breakers:
+                self.breakers[name], self.ttft[name] = old.breakers[name], old.ttft[name]
+                self.breakers[name].settings = self.settings
+        self._view = None
 
     def record(self, backend: str, ok: bool, ttft_s: float | None, now: float) -> None:
         breaker = self.breakers.get(backend)

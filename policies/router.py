@@ -1,0 +1,188 @@
+"""PolicyRouter: the one object the gateway holds to route requests by policy.
+
+    router = PolicyRouter(loaded_policy, engine_urls={"local": "http://127.0.0.1:8100/v1"})
+    await router.start()                        # polls engine state ~4×/s (stop() on shutdown)
+    pinned = router.compiled                    # pin the policy for this request's whole life
+    facts = router.build_facts(body, team, headers=request.headers, over_budget=False, compiled=pinned)
+    decision = router.route(facts, compiled=pinned)   # RouteDecision: targets, rule, reason, refusal
+    for target in decision.targets:             # dispatch tries them in order
+        hold = router.reserve(target.backend, facts)  # KV blocks held while in flight (engines only)
+        try: ...call...; router.record_result(target.backend, ok=True, ttft_s=ttft)
+        except failure before first byte: router.record_result(target.backend, ok=False)
+        finally: router.release(hold)
+    router.record_usage(facts, target, prompt_tokens=upstream_prompt, completion_tokens=n)  # learn
+    router.reload(new_loaded_policy)            # hot reload (policies.reload watches the file)
+
+No targets: `decision.refusal` says why — "no_capacity" / "no_healthy_backend" → 503 with
+Retry-After `decision.retry_after_s`; "not_allowed" → 403. build_facts raises RoutingError
+(code "model_not_found" → 404/400, "model_not_allowed" → 403). Nothing here blocks the event loop:
+build_facts + route are pure CPU work (tens of µs plus tiktoken's count).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any
+
+from policies.compiled import CompiledPolicy, compile_policy
+from policies.decide import decide
+from policies.decision import RequestFacts, RouteDecision, Target
+from policies.estimator import litellm_price_table
+from policies.facts import build_facts, calibration_key
+from policies.health import HealthBook
+from policies.live import LiveState
+from policies.loader import LoadedPolicy
+from policies.output_stats import OutputStats
+from policies.schema import Policy
+from policies.state import EngineStatePoller, state_sources
+from policies.tokens import Calibration, TokenCounter
+
+log = logging.getLogger("hybridgw.policy")
+_NO_HOLDS: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Hold:
+    """KV blocks reserved on an engine for one in-flight request."""
+
+    hold_id: int
+    backend: str
+    blocks: int
+
+
+def _compile(policy: Policy | LoadedPolicy, table: Mapping[str, Any]) -> CompiledPolicy:
+    if isinstance(policy, LoadedPolicy):
+        return compile_policy(policy.policy, table, policy.source, policy.absent_backends)
+    return compile_policy(policy, table)
+
+
+class PolicyRouter:
+    def __init__(self, policy: Policy | LoadedPolicy, *, engine_urls: Mapping[str, str] | None = None,
+                 shadow: Policy | LoadedPolicy | None = None, price_table: Mapping[str, Any] | None = None,
+                 counter: TokenCounter | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._prices = litellm_price_table() if price_table is None else price_table  # read once (~40 ms)
+        self._compiled = _compile(policy, self._prices)
+        self._shadow = _compile(shadow, self._prices) if shadow is not None else None
+        self.engine_urls = dict(engine_urls or {})
+        self.clock, self.wall_clock = clock, wall_clock
+        self.counter = counter or TokenCounter()
+        self.counter.warm({a.encoding for a in self._compiled.aliases.values()})
+        self.calibration = Calibration()
+        self.outputs = OutputStats()
+        settings = self._compiled.policy.health
+        self.health = HealthBook(self._compiled.policy.backends, settings)
+        self.poller = EngineStatePoller(state_sources(self._compiled.policy, self.engine_urls),
+                                        settings.poll_interval_s, clock=clock)
+        self._reserved: dict[str, int] = {}
+        self._holds: dict[int, Hold] = {}
+        self._hold_ids = itertools.count(1)
+
+    @property
+    def compiled(self) -> CompiledPolicy:
+        return self._compiled
+
+    @property
+    def policy(self) -> Policy:
+        return self._compiled.policy
+
+    async def start(self) -> None:
+        await self.poller.start()
+
+    async def stop(self) -> None:
+        await self.poller.stop()
+
+    def set_engine_url(self, backend: str, url: str) -> None:
+        """Tell the router where a spawned (or restarted) engine listens."""
+        self.engine_urls[backend] = url
+        self.poller.set_sources(state_sources(self.policy, self.engine_urls))
+
+    def live_state(self) -> LiveState:
+        now = self.clock()
+        reserved = MappingProxyType(dict(self._reserved)) if self._reserved else _NO_HOLDS
+        return LiveState(now, self.poller.snapshots, self.health.view(now), reserved,
+                         self._compiled.policy.health.stale_after_s)
+
+    def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
+                    over_budget: bool = False, compiled: CompiledPolicy | None = None,
+                    live: LiveState | None = None) -> RequestFacts:
+        return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
+                           counter=self.counter, calibration=self.calibration, headers=headers,
+                           team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock())
+
+    def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
+              live: LiveState | None = None) -> RouteDecision:
+        live = live or self.live_state()
+        decision = decide(compiled or self._compiled, facts, live)
+        if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
+            self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
+        if self._shadow is not None and facts.model_alias in self._shadow.aliases:
+            other = decide(self._shadow, facts, live)
+            decision = replace(decision, shadow_rule=f"shadow-policy:{other.rule}",
+                               shadow_targets=other.targets, shadow_reason=other.reason)
+        if decision.shadow_differs:
+            log.info(json.dumps({"event": "policy.shadow", "rule": decision.rule, "shadow_rule": decision.shadow_rule,
+                                 "targets": [t.backend for t in decision.targets],
+                                 "shadow_targets": [t.backend for t in decision.shadow_targets]}))
+        return decision
+
+    def reserve(self, backend: str, facts: RequestFacts) -> Hold | None:
+        """Hold the request's KV blocks on an engine until release(); None for hosted backends."""
+        if backend not in self._compiled.engines:
+            return None
+        blocks = facts.blocks_needed.get(backend)
+        if blocks is None:
+            snap = self.poller.snapshots.get(backend)
+            tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
+            blocks = math.ceil(tokens / (snap.block_size if snap else 16))
+        hold = Hold(next(self._hold_ids), backend, blocks)
+        self._holds[hold.hold_id] = hold
+        self._reserved[backend] = self._reserved.get(backend, 0) + blocks
+        return hold
+
+    def release(self, hold: Hold | None) -> None:
+        """Give the blocks back (idempotent; None is ignored)."""
+        if hold is None or self._holds.pop(hold.hold_id, None) is None:
+            return
+        left = self._reserved.get(hold.backend, 0) - hold.blocks
+        if left > 0:
+            self._reserved[hold.backend] = left
+        else:
+            self._reserved.pop(hold.backend, None)
+
+    def reserved_blocks(self) -> dict[str, int]:
+        return dict(self._reserved)
+
+    def record_result(self, backend: str, ok: bool, ttft_s: float | None = None) -> None:
+        """One attempt's outcome: ok once the first byte arrived (with its TTFT), else a failure
+        before the first byte (connect error, 5xx, 429, first-token timeout)."""
+        self.health.record(backend, ok, ttft_s, self.clock())
+
+    def record_usage(self, facts: RequestFacts, target: Target, prompt_tokens: int | None,
+                     completion_tokens: int | None) -> None:
+        """Learn from a finished request: the target's own prompt count calibrates ours, and the
+        completion length feeds the team's p90 (pass only upstream-reported prompt counts)."""
+        if prompt_tokens:
+            self.calibration.observe(calibration_key(target, facts.encoding), facts.prompt_tokens, prompt_tokens)
+        if completion_tokens is not None:
+            self.outputs.record(facts.team, completion_tokens)
+
+    def set_shadow(self, shadow: Policy | LoadedPolicy | None) -> None:
+        """Run another policy in shadow: its decision is recorded on each RouteDecision, never applied."""
+        self._shadow = _compile(shadow, self._prices) if shadow is not None else None
+
+    def reload(self, policy: Policy | LoadedPolicy) -> None:
+        """Swap in a new policy. Requests that pinned the old `compiled` finish under it."""
+        compiled = _compile(policy, self._prices)
+        self.counter.warm({a.encoding for a in compiled.aliases.values()})
+        health = HealthBook(compiled.policy.backends, compiled.policy.health)
+        health.carry_over(self.health)
+        self._compiled, self.health = compiled, health
+        self.poller.interval_s = compiled.policy.health.poll_interval_s
+        self.poller.set_sources(state_sources(compiled.policy, self.engine_urls))

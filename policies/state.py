@@ -1,0 +1,131 @@
+"""The live-state adapter: polls every engine backend (~4×/s) over HTTP and keeps the latest frozen
+snapshot of each. A failed poll keeps the old snapshot, which then goes stale and reads as unknown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import httpx
+
+from policies.engine_state import VllmSample, parse_engine_state, parse_vllm_metrics, vllm_snapshot
+from policies.live import EngineSnapshot
+from policies.schema import Policy
+
+log = logging.getLogger("hybridgw.policy.state")
+
+
+@dataclass(frozen=True)
+class StateSource:
+    backend: str
+    url: str
+    format: str  # "hybridgw" (GET /v1/engine/state JSON) or "vllm" (Prometheus /metrics)
+    kv_bytes_per_token: int = 0  # vllm: from the policy
+
+
+def _server_root(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def state_sources(policy: Policy, engine_urls: Mapping[str, str] | None = None) -> list[StateSource]:
+    """Where to poll each engine backend: its state_url, else its (or the spawned engine's) server
+    root + /v1/engine/state or /metrics. Engines with no known URL yet are left out."""
+    urls = engine_urls or {}
+    out = []
+    for name, spec in policy.backends.items():
+        fmt = spec.state_source
+        if fmt == "none":
+            continue
+        url = spec.state_url
+        base = urls.get(name) or spec.base_url
+        if url is None and base:
+            url = _server_root(base) + ("/v1/engine/state" if fmt == "hybridgw" else "/metrics")
+        if url:
+            out.append(StateSource(name, url, fmt, spec.kv_bytes_per_token or 0))
+    return out
+
+
+class EngineStatePoller:
+    """Polls `sources` every `interval_s`; `snapshots` is replaced whole on each round (read it freely)."""
+
+    def __init__(self, sources: list[StateSource], interval_s: float = 0.25, timeout_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sources = list(sources)
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.snapshots: Mapping[str, EngineSnapshot] = MappingProxyType({})
+        self.errors: dict[str, str] = {}  # backend → last poll error, for logs and explain
+        self._vllm_prev: dict[str, VllmSample] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def set_sources(self, sources: list[StateSource]) -> None:
+        """Used on policy reload; snapshots of backends that are gone are dropped next round."""
+        self.sources = list(sources)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            await self.poll_once()
+            self._task = asyncio.create_task(self._run(), name="hybridgw-engine-state-poller")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            started = self.clock()
+            await self.poll_once()
+            await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
+
+    async def poll_once(self) -> None:
+        sources = list(self.sources)
+        results = await asyncio.gather(*(self._poll(s) for s in sources))
+        merged: dict[str, EngineSnapshot] = {}
+        for source, (snap, keep_old) in zip(sources, results, strict=True):
+            old = self.snapshots.get(source.backend)
+            if snap is not None:
+                merged[source.backend] = snap
+            elif keep_old and old is not None:
+                merged[source.backend] = old  # ages into "unknown" unless a later poll succeeds
+        self.snapshots = MappingProxyType(merged)
+
+    async def _poll(self, source: StateSource) -> tuple[EngineSnapshot | None, bool]:
+        """(snapshot, keep the old one): an engine that says it is unhealthy is dropped at once."""
+        client = self._client
+        if client is None:
+            return None, True
+        try:
+            response = await client.get(source.url)
+            response.raise_for_status()
+            taken_at = self.clock()
+            if source.format == "vllm":
+                sample = parse_vllm_metrics(response.text, taken_at)
+                prev, self._vllm_prev[source.backend] = self._vllm_prev.get(source.backend), sample
+                snap: EngineSnapshot | None = vllm_snapshot(sample, prev, source.kv_bytes_per_token)
+            else:
+                snap = parse_engine_state(response.json(), taken_at)
+        except (httpx.HTTPError, ValueError) as exc:
+            self._note_error(source.backend, f"{type(exc).__name__}: {exc}")
+            return None, True
+        if snap is None:
+            self._note_error(source.backend, "engine reports itself unhealthy")
+            return None, False
+        self.errors.pop(source.backend, None)
+        return snap, True
+
+    def _note_error(self, backend: str, message: str) -> None:
+        if self.errors.get(backend) != message:  # log changes, not every 250 ms
+            log.warning("engine state poll failed for %s: %s", backend, message)
+        self.errors[backend] = message
