@@ -30,11 +30,11 @@ ON CONFLICT (team, period, start, field) DO UPDATE SET value = value + excluded.
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, retention_days: float = 90.0) -> None:
+    def __init__(self, path: Path, *, retention_days: float = 90.0, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
         self._retention_s = retention_days * DAY_S
         self._lock = threading.Lock()  # one connection, shared by the ledger thread and readers
-        self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)

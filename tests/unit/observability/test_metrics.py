@@ -1,0 +1,77 @@
+"""Prometheus exposition of the GenAI metrics: names, semconv buckets, every gap, capped labels."""
+from __future__ import annotations
+
+import re
+
+from observability.metrics import TPOT_BOUNDS, TTFT_BOUNDS, RequestMetrics, build_metrics
+from tests.unit.observability.conftest import record
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_exposition_has_the_genai_histograms_with_their_buckets() -> None:
+    metrics = build_metrics()
+    RequestMetrics(metrics.provider).record(record())
+    text = metrics.exposition().decode()
+    for name in ("gen_ai_server_time_to_first_token_seconds", "gen_ai_server_time_per_output_token_seconds",
+                 "gen_ai_server_request_duration_seconds", "gen_ai_client_token_usage"):
+        assert f"# TYPE {name} histogram" in text
+    ttft_bounds = re.findall(r'gen_ai_server_time_to_first_token_seconds_bucket\{[^}]*le="([^"]+)"', text)
+    assert [float(b) for b in ttft_bounds if b != "+Inf"] == list(TTFT_BOUNDS)
+    tpot_bounds = re.findall(r'gen_ai_server_time_per_output_token_seconds_bucket\{[^}]*le="([^"]+)"', text)
+    assert [float(b) for b in tpot_bounds if b != "+Inf"] == list(TPOT_BOUNDS)
+    assert 'gen_ai_request_model="gpt-4o-mini"' in text
+
+
+def test_every_inter_token_gap_is_an_observation() -> None:
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider)
+    recorder.record(record(itl_gaps_s=(0.01, 0.02, 0.2, 0.3)))
+    recorder.record(record(), itl_gaps=[0.05] * 6)  # explicit gaps win over the record's
+    text = metrics.exposition().decode()
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_count") == 10
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_bucket", le="0.025") == 2
+
+
+def test_team_label_is_capped() -> None:
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider, max_teams=3)
+    for i in range(10):
+        recorder.record(record(team=f"team-{i}"))
+    text = metrics.exposition().decode()
+    teams = set(re.findall(r'hybridgw_requests_total\{[^}]*hybridgw_team="([^"]+)"', text))
+    assert teams == {"team-0", "team-1", "team-2", "other"}
+    assert _value(text, "hybridgw_requests_total", hybridgw_team="other") == 7
+
+
+def test_errors_and_engine_gauges() -> None:
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider)
+    recorder.record(record(status="error", error_type="upstream_5xx"))
+    recorder.engine("local", kv_usage=0.625, running=3, waiting=2)
+    text = metrics.exposition().decode()
+    assert _value(text, "gen_ai_server_request_duration_seconds_count", error_type="upstream_5xx") == 1
+    assert _value(text, "gen_ai_server_time_to_first_token_seconds_count") == 0  # successful responses only
+    assert _value(text, "hybridgw_engine_kv_cache_usage", hybridgw_backend="local") == 0.625
+    assert _value(text, "hybridgw_engine_requests_waiting", hybridgw_backend="local") == 2
+
+
+def test_views_give_the_gateways_own_instruments_the_same_buckets() -> None:
+    metrics = build_metrics()
+    ttft = metrics.provider.get_meter("hybridgw.gateway").create_histogram("gen_ai.server.time_to_first_token", unit="s")
+    ttft.record(0.03)
+    text = metrics.exposition().decode()
+    assert 'le="0.04",otel_scope_name="hybridgw.gateway"' in text
+    assert _value(text, "gen_ai_server_time_to_first_token_seconds_bucket", le="0.04") == 1
+
+
+def test_two_builds_do_not_share_state() -> None:
+    first, second = build_metrics(), build_metrics()
+    RequestMetrics(first.provider).record(record())
+    assert "hybridgw_requests_total{" not in second.exposition().decode()
