@@ -22,7 +22,7 @@ AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 def rope_inv_freq(config: ModelConfig, freq_factors: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse RoPE frequencies (D/2,) float32, with Llama-3 scaling when the config asks for it."""
     dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device="cpu") / dim))
     scaling = config.rope_scaling
     if scaling is not None:
         low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
@@ -34,13 +34,13 @@ def rope_inv_freq(config: ModelConfig, freq_factors: torch.Tensor | None = None)
         inv_freq = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor,
                                torch.where(wavelen < high_wavelen, inv_freq, mid))
     if freq_factors is not None:  # llama.cpp's rope_freqs tensor: divisors of the frequencies
-        inv_freq = inv_freq / freq_factors.to(torch.float64)
+        inv_freq = inv_freq / freq_factors.to("cpu", torch.float64)
     return inv_freq.to(torch.float32)
 
 
 def rope_cos_sin(inv_freq: torch.Tensor, max_positions: int) -> torch.Tensor:
     """(max_positions, 2, D) float32 table of cos and sin, halves duplicated as in rotate-half RoPE."""
-    t = torch.arange(max_positions, dtype=torch.float32)
+    t = torch.arange(max_positions, dtype=torch.float32, device=inv_freq.device)
     freqs = torch.outer(t, inv_freq)  # (P, D/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (P, D)
     return torch.stack([emb.cos(), emb.sin()], dim=1)
@@ -95,14 +95,15 @@ class LlamaModel(nn.Module):
         self.norm = nn.Parameter(torch.ones(config.hidden_size))
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(
             config.hidden_size, config.vocab_size, bias=False)
-        self.register_buffer("rope_table", rope_cos_sin(rope_inv_freq(config), self.max_positions),
-                             persistent=False)
+        # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
+        self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
+        self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions)  # (P, 2, D)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to(dtype) must not round the RoPE angles table: keep it float32, only follow the device
-        table = self.rope_table
         super()._apply(fn, recurse)
-        self.rope_table = table.to(self.rope_table.device)
+        device = self.norm.device
+        if self.rope_table.device != device:
+            self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions).to(device)
         return self
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttentionFn,
@@ -119,27 +120,14 @@ class LlamaModel(nn.Module):
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, head)  # (S, vocab)
 
-    @torch.no_grad()
-    def load_hf_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Copy Hugging Face-named weights in, fusing q/k/v and gate/up; raises on missing ones."""
-        own = dict(self.named_parameters())
-        for name, value in _fused_state(self.config, tensors).items():
-            if name == "rope_freq_factors":
-                table = rope_cos_sin(rope_inv_freq(self.config, value), self.max_positions)
-                self.rope_table.copy_(table)
-                continue
-            if name not in own:
-                continue
-            if own[name].shape != value.shape:
-                raise ValueError(f"weight {name}: shape {tuple(value.shape)}, expected {tuple(own[name].shape)}")
-            own[name].copy_(value)
-            own.pop(name)
-        if own:
-            raise ValueError(f"weights missing from the checkpoint: {sorted(own)[:5]}")
+    def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
+        """Apply llama.cpp's rope_freqs divisors (Llama 3.x GGUFs carry their RoPE scaling this way)."""
+        self.inv_freq = rope_inv_freq(self.config, factors)
+        self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions).to(self.norm.device)
 
 
-def _fused_state(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face names -> this module's names (fused projections)."""
+def fuse_hf_state_dict(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face names -> this module's names (q/k/v and gate/up fused); raises KeyError if one is missing."""
     out: dict[str, torch.Tensor] = {"embed_tokens.weight": hf["model.embed_tokens.weight"],
                                     "norm": hf["model.norm.weight"]}
     if not config.tie_word_embeddings:
@@ -161,3 +149,25 @@ def _fused_state(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[st
             [hf[p + "mlp.gate_proj.weight"], hf[p + "mlp.up_proj.weight"]])
         out[f"layers.{i}.down_proj.weight"] = hf[p + "mlp.down_proj.weight"]
     return out
+
+
+def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype,
+                device: torch.device | str, max_positions: int | None = None) -> LlamaModel:
+    """A model on ``device`` in ``dtype`` from this module's state dict (see ``fuse_hf_state_dict``).
+
+    Built on the meta device and filled by assignment: no random init, and no copy where the
+    tensors already have the right dtype and device (e.g. memory-mapped from the weight cache).
+    """
+    state = dict(state)
+    factors = state.pop("rope_freq_factors", None)
+    with torch.device("meta"):
+        model = LlamaModel(config, max_positions)
+    expected = model.state_dict()
+    for name, value in state.items():
+        if name in expected and expected[name].shape != value.shape:
+            raise ValueError(f"weight {name}: shape {tuple(value.shape)}, expected {tuple(expected[name].shape)}")
+    model.load_state_dict(state, strict=True, assign=True)
+    model = model.to(device=device, dtype=dtype)
+    if factors is not None:
+        model.set_rope_freq_factors(factors)
+    return model.eval()

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from local_engine.loaders.gguf_quants import dequantize
+from local_engine.loaders.gguf_reader import GGUFFormatError, GGUFTensor, read_gguf
 from local_engine.model_config import ModelConfig, RopeScaling
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "mistral")
@@ -47,11 +48,11 @@ class GGUFError(ValueError):
 
 @dataclass(frozen=True)
 class GGUFModel:
-    """An opened GGUF file: its metadata as plain values and its reader (tensors are memory-mapped)."""
+    """An opened GGUF file: its metadata as plain values and its (memory-mapped) tensors."""
 
     path: Path
     metadata: dict[str, Any]
-    reader: Any  # gguf.GGUFReader
+    tensors: tuple[GGUFTensor, ...]
 
     @property
     def arch(self) -> str:
@@ -59,25 +60,15 @@ class GGUFModel:
 
 
 def open_gguf(path: str | Path) -> GGUFModel:
-    from gguf import GGUFReader
-
     path = Path(path)
     try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # gguf raises plain ValueError/struct errors on bad files
-        raise GGUFError(f"{path}: not a readable GGUF file ({exc})") from exc
-    metadata = {key: _field_value(f) for key, f in reader.fields.items()}
-    model = GGUFModel(path=path, metadata=metadata, reader=reader)
+        metadata, tensors = read_gguf(path)
+    except (GGUFFormatError, OSError) as exc:
+        raise GGUFError(str(exc)) from exc
+    model = GGUFModel(path=path, metadata=metadata, tensors=tuple(tensors))
     if model.arch not in SUPPORTED_ARCHS:
         raise GGUFError(f"{path}: architecture {model.arch!r} is not supported (supported: {SUPPORTED_ARCHS})")
     return model
-
-
-def _field_value(field: Any) -> Any:
-    try:
-        return field.contents()
-    except Exception:  # exotic field types we never read
-        return None
 
 
 def model_config(model: GGUFModel) -> ModelConfig:
@@ -89,7 +80,7 @@ def model_config(model: GGUFModel) -> ModelConfig:
     num_heads = int(get("attention.head_count"))
     hidden = int(get("embedding_length"))
     head_dim = int(get("attention.key_length") or get("rope.dimension_count") or hidden // num_heads)
-    tensor_names = {t.name for t in model.reader.tensors}
+    tensor_names = {t.name for t in model.tensors}
     vocab = get("vocab_size") or len(md.get("tokenizer.ggml.tokens") or [])
     eos = md.get("tokenizer.ggml.eos_token_id")
     return ModelConfig(
@@ -127,12 +118,11 @@ def _rope_scaling(get: Any) -> RopeScaling | None:
 
 def iter_state_dict(model: GGUFModel, config: ModelConfig) -> Iterator[tuple[str, np.ndarray]]:
     """(Hugging Face name, float32 array) for every tensor, Q/K rows back in HF order."""
-    for tensor in model.reader.tensors:
+    for tensor in model.tensors:
         name = _hf_name(tensor.name)
         if name is None:
             continue
-        shape = tuple(int(n) for n in reversed(tensor.shape))  # GGUF lists dims fastest-first
-        array = dequantize(tensor.data, int(tensor.tensor_type), shape)
+        array = dequantize(tensor.data, tensor.type_id, tensor.shape)
         if model.arch in _PERMUTED_ARCHS:
             if name.endswith(("q_proj.weight", "q_proj.bias")):
                 array = unpermute_rope_rows(array, config.num_heads)

@@ -90,7 +90,7 @@ _BLOCK_DEQUANT: dict[int, tuple[int, int, Callable[[np.ndarray], np.ndarray]]] =
 def dequantize(data: np.ndarray, type_id: int, shape: tuple[int, ...]) -> np.ndarray:
     """Raw tensor bytes (or typed array) of GGML type ``type_id`` -> float32 array of ``shape``."""
     if type_id == TYPE_F32:
-        return np.asarray(data).view(np.float32).reshape(shape)
+        return np.array(np.asarray(data).view(np.float32).reshape(shape))  # a writable copy of the map
     if type_id == TYPE_F16:
         return np.asarray(data).view(np.float16).astype(np.float32).reshape(shape)
     if type_id == TYPE_BF16:

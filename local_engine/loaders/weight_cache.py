@@ -1,0 +1,59 @@
+"""On-disk cache of converted (dequantised, renamed, cast) weights, so a second start is quick.
+
+Keyed by the source file's path, size and mtime plus the target dtype; lives in
+$HYBRIDGW_CACHE_DIR or ~/.cache/hybridgw/weights. A cache that cannot be written is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+_FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HYBRIDGW_CACHE_DIR")
+    return Path(root) / "weights" if root else Path.home() / ".cache" / "hybridgw" / "weights"
+
+
+def cache_key(source: Path, dtype: torch.dtype) -> str:
+    stat = source.stat()
+    raw = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|v{_FORMAT_VERSION}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def load(key: str) -> dict[str, torch.Tensor] | None:
+    path = cache_dir() / f"{key}.pt"
+    if not path.is_file():
+        return None
+    try:
+        tensors = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: rebuild it
+        log.warning("weight cache %s unreadable (%s); converting again", path, exc)
+        return None
+    return tensors if isinstance(tensors, dict) else None
+
+
+def store(key: str, tensors: dict[str, torch.Tensor]) -> Path | None:
+    """Write atomically (temp file + rename) so a concurrent reader never sees half a file."""
+    directory = cache_dir()
+    tmp: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(fd)
+        torch.save(tensors, tmp)
+        final = directory / f"{key}.pt"
+        os.replace(tmp, final)
+        return final
+    except OSError as exc:
+        log.warning("weight cache not written to %s: %s", directory, exc)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        return None

@@ -1,0 +1,103 @@
+"""Load a model spec into a ready ModelRunner + Tokenizer: picks device and dtypes, sizes the KV pool.
+
+Defaults: CUDA when available (bf16, else fp16; KV pool from a fraction of free GPU memory),
+else CPU in bf16 where the CPU has native bf16 (measured fastest and correct; fp32 otherwise)
+with a byte-sized KV pool.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from local_engine.kv_cache import cuda_kv_budget, num_blocks_for_budget, resolve_kv_dtype
+from local_engine.loaders import gguf, hf, weight_cache
+from local_engine.loaders.registry import ModelSource, resolve_model, smollm2_gguf_path
+from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
+from local_engine.model import build_model, fuse_hf_state_dict
+from local_engine.model_config import ModelConfig
+from local_engine.runner import ModelRunner
+from local_engine.tokenizer import Tokenizer
+
+DEFAULT_CPU_KV_BYTES = 1 << 30
+TINY_CPU_KV_BYTES = 32 << 20
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    runner: ModelRunner
+    tokenizer: Tokenizer
+    model_config: ModelConfig
+    model_name: str
+    max_model_len: int
+
+
+def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None = None,
+                      kv_dtype: str | None = None, kv_cache_bytes: int | None = None,
+                      gpu_memory_fraction: float = 0.85, block_size: int = 16,
+                      max_model_len: int | None = None) -> LoadedModel:
+    started = time.perf_counter()
+    source = resolve_model(spec)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = _resolve_dtype(dtype, dev, source)
+    config, tokenizer, state = _read_model(source, torch_dtype)
+    max_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)
+    model = build_model(config, state, dtype=torch_dtype, device=dev, max_positions=max_len)
+    del state
+    kv_torch_dtype = resolve_kv_dtype(kv_dtype, torch_dtype)
+    if kv_cache_bytes is None:
+        kv_cache_bytes = (cuda_kv_budget(dev, gpu_memory_fraction) if dev.type == "cuda"
+                          else TINY_CPU_KV_BYTES if source.kind == "tiny-random" else DEFAULT_CPU_KV_BYTES)
+    num_blocks = num_blocks_for_budget(config, kv_cache_bytes, block_size, kv_torch_dtype)
+    runner = ModelRunner(model, config, device=dev, dtype=torch_dtype, kv_dtype=kv_torch_dtype,
+                         num_blocks=num_blocks, block_size=block_size)
+    log.info("loaded %s on %s (%s, KV %s x %d blocks of %d) in %.1fs", source.name, dev, torch_dtype,
+             kv_torch_dtype, num_blocks, block_size, time.perf_counter() - started)
+    return LoadedModel(runner=runner, tokenizer=tokenizer, model_config=config, model_name=source.name,
+                       max_model_len=max_len)
+
+
+def _resolve_dtype(dtype: str | None, device: torch.device, source: ModelSource) -> torch.dtype:
+    if dtype is not None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if source.kind == "tiny-random":
+        return torch.float32  # tiny anyway; fp32 keeps greedy ties out of tests
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+def _read_model(source: ModelSource, dtype: torch.dtype) -> tuple[ModelConfig, Tokenizer, dict[str, torch.Tensor]]:
+    if source.kind == "tiny-random":
+        tokenizer = Tokenizer.from_gguf_metadata(gguf.open_gguf(smollm2_gguf_path()).metadata)
+        config = tiny_random_config(tokenizer.vocab_size, tokenizer.bos_token_id,
+                                    tuple(sorted(tokenizer.eos_token_ids)))
+        return config, tokenizer, fuse_hf_state_dict(config, tiny_random_tensors(config, source.seed))
+    assert source.path is not None
+    if source.kind == "hf":
+        config = hf.model_config(source.path)
+        tensors = {name: t.to(dtype) for name, t in hf.iter_state_dict(source.path)}
+        return config, Tokenizer.from_hf_folder(source.path), fuse_hf_state_dict(config, tensors)
+    model = gguf.open_gguf(source.path)
+    config = gguf.model_config(model)
+    return config, Tokenizer.from_gguf_metadata(model.metadata), _gguf_state(model, config, source.path, dtype)
+
+
+def _gguf_state(model: gguf.GGUFModel, config: ModelConfig, path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The model's (fused, cast) state dict: from the weight cache, else dequantised and cached."""
+    key = weight_cache.cache_key(path, dtype)
+    cached = weight_cache.load(key)
+    if cached is not None:
+        return cached
+    tensors = {name: torch.from_numpy(array).to(dtype) for name, array in gguf.iter_state_dict(model, config)}
+    state = fuse_hf_state_dict(config, tensors)
+    weight_cache.store(key, state)
+    return state

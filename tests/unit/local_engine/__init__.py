@@ -1,0 +1,1 @@
+"""Unit tests of the torch side of the local engine."""

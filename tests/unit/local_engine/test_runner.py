@@ -1,0 +1,119 @@
+"""The runner over the paged cache computes what a plain dense forward computes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from local_engine.batch import ScheduledBatch
+from local_engine.runner import RunnerError
+from local_engine.sequence import SamplingParams, Sequence
+from tests.unit.local_engine.helpers import (VOCAB, BlockPool, dense_logits, greedy, make_runner, step,
+                                             tiny_config, tiny_model)
+
+
+def _prompt(seed: int, n: int) -> list[int]:
+    return torch.randint(3, VOCAB, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _dense_greedy(model, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(dense_logits(model, ids)[-1].argmax()))
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("attention", ["fast", "reference"])
+@pytest.mark.parametrize("config", [tiny_config(), tiny_config(attention_bias=True, tie_word_embeddings=False)],
+                         ids=["tied", "qkv_bias_untied"])
+def test_runner_greedy_equals_dense_forward(attention: str, config) -> None:
+    model = tiny_model(config)
+    runner, pool = make_runner(model, attention=attention), BlockPool(64)
+    prompts = [_prompt(1, 7), _prompt(2, 13), _prompt(3, 2)]
+    seqs = [Sequence(p, greedy()) for p in prompts]
+    step(runner, pool, seqs, [s.num_tokens for s in seqs], is_prefill=True)
+    for _ in range(5):
+        step(runner, pool, seqs, [1] * len(seqs), is_prefill=False)
+    for seq, prompt in zip(seqs, prompts):
+        assert seq.completion_token_ids == _dense_greedy(model, prompt, 6)
+
+
+def test_chunked_prefill_and_recompute_match_one_shot() -> None:
+    model = tiny_model()
+    runner, pool = make_runner(model), BlockPool(64)
+    prompt = _prompt(4, 19)
+    seq = Sequence(prompt, greedy())
+    assert step(runner, pool, [seq], [8], is_prefill=True) == [None]  # partial prefill samples nothing
+    assert step(runner, pool, [seq], [6], is_prefill=True) == [None]
+    step(runner, pool, [seq], [5], is_prefill=True)
+    step(runner, pool, [seq], [1], is_prefill=False)
+    # after a preemption the engine recomputes prompt + generated tokens from scratch in new blocks
+    again = Sequence(prompt, greedy())
+    again.token_ids = list(seq.token_ids[:-1])
+    step(runner, pool, [again], [again.num_tokens], is_prefill=True)
+    assert again.token_ids == seq.token_ids
+    assert seq.completion_token_ids == _dense_greedy(model, prompt, 2)
+
+
+def test_logits_of_prefill_match_dense_at_every_chunk_end() -> None:
+    model = tiny_model(seed=5)
+    runner, pool = make_runner(model), BlockPool(64)
+    prompt = _prompt(6, 12)
+    seq = Sequence(prompt, SamplingParams(temperature=0.0, logprobs=3))
+    pool.fill(seq, runner.block_size, 12)
+    out = runner.run(ScheduledBatch((seq,), (12,), True))
+    expected = torch.log_softmax(dense_logits(model, prompt)[-1], -1)
+    lp = out.logprobs[0]
+    assert lp is not None and lp.token_id == int(expected.argmax())
+    assert lp.logprob == pytest.approx(float(expected.max()), abs=1e-4)
+    assert [t for t, _ in lp.top] == expected.topk(3).indices.tolist()
+
+
+def test_batched_decode_equals_each_sequence_alone() -> None:
+    model = tiny_model(seed=7)
+    prompts = [_prompt(10 + i, 3 + 5 * i) for i in range(5)]
+    alone = []
+    for p in prompts:
+        runner, pool = make_runner(model), BlockPool(64)
+        seq = Sequence(p, greedy())
+        step(runner, pool, [seq], [seq.num_tokens], True)
+        for _ in range(6):
+            step(runner, pool, [seq], [1], False)
+        alone.append(seq.completion_token_ids)
+    runner, pool = make_runner(model), BlockPool(64)
+    seqs = [Sequence(p, greedy()) for p in prompts]
+    step(runner, pool, seqs[:2], [s.num_tokens for s in seqs[:2]], True)
+    step(runner, pool, seqs[:2], [1, 1], False)  # the others join later (in-flight batching)
+    step(runner, pool, seqs[2:], [s.num_tokens for s in seqs[2:]], True)
+    for _ in range(6):
+        live = [s for s in seqs if s.num_completion_tokens < 7]
+        step(runner, pool, live, [1] * len(live), False)
+    assert [s.completion_token_ids for s in seqs] == alone
+
+
+def test_runner_does_not_mutate_sequences() -> None:
+    model = tiny_model()
+    runner, pool = make_runner(model), BlockPool(64)
+    seq = Sequence(_prompt(8, 5), greedy())
+    pool.fill(seq, runner.block_size, 5)
+    before = (list(seq.token_ids), seq.num_cached_tokens, list(seq.block_table), seq.status)
+    out = runner.run(ScheduledBatch((seq,), (5,), True))
+    assert out.token_ids[0] is not None
+    assert (seq.token_ids, seq.num_cached_tokens, seq.block_table, seq.status) == before
+
+
+def test_too_short_block_table_is_an_error_not_a_crash() -> None:
+    runner = make_runner(tiny_model())
+    seq = Sequence(_prompt(9, 9), greedy())
+    seq.block_table = [0]  # 4 slots for 9 tokens
+    with pytest.raises(RunnerError, match="blocks hold"):
+        runner.run(ScheduledBatch((seq,), (9,), True))
+
+
+def test_empty_batch_and_bf16_runner() -> None:
+    model = tiny_model(dtype=torch.bfloat16)
+    runner, pool = make_runner(model), BlockPool(64)
+    assert runner.run(ScheduledBatch((), (), False)).token_ids == ()
+    seq = Sequence(_prompt(11, 6), greedy())
+    step(runner, pool, [seq], [6], True)
+    assert 0 <= seq.token_ids[-1] < VOCAB
+    assert runner.kv_bytes_per_token == 2 * 2 * 2 * 16 * 2
