@@ -37,26 +37,26 @@ def first_match(rule: Rule, ctx: Context) -> Outcome | None:
     return Outcome(backends, "route " + ", ".join(backends)) if backends else None
 
 
-def _engine_fit(rule: Rule, ctx: Context, backend: str) -> tuple[float, str, int]:
-    """(score or -1 when it does not fit, note, blocks short)."""
+def _engine_fit(rule: Rule, ctx: Context, backend: str) -> tuple[tuple[int, float] | None, str, int]:
+    """(sort key, or None when it does not fit; note; blocks short)."""
     live, facts = ctx.live, ctx.facts
     if _is_open(ctx, backend):
-        return -1, f"{backend}: circuit open", 0
+        return None, f"{backend}: circuit open", 0
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
-        return -1, f"{backend}: state unknown", 0
+        return None, f"{backend}: state unknown", 0
     context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
     if snap.max_model_len and context_len > snap.max_model_len:
-        return -1, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}", 0
+        return None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}", 0
     if need > free:
-        return -1, f"{backend}: needs {need} KV blocks, {free} free", need - free
+        return None, f"{backend}: needs {need} KV blocks, {free} free", need - free
     limit = rule.max_waiting if rule.max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
     if snap.num_waiting > limit:
-        return -1, f"{backend}: queue {snap.num_waiting} > {limit}", 0
-    # Fewer queued requests first, then the most KV left after this request.
-    return (1.0 - snap.num_waiting / (limit + 1)) + (free - need) / snap.num_blocks_total, \
-        f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)", 0
+        return None, f"{backend}: queue {snap.num_waiting} > {limit}", 0
+    # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
+    key = (snap.num_waiting, -(free - need) / snap.num_blocks_total)
+    return key, f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)", 0
 
 
 def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
@@ -65,7 +65,7 @@ def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
     if not local and not spill:
         return None
     scored = [(b, *_engine_fit(rule, ctx, b)) for b in local]
-    fitting = [b for b, score, _, _ in sorted(scored, key=lambda s: -s[1]) if score >= 0]
+    fitting = [b for b, key, _, _ in sorted((s for s in scored if s[1] is not None), key=lambda s: s[1])]
     notes = "; ".join(note for _, _, note, _ in scored)
     backends = (*fitting, *spill)
     if fitting:
@@ -103,8 +103,8 @@ def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
     notes: list[str] = []
     for backend in candidates:
         if backend in ctx.policy.engines:
-            score, note, _ = _engine_fit(rule, ctx, backend)
-            if score < 0:
+            key, note, _ = _engine_fit(rule, ctx, backend)
+            if key is None:
                 notes.append(note)
                 continue
         elif _is_open(ctx, backend):

@@ -1,0 +1,76 @@
+"""`hybridgw policy check` and `hybridgw policy explain`, run as the user runs them."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import policies
+
+EXAMPLES = Path(policies.__file__).parent / "examples"
+
+
+def _hybridgw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "policy", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_check_reports_file_line_field_and_exit_code(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backends:\n  local: {kind: engine}\nmodels:\n  m:\n    deployment: []\n")
+    run = _hybridgw("check", str(bad))
+    assert run.returncode == 1
+    assert f"{bad}:5: models.m.deployment: unknown field; did you mean 'deployments'?" in run.stderr
+    assert f"{bad}:4: models.m.deployments: required field is missing" in run.stderr
+
+
+def _write(tmp_path: Path, name: str, data: object) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+REQUEST = {"team": "research", "headers": {"X-Priority": "high"},
+           "body": {"model": "chat", "max_tokens": 200,
+                    "messages": [{"role": "user", "content": "Summarise the contract in three bullet points."}]}}
+FULL_ENGINE = {"engines": {"local": {"model": "smollm2", "kv_bytes_per_token": 23040, "block_size": 16,
+                                     "num_blocks_total": 512, "num_blocks_free": 10, "num_running": 6,
+                                     "num_waiting": 0, "decode_tokens_per_s": 120}},
+               "time": "2026-11-26T23:30:00+01:00"}
+
+
+def test_explain_prints_facts_and_the_spill_decision(tmp_path: Path) -> None:
+    run = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", str(_write(tmp_path, "r.json", REQUEST)),
+                    "--state", str(_write(tmp_path, "s.json", FULL_ENGINE)), "--env", "OPENAI_API_KEY=sk-test")
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "prompt_tokens           17 (o200k_base)" in out
+    assert "expected_output_tokens  200 (max_tokens)" in out
+    assert "blocks_needed           local=14" in out
+    assert "local                   circuit closed, fresh state: 10/512 blocks free" in out
+    assert "rule      local-then-spill (kv_fit)" in out
+    assert "targets   openai (gpt-4o-mini)" in out
+    assert "reason    local-then-spill: always → spill to openai: local: needs 14 KV blocks, 10 free" in out
+
+
+def test_explain_without_hosted_key_refuses_with_retry_after(tmp_path: Path) -> None:
+    run = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", str(_write(tmp_path, "r.json", REQUEST)),
+                    "--state", str(_write(tmp_path, "s.json", FULL_ENGINE)), "--json")
+    assert run.returncode == 0, run.stderr
+    decision = json.loads(run.stdout)["decision"]
+    assert decision["targets"] == [] and decision["refusal"] == "no_capacity"
+    assert decision["retry_after_s"] >= 1.0
+
+
+def test_explain_with_no_state_and_a_bad_request_file(tmp_path: Path) -> None:
+    run = _hybridgw("explain", str(EXAMPLES / "long_prompts_to_hosted.yaml"), "--request",
+                    str(_write(tmp_path, "r.json", {"model": "chat", "prompt": "x " * 4100})))
+    assert run.returncode == 0, run.stderr
+    assert "rule      long-prompts-hosted (first_match)" in run.stdout
+    assert "local                   circuit closed, state unknown" in run.stdout
+    bad = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", str(tmp_path / "nope.json"))
+    assert bad.returncode == 2 and "cannot read the request file" in bad.stderr
+    unknown = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request",
+                        str(_write(tmp_path, "u.json", {"model": "gpt-9", "messages": []})))
+    assert unknown.returncode == 2 and "The model 'gpt-9' does not exist" in unknown.stderr
