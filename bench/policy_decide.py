@@ -1,0 +1,102 @@
+"""Benchmark: what routing adds per request — counting a 1,000-token prompt, building the facts and
+deciding — on the default policy (hybrid: local engine + OpenAI) and on a 6-rule policy, in steady
+state (tiktoken's first call is slow and happens at start-up). Peer, same run: litellm.token_counter.
+
+    .venv/bin/python bench/policy_decide.py [--iterations 3000] [--no-peer]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from policies.offline import configure_offline_env
+
+SENTENCE = "The gateway counts tokens before the call and routes each request to where it fits best. "
+
+
+def _body(target_tokens: int = 1000) -> dict[str, Any]:
+    from policies.tokens import TokenCounter
+
+    counter = TokenCounter()
+    text = ""
+    while counter.count_messages([{"role": "user", "content": text}], "o200k_base") < target_tokens:
+        text += SENTENCE
+    return {"model": "smollm2", "max_tokens": 256, "stream": True,
+            "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                         {"role": "user", "content": text}]}
+
+
+def _time(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
+    for _ in range(min(200, iterations)):  # warm caches and encodings
+        fn()
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    samples.sort()
+    return statistics.median(samples) / 1000, samples[int(0.99 * len(samples)) - 1] / 1000
+
+
+def _router(path: Path | None) -> Any:
+    from policies.live import EngineSnapshot
+    from policies.loader import load_default_policy, load_policy_file
+    from policies.router import PolicyRouter
+
+    env = {"OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench"}
+    loaded = load_default_policy(env) if path is None else load_policy_file(path, env)
+    # A still clock keeps the snapshot below fresh, as the poller keeps it (no sockets here).
+    router = PolicyRouter(loaded, clock=lambda: 0.0)
+    snap = EngineSnapshot(taken_at=0.0, model="smollm2", kv_bytes_per_token=23040, block_size=16,
+                          num_blocks_total=4096, num_blocks_free=1500, num_running=8, num_waiting=1,
+                          prefill_tokens_per_s=1800.0, decode_tokens_per_s=240.0, max_model_len=8192)
+    router.poller.snapshots = MappingProxyType({"local": snap, "night-pool": snap})
+    return router
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--no-peer", action="store_true", help="skip litellm.token_counter")
+    args = parser.parse_args(argv)
+    configure_offline_env()
+    body = _body()
+    examples = Path(__file__).resolve().parent.parent / "policies" / "examples"
+    rows: list[tuple[str, float, float]] = []
+    default = _router(None)
+    facts = default.build_facts(body, "default")
+    print(f"prompt: {facts.prompt_tokens} tokens ({facts.encoding}); default policy decides "
+          f"{[t.backend for t in default.route(facts).targets]}")
+    rows.append(("count tokens (tiktoken, chat format)", *_time(
+        lambda: default.counter.count_prompt(body, facts.encoding), args.iterations)))
+    rows.append(("route() only (live state + decide), default policy", *_time(
+        lambda: default.route(facts), args.iterations)))
+    rows.append(("count + facts + decide, default policy", *_time(
+        lambda: default.route(default.build_facts(body, "default")), args.iterations)))
+    slo = _router(examples / "cheapest_within_slo.yaml")
+    chat = {**body, "model": "chat"}
+    rows.append(("count + facts + decide, cheapest_within_slo (3 targets)", *_time(
+        lambda: slo.route(slo.build_facts(chat, "default")), args.iterations)))
+    seasonal = _router(examples / "seasonal_time_windows.yaml")
+    batch = {**body, "model": "batch"}
+    rows.append(("count + facts + decide, seasonal (time windows, 3 rules)", *_time(
+        lambda: seasonal.route(seasonal.build_facts(batch, "default")), args.iterations)))
+    if not args.no_peer:
+        import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens
+
+        messages = body["messages"]
+        rows.append(("peer: litellm.token_counter (count only)", *_time(
+            lambda: litellm.token_counter(model="gpt-4o-mini", messages=messages), args.iterations)))
+    print(f"\n{'step':<58} {'p50 µs':>8} {'p99 µs':>8}")
+    for name, p50, p99 in rows:
+        print(f"{name:<58} {p50:>8.1f} {p99:>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
