@@ -1,0 +1,135 @@
+"""Local engine server throughput: C concurrent streaming chat requests vs transformers' batch-C generate.
+
+Starts `hybridgw engine` (SmolLM2 by default) on a free port, fires C streaming requests of N
+forced tokens each (ignore_eos) with httpx, and reports aggregate generated tokens/s, TTFT and
+ITL p50/p95. Then stops the engine and runs ../shared/peers/hf_generate.sh at batch C on the
+same GGUF in the same run, and prints the ratio.
+
+    .venv/bin/python bench/engine_server.py [--concurrency 64] [--new-tokens 64] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import procs  # noqa: E402
+
+PEER = Path(os.environ.get("HYBRIDGW_PEERS", "/work/shared/peers")) / "hf_generate.sh"
+PROMPT = "Write a short story about a lighthouse keeper."  # the peer script's default prompt
+
+
+@dataclass
+class Result:
+    ttft_s: float = 0.0
+    chunk_times: list[float] = field(default_factory=list)
+    completion_tokens: int = 0
+
+
+async def one_request(http: httpx.AsyncClient, url: str, model: str, new_tokens: int) -> Result:
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": new_tokens,
+            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    result = Result()
+    start = time.perf_counter()
+    async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                result.completion_tokens = chunk["usage"]["completion_tokens"]
+            elif chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                now = time.perf_counter()
+                if not result.chunk_times:
+                    result.ttft_s = now - start
+                result.chunk_times.append(now)
+    return result
+
+
+async def run_round(url: str, model: str, concurrency: int, new_tokens: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one_request(http, url, model, new_tokens) for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    tokens = sum(r.completion_tokens for r in results)
+    ttfts = sorted(r.ttft_s for r in results)
+    itls = sorted(b - a for r in results for a, b in zip(r.chunk_times, r.chunk_times[1:]))
+    return {"wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
+            "ttft_p50_s": pct(ttfts, 50), "ttft_p95_s": pct(ttfts, 95),
+            "itl_p50_s": pct(itls, 50), "itl_p95_s": pct(itls, 95)}
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def bench_engine(args: argparse.Namespace) -> list[dict[str, float]]:
+    port = procs.free_port()
+    cmd = procs.python_module("gateway.cli", "engine", "--model", args.model, "--port", str(port),
+                              "--max-num-seqs", str(max(args.concurrency, 1)), *args.engine_arg)
+    url = f"http://127.0.0.1:{port}"
+    with procs.running(cmd, f"{url}/health", name="bench-engine", timeout_s=600):
+        model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        asyncio.run(run_round(url, model, min(args.concurrency, 8), 8))  # warm-up
+        rounds = [asyncio.run(run_round(url, model, args.concurrency, args.new_tokens))
+                  for _ in range(args.rounds)]
+        state = httpx.get(f"{url}/v1/engine/state").json()
+    for r in rounds:
+        print(json.dumps({"engine": "hybridgw", **{k: round(v, 4) for k, v in r.items()}}), flush=True)
+    print(json.dumps({"engine_state": {k: state[k] for k in ("model", "device", "kv_dtype", "num_preemptions",
+                                                              "decode_tokens_per_s", "prefill_tokens_per_s")}}))
+    return rounds
+
+
+def bench_peer(gguf: str, concurrency: int, new_tokens: int) -> float | None:
+    cmd = [str(PEER), gguf, "--batch", str(concurrency), "--dtype", "bf16", "--new-tokens", str(new_tokens)]
+    print("peer:", " ".join(cmd), flush=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        print(f"peer failed ({out.returncode}): {out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    print(lines[-1], flush=True)
+    return float(json.loads(lines[-1])["tokens_per_s"])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--engine-arg", action="append", default=[], help="extra `hybridgw engine` argument")
+    args = p.parse_args()
+    rounds = bench_engine(args)
+    ours = statistics.median(r["tokens_per_s"] for r in rounds)
+    print(f"hybridgw engine: median {ours:.1f} generated tok/s over {len(rounds)} rounds", flush=True)
+    if args.no_peer or args.model != "smollm2":
+        return 0
+    from local_engine.loaders.registry import smollm2_gguf_path
+
+    peer = bench_peer(str(smollm2_gguf_path()), args.concurrency, args.new_tokens)
+    if peer:
+        print(f"ratio hybridgw / transformers generate (batch {args.concurrency}): {ours / peer:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
