@@ -17,6 +17,8 @@ from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
 from gateway.sse import DONE_PAYLOAD, FrameSplitter
 
+_SHARDS = 8
+
 
 def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError:
     """The upstream's own message (OpenAI-shaped body or plain text) under its status."""
@@ -55,7 +57,8 @@ class OpenAIHTTPBackend:
         self.kind = spec.kind
         self.spec = spec
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._load: list[int] = []  # requests in flight per client
         self._urls = {p: f"{spec.base_url}/{p}" for p in ("chat/completions", "completions", "embeddings")}
         self._counters = BackendCounters()
 
@@ -64,25 +67,37 @@ class OpenAIHTTPBackend:
         headers = {"content-type": "application/json"}
         if self.spec.api_key:
             headers["authorization"] = f"Bearer {self.spec.api_key}"
-        limits = httpx.Limits(max_connections=self.spec.max_connections,
-                              max_keepalive_connections=self.spec.max_connections, keepalive_expiry=60)
-        # read=None: first-byte and between-chunk deadlines are enforced per read below.
-        timeout = httpx.Timeout(connect=t.connect_s, read=None, write=t.first_byte_s, pool=None)
-        self._client = httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout,
-                                         transport=self._transport, follow_redirects=False)
+        # httpcore scans its whole pool on every request and release, so the connections are
+        # spread over a few small clients (least busy first) instead of one large pool.
+        shards = max(1, min(_SHARDS, self.spec.max_connections))
+        per_shard = -(-self.spec.max_connections // shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=60)
+        # First byte: asyncio deadline around the call; later reads: httpx's own per-read timeout.
+        read = max(t.first_byte_s, t.between_chunks_s)
+        timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.first_byte_s, pool=None)
+        self._clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, transport=self._transport,
+                                           follow_redirects=False) for _ in range(shards)]
+        self._load = [0] * shards
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
     def state(self) -> BackendState:
         return self._counters.snapshot(self.name, self.kind)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def _acquire(self) -> int:
+        if not self._clients:
             raise RuntimeError(f"backend {self.name} is not open")
-        return self._client
+        load = self._load
+        index = load.index(min(load))
+        load[index] += 1
+        return index
+
+    def _release(self, index: int) -> None:
+        if index < len(self._load):
+            self._load[index] -= 1
 
     def _fail(self, error: UpstreamError) -> UpstreamError:
         self._counters.failures += 1
@@ -92,11 +107,12 @@ class OpenAIHTTPBackend:
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         self._counters.requests += 1
         self._counters.in_flight += 1
+        shard = self._acquire()
         try:
             headers = {"x-request-id": request.request_id, **request.headers}
             try:
                 async with asyncio.timeout(self.spec.timeouts.first_byte_s):
-                    response = await self._http().post(self._urls[request.path], content=orjson.dumps(request.body),
+                    response = await self._clients[shard].post(self._urls[request.path], content=orjson.dumps(request.body),
                                                        headers=headers)
             except (httpx.HTTPError, TimeoutError) as exc:
                 raise self._fail(_transport_error(self.name, exc)) from None
@@ -109,23 +125,25 @@ class OpenAIHTTPBackend:
                                                backend=self.name, kind="protocol")) from None
             return UpstreamResponse(response.content, data if isinstance(data, dict) else {}, response.status_code)
         finally:
+            self._release(shard)
             self._counters.in_flight -= 1
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
         self._counters.requests += 1
         self._counters.in_flight += 1
+        shard = self._acquire()
         try:
-            response = await self._open_stream(request)
+            response = await self._open_stream(self._clients[shard], request)
             try:
                 async for payload in self._payloads(response):
                     yield payload
             finally:
                 await response.aclose()
         finally:
+            self._release(shard)
             self._counters.in_flight -= 1
 
-    async def _open_stream(self, request: UpstreamRequest) -> httpx.Response:
-        client = self._http()
+    async def _open_stream(self, client: httpx.AsyncClient, request: UpstreamRequest) -> httpx.Response:
         headers = {"x-request-id": request.request_id, "accept": "text/event-stream", **request.headers}
         http_request = client.build_request("POST", self._urls[request.path], content=orjson.dumps(request.body),
                                             headers=headers)
@@ -143,16 +161,22 @@ class OpenAIHTTPBackend:
 
     async def _payloads(self, response: httpx.Response) -> AsyncIterator[Chunk]:
         timeouts = self.spec.timeouts
+        # httpx's read timeout (the larger of the two) guards every read; a tighter between-chunks
+        # deadline costs a timer per read, so it is only armed when it differs.
+        per_read = timeouts.between_chunks_s if timeouts.between_chunks_s < timeouts.first_byte_s else None
         splitter = FrameSplitter()
         pieces = response.aiter_bytes()
         started = False
         try:
             while True:
-                async with asyncio.timeout(timeouts.between_chunks_s if started else timeouts.first_byte_s):
+                if not started or per_read is not None:
+                    async with asyncio.timeout(per_read if started else timeouts.first_byte_s):
+                        piece = await anext(pieces, None)
+                else:
                     piece = await anext(pieces, None)
-                payloads = splitter.feed(piece) if piece is not None else splitter.flush()
-                for payload in payloads:
+                for payload in splitter.feed(piece) if piece is not None else splitter.flush():
                     if payload == DONE_PAYLOAD:
+                        await self._drain(pieces)
                         return
                     if not started and payload.startswith(b'{"error"'):
                         raise self._fail(_error_from_body(self.name, 502, payload))
@@ -162,3 +186,9 @@ class OpenAIHTTPBackend:
                     return  # ended without [DONE]: accepted, as many servers do
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
+
+    async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
+        """Read the body's end after [DONE] so the keep-alive connection goes back to the pool."""
+        async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
+            async for _ in pieces:
+                pass

@@ -1,7 +1,8 @@
 """A fake OpenAI upstream: a real HTTP server (raw ASGI under uvicorn) for tests and benchmarks.
 
 Run: `python -m tests.fakes.openai_upstream --port P`. Behaviour per request comes from the model
-name's suffix (`m;chunks=16;delay_ms=5`) and/or a body field `"fake": {...}`. Keys: ttft_ms,
+name's suffix (`m;chunks=16;delay_ms=5`), a `user` field `fake:chunks=16;delay_ms=5`, and/or a body
+field `"fake": {...}`. Keys: ttft_ms,
 delay_ms (between chunks), chunks (4), status + message (error reply), fail_after (drop the
 connection after k chunks), no_usage, tag (names the request in /_disconnects).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
@@ -40,6 +41,11 @@ def _options(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for pair in pairs:
         key, _, value = pair.partition("=")
         opts[key] = value
+    user = body.get("user")
+    if isinstance(user, str) and user.startswith("fake:"):  # a standard field, so proxies pass it on
+        for pair in user[5:].split(";"):
+            key, _, value = pair.partition("=")
+            opts[key] = value
     if isinstance(body.get("fake"), dict):
         opts.update(body["fake"])
     return name, opts
@@ -115,8 +121,9 @@ def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
         self.state = FakeState()
+        self.defaults = defaults or {}  # options applied to every request (overridable per request)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -160,6 +167,7 @@ class FakeUpstream:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.state.last_request = {"path": path, "headers": headers, "body": body}
         model, opts = _options(body)
+        opts = {**self.defaults, **opts}
         if "status" in opts:
             status = int(opts["status"])
             extra = [(b"retry-after", b"1")] if status == 429 else []
@@ -248,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--chunks", type=int, default=None, help="default number of chunks per reply")
     args = parser.parse_args(argv)
+    defaults = {} if args.chunks is None else {"chunks": args.chunks}
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    uvicorn.run(FakeUpstream(), host=args.host, port=args.port, log_level="warning", access_log=False,
+    uvicorn.run(FakeUpstream(defaults), host=args.host, port=args.port, log_level="warning", access_log=False,
                 lifespan="on", loop="uvloop", http="httptools")
     return 0
 
