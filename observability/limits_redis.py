@@ -61,9 +61,13 @@ class RedisLimiter:
         self._last_warning = -math.inf
 
     @classmethod
-    def from_url(cls, url: str, config: LimitsConfig, **kwargs: object) -> "RedisLimiter":
-        client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        return cls(client, config, **kwargs)  # type: ignore[arg-type]
+    def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
+                 **kwargs: object) -> "RedisLimiter":
+        # A blocking pool: a burst of requests queues for a connection (for at most `timeout`)
+        # instead of failing open the moment the pool is exhausted.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,
+                                                        socket_timeout=0.5, socket_connect_timeout=0.5)
+        return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float) -> Reservation:
         now = self._clock()
@@ -111,3 +115,4 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._client.connection_pool.disconnect()

@@ -1,6 +1,6 @@
 """GET /v1/usage: a team's key sees only its own team's report, the admin key any team's or all.
 A router factory: the gateway mounts it with its store and an auth dependency of its own."""
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the real Depends(caller) of the closure.
 
 import time
 from collections.abc import Callable

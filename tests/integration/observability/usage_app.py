@@ -1,0 +1,34 @@
+"""A small real app for the /v1/usage tests: the usage router over the store in $HYBRIDGW_DATA_DIR,
+behind bearer keys from $USAGE_TEST_KEYS (JSON {key: team, or "*" for the admin key}).
+
+  python -m uvicorn --factory tests.integration.observability.usage_app:create --port 8000
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+from fastapi import FastAPI, Header, HTTPException
+
+from observability.stores import default_data_dir, open_store
+from observability.usage_api import UsageCaller, usage_router
+
+
+def hosted_price(model: str, prompt: int, completion: int) -> float:
+    return prompt * 1e-6 + completion * 2e-6
+
+
+def create() -> FastAPI:
+    store = open_store(os.environ.get("REDIS_URL"), default_data_dir())
+    keys: dict[str, str] = json.loads(os.environ["USAGE_TEST_KEYS"])
+
+    def caller(authorization: Annotated[str | None, Header()] = None) -> UsageCaller:
+        team = keys.get((authorization or "").removeprefix("Bearer ").strip())
+        if team is None:
+            raise HTTPException(401, "unknown key")
+        return UsageCaller(team=None, is_admin=True) if team == "*" else UsageCaller(team=team)
+
+    app = FastAPI()
+    app.include_router(usage_router(store, caller, hosted_price=hosted_price))
+    return app
