@@ -137,6 +137,10 @@ def _fits(facts: RequestFacts, live: LiveState, name: str) -> bool:
     return free is not None and need is not None and need <= free
 
 
+def _mapping_item(attr: str, key: str) -> Getter:
+    return lambda f, l: getattr(f, attr).get(key)
+
+
 def _fact(name: str) -> Getter:
     return lambda f, l: getattr(f, name)
 
@@ -157,8 +161,7 @@ def compile_when(when: When) -> list[Condition]:
     for kind in ("headers", "tags"):
         for key, cmp in getattr(when, kind).items():
             test, label = compile_cmp(cmp)
-            get: Getter = (lambda k, attr: (lambda f, l: getattr(f, attr).get(k)))(key, kind)
-            out.append(Condition(f"{kind[:-1]} {key} {label}", f"{kind[:-1]} {key}", get, test))
+            out.append(Condition(f"{kind[:-1]} {key} {label}", f"{kind[:-1]} {key}", _mapping_item(kind, key), test))
     if when.time is not None:
         test, label = _time_test(when.time)
         out.append(Condition(label, "now", _fact("now"), test))

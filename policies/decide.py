@@ -81,7 +81,8 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
 
 def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, reason: str,
               shadow: tuple[str, Outcome, str] | None) -> RouteDecision:
-    shadow_rule, shadow_targets, shadow_reason = "", (), ""
+    shadow_rule, shadow_reason = "", ""
+    shadow_targets: tuple[Target, ...] = ()
     if shadow is not None:
         shadow_rule, shadow_targets = shadow[0], _targets(alias, shadow[1].backends)
         shadow_reason = f"{shadow[0]}: {shadow[2]} → {shadow[1].reason}"

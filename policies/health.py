@@ -86,7 +86,7 @@ class HealthBook:
         self._view: Mapping[str, HealthView] | None = None
         self._view_until = 0.0
 
-    def carry_over(self, old: "HealthBook") -> None:
+    def carry_over(self, old: HealthBook) -> None:
         """Keep what was learned about backends that survive a policy reload."""
         for name in self.breakers:
             if name in old.breakers:

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 CircuitState = Literal["closed", "open", "half_open"]
 
 

@@ -40,7 +40,7 @@ class Cmp(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "Cmp":
+    def _not_empty(self) -> Cmp:
         if not self.model_fields_set:
             raise ValueError("empty comparison; use one of eq, ne, gt, gte, lt, lte, in, not_in, exists")
         return self
@@ -96,7 +96,7 @@ class When(_Strict):
     tags: dict[str, Cmp] = Field(default_factory=dict)
     time: TimeWindow | None = None
     state: dict[str, BackendCond] = Field(default_factory=dict)  # backend name -> conditions
-    any: list["When"] | None = None
+    any: list[When] | None = None
 
     @field_validator("headers")
     @classmethod
@@ -135,7 +135,7 @@ class Rule(_Strict):
     shadow: bool = False  # evaluated and recorded, never applied
 
     @model_validator(mode="after")
-    def _fields_fit_strategy(self) -> "Rule":
+    def _fields_fit_strategy(self) -> Rule:
         own = _STRATEGY_FIELDS[self.strategy]
         for strategy, fields in _STRATEGY_FIELDS.items():
             for name in fields:

@@ -27,8 +27,7 @@ class StateSource:
 
 
 def _server_root(base_url: str) -> str:
-    root = base_url.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def state_sources(policy: Policy, engine_urls: Mapping[str, str] | None = None) -> list[StateSource]:

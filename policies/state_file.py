@@ -3,7 +3,7 @@ over_budget}) and an optional live state (engines as /v1/engine/state reports th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -52,7 +52,7 @@ def parse_time(value: Any) -> float:
     if not isinstance(value, str):
         raise ValueError(f"time must be ISO-8601 or unix seconds, not {value!r}")
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def parse_state(data: Any, stale_after_s: float) -> tuple[LiveState, float | None]:

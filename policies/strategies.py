@@ -65,7 +65,7 @@ def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
     if not local and not spill:
         return None
     scored = [(b, *_engine_fit(rule, ctx, b)) for b in local]
-    fitting = [b for b, key, _, _ in sorted((s for s in scored if s[1] is not None), key=lambda s: s[1])]
+    fitting = [b for key, b in sorted((key, b) for b, key, _, _ in scored if key is not None)]
     notes = "; ".join(note for _, _, note, _ in scored)
     backends = (*fitting, *spill)
     if fitting:

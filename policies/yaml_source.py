@@ -51,7 +51,7 @@ class _Reader:
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node)
             line = key_node.start_mark.line + 1
-            if not isinstance(key, (str, int, float, bool)):
+            if not isinstance(key, (str, int)):
                 raise PolicyError(f"{self.filename}:{line}: a key must be a plain name, not {type(key).__name__}")
             if key in out:
                 first = self.lines[(*path, key)]

@@ -3,8 +3,8 @@ model, CPU) and a small state server for a third-party engine (ours and vLLM's f
 from __future__ import annotations
 
 import asyncio
-import time
 import textwrap
+import time
 from collections.abc import Callable
 
 import openai

@@ -6,8 +6,14 @@ import sys
 
 import pytest
 
-from policies.estimator import (blocks_needed, hosted_price, kv_bytes, litellm_price_table, local_price,
-                                retry_after_s)
+from policies.estimator import (
+    blocks_needed,
+    hosted_price,
+    kv_bytes,
+    litellm_price_table,
+    local_price,
+    retry_after_s,
+)
 from policies.schema import Price
 
 from .support import engine
