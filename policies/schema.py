@@ -79,16 +79,14 @@ class ModelAlias(_Strict):
 
 
 class Limits(_Strict):
-    """Rate limits; enforced by observability's limiter (absent = unlimited)."""
+    """Rate limits in fixed UTC minute windows; enforced by observability's limiter (absent = unlimited)."""
 
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_day: int | None = Field(default=None, ge=1)
-    concurrent_requests: int | None = Field(default=None, ge=1)
 
 
 class Budget(_Strict):
-    """Spend caps in USD. on_exceed: `reject` answers 429; `route` lets the request through with
+    """Spend caps in USD (UTC day and month; enforced by observability's limiter). on_exceed: `reject` answers 429; `route` lets the request through with
     the fact `over_budget: true`, for rules to send it somewhere cheap (e.g. local)."""
 
     usd_per_day: float | None = Field(default=None, ge=0)
