@@ -51,7 +51,7 @@ class LiveState:
     engines: Mapping[str, EngineSnapshot] = field(default_factory=dict)
     health: Mapping[str, HealthView] = field(default_factory=dict)
     reserved_blocks: Mapping[str, int] = field(default_factory=dict)  # blocks held by this gateway's in-flight requests
-    stale_after_s: float = 1.0
+    stale_after_s: float = 2.0
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

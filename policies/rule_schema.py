@@ -116,8 +116,9 @@ class Rule(_Strict):
     """One routing rule. Rules are tried in order; the first that matches (and is not shadow) decides.
 
     first_match: `route` lists backends in the order to try.
-    kv_fit: engines in `local` that fit the request (KV blocks and a short queue), most headroom
-    first, then `spill`; with nothing that fits and no spill the request is refused (503).
+    kv_fit: engines in `local` that fit the request (KV blocks, context and a short queue), fewest
+    waiting then most headroom first, then `spill`, then engines whose state is unknown (stale) as
+    a last resort; when every engine is known not to fit and there is no spill: refused (503).
     cheapest_within_slo: `candidates` that are predicted to meet the TTFT SLO, cheapest first,
     then the rest by predicted TTFT.
     """

@@ -125,7 +125,7 @@ class Health(_Strict):
     max_cooldown_s: float = Field(default=60.0, gt=0)
     probe_timeout_s: float = Field(default=30.0, gt=0)  # a half-open probe with no result frees up
     poll_interval_s: float = Field(default=0.25, gt=0)
-    stale_after_s: float = Field(default=1.0, gt=0)  # older engine state counts as unknown
+    stale_after_s: float = Field(default=2.0, gt=0)  # older engine state counts as unknown (8 missed polls)
     ttft_ewma_alpha: float = Field(default=0.2, gt=0, le=1)
 
 

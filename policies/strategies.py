@@ -37,44 +37,58 @@ def first_match(rule: Rule, ctx: Context) -> Outcome | None:
     return Outcome(backends, "route " + ", ".join(backends)) if backends else None
 
 
-def _engine_fit(rule: Rule, ctx: Context, backend: str) -> tuple[tuple[int, float] | None, str, int]:
-    """(sort key, or None when it does not fit; note; blocks short)."""
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """How one engine stands for this request."""
+
+    backend: str
+    key: tuple[int, float] | None  # sort key when it fits, else None
+    note: str
+    short_blocks: int = 0
+    unknown: bool = False  # no fresh state: not trusted, kept only as a last resort
+
+
+def _engine_fit(rule: Rule, ctx: Context, backend: str) -> Fit:
     live, facts = ctx.live, ctx.facts
     if _is_open(ctx, backend):
-        return None, f"{backend}: circuit open", 0
+        return Fit(backend, None, f"{backend}: circuit open")
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
-        return None, f"{backend}: state unknown", 0
+        return Fit(backend, None, f"{backend}: state unknown", unknown=True)
     context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
     if snap.max_model_len and context_len > snap.max_model_len:
-        return None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}", 0
+        return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}")
     if need > free:
-        return None, f"{backend}: needs {need} KV blocks, {free} free", need - free
+        return Fit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
     limit = rule.max_waiting if rule.max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
     if snap.num_waiting > limit:
-        return None, f"{backend}: queue {snap.num_waiting} > {limit}", 0
+        return Fit(backend, None, f"{backend}: queue {snap.num_waiting} > {limit}")
     # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
     key = (snap.num_waiting, -(free - need) / snap.num_blocks_total)
-    return key, f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)", 0
+    return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)")
 
 
 def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
+    """Engines that fit (fewest waiting, then most KV left), then spill, then engines whose state
+    is unknown (stale or not yet polled) as a last resort; engines known not to fit are left out."""
     local = [b for b in rule.local if b in ctx.usable]
     spill = [b for b in rule.spill if b in ctx.usable and not _is_open(ctx, b)]
     if not local and not spill:
         return None
-    scored = [(b, *_engine_fit(rule, ctx, b)) for b in local]
-    fitting = [b for key, b in sorted((key, b) for b, key, _, _ in scored if key is not None)]
-    notes = "; ".join(note for _, _, note, _ in scored)
-    backends = (*fitting, *spill)
+    fits = [_engine_fit(rule, ctx, b) for b in local]
+    fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
+    unknown = [f.backend for f in fits if f.unknown]
+    notes = "; ".join(f.note for f in fits)
+    backends = (*fitting, *spill, *unknown)
     if fitting:
         return Outcome(backends, f"local fits: {notes}")
     if spill:
         return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
-    short = max((s for _, _, _, s in scored), default=0)
-    snap = ctx.live.engine(local[0]) if local else None
-    wait = retry_after_s(short, snap, ctx.policy.policy.defaults.retry_after_s)
+    if unknown:
+        return Outcome(backends, f"nothing known to fit, trying {', '.join(unknown)} anyway: {notes}")
+    short = max((f.short_blocks for f in fits), default=0)
+    wait = retry_after_s(short, ctx.live.engine(local[0]), ctx.policy.policy.defaults.retry_after_s)
     return Outcome((), f"no capacity and nowhere to spill: {notes}", "no_capacity", wait)
 
 
@@ -93,6 +107,10 @@ def _predicted_ttft(ctx: Context, backend: str) -> float | None:
     return max(known) if known else ctx.policy.policy.backends[backend].expected_ttft_s
 
 
+def _show(value: float | None, fmt: str) -> str:
+    return "?" if value is None else fmt.format(value)
+
+
 def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
     candidates = [b for b in rule.candidates if b in ctx.usable]
     if not candidates:
@@ -101,24 +119,25 @@ def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
     meeting: list[tuple[float, str]] = []
     missing: list[tuple[float, str]] = []
     notes: list[str] = []
+    unknown: list[str] = []
     for backend in candidates:
         if backend in ctx.policy.engines:
-            key, note, _ = _engine_fit(rule, ctx, backend)
-            if key is None:
-                notes.append(note)
+            fit = _engine_fit(rule, ctx, backend)
+            if fit.key is None:
+                notes.append(fit.note)
+                unknown += [backend] if fit.unknown else []
                 continue
         elif _is_open(ctx, backend):
             notes.append(f"{backend}: circuit open")
             continue
         ttft = _predicted_ttft(ctx, backend)
-        cost = ctx.facts.est_cost_usd.get(backend, float("inf"))
-        shown = "?" if ttft is None else f"{ttft:.3g}s"
-        notes.append(f"{backend}: ttft {shown}, ${cost:.3g}")
+        cost = ctx.facts.est_cost_usd.get(backend)
+        notes.append(f"{backend}: ttft {_show(ttft, '{:.3g}s')}, {_show(cost, '${:.3g}')}")
         if ttft is None or ttft <= slo:  # unknown TTFT counts as meeting: it is how we learn it
-            meeting.append((cost, backend))
+            meeting.append((float("inf") if cost is None else cost, backend))
         else:
             missing.append((ttft, backend))
-    backends = (*(b for _, b in sorted(meeting)), *(b for _, b in sorted(missing)))
+    backends = (*(b for _, b in sorted(meeting)), *(b for _, b in sorted(missing)), *unknown)
     head = f"cheapest within ttft p95 ≤ {slo:g}s" if meeting else f"none meets ttft p95 ≤ {slo:g}s; fastest first"
     if not backends:
         return Outcome((), f"{head}: {'; '.join(notes)}", "no_capacity", ctx.policy.policy.defaults.retry_after_s)

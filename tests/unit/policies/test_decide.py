@@ -41,8 +41,9 @@ def _backends(decision) -> list[str]:
     (engine(free=500), 990, ["openai"], "local: needs 13 KV blocks, 10 free"),
     (engine(free=1000, waiting=3), 0, ["openai"], "local: queue 3 > 2"),
     (engine(free=1000, waiting=2), 0, ["local", "openai"], "2 waiting"),
-    (engine(free=1000, age=1.5), 0, ["openai"], "local: state unknown"),  # stale: unknown, not healthy
-    (None, 0, ["openai"], "local: state unknown"),
+    # Stale or missing state is unknown, not healthy: after the spill, as a last resort.
+    (engine(free=1000, age=1.5), 0, ["openai", "local"], "local: state unknown"),
+    (None, 0, ["openai", "local"], "local: state unknown"),
     (engine(free=1000, max_model_len=150), 0, ["openai"], "local: 200 tokens exceed its context of 150"),
 ])
 def test_kv_fit_spills_when_local_does_not_fit(snap, reserved, expected, why) -> None:
@@ -61,6 +62,12 @@ def test_kv_fit_without_spill_refuses_with_retry_after() -> None:
     assert decision.refusal == "no_capacity"
     assert decision.retry_after_s == pytest.approx(10.0)  # 10 blocks short × 16 tokens ÷ 16 tok/s
     assert "nowhere to spill" in decision.reason
+
+
+def test_kv_fit_with_unknown_state_and_no_spill_tries_the_engine_last_resort() -> None:
+    decision = decide(compiled(SPILL), facts(model="local-only"), live())
+    assert _backends(decision) == ["local"] and not decision.refusal
+    assert decision.reason == "fit: always → nothing known to fit, trying local anyway: local: state unknown"
 
 
 def test_engine_pool_is_ordered_by_queue_then_headroom() -> None:

@@ -93,8 +93,8 @@ def test_failures_open_the_circuit_and_a_probe_closes_it() -> None:
 
 def test_stale_state_counts_as_unknown() -> None:
     router, clock = _router()
-    clock.now += 1.5  # the last poll is now 1.6 s old
-    assert _route(router) == ["openai"]
+    clock.now += 2.0  # the last poll is now 2.1 s old
+    assert _route(router) == ["openai", "local"]  # unknown: tried only after the spill
 
 
 def test_usage_calibrates_and_feeds_the_team_p90() -> None:
