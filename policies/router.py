@@ -1,22 +1,27 @@
 """PolicyRouter: the one object the gateway holds to route requests by policy.
 
     router = PolicyRouter(loaded_policy, engine_urls={"local": "http://127.0.0.1:8100/v1"})
-    await router.start()                        # polls engine state ~4×/s (stop() on shutdown)
-    pinned = router.compiled                    # pin the policy for this request's whole life
-    facts = router.build_facts(body, team, headers=request.headers, over_budget=False, compiled=pinned)
-    decision = router.route(facts, compiled=pinned)   # RouteDecision: targets, rule, reason, refusal
-    for target in decision.targets:             # dispatch tries them in order
-        hold = router.reserve(target.backend, facts)  # KV blocks held while in flight (engines only)
-        try: ...call...; router.record_result(target.backend, ok=True, ttft_s=ttft)
-        except failure before first byte: router.record_result(target.backend, ok=False)
-        finally: router.release(hold)
-    router.record_usage(facts, target, prompt_tokens=upstream_prompt, completion_tokens=n)  # learn
-    router.reload(new_loaded_policy)            # hot reload (policies.reload watches the file)
+    await router.start()                        # polls engine state ~4×/s; await router.stop() at shutdown
+    reloader = PolicyReloader(path, router.reload); await reloader.start()   # file change + SIGHUP
 
+    # per request (build_facts and route are sync, pure CPU: ~0.1 ms for a 1k-token prompt)
+    pinned = router.compiled                    # one policy for this request's whole life
+    facts = router.build_facts(body, team, headers=request.headers, compiled=pinned)
+    decision = router.route(facts, compiled=pinned)   # targets, rule, reason, strategy, refusal
+    for target in decision.targets:             # try in order; next one on failure before first byte
+        hold = router.reserve(target.backend, facts)  # KV blocks held while in flight (None: hosted)
+        try: ...; router.record_result(target.backend, ok=True, ttft_s=ttft)  # at the first byte
+        except <connect error, 5xx, 429, first-token timeout>: router.record_result(target.backend, ok=False)
+        finally: router.release(hold)           # when the request ends (done, failed or aborted)
+    router.record_usage(facts, target, prompt_tokens=upstream_prompt_or_None, completion_tokens=n)
+
+Headers/trace: `x-hybridgw-route-rule: decision.rule`; log/trace `decision.reason`, and
+`decision.shadow_rule` / `shadow_targets` / `shadow_reason` when a shadow rule or policy matched.
 No targets: `decision.refusal` says why — "no_capacity" / "no_healthy_backend" → 503 with
-Retry-After `decision.retry_after_s`; "not_allowed" → 403. build_facts raises RoutingError
-(code "model_not_found" → 404/400, "model_not_allowed" → 403). Nothing here blocks the event loop:
-build_facts + route are pure CPU work (tens of µs plus tiktoken's count).
+Retry-After `ceil(decision.retry_after_s)`; "not_allowed" → 403. build_facts raises RoutingError
+(code "model_not_found" → 400/404, "model_not_allowed" → 403). Budgets with `on_exceed: route`:
+when the limiter refuses a USD limit, build the facts again with `over_budget=True` and route.
+The cost to reserve against limits: `facts.est_cost_usd.get(decision.targets[0].backend, 0.0)`.
 """
 from __future__ import annotations
 
