@@ -101,6 +101,9 @@ class When(_Strict):
     @field_validator("headers")
     @classmethod
     def _lower(cls, value: dict[str, Cmp]) -> dict[str, Cmp]:
+        for name in value:
+            if not name.lower().startswith("x-"):
+                raise ValueError(f"header {name!r}: rules see only x-* headers (e.g. x-priority)")
         return {name.lower(): cmp for name, cmp in value.items()}
 
 

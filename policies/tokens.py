@@ -48,6 +48,8 @@ class TokenCounter:
         enc = self.encoding(encoding)
         total = REPLY_PRIMING
         for message in messages:
+            if not isinstance(message, Mapping):  # malformed input is the gateway's 400, not a crash here
+                continue
             total += TOKENS_PER_MESSAGE
             for key, value in message.items():
                 if key == "name":
@@ -58,7 +60,8 @@ class TokenCounter:
     def count_prompt(self, body: Mapping[str, Any], encoding: str) -> int:
         """Prompt tokens of a chat-completions body (messages, tools) or a completions body (prompt)."""
         if "messages" in body:
-            total = self.count_messages(body.get("messages") or (), encoding)
+            messages = body.get("messages")
+            total = self.count_messages(messages if isinstance(messages, list) else (), encoding)
             tools = body.get("tools") or body.get("functions")
             if tools:
                 total += self.count_text(json.dumps(tools, separators=(",", ":")), encoding)

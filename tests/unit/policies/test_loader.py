@@ -102,6 +102,11 @@ def test_time_window_values_are_checked() -> None:
     assert lines[1].startswith("p.yaml:16: rules[0].when.time.tz: unknown time zone 'Mars/Base'")
 
 
+def test_rules_see_only_x_headers() -> None:
+    message = _error(BASE + "rules:\n  - name: r\n    when: {headers: {authorization: x}}\n    route: [local]\n")
+    assert message == "p.yaml:16: rules[0].when.headers: header 'authorization': rules see only x-* headers (e.g. x-priority)"
+
+
 def test_key_hash_format() -> None:
     message = _error(BASE + "teams:\n  a:\n    key_hashes: [abc]\n")
     assert message == "p.yaml:16: teams.a.key_hashes: 'abc'… is not a key hash; write sha256:<64 lower-case hex digits>"

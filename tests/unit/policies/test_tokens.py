@@ -62,6 +62,11 @@ def test_content_parts_images_and_tools_add_tokens(counter: TokenCounter) -> Non
     assert counter.count_prompt({**text_only, "tools": tools}, "cl100k_base") > 13
 
 
+def test_malformed_messages_do_not_raise(counter: TokenCounter) -> None:
+    assert counter.count_prompt({"messages": "hello"}, "cl100k_base") == 3
+    assert counter.count_prompt({"messages": ["hello", {"role": "user", "content": None}]}, "cl100k_base") == 3 + 3 + 1
+
+
 def test_calibration_learns_the_engine_ratio_and_is_clamped() -> None:
     cal = Calibration(alpha=0.5)
     assert cal.apply("local/smollm2", 100) == 100  # nothing learned: our count as is
