@@ -10,7 +10,7 @@ from starlette.types import Receive
 class DisconnectGuard:
     """Watches `receive` for http.disconnect (start it only after the body has been read)."""
 
-    __slots__ = ("disconnected", "_closed", "_task", "_watcher")
+    __slots__ = ("_closed", "_task", "_watcher", "disconnected")
 
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False

@@ -41,7 +41,7 @@ class KeyStore:
         self._db.execute(_SCHEMA)
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> "KeyStore":
+    def in_data_dir(cls, data_dir: Path) -> KeyStore:
         return cls(data_dir / "keys.sqlite3")
 
     def create(self, team: str, name: str = "") -> tuple[str, KeyInfo]:

@@ -18,7 +18,13 @@ from gateway.disconnect import DisconnectGuard
 from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
 from gateway.exchange import Exchange, request_id_from
 from gateway.request_body import read_json_body
-from gateway.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, _Edge, parse_body
+from gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RequestBody,
+    parse_body,
+)
 from gateway.services import Services
 from gateway.stream_tally import StreamTally, response_finish_reason, response_text
 from gateway.streaming import SSERelayResponse
@@ -32,7 +38,7 @@ from policies.decision import RequestFacts, Target
 class Endpoint:
     name: str  # "chat", "completions", "embeddings"
     path: str  # upstream path under the backend's base URL
-    schema: type[_Edge]
+    schema: type[RequestBody]
     can_stream: bool
 
 
@@ -151,7 +157,7 @@ def _on_attempt(svc: Services, ex: Exchange) -> Callable[[Target], None]:
 
 async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
     assert ex.decision is not None
-    target, upstream, ex.attempts = await dispatch.complete(
+    _, upstream, ex.attempts = await dispatch.complete(
         ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, _on_attempt(svc, ex))
     usage = upstream.data.get("usage")
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):

@@ -15,20 +15,20 @@ MAX_TOKENS_LIMIT = 1 << 20  # anything above is absurd for any model served toda
 TokenList = list[int]
 
 
-class _Edge(BaseModel):
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class StreamOptions(_Edge):
+class StreamOptions(RequestBody):
     include_usage: bool | None = None
 
 
-class ChatMessage(_Edge):
+class ChatMessage(RequestBody):
     role: str = Field(min_length=1)
     content: str | list[dict[str, Any]] | None = None
 
 
-class _Generation(_Edge):
+class _Generation(RequestBody):
     model: str = Field(min_length=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -61,7 +61,7 @@ class CompletionRequest(_Generation):
         return self.max_tokens
 
 
-class EmbeddingRequest(_Edge):
+class EmbeddingRequest(RequestBody):
     model: str = Field(min_length=1)
     input: str | list[str] | TokenList | list[TokenList]
     encoding_format: str | None = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     policy_file: Path | None = None  # None: the embedded default policy
-    data_dir: Path = Path("~/.hybridgw").expanduser()
+    data_dir: Path = field(default_factory=lambda: Path("~/.hybridgw").expanduser())
     admin_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     redis_url: str | None = None
@@ -23,7 +23,7 @@ class Settings:
     default_output_tokens: int = 256  # expected output when a request sets no max_tokens
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         if env.get("HYBRIDGW_DATA_DIR"):
@@ -41,5 +41,5 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def with_(self, **changes: Any) -> "Settings":
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

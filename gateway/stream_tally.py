@@ -12,7 +12,7 @@ _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
 
 
 class StreamTally:
-    __slots__ = ("client_wants_usage", "usage", "finish_reason", "payloads")
+    __slots__ = ("client_wants_usage", "finish_reason", "payloads", "usage")
 
     def __init__(self, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage

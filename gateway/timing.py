@@ -11,7 +11,7 @@ from dataclasses import dataclass
 class RequestClock:
     """Marks arrival, upstream call sent, first chunk, every later chunk (as gaps) and the end."""
 
-    __slots__ = ("arrival_wall", "arrival", "upstream_sent", "first_chunk", "last_chunk", "gaps", "end")
+    __slots__ = ("arrival", "arrival_wall", "end", "first_chunk", "gaps", "last_chunk", "upstream_sent")
 
     def __init__(self, arrival: float | None = None, arrival_wall: float | None = None) -> None:
         self.arrival = time.perf_counter() if arrival is None else arrival

@@ -11,7 +11,6 @@ from gateway.services import Services
 from gateway.timing import TimingStats, summarize
 from observability.usage import UsageRecord
 
-
 _OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 

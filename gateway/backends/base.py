@@ -62,7 +62,7 @@ class Backend(Protocol):
 class BackendCounters:
     """In-flight / request / failure counters a backend reports through state()."""
 
-    __slots__ = ("in_flight", "requests", "failures", "last_error")
+    __slots__ = ("failures", "in_flight", "last_error", "requests")
 
     def __init__(self) -> None:
         self.in_flight = 0

@@ -34,7 +34,7 @@ def _fail(request: Request, exc: GatewayError) -> Response:
 
 async def create_key(request: Request) -> Response:
     try:
-        svc, ex = _admin(request)
+        svc, _ = _admin(request)
         body = await read_json_body(request, svc.settings.max_body_bytes)
         team = body.get("team") if isinstance(body, dict) else None
         if not isinstance(team, str) or not team.strip():

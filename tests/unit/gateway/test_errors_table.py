@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import (AuthError, BodyTooLarge, InvalidRequest, ModelNotFound, NoBackendAvailable,
-                            UpstreamError, error_info)
+from gateway.errors import (
+    AuthError,
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    NoBackendAvailable,
+    UpstreamError,
+    error_info,
+)
 from observability.limits_protocol import LimitExceeded
 
 
