@@ -17,18 +17,20 @@ from local_engine.errors import RequestTooLarge
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import FinishReason, Sequence
 from local_engine.stats import ThroughputWindow
+from local_engine.step_output import StepOutput
 from local_engine.stop_strings import StopStringFilter
 
 
-class StepOutputLike(Protocol):
-    token_ids: tuple[int | None, ...]
-
-
 class RunnerLike(Protocol):
-    num_blocks: int
-    block_size: int
+    """What the engine needs of the model runner (local_engine.runner.ModelRunner)."""
 
-    def run(self, batch: ScheduledBatch) -> StepOutputLike: ...
+    @property
+    def num_blocks(self) -> int: ...
+
+    @property
+    def block_size(self) -> int: ...
+
+    def run(self, batch: ScheduledBatch) -> StepOutput: ...
 
 
 class DetokenizerLike(Protocol):
@@ -144,11 +146,11 @@ class LLMEngine:
         self.throughput.record(end, batch.is_prefill, batch.total_tokens, end - start)
         return self._postprocess(batch, out)
 
-    def _postprocess(self, batch: ScheduledBatch, out: StepOutputLike) -> list[RequestOutput]:
+    def _postprocess(self, batch: ScheduledBatch, out: StepOutput) -> list[RequestOutput]:
         outputs: list[RequestOutput] = []
         bm = self.block_manager
         sampled_ids = out.token_ids
-        logprobs = getattr(out, "logprobs", None)
+        logprobs = out.logprobs or None
         for i, seq in enumerate(batch.seqs):
             n = batch.num_scheduled_tokens[i]
             samples = seq.num_cached_tokens + n == len(seq.token_ids)

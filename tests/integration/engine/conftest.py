@@ -46,7 +46,7 @@ class Engine:
 def metric_value(text: str, name: str) -> float:
     """The value of one un-labelled-by-us sample line (`name{model=...} value`)."""
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             return float(line.rsplit(" ", 1)[1])
     raise KeyError(name)
 

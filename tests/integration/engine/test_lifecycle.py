@@ -89,7 +89,7 @@ def test_async_client_cancelled_mid_stream_frees_blocks(tiny_engine: Engine) -> 
 def test_tiny_pool_preempts_and_every_request_matches_alone(small_pool_engine: Engine) -> None:
     prompts = ["Hello there", "The capital of France is", "Write a poem about the sea", "abc def"]
     # Each needs ~8 of the 10 blocks by its end: any two at once force a preemption.
-    ask = dict(model=MODEL, max_tokens=100, temperature=0)
+    ask = {"model": MODEL, "max_tokens": 100, "temperature": 0}
 
     async def together() -> list[str]:
         client = small_pool_engine.async_client()
