@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +36,12 @@ class LedgerStats:
 
 
 class Ledger:
-    def __init__(self, store: UsageStore, *, spill: SpillFile | None = None, config: LedgerConfig = LedgerConfig()):
+    def __init__(self, store: UsageStore, *, spill: SpillFile | None = None, config: LedgerConfig = LedgerConfig(),
+                 observers: Sequence[Callable[[UsageRecord], None]] = ()) -> None:
+        """observers: called on the writer thread with every record before it is stored (e.g.
+        RequestMetrics.record), so per-token metric work stays off the request path."""
         self.store = store
+        self._observers = tuple(observers)
         self.stats = LedgerStats()
         self._spill = spill
         self._config = config
@@ -45,10 +50,11 @@ class Ledger:
         self._idle = threading.Condition()
         self._stopping = False
         self._in_flight = 0
+        self._requeued = 0  # records at the queue's head that went back after a failed write
         self._next_probe = 0.0
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Ledger":
+    def start(self) -> Ledger:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="hybridgw-ledger", daemon=True)
             self._thread.start()
@@ -108,7 +114,8 @@ class Ledger:
 
     def _drain_once(self) -> None:
         while self._queue:
-            batch = self._take_batch()
+            batch, already_observed = self._take_batch()
+            self._observe(batch[already_observed:])
             try:
                 kept = self._write(batch)
             finally:
@@ -119,13 +126,25 @@ class Ledger:
                 break  # back in the queue (no spill file): retry on the next tick
         self._maybe_replay()
 
-    def _take_batch(self) -> list[UsageRecord]:
+    def _observe(self, batch: list[UsageRecord]) -> None:
+        for record in batch:
+            for observer in self._observers:
+                try:
+                    observer(record)
+                except Exception:  # a metrics bug must not cost a usage record
+                    log.exception("usage observer %r failed", observer)
+            time.sleep(0)  # let the event loop thread take the GIL between records
+
+    def _take_batch(self) -> tuple[list[UsageRecord], int]:
+        """The next batch, and how many of its first records were observed before (then requeued)."""
         batch: list[UsageRecord] = []
         with self._idle:
             while self._queue and len(batch) < self._config.batch_size:
                 batch.append(self._queue.popleft())
             self._in_flight = len(batch)
-        return batch
+        already_observed = min(self._requeued, len(batch))
+        self._requeued -= already_observed
+        return batch, already_observed
 
     def _write(self, batch: list[UsageRecord]) -> bool:
         """Store the batch, else spill it, else put it back in the queue (then False)."""
@@ -143,6 +162,7 @@ class Ledger:
             self._next_probe = time.monotonic() + self._config.retry_interval_s
             if self._spill is None:
                 self._queue.extendleft(reversed(batch))
+                self._requeued += len(batch)
                 return False
             self._to_spill(batch)
             return True
@@ -170,6 +190,8 @@ class Ledger:
         self.stats.written += self.store.write_batch(batch)
 
 
-def open_ledger(redis_url: str | None, data_dir: Path, config: LedgerConfig = LedgerConfig()) -> Ledger:
+def open_ledger(redis_url: str | None, data_dir: Path, config: LedgerConfig = LedgerConfig(),
+                observers: Sequence[Callable[[UsageRecord], None]] = ()) -> Ledger:
     """The gateway's ledger: the configured store, spilling to <data_dir>/spill; not yet started."""
-    return Ledger(open_store(redis_url, data_dir), spill=SpillFile(Path(data_dir) / "spill"), config=config)
+    return Ledger(open_store(redis_url, data_dir), spill=SpillFile(Path(data_dir) / "spill"), config=config,
+                  observers=observers)

@@ -10,7 +10,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -82,10 +83,21 @@ def window(limit_name: str, now: float) -> tuple[int, float]:
     if limit_name == "usd_per_day":
         start = int(now // 86400 * 86400)
         return start, start + 86400.0
-    moment = datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
     first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     following = first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
     return int(first.timestamp()), following.timestamp()
+
+
+@lru_cache(maxsize=4)
+def _windows_of_minute(minute: int) -> dict[str, tuple[int, float]]:
+    # every window boundary is on a whole minute, so one lookup per minute serves all requests in it
+    return {name: window(name, minute * 60.0) for name in LIMIT_NAMES}
+
+
+@lru_cache(maxsize=4096)
+def _quoted(owner: str) -> str:
+    return quote(owner, safe="")
 
 
 def _amount(limit_name: str, tokens: int, cost_usd: float) -> int:
@@ -104,13 +116,14 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
                  now: float) -> list[Charge]:
     """Every window this request must fit in, with what it would add to each."""
     charges = []
+    windows = _windows_of_minute(int(now // 60))
     for scope, owner, limits in config.scopes(team, key_id):
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
             if value is None:
                 continue
-            start, end = window(name, now)
-            charges.append(Charge(f"{scope}:{quote(owner, safe='')}:{name}:{start}", scope, owner, name,
+            start, end = windows[name]
+            charges.append(Charge(f"{scope}:{_quoted(owner)}:{name}:{start}", scope, owner, name,
                                   _amount(name, tokens, cost_usd), _scaled(name, value), end))
     return charges
 
@@ -198,7 +211,7 @@ class InProcessLimiter:
             self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
 
 
-def build_limiter(config: LimitsConfig, redis_url: str | None) -> "InProcessLimiter | RedisLimiter":
+def build_limiter(config: LimitsConfig, redis_url: str | None) -> InProcessLimiter | RedisLimiter:
     """Redis-backed across replicas when REDIS_URL is set, else in-process."""
     if redis_url:
         from observability.limits_redis import RedisLimiter

@@ -62,7 +62,7 @@ class RedisLimiter:
 
     @classmethod
     def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
-                 **kwargs: object) -> "RedisLimiter":
+                 **kwargs: object) -> RedisLimiter:
         # A blocking pool: a burst of requests queues for a connection (for at most `timeout`)
         # instead of failing open the moment the pool is exhausted.
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,

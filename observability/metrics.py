@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -68,7 +68,8 @@ def build_metrics(service_name: str = "hybridgw") -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
     reader = PrometheusMetricReader(registry=registry, disable_target_info=True)
     provider = MeterProvider(
-        metric_readers=[reader], views=genai_views(), resource=Resource.create({"service.name": service_name})
+        metric_readers=[reader], views=genai_views(), resource=Resource.create({"service.name": service_name}),
+        exemplar_filter=AlwaysOffExemplarFilter(),  # Prometheus text carries no exemplars; skip their cost
     )
     return Metrics(provider, registry)
 
@@ -115,11 +116,12 @@ class RequestMetrics:
 
     def record(self, record: UsageRecord, itl_gaps: Sequence[float] | None = None) -> None:
         """All per-request metrics from the finished record; itl_gaps default to record.itl_gaps_s."""
+        # Few attributes on purpose: the SDK cleans and hashes them on every measurement, and the
+        # per-gap histogram takes one measurement per output token. (The response model is on the span.)
         genai = {
             "gen_ai.operation.name": record.operation,
             "gen_ai.provider.name": record.provider or record.backend or "none",
             "gen_ai.request.model": self._model(record.model_alias),
-            "gen_ai.response.model": self._model(record.model),
             "hybridgw.backend": self._backend(record.backend),
         }
         ok = record.status == "ok"

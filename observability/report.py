@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from observability.rollups import (
@@ -155,7 +155,7 @@ def fit_ttft(fields: dict[str, float]) -> Fit | None:
 
 
 def _day(start: int) -> str:
-    return datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
 
 
 def _daily_cost(rollups: Iterable[Rollup]) -> tuple[tuple[str, tuple[tuple[str, float], ...]], ...]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from html import escape
 
 from observability import svg_plots
@@ -22,7 +23,7 @@ def render(report: Report, fmt: str) -> str:
 
 
 def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _ms(v: float | None) -> str:
@@ -108,7 +109,7 @@ svg .series{stroke:#4e79a7;stroke-width:2}svg .whisker,svg .median{stroke:#222;s
 """
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
+def _table(headers: tuple[str, ...], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

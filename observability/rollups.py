@@ -5,7 +5,6 @@ Redis hash (HINCRBY) or SQLite rows (UPSERT value = value + delta). No I/O here.
 """
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ def token_bucket(tokens: int) -> int:
 
 
 def position_bucket(position: int) -> int:
-    return min(int(math.log2(max(position, 1))), NUM_POSITION_BUCKETS - 1)
+    return min(max(position, 1).bit_length() - 1, NUM_POSITION_BUCKETS - 1)
 
 
 def _add(out: Fields, name: str, value: float) -> None:
@@ -80,13 +79,33 @@ def _latency_fields(out: Fields, record: UsageRecord) -> None:
     _add(out, f"e2e|{e2e_bucket}", 1)
     _add(out, "e2e_sum_us", round(record.e2e_s * MICRO))
     _add(out, f"e2e_b|{name_part(record.backend)}|{e2e_bucket}", 1)
-    for index, gap in enumerate(record.itl_gaps_s):
-        _add(out, f"itl|{latency_bucket(gap)}", 1)
-        _add(out, "itl_sum_us", round(gap * MICRO))
+    _gap_fields(out, record.itl_gaps_s)
+
+
+def _gap_fields(out: Fields, gaps: tuple[float, ...]) -> None:
+    """Every inter-token gap into the ITL histogram and the by-position profile (counted locally
+    first: this runs once per output token)."""
+    if not gaps:
+        return
+    buckets: dict[int, int] = {}
+    pos_n: dict[int, int] = {}
+    pos_us: dict[int, int] = {}
+    total_us = 0
+    for index, gap in enumerate(gaps):
+        bucket = bisect_left(LATENCY_BOUNDS_S, gap)
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+        us = round(gap * MICRO)
+        total_us += us
         # the first gap precedes output token 2, so position = index + 1 counts from token 1
         pos = position_bucket(index + 1)
-        _add(out, f"itl_pos|{pos}|n", 1)
-        _add(out, f"itl_pos|{pos}|sum_us", round(gap * MICRO))
+        pos_n[pos] = pos_n.get(pos, 0) + 1
+        pos_us[pos] = pos_us.get(pos, 0) + us
+    for bucket, count in buckets.items():
+        _add(out, f"itl|{bucket}", count)
+    _add(out, "itl_sum_us", total_us)
+    for pos, count in pos_n.items():
+        _add(out, f"itl_pos|{pos}|n", count)
+        _add(out, f"itl_pos|{pos}|sum_us", pos_us[pos])
 
 
 def record_fields(record: UsageRecord) -> Fields:

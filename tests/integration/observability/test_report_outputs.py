@@ -35,7 +35,7 @@ def _fill(store: SqliteStore | RedisStore) -> None:
 
 def _report(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", "report", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+                          text=True, timeout=120, env={**os.environ, **(env or {})}, check=False)
 
 
 def _alpha() -> list:  # type: ignore[type-arg]
@@ -104,7 +104,8 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
                    env={"HYBRIDGW_DATA_DIR": str(tmp_path), "REDIS_URL": ""})
     assert done.returncode == 0, done.stderr
     browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert dom.returncode == 0, dom.stderr[-2000:]
     plots = _Plots()
     plots.feed(dom.stdout)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +16,7 @@ from observability.limits import (
 )
 from observability.limits_protocol import LimitExceeded, Reservation
 
-NOW = datetime(2026, 12, 31, 23, 59, 30, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 12, 31, 23, 59, 30, tzinfo=UTC).timestamp()
 
 
 class FixedClock:
@@ -29,10 +29,10 @@ class FixedClock:
 
 def test_windows_are_utc_aligned_including_the_year_end() -> None:
     assert window("requests_per_minute", NOW) == (int(NOW - 30), NOW + 30)
-    assert window("usd_per_day", NOW)[1] == datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert window("usd_per_day", NOW)[1] == datetime(2027, 1, 1, tzinfo=UTC).timestamp()
     start, end = window("usd_per_month", NOW)
-    assert start == datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp()
-    assert end == datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert start == datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    assert end == datetime(2027, 1, 1, tzinfo=UTC).timestamp()
 
 
 def test_plan_covers_team_and_key_limits_in_exact_units() -> None:

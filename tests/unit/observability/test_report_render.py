@@ -31,7 +31,7 @@ def test_table_shows_totals_and_route_split(report: Report) -> None:
     assert re.search(r"requests\s+3\b", text)
     assert re.search(r"tokens in\s+6500\b", text)
     assert "$0.0110" in text
-    assert re.search(r"^openai\s+2\s+66\.7%", text, re.M)
+    assert re.search(r"^openai\s+2\s+66\.7%", text, re.MULTILINE)
 
 
 def test_json_round_trips_the_report(report: Report) -> None:
