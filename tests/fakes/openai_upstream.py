@@ -213,7 +213,7 @@ class FakeUpstream:
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         tail = _chat_chunk(model, n, {}, "stop", usage_on) if chat else _text_chunk(model, n, "", "stop", usage_on)
         if usage_on:
-            last = {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+            last: dict[str, Any] = {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
                     "model": model, "choices": [], "usage": _usage(body, chunks * n)}
             tail += b"data: " + orjson.dumps(last) + b"\n\n"
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})

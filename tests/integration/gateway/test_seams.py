@@ -1,0 +1,136 @@
+"""The create_app seams other parts plug into — limiter, usage sink, OTel providers, route_fn —
+with the real app under uvicorn (in a thread, so the test can read what the sink and the span
+exporter received) against the fake upstream."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from gateway.app import create_app
+from gateway.key_store import KeyStore
+from gateway.settings import Settings
+from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.usage import UsageRecord
+from policies.decision import RequestFacts, RouteDecision, Target
+from policies.schema import Policy
+from tests.support import procs
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[UsageRecord] = []
+
+    def submit(self, record: UsageRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class Served:
+    url: str
+    keys: dict[str, str]
+    sink: ListSink
+    spans: InMemorySpanExporter
+    facts: list[RequestFacts]
+
+
+def _route(facts_seen: list[RequestFacts]):  # type: ignore[no-untyped-def]
+    def route(facts: RequestFacts) -> RouteDecision:
+        facts_seen.append(facts)
+        return RouteDecision((Target("up", "m"),), rule="custom-rule", reason="test route_fn")
+
+    return route
+
+
+@pytest.fixture(scope="module")
+def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root: Path = tmp_path_factory.mktemp("seams")
+    store = KeyStore.in_data_dir(root)
+    keys = {team: store.create(team)[0] for team in ("capped", "free")}
+    policy = Policy.model_validate({"backends": {"up": {"kind": "openai", "base_url": f"{fake_upstream}/v1"}},
+                                    "models": {"m": {"deployments": [{"backend": "up", "model": "m"}]}}})
+    sink, exporter, facts = ListSink(), InMemorySpanExporter(), []
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    limiter = InProcessLimiter(LimitsConfig(teams={"capped": TeamLimits(requests_per_minute=2)}))
+    app = create_app(Settings(data_dir=root), policy=policy, key_store=store, usage_sink=sink, limiter=limiter,
+                     tracer_provider=tracer_provider, route_fn=_route(facts))
+    port = procs.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "in-thread gateway did not start"
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", keys, sink, exporter, facts)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+def chat(served: Served, team: str, stream: bool = False) -> httpx.Response:
+    return httpx.post(f"{served.url}/v1/chat/completions", timeout=30,
+                      headers={"authorization": f"Bearer {served.keys[team]}", "x-tenant-tag": "t1"},
+                      json={"model": "m", "messages": [{"role": "user", "content": "a b"}], "stream": stream,
+                            "max_tokens": 9})
+
+
+def test_limiter_refuses_with_429_and_retry_after(served: Served) -> None:
+    assert chat(served, "capped").status_code == 200
+    assert chat(served, "capped", stream=True).status_code == 200
+    refused = chat(served, "capped")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert int(refused.headers["retry-after"]) >= 1
+    record = next(r for r in served.sink.records if r.request_id == refused.headers["x-request-id"])
+    assert record.status == "rejected" and record.http_status == 429 and record.team == "capped"
+    assert chat(served, "free").status_code == 200  # other teams are not affected
+
+
+def test_route_fn_decides_and_sees_the_facts(served: Served) -> None:
+    response = chat(served, "free")
+    assert response.headers["x-hybridgw-route-rule"] == "custom-rule"
+    facts = served.facts[-1]
+    assert (facts.team, facts.model_alias, facts.expected_output_tokens) == ("free", "m", 9)
+    assert facts.prompt_tokens > 0 and facts.headers.get("x-tenant-tag") == "t1"
+
+
+def test_one_record_per_request_into_the_sink(served: Served) -> None:
+    response = chat(served, "free", stream=True)
+    request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while not any(r.request_id == request_id for r in served.sink.records):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    matching = [r for r in served.sink.records if r.request_id == request_id]
+    assert len(matching) == 1
+    record = matching[0]
+    assert record.stream and record.status == "ok" and record.rule == "custom-rule" and record.backend == "up"
+    assert record.completion_tokens == 4 and record.usage_source == "upstream"
+    assert len(record.itl_gaps_s) == 4  # 5 content chunks (4 tokens + the finish chunk) → 4 gaps
+    assert record.provider == "openai" and record.operation == "chat"
+
+
+def test_one_server_span_with_an_upstream_child(served: Served) -> None:
+    served.spans.clear()
+    chat(served, "free")
+    deadline = time.monotonic() + 10
+    while len(served.spans.get_finished_spans()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    spans = {s.name: s for s in served.spans.get_finished_spans()}
+    server, upstream = spans["POST /v1/chat/completions"], spans["upstream up"]
+    assert upstream.parent is not None and upstream.parent.span_id == server.context.span_id
+    assert server.attributes is not None and server.attributes["hybridgw.route.rule"] == "custom-rule"
