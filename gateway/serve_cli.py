@@ -43,14 +43,15 @@ def _start_logging(level: str) -> logging.handlers.QueueListener:
     return listener
 
 
-def _first_key(store: KeyStore) -> None:
+def _first_key(store: KeyStore, base_url: str) -> None:
     """First start with no keys at all: make one for team `default` and show it once."""
     if store.count():
         return
     key, info = store.create("default", name="first-start")
     print(f"hybridgw: created an API key for team 'default' (id {info.key_id}); it is shown only now:\n"
           f"\n    {key}\n\n"
-          f"    export OPENAI_API_KEY={key} OPENAI_BASE_URL=http://<host>:<port>/v1\n", flush=True)
+          f"    from openai import OpenAI\n"
+          f"    client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n", flush=True)
 
 
 def _load(config: Path | None) -> LoadedPolicy:
@@ -69,14 +70,15 @@ def main(argv: list[str]) -> int:
         return 2
     listener = _start_logging(args.log_level)
     store = KeyStore.in_data_dir(settings.data_dir)
-    _first_key(store)
+    base_url = f"http://{settings.host}:{settings.port}/v1"
+    _first_key(store, base_url)
     ledger = open_ledger(settings.redis_url, settings.data_dir).start()
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
         engine_urls = supervisor.start(timeout_s=args.engine_timeout)
         app = create_app(settings, policy=loaded.policy, key_store=store, usage_sink=ledger,
                          engine_urls=engine_urls)
-        print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1", flush=True)
+        print(f"hybridgw: serving on {base_url}", flush=True)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                     log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
     finally:

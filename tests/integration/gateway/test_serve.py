@@ -15,7 +15,7 @@ import pytest
 from tests.integration.gateway.conftest import hybridgw
 from tests.support import procs
 
-KEY_RE = re.compile(r"sk-hgw-[0-9a-f]{8}-\S+")
+KEY_RE = re.compile(r"sk-hgw-[0-9a-f]{8}-[A-Za-z0-9_-]+")
 
 
 def serve(config: Path, data_dir: Path, port: int, timeout_s: float = 60.0) -> procs.Proc:
