@@ -19,14 +19,16 @@ from gateway.catalog import build_catalog
 from gateway.errors import ErrorInfo
 from gateway.key_store import KeyStore
 from gateway.routes import admin_keys, chat, completions, embeddings, health, models
-from gateway.routing import RouteFn, static_route
-from gateway.services import Services
+from gateway.services import RouteFn, Services
 from gateway.settings import Settings
 from gateway.telemetry import build_telemetry
 from gateway.token_count import TokenCounter
 from observability.limits_protocol import Limiter
 from observability.usage import UsageSink
+from policies.loader import LoadedPolicy
 from policies.offline import configure_offline_env
+from policies.reload import PolicyReloader
+from policies.router import PolicyRouter
 from policies.schema import Policy
 
 
@@ -45,18 +47,32 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return _error_json(500, "internal_error", "The gateway hit an internal error.")
 
 
-def create_app(settings: Settings, *, policy: Policy, key_store: KeyStore, usage_sink: UsageSink,
+def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: KeyStore, usage_sink: UsageSink,
                limiter: Limiter | None = None, tracer_provider: trace.TracerProvider | None = None,
                meter_provider: metrics.MeterProvider | None = None, route_fn: RouteFn | None = None,
                engine_urls: Mapping[str, str] | None = None,
-               environ: Mapping[str, str] | None = None) -> FastAPI:
-    """`environ` resolves backends' *_env settings (default: os.environ)."""
-    catalog = build_catalog(policy, os.environ if environ is None else environ, engine_urls)
+               router: PolicyRouter | None = None, environ: Mapping[str, str] | None = None) -> FastAPI:
+    """`environ` resolves backends' *_env settings (default: os.environ). `router` defaults to a
+    PolicyRouter over `policy`; with `settings.policy_file` set, the file is hot-reloaded."""
+    env = os.environ if environ is None else environ
+    plain = policy.policy if isinstance(policy, LoadedPolicy) else policy
+    catalog = build_catalog(plain, env, engine_urls)
     backends: dict[str, Backend] = build_backends(catalog)
+    router = router or PolicyRouter(policy, engine_urls=engine_urls)
     services = Services(settings=settings, catalog=catalog, backends=backends, key_store=key_store,
-                        usage_sink=usage_sink, route_fn=route_fn or static_route(catalog),
+                        usage_sink=usage_sink, router=router, route_fn=route_fn,
                         telemetry=build_telemetry(tracer_provider, meter_provider), tokens=TokenCounter(),
                         limiter=limiter)
+
+    def apply_reload(loaded: LoadedPolicy) -> None:
+        router.reload(loaded)
+        # Aliases follow the new file; a backend that is new in it needs a restart to be opened.
+        services.catalog = build_catalog(loaded.policy, env, engine_urls)
+        missing = sorted(set(services.catalog.backends) - set(backends))
+        if missing:
+            services.log.warning("policy reload: new backends %s take effect after a restart", missing)
+
+    reloader = PolicyReloader(settings.policy_file, apply_reload, environ=env) if settings.policy_file else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,11 +80,17 @@ def create_app(settings: Settings, *, policy: Policy, key_store: KeyStore, usage
         services.tokens.load()
         for backend in backends.values():
             await backend.open()
+        await router.start()
+        if reloader is not None:
+            await reloader.start()
         services.ready = True
         try:
             yield
         finally:
             services.ready = False
+            if reloader is not None:
+                await reloader.stop()
+            await router.stop()
             await services.drain()
             for backend in backends.values():
                 await backend.aclose()

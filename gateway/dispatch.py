@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.backends.base import Backend, Chunk, UpstreamRequest, UpstreamResponse
 from gateway.errors import NoBackendAvailable, UpstreamError
@@ -11,6 +12,16 @@ from gateway.timing import RequestClock
 from policies.decision import Target
 
 RequestFor = Callable[[Target], UpstreamRequest]
+
+
+class AttemptObserver(Protocol):
+    """Told about each target tried: started, then failed (before the first byte) or succeeded."""
+
+    def started(self, target: Target) -> None: ...
+
+    def failed(self, target: Target, error: UpstreamError) -> None: ...
+
+    def succeeded(self, target: Target) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,34 +48,34 @@ def _candidates(targets: tuple[Target, ...], backends: Mapping[str, Backend]) ->
 
 
 async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
-                   clock: RequestClock, on_attempt: Callable[[Target], None] | None = None,
+                   clock: RequestClock, observer: AttemptObserver,
                    ) -> tuple[Target, UpstreamResponse, tuple[Attempt, ...]]:
     attempts: list[Attempt] = []
     candidates = _candidates(targets, backends)
     for i, (target, backend) in enumerate(candidates):
-        if on_attempt is not None:
-            on_attempt(target)
+        observer.started(target)
         clock.mark_upstream_sent()
         try:
             response = await backend.complete(request_for(target))
         except UpstreamError as exc:
+            observer.failed(target, exc)
             if not exc.retryable or i == len(candidates) - 1:
                 raise
             attempts.append(Attempt(target, exc.message))
             continue
         clock.mark_chunk()
+        observer.succeeded(target)
         return target, response, tuple(attempts)
     raise AssertionError("unreachable: the last candidate returns or raises")
 
 
 async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
-                      clock: RequestClock, on_attempt: Callable[[Target], None] | None = None) -> OpenedStream:
+                      clock: RequestClock, observer: AttemptObserver) -> OpenedStream:
     """Start the first target whose stream yields a first chunk; the caller must aclose() `rest`."""
     attempts: list[Attempt] = []
     candidates = _candidates(targets, backends)
     for i, (target, backend) in enumerate(candidates):
-        if on_attempt is not None:
-            on_attempt(target)
+        observer.started(target)
         clock.mark_upstream_sent()
         chunks = backend.stream(request_for(target))
         try:
@@ -72,16 +83,19 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
         except StopAsyncIteration:
             exc = UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
                                 backend=target.backend, kind="protocol")
+            observer.failed(target, exc)
             if i == len(candidates) - 1:
                 raise exc from None
             attempts.append(Attempt(target, exc.message))
             continue
         except UpstreamError as exc:
             await chunks.aclose()  # type: ignore[attr-defined]
+            observer.failed(target, exc)
             if not exc.retryable or i == len(candidates) - 1:
                 raise
             attempts.append(Attempt(target, exc.message))
             continue
         clock.mark_chunk()
+        observer.succeeded(target)
         return OpenedStream(target, first, chunks, tuple(attempts))
     raise AssertionError("unreachable: the last candidate returns or raises")

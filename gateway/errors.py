@@ -12,11 +12,13 @@ from observability.limits_protocol import LimitExceeded
 class GatewayError(Exception):
     """Base of the errors the gateway raises on purpose; `param` names the offending field."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s  # set: the response carries Retry-After
 
 
 class InvalidRequest(GatewayError):
@@ -123,7 +125,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
         if cls in ERROR_TABLE:
             status, kind = ERROR_TABLE[cls]
             assert isinstance(exc, GatewayError)
-            return ErrorInfo(status, kind, exc.message, exc.param, exc.code)
+            return ErrorInfo(status, kind, exc.message, exc.param, exc.code, exc.retry_after_s)
     return ErrorInfo(500, "internal_error", "The gateway hit an internal error.", None, None)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from gateway.timing import RequestClock
 from observability.limits_protocol import Reservation
-from policies.decision import RouteDecision, Target
+from policies.decision import RequestFacts, RouteDecision, Target
+from policies.router import Hold
 
 _MAX_ID_LEN = 128
 
@@ -30,7 +31,9 @@ class Exchange:
     team: str = ""
     key_id: str = ""
     alias: str = ""
+    facts: RequestFacts | None = None
     decision: RouteDecision | None = None
+    hold: Hold | None = None  # KV blocks held on the engine being tried
     target: Target | None = None  # the target that served (or was last tried)
     estimated_prompt_tokens: int = 0
     estimated_completion_tokens: int = 0

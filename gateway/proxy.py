@@ -3,7 +3,6 @@ route → limits → dispatch → response, with one UsageRecord at the end what
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from gateway.disconnect import DisconnectGuard
 from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
 from gateway.exchange import Exchange, request_id_from
 from gateway.request_body import read_json_body
+from gateway.routing import AttemptBook, plan_route
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -31,7 +31,7 @@ from gateway.streaming import SSERelayResponse
 from gateway.timing import RequestClock
 from gateway.usage_emit import finish
 from observability.limits_protocol import LimitExceeded
-from policies.decision import RequestFacts, Target
+from policies.decision import Target
 
 
 @dataclass(frozen=True)
@@ -119,18 +119,17 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
     options = getattr(parsed, "stream_options", None)
     ex.client_wants_usage = bool(options and options.include_usage)
     svc.catalog.check_alias(ex.team, ex.alias)
-    ex.estimated_prompt_tokens = svc.tokens.count_prompt(body, ex.alias)
-    limit = parsed.output_limit()
-    ex.estimated_completion_tokens = svc.settings.default_output_tokens if limit is None else limit
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
-    facts = RequestFacts(team=ex.team, model_alias=ex.alias, prompt_tokens=ex.estimated_prompt_tokens,
-                         expected_output_tokens=ex.estimated_completion_tokens, stream=ex.stream,
-                         headers=headers, now=ex.clock.arrival_wall)
-    ex.decision = svc.route_fn(facts)
+    routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
+    plan_route(svc, ex, routed, headers, compiled=svc.router.compiled)  # one policy version per request
+    assert ex.facts is not None and ex.decision is not None
+    ex.estimated_prompt_tokens = ex.facts.prompt_tokens
+    ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
     if svc.limiter is not None:
+        cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
         ex.reservation = await svc.limiter.reserve(
             ex.request_id, ex.team, ex.key_id,
-            ex.estimated_prompt_tokens + ex.estimated_completion_tokens, 0.0)
+            ex.estimated_prompt_tokens + ex.estimated_completion_tokens, cost)
 
 
 def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> dispatch.RequestFor:
@@ -144,21 +143,10 @@ def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> di
     return request_for
 
 
-def _on_attempt(svc: Services, ex: Exchange) -> Callable[[Target], None]:
-    def on_attempt(target: Target) -> None:
-        ex.target = target
-        if ex.upstream_span is not None:
-            ex.upstream_span.end()
-        ex.upstream_span = svc.telemetry.tracer.start_span(
-            f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
-
-    return on_attempt
-
-
 async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
     assert ex.decision is not None
     _, upstream, ex.attempts = await dispatch.complete(
-        ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, _on_attempt(svc, ex))
+        ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, AttemptBook(svc, ex))
     usage = upstream.data.get("usage")
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
         ex.prompt_tokens = usage["prompt_tokens"]
@@ -177,6 +165,6 @@ async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: d
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
     opened = await dispatch.open_stream(ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body),
-                                        ex.clock, _on_attempt(svc, ex))
+                                        ex.clock, AttemptBook(svc, ex))
     ex.attempts = opened.attempts
     return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard)

@@ -1,24 +1,65 @@
-"""The static route: an alias's deployments in their configured order. The policy engine's
-`decide()` replaces it through `create_app(route_fn=...)`."""
+"""The request path's side of routing: facts and decision from the PolicyRouter (refusals become
+errors), and per-attempt bookkeeping — KV holds on engines, backend health, upstream spans."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
-from gateway.catalog import Catalog
-from policies.decision import RequestFacts, RouteDecision
+from opentelemetry import trace
 
-RouteFn = Callable[[RequestFacts], RouteDecision]
+from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied, UpstreamError
+from gateway.exchange import Exchange
+from gateway.services import Services
+from policies.compiled import CompiledPolicy
+from policies.decision import Target
+from policies.errors import RoutingError
 
 
-def static_route(catalog: Catalog) -> RouteFn:
-    # Decisions are frozen and depend on the alias only, so build each once.
-    decisions = {
-        alias: RouteDecision(targets=entry.targets, rule="default",
-                             reason=f"alias {alias!r}: its deployments in configured order")
-        for alias, entry in catalog.aliases.items()
-    }
+def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Mapping[str, str],
+               *, over_budget: bool = False, compiled: CompiledPolicy | None = None) -> None:
+    """Set ex.facts and ex.decision; raise the client-facing error when the policy refuses."""
+    try:
+        facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled)
+    except RoutingError as exc:
+        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+    decision = svc.route_fn(facts) if svc.route_fn is not None else svc.router.route(facts, compiled=compiled)
+    ex.facts, ex.decision = facts, decision
+    if decision.targets:
+        return
+    if decision.refusal == "not_allowed":
+        raise PermissionDenied(f"Team {ex.team!r} may not use any backend that serves {ex.alias!r}: "
+                               f"{decision.reason}", code="backend_not_allowed")
+    raise NoBackendAvailable(f"No backend can take this request now ({decision.refusal or 'no targets'}): "
+                             f"{decision.reason}", code=decision.refusal or "no_backend",
+                             retry_after_s=decision.retry_after_s or 1.0)
 
-    def route(facts: RequestFacts) -> RouteDecision:
-        return decisions.get(facts.model_alias) or RouteDecision((), "default", "alias has no deployments")
 
-    return route
+class AttemptBook:
+    """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
+    (TTFT at the first byte, failures before it) and opens one upstream span per attempt."""
+
+    def __init__(self, svc: Services, ex: Exchange) -> None:
+        self.svc, self.ex = svc, ex
+
+    def started(self, target: Target) -> None:
+        ex, svc = self.ex, self.svc
+        ex.target = target
+        if ex.facts is not None:
+            ex.hold = svc.router.reserve(target.backend, ex.facts)
+        if ex.upstream_span is not None:
+            ex.upstream_span.end()
+        ex.upstream_span = svc.telemetry.tracer.start_span(
+            f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
+
+    def failed(self, target: Target, error: UpstreamError) -> None:
+        # A 4xx other than 408/429 is the request's fault, not the backend's.
+        if error.retryable:
+            self.svc.router.record_result(target.backend, ok=False)
+        self.svc.router.release(self.ex.hold)
+        self.ex.hold = None
+
+    def succeeded(self, target: Target) -> None:
+        clock = self.ex.clock
+        ttft = (clock.first_chunk - clock.upstream_sent
+                if clock.first_chunk is not None and clock.upstream_sent is not None else None)
+        self.svc.router.record_result(target.backend, ok=True, ttft_s=ttft)

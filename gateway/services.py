@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,12 +11,15 @@ from gateway.auth import KeyInfo, authenticate
 from gateway.backends.base import Backend
 from gateway.catalog import Catalog
 from gateway.key_store import KeyStore
-from gateway.routing import RouteFn
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.token_count import TokenCounter
 from observability.limits_protocol import Limiter
 from observability.usage import UsageSink
+from policies.decision import RequestFacts, RouteDecision
+from policies.router import PolicyRouter
+
+RouteFn = Callable[[RequestFacts], RouteDecision]
 
 
 @dataclass
@@ -26,10 +29,11 @@ class Services:
     backends: Mapping[str, Backend]
     key_store: KeyStore
     usage_sink: UsageSink
-    route_fn: RouteFn
+    router: PolicyRouter  # facts, decisions, KV holds, backend health, calibration
     telemetry: Telemetry
     tokens: TokenCounter
     limiter: Limiter | None = None
+    route_fn: RouteFn | None = None  # overrides router.route (tests, embedders)
     access_log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.access"))
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.gateway"))
     ready: bool = False

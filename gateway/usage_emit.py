@@ -25,7 +25,7 @@ def provider_of(backend: ResolvedBackend | None) -> str:
     return "openai"
 
 
-def build_record(ex: Exchange, stats: TimingStats, provider: str = "") -> UsageRecord:
+def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd: float = 0.0) -> UsageRecord:
     target = ex.target
     return UsageRecord(
         request_id=ex.request_id, time=ex.clock.arrival_wall, team=ex.team, key_id=ex.key_id,
@@ -36,7 +36,7 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "") -> UsageR
         completion_tokens=ex.completion_tokens or 0,
         estimated_prompt_tokens=ex.estimated_prompt_tokens,
         estimated_completion_tokens=ex.estimated_completion_tokens,
-        usage_source=ex.usage_source, cost_usd=0.0,  # priced by the policy helper's estimator later
+        usage_source=ex.usage_source, cost_usd=cost_usd,
         ttft_s=stats.ttft_s, itl_p50_s=stats.itl_p50_s, itl_p95_s=stats.itl_p95_s, itl_max_s=stats.itl_max_s,
         e2e_s=stats.e2e_s, upstream_latency_s=stats.upstream_latency_s, error_type=ex.error_type,
         finish_reason=ex.finish_reason, tags=dict(ex.tags), provider=provider,
@@ -49,7 +49,7 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
     ex.clock.mark_end()
     stats = summarize(ex.clock)
     backend = svc.catalog.backends.get(ex.target.backend) if ex.target else None
-    record = build_record(ex, stats, provider_of(backend))
+    record = build_record(ex, stats, provider_of(backend), _learn_and_price(svc, ex))
     try:
         svc.usage_sink.submit(record)
     except Exception as exc:  # the sink must not break a response that is already out
@@ -67,6 +67,20 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
     if svc.limiter is not None and ex.reservation is not None:
         svc.spawn(svc.limiter.settle(ex.reservation, record.total_tokens, record.cost_usd))
     return record
+
+
+def _learn_and_price(svc: Services, ex: Exchange) -> float:
+    """Give back the KV hold, teach the router (calibration, output lengths) and price the request."""
+    svc.router.release(ex.hold)
+    ex.hold = None
+    if ex.target is None or ex.facts is None or ex.status == "rejected":
+        return 0.0
+    prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens
+    completion = ex.completion_tokens or 0
+    if ex.status == "ok":
+        upstream_prompt = ex.prompt_tokens if ex.usage_source == "upstream" else None
+        svc.router.record_usage(ex.facts, ex.target, upstream_prompt, completion)
+    return svc.router.cost_usd(ex.target, prompt, completion)
 
 
 def _record_metrics(svc: Services, ex: Exchange, record: UsageRecord, stats: TimingStats) -> None:

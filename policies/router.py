@@ -38,7 +38,7 @@ from typing import Any
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import decide
 from policies.decision import RequestFacts, RouteDecision, Target
-from policies.estimator import litellm_price_table
+from policies.estimator import TokenPrice, litellm_price_table, local_price
 from policies.facts import build_facts, calibration_key
 from policies.health import HealthBook
 from policies.live import LiveState
@@ -177,6 +177,18 @@ class PolicyRouter:
             self.calibration.observe(calibration_key(target, facts.encoding), facts.prompt_tokens, prompt_tokens)
         if completion_tokens is not None:
             self.outputs.record(facts.team, completion_tokens)
+
+    def cost_usd(self, target: Target, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a finished request cost on its target (0.0 where no price is known)."""
+        compiled = self._compiled
+        price: TokenPrice | None
+        if target.backend in compiled.engines:
+            spec = compiled.policy.backends.get(target.backend)
+            price = local_price(compiled.policy.prices.get(target.model) or (spec.price if spec else None),
+                                self.poller.snapshots.get(target.backend))
+        else:
+            price = compiled.hosted_prices.get((target.backend, target.model))
+        return price.cost(prompt_tokens, completion_tokens) if price is not None else 0.0
 
     def set_shadow(self, shadow: Policy | LoadedPolicy | None) -> None:
         """Run another policy in shadow: its decision is recorded on each RouteDecision, never applied."""

@@ -25,6 +25,9 @@ def policy_yaml(fake: str, dead_port: int) -> str:
     """Aliases whose backend model names tell the fake upstream how to behave."""
     return f"""
 version: 1
+# The fault-injection aliases below all share backend `fake`; the circuit breaker would rightly cool
+# it down after a few of them, so it is kept out of these tests (tests/integration/routing covers it).
+health: {{failure_threshold: 1000000}}
 backends:
   fake: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
   flaky: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}

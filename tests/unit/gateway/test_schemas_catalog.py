@@ -5,9 +5,8 @@ import pytest
 
 from gateway.catalog import build_catalog
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.routing import static_route
 from gateway.schemas import ChatCompletionRequest, parse_body
-from policies.decision import RequestFacts, Target
+from policies.decision import Target
 from policies.schema import Policy
 
 
@@ -60,11 +59,3 @@ def test_env_overrides_and_team_scoping() -> None:
     assert catalog.models_for("red") == ["small"] and catalog.models_for("blue") == ["small", "big"]
     with pytest.raises(ModelNotFound):
         catalog.check_alias("red", "big")
-
-
-def test_static_route_keeps_deployment_order() -> None:
-    catalog = build_catalog(POLICY, {"OA_KEY": "k"}, {"local": "http://127.0.0.1:9/v1"})
-    decision = static_route(catalog)(RequestFacts(team="red", model_alias="small", prompt_tokens=5,
-                                                  expected_output_tokens=10))
-    assert decision.targets == (Target("local", "tiny"), Target("oa", "gpt-x"))
-    assert decision.rule == "default" and decision.reason
