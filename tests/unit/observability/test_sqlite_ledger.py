@@ -96,3 +96,23 @@ def test_ledger_spills_while_the_store_is_locked_then_replays(tmp_path: Path) ->
     ledger.close()
     assert _day_fields(store, "alpha")["requests"] == 300
     assert ledger.stats.replayed == 300
+
+
+def test_observers_see_each_record_once_even_when_a_write_is_retried(tmp_path: Path) -> None:
+    path = tmp_path / "u.sqlite3"
+    seen: list[str] = []
+    ledger = Ledger(SqliteStore(path, busy_timeout_s=0.05), spill=None,  # no spill: failed batches are retried
+                    config=LedgerConfig(batch_size=40, flush_interval_s=0.02),
+                    observers=[lambda r: seen.append(r.request_id)]).start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for i in range(100):
+        ledger.submit(record(request_id=f"r{i}"))
+    assert not ledger.flush(0.5)  # kept in memory while the database is locked
+    assert ledger.stats.store_down
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert ledger.flush(10)
+    ledger.close()
+    assert sorted(seen) == sorted(f"r{i}" for i in range(100))
+    assert _day_fields(ledger.store, "alpha")["requests"] == 100  # type: ignore[arg-type]
