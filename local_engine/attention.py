@@ -47,6 +47,8 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
     """Plain lists from the scheduler -> the tensors every layer's attention needs."""
     slots = [table[p // block_size] * block_size + p % block_size
              for table, s, n in zip(block_tables, start_positions, query_lens) for p in range(s, s + n)]
+    # only the blocks holding the context are read; a table may hold more (allocated ahead)
+    block_tables = [t[:-(-(s + n) // block_size)] for t, s, n in zip(block_tables, start_positions, query_lens)]
     groups, token_start = [], 0
     for lo, hi in _group_ranges(start_positions, query_lens):
         group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,

@@ -39,18 +39,18 @@ def rope_inv_freq(config: ModelConfig, freq_factors: torch.Tensor | None = None)
 
 
 def rope_cos_sin(inv_freq: torch.Tensor, max_positions: int) -> torch.Tensor:
-    """(max_positions, 2, D) float32 table of cos and sin, halves duplicated as in rotate-half RoPE."""
+    """(max_positions, 2, D) float32 table of cos and signed sin (-sin, sin) for rotate-half RoPE."""
     t = torch.arange(max_positions, dtype=torch.float32, device=inv_freq.device)
     freqs = torch.outer(t, inv_freq)  # (P, D/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (P, D)
-    return torch.stack([emb.cos(), emb.sin()], dim=1)
+    sin = freqs.sin()
+    return torch.stack([torch.cat([freqs.cos(), freqs.cos()], dim=-1), torch.cat([-sin, sin], dim=-1)], dim=1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (T, N, D) rotated by cos/sin (T, 1, D): the rotate-half form used by Hugging Face."""
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
+    """Rotate x (T, N, D) in place, rotate-half form: x*cos + (x2, x1)*(-sin, sin); cos/sin (T, 1, D)."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    x.mul_(cos).addcmul_(swapped, sin_signed)
 
 
 class DecoderLayer(nn.Module):
@@ -67,20 +67,23 @@ class DecoderLayer(nn.Module):
         self.gate_up_proj = nn.Linear(hidden, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttentionFn) -> torch.Tensor:
-        # x: (T, hidden); cos/sin: (T, 1, D)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                attend: AttentionFn) -> torch.Tensor:
+        # x: (T, hidden); cos/sin_signed: (T, 1, D). Functional calls and in-place ops keep the
+        # per-layer kernel count low: at batch 1 on a CPU the step is mostly per-op overhead.
         T = x.shape[0]
         H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
-        h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps)
-        qkv = self.qkv_proj(h)  # (T, (H + 2*KVH) * D)
-        qk = apply_rope(qkv[:, :(H + KVH) * D].view(T, H + KVH, D), cos, sin)  # (T, H+KVH, D)
-        q, k = qk[:, :H], qk[:, H:]
-        v = qkv[:, (H + KVH) * D:].view(T, KVH, D)
-        attn = attend(self.layer_idx, q, k, v)  # (T, H, D)
-        x = x + self.o_proj(attn.reshape(T, H * D))
-        h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps)
-        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)  # (T, I) each
-        return x + self.down_proj(F.silu(gate) * up)
+        dtype = self.qkv_proj.weight.dtype
+        h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps).to(dtype)
+        qkv = F.linear(h, self.qkv_proj.weight, self.qkv_proj.bias).view(T, H + 2 * KVH, D)
+        rope_(qkv[:, :H + KVH], cos, sin_signed)  # q and k heads together
+        attn = attend(self.layer_idx, qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:])  # (T, H, D)
+        x = x + F.linear(attn.reshape(T, H * D), self.o_proj.weight)
+        h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps).to(dtype)
+        gate_up = F.linear(h, self.gate_up_proj.weight)  # (T, 2I)
+        inter = gate_up.shape[-1] // 2
+        act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])  # (T, I)
+        return x + F.linear(act, self.down_proj.weight)
 
 
 class LlamaModel(nn.Module):
@@ -99,8 +102,17 @@ class LlamaModel(nn.Module):
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
         self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions)  # (P, 2, D)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (norm weights and the residual stream are float32 whatever it is)."""
+        return self.embed_tokens.weight.dtype
+
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         super()._apply(fn, recurse)
+        for module in [self, *self.layers]:  # norm weights stay float32, like the residual stream
+            for name, param in module.named_parameters(recurse=False):
+                if param.dim() == 1 and "norm" in name and param.dtype != torch.float32:
+                    param.data = param.data.float()
         device = self.norm.device
         if self.rope_table.device != device:
             self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions).to(device)
@@ -109,21 +121,38 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attend: AttentionFn,
                 logits_indices: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, positions: (T,); logits_indices: (S,) rows to project (default all) -> (S, vocab)."""
-        x = self.embed_tokens(input_ids)  # (T, hidden)
-        cos_sin = self.rope_table[positions].to(x.dtype)  # (T, 2, D)
-        cos, sin = cos_sin[:, 0:1], cos_sin[:, 1:2]  # (T, 1, D)
+        x = self.embed_tokens(input_ids).float()  # (T, hidden): the residual stream stays float32
+        cos_sin = self.rope_table[positions].to(self.embed_tokens.weight.dtype)  # (T, 2, D)
+        cos, sin_signed = cos_sin[:, 0:1], cos_sin[:, 1:2]  # (T, 1, D)
         for layer in self.layers:
-            x = layer(x, cos, sin, attend)
+            x = layer.forward(x, cos, sin_signed, attend)  # skip nn.Module call hooks: 30+ calls a step
         if logits_indices is not None:
             x = x[logits_indices]  # (S, hidden)
-        x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(x, head)  # (S, vocab)
+        x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)  # (S, hidden) float32
+        logits = F.linear(x.to(head.dtype), head).float()  # (S, vocab)
+        if head.dtype != torch.float32 and logits.numel():
+            _rescore_top_(logits, x, head)
+        return logits
 
     def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
         """Apply llama.cpp's rope_freqs divisors (Llama 3.x GGUFs carry their RoPE scaling this way)."""
         self.inv_freq = rope_inv_freq(self.config, factors)
         self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions).to(self.norm.device)
+
+
+_RESCORED = 16  # candidates whose logits are recomputed in float32
+
+
+def _rescore_top_(logits: torch.Tensor, x: torch.Tensor, head: torch.Tensor) -> None:
+    """Recompute the top candidates' logits in float32, in place.
+
+    A bf16 output rounds logits of magnitude ~20 by up to 0.06, enough to flip greedy choices
+    between near-tied tokens; the few tokens that can win are scored exactly instead.
+    """
+    top = logits.topk(_RESCORED, dim=-1).indices  # (S, K)
+    exact = torch.einsum("sh,skh->sk", x, head[top].float())  # (S, K)
+    logits.scatter_(1, top, exact)
 
 
 def fuse_hf_state_dict(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ class BlockPool:
 
 def make_runner(model: LlamaModel, *, num_blocks: int = 64, block_size: int = 4, attention: str = "fast",
                 kv_dtype: torch.dtype | None = None) -> ModelRunner:
-    return ModelRunner(model, model.config, device="cpu", dtype=next(model.parameters()).dtype,
+    return ModelRunner(model, model.config, device="cpu", dtype=model.dtype,
                        kv_dtype=kv_dtype, num_blocks=num_blocks, block_size=block_size,
                        attention=attention)  # type: ignore[arg-type]
 
