@@ -29,6 +29,10 @@ def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Ma
     if decision.refusal == "not_allowed":
         raise PermissionDenied(f"Team {ex.team!r} may not use any backend that serves {ex.alias!r}: "
                                f"{decision.reason}", code="backend_not_allowed")
+    if decision.refusal == "too_large":  # waiting will not help: the client must shorten the request
+        raise InvalidRequest(f"This request is too large for every backend that may serve {ex.alias!r}: "
+                             f"{decision.reason}", param="messages" if "messages" in body else "prompt",
+                             code="context_length_exceeded")
     raise NoBackendAvailable(f"No backend can take this request now ({decision.refusal or 'no targets'}): "
                              f"{decision.reason}", code=decision.refusal or "no_backend",
                              retry_after_s=decision.retry_after_s or 1.0)

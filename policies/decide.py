@@ -38,7 +38,9 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
         return outcome if len(closed) == len(outcome.backends) else Outcome(closed, outcome.reason)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
-    return Outcome((), f"{outcome.reason}; every target is cooling down", "no_healthy_backend", max(floor, wait))
+    down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
+        else "cooling down"
+    return Outcome((), f"{outcome.reason}; every target is {down}", "no_healthy_backend", max(floor, wait))
 
 
 def _run(rule: CompiledRule, ctx: Context) -> tuple[Outcome, str] | None:

@@ -44,7 +44,8 @@ class RouteDecision:
 
     No targets means the request is refused: `refusal` says why and, for "no_capacity" and
     "no_healthy_backend", `retry_after_s` when to come back (the gateway answers 503 + Retry-After;
-    "not_allowed" is the team's own limit, answered 403).
+    "not_allowed" is the team's own limit, answered 403; "too_large": no engine could ever hold the
+    request and there is nowhere to spill, answered 400 context_length_exceeded).
     """
 
     targets: tuple[Target, ...]
@@ -53,7 +54,7 @@ class RouteDecision:
     shadow_rule: str = ""  # a shadow rule (or shadow policy) that matched: recorded, never applied
     shadow_targets: tuple[Target, ...] = ()
     strategy: str = ""  # first_match | kv_fit | cheapest_within_slo | default
-    refusal: str = ""  # "" | "no_capacity" | "no_healthy_backend" | "not_allowed"
+    refusal: str = ""  # "" | "no_capacity" | "no_healthy_backend" | "not_allowed" | "too_large"
     retry_after_s: float = 0.0
     shadow_reason: str = ""
 

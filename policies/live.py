@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 CircuitState = Literal["closed", "open", "half_open"]
@@ -38,6 +38,7 @@ class HealthView:
     ttft_ewma_s: float | None = None  # None: nothing measured yet
     ttft_p95_s: float | None = None  # over a recent window
     consecutive_failures: int = 0
+    unreachable: bool = False  # an engine whose server refuses connections: read as open
 
 
 _HEALTHY = HealthView()
@@ -52,6 +53,8 @@ class LiveState:
     health: Mapping[str, HealthView] = field(default_factory=dict)
     reserved_blocks: Mapping[str, int] = field(default_factory=dict)  # blocks held by this gateway's in-flight requests
     stale_after_s: float = 2.0
+    # Engines whose server refused the last state poll: down (e.g. restarting), not merely unknown.
+    unreachable: frozenset[str] = frozenset()
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""
@@ -61,7 +64,11 @@ class LiveState:
         return snap
 
     def health_of(self, backend: str) -> HealthView:
-        return self.health.get(backend, _HEALTHY)
+        view = self.health.get(backend, _HEALTHY)
+        if self.unreachable and backend in self.unreachable:
+            # Down until a poll answers again: skipped like an open circuit (spill, else 503).
+            return replace(view, state="open", retry_at=max(view.retry_at, self.now), unreachable=True)
+        return view
 
     def free_blocks(self, backend: str) -> int | None:
         """Blocks still free once in-flight reservations are honoured; None when state is unknown.

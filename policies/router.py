@@ -18,7 +18,8 @@
 Headers/trace: `x-hybridgw-route-rule: decision.rule`; log/trace `decision.reason`, and
 `decision.shadow_rule` / `shadow_targets` / `shadow_reason` when a shadow rule or policy matched.
 No targets: `decision.refusal` says why — "no_capacity" / "no_healthy_backend" → 503 with
-Retry-After `ceil(decision.retry_after_s)`; "not_allowed" → 403. build_facts raises RoutingError
+Retry-After `ceil(decision.retry_after_s)`; "not_allowed" → 403; "too_large" (bigger than every
+engine's context or KV pool, nowhere to spill) → 400 context_length_exceeded. build_facts raises RoutingError
 (code "model_not_found" → 400/404, "model_not_allowed" → 403). Budgets with `on_exceed: route`:
 when the limiter refuses a USD limit, build the facts again with `over_budget=True` and route.
 The cost to reserve against limits: `facts.est_cost_usd.get(decision.targets[0].backend, 0.0)`.
@@ -112,7 +113,7 @@ class PolicyRouter:
         now = self.clock()
         reserved = MappingProxyType(dict(self._reserved)) if self._reserved else _NO_HOLDS
         return LiveState(now, self.poller.snapshots, self.health.view(now), reserved,
-                         self._compiled.policy.health.stale_after_s)
+                         self._compiled.policy.health.stale_after_s, self.poller.unreachable)
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,

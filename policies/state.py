@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import httpx
 
@@ -16,6 +17,7 @@ from policies.live import EngineSnapshot
 from policies.schema import Policy
 
 log = logging.getLogger("hybridgw.policy.state")
+PollOutcome = Literal["ok", "keep", "drop", "down"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class StateSource:
     url: str
     format: str  # "hybridgw" (GET /v1/engine/state JSON) or "vllm" (Prometheus /metrics)
     kv_bytes_per_token: int = 0  # vllm: from the policy
+    on_server: bool = True  # the URL is the serving server's own: a refused connection means it is down
 
 
 def _server_root(base_url: str) -> str:
@@ -44,7 +47,7 @@ def state_sources(policy: Policy, engine_urls: Mapping[str, str] | None = None) 
         if url is None and base:
             url = _server_root(base) + ("/v1/engine/state" if fmt == "hybridgw" else "/metrics")
         if url:
-            out.append(StateSource(name, url, fmt, spec.kv_bytes_per_token or 0))
+            out.append(StateSource(name, url, fmt, spec.kv_bytes_per_token or 0, on_server=spec.state_url is None))
     return out
 
 
@@ -59,6 +62,7 @@ class EngineStatePoller:
         self.clock = clock
         self.snapshots: Mapping[str, EngineSnapshot] = MappingProxyType({})
         self.errors: dict[str, str] = {}  # backend → last poll error, for logs and explain
+        self.unreachable: frozenset[str] = frozenset()  # refused the last poll: down, not just unknown
         self._vllm_prev: dict[str, VllmSample] = {}
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
@@ -92,19 +96,24 @@ class EngineStatePoller:
         sources = list(self.sources)
         results = await asyncio.gather(*(self._poll(s) for s in sources))
         merged: dict[str, EngineSnapshot] = {}
-        for source, (snap, keep_old) in zip(sources, results, strict=True):
+        down: set[str] = set()
+        for source, (snap, outcome) in zip(sources, results, strict=True):
             old = self.snapshots.get(source.backend)
             if snap is not None:
                 merged[source.backend] = snap
-            elif keep_old and old is not None:
+            elif outcome == "keep" and old is not None:
                 merged[source.backend] = old  # ages into "unknown" unless a later poll succeeds
+            elif outcome == "down":
+                down.add(source.backend)
         self.snapshots = MappingProxyType(merged)
+        self.unreachable = frozenset(down)
 
-    async def _poll(self, source: StateSource) -> tuple[EngineSnapshot | None, bool]:
-        """(snapshot, keep the old one): an engine that says it is unhealthy is dropped at once."""
+    async def _poll(self, source: StateSource) -> tuple[EngineSnapshot | None, PollOutcome]:
+        """A failed poll keeps the old snapshot ("keep"); an engine that says it is unhealthy is
+        dropped at once ("drop"); one whose own server refuses the connection is "down"."""
         client = self._client
         if client is None:
-            return None, True
+            return None, "keep"
         try:
             response = await client.get(source.url)
             response.raise_for_status()
@@ -117,12 +126,13 @@ class EngineStatePoller:
                 snap = parse_engine_state(response.json(), taken_at)
         except (httpx.HTTPError, ValueError) as exc:
             self._note_error(source.backend, f"{type(exc).__name__}: {exc}")
-            return None, True
+            refused = isinstance(exc, httpx.ConnectError) and source.on_server
+            return None, "down" if refused else "keep"
         if snap is None:
             self._note_error(source.backend, "engine reports itself unhealthy")
-            return None, False
+            return None, "drop"
         self.errors.pop(source.backend, None)
-        return snap, True
+        return snap, "ok"
 
     def _note_error(self, backend: str, message: str) -> None:
         if self.errors.get(backend) != message:  # log changes, not every 250 ms

@@ -32,6 +32,10 @@ def _is_open(ctx: Context, backend: str) -> bool:
     return ctx.live.health_of(backend).state == "open"
 
 
+def _closed_note(ctx: Context, backend: str) -> str:
+    return f"{backend}: {'unreachable' if ctx.live.health_of(backend).unreachable else 'circuit open'}"
+
+
 def first_match(rule: Rule, ctx: Context) -> Outcome | None:
     backends = tuple(b for b in rule.route if b in ctx.usable)
     return Outcome(backends, "route " + ", ".join(backends)) if backends else None
@@ -46,19 +50,24 @@ class Fit:
     note: str
     short_blocks: int = 0
     unknown: bool = False  # no fresh state: not trusted, kept only as a last resort
+    never: bool = False  # larger than the engine's context or its whole KV pool: waiting will not help
 
 
 def _engine_fit(rule: Rule, ctx: Context, backend: str) -> Fit:
     live, facts = ctx.live, ctx.facts
     if _is_open(ctx, backend):
-        return Fit(backend, None, f"{backend}: circuit open")
+        return Fit(backend, None, _closed_note(ctx, backend))
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
         return Fit(backend, None, f"{backend}: state unknown", unknown=True)
     context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
     if snap.max_model_len and context_len > snap.max_model_len:
-        return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}")
+        return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
+                   never=True)
+    if need > snap.num_blocks_total:
+        return Fit(backend, None, f"{backend}: needs {need} KV blocks, its whole pool has {snap.num_blocks_total}",
+                   never=True)
     if need > free:
         return Fit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
     limit = rule.max_waiting if rule.max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
@@ -87,6 +96,10 @@ def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
         return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
     if unknown:
         return Outcome(backends, f"nothing known to fit, trying {', '.join(unknown)} anyway: {notes}")
+    if fits and all(f.never for f in fits) and not any(b in ctx.usable for b in rule.spill):
+        return Outcome((), f"too large for every engine and nowhere to spill: {notes}", "too_large")
+    if local and all(_is_open(ctx, b) for b in local):  # decide() refuses them with their cooldown
+        return Outcome(tuple(local), f"nowhere to go: {notes}")
     short = max((f.short_blocks for f in fits), default=0)
     wait = retry_after_s(short, ctx.live.engine(local[0]), ctx.policy.policy.defaults.retry_after_s)
     return Outcome((), f"no capacity and nowhere to spill: {notes}", "no_capacity", wait)
@@ -120,15 +133,17 @@ def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
     missing: list[tuple[float, str]] = []
     notes: list[str] = []
     unknown: list[str] = []
+    never = 0
     for backend in candidates:
         if backend in ctx.policy.engines:
             fit = _engine_fit(rule, ctx, backend)
             if fit.key is None:
                 notes.append(fit.note)
                 unknown += [backend] if fit.unknown else []
+                never += fit.never
                 continue
         elif _is_open(ctx, backend):
-            notes.append(f"{backend}: circuit open")
+            notes.append(_closed_note(ctx, backend))
             continue
         ttft = _predicted_ttft(ctx, backend)
         cost = ctx.facts.est_cost_usd.get(backend)
@@ -139,6 +154,8 @@ def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
             missing.append((ttft, backend))
     backends = (*(b for _, b in sorted(meeting)), *(b for _, b in sorted(missing)), *unknown)
     head = f"cheapest within ttft p95 ≤ {slo:g}s" if meeting else f"none meets ttft p95 ≤ {slo:g}s; fastest first"
+    if not backends and never == len(candidates):
+        return Outcome((), f"too large for every candidate: {'; '.join(notes)}", "too_large")
     if not backends:
         return Outcome((), f"{head}: {'; '.join(notes)}", "no_capacity", ctx.policy.policy.defaults.retry_after_s)
     return Outcome(backends, f"{head}: {'; '.join(notes)}")
