@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,12 +18,17 @@ from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
 from gateway.errors import ErrorInfo
 from gateway.key_store import KeyStore
+from gateway.assembly import limits_from_policy
 from gateway.routes import admin_keys, chat, completions, embeddings, health, models
+from gateway.routes.metrics import metrics_route
+from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
 from gateway.telemetry import build_telemetry
 from gateway.token_count import TokenCounter
 from observability.limits_protocol import Limiter
+from observability.metrics import Metrics, RequestMetrics
+from observability.stores import UsageStore
 from observability.usage import UsageSink
 from policies.loader import LoadedPolicy
 from policies.offline import configure_offline_env
@@ -39,7 +44,8 @@ def _error_json(status: int, type_: str, message: str) -> Response:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+        exc.status_code, "invalid_request_error")
     return _error_json(exc.status_code, kind, str(exc.detail))
 
 
@@ -49,11 +55,13 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: KeyStore, usage_sink: UsageSink,
                limiter: Limiter | None = None, tracer_provider: trace.TracerProvider | None = None,
-               meter_provider: metrics.MeterProvider | None = None, route_fn: RouteFn | None = None,
+               metrics: Metrics | None = None, request_metrics: RequestMetrics | None = None,
+               usage_store: UsageStore | None = None, route_fn: RouteFn | None = None,
                engine_urls: Mapping[str, str] | None = None,
                router: PolicyRouter | None = None, environ: Mapping[str, str] | None = None) -> FastAPI:
     """`environ` resolves backends' *_env settings (default: os.environ). `router` defaults to a
-    PolicyRouter over `policy`; with `settings.policy_file` set, the file is hot-reloaded."""
+    PolicyRouter over `policy`; with `settings.policy_file` set, the file is hot-reloaded. With
+    `metrics` GET /metrics is served; with `usage_store` GET /v1/usage."""
     env = os.environ if environ is None else environ
     plain = policy.policy if isinstance(policy, LoadedPolicy) else policy
     catalog = build_catalog(plain, env, engine_urls)
@@ -61,11 +69,13 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     router = router or PolicyRouter(policy, engine_urls=engine_urls)
     services = Services(settings=settings, catalog=catalog, backends=backends, key_store=key_store,
                         usage_sink=usage_sink, router=router, route_fn=route_fn,
-                        telemetry=build_telemetry(tracer_provider, meter_provider), tokens=TokenCounter(),
+                        telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(),
                         limiter=limiter)
 
     def apply_reload(loaded: LoadedPolicy) -> None:
         router.reload(loaded)
+        if limiter is not None and hasattr(limiter, "config"):
+            limiter.config = limits_from_policy(loaded.policy)
         # Aliases follow the new file; a backend that is new in it needs a restart to be opened.
         services.catalog = build_catalog(loaded.policy, env, engine_urls)
         missing = sorted(set(services.catalog.backends) - set(backends))
@@ -92,6 +102,8 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
                 await reloader.stop()
             await router.stop()
             await services.drain()
+            if limiter is not None:
+                await limiter.aclose()
             for backend in backends.values():
                 await backend.aclose()
 
@@ -100,6 +112,10 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     # Plain Starlette routes: the handlers read the body themselves (size limit, orjson, pass-through).
     for module in (chat, completions, embeddings, models, health, admin_keys):
         app.router.routes.extend(module.ROUTES)
+    if metrics is not None:
+        app.router.routes.append(metrics_route(metrics, request_metrics, router))
+    if usage_store is not None:
+        app.include_router(usage_routes(usage_store, services))
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(Exception, _unhandled)
     return app

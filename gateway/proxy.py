@@ -29,8 +29,10 @@ from gateway.services import Services
 from gateway.stream_tally import StreamTally, response_finish_reason, response_text
 from gateway.streaming import SSERelayResponse
 from gateway.timing import RequestClock
-from gateway.usage_emit import finish
+from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
+from observability.tracing import inject_traceparent
+from policies.compiled import CompiledPolicy
 from policies.decision import Target
 
 
@@ -119,17 +121,35 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
     options = getattr(parsed, "stream_options", None)
     ex.client_wants_usage = bool(options and options.include_usage)
     svc.catalog.check_alias(ex.team, ex.alias)
+    ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
-    plan_route(svc, ex, routed, headers, compiled=svc.router.compiled)  # one policy version per request
+    compiled = svc.router.compiled  # one policy version for the request's whole life
+    plan_route(svc, ex, routed, headers, compiled=compiled)
     assert ex.facts is not None and ex.decision is not None
     ex.estimated_prompt_tokens = ex.facts.prompt_tokens
     ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
     if svc.limiter is not None:
-        cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
-        ex.reservation = await svc.limiter.reserve(
-            ex.request_id, ex.team, ex.key_id,
-            ex.estimated_prompt_tokens + ex.estimated_completion_tokens, cost)
+        await _reserve(svc, ex, routed, headers, compiled)
+
+
+async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers: dict[str, str],
+                   compiled: CompiledPolicy) -> None:
+    """Hold the estimate against the team's limits. A team over its USD budget whose policy says
+    `on_exceed: route` is routed again with `over_budget` (rules send it somewhere cheap) instead of refused."""
+    assert svc.limiter is not None and ex.facts is not None and ex.decision is not None
+    tokens = ex.estimated_prompt_tokens + ex.estimated_completion_tokens
+    cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
+    try:
+        ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost)
+        return
+    except LimitExceeded as exc:
+        if not exc.limit.startswith("usd") or compiled.team(ex.team).budget.on_exceed != "route":
+            raise
+    plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled)
+    ex.tags["over_budget"] = "true"
+    cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
+    ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False)
 
 
 def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> dispatch.RequestFor:
@@ -138,7 +158,9 @@ def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> di
         if ex.stream:
             # Ask for usage even when the client did not; StreamTally strips it again.
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return UpstreamRequest(endpoint.path, upstream_body, ex.request_id, ex.stream)
+        # The upstream span is open by now (AttemptBook.started): engines join the trace through it.
+        headers = inject_traceparent({}, ex.upstream_span) if ex.upstream_span is not None else {}
+        return UpstreamRequest(endpoint.path, upstream_body, ex.request_id, ex.stream, headers)
 
     return request_for
 

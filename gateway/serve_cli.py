@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 from pathlib import Path
 
 from gateway.app import create_app
+from gateway.assembly import build_observability
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
-from observability.ledger import open_ledger
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
 
@@ -72,18 +73,20 @@ def main(argv: list[str]) -> int:
     store = KeyStore.in_data_dir(settings.data_dir)
     base_url = f"http://{settings.host}:{settings.port}/v1"
     _first_key(store, base_url)
-    ledger = open_ledger(settings.redis_url, settings.data_dir).start()
+    obs = build_observability(settings, loaded.policy, os.environ)
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
         engine_urls = supervisor.start(timeout_s=args.engine_timeout)
-        app = create_app(settings, policy=loaded.policy, key_store=store, usage_sink=ledger,
+        app = create_app(settings, policy=loaded, key_store=store, usage_sink=obs.ledger, limiter=obs.limiter,
+                         tracer_provider=obs.tracing.provider, metrics=obs.metrics,
+                         request_metrics=obs.request_metrics, usage_store=obs.ledger.store,
                          engine_urls=engine_urls)
         print(f"hybridgw: serving on {base_url}", flush=True)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                     log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
     finally:
         supervisor.stop()
-        ledger.close()
+        obs.close()
         store.close()
         listener.stop()
     return 0

@@ -40,7 +40,15 @@ class Services:
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def authenticate(self, header: str | None) -> KeyInfo:
-        return authenticate(header, self.key_store.lookup)
+        return authenticate(header, self.lookup_key)
+
+    def lookup_key(self, key_hash: str) -> KeyInfo | None:
+        """Keys made with `hybridgw keys`, then keys the policy file lists under a team (by hash)."""
+        info = self.key_store.lookup(key_hash)
+        if info is not None:
+            return info
+        team = self.router.compiled.team_by_key_hash.get(key_hash)
+        return None if team is None else KeyInfo(key_id="policy:" + key_hash[:8], team=team)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run follow-up work (limit settlement) off the request path, keeping a reference."""

@@ -1,17 +1,17 @@
-"""The end of every request: timing stats → one UsageRecord into the sink, one JSON log line,
-metrics, spans ended, limits settled (off the request path)."""
+"""The end of every request: timing stats → one UsageRecord into the sink (metrics are recorded
+from it on the ledger's thread), one JSON log line, spans ended, limits settled off the request path."""
 from __future__ import annotations
 
 import orjson
-from opentelemetry.trace import StatusCode
 
 from gateway.catalog import ResolvedBackend
 from gateway.exchange import Exchange
 from gateway.services import Services
 from gateway.timing import TimingStats, summarize
+from observability.tracing import add_first_token_event, set_usage_attributes
 from observability.usage import UsageRecord
 
-_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 def provider_of(backend: ResolvedBackend | None) -> str:
@@ -40,7 +40,8 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd:
         ttft_s=stats.ttft_s, itl_p50_s=stats.itl_p50_s, itl_p95_s=stats.itl_p95_s, itl_max_s=stats.itl_max_s,
         e2e_s=stats.e2e_s, upstream_latency_s=stats.upstream_latency_s, error_type=ex.error_type,
         finish_reason=ex.finish_reason, tags=dict(ex.tags), provider=provider,
-        operation=_OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
+        kv_bytes=ex.facts.kv_bytes.get(target.backend, 0) if ex.facts is not None and target is not None else 0,
+        operation=OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
     )
 
 
@@ -62,7 +63,6 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
         if ex.attempts:
             line["skipped"] = [{"backend": a.target.backend, "error": a.error} for a in ex.attempts]
         svc.access_log.info(orjson.dumps(line).decode())
-    _record_metrics(svc, ex, record, stats)
     _end_spans(ex, record)
     if svc.limiter is not None and ex.reservation is not None:
         svc.spawn(svc.limiter.settle(ex.reservation, record.total_tokens, record.cost_usd))
@@ -83,33 +83,16 @@ def _learn_and_price(svc: Services, ex: Exchange) -> float:
     return svc.router.cost_usd(ex.target, prompt, completion)
 
 
-def _record_metrics(svc: Services, ex: Exchange, record: UsageRecord, stats: TimingStats) -> None:
-    tel = svc.telemetry
-    attrs = {"gen_ai.request.model": record.model_alias, "hybridgw.backend": record.backend,
-             "hybridgw.status": record.status}
-    tel.request_duration.record(stats.e2e_s, attrs)
-    if stats.ttft_s is not None and ex.stream:
-        tel.ttft.record(stats.ttft_s, attrs)
-        for gap in stats.gaps_s:
-            tel.time_per_output_token.record(gap, attrs)
-    if record.status != "rejected":
-        tel.token_usage.record(record.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
-        tel.token_usage.record(record.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
-
-
 def _end_spans(ex: Exchange, record: UsageRecord) -> None:
+    if ex.span is not None and ex.clock.first_chunk is not None and record.ttft_s is not None:
+        add_first_token_event(ex.span, record.ttft_s, _wall_ns(ex, ex.clock.first_chunk))
     for span in (ex.upstream_span, ex.span):
-        if span is None:
-            continue
-        if span.is_recording():
-            span.set_attribute("hybridgw.request_id", record.request_id)
-            span.set_attribute("hybridgw.backend", record.backend)
-            span.set_attribute("hybridgw.route.rule", record.rule)
-            span.set_attribute("gen_ai.usage.input_tokens", record.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", record.completion_tokens)
-            if record.ttft_s is not None:
-                span.set_attribute("hybridgw.ttft_s", record.ttft_s)
-            if record.status != "ok":
-                span.set_status(StatusCode.ERROR, record.error_type or record.status)
-        span.end()
+        if span is not None:
+            set_usage_attributes(span, record)
+            span.end()
     ex.upstream_span = ex.span = None
+
+
+def _wall_ns(ex: Exchange, perf_time: float) -> int:
+    """A perf_counter reading of this request as unix-epoch nanoseconds (span event timestamps)."""
+    return int((ex.clock.arrival_wall + perf_time - ex.clock.arrival) * 1e9)

@@ -112,9 +112,13 @@ def _scaled(limit_name: str, value: float) -> int:
     return round(value * NANO) if limit_name.startswith("usd") else int(value)
 
 
+_UNCHECKED = 2**62  # a limit no window reaches: the charge is counted but never refused
+
+
 def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost_usd: float,
-                 now: float) -> list[Charge]:
-    """Every window this request must fit in, with what it would add to each."""
+                 now: float, budgets: bool = True) -> list[Charge]:
+    """Every window this request must fit in, with what it would add to each. budgets=False still
+    counts the spend in the USD windows but does not refuse on them (over-budget routing)."""
     charges = []
     windows = _windows_of_minute(int(now // 60))
     for scope, owner, limits in config.scopes(team, key_id):
@@ -123,8 +127,9 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
             if value is None:
                 continue
             start, end = windows[name]
+            limit = _scaled(name, value) if budgets or not name.startswith("usd") else _UNCHECKED
             charges.append(Charge(f"{scope}:{_quoted(owner)}:{name}:{start}", scope, owner, name,
-                                  _amount(name, tokens, cost_usd), _scaled(name, value), end))
+                                  _amount(name, tokens, cost_usd), limit, end))
     return charges
 
 
@@ -178,9 +183,10 @@ class InProcessLimiter:
         self._counts: dict[str, tuple[int, float]] = {}  # key -> (used, window end)
         self._lock = threading.Lock()
 
-    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float) -> Reservation:
+    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
+                      *, budgets: bool = True) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
             bad = first_exceeded(charges, used)

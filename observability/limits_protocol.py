@@ -28,10 +28,13 @@ class Reservation:
 
 
 class Limiter(Protocol):
-    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float) -> Reservation:
-        """Hold the estimate or raise LimitExceeded."""
+    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
+                      *, budgets: bool = True) -> Reservation:
+        """Hold the estimate or raise LimitExceeded; budgets=False counts spend without refusing on it."""
         ...
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         """Replace the held estimate with the actual numbers (also on failure/abort)."""
         ...
+
+    async def aclose(self) -> None: ...

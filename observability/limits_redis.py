@@ -69,9 +69,10 @@ class RedisLimiter:
                                                         socket_timeout=0.5, socket_connect_timeout=0.5)
         return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
-    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float) -> Reservation:
+    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
+                      *, budgets: bool = True) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         args: list[int] = []

@@ -46,6 +46,7 @@ class CompiledPolicy:
     source: str = "<policy>"
     absent_backends: tuple[str, ...] = ()
     empty_team: Team = field(default_factory=Team)
+    team_by_key_hash: Mapping[str, str] = field(default_factory=dict)  # sha256 hex of a key → team
 
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
@@ -77,4 +78,5 @@ def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None,
             if price is not None:
                 prices[(target.backend, target.model)] = price
     rules = tuple(CompiledRule(r.name, r, tuple(compile_when(r.when))) for r in policy.rules)
-    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends)
+    keys = {h.removeprefix("sha256:"): name for name, team in policy.teams.items() for h in team.key_hashes}
+    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys)

@@ -131,6 +131,6 @@ def test_one_server_span_with_an_upstream_child(served: Served) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     spans = {s.name: s for s in served.spans.get_finished_spans()}
-    server, upstream = spans["POST /v1/chat/completions"], spans["upstream up"]
+    server, upstream = spans["chat m"], spans["upstream up"]  # GenAI naming: "{operation} {model}"
     assert upstream.parent is not None and upstream.parent.span_id == server.context.span_id
-    assert server.attributes is not None and server.attributes["hybridgw.route.rule"] == "custom-rule"
+    assert server.attributes is not None and server.attributes["hybridgw.rule"] == "custom-rule"

@@ -1,0 +1,48 @@
+"""What `hybridgw serve` runs beside the app: the usage ledger (metrics recorded on its writer
+thread), limits and budgets mapped from the policy, Prometheus metrics and tracing; closed in order."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from observability.ledger import Ledger, open_ledger
+from observability.limits import LimitsConfig, TeamLimits, build_limiter
+from observability.limits_protocol import Limiter
+from observability.metrics import Metrics, RequestMetrics, build_metrics
+from observability.tracing import Tracing, build_tracing, tracing_config_from_env
+from gateway.settings import Settings
+from policies.schema import Policy, Team
+
+
+def team_limits(team: Team) -> TeamLimits:
+    return TeamLimits(requests_per_minute=team.limits.requests_per_minute,
+                      tokens_per_minute=team.limits.tokens_per_minute,
+                      usd_per_day=team.budget.usd_per_day, usd_per_month=team.budget.usd_per_month)
+
+
+def limits_from_policy(policy: Policy) -> LimitsConfig:
+    """The policy's per-team limits and budgets, as the limiter enforces them."""
+    return LimitsConfig(teams={name: team_limits(team) for name, team in policy.teams.items()})
+
+
+@dataclass
+class Observability:
+    ledger: Ledger
+    limiter: Limiter
+    metrics: Metrics
+    request_metrics: RequestMetrics
+    tracing: Tracing
+
+    def close(self) -> None:
+        self.ledger.close()  # flushes, so the last records still reach metrics and the store
+        self.tracing.shutdown()
+        self.metrics.shutdown()
+
+
+def build_observability(settings: Settings, policy: Policy, environ: Mapping[str, str]) -> Observability:
+    metrics = build_metrics()
+    request_metrics = RequestMetrics(metrics.provider)
+    ledger = open_ledger(settings.redis_url, settings.data_dir, observers=[request_metrics.record]).start()
+    return Observability(
+        ledger=ledger, limiter=build_limiter(limits_from_policy(policy), settings.redis_url), metrics=metrics,
+        request_metrics=request_metrics, tracing=build_tracing(tracing_config_from_env(environ)))

@@ -1,0 +1,28 @@
+"""GET /v1/usage, mounted from observability's router: a team's key reads its own team, the admin
+key any team; the all-hosted comparison prices each alias at its hosted deployment."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from gateway.auth import is_admin
+from gateway.errors import AuthError
+from gateway.services import Services
+from observability.stores import UsageStore
+from observability.usage_api import UsageCaller, usage_router
+
+
+def usage_caller(request: Request) -> UsageCaller:
+    svc: Services = request.app.state.services
+    header = request.headers.get("authorization")
+    if is_admin(header, svc.settings.admin_key):
+        return UsageCaller(team=None, is_admin=True)
+    try:
+        return UsageCaller(team=svc.authenticate(header).team)
+    except AuthError as exc:
+        raise HTTPException(401, exc.message) from None
+
+
+def usage_routes(store: UsageStore, services: Services) -> APIRouter:
+    return usage_router(store, usage_caller, hosted_price=services.router.hosted_cost_usd)
