@@ -14,7 +14,6 @@ commands:
   keys     create / list / revoke API keys
   policy   check or explain a policy file
   report   per-team usage report
-  bench    load-test a running gateway
 """
 
 
@@ -30,8 +29,6 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from policies.cli import main
     elif name == "report":
         from observability.report_cli import main
-    elif name == "bench":
-        from observability.bench_cli import main
     else:
         raise KeyError(name)
     return main

@@ -5,12 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${HYBRIDGW_VENV:-.venv}
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing redis-server (apt)"
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+# System packages: redis-server (the Redis ledger, limits and their tests) and chromium (the test
+# that renders the HTML usage report headless).
+apt_missing=()
+command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${apt_missing[*]} (apt)"
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${apt_missing[@]}" >/dev/null
   else
-    echo "setup: redis-server missing; install it (apt-get install redis-server) for the Redis ledger and tests" >&2
+    echo "setup: missing ${apt_missing[*]}; install them with apt (tests that need them are skipped)" >&2
   fi
 fi
 
