@@ -122,6 +122,8 @@ class RedisStore:
         ]
 
     def records(self, team: str | None, since: float, until: float, limit: int = 10_000) -> list[UsageRecord]:
+        if limit <= 0:
+            return []  # XREVRANGE refuses COUNT 0 (the per-team totals of /v1/usage ask for no points)
         teams = [team] if team is not None else self.teams()
         found: list[UsageRecord] = []
         try:
