@@ -1,0 +1,274 @@
+"""Real processes for the accounting end-to-end tests: one durable redis-server, the fake OpenAI
+upstream, a tiny OTLP/HTTP trace receiver, and two `hybridgw serve` replicas sharing that Redis
+(REDIS_URL), each with its own data dir. Team keys are listed by hash in the policy, so both
+replicas know them; the official openai SDK is the client."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.support import procs
+from tests.support.redis_server import RedisServer, redis_server_path
+
+ADMIN_KEY = "sk-accounting-admin"
+CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
+# Teams, one per test area, so tests sharing the replicas never see each other's traffic.
+TEAMS = ("red", "blue", "outage", "rpm", "tpm", "broke", "thrifty", "metrics", "traced", "hashed")
+RPM_LIMIT = 23
+TPM_LIMIT = 900
+# The hosted fake costs $1000 per million tokens in, $2000 out: a short request costs a few cents.
+BUDGET_USD_PER_DAY = 0.25
+# Environment a developer's shell may carry that would change what the gateways do.
+_FOREIGN_ENV = ("REDIS_URL", "HYBRIDGW_", "OTEL_")
+
+
+def hybridgw(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
+def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 30.0, every_s: float = 0.1) -> Any:
+    """Poll until `condition()` is truthy (a bound on waiting, not a speed assertion)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {wait_s} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def team_key(team: str) -> str:
+    return f"sk-acct-{team}-{secrets.token_hex(12)}"
+
+
+def key_hash(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def policy_yaml(fake: str, keys: Mapping[str, str]) -> str:
+    """`hosted` is priced (so cost and budgets are non-zero); `cheap` is free and is where an
+    over-budget team with `on_exceed: route` goes."""
+    hashes = {team: json.dumps([key_hash(key)]) for team, key in keys.items()}
+    special = {
+        "rpm": f"limits: {{requests_per_minute: {RPM_LIMIT}}}",
+        "tpm": f"limits: {{tokens_per_minute: {TPM_LIMIT}}}",
+        "broke": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: reject}}",
+        "thrifty": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: route}}",
+    }
+    teams = "\n".join(f"  {team}: {{key_hashes: {hashes[team]}{', ' + special[team] if team in special else ''}}}"
+                      for team in keys)
+    return f"""
+version: 1
+backends:
+  hosted:
+    kind: openai
+    base_url: "{fake}/v1"
+    api_key: upstream-key
+    price: {{input_usd_per_mtok: 1000, output_usd_per_mtok: 2000}}
+  cheap:
+    kind: openai
+    base_url: "{fake}/v1"
+    api_key: upstream-key
+    price: {{input_usd_per_mtok: 0, output_usd_per_mtok: 0}}
+models:
+  m:
+    deployments:
+      - {{backend: hosted, model: m}}
+      - {{backend: cheap, model: "m;chunks=2"}}
+teams:
+{teams}
+rules:
+  - name: over-budget-cheap
+    when: {{over_budget: true}}
+    route: [cheap]
+  - name: hosted-first
+    route: [hosted]
+"""
+
+
+class TraceSink:
+    """A tiny real OTLP/HTTP receiver: keeps every span POSTed to /v1/traces (protobuf)."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                sink.add(self.path, body)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def add(self, path: str, body: bytes) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        if path != "/v1/traces":
+            return
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        found = []
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    found.append({
+                        "name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex(), "kind": span.kind,
+                        "attributes": {a.key: _any_value(a.value) for a in span.attributes},
+                        "events": [e.name for e in span.events],
+                    })
+        with self._lock:
+            self.spans.extend(found)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.spans)
+
+    def start(self) -> TraceSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+@dataclass
+class Gateway:
+    name: str
+    url: str  # http://127.0.0.1:P
+    data_dir: Path
+    proc: procs.Proc
+
+    def log(self) -> str:
+        return self.proc.output()
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=CLIENT_TIMEOUT_S).text
+
+
+@dataclass
+class Stack:
+    """Two gateway replicas on one Redis, the fake upstream they both call, and the trace sink."""
+
+    gateways: list[Gateway]
+    redis: RedisServer
+    fake: str
+    traces: TraceSink
+    keys: dict[str, str]
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, team: str, gateway: int = 0) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.gateways[gateway].url}/v1", api_key=self.keys[team],
+                                  max_retries=0, timeout=CLIENT_TIMEOUT_S)
+
+    def usage(self, key: str | None, gateway: int = 0, **params: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+        return httpx.get(f"{self.gateways[gateway].url}/v1/usage", params=params, headers=headers,
+                         timeout=CLIENT_TIMEOUT_S)
+
+    def team_usage(self, team: str, gateway: int = 0) -> dict[str, Any]:
+        response = self.usage(ADMIN_KEY, gateway, team=team, since="1d")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def report(self, team: str) -> dict[str, Any]:
+        """`hybridgw report --format json` as an operator runs it, against the shared Redis."""
+        out = subprocess.run(
+            hybridgw("report", "--team", team, "--since", "1d", "--format", "json", "--no-hosted-price",
+                     "--redis-url", self.redis.url, "--data-dir", str(self.root / "report")),
+            capture_output=True, text=True, timeout=120, env=self.env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return dict(json.loads(out.stdout))
+
+    def fake_last_request(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.fake}/_last_request", timeout=CLIENT_TIMEOUT_S).json())
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+
+
+def _start_gateway(name: str, root: Path, config: Path, env: Mapping[str, str]) -> Gateway:
+    data_dir = root / name
+    port = procs.free_port()
+    fd, log = tempfile.mkstemp(prefix=f"hybridgw-accounting-{name}-", suffix=".log")
+    args = hybridgw("serve", "--config", str(config), "--data-dir", str(data_dir), "--port", str(port))
+    with os.fdopen(fd, "wb") as out:
+        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=dict(env), start_new_session=True)
+    return Gateway(name, f"http://127.0.0.1:{port}", data_dir, procs.Proc(popen, Path(log)))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    root = tmp_path_factory.mktemp("accounting")
+    (root / "redis").mkdir()
+    # Durable: every write is fsynced, so what Redis acknowledged survives the outage test's SIGKILL.
+    redis = RedisServer(workdir=root / "redis", durable=True).start()
+    traces = TraceSink().start()
+    fake_port = procs.free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)),
+                       env=clean_env(), name="accounting-fake")
+    keys = {team: team_key(team) for team in TEAMS}
+    config = root / "policy.yaml"
+    config.write_text(policy_yaml(fake_url, keys))
+    base = {**clean_env(), "REDIS_URL": redis.url, "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    # Replica A exports its spans over OTLP/HTTP to the sink (flushed every 100 ms); B exports none.
+    traced = {**base, "HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": traces.url,
+              "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    gateways: list[Gateway] = []
+    try:
+        procs.wait_http(f"{fake_url}/health", fake)
+        gateways = [_start_gateway("a", root, config, traced), _start_gateway("b", root, config, base)]
+        for gateway in gateways:
+            procs.wait_http(f"{gateway.url}/healthz", gateway.proc, timeout_s=120)
+        yield Stack(gateways, redis, fake_url, traces, keys, root, base)
+        for gateway in gateways:
+            # No request may crash into a traceback, Redis outage included.
+            assert gateway.proc.alive(), gateway.log()[-3000:]
+            assert "Traceback" not in gateway.log(), gateway.log()[-5000:]
+    finally:
+        for gateway in gateways:
+            procs.stop(gateway.proc)
+        procs.stop(fake)
+        traces.stop()
+        redis.stop()

@@ -1,0 +1,94 @@
+"""Client-side traffic for the accounting tests: concurrent streamed and non-streamed chat requests
+through the openai SDK, and what the clients saw (statuses, backends, the upstream's `usage`)."""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request as its client saw it."""
+
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    backend: str | None = None  # x-hybridgw-backend
+    request_id: str | None = None
+    retry_after: str | None = None
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    """Totals of what the clients saw, per team."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == 200]
+
+    def totals(self) -> dict[str, int]:
+        ok = self.ok
+        return {"requests": len(ok), "prompt_tokens": sum(o.prompt_tokens for o in ok),
+                "completion_tokens": sum(o.completion_tokens for o in ok)}
+
+    def statuses(self) -> Counter[int]:
+        return Counter(o.status for o in self.outcomes)
+
+
+def prompt(i: int) -> list[dict[str, str]]:
+    """Prompts of different lengths (the fake counts words), so per-request numbers differ."""
+    return [{"role": "user", "content": " ".join(f"word{j}" for j in range(1 + i % 9))}]
+
+
+def _error(exc: openai.APIStatusError) -> Outcome:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    return Outcome(exc.status_code, request_id=exc.response.headers.get("x-request-id"),
+                   retry_after=exc.response.headers.get("retry-after"), error=dict(error or {}))
+
+
+async def chat(client: openai.AsyncOpenAI, i: int, *, stream: bool, chunks: int = 4, max_tokens: int = 16,
+               **extra: Any) -> Outcome:
+    """One chat request; `usage` is what the upstream reported and the gateway relayed."""
+    kwargs: dict[str, Any] = {"model": "m", "messages": prompt(i), "max_tokens": max_tokens,
+                              "user": f"fake:chunks={chunks}", **extra}
+    try:
+        if not stream:
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+            completion = raw.parse()
+            assert completion.usage is not None
+            return Outcome(200, completion.usage.prompt_tokens, completion.usage.completion_tokens,
+                           raw.headers.get("x-hybridgw-backend"), raw.headers.get("x-request-id"))
+        raw_stream = await client.chat.completions.with_raw_response.create(
+            stream=True, stream_options={"include_usage": True}, **kwargs)
+        usage = None
+        async for chunk in raw_stream.parse():
+            if chunk.usage is not None:
+                usage = chunk.usage
+        assert usage is not None, "include_usage asked, no usage chunk came"
+        return Outcome(200, usage.prompt_tokens, usage.completion_tokens, raw_stream.headers.get("x-hybridgw-backend"),
+                       raw_stream.headers.get("x-request-id"))
+    except openai.APIStatusError as exc:
+        return _error(exc)
+
+
+async def burst(clients: list[openai.AsyncOpenAI], count: int, *, concurrency: int = 24, start: int = 0,
+                **kw: Any) -> Seen:
+    """`count` requests spread over `clients` (in turn, pairs of one streamed and one not), `concurrency` at a time."""
+    gate = asyncio.Semaphore(concurrency)
+    seen = Seen()
+
+    async def one(i: int) -> None:
+        async with gate:
+            outcome = await chat(clients[(i // 2) % len(clients)], i, stream=i % 2 == 0, chunks=1 + i % 6, **kw)
+        seen.outcomes.append(outcome)
+
+    await asyncio.gather(*(one(start + i) for i in range(count)))
+    return seen
