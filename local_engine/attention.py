@@ -2,9 +2,11 @@
 
 A layer's cache is one tensor (2 * KVH, num_blocks, block_size, D): K heads then V heads, so a
 single index_copy_ writes both and a single index_select gathers both. The fast path gathers
-a group of sequences' blocks into a padded (KVH, B, L, D) tensor and runs one SDPA call with
-the G query heads of a KV head laid out as extra query rows (GQA without repeating K/V).
-Sequences are grouped so that padding never costs much more than the real work.
+a group of sequences' blocks into a padded (KVH, B, L, D) tensor; the G query heads of a KV
+head become extra query rows (GQA without repeating K/V). Prefill groups use one SDPA call;
+batched decode uses baddbmm + softmax + bmm, measured 3x faster than SDPA's CPU kernel for
+single-row queries (B=64, L=176, bf16: 0.33 vs 1.16 ms per layer). Sequences are grouped so
+that padding never costs much more than the real work.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
+_BMM_MIN_SEQS = 4  # decode groups at least this big use the bmm path (SDPA wins for a few rows)
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,11 @@ class AttentionGroup:
     num_tokens: int  # packed rows in the group
     num_seqs: int
     max_query_len: int  # Tq
+    context_len: int  # L = NB * block_size, the padded key length
     gather_blocks: torch.Tensor  # (B * NB,) int64: the block tables, padded with block 0, flattened
-    attn_bias: torch.Tensor  # (1, B, Tq * G, NB * block_size) additive mask in the model dtype
+    # additive mask in the model dtype: (KVH * B, 1, L) for the bmm decode path, else (1, B, Tq * G, L)
+    attn_bias: torch.Tensor
+    use_bmm: bool  # single-token queries of enough sequences: baddbmm path instead of SDPA
     pad_index: torch.Tensor | None  # (num_tokens,) row of each packed token in the (B * Tq) layout
 
 
@@ -42,7 +48,7 @@ class AttentionMetadata:
 
 
 def build_attention_metadata(block_tables: list[list[int]], start_positions: list[int], query_lens: list[int],
-                             block_size: int, group_size: int, dtype: torch.dtype,
+                             *, block_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype,
                              device: torch.device) -> AttentionMetadata:
     """Plain lists from the scheduler -> the tensors every layer's attention needs."""
     slots = [table[p // block_size] * block_size + p % block_size
@@ -52,7 +58,7 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
     groups, token_start = [], 0
     for lo, hi in _group_ranges(start_positions, query_lens):
         group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,
-                             block_size, group_size, dtype, device)
+                             block_size, num_heads, num_kv_heads, dtype, device)
         groups.append(group)
         token_start += group.num_tokens
     return AttentionMetadata(
@@ -75,7 +81,8 @@ def _group_ranges(starts: list[int], query_lens: list[int]) -> list[tuple[int, i
 
 
 def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[int], token_start: int,
-                 block_size: int, group_size: int, dtype: torch.dtype, device: torch.device) -> AttentionGroup:
+                 block_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype,
+                 device: torch.device) -> AttentionGroup:
     max_q = max(query_lens)
     num_blocks = max(len(t) for t in tables)
     padded = torch.tensor([t + [0] * (num_blocks - len(t)) for t in tables], dtype=torch.int64)
@@ -85,13 +92,18 @@ def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[in
     limit = torch.minimum(s[:, None] + torch.arange(max_q)[None, :], (s + n - 1)[:, None])  # (B, Tq)
     visible = torch.arange(num_blocks * block_size)[None, None, :] <= limit[:, :, None]  # (B, Tq, L)
     bias = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, float("-inf"))
-    bias = bias.repeat_interleave(group_size, dim=1)[None]  # (1, B, Tq * G, L)
+    use_bmm = max_q == 1 and len(query_lens) >= _BMM_MIN_SEQS
+    if use_bmm:
+        bias = bias.view(1, len(query_lens), 1, -1).expand(num_kv_heads, -1, -1, -1).reshape(-1, 1, bias.shape[-1])
+    else:
+        bias = bias.repeat_interleave(num_heads // num_kv_heads, dim=1)[None]  # (1, B, Tq * G, L)
     pad_index = None
     if max_q > 1:
         pad_index = torch.tensor([b * max_q + t for b, m in enumerate(query_lens) for t in range(m)]).to(device)
     return AttentionGroup(token_start=token_start, num_tokens=sum(query_lens), num_seqs=len(query_lens),
-                          max_query_len=max_q, gather_blocks=padded.view(-1).to(device),
-                          attn_bias=bias.to(device), pad_index=pad_index)
+                          max_query_len=max_q, context_len=num_blocks * block_size,
+                          gather_blocks=padded.view(-1).to(device), attn_bias=bias.to(device), use_bmm=use_bmm,
+                          pad_index=pad_index)
 
 
 def _storage(cache: torch.Tensor) -> torch.Tensor:
@@ -118,16 +130,31 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     _, H, D = q.shape
     two_kvh, _, bs, _ = cache.shape
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
-    B, Tq = group.num_seqs, group.max_query_len
-    L = group.attn_bias.shape[-1]
+    B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
     kv = _storage(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
     kv = kv.view(cache.dtype).to(q.dtype).view(two_kvh, B, L, D)
+    if group.use_bmm:
+        return _bmm_decode(q, kv, group.attn_bias)
     if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
         q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
     q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)
     out = F.scaled_dot_product_attention(q, kv[:KVH], kv[KVH:], attn_mask=group.attn_bias)  # (KVH, B, Tq*G, D)
     out = out.view(KVH, B, Tq, G, D).permute(1, 2, 0, 3, 4).reshape(B * Tq, H, D)
     return out if group.pad_index is None else out.index_select(0, group.pad_index)
+
+
+def _bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One query token per sequence. q (B, H, D), kv (2*KVH, B, L, D), bias (KVH*B, 1, L) -> (B, H, D)."""
+    B, H, D = q.shape
+    two_kvh, _, L, _ = kv.shape
+    KVH = two_kvh // 2
+    qg = q.reshape(B, KVH, H // KVH, D).transpose(0, 1).reshape(KVH * B, H // KVH, D)  # (KVH*B, G, D)
+    k = kv[:KVH].reshape(KVH * B, L, D)
+    v = kv[KVH:].reshape(KVH * B, L, D)
+    scores = torch.baddbmm(bias, qg, k.transpose(1, 2), alpha=D ** -0.5)  # (KVH*B, G, L)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    out = torch.bmm(probs, v)  # (KVH*B, G, D)
+    return out.view(KVH, B, H // KVH, D).transpose(0, 1).reshape(B, H, D)
 
 
 def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:

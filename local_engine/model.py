@@ -199,4 +199,5 @@ def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype
     model = model.to(device=device, dtype=dtype)
     if factors is not None:
         model.set_rope_freq_factors(factors)
-    return model.eval()
+    # inference only; weights that require grad also send F.rms_norm down a slow composite path
+    return model.requires_grad_(False).eval()

@@ -34,7 +34,7 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_config = model_config
-        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.model = model.to(device=self.device, dtype=dtype).requires_grad_(False).eval()
         self.kv_cache = PagedKVCache(model_config, num_blocks, block_size, resolve_kv_dtype(kv_dtype, dtype),
                                      self.device)
         self.attention = attention
@@ -94,9 +94,10 @@ class ModelRunner:
             lens.append(n)
         if batch.is_prefill and ids and not 0 <= min(ids) <= max(ids) < self.model_config.vocab_size:
             raise RunnerError(f"token ids must lie in [0, {self.model_config.vocab_size})")
-        meta = build_attention_metadata([s.block_table for s in batch.seqs], starts, lens, self.block_size,
-                                        self.model_config.num_heads // self.model_config.num_kv_heads,
-                                        self.dtype, self.device)
+        meta = build_attention_metadata([s.block_table for s in batch.seqs], starts, lens,
+                                        block_size=self.block_size, num_heads=self.model_config.num_heads,
+                                        num_kv_heads=self.model_config.num_kv_heads, dtype=self.dtype,
+                                        device=self.device)
         return (torch.tensor(ids, dtype=torch.int64).to(self.device),
                 torch.tensor(positions, dtype=torch.int64).to(self.device), meta)
 

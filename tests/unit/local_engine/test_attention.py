@@ -10,6 +10,10 @@ from tests.unit.local_engine.helpers import dense_attention
 H, KVH, D, BS, NUM_BLOCKS = 6, 2, 8, 4, 64
 
 
+def _kw(dtype: torch.dtype) -> dict:
+    return {"block_size": BS, "num_heads": H, "num_kv_heads": KVH, "dtype": dtype, "device": torch.device("cpu")}
+
+
 def _setup(seq_lens: list[int], cached: list[int], dtype: torch.dtype = torch.float32, seed: int = 0):
     """Random K/V for whole sequences; the cached prefix is written first, the rest is 'this step'."""
     gen = torch.Generator().manual_seed(seed)
@@ -23,13 +27,12 @@ def _setup(seq_lens: list[int], cached: list[int], dtype: torch.dtype = torch.fl
     cache = torch.zeros(2 * KVH, NUM_BLOCKS, BS, D, dtype=dtype)
     prefix = [n for n in cached]
     if any(prefix):
-        meta = build_attention_metadata(tables, [0] * len(seq_lens), [max(c, 1) for c in prefix], BS, H // KVH,
-                                        dtype, torch.device("cpu"))
+        meta = build_attention_metadata(tables, [0] * len(seq_lens), [max(c, 1) for c in prefix], **_kw(dtype))
         ks = torch.cat([f[1][:max(c, 1)] for f, c in zip(full, prefix)])
         vs = torch.cat([f[2][:max(c, 1)] for f, c in zip(full, prefix)])
         write_kv(cache, ks, vs, meta.slot_mapping)
     new = [n - c for n, c in zip(seq_lens, cached)]
-    meta = build_attention_metadata(tables, cached, new, BS, H // KVH, dtype, torch.device("cpu"))
+    meta = build_attention_metadata(tables, cached, new, **_kw(dtype))
     q = torch.cat([f[0][c:] for f, c in zip(full, cached)])
     k = torch.cat([f[1][c:] for f, c in zip(full, cached)])
     v = torch.cat([f[2][c:] for f, c in zip(full, cached)])
@@ -42,7 +45,8 @@ def _setup(seq_lens: list[int], cached: list[int], dtype: torch.dtype = torch.fl
 CASES = {
     "prefill_one": ([11], [0]),
     "prefill_varied": ([3, 17, 1, 9], [0, 0, 0, 0]),
-    "decode": ([5, 12, 30, 1], [4, 11, 29, 0]),
+    "decode_few": ([5, 12, 1], [4, 11, 0]),
+    "decode_batched": ([5, 12, 30, 1, 9, 17], [4, 11, 29, 0, 8, 16]),
     "chunked_prefill": ([13, 22], [8, 5]),
     "mixed_lengths": ([2, 40, 7], [0, 16, 3]),
 }
@@ -79,3 +83,10 @@ def test_fp8_cache_round_trips_through_bytes() -> None:
     out_ref = paged_attention_reference(q, fp8, meta)
     torch.testing.assert_close(out_fast, out_ref, atol=1e-4, rtol=1e-4)
     assert (out_fast - expected).abs().max() < 0.25  # 3 mantissa bits: close, not equal
+
+
+def test_decode_cases_cover_both_fast_kernels() -> None:
+    few = _setup(*CASES["decode_few"])[2]
+    batched = _setup(*CASES["decode_batched"])[2]
+    assert [g.use_bmm for g in few.groups] == [False]
+    assert [g.use_bmm for g in batched.groups] == [True]
