@@ -79,22 +79,33 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
+def measure(url: str, args: argparse.Namespace) -> tuple[list[dict[str, float]], dict]:
+    model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+    asyncio.run(run_round(url, model, min(args.concurrency, 8), 8))  # warm-up
+    rounds = [asyncio.run(run_round(url, model, args.concurrency, args.new_tokens)) for _ in range(args.rounds)]
+    return rounds, httpx.get(f"{url}/v1/engine/state").json()
+
+
 def bench_engine(args: argparse.Namespace) -> list[dict[str, float]]:
+    if args.url:
+        rounds, state = measure(args.url, args)
+        report(rounds, state)
+        return rounds
     port = procs.free_port()
     cmd = procs.python_module("gateway.cli", "engine", "--model", args.model, "--port", str(port),
                               "--max-num-seqs", str(max(args.concurrency, 1)), *args.engine_arg)
     url = f"http://127.0.0.1:{port}"
     with procs.running(cmd, f"{url}/health", name="bench-engine", timeout_s=600):
-        model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-        asyncio.run(run_round(url, model, min(args.concurrency, 8), 8))  # warm-up
-        rounds = [asyncio.run(run_round(url, model, args.concurrency, args.new_tokens))
-                  for _ in range(args.rounds)]
-        state = httpx.get(f"{url}/v1/engine/state").json()
+        rounds, state = measure(url, args)
+    report(rounds, state)
+    return rounds
+
+
+def report(rounds: list[dict[str, float]], state: dict) -> None:
     for r in rounds:
         print(json.dumps({"engine": "hybridgw", **{k: round(v, 4) for k, v in r.items()}}), flush=True)
     print(json.dumps({"engine_state": {k: state[k] for k in ("model", "device", "kv_dtype", "num_preemptions",
                                                               "decode_tokens_per_s", "prefill_tokens_per_s")}}))
-    return rounds
 
 
 def bench_peer(gguf: str, concurrency: int, new_tokens: int) -> float | None:
@@ -117,6 +128,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--engine-arg", action="append", default=[], help="extra `hybridgw engine` argument")
+    p.add_argument("--url", default=None, help="measure a running engine at this URL instead of starting one")
     args = p.parse_args()
     rounds = bench_engine(args)
     ours = statistics.median(r["tokens_per_s"] for r in rounds)
