@@ -27,13 +27,16 @@ def provider_of(backend: ResolvedBackend | None) -> str:
 
 def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd: float = 0.0) -> UsageRecord:
     target = ex.target
+    # A refused request reached no upstream: it used no tokens (its estimate stays in estimated_*).
+    prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens
+    if ex.status == "rejected":
+        prompt = 0
     return UsageRecord(
         request_id=ex.request_id, time=ex.clock.arrival_wall, team=ex.team, key_id=ex.key_id,
         model_alias=ex.alias, backend=target.backend if target else "", model=target.model if target else "",
         rule=ex.decision.rule if ex.decision else "", status=ex.status, http_status=ex.http_status,
         stream=ex.stream,
-        prompt_tokens=ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens,
-        completion_tokens=ex.completion_tokens or 0,
+        prompt_tokens=prompt, completion_tokens=ex.completion_tokens or 0,
         estimated_prompt_tokens=ex.estimated_prompt_tokens,
         estimated_completion_tokens=ex.estimated_completion_tokens,
         usage_source=ex.usage_source, cost_usd=cost_usd,
