@@ -64,9 +64,12 @@ class RedisLimiter:
     def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
                  **kwargs: object) -> RedisLimiter:
         # A blocking pool: a burst of requests queues for a connection (for at most `timeout`)
-        # instead of failing open the moment the pool is exhausted.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,
-                                                        socket_timeout=0.5, socket_connect_timeout=0.5)
+        # instead of failing open the moment the pool is exhausted. The socket timeouts run on the
+        # gateway's event loop, so they also measure its lag: at 0.5 s a busy loop under a burst
+        # timed out on a healthy Redis (whose script had charged the window) and let requests past
+        # the limit. A dead Redis refuses connections at once; these bound a hung one.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0,
+                                                        socket_timeout=2.0, socket_connect_timeout=2.0)
         return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
