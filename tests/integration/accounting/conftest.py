@@ -13,7 +13,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -196,6 +197,16 @@ class Stack:
     def client(self, team: str, gateway: int = 0) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.gateways[gateway].url}/v1", api_key=self.keys[team],
                                   max_retries=0, timeout=CLIENT_TIMEOUT_S)
+
+    @asynccontextmanager
+    async def clients(self, team: str) -> AsyncIterator[list[openai.AsyncOpenAI]]:
+        """One client per replica for `team`, closed on exit (inside the event loop that used them)."""
+        made = [self.client(team, i) for i in range(len(self.gateways))]
+        try:
+            yield made
+        finally:
+            for client in made:
+                await client.close()
 
     def usage(self, key: str | None, gateway: int = 0, **params: str) -> httpx.Response:
         headers = {"authorization": f"Bearer {key}"} if key is not None else {}

@@ -28,9 +28,8 @@ def _settled(stack: Stack, team: str, expected: dict[str, int], gateway: int = 0
 
 def test_concurrent_streams_through_two_replicas_add_up_exactly(stack: Stack) -> None:
     async def traffic() -> dict[str, Seen]:
-        red = [stack.client("red", 0), stack.client("red", 1)]
-        blue = [stack.client("blue", 0), stack.client("blue", 1)]
-        seen = await asyncio.gather(burst(red, 100, concurrency=24), burst(blue, 60, concurrency=24, start=7))
+        async with stack.clients("red") as red, stack.clients("blue") as blue:
+            seen = await asyncio.gather(burst(red, 100, concurrency=24), burst(blue, 60, concurrency=24, start=7))
         return dict(zip(("red", "blue"), seen))
 
     seen = asyncio.run(traffic())
@@ -58,8 +57,8 @@ def _spilled_files(stack: Stack) -> list[str]:
 
 def test_redis_killed_mid_run_loses_and_double_counts_nothing(stack: Stack) -> None:
     async def phase(count: int, start: int) -> Seen:
-        clients = [stack.client("outage", 0), stack.client("outage", 1)]  # one event loop per phase
-        return await burst(clients, count, concurrency=8, start=start)
+        async with stack.clients("outage") as clients:
+            return await burst(clients, count, concurrency=8, start=start)
 
     before = asyncio.run(phase(30, 0))
     stack.redis.kill()  # SIGKILL: the gateways keep serving; their ledgers spill to the data dirs

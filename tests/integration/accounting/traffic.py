@@ -18,6 +18,7 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     backend: str | None = None  # x-hybridgw-backend
+    rule: str | None = None  # x-hybridgw-route-rule
     request_id: str | None = None
     retry_after: str | None = None
     error: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +48,11 @@ def prompt(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"word{j}" for j in range(1 + i % 9))}]
 
 
+def _ok(headers: Any, usage: Any) -> Outcome:
+    return Outcome(200, usage.prompt_tokens, usage.completion_tokens, headers.get("x-hybridgw-backend"),
+                   headers.get("x-hybridgw-route-rule"), headers.get("x-request-id"))
+
+
 def _error(exc: openai.APIStatusError) -> Outcome:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
@@ -64,8 +70,7 @@ async def chat(client: openai.AsyncOpenAI, i: int, *, stream: bool, chunks: int 
             raw = await client.chat.completions.with_raw_response.create(**kwargs)
             completion = raw.parse()
             assert completion.usage is not None
-            return Outcome(200, completion.usage.prompt_tokens, completion.usage.completion_tokens,
-                           raw.headers.get("x-hybridgw-backend"), raw.headers.get("x-request-id"))
+            return _ok(raw.headers, completion.usage)
         raw_stream = await client.chat.completions.with_raw_response.create(
             stream=True, stream_options={"include_usage": True}, **kwargs)
         usage = None
@@ -73,8 +78,7 @@ async def chat(client: openai.AsyncOpenAI, i: int, *, stream: bool, chunks: int 
             if chunk.usage is not None:
                 usage = chunk.usage
         assert usage is not None, "include_usage asked, no usage chunk came"
-        return Outcome(200, usage.prompt_tokens, usage.completion_tokens, raw_stream.headers.get("x-hybridgw-backend"),
-                       raw_stream.headers.get("x-request-id"))
+        return _ok(raw_stream.headers, usage)
     except openai.APIStatusError as exc:
         return _error(exc)
 
