@@ -31,7 +31,7 @@ from gateway.streaming import SSERelayResponse
 from gateway.timing import RequestClock
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
-from observability.tracing import inject_traceparent
+from observability.tracing import extract_context, inject_traceparent
 from policies.compiled import CompiledPolicy
 from policies.decision import Target
 
@@ -77,7 +77,10 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     except AuthError as exc:  # no team to charge: logged, not recorded
         return error_response(ex, exc)
     ex.team, ex.key_id = key.team, key.key_id
-    ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", kind=trace.SpanKind.SERVER)
+    # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.
+    parent = extract_context(request.headers) if "traceparent" in request.headers else None
+    ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", context=parent,
+                                              kind=trace.SpanKind.SERVER)
     guard: DisconnectGuard | None = None
     try:
         body = await read_json_body(request, svc.settings.max_body_bytes)
