@@ -19,7 +19,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8100, help="0 picks a free port (see the ready line)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the device's best)")
-    p.add_argument("--kv-dtype", default=None, help="KV cache dtype (default: --dtype; fp8 on CUDA)")
+    p.add_argument("--kv-dtype", default=None,
+                   help="KV cache dtype: fp32, bf16, fp16 or fp8 (default: same as --dtype)")
     pool = p.add_mutually_exclusive_group()
     pool.add_argument("--kv-cache-bytes", type=int, default=None, help="KV pool size in bytes")
     pool.add_argument("--gpu-memory-fraction", type=float, default=0.85,
