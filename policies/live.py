@@ -55,6 +55,8 @@ class LiveState:
     stale_after_s: float = 2.0
     # Engines whose server refused the last state poll: down (e.g. restarting), not merely unknown.
     unreachable: frozenset[str] = frozenset()
+    # Blocks of our requests that the engine's snapshot still counts but that finished since.
+    released_blocks: Mapping[str, int] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""
@@ -75,11 +77,12 @@ class LiveState:
 
         An engine allocates a request's blocks as it decodes, so its own used count lags what our
         in-flight requests will need; their reservations are that need. The committed total is the
-        larger of the two views (other clients' use shows only in the engine's count).
+        larger of the two views (other clients' use shows only in the engine's count). Our requests
+        that finished after the snapshot was taken are no longer counted as used.
         """
         snap = self.engine(backend)
         if snap is None:
             return None
-        used = snap.num_blocks_total - snap.num_blocks_free
+        used = snap.num_blocks_total - snap.num_blocks_free - self.released_blocks.get(backend, 0)
         committed = max(used, self.reserved_blocks.get(backend, 0))
         return max(0, snap.num_blocks_total - committed)

@@ -26,14 +26,12 @@ The cost to reserve against limits: `facts.est_cost_usd.get(decision.targets[0].
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from types import MappingProxyType
+from dataclasses import replace
 from typing import Any
 
 from policies.compiled import CompiledPolicy, compile_policy
@@ -42,6 +40,7 @@ from policies.decision import RequestFacts, RouteDecision, Target
 from policies.estimator import TokenPrice, litellm_price_table, local_price
 from policies.facts import build_facts, calibration_key
 from policies.health import HealthBook
+from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
@@ -50,16 +49,7 @@ from policies.state import EngineStatePoller, state_sources
 from policies.tokens import Calibration, TokenCounter
 
 log = logging.getLogger("hybridgw.policy")
-_NO_HOLDS: Mapping[str, int] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class Hold:
-    """KV blocks reserved on an engine for one in-flight request."""
-
-    hold_id: int
-    backend: str
-    blocks: int
+__all__ = ["Hold", "PolicyRouter"]
 
 
 def _compile(policy: Policy | LoadedPolicy, table: Mapping[str, Any]) -> CompiledPolicy:
@@ -86,9 +76,7 @@ class PolicyRouter:
         self.health = HealthBook(self._compiled.policy.backends, settings)
         self.poller = EngineStatePoller(state_sources(self._compiled.policy, self.engine_urls),
                                         settings.poll_interval_s, clock=clock)
-        self._reserved: dict[str, int] = {}
-        self._holds: dict[int, Hold] = {}
-        self._hold_ids = itertools.count(1)
+        self.holds = HoldBook()
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -111,9 +99,10 @@ class PolicyRouter:
 
     def live_state(self) -> LiveState:
         now = self.clock()
-        reserved = MappingProxyType(dict(self._reserved)) if self._reserved else _NO_HOLDS
-        return LiveState(now, self.poller.snapshots, self.health.view(now), reserved,
-                         self._compiled.policy.health.stale_after_s, self.poller.unreachable)
+        snapshots = self.poller.snapshots
+        return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
+                         self._compiled.policy.health.stale_after_s, self.poller.unreachable,
+                         self.holds.released_since(snapshots))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -147,23 +136,14 @@ class PolicyRouter:
             snap = self.poller.snapshots.get(backend)
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
-        hold = Hold(next(self._hold_ids), backend, blocks)
-        self._holds[hold.hold_id] = hold
-        self._reserved[backend] = self._reserved.get(backend, 0) + blocks
-        return hold
+        return self.holds.add(backend, blocks, self.clock())
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""
-        if hold is None or self._holds.pop(hold.hold_id, None) is None:
-            return
-        left = self._reserved.get(hold.backend, 0) - hold.blocks
-        if left > 0:
-            self._reserved[hold.backend] = left
-        else:
-            self._reserved.pop(hold.backend, None)
+        self.holds.release(hold, self.clock())
 
     def reserved_blocks(self) -> dict[str, int]:
-        return dict(self._reserved)
+        return dict(self.holds.reserved())
 
     def record_result(self, backend: str, ok: bool, ttft_s: float | None = None) -> None:
         """One attempt's outcome: ok once the first byte arrived (with its TTFT), else a failure

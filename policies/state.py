@@ -114,10 +114,12 @@ class EngineStatePoller:
         client = self._client
         if client is None:
             return None, "keep"
+        # Stamped when asked, not when answered: the state may predate anything that happened
+        # during the round trip (a request finishing, say), and the router must assume it does.
+        taken_at = self.clock()
         try:
             response = await client.get(source.url)
             response.raise_for_status()
-            taken_at = self.clock()
             if source.format == "vllm":
                 sample = parse_vllm_metrics(response.text, taken_at)
                 prev, self._vllm_prev[source.backend] = self._vllm_prev.get(source.backend), sample

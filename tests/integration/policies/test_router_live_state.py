@@ -85,11 +85,11 @@ async def _with_engine(url: str, proc: procs.Proc) -> None:
             router.release(hold)
         assert _route(router) == ["local", "openai"]
         await _calibrates_from_the_engine(router, url)
-        procs.stop(proc)  # the engine goes away: its state goes stale → unknown → spill
-        await _until(lambda: router.live_state().engine("local") is None, "engine state stale")
+        procs.stop(proc)  # the engine goes away: its server refuses the polls → down → spill only
+        await _until(lambda: router.live_state().engine("local") is None, "engine state dropped")
         decision = router.route(router.build_facts(_body(8), "default"))
-        assert [t.backend for t in decision.targets] == ["openai", "local"]
-        assert "local: state unknown" in decision.reason
+        assert [t.backend for t in decision.targets] == ["openai"]
+        assert "local: unreachable" in decision.reason
         assert "local" in router.poller.errors
     finally:
         await router.stop()

@@ -59,6 +59,15 @@ def test_concurrent_long_requests_fill_the_pool_and_the_overflow_spills(hybrid: 
     wait_until(lambda: hybrid.chat("chat", max_tokens=100, **LONG).backend == "local", "engine free again", 30)
 
 
+def test_back_to_back_long_requests_all_run_on_the_engine(hybrid: Gateway) -> None:
+    """Each finished request's blocks are free again for the next, although the engine's polled
+    state (up to a poll interval old) may still count them as used."""
+    hybrid.chat("chat", max_tokens=4)
+    wait_until(lambda: hybrid.chat("chat", max_tokens=100, **LONG).backend == "local", "engine free", 30)
+    backends = [hybrid.chat("chat", max_tokens=100, messages=_messages(i), **LONG).backend for i in range(6)]
+    assert backends == ["local"] * 6
+
+
 def test_local_only_alias_gets_503_with_retry_after_while_the_pool_is_full(hybrid: Gateway) -> None:
     hybrid.chat("tiny", max_tokens=4)
     results = asyncio.run(_burst(hybrid, "tiny", 3, 100))

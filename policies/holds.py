@@ -1,0 +1,78 @@
+"""KV blocks this gateway holds on engines for its in-flight requests, and the holds given back since
+an engine's last polled state (which still counts them as used). Pure: the caller passes the time."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from policies.live import EngineSnapshot
+
+_NONE: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Hold:
+    """KV blocks reserved on an engine for one in-flight request."""
+
+    hold_id: int
+    backend: str
+    blocks: int
+    started_at: float = 0.0  # monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class _Released:
+    started_at: float
+    released_at: float
+    blocks: int
+
+
+class HoldBook:
+    def __init__(self) -> None:
+        self._holds: dict[int, Hold] = {}
+        self._reserved: dict[str, int] = {}
+        self._released: dict[str, list[_Released]] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, backend: str, blocks: int, now: float) -> Hold:
+        hold = Hold(next(self._ids), backend, blocks, now)
+        self._holds[hold.hold_id] = hold
+        self._reserved[backend] = self._reserved.get(backend, 0) + blocks
+        return hold
+
+    def release(self, hold: Hold | None, now: float) -> None:
+        """Give the blocks back (idempotent; None is ignored)."""
+        if hold is None or self._holds.pop(hold.hold_id, None) is None:
+            return
+        left = self._reserved.get(hold.backend, 0) - hold.blocks
+        if left > 0:
+            self._reserved[hold.backend] = left
+        else:
+            self._reserved.pop(hold.backend, None)
+        self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
+
+    def reserved(self) -> Mapping[str, int]:
+        return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
+
+    def released_since(self, snapshots: Mapping[str, EngineSnapshot]) -> Mapping[str, int]:
+        """Per engine, the blocks of holds that were in flight when its snapshot was taken and have
+        been released after it. Without this a request that follows a finished one within a poll
+        interval would see the finished request's blocks as still used, and spill for nothing."""
+        if not self._released:
+            return _NONE
+        out: dict[str, int] = {}
+        for backend in list(self._released):
+            snap = snapshots.get(backend)
+            # Releases before the snapshot are already in it; with no snapshot there is nothing to correct.
+            taken_at = snap.taken_at if snap is not None else float("inf")
+            kept = [r for r in self._released[backend] if r.released_at > taken_at]
+            if not kept:
+                del self._released[backend]
+                continue
+            self._released[backend] = kept
+            blocks = sum(r.blocks for r in kept if r.started_at <= taken_at)
+            if blocks:
+                out[backend] = blocks
+        return MappingProxyType(out) if out else _NONE
