@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hybridgw engine: cannot load {config.model!r}: {exc}", file=sys.stderr)
         return 1
     load_s = time.perf_counter() - started
+    # Everything built so far lives as long as the process: keep it out of the GC's scans, so
+    # collections during serving stay short (fewer inter-token stalls).
+    gc.collect()
+    gc.freeze()
     summary = (f"model={info.model_name} device={info.device} kv_dtype={info.kv_dtype} "
                f"blocks={engine.block_manager.num_total_blocks}x{engine.block_size} "
                f"max_model_len={engine.max_model_len} load_s={load_s:.1f}")
