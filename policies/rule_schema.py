@@ -121,7 +121,9 @@ class Rule(_Strict):
     first_match: `route` lists backends in the order to try.
     kv_fit: engines in `local` that fit the request (KV blocks, context and a short queue), fewest
     waiting then most headroom first, then `spill`, then engines whose state is unknown (stale) as
-    a last resort; when every engine is known not to fit and there is no spill: refused (503).
+    a last resort (an engine whose server refuses connections is down, not unknown: skipped); when
+    every engine is known not to fit and there is no spill: refused — 503 + Retry-After while it is
+    full, 400 when the request is larger than its context or whole KV pool.
     cheapest_within_slo: `candidates` that are predicted to meet the TTFT SLO, cheapest first,
     then the rest by predicted TTFT.
     """
