@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from tests.integration.accounting.conftest import (
@@ -24,7 +24,7 @@ _REFUSAL = re.compile(r"over its (?P<unit>\S+) limit: \$?(?P<used>[\d.]+) of \$?
                       r"this request needs \$?(?P<needs>[\d.]+)")
 
 
-def _in_one_minute(run: Callable[[], Awaitable[T]], longest_s: float = 25.0) -> T:
+def _in_one_minute(run: Callable[[], Coroutine[Any, Any, T]], longest_s: float = 25.0) -> T:
     """Run `run` inside one UTC minute (the limiter's window): wait for the next minute when less
     than `longest_s` is left of this one, and fail if the run still crossed a boundary."""
     left = 60.0 - time.time() % 60.0

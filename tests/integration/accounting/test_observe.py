@@ -7,6 +7,7 @@ import asyncio
 import re
 import secrets
 from collections import defaultdict
+from typing import Any
 
 from observability.metrics import DURATION_BOUNDS, TOKEN_BOUNDS, TPOT_BOUNDS, TTFT_BOUNDS
 from tests.integration.accounting.conftest import Stack, wait_until
@@ -73,8 +74,8 @@ def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack)
     assert _sum(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="input") >= 12
 
 
-def _spans_of(stack: Stack, request_id: str) -> dict[str, dict[str, object]]:
-    def found() -> dict[str, dict[str, object]] | None:
+def _spans_of(stack: Stack, request_id: str) -> dict[str, dict[str, Any]]:
+    def found() -> dict[str, dict[str, Any]] | None:
         spans = stack.traces.snapshot()
         server = [s for s in spans if s["attributes"].get("hybridgw.request_id") == request_id and s["kind"] == 2]
         if not server:
@@ -88,7 +89,7 @@ def _spans_of(stack: Stack, request_id: str) -> dict[str, dict[str, object]]:
 def test_request_span_has_genai_attributes_and_an_upstream_child(stack: Stack) -> None:
     request_id = "req-traced-" + secrets.token_hex(6)
 
-    async def one() -> tuple[Outcome, dict[str, object]]:
+    async def one() -> tuple[Outcome, dict[str, Any]]:
         async with stack.clients("traced") as clients:
             outcome = await chat(clients[0], 4, stream=True, chunks=5, extra_headers={"x-request-id": request_id})
         return outcome, stack.fake_last_request()
@@ -145,5 +146,5 @@ def test_spans_of_many_requests_each_have_their_own_trace(stack: Stack) -> None:
         assert outcome.request_id is not None
         spans = _spans_of(stack, outcome.request_id)
         traces[str(spans["server"]["trace_id"])] += 1
-        assert spans["server"]["attributes"]["gen_ai.usage.output_tokens"] == outcome.completion_tokens  # type: ignore[index]
+        assert spans["server"]["attributes"]["gen_ai.usage.output_tokens"] == outcome.completion_tokens
     assert len(traces) == 8
