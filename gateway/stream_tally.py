@@ -30,10 +30,11 @@ class StreamTally:
                     break
             else:
                 return self._usage_chunk(payload)
+        is_content = True
         if b'"finish_reason"' in payload and not any(n in payload for n in _NULL_FINISH):
-            self._read_finish(payload)
+            is_content = self._read_finish(payload)
         self.payloads.append(payload)
-        return payload, True
+        return payload, is_content
 
     def _usage_chunk(self, payload: bytes) -> tuple[bytes | None, bool]:
         data = orjson.loads(payload)
@@ -46,18 +47,22 @@ class StreamTally:
         if not self.client_wants_usage:
             data.pop("usage", None)
             payload = orjson.dumps(data)
-        self._read_finish(payload)
+        is_content = self._read_finish(payload)
         self.payloads.append(payload)
-        return payload, True
+        return payload, is_content
 
-    def _read_finish(self, payload: bytes) -> None:
+    def _read_finish(self, payload: bytes) -> bool:
+        """Note the finish reason; whether the chunk also carries output. A bare finish chunk
+        (`"delta": {}`) is no token, so its arrival is no inter-token gap."""
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return
-        for choice in data.get("choices") or []:
+            return True
+        choices = data.get("choices") or []
+        for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+        return any(text for choice in choices for text in _choice_texts(choice))
 
     def completion_text(self) -> str:
         """The streamed text (chat deltas, completion text, tool-call arguments), for counting."""

@@ -22,6 +22,14 @@ def test_client_without_include_usage_gets_nothing_of_it() -> None:
     assert tally.finish_reason == "length"
 
 
+def test_a_bare_finish_chunk_is_no_token_for_timing() -> None:
+    tally = StreamTally(client_wants_usage=True)
+    assert tally.accept(FINISH) == (FINISH, False)  # relayed, but no inter-token gap ends there
+    last = b'{"choices":[{"index":0,"delta":{"content":"end"},"finish_reason":"stop"}],"usage":null}'
+    assert tally.accept(last) == (last, True)
+    assert tally.finish_reason == "stop"
+
+
 def test_client_with_include_usage_gets_bytes_unchanged() -> None:
     tally = StreamTally(client_wants_usage=True)
     assert tally.accept(CONTENT) == (CONTENT, True)
