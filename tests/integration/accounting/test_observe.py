@@ -37,6 +37,8 @@ def _buckets(samples: list[tuple[str, dict[str, str], float]], name: str) -> lis
 
 
 def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack) -> None:
+    gaps_before = _sum(_samples(stack.gateways[0].metrics()), "gen_ai_server_time_per_output_token_seconds_count")
+
     async def traffic() -> Seen:
         seen = Seen()
         async with stack.clients("metrics") as clients:  # gateway A only: metrics are per process
@@ -69,8 +71,11 @@ def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack)
         assert _buckets(samples, name) == sorted([*map(float, bounds), float("inf")]), name
         genai = {"gen_ai_operation_name": "chat", "gen_ai_request_model": "m", "gen_ai_provider_name": "openai"}
         assert _sum(samples, f"{name}_count", **genai) > 0, name
-    streamed = sum(1 for i in range(12) if i % 3 != 0)
-    assert _sum(samples, "gen_ai_server_time_to_first_token_seconds_count") >= streamed
+    streamed = [o for o in seen.ok if o.stream]
+    assert _sum(samples, "gen_ai_server_time_to_first_token_seconds_count") >= len(streamed)
+    # One measurement per inter-token gap (not one average per request): a stream of k tokens has k − 1.
+    gaps = _sum(samples, "gen_ai_server_time_per_output_token_seconds_count") - gaps_before
+    assert gaps == sum(o.content_chunks - 1 for o in streamed) > 0
     assert _sum(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="input") >= 12
 
 

@@ -45,6 +45,9 @@ def test_concurrent_streams_through_two_replicas_add_up_exactly(stack: Stack) ->
         report = stack.report(team)
         assert report["team"] == team and _totals(report) == expected
         assert report["cost_usd"] == body["cost_usd"]
+        # Latency histograms hold every request, and every gap between two streamed tokens.
+        assert report["e2e"]["count"] == expected["requests"]
+        assert report["itl"]["count"] == sum(o.content_chunks - 1 for o in got.ok if o.stream)
     everyone = stack.usage(ADMIN_KEY, since="1d").json()
     per_team = {t["team"]: t for t in everyone["teams"]}
     for team, got in seen.items():

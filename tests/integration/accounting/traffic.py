@@ -22,6 +22,8 @@ class Outcome:
     request_id: str | None = None
     retry_after: str | None = None
     error: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    content_chunks: int = 0  # streamed chunks that carried text
 
 
 @dataclass
@@ -48,9 +50,9 @@ def prompt(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"word{j}" for j in range(1 + i % 9))}]
 
 
-def _ok(headers: Any, usage: Any) -> Outcome:
-    return Outcome(200, usage.prompt_tokens, usage.completion_tokens, headers.get("x-hybridgw-backend"),
-                   headers.get("x-hybridgw-route-rule"), headers.get("x-request-id"))
+def fake_usage(i: int, chunks: int) -> tuple[int, int]:
+    """What the fake upstream reports for chat(i, chunks=...): prompt words, one token per chunk."""
+    return sum(len(m["content"].split()) for m in prompt(i)), chunks
 
 
 def _error(exc: openai.APIStatusError) -> Outcome:
@@ -60,38 +62,56 @@ def _error(exc: openai.APIStatusError) -> Outcome:
                    retry_after=exc.response.headers.get("retry-after"), error=dict(error or {}))
 
 
+def _ok(headers: Any, usage: tuple[int, int], stream: bool, content_chunks: int = 0) -> Outcome:
+    return Outcome(200, usage[0], usage[1], headers.get("x-hybridgw-backend"), headers.get("x-hybridgw-route-rule"),
+                   headers.get("x-request-id"), stream=stream, content_chunks=content_chunks)
+
+
+async def _streamed(client: openai.AsyncOpenAI, kwargs: dict[str, Any], include_usage: bool,
+                    expected: tuple[int, int]) -> Outcome:
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    raw = await client.chat.completions.with_raw_response.create(stream=True, **options, **kwargs)
+    usage, content_chunks = None, 0
+    async for chunk in raw.parse():
+        if chunk.usage is not None:
+            usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        content_chunks += any(c.delta.content for c in chunk.choices)
+    if include_usage:
+        assert usage is not None, "include_usage asked, no usage chunk came"
+        return _ok(raw.headers, usage, True, content_chunks)
+    # The gateway asked the upstream for usage on the client's behalf; the client must not see it.
+    assert usage is None, "usage relayed to a client that did not ask for it"
+    return _ok(raw.headers, expected, True, content_chunks)
+
+
 async def chat(client: openai.AsyncOpenAI, i: int, *, stream: bool, chunks: int = 4, max_tokens: int = 16,
-               **extra: Any) -> Outcome:
-    """One chat request; `usage` is what the upstream reported and the gateway relayed."""
+               include_usage: bool = True, **extra: Any) -> Outcome:
+    """One chat request; its tokens are the `usage` the upstream reported and the gateway relayed
+    (for a stream without include_usage, which shows none: the fake's own deterministic numbers)."""
     kwargs: dict[str, Any] = {"model": "m", "messages": prompt(i), "max_tokens": max_tokens,
                               "user": f"fake:chunks={chunks}", **extra}
     try:
-        if not stream:
-            raw = await client.chat.completions.with_raw_response.create(**kwargs)
-            completion = raw.parse()
-            assert completion.usage is not None
-            return _ok(raw.headers, completion.usage)
-        raw_stream = await client.chat.completions.with_raw_response.create(
-            stream=True, stream_options={"include_usage": True}, **kwargs)
-        usage = None
-        async for chunk in raw_stream.parse():
-            if chunk.usage is not None:
-                usage = chunk.usage
-        assert usage is not None, "include_usage asked, no usage chunk came"
-        return _ok(raw_stream.headers, usage)
+        if stream:
+            return await _streamed(client, kwargs, include_usage, fake_usage(i, chunks))
+        raw = await client.chat.completions.with_raw_response.create(**kwargs)
+        completion = raw.parse()
+        assert completion.usage is not None
+        return _ok(raw.headers, (completion.usage.prompt_tokens, completion.usage.completion_tokens), False)
     except openai.APIStatusError as exc:
         return _error(exc)
 
 
 async def burst(clients: list[openai.AsyncOpenAI], count: int, *, concurrency: int = 24, start: int = 0,
                 **kw: Any) -> Seen:
-    """`count` requests spread over `clients` (in turn, pairs of one streamed and one not), `concurrency` at a time."""
+    """`count` requests spread over `clients` (in turn, pairs of one streamed and one not; every
+    other stream without include_usage), `concurrency` at a time."""
     gate = asyncio.Semaphore(concurrency)
     seen = Seen()
 
     async def one(i: int) -> None:
         async with gate:
-            outcome = await chat(clients[(i // 2) % len(clients)], i, stream=i % 2 == 0, chunks=1 + i % 6, **kw)
+            outcome = await chat(clients[(i // 2) % len(clients)], i, stream=i % 2 == 0, chunks=1 + i % 6,
+                                 include_usage=i % 4 != 2, **kw)
         seen.outcomes.append(outcome)
 
     await asyncio.gather(*(one(start + i) for i in range(count)))
