@@ -21,7 +21,8 @@ from policies.facts import build_facts
 from policies.live import LiveState
 from policies.loader import LoadedPolicy, load_policy_file
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
-from policies.tokens import Calibration, TokenCounter
+from policies.calibration import Calibration
+from policies.tokens import TokenCounter
 
 
 def _parser() -> argparse.ArgumentParser:

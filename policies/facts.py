@@ -10,7 +10,8 @@ from policies.decision import RequestFacts, Target
 from policies.errors import RoutingError
 from policies.estimator import TokenPrice, blocks_needed, kv_bytes, local_price
 from policies.live import LiveState
-from policies.tokens import Calibration, TokenCounter
+from policies.calibration import Calibration
+from policies.tokens import TokenCounter
 
 
 def calibration_key(target: Target, encoding: str) -> str:

@@ -46,7 +46,8 @@ from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
-from policies.tokens import Calibration, TokenCounter
+from policies.calibration import Calibration
+from policies.tokens import TokenCounter
 
 log = logging.getLogger("hybridgw.policy")
 __all__ = ["Hold", "PolicyRouter"]

@@ -1,9 +1,8 @@
 """Prompt token counting with tiktoken (the encoding chosen by the target's model family, from the
-files litellm ships) and a per-model calibration ratio learned from what engines report."""
+files litellm ships); `policies.calibration` maps our count to each engine's own."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -103,35 +102,3 @@ def _prompt_tokens(enc: tiktoken.Encoding, prompt: Any) -> int:
     if isinstance(prompt, list):
         return sum(_prompt_tokens(enc, p) for p in prompt)
     return 0
-
-
-class Calibration:
-    """Per-target ratio of the target's own prompt-token count to ours, learned online (EWMA).
-
-    Our count uses an OpenAI encoding; a local model's tokenizer differs (SmolLM2 counts more
-    tokens for the same text), so KV estimates scale our count by the learned ratio.
-    """
-
-    def __init__(self, alpha: float = 0.1, low: float = 0.25, high: float = 4.0) -> None:
-        self.alpha = alpha
-        self.low = low
-        self.high = high
-        self._ratios: dict[str, float] = {}
-
-    def ratio(self, key: str) -> float:
-        return self._ratios.get(key, 1.0)
-
-    def observe(self, key: str, counted: int, reported: int) -> None:
-        """Learn from one request: `counted` by us before the call, `reported` by the target after."""
-        if counted <= 0 or reported <= 0:
-            return
-        sample = min(self.high, max(self.low, reported / counted))
-        old = self._ratios.get(key)
-        self._ratios[key] = sample if old is None else old + self.alpha * (sample - old)
-
-    def apply(self, key: str, counted: int) -> int:
-        ratio = self._ratios.get(key)
-        return counted if ratio is None else math.ceil(counted * ratio)
-
-    def snapshot(self) -> dict[str, float]:
-        return dict(self._ratios)

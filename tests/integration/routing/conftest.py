@@ -231,3 +231,33 @@ def hybrid(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
     """One gateway + small-pool engine shared by the spill, fallback and breaker tests."""
     with serving(tmp_path_factory.mktemp("hybrid"), hybrid_policy(fake.url)) as gateway:
         yield gateway
+
+
+def roomy_policy(fake: str) -> str:
+    """tiny-random with its default KV pool (its context, 4096 tokens, is the limit) and the fake as
+    hosted: `chat` spills, `private` is local-only."""
+    return f"""
+version: 1
+health: {{failure_threshold: 3, cooldown_s: 1}}
+backends:
+  local: {{kind: engine, model: tiny-random}}
+  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
+models:
+  chat:
+    deployments:
+      - {{backend: local, model: tiny-random}}
+      - {{backend: hosted, model: m}}
+  private:
+    deployments: [{{backend: local, model: tiny-random}}]
+rules:
+  - name: local-while-it-fits
+    strategy: kv_fit
+    local: [local]
+    spill: [hosted]
+"""
+
+
+@pytest.fixture(scope="session")
+def roomy(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with serving(tmp_path_factory.mktemp("roomy"), roomy_policy(fake.url)) as gateway:
+        yield gateway

@@ -5,41 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
-from tests.integration.routing.conftest import MESSAGES, Fake, Gateway, Routed, serving, wait_until
-
-
-def _policy(fake: str) -> str:
-    return f"""
-version: 1
-health: {{failure_threshold: 3, cooldown_s: 1}}
-backends:
-  local: {{kind: engine, model: tiny-random}}
-  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
-  private:
-    deployments: [{{backend: local, model: tiny-random}}]
-rules:
-  - name: local-while-it-fits
-    strategy: kv_fit
-    local: [local]
-    spill: [hosted]
-"""
-
-
-@pytest.fixture(scope="module")
-def gw(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with serving(tmp_path_factory.mktemp("restart"), _policy(fake.url)) as gateway:
-        yield gateway
+from tests.integration.routing.conftest import MESSAGES, Gateway, Routed, wait_until
 
 
 def _gone(pid: int) -> bool:
@@ -70,7 +40,8 @@ def _refusal_is_clean(r: Routed, seen_503: bool) -> bool:
     return not seen_503 and r.status == 502 and r.body["code"] == "upstream_connect"
 
 
-def test_engine_killed_gateway_keeps_answering_and_traffic_recovers(gw: Gateway, tmp_path: Path) -> None:
+def test_engine_killed_gateway_keeps_answering_and_traffic_recovers(roomy: Gateway) -> None:
+    gw = roomy
     assert gw.chat("chat").backend == "local" and gw.chat("private").backend == "local"
     [pid] = gw.engine_pids()
     _kill_mid_stream(gw, pid)

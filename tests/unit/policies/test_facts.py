@@ -5,7 +5,8 @@ import pytest
 
 from policies.errors import RoutingError
 from policies.facts import build_facts, calibration_key
-from policies.tokens import Calibration, TokenCounter
+from policies.calibration import Calibration
+from policies.tokens import TokenCounter
 
 from .support import compiled, engine, live
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.tokens import Calibration, TokenCounter, encoding_name_for
+from policies.calibration import Calibration
+from policies.tokens import TokenCounter, encoding_name_for
 
 # OpenAI cookbook "How to count tokens with tiktoken": these messages are 129 prompt tokens on
 # gpt-4 / gpt-3.5-turbo (cl100k_base) and 124 on gpt-4o / gpt-4o-mini (o200k_base), as billed.
@@ -67,15 +68,26 @@ def test_malformed_messages_do_not_raise(counter: TokenCounter) -> None:
     assert counter.count_prompt({"messages": ["hello", {"role": "user", "content": None}]}, "cl100k_base") == 3 + 3 + 1
 
 
-def test_calibration_learns_the_engine_ratio_and_is_clamped() -> None:
-    cal = Calibration(alpha=0.5)
+def test_calibration_learns_the_template_offset_and_the_text_ratio() -> None:
+    cal = Calibration()
     assert cal.apply("local/smollm2", 100) == 100  # nothing learned: our count as is
-    cal.observe("local/smollm2", counted=100, reported=120)
-    assert cal.ratio("local/smollm2") == pytest.approx(1.2)  # first sample taken as is
-    cal.observe("local/smollm2", counted=100, reported=140)
-    assert cal.ratio("local/smollm2") == pytest.approx(1.3)  # EWMA
-    assert cal.apply("local/smollm2", 1000) == 1300
-    cal.observe("other", counted=10, reported=1000)
-    assert cal.ratio("other") == 4.0  # a wild sample is clamped
+    # Figures from SmolLM2 (tiny-random): its chat template adds a system prompt; text is ~1.13×.
+    cal.observe("local/smollm2", counted=9, reported=32)
+    assert cal.apply("local/smollm2", 9) == 32
+    assert cal.apply("local/smollm2", 1524) == 1547  # one short prompt: offset 23, slope still 1
+    cal.observe("local/smollm2", counted=1524, reported=1725)
+    cal.observe("local/smollm2", counted=393, reported=459)
+    offset, slope = cal.line("local/smollm2")
+    assert 1.08 < slope < 1.16 and 15 < offset < 35
+    assert abs(cal.apply("local/smollm2", 1524) - 1725) <= 20  # not 3.5 × 1524 as a ratio would say
+    assert abs(cal.apply("local/smollm2", 17) - 40) <= 5
+
+
+def test_calibration_slope_is_clamped_and_bad_samples_ignored() -> None:
+    cal = Calibration(high=4.0)
+    cal.observe("other", counted=10, reported=10)
+    cal.observe("other", counted=1000, reported=100000)
+    assert cal.ratio("other") == 4.0
     cal.observe("ignored", counted=0, reported=10)
-    assert cal.ratio("ignored") == 1.0
+    cal.observe("ignored", counted=10, reported=0)
+    assert cal.apply("ignored", 10) == 10 and cal.line("ignored") == (0.0, 1.0)
