@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import signal
 import sys
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def _first_key(store: KeyStore, base_url: str) -> None:
           f"    client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n", flush=True)
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM leave through `main`'s `finally` (ledger flushed, spans exported, engines
+    stopped). uvicorn handles it while serving and then raises it again; with the default handler
+    that second one killed the process before any of that ran, losing queued usage records."""
+    def leave(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already on the way out: let the flush finish
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
 def _load(config: Path | None) -> LoadedPolicy:
     return load_default_policy() if config is None else load_policy_file(config)
 
@@ -69,6 +81,7 @@ def main(argv: list[str]) -> int:
     except PolicyError as exc:
         print(f"hybridgw serve: {exc}", file=sys.stderr)
         return 2
+    _exit_cleanly_on_sigterm()
     listener = _start_logging(args.log_level)
     store = KeyStore.in_data_dir(settings.data_dir)
     base_url = f"http://{settings.host}:{settings.port}/v1"
