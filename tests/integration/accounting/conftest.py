@@ -30,7 +30,8 @@ from tests.support.redis_server import RedisServer, redis_server_path
 ADMIN_KEY = "sk-accounting-admin"
 CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
 # Teams, one per test area, so tests sharing the replicas never see each other's traffic.
-TEAMS = ("red", "blue", "outage", "rpm", "tpm", "broke", "thrifty", "metrics", "traced", "hashed")
+TEAMS = ("red", "blue", "outage", "capped", "restart", "rpm", "tpm", "broke", "thrifty", "metrics", "traced",
+         "hashed")
 RPM_LIMIT = 23
 TPM_LIMIT = 900
 # The hosted fake costs $1000 per million tokens in, $2000 out: a short request costs a few cents.
@@ -72,6 +73,8 @@ def policy_yaml(fake: str, keys: Mapping[str, str]) -> str:
         "tpm": f"limits: {{tokens_per_minute: {TPM_LIMIT}}}",
         "broke": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: reject}}",
         "thrifty": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: route}}",
+        # limits far away: every request goes through the limiter's Redis scripts
+        "capped": "limits: {requests_per_minute: 100000, tokens_per_minute: 100000000}, budget: {usd_per_day: 1000}",
     }
     teams = "\n".join(f"  {team}: {{key_hashes: {hashes[team]}{', ' + special[team] if team in special else ''}}}"
                       for team in keys)
@@ -174,9 +177,21 @@ class Gateway:
     url: str  # http://127.0.0.1:P
     data_dir: Path
     proc: procs.Proc
+    args: list[str]
+    env: dict[str, str]
+    old_logs: list[str] = field(default_factory=list)  # output of earlier runs (restart)
 
     def log(self) -> str:
-        return self.proc.output()
+        return "".join(self.old_logs) + self.proc.output()
+
+    def restart(self) -> int:
+        """SIGTERM (a clean shutdown: the ledger flushes or spills what it holds), then start it
+        again on the same port and data dir. Returns the old process's exit code."""
+        code = procs.stop(self.proc)
+        self.old_logs.append(self.proc.output())
+        self.proc = _spawn(self.name, self.args, self.env)
+        procs.wait_http(f"{self.url}/healthz", self.proc, timeout_s=120)
+        return code
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=CLIENT_TIMEOUT_S).text
@@ -235,15 +250,19 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
 
 
-def _start_gateway(name: str, root: Path, config: Path, env: Mapping[str, str]) -> Gateway:
-    data_dir = root / name
-    port = procs.free_port()
+def _spawn(name: str, args: list[str], env: Mapping[str, str]) -> procs.Proc:
     fd, log = tempfile.mkstemp(prefix=f"hybridgw-accounting-{name}-", suffix=".log")
-    args = hybridgw("serve", "--config", str(config), "--data-dir", str(data_dir), "--port", str(port))
     with os.fdopen(fd, "wb") as out:
         popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=dict(env), start_new_session=True)
-    return Gateway(name, f"http://127.0.0.1:{port}", data_dir, procs.Proc(popen, Path(log)))
+    return procs.Proc(popen, Path(log))
+
+
+def _start_gateway(name: str, root: Path, config: Path, env: Mapping[str, str]) -> Gateway:
+    data_dir = root / name
+    port = procs.free_port()
+    args = hybridgw("serve", "--config", str(config), "--data-dir", str(data_dir), "--port", str(port))
+    return Gateway(name, f"http://127.0.0.1:{port}", data_dir, _spawn(name, args, env), args, dict(env))
 
 
 @pytest.fixture(scope="session")

@@ -58,16 +58,22 @@ def _spilled_files(stack: Stack) -> list[str]:
     return [p.name for g in stack.gateways for p in (g.data_dir / "spill").glob("spill-*.jsonl")]
 
 
+def _sum_totals(*parts: Seen) -> dict[str, int]:
+    return {k: sum(p.totals()[k] for p in parts) for k in TOTAL_FIELDS}
+
+
 def test_redis_killed_mid_run_loses_and_double_counts_nothing(stack: Stack) -> None:
-    async def phase(count: int, start: int) -> Seen:
-        async with stack.clients("outage") as clients:
+    async def phase(count: int, start: int, team: str = "outage") -> Seen:
+        async with stack.clients(team) as clients:
             return await burst(clients, count, concurrency=8, start=start)
 
     before = asyncio.run(phase(30, 0))
     stack.redis.kill()  # SIGKILL: the gateways keep serving; their ledgers spill to the data dirs
     try:
         during = asyncio.run(phase(40, 30))
-        assert during.statuses() == {200: 40}, during.outcomes[:3]
+        # A team with limits too: while they cannot be checked, requests are let through.
+        capped = asyncio.run(phase(10, 0, "capped"))
+        assert during.statuses() == {200: 40} and capped.statuses() == {200: 10}, during.outcomes[:3]
         down = stack.usage(stack.keys["outage"])
         assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable"
         wait_until(lambda: len(_spilled_files(stack)) > 0, "a spill file while Redis is down")
@@ -75,9 +81,34 @@ def test_redis_killed_mid_run_loses_and_double_counts_nothing(stack: Stack) -> N
         stack.redis.start()  # same port, same append-only file
     after = asyncio.run(phase(30, 70))
     assert before.statuses() == after.statuses() == {200: 30}
-    expected = {k: before.totals()[k] + during.totals()[k] + after.totals()[k] for k in before.totals()}
+    expected = _sum_totals(before, during, after)
     _settled(stack, "outage", expected)
+    _settled(stack, "capped", capped.totals())
     wait_until(lambda: not _spilled_files(stack), "the spill files to be replayed and removed")
     assert _totals(stack.report("outage")) == expected
     for gateway in stack.gateways:
         assert "usage store unavailable" in gateway.log()
+    assert "limits not enforced, Redis unreachable" in "".join(g.log() for g in stack.gateways)
+
+
+def test_a_replica_restarted_during_an_outage_replays_what_it_spilled(stack: Stack) -> None:
+    replica = stack.gateways[1]
+
+    async def burst_b(count: int, start: int) -> Seen:
+        async with stack.clients("restart") as clients:
+            return await burst(clients[1:], count, concurrency=8, start=start)
+
+    first = asyncio.run(burst_b(24, 0))
+    stack.redis.kill()
+    try:
+        during = asyncio.run(burst_b(24, 24))
+        assert replica.restart() == 0  # shut down while Redis is away: what it held went to its spill file
+        assert list((replica.data_dir / "spill").glob("spill-*.jsonl"))
+    finally:
+        stack.redis.start()
+    last = asyncio.run(burst_b(12, 48))  # the new process serves at once, and replays the old file
+    assert first.statuses() == during.statuses() == {200: 24} and last.statuses() == {200: 12}
+    expected = _sum_totals(first, during, last)
+    _settled(stack, "restart", expected)
+    wait_until(lambda: not _spilled_files(stack), "the old process's spill file to be replayed and removed")
+    assert _totals(stack.team_usage("restart", 1)) == expected
