@@ -11,19 +11,25 @@ from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied,
 from gateway.exchange import Exchange
 from gateway.services import Services
 from policies.compiled import CompiledPolicy
-from policies.decision import Target
+from policies.decision import RequestFacts, RouteDecision, Target
 from policies.errors import RoutingError
 
 
 def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Mapping[str, str],
                *, over_budget: bool = False, compiled: CompiledPolicy | None = None) -> None:
     """Set ex.facts and ex.decision; raise the client-facing error when the policy refuses."""
+    # The decision gets a child span of its own (rule, reason, targets, the estimate it used).
+    span = (svc.telemetry.tracer.start_span("route", context=trace.set_span_in_context(ex.span))
+            if ex.span is not None else trace.INVALID_SPAN)
     try:
         facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled)
     except RoutingError as exc:
+        span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
     decision = svc.route_fn(facts) if svc.route_fn is not None else svc.router.route(facts, compiled=compiled)
     ex.facts, ex.decision = facts, decision
+    _describe_decision(span, facts, decision)
+    span.end()
     if decision.targets:
         return
     if decision.refusal == "not_allowed":
@@ -36,6 +42,16 @@ def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Ma
     raise NoBackendAvailable(f"No backend can take this request now ({decision.refusal or 'no targets'}): "
                              f"{decision.reason}", code=decision.refusal or "no_backend",
                              retry_after_s=decision.retry_after_s or 1.0)
+
+
+def _describe_decision(span: trace.Span, facts: RequestFacts, decision: RouteDecision) -> None:
+    if span.is_recording():
+        span.set_attributes({
+            "hybridgw.rule": decision.rule, "hybridgw.route.strategy": decision.strategy,
+            "hybridgw.route.reason": decision.reason, "hybridgw.route.targets": [t.backend for t in decision.targets],
+            "hybridgw.route.refusal": decision.refusal, "hybridgw.over_budget": facts.over_budget,
+            "hybridgw.estimated.input_tokens": facts.prompt_tokens,
+            "hybridgw.estimated.output_tokens": facts.expected_output_tokens})
 
 
 class AttemptBook:
