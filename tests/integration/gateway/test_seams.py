@@ -119,7 +119,7 @@ def test_one_record_per_request_into_the_sink(served: Served) -> None:
     record = matching[0]
     assert record.stream and record.status == "ok" and record.rule == "custom-rule" and record.backend == "up"
     assert record.completion_tokens == 4 and record.usage_source == "upstream"
-    assert len(record.itl_gaps_s) == 4  # 5 content chunks (4 tokens + the finish chunk) → 4 gaps
+    assert len(record.itl_gaps_s) == 3  # 4 tokens → 3 inter-token gaps (the bare finish chunk is no token)
     assert record.provider == "openai" and record.operation == "chat"
 
 
