@@ -162,7 +162,9 @@ def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> di
             # Ask for usage even when the client did not; StreamTally strips it again.
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         # The upstream span is open by now (AttemptBook.started): engines join the trace through it.
-        headers = inject_traceparent({}, ex.upstream_span) if ex.upstream_span is not None else {}
+        headers: dict[str, str] = {}
+        if ex.upstream_span is not None:
+            inject_traceparent(headers, ex.upstream_span)
         return UpstreamRequest(endpoint.path, upstream_body, ex.request_id, ex.stream, headers)
 
     return request_for
