@@ -118,6 +118,9 @@ def test_request_span_has_genai_attributes_and_an_upstream_child(stack: Stack) -
     assert int(attrs["hybridgw.estimated.input_tokens"]) > 0 and float(attrs["hybridgw.cost_usd"]) > 0
     assert "gen_ai.first_token" in server["events"]
     assert upstream["trace_id"] == server["trace_id"] and upstream["kind"] == 3  # CLIENT
+    route = spans["route"]["attributes"]  # the decision, a child span of its own
+    assert (route["hybridgw.rule"], route["hybridgw.route.targets"]) == ("hosted-first", ["hosted"])
+    assert route["hybridgw.estimated.input_tokens"] == attrs["hybridgw.estimated.input_tokens"]
     # The upstream call carried the upstream span's context, so an engine's spans join this trace.
     assert upstream_request["headers"]["x-request-id"] == request_id
     version, trace_id, parent_id, _flags = upstream_request["headers"]["traceparent"].split("-")
