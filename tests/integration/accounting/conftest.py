@@ -30,7 +30,7 @@ from tests.support.redis_server import RedisServer, redis_server_path
 ADMIN_KEY = "sk-accounting-admin"
 CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
 # Teams, one per test area, so tests sharing the replicas never see each other's traffic.
-TEAMS = ("red", "blue", "outage", "capped", "restart", "rpm", "tpm", "broke", "thrifty", "metrics", "traced",
+TEAMS = ("red", "blue", "mixed", "outage", "capped", "restart", "rpm", "tpm", "broke", "thrifty", "metrics", "traced",
          "hashed")
 RPM_LIMIT = 23
 TPM_LIMIT = 900

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import openai
+
 from tests.integration.accounting.conftest import ADMIN_KEY, Stack, wait_until
 from tests.integration.accounting.traffic import Seen, burst
 
@@ -112,3 +114,32 @@ def test_a_replica_restarted_during_an_outage_replays_what_it_spilled(stack: Sta
     _settled(stack, "restart", expected)
     wait_until(lambda: not _spilled_files(stack), "the old process's spill file to be replayed and removed")
     assert _totals(stack.team_usage("restart", 1)) == expected
+
+
+def test_every_request_is_one_record_whether_served_failed_or_abandoned(stack: Stack) -> None:
+    async def abandon(client: openai.AsyncOpenAI) -> int:
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "go on"}], stream=True,
+            user="fake:chunks=60;delay_ms=50")
+        seen = 0
+        async for _ in stream:
+            seen += 1
+            if seen == 2:
+                break  # the client walks away mid-stream
+        await stream.close()
+        return seen
+
+    async def traffic() -> tuple[Seen, Seen, list[int]]:
+        async with stack.clients("mixed") as clients:
+            ok, failed, abandoned = await asyncio.gather(
+                burst(clients, 12, concurrency=6),
+                burst(clients, 6, concurrency=6, user="fake:status=500;message=upstream broke"),
+                asyncio.gather(*(abandon(clients[i % 2]) for i in range(6))))
+        return ok, failed, list(abandoned)
+
+    ok, failed, abandoned = asyncio.run(traffic())
+    assert ok.statuses() == {200: 12} and abandoned == [2] * 6
+    assert {o.status for o in failed.outcomes} == {502} and len(failed.outcomes) == 6
+    body = wait_until(lambda: (b := stack.team_usage("mixed"))["requests"] == 24 and b, "24 records of team mixed")
+    assert body["statuses"] == {"ok": 12, "error": 6, "aborted": 6}
+    assert body["completion_tokens"] >= ok.totals()["completion_tokens"] + 6  # each abandoned stream had output

@@ -69,7 +69,7 @@ def _ok(headers: Any, usage: tuple[int, int], stream: bool, content_chunks: int 
 
 async def _streamed(client: openai.AsyncOpenAI, kwargs: dict[str, Any], include_usage: bool,
                     expected: tuple[int, int]) -> Outcome:
-    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    options: dict[str, Any] = {"stream_options": {"include_usage": True}} if include_usage else {}
     raw = await client.chat.completions.with_raw_response.create(stream=True, **options, **kwargs)
     usage, content_chunks = None, 0
     async for chunk in raw.parse():
