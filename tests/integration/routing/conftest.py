@@ -182,7 +182,7 @@ SMALL_POOL_ARGS = ["--kv-cache-bytes", str(SMALL_POOL_BLOCKS * 16 * 512), "--no-
 
 
 def hybrid_policy(fake: str) -> str:
-    """A tiny local engine and the fake as hosted, under three backend names so that one
+    """A tiny local engine and the fake as hosted, under one backend name per test so that one
     backend's circuit breaker never changes another test's routing."""
     return f"""
 version: 1
@@ -195,6 +195,12 @@ backends:
   hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
   flaky: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
   shaky: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
+  limited: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
+  slowpoke:
+    kind: openai
+    base_url: "{fake}/v1"
+    api_key: upstream-key
+    timeouts: {{first_byte_s: 0.5}}
 models:
   chat:
     deployments:
@@ -207,6 +213,14 @@ models:
   shaky:
     deployments:
       - {{backend: shaky, model: m}}
+      - {{backend: local, model: tiny-random}}
+  limited:
+    deployments:
+      - {{backend: limited, model: "m;status=429;message=rate limited upstream"}}
+      - {{backend: local, model: tiny-random}}
+  slowfirst:
+    deployments:
+      - {{backend: slowpoke, model: "m;ttft_ms=5000"}}
       - {{backend: local, model: tiny-random}}
   tiny:
     deployments: [{{backend: local, model: tiny-random}}]
@@ -221,8 +235,8 @@ rules:
     strategy: kv_fit
     local: [local]
   - name: hosted-first
-    when: {{model: [fallback, shaky]}}
-    route: [flaky, shaky, local]
+    when: {{model: [fallback, shaky, limited, slowfirst]}}
+    route: [flaky, shaky, limited, slowpoke, local]
 """
 
 

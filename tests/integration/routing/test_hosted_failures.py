@@ -3,6 +3,8 @@ backend that keeps failing is put in cooldown (skipped without being asked) unti
 probe finds it healthy again."""
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.routing.conftest import MESSAGES, Fake, Gateway, wait_until
 
 FAIL = {"user": "fake:status=503;message=shaky is down"}  # the fake fails only requests marked so
@@ -23,6 +25,23 @@ def test_hosted_503_falls_back_to_the_engine_which_answers(hybrid: Gateway, fake
         assert raw.headers["x-hybridgw-backend"] == "local"
         chunks = list(raw.parse())
     assert chunks[0].model == "tiny-random" and chunks[-1].usage.completion_tokens == 5
+
+
+@pytest.mark.parametrize(("alias", "backend", "error"), [
+    ("limited", "limited", "upstream limited returned 429: rate limited upstream"),
+    ("slowfirst", "slowpoke", "upstream slowpoke timed out"),  # no first byte within first_byte_s
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_429_and_no_first_byte_in_time_fall_back_too(hybrid: Gateway, alias: str, backend: str, error: str,
+                                                    stream: bool) -> None:
+    with hybrid.client() as client:
+        raw = client.chat.completions.with_raw_response.create(model=alias, messages=MESSAGES, max_tokens=3,
+                                                               stream=stream)
+        assert raw.headers["x-hybridgw-backend"] == "local"
+        reply = raw.parse()
+        model = next(iter(reply)).model if stream else reply.model
+    assert model == "tiny-random"
+    assert hybrid.record_for(raw.headers["x-request-id"])["skipped"] == [{"backend": backend, "error": error}]
 
 
 def _asked(fake: Fake, hybrid: Gateway, **kw: object) -> tuple[str | None, bool]:

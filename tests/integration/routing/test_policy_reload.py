@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.routing.conftest import Fake, Gateway, serving, wait_until
+from tests.integration.routing.conftest import MESSAGES, Fake, Gateway, serving, wait_until
 
 RULES = {
     "to-local-a": "route: [local, hosted]",
@@ -80,6 +80,25 @@ def test_a_broken_file_is_refused_and_the_old_policy_keeps_serving(gw: Gateway, 
     _refused(gw, fake, misspelt, f"{gw.config}:{line}: rules[0].rout: unknown field; did you mean 'route'?")
     gw.config.write_text(_policy(fake.url, "to-local-a"))  # fixed: it is picked up again
     _becomes(gw, "to-local-a", "local")
+
+
+def test_a_request_in_flight_finishes_under_the_policy_it_started_with(gw: Gateway, fake: Fake) -> None:
+    assert gw.config is not None
+    gw.config.write_text(_policy(fake.url, "to-hosted"))
+    _becomes(gw, "to-hosted", "hosted")
+    with gw.client() as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=MESSAGES, stream=True, user="fake:chunks=50;delay_ms=100")  # ~5 s
+        chunks = iter(raw.parse())
+        text = next(chunks).choices[0].delta.content or ""
+        gw.config.write_text(_policy(fake.url, "to-local-a"))  # reload while the stream is open
+        _becomes(gw, "to-local-a", "local")
+        request_id = raw.headers["x-request-id"]
+        assert not [r for r in gw.records() if r["request_id"] == request_id]  # still in flight
+        text += "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"tok{i} " for i in range(50))
+    record = gw.record_for(request_id)
+    assert (record["rule"], record["backend"], record["status"]) == ("to-hosted", "hosted", "ok")
 
 
 def test_sighup_reloads(gw: Gateway, fake: Fake) -> None:
