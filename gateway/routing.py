@@ -72,8 +72,9 @@ class AttemptBook:
             f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
 
     def failed(self, target: Target, error: UpstreamError) -> None:
-        # A 4xx other than 408/429 is the request's fault, not the backend's.
-        if error.retryable:
+        # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
+        # long for this backend's context, even where dispatch goes on to a larger one.
+        if error.retryable and error.code != "context_length_exceeded":
             self.svc.router.record_result(target.backend, ok=False)
         self.svc.router.release(self.ex.hold)
         self.ex.hold = None
