@@ -68,6 +68,15 @@ def test_back_to_back_long_requests_all_run_on_the_engine(hybrid: Gateway) -> No
     assert backends == ["local"] * 6
 
 
+def test_a_client_that_leaves_mid_stream_gives_its_blocks_back(hybrid: Gateway) -> None:
+    """A leaked hold (15 of the 16 blocks) would send every later long request to hosted."""
+    with hybrid.client() as client:
+        stream = client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=200, stream=True, **LONG)
+        assert next(iter(stream)).model == "tiny-random"
+        stream.close()
+    wait_until(lambda: hybrid.chat("chat", max_tokens=100, **LONG).backend == "local", "blocks given back", 30)
+
+
 def test_local_only_alias_gets_503_with_retry_after_while_the_pool_is_full(hybrid: Gateway) -> None:
     hybrid.chat("tiny", max_tokens=4)
     results = asyncio.run(_burst(hybrid, "tiny", 3, 100))
