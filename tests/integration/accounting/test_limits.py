@@ -51,7 +51,7 @@ def test_requests_per_minute_exact_across_both_replicas(stack: Stack) -> None:
         async with stack.clients("rpm") as clients:
             return await burst(clients, 60, concurrency=30)
 
-    seen = _in_one_minute(run)
+    seen = _in_one_minute(run, longest_s=15.0)  # one burst: a few seconds at most
     assert seen.statuses() == {200: RPM_LIMIT, 429: 60 - RPM_LIMIT}
     for outcome in seen.outcomes:
         if outcome.status == 429:
