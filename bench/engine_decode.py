@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from local_engine.batch import ScheduledBatch  # noqa: E402
-from local_engine.loading import LoadedModel, load_engine_model  # noqa: E402
-from local_engine.runner import ModelRunner  # noqa: E402
-from local_engine.sequence import SamplingParams, Sequence  # noqa: E402
+from local_engine.batch import ScheduledBatch
+from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.runner import ModelRunner
+from local_engine.sequence import SamplingParams, Sequence
 
 PROMPT = "Write a short story about a lighthouse keeper."  # the peer script's default prompt
 SECTION = "## Local engine: decode throughput vs transformers"
@@ -165,23 +165,20 @@ def loaded_gguf(spec: str) -> Path:
 
 def docs_body(args: argparse.Namespace, table: list[str], peer_cmds: list[str], prompt_tokens: int,
               load: float) -> str:
-    cmd = "    .venv/bin/python bench/engine_decode.py " + " ".join(
-        ["--batch", *map(str, args.batch), "--threads", *map(str, args.threads), "--write-docs"])
-    return "\n".join([
-        SECTION, "",
-        f"Greedy decode of {args.new_tokens} forced new tokens per sequence after the {prompt_tokens}-token chat",
-        f"prompt \"{PROMPT}\", model `{args.model}`, timed like the peer's `generate` (prefill + "
-        f"{args.new_tokens - 1} decode steps; tokens/s = batch × {args.new_tokens} / seconds). Ours: the "
-        "`ModelRunner` (paged KV, bf16 weights, float32 residual) driven step by step, medians over "
-        f"{2 * args.rounds} rounds split before and after the peer; \"decode-only\" leaves the prefill out. Peer in "
-        "the same run: transformers `generate` on the same GGUF (dequantised), its default 2 threads.", "",
-        cmd, "",
-        "Peer commands (run by the script):", "",
-        *[f"    {c}" for c in peer_cmds], "",
-        f"{time.strftime('%Y-%m-%d')}, this 2-core CPU machine (AVX512-BF16), shared with other jobs "
-        f"(load average {load:.1f} at the start); ratio = our best / the peer's best at that batch:", "",
-        *table, "",
-    ])
+    cmd = " ".join(["    .venv/bin/python bench/engine_decode.py", "--batch", *map(str, args.batch),
+                    "--threads", *map(str, args.threads), "--write-docs"])
+    about = (f"Greedy decode of {args.new_tokens} forced new tokens per sequence after the {prompt_tokens}-token "
+             f"chat prompt \"{PROMPT}\", model `{args.model}`, timed like the peer's `generate` (prefill + "
+             f"{args.new_tokens - 1} decode steps; tokens/s = batch × {args.new_tokens} / seconds). Ours: the "
+             "`ModelRunner` (paged KV, bf16 weights, float32 residual) driven step by step, medians over "
+             f"{2 * args.rounds} rounds split before and after the peer; \"decode-only\" leaves the prefill "
+             "out. Peer in the same run: transformers `generate` on the same GGUF (dequantised), with its "
+             "default 2 threads.")
+    when = (f"{time.strftime('%Y-%m-%d')}, this 2-core CPU machine (AVX512-BF16), shared with other jobs "
+            f"(load average {load:.1f} at the start); ratio = our best / the peer's best at that batch:")
+    peers = [f"    {c}" for c in peer_cmds]
+    return "\n".join([SECTION, "", about, "", cmd, "", "Peer commands (run by the script):", "", *peers, "",
+                      when, "", *table, ""])
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadat
 
 def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
     _, H, D = q.shape
-    two_kvh, _, bs, _ = cache.shape
+    two_kvh = cache.shape[0]
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
     B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
     kv = _storage(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
@@ -159,7 +159,7 @@ def _bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.
 
 def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
     """Reference path: one sequence at a time, slots computed per position, float32 math."""
-    T, H, D = q.shape
+    _, H, D = q.shape
     two_kvh, n, bs, _ = cache.shape
     KVH = two_kvh // 2
     flat = _storage(cache).view(two_kvh, n * bs, D)

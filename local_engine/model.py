@@ -7,7 +7,7 @@ model knows nothing of blocks or batches. Q/K/V and gate/up projections are fuse
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F

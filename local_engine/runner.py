@@ -9,8 +9,13 @@ from typing import Literal
 
 import torch
 
-from local_engine.attention import (AttentionMetadata, build_attention_metadata, paged_attention,
-                                    paged_attention_reference, write_kv)
+from local_engine.attention import (
+    AttentionMetadata,
+    build_attention_metadata,
+    paged_attention,
+    paged_attention_reference,
+    write_kv,
+)
 from local_engine.batch import ScheduledBatch
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel

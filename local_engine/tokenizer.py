@@ -5,8 +5,9 @@ Built from a GGUF's tokenizer.ggml.* metadata or a Hugging Face folder's tokeniz
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 

@@ -6,9 +6,10 @@ so the model can use Hugging Face's rotate-half RoPE for every architecture.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -4,7 +4,7 @@ Other formats fall back to ``gguf.quants.dequantize``. Layouts follow ggml-quant
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

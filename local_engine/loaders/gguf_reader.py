@@ -62,7 +62,7 @@ class _Cursor:
     def array(self) -> list[Any]:
         elem_type, count = self.unpack("<I"), self.unpack("<Q")
         if elem_type in _NUMPY:
-            arr = np.frombuffer(self.buf, dtype=_NUMPY[elem_type], count=count, offset=self.pos)
+            arr: np.ndarray = np.frombuffer(self.buf, dtype=_NUMPY[elem_type], count=count, offset=self.pos)
             self.pos += arr.nbytes
             return arr.tolist()
         return [self.value(elem_type) for _ in range(count)]

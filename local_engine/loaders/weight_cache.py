@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,7 +36,8 @@ def load(key: str) -> dict[str, torch.Tensor] | None:
         return None
     try:
         tensors = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # a torn or foreign file: rebuild it
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        # a torn or foreign file: convert again (and overwrite it)
         log.warning("weight cache %s unreadable (%s); converting again", path, exc)
         return None
     return tensors if isinstance(tensors, dict) else None

@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference, write_kv
+from local_engine.attention import (
+    build_attention_metadata,
+    paged_attention,
+    paged_attention_reference,
+    write_kv,
+)
 from tests.unit.local_engine.helpers import dense_attention
 
 H, KVH, D, BS, NUM_BLOCKS = 6, 2, 8, 4, 64

@@ -7,8 +7,16 @@ import torch
 from local_engine.batch import ScheduledBatch
 from local_engine.runner import RunnerError
 from local_engine.sequence import SamplingParams, Sequence
-from tests.unit.local_engine.helpers import (VOCAB, BlockPool, dense_logits, greedy, make_runner, step,
-                                             tiny_config, tiny_model)
+from tests.unit.local_engine.helpers import (
+    VOCAB,
+    BlockPool,
+    dense_logits,
+    greedy,
+    make_runner,
+    step,
+    tiny_config,
+    tiny_model,
+)
 
 
 def _prompt(seed: int, n: int) -> list[int]:
