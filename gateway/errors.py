@@ -65,8 +65,9 @@ class UpstreamError(GatewayError):
 
     @property
     def retryable(self) -> bool:
-        """Worth trying the next target: the upstream is overloaded, broken or unreachable."""
-        if self.upstream_status is None:
+        """Worth trying the next target: the upstream is overloaded, broken or unreachable — or its
+        context is too short for this request (another target's may not be)."""
+        if self.upstream_status is None or self.code == "context_length_exceeded":
             return True
         return self.upstream_status in (408, 429) or self.upstream_status >= 500
 

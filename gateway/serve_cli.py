@@ -8,6 +8,7 @@ import logging.handlers
 import os
 import queue
 import signal
+import signal
 import sys
 from pathlib import Path
 
@@ -94,6 +95,9 @@ def main(argv: list[str]) -> int:
                          tracer_provider=obs.tracing.provider, metrics=obs.metrics,
                          request_metrics=obs.request_metrics, usage_store=obs.ledger.store,
                          engine_urls=engine_urls)
+        if settings.policy_file is None:  # SIGHUP reloads a policy file; without one it must not kill us
+            signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
+                "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
         print(f"hybridgw: serving on {base_url}", flush=True)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                     log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
