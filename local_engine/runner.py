@@ -21,6 +21,7 @@ from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
 from local_engine.sampler import SamplingRow, sample
+from local_engine.sequence import Sequence
 from local_engine.step_output import StepOutput, TokenLogprobs
 
 __all__ = ["ModelRunner", "RunnerError", "StepOutput", "TokenLogprobs"]
@@ -30,6 +31,12 @@ AttentionImpl = Literal["fast", "reference"]
 
 class RunnerError(ValueError):
     """The batch cannot be computed as given (a block table too short, a position past the context)."""
+
+
+def _sampling_row(seq: Sequence) -> SamplingRow:
+    p = seq.sampling
+    penalised = bool(p.presence_penalty or p.frequency_penalty)  # only then copy the completion
+    return SamplingRow(p, seq.completion_token_ids if penalised else [], seq.num_completion_tokens)
 
 
 class ModelRunner:
@@ -66,7 +73,7 @@ class ModelRunner:
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
         with torch.inference_mode():
             logits = self.model(input_ids, positions, self._attention_fn(meta), logits_rows)  # (S, V)
-            rows = [SamplingRow(s.sampling, s.completion_token_ids) for s, ok in zip(batch.seqs, samples) if ok]
+            rows = [_sampling_row(s) for s, ok in zip(batch.seqs, samples) if ok]
             token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
         out_ids: list[int | None] = [None] * batch.num_seqs
         out_lp: list[TokenLogprobs | None] = [None] * batch.num_seqs

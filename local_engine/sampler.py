@@ -22,7 +22,12 @@ class SamplingRow:
     """One sequence to sample for: its settings and its completion so far (for penalties and the seed)."""
 
     params: SamplingParams
-    output_token_ids: list[int]
+    output_token_ids: list[int]  # needed for penalties only; may be left empty otherwise
+    num_output_tokens: int | None = None  # default len(output_token_ids); seeds the row's draw
+
+    @property
+    def token_index(self) -> int:
+        return len(self.output_token_ids) if self.num_output_tokens is None else self.num_output_tokens
 
 
 def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> tuple[list[int], list[TokenLogprobs | None]]:
@@ -65,7 +70,7 @@ def _sample_rows(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
     u = torch.rand(len(rows), device=logits.device)
     for i, row in enumerate(rows):
         if row.params.seed is not None:
-            u[i] = float(torch.rand(1, generator=_row_generator(row.params.seed, len(row.output_token_ids))))
+            u[i] = float(torch.rand(1, generator=_row_generator(row.params.seed, row.token_index)))
     chosen = torch.empty(len(rows), dtype=torch.int64, device=logits.device)
     filtered = [i for i, r in enumerate(rows) if r.params.top_k > 0 or r.params.top_p < 1.0]
     plain = [i for i, r in enumerate(rows) if not (r.params.top_k > 0 or r.params.top_p < 1.0)]

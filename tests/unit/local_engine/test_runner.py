@@ -125,3 +125,27 @@ def test_empty_batch_and_bf16_runner() -> None:
     step(runner, pool, [seq], [6], True)
     assert 0 <= seq.token_ids[-1] < VOCAB
     assert runner.kv_bytes_per_token == 2 * 2 * 2 * 16 * 2
+
+
+def _generate(model, params: SamplingParams, n: int = 10, prompt_seed: int = 12) -> list[int]:
+    runner, pool = make_runner(model), BlockPool(64)
+    seq = Sequence(_prompt(prompt_seed, 6), params)
+    step(runner, pool, [seq], [6], True)
+    for _ in range(n - 1):
+        step(runner, pool, [seq], [1], False)
+    return seq.completion_token_ids
+
+
+def test_seeded_sampling_through_the_runner_is_reproducible() -> None:
+    model = tiny_model(seed=3)
+    a = _generate(model, SamplingParams(temperature=1.0, seed=5))
+    assert a == _generate(model, SamplingParams(temperature=1.0, seed=5))
+    assert a != _generate(model, SamplingParams(temperature=1.0, seed=6))
+
+
+def test_penalties_reach_the_sampler_through_the_runner() -> None:
+    model = tiny_model(seed=4)  # a seed whose greedy output loops on one token
+    plain = _generate(model, greedy(), n=16)
+    penalised = _generate(model, SamplingParams(temperature=0.0, presence_penalty=2.0, frequency_penalty=2.0), n=16)
+    assert plain[:3] == [plain[0]] * 3  # the random model repeats itself...
+    assert len(set(penalised)) == 16  # ...and not at all when repeats are penalised
