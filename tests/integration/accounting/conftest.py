@@ -4,6 +4,7 @@ upstream, a tiny OTLP/HTTP trace receiver, and two `hybridgw serve` replicas sha
 replicas know them; the official openai SDK is the client."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -13,12 +14,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -36,6 +37,7 @@ RPM_LIMIT = 23
 TPM_LIMIT = 900
 # The hosted fake costs $1000 per million tokens in, $2000 out: a short request costs a few cents.
 BUDGET_USD_PER_DAY = 0.25
+T = TypeVar("T")
 # Environment a developer's shell may carry that would change what the gateways do.
 _FOREIGN_ENV = ("REDIS_URL", "HYBRIDGW_", "OTEL_")
 
@@ -54,6 +56,18 @@ def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 30.0, ev
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {wait_s} s waiting for {what}")
         time.sleep(every_s)
+
+
+def in_one_minute(run: Callable[[], Coroutine[Any, Any, T]], longest_s: float = 25.0) -> T:
+    """Run `run` inside one UTC minute (the limiter's window): wait for the next minute when less
+    than `longest_s` is left of this one, and fail if the run still crossed a boundary."""
+    left = 60.0 - time.time() % 60.0
+    if left < longest_s:
+        time.sleep(left + 0.05)
+    minute = time.time() // 60
+    result = asyncio.run(run())
+    assert time.time() // 60 == minute, "the burst crossed a minute boundary; its window split in two"
+    return result
 
 
 def team_key(team: str) -> str:
@@ -91,14 +105,23 @@ backends:
     base_url: "{fake}/v1"
     api_key: upstream-key
     price: {{input_usd_per_mtok: 0, output_usd_per_mtok: 0}}
+  # Its failures open its own circuit breaker, never the one of `hosted` the other tests use.
+  broken:
+    kind: openai
+    base_url: "{fake}/v1"
+    api_key: upstream-key
 models:
   m:
     deployments:
       - {{backend: hosted, model: m}}
       - {{backend: cheap, model: "m;chunks=2"}}
+  broken: {{deployments: [{{backend: broken, model: "m;status=500;message=upstream broke"}}]}}
 teams:
 {teams}
 rules:
+  - name: broken-only
+    when: {{model: broken}}
+    route: [broken]
   - name: over-budget-cheap
     when: {{over_budget: true}}
     route: [cheap]

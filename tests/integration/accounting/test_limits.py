@@ -5,35 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from tests.integration.accounting.conftest import (
     BUDGET_USD_PER_DAY,
     RPM_LIMIT,
     TPM_LIMIT,
     Stack,
+    in_one_minute,
     wait_until,
 )
 from tests.integration.accounting.traffic import Outcome, Seen, burst, chat
 
-T = TypeVar("T")
 # "team 'tpm' is over its tokens/min limit: 880 of 900 used, this request needs 35; retry after 40 s"
 _REFUSAL = re.compile(r"over its (?P<unit>\S+) limit: \$?(?P<used>[\d.]+) of \$?(?P<limit>[\d.]+) used, "
                       r"this request needs \$?(?P<needs>[\d.]+)")
-
-
-def _in_one_minute(run: Callable[[], Coroutine[Any, Any, T]], longest_s: float = 25.0) -> T:
-    """Run `run` inside one UTC minute (the limiter's window): wait for the next minute when less
-    than `longest_s` is left of this one, and fail if the run still crossed a boundary."""
-    left = 60.0 - time.time() % 60.0
-    if left < longest_s:
-        time.sleep(left + 0.05)
-    minute = time.time() // 60
-    result = asyncio.run(run())
-    assert time.time() // 60 == minute, "the burst crossed a minute boundary; its window split in two"
-    return result
 
 
 def _refusal(outcome: Outcome, unit: str) -> dict[str, float]:
@@ -51,7 +38,7 @@ def test_requests_per_minute_exact_across_both_replicas(stack: Stack) -> None:
         async with stack.clients("rpm") as clients:
             return await burst(clients, 60, concurrency=30)
 
-    seen = _in_one_minute(run, longest_s=15.0)  # one burst: a few seconds at most
+    seen = in_one_minute(run, longest_s=15.0)  # one burst: a few seconds at most
     assert seen.statuses() == {200: RPM_LIMIT, 429: 60 - RPM_LIMIT}
     for outcome in seen.outcomes:
         if outcome.status == 429:
@@ -100,7 +87,7 @@ def test_tokens_per_minute_exact_across_both_replicas(stack: Stack) -> None:
             seen = await burst(clients, 80, concurrency=24)
             return seen, await _probe_until_refused(stack, clients, seen, "tokens/min", used)
 
-    seen, last = _in_one_minute(run)
+    seen, last = in_one_minute(run)
     refused = [o for o in seen.outcomes if o.status != 200]
     assert refused and len(seen.ok) > 5, seen.statuses()
     for outcome in refused:

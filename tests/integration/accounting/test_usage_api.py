@@ -14,7 +14,15 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.accounting.conftest import ADMIN_KEY, Stack, hybridgw, key_hash, team_key, wait_until
+from tests.integration.accounting.conftest import (
+    ADMIN_KEY,
+    Stack,
+    hybridgw,
+    in_one_minute,
+    key_hash,
+    team_key,
+    wait_until,
+)
 from tests.integration.accounting.traffic import Seen, burst, chat
 
 FIELDS = ("requests", "prompt_tokens", "completion_tokens")
@@ -120,15 +128,22 @@ def test_a_store_key_belongs_to_its_replicas_data_dir(stack: Stack) -> None:
     assert stack.usage(key).json()["team"] == "stored"
 
 
-def test_a_key_hash_added_to_the_running_policy_works_without_a_restart(stack: Stack) -> None:
+def test_a_key_hash_and_a_limit_added_to_the_running_policy_apply_without_a_restart(stack: Stack) -> None:
     new_key = team_key("hashed")
     config = stack.root / "policy.yaml"
-    old_entry = json.dumps([key_hash(stack.keys["hashed"])])
+    old_entry = json.dumps([key_hash(stack.keys["hashed"])]) + "}"
     text = config.read_text()
     assert old_entry in text
     assert {_status_with(g.url, new_key) for g in stack.gateways} == {401}
-    config.write_text(text.replace(old_entry, json.dumps([key_hash(stack.keys["hashed"]), key_hash(new_key)])))
+    new_entry = json.dumps([key_hash(stack.keys["hashed"]), key_hash(new_key)]) + ", limits: {requests_per_minute: 2}}"
+    config.write_text(text.replace(old_entry, new_entry))
     wait_until(lambda: all(_status_with(g.url, new_key) == 200 for g in stack.gateways),
                "both replicas to reload the policy with the new key hash")
     assert stack.usage(new_key).json()["team"] == "hashed"
     assert stack.usage(stack.keys["hashed"]).status_code == 200  # the old key still works
+
+    async def three() -> list[int]:  # the new limit holds across both replicas
+        async with stack.clients("hashed") as clients:
+            return [(await chat(clients[i % 2], i, stream=False)).status for i in range(3)]
+
+    assert in_one_minute(three, longest_s=10.0) == [200, 200, 429]

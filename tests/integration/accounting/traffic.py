@@ -89,7 +89,7 @@ async def chat(client: openai.AsyncOpenAI, i: int, *, stream: bool, chunks: int 
     """One chat request; its tokens are the `usage` the upstream reported and the gateway relayed
     (for a stream without include_usage, which shows none: the fake's own deterministic numbers)."""
     kwargs: dict[str, Any] = {"model": "m", "messages": prompt(i), "max_tokens": max_tokens,
-                              "user": f"fake:chunks={chunks}", **extra}
+                              "user": f"fake:chunks={chunks}", **extra}  # extra may name another model
     try:
         if stream:
             return await _streamed(client, kwargs, include_usage, fake_usage(i, chunks))
