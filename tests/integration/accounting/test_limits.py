@@ -44,6 +44,7 @@ def test_requests_per_minute_exact_across_both_replicas(stack: Stack) -> None:
         if outcome.status == 429:
             numbers = _refusal(outcome, "requests/min")
             assert numbers == {"used": RPM_LIMIT, "limit": RPM_LIMIT, "needs": 1}
+            assert int(str(outcome.retry_after)) <= 60  # the window is a minute: it frees within one
     body = wait_until(lambda: (b := stack.team_usage("rpm"))["requests"] == 60 and b, "60 rpm records")
     assert body["statuses"] == {"ok": RPM_LIMIT, "rejected": 60 - RPM_LIMIT}
 
