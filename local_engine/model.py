@@ -53,6 +53,26 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
     x.mul_(cos).addcmul_(swapped, sin_signed)
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           packed: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias, through oneDNN's pre-packed copy of the weight when there is one."""
+    if packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def can_prepack(weight: torch.Tensor) -> bool:
+    """Pre-packing pays on CPUs with native bf16: measured 2x faster matmuls at batch 16-64 and
+    ~1.9x at batch 1 (1 thread, SmolLM2 shapes), because oneDNN otherwise re-lays-out the weight
+    on every call; results are bit-identical."""
+    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+
+
+def prepack(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -66,6 +86,11 @@ class DecoderLayer(nn.Module):
         self.o_proj = nn.Linear(config.q_size, hidden, bias=False)
         self.gate_up_proj = nn.Linear(hidden, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=False)
+        self.packed: dict[str, torch.Tensor] = {}  # oneDNN pre-packed weights (see prepack_weights)
+
+    def prepack_weights(self) -> None:
+        names = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+        self.packed = {n: prepack(getattr(self, n).weight) for n in names}
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
                 attend: AttentionFn) -> torch.Tensor:
@@ -75,15 +100,16 @@ class DecoderLayer(nn.Module):
         H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
         dtype = self.qkv_proj.weight.dtype
         h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps).to(dtype)
-        qkv = F.linear(h, self.qkv_proj.weight, self.qkv_proj.bias).view(T, H + 2 * KVH, D)
+        packed = self.packed.get
+        qkv = linear(h, self.qkv_proj.weight, self.qkv_proj.bias, packed("qkv_proj")).view(T, H + 2 * KVH, D)
         rope_(qkv[:, :H + KVH], cos, sin_signed)  # q and k heads together
         attn = attend(self.layer_idx, qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:])  # (T, H, D)
-        x = x + F.linear(attn.reshape(T, H * D), self.o_proj.weight)
+        x = x + linear(attn.reshape(T, H * D), self.o_proj.weight, None, packed("o_proj"))
         h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps).to(dtype)
-        gate_up = F.linear(h, self.gate_up_proj.weight)  # (T, 2I)
+        gate_up = linear(h, self.gate_up_proj.weight, None, packed("gate_up_proj"))  # (T, 2I)
         inter = gate_up.shape[-1] // 2
         act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])  # (T, I)
-        return x + F.linear(act, self.down_proj.weight)
+        return x + linear(act, self.down_proj.weight, None, packed("down_proj"))
 
 
 class LlamaModel(nn.Module):
@@ -98,6 +124,7 @@ class LlamaModel(nn.Module):
         self.norm = nn.Parameter(torch.ones(config.hidden_size))
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(
             config.hidden_size, config.vocab_size, bias=False)
+        self.packed_head: torch.Tensor | None = None
         # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
         self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions)  # (P, 2, D)
@@ -107,7 +134,28 @@ class LlamaModel(nn.Module):
         """The weights' dtype (norm weights and the residual stream are float32 whatever it is)."""
         return self.embed_tokens.weight.dtype
 
+    @property
+    def decoder_layers(self) -> list[DecoderLayer]:
+        return [cast(DecoderLayer, layer) for layer in self.layers]
+
+    def prepack_weights(self) -> bool:
+        """Keep oneDNN-packed copies of the matmul weights (bf16 on CPU only); True if it did.
+
+        The plain weights stay (embedding lookups, logit rescoring, state_dict); moving or casting
+        the model afterwards drops the packed copies.
+        """
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        if not can_prepack(head):
+            return False
+        for layer in self.decoder_layers:
+            layer.prepack_weights()
+        self.packed_head = prepack(head)
+        return True
+
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.packed_head = None
+        for layer in self.decoder_layers:
+            layer.packed = {}
         super()._apply(fn, recurse)
         for module in [self, *self.layers]:  # norm weights stay float32, like the residual stream
             for name, param in module.named_parameters(recurse=False):
@@ -130,7 +178,7 @@ class LlamaModel(nn.Module):
             x = x[logits_indices]  # (S, hidden)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)  # (S, hidden) float32
-        logits = F.linear(x.to(head.dtype), head).float()  # (S, vocab)
+        logits = linear(x.to(head.dtype), head, None, self.packed_head).float()  # (S, vocab)
         if head.dtype != torch.float32 and logits.numel():
             _rescore_top_(logits, x, head)
         return logits

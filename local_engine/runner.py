@@ -47,6 +47,7 @@ class ModelRunner:
         self.dtype = dtype
         self.model_config = model_config
         self.model = model.to(device=self.device, dtype=dtype).requires_grad_(False).eval()
+        self.model.prepack_weights()
         self.kv_cache = PagedKVCache(model_config, num_blocks, block_size, resolve_kv_dtype(kv_dtype, dtype),
                                      self.device)
         self.attention = attention

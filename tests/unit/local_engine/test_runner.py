@@ -149,3 +149,15 @@ def test_penalties_reach_the_sampler_through_the_runner() -> None:
     penalised = _generate(model, SamplingParams(temperature=0.0, presence_penalty=2.0, frequency_penalty=2.0), n=16)
     assert plain[:3] == [plain[0]] * 3  # the random model repeats itself...
     assert len(set(penalised)) == 16  # ...and not at all when repeats are penalised
+
+
+def test_prepacked_bf16_weights_compute_the_same_logits() -> None:
+    model = tiny_model(seed=9, dtype=torch.bfloat16)
+    ids = _prompt(13, 9)
+    plain = dense_logits(model, ids)
+    if not model.prepack_weights():
+        pytest.skip("this CPU has no native bf16: weights are not pre-packed")
+    assert model.packed_head is not None and model.layers[0].packed
+    torch.testing.assert_close(dense_logits(model, ids), plain, atol=0, rtol=0)
+    model.to(torch.float32)  # moving or casting drops the packed copies
+    assert model.packed_head is None and not model.layers[0].packed
