@@ -51,6 +51,10 @@ class NoBackendAvailable(GatewayError):
     """Every target of the route decision is absent from this gateway's configuration."""
 
 
+class BudgetExhausted(GatewayError):
+    """A stream's output reached what the team's hard USD budget still pays for; it is cut there."""
+
+
 class UpstreamError(GatewayError):
     """An upstream answered with an error, timed out, or dropped the connection."""
 
@@ -95,6 +99,7 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     NotFound: (404, "not_found_error"),
     NoBackendAvailable: (503, "service_unavailable"),
     LimitExceeded: (429, "rate_limit_error"),
+    BudgetExhausted: (429, "rate_limit_error"),
 }
 
 

@@ -194,4 +194,18 @@ async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: d
     opened = await dispatch.open_stream(ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body),
                                         ex.clock, AttemptBook(svc, ex))
     ex.attempts = opened.attempts
-    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard)
+    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard,
+                            _output_cap(svc, ex, opened.target))
+
+
+def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
+    """How many output tokens the team's hard USD budget still pays for: what was reserved plus the
+    headroom left after it (None: no enforced budget, or free output)."""
+    held = ex.reservation
+    if held is None or held.usd_headroom is None:
+        return None
+    base = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 0)
+    per_token = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 1) - base
+    if per_token <= 0:
+        return None
+    return max(0, int((held.cost_usd + held.usd_headroom - base) / per_token))

@@ -77,6 +77,15 @@ class StreamTally:
         return "".join(parts)
 
 
+def payload_text(payload: bytes) -> str:
+    """The output text one streamed chunk carries ("" when it carries none or does not parse)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ""
+    return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
+
+
 def _choice_texts(choice: Any) -> list[str]:
     if not isinstance(choice, dict):
         return []

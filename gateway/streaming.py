@@ -10,11 +10,11 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import OpenedStream
-from gateway.errors import UpstreamError, error_info
+from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
 from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
-from gateway.stream_tally import StreamTally
+from gateway.stream_tally import StreamTally, payload_text
 from gateway.usage_emit import finish
 
 
@@ -22,8 +22,10 @@ class SSERelayResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, svc: Services, ex: Exchange, opened: OpenedStream, tally: StreamTally,
-                 guard: DisconnectGuard) -> None:
+                 guard: DisconnectGuard, max_output_tokens: int | None = None) -> None:
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
+        self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
+        self.output_tokens = 0  # counted only under a cap
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -35,7 +37,7 @@ class SSERelayResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._relay(send)
-        except UpstreamError as exc:  # after the first byte: tell the client in-band, then end
+        except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
             info = error_info(exc)
             ex.fail("error", 200, info.type, exc.message)
             self.guard.close()
@@ -60,6 +62,9 @@ class SSERelayResponse(Response):
     async def _relay(self, send: Send) -> None:
         tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
         out, _ = tally.accept(self.opened.first)
+        capped = self.max_output_tokens is not None
+        if capped:
+            self._charge(self.opened.first)
         if out is not None:
             await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
         async for payload in rest:
@@ -67,10 +72,20 @@ class SSERelayResponse(Response):
             out, is_content = tally.accept(payload)
             if is_content:
                 clock.mark_chunk(now)
+                if capped:
+                    self._charge(payload)
             if out is not None:
                 await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
         self.guard.close()
         await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+    def _charge(self, payload: bytes) -> None:
+        """Count the chunk's output tokens against the budget cap; cut the stream past it."""
+        assert self.max_output_tokens is not None
+        self.output_tokens += self.svc.tokens.count_text(payload_text(payload), self.ex.alias)
+        if self.output_tokens > self.max_output_tokens:
+            raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
+                                  "the rest of this response is not served", code="budget_exceeded")
 
     async def _close_upstream(self) -> None:
         try:

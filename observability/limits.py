@@ -141,6 +141,13 @@ def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None
     return None
 
 
+def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> float | None:
+    """USD left in the tightest enforced budget once these charges are added (None: no budget)."""
+    left = [c.limit - u - c.amount for c, u in zip(charges, used)
+            if c.limit_name.startswith("usd") and c.limit != _UNCHECKED]
+    return max(min(left), 0) / NANO if left else None
+
+
 def _human(limit_name: str, value: float) -> str:
     return f"${value / NANO:.4f}" if limit_name.startswith("usd") else str(int(value))
 
@@ -195,7 +202,8 @@ class InProcessLimiter:
             for charge, already in zip(charges, used):
                 self._counts[charge.key] = (already + charge.amount, charge.window_end)
             self._sweep(now)
-        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges))
+        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
+                           usd_headroom(charges, used))
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         with self._lock:

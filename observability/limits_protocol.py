@@ -25,6 +25,7 @@ class Reservation:
     tokens: int
     cost_usd: float
     window_keys: tuple[str, ...] = ()  # store-specific ids of the windows charged
+    usd_headroom: float | None = None  # USD left in the tightest enforced budget after this charge
 
 
 class Limiter(Protocol):

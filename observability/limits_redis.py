@@ -19,23 +19,28 @@ from observability.limits import (
     plan_charges,
     settle_deltas,
     usage_from,
+    usd_headroom,
 )
 from observability.limits_protocol import Reservation
 
 log = logging.getLogger(__name__)
 
 # KEYS: window counters; ARGV: (amount, limit, ttl) per key. Returns {index of the first window
-# that would overflow (0: none, all charged), what that window had used}.
+# that would overflow, what that window had used}, or {0, 0, what each window had used} once all
+# are charged (the caller derives the budget headroom from them).
 _RESERVE_LUA = """
+local used = {}
 for i = 1, #KEYS do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then return {i, used} end
+  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used[i] + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then return {i, used[i]} end
 end
+local out = {0, 0}
 for i = 1, #KEYS do
   redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
   redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
+  out[i + 2] = used[i]
 end
-return {0, 0}
+return out
 """
 # KEYS: window counters; ARGV: delta per key. A window that has already expired stays gone.
 _SETTLE_LUA = """
@@ -82,13 +87,14 @@ class RedisLimiter:
         for charge in charges:
             args += [charge.amount, charge.limit, math.ceil(charge.window_end - now) + _WINDOW_SLACK_S]
         try:
-            index, used = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
+            index, used, *used_each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
         except _DOWN as exc:
             self._warn(f"limits not enforced, Redis unreachable: {exc!r}")
             return Reservation(request_id, team, key_id, tokens, cost_usd)  # no windows: settle is a no-op
         if index:
             raise exceeded(charges[index - 1], int(used), now)
-        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges))
+        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
+                           usd_headroom(charges, [int(u) for u in used_each]))
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         deltas = settle_deltas(reservation, tokens, cost_usd)

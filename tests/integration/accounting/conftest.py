@@ -31,11 +31,12 @@ ADMIN_KEY = "sk-accounting-admin"
 CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
 # Teams, one per test area, so tests sharing the replicas never see each other's traffic.
 TEAMS = ("red", "blue", "mixed", "outage", "capped", "restart", "rpm", "tpm", "broke", "thrifty", "metrics", "traced",
-         "hashed")
+         "hashed", "cutoff")
 RPM_LIMIT = 23
 TPM_LIMIT = 900
 # The hosted fake costs $1000 per million tokens in, $2000 out: a short request costs a few cents.
 BUDGET_USD_PER_DAY = 0.25
+CUTOFF_USD_PER_DAY = 0.05  # ~15 output tokens after the prompt at $2000/Mtok
 T = TypeVar("T")
 # Environment a developer's shell may carry that would change what the gateways do.
 _FOREIGN_ENV = ("REDIS_URL", "HYBRIDGW_", "OTEL_")
@@ -86,6 +87,8 @@ def policy_yaml(fake: str, keys: Mapping[str, str]) -> str:
         "tpm": f"limits: {{tokens_per_minute: {TPM_LIMIT}}}",
         "broke": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: reject}}",
         "thrifty": f"budget: {{usd_per_day: {BUDGET_USD_PER_DAY}, on_exceed: route}}",
+        # expects 1 output token when max_tokens is absent, so only the stream's own count can stop it
+        "cutoff": f"budget: {{usd_per_day: {CUTOFF_USD_PER_DAY}}}, default_output_tokens: 1",
         # limits far away: every request goes through the limiter's Redis scripts
         "capped": "limits: {requests_per_minute: 100000, tokens_per_minute: 100000000}, budget: {usd_per_day: 1000}",
     }

@@ -8,8 +8,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import openai
+
 from tests.integration.accounting.conftest import (
     BUDGET_USD_PER_DAY,
+    CUTOFF_USD_PER_DAY,
     RPM_LIMIT,
     TPM_LIMIT,
     Stack,
@@ -153,3 +156,29 @@ def test_usd_budget_with_on_exceed_route_goes_to_the_cheap_backend(stack: Stack)
     assert split["cheap"]["cost_usd"] == 0 and split["hosted"]["cost_usd"] > 0
     one_request = max(_tokens(o) for o in seen.ok) * 2000 / 1e6
     assert split["hosted"]["cost_usd"] <= BUDGET_USD_PER_DAY + one_request
+
+
+def test_a_stream_that_crosses_a_hard_budget_ends_with_an_error_frame(stack: Stack) -> None:
+    """No max_tokens, so the reservation holds ~1 output token; the gateway cuts the 200-chunk stream
+    once its output would spend past the budget, with one OpenAI-shaped error frame, and the
+    settled spend stays within the budget plus a token or two."""
+    async def run() -> tuple[int, Exception | None]:
+        async with stack.clients("cutoff") as clients:
+            received, error = 0, None
+            try:
+                stream = await clients[0].chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "tell me everything"}], stream=True,
+                    user="fake:chunks=200")
+                async for chunk in stream:
+                    received += sum(1 for c in chunk.choices if c.delta.content)
+            except openai.APIError as exc:
+                error = exc
+            return received, error
+
+    received, error = asyncio.run(run())
+    assert error is not None and "budget" in str(error), error
+    assert 0 < received < 200
+    wait_until(lambda: stack.team_usage("cutoff")["requests"] == 1, "the cut stream's record")
+    spent = _cost(stack, "cutoff")
+    usage = stack.team_usage("cutoff")
+    assert 0 < spent <= CUTOFF_USD_PER_DAY + 2 * 2000 / 1e6, (received, usage)
