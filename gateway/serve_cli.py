@@ -8,7 +8,6 @@ import logging.handlers
 import os
 import queue
 import signal
-import signal
 import sys
 from pathlib import Path
 
