@@ -11,18 +11,19 @@ from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
 from gateway.settings import Settings
-from policies.schema import Policy, Team
+from policies.schema import KeyLimits, Policy, Team
 
 
-def team_limits(team: Team) -> TeamLimits:
-    return TeamLimits(requests_per_minute=team.limits.requests_per_minute,
-                      tokens_per_minute=team.limits.tokens_per_minute,
-                      usd_per_day=team.budget.usd_per_day, usd_per_month=team.budget.usd_per_month)
+def team_limits(owner: Team | KeyLimits) -> TeamLimits:
+    return TeamLimits(requests_per_minute=owner.limits.requests_per_minute,
+                      tokens_per_minute=owner.limits.tokens_per_minute,
+                      usd_per_day=owner.budget.usd_per_day, usd_per_month=owner.budget.usd_per_month)
 
 
 def limits_from_policy(policy: Policy) -> LimitsConfig:
-    """The policy's per-team limits and budgets, as the limiter enforces them."""
-    return LimitsConfig(teams={name: team_limits(team) for name, team in policy.teams.items()})
+    """The policy's per-team and per-key limits and budgets, as the limiter enforces them."""
+    return LimitsConfig(teams={name: team_limits(team) for name, team in policy.teams.items()},
+                        keys={key_id: team_limits(key) for key_id, key in policy.keys.items()})
 
 
 @dataclass

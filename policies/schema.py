@@ -134,11 +134,20 @@ class Defaults(_Strict):
     retry_after_s: float = Field(default=1.0, gt=0)  # least Retry-After when refusing for capacity
 
 
+class KeyLimits(_Strict):
+    """Limits for one API key (by its public key id, as `hybridgw keys list` shows it), on top of
+    its team's: a request must fit both. A key over its budget follows its team's `on_exceed`."""
+
+    limits: Limits = Field(default_factory=Limits)
+    budget: Budget = Field(default_factory=Budget)
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     backends: dict[str, BackendSpec]
     models: dict[str, ModelAlias]
     teams: dict[str, Team] = Field(default_factory=dict)
+    keys: dict[str, KeyLimits] = Field(default_factory=dict)  # by key id
     slos: dict[str, Slo] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)  # by backend model name; beats litellm's table
     rules: list[Rule] = Field(default_factory=list)
