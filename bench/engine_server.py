@@ -132,6 +132,7 @@ def main() -> int:
     p.add_argument("--engine-arg", action="append", default=[], help="extra `hybridgw engine` argument")
     p.add_argument("--url", default=None, help="measure a running engine at this URL instead of starting one")
     args = p.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared: compare only side by side)")
     rounds = bench_engine(args)
     ours = statistics.median(r["tokens_per_s"] for r in rounds)
     print(f"hybridgw engine: median {ours:.1f} generated tok/s over {len(rounds)} rounds", flush=True)
@@ -142,6 +143,7 @@ def main() -> int:
     peer = bench_peer(str(smollm2_gguf_path()), args.concurrency, args.new_tokens)
     if peer:
         print(f"ratio hybridgw / transformers generate (batch {args.concurrency}): {ours / peer:.2f}x")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0
 
 
