@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from local_engine.decode_mirror import MirrorPlan
+
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
 _BMM_MIN_SEQS = 4  # decode groups at least this big use the bmm path (SDPA wins for a few rows)
@@ -155,6 +157,25 @@ def _bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = torch.bmm(probs, v)  # (KVH*B, G, D)
     return out.view(KVH, B, H // KVH, D).transpose(0, 1).reshape(B, H, D)
+
+
+def mirrored_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor,
+                              mirror: torch.Tensor | None, plan: MirrorPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode attention over the mirror of the batch's K/V (see decode_mirror.py).
+
+    q (B, H, D), k/v (B, KVH, D) of the new tokens, already written to ``cache``; ``mirror``
+    (2*KVH, B, capacity, D) from the previous step. Returns (out (B, H, D), the updated mirror).
+    """
+    two_kvh, D = cache.shape[0], cache.shape[-1]
+    B = q.shape[0]
+    if plan.rebuild or mirror is None:
+        assert plan.gather_blocks is not None
+        mirror = _storage(cache).index_select(1, plan.gather_blocks).view(cache.dtype).to(q.dtype)
+        mirror = mirror.view(two_kvh, B, plan.capacity, D)
+    else:  # the values the pool holds (rounded to its dtype), so both paths agree exactly
+        new = torch.cat([k, v], dim=1).to(cache.dtype).to(q.dtype).transpose(0, 1)  # (2*KVH, B, D)
+        mirror[:, plan.rows, plan.positions] = new
+    return _bmm_decode(q, mirror[:, :, :plan.used_len], plan.attn_bias), mirror
 
 
 def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from local_engine.kv_cache import cuda_kv_budget, num_blocks_for_budget, resolve_kv_dtype
 from local_engine.loaders import gguf, hf, weight_cache
 from local_engine.loaders.registry import ModelSource, resolve_model, smollm2_gguf_path
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
-from local_engine.model import build_model, fuse_hf_state_dict
+from local_engine.model import build_model, fuse_hf_state_dict, fuse_int4_weights
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
 from local_engine.tokenizer import Tokenizer
@@ -117,5 +118,8 @@ def _gguf_state(model: gguf.GGUFModel, config: ModelConfig, path: Path, dtype: t
         return cached
     tensors = {name: torch.from_numpy(array).to(dtype) for name, array in gguf.iter_state_dict(model, config)}
     state = fuse_hf_state_dict(config, tensors)
+    int4 = {name: tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in groups)
+            for name, groups in gguf.iter_int4_weights(model, config)}
+    state |= fuse_int4_weights(config, int4)  # the file's own 4-bit codes, for small-batch matmuls
     weight_cache.store(key, state)
     return state

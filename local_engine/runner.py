@@ -12,11 +12,13 @@ import torch
 from local_engine.attention import (
     AttentionMetadata,
     build_attention_metadata,
+    mirrored_decode_attention,
     paged_attention,
     paged_attention_reference,
     write_kv,
 )
 from local_engine.batch import ScheduledBatch
+from local_engine.decode_mirror import DecodeMirror, MirrorPlan
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
@@ -27,6 +29,7 @@ from local_engine.step_output import StepOutput, TokenLogprobs
 __all__ = ["ModelRunner", "RunnerError", "StepOutput", "TokenLogprobs"]
 
 AttentionImpl = Literal["fast", "reference"]
+_MIRROR_MAX_BYTES = 4 << 30
 
 
 class RunnerError(ValueError):
@@ -52,6 +55,7 @@ class ModelRunner:
                                      self.device)
         self.attention = attention
         self.max_positions = self.model.rope_table.shape[0]
+        self.mirror = DecodeMirror(model_config.num_layers, min(self.kv_cache.num_bytes // 2, _MIRROR_MAX_BYTES))
 
     @property
     def num_blocks(self) -> int:
@@ -69,11 +73,19 @@ class ModelRunner:
         if batch.num_seqs == 0:
             return StepOutput(token_ids=(), logprobs=())
         input_ids, positions, meta = self._prepare(batch)
+        plan = self._mirror_plan(batch, meta)
         samples = [batch.samples(i) for i in range(batch.num_seqs)]
         ends = torch.tensor(meta.query_lens).cumsum(0) - 1
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
+        try:
+            with torch.inference_mode():
+                logits = self.model(input_ids, positions, self._attention_fn(meta, plan), logits_rows)  # (S, V)
+        except BaseException:
+            self.mirror.invalidate()  # some layers may have appended, others not
+            raise
+        if plan is not None:
+            self.mirror.commit()
         with torch.inference_mode():
-            logits = self.model(input_ids, positions, self._attention_fn(meta), logits_rows)  # (S, V)
             rows = [_sampling_row(s) for s, ok in zip(batch.seqs, samples) if ok]
             token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
         out_ids: list[int | None] = [None] * batch.num_seqs
@@ -84,13 +96,29 @@ class ModelRunner:
                 out_ids[i], out_lp[i] = next(sampled)
         return StepOutput(token_ids=tuple(out_ids), logprobs=tuple(out_lp))
 
-    def _attention_fn(self, meta: AttentionMetadata):  # type: ignore[no-untyped-def]
+    def _mirror_plan(self, batch: ScheduledBatch, meta: AttentionMetadata) -> MirrorPlan | None:
+        """Decode steps the fast bmm path computes in one group may reuse last step's gathered K/V."""
+        groups = meta.groups
+        if batch.is_prefill or self.attention != "fast" or len(groups) != 1 or not groups[0].use_bmm:
+            self.mirror.invalidate()
+            return None
+        return self.mirror.plan(tuple(s.seq_id for s in batch.seqs), [s.block_table for s in batch.seqs],
+                                [start + 1 for start in meta.start_positions], block_size=self.block_size,
+                                num_kv_heads=self.model_config.num_kv_heads,
+                                bytes_per_token=self.model_config.kv_bytes_per_token(self.dtype),
+                                dtype=self.dtype, device=self.device)
+
+    def _attention_fn(self, meta: AttentionMetadata, plan: MirrorPlan | None):  # type: ignore[no-untyped-def]
         attend = paged_attention if self.attention == "fast" else paged_attention_reference
-        cache = self.kv_cache
+        cache, mirror = self.kv_cache, self.mirror
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer_cache = cache.layer(layer)
             write_kv(layer_cache, k, v, meta.slot_mapping)
+            if plan is not None:
+                out, mirror.buffers[layer] = mirrored_decode_attention(q, k, v, layer_cache, mirror.buffers[layer],
+                                                                      plan)
+                return out
             return attend(q, layer_cache, meta)
         return attention_fn
 

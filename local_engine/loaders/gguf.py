@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from local_engine.loaders.gguf_quants import dequantize
+from local_engine.loaders.gguf_quants import dequantize, int4_groups
 from local_engine.loaders.gguf_reader import GGUFFormatError, GGUFTensor, read_gguf
 from local_engine.model_config import ModelConfig, RopeScaling
 
@@ -130,6 +130,19 @@ def iter_state_dict(model: GGUFModel, config: ModelConfig) -> Iterator[tuple[str
             elif name.endswith(("k_proj.weight", "k_proj.bias")):
                 array = unpermute_rope_rows(array, config.num_kv_heads)
         yield name, array
+
+
+def iter_int4_weights(model: GGUFModel, config: ModelConfig) -> Iterator[tuple[str, tuple[np.ndarray, ...]]]:
+    """(Hugging Face name, (q, scale, zero)) for every 4-bit matrix (see gguf_quants.int4_groups)."""
+    for tensor in model.tensors:
+        name = _hf_name(tensor.name)
+        groups = None if name is None else int4_groups(tensor.data, tensor.type_id, tensor.shape)
+        if name is None or groups is None:
+            continue
+        if model.arch in _PERMUTED_ARCHS and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = config.num_heads if "q_proj" in name else config.num_kv_heads
+            groups = tuple(unpermute_rope_rows(a, heads) for a in groups)
+        yield name, groups
 
 
 def _hf_name(gguf_name: str) -> str | None:

@@ -118,3 +118,31 @@ def _gguf_fallback(data: np.ndarray, type_id: int, shape: tuple[int, ...]) -> np
 
     qtype = GGMLQuantizationType(type_id)
     return np.asarray(gguf_dequantize(np.asarray(data), qtype), dtype=np.float32).reshape(shape)
+
+
+def int4_groups(data: np.ndarray, type_id: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...] | None:
+    """The 4-bit codes of a Q4_0 / Q4_1 / Q4_K tensor as groups of 32 with w = (q - 8) * scale + zero.
+
+    Returns q (rows, cols) uint8 in 0..15, scale and zero (rows, cols / 32) float32 — exactly the
+    file's weights, for int4 matmul kernels — or None for any other type.
+    """
+    if type_id not in (TYPE_Q4_0, TYPE_Q4_1, TYPE_Q4_K) or len(shape) != 2:
+        return None
+    rows, cols = shape
+    block_bytes = _BLOCK_DEQUANT[type_id][1]
+    raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1, block_bytes)
+    if type_id == TYPE_Q4_K:
+        nb = raw.shape[0]
+        d, dmin = _f16(raw, 0), _f16(raw, 2)
+        sc, mn = _k4_scales_mins(raw[:, 4:16])
+        qs = raw[:, 16:144].reshape(nb, 4, 32)
+        q = np.stack([qs & 0x0F, qs >> 4], axis=2).reshape(nb * 8, 32)
+        scale, low = (d * sc).reshape(-1), (-dmin * mn).reshape(-1)  # per sub-block of 32: w = scale*q + low
+    else:
+        q = np.concatenate([raw[:, 2 + 2 * (type_id == TYPE_Q4_1):] & 0x0F,
+                            raw[:, 2 + 2 * (type_id == TYPE_Q4_1):] >> 4], axis=1)
+        scale = _f16(raw, 0).reshape(-1)
+        low = _f16(raw, 2).reshape(-1) if type_id == TYPE_Q4_1 else -8.0 * scale
+    groups = cols // QK
+    return (q.reshape(rows, cols).astype(np.uint8), scale.reshape(rows, groups),
+            (low + 8.0 * scale).reshape(rows, groups))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: 4-bit codes stored beside the cast weights
 log = logging.getLogger(__name__)
 
 

@@ -17,7 +17,7 @@ from local_engine.loaders.gguf_reader import read_gguf
 from local_engine.loaders.registry import smollm2_gguf_path
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
 from local_engine.loading import load_engine_model
-from local_engine.model import build_model, fuse_hf_state_dict
+from local_engine.model import build_model, fuse_hf_state_dict, linear
 from tests.unit.local_engine.helpers import dense_logits
 
 Q = gguf.GGMLQuantizationType
@@ -64,7 +64,7 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+def _write_tiny_gguf(path: Path, seed: int = 0, matrices: Q = Q.F32) -> dict[str, torch.Tensor]:
     """A tiny llama GGUF with SmolLM2's tokenizer; returns the HF-layout weights it holds."""
     md, _ = read_gguf(smollm2_gguf_path())
     config = tiny_random_config(len(md["tokenizer.ggml.tokens"]), 1, (2,))
@@ -101,7 +101,11 @@ def _write_tiny_gguf(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
             array = _permute(array, config.num_heads)
         elif part == "self_attn.k_proj":
             array = _permute(array, config.num_kv_heads)
-        w.add_tensor(f"blk.{i}.{layer[part]}.weight", np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if matrices != Q.F32 and array.ndim == 2:
+            w.add_tensor(f"blk.{i}.{layer[part]}.weight", gguf.quants.quantize(array, matrices), raw_dtype=matrices)
+            continue
+        w.add_tensor(f"blk.{i}.{layer[part]}.weight", array)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -155,3 +159,22 @@ def test_not_a_gguf_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a model at all")
     with pytest.raises(gguf_loader.GGUFError, match="not a GGUF"):
         gguf_loader.open_gguf(bad)
+
+
+def test_4bit_matrices_keep_the_files_codes_for_small_batch_matmuls(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRIDGW_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "q4.gguf"
+    _write_tiny_gguf(path, seed=2, matrices=Q.Q4_1)
+    exact = load_engine_model(str(path), dtype="fp32", kv_cache_bytes=1 << 20).runner.model
+    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner.model
+    for layer, ref in zip(fast.decoder_layers, exact.decoder_layers):
+        assert set(layer.int4_codes) == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+        q, scale, zero = layer.int4_codes["qkv_proj"]  # rows already un-permuted like the float weights
+        codes = (q.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
+        torch.testing.assert_close(codes, ref.qkv_proj.weight, atol=0, rtol=0)
+    if fast.layers[0].int4:  # this CPU runs the int4 kernel: one row through it matches fp32 closely
+        x = torch.randn(1, 64, dtype=torch.bfloat16)
+        out = linear(x, fast.layers[0].gate_up_proj.weight, None, None, fast.layers[0].int4["gate_up_proj"])
+        torch.testing.assert_close(out.float(), x.float() @ exact.layers[0].gate_up_proj.weight.t(),
+                                   atol=0.05, rtol=0.02)

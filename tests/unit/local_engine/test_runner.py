@@ -161,3 +161,24 @@ def test_prepacked_bf16_weights_compute_the_same_logits() -> None:
     torch.testing.assert_close(dense_logits(model, ids), plain, atol=0, rtol=0)
     model.to(torch.float32)  # moving or casting drops the packed copies
     assert model.packed_head is None and not model.layers[0].packed
+
+
+def test_decode_mirror_matches_the_reference_across_joins_leaves_and_growth() -> None:
+    model = tiny_model(seed=11)
+    runs = {}
+    for attention in ("fast", "reference"):
+        runner, pool = make_runner(model, attention=attention, num_blocks=1024), BlockPool(1024)
+        seqs = [Sequence(_prompt(20 + i, 3 + 4 * i), greedy()) for i in range(6)]
+        step(runner, pool, seqs[:4], [s.num_tokens for s in seqs[:4]], True)
+        for _ in range(70):  # past the mirror's 64-token headroom: it must grow
+            step(runner, pool, seqs[:4], [1] * 4, False)
+        if attention == "fast":
+            assert runner.mirror.buffers[0] is not None  # the decode steps really used the mirror
+        step(runner, pool, seqs[4:], [s.num_tokens for s in seqs[4:]], True)  # two join
+        for _ in range(5):
+            step(runner, pool, seqs, [1] * 6, False)
+        del seqs[1]  # one leaves
+        for _ in range(5):
+            step(runner, pool, seqs, [1] * 5, False)
+        runs[attention] = [s.completion_token_ids for s in seqs]
+    assert runs["fast"] == runs["reference"]
