@@ -25,9 +25,12 @@ def cache_dir() -> Path:
 
 
 def cache_key(source: Path, dtype: torch.dtype) -> str:
+    """"<source>.<dtype>.v<format>.<stamp>": one entry per source file and dtype; the stamp (size,
+    mtime) changes when the file does, and store() then drops the stale sibling."""
     stat = source.stat()
-    raw = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|v{_FORMAT_VERSION}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    source_id = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    stamp = hashlib.sha256(f"{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return f"{source_id}.{str(dtype).removeprefix('torch.')}.v{_FORMAT_VERSION}.{stamp}"
 
 
 def load(key: str) -> dict[str, torch.Tensor] | None:
@@ -54,9 +57,18 @@ def store(key: str, tensors: dict[str, torch.Tensor]) -> Path | None:
         torch.save(tensors, tmp)
         final = directory / f"{key}.pt"
         os.replace(tmp, final)
+        _drop_siblings(directory, key)
         return final
     except OSError as exc:
         log.warning("weight cache not written to %s: %s", directory, exc)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         return None
+
+
+def _drop_siblings(directory: Path, key: str) -> None:
+    """Remove older entries for the same source file and dtype (another format version or stamp)."""
+    source_id, dtype = key.split(".")[:2]
+    for path in directory.glob(f"{source_id}.{dtype}.*.pt"):
+        if path.name != f"{key}.pt":
+            path.unlink(missing_ok=True)

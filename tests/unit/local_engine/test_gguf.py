@@ -152,6 +152,7 @@ def test_second_load_reads_the_weight_cache(tiny_gguf: tuple[Path, dict[str, tor
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     third = load_engine_model(str(path), dtype="fp32", kv_cache_bytes=1 << 20)
     assert torch.equal(third.runner.model.norm.detach(), first.runner.model.norm.detach())
+    assert [p.name for p in (tmp_path / "cache" / "weights").iterdir()] == [f"{weight_cache.cache_key(path, torch.float32)}.pt"]
 
 
 def test_not_a_gguf_is_a_clear_error(tmp_path: Path) -> None:
