@@ -95,7 +95,8 @@ def bench_engine(args: argparse.Namespace) -> list[dict[str, float]]:
         return rounds
     port = procs.free_port()
     cmd = procs.python_module("gateway.cli", "engine", "--model", args.model, "--port", str(port),
-                              "--max-num-seqs", str(max(args.concurrency, 1)), *args.engine_arg)
+                              "--max-num-seqs", str(max(args.concurrency, 1)),
+                              *(["--threads", str(args.threads)] if args.threads else []), *args.engine_arg)
     url = f"http://127.0.0.1:{port}"
     with procs.running(cmd, f"{url}/health", name="bench-engine", timeout_s=600):
         rounds, state = measure(url, args)
@@ -128,6 +129,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="engine torch threads (default: the engine's)")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--peer-runs", type=int, default=2, help="peer runs; its best one is compared")
     p.add_argument("--engine-arg", action="append", default=[], help="extra `hybridgw engine` argument")

@@ -17,7 +17,7 @@ def load(config: EngineConfig) -> LoadedModel:
     return load_engine_model(
         config.model, device=config.device, dtype=config.dtype, kv_dtype=config.kv_dtype,
         kv_cache_bytes=config.kv_cache_bytes, gpu_memory_fraction=config.gpu_memory_fraction,
-        block_size=config.block_size, max_model_len=config.max_model_len)
+        block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads)
 
 
 def build_engine(config: EngineConfig, loaded: LoadedModel) -> LLMEngine:

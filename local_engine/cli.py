@@ -26,6 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pool.add_argument("--kv-cache-bytes", type=int, default=None, help="KV pool size in bytes")
     pool.add_argument("--gpu-memory-fraction", type=float, default=0.85,
                       help="share of free GPU memory for the KV pool (CUDA)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: one core left to the server on machines of <= 4 cores)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget")
@@ -43,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         model=args.model, device=args.device, dtype=args.dtype, kv_dtype=args.kv_dtype,
         kv_cache_bytes=args.kv_cache_bytes, gpu_memory_fraction=args.gpu_memory_fraction,
-        block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        cpu_threads=args.threads, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching)

@@ -18,6 +18,7 @@ class EngineConfig:
     kv_dtype: str | None = None  # None: same as dtype
     kv_cache_bytes: int | None = None  # a fixed KV pool size (CPU default is the loader's)
     gpu_memory_fraction: float = 0.85  # on CUDA, when kv_cache_bytes is None
+    cpu_threads: int | None = None  # torch CPU threads; None: the loader's choice for the machine
     block_size: int = 16  # tokens per KV block
     max_num_seqs: int = 64  # sequences in one step
     max_num_batched_tokens: int = 2048  # per-step token budget (a longer prompt is prefilled in chunks)
@@ -42,6 +43,8 @@ class EngineConfig:
             _positive("max_model_len", self.max_model_len)
         if self.kv_cache_bytes is not None:
             _positive("kv_cache_bytes", self.kv_cache_bytes)
+        if self.cpu_threads is not None:
+            _positive("cpu_threads", self.cpu_threads)
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if not 0.0 <= self.admission_watermark < 1.0:
