@@ -170,13 +170,16 @@ def docs_body(args: argparse.Namespace, table: list[str], peer_cmds: list[str], 
     about = (f"Greedy decode of {args.new_tokens} forced new tokens per sequence after the {prompt_tokens}-token "
              f"chat prompt \"{PROMPT}\", model `{args.model}`, timed like the peer's `generate` (prefill + "
              f"{args.new_tokens - 1} decode steps; tokens/s = batch × {args.new_tokens} / seconds). Ours: the "
-             "`ModelRunner` (paged KV, bf16 weights, float32 residual) driven step by step, medians over "
+             "`ModelRunner` driven step by step — paged KV cache, bf16 weights pre-packed for oneDNN, float32 "
+             "residual stream, matmuls of at most 4 rows on the GGUF's own 4-bit codes — medians over "
              f"{2 * args.rounds} rounds split before and after the peer; \"decode-only\" leaves the prefill "
              "out. Peer in the same run: transformers `generate` on the same GGUF (dequantised), with its "
-             "default 2 threads.")
+             "default 2 threads. On a CPU of at most 4 cores the engine defaults to one thread fewer than "
+             "the cores (here 1), leaving a core to its server; 2-thread runs suffer most when other jobs "
+             "share the machine, so compare within a column and quote the ratio.")
     when = (f"{time.strftime('%Y-%m-%d')}, this 2-core CPU machine (AVX512-BF16), shared with other jobs "
             f"(load average {load:.1f} at the start); ratio = our best / the peer's best at that batch:")
-    peers = [f"    {c}" for c in peer_cmds]
+    peers = [f"    {c.replace(str(ROOT) + '/', '').replace(str(ROOT.parent) + '/', '../')}" for c in peer_cmds]
     return "\n".join([SECTION, "", about, "", cmd, "", "Peer commands (run by the script):", "", *peers, "",
                       when, "", *table, ""])
 

@@ -21,10 +21,11 @@ from local_engine.kv_cache import cuda_kv_budget, num_blocks_for_budget, resolve
 from local_engine.loaders import gguf, hf, weight_cache
 from local_engine.loaders.registry import ModelSource, resolve_model, smollm2_gguf_path
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
-from local_engine.model import build_model, fuse_hf_state_dict, fuse_int4_weights
+from local_engine.model import build_model
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
 from local_engine.tokenizer import Tokenizer
+from local_engine.weights import fuse_hf_state_dict, fuse_int4_weights
 
 DEFAULT_CPU_KV_BYTES = 1 << 30
 TINY_CPU_KV_BYTES = 32 << 20

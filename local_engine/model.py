@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.model_config import ModelConfig
+from local_engine.weights import INT4_SUFFIXES, can_prepack, linear, pack_int4, prepack
 
 # (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D)
 AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,41 +53,6 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
     half = x.shape[-1] // 2
     swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
     x.mul_(cos).addcmul_(swapped, sin_signed)
-
-
-# Up to this many rows a matmul reads the 4-bit codes instead of the bf16 weights: measured on
-# SmolLM2's layers (1 thread) 2.0x faster at 1 row, 1.5x at 4, but 1.4x slower at 16.
-_INT4_MAX_ROWS = 4
-_INT4_GROUP = 32
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None, int4: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """x @ weight.T + bias: through the 4-bit codes for a few rows, or oneDNN's pre-packed weight."""
-    if int4 is not None and x.shape[0] <= _INT4_MAX_ROWS:
-        out = torch._weight_int4pack_mm_for_cpu(x, int4[0], _INT4_GROUP, int4[1])
-        return out if bias is None else out + bias
-    if packed is not None:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-def pack_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """q (N, K) uint8 codes, scale/zero (N, K/32) -> the CPU int4 kernel's packed weight and (K/32, N, 2) bf16."""
-    scales_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
-    return torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1), scales_zeros
-
-
-def can_prepack(weight: torch.Tensor) -> bool:
-    """Pre-packing pays on CPUs with native bf16: measured 2x faster matmuls at batch 16-64 and
-    ~1.9x at batch 1 (1 thread, SmolLM2 shapes), because oneDNN otherwise re-lays-out the weight
-    on every call; results are bit-identical."""
-    return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
-
-
-def prepack(weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
 
 
 class DecoderLayer(nn.Module):
@@ -223,60 +189,16 @@ def _rescore_top_(logits: torch.Tensor, x: torch.Tensor, head: torch.Tensor) -> 
     logits.scatter_(1, top, exact)
 
 
-_INT4_SUFFIXES = (".int4_q", ".int4_scale", ".int4_zero")
-
-
-def fuse_int4_weights(config: ModelConfig, hf: Mapping[str, tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
-    """4-bit weights (q, scale, zero) by Hugging Face name -> this module's state names, fused like
-    the plain weights; a fused matrix is kept only when all its parts are 4-bit."""
-    out: dict[str, torch.Tensor] = {}
-    fused = {"qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-             "o_proj": ("self_attn.o_proj",), "gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
-             "down_proj": ("mlp.down_proj",)}
-    for i in range(config.num_layers):
-        for name, parts in fused.items():
-            found = [hf.get(f"model.layers.{i}.{part}.weight") for part in parts]
-            if all(f is not None for f in found):
-                for j, suffix in enumerate(_INT4_SUFFIXES):
-                    out[f"layers.{i}.{name}{suffix}"] = torch.cat([f[j] for f in found if f is not None])
-    return out
-
-
-def fuse_hf_state_dict(config: ModelConfig, hf: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face names -> this module's names (q/k/v and gate/up fused); raises KeyError if one is missing."""
-    out: dict[str, torch.Tensor] = {"embed_tokens.weight": hf["model.embed_tokens.weight"],
-                                    "norm": hf["model.norm.weight"]}
-    if not config.tie_word_embeddings:
-        out["lm_head.weight"] = hf["lm_head.weight"]
-    if "rope_freq_factors" in hf:
-        out["rope_freq_factors"] = hf["rope_freq_factors"]
-    for i in range(config.num_layers):
-        p = f"model.layers.{i}."
-        a = p + "self_attn."
-        out[f"layers.{i}.input_norm"] = hf[p + "input_layernorm.weight"]
-        out[f"layers.{i}.post_attn_norm"] = hf[p + "post_attention_layernorm.weight"]
-        out[f"layers.{i}.qkv_proj.weight"] = torch.cat(
-            [hf[a + "q_proj.weight"], hf[a + "k_proj.weight"], hf[a + "v_proj.weight"]])
-        if config.attention_bias:
-            out[f"layers.{i}.qkv_proj.bias"] = torch.cat(
-                [hf[a + "q_proj.bias"], hf[a + "k_proj.bias"], hf[a + "v_proj.bias"]])
-        out[f"layers.{i}.o_proj.weight"] = hf[a + "o_proj.weight"]
-        out[f"layers.{i}.gate_up_proj.weight"] = torch.cat(
-            [hf[p + "mlp.gate_proj.weight"], hf[p + "mlp.up_proj.weight"]])
-        out[f"layers.{i}.down_proj.weight"] = hf[p + "mlp.down_proj.weight"]
-    return out
-
-
 def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype,
                 device: torch.device | str, max_positions: int | None = None) -> LlamaModel:
-    """A model on ``device`` in ``dtype`` from this module's state dict (see ``fuse_hf_state_dict``).
+    """A model on ``device`` in ``dtype`` from this module's state dict (see weights.fuse_hf_state_dict).
 
     Built on the meta device and filled by assignment: no random init, and no copy where the
     tensors already have the right dtype and device (e.g. memory-mapped from the weight cache).
     """
     state = dict(state)
     factors = state.pop("rope_freq_factors", None)
-    codes = {name: state.pop(name) for name in list(state) if name.endswith(_INT4_SUFFIXES)}
+    codes = {name: state.pop(name) for name in list(state) if name.endswith(INT4_SUFFIXES)}
     with torch.device("meta"):
         model = LlamaModel(config, max_positions)
     expected = model.state_dict()
@@ -290,7 +212,7 @@ def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype
     for layer in model.decoder_layers:
         for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
             key = f"layers.{layer.layer_idx}.{name}"
-            if key + _INT4_SUFFIXES[0] in codes:
-                layer.int4_codes[name] = tuple(codes[key + suffix] for suffix in _INT4_SUFFIXES)
+            if key + INT4_SUFFIXES[0] in codes:
+                layer.int4_codes[name] = tuple(codes[key + suffix] for suffix in INT4_SUFFIXES)
     # inference only; weights that require grad also send F.rms_norm down a slow composite path
     return model.requires_grad_(False).eval()

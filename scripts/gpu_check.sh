@@ -32,7 +32,8 @@ def sync():
 from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference, write_kv
 from local_engine.batch import ScheduledBatch
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
-from local_engine.model import build_model, fuse_hf_state_dict
+from local_engine.model import build_model
+from local_engine.weights import fuse_hf_state_dict
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
 from local_engine.sequence import SamplingParams, Sequence

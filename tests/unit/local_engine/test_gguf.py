@@ -17,7 +17,8 @@ from local_engine.loaders.gguf_reader import read_gguf
 from local_engine.loaders.registry import smollm2_gguf_path
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
 from local_engine.loading import load_engine_model
-from local_engine.model import build_model, fuse_hf_state_dict, linear
+from local_engine.model import build_model
+from local_engine.weights import fuse_hf_state_dict, linear
 from tests.unit.local_engine.helpers import dense_logits
 
 Q = gguf.GGMLQuantizationType
