@@ -85,6 +85,33 @@ for i in range(12):
     seq.num_cached_tokens = seq.num_tokens
     seq.append_token(out.token_ids[0])
 report("tiny model: paged runner greedy == dense forward", seq.token_ids == dense)
+
+# 2b. batched decode over many steps (the decode mirror, joins and leaves): fast path == reference path
+def batched_run(attention):
+    r = ModelRunner(model, cfg, device=dev, dtype=torch.float32, kv_dtype=None, num_blocks=1024, block_size=16,
+                    attention=attention)
+    free = list(range(1024))
+    seqs = [Sequence([7 + i, 40 + 3 * i, 90, 5 * i + 1] * (1 + i), SamplingParams(temperature=0.0)) for i in range(8)]
+    def go(group, prefill):
+        for s in group:
+            while len(s.block_table) * 16 < s.num_tokens:
+                s.block_table.append(free.pop())
+        counts = tuple(s.num_tokens - s.num_cached_tokens for s in group)
+        out = r.run(ScheduledBatch(tuple(group), counts, prefill))
+        for s, t in zip(group, out.token_ids):
+            s.num_cached_tokens = s.num_tokens
+            s.append_token(t)
+    go(seqs[:6], True)
+    for _ in range(70):
+        go(seqs[:6], False)
+    go(seqs[6:], True)
+    for _ in range(5):
+        go(seqs, False)
+    del seqs[2]
+    for _ in range(5):
+        go(seqs, False)
+    return [s.completion_token_ids for s in seqs]
+report("tiny model: 80 batched decode steps, fast path == reference path", batched_run("fast") == batched_run("reference"))
 del model, runner
 
 # 3. SmolLM2 on CUDA, bf16: the capital of France
