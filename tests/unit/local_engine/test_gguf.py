@@ -175,8 +175,8 @@ def test_4bit_matrices_keep_the_files_codes_for_small_batch_matmuls(tmp_path: Pa
         q, scale, zero = layer.int4_codes["qkv_proj"]  # rows already un-permuted like the float weights
         codes = (q.float() - 8) * scale.repeat_interleave(32, 1) + zero.repeat_interleave(32, 1)
         torch.testing.assert_close(codes, ref.qkv_proj.weight, atol=0, rtol=0)
-    if fast.layers[0].int4:  # this CPU runs the int4 kernel: one row through it matches fp32 closely
+    first, first_ref = fast.decoder_layers[0], exact.decoder_layers[0]
+    if first.int4:  # this CPU runs the int4 kernel: one row through it matches fp32 closely
         x = torch.randn(1, 64, dtype=torch.bfloat16)
-        out = linear(x, fast.layers[0].gate_up_proj.weight, None, None, fast.layers[0].int4["gate_up_proj"])
-        torch.testing.assert_close(out.float(), x.float() @ exact.layers[0].gate_up_proj.weight.t(),
-                                   atol=0.05, rtol=0.02)
+        out = linear(x, first.gate_up_proj.weight, None, None, first.int4["gate_up_proj"])
+        torch.testing.assert_close(out.float(), x.float() @ first_ref.gate_up_proj.weight.t(), atol=0.05, rtol=0.02)
