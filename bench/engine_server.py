@@ -61,18 +61,25 @@ async def one_request(http: httpx.AsyncClient, url: str, model: str, new_tokens:
     return result
 
 
-async def run_round(url: str, model: str, concurrency: int, new_tokens: int) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(one_request(http, url, model, new_tokens) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
+async def run_round(http: httpx.AsyncClient, url: str, model: str, concurrency: int,
+                    new_tokens: int) -> dict[str, float]:
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one_request(http, url, model, new_tokens) for _ in range(concurrency)))
+    wall = time.perf_counter() - start
     tokens = sum(r.completion_tokens for r in results)
     ttfts = sorted(r.ttft_s for r in results)
     itls = sorted(b - a for r in results for a, b in zip(r.chunk_times, r.chunk_times[1:]))
     return {"wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
             "ttft_p50_s": pct(ttfts, 50), "ttft_p95_s": pct(ttfts, 95),
             "itl_p50_s": pct(itls, 50), "itl_p95_s": pct(itls, 95)}
+
+
+async def run_rounds(url: str, model: str, args: argparse.Namespace) -> list[dict[str, float]]:
+    """A warm-up round opens the keep-alive connections (as long-lived clients hold them), then the rounds."""
+    limits = httpx.Limits(max_connections=args.concurrency + 4, max_keepalive_connections=args.concurrency + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await run_round(http, url, model, args.concurrency, 4)
+        return [await run_round(http, url, model, args.concurrency, args.new_tokens) for _ in range(args.rounds)]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -83,8 +90,7 @@ def pct(values: list[float], p: float) -> float:
 
 def measure(url: str, args: argparse.Namespace) -> tuple[list[dict[str, float]], dict]:
     model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-    asyncio.run(run_round(url, model, min(args.concurrency, 8), 8))  # warm-up
-    rounds = [asyncio.run(run_round(url, model, args.concurrency, args.new_tokens)) for _ in range(args.rounds)]
+    rounds = asyncio.run(run_rounds(url, model, args))
     return rounds, httpx.get(f"{url}/v1/engine/state").json()
 
 

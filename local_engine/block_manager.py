@@ -64,6 +64,15 @@ class BlockManager:
     def num_blocks_for(self, num_tokens: int) -> int:
         return (num_tokens + self.block_size - 1) // self.block_size
 
+    def first_block_key(self, seq: Sequence) -> BlockKey | None:
+        """The key of the sequence's first reusable block; None without one (or with caching off)."""
+        if not self.enable_prefix_caching or (seq.num_tokens - 1) // self.block_size < 1:
+            return None
+        return (_ROOT_HASH, tuple(seq.token_ids[:self.block_size]))
+
+    def is_cached(self, key: BlockKey) -> bool:
+        return key in self._cached
+
     def can_allocate(self, seq: Sequence) -> bool:
         # Conservative: ignores prefix hits on blocks other sequences hold, so it never over-promises.
         return self.num_blocks_for(seq.num_tokens) <= len(self._free)

@@ -3,14 +3,15 @@
 A step is either prefills (new or partly prefilled sequences, in chunks under a token budget) or
 decodes (one token for every running sequence). New requests join at the next step; finished
 ones leave at once; when blocks run out the newest sequence is preempted (blocks freed, recomputed
-later) — never a failure.
+later) — never a failure. A request whose first KV block is being prefilled for another waits
+one step and then reuses the cached blocks (SGLang's in-batch prefix caching).
 """
 from __future__ import annotations
 
 import bisect
 
 from local_engine.batch import ScheduledBatch
-from local_engine.block_manager import BlockManager
+from local_engine.block_manager import BlockKey, BlockManager
 from local_engine.config import EngineConfig
 from local_engine.sequence import FinishReason, Sequence, SequenceStatus
 
@@ -81,15 +82,22 @@ class Scheduler:
                 seqs.append(seq)
                 counts.append(n)
                 budget -= n
+        computing: set[BlockKey] = set()  # first blocks this step computes and caches
+        bm = self.block_manager
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
+            key = bm.first_block_key(seq)
+            if key is not None and key in computing:
+                break  # its prefix is being computed now: next step it is a cache hit, not a recompute
             if not self._make_room(seq, preempted):
                 break  # strict order: a later, smaller request does not jump the queue
             del self.waiting[0]
-            self.block_manager.allocate(seq)
+            bm.allocate(seq)
             seq.status = SequenceStatus.RUNNING
             bisect.insort(self.running, seq, key=self._key)
             n = min(seq.num_tokens - seq.num_cached_tokens, budget)
+            if key is not None and seq.num_cached_tokens == 0 and n >= bm.block_size:
+                computing.add(key)
             seqs.append(seq)
             counts.append(n)
             budget -= n

@@ -187,3 +187,37 @@ def test_head_of_line_waits_rather_than_being_overtaken() -> None:
     batch = sched.schedule()
     assert batch.seqs == (a,)  # big does not fit next to a; small waits behind it
     assert sched.waiting == [big, small]
+
+
+def make_cached(num_blocks: int = 64, block_size: int = 4, **kw: object) -> Scheduler:
+    config = EngineConfig(block_size=block_size, admission_watermark=0.0, **kw)  # type: ignore[arg-type]
+    return Scheduler(config, BlockManager(num_blocks, block_size, enable_prefix_caching=True))
+
+
+def finish_step(sched: Scheduler, batch: ScheduledBatch) -> None:
+    """advance() plus what the engine does next: register newly computed full blocks."""
+    advance(batch)
+    for seq in batch.seqs:
+        sched.block_manager.cache_full_blocks(seq)
+
+
+def test_same_prefix_waits_one_step_then_reuses_the_cached_blocks() -> None:
+    sched = make_cached()
+    first, second, other = seq_of(10), seq_of(10), Sequence([9] * 10)
+    for s in (first, second, other):
+        sched.add(s)
+    batch = sched.schedule()
+    assert batch.seqs == (first,)  # second shares first's blocks being computed; other waits behind it
+    finish_step(sched, batch)
+    batch = sched.schedule()
+    assert batch.is_prefill and batch.seqs == (second, other)
+    assert second.num_cached_tokens == 8 and batch.num_scheduled_tokens == (2, 10)
+    assert sched.block_manager.prefix_cache_hit_rate > 0
+
+
+def test_prompts_shorter_than_a_block_are_never_held_back() -> None:
+    sched = make_cached()
+    a, b = seq_of(3), seq_of(3)
+    sched.add(a)
+    sched.add(b)
+    assert sched.schedule().seqs == (a, b)
