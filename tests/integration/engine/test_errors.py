@@ -55,16 +55,15 @@ def test_unknown_model_is_404(tiny_engine: Engine) -> None:
 def test_full_queue_is_503_with_retry_after(one_slot_engine: Engine) -> None:
     url = f"{one_slot_engine.url}/v1/completions"
     long = {"model": MODEL, "prompt": "Hello", "max_tokens": 4000, "ignore_eos": True, "stream": True}
-    with httpx.Client(timeout=60) as http:
-        with http.stream("POST", url, json=long) as first:
-            lines = first.iter_lines()
-            assert next(lines).startswith("data: ")  # running
-            with http.stream("POST", url, json=long) as second:
-                assert second.status_code == 200
-                one_slot_engine.wait_for(lambda s: s["num_running"] == 1 and s["num_waiting"] == 1)
-                third = http.post(url, json={"model": MODEL, "prompt": "Hello", "max_tokens": 2})
-                assert third.status_code == 503
-                assert third.headers["retry-after"] == "1"
-                assert third.json()["error"]["code"] == "engine_full"
+    with httpx.Client(timeout=60) as http, http.stream("POST", url, json=long) as first:
+        lines = first.iter_lines()
+        assert next(lines).startswith("data: ")  # running
+        with http.stream("POST", url, json=long) as second:
+            assert second.status_code == 200
+            one_slot_engine.wait_for(lambda s: s["num_running"] == 1 and s["num_waiting"] == 1)
+            third = http.post(url, json={"model": MODEL, "prompt": "Hello", "max_tokens": 2})
+            assert third.status_code == 503
+            assert third.headers["retry-after"] == "1"
+            assert third.json()["error"]["code"] == "engine_full"
     state = one_slot_engine.wait_for(lambda s: s["num_running"] == 0 and s["num_waiting"] == 0)
     assert state["num_blocks_free"] == state["num_blocks_total"]
