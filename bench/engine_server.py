@@ -114,7 +114,8 @@ def report(rounds: list[dict[str, float]], state: dict) -> None:
     for r in rounds:
         print(json.dumps({"engine": "hybridgw", **{k: round(v, 4) for k, v in r.items()}}), flush=True)
     print(json.dumps({"engine_state": {k: state[k] for k in ("model", "device", "kv_dtype", "num_preemptions",
-                                                              "decode_tokens_per_s", "prefill_tokens_per_s")}}))
+                                                              "decode_tokens_per_s", "prefill_tokens_per_s",
+                                                              "prefix_cache_hit_rate")}}))
 
 
 def bench_peer(gguf: str, concurrency: int, new_tokens: int) -> float | None:
