@@ -16,6 +16,7 @@ from typing import Protocol
 from local_engine.engine import EngineSnapshot, LLMEngine, RequestOutput
 from local_engine.errors import EngineDead, EngineError, EngineFull
 from local_engine.sequence import SamplingParams, Sequence
+from local_engine.tracing import RequestTimes, RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class RequestStream:
                  trace_context: object | None = None) -> None:
         self.seq_id = seq.seq_id
         self.trace_context = trace_context  # the caller's W3C traceparent, for spans
+        self._seq = seq  # read for its first_scheduled_ns when the request ends (spans)
+        self.arrival_ns = time.time_ns()
+        self.first_token_ns = 0
+        self.num_completion_tokens = 0
         self.request_id = seq.request_id
         self.num_prompt_tokens = seq.num_prompt_tokens
         self.arrival = time.perf_counter()
@@ -87,11 +92,22 @@ class RequestStream:
             self._done = True
             self._owner._abort(self.seq_id)
             self._queue.put_nowait(None)  # wake a reader waiting for the next output
+            self._trace(aborted=True)
+
+    def _trace(self, aborted: bool) -> None:
+        tracer = self._owner.request_tracer
+        if tracer is None or self.trace_context is None:
+            return
+        tracer.record(self.trace_context, RequestTimes(  # type: ignore[arg-type]
+            self.arrival_ns, self._seq.first_scheduled_ns, self.first_token_ns, time.time_ns(),
+            self.num_prompt_tokens, self.num_completion_tokens, aborted))
 
     def _deliver(self, out: RequestOutput, now: float) -> None:
         observer = self._observer
+        self.num_completion_tokens = out.num_completion_tokens
         if self.first_token_at is None:
             self.first_token_at = now
+            self.first_token_ns = time.time_ns()
             if observer is not None:
                 observer.first_token(now - self.arrival, out.num_prompt_tokens)
         elif observer is not None:
@@ -101,6 +117,7 @@ class RequestStream:
             self._done = True
             if observer is not None:
                 observer.finished(now - self.arrival, out.num_prompt_tokens, out.num_completion_tokens)
+            self._trace(aborted=False)
         self._queue.put_nowait(out)
 
     def _fail(self, exc: BaseException) -> None:
@@ -115,6 +132,7 @@ class AsyncEngine:
         self.engine = engine
         self.max_waiting = engine.config.max_waiting
         self.observer = observer  # set before start (the server's metrics)
+        self.request_tracer: RequestTracer | None = None  # set before start when traces are on
         self._cond = threading.Condition()
         self._inbox: list[Sequence | int] = []  # a Sequence to add, or a seq_id to abort
         self._num_pending_adds = 0

@@ -11,6 +11,7 @@ from local_engine.engine import LLMEngine
 from local_engine.loading import LoadedModel, load_engine_model
 from local_engine.server import ServerInfo, create_app
 from local_engine.tokenizer import IncrementalDetokenizer
+from local_engine.tracing import RequestTracer, engine_tracing
 
 
 def load(config: EngineConfig) -> LoadedModel:
@@ -40,5 +41,9 @@ def build_server(config: EngineConfig, extra_names: tuple[str, ...] = ()) -> tup
     loaded = load(config)
     engine = build_engine(config, loaded)
     info = server_info(config, loaded, extra_names)
-    app = create_app(AsyncEngine(engine), loaded.tokenizer, info)
+    async_engine = AsyncEngine(engine)
+    tracing = engine_tracing()
+    if tracing is not None:
+        async_engine.request_tracer = RequestTracer(tracing.provider.get_tracer("hybridgw.engine"), info.model_name)
+    app = create_app(async_engine, loaded.tokenizer, info, on_shutdown=tracing.shutdown if tracing else None)
     return app, info, engine

@@ -140,6 +140,11 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
+        if batch.is_prefill:  # the end of each new sequence's queue wait (engine spans)
+            now_ns = time.time_ns()
+            for seq in batch.seqs:
+                if not seq.first_scheduled_ns:
+                    seq.first_scheduled_ns = now_ns
         start = self._clock()
         out = self.runner.run(batch)
         end = self._clock()

@@ -5,7 +5,7 @@ state the gateway polls, and health. Every error is OpenAI-shaped; nothing happe
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -65,7 +65,8 @@ def error_response(err: HttpError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo) -> FastAPI:
+def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo,
+               on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     metrics = EngineMetrics(engine.snapshot, info.model_name)
     engine.observer = metrics
     llm = engine.engine  # read-only facts (max_model_len, block size, fit checks)
@@ -77,6 +78,8 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             yield
         finally:
             engine.shutdown()
+            if on_shutdown is not None:
+                on_shutdown()  # flush the last spans
 
     app = FastAPI(title="hybridgw engine", lifespan=lifespan)
     app.state.metrics = metrics

@@ -23,7 +23,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.accounting.otlp_sink import TraceSink
+from tests.support.otlp_sink import TraceSink
 from tests.support import procs
 from tests.support.redis_server import RedisServer, redis_server_path
 
