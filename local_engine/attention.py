@@ -174,8 +174,8 @@ def mirrored_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         mirror = mirror.view(two_kvh, B, plan.capacity, D)
     else:  # the values the pool holds (rounded to its dtype), so both paths agree exactly
         new = torch.cat([k, v], dim=1).to(cache.dtype).to(q.dtype).transpose(0, 1)  # (2*KVH, B, D)
-        mirror[:, plan.rows, plan.positions] = new
-    return _bmm_decode(q, mirror[:, :, :plan.used_len], plan.attn_bias), mirror
+        mirror.view(two_kvh, B * plan.capacity, D).index_copy_(1, plan.slots, new)
+    return _bmm_decode(q, mirror, plan.attn_bias), mirror
 
 
 def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
