@@ -11,10 +11,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -104,3 +105,20 @@ def running(args: Sequence[str], url: str, env: Mapping[str, str] | None = None,
         yield proc
     finally:
         stop(proc)
+
+
+def hybridgw(*args: str) -> list[str]:
+    """The `hybridgw` command line, run with this interpreter (the venv's)."""
+    return [sys.executable, "-m", "gateway.cli", *args]
+
+
+def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 60.0, every_s: float = 0.1) -> Any:
+    """Poll until `condition()` is truthy and return its value (a bound on waiting, not a speed assertion)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {wait_s} s waiting for {what}")
+        time.sleep(every_s)

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -23,8 +22,9 @@ import httpx
 import openai
 import pytest
 
-from tests.support.otlp_sink import TraceSink
 from tests.support import procs
+from tests.support.otlp_sink import TraceSink
+from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 from tests.support.redis_server import RedisServer, redis_server_path
 
 ADMIN_KEY = "sk-accounting-admin"
@@ -42,20 +42,7 @@ T = TypeVar("T")
 _FOREIGN_ENV = ("REDIS_URL", "HYBRIDGW_", "OTEL_")
 
 
-def hybridgw(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
 
-
-def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 30.0, every_s: float = 0.1) -> Any:
-    """Poll until `condition()` is truthy (a bound on waiting, not a speed assertion)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {wait_s} s waiting for {what}")
-        time.sleep(every_s)
 
 
 def in_one_minute(run: Callable[[], Coroutine[Any, Any, T]], longest_s: float = 25.0) -> T:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 from tests.support import procs
+from tests.support.procs import hybridgw  # noqa: F401  (re-exported to this directory's tests)
 
 ADMIN_KEY = "admin-test-key"
 UPSTREAM_KEY = "upstream-secret"
@@ -65,9 +65,6 @@ models:
   gone: {{deployments: [{{backend: hosted, model: m}}]}}
 """
 
-
-def hybridgw(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
 
 
 def create_key(data_dir: Path, team: str) -> str:

@@ -6,10 +6,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,25 +18,13 @@ import openai
 import pytest
 
 from tests.support import procs
+from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
 
 
-def hybridgw(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
 
-
-def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 60.0, every_s: float = 0.1) -> Any:
-    """Poll until `condition()` is truthy (a bound on waiting, not a speed assertion)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {what}")
-        time.sleep(every_s)
 
 
 @dataclass(frozen=True)
