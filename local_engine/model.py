@@ -184,9 +184,29 @@ def _rescore_top_(logits: torch.Tensor, x: torch.Tensor, head: torch.Tensor) -> 
     A bf16 output rounds logits of magnitude ~20 by up to 0.06, enough to flip greedy choices
     between near-tied tokens; the few tokens that can win are scored exactly instead.
     """
-    top = logits.topk(_RESCORED, dim=-1).indices  # (S, K)
+    top = top_indices(logits, _RESCORED)  # (S, K)
     exact = torch.einsum("sh,skh->sk", x, head[top].float())  # (S, K)
     logits.scatter_(1, top, exact)
+
+
+_CHUNK = 128  # vocabulary chunk of the two-stage top-k
+
+
+def top_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (S, k) of each row's k largest logits (S, V), in no particular order.
+
+    A top-k over a 49k vocabulary costs ~4 ms at 64 rows on a CPU; the k largest lie in the k
+    chunks with the largest maxima, so a chunk max (vectorised) and two small top-ks find the
+    same set ~4x faster.
+    """
+    S, V = logits.shape
+    if V % _CHUNK or V // _CHUNK < k:
+        return logits.topk(k, dim=-1).indices
+    chunks = logits.view(S, V // _CHUNK, _CHUNK)
+    best = chunks.amax(dim=-1).topk(k, dim=-1).indices  # (S, k) chunk ids
+    cand = chunks.gather(1, best[:, :, None].expand(-1, -1, _CHUNK)).view(S, k * _CHUNK)
+    pos = cand.topk(k, dim=-1).indices  # (S, k) within the candidates
+    return best.gather(1, pos // _CHUNK) * _CHUNK + pos % _CHUNK
 
 
 def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype: torch.dtype,

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from local_engine.batch import ScheduledBatch
+from local_engine.model import top_indices
 from local_engine.runner import RunnerError
 from local_engine.sequence import SamplingParams, Sequence
 from tests.unit.local_engine.helpers import (
@@ -182,3 +183,13 @@ def test_decode_mirror_matches_the_reference_across_joins_leaves_and_growth() ->
             step(runner, pool, seqs, [1] * 5, False)
         runs[attention] = [s.completion_token_ids for s in seqs]
     assert runs["fast"] == runs["reference"]
+
+
+def test_two_stage_top_indices_equal_topk() -> None:
+    logits = torch.randn(16, 49152, generator=torch.Generator().manual_seed(1)) * 5
+    logits[0, :128] += 100  # every top candidate in one chunk
+    for k in (1, 16):
+        assert torch.equal(top_indices(logits, k).sort(dim=-1).values,
+                           logits.topk(k, dim=-1).indices.sort(dim=-1).values)
+    small = torch.randn(2, 300)  # vocabulary not a whole number of chunks
+    assert torch.equal(top_indices(small, 16).sort(dim=-1).values, small.topk(16, dim=-1).indices.sort(dim=-1).values)

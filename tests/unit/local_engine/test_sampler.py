@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from local_engine.sampler import SamplingRow, sample
+from local_engine.sampler import SamplingRow, _argmax, sample
 from local_engine.sequence import SamplingParams
 
 V = 50
@@ -93,3 +93,13 @@ def test_logprobs_of_chosen_and_top_tokens() -> None:
     assert lp.logprob == pytest.approx(float(expected[ids[0]]), abs=1e-5)
     assert [t for t, _ in lp.top] == expected.topk(2).indices.tolist()
     assert math.fsum(math.exp(x) for x in expected.tolist()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_chunked_argmax_picks_what_argmax_picks() -> None:
+    logits = torch.randn(8, 1024, generator=torch.Generator().manual_seed(3))
+    logits[1, 200] = logits[1, 700] = 50.0  # a tie across chunks: the first index wins
+    logits[2, 10] = logits[2, 11] = 50.0  # a tie inside a chunk
+    logits[3, 900] = float("nan")  # argmax's NaN rule
+    assert torch.equal(_argmax(logits), logits.argmax(dim=-1))
+    odd = torch.randn(4, 1000)  # not a whole number of chunks: plain argmax
+    assert torch.equal(_argmax(odd), odd.argmax(dim=-1))
