@@ -113,11 +113,15 @@ def _storage(cache: torch.Tensor) -> torch.Tensor:
     return cache.view(torch.uint8) if cache.element_size() == 1 and cache.is_floating_point() else cache
 
 
-def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Store k, v (T, KVH, D) at flat slots (T,) of a layer cache (2*KVH, N, block_size, D)."""
+def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
+    """Store k, v (T, KVH, D) at flat slots (T,) of a layer cache (2*KVH, N, block_size, D).
+
+    Returns what was stored, (2*KVH, T, D) in the cache dtype (the decode mirror appends it too).
+    """
     two_kvh, n, bs, d = cache.shape
     kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
     _storage(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, _storage(kv))
+    return kv
 
 
 def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -159,12 +163,12 @@ def _bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.
     return out.view(KVH, B, H // KVH, D).transpose(0, 1).reshape(B, H, D)
 
 
-def mirrored_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor,
+def mirrored_decode_attention(q: torch.Tensor, stored: torch.Tensor, cache: torch.Tensor,
                               mirror: torch.Tensor | None, plan: MirrorPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over the mirror of the batch's K/V (see decode_mirror.py).
 
-    q (B, H, D), k/v (B, KVH, D) of the new tokens, already written to ``cache``; ``mirror``
-    (2*KVH, B, capacity, D) from the previous step. Returns (out (B, H, D), the updated mirror).
+    q (B, H, D); ``stored`` (2*KVH, B, D): the new tokens' K/V as ``write_kv`` put them in ``cache``;
+    ``mirror`` (2*KVH, B, capacity, D) from the previous step. Returns (out (B, H, D), the updated mirror).
     """
     two_kvh, D = cache.shape[0], cache.shape[-1]
     B = q.shape[0]
@@ -172,9 +176,9 @@ def mirrored_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         assert plan.gather_blocks is not None
         mirror = _storage(cache).index_select(1, plan.gather_blocks).view(cache.dtype).to(q.dtype)
         mirror = mirror.view(two_kvh, B, plan.capacity, D)
-    else:  # the values the pool holds (rounded to its dtype), so both paths agree exactly
-        new = torch.cat([k, v], dim=1).to(cache.dtype).to(q.dtype).transpose(0, 1)  # (2*KVH, B, D)
-        mirror.view(two_kvh, B * plan.capacity, D).index_copy_(1, plan.slots, new)
+    else:
+        # the values the pool holds (rounded to its dtype), so both paths agree exactly
+        mirror.view(two_kvh, B * plan.capacity, D).index_copy_(1, plan.slots, stored.to(q.dtype))
     return _bmm_decode(q, mirror, plan.attn_bias), mirror
 
 

@@ -114,10 +114,10 @@ class ModelRunner:
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer_cache = cache.layer(layer)
-            write_kv(layer_cache, k, v, meta.slot_mapping)
+            stored = write_kv(layer_cache, k, v, meta.slot_mapping)  # (2*KVH, T, D)
             if plan is not None:
-                out, mirror.buffers[layer] = mirrored_decode_attention(q, k, v, layer_cache, mirror.buffers[layer],
-                                                                      plan)
+                out, mirror.buffers[layer] = mirrored_decode_attention(q, stored, layer_cache,
+                                                                      mirror.buffers[layer], plan)
                 return out
             return attend(q, layer_cache, meta)
         return attention_fn
