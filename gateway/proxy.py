@@ -199,11 +199,13 @@ async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: d
 
 
 def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
-    """How many output tokens the team's hard USD budget still pays for: what was reserved plus the
-    headroom left after it (None: no enforced budget, or free output)."""
+    """How many output tokens the team's hard USD budget (`on_exceed: reject`) still pays for: what
+    was reserved plus the headroom left after it (None: no hard budget, or free output)."""
     held = ex.reservation
     if held is None or held.usd_headroom is None:
         return None
+    if svc.router.compiled.team(ex.team).budget.on_exceed != "reject":
+        return None  # a soft budget re-routes new requests; it never cuts one already streaming
     base = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 0)
     per_token = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 1) - base
     if per_token <= 0:

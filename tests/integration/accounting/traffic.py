@@ -24,6 +24,7 @@ class Outcome:
     error: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     content_chunks: int = 0  # streamed chunks that carried text
+    cut: bool = False  # a stream the gateway ended with an in-band error frame (e.g. a hard budget)
 
 
 @dataclass
@@ -72,10 +73,16 @@ async def _streamed(client: openai.AsyncOpenAI, kwargs: dict[str, Any], include_
     options: dict[str, Any] = {"stream_options": {"include_usage": True}} if include_usage else {}
     raw = await client.chat.completions.with_raw_response.create(stream=True, **options, **kwargs)
     usage, content_chunks = None, 0
-    async for chunk in raw.parse():
-        if chunk.usage is not None:
-            usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-        content_chunks += any(c.delta.content for c in chunk.choices)
+    try:
+        async for chunk in raw.parse():
+            if chunk.usage is not None:
+                usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+            content_chunks += any(c.delta.content for c in chunk.choices)
+    except openai.APIError as exc:  # an error frame after the 200: the stream was cut
+        body = exc.body if isinstance(exc.body, dict) else {}
+        return Outcome(200, expected[0], content_chunks, raw.headers.get("x-hybridgw-backend"),
+                       raw.headers.get("x-hybridgw-route-rule"), raw.headers.get("x-request-id"),
+                       error=dict(body), stream=True, content_chunks=content_chunks, cut=True)
     if include_usage:
         assert usage is not None, "include_usage asked, no usage chunk came"
         return _ok(raw.headers, usage, True, content_chunks)
