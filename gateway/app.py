@@ -13,12 +13,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.assembly import limits_from_policy
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
 from gateway.errors import ErrorInfo
 from gateway.key_store import KeyStore
-from gateway.assembly import limits_from_policy
 from gateway.routes import admin_keys, chat, completions, embeddings, health, models
 from gateway.routes.metrics import metrics_route
 from gateway.routes.usage import usage_routes
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     router = router or PolicyRouter(policy, engine_urls=engine_urls)
     services = Services(settings=settings, catalog=catalog, backends=backends, key_store=key_store,
                         usage_sink=usage_sink, router=router, route_fn=route_fn,
-                        telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(),
+                        telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(router.counter),
                         limiter=limiter)
 
     def apply_reload(loaded: LoadedPolicy) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
 from observability.limits import LimitsConfig, TeamLimits, build_limiter
 from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
-from gateway.settings import Settings
 from policies.schema import KeyLimits, Policy, Team
 
 

@@ -47,6 +47,16 @@ def _candidates(targets: tuple[Target, ...], backends: Mapping[str, Backend]) ->
     return found
 
 
+def _pass_over(observer: AttemptObserver, attempts: list[Attempt], target: Target, error: UpstreamError,
+               *, is_last: bool) -> None:
+    """A target failed before its first byte: note it and move on, or raise when the error is the
+    request's own (not retryable) or no target is left."""
+    observer.failed(target, error)
+    if not error.retryable or is_last:
+        raise error
+    attempts.append(Attempt(target, error.message))
+
+
 async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
                    clock: RequestClock, observer: AttemptObserver,
                    ) -> tuple[Target, UpstreamResponse, tuple[Attempt, ...]]:
@@ -58,10 +68,7 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
         try:
             response = await backend.complete(request_for(target))
         except UpstreamError as exc:
-            observer.failed(target, exc)
-            if not exc.retryable or i == len(candidates) - 1:
-                raise
-            attempts.append(Attempt(target, exc.message))
+            _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
         clock.mark_chunk()
         observer.succeeded(target)
@@ -81,19 +88,13 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
-            exc = UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
-                                backend=target.backend, kind="protocol")
-            observer.failed(target, exc)
-            if i == len(candidates) - 1:
-                raise exc from None
-            attempts.append(Attempt(target, exc.message))
+            empty = UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
+                                  backend=target.backend, kind="protocol")
+            _pass_over(observer, attempts, target, empty, is_last=i == len(candidates) - 1)
             continue
         except UpstreamError as exc:
             await chunks.aclose()  # type: ignore[attr-defined]
-            observer.failed(target, exc)
-            if not exc.retryable or i == len(candidates) - 1:
-                raise
-            attempts.append(Attempt(target, exc.message))
+            _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
         clock.mark_chunk()
         observer.succeeded(target)

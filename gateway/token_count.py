@@ -9,8 +9,8 @@ from policies.tokens import encoding_name_for
 
 
 class TokenCounter:
-    def __init__(self) -> None:
-        self._counter = _Counter()
+    def __init__(self, counter: _Counter | None = None) -> None:
+        self._counter = counter or _Counter()  # share the router's: one set of loaded encodings
 
     def load(self) -> None:
         """Load the encodings at app start instead of on the first request."""
