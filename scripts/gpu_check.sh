@@ -179,6 +179,30 @@ for batch in (1, 16, 64):
     print(f"decode throughput batch {batch:>2}: {gen_tps:8.1f} tok/s (generate-style), "
           f"{dec_tps:8.1f} tok/s (decode only), {runner.dtype}, {cfg.name}", flush=True)
 
+# 5. the peer, side by side: transformers generate on the same GGUF and device (skipped when not installed)
+if gguf and os.environ.get("GPU_CHECK_PEER", "1") != "0":
+    try:
+        from transformers import AutoModelForCausalLM
+    except Exception as exc:
+        print(f"[SKIP] transformers generate: {exc}", flush=True)
+    else:
+        folder, file = os.path.split(os.path.abspath(gguf))
+        peer = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.bfloat16).to(dev).eval()
+        x1 = torch.tensor([prompt_ids], device=dev)
+        def peer_tps(batch, new_tokens=64):
+            x = x1.repeat(batch, 1)
+            sync()
+            start = time.perf_counter()
+            peer.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, do_sample=False)
+            sync()
+            return batch * new_tokens / (time.perf_counter() - start)
+        with torch.inference_mode():
+            peer_tps(4, 8)  # warm-up
+            for batch in (1, 16, 64):
+                print(f"transformers generate batch {batch:>2}: {sorted(peer_tps(batch) for _ in range(3))[1]:8.1f} tok/s "
+                      f"(bf16, same GGUF, same device)", flush=True)
+
 print("gpu_check:", "all checks passed" if not failures else f"FAILED: {failures}")
 sys.exit(1 if failures else 0)
 PY
