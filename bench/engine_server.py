@@ -1,7 +1,7 @@
 """Local engine server throughput: C concurrent streaming chat requests vs transformers' batch-C generate.
 
 Starts `hybridgw engine` (SmolLM2 by default) on a free port, fires C streaming requests of N
-forced tokens each (ignore_eos) with httpx, and reports aggregate generated tokens/s, TTFT and
+forced tokens each (ignore_eos) over C keep-alive connections (a minimal asyncio HTTP client), and reports aggregate generated tokens/s, TTFT and
 ITL p50/p95. Then stops the engine and runs ../shared/peers/hf_generate.sh at batch C on the
 same GGUF in the same run, and prints the ratio.
 
@@ -17,8 +17,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -39,32 +41,63 @@ class Result:
     completion_tokens: int = 0
 
 
-async def one_request(http: httpx.AsyncClient, url: str, model: str, new_tokens: int) -> Result:
-    """One stream, read with as little client CPU as possible (the client shares the engine's 2 cores):
-    a read that holds a content delta counts as one arrival; only the usage event is parsed."""
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": new_tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+class Connection:
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams: the client shares the engine's two
+    cores, and httpx costs ~8 ms of CPU per engine step at 64 streams (measured), this a fraction."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post_stream(self, path: str, body: bytes) -> AsyncIterator[bytes]:
+        """POST and yield the chunks of a chunked (SSE) response."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), self.port,
+                                                             len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 200 or b"chunked" not in head.lower():
+            raise RuntimeError(f"unexpected response: {head!r}")
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+            data = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return
+            yield data[:-2]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def one_request(conn: Connection, model: str, new_tokens: int) -> Result:
+    """One stream, read with as little client CPU as possible: a chunk that holds a content delta
+    counts as one arrival; only the usage event is parsed."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
+                       "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
     result = Result()
     start = time.perf_counter()
     tail = b""
-    async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as resp:
-        resp.raise_for_status()
-        async for data in resp.aiter_bytes():
-            if _CONTENT in data:
-                now = time.perf_counter()
-                if not result.chunk_times:
-                    result.ttft_s = now - start
-                result.chunk_times.append(now)
-            tail = (tail + data)[-4096:]
+    async for data in conn.post_stream("/v1/chat/completions", body):
+        if _CONTENT in data:
+            now = time.perf_counter()
+            if not result.chunk_times:
+                result.ttft_s = now - start
+            result.chunk_times.append(now)
+        tail = (tail + data)[-4096:]
     usage_line = tail[tail.rindex(b'data: {'):].split(b"\n", 1)[0][6:]
     result.completion_tokens = json.loads(usage_line)["usage"]["completion_tokens"]
     return result
 
 
-async def run_round(http: httpx.AsyncClient, url: str, model: str, concurrency: int,
-                    new_tokens: int) -> dict[str, float]:
+async def run_round(conns: list[Connection], model: str, new_tokens: int) -> dict[str, float]:
     start = time.perf_counter()
-    results = await asyncio.gather(*(one_request(http, url, model, new_tokens) for _ in range(concurrency)))
+    results = await asyncio.gather(*(one_request(conn, model, new_tokens) for conn in conns))
     wall = time.perf_counter() - start
     tokens = sum(r.completion_tokens for r in results)
     ttfts = sorted(r.ttft_s for r in results)
@@ -76,10 +109,14 @@ async def run_round(http: httpx.AsyncClient, url: str, model: str, concurrency: 
 
 async def run_rounds(url: str, model: str, args: argparse.Namespace) -> list[dict[str, float]]:
     """A warm-up round opens the keep-alive connections (as long-lived clients hold them), then the rounds."""
-    limits = httpx.Limits(max_connections=args.concurrency + 4, max_keepalive_connections=args.concurrency + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        await run_round(http, url, model, args.concurrency, 4)
-        return [await run_round(http, url, model, args.concurrency, args.new_tokens) for _ in range(args.rounds)]
+    where = urlsplit(url)
+    conns = [Connection(where.hostname or "127.0.0.1", where.port or 80) for _ in range(args.concurrency)]
+    try:
+        await run_round(conns, model, 4)
+        return [await run_round(conns, model, args.new_tokens) for _ in range(args.rounds)]
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def pct(values: list[float], p: float) -> float:

@@ -1,24 +1,50 @@
-"""Runs the LLMEngine step loop in one background thread and hands each request's outputs to asyncio.
+"""The engine as asyncio sees it: requests in, each request's outputs out as an async stream.
 
-The thread owns the engine (no locks around it): requests and aborts reach it through an inbox,
-outputs come back once per step via ``loop.call_soon_threadsafe``. Torch releases the GIL inside
-its kernels, so the event loop keeps serving while a step runs.
+Where the step loop itself runs is an EngineCore: a thread of this process (core_thread) or a
+process of its own (core_process). Outputs reach the streams on the event loop's thread.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from local_engine.engine import EngineSnapshot, LLMEngine, RequestOutput
-from local_engine.errors import EngineDead, EngineError, EngineFull
+from local_engine.admission import EngineLimits
+from local_engine.engine import EngineSnapshot, RequestOutput
+from local_engine.errors import EngineDead, EngineFull
 from local_engine.sequence import SamplingParams, Sequence
 from local_engine.tracing import RequestTimes, RequestTracer
 
-log = logging.getLogger(__name__)
+
+class CoreSink(Protocol):
+    """What an EngineCore reports to, always on the event loop's thread."""
+
+    def deliver(self, outputs: list[RequestOutput]) -> None: ...
+
+    def reject(self, seq_id: int, exc: BaseException) -> None: ...
+
+    def die(self, reason: str) -> None: ...
+
+
+class EngineCore(Protocol):
+    """Runs the LLMEngine's step loop somewhere; requests and aborts go in, outputs go to the sink."""
+
+    limits: EngineLimits
+
+    def start(self, sink: CoreSink) -> None: ...  # from the event loop that consumes the outputs
+
+    def add(self, seq: Sequence) -> None: ...
+
+    def abort(self, seq_id: int) -> None: ...
+
+    def snapshot(self) -> EngineSnapshot: ...
+
+    def num_unapplied_adds(self) -> int: ...  # added, not yet in the engine's own waiting count
+
+    def is_running(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
 
 
 class RequestObserver(Protocol):
@@ -38,7 +64,7 @@ class RequestStream:
                  trace_context: object | None = None) -> None:
         self.seq_id = seq.seq_id
         self.trace_context = trace_context  # the caller's W3C traceparent, for spans
-        self._seq = seq  # read for its first_scheduled_ns when the request ends (spans)
+        self.first_scheduled_ns = 0  # from the engine's outputs (spans)
         self.arrival_ns = time.time_ns()
         self.first_token_ns = 0
         self.num_completion_tokens = 0
@@ -90,7 +116,7 @@ class RequestStream:
         """Abort the request (frees its KV blocks) unless it already finished; safe to call twice."""
         if not self._done:
             self._done = True
-            self._owner._abort(self.seq_id)
+            self._owner.abort(self.seq_id)
             self._queue.put_nowait(None)  # wake a reader waiting for the next output
             self._trace(aborted=True)
 
@@ -99,12 +125,13 @@ class RequestStream:
         if tracer is None or self.trace_context is None:
             return
         tracer.record(self.trace_context, RequestTimes(  # type: ignore[arg-type]
-            self.arrival_ns, self._seq.first_scheduled_ns, self.first_token_ns, time.time_ns(),
+            self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, time.time_ns(),
             self.num_prompt_tokens, self.num_completion_tokens, aborted))
 
     def _deliver(self, out: RequestOutput, now: float) -> None:
         observer = self._observer
         self.num_completion_tokens = out.num_completion_tokens
+        self.first_scheduled_ns = out.first_scheduled_ns
         if self.first_token_at is None:
             self.first_token_at = now
             self.first_token_ns = time.time_ns()
@@ -126,44 +153,34 @@ class RequestStream:
 
 
 class AsyncEngine:
-    """The engine as asyncio sees it: ``submit``/``generate`` requests, read ``snapshot``."""
+    """Requests as streams over an EngineCore: ``submit``/``generate``, ``snapshot``, ``limits``."""
 
-    def __init__(self, engine: LLMEngine, observer: RequestObserver | None = None) -> None:
-        self.engine = engine
-        self.max_waiting = engine.config.max_waiting
+    def __init__(self, core: EngineCore, observer: RequestObserver | None = None) -> None:
+        self.core = core
+        self.limits = core.limits
+        self.max_waiting = core.limits.max_waiting
         self.observer = observer  # set before start (the server's metrics)
         self.request_tracer: RequestTracer | None = None  # set before start when traces are on
-        self._cond = threading.Condition()
-        self._inbox: list[Sequence | int] = []  # a Sequence to add, or a seq_id to abort
-        self._num_pending_adds = 0
-        self._stopping = False
         self._streams: dict[int, RequestStream] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._snapshot = engine.snapshot()
+        self._started = False
         self.dead_reason: str | None = None
 
     # --- lifecycle (event loop thread) ---------------------------------------------------------
     def start(self) -> None:
-        """Start the step thread; call from the event loop that will consume the outputs."""
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="engine-step-loop", daemon=True)
-        self._thread.start()
+        """Start the core; call from the event loop that will consume the outputs."""
+        self.core.start(self)
+        self._started = True
 
     def shutdown(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join()
+        self.core.shutdown()
         self._fail_all(EngineDead("the engine is shutting down"))
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self.dead_reason is None
+        return self._started and self.dead_reason is None and self.core.is_running()
 
     def snapshot(self) -> EngineSnapshot:
-        return self._snapshot  # replaced whole by the step thread, so always consistent
+        return self.core.snapshot()
 
     # --- requests (event loop thread) -----------------------------------------------------------
     def submit(self, prompt_token_ids: list[int], sampling: SamplingParams, *, priority: int = 0,
@@ -171,18 +188,15 @@ class AsyncEngine:
         """Queue a request; raises RequestTooLarge, EngineFull or EngineDead before anything runs."""
         if not self.is_alive:
             raise EngineDead(self.dead_reason or "the engine is not running")
-        self.engine.check_fits(len(prompt_token_ids), sampling.max_tokens)  # read-only: safe here
-        num_waiting = self._snapshot.num_waiting + self._num_pending_adds
+        self.limits.check_fits(len(prompt_token_ids), sampling.max_tokens)
+        num_waiting = self.core.snapshot().num_waiting + self.core.num_unapplied_adds()
         if num_waiting >= self.max_waiting:
             raise EngineFull(num_waiting, self.max_waiting)
         seq = Sequence(list(prompt_token_ids), sampling, priority=priority, arrival_time=time.time(),
                        request_id=request_id)
         stream = RequestStream(self, seq, self.observer, trace_context)
         self._streams[seq.seq_id] = stream
-        with self._cond:
-            self._inbox.append(seq)
-            self._num_pending_adds += 1
-            self._cond.notify()
+        self.core.add(seq)
         return stream
 
     async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams, *, priority: int = 0,
@@ -195,13 +209,12 @@ class AsyncEngine:
         finally:
             stream.close()
 
-    def _abort(self, seq_id: int) -> None:
+    def abort(self, seq_id: int) -> None:
         self._streams.pop(seq_id, None)
-        with self._cond:
-            self._inbox.append(seq_id)
-            self._cond.notify()
+        self.core.abort(seq_id)
 
-    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+    # --- CoreSink: what the core reports (event loop thread) -------------------------------------
+    def deliver(self, outputs: list[RequestOutput]) -> None:
         now = time.perf_counter()
         streams = self._streams
         for out in outputs:
@@ -212,53 +225,16 @@ class AsyncEngine:
                 del streams[out.seq_id]
             stream._deliver(out, now)
 
-    def _reject(self, item: tuple[int, BaseException]) -> None:
-        stream = self._streams.pop(item[0], None)
+    def reject(self, seq_id: int, exc: BaseException) -> None:
+        stream = self._streams.pop(seq_id, None)
         if stream is not None:
-            stream._fail(item[1])
+            stream._fail(exc)
+
+    def die(self, reason: str) -> None:
+        self.dead_reason = reason
+        self._fail_all(EngineDead(reason))
 
     def _fail_all(self, exc: BaseException) -> None:
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             stream._fail(exc)
-
-    # --- the step thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        engine = self.engine
-        try:
-            while True:
-                with self._cond:
-                    while not (self._inbox or self._stopping or engine.has_unfinished()):
-                        if not self._cond.wait(timeout=1.0):
-                            self._snapshot = engine.snapshot()  # let the "recent" window age
-                    if self._stopping:
-                        return
-                    commands, self._inbox = self._inbox, []
-                    self._num_pending_adds = 0
-                    self._apply(commands)
-                outputs = engine.step()
-                self._snapshot = engine.snapshot()
-                if outputs:
-                    self._call_soon(self._dispatch, outputs)
-        except Exception as exc:  # a runner failure: fail every request rather than hang them
-            log.exception("engine step loop failed")
-            self.dead_reason = f"engine step failed: {type(exc).__name__}: {exc}"
-            self._call_soon(self._fail_all, EngineDead(self.dead_reason))
-
-    def _apply(self, commands: list[Sequence | int]) -> None:
-        engine = self.engine
-        for command in commands:
-            if isinstance(command, int):
-                engine.abort(command)
-                continue
-            try:
-                engine.add_request(command)
-            except (EngineError, ValueError) as exc:  # submit checked it already; never kill the loop
-                self._call_soon(self._reject, (command.seq_id, exc))
-        if commands:
-            self._snapshot = engine.snapshot()
-
-    def _call_soon(self, callback: object, arg: object) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(callback, arg)  # type: ignore[arg-type]

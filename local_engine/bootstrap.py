@@ -1,49 +1,87 @@
-"""Build a ready-to-serve engine from an EngineConfig: load the model, wire engine, async loop and app."""
+"""Build a ready-to-serve engine from an EngineConfig: load the model, wire engine core, streams and app.
+
+Two cores: "process" (default) loads the model in a process of its own and keeps this one free of
+torch; "thread" runs the step loop in a thread of this process (one process, for debugging).
+"""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI
 
-from local_engine.async_engine import AsyncEngine
+from local_engine.admission import EngineLimits
+from local_engine.async_engine import AsyncEngine, EngineCore
 from local_engine.config import EngineConfig
-from local_engine.engine import LLMEngine
-from local_engine.loading import LoadedModel, load_engine_model
 from local_engine.server import ServerInfo, create_app
-from local_engine.tokenizer import IncrementalDetokenizer
+from local_engine.tokenizer import Tokenizer
 from local_engine.tracing import RequestTracer, engine_tracing
 
+if TYPE_CHECKING:
+    from local_engine.engine import LLMEngine
+    from local_engine.loading import LoadedModel
 
-def load(config: EngineConfig) -> LoadedModel:
+CoreKind = Literal["process", "thread"]
+
+
+def load(config: EngineConfig, *, shares_process_with_server: bool = True) -> LoadedModel:
+    from local_engine.loading import load_engine_model
+
     return load_engine_model(
         config.model, device=config.device, dtype=config.dtype, kv_dtype=config.kv_dtype,
         kv_cache_bytes=config.kv_cache_bytes, gpu_memory_fraction=config.gpu_memory_fraction,
-        block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads)
+        block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads,
+        shares_process_with_server=shares_process_with_server)
 
 
 def build_engine(config: EngineConfig, loaded: LoadedModel) -> LLMEngine:
+    from local_engine.engine import LLMEngine
+    from local_engine.tokenizer import IncrementalDetokenizer
+
     tokenizer = loaded.tokenizer
     return LLMEngine(loaded.runner, config, eos_token_ids=tuple(sorted(tokenizer.eos_token_ids)),
                      detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer),
                      max_model_len=loaded.max_model_len)
 
 
-def server_info(config: EngineConfig, loaded: LoadedModel, extra_names: tuple[str, ...] = ()) -> ServerInfo:
+def _served_names(model_name: str, config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((model_name, config.model, *extra_names)))
+
+
+def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[EngineCore, Tokenizer, ServerInfo]:
+    from local_engine.core_thread import ThreadCore
+
+    loaded = load(config)
     runner = loaded.runner
-    names = tuple(dict.fromkeys((loaded.model_name, config.model, *extra_names)))
-    return ServerInfo(model_name=loaded.model_name, served_model_names=names,
+    info = ServerInfo(model_name=loaded.model_name,
+                      served_model_names=_served_names(loaded.model_name, config, extra_names),
                       kv_bytes_per_token=runner.kv_bytes_per_token,
                       kv_dtype=str(runner.kv_cache.dtype).removeprefix("torch."),
                       device=str(runner.device), created=int(time.time()))
+    return ThreadCore(build_engine(config, loaded)), loaded.tokenizer, info
 
 
-def build_server(config: EngineConfig, extra_names: tuple[str, ...] = ()) -> tuple[FastAPI, ServerInfo, LLMEngine]:
-    loaded = load(config)
-    engine = build_engine(config, loaded)
-    info = server_info(config, loaded, extra_names)
-    async_engine = AsyncEngine(engine)
+def _process_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[EngineCore, Tokenizer, ServerInfo]:
+    from local_engine.core_process import ProcessCore
+    from local_engine.loaders.registry import resolve_model
+    from local_engine.loaders.tokenizer_source import tokenizer_for
+
+    tokenizer = tokenizer_for(resolve_model(config.model))  # fails fast, before the model loads
+    core = ProcessCore.launch(config)
+    facts = core.facts
+    info = ServerInfo(model_name=facts.model_name,
+                      served_model_names=_served_names(facts.model_name, config, extra_names),
+                      kv_bytes_per_token=facts.kv_bytes_per_token, kv_dtype=facts.kv_dtype, device=facts.device,
+                      created=int(time.time()))
+    return core, tokenizer, info
+
+
+def build_server(config: EngineConfig, extra_names: tuple[str, ...] = (),
+                 core: CoreKind = "process") -> tuple[FastAPI, ServerInfo, EngineLimits]:
+    engine_core, tokenizer, info = (_process_core if core == "process" else _thread_core)(config, extra_names)
+    async_engine = AsyncEngine(engine_core)
     tracing = engine_tracing()
     if tracing is not None:
         async_engine.request_tracer = RequestTracer(tracing.provider.get_tracer("hybridgw.engine"), info.model_name)
-    app = create_app(async_engine, loaded.tokenizer, info, on_shutdown=tracing.shutdown if tracing else None)
-    return app, info, engine
+    app = create_app(async_engine, tokenizer, info, on_shutdown=tracing.shutdown if tracing else None)
+    return app, info, engine_core.limits

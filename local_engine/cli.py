@@ -27,7 +27,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     pool.add_argument("--gpu-memory-fraction", type=float, default=0.85,
                       help="share of free GPU memory for the KV pool (CUDA)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: one core left to the server on machines of <= 4 cores)")
+                   help="torch CPU threads (default: every core on machines of <= 4 cores, torch's choice above; "
+                        "one core fewer with --engine-core thread)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget")
@@ -37,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--served-model-name", action="append", default=[],
                    help="extra names requests may use for this model (repeatable)")
+    p.add_argument("--engine-core", choices=("process", "thread"), default="process",
+                   help="where the step loop runs: a process of its own (default) or a thread of the server's")
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        app, info, engine = build_server(config, extra_names=tuple(args.served_model_name))
+        app, info, limits = build_server(config, extra_names=tuple(args.served_model_name), core=args.engine_core)
     except (FileNotFoundError, ValueError) as exc:
         print(f"hybridgw engine: cannot load {config.model!r}: {exc}", file=sys.stderr)
         return 1
@@ -73,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     summary = (f"model={info.model_name} device={info.device} kv_dtype={info.kv_dtype} "
-               f"blocks={engine.block_manager.num_total_blocks}x{engine.block_size} "
-               f"max_model_len={engine.max_model_len} load_s={load_s:.1f}")
+               f"blocks={limits.num_blocks_total}x{limits.block_size} "
+               f"max_model_len={limits.max_model_len} core={args.engine_core} load_s={load_s:.1f}")
     return asyncio.run(_serve(app, args.host, args.port, args.log_level, summary))
 
 

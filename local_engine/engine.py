@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from local_engine.admission import EngineLimits
 from local_engine.batch import ScheduledBatch
 from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
-from local_engine.errors import RequestTooLarge
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import FinishReason, Sequence
 from local_engine.stats import ThroughputWindow
@@ -51,6 +51,7 @@ class RequestOutput:
     num_prompt_tokens: int
     num_completion_tokens: int  # so far
     logprobs: Any = None  # the runner's entry for this token, when the request asked for logprobs
+    first_scheduled_ns: int = 0  # unix ns when the engine first computed this request (for spans)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class LLMEngine:
         self.block_manager = BlockManager(runner.num_blocks, runner.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.block_manager)
         self.max_model_len = max_model_len
+        self.limits = EngineLimits(max_model_len=max_model_len, block_size=runner.block_size,
+                                   num_blocks_total=self.block_manager.num_total_blocks,
+                                   max_num_seqs=config.max_num_seqs, max_waiting=config.max_waiting)
         self._eos_ids = frozenset(eos_token_ids)
         self._new_detokenizer = detokenizer_factory
         self._texts: dict[int, _SeqText] = {}
@@ -101,22 +105,11 @@ class LLMEngine:
     # --- admission -------------------------------------------------------------------------
     def check_fits(self, num_prompt_tokens: int, max_tokens: int) -> None:
         """Raise RequestTooLarge for a request that could never run, even alone."""
-        if num_prompt_tokens < 1 or max_tokens < 1:
-            raise ValueError(f"need at least 1 prompt token and max_tokens >= 1, got "
-                             f"{num_prompt_tokens} and {max_tokens}")
-        # The last sampled token is never fed back, so its K/V needs no slot.
-        num_blocks_needed = self.block_manager.num_blocks_for(num_prompt_tokens + max_tokens - 1)
-        if (num_prompt_tokens + max_tokens > self.max_model_len
-                or num_blocks_needed > self.block_manager.num_total_blocks):
-            raise RequestTooLarge(
-                num_prompt_tokens=num_prompt_tokens, max_tokens=max_tokens, max_model_len=self.max_model_len,
-                num_blocks_needed=num_blocks_needed, num_blocks_total=self.block_manager.num_total_blocks,
-                block_size=self.block_size)
+        self.limits.check_fits(num_prompt_tokens, max_tokens)
 
     def max_new_tokens(self, num_prompt_tokens: int) -> int:
         """The most tokens a request with this prompt may ask for (the default when it names none)."""
-        pool_tokens = self.block_manager.num_total_blocks * self.block_size
-        return min(self.max_model_len - num_prompt_tokens, pool_tokens - num_prompt_tokens + 1)
+        return self.limits.max_new_tokens(num_prompt_tokens)
 
     def add_request(self, seq: Sequence) -> None:
         self.check_fits(seq.num_prompt_tokens, seq.sampling.max_tokens)
@@ -173,7 +166,7 @@ class LLMEngine:
                 del self._texts[seq.seq_id]
             outputs.append(RequestOutput(
                 seq.seq_id, seq.request_id, (token_id,), text, reason, seq.num_prompt_tokens,
-                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None))
+                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns))
         return outputs
 
     def _accept(self, seq: Sequence, token_id: int) -> tuple[str, FinishReason | None]:

@@ -2,9 +2,11 @@
 
 Defaults: CUDA when available (bf16, else fp16; KV pool from a fraction of free GPU memory),
 else CPU in bf16 where the CPU has native bf16 (measured fastest and correct; fp32 otherwise)
-with a byte-sized KV pool. On a CPU with at most 4 cores one core is left to the server's event
-loop: with every core in torch's thread pool, any other busy thread stalls each op's barrier
-(measured on 2 shared cores: 1 thread 35-43 tok/s at batch 1, 2 threads 3-61 tok/s).
+with a byte-sized KV pool. On a CPU with at most 4 cores, a model that shares its process with the
+server (the thread core) leaves one core to the event loop: with every core in torch's thread pool,
+the event loop's thread stalls each op's barrier and contends for the GIL (measured on 2 shared
+cores: 1 thread 35-43 tok/s at batch 1, 2 threads 3-61 tok/s). A model in a process of its own
+(the process core) takes every core.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import torch
 
 from local_engine.kv_cache import cuda_kv_budget, num_blocks_for_budget, resolve_kv_dtype
 from local_engine.loaders import gguf, hf, weight_cache
-from local_engine.loaders.registry import ModelSource, resolve_model, smollm2_gguf_path
+from local_engine.loaders.registry import ModelSource, resolve_model
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
+from local_engine.loaders.tokenizer_source import tokenizer_for
 from local_engine.model import build_model
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
@@ -46,14 +49,15 @@ class LoadedModel:
 def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None = None,
                       kv_dtype: str | None = None, kv_cache_bytes: int | None = None,
                       gpu_memory_fraction: float = 0.85, block_size: int = 16,
-                      max_model_len: int | None = None, num_threads: int | None = None) -> LoadedModel:
+                      max_model_len: int | None = None, num_threads: int | None = None,
+                      shares_process_with_server: bool = True) -> LoadedModel:
     """Load ``spec`` (see loaders.registry) onto a device; ``num_threads`` sets torch's CPU threads
     (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected)."""
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cpu":
-        _set_cpu_threads(num_threads)
+        _set_cpu_threads(num_threads, shares_process_with_server)
     torch_dtype = _resolve_dtype(dtype, dev, source)
     config, tokenizer, state = _read_model(source, torch_dtype)
     max_len = min(max_model_len or config.max_position_embeddings, config.max_position_embeddings)
@@ -72,14 +76,14 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                        max_model_len=max_len)
 
 
-def _set_cpu_threads(num_threads: int | None) -> None:
+def _set_cpu_threads(num_threads: int | None, shares_process_with_server: bool) -> None:
     if num_threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if cpus > 4:
             return  # torch's default (physical cores) already leaves hyper-threads free
-        num_threads = max(1, cpus - 1)
+        num_threads = max(1, cpus - 1) if shares_process_with_server else cpus
     torch.set_num_threads(num_threads)
 
 
@@ -97,7 +101,7 @@ def _resolve_dtype(dtype: str | None, device: torch.device, source: ModelSource)
 
 def _read_model(source: ModelSource, dtype: torch.dtype) -> tuple[ModelConfig, Tokenizer, dict[str, torch.Tensor]]:
     if source.kind == "tiny-random":
-        tokenizer = Tokenizer.from_gguf_metadata(gguf.open_gguf(smollm2_gguf_path()).metadata)
+        tokenizer = tokenizer_for(source)
         config = tiny_random_config(tokenizer.vocab_size, tokenizer.bos_token_id,
                                     tuple(sorted(tokenizer.eos_token_ids)))
         return config, tokenizer, fuse_hf_state_dict(config, tiny_random_tensors(config, source.seed))
@@ -105,10 +109,10 @@ def _read_model(source: ModelSource, dtype: torch.dtype) -> tuple[ModelConfig, T
     if source.kind == "hf":
         config = hf.model_config(source.path)
         tensors = {name: t.to(dtype) for name, t in hf.iter_state_dict(source.path)}
-        return config, Tokenizer.from_hf_folder(source.path), fuse_hf_state_dict(config, tensors)
+        return config, tokenizer_for(source), fuse_hf_state_dict(config, tensors)
     model = gguf.open_gguf(source.path)
     config = gguf.model_config(model)
-    return config, Tokenizer.from_gguf_metadata(model.metadata), _gguf_state(model, config, source.path, dtype)
+    return config, tokenizer_for(source, model.metadata), _gguf_state(model, config, source.path, dtype)
 
 
 def _gguf_state(model: gguf.GGUFModel, config: ModelConfig, path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:

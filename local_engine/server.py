@@ -69,7 +69,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
                on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     metrics = EngineMetrics(engine.snapshot, info.model_name)
     engine.observer = metrics
-    llm = engine.engine  # read-only facts (max_model_len, block size, fit checks)
+    limits = engine.limits  # fixed facts: max_model_len, block size, pool size
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +91,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     def max_tokens_for(requested: int | None, num_prompt_tokens: int) -> int:
         # No max_tokens: whatever room the context (and the pool) leaves, as vLLM does.
-        return requested if requested is not None else max(llm.max_new_tokens(num_prompt_tokens), 1)
+        return requested if requested is not None else max(limits.max_new_tokens(num_prompt_tokens), 1)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request, trace: Trace) -> Response:
@@ -129,7 +129,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return model_list(info.model_name, info.created, llm.max_model_len)
+        return model_list(info.model_name, info.created, limits.max_model_len)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
                                      add_generation_prompt=body.add_generation_prompt)
         else:
             tokens = tokenizer.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
-        return {"tokens": tokens, "count": len(tokens), "max_model_len": llm.max_model_len}
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": limits.max_model_len}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -152,14 +152,14 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
         s = engine.snapshot()
         return {
             "model": info.model_name, "device": info.device, "kv_dtype": info.kv_dtype,
-            "kv_bytes_per_token": info.kv_bytes_per_token, "block_size": llm.block_size,
+            "kv_bytes_per_token": info.kv_bytes_per_token, "block_size": limits.block_size,
             "num_blocks_total": s.num_blocks_total, "num_blocks_free": s.num_blocks_free,
             "kv_cache_usage": round(s.kv_usage, 6), "num_running": s.num_running,
             "num_waiting": s.num_waiting, "max_waiting": engine.max_waiting,
             "num_preemptions": s.num_preemptions, "prefix_cache_hit_rate": round(s.prefix_cache_hit_rate, 6),
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
-            "max_model_len": llm.max_model_len, "max_num_seqs": llm.config.max_num_seqs,
+            "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
             "healthy": engine.is_alive,
         }
 
