@@ -112,7 +112,7 @@ def _scaled(limit_name: str, value: float) -> int:
     return round(value * NANO) if limit_name.startswith("usd") else int(value)
 
 
-_UNCHECKED = 2**62  # a limit no window reaches: the charge is counted but never refused
+UNCHECKED_LIMIT = 2**62  # a limit no window reaches: the charge is counted but never refused
 
 
 def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost_usd: float,
@@ -127,7 +127,7 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
             if value is None:
                 continue
             start, end = windows[name]
-            limit = _scaled(name, value) if budgets or not name.startswith("usd") else _UNCHECKED
+            limit = _scaled(name, value) if budgets or not name.startswith("usd") else UNCHECKED_LIMIT
             charges.append(Charge(f"{scope}:{_quoted(owner)}:{name}:{start}", scope, owner, name,
                                   _amount(name, tokens, cost_usd), limit, end))
     return charges
@@ -144,7 +144,7 @@ def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None
 def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> float | None:
     """USD left in the tightest enforced budget once these charges are added (None: no budget)."""
     left = [c.limit - u - c.amount for c, u in zip(charges, used)
-            if c.limit_name.startswith("usd") and c.limit != _UNCHECKED]
+            if c.limit_name.startswith("usd") and c.limit != UNCHECKED_LIMIT]
     return max(min(left), 0) / NANO if left else None
 
 

@@ -1,6 +1,8 @@
 """The Limiter shared by every gateway replica: one Lua script checks all of a request's windows and
-charges them only if every one has room (reserve), another adds actual − estimate (settle). If Redis
-is unreachable it fails open with a logged warning, so requests keep flowing."""
+charges them only if every one has room (reserve), another adds actual − estimate (settle). Far from
+a limit a reservation also leases a little quota, and the next ones are served from it without a
+round trip (limit_leases.py); near a limit every one goes to Redis. If Redis is unreachable it fails
+open with a logged warning, so requests keep flowing."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from observability.limit_leases import LeaseBook
 from observability.limits import (
     LimitsConfig,
     LimitUsage,
@@ -19,26 +22,30 @@ from observability.limits import (
     plan_charges,
     settle_deltas,
     usage_from,
-    usd_headroom,
 )
 from observability.limits_protocol import Reservation
 
 log = logging.getLogger(__name__)
 
-# KEYS: window counters; ARGV: (amount, limit, ttl) per key. Returns {index of the first window
-# that would overflow, what that window had used}, or {0, 0, what each window had used} once all
-# are charged (the caller derives the budget headroom from them).
+# KEYS: window counters; ARGV: (amount, limit, ttl, lease wanted, margin) per key. Returns {index of
+# the first window that would overflow, what that window had used}, or, once all are charged,
+# {0, 0, then per window: what it had used, the lease granted}. A lease is granted only out of room
+# beyond the margin below the limit.
 _RESERVE_LUA = """
 local used = {}
 for i = 1, #KEYS do
   used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used[i] + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then return {i, used[i]} end
+  if used[i] + tonumber(ARGV[5 * i - 4]) > tonumber(ARGV[5 * i - 3]) then return {i, used[i]} end
 end
 local out = {0, 0}
 for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
-  redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
-  out[i + 2] = used[i]
+  local amount = tonumber(ARGV[5 * i - 4])
+  local lease = math.min(tonumber(ARGV[5 * i - 1]), tonumber(ARGV[5 * i - 3]) - tonumber(ARGV[5 * i]) - used[i] - amount)
+  if lease < 0 then lease = 0 end
+  redis.call('INCRBY', KEYS[i], string.format('%d', amount + lease))
+  redis.call('EXPIRE', KEYS[i], ARGV[5 * i - 2])
+  out[2 * i + 1] = used[i]
+  out[2 * i + 2] = lease
 end
 return out
 """
@@ -55,7 +62,8 @@ _WINDOW_SLACK_S = 3600  # counters outlive their window a little, so a late sett
 
 class RedisLimiter:
     def __init__(self, client: aioredis.Redis, config: LimitsConfig, *, prefix: str = "hgw:lim:",
-                 clock: Callable[[], float] = time.time, warn_interval_s: float = 30.0) -> None:
+                 clock: Callable[[], float] = time.time, warn_interval_s: float = 30.0,
+                 lease_quota: bool = True) -> None:
         self.config = config  # replace to apply a reloaded policy
         self._client = client
         self._prefix = prefix
@@ -64,6 +72,7 @@ class RedisLimiter:
         self._settle = client.register_script(_SETTLE_LUA)
         self._warn_interval_s = warn_interval_s
         self._last_warning = -math.inf
+        self._leases = LeaseBook() if lease_quota else LeaseBook(lease_divisor=0)
 
     @classmethod
     def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
@@ -83,27 +92,42 @@ class RedisLimiter:
         charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
+        leases = self._leases
+        if leases.take_local(charges):  # no await between the check and the spend: atomic here
+            return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
+                               leases.headroom(charges))
+        leases.sweep(now)
+        taken, asks = leases.begin_slow(charges)
         args: list[int] = []
-        for charge in charges:
-            args += [charge.amount, charge.limit, math.ceil(charge.window_end - now) + _WINDOW_SLACK_S]
+        for charge, ask in zip(charges, asks):
+            args += [ask.amount, charge.limit, math.ceil(charge.window_end - now) + _WINDOW_SLACK_S,
+                     ask.grant_max, ask.margin]
         try:
-            index, used, *used_each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
+            index, used, *each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
         except _DOWN as exc:
             self._warn(f"limits not enforced, Redis unreachable: {exc!r}")
+            leases.put_back(charges, asks, taken)
             return Reservation(request_id, team, key_id, tokens, cost_usd)  # no windows: settle is a no-op
         if index:
-            raise exceeded(charges[index - 1], int(used), now)
+            await self._add(leases.refund(charges, asks, taken), "refund of a refused reservation")
+            raise exceeded(charges[index - 1], int(used) - taken[index - 1], now)  # our leftover was not used
+        used_each, granted = [int(u) for u in each[0::2]], [int(g) for g in each[1::2]]
+        leases.finish_slow(charges, asks, used_each, granted)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           usd_headroom(charges, [int(u) for u in used_each]))
+                           leases.headroom(charges, [u - t for u, t in zip(used_each, taken)]))
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
-        deltas = settle_deltas(reservation, tokens, cost_usd)
+        leases = self._leases
+        deltas = [(k, d) for k, d in settle_deltas(reservation, tokens, cost_usd) if not leases.absorb(k, d)]
+        await self._add(deltas, f"settle of {reservation.request_id}")
+
+    async def _add(self, deltas: list[tuple[str, int]], what: str) -> None:
         if not deltas:
             return
         try:
             await self._settle(keys=[self._prefix + k for k, _ in deltas], args=[d for _, d in deltas])
         except _DOWN as exc:
-            self._warn(f"settle of {reservation.request_id} lost, Redis unreachable: {exc!r}")
+            self._warn(f"{what} lost, Redis unreachable: {exc!r}")
 
     async def usage(self, team: str, key_id: str) -> list[LimitUsage]:
         """What each of the team's and key's windows has used now (for budget-aware routing)."""
@@ -115,7 +139,9 @@ class RedisLimiter:
         except _DOWN as exc:
             self._warn(f"limit usage unknown, Redis unreachable: {exc!r}")
             raw = [None] * len(charges)
-        return usage_from(charges, [int(v) if v is not None else 0 for v in raw])
+        # what this replica leased but has not spent is not used yet
+        return usage_from(charges, [(int(v) if v is not None else 0) - self._leases.unspent(c.key)
+                                    for c, v in zip(charges, raw)])
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()
@@ -124,5 +150,6 @@ class RedisLimiter:
             log.warning(message)
 
     async def aclose(self) -> None:
+        await self._add(self._leases.drain(self._clock()), "return of unspent leases")
         await self._client.aclose()
         await self._client.connection_pool.disconnect()

@@ -71,3 +71,49 @@ def test_fails_open_while_redis_is_down(redis_server: RedisServer, caplog: pytes
     with caplog.at_level(logging.WARNING, logger="observability.limits_redis"):
         asyncio.run(run())
     assert any("Redis unreachable" in r.getMessage() for r in caplog.records)
+
+
+def _evalsha_calls(url: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        client.close()
+
+
+def test_a_steady_stream_far_from_its_limits_is_served_from_leases(redis_server: RedisServer) -> None:
+    # 1,000,000 tokens/min leases 15,625 tokens at a time: ~156 of these 100-token requests each
+    config = LimitsConfig(teams={"alpha": TeamLimits(requests_per_minute=100_000, tokens_per_minute=1_000_000)})
+    before = _evalsha_calls(redis_server.url)
+
+    async def run() -> tuple[float, float]:
+        limiter = RedisLimiter.from_url(redis_server.url, config, clock=lambda: float(CLOCK))
+        for i in range(400):
+            held = await limiter.reserve(f"r{i}", "alpha", "k", 100, 0.0)
+            await limiter.settle(held, 100, 0.0)
+        await limiter.aclose()  # returns what it leased and did not spend
+        reader = RedisLimiter.from_url(redis_server.url, config, clock=lambda: float(CLOCK))
+        requests, tokens = await reader.usage("alpha", "k")
+        await reader.aclose()
+        return requests.used, tokens.used
+
+    assert asyncio.run(run()) == (400, 40_000)  # exact once the leases are back
+    assert _evalsha_calls(redis_server.url) - before <= 10  # not one round trip per request
+
+
+def test_leases_never_overshoot_across_two_processes(redis_server: RedisServer, tmp_path: Path) -> None:
+    # 1,000 requests/min: leases of 15 requests, none within the last 125; 1,200 requests race for them
+    results = _race(redis_server.url, tmp_path, "--rpm", "1000", requests=600)
+    accepted = sum(int(r["accepted"]) for r in results)  # type: ignore[call-overload]
+    assert 1000 - 2 * 15 <= accepted <= 1000  # at most one unspent lease per replica short
+
+    async def used() -> float:
+        config = LimitsConfig(teams={"alpha": TeamLimits(requests_per_minute=1000)})
+        limiter = RedisLimiter.from_url(redis_server.url, config, clock=lambda: float(CLOCK))
+        (usage, *_) = await limiter.usage("alpha", "key-1")
+        await limiter.aclose()
+        return usage.used
+
+    assert asyncio.run(used()) == accepted  # both replicas returned their unspent leases on close

@@ -1,0 +1,150 @@
+"""Quota leased from the shared (Redis) windows, so most reservations need no round trip.
+
+A replica that charges a window far from its limit also takes a small lease (1/64 of the limit,
+when that holds at least 4 such requests) and serves the next reservations from it locally. Leases
+are charged in Redis when granted, so the replicas together never go over a limit. Within the last
+1/8 of a limit no lease is granted: requests there are checked in Redis one by one, each spending
+its replica's leftover lease first. The price: when a window fills, a replica may still hold up to
+one lease unspent, which the others cannot use (it is returned on shutdown); windows too small for
+a lease of 4 requests are counted exactly, as without leases. Pure bookkeeping, no I/O.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from observability.limits import UNCHECKED_LIMIT, Charge, usd_headroom
+
+LEASE_DIVISOR = 64  # a lease is this share of the limit
+MARGIN_DIVISOR = 8  # no lease is granted within this share of the limit
+MIN_REQUESTS_PER_LEASE = 4  # smaller leases are not worth their slack: those windows are checked exactly
+
+
+@dataclass
+class _Lease:
+    left: int  # charged in the shared window, not yet spent here
+    window_end: float
+    used_seen: int  # the shared count right after our last charge there (for budget headroom)
+    leasing: bool  # the last charge was granted a lease (the window is far from its limit)
+
+
+@dataclass(frozen=True)
+class SlowCharge:
+    """What a reservation asks of the shared store for one window."""
+
+    amount: int  # to charge now: the request's amount less the leftover lease it spends
+    grant_max: int  # lease to add if the window has room beyond its margin
+    margin: int  # room kept free of leases near the limit
+
+
+class LeaseBook:
+    def __init__(self, lease_divisor: int = LEASE_DIVISOR, margin_divisor: int = MARGIN_DIVISOR) -> None:
+        """lease_divisor=0 grants no leases: every reservation is checked in the shared store."""
+        self._leases: dict[str, _Lease] = {}
+        self._granting: set[str] = set()  # keys with a lease asked for and not yet answered
+        self._lease_divisor = lease_divisor
+        self._margin_divisor = margin_divisor
+
+    # --- reserve ---------------------------------------------------------------------------------
+    def take_local(self, charges: Sequence[Charge]) -> bool:
+        """Spend leases for every window of this reservation, or spend nothing and return False."""
+        leases = self._leases
+        for charge in charges:
+            lease = leases.get(charge.key)
+            if lease is None or lease.left < charge.amount:
+                return False
+        for charge in charges:
+            leases[charge.key].left -= charge.amount
+        return True
+
+    def begin_slow(self, charges: Sequence[Charge]) -> tuple[list[int], list[SlowCharge]]:
+        """Take each window's leftover lease out of the book (so concurrent requests cannot spend it
+        too) and say what to ask of the shared store."""
+        taken, asks = [], []
+        for charge in charges:
+            lease = self._leases.get(charge.key)
+            spend = min(lease.left, charge.amount) if lease is not None else 0
+            if lease is not None:
+                lease.left -= spend
+            leasable = self._lease_divisor and charge.limit < UNCHECKED_LIMIT
+            size = charge.limit // self._lease_divisor if leasable else 0
+            grant = size if size >= MIN_REQUESTS_PER_LEASE * max(charge.amount, 1) else 0
+            if charge.key in self._granting:
+                grant = 0  # one lease in flight per window, or a burst would lease once per request
+            elif grant:
+                self._granting.add(charge.key)
+            taken.append(spend)
+            asks.append(SlowCharge(charge.amount - spend, grant, charge.limit // self._margin_divisor))
+        return taken, asks
+
+    def finish_slow(self, charges: Sequence[Charge], asks: Sequence[SlowCharge], used: Sequence[int],
+                    granted: Sequence[int]) -> None:
+        """The shared store charged the asks (``used``: its counts before): record the leases granted."""
+        self._answered(charges, asks)
+        for charge, ask, before, grant in zip(charges, asks, used, granted):
+            lease = self._leases.get(charge.key)
+            if lease is None:
+                lease = self._leases[charge.key] = _Lease(0, charge.window_end, 0, False)
+            lease.left += grant
+            lease.used_seen = before + ask.amount + grant
+            lease.leasing = grant > 0
+
+    def put_back(self, charges: Sequence[Charge], asks: Sequence[SlowCharge], taken: Sequence[int]) -> None:
+        """The shared store could not be asked: the taken leftovers stay this replica's."""
+        self._answered(charges, asks)
+        for charge, spend in zip(charges, taken):
+            if spend:
+                self._leases[charge.key].left += spend
+
+    def refund(self, charges: Sequence[Charge], asks: Sequence[SlowCharge],
+               taken: Sequence[int]) -> list[tuple[str, int]]:
+        """A refused reservation: its taken leftovers go back to the shared store (as negative
+        deltas), so another replica can use that room now."""
+        self._answered(charges, asks)
+        return [(charge.key, -spend) for charge, spend in zip(charges, taken) if spend]
+
+    def _answered(self, charges: Sequence[Charge], asks: Sequence[SlowCharge]) -> None:
+        for charge, ask in zip(charges, asks):
+            if ask.grant_max:
+                self._granting.discard(charge.key)
+
+    def headroom(self, charges: Sequence[Charge], used: Sequence[int] | None = None) -> float | None:
+        """USD left in the tightest budget after this charge, as this replica knows the windows."""
+        if used is None:  # a local reservation: what the store held at our last charge, less our lease
+            used = [self._leases[c.key].used_seen - self._leases[c.key].left - c.amount for c in charges]
+        return usd_headroom(charges, used)
+
+    # --- settle ----------------------------------------------------------------------------------
+    def absorb(self, key: str, delta: int) -> bool:
+        """Settle ``delta`` (actual − estimate) against the local lease when it can; False: send it on.
+
+        Tokens given back stay here only while the window is leasing (far from its limit); near
+        the limit they go back to the shared count at once, where every replica sees them."""
+        lease = self._leases.get(key)
+        if lease is None:
+            return False
+        if delta < 0:
+            if not lease.leasing:
+                return False
+            lease.left -= delta
+            return True
+        if lease.left >= delta:
+            lease.left -= delta
+            return True
+        return False
+
+    # --- upkeep ----------------------------------------------------------------------------------
+    def unspent(self, key: str) -> int:
+        lease = self._leases.get(key)
+        return lease.left if lease is not None else 0
+
+    def drain(self, now: float) -> list[tuple[str, int]]:
+        """Forget every lease; the unspent parts of open windows, as negative deltas to return."""
+        out = [(key, -lease.left) for key, lease in self._leases.items() if lease.left and lease.window_end > now]
+        self._leases.clear()
+        return out
+
+    def sweep(self, now: float) -> None:
+        """Drop the leases of windows that have ended (their counters expire in the store)."""
+        if any(lease.window_end <= now for lease in self._leases.values()):
+            self._leases = {k: v for k, v in self._leases.items() if v.window_end > now}
