@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from local_engine.admission import EngineLimits
@@ -164,6 +164,7 @@ class AsyncEngine:
         self._streams: dict[int, RequestStream] = {}
         self._started = False
         self.dead_reason: str | None = None
+        self.on_dead: Callable[[str], None] | None = None  # the CLI ends the server: a supervisor restarts it
 
     # --- lifecycle (event loop thread) ---------------------------------------------------------
     def start(self) -> None:
@@ -233,6 +234,8 @@ class AsyncEngine:
     def die(self, reason: str) -> None:
         self.dead_reason = reason
         self._fail_all(EngineDead(reason))
+        if self.on_dead is not None:
+            self.on_dead(reason)
 
     def _fail_all(self, exc: BaseException) -> None:
         streams, self._streams = self._streams, {}

@@ -9,8 +9,12 @@ import asyncio
 import gc
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from local_engine.config import ConfigError, EngineConfig
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -81,11 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_serve(app, args.host, args.port, args.log_level, summary))
 
 
-async def _serve(app: object, host: str, port: int, log_level: str, summary: str) -> int:
+async def _serve(app: FastAPI, host: str, port: int, log_level: str, summary: str) -> int:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                            timeout_graceful_shutdown=5))
+    engine = app.state.engine
+
+    def on_engine_dead(reason: str) -> None:
+        # A server without its engine only answers 503: exit (after the failed streams have sent
+        # their error frames), so whatever supervises it (hybridgw serve, systemd, k8s) restarts it.
+        print(f"hybridgw engine: {reason}; shutting down", file=sys.stderr, flush=True)
+        asyncio.get_running_loop().call_later(0.2, setattr, server, "should_exit", True)
+
+    engine.on_dead = on_engine_dead
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
@@ -93,4 +106,4 @@ async def _serve(app: object, host: str, port: int, log_level: str, summary: str
         bound = server.servers[0].sockets[0].getsockname()[1]
         print(f"hybridgw engine ready on http://{host}:{bound}/v1 {summary}", flush=True)
     await task
-    return 0 if server.started else 1
+    return 0 if server.started and engine.dead_reason is None else 1

@@ -83,6 +83,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     app = FastAPI(title="hybridgw engine", lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.engine = engine
     _add_error_handlers(app)
 
     def check_model(name: str | None) -> None:
