@@ -13,6 +13,7 @@ import multiprocessing
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from local_engine.admission import EngineLimits
@@ -46,7 +47,7 @@ class CoreStartFailed(ValueError):
 class ProcessCore:
     """The server side of the pipe; ``launch`` starts the process and waits until its model is loaded."""
 
-    def __init__(self, process: Any, conn: Connection, facts: CoreFacts) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, facts: CoreFacts) -> None:
         self.facts = facts
         self.limits = facts.limits
         self._process = process
