@@ -74,8 +74,8 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
 
     def apply_reload(loaded: LoadedPolicy) -> None:
         router.reload(loaded)
-        if limiter is not None and hasattr(limiter, "config"):
-            limiter.config = limits_from_policy(loaded.policy)
+        if limiter is not None:
+            limiter.reconfigure(limits_from_policy(loaded.policy))
         # Aliases follow the new file; a backend that is new in it needs a restart to be opened.
         services.catalog = build_catalog(loaded.policy, env, engine_urls)
         missing = sorted(set(services.catalog.backends) - set(backends))

@@ -212,6 +212,9 @@ class InProcessLimiter:
                     used, end = self._counts[key]
                     self._counts[key] = (used + delta, end)
 
+    def reconfigure(self, config: LimitsConfig) -> None:
+        self.config = config
+
     async def usage(self, team: str, key_id: str) -> list[LimitUsage]:
         charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock())
         with self._lock:

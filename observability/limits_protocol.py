@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from observability.limits import LimitsConfig
 
 
 class LimitExceeded(Exception):
@@ -36,6 +39,10 @@ class Limiter(Protocol):
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         """Replace the held estimate with the actual numbers (also on failure/abort)."""
+        ...
+
+    def reconfigure(self, config: LimitsConfig) -> None:
+        """Apply a reloaded policy's limits to the next reservations."""
         ...
 
     async def aclose(self) -> None: ...

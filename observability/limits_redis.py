@@ -5,6 +5,7 @@ round trip (limit_leases.py); near a limit every one goes to Redis. If Redis is 
 open with a logged warning, so requests keep flowing."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -64,7 +65,7 @@ class RedisLimiter:
     def __init__(self, client: aioredis.Redis, config: LimitsConfig, *, prefix: str = "hgw:lim:",
                  clock: Callable[[], float] = time.time, warn_interval_s: float = 30.0,
                  lease_quota: bool = True) -> None:
-        self.config = config  # replace to apply a reloaded policy
+        self.config = config  # reconfigure() applies a reloaded policy
         self._client = client
         self._prefix = prefix
         self._clock = clock
@@ -73,6 +74,7 @@ class RedisLimiter:
         self._warn_interval_s = warn_interval_s
         self._last_warning = -math.inf
         self._leases = LeaseBook() if lease_quota else LeaseBook(lease_divisor=0)
+        self._returns: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
@@ -128,6 +130,20 @@ class RedisLimiter:
             await self._settle(keys=[self._prefix + k for k, _ in deltas], args=[d for _, d in deltas])
         except _DOWN as exc:
             self._warn(f"{what} lost, Redis unreachable: {exc!r}")
+
+    def reconfigure(self, config: LimitsConfig) -> None:
+        """New limits for the next reservations; leases sized by the old ones go back to Redis."""
+        self.config = config
+        unspent = self._leases.drain(self._clock())
+        if not unspent:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to return them from: they lapse with their windows
+            return
+        task = loop.create_task(self._add(unspent, "return of leases after a policy reload"))
+        self._returns.add(task)
+        task.add_done_callback(self._returns.discard)
 
     async def usage(self, team: str, key_id: str) -> list[LimitUsage]:
         """What each of the team's and key's windows has used now (for budget-aware routing)."""

@@ -117,3 +117,25 @@ def test_leases_never_overshoot_across_two_processes(redis_server: RedisServer, 
         return usage.used
 
     assert asyncio.run(used()) == accepted  # both replicas returned their unspent leases on close
+
+
+def test_a_policy_reload_returns_leases_taken_under_the_old_limits(redis_server: RedisServer) -> None:
+    old = LimitsConfig(teams={"alpha": TeamLimits(tokens_per_minute=1_000_000)})
+    new = LimitsConfig(teams={"alpha": TeamLimits(tokens_per_minute=50_000)})
+
+    async def run() -> tuple[float, float]:
+        limiter = RedisLimiter.from_url(redis_server.url, old, clock=lambda: float(CLOCK))
+        for i in range(5):
+            await limiter.reserve(f"r{i}", "alpha", "k", 100, 0.0)
+        other = RedisLimiter.from_url(redis_server.url, old, clock=lambda: float(CLOCK))  # another replica
+        (leased,) = await other.usage("alpha", "k")
+        await other.aclose()
+        limiter.reconfigure(new)
+        await asyncio.sleep(0.2)  # the return runs on this loop
+        (after,) = await limiter.usage("alpha", "k")
+        await limiter.aclose()
+        return leased.used, after.used
+
+    leased, after = asyncio.run(run())
+    assert leased > 500  # another replica saw the lease as used
+    assert after == 500  # back to what was spent, and counted against the new limit
