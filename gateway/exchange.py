@@ -45,6 +45,7 @@ class Exchange:
     error_type: str = ""
     error_message: str = ""
     finish_reason: str = ""
+    response_model: str = ""  # the model the upstream says answered (gen_ai.response.model)
     attempts: tuple[Any, ...] = ()
     reservation: Reservation | None = None
     span: Any = None  # opentelemetry Span of the whole request

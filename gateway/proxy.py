@@ -182,6 +182,8 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[
     else:
         ex.completion_tokens = svc.tokens.count_text(response_text(upstream.data), ex.alias)
     ex.finish_reason = response_finish_reason(upstream.data)
+    model = upstream.data.get("model")
+    ex.response_model = model if isinstance(model, str) else ""
     response = Response(upstream.content, status_code=200, headers=ex.response_headers(),
                         media_type="application/json")
     finish(svc, ex)

@@ -12,12 +12,13 @@ _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
 
 
 class StreamTally:
-    __slots__ = ("client_wants_usage", "finish_reason", "payloads", "usage")
+    __slots__ = ("client_wants_usage", "finish_reason", "payloads", "response_model", "usage")
 
     def __init__(self, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
         self.usage: dict[str, Any] | None = None
         self.finish_reason = ""
+        self.response_model = ""  # the model the upstream names in its chunks (from the parsed ones)
         self.payloads: list[bytes] = []  # kept (as references) for counting when usage never comes
 
     def accept(self, payload: bytes) -> tuple[bytes | None, bool]:
@@ -38,6 +39,7 @@ class StreamTally:
 
     def _usage_chunk(self, payload: bytes) -> tuple[bytes | None, bool]:
         data = orjson.loads(payload)
+        self._note_model(data)
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
@@ -58,11 +60,17 @@ class StreamTally:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return True
+        self._note_model(data)
         choices = data.get("choices") or []
         for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         return any(text for choice in choices for text in _choice_texts(choice))
+
+    def _note_model(self, data: Any) -> None:
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, str) and model:
+            self.response_model = model
 
     def completion_text(self) -> str:
         """The streamed text (chat deltas, completion text, tool-call arguments), for counting."""

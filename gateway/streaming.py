@@ -96,6 +96,7 @@ class SSERelayResponse(Response):
     def _settle_usage(self) -> None:
         ex, tally = self.ex, self.tally
         ex.finish_reason = tally.finish_reason
+        ex.response_model = tally.response_model
         usage = tally.usage
         if usage is not None and isinstance(usage.get("completion_tokens"), int):
             ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)

@@ -92,6 +92,8 @@ def _end_spans(ex: Exchange, record: UsageRecord) -> None:
     for span in (ex.upstream_span, ex.span):
         if span is not None:
             set_usage_attributes(span, record)
+            if ex.response_model:  # what the upstream says answered (a dated snapshot, say)
+                span.set_attribute("gen_ai.response.model", ex.response_model)
             span.end()
     ex.upstream_span = ex.span = None
 

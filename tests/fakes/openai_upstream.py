@@ -4,7 +4,8 @@ Run: `python -m tests.fakes.openai_upstream --port P`. Behaviour per request com
 name's suffix (`m;chunks=16;delay_ms=5`), a `user` field `fake:chunks=16;delay_ms=5`, and/or a body
 field `"fake": {...}`. Keys: ttft_ms,
 delay_ms (between chunks), chunks (4), status + message (error reply), fail_after (drop the
-connection after k chunks), no_usage, tag (names the request in /_disconnects).
+connection after k chunks), no_usage, tag (names the request in /_disconnects), reply_model (the
+model the reply names, as OpenAI names a dated snapshot; default: the requested one).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
 """
 from __future__ import annotations
@@ -168,6 +169,7 @@ class FakeUpstream:
         self.state.last_request = {"path": path, "headers": headers, "body": body}
         model, opts = _options(body)
         opts = {**self.defaults, **opts}
+        model = str(opts.get("reply_model", model))
         if "status" in opts:
             status = int(opts["status"])
             extra = [(b"retry-after", b"1")] if status == 429 else []

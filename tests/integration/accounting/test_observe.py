@@ -96,7 +96,8 @@ def test_request_span_has_genai_attributes_and_an_upstream_child(stack: Stack) -
 
     async def one() -> tuple[Outcome, dict[str, Any]]:
         async with stack.clients("traced") as clients:
-            outcome = await chat(clients[0], 4, stream=True, chunks=5, extra_headers={"x-request-id": request_id})
+            outcome = await chat(clients[0], 4, stream=True, chunks=5, extra_headers={"x-request-id": request_id},
+                                 user="fake:chunks=5;reply_model=m-2024-07-18")  # a dated snapshot answers
         return outcome, stack.fake_last_request()
 
     outcome, upstream_request = asyncio.run(one())
@@ -111,7 +112,7 @@ def test_request_span_has_genai_attributes_and_an_upstream_child(stack: Stack) -
                                   "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
                                   "gen_ai.response.finish_reasons")} == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "m",
-        "gen_ai.response.model": "m", "hybridgw.team": "traced", "hybridgw.rule": "hosted-first",
+        "gen_ai.response.model": "m-2024-07-18", "hybridgw.team": "traced", "hybridgw.rule": "hosted-first",
         "hybridgw.backend": "hosted", "gen_ai.usage.input_tokens": outcome.prompt_tokens,
         "gen_ai.usage.output_tokens": outcome.completion_tokens, "gen_ai.response.finish_reasons": ["stop"]}
     assert float(attrs["gen_ai.response.time_to_first_chunk"]) > 0

@@ -57,3 +57,11 @@ def test_completion_text_for_counting() -> None:
 def test_response_text() -> None:
     data = {"choices": [{"message": {"content": "one"}}, {"message": {"content": " two"}}]}
     assert response_text(data) == "one two"
+
+
+def test_the_model_the_upstream_names_is_noted_from_the_chunks_it_parses() -> None:
+    tally = StreamTally(client_wants_usage=True)
+    tally.accept(CONTENT)
+    assert tally.response_model == ""  # content chunks are relayed unparsed
+    tally.accept(b'{"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
+    assert tally.response_model == "gpt-4o-mini-2024-07-18"
