@@ -1,12 +1,15 @@
 """Quota leased from the shared (Redis) windows, so most reservations need no round trip.
 
-A replica that charges a window far from its limit also takes a small lease (1/64 of the limit,
-when that holds at least 4 such requests) and serves the next reservations from it locally. Leases
-are charged in Redis when granted, so the replicas together never go over a limit. Within the last
-1/8 of a limit no lease is granted: requests there are checked in Redis one by one, each spending
-its replica's leftover lease first. The price: when a window fills, a replica may still hold up to
-one lease unspent, which the others cannot use (it is returned on shutdown); windows too small for
-a lease of 4 requests are counted exactly, as without leases. Pure bookkeeping, no I/O.
+A replica that charges a window far from its limit also takes a small lease (1/64 of a per-minute
+limit, 1/512 of a daily or monthly budget, when that holds at least 4 such requests) and serves the
+next reservations from it locally. Leases are charged in Redis when granted, so the replicas
+together never go over a limit. A window is topped up only once its lease cannot pay for the next
+request, so a replica never holds more than about one lease per window. Within the last 1/8 of a
+limit no lease is granted: requests there are checked in Redis one by one, each spending its
+replica's leftover first. The price: when a window fills, a replica may still hold up to one lease
+unspent, which the others cannot use (returned on shutdown and on reload; lost if the process is
+killed). A lease serves only the limit it was sized for. Windows too small for a lease of 4
+requests are counted exactly, as without leases. Pure bookkeeping, no I/O.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 
 from observability.limits import UNCHECKED_LIMIT, Charge, usd_headroom
 
-LEASE_DIVISOR = 64  # a lease is this share of the limit
+LEASE_DIVISOR = 64  # a per-minute window's lease is this share of its limit
+BUDGET_LEASE_DIVISOR = 512  # a day's or month's USD budget lasts long: smaller leases, less to lose
 MARGIN_DIVISOR = 8  # no lease is granted within this share of the limit
 MIN_REQUESTS_PER_LEASE = 4  # smaller leases are not worth their slack: those windows are checked exactly
 
@@ -24,6 +28,8 @@ MIN_REQUESTS_PER_LEASE = 4  # smaller leases are not worth their slack: those wi
 class _Lease:
     left: int  # charged in the shared window, not yet spent here
     window_end: float
+    limit: int  # the limit the lease was sized for; it serves no other
+    size: int  # one lease's size (what settles may give back to it, at most)
     used_seen: int  # the shared count right after our last charge there (for budget headroom)
     leasing: bool  # the last charge was granted a lease (the window is far from its limit)
 
@@ -38,12 +44,22 @@ class SlowCharge:
 
 
 class LeaseBook:
-    def __init__(self, lease_divisor: int = LEASE_DIVISOR, margin_divisor: int = MARGIN_DIVISOR) -> None:
+    def __init__(self, lease_divisor: int = LEASE_DIVISOR, margin_divisor: int = MARGIN_DIVISOR,
+                 budget_lease_divisor: int = BUDGET_LEASE_DIVISOR) -> None:
         """lease_divisor=0 grants no leases: every reservation is checked in the shared store."""
         self._leases: dict[str, _Lease] = {}
         self._granting: set[str] = set()  # keys with a lease asked for and not yet answered
         self._lease_divisor = lease_divisor
+        self._budget_lease_divisor = budget_lease_divisor
         self._margin_divisor = margin_divisor
+
+    def lease_size(self, charge: Charge) -> int:
+        """The lease a slow reservation asks for in this window (0: none, check it exactly)."""
+        if not self._lease_divisor or charge.limit >= UNCHECKED_LIMIT:
+            return 0
+        divisor = self._budget_lease_divisor if charge.limit_name.startswith("usd") else self._lease_divisor
+        size = charge.limit // divisor
+        return size if size >= MIN_REQUESTS_PER_LEASE * max(charge.amount, 1) else 0
 
     # --- reserve ---------------------------------------------------------------------------------
     def take_local(self, charges: Sequence[Charge]) -> bool:
@@ -51,7 +67,7 @@ class LeaseBook:
         leases = self._leases
         for charge in charges:
             lease = leases.get(charge.key)
-            if lease is None or lease.left < charge.amount:
+            if lease is None or lease.left < charge.amount or lease.limit != charge.limit:
                 return False
         for charge in charges:
             leases[charge.key].left -= charge.amount
@@ -66,9 +82,9 @@ class LeaseBook:
             spend = min(lease.left, charge.amount) if lease is not None else 0
             if lease is not None:
                 lease.left -= spend
-            leasable = self._lease_divisor and charge.limit < UNCHECKED_LIMIT
-            size = charge.limit // self._lease_divisor if leasable else 0
-            grant = size if size >= MIN_REQUESTS_PER_LEASE * max(charge.amount, 1) else 0
+            grant = self.lease_size(charge)
+            if lease is not None and lease.left >= charge.amount and lease.limit == charge.limit:
+                grant = 0  # still enough for the next request: a top-up would only pile up
             if charge.key in self._granting:
                 grant = 0  # one lease in flight per window, or a burst would lease once per request
             elif grant:
@@ -84,17 +100,21 @@ class LeaseBook:
         for charge, ask, before, grant in zip(charges, asks, used, granted):
             lease = self._leases.get(charge.key)
             if lease is None:
-                lease = self._leases[charge.key] = _Lease(0, charge.window_end, 0, False)
+                lease = self._leases[charge.key] = _Lease(0, charge.window_end, charge.limit, 0, 0, False)
             lease.left += grant
+            lease.limit = charge.limit
+            lease.size = max(lease.size, grant, ask.grant_max)
             lease.used_seen = before + ask.amount + grant
-            lease.leasing = grant > 0
+            lease.leasing = grant > 0 or (lease.leasing and not ask.grant_max)
 
     def put_back(self, charges: Sequence[Charge], asks: Sequence[SlowCharge], taken: Sequence[int]) -> None:
-        """The shared store could not be asked: the taken leftovers stay this replica's."""
+        """The shared store could not be asked: the taken leftovers stay this replica's (unless the
+        lease was dropped meanwhile, by a reload or the window's end: then they lapse with it)."""
         self._answered(charges, asks)
         for charge, spend in zip(charges, taken):
-            if spend:
-                self._leases[charge.key].left += spend
+            lease = self._leases.get(charge.key)
+            if spend and lease is not None:
+                lease.left += spend
 
     def refund(self, charges: Sequence[Charge], asks: Sequence[SlowCharge],
                taken: Sequence[int]) -> list[tuple[str, int]]:
@@ -118,13 +138,14 @@ class LeaseBook:
     def absorb(self, key: str, delta: int) -> bool:
         """Settle ``delta`` (actual − estimate) against the local lease when it can; False: send it on.
 
-        Tokens given back stay here only while the window is leasing (far from its limit); near
-        the limit they go back to the shared count at once, where every replica sees them."""
+        Tokens given back stay here only while the window is leasing (far from its limit) and the
+        lease stays within one lease's size; otherwise they go back to the shared count at once,
+        where every replica sees them."""
         lease = self._leases.get(key)
         if lease is None:
             return False
         if delta < 0:
-            if not lease.leasing:
+            if not lease.leasing or lease.left - delta > lease.size:
                 return False
             lease.left -= delta
             return True

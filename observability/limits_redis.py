@@ -110,6 +110,9 @@ class RedisLimiter:
             self._warn(f"limits not enforced, Redis unreachable: {exc!r}")
             leases.put_back(charges, asks, taken)
             return Reservation(request_id, team, key_id, tokens, cost_usd)  # no windows: settle is a no-op
+        except BaseException:  # cancelled, or Redis refused the script (READONLY, BUSY, ...)
+            leases.put_back(charges, asks, taken)
+            raise
         if index:
             await self._add(leases.refund(charges, asks, taken), "refund of a refused reservation")
             raise exceeded(charges[index - 1], int(used) - taken[index - 1], now)  # our leftover was not used
@@ -156,7 +159,7 @@ class RedisLimiter:
             self._warn(f"limit usage unknown, Redis unreachable: {exc!r}")
             raw = [None] * len(charges)
         # what this replica leased but has not spent is not used yet
-        return usage_from(charges, [(int(v) if v is not None else 0) - self._leases.unspent(c.key)
+        return usage_from(charges, [max(int(v) - self._leases.unspent(c.key), 0) if v is not None else 0
                                     for c, v in zip(charges, raw)])
 
     def _warn(self, message: str) -> None:
@@ -165,7 +168,13 @@ class RedisLimiter:
             self._last_warning = now
             log.warning(message)
 
+    async def returns_done(self) -> None:
+        """Wait for the lease returns a reload started (they run on the event loop)."""
+        if self._returns:
+            await asyncio.gather(*self._returns, return_exceptions=True)
+
     async def aclose(self) -> None:
+        await self.returns_done()
         await self._add(self._leases.drain(self._clock()), "return of unspent leases")
         await self._client.aclose()
         await self._client.connection_pool.disconnect()

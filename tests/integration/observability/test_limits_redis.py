@@ -131,7 +131,7 @@ def test_a_policy_reload_returns_leases_taken_under_the_old_limits(redis_server:
         (leased,) = await other.usage("alpha", "k")
         await other.aclose()
         limiter.reconfigure(new)
-        await asyncio.sleep(0.2)  # the return runs on this loop
+        await limiter.returns_done()  # the return runs on this loop
         (after,) = await limiter.usage("alpha", "k")
         await limiter.aclose()
         return leased.used, after.used
@@ -139,3 +139,26 @@ def test_a_policy_reload_returns_leases_taken_under_the_old_limits(redis_server:
     leased, after = asyncio.run(run())
     assert leased > 500  # another replica saw the lease as used
     assert after == 500  # back to what was spent, and counted against the new limit
+
+
+def test_a_replica_holds_at_most_one_lease_per_window_while_it_runs(redis_server: RedisServer) -> None:
+    # requests/min leases 1,562 at a time, tokens/min 15,625 (156 of these requests): the token
+    # window runs out ~10x as often, and must not make the request window pile up leases
+    config = LimitsConfig(teams={"alpha": TeamLimits(requests_per_minute=100_000, tokens_per_minute=1_000_000,
+                                                     usd_per_month=1000.0)})
+
+    async def run() -> list[float]:
+        limiter = RedisLimiter.from_url(redis_server.url, config, clock=lambda: float(CLOCK))
+        for i in range(3_000):
+            held = await limiter.reserve(f"r{i}", "alpha", "k", 100, 0.001)
+            await limiter.settle(held, 100, 0.001)
+        other = RedisLimiter.from_url(redis_server.url, config, clock=lambda: float(CLOCK))  # another replica
+        seen = [u.used for u in await other.usage("alpha", "k")]
+        await other.aclose()
+        await limiter.aclose()
+        return seen
+
+    requests, tokens, usd = asyncio.run(run())
+    assert 3_000 <= requests <= 3_000 + 1_562 + 1
+    assert 300_000 <= tokens <= 300_000 + 15_625 + 100
+    assert 3.0 <= usd <= 3.0 + 1000 / 512 + 0.001 + 1e-9

@@ -55,14 +55,32 @@ def test_small_limits_and_unchecked_budgets_get_no_lease() -> None:
     assert [a.grant_max for a in asks] == [0]
 
 
-def test_one_lease_in_flight_per_window() -> None:
+def test_one_lease_in_flight_per_window_and_a_top_up_only_when_it_runs_short() -> None:
     book, cs = LeaseBook(), charges()
     _, first = book.begin_slow(cs)
     _, second = book.begin_slow(cs)
     assert first[0].grant_max > 0 and second[0].grant_max == 0
     book.finish_slow(cs, first, [0], [first[0].grant_max])
-    _, third = book.begin_slow(cs)
-    assert third[0].grant_max > 0
+    _, third = book.begin_slow(cs)  # the lease still pays for the next request: no top-up
+    assert third[0].grant_max == 0 and third[0].amount == 0
+    book.finish_slow(cs, third, [10_100], [0])
+    while book.take_local(cs):
+        pass
+    _, fourth = book.begin_slow(cs)
+    assert fourth[0].grant_max == 10_000
+
+
+def test_a_window_beside_a_busier_one_does_not_pile_up_leases() -> None:
+    # requests/min leases 1,562 requests, tokens/min 15,625 tokens = 156 requests: every 156th
+    # request goes to the store for tokens, and must not top up the request window each time
+    book, cs = LeaseBook(), charges(tpm=1_000_000, tokens=100, rpm=100_000)
+    for _ in range(5_000):
+        if book.take_local(cs):
+            continue
+        _, asks = book.begin_slow(cs)
+        book.finish_slow(cs, asks, [0, 0], [a.grant_max for a in asks])
+    requests, tokens = (book.unspent(c.key) for c in cs)
+    assert requests <= 1_562 + 1 and tokens <= 15_625 + 100
 
 
 def test_a_refused_reservation_returns_its_leftover_to_the_store() -> None:
@@ -81,20 +99,42 @@ def test_settled_tokens_come_back_to_the_lease_only_while_it_is_leasing() -> Non
     book, cs = LeaseBook(), charges()
     key = cs[0].key
     lease(book, cs)
-    assert book.absorb(key, -60) and book.unspent(key) == 10_060
-    assert book.absorb(key, 500) and book.unspent(key) == 9_560
+    assert book.take_local(cs) and book.unspent(key) == 9_900
+    assert book.absorb(key, -60) and book.unspent(key) == 9_960
+    assert not book.absorb(key, -60)  # more than one lease's size: to the store
+    assert book.absorb(key, 500) and book.unspent(key) == 9_460
     assert not book.absorb(key, 20_000)  # more than the lease holds: to the store
+    while book.take_local(cs):
+        pass
     lease(book, cs, used=[600_000], granted=[0])  # near the limit: no lease granted any more
     assert not book.absorb(key, -60)  # given back where every replica sees it
     assert not LeaseBook().absorb(key, -60)
 
 
+def test_a_lease_serves_only_the_limit_it_was_sized_for() -> None:
+    book = LeaseBook()
+    lease(book, charges(tpm=640_000))
+    assert not book.take_local(charges(tpm=50_000))  # a reload lowered the limit
+    taken, asks = book.begin_slow(charges(tpm=50_000))
+    assert taken == [100] and asks[0].amount == 0  # spent in the store's check, where it is counted
+
+
+def test_put_back_after_the_lease_was_dropped_lets_it_lapse() -> None:
+    book, cs = LeaseBook(), charges()
+    lease(book, cs)
+    book.take_local(cs)
+    taken, asks = book.begin_slow(charges(tokens=20_000))
+    book.drain(NOW)  # a reload while the store was asked
+    book.put_back(charges(tokens=20_000), asks, taken)  # the store was down: nothing to put it back in
+    assert book.unspent(cs[0].key) == 0
+
+
 def test_headroom_counts_what_this_replica_leased_but_has_not_spent_as_free() -> None:
-    book, cs = LeaseBook(), charges(tpm=None, usd_per_day=64.0, cost=0.25)  # type: ignore[arg-type]
-    lease(book, cs, used=[10 * 10**9])  # $10 spent before; +$0.25 charged, +$1 leased
-    assert book.headroom(cs, [10 * 10**9]) == 53.75
+    book, cs = LeaseBook(), charges(tpm=None, usd_per_day=512.0, cost=0.25)  # type: ignore[arg-type]
+    lease(book, cs, used=[10 * 10**9])  # $10 spent before; +$0.25 charged, +$1 leased (1/512)
+    assert book.headroom(cs, [10 * 10**9]) == 501.75
     assert book.take_local(cs)  # another $0.25 from the lease
-    assert book.headroom(cs) == 53.5
+    assert book.headroom(cs) == 501.5
 
 
 def test_drain_returns_the_unspent_part_of_open_windows() -> None:
