@@ -1,16 +1,23 @@
 """An EngineCore that runs the LLMEngine's step loop in a process of its own (as vLLM's engine core).
 
 The server process keeps HTTP, tokenizing and the streams; the core process loads the model and
-only steps. They talk over one pipe: ("add", Sequence) / ("abort", seq_id) / ("stop",) in, and
-("step", outputs, snapshot, adds_seen) once per step out. Neither waits on the other's GIL, so on
-few cores the step loop can use every core for torch.
+only steps. They talk over one pipe: ("add", seq_id, prompt, sampling, priority, arrival,
+request_id) / ("abort", seq_id) / ("stop",) in, and ("step", outputs, snapshot, adds_seen) once per
+step out. A thread of the core reads the pipe all the time, so the server's sends never wait for a
+step to end (two full pipes would deadlock). Neither waits on the other's GIL, so on few cores the
+step loop can use every core for torch.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import queue
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -22,6 +29,8 @@ from local_engine.config import EngineConfig
 from local_engine.engine import EngineSnapshot, LLMEngine
 from local_engine.errors import EngineError
 from local_engine.sequence import Sequence
+
+_EOF = ("eof",)  # what the core's pipe reader queues when the server's end closes
 
 log = logging.getLogger(__name__)
 IDLE_STATE_INTERVAL_S = 1.0  # an idle core still reports, so "recent" rates age
@@ -63,8 +72,8 @@ class ProcessCore:
     def launch(cls, config: EngineConfig) -> ProcessCore:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
         conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=core_main, args=(child_conn, config), name="hybridgw-engine-core",
-                              daemon=True)
+        process = ctx.Process(target=core_main, args=(child_conn, config, os.getpid()),
+                              name="hybridgw-engine-core", daemon=True)
         process.start()
         child_conn.close()
         try:
@@ -72,6 +81,11 @@ class ProcessCore:
         except EOFError:
             process.join(5)
             raise CoreStartFailed(f"the engine core process exited while loading (code {process.exitcode})")
+        except BaseException:  # Ctrl-C while loading: the core would otherwise load on, orphaned
+            process.kill()
+            process.join()
+            conn.close()
+            raise
         if message[0] != "ready":
             process.join(5)
             raise CoreStartFailed(message[1])
@@ -85,7 +99,8 @@ class ProcessCore:
 
     def add(self, seq: Sequence) -> None:
         self._adds_sent += 1
-        self._send(("add", seq))
+        self._send(("add", seq.seq_id, seq.prompt_token_ids, seq.sampling, seq.priority, seq.arrival_time,
+                    seq.request_id))
 
     def abort(self, seq_id: int) -> None:
         self._send(("abort", seq_id))
@@ -100,16 +115,24 @@ class ProcessCore:
         return not self._lost and self._process.is_alive()
 
     def shutdown(self) -> None:
+        """Ask the core to stop, and read on until it has (a core in the middle of sending a step
+        must be able to finish that send to see the "stop")."""
         self._stop_reading()
+        conn = self._conn
+        deadline = time.monotonic() + 10.0
         try:
-            self._conn.send(("stop",))
-        except OSError:
-            pass
-        self._process.join(10)
+            conn.send(("stop",))
+            while conn.poll(max(deadline - time.monotonic(), 0.0)):
+                conn.recv()
+                if time.monotonic() >= deadline:
+                    break
+        except (EOFError, OSError):
+            pass  # it has stopped
+        self._process.join(max(deadline - time.monotonic(), 0.1))
         if self._process.is_alive():
             self._process.kill()  # it ignores SIGTERM (see core_main)
             self._process.join(5)
-        self._conn.close()
+        conn.close()
 
     # --- the pipe --------------------------------------------------------------------------------
     def _send(self, message: tuple[Any, ...]) -> None:
@@ -159,12 +182,14 @@ class ProcessCore:
 
 
 # --- the core process ----------------------------------------------------------------------------
-def core_main(conn: Connection, config: EngineConfig) -> None:
+def core_main(conn: Connection, config: EngineConfig, server_pid: int) -> None:
     """The core process: load the model, report ready, then step until told to stop."""
     # The server process decides when to stop (Ctrl-C and `kill` often reach the whole process
-    # group): it sends "stop" on shutdown, and a pipe at EOF ends this process if the server died.
+    # group): it sends "stop" on shutdown. If it dies instead, this process dies with it: SIGKILL
+    # from the kernel (Linux), or the pipe's EOF once loaded.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_server(server_pid)
     import gc
 
     import torch
@@ -187,30 +212,56 @@ def core_main(conn: Connection, config: EngineConfig) -> None:
     serve_core(conn, engine)
 
 
+def _die_with_server(server_pid: int) -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the pipe's EOF ends the process once it is loaded
+    if os.getppid() != server_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
+def _read_pipe(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+    try:
+        while True:
+            inbox.put(conn.recv())
+    except (EOFError, OSError):
+        inbox.put(_EOF)
+
+
 def serve_core(conn: Connection, engine: LLMEngine) -> None:
-    """Apply what arrived, step, report; block on the pipe only while there is nothing to run."""
+    """Apply what arrived, step, report; wait for the pipe only while there is nothing to run."""
+    inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    threading.Thread(target=_read_pipe, args=(conn, inbox), name="core-pipe-reader", daemon=True).start()
     adds_seen = 0
     try:
         while True:
-            if not engine.has_unfinished() and not conn.poll(IDLE_STATE_INTERVAL_S):
-                conn.send(("state", engine.snapshot(), adds_seen))
-                continue
-            while conn.poll():
-                message = conn.recv()
-                if message[0] == "add":
+            arrived: list[tuple[Any, ...]] = []
+            if not engine.has_unfinished():
+                try:
+                    arrived.append(inbox.get(timeout=IDLE_STATE_INTERVAL_S))
+                except queue.Empty:
+                    conn.send(("state", engine.snapshot(), adds_seen))
+                    continue
+            while not inbox.empty():
+                arrived.append(inbox.get_nowait())
+            for message in arrived:
+                kind = message[0]
+                if kind == "add":
                     adds_seen += 1
-                    seq = message[1]
+                    _, seq_id, prompt, sampling, priority, arrival_time, request_id = message
                     try:
-                        engine.add_request(seq)
+                        engine.add_request(Sequence(prompt, sampling, priority=priority, arrival_time=arrival_time,
+                                                    request_id=request_id, seq_id=seq_id))
                     except (EngineError, ValueError) as exc:  # the server checked it already
-                        conn.send(("reject", seq.seq_id, str(exc)))
-                elif message[0] == "abort":
+                        conn.send(("reject", seq_id, str(exc)))
+                elif kind == "abort":
                     engine.abort(message[1])
-                elif message[0] == "stop":
+                else:  # "stop", or the server's end closed
                     return
             outputs = engine.step()
             conn.send(("step", outputs, engine.snapshot(), adds_seen))
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError):
         return  # the server process went away
     except Exception as exc:  # a runner failure: the server fails every request rather than hang them
         log.exception("engine step loop failed")

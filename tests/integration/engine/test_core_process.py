@@ -95,3 +95,16 @@ def test_thread_core_serves_in_one_process() -> None:
             if c.choices)
         assert text
         assert engine.state()["healthy"] is True
+
+
+def test_a_server_killed_while_its_model_loads_takes_its_core_along() -> None:
+    port = procs.free_port()
+    proc = procs.start(procs.python_module("gateway.cli", "engine", "--port", str(port), "--model", MODEL),
+                       name="engine-loading")
+    try:
+        (core,) = procs.wait_until(lambda: children(proc.pid) or None, "the core process to start", 60)
+        os.kill(proc.pid, signal.SIGKILL)  # most likely mid-load; no "stop" can reach the core
+        proc.popen.wait(timeout=30)
+        procs.wait_until(lambda: not pid_alive(core), "the core process to exit after its server died", 60)
+    finally:
+        procs.stop(proc)
