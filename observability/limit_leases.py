@@ -67,8 +67,10 @@ class LeaseBook:
         leases = self._leases
         for charge in charges:
             lease = leases.get(charge.key)
-            if lease is None or lease.left < charge.amount or lease.limit != charge.limit:
+            if lease is None or lease.left < charge.amount:
                 return False
+            if lease.limit != charge.limit and charge.limit < UNCHECKED_LIMIT:
+                return False  # sized for another limit (a reload): not for this one
         for charge in charges:
             leases[charge.key].left -= charge.amount
         return True
@@ -102,10 +104,15 @@ class LeaseBook:
             if lease is None:
                 lease = self._leases[charge.key] = _Lease(0, charge.window_end, charge.limit, 0, 0, False)
             lease.left += grant
-            lease.limit = charge.limit
+            if charge.limit < UNCHECKED_LIMIT:  # an over-budget request's unchecked charge sizes nothing
+                lease.limit = charge.limit
             lease.size = max(lease.size, grant, ask.grant_max)
             lease.used_seen = before + ask.amount + grant
-            lease.leasing = grant > 0 or (lease.leasing and not ask.grant_max)
+            if ask.grant_max:
+                lease.leasing = grant > 0
+            else:  # no top-up asked: is the window still far enough from its limit to lease?
+                size = self.lease_size(charge)
+                lease.leasing = bool(size) and before + ask.amount + size <= charge.limit - ask.margin
 
     def put_back(self, charges: Sequence[Charge], asks: Sequence[SlowCharge], taken: Sequence[int]) -> None:
         """The shared store could not be asked: the taken leftovers stay this replica's (unless the

@@ -152,3 +152,29 @@ def test_a_book_without_leases_asks_the_store_every_time() -> None:
     lease(book, cs)
     assert not book.take_local(cs) and book.unspent(cs[0].key) == 0
     assert not book.absorb(cs[0].key, -60)
+
+
+def test_over_budget_requests_between_normal_ones_do_not_pile_up_leases() -> None:
+    # a key over its own daily budget is re-routed with budgets=False: its team's month budget is
+    # then charged unchecked, on the same key as the team's normal requests
+    book = LeaseBook()
+    config = LimitsConfig(teams={"t": TeamLimits(usd_per_month=1000.0)})
+    normal = plan_charges(config, "t", "k2", 0, 0.02, NOW, True)
+    rerouted = plan_charges(config, "t", "k1", 0, 0.02, NOW, False)
+    for _ in range(200):
+        for cs in (normal, rerouted):
+            if book.take_local(cs):
+                continue
+            _, asks = book.begin_slow(cs)
+            book.finish_slow(cs, asks, [0], [a.grant_max for a in asks])
+    assert book.unspent(normal[0].key) <= 1000 * 10**9 // 512
+
+
+def test_a_window_that_reached_its_margin_stops_taking_give_backs() -> None:
+    book, cs = LeaseBook(), charges()
+    lease(book, cs)
+    book.take_local(cs)
+    _, asks = book.begin_slow(charges(tokens=100))  # no top-up: the lease still has plenty
+    assert asks[0].grant_max == 0
+    book.finish_slow(cs, asks, [630_000], [0])  # but the store says the window is near its limit
+    assert not book.absorb(cs[0].key, -50)
