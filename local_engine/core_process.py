@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import queue
 import signal
@@ -75,6 +76,9 @@ class ProcessCore:
         process = ctx.Process(target=core_main, args=(child_conn, config, os.getpid()),
                               name="hybridgw-engine-core", daemon=True)
         process.start()
+        # At exit, multiprocessing would SIGTERM this daemon (which it ignores) and wait for it
+        # forever: kill it first, whatever ends this process before the lifespan's shutdown runs.
+        multiprocessing.util.Finalize(process, process.kill, exitpriority=10)
         child_conn.close()
         try:
             message = conn.recv()
@@ -213,6 +217,8 @@ def core_main(conn: Connection, config: EngineConfig, server_pid: int) -> None:
 
 
 def _die_with_server(server_pid: int) -> None:
+    # PR_SET_PDEATHSIG fires when the thread that started this process exits: ProcessCore.launch
+    # must run on the server's main thread (it does: cli.main → bootstrap.build_server).
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -227,6 +233,8 @@ def _read_pipe(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...]]) -> N
             inbox.put(conn.recv())
     except (EOFError, OSError):
         inbox.put(_EOF)
+    except BaseException as exc:  # noqa: BLE001 - a message that cannot be read: the core cannot go on
+        inbox.put(("error", f"the engine core cannot read its pipe: {type(exc).__name__}: {exc}"))
 
 
 def serve_core(conn: Connection, engine: LLMEngine) -> None:
@@ -257,6 +265,8 @@ def serve_core(conn: Connection, engine: LLMEngine) -> None:
                         conn.send(("reject", seq_id, str(exc)))
                 elif kind == "abort":
                     engine.abort(message[1])
+                elif kind == "error":
+                    raise RuntimeError(message[1])
                 else:  # "stop", or the server's end closed
                     return
             outputs = engine.step()

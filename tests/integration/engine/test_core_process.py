@@ -4,6 +4,7 @@ server takes its core along,
 and the single-process thread core still serves."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -108,3 +109,26 @@ def test_a_server_killed_while_its_model_loads_takes_its_core_along() -> None:
         procs.wait_until(lambda: not pid_alive(core), "the core process to exit after its server died", 60)
     finally:
         procs.stop(proc)
+
+
+def test_a_burst_of_long_prompts_all_complete() -> None:
+    # ~0.5 MB of prompts reach the core at once while it steps: the pipe must keep flowing both ways
+    async def burst(engine_url: str) -> list[int]:
+        client = openai.AsyncOpenAI(base_url=f"{engine_url}/v1", api_key="unused", max_retries=0)
+        prompt = " ".join(f"word{i}" for i in range(700))
+
+        async def one(i: int) -> int:
+            reply = await client.completions.create(model=MODEL, prompt=f"{i} {prompt}", max_tokens=3,
+                                                    temperature=0, extra_body={"ignore_eos": True})
+            assert reply.usage is not None
+            return reply.usage.completion_tokens
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(64)))
+        finally:
+            await client.close()
+
+    with engine_process("--model", MODEL) as engine:
+        assert asyncio.run(burst(engine.url)) == [3] * 64
+        state = engine.state()
+        assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]
