@@ -49,6 +49,8 @@ def _served_names(model_name: str, config: EngineConfig, extra_names: tuple[str,
 
 
 def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[EngineCore, Tokenizer, ServerInfo]:
+    import torch
+
     from local_engine.core_thread import ThreadCore
 
     loaded = load(config)
@@ -57,7 +59,7 @@ def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[En
                       served_model_names=_served_names(loaded.model_name, config, extra_names),
                       kv_bytes_per_token=runner.kv_bytes_per_token,
                       kv_dtype=str(runner.kv_cache.dtype).removeprefix("torch."),
-                      device=str(runner.device), created=int(time.time()))
+                      device=str(runner.device), created=int(time.time()), torch_threads=torch.get_num_threads())
     return ThreadCore(build_engine(config, loaded)), loaded.tokenizer, info
 
 
@@ -72,7 +74,7 @@ def _process_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[E
     info = ServerInfo(model_name=facts.model_name,
                       served_model_names=_served_names(facts.model_name, config, extra_names),
                       kv_bytes_per_token=facts.kv_bytes_per_token, kv_dtype=facts.kv_dtype, device=facts.device,
-                      created=int(time.time()))
+                      created=int(time.time()), torch_threads=facts.num_threads)
     return core, tokenizer, info
 
 

@@ -39,6 +39,7 @@ class ServerInfo:
     kv_dtype: str
     device: str = "cpu"
     created: int = 0
+    torch_threads: int = 0  # torch's CPU threads where the model runs
 
 
 class ServerTokenizer(PromptTokenizer, Protocol):
@@ -161,6 +162,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
             "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
+            "torch_threads": info.torch_threads,
             "healthy": engine.is_alive,
         }
 
