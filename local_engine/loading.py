@@ -56,7 +56,7 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cpu":
+    if dev.type == "cpu" or num_threads is not None:  # on a GPU only when asked: its CPU work is small
         _set_cpu_threads(num_threads, shares_process_with_server)
     torch_dtype = _resolve_dtype(dtype, dev, source)
     config, tokenizer, state = _read_model(source, torch_dtype)
