@@ -158,7 +158,6 @@ class AsyncEngine:
     def __init__(self, core: EngineCore, observer: RequestObserver | None = None) -> None:
         self.core = core
         self.limits = core.limits
-        self.max_waiting = core.limits.max_waiting
         self.observer = observer  # set before start (the server's metrics)
         self.request_tracer: RequestTracer | None = None  # set before start when traces are on
         self._streams: dict[int, RequestStream] = {}
@@ -191,8 +190,8 @@ class AsyncEngine:
             raise EngineDead(self.dead_reason or "the engine is not running")
         self.limits.check_fits(len(prompt_token_ids), sampling.max_tokens)
         num_waiting = self.core.snapshot().num_waiting + self.core.num_unapplied_adds()
-        if num_waiting >= self.max_waiting:
-            raise EngineFull(num_waiting, self.max_waiting)
+        if num_waiting >= self.limits.max_waiting:
+            raise EngineFull(num_waiting, self.limits.max_waiting)
         seq = Sequence(list(prompt_token_ids), sampling, priority=priority, arrival_time=time.time(),
                        request_id=request_id)
         stream = RequestStream(self, seq, self.observer, trace_context)

@@ -157,7 +157,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             "kv_bytes_per_token": info.kv_bytes_per_token, "block_size": limits.block_size,
             "num_blocks_total": s.num_blocks_total, "num_blocks_free": s.num_blocks_free,
             "kv_cache_usage": round(s.kv_usage, 6), "num_running": s.num_running,
-            "num_waiting": s.num_waiting, "max_waiting": engine.max_waiting,
+            "num_waiting": s.num_waiting, "max_waiting": limits.max_waiting,
             "num_preemptions": s.num_preemptions, "prefix_cache_hit_rate": round(s.prefix_cache_hit_rate, 6),
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
