@@ -44,12 +44,16 @@ def test_models_list_is_per_team(gateway: Gateway) -> None:
         assert blue.chat.completions.create(model="secret", messages=MESSAGES).choices
 
 
-def test_request_id_from_client_is_kept_and_forwarded(gateway: Gateway) -> None:
+def test_request_id_from_client_is_echoed_and_kept_beside_the_gateways(gateway: Gateway) -> None:
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES},
                           headers={**gateway.auth(), "x-request-id": "my-trace-123"})
     assert response.headers["x-request-id"] == "my-trace-123"
-    assert gateway.last_upstream_request()["headers"]["x-request-id"] == "my-trace-123"
-    assert gateway.record_for("my-trace-123")["status"] == "ok"
+    own = response.headers["x-hybridgw-request-id"]
+    assert own.startswith("req_")
+    # Upstreams (a shared engine too) see the gateway's unique id, never a client-chosen one.
+    assert gateway.last_upstream_request()["headers"]["x-request-id"] == own
+    record = gateway.record_for("my-trace-123")
+    assert (record["status"], record["request_id"], record["client_request_id"]) == ("ok", own, "my-trace-123")
 
 
 def test_request_ids_are_generated_and_unique(gateway: Gateway) -> None:
