@@ -1,5 +1,6 @@
 """Embedded budgets survive a restart: without Redis, a gateway restarted on the same data dir still
-refuses a team whose day budget the ledger says is spent (the fake upstream and `hybridgw serve`)."""
+refuses a team whose day budget the ledger says is spent; and /v1/usage names the hosted price its
+all-hosted comparison used (the fake upstream and `hybridgw serve`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -78,3 +79,16 @@ def test_a_spent_day_budget_is_still_spent_after_a_restart(served: Served, tmp_p
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
     assert error["type"] == "rate_limit_error" and "USD/day" in error["message"], error
+
+
+def test_usage_names_the_hosted_price_of_each_alias(served: Served, tmp_path: Path) -> None:
+    key = create_key(tmp_path / "data", "broke")
+    assert _chat(served, key).status_code == 200
+
+    def usage() -> dict[str, object]:
+        body = httpx.get(f"{served.url}/v1/usage", params={"since": "1d"},
+                         headers={"authorization": f"Bearer {key}"}, timeout=30).json()
+        return dict(body) if body.get("requests") else {}
+
+    body = procs.wait_until(usage, "the request in /v1/usage")
+    assert body["hosted_prices"] == {"m": "hosted/m $1000 in, $2000 out per Mtok (policy)"}
