@@ -14,14 +14,14 @@ from observability.usage import UsageRecord
 log = logging.getLogger(__name__)
 
 Windows = dict[str, tuple[int, float]]  # window key -> (amount used, window end)
-MAX_RECORDS = 200_000  # newest records read for per-key budgets; beyond this they are under-counted
+MAX_RECORDS = 200_000  # newest records read per team for per-key budgets; older ones are not counted
 
 
 @dataclass(frozen=True)
 class Restored:
     windows: int  # how many windows got a count
     records: int  # raw records read
-    truncated: bool  # MAX_RECORDS was reached: per-key budgets may be under-counted
+    truncated: bool  # MAX_RECORDS was reached for a team: its per-key budgets may be under-counted
 
 
 def _add(out: Windows, key: str, amount: int, end: float) -> None:
@@ -71,13 +71,16 @@ def restore_windows(limiter: InProcessLimiter, store: UsageStore, now: float,
     month_start = window("usd_per_month", now)[0]
     day_costs = {(r.team, r.start): int(r.fields.get("cost_nusd", 0))
                  for r in store.rollups(None, "day", month_start, now + 1)}
-    records = store.records(None, _records_since(config, now), now + 1, limit=max_records)
+    since, truncated, read = _records_since(config, now), False, 0
     windows = windows_from_day_costs(config, day_costs, now)
-    for key, (amount, end) in windows_from_records(config, records, now).items():
-        _add(windows, key, amount, end)
+    for team in store.teams():  # one team at a time: the (team, time) index serves each query
+        records = store.records(team, since, now + 1, limit=max_records)
+        read, truncated = read + len(records), truncated or len(records) >= max_records
+        for key, (amount, end) in windows_from_records(config, records, now).items():
+            _add(windows, key, amount, end)
     limiter.restore(windows)
-    restored = Restored(len(windows), len(records), len(records) >= max_records)
+    restored = Restored(len(windows), read, truncated)
     if restored.truncated:
-        log.warning("limits: only the newest %d usage records were read; per-key budgets may be under-counted",
-                    max_records)
+        log.warning("limits: only the newest %d usage records of a team were read; per-key budgets may be "
+                    "under-counted", max_records)
     return restored

@@ -81,3 +81,11 @@ def test_requests_per_minute_survive_a_restart(store: SqliteStore) -> None:
     store.write_batch([record(status=status) for status in ("ok", "error", "aborted")])
     limiter = _limiter(store, LimitsConfig(teams={"alpha": TeamLimits(requests_per_minute=3)}))
     assert _refused(limiter) == "requests_per_minute"
+
+
+def test_a_bounded_read_says_it_was_cut(store: SqliteStore) -> None:
+    store.write_batch([record(key_id="k1", cost_usd=0.1) for _ in range(3)])
+    config = LimitsConfig(keys={"k1": TeamLimits(usd_per_day=1.0)})
+    restored = restore_windows(InProcessLimiter(config, clock=lambda: NOW), store, NOW, max_records=2)
+    assert restored.truncated and restored.records == 2
+    assert not restore_windows(InProcessLimiter(config, clock=lambda: NOW), store, NOW).truncated
