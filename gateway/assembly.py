@@ -1,14 +1,17 @@
 """What `hybridgw serve` runs beside the app: the usage ledger (metrics recorded on its writer
-thread), limits and budgets mapped from the policy, Prometheus metrics and tracing; closed in order."""
+thread), limits and budgets mapped from the policy (the embedded limiter's windows rebuilt from the
+ledger), Prometheus metrics and tracing; closed in order."""
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
-from observability.limits import LimitsConfig, TeamLimits, build_limiter
+from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
 from observability.limits_protocol import Limiter
+from observability.limits_restore import restore_windows
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
 from policies.schema import KeyLimits, Policy, Team
@@ -44,6 +47,9 @@ def build_observability(settings: Settings, policy: Policy, environ: Mapping[str
     metrics = build_metrics()
     request_metrics = RequestMetrics(metrics.provider)
     ledger = open_ledger(settings.redis_url, settings.data_dir, observers=[request_metrics.record]).start()
+    limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
+    if isinstance(limiter, InProcessLimiter):  # embedded: what this day/month/minute already spent
+        restore_windows(limiter, ledger.store, time.time())
     return Observability(
-        ledger=ledger, limiter=build_limiter(limits_from_policy(policy), settings.redis_url), metrics=metrics,
+        ledger=ledger, limiter=limiter, metrics=metrics,
         request_metrics=request_metrics, tracing=build_tracing(tracing_config_from_env(environ)))

@@ -28,7 +28,7 @@ def _load(name: str) -> Callable[[list[str]], int]:
     elif name == "policy":
         from policies.cli import main
     elif name == "report":
-        from observability.report_cli import main
+        from gateway.report_prices import main  # observability's report, priced from the policy
     else:
         raise KeyError(name)
     return main

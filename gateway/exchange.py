@@ -1,5 +1,6 @@
 """One request's state as it moves through the gateway, filled in stage by stage; at the end it
-becomes one frozen UsageRecord. Also: the request id taken from the client or made here."""
+becomes one frozen UsageRecord. Also: the request ids: the gateway's own (the record's key, never
+the client's) and the client's x-request-id, kept beside it for tracing."""
 from __future__ import annotations
 
 import secrets
@@ -14,11 +15,17 @@ from policies.router import Hold
 _MAX_ID_LEN = 128
 
 
-def request_id_from(header: str | None) -> str:
-    """The client's x-request-id when it is a sane token, else a fresh one."""
-    if header and len(header) <= _MAX_ID_LEN and header.isprintable() and " " not in header:
-        return header
+def new_request_id() -> str:
+    """The gateway's own id of a request: unique, so no client can make two records collide."""
     return "req_" + secrets.token_hex(12)
+
+
+def client_request_id_from(header: str | None) -> str:
+    """The client's x-request-id when it is a short printable ASCII token, else "" (ignored: a
+    header that cannot be echoed or forwarded byte for byte is not worth refusing a request over)."""
+    if header and len(header) <= _MAX_ID_LEN and header.isascii() and header.isprintable() and " " not in header:
+        return header
+    return ""
 
 
 @dataclass(slots=True)
@@ -51,9 +58,18 @@ class Exchange:
     span: Any = None  # opentelemetry Span of the whole request
     upstream_span: Any = None
     tags: dict[str, str] = field(default_factory=dict)
+    client_request_id: str = ""  # the client's x-request-id ("" when absent or not a sane token)
+
+    @classmethod
+    def begin(cls, endpoint: str, client_header: str | None) -> Exchange:
+        """A new exchange with a fresh gateway id, keeping the client's x-request-id beside it."""
+        return cls(new_request_id(), endpoint, RequestClock(), client_request_id=client_request_id_from(client_header))
 
     def response_headers(self) -> dict[str, str]:
-        headers = {"x-request-id": self.request_id}
+        # x-request-id echoes the client's own id (what it will search its logs for), else ours;
+        # x-hybridgw-request-id is always ours: the usage record's key.
+        headers = {"x-request-id": self.client_request_id or self.request_id,
+                   "x-hybridgw-request-id": self.request_id}
         if self.decision is not None:
             headers["x-hybridgw-route-rule"] = self.decision.rule
         if self.target is not None:

@@ -15,7 +15,7 @@ from gateway import dispatch
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
 from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
-from gateway.exchange import Exchange, request_id_from
+from gateway.exchange import Exchange
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
 from gateway.schemas import (
@@ -28,7 +28,6 @@ from gateway.schemas import (
 from gateway.services import Services
 from gateway.stream_tally import StreamTally, response_finish_reason, response_text
 from gateway.streaming import SSERelayResponse
-from gateway.timing import RequestClock
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
 from observability.tracing import extract_context, inject_traceparent
@@ -71,7 +70,7 @@ def _record_error(svc: Services, ex: Exchange, exc: BaseException) -> Response:
 
 async def handle(request: Request, endpoint: Endpoint) -> Response:
     svc: Services = request.app.state.services
-    ex = Exchange(request_id_from(request.headers.get("x-request-id")), endpoint.name, RequestClock())
+    ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
     try:
         key = svc.authenticate(request.headers.get("authorization"))
     except AuthError as exc:  # no team to charge: logged, not recorded

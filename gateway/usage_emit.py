@@ -32,7 +32,8 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd:
     if ex.status == "rejected":
         prompt = 0
     return UsageRecord(
-        request_id=ex.request_id, time=ex.clock.arrival_wall, team=ex.team, key_id=ex.key_id,
+        request_id=ex.request_id, client_request_id=ex.client_request_id, time=ex.clock.arrival_wall,
+        team=ex.team, key_id=ex.key_id,
         model_alias=ex.alias, backend=target.backend if target else "", model=target.model if target else "",
         rule=ex.decision.rule if ex.decision else "", status=ex.status, http_status=ex.http_status,
         stream=ex.stream,

@@ -100,6 +100,11 @@ def _quoted(owner: str) -> str:
     return quote(owner, safe="")
 
 
+def window_key(scope: str, owner: str, limit_name: str, start: int) -> str:
+    """The counter id of one window: "<scope>:<quoted owner>:<limit>:<window start>"."""
+    return f"{scope}:{_quoted(owner)}:{limit_name}:{start}"
+
+
 def _amount(limit_name: str, tokens: int, cost_usd: float) -> int:
     if limit_name == "requests_per_minute":
         return 1
@@ -128,7 +133,7 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
                 continue
             start, end = windows[name]
             limit = _scaled(name, value) if budgets or not name.startswith("usd") else UNCHECKED_LIMIT
-            charges.append(Charge(f"{scope}:{_quoted(owner)}:{name}:{start}", scope, owner, name,
+            charges.append(Charge(window_key(scope, owner, name, start), scope, owner, name,
                                   _amount(name, tokens, cost_usd), limit, end))
     return charges
 
@@ -211,6 +216,13 @@ class InProcessLimiter:
                 if key in self._counts:
                     used, end = self._counts[key]
                     self._counts[key] = (used + delta, end)
+
+    def restore(self, used: Mapping[str, tuple[int, float]]) -> None:
+        """Add what the current windows already used before this process started ({window key:
+        (amount, window end)}, see limits_restore), so a restart does not reset a spent budget."""
+        with self._lock:
+            for key, (amount, end) in used.items():
+                self._counts[key] = (self._counts.get(key, (0, end))[0] + amount, end)
 
     def reconfigure(self, config: LimitsConfig) -> None:
         self.config = config

@@ -1,6 +1,7 @@
 """The production usage store: per-team hour/day rollups as Redis hashes and raw records in a
 capped stream per team, all written by one Lua script per record so a record counts exactly once
-(a SET NX on its request id, in the same script, makes replays after an outage harmless)."""
+(a SET NX on its request id, in the same script, makes replays after an outage harmless). That id
+is the gateway's own, never the client's x-request-id, so no client can make records collide."""
 from __future__ import annotations
 
 import json

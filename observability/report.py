@@ -23,7 +23,33 @@ from observability.rollups import (
 )
 from observability.usage import UsageRecord
 
-HostedPrice = Callable[[str, int, int], float | None]  # (model alias, prompt, completion) -> USD
+
+@dataclass(frozen=True)
+class HostedCost:
+    """What an alias's tokens would have cost on a hosted API, and which price said so."""
+
+    usd: float
+    price: str  # e.g. "openai/gpt-4o-mini $0.15 in, $0.60 out per Mtok (policy)"
+
+
+HostedPrice = Callable[[str, int, int], HostedCost | None]  # (model alias, prompt, completion)
+
+
+def price_label(name: str, input_usd_per_token: float, output_usd_per_token: float, source: str) -> str:
+    """How a report names the price it used: model, $ per million tokens in and out, and who set it."""
+    return f"{name} ${input_usd_per_token * 1e6:.4g} in, ${output_usd_per_token * 1e6:.4g} out per Mtok ({source})"
+
+
+def first_priced(*prices: HostedPrice) -> HostedPrice:
+    """The first of `prices` that knows the alias (e.g. the policy's, then a price table's)."""
+    def price(model: str, prompt: int, completion: int) -> HostedCost | None:
+        for candidate in prices:
+            found = candidate(model, prompt, completion)
+            if found is not None:
+                return found
+        return None
+
+    return price
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -76,6 +102,7 @@ class ModelLine:
     completion_tokens: int
     cost_usd: float
     hosted_cost_usd: float | None  # None: hosted_price does not know this model
+    hosted_price: str | None = None  # which price the hosted cost is at
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,7 @@ class Report:
     hosted_cost_usd: float | None  # the same traffic all on hosted APIs (unpriced models at actual
     savings_usd: float | None  # cost); both None when no hosted_price was given
     unpriced_models: tuple[str, ...]
+    hosted_prices: dict[str, str]  # model alias -> the price its all-hosted cost is at
     statuses: dict[str, int]
     errors: dict[str, int]
     backends: tuple[BackendLine, ...]
@@ -177,8 +205,8 @@ def _models(fields: dict[str, float], hosted_price: HostedPrice | None, top: int
                 hosted = hosted_price(model, prompt, completion)
             except Exception:  # an unknown model in a price table is "unpriced", not a failed report
                 hosted = None
-        lines.append(ModelLine(model, int(v.get("requests", 0)), prompt, completion,
-                               v.get("cost_nusd", 0) / NANO, hosted))
+        lines.append(ModelLine(model, int(v.get("requests", 0)), prompt, completion, v.get("cost_nusd", 0) / NANO,
+                               hosted.usd if hosted else None, hosted.price if hosted else None))
     lines.sort(key=lambda m: (-m.requests, m.model))
     return tuple(lines[:top]) if top else tuple(lines)
 
@@ -209,6 +237,7 @@ def build_report(rollups: Sequence[Rollup], *, team: str | None, since: float, u
         prompt_tokens=int(fields.get("prompt_tokens", 0)), completion_tokens=int(fields.get("completion_tokens", 0)),
         cost_usd=cost, hosted_cost_usd=hosted, savings_usd=None if hosted is None else hosted - cost,
         unpriced_models=tuple(sorted(m.model for m in all_models if hosted_price and m.hosted_cost_usd is None)),
+        hosted_prices={m.model: m.hosted_price for m in sorted(all_models, key=lambda m: m.model) if m.hosted_price},
         statuses=labelled(fields, "status"), errors=labelled(fields, "err"),
         backends=_backends(fields, requests), models=all_models[:top_models],
         ttft=percentiles(histogram(fields, "ttft")), itl=percentiles(histogram(fields, "itl")),

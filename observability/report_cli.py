@@ -1,14 +1,17 @@
 """`hybridgw report`: a team's (or every team's) usage from the store the gateway writes (Redis when
-REDIS_URL is set, else the SQLite file in the data dir) as a table, JSON, CSV or one HTML file."""
+REDIS_URL is set, else the SQLite file in the data dir) as a table, JSON, CSV or one HTML file. The
+all-hosted comparison prices each alias as the policy does (a PolicyPrice the caller passes in),
+else by the alias's own name in litellm's table, or everything as --hosted-model."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from observability.report import HostedPrice, parse_since
+from observability.report import HostedCost, HostedPrice, first_priced, parse_since, price_label
 from observability.report_render import FORMATS, render
 from observability.report_source import fetch_report
 from observability.stores import SQLITE_FILENAME, StoreUnavailable, default_data_dir, open_store
@@ -22,33 +25,55 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write here instead of stdout")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
     p.add_argument("--data-dir", type=Path, default=None, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
+    p.add_argument("--config", type=Path, help="the gateway's policy file: each alias is priced at its first "
+                                               "priced hosted deployment (default: the embedded default policy)")
     p.add_argument("--hosted-model", help="price the all-hosted counterfactual as this hosted model "
-                                          "(default: each model alias at its own hosted price)")
+                                          "(default: as the policy prices each alias, else by the alias's name)")
     p.add_argument("--no-hosted-price", action="store_true", help="skip the all-hosted comparison")
     return p
+
+
+PolicyPrice = Callable[[Path | None], HostedPrice]  # policy file (None: the default) -> its prices
 
 
 def litellm_hosted_price(hosted_model: str | None) -> HostedPrice:
     """Prices from litellm's bundled table (offline); None for models it does not know."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the price table
-    import litellm  # slow import (~3 s): only here, only when a report needs prices
+    why = "--hosted-model" if hosted_model else "the alias's own name"
 
-    def price(model: str, prompt: int, completion: int) -> float | None:
+    def price(model: str, prompt: int, completion: int) -> HostedCost | None:
+        import litellm  # slow import (~3 s): only once a report needs a price the policy did not give
+
         name = hosted_model or model
-        if name not in litellm.model_cost:
+        entry = litellm.model_cost.get(name)
+        if not isinstance(entry, dict):
             return None
         prompt_usd, completion_usd = litellm.cost_per_token(model=name, prompt_tokens=prompt,
                                                             completion_tokens=completion)
-        return float(prompt_usd + completion_usd)
+        label = price_label(name, float(entry.get("input_cost_per_token", 0.0)),
+                            float(entry.get("output_cost_per_token", 0.0)), f"litellm, {why}")
+        return HostedCost(float(prompt_usd + completion_usd), label)
 
     return price
 
 
-def main(argv: list[str], hosted_price: HostedPrice | None = None) -> int:
+def _hosted_price(args: argparse.Namespace, policy_price: PolicyPrice | None) -> HostedPrice | None:
+    if args.no_hosted_price:
+        return None
+    by_name = litellm_hosted_price(args.hosted_model)
+    if args.hosted_model or policy_price is None:
+        return by_name
+    return first_priced(policy_price(args.config), by_name)
+
+
+def main(argv: list[str], hosted_price: HostedPrice | None = None, policy_price: PolicyPrice | None = None) -> int:
+    """`policy_price` reads a policy file's prices (the gateway wires it; observability cannot)."""
     args = _parser().parse_args(argv)
     try:
         since_s = parse_since(args.since)
-    except ValueError as exc:
+        if hosted_price is None:
+            hosted_price = _hosted_price(args, policy_price)
+    except ValueError as exc:  # a bad --since, or a policy file that does not load
         print(f"hybridgw report: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir or default_data_dir()
@@ -56,8 +81,6 @@ def main(argv: list[str], hosted_price: HostedPrice | None = None) -> int:
         print(f"hybridgw report: no usage recorded yet ({data_dir / SQLITE_FILENAME} does not exist)",
               file=sys.stderr)
         return 1
-    if hosted_price is None and not args.no_hosted_price:
-        hosted_price = litellm_hosted_price(args.hosted_model)
     store = open_store(args.redis_url, data_dir)
     try:
         report = fetch_report(store, team=args.team, since_s=since_s, now=time.time(), hosted_price=hosted_price)

@@ -44,6 +44,11 @@ def _savings(r: Report) -> str:
     return f"{_usd(r.savings_usd)} ({100 * r.savings_usd / r.hosted_cost_usd:.0f}%)"
 
 
+def _hosted_prices(r: Report) -> list[tuple[str, str]]:
+    """(alias, the price its all-hosted cost is at), the unpriced ones (counted at their own cost) last."""
+    return [*r.hosted_prices.items(), *((m, "unpriced: counted at its own cost") for m in r.unpriced_models)]
+
+
 def render_table(r: Report) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
     lines = [
@@ -53,6 +58,7 @@ def render_table(r: Report) -> str:
         f"tokens out  {r.completion_tokens:>12}",
         f"cost        {_usd(r.cost_usd):>12}",
         f"all-hosted  {_usd(r.hosted_cost_usd):>12}   savings {_savings(r)}",
+        *(f"  {alias} priced as {price}" for alias, price in _hosted_prices(r)),
         "", _pct_line("TTFT", r.ttft), _pct_line("ITL", r.itl), _pct_line("E2E", r.e2e), "",
         f"{'backend':<24}{'requests':>10}{'share':>8}{'tok in':>12}{'tok out':>12}{'cost $':>12}{'e2e p50':>12}",
     ]
@@ -86,6 +92,7 @@ def _csv_rows(r: Report) -> list[tuple[str, str, str, object]]:
     for m in r.models:
         rows += [("model", m.model, k, getattr(m, k))
                  for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "hosted_cost_usd")]
+    rows += [("hosted_price", alias, "price", price) for alias, price in _hosted_prices(r)]
     rows += [("status", k, "requests", v) for k, v in sorted(r.statuses.items())]
     rows += [("error", k, "requests", v) for k, v in sorted(r.errors.items())]
     return rows
@@ -120,6 +127,7 @@ def _summary(r: Report) -> str:
         ("requests", r.requests), ("tokens in", r.prompt_tokens), ("tokens out", r.completion_tokens),
         ("cost", _usd(r.cost_usd)), ("all-hosted cost", _usd(r.hosted_cost_usd)), ("savings", _savings(r)),
     ]
+    rows += [(f"{alias} priced as", price) for alias, price in _hosted_prices(r)]
     rows += [(name, f"p50 {_ms(p.p50)} · p90 {_ms(p.p90)} · p95 {_ms(p.p95)} · p99 {_ms(p.p99)}")
              for name, p in (("TTFT", r.ttft), ("ITL", r.itl), ("end-to-end", r.e2e))]
     backends = [(b.backend, b.requests, f"{b.share:.1%}", b.prompt_tokens, b.completion_tokens, f"{b.cost_usd:.4f}")

@@ -1,7 +1,8 @@
 """The embedded usage store (no REDIS_URL): raw records and hour/day rollups in one SQLite file.
 
 WAL mode so the report CLI can read while the gateway writes; one transaction per batch; a
-record already present (same request_id) adds nothing, so replays never double-count.
+record already present (same request_id: the gateway's own id, never the client's x-request-id)
+adds nothing, so replays never double-count. Older files gain the client_request_id column on open.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from observability.usage import UsageRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_records (
-  request_id TEXT PRIMARY KEY, time REAL NOT NULL, team TEXT NOT NULL, body TEXT NOT NULL);
+  request_id TEXT PRIMARY KEY, time REAL NOT NULL, team TEXT NOT NULL, body TEXT NOT NULL,
+  client_request_id TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS usage_records_team_time ON usage_records (team, time);
 CREATE TABLE IF NOT EXISTS usage_rollups (
   team TEXT NOT NULL, period TEXT NOT NULL, start INTEGER NOT NULL, field TEXT NOT NULL,
@@ -38,7 +40,14 @@ class SqliteStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
         self._last_prune = 0.0
+
+    def _migrate(self) -> None:
+        """Files written before the client's id had its own column get it (old rows: '')."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(usage_records)")}
+        if "client_request_id" not in columns:
+            self._conn.execute("ALTER TABLE usage_records ADD COLUMN client_request_id TEXT NOT NULL DEFAULT ''")
 
     def write_batch(self, records: Sequence[UsageRecord]) -> int:
         try:
@@ -54,8 +63,9 @@ class SqliteStore:
             new: list[UsageRecord] = []
             for record in records:
                 cur.execute(
-                    "INSERT OR IGNORE INTO usage_records (request_id, time, team, body) VALUES (?, ?, ?, ?)",
-                    (record.request_id, record.time, record.team, encode_record(record)),
+                    "INSERT OR IGNORE INTO usage_records (request_id, time, team, body, client_request_id)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (record.request_id, record.time, record.team, encode_record(record), record.client_request_id),
                 )
                 if cur.rowcount == 1:
                     new.append(record)

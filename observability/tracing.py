@@ -88,6 +88,7 @@ def usage_attributes(record: UsageRecord) -> dict[str, Any]:
         "gen_ai.usage.input_tokens": record.prompt_tokens,
         "gen_ai.usage.output_tokens": record.completion_tokens,
         "hybridgw.request_id": record.request_id,
+        "hybridgw.client_request_id": record.client_request_id,  # "" when the client sent none
         "hybridgw.team": record.team,
         "hybridgw.key_id": record.key_id,
         "hybridgw.rule": record.rule,

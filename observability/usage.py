@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class UsageRecord:
-    request_id: str
+    request_id: str  # the gateway's own id: the record's key in every store (never the client's)
     time: float  # arrival, unix seconds
     team: str
     key_id: str  # short public id of the API key, never the key itself
@@ -41,6 +41,7 @@ class UsageRecord:
     operation: str = "chat"  # gen_ai.operation.name: "chat", "text_completion", "embeddings"
     kv_bytes: int = 0  # estimated KV-cache bytes of this request on the engine that served it
     itl_gaps_s: tuple[float, ...] = ()  # every inter-chunk gap at the gateway, in order
+    client_request_id: str = ""  # the client's x-request-id, kept for tracing; never a key
 
     @property
     def total_tokens(self) -> int:

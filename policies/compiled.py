@@ -52,6 +52,16 @@ class CompiledPolicy:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
         return self.policy.teams.get(name, self.empty_team)
 
+    def hosted_deployment(self, alias: str) -> tuple[Target, TokenPrice] | None:
+        """The alias's first priced hosted deployment and its price: what the alias's tokens would
+        have cost all-hosted (/v1/usage and `hybridgw report`); None when it has none."""
+        info = self.aliases.get(alias)
+        for target in info.targets if info is not None else ():
+            price = self.hosted_prices.get((target.backend, target.model))
+            if price is not None:
+                return target, price
+        return None
+
 
 def _alias(name: str, policy: Policy, engines: frozenset[str]) -> AliasInfo:
     spec = policy.models[name]

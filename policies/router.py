@@ -175,13 +175,8 @@ class PolicyRouter:
     def hosted_cost_usd(self, alias: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """What the tokens would have cost on the alias's first priced hosted deployment (for the
         reports' all-hosted comparison); None when the alias has none."""
-        compiled = self._compiled
-        info = compiled.aliases.get(alias)
-        for target in info.targets if info is not None else ():
-            price = compiled.hosted_prices.get((target.backend, target.model))
-            if price is not None:
-                return price.cost(prompt_tokens, completion_tokens)
-        return None
+        found = self._compiled.hosted_deployment(alias)
+        return found[1].cost(prompt_tokens, completion_tokens) if found is not None else None
 
     def set_shadow(self, shadow: Policy | LoadedPolicy | None) -> None:
         """Run another policy in shadow: its decision is recorded on each RouteDecision, never applied."""

@@ -11,16 +11,15 @@ from starlette.routing import Route
 
 from gateway.auth import is_admin
 from gateway.errors import AuthError, GatewayError, InvalidRequest, NotFound
-from gateway.exchange import Exchange, request_id_from
+from gateway.exchange import Exchange
 from gateway.proxy import error_response
 from gateway.request_body import read_json_body
 from gateway.services import Services
-from gateway.timing import RequestClock
 
 
 def _admin(request: Request) -> tuple[Services, Exchange]:
     svc: Services = request.app.state.services
-    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "admin", RequestClock())
+    ex = Exchange.begin("admin", request.headers.get("x-request-id"))
     if not is_admin(request.headers.get("authorization"), svc.settings.admin_key):
         raise AuthError("Admin endpoints need the admin key (HYBRIDGW_ADMIN_KEY) as the bearer token.",
                         code="invalid_admin_key")
@@ -28,7 +27,7 @@ def _admin(request: Request) -> tuple[Services, Exchange]:
 
 
 def _fail(request: Request, exc: GatewayError) -> Response:
-    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "admin", RequestClock())
+    ex = Exchange.begin("admin", request.headers.get("x-request-id"))
     return error_response(ex, exc)
 
 

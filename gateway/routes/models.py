@@ -7,10 +7,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError, ModelNotFound, NotFound
-from gateway.exchange import Exchange, request_id_from
+from gateway.exchange import Exchange
 from gateway.proxy import error_response
 from gateway.services import Services
-from gateway.timing import RequestClock
 
 
 def _model(alias: str) -> dict[str, object]:
@@ -23,7 +22,7 @@ def _json(data: object, ex: Exchange) -> Response:
 
 async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
+    ex = Exchange.begin("models", request.headers.get("x-request-id"))
     try:
         team = svc.authenticate(request.headers.get("authorization")).team
     except GatewayError as exc:
@@ -33,7 +32,7 @@ async def list_models(request: Request) -> Response:
 
 async def get_model(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
+    ex = Exchange.begin("models", request.headers.get("x-request-id"))
     alias = request.path_params["model"]
     try:
         team = svc.authenticate(request.headers.get("authorization")).team

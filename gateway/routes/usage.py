@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gateway.auth import is_admin
 from gateway.errors import AuthError
+from gateway.report_prices import policy_hosted_price
 from gateway.services import Services
 from observability.stores import UsageStore
 from observability.usage_api import UsageCaller, usage_router
@@ -25,4 +26,4 @@ def usage_caller(request: Request) -> UsageCaller:
 
 
 def usage_routes(store: UsageStore, services: Services) -> APIRouter:
-    return usage_router(store, usage_caller, hosted_price=services.router.hosted_cost_usd)
+    return usage_router(store, usage_caller, hosted_price=policy_hosted_price(lambda: services.router.compiled))

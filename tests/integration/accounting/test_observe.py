@@ -82,7 +82,8 @@ def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack)
 def _spans_of(stack: Stack, request_id: str) -> dict[str, dict[str, Any]]:
     def found() -> dict[str, dict[str, Any]] | None:
         spans = stack.traces.snapshot()
-        server = [s for s in spans if s["attributes"].get("hybridgw.request_id") == request_id and s["kind"] == 2]
+        server = [s for s in spans if s["kind"] == 2 and request_id in
+                  (s["attributes"].get("hybridgw.request_id"), s["attributes"].get("hybridgw.client_request_id"))]
         if not server:
             return None
         children = [s for s in spans if s["parent_span_id"] == server[0]["span_id"]]
@@ -123,7 +124,9 @@ def test_request_span_has_genai_attributes_and_an_upstream_child(stack: Stack) -
     assert (route["hybridgw.rule"], route["hybridgw.route.targets"]) == ("hosted-first", ["hosted"])
     assert route["hybridgw.estimated.input_tokens"] == attrs["hybridgw.estimated.input_tokens"]
     # The upstream call carried the upstream span's context, so an engine's spans join this trace.
-    assert upstream_request["headers"]["x-request-id"] == request_id
+    # Upstreams get the gateway's own id; the client's stays on the span beside it.
+    assert attrs["hybridgw.client_request_id"] == request_id and attrs["hybridgw.request_id"].startswith("req_")
+    assert upstream_request["headers"]["x-request-id"] == attrs["hybridgw.request_id"]
     version, trace_id, parent_id, _flags = upstream_request["headers"]["traceparent"].split("-")
     assert (version, trace_id, parent_id) == ("00", server["trace_id"], upstream["span_id"])
 

@@ -106,9 +106,10 @@ class Gateway:
         return out
 
     def record_for(self, request_id: str, wait_s: float = 10.0) -> dict[str, Any]:
+        """The one record whose gateway id, or (a test's unique) client x-request-id, is request_id."""
         deadline = time.monotonic() + wait_s
         while True:
-            found = [r for r in self.records() if r["request_id"] == request_id]
+            found = [r for r in self.records() if request_id in (r["request_id"], r.get("client_request_id"))]
             if found:
                 assert len(found) == 1, f"more than one record for {request_id}"
                 return found[0]

@@ -1,12 +1,15 @@
 """Keys, teams, request ids and the models list, through the SDK and the keys CLI."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+from contextlib import closing
 
 import httpx
 import openai
 import pytest
 
+from gateway.auth import hash_key
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, create_key, hybridgw
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -44,12 +47,16 @@ def test_models_list_is_per_team(gateway: Gateway) -> None:
         assert blue.chat.completions.create(model="secret", messages=MESSAGES).choices
 
 
-def test_request_id_from_client_is_kept_and_forwarded(gateway: Gateway) -> None:
+def test_request_id_from_client_is_echoed_and_kept_beside_the_gateways(gateway: Gateway) -> None:
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": MESSAGES},
                           headers={**gateway.auth(), "x-request-id": "my-trace-123"})
     assert response.headers["x-request-id"] == "my-trace-123"
-    assert gateway.last_upstream_request()["headers"]["x-request-id"] == "my-trace-123"
-    assert gateway.record_for("my-trace-123")["status"] == "ok"
+    own = response.headers["x-hybridgw-request-id"]
+    assert own.startswith("req_")
+    # Upstreams (a shared engine too) see the gateway's unique id, never a client-chosen one.
+    assert gateway.last_upstream_request()["headers"]["x-request-id"] == own
+    record = gateway.record_for("my-trace-123")
+    assert (record["status"], record["request_id"], record["client_request_id"]) == ("ok", own, "my-trace-123")
 
 
 def test_request_ids_are_generated_and_unique(gateway: Gateway) -> None:
@@ -78,8 +85,10 @@ def test_keys_cli_create_list_revoke(gateway: Gateway) -> None:
                        capture_output=True)
         with pytest.raises(openai.AuthenticationError):
             client.chat.completions.create(model="m", messages=MESSAGES)
-    # Only the hash is stored.
-    assert key.encode() not in (gateway.data_dir / "keys.sqlite3").read_bytes()
+    # Only the hash is stored: read through a connection (the row may still sit in the WAL file).
+    with closing(sqlite3.connect(gateway.data_dir / "keys.sqlite3")) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert hash_key(key) in stored and key not in stored
 
 
 def test_admin_endpoints_need_the_admin_key(gateway: Gateway) -> None:

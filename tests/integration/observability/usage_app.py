@@ -11,12 +11,13 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException
 
+from observability.report import HostedCost
 from observability.stores import default_data_dir, open_store
 from observability.usage_api import UsageCaller, usage_router
 
 
-def hosted_price(model: str, prompt: int, completion: int) -> float:
-    return prompt * 1e-6 + completion * 2e-6
+def hosted_price(model: str, prompt: int, completion: int) -> HostedCost:
+    return HostedCost(prompt * 1e-6 + completion * 2e-6, "test $1 in, $2 out per Mtok")
 
 
 def create() -> FastAPI:

@@ -85,7 +85,11 @@ async def _with_engine(url: str, proc: procs.Proc) -> None:
             router.release(hold)
         assert _route(router) == ["local", "openai"]
         await _calibrates_from_the_engine(router, url)
-        procs.stop(proc)  # the engine goes away: its server refuses the polls → down → spill only
+        # The engine goes away: its server refuses the polls → down → spill only. The blocking wait for
+        # its exit runs off the loop, so the poller keeps polling meanwhile (on the loop it froze the
+        # poller past the stale window, and the state read "stale", never "unreachable").
+        await asyncio.to_thread(procs.stop, proc)
+        await _until(lambda: "local" in router.poller.unreachable, "the refused polls")
         await _until(lambda: router.live_state().engine("local") is None, "engine state dropped")
         decision = router.route(router.build_facts(_body(8), "default"))
         assert [t.backend for t in decision.targets] == ["openai"]

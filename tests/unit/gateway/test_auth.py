@@ -1,6 +1,8 @@
 """Bearer → hash → team, with the lookup passed in; and the SQLite key store behind it."""
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,12 @@ def test_unknown_key_message_does_not_echo_the_whole_key() -> None:
     assert "verysecretpart" not in info.value.message
 
 
+def _everything_stored(path: Path) -> str:
+    """Every table's every value as SQL text, read as any SQLite client would (WAL included)."""
+    with closing(sqlite3.connect(path)) as conn:
+        return "\n".join(conn.iterdump())
+
+
 def test_bearer_token() -> None:
     assert bearer_token("Bearer k1") == "k1"
 
@@ -52,7 +60,12 @@ def test_key_store_roundtrip(tmp_path: Path) -> None:
     assert store.count() == 0
     key, info = store.create("red", "ci")
     assert store.lookup(hash_key(key)) == info
-    assert key.encode() not in (tmp_path / "keys.sqlite3").read_bytes()
+    # Read every stored value through a connection of its own: the new row may still sit in the WAL,
+    # where reading the main file's bytes would not see it (and a plain-text key would pass).
+    stored = _everything_stored(tmp_path / "keys.sqlite3")
+    assert hash_key(key) in stored and info.key_id in stored  # the reader does see the new row
+    secret = key.split(f"{info.key_id}-", 1)[1]
+    assert key not in stored and secret not in stored
     assert [r.key_id for r in store.list()] == [info.key_id]
     assert store.revoke(info.key_id) and not store.revoke(info.key_id)
     assert store.lookup(hash_key(key)) is None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from observability.report import build_report, parse_since, quantile
+from observability.report import HostedCost, build_report, parse_since, quantile
 from observability.rollups import LATENCY_BOUNDS_S, Rollup, latency_bucket, rollups_for
 from tests.unit.observability.conftest import T0, record
 
@@ -13,8 +13,10 @@ def _rollups(records: list) -> list[Rollup]:
             for (team, period, start), fields in rollups_for(records).items() if period == "day"]
 
 
-def _price(model: str, prompt: int, completion: int) -> float | None:
-    return {"gpt-4o-mini": prompt * 1e-6 + completion * 4e-6}.get(model)
+def _price(model: str, prompt: int, completion: int) -> HostedCost | None:
+    if model != "gpt-4o-mini":
+        return None
+    return HostedCost(prompt * 1e-6 + completion * 4e-6, "hosted/gpt-4o-mini $1 in, $4 out per Mtok (policy)")
 
 
 def test_totals_route_split_and_savings() -> None:
@@ -34,6 +36,7 @@ def test_totals_route_split_and_savings() -> None:
     assert report.hosted_cost_usd == pytest.approx(all_hosted)
     assert report.savings_usd == pytest.approx(all_hosted - report.cost_usd)
     assert report.unpriced_models == ("house-model",)
+    assert report.hosted_prices == {"gpt-4o-mini": "hosted/gpt-4o-mini $1 in, $4 out per Mtok (policy)"}
     split = {b.backend: (b.requests, round(b.share, 4)) for b in report.backends}
     assert split == {"local": (6, round(6 / 9, 4)), "openai": (3, round(3 / 9, 4))}
     assert [m.model for m in report.models] == ["gpt-4o-mini", "house-model"]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from observability.report import Report, build_report
+from observability.report import HostedCost, Report, build_report
 from observability.report_render import render
 from observability.rollups import Rollup, rollups_for
 from tests.unit.observability.conftest import T0, record
@@ -22,7 +22,8 @@ def report() -> Report:
                                                       ("openai", 5000, 300, 0.009)])]
     rollups = [Rollup(t, p, s, f) for (t, p, s), f in rollups_for(records).items() if p == "day"]
     return build_report(rollups, team="alpha", since=T0, until=T0 + 3 * 86400,
-                        hosted_price=lambda m, p, c: p * 2e-6 + c * 8e-6, records=records)
+                        hosted_price=lambda m, p, c: HostedCost(p * 2e-6 + c * 8e-6, "up/big $2 in, $8 out per Mtok (policy)"),
+                        records=records)
 
 
 def test_table_shows_totals_and_route_split(report: Report) -> None:
@@ -69,3 +70,13 @@ def test_empty_report_renders_placeholders() -> None:
 def test_unknown_format_is_refused(report: Report) -> None:
     with pytest.raises(ValueError):
         render(report, "pdf")
+
+
+def test_every_format_names_the_hosted_price_used(report: Report) -> None:
+    label = "up/big $2 in, $8 out per Mtok (policy)"
+    alias = report.models[0].model
+    assert f"{alias} priced as {label}" in render(report, "table")
+    assert json.loads(render(report, "json"))["hosted_prices"] == {alias: label}
+    rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
+    assert {(r["name"], r["value"]) for r in rows if r["section"] == "hosted_price"} == {(alias, label)}
+    assert f"<td>{alias} priced as</td><td>{label}</td>" in render(report, "html")
