@@ -25,7 +25,7 @@ async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
     try:
-        team = svc.authenticate(request.headers.get("authorization")).team
+        team = (await svc.authenticate(request.headers.get("authorization"))).team
     except GatewayError as exc:
         return error_response(ex, exc)
     return _json({"object": "list", "data": [_model(a) for a in svc.catalog.models_for(team)]}, ex)
@@ -36,7 +36,7 @@ async def get_model(request: Request) -> Response:
     ex = Exchange(request_id_from(request.headers.get("x-request-id")), "models", RequestClock())
     alias = request.path_params["model"]
     try:
-        team = svc.authenticate(request.headers.get("authorization")).team
+        team = (await svc.authenticate(request.headers.get("authorization"))).team
         if not svc.catalog.may_use(team, alias):
             not_found = ModelNotFound(alias)
             raise NotFound(not_found.message, param="model", code="model_not_found")
