@@ -51,7 +51,11 @@ def _first_key(store: KeyStorage, base_url: str, policy: Policy) -> None:
     """First start with no keys at all: make one for team `default` and show it once (when the
     policy serves that team; the embedded default policy does)."""
     try:
-        if store.count() or new_key_refusal("default", policy) is not None:
+        if store.count():
+            return
+        if new_key_refusal("default", policy) is not None:
+            print("hybridgw: no API keys yet, and the policy has no team `default` for a first one; make "
+                  "one with `hybridgw keys --config FILE create --team T`", file=sys.stderr, flush=True)
             return
         key, info = store.create("default", name="first-start")
     except KeyStoreUnavailable as exc:

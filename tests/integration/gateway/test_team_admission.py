@@ -52,6 +52,11 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
+def test_no_first_start_key_for_a_policy_without_team_default(served: Served) -> None:
+    assert "sk-hgw-" not in served.proc.output()
+    assert "the policy has no team `default`" in served.proc.output()
+
+
 def _keys(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(hybridgw("keys", "--data-dir", str(served.data_dir), "--config", str(served.config),
                                    *args), capture_output=True, text=True, timeout=60)
