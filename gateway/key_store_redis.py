@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from gateway.auth import KeyInfo, hash_key, new_key
 from gateway.key_store import KeyRow, KeyStoreUnavailable
@@ -28,7 +27,8 @@ redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
 redis.call('DEL', ARGV[2] .. h)
 return 1
 """
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Any Redis error is "no answer" (down, READONLY after a failover, OOM, ...): a 503, never a 500.
+_DOWN = (RedisError, OSError)
 
 
 class RedisKeyStore:

@@ -19,7 +19,7 @@ def _keys(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """`hybridgw keys` as an operator runs it beside the replicas: REDIS_URL set, the same policy."""
     return subprocess.run(hybridgw("keys", "--data-dir", str(stack.root / "cli"), "--config",
                                    str(stack.root / "policy.yaml"), *args),
-                          capture_output=True, text=True, timeout=60, env=stack.env)
+                          capture_output=True, text=True, timeout=60, env=stack.env, check=False)
 
 
 def _models_status(stack: Stack, gateway: int, key: str) -> int:
