@@ -120,9 +120,10 @@ def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Target], list[p
     procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
     config = workdir / "policy.yaml"
     config.write_text(f"backends:\n  up: {{kind: openai, base_url: 'http://127.0.0.1:{fake_port}/v1'}}\n"
-                      "models:\n  m: {deployments: [{backend: up, model: m}]}\n")
+                      "models:\n  m: {deployments: [{backend: up, model: m}]}\nteams:\n  bench: {}\n")
     env = {"HYBRIDGW_DATA_DIR": str(workdir / "data")}
-    key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--team", "bench"],
+    key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create",
+                          "--team", "bench"],
                          env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
     gw = procs.start([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port",
                       str(gw_port)], env=env, name="bench-gateway")

@@ -13,12 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.assembly import limits_from_policy
+from gateway.assembly import key_cache_ttl_s, limits_from_policy
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
 from gateway.errors import ErrorInfo
-from gateway.key_store import KeyStore
+from gateway.key_cache import KeyCache
+from gateway.key_store import KeyStorage
 from gateway.routes import admin_keys, chat, completions, embeddings, health, models
 from gateway.routes.metrics import metrics_route
 from gateway.routes.usage import usage_routes
@@ -44,7 +45,8 @@ def _error_json(status: int, type_: str, message: str) -> Response:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+    kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            503: "service_unavailable"}.get(
         exc.status_code, "invalid_request_error")
     return _error_json(exc.status_code, kind, str(exc.detail))
 
@@ -53,7 +55,7 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return _error_json(500, "internal_error", "The gateway hit an internal error.")
 
 
-def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: KeyStore, usage_sink: UsageSink,
+def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: KeyStorage, usage_sink: UsageSink,
                limiter: Limiter | None = None, tracer_provider: trace.TracerProvider | None = None,
                metrics: Metrics | None = None, request_metrics: RequestMetrics | None = None,
                usage_store: UsageStore | None = None, route_fn: RouteFn | None = None,
@@ -68,7 +70,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     backends: dict[str, Backend] = build_backends(catalog)
     router = router or PolicyRouter(policy, engine_urls=engine_urls)
     services = Services(settings=settings, catalog=catalog, backends=backends, key_store=key_store,
-                        usage_sink=usage_sink, router=router, route_fn=route_fn,
+                        key_cache=KeyCache(key_store, key_cache_ttl_s(settings)), usage_sink=usage_sink, router=router, route_fn=route_fn,
                         telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(router.counter),
                         limiter=limiter)
 

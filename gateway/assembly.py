@@ -1,12 +1,13 @@
-"""What `hybridgw serve` runs beside the app: the usage ledger (metrics recorded on its writer
-thread), limits and budgets mapped from the policy (the embedded limiter's windows rebuilt from the
-ledger), Prometheus metrics and tracing; closed in order."""
+"""What `hybridgw serve` runs beside the app: the key store, the usage ledger (metrics recorded on its
+writer thread), limits and budgets mapped from the policy (the embedded limiter's windows rebuilt
+from the ledger), Prometheus metrics and tracing; closed in order."""
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.key_store import KeyStorage, KeyStore
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
@@ -15,6 +16,25 @@ from observability.limits_restore import restore_windows
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
 from policies.schema import KeyLimits, Policy, Team
+
+# How long a replica trusts what Redis said about a key: a key revoked on any replica (or with
+# `hybridgw keys revoke`) is refused by every other replica at most this long afterwards.
+REDIS_KEY_CACHE_S = 5.0
+
+
+def open_key_store(settings: Settings) -> KeyStorage:
+    """Keys in Redis, shared by every replica, when REDIS_URL is set; else SQLite in the data dir."""
+    if settings.redis_url:
+        from gateway.key_store_redis import RedisKeyStore  # the embedded case never imports redis
+
+        return RedisKeyStore.from_url(settings.redis_url)
+    return KeyStore.in_data_dir(settings.data_dir)
+
+
+def key_cache_ttl_s(settings: Settings) -> float:
+    """Redis keys are remembered briefly (a lookup is a network round trip); SQLite ones are not, so
+    a revocation in the local file applies to the next request."""
+    return REDIS_KEY_CACHE_S if settings.redis_url else 0.0
 
 
 def team_limits(owner: Team | KeyLimits) -> TeamLimits:

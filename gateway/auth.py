@@ -1,4 +1,5 @@
-"""Who is calling: bearer key → sha256 hash → the key's team. Pure; the lookup is passed in."""
+"""Who is calling: bearer key → sha256 hash → the key's team, and whether the policy serves that
+team. Pure; the lookup and the policy are passed in."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.errors import AuthError
+from gateway.errors import AuthError, PermissionDenied
+from policies.schema import Policy
 
 KEY_PREFIX = "sk-hgw-"
 
@@ -43,13 +45,51 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
+def unknown_key(token: str) -> AuthError:
+    """No part of the token is echoed (it may be the admin key, or a secret pasted by mistake);
+    only a key of ours names its public key id."""
+    parts = token.split("-")
+    key_id = parts[2] if token.startswith(KEY_PREFIX) and len(parts) > 3 and len(parts[2]) == 8 else None
+    shown = f" (key id {key_id})" if key_id and all(c in "0123456789abcdef" for c in key_id) else ""
+    return AuthError(f"Incorrect API key provided{shown}.", code="invalid_api_key")
+
+
 def authenticate(header: str | None, lookup: KeyLookup) -> KeyInfo:
     token = bearer_token(header)
     info = lookup(hash_key(token))
     if info is None:
-        shown = token[:12] + "…" if len(token) > 12 else "…"
-        raise AuthError(f"Incorrect API key provided: {shown}", code="invalid_api_key")
+        raise unknown_key(token)
     return info
+
+
+def served_team(team: str, policy: Policy) -> str | None:
+    """The team a key of `team` is served as: itself when the policy names it, `default` when the
+    policy's `unknown_teams: default` says so, else None (refused)."""
+    if team in policy.teams:
+        return team
+    if policy.unknown_teams == "default" and "default" in policy.teams:
+        return "default"
+    return None
+
+
+def admit(info: KeyInfo, policy: Policy) -> KeyInfo:
+    """The key as it is served under `policy`; PermissionDenied when its team is not in it."""
+    team = served_team(info.team, policy)
+    if team is None:
+        raise PermissionDenied(
+            f"This key belongs to team {info.team!r}, which the gateway's policy does not name; "
+            "an operator must add the team to the policy (or make a key for an existing team).",
+            code="unknown_team")
+    return info if team == info.team else KeyInfo(info.key_id, team, info.name)
+
+
+def new_key_refusal(team: str, policy: Policy) -> str | None:
+    """Why a key for `team` may not be made under `policy` (None: it may)."""
+    if served_team(team, policy) is not None:
+        return None
+    known = ", ".join(sorted(policy.teams)) or "none"
+    return (f"Team {team!r} is not in the policy (teams: {known}); add it under `teams:` first, "
+            "or set `unknown_teams: default` to serve such keys as team `default`.")
 
 
 def is_admin(header: str | None, admin_key: str | None) -> bool:

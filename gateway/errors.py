@@ -51,6 +51,10 @@ class NoBackendAvailable(GatewayError):
     """Every target of the route decision is absent from this gateway's configuration."""
 
 
+class ServiceUnavailable(GatewayError):
+    """A store the gateway needs to answer (e.g. the key store) cannot be reached."""
+
+
 class BudgetExhausted(GatewayError):
     """A stream's output reached what the team's hard USD budget still pays for; it is cut there."""
 
@@ -98,6 +102,7 @@ ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     PermissionDenied: (403, "permission_error"),
     NotFound: (404, "not_found_error"),
     NoBackendAvailable: (503, "service_unavailable"),
+    ServiceUnavailable: (503, "service_unavailable"),
     LimitExceeded: (429, "rate_limit_error"),
     BudgetExhausted: (429, "rate_limit_error"),
 }

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from gateway import dispatch
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
-from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
+from gateway.errors import GatewayError, NoBackendAvailable, UpstreamError, error_info
 from gateway.exchange import Exchange
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
@@ -72,8 +72,8 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
     try:
-        key = svc.authenticate(request.headers.get("authorization"))
-    except AuthError as exc:  # no team to charge: logged, not recorded
+        key = await svc.authenticate(request.headers.get("authorization"))
+    except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
         return error_response(ex, exc)
     ex.team, ex.key_id = key.team, key.key_id
     # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.

@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 from gateway.app import create_app
-from gateway.assembly import build_observability
+from gateway.assembly import build_observability, open_key_store
+from gateway.auth import new_key_refusal
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
-from gateway.key_store import KeyStore
+from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
+from policies.schema import Policy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,11 +47,20 @@ def _start_logging(level: str) -> logging.handlers.QueueListener:
     return listener
 
 
-def _first_key(store: KeyStore, base_url: str) -> None:
-    """First start with no keys at all: make one for team `default` and show it once."""
-    if store.count():
+def _first_key(store: KeyStorage, base_url: str, policy: Policy) -> None:
+    """First start with no keys at all: make one for team `default` and show it once (when the
+    policy serves that team; the embedded default policy does)."""
+    try:
+        if store.count():
+            return
+        if new_key_refusal("default", policy) is not None:
+            print("hybridgw: no API keys yet, and the policy has no team `default` for a first one; make "
+                  "one with `hybridgw keys --config FILE create --team T`", file=sys.stderr, flush=True)
+            return
+        key, info = store.create("default", name="first-start")
+    except KeyStoreUnavailable as exc:
+        print(f"hybridgw: no first-start key: {exc}", file=sys.stderr, flush=True)
         return
-    key, info = store.create("default", name="first-start")
     print(f"hybridgw: created an API key for team 'default' (id {info.key_id}); it is shown only now:\n"
           f"\n    {key}\n\n"
           f"    from openai import OpenAI\n"
@@ -83,9 +94,9 @@ def main(argv: list[str]) -> int:
         return 2
     _exit_cleanly_on_sigterm()
     listener = _start_logging(args.log_level)
-    store = KeyStore.in_data_dir(settings.data_dir)
+    store = open_key_store(settings)
     base_url = f"http://{settings.host}:{settings.port}/v1"
-    _first_key(store, base_url)
+    _first_key(store, base_url, loaded.policy)
     obs = build_observability(settings, loaded.policy, os.environ)
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:

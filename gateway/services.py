@@ -7,10 +7,12 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.auth import KeyInfo, authenticate
+from gateway.auth import KeyInfo, admit, bearer_token, hash_key, is_admin, unknown_key
 from gateway.backends.base import Backend
 from gateway.catalog import Catalog
-from gateway.key_store import KeyStore
+from gateway.errors import AuthError
+from gateway.key_cache import KeyCache
+from gateway.key_store import KeyStorage
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
 from gateway.token_count import TokenCounter
@@ -27,7 +29,8 @@ class Services:
     settings: Settings
     catalog: Catalog
     backends: Mapping[str, Backend]
-    key_store: KeyStore
+    key_store: KeyStorage  # the admin API's; request-path lookups go through key_cache
+    key_cache: KeyCache
     usage_sink: UsageSink
     router: PolicyRouter  # facts, decisions, KV holds, backend health, calibration
     telemetry: Telemetry
@@ -39,16 +42,24 @@ class Services:
     ready: bool = False
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def authenticate(self, header: str | None) -> KeyInfo:
-        return authenticate(header, self.lookup_key)
+    async def authenticate(self, header: str | None) -> KeyInfo:
+        """The caller's key as the current policy serves it (AuthError, or PermissionDenied when
+        its team is not in the policy). The store is asked off the event loop."""
+        token = bearer_token(header)
+        if is_admin(header, self.settings.admin_key):
+            raise AuthError("The admin key is for /admin and /v1/usage; model requests need a team's key.",
+                            code="invalid_api_key")
+        info = await self.lookup_key(hash_key(token))
+        if info is None:
+            raise unknown_key(token)
+        return admit(info, self.router.compiled.policy)
 
-    def lookup_key(self, key_hash: str) -> KeyInfo | None:
-        """Keys made with `hybridgw keys`, then keys the policy file lists under a team (by hash)."""
-        info = self.key_store.lookup(key_hash)
-        if info is not None:
-            return info
+    async def lookup_key(self, key_hash: str) -> KeyInfo | None:
+        """Keys the policy file lists under a team (by hash), then keys made with `hybridgw keys`."""
         team = self.router.compiled.team_by_key_hash.get(key_hash)
-        return None if team is None else KeyInfo(key_id="policy:" + key_hash[:8], team=team)
+        if team is not None:
+            return KeyInfo(key_id="policy:" + key_hash[:8], team=team)
+        return await self.key_cache.lookup(key_hash)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run follow-up work (limit settlement) off the request path, keeping a reference."""

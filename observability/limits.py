@@ -139,9 +139,10 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
 
 
 def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None:
-    """Index of the first charge that would go over its limit, given what each window has used."""
+    """Index of the first charge that would go over its limit, given what each window has used. A
+    charge of nothing never does: a team over its USD budget is still served at $0 (local)."""
     for index, (charge, already) in enumerate(zip(charges, used)):
-        if already + charge.amount > charge.limit:
+        if charge.amount > 0 and already + charge.amount > charge.limit:
             return index
     return None
 

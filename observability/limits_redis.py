@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 # KEYS: window counters; ARGV: (amount, limit, ttl, lease wanted, margin) per key. Returns {index of
 # the first window that would overflow, what that window had used}, or, once all are charged,
 # {0, 0, then per window: what it had used, the lease granted}. A lease is granted only out of room
-# beyond the margin below the limit.
+# beyond the margin below the limit. A charge of nothing never overflows (a $0 request over budget).
 _RESERVE_LUA = """
 local used = {}
 for i = 1, #KEYS do
   used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if used[i] + tonumber(ARGV[5 * i - 4]) > tonumber(ARGV[5 * i - 3]) then return {i, used[i]} end
+  local amount = tonumber(ARGV[5 * i - 4])
+  if amount > 0 and used[i] + amount > tonumber(ARGV[5 * i - 3]) then return {i, used[i]} end
 end
 local out = {0, 0}
 for i = 1, #KEYS do

@@ -1,9 +1,13 @@
-"""Cross-reference checks a schema cannot express: every name a policy uses must be defined."""
+"""Cross-reference checks a schema cannot express: every name a policy uses must be defined
+(problems: the file is refused), and what is valid but likely a mistake (warnings: `policy check`
+prints them, the gateway still loads the file)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from policies.rule_schema import Rule, When
+from policies.estimator import hosted_price
+from policies.rule_schema import Cmp, Rule, When
 from policies.schema import Policy
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -71,4 +75,73 @@ def policy_problems(policy: Policy) -> list[Problem]:
     for name, backend in policy.backends.items():
         if backend.kind == "openai" and not (backend.base_url or backend.base_url_env):
             problems.append((("backends", name, "base_url"), "a backend of kind openai needs base_url"))
+    if policy.unknown_teams == "default" and "default" not in policy.teams:
+        message = "`unknown_teams: default` serves unknown teams as team `default`; define it under `teams:`"
+        problems.append((("unknown_teams",), message))
     return problems
+
+
+def dotted(loc: tuple[str | int, ...]) -> str:
+    """("rules", 2, "when") → rules[2].when, as the loader's messages write a field's path."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _named_teams(cmp: Cmp | None) -> list[str]:
+    if cmp is None:
+        return []
+    names = [cmp.eq, cmp.ne, *(cmp.in_ or ()), *(cmp.not_in or ())]
+    return [str(n) for n in names if n is not None]
+
+
+def _routed_teams(when: When) -> list[str]:
+    """Teams a rule is limited to (team: X or team: [X, Y]); [] when it may match any team."""
+    if when.team is None:
+        return []
+    return [str(n) for n in [when.team.eq, *(when.team.in_ or ())] if n is not None]
+
+
+def _team_warnings(policy: Policy, when: When, path: tuple[str | int, ...]) -> Iterator[Problem]:
+    for name in _named_teams(when.team):
+        if name not in policy.teams:
+            yield (*path, "team"), f"names team {name!r}, which `teams` does not define; it never matches a key"
+    for i, alt in enumerate(when.any or ()):
+        yield from _team_warnings(policy, alt, (*path, "any", i))
+
+
+def _allowed_warnings(policy: Policy, i: int, rule: Rule) -> Iterator[Problem]:
+    for name in _routed_teams(rule.when):
+        allowed = policy.teams[name].allowed_backends if name in policy.teams else None
+        outside = [b for b in rule.backends() if allowed is not None and b not in allowed]
+        if outside:
+            yield ("rules", i), (f"routes team {name!r} to {outside}, outside its allowed_backends {allowed}; "
+                                 "those targets are never used for it")
+
+
+def _price_warnings(policy: Policy, price_table: Mapping[str, Any]) -> Iterator[Problem]:
+    for alias, spec in policy.models.items():
+        for j, dep in enumerate(spec.deployments):
+            backend = policy.backends.get(dep.backend)
+            if backend is None or backend.state_source != "none":
+                continue  # engines cost what their price (or $0) says; only hosted models need one
+            if hosted_price(dep.model, policy.prices, price_table, backend.price) is None:
+                yield ("models", alias, "deployments", j), (
+                    f"hosted model {dep.model!r} on {dep.backend!r} has no price (not in `prices`, the backend's "
+                    "`price` or litellm's table): its requests cost $0, so no budget is ever charged for them")
+
+
+def policy_warnings(policy: Policy, price_table: Mapping[str, Any]) -> list[Problem]:
+    """Valid but likely wrong: rules naming teams that do not exist, rules routing a team outside
+    its allowed_backends, hosted models nobody prices. `price_table`: litellm's."""
+    warnings: list[Problem] = []
+    for i, rule in enumerate(policy.rules):
+        warnings.extend(_team_warnings(policy, rule.when, ("rules", i, "when")))
+        warnings.extend(_allowed_warnings(policy, i, rule))
+    for alias, spec in policy.models.items():
+        for name in spec.teams or ():
+            if name not in policy.teams:
+                warnings.append((("models", alias, "teams"), f"names team {name!r}, which `teams` does not define"))
+    warnings.extend(_price_warnings(policy, price_table))
+    return warnings

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from policies.checks import dotted, policy_warnings
 from policies.compiled import compile_policy
 from policies.decide import decide
 from policies.decision import RequestFacts, RouteDecision
@@ -67,7 +68,10 @@ def _check(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            print(_summary(load_policy_file(path, env)))
+            loaded = load_policy_file(path, env)
+            print(_summary(loaded))
+            for loc, message in policy_warnings(loaded.policy, litellm_price_table()):
+                print(f"{loaded.source}: warning: {dotted(loc)}: {message}", file=sys.stderr)
         except PolicyError as exc:
             print(exc.message, file=sys.stderr)
             failed += 1

@@ -148,6 +148,9 @@ class Policy(_Strict):
     models: dict[str, ModelAlias]
     teams: dict[str, Team] = Field(default_factory=dict)
     keys: dict[str, KeyLimits] = Field(default_factory=dict)  # by key id
+    # A key whose team `teams` does not name: `deny` refuses to make it and refuses its requests;
+    # `default` serves it as the team named `default` (its limits, budget, backends and usage).
+    unknown_teams: Literal["deny", "default"] = "deny"
     slos: dict[str, Slo] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)  # by backend model name; beats litellm's table
     rules: list[Rule] = Field(default_factory=list)

@@ -24,7 +24,7 @@ async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange.begin("models", request.headers.get("x-request-id"))
     try:
-        team = svc.authenticate(request.headers.get("authorization")).team
+        team = (await svc.authenticate(request.headers.get("authorization"))).team
     except GatewayError as exc:
         return error_response(ex, exc)
     return _json({"object": "list", "data": [_model(a) for a in svc.catalog.models_for(team)]}, ex)
@@ -35,7 +35,7 @@ async def get_model(request: Request) -> Response:
     ex = Exchange.begin("models", request.headers.get("x-request-id"))
     alias = request.path_params["model"]
     try:
-        team = svc.authenticate(request.headers.get("authorization")).team
+        team = (await svc.authenticate(request.headers.get("authorization"))).team
         if not svc.catalog.may_use(team, alias):
             not_found = ModelNotFound(alias)
             raise NotFound(not_found.message, param="model", code="model_not_found")

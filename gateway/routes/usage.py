@@ -7,22 +7,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from gateway.auth import is_admin
-from gateway.errors import AuthError
+from gateway.errors import GatewayError, error_info
 from gateway.report_prices import policy_hosted_price
 from gateway.services import Services
 from observability.stores import UsageStore
 from observability.usage_api import UsageCaller, usage_router
 
 
-def usage_caller(request: Request) -> UsageCaller:
+async def usage_caller(request: Request) -> UsageCaller:
     svc: Services = request.app.state.services
     header = request.headers.get("authorization")
     if is_admin(header, svc.settings.admin_key):
         return UsageCaller(team=None, is_admin=True)
     try:
-        return UsageCaller(team=svc.authenticate(header).team)
-    except AuthError as exc:
-        raise HTTPException(401, exc.message) from None
+        return UsageCaller(team=(await svc.authenticate(header)).team)
+    except GatewayError as exc:
+        raise HTTPException(error_info(exc).status, exc.message) from None
 
 
 def usage_routes(store: UsageStore, services: Services) -> APIRouter:

@@ -31,7 +31,7 @@ ADMIN_KEY = "sk-accounting-admin"
 CLIENT_TIMEOUT_S = 30.0  # every call is bounded: a hang fails the test instead of stalling the suite
 # Teams, one per test area, so tests sharing the replicas never see each other's traffic.
 TEAMS = ("red", "blue", "mixed", "outage", "capped", "restart", "rpm", "tpm", "broke", "thrifty", "metrics", "traced",
-         "hashed", "cutoff")
+         "hashed", "cutoff", "shared")
 RPM_LIMIT = 23
 TPM_LIMIT = 900
 # The hosted fake costs $1000 per million tokens in, $2000 out: a short request costs a few cents.

@@ -63,12 +63,14 @@ models:
   stallsmid: {{deployments: [{{backend: impatient, model: "m;chunks=4;delay_ms=2000"}}]}}
   secret: {{deployments: [{{backend: fake, model: m}}], teams: [blue]}}
   gone: {{deployments: [{{backend: hosted, model: m}}]}}
+teams: {{red: {{}}, blue: {{}}, green: {{}}, purple: {{}}}}
 """
 
 
 
-def create_key(data_dir: Path, team: str) -> str:
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "create", "--team", team),
+def create_key(data_dir: Path, team: str, config: Path) -> str:
+    """A key for `team`, which `config` (the gateway's policy) must name."""
+    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "--config", str(config), "create", "--team", team),
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
@@ -81,6 +83,7 @@ class Gateway:
     keys: dict[str, str]
     proc: procs.Proc
     env: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None  # the policy file it serves
 
     def client(self, team: str = "red", **kw: Any) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[team], max_retries=0, **kw)
@@ -133,13 +136,13 @@ def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     data_dir = root / "data"
     config = root / "policy.yaml"
     config.write_text(policy_yaml(fake_upstream, procs.free_port()))
-    keys = {team: create_key(data_dir, team) for team in ("red", "blue")}
+    keys = {team: create_key(data_dir, team, config) for team in ("red", "blue")}
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     url = f"http://127.0.0.1:{port}"
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
                        env=env, name="gateway") as proc:
-        yield Gateway(url, fake_upstream, data_dir, keys, proc, env)
+        yield Gateway(url, fake_upstream, data_dir, keys, proc, env, config)
         # No input may crash a request into a traceback (they would show in the gateway's log).
         assert proc.alive(), proc.output()[-3000:]
         assert "Traceback" not in proc.output(), proc.output()[-5000:]

@@ -73,7 +73,8 @@ def test_request_ids_are_generated_and_unique(gateway: Gateway) -> None:
 
 
 def test_keys_cli_create_list_revoke(gateway: Gateway) -> None:
-    key = create_key(gateway.data_dir, "green")
+    assert gateway.config is not None
+    key = create_key(gateway.data_dir, "green", gateway.config)
     assert key.startswith("sk-hgw-")
     with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) as client:
         assert client.chat.completions.create(model="m", messages=MESSAGES).choices

@@ -22,8 +22,9 @@ backends:
 models:
   lm: {{deployments: [{{backend: via_litellm, model: m}}]}}
   lm-limited: {{deployments: [{{backend: via_litellm, model: "m;status=429;message=provider says wait"}}]}}
+teams: {{red: {{}}}}
 """)
-    key = create_key(root / "data", "red")
+    key = create_key(root / "data", "red", config)
     port = procs.free_port()
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)),
                        f"http://127.0.0.1:{port}/healthz", env={"HYBRIDGW_DATA_DIR": str(root / "data")},

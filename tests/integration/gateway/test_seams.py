@@ -57,7 +57,8 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     store = KeyStore.in_data_dir(root)
     keys = {team: store.create(team)[0] for team in ("capped", "free")}
     policy = Policy.model_validate({"backends": {"up": {"kind": "openai", "base_url": f"{fake_upstream}/v1"}},
-                                    "models": {"m": {"deployments": [{"backend": "up", "model": "m"}]}}})
+                                    "models": {"m": {"deployments": [{"backend": "up", "model": "m"}]}},
+                                    "teams": {"capped": {}, "free": {}}})
     sink, exporter, facts = ListSink(), InMemorySpanExporter(), []
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -32,7 +32,7 @@ def serve(config: Path, data_dir: Path, port: int, timeout_s: float = 60.0) -> p
 def test_first_start_prints_one_key_that_works(fake_upstream: str, tmp_path: Path) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text(f"backends:\n  up: {{kind: openai, base_url: '{fake_upstream}/v1'}}\n"
-                      f"models:\n  m: {{deployments: [{{backend: up, model: m}}]}}\n")
+                      f"models:\n  m: {{deployments: [{{backend: up, model: m}}]}}\nteams: {{default: {{}}}}\n")
     port = procs.free_port()
     proc = serve(config, tmp_path / "data", port)
     try:

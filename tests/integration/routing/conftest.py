@@ -110,8 +110,10 @@ def _routed(status: int, headers: Mapping[str, str], body: Any) -> Routed:
                   headers.get("x-request-id"), headers.get("retry-after"), body)
 
 
-def create_key(data_dir: Path, team: str = "red") -> str:
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "create", "--team", team),
+def create_key(data_dir: Path, team: str = "red", config: Path | None = None) -> str:
+    """A key for `team`, which `config` (else the embedded default policy) must name."""
+    where = ["--config", str(config)] if config is not None else []
+    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), *where, "create", "--team", team),
                          capture_output=True, text=True, check=True, timeout=60)
     return out.stdout.strip()
 
@@ -131,7 +133,6 @@ def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None
     """`hybridgw serve` on a free port: `--config root/policy.yaml` with `policy`, or the embedded
     default policy when `policy` is None. `unset` names variables removed from its environment."""
     data_dir = root / "data"
-    key = create_key(data_dir)
     port = procs.free_port()
     args = hybridgw("serve", "--port", str(port), "--engine-timeout", "240")
     config = None
@@ -139,6 +140,8 @@ def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None
         config = root / "policy.yaml"
         config.write_text(policy)
         args += ["--config", str(config)]
+    # The embedded default policy names one team, `default`; the test policies name `red`.
+    key = create_key(data_dir, "red" if config is not None else "default", config)
     full_env = {k: v for k, v in os.environ.items() if k not in unset and k != "HYBRIDGW_POLICY"}
     full_env.update({"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})})
     proc = _start(args, full_env)
@@ -223,6 +226,7 @@ rules:
   - name: hosted-first
     when: {{model: [fallback, shaky, limited, slowfirst]}}
     route: [flaky, shaky, limited, slowpoke, local]
+teams: {{red: {{}}}}
 """
 
 
@@ -249,6 +253,7 @@ models:
       - {{backend: hosted, model: m}}
   private:
     deployments: [{{backend: local, model: tiny-random}}]
+teams: {{red: {{}}}}
 rules:
   - name: local-while-it-fits
     strategy: kv_fit

@@ -16,6 +16,7 @@ backends:
 models:
   private:
     deployments: [{backend: local, model: tiny-random}]
+teams: {red: {}}
 """
 
 

@@ -28,6 +28,7 @@ models:
     deployments:
       - {{backend: local, model: tiny-random}}
       - {{backend: hosted, model: m}}
+teams: {{red: {{}}}}
 rules:
   - name: {rule}
     {route or RULES[rule]}
