@@ -68,7 +68,7 @@ def _chat(served: Served, key: str) -> httpx.Response:
 
 
 def test_a_spent_day_budget_is_still_spent_after_a_restart(served: Served, tmp_path: Path) -> None:
-    key = create_key(tmp_path / "data", "broke")
+    key = create_key(tmp_path / "data", "broke", tmp_path / "policy.yaml")
     statuses = []
     while 429 not in statuses:
         assert len(statuses) < MAX_REQUESTS, statuses
@@ -82,7 +82,7 @@ def test_a_spent_day_budget_is_still_spent_after_a_restart(served: Served, tmp_p
 
 
 def test_usage_names_the_hosted_price_of_each_alias(served: Served, tmp_path: Path) -> None:
-    key = create_key(tmp_path / "data", "broke")
+    key = create_key(tmp_path / "data", "broke", tmp_path / "policy.yaml")
     assert _chat(served, key).status_code == 200
 
     def usage() -> dict[str, object]:

@@ -89,7 +89,8 @@ def _chat(port: int, key: str, stream: bool = False) -> openai.types.chat.ChatCo
 def test_gateway_spawns_restarts_and_stops_the_local_engine(tmp_path: Path) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text("backends:\n  local: {kind: engine, model: tiny-random}\n"
-                      "models:\n  tiny: {deployments: [{backend: local, model: tiny-random}]}\n")
+                      "models:\n  tiny: {deployments: [{backend: local, model: tiny-random}]}\n"
+                      "teams:\n  default: {}\n")
     port = procs.free_port()
     proc = serve(config, tmp_path / "data", port, timeout_s=300)
     try:
