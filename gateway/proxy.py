@@ -14,7 +14,7 @@ from starlette.responses import Response
 from gateway import dispatch
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
-from gateway.errors import AuthError, GatewayError, NoBackendAvailable, UpstreamError, error_info
+from gateway.errors import AuthError, GatewayError, ModelNotFound, NoBackendAvailable, UpstreamError, error_info
 from gateway.exchange import Exchange, request_id_from
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
@@ -47,6 +47,8 @@ class Endpoint:
 CHAT = Endpoint("chat", "chat/completions", ChatCompletionRequest, True)
 COMPLETIONS = Endpoint("completions", "completions", CompletionRequest, True)
 EMBEDDINGS = Endpoint("embeddings", "embeddings", EmbeddingRequest, False)
+UNKNOWN_MODEL = "unknown"  # the model alias recorded for a request whose model name is not served
+REQUESTED_MODEL_CHARS = 200
 
 
 def error_response(ex: Exchange, exc: BaseException) -> Response:
@@ -119,11 +121,18 @@ def _aborted(svc: Services, ex: Exchange, guard: DisconnectGuard | None) -> Resp
 async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any], parsed: Any,
                 request: Request) -> None:
     """Alias check, facts, route decision and limit reservation: everything before the call."""
-    ex.alias = parsed.model
     ex.stream = bool(getattr(parsed, "stream", False)) and endpoint.can_stream
     options = getattr(parsed, "stream_options", None)
     ex.client_wants_usage = bool(options and options.include_usage)
-    svc.catalog.check_alias(ex.team, ex.alias)
+    try:
+        svc.catalog.check_alias(ex.team, parsed.model)
+    except ModelNotFound:
+        # A name the client made up never becomes a rollup key or a metric label (10,000 bogus
+        # names would be 10,000 of each); the raw name stays in this request's record tags only.
+        ex.alias = UNKNOWN_MODEL
+        ex.tags["requested_model"] = parsed.model[:REQUESTED_MODEL_CHARS]
+        raise
+    ex.alias = parsed.model
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
