@@ -21,6 +21,7 @@ class Settings:
     redis_url: str | None = None
     access_log: bool = True  # one JSON line per request on the `hybridgw.access` logger
     default_output_tokens: int = 256  # expected output when a request sets no max_tokens
+    metrics_public: bool = False  # True: GET /metrics without the admin key (team names, costs in it)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -38,6 +39,8 @@ class Settings:
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):
             values["access_log"] = False
+        if env.get("HYBRIDGW_METRICS_PUBLIC", "").lower() in ("1", "true", "yes"):
+            values["metrics_public"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
