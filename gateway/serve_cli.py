@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gateway.app import create_app
 from gateway.assembly import build_observability
+from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
@@ -82,6 +83,8 @@ def main(argv: list[str]) -> int:
         print(f"hybridgw serve: {exc}", file=sys.stderr)
         return 2
     _exit_cleanly_on_sigterm()
+    os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
+    secure_data_dir(settings.data_dir)
     listener = _start_logging(args.log_level)
     store = KeyStore.in_data_dir(settings.data_dir)
     base_url = f"http://{settings.host}:{settings.port}/v1"
