@@ -1,0 +1,76 @@
+"""uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
+request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
+or of the request's first byte, and one client address holds at most `max_per_client` connections."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+@dataclass(frozen=True)
+class ConnectionBounds:
+    head_timeout_s: float  # a client dribbling its headers (or sending none) is cut off after this
+    max_per_client: int  # connections one client address may hold at once; 0: no bound
+
+
+def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)`; its per-address counts are shared by the
+    connections of one server (all on its event loop's thread, so a plain dict suffices)."""
+    per_client: dict[str, int] = {}
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _counted: str | None = None  # the address this connection is counted under
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            host = self.client[0] if self.client else None
+            if host is not None and bounds.max_per_client:
+                if per_client.get(host, 0) >= bounds.max_per_client:
+                    # Refused before any byte is read: closing is all a client that holds this many gets.
+                    self.logger.debug("%s holds %d connections already: closing a new one", host,
+                                      bounds.max_per_client)
+                    transport.close()
+                    return
+                per_client[host] = per_client.get(host, 0) + 1
+                self._counted = host
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            if self._counted is not None:
+                left = per_client[self._counted] - 1
+                if left:
+                    per_client[self._counted] = left
+                else:
+                    del per_client[self._counted]
+                self._counted = None
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
+                self._arm_head_timer()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_head_timer()
+            super().on_headers_complete()
+
+        def _arm_head_timer(self) -> None:
+            self._head_timer = self.loop.call_later(bounds.head_timeout_s, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.logger.debug("%s: no complete request head within %ss: closing", self.client,
+                                  bounds.head_timeout_s)
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
