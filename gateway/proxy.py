@@ -29,6 +29,7 @@ from gateway.services import Services
 from gateway.stream_tally import StreamTally, response_finish_reason, response_text
 from gateway.streaming import SSERelayResponse
 from gateway.timing import RequestClock
+from gateway.token_count import count_off_loop
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
 from observability.tracing import extract_context, inject_traceparent
@@ -133,11 +134,14 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
         ex.tags["requested_model"] = parsed.model[:REQUESTED_MODEL_CHARS]
         raise
     ex.alias = parsed.model
+    if svc.limiter is not None:  # the cheap refusal first: a team over its rpm costs no token counting
+        await svc.limiter.check_requests(ex.team, ex.key_id)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
     compiled = svc.router.compiled  # one policy version for the request's whole life
-    plan_route(svc, ex, routed, headers, compiled=compiled)
+    await plan_route(svc, ex, routed, headers, compiled=compiled,
+                     off_loop=count_off_loop(request.headers.get("content-length")))
     assert ex.facts is not None and ex.decision is not None
     ex.estimated_prompt_tokens = ex.facts.prompt_tokens
     ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
@@ -158,7 +162,8 @@ async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers:
     except LimitExceeded as exc:
         if not exc.limit.startswith("usd") or compiled.team(ex.team).budget.on_exceed != "route":
             raise
-    plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled)
+    await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
+                     prompt_tokens=ex.facts.prompt_tokens)  # counted once
     ex.tags["over_budget"] = "true"
     cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
     ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False)
