@@ -14,7 +14,14 @@ from starlette.responses import Response
 from gateway import dispatch
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
-from gateway.errors import AuthError, GatewayError, ModelNotFound, NoBackendAvailable, UpstreamError, error_info
+from gateway.errors import (
+    AuthError,
+    GatewayError,
+    ModelNotFound,
+    NoBackendAvailable,
+    UpstreamError,
+    error_info,
+)
 from gateway.exchange import Exchange, request_id_from
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
