@@ -1,9 +1,11 @@
 """uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
 request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
-or of the request's first byte, and one client address holds at most `max_per_client` connections."""
+or of the request's first byte; one client address holds at most `max_per_client` connections and
+all together at most `max_total` (uvicorn's limit_concurrency answers 503 at it; beyond, closed)."""
 from __future__ import annotations
 
 import asyncio
+import resource
 from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -13,6 +15,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 class ConnectionBounds:
     head_timeout_s: float  # a client dribbling its headers (or sending none) is cut off after this
     max_per_client: int  # connections one client address may hold at once; 0: no bound
+    max_total: int  # connections beyond this are closed on arrival (at it, requests get 503)
+
+
+def connection_limit(requested: int) -> int:
+    """`requested`, but at most half the process's open-file limit: the ledger, the key store,
+    spill files and upstream connections need descriptors too, and running out of them kills those."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return requested if soft == resource.RLIM_INFINITY else max(1, min(requested, soft // 2))
 
 
 def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
@@ -26,6 +36,9 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            if len(self.connections) > bounds.max_total:  # this one included: one over the total
+                transport.close()
+                return
             host = self.client[0] if self.client else None
             if host is not None and bounds.max_per_client:
                 if per_client.get(host, 0) >= bounds.max_per_client:

@@ -75,7 +75,7 @@ def _load(config: Path | None) -> LoadedPolicy:
 def main(argv: list[str]) -> int:
     import uvicorn
 
-    from gateway.http_guard import ConnectionBounds, guarded_protocol  # imports uvicorn's protocol
+    from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
 
     args = _parser().parse_args(argv)
     settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config, data_dir=args.data_dir)
@@ -103,9 +103,10 @@ def main(argv: list[str]) -> int:
             signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
                 "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
         print(f"hybridgw: serving on {base_url}", flush=True)
-        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client)
+        total = connection_limit(settings.max_connections)
+        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http=guarded_protocol(bounds),
-                    limit_concurrency=settings.max_connections, log_level="warning", access_log=False,
+                    limit_concurrency=total, log_level="warning", access_log=False,
                     lifespan="on", timeout_graceful_shutdown=10)
     finally:
         supervisor.stop()
