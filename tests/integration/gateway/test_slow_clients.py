@@ -36,7 +36,7 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     config.write_text(policy_yaml(fake_upstream, procs.free_port()))
     key = create_key(root / "data", "red")
     port = procs.free_port()
-    env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_HEADER_TIMEOUT_S": "2",
+    env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_HEADER_TIMEOUT_S": "3",
            "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "HYBRIDGW_MAX_CONNECTIONS": str(TOTAL)}
     url = f"http://127.0.0.1:{port}"
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
@@ -142,6 +142,20 @@ def test_beyond_the_total_requests_get_503(served: Served) -> None:
                 break
         assert statuses[-1] == b"HTTP/1.1 503 Service Unavailable", statuses
         assert len(statuses) > TOTAL // 2, statuses  # the earlier ones were served
+    finally:
+        for sock in held:
+            sock.close()
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        wait_until(lambda: http.get("/healthz").status_code == 200, "the gateway to serve again")
+
+
+def test_a_connection_beyond_the_total_is_closed_on_arrival(served: Served) -> None:
+    held = [_hold_stream(served.port, f"127.0.2.{i}", served.key)[0] for i in range(TOTAL - 1)]
+    try:
+        held.append(_connect(served.port, "127.0.3.1"))  # the total reached by a connection yet to speak
+        with _connect(served.port, "127.0.3.2") as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _closed_by_server(extra)  # not even a 503: closed before a byte was read
     finally:
         for sock in held:
             sock.close()
