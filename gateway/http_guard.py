@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
 request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
-or of the request's first byte; one client address holds at most `max_per_client` connections and
-all together at most `max_total` (uvicorn's limit_concurrency answers 503 at it; beyond, closed)."""
+or of the request's first byte, and be at most `max_head_bytes` long; one client address holds at
+most `max_per_client` connections, all together at most `max_total` (503 at it; beyond, closed)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +16,11 @@ class ConnectionBounds:
     head_timeout_s: float  # a client dribbling its headers (or sending none) is cut off after this
     max_per_client: int  # connections one client address may hold at once; 0: no bound
     max_total: int  # connections beyond this are closed on arrival (at it, requests get 503)
+    max_head_bytes: int = 64 * 1024  # httptools would buffer any length, re-copying it per packet
+
+
+HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                  b"connection: close\r\n\r\n")
 
 
 def connection_limit(requested: int) -> int:
@@ -33,6 +38,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None  # the address this connection is counted under
+        _head_bytes: int | None = None  # bytes of the request head so far; None: no head under way
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -62,13 +68,27 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
                 self._counted = None
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_bytes is None:
+                return
+            # Still inside a head after this packet: all of it was head (the packet that began it
+            # may also end the previous request's body: counted too, a slight over-count).
+            self._head_bytes += len(data)
+            if self._head_bytes > bounds.max_head_bytes and not self.transport.is_closing():
+                if self.cycle is None or self.cycle.response_complete:  # never into another response
+                    self.transport.write(HEAD_TOO_LARGE)
+                self.transport.close()
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._head_bytes = 0
             if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
                 self._arm_head_timer()
 
         def on_headers_complete(self) -> None:
             self._disarm_head_timer()
+            self._head_bytes = None
             super().on_headers_complete()
 
         def _arm_head_timer(self) -> None:

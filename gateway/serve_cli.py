@@ -104,7 +104,8 @@ def main(argv: list[str]) -> int:
                 "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
         print(f"hybridgw: serving on {base_url}", flush=True)
         total = connection_limit(settings.max_connections)
-        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total)
+        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
+                                  settings.max_header_bytes)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http=guarded_protocol(bounds),
                     limit_concurrency=total, log_level="warning", access_log=False,
                     lifespan="on", timeout_graceful_shutdown=10)

@@ -11,6 +11,7 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 # (environment variable, setting, type) for the connection bounds
 _BOUNDS: tuple[tuple[str, str, type], ...] = (
     ("HYBRIDGW_HEADER_TIMEOUT_S", "header_timeout_s", float),
+    ("HYBRIDGW_MAX_HEADER_BYTES", "max_header_bytes", int),
     ("HYBRIDGW_MAX_CONNECTIONS", "max_connections", int),
     ("HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", int),
 )
@@ -28,6 +29,7 @@ class Settings:
     access_log: bool = True  # one JSON line per request on the `hybridgw.access` logger
     default_output_tokens: int = 256  # expected output when a request sets no max_tokens
     header_timeout_s: float = 10.0  # a request head (request line + headers) must arrive within this
+    max_header_bytes: int = 64 * 1024  # and be at most this long (431 beyond)
     max_connections: int = 2048  # open connections in total; beyond it requests get 503 (uvicorn)
     max_connections_per_client: int = 256  # per client address (0: no bound); raise it behind a proxy
     metrics_public: bool = False  # True: GET /metrics without the admin key (team names, costs in it)

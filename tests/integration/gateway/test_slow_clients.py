@@ -1,6 +1,7 @@
 """Slow or greedy clients cannot starve `hybridgw serve` (raw sockets against a real gateway): a
 client dribbling its headers one byte at a time is cut off after the header timeout while normal
-requests are served; one client address holds at most N connections; beyond the total, 503."""
+requests are served; a huge head is refused; one client address holds at most N connections; at
+the total requests get 503, beyond it connections are closed."""
 from __future__ import annotations
 
 import socket
@@ -161,3 +162,23 @@ def test_a_connection_beyond_the_total_is_closed_on_arrival(served: Served) -> N
             sock.close()
     with httpx.Client(base_url=served.url, timeout=30) as http:
         wait_until(lambda: http.get("/healthz").status_code == 200, "the gateway to serve again")
+
+
+def test_a_huge_request_head_is_refused(served: Served) -> None:
+    # httptools buffers a header of any length, copying it again with every packet: 100 MiB sent in
+    # 1 MiB pieces kept the event loop busy for about a minute.
+    with _connect(served.port, "127.0.4.1") as sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        except OSError:  # closed while we were still sending: also a refusal
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"", answer[:100]  # (a reset can beat the 431)
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        assert http.get("/healthz", headers={"x-fine": "a" * 4000}).status_code == 200
+
