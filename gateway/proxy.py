@@ -14,7 +14,13 @@ from starlette.responses import Response
 from gateway import dispatch
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
-from gateway.errors import GatewayError, NoBackendAvailable, UpstreamError, error_info
+from gateway.errors import (
+    GatewayError,
+    ModelNotFound,
+    NoBackendAvailable,
+    UpstreamError,
+    error_info,
+)
 from gateway.exchange import Exchange
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
@@ -28,6 +34,7 @@ from gateway.schemas import (
 from gateway.services import Services
 from gateway.stream_tally import StreamTally, response_finish_reason, response_text
 from gateway.streaming import SSERelayResponse
+from gateway.token_count import count_off_loop
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
 from observability.tracing import extract_context, inject_traceparent
@@ -46,6 +53,8 @@ class Endpoint:
 CHAT = Endpoint("chat", "chat/completions", ChatCompletionRequest, True)
 COMPLETIONS = Endpoint("completions", "completions", CompletionRequest, True)
 EMBEDDINGS = Endpoint("embeddings", "embeddings", EmbeddingRequest, False)
+UNKNOWN_MODEL = "unknown"  # the model alias recorded for a request whose model name is not served
+REQUESTED_MODEL_CHARS = 200
 
 
 def error_response(ex: Exchange, exc: BaseException) -> Response:
@@ -118,16 +127,26 @@ def _aborted(svc: Services, ex: Exchange, guard: DisconnectGuard | None) -> Resp
 async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any], parsed: Any,
                 request: Request) -> None:
     """Alias check, facts, route decision and limit reservation: everything before the call."""
-    ex.alias = parsed.model
     ex.stream = bool(getattr(parsed, "stream", False)) and endpoint.can_stream
     options = getattr(parsed, "stream_options", None)
     ex.client_wants_usage = bool(options and options.include_usage)
-    svc.catalog.check_alias(ex.team, ex.alias)
+    try:
+        svc.catalog.check_alias(ex.team, parsed.model)
+    except ModelNotFound:
+        # A name the client made up never becomes a rollup key or a metric label (10,000 bogus
+        # names would be 10,000 of each); the raw name stays in this request's record tags only.
+        ex.alias = UNKNOWN_MODEL
+        ex.tags["requested_model"] = parsed.model[:REQUESTED_MODEL_CHARS]
+        raise
+    ex.alias = parsed.model
+    if svc.limiter is not None:  # the cheap refusal first: a team over its rpm costs no token counting
+        await svc.limiter.check_requests(ex.team, ex.key_id)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
     compiled = svc.router.compiled  # one policy version for the request's whole life
-    plan_route(svc, ex, routed, headers, compiled=compiled)
+    await plan_route(svc, ex, routed, headers, compiled=compiled,
+                     off_loop=count_off_loop(request.headers.get("content-length")))
     assert ex.facts is not None and ex.decision is not None
     ex.estimated_prompt_tokens = ex.facts.prompt_tokens
     ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
@@ -148,7 +167,8 @@ async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers:
     except LimitExceeded as exc:
         if not exc.limit.startswith("usd") or compiled.team(ex.team).budget.on_exceed != "route":
             raise
-    plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled)
+    await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
+                     prompt_tokens=ex.facts.prompt_tokens)  # counted once
     ex.tags["over_budget"] = "true"
     cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
     ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False)

@@ -10,19 +10,26 @@ from opentelemetry import trace
 from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied, UpstreamError
 from gateway.exchange import Exchange
 from gateway.services import Services
+from gateway.token_count import count_prompt_tokens
 from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.errors import RoutingError
 
 
-def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Mapping[str, str],
-               *, over_budget: bool = False, compiled: CompiledPolicy | None = None) -> None:
-    """Set ex.facts and ex.decision; raise the client-facing error when the policy refuses."""
+async def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Mapping[str, str],
+                     *, over_budget: bool = False, compiled: CompiledPolicy | None = None,
+                     prompt_tokens: int | None = None, off_loop: bool = False) -> None:
+    """Set ex.facts and ex.decision; raise the client-facing error when the policy refuses.
+    The prompt is counted here unless `prompt_tokens` is given; in a worker thread when `off_loop`."""
     # The decision gets a child span of its own (rule, reason, targets, the estimate it used).
     span = (svc.telemetry.tracer.start_span("route", context=trace.set_span_in_context(ex.span))
             if ex.span is not None else trace.INVALID_SPAN)
+    compiled = compiled or svc.router.compiled
     try:
-        facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled)
+        if prompt_tokens is None:
+            prompt_tokens = await count_prompt_tokens(svc.router.counter, compiled, body, ex.team, off_loop=off_loop)
+        facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
+                                       prompt_tokens=prompt_tokens)
     except RoutingError as exc:
         span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None

@@ -14,6 +14,7 @@ from pathlib import Path
 from gateway.app import create_app
 from gateway.assembly import build_observability, open_key_store
 from gateway.auth import new_key_refusal
+from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
@@ -85,6 +86,8 @@ def _load(config: Path | None) -> LoadedPolicy:
 def main(argv: list[str]) -> int:
     import uvicorn
 
+    from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
+
     args = _parser().parse_args(argv)
     settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config, data_dir=args.data_dir)
     try:
@@ -93,6 +96,8 @@ def main(argv: list[str]) -> int:
         print(f"hybridgw serve: {exc}", file=sys.stderr)
         return 2
     _exit_cleanly_on_sigterm()
+    os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
+    secure_data_dir(settings.data_dir)
     listener = _start_logging(args.log_level)
     store = open_key_store(settings)
     base_url = f"http://{settings.host}:{settings.port}/v1"
@@ -109,8 +114,12 @@ def main(argv: list[str]) -> int:
             signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
                 "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
         print(f"hybridgw: serving on {base_url}", flush=True)
-        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                    log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+        total = connection_limit(settings.max_connections)
+        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
+                                  settings.max_header_bytes)
+        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http=guarded_protocol(bounds),
+                    limit_concurrency=total, log_level="warning", access_log=False,
+                    lifespan="on", timeout_graceful_shutdown=10)
     finally:
         supervisor.stop()
         obs.close()

@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# (environment variable, setting, type) for the connection bounds
+_BOUNDS: tuple[tuple[str, str, type], ...] = (
+    ("HYBRIDGW_HEADER_TIMEOUT_S", "header_timeout_s", float),
+    ("HYBRIDGW_MAX_HEADER_BYTES", "max_header_bytes", int),
+    ("HYBRIDGW_MAX_CONNECTIONS", "max_connections", int),
+    ("HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", int),
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,11 @@ class Settings:
     redis_url: str | None = None
     access_log: bool = True  # one JSON line per request on the `hybridgw.access` logger
     default_output_tokens: int = 256  # expected output when a request sets no max_tokens
+    header_timeout_s: float = 10.0  # a request head (request line + headers) must arrive within this
+    max_header_bytes: int = 64 * 1024  # and be at most this long (431 beyond)
+    max_connections: int = 2048  # open connections in total; beyond it requests get 503 (uvicorn)
+    max_connections_per_client: int = 256  # per client address (0: no bound); raise it behind a proxy
+    metrics_public: bool = False  # True: GET /metrics without the admin key (team names, costs in it)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -34,10 +46,15 @@ class Settings:
             values["policy_file"] = Path(env["HYBRIDGW_POLICY"]).expanduser()
         if env.get("HYBRIDGW_MAX_BODY_BYTES"):
             values["max_body_bytes"] = int(env["HYBRIDGW_MAX_BODY_BYTES"])
+        for name, key, kind in _BOUNDS:
+            if env.get(name):
+                values[key] = kind(env[name])
         if env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):
             values["access_log"] = False
+        if env.get("HYBRIDGW_METRICS_PUBLIC", "").lower() in ("1", "true", "yes"):
+            values["metrics_public"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -138,6 +138,11 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
     return charges
 
 
+def request_charges(config: LimitsConfig, team: str, key_id: str, now: float) -> list[Charge]:
+    """The requests-per-minute windows of a team and its key: what check_requests reads."""
+    return [c for c in plan_charges(config, team, key_id, 0, 0.0, now) if c.limit_name == "requests_per_minute"]
+
+
 def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None:
     """Index of the first charge that would go over its limit, given what each window has used. A
     charge of nothing never does: a team over its USD budget is still served at $0 (local)."""
@@ -210,6 +215,15 @@ class InProcessLimiter:
             self._sweep(now)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
                            usd_headroom(charges, used))
+
+    async def check_requests(self, team: str, key_id: str) -> None:
+        now = self._clock()
+        charges = request_charges(self.config, team, key_id, now)
+        with self._lock:
+            used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
+        bad = first_exceeded(charges, used)
+        if bad is not None:
+            raise exceeded(charges[bad], used[bad], now)
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         with self._lock:

@@ -37,6 +37,11 @@ class Limiter(Protocol):
         """Hold the estimate or raise LimitExceeded; budgets=False counts spend without refusing on it."""
         ...
 
+    async def check_requests(self, team: str, key_id: str) -> None:
+        """Raise LimitExceeded when a requests-per-minute window of the team or key is already full.
+        Charges nothing (reserve stays the one charge): the cheap check before the prompt is counted."""
+        ...
+
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         """Replace the held estimate with the actual numbers (also on failure/abort)."""
         ...

@@ -20,7 +20,9 @@ from observability.limits import (
     LimitsConfig,
     LimitUsage,
     exceeded,
+    first_exceeded,
     plan_charges,
+    request_charges,
     settle_deltas,
     usage_from,
 )
@@ -121,6 +123,20 @@ class RedisLimiter:
         leases.finish_slow(charges, asks, used_each, granted)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
                            leases.headroom(charges, [u - t for u, t in zip(used_each, taken)]))
+
+    async def check_requests(self, team: str, key_id: str) -> None:
+        now = self._clock()
+        charges = [c for c in request_charges(self.config, team, key_id, now) if not self._leases.unspent(c.key)]
+        if not charges:  # no rpm limit, or this replica's leases pay for one more request: no round trip
+            return
+        try:
+            raw = await self._client.mget([self._prefix + c.key for c in charges])
+        except _DOWN:
+            return  # reserve() fails open and says so
+        used = [int(v) if v is not None else 0 for v in raw]
+        bad = first_exceeded(charges, used)  # the same test reserve's script makes, without charging
+        if bad is not None:
+            raise exceeded(charges[bad], used[bad], now)
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         leases = self._leases

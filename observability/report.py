@@ -52,14 +52,21 @@ def first_priced(*prices: HostedPrice) -> HostedPrice:
     return price
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The longest window a report may ask for: what the stores keep (Redis day rollups live 400 days).
+# A larger window would only make the stores enumerate empty periods (7e8 of them for 99999999w).
+MAX_SINCE_DAYS = 400
+MAX_SINCE_S = MAX_SINCE_DAYS * 86400
 
 
 def parse_since(text: str) -> float:
-    """"7d", "12h", "30m", "2w", "90s" → seconds; ValueError otherwise."""
+    """"7d", "12h", "30m", "2w", "90s" → seconds; ValueError otherwise, also beyond MAX_SINCE_DAYS."""
     match = _SINCE.match(text)
     if not match:
-        raise ValueError(f"since must look like 7d, 12h, 30m, 2w or 90s, not {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+        raise ValueError(f"since must look like 7d, 12h, 30m, 2w or 90s, not {text[:40]!r}")
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if not seconds <= MAX_SINCE_S:  # also catches inf from a few hundred digits
+        raise ValueError(f"since may be at most {MAX_SINCE_DAYS}d: older usage is not retained")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,12 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
 
 def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
                 counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
-                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0) -> RequestFacts:
-    """The facts about one chat/completions request; raises RoutingError for an unknown model."""
+                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
+                prompt_tokens: int | None = None) -> RequestFacts:
+    """The facts about one chat/completions request; raises RoutingError for an unknown model.
+    `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop."""
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
-    prompt = counter.count_prompt(body, alias.encoding)
+    prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
     output, output_source = expected_output(compiled, body, team, team_p90)
     per_backend: dict[str, int] = {}
     kv: dict[str, int] = {}

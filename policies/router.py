@@ -107,10 +107,11 @@ class PolicyRouter:
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
-                    live: LiveState | None = None) -> RequestFacts:
+                    live: LiveState | None = None, prompt_tokens: int | None = None) -> RequestFacts:
         return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
                            counter=self.counter, calibration=self.calibration, headers=headers,
-                           team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock())
+                           team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
+                           prompt_tokens=prompt_tokens)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:

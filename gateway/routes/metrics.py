@@ -1,17 +1,36 @@
 """GET /metrics: Prometheus text of the gateway's OTel metrics, engine gauges refreshed from the
-router's latest engine-state polls first."""
+router's latest engine-state polls first. Team names and per-team cost are in it, so it needs the
+admin key as a bearer token unless the operator set HYBRIDGW_METRICS_PUBLIC=1."""
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import is_admin
+from gateway.errors import AuthError, error_info
+from gateway.services import Services
 from observability.metrics import Metrics, RequestMetrics
 from policies.router import PolicyRouter
 
 
+def _unauthorized(admin_key_set: bool) -> Response:
+    how = ("send the admin key (HYBRIDGW_ADMIN_KEY) as the bearer token" if admin_key_set
+           else "set HYBRIDGW_ADMIN_KEY and send it as the bearer token")
+    info = error_info(AuthError(f"/metrics needs the admin key: {how}, or set HYBRIDGW_METRICS_PUBLIC=1.",
+                                code="invalid_admin_key"))
+    return Response(orjson.dumps(info.body()), status_code=info.status, media_type="application/json",
+                    headers={"www-authenticate": "Bearer"})
+
+
 def metrics_route(metrics: Metrics, request_metrics: RequestMetrics | None, router: PolicyRouter) -> Route:
     def prometheus(request: Request) -> Response:  # sync: Starlette runs it in a worker thread
+        svc: Services = request.app.state.services
+        allowed = svc.settings.metrics_public or is_admin(request.headers.get("authorization"),
+                                                          svc.settings.admin_key)
+        if not allowed:
+            return _unauthorized(svc.settings.admin_key is not None)
         if request_metrics is not None:
             for backend, snap in router.poller.snapshots.items():
                 used = 1.0 - snap.num_blocks_free / snap.num_blocks_total if snap.num_blocks_total else 0.0

@@ -142,7 +142,8 @@ class Gateway:
         return code
 
     def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=CLIENT_TIMEOUT_S).text
+        return httpx.get(f"{self.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                         timeout=CLIENT_TIMEOUT_S).text
 
 
 @dataclass

@@ -84,3 +84,13 @@ def test_csv_and_html_formats(usage_url: str) -> None:
     assert csv_text.startswith("section,name,metric,value") and "total,beta,requests,30" in csv_text
     html = _get(usage_url, "sk-beta", format="html")
     assert html.headers["content-type"].startswith("text/html") and 'id="plot-isl-osl"' in html.text
+
+
+def test_a_window_beyond_retention_is_refused(usage_url: str) -> None:
+    # 99999999w once made the Redis store enumerate ~7e8 (team, hour) keys; 400d is what is retained
+    for since in ("99999999w", "401d", "9" * 400 + "s"):
+        response = _get(usage_url, "sk-admin", since=since)
+        assert response.status_code == 400, since
+        error = response.json()["error"]
+        assert error["param"] == "since" and "400d" in error["message"]
+    assert _get(usage_url, "sk-admin", since="400d").json()["requests"] == 90

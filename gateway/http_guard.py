@@ -1,0 +1,109 @@
+"""uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
+request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
+or of the request's first byte, and be at most `max_head_bytes` long; one client address holds at
+most `max_per_client` connections, all together at most `max_total` (503 at it; beyond, closed)."""
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+@dataclass(frozen=True)
+class ConnectionBounds:
+    head_timeout_s: float  # a client dribbling its headers (or sending none) is cut off after this
+    max_per_client: int  # connections one client address may hold at once; 0: no bound
+    max_total: int  # connections beyond this are closed on arrival (at it, requests get 503)
+    max_head_bytes: int = 64 * 1024  # httptools would buffer any length, re-copying it per packet
+
+
+HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                  b"connection: close\r\n\r\n")
+
+
+def connection_limit(requested: int) -> int:
+    """`requested`, but at most half the process's open-file limit: the ledger, the key store,
+    spill files and upstream connections need descriptors too, and running out of them kills those."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return requested if soft == resource.RLIM_INFINITY else max(1, min(requested, soft // 2))
+
+
+def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
+    """A protocol class for `uvicorn.Config(http=...)`; its per-address counts are shared by the
+    connections of one server (all on its event loop's thread, so a plain dict suffices)."""
+    per_client: dict[str, int] = {}
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _counted: str | None = None  # the address this connection is counted under
+        _head_bytes: int | None = None  # bytes of the request head so far; None: no head under way
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > bounds.max_total:  # this one included: one over the total
+                transport.close()
+                return
+            host = self.client[0] if self.client else None
+            if host is not None and bounds.max_per_client:
+                if per_client.get(host, 0) >= bounds.max_per_client:
+                    # Refused before any byte is read: closing is all a client that holds this many gets.
+                    self.logger.debug("%s holds %d connections already: closing a new one", host,
+                                      bounds.max_per_client)
+                    transport.close()
+                    return
+                per_client[host] = per_client.get(host, 0) + 1
+                self._counted = host
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_timer()
+            if self._counted is not None:
+                left = per_client[self._counted] - 1
+                if left:
+                    per_client[self._counted] = left
+                else:
+                    del per_client[self._counted]
+                self._counted = None
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_bytes is None:
+                return
+            # Still inside a head after this packet: all of it was head (the packet that began it
+            # may also end the previous request's body: counted too, a slight over-count).
+            self._head_bytes += len(data)
+            if self._head_bytes > bounds.max_head_bytes and not self.transport.is_closing():
+                if self.cycle is None or self.cycle.response_complete:  # never into another response
+                    self.transport.write(HEAD_TOO_LARGE)
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
+                self._arm_head_timer()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_head_timer()
+            self._head_bytes = None
+            super().on_headers_complete()
+
+        def _arm_head_timer(self) -> None:
+            self._head_timer = self.loop.call_later(bounds.head_timeout_s, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.logger.debug("%s: no complete request head within %ss: closing", self.client,
+                                  bounds.head_timeout_s)
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
