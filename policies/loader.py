@@ -153,16 +153,20 @@ def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str
     return LoadedPolicy(policy, filename, absent)
 
 
-def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+def read_policy_text(path: str | Path) -> str:
+    """The file's text, at most MAX_POLICY_BYTES; PolicyError when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_POLICY_BYTES + 1)  # never read a huge (or endless) file whole
         if len(raw) > MAX_POLICY_BYTES:
             raise PolicyError(f"{path}: the policy file is larger than {MAX_POLICY_BYTES} bytes; refused")
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
-    return load_policy(text, str(path), environ)
+
+
+def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+    return load_policy(read_policy_text(path), str(path), environ)
 
 
 def load_default_policy(environ: Mapping[str, str] | None = None) -> LoadedPolicy:
