@@ -295,8 +295,8 @@ class Ledger:
     def _store_ok(self) -> None:
         self.stats.store_down = False
         self._refused_since = None
-        if not self._spill_failing:
-            self.status.ok()
+        self._spill_failing = False  # what was held in memory went to the store
+        self.status.ok()
 
     def _to_spill(self, batch: list[UsageRecord]) -> bool:
         assert self._spill is not None

@@ -25,7 +25,7 @@ Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): an edit within one mtim
 def _stamp(path: Path) -> Stamp | None:
     try:
         st = path.stat()
-    except (OSError, ValueError):
+    except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
