@@ -26,7 +26,7 @@ class LedgerConfig:
     batch_size: int = 256
     flush_interval_s: float = 0.2  # longest a record waits in memory while traffic is light
     retry_interval_s: float = 1.0  # first back-off after a failure; doubles up to max_backoff_s
-    max_backoff_s: float = 30.0
+    max_backoff_s: float = 10.0  # records wait on disk meanwhile; a recovered store is seen within this
     max_attempts: int = 5  # a record that fails this often on its own (store otherwise fine) is poison
     # /readyz turns 503 once the store has *refused* writes (OOM, READONLY, ...) this long in a row.
     # An unreachable store does not count: every replica sees that outage, and the spill holds it.
