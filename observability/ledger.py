@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from observability.batch_writer import BatchWriter, RecordsFailed
 from observability.spill import SpillFile
-from observability.stores import StoreRefused, StoreUnavailable, UsageStore, open_store, record_problem
+from observability.stores import StoreRefused, StoreUnavailable, UsageStore, open_store
 from observability.task_status import TaskState, TaskStatus
 from observability.usage import UsageRecord
 
@@ -41,14 +42,6 @@ class LedgerStats:
     replayed: int = 0
     dead_lettered: int = 0
     store_down: bool = False
-
-
-class RecordsFailed(Exception):
-    """Some records failed on their own with an unexpected error; they are retried later."""
-
-    def __init__(self, records: list[UsageRecord], cause: BaseException) -> None:
-        super().__init__(f"{len(records)} record(s) failed: {type(cause).__name__}: {cause}")
-        self.records = records
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ class Ledger:
         self._in_flight = 0
         self._requeued = 0  # records at the queue's head that went back after a failed write
         self._next_probe = 0.0
-        self._attempts: dict[str, int] = {}  # request_id → failures on its own with an unexpected error
+        self._writer = BatchWriter(store, spill.dead_letter if spill is not None else None, config.max_attempts)
         self._refused_since: float | None = None  # monotonic start of the current run of refusals
         self._spill_failing = False  # records only in memory: the spill file cannot be written
         self._thread: threading.Thread | None = None
@@ -234,54 +227,10 @@ class Ledger:
         return True
 
     def _store(self, batch: list[UsageRecord]) -> None:
-        """Write to the store: poison to the dead letter, then the batch, then (on an unexpected error)
-        each record alone. Raises StoreUnavailable, or RecordsFailed with those to retry."""
-        good = [r for r in batch if not self._poisoned(r)]
-        if not good:
-            return
         try:
-            self.stats.written += self.store.write_batch(good)
-            return
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 (any other error: retried record by record below)
-            cause: BaseException = exc
-            failed = good if len(good) == 1 else []
-        if len(good) > 1:
-            for record in good:  # find the record(s) the store chokes on; the rest are written
-                try:
-                    self.stats.written += self.store.write_batch([record])
-                except StoreUnavailable:
-                    raise
-                except Exception as exc:  # noqa: BLE001 (this record is retried, then dead-lettered)
-                    failed.append(record)
-                    cause = exc
-        retry = [r for r in failed if not self._gave_up(r, cause)]
-        if retry:
-            raise RecordsFailed(retry, cause)
-
-    def _poisoned(self, record: UsageRecord) -> bool:
-        problem = record_problem(record)
-        if problem is not None:
-            self._dead_letter(record, f"never storable: {problem}")
-        return problem is not None
-
-    def _gave_up(self, record: UsageRecord, cause: BaseException) -> bool:
-        attempts = self._attempts.get(record.request_id, 0) + 1
-        if attempts < self._config.max_attempts:
-            self._attempts[record.request_id] = attempts
-            return False
-        self._attempts.pop(record.request_id, None)
-        self._dead_letter(record, f"failed {attempts} times: {type(cause).__name__}: {cause}")
-        return True
-
-    def _dead_letter(self, record: UsageRecord, reason: str) -> None:
-        dead = self._spill.dead_letter if self._spill is not None else None
-        log.error("usage record %s of team %s dead-lettered%s: %s", record.request_id, record.team,
-                  f" to {dead.path}" if dead else " (no dead-letter file: logged only)", reason)
-        if dead is not None:
-            dead.add_record(record, reason)  # raising here keeps the batch (nothing lost)
-        self.stats.dead_lettered += 1
+            self.stats.written += self._writer.write(batch)
+        finally:
+            self.stats.dead_lettered = self._writer.dead_lettered
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         if not self.stats.store_down:
