@@ -128,5 +128,5 @@ def test_a_backend_new_in_the_file_is_passed_over_until_a_restart(gw: Gateway, f
         "  hosted:", f"  hosted2: {{kind: openai, base_url: \"{fake.url}/v1\"}}\n  hosted:").replace(
         "      - {backend: hosted, model: m}", "      - {backend: hosted, model: m}\n      - {backend: hosted2, model: m}")
     gw.config.write_text(text)
-    wait_until(lambda: "new backends ['hosted2'] take effect after a restart" in gw.log(), "the warning", 30)
+    wait_until(lambda: "restart needed: backend hosted2: new" in gw.log(), "the warning", 30)
     _becomes(gw, "to-new", "local")
