@@ -89,7 +89,10 @@ class SpillFile:
             self._active = self._active_path = None
 
     def has_pending(self) -> bool:
-        return self._active is not None or any(self.directory.glob("spill-*.jsonl"))
+        try:
+            return self._active is not None or any(self.directory.glob("spill-*.jsonl"))
+        except OSError:  # e.g. too many open files to list the folder: assume records wait there
+            return True
 
     def replay(self, write: Callable[[list[UsageRecord]], object], batch_size: int = 500) -> int:
         """Hand every unheld spill file to `write` in batches, deleting each file once all of it is

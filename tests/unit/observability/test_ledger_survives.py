@@ -124,3 +124,52 @@ def test_close_writes_what_is_queued_even_when_never_started(tmp_path: Path) -> 
     ledger.submit(record(request_id="q2"))
     ledger.close()
     assert _ids(store) == {"q2"} and ledger.stats.dead_lettered == 1
+
+
+_EMFILE_SCRIPT = """
+import json, os, resource, sys, time
+from pathlib import Path
+from observability.ledger import Ledger, LedgerConfig
+from observability.spill import SpillFile
+from observability.sqlite_store import SqliteStore
+from tests.unit.observability.conftest import record
+
+root = Path(sys.argv[1])
+store = SqliteStore(root / "u.sqlite3")
+store._conn.execute("PRAGMA query_only = ON")  # the store refuses: records must go to the spill file
+ledger = Ledger(store, spill=SpillFile(root / "spill"),
+                config=LedgerConfig(flush_interval_s=0.01, retry_interval_s=0.01, max_backoff_s=0.05)).start()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()  # glibc loads libgcc_s now
+in_use = [int(fd) for fd in os.listdir("/proc/self/fd")]  # includes listdir's own, closed now
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(in_use), hard))  # no fd left above the open ones
+try:
+    open(root / "probe", "w")
+    sys.exit("the fd limit did not bite")
+except OSError:
+    pass
+for i in range(3):
+    ledger.submit(record(request_id=f"e{i}"))
+held = not ledger.flush(1.0)
+health = ledger.health()
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+store._conn.execute("PRAGMA query_only = OFF")
+flushed = ledger.flush(20, include_spill=True)
+ids = sorted(r.request_id for r in store.records(None, 0, 4e9))
+print(json.dumps({"held": held, "failing": health.failing, "error": health.writer.last_error,
+                  "alive": ledger._thread.is_alive(), "flushed": flushed, "ids": ids}))
+"""
+
+
+def test_too_many_open_files_holds_records_in_memory_until_it_clears(tmp_path: Path) -> None:
+    """A real EMFILE (RLIMIT_NOFILE lowered in a child process): the writer lives, reports, loses nothing."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", _EMFILE_SCRIPT, str(tmp_path)], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["held"] and result["failing"] and "Too many open files" in str(result["error"])
+    assert result["alive"] and result["flushed"] and result["ids"] == ["e0", "e1", "e2"]
