@@ -237,7 +237,9 @@ class Ledger:
             log.warning("usage store %s (%s); %s", "refusing writes" if isinstance(exc, StoreRefused)
                         else "unavailable", exc, "spilling to disk" if self._spill else "retrying")
         self.stats.store_down = True
-        if isinstance(exc, StoreRefused) and self._refused_since is None:
+        if not isinstance(exc, StoreRefused):
+            self._refused_since = None  # unreachable now: an outage every replica shares (fail-open)
+        elif self._refused_since is None:
             self._refused_since = time.monotonic()
         self._next_probe = time.monotonic() + self.status.failed(exc)
 
