@@ -101,17 +101,21 @@ def test_the_ledger_survives_redis_refusing_writes_and_loses_nothing(redis_gw: t
     control.config_set("maxmemory-policy", "noeviction")
     control.config_set("maxmemory", "1")  # every write now fails with OOM
     _refusal_survived(gw, server.url, ("maxmemory", "OOM"), before=3, n=4)
+    # refused for 30 s in a row (LedgerConfig.unready_after_s): this replica asks for no traffic
+    wait_until(lambda: _readyz(gw)[0] == 503, "/readyz 503 while Redis keeps refusing", 120, every_s=1.0)
+    assert _readyz(gw)[1]["ledger"]["failing"] is True
+    _served(gw, 1)  # still served: readiness is advice to the load balancer
     control.config_set("maxmemory", "0")
-    _recovered(gw, server.url, 7)
+    _recovered(gw, server.url, 8)
 
     control.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # a failover left us on a replica
-    _refusal_survived(gw, server.url, ("read only", "READONLY"), before=7, n=3)
+    _refusal_survived(gw, server.url, ("read only", "READONLY"), before=8, n=3)
     control.execute_command("REPLICAOF", "NO", "ONE")
-    _recovered(gw, server.url, 10)
+    _recovered(gw, server.url, 11)
 
     control.script_flush()  # NOSCRIPT for the cached write script: reloaded, nothing lost
     _served(gw, 2)
-    wait_until(lambda: _stored(server.url) == 12, "records written after SCRIPT FLUSH", 60)
+    wait_until(lambda: _stored(server.url) == 13, "records written after SCRIPT FLUSH", 60)
     assert "Traceback" not in gw.log()
     control.close()
 
