@@ -173,3 +173,30 @@ def test_a_reload_that_only_a_restart_can_apply_says_so(plain_gw: Gateway, fake:
     assert "rotated-key" not in str(lines)
     assert "policy reload: restart needed: backend hosted: api_key changed" in gw.log()
     assert gw.chat("chat").rule == "with-extra"  # the rest of the reload applied
+
+
+def _spilled_lines(data_dir: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (data_dir / "spill").glob("spill-*.jsonl"))
+
+
+def test_records_spilled_at_shutdown_reach_redis_after_a_restart(fake: Fake, tmp_path: Path) -> None:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    server = RedisServer(workdir=tmp_path).start()
+    control = redis.Redis.from_url(server.url)
+    env = {"REDIS_URL": server.url, "HYBRIDGW_ADMIN_KEY": ADMIN}
+    try:
+        control.config_set("maxmemory-policy", "noeviction")
+        control.config_set("maxmemory", "1")
+        with serving(tmp_path, _policy(fake.url), env=env) as gw:
+            _served(gw, 5)
+            data_dir = gw.data_dir
+        # stopped while Redis refused every write: nothing dropped, all on disk, and it said so
+        assert _spilled_lines(data_dir) == 5 and _stored(server.url) == 0
+        control.config_set("maxmemory", "0")
+        with serving(tmp_path, _policy(fake.url), env=env) as gw:
+            wait_until(lambda: _stored(server.url) == 5, "the spilled records replayed by the next gateway", 90)
+            wait_until(lambda: _spilled_lines(data_dir) == 0, "the spill file removed", 30)
+    finally:
+        control.close()
+        server.stop()
