@@ -4,6 +4,8 @@ them and applies the next valid edit."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +131,19 @@ def test_an_error_in_the_watcher_itself_is_survived_and_reported(tmp_path: Path)
     asyncio.run(scenario())
     assert applied[-1].policy.rules[0].name == "back"
     assert reloader.status.snapshot().state == "stopped" and reloader.status.snapshot().failures == 0
+
+
+def test_policy_check_refuses_hostile_files_and_header_unsafe_names(tmp_path: Path) -> None:
+    """`hybridgw policy check`, run as the user runs it: exit 1 with the reason, no traceback."""
+    files = {"recursive.yaml": "a: &a [*a, *a]\n", "laughs.yaml": LAUGHS,
+             "control.yaml": GOOD.replace("rules:", "rules:\x1b"),
+             "name.yaml": GOOD.replace("name: first", "name: \"\u30eb\u30fc\u30eb\"")}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    run = subprocess.run([sys.executable, "-m", "gateway.cli", "policy", "check", *(str(tmp_path / n) for n in files)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "recursive.yaml:1: an anchor refers to itself" in run.stderr
+    assert "laughs.yaml:" in run.stderr and "once aliases are expanded" in run.stderr
+    assert "control.yaml:6: not valid YAML: special characters are not allowed" in run.stderr
+    assert "name.yaml:7: rules[0].name: rule name 'ルール' cannot go into an HTTP header" in run.stderr
