@@ -19,7 +19,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_ALIASES = 256  # `*name` references in one file; a policy needs a handful
 MAX_DEPTH = 64  # nesting of mappings and lists (a policy nests about 6 deep)
 _BRACKETS = re.compile(r"[\[\]{}]")
-MAX_NODES = 20_000  # values after alias expansion ("billion laughs" expands 9 aliases to 10^9)
+MAX_NODES = 100_000  # values after alias expansion ("billion laughs" expands 9 aliases to 10^9)
 
 
 class _BoundedLoader(yaml.SafeLoader):
