@@ -16,7 +16,7 @@ from policies.errors import PolicyError
 
 Path_ = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-MAX_ALIASES = 256  # `*name` references in one file; a policy needs a handful
+MAX_ALIASES = 1024  # `*name` references in one file (shared limits per team, say); expansion is bounded below
 MAX_DEPTH = 64  # nesting of mappings and lists (a policy nests about 6 deep)
 _BRACKETS = re.compile(r"[\[\]{}]")
 MAX_NODES = 100_000  # values after alias expansion ("billion laughs" expands 9 aliases to 10^9)
