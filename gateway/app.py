@@ -20,6 +20,8 @@ from gateway.catalog import build_catalog
 from gateway.errors import ErrorInfo
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
+from gateway.readiness import Readiness
+from gateway.reload_changes import restart_changes
 from gateway.routes import admin_keys, chat, completions, embeddings, health, models
 from gateway.routes.metrics import metrics_route
 from gateway.routes.usage import usage_routes
@@ -27,6 +29,7 @@ from gateway.services import RouteFn, Services
 from gateway.settings import Settings
 from gateway.telemetry import build_telemetry
 from gateway.token_count import TokenCounter
+from observability.ledger import Ledger
 from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics
 from observability.stores import UsageStore
@@ -74,17 +77,21 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
                         telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(router.counter),
                         limiter=limiter)
 
+    parts = Readiness(ledger=usage_sink if isinstance(usage_sink, Ledger) else None, poller=router.poller)
+
     def apply_reload(loaded: LoadedPolicy) -> None:
         router.reload(loaded)
         if limiter is not None:
             limiter.reconfigure(limits_from_policy(loaded.policy))
-        # Aliases follow the new file; a backend that is new in it needs a restart to be opened.
+        # Aliases follow the new file; backends were opened (engines spawned) at start and stay as they were.
         services.catalog = build_catalog(loaded.policy, env, engine_urls)
-        missing = sorted(set(services.catalog.backends) - set(backends))
-        if missing:
-            services.log.warning("policy reload: new backends %s take effect after a restart", missing)
+        changes = restart_changes(plain, loaded.policy)
+        for line in sorted(set(changes) - set(parts.restart_needed)):
+            services.log.warning("policy reload: restart needed: %s", line)
+        parts.restart_needed = changes
 
     reloader = PolicyReloader(settings.policy_file, apply_reload, environ=env) if settings.policy_file else None
+    parts.reloader = reloader
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,6 +118,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
 
     app = FastAPI(title="hybridgw", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
+    app.state.readiness = parts
     # Plain Starlette routes: the handlers read the body themselves (size limit, orjson, pass-through).
     for module in (chat, completions, embeddings, models, health, admin_keys):
         app.router.routes.extend(module.ROUTES)

@@ -124,7 +124,12 @@ class EngineSupervisor:
                 with self._lock:
                     if self._stopping.is_set() or child.popen is None or child.popen.poll() is None:
                         continue
-                    self._restart_later(child)
+                    try:
+                        self._restart_later(child)
+                    except Exception:  # e.g. too many open files for its log: try again later, never die
+                        child.restarts += 1
+                        child.next_start = time.monotonic() + min(self._max_backoff_s, 2.0 ** child.restarts)
+                        log.exception("engine %s: restart failed; trying again", child.spec.name)
 
     def _restart_later(self, child: _Child) -> None:
         now = time.monotonic()

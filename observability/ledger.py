@@ -1,6 +1,7 @@
 """The usage ledger: the gateway's UsageSink. `submit()` appends to an in-memory queue (O(1), never
 blocks); a writer thread stores batches off the request path, spills them to a local file while the
-store is down, and replays the file once it is back. Nothing is dropped on the way."""
+store is down or refusing, and replays the file (with back-off) once it is back. Nothing is dropped:
+a record no store can take (poison) goes to the dead-letter file. The thread survives any error."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from observability.batch_writer import BatchWriter, RecordsFailed
 from observability.spill import SpillFile
-from observability.stores import StoreUnavailable, UsageStore, open_store
+from observability.stores import StoreRefused, StoreUnavailable, UsageStore, open_store
+from observability.task_status import TaskState, TaskStatus
 from observability.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,12 @@ log = logging.getLogger(__name__)
 class LedgerConfig:
     batch_size: int = 256
     flush_interval_s: float = 0.2  # longest a record waits in memory while traffic is light
-    retry_interval_s: float = 1.0  # how often a down store is probed
+    retry_interval_s: float = 1.0  # first back-off after a failure; doubles up to max_backoff_s
+    max_backoff_s: float = 10.0  # records wait on disk meanwhile; a recovered store is seen within this
+    max_attempts: int = 5  # a record that fails this often on its own (store otherwise fine) is poison
+    # /readyz turns 503 once the store has *refused* writes (OOM, READONLY, ...) this long in a row.
+    # An unreachable store does not count: every replica sees that outage, and the spill holds it.
+    unready_after_s: float = 30.0
 
 
 @dataclass
@@ -32,7 +40,20 @@ class LedgerStats:
     written: int = 0  # new records the store accepted (replays included)
     spilled: int = 0
     replayed: int = 0
+    dead_lettered: int = 0
     store_down: bool = False
+
+
+@dataclass(frozen=True)
+class LedgerHealth:
+    """What /readyz shows of the ledger."""
+
+    writer: TaskState
+    queued: int  # in memory, not yet stored or spilled
+    spill_pending: bool  # records wait in spill files for the store
+    dead_lettered: int  # records moved to the dead-letter file by this process
+    store_down: bool
+    failing: bool  # persistently unable to write: this replica should take no traffic
 
 
 class Ledger:
@@ -43,6 +64,7 @@ class Ledger:
         self.store = store
         self._observers = tuple(observers)
         self.stats = LedgerStats()
+        self.status = TaskStatus("ledger_writer", base_s=config.retry_interval_s, cap_s=config.max_backoff_s)
         self._spill = spill
         self._config = config
         self._queue: deque[UsageRecord] = deque()  # append/popleft are atomic: no lock on the hot path
@@ -52,12 +74,16 @@ class Ledger:
         self._in_flight = 0
         self._requeued = 0  # records at the queue's head that went back after a failed write
         self._next_probe = 0.0
+        self._writer = BatchWriter(store, spill.dead_letter if spill is not None else None, config.max_attempts)
+        self._refused_since: float | None = None  # monotonic start of the current run of refusals
+        self._spill_failing = False  # records only in memory: the spill file cannot be written
         self._thread: threading.Thread | None = None
 
     def start(self) -> Ledger:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="hybridgw-ledger", daemon=True)
             self._thread.start()
+            self.status.ok()
         return self
 
     def submit(self, record: UsageRecord) -> None:
@@ -65,6 +91,14 @@ class Ledger:
         self.stats.submitted += 1
         if len(self._queue) >= self._config.batch_size:
             self._wake.set()
+
+    def health(self) -> LedgerHealth:
+        refused = self._refused_since is not None and \
+            time.monotonic() - self._refused_since >= self._config.unready_after_s
+        dead = self._thread is not None and not self._thread.is_alive()
+        return LedgerHealth(self.status.snapshot(), len(self._queue) + self._in_flight,
+                            self._spill is not None and self._spill.has_pending(), self.stats.dead_lettered,
+                            self.stats.store_down, refused or self._spill_failing or dead)
 
     def flush(self, timeout_s: float = 10.0, *, include_spill: bool = False) -> bool:
         """Wait until every submitted record is in the store or the spill file (with include_spill:
@@ -91,10 +125,15 @@ class Ledger:
         if thread is not None:
             thread.join(timeout_s)
             if thread.is_alive():
-                log.error("usage ledger did not finish within %.1f s; %d records queued", timeout_s, len(self._queue))
+                log.error("usage ledger did not finish within %.1f s; %d records not written (last error: %s)",
+                          timeout_s, len(self._queue) + self._in_flight, self.status.snapshot().last_error)
                 return
-        elif self._queue:  # never started: write what is queued from here
-            self._drain_once()
+        if self._queue:  # never started (or its thread is gone): write what is queued from here
+            self._guarded_drain()
+        if self._queue:
+            log.error("usage ledger closed with %d records not written (last error: %s)", len(self._queue),
+                      self.status.snapshot().last_error)
+        self.status.stopped()
         if self._spill is not None:
             self._spill.close()
 
@@ -103,14 +142,27 @@ class Ledger:
         await asyncio.to_thread(self.close, timeout_s)
 
     def _run(self) -> None:
+        delay = self._config.flush_interval_s
         while True:
-            self._wake.wait(self._config.flush_interval_s)
+            self._wake.wait(delay)
             self._wake.clear()
-            self._drain_once()
-            if self._stopping and (not self._queue or (self.stats.store_down and self._spill is None)):
+            delay = self._guarded_drain()
+            if self._stopping and (not self._queue or (self.stats.store_down and self._spill is None)
+                                   or self._spill_failing):
                 if self._queue:
                     log.error("usage store down at shutdown: %d records not written", len(self._queue))
                 return
+
+    def _guarded_drain(self) -> float:
+        """One round; whatever goes wrong, the thread lives on. Returns how long to wait next."""
+        try:
+            self._drain_once()
+        except Exception as exc:  # a bug or an unforeseen error: report it, back off, try again
+            log.exception("usage ledger writer failed; retrying")
+            self._next_probe = time.monotonic() + self.status.failed(exc)
+        if self._queue:  # records held in memory (nowhere to put them): wait out the back-off
+            return max(self._config.flush_interval_s, self._next_probe - time.monotonic())
+        return self._config.flush_interval_s
 
     def _drain_once(self) -> None:
         while self._queue:
@@ -118,12 +170,15 @@ class Ledger:
             self._observe(batch[already_observed:])
             try:
                 kept = self._write(batch)
+            except BaseException:
+                self._requeue(batch)  # never lose what was taken from the queue
+                raise
             finally:
                 with self._idle:
                     self._in_flight = 0
                     self._idle.notify_all()
             if not kept:
-                break  # back in the queue (no spill file): retry on the next tick
+                break  # back in the queue: retry after the back-off
         self._maybe_replay()
 
     def _observe(self, batch: list[UsageRecord]) -> None:
@@ -146,48 +201,86 @@ class Ledger:
         self._requeued -= already_observed
         return batch, already_observed
 
+    def _requeue(self, batch: list[UsageRecord]) -> None:
+        self._queue.extendleft(reversed(batch))
+        self._requeued += len(batch)
+
     def _write(self, batch: list[UsageRecord]) -> bool:
         """Store the batch, else spill it, else put it back in the queue (then False)."""
         if self.stats.store_down and self._spill is not None and time.monotonic() < self._next_probe:
-            self._to_spill(batch)
-            return True
+            return self._to_spill(batch)
         try:
-            self.stats.written += self.store.write_batch(batch)
-            self.stats.store_down = False
-            return True
+            self._store(batch)
         except StoreUnavailable as exc:
-            if not self.stats.store_down:
-                log.warning("usage store unavailable (%s); %s", exc, "spilling to disk" if self._spill else "retrying")
-            self.stats.store_down = True
-            self._next_probe = time.monotonic() + self._config.retry_interval_s
+            self._store_failed(exc)
             if self._spill is None:
-                self._queue.extendleft(reversed(batch))
-                self._requeued += len(batch)
+                self._requeue(batch)
                 return False
-            self._to_spill(batch)
-            return True
+            return self._to_spill(batch)
+        except RecordsFailed as exc:  # the store works; these records go round again after a back-off
+            self._next_probe = time.monotonic() + self.status.failed(exc)
+            if self._spill is not None:
+                return self._to_spill(exc.records)
+            self._requeue(exc.records)
+            return False
+        self._store_ok()
+        return True
 
-    def _to_spill(self, batch: list[UsageRecord]) -> None:
+    def _store(self, batch: list[UsageRecord]) -> None:
+        try:
+            self.stats.written += self._writer.write(batch)
+        finally:
+            self.stats.dead_lettered = self._writer.dead_lettered
+
+    def _store_failed(self, exc: StoreUnavailable) -> None:
+        if not self.stats.store_down:
+            log.warning("usage store %s (%s); %s", "refusing writes" if isinstance(exc, StoreRefused)
+                        else "unavailable", exc, "spilling to disk" if self._spill else "retrying")
+        self.stats.store_down = True
+        if not isinstance(exc, StoreRefused):
+            self._refused_since = None  # unreachable now: an outage every replica shares (fail-open)
+        elif self._refused_since is None:
+            self._refused_since = time.monotonic()
+        self._next_probe = time.monotonic() + self.status.failed(exc)
+
+    def _store_ok(self) -> None:
+        self.stats.store_down = False
+        self._refused_since = None
+        self._spill_failing = False  # what was held in memory went to the store
+        self.status.ok()
+
+    def _to_spill(self, batch: list[UsageRecord]) -> bool:
         assert self._spill is not None
-        self._spill.append(batch)
+        try:
+            self._spill.append(batch)
+        except OSError as exc:  # disk full, too many open files: keep them in memory and retry
+            if not self._spill_failing:
+                log.error("usage spill file cannot be written (%s); %d records held in memory", exc, len(batch))
+            self._spill_failing = True
+            self._next_probe = time.monotonic() + self.status.failed(f"spill: {type(exc).__name__}: {exc}")
+            self._requeue(batch)
+            return False
+        self._spill_failing = False
         self.stats.spilled += len(batch)
+        return True
 
     def _maybe_replay(self) -> None:
         if self._spill is None or not self._spill.has_pending() or time.monotonic() < self._next_probe:
             return
         if self.stats.store_down and not self.store.ping():
-            self._next_probe = time.monotonic() + self._config.retry_interval_s
+            self._next_probe = time.monotonic() + self.status.failed("usage store unavailable")
             return
         try:
-            self.stats.replayed += self._spill.replay(self._write_replayed)
-            self.stats.store_down = False
+            self.stats.replayed += self._spill.replay(self._store)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            return
+        except RecordsFailed as exc:  # left in their file for the next replay
+            self._next_probe = time.monotonic() + self.status.failed(exc)
+            return
+        if self.stats.store_down or self.status.snapshot().state == "retrying":
             log.info("usage store back; spilled records replayed")
-        except StoreUnavailable:
-            self.stats.store_down = True
-            self._next_probe = time.monotonic() + self._config.retry_interval_s
-
-    def _write_replayed(self, batch: list[UsageRecord]) -> None:
-        self.stats.written += self.store.write_batch(batch)
+        self._store_ok()
 
 
 def open_ledger(redis_url: str | None, data_dir: Path, config: LedgerConfig = LedgerConfig(),

@@ -1,8 +1,9 @@
 """The Limiter shared by every gateway replica: one Lua script checks all of a request's windows and
 charges them only if every one has room (reserve), another adds actual − estimate (settle). Far from
 a limit a reservation also leases a little quota, and the next ones are served from it without a
-round trip (limit_leases.py); near a limit every one goes to Redis. If Redis is unreachable it fails
-open with a logged warning, so requests keep flowing."""
+round trip (limit_leases.py); near a limit every one goes to Redis. If Redis is unreachable or refuses
+(OOM, READONLY after a failover, NOSCRIPT, BUSY, too many open files) it fails open with a logged
+warning, so requests keep flowing."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from observability.limit_leases import LeaseBook
@@ -60,7 +62,9 @@ for i = 1, #KEYS do
 end
 return 1
 """
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# "Down" for the documented fail-open: unreachable, or answering with an error (ResponseError covers
+# OOM, READONLY, NOSCRIPT, BUSY, LOADING, ...); a 500 for a request because Redis is unwell is worse.
+_DOWN = (RedisConnectionError, RedisTimeoutError, ResponseError, OSError)
 _WINDOW_SLACK_S = 3600  # counters outlive their window a little, so a late settle still lands
 
 
@@ -110,10 +114,10 @@ class RedisLimiter:
         try:
             index, used, *each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
         except _DOWN as exc:
-            self._warn(f"limits not enforced, Redis unreachable: {exc!r}")
+            self._warn(f"limits not enforced, Redis unreachable or refusing: {exc!r}")
             leases.put_back(charges, asks, taken)
             return Reservation(request_id, team, key_id, tokens, cost_usd)  # no windows: settle is a no-op
-        except BaseException:  # cancelled, or Redis refused the script (READONLY, BUSY, ...)
+        except BaseException:  # cancelled (or an error no one foresaw): nothing was charged
             leases.put_back(charges, asks, taken)
             raise
         if index:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
+from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -22,7 +23,7 @@ from observability.rollups import (
     period_start,
     record_fields,
 )
-from observability.stores import StoreUnavailable, decode_record, encode_record
+from observability.stores import StoreRefused, StoreUnavailable, decode_record, encode_record
 from observability.usage import UsageRecord
 
 # KEYS: seen, hour rollup, day rollup, stream, teams set
@@ -46,6 +47,14 @@ redis.call('SADD', KEYS[5], ARGV[6])
 return 1
 """
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Errors of the server's state, not of a record: retried (spilled meanwhile), never dead-lettered.
+_REFUSED_TYPES = (OutOfMemoryError, ReadOnlyError, NoScriptError, BusyLoadingError)
+_REFUSED_WORDS = ("OOM", "READONLY", "NOSCRIPT", "LOADING", "BUSY", "MISCONF", "MASTERDOWN", "NOREPLICAS",
+                  "TRYAGAIN", "CLUSTERDOWN", "maxmemory", "read only replica")
+
+
+def _refused(exc: ResponseError) -> bool:
+    return isinstance(exc, _REFUSED_TYPES) or any(word in str(exc) for word in _REFUSED_WORDS)
 
 
 class RedisStore:
@@ -104,6 +113,10 @@ class RedisStore:
             return sum(int(r) for r in pipe.execute())
         except _DOWN as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
+        except ResponseError as exc:
+            if _refused(exc):
+                raise StoreRefused(f"redis: {exc}") from exc
+            raise  # a record the script refused: the ledger retries it alone, then dead-letters it
 
     def rollups(self, team: str | None, period: str, since: float, until: float) -> list[Rollup]:
         teams = [team] if team is not None else self.teams()

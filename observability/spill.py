@@ -3,6 +3,8 @@
 Each process appends to its own file and holds an exclusive flock on it while it is open, so a
 file nobody holds (its writer closed it or died) can be replayed by any process on the host.
 Replays may repeat records; the stores are idempotent by request_id, so that never double-counts.
+Records no store can take (poison) and lines that no longer parse go to dead-letter.jsonl, kept for
+an operator and never replayed automatically.
 """
 from __future__ import annotations
 
@@ -13,25 +15,61 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from observability.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
 
+DEAD_LETTER_NAME = "dead-letter.jsonl"
+
+
+class DeadLetter:
+    """Append-only, fsynced file of what will never be stored: {"reason", "record"} or {"reason", "line"}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.count = 0  # entries this process added
+
+    def add_record(self, record: UsageRecord, reason: str) -> None:
+        self._append({"reason": reason, "record": record.to_dict()})
+
+    def add_line(self, line: str, reason: str) -> None:
+        self._append({"reason": reason, "line": line})
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # default=str: a poison record may hold what JSON cannot (it is kept for a person to read)
+        text = json.dumps(entry, separators=(",", ":"), default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, text.encode("utf-8", "backslashreplace"))  # one write: lines of processes never mix
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.count += 1
+
+
 class SpillFile:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, dead_letter: DeadLetter | None = None) -> None:
         self.directory = Path(directory)
+        self.dead_letter = dead_letter or DeadLetter(self.directory / DEAD_LETTER_NAME)
         self._active: IO[str] | None = None
         self._active_path: Path | None = None
 
     def append(self, records: Sequence[UsageRecord]) -> None:
-        """Durably append records (one JSON line each; flushed and fsynced before returning)."""
+        """Durably append records (one JSON line each; flushed and fsynced before returning). On an
+        error (disk full, too many open files) the file is closed, so a torn line ends that file."""
+        text = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
         handle = self._open_active()
-        handle.write("".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records))
-        handle.flush()
-        os.fsync(handle.fileno())
+        try:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        except BaseException:
+            self._close_active()
+            raise
 
     def _open_active(self) -> IO[str]:
         if self._active is None:
@@ -44,11 +82,17 @@ class SpillFile:
 
     def _close_active(self) -> None:
         if self._active is not None:
-            self._active.close()  # releases the flock: the file becomes replayable
+            try:
+                self._active.close()  # releases the flock: the file becomes replayable
+            except OSError as exc:  # its buffer could not be flushed: those lines were never acknowledged
+                log.warning("spill %s: close failed: %s", self._active_path, exc)
             self._active = self._active_path = None
 
     def has_pending(self) -> bool:
-        return self._active is not None or any(self.directory.glob("spill-*.jsonl"))
+        try:
+            return self._active is not None or any(self.directory.glob("spill-*.jsonl"))
+        except OSError:  # e.g. too many open files to list the folder: assume records wait there
+            return True
 
     def replay(self, write: Callable[[list[UsageRecord]], object], batch_size: int = 500) -> int:
         """Hand every unheld spill file to `write` in batches, deleting each file once all of it is
@@ -61,7 +105,7 @@ class SpillFile:
 
     def _replay_file(self, path: Path, write: Callable[[list[UsageRecord]], object], batch_size: int) -> int:
         try:
-            handle = open(path, "r", encoding="utf-8")
+            handle = open(path, "r", encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return 0  # another process replayed it meanwhile
         with handle:
@@ -71,7 +115,7 @@ class SpillFile:
                 return 0  # its writer is alive and still appending
             if os.fstat(handle.fileno()).st_nlink == 0:
                 return 0  # replayed and deleted by another process while we waited
-            records = _read_records(handle, path)
+            records = _read_records(handle, path, self.dead_letter)
             for start in range(0, len(records), batch_size):
                 write(records[start:start + batch_size])
             path.unlink()
@@ -81,12 +125,17 @@ class SpillFile:
         self._close_active()
 
 
-def _read_records(handle: IO[str], path: Path) -> list[UsageRecord]:
+def _read_records(handle: IO[str], path: Path, dead_letter: DeadLetter) -> list[UsageRecord]:
     records = []
     for number, line in enumerate(handle, 1):
         if not line.endswith("\n"):
             # a torn last line: the writer died mid-append, before that record was acknowledged
             log.warning("spill %s: skipping torn line %d", path.name, number)
             continue
-        records.append(UsageRecord.from_dict(json.loads(line)))
+        try:
+            records.append(UsageRecord.from_dict(json.loads(line)))
+        except (ValueError, TypeError, AttributeError) as exc:  # a corrupt line must not block the rest
+            log.error("spill %s: line %d does not parse (%s); moved to %s", path.name, number, exc,
+                      dead_letter.path.name)
+            dead_letter.add_line(line.rstrip("\n"), f"spill line does not parse: {exc}")
     return records

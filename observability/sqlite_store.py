@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from observability.rollups import DAY_S, Fields, Rollup, merge_fields, period_start, rollups_for
-from observability.stores import StoreUnavailable, decode_record, encode_record
+from observability.stores import StoreRefused, StoreUnavailable, decode_record, encode_record
 from observability.usage import UsageRecord
 
 _SCHEMA = """
@@ -54,7 +54,11 @@ class SqliteStore:
             with self._lock:
                 return self._write(records)
         except sqlite3.OperationalError as exc:  # locked / disk full: keep the batch and retry later
-            raise StoreUnavailable(str(exc)) from exc
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise StoreRefused(f"sqlite: {exc}") from exc
+        except OSError as exc:  # e.g. too many open files
+            raise StoreRefused(f"sqlite: {exc}") from exc
 
     def _write(self, records: Sequence[UsageRecord]) -> int:
         cur = self._conn.cursor()
@@ -79,7 +83,10 @@ class SqliteStore:
             cur.execute("COMMIT")
             return len(new)
         except BaseException:
-            cur.execute("ROLLBACK")
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # already rolled back (a failed COMMIT): keep the original error
             raise
 
     def _maybe_prune(self, cur: sqlite3.Cursor) -> None:

@@ -3,12 +3,13 @@ Redis when REDIS_URL is set, else the embedded SQLite file in the data dir."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from observability.rollups import Rollup
+from observability.rollups import Rollup, record_fields
 from observability.usage import UsageRecord
 
 SQLITE_FILENAME = "usage.sqlite3"
@@ -16,6 +17,39 @@ SQLITE_FILENAME = "usage.sqlite3"
 
 class StoreUnavailable(Exception):
     """The store cannot be written right now (Redis down, SQLite locked); the caller keeps the batch."""
+
+
+class StoreRefused(StoreUnavailable):
+    """The store answered but refused the write (Redis OOM, READONLY after a failover, NOSCRIPT, a
+    full disk): retried like an outage, but a problem of this replica's store that /readyz shows."""
+
+
+# Far below int64, so sums of many records still fit the stores' 64-bit counters.
+MAX_VALUE = 2**53
+
+
+def _bad_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not math.isfinite(value) or abs(value) > MAX_VALUE
+
+
+def record_problem(record: UsageRecord) -> str | None:
+    """Why no store could ever hold this record (then it is poison: dead-lettered, not retried), or None.
+    Every number, and every rollup counter it adds, must be finite and below 2^53 (an upstream once
+    reported 1e300 prompt tokens)."""
+    if not isinstance(record.team, str) or not isinstance(record.request_id, str):
+        return "team and request_id must be strings"
+    for name, value in record.to_dict().items():
+        values = value if isinstance(value, tuple) else (value,)
+        if any(_bad_number(v) for v in values):
+            return f"{name} is not a storable number ({str(value)[:40]})"
+    try:
+        fields = record_fields(record)
+    except (ValueError, OverflowError, TypeError) as exc:
+        return f"its rollup fields cannot be computed: {exc}"
+    bad = next((name for name, value in fields.items() if _bad_number(value)), None)
+    return None if bad is None else f"rollup field {bad} is out of range"
 
 
 class UsageStore(Protocol):

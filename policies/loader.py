@@ -19,6 +19,8 @@ from policies.errors import PolicyError
 from policies.schema import Policy
 from policies.yaml_source import Path_, read_yaml
 
+MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; anything near this is a mistake or an attack
+
 
 @dataclass(frozen=True)
 class LoadedPolicy:
@@ -133,6 +135,8 @@ def _prune(data: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, 
 def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str] | None = None) -> LoadedPolicy:
     """Parse and validate policy text; raises PolicyError listing every problem with its line."""
     env = os.environ if environ is None else environ
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{filename}: the policy is {len(text)} characters; at most {MAX_POLICY_BYTES} are read")
     data, lines = read_yaml(text, filename, env)
     if not isinstance(data, dict):
         raise PolicyError(f"{filename}:1: a policy is a mapping with backends, models, rules, …")
@@ -149,12 +153,20 @@ def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str
     return LoadedPolicy(policy, filename, absent)
 
 
-def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+def read_policy_text(path: str | Path) -> str:
+    """The file's text, at most MAX_POLICY_BYTES; PolicyError when it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)  # never read a huge (or endless) file whole
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: the policy file is larger than {MAX_POLICY_BYTES} bytes; refused")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
-    return load_policy(text, str(path), environ)
+
+
+def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None) -> LoadedPolicy:
+    return load_policy(read_policy_text(path), str(path), environ)
 
 
 def load_default_policy(environ: Mapping[str, str] | None = None) -> LoadedPolicy:

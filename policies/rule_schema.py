@@ -11,6 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Scalar = str | int | float | bool
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Rule and backend names go into response headers (x-hybridgw-route-rule, x-hybridgw-backend), which
+# are Latin-1 without control characters; a name outside that would fail after the upstream answered.
+_HEADER_SAFE = re.compile(r"^[\x20-\x7e\xa0-\xff]+$")
+
+
+def header_safe(name: str, what: str) -> str:
+    """`name` unchanged if it can go into an HTTP header value; else a ValueError naming `what`."""
+    if not _HEADER_SAFE.match(name) or name != name.strip():
+        raise ValueError(f"{what} {name!r} cannot go into an HTTP header: use printable Latin-1 characters "
+                         "(letters, digits, - _ . :), no control characters, no leading or trailing space")
+    return name
 
 
 class _Strict(BaseModel):
@@ -139,6 +150,11 @@ class Rule(_Strict):
     candidates: list[str] = Field(default_factory=list)
     slo: str | None = None
     shadow: bool = False  # evaluated and recorded, never applied
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return header_safe(value, "rule name")
 
     @model_validator(mode="after")
     def _fields_fit_strategy(self) -> Rule:

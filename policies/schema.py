@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from policies.rule_schema import Rule
+from policies.rule_schema import Rule, header_safe
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -156,3 +156,10 @@ class Policy(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     health: Health = Field(default_factory=Health)
     defaults: Defaults = Field(default_factory=Defaults)
+
+    @field_validator("backends", "teams")
+    @classmethod
+    def _header_safe_names(cls, value: dict[str, object], info: ValidationInfo) -> dict[str, object]:
+        for name in value:  # backend names go into x-hybridgw-backend; team names into logs and reports
+            header_safe(name, f"{info.field_name.rstrip('s')} name" if info.field_name else "name")
+        return value

@@ -1,5 +1,6 @@
 """The live-state adapter: polls every engine backend (~4×/s) over HTTP and keeps the latest frozen
-snapshot of each. A failed poll keeps the old snapshot, which then goes stale and reads as unknown."""
+snapshot of each. A failed poll keeps the old snapshot, which then goes stale and reads as unknown.
+The polling task survives any error (backing off while it repeats) and reports its state."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from typing import Literal
 
 import httpx
 
+from observability.task_status import TaskStatus
 from policies.engine_state import VllmSample, parse_engine_state, parse_vllm_metrics, vllm_snapshot
 from policies.live import EngineSnapshot
 from policies.schema import Policy
@@ -66,6 +68,7 @@ class EngineStatePoller:
         self._vllm_prev: dict[str, VllmSample] = {}
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self.status = TaskStatus("engine_state_poller", base_s=max(interval_s, 0.25))
 
     def set_sources(self, sources: list[StateSource]) -> None:
         """Used on policy reload; snapshots of backends that are gone are dropped next round."""
@@ -74,7 +77,7 @@ class EngineStatePoller:
     async def start(self) -> None:
         if self._task is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)
-            await self.poll_once()
+            await self._guarded_poll()
             self._task = asyncio.create_task(self._run(), name="hybridgw-engine-state-poller")
 
     async def stop(self) -> None:
@@ -85,12 +88,24 @@ class EngineStatePoller:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        self.status.stopped()
 
     async def _run(self) -> None:
         while True:
             started = self.clock()
+            backoff = await self._guarded_poll()
+            await asyncio.sleep(max(backoff, self.interval_s - (self.clock() - started)))
+
+    async def _guarded_poll(self) -> float:
+        """One round that cannot kill the task; returns the back-off to wait (0 after a good round)."""
+        try:
             await self.poll_once()
-            await asyncio.sleep(max(0.0, self.interval_s - (self.clock() - started)))
+        except Exception as exc:  # the poller must outlive any error: engines then read as unknown
+            delay = self.status.failed(exc)
+            log.exception("engine state poller failed; retrying in %.1f s", delay)
+            return delay
+        self.status.ok()
+        return 0.0
 
     async def poll_once(self) -> None:
         sources = list(self.sources)
@@ -126,8 +141,8 @@ class EngineStatePoller:
                 snap: EngineSnapshot | None = vllm_snapshot(sample, prev, source.kv_bytes_per_token)
             else:
                 snap = parse_engine_state(response.json(), taken_at)
-        except (httpx.HTTPError, ValueError) as exc:
-            self._note_error(source.backend, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 (HTTP errors, and any answer our parsers choke on)
+            self._note_error(source.backend, f"{type(exc).__name__}: {str(exc)[:300]}")
             refused = isinstance(exc, httpx.ConnectError) and source.on_server
             return None, "down" if refused else "keep"
         if snap is None:

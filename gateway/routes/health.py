@@ -1,13 +1,14 @@
-"""GET /healthz (the process answers) and GET /readyz (backends open; their counters)."""
+"""GET /healthz (the process answers) and GET /readyz (backends open, background tasks, policy
+version; details with the admin key — see gateway/readiness.py for the rule)."""
 from __future__ import annotations
-
-from dataclasses import asdict
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import is_admin
+from gateway.readiness import Readiness, readiness
 from gateway.services import Services
 
 
@@ -17,13 +18,11 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ready = svc.ready and bool(svc.backends)
-    body = {
-        "status": "ready" if ready else "not_ready",
-        "backends": {name: asdict(b.state()) for name, b in svc.backends.items()},
-        "absent_backends": dict(svc.catalog.absent),
-    }
-    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+    parts: Readiness = getattr(request.app.state, "readiness", None) or Readiness()
+    admin = is_admin(request.headers.get("authorization"), svc.settings.admin_key)
+    status, body = readiness(svc.ready, {name: b.state() for name, b in svc.backends.items()},
+                             svc.catalog.absent, parts, admin=admin)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 ROUTES = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.routing.conftest import MESSAGES, Fake, Gateway, serving, wait_until
@@ -129,5 +130,23 @@ def test_a_backend_new_in_the_file_is_passed_over_until_a_restart(gw: Gateway, f
         "  hosted:", f"  hosted2: {{kind: openai, base_url: \"{fake.url}/v1\"}}\n  hosted:").replace(
         "      - {backend: hosted, model: m}", "      - {backend: hosted, model: m}\n      - {backend: hosted2, model: m}")
     gw.config.write_text(text)
-    wait_until(lambda: "new backends ['hosted2'] take effect after a restart" in gw.log(), "the warning", 30)
+    wait_until(lambda: "restart needed: backend hosted2: new" in gw.log(), "the warning", 30)
     _becomes(gw, "to-new", "local")
+
+
+def test_changed_engine_arguments_say_restart_needed_and_the_engine_keeps_serving(gw: Gateway, fake: Fake) -> None:
+    """The spawned engine keeps its arguments until a restart; the reload says so (log and /readyz)."""
+    assert gw.config is not None
+    pids = gw.engine_pids()
+    text = _policy(fake.url, "to-local-a").replace(
+        "local: {kind: engine, model: tiny-random}", 'local: {kind: engine, model: tiny-random, engine_args: ["--max-num-seqs", "2"]}')
+    gw.config.write_text(text)
+    line = "restart needed: engine local: engine_args changed: [] → ['--max-num-seqs', '2']"
+    wait_until(lambda: line in gw.log(), "the restart-needed warning", 30)
+    ready = httpx.get(f"{gw.url}/readyz", timeout=10).json()
+    assert "local" in ready["policy"]["restart_needed"]
+    _becomes(gw, "to-local-a", "local")  # the rest of the reload applied; the old engine still serves
+    assert gw.engine_pids() == pids
+    gw.config.write_text(_policy(fake.url, "to-local-a"))  # back as it runs: nothing waits for a restart
+    wait_until(lambda: "local" not in httpx.get(f"{gw.url}/readyz", timeout=10).json()["policy"]["restart_needed"],
+               "restart_needed cleared", 30)
