@@ -130,15 +130,15 @@ class RequestStream:
             self._queue.put_nowait(None)  # wake a reader waiting for the next output
             self._trace(aborted=True)
 
-    def _trace(self, aborted: bool) -> None:
+    def _trace(self, aborted: bool, finished_ns: int = 0) -> None:
         tracer = self._owner.request_tracer
         if tracer is None or self.trace_context is None:
             return
         tracer.record(self.trace_context, RequestTimes(  # type: ignore[arg-type]
-            self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, time.time_ns(),
+            self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, finished_ns or time.time_ns(),
             self.num_prompt_tokens, self.num_completion_tokens, aborted))
 
-    def _deliver(self, out: RequestOutput, now: float) -> None:
+    def _deliver(self, out: RequestOutput, now: float, now_ns: int) -> None:
         observer = self._observer
         if observer is not None:
             if self.num_completion_tokens == 0:
@@ -149,7 +149,7 @@ class RequestStream:
         if out.new_text:  # the first token stamps TTFT only once it shows as content
             if self.first_token_at is None:
                 self.first_token_at = now
-                self.first_token_ns = time.time_ns()
+                self.first_token_ns = now_ns
                 if observer is not None:
                     observer.first_token(now - self.arrival)
             elif observer is not None:
@@ -159,7 +159,7 @@ class RequestStream:
             self._done = True
             if observer is not None:
                 observer.finished(now - self.arrival, out.num_prompt_tokens, out.num_completion_tokens)
-            self._trace(aborted=False)
+            self._trace(aborted=False, finished_ns=now_ns)
         self._queue.put_nowait(out)
 
     def _fail(self, exc: BaseException) -> None:
@@ -234,7 +234,7 @@ class AsyncEngine:
 
     # --- CoreSink: what the core reports (event loop thread) -------------------------------------
     def deliver(self, outputs: list[RequestOutput]) -> None:
-        now = time.perf_counter()
+        now, now_ns = time.perf_counter(), time.time_ns()  # one step's outputs arrive together
         streams = self._streams
         for out in outputs:
             stream = streams.get(out.seq_id)
@@ -242,7 +242,7 @@ class AsyncEngine:
                 continue  # aborted while the step ran
             if out.finish_reason is not None:
                 del streams[out.seq_id]
-            stream._deliver(out, now)
+            stream._deliver(out, now, now_ns)
 
     def reject(self, seq_id: int, exc: BaseException) -> None:
         stream = self._streams.pop(seq_id, None)

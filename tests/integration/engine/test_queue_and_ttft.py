@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 
 from tests.integration.engine.conftest import Engine, engine_process, metric_value
 from tests.integration.engine.test_core_process import children
+from tests.support import procs
+from tests.support.otlp_sink import TraceSink
 
 MODEL = "tiny-random"
 HI = [{"role": "user", "content": "Hi"}]
@@ -64,3 +67,30 @@ def test_ttft_is_stamped_at_the_first_content_not_the_first_sampled_token(one_sl
     ttft1, e2e1, count1 = _sums(one_slot)
     assert count1 == count0 + 1
     assert ttft1 - ttft0 == pytest.approx(e2e1 - e2e0, abs=1e-6)
+
+
+def _spans_of(sink: TraceSink, trace_id: str) -> dict[str, dict[str, Any]]:
+    def found() -> dict[str, dict[str, Any]] | None:
+        spans = {s["name"]: s for s in sink.snapshot() if s["trace_id"] == trace_id}
+        return spans if "engine.decode" in spans and "engine.prefill" in spans else None
+
+    return procs.wait_until(found, "the engine's spans of one request", 30)
+
+
+def test_engine_spans_end_prefill_at_the_first_content() -> None:
+    sink = TraceSink().start()
+    env = {"HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    try:
+        with engine_process("--model", MODEL, env=env) as engine:
+            client = engine.client()
+            for trace_id, stop in (("1" * 32, ["\x00" * 400]), ("2" * 32, None)):
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=HI, max_tokens=24, stream=True, stop=stop,
+                    extra_body={"ignore_eos": True}, extra_headers={"traceparent": f"00-{trace_id}-{'3' * 16}-01"})
+                assert sum(1 for _ in stream) > 1
+            held, plain = _spans_of(sink, "1" * 32), _spans_of(sink, "2" * 32)
+    finally:
+        sink.stop()
+    # Everything held back to the end: the first content is the last output, so decode is empty.
+    assert held["engine.prefill"]["end_ns"] == held["engine.decode"]["start_ns"] == held["engine.decode"]["end_ns"]
+    assert plain["engine.decode"]["start_ns"] < plain["engine.decode"]["end_ns"]  # 23 more tokens after the first
