@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from local_engine.admission import EngineLimits
@@ -48,9 +49,18 @@ class EngineCore(Protocol):
 
 
 class RequestObserver(Protocol):
-    """Gets each request's latencies (the metrics module implements it)."""
+    """Gets each request's latencies and token counts (the metrics module implements it).
 
-    def first_token(self, ttft_s: float, num_prompt_tokens: int) -> None: ...
+    TTFT and ITL are timed at outputs that carry text (what a client sees as content, as DESIGN
+    defines them); tokens whose text is still held back (a stop string's possible start, an
+    incomplete UTF-8 character) are counted but not timed.
+    """
+
+    def prefilled(self, num_prompt_tokens: int) -> None: ...  # the first token was sampled
+
+    def generated(self, num_tokens: int) -> None: ...
+
+    def first_token(self, ttft_s: float) -> None: ...
 
     def inter_token(self, itl_s: float) -> None: ...
 
@@ -120,31 +130,36 @@ class RequestStream:
             self._queue.put_nowait(None)  # wake a reader waiting for the next output
             self._trace(aborted=True)
 
-    def _trace(self, aborted: bool) -> None:
+    def _trace(self, aborted: bool, finished_ns: int = 0) -> None:
         tracer = self._owner.request_tracer
         if tracer is None or self.trace_context is None:
             return
         tracer.record(self.trace_context, RequestTimes(  # type: ignore[arg-type]
-            self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, time.time_ns(),
+            self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, finished_ns or time.time_ns(),
             self.num_prompt_tokens, self.num_completion_tokens, aborted))
 
-    def _deliver(self, out: RequestOutput, now: float) -> None:
+    def _deliver(self, out: RequestOutput, now: float, now_ns: int) -> None:
         observer = self._observer
+        if observer is not None:
+            if self.num_completion_tokens == 0:
+                observer.prefilled(out.num_prompt_tokens)
+            observer.generated(out.num_completion_tokens - self.num_completion_tokens)
         self.num_completion_tokens = out.num_completion_tokens
         self.first_scheduled_ns = out.first_scheduled_ns
-        if self.first_token_at is None:
-            self.first_token_at = now
-            self.first_token_ns = time.time_ns()
-            if observer is not None:
-                observer.first_token(now - self.arrival, out.num_prompt_tokens)
-        elif observer is not None:
-            observer.inter_token(now - self._last_at)
-        self._last_at = now
+        if out.new_text:  # the first token stamps TTFT only once it shows as content
+            if self.first_token_at is None:
+                self.first_token_at = now
+                self.first_token_ns = now_ns
+                if observer is not None:
+                    observer.first_token(now - self.arrival)
+            elif observer is not None:
+                observer.inter_token(now - self._last_at)
+            self._last_at = now
         if out.finish_reason is not None:
             self._done = True
             if observer is not None:
                 observer.finished(now - self.arrival, out.num_prompt_tokens, out.num_completion_tokens)
-            self._trace(aborted=False)
+            self._trace(aborted=False, finished_ns=now_ns)
         self._queue.put_nowait(out)
 
     def _fail(self, exc: BaseException) -> None:
@@ -180,7 +195,11 @@ class AsyncEngine:
         return self._started and self.dead_reason is None and self.core.is_running()
 
     def snapshot(self) -> EngineSnapshot:
-        return self.core.snapshot()
+        """The core's latest numbers, with requests accepted here but not yet in the step loop
+        counted as waiting (admission counts them too: the state and the metrics must agree)."""
+        snap = self.core.snapshot()
+        pending = self.core.num_unapplied_adds()
+        return replace(snap, num_waiting=snap.num_waiting + pending) if pending else snap
 
     # --- requests (event loop thread) -----------------------------------------------------------
     def submit(self, prompt_token_ids: list[int], sampling: SamplingParams, *, priority: int = 0,
@@ -189,7 +208,7 @@ class AsyncEngine:
         if not self.is_alive:
             raise EngineDead(self.dead_reason or "the engine is not running")
         self.limits.check_fits(len(prompt_token_ids), sampling.max_tokens)
-        num_waiting = self.core.snapshot().num_waiting + self.core.num_unapplied_adds()
+        num_waiting = self.snapshot().num_waiting
         if num_waiting >= self.limits.max_waiting:
             raise EngineFull(num_waiting, self.limits.max_waiting)
         seq = Sequence(list(prompt_token_ids), sampling, priority=priority, arrival_time=time.time(),
@@ -215,7 +234,7 @@ class AsyncEngine:
 
     # --- CoreSink: what the core reports (event loop thread) -------------------------------------
     def deliver(self, outputs: list[RequestOutput]) -> None:
-        now = time.perf_counter()
+        now, now_ns = time.perf_counter(), time.time_ns()  # one step's outputs arrive together
         streams = self._streams
         for out in outputs:
             stream = streams.get(out.seq_id)
@@ -223,7 +242,7 @@ class AsyncEngine:
                 continue  # aborted while the step ran
             if out.finish_reason is not None:
                 del streams[out.seq_id]
-            stream._deliver(out, now)
+            stream._deliver(out, now, now_ns)
 
     def reject(self, seq_id: int, exc: BaseException) -> None:
         stream = self._streams.pop(seq_id, None)

@@ -4,14 +4,24 @@ Pure Python over ids (no torch): the runner owns the tensors, this owns the numb
 """
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
+from collections.abc import Sequence as Ids
 
 from local_engine.sequence import Sequence
 
-# Parent key of a sequence's first block; a chain of hashes then identifies each block's whole prefix.
-_ROOT_HASH = 0
+BlockKey = bytes  # SHA-256 of the parent block's key and this block's token ids: the whole prefix
 
-BlockKey = tuple[int, tuple[int, ...]]  # (hash of the prefix before the block, the block's token ids)
+# Parent key of a sequence's first block; a chain of keys then identifies each block's whole prefix.
+ROOT_KEY: BlockKey = hashlib.sha256(b"hybridgw prefix cache v1").digest()
+
+
+def block_key(parent: BlockKey, token_ids: Ids[int]) -> BlockKey:
+    """The prefix-cache key of a block: a cryptographic hash, so a client cannot craft a prompt whose
+    block collides with another's (Python's hash() of a tuple can be; vLLM CVE-2025-25183) and be
+    served that prompt's K/V. ~1 µs per 16-token block; the same in every process (no hash seed)."""
+    return hashlib.sha256(parent + array("I", token_ids).tobytes()).digest()
 
 
 class _Block:
@@ -27,7 +37,7 @@ class BlockManager:
     """Hands out fixed-size KV blocks to sequences and takes them back.
 
     With prefix caching, a full block whose K/V has been computed is registered under its
-    (prefix hash, token ids) key; a later sequence with the same prefix shares it (ref counted)
+    prefix key (block_key); a later sequence with the same prefix shares it (ref counted)
     instead of recomputing. Freed registered blocks stay reusable until a fresh allocation needs
     them; they are evicted oldest-freed first.
     """
@@ -68,7 +78,7 @@ class BlockManager:
         """The key of the sequence's first reusable block; None without one (or with caching off)."""
         if not self.enable_prefix_caching or (seq.num_tokens - 1) // self.block_size < 1:
             return None
-        return (_ROOT_HASH, tuple(seq.token_ids[:self.block_size]))
+        return block_key(ROOT_KEY, seq.token_ids[:self.block_size])
 
     def is_cached(self, key: BlockKey) -> bool:
         return key in self._cached
@@ -95,16 +105,16 @@ class BlockManager:
         tokens = seq.token_ids
         # The block holding the last token is never reused: its logits must be computed to sample.
         num_candidates = (len(tokens) - 1) // bs
-        parent = _ROOT_HASH
+        parent = ROOT_KEY
         for i in range(num_candidates):
-            key = (parent, tuple(tokens[i * bs:(i + 1) * bs]))
+            key = block_key(parent, tokens[i * bs:(i + 1) * bs])
             block_id = self._cached.get(key)
             if block_id is None:
                 break
             self._hold(block_id)
             seq.block_table.append(block_id)
-            parent = hash(key)
-            seq.block_hashes.append(parent)
+            parent = key
+            seq.block_hashes.append(key)
         self.num_queried_tokens += len(tokens)
         self.num_hit_tokens += len(seq.block_table) * bs
 
@@ -116,13 +126,13 @@ class BlockManager:
         num_full = seq.num_cached_tokens // bs
         tokens = seq.token_ids
         for i in range(len(seq.block_hashes), num_full):
-            parent = seq.block_hashes[-1] if seq.block_hashes else _ROOT_HASH
-            key = (parent, tuple(tokens[i * bs:(i + 1) * bs]))
+            parent = seq.block_hashes[-1] if seq.block_hashes else ROOT_KEY
+            key = block_key(parent, tokens[i * bs:(i + 1) * bs])
             block = self._blocks[seq.block_table[i]]
             if key not in self._cached and block.key is None:
                 self._cached[key] = block.block_id
                 block.key = key
-            seq.block_hashes.append(hash(key))
+            seq.block_hashes.append(key)
 
     def can_append(self, seq: Sequence) -> bool:
         """Whether the sequence's next uncomputed token has (or can get) a slot."""

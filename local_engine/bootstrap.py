@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from local_engine.admission import EngineLimits
 from local_engine.async_engine import AsyncEngine, EngineCore
+from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES
 from local_engine.config import EngineConfig
 from local_engine.server import ServerInfo, create_app
 from local_engine.tokenizer import Tokenizer
@@ -78,12 +79,13 @@ def _process_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[E
     return core, tokenizer, info
 
 
-def build_server(config: EngineConfig, extra_names: tuple[str, ...] = (),
-                 core: CoreKind = "process") -> tuple[FastAPI, ServerInfo, EngineLimits]:
+def build_server(config: EngineConfig, extra_names: tuple[str, ...] = (), core: CoreKind = "process",
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[FastAPI, ServerInfo, EngineLimits]:
     engine_core, tokenizer, info = (_process_core if core == "process" else _thread_core)(config, extra_names)
     async_engine = AsyncEngine(engine_core)
     tracing = engine_tracing()
     if tracing is not None:
         async_engine.request_tracer = RequestTracer(tracing.provider.get_tracer("hybridgw.engine"), info.model_name)
-    app = create_app(async_engine, tokenizer, info, on_shutdown=tracing.shutdown if tracing else None)
+    app = create_app(async_engine, tokenizer, info, on_shutdown=tracing.shutdown if tracing else None,
+                     max_body_bytes=max_body_bytes)
     return app, info, engine_core.limits

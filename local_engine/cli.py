@@ -11,10 +11,18 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES
 from local_engine.config import ConfigError, EngineConfig
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="per-step token budget")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                   help="larger request bodies get 413 (default 4 MiB, as the gateway's)")
     p.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--served-model-name", action="append", default=[],
@@ -70,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        app, info, limits = build_server(config, extra_names=tuple(args.served_model_name), core=args.engine_core)
+        app, info, limits = build_server(config, extra_names=tuple(args.served_model_name), core=args.engine_core,
+                                         max_body_bytes=args.max_body_bytes)
     except (FileNotFoundError, ValueError) as exc:
         print(f"hybridgw engine: cannot load {config.model!r}: {exc}", file=sys.stderr)
         return 1

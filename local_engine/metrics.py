@@ -59,9 +59,9 @@ class EngineMetrics:
         self.registry = CollectorRegistry()
         self.registry.register(_SnapshotCollector(snapshot, model))
         labels = ["model"]
-        self._ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "Arrival to first token",
+        self._ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "Arrival to the first token shown as content",
                                labels, buckets=TTFT_BUCKETS, registry=self.registry).labels(model)
-        self._itl = Histogram("gen_ai_server_time_per_output_token_seconds", "Time between output tokens",
+        self._itl = Histogram("gen_ai_server_time_per_output_token_seconds", "Time between outputs that carry content",
                               labels, buckets=TPOT_BUCKETS, registry=self.registry).labels(model)
         self._e2e = Histogram("gen_ai_server_request_duration_seconds", "Arrival to last token",
                               labels, buckets=DURATION_BUCKETS, registry=self.registry).labels(model)
@@ -76,14 +76,17 @@ class EngineMetrics:
         self._input_usage = self._usage.labels(model, "input")
         self._output_usage = self._usage.labels(model, "output")
 
-    def first_token(self, ttft_s: float, num_prompt_tokens: int) -> None:
-        self._ttft.observe(ttft_s)
+    def prefilled(self, num_prompt_tokens: int) -> None:
         self._prompt_tokens.inc(num_prompt_tokens)
-        self._generation_tokens.inc()
+
+    def generated(self, num_tokens: int) -> None:
+        self._generation_tokens.inc(num_tokens)
+
+    def first_token(self, ttft_s: float) -> None:
+        self._ttft.observe(ttft_s)
 
     def inter_token(self, itl_s: float) -> None:
         self._itl.observe(itl_s)
-        self._generation_tokens.inc()
 
     def finished(self, e2e_s: float, num_prompt_tokens: int, num_completion_tokens: int) -> None:
         self._e2e.observe(e2e_s)

@@ -55,7 +55,7 @@ class Sequence:
     num_cached_tokens: int = 0  # leading tokens whose K/V is already in the cache
     block_table: list[int] = field(default_factory=list)  # physical block ids, in order
     first_scheduled_ns: int = 0  # unix ns of the first step that computed it (0: still queued); for spans
-    block_hashes: list[int] = field(default_factory=list)  # prefix-cache keys of leading full computed blocks
+    block_hashes: list[bytes] = field(default_factory=list)  # prefix-cache keys of leading full computed blocks
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from local_engine.async_engine import AsyncEngine
+from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from local_engine.chat_template import ChatTemplateError
 from local_engine.errors import EngineDead, EngineError
 from local_engine.http_errors import HttpError, ModelNotFound, http_error, validation_error
@@ -67,7 +68,8 @@ def error_response(err: HttpError) -> JSONResponse:
 
 
 def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo,
-               on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+               on_shutdown: Callable[[], None] | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     metrics = EngineMetrics(engine.snapshot, info.model_name)
     engine.observer = metrics
     limits = engine.limits  # fixed facts: max_model_len, block size, pool size
@@ -85,6 +87,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
     app = FastAPI(title="hybridgw engine", lifespan=lifespan)
     app.state.metrics = metrics
     app.state.engine = engine
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
     def check_model(name: str | None) -> None:

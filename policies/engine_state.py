@@ -39,6 +39,7 @@ def parse_engine_state(data: Any, taken_at: float) -> EngineSnapshot | None:
         num_waiting=_int(data, "num_waiting"), prefix_cache_hit_rate=_float(data, "prefix_cache_hit_rate"),
         prefill_tokens_per_s=_float(data, "prefill_tokens_per_s"),
         decode_tokens_per_s=_float(data, "decode_tokens_per_s"), max_model_len=_int(data, "max_model_len"),
+        max_num_seqs=_int(data, "max_num_seqs"), max_waiting=_int(data, "max_waiting"),
     )
 
 

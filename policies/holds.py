@@ -1,5 +1,6 @@
-"""KV blocks this gateway holds on engines for its in-flight requests, and the holds given back since
-an engine's last polled state (which still counts them as used). Pure: the caller passes the time."""
+"""KV blocks this gateway holds on engines for its in-flight requests (one hold per request), the holds
+given back since an engine's last polled state (which still counts them as used), and the requests in
+flight relative to that state. Pure: the caller passes the time."""
 from __future__ import annotations
 
 import itertools
@@ -7,9 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from policies.live import EngineSnapshot
+from policies.live import EngineSnapshot, InFlight
 
 _NONE: Mapping[str, int] = MappingProxyType({})
+_NO_FLIGHTS: Mapping[str, InFlight] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,22 @@ class HoldBook:
             if blocks:
                 out[backend] = blocks
         return MappingProxyType(out) if out else _NONE
+
+    def in_flight(self, snapshots: Mapping[str, EngineSnapshot]) -> Mapping[str, InFlight]:
+        """Per engine, our requests in flight now, and how many started / ended since its snapshot
+        (what the engine's polled queue cannot yet show; LiveState.num_waiting combines them)."""
+        if not self._holds and not self._released:
+            return _NO_FLIGHTS
+        counts: dict[str, list[int]] = {}
+        for hold in self._holds.values():
+            snap = snapshots.get(hold.backend)
+            entry = counts.setdefault(hold.backend, [0, 0, 0])
+            entry[0] += 1
+            entry[1] += int(snap is not None and hold.started_at > snap.taken_at)
+        for backend, released in self._released.items():
+            snap = snapshots.get(backend)
+            if snap is not None:
+                ended = sum(1 for r in released if r.started_at <= snap.taken_at < r.released_at)
+                if ended:
+                    counts.setdefault(backend, [0, 0, 0])[2] += ended
+        return MappingProxyType({b: InFlight(*c) for b, c in counts.items()})

@@ -24,6 +24,8 @@ class EngineSnapshot:
     prefill_tokens_per_s: float = 0.0  # recent, 0 when idle
     decode_tokens_per_s: float = 0.0
     max_model_len: int = 0  # 0: unknown
+    max_num_seqs: int = 0  # running slots; 0: unknown (vLLM does not say)
+    max_waiting: int = 0  # the engine refuses requests (503) once this many wait; 0: unknown
 
     def age(self, now: float) -> float:
         return now - self.taken_at
@@ -45,6 +47,18 @@ _HEALTHY = HealthView()
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """This gateway's requests on one engine, counted against the engine's last polled state."""
+
+    num: int = 0  # started and not yet finished (holds), now
+    num_started_since: int = 0  # of those, started after the snapshot was taken: it cannot count them
+    num_ended_since: int = 0  # started before the snapshot and finished after it: it still counts them
+
+
+_NO_FLIGHT = InFlight()
+
+
+@dataclass(frozen=True, slots=True)
 class LiveState:
     """Everything about the backends that decide() may read, frozen for one decision."""
 
@@ -57,6 +71,8 @@ class LiveState:
     unreachable: frozenset[str] = frozenset()
     # Blocks of our requests that the engine's snapshot still counts but that finished since.
     released_blocks: Mapping[str, int] = field(default_factory=dict)
+    # This gateway's in-flight requests per engine: the queue as we know it, before the next poll.
+    in_flight: Mapping[str, InFlight] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""
@@ -86,3 +102,27 @@ class LiveState:
         used = snap.num_blocks_total - snap.num_blocks_free - self.released_blocks.get(backend, 0)
         committed = max(used, self.reserved_blocks.get(backend, 0))
         return max(0, snap.num_blocks_total - committed)
+
+    def num_waiting(self, backend: str) -> int | None:
+        """Requests waiting in the engine now, as best known; None when its state is unknown.
+
+        The polled count (W, which includes requests the engine accepted but has not scheduled)
+        is up to a poll interval old; we know what we sent since. With R running and C running
+        slots at the snapshot, and our own S requests started and D finished since it, the queue
+        is the largest of:
+          W - D          the polled queue, less ours that ended since (each lets one waiting run);
+          R + W + S - D - C   everything in the engine now beyond its slots (new ones fill free slots first);
+          N - C          ours alone beyond its slots (N in flight; covers ours still on the way at the poll).
+        Where C is unknown (vLLM), the running count at the snapshot stands in for it: then every
+        request sent since counts as queued until the next poll says otherwise (cautious: it may
+        spill a little early, never send a burst into a queue it cannot see). Other clients' requests
+        since the poll are unknown to us; the next poll shows them.
+        """
+        snap = self.engine(backend)
+        if snap is None:
+            return None
+        mine = self.in_flight.get(backend, _NO_FLIGHT)
+        slots = snap.max_num_seqs or snap.num_running
+        since = mine.num_started_since - mine.num_ended_since
+        return max(0, snap.num_waiting - mine.num_ended_since,
+                   snap.num_running + snap.num_waiting + since - slots, mine.num - slots)

@@ -103,7 +103,7 @@ class PolicyRouter:
         snapshots = self.poller.snapshots
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
-                         self.holds.released_since(snapshots))
+                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,

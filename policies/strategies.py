@@ -70,12 +70,16 @@ def _engine_fit(rule: Rule, ctx: Context, backend: str) -> Fit:
                    never=True)
     if need > free:
         return Fit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
+    # The queue as we know it: the polled one corrected by what this gateway sent since (live.num_waiting).
+    queued = live.num_waiting(backend) or 0
     limit = rule.max_waiting if rule.max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
-    if snap.num_waiting > limit:
-        return Fit(backend, None, f"{backend}: queue {snap.num_waiting} > {limit}")
+    if queued > limit:
+        return Fit(backend, None, f"{backend}: queue {queued} > {limit}")
+    if snap.max_waiting and queued >= snap.max_waiting:  # it would refuse the request (503): do not try
+        return Fit(backend, None, f"{backend}: queue {queued} at the engine's limit of {snap.max_waiting}")
     # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
-    key = (snap.num_waiting, -(free - need) / snap.num_blocks_total)
-    return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {snap.num_waiting} waiting)")
+    key = (queued, -(free - need) / snap.num_blocks_total)
+    return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {queued} waiting)")
 
 
 def kv_fit(rule: Rule, ctx: Context) -> Outcome | None:
@@ -115,7 +119,8 @@ def _predicted_ttft(ctx: Context, backend: str) -> float | None:
     if snap is not None and snap.prefill_tokens_per_s > 0:
         prompt = ctx.facts.prompt_tokens_by_backend.get(backend, ctx.facts.prompt_tokens)
         uncached = prompt * (1.0 - ctx.facts.prefix_hit_rate.get(backend, 0.0))
-        modelled = (uncached + snap.num_waiting * prompt) / snap.prefill_tokens_per_s
+        queued = ctx.live.num_waiting(backend) or 0
+        modelled = (uncached + queued * prompt) / snap.prefill_tokens_per_s
     known = [v for v in (observed, modelled) if v is not None]
     return max(known) if known else ctx.policy.policy.backends[backend].expected_ttft_s
 

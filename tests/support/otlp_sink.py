@@ -47,6 +47,7 @@ class TraceSink:
                         "parent_span_id": span.parent_span_id.hex(), "kind": span.kind,
                         "attributes": {a.key: _any_value(a.value) for a in span.attributes},
                         "events": [e.name for e in span.events],
+                        "start_ns": span.start_time_unix_nano, "end_ns": span.end_time_unix_nano,
                     })
         with self._lock:
             self.spans.extend(found)

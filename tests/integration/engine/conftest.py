@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +52,11 @@ def metric_value(text: str, name: str) -> float:
 
 
 @contextmanager
-def engine_process(*args: str, timeout_s: float = 180.0) -> Iterator[Engine]:
+def engine_process(*args: str, timeout_s: float = 180.0, env: Mapping[str, str] | None = None) -> Iterator[Engine]:
     port = procs.free_port()
     cmd = procs.python_module("gateway.cli", "engine", "--port", str(port), *args)
     url = f"http://127.0.0.1:{port}"
-    with procs.running(cmd, f"{url}/health", name="engine", timeout_s=timeout_s) as proc:
+    with procs.running(cmd, f"{url}/health", env=env, name="engine", timeout_s=timeout_s) as proc:
         yield Engine(url, proc)
 
 

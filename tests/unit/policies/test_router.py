@@ -45,7 +45,8 @@ def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, Clock]:
     clock = Clock()
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0, **kw)
-    router.poller.snapshots = MappingProxyType({"local": engine(free=25, total=100)})
+    # 64 running slots, as our engine reports: in-flight requests count as queued only beyond them.
+    router.poller.snapshots = MappingProxyType({"local": replace(engine(free=25, total=100), max_num_seqs=64)})
     return router, clock
 
 

@@ -1,0 +1,76 @@
+"""A long queue spills, end to end: a burst of long requests larger than the engine's queue is split
+between the engine (one running slot, a short queue) and hosted, decided before each call from what
+the gateway has in flight, not from an engine poll that cannot have seen the burst yet."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.routing.conftest import Fake, Gateway, serving
+
+MAX_WAITING = 2  # the policy's "short queue" for the engine
+BURST = 8
+
+
+def _policy(fake: str) -> str:
+    # One running sequence; the engine itself would queue up to 8 (its own 503 limit), so a burst
+    # that goes all local would be accepted there: only the router's queue check can spill it.
+    args = ["--max-num-seqs", "1", "--max-waiting", "8"]
+    return f"""
+version: 1
+backends:
+  local: {{kind: engine, model: tiny-random, max_waiting: {MAX_WAITING}, engine_args: {json.dumps(args)}}}
+  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
+models:
+  chat:
+    deployments:
+      - {{backend: local, model: tiny-random}}
+      - {{backend: hosted, model: m}}
+rules:
+  - name: local-while-the-queue-is-short
+    strategy: kv_fit
+    local: [local]
+    spill: [hosted]
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with serving(tmp_path_factory.mktemp("queue"), _policy(fake.url)) as gw:
+        yield gw
+
+
+async def _open_burst(gw: Gateway) -> list[tuple[int, str | None, str | None]]:
+    """Open BURST long streams at once; each is known by its headers (sent at its first chunk) and
+    all stay open until every one has answered, so no local request ends during the burst."""
+    async with gw.async_client() as client:
+        async def one(i: int):  # type: ignore[no-untyped-def]
+            return await client.chat.completions.with_raw_response.create(
+                model="chat", messages=[{"role": "user", "content": f"hello {i}"}], max_tokens=3500,
+                stream=True, extra_body={"ignore_eos": True})
+
+        raws = await asyncio.gather(*(one(i) for i in range(BURST)))
+        seen = [(r.status_code, r.headers.get("x-hybridgw-backend"), r.headers.get("x-request-id")) for r in raws]
+        for raw in raws:
+            await raw.parse().close()  # aborts the engine's sequences
+    return seen
+
+
+def test_a_burst_beyond_the_engine_queue_spills_the_excess_to_hosted(gateway: Gateway, fake: Fake) -> None:
+    warm = gateway.chat("chat", max_tokens=4)  # the engine is polled and known to be idle
+    assert (warm.status, warm.backend) == (200, "local"), warm
+    before = fake.requests()
+    seen = asyncio.run(_open_burst(gateway))
+    assert all(status == 200 for status, _, _ in seen), seen
+    backends = [backend for _, backend, _ in seen]
+    local, hosted = backends.count("local"), backends.count("hosted")
+    # At most 1 running + 2 waiting + the one that found the queue at 2; the rest spilled.
+    assert local + hosted == BURST and 1 <= local <= 1 + MAX_WAITING + 1, backends
+    assert hosted >= BURST - (1 + MAX_WAITING + 1), backends
+    assert fake.requests() - before == hosted
+    # Each went where the decision sent it: no engine refusal (503) fell through to hosted.
+    for _, backend, request_id in seen:
+        assert "skipped" not in gateway.record_for(request_id), backend

@@ -1,0 +1,125 @@
+"""The engine queue as the router sees it: the polled count corrected by what this gateway sent and
+finished since the poll (LiveState.num_waiting), and kv_fit's "queue is short" check reading it."""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import replace
+from types import MappingProxyType
+
+from policies.decide import decide
+from policies.engine_state import parse_engine_state
+from policies.holds import HoldBook
+from policies.live import InFlight, LiveState
+from policies.loader import load_policy
+from policies.router import PolicyRouter
+
+from .support import NOW, compiled, engine, facts, live
+
+POLICY = """
+version: 1
+backends:
+  local: {kind: engine, model: smollm2, max_waiting: 2}
+  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  chat:
+    deployments:
+      - {backend: local, model: smollm2}
+      - {backend: openai, model: gpt-4o-mini}
+rules:
+  - name: local-first
+    strategy: kv_fit
+    local: [local]
+    spill: [openai]
+"""
+
+
+def _state(snap_kw: dict[str, int], flight: InFlight | None = None) -> LiveState:
+    snap = replace(engine(**{k: v for k, v in snap_kw.items() if k in ("waiting", "running")}),
+                   max_num_seqs=snap_kw.get("slots", 0), max_waiting=snap_kw.get("limit", 0))
+    state = live({"local": snap})
+    return replace(state, in_flight={"local": flight}) if flight is not None else state
+
+
+def test_without_requests_of_ours_the_polled_queue_stands() -> None:
+    assert _state({"waiting": 3, "running": 2, "slots": 2}).num_waiting("local") == 3
+    assert _state({"waiting": 3, "running": 2}).num_waiting("local") == 3  # slots unknown (vLLM)
+    assert live({}).num_waiting("local") is None  # no state: unknown, not empty
+
+
+def test_a_burst_sent_since_an_idle_poll_queues_beyond_the_running_slots() -> None:
+    # The issue's case: the poll said 0 waiting while 8 requests were on their way.
+    assert _state({"slots": 2}, InFlight(num=8, num_started_since=8)).num_waiting("local") == 6
+    assert _state({"slots": 2}, InFlight(num=2, num_started_since=2)).num_waiting("local") == 0
+    # Slots unknown: the running count at the poll stands in, so all 8 count until the next poll.
+    assert _state({}, InFlight(num=8, num_started_since=8)).num_waiting("local") == 8
+    assert _state({"running": 3}, InFlight(num=8, num_started_since=0)).num_waiting("local") == 5
+
+
+def test_other_clients_requests_in_the_snapshot_are_counted_with_ours_since() -> None:
+    # 2 slots taken by others (not ours) and 1 of theirs waiting; 3 of ours sent since: all wait.
+    state = _state({"running": 2, "waiting": 1, "slots": 2}, InFlight(num=3, num_started_since=3))
+    assert state.num_waiting("local") == 4
+
+
+def test_our_requests_that_ended_since_the_poll_let_waiting_ones_run() -> None:
+    state = _state({"running": 2, "waiting": 3, "slots": 2}, InFlight(num=3, num_ended_since=2))
+    assert state.num_waiting("local") == 1
+    assert _state({"running": 2, "waiting": 3, "slots": 2},
+                  InFlight(num=5, num_ended_since=5)).num_waiting("local") == 3  # never below ours beyond slots
+
+
+def test_hold_book_counts_requests_against_the_snapshot_time() -> None:
+    book = HoldBook()
+    snap = engine(age=0.5)  # taken at NOW - 0.5
+    before = book.add("local", 1, NOW - 1.0)
+    book.add("local", 1, NOW - 0.7)
+    book.add("local", 1, NOW - 0.2)  # after the poll
+    book.release(before, NOW - 0.1)  # ended after the poll
+    book.release(book.add("local", 1, NOW - 0.3), NOW - 0.05)  # started and ended since: in neither count
+    book.add("openai", 1, NOW)  # no snapshot: only counted
+    flights = book.in_flight({"local": snap})
+    assert flights["local"] == InFlight(num=2, num_started_since=1, num_ended_since=1)
+    assert flights["openai"] == InFlight(num=1)
+    assert dict(HoldBook().in_flight({"local": snap})) == {}
+
+
+def test_kv_fit_spills_on_our_in_flight_requests_before_the_next_poll() -> None:
+    policy = compiled(POLICY)
+    request = facts(blocks={"local": 10})
+
+    def targets(flight: InFlight, **snap: int) -> tuple[list[str], str]:
+        decision = decide(policy, request, _state({"slots": 1, **snap}, flight))
+        return [t.backend for t in decision.targets], decision.reason
+
+    assert targets(InFlight(num=3, num_started_since=3))[0] == ["local", "openai"]  # 1 runs, 2 wait
+    backends, reason = targets(InFlight(num=4, num_started_since=4))
+    assert backends == ["openai"] and "queue 3 > 2" in reason
+    # Never send what the engine's own admission would refuse (503), whatever the policy allows.
+    backends, reason = targets(InFlight(num=2, num_started_since=2), limit=1)
+    assert backends == ["openai"] and "engine's limit of 1" in reason
+
+
+def test_router_counts_what_it_sent_until_it_ends() -> None:
+    router = PolicyRouter(load_policy(textwrap.dedent(POLICY), "p.yaml", {}), price_table={},
+                          clock=lambda: NOW, wall_clock=lambda: 0.0)
+    router.poller.snapshots = MappingProxyType({"local": replace(engine(age=0.1), max_num_seqs=1)})
+    body = {"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+
+    def route() -> list[str]:
+        return [t.backend for t in router.route(router.build_facts(body, "default")).targets]
+
+    holds = []
+    for _ in range(3):  # one runs, two wait: the queue is still "short" (≤ 2)
+        assert route() == ["local", "openai"]
+        holds.append(router.reserve("local", router.build_facts(body, "default")))
+    assert route() == ["local", "openai"]
+    holds.append(router.reserve("local", router.build_facts(body, "default")))
+    assert route() == ["openai"]  # 1 running + 3 waiting: the next one spills, no poll needed
+    router.release(holds.pop())
+    assert route() == ["local", "openai"]
+
+
+def test_engine_state_carries_the_slots_and_the_engine_queue_limit() -> None:
+    snap = parse_engine_state({"num_blocks_total": 10, "num_blocks_free": 10, "max_num_seqs": 2,
+                               "max_waiting": 8, "healthy": True}, NOW)
+    assert snap is not None and (snap.max_num_seqs, snap.max_waiting) == (2, 8)
