@@ -30,7 +30,7 @@ class Served:
     def record(self, request_id: str) -> dict[str, object]:
         def found() -> dict[str, object] | None:
             for line in self.proc.output().splitlines():
-                if line.startswith("{") and f'"request_id":"{request_id}"' in line:
+                if line.startswith("{") and f'"client_request_id":"{request_id}"' in line:
                     return dict(json.loads(line))
             return None
 
@@ -56,7 +56,7 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("counting")
     config = root / "policy.yaml"
     config.write_text(_policy(fake_upstream))
-    keys = {team: create_key(root / "data", team) for team in ("free", "tpm", "rpm")}
+    keys = {team: create_key(root / "data", team, config) for team in ("free", "tpm", "rpm")}
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",

@@ -35,7 +35,7 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("slow-clients")
     config = root / "policy.yaml"
     config.write_text(policy_yaml(fake_upstream, procs.free_port()))
-    key = create_key(root / "data", "red")
+    key = create_key(root / "data", "red", config)
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_HEADER_TIMEOUT_S": "3",
            "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "HYBRIDGW_MAX_CONNECTIONS": str(TOTAL)}

@@ -110,11 +110,13 @@ def _routed(status: int, headers: Mapping[str, str], body: Any) -> Routed:
                   headers.get("x-request-id"), headers.get("retry-after"), body)
 
 
-def create_key(data_dir: Path, team: str = "red", config: Path | None = None) -> str:
-    """A key for `team`, which `config` (else the embedded default policy) must name."""
+def create_key(data_dir: Path, team: str = "red", config: Path | None = None, redis_url: str = "") -> str:
+    """A key for `team`, which `config` (else the embedded default policy) must name; in Redis when
+    `redis_url` is given (where a gateway with that REDIS_URL looks for keys), else in `data_dir`."""
     where = ["--config", str(config)] if config is not None else []
+    env = {**os.environ, "REDIS_URL": redis_url}
     out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), *where, "create", "--team", team),
-                         capture_output=True, text=True, check=True, timeout=60)
+                         capture_output=True, text=True, check=True, timeout=60, env=env)
     return out.stdout.strip()
 
 
@@ -141,9 +143,9 @@ def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None
         config.write_text(policy)
         args += ["--config", str(config)]
     # The embedded default policy names one team, `default`; the test policies name `red`.
-    key = create_key(data_dir, "red" if config is not None else "default", config)
     full_env = {k: v for k, v in os.environ.items() if k not in unset and k != "HYBRIDGW_POLICY"}
     full_env.update({"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})})
+    key = create_key(data_dir, "red" if config is not None else "default", config, full_env.get("REDIS_URL", ""))
     proc = _start(args, full_env)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -186,9 +186,9 @@ def test_records_spilled_at_shutdown_reach_redis_after_a_restart(fake: Fake, tmp
     control = redis.Redis.from_url(server.url)
     env = {"REDIS_URL": server.url, "HYBRIDGW_ADMIN_KEY": ADMIN}
     try:
-        control.config_set("maxmemory-policy", "noeviction")
-        control.config_set("maxmemory", "1")
-        with serving(tmp_path, _policy(fake.url), env=env) as gw:
+        with serving(tmp_path, _policy(fake.url), env=env) as gw:  # its key is stored before Redis fills
+            control.config_set("maxmemory-policy", "noeviction")
+            control.config_set("maxmemory", "1")
             _served(gw, 5)
             data_dir = gw.data_dir
         # stopped while Redis refused every write: nothing dropped, all on disk, and it said so

@@ -29,6 +29,7 @@ models:
     deployments:
       - {{backend: local, model: tiny-random}}
       - {{backend: hosted, model: m}}
+teams: {{red: {{}}}}
 rules:
   - name: local-while-the-queue-is-short
     strategy: kv_fit
