@@ -21,6 +21,8 @@ class Settings:
     redis_url: str | None = None
     access_log: bool = True  # one JSON line per request on the `hybridgw.access` logger
     default_output_tokens: int = 256  # expected output when a request sets no max_tokens
+    # A streaming client that reads nothing for this long is dropped (its upstream stream closed).
+    stream_write_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -34,6 +36,8 @@ class Settings:
             values["policy_file"] = Path(env["HYBRIDGW_POLICY"]).expanduser()
         if env.get("HYBRIDGW_MAX_BODY_BYTES"):
             values["max_body_bytes"] = int(env["HYBRIDGW_MAX_BODY_BYTES"])
+        if env.get("HYBRIDGW_STREAM_WRITE_TIMEOUT_S"):
+            values["stream_write_timeout_s"] = float(env["HYBRIDGW_STREAM_WRITE_TIMEOUT_S"])
         if env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):

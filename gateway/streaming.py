@@ -1,12 +1,14 @@
-"""The SSE relay response: sends each upstream chunk on as it arrives, timing it and tallying
-usage; turns a failure after the first byte into one error frame + [DONE]; finishes the record."""
+"""The SSE relay response: sends each upstream chunk on as it arrives, timing its content and
+tallying usage; turns a failure after the first byte into one error frame + [DONE]; gives up on a
+client that stops reading (the upstream connection is released); finishes the record."""
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import OpenedStream
@@ -14,8 +16,14 @@ from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
 from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
-from gateway.stream_tally import StreamTally, payload_text
+from gateway.stream_tally import StreamTally, payload_text, upstream_counts, usage_is_insane
 from gateway.usage_emit import finish
+
+_GONE = "client disconnected mid-stream"
+
+
+class ClientStalled(Exception):
+    """The client read nothing for the write timeout: the send buffer stayed full."""
 
 
 class SSERelayResponse(Response):
@@ -26,6 +34,7 @@ class SSERelayResponse(Response):
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
         self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
         self.output_tokens = 0  # counted only under a cap
+        self.write_timeout_s = svc.settings.stream_write_timeout_s
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -35,23 +44,21 @@ class SSERelayResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex, tally = self.ex, self.tally
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._send(send, {"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._relay(send)
         except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
-            info = error_info(exc)
-            ex.fail("error", 200, info.type, exc.message)
-            self.guard.close()
-            try:
-                await send({"type": "http.response.body", "more_body": False,
-                            "body": error_frame(info.message, info.type, info.code) + DONE_FRAME})
-            except OSError:
-                ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
+            await self._fail_in_band(send, exc)
+        except ClientStalled:
+            ex.fail("aborted", 200, "client_stalled",
+                    f"the client read nothing for {self.write_timeout_s:g} s; the stream was ended")
         except asyncio.CancelledError:
-            if not self.guard.absorb():
+            if self.guard.absorb():
+                ex.fail("aborted", 200, "client_disconnected", _GONE)
+            else:  # not the client: shutdown's grace limit cut the stream; the record says so
+                ex.fail("error", 200, "shutdown", "the gateway shut down before the stream ended")
                 raise
-            ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
         except OSError:
-            ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
+            ex.fail("aborted", 200, "client_disconnected", _GONE)
         finally:
             self.guard.close()
             await self._close_upstream()
@@ -59,25 +66,62 @@ class SSERelayResponse(Response):
             finish(self.svc, ex)
             del tally.payloads[:]
 
+    async def _send(self, send: Send, message: Message) -> None:
+        """uvicorn's send waits while the socket's buffer is full: a client that stops reading
+        would hold this relay (and its upstream connection) for ever without a deadline."""
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                await send(message)
+        except TimeoutError:
+            raise ClientStalled from None
+
+    async def _fail_in_band(self, send: Send, exc: UpstreamError | BudgetExhausted) -> None:
+        info = error_info(exc)
+        self.ex.fail("error", 200, info.type, exc.message)
+        if isinstance(exc, UpstreamError):  # the upstream broke after its first byte: the breaker hears of it
+            self.svc.router.record_result(exc.backend or self.opened.target.backend, ok=False)
+        self.guard.close()
+        try:
+            await self._send(send, {"type": "http.response.body", "more_body": False,
+                                    "body": error_frame(info.message, info.type, info.code) + DONE_FRAME})
+        except (OSError, ClientStalled):
+            self.ex.fail("aborted", 200, "client_disconnected", _GONE)
+
     async def _relay(self, send: Send) -> None:
         tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
-        out, _ = tally.accept(self.opened.first)
         capped = self.max_output_tokens is not None
-        if capped:
-            self._charge(self.opened.first)
+        out, is_content = tally.accept(self.opened.first)
+        if is_content:
+            self._first_token(clock.first_byte)
+            if capped:
+                self._charge(self.opened.first)
         if out is not None:
-            await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+            await self._send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                    "more_body": True})
         async for payload in rest:
             now = time.perf_counter()
             out, is_content = tally.accept(payload)
             if is_content:
-                clock.mark_chunk(now)
+                if clock.first_chunk is None:
+                    self._first_token(now)
+                else:
+                    clock.mark_chunk(now)
                 if capped:
                     self._charge(payload)
             if out is not None:
-                await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+                await self._send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                        "more_body": True})
         self.guard.close()
-        await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+        await self._send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+    def _first_token(self, now: float | None) -> None:
+        """TTFT: the first chunk with content. The backend's health learns it here (dispatch only saw
+        the first byte, which may have been a role-only chunk)."""
+        clock = self.ex.clock
+        clock.mark_chunk(now)
+        if clock.upstream_sent is not None and clock.first_chunk is not None:
+            self.svc.router.record_result(self.opened.target.backend, ok=True,
+                                          ttft_s=clock.first_chunk - clock.upstream_sent)
 
     def _charge(self, payload: bytes) -> None:
         """Count the chunk's output tokens against the budget cap; cut the stream past it."""
@@ -97,11 +141,19 @@ class SSERelayResponse(Response):
         ex, tally = self.ex, self.tally
         ex.finish_reason = tally.finish_reason
         ex.response_model = tally.response_model
-        usage = tally.usage
-        if usage is not None and isinstance(usage.get("completion_tokens"), int):
-            ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            ex.completion_tokens = int(usage["completion_tokens"])
+        counts = upstream_counts(tally.usage, "completion_tokens")
+        if counts is not None:
+            ex.prompt_tokens, ex.completion_tokens = counts
             ex.usage_source = "upstream"
-        else:
-            ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
-            ex.usage_source = "counted"
+            return
+        if usage_is_insane(tally.usage):
+            warn_bad_usage(self.svc, ex, tally.usage)
+        ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
+        ex.usage_source = "counted"
+
+
+def warn_bad_usage(svc: Services, ex: Exchange, usage: Any) -> None:
+    """An upstream's usage numbers that are no sane counts are ignored (counted instead), and said."""
+    backend = ex.target.backend if ex.target else ""
+    svc.log.warning("request %s: upstream %s reported usage that is no sane token count (%.200r); "
+                    "counted instead", ex.request_id, backend, usage)
