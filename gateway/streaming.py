@@ -54,9 +54,8 @@ class SSERelayResponse(Response):
         except asyncio.CancelledError:
             if self.guard.absorb():
                 ex.fail("aborted", 200, "client_disconnected", _GONE)
-            else:  # not the client: shutdown's grace limit cut the stream; the record says so
-                ex.fail("error", 200, "shutdown", "the gateway shut down before the stream ended")
-                raise
+            else:
+                await self._cut_by_shutdown(send)
         except OSError:
             ex.fail("aborted", 200, "client_disconnected", _GONE)
         finally:
@@ -66,11 +65,27 @@ class SSERelayResponse(Response):
             finish(self.svc, ex)
             del tally.payloads[:]
 
-    async def _send(self, send: Send, message: Message) -> None:
+    async def _cut_by_shutdown(self, send: Send) -> None:
+        """Not the client: uvicorn cancels what still runs at shutdown's grace limit. The record says
+        so, and the client gets an error frame + [DONE] rather than a broken chunked body."""
+        message = "the gateway shut down before the stream ended"
+        self.ex.fail("error", 200, "shutdown", message)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # ending now, cleanly, is what the cancel asked for
+        self.guard.close()
+        try:
+            await self._send(send, {"type": "http.response.body", "more_body": False,
+                                    "body": error_frame(message, "service_unavailable", "shutdown") + DONE_FRAME},
+                             timeout_s=1.0)
+        except (OSError, ClientStalled):
+            pass
+
+    async def _send(self, send: Send, message: Message, timeout_s: float | None = None) -> None:
         """uvicorn's send waits while the socket's buffer is full: a client that stops reading
         would hold this relay (and its upstream connection) for ever without a deadline."""
         try:
-            async with asyncio.timeout(self.write_timeout_s):
+            async with asyncio.timeout(timeout_s or self.write_timeout_s):
                 await send(message)
         except TimeoutError:
             raise ClientStalled from None
