@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import OpenedStream
@@ -18,12 +18,9 @@ from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
 from gateway.stream_tally import StreamTally, payload_text, upstream_counts, usage_is_insane
 from gateway.usage_emit import finish
+from gateway.write_watch import WriteWatch
 
 _GONE = "client disconnected mid-stream"
-
-
-class ClientStalled(Exception):
-    """The client read nothing for the write timeout: the send buffer stayed full."""
 
 
 class SSERelayResponse(Response):
@@ -43,22 +40,25 @@ class SSERelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex, tally = self.ex, self.tally
+        self.watch = WriteWatch(self.write_timeout_s)
         try:
-            await self._send(send, {"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self.watch.send(send, {"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._relay(send)
         except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
             await self._fail_in_band(send, exc)
-        except ClientStalled:
-            ex.fail("aborted", 200, "client_stalled",
-                    f"the client read nothing for {self.write_timeout_s:g} s; the stream was ended")
         except asyncio.CancelledError:
-            if self.guard.absorb():
+            stalled, gone = self.watch.absorb(), self.guard.absorb()  # either (or both) may have cancelled
+            if stalled:
+                ex.fail("aborted", 200, "client_stalled",
+                        f"the client read nothing for {self.write_timeout_s:g} s; the stream was ended")
+            elif gone:
                 ex.fail("aborted", 200, "client_disconnected", _GONE)
             else:
                 await self._cut_by_shutdown(send)
         except OSError:
             ex.fail("aborted", 200, "client_disconnected", _GONE)
         finally:
+            self.watch.stop()
             self.guard.close()
             await self._close_upstream()
             self._settle_usage()
@@ -74,21 +74,17 @@ class SSERelayResponse(Response):
         if task is not None:
             task.uncancel()  # ending now, cleanly, is what the cancel asked for
         self.guard.close()
-        try:
-            await self._send(send, {"type": "http.response.body", "more_body": False,
-                                    "body": error_frame(message, "service_unavailable", "shutdown") + DONE_FRAME},
-                             timeout_s=1.0)
-        except (OSError, ClientStalled):
-            pass
+        await self._send_last(send, error_frame(message, "service_unavailable", "shutdown") + DONE_FRAME, 1.0)
 
-    async def _send(self, send: Send, message: Message, timeout_s: float | None = None) -> None:
-        """uvicorn's send waits while the socket's buffer is full: a client that stops reading
-        would hold this relay (and its upstream connection) for ever without a deadline."""
+    async def _send_last(self, send: Send, body: bytes, timeout_s: float) -> bool:
+        """The closing frame, under a deadline of its own (the watch is stopped); whether it went out."""
+        self.watch.stop()
         try:
-            async with asyncio.timeout(timeout_s or self.write_timeout_s):
-                await send(message)
-        except TimeoutError:
-            raise ClientStalled from None
+            async with asyncio.timeout(timeout_s):
+                await send({"type": "http.response.body", "more_body": False, "body": body})
+        except (OSError, TimeoutError):
+            return False
+        return True
 
     async def _fail_in_band(self, send: Send, exc: UpstreamError | BudgetExhausted) -> None:
         info = error_info(exc)
@@ -96,10 +92,8 @@ class SSERelayResponse(Response):
         if isinstance(exc, UpstreamError):  # the upstream broke after its first byte: the breaker hears of it
             self.svc.router.record_result(exc.backend or self.opened.target.backend, ok=False)
         self.guard.close()
-        try:
-            await self._send(send, {"type": "http.response.body", "more_body": False,
-                                    "body": error_frame(info.message, info.type, info.code) + DONE_FRAME})
-        except (OSError, ClientStalled):
+        if not await self._send_last(send, error_frame(info.message, info.type, info.code) + DONE_FRAME,
+                                     self.write_timeout_s):
             self.ex.fail("aborted", 200, "client_disconnected", _GONE)
 
     async def _relay(self, send: Send) -> None:
@@ -111,8 +105,8 @@ class SSERelayResponse(Response):
             if capped:
                 self._charge(self.opened.first)
         if out is not None:
-            await self._send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                    "more_body": True})
+            await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                         "more_body": True})
         async for payload in rest:
             now = time.perf_counter()
             out, is_content = tally.accept(payload)
@@ -124,10 +118,10 @@ class SSERelayResponse(Response):
                 if capped:
                     self._charge(payload)
             if out is not None:
-                await self._send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                        "more_body": True})
+                await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                             "more_body": True})
         self.guard.close()
-        await self._send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+        await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
 
     def _first_token(self, now: float | None) -> None:
         """TTFT: the first chunk with content. The backend's health learns it here (dispatch only saw
