@@ -31,7 +31,11 @@ class StreamTally:
                     break
             else:
                 return self._usage_chunk(payload)
-        is_content = self._read(payload)
+        # The common chunk (some text, no finish) is known without parsing it; the rest is parsed.
+        if _plain_text_chunk(payload):
+            is_content = True
+        else:
+            is_content = self._read(payload)
         self.payloads.append(payload)
         return payload, is_content
 
@@ -93,6 +97,16 @@ def payload_text(payload: bytes) -> str:
     except orjson.JSONDecodeError:
         return ""
     return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
+
+
+def _plain_text_chunk(payload: bytes) -> bool:
+    """A chat chunk with non-empty content and no finish reason (an escaped quote inside the text
+    cannot look like `"content":""`: it would read `\\"`). Plain `in` tests: this runs per chunk."""
+    if b'"finish_reason":null' in payload:
+        return b'"content":"' in payload and b'"content":""' not in payload
+    if b'"finish_reason": null' in payload:
+        return b'"content": "' in payload and b'"content": ""' not in payload
+    return False
 
 
 def carries_content(choice: Any) -> bool:
