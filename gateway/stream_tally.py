@@ -9,6 +9,7 @@ import orjson
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
+_OUTPUT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning")  # delta fields that are output
 
 
 class StreamTally:
@@ -118,7 +119,7 @@ def carries_content(choice: Any) -> bool:
     delta = choice.get("delta")
     if not isinstance(delta, dict):
         return False
-    return any(delta.get(key) for key in ("content", "tool_calls", "refusal", "reasoning_content", "reasoning"))
+    return any(delta.get(key) for key in _OUTPUT_KEYS)
 
 
 def _choice_texts(choice: Any) -> list[str]:

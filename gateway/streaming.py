@@ -42,7 +42,8 @@ class SSERelayResponse(Response):
         ex, tally = self.ex, self.tally
         self.watch = WriteWatch(self.write_timeout_s)
         try:
-            await self.watch.send(send, {"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await self.watch.send(send, start)
             await self._relay(send)
         except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
             await self._fail_in_band(send, exc)

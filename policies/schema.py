@@ -26,7 +26,7 @@ class Timeouts(_Strict):
     connect_s: float = 5.0
     first_byte_s: float = 60.0  # request sent → first chunk (streamed) or response headers (not streamed)
     between_chunks_s: float = 60.0  # the longest gap allowed between two streamed chunks
-    total_s: float = Field(default=600.0, gt=0)  # non-streamed: request sent → whole body (a long answer may take minutes)
+    total_s: float = Field(default=600.0, gt=0)  # non-streamed: request sent → whole body (may take minutes)
 
 
 class Price(_Strict):

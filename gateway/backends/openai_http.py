@@ -101,7 +101,8 @@ class OpenAIHTTPBackend:
         read = max(t.first_byte_s, t.between_chunks_s)
         timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.first_byte_s, pool=None)
         # Non-streamed bodies: only the total deadline applies, however long the upstream pauses.
-        self._body_timeout = httpx.Timeout(connect=t.connect_s, read=t.total_s, write=t.first_byte_s, pool=None)
+        self._body_timeout = httpx.Timeout(connect=t.connect_s, read=t.total_s, write=t.first_byte_s,
+                                           pool=None)
         self._clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, transport=self._transport,
                                            follow_redirects=False) for _ in range(shards)]
         self._load = [0] * shards
@@ -157,8 +158,9 @@ class OpenAIHTTPBackend:
         t = self.spec.timeouts
         deadline = asyncio.get_running_loop().time() + t.total_s
         headers = {"x-request-id": request.request_id, **request.headers}
-        http_request = client.build_request("POST", self._urls[request.path], content=orjson.dumps(request.body),
-                                            headers=headers, timeout=self._body_timeout)
+        http_request = client.build_request("POST", self._urls[request.path],
+                                            content=orjson.dumps(request.body), headers=headers,
+                                            timeout=self._body_timeout)
         try:
             async with asyncio.timeout(min(t.first_byte_s, t.total_s)):
                 response = await client.send(http_request, stream=True)
@@ -236,8 +238,8 @@ class OpenAIHTTPBackend:
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
         except EventTooLarge as exc:
-            raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}", backend=self.name,
-                                           kind="protocol", after_first_byte=started)) from None
+            raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}",
+                                           backend=self.name, kind="protocol", after_first_byte=started)) from None
 
     async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
         """Read the body's end after [DONE] so the keep-alive connection goes back to the pool."""
