@@ -93,9 +93,9 @@ class SSERelayResponse(Response):
         if isinstance(exc, UpstreamError):  # the upstream broke after its first byte: the breaker hears of it
             self.svc.router.record_result(exc.backend or self.opened.target.backend, ok=False)
         self.guard.close()
-        if not await self._send_last(send, error_frame(info.message, info.type, info.code) + DONE_FRAME,
-                                     self.write_timeout_s):
-            self.ex.fail("aborted", 200, "client_disconnected", _GONE)
+        # Whether or not the client is still there to read it, the request failed upstream: stays `error`.
+        frame = error_frame(info.message, info.type, info.code) + DONE_FRAME
+        await self._send_last(send, frame, self.write_timeout_s)
 
     async def _relay(self, send: Send) -> None:
         tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
