@@ -170,9 +170,11 @@ class OpenAIHTTPBackend:
             async with asyncio.timeout_at(deadline):
                 content = await response.aread()
         except (httpx.HTTPError, TimeoutError) as exc:
-            error = _transport_error(self.name, exc, after_first_byte=True)
             if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-                error.message = f"upstream {self.name} did not finish its response within {t.total_s:g} s"
+                error = UpstreamError(f"upstream {self.name} did not finish its response within {t.total_s:g} s",
+                                      backend=self.name, kind="timeout", after_first_byte=True)
+            else:
+                error = _transport_error(self.name, exc, after_first_byte=True)
             raise self._fail(error) from None
         finally:
             await response.aclose()
