@@ -1,5 +1,6 @@
 """Try a route decision's targets in order: a failure before the first byte moves on to the next
-target (when the failure is the upstream's, not the request's); after that the stream is committed."""
+target (when the failure is the upstream's, not the request's); once the upstream has started
+producing (a stream's first chunk, a non-streamed call's response headers) the call is committed."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -49,10 +50,10 @@ def _candidates(targets: tuple[Target, ...], backends: Mapping[str, Backend]) ->
 
 def _pass_over(observer: AttemptObserver, attempts: list[Attempt], target: Target, error: UpstreamError,
                *, is_last: bool) -> None:
-    """A target failed before its first byte: note it and move on, or raise when the error is the
-    request's own (not retryable) or no target is left."""
+    """A target failed: note it and move on, or raise when the error is the request's own (not
+    retryable), the upstream had already started producing (a retry would pay twice), or no target is left."""
     observer.failed(target, error)
-    if not error.retryable or is_last:
+    if not error.retryable or error.after_first_byte or is_last:
         raise error
     attempts.append(Attempt(target, error.message))
 
@@ -70,7 +71,8 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
         except UpstreamError as exc:
             _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
-        clock.mark_chunk()
+        clock.mark_first_byte()
+        clock.mark_chunk()  # non-streamed: the whole body is the first (and only) content
         observer.succeeded(target)
         return target, response, tuple(attempts)
     raise AssertionError("unreachable: the last candidate returns or raises")
@@ -96,7 +98,9 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
             await chunks.aclose()  # type: ignore[attr-defined]
             _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
-        clock.mark_chunk()
+        # Only the first byte: whether (and when) the first token came is the relay's to judge, as
+        # OpenAI-style servers open with a role-only chunk before any content.
+        clock.mark_first_byte()
         observer.succeeded(target)
         return OpenedStream(target, first, chunks, tuple(attempts))
     raise AssertionError("unreachable: the last candidate returns or raises")

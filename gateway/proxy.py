@@ -32,8 +32,14 @@ from gateway.schemas import (
     parse_body,
 )
 from gateway.services import Services
-from gateway.stream_tally import StreamTally, response_finish_reason, response_text
-from gateway.streaming import SSERelayResponse
+from gateway.stream_tally import (
+    StreamTally,
+    response_finish_reason,
+    response_text,
+    upstream_counts,
+    usage_is_insane,
+)
+from gateway.streaming import SSERelayResponse, warn_bad_usage
 from gateway.token_count import count_off_loop
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
@@ -194,11 +200,13 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[
     _, upstream, ex.attempts = await dispatch.complete(
         ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, AttemptBook(svc, ex))
     usage = upstream.data.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        ex.prompt_tokens = usage["prompt_tokens"]
-        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+    counts = upstream_counts(usage, "prompt_tokens")
+    if counts is not None:
+        ex.prompt_tokens, ex.completion_tokens = counts
         ex.usage_source = "upstream"
-    else:
+    else:  # none reported, or numbers that are no token counts (1e300, -5, "12"): count ourselves
+        if usage_is_insane(usage):
+            warn_bad_usage(svc, ex, usage)
         ex.completion_tokens = svc.tokens.count_text(response_text(upstream.data), ex.alias)
     ex.finish_reason = response_finish_reason(upstream.data)
     model = upstream.data.get("model")

@@ -14,6 +14,7 @@ _BOUNDS: tuple[tuple[str, str, type], ...] = (
     ("HYBRIDGW_MAX_HEADER_BYTES", "max_header_bytes", int),
     ("HYBRIDGW_MAX_CONNECTIONS", "max_connections", int),
     ("HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", int),
+    ("HYBRIDGW_STREAM_WRITE_TIMEOUT_S", "stream_write_timeout_s", float),
 )
 
 
@@ -33,6 +34,8 @@ class Settings:
     max_connections: int = 2048  # open connections in total; beyond it requests get 503 (uvicorn)
     max_connections_per_client: int = 256  # per client address (0: no bound); raise it behind a proxy
     metrics_public: bool = False  # True: GET /metrics without the admin key (team names, costs in it)
+    # A streaming client that reads nothing for this long is dropped (its upstream stream closed).
+    stream_write_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -10,6 +10,11 @@ import orjson
 
 DONE_PAYLOAD = b"[DONE]"
 DONE_FRAME = b"data: [DONE]\n\n"
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # far above any real chunk; bounds what a hostile upstream makes us hold
+
+
+class EventTooLarge(ValueError):
+    """One SSE event grew past the splitter's limit (the stream is broken or hostile)."""
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -39,12 +44,14 @@ def _event_payload(block: bytes) -> bytes | None:
 
 
 class FrameSplitter:
-    """Feeds on arbitrary byte pieces; returns the payload of every event completed so far."""
+    """Feeds on arbitrary byte pieces; returns the payload of every event completed so far. An event
+    longer than `max_event_bytes` raises EventTooLarge instead of growing the buffer without end."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buffer = b""
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer + data if self._buffer else data
@@ -55,8 +62,13 @@ class FrameSplitter:
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         blocks = buffer.split(b"\n\n")
         self._buffer = blocks.pop() + held
+        limit = self.max_event_bytes
+        if len(self._buffer) > limit:
+            raise EventTooLarge(f"an SSE event exceeds {limit} bytes without ending")
         payloads = []
         for block in blocks:
+            if len(block) > limit:
+                raise EventTooLarge(f"an SSE event of {len(block)} bytes exceeds {limit} bytes")
             if block:
                 payload = _event_payload(block)
                 if payload is not None:

@@ -9,6 +9,7 @@ import orjson
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
+_OUTPUT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning")  # delta fields that are output
 
 
 class StreamTally:
@@ -31,9 +32,11 @@ class StreamTally:
                     break
             else:
                 return self._usage_chunk(payload)
-        is_content = True
-        if b'"finish_reason"' in payload and not any(n in payload for n in _NULL_FINISH):
-            is_content = self._read_finish(payload)
+        # The common chunk (some text, no finish) is known without parsing it; the rest is parsed.
+        if _plain_text_chunk(payload):
+            is_content = True
+        else:
+            is_content = self._read(payload)
         self.payloads.append(payload)
         return payload, is_content
 
@@ -49,23 +52,26 @@ class StreamTally:
         if not self.client_wants_usage:
             data.pop("usage", None)
             payload = orjson.dumps(data)
-        is_content = self._read_finish(payload)
+        is_content = self._read(payload)
         self.payloads.append(payload)
         return payload, is_content
 
-    def _read_finish(self, payload: bytes) -> bool:
-        """Note the finish reason; whether the chunk also carries output. A bare finish chunk
-        (`"delta": {}`) is no token, so its arrival is no inter-token gap."""
+    def _read(self, payload: bytes) -> bool:
+        """Note the model and finish reason; whether the chunk carries output. OpenAI's role-only
+        first chunk (`"content": ""`) and a bare finish chunk (`"delta": {}`) are no token, so their
+        arrival is neither the first token nor an inter-token gap."""
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return True
+        if not isinstance(data, dict):
+            return False
         self._note_model(data)
         choices = data.get("choices") or []
         for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
-        return any(text for choice in choices for text in _choice_texts(choice))
+        return any(carries_content(choice) for choice in choices)
 
     def _note_model(self, data: Any) -> None:
         model = data.get("model") if isinstance(data, dict) else None
@@ -92,6 +98,28 @@ def payload_text(payload: bytes) -> str:
     except orjson.JSONDecodeError:
         return ""
     return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
+
+
+def _plain_text_chunk(payload: bytes) -> bool:
+    """A chat chunk with non-empty content and no finish reason (an escaped quote inside the text
+    cannot look like `"content":""`: it would read `\\"`). Plain `in` tests: this runs per chunk."""
+    if b'"finish_reason":null' in payload:
+        return b'"content":"' in payload and b'"content":""' not in payload
+    if b'"finish_reason": null' in payload:
+        return b'"content": "' in payload and b'"content": ""' not in payload
+    return False
+
+
+def carries_content(choice: Any) -> bool:
+    """Whether one streamed choice carries output: text, a tool-call delta, a refusal or reasoning."""
+    if not isinstance(choice, dict):
+        return False
+    if choice.get("text"):
+        return True
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False
+    return any(delta.get(key) for key in _OUTPUT_KEYS)
 
 
 def _choice_texts(choice: Any) -> list[str]:
@@ -122,3 +150,32 @@ def response_finish_reason(data: dict[str, Any]) -> str:
         if isinstance(choice, dict) and choice.get("finish_reason"):
             return str(choice["finish_reason"])
     return ""
+
+
+MAX_SANE_TOKENS = 2**40  # beyond any context window: a number past it is a broken or hostile upstream
+
+
+def sane_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SANE_TOKENS
+
+
+def upstream_counts(usage: Any, needed: str) -> tuple[int, int] | None:
+    """(prompt, completion) tokens as the upstream reported them, or None when it reported no
+    `needed` count or any count that is not a sane integer (then the gateway counts instead).
+    An absent other count reads 0 (embeddings report no completion_tokens)."""
+    if not isinstance(usage, dict) or usage.get(needed) is None:
+        return None
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    prompt = 0 if prompt is None else prompt
+    completion = 0 if completion is None else completion
+    if not (sane_count(prompt) and sane_count(completion)):
+        return None
+    return prompt, completion
+
+
+def usage_is_insane(usage: Any) -> bool:
+    """The upstream sent usage numbers, and at least one is not a sane count (for a warning)."""
+    if not isinstance(usage, dict):
+        return False
+    return any(usage.get(k) is not None and not sane_count(usage.get(k))
+               for k in ("prompt_tokens", "completion_tokens", "total_tokens"))

@@ -1,9 +1,11 @@
-"""The SSE relay response: sends each upstream chunk on as it arrives, timing it and tallying
-usage; turns a failure after the first byte into one error frame + [DONE]; finishes the record."""
+"""The SSE relay response: sends each upstream chunk on as it arrives, timing its content and
+tallying usage; turns a failure after the first byte into one error frame + [DONE]; gives up on a
+client that stops reading (the upstream connection is released); finishes the record."""
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -14,8 +16,11 @@ from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
 from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
-from gateway.stream_tally import StreamTally, payload_text
+from gateway.stream_tally import StreamTally, payload_text, upstream_counts, usage_is_insane
 from gateway.usage_emit import finish
+from gateway.write_watch import WriteWatch
+
+_GONE = "client disconnected mid-stream"
 
 
 class SSERelayResponse(Response):
@@ -26,6 +31,7 @@ class SSERelayResponse(Response):
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
         self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
         self.output_tokens = 0  # counted only under a cap
+        self.write_timeout_s = svc.settings.stream_write_timeout_s
         self.status_code = 200
         self.background = None
         self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -34,50 +40,98 @@ class SSERelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex, tally = self.ex, self.tally
+        self.watch = WriteWatch(self.write_timeout_s)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await self.watch.send(send, start)
             await self._relay(send)
         except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
-            info = error_info(exc)
-            ex.fail("error", 200, info.type, exc.message)
-            self.guard.close()
-            try:
-                await send({"type": "http.response.body", "more_body": False,
-                            "body": error_frame(info.message, info.type, info.code) + DONE_FRAME})
-            except OSError:
-                ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
+            await self._fail_in_band(send, exc)
         except asyncio.CancelledError:
-            if not self.guard.absorb():
-                raise
-            ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
+            stalled, gone = self.watch.absorb(), self.guard.absorb()  # either (or both) may have cancelled
+            if stalled:
+                ex.fail("aborted", 200, "client_stalled",
+                        f"the client read nothing for {self.write_timeout_s:g} s; the stream was ended")
+            elif gone:
+                ex.fail("aborted", 200, "client_disconnected", _GONE)
+            else:
+                await self._cut_by_shutdown(send)
         except OSError:
-            ex.fail("aborted", 200, "client_disconnected", "client disconnected mid-stream")
+            ex.fail("aborted", 200, "client_disconnected", _GONE)
         finally:
+            self.watch.stop()
             self.guard.close()
             await self._close_upstream()
             self._settle_usage()
             finish(self.svc, ex)
             del tally.payloads[:]
 
+    async def _cut_by_shutdown(self, send: Send) -> None:
+        """Not the client: uvicorn cancels what still runs at shutdown's grace limit. The record says
+        so, and the client gets an error frame + [DONE] rather than a broken chunked body."""
+        message = "the gateway shut down before the stream ended"
+        self.ex.fail("error", 200, "shutdown", message)
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # ending now, cleanly, is what the cancel asked for
+        self.guard.close()
+        await self._send_last(send, error_frame(message, "service_unavailable", "shutdown") + DONE_FRAME, 1.0)
+
+    async def _send_last(self, send: Send, body: bytes, timeout_s: float) -> bool:
+        """The closing frame, under a deadline of its own (the watch is stopped); whether it went out."""
+        self.watch.stop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await send({"type": "http.response.body", "more_body": False, "body": body})
+        except (OSError, TimeoutError):
+            return False
+        return True
+
+    async def _fail_in_band(self, send: Send, exc: UpstreamError | BudgetExhausted) -> None:
+        info = error_info(exc)
+        self.ex.fail("error", 200, info.type, exc.message)
+        if isinstance(exc, UpstreamError):  # the upstream broke after its first byte: the breaker hears of it
+            self.svc.router.record_result(exc.backend or self.opened.target.backend, ok=False)
+        self.guard.close()
+        # Whether or not the client is still there to read it, the request failed upstream: stays `error`.
+        frame = error_frame(info.message, info.type, info.code) + DONE_FRAME
+        await self._send_last(send, frame, self.write_timeout_s)
+
     async def _relay(self, send: Send) -> None:
         tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
-        out, _ = tally.accept(self.opened.first)
         capped = self.max_output_tokens is not None
-        if capped:
-            self._charge(self.opened.first)
+        out, is_content = tally.accept(self.opened.first)
+        if is_content:
+            self._first_token(clock.first_byte)
+            if capped:
+                self._charge(self.opened.first)
         if out is not None:
-            await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+            await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                         "more_body": True})
         async for payload in rest:
             now = time.perf_counter()
             out, is_content = tally.accept(payload)
             if is_content:
-                clock.mark_chunk(now)
+                if clock.first_chunk is None:
+                    self._first_token(now)
+                else:
+                    clock.mark_chunk(now)
                 if capped:
                     self._charge(payload)
             if out is not None:
-                await send({"type": "http.response.body", "body": b"data: " + out + b"\n\n", "more_body": True})
+                await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
+                                             "more_body": True})
         self.guard.close()
-        await send({"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+        await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+    def _first_token(self, now: float | None) -> None:
+        """TTFT: the first chunk with content. The backend's health learns it here (dispatch only saw
+        the first byte, which may have been a role-only chunk)."""
+        clock = self.ex.clock
+        clock.mark_chunk(now)
+        if clock.upstream_sent is not None and clock.first_chunk is not None:
+            self.svc.router.record_result(self.opened.target.backend, ok=True,
+                                          ttft_s=clock.first_chunk - clock.upstream_sent)
 
     def _charge(self, payload: bytes) -> None:
         """Count the chunk's output tokens against the budget cap; cut the stream past it."""
@@ -97,11 +151,19 @@ class SSERelayResponse(Response):
         ex, tally = self.ex, self.tally
         ex.finish_reason = tally.finish_reason
         ex.response_model = tally.response_model
-        usage = tally.usage
-        if usage is not None and isinstance(usage.get("completion_tokens"), int):
-            ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            ex.completion_tokens = int(usage["completion_tokens"])
+        counts = upstream_counts(tally.usage, "completion_tokens")
+        if counts is not None:
+            ex.prompt_tokens, ex.completion_tokens = counts
             ex.usage_source = "upstream"
-        else:
-            ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
-            ex.usage_source = "counted"
+            return
+        if usage_is_insane(tally.usage):
+            warn_bad_usage(self.svc, ex, tally.usage)
+        ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
+        ex.usage_source = "counted"
+
+
+def warn_bad_usage(svc: Services, ex: Exchange, usage: Any) -> None:
+    """An upstream's usage numbers that are no sane counts are ignored (counted instead), and said."""
+    backend = ex.target.backend if ex.target else ""
+    svc.log.warning("request %s: upstream %s reported usage that is no sane token count (%.200r); "
+                    "counted instead", ex.request_id, backend, usage)

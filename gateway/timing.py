@@ -9,15 +9,19 @@ from dataclasses import dataclass
 
 
 class RequestClock:
-    """Marks arrival, upstream call sent, first chunk, every later chunk (as gaps) and the end."""
+    """Marks arrival, upstream call sent, the upstream's first byte, the first content chunk, every
+    later content chunk (as gaps) and the end. A chunk carrying no output (OpenAI's role-only first
+    chunk, a bare finish, usage) is no token: it is not marked, so it never sets TTFT or an ITL gap."""
 
-    __slots__ = ("arrival", "arrival_wall", "end", "first_chunk", "gaps", "last_chunk", "upstream_sent")
+    __slots__ = ("arrival", "arrival_wall", "end", "first_byte", "first_chunk", "gaps", "last_chunk",
+                 "upstream_sent")
 
     def __init__(self, arrival: float | None = None, arrival_wall: float | None = None) -> None:
         self.arrival = time.perf_counter() if arrival is None else arrival
         self.arrival_wall = time.time() if arrival_wall is None else arrival_wall
         self.upstream_sent: float | None = None
-        self.first_chunk: float | None = None
+        self.first_byte: float | None = None  # the upstream's first chunk of any kind (or response headers)
+        self.first_chunk: float | None = None  # the first chunk that carries content: TTFT
         self.last_chunk: float | None = None
         self.gaps: list[float] = []
         self.end: float | None = None
@@ -25,7 +29,12 @@ class RequestClock:
     def mark_upstream_sent(self, now: float | None = None) -> None:
         self.upstream_sent = time.perf_counter() if now is None else now
 
+    def mark_first_byte(self, now: float | None = None) -> None:
+        if self.first_byte is None:
+            self.first_byte = time.perf_counter() if now is None else now
+
     def mark_chunk(self, now: float | None = None) -> None:
+        """A chunk that carries content (for a non-streamed call: the whole body)."""
         now = time.perf_counter() if now is None else now
         if self.first_chunk is None:
             self.first_chunk = now
@@ -41,10 +50,10 @@ class RequestClock:
 
 @dataclass(frozen=True)
 class TimingStats:
-    ttft_s: float | None  # arrival → first chunk
-    upstream_latency_s: float | None  # upstream call sent → first chunk
+    ttft_s: float | None  # arrival → first content chunk
+    upstream_latency_s: float | None  # upstream call sent → first content chunk
     e2e_s: float  # arrival → end
-    gaps_s: tuple[float, ...]  # between consecutive chunks
+    gaps_s: tuple[float, ...]  # between consecutive content chunks
     itl_p50_s: float | None
     itl_p95_s: float | None
     itl_max_s: float | None

@@ -19,9 +19,14 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
+    """Deadlines of one upstream call. A timeout before the upstream answers moves on to the next
+    target; one after it started producing (headers of a non-streamed call, a stream's first chunk)
+    ends the request: a retry elsewhere would pay for the answer twice."""
+
     connect_s: float = 5.0
-    first_byte_s: float = 60.0  # request sent → first response byte (first token when streamed)
+    first_byte_s: float = 60.0  # request sent → first chunk (streamed) or response headers (not streamed)
     between_chunks_s: float = 60.0  # the longest gap allowed between two streamed chunks
+    total_s: float = Field(default=600.0, gt=0)  # non-streamed: request sent → whole body (may take minutes)
 
 
 class Price(_Strict):

@@ -49,11 +49,13 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
-        """Non-streamed call; raises UpstreamError."""
+        """Non-streamed call; raises UpstreamError (`after_first_byte` once the response headers came:
+        then no other target is tried). A 200 whose body is an error object is an UpstreamError too."""
         ...
 
     def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
-        """Streamed call; raises UpstreamError before the first chunk or (after_first_byte) later."""
+        """Streamed call; raises UpstreamError before the first chunk or (after_first_byte) later,
+        also for an in-band error event (`data: {"error": …}`), which is never yielded as a chunk."""
         ...
 
     def state(self) -> BackendState: ...

@@ -1,7 +1,9 @@
 """Backend for any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, TRT-LLM, NIM, our engine).
 
-httpx with one pooled keep-alive client per backend; separate deadlines for connect, first byte
-and the gap between chunks; SSE relayed as the upstream's own payload bytes.
+httpx with one pooled keep-alive client per backend; separate deadlines for connect, first byte,
+the gap between chunks and (non-streamed) the whole body; SSE relayed as the upstream's own payload
+bytes. An error object in place of an answer (a 200 error body, an in-band `data: {"error": …}`
+event) is an UpstreamError, never a relayed success.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ import orjson
 from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
-from gateway.sse import DONE_PAYLOAD, FrameSplitter
+from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
 
 _SHARDS = 8
 
 
-def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError:
-    """The upstream's own message (OpenAI-shaped body or plain text) under its status."""
+def _error_fields(status: int, content: bytes) -> tuple[str, str | None, str | None]:
+    """(message, param, code) of an OpenAI-shaped error body or plain text."""
     message, param, code = content.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
     try:
         data = orjson.loads(content)
@@ -34,9 +36,32 @@ def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError
             param, code = err.get("param"), err.get("code")
         elif isinstance(err, str):
             message = err
+    return message, param if isinstance(param, str) else None, code if isinstance(code, str) else None
+
+
+def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError:
+    """The upstream's own message (OpenAI-shaped body or plain text) under its status."""
+    message, param, code = _error_fields(status, content)
     return UpstreamError(f"upstream {backend} returned {status}: {message}", backend=backend,
-                         upstream_status=status, param=param if isinstance(param, str) else None,
-                         code=code if isinstance(code, str) else None)
+                         upstream_status=status, param=param, code=code)
+
+
+def error_object(payload: bytes) -> bool:
+    """Whether a JSON payload is an error object (`{"error": …}`) instead of a chunk or a response."""
+    if b'"error"' not in payload[:64]:  # cheap: chunks and responses start with "id"/"object"
+        return False
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and data.get("error") is not None and not data.get("choices")
+
+
+def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
+    """An error event after the stream began (an engine whose core died, a provider's overload)."""
+    message, param, code = _error_fields(502, payload)
+    return UpstreamError(f"upstream {backend} failed mid-stream: {message}", backend=backend, kind="in_band",
+                         param=param, code=code or "upstream_in_band_error", after_first_byte=True)
 
 
 def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = False) -> UpstreamError:
@@ -75,6 +100,9 @@ class OpenAIHTTPBackend:
         # First byte: asyncio deadline around the call; later reads: httpx's own per-read timeout.
         read = max(t.first_byte_s, t.between_chunks_s)
         timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.first_byte_s, pool=None)
+        # Non-streamed bodies: only the total deadline applies, however long the upstream pauses.
+        self._body_timeout = httpx.Timeout(connect=t.connect_s, read=t.total_s, write=t.first_byte_s,
+                                           pool=None)
         self._clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, transport=self._transport,
                                            follow_redirects=False) for _ in range(shards)]
         self._load = [0] * shards
@@ -109,24 +137,48 @@ class OpenAIHTTPBackend:
         self._counters.in_flight += 1
         shard = self._acquire()
         try:
-            headers = {"x-request-id": request.request_id, **request.headers}
+            content, status = await self._post(self._clients[shard], request)
+            if status >= 400:
+                raise self._fail(_error_from_body(self.name, status, content))
             try:
-                async with asyncio.timeout(self.spec.timeouts.first_byte_s):
-                    response = await self._clients[shard].post(self._urls[request.path], content=orjson.dumps(request.body),
-                                                       headers=headers)
-            except (httpx.HTTPError, TimeoutError) as exc:
-                raise self._fail(_transport_error(self.name, exc)) from None
-            if response.status_code >= 400:
-                raise self._fail(_error_from_body(self.name, response.status_code, response.content))
-            try:
-                data: Any = orjson.loads(response.content)
+                data: Any = orjson.loads(content)
             except orjson.JSONDecodeError:
                 raise self._fail(UpstreamError(f"upstream {self.name} sent a body that is not JSON",
                                                backend=self.name, kind="protocol")) from None
-            return UpstreamResponse(response.content, data if isinstance(data, dict) else {}, response.status_code)
+            if isinstance(data, dict) and error_object(content):  # a 200 that is an error: no answer
+                raise self._fail(_error_from_body(self.name, 502, content))
+            return UpstreamResponse(content, data if isinstance(data, dict) else {}, status)
         finally:
             self._release(shard)
             self._counters.in_flight -= 1
+
+    async def _post(self, client: httpx.AsyncClient, request: UpstreamRequest) -> tuple[bytes, int]:
+        """A non-streamed call: response headers within first_byte_s, the whole body within total_s
+        of sending. A timeout after the headers is no retry case (`after_first_byte`)."""
+        t = self.spec.timeouts
+        deadline = asyncio.get_running_loop().time() + t.total_s
+        headers = {"x-request-id": request.request_id, **request.headers}
+        http_request = client.build_request("POST", self._urls[request.path],
+                                            content=orjson.dumps(request.body), headers=headers,
+                                            timeout=self._body_timeout)
+        try:
+            async with asyncio.timeout(min(t.first_byte_s, t.total_s)):
+                response = await client.send(http_request, stream=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._fail(_transport_error(self.name, exc)) from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                content = await response.aread()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+                error = UpstreamError(f"upstream {self.name} did not finish its response within {t.total_s:g} s",
+                                      backend=self.name, kind="timeout", after_first_byte=True)
+            else:
+                error = _transport_error(self.name, exc, after_first_byte=True)
+            raise self._fail(error) from None
+        finally:
+            await response.aclose()
+        return content, response.status_code
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
         self._counters.requests += 1
@@ -178,14 +230,18 @@ class OpenAIHTTPBackend:
                     if payload == DONE_PAYLOAD:
                         await self._drain(pieces)
                         return
-                    if not started and payload.startswith(b'{"error"'):
-                        raise self._fail(_error_from_body(self.name, 502, payload))
+                    if error_object(payload):
+                        raise self._fail(_in_band_error(self.name, payload) if started
+                                         else _error_from_body(self.name, 502, payload))
                     started = True
                     yield payload
                 if piece is None:
                     return  # ended without [DONE]: accepted, as many servers do
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
+        except EventTooLarge as exc:
+            raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}",
+                                           backend=self.name, kind="protocol", after_first_byte=started)) from None
 
     async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
         """Read the body's end after [DONE] so the keep-alive connection goes back to the pool."""

@@ -2,10 +2,16 @@
 
 Run: `python -m tests.fakes.openai_upstream --port P`. Behaviour per request comes from the model
 name's suffix (`m;chunks=16;delay_ms=5`), a `user` field `fake:chunks=16;delay_ms=5`, and/or a body
-field `"fake": {...}`. Keys: ttft_ms,
-delay_ms (between chunks), chunks (4), status + message (error reply), fail_after (drop the
-connection after k chunks), no_usage, tag (names the request in /_disconnects), reply_model (the
-model the reply names, as OpenAI names a dated snapshot; default: the requested one).
+field `"fake": {...}`. Keys: ttft_ms (before the response starts), delay_ms (between chunks),
+chunks (4), status + message (error reply), fail_after (drop the connection after k chunks),
+no_usage, tag (names the request in /_disconnects), reply_model (the model the reply names, as
+OpenAI names a dated snapshot; default: the requested one).
+A streamed chat reply opens as OpenAI's does: a role-only chunk (`"content": ""`), then content;
+role_delay_ms waits between the two (a prefill), no_role=1 leaves the role chunk out.
+Hostile or broken upstreams: error_after=k (an in-band `data: {"error": …}` event after k content
+chunks), error_body=1 (a non-streamed 200 whose body is an error), usage_prompt=<JSON number>
+(the prompt_tokens it reports, e.g. 1e300 or -5), body_delay_ms (non-streamed: headers at once,
+the body that much later), chunk_bytes=N (pad each content chunk to about N bytes).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
 """
 from __future__ import annotations
@@ -116,9 +122,13 @@ def _text_chunk(model: str, n: int, text: str, finish: str | None, with_usage: b
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def _usage(body: dict[str, Any], completion: int) -> dict[str, int]:
-    prompt = _prompt_tokens(body)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(body: dict[str, Any], completion: int, opts: dict[str, Any]) -> dict[str, Any]:
+    prompt: Any = _prompt_tokens(body)
+    if "usage_prompt" in opts:  # a broken upstream's number, as given (1e300, -5, "12")
+        value = opts["usage_prompt"]
+        prompt = orjson.loads(value) if isinstance(value, str) else value
+    total = prompt + completion if isinstance(prompt, (int, float)) else completion
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
 
 
 class FakeUpstream:
@@ -189,7 +199,7 @@ class FakeUpstream:
             elif body.get("stream"):
                 await self._stream(path, body, model, opts, watch, send)
             else:
-                await _json(send, 200, _complete(path, body, model, opts))
+                await self._complete(path, body, model, opts, watch, send)
         finally:
             watch.close()
 
@@ -199,29 +209,59 @@ class FakeUpstream:
         delay, fail_after = _num(opts, "delay_ms", 0) / 1000, int(_num(opts, "fail_after", -1))
         usage_on = bool((body.get("stream_options") or {}).get("include_usage")) and "no_usage" not in opts
         chat = path == "/v1/chat/completions"
+        error_after, pad = int(_num(opts, "error_after", -1)), int(_num(opts, "chunk_bytes", 0))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
+        if chat and "no_role" not in opts:  # what OpenAI sends before any token
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": _chat_chunk(model, n, {"role": "assistant", "content": ""}, None, usage_on)})
+            if await watch.pause(_num(opts, "role_delay_ms", 0) / 1000):
+                self.state.disconnects.append(str(opts.get("tag", "")))
+                return
         for i in range(chunks):
             if i == fail_after:
                 raise DropConnection(f"fake drops the connection after {i} chunks")
-            if i and await watch.pause(delay):
+            if i == error_after:
+                error = {"error": {"message": f"fake in-band error after {i} chunks", "type": "fake_error",
+                                   "param": None, "code": "fake_in_band"}}
+                await send({"type": "http.response.body", "more_body": False,
+                            "body": b"data: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n"})
+                return
+            if await watch.pause(delay if i else 0):  # pause(0): only whether the client left
                 self.state.disconnects.append(str(opts.get("tag", "")))
                 return
+            text = f"tok{i} ".ljust(pad, "x") if pad else f"tok{i} "
             if chat:
-                delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 else {"content": f"tok{i} "}
+                delta = {"role": "assistant", "content": text} if i == 0 and "no_role" in opts else {"content": text}
                 frame = _chat_chunk(model, n, delta, None, usage_on)
             else:
-                frame = _text_chunk(model, n, f"tok{i} ", None, usage_on)
+                frame = _text_chunk(model, n, text, None, usage_on)
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         tail = _chat_chunk(model, n, {}, "stop", usage_on) if chat else _text_chunk(model, n, "", "stop", usage_on)
         if usage_on:
             last: dict[str, Any] = {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
-                    "model": model, "choices": [], "usage": _usage(body, chunks * n)}
+                    "model": model, "choices": [], "usage": _usage(body, chunks * n, opts)}
             tail += b"data: " + orjson.dumps(last) + b"\n\n"
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
 
+    async def _complete(self, path: str, body: dict[str, Any], model: str, opts: dict[str, Any], watch: Disconnect,
+                        send: Send) -> None:
+        if "error_body" in opts:  # some providers answer 200 with an error object
+            data: dict[str, Any] = {"error": {"message": "fake error in a 200 body", "type": "server_error",
+                                              "param": None, "code": "fake_error_body"}}
+        else:
+            data = _reply(path, body, model, opts)
+        content = orjson.dumps(data)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(content)).encode())]})
+        if await watch.pause(_num(opts, "body_delay_ms", 0) / 1000):  # headers out, body still coming
+            self.state.disconnects.append(str(opts.get("tag", "")))
+            return
+        await send({"type": "http.response.body", "body": content})
 
-def _complete(path: str, body: dict[str, Any], model: str, opts: dict[str, Any]) -> dict[str, Any]:
+
+def _reply(path: str, body: dict[str, Any], model: str, opts: dict[str, Any]) -> dict[str, Any]:
     chunks, n = int(_num(opts, "chunks", 4)), int(body.get("n") or 1)
     text = "".join(f"tok{i} " for i in range(chunks))
     if path == "/v1/chat/completions":
@@ -232,7 +272,7 @@ def _complete(path: str, body: dict[str, Any], model: str, opts: dict[str, Any])
         data = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": model,
                 "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i in range(n)]}
     if "no_usage" not in opts:
-        data["usage"] = _usage(body, chunks * n)
+        data["usage"] = _usage(body, chunks * n, opts)
     return data
 
 

@@ -146,10 +146,10 @@ def test_mid_stream_failure_sends_one_error_frame_then_done(gateway: Gateway) ->
         text = response.read().decode()
         request_id = response.headers["x-request-id"]
     frames = [f for f in text.split("\n\n") if f]
-    assert len(frames) == 4, frames  # two chunks, the error, [DONE]
-    assert '"tok0 "' in frames[0] and '"tok1 "' in frames[1]
-    assert frames[2].startswith('data: {"error":') and "upstream fake" in frames[2]
-    assert frames[3] == "data: [DONE]"
+    assert len(frames) == 5, frames  # the role chunk (as OpenAI opens), two chunks, the error, [DONE]
+    assert '"tok0 "' in frames[1] and '"tok1 "' in frames[2]
+    assert frames[3].startswith('data: {"error":') and "upstream fake" in frames[3]
+    assert frames[4] == "data: [DONE]"
     record = gateway.record_for(request_id)
     assert record["status"] == "error" and record["completion_tokens"] >= 2
 
@@ -159,7 +159,7 @@ def test_mid_stream_failure_with_the_sdk_raises(gateway: Gateway, client: openai
     with pytest.raises(openai.APIError):
         for chunk in client.chat.completions.create(model="midfail", messages=MESSAGES, stream=True):
             seen.append(chunk)
-    assert len(seen) == 2
+    assert len(seen) == 3  # the role chunk and two content chunks
 
 
 def test_stall_between_chunks_ends_the_stream_with_an_error_frame(gateway: Gateway) -> None:
@@ -168,6 +168,6 @@ def test_stall_between_chunks_ends_the_stream_with_an_error_frame(gateway: Gatew
                       timeout=30) as response:
         text = response.read().decode()
     frames = [f for f in text.split("\n\n") if f]
-    assert '"tok0 "' in frames[0]
+    assert '"role":"assistant"' in frames[0] and '"tok0 "' in frames[1]
     assert frames[-2].startswith('data: {"error":') and "timed out" in frames[-2]
     assert frames[-1] == "data: [DONE]"

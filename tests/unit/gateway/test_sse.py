@@ -4,7 +4,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.sse import DONE_FRAME, FrameSplitter, encode_frame, error_frame, parse_stream
+from gateway.sse import (
+    DONE_FRAME,
+    MAX_EVENT_BYTES,
+    EventTooLarge,
+    FrameSplitter,
+    encode_frame,
+    error_frame,
+    parse_stream,
+)
 
 STREAM = b'data: {"a":1}\n\ndata: {"b":2}\n\n: keep-alive comment\n\ndata: [DONE]\n\n'
 
@@ -54,3 +62,19 @@ def test_error_frame_is_openai_shaped() -> None:
     body = orjson.loads(frame[6:-2])
     assert body == {"error": {"message": "upstream died", "type": "upstream_error", "param": None,
                               "code": "upstream_protocol"}}
+
+
+def test_an_event_past_the_size_limit_is_refused_not_buffered() -> None:
+    splitter = FrameSplitter(max_event_bytes=64)
+    assert splitter.feed(b"data: " + b"x" * 50 + b"\n\n") == [b"x" * 50]
+    with pytest.raises(EventTooLarge):
+        for _ in range(10):  # an event that never ends: refused once past the limit
+            splitter.feed(b"y" * 20)
+    with pytest.raises(EventTooLarge):  # also when the whole oversized event arrives in one piece
+        FrameSplitter(max_event_bytes=64).feed(b"data: " + b"z" * 100 + b"\n\ndata: 1\n\n")
+
+
+def test_the_default_limit_is_far_above_real_chunks() -> None:
+    big = b"data: " + b"a" * (1024 * 1024) + b"\n\n"
+    assert FrameSplitter().feed(big) == [b"a" * (1024 * 1024)]
+    assert MAX_EVENT_BYTES == 8 * 1024 * 1024
