@@ -13,9 +13,11 @@ from pathlib import Path
 
 from gateway.app import create_app
 from gateway.assembly import build_observability
+from gateway.catalog import build_catalog
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
+from gateway.startup_lines import backend_lines
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
 
@@ -97,6 +99,8 @@ def main(argv: list[str]) -> int:
         if settings.policy_file is None:  # SIGHUP reloads a policy file; without one it must not kill us
             signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
                 "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
+        print("\n".join(backend_lines(loaded, build_catalog(loaded.policy, os.environ, engine_urls))),
+              flush=True)
         print(f"hybridgw: serving on {base_url}", flush=True)
         uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                     log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10)
