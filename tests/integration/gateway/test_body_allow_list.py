@@ -117,6 +117,25 @@ def test_http_backend_sends_only_openai_fields(setup: Setup, stream: bool) -> No
     assert setup.calls(setup.evil) == before
 
 
+def _call(sent: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies an upstream call: path, body, credentials, and which headers came with it."""
+    headers = sent["headers"]
+    return sent["path"], sent["body"], headers.get("authorization"), sorted(headers)
+
+
+@pytest.mark.parametrize("alias", ["m", "lm"])
+def test_each_config_field_leaves_the_upstream_call_unchanged(setup: Setup, alias: str) -> None:
+    client = setup.clients["red"]
+    client.chat.completions.create(model=alias, messages=MESSAGES, max_tokens=4)
+    plain = _call(setup.last(setup.fake))
+    for name, value in attack(setup.evil).items():
+        before = setup.calls(setup.fake)
+        reply = client.chat.completions.create(model=alias, messages=MESSAGES, max_tokens=4, extra_body={name: value})
+        assert reply.choices[0].message.content == "tok0 tok1 tok2 tok3 ", name
+        assert setup.calls(setup.fake) == before + 1, name
+        assert _call(setup.last(setup.fake)) == plain, name
+
+
 @pytest.mark.parametrize("alias", ["lm", "lm-env"])
 def test_litellm_backend_never_calls_the_clients_url(setup: Setup, alias: str) -> None:
     before = setup.calls(setup.evil)
