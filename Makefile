@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
+# make serve [PORT=8000] [HOST=127.0.0.1] [CONFIG=policy.yaml]
 serve: setup
-	$(VENV)/bin/hybridgw serve
+	$(VENV)/bin/hybridgw serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

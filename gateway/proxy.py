@@ -3,6 +3,7 @@ route → limits → dispatch → response, with one UsageRecord at the end what
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from opentelemetry import trace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from gateway import dispatch
+from gateway import dispatch, upstream_body
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
 from gateway.errors import (
@@ -180,25 +181,28 @@ async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers:
     ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False)
 
 
-def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> dispatch.RequestFor:
+def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compiled: CompiledPolicy,
+                   log: logging.Logger) -> dispatch.RequestFor:
     def request_for(target: Target) -> UpstreamRequest:
-        upstream_body = {**body, "model": target.model}
-        if ex.stream:
-            # Ask for usage even when the client did not; StreamTally strips it again.
-            upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        # Only OpenAI's fields (and the backend's allowed extras) go on: the body never configures a backend.
+        built = upstream_body.build(endpoint.path, body, target.model,
+                                    upstream_body.rules_for(compiled, target.backend, ex.team), stream=ex.stream)
+        if built.dropped:
+            log.debug("request %s: fields not sent to %s: %s", ex.request_id, target.backend, ", ".join(built.dropped))
         # The upstream span is open by now (AttemptBook.started): engines join the trace through it.
         headers: dict[str, str] = {}
         if ex.upstream_span is not None:
             inject_traceparent(headers, ex.upstream_span)
-        return UpstreamRequest(endpoint.path, upstream_body, ex.request_id, ex.stream, headers)
+        return UpstreamRequest(endpoint.path, built.body, ex.request_id, ex.stream, headers)
 
     return request_for
 
 
 async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
     assert ex.decision is not None
+    maker = _request_maker(ex, endpoint, body, svc.router.compiled, svc.log)
     _, upstream, ex.attempts = await dispatch.complete(
-        ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body), ex.clock, AttemptBook(svc, ex))
+        ex.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
     usage = upstream.data.get("usage")
     counts = upstream_counts(usage, "prompt_tokens")
     if counts is not None:
@@ -220,7 +224,8 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[
 async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any],
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
-    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, _request_maker(ex, endpoint, body),
+    maker = _request_maker(ex, endpoint, body, svc.router.compiled, svc.log)
+    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker,
                                         ex.clock, AttemptBook(svc, ex))
     ex.attempts = opened.attempts
     return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard,

@@ -14,10 +14,12 @@ from pathlib import Path
 from gateway.app import create_app
 from gateway.assembly import build_observability, open_key_store
 from gateway.auth import new_key_refusal
+from gateway.catalog import build_catalog
 from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
+from gateway.startup_lines import backend_lines
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
 from policies.schema import Policy
@@ -113,6 +115,8 @@ def main(argv: list[str]) -> int:
         if settings.policy_file is None:  # SIGHUP reloads a policy file; without one it must not kill us
             signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
                 "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
+        print("\n".join(backend_lines(loaded, build_catalog(loaded.policy, os.environ, engine_urls))),
+              flush=True)
         print(f"hybridgw: serving on {base_url}", flush=True)
         total = connection_limit(settings.max_connections)
         bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,

@@ -32,6 +32,12 @@ class RequestFacts:
     prefix_hit_rate: dict[str, float] = field(default_factory=dict)  # engines that report one
     encoding: str = ""  # the tiktoken encoding prompt_tokens was counted with
     output_source: str = ""  # "max_tokens" | "team_p90" | "team_default" | "default"
+    # The most each backend may produce: max_tokens, else the max_tokens the gateway sends it (its
+    # default cap), else expected_output_tokens. KV holds and context checks use it.
+    output_tokens_by_backend: dict[str, int] = field(default_factory=dict)
+
+    def output_on(self, backend: str) -> int:
+        return self.output_tokens_by_backend.get(backend, self.expected_output_tokens)
 
     @property
     def total_tokens(self) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from policies.calibration import Calibration
 from policies.compiled import AliasInfo, CompiledPolicy
 from policies.decision import RequestFacts, Target
 from policies.errors import RoutingError
 from policies.estimator import TokenPrice, blocks_needed, kv_bytes, local_price
 from policies.live import LiveState
-from policies.calibration import Calibration
+from policies.schema import BackendSpec
 from policies.tokens import TokenCounter
 
 
@@ -47,6 +48,15 @@ def expected_output(compiled: CompiledPolicy, body: Mapping[str, Any], team: str
     return compiled.policy.defaults.output_tokens * n, "default"
 
 
+def backend_output(spec: BackendSpec, body: Mapping[str, Any], output: int, source: str) -> int:
+    """The most one backend may produce for this request: what the client asked, else the
+    max_tokens the gateway sends it when the client sets none (its default cap), else the expectation."""
+    cap = spec.max_tokens_default
+    if source == "max_tokens" or cap is None:
+        return output
+    return cap * (_positive_int(body.get("n")) or 1)
+
+
 def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) -> dict[str, str]:
     tags = dict(compiled.team(team).tags)
     metadata = body.get("metadata")
@@ -69,31 +79,34 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
     blocks: dict[str, int] = {}
     costs: dict[str, float] = {}
     prefix: dict[str, float] = {}
+    outputs: dict[str, int] = {}
     policy = compiled.policy
     for backend, target in alias.by_backend.items():
         tokens = per_backend[backend] = calibration.apply(calibration_key(target, alias.encoding), prompt)
+        spec = policy.backends[backend]
+        # KV is held for the most the backend may produce; cost expects no more than that.
+        most = outputs[backend] = backend_output(spec, body, output, output_source)
         price: TokenPrice | None
         if backend in compiled.engines:
-            spec = policy.backends[backend]
             snap = live.engine(backend)
             if snap is not None:
-                blocks[backend] = blocks_needed(tokens, output, snap.block_size)
+                blocks[backend] = blocks_needed(tokens, most, snap.block_size)
                 if snap.prefix_cache_hit_rate > 0:
                     prefix[backend] = snap.prefix_cache_hit_rate
             per_token = (snap.kv_bytes_per_token if snap else 0) or spec.kv_bytes_per_token
             if per_token:
-                kv[backend] = kv_bytes(tokens, output, per_token)
+                kv[backend] = kv_bytes(tokens, most, per_token)
             price = local_price(policy.prices.get(target.model) or spec.price, snap)
         else:
             price = compiled.hosted_prices.get((backend, target.model))
         if price is not None:
-            costs[backend] = price.cost(tokens, output)
+            costs[backend] = price.cost(tokens, min(output, most))
     return RequestFacts(
         team=team, model_alias=alias.name, prompt_tokens=prompt, expected_output_tokens=output,
         stream=body.get("stream") is True, headers=_x_headers(headers), tags=_request_tags(compiled, team, body),
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
-        output_source=output_source,
+        output_source=output_source, output_tokens_by_backend=outputs,
     )
 
 

@@ -136,7 +136,7 @@ class PolicyRouter:
         blocks = facts.blocks_needed.get(backend)
         if blocks is None:
             snap = self.poller.snapshots.get(backend)
-            tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
+            tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
         return self.holds.add(backend, blocks, self.clock())
 

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from policies.rule_schema import Rule, header_safe
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+ENGINE_EXTRA_FIELDS = frozenset({"top_k", "ignore_eos", "stop_token_ids"})  # what `hybridgw engine` reads
+ENGINE_DEFAULT_MAX_TOKENS = 512
+POLICY_OWNED_FIELDS = frozenset({"model", "priority"})  # never taken from a client
 
 
 class _Strict(BaseModel):
@@ -65,10 +68,36 @@ class BackendSpec(_Strict):
     max_waiting: int = Field(default=4, ge=0)  # the queue is "short" while waiting ≤ this
     expected_ttft_s: float | None = Field(default=None, gt=0)  # prior TTFT before any is measured
     price: Price | None = None
+    # Request fields beyond OpenAI's that clients may send to this backend (e.g. vLLM's ignore_eos,
+    # min_tokens, top_k, repetition_penalty); default: our engine's own extras for kind engine, none else.
+    extra_body_fields: list[str] | None = None
+    # max_tokens sent when the client sets none (the engine would run to its context's end); default:
+    # 512 for kind engine, none (the provider's own default) else. KV holds are sized by it.
+    default_max_tokens: int | None = Field(default=None, ge=1)
 
     @property
     def state_source(self) -> str:
         return self.state or ("hybridgw" if self.kind == "engine" else "none")
+
+    @property
+    def body_extras(self) -> frozenset[str]:
+        if self.extra_body_fields is not None:
+            return frozenset(self.extra_body_fields)
+        return ENGINE_EXTRA_FIELDS if self.kind == "engine" else frozenset()
+
+    @property
+    def max_tokens_default(self) -> int | None:
+        if self.default_max_tokens is not None:
+            return self.default_max_tokens
+        return ENGINE_DEFAULT_MAX_TOKENS if self.kind == "engine" else None
+
+    @field_validator("extra_body_fields")
+    @classmethod
+    def _extras(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name in POLICY_OWNED_FIELDS:
+                raise ValueError(f"{name!r} is set by the gateway or the policy, never by a client")
+        return value
 
 
 class Deployment(_Strict):
@@ -107,6 +136,8 @@ class Team(_Strict):
     default_output_tokens: int | None = Field(default=None, ge=1)  # before the team's p90 is known
     slo: str | None = None  # name from `slos`
     tags: dict[str, str] = Field(default_factory=dict)
+    # Sent as `priority` to engine backends (lower runs first, as in vLLM); a client's own is dropped.
+    priority: int | None = None
 
     @field_validator("key_hashes")
     @classmethod

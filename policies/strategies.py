@@ -61,7 +61,7 @@ def _engine_fit(rule: Rule, ctx: Context, backend: str) -> Fit:
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
         return Fit(backend, None, f"{backend}: state unknown", unknown=True)
-    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.expected_output_tokens
+    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
     if snap.max_model_len and context_len > snap.max_model_len:
         return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
                    never=True)

@@ -17,6 +17,24 @@ from gateway.errors import UpstreamError
 _CALLS = {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}
 
 
+# litellm call arguments that configure the call rather than the answer (where it goes, with which
+# credentials, how it is retried, logged or mocked); plus every provider-prefixed credential below.
+_LITELLM_SETTINGS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "api_type", "organization", "project", "timeout",
+    "custom_llm_provider", "extra_headers", "headers", "extra_body", "extra_query", "metadata", "mock_response",
+    "mock_tool_calls", "mock_timeout", "drop_params", "additional_drop_params", "num_retries", "max_retries",
+    "fallbacks", "context_window_fallback_dict", "model_list", "litellm_params", "litellm_call_id",
+    "litellm_logging_obj", "logger_fn", "callbacks", "input_cost_per_token", "output_cost_per_token",
+    "client", "deployment_id", "region_name", "azure_ad_token", "azure_ad_token_provider", "proxy_server_request",
+    "preset_cache_key", "caching", "cache", "no-log", "acompletion", "client_secret", "tenant_id",
+})
+_LITELLM_SETTING_PREFIXES = ("aws_", "vertex_", "azure_", "watsonx_", "litellm_", "api_", "mock_")
+
+
+def _is_litellm_setting(name: str) -> bool:
+    return name in _LITELLM_SETTINGS or name.startswith(_LITELLM_SETTING_PREFIXES)
+
+
 def _error(backend: str, exc: BaseException, after_first_byte: bool = False) -> UpstreamError:
     """litellm's exception → UpstreamError with the provider's status and message."""
     name = type(exc).__name__
@@ -56,14 +74,14 @@ class LiteLLMBackend:
         return self._counters.snapshot(self.name, self.kind)
 
     def _kwargs(self, request: UpstreamRequest) -> dict[str, Any]:
-        kwargs = dict(request.body)
-        model = kwargs.pop("model")
+        # The proxy sent only allowed fields; drop litellm's own settings anyway (an operator's extra
+        # could name one), then set them from the spec, so no body key can move the call or its key.
+        kwargs = {k: v for k, v in request.body.items() if not _is_litellm_setting(k)}
+        model = str(kwargs.pop("model"))
         prefix = self.spec.model_prefix
         kwargs["model"] = f"{prefix}/{model}" if prefix and not model.startswith(f"{prefix}/") else model
-        if self.spec.base_url:
-            kwargs["api_base"] = self.spec.base_url
-        if self.spec.api_key:
-            kwargs["api_key"] = self.spec.api_key
+        kwargs["api_base"] = self.spec.base_url
+        kwargs["api_key"] = self.spec.api_key
         kwargs["timeout"] = self.spec.timeouts.first_byte_s
         kwargs["drop_params"] = True  # OpenAI-only parameters a provider lacks are dropped, not fatal
         return kwargs

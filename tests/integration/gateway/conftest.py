@@ -29,7 +29,8 @@ version: 1
 # it down after a few of them, so it is kept out of these tests (tests/integration/routing covers it).
 health: {{failure_threshold: 1000000}}
 backends:
-  fake: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  fake:   # `fake` steers the fake upstream per request; the others show allowed extras pass
+    {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, extra_body_fields: [fake, guided_json]}}
   flaky: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
   dead:
     kind: openai

@@ -34,6 +34,11 @@ def test_default_policy_without_a_hosted_key_is_local_only(tmp_path: Path) -> No
         assert (r.status, r.backend, r.rule) == (200, "local", "local-while-it-fits")
         with gw.client() as client:
             assert [m.id for m in client.models.list()] == ["smollm2"]
+        # Start-up says where requests go; the README's quick-start snippet prints what it says.
+        assert "hybridgw: backend openai: off" in gw.log() and "hybridgw: model smollm2 -> local\n" in gw.log()
+        readme = gw.chat("smollm2", max_tokens=64, temperature=0,
+                         messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert readme.body.choices[0].message.content == "The capital of France is Paris."
         gone = gw.chat("gpt-4o-mini")  # its only backend is absent without the key
         assert gone.status == 400 and gone.body["code"] == "model_not_found"
         big = gw.chat("smollm2", max_tokens=TOO_LONG)  # nowhere to spill, and waiting would not help
