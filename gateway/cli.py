@@ -14,6 +14,7 @@ commands:
   keys     create / list / revoke API keys
   policy   check or explain a policy file
   report   per-team usage report
+  bench    load-test an OpenAI-compatible URL (TTFT, ITL, TPOT, E2E, goodput)
 """
 
 
@@ -29,6 +30,8 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from policies.cli import main
     elif name == "report":
         from observability.report_cli import main
+    elif name == "bench":
+        from observability.bench.cli import main
     else:
         raise KeyError(name)
     return main

@@ -1,0 +1,44 @@
+"""Prompt text of an exact token count: words that are one token each (with their leading space)
+in the chosen tiktoken encoding, so N words are N tokens and a tenant prefix plus a unique tail
+count exactly as the sum of their parts."""
+from __future__ import annotations
+
+import random
+
+import tiktoken
+
+# Common English words; only those that are a single token (" word") in the encoding are used.
+_CANDIDATES = """the of and to in is was for on are with as be at by this had not but from or have an they
+which one you were her all she there would their we him been has when who will more no if out so said what
+up its about into than them can only other new some could time these two may then do first any my now
+such like our over man me even most made after also did many before must through back years where much
+your way well down should because each just those people how too little state good very make world still
+own see men work long get here between both life being under never day same another know while last might
+us great old year off come since against go came right used take three states himself few house use during
+without again place around however home small found thought went say part once general high upon school every
+don does got united left number course war until always away something fact though water less public put
+think almost hand enough far took head yet government system better set told nothing night end why called
+didn eyes find going look asked later knew point next program city business give group toward young days let
+room president side social given present several order national possible rather second face per among form
+important often things looking early white case john become large big need four within felt along children
+saw best church ever least power development light thing seemed family interest want members mind country
+area others done turned although open""".split()
+
+
+class PromptBuilder:
+    """Builds texts of exactly `n` tokens (as the encoding counts them) from a seeded word stream."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding_name = encoding
+        self.encoding = tiktoken.get_encoding(encoding)
+        self.words = [w for w in _CANDIDATES if len(self.encoding.encode_ordinary(" " + w)) == 1]
+        if len(self.words) < 50:  # would make prompts repetitive enough to hit prefix caches by chance
+            raise ValueError(f"encoding {encoding!r} has too few single-token words")
+
+    def text(self, num_tokens: int, rng: random.Random) -> str:
+        """Exactly `num_tokens` tokens; each word carries its leading space, so texts concatenate
+        without merging tokens across the seam."""
+        return "".join(" " + rng.choice(self.words) for _ in range(num_tokens))
+
+    def count(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
