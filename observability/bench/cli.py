@@ -96,7 +96,7 @@ def _load(args: argparse.Namespace) -> Load:
         if args.rate <= 0 or args.gamma_shape <= 0:
             raise UsageError("--rate and --gamma-shape must be positive")
         return OpenLoop(args.rate, args.gamma_shape if args.arrival == "gamma" else 1.0)
-    if (args.concurrency or 1) < 1:
+    if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     return ClosedLoop(args.concurrency or 1)
 
