@@ -6,7 +6,8 @@ suffix, e.g. `m;ttft_ms=300;itl_ms=50;chunks=8`. Keys: ttft_ms (role chunk at on
 after this), itl_ms (between content chunks), chunks (8), status (an OpenAI-shaped error reply),
 malformed (a non-JSON event after the first content chunk), stall_after (stop sending, connection
 open, after k content chunks), drop_after (close the connection after k), backends (a,b: the
-x-hybridgw-backend header, in turn per request), no_usage. Usage: prompt tokens = words sent.
+x-hybridgw-backend header, in turn per request), keys (k1,k2: 401 unless the bearer key is one of
+them), no_usage. Usage: prompt tokens = words sent. GET /_stats: requests received so far.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import json
 from typing import Any
 
 _counter = itertools.count()  # per process: which backend header the next request gets
+_received = [0]
 
 
 def _options(model: str) -> tuple[str, dict[str, str]]:
@@ -45,9 +47,12 @@ async def _reply_json(writer: asyncio.StreamWriter, status: int, obj: Any) -> No
     await writer.drain()
 
 
-async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any]) -> bool:
+async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) -> bool:
     """Write one scripted stream; False when the connection must close afterwards."""
     name, opts = _options(str(body.get("model", "m")))
+    _received[0] += 1
+    if "keys" in opts and key not in opts["keys"].split(","):
+        opts["status"] = "401"
     if "status" in opts:
         status = int(opts["status"])
         await _reply_json(writer, status, {"error": {"message": f"scripted {status}", "type": "scripted",
@@ -88,15 +93,18 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             method, path = head.split(b" ", 2)[:2]
-            length = 0
+            length, key = 0, ""
             for line in head.split(b"\r\n")[1:]:
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
+                elif line.lower().startswith(b"authorization: bearer "):
+                    key = line[22:].decode().strip()
             body = json.loads(await reader.readexactly(length)) if length else {}
-            if method == b"GET":
-                await _reply_json(writer, 200, {"object": "list", "data": [{"id": "scripted"}]}
-                                  if path.endswith(b"/models") else {"ok": True})
-            elif not await _stream(writer, body):
+            if method == b"GET" and path.endswith(b"/models"):
+                await _reply_json(writer, 200, {"object": "list", "data": [{"id": "scripted"}]})
+            elif method == b"GET":
+                await _reply_json(writer, 200, {"requests": _received[0]})
+            elif not await _stream(writer, body, key):
                 break
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
