@@ -3,7 +3,7 @@ and its client-ceiling benchmark: raw asyncio HTTP/1.1 (keep-alive, chunked SSE)
 
 Run: `python -m tests.fakes.scripted_sse --port P`. Behaviour per request from the model name's
 suffix, e.g. `m;ttft_ms=300;itl_ms=50;chunks=8`. Keys: ttft_ms (role chunk at once, first content
-after this), itl_ms (between content chunks), chunks (8), status (an OpenAI-shaped error reply),
+after this), itl_ms (between content chunks), chunks (default max_tokens, else 8), status (an OpenAI-shaped error reply),
 malformed (a non-JSON event after the first content chunk), stall_after (stop sending, connection
 open, after k content chunks), drop_after (close the connection after k), backends (a,b: the
 x-hybridgw-backend header, in turn per request), keys (k1,k2: 401 unless the bearer key is one of
@@ -59,7 +59,7 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
                                                      "param": None, "code": str(status)}})
         return True
     chat = "messages" in body
-    chunks, itl = int(opts.get("chunks", 8)), float(opts.get("itl_ms", 0)) / 1000
+    chunks, itl = int(opts.get("chunks", body.get("max_tokens") or 8)), float(opts.get("itl_ms", 0)) / 1000
     backends = opts.get("backends", "").split(",")
     backend = backends[next(_counter) % len(backends)] if opts.get("backends") else ""
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
