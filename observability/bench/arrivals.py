@@ -1,5 +1,6 @@
 """When requests start: a closed loop (fixed concurrency, the next starts when one ends) or an open
 loop whose gaps are gamma-distributed at a mean rate (shape 1 = Poisson); seeded, pure."""
+
 from __future__ import annotations
 
 import random

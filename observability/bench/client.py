@@ -1,6 +1,7 @@
 """The streaming HTTP/1.1 client on raw asyncio streams (keep-alive pool, chunked SSE): cheap per
 chunk so the client is never the bottleneck (httpx costs ~8 ms CPU per engine step at 64 streams,
 bench/engine_server.py measured); failures become an error type on the record, never an exception."""
+
 from __future__ import annotations
 
 import asyncio
@@ -59,21 +60,33 @@ class Connection:
 class Client:
     """One pool of keep-alive connections to one target; `send` never raises for a failed request."""
 
-    def __init__(self, target: Target, headers: dict[str, str], idle_timeout_s: float,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        target: Target,
+        headers: dict[str, str],
+        idle_timeout_s: float,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.target, self.idle_timeout_s, self.clock = target, idle_timeout_s, clock
         self._idle: list[Connection] = []
         self._ssl = ssl.create_default_context() if target.scheme == "https" else None
-        fixed = {"Host": f"{target.host}:{target.port}", "Content-Type": "application/json",
-                 "Accept": "text/event-stream", "User-Agent": "hybridgw-bench", **headers}
-        self._head = (f"POST {target.path} HTTP/1.1\r\n"
-                      + "".join(f"{k}: {v}\r\n" for k, v in fixed.items())).encode()
+        fixed = {
+            "Host": f"{target.host}:{target.port}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": "hybridgw-bench",
+            **headers,
+        }
+        self._head = (
+            f"POST {target.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
+        ).encode()
 
     async def _connect(self) -> Connection:
         if self._idle:
             return self._idle.pop()
-        reader, writer = await asyncio.open_connection(self.target.host, self.target.port, ssl=self._ssl,
-                                                       limit=1 << 20)
+        reader, writer = await asyncio.open_connection(
+            self.target.host, self.target.port, ssl=self._ssl, limit=1 << 20
+        )
         return Connection(reader, writer)
 
     def close(self) -> None:
@@ -90,17 +103,22 @@ class Client:
                 try:
                     conn = await self._connect()
                 except OSError as exc:
-                    raise _Failure("connect", f"cannot connect to {self.target.host}:{self.target.port}: "
-                                   f"{exc.strerror or exc}") from None
+                    raise _Failure(
+                        "connect",
+                        f"cannot connect to {self.target.host}:{self.target.port}: {exc.strerror or exc}",
+                    ) from None
                 conn.writer.write(self._request_bytes(sent))
-                reusable = await self._read_response(conn, result, t0, lambda: deadline.reschedule(
-                    loop.time() + self.idle_timeout_s))
+                reusable = await self._read_response(
+                    conn, result, t0, lambda: deadline.reschedule(loop.time() + self.idle_timeout_s)
+                )
             if reusable:
                 self._idle.append(conn)
                 conn = None
         except TimeoutError:
-            result.fail("stall" if result.status else "timeout",
-                        f"no byte for {self.idle_timeout_s:g} s" + (" mid-stream" if result.status else ""))
+            result.fail(
+                "stall" if result.status else "timeout",
+                f"no byte for {self.idle_timeout_s:g} s" + (" mid-stream" if result.status else ""),
+            )
         except _Failure as exc:
             result.fail(exc.kind, exc.detail)
         except asyncio.IncompleteReadError:
@@ -117,8 +135,9 @@ class Client:
         auth = f"Authorization: Bearer {sent.api_key}\r\n".encode() if sent.api_key else b""
         return b"%s%sContent-Length: %d\r\n\r\n%s" % (self._head, auth, len(sent.body), sent.body)
 
-    async def _read_response(self, conn: Connection, result: _Result, t0: float,
-                             touch: Callable[[], None]) -> bool:
+    async def _read_response(
+        self, conn: Connection, result: _Result, t0: float, touch: Callable[[], None]
+    ) -> bool:
         """Read head and body into `result`; True when the connection may be reused."""
         head = await conn.reader.readuntil(b"\r\n\r\n")
         touch()
@@ -169,10 +188,19 @@ class _Result:
     def record(self, base: RequestRecord) -> RequestRecord:
         usage = self.usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return replace(base, send_s=self.send_s, end_s=self.end_s, chunk_s=self.chunk_s, status=self.status,
-                       prompt_tokens=prompt if isinstance(prompt, int) else None,
-                       completion_tokens=completion if isinstance(completion, int) else None,
-                       backend=self.backend, error=self.error, error_detail=self.detail, wall_time=self.wall_time)
+        return replace(
+            base,
+            send_s=self.send_s,
+            end_s=self.end_s,
+            chunk_s=self.chunk_s,
+            status=self.status,
+            prompt_tokens=prompt if isinstance(prompt, int) else None,
+            completion_tokens=completion if isinstance(completion, int) else None,
+            backend=self.backend,
+            error=self.error,
+            error_detail=self.detail,
+            wall_time=self.wall_time,
+        )
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:

@@ -1,18 +1,20 @@
 """Token-length distributions for a workload (fixed, normal, uniform, mixture), parsed from the
 command line's short spec strings and sampled with a caller's seeded `random.Random`."""
+
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Union
 
 
 class LengthSpecError(ValueError):
     """A length spec the user wrote that we cannot read; the message says what is allowed."""
 
 
-HELP = ("fixed:N | normal:MEAN,SD | uniform:LO,HI | mix:W@SPEC|W@SPEC... "
-        "(e.g. mix:0.7@fixed:128|0.3@normal:2048,256)")
+HELP = (
+    "fixed:N | normal:MEAN,SD | uniform:LO,HI | mix:W@SPEC|W@SPEC... "
+    "(e.g. mix:0.7@fixed:128|0.3@normal:2048,256)"
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Mixture:
         return sum(w * p.mean for w, p in zip(self.weights, self.parts)) / sum(self.weights)
 
 
-Length = Union[Fixed, Normal, Uniform, Mixture]
+Length = Fixed | Normal | Uniform | Mixture
 
 
 def scaled(length: Length, factor: float) -> Length:

@@ -1,6 +1,7 @@
 """The numbers of a run, with AIPerf / vLLM benchmark_serving's definitions (pure, no I/O): TTFT,
 ITL (every gap between content chunks, pooled), TPOT, E2E, throughputs, goodput under SLOs,
 percentiles, errors by type and the share each backend served. Warm-up requests are left out."""
+
 from __future__ import annotations
 
 import math
@@ -119,9 +120,12 @@ def summarize(records: Sequence[RequestRecord], slo: Slo = Slo()) -> Summary:
     good = sum(1 for r in measured if slo.met(r)) if slo.given else None
     backends = Counter(r.backend or "-" for r in ok)
     return Summary(
-        requests=len(measured), ok=len(ok), duration_s=duration,
+        requests=len(measured),
+        ok=len(ok),
+        duration_s=duration,
         input_tokens=sum(r.prompt_tokens if r.prompt_tokens is not None else r.isl for r in ok),
-        output_tokens=output_tokens, request_throughput=per_s(len(ok)),
+        output_tokens=output_tokens,
+        request_throughput=per_s(len(ok)),
         output_token_throughput=per_s(output_tokens),
         goodput=None if good is None else per_s(good),
         slo_attainment=None if good is None or not measured else good / len(measured),
@@ -131,10 +135,14 @@ def summarize(records: Sequence[RequestRecord], slo: Slo = Slo()) -> Summary:
         e2e=stats(e2e(r) for r in ok),
         errors=dict(sorted(Counter(r.error for r in measured if r.error).items())),
         backends={name: n / len(ok) for name, n in sorted(backends.items())},
-        patterns=tuple(_pattern_line(name, [r for r in ok if r.pattern == name])
-                       for name in sorted({r.pattern for r in measured})),
+        patterns=tuple(
+            _pattern_line(name, [r for r in ok if r.pattern == name])
+            for name in sorted({r.pattern for r in measured})
+        ),
     )
 
 
 def _pattern_line(name: str, ok: list[RequestRecord]) -> PatternLine:
-    return PatternLine(name, len(ok), stats(v for r in ok if (v := ttft(r)) is not None), stats(e2e(r) for r in ok))
+    return PatternLine(
+        name, len(ok), stats(v for r in ok if (v := ttft(r)) is not None), stats(e2e(r) for r in ok)
+    )

@@ -1,5 +1,6 @@
 """One measured request as the client saw it (the frozen row every metric, table and file is
 built from); times are seconds on the run's monotonic clock, 0 = the run's start."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """The numbers behind the bench report's plots (pure): TTFT vs input length and its least-squares
 line, ITL by output position, the ISL×OSL matrix, E2E five-number summaries per pattern, and the
 backend split over time. Successful measured requests only."""
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,9 @@ def five_numbers(values: Sequence[float]) -> Box | None:
     return Box(len(xs), *(metrics.percentile(xs, q) for q in (5, 25, 50, 75, 95)))
 
 
-def backend_slots(records: Sequence[RequestRecord], slots: int = TIME_SLOTS
-                  ) -> tuple[tuple[float, tuple[tuple[str, int], ...]], ...]:
+def backend_slots(
+    records: Sequence[RequestRecord], slots: int = TIME_SLOTS
+) -> tuple[tuple[float, tuple[tuple[str, int], ...]], ...]:
     if not records:
         return ()
     t0, t1 = min(r.send_s for r in records), max(r.send_s for r in records)
@@ -82,8 +84,12 @@ def report_data(records: Sequence[RequestRecord]) -> ReportData:
         matrix[token_bucket(input_tokens(r))][token_bucket(r.output_tokens)] += 1
     patterns = sorted({r.pattern for r in ok})
     return ReportData(
-        ttft_points=points, ttft_fit=fit_line(points), itl_profile=itl_profile(ok),
+        ttft_points=points,
+        ttft_fit=fit_line(points),
+        itl_profile=itl_profile(ok),
         isl_osl=tuple(tuple(row) for row in matrix),
-        e2e_by_pattern=tuple((p, five_numbers([metrics.e2e(r) for r in ok if r.pattern == p])) for p in patterns),
+        e2e_by_pattern=tuple(
+            (p, five_numbers([metrics.e2e(r) for r in ok if r.pattern == p])) for p in patterns
+        ),
         backend_slots=backend_slots(ok),
     )

@@ -1,6 +1,7 @@
 """Drives a run: warm-up (recorded, flagged, left out of the numbers), then the measured requests
 in a closed loop or on open-loop arrival times, bounded by count and by time; every finished
 record goes to the caller's sink at once, so an interrupted run still has its partial results."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,17 +37,28 @@ class Sink:
         if self.on_record is not None:
             self.on_record(record)
         first = self.records[0].error
-        if (len(self.records) == GIVE_UP_AFTER and first in FATAL
-                and all(r.error == first for r in self.records)):
+        if (
+            len(self.records) == GIVE_UP_AFTER
+            and first in FATAL
+            and all(r.error == first for r in self.records)
+        ):
             self.stopped = f"gave up after {GIVE_UP_AFTER} requests: {first}: {record.error_detail}"
 
 
-async def run(client: Client, warmup: Sequence[Sent], measured: Sequence[Sent], spec: RunSpec, sink: Sink,
-              clock: Callable[[], float] = time.perf_counter) -> None:
+async def run(
+    client: Client,
+    warmup: Sequence[Sent],
+    measured: Sequence[Sent],
+    spec: RunSpec,
+    sink: Sink,
+    clock: Callable[[], float] = time.perf_counter,
+) -> None:
     t0 = clock()
     if warmup:
         concurrency = spec.load.concurrency if isinstance(spec.load, ClosedLoop) else 4
-        await _closed(client, [replace_base(s, warmup=True) for s in warmup], concurrency, None, t0, sink, clock)
+        await _closed(
+            client, [replace_base(s, warmup=True) for s in warmup], concurrency, None, t0, sink, clock
+        )
     if sink.stopped:
         return
     start = clock()
@@ -61,8 +73,15 @@ def replace_base(sent: Sent, **changes: object) -> Sent:
     return replace(sent, base=replace(sent.base, **changes))  # type: ignore[arg-type]
 
 
-async def _closed(client: Client, sents: Sequence[Sent], concurrency: int, deadline: float | None, t0: float,
-                  sink: Sink, clock: Callable[[], float]) -> None:
+async def _closed(
+    client: Client,
+    sents: Sequence[Sent],
+    concurrency: int,
+    deadline: float | None,
+    t0: float,
+    sink: Sink,
+    clock: Callable[[], float],
+) -> None:
     todo = iter(sents)
 
     async def worker() -> None:
@@ -74,8 +93,16 @@ async def _closed(client: Client, sents: Sequence[Sent], concurrency: int, deadl
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
 
 
-async def _open(client: Client, sents: Sequence[Sent], load: OpenLoop, seed: int, deadline: float | None,
-                t0: float, sink: Sink, clock: Callable[[], float]) -> None:
+async def _open(
+    client: Client,
+    sents: Sequence[Sent],
+    load: OpenLoop,
+    seed: int,
+    deadline: float | None,
+    t0: float,
+    sink: Sink,
+    clock: Callable[[], float],
+) -> None:
     offsets = arrival_offsets(len(sents), load.rate, load.shape, seed)
     start = clock()
     gate = asyncio.Semaphore(load.max_in_flight)

@@ -1,5 +1,6 @@
 """Server-sent events of an OpenAI stream, fed as bytes arrive: which events carry content (a
 role-only or empty delta does not), the usage of the last chunk, and what makes a stream malformed."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,9 @@ def has_content(event: dict[str, Any]) -> bool:
         if choice.get("text"):
             return True
         delta = choice.get("delta")
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")
-                                        or delta.get("tool_calls")):
+        if isinstance(delta, dict) and (
+            delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")
+        ):
             return True
     return False
 

@@ -1,5 +1,6 @@
 """What a run sends: the talk's four ISL/OSL query patterns (and `mixed`), shared-prefix tenants,
 several teams' keys, turned into a seeded list of frozen `RequestPlan`s and their JSON bodies."""
+
 from __future__ import annotations
 
 import random
@@ -56,7 +57,11 @@ class RequestPlan:
 def _lengths(spec: WorkloadSpec, rng: random.Random) -> tuple[str, Length, Length]:
     if spec.isl is not None or spec.osl is not None:
         base_in, base_out = PATTERNS["short-in-short-out"]
-        return "custom", spec.isl or scaled(base_in, spec.length_scale), spec.osl or scaled(base_out, spec.length_scale)
+        return (
+            "custom",
+            spec.isl or scaled(base_in, spec.length_scale),
+            spec.osl or scaled(base_out, spec.length_scale),
+        )
     name = rng.choice(list(PATTERNS)) if spec.preset == "mixed" else spec.preset
     isl, osl = PATTERNS[name]
     return name, scaled(isl, spec.length_scale), scaled(osl, spec.length_scale)
@@ -67,7 +72,9 @@ def build_plans(spec: WorkloadSpec, count: int, builder: PromptBuilder) -> list[
     if spec.preset not in PRESETS:
         raise ValueError(f"unknown preset {spec.preset!r}: one of {', '.join(PRESETS)}")
     rng = random.Random(spec.seed)
-    prefixes = [builder.text(spec.prefix_tokens, rng) for _ in range(spec.tenants)] if spec.prefix_tokens else []
+    prefixes = (
+        [builder.text(spec.prefix_tokens, rng) for _ in range(spec.tenants)] if spec.prefix_tokens else []
+    )
     plans = []
     for i in range(count):
         pattern, isl_dist, osl_dist = _lengths(spec, rng)
@@ -75,16 +82,29 @@ def build_plans(spec: WorkloadSpec, count: int, builder: PromptBuilder) -> list[
         tenant = rng.randrange(len(prefixes)) if prefixes else None
         prefix = prefixes[tenant] if tenant is not None else ""
         tail_tokens = max(1, isl - spec.prefix_tokens) if prefix else isl
-        plans.append(RequestPlan(i, pattern, spec.teams[i % len(spec.teams)], tenant, prefix,
-                                 builder.text(tail_tokens, rng), (spec.prefix_tokens if prefix else 0) + tail_tokens,
-                                 osl))
+        plans.append(
+            RequestPlan(
+                i,
+                pattern,
+                spec.teams[i % len(spec.teams)],
+                tenant,
+                prefix,
+                builder.text(tail_tokens, rng),
+                (spec.prefix_tokens if prefix else 0) + tail_tokens,
+                osl,
+            )
+        )
     return plans
 
 
 def request_body(plan: RequestPlan, model: str, endpoint: str, ignore_eos: bool) -> bytes:
     """The streamed OpenAI body for one plan; usage is asked for in the last chunk."""
-    body: dict[str, object] = {"model": model, "max_tokens": plan.osl, "stream": True,
-                               "stream_options": {"include_usage": True}}
+    body: dict[str, object] = {
+        "model": model,
+        "max_tokens": plan.osl,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if endpoint == "chat":
         messages = [{"role": "system", "content": plan.prefix}] if plan.prefix else []
         body["messages"] = [*messages, {"role": "user", "content": plan.tail}]

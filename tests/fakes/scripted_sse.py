@@ -3,12 +3,14 @@ and its client-ceiling benchmark: raw asyncio HTTP/1.1 (keep-alive, chunked SSE)
 
 Run: `python -m tests.fakes.scripted_sse --port P`. Behaviour per request from the model name's
 suffix, e.g. `m;ttft_ms=300;itl_ms=50;chunks=8`. Keys: ttft_ms (role chunk at once, first content
-after this), itl_ms (between content chunks), chunks (default max_tokens, else 8), status (an OpenAI-shaped error reply),
-malformed (a non-JSON event after the first content chunk), stall_after (stop sending, connection
-open, after k content chunks), drop_after (close the connection after k), backends (a,b: the
-x-hybridgw-backend header, in turn per request), keys (k1,k2: 401 unless the bearer key is one of
-them), no_usage. Usage: prompt tokens = words sent. GET /_stats: requests received so far.
+after this), itl_ms (between content chunks), chunks (default max_tokens, else 8), status (an
+OpenAI-shaped error reply), malformed (a non-JSON event after the first content chunk),
+stall_after (stop sending, connection open, after k content chunks), drop_after (close the
+connection after k), backends (a,b: the x-hybridgw-backend header, in turn per request), keys
+(k1,k2: 401 unless the bearer key is one of them), no_usage. Usage: prompt tokens = words sent.
+GET /_stats: requests received so far.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +44,10 @@ def _prompt_words(body: dict[str, Any]) -> int:
 
 async def _reply_json(writer: asyncio.StreamWriter, status: int, obj: Any) -> None:
     data = json.dumps(obj).encode()
-    writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (status, len(data), data))
+    writer.write(
+        b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (status, len(data), data)
+    )
     await writer.drain()
 
 
@@ -55,15 +59,28 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
         opts["status"] = "401"
     if "status" in opts:
         status = int(opts["status"])
-        await _reply_json(writer, status, {"error": {"message": f"scripted {status}", "type": "scripted",
-                                                     "param": None, "code": str(status)}})
+        await _reply_json(
+            writer,
+            status,
+            {
+                "error": {
+                    "message": f"scripted {status}",
+                    "type": "scripted",
+                    "param": None,
+                    "code": str(status),
+                }
+            },
+        )
         return True
     chat = "messages" in body
     chunks, itl = int(opts.get("chunks", body.get("max_tokens") or 8)), float(opts.get("itl_ms", 0)) / 1000
     backends = opts.get("backends", "").split(",")
     backend = backends[next(_counter) % len(backends)] if opts.get("backends") else ""
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
-                 + (b"x-hybridgw-backend: %s\r\n" % backend.encode() if backend else b"") + b"\r\n")
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        + (b"x-hybridgw-backend: %s\r\n" % backend.encode() if backend else b"")
+        + b"\r\n"
+    )
     if chat:  # the role-only first chunk, which TTFT must not count
         writer.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
     await writer.drain()
@@ -81,8 +98,11 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
             writer.write(_chunk(b"data: {this is not json\n\n"))
         await writer.drain()
     if "no_usage" not in opts:
-        writer.write(_event({"choices": [], "usage": {"prompt_tokens": _prompt_words(body),
-                                                      "completion_tokens": chunks}}))
+        writer.write(
+            _event(
+                {"choices": [], "usage": {"prompt_tokens": _prompt_words(body), "completion_tokens": chunks}}
+            )
+        )
     writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
     await writer.drain()
     return True

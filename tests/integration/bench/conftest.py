@@ -1,4 +1,5 @@
 """The scripted SSE server (a real HTTP server on a free port) and `hybridgw bench` run as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ class Scripted:
 def scripted() -> Iterator[Scripted]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
-    with procs.running(procs.python_module("tests.fakes.scripted_sse", "--port", str(port)), f"{url}/health",
-                       name="scripted-sse", cwd=REPO):
+    with procs.running(
+        procs.python_module("tests.fakes.scripted_sse", "--port", str(port)),
+        f"{url}/health",
+        name="scripted-sse",
+        cwd=REPO,
+    ):
         yield Scripted(url)
 
 
@@ -41,8 +46,15 @@ def bench_cmd(*args: str) -> list[str]:
 
 
 def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(bench_cmd(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    return subprocess.run(
+        bench_cmd(*args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
 
 
 def results(out: Path) -> dict[str, Any]:

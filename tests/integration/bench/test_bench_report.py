@@ -1,4 +1,5 @@
 """The bench's HTML report, from a real run, rendered by headless Chromium with every plot present."""
+
 from __future__ import annotations
 
 import shutil
@@ -38,13 +39,40 @@ class _Plots(HTMLParser):
 def test_html_report_renders_every_plot_in_headless_chromium(scripted: Scripted, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); needed to render the HTML report")
-    done = bench(scripted.url, "--model", "m;ttft_ms=5;itl_ms=1;backends=local,openai", "--preset", "mixed",
-                 "--length-scale", "0.05", "--requests", "40", "--concurrency", "4", "--out", str(tmp_path))
+        pytest.skip(
+            "chromium is not installed (apt-get install -y chromium); needed to render the HTML report"
+        )
+    done = bench(
+        scripted.url,
+        "--model",
+        "m;ttft_ms=5;itl_ms=1;backends=local,openai",
+        "--preset",
+        "mixed",
+        "--length-scale",
+        "0.05",
+        "--requests",
+        "40",
+        "--concurrency",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (tmp_path / "report.html").as_uri()],
-                         capture_output=True, text=True, timeout=120, check=False)
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            (tmp_path / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     parser = _Plots()
     parser.feed(dom.stdout)

@@ -1,5 +1,6 @@
 """`hybridgw bench` against a real server with scripted timings: the definitions recover what the
 server did (TTFT, ITL, TPOT, usage, backend header), and a run writes its JSON and CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,25 @@ SLACK_S = 0.2
 
 def test_known_timings_are_recovered(scripted: Scripted, tmp_path: Path) -> None:
     model = f"m;ttft_ms={TTFT_S * 1000:g};itl_ms={ITL_S * 1000:g};chunks={CHUNKS};backends=local,openai"
-    done = bench(scripted.url, "--model", model, "--isl", "fixed:40", "--osl", f"fixed:{CHUNKS}",
-                 "--requests", "8", "--warmup", "2", "--concurrency", "2", "--slo", "ttft:5000", "--out", str(tmp_path))
+    done = bench(
+        scripted.url,
+        "--model",
+        model,
+        "--isl",
+        "fixed:40",
+        "--osl",
+        f"fixed:{CHUNKS}",
+        "--requests",
+        "8",
+        "--warmup",
+        "2",
+        "--concurrency",
+        "2",
+        "--slo",
+        "ttft:5000",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     s = results(tmp_path)["summary"]
     assert s["requests"] == 8 and s["ok"] == 8 and s["errors"] == {}
@@ -32,14 +50,36 @@ def test_known_timings_are_recovered(scripted: Scripted, tmp_path: Path) -> None
     assert s["goodput"] == pytest.approx(s["request_throughput"])
     rows = list(csv.DictReader((tmp_path / "requests.csv").open()))
     assert len(rows) == 10 and sum(r["warmup"] == "True" for r in rows) == 2
-    assert {r["prompt_tokens"] for r in rows} == {"40"} and {r["completion_tokens"] for r in rows} == {str(CHUNKS)}
+    assert {r["prompt_tokens"] for r in rows} == {"40"} and {r["completion_tokens"] for r in rows} == {
+        str(CHUNKS)
+    }
     assert "TTFT" in done.stdout and "backends        local 50.0%, openai 50.0%" in done.stdout
 
 
 def test_open_loop_completions_and_several_teams(scripted: Scripted, tmp_path: Path) -> None:
-    done = bench(scripted.url, "--endpoint", "completions", "--model", "m;chunks=3;keys=ka,kb", "--rate", "40",
-                 "--requests", "12", "--api-key", "alpha=ka", "--api-key", "beta=kb", "--api-key", "gamma=wrong",
-                 "--preset", "short-in-short-out", "--length-scale", "0.1", "--out", str(tmp_path))
+    done = bench(
+        scripted.url,
+        "--endpoint",
+        "completions",
+        "--model",
+        "m;chunks=3;keys=ka,kb",
+        "--rate",
+        "40",
+        "--requests",
+        "12",
+        "--api-key",
+        "alpha=ka",
+        "--api-key",
+        "beta=kb",
+        "--api-key",
+        "gamma=wrong",
+        "--preset",
+        "short-in-short-out",
+        "--length-scale",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr  # some requests succeeded: the run itself did not fail
     body = results(tmp_path)
     by_team = {(r["team"], r["error"]) for r in body["requests"]}
@@ -50,7 +90,22 @@ def test_open_loop_completions_and_several_teams(scripted: Scripted, tmp_path: P
 
 
 def test_duration_bounds_the_run(scripted: Scripted, tmp_path: Path) -> None:
-    done = bench(scripted.url, "--model", "m;chunks=2;itl_ms=20", "--requests", "100000", "--duration", "1",
-                 "--concurrency", "2", "--isl", "8", "--osl", "2", "--out", str(tmp_path))
+    done = bench(
+        scripted.url,
+        "--model",
+        "m;chunks=2;itl_ms=20",
+        "--requests",
+        "100000",
+        "--duration",
+        "1",
+        "--concurrency",
+        "2",
+        "--isl",
+        "8",
+        "--osl",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     assert 0 < results(tmp_path)["summary"]["requests"] < 100000

@@ -1,4 +1,5 @@
 """Open-loop arrivals: the asked mean rate and the dispersion of a Poisson / gamma process."""
+
 from __future__ import annotations
 
 import statistics
@@ -26,7 +27,10 @@ def test_poisson_arrivals_have_the_rate_and_dispersion_asked_for() -> None:
 
 
 def test_gamma_shape_sets_burstiness_at_the_same_rate() -> None:
-    smooth, bursty = arrival_offsets(20_000, 20.0, shape=4.0, seed=1), arrival_offsets(20_000, 20.0, shape=0.25, seed=1)
+    smooth, bursty = (
+        arrival_offsets(20_000, 20.0, shape=4.0, seed=1),
+        arrival_offsets(20_000, 20.0, shape=0.25, seed=1),
+    )
     for offsets in (smooth, bursty):
         assert len(offsets) / offsets[-1] == pytest.approx(20.0, rel=0.05)
     cv = [statistics.stdev(_gaps(o)) / statistics.mean(_gaps(o)) for o in (smooth, bursty)]

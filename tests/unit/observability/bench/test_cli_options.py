@@ -1,4 +1,5 @@
 """Bad options end with one clear line and status 2, before anything is sent."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,17 +9,22 @@ from observability.bench.cli import main
 URL = "http://127.0.0.1:9"  # never contacted: each case is refused while reading the options
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--rate", "2", "--concurrency", "3"], "not both"),
-    (["--rate", "0"], "must be positive"),
-    (["--concurrency", "0"], "at least 1"),
-    (["--isl", "normal:5"], "cannot read length"),
-    (["--slo", "latency:3"], "cannot read --slo"),
-    (["--tenants", "2"], "go together"),
-    (["--header", "novalue"], "NAME:VALUE"),
-    (["--requests", "0"], "must be positive"),
-])
-def test_bad_options_exit_2_with_a_message(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--rate", "2", "--concurrency", "3"], "not both"),
+        (["--rate", "0"], "must be positive"),
+        (["--concurrency", "0"], "at least 1"),
+        (["--isl", "normal:5"], "cannot read length"),
+        (["--slo", "latency:3"], "cannot read --slo"),
+        (["--tenants", "2"], "go together"),
+        (["--header", "novalue"], "NAME:VALUE"),
+        (["--requests", "0"], "must be positive"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([URL, "--model", "m", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hybridgw bench: ") and says in err and "Traceback" not in err

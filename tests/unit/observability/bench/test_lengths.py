@@ -1,4 +1,5 @@
 """Length specs as the command line writes them, and their sampling."""
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,10 @@ def test_parse_each_form() -> None:
     assert mix.mean == pytest.approx(0.7 * 128 + 0.3 * 2048)
 
 
-@pytest.mark.parametrize("bad", ["", "fixed:0", "normal:5", "uniform:9,3", "gauss:1,2", "mix:0.5fixed:3",
-                                 "mix:0@fixed:3", "fixed:abc"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "fixed:0", "normal:5", "uniform:9,3", "gauss:1,2", "mix:0.5fixed:3", "mix:0@fixed:3", "fixed:abc"],
+)
 def test_bad_specs_say_what_is_allowed(bad: str) -> None:
     with pytest.raises(LengthSpecError, match="fixed:N"):
         parse_length(bad)

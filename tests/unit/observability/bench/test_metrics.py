@@ -1,4 +1,5 @@
 """Metric definitions against hand-built timelines: TTFT, ITL, TPOT, E2E, throughput, goodput."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,7 +13,12 @@ from observability.bench.records import RequestRecord
 
 
 def rec(index: int, send: float, chunks: tuple[float, ...], end: float, **kw: object) -> RequestRecord:
-    values: dict[str, object] = dict(completion_tokens=len(chunks), prompt_tokens=100, backend="local", status=200)
+    values: dict[str, object] = {
+        "completion_tokens": len(chunks),
+        "prompt_tokens": 100,
+        "backend": "local",
+        "status": 200,
+    }
     values.update(kw)
     return RequestRecord(index, "p", "team", 100, 16, send, end, chunks, **values)  # type: ignore[arg-type]
 

@@ -1,4 +1,5 @@
 """The files a run writes: CSV one row per request, JSON with settings/summary/requests, the table."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,9 @@ from observability.bench.records import RequestRecord
 RECORDS = [
     RequestRecord(0, "short-in-short-out", "a", 20, 4, 0.0, 0.5, (0.1, 0.2, 0.3, 0.5), 200, 20, 4, "local"),
     RequestRecord(1, "long-in-short-out", "b", 900, 4, 0.2, 1.0, (0.6, 1.0), 200, 900, 2, "openai"),
-    RequestRecord(2, "long-in-short-out", "b", 900, 4, 0.3, 0.4, (), 401, error="http_401", error_detail="bad key"),
+    RequestRecord(
+        2, "long-in-short-out", "b", 900, 4, 0.3, 0.4, (), 401, error="http_401", error_detail="bad key"
+    ),
 ]
 
 

@@ -1,15 +1,23 @@
 """The numbers behind the report's plots: the fitted TTFT slope, ITL by position, the matrix, time slots."""
+
 from __future__ import annotations
 
 import pytest
 
-from observability.bench.report_data import backend_slots, fit_line, itl_profile, report_data
 from observability.bench.records import RequestRecord
+from observability.bench.report_data import backend_slots, fit_line, itl_profile, report_data
 from observability.rollups import token_bucket
 
 
-def rec(index: int, isl: int, ttft: float, gaps: tuple[float, ...] = (), backend: str = "local",
-        send: float = 0.0, pattern: str = "p") -> RequestRecord:
+def rec(
+    index: int,
+    isl: int,
+    ttft: float,
+    gaps: tuple[float, ...] = (),
+    backend: str = "local",
+    send: float = 0.0,
+    pattern: str = "p",
+) -> RequestRecord:
     chunks, t = [send + ttft], send + ttft
     for g in gaps:
         t += g

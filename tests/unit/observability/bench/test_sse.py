@@ -1,4 +1,5 @@
 """Which SSE events count as content, usage from the last chunk, and malformed streams."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,16 +28,19 @@ def test_events_split_across_reads_count_when_complete() -> None:
     first = len(content("a"))
     whole = content("a") + content("b")
     p.feed(whole[:20], 1.0)
-    p.feed(whole[20:first + 10], 2.0)
+    p.feed(whole[20 : first + 10], 2.0)
     assert p.content_times == [2.0]  # the first event completed in the second read
-    p.feed(whole[first + 10:], 3.0)
+    p.feed(whole[first + 10 :], 3.0)
     assert p.content_times == [2.0, 3.0]
 
 
 def test_crlf_completions_text_usage_and_done() -> None:
     p = SseParser()
     p.feed(b'data: {"choices":[{"text":" x"}]}\r\n\r\n', 1.0)
-    p.feed(b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\r\n\r\ndata: [DONE]\r\n\r\n', 2.0)
+    p.feed(
+        b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\r\n\r\ndata: [DONE]\r\n\r\n',
+        2.0,
+    )
     assert p.content_times == [1.0]
     assert p.usage == {"prompt_tokens": 5, "completion_tokens": 1} and p.done
 

@@ -1,4 +1,5 @@
 """Workloads: prompts of exactly the asked token count, presets, tenants, teams and the bodies sent."""
+
 from __future__ import annotations
 
 import random
