@@ -16,6 +16,7 @@ import orjson
 from observability.bench import metrics
 from observability.bench.metrics import Stats, Summary
 from observability.bench.records import RequestRecord
+from observability.bench.sweep import Level
 
 CSV_FIELDS = (
     "index",
@@ -79,6 +80,13 @@ def render_table(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def client_line(cpu_s: float, wall_s: float) -> str:
+    """The client's own load: near one full core, it (not the server) may be what limits the numbers."""
+    share = cpu_s / wall_s if wall_s > 0 else 0.0
+    warn = "  <- the client may be the bottleneck" if share > 0.8 else ""
+    return f"client          {cpu_s:.2f} s CPU over {wall_s:.2f} s ({share:.0%} of one core){warn}\n"
+
+
 def request_row(r: RequestRecord) -> dict[str, Any]:
     gaps = metrics.itls(r)
     return {
@@ -107,11 +115,20 @@ def request_row(r: RequestRecord) -> dict[str, Any]:
 
 
 def render_json(
-    settings: dict[str, Any], summary: Summary, records: Sequence[RequestRecord], stopped: str | None
+    settings: dict[str, Any],
+    summary: Summary,
+    records: Sequence[RequestRecord],
+    stopped: str | None,
+    levels: Sequence[Level] = (),
 ) -> bytes:
     requests = [{**request_row(r), "chunk_s": r.chunk_s} for r in records]
     body = {"settings": settings, "stopped": stopped, "summary": asdict(summary), "requests": requests}
-    return orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    if levels:
+        body["sweep"] = [
+            {"kind": lv.kind, "load": lv.load, "saturated": lv.saturated, "summary": asdict(lv.summary)}
+            for lv in levels
+        ]
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2)
 
 
 def render_csv(records: Sequence[RequestRecord]) -> str:

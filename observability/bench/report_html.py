@@ -94,6 +94,7 @@ def render_html(
     summary: Summary,
     records: Sequence[RequestRecord],
     sweep_plots: Sequence[str] = (),
+    sweep_table: str = "",
 ) -> str:
     data = report_data(records)
     max_isl = max((x for x, _ in data.ttft_points), default=1)
@@ -105,11 +106,12 @@ def render_html(
         plots.backend_over_time(data.backend_slots),
         *sweep_plots,
     )
+    sweep = f"<h2>Sweep</h2><pre>{escape(sweep_table)}</pre>" if sweep_table else ""
     title = f"hybridgw bench: {settings.get('url', '')}"
     shown = [(k, settings[k]) for k in SETTINGS_SHOWN if settings.get(k) not in (None, "", [])]
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
         f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>"
-        f"{_table(('setting', 'value'), shown)}<h2>Summary</h2>{_summary(summary)}"
+        f"{_table(('setting', 'value'), shown)}{sweep}<h2>Summary</h2>{_summary(summary)}"
         f'<h2>Plots</h2><div class="plots">{"".join(figures)}</div></body></html>\n'
     )

@@ -85,3 +85,36 @@ def test_html_report_renders_every_plot_in_headless_chromium(scripted: Scripted,
     assert found["plot-e2e-pattern"].get("g.box") == 4  # the four query patterns of `mixed`
     assert found["plot-backend-time"].get("rect.bar", 0) >= 2
     assert "<script" not in (tmp_path / "report.html").read_text()  # self-contained: nothing to fetch or run
+
+
+def test_a_sweep_stops_at_saturation_and_plots_the_load_curves(scripted: Scripted, tmp_path: Path) -> None:
+    # Where it stops depends on this machine's load; what must hold does not: every level but the
+    # last one is below saturation, each level sent its own 16 requests, and the curves are drawn.
+    done = bench(
+        scripted.url,
+        "--model",
+        "m;chunks=4;itl_ms=2",
+        "--isl",
+        "8",
+        "--osl",
+        "4",
+        "--requests",
+        "16",
+        "--sweep-concurrency",
+        "1,2,4,8",
+        "--slo",
+        "ttft:60000",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    body = results(tmp_path)
+    levels = body["sweep"]
+    assert [lv["load"] for lv in levels] == [1.0, 2.0, 4.0, 8.0][: len(levels)] and len(levels) >= 2
+    assert all(lv["summary"]["requests"] == 16 for lv in levels)
+    assert all(lv["saturated"] is None for lv in levels[:-1])  # it only stops at a saturated level
+    html = (tmp_path / "report.html").read_text()
+    assert (
+        'id="plot-sweep-ttft"' in html and 'id="plot-sweep-throughput"' in html and "<h2>Sweep</h2>" in html
+    )
+    assert "concurrency" in done.stdout.splitlines()[0]

@@ -12,7 +12,10 @@ URL = "http://127.0.0.1:9"  # never contacted: each case is refused while readin
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--rate", "2", "--concurrency", "3"], "not both"),
+        (["--rate", "2", "--concurrency", "3"], "not --rate and --concurrency"),
+        (["--sweep-rate", "1,2", "--concurrency", "3"], "not --concurrency and --sweep-rate"),
+        (["--sweep-rate", "4,2"], "positive and rising"),
+        (["--sweep-concurrency", "1,2.5"], "whole numbers"),
         (["--rate", "0"], "must be positive"),
         (["--concurrency", "0"], "at least 1"),
         (["--isl", "normal:5"], "cannot read length"),
