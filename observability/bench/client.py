@@ -81,13 +81,21 @@ class Client:
             f"POST {target.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         ).encode()
 
-    async def _connect(self) -> Connection:
-        if self._idle:
-            return self._idle.pop()
-        reader, writer = await asyncio.open_connection(
-            self.target.host, self.target.port, ssl=self._ssl, limit=1 << 20
-        )
-        return Connection(reader, writer)
+    async def _connect(self) -> tuple[Connection, bool]:
+        """An idle keep-alive connection the server has not closed, else a new one; and which it was."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn, True
+            conn.close()
+        try:
+            reader, writer = await asyncio.open_connection(
+                self.target.host, self.target.port, ssl=self._ssl, limit=1 << 20
+            )
+        except OSError as exc:
+            where = f"{self.target.host}:{self.target.port}"
+            raise _Failure("connect", f"cannot connect to {where}: {exc.strerror or exc}") from None
+        return Connection(reader, writer), False
 
     def close(self) -> None:
         while self._idle:
@@ -100,17 +108,20 @@ class Client:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.idle_timeout_s) as deadline:
-                try:
-                    conn = await self._connect()
-                except OSError as exc:
-                    raise _Failure(
-                        "connect",
-                        f"cannot connect to {self.target.host}:{self.target.port}: {exc.strerror or exc}",
-                    ) from None
-                conn.writer.write(self._request_bytes(sent))
-                reusable = await self._read_response(
-                    conn, result, t0, lambda: deadline.reschedule(loop.time() + self.idle_timeout_s)
-                )
+                touch = lambda: deadline.reschedule(loop.time() + self.idle_timeout_s)
+                while True:
+                    conn, reused = await self._connect()
+                    conn.writer.write(self._request_bytes(sent))
+                    try:
+                        reusable = await self._read_response(conn, result, t0, touch)
+                        break
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        if not reused or result.status:
+                            raise
+                        # The server closed this kept-alive connection as we reused it: not the
+                        # request's failure; send it again on a new connection.
+                        conn.close()
+                        conn = None
             if reusable:
                 self._idle.append(conn)
                 conn = None

@@ -7,8 +7,9 @@ after this), itl_ms (between content chunks), chunks (default max_tokens, else 8
 OpenAI-shaped error reply), malformed (a non-JSON event after the first content chunk),
 stall_after (stop sending, connection open, after k content chunks), drop_after (close the
 connection after k), backends (a,b: the x-hybridgw-backend header, in turn per request), keys
-(k1,k2: 401 unless the bearer key is one of them), no_usage. Usage: prompt tokens = words sent.
-GET /_stats: requests received so far.
+(k1,k2: 401 unless the bearer key is one of them), no_usage, hang_up (close the connection after
+the response, without saying so, as servers do with idle keep-alive connections). Usage: prompt
+tokens = words sent. GET /_stats: requests received so far.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
         )
     writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
     await writer.drain()
-    return True
+    return "hang_up" not in opts
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

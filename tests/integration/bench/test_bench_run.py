@@ -109,3 +109,27 @@ def test_duration_bounds_the_run(scripted: Scripted, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert 0 < results(tmp_path)["summary"]["requests"] < 100000
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_a_failure(
+    scripted: Scripted, tmp_path: Path
+) -> None:
+    # The server hangs up after every response (as one does when a keep-alive connection idles out):
+    # the next request on that connection must go out on a new one, not count as a disconnect.
+    done = bench(
+        scripted.url,
+        "--model",
+        "m;chunks=2;hang_up",
+        "--requests",
+        "12",
+        "--concurrency",
+        "2",
+        "--isl",
+        "8",
+        "--osl",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert results(tmp_path)["summary"]["ok"] == 12
