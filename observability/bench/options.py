@@ -40,7 +40,22 @@ def parser() -> argparse.ArgumentParser:
         help="bearer key; repeat for several teams (requests take them in turn); default $OPENAI_API_KEY",
     )
     p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra request header")
-    w = p.add_argument_group("workload")
+    _workload_options(p.add_argument_group("workload"))
+    _load_options(p.add_argument_group("load"))
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        metavar="NAME:MS",
+        help="goodput bound, repeatable: ttft:500 tpot:50 e2e:5000 (milliseconds)",
+    )
+    o.add_argument("--out", type=Path, help="results folder (default ./hybridgw-bench/<UTC time>)")
+    o.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _workload_options(w: argparse._ArgumentGroup) -> None:
     w.add_argument("--preset", choices=workload.PRESETS, default="mixed", help="ISL/OSL query pattern")
     w.add_argument("--isl", help=f"input length (overrides the preset): {LENGTH_HELP}")
     w.add_argument("--osl", help="output length (max_tokens), same forms as --isl")
@@ -58,7 +73,9 @@ def parser() -> argparse.ArgumentParser:
         default="o200k_base",
         help="tiktoken encoding the prompts are measured in (default o200k_base, as AIPerf's builtin)",
     )
-    load = p.add_argument_group("load")
+
+
+def _load_options(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight (default 1)")
     load.add_argument("--rate", type=float, help="open loop: mean requests per second")
     load.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson")
@@ -83,17 +100,6 @@ def parser() -> argparse.ArgumentParser:
         help="seconds without a byte before a request counts as stalled",
     )
     load.add_argument("--seed", type=int, default=0)
-    o = p.add_argument_group("output")
-    o.add_argument(
-        "--slo",
-        action="append",
-        default=[],
-        metavar="NAME:MS",
-        help="goodput bound, repeatable: ttft:500 tpot:50 e2e:5000 (milliseconds)",
-    )
-    o.add_argument("--out", type=Path, help="results folder (default ./hybridgw-bench/<UTC time>)")
-    o.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def teams(keys: list[str]) -> tuple[workload.Team, ...]:
