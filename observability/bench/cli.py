@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -95,9 +96,22 @@ def _measure(args: argparse.Namespace, plan: Plan, load: Load, warmup: list[Sent
 
 
 async def _drive(client: Client, warmup: list[Sent], measured: list[Sent], spec: RunSpec, sink: Sink) -> None:
+    """The run; SIGTERM (a `timeout`, a CI job cancelled) ends it like Ctrl-C, results kept."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def terminate() -> None:
+        sink.stopped = "terminated"
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     try:
         await run(client, warmup, measured, spec, sink)
+    except asyncio.CancelledError:
+        if sink.stopped != "terminated":
+            raise
     finally:
+        loop.remove_signal_handler(signal.SIGTERM)
         client.close()  # inside the loop: the transports need it to close
 
 

@@ -61,7 +61,10 @@ def test_an_unreachable_url_gives_up_early(tmp_path: Path) -> None:
     )
 
 
-def test_ctrl_c_keeps_what_was_measured(scripted: Scripted, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "why"), [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")])
+def test_ctrl_c_or_sigterm_keeps_what_was_measured(
+    scripted: Scripted, tmp_path: Path, sig: int, why: str
+) -> None:
     start = scripted.requests_received()
     proc = subprocess.Popen(
         bench_cmd(
@@ -87,12 +90,12 @@ def test_ctrl_c_keeps_what_was_measured(scripted: Scripted, tmp_path: Path) -> N
     )
     try:
         procs.wait_until(lambda: scripted.requests_received() >= start + 10, "the bench to get going")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1 and "Traceback" not in err
-    assert "stopped early: interrupted (partial results saved)" in err
+    assert f"stopped early: {why} (partial results saved)" in err
     body = results(tmp_path)
-    assert body["stopped"] == "interrupted" and body["summary"]["ok"] >= 5
+    assert body["stopped"] == why and body["summary"]["ok"] >= 5
