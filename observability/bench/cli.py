@@ -18,11 +18,11 @@ from observability.bench.arrivals import Load, OpenLoop
 from observability.bench.client import Client, Sent, Target
 from observability.bench.metrics import Slo, summarize
 from observability.bench.output import Progress, client_line, render_csv, render_json, render_table
-from observability.bench.prompts import PromptBuilder
+from observability.bench.prompts import PromptBuilder, TokenizerMismatch
 from observability.bench.records import RequestRecord
 from observability.bench.report_html import render_html
 from observability.bench.runner import RunSpec, Sink, run
-from observability.bench.server_info import ServerInfoError, first_model
+from observability.bench.server_info import ServerInfoError, first_model, server_counter
 from observability.bench.sweep import Level, render_sweep_table, saturation, sweep_plots
 
 
@@ -67,7 +67,7 @@ def _plan(args: argparse.Namespace, num_levels: int) -> Plan:
         raise options.UsageError(str(exc)) from None
     model = args.model or first_model(target, headers, spec.teams[0].api_key)
     plans = workload.build_plans(
-        spec, args.warmup + args.requests * num_levels, PromptBuilder(args.tokenizer)
+        spec, args.warmup + args.requests * num_levels, _builder(args, target, headers, spec, model)
     )
     sents = [
         Sent(
@@ -78,6 +78,17 @@ def _plan(args: argparse.Namespace, num_levels: int) -> Plan:
         for p in plans
     ]
     return Plan(target, model, headers, sents[: args.warmup], sents[args.warmup :], slo)
+
+
+def _builder(
+    args: argparse.Namespace, target: Target, headers: dict[str, str], spec: workload.WorkloadSpec, model: str
+) -> PromptBuilder:
+    if args.tokenizer != "server":
+        return PromptBuilder.tiktoken(args.tokenizer)
+    try:
+        return PromptBuilder("server", server_counter(target, headers, spec.teams[0].api_key, model))
+    except TokenizerMismatch as exc:
+        raise ServerInfoError(f"{exc}; use --tokenizer o200k_base") from None
 
 
 def _measure(args: argparse.Namespace, plan: Plan, load: Load, warmup: list[Sent], level: int) -> Sink:

@@ -69,9 +69,10 @@ def _workload_options(w: argparse._ArgumentGroup) -> None:
     )
     w.add_argument(
         "--tokenizer",
-        choices=("o200k_base", "cl100k_base"),
+        choices=("o200k_base", "cl100k_base", "server"),
         default="o200k_base",
-        help="tiktoken encoding the prompts are measured in (default o200k_base, as AIPerf's builtin)",
+        help="what prompt lengths are counted in: a tiktoken encoding (default o200k_base, as AIPerf's "
+        "builtin) or `server`, the target's own tokenizer through its /tokenize (vLLM, SGLang, our engine)",
     )
 
 

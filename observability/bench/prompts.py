@@ -1,10 +1,11 @@
 """Prompt text of an exact token count: words that are one token each (with their leading space)
-in the chosen tiktoken encoding, so N words are N tokens and a tenant prefix plus a unique tail
-count exactly as the sum of their parts."""
+in the chosen tokenizer (a tiktoken encoding, or the server's own through its /tokenize), so N
+words are N tokens and a tenant prefix plus a unique tail count exactly as the sum of their parts."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import tiktoken
 
@@ -28,20 +29,35 @@ interest want members mind country area others done turned although open
 """.split()  # noqa: SIM905 (a word list reads better as prose)
 
 
-class PromptBuilder:
-    """Builds texts of exactly `n` tokens (as the encoding counts them) from a seeded word stream."""
+Count = Callable[[str], int]
+CHECK_WORDS = 400  # a sample text this long must count exactly: the tokenizer splits at spaces
 
-    def __init__(self, encoding: str) -> None:
-        self.encoding_name = encoding
-        self.encoding = tiktoken.get_encoding(encoding)
-        self.words = [w for w in _CANDIDATES if len(self.encoding.encode_ordinary(" " + w)) == 1]
+
+class TokenizerMismatch(ValueError):
+    """The tokenizer does not count our word texts additively; prompts could not hit their length."""
+
+
+class PromptBuilder:
+    """Builds texts of exactly `n` tokens (as `count` counts them) from a seeded word stream."""
+
+    def __init__(self, name: str, count: Count) -> None:
+        self.name, self.count = name, count
+        self.words = [w for w in _CANDIDATES if count(" " + w) == 1]
         if len(self.words) < 50:  # would make prompts repetitive enough to hit prefix caches by chance
-            raise ValueError(f"encoding {encoding!r} has too few single-token words")
+            raise TokenizerMismatch(f"tokenizer {name!r} has too few single-token words ({len(self.words)})")
+        sample = self.text(CHECK_WORDS, random.Random(0))
+        if count(sample) != CHECK_WORDS:
+            raise TokenizerMismatch(
+                f"tokenizer {name!r} counts {count(sample)} tokens in {CHECK_WORDS} "
+                "single-token words: it merges across spaces"
+            )
+
+    @classmethod
+    def tiktoken(cls, encoding: str) -> PromptBuilder:
+        enc = tiktoken.get_encoding(encoding)
+        return cls(encoding, lambda text: len(enc.encode_ordinary(text)))
 
     def text(self, num_tokens: int, rng: random.Random) -> str:
         """Exactly `num_tokens` tokens; each word carries its leading space, so texts concatenate
         without merging tokens across the seam."""
         return "".join(" " + rng.choice(self.words) for _ in range(num_tokens))
-
-    def count(self, text: str) -> int:
-        return len(self.encoding.encode_ordinary(text))

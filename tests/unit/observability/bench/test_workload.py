@@ -10,13 +10,13 @@ import pytest
 
 from observability.bench import workload
 from observability.bench.lengths import Fixed, Uniform
-from observability.bench.prompts import PromptBuilder
+from observability.bench.prompts import PromptBuilder, TokenizerMismatch
 from observability.bench.workload import Team, WorkloadSpec, build_plans, request_body
 
 
 @pytest.fixture(scope="module", params=["cl100k_base", "o200k_base"])
 def builder(request: pytest.FixtureRequest) -> PromptBuilder:
-    return PromptBuilder(request.param)
+    return PromptBuilder.tiktoken(request.param)
 
 
 def test_prompts_hit_their_target_token_count_exactly(builder: PromptBuilder) -> None:
@@ -64,3 +64,13 @@ def test_request_bodies_for_chat_and_completions(builder: PromptBuilder) -> None
     assert (chat["max_tokens"], chat["min_tokens"], chat["ignore_eos"]) == (8, 8, True)
     plain = orjson.loads(request_body(plan, "m", "completions", ignore_eos=False))
     assert plain["prompt"] == plan.prefix + plan.tail and "ignore_eos" not in plain
+
+
+def test_a_tokenizer_that_does_not_count_words_additively_is_refused() -> None:
+    with pytest.raises(TokenizerMismatch, match="too few single-token words"):
+        PromptBuilder("chars", len)  # every character a token: no word is one token
+    # one token per word in short texts, but it merges somewhere in a long one
+    with pytest.raises(TokenizerMismatch, match="merges across spaces"):
+        PromptBuilder("merging", lambda text: len(text.split()) - (len(text.split()) > 100))
+    words = PromptBuilder("words", lambda text: len(text.split()))  # a whitespace tokenizer is fine
+    assert words.count(words.text(77, random.Random(1))) == 77
