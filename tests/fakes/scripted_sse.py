@@ -82,8 +82,17 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
         + (b"x-hybridgw-backend: %s\r\n" % backend.encode() if backend else b"")
         + b"\r\n"
     )
+    # OpenAI's chunk fields (other clients, AIPerf among them, read `object`)
+    head = {
+        "id": "scripted",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": 0,
+        "model": name,
+    }
     if chat:  # the role-only first chunk, which TTFT must not count
-        writer.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}))
+        writer.write(
+            _event({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        )
     await writer.drain()
     await asyncio.sleep(float(opts.get("ttft_ms", 0)) / 1000)
     for i in range(chunks):
@@ -94,14 +103,18 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
         if str(i) == opts.get("drop_after"):
             return False
         choice = {"index": 0, "delta": {"content": f" t{i}"}} if chat else {"index": 0, "text": f" t{i}"}
-        writer.write(_event({"id": "x", "model": name, "choices": [choice]}))
+        writer.write(_event({**head, "choices": [choice]}))
         if i == 0 and "malformed" in opts:
             writer.write(_chunk(b"data: {this is not json\n\n"))
         await writer.drain()
     if "no_usage" not in opts:
         writer.write(
             _event(
-                {"choices": [], "usage": {"prompt_tokens": _prompt_words(body), "completion_tokens": chunks}}
+                {
+                    **head,
+                    "choices": [],
+                    "usage": {"prompt_tokens": _prompt_words(body), "completion_tokens": chunks},
+                }
             )
         )
     writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
