@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from observability.bench import workload
-from observability.bench.arrivals import ClosedLoop, Load, OpenLoop
+from observability.bench.arrivals import ClosedLoop, Load, OpenLoop, mean_rate, scheduled_offsets
 from observability.bench.lengths import HELP as LENGTH_HELP
 from observability.bench.lengths import LengthSpecError, parse_length
 from observability.bench.metrics import Slo
@@ -79,6 +79,11 @@ def _workload_options(w: argparse._ArgumentGroup) -> None:
 def _load_options(load: argparse._ArgumentGroup) -> None:
     load.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight (default 1)")
     load.add_argument("--rate", type=float, help="open loop: mean requests per second")
+    load.add_argument(
+        "--rate-schedule",
+        metavar="R:S,R:S",
+        help="open loop, busy and quiet periods: 8:30,1:30 = 8 req/s for 30 s, then 1 req/s for 30 s, ...",
+    )
     load.add_argument("--arrival", choices=("poisson", "gamma"), default="poisson")
     load.add_argument(
         "--gamma-shape", type=float, default=1.0, help="gamma arrivals: shape k (burstier below 1)"
@@ -126,12 +131,11 @@ def slo(items: list[str]) -> Slo:
 
 def loads(args: argparse.Namespace) -> tuple[str | None, list[Load]]:
     """The load levels: one (a plain run), or a sweep's ("rate" or "concurrency", rising levels)."""
-    given = [
-        n for n in ("rate", "concurrency", "sweep_rate", "sweep_concurrency") if getattr(args, n) is not None
-    ]
+    kinds = ("rate", "rate_schedule", "concurrency", "sweep_rate", "sweep_concurrency")
+    given = [n for n in kinds if getattr(args, n) is not None]
     if len(given) > 1:
         flags = " and ".join("--" + n.replace("_", "-") for n in given)
-        raise UsageError(f"give one of --rate, --concurrency, --sweep-rate, --sweep-concurrency, not {flags}")
+        raise UsageError(f"give one of {', '.join('--' + k.replace('_', '-') for k in kinds)}, not {flags}")
     if args.gamma_shape <= 0:
         raise UsageError("--gamma-shape must be positive")
     shape = args.gamma_shape if args.arrival == "gamma" else 1.0
@@ -145,6 +149,9 @@ def loads(args: argparse.Namespace) -> tuple[str | None, list[Load]]:
             return "concurrency", [ClosedLoop(int(c)) for c in levels]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.rate_schedule is not None:
+        schedule = parse_schedule(args.rate_schedule)
+        return None, [OpenLoop(mean_rate(schedule), shape, schedule=schedule)]
     if args.rate is not None:
         if args.rate <= 0:
             raise UsageError("--rate must be positive")
@@ -152,6 +159,18 @@ def loads(args: argparse.Namespace) -> tuple[str | None, list[Load]]:
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     return None, [ClosedLoop(args.concurrency or 1)]
+
+
+def parse_schedule(text: str) -> tuple[tuple[float, float], ...]:
+    """`8:30,1:30` → 8 req/s for 30 s, then 1 req/s for 30 s, repeated."""
+    try:
+        periods = tuple((float(r), float(d)) for r, _, d in (p.partition(":") for p in text.split(",")))
+        scheduled_offsets(1, periods)  # validates
+    except ValueError:
+        raise UsageError(
+            f"cannot read --rate-schedule {text!r}: expected RATE:SECONDS,RATE:SECONDS,..."
+        ) from None
+    return periods
 
 
 def headers(items: list[str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from observability.bench.arrivals import ClosedLoop, Load, OpenLoop, arrival_offsets
+from observability.bench.arrivals import ClosedLoop, Load, OpenLoop
 from observability.bench.client import Client, Sent
 from observability.bench.records import RequestRecord
 
@@ -103,7 +103,7 @@ async def _open(
     sink: Sink,
     clock: Callable[[], float],
 ) -> None:
-    offsets = arrival_offsets(len(sents), load.rate, load.shape, seed)
+    offsets = load.offsets(len(sents), seed)
     start = clock()
     gate = asyncio.Semaphore(load.max_in_flight)
     tasks: list[asyncio.Task[None]] = []

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from observability.bench.arrivals import arrival_offsets
+from observability.bench.arrivals import arrival_offsets, mean_rate, scheduled_offsets
 
 
 def _gaps(offsets: list[float]) -> list[float]:
@@ -42,3 +42,20 @@ def test_same_seed_same_arrivals_and_bad_rate_refused() -> None:
     assert arrival_offsets(10, 3.0, seed=5) != arrival_offsets(10, 3.0, seed=6)
     with pytest.raises(ValueError):
         arrival_offsets(10, 0.0)
+
+
+def test_a_schedule_has_each_periods_rate() -> None:
+    schedule = ((40.0, 10.0), (5.0, 10.0))  # busy 10 s, quiet 10 s, repeated
+    offsets = scheduled_offsets(9000, schedule, seed=3)
+    per_period: dict[int, list[int]] = {0: [], 1: []}
+    for cycle in range(int(offsets[-1] // 20)):
+        busy = sum(1 for t in offsets if cycle * 20 <= t < cycle * 20 + 10)
+        quiet = sum(1 for t in offsets if cycle * 20 + 10 <= t < cycle * 20 + 20)
+        per_period[0].append(busy)
+        per_period[1].append(quiet)
+    assert statistics.mean(per_period[0]) / 10 == pytest.approx(40.0, rel=0.03)
+    assert statistics.mean(per_period[1]) / 10 == pytest.approx(5.0, rel=0.06)
+    assert mean_rate(schedule) == 22.5
+    assert scheduled_offsets(5, ((0.0, 1.0), (2.0, 1.0)), seed=1)[0] >= 1.0  # a silent period sends nothing
+    with pytest.raises(ValueError):
+        scheduled_offsets(5, ((0.0, 1.0),))

@@ -15,6 +15,8 @@ URL = "http://127.0.0.1:9"  # never contacted: each case is refused while readin
         (["--rate", "2", "--concurrency", "3"], "not --rate and --concurrency"),
         (["--sweep-rate", "1,2", "--concurrency", "3"], "not --concurrency and --sweep-rate"),
         (["--sweep-rate", "4,2"], "positive and rising"),
+        (["--rate-schedule", "8:30,1"], "RATE:SECONDS"),
+        (["--rate-schedule", "8:30", "--rate", "2"], "not --rate and --rate-schedule"),
         (["--sweep-concurrency", "1,2.5"], "whole numbers"),
         (["--rate", "0"], "must be positive"),
         (["--concurrency", "0"], "at least 1"),
