@@ -9,6 +9,7 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ class Plan:
     target: Target
     model: str
     headers: dict[str, str]
-    warmup: list[Sent]
-    measured: list[Sent]  # requests × levels
+    warmup: Sequence[Sent]
+    measured: Sequence[Sent]  # requests × levels, each built when it is sent
     slo: Slo
 
 
@@ -69,14 +70,13 @@ def _plan(args: argparse.Namespace, num_levels: int) -> Plan:
     plans = workload.build_plans(
         spec, args.warmup + args.requests * num_levels, _builder(args, target, headers, spec, model)
     )
-    sents = [
-        Sent(
-            workload.request_body(p, model, args.endpoint, spec.ignore_eos),
-            p.team.api_key,
-            RequestRecord(p.index, p.pattern, p.team.name, p.isl, p.osl, 0.0, 0.0, tenant=p.tenant),
-        )
-        for p in plans
-    ]
+
+    def sent(i: int) -> Sent:
+        p = plans[i]
+        base = RequestRecord(p.index, p.pattern, p.team.name, p.isl, p.osl, 0.0, 0.0, tenant=p.tenant)
+        return Sent(workload.request_body(p, model, args.endpoint, spec.ignore_eos), p.team.api_key, base)
+
+    sents = workload.Lazy(sent, 0, len(plans))
     return Plan(target, model, headers, sents[: args.warmup], sents[args.warmup :], slo)
 
 
@@ -91,7 +91,7 @@ def _builder(
         raise ServerInfoError(f"{exc}; use --tokenizer o200k_base") from None
 
 
-def _measure(args: argparse.Namespace, plan: Plan, load: Load, warmup: list[Sent], level: int) -> Sink:
+def _measure(args: argparse.Namespace, plan: Plan, load: Load, warmup: Sequence[Sent], level: int) -> Sink:
     """One run at one load; Ctrl-C ends it with what finished so far."""
     measured = plan.measured[level * args.requests : (level + 1) * args.requests]
     progress = Progress(len(measured), enabled=not args.no_progress)
@@ -106,7 +106,9 @@ def _measure(args: argparse.Namespace, plan: Plan, load: Load, warmup: list[Sent
     return sink
 
 
-async def _drive(client: Client, warmup: list[Sent], measured: list[Sent], spec: RunSpec, sink: Sink) -> None:
+async def _drive(
+    client: Client, warmup: Sequence[Sent], measured: Sequence[Sent], spec: RunSpec, sink: Sink
+) -> None:
     """The run; SIGTERM (a `timeout`, a CI job cancelled) ends it like Ctrl-C, results kept."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     assert task is not None

@@ -4,7 +4,9 @@ several teams' keys, turned into a seeded list of frozen `RequestPlan`s and thei
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, overload
 
 import orjson
 
@@ -21,6 +23,7 @@ PATTERNS: dict[str, tuple[Length, Length]] = {
     "short-in-short-out": (SHORT_IN, SHORT_OUT),
 }
 PRESETS = (*PATTERNS, "mixed")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,34 +70,63 @@ def _lengths(spec: WorkloadSpec, rng: random.Random) -> tuple[str, Length, Lengt
     return name, scaled(isl, spec.length_scale), scaled(osl, spec.length_scale)
 
 
-def build_plans(spec: WorkloadSpec, count: int, builder: PromptBuilder) -> list[RequestPlan]:
-    """`count` requests, the same for the same spec and seed (prompts included)."""
+class Lazy(Sequence[T]):
+    """Items built when first asked for, from their index alone: a long run never holds every
+    prompt at once, and slicing (a sweep level, the warm-up) builds nothing."""
+
+    def __init__(self, build: Callable[[int], T], start: int, stop: int) -> None:
+        self.build, self.start, self.stop = build, start, max(start, stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> Lazy[T]: ...
+    def __getitem__(self, index: int | slice) -> T | Lazy[T]:
+        if isinstance(index, slice):
+            lo, hi, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("only contiguous slices")
+            return Lazy(self.build, self.start + lo, self.start + hi)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.build(self.start + index)
+
+
+def build_plans(spec: WorkloadSpec, count: int, builder: PromptBuilder) -> Lazy[RequestPlan]:
+    """`count` requests; request i is the same for the same spec, seed and i (prompts included),
+    whatever else is built."""
     if spec.preset not in PRESETS:
         raise ValueError(f"unknown preset {spec.preset!r}: one of {', '.join(PRESETS)}")
     rng = random.Random(spec.seed)
     prefixes = (
         [builder.text(spec.prefix_tokens, rng) for _ in range(spec.tenants)] if spec.prefix_tokens else []
     )
-    plans = []
-    for i in range(count):
-        pattern, isl_dist, osl_dist = _lengths(spec, rng)
-        isl, osl = isl_dist.sample(rng), osl_dist.sample(rng)
-        tenant = rng.randrange(len(prefixes)) if prefixes else None
+
+    def plan(i: int) -> RequestPlan:
+        r = random.Random(f"{spec.seed}/{i}")  # a str seed is hashed (sha512): stable across runs
+        pattern, isl_dist, osl_dist = _lengths(spec, r)
+        isl, osl = isl_dist.sample(r), osl_dist.sample(r)
+        tenant = r.randrange(len(prefixes)) if prefixes else None
         prefix = prefixes[tenant] if tenant is not None else ""
         tail_tokens = max(1, isl - spec.prefix_tokens) if prefix else isl
-        plans.append(
-            RequestPlan(
-                i,
-                pattern,
-                spec.teams[i % len(spec.teams)],
-                tenant,
-                prefix,
-                builder.text(tail_tokens, rng),
-                (spec.prefix_tokens if prefix else 0) + tail_tokens,
-                osl,
-            )
+        team = spec.teams[i % len(spec.teams)]
+        return RequestPlan(
+            i,
+            pattern,
+            team,
+            tenant,
+            prefix,
+            builder.text(tail_tokens, r),
+            (spec.prefix_tokens if prefix else 0) + tail_tokens,
+            osl,
         )
-    return plans
+
+    return Lazy(plan, 0, count)
 
 
 def request_body(plan: RequestPlan, model: str, endpoint: str, ignore_eos: bool) -> bytes:

@@ -49,7 +49,9 @@ def test_same_seed_same_workload_and_teams_take_turns(builder: PromptBuilder) ->
     teams = (Team("a", "ka"), Team("b", "kb"))
     spec = WorkloadSpec(preset="short-in-short-out", teams=teams, length_scale=0.1, seed=9)
     one, two = build_plans(spec, 6, builder), build_plans(spec, 6, builder)
-    assert one == two
+    assert list(one) == list(two)
+    assert one[3] == build_plans(spec, 50, builder)[3]  # request i does not depend on how many are built
+    assert list(one[2:5]) == list(one)[2:5] and len(one[4:]) == 2
     assert [p.team.name for p in one] == ["a", "b", "a", "b", "a", "b"]
     with pytest.raises(ValueError, match="unknown preset"):
         build_plans(WorkloadSpec(preset="nope"), 1, builder)
