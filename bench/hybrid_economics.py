@@ -46,7 +46,8 @@ def policy_yaml(setup: str, a: argparse.Namespace, hosted_url: str) -> str:
     deployments = (f"      - {{backend: local, model: {a.engine_model}}}\n" if uses_local else "") + (
         f"      - {{backend: openai, model: {HOSTED_MODEL}}}\n" if uses_hosted else ""
     )
-    return f"version: 1\nbackends:\n{backends}models:\n  chat:\n    deployments:\n{deployments}rules:\n{RULES[setup]}"
+    models = f"models:\n  chat:\n    deployments:\n{deployments}"
+    return f"version: 1\nbackends:\n{backends}{models}rules:\n{RULES[setup]}"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> str:
@@ -188,8 +189,8 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     print(
         f"\nworkload: mixed × {a.length_scale}, teams {', '.join(a.teams)}, Poisson arrivals by period "
-        f"{a.schedule} (req/s:seconds) for {a.duration:g} s; TTFT SLO {a.slo_ttft_ms:g} ms; hosted = simulated "
-        f"{HOSTED_MODEL} at litellm's price; local = {a.engine_model} on this CPU priced at "
+        f"{a.schedule} (req/s:seconds) for {a.duration:g} s; TTFT SLO {a.slo_ttft_ms:g} ms; "
+        f"hosted = simulated {HOSTED_MODEL} at litellm's price; local = {a.engine_model} on this CPU priced at "
         f"${a.gpu_hour_usd}/GPU-hour\n"
     )
     print(table(rows))
