@@ -190,7 +190,8 @@ def main() -> int:
     print(
         f"\nworkload: mixed × {a.length_scale}, teams {', '.join(a.teams)}, Poisson arrivals by period "
         f"{a.schedule} (req/s:seconds) for {a.duration:g} s; TTFT SLO {a.slo_ttft_ms:g} ms; "
-        f"hosted = simulated {HOSTED_MODEL} at litellm's price; local = {a.engine_model} on this CPU priced at "
+        f"hosted = simulated {HOSTED_MODEL} at litellm's price; local = {a.engine_model} on this CPU "
+        f"priced at "
         f"${a.gpu_hour_usd}/GPU-hour\n"
     )
     print(table(rows))
