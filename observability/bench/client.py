@@ -161,6 +161,11 @@ class Client:
             async for data in chunks:
                 body = (body + data)[:MAX_ERROR_BODY]
             raise _Failure(f"http_{status}", _error_message(body))
+        kind = headers.get("content-type", "")
+        if "json" in kind:  # a whole completion: the server ignored stream=true
+            raise _Failure(
+                "not_streamed", f"the server answered {kind}, not an event stream: does it stream?"
+            )
         parser = SseParser()
         async for data in chunks:
             touch()

@@ -7,9 +7,9 @@ after this), itl_ms (between content chunks), chunks (default max_tokens, else 8
 OpenAI-shaped error reply), malformed (a non-JSON event after the first content chunk),
 stall_after (stop sending, connection open, after k content chunks), drop_after (close the
 connection after k), backends (a,b: the x-hybridgw-backend header, in turn per request), keys
-(k1,k2: 401 unless the bearer key is one of them), no_usage, hang_up (close the connection after
-the response, without saying so, as servers do with idle keep-alive connections). Usage: prompt
-tokens = words sent. GET /_stats: requests received so far.
+(k1,k2: 401 unless the bearer key is one of them), no_usage, not_streamed (one JSON reply),
+hang_up (close the connection after the response, without saying so, as servers do with idle
+keep-alive connections). Usage: prompt tokens = words sent. GET /_stats: requests received so far.
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ async def _stream(writer: asyncio.StreamWriter, body: dict[str, Any], key: str) 
                     "param": None,
                     "code": str(status),
                 }
+            },
+        )
+        return True
+    if "not_streamed" in opts:  # a server that ignores stream=true
+        await _reply_json(
+            writer,
+            200,
+            {
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
             },
         )
         return True

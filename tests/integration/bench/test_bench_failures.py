@@ -21,6 +21,7 @@ from tests.support import procs
         ("m;malformed=1", "malformed_sse", "not JSON"),
         ("m;stall_after=2", "stall", "no byte for 0.5 s mid-stream"),
         ("m;drop_after=2", "disconnect", "closed the connection"),
+        ("m;not_streamed", "not_streamed", "not an event stream"),
     ],
 )
 def test_a_failing_server_gives_a_message_and_saved_results(
