@@ -48,6 +48,9 @@ def main(argv: list[str]) -> int:
     except ServerInfoError as exc:
         print(f"hybridgw bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("hybridgw bench: interrupted before the first request; nothing to save", file=sys.stderr)
+        return 130
     cpu0, wall0 = time.process_time(), time.perf_counter()
     sink, levels = (
         _sweep(args, plan, kind, loads) if kind else (_measure(args, plan, loads[0], plan.warmup, 0), [])
