@@ -1,6 +1,7 @@
 """The `hybridgw` command: dispatches each subcommand to the package that owns it."""
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 
@@ -14,23 +15,25 @@ commands:
   keys     create / list / revoke API keys
   policy   check or explain a policy file
   report   per-team usage report
+  bench    load-test an OpenAI-compatible URL (TTFT, ITL, TPOT, E2E, goodput)
 """
 
 
+# The one place a subcommand is registered: name → "module:function", imported on demand so each
+# subcommand pulls in only what it needs (torch, litellm, ...).
+COMMANDS: dict[str, str] = {
+    "serve": "gateway.serve_cli:main",
+    "engine": "local_engine.cli:main",
+    "keys": "gateway.keys_cli:main",
+    "policy": "policies.cli:main",
+    "report": "gateway.report_prices:main",  # observability's report, priced from the policy
+    "bench": "observability.bench.cli:main",
+}
+
+
 def _load(name: str) -> Callable[[list[str]], int]:
-    # Imported on demand: each subcommand pulls in only what it needs (torch, litellm, ...).
-    if name == "serve":
-        from gateway.serve_cli import main
-    elif name == "keys":
-        from gateway.keys_cli import main
-    elif name == "engine":
-        from local_engine.cli import main
-    elif name == "policy":
-        from policies.cli import main
-    elif name == "report":
-        from gateway.report_prices import main  # observability's report, priced from the policy
-    else:
-        raise KeyError(name)
+    module, function = COMMANDS[name].split(":")
+    main: Callable[[list[str]], int] = getattr(importlib.import_module(module), function)
     return main
 
 
