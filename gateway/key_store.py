@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,9 +112,10 @@ class KeyStorage(Protocol):
 class KeyStore:
     """SQLite, one connection; a lock serialises the threads the gateway looks keys up from."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._clock = clock
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -127,8 +128,8 @@ class KeyStore:
                 self._db.execute(f"ALTER TABLE api_keys ADD COLUMN {column} {kind}")
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> KeyStore:
-        return cls(data_dir / "keys.sqlite3")
+    def in_data_dir(cls, data_dir: Path, **kwargs: Any) -> KeyStore:
+        return cls(data_dir / "keys.sqlite3", **kwargs)
 
     def create(self, team: str, name: str = "", spec: KeySpec | None = None) -> tuple[str, KeyInfo]:
         if not team.strip():
@@ -136,7 +137,7 @@ class KeyStore:
         spec = spec or KeySpec()
         key, key_id = new_key()
         self._run("INSERT INTO api_keys (key_id, key_hash, team, name, created_at, spec) VALUES (?, ?, ?, ?, ?, ?)",
-                  (key_id, hash_key(key), team, name, time.time(), spec.to_json()))
+                  (key_id, hash_key(key), team, name, self._clock(), spec.to_json()))
         return key, KeyInfo(key_id=key_id, team=team, name=name, spec=spec)
 
     def lookup(self, key_hash: str) -> KeyInfo | None:
@@ -145,7 +146,7 @@ class KeyStore:
         if not rows:
             rows = self._run("SELECT k.key_id, k.team, k.name, k.spec FROM api_key_grace g JOIN api_keys k "
                              "ON k.key_id = g.key_id WHERE g.key_hash = ? AND g.valid_until > ? "
-                             "AND k.revoked_at IS NULL", (key_hash, time.time()))
+                             "AND k.revoked_at IS NULL", (key_hash, self._clock()))
         if not rows:
             return None
         key_id, team, name, spec = rows[0]
@@ -167,7 +168,7 @@ class KeyStore:
 
     def rotate(self, key_id: str, grace_s: float) -> tuple[str, KeyInfo] | None:
         key = key_for(key_id)
-        now = time.time()
+        now = self._clock()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")  # the CLI and the gateway may rotate at once
@@ -193,7 +194,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> bool:
         revoked = self._change("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                               (time.time(), key_id)) > 0
+                               (self._clock(), key_id)) > 0
         self._change("DELETE FROM api_key_grace WHERE key_id = ?", (key_id,))
         return revoked
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from redis.exceptions import RedisError
@@ -91,15 +93,17 @@ def _row(key_id: str, r: dict[str, str]) -> KeyRow:
 
 
 class RedisKeyStore:
-    def __init__(self, client: redis.Redis, *, prefix: str = "hgw:keys:") -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = "hgw:keys:",
+                 clock: Callable[[], float] = time.time) -> None:
         self._client = client
+        self._clock = clock
         self._prefix = prefix
         self._scripts = {name: client.register_script(lua) for name, lua in (
             ("create", _CREATE_LUA), ("lookup", _LOOKUP_LUA), ("revoke", _REVOKE_LUA), ("update", _UPDATE_LUA),
             ("rotate", _ROTATE_LUA), ("use", _USE_LUA))}
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: str) -> RedisKeyStore:
+    def from_url(cls, url: str, **kwargs: Any) -> RedisKeyStore:
         # Bounded waits: a hung Redis makes a lookup fail (then the cache's stale entry or a 503).
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
                                         socket_connect_timeout=2.0), **kwargs)
@@ -112,12 +116,12 @@ class RedisKeyStore:
             key, key_id = new_key()
             digest = hash_key(key)
             keys = [f"{self._prefix}id:{key_id}", f"{self._prefix}hash:{digest}", f"{self._prefix}ids"]
-            if self._call("create", keys, [digest, team, name, repr(time.time()), key_id, spec.to_json()]):
+            if self._call("create", keys, [digest, team, name, repr(self._clock()), key_id, spec.to_json()]):
                 return key, KeyInfo(key_id=key_id, team=team, name=name, spec=spec)
         raise RuntimeError("could not find a free key id")
 
     def lookup(self, key_hash: str) -> KeyInfo | None:
-        found = self._call("lookup", [f"{self._prefix}hash:{key_hash}"], [f"{self._prefix}id:", repr(time.time())])
+        found = self._call("lookup", [f"{self._prefix}hash:{key_hash}"], [f"{self._prefix}id:", repr(self._clock())])
         if not found:
             return None
         key_id, team, name, spec = found  # type: ignore[misc]
@@ -148,7 +152,7 @@ class RedisKeyStore:
     def rotate(self, key_id: str, grace_s: float) -> tuple[str, KeyInfo] | None:
         for _ in range(8):
             key = key_for(key_id)
-            digest, now = hash_key(key), time.time()
+            digest, now = hash_key(key), self._clock()
             until = now + grace_s if grace_s > 0 else 0.0
             done = self._call("rotate", [f"{self._prefix}id:{key_id}", f"{self._prefix}hash:{digest}",
                                          f"{self._prefix}grace:{key_id}"],
@@ -165,7 +169,7 @@ class RedisKeyStore:
 
     def revoke(self, key_id: str) -> bool:
         return bool(self._call("revoke", [f"{self._prefix}id:{key_id}", f"{self._prefix}grace:{key_id}"],
-                               [repr(time.time()), f"{self._prefix}hash:"]))
+                               [repr(self._clock()), f"{self._prefix}hash:"]))
 
     def record_use(self, key_id: str, cost_usd: float, at: float) -> None:
         self._call("use", [f"{self._prefix}id:{key_id}"], [str(max(round(cost_usd * NANO), 0)), repr(at)])
