@@ -35,9 +35,13 @@ def _policy(fake: str) -> str:
     return f"""
 backends:
   up: {{kind: openai, base_url: "{fake}/v1", api_key: k, price: {{input_usd_per_mtok: 100, output_usd_per_mtok: 100}}}}
+  cheap: {{kind: openai, base_url: "{fake}/v1", api_key: k, price: {{input_usd_per_mtok: 0, output_usd_per_mtok: 0}}}}
 models:
-  m: {{deployments: [{{backend: up, model: m}}]}}
+  m: {{deployments: [{{backend: up, model: m}}, {{backend: cheap, model: m}}]}}
   big: {{deployments: [{{backend: up, model: m}}]}}
+rules:
+  - {{name: over-budget-cheap, when: {{over_budget: true}}, route: [cheap]}}
+  - {{name: hosted, route: [up]}}
 teams:
   ops:
     limits: {{requests_per_minute: {TEAM_RPM}, tokens_per_minute: {TEAM_TPM}}}
@@ -180,6 +184,17 @@ def test_a_keys_own_rpm_is_enforced_and_the_429_retry_after_matches_its_reset(se
     assert h["x-ratelimit-remaining-requests"] == "0" and h["x-ratelimit-limit-requests"] == "2"
     assert h["x-ratelimit-reset-requests"] in (f"{h['retry-after']}s", f"1m{int(h['retry-after']) - 60}s")
     assert served.chat(served.make()["key"]).status_code == 200  # the team's other keys are not held back
+
+
+def test_a_keys_own_budget_refuses_or_routes_as_its_on_exceed_says(served: Served) -> None:
+    strict = served.make(name="broke", budget={"usd_per_day": 0.00001, "on_exceed": "reject"})["key"]
+    refused = served.chat(strict)
+    assert refused.status_code == 429 and _error(refused)["code"] == "usd_per_day", refused.text
+    assert float(refused.headers["x-hybridgw-budget-remaining-usd"]) <= 0.00001
+    lenient = served.make(name="thrifty", budget={"usd_per_day": 0.00001, "on_exceed": "route"})["key"]
+    routed = served.chat(lenient)  # the team's own on_exceed is reject: the key's wins for the key's budget
+    assert routed.status_code == 200 and routed.headers["x-hybridgw-backend"] == "cheap"
+    assert served.chat(served.make()["key"]).headers["x-hybridgw-backend"] == "up"
 
 
 def test_listing_shows_spend_and_last_use_and_bad_bodies_are_400s(served: Served) -> None:
