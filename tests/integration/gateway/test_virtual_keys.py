@@ -7,6 +7,8 @@ reset; spend and last use show in the listing."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import itertools
 import re
 import subprocess
@@ -235,3 +237,42 @@ def test_the_cli_makes_updates_rotates_and_lists_virtual_keys(served: Served) ->
     assert key_id in listing and "cli" in listing
     bad = served.keys_cli("create", "--team", "ops", "--model", "nope")
     assert bad.returncode == 2 and "'nope'" in bad.stderr and bad.stdout == ""
+
+
+def _usage(served: Served, key: str, **params: str) -> httpx.Response:
+    return httpx.get(f"{served.url}/v1/usage", params={"since": "1h", **params},
+                     headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_chargeback_rows_per_team_key_and_tag_sum_to_the_totals(served: Served) -> None:
+    ops = served.make(name="charged", tags={"project": "zeus"})
+    free = served.admin("POST", "", json={"team": "free"}).json()
+    for key in (ops["key"], ops["key"], free["key"]):
+        assert served.chat(key).status_code == 200
+    wait_until(lambda: {(ops["key_id"], 2), (free["key_id"], 1)} <= {(r["name"], r["requests"]) for r in
+                                                                   _usage(served, ADMIN_KEY, by="key").json()["rows"]},
+               "the ledger to record the requests")
+    overall = _usage(served, ADMIN_KEY).json()
+    teams = _usage(served, ADMIN_KEY, by="team").json()
+    assert {r["name"] for r in teams["rows"]} == {"ops", "free"}
+    assert teams["total"]["requests"] == overall["requests"]
+    table = list(csv.DictReader(io.StringIO(_usage(served, ADMIN_KEY, by="team", format="csv").text)))
+    assert sum(int(r["requests"]) for r in table) == overall["requests"]
+    assert sum(float(r["cost_usd"]) for r in table) == pytest.approx(overall["cost_usd"])
+    ops_row = next(r for r in table if r["name"] == "ops")
+    assert float(ops_row["budget_day_limit_usd"]) == 1000 and float(ops_row["budget_day_spent_usd"]) > 0
+    assert float(ops_row["all_hosted_usd"]) > 0 and "up/m" in ops_row["price_used"]
+    tags = _usage(served, ADMIN_KEY, by="tag").json()["rows"]
+    assert any(r["name"] == "project=zeus" and r["requests"] == 2 for r in tags)
+    # a team's key sees its own team's keys only, and no other team
+    mine = _usage(served, ops["key"], by="key").json()["rows"]
+    assert ops["key_id"] in {r["name"] for r in mine} and free["key_id"] not in {r["name"] for r in mine}
+    assert _usage(served, ops["key"], by="team", team="free").status_code == 403
+    assert _usage(served, ADMIN_KEY, by="model").status_code == 400
+    report = subprocess.run(hybridgw("report", "--by", "team", "--since", "1h", "--format", "csv",
+                                     "--data-dir", str(served.data_dir), "--config", str(served.config)),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert report.returncode == 0, report.stderr
+    cli_rows = list(csv.DictReader(io.StringIO(report.stdout)))
+    assert {r["name"] for r in cli_rows} == {"ops", "free"}
+    assert sum(int(r["requests"]) for r in cli_rows) >= overall["requests"]
