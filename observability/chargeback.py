@@ -125,18 +125,28 @@ def _row(group: str, name: str, records: Sequence[UsageRecord], policy: Chargeba
     total = sum(r.cost_usd for r in records)
     all_hosted, labels = _all_hosted(records, hosted_price)
     served = [r for r in records if r.status == "ok"]  # latency of what was answered, failures apart
-    itl = [g for r in served for g in r.itl_gaps_s]
     pick: Callable[[Sequence[float], float], float | None] = exact_quantile
     ttft = [r.ttft_s for r in served if r.ttft_s is not None]
     e2e = [r.e2e_s for r in served]
+    itl_p50, itl_p95 = _itl(served)
     return ChargeRow(
         group, name, len(records), sum(r.prompt_tokens for r in records), sum(r.completion_tokens for r in records),
         hosted_usd=total - local_usd, local_usd=local_usd, all_hosted_usd=all_hosted,
         savings_usd=None if all_hosted is None else all_hosted - total, price_used="; ".join(sorted(labels)),
         share_local=len(local) / len(records), errors=sum(r.status == "error" for r in records),
         rejected=sum(r.status == "rejected" for r in records),
-        ttft_p50_s=pick(ttft, 0.5), ttft_p95_s=pick(ttft, 0.95), itl_p50_s=pick(itl, 0.5), itl_p95_s=pick(itl, 0.95),
+        ttft_p50_s=pick(ttft, 0.5), ttft_p95_s=pick(ttft, 0.95), itl_p50_s=itl_p50, itl_p95_s=itl_p95,
         e2e_p50_s=pick(e2e, 0.5), e2e_p95_s=pick(e2e, 0.95))
+
+
+def _itl(records: Sequence[UsageRecord]) -> tuple[float | None, float | None]:
+    """From every gap when the records carry them; else (stores keep only each request's ITL p50 and
+    p95) the median of the requests' p50s and the p95 of their p95s."""
+    gaps = [g for r in records for g in r.itl_gaps_s]
+    if gaps:
+        return exact_quantile(gaps, 0.5), exact_quantile(gaps, 0.95)
+    return (exact_quantile([r.itl_p50_s for r in records if r.itl_p50_s is not None], 0.5),
+            exact_quantile([r.itl_p95_s for r in records if r.itl_p95_s is not None], 0.95))
 
 
 def _all_hosted(records: Sequence[UsageRecord], hosted_price: HostedPrice | None) -> tuple[float | None, set[str]]:
@@ -174,11 +184,17 @@ COLUMNS = tuple(f.name for f in fields(ChargeRow) if not f.name.startswith("budg
     f"budget_{p}_{n}" for p in ("day", "month") for n in ("spent_usd", "limit_usd", "forecast_usd"))
 
 
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    return round(value, 9) if isinstance(value, float) else value  # nano-USD: what the stores keep
+
+
 def to_csv(rows: Sequence[ChargeRow]) -> str:
     """One row per team (key, tag) and nothing else: the columns sum (the totals row is left out)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.flat().items()})
+        writer.writerow({k: _cell(v) for k, v in row.flat().items()})
     return out.getvalue()

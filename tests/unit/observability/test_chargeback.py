@@ -79,6 +79,7 @@ def test_key_and_tag_rows_come_from_the_records(store: SqliteStore) -> None:
     assert {r.name: r.requests for r in keys.rows} == {"ka": 2, "kb": 1}
     ka = next(r for r in keys.rows if r.name == "ka")
     assert ka.share_local == 0.5 and ka.cost_usd == pytest.approx(0.005) and ka.ttft_p50_s == 0.05
+    assert ka.itl_p50_s is not None and ka.itl_p95_s is not None and ka.itl_p50_s <= ka.itl_p95_s
     kb = next(r for r in keys.rows if r.name == "kb")
     assert kb.errors == 1 and kb.e2e_p95_s is None  # a failed request's latency is not in the percentiles
     assert keys.total.requests == 3 and not keys.truncated
