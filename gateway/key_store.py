@@ -182,6 +182,7 @@ class KeyStore:
                         if grace_s > 0:
                             self._db.execute("INSERT OR REPLACE INTO api_key_grace VALUES (?, ?, ?)",
                                              (old_hash, key_id, now + grace_s))
+                    self._db.execute("DELETE FROM api_key_grace WHERE valid_until <= ?", (now,))  # lapsed ones
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")

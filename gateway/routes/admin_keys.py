@@ -1,6 +1,6 @@
 """Admin API for virtual keys, guarded by the admin key ($HYBRIDGW_ADMIN_KEY): POST /admin/keys
 (team, name, models, expires_at | duration, limits, budget, metadata, tags) → the key, shown once;
-GET /admin/keys[?all=true] and /admin/keys/{id} (with spend and last use); PATCH /admin/keys/{id};
+GET /admin/keys[?all=true][&team=T] and /admin/keys/{id} (with spend and last use); PATCH /admin/keys/{id};
 POST /admin/keys/{id}/rotate {"grace_period"}; DELETE /admin/keys/{id}. Store calls run off the loop."""
 from __future__ import annotations
 
@@ -93,7 +93,9 @@ async def list_keys(request: Request) -> Response:
     try:
         svc, _ = _admin(request)
         everything = request.query_params.get("all", "").lower() in ("1", "true", "yes")
-        rows = [row.to_dict() for row in await _store(asyncio.to_thread(svc.key_store.list, everything))]
+        team = request.query_params.get("team")
+        rows = [row.to_dict() for row in await _store(asyncio.to_thread(svc.key_store.list, everything))
+                if team is None or row.team == team]
     except GatewayError as exc:
         return _fail(request, exc)
     return _json({"object": "list", "data": rows})

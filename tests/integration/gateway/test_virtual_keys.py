@@ -209,6 +209,9 @@ def test_listing_shows_spend_and_last_use_and_bad_bodies_are_400s(served: Served
     listed = served.admin("GET", "").json()["data"]
     assert any(row["key_id"] == made["key_id"] and row["spend_usd"] > 0 for row in listed)
     assert all("key" not in row and "key_hash" not in row for row in listed)
+    assert served.admin("POST", "", json={"team": "free", "name": "other"}).status_code == 201
+    only = served.admin("GET", "", params={"team": "free"}).json()["data"]
+    assert only and {row["team"] for row in only} == {"free"}
     for body, param in (({"models": "m"}, "models"), ({"models": ["nope"]}, "models"),
                         ({"duration": "soon"}, "duration"), ({"limits": {"requests_per_minute": 0}}, None)):
         bad = served.admin("POST", "", json={"team": "ops", **body})
