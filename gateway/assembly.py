@@ -4,10 +4,11 @@ from the ledger), Prometheus metrics and tracing; closed in order."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.key_store import KeyStorage, KeyStore
+from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
@@ -15,6 +16,7 @@ from observability.limits_protocol import Limiter
 from observability.limits_restore import restore_windows
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
+from observability.usage import UsageRecord
 from policies.schema import KeyLimits, Policy, Team
 
 # How long a replica trusts what Redis said about a key: a key revoked on any replica (or with
@@ -63,10 +65,15 @@ class Observability:
         self.metrics.shutdown()
 
 
-def build_observability(settings: Settings, policy: Policy, environ: Mapping[str, str]) -> Observability:
+def build_observability(settings: Settings, policy: Policy, environ: Mapping[str, str],
+                        key_store: KeyStorage | None = None) -> Observability:
+    """With `key_store`, each record's cost and time also go to its key (spend to date, last use)."""
     metrics = build_metrics()
     request_metrics = RequestMetrics(metrics.provider)
-    ledger = open_ledger(settings.redis_url, settings.data_dir, observers=[request_metrics.record]).start()
+    observers: list[Callable[[UsageRecord], None]] = [request_metrics.record]
+    if key_store is not None:
+        observers.append(KeyUsageRecorder(key_store))
+    ledger = open_ledger(settings.redis_url, settings.data_dir, observers=observers).start()
     limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
     if isinstance(limiter, InProcessLimiter):  # embedded: what this day/month/minute already spent
         restore_windows(limiter, ledger.store, time.time())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from gateway.errors import AuthError, PermissionDenied
+from gateway.key_spec import KeySpec
 from policies.schema import Policy
 
 KEY_PREFIX = "sk-hgw-"
@@ -19,6 +21,7 @@ class KeyInfo:
     key_id: str  # short public prefix, safe to log and to show in reports
     team: str
     name: str = ""
+    spec: KeySpec = field(default_factory=KeySpec)  # aliases, expiry, the key's own limits and budget, tags
 
 
 KeyLookup = Callable[[str], "KeyInfo | None"]  # key hash → key, None when unknown or revoked
@@ -31,7 +34,12 @@ def hash_key(key: str) -> str:
 def new_key() -> tuple[str, str]:
     """A fresh (key, key_id); the id is the key's visible prefix so a user can tell keys apart."""
     key_id = secrets.token_hex(4)
-    return f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}", key_id
+    return key_for(key_id), key_id
+
+
+def key_for(key_id: str) -> str:
+    """A fresh secret under an existing key id (rotation keeps the id: limits and reports follow it)."""
+    return f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
 
 
 def bearer_token(header: str | None) -> str:
@@ -80,7 +88,23 @@ def admit(info: KeyInfo, policy: Policy) -> KeyInfo:
             f"This key belongs to team {info.team!r}, which the gateway's policy does not name; "
             "an operator must add the team to the policy (or make a key for an existing team).",
             code="unknown_team")
-    return info if team == info.team else KeyInfo(info.key_id, team, info.name)
+    return info if team == info.team else replace(info, team=team)
+
+
+def check_key_live(info: KeyInfo, now: float | None = None) -> KeyInfo:
+    """AuthError (401) for a key past its expiry."""
+    if info.spec.expired(time.time() if now is None else now):
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.spec.expires_at or 0))
+        raise AuthError(f"This API key (key id {info.key_id}) expired at {when}.", code="expired_api_key")
+    return info
+
+
+def check_key_alias(spec: KeySpec, key_id: str, alias: str) -> None:
+    """PermissionDenied (403) for an alias the key's team may use but the key itself may not."""
+    if not spec.allows(alias):
+        allowed = ", ".join(spec.models or ()) or "none"
+        raise PermissionDenied(f"This API key (key id {key_id}) may not use model {alias!r}; it may use: "
+                               f"{allowed}.", param="model", code="model_not_allowed_for_key")
 
 
 def new_key_refusal(team: str, policy: Policy) -> str | None:

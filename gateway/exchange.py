@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.key_spec import KeySpec
+from gateway.ratelimit_headers import reservation_headers
 from gateway.timing import RequestClock
 from observability.limits_protocol import Reservation
 from policies.decision import RequestFacts, RouteDecision, Target
@@ -37,6 +39,7 @@ class Exchange:
     client_wants_usage: bool = False
     team: str = ""
     key_id: str = ""
+    key_spec: KeySpec = field(default_factory=KeySpec)  # the key's own scope: aliases, limits, budget (key store)
     alias: str = ""
     facts: RequestFacts | None = None
     decision: RouteDecision | None = None
@@ -74,6 +77,7 @@ class Exchange:
             headers["x-hybridgw-route-rule"] = self.decision.rule
         if self.target is not None:
             headers["x-hybridgw-backend"] = self.target.backend
+        headers.update(reservation_headers(self.reservation))  # x-ratelimit-*, budget headroom
         return headers
 
     def fail(self, status: str, http_status: int, error_type: str, message: str) -> None:

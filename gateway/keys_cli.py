@@ -1,20 +1,42 @@
-"""`hybridgw keys create --team T | list | revoke KEY_ID`: manage API keys in the store the gateway
-uses (Redis with REDIS_URL / --redis-url, else the data dir's SQLite). `create` prints the new key
-once on stdout (only its hash is stored) and only for a team the policy serves."""
+"""`hybridgw keys create | update | rotate | revoke | list | info`: manage virtual keys in the store
+the gateway uses (Redis with REDIS_URL / --redis-url, else the data dir's SQLite). `create` and
+`rotate` print the new key once on stdout (only its hash is stored); keys only for teams the policy
+serves, with the same fields and checks as the admin API (gateway/key_requests.py)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+import orjson
+
 from gateway.assembly import open_key_store
 from gateway.auth import new_key_refusal, served_team
-from gateway.key_store import KeyStorage, KeyStoreUnavailable
+from gateway.catalog import build_catalog
+from gateway.errors import InvalidRequest
+from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
+from gateway.key_spec import KeySpec, parse_duration
+from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
 from policies.errors import PolicyError
 from policies.loader import load_default_policy, load_policy_file
 from policies.schema import Policy
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--model", action="append", dest="models", metavar="ALIAS",
+                        help="an alias the key may use (repeat; default: every alias of its team)")
+    parser.add_argument("--expires", metavar="DURATION", help="e.g. 30d, 12h, 3600 (from now)")
+    parser.add_argument("--rpm", type=int, help="requests per minute of this key")
+    parser.add_argument("--tpm", type=int, help="tokens per minute of this key")
+    parser.add_argument("--usd-per-day", type=float)
+    parser.add_argument("--usd-per-month", type=float)
+    parser.add_argument("--on-exceed", choices=["reject", "route"], help="over its budget (default: the team's)")
+    parser.add_argument("--tag", action="append", default=[], metavar="K=V")
+    parser.add_argument("--meta", action="append", default=[], metavar="K=V")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,24 +49,73 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="create a key for a team and print it once")
     create.add_argument("--team", required=True)
-    create.add_argument("--name", default="")
-    listing = sub.add_parser("list", help="list keys (ids and teams, never the keys)")
+    _spec_options(create)
+    update = sub.add_parser("update", help="change a key's name, aliases, expiry, limits, budget, tags")
+    update.add_argument("key_id")
+    _spec_options(update)
+    update.add_argument("--all-models", action="store_true", help="let the key use every alias of its team")
+    rotate = sub.add_parser("rotate", help="a new secret for a key; print it once")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace", default="0", metavar="DURATION", help="how long the old key still works")
+    listing = sub.add_parser("list", help="list keys (ids, teams, scope, last use, spend; never the keys)")
     listing.add_argument("--all", action="store_true", help="include revoked keys")
+    info = sub.add_parser("info", help="one key's record as JSON")
+    info.add_argument("key_id")
     revoke = sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     return parser
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    if any("=" not in item for item in items):
+        raise InvalidRequest(f"{flag} takes KEY=VALUE", param=flag)
+    return dict(item.split("=", 1) for item in items)
+
+
+def _body(args: argparse.Namespace) -> KeyUpdateBody:
+    fields: dict[str, object] = {}
+    if args.name is not None:
+        fields["name"] = args.name
+    if args.models or getattr(args, "all_models", False):
+        fields["models"] = None if getattr(args, "all_models", False) else args.models
+    if args.expires:
+        fields["duration"] = args.expires
+    if args.rpm is not None or args.tpm is not None:
+        fields["limits"] = KeyLimitsBody(requests_per_minute=args.rpm, tokens_per_minute=args.tpm)
+    if args.usd_per_day is not None or args.usd_per_month is not None or args.on_exceed:
+        fields["budget"] = KeyBudgetBody(usd_per_day=args.usd_per_day, usd_per_month=args.usd_per_month,
+                                         on_exceed=args.on_exceed)
+    for name, flag in (("tags", "--tag"), ("metadata", "--meta")):
+        pairs = _pairs(getattr(args, "tag" if name == "tags" else "meta"), flag)
+        if pairs is not None:
+            fields[name] = pairs
+    return KeyUpdateBody(**fields)  # type: ignore[arg-type]
 
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _create(store: KeyStorage, policy: Policy, team: str, name: str) -> int:
+def _print_rows(rows: list[KeyRow]) -> None:
+    print(f"{'key_id':<10} {'team':<16} {'name':<14} {'models':<18} {'expires':<19} {'last used':<19} "
+          f"{'requests':>8} {'spend $':>10} revoked")
+    for row in rows:
+        models = ",".join(row.spec.models) if row.spec.models is not None else "*"
+        print(f"{row.key_id:<10} {row.team:<16} {row.name:<14} {models:<18} {_when(row.spec.expires_at):<19} "
+              f"{_when(row.last_used_at):<19} {row.requests:>8} {row.spend_usd:>10.4f} {_when(row.revoked_at)}")
+
+
+def _create(store: KeyStorage, policy: Policy, args: argparse.Namespace) -> int:
+    team = args.team.strip()
     refusal = new_key_refusal(team, policy) if team else "--team must not be empty"
     if refusal is not None:
         print(f"hybridgw keys: {refusal}", file=sys.stderr)
         return 2
-    key, info = store.create(team, name)
+    spec = apply(_body(args), KeySpec())
+    check_spec(spec, team, build_catalog(policy, os.environ))
+    key, info = store.create(team, args.name or "", spec)
     print(key)
     served = served_team(team, policy)
     note = "" if served == team else f" (not in the policy: served as team {served!r})"
@@ -52,15 +123,49 @@ def _create(store: KeyStorage, policy: Policy, team: str, name: str) -> int:
     return 0
 
 
+def _update(store: KeyStorage, policy: Policy, args: argparse.Namespace) -> int:
+    row = store.get(args.key_id)
+    if row is None or row.revoked_at is not None or not store.update(
+            args.key_id, row.name if args.name is None else args.name, _checked(row, policy, args)):
+        print(f"hybridgw keys: no active key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"updated {args.key_id}")
+    return 0
+
+
+def _checked(row: KeyRow, policy: Policy, args: argparse.Namespace) -> KeySpec:
+    spec = apply(_body(args), row.spec)
+    check_spec(spec, row.team, build_catalog(policy, os.environ))
+    return spec
+
+
+def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
+    grace = 0.0 if args.grace.strip() in ("0", "0s") else parse_duration(args.grace)
+    rotated = store.rotate(args.key_id, grace)
+    if rotated is None:
+        print(f"hybridgw keys: no active key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(rotated[0])
+    print(f"rotated {args.key_id}; the old key works for {grace:.0f} s more; the new one is shown only now",
+          file=sys.stderr)
+    return 0
+
+
 def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int:
-    if args.action == "create":
+    if args.action in ("create", "update"):
         loaded = load_default_policy() if settings.policy_file is None else load_policy_file(settings.policy_file)
-        return _create(store, loaded.policy, args.team.strip(), args.name)
+        return (_create if args.action == "create" else _update)(store, loaded.policy, args)
+    if args.action == "rotate":
+        return _rotate(store, args)
     if args.action == "list":
-        print(f"{'key_id':<10} {'team':<20} {'name':<16} {'created':<19} revoked")
-        for row in store.list(include_revoked=args.all):
-            print(f"{row.key_id:<10} {row.team:<20} {row.name:<16} {_when(row.created_at):<19} "
-                  f"{_when(row.revoked_at)}")
+        _print_rows(store.list(include_revoked=args.all))
+        return 0
+    if args.action == "info":
+        row = store.get(args.key_id)
+        if row is None:
+            print(f"hybridgw keys: no key {args.key_id!r}", file=sys.stderr)
+            return 1
+        print(orjson.dumps(row.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return 0
     if not store.revoke(args.key_id):
         print(f"hybridgw keys: no active key {args.key_id!r}", file=sys.stderr)
@@ -81,6 +186,9 @@ def main(argv: list[str]) -> int:
         return _run(args, store, settings)
     except PolicyError as exc:
         print(f"hybridgw keys: {exc.message}", file=sys.stderr)
+        return 2
+    except (InvalidRequest, ValueError) as exc:  # a bad --model, --expires, --rpm ... (pydantic's too)
+        print(f"hybridgw keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyStoreUnavailable as exc:
         print(f"hybridgw keys: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import dispatch, upstream_body
+from gateway.auth import check_key_alias
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
 from gateway.errors import (
@@ -23,6 +24,7 @@ from gateway.errors import (
     error_info,
 )
 from gateway.exchange import Exchange
+from gateway.ratelimit_headers import refusal_headers
 from gateway.request_body import read_json_body
 from gateway.routing import AttemptBook, plan_route
 from gateway.schemas import (
@@ -69,6 +71,8 @@ def error_response(ex: Exchange, exc: BaseException) -> Response:
     headers = ex.response_headers()
     if info.retry_after_s is not None:
         headers["retry-after"] = str(max(1, round(info.retry_after_s)))
+    if isinstance(exc, LimitExceeded):
+        headers.update(refusal_headers(exc))  # x-ratelimit-reset-* equals Retry-After
     return Response(orjson.dumps(info.body()), status_code=info.status, headers=headers,
                     media_type="application/json")
 
@@ -91,7 +95,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         key = await svc.authenticate(request.headers.get("authorization"))
     except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
         return error_response(ex, exc)
-    ex.team, ex.key_id = key.team, key.key_id
+    ex.team, ex.key_id, ex.key_spec = key.team, key.key_id, key.spec
     # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.
     parent = extract_context(request.headers) if "traceparent" in request.headers else None
     ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", context=parent,
@@ -146,8 +150,10 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
         ex.tags["requested_model"] = parsed.model[:REQUESTED_MODEL_CHARS]
         raise
     ex.alias = parsed.model
+    check_key_alias(ex.key_spec, ex.key_id, ex.alias)  # 403 for an alias the team has but the key may not use
+    ex.tags.update(ex.key_spec.tags)
     if svc.limiter is not None:  # the cheap refusal first: a team over its rpm costs no token counting
-        await svc.limiter.check_requests(ex.team, ex.key_id)
+        await svc.limiter.check_requests(ex.team, ex.key_id, key_limits=ex.key_spec.limits)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
@@ -168,17 +174,23 @@ async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers:
     assert svc.limiter is not None and ex.facts is not None and ex.decision is not None
     tokens = ex.estimated_prompt_tokens + ex.estimated_completion_tokens
     cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
+    key_limits = ex.key_spec.limits
     try:
-        ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost)
+        ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost,
+                                                   key_limits=key_limits)
         return
     except LimitExceeded as exc:
-        if not exc.limit.startswith("usd") or compiled.team(ex.team).budget.on_exceed != "route":
+        on_exceed = compiled.team(ex.team).budget.on_exceed
+        if exc.scope == "key" and ex.key_spec.on_exceed is not None:
+            on_exceed = ex.key_spec.on_exceed  # a key's own budget may say otherwise than its team's
+        if not exc.limit.startswith("usd") or on_exceed != "route":
             raise
     await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
                      prompt_tokens=ex.facts.prompt_tokens)  # counted once
     ex.tags["over_budget"] = "true"
     cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
-    ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False)
+    ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False,
+                                               key_limits=key_limits)
 
 
 def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compiled: CompiledPolicy,

@@ -11,11 +11,13 @@ from pathlib import Path
 import yaml
 
 from observability import report_cli
+from observability.chargeback import ChargebackPolicy
 from observability.report import HostedCost, HostedPrice, price_label
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.errors import PolicyError
 from policies.estimator import litellm_price_table
 from policies.loader import load_policy
+from policies.schema import Price
 
 
 def policy_hosted_price(compiled: Callable[[], CompiledPolicy]) -> HostedPrice:
@@ -32,6 +34,26 @@ def policy_hosted_price(compiled: Callable[[], CompiledPolicy]) -> HostedPrice:
     return price
 
 
+def _local_price(price: Price | None) -> str | None:
+    if price is None:
+        return None
+    if price.input_usd_per_mtok is not None or price.output_usd_per_mtok is not None:
+        return (f"${price.input_usd_per_mtok or 0:.4g} in, ${price.output_usd_per_mtok or 0:.4g} out per Mtok "
+                "(policy)")
+    if price.usd_per_gpu_hour is not None:
+        return f"${price.usd_per_gpu_hour:.4g}/GPU-hour ÷ measured tokens/s (policy)"
+    return None
+
+
+def chargeback_policy(compiled: CompiledPolicy) -> ChargebackPolicy:
+    """Local = the engines the policy polls (ours, vLLM-style); their prices; each team's budgets."""
+    policy = compiled.policy
+    prices = {name: label for name in compiled.engines
+              if name in policy.backends and (label := _local_price(policy.backends[name].price)) is not None}
+    budgets = {name: (team.budget.usd_per_day, team.budget.usd_per_month) for name, team in policy.teams.items()}
+    return ChargebackPolicy(frozenset(compiled.engines), prices, budgets)
+
+
 def _every_backend_present(text: str, environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` plus every variable a backend's requires_env names: the comparison asks what hosted
     would have cost, not whether this shell holds the hosted API's key."""
@@ -46,6 +68,16 @@ def _every_backend_present(text: str, environ: Mapping[str, str]) -> dict[str, s
 
 def policy_file_price(config: Path | None) -> HostedPrice:
     """Prices from a policy file (None: the embedded default policy); ValueError when it does not load."""
+    compiled = _compiled_file(config)
+    return policy_hosted_price(lambda: compiled)
+
+
+def policy_file_chargeback(config: Path | None) -> ChargebackPolicy:
+    return chargeback_policy(_compiled_file(config))
+
+
+def _compiled_file(config: Path | None) -> CompiledPolicy:
+    """The policy file compiled (None: the embedded default); ValueError when it does not load."""
     try:
         if config is None:
             text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default>"
@@ -54,10 +86,9 @@ def policy_file_price(config: Path | None) -> HostedPrice:
         loaded = load_policy(text, name, _every_backend_present(text, os.environ))
     except (OSError, UnicodeDecodeError, PolicyError) as exc:
         raise ValueError(f"cannot price from the policy: {exc}") from None
-    compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source)
-    return policy_hosted_price(lambda: compiled)
+    return compile_policy(loaded.policy, litellm_price_table(), loaded.source)
 
 
 def main(argv: list[str]) -> int:
     """`hybridgw report`, with the policy's prices for the all-hosted comparison."""
-    return report_cli.main(argv, policy_price=policy_file_price)
+    return report_cli.main(argv, policy_price=policy_file_price, chargeback_policy=policy_file_chargeback)

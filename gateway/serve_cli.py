@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     store = open_key_store(settings)
     base_url = f"http://{settings.host}:{settings.port}/v1"
     _first_key(store, base_url, loaded.policy)
-    obs = build_observability(settings, loaded.policy, os.environ)
+    obs = build_observability(settings, loaded.policy, os.environ, key_store=store)
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
         engine_urls = supervisor.start(timeout_s=args.engine_timeout)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.auth import KeyInfo, admit, bearer_token, hash_key, is_admin, unknown_key
+from gateway.auth import KeyInfo, admit, bearer_token, check_key_live, hash_key, is_admin, unknown_key
 from gateway.backends.base import Backend
 from gateway.catalog import Catalog
 from gateway.errors import AuthError
@@ -52,7 +52,7 @@ class Services:
         info = await self.lookup_key(hash_key(token))
         if info is None:
             raise unknown_key(token)
-        return admit(info, self.router.compiled.policy)
+        return admit(check_key_live(info), self.router.compiled.policy)
 
     async def lookup_key(self, key_hash: str) -> KeyInfo | None:
         """Keys the policy file lists under a team (by hash), then keys made with `hybridgw keys`."""

@@ -141,6 +141,12 @@ class LeaseBook:
             used = [self._leases[c.key].used_seen - self._leases[c.key].left - c.amount for c in charges]
         return usd_headroom(charges, used)
 
+    def seen_used(self, charges: Sequence[Charge]) -> list[int]:
+        """Each window's use after this charge as this replica knows it: the shared count at our last
+        round trip (other replicas' unspent leases included), less our own lease not yet spent."""
+        return [self._leases[c.key].used_seen - self._leases[c.key].left if c.key in self._leases else 0
+                for c in charges]
+
     # --- settle ----------------------------------------------------------------------------------
     def absorb(self, key: str, delta: int) -> bool:
         """Settle ``delta`` (actual − estimate) against the local lease when it can; False: send it on.

@@ -6,6 +6,7 @@ Windows are fixed and UTC-aligned: requests and tokens per minute, USD per day a
 estimate is charged at reserve(); settle() replaces it with the actuals in the same windows."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from observability.limits_protocol import LimitExceeded, Reservation
+from observability.limits_protocol import LimitExceeded, Reservation, WindowState
 
 if TYPE_CHECKING:  # the embedded case never imports redis
     from observability.limits_redis import RedisLimiter
@@ -47,11 +48,25 @@ class LimitsConfig:
         object.__setattr__(self, "teams", MappingProxyType(dict(self.teams)))
         object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
 
-    def scopes(self, team: str, key_id: str) -> list[tuple[str, str, TeamLimits]]:
+    def scopes(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[tuple[str, str, TeamLimits]]:
+        """The team's limits, then the key's: the policy's `keys:` entry and the limits stored with
+        the key (`key_limits`, from the key store), field by field the tighter of the two."""
         out = [("team", team, self.teams.get(team, self.default_team))]
-        if key_id in self.keys:
-            out.append(("key", key_id, self.keys[key_id]))
+        limits = tighter(self.keys.get(key_id), key_limits)
+        if limits is not None:
+            out.append(("key", key_id, limits))
         return out
+
+
+def tighter(a: TeamLimits | None, b: TeamLimits | None) -> TeamLimits | None:
+    """Field by field the smaller of two limits (None = unlimited)."""
+    if a is None or b is None:
+        return a if b is None else b
+
+    def low(x: float | None, y: float | None) -> float | None:
+        return x if y is None else y if x is None else min(x, y)
+
+    return TeamLimits(*(low(getattr(a, n), getattr(b, n)) for n in LIMIT_NAMES))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -121,12 +136,12 @@ UNCHECKED_LIMIT = 2**62  # a limit no window reaches: the charge is counted but 
 
 
 def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost_usd: float,
-                 now: float, budgets: bool = True) -> list[Charge]:
+                 now: float, budgets: bool = True, key_limits: TeamLimits | None = None) -> list[Charge]:
     """Every window this request must fit in, with what it would add to each. budgets=False still
     counts the spend in the USD windows but does not refuse on them (over-budget routing)."""
     charges = []
     windows = _windows_of_minute(int(now // 60))
-    for scope, owner, limits in config.scopes(team, key_id):
+    for scope, owner, limits in config.scopes(team, key_id, key_limits):
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
             if value is None:
@@ -138,9 +153,11 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
     return charges
 
 
-def request_charges(config: LimitsConfig, team: str, key_id: str, now: float) -> list[Charge]:
+def request_charges(config: LimitsConfig, team: str, key_id: str, now: float,
+                    key_limits: TeamLimits | None = None) -> list[Charge]:
     """The requests-per-minute windows of a team and its key: what check_requests reads."""
-    return [c for c in plan_charges(config, team, key_id, 0, 0.0, now) if c.limit_name == "requests_per_minute"]
+    return [c for c in plan_charges(config, team, key_id, 0, 0.0, now, key_limits=key_limits)
+            if c.limit_name == "requests_per_minute"]
 
 
 def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None:
@@ -164,11 +181,28 @@ def _human(limit_name: str, value: float) -> str:
 
 
 def exceeded(charge: Charge, used: int, now: float) -> LimitExceeded:
-    retry = max(1.0, charge.window_end - now)
+    # Whole seconds, rounded up: Retry-After and x-ratelimit-reset-* then say the same number.
+    retry = float(max(1, math.ceil(charge.window_end - now)))
     message = (f"{charge.scope} {charge.owner!r} is over its {_UNITS[charge.limit_name]} limit: "
                f"{_human(charge.limit_name, used)} of {_human(charge.limit_name, charge.limit)} used, "
                f"this request needs {_human(charge.limit_name, charge.amount)}; retry after {retry:.0f} s")
-    return LimitExceeded(charge.limit_name, message, retry)
+    state = WindowState(charge.limit_name, charge.limit, max(charge.limit - used, 0), retry)
+    return LimitExceeded(charge.limit_name, message, retry, scope=charge.scope, window=state)
+
+
+def window_states(charges: Sequence[Charge], used_after: Sequence[int], now: float) -> tuple[WindowState, ...]:
+    """Per limit name, the window (team's or key's) with the least left once this request is
+    charged: what the x-ratelimit-* headers report. Unchecked (over-budget) windows are left out."""
+    tightest: dict[str, WindowState] = {}
+    for charge, used in zip(charges, used_after):
+        if charge.limit >= UNCHECKED_LIMIT:
+            continue
+        state = WindowState(charge.limit_name, charge.limit, max(charge.limit - used, 0),
+                            max(charge.window_end - now, 0.0))
+        best = tightest.get(charge.limit_name)
+        if best is None or state.remaining < best.remaining:
+            tightest[charge.limit_name] = state
+    return tuple(tightest.values())
 
 
 def settle_deltas(reservation: Reservation, tokens: int, cost_usd: float) -> list[tuple[str, int]]:
@@ -202,9 +236,9 @@ class InProcessLimiter:
         self._lock = threading.Lock()
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True) -> Reservation:
+                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
             bad = first_exceeded(charges, used)
@@ -214,11 +248,12 @@ class InProcessLimiter:
                 self._counts[charge.key] = (already + charge.amount, charge.window_end)
             self._sweep(now)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           usd_headroom(charges, used))
+                           usd_headroom(charges, used),
+                           window_states(charges, [u + c.amount for c, u in zip(charges, used)], now))
 
-    async def check_requests(self, team: str, key_id: str) -> None:
+    async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         now = self._clock()
-        charges = request_charges(self.config, team, key_id, now)
+        charges = request_charges(self.config, team, key_id, now, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
         bad = first_exceeded(charges, used)
@@ -242,8 +277,8 @@ class InProcessLimiter:
     def reconfigure(self, config: LimitsConfig) -> None:
         self.config = config
 
-    async def usage(self, team: str, key_id: str) -> list[LimitUsage]:
-        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock())
+    async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
+        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
         with self._lock:
             return usage_from(charges, [self._counts.get(c.key, (0, 0.0))[0] for c in charges])
 

@@ -5,17 +5,31 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from observability.limits import LimitsConfig
+    from observability.limits import LimitsConfig, TeamLimits
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """One limit's window as a client is told of it (x-ratelimit-* headers): of the team's and the
+    key's windows for this limit, the one with the least left."""
+
+    limit_name: str  # "requests_per_minute", "tokens_per_minute", "usd_per_day", "usd_per_month"
+    limit: int  # requests, tokens or nano-USD
+    remaining: int  # after this request's charge (its estimate, for tokens); never below 0
+    reset_s: float  # seconds until the window ends (and its count starts again)
 
 
 class LimitExceeded(Exception):
     """A team or key is over one of its limits; the gateway answers 429 with Retry-After."""
 
-    def __init__(self, limit: str, message: str, retry_after_s: float) -> None:
+    def __init__(self, limit: str, message: str, retry_after_s: float, *, scope: str = "team",
+                 window: WindowState | None = None) -> None:
         super().__init__(message)
         self.limit = limit  # e.g. "tokens_per_minute", "usd_per_day"
         self.message = message
         self.retry_after_s = retry_after_s
+        self.scope = scope  # "team" or "key": whose limit it is (a key's budget may route, not refuse)
+        self.window = window  # the full window, for the 429's x-ratelimit-* headers
 
 
 @dataclass(frozen=True)
@@ -29,15 +43,17 @@ class Reservation:
     cost_usd: float
     window_keys: tuple[str, ...] = ()  # store-specific ids of the windows charged
     usd_headroom: float | None = None  # USD left in the tightest enforced budget after this charge
+    windows: tuple[WindowState, ...] = ()  # per rate limit, the tightest window after this charge
 
 
 class Limiter(Protocol):
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True) -> Reservation:
-        """Hold the estimate or raise LimitExceeded; budgets=False counts spend without refusing on it."""
+                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
+        """Hold the estimate or raise LimitExceeded; budgets=False counts spend without refusing on it.
+        key_limits: the limits stored with the key (key store), enforced beside the policy's."""
         ...
 
-    async def check_requests(self, team: str, key_id: str) -> None:
+    async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         """Raise LimitExceeded when a requests-per-minute window of the team or key is already full.
         Charges nothing (reserve stays the one charge): the cheap check before the prompt is counted."""
         ...

@@ -1,7 +1,9 @@
 """The Limiter shared by every gateway replica: one Lua script checks all of a request's windows and
 charges them only if every one has room (reserve), another adds actual − estimate (settle). Far from
 a limit a reservation also leases a little quota, and the next ones are served from it without a
-round trip (limit_leases.py); near a limit every one goes to Redis. If Redis is unreachable or refuses
+round trip (limit_leases.py); near a limit every one goes to Redis. The windows a reservation reports
+(x-ratelimit-remaining-*) are this replica's view: exact as of its last round trip, less its own
+requests since; other replicas' unspent leases count as used, their requests since are not seen. If Redis is unreachable or refuses
 (OOM, READONLY after a failover, NOSCRIPT, BUSY, too many open files) it fails open with a logged
 warning, so requests keep flowing."""
 from __future__ import annotations
@@ -21,12 +23,14 @@ from observability.limit_leases import LeaseBook
 from observability.limits import (
     LimitsConfig,
     LimitUsage,
+    TeamLimits,
     exceeded,
     first_exceeded,
     plan_charges,
     request_charges,
     settle_deltas,
     usage_from,
+    window_states,
 )
 from observability.limits_protocol import Reservation
 
@@ -96,15 +100,15 @@ class RedisLimiter:
         return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True) -> Reservation:
+                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         leases = self._leases
         if leases.take_local(charges):  # no await between the check and the spend: atomic here
             return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                               leases.headroom(charges))
+                               leases.headroom(charges), window_states(charges, leases.seen_used(charges), now))
         leases.sweep(now)
         taken, asks = leases.begin_slow(charges)
         args: list[int] = []
@@ -126,11 +130,13 @@ class RedisLimiter:
         used_each, granted = [int(u) for u in each[0::2]], [int(g) for g in each[1::2]]
         leases.finish_slow(charges, asks, used_each, granted)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           leases.headroom(charges, [u - t for u, t in zip(used_each, taken)]))
+                           leases.headroom(charges, [u - t for u, t in zip(used_each, taken)]),
+                           window_states(charges, leases.seen_used(charges), now))
 
-    async def check_requests(self, team: str, key_id: str) -> None:
+    async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         now = self._clock()
-        charges = [c for c in request_charges(self.config, team, key_id, now) if not self._leases.unspent(c.key)]
+        charges = [c for c in request_charges(self.config, team, key_id, now, key_limits)
+                   if not self._leases.unspent(c.key)]
         if not charges:  # no rpm limit, or this replica's leases pay for one more request: no round trip
             return
         try:
@@ -169,9 +175,9 @@ class RedisLimiter:
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
-    async def usage(self, team: str, key_id: str) -> list[LimitUsage]:
+    async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
         """What each of the team's and key's windows has used now (for budget-aware routing)."""
-        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock())
+        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
         if not charges:
             return []
         try:

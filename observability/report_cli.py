@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from observability.chargeback import GROUPS, ChargebackPolicy
+from observability.chargeback_render import render_chargeback
+from observability.chargeback_source import fetch_chargeback
 from observability.report import HostedCost, HostedPrice, first_priced, parse_since, price_label
 from observability.report_render import FORMATS, render
 from observability.report_source import fetch_report
@@ -30,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hosted-model", help="price the all-hosted counterfactual as this hosted model "
                                           "(default: as the policy prices each alias, else by the alias's name)")
     p.add_argument("--no-hosted-price", action="store_true", help="skip the all-hosted comparison")
+    p.add_argument("--by", choices=GROUPS, help="chargeback: one row per team, key or tag (table, json or a wide csv)")
     return p
 
 
@@ -66,13 +70,21 @@ def _hosted_price(args: argparse.Namespace, policy_price: PolicyPrice | None) ->
     return first_priced(policy_price(args.config), by_name)
 
 
-def main(argv: list[str], hosted_price: HostedPrice | None = None, policy_price: PolicyPrice | None = None) -> int:
-    """`policy_price` reads a policy file's prices (the gateway wires it; observability cannot)."""
+def main(argv: list[str], hosted_price: HostedPrice | None = None, policy_price: PolicyPrice | None = None,
+         chargeback_policy: Callable[[Path | None], ChargebackPolicy] | None = None) -> int:
+    """`policy_price` reads a policy file's prices, `chargeback_policy` its local backends and budgets
+    (the gateway wires both; observability cannot read a policy)."""
     args = _parser().parse_args(argv)
     try:
         since_s = parse_since(args.since)
         if hosted_price is None:
             hosted_price = _hosted_price(args, policy_price)
+        charge_policy = ChargebackPolicy()
+        if args.by is not None:
+            if args.format == "html":
+                raise ValueError("--by renders as table, json or csv")
+            if chargeback_policy is not None:
+                charge_policy = chargeback_policy(args.config)
     except ValueError as exc:  # a bad --since, or a policy file that does not load
         print(f"hybridgw report: {exc}", file=sys.stderr)
         return 2
@@ -83,13 +95,18 @@ def main(argv: list[str], hosted_price: HostedPrice | None = None, policy_price:
         return 1
     store = open_store(args.redis_url, data_dir)
     try:
-        report = fetch_report(store, team=args.team, since_s=since_s, now=time.time(), hosted_price=hosted_price)
+        if args.by is not None:
+            text = render_chargeback(fetch_chargeback(store, group=args.by, team=args.team, since_s=since_s,
+                                                      now=time.time(), policy=charge_policy,
+                                                      hosted_price=hosted_price), args.format)
+        else:
+            text = render(fetch_report(store, team=args.team, since_s=since_s, now=time.time(),
+                                       hosted_price=hosted_price), args.format)
     except StoreUnavailable as exc:
         print(f"hybridgw report: usage store unavailable: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()
-    text = render(report, args.format)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
         print(f"wrote {args.out}", file=sys.stderr)

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from observability.chargeback import GROUPS, ChargebackPolicy, to_csv
+from observability.chargeback_source import fetch_chargeback
 from observability.report import HostedPrice, Report, parse_since
 from observability.report_render import render
 from observability.report_source import fetch_report
@@ -39,9 +41,21 @@ def _team_totals(store: UsageStore, since_s: float, now: float) -> list[dict[str
     return out
 
 
+def _chargeback(store: UsageStore, group: str, team: str | None, since_s: float, now: float, format: str,
+                policy: ChargebackPolicy, hosted_price: HostedPrice | None) -> Response:
+    result = fetch_chargeback(store, group=group, team=team, since_s=since_s, now=now, policy=policy,
+                              hosted_price=hosted_price)
+    if format == "csv":
+        return PlainTextResponse(to_csv(result.rows), media_type="text/csv; charset=utf-8")
+    return JSONResponse({"object": "usage.chargeback", **result.to_dict()})
+
+
 def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price: HostedPrice | None = None,
-                 clock: Callable[[], float] = time.time) -> APIRouter:
-    """`caller` is a FastAPI dependency returning a UsageCaller (raising its own 401 when unauthenticated)."""
+                 clock: Callable[[], float] = time.time,
+                 chargeback_policy: Callable[[], ChargebackPolicy] = ChargebackPolicy) -> APIRouter:
+    """`caller` is a FastAPI dependency returning a UsageCaller (raising its own 401 when unauthenticated).
+    `?by=team|key|tag` answers the chargeback table instead (json or a wide csv, one row per team, key
+    or tag); `chargeback_policy` says which backends are local and the teams' budgets."""
     router = APIRouter()
 
     @router.get("/v1/usage")
@@ -50,6 +64,7 @@ def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price:
         team: Annotated[str | None, Query(description="default: the key's own team; admin: all")] = None,
         since: Annotated[str, Query(description="window: 90s, 30m, 12h, 7d, 2w")] = "7d",
         format: Annotated[str, Query(description="json, csv or html")] = "json",
+        by: Annotated[str | None, Query(description="chargeback rows per team, key or tag")] = None,
     ) -> Response:
         if not who.is_admin and team is not None and team != who.team:
             return _error(403, "this key may only read its own team's usage", "permission_error", "team",
@@ -60,9 +75,15 @@ def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price:
             return _error(400, str(exc), "invalid_request_error", "since", "invalid_value")
         if format not in ("json", "csv", "html"):
             return _error(400, "format must be json, csv or html", "invalid_request_error", "format", "invalid_value")
+        if by is not None and (by not in GROUPS or format == "html"):
+            return _error(400, f"by must be one of {', '.join(GROUPS)} (format json or csv)",
+                          "invalid_request_error", "by", "invalid_value")
         wanted = team if (who.is_admin or team is not None) else who.team
         now = clock()
         try:
+            if by is not None:
+                return await run_in_threadpool(_chargeback, store, by, wanted, since_s, now, format,
+                                               chargeback_policy(), hosted_price)
             report: Report = await run_in_threadpool(
                 fetch_report, store, team=wanted, since_s=since_s, now=now, hosted_price=hosted_price)
             teams = await run_in_threadpool(_team_totals, store, since_s, now) if wanted is None else None

@@ -1,24 +1,27 @@
-"""Admin API for keys, guarded by the admin key ($HYBRIDGW_ADMIN_KEY):
-POST /admin/keys {"team", "name"} → the new key (shown once; only for a team the policy serves);
-GET /admin/keys; DELETE /admin/keys/{key_id}. The store is called off the event loop."""
+"""Admin API for virtual keys, guarded by the admin key ($HYBRIDGW_ADMIN_KEY): POST /admin/keys
+(team, name, models, expires_at | duration, limits, budget, metadata, tags) → the key, shown once;
+GET /admin/keys[?all=true][&team=T] and /admin/keys/{id} (with spend and last use); PATCH /admin/keys/{id};
+POST /admin/keys/{id}/rotate {"grace_period"}; DELETE /admin/keys/{id}. Store calls run off the loop."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import asdict
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import is_admin, new_key_refusal
+from gateway.auth import KeyInfo, is_admin, new_key_refusal
 from gateway.errors import AuthError, GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.exchange import Exchange
+from gateway.key_requests import KeyCreateBody, KeyUpdateBody, RotateBody, apply, check_spec, grace_seconds
+from gateway.key_spec import KeySpec
 from gateway.key_store import KeyStoreUnavailable
 from gateway.proxy import error_response
-from gateway.request_body import read_json_body
+from gateway.request_body import read_body, read_json_body
+from gateway.schemas import parse_body
 from gateway.services import Services
 
 T = TypeVar("T")
@@ -46,31 +49,106 @@ async def _store(call: Awaitable[T]) -> T:
                                  retry_after_s=1.0) from exc
 
 
+def _info(key: str, info: KeyInfo) -> Response:
+    body = {"key": key, "key_id": info.key_id, "team": info.team, "name": info.name, **info.spec.to_dict()}
+    return Response(orjson.dumps(body), status_code=201, media_type="application/json")
+
+
+def _json(data: object) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+async def _optional_json(request: Request, limit: int) -> Any:
+    """The JSON body, or {} when there is none (rotate's body is optional)."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}", code="invalid_json") from None
+
+
+def _no_key(key_id: str) -> NotFound:
+    return NotFound(f"No active key with id {key_id!r}.", param="key_id", code="key_not_found")
+
+
 async def create_key(request: Request) -> Response:
     try:
         svc, _ = _admin(request)
-        body = await read_json_body(request, svc.settings.max_body_bytes)
-        team = body.get("team") if isinstance(body, dict) else None
-        if not isinstance(team, str) or not team.strip():
-            raise InvalidRequest("Missing required parameter: 'team'.", param="team")
-        refusal = new_key_refusal(team.strip(), svc.router.compiled.policy)
+        body = parse_body(KeyCreateBody, await read_json_body(request, svc.settings.max_body_bytes))
+        team = body.team.strip()
+        refusal = new_key_refusal(team, svc.router.compiled.policy)
         if refusal is not None:
             raise InvalidRequest(refusal, param="team", code="unknown_team")
-        name = body.get("name", "")
-        key, info = await _store(asyncio.to_thread(svc.key_store.create, team.strip(),
-                                                   name if isinstance(name, str) else ""))
+        spec = apply(body, KeySpec())
+        check_spec(spec, team, svc.catalog)
+        key, info = await _store(asyncio.to_thread(svc.key_store.create, team, body.name or "", spec))
     except GatewayError as exc:
         return _fail(request, exc)
-    return Response(orjson.dumps({"key": key, **asdict(info)}), status_code=201, media_type="application/json")
+    return _info(key, info)
 
 
 async def list_keys(request: Request) -> Response:
     try:
         svc, _ = _admin(request)
-        rows = [asdict(row) for row in await _store(asyncio.to_thread(svc.key_store.list))]
+        everything = request.query_params.get("all", "").lower() in ("1", "true", "yes")
+        team = request.query_params.get("team")
+        rows = [row.to_dict() for row in await _store(asyncio.to_thread(svc.key_store.list, everything))
+                if team is None or row.team == team]
     except GatewayError as exc:
         return _fail(request, exc)
-    return Response(orjson.dumps({"object": "list", "data": rows}), media_type="application/json")
+    return _json({"object": "list", "data": rows})
+
+
+async def key_info(request: Request) -> Response:
+    try:
+        svc, _ = _admin(request)
+        key_id = request.path_params["key_id"]
+        row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
+        if row is None:
+            raise NotFound(f"No key with id {key_id!r}.", param="key_id", code="key_not_found")
+    except GatewayError as exc:
+        return _fail(request, exc)
+    return _json(row.to_dict())
+
+
+async def update_key(request: Request) -> Response:
+    """Only the fields the body names change; the team stays (a key's spend belongs to its team)."""
+    try:
+        svc, _ = _admin(request)
+        key_id = request.path_params["key_id"]
+        body = parse_body(KeyUpdateBody, await read_json_body(request, svc.settings.max_body_bytes))
+        row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
+        if row is None or row.revoked_at is not None:
+            raise _no_key(key_id)
+        spec = apply(body, row.spec)
+        check_spec(spec, row.team, svc.catalog)
+        name = row.name if body.name is None else body.name
+        if not await _store(asyncio.to_thread(svc.key_store.update, key_id, name, spec)):
+            raise _no_key(key_id)
+        svc.key_cache.forget_all()  # applies on this replica at once; on the others within the cache's TTL
+        row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
+    except GatewayError as exc:
+        return _fail(request, exc)
+    return _json(row.to_dict() if row is not None else {})
+
+
+async def rotate_key(request: Request) -> Response:
+    try:
+        svc, _ = _admin(request)
+        key_id = request.path_params["key_id"]
+        grace = grace_seconds(parse_body(RotateBody, await _optional_json(request, svc.settings.max_body_bytes)))
+        rotated = await _store(asyncio.to_thread(svc.key_store.rotate, key_id, grace))
+        if rotated is None:
+            raise _no_key(key_id)
+        svc.key_cache.forget_all()
+    except GatewayError as exc:
+        return _fail(request, exc)
+    key, info = rotated
+    response = _info(key, info)
+    response.status_code = 200
+    return response
 
 
 async def revoke_key(request: Request) -> Response:
@@ -80,14 +158,17 @@ async def revoke_key(request: Request) -> Response:
         revoked = await _store(asyncio.to_thread(svc.key_store.revoke, key_id))
         svc.key_cache.forget_all()  # refused on this replica at once; on the others within the cache's TTL
         if not revoked:
-            raise NotFound(f"No active key with id {key_id!r}.", param="key_id")
+            raise _no_key(key_id)
     except GatewayError as exc:
         return _fail(request, exc)
-    return Response(orjson.dumps({"key_id": key_id, "revoked": True}), media_type="application/json")
+    return _json({"key_id": key_id, "revoked": True})
 
 
 ROUTES = [
     Route("/admin/keys", create_key, methods=["POST"]),
     Route("/admin/keys", list_keys, methods=["GET"]),
+    Route("/admin/keys/{key_id}", key_info, methods=["GET"]),
+    Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
+    Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
     Route("/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
 ]

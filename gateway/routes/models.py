@@ -1,4 +1,5 @@
-"""GET /v1/models and /v1/models/{model}: the aliases the caller's team may use."""
+"""GET /v1/models and /v1/models/{model}: the aliases the caller's team may use, narrowed to the
+key's own `models` when it has them."""
 from __future__ import annotations
 
 import orjson
@@ -24,10 +25,11 @@ async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange.begin("models", request.headers.get("x-request-id"))
     try:
-        team = (await svc.authenticate(request.headers.get("authorization"))).team
+        key = await svc.authenticate(request.headers.get("authorization"))
     except GatewayError as exc:
         return error_response(ex, exc)
-    return _json({"object": "list", "data": [_model(a) for a in svc.catalog.models_for(team)]}, ex)
+    aliases = [a for a in svc.catalog.models_for(key.team) if key.spec.allows(a)]
+    return _json({"object": "list", "data": [_model(a) for a in aliases]}, ex)
 
 
 async def get_model(request: Request) -> Response:
@@ -35,8 +37,8 @@ async def get_model(request: Request) -> Response:
     ex = Exchange.begin("models", request.headers.get("x-request-id"))
     alias = request.path_params["model"]
     try:
-        team = (await svc.authenticate(request.headers.get("authorization"))).team
-        if not svc.catalog.may_use(team, alias):
+        key = await svc.authenticate(request.headers.get("authorization"))
+        if not svc.catalog.may_use(key.team, alias) or not key.spec.allows(alias):
             not_found = ModelNotFound(alias)
             raise NotFound(not_found.message, param="model", code="model_not_found")
     except GatewayError as exc:

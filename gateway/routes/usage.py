@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from gateway.auth import is_admin
 from gateway.errors import GatewayError, error_info
-from gateway.report_prices import policy_hosted_price
+from gateway.report_prices import chargeback_policy, policy_hosted_price
 from gateway.services import Services
 from observability.stores import UsageStore
 from observability.usage_api import UsageCaller, usage_router
@@ -26,4 +26,5 @@ async def usage_caller(request: Request) -> UsageCaller:
 
 
 def usage_routes(store: UsageStore, services: Services) -> APIRouter:
-    return usage_router(store, usage_caller, hosted_price=policy_hosted_price(lambda: services.router.compiled))
+    return usage_router(store, usage_caller, hosted_price=policy_hosted_price(lambda: services.router.compiled),
+                        chargeback_policy=lambda: chargeback_policy(services.router.compiled))

@@ -1,0 +1,74 @@
+"""What a reservation tells the client: per rate limit the tightest window (team's or key's) once the
+request is charged, the limits stored with a key enforced beside the policy's, and a refusal whose
+window reset equals its Retry-After; and how those become OpenAI's x-ratelimit-* headers."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.ratelimit_headers import duration, refusal_headers, reservation_headers
+from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, tighter
+from observability.limits_protocol import LimitExceeded
+
+NOW = 1_700_000_050.0  # 10 s into a minute
+
+
+def _limiter(**kwargs: object) -> InProcessLimiter:
+    return InProcessLimiter(LimitsConfig(**kwargs), clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+def test_sequential_reservations_leave_one_request_less_each() -> None:
+    limiter = _limiter(teams={"red": TeamLimits(requests_per_minute=10, tokens_per_minute=1000, usd_per_day=1.0)})
+    seen = []
+    for i in range(5):
+        held = asyncio.run(limiter.reserve(f"r{i}", "red", "k", 30, 0.01))
+        headers = reservation_headers(held)
+        seen.append((headers["x-ratelimit-remaining-requests"], headers["x-ratelimit-remaining-tokens"]))
+        assert headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-reset-requests"] == "50s"
+        assert float(headers["x-hybridgw-budget-remaining-usd"]) == pytest.approx(1.0 - 0.01 * (i + 1))
+    assert seen == [(str(9 - i), str(1000 - 30 * (i + 1))) for i in range(5)]
+
+
+def test_a_keys_stored_limits_are_enforced_beside_its_teams_and_reported_when_tighter() -> None:
+    limiter = _limiter(teams={"red": TeamLimits(requests_per_minute=10)})
+    stored = TeamLimits(requests_per_minute=3)
+    remaining = [reservation_headers(asyncio.run(limiter.reserve(f"r{i}", "red", "k1", 1, 0.0, key_limits=stored)))
+                 ["x-ratelimit-remaining-requests"] for i in range(3)]
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(LimitExceeded) as refused:
+        asyncio.run(limiter.check_requests("red", "k1", key_limits=stored))
+    assert refused.value.scope == "key" and refused.value.limit == "requests_per_minute"
+    headers = refusal_headers(refused.value)
+    assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-limit-requests"] == "3"
+    assert headers["x-ratelimit-reset-requests"] == duration(refused.value.retry_after_s) == "50s"
+    # another key of the team is not held back by k1's own limit; the team's window is shared
+    other = asyncio.run(limiter.reserve("r9", "red", "k2", 1, 0.0))
+    assert reservation_headers(other)["x-ratelimit-remaining-requests"] == "6"
+
+
+def test_policy_and_stored_key_limits_combine_field_by_field() -> None:
+    assert tighter(TeamLimits(10, None, 2.0, None), TeamLimits(20, 500, None, None)) == TeamLimits(10, 500, 2.0, None)
+    assert tighter(None, TeamLimits(1)) == TeamLimits(1) and tighter(None, None) is None
+    limiter = _limiter(keys={"k1": TeamLimits(tokens_per_minute=100)})
+    with pytest.raises(LimitExceeded) as refused:
+        asyncio.run(limiter.reserve("r", "red", "k1", 60, 0.0, key_limits=TeamLimits(tokens_per_minute=50)))
+    assert refused.value.window is not None and refused.value.window.limit == 50
+
+
+def test_a_budget_refusal_reports_the_headroom_left() -> None:
+    limiter = _limiter(teams={"red": TeamLimits(usd_per_day=0.05)})
+    asyncio.run(limiter.reserve("a", "red", "k", 1, 0.04))
+    with pytest.raises(LimitExceeded) as refused:
+        asyncio.run(limiter.reserve("b", "red", "k", 1, 0.02))
+    assert float(refusal_headers(refused.value)["x-hybridgw-budget-remaining-usd"]) == pytest.approx(0.01)
+
+
+def test_no_limits_no_headers() -> None:
+    assert reservation_headers(asyncio.run(_limiter().reserve("r", "red", "k", 5, 0.0))) == {}
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.02, "20ms"), (0.0004, "1ms"), (1, "1s"), (1.5, "1.5s"),
+                                               (59.9991, "1m0s"), (360, "6m0s"), (3725.5, "1h2m5.5s"), (0, "0ms")])
+def test_durations_read_like_openais(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
