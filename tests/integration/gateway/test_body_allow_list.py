@@ -80,10 +80,11 @@ models:
   lm-env: {{deployments: [{{backend: lit_env, model: m}}]}}
   engine: {{deployments: [{{backend: vllm, model: m}}]}}
 teams:
+  red: {{}}
   gold: {{priority: 3}}
 """)
     data = root / "data"
-    keys = {team: create_key(data, team) for team in ("red", "gold")}
+    keys = {team: create_key(data, team, config) for team in ("red", "gold")}
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data), "OPENAI_BASE_URL": f"{fake_upstream}/v1", "OPENAI_API_BASE": "",
            "OPENAI_API_KEY": ""}

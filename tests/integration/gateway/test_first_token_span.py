@@ -41,7 +41,8 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory
     key = store.create("red")[0]
     model = f"m;role_delay_ms={int(ROLE_DELAY_S * 1000)};chunks=3"
     policy = Policy.model_validate({"backends": {"up": {"kind": "openai", "base_url": f"{fake_upstream}/v1"}},
-                                    "models": {"m": {"deployments": [{"backend": "up", "model": model}]}}})
+                                    "models": {"m": {"deployments": [{"backend": "up", "model": model}]}},
+                                    "teams": {"red": {}}})
     sink, exporter = ListSink(), InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -26,14 +26,14 @@ version: 1
 # One failure opens a backend's circuit for long: each breaker test has backends of its own.
 health: {{failure_threshold: 1, cooldown_s: 600, max_cooldown_s: 600}}
 backends:
-  fake: {{kind: openai, base_url: "{fake}/v1"}}
-  inband: {{kind: openai, base_url: "{fake}/v1"}}
-  inband2: {{kind: openai, base_url: "{fake}/v1"}}
-  errbody: {{kind: openai, base_url: "{fake}/v1"}}
-  spare: {{kind: openai, base_url: "{fake}/v1"}}
-  patient: {{kind: openai, base_url: "{fake}/v1", timeouts: {{first_byte_s: 1, total_s: 60}}}}
-  brief: {{kind: openai, base_url: "{fake}/v1", timeouts: {{first_byte_s: 1, total_s: 2}}}}
-  mute: {{kind: openai, base_url: "{fake}/v1", timeouts: {{first_byte_s: 1, total_s: 2}}}}
+  fake: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake]}}
+  inband: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake]}}
+  inband2: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake]}}
+  errbody: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake]}}
+  spare: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake]}}
+  patient: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake], timeouts: {{first_byte_s: 1, total_s: 60}}}}
+  brief: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake], timeouts: {{first_byte_s: 1, total_s: 2}}}}
+  mute: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake], timeouts: {{first_byte_s: 1, total_s: 2}}}}
 models:
   roledelay: {{deployments: [{{backend: fake, model: "m;role_delay_ms={int(ROLE_DELAY_S * 1000)};chunks=5"}}]}}
   inband: {{deployments: [{{backend: inband, model: "m;chunks=4;error_after=2"}}]}}
@@ -47,6 +47,7 @@ models:
   slowbody: {{deployments: [{{backend: patient, model: "m;body_delay_ms=2500"}}, {{backend: spare, model: m}}]}}
   cutbody: {{deployments: [{{backend: brief, model: "m;body_delay_ms=8000"}}, {{backend: spare, model: m}}]}}
   silent: {{deployments: [{{backend: mute, model: "m;ttft_ms=8000"}}, {{backend: spare, model: m}}]}}
+teams: {{red: {{}}}}
 """
 
 
@@ -55,7 +56,7 @@ def relay_gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("relay")
     data_dir, config = root / "data", root / "policy.yaml"
     config.write_text(policy(fake_upstream))
-    keys = {"red": create_key(data_dir, "red")}
+    keys = {"red": create_key(data_dir, "red", config)}
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     url = f"http://127.0.0.1:{port}"

@@ -25,18 +25,19 @@ def policy(fake: str) -> str:
     return f"""
 version: 1
 backends:
-  solo: {{kind: openai, base_url: "{fake}/v1", max_connections: 1}}
+  solo: {{kind: openai, base_url: "{fake}/v1", extra_body_fields: [fake], max_connections: 1}}
 models:
   flood: {{deployments: [{{backend: solo, model: "m;chunks=4000;chunk_bytes=16384"}}]}}
   solo: {{deployments: [{{backend: solo, model: m}}]}}
   long: {{deployments: [{{backend: solo, model: "m;chunks=2000;delay_ms=50"}}]}}
+teams: {{red: {{}}}}
 """
 
 
 def start_gateway(fake: str, root: Path) -> tuple[list[str], dict[str, str], str, dict[str, str]]:
     data_dir, config = root / "data", root / "policy.yaml"
     config.write_text(policy(fake))
-    keys = {"red": create_key(data_dir, "red")}
+    keys = {"red": create_key(data_dir, "red", config)}
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY,
            "HYBRIDGW_STREAM_WRITE_TIMEOUT_S": str(WRITE_TIMEOUT_S)}

@@ -12,6 +12,7 @@ backends:
   local: {kind: engine, model: tiny-random, default_max_tokens: 9}
 models:
   tiny: {deployments: [{backend: local, model: tiny-random}]}
+teams: {red: {}}
 """
 
 
