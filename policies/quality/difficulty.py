@@ -1,0 +1,95 @@
+"""The difficulty score: P(the weak, local model's answer is not good enough) from the prompt alone.
+
+A logistic regression over the mean of a prompt's static token embeddings is linear in that mean, so
+it folds into one number per token id (`token_scores`); a prompt's score is then a mean of cached
+per-word sums — no vectors on the hot path. Pure: the tokenizer is passed in as a function.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_CHARS = 16_000  # longer prompts are scored on their head: bounds the cost of a cold (uncached) prompt
+MAX_WORDS_CACHED = 200_000  # ~30 MB at most; past it, new words are tokenized per request, not kept
+
+Encode = Callable[[Sequence[str]], list[list[int]]]  # words → token ids of each word (as "▁word")
+
+
+@dataclass(frozen=True)
+class DifficultyWeights:
+    """The trained model: logit = mean(token_scores[ids]) + bias + length_weight · log1p(#ids)."""
+
+    token_scores: np.ndarray  # (vocab,) float64: each token's embedding · the (standardised) weights
+    bias: float
+    length_weight: float
+    name: str = "difficulty"  # what the weights were trained on, for explain output
+
+    def logit(self, score_sum: float, num_tokens: int) -> float:
+        mean = score_sum / num_tokens if num_tokens else 0.0
+        return mean + self.bias + self.length_weight * math.log1p(num_tokens)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """The text a request is judged by: the last user message (a chat body) or the prompt (completions)."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                return _content_text(message.get("content"))
+        return " ".join(_content_text(m.get("content")) for m in messages if isinstance(m, Mapping))
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return " ".join(p for p in prompt if isinstance(p, str))
+    return prompt if isinstance(prompt, str) else ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multimodal parts: only the text counts
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return ""
+
+
+class DifficultyScorer:
+    """Scores prompts. Keeps a bounded word → (score sum, token count) cache: words repeat across
+    prompts, so a warm 1,000-token prompt costs two C-level map-and-sum passes."""
+
+    def __init__(self, weights: DifficultyWeights, encode: Encode) -> None:
+        self.weights = weights
+        self._encode = encode
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def score_body(self, body: Mapping[str, Any]) -> float:
+        return self.score_text(prompt_text(body))
+
+    def score_text(self, text: str) -> float:
+        words = text[:MAX_CHARS].split()
+        try:
+            total, count = sum(map(self._sums.__getitem__, words)), sum(map(self._counts.__getitem__, words))
+        except KeyError:
+            total, count = self._cold(words)
+        return sigmoid(self.weights.logit(total, count))
+
+    def _cold(self, words: list[str]) -> tuple[float, int]:
+        missing = [w for w in dict.fromkeys(words) if w not in self._sums]
+        table = self.weights.token_scores
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for word, ids in zip(missing, self._encode(missing)):
+            sums[word], counts[word] = float(table[ids].sum()) if ids else 0.0, len(ids)
+        if len(self._sums) + len(missing) <= MAX_WORDS_CACHED:
+            self._sums.update(sums)
+            self._counts.update(counts)
+        total = sum(self._sums[w] if w in self._sums else sums[w] for w in words)
+        return total, sum(self._counts[w] if w in self._counts else counts[w] for w in words)
+
