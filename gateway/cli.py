@@ -14,6 +14,7 @@ commands:
   keys     create / list / revoke API keys
   policy   check or explain a policy file
   report   per-team usage report
+  router   evaluate the difficulty router on labelled prompts (router eval DATA.csv)
 """
 
 
@@ -29,6 +30,8 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from policies.cli import main
     elif name == "report":
         from gateway.report_prices import main  # observability's report, priced from the policy
+    elif name == "router":
+        from policies.quality.eval_cli import main
     else:
         raise KeyError(name)
     return main

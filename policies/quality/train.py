@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     emb = load_embeddings()
     x = featurize(data.prompts, emb)
     cal = _subset(data, is_cal)
-    best = max(((_apgr(cal, _predict(_fit(x[is_train], LABELS[label](data.weak, data.strong)[is_train], lam),
-                                      x[is_cal])), label, lam) for label in LABELS for lam in LAMBDAS))
+    best = max((_apgr(cal, _predict(_fit(x[is_train], LABELS[label](data.weak, data.strong)[is_train], lam),
+                                      x[is_cal])), label, lam) for label in LABELS for lam in LAMBDAS)
     print(f"calibration subjects: APGR {best[0]:.3f} with label={best[1]} lambda={best[2]}")
     fit_rows = is_train | is_cal
     w, mu, sd = _fit(x[fit_rows], LABELS[best[1]](data.weak, data.strong)[fit_rows], best[2])
