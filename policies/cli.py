@@ -20,6 +20,7 @@ from policies.estimator import litellm_price_table
 from policies.facts import build_facts
 from policies.live import LiveState
 from policies.loader import LoadedPolicy, load_policy_file
+from policies.quality.lazy import LazyDifficulty
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
 from policies.calibration import Calibration
 from policies.tokens import TokenCounter
@@ -102,14 +103,17 @@ def _explain(args: argparse.Namespace) -> int:
     loaded = load_policy_file(args.file, _environ(args.env))
     request, live, wall = _explain_inputs(args, loaded)
     compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends)
+    scorer = LazyDifficulty()
     facts = build_facts(compiled, request.body, request.team, live, counter=TokenCounter(),
                         calibration=Calibration(), headers=request.headers, over_budget=request.over_budget,
-                        now_unix=wall)
+                        now_unix=wall, difficulty=scorer)
     decision = decide(compiled, facts, live)
+    # Shown even when no rule uses it (then the gateway would not compute it): what a rule would see.
+    difficulty = facts.difficulty if compiled.uses_difficulty else scorer(request.body)
     if args.json:
-        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision)}, indent=2))
+        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision), "difficulty": difficulty}, indent=2))
     else:
-        print(render(loaded, facts, live, decision))
+        print(render(loaded, facts, live, decision, difficulty if not compiled.uses_difficulty else None))
     return 0
 
 
@@ -117,7 +121,16 @@ def _per_backend(values: dict[str, Any], fmt: str = "{}") -> str:
     return ", ".join(f"{k}={fmt.format(v)}" for k, v in values.items()) or "-"
 
 
-def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision: RouteDecision) -> str:
+def _difficulty_line(facts: RequestFacts, unused_score: float | None) -> str:
+    if facts.difficulty is not None:
+        return f"  difficulty              {facts.difficulty:.3f} (P(local model not good enough))"
+    if unused_score is not None:
+        return f"  difficulty              {unused_score:.3f} (no rule uses it: the gateway would not compute it)"
+    return "  difficulty              - (not scored: the model could not load, see the log)"
+
+
+def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision: RouteDecision,
+           unused_difficulty: float | None = None) -> str:
     """The human-readable explanation: facts, live state, decision."""
     lines = [_summary(loaded), "", "facts:",
              f"  team                    {facts.team}   model {facts.model_alias}   stream {facts.stream}",
@@ -130,6 +143,7 @@ def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision:
              f"  headers                 {_per_backend(facts.headers)}",
              f"  tags                    {_per_backend(facts.tags)}",
              f"  over_budget             {facts.over_budget}",
+             _difficulty_line(facts, unused_difficulty),
              f"  time                    {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(facts.now))}",
              "", "state:"]
     for name in loaded.policy.backends:

@@ -2,7 +2,7 @@
 the token counter, calibration and clocks are passed in)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policies.compiled import AliasInfo, CompiledPolicy
@@ -57,8 +57,10 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
 
 def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
                 counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
-                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0) -> RequestFacts:
-    """The facts about one chat/completions request; raises RoutingError for an unknown model."""
+                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
+                difficulty: Callable[[Mapping[str, Any]], float | None] | None = None) -> RequestFacts:
+    """The facts about one chat/completions request; raises RoutingError for an unknown model.
+    `difficulty` scores the prompt (policies.quality), called only when a rule of the policy uses it."""
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
     prompt = counter.count_prompt(body, alias.encoding)
     output, output_source = expected_output(compiled, body, team, team_p90)
@@ -92,6 +94,7 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source,
+        difficulty=difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
     )
 
 

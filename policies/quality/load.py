@@ -64,3 +64,4 @@ def fold_weights(data: dict[str, Any], matrix: np.ndarray) -> DifficultyWeights:
 def load_scorer(path: Path = WEIGHTS_FILE, embeddings: Embeddings | None = None) -> DifficultyScorer:
     emb = embeddings or load_embeddings()
     return DifficultyScorer(fold_weights(read_weights(path), emb.matrix), emb.encode)
+
