@@ -7,7 +7,8 @@ per-word sums — no vectors on the hot path. Pure: the tokenizer is passed in a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ import numpy as np
 MAX_CHARS = 16_000  # longer prompts are scored on their head: bounds the cost of a cold (uncached) prompt
 MAX_WORDS_CACHED = 200_000  # ~30 MB at most; past it, new words are tokenized per request, not kept
 
-Encode = Callable[[Sequence[str]], list[list[int]]]  # words → token ids of each word (as "▁word")
+Encode = Callable[[str], list[int]]  # one piece of text → its token ids (as "▁piece")
+PUNCT = frozenset(string.punctuation + "“”‘’«»—–…")
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,43 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+class WordTokens:
+    """A word's token ids: leading and trailing punctuation are pieces of their own, so "dog," and
+    "(dog)" reuse "dog" — fewer tokenizer calls for new surface forms (~9 µs each). Training uses this
+    class too, so what is trained is what is served."""
+
+    def __init__(self, encode: Encode) -> None:
+        self._encode = encode
+        self._pieces: dict[str, list[int]] = {}
+
+    def ids(self, word: str) -> list[int]:
+        start, end = 0, len(word)
+        while start < end and word[start] in PUNCT:
+            start += 1
+        while end > start and word[end - 1] in PUNCT:
+            end -= 1
+        pieces = [*word[:start], word[start:end], *word[end:]] if start < end else list(word)
+        return [i for piece in pieces for i in self._piece(piece)]
+
+    def _piece(self, piece: str) -> list[int]:
+        ids = self._pieces.get(piece)
+        if ids is None:
+            ids = self._encode(piece)
+            if len(self._pieces) < MAX_WORDS_CACHED:
+                self._pieces[piece] = ids
+        return ids
+
+
 class DifficultyScorer:
     """Scores prompts. Keeps a bounded word → (score sum, token count) cache: words repeat across
     prompts, so a warm 1,000-token prompt costs two C-level map-and-sum passes."""
 
     def __init__(self, weights: DifficultyWeights, encode: Encode) -> None:
         self.weights = weights
-        self._encode = encode
+        self._tokens = WordTokens(encode)
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._table: list[float] = weights.token_scores.tolist()  # sums over a few ids: no numpy calls
 
     def score_body(self, body: Mapping[str, Any]) -> float:
         return self.score_text(prompt_text(body))
@@ -81,15 +111,15 @@ class DifficultyScorer:
         return sigmoid(self.weights.logit(total, count))
 
     def _cold(self, words: list[str]) -> tuple[float, int]:
-        missing = [w for w in dict.fromkeys(words) if w not in self._sums]
-        table = self.weights.token_scores
+        table, keep = self._table, len(self._sums) < MAX_WORDS_CACHED
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for word, ids in zip(missing, self._encode(missing)):
-            sums[word], counts[word] = float(table[ids].sum()) if ids else 0.0, len(ids)
-        if len(self._sums) + len(missing) <= MAX_WORDS_CACHED:
+        for word in dict.fromkeys(words):
+            if word not in self._sums:
+                ids = self._tokens.ids(word)
+                sums[word], counts[word] = sum(table[i] for i in ids), len(ids)
+        if keep:
             self._sums.update(sums)
             self._counts.update(counts)
         total = sum(self._sums[w] if w in self._sums else sums[w] for w in words)
         return total, sum(self._counts[w] if w in self._counts else counts[w] for w in words)
-

@@ -3,7 +3,6 @@ hub) and the trained weights in `difficulty_weights.json` beside this module."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,9 @@ def load_embeddings() -> Embeddings:
     tokenizer.no_padding()  # words are encoded one per row; padding would add id 0 to short ones
     tokenizer.no_truncation()
 
-    def encode(words: Sequence[str]) -> list[list[int]]:
-        if not words:
-            return []
-        return [e.ids for e in tokenizer.encode_batch(list(words), add_special_tokens=False)]
+    def encode(piece: str) -> list[int]:
+        # One call per piece: encode_batch's thread pool costs more than it saves for a few words.
+        return tokenizer.encode(piece, add_special_tokens=False).ids
 
     return Embeddings(np.asarray(model.embedding, dtype=np.float32), encode)
 
@@ -64,4 +62,3 @@ def fold_weights(data: dict[str, Any], matrix: np.ndarray) -> DifficultyWeights:
 def load_scorer(path: Path = WEIGHTS_FILE, embeddings: Embeddings | None = None) -> DifficultyScorer:
     emb = embeddings or load_embeddings()
     return DifficultyScorer(fold_weights(read_weights(path), emb.matrix), emb.encode)
-

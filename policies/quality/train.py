@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from policies.quality import dataset, metrics
-from policies.quality.difficulty import MAX_CHARS
+from policies.quality.difficulty import MAX_CHARS, WordTokens
 from policies.quality.load import WEIGHTS_FILE, Embeddings, load_embeddings, load_scorer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
@@ -28,12 +28,10 @@ LABELS = {"weak_wrong": lambda w, s: ~w, "strong_wins": lambda w, s: s & ~w}
 def featurize(prompts: tuple[str, ...], emb: Embeddings) -> np.ndarray:
     """(n, 257): mean embedding of the prompt's tokens (words encoded one by one, as the scorer does)
     and log1p(#tokens)."""
-    words = [p[:MAX_CHARS].split() for p in prompts]
-    vocab = list(dict.fromkeys(w for ws in words for w in ws))
-    ids = dict(zip(vocab, emb.encode(vocab)))
+    tokens = WordTokens(emb.encode)
     out = np.zeros((len(prompts), emb.matrix.shape[1] + 1))
-    for row, ws in enumerate(words):
-        flat = [i for w in ws for i in ids[w]]
+    for row, prompt in enumerate(prompts):
+        flat = [i for w in prompt[:MAX_CHARS].split() for i in tokens.ids(w)]
         if flat:
             out[row, :-1] = emb.matrix[flat].astype(np.float64).mean(axis=0)
         out[row, -1] = np.log1p(len(flat))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from policies.quality.load import load_scorer, read_weights
 VOCAB = {"easy": [1], "hard": [2], "proof": [2, 3]}  # "proof" is two tokens
 
 
-def _encode(words: Sequence[str]) -> list[list[int]]:
-    return [VOCAB.get(w, [0]) for w in words]
+def _encode(piece: str) -> list[int]:
+    return VOCAB.get(piece, [0])
 
 
 def _scorer(length_weight: float = 0.0) -> DifficultyScorer:
