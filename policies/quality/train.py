@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies.quality.train", description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA, help="the shared routing data folder")
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
+    parser.add_argument("--cv", type=int, default=0, metavar="N",
+                        help="also report held-out APGR over N other random subject splits (vs length only)")
     args = parser.parse_args(argv)
     files = sorted((args.data / "routellm_mmlu").glob("mmlu_*.csv"))
     if not files:
@@ -110,7 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     _check_scorer(args.out, emb, data.prompts[:50], x[:50] @ raw + bias)
     print(f"wrote {args.out}")
+    if args.cv:
+        _cross_validate(data, x, best[1], best[2], args.cv)
     return 0
+
+
+def _cross_validate(data: dataset.Labelled, x: np.ndarray, label: str, lam: float, splits: int) -> None:
+    """Held-out APGR on other random choices of the test subjects: how much the one split's figure
+    owes to which subjects it drew."""
+    groups, subjects = np.array(data.groups), sorted(set(data.groups))
+    y = LABELS[label](data.weak, data.strong)
+    ours, length = [], []
+    for seed in range(1, splits + 1):
+        test = np.isin(groups, np.random.default_rng(seed).permutation(subjects)[:NUM_TEST_SUBJECTS])
+        held = _subset(data, test)
+        ours.append(_apgr(held, _predict(_fit(x[~test], y[~test], lam), x[test])))
+        length.append(_apgr(held, x[test, -1]))
+        print(f"split {seed}: APGR difficulty {ours[-1]:.3f}, length only {length[-1]:.3f}")
+    print(f"mean over {splits} splits: difficulty {np.mean(ours):.3f} (min {min(ours):.3f}, max {max(ours):.3f}), "
+          f"length only {np.mean(length):.3f}")
 
 
 def _subset(data: dataset.Labelled, mask: np.ndarray) -> dataset.Labelled:
