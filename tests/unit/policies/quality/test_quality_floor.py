@@ -125,7 +125,8 @@ def test_example_policy_decides_as_its_comment_says() -> None:
                                                                     difficulty=difficulty), state)
         return tuple(t.backend for t in decision.targets) or (decision.refusal,)
 
-    assert route(0.2) == ("local", "openai") and route(0.2, FULL) == ("openai",)
-    assert route(0.6) == ("openai",) and route(0.6, team="batch") == ("openai", "local")
-    assert route(0.4, team="research") == ("openai",) and route(0.95, team="batch") == ("openai",)
-    assert route(0.6, env={}) == ("not_allowed",) and route(0.6, team="batch", env={}) == ("local",)
+    assert route(0.1) == ("local", "openai") and route(0.1, FULL) == ("openai",)
+    assert route(0.3) == ("openai",) and route(0.3, team="batch") == ("openai", "local")
+    assert route(0.18, team="research") == ("openai",) and route(0.18) == ("local", "openai")
+    assert route(0.5, team="batch") == ("openai",)  # very hard: the first rule, before batch's fallback
+    assert route(0.3, env={}) == ("not_allowed",) and route(0.3, team="batch", env={}) == ("local",)
