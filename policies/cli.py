@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from policies.compiled import compile_policy
+from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import decide
 from policies.decision import RequestFacts, RouteDecision
 from policies.errors import PolicyError, RoutingError
@@ -20,7 +20,7 @@ from policies.estimator import litellm_price_table
 from policies.facts import build_facts
 from policies.live import LiveState
 from policies.loader import LoadedPolicy, load_policy_file
-from policies.quality.lazy import LazyDifficulty
+from policies.quality.lazy import LazyQuality
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
 from policies.calibration import Calibration
 from policies.tokens import TokenCounter
@@ -103,17 +103,19 @@ def _explain(args: argparse.Namespace) -> int:
     loaded = load_policy_file(args.file, _environ(args.env))
     request, live, wall = _explain_inputs(args, loaded)
     compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends)
-    scorer = LazyDifficulty()
+    quality = LazyQuality()
     facts = build_facts(compiled, request.body, request.team, live, counter=TokenCounter(),
                         calibration=Calibration(), headers=request.headers, over_budget=request.over_budget,
-                        now_unix=wall, difficulty=scorer)
+                        now_unix=wall, difficulty=quality, category=quality.category)
     decision = decide(compiled, facts, live)
-    # Shown even when no rule uses it (then the gateway would not compute it): what a rule would see.
-    difficulty = facts.difficulty if compiled.uses_difficulty else scorer(request.body)
+    # Shown even when no rule uses them (then the gateway would not compute them): what a rule would see.
+    difficulty = facts.difficulty if compiled.uses_difficulty else quality(request.body)
+    category = facts.category if compiled.uses_category else quality.category(request.body, loaded.policy.categories)
     if args.json:
-        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision), "difficulty": difficulty}, indent=2))
+        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision), "difficulty": difficulty,
+                          "category": category}, indent=2))
     else:
-        print(render(loaded, facts, live, decision, difficulty if not compiled.uses_difficulty else None))
+        print(render(loaded, facts, live, decision, _prompt_lines(compiled, difficulty, category)))
     return 0
 
 
@@ -121,16 +123,18 @@ def _per_backend(values: dict[str, Any], fmt: str = "{}") -> str:
     return ", ".join(f"{k}={fmt.format(v)}" for k, v in values.items()) or "-"
 
 
-def _difficulty_line(facts: RequestFacts, unused_score: float | None) -> str:
-    if facts.difficulty is not None:
-        return f"  difficulty              {facts.difficulty:.3f} (P(local model not good enough))"
-    if unused_score is not None:
-        return f"  difficulty              {unused_score:.3f} (no rule uses it: the gateway would not compute it)"
-    return "  difficulty              - (not scored: the model could not load, see the log)"
+def _prompt_lines(compiled: CompiledPolicy, difficulty: float | None, category: str | None) -> list[str]:
+    unused = " (no rule uses it: the gateway would not compute it)"
+    shown = "- (not scored: the model could not load, see the log)" if difficulty is None else (
+        f"{difficulty:.3f} (P(local model not good enough)){'' if compiled.uses_difficulty else unused}")
+    lines = [f"  difficulty              {shown}"]
+    if compiled.policy.categories:
+        lines.append(f"  category                {category or '-'}{'' if compiled.uses_category else unused}")
+    return lines
 
 
 def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision: RouteDecision,
-           unused_difficulty: float | None = None) -> str:
+           prompt_lines: list[str] | None = None) -> str:
     """The human-readable explanation: facts, live state, decision."""
     lines = [_summary(loaded), "", "facts:",
              f"  team                    {facts.team}   model {facts.model_alias}   stream {facts.stream}",
@@ -143,7 +147,7 @@ def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision:
              f"  headers                 {_per_backend(facts.headers)}",
              f"  tags                    {_per_backend(facts.tags)}",
              f"  over_budget             {facts.over_budget}",
-             _difficulty_line(facts, unused_difficulty),
+             *(prompt_lines or []),
              f"  time                    {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(facts.now))}",
              "", "state:"]
     for name in loaded.policy.backends:

@@ -48,6 +48,7 @@ class CompiledPolicy:
     empty_team: Team = field(default_factory=Team)
     team_by_key_hash: Mapping[str, str] = field(default_factory=dict)  # sha256 hex of a key → team
     uses_difficulty: bool = False  # a rule looks at `difficulty`: only then is the prompt scored
+    uses_category: bool = False  # a rule looks at `category` (semantic routes)
 
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
@@ -75,8 +76,8 @@ def _alias(name: str, policy: Policy, engines: frozenset[str]) -> AliasInfo:
     return AliasInfo(name, targets, by_backend, encoding, frozenset(spec.teams) if spec.teams is not None else None)
 
 
-def _when_uses_difficulty(when: When) -> bool:
-    return when.difficulty is not None or any(_when_uses_difficulty(alt) for alt in when.any or ())
+def _when_uses(when: When, fact: str) -> bool:
+    return getattr(when, fact) is not None or any(_when_uses(alt, fact) for alt in when.any or ())
 
 
 def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None, source: str = "<policy>",
@@ -94,5 +95,7 @@ def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None,
                 prices[(target.backend, target.model)] = price
     rules = tuple(CompiledRule(r.name, r, tuple(compile_when(r.when))) for r in policy.rules)
     keys = {h.removeprefix("sha256:"): name for name, team in policy.teams.items() for h in team.key_hashes}
-    difficulty = any(r.strategy == "quality_floor" or _when_uses_difficulty(r.when) for r in policy.rules)
-    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys, difficulty)
+    difficulty = any(r.strategy == "quality_floor" or _when_uses(r.when, "difficulty") for r in policy.rules)
+    category = any(_when_uses(r.when, "category") for r in policy.rules)
+    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys, difficulty,
+                          category)

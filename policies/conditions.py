@@ -150,7 +150,7 @@ def compile_when(when: When) -> list[Condition]:
     out: list[Condition] = []
     for field, fact in (("team", "team"), ("model", "model_alias"), ("prompt_tokens", "prompt_tokens"),
                         ("expected_output_tokens", "expected_output_tokens"), ("total_tokens", "total_tokens"),
-                        ("difficulty", "difficulty")):
+                        ("difficulty", "difficulty"), ("category", "category")):
         cmp = getattr(when, field)
         if cmp is not None:
             test, label = compile_cmp(cmp)

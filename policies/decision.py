@@ -34,6 +34,7 @@ class RequestFacts:
     output_source: str = ""  # "max_tokens" | "team_p90" | "team_default" | "default"
     # P(the weak/local model's answer is not good enough), 0..1; None unless the policy uses it
     difficulty: float | None = None
+    category: str | None = None  # nearest of the policy's `categories`; None unless a rule uses it
 
     @property
     def total_tokens(self) -> int:

@@ -58,9 +58,12 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
 def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
                 counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
                 team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
-                difficulty: Callable[[Mapping[str, Any]], float | None] | None = None) -> RequestFacts:
+                difficulty: Callable[[Mapping[str, Any]], float | None] | None = None,
+                category: Callable[[Mapping[str, Any], Mapping[str, list[str]]], str | None] | None = None,
+                ) -> RequestFacts:
     """The facts about one chat/completions request; raises RoutingError for an unknown model.
-    `difficulty` scores the prompt (policies.quality), called only when a rule of the policy uses it."""
+    `difficulty` scores the prompt and `category` finds its nearest policy category (policies.quality);
+    each is called only when a rule of the policy uses it."""
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
     prompt = counter.count_prompt(body, alias.encoding)
     output, output_source = expected_output(compiled, body, team, team_p90)
@@ -95,6 +98,7 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source,
         difficulty=difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
+        category=category(body, policy.categories) if category is not None and compiled.uses_category else None,
     )
 
 

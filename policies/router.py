@@ -44,7 +44,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
-from policies.quality.lazy import LazyDifficulty
+from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
 from policies.calibration import Calibration
@@ -79,9 +79,9 @@ class PolicyRouter:
         self.poller = EngineStatePoller(state_sources(self._compiled.policy, self.engine_urls),
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
-        self.difficulty = LazyDifficulty()  # loads the model (~0.5 s) only for a policy that uses it
-        if self._compiled.uses_difficulty:
-            self.difficulty.warm()
+        self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
+        if self._compiled.uses_difficulty or self._compiled.uses_category:
+            self.quality.warm()
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -115,7 +115,7 @@ class PolicyRouter:
         return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
                            counter=self.counter, calibration=self.calibration, headers=headers,
                            team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
-                           difficulty=self.difficulty)
+                           difficulty=self.quality, category=self.quality.category)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:

@@ -91,6 +91,7 @@ class When(_Strict):
     expected_output_tokens: Cmp | None = None
     total_tokens: Cmp | None = None  # prompt + expected output
     difficulty: Cmp | None = None  # P(the local model's answer is not good enough), 0..1 (policies.quality)
+    category: Cmp | None = None  # the nearest of the policy's `categories` (semantic routes)
     stream: bool | None = None
     over_budget: bool | None = None
     headers: dict[str, Cmp] = Field(default_factory=dict)  # x-* request headers, names lower-cased

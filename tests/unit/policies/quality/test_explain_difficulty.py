@@ -1,4 +1,4 @@
-"""`hybridgw policy explain` shows the difficulty score: the fact a rule sees, or what it would be."""
+"""`hybridgw policy explain` shows the difficulty score and the category: the facts a rule sees, or\nwhat they would be."""
 from __future__ import annotations
 
 import json
@@ -34,3 +34,11 @@ def test_explain_shows_the_score_for_a_policy_that_does_not_use_it(tmp_path: Pat
     _explain(tmp_path, "spill_to_hosted.yaml", "--json")
     data = json.loads(capsys.readouterr().out)
     assert data["facts"]["difficulty"] is None and 0.0 < data["difficulty"] < 1.0
+
+
+def test_explain_shows_the_category(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _explain(tmp_path, "semantic_routes.yaml")
+    out = capsys.readouterr().out
+    category = next(x for x in out.splitlines() if x.strip().startswith("category")).split()
+    assert category[1] in ("code", "legal", "chitchat") and "would not compute" not in " ".join(category)
+    assert "would not compute" in next(x for x in out.splitlines() if x.strip().startswith("difficulty"))
