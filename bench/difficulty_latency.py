@@ -1,6 +1,6 @@
 """Benchmark: what the difficulty score adds to a request — scoring a 1,000-token prompt with the
-shipped model (policies.quality) — in three cache states, beside wordllama's own `embed` (full
-tokenization of the prompt) as the peer in the same run.
+shipped model (policies.quality) — in three cache states, and the nearest semantic category, beside
+wordllama's own `embed` (full tokenization of the prompt) as the peer in the same run.
 
 Prompts: distinct 1,000-token (o200k_base) prompts built from RouteLLM's MMLU questions. "warm": the
 prompt was scored before (steady state for repeated templates); "new prompt, known words": unseen
@@ -55,6 +55,18 @@ def _row(name: str, samples: list[float]) -> dict[str, object]:
             "p99_us": round(ordered[int(0.99 * (len(ordered) - 1))], 1)}
 
 
+def _category_times(emb: object, prompts: list[str]) -> list[float]:
+    from policies.loader import load_policy_file
+    from policies.quality.categories import CategoryIndex
+    from policies.quality.difficulty import WordTokens
+
+    example = Path(__file__).resolve().parents[1] / "policies" / "examples" / "semantic_routes.yaml"
+    categories = load_policy_file(example, {"OPENAI_API_KEY": "x"}).policy.categories
+    index = CategoryIndex(categories, emb.matrix, WordTokens(emb.encode))  # type: ignore[attr-defined]
+    _time_each(index.nearest, prompts)  # first sight of the words
+    return _time_each(index.nearest, prompts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DATA)
@@ -76,6 +88,7 @@ def main() -> None:
         scorer.score_text(prompt)
     rows.append(_row("new prompt, known words (training subjects cached)", _time_each(scorer.score_text, test)))
     rows.append(_row("warm: prompt scored before", _time_each(scorer.score_text, test)))
+    rows.append(_row("category, warm (semantic_routes.yaml: 3 categories)", _category_times(emb, test)))
     import wordllama
 
     peer = wordllama.WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
