@@ -36,7 +36,10 @@ def load_embeddings() -> Embeddings:
 
     def encode(piece: str) -> list[int]:
         # One call per piece: encode_batch's thread pool costs more than it saves for a few words.
-        return tokenizer.encode(piece, add_special_tokens=False).ids
+        try:
+            return tokenizer.encode(piece, add_special_tokens=False).ids
+        except TypeError:  # a lone surrogate ("\ud800" is valid JSON, not valid UTF-8)
+            return tokenizer.encode(piece.encode("utf-8", "replace").decode("utf-8"), add_special_tokens=False).ids
 
     return Embeddings(np.asarray(model.embedding, dtype=np.float32), encode)
 

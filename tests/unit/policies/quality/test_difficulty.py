@@ -58,3 +58,9 @@ def test_shipped_model_loads_and_is_deterministic() -> None:
     assert 0.0 < first.score_text(easy) < 1.0 and 0.0 < first.score_text(hard) < 1.0
     assert first.score_text(easy) != first.score_text(hard)
     assert first.score_body({"messages": [{"role": "user", "content": hard}]}) == first.score_text(hard)
+
+
+def test_shipped_model_scores_any_text_a_client_can_send() -> None:
+    scorer = load_scorer()
+    for text in ("bad \ud800 surrogate", "nul \x00 and \u200b zero-width", "emoji 🤖🤖", "x" * 100_000):
+        assert 0.0 < scorer.score_text(text) < 1.0
