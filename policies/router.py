@@ -81,7 +81,7 @@ class PolicyRouter:
         self.holds = HoldBook()
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
-            self.quality.warm()
+            self.quality.warm(self._compiled.policy.categories)
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -191,6 +191,8 @@ class PolicyRouter:
         """Swap in a new policy. Requests that pinned the old `compiled` finish under it."""
         compiled = _compile(policy, self._prices)
         self.counter.warm({a.encoding for a in compiled.aliases.values()})
+        if compiled.uses_difficulty or compiled.uses_category:
+            self.quality.warm(compiled.policy.categories)  # the first request after a reload pays nothing
         health = HealthBook(compiled.policy.backends, compiled.policy.health)
         health.carry_over(self.health)
         self._compiled, self.health = compiled, health

@@ -27,7 +27,10 @@ class LazyQuality:
         self._indexes: dict[tuple[tuple[str, tuple[str, ...]], ...], CategoryIndex] = {}
         self._failed = False
 
-    def warm(self) -> None:
+    def warm(self, categories: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Load the model, and build the index of `categories` when given (off the request path)."""
+        if categories and self._score is not None:
+            self.category({}, categories)
         if self._score is not None or self._failed:
             return
         try:
@@ -39,6 +42,9 @@ class LazyQuality:
         except (ImportError, OSError, ValueError, KeyError) as exc:
             self._failed = True
             log.error(json.dumps({"event": "policy.difficulty_unavailable", "error": str(exc)}))
+            return
+        if categories:
+            self.category({}, categories)
 
     def __call__(self, body: Mapping[str, Any]) -> float | None:
         """The difficulty score of a request body."""

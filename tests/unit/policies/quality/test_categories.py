@@ -77,3 +77,12 @@ def test_unknown_category_and_empty_examples_are_refused_at_load() -> None:
         compiled(head + "rules:\n  - {name: r, when: {category: finance}, route: [local]}\n")
     with pytest.raises(PolicyError, match="at least one non-empty example"):
         compiled(head.replace("categories:\n", "categories:\n  empty: ['  ']\n"))
+
+
+def test_warm_builds_the_category_index_before_the_first_request() -> None:
+    quality = LazyQuality()
+    categories = {"code": ["Fix my Python bug."], "other": ["Hello!"]}
+    quality.warm(categories)
+    assert len(quality._indexes) == 1  # built at start / reload, not by the first request
+    assert quality.category({"messages": [{"role": "user", "content": "my Python code crashes"}]}, categories) == "code"
+    assert len(quality._indexes) == 1
