@@ -16,6 +16,7 @@ commands:
   policy   check or explain a policy file
   report   per-team usage report
   bench    load-test an OpenAI-compatible URL (TTFT, ITL, TPOT, E2E, goodput)
+  router   evaluate the difficulty router on labelled prompts (router eval DATA.csv)
 """
 
 
@@ -28,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "policy": "policies.cli:main",
     "report": "gateway.report_prices:main",  # observability's report, priced from the policy
     "bench": "observability.bench.cli:main",
+    "router": "policies.quality.eval_cli:main",
 }
 
 
