@@ -14,6 +14,8 @@ commands:
   keys     create / list / revoke API keys
   policy   check or explain a policy file
   report   per-team usage report
+  replay   what-if: replay recorded traffic against policies (cost, latency, SLO)
+  size     size engines from recorded traffic's ISL/OSL histogram
 """
 
 
@@ -29,6 +31,10 @@ def _load(name: str) -> Callable[[list[str]], int]:
         from policies.cli import main
     elif name == "report":
         from gateway.report_prices import main  # observability's report, priced from the policy
+    elif name == "replay":
+        from policies.replay.cli import main
+    elif name == "size":
+        from policies.replay.size_cli import main
     else:
         raise KeyError(name)
     return main

@@ -1,0 +1,128 @@
+"""Recorded traffic as the replay reads it: one frozen record per request, from a JSONL file or the
+usage ledger's SQLite file (read-only), checked on the way in (errors name the line or record)."""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class TrafficError(ValueError):
+    """Traffic that cannot be replayed (unreadable, empty, or a bad record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRecord:
+    time: float  # arrival, unix seconds (or seconds from the start of the recording)
+    team: str
+    model: str  # the alias the client asked for
+    prompt_tokens: int
+    output_tokens: int  # what was generated: the simulated request stops there
+    max_tokens: int | None = None  # the client's max_tokens, when known (else the policy's estimate)
+    prefix_id: str = ""  # requests with the same id share their first `prefix_tokens` tokens
+    prefix_tokens: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
+           "headers", "model_alias", "completion_tokens"}
+
+
+def _count(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TrafficError(f"{where}: {key} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def record_from_mapping(data: Any, where: str) -> TrafficRecord:
+    """One JSONL line: time, team, model (or model_alias), prompt_tokens, output_tokens (or
+    completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers."""
+    if not isinstance(data, Mapping):
+        raise TrafficError(f"{where}: a request is a JSON object")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise TrafficError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_FIELDS))}")
+    data = dict(data)
+    data.setdefault("model", data.get("model_alias"))
+    data.setdefault("output_tokens", data.get("completion_tokens"))
+    when = data.get("time")
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+        raise TrafficError(f"{where}: time must be a number (unix or relative seconds), got {when!r}")
+    for key in ("team", "model"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise TrafficError(f"{where}: {key} must be a non-empty string, got {data.get(key)!r}")
+    prompt = _count(data, "prompt_tokens", where, 1)
+    output = _count(data, "output_tokens", where, 0)
+    max_tokens = _count(data, "max_tokens", where, 1) if data.get("max_tokens") is not None else None
+    prefix_tokens = _count(data, "prefix_tokens", where, 0) if data.get("prefix_tokens") is not None else 0
+    headers = data.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
+        raise TrafficError(f"{where}: headers must map names to strings")
+    return TrafficRecord(float(when), data["team"], data["model"], prompt, max(1, output), max_tokens,
+                         str(data.get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers))
+
+
+def read_jsonl(path: Path) -> list[TrafficRecord]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrafficError(f"{path}: cannot read the traffic file: {exc}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise TrafficError(f"{path}:{number}: not JSON: {exc}") from None
+        records.append(record_from_mapping(data, f"{path}:{number}"))
+    return _checked(records, str(path))
+
+
+def _from_usage(body: str, where: str) -> TrafficRecord | None:
+    data = json.loads(body)
+    if data.get("status") == "rejected" or not data.get("prompt_tokens"):
+        return None  # refused before routing: nothing to replay
+    estimated = data.get("estimated_completion_tokens") or None
+    return record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
+                                "prompt_tokens": data.get("prompt_tokens"),
+                                "output_tokens": data.get("completion_tokens") or 0,
+                                "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None},
+                               where)
+
+
+def read_ledger(path: Path, since: float, until: float, teams: Iterable[str] = ()) -> list[TrafficRecord]:
+    """The usage ledger's records in [since, until), opened read-only (never created or migrated)."""
+    if not path.is_file():
+        raise TrafficError(f"{path}: no usage ledger there (expected the SQLite file, e.g. ~/.hybridgw/usage.db)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT request_id, body FROM usage_records WHERE time >= ? AND time < ? ORDER BY time",
+                                (since, until)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise TrafficError(f"{path}: cannot read the usage ledger: {exc}") from None
+    wanted = set(teams)
+    records = []
+    for request_id, body in rows:
+        try:
+            record = _from_usage(body, f"{path}: record {request_id}")
+        except ValueError as exc:
+            raise TrafficError(f"{path}: record {request_id}: unreadable: {exc}") from None
+        if record is not None and (not wanted or record.team in wanted):
+            records.append(record)
+    return _checked(records, f"{path} between {since:.0f} and {until:.0f}")
+
+
+def _checked(records: list[TrafficRecord], what: str) -> list[TrafficRecord]:
+    if not records:
+        raise TrafficError(f"{what}: no requests to replay (empty window or file)")
+    records.sort(key=lambda r: r.time)  # stable: equal times keep the file's order
+    return records
