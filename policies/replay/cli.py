@@ -1,4 +1,4 @@
-"""`hybridgw replay POLICY… --traffic FILE | --ledger usage.db`: what each policy would have done with
+"""`hybridgw replay POLICY… --traffic FILE | --ledger usage.sqlite3`: what each policy would have done with
 recorded traffic — cost, backend split, TTFT/E2E, SLO attainment, KV and queue — side by side."""
 from __future__ import annotations
 
@@ -44,17 +44,19 @@ def _run(args: argparse.Namespace) -> int:
     setup = ReplaySetup(perf, prices, args.seed)
     summaries = []
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for path, policy in zip(args.policies, loaded):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         outcomes = replay(policy, traffic, setup)
         compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
         summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
         timings[str(path)] = round(time.perf_counter() - started, 3)
+        cpu[str(path)] = round(time.process_time() - cpu_started, 3)
         summaries.append(summary)
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
             "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,
-            "replay_seconds": timings}
+            "replay_seconds": timings, "replay_cpu_seconds": cpu}
     if args.json is not None:
         text = to_json(summaries, meta)
         if str(args.json) == "-":
@@ -64,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     if str(args.json) != "-":
         print(table(summaries))
         print(f"\n{len(traffic)} requests over {meta['window_s']:.0f} s; replayed in "
-              + ", ".join(f"{t:.2f} s" for t in timings.values()))
+              + ", ".join(f"{t:.2f} s ({c:.2f} s CPU)" for t, c in zip(timings.values(), cpu.values())))
     if args.html is not None:
         args.html.write_text(report_html(summaries, meta), encoding="utf-8")
     return 0

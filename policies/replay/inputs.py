@@ -24,7 +24,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def add_traffic_args(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--traffic", type=Path, help="JSONL: one request per line (see docs/replay.md)")
-    source.add_argument("--ledger", type=Path, help="the usage ledger's SQLite file (e.g. ~/.hybridgw/usage.db)")
+    source.add_argument("--ledger", type=Path, help="the usage ledger's SQLite file (e.g. ~/.hybridgw/usage.sqlite3)")
     parser.add_argument("--since", default="1d", help="ledger window start: 7d, 12h, 90m, unix seconds or ISO-8601")
     parser.add_argument("--until", default="0s", help="ledger window end (default: now)")
     parser.add_argument("--team", action="append", default=[], help="only these teams (repeatable)")

@@ -20,9 +20,9 @@ from policies.errors import RoutingError
 from policies.facts import build_facts
 from policies.health import HealthBook
 from policies.loader import LoadedPolicy
-from policies.output_stats import OutputStats
 from policies.perf_model import PerfModel
 from policies.replay.engine_sim import EngineEvent, SimEngine
+from policies.replay.fast_stats import FastOutputStats, fast_health
 from policies.replay.gateway_sim import GatewayView, HostedSim
 from policies.replay.outcome import Outcomes
 from policies.replay.traffic import TrafficRecord
@@ -49,7 +49,7 @@ class _Run:
         self.engines = {n: SimEngine(setup.perf.engine(n), prefix) for n in sorted(self.compiled.engines)}
         self.hosted = {n: HostedSim(setup.perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
-        self.health = HealthBook(policy.backends, policy.health)
+        self.health = fast_health(HealthBook(policy.backends, policy.health))
         self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
         self.traffic = traffic
         self.t0 = traffic[0].time
@@ -57,7 +57,7 @@ class _Run:
         self.out = Outcomes(len(traffic), list(policy.backends), list(self.engines), span, setup.num_buckets)
         self.pending: list[tuple[float, int, int, str, bool]] = []  # (time, order, request, backend, first token)
         self._order = 0
-        self.counter, self.calibration, self.outputs = TokenCounter(), Calibration(), OutputStats()
+        self.counter, self.calibration, self.outputs = TokenCounter(), Calibration(), FastOutputStats()
         self.engine_events: list[EngineEvent] = []
         self._prefixes: dict[str, list[int]] = {}
         self._blocks: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""`hybridgw size --traffic FILE | --ledger usage.db`: engine sizing from recorded traffic's ISL/OSL
+"""`hybridgw size --traffic FILE | --ledger usage.sqlite3`: engine sizing from recorded traffic's ISL/OSL
 histogram and the engine's performance model, optionally one recommendation per time-of-day window."""
 from __future__ import annotations
 

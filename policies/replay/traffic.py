@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 
@@ -30,11 +31,11 @@ class TrafficRecord:
 
 _FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
            "headers", "model_alias", "completion_tokens"}
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-def _count(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _count(value: Any, key: str, where: str, minimum: int) -> int:
+    if value.__class__ is not int or value < minimum:  # bool is not int here
         raise TrafficError(f"{where}: {key} must be an integer ≥ {minimum}, got {value!r}")
     return value
 
@@ -44,27 +45,28 @@ def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers."""
     if not isinstance(data, Mapping):
         raise TrafficError(f"{where}: a request is a JSON object")
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
+    if not _FIELDS.issuperset(data):
+        unknown = sorted(set(data) - _FIELDS)
         raise TrafficError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(_FIELDS))}")
-    data = dict(data)
-    data.setdefault("model", data.get("model_alias"))
-    data.setdefault("output_tokens", data.get("completion_tokens"))
-    when = data.get("time")
-    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+    get = data.get
+    when, team, model = get("time"), get("team"), get("model") or get("model_alias")
+    if when.__class__ not in (int, float) or not math.isfinite(when):
         raise TrafficError(f"{where}: time must be a number (unix or relative seconds), got {when!r}")
-    for key in ("team", "model"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise TrafficError(f"{where}: {key} must be a non-empty string, got {data.get(key)!r}")
-    prompt = _count(data, "prompt_tokens", where, 1)
-    output = _count(data, "output_tokens", where, 0)
-    max_tokens = _count(data, "max_tokens", where, 1) if data.get("max_tokens") is not None else None
-    prefix_tokens = _count(data, "prefix_tokens", where, 0) if data.get("prefix_tokens") is not None else 0
-    headers = data.get("headers") or {}
+    for key, value in (("team", team), ("model", model)):
+        if not isinstance(value, str) or not value:
+            raise TrafficError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    prompt = _count(get("prompt_tokens"), "prompt_tokens", where, 1)
+    output = get("output_tokens")
+    output = _count(get("completion_tokens") if output is None else output, "output_tokens", where, 0)
+    max_tokens = get("max_tokens")
+    max_tokens = None if max_tokens is None else _count(max_tokens, "max_tokens", where, 1)
+    prefix_tokens = get("prefix_tokens")
+    prefix_tokens = 0 if prefix_tokens is None else _count(prefix_tokens, "prefix_tokens", where, 0)
+    headers = get("headers") or {}
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise TrafficError(f"{where}: headers must map names to strings")
-    return TrafficRecord(float(when), data["team"], data["model"], prompt, max(1, output), max_tokens,
-                         str(data.get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers))
+    return TrafficRecord(float(when), team, model, prompt, max(1, output), max_tokens,
+                         str(get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers) if headers else _NO_HEADERS)
 
 
 def read_jsonl(path: Path) -> list[TrafficRecord]:
@@ -99,7 +101,7 @@ def _from_usage(body: str, where: str) -> TrafficRecord | None:
 def read_ledger(path: Path, since: float, until: float, teams: Iterable[str] = ()) -> list[TrafficRecord]:
     """The usage ledger's records in [since, until), opened read-only (never created or migrated)."""
     if not path.is_file():
-        raise TrafficError(f"{path}: no usage ledger there (expected the SQLite file, e.g. ~/.hybridgw/usage.db)")
+        raise TrafficError(f"{path}: no usage ledger there (expected the SQLite file, e.g. ~/.hybridgw/usage.sqlite3)")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:

@@ -78,7 +78,7 @@ def test_replay_compares_policies_in_table_json_and_html(files: dict[str, Path],
 
 
 def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -> None:
-    db = tmp_path / "usage.db"
+    db = tmp_path / "usage.sqlite3"
     now = time.time()
     store = SqliteStore(db)
     store.write_batch([UsageRecord(
@@ -104,20 +104,20 @@ def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path:
         files["spill"].write_text(SPILL.replace("rules:\n  - {name: fit,", "rules:\n  - {nam: x, name: fit,"))
         expected = f"{files['spill']}:12: rules[0].nam: unknown field"
     elif case == "no_ledger":
-        args[2:4], expected = ["--ledger", str(tmp_path / "usage.db")], "no usage ledger there"
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "no usage ledger there"
     elif case == "garbage_ledger":
-        (tmp_path / "usage.db").write_bytes(b"not a database" * 100)
-        args[2:4], expected = ["--ledger", str(tmp_path / "usage.db")], "cannot read the usage ledger"
+        (tmp_path / "usage.sqlite3").write_bytes(b"not a database" * 100)
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "cannot read the usage ledger"
     elif case == "empty_window":
-        SqliteStore(tmp_path / "usage.db").close()
-        args[2:4], expected = ["--ledger", str(tmp_path / "usage.db")], "no requests to replay"
+        SqliteStore(tmp_path / "usage.sqlite3").close()
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "no requests to replay"
     elif case == "bad_perf":
         (tmp_path / "perf.yaml").write_text("engines:\n  local: {decode_ms: 3}\n")
         args += ["--perf-model", str(tmp_path / "perf.yaml")]
         expected = "engines.local: unknown field 'decode_ms'"
     elif case == "bad_since":
-        args[2:4] = ["--ledger", str(tmp_path / "usage.db"), "--since", "last tuesday"]
-        SqliteStore(tmp_path / "usage.db").close()
+        args[2:4] = ["--ledger", str(tmp_path / "usage.sqlite3"), "--since", "last tuesday"]
+        SqliteStore(tmp_path / "usage.sqlite3").close()
         expected = "cannot read the time 'last tuesday'"
     run = _hybridgw(*args)
     assert run.returncode == 2, (run.stdout, run.stderr)

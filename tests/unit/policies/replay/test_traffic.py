@@ -55,7 +55,7 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_ledger_window_read_only(tmp_path: Path) -> None:
-    db = tmp_path / "usage.db"
+    db = tmp_path / "usage.sqlite3"
     t0 = time.time() - 3600  # within the store's retention
     store = SqliteStore(db)
     store.write_batch([_usage(0, t0 + 100), _usage(1, t0 + 200), _usage(2, t0 + 300, status="rejected"),
