@@ -31,8 +31,12 @@ class Outcomes:
     def _index(self, t: float) -> int:
         return min(self.num_buckets - 1, max(0, int(t / self._width)))
 
-    def sample(self, t: float, kv: Mapping[str, float], queue: Mapping[str, int]) -> None:
-        b = self._bucket = self._index(t)
+    def at(self, t: float) -> None:
+        """The time (from the first arrival) that the next serve() and sample() belong to."""
+        self._bucket = self._index(t)
+
+    def sample(self, kv: Mapping[str, float], queue: Mapping[str, int]) -> None:
+        b = self._bucket
         self.samples[b] += 1
         for name, usage in kv.items():
             self.kv_sum[name][b] += usage

@@ -66,8 +66,9 @@ class _Run:
         for i, record in enumerate(self.traffic):
             now = _EPOCH + record.time - self.t0
             self._advance(now)
+            self.out.at(now - _EPOCH)
             self._route(i, record, now)
-            self.out.sample(now - _EPOCH, {n: e.blocks.usage for n, e in self.engines.items()},
+            self.out.sample({n: e.blocks.usage for n, e in self.engines.items()},
                             {n: len(e.scheduler.waiting) for n, e in self.engines.items()})
         self._advance(float("inf"))
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
@@ -115,6 +116,8 @@ class _Run:
             self.out.refuse(i, exc.code)
             return
         decision = decide(self.compiled, facts, live)
+        if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
+            self.health.claim_probe(decision.targets[0].backend, now)  # as PolicyRouter.route does
         self.outputs.record(record.team, record.output_tokens)  # learned in arrival order (see docs/replay.md)
         for target in decision.targets:
             if self._dispatch(i, record, target.backend, target.model, facts.blocks_needed.get(target.backend), now,

@@ -1,6 +1,8 @@
 """The replay of hand-built traffic whose outcome is known: the real decide() over simulated backends."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from policies.compiled import compile_policy
@@ -89,3 +91,24 @@ def test_team_slo_and_cheapest_within_slo_runs() -> None:
     out = _run(loaded, traffic, PerfModel({}, {}, SIMPLE_ENGINE, FIXED_HOSTED))
     assert set(out.backend) <= {"local", "openai"} and all(out.backend)
     assert all(r == "cheap" for r in out.rule)
+
+
+def test_shared_prefixes_hit_the_simulated_prefix_cache() -> None:
+    # Prefill: 0.1 s per step + 1 ms per uncached token; requests 1 s apart never overlap.
+    perf = PerfModel({}, {}, replace(SIMPLE_ENGINE, prefill_per_token_s=0.001), FIXED_HOSTED)
+    traffic = [TrafficRecord(1_800_000_000.0 + i, "t", "chat", 600, 10, prefix_id="system", prefix_tokens=512)
+               for i in range(5)]
+    shared = _run(ALL_LOCAL, traffic, perf)
+    alone = _run(ALL_LOCAL, [replace(r, prefix_id="", prefix_tokens=0) for r in traffic], perf)
+    assert alone.ttft == pytest.approx([0.7] * 5)
+    assert shared.ttft == pytest.approx([0.7] + [0.1 + 0.001 * (600 - 512)] * 4)  # 32 blocks cached
+
+
+def test_time_series_follow_the_traffic() -> None:
+    # 60 s of traffic: the first half all at once (the burst), then one request every 3 s.
+    traffic = [*BURST, *(TrafficRecord(1_800_000_030.0 + 3 * i, "t", "chat", 100, 60, max_tokens=60)
+                        for i in range(11))]
+    out = _run(KV_FIT, traffic)
+    assert sum(out.served["local"]) + sum(out.served["openai"]) == len(traffic)
+    assert out.served["openai"][0] == 5  # the burst's spill lands in the first bucket
+    assert max(out.kv_sum["local"][:1]) > 0
