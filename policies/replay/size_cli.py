@@ -80,7 +80,11 @@ def render(label: str, s: Sizing) -> str:
              (f"  replicas           {s.replicas} for {s.rate_per_s:.3g} req/s "
               f"({s.replica_requests_per_s:.3g} req/s each at ≤ {TARGET_UTILISATION:.0%} busy)"),
              f"  hosted spill       {s.spill_rate_per_s:.3g} req/s, ${s.spill_cost_usd_per_hour:,.4f}/hour"]
-    return "\n".join(lines + [f"  note: {n}" for n in s.notes])
+    lines += [f"  note: {n}" for n in s.notes]
+    lines.append("  max context at other percentiles (local share, hosted spill $/hour):")
+    lines += [f"    p{c.percentile:<5g} {c.max_context:>7} tokens  {c.local_share:7.1%}  ${c.spill_cost_usd_per_hour:,.4f}"
+              for c in s.choices]
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -24,6 +24,16 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class ContextChoice:
+    """What one max-context choice serves locally and leaves to hosted."""
+
+    percentile: float
+    max_context: int
+    local_share: float
+    spill_cost_usd_per_hour: float
+
+
+@dataclass(frozen=True)
 class Sizing:
     percentile: float
     max_context: int  # tokens, a multiple of the block size
@@ -40,6 +50,29 @@ class Sizing:
     spill_rate_per_s: float
     spill_cost_usd_per_hour: float
     notes: tuple[str, ...] = ()
+    choices: tuple[ContextChoice, ...] = ()  # other percentiles, for comparison
+
+
+CHOICES = (50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
+
+
+def _context(totals: Sequence[int], pct: float, model: EngineModel) -> int:
+    """The percentile of ISL+OSL in whole blocks, at most the model's context."""
+    bs = model.block_size
+    return min(model.max_model_len, -(-(percentile(totals, pct) or bs) // bs) * bs)
+
+
+def context_choices(demand: Demand, model: EngineModel) -> tuple[ContextChoice, ...]:
+    totals = [i + o for i, o in zip(demand.isl, demand.osl)]
+    ordered = sorted(totals)
+    hours_per_request = 3600.0 * demand.rate_per_s / max(1, len(totals))  # each request's share of an hour
+    out = []
+    for pct in CHOICES:
+        limit = _context(ordered, pct, model)
+        spilled = sum(c for t, c in zip(totals, demand.spill_cost_usd) if t > limit)
+        share = sum(1 for t in totals if t <= limit) / max(1, len(totals))
+        out.append(ContextChoice(pct, limit, share, spilled * hours_per_request))
+    return tuple(out)
 
 
 def _max_batch(model: EngineModel, context_mean: float, isl_p95: int, slo_s: float) -> tuple[int, float]:
@@ -57,10 +90,9 @@ def size_engine(demand: Demand, model: EngineModel, pct: float, slo_s: float) ->
     notes: list[str] = []
     totals = sorted(i + o for i, o in zip(demand.isl, demand.osl))
     bs = model.block_size
-    max_context = -(-(percentile(totals, pct) or bs) // bs) * bs
-    if max_context > model.max_model_len:
-        notes.append(f"p{pct:g} of ISL+OSL ({max_context}) is beyond the model's context; capped at {model.max_model_len}")
-        max_context = model.max_model_len
+    max_context = _context(totals, pct, model)
+    if (percentile(totals, pct) or 0) > model.max_model_len:
+        notes.append(f"p{pct:g} of ISL+OSL is beyond the model's context; capped at {model.max_model_len}")
     local = [k for k, (i, o) in enumerate(zip(demand.isl, demand.osl)) if i + o <= max_context]
     share = len(local) / len(totals) if totals else 0.0
     isl = sorted(demand.isl[k] for k in local) or [1]
@@ -91,7 +123,7 @@ def size_engine(demand: Demand, model: EngineModel, pct: float, slo_s: float) ->
     spill_cost = spill_rate * 3600.0 * (sum(spilled) / len(spilled) if spilled else 0.0)
     return Sizing(pct, max_context, share, batch, ttft, dtype, kv_per_token, need_blocks,
                   need_blocks * bs * kv_per_token, per_replica, replicas, demand.rate_per_s, spill_rate, spill_cost,
-                  tuple(notes))
+                  tuple(notes), context_choices(demand, model))
 
 
 def busy_rate(times: Sequence[float], pct: float = 95.0) -> float:

@@ -45,3 +45,11 @@ def test_busy_rate_is_the_busy_minute() -> None:
     times = [float(i) for i in range(60)] + [60 + i / 10 for i in range(300)] + [120.0 + i for i in range(60)]
     assert busy_rate(times) == pytest.approx(300 / 60)
     assert busy_rate([0.0, 1.0, 2.0, 10.0]) == pytest.approx(0.4)
+
+
+def test_other_context_choices_show_share_and_spill() -> None:
+    choices = {c.percentile: c for c in size_engine(DEMAND, MODEL, 90.0, slo_s=1.0).choices}
+    assert (choices[50.0].max_context, choices[50.0].local_share) == (1008, 0.9)
+    assert choices[99.0].local_share == 1.0 and choices[99.0].spill_cost_usd_per_hour == 0.0
+    # p90: the 10 long requests spill, $0.01 each, at 10 req/s = 1 spilled req/s → $36/hour
+    assert choices[90.0].spill_cost_usd_per_hour == pytest.approx(36.0)
