@@ -38,8 +38,9 @@ def bars(title: str, groups: Sequence[tuple[str, Sequence[tuple[str, float]]]], 
                         f"fill='{_COLORS[series.index(name) % 8]}'><title>{html.escape(f'{label} {name}: ' + fmt.format(value))}"
                         "</title></rect>")
             base += value
+        shown = fmt.format(base) if parts else "no SLO / no data"
         body.append(f"<text x='{x + slot * 0.3:.1f}' y='{_H - _B + 14}' font-size='11' text-anchor='middle'>"
-                    f"{html.escape(label)} ({html.escape(fmt.format(base))})</text>")
+                    f"{html.escape(label)} ({html.escape(shown)})</text>")
     return _frame(title, "".join(body), series, top, fmt)
 
 

@@ -73,7 +73,8 @@ def report_html(summaries: Sequence[Summary], meta: Mapping[str, Any]) -> str:
     names = [s.policy for s in summaries]
     cost = bars("Cost per policy (USD)", [(s.policy, [("hosted", s.hosted_cost_usd), ("local", s.local_cost_usd)])
                                           for s in summaries], "${:.3g}")
-    slo = bars("TTFT-SLO attainment", [(s.policy, [("met", s.slo_attainment or 0.0)]) for s in summaries], "{:.1%}")
+    slo = bars("TTFT-SLO attainment", [(s.policy, [("met", s.slo_attainment)] if s.slo_attainment is not None else [])
+                                       for s in summaries], "{:.1%}")
     plots = [cost, slo]
     for s in summaries:
         plots.append(lines(f"{s.policy}: requests served per bucket by backend", s.bucket_s,
