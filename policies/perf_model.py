@@ -28,7 +28,7 @@ class EngineModel:
 
     source: str = "smollm2 on the 2-core CPU, docs/benchmarks.md 2026-11-26"
     prefill_fixed_s: float = 0.060  # a prefill step of a few tokens costs 45–70 ms here
-    prefill_per_token_s: float = 0.0004  # ≈ 2 × 135M FLOP per token at ~0.6 TFLOP/s
+    prefill_per_token_s: float = 0.00033  # ≈ 2 × 135M FLOP per token at ~0.8 TFLOP/s (2 threads × bf16 peak)
     prefill_per_context_token_s: float = 0.0
     decode_fixed_s: float = 0.0082  # batch 1: ITL 8.9 ms
     decode_per_seq_s: float = 0.00057  # batch 64, 39+64 tokens each: 52–55 ms per step
