@@ -110,8 +110,15 @@ class SimEngine:
             steps = max(1, min(steps, int((until - self.clock) / step_s) + 1))
         steps = self._fit_blocks(seqs, steps)
         self.clock += self.model.decode_run_time(num, context, steps)
+        caching = self.blocks.enable_prefix_caching
         for seq in seqs:
-            self._grow(seq, steps)
+            if steps == 1:  # the common case: the scheduler already gave its token a slot
+                seq.num_cached_tokens += 1
+                seq.token_ids.append(_PAD)
+                if caching:
+                    self.blocks.cache_full_blocks(seq)
+            else:
+                self._grow(seq, steps)
             remaining = left[seq.seq_id] - steps
             if remaining > 0:
                 left[seq.seq_id] = remaining
