@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,7 @@ from policies.estimator import TokenPrice, hosted_price, litellm_price_table
 from policies.perf_model import PerfModelError
 from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
 from policies.replay.sizing import TARGET_UTILISATION, Demand, Sizing, busy_rate, size_engine
+from policies.replay.snippet import seasonal_snippet, sized_model_file
 from policies.replay.traffic import TrafficError, TrafficRecord
 
 
@@ -28,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", type=Path, help="price the hosted spill at each alias's first hosted deployment")
     parser.add_argument("--spill-model", default="gpt-4o-mini", help="else price it as this hosted model")
     parser.add_argument("--windows", help="UTC hour windows, e.g. 0-8,8-20,20-24: one recommendation each")
+    parser.add_argument("--snippet", action="store_true", help="print a policy deploying the recommendation")
+    parser.add_argument("--engine-model", default="smollm2", help="the model the snippet's engines serve")
+    parser.add_argument("--model-out", type=Path, help="write the sized engine's performance model here (for replay)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -95,13 +100,20 @@ def _run(args: argparse.Namespace) -> int:
     price = _pricer(args)
     records = read_traffic(args)
     results = [("all traffic", _size(records, args, model, price))]
+    sized: list[tuple[int, int, Sizing]] = []
     for start, end in windows:
         inside = [r for r in records if start <= (r.time % 86400) / 3600 < end]
         if inside:
-            results.append((f"{start:02d}:00–{end:02d}:00 UTC", _size(inside, args, model, price)))
+            sized.append((start, end, _size(inside, args, model, price)))
+            results.append((f"{start:02d}:00–{end:02d}:00 UTC", sized[-1][2]))
         else:
             print(f"hybridgw size: no requests between {start:02d}:00 and {end:02d}:00 UTC", file=sys.stderr)
-    if args.json:
+    if args.model_out is not None:
+        args.model_out.write_text(sized_model_file(model, results[0][1]), encoding="utf-8")
+    if args.snippet:
+        alias = Counter(r.model for r in records).most_common(1)[0][0]
+        print(seasonal_snippet(sized, results[0][1], alias, args.engine_model, args.spill_model), end="")
+    elif args.json:
         print(json.dumps({label: asdict(s) for label, s in results}, indent=2))
     else:
         print(f"{len(records)} requests; engine model: {model.source}")

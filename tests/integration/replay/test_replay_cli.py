@@ -143,3 +143,17 @@ def test_size_recommends_from_the_histogram(files: dict[str, Path]) -> None:
 def test_help_lists_the_commands() -> None:
     run = _hybridgw("--help")
     assert "replay" in run.stdout and "size" in run.stdout
+
+
+def test_size_snippet_replays_as_a_policy(files: dict[str, Path], tmp_path: Path) -> None:
+    snippet, model = tmp_path / "sized.yaml", tmp_path / "sized-model.yaml"
+    run = _hybridgw("size", "--traffic", str(files["traffic"]), "--percentile", "95", "--snippet",
+                    "--model-out", str(model))
+    assert run.returncode == 0, run.stderr
+    snippet.write_text(run.stdout)
+    replayed = _hybridgw("replay", str(snippet), "--traffic", str(files["traffic"]), "--perf-model", str(model),
+                         "--json", "-")
+    assert replayed.returncode == 0, replayed.stderr
+    served = json.loads(replayed.stdout)["policies"][0]["served_by"]
+    assert served.get("hosted", 0) > 0  # beyond the p95 context: spilled
+    assert sum(v for k, v in served.items() if k.startswith("engine-")) >= 0.8 * 400  # most stay local
