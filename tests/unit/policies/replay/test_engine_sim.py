@@ -61,3 +61,25 @@ def test_refusals_too_large_and_full() -> None:
     assert engine.refusal(100, 10) == ""
     engine.submit(0, [1] * 100, 10, now=0.0)
     assert engine.refusal(100, 10) == "full"  # one waiting = its max_waiting
+
+
+def test_fast_forward_matches_stepping_through_preemptions() -> None:
+    # 6 requests of 64 + 200 tokens need 17 blocks each at the end; 30 blocks force preemptions.
+    model = EngineModel(prefill_fixed_s=0.05, prefill_per_token_s=1e-4, decode_fixed_s=0.01, decode_per_seq_s=0.002,
+                        decode_per_context_token_s=1e-5, num_blocks=30, max_num_seqs=4)
+    results, preemptions = [], []
+    for step in (None, 0.003):
+        engine = SimEngine(model, prefix_caching=False)
+        events: list[EngineEvent] = []
+        for i in range(6):
+            engine.submit(i, [i + 1] * 64, 200, now=0.0)
+        t = 0.0
+        while engine.scheduler.has_work():
+            t = float("inf") if step is None else t + step
+            engine.advance(t, events)
+        results.append(_times(events))
+        preemptions.append(engine.scheduler.num_preemptions)
+    assert preemptions[0] == preemptions[1] > 0
+    assert results[0].keys() == results[1].keys() and len(results[0]) == 12
+    for key, when in results[0].items():
+        assert results[1][key] == pytest.approx(when, rel=1e-9)
