@@ -37,6 +37,10 @@ POLICIES = {
     "kv_fit": BACKENDS + "      - {backend: local, model: smollm2}\n      - {backend: openai, model: gpt-4o-mini}\n"
               "rules:\n  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}\n",
 }
+# An illustrative GPU-class engine (7 ms decode steps, a 640k-token pool): the same traffic all fits locally.
+GPU = {"engines": {"default": {"source": "GPU-like, illustrative", "prefill_fixed_s": 0.004, "prefill_per_token_s": 2e-5,
+                               "decode_fixed_s": 0.006, "decode_per_seq_s": 5e-5, "decode_per_context_token_s": 1e-8,
+                               "num_blocks": 40000}}}
 
 
 def write_traffic(path: Path, hours: float, rate: float) -> None:
@@ -64,9 +68,10 @@ def main() -> None:
     setup = ReplaySetup(perf_model_from_mapping({}), litellm_price_table())
     day = 86400 * args.rate / len(traffic)
     print(json.dumps({"requests": len(traffic), "read_cpu_s": round(read_cpu, 2), "read_cpu_s_per_day": round(read_cpu * day, 1)}))
-    for name, text in POLICIES.items():
+    gpu = ReplaySetup(perf_model_from_mapping(GPU), setup.price_table)
+    for name, text, how in [(n, t, setup) for n, t in POLICIES.items()] + [("kv_fit, GPU-like engine", POLICIES["kv_fit"], gpu)]:
         wall, cpu = time.perf_counter(), time.process_time()
-        out = replay(load_policy(text, name, {}), traffic, setup)
+        out = replay(load_policy(text, name, {}), traffic, how)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         local = sum(1 for b in out.backend if b == "local") / len(traffic)
         print(json.dumps({"policy": name, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "local_share": round(local, 3),

@@ -83,7 +83,23 @@ class SimEngine:
             else:
                 # A preemption this step may let a waiting sequence in at the next: step once.
                 self._decode_run(batch.seqs, self.clock if batch.preempted_seq_ids else until, events)
+                self._keep_decoding(until, events)
             self.busy_s += self.clock - start
+
+    def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
+        """With nothing waiting, the scheduler's next step is a decode of every running sequence:
+        go on without asking it, across finishes, until something waits, the free blocks cannot give
+        each sequence its next slot (a preemption: the scheduler's call), or `until`."""
+        running, bm = self.scheduler.running, self.blocks
+        while running and not self.scheduler.waiting and self.clock <= until:
+            seqs = tuple(running[:self.model.max_num_seqs])
+            capacity = bm.block_size
+            short = sum(1 for seq in seqs if seq.num_tokens > len(seq.block_table) * capacity)
+            if short > bm.num_free_blocks:
+                return
+            for seq in seqs:
+                bm.may_append(seq)
+            self._decode_run(seqs, until, events)
 
     def _after_prefill(self, seqs: tuple[Sequence, ...], counts: tuple[int, ...], events: list[EngineEvent]) -> None:
         for seq, n in zip(seqs, counts):
@@ -131,7 +147,9 @@ class SimEngine:
 
     def _fit_blocks(self, seqs: tuple[Sequence, ...], steps: int) -> int:
         free = self.blocks.num_free_blocks
-        if steps <= 1 or self._extra_blocks(seqs, steps) <= free:
+        # No sequence crosses more than steps // block_size + 1 block boundaries: often enough to know.
+        if steps <= 1 or len(seqs) * (steps // self.blocks.block_size + 1) <= free \
+                or self._extra_blocks(seqs, steps) <= free:
             return steps
         low, high = 1, steps  # the first step's blocks are already in place (the scheduler did it)
         while low < high:
@@ -141,17 +159,17 @@ class SimEngine:
 
     def _grow(self, seq: Sequence, steps: int) -> None:
         """Compute `steps` decode tokens of `seq`: take the blocks they cross into, append the samples."""
-        bs = self.blocks.block_size
+        bm = self.blocks
         target = seq.num_cached_tokens + steps  # positions that will hold K/V
         tokens = seq.token_ids
-        for _ in range(-(-target // bs) - len(seq.block_table)):
-            # may_append adds one block once the sequence's last token lies past its blocks
-            tokens.extend(_PADS[:len(seq.block_table) * bs + 1 - len(tokens)])
-            self.blocks.may_append(seq)
+        tokens.extend(_PADS[:target - len(tokens)] if target - len(tokens) <= len(_PADS)
+                      else [_PAD] * (target - len(tokens)))
+        table, size = seq.block_table, bm.block_size
+        while len(table) * size < target:  # may_append adds one block while the last token lies past them
+            bm.may_append(seq)
         seq.num_cached_tokens = target
-        tokens.extend(_PADS[:target + 1 - len(tokens)] if target + 1 - len(tokens) <= len(_PADS)
-                      else [_PAD] * (target + 1 - len(tokens)))
-        self.blocks.cache_full_blocks(seq)
+        tokens.append(_PAD)  # the token sampled by the last step
+        bm.cache_full_blocks(seq)
 
     def _maybe_finish(self, seq: Sequence, events: list[EngineEvent]) -> None:
         """After a prefill step that sampled a token: done when that was its last."""
