@@ -6,18 +6,20 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from policies.compiled import compile_policy
 from policies.errors import PolicyError
 from policies.estimator import TokenPrice, hosted_price, litellm_price_table
-from policies.perf_model import PerfModelError
+from policies.perf_model import EngineModel, PerfModelError
 from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
 from policies.replay.sizing import TARGET_UTILISATION, Demand, Sizing, busy_rate, size_engine
 from policies.replay.snippet import seasonal_snippet, sized_model_file
 from policies.replay.traffic import TrafficError, TrafficRecord
+
+Pricer = Callable[[TrafficRecord], float]  # what one request would cost hosted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pricer(args: argparse.Namespace):
+def _pricer(args: argparse.Namespace) -> Pricer:
     table = litellm_price_table()
     if args.policy is not None:
         loaded = read_policy(args.policy, [])
@@ -69,8 +71,11 @@ def _windows(text: str | None) -> list[tuple[int, int]]:
     return out
 
 
-def _size(records: Sequence[TrafficRecord], args: argparse.Namespace, model, price) -> Sizing:
-    rate = args.rate if args.rate is not None else busy_rate([r.time for r in records])
+def _size(records: Sequence[TrafficRecord], args: argparse.Namespace, model: EngineModel, price: Pricer,
+          hours: tuple[int, int] | None = None, scale: float = 1.0) -> Sizing:
+    """One recommendation; a window's rate is its own busy minute, scaled as --rate scales the whole."""
+    rate = args.rate if args.rate is not None and hours is None else \
+        scale * busy_rate([r.time for r in records], hours=hours)
     demand = Demand(tuple(r.prompt_tokens for r in records), tuple(r.output_tokens for r in records),
                     tuple(price(r) for r in records), rate)
     return size_engine(demand, model, args.percentile, args.ttft_slo)
@@ -100,11 +105,13 @@ def _run(args: argparse.Namespace) -> int:
     price = _pricer(args)
     records = read_traffic(args)
     results = [("all traffic", _size(records, args, model, price))]
+    overall = busy_rate([r.time for r in records])
+    scale = args.rate / overall if args.rate is not None and overall > 0 else 1.0
     sized: list[tuple[int, int, Sizing]] = []
     for start, end in windows:
         inside = [r for r in records if start <= (r.time % 86400) / 3600 < end]
         if inside:
-            sized.append((start, end, _size(inside, args, model, price)))
+            sized.append((start, end, _size(inside, args, model, price, (start, end), scale)))
             results.append((f"{start:02d}:00–{end:02d}:00 UTC", sized[-1][2]))
         else:
             print(f"hybridgw size: no requests between {start:02d}:00 and {end:02d}:00 UTC", file=sys.stderr)

@@ -126,8 +126,9 @@ def size_engine(demand: Demand, model: EngineModel, pct: float, slo_s: float) ->
                   tuple(notes), context_choices(demand, model))
 
 
-def busy_rate(times: Sequence[float], pct: float = 95.0) -> float:
-    """The request rate of a busy minute: the `pct` percentile of per-minute counts, per second."""
+def busy_rate(times: Sequence[float], pct: float = 95.0, hours: tuple[int, int] | None = None) -> float:
+    """The request rate of a busy minute: the `pct` percentile of per-minute counts, per second; with
+    `hours` (UTC, start inclusive, end exclusive) only the minutes of that window count."""
     if not times:
         return 0.0
     start = min(times)
@@ -138,6 +139,8 @@ def busy_rate(times: Sequence[float], pct: float = 95.0) -> float:
     for t in times:
         minute = int((t - start) // 60)
         counts[minute] = counts.get(minute, 0) + 1
-    minutes = int((max(times) - start) // 60) + 1
-    per_minute = sorted(counts.get(m, 0) for m in range(minutes))
+    minutes = range(int(span // 60) + 1)
+    if hours is not None:
+        minutes = [m for m in minutes if hours[0] <= ((start + 60 * m) % 86400) / 3600 < hours[1]]
+    per_minute = sorted(counts.get(m, 0) for m in minutes)
     return (percentile(per_minute, pct) or 0) / 60.0

@@ -53,3 +53,12 @@ def test_other_context_choices_show_share_and_spill() -> None:
     assert choices[99.0].local_share == 1.0 and choices[99.0].spill_cost_usd_per_hour == 0.0
     # p90: the 10 long requests spill, $0.01 each, at 10 req/s = 1 spilled req/s → $36/hour
     assert choices[90.0].spill_cost_usd_per_hour == pytest.approx(36.0)
+
+
+def test_busy_rate_of_a_window_counts_only_its_minutes() -> None:
+    # A week: 100 requests in each 09:00 UTC hour, nothing else. The window's busy minute is
+    # 100 / 60 requests per minute, though its minutes are under 5% of the week's.
+    day0 = 1_795_478_400.0  # a midnight UTC
+    times = [day0 + d * 86400 + 9 * 3600 + 36 * k for d in range(7) for k in range(100)]
+    assert busy_rate(times, hours=(9, 10)) == pytest.approx(2 / 60)  # 1 or 2 a minute: p95 is 2
+    assert busy_rate(times, hours=(12, 13)) == 0.0
