@@ -114,6 +114,36 @@ class HostedModel:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """One request on one backend, now: when its first token and its last arrive (seconds)."""
+
+    ttft_s: float
+    e2e_s: float
+
+
+def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
+                   queued_prompt_tokens: int = 0, num_running: int = 0, running_context_tokens: int = 0) -> Prediction:
+    """TTFT = the decode step in progress + the prefill steps for the queue ahead and this prompt's
+    uncached tokens (in token-budget chunks; each step stalls the running decodes); E2E adds its
+    decode steps in a batch one larger, at its mean context."""
+    uncached = max(0, prompt_tokens - cached_tokens)
+    prefill = queued_prompt_tokens + uncached
+    steps = max(1, math.ceil(prefill / model.max_num_batched_tokens))
+    in_progress = model.decode_time(num_running, running_context_tokens) if num_running else 0.0
+    ttft = in_progress + steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill + \
+        model.prefill_per_context_token_s * cached_tokens
+    batch = min(model.max_num_seqs, num_running + 1)
+    step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
+    return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)
+
+
+def predict_hosted(model: HostedModel, output_tokens: int, z: float = _Z95) -> Prediction:
+    """At quantile `z` of both distributions (default: the p95 TTFT and the p05 speed)."""
+    ttft = model.ttft(z)
+    return Prediction(ttft, ttft + max(0, output_tokens - 1) / model.tokens_per_s(-z))
+
+
+@dataclass(frozen=True)
 class PerfModel:
     """Models by backend name; `default_engine` / `default_hosted` for backends not named."""
 

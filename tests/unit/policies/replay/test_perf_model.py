@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from policies.perf_model import EngineModel, HostedModel, PerfModelError, perf_model_from_mapping
+from policies.perf_model import (
+    EngineModel,
+    HostedModel,
+    PerfModelError,
+    perf_model_from_mapping,
+    predict_engine,
+    predict_hosted,
+)
 
 
 def test_decode_run_time_is_the_sum_of_its_steps() -> None:
@@ -51,3 +58,24 @@ def test_model_file_by_backend_with_defaults() -> None:
 def test_bad_model_files_name_the_field(data: object, message: str) -> None:
     with pytest.raises(PerfModelError, match=message):
         perf_model_from_mapping(data)
+
+
+def test_engine_prediction_queue_ahead_prefix_and_decode() -> None:
+    model = EngineModel(prefill_fixed_s=0.05, prefill_per_token_s=0.001, decode_fixed_s=0.01, decode_per_seq_s=0.001,
+                        decode_per_context_token_s=0.0, max_num_batched_tokens=1000)
+    alone = predict_engine(model, prompt_tokens=500, output_tokens=11)
+    assert alone.ttft_s == pytest.approx(0.05 + 0.5)
+    assert alone.e2e_s == pytest.approx(0.55 + 10 * 0.011)
+    cached = predict_engine(model, prompt_tokens=500, output_tokens=11, cached_tokens=400)
+    assert cached.ttft_s == pytest.approx(0.05 + 0.1)
+    # 1,500 queued prompt tokens ahead + its own 500: two budget-size steps; a 4-batch decode step in progress.
+    busy = predict_engine(model, prompt_tokens=500, output_tokens=11, queued_prompt_tokens=1500, num_running=4)
+    assert busy.ttft_s == pytest.approx(0.014 + 2 * 0.05 + 2.0)
+    assert busy.e2e_s == pytest.approx(busy.ttft_s + 10 * 0.015)
+
+
+def test_hosted_prediction_is_the_slow_tail_by_default() -> None:
+    hosted = HostedModel(ttft_p50_s=0.5, ttft_p95_s=2.0, tokens_per_s_p50=100, tokens_per_s_p05=50)
+    slow = predict_hosted(hosted, 101)
+    assert slow.ttft_s == pytest.approx(2.0) and slow.e2e_s == pytest.approx(2.0 + 100 / 50)
+    assert predict_hosted(hosted, 101, z=0.0).e2e_s == pytest.approx(0.5 + 1.0)
