@@ -166,8 +166,9 @@ class _Run:
         if record.prefix_id and record.prefix_tokens:
             shared = self._prefixes.get(record.prefix_id, [])
             if len(shared) < record.prefix_tokens:
-                seed = zlib.crc32(record.prefix_id.encode())
-                shared = self._prefixes[record.prefix_id] = [(seed + k) % 50000 + 1 for k in range(record.prefix_tokens)]
+                # The id's CRC as the first token: two ids share no block (bar a CRC collision).
+                shared = [zlib.crc32(record.prefix_id.encode())] + [k % 50000 + 1 for k in range(1, record.prefix_tokens)]
+                self._prefixes[record.prefix_id] = shared
             shared = shared[:record.prefix_tokens]
         rest = record.prompt_tokens - len(shared)
         return shared + ([100_000 + i] + [0] * (rest - 1) if rest > 0 else [])

@@ -102,6 +102,8 @@ def test_shared_prefixes_hit_the_simulated_prefix_cache() -> None:
     alone = _run(ALL_LOCAL, [replace(r, prefix_id="", prefix_tokens=0) for r in traffic], perf)
     assert alone.ttft == pytest.approx([0.7] * 5)
     assert shared.ttft == pytest.approx([0.7] + [0.1 + 0.001 * (600 - 512)] * 4)  # 32 blocks cached
+    two = _run(ALL_LOCAL, [replace(r, prefix_id="ab"[i % 2]) for i, r in enumerate(traffic)], perf)
+    assert two.ttft == pytest.approx([0.7, 0.7, 0.188, 0.188, 0.188])  # another id's prefix is not a hit
 
 
 def test_time_series_follow_the_traffic() -> None:
