@@ -21,6 +21,7 @@ from policies.facts import build_facts
 from policies.health import HealthBook
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
+from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastOutputStats, fast_health
 from policies.replay.gateway_sim import GatewayView, HostedSim
@@ -46,7 +47,10 @@ class _Run:
         self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends)
         policy = self.compiled.policy
         prefix = any(r.prefix_id for r in traffic)
-        self.engines = {n: SimEngine(setup.perf.engine(n), prefix) for n in sorted(self.compiled.engines)}
+        self.engines: dict[str, SimEngine] = {}
+        for n in sorted(self.compiled.engines):  # the engine the policy spawns, as its engine_args shape it
+            args = policy.backends[n].engine_args
+            self.engines[n] = SimEngine(shaped_by_args(setup.perf.engine(n), args), prefix and not prefix_caching_off(args))
         self.hosted = {n: HostedSim(setup.perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
         self.health = fast_health(HealthBook(policy.backends, policy.health))
