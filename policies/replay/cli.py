@@ -14,7 +14,7 @@ from policies.perf_model import PerfModelError
 from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
-from policies.replay.summary import summarize
+from policies.replay.summary import recorded_summary, summarize
 from policies.replay.traffic import TrafficError
 
 
@@ -53,6 +53,11 @@ def _run(args: argparse.Namespace) -> int:
         timings[str(path)] = round(time.perf_counter() - started, 3)
         cpu[str(path)] = round(time.process_time() - cpu_started, 3)
         summaries.append(summary)
+    if loaded:  # what actually happened, when the traffic comes from the ledger
+        first = loaded[0]
+        baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
+                                    traffic, perf, args.ttft_slo)
+        summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
             "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,

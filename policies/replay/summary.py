@@ -70,3 +70,24 @@ def summarize(name: str, compiled: CompiledPolicy, traffic: Sequence[TrafficReco
         served_over_time={b: tuple(v) for b, v in out.served.items()},
         engine_utilisation={n: min(1.0, busy / out.span_s) if out.span_s > 0 else 0.0
                             for n, busy in out.engine_busy_s.items()})
+
+
+def recorded_summary(compiled: CompiledPolicy, traffic: Sequence[TrafficRecord], perf: PerfModel,
+                     slo_override: float | None, num_buckets: int = 120) -> Summary | None:
+    """What the ledger says actually happened, summarised like a replay (None unless every request
+    comes from the ledger). Costs are as recorded; refusals are the records not served `ok`."""
+    if not traffic or any(r.recorded is None for r in traffic):
+        return None
+    t0 = traffic[0].time
+    backends = sorted({r.recorded.backend for r in traffic if r.recorded and r.recorded.backend})
+    out = Outcomes(len(traffic), backends, [], max(traffic[-1].time - t0, 1e-9), num_buckets)
+    for i, record in enumerate(traffic):
+        seen = record.recorded
+        assert seen is not None  # checked above
+        out.at(record.time - t0)
+        if seen.backend:
+            out.serve(i, seen.backend, seen.cost_usd)
+            out.ttft[i], out.e2e[i] = seen.ttft_s, seen.e2e_s
+        else:
+            out.refuse(i, seen.status or "failed")
+    return summarize("recorded (as served)", compiled, traffic, out, perf, slo_override)

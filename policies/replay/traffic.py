@@ -6,7 +6,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -14,6 +14,17 @@ from typing import Any
 
 class TrafficError(ValueError):
     """Traffic that cannot be replayed (unreadable, empty, or a bad record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the gateway actually did with a ledger record: the baseline a replay is compared with."""
+
+    backend: str  # "" when nothing served it
+    status: str
+    cost_usd: float
+    ttft_s: float | None
+    e2e_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,7 @@ class TrafficRecord:
     prefix_id: str = ""  # requests with the same id share their first `prefix_tokens` tokens
     prefix_tokens: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
+    recorded: Recorded | None = None  # from the ledger: how it was actually served
 
 
 _FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
@@ -91,11 +103,16 @@ def _from_usage(body: str, where: str) -> TrafficRecord | None:
     if data.get("status") == "rejected" or not data.get("prompt_tokens"):
         return None  # refused before routing: nothing to replay
     estimated = data.get("estimated_completion_tokens") or None
-    return record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
-                                "prompt_tokens": data.get("prompt_tokens"),
-                                "output_tokens": data.get("completion_tokens") or 0,
-                                "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None},
-                               where)
+    record = record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
+                                  "prompt_tokens": data.get("prompt_tokens"),
+                                  "output_tokens": data.get("completion_tokens") or 0,
+                                  "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None},
+                                 where)
+    ttft, e2e, cost = data.get("ttft_s"), data.get("e2e_s"), data.get("cost_usd")
+    served = str(data.get("backend") or "") if data.get("status") == "ok" else ""
+    return replace(record, recorded=Recorded(
+        served, str(data.get("status") or ""), float(cost) if isinstance(cost, (int, float)) else 0.0,
+        float(ttft) if isinstance(ttft, (int, float)) else None, float(e2e) if isinstance(e2e, (int, float)) else 0.0))
 
 
 def read_ledger(path: Path, since: float, until: float, teams: Iterable[str] = ()) -> list[TrafficRecord]:

@@ -89,7 +89,10 @@ def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -
     store.close()
     run = _hybridgw("replay", str(files["spill"]), "--ledger", str(db), "--since", "1h", "--json", "-")
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["policies"][0]["requests"] == 50
+    recorded, replayed = json.loads(run.stdout)["policies"]
+    assert recorded["policy"] == "recorded (as served)" and recorded["served_by"] == {"openai": 50}
+    assert recorded["ttft_s"]["p50"] == pytest.approx(0.3) and recorded["e2e_s"]["p95"] == pytest.approx(1.0)
+    assert replayed["requests"] == 50 and replayed["served_by"].get("local", 0) > 0
 
 
 @pytest.mark.parametrize("case", ["empty", "unknown_field", "no_ledger", "garbage_ledger", "empty_window",

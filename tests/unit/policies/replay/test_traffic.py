@@ -10,7 +10,7 @@ import pytest
 
 from observability.sqlite_store import SqliteStore
 from observability.usage import UsageRecord
-from policies.replay.traffic import TrafficError, read_jsonl, read_ledger
+from policies.replay.traffic import Recorded, TrafficError, read_jsonl, read_ledger
 
 
 def _usage(i: int, when: float, status: str = "ok", team: str = "a") -> UsageRecord:
@@ -64,6 +64,7 @@ def test_ledger_window_read_only(tmp_path: Path) -> None:
     records = read_ledger(db, t0 + 150, t0 + 800)
     assert [(r.time - t0, r.team, r.prompt_tokens) for r in records] == [(200.0, "a", 101), (250.0, "b", 103)]
     assert records[0].max_tokens == 256 and records[0].output_tokens == 20
+    assert records[0].recorded == Recorded("local", "ok", 0.0, 0.1, 1.0)  # the baseline replay compares with
     assert [r.team for r in read_ledger(db, t0, t0 + 1000, ["b"])] == ["b"]
     with pytest.raises(TrafficError, match="no requests to replay"):
         read_ledger(db, t0 + 1000, t0 + 2000)
