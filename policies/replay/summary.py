@@ -81,9 +81,7 @@ def recorded_summary(compiled: CompiledPolicy, traffic: Sequence[TrafficRecord],
     t0 = traffic[0].time
     backends = sorted({r.recorded.backend for r in traffic if r.recorded and r.recorded.backend})
     out = Outcomes(len(traffic), backends, [], max(traffic[-1].time - t0, 1e-9), num_buckets)
-    for i, record in enumerate(traffic):
-        seen = record.recorded
-        assert seen is not None  # checked above
+    for i, (record, seen) in enumerate(zip(traffic, [r.recorded for r in traffic if r.recorded is not None])):
         out.at(record.time - t0)
         if seen.backend:
             out.serve(i, seen.backend, seen.cost_usd)
