@@ -16,6 +16,9 @@ commands:
   policy   check or explain a policy file
   report   per-team usage report
   bench    load-test an OpenAI-compatible URL (TTFT, ITL, TPOT, E2E, goodput)
+  router   evaluate the difficulty router on labelled prompts (router eval DATA.csv)
+  replay   what-if: replay recorded traffic against policies (cost, latency, SLO)
+  size     size engines from recorded traffic's ISL/OSL histogram
 """
 
 
@@ -28,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "policy": "policies.cli:main",
     "report": "gateway.report_prices:main",  # observability's report, priced from the policy
     "bench": "observability.bench.cli:main",
+    "router": "policies.quality.eval_cli:main",
+    "replay": "policies.replay.cli:main",
+    "size": "policies.replay.size_cli:main",
 }
 
 

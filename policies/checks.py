@@ -43,6 +43,11 @@ def _when_problems(policy: Policy, when: When, path: tuple[str | int, ...]) -> I
         for name in names:
             if name is not None and name not in policy.models:
                 yield (*path, "model"), _unknown("model alias", str(name), list(policy.models))
+    if when.category is not None:
+        c = when.category
+        for name in (c.eq, c.ne, *(c.in_ or ()), *(c.not_in or ())):
+            if name is not None and name not in policy.categories:
+                yield (*path, "category"), _unknown("category", str(name), list(policy.categories))
     for i, alt in enumerate(when.any or ()):
         yield from _when_problems(policy, alt, (*path, "any", i))
 
@@ -72,6 +77,9 @@ def policy_problems(policy: Policy) -> list[Problem]:
             problems.append((("rules", i, "name"), f"duplicate rule name {rule.name!r} (also rules[{seen[rule.name]}])"))
         seen.setdefault(rule.name, i)
         problems.extend(_rule_problems(policy, i, rule))
+    for name, examples in policy.categories.items():
+        if not any(e.strip() for e in examples):
+            problems.append((("categories", name), "a category needs at least one non-empty example prompt"))
     for name, backend in policy.backends.items():
         if backend.kind == "openai" and not (backend.base_url or backend.base_url_env):
             problems.append((("backends", name, "base_url"), "a backend of kind openai needs base_url"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.checks import dotted, policy_warnings
-from policies.compiled import compile_policy
+from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import decide
 from policies.decision import RequestFacts, RouteDecision
 from policies.errors import PolicyError, RoutingError
@@ -21,6 +21,7 @@ from policies.estimator import litellm_price_table
 from policies.facts import build_facts
 from policies.live import LiveState
 from policies.loader import LoadedPolicy, load_policy_file
+from policies.quality.lazy import LazyQuality
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
 from policies.calibration import Calibration
 from policies.tokens import TokenCounter
@@ -106,14 +107,19 @@ def _explain(args: argparse.Namespace) -> int:
     loaded = load_policy_file(args.file, _environ(args.env))
     request, live, wall = _explain_inputs(args, loaded)
     compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends)
+    quality = LazyQuality()
     facts = build_facts(compiled, request.body, request.team, live, counter=TokenCounter(),
                         calibration=Calibration(), headers=request.headers, over_budget=request.over_budget,
-                        now_unix=wall)
+                        now_unix=wall, difficulty=quality, category=quality.category)
     decision = decide(compiled, facts, live)
+    # Shown even when no rule uses them (then the gateway would not compute them): what a rule would see.
+    difficulty = facts.difficulty if compiled.uses_difficulty else quality(request.body)
+    category = facts.category if compiled.uses_category else quality.category(request.body, loaded.policy.categories)
     if args.json:
-        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision)}, indent=2))
+        print(json.dumps({"facts": asdict(facts), "decision": asdict(decision), "difficulty": difficulty,
+                          "category": category}, indent=2))
     else:
-        print(render(loaded, facts, live, decision))
+        print(render(loaded, facts, live, decision, _prompt_lines(compiled, difficulty, category)))
     return 0
 
 
@@ -121,7 +127,18 @@ def _per_backend(values: dict[str, Any], fmt: str = "{}") -> str:
     return ", ".join(f"{k}={fmt.format(v)}" for k, v in values.items()) or "-"
 
 
-def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision: RouteDecision) -> str:
+def _prompt_lines(compiled: CompiledPolicy, difficulty: float | None, category: str | None) -> list[str]:
+    unused = " (no rule uses it: the gateway would not compute it)"
+    shown = "- (not scored: the model could not load, see the log)" if difficulty is None else (
+        f"{difficulty:.3f} (P(local model not good enough)){'' if compiled.uses_difficulty else unused}")
+    lines = [f"  difficulty              {shown}"]
+    if compiled.policy.categories:
+        lines.append(f"  category                {category or '-'}{'' if compiled.uses_category else unused}")
+    return lines
+
+
+def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision: RouteDecision,
+           prompt_lines: list[str] | None = None) -> str:
     """The human-readable explanation: facts, live state, decision."""
     lines = [_summary(loaded), "", "facts:",
              f"  team                    {facts.team}   model {facts.model_alias}   stream {facts.stream}",
@@ -134,6 +151,7 @@ def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision:
              f"  headers                 {_per_backend(facts.headers)}",
              f"  tags                    {_per_backend(facts.tags)}",
              f"  over_budget             {facts.over_budget}",
+             *(prompt_lines or []),
              f"  time                    {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(facts.now))}",
              "", "state:"]
     for name in loaded.policy.backends:

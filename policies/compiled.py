@@ -9,7 +9,7 @@ from typing import Any
 from policies.conditions import Condition, compile_when
 from policies.decision import Target
 from policies.estimator import TokenPrice, hosted_price
-from policies.rule_schema import Rule
+from policies.rule_schema import Rule, When
 from policies.schema import Policy, Team
 from policies.tokens import encoding_name_for
 
@@ -47,6 +47,8 @@ class CompiledPolicy:
     absent_backends: tuple[str, ...] = ()
     empty_team: Team = field(default_factory=Team)
     team_by_key_hash: Mapping[str, str] = field(default_factory=dict)  # sha256 hex of a key → team
+    uses_difficulty: bool = False  # a rule looks at `difficulty`: only then is the prompt scored
+    uses_category: bool = False  # a rule looks at `category` (semantic routes)
 
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
@@ -74,6 +76,10 @@ def _alias(name: str, policy: Policy, engines: frozenset[str]) -> AliasInfo:
     return AliasInfo(name, targets, by_backend, encoding, frozenset(spec.teams) if spec.teams is not None else None)
 
 
+def _when_uses(when: When, fact: str) -> bool:
+    return getattr(when, fact) is not None or any(_when_uses(alt, fact) for alt in when.any or ())
+
+
 def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None, source: str = "<policy>",
                    absent_backends: tuple[str, ...] = ()) -> CompiledPolicy:
     """Prepare `policy` for decide(); `price_table` is litellm's (see estimator.litellm_price_table)."""
@@ -89,4 +95,7 @@ def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None,
                 prices[(target.backend, target.model)] = price
     rules = tuple(CompiledRule(r.name, r, tuple(compile_when(r.when))) for r in policy.rules)
     keys = {h.removeprefix("sha256:"): name for name, team in policy.teams.items() for h in team.key_hashes}
-    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys)
+    difficulty = any(r.strategy == "quality_floor" or _when_uses(r.when, "difficulty") for r in policy.rules)
+    category = any(_when_uses(r.when, "category") for r in policy.rules)
+    return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys, difficulty,
+                          category)

@@ -149,7 +149,8 @@ def compile_when(when: When) -> list[Condition]:
     """Every condition of a `when` block; all must hold (an `any` list is one condition)."""
     out: list[Condition] = []
     for field, fact in (("team", "team"), ("model", "model_alias"), ("prompt_tokens", "prompt_tokens"),
-                        ("expected_output_tokens", "expected_output_tokens"), ("total_tokens", "total_tokens")):
+                        ("expected_output_tokens", "expected_output_tokens"), ("total_tokens", "total_tokens"),
+                        ("difficulty", "difficulty"), ("category", "category")):
         cmp = getattr(when, field)
         if cmp is not None:
             test, label = compile_cmp(cmp)

@@ -32,6 +32,9 @@ class RequestFacts:
     prefix_hit_rate: dict[str, float] = field(default_factory=dict)  # engines that report one
     encoding: str = ""  # the tiktoken encoding prompt_tokens was counted with
     output_source: str = ""  # "max_tokens" | "team_p90" | "team_default" | "default"
+    # P(the weak/local model's answer is not good enough), 0..1; None unless the policy uses it
+    difficulty: float | None = None
+    category: str | None = None  # nearest of the policy's `categories`; None unless a rule uses it
     # The most each backend may produce: max_tokens, else the max_tokens the gateway sends it (its
     # default cap), else expected_output_tokens. KV holds and context checks use it.
     output_tokens_by_backend: dict[str, int] = field(default_factory=dict)
@@ -59,7 +62,7 @@ class RouteDecision:
     reason: str
     shadow_rule: str = ""  # a shadow rule (or shadow policy) that matched: recorded, never applied
     shadow_targets: tuple[Target, ...] = ()
-    strategy: str = ""  # first_match | kv_fit | cheapest_within_slo | default
+    strategy: str = ""  # first_match | kv_fit | cheapest_within_slo | quality_floor | default
     refusal: str = ""  # "" | "no_capacity" | "no_healthy_backend" | "not_allowed" | "too_large"
     retry_after_s: float = 0.0
     shadow_reason: str = ""

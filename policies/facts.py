@@ -2,7 +2,7 @@
 the token counter, calibration and clocks are passed in)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policies.calibration import Calibration
@@ -68,9 +68,14 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
 def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
                 counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
                 team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
-                prompt_tokens: int | None = None) -> RequestFacts:
+                prompt_tokens: int | None = None,
+                difficulty: Callable[[Mapping[str, Any]], float | None] | None = None,
+                category: Callable[[Mapping[str, Any], Mapping[str, list[str]]], str | None] | None = None,
+                ) -> RequestFacts:
     """The facts about one chat/completions request; raises RoutingError for an unknown model.
-    `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop."""
+    `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop.
+    `difficulty` scores the prompt and `category` finds its nearest policy category (policies.quality);
+    each is called only when a rule of the policy uses it."""
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
     prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
     output, output_source = expected_output(compiled, body, team, team_p90)
@@ -107,6 +112,8 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source, output_tokens_by_backend=outputs,
+        difficulty=difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
+        category=category(body, policy.categories) if category is not None and compiled.uses_category else None,
     )
 
 

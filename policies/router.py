@@ -44,6 +44,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
+from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
 from policies.calibration import Calibration
@@ -78,6 +79,9 @@ class PolicyRouter:
         self.poller = EngineStatePoller(state_sources(self._compiled.policy, self.engine_urls),
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
+        self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
+        if self._compiled.uses_difficulty or self._compiled.uses_category:
+            self.quality.warm(self._compiled.policy.categories)
 
     @property
     def compiled(self) -> CompiledPolicy:
@@ -111,7 +115,8 @@ class PolicyRouter:
         return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
                            counter=self.counter, calibration=self.calibration, headers=headers,
                            team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
-                           prompt_tokens=prompt_tokens)
+                           prompt_tokens=prompt_tokens, difficulty=self.quality,
+                           category=self.quality.category)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:
@@ -187,6 +192,8 @@ class PolicyRouter:
         """Swap in a new policy. Requests that pinned the old `compiled` finish under it."""
         compiled = _compile(policy, self._prices)
         self.counter.warm({a.encoding for a in compiled.aliases.values()})
+        if compiled.uses_difficulty or compiled.uses_category:
+            self.quality.warm(compiled.policy.categories)  # the first request after a reload pays nothing
         health = HealthBook(compiled.policy.backends, compiled.policy.health)
         health.carry_over(self.health)
         self._compiled, self.health = compiled, health

@@ -101,6 +101,8 @@ class When(_Strict):
     prompt_tokens: Cmp | None = None
     expected_output_tokens: Cmp | None = None
     total_tokens: Cmp | None = None  # prompt + expected output
+    difficulty: Cmp | None = None  # P(the local model's answer is not good enough), 0..1 (policies.quality)
+    category: Cmp | None = None  # the nearest of the policy's `categories` (semantic routes)
     stream: bool | None = None
     over_budget: bool | None = None
     headers: dict[str, Cmp] = Field(default_factory=dict)  # x-* request headers, names lower-cased
@@ -118,11 +120,12 @@ class When(_Strict):
         return {name.lower(): cmp for name, cmp in value.items()}
 
 
-Strategy = Literal["first_match", "kv_fit", "cheapest_within_slo"]
+Strategy = Literal["first_match", "kv_fit", "cheapest_within_slo", "quality_floor"]
 _STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
     "first_match": ("route",),
     "kv_fit": ("local", "spill", "max_waiting"),
     "cheapest_within_slo": ("candidates", "slo"),
+    "quality_floor": ("local", "spill", "max_waiting", "max_difficulty", "hard_to_local"),
 }
 
 
@@ -137,6 +140,9 @@ class Rule(_Strict):
     full, 400 when the request is larger than its context or whole KV pool.
     cheapest_within_slo: `candidates` that are predicted to meet the TTFT SLO, cheapest first,
     then the rest by predicted TTFT.
+    quality_floor: a request whose difficulty is at most `max_difficulty` goes as kv_fit does (local
+    if it fits, else `spill`); a harder one (or one not scored) goes to `spill` only — to `local` as a
+    fallback after it when `hard_to_local` is true, else never.
     """
 
     name: str = Field(min_length=1)
@@ -149,6 +155,8 @@ class Rule(_Strict):
     max_waiting: int | None = Field(default=None, ge=0)  # default: the backend's own max_waiting
     candidates: list[str] = Field(default_factory=list)
     slo: str | None = None
+    max_difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
+    hard_to_local: bool = False
     shadow: bool = False  # evaluated and recorded, never applied
 
     @field_validator("name")
@@ -163,11 +171,14 @@ class Rule(_Strict):
             for name in fields:
                 if strategy != self.strategy and name not in own and name in self.model_fields_set:
                     raise ValueError(f"field {name!r} belongs to strategy {strategy}, not {self.strategy}")
-        required = {"first_match": "route", "kv_fit": "local", "cheapest_within_slo": "candidates"}
+        required = {"first_match": "route", "kv_fit": "local", "cheapest_within_slo": "candidates",
+                    "quality_floor": "local"}
         if not getattr(self, required[self.strategy]):
             raise ValueError(f"strategy {self.strategy} needs a non-empty {required[self.strategy]!r} list")
         if self.strategy == "cheapest_within_slo" and not self.slo:
             raise ValueError("strategy cheapest_within_slo needs 'slo' (a name from the policy's slos)")
+        if self.strategy == "quality_floor" and self.max_difficulty is None:
+            raise ValueError("strategy quality_floor needs 'max_difficulty' (0..1: harder requests skip local)")
         return self
 
     def backends(self) -> list[str]:

@@ -190,6 +190,8 @@ class Policy(_Strict):
     slos: dict[str, Slo] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)  # by backend model name; beats litellm's table
     rules: list[Rule] = Field(default_factory=list)
+    # semantic routes: category → a few example prompts; a request's `category` is the nearest one
+    categories: dict[str, list[str]] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     defaults: Defaults = Field(default_factory=Defaults)
 

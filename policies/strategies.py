@@ -1,5 +1,6 @@
 """How a matched rule orders its backends: first_match (as written), kv_fit (engines that fit, most
-headroom first, then spill) and cheapest_within_slo. Pure functions over one request's context."""
+headroom first, then spill), cheapest_within_slo and quality_floor (hard requests skip the local model).
+Pure functions over one request's context."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -166,4 +167,30 @@ def cheapest_within_slo(rule: Rule, ctx: Context) -> Outcome | None:
     return Outcome(backends, f"{head}: {'; '.join(notes)}")
 
 
-STRATEGIES = {"first_match": first_match, "kv_fit": kv_fit, "cheapest_within_slo": cheapest_within_slo}
+def quality_floor(rule: Rule, ctx: Context) -> Outcome | None:
+    """Easy (difficulty ≤ max_difficulty): as kv_fit — local if it fits, else spill. Hard, or not
+    scored: spill only; local after it only when the rule says `hard_to_local`."""
+    score, floor = ctx.facts.difficulty, rule.max_difficulty if rule.max_difficulty is not None else 1.0
+    if score is not None and score <= floor:
+        easy = kv_fit(rule, ctx)
+        return None if easy is None else Outcome(easy.backends, f"difficulty {score:.2f} ≤ {floor:g}: {easy.reason}",
+                                                 easy.refusal, easy.retry_after_s)
+    why = f"difficulty {score:.2f} > {floor:g}" if score is not None else "difficulty not scored"
+    hosted = tuple(b for b in rule.spill if b in ctx.usable)  # open circuits: decide() drops them, or refuses
+    if rule.hard_to_local:
+        local = kv_fit(rule.model_copy(update={"spill": []}), ctx)
+        fallback = local.backends if local is not None else ()
+        if not hosted and local is not None and not fallback:
+            return Outcome((), f"{why}, no hosted backend: {local.reason}", local.refusal, local.retry_after_s)
+        backends = (*hosted, *fallback)
+        return Outcome(backends, f"{why}: {', '.join(backends)} (local allowed as fallback)") if backends else None
+    if hosted:
+        return Outcome(hosted, f"{why}: hosted {', '.join(hosted)}")
+    if not any(b in ctx.usable for b in rule.local):
+        return None
+    return Outcome((), f"{why}: no hosted backend for this team, and the rule keeps hard requests off the local "
+                       "model (hard_to_local: false)", "not_allowed")
+
+
+STRATEGIES = {"first_match": first_match, "kv_fit": kv_fit, "cheapest_within_slo": cheapest_within_slo,
+              "quality_floor": quality_floor}

@@ -1,0 +1,192 @@
+"""The performance model of each backend: engine step times and KV capacity, hosted TTFT / tokens/s
+distributions and rate limits. Pure values built from a mapping (the model file's contents); the
+replay simulator and `hybridgw size` read them. Defaults and their sources: docs/replay.md."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+_Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+
+
+class PerfModelError(ValueError):
+    """A model file that cannot be used (names the field)."""
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """One engine replica: how long a step takes and how much KV it holds.
+
+    Our scheduler never mixes prefill and decode in one step, so a step is one or the other:
+    prefill = fixed + per uncached token + per cached context token the new ones attend to;
+    decode  = fixed + per running sequence + per context token read (K/V of the whole batch).
+    Defaults: SmolLM2-135M on this 2-core CPU (bf16, 2 torch threads, process core), from the
+    measured figures in docs/benchmarks.md (2026-11-26); see docs/replay.md for the derivation.
+    """
+
+    source: str = "smollm2 on the 2-core CPU, docs/benchmarks.md 2026-11-26"
+    prefill_fixed_s: float = 0.060  # a prefill step of a few tokens costs 45–70 ms here
+    prefill_per_token_s: float = 0.00033  # ≈ 2 × 135M FLOP per token at ~0.8 TFLOP/s (2 threads × bf16 peak)
+    prefill_per_context_token_s: float = 0.0
+    decode_fixed_s: float = 0.0082  # batch 1: ITL 8.9 ms
+    decode_per_seq_s: float = 0.00057  # batch 64, 39+64 tokens each: 52–55 ms per step
+    decode_per_context_token_s: float = 2.3e-6  # 23 KB of K/V per token at ~10 GB/s
+    block_size: int = 16
+    num_blocks: int = 2912  # the CPU default KV pool: 1 GiB ÷ (16 × 23,040 B)
+    kv_bytes_per_token: int = 23040  # 2 × 30 layers × 3 KV heads × 64 × 2 B (bf16)
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 8192
+    max_waiting: int = 256
+    usd_per_hour: float = 0.0  # what one replica costs to run (0: already paid for)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "source" and (isinstance(value, bool) or value < 0):
+                raise PerfModelError(f"engine.{f.name} must be a number ≥ 0, got {value!r}")
+        for name in ("block_size", "num_blocks", "kv_bytes_per_token", "max_num_seqs", "max_num_batched_tokens",
+                     "max_model_len", "max_waiting"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PerfModelError(f"engine.{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
+
+    def prefill_time(self, uncached_tokens: int, context_tokens: int = 0) -> float:
+        """One prefill step computing `uncached_tokens` (all sequences in it together)."""
+        return (self.prefill_fixed_s + self.prefill_per_token_s * uncached_tokens
+                + self.prefill_per_context_token_s * context_tokens)
+
+    def decode_time(self, num_seqs: int, context_tokens: int) -> float:
+        """One decode step of `num_seqs` sequences holding `context_tokens` tokens in all (the ITL)."""
+        return self.decode_fixed_s + self.decode_per_seq_s * num_seqs + self.decode_per_context_token_s * context_tokens
+
+    def decode_run_time(self, num_seqs: int, context_tokens: int, num_steps: int) -> float:
+        """`num_steps` decode steps of the same batch; its context grows by `num_seqs` each step."""
+        first = self.decode_time(num_seqs, context_tokens)
+        return num_steps * first + self.decode_per_context_token_s * num_seqs * num_steps * (num_steps - 1) / 2
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def kv_pool_bytes(self) -> int:
+        return self.kv_capacity_tokens * self.kv_bytes_per_token
+
+    def prefill_tokens_per_s(self) -> float:
+        """Nominal prefill rate of a full token budget (what the engine's state would report)."""
+        return self.max_num_batched_tokens / self.prefill_time(self.max_num_batched_tokens)
+
+    def decode_tokens_per_s(self, num_seqs: int, context_per_seq: int) -> float:
+        return num_seqs / self.decode_time(num_seqs, num_seqs * context_per_seq)
+
+
+@dataclass(frozen=True)
+class HostedModel:
+    """A hosted model as the gateway sees it: TTFT lognormal (p50, p95), decode speed lognormal
+    (p50 and p05 of tokens/s) and a requests-per-minute limit (0: none). Defaults are ASSUMPTIONS
+    (typical small hosted models, e.g. gpt-4o-mini, 2025), not measurements: set your own."""
+
+    source: str = "assumed: typical small hosted model, not measured"
+    ttft_p50_s: float = 0.45
+    ttft_p95_s: float = 1.2
+    tokens_per_s_p50: float = 80.0
+    tokens_per_s_p05: float = 40.0
+    requests_per_minute: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ttft_p50_s <= self.ttft_p95_s:
+            raise PerfModelError(f"hosted: need 0 < ttft_p50_s ≤ ttft_p95_s, got {self.ttft_p50_s}, {self.ttft_p95_s}")
+        if not 0 < self.tokens_per_s_p05 <= self.tokens_per_s_p50:
+            raise PerfModelError("hosted: need 0 < tokens_per_s_p05 ≤ tokens_per_s_p50")
+        if isinstance(self.requests_per_minute, bool) or not isinstance(self.requests_per_minute, int) \
+                or self.requests_per_minute < 0:
+            raise PerfModelError(f"hosted.requests_per_minute must be an integer ≥ 0, got {self.requests_per_minute!r}")
+
+    def ttft(self, z: float) -> float:
+        """The TTFT at standard-normal draw `z` (z = 0: the median, z = 1.645: p95)."""
+        return self.ttft_p50_s * math.exp(z * math.log(self.ttft_p95_s / self.ttft_p50_s) / _Z95)
+
+    def tokens_per_s(self, z: float) -> float:
+        """Decode speed at draw `z` (z = -1.645: the p05)."""
+        return self.tokens_per_s_p50 * math.exp(z * math.log(self.tokens_per_s_p50 / self.tokens_per_s_p05) / _Z95)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One request on one backend, now: when its first token and its last arrive (seconds)."""
+
+    ttft_s: float
+    e2e_s: float
+
+
+def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
+                   queued_prompt_tokens: int = 0, num_running: int = 0, running_context_tokens: int = 0) -> Prediction:
+    """TTFT = the decode step in progress + the prefill steps for the queue ahead and this prompt's
+    uncached tokens (in token-budget chunks; each step stalls the running decodes); E2E adds its
+    decode steps in a batch one larger, at its mean context."""
+    uncached = max(0, prompt_tokens - cached_tokens)
+    prefill = queued_prompt_tokens + uncached
+    steps = max(1, math.ceil(prefill / model.max_num_batched_tokens))
+    in_progress = model.decode_time(num_running, running_context_tokens) if num_running else 0.0
+    ttft = in_progress + steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill + \
+        model.prefill_per_context_token_s * cached_tokens
+    batch = min(model.max_num_seqs, num_running + 1)
+    step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
+    return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)
+
+
+def predict_hosted(model: HostedModel, output_tokens: int, z: float = _Z95) -> Prediction:
+    """At quantile `z` of both distributions (default: the p95 TTFT and the p05 speed)."""
+    ttft = model.ttft(z)
+    return Prediction(ttft, ttft + max(0, output_tokens - 1) / model.tokens_per_s(-z))
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    """Models by backend name; `default_engine` / `default_hosted` for backends not named."""
+
+    engines: Mapping[str, EngineModel]
+    hosted: Mapping[str, HostedModel]
+    default_engine: EngineModel = EngineModel()
+    default_hosted: HostedModel = HostedModel()
+
+    def engine(self, backend: str) -> EngineModel:
+        return self.engines.get(backend, self.default_engine)
+
+    def hosted_model(self, backend: str) -> HostedModel:
+        return self.hosted.get(backend, self.default_hosted)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise PerfModelError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise PerfModelError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+    for name, value in data.items():
+        expected = type(getattr(cls(), name))
+        ok = isinstance(value, str) if expected is str else \
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (expected is float or isinstance(value, int))
+        if not ok:
+            raise PerfModelError(f"{where}.{name} must be {expected.__name__}, got {value!r}")
+    try:
+        return replace(cls(), **{k: (float(v) if known[k].type in ("float", float) else v) for k, v in data.items()})
+    except PerfModelError as exc:
+        raise PerfModelError(f"{where}: {exc}") from None
+
+
+def perf_model_from_mapping(data: Any) -> PerfModel:
+    """The model file's contents: {engines: {NAME|default: {...}}, hosted: {NAME|default: {...}}}."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise PerfModelError("a performance model file is a mapping with `engines` and/or `hosted`")
+    extra = sorted(set(data) - {"engines", "hosted"})
+    if extra:
+        raise PerfModelError(f"unknown top-level field {extra[0]!r}; allowed: engines, hosted")
+    engines = {name: _build(EngineModel, spec, f"engines.{name}") for name, spec in (data.get("engines") or {}).items()}
+    hosted = {name: _build(HostedModel, spec, f"hosted.{name}") for name, spec in (data.get("hosted") or {}).items()}
+    return PerfModel(engines, hosted, engines.pop("default", EngineModel()), hosted.pop("default", HostedModel()))

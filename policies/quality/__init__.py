@@ -1,0 +1,1 @@
+"""Quality-aware routing: the difficulty score (trained, shipped, scored offline) and its evaluation."""

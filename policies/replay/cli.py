@@ -1,0 +1,89 @@
+"""`hybridgw replay POLICY… --traffic FILE | --ledger usage.sqlite3`: what each policy would have done with
+recorded traffic — cost, backend split, TTFT/E2E, SLO attainment, KV and queue — side by side."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from policies.compiled import compile_policy
+from policies.errors import PolicyError
+from policies.estimator import litellm_price_table
+from policies.perf_model import PerfModelError
+from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
+from policies.replay.render import report_html, table, to_json
+from policies.replay.simulator import ReplaySetup, replay
+from policies.replay.summary import recorded_summary, summarize
+from policies.replay.traffic import TrafficError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridgw replay",
+                                     description="Replay recorded traffic against policies on a simulated clock.")
+    parser.add_argument("policies", nargs="+", type=Path, help="policy files to compare")
+    add_traffic_args(parser)
+    parser.add_argument("--ttft-slo", type=float, help="TTFT SLO in seconds (default: each team's, else the policy's tightest)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the hosted response times (default 0)")
+    parser.add_argument("--json", type=Path, help="write the summaries as JSON here ('-': stdout, no table)")
+    parser.add_argument("--html", type=Path, help="write the what-if report (HTML with inline SVG) here")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment for the policies' ${VAR} (requires_env backends are always present)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.ttft_slo is not None and not args.ttft_slo > 0:
+        raise ValueError(f"--ttft-slo must be > 0, got {args.ttft_slo}")
+    perf = read_perf_model(args.perf_model)
+    loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
+    traffic = read_traffic(args)
+    if args.team and not traffic:
+        raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
+    prices = litellm_price_table()
+    setup = ReplaySetup(perf, prices, args.seed)
+    summaries = []
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for path, policy in zip(args.policies, loaded):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        outcomes = replay(policy, traffic, setup)
+        compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
+        summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
+        timings[str(path)] = round(time.perf_counter() - started, 3)
+        cpu[str(path)] = round(time.process_time() - cpu_started, 3)
+        summaries.append(summary)
+    if loaded:  # what actually happened, when the traffic comes from the ledger
+        first = loaded[0]
+        baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
+                                    traffic, perf, args.ttft_slo)
+        summaries = ([baseline] if baseline is not None else []) + summaries
+    meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
+            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
+            "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,
+            "replay_seconds": timings, "replay_cpu_seconds": cpu}
+    if args.json is not None:
+        text = to_json(summaries, meta)
+        if str(args.json) == "-":
+            print(text)
+        else:
+            args.json.write_text(text + "\n", encoding="utf-8")
+    if str(args.json) != "-":
+        print(table(summaries))
+        print(f"\n{len(traffic)} requests over {meta['window_s']:.0f} s; replayed in "
+              + ", ".join(f"{t:.2f} s ({c:.2f} s CPU)" for t, c in zip(timings.values(), cpu.values())))
+    if args.html is not None:
+        args.html.write_text(report_html(summaries, meta), encoding="utf-8")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except PolicyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    except (TrafficError, PerfModelError, ValueError, OSError) as exc:
+        print(f"hybridgw replay: {exc}", file=sys.stderr)
+        return 2

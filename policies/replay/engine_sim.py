@@ -1,0 +1,185 @@
+"""One simulated engine replica: the engine's own pure scheduler and block manager, stepped on a
+simulated clock whose step times come from the performance model (no torch, no model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from local_engine.admission import EngineLimits
+from local_engine.block_manager import BlockManager
+from local_engine.config import EngineConfig
+from local_engine.errors import RequestTooLarge
+from local_engine.scheduler import Scheduler
+from local_engine.sequence import FinishReason, SamplingParams, Sequence
+from policies.live import EngineSnapshot
+from policies.perf_model import EngineModel
+
+_PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
+_PADS = [_PAD] * 256
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    time: float
+    request: int  # the replay's request index
+    first_token: bool  # True: its first token; False: it finished
+
+
+class SimEngine:
+    """Steps whenever it has work; `advance(t)` runs every step that starts by `t`."""
+
+    def __init__(self, model: EngineModel, prefix_caching: bool) -> None:
+        self.model = model
+        config = EngineConfig(block_size=model.block_size, max_num_seqs=model.max_num_seqs,
+                              max_num_batched_tokens=max(model.max_num_batched_tokens, model.max_num_seqs),
+                              max_model_len=model.max_model_len, max_waiting=model.max_waiting,
+                              enable_prefix_caching=prefix_caching)
+        self.blocks = BlockManager(model.num_blocks, model.block_size, prefix_caching)
+        self.scheduler = Scheduler(config, self.blocks)
+        self.limits = EngineLimits(model.max_model_len, model.block_size, model.num_blocks, model.max_num_seqs,
+                                   model.max_waiting)
+        self.clock = 0.0
+        self.busy_s = 0.0
+        self._request: dict[int, int] = {}  # seq_id → request index
+        self._left: dict[int, int] = {}  # seq_id → tokens it has still to generate
+        self._prefill_rate = model.prefill_tokens_per_s()
+        self._decode_rate = model.decode_tokens_per_s(min(16, model.max_num_seqs), 512)
+
+    def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
+        """Why the engine would refuse this request now ("" when it takes it)."""
+        try:
+            self.limits.check_fits(prompt_tokens, max_tokens)
+        except RequestTooLarge:
+            return "too_large"
+        return "full" if len(self.scheduler.waiting) >= self.model.max_waiting else ""
+
+    def submit(self, request: int, prompt_ids: list[int], output_tokens: int, now: float) -> None:
+        if not self.scheduler.has_work():
+            self.clock = max(self.clock, now)  # idle until now
+        seq = Sequence(prompt_ids, SamplingParams(max_tokens=output_tokens), arrival_time=now)
+        self._request[seq.seq_id] = request
+        self._left[seq.seq_id] = max(1, output_tokens)
+        self.scheduler.add(seq)
+
+    def snapshot(self, now: float) -> EngineSnapshot:
+        m, s = self.model, self.scheduler
+        return EngineSnapshot(
+            taken_at=now, kv_bytes_per_token=m.kv_bytes_per_token, block_size=m.block_size,
+            num_blocks_total=m.num_blocks, num_blocks_free=self.blocks.num_free_blocks, num_running=len(s.running),
+            num_waiting=len(s.waiting), prefix_cache_hit_rate=self.blocks.prefix_cache_hit_rate,
+            prefill_tokens_per_s=self._prefill_rate, decode_tokens_per_s=self._decode_rate,
+            max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs, max_waiting=m.max_waiting)
+
+    def advance(self, until: float, events: list[EngineEvent]) -> None:
+        """Run every step that starts at or before `until`, appending first-token and finish events."""
+        while self.clock <= until and self.scheduler.has_work():
+            batch = self.scheduler.schedule()
+            if batch is None:
+                return
+            start = self.clock
+            if batch.is_prefill:
+                context = sum(seq.num_cached_tokens for seq in batch.seqs)
+                self.clock += self.model.prefill_time(batch.total_tokens, context)
+                self._after_prefill(batch.seqs, batch.num_scheduled_tokens, events)
+            else:
+                # A preemption this step may let a waiting sequence in at the next: step once.
+                self._decode_run(batch.seqs, self.clock if batch.preempted_seq_ids else until, events)
+                self._keep_decoding(until, events)
+            self.busy_s += self.clock - start
+
+    def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
+        """With nothing waiting, the scheduler's next step is a decode of every running sequence:
+        go on without asking it, across finishes, until something waits, the free blocks cannot give
+        each sequence its next slot (a preemption: the scheduler's call), or `until`."""
+        running, bm = self.scheduler.running, self.blocks
+        while running and not self.scheduler.waiting and self.clock <= until:
+            seqs = tuple(running[:self.model.max_num_seqs])
+            capacity = bm.block_size
+            short = sum(1 for seq in seqs if seq.num_tokens > len(seq.block_table) * capacity)
+            if short > bm.num_free_blocks:
+                return
+            for seq in seqs:
+                bm.may_append(seq)
+            self._decode_run(seqs, until, events)
+
+    def _after_prefill(self, seqs: tuple[Sequence, ...], counts: tuple[int, ...], events: list[EngineEvent]) -> None:
+        for seq, n in zip(seqs, counts):
+            samples = seq.num_cached_tokens + n == seq.num_tokens
+            seq.num_cached_tokens += n
+            self.blocks.cache_full_blocks(seq)
+            if not samples:
+                continue
+            seq.append_token(_PAD)
+            if seq.num_completion_tokens == 1:
+                events.append(EngineEvent(self.clock, self._request[seq.seq_id], True))
+            self._maybe_finish(seq, events)
+
+    def _decode_run(self, seqs: tuple[Sequence, ...], until: float, events: list[EngineEvent]) -> None:
+        """The scheduled decode step, and as many identical ones after it as nothing can change:
+        no sequence finishes before the last, the free blocks cover every block they cross into,
+        and no step starts after `until` (a new arrival may change the next schedule)."""
+        left = self._left
+        num = len(seqs)
+        context = sum(len(seq.token_ids) for seq in seqs)
+        steps = min(left[seq.seq_id] for seq in seqs)
+        step_s = self.model.decode_time(num, context)
+        if until != float("inf"):
+            steps = max(1, min(steps, int((until - self.clock) / step_s) + 1))
+        steps = self._fit_blocks(seqs, steps)
+        self.clock += self.model.decode_run_time(num, context, steps)
+        caching = self.blocks.enable_prefix_caching
+        for seq in seqs:
+            if steps == 1:  # the common case: the scheduler already gave its token a slot
+                seq.num_cached_tokens += 1
+                seq.token_ids.append(_PAD)
+                if caching:
+                    self.blocks.cache_full_blocks(seq)
+            else:
+                self._grow(seq, steps)
+            remaining = left[seq.seq_id] - steps
+            if remaining > 0:
+                left[seq.seq_id] = remaining
+            else:
+                self._finish(seq, events)
+
+    def _extra_blocks(self, seqs: tuple[Sequence, ...], steps: int) -> int:
+        bm = self.blocks
+        return sum(max(0, bm.num_blocks_for(s.num_cached_tokens + steps) - len(s.block_table)) for s in seqs)
+
+    def _fit_blocks(self, seqs: tuple[Sequence, ...], steps: int) -> int:
+        free = self.blocks.num_free_blocks
+        # No sequence crosses more than steps // block_size + 1 block boundaries: often enough to know.
+        if steps <= 1 or len(seqs) * (steps // self.blocks.block_size + 1) <= free \
+                or self._extra_blocks(seqs, steps) <= free:
+            return steps
+        low, high = 1, steps  # the first step's blocks are already in place (the scheduler did it)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self._extra_blocks(seqs, mid) <= free else (low, mid - 1)
+        return low
+
+    def _grow(self, seq: Sequence, steps: int) -> None:
+        """Compute `steps` decode tokens of `seq`: take the blocks they cross into, append the samples."""
+        bm = self.blocks
+        target = seq.num_cached_tokens + steps  # positions that will hold K/V
+        tokens = seq.token_ids
+        tokens.extend(_PADS[:target - len(tokens)] if target - len(tokens) <= len(_PADS)
+                      else [_PAD] * (target - len(tokens)))
+        table, size = seq.block_table, bm.block_size
+        while len(table) * size < target:  # may_append adds one block while the last token lies past them
+            bm.may_append(seq)
+        seq.num_cached_tokens = target
+        tokens.append(_PAD)  # the token sampled by the last step
+        bm.cache_full_blocks(seq)
+
+    def _maybe_finish(self, seq: Sequence, events: list[EngineEvent]) -> None:
+        """After a prefill step that sampled a token: done when that was its last."""
+        remaining = self._left[seq.seq_id] - 1
+        if remaining > 0:
+            self._left[seq.seq_id] = remaining
+        else:
+            self._finish(seq, events)
+
+    def _finish(self, seq: Sequence, events: list[EngineEvent]) -> None:
+        self.scheduler.finish(seq, FinishReason.LENGTH)
+        events.append(EngineEvent(self.clock, self._request.pop(seq.seq_id), False))
+        del self._left[seq.seq_id]

@@ -1,0 +1,93 @@
+"""What the gateway knows while replaying: polled engine snapshots, its KV holds and in-flight counts
+per engine (as `policies.holds` keeps them), and hosted backends' rate limits and response times."""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from policies.health import HealthBook
+from policies.live import EngineSnapshot, InFlight, LiveState
+from policies.perf_model import HostedModel
+from policies.replay.engine_sim import SimEngine
+
+
+class HostedSim:
+    """A hosted backend: a requests-per-minute limit (429 beyond it) and seeded response times."""
+
+    def __init__(self, model: HostedModel, seed: int) -> None:
+        self.model = model
+        self._rng = random.Random(seed)
+        self._recent: deque[float] = deque()
+
+    def admit(self, now: float) -> bool:
+        limit = self.model.requests_per_minute
+        if not limit:
+            return True
+        while self._recent and self._recent[0] <= now - 60.0:
+            self._recent.popleft()
+        if len(self._recent) >= limit:
+            return False
+        self._recent.append(now)
+        return True
+
+    def timings(self, output_tokens: int) -> tuple[float, float]:
+        """(TTFT, E2E) of one response."""
+        ttft = self.model.ttft(self._rng.gauss(0.0, 1.0))
+        return ttft, ttft + max(0, output_tokens - 1) / self.model.tokens_per_s(self._rng.gauss(0.0, 1.0))
+
+
+@dataclass
+class _EngineBook:
+    """One engine as the gateway sees it between two polls."""
+
+    snapshot: EngineSnapshot | None = None
+    reserved: int = 0  # blocks held by this gateway's in-flight requests
+    num: int = 0
+    started_since: int = 0
+    ended_since: int = 0
+    released_since: int = 0  # blocks of requests started before the snapshot and ended after it
+    start_time: dict[int, float] = field(default_factory=dict)
+
+
+class GatewayView:
+    """Builds the LiveState decide() reads, exactly as PolicyRouter.live_state() would."""
+
+    def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float) -> None:
+        self.engines = engines
+        self.health = health
+        self.poll_s, self.stale_s = poll_s, stale_s
+        self.books = {name: _EngineBook() for name in engines}
+
+    def poll_due(self, now: float) -> bool:
+        return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
+
+    def live(self, now: float) -> LiveState:
+        snapshots: dict[str, EngineSnapshot] = {}
+        for name, book in self.books.items():
+            if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
+                book.snapshot = self.engines[name].snapshot(now)
+                book.started_since = book.ended_since = book.released_since = 0
+            snapshots[name] = book.snapshot
+        return LiveState(
+            now, snapshots, self.health.view(now), {n: b.reserved for n, b in self.books.items() if b.reserved},
+            self.stale_s, frozenset(), {n: b.released_since for n, b in self.books.items() if b.released_since},
+            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in self.books.items() if b.num or b.ended_since})
+
+    def started(self, backend: str, request: int, blocks: int, now: float) -> None:
+        book = self.books[backend]
+        book.reserved += blocks
+        book.num += 1
+        book.started_since += 1
+        book.start_time[request] = now
+
+    def ended(self, backend: str, request: int, blocks: int) -> None:
+        book = self.books[backend]
+        book.reserved -= blocks
+        book.num -= 1
+        started = book.start_time.pop(request)
+        if book.snapshot is not None and started <= book.snapshot.taken_at:
+            book.ended_since += 1
+            book.released_since += blocks
+        else:
+            book.started_since = max(0, book.started_since - 1)

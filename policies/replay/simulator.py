@@ -1,0 +1,183 @@
+"""The discrete-event replay of recorded traffic against one policy: the real build_facts + decide()
+on a simulated clock, simulated engines (their own scheduler and block manager) and hosted backends.
+
+Deterministic for a seed. Events in time order: at each arrival every engine is stepped up to it,
+earlier first tokens and finishes are applied (health TTFT stats, KV holds), then the request is
+routed and dispatched in the decision's order, the next target taken on a refusal (as dispatch does).
+"""
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from policies.calibration import Calibration
+from policies.compiled import compile_policy
+from policies.decide import decide
+from policies.errors import RoutingError
+from policies.facts import build_facts
+from policies.health import HealthBook
+from policies.loader import LoadedPolicy
+from policies.perf_model import PerfModel
+from policies.replay.engine_args import prefix_caching_off, shaped_by_args
+from policies.replay.engine_sim import EngineEvent, SimEngine
+from policies.replay.fast_stats import FastOutputStats, fast_health
+from policies.replay.gateway_sim import GatewayView, HostedSim
+from policies.replay.outcome import Outcomes
+from policies.replay.traffic import TrafficRecord
+from policies.tokens import TokenCounter
+
+_EPOCH = 1000.0  # the simulated monotonic clock at the first arrival
+
+
+@dataclass(frozen=True)
+class ReplaySetup:
+    """Everything one replay needs besides the policy and the traffic."""
+
+    perf: PerfModel
+    price_table: Mapping[str, Any]
+    seed: int = 0
+    num_buckets: int = 120  # time-series resolution (KV occupancy, queue, backend split)
+
+
+class _Run:
+    def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> None:
+        self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends)
+        policy = self.compiled.policy
+        prefix = any(r.prefix_id for r in traffic)
+        self.engines: dict[str, SimEngine] = {}
+        for n in sorted(self.compiled.engines):  # the engine the policy spawns, as its engine_args shape it
+            args = policy.backends[n].engine_args
+            self.engines[n] = SimEngine(shaped_by_args(setup.perf.engine(n), args), prefix and not prefix_caching_off(args))
+        self.hosted = {n: HostedSim(setup.perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
+                       for n in policy.backends if n not in self.compiled.engines}
+        self.health = fast_health(HealthBook(policy.backends, policy.health))
+        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
+        self.traffic = traffic
+        self.t0 = traffic[0].time
+        span = max(traffic[-1].time - self.t0, 1e-9)
+        self.out = Outcomes(len(traffic), list(policy.backends), list(self.engines), span, setup.num_buckets)
+        self.pending: list[tuple[float, int, int, str, bool]] = []  # (time, order, request, backend, first token)
+        self._order = 0
+        self.counter, self.calibration, self.outputs = TokenCounter(), Calibration(), FastOutputStats()
+        self.engine_events: list[EngineEvent] = []
+        self._prefixes: dict[str, list[int]] = {}
+        self._blocks: dict[int, int] = {}
+
+    def run(self) -> Outcomes:
+        for i, record in enumerate(self.traffic):
+            now = _EPOCH + record.time - self.t0
+            self._advance(now)
+            self.out.at(now - _EPOCH)
+            self._route(i, record, now)
+            self.out.sample({n: e.blocks.usage for n, e in self.engines.items()},
+                            {n: len(e.scheduler.waiting) for n, e in self.engines.items()})
+        self._advance(float("inf"))
+        self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
+        return self.out
+
+    def _advance(self, now: float) -> None:
+        # Engines are stepped only when the gateway polls them or a request is sent to them: between
+        # those moments nothing reads their state (their first-token times reach the TTFT stats late
+        # by up to one poll interval), and fewer, longer decode runs are what keep the replay fast.
+        if self.view.poll_due(now):
+            for name in self.engines:
+                self._step(name, now)
+        while self.pending and self.pending[0][0] <= now:
+            when, _, request, backend, first = heapq.heappop(self.pending)
+            arrival = _EPOCH + self.traffic[request].time - self.t0
+            if first:
+                self.out.ttft[request] = when - arrival
+                self.health.record(backend, True, when - arrival, when)
+            else:
+                self.out.e2e[request] = when - arrival
+                if backend in self.engines:
+                    self.view.ended(backend, request, self._blocks.pop(request))
+
+    def _step(self, name: str, now: float) -> None:
+        self.engines[name].advance(now, self.engine_events)
+        for event in self.engine_events:
+            self._push(event.time, event.request, name, event.first_token)
+        self.engine_events.clear()
+
+    def _push(self, when: float, request: int, backend: str, first: bool) -> None:
+        self._order += 1
+        heapq.heappush(self.pending, (when, self._order, request, backend, first))
+
+    def _route(self, i: int, record: TrafficRecord, now: float) -> None:
+        body: dict[str, Any] = {"model": record.model}
+        if record.max_tokens is not None:
+            body["max_tokens"] = record.max_tokens
+        live = self.view.live(now)
+        try:
+            facts = build_facts(self.compiled, body, record.team, live, counter=self.counter,
+                                calibration=self.calibration, headers=record.headers,
+                                team_p90=self.outputs.p90(record.team), now_unix=record.time,
+                                prompt_tokens=record.prompt_tokens)
+        except RoutingError as exc:
+            self.out.refuse(i, exc.code)
+            return
+        decision = decide(self.compiled, facts, live)
+        if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
+            self.health.claim_probe(decision.targets[0].backend, now)  # as PolicyRouter.route does
+        self.outputs.record(record.team, record.output_tokens)  # learned in arrival order (see docs/replay.md)
+        for target in decision.targets:
+            if self._dispatch(i, record, target.backend, target.model, facts.blocks_needed.get(target.backend), now,
+                              facts.expected_output_tokens):
+                self.out.rule[i] = decision.rule
+                return
+        self.out.refuse(i, decision.refusal or "all_targets_failed")
+
+    def _dispatch(self, i: int, record: TrafficRecord, backend: str, model: str, blocks: int | None, now: float,
+                  expected_output: int) -> bool:
+        engine = self.engines.get(backend)
+        if engine is not None:
+            self._step(backend, now)
+            if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens):
+                self.health.record(backend, False, None, now)  # 400/503 before the first byte
+                return False
+            engine.submit(i, self._prompt(i, record), record.output_tokens, now)
+            self._blocks[i] = blocks if blocks is not None else engine.blocks.num_blocks_for(
+                record.prompt_tokens + expected_output)
+            self.view.started(backend, i, self._blocks[i], now)
+        else:
+            hosted = self.hosted[backend]
+            if not hosted.admit(now):
+                self.health.record(backend, False, None, now)  # 429
+                return False
+            ttft, e2e = hosted.timings(record.output_tokens)
+            self._push(now + ttft, i, backend, True)
+            self._push(now + e2e, i, backend, False)
+        self.out.serve(i, backend, self._cost(backend, model, record))
+        return True
+
+    def _cost(self, backend: str, model: str, record: TrafficRecord) -> float:
+        price = self.compiled.hosted_prices.get((backend, model))
+        if price is None and backend in self.engines:
+            spec = self.compiled.policy.backends[backend]
+            local = self.compiled.policy.prices.get(model) or spec.price
+            if local is not None and local.usd_per_gpu_hour is None:  # per-token price; $/hour is per window
+                return ((local.input_usd_per_mtok or 0.0) * record.prompt_tokens
+                        + (local.output_usd_per_mtok or 0.0) * record.output_tokens) / 1e6
+        return price.cost(record.prompt_tokens, record.output_tokens) if price is not None else 0.0
+
+    def _prompt(self, i: int, record: TrafficRecord) -> list[int]:
+        """Token ids whose only property that matters is which blocks they share: the prefix's
+        tokens are the same for every request with its id; the rest start with a unique token."""
+        shared: list[int] = []
+        if record.prefix_id and record.prefix_tokens:
+            shared = self._prefixes.get(record.prefix_id, [])
+            if len(shared) < record.prefix_tokens:
+                # The id's CRC as the first token: two ids share no block (bar a CRC collision).
+                shared = [zlib.crc32(record.prefix_id.encode())] + [k % 50000 + 1 for k in range(1, record.prefix_tokens)]
+                self._prefixes[record.prefix_id] = shared
+            shared = shared[:record.prefix_tokens]
+        rest = record.prompt_tokens - len(shared)
+        return shared + ([100_000 + i] + [0] * (rest - 1) if rest > 0 else [])
+
+
+def replay(loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> Outcomes:
+    """Replay `traffic` (sorted by time) against one policy; the per-request outcomes and time series."""
+    return _Run(loaded, traffic, setup).run()

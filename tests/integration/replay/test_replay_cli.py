@@ -1,0 +1,162 @@
+"""`hybridgw replay` and `hybridgw size` run as the user runs them: files in, table / JSON / HTML out,
+and bad input answered with a clear message and exit 2, never a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from observability.sqlite_store import SqliteStore
+from observability.usage import UsageRecord
+
+SPILL = """\
+version: 1
+backends:
+  local: {kind: engine, model: smollm2, price: {usd_per_gpu_hour: 2.0}}
+  openai: {kind: openai, base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY, requires_env: OPENAI_API_KEY}
+models:
+  chat:
+    deployments:
+      - {backend: local, model: smollm2}
+      - {backend: openai, model: gpt-4o-mini}
+slos: {interactive: {ttft_p95_s: 1.0}}
+rules:
+  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}
+"""
+HOSTED = """\
+version: 1
+backends:
+  openai: {kind: openai, base_url: https://api.openai.com/v1}
+models:
+  chat:
+    deployments:
+      - {backend: openai, model: gpt-4o-mini}
+"""
+PERF = "engines:\n  default: {num_blocks: 400, source: test engine}\nhosted:\n  default: {ttft_p50_s: 0.3, ttft_p95_s: 0.6}\n"
+
+
+def _hybridgw(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}  # replay needs no key
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    out = {"spill": tmp_path / "spill.yaml", "hosted": tmp_path / "hosted.yaml", "perf": tmp_path / "perf.yaml",
+           "traffic": tmp_path / "traffic.jsonl"}
+    out["spill"].write_text(SPILL)
+    out["hosted"].write_text(HOSTED)
+    out["perf"].write_text(PERF)
+    lines = [json.dumps({"time": 1_800_000_000 + i * 0.05, "team": "a", "model": "chat",
+                         "prompt_tokens": 200 + (i * 37) % 900, "output_tokens": 20 + (i * 13) % 200})
+             for i in range(400)]
+    out["traffic"].write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_replay_compares_policies_in_table_json_and_html(files: dict[str, Path], tmp_path: Path) -> None:
+    report, data = tmp_path / "r.html", tmp_path / "r.json"
+    run = _hybridgw("replay", str(files["spill"]), str(files["hosted"]), "--traffic", str(files["traffic"]),
+                    "--perf-model", str(files["perf"]), "--html", str(report), "--json", str(data))
+    assert run.returncode == 0, run.stderr
+    assert "spill.yaml" in run.stdout and "hosted.yaml" in run.stdout and "TTFT-SLO attainment" in run.stdout
+    summaries = {Path(p["policy"]).name: p for p in json.loads(data.read_text())["policies"]}
+    spill, hosted = summaries["spill.yaml"], summaries["hosted.yaml"]
+    assert spill["served_by"]["local"] > 0 and spill["served_by"]["openai"] > 0  # requires_env ignored
+    assert hosted["served_by"] == {"openai": 400}
+    assert hosted["total_cost_usd"] == pytest.approx(hosted["all_hosted_cost_usd"])
+    assert spill["hosted_cost_usd"] < hosted["hosted_cost_usd"]
+    assert spill["engines"]["local"]["kv_occupancy"] and max(spill["engines"]["local"]["kv_occupancy"]) > 0
+    page = report.read_text()
+    assert page.count("<svg") >= 4 and "<script" not in page and "http" not in page.split("<body>")[1].split("<svg")[0]
+
+
+def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "usage.sqlite3"
+    now = time.time()
+    store = SqliteStore(db)
+    store.write_batch([UsageRecord(
+        request_id=f"r{i}", time=now - 600 + i, team="a", key_id="k", model_alias="chat", backend="openai",
+        model="gpt-4o-mini", rule="fit", status="ok", http_status=200, stream=True, prompt_tokens=300,
+        completion_tokens=50, estimated_prompt_tokens=300, estimated_completion_tokens=100, usage_source="upstream",
+        cost_usd=0.0, ttft_s=0.3, itl_p50_s=0.01, itl_p95_s=0.02, itl_max_s=0.03, e2e_s=1.0) for i in range(50)])
+    store.close()
+    run = _hybridgw("replay", str(files["spill"]), "--ledger", str(db), "--since", "1h", "--json", "-")
+    assert run.returncode == 0, run.stderr
+    recorded, replayed = json.loads(run.stdout)["policies"]
+    assert recorded["policy"] == "recorded (as served)" and recorded["served_by"] == {"openai": 50}
+    assert recorded["ttft_s"]["p50"] == pytest.approx(0.3) and recorded["e2e_s"]["p95"] == pytest.approx(1.0)
+    assert replayed["requests"] == 50 and replayed["served_by"].get("local", 0) > 0
+
+
+@pytest.mark.parametrize("case", ["empty", "unknown_field", "no_ledger", "garbage_ledger", "empty_window",
+                                  "bad_perf", "bad_since"])
+def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path: Path, case: str) -> None:
+    args = ["replay", str(files["spill"]), "--traffic", str(files["traffic"])]
+    expected = ""
+    if case == "empty":
+        (tmp_path / "empty.jsonl").write_text("")
+        args[3], expected = str(tmp_path / "empty.jsonl"), "no requests to replay"
+    elif case == "unknown_field":
+        files["spill"].write_text(SPILL.replace("rules:\n  - {name: fit,", "rules:\n  - {nam: x, name: fit,"))
+        expected = f"{files['spill']}:12: rules[0].nam: unknown field"
+    elif case == "no_ledger":
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "no usage ledger there"
+    elif case == "garbage_ledger":
+        (tmp_path / "usage.sqlite3").write_bytes(b"not a database" * 100)
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "cannot read the usage ledger"
+    elif case == "empty_window":
+        SqliteStore(tmp_path / "usage.sqlite3").close()
+        args[2:4], expected = ["--ledger", str(tmp_path / "usage.sqlite3")], "no requests to replay"
+    elif case == "bad_perf":
+        (tmp_path / "perf.yaml").write_text("engines:\n  local: {decode_ms: 3}\n")
+        args += ["--perf-model", str(tmp_path / "perf.yaml")]
+        expected = "engines.local: unknown field 'decode_ms'"
+    elif case == "bad_since":
+        args[2:4] = ["--ledger", str(tmp_path / "usage.sqlite3"), "--since", "last tuesday"]
+        SqliteStore(tmp_path / "usage.sqlite3").close()
+        expected = "cannot read the time 'last tuesday'"
+    run = _hybridgw(*args)
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    assert expected in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_size_recommends_from_the_histogram(files: dict[str, Path]) -> None:
+    run = _hybridgw("size", "--traffic", str(files["traffic"]), "--percentile", "90", "--ttft-slo", "2",
+                    "--perf-model", str(files["perf"]), "--policy", str(files["spill"]), "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)["all traffic"]
+    totals = sorted(200 + (i * 37) % 900 + 20 + (i * 13) % 200 for i in range(400))
+    assert result["max_context"] == -(-totals[359] // 16) * 16  # nearest-rank p90, whole blocks
+    assert result["local_share"] == pytest.approx(sum(t <= result["max_context"] for t in totals) / 400)
+    assert result["replicas"] >= 1 and result["spill_cost_usd_per_hour"] > 0
+    text = _hybridgw("size", "--traffic", str(files["traffic"]), "--windows", "0-12,12-24")
+    assert text.returncode == 0 and "max context" in text.stdout and "UTC" in text.stdout
+    bad = _hybridgw("size", "--traffic", str(files["traffic"]), "--windows", "8-3")
+    assert bad.returncode == 2 and "--windows" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    run = _hybridgw("--help")
+    assert "replay" in run.stdout and "size" in run.stdout
+
+
+def test_size_snippet_replays_as_a_policy(files: dict[str, Path], tmp_path: Path) -> None:
+    snippet, model = tmp_path / "sized.yaml", tmp_path / "sized-model.yaml"
+    run = _hybridgw("size", "--traffic", str(files["traffic"]), "--percentile", "95", "--snippet",
+                    "--model-out", str(model))
+    assert run.returncode == 0, run.stderr
+    snippet.write_text(run.stdout)
+    replayed = _hybridgw("replay", str(snippet), "--traffic", str(files["traffic"]), "--perf-model", str(model),
+                         "--json", "-")
+    assert replayed.returncode == 0, replayed.stderr
+    served = json.loads(replayed.stdout)["policies"][0]["served_by"]
+    assert served.get("hosted", 0) > 0  # beyond the p95 context: spilled
+    assert sum(v for k, v in served.items() if k.startswith("engine-")) >= 0.8 * 400  # most stay local
