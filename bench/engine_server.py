@@ -1,7 +1,8 @@
 """Local engine server throughput: C concurrent streaming chat requests vs transformers' batch-C generate.
 
 Starts `hybridgw engine` (SmolLM2 by default) on a free port, fires C streaming requests of N
-forced tokens each (ignore_eos) over C keep-alive connections (a minimal asyncio HTTP client), and reports aggregate generated tokens/s, TTFT and
+forced tokens each (ignore_eos) over C keep-alive connections (`hybridgw bench`'s raw asyncio client,
+runner and metrics), and reports aggregate generated tokens/s, TTFT (first content chunk) and
 ITL p50/p95. Then stops the engine and runs ../shared/peers/hf_generate.sh at batch C on the
 same GGUF in the same run, and prints the ratio.
 
@@ -16,113 +17,55 @@ import os
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from observability.bench.arrivals import ClosedLoop
+from observability.bench.client import Client, Sent, Target
+from observability.bench.metrics import summarize
+from observability.bench.records import RequestRecord
+from observability.bench.runner import RunSpec, Sink, run
 from tests.support import procs
 
-PEER = Path(os.environ.get("HYBRIDGW_PEERS", "/work/shared/peers")) / "hf_generate.sh"
+# The project's sibling ../shared/peers, never an absolute path; HYBRIDGW_PEERS points elsewhere.
+PEER = Path(os.environ.get("HYBRIDGW_PEERS", ROOT.parent / "shared" / "peers")) / "hf_generate.sh"
 PROMPT = "Write a short story about a lighthouse keeper."  # the peer script's default prompt
-_CONTENT = b'"delta":{"content":'  # a content delta (the first, role-only delta does not match)
 
 
-@dataclass
-class Result:
-    ttft_s: float = 0.0
-    chunk_times: list[float] = field(default_factory=list)
-    completion_tokens: int = 0
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection on raw asyncio streams: the client shares the engine's two
-    cores, and httpx costs ~8 ms of CPU per engine step at 64 streams (measured), this a fraction."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post_stream(self, path: str, body: bytes) -> AsyncIterator[bytes]:
-        """POST and yield the chunks of a chunked (SSE) response."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), self.port,
-                                                             len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        if status != 200 or b"chunked" not in head.lower():
-            raise RuntimeError(f"unexpected response: {head!r}")
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
-            data = await self.reader.readexactly(size + 2)
-            if size == 0:
-                return
-            yield data[:-2]
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-async def one_request(conn: Connection, model: str, new_tokens: int) -> Result:
-    """One stream, read with as little client CPU as possible: a chunk that holds a content delta
-    counts as one arrival; only the usage event is parsed."""
+def request(model: str, new_tokens: int) -> Sent:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": PROMPT}],
                        "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
-    result = Result()
-    start = time.perf_counter()
-    tail = b""
-    async for data in conn.post_stream("/v1/chat/completions", body):
-        if _CONTENT in data:
-            now = time.perf_counter()
-            if not result.chunk_times:
-                result.ttft_s = now - start
-            result.chunk_times.append(now)
-        tail = (tail + data)[-4096:]
-    usage_line = tail[tail.rindex(b'data: {'):].split(b"\n", 1)[0][6:]
-    result.completion_tokens = json.loads(usage_line)["usage"]["completion_tokens"]
-    return result
+    return Sent(body, None, RequestRecord(0, "engine", "bench", 39, new_tokens, 0.0, 0.0))
 
 
-async def run_round(conns: list[Connection], model: str, new_tokens: int) -> dict[str, float]:
-    start = time.perf_counter()
-    results = await asyncio.gather(*(one_request(conn, model, new_tokens) for conn in conns))
-    wall = time.perf_counter() - start
-    tokens = sum(r.completion_tokens for r in results)
-    ttfts = sorted(r.ttft_s for r in results)
-    itls = sorted(b - a for r in results for a, b in zip(r.chunk_times, r.chunk_times[1:]))
-    return {"wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall,
-            "ttft_p50_s": pct(ttfts, 50), "ttft_p95_s": pct(ttfts, 95),
-            "itl_p50_s": pct(itls, 50), "itl_p95_s": pct(itls, 95)}
+async def run_round(pool: Client, concurrency: int, one: Sent) -> dict[str, float]:
+    """C requests at once; TTFT / ITL / tokens/s with `hybridgw bench`'s definitions (first content chunk)."""
+    sink = Sink()
+    await run(pool, [], [one] * concurrency, RunSpec(ClosedLoop(concurrency)), sink)
+    summary = summarize(sink.records)
+    if summary.errors or summary.ttft is None or summary.itl is None:
+        first = next((r for r in sink.records if r.error), None)
+        raise SystemExit(f"failed requests {summary.errors}: {first.error_detail if first else 'no content'}")
+    return {"wall_s": summary.duration_s, "tokens": summary.output_tokens,
+            "tokens_per_s": summary.output_token_throughput,
+            "ttft_p50_s": summary.ttft.p50, "ttft_p95_s": summary.ttft.p95,
+            "itl_p50_s": summary.itl.p50, "itl_p95_s": summary.itl.p95}
 
 
 async def run_rounds(url: str, model: str, args: argparse.Namespace) -> list[dict[str, float]]:
     """A warm-up round opens the keep-alive connections (as long-lived clients hold them), then the rounds."""
-    where = urlsplit(url)
-    conns = [Connection(where.hostname or "127.0.0.1", where.port or 80) for _ in range(args.concurrency)]
+    pool = Client(Target.parse(url, "chat"), {}, idle_timeout_s=600)
     try:
-        await run_round(conns, model, 4)
-        return [await run_round(conns, model, args.new_tokens) for _ in range(args.rounds)]
+        await run_round(pool, args.concurrency, request(model, 4))
+        one = request(model, args.new_tokens)
+        return [await run_round(pool, args.concurrency, one) for _ in range(args.rounds)]
     finally:
-        for conn in conns:
-            conn.close()
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+        pool.close()
 
 
 def measure(url: str, args: argparse.Namespace) -> tuple[list[dict[str, float]], dict]:

@@ -1,8 +1,9 @@
 """Gateway overhead, in one run: the fake OpenAI upstream direct vs through hybridgw vs through
-LiteLLM Proxy. p50/p99 added latency at concurrency 1 (non-streamed; streamed TTFT) and req/s at
+LiteLLM Proxy. p50/p99 added latency at concurrency 1 (non-streamed: the whole body; streamed: TTFT,
+the first chunk that carries content — the role-only chunk before it does not count) and req/s at
 concurrency 32 (streamed, 16 chunks; "paced": the upstream sends them --gap-ms apart like a decoding
-model, "unpaced": back to back, which only measures CPU per request). A raw asyncio HTTP/1.1 client
-keeps the load generator light.
+model, "unpaced": back to back, which only measures CPU per request). The load generator is
+`hybridgw bench`'s raw asyncio client, runner and metric definitions (observability/bench/).
 
 Run: .venv/bin/python -m bench.gateway_overhead [--requests 400] [--seconds 8] [--rounds 3] [--no-litellm]
 """
@@ -16,104 +17,90 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from observability.bench.arrivals import ClosedLoop
+from observability.bench.client import Client, Sent, Target
+from observability.bench.metrics import Stats, stats, summarize, ttft
+from observability.bench.records import RequestRecord
+from observability.bench.runner import RunSpec, Sink, run
 from tests.support import procs
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "litellm_proxy.sh"
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT.parent / "shared" / "peers" / "litellm_proxy.sh"  # the project's sibling, never an absolute path
 CHAT = [{"role": "user", "content": "say something short"}]
+MAX_RPS = 10_000  # sizes the list of requests a timed throughput run draws from
 
 
 @dataclass(frozen=True)
-class Target:
+class Server:
     name: str
     port: int
     key: str
     model: str
 
 
-class Conn:
-    """One keep-alive HTTP/1.1 connection; `post` returns (time to first body byte, total time)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, target: Target, body: bytes) -> tuple[float, float]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
-        head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                f"authorization: Bearer {target.key}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
-        start = time.perf_counter()
-        self.writer.write(head + body)
-        status_line = await self.reader.readline()
-        if b" 200 " not in status_line:
-            raise RuntimeError(f"{target.name}: {status_line!r}")
-        headers = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            k, _, v = line.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
-        if "content-length" in headers:
-            await self.reader.readexactly(int(headers["content-length"]))
-            first = time.perf_counter() - start
-            return first, first
-        first = 0.0
-        while True:  # chunked transfer (streams)
-            size = int((await self.reader.readline()).strip(), 16)
-            await self.reader.readexactly(size + 2)
-            if not first:
-                first = time.perf_counter() - start
-            if size == 0:
-                return first, time.perf_counter() - start
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def body(target: Target, stream: bool, gap_ms: float = 0.0) -> bytes:
-    data: dict[str, object] = {"model": target.model, "messages": CHAT, "stream": stream}
+def sent(server: Server, stream: bool, gap_ms: float = 0.0) -> Sent:
+    data: dict[str, object] = {"model": server.model, "messages": CHAT, "stream": stream}
     if gap_ms:  # the fake upstream reads its pacing from `user`, a field every proxy passes on
         data["user"] = f"fake:delay_ms={gap_ms}"
-    return json.dumps(data).encode()
+    return Sent(json.dumps(data).encode(), server.key, RequestRecord(0, "overhead", "bench", 0, 0, 0.0, 0.0))
 
 
-async def latencies(target: Target, stream: bool, n: int) -> list[float]:
-    conn, payload, out = Conn(target.port), body(target, stream), []
-    for _ in range(n):
-        first, _total = await conn.post(target, payload)
-        out.append(first)
-    conn.close()
-    return out
+def client(server: Server) -> Client:
+    """Keep-alive connections to one server, kept for the whole run (as a long-lived client holds them)."""
+    return Client(Target.parse(f"http://127.0.0.1:{server.port}/v1", "chat"), {}, idle_timeout_s=60,
+                  whole_body=True)
 
 
-async def throughput(target: Target, concurrency: int, seconds: float, gap_ms: float = 0.0) -> float:
-    payload, done = body(target, True, gap_ms), 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        conn = Conn(target.port)
-        while time.perf_counter() < deadline:
-            await conn.post(target, payload)
-            done += 1
-        conn.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - start)
+async def closed_loop(server: Server, pool: Client, one: Sent, concurrency: int, count: int,
+                      seconds: float | None, errors: Counter[str]) -> list[RequestRecord]:
+    """`count` requests (or as many as `seconds` allow) at `concurrency`; failures are counted, not hidden."""
+    sink = Sink()
+    await run(pool, [], [one] * count, RunSpec(ClosedLoop(concurrency), duration_s=seconds), sink)
+    errors.update(f"{server.name}: {r.error}" for r in sink.records if r.error)
+    return sink.records
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+async def latencies(server: Server, pool: Client, stream: bool, n: int, errors: Counter[str]) -> list[float]:
+    """Concurrency 1: TTFT per request (non-streamed, the whole body: TTFT = E2E)."""
+    records = await closed_loop(server, pool, sent(server, stream), 1, n, None, errors)
+    return [v for r in records if r.ok and (v := ttft(r)) is not None]
 
 
-def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Target], list[procs.Proc], list[int]]:
+async def throughput(server: Server, pool: Client, seconds: float, errors: Counter[str],
+                     gap_ms: float = 0.0) -> float:
+    """Successful streamed requests per second at concurrency 32 over `seconds`."""
+    one = sent(server, True, gap_ms)
+    records = await closed_loop(server, pool, one, 32, int(seconds * MAX_RPS), seconds, errors)
+    return summarize(records).request_throughput
+
+
+async def measure(servers: list[Server], n: int, seconds: float, rounds: int,
+                  gap_ms: float, errors: Counter[str]) -> dict[str, dict[str, list[float]]]:
+    results: dict[str, dict[str, list[float]]] = {s.name: {"plain": [], "ttft": [], "rps": [], "sat": []}
+                                                  for s in servers}
+    pools = {s.name: client(s) for s in servers}
+    try:
+        for s in servers:  # warm-up: connections, caches, lazy imports; its failures count too
+            await latencies(s, pools[s.name], False, 50, errors)
+            await throughput(s, pools[s.name], 1.0, errors)
+        for _ in range(rounds):  # rounds interleave the servers, so machine noise hits all of them alike
+            for s in servers:
+                pool, r = pools[s.name], results[s.name]
+                r["plain"] += await latencies(s, pool, False, n, errors)
+                r["ttft"] += await latencies(s, pool, True, n, errors)
+                r["rps"].append(await throughput(s, pool, seconds, errors, gap_ms))
+                r["sat"].append(await throughput(s, pool, seconds, errors))
+    finally:
+        for pool in pools.values():
+            pool.close()
+    return results
+
+
+def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Server], list[procs.Proc], list[int]]:
     fake_port, gw_port = procs.free_port(), procs.free_port()
     fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port),
                                            "--chunks", "16"), name="bench-fake")
@@ -128,7 +115,7 @@ def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Target], list[p
     gw = procs.start([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port",
                       str(gw_port)], env=env, name="bench-gateway")
     procs.wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw)
-    targets = [Target("direct", fake_port, "none", "m"), Target("hybridgw", gw_port, key, "m")]
+    targets = [Server("direct", fake_port, "none", "m"), Server("hybridgw", gw_port, key, "m")]
     peer_pids: list[int] = []
     if with_litellm:
         lp = procs.free_port()
@@ -136,36 +123,23 @@ def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Target], list[p
                              capture_output=True, text=True, check=True).stdout
         fields = dict(part.split("=", 1) for part in out.split())
         peer_pids.append(int(fields["pid"]))
-        targets.append(Target("litellm-proxy", lp, fields["key"], "m"))
+        targets.append(Server("litellm-proxy", lp, fields["key"], "m"))
     return targets, [gw, fake], peer_pids
 
 
-async def measure(targets: list[Target], n: int, seconds: float, rounds: int,
-                  gap_ms: float) -> dict[str, dict[str, list[float]]]:
-    results: dict[str, dict[str, list[float]]] = {t.name: {"plain": [], "ttft": [], "rps": [], "sat": []}
-                                                  for t in targets}
-    for t in targets:  # warm-up: connections, caches, JIT-less but lazy imports
-        await latencies(t, False, 50)
-        await throughput(t, 32, 1.0)
-    for _ in range(rounds):  # rounds interleave the targets, so machine noise hits all of them alike
-        for t in targets:
-            results[t.name]["plain"] += await latencies(t, False, n)
-            results[t.name]["ttft"] += await latencies(t, True, n)
-            results[t.name]["rps"].append(await throughput(t, 32, seconds, gap_ms))
-            results[t.name]["sat"].append(await throughput(t, 32, seconds))
-    return results
+def _p50_p99_ms(s: Stats | None) -> tuple[float, float]:
+    return (s.p50 * 1e3, s.p99 * 1e3) if s else (float("nan"), float("nan"))
 
 
 def report(results: dict[str, dict[str, list[float]]]) -> str:
     direct = results["direct"]
-    lines = ["| path | non-streamed p50 / p99 (ms) | added p50 / p99 | streamed TTFT p50 / p99 (ms) | added p50 / p99 "
-             "| req/s at 32, paced | vs direct | req/s at 32, unpaced | vs direct |",
+    lines = [("| path | non-streamed p50 / p99 (ms) | added p50 / p99 | streamed TTFT (first content) p50 / p99 (ms) "
+              "| added p50 / p99 | req/s at 32, paced | vs direct | req/s at 32, unpaced | vs direct |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         row = [name]
         for kind in ("plain", "ttft"):
-            p50, p99 = pct(r[kind], 50) * 1e3, pct(r[kind], 99) * 1e3
-            d50, d99 = pct(direct[kind], 50) * 1e3, pct(direct[kind], 99) * 1e3
+            (p50, p99), (d50, d99) = _p50_p99_ms(stats(r[kind])), _p50_p99_ms(stats(direct[kind]))
             row += [f"{p50:.2f} / {p99:.2f}", "—" if name == "direct" else f"+{p50 - d50:.2f} / +{p99 - d99:.2f}"]
         for kind in ("rps", "sat"):
             rps, base = statistics.median(r[kind]), statistics.median(direct[kind])
@@ -183,17 +157,23 @@ def main() -> int:
                         help="upstream gap between the 16 chunks in the paced throughput run")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM Proxy peer")
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared: compare only side by side)")
+    errors: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="hybridgw-bench-") as tmp:
         targets, servers, peer_pids = start_stack(Path(tmp), not args.no_litellm)
         try:
-            results = asyncio.run(measure(targets, args.requests, args.seconds, args.rounds, args.gap_ms))
+            results = asyncio.run(measure(targets, args.requests, args.seconds, args.rounds, args.gap_ms,
+                                          errors))
         finally:
             for pid in peer_pids:
                 os.kill(pid, 15)
             for proc in servers:
                 procs.stop(proc)
     print(report(results))
-    return 0
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    for what, count in sorted(errors.items()):
+        print(f"failed: {what} × {count}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

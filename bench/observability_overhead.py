@@ -29,6 +29,7 @@ from typing import TextIO
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+from observability.bench.metrics import Stats, stats
 from observability.ledger import Ledger
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
@@ -112,9 +113,11 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def _pct(values: list[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] / 1000.0
+def _us(values: list[int]) -> Stats:
+    """ns samples in µs, with `hybridgw bench`'s percentile definition (numpy's linear)."""
+    summary = stats(v / 1000.0 for v in values)
+    assert summary is not None, "a configuration ran no requests"
+    return summary
 
 
 Results = dict[str, tuple[list[int], list[int], list[float]]]  # path ns, settle ns, CPU s per round
@@ -206,10 +209,10 @@ def report(results: Results) -> str:
               "| CPU per request, all threads, vs off (µs) |"),
              "|---|---:|---:|---:|---:|---:|---:|"]
     for config, (path, settle, cpu) in results.items():
-        p50 = _pct(path, 0.5)
-        settle_p50 = f"{_pct(settle, 0.5):.1f}" if config.startswith(("limits", "all")) else "-"
-        lines.append(f"| {config} | {p50:.1f} | {_pct(path, 0.9):.1f} | {_pct(path, 0.99):.1f} | "
-                     f"{p50 - base:.1f} | {settle_p50} | {statistics.median(cpu) * 1e6 - base_cpu:.0f} |")
+        p = _us(path)
+        settle_p50 = f"{_us(settle).p50:.1f}" if config.startswith(("limits", "all")) else "-"
+        lines.append(f"| {config} | {p.p50:.1f} | {p.p90:.1f} | {p.p99:.1f} | "
+                     f"{p.p50 - base:.1f} | {settle_p50} | {statistics.median(cpu) * 1e6 - base_cpu:.0f} |")
     return "\n".join(lines)
 
 

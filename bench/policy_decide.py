@@ -7,13 +7,13 @@ state (tiktoken's first call is slow and happens at start-up). Peer, same run: l
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from observability.bench.metrics import percentile
 from policies.offline import configure_offline_env
 
 SENTENCE = "The gateway counts tokens before the call and routes each request to where it fits best. "
@@ -40,7 +40,7 @@ def _time(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
         fn()
         samples.append(time.perf_counter_ns() - t0)
     samples.sort()
-    return statistics.median(samples) / 1000, samples[int(0.99 * len(samples)) - 1] / 1000
+    return percentile(samples, 50) / 1000, percentile(samples, 99) / 1000
 
 
 def _router(path: Path | None) -> Any:

@@ -66,8 +66,12 @@ class Client:
         headers: dict[str, str],
         idle_timeout_s: float,
         clock: Callable[[], float] = time.perf_counter,
+        whole_body: bool = False,
     ) -> None:
+        """`whole_body`: take a non-streamed JSON completion too, as one content chunk at its last byte
+        (TTFT = E2E, the definition for non-streamed calls); otherwise it is a `not_streamed` error."""
         self.target, self.idle_timeout_s, self.clock = target, idle_timeout_s, clock
+        self.whole_body = whole_body
         self._idle: list[Connection] = []
         self._ssl = ssl.create_default_context() if target.scheme == "https" else None
         fixed = {
@@ -162,6 +166,10 @@ class Client:
                 body = (body + data)[:MAX_ERROR_BODY]
             raise _Failure(f"http_{status}", _error_message(body))
         kind = headers.get("content-type", "")
+        reusable = headers.get("connection", "").lower() != "close"
+        if "json" in kind and self.whole_body:
+            await self._read_whole(chunks, result, t0)
+            return reusable
         if "json" in kind:  # a whole completion: the server ignored stream=true
             raise _Failure(
                 "not_streamed", f"the server answered {kind}, not an event stream: does it stream?"
@@ -178,7 +186,18 @@ class Client:
         result.chunk_s, result.usage = tuple(parser.content_times), parser.usage
         if not parser.content_times:
             raise _Failure("no_content", "the stream ended without a content chunk")
-        return headers.get("connection", "").lower() != "close"
+        return reusable
+
+    async def _read_whole(self, chunks: AsyncIterator[bytes], result: _Result, t0: float) -> None:
+        body = b""
+        async for data in chunks:
+            body += data
+        result.chunk_s = (self.clock() - t0,)
+        try:
+            usage = orjson.loads(body).get("usage")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise _Failure("bad_response", f"the body is not a JSON object: {body[:80]!r}") from None
+        result.usage = usage if isinstance(usage, dict) else None
 
 
 class _Failure(Exception):
