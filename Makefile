@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test test-unit bench
+.PHONY: setup serve test test-unit lint
 
 setup:
 	@bash scripts/setup.sh
@@ -11,8 +11,13 @@ setup:
 serve: setup
 	$(VENV)/bin/hybridgw serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(CONFIG),--config $(CONFIG))
 
+# lint first (seconds), then the whole suite
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -84,7 +84,7 @@ class ProcessCore:
             message = conn.recv()
         except EOFError:
             process.join(5)
-            raise CoreStartFailed(f"the engine core process exited while loading (code {process.exitcode})")
+            raise CoreStartFailed(f"the engine core process exited while loading (code {process.exitcode})") from None
         except BaseException:  # Ctrl-C while loading: the core would otherwise load on, orphaned
             process.kill()
             process.join()

@@ -105,7 +105,7 @@ class SpillFile:
 
     def _replay_file(self, path: Path, write: Callable[[list[UsageRecord]], object], batch_size: int) -> int:
         try:
-            handle = open(path, "r", encoding="utf-8", errors="surrogateescape")
+            handle = open(path, encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return 0  # another process replayed it meanwhile
         with handle:

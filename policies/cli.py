@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from policies.calibration import Calibration
 from policies.checks import dotted, policy_warnings
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import decide
@@ -23,7 +24,6 @@ from policies.live import LiveState
 from policies.loader import LoadedPolicy, load_policy_file
 from policies.quality.lazy import LazyQuality
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
-from policies.calibration import Calibration
 from policies.tokens import TokenCounter
 
 

@@ -110,13 +110,13 @@ def _time_test(window: TimeWindow) -> tuple[Test, str]:
 def _backend_conditions(name: str, cond: BackendCond) -> list[Condition]:
     out: list[Condition] = []
     getters: dict[str, Getter] = {
-        "waiting": lambda f, l: (s.num_waiting if (s := l.engine(name)) else None),
-        "running": lambda f, l: (s.num_running if (s := l.engine(name)) else None),
-        "kv_free_ratio": lambda f, l: _free_ratio(l, name),
-        "ttft_s": lambda f, l: l.health_of(name).ttft_ewma_s,
-        "fits": lambda f, l: _fits(f, l, name),
-        "healthy": lambda f, l: l.health_of(name).state == "closed" and (name not in f.blocks_needed
-                                                                         or l.engine(name) is not None),
+        "waiting": lambda f, live: live.num_waiting(name),  # polled queue + what we sent since
+        "running": lambda f, live: (s.num_running if (s := live.engine(name)) else None),
+        "kv_free_ratio": lambda f, live: _free_ratio(live, name),
+        "ttft_s": lambda f, live: live.health_of(name).ttft_ewma_s,
+        "fits": lambda f, live: _fits(f, live, name),
+        "healthy": lambda f, live: live.health_of(name).state == "closed" and (name not in f.blocks_needed
+                                                                         or live.engine(name) is not None),
     }
     for field, get in getters.items():
         value = getattr(cond, field)
@@ -138,11 +138,11 @@ def _fits(facts: RequestFacts, live: LiveState, name: str) -> bool:
 
 
 def _mapping_item(attr: str, key: str) -> Getter:
-    return lambda f, l: getattr(f, attr).get(key)
+    return lambda f, live: getattr(f, attr).get(key)
 
 
 def _fact(name: str) -> Getter:
-    return lambda f, l: getattr(f, name)
+    return lambda f, live: getattr(f, name)
 
 
 def compile_when(when: When) -> list[Condition]:
@@ -171,6 +171,6 @@ def compile_when(when: When) -> list[Condition]:
     if when.any:
         alternatives = [compile_when(alt) for alt in when.any]
         label = "any(" + " | ".join(" & ".join(c.label for c in alt) or "always" for alt in alternatives) + ")"
-        out.append(Condition(label, "any", lambda f, l: (f, l),
+        out.append(Condition(label, "any", lambda f, live: (f, live),
                              lambda fl: any(all(c.holds(*fl) for c in alt) for alt in alternatives)))
     return out

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from policies.calibration import Calibration
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import decide
 from policies.decision import RequestFacts, RouteDecision, Target
@@ -47,7 +48,6 @@ from policies.output_stats import OutputStats
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
-from policies.calibration import Calibration
 from policies.tokens import TokenCounter
 
 log = logging.getLogger("hybridgw.policy")

@@ -112,7 +112,9 @@ class Client:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.idle_timeout_s) as deadline:
-                touch = lambda: deadline.reschedule(loop.time() + self.idle_timeout_s)
+                def touch() -> None:
+                    deadline.reschedule(loop.time() + self.idle_timeout_s)
+
                 while True:
                     conn, reused = await self._connect()
                     conn.writer.write(self._request_bytes(sent))

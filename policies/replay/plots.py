@@ -48,7 +48,7 @@ def lines(title: str, bucket_s: float, series: Mapping[str, Sequence[float]], fm
     """One polyline per series over time buckets of `bucket_s` seconds."""
     top = max((max(values, default=0.0) for values in series.values()), default=0.0) or 1.0
     body = []
-    for k, (name, values) in enumerate(series.items()):
+    for k, values in enumerate(series.values()):
         step = (_W - _L - 20) / max(1, len(values) - 1)
         points = " ".join(f"{_L + i * step:.1f},{_y(v, top):.1f}" for i, v in enumerate(values))
         body.append(f"<polyline fill='none' stroke='{_COLORS[k % 8]}' stroke-width='1.5' points='{points}'/>")

@@ -111,7 +111,7 @@ def test_a_team_over_its_rpm_is_refused_before_its_prompt_is_counted(served: Ser
         time.sleep(60 - time.time() % 60 + 0.1)
     with httpx.Client(base_url=served.url, timeout=60,
                       headers={"authorization": f"Bearer {served.keys['rpm']}"}) as http:
-        for i in range(RPM):
+        for _ in range(RPM):
             assert http.post("/v1/chat/completions", content=_chat_body("hi")).status_code == 200
         refused = http.post("/v1/chat/completions", content=_chat_body(BIG_PROMPT),
                             headers={"x-request-id": "over-rpm"})

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from policies.calibration import Calibration
 from policies.errors import RoutingError
 from policies.facts import build_facts, calibration_key
-from policies.calibration import Calibration
 from policies.tokens import TokenCounter
 
 from .support import compiled, engine, live
