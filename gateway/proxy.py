@@ -116,9 +116,14 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
             guard.close()
         return _record_error(svc, ex, exc)
     except asyncio.CancelledError:
-        if guard is None or not guard.absorb():
-            raise
-        return _aborted(svc, ex, guard)
+        if guard is not None and guard.absorb():
+            return _aborted(svc, ex, guard)
+        if guard is not None:
+            guard.close()
+        # Cancelled from outside (shutdown's grace limit): the request still leaves its record.
+        ex.fail("error", 503, "shutdown", "the gateway shut down before the response")
+        finish(svc, ex)
+        raise
     except ClientDisconnect:
         return _aborted(svc, ex, guard)
     except Exception as exc:  # a bug: still an OpenAI-shaped 500 and a record, never a traceback out

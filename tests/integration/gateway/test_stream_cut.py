@@ -1,11 +1,12 @@
-"""Streams that end without their client's say-so: a client that stops reading is dropped after the
-write timeout (the upstream connection released), and a stream cut by shutdown's grace limit is
-recorded as an error, not `ok`."""
+"""Requests that end without their client's say-so: a client that stops reading is dropped after the
+write timeout (the upstream connection released), and a stream or a non-streamed call cut by
+shutdown's grace limit is recorded as an error, not `ok` (or not at all)."""
 from __future__ import annotations
 
 import json
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ models:
   flood: {{deployments: [{{backend: solo, model: "m;chunks=4000;chunk_bytes=16384"}}]}}
   solo: {{deployments: [{{backend: solo, model: m}}]}}
   long: {{deployments: [{{backend: solo, model: "m;chunks=2000;delay_ms=50"}}]}}
+  slowreply: {{deployments: [{{backend: solo, model: "m;ttft_ms=50000"}}]}}
 teams: {{red: {{}}}}
 """
 
@@ -98,3 +100,34 @@ def test_a_stream_cut_at_shutdowns_grace_limit_is_recorded_as_an_error(fake_upst
     assert len(records) == 1, proc.output()[-3000:]
     assert (records[0]["status"], records[0]["error_type"]) == ("error", "shutdown")
     assert "Traceback" not in proc.output(), proc.output()[-3000:]
+
+
+def test_a_call_still_waiting_at_shutdowns_grace_limit_leaves_an_error_record(fake_upstream: str,
+                                                                             tmp_path: Path) -> None:
+    args, env, url, keys = start_gateway(fake_upstream, tmp_path)
+    proc = procs.start(args, env=env, name="shutdown-plain-gateway")
+    outcome: list[object] = []
+
+    def call() -> None:  # the upstream answers after 50 s; shutdown's grace limit is 10 s
+        try:
+            outcome.append(httpx.post(f"{url}/v1/chat/completions", timeout=60, json={"model": "slowreply", "messages": MESSAGES},
+                                      headers={"authorization": f"Bearer {keys['red']}", "x-request-id": "cut-plain"}))
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    try:
+        procs.wait_http(f"{url}/healthz", proc)
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_until(lambda: "ttft_ms=50000" in httpx.get(f"{fake_upstream}/_last_request", timeout=5).text,
+                   "the call to reach the upstream", 30)
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(timeout=60) is not None
+        caller.join(60)
+    finally:
+        procs.stop(proc)
+    records = [json.loads(line) for line in proc.output().splitlines()
+               if line.startswith("{") and '"client_request_id":"cut-plain"' in line]
+    assert len(records) == 1, proc.output()[-3000:]
+    assert (records[0]["status"], records[0]["error_type"]) == ("error", "shutdown")
+    assert outcome and not (isinstance(outcome[0], httpx.Response) and outcome[0].status_code == 200)
