@@ -63,7 +63,8 @@ def _describe_decision(span: trace.Span, facts: RequestFacts, decision: RouteDec
 
 class AttemptBook:
     """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
-    (TTFT at the first byte, failures before it) and opens one upstream span per attempt."""
+    (failures before the first byte; TTFT at the first content chunk, which for a stream the relay
+    reports later) and opens one upstream span per attempt."""
 
     def __init__(self, svc: Services, ex: Exchange) -> None:
         self.svc, self.ex = svc, ex

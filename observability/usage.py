@@ -32,7 +32,7 @@ class UsageRecord:
     itl_p95_s: float | None
     itl_max_s: float | None
     e2e_s: float  # arrival → last byte sent
-    upstream_latency_s: float | None = None  # upstream call sent → first byte
+    upstream_latency_s: float | None = None  # upstream call sent → first content chunk
     error_type: str = ""
     finish_reason: str = ""
     tags: dict[str, str] = field(default_factory=dict)

@@ -15,7 +15,7 @@ Chunk = bytes
 @dataclass(frozen=True)
 class UpstreamRequest:
     path: str  # "chat/completions", "completions" or "embeddings"
-    body: dict[str, Any]  # the client's body with `model` set to the backend's model name
+    body: dict[str, Any]  # the client's fields cut to the allow-list (gateway/upstream_body.py), `model` the backend's
     request_id: str
     stream: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # extra headers (e.g. traceparent)
