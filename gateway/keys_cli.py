@@ -15,6 +15,7 @@ import orjson
 from gateway.assembly import open_key_store
 from gateway.auth import new_key_refusal, served_team
 from gateway.catalog import build_catalog
+from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
@@ -177,6 +178,8 @@ def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
+    os.umask(PRIVATE_UMASK)  # the key file (even before the first `serve`) is owner-only, as serve makes it
+    secure_data_dir(settings.data_dir)
     try:
         store = open_key_store(settings)
     except ValueError as exc:  # a malformed REDIS_URL
