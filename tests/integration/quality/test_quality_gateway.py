@@ -31,6 +31,7 @@ models:
 categories:
   code: ["Why does my Python script raise a TypeError?", "Write a SQL query joining two tables."]
   other: ["Hi, how are you?", "What is the capital of France?"]
+teams: {{red: {{}}}}
 rules:
   - name: code-to-hosted
     when: {{category: code}}
