@@ -69,7 +69,7 @@ def test_logits_of_prefill_match_dense_at_every_chunk_end() -> None:
     prompt = _prompt(6, 12)
     seq = Sequence(prompt, SamplingParams(temperature=0.0, logprobs=3))
     pool.fill(seq, runner.block_size, 12)
-    out = runner.run(ScheduledBatch((seq,), (12,), True))
+    out = runner.run(ScheduledBatch((seq,), (12,)))
     expected = torch.log_softmax(dense_logits(model, prompt)[-1], -1)
     lp = out.logprobs[0]
     assert lp is not None and lp.token_id == int(expected.argmax())
@@ -105,7 +105,7 @@ def test_runner_does_not_mutate_sequences() -> None:
     seq = Sequence(_prompt(8, 5), greedy())
     pool.fill(seq, runner.block_size, 5)
     before = (list(seq.token_ids), seq.num_cached_tokens, list(seq.block_table), seq.status)
-    out = runner.run(ScheduledBatch((seq,), (5,), True))
+    out = runner.run(ScheduledBatch((seq,), (5,)))
     assert out.token_ids[0] is not None
     assert (seq.token_ids, seq.num_cached_tokens, seq.block_table, seq.status) == before
 
@@ -115,13 +115,13 @@ def test_too_short_block_table_is_an_error_not_a_crash() -> None:
     seq = Sequence(_prompt(9, 9), greedy())
     seq.block_table = [0]  # 4 slots for 9 tokens
     with pytest.raises(RunnerError, match="blocks hold"):
-        runner.run(ScheduledBatch((seq,), (9,), True))
+        runner.run(ScheduledBatch((seq,), (9,)))
 
 
 def test_empty_batch_and_bf16_runner() -> None:
     model = tiny_model(dtype=torch.bfloat16)
     runner, pool = make_runner(model), BlockPool(64)
-    assert runner.run(ScheduledBatch((), (), False)).token_ids == ()
+    assert runner.run(ScheduledBatch((), ())).token_ids == ()
     seq = Sequence(_prompt(11, 6), greedy())
     step(runner, pool, [seq], [6], True)
     assert 0 <= seq.token_ids[-1] < VOCAB
