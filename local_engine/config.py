@@ -30,6 +30,9 @@ class EngineConfig:
     # Per-step token budget: running decodes take one token each, prompt chunks the rest. It bounds
     # how long a long prompt stalls the running streams per step. None: the device's default.
     max_num_batched_tokens: int | None = None
+    # A step with no running decode (nobody to stall) may prefill up to this many tokens: a burst of
+    # new requests into an idle engine starts in one step, not one budget-sized step at a time.
+    max_idle_batched_tokens: int = 2048
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served
@@ -41,6 +44,7 @@ class EngineConfig:
         _positive("block_size", self.block_size)
         _positive("max_num_seqs", self.max_num_seqs)
         _positive("max_waiting", self.max_waiting)
+        _positive("max_idle_batched_tokens", self.max_idle_batched_tokens)
         if self.max_num_batched_tokens is not None:
             _positive("max_num_batched_tokens", self.max_num_batched_tokens)
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < self.max_num_seqs:

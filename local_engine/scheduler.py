@@ -67,6 +67,8 @@ class Scheduler:
         """The next step's work: running decodes first, then prefill chunks with the budget left."""
         step = _Step(self.token_budget)
         self._schedule_decodes(step)
+        if not step.decodes:  # nobody is waiting for a token: a burst of new prompts starts at once
+            step.budget = max(step.budget, self.config.max_idle_batched_tokens)
         self._schedule_prefills(step)
         if not step.decodes and not step.prefills:
             return None

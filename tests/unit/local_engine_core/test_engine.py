@@ -86,7 +86,7 @@ def test_tiny_pool_preempts_and_every_request_still_matches(loaded: LoadedModel,
 
 
 def test_chunked_prefill_gives_the_same_tokens(loaded: LoadedModel, solo: dict) -> None:
-    engine = engine_with(loaded, max_num_batched_tokens=4, max_num_seqs=4)
+    engine = engine_with(loaded, max_num_batched_tokens=4, max_idle_batched_tokens=4, max_num_seqs=4)
     seqs = [greedy(loaded, p) for p in PROMPTS]
     results = run_all(engine, seqs)
     for p, seq in zip(PROMPTS, seqs):

@@ -61,7 +61,7 @@ def test_request_joins_running_batch_at_next_step_and_leaves_at_once() -> None:
 
 
 def test_long_prompt_is_prefilled_in_chunks_under_the_budget() -> None:
-    sched = make(max_num_batched_tokens=8, max_num_seqs=4)
+    sched = make(max_num_batched_tokens=8, max_idle_batched_tokens=8, max_num_seqs=4)
     a = seq_of(19)
     sched.add(a)
     counts = []
@@ -78,7 +78,7 @@ def test_long_prompt_is_prefilled_in_chunks_under_the_budget() -> None:
 
 
 def test_budget_is_shared_by_several_new_prompts() -> None:
-    sched = make(max_num_batched_tokens=10, max_num_seqs=4)
+    sched = make(max_num_batched_tokens=10, max_idle_batched_tokens=10, max_num_seqs=4)
     a, b, c = seq_of(6), seq_of(6), seq_of(6)
     for s in (a, b, c):
         sched.add(s)
@@ -108,6 +108,20 @@ def test_running_streams_decode_in_every_step_while_a_long_prompt_is_chunked() -
         advance(batch)
     assert chunks == [5, 5, 5, 5, 5, 5] and all(s.num_completion_tokens == 7 for s in running)
     assert sched.schedule().is_decode
+
+
+def test_an_idle_engine_starts_a_burst_at_once_then_the_budget_bounds_prefill() -> None:
+    sched = make(max_num_batched_tokens=8, max_idle_batched_tokens=64, max_num_seqs=8)
+    burst = [seq_of(10) for _ in range(4)]
+    for s in burst:
+        sched.add(s)
+    batch = sched.schedule()  # nothing decodes yet: nobody to stall
+    assert batch.seqs == tuple(burst) and batch.num_scheduled_tokens == (10,) * 4
+    advance(batch)
+    late = seq_of(10)
+    sched.add(late)
+    batch = sched.schedule()
+    assert batch.seqs == (*burst, late) and batch.num_scheduled_tokens == (1, 1, 1, 1, 4)
 
 
 def test_priority_preemption_takes_a_decode_out_of_the_step_being_built() -> None:
