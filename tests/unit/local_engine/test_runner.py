@@ -46,6 +46,49 @@ def test_runner_greedy_equals_dense_forward(attention: str, config) -> None:
         assert seq.completion_token_ids == _dense_greedy(model, prompt, 6)
 
 
+def _mixed_step(runner, pool: BlockPool, decodes: list[Sequence], prefill: Sequence, n: int) -> None:
+    """One mixed step: a token for each decode, then n prompt tokens of ``prefill`` (as the engine runs it)."""
+    seqs, counts = [*decodes, prefill], [1] * len(decodes) + [n]
+    for seq, c in zip(seqs, counts):
+        pool.fill(seq, runner.block_size, seq.num_cached_tokens + c)
+    out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), num_decodes=len(decodes)))
+    for seq, c, token in zip(seqs, counts, out.token_ids):
+        seq.num_cached_tokens += c
+        if token is not None:
+            seq.append_token(token)
+
+
+def test_mixed_steps_match_the_dense_forward_and_keep_the_decode_mirror() -> None:
+    model = tiny_model()
+    runner, pool = make_runner(model, num_blocks=512), BlockPool(512)  # room for the mirror (half the pool)
+    prompts = [_prompt(10 + i, 5 + i) for i in range(4)]
+    streams = [Sequence(p, greedy()) for p in prompts]
+    step(runner, pool, streams, [s.num_tokens for s in streams], is_prefill=True)
+    step(runner, pool, streams, [1] * 4, is_prefill=False)  # four decodes: the mirrored bmm path
+    long_prompt = _prompt(20, 17)
+    long = Sequence(long_prompt, greedy())
+    for n in (6, 6, 5):  # its prefill in three chunks, each beside the four decodes
+        _mixed_step(runner, pool, streams, long, n)
+        assert runner.mirror._snapshot is not None  # a prefill of another sequence keeps the mirror
+    assert long.num_completion_tokens == 1
+    for _ in range(2):
+        step(runner, pool, [*streams, long], [1] * 5, is_prefill=False)
+    for seq, prompt in zip([*streams, long], [*prompts, long_prompt]):
+        assert seq.completion_token_ids == _dense_greedy(model, prompt, seq.num_completion_tokens)
+
+
+def test_a_prefill_of_a_mirrored_sequence_drops_the_mirror() -> None:
+    runner, pool = make_runner(tiny_model(), num_blocks=512), BlockPool(512)
+    streams = [Sequence(_prompt(30 + i, 6), greedy()) for i in range(4)]
+    step(runner, pool, streams, [6] * 4, is_prefill=True)
+    step(runner, pool, streams, [1] * 4, is_prefill=False)
+    assert runner.mirror._snapshot is not None
+    again = streams[0]
+    again.num_cached_tokens = 0  # recomputed (as after a preemption) under the same id
+    step(runner, pool, [again], [again.num_tokens], is_prefill=True)
+    assert runner.mirror._snapshot is None
+
+
 def test_chunked_prefill_and_recompute_match_one_shot() -> None:
     model = tiny_model()
     runner, pool = make_runner(model), BlockPool(64)
