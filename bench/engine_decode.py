@@ -40,7 +40,7 @@ def run_steps(runner: ModelRunner, seqs: list[Sequence], counts: list[int], is_p
     for seq, n in zip(seqs, counts):
         while len(seq.block_table) * runner.block_size < seq.num_cached_tokens + n:
             seq.block_table.append(free.pop())
-    out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), is_prefill))
+    out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), num_decodes=0 if is_prefill else len(seqs)))
     for seq, n, token in zip(seqs, counts, out.token_ids):
         seq.num_cached_tokens += n
         if token is not None:

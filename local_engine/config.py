@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The longest stall a running stream sees is one step. On a shared 2-core CPU, SmolLM2-135M with a
+# 4k-token prompt arriving: 64 -> longest gap 0.9 s, 128 -> 1.4 s, both at the same prefill rate
+# (~150 tok/s, docs/benchmarks.md). A GPU computes 2048 tokens in a few tens of milliseconds.
+CPU_TOKEN_BUDGET = 64
+GPU_TOKEN_BUDGET = 2048
+
 
 class ConfigError(ValueError):
     """A setting that cannot work (names the field)."""
@@ -10,7 +16,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the engine schedules and how much memory it takes; no defaults depend on the machine."""
+    """How the engine schedules and how much memory it takes; defaults depend on the device kind at most."""
 
     model: str = "smollm2"  # loader spec: "smollm2", "tiny-random", a GGUF file or an HF folder
     device: str | None = None  # None: cuda when present, else cpu
@@ -21,7 +27,12 @@ class EngineConfig:
     cpu_threads: int | None = None  # torch CPU threads; None: the loader's choice for the machine
     block_size: int = 16  # tokens per KV block
     max_num_seqs: int = 64  # sequences in one step
-    max_num_batched_tokens: int = 2048  # per-step token budget (a longer prompt is prefilled in chunks)
+    # Per-step token budget: running decodes take one token each, prompt chunks the rest. It bounds
+    # how long a long prompt stalls the running streams per step. None: the device's default.
+    max_num_batched_tokens: int | None = None
+    # A step with no running decode (nobody to stall) may prefill up to this many tokens: a burst of
+    # new requests into an idle engine starts in one step, not one budget-sized step at a time.
+    max_idle_batched_tokens: int = 2048
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served
@@ -32,9 +43,11 @@ class EngineConfig:
     def __post_init__(self) -> None:
         _positive("block_size", self.block_size)
         _positive("max_num_seqs", self.max_num_seqs)
-        _positive("max_num_batched_tokens", self.max_num_batched_tokens)
         _positive("max_waiting", self.max_waiting)
-        if self.max_num_batched_tokens < self.max_num_seqs:
+        _positive("max_idle_batched_tokens", self.max_idle_batched_tokens)
+        if self.max_num_batched_tokens is not None:
+            _positive("max_num_batched_tokens", self.max_num_batched_tokens)
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < self.max_num_seqs:
             raise ConfigError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
                 f"({self.max_num_seqs}): a decode step takes one token per sequence"
@@ -51,6 +64,13 @@ class EngineConfig:
             raise ConfigError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
         if self.stats_window_s <= 0:
             raise ConfigError(f"stats_window_s must be > 0, got {self.stats_window_s}")
+
+    def token_budget(self, device_type: str) -> int:
+        """The per-step token budget on this kind of device (the setting, else its default)."""
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        default = CPU_TOKEN_BUDGET if device_type == "cpu" else GPU_TOKEN_BUDGET
+        return max(default, self.max_num_seqs)
 
 
 def _positive(name: str, value: int) -> None:

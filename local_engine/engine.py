@@ -91,7 +91,8 @@ class LLMEngine:
         self.config = config
         self.block_size = runner.block_size
         self.block_manager = BlockManager(runner.num_blocks, runner.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(config, self.block_manager)
+        device = getattr(runner, "device", None)  # the budget's default depends on the device kind
+        self.scheduler = Scheduler(config, self.block_manager, getattr(device, "type", "cpu"))
         self.max_model_len = max_model_len
         self.limits = EngineLimits(max_model_len=max_model_len, block_size=runner.block_size,
                                    num_blocks_total=self.block_manager.num_total_blocks,
@@ -133,15 +134,20 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
-        if batch.is_prefill:  # the end of each new sequence's queue wait (engine spans)
+        if not batch.is_decode:  # the end of each new sequence's queue wait (engine spans)
             now_ns = time.time_ns()
-            for seq in batch.seqs:
+            for seq in batch.seqs[batch.num_decodes:]:
                 if not seq.first_scheduled_ns:
                     seq.first_scheduled_ns = now_ns
-        start = self._clock()
-        out = self.runner.run(batch)
-        end = self._clock()
-        self.throughput.record(end, batch.is_prefill, batch.total_tokens, end - start)
+        outs = []
+        for part in batch.parts():  # a mixed step runs its decodes, then its prefill chunks
+            start = self._clock()
+            outs.append(self.runner.run(part))
+            end = self._clock()
+            self.throughput.record(end, part.is_prefill, part.total_tokens, end - start)
+        out = outs[0] if len(outs) == 1 else StepOutput(
+            token_ids=tuple(t for o in outs for t in o.token_ids),
+            logprobs=tuple(lp for o in outs for lp in (o.logprobs or (None,) * len(o.token_ids))))
         return self._postprocess(batch, out)
 
     def _postprocess(self, batch: ScheduledBatch, out: StepOutput) -> list[RequestOutput]:

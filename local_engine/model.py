@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.model_config import ModelConfig
-from local_engine.weights import INT4_SUFFIXES, can_prepack, linear, pack_int4, prepack
+from local_engine.weights import INT4_SUFFIXES, can_prepack, int4_effective_weight, linear, pack_int4, prepack
 
 # (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D)
 AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -74,6 +74,9 @@ class DecoderLayer(nn.Module):
 
     def prepack_weights(self) -> None:
         names = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+        for n, codes in self.int4_codes.items():  # the same weights on both sides of the int4 switch
+            weight = getattr(self, n).weight
+            weight.data = int4_effective_weight(*codes, weight.dtype).to(weight.device)
         self.packed = {n: prepack(getattr(self, n).weight) for n in names}
         self.int4 = {n: pack_int4(*codes) for n, codes in self.int4_codes.items()}
 

@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+class TokenNames(Protocol):
+    """How logprobs name a token (local_engine.tokenizer.Tokenizer is one)."""
+
+    def token_text(self, token_id: int) -> str: ...
+
+    def token_bytes(self, token_id: int) -> bytes: ...
 
 
 def sse(payload: dict[str, Any]) -> bytes:
@@ -94,25 +101,29 @@ def model_list(model: str, created: int, max_model_len: int) -> dict[str, Any]:
                                         "owned_by": "hybridgw", "max_model_len": max_model_len}]}
 
 
-def chat_logprobs(entries: list[Any], token_text: Callable[[int], str]) -> list[dict[str, Any]]:
-    """Chat's ``logprobs.content``: one item per generated token (entries are the runner's TokenLogprobs)."""
+def chat_logprobs(entries: list[Any], names: TokenNames) -> list[dict[str, Any]]:
+    """Chat's ``logprobs.content``: one item per generated token (entries are the runner's TokenLogprobs).
+
+    ``bytes`` are the token's raw bytes: a token holding part of a UTF-8 character has text U+FFFD,
+    yet the bytes of consecutive tokens concatenate to the exact text.
+    """
     items = []
     for lp in entries:
-        text = token_text(lp.token_id)
-        items.append({"token": text, "logprob": lp.logprob, "bytes": list(text.encode()),
-                      "top_logprobs": [{"token": (t := token_text(tid)), "logprob": v, "bytes": list(t.encode())}
-                                       for tid, v in lp.top]})
+        items.append({"token": names.token_text(lp.token_id), "logprob": lp.logprob,
+                      "bytes": list(names.token_bytes(lp.token_id)),
+                      "top_logprobs": [{"token": names.token_text(tid), "logprob": v,
+                                        "bytes": list(names.token_bytes(tid))} for tid, v in lp.top]})
     return items
 
 
-def completion_logprobs(entries: list[Any], token_text: Callable[[int], str], offset: int = 0) -> dict[str, Any]:
+def completion_logprobs(entries: list[Any], names: TokenNames, offset: int = 0) -> dict[str, Any]:
     """Legacy completions' parallel lists; ``offset`` is the text length before these tokens."""
     tokens, token_logprobs, top, offsets = [], [], [], []
     for lp in entries:
-        text = token_text(lp.token_id)
+        text = names.token_text(lp.token_id)
         tokens.append(text)
         token_logprobs.append(lp.logprob)
-        top.append({token_text(tid): v for tid, v in lp.top} if lp.top else None)
+        top.append({names.token_text(tid): v for tid, v in lp.top} if lp.top else None)
         offsets.append(offset)
         offset += len(text)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}

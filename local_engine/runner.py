@@ -72,6 +72,14 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch) -> StepOutput:
         if batch.num_seqs == 0:
             return StepOutput(token_ids=(), logprobs=())
+        parts = batch.parts()
+        if len(parts) > 1:  # a mixed step: its decode part, then its prefill part, outputs in batch order
+            outs = [self._run(part) for part in parts]
+            return StepOutput(token_ids=tuple(t for o in outs for t in o.token_ids),
+                              logprobs=tuple(lp for o in outs for lp in o.logprobs))
+        return self._run(batch)
+
+    def _run(self, batch: ScheduledBatch) -> StepOutput:
         input_ids, positions, meta = self._prepare(batch)
         plan = self._mirror_plan(batch, meta)
         samples = [batch.samples(i) for i in range(batch.num_seqs)]
@@ -99,7 +107,10 @@ class ModelRunner:
     def _mirror_plan(self, batch: ScheduledBatch, meta: AttentionMetadata) -> MirrorPlan | None:
         """Decode steps the fast bmm path computes in one group may reuse last step's gathered K/V."""
         groups = meta.groups
-        if batch.is_prefill or self.attention != "fast" or len(groups) != 1 or not groups[0].use_bmm:
+        if not batch.is_decode:  # other sequences' K/V: the mirror stays, unless it holds one of these
+            self.mirror.forget(s.seq_id for s in batch.seqs)
+            return None
+        if self.attention != "fast" or len(groups) != 1 or not groups[0].use_bmm:
             self.mirror.invalidate()
             return None
         return self.mirror.plan(tuple(s.seq_id for s in batch.seqs), [s.block_table for s in batch.seqs],
@@ -133,7 +144,7 @@ class ModelRunner:
             positions.extend(range(start, end))
             starts.append(start)
             lens.append(n)
-        if batch.is_prefill and ids and not 0 <= min(ids) <= max(ids) < self.model_config.vocab_size:
+        if not batch.is_decode and ids and not 0 <= min(ids) <= max(ids) < self.model_config.vocab_size:
             raise RunnerError(f"token ids must lie in [0, {self.model_config.vocab_size})")
         meta = build_attention_metadata([s.block_table for s in batch.seqs], starts, lens,
                                         block_size=self.block_size, num_heads=self.model_config.num_heads,

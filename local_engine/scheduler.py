@@ -1,9 +1,10 @@
 """In-flight batching: which sequences compute which tokens in the next step (pure Python, no torch).
 
-A step is either prefills (new or partly prefilled sequences, in chunks under a token budget) or
-decodes (one token for every running sequence). New requests join at the next step; finished
-ones leave at once; when blocks run out the newest sequence is preempted (blocks freed, recomputed
-later) — never a failure. A request whose first KV block is being prefilled for another waits
+As vLLM v1 schedules: one token budget per step; running decodes come first (one token each),
+then chunks of partly prefilled and waiting prompts take what budget is left, so a long prompt
+arriving stalls the running streams for one bounded chunk per step, not for its whole prefill.
+New requests join at the next step; finished ones leave at once; when blocks run out the newest
+sequence is preempted (blocks freed, recomputed later) — never a failure. A request whose first KV block is being prefilled for another waits
 one step and then reuses the cached blocks (SGLang's in-batch prefix caching).
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ from local_engine.sequence import FinishReason, Sequence, SequenceStatus
 class Scheduler:
     """Owns the waiting and running lists; both stay sorted by (priority, arrival)."""
 
-    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager, device_type: str = "cpu") -> None:
         self.config = config
+        self.token_budget = config.token_budget(device_type)
         self.block_manager = block_manager
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -62,50 +64,62 @@ class Scheduler:
         return self._by_id.get(seq_id)
 
     def schedule(self) -> ScheduledBatch | None:
-        """The next step's work, prefills first; None when there is nothing to run."""
-        preempted: list[int] = []
-        batch = self._schedule_prefill(preempted) or self._schedule_decode(preempted)
-        if batch is None:
+        """The next step's work: running decodes first, then prefill chunks with the budget left."""
+        step = _Step(self.token_budget)
+        self._schedule_decodes(step)
+        if not step.decodes:  # nobody is waiting for a token: a burst of new prompts starts at once
+            step.budget = max(step.budget, self.config.max_idle_batched_tokens)
+        self._schedule_prefills(step)
+        if not step.decodes and not step.prefills:
             return None
-        if preempted:
-            batch = ScheduledBatch(batch.seqs, batch.num_scheduled_tokens, batch.is_prefill, tuple(preempted))
-        return batch
+        entries = step.decodes + step.prefills
+        return ScheduledBatch(tuple(s for s, _ in entries), tuple(n for _, n in entries),
+                              num_decodes=len(step.decodes), preempted_seq_ids=tuple(step.preempted))
 
-    def _schedule_prefill(self, preempted: list[int]) -> ScheduledBatch | None:
-        budget = self.config.max_num_batched_tokens
-        seqs: list[Sequence] = []
-        counts: list[int] = []
+    def _schedule_decodes(self, step: _Step) -> None:
+        """One token for each running sequence past its prefill, in order, while budget lasts."""
+        i = 0
+        while i < len(self.running) and step.budget > 0:
+            seq = self.running[i]
+            if seq.num_tokens - seq.num_cached_tokens > 1:  # mid-prefill: the chunk pass takes it
+                i += 1
+                continue
+            while not self.block_manager.can_append(seq):
+                victim = self.running[-1]  # the newest (or lowest-priority) one gives way
+                self._preempt(victim, step)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break  # it preempted itself: everything after it is gone too
+            self.block_manager.may_append(seq)
+            step.add(seq, 1, decode=True)
+            i += 1
+
+    def _schedule_prefills(self, step: _Step) -> None:
+        """Chunks of partly prefilled sequences, then of waiting ones, under what budget is left."""
         for seq in self.running:  # continue chunked prefills first
             remaining = seq.num_tokens - seq.num_cached_tokens
-            if remaining > 1 and budget > 0:
-                n = min(remaining, budget)
-                seqs.append(seq)
-                counts.append(n)
-                budget -= n
+            if remaining > 1 and step.budget > 0:
+                step.add(seq, min(remaining, step.budget), decode=False)
         computing: set[BlockKey] = set()  # first blocks this step computes and caches
         bm = self.block_manager
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        while self.waiting and step.budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
             key = bm.first_block_key(seq)
             if key is not None and key in computing:
                 break  # its prefix is being computed now: next step it is a cache hit, not a recompute
-            if not self._make_room(seq, preempted):
+            if not self._make_room(seq, step):
                 break  # strict order: a later, smaller request does not jump the queue
             del self.waiting[0]
             bm.allocate(seq)
             seq.status = SequenceStatus.RUNNING
             bisect.insort(self.running, seq, key=self._key)
-            n = min(seq.num_tokens - seq.num_cached_tokens, budget)
+            n = min(seq.num_tokens - seq.num_cached_tokens, step.budget)
             if key is not None and seq.num_cached_tokens == 0 and n >= bm.block_size:
                 computing.add(key)
-            seqs.append(seq)
-            counts.append(n)
-            budget -= n
-        if not seqs:
-            return None
-        return ScheduledBatch(tuple(seqs), tuple(counts), is_prefill=True)
+            step.add(seq, n, decode=False)
 
-    def _make_room(self, seq: Sequence, preempted: list[int]) -> bool:
+    def _make_room(self, seq: Sequence, step: _Step) -> bool:
         """Whether the sequence can be admitted now; with priority on, preempts lower-priority ones."""
         while not self._can_admit(seq):
             victim = self.running[-1] if self.running else None
@@ -113,10 +127,9 @@ class Scheduler:
                 victim is None
                 or not self.config.enable_priority
                 or self._key(victim)[0] <= self._key(seq)[0]
-                or victim.num_cached_tokens < victim.num_tokens - 1  # mid-prefill in this step
             ):
                 return False
-            self._preempt(victim, preempted)
+            self._preempt(victim, step)  # also takes it out of this step, if it was in
         return True
 
     def _can_admit(self, seq: Sequence) -> bool:
@@ -128,30 +141,35 @@ class Scheduler:
         # Keep a few blocks for running decodes, so admitting does not preempt at the next step.
         return bm.num_free_blocks - bm.num_blocks_for(seq.num_tokens) >= self._watermark_blocks
 
-    def _schedule_decode(self, preempted: list[int]) -> ScheduledBatch | None:
-        seqs: list[Sequence] = []
-        i = 0
-        while i < len(self.running) and len(seqs) < self.config.max_num_seqs:
-            seq = self.running[i]
-            while not self.block_manager.can_append(seq):
-                victim = self.running[-1]  # the newest (or lowest-priority) one gives way
-                self._preempt(victim, preempted)
-                if victim is seq:
-                    break
-            if seq.status is not SequenceStatus.RUNNING:
-                break  # it preempted itself: everything after it is gone too
-            self.block_manager.may_append(seq)
-            seqs.append(seq)
-            i += 1
-        if not seqs:
-            return None
-        return ScheduledBatch(tuple(seqs), (1,) * len(seqs), is_prefill=False)
-
-    def _preempt(self, seq: Sequence, preempted: list[int]) -> None:
+    def _preempt(self, seq: Sequence, step: _Step) -> None:
+        step.remove(seq)
         self.running.remove(seq)
         self.block_manager.deallocate(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
         bisect.insort(self.waiting, seq, key=self._key)
-        preempted.append(seq.seq_id)
+        step.preempted.append(seq.seq_id)
+
+
+class _Step:
+    """The step being built: its decode and prefill entries, the budget left, who was preempted."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.decodes: list[tuple[Sequence, int]] = []
+        self.prefills: list[tuple[Sequence, int]] = []
+        self.preempted: list[int] = []
+
+    def add(self, seq: Sequence, n: int, *, decode: bool) -> None:
+        (self.decodes if decode else self.prefills).append((seq, n))
+        self.budget -= n
+
+    def remove(self, seq: Sequence) -> None:
+        """Drop a sequence preempted after it was scheduled; its tokens go back to the budget."""
+        for entries in (self.decodes, self.prefills):
+            for i, (s, n) in enumerate(entries):
+                if s is seq:
+                    del entries[i]
+                    self.budget += n
+                    return

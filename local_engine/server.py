@@ -108,10 +108,10 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
         stream = engine.submit(prompt_ids, sampling, priority=body.priority, request_id=ids.id,
                                trace_context=trace)
         if body.stream:
-            return StreamingResponse(chat_events(stream, ids, tokenizer.token_text, body.include_usage),
+            return StreamingResponse(chat_events(stream, ids, tokenizer, body.include_usage),
                                      media_type="text/event-stream", background=BackgroundTask(stream.close))
         result = await collect(stream, request)
-        return JSONResponse(chat_body(ids, result, tokenizer.token_text, sampling.logprobs is not None))
+        return JSONResponse(chat_body(ids, result, tokenizer, sampling.logprobs is not None))
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request, trace: Trace) -> Response:
@@ -125,11 +125,11 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
         stream = engine.submit(prompt_ids, sampling, priority=body.priority, request_id=ids.id,
                                trace_context=trace)
         if body.stream:
-            events = completion_events(stream, ids, tokenizer.token_text, body.include_usage, echo_text)
+            events = completion_events(stream, ids, tokenizer, body.include_usage, echo_text)
             return StreamingResponse(events, media_type="text/event-stream",
                                      background=BackgroundTask(stream.close))
         result = await collect(stream, request)
-        return JSONResponse(completion_body(ids, result, tokenizer.token_text, sampling.logprobs is not None,
+        return JSONResponse(completion_body(ids, result, tokenizer, sampling.logprobs is not None,
                                             echo_text))
 
     @app.get("/v1/models")

@@ -5,7 +5,7 @@ Used by the routes in server.py; a client that goes away aborts its sequence (bl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from local_engine.http_errors import http_error
 from local_engine.responses import (
     SSE_DONE,
     ResponseIds,
+    TokenNames,
     chat_chunk,
     chat_completion,
     chat_logprobs,
@@ -30,8 +31,6 @@ from local_engine.responses import (
     sse,
     usage,
 )
-
-TokenText = Callable[[int], str]
 
 
 @dataclass(frozen=True)
@@ -79,20 +78,20 @@ async def collect(stream: RequestStream, request: Request) -> Collected:
                      last.num_completion_tokens if last is not None else 0, logprobs)
 
 
-def chat_body(ids: ResponseIds, result: Collected, token_text: TokenText, want_logprobs: bool) -> dict[str, Any]:
-    lps = chat_logprobs(result.logprobs, token_text) if want_logprobs else None
+def chat_body(ids: ResponseIds, result: Collected, names: TokenNames, want_logprobs: bool) -> dict[str, Any]:
+    lps = chat_logprobs(result.logprobs, names) if want_logprobs else None
     return chat_completion(ids, result.text, result.finish_reason,
                            usage(result.num_prompt_tokens, result.num_completion_tokens), lps)
 
 
-def completion_body(ids: ResponseIds, result: Collected, token_text: TokenText, want_logprobs: bool,
+def completion_body(ids: ResponseIds, result: Collected, names: TokenNames, want_logprobs: bool,
                     echo_text: str = "") -> dict[str, Any]:
-    lps = completion_logprobs(result.logprobs, token_text, len(echo_text)) if want_logprobs else None
+    lps = completion_logprobs(result.logprobs, names, len(echo_text)) if want_logprobs else None
     return completion(ids, echo_text + result.text, result.finish_reason,
                       usage(result.num_prompt_tokens, result.num_completion_tokens), lps)
 
 
-async def chat_events(stream: RequestStream, ids: ResponseIds, token_text: TokenText,
+async def chat_events(stream: RequestStream, ids: ResponseIds, names: TokenNames,
                       include_usage: bool) -> AsyncIterator[bytes]:
     """SSE for /v1/chat/completions: a role chunk, content chunks, a finish chunk, [usage], [DONE]."""
     try:
@@ -102,7 +101,7 @@ async def chat_events(stream: RequestStream, ids: ResponseIds, token_text: Token
             last = outs[-1]
             text = "".join(o.new_text for o in outs)
             entries = [o.logprobs for o in outs if o.logprobs is not None]
-            lps = chat_logprobs(entries, token_text) if entries else None
+            lps = chat_logprobs(entries, names) if entries else None
             if text or lps:
                 yield sse(chat_chunk(ids, {"content": text}, logprobs=lps, include_usage=include_usage))
             if last.finish_reason is not None:
@@ -116,7 +115,7 @@ async def chat_events(stream: RequestStream, ids: ResponseIds, token_text: Token
         stream.close()
 
 
-async def completion_events(stream: RequestStream, ids: ResponseIds, token_text: TokenText,
+async def completion_events(stream: RequestStream, ids: ResponseIds, names: TokenNames,
                             include_usage: bool, echo_text: str = "") -> AsyncIterator[bytes]:
     """SSE for /v1/completions: text chunks (the echoed prompt first), a finish chunk, [usage], [DONE]."""
     try:
@@ -128,7 +127,7 @@ async def completion_events(stream: RequestStream, ids: ResponseIds, token_text:
             last = outs[-1]
             text = "".join(o.new_text for o in outs)
             entries = [o.logprobs for o in outs if o.logprobs is not None]
-            lps = completion_logprobs(entries, token_text, offset) if entries else None
+            lps = completion_logprobs(entries, names, offset) if entries else None
             offset += len(text)
             reason = last.finish_reason.value if last.finish_reason is not None else None
             if text or lps or reason:

@@ -13,6 +13,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from local_engine.chat_template import ChatTemplateError, render_chat
 from local_engine.loaders.gguf_tokenizer import STOP_TOKEN_TEXTS, build_gguf_tokenizer
+from local_engine.token_bytes import TokenBytes
 
 _REPLACEMENT = "\ufffd"
 
@@ -29,6 +30,7 @@ class Tokenizer:
         self.add_bos_token = add_bos_token
         self.chat_template = chat_template
         self._bos_by_backend = bos_by_backend  # HF post-processor already inserts BOS
+        self._raw_bytes: TokenBytes | None = None  # built on first use (reads the whole vocabulary spec)
 
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any]) -> Tokenizer:
@@ -68,6 +70,12 @@ class Tokenizer:
     def token_text(self, token_id: int) -> str:
         """The one token's text (for logprobs); raw bytes that are not valid UTF-8 come out as U+FFFD."""
         return self.backend.decode([token_id], skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The one token's raw bytes (logprobs' ``bytes``): part of a UTF-8 character stays that part."""
+        if self._raw_bytes is None:
+            self._raw_bytes = TokenBytes(self.backend)
+        return self._raw_bytes.of(token_id, self.token_text)
 
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                             tools: list[dict[str, Any]] | None = None, **extra: Any) -> str:

@@ -35,6 +35,22 @@ def pack_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple
     return torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1), scales_zeros
 
 
+def int4_effective_weight(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """The weight the int4 kernel computes with — (q - 8) * scale + zero, scale and zero rounded to
+    bf16 as pack_int4 stores them — in ``dtype`` (N, K).
+
+    The larger matmuls use this instead of the file's dequantised weight, so both sides of the
+    int4/bf16 switch see the same weights up to one bf16 rounding: a row's output then barely
+    depends on how many rows the matmul has (the batch). Before, the scale and zero roundings
+    (shared by each group of 32) moved a decode step's logits by up to 0.5 between batch 4 and 5.
+    """
+    n, k = q.shape
+    s = scale.to(torch.bfloat16).float().repeat_interleave(_INT4_GROUP, dim=1)  # (N, K)
+    z = zero.to(torch.bfloat16).float().repeat_interleave(_INT4_GROUP, dim=1)
+    return (q.float() - 8.0).mul_(s).add_(z).to(dtype).view(n, k)
+
+
 def can_prepack(weight: torch.Tensor) -> bool:
     """Pre-packing pays on CPUs with native bf16: measured 2x faster matmuls at batch 16-64 and
     ~1.9x at batch 1 (1 thread, SmolLM2 shapes), because oneDNN otherwise re-lays-out the weight

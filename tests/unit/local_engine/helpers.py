@@ -80,7 +80,7 @@ def step(runner: ModelRunner, pool: BlockPool, seqs: list[Sequence], counts: lis
     """Run one batch the way the engine loop does: give blocks, run, then advance each sequence."""
     for seq, n in zip(seqs, counts):
         pool.fill(seq, runner.block_size, seq.num_cached_tokens + n)
-    batch = ScheduledBatch(tuple(seqs), tuple(counts), is_prefill)
+    batch = ScheduledBatch(tuple(seqs), tuple(counts), num_decodes=0 if is_prefill else len(seqs))
     out = runner.run(batch)
     for seq, n, token in zip(seqs, counts, out.token_ids):
         seq.num_cached_tokens += n

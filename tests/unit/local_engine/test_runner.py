@@ -46,6 +46,49 @@ def test_runner_greedy_equals_dense_forward(attention: str, config) -> None:
         assert seq.completion_token_ids == _dense_greedy(model, prompt, 6)
 
 
+def _mixed_step(runner, pool: BlockPool, decodes: list[Sequence], prefill: Sequence, n: int) -> None:
+    """One mixed step: a token for each decode, then n prompt tokens of ``prefill`` (as the engine runs it)."""
+    seqs, counts = [*decodes, prefill], [1] * len(decodes) + [n]
+    for seq, c in zip(seqs, counts):
+        pool.fill(seq, runner.block_size, seq.num_cached_tokens + c)
+    out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), num_decodes=len(decodes)))
+    for seq, c, token in zip(seqs, counts, out.token_ids):
+        seq.num_cached_tokens += c
+        if token is not None:
+            seq.append_token(token)
+
+
+def test_mixed_steps_match_the_dense_forward_and_keep_the_decode_mirror() -> None:
+    model = tiny_model()
+    runner, pool = make_runner(model, num_blocks=512), BlockPool(512)  # room for the mirror (half the pool)
+    prompts = [_prompt(10 + i, 5 + i) for i in range(4)]
+    streams = [Sequence(p, greedy()) for p in prompts]
+    step(runner, pool, streams, [s.num_tokens for s in streams], is_prefill=True)
+    step(runner, pool, streams, [1] * 4, is_prefill=False)  # four decodes: the mirrored bmm path
+    long_prompt = _prompt(20, 17)
+    long = Sequence(long_prompt, greedy())
+    for n in (6, 6, 5):  # its prefill in three chunks, each beside the four decodes
+        _mixed_step(runner, pool, streams, long, n)
+        assert runner.mirror._snapshot is not None  # a prefill of another sequence keeps the mirror
+    assert long.num_completion_tokens == 1
+    for _ in range(2):
+        step(runner, pool, [*streams, long], [1] * 5, is_prefill=False)
+    for seq, prompt in zip([*streams, long], [*prompts, long_prompt]):
+        assert seq.completion_token_ids == _dense_greedy(model, prompt, seq.num_completion_tokens)
+
+
+def test_a_prefill_of_a_mirrored_sequence_drops_the_mirror() -> None:
+    runner, pool = make_runner(tiny_model(), num_blocks=512), BlockPool(512)
+    streams = [Sequence(_prompt(30 + i, 6), greedy()) for i in range(4)]
+    step(runner, pool, streams, [6] * 4, is_prefill=True)
+    step(runner, pool, streams, [1] * 4, is_prefill=False)
+    assert runner.mirror._snapshot is not None
+    again = streams[0]
+    again.num_cached_tokens = 0  # recomputed (as after a preemption) under the same id
+    step(runner, pool, [again], [again.num_tokens], is_prefill=True)
+    assert runner.mirror._snapshot is None
+
+
 def test_chunked_prefill_and_recompute_match_one_shot() -> None:
     model = tiny_model()
     runner, pool = make_runner(model), BlockPool(64)
@@ -69,7 +112,7 @@ def test_logits_of_prefill_match_dense_at_every_chunk_end() -> None:
     prompt = _prompt(6, 12)
     seq = Sequence(prompt, SamplingParams(temperature=0.0, logprobs=3))
     pool.fill(seq, runner.block_size, 12)
-    out = runner.run(ScheduledBatch((seq,), (12,), True))
+    out = runner.run(ScheduledBatch((seq,), (12,)))
     expected = torch.log_softmax(dense_logits(model, prompt)[-1], -1)
     lp = out.logprobs[0]
     assert lp is not None and lp.token_id == int(expected.argmax())
@@ -105,7 +148,7 @@ def test_runner_does_not_mutate_sequences() -> None:
     seq = Sequence(_prompt(8, 5), greedy())
     pool.fill(seq, runner.block_size, 5)
     before = (list(seq.token_ids), seq.num_cached_tokens, list(seq.block_table), seq.status)
-    out = runner.run(ScheduledBatch((seq,), (5,), True))
+    out = runner.run(ScheduledBatch((seq,), (5,)))
     assert out.token_ids[0] is not None
     assert (seq.token_ids, seq.num_cached_tokens, seq.block_table, seq.status) == before
 
@@ -115,13 +158,13 @@ def test_too_short_block_table_is_an_error_not_a_crash() -> None:
     seq = Sequence(_prompt(9, 9), greedy())
     seq.block_table = [0]  # 4 slots for 9 tokens
     with pytest.raises(RunnerError, match="blocks hold"):
-        runner.run(ScheduledBatch((seq,), (9,), True))
+        runner.run(ScheduledBatch((seq,), (9,)))
 
 
 def test_empty_batch_and_bf16_runner() -> None:
     model = tiny_model(dtype=torch.bfloat16)
     runner, pool = make_runner(model), BlockPool(64)
-    assert runner.run(ScheduledBatch((), (), False)).token_ids == ()
+    assert runner.run(ScheduledBatch((), ())).token_ids == ()
     seq = Sequence(_prompt(11, 6), greedy())
     step(runner, pool, [seq], [6], True)
     assert 0 <= seq.token_ids[-1] < VOCAB

@@ -87,3 +87,36 @@ def test_hf_folder_tokenizer(tok: Tokenizer, tmp_path: Path) -> None:
     assert hf_tok.encode(MULTIBYTE) == tok.encode(MULTIBYTE)
     assert hf_tok.eos_token_ids >= {0, 2} and hf_tok.bos_token_id == 1
     assert hf_tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "[user]hi[assistant]"
+
+
+def test_logprob_bytes_of_consecutive_tokens_rebuild_the_text(tok: Tokenizer) -> None:
+    ids = tok.encode(MULTIBYTE)
+    pieces = [tok.token_bytes(i) for i in ids]
+    assert b"".join(pieces) == MULTIBYTE.encode()
+    split = [i for i in ids if tok.token_text(i) == "\ufffd"]  # tokens holding part of a character
+    assert split and all(tok.token_bytes(i) != "\ufffd".encode() for i in split)
+    assert tok.token_bytes(2) == b"<|im_end|>"  # a special token is its text
+
+
+def test_logprob_bytes_of_a_sentencepiece_tokenizer_with_byte_fallback() -> None:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models
+
+    vocab = {"<unk>": 0, "\u2581caf": 1, "<0xC3>": 2, "<0xA9>": 3, "\u2581ok": 4}
+    backend = HFTokenizer(models.BPE(vocab, [], unk_token="<unk>", byte_fallback=True))
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                         decoders.Fuse()])
+    sp = Tokenizer(backend, bos_token_id=None, eos_token_ids=())
+    assert sp.token_text(2) == "\ufffd"
+    assert b"".join(sp.token_bytes(i) for i in (1, 2, 3, 4)) == " café ok".encode()
+
+
+def test_chat_logprobs_bytes_are_the_tokens_raw_bytes(tok: Tokenizer) -> None:
+    from local_engine.responses import chat_logprobs
+    from local_engine.step_output import TokenLogprobs
+
+    ids = tok.encode("🇫🇷 😀")
+    items = chat_logprobs([TokenLogprobs(i, -0.5, ((i, -0.5),)) for i in ids], tok)
+    assert bytes(b for item in items for b in item["bytes"]) == "🇫🇷 😀".encode()
+    assert any(item["token"] == "\ufffd" for item in items)
+    assert all(item["top_logprobs"][0]["bytes"] == item["bytes"] for item in items)

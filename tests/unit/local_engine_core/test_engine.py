@@ -86,11 +86,44 @@ def test_tiny_pool_preempts_and_every_request_still_matches(loaded: LoadedModel,
 
 
 def test_chunked_prefill_gives_the_same_tokens(loaded: LoadedModel, solo: dict) -> None:
-    engine = engine_with(loaded, max_num_batched_tokens=4, max_num_seqs=4)
+    engine = engine_with(loaded, max_num_batched_tokens=4, max_idle_batched_tokens=4, max_num_seqs=4)
     seqs = [greedy(loaded, p) for p in PROMPTS]
     results = run_all(engine, seqs)
     for p, seq in zip(PROMPTS, seqs):
         assert results[seq.seq_id][:2] == solo[p]
+
+
+def test_a_long_prompt_arriving_does_not_stall_running_streams_nor_change_outputs(
+        loaded: LoadedModel, solo: dict) -> None:
+    long_prompt = " ".join(["the quick brown fox jumps over the lazy dog"] * 8)
+    expected_long = alone(loaded, long_prompt)
+    engine = engine_with(loaded, max_num_batched_tokens=16, max_num_seqs=8)
+    streams = [greedy(loaded, p) for p in PROMPTS]
+    for seq in streams:
+        engine.add_request(seq)
+    results = {s.seq_id: ([], "") for s in [*streams]}
+    for _ in range(3):  # the streams are decoding
+        for out in engine.step():
+            ids, text = results[out.seq_id]
+            results[out.seq_id] = (ids + list(out.new_token_ids), text + out.new_text)
+    long = greedy(loaded, long_prompt)
+    assert long.num_prompt_tokens > 3 * 16
+    engine.add_request(long)
+    results[long.seq_id] = ([], "")
+    prefill_steps = 0
+    while engine.has_unfinished():
+        before = long.num_cached_tokens
+        outs = engine.step()
+        if before < long.num_prompt_tokens - 1 and any(not s.is_finished for s in streams):
+            prefill_steps += 1  # every step of the long prefill also gives each live stream a token
+            assert {o.seq_id for o in outs} >= {s.seq_id for s in streams if s.num_completion_tokens < 12}
+        for out in outs:
+            ids, text = results[out.seq_id]
+            results[out.seq_id] = (ids + list(out.new_token_ids), text + out.new_text)
+    assert prefill_steps >= 3
+    for p, seq in zip(PROMPTS, streams):
+        assert results[seq.seq_id] == solo[p]
+    assert results[long.seq_id] == expected_long
 
 
 def test_prefix_cache_hits_and_keeps_the_output(loaded: LoadedModel) -> None:

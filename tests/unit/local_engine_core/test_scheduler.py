@@ -48,11 +48,11 @@ def test_request_joins_running_batch_at_next_step_and_leaves_at_once() -> None:
     advance(sched.schedule())  # a prefilled
     advance(sched.schedule())  # a decodes
     sched.add(b)
-    batch = sched.schedule()  # prefills come first: b joins
-    assert batch.is_prefill and batch.seqs == (b,)
+    batch = sched.schedule()  # a mixed step: a decodes while b joins
+    assert batch.seqs == (a, b) and batch.num_scheduled_tokens == (1, 4) and batch.num_decodes == 1
     advance(batch)
     batch = sched.schedule()
-    assert not batch.is_prefill and batch.seqs == (a, b)
+    assert batch.is_decode and batch.seqs == (a, b)
     advance(batch)
     sched.finish(a, FinishReason.STOP)
     assert a.status is SequenceStatus.FINISHED and a.block_table == []
@@ -61,7 +61,7 @@ def test_request_joins_running_batch_at_next_step_and_leaves_at_once() -> None:
 
 
 def test_long_prompt_is_prefilled_in_chunks_under_the_budget() -> None:
-    sched = make(max_num_batched_tokens=8, max_num_seqs=4)
+    sched = make(max_num_batched_tokens=8, max_idle_batched_tokens=8, max_num_seqs=4)
     a = seq_of(19)
     sched.add(a)
     counts = []
@@ -78,7 +78,7 @@ def test_long_prompt_is_prefilled_in_chunks_under_the_budget() -> None:
 
 
 def test_budget_is_shared_by_several_new_prompts() -> None:
-    sched = make(max_num_batched_tokens=10, max_num_seqs=4)
+    sched = make(max_num_batched_tokens=10, max_idle_batched_tokens=10, max_num_seqs=4)
     a, b, c = seq_of(6), seq_of(6), seq_of(6)
     for s in (a, b, c):
         sched.add(s)
@@ -86,8 +86,55 @@ def test_budget_is_shared_by_several_new_prompts() -> None:
     assert batch.seqs == (a, b) and batch.num_scheduled_tokens == (6, 4)
     assert batch.samples(0) and not batch.samples(1)
     advance(batch)
-    batch = sched.schedule()  # b's rest first, then c
-    assert batch.seqs == (b, c) and batch.num_scheduled_tokens == (2, 6)
+    batch = sched.schedule()  # a's decode first, then b's rest, then c
+    assert batch.seqs == (a, b, c) and batch.num_scheduled_tokens == (1, 2, 6) and batch.num_decodes == 1
+
+
+def test_running_streams_decode_in_every_step_while_a_long_prompt_is_chunked() -> None:
+    sched = make(max_num_batched_tokens=8, max_num_seqs=4)
+    running = [seq_of(2), seq_of(2), seq_of(2)]
+    for s in running:
+        sched.add(s)
+    advance(sched.schedule())
+    long = seq_of(30)
+    sched.add(long)
+    chunks = []
+    while long.num_completion_tokens == 0:
+        batch = sched.schedule()
+        assert batch.seqs[:3] == tuple(running) and batch.num_decodes == 3  # no step leaves them out
+        assert batch.num_scheduled_tokens[:3] == (1, 1, 1) and batch.total_tokens <= 8
+        assert batch.seqs[3:] == (long,) and [p.num_decodes for p in batch.parts()] == [3, 0]
+        chunks.append(batch.num_scheduled_tokens[3])
+        advance(batch)
+    assert chunks == [5, 5, 5, 5, 5, 5] and all(s.num_completion_tokens == 7 for s in running)
+    assert sched.schedule().is_decode
+
+
+def test_an_idle_engine_starts_a_burst_at_once_then_the_budget_bounds_prefill() -> None:
+    sched = make(max_num_batched_tokens=8, max_idle_batched_tokens=64, max_num_seqs=8)
+    burst = [seq_of(10) for _ in range(4)]
+    for s in burst:
+        sched.add(s)
+    batch = sched.schedule()  # nothing decodes yet: nobody to stall
+    assert batch.seqs == tuple(burst) and batch.num_scheduled_tokens == (10,) * 4
+    advance(batch)
+    late = seq_of(10)
+    sched.add(late)
+    batch = sched.schedule()
+    assert batch.seqs == (*burst, late) and batch.num_scheduled_tokens == (1, 1, 1, 1, 4)
+
+
+def test_priority_preemption_takes_a_decode_out_of_the_step_being_built() -> None:
+    sched = make(num_blocks=3, block_size=4, enable_priority=True, max_num_batched_tokens=64)
+    keep, low = seq_of(3, priority=1), seq_of(3, priority=5)
+    sched.add(keep)
+    sched.add(low)
+    advance(sched.schedule())  # both prefilled, one block each, one block free
+    high = seq_of(8, priority=0)  # needs two blocks: low gives way
+    sched.add(high)
+    batch = sched.schedule()
+    assert batch.seqs == (keep, high) and batch.num_decodes == 1 and batch.num_scheduled_tokens == (1, 8)
+    assert batch.preempted_seq_ids == (low.seq_id,) and low.status is SequenceStatus.WAITING
 
 
 def test_max_num_seqs_caps_the_running_set() -> None:
@@ -210,8 +257,8 @@ def test_same_prefix_waits_one_step_then_reuses_the_cached_blocks() -> None:
     assert batch.seqs == (first,)  # second shares first's blocks being computed; other waits behind it
     finish_step(sched, batch)
     batch = sched.schedule()
-    assert batch.is_prefill and batch.seqs == (second, other)
-    assert second.num_cached_tokens == 8 and batch.num_scheduled_tokens == (2, 10)
+    assert batch.seqs == (first, second, other) and batch.num_decodes == 1
+    assert second.num_cached_tokens == 8 and batch.num_scheduled_tokens == (1, 2, 10)
     assert sched.block_manager.prefix_cache_hit_rate > 0
 
 
