@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from local_engine.admission import EngineLimits
+from local_engine.batch import ScheduledBatch
 from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
 from local_engine.errors import RequestTooLarge
@@ -80,11 +81,29 @@ class SimEngine:
                 context = sum(seq.num_cached_tokens for seq in batch.seqs)
                 self.clock += self.model.prefill_time(batch.total_tokens, context)
                 self._after_prefill(batch.seqs, batch.num_scheduled_tokens, events)
+            elif not batch.is_decode:
+                self._mixed_step(batch, events)
             else:
                 # A preemption this step may let a waiting sequence in at the next: step once.
                 self._decode_run(batch.seqs, self.clock if batch.preempted_seq_ids else until, events)
                 self._keep_decoding(until, events)
             self.busy_s += self.clock - start
+
+    def _mixed_step(self, batch: ScheduledBatch, events: list[EngineEvent]) -> None:
+        """One step of the engine's mixed schedule: every running sequence decodes one token, then a
+        chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
+        decodes, prefills = batch.parts()
+        context = sum(len(seq.token_ids) for seq in decodes.seqs)
+        prefix = sum(seq.num_cached_tokens for seq in prefills.seqs)
+        self.clock += (self.model.decode_time(decodes.num_seqs, context)
+                       + self.model.prefill_time(prefills.total_tokens, prefix))
+        for seq in decodes.seqs:  # the scheduler already gave each its next slot
+            seq.num_cached_tokens += 1
+            seq.token_ids.append(_PAD)
+            if self.blocks.enable_prefix_caching:
+                self.blocks.cache_full_blocks(seq)
+            self._maybe_finish(seq, events)
+        self._after_prefill(prefills.seqs, prefills.num_scheduled_tokens, events)
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
         """With nothing waiting, the scheduler's next step is a decode of every running sequence:
