@@ -1,0 +1,110 @@
+"""slo_cost: the cheapest candidate whose predicted TTFT p95 meets the SLO (the team's, else the
+rule's) with a margin, else the fastest; with hysteresis, so that a prediction hovering at the SLO
+does not flip traffic between local and hosted on every request."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from policies.rule_schema import RuleBase
+from policies.strategies.base import Context, Outcome, closed_note, is_open
+from policies.strategies.kv_fit import engine_fit
+from policies.strategies.ttft import predict_ttft
+
+
+class SloCostRule(RuleBase):
+    """A candidate meets the SLO while its predicted p95 ≤ SLO × (1 − margin); once it has missed,
+    it meets again only below SLO × (1 − margin) × (1 − hysteresis)."""
+
+    target_fields: ClassVar[tuple[str, ...]] = ("candidates",)
+    required_targets: ClassVar[str] = "candidates"
+    slo_fields: ClassVar[tuple[str, ...]] = ("slo",)
+
+    strategy: Literal["slo_cost"]
+    candidates: list[str] = Field(min_length=1)
+    slo: str | None = None  # from `slos`; a team's own `slo` wins; neither: cheapest first
+    margin: float = Field(default=0.1, ge=0.0, lt=1.0)
+    hysteresis: float = Field(default=0.2, ge=0.0, lt=1.0)
+    max_waiting: int | None = Field(default=None, ge=0)  # engines: default the backend's own
+
+
+def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -> bool:
+    """The hysteresis: out above `limit_s`; once out, back in only below limit_s × (1 − hysteresis)."""
+    return ttft_s > (limit_s * (1.0 - hysteresis) if was_out else limit_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    backend: str
+    ttft_s: float | None
+    cost: float
+    note: str
+
+
+def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
+    name = ctx.policy.team(ctx.facts.team).slo or rule.slo
+    slo = ctx.policy.policy.slos.get(name) if name else None
+    return slo.ttft_p95_s if slo is not None else None
+
+
+def _score(rule: SloCostRule, ctx: Context, backend: str) -> _Scored | str:
+    """The backend's predicted TTFT and cost, or a note saying why it is left out."""
+    if backend in ctx.policy.engines:
+        fit = engine_fit(ctx, backend, rule.max_waiting)
+        if fit.key is None and not fit.unknown:
+            return fit.note
+    elif is_open(ctx, backend):
+        return closed_note(ctx, backend)
+    predicted = predict_ttft(ctx, backend)
+    cost = ctx.facts.est_cost_usd.get(backend)
+    # An engine with no price is already paid for; a hosted model with none sorts last.
+    cost = cost if cost is not None else (0.0 if backend in ctx.policy.engines else float("inf"))
+    shown = "?" if predicted.ttft_s is None else f"{predicted.ttft_s:.3g}s {predicted.source}"
+    return _Scored(backend, predicted.ttft_s, cost, f"{backend}: ttft p95 {shown}, ${cost:.3g}")
+
+
+def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
+    candidates = [b for b in rule.candidates if b in ctx.usable]
+    if not candidates:
+        return None
+    slo = _slo_s(rule, ctx)
+    limit = None if slo is None else slo * (1.0 - rule.margin)
+    meeting: list[_Scored] = []
+    missing: list[_Scored] = []
+    unknown: list[_Scored] = []
+    notes: list[str] = []
+    changes: list[tuple[tuple[str, float], bool]] = []
+    for backend in candidates:
+        scored = _score(rule, ctx, backend)
+        if isinstance(scored, str):
+            notes.append(scored)
+            continue
+        if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
+            unknown.append(scored)
+            notes.append(scored.note)
+            continue
+        if limit is None or slo is None:
+            meeting.append(scored)
+            notes.append(scored.note)
+            continue
+        was_out = (backend, slo) in ctx.live.slo_out
+        out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
+        if out != was_out:
+            changes.append(((backend, slo), out))
+        (missing if out else meeting).append(scored)
+        notes.append(scored.note + (" (out" if out else " (in") + (", held)" if was_out == out and out else ")"))
+    backends = (*(s.backend for s in sorted(meeting, key=lambda s: (s.cost, s.ttft_s or 0.0))),
+                *(s.backend for s in sorted(missing, key=lambda s: s.ttft_s or 0.0)),
+                *(s.backend for s in unknown))
+    if limit is None:
+        head = "no slo for this team or rule; cheapest first"
+    else:
+        back = limit * (1 - rule.hysteresis)
+        bound = f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {rule.margin:.0%}; once out, back below {back:.3g}s)"
+        head = f"cheapest with {bound}" if meeting else f"none meets {bound}; fastest first"
+    reason = f"{head}: {'; '.join(notes)}"
+    if not backends:
+        return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, tuple(changes))
+    return Outcome(backends, reason, slo_out=tuple(changes))
