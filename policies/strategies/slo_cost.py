@@ -27,7 +27,12 @@ class SloCostRule(RuleBase):
     slo: str | None = None  # from `slos`; a team's own `slo` wins; neither: cheapest first
     margin: float = Field(default=0.1, ge=0.0, lt=1.0)
     hysteresis: float = Field(default=0.2, ge=0.0, lt=1.0)
-    max_waiting: int | None = Field(default=None, ge=0)  # engines: default the backend's own
+    # Engines: a queue longer than this skips them. Default none: the queue is in the predicted TTFT
+    # (the engine's own refusal limit still applies), so a team with a relaxed SLO may wait longer.
+    max_waiting: int | None = Field(default=None, ge=0)
+
+
+_NO_QUEUE_LIMIT = 1 << 30
 
 
 def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -> bool:
@@ -52,7 +57,7 @@ def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
 def _score(rule: SloCostRule, ctx: Context, backend: str) -> _Scored | str:
     """The backend's predicted TTFT and cost, or a note saying why it is left out."""
     if backend in ctx.policy.engines:
-        fit = engine_fit(ctx, backend, rule.max_waiting)
+        fit = engine_fit(ctx, backend, rule.max_waiting if rule.max_waiting is not None else _NO_QUEUE_LIMIT)
         if fit.key is None and not fit.unknown:
             return fit.note
     elif is_open(ctx, backend):

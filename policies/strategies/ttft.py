@@ -3,7 +3,7 @@ performance model (the decode step in progress + the queue's and this prompt's u
 hosted backends from the TTFT this gateway observed (window p95, else EWMA), else the priors."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from policies.perf_model import predict_engine
 from policies.strategies.base import Context
@@ -34,15 +34,15 @@ def _engine(ctx: Context, backend: str) -> Predicted:
     if snap is None:
         return Predicted(None, "unknown")
     model = ctx.policy.perf_model.engine(backend)
-    if snap.prefill_tokens_per_s > 0:  # measured now beats the model file's figure
-        model = replace(model, prefill_per_token_s=1.0 / snap.prefill_tokens_per_s)
     facts = ctx.facts
     prompt = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
-    queued = ctx.live.num_waiting(backend) or 0
+    cached = int(prompt * facts.prefix_hit_rate.get(backend, 0.0))
+    queued = (ctx.live.num_waiting(backend) or 0) * prompt  # those waiting are taken to be like this one
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
-    # Requests waiting ahead are taken to be like this one (their sizes are not in the state).
     predicted = predict_engine(model, prompt_tokens=prompt, output_tokens=facts.output_on(backend),
-                               cached_tokens=int(prompt * facts.prefix_hit_rate.get(backend, 0.0)),
-                               queued_prompt_tokens=queued * prompt, num_running=snap.num_running,
-                               running_context_tokens=used_tokens)
-    return Predicted(predicted.ttft_s, "live")
+                               cached_tokens=cached, queued_prompt_tokens=queued, num_running=snap.num_running,
+                               running_context_tokens=used_tokens).ttft_s
+    if snap.prefill_tokens_per_s > 0:  # the rate measured now beats the model file's per-token figure
+        # (a correction rather than a modified model: dataclasses.replace costs ~40 µs per request)
+        predicted += (queued + prompt - cached) * (1.0 / snap.prefill_tokens_per_s - model.prefill_per_token_s)
+    return Predicted(predicted, "live")

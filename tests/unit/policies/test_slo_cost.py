@@ -140,3 +140,11 @@ def test_the_example_policy_loads_and_routes_batch_locally() -> None:
             for team in ("default", "batch")}
     assert [t.backend for t in pick["default"].targets] == ["openai", "local"]
     assert [t.backend for t in pick["batch"].targets] == ["local", "openai"]
+
+
+def test_the_queue_is_priced_not_capped_unless_the_rule_says_so() -> None:
+    state = live({"local": engine(waiting=8)})  # beyond the backend's max_waiting (4); 4.5 s predicted
+    assert _route(state, team="batch")[0] == ["local", "openai"]  # relaxed SLO: 9 s
+    capped = POLICY.replace("hysteresis: 0.2}", "hysteresis: 0.2, max_waiting: 5}")
+    backends, decision = _route(state, team="batch", text=capped)
+    assert backends == ["openai"] and "local: queue 8 > 5" in decision.reason
