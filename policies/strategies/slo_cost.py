@@ -3,7 +3,7 @@ rule's) with a margin, else the fastest; with hysteresis, so that a prediction h
 does not flip traffic between local and hosted on every request."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -48,20 +48,40 @@ class _Scored:
     note: str
 
 
+@dataclass
+class _Tally:
+    """The candidates sorted into meeting / missing / unknown, with the notes for the reason."""
+
+    meeting: list[_Scored] = field(default_factory=list)
+    missing: list[_Scored] = field(default_factory=list)
+    unknown: list[_Scored] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    changes: list[tuple[tuple[str, float], bool]] = field(default_factory=list)
+    never: int = 0  # engines the request can never fit (context or whole pool)
+
+    def order(self) -> tuple[str, ...]:
+        return (*(s.backend for s in sorted(self.meeting, key=lambda s: (s.cost, s.ttft_s or 0.0))),
+                *(s.backend for s in sorted(self.missing, key=lambda s: s.ttft_s or 0.0)),
+                *(s.backend for s in self.unknown))
+
+
 def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
     name = ctx.policy.team(ctx.facts.team).slo or rule.slo
     slo = ctx.policy.policy.slos.get(name) if name else None
     return slo.ttft_p95_s if slo is not None else None
 
 
-def _score(rule: SloCostRule, ctx: Context, backend: str) -> _Scored | str:
-    """The backend's predicted TTFT and cost, or a note saying why it is left out."""
+def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Scored | None:
+    """The backend's predicted TTFT and cost; None (and a note) when it is left out."""
     if backend in ctx.policy.engines:
         fit = engine_fit(ctx, backend, rule.max_waiting if rule.max_waiting is not None else _NO_QUEUE_LIMIT)
         if fit.key is None and not fit.unknown:
-            return fit.note
+            tally.notes.append(fit.note)
+            tally.never += fit.never
+            return None
     elif is_open(ctx, backend):
-        return closed_note(ctx, backend)
+        tally.notes.append(closed_note(ctx, backend))
+        return None
     predicted = predict_ttft(ctx, backend)
     cost = ctx.facts.est_cost_usd.get(backend)
     # An engine with no price is already paid for; a hosted model with none sorts last.
@@ -70,46 +90,47 @@ def _score(rule: SloCostRule, ctx: Context, backend: str) -> _Scored | str:
     return _Scored(backend, predicted.ttft_s, cost, f"{backend}: ttft p95 {shown}, ${cost:.3g}")
 
 
+def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
+    if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
+        tally.unknown.append(scored)
+        tally.notes.append(scored.note)
+        return
+    if slo is None:
+        tally.meeting.append(scored)
+        tally.notes.append(scored.note)
+        return
+    limit = slo * (1.0 - rule.margin)
+    was_out = (scored.backend, slo) in ctx.live.slo_out
+    out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
+    if out != was_out:
+        tally.changes.append(((scored.backend, slo), out))
+    (tally.missing if out else tally.meeting).append(scored)
+    held = out and scored.ttft_s <= limit  # within the bound, but not yet back below it by the hysteresis
+    tally.notes.append(scored.note + (" (out, held)" if held else " (out)" if out else " (in)"))
+
+
+def _head(rule: SloCostRule, slo: float | None, any_meets: bool) -> str:
+    if slo is None:
+        return "no slo for this team or rule; cheapest first"
+    limit = slo * (1.0 - rule.margin)
+    back = limit * (1.0 - rule.hysteresis)
+    bound = f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {rule.margin:.0%}; once out, back below {back:.3g}s)"
+    return f"cheapest with {bound}" if any_meets else f"none meets {bound}; fastest first"
+
+
 def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
     candidates = [b for b in rule.candidates if b in ctx.usable]
     if not candidates:
         return None
-    slo = _slo_s(rule, ctx)
-    limit = None if slo is None else slo * (1.0 - rule.margin)
-    meeting: list[_Scored] = []
-    missing: list[_Scored] = []
-    unknown: list[_Scored] = []
-    notes: list[str] = []
-    changes: list[tuple[tuple[str, float], bool]] = []
+    slo, tally = _slo_s(rule, ctx), _Tally()
     for backend in candidates:
-        scored = _score(rule, ctx, backend)
-        if isinstance(scored, str):
-            notes.append(scored)
-            continue
-        if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
-            unknown.append(scored)
-            notes.append(scored.note)
-            continue
-        if limit is None or slo is None:
-            meeting.append(scored)
-            notes.append(scored.note)
-            continue
-        was_out = (backend, slo) in ctx.live.slo_out
-        out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
-        if out != was_out:
-            changes.append(((backend, slo), out))
-        (missing if out else meeting).append(scored)
-        notes.append(scored.note + (" (out" if out else " (in") + (", held)" if was_out == out and out else ")"))
-    backends = (*(s.backend for s in sorted(meeting, key=lambda s: (s.cost, s.ttft_s or 0.0))),
-                *(s.backend for s in sorted(missing, key=lambda s: s.ttft_s or 0.0)),
-                *(s.backend for s in unknown))
-    if limit is None:
-        head = "no slo for this team or rule; cheapest first"
-    else:
-        back = limit * (1 - rule.hysteresis)
-        bound = f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {rule.margin:.0%}; once out, back below {back:.3g}s)"
-        head = f"cheapest with {bound}" if meeting else f"none meets {bound}; fastest first"
-    reason = f"{head}: {'; '.join(notes)}"
+        scored = _score(rule, ctx, backend, tally)
+        if scored is not None:
+            _place(rule, ctx, scored, slo, tally)
+    backends, changes = tally.order(), tuple(tally.changes)
+    reason = f"{_head(rule, slo, bool(tally.meeting))}: {'; '.join(tally.notes)}"
+    if not backends and tally.never == len(candidates):
+        return Outcome((), f"too large for every candidate: {'; '.join(tally.notes)}", "too_large")
     if not backends:
-        return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, tuple(changes))
-    return Outcome(backends, reason, slo_out=tuple(changes))
+        return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, changes)
+    return Outcome(backends, reason, slo_out=changes)

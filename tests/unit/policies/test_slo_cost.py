@@ -111,6 +111,8 @@ def test_hysteresis_holds_across_a_threshold_crossing() -> None:
         decision = decide(compiled, facts(team="anyone", prompt=prompt, blocks={"local": 40}, costs=COSTS), state)
         seen.append(decision.targets[0].backend)
         state = replace(state, slo_out=apply_slo_out(state.slo_out, decision.slo_out))
+        if prompt == 850 and seen[-1] == "openai":
+            assert "local: ttft p95 0.85s live, $0.0001 (out, held)" in decision.reason
     assert seen == [want for _, want in sequence]
 
 
@@ -148,3 +150,11 @@ def test_the_queue_is_priced_not_capped_unless_the_rule_says_so() -> None:
     capped = POLICY.replace("hysteresis: 0.2}", "hysteresis: 0.2, max_waiting: 5}")
     backends, decision = _route(state, team="batch", text=capped)
     assert backends == ["openai"] and "local: queue 8 > 5" in decision.reason
+
+
+def test_refusals_too_large_and_no_capacity() -> None:
+    text = POLICY.replace("candidates: [local, openai]", "candidates: [local]")
+    _, decision = _route(live({"local": engine(total=20)}), text=text)  # 40 blocks > its whole pool of 20
+    assert decision.targets == () and decision.refusal == "too_large"
+    _, decision = _route(live({"local": engine(free=5)}), text=text)
+    assert decision.targets == () and decision.refusal == "no_capacity" and decision.retry_after_s > 0
