@@ -150,6 +150,7 @@ def policy_warnings(policy: Policy, price_table: Mapping[str, Any]) -> list[Prob
     for i, rule in enumerate(policy.rules):
         warnings.extend(_team_warnings(policy, rule.when, ("rules", i, "when")))
         warnings.extend(_allowed_warnings(policy, i, rule))
+        warnings.extend((("rules", i, field), message) for field, message in rule.warnings(policy))
     for alias, spec in policy.models.items():
         for name in spec.teams or ():
             if name not in policy.teams:

@@ -148,6 +148,10 @@ class RuleBase(_Strict):
         """Every backend this rule may route to, in its own order."""
         return [b for f in self.target_fields for b in getattr(self, f)]
 
+    def warnings(self, policy: Any) -> list[tuple[str, str]]:
+        """(field, message) for what this strategy finds valid but likely wrong in `policy`."""
+        return []
+
 
 def __getattr__(name: str) -> Any:
     # `Rule` (the union) is built from the strategy registry, which imports this module: resolved

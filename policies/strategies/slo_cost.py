@@ -4,7 +4,7 @@ does not flip traffic between local and hosted on every request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -30,6 +30,11 @@ class SloCostRule(RuleBase):
     # Engines: a queue longer than this skips them. Default none: the queue is in the predicted TTFT
     # (the engine's own refusal limit still applies), so a team with a relaxed SLO may wait longer.
     max_waiting: int | None = Field(default=None, ge=0)
+
+    def warnings(self, policy: Any) -> list[tuple[str, str]]:
+        if self.slo is not None or (policy.teams and all(t.slo for t in policy.teams.values())):
+            return []
+        return [("strategy", "slo_cost without `slo`: teams with no slo of their own are routed by cost alone")]
 
 
 _NO_QUEUE_LIMIT = 1 << 30
