@@ -1,5 +1,6 @@
 """Benchmark: what routing adds per request — counting a 1,000-token prompt, building the facts and
-deciding — on the default policy (hybrid: local engine + OpenAI) and on a 6-rule policy, in steady
+deciding — on the default policy (hybrid: local engine + OpenAI), on slo_cost (with the TTFT
+prediction) and on a 6-rule policy, in steady
 state (tiktoken's first call is slow and happens at start-up). Peer, same run: litellm.token_counter.
 
     .venv/bin/python bench/policy_decide.py [--iterations 3000] [--no-peer]
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     chat = {**body, "model": "chat"}
     rows.append(("count + facts + decide, cheapest_within_slo (3 targets)", *_time(
         lambda: slo.route(slo.build_facts(chat, "default")), args.iterations)))
+    slo_cost = _router(examples / "slo_cost.yaml")
+    rows.append(("count + facts + predict + decide, slo_cost (2 targets)", *_time(
+        lambda: slo_cost.route(slo_cost.build_facts(chat, "default")), args.iterations)))
     seasonal = _router(examples / "seasonal_time_windows.yaml")
     batch = {**body, "model": "batch"}
     rows.append(("count + facts + decide, seasonal (time windows, 3 rules)", *_time(

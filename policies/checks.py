@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from policies.estimator import hosted_price
-from policies.rule_schema import Cmp, Rule, When
+from policies.rule_schema import Cmp, RuleBase, When
 from policies.schema import Policy
 
 Problem = tuple[tuple[str | int, ...], str]
@@ -52,19 +52,22 @@ def _when_problems(policy: Policy, when: When, path: tuple[str | int, ...]) -> I
         yield from _when_problems(policy, alt, (*path, "any", i))
 
 
-def _rule_problems(policy: Policy, i: int, rule: Rule) -> Iterator[Problem]:
+def _rule_problems(policy: Policy, i: int, rule: RuleBase) -> Iterator[Problem]:
     path: tuple[str | int, ...] = ("rules", i)
-    for field in ("route", "local", "spill", "candidates"):
+    for field in rule.target_fields:
         for j, backend in enumerate(getattr(rule, field)):
             if backend not in policy.backends:
                 yield (*path, field, j), _unknown("backend", backend, list(policy.backends))
-            elif field == "local" and policy.backends[backend].state_source == "none":
+            elif field in rule.engine_fields and policy.backends[backend].state_source == "none":
                 yield (*path, field, j), (
-                    f"backend {backend!r} reports no engine state, so kv_fit cannot tell whether a "
+                    f"backend {backend!r} reports no engine state, so {getattr(rule, 'strategy', '')} cannot "
+                    "tell whether a "
                     "request fits; use a backend of kind engine, or set its `state: hybridgw|vllm`"
                 )
-    if rule.slo is not None and rule.slo not in policy.slos:
-        yield (*path, "slo"), _unknown("slo", rule.slo, list(policy.slos))
+    for field in rule.slo_fields:
+        slo = getattr(rule, field)
+        if slo is not None and slo not in policy.slos:
+            yield (*path, field), _unknown("slo", slo, list(policy.slos))
     yield from _when_problems(policy, rule.when, (*path, "when"))
 
 
@@ -119,7 +122,7 @@ def _team_warnings(policy: Policy, when: When, path: tuple[str | int, ...]) -> I
         yield from _team_warnings(policy, alt, (*path, "any", i))
 
 
-def _allowed_warnings(policy: Policy, i: int, rule: Rule) -> Iterator[Problem]:
+def _allowed_warnings(policy: Policy, i: int, rule: RuleBase) -> Iterator[Problem]:
     for name in _routed_teams(rule.when):
         allowed = policy.teams[name].allowed_backends if name in policy.teams else None
         outside = [b for b in rule.backends() if allowed is not None and b not in allowed]
@@ -147,6 +150,7 @@ def policy_warnings(policy: Policy, price_table: Mapping[str, Any]) -> list[Prob
     for i, rule in enumerate(policy.rules):
         warnings.extend(_team_warnings(policy, rule.when, ("rules", i, "when")))
         warnings.extend(_allowed_warnings(policy, i, rule))
+        warnings.extend((("rules", i, field), message) for field, message in rule.warnings(policy))
     for alias, spec in policy.models.items():
         for name in spec.teams or ():
             if name not in policy.teams:

@@ -9,7 +9,8 @@ from typing import Any
 from policies.conditions import Condition, compile_when
 from policies.decision import Target
 from policies.estimator import TokenPrice, hosted_price
-from policies.rule_schema import Rule, When
+from policies.perf_model import PerfModel
+from policies.rule_schema import RuleBase, When
 from policies.schema import Policy, Team
 from policies.tokens import encoding_name_for
 
@@ -17,7 +18,7 @@ from policies.tokens import encoding_name_for
 @dataclass(frozen=True)
 class CompiledRule:
     name: str
-    spec: Rule
+    spec: RuleBase  # one member of the Rule union (policies.strategies)
     conditions: tuple[Condition, ...]
 
     @property
@@ -49,6 +50,8 @@ class CompiledPolicy:
     team_by_key_hash: Mapping[str, str] = field(default_factory=dict)  # sha256 hex of a key → team
     uses_difficulty: bool = False  # a rule looks at `difficulty`: only then is the prompt scored
     uses_category: bool = False  # a rule looks at `category` (semantic routes)
+    # Priors for predicted TTFT (slo_cost) where live state and observations say nothing.
+    perf_model: PerfModel = field(default_factory=lambda: PerfModel({}, {}))
 
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
@@ -81,8 +84,9 @@ def _when_uses(when: When, fact: str) -> bool:
 
 
 def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None, source: str = "<policy>",
-                   absent_backends: tuple[str, ...] = ()) -> CompiledPolicy:
-    """Prepare `policy` for decide(); `price_table` is litellm's (see estimator.litellm_price_table)."""
+                   absent_backends: tuple[str, ...] = (), perf_model: PerfModel | None = None) -> CompiledPolicy:
+    """Prepare `policy` for decide(); `price_table` is litellm's (see estimator.litellm_price_table);
+    `perf_model`: the backends' performance model (policies.perf_model), else its defaults."""
     engines = frozenset(n for n, b in policy.backends.items() if b.state_source != "none")
     aliases = {name: _alias(name, policy, engines) for name in policy.models}
     prices: dict[tuple[str, str], TokenPrice] = {}
@@ -95,7 +99,7 @@ def compile_policy(policy: Policy, price_table: Mapping[str, Any] | None = None,
                 prices[(target.backend, target.model)] = price
     rules = tuple(CompiledRule(r.name, r, tuple(compile_when(r.when))) for r in policy.rules)
     keys = {h.removeprefix("sha256:"): name for name, team in policy.teams.items() for h in team.key_hashes}
-    difficulty = any(r.strategy == "quality_floor" or _when_uses(r.when, "difficulty") for r in policy.rules)
+    difficulty = any(r.uses_difficulty or _when_uses(r.when, "difficulty") for r in policy.rules)
     category = any(_when_uses(r.when, "category") for r in policy.rules)
     return CompiledPolicy(policy, rules, aliases, engines, prices, source, absent_backends, Team(), keys, difficulty,
-                          category)
+                          category, perf_model or PerfModel({}, {}))

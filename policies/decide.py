@@ -10,7 +10,7 @@ from __future__ import annotations
 from policies.compiled import AliasInfo, CompiledPolicy, CompiledRule
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.live import LiveState
-from policies.strategies import STRATEGIES, Context, Outcome
+from policies.strategies import STRATEGY_TYPES, Context, Outcome
 
 DEFAULT_RULE = "default"
 
@@ -35,22 +35,33 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     live = ctx.live
     closed = tuple(b for b in outcome.backends if live.health_of(b).state != "open")
     if closed or not outcome.backends:
-        return outcome if len(closed) == len(outcome.backends) else Outcome(closed, outcome.reason)
+        return outcome if len(closed) == len(outcome.backends) else \
+            Outcome(closed, outcome.reason, slo_out=outcome.slo_out)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
         else "cooling down"
-    return Outcome((), f"{outcome.reason}; every target is {down}", "no_healthy_backend", max(floor, wait))
+    return Outcome((), f"{outcome.reason}; every target is {down}", "no_healthy_backend", max(floor, wait),
+                   outcome.slo_out)
 
 
 def _run(rule: CompiledRule, ctx: Context) -> tuple[Outcome, str] | None:
     why = _matched(rule, ctx.facts, ctx.live)
     if why is None:
         return None
-    outcome = STRATEGIES[rule.spec.strategy](rule.spec, ctx)
+    outcome = STRATEGY_TYPES[rule.spec.strategy].decide(rule.spec, ctx)
     if outcome is None:  # none of the rule's backends serves this model for this team
         return None
     return _without_open(ctx, outcome), why
+
+
+def apply_slo_out(out: frozenset[tuple[str, float]],
+                  changes: tuple[tuple[tuple[str, float], bool], ...]) -> frozenset[tuple[str, float]]:
+    """slo_cost's hysteresis state after a decision's changes (see LiveState.slo_out)."""
+    now = set(out)
+    for key, is_out in changes:
+        (now.add if is_out else now.discard)(key)
+    return frozenset(now)
 
 
 def _targets(alias: AliasInfo, backends: tuple[str, ...]) -> tuple[Target, ...]:
@@ -91,5 +102,5 @@ def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, reas
     return RouteDecision(
         targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=shadow_rule,
         shadow_targets=shadow_targets, strategy=strategy, refusal=outcome.refusal,
-        retry_after_s=outcome.retry_after_s, shadow_reason=shadow_reason,
+        retry_after_s=outcome.retry_after_s, shadow_reason=shadow_reason, slo_out=outcome.slo_out,
     )

@@ -62,10 +62,12 @@ class RouteDecision:
     reason: str
     shadow_rule: str = ""  # a shadow rule (or shadow policy) that matched: recorded, never applied
     shadow_targets: tuple[Target, ...] = ()
-    strategy: str = ""  # first_match | kv_fit | cheapest_within_slo | quality_floor | default
+    strategy: str = ""  # a name from policies.strategies.STRATEGY_TYPES, or default
     refusal: str = ""  # "" | "no_capacity" | "no_healthy_backend" | "not_allowed" | "too_large"
     retry_after_s: float = 0.0
     shadow_reason: str = ""
+    # slo_cost's hysteresis: (backend, SLO seconds) → out from now on; applied by the router.
+    slo_out: tuple[tuple[tuple[str, float], bool], ...] = ()
 
     @property
     def shadow_differs(self) -> bool:

@@ -73,6 +73,9 @@ class LiveState:
     released_blocks: Mapping[str, int] = field(default_factory=dict)
     # This gateway's in-flight requests per engine: the queue as we know it, before the next poll.
     in_flight: Mapping[str, InFlight] = field(default_factory=dict)
+    # slo_cost's hysteresis: (backend, SLO seconds) whose predicted TTFT missed that SLO and has not
+    # yet come back below it by the rule's hysteresis (the router keeps it from decision to decision).
+    slo_out: frozenset[tuple[str, float]] = frozenset()
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

@@ -12,11 +12,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from policies.checks import policy_problems
 from policies.errors import PolicyError
 from policies.schema import Policy
+from policies.strategies import STRATEGY_TYPES
 from policies.yaml_source import Path_, read_yaml
 
 MAX_POLICY_BYTES = 1 << 20  # a policy is a few KiB; anything near this is a mistake or an attack
@@ -43,21 +44,45 @@ def _line_of(loc: Path_, lines: dict[Path_, int]) -> int:
     return 1
 
 
-def _model_at(loc: Path_) -> type[BaseModel] | None:
-    """The pydantic model that the mapping at `loc` is validated against (for 'did you mean')."""
+def _tagged(tp: Any) -> dict[str, Any]:
+    """The members of a tagged union (Annotated[Union[Annotated[X, Tag(t)], …], Discriminator]) by tag."""
+    if typing.get_origin(tp) is not typing.Annotated:
+        return {}
+    members: dict[str, Any] = {}
+    for member in typing.get_args(typing.get_args(tp)[0]):
+        tags = [m.tag for m in typing.get_args(member)[1:] if isinstance(m, Tag)]
+        if tags:
+            members[tags[0]] = typing.get_args(member)[0]
+    return members
+
+
+def _schema_path(loc: Path_) -> tuple[Path_, Any]:
+    """`loc` without the union tags pydantic puts in it (rules.0.kv_fit.spil → rules.0.spil),
+    and the schema type at its end (a union's member once its tag picked it)."""
     current: Any = Policy
-    for part in loc:
+    shown: list[str | int] = []
+    for i, part in enumerate(loc):
+        members = _tagged(current)
+        if part in members:  # a tag: follow that member; it is no key in the file
+            current = members[part]
+            continue
+        if members or current is None:
+            return (*shown, *loc[i:]), None
         current = _unwrap(current)
+        shown.append(part)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
-            if field is None:
-                return None
-            current = field.annotation
+            current = field.annotation if field is not None else None
         elif typing.get_origin(current) in (dict, list, tuple):
             current = typing.get_args(current)[-1 if typing.get_origin(current) is dict else 0]
         else:
-            return None
-    current = _unwrap(current)
+            current = None
+    return tuple(shown), current
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that the mapping at `loc` (tags included) is validated against."""
+    current = _unwrap(_schema_path(loc)[1])
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
@@ -78,14 +103,28 @@ def _unknown_field_message(loc: Path_) -> str:
     model = _model_at(loc[:-1])
     if model is None:
         return "unknown field"
+    own = getattr(model, "model_fields", {}).get("strategy")
+    if own is not None:  # a strategy's rule: say whose field it is, if another strategy's
+        mine = own.default if isinstance(own.default, str) else typing.get_args(own.annotation)[0]
+        for name, kind in STRATEGY_TYPES.items():
+            if loc[-1] in kind.rule.model_fields and loc[-1] not in model.model_fields:
+                return f"field {loc[-1]!r} belongs to strategy {name}, not {mine}"
     allowed = [f.alias or n for n, f in model.model_fields.items()]
     close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown field{hint} (allowed: {', '.join(allowed)})"
 
 
+def _missing_message(loc: Path_) -> str:
+    model = _model_at(loc[:-1])
+    strategy = getattr(model, "model_fields", {}).get("strategy") if model is not None else None
+    if strategy is None:
+        return "required field is missing"
+    return f"required field is missing: strategy {typing.get_args(strategy.annotation)[0]} needs {loc[-1]!r}"
+
+
 def _key_line(loc: Path_, msg: str, lines: dict[Path_, int]) -> int:
-    # A model-level check ("field 'route' belongs to ...") is reported on the mapping; point at the field.
+    # A model-level check naming a field ('x' …) is reported on the mapping; point at the field.
     for path, line in lines.items():
         if path[:-1] == loc and path and isinstance(path[-1], str) and f"'{path[-1]}'" in msg:
             return line
@@ -95,14 +134,14 @@ def _key_line(loc: Path_, msg: str, lines: dict[Path_, int]) -> int:
 def _format_errors(exc: ValidationError, filename: str, lines: dict[Path_, int]) -> PolicyError:
     problems = []
     for err in exc.errors(include_url=False):
-        loc: Path_ = tuple(err["loc"])
-        # pydantic appends union-member tags to loc; show the part that exists in the file.
+        raw: Path_ = tuple(err["loc"])
+        loc = _schema_path(raw)[0]  # pydantic puts union tags in loc: show the keys of the file
         known = next(loc[:end] for end in range(len(loc), -1, -1) if loc[:end] in lines or end == 0)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg, shown, line = _unknown_field_message(loc), loc, _line_of(loc, lines)
+            msg, shown, line = _unknown_field_message(raw), loc, _line_of(loc, lines)
         elif err["type"] == "missing":
-            msg, shown, line = "required field is missing", loc, _line_of(known, lines)
+            msg, shown, line = _missing_message(raw), loc, _line_of(known, lines)
         else:
             shown, line = known, _key_line(known, msg, lines)
         problems.append(f"{filename}:{line}: {_dotted(shown)}: {msg}")
@@ -123,10 +162,11 @@ def _prune(data: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, 
             del data["models"][alias]
     rules = []
     for rule in data.get("rules", []):
-        for field in ("route", "local", "spill", "candidates"):
+        model = STRATEGY_TYPES[rule.get("strategy", "first_match")].rule
+        for field in model.target_fields:
             if field in rule:
                 rule[field] = [b for b in rule[field] if b not in absent]
-        if any(rule.get(f) for f in ("route", "local", "candidates")):
+        if rule.get(model.required_targets):
             rules.append(rule)
     data["rules"] = rules
     return data, absent

@@ -36,7 +36,7 @@ from typing import Any
 
 from policies.calibration import Calibration
 from policies.compiled import CompiledPolicy, compile_policy
-from policies.decide import decide
+from policies.decide import apply_slo_out, decide
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.estimator import TokenPrice, litellm_price_table, local_price
 from policies.facts import build_facts, calibration_key
@@ -79,6 +79,7 @@ class PolicyRouter:
         self.poller = EngineStatePoller(state_sources(self._compiled.policy, self.engine_urls),
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
+        self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -107,7 +108,7 @@ class PolicyRouter:
         snapshots = self.poller.snapshots
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
-                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots))
+                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out)
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -122,6 +123,8 @@ class PolicyRouter:
               live: LiveState | None = None) -> RouteDecision:
         live = live or self.live_state()
         decision = decide(compiled or self._compiled, facts, live)
+        if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
+            self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
         if self._shadow is not None and facts.model_alias in self._shadow.aliases:

@@ -1,9 +1,9 @@
 """The routing rules' part of the policy schema: conditions on request facts and live state, and
-the strategy a matching rule uses to order its targets."""
+the fields every rule has (each strategy adds its own, in policies/strategies/)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -120,43 +120,23 @@ class When(_Strict):
         return {name.lower(): cmp for name, cmp in value.items()}
 
 
-Strategy = Literal["first_match", "kv_fit", "cheapest_within_slo", "quality_floor"]
-_STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
-    "first_match": ("route",),
-    "kv_fit": ("local", "spill", "max_waiting"),
-    "cheapest_within_slo": ("candidates", "slo"),
-    "quality_floor": ("local", "spill", "max_waiting", "max_difficulty", "hard_to_local"),
-}
+class RuleBase(_Strict):
+    """What every rule has, whatever its strategy. Each strategy's own fields live in its module
+    (policies/strategies/); `Rule` is their union, told apart by `strategy` (first_match when absent).
 
+    The class variables say which fields name what, so the loader and the checks need no per-strategy
+    lists: `target_fields` hold backends, `required_targets` must keep one backend for the rule to
+    survive pruning, `engine_fields` must name engines with state, `slo_fields` name `slos`."""
 
-class Rule(_Strict):
-    """One routing rule. Rules are tried in order; the first that matches (and is not shadow) decides.
-
-    first_match: `route` lists backends in the order to try.
-    kv_fit: engines in `local` that fit the request (KV blocks, context and a short queue), fewest
-    waiting then most headroom first, then `spill`, then engines whose state is unknown (stale) as
-    a last resort (an engine whose server refuses connections is down, not unknown: skipped); when
-    every engine is known not to fit and there is no spill: refused — 503 + Retry-After while it is
-    full, 400 when the request is larger than its context or whole KV pool.
-    cheapest_within_slo: `candidates` that are predicted to meet the TTFT SLO, cheapest first,
-    then the rest by predicted TTFT.
-    quality_floor: a request whose difficulty is at most `max_difficulty` goes as kv_fit does (local
-    if it fits, else `spill`); a harder one (or one not scored) goes to `spill` only — to `local` as a
-    fallback after it when `hard_to_local` is true, else never.
-    """
+    target_fields: ClassVar[tuple[str, ...]] = ()
+    required_targets: ClassVar[str] = ""
+    engine_fields: ClassVar[tuple[str, ...]] = ()
+    slo_fields: ClassVar[tuple[str, ...]] = ()
+    uses_difficulty: ClassVar[bool] = False  # decide() needs the request's difficulty score
 
     name: str = Field(min_length=1)
     description: str = ""
     when: When = Field(default_factory=When)
-    strategy: Strategy = "first_match"
-    route: list[str] = Field(default_factory=list)
-    local: list[str] = Field(default_factory=list)
-    spill: list[str] = Field(default_factory=list)
-    max_waiting: int | None = Field(default=None, ge=0)  # default: the backend's own max_waiting
-    candidates: list[str] = Field(default_factory=list)
-    slo: str | None = None
-    max_difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
-    hard_to_local: bool = False
     shadow: bool = False  # evaluated and recorded, never applied
 
     @field_validator("name")
@@ -164,23 +144,20 @@ class Rule(_Strict):
     def _name(cls, value: str) -> str:
         return header_safe(value, "rule name")
 
-    @model_validator(mode="after")
-    def _fields_fit_strategy(self) -> Rule:
-        own = _STRATEGY_FIELDS[self.strategy]
-        for strategy, fields in _STRATEGY_FIELDS.items():
-            for name in fields:
-                if strategy != self.strategy and name not in own and name in self.model_fields_set:
-                    raise ValueError(f"field {name!r} belongs to strategy {strategy}, not {self.strategy}")
-        required = {"first_match": "route", "kv_fit": "local", "cheapest_within_slo": "candidates",
-                    "quality_floor": "local"}
-        if not getattr(self, required[self.strategy]):
-            raise ValueError(f"strategy {self.strategy} needs a non-empty {required[self.strategy]!r} list")
-        if self.strategy == "cheapest_within_slo" and not self.slo:
-            raise ValueError("strategy cheapest_within_slo needs 'slo' (a name from the policy's slos)")
-        if self.strategy == "quality_floor" and self.max_difficulty is None:
-            raise ValueError("strategy quality_floor needs 'max_difficulty' (0..1: harder requests skip local)")
-        return self
-
     def backends(self) -> list[str]:
         """Every backend this rule may route to, in its own order."""
-        return [*self.route, *self.local, *self.spill, *self.candidates]
+        return [b for f in self.target_fields for b in getattr(self, f)]
+
+    def warnings(self, policy: Any) -> list[tuple[str, str]]:
+        """(field, message) for what this strategy finds valid but likely wrong in `policy`."""
+        return []
+
+
+def __getattr__(name: str) -> Any:
+    # `Rule` (the union) is built from the strategy registry, which imports this module: resolved
+    # on first use so that `from policies.rule_schema import Rule` keeps working.
+    if name == "Rule":
+        from policies.strategies import Rule
+
+        return Rule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,3 +50,13 @@ def test_policy_check_prints_warnings_and_still_passes(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert f"{path}: warning: rules[0].when.team: names team 'ghost'" in run.stderr
     assert f"{path}: warning: models.m.deployments[0]: hosted model 'nobody-prices-me'" in run.stderr
+
+
+def test_slo_cost_without_any_slo_is_warned_about() -> None:
+    rule = {"name": "sc", "strategy": "slo_cost", "candidates": ["local", "priced"]}
+    bare = {**POLICY, "rules": [rule]}
+    found = {dotted(loc): message for loc, message in policy_warnings(Policy.model_validate(bare), TABLE)}
+    assert found["rules[0].strategy"].startswith("slo_cost without `slo`: teams with no slo of their own")
+    with_slo = {**bare, "slos": {"s": {"ttft_p95_s": 1.0}}, "rules": [{**rule, "slo": "s"}]}
+    found = {dotted(loc) for loc, _ in policy_warnings(Policy.model_validate(with_slo), TABLE)}
+    assert "rules[0].strategy" not in found

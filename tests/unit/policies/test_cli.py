@@ -74,3 +74,17 @@ def test_explain_with_no_state_and_a_bad_request_file(tmp_path: Path) -> None:
     unknown = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request",
                         str(_write(tmp_path, "u.json", {"model": "gpt-9", "messages": []})))
     assert unknown.returncode == 2 and "The model 'gpt-9' does not exist" in unknown.stderr
+
+
+def test_explain_shows_slo_costs_predictions_and_bound(tmp_path: Path) -> None:
+    # 30 requests queued ahead at 500 prefill tokens/s: local's predicted TTFT is far over the 0.9 s bound.
+    state = {"engines": {"local": {"model": "smollm2", "block_size": 16, "num_blocks_total": 512,
+                                   "num_blocks_free": 400, "num_waiting": 30, "prefill_tokens_per_s": 500}}}
+    run = _hybridgw("explain", str(EXAMPLES / "slo_cost.yaml"), "--request", str(_write(tmp_path, "r.json", REQUEST)),
+                    "--team", "default", "--state", str(_write(tmp_path, "s.json", state)),
+                    "--env", "OPENAI_API_KEY=sk-test")
+    assert run.returncode == 0, run.stderr
+    assert "rule      slo-cost (slo_cost)" in run.stdout
+    assert "targets   openai (gpt-4o-mini), local (smollm2)" in run.stdout
+    assert "cheapest with ttft p95 ≤ 0.9s (slo 1s − 10%; once out, back below 0.72s): local: ttft p95 1." in run.stdout
+    assert "live, $0 (out); openai: ttft p95 0.6s prior" in run.stdout

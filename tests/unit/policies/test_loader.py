@@ -58,7 +58,7 @@ def test_unknown_backend_reference_names_the_defined_ones() -> None:
 
 def test_field_of_another_strategy_points_at_that_field() -> None:
     text = BASE + "rules:\n  - name: r\n    strategy: kv_fit\n    local: [local]\n    route: [openai]\n"
-    assert _error(text) == "p.yaml:18: rules[0]: field 'route' belongs to strategy first_match, not kv_fit"
+    assert _error(text) == "p.yaml:18: rules[0].route: field 'route' belongs to strategy first_match, not kv_fit"
 
 
 def test_kv_fit_needs_engines_with_state() -> None:

@@ -1,0 +1,103 @@
+"""kv_fit: engines in `local` that fit the request (KV blocks, context and a short queue), fewest
+waiting then most headroom first, then `spill`, then engines whose state is unknown as a last resort."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from policies.rule_schema import RuleBase
+from policies.strategies.base import Context, Outcome, closed_note, is_open
+
+
+class LocalSpillRule(RuleBase):
+    """Engines to try first (`local`), hosted backends to spill to (`spill`), a queue limit."""
+
+    target_fields: ClassVar[tuple[str, ...]] = ("local", "spill")
+    required_targets: ClassVar[str] = "local"
+    engine_fields: ClassVar[tuple[str, ...]] = ("local",)
+
+    local: list[str] = Field(min_length=1)
+    spill: list[str] = Field(default_factory=list)
+    max_waiting: int | None = Field(default=None, ge=0)  # default: the backend's own max_waiting
+
+
+class KvFitRule(LocalSpillRule):
+    """Engines that fit, then spill, then engines whose state is unknown (stale) as a last resort (an
+    engine whose server refuses connections is down, not unknown: skipped); when every engine is
+    known not to fit and there is no spill: refused — 503 + Retry-After while it is full, 400 when
+    the request is larger than its context or whole KV pool."""
+
+    strategy: Literal["kv_fit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """How one engine stands for this request."""
+
+    backend: str
+    key: tuple[int, float] | None  # sort key when it fits, else None
+    note: str
+    short_blocks: int = 0
+    unknown: bool = False  # no fresh state: not trusted, kept only as a last resort
+    never: bool = False  # larger than the engine's context or its whole KV pool: waiting will not help
+
+
+def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> Fit:
+    """How `backend` stands for this request; `max_waiting`: the rule's queue limit (None: the backend's)."""
+    live, facts = ctx.live, ctx.facts
+    if is_open(ctx, backend):
+        return Fit(backend, None, closed_note(ctx, backend))
+    snap, free = live.engine(backend), live.free_blocks(backend)
+    need = facts.blocks_needed.get(backend)
+    if snap is None or free is None or need is None:
+        return Fit(backend, None, f"{backend}: state unknown", unknown=True)
+    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
+    if snap.max_model_len and context_len > snap.max_model_len:
+        return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
+                   never=True)
+    if need > snap.num_blocks_total:
+        return Fit(backend, None, f"{backend}: needs {need} KV blocks, its whole pool has {snap.num_blocks_total}",
+                   never=True)
+    if need > free:
+        return Fit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
+    # The queue as we know it: the polled one corrected by what this gateway sent since (live.num_waiting).
+    queued = live.num_waiting(backend) or 0
+    limit = max_waiting if max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
+    if queued > limit:
+        return Fit(backend, None, f"{backend}: queue {queued} > {limit}")
+    if snap.max_waiting and queued >= snap.max_waiting:  # it would refuse the request (503): do not try
+        return Fit(backend, None, f"{backend}: queue {queued} at the engine's limit of {snap.max_waiting}")
+    # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
+    key = (queued, -(free - need) / snap.num_blocks_total)
+    return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {queued} waiting)")
+
+
+def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:
+    """Engines that fit (fewest waiting, then most KV left), then spill, then engines whose state
+    is unknown (stale or not yet polled) as a last resort; engines known not to fit are left out."""
+    local = [b for b in rule.local if b in ctx.usable]
+    spill = [b for b in rule.spill if b in ctx.usable and not is_open(ctx, b)]
+    if not local and not spill:
+        return None
+    fits = [engine_fit(ctx, b, rule.max_waiting) for b in local]
+    fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
+    unknown = [f.backend for f in fits if f.unknown]
+    notes = "; ".join(f.note for f in fits)
+    backends = (*fitting, *spill, *unknown)
+    if fitting:
+        return Outcome(backends, f"local fits: {notes}")
+    if spill:
+        return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
+    if unknown:
+        return Outcome(backends, f"nothing known to fit, trying {', '.join(unknown)} anyway: {notes}")
+    if fits and all(f.never for f in fits) and not any(b in ctx.usable for b in rule.spill):
+        return Outcome((), f"too large for every engine and nowhere to spill: {notes}", "too_large")
+    if local and all(is_open(ctx, b) for b in local):  # decide() refuses them with their cooldown
+        return Outcome(tuple(local), f"nowhere to go: {notes}")
+    short = max((f.short_blocks for f in fits), default=0)
+    from policies.estimator import retry_after_s  # cold path; estimator imports the schema
+
+    wait = retry_after_s(short, ctx.live.engine(local[0]), ctx.policy.policy.defaults.retry_after_s)
+    return Outcome((), f"no capacity and nowhere to spill: {notes}", "no_capacity", wait)

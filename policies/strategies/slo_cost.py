@@ -1,0 +1,141 @@
+"""slo_cost: the cheapest candidate whose predicted TTFT p95 meets the SLO (the team's, else the
+rule's) with a margin, else the fastest; with hysteresis, so that a prediction hovering at the SLO
+does not flip traffic between local and hosted on every request."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from policies.rule_schema import RuleBase
+from policies.strategies.base import Context, Outcome, closed_note, is_open
+from policies.strategies.kv_fit import engine_fit
+from policies.strategies.ttft import predict_ttft
+
+
+class SloCostRule(RuleBase):
+    """A candidate meets the SLO while its predicted p95 ≤ SLO × (1 − margin); once it has missed,
+    it meets again only below SLO × (1 − margin) × (1 − hysteresis)."""
+
+    target_fields: ClassVar[tuple[str, ...]] = ("candidates",)
+    required_targets: ClassVar[str] = "candidates"
+    slo_fields: ClassVar[tuple[str, ...]] = ("slo",)
+
+    strategy: Literal["slo_cost"]
+    candidates: list[str] = Field(min_length=1)
+    slo: str | None = None  # from `slos`; a team's own `slo` wins; neither: cheapest first
+    margin: float = Field(default=0.1, ge=0.0, lt=1.0)
+    hysteresis: float = Field(default=0.2, ge=0.0, lt=1.0)
+    # Engines: a queue longer than this skips them. Default none: the queue is in the predicted TTFT
+    # (the engine's own refusal limit still applies), so a team with a relaxed SLO may wait longer.
+    max_waiting: int | None = Field(default=None, ge=0)
+
+    def warnings(self, policy: Any) -> list[tuple[str, str]]:
+        if self.slo is not None or (policy.teams and all(t.slo for t in policy.teams.values())):
+            return []
+        return [("strategy", "slo_cost without `slo`: teams with no slo of their own are routed by cost alone")]
+
+
+_NO_QUEUE_LIMIT = 1 << 30
+
+
+def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -> bool:
+    """The hysteresis: out above `limit_s`; once out, back in only below limit_s × (1 − hysteresis)."""
+    return ttft_s > (limit_s * (1.0 - hysteresis) if was_out else limit_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    backend: str
+    ttft_s: float | None
+    cost: float
+    note: str
+
+
+@dataclass
+class _Tally:
+    """The candidates sorted into meeting / missing / unknown, with the notes for the reason."""
+
+    meeting: list[_Scored] = field(default_factory=list)
+    missing: list[_Scored] = field(default_factory=list)
+    unknown: list[_Scored] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    changes: list[tuple[tuple[str, float], bool]] = field(default_factory=list)
+    never: int = 0  # engines the request can never fit (context or whole pool)
+
+    def order(self) -> tuple[str, ...]:
+        return (*(s.backend for s in sorted(self.meeting, key=lambda s: (s.cost, s.ttft_s or 0.0))),
+                *(s.backend for s in sorted(self.missing, key=lambda s: s.ttft_s or 0.0)),
+                *(s.backend for s in self.unknown))
+
+
+def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
+    name = ctx.policy.team(ctx.facts.team).slo or rule.slo
+    slo = ctx.policy.policy.slos.get(name) if name else None
+    return slo.ttft_p95_s if slo is not None else None
+
+
+def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Scored | None:
+    """The backend's predicted TTFT and cost; None (and a note) when it is left out."""
+    if backend in ctx.policy.engines:
+        fit = engine_fit(ctx, backend, rule.max_waiting if rule.max_waiting is not None else _NO_QUEUE_LIMIT)
+        if fit.key is None and not fit.unknown:
+            tally.notes.append(fit.note)
+            tally.never += fit.never
+            return None
+    elif is_open(ctx, backend):
+        tally.notes.append(closed_note(ctx, backend))
+        return None
+    predicted = predict_ttft(ctx, backend)
+    cost = ctx.facts.est_cost_usd.get(backend)
+    # An engine with no price is already paid for; a hosted model with none sorts last.
+    cost = cost if cost is not None else (0.0 if backend in ctx.policy.engines else float("inf"))
+    shown = "?" if predicted.ttft_s is None else f"{predicted.ttft_s:.3g}s {predicted.source}"
+    return _Scored(backend, predicted.ttft_s, cost, f"{backend}: ttft p95 {shown}, ${cost:.3g}")
+
+
+def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
+    if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
+        tally.unknown.append(scored)
+        tally.notes.append(scored.note)
+        return
+    if slo is None:
+        tally.meeting.append(scored)
+        tally.notes.append(scored.note)
+        return
+    limit = slo * (1.0 - rule.margin)
+    was_out = (scored.backend, slo) in ctx.live.slo_out
+    out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
+    if out != was_out:
+        tally.changes.append(((scored.backend, slo), out))
+    (tally.missing if out else tally.meeting).append(scored)
+    held = out and scored.ttft_s <= limit  # within the bound, but not yet back below it by the hysteresis
+    tally.notes.append(scored.note + (" (out, held)" if held else " (out)" if out else " (in)"))
+
+
+def _head(rule: SloCostRule, slo: float | None, any_meets: bool) -> str:
+    if slo is None:
+        return "no slo for this team or rule; cheapest first"
+    limit = slo * (1.0 - rule.margin)
+    back = limit * (1.0 - rule.hysteresis)
+    bound = f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {rule.margin:.0%}; once out, back below {back:.3g}s)"
+    return f"cheapest with {bound}" if any_meets else f"none meets {bound}; fastest first"
+
+
+def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
+    candidates = [b for b in rule.candidates if b in ctx.usable]
+    if not candidates:
+        return None
+    slo, tally = _slo_s(rule, ctx), _Tally()
+    for backend in candidates:
+        scored = _score(rule, ctx, backend, tally)
+        if scored is not None:
+            _place(rule, ctx, scored, slo, tally)
+    backends, changes = tally.order(), tuple(tally.changes)
+    reason = f"{_head(rule, slo, bool(tally.meeting))}: {'; '.join(tally.notes)}"
+    if not backends and tally.never == len(candidates):
+        return Outcome((), f"too large for every candidate: {'; '.join(tally.notes)}", "too_large")
+    if not backends:
+        return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, changes)
+    return Outcome(backends, reason, slo_out=changes)
