@@ -180,7 +180,8 @@ def one_run(name: str, url: str, a: argparse.Namespace, out: Path, seed: int) ->
 
 def compare(url: str, a: argparse.Namespace) -> None:
     runs: dict[str, list[dict[str, float]]] = {"hybridgw": [], "aiperf": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or scratch
         for i in range(a.rounds):
             for name in ("hybridgw", "aiperf"):
                 r = one_run(name, url, a, Path(tmp) / f"{name}{i}", seed=1000 + 2 * i + (name == "aiperf"))
@@ -220,6 +221,7 @@ def main() -> int:
     p.add_argument("--isl", type=int, default=64)
     p.add_argument("--osl", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--keep", help="write both tools' results under this folder instead of a temporary one")
     p.add_argument("--pin", action="store_true", help="engine on CPU 0, the tools on CPU 1 (taskset)")
     p.add_argument(
         "--scripted",
