@@ -10,9 +10,10 @@ inter_token_latency = our TPOT, request_latency = E2E. AIPerf counts output toke
 server's usage here (--use-server-token-count), as we do; its own /metrics polling (every ~0.3 s)
 and GPU telemetry are switched off so both tools put the same load on the engine. Each run gets its
 own seed, so neither reuses the previous run's prompts from the prefix cache. --pin puts the engine
-on CPU 0 and the tools on CPU 1. Peer: ../shared/peers/aiperf.sh.
+on CPU 0 and the tools on CPU 1; --together runs both tools at once (the engine then serves both,
+at the same speed for both). Peer: ../shared/peers/aiperf.sh.
 
-    .venv/bin/python bench/bench_vs_aiperf.py [--url URL] [--concurrency 1] [--requests 40] [--rounds 2] [--pin]
+    .venv/bin/python bench/bench_vs_aiperf.py [--url URL] [--concurrency 1] [--requests 40] [--rounds 2] [--pin] [--together]
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,13 +181,29 @@ def one_run(name: str, url: str, a: argparse.Namespace, out: Path, seed: int) ->
     return r
 
 
+def together(url: str, a: argparse.Namespace, tmp: Path, i: int) -> dict[str, dict[str, float]]:
+    """Both tools at once on the same engine: AIPerf first (its start-up is slow), `hybridgw bench` as
+    soon as the engine has served AIPerf's warm-up, so both measure the same engine at the same time."""
+    load, eng0 = os.getloadavg()[0], engine_counters(url)
+    with ThreadPoolExecutor(2) as pool:
+        theirs = pool.submit(aiperf, url, a, tmp / f"aiperf{i}", 1001 + 2 * i)
+        while engine_counters(url)["ttft_n"] - eng0["ttft_n"] <= a.warmup and not theirs.done():
+            time.sleep(0.05)
+        r = {"hybridgw": ours(url, a, tmp / f"hybridgw{i}", 1000 + 2 * i), "aiperf": theirs.result()}
+    view = engine_view(eng0, engine_counters(url))  # one window for both: the engine's speed is shared
+    return {k: v | view | {"tool_cpu_s": float("nan"), "load_avg": load} for k, v in r.items()}
+
+
 def compare(url: str, a: argparse.Namespace) -> None:
     runs: dict[str, list[dict[str, float]]] = {"hybridgw": [], "aiperf": []}
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = a.keep or scratch
+        tmp = Path(a.keep or scratch)
         for i in range(a.rounds):
-            for name in ("hybridgw", "aiperf"):
-                r = one_run(name, url, a, Path(tmp) / f"{name}{i}", seed=1000 + 2 * i + (name == "aiperf"))
+            if a.together:
+                both = together(url, a, tmp, i)
+            else:
+                both = {n: one_run(n, url, a, tmp / f"{n}{i}", 1000 + 2 * i + (n == "aiperf")) for n in runs}
+            for name, r in both.items():
                 print(
                     json.dumps({"tool": name, "round": i, **{k: round(v, 2) for k, v in r.items()}}),
                     flush=True,
@@ -221,6 +240,11 @@ def main() -> int:
     p.add_argument("--isl", type=int, default=64)
     p.add_argument("--osl", type=int, default=16)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--together",
+        action="store_true",
+        help="run both tools at the same time (each at --concurrency) instead of one after the other",
+    )
     p.add_argument("--keep", help="write both tools' results under this folder instead of a temporary one")
     p.add_argument("--pin", action="store_true", help="engine on CPU 0, the tools on CPU 1 (taskset)")
     p.add_argument(
