@@ -1,0 +1,196 @@
+"""Is the replay simulator right? Runs real traffic through `hybridgw serve` (a kv_fit policy: the
+local engine on this CPU, spill to the SIMULATED hosted API tests/fakes/hosted_sim.py), then replays
+the gateway's own usage ledger for that window with the same policy, and prints measured vs predicted.
+
+1. profile: the engine alone, one request at a time at two prompt lengths (TTFT) and a small and a
+   larger batch (ITL) -> a performance model (policies/replay/profile_fit.py); the hosted model is
+   hosted_sim's gpt-4o-mini profile, converted (hosted_from_sim);
+2. measure: `hybridgw bench` (mixed preset, Poisson arrivals) through the gateway;
+3. predict: `hybridgw replay POLICY --ledger usage.sqlite3 --since T0 --until T1 --perf-model M`.
+
+    .venv/bin/python bench/replay_vs_real.py [--engine-model tiny-random] [--schedule 12:10,1:10]
+        [--duration 20] [--length-scale 0.05] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policies.replay.profile_fit import EngineProfile, fit_engine, hosted_from_sim
+from tests.fakes.hosted_profiles import PROFILES
+from tests.support import procs
+
+HOSTED_MODEL = "gpt-4o-mini"
+POLICY = """version: 1
+backends:
+  local: {{kind: engine, model: {model}, base_url: '{engine}/v1', max_waiting: {max_waiting},
+          price: {{usd_per_gpu_hour: {gpu_hour}}}}}
+  openai: {{kind: openai, base_url: '{hosted}/v1', api_key_env: OPENAI_API_KEY}}
+models:
+  chat:
+    deployments:
+      - {{backend: local, model: {model}}}
+      - {{backend: openai, model: {hosted_model}}}
+teams:
+  alpha: {{}}
+  beta: {{}}
+rules:
+  - {{name: local-then-spill, strategy: kv_fit, local: [local], spill: [openai]}}
+"""
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, cwd=ROOT, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    if done.returncode not in (0, 1):  # bench: 1 = it ran but some requests failed; still measured
+        raise SystemExit(f"{' '.join(args[:4])} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def bench(url: str, out: Path, *args: str) -> dict[str, Any]:
+    _run(*procs.hybridgw("bench", url, "--no-progress", "--timeout", "60", "--seed", "1", "--out", str(out), *args))
+    return json.loads((out / "results.json").read_text())
+
+
+def _ok(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in body["requests"] if not r["warmup"] and r["error"] is None and r["ttft_s"] is not None]
+
+
+def profile_engine(engine: str, tmp: Path, model: str) -> dict[str, Any]:
+    """Step-time terms of the running engine, from three short closed-loop runs against it alone."""
+    common = ("--model", model, "--ignore-eos", "--tokenizer", "server")
+    short = bench(engine, tmp / "p-short", *common, "--isl", "fixed:32", "--osl", "fixed:32", "--requests", "8",
+                  "--warmup", "2")
+    long_ = bench(engine, tmp / "p-long", *common, "--isl", "fixed:768", "--osl", "fixed:2", "--requests", "6")
+    batch = bench(engine, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:48", "--requests", "16",
+                  "--concurrency", "8")
+    ttfts = [(r["prompt_tokens"], r["ttft_s"]) for r in _ok(short) + _ok(long_)]
+    itl = [r["itl_mean_s"] for r in _ok(short) if r["itl_mean_s"]]
+    itl8 = [r["itl_mean_s"] for r in _ok(batch) if r["itl_mean_s"]]
+    fitted = fit_engine(EngineProfile(ttfts, (1.0, median(itl)), (8.0, median(itl8))))
+    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
+        state = json.loads(r.read())
+    shape = {k: state[k] for k in ("block_size", "kv_bytes_per_token", "max_model_len", "max_num_seqs",
+                                   "max_waiting")}
+    return {"source": f"{model} on this CPU, profiled {time.strftime('%Y-%m-%d %H:%M')} by bench/replay_vs_real.py",
+            **fitted, **shape, "num_blocks": state["num_blocks_total"]}
+
+
+def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
+    p = PROFILES[HOSTED_MODEL]
+    hosted = hosted_from_sim(p.ttft_median_s, p.ttft_p90_s, p.tokens_per_s, p.tokens_per_s_sd)
+    return {"engines": {"local": engine_model},
+            "hosted": {"openai": {"source": f"hosted_sim's {HOSTED_MODEL} profile (simulated)", **hosted}}}
+
+
+def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str]) -> tuple[dict[str, Any], float, float]:
+    """The bench run through the gateway; returns its results and the window (unix seconds)."""
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"OPENAI_API_KEY": "simulated", "HYBRIDGW_DATA_DIR": str(data)}
+    serve = procs.hybridgw("serve", "--config", str(policy), "--port", str(port), "--data-dir", str(data))
+    with procs.running(serve, f"{url}/healthz", env=env, name="serve", timeout_s=120, cwd=ROOT):
+        procs.wait_until(lambda: _ready(url), "gateway ready", wait_s=120, every_s=0.5)
+        t0 = time.time()
+        body = bench(url, data / "bench", "--model", "chat", *(f"--api-key={t}={k}" for t, k in zip(a.teams, keys)),
+                     "--preset", "mixed", "--length-scale", str(a.length_scale), "--rate-schedule", a.schedule,
+                     "--requests", "100000", "--duration", str(a.duration), "--warmup", "0")
+        t1 = time.time()
+    return body, t0 - 1.0, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
+
+
+def compare(measured: dict[str, Any], replayed: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
+    """(figure, measured, predicted, how far): TTFT p50/p95 by the bench client, local share, cost."""
+    recorded, predicted = replayed["policies"][0], replayed["policies"][1]
+    s = measured["summary"]
+
+    def share(summary: dict[str, Any]) -> float:
+        return summary["served_by"].get("local", 0) / max(1, summary["requests"])
+
+    rows = [("TTFT p50 s (bench client)", s["ttft"]["p50"], predicted["ttft_s"]["p50"]),
+            ("TTFT p95 s (bench client)", s["ttft"]["p95"], predicted["ttft_s"]["p95"]),
+            ("TTFT p50 s (gateway ledger)", recorded["ttft_s"]["p50"], predicted["ttft_s"]["p50"]),
+            ("TTFT p95 s (gateway ledger)", recorded["ttft_s"]["p95"], predicted["ttft_s"]["p95"]),
+            ("local share", share(recorded), share(predicted)),
+            ("hosted cost $", recorded["hosted_cost_usd"], predicted["hosted_cost_usd"]),
+            ("total cost $", recorded["total_cost_usd"], predicted["total_cost_usd"])]
+    out = []
+    for name, m, p in rows:
+        if m is None or p is None:
+            out.append((name, m, p, "-"))
+        elif name == "local share":
+            out.append((name, m, p, f"{(p - m) * 100:+.1f} points"))
+        else:
+            out.append((name, m, p, f"{(p - m) / m:+.0%}" if m else "-"))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine-model", default="tiny-random")
+    p.add_argument("--max-waiting", type=int, default=4, help="kv_fit spills when more than this wait")
+    p.add_argument("--schedule", default="12:10,1:10", help="busy and quiet periods, RATE:SECONDS,...")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals")
+    p.add_argument("--length-scale", type=float, default=0.05, help="the mixed preset's lengths × this")
+    p.add_argument("--gpu-hour-usd", type=float, default=2.5)
+    p.add_argument("--teams", nargs="+", default=["alpha", "beta"])
+    p.add_argument("--keep", type=Path, help="keep the ledger, policy, model and bench results here")
+    a = p.parse_args()
+    print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    hosted_port, engine_port = procs.free_port(), procs.free_port()
+    hosted, engine = f"http://127.0.0.1:{hosted_port}", f"http://127.0.0.1:{engine_port}"
+    sim = procs.python_module("tests.fakes.hosted_sim", "--port", str(hosted_port), "--seed", "1")
+    eng = procs.hybridgw("engine", "--model", a.engine_model, "--port", str(engine_port))
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        with procs.running(sim, f"{hosted}/v1/models", name="hosted-sim", cwd=ROOT), \
+                procs.running(eng, f"{engine}/health", name="engine", timeout_s=300, cwd=ROOT):
+            model = perf_model(profile_engine(engine, tmp, a.engine_model))
+            (tmp / "perf.json").write_text(json.dumps(model, indent=2))
+            print("performance model:", json.dumps(model["engines"]["local"]), flush=True)
+            policy = tmp / "policy.yaml"
+            policy.write_text(POLICY.format(model=a.engine_model, engine=engine, hosted=hosted, hosted_model=HOSTED_MODEL,
+                                            max_waiting=a.max_waiting, gpu_hour=a.gpu_hour_usd))
+            data = tmp / "gateway"
+            data.mkdir(exist_ok=True)
+            keys = [_run(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip() for t in a.teams]
+            measured, t0, t1 = measure(a, policy, data, keys)
+        replayed = json.loads(_run(*procs.hybridgw(
+            "replay", str(policy), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
+            f"{t1:.3f}", "--perf-model", str(tmp / "perf.json"), "--json", "-"), env={"OPENAI_API_KEY": "x"}))
+        (tmp / "replay.json").write_text(json.dumps(replayed, indent=2))
+    s = measured["summary"]
+    print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
+          f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
+    print("| figure | measured | predicted by replay | off by |\n|---|---:|---:|---:|")
+    for name, m, pr, off in compare(measured, replayed):
+        fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
+        print(f"| {name} | {'-' if m is None else fmt.format(m)} | {'-' if pr is None else fmt.format(pr)} | {off} |")
+    print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
