@@ -77,13 +77,14 @@ def _ok(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in body["requests"] if not r["warmup"] and r["error"] is None and r["ttft_s"] is not None]
 
 
-def profile_engine(engine: str, tmp: Path, model: str) -> dict[str, Any]:
+def profile_engine(engine: str, tmp: Path, model: str, n: int) -> dict[str, Any]:
     """Step-time terms of the running engine, from three short closed-loop runs against it alone."""
     common = ("--model", model, "--ignore-eos", "--tokenizer", "server")
-    short = bench(engine, tmp / "p-short", *common, "--isl", "fixed:32", "--osl", "fixed:32", "--requests", "8",
+    short = bench(engine, tmp / "p-short", *common, "--isl", "fixed:32", "--osl", "fixed:32", "--requests", str(n),
                   "--warmup", "2")
-    long_ = bench(engine, tmp / "p-long", *common, "--isl", "fixed:768", "--osl", "fixed:2", "--requests", "6")
-    batch = bench(engine, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:48", "--requests", "16",
+    long_ = bench(engine, tmp / "p-long", *common, "--isl", "fixed:768", "--osl", "fixed:2", "--requests",
+                  str(max(3, n * 3 // 4)))
+    batch = bench(engine, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:48", "--requests", str(2 * n),
                   "--concurrency", "8")
     ttfts = [(r["prompt_tokens"], r["ttft_s"]) for r in _ok(short) + _ok(long_)]
     itl = [r["itl_mean_s"] for r in _ok(short) if r["itl_mean_s"]]
@@ -156,6 +157,8 @@ def main() -> int:
     p.add_argument("--gpu-hour-usd", type=float, default=2.5)
     p.add_argument("--teams", nargs="+", default=["alpha", "beta"])
     p.add_argument("--keep", type=Path, help="keep the ledger, policy, model and bench results here")
+    p.add_argument("--profile-requests", type=int, default=8, help="requests per profile run (×¾, ×2 for the others)")
+    p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
     a = p.parse_args()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     hosted_port, engine_port = procs.free_port(), procs.free_port()
@@ -167,7 +170,7 @@ def main() -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         with procs.running(sim, f"{hosted}/v1/models", name="hosted-sim", cwd=ROOT), \
                 procs.running(eng, f"{engine}/health", name="engine", timeout_s=300, cwd=ROOT):
-            model = perf_model(profile_engine(engine, tmp, a.engine_model))
+            model = perf_model(profile_engine(engine, tmp, a.engine_model, a.profile_requests))
             (tmp / "perf.json").write_text(json.dumps(model, indent=2))
             print("performance model:", json.dumps(model["engines"]["local"]), flush=True)
             policy = tmp / "policy.yaml"
@@ -184,8 +187,12 @@ def main() -> int:
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
+    rows = compare(measured, replayed)
+    if a.json:
+        a.json.write_text(json.dumps({"requests": s["requests"], "ok": s["ok"],
+                                      "figures": {n: {"measured": m, "predicted": pr} for n, m, pr, _ in rows}}))
     print("| figure | measured | predicted by replay | off by |\n|---|---:|---:|---:|")
-    for name, m, pr, off in compare(measured, replayed):
+    for name, m, pr, off in rows:
         fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
         print(f"| {name} | {'-' if m is None else fmt.format(m)} | {'-' if pr is None else fmt.format(pr)} | {off} |")
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
