@@ -77,25 +77,46 @@ def _ok(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in body["requests"] if not r["warmup"] and r["error"] is None and r["ttft_s"] is not None]
 
 
-def profile_engine(engine: str, tmp: Path, model: str, n: int) -> dict[str, Any]:
-    """Step-time terms of the running engine, from three short closed-loop runs against it alone."""
+def _state(engine: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def profile_engine(engine: str, tmp: Path, model: str, n: int, long_isl: int) -> dict[str, Any]:
+    """Step-time terms of the running engine from three short runs against it alone, read from the
+    engine's own step timings (its prefill / decode tokens per second of step time, last 10 s).
+
+    The first version fitted client-side TTFTs and mean ITLs instead: on this shared machine single
+    TTFTs of the same prompt ranged 12-400 ms, and the mean ITL of a batch includes the stalls of
+    other requests' prefills; the replay then predicted local E2E 4x too long. Step timings are what
+    the simulator steps; the client's per-request time outside the steps (HTTP, tokenizing) is the
+    model's request_overhead_s (median client TTFT minus the prefill step): folded into the prefill
+    step instead it held the simulated engine for it, which the server process does not.
+    The long prompt is near the top of the workload's (a prefill's cost per token grows with the
+    prompt: a line through 62 and 798 tokens overstated it for the workload's 20-150-token prompts)."""
     common = ("--model", model, "--ignore-eos", "--tokenizer", "server")
     short = bench(engine, tmp / "p-short", *common, "--isl", "fixed:32", "--osl", "fixed:32", "--requests", str(n),
                   "--warmup", "2")
-    long_ = bench(engine, tmp / "p-long", *common, "--isl", "fixed:768", "--osl", "fixed:2", "--requests",
+    after_short = _state(engine)
+    long_ = bench(engine, tmp / "p-long", *common, "--isl", f"fixed:{long_isl}", "--osl", "fixed:1", "--requests",
                   str(max(3, n * 3 // 4)))
-    batch = bench(engine, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:48", "--requests", str(2 * n),
+    after_long = _state(engine)
+    # Eight at once, one round: after their prefills they decode together with nothing else arriving.
+    burst = bench(engine, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:96", "--requests", "8",
                   "--concurrency", "8")
-    ttfts = [(r["prompt_tokens"], r["ttft_s"]) for r in _ok(short) + _ok(long_)]
-    itl = [r["itl_mean_s"] for r in _ok(short) if r["itl_mean_s"]]
-    itl8 = [r["itl_mean_s"] for r in _ok(batch) if r["itl_mean_s"]]
-    fitted = fit_engine(EngineProfile(ttfts, (1.0, median(itl)), (8.0, median(itl8))))
-    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
-        state = json.loads(r.read())
-    shape = {k: state[k] for k in ("block_size", "kv_bytes_per_token", "max_model_len", "max_num_seqs",
-                                   "max_waiting")}
+    after_burst = _state(engine)
+    short_prompt = round(median(r["prompt_tokens"] for r in _ok(short)))
+    long_prompt = round(median(r["prompt_tokens"] for r in _ok(long_)))
+    short_step = short_prompt / after_short["prefill_tokens_per_s"]
+    steps = [(short_prompt, short_step), (long_prompt, long_prompt / after_long["prefill_tokens_per_s"])]
+    batch = min(8, len(_ok(burst)))
+    overhead = median(r["ttft_s"] for r in _ok(short)) - short_step
+    fitted = fit_engine(EngineProfile(steps, (1.0, 1.0 / after_short["decode_tokens_per_s"]),
+                                      (batch, batch / after_burst["decode_tokens_per_s"]), overhead))
+    shape = {k: after_burst[k] for k in ("block_size", "kv_bytes_per_token", "max_model_len", "max_num_seqs",
+                                         "max_waiting")}
     return {"source": f"{model} on this CPU, profiled {time.strftime('%Y-%m-%d %H:%M')} by bench/replay_vs_real.py",
-            **fitted, **shape, "num_blocks": state["num_blocks_total"]}
+            **fitted, **shape, "num_blocks": after_burst["num_blocks_total"]}
 
 
 def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +178,8 @@ def main() -> int:
     p.add_argument("--gpu-hour-usd", type=float, default=2.5)
     p.add_argument("--teams", nargs="+", default=["alpha", "beta"])
     p.add_argument("--keep", type=Path, help="keep the ledger, policy, model and bench results here")
-    p.add_argument("--profile-requests", type=int, default=8, help="requests per profile run (×¾, ×2 for the others)")
+    p.add_argument("--profile-requests", type=int, default=8, help="requests per single-request profile run")
+    p.add_argument("--profile-long-isl", type=int, default=192, help="the profile's long prompt (near the workload's top)")
     p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
     a = p.parse_args()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
@@ -170,7 +192,7 @@ def main() -> int:
         tmp.mkdir(parents=True, exist_ok=True)
         with procs.running(sim, f"{hosted}/v1/models", name="hosted-sim", cwd=ROOT), \
                 procs.running(eng, f"{engine}/health", name="engine", timeout_s=300, cwd=ROOT):
-            model = perf_model(profile_engine(engine, tmp, a.engine_model, a.profile_requests))
+            model = perf_model(profile_engine(engine, tmp, a.engine_model, a.profile_requests, a.profile_long_isl))
             (tmp / "perf.json").write_text(json.dumps(model, indent=2))
             print("performance model:", json.dumps(model["engines"]["local"]), flush=True)
             policy = tmp / "policy.yaml"

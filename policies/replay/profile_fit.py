@@ -11,11 +11,14 @@ from statistics import median
 
 @dataclass(frozen=True)
 class EngineProfile:
-    """What was measured on the engine alone (one request at a time for the TTFTs)."""
+    """What was measured on the engine alone: prefill step times at two or more prompt lengths (or
+    single requests' TTFTs), decode step times at two batch sizes, and the per-request time outside
+    the steps (HTTP, tokenizing, streaming) that a client's TTFT adds to its prefill step."""
 
-    ttfts: Sequence[tuple[int, float]]  # (prompt tokens, TTFT seconds), requests sent one at a time
-    itl_small: tuple[float, float]  # (mean batch size, median ITL seconds) at a small batch
+    ttfts: Sequence[tuple[int, float]]  # (prompt tokens, prefill seconds), one request per step
+    itl_small: tuple[float, float]  # (batch size, decode step seconds) at a small batch
     itl_large: tuple[float, float]  # the same at a larger batch
+    overhead_s: float = 0.0  # -> request_overhead_s: delays the client, does not hold the engine
 
 
 def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -30,8 +33,8 @@ def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
 
 
 def fit_engine(profile: EngineProfile) -> dict[str, float]:
-    """Prefill = fixed + per token (a single request's TTFT is its one prefill step, plus the
-    server's own per-request work, which the fixed term absorbs); decode = fixed + per sequence
+    """Prefill = fixed + per token (a line through the step times at each prompt length; medians);
+    the time a client waits beyond the step is `request_overhead_s`; decode = fixed + per sequence
     (the context term is left at 0: two batch sizes cannot separate it from the per-sequence one)."""
     if len({p for p, _ in profile.ttfts}) < 2:
         raise ValueError("the profile needs TTFTs at two prompt lengths at least")
@@ -44,7 +47,8 @@ def fit_engine(profile: EngineProfile) -> dict[str, float]:
     per_seq = max((itl2 - itl1) / (b2 - b1), 0.0) if b2 > b1 else 0.0
     return {"prefill_fixed_s": round(prefill_fixed, 6), "prefill_per_token_s": round(prefill_per_token, 9),
             "prefill_per_context_token_s": 0.0, "decode_fixed_s": round(max(itl1 - per_seq * b1, 0.0), 6),
-            "decode_per_seq_s": round(per_seq, 9), "decode_per_context_token_s": 0.0}
+            "decode_per_seq_s": round(per_seq, 9), "decode_per_context_token_s": 0.0,
+            "request_overhead_s": round(max(profile.overhead_s, 0.0), 6)}
 
 
 def hosted_from_sim(ttft_median_s: float, ttft_p90_s: float, tokens_per_s: float, tokens_per_s_sd: float) -> dict[str, float]:

@@ -11,7 +11,8 @@ from policies.replay.profile_fit import EngineProfile, fit_engine, hosted_from_s
 
 def test_the_fit_recovers_known_terms_and_ignores_one_slow_request() -> None:
     ttfts = [(40, 0.05 + 0.001 * 40)] * 4 + [(800, 0.05 + 0.001 * 800)] * 4 + [(40, 3.0)]  # one outlier
-    fitted = fit_engine(EngineProfile(ttfts, (1.0, 0.012), (8.0, 0.026)))
+    fitted = fit_engine(EngineProfile(ttfts, (1.0, 0.012), (8.0, 0.026), overhead_s=0.02))
+    assert fitted["request_overhead_s"] == pytest.approx(0.02)  # its own field, not in the prefill step
     assert fitted["prefill_fixed_s"] == pytest.approx(0.05, abs=1e-6)
     assert fitted["prefill_per_token_s"] == pytest.approx(0.001)
     assert fitted["decode_per_seq_s"] == pytest.approx(0.002) and fitted["decode_fixed_s"] == pytest.approx(0.010)
