@@ -21,7 +21,7 @@ class EngineProfile:
     overhead_s: float = 0.0  # -> request_overhead_s: delays the client, does not hold the engine
 
 
-def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares intercept and slope, both clipped at 0 (a step never takes negative time)."""
     n = len(points)
     mx = sum(x for x, _ in points) / n
@@ -42,7 +42,7 @@ def fit_engine(profile: EngineProfile) -> dict[str, float]:
     for prompt, ttft in profile.ttfts:
         by_length.setdefault(prompt, []).append(ttft)
     # Medians per length: one slow request on a shared machine should not tilt the line.
-    prefill_fixed, prefill_per_token = _line([(p, median(v)) for p, v in sorted(by_length.items())])
+    prefill_fixed, prefill_per_token = fit_line([(p, median(v)) for p, v in sorted(by_length.items())])
     (b1, itl1), (b2, itl2) = sorted((profile.itl_small, profile.itl_large))
     per_seq = max((itl2 - itl1) / (b2 - b1), 0.0) if b2 > b1 else 0.0
     return {"prefill_fixed_s": round(prefill_fixed, 6), "prefill_per_token_s": round(prefill_per_token, 9),

@@ -26,9 +26,9 @@ def test_replay_of_a_recorded_bench_run_predicts_what_was_measured(tmp_path: Pat
     f = {name: (v["measured"], v["predicted"]) for name, v in result["figures"].items()}
     for name in ("TTFT p50 s (bench client)", "TTFT p95 s (bench client)"):
         measured, predicted = f[name]
-        assert measured / 2.5 <= predicted <= measured * 2.5, (name, measured, predicted, run.stdout)
+        assert measured / 3 <= predicted <= measured * 3, (name, measured, predicted, run.stdout)
     measured, predicted = f["local share"]
-    assert abs(predicted - measured) <= 0.25, (measured, predicted, run.stdout)
+    assert abs(predicted - measured) <= 0.3, (measured, predicted, run.stdout)
     measured, predicted = f["total cost $"]  # hosted tokens at litellm's price + the engine's GPU-hours
     assert abs(predicted - measured) <= 0.2 * measured, (measured, predicted, run.stdout)
     assert "| local share |" in run.stdout and "load average at end" in run.stdout
