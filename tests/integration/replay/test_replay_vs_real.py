@@ -17,7 +17,7 @@ def test_replay_of_a_recorded_bench_run_predicts_what_was_measured(tmp_path: Pat
     out = tmp_path / "comparison.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "replay_vs_real.py"), "--duration", "6", "--schedule", "8:6",
-         "--profile-requests", "4", "--keep", str(tmp_path / "run"), "--json", str(out)],
+         "--profile-requests", "4", "--profile-batch", "12", "--keep", str(tmp_path / "run"), "--json", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
