@@ -2,14 +2,16 @@
 local engine on this CPU, spill to the SIMULATED hosted API tests/fakes/hosted_sim.py), then replays
 the gateway's own usage ledger for that window with the same policy, and prints measured vs predicted.
 
-1. profile: the engine alone, one request at a time at two prompt lengths (TTFT) and a small and a
-   larger batch (ITL) -> a performance model (policies/replay/profile_fit.py); the hosted model is
-   hosted_sim's gpt-4o-mini profile, converted (hosted_from_sim);
-2. measure: `hybridgw bench` (mixed preset, Poisson arrivals) through the gateway;
-3. predict: `hybridgw replay POLICY --ledger usage.sqlite3 --since T0 --until T1 --perf-model M`.
+1. profile: the engine alone through the gateway, one request at a time at two prompt lengths (TTFT)
+   and a burst decoding together (ITL) -> a performance model (policies/replay/profile_fit.py); the
+   hosted model is hosted_sim's gpt-4o-mini profile, converted (hosted_from_sim);
+2. measure: `hybridgw bench` (mixed preset, Poisson arrivals) through the gateway, the engine's own
+   step rates sampled meanwhile;
+3. predict: `hybridgw replay POLICY --ledger usage.sqlite3 --since T0 --until T1 --perf-model M`, and
+   once more with the step times the engine reported during the run (a diagnostic, not a prediction).
 
     .venv/bin/python bench/replay_vs_real.py [--engine-model tiny-random] [--schedule 12:10,1:10]
-        [--duration 20] [--length-scale 0.05] [--keep DIR]
+        [--duration 20] [--length-scale 0.05] [--profile-batch 32] [--keep DIR] [--json FILE]
 """
 
 from __future__ import annotations
