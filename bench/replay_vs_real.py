@@ -228,7 +228,8 @@ def main() -> int:
     p.add_argument("--teams", nargs="+", default=["alpha", "beta"])
     p.add_argument("--keep", type=Path, help="keep the ledger, policy, model and bench results here")
     p.add_argument("--profile-requests", type=int, default=8, help="requests per single-request profile run")
-    p.add_argument("--profile-long-isl", type=int, default=192, help="the profile's long prompt (near the workload's top)")
+    p.add_argument("--profile-long-isl", type=int, default=112,
+                   help="the profile's long prompt in o200k tokens (~140 of the engine's: the workload's top)")
     p.add_argument("--profile-batch", type=int, default=32, help="the profile's large batch (near the busy period's)")
     p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
     a = p.parse_args()
