@@ -41,6 +41,9 @@ class EngineModel:
     max_model_len: int = 8192
     max_waiting: int = 256
     usd_per_hour: float = 0.0  # what one replica costs to run (0: already paid for)
+    # Per-request time outside the engine's steps (HTTP, tokenizing, streaming in the server process):
+    # it delays what the client sees but does not hold the engine, so it is not a step time.
+    request_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -130,8 +133,8 @@ def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int
     prefill = queued_prompt_tokens + uncached
     steps = max(1, math.ceil(prefill / model.max_num_batched_tokens))
     in_progress = model.decode_time(num_running, running_context_tokens) if num_running else 0.0
-    ttft = in_progress + steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill + \
-        model.prefill_per_context_token_s * cached_tokens
+    ttft = model.request_overhead_s + in_progress + steps * model.prefill_fixed_s + \
+        model.prefill_per_token_s * prefill + model.prefill_per_context_token_s * cached_tokens
     batch = min(model.max_num_seqs, num_running + 1)
     step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
     return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)

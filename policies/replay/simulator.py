@@ -48,6 +48,7 @@ class _Run:
         policy = self.compiled.policy
         prefix = any(r.prefix_id for r in traffic)
         self.engines: dict[str, SimEngine] = {}
+        self.overhead_s = {n: setup.perf.engine(n).request_overhead_s for n in self.compiled.engines}
         for n in sorted(self.compiled.engines):  # the engine the policy spawns, as its engine_args shape it
             args = policy.backends[n].engine_args
             self.engines[n] = SimEngine(shaped_by_args(setup.perf.engine(n), args), prefix and not prefix_caching_off(args))
@@ -98,8 +99,9 @@ class _Run:
 
     def _step(self, name: str, now: float) -> None:
         self.engines[name].advance(now, self.engine_events)
+        overhead = self.overhead_s[name]  # seen by the client that much later; the engine moved on
         for event in self.engine_events:
-            self._push(event.time, event.request, name, event.first_token)
+            self._push(event.time + overhead, event.request, name, event.first_token)
         self.engine_events.clear()
 
     def _push(self, when: float, request: int, backend: str, first: bool) -> None:

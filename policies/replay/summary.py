@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 from policies.compiled import CompiledPolicy
 from policies.perf_model import PerfModel
@@ -35,6 +36,12 @@ def _hourly_cost(compiled: CompiledPolicy, perf: PerfModel, engine: str, hours: 
     per_hour = price.usd_per_gpu_hour if price is not None and price.usd_per_gpu_hour is not None \
         else perf.engine(engine).usd_per_hour
     return per_hour * hours
+
+
+def _gpu_hour_priced(compiled: CompiledPolicy, engine: str) -> bool:
+    spec = compiled.policy.backends[engine]
+    price = compiled.policy.prices.get(spec.model or "") or spec.price
+    return price is None or price.usd_per_gpu_hour is not None
 
 
 def summarize(name: str, compiled: CompiledPolicy, traffic: Sequence[TrafficRecord], out: Outcomes,
@@ -78,14 +85,20 @@ def recorded_summary(compiled: CompiledPolicy, traffic: Sequence[TrafficRecord],
     comes from the ledger). Costs are as recorded; refusals are the records not served `ok`."""
     if not traffic or any(r.recorded is None for r in traffic):
         return None
+    # An engine priced by the GPU-hour costs its hours over the window (as in a replay); the ledger's
+    # per-request charge for it is that same price spread over its tokens, so counting both would
+    # bill it twice — and counting the charge as hosted (as before) made the column disagree.
+    hourly = {n for n in compiled.engines if _gpu_hour_priced(compiled, n)}
     t0 = traffic[0].time
     backends = sorted({r.recorded.backend for r in traffic if r.recorded and r.recorded.backend})
-    out = Outcomes(len(traffic), backends, [], max(traffic[-1].time - t0, 1e-9), num_buckets)
+    engines = [b for b in backends if b in compiled.engines]
+    out = Outcomes(len(traffic), backends, engines, max(traffic[-1].time - t0, 1e-9), num_buckets)
     for i, (record, seen) in enumerate(zip(traffic, [r.recorded for r in traffic if r.recorded is not None])):
         out.at(record.time - t0)
         if seen.backend:
-            out.serve(i, seen.backend, seen.cost_usd)
+            out.serve(i, seen.backend, 0.0 if seen.backend in hourly else seen.cost_usd)
             out.ttft[i], out.e2e[i] = seen.ttft_s, seen.e2e_s
         else:
             out.refuse(i, seen.status or "failed")
-    return summarize("recorded (as served)", compiled, traffic, out, perf, slo_override)
+    # The ledger's KV and queue were not recorded: no engine series (zeros would read as "idle").
+    return replace(summarize("recorded (as served)", compiled, traffic, out, perf, slo_override), engines={})

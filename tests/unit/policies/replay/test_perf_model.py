@@ -1,6 +1,8 @@
 """The performance model: step-time formulas, hosted distributions, and reading a model file."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from policies.perf_model import (
@@ -72,6 +74,8 @@ def test_engine_prediction_queue_ahead_prefix_and_decode() -> None:
     busy = predict_engine(model, prompt_tokens=500, output_tokens=11, queued_prompt_tokens=1500, num_running=4)
     assert busy.ttft_s == pytest.approx(0.014 + 2 * 0.05 + 2.0)
     assert busy.e2e_s == pytest.approx(busy.ttft_s + 10 * 0.015)
+    late = predict_engine(replace(model, request_overhead_s=0.2), prompt_tokens=500, output_tokens=11)
+    assert late.ttft_s == pytest.approx(0.2 + 0.55) and late.e2e_s == pytest.approx(0.2 + 0.55 + 10 * 0.011)
 
 
 def test_hosted_prediction_is_the_slow_tail_by_default() -> None:

@@ -114,3 +114,13 @@ def test_time_series_follow_the_traffic() -> None:
     assert sum(out.served["local"]) + sum(out.served["openai"]) == len(traffic)
     assert out.served["openai"][0] == 5  # the burst's spill lands in the first bucket
     assert max(out.kv_sum["local"][:1]) > 0
+
+
+def test_request_overhead_delays_the_client_but_does_not_hold_the_engine() -> None:
+    # Two requests 0.5 s apart on an idle engine (prefill 0.1 s, decode 0.01 s per step, 10 tokens out).
+    traffic = [TrafficRecord(1_800_000_000.0 + 0.5 * i, "t", "chat", 100, 10, max_tokens=10) for i in range(2)]
+    plain = _run(ALL_LOCAL, traffic)
+    slow = _run(ALL_LOCAL, traffic, PerfModel({}, {}, replace(SIMPLE_ENGINE, request_overhead_s=0.3), FIXED_HOSTED))
+    for i in range(2):
+        assert slow.ttft[i] == pytest.approx((plain.ttft[i] or 0.0) + 0.3)  # the second is not queued behind it
+        assert slow.e2e[i] == pytest.approx((plain.e2e[i] or 0.0) + 0.3)
