@@ -58,6 +58,7 @@ class GatewayView:
         self.health = health
         self.poll_s, self.stale_s = poll_s, stale_s
         self.books = {name: _EngineBook() for name in engines}
+        self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
 
     def poll_due(self, now: float) -> bool:
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
@@ -72,7 +73,8 @@ class GatewayView:
         return LiveState(
             now, snapshots, self.health.view(now), {n: b.reserved for n, b in self.books.items() if b.reserved},
             self.stale_s, frozenset(), {n: b.released_since for n, b in self.books.items() if b.released_since},
-            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in self.books.items() if b.num or b.ended_since})
+            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in self.books.items() if b.num or b.ended_since},
+            self.slo_out)
 
     def started(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]

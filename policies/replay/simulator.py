@@ -15,7 +15,7 @@ from typing import Any
 
 from policies.calibration import Calibration
 from policies.compiled import compile_policy
-from policies.decide import decide
+from policies.decide import apply_slo_out, decide
 from policies.errors import RoutingError
 from policies.facts import build_facts
 from policies.health import HealthBook
@@ -44,7 +44,8 @@ class ReplaySetup:
 
 class _Run:
     def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> None:
-        self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends)
+        self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends,
+                                       perf_model=setup.perf)
         policy = self.compiled.policy
         prefix = any(r.prefix_id for r in traffic)
         self.engines: dict[str, SimEngine] = {}
@@ -122,6 +123,8 @@ class _Run:
             self.out.refuse(i, exc.code)
             return
         decision = decide(self.compiled, facts, live)
+        if decision.slo_out:  # as PolicyRouter.route applies it
+            self.view.slo_out = apply_slo_out(self.view.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, now)  # as PolicyRouter.route does
         self.outputs.record(record.team, record.output_tokens)  # learned in arrival order (see docs/replay.md)
