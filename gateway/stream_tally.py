@@ -41,7 +41,13 @@ class StreamTally:
         return payload, is_content
 
     def _usage_chunk(self, payload: bytes) -> tuple[bytes | None, bool]:
-        data = orjson.loads(payload)
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):  # not an OpenAI chunk: relayed as it came, no usage, no token
+            self.payloads.append(payload)
+            return payload, False
         self._note_model(data)
         usage = data.get("usage")
         if isinstance(usage, dict):
@@ -86,6 +92,8 @@ class StreamTally:
                 data = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 continue
+            if not isinstance(data, dict):
+                continue
             for choice in data.get("choices") or []:
                 parts.extend(_choice_texts(choice))
         return "".join(parts)
@@ -96,6 +104,8 @@ def payload_text(payload: bytes) -> str:
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(data, dict):
         return ""
     return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
 

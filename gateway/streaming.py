@@ -58,6 +58,13 @@ class SSERelayResponse(Response):
                 await self._cut_by_shutdown(send)
         except OSError:
             ex.fail("aborted", 200, "client_disconnected", _GONE)
+        except Exception as exc:  # a bug of ours: an error record and an error frame, never a broken body
+            self.svc.log.error("request %s: the relay failed", ex.request_id, exc_info=exc)
+            info = error_info(exc)
+            ex.fail("error", 200, info.type, info.message)
+            self.guard.close()
+            await self._send_last(send, error_frame(info.message, info.type, info.code) + DONE_FRAME,
+                                  self.write_timeout_s)
         finally:
             self.watch.stop()
             self.guard.close()

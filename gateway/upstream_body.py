@@ -61,9 +61,9 @@ def build(path: str, body: Mapping[str, Any], model: str, rules: BodyRules, *, s
     dropped = tuple(sorted(k for k in body if k not in allowed and k != "model"))
     out["model"] = model
     if stream:
-        # Ask for usage even when the client did not; StreamTally strips it again.
-        options = out.get("stream_options")
-        out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        # Ask for usage even when the client did not (StreamTally strips it again); nothing else of the
+        # client's stream_options goes on (e.g. vLLM's continuous_usage_stats: usage in every chunk).
+        out["stream_options"] = {"include_usage": True}
     if rules.default_max_tokens is not None and path != "embeddings" and not any(
             out.get(name) is not None for name in _OUTPUT_LIMITS):
         out["max_tokens"] = rules.default_max_tokens

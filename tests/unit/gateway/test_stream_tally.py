@@ -65,3 +65,11 @@ def test_the_model_the_upstream_names_is_noted_from_the_chunks_it_parses() -> No
     assert tally.response_model == ""  # content chunks are relayed unparsed
     tally.accept(b'{"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}')
     assert tally.response_model == "gpt-4o-mini-2024-07-18"
+
+
+def test_a_chunk_naming_usage_that_is_no_openai_object_is_relayed_not_raised() -> None:
+    tally = StreamTally(client_wants_usage=False)
+    for odd in (b'["usage"]', b'{"usage": {"prompt_tokens": 1', b'"usage"'):
+        out, is_content = tally.accept(odd)
+        assert (out, is_content) == (odd, False)
+    assert tally.usage is None and tally.completion_text() == ""

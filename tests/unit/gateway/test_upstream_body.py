@@ -53,8 +53,9 @@ def test_each_endpoint_has_its_own_list() -> None:
     assert comp.body == {"model": "c", "prompt": "p", "echo": True}
 
 
-def test_streamed_requests_ask_for_usage() -> None:
-    out = build("chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": False}}, "m",
+def test_streamed_requests_ask_for_usage_and_nothing_else_of_the_clients_stream_options() -> None:
+    options = {"include_usage": False, "continuous_usage_stats": True}
+    out = build("chat/completions", {**CHAT, "stream": True, "stream_options": options}, "m",
                 BodyRules(), stream=True)
     assert out.body["stream_options"] == {"include_usage": True}
 
