@@ -11,6 +11,7 @@ from gateway.key_spec import KeySpec
 from gateway.ratelimit_headers import reservation_headers
 from gateway.timing import RequestClock
 from observability.limits_protocol import Reservation
+from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.router import Hold
 
@@ -43,6 +44,7 @@ class Exchange:
     alias: str = ""
     facts: RequestFacts | None = None
     decision: RouteDecision | None = None
+    policy: CompiledPolicy | None = None  # the version that planned it; a reload mid-request changes nothing
     hold: Hold | None = None  # KV blocks held on the engine being tried
     target: Target | None = None  # the target that served (or was last tried)
     estimated_prompt_tokens: int = 0

@@ -96,6 +96,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
         return error_response(ex, exc)
     ex.team, ex.key_id, ex.key_spec = key.team, key.key_id, key.spec
+    ex.tags.update(key.spec.tags)  # on every record of the key, refusals (404, 403) included
     # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.
     parent = extract_context(request.headers) if "traceparent" in request.headers else None
     ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", context=parent,
@@ -156,15 +157,16 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
         raise
     ex.alias = parsed.model
     check_key_alias(ex.key_spec, ex.key_id, ex.alias)  # 403 for an alias the team has but the key may not use
-    ex.tags.update(ex.key_spec.tags)
-    if svc.limiter is not None:  # the cheap refusal first: a team over its rpm costs no token counting
+    off_loop = count_off_loop(request.headers.get("content-length"))
+    if svc.limiter is not None and off_loop:
+        # Where counting is costly, the cheap refusal first: a team over its rpm costs no counting.
+        # (Elsewhere reserve() below decides the same without a second round trip to Redis.)
         await svc.limiter.check_requests(ex.team, ex.key_id, key_limits=ex.key_spec.limits)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
-    compiled = svc.router.compiled  # one policy version for the request's whole life
-    await plan_route(svc, ex, routed, headers, compiled=compiled,
-                     off_loop=count_off_loop(request.headers.get("content-length")))
+    ex.policy = compiled = svc.router.compiled  # one policy version for the request's whole life
+    await plan_route(svc, ex, routed, headers, compiled=compiled, off_loop=off_loop)
     assert ex.facts is not None and ex.decision is not None
     ex.estimated_prompt_tokens = ex.facts.prompt_tokens
     ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
@@ -217,7 +219,7 @@ def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compi
 
 async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
     assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, svc.router.compiled, svc.log)
+    maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
     _, upstream, ex.attempts = await dispatch.complete(
         ex.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
     usage = upstream.data.get("usage")
@@ -241,7 +243,7 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[
 async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any],
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, svc.router.compiled, svc.log)
+    maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
     opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker,
                                         ex.clock, AttemptBook(svc, ex))
     ex.attempts = opened.attempts
@@ -255,7 +257,7 @@ def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
     held = ex.reservation
     if held is None or held.usd_headroom is None:
         return None
-    if svc.router.compiled.team(ex.team).budget.on_exceed != "reject":
+    if (ex.policy or svc.router.compiled).team(ex.team).budget.on_exceed != "reject":
         return None  # a soft budget re-routes new requests; it never cuts one already streaming
     base = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 0)
     per_token = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 1) - base

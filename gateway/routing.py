@@ -28,12 +28,14 @@ async def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], heade
     try:
         if prompt_tokens is None:
             prompt_tokens = await count_prompt_tokens(svc.router.counter, compiled, body, ex.team, off_loop=off_loop)
+        live = svc.router.live_state()  # one view of the engines for the facts and the decision
         facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
-                                       prompt_tokens=prompt_tokens)
+                                       prompt_tokens=prompt_tokens, live=live)
     except RoutingError as exc:
         span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
-    decision = svc.route_fn(facts) if svc.route_fn is not None else svc.router.route(facts, compiled=compiled)
+    decision = (svc.route_fn(facts) if svc.route_fn is not None
+                else svc.router.route(facts, compiled=compiled, live=live))
     ex.facts, ex.decision = facts, decision
     _describe_decision(span, facts, decision)
     span.end()

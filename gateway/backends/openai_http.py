@@ -244,7 +244,11 @@ class OpenAIHTTPBackend:
                                            backend=self.name, kind="protocol", after_first_byte=started)) from None
 
     async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
-        """Read the body's end after [DONE] so the keep-alive connection goes back to the pool."""
-        async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
-            async for _ in pieces:
-                pass
+        """Read the body's end after [DONE] so the keep-alive connection goes back to the pool. The
+        answer is complete by now: a connection that fails or stalls here is closed, never an error."""
+        try:
+            async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
+                async for _ in pieces:
+                    pass
+        except (httpx.HTTPError, TimeoutError):
+            pass  # the caller closes the response, and with it this connection
