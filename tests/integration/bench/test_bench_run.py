@@ -42,8 +42,9 @@ def test_known_timings_are_recovered(scripted: Scripted, tmp_path: Path) -> None
     assert s["requests"] == 8 and s["ok"] == 8 and s["errors"] == {}
     assert TTFT_S <= s["ttft"]["p50"] < TTFT_S + SLACK_S  # a role-only chunk at t=0 must not count
     assert s["itl"]["count"] == 8 * (CHUNKS - 1)
-    assert s["itl"]["p50"] == pytest.approx(ITL_S, abs=ITL_S / 2)
-    assert s["tpot"]["p50"] == pytest.approx(ITL_S, abs=ITL_S / 2)
+    # The gaps are the server's sleeps (lower bound); the count above catches a role or finish chunk.
+    assert ITL_S * 0.8 <= s["itl"]["p50"] < ITL_S + SLACK_S
+    assert ITL_S * 0.8 <= s["tpot"]["p50"] < ITL_S + SLACK_S
     assert TTFT_S + (CHUNKS - 1) * ITL_S <= s["e2e"]["p50"] < TTFT_S + (CHUNKS - 1) * ITL_S + SLACK_S
     assert s["output_tokens"] == 8 * CHUNKS and s["input_tokens"] == 8 * 40  # the server's usage numbers
     assert s["backends"] == {"local": 0.5, "openai": 0.5}
