@@ -81,7 +81,7 @@ for _ in range(12):
     dense.append(dense_next(dense))
 for i in range(12):
     n = seq.num_tokens - seq.num_cached_tokens
-    out = runner.run(ScheduledBatch((seq,), (n,), n > 1))
+    out = runner.run(ScheduledBatch((seq,), (n,), num_decodes=0 if n > 1 else 1))
     seq.num_cached_tokens = seq.num_tokens
     seq.append_token(out.token_ids[0])
 report("tiny model: paged runner greedy == dense forward", seq.token_ids == dense)
@@ -97,7 +97,7 @@ def batched_run(attention):
             while len(s.block_table) * 16 < s.num_tokens:
                 s.block_table.append(free.pop())
         counts = tuple(s.num_tokens - s.num_cached_tokens for s in group)
-        out = r.run(ScheduledBatch(tuple(group), counts, prefill))
+        out = r.run(ScheduledBatch(tuple(group), counts, num_decodes=0 if prefill else len(group)))
         for s, t in zip(group, out.token_ids):
             s.num_cached_tokens = s.num_tokens
             s.append_token(t)
@@ -137,7 +137,7 @@ if gguf:
     seq.block_table = list(range(8))
     while seq.num_completion_tokens < 20 and (seq.num_completion_tokens == 0 or seq.token_ids[-1] not in tok.eos_token_ids):
         n = seq.num_tokens - seq.num_cached_tokens
-        out = runner.run(ScheduledBatch((seq,), (n,), n > 1))
+        out = runner.run(ScheduledBatch((seq,), (n,), num_decodes=0 if n > 1 else 1))
         seq.num_cached_tokens = seq.num_tokens
         seq.append_token(out.token_ids[0])
     answer = tok.decode(seq.completion_token_ids)
@@ -159,7 +159,7 @@ def measure(batch, new_tokens=64):
         for s, n in zip(seqs, counts):
             while len(s.block_table) * runner.block_size < s.num_cached_tokens + n:
                 s.block_table.append(free.pop())
-        out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), prefill))
+        out = runner.run(ScheduledBatch(tuple(seqs), tuple(counts), num_decodes=0 if prefill else len(seqs)))
         for s, n, t in zip(seqs, counts, out.token_ids):
             s.num_cached_tokens += n
             s.append_token(t)
