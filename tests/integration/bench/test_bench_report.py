@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-
 from tests.integration.bench.conftest import Scripted, bench, results
+from tests.support.chromium import Browser, svg_plots
 
 PLOTS = {"plot-ttft-isl", "plot-itl-position", "plot-isl-osl", "plot-e2e-pattern", "plot-backend-time"}
 
 
-class _Plots(HTMLParser):
-    """Counts the elements inside each <svg id=...> of a DOM."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: str | None = None
-        self.found: dict[str, dict[str, int]] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "svg" and a.get("id"):
-            self.current = a["id"]
-            self.found[self.current] = {}
-        elif self.current is not None:
-            key = f"{tag}.{a.get('class')}" if a.get("class") else tag
-            self.found[self.current][key] = self.found[self.current].get(key, 0) + 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "svg":
-            self.current = None
-
-
 def test_html_report_renders_every_plot_in_headless_chromium(scripted: Scripted, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(
-            "chromium is not installed (apt-get install -y chromium); needed to render the HTML report"
-        )
+    browser = Browser(tmp_path / "profile")
     done = bench(
         scripted.url,
         "--model",
@@ -58,25 +28,7 @@ def test_html_report_renders_every_plot_in_headless_chromium(scripted: Scripted,
         str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
-    dom = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            (tmp_path / "report.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    parser = _Plots()
-    parser.feed(dom.stdout)
-    found = parser.found
+    found = svg_plots(browser.dom(tmp_path / "report.html"))
     assert set(found) == PLOTS
     ok = results(tmp_path)["summary"]["ok"]
     assert found["plot-ttft-isl"].get("circle.point", 0) == ok and found["plot-ttft-isl"].get("line.fit") == 1

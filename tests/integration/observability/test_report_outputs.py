@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import replace
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from observability.sqlite_store import SqliteStore
 from observability.stores import SQLITE_FILENAME
 from tests.integration.observability.conftest import REPO
 from tests.integration.observability.replica import replica_record
+from tests.support.chromium import PNG_MAGIC, Browser, svg_plots
 from tests.support.redis_server import RedisServer
 
 COUNT = 300
@@ -72,44 +71,14 @@ def test_cli_table_from_redis(redis_server: RedisServer) -> None:
     assert "team *" in first_lines[0] and first_lines[1].split()[:2] == ["requests", str(COUNT)]
 
 
-class _Plots(HTMLParser):
-    """Counts the elements inside each <svg id=...> of a DOM."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: str | None = None
-        self.found: dict[str, dict[str, int]] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "svg" and a.get("id"):
-            self.current = a["id"]
-            self.found[self.current] = {}
-        elif self.current is not None:
-            key = f"{tag}.{a.get('class')}" if a.get("class") else tag
-            self.found[self.current][key] = self.found[self.current].get(key, 0) + 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "svg":
-            self.current = None
-
-
 def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); needed to render the HTML report")
+    browser = Browser(tmp_path / "profile")
     _fill(SqliteStore(tmp_path / SQLITE_FILENAME))
     out = tmp_path / "report.html"
     done = _report("--team", "alpha", "--format", "html", "--out", str(out), "--no-hosted-price",
                    env={"HYBRIDGW_DATA_DIR": str(tmp_path), "REDIS_URL": ""})
     assert done.returncode == 0, done.stderr
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120,
-                         check=False)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    plots = _Plots()
-    plots.feed(dom.stdout)
-    found = plots.found
+    found = svg_plots(browser.dom(out))
     assert set(found) == {"plot-isl-osl", "plot-ttft-isl", "plot-itl-position", "plot-e2e-box", "plot-daily-cost"}
     assert found["plot-isl-osl"].get("rect.cell", 0) >= 4
     assert found["plot-ttft-isl"].get("circle.point", 0) == len(_alpha())
@@ -117,7 +86,4 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert found["plot-itl-position"].get("polyline.series", 0) == 1
     assert found["plot-e2e-box"].get("g.box", 0) == 2  # openai and local
     assert found["plot-daily-cost"].get("rect.bar", 0) >= 5
-    shot = tmp_path / "report.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,2000", out.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert browser.screenshot(out, tmp_path / "report.png")[:8] == PNG_MAGIC

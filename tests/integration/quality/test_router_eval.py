@@ -6,13 +6,14 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.chromium import PNG_MAGIC, Browser
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -68,24 +69,16 @@ def test_contaminated_prompts_are_dropped_and_bad_files_are_refused(tmp_path: Pa
 
 
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium); needed to render the HTML")
+    browser = Browser(tmp_path / "profile")
     rng = np.random.default_rng(4)
     data = _write(tmp_path / "d.csv", rng.random(300) < 0.7, rng.random(300) < 0.9)
     page = tmp_path / "eval.html"
     assert _run("router", "eval", str(data), "--html", str(page), "--resamples", "10").returncode == 0
-    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
-                         check=False)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="plot-quality-curve"' in dom.stdout
-    assert dom.stdout.count('class="series"') == 4  # difficulty, length, random, oracle
-    assert all(f"<td>{name}</td>" in dom.stdout for name in ("difficulty", "length", "random", "oracle"))
-    shot = tmp_path / "eval.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1000,900", page.as_uri()],
-                   capture_output=True, timeout=120, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = browser.dom(page)
+    assert 'id="plot-quality-curve"' in dom
+    assert dom.count('class="series"') == 4  # difficulty, length, random, oracle
+    assert all(f"<td>{name}</td>" in dom for name in ("difficulty", "length", "random", "oracle"))
+    assert browser.screenshot(page, tmp_path / "eval.png", "1000,900")[:8] == PNG_MAGIC
 
 
 OFFLINE_SCRIPT = """
