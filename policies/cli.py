@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -21,7 +20,7 @@ from policies.errors import PolicyError, RoutingError
 from policies.estimator import litellm_price_table
 from policies.facts import build_facts
 from policies.live import LiveState
-from policies.loader import LoadedPolicy, load_policy_file
+from policies.loader import LoadedPolicy, environ_with, load_policy_file
 from policies.quality.lazy import LazyQuality
 from policies.state_file import MONO_NOW, ExplainRequest, parse_request, parse_state, parse_time
 from policies.tokens import TokenCounter
@@ -46,16 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _environ(pairs: list[str]) -> dict[str, str]:
-    env = dict(os.environ)
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--env takes NAME=VALUE, not {pair!r}")
-        env[name] = value
-    return env
-
-
 def _summary(loaded: LoadedPolicy) -> str:
     p = loaded.policy
     text = f"{loaded.source}: ok — {len(p.backends)} backends, {len(p.models)} models, {len(p.rules)} rules"
@@ -65,7 +54,7 @@ def _summary(loaded: LoadedPolicy) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    env = _environ(args.env)
+    env = environ_with(args.env)
     failed = 0
     for path in args.files:
         try:
@@ -104,7 +93,7 @@ def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[Exp
 
 
 def _explain(args: argparse.Namespace) -> int:
-    loaded = load_policy_file(args.file, _environ(args.env))
+    loaded = load_policy_file(args.file, environ_with(args.env))
     request, live, wall = _explain_inputs(args, loaded)
     compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends)
     quality = LazyQuality()

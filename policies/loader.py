@@ -172,6 +172,17 @@ def _prune(data: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, 
     return data, absent
 
 
+def environ_with(pairs: list[str]) -> dict[str, str]:
+    """This process's environment plus `NAME=VALUE` pairs (the CLIs' --env), for loading a policy."""
+    env = dict(os.environ)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env takes NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env
+
+
 def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str] | None = None) -> LoadedPolicy:
     """Parse and validate policy text; raises PolicyError listing every problem with its line."""
     env = os.environ if environ is None else environ

@@ -3,15 +3,12 @@ recorded traffic — cost, backend split, TTFT/E2E, SLO attainment, KV and queue
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from policies.compiled import compile_policy
-from policies.errors import PolicyError
 from policies.estimator import litellm_price_table
-from policies.perf_model import PerfModelError
-from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
+from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
 from policies.replay.summary import recorded_summary, summarize
@@ -79,11 +76,4 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except PolicyError as exc:
-        print(exc.message, file=sys.stderr)
-        return 2
-    except (TrafficError, PerfModelError, ValueError, OSError) as exc:
-        print(f"hybridgw replay: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of("replay", lambda: _run(args))

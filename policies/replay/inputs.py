@@ -3,16 +3,17 @@ as if its requires_env were set), the performance model file, the traffic, and t
 from __future__ import annotations
 
 import argparse
-import os
 import re
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from policies.loader import LoadedPolicy, load_policy, read_policy_text
+from policies.errors import PolicyError
+from policies.loader import LoadedPolicy, environ_with, load_policy, read_policy_text
 from policies.perf_model import PerfModel, PerfModelError, perf_model_from_mapping
 from policies.replay.traffic import TrafficError, TrafficRecord, read_jsonl, read_ledger
 from policies.yaml_source import read_yaml
@@ -73,12 +74,7 @@ def read_perf_model(path: Path | None) -> PerfModel:
 def replay_environ(text: str, filename: str, pairs: list[str]) -> Mapping[str, str]:
     """The environment to load a policy in: this one, --env pairs, and every requires_env the file
     names set (the replay models each backend the policy can have, whatever is configured here)."""
-    env = dict(os.environ)
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--env takes NAME=VALUE, not {pair!r}")
-        env[name] = value
+    env = environ_with(pairs)
     data, _ = read_yaml(text, filename, env)
     backends = data.get("backends") if isinstance(data, dict) else None
     for spec in (backends or {}).values():
@@ -94,3 +90,16 @@ def read_policy(path: Path, pairs: list[str]) -> LoadedPolicy:
 
 
 __all__ = ["TrafficError", "add_traffic_args", "parse_when", "read_perf_model", "read_policy", "read_traffic"]
+
+
+def exit_code_of(command: str, run: Callable[[], int]) -> int:
+    """`run()`'s exit code; a bad input (policy, traffic, model file, argument, file) is one line on
+    stderr and exit code 2, never a traceback. Shared by `hybridgw replay` and `hybridgw size`."""
+    try:
+        return run()
+    except PolicyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    except (TrafficError, PerfModelError, ValueError, OSError) as exc:
+        print(f"hybridgw {command}: {exc}", file=sys.stderr)
+        return 2

@@ -11,13 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from policies.compiled import compile_policy
-from policies.errors import PolicyError
 from policies.estimator import TokenPrice, hosted_price, litellm_price_table
-from policies.perf_model import EngineModel, PerfModelError
-from policies.replay.inputs import add_traffic_args, read_perf_model, read_policy, read_traffic
+from policies.perf_model import EngineModel
+from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.sizing import TARGET_UTILISATION, Demand, Sizing, busy_rate, size_engine
 from policies.replay.snippet import seasonal_snippet, sized_model_file
-from policies.replay.traffic import TrafficError, TrafficRecord
+from policies.replay.traffic import TrafficRecord
 
 Pricer = Callable[[TrafficRecord], float]  # what one request would cost hosted
 
@@ -130,11 +129,4 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return _run(args)
-    except PolicyError as exc:
-        print(exc.message, file=sys.stderr)
-        return 2
-    except (TrafficError, PerfModelError, ValueError, OSError) as exc:
-        print(f"hybridgw size: {exc}", file=sys.stderr)
-        return 2
+    return exit_code_of("size", lambda: _run(args))
