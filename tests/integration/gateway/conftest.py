@@ -104,7 +104,8 @@ class Gateway:
     def records(self) -> list[dict[str, Any]]:
         """The gateway's structured access lines (one JSON object per request)."""
         out = []
-        for line in self.proc.output().splitlines():
+        # Only whole lines: the gateway may be writing the last one while we read the log.
+        for line in self.proc.output().split("\n")[:-1]:
             if line.startswith("{") and '"request_id"' in line:
                 out.append(json.loads(line))
         return out

@@ -29,7 +29,7 @@ class Served:
 
     def record(self, request_id: str) -> dict[str, object]:
         def found() -> dict[str, object] | None:
-            for line in self.proc.output().splitlines():
+            for line in self.proc.output().split("\n")[:-1]:  # whole lines only
                 if line.startswith("{") and f'"client_request_id":"{request_id}"' in line:
                     return dict(json.loads(line))
             return None

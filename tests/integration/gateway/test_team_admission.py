@@ -88,7 +88,7 @@ def test_a_team_removed_from_the_running_policy_is_refused_then_served_as_defaul
     served.config.write_text(_policy(served.fake, "{ops: {}, default: {}}", "unknown_teams: default\n"))
     ok = wait_until(lambda: (r := served.chat(key)).status_code == 200 and r, "unknown_teams: default to apply")
     request_id = ok.headers["x-request-id"]
-    line = wait_until(lambda: next((x for x in served.proc.output().splitlines() if request_id in x
+    line = wait_until(lambda: next((x for x in served.proc.output().split("\n")[:-1] if request_id in x
                                     and x.startswith("{")), None), "the access record")
     assert '"team":"default"' in line
 
