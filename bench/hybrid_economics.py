@@ -50,7 +50,7 @@ def policy_yaml(setup: str, a: argparse.Namespace, hosted_url: str) -> str:
     return f"version: 1\nbackends:\n{backends}{models}rules:\n{RULES[setup]}"
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> str:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         list(args),
         capture_output=True,
@@ -64,7 +64,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
             return r.status == 200
@@ -78,15 +78,15 @@ def one_setup(setup: str, a: argparse.Namespace, hosted_url: str, tmp: Path) -> 
     config = data / "policy.yaml"
     config.write_text(policy_yaml(setup, a, hosted_url))
     keys = [
-        _run(*procs.hybridgw("keys", "--data-dir", str(data), "create", "--team", t)).strip() for t in a.teams
+        run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "create", "--team", t)).strip() for t in a.teams
     ]
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"OPENAI_API_KEY": "simulated", "HYBRIDGW_DATA_DIR": str(data)}
     serve = procs.hybridgw("serve", "--config", str(config), "--port", str(port), "--data-dir", str(data))
     with procs.running(serve, f"{url}/healthz", env=env, name=f"serve-{setup}", timeout_s=300, cwd=ROOT):
-        procs.wait_until(lambda: _ready(url), f"{setup}: gateway ready", wait_s=300, every_s=0.5)
-        _run(
+        procs.wait_until(lambda: is_ready(url), f"{setup}: gateway ready", wait_s=300, every_s=0.5)
+        run_cli(
             *procs.hybridgw(
                 "bench",
                 url,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.hybrid_economics import is_ready, run_cli
 from policies.replay.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
@@ -59,24 +59,8 @@ rules:
 """
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(list(args), capture_output=True, text=True, cwd=ROOT, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    if done.returncode not in (0, 1):  # bench: 1 = it ran but some requests failed; still measured
-        raise SystemExit(f"{' '.join(args[:4])} failed ({done.returncode}): {done.stderr[-3000:]}")
-    return done.stdout
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def bench(url: str, out: Path, *args: str) -> dict[str, Any]:
-    _run(*procs.hybridgw("bench", url, "--no-progress", "--timeout", "60", "--seed", "1", "--out", str(out), *args))
+    run_cli(*procs.hybridgw("bench", url, "--no-progress", "--timeout", "60", "--seed", "1", "--out", str(out), *args))
     return json.loads((out / "results.json").read_text())
 
 
@@ -178,7 +162,7 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
     env = {"OPENAI_API_KEY": "simulated", "HYBRIDGW_DATA_DIR": str(data)}
     serve = procs.hybridgw("serve", "--config", str(policy), "--port", str(port), "--data-dir", str(data))
     with procs.running(serve, f"{url}/healthz", env=env, name="serve", timeout_s=120, cwd=ROOT):
-        procs.wait_until(lambda: _ready(url), "gateway ready", wait_s=120, every_s=0.5)
+        procs.wait_until(lambda: is_ready(url), "gateway ready", wait_s=120, every_s=0.5)
         model = profile_engine(url, keys[0], engine, data.parent, a)
         time.sleep(1.5)  # the profile's last records fall before the window
         t0 = time.time()
@@ -248,7 +232,7 @@ def main() -> int:
                                             max_waiting=a.max_waiting, gpu_hour=a.gpu_hour_usd))
             data = tmp / "gateway"
             data.mkdir(exist_ok=True)
-            keys = [_run(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip()
+            keys = [run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip()
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
         in_run = engine_model.pop("in_run")
@@ -258,7 +242,7 @@ def main() -> int:
             if engine_fields is None:
                 continue
             (tmp / name).write_text(json.dumps(perf_model(engine_fields), indent=2))
-            replays.append(json.loads(_run(*procs.hybridgw(
+            replays.append(json.loads(run_cli(*procs.hybridgw(
                 "replay", str(policy), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
                 f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-"), env={"OPENAI_API_KEY": "x"})))
             (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[-1], indent=2))
