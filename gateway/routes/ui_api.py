@@ -1,0 +1,113 @@
+"""The console's own read endpoints, admin key only (a team's key: 403): GET /console/api/teams (the
+policy's teams, their limits, budgets and aliases), /console/api/backends (circuit, in-flight, KV use
+and queue of each backend, from the router's live state) and /console/api/requests (the newest usage
+records: ids, route, tokens, cost, timings — the ledger holds no prompt text)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.admin_access import require_admin
+from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
+from gateway.exchange import Exchange
+from gateway.proxy import error_response
+from observability.stores import StoreUnavailable, UsageStore
+from policies.live import EngineSnapshot, HealthView
+
+MAX_RECORDS = 500
+# What a row of recent requests shows: who, where, how much, how fast. No tags' values beyond the
+# record's own, no client ids (a client's x-request-id may carry anything).
+_RECORD_FIELDS = ("request_id", "time", "team", "key_id", "model_alias", "backend", "rule", "status",
+                  "http_status", "stream", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_s",
+                  "itl_p50_s", "e2e_s", "error_type", "tags")
+
+
+def _json(data: object) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers={"cache-control": "no-store"})
+
+
+def _fail(request: Request, exc: GatewayError) -> Response:
+    return error_response(Exchange.begin("admin", request.headers.get("x-request-id")), exc)
+
+
+async def teams(request: Request) -> Response:
+    try:
+        svc = await require_admin(request)
+    except GatewayError as exc:
+        return _fail(request, exc)
+    policy = svc.router.compiled.policy
+    rows = [{"team": name, "limits": team.limits.model_dump(), "budget": team.budget.model_dump(),
+             "models": svc.catalog.models_for(name)} for name, team in sorted(policy.teams.items())]
+    return _json({"object": "list", "data": rows, "unknown_teams": policy.unknown_teams})
+
+
+def engine_view(snap: EngineSnapshot | None, now: float) -> dict[str, Any] | None:
+    """An engine's last polled state as the console shows it (None: not an engine, or never polled)."""
+    if snap is None:
+        return None
+    used = 1.0 - snap.num_blocks_free / snap.num_blocks_total if snap.num_blocks_total else None
+    return {"model": snap.model, "kv_used": used, "blocks_total": snap.num_blocks_total,
+            "running": snap.num_running, "waiting": snap.num_waiting,
+            "prefix_cache_hit_rate": snap.prefix_cache_hit_rate, "decode_tokens_per_s": snap.decode_tokens_per_s,
+            "prefill_tokens_per_s": snap.prefill_tokens_per_s, "age_s": round(snap.age(now), 3)}
+
+
+def _health(view: HealthView | None) -> dict[str, Any]:
+    view = view or HealthView()
+    return {"circuit": view.state, "unreachable": view.unreachable, "ttft_ewma_s": view.ttft_ewma_s,
+            "ttft_p95_s": view.ttft_p95_s, "consecutive_failures": view.consecutive_failures}
+
+
+async def backends(request: Request) -> Response:
+    try:
+        svc = await require_admin(request)
+    except GatewayError as exc:
+        return _fail(request, exc)
+    live = svc.router.live_state()
+    rows = []
+    for name, backend in sorted(svc.backends.items()):
+        state = asdict(backend.state())
+        rows.append({**state, **_health(live.health.get(name)), "unreachable": name in live.unreachable,
+                     "engine": engine_view(live.engines.get(name), live.now),
+                     "poll_error": svc.router.poller.errors.get(name)})
+    return _json({"object": "list", "data": rows, "absent": dict(svc.catalog.absent)})
+
+
+def _recent(store: UsageStore, team: str | None, limit: int) -> list[dict[str, Any]]:
+    now = time.time()
+    records = store.records(team, now - 30 * 86400, now + 1, limit=limit)
+    return [{name: getattr(r, name) for name in _RECORD_FIELDS} for r in records]
+
+
+def requests_route(store: UsageStore | None) -> Route:
+    async def recent(request: Request) -> Response:
+        try:
+            await require_admin(request)
+            if store is None:
+                raise ServiceUnavailable("This gateway keeps no usage store.", code="store_unavailable")
+            raw = request.query_params.get("limit", "100")
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_RECORDS:
+                raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_RECORDS}.", param="limit",
+                                     code="invalid_value")
+            team = request.query_params.get("team") or None
+            try:
+                rows = await run_in_threadpool(_recent, store, team, int(raw))
+            except StoreUnavailable as exc:
+                raise ServiceUnavailable(f"The usage store is unavailable: {exc}", code="store_unavailable") from None
+        except GatewayError as exc:
+            return _fail(request, exc)
+        return _json({"object": "list", "data": rows})
+
+    return Route("/console/api/requests", recent, methods=["GET"])
+
+
+def console_api_routes(store: UsageStore | None) -> list[Route]:
+    return [Route("/console/api/teams", teams, methods=["GET"]),
+            Route("/console/api/backends", backends, methods=["GET"]), requests_route(store)]
