@@ -113,6 +113,7 @@ td:first-child,th:first-child{text-align:left}.plots{display:flex;flex-wrap:wrap
 svg.plot{border:1px solid #ddd;background:#fff}svg text{font-size:11px;fill:#333}svg .ptitle{font-size:13px;font-weight:600}
 svg .axis{stroke:#555}svg .point{fill:#4e79a7;fill-opacity:.6}svg .fit{stroke:#e15759;stroke-width:2}
 svg .series{stroke:#4e79a7;stroke-width:2}svg .whisker,svg .median{stroke:#222;stroke-width:1.5}
+svg text.count{font-size:10px}svg .scale{stroke:#999;stroke-width:.5}
 """
 
 
@@ -148,7 +149,7 @@ def _max_isl(r: Report) -> float:
 
 def render_html(r: Report) -> str:
     plots = (
-        svg_plots.heatmap(r.isl_osl, r.token_edges),
+        svg_plots.heatmap(r.isl_osl, r.token_edges, not_ok=r.requests - r.statuses.get("ok", 0)),
         svg_plots.ttft_scatter(r.ttft_points, r.ttft_fit, _max_isl(r)),
         svg_plots.itl_by_position(r.itl_profile),
         svg_plots.e2e_boxes([(b.backend, b.e2e) for b in r.backends]),
