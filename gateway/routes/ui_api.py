@@ -1,10 +1,12 @@
 """The console's own read endpoints, admin key only (a team's key: 403): GET /console/api/teams (the
 policy's teams, their limits, budgets and aliases), /console/api/backends (circuit, in-flight, KV use
-and queue of each backend, from the router's live state) and /console/api/requests (the newest usage
-records: ids, route, tokens, cost, timings — the ledger holds no prompt text)."""
+and queue of each backend, from the router's live state), /console/api/requests (the newest usage
+records: ids, route, tokens, cost, timings — the ledger holds no prompt text) and /console/api/now
+(the last minute: requests/s, local share, TTFT/ITL, errors)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -18,10 +20,15 @@ from gateway.admin_access import require_admin
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.exchange import Exchange
 from gateway.proxy import error_response
+from gateway.report_prices import chargeback_policy
+from observability.chargeback import exact_quantile
 from observability.stores import StoreUnavailable, UsageStore
+from observability.usage import UsageRecord
 from policies.live import EngineSnapshot, HealthView
 
 MAX_RECORDS = 500
+NOW_WINDOW_S = 60.0
+NOW_RECORD_LIMIT = 20_000
 # What a row of recent requests shows: who, where, how much, how fast. No tags' values beyond the
 # record's own, no client ids (a client's x-request-id may carry anything).
 _RECORD_FIELDS = ("request_id", "time", "team", "key_id", "model_alias", "backend", "rule", "status",
@@ -70,11 +77,11 @@ async def backends(request: Request) -> Response:
         svc = await require_admin(request)
     except GatewayError as exc:
         return _fail(request, exc)
-    live = svc.router.live_state()
+    live, local = svc.router.live_state(), chargeback_policy(svc.router.compiled).local_backends
     rows = []
     for name, backend in sorted(svc.backends.items()):
         state = asdict(backend.state())
-        rows.append({**state, **_health(live.health.get(name)), "unreachable": name in live.unreachable,
+        rows.append({**state, **_health(live.health.get(name)), "unreachable": name in live.unreachable, "local": name in local,
                      "engine": engine_view(live.engines.get(name), live.now),
                      "poll_error": svc.router.poller.errors.get(name)})
     return _json({"object": "list", "data": rows, "absent": dict(svc.catalog.absent)})
@@ -84,6 +91,38 @@ def _recent(store: UsageStore, team: str | None, limit: int) -> list[dict[str, A
     now = time.time()
     records = store.records(team, now - 30 * 86400, now + 1, limit=limit)
     return [{name: getattr(r, name) for name in _RECORD_FIELDS} for r in records]
+
+
+def last_minute(records: Sequence[UsageRecord], local: Collection[str], window_s: float = NOW_WINDOW_S,
+                truncated: bool = False) -> dict[str, Any]:
+    """What the overview shows as "now": rate, local share, latency of the answered ones, failures."""
+    ok = [r for r in records if r.status == "ok"]
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    return {"window_s": window_s, "requests": len(records), "requests_per_s": len(records) / window_s,
+            "truncated": truncated,  # more records in the window than were read: the rate is at least this
+            "share_local": sum(r.backend in local for r in records) / len(records) if records else None,
+            "ttft_p50_s": exact_quantile(ttft, 0.5), "ttft_p95_s": exact_quantile(ttft, 0.95),
+            "itl_p50_s": exact_quantile([r.itl_p50_s for r in ok if r.itl_p50_s is not None], 0.5),
+            "errors": sum(r.status == "error" for r in records), "rejected": sum(r.status == "rejected" for r in records)}
+
+
+def now_route(store: UsageStore | None) -> Route:
+    async def now(request: Request) -> Response:
+        try:
+            svc = await require_admin(request)
+            if store is None:
+                raise ServiceUnavailable("This gateway keeps no usage store.", code="store_unavailable")
+            t = time.time()
+            try:
+                records = await run_in_threadpool(store.records, None, t - NOW_WINDOW_S, t + 1, NOW_RECORD_LIMIT)
+            except StoreUnavailable as exc:
+                raise ServiceUnavailable(f"The usage store is unavailable: {exc}", code="store_unavailable") from None
+        except GatewayError as exc:
+            return _fail(request, exc)
+        local = chargeback_policy(svc.router.compiled).local_backends
+        return _json(last_minute(records, local, truncated=len(records) >= NOW_RECORD_LIMIT))
+
+    return Route("/console/api/now", now, methods=["GET"])
 
 
 def requests_route(store: UsageStore | None) -> Route:
@@ -110,4 +149,4 @@ def requests_route(store: UsageStore | None) -> Route:
 
 def console_api_routes(store: UsageStore | None) -> list[Route]:
     return [Route("/console/api/teams", teams, methods=["GET"]),
-            Route("/console/api/backends", backends, methods=["GET"]), requests_route(store)]
+            Route("/console/api/backends", backends, methods=["GET"]), requests_route(store), now_route(store)]

@@ -21,7 +21,7 @@
   function table(id, heads, rows) {
     const head = el("tr", {}, heads.map((h) => el("th", {}, h)));
     $(id).replaceChildren(head, ...rows.map((cells) => el("tr", {}, cells.map((c) => c instanceof Node && c.tagName === "TD" ? c : el("td", {}, c)))));
-    if (!rows.length) $(id).append(el("tr", {}, el("td", { class: "muted", colspan: String(heads.length) }, "nothing yet")));
+    if (!rows.length) $(id).append(el("tr", {}, el("td", { class: "muted", colspan: String(heads.length) }, "none")));
   }
 
   const num = (v) => (v === null || v === undefined ? "-" : Number(v).toLocaleString("en-US"));
@@ -90,7 +90,8 @@
     $("login-error").textContent = message || "";
   }
 
-  const loaders = { overview: loadOverview, teams: loadTeams, keys: loadKeys, usage: loadUsage, requests: loadRequests };
+  const loaders = { overview: loadOverview, teams: loadTeams, keys: loadKeys, usage: loadUsage, requests: loadRequests,
+    policy: loadPolicy };
 
   function show(tab) {
     clearInterval(timer);
@@ -102,9 +103,14 @@
   }
 
   // ---- overview: policy in force, live backends ----
+  const card = (label, value) => el("div", {}, el("b", {}, value), label);
+
   async function loadOverview() {
-    const [ready, backends] = await Promise.all([api("/readyz").catch((e) => ({ status: e.message, policy: {} })),
-      api("/console/api/backends")]);
+    const [ready, backends, now] = await Promise.all([api("/readyz").catch((e) => ({ status: e.message, policy: {} })),
+      api("/console/api/backends"), api("/console/api/now")]);
+    $("now").replaceChildren(card("requests/s" + (now.truncated ? " (at least)" : ""), now.requests_per_s.toFixed(2)),
+      card("served locally", pct(now.share_local)), card("TTFT p50", ms(now.ttft_p50_s)), card("TTFT p95", ms(now.ttft_p95_s)),
+      card("ITL p50", ms(now.itl_p50_s)), card("errors", num(now.errors)), card("refused", num(now.rejected)));
     const p = ready.policy || {};
     $("policy").replaceChildren(...[
       el("div", {}, "Status: ", el("b", { class: ready.status === "ready" ? "ok" : "err" }, ready.status)),
@@ -112,11 +118,11 @@
       p.last_reload_error ? el("div", { class: "err" }, "Last reload refused: " + p.last_reload_error) : null,
       (p.restart_needed || []).length ? el("div", { class: "err" }, "Waiting for a restart: " + p.restart_needed.join("; ")) : null,
     ].filter(Boolean));
-    table("backends", ["backend", "kind", "circuit", "in flight", "requests", "failures", "KV use", "running", "waiting",
+    table("backends", ["backend", "where", "circuit", "in flight", "requests", "failures", "KV use", "running", "waiting",
       "TTFT ewma", "TTFT p95", "decode tok/s"], backends.data.map((b) => {
       const e = b.engine;
       const circuit = b.unreachable ? "unreachable" : b.circuit;
-      return [b.name, b.kind, el("td", { class: circuit === "closed" ? "ok" : "err" }, circuit), num(b.in_flight),
+      return [b.name, `${b.local ? "local" : "hosted"} (${b.kind})`, el("td", { class: circuit === "closed" ? "ok" : "err" }, circuit), num(b.in_flight),
         num(b.requests), num(b.failures), e && e.kv_used !== null ? bar(e.kv_used, pct(e.kv_used)) : "-",
         e ? num(e.running) : "-", e ? num(e.waiting) : "-", ms(b.ttft_ewma_s), ms(b.ttft_p95_s),
         e ? num(Math.round(e.decode_tokens_per_s)) : "-"];
@@ -246,6 +252,38 @@
       r.http_status, `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}`, usd(r.cost_usd), ms(r.ttft_s), ms(r.e2e_s)]));
   }
 
+  // ---- policy: rules and aliases in force, and explain for a pasted request ----
+  async function loadPolicy() {
+    const [p, teams] = await Promise.all([api("/console/api/policy"), api("/console/api/teams")]);
+    table("rules", ["rule", "strategy", "shadow", "description"], p.rules.map((r) =>
+      [r.name, el("td", { class: "l" }, r.strategy), r.shadow ? "yes" : "", el("td", { class: "l" }, r.description)]));
+    table("aliases", ["alias", "deployments (backend: model)"], Object.entries(p.models).map(([alias, ds]) =>
+      [alias, el("td", { class: "l" }, ds.map((d) => `${d.backend}: ${d.model}`).join(", "))]));
+    const chosen = $("x-team").value;
+    $("x-team").replaceChildren(...teams.data.map((t) => el("option", {}, t.team)));
+    if (chosen) $("x-team").value = chosen;
+  }
+
+  async function explainRequest() {
+    let body, headers;
+    try { body = JSON.parse($("x-body").value); headers = JSON.parse($("x-headers").value || "{}"); }
+    catch (e) { throw new Error("Not JSON: " + e.message); }
+    const out = await api("/console/api/explain", { method: "POST", body: JSON.stringify({ team: $("x-team").value, body, headers }) });
+    const d = out.decision, f = out.facts;
+    const line = (k, v) => el("tr", {}, el("th", { class: "l" }, k), el("td", { class: "l" }, v));
+    const kv = (o) => Object.entries(o || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "-";
+    $("explained").replaceChildren(el("table", { id: "explain-result" },
+      line("rule", `${d.rule} (${d.strategy || "default"})`),
+      line("targets", d.targets.map((t) => `${t.backend} (${t.model})`).join(" → ") || "none"),
+      line("reason", d.reason), d.refusal ? line("refusal", d.refusal) : null,
+      d.shadow_rule ? line("shadow", `${d.shadow_rule}: ${d.shadow_reason}`) : null,
+      line("prompt tokens", `${f.prompt_tokens} (${f.encoding})`),
+      line("expected output tokens", `${f.expected_output_tokens} (${f.output_source})`),
+      line("KV bytes", kv(f.kv_bytes)), line("blocks needed", kv(f.blocks_needed)),
+      line("estimated cost (USD)", kv(f.est_cost_usd)), line("over budget", String(f.over_budget)),
+      line("difficulty", f.difficulty === null ? "-" : f.difficulty.toFixed(3)), line("tags", kv(f.tags))));
+  }
+
   // ---- wiring ----
   const submit = (id, fn) => $(id).addEventListener("submit", (e) => { e.preventDefault(); fn().catch(report); });
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); login($("login-key").value.trim()); $("login-key").value = ""; });
@@ -256,6 +294,7 @@
   $("keys-options").addEventListener("submit", (e) => e.preventDefault());
   submit("usage-form", loadUsage);
   submit("requests-form", loadRequests);
+  submit("explain-form", explainRequest);
   $("u-csv").addEventListener("click", () => downloadCsv().catch(report));
   $("u-plots").addEventListener("click", () => showPlots().catch(report));
   if (sessionStorage.getItem(STORE)) login(sessionStorage.getItem(STORE));

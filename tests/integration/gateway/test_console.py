@@ -161,7 +161,12 @@ def test_overview_shows_live_kv_use_and_queue_and_the_usage_view_its_plots(conso
     assert "42%" in row
     cells = page.eval("[...[...document.querySelectorAll('#backends tr')].find((r) => r.cells[0].textContent === 'gpu')"
                       ".cells].map((c) => c.textContent)")
-    assert (cells[7], cells[8]) == ("2", "3")  # running, waiting
+    assert (cells[1], cells[7], cells[8]) == ("local (openai)", "2", "3")  # a polled engine; running, waiting
+    # the last minute: the request above, served by the hosted backend
+    page.wait("document.getElementById('now').textContent.includes('served locally')", "the last-minute cards")
+    now = wait_until(lambda: (n := httpx.get(f"{console.url}/console/api/now", headers=ADMIN).json())["requests"] and n,
+                     "the ledger to hold the request")
+    assert now["share_local"] == 0.0 and now["ttft_p50_s"] > 0
     assert page.screenshot(tmp_path / "console-overview.png").startswith(PNG_MAGIC)
 
     page.eval("document.querySelector('[data-tab=teams]').click()")
@@ -186,7 +191,8 @@ def test_a_team_key_gets_403_from_the_admin_calls_and_sees_only_usage(console: C
     team = {"authorization": f"Bearer {made['key']}"}
     for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"), (("DELETE", f"/admin/keys/{made['key_id']}")),
                          ("GET", "/console/api/teams"), ("GET", "/console/api/backends"),
-                         ("GET", "/console/api/requests")):
+                         ("GET", "/console/api/requests"), ("GET", "/console/api/now"), ("GET", "/console/api/policy"),
+                         ("POST", "/console/api/explain")):
         refused = httpx.request(method, f"{console.url}{path}", headers=team, json={"team": "free"})
         assert refused.status_code == 403, (path, refused.text)
         assert refused.json()["error"]["type"] == "permission_error"
@@ -211,3 +217,22 @@ def test_a_keys_budget_status_counts_its_spend(console: Console) -> None:
     assert day["forecast_usd"] >= day["spent_usd"] and month["spent_usd"] >= day["spent_usd"]
     listed = httpx.get(f"{console.url}/admin/keys", headers=ADMIN).json()["data"]
     assert {k["key_id"]: k.get("budget_status") for k in listed}[made["key_id"]]["day"]["limit_usd"] == 2
+
+
+def test_the_policy_view_explains_a_pasted_request_against_the_live_state(console: Console, page: Page,
+                                                                         tmp_path: Path) -> None:
+    _login(page, console, ADMIN_KEY)
+    page.eval("document.querySelector('[data-tab=policy]').click()")
+    page.wait("document.querySelectorAll('#x-team option').length === 2", "the team choices")
+    assert "up: m" in _text(page, "aliases")
+    page.eval("document.getElementById('x-team').value = 'ops'; document.getElementById('explain-form').requestSubmit()")
+    page.wait("document.getElementById('explain-result')", "the explanation")
+    shown = _text(page, "explain-result")
+    page.screenshot(tmp_path / "console-policy.png")
+    assert "up (m)" in shown and "prompt tokens" in shown
+    bad = httpx.post(f"{console.url}/console/api/explain", headers=ADMIN,
+                     json={"team": "ops", "body": {"model": "nope", "messages": []}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "model_not_found"
+    assert httpx.post(f"{console.url}/console/api/explain", headers=ADMIN, json={"team": "ops"}).status_code == 400
+    assert httpx.post(f"{console.url}/console/api/explain", headers=ADMIN,
+                      json={"team": "nobody", "body": {"model": "m"}}).json()["error"]["code"] == "unknown_team"

@@ -1,14 +1,17 @@
-"""The console's pure views: a key's budget status from the limiter's windows, an engine's polled state;
-and the console's assets ship with the package (a page that cannot load is no console)."""
+"""The console's pure views: a key's budget status from the limiter's windows, an engine's polled state,
+the last minute's numbers; and the console's assets ship with the package (a page that cannot load is no
+console)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.resources import files
 
 from gateway.key_usage import key_budget_status
-from gateway.routes.ui_api import engine_view
+from gateway.routes.ui_api import engine_view, last_minute
 from observability.limits import LimitUsage
 from policies.live import EngineSnapshot
+from tests.unit.observability.conftest import record
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()  # half of the UTC day gone
 
@@ -37,3 +40,12 @@ def test_the_console_page_and_script_ship_as_package_data() -> None:
     assert '<script src="/console/console.js"></script>' in page and "<script>" not in page  # no inline script
     for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script  # values go in as text only
+
+
+def test_the_last_minute_counts_every_request_and_times_only_the_answered_ones() -> None:
+    ok = [replace(record(), backend=b, ttft_s=t, status="ok") for b, t in (("gpu", 0.1), ("gpu", 0.3), ("up", 0.2))]
+    failed = replace(record(), backend="up", ttft_s=9.0, status="error")
+    now = last_minute([*ok, failed], local={"gpu"}, window_s=60.0)
+    assert (now["requests"], now["share_local"], now["errors"], now["rejected"]) == (4, 0.5, 1, 0)
+    assert now["requests_per_s"] == 4 / 60 and now["ttft_p50_s"] == 0.2 and now["ttft_p95_s"] == 0.3
+    assert last_minute([], local=set())["share_local"] is None
