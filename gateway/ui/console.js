@@ -43,13 +43,13 @@
       bar(frac, `${usd(status.spent_usd)} / ${usd(status.limit_usd)} → ${usd(status.forecast_usd)}`));
   }
 
-  async function api(path, options = {}) {
+  async function api(path, { anyStatus = false, ...options } = {}) {  // anyStatus: /readyz answers 503 with a body
     const key = sessionStorage.getItem(STORE);
     const headers = { authorization: "Bearer " + key, ...(options.body ? { "content-type": "application/json" } : {}) };
     const response = await fetch(path, { ...options, headers, cache: "no-store", credentials: "omit" });
     const text = await response.text();
     if (response.status === 401) { logout("The key was refused (401); log in again."); throw new Error("401"); }
-    if (!response.ok) {
+    if (!response.ok && !anyStatus) {
       let message = text;
       try { message = JSON.parse(text).error.message; } catch (e) { /* not JSON: keep the text */ }
       const err = new Error(`${response.status}: ${message}`);
@@ -106,7 +106,7 @@
   const card = (label, value) => el("div", {}, el("b", {}, value), label);
 
   async function loadOverview() {
-    const [ready, backends, now] = await Promise.all([api("/readyz").catch((e) => ({ status: e.message, policy: {} })),
+    const [ready, backends, now] = await Promise.all([api("/readyz", { anyStatus: true }),
       api("/console/api/backends"), api("/console/api/now")]);
     $("now").replaceChildren(card("requests/s" + (now.truncated ? " (at least)" : ""), now.requests_per_s.toFixed(2)),
       card("served locally", pct(now.share_local)), card("TTFT p50", ms(now.ttft_p50_s)), card("TTFT p95", ms(now.ttft_p95_s)),
@@ -182,8 +182,8 @@
     try {
       const body = JSON.stringify({ grace_period: $("grace").value.trim() || "0" });
       const made = await api(`/admin/keys/${encodeURIComponent(id)}/rotate`, { method: "POST", body });
+      await loadKeys().catch(keysError);  // the list first, then the key: it stays in view
       showNewKey(`Key ${made.key_id} rotated; the old secret works for ${$("grace").value || "0"}.`, made.key);
-      await loadKeys();
     } catch (err) { keysError(err); }
   }
 
@@ -209,8 +209,8 @@
     $("keys-error").textContent = "";
     try {
       const made = await api("/admin/keys", { method: "POST", body: JSON.stringify(createBody()) });
+      await loadKeys().catch(keysError);
       showNewKey(`Key ${made.key_id} created for team ${made.team}.`, made.key);
-      await loadKeys();
     } catch (err) { keysError(err); }
   }
 

@@ -1,6 +1,6 @@
 """The web console (/console) in a real headless Chromium against `hybridgw serve`: without a key only
-the login shows; with the admin key a key created through the page is in the list and works, a revoke
-through the page takes effect (that key then gets 401), a name and tag holding markup render as text;
+the login shows; with the admin key a key created through the page is in the list and works, a rotation
+and a revoke through the page take effect (the old secret, then the key, get 401), a name and tag holding markup render as text;
 live backends show an engine's KV use and queue; a team's key gets 403 from every admin call the page
 makes and sees only the usage view. Screenshots land in the test's tmp folder."""
 from __future__ import annotations
@@ -122,7 +122,7 @@ def test_without_a_key_the_page_shows_only_the_login(console: Console, page: Pag
     assert _visible(page, "section, nav, table") == ["login"] and page.eval("sessionStorage.length") == 0
 
 
-def test_a_key_made_in_the_page_works_and_a_revoke_in_the_page_takes_effect(console: Console, page: Page,
+def test_a_key_made_in_the_page_works_and_a_rotation_and_a_revoke_in_the_page_take_effect(console: Console, page: Page,
                                                                           tmp_path: Path) -> None:
     _login(page, console, ADMIN_KEY)
     page.wait("document.querySelector('#backends td')", "the backends table")
@@ -144,6 +144,13 @@ def test_a_key_made_in_the_page_works_and_a_revoke_in_the_page_takes_effect(cons
     assert page.screenshot(tmp_path / "console-keys.png").startswith(PNG_MAGIC)
 
     assert console.chat(key).status_code == 200
+    # rotate with no grace period: the old secret stops, the new one (shown once) works
+    page.eval(f"document.getElementById('grace').value = '0'; document.querySelector('[data-rotate=\"{key_id}\"]').click()")
+    page.wait("document.getElementById('new-key').textContent.includes('rotated')", "the rotated key to show")
+    rotated = page.eval("document.getElementById('new-key-value').textContent")
+    assert rotated != key and rotated.split("-")[2] == key_id
+    assert console.chat(key).status_code == 401 and console.chat(rotated).status_code == 200
+    key = rotated  # the page shows a new key once the list is reloaded
     page.eval(f"document.querySelector('[data-revoke=\"{key_id}\"]').click()")  # arms the button
     assert page.eval(f"document.querySelector('[data-revoke=\"{key_id}\"]').textContent") == "Confirm revoke"
     page.eval(f"document.querySelector('[data-revoke=\"{key_id}\"]').click()")
