@@ -112,6 +112,7 @@ def _text(page: Page, element_id: str) -> str:
 
 
 def test_without_a_key_the_page_shows_only_the_login(console: Console, page: Page) -> None:
+    assert f"web console on {console.url}/console (admin key to log in)" in console.proc.output()
     served = httpx.get(f"{console.url}/console")
     assert served.status_code == 200 and "script-src 'self'" in served.headers["content-security-policy"]
     page.goto(f"{console.url}/console")
