@@ -29,8 +29,8 @@ from policies.live import EngineSnapshot, HealthView
 MAX_RECORDS = 500
 NOW_WINDOW_S = 60.0
 NOW_RECORD_LIMIT = 20_000
-# What a row of recent requests shows: who, where, how much, how fast. No tags' values beyond the
-# record's own, no client ids (a client's x-request-id may carry anything).
+# What a row of recent requests shows: who, where, how much, how fast. Not the client's own
+# x-request-id (it may carry anything); there is no prompt or completion text in a record to show.
 _RECORD_FIELDS = ("request_id", "time", "team", "key_id", "model_alias", "backend", "rule", "status",
                   "http_status", "stream", "prompt_tokens", "completion_tokens", "cost_usd", "ttft_s",
                   "itl_p50_s", "e2e_s", "error_type", "tags")
