@@ -75,7 +75,7 @@
     $("tabs").hidden = false;
     $("logout").hidden = false;
     $("who").textContent = mode === "admin" ? "admin" : "team key";
-    for (const b of document.querySelectorAll("#tabs button[data-admin]")) b.hidden = mode !== "admin";
+    for (const b of document.querySelectorAll("#tabs button[data-admin], label[data-admin]")) b.hidden = mode !== "admin";
     show(mode === "admin" ? "overview" : "usage");
   }
 
@@ -215,9 +215,14 @@
   }
 
   // ---- usage: chargeback rows per team / key / tag, the CSV, and the report with its plots ----
-  const usageQuery = (extra) => `/v1/usage?since=${encodeURIComponent($("u-since").value)}${extra}`;
+  const usageQuery = (extra) => `/v1/usage?since=${encodeURIComponent($("u-since").value)}` +
+    ($("u-team").value ? `&team=${encodeURIComponent($("u-team").value)}` : "") + extra;
 
   async function loadUsage() {
+    if (mode === "admin" && $("u-team").options.length === 1) {
+      const teams = await api("/console/api/teams");
+      $("u-team").append(...teams.data.map((t) => el("option", {}, t.team)));
+    }
     const by = $("u-by").value;
     const data = await api(usageQuery(`&by=${encodeURIComponent(by)}`));
     $("usage-note").textContent = `${when(data.since)} to ${when(data.until)} UTC` + (data.truncated ? " (only the newest records were read)" : "");

@@ -188,6 +188,14 @@ def test_overview_shows_live_kv_use_and_queue_and_the_usage_view_its_plots(conso
 
     page.eval("document.querySelector('[data-tab=usage]').click()")
     page.wait("[...document.querySelectorAll('#usage tr')].some((r) => r.cells[0].textContent === 'ops')", "usage rows")
+    page.wait("document.querySelectorAll('#u-team option').length === 3", "the team filter")
+    for team, shown in (("ops", True), ("free", False)):  # the key is one of team ops'
+        page.eval(f"document.getElementById('u-team').value = '{team}'; document.getElementById('u-by').value = 'key';"
+                  "document.getElementById('usage-form').requestSubmit()")
+        page.wait(f"document.querySelector('#usage th')?.textContent === 'key' && "
+                  f"document.getElementById('usage').textContent.includes('{made['key_id']}') === {json.dumps(shown)}",
+                  f"team {team}'s per-key rows")
+    page.eval("document.getElementById('u-team').value = ''; document.getElementById('u-by').value = 'team'")
     page.eval("document.getElementById('u-plots').click()")
     plots = page.wait("document.getElementById('plots').srcdoc", "the report")
     assert plots.count("<svg") >= 5
