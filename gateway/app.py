@@ -22,8 +22,10 @@ from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.readiness import Readiness
 from gateway.reload_changes import restart_changes
-from gateway.routes import admin_keys, chat, completions, embeddings, health, models
+from gateway.routes import admin_keys, chat, completions, embeddings, health, models, ui_policy
 from gateway.routes.metrics import metrics_route
+from gateway.routes.ui import console_routes
+from gateway.routes.ui_api import console_api_routes
 from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
@@ -120,8 +122,9 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     app.state.services = services
     app.state.readiness = parts
     # Plain Starlette routes: the handlers read the body themselves (size limit, orjson, pass-through).
-    for module in (chat, completions, embeddings, models, health, admin_keys):
+    for module in (chat, completions, embeddings, models, health, admin_keys, ui_policy):
         app.router.routes.extend(module.ROUTES)
+    app.router.routes.extend([*console_routes(), *console_api_routes(usage_store)])
     if metrics is not None:
         app.router.routes.append(metrics_route(metrics, request_metrics, router))
     if usage_store is not None:

@@ -118,6 +118,8 @@ def main(argv: list[str]) -> int:
         print("\n".join(backend_lines(loaded, build_catalog(loaded.policy, os.environ, engine_urls))),
               flush=True)
         print(f"hybridgw: serving on {base_url}", flush=True)
+        login = "admin key to log in" if settings.admin_key else "set HYBRIDGW_ADMIN_KEY to log in"
+        print(f"hybridgw: web console on http://{settings.host}:{settings.port}/console ({login})", flush=True)
         total = connection_limit(settings.max_connections)
         bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
                                   settings.max_header_bytes)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from observability.limits import LimitsConfig, TeamLimits
+    from observability.limits import LimitsConfig, LimitUsage, TeamLimits
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,10 @@ class Limiter(Protocol):
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         """Replace the held estimate with the actual numbers (also on failure/abort)."""
+        ...
+
+    async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
+        """What each of the team's and key's windows has used now (charges nothing)."""
         ...
 
     def reconfigure(self, config: LimitsConfig) -> None:

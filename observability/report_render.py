@@ -113,6 +113,7 @@ td:first-child,th:first-child{text-align:left}.plots{display:flex;flex-wrap:wrap
 svg.plot{border:1px solid #ddd;background:#fff}svg text{font-size:11px;fill:#333}svg .ptitle{font-size:13px;font-weight:600}
 svg .axis{stroke:#555}svg .point{fill:#4e79a7;fill-opacity:.6}svg .fit{stroke:#e15759;stroke-width:2}
 svg .series{stroke:#4e79a7;stroke-width:2}svg .whisker,svg .median{stroke:#222;stroke-width:1.5}
+svg text.count{font-size:10px}svg .scale{stroke:#999;stroke-width:.5}
 """
 
 
@@ -122,19 +123,23 @@ def _table(headers: tuple[str, ...], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _n(v: int) -> str:
+    return f"{v:,}"  # 891,761: counts a person reads at a glance
+
+
 def _summary(r: Report) -> str:
     rows: list[tuple[object, ...]] = [
-        ("requests", r.requests), ("tokens in", r.prompt_tokens), ("tokens out", r.completion_tokens),
+        ("requests", _n(r.requests)), ("tokens in", _n(r.prompt_tokens)), ("tokens out", _n(r.completion_tokens)),
         ("cost", _usd(r.cost_usd)), ("all-hosted cost", _usd(r.hosted_cost_usd)), ("savings", _savings(r)),
     ]
     rows += [(f"{alias} priced as", price) for alias, price in _hosted_prices(r)]
     rows += [(name, f"p50 {_ms(p.p50)} · p90 {_ms(p.p90)} · p95 {_ms(p.p95)} · p99 {_ms(p.p99)}")
              for name, p in (("TTFT", r.ttft), ("ITL", r.itl), ("end-to-end", r.e2e))]
-    backends = [(b.backend, b.requests, f"{b.share:.1%}", b.prompt_tokens, b.completion_tokens, f"{b.cost_usd:.4f}")
-                for b in r.backends]
-    models = [(m.model, m.requests, m.prompt_tokens, m.completion_tokens, f"{m.cost_usd:.4f}",
+    backends = [(b.backend, _n(b.requests), f"{b.share:.1%}", _n(b.prompt_tokens), _n(b.completion_tokens),
+                 f"{b.cost_usd:.4f}") for b in r.backends]
+    models = [(m.model, _n(m.requests), _n(m.prompt_tokens), _n(m.completion_tokens), f"{m.cost_usd:.4f}",
                "-" if m.hosted_cost_usd is None else f"{m.hosted_cost_usd:.4f}") for m in r.models]
-    errors = [(k, v) for k, v in sorted(r.errors.items())]
+    errors = [(k, _n(v)) for k, v in sorted(r.errors.items())]
     return (_table(("", "value"), rows)
             + "<h2>Route split</h2>" + _table(("backend", "requests", "share", "tok in", "tok out", "cost $"), backends)
             + "<h2>Top models</h2>" + _table(("model", "requests", "tok in", "tok out", "cost $", "hosted $"), models)
@@ -148,7 +153,7 @@ def _max_isl(r: Report) -> float:
 
 def render_html(r: Report) -> str:
     plots = (
-        svg_plots.heatmap(r.isl_osl, r.token_edges),
+        svg_plots.heatmap(r.isl_osl, r.token_edges, not_ok=r.requests - r.statuses.get("ok", 0)),
         svg_plots.ttft_scatter(r.ttft_points, r.ttft_fit, _max_isl(r)),
         svg_plots.itl_by_position(r.itl_profile),
         svg_plots.e2e_boxes([(b.backend, b.e2e) for b in r.backends]),

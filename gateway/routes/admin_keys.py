@@ -1,10 +1,11 @@
 """Admin API for virtual keys, guarded by the admin key ($HYBRIDGW_ADMIN_KEY): POST /admin/keys
 (team, name, models, expires_at | duration, limits, budget, metadata, tags) → the key, shown once;
-GET /admin/keys[?all=true][&team=T] and /admin/keys/{id} (with spend and last use); PATCH /admin/keys/{id};
+GET /admin/keys[?all=true][&team=T] and /admin/keys/{id} (with spend, last use, budget status); PATCH /admin/keys/{id};
 POST /admin/keys/{id}/rotate {"grace_period"}; DELETE /admin/keys/{id}. Store calls run off the loop."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -13,12 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import KeyInfo, is_admin, new_key_refusal
-from gateway.errors import AuthError, GatewayError, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.admin_access import require_admin
+from gateway.auth import KeyInfo, new_key_refusal
+from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.exchange import Exchange
 from gateway.key_requests import KeyCreateBody, KeyUpdateBody, RotateBody, apply, check_spec, grace_seconds
 from gateway.key_spec import KeySpec
-from gateway.key_store import KeyStoreUnavailable
+from gateway.key_store import KeyRow, KeyStoreUnavailable
+from gateway.key_usage import key_budget_status
 from gateway.proxy import error_response
 from gateway.request_body import read_body, read_json_body
 from gateway.schemas import parse_body
@@ -27,13 +30,26 @@ from gateway.services import Services
 T = TypeVar("T")
 
 
-def _admin(request: Request) -> tuple[Services, Exchange]:
-    svc: Services = request.app.state.services
-    ex = Exchange.begin("admin", request.headers.get("x-request-id"))
-    if not is_admin(request.headers.get("authorization"), svc.settings.admin_key):
-        raise AuthError("Admin endpoints need the admin key (HYBRIDGW_ADMIN_KEY) as the bearer token.",
-                        code="invalid_admin_key")
-    return svc, ex
+async def _admin(request: Request) -> tuple[Services, Exchange]:
+    svc = await require_admin(request)  # 401 without the admin key, 403 for a team's key
+    return svc, Exchange.begin("admin", request.headers.get("x-request-id"))
+
+
+async def _with_budget(svc: Services, rows: list[KeyRow]) -> list[dict[str, Any]]:
+    """Each row's dict, with `budget_status` (spent / limit / forecast per day and month, from the
+    limiter's windows) for a live key that has a USD budget here or in the policy's `keys:`."""
+    out, policy_keys = [], svc.router.compiled.policy.keys
+    for row in rows:
+        data = row.to_dict()
+        in_policy = policy_keys.get(row.key_id)
+        budgeted = row.spec.limits.usd_per_day is not None or row.spec.limits.usd_per_month is not None or (
+            in_policy is not None and (in_policy.budget.usd_per_day, in_policy.budget.usd_per_month) != (None, None))
+        if svc.limiter is not None and row.revoked_at is None and budgeted:  # one store read per budgeted key
+            usages = await svc.limiter.usage(row.team, row.key_id, row.spec.limits)
+            if any(u.scope == "key" and u.limit_name.startswith("usd") for u in usages):
+                data["budget_status"] = key_budget_status(usages, time.time())
+        out.append(data)
+    return out
 
 
 def _fail(request: Request, exc: GatewayError) -> Response:
@@ -75,7 +91,7 @@ def _no_key(key_id: str) -> NotFound:
 
 async def create_key(request: Request) -> Response:
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         body = parse_body(KeyCreateBody, await read_json_body(request, svc.settings.max_body_bytes))
         team = body.team.strip()
         refusal = new_key_refusal(team, svc.router.compiled.policy)
@@ -91,32 +107,34 @@ async def create_key(request: Request) -> Response:
 
 async def list_keys(request: Request) -> Response:
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         everything = request.query_params.get("all", "").lower() in ("1", "true", "yes")
         team = request.query_params.get("team")
-        rows = [row.to_dict() for row in await _store(asyncio.to_thread(svc.key_store.list, everything))
+        rows = [row for row in await _store(asyncio.to_thread(svc.key_store.list, everything))
                 if team is None or row.team == team]
+        data = await _with_budget(svc, rows)
     except GatewayError as exc:
         return _fail(request, exc)
-    return _json({"object": "list", "data": rows})
+    return _json({"object": "list", "data": data})
 
 
 async def key_info(request: Request) -> Response:
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         key_id = request.path_params["key_id"]
         row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
         if row is None:
             raise NotFound(f"No key with id {key_id!r}.", param="key_id", code="key_not_found")
+        (data,) = await _with_budget(svc, [row])
     except GatewayError as exc:
         return _fail(request, exc)
-    return _json(row.to_dict())
+    return _json(data)
 
 
 async def update_key(request: Request) -> Response:
     """Only the fields the body names change; the team stays (a key's spend belongs to its team)."""
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         key_id = request.path_params["key_id"]
         body = parse_body(KeyUpdateBody, await read_json_body(request, svc.settings.max_body_bytes))
         row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
@@ -136,7 +154,7 @@ async def update_key(request: Request) -> Response:
 
 async def rotate_key(request: Request) -> Response:
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         key_id = request.path_params["key_id"]
         grace = grace_seconds(parse_body(RotateBody, await _optional_json(request, svc.settings.max_body_bytes)))
         rotated = await _store(asyncio.to_thread(svc.key_store.rotate, key_id, grace))
@@ -153,7 +171,7 @@ async def rotate_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     try:
-        svc, _ = _admin(request)
+        svc, _ = await _admin(request)
         key_id = request.path_params["key_id"]
         revoked = await _store(asyncio.to_thread(svc.key_store.revoke, key_id))
         svc.key_cache.forget_all()  # refused on this replica at once; on the others within the cache's TTL

@@ -8,22 +8,36 @@ from html import escape
 
 from observability.report import Box
 
-# The report's frame, scales and palette: one look across `hybridgw report` and `hybridgw bench`.
-from observability.svg_plots import BOTTOM, LEFT, RIGHT, TOP, H, W, _colors, _empty, _frame, _scale, _yticks
+# The report's frame, scales, ticks, legend and palette: one look across `hybridgw report` and `hybridgw bench`.
+from observability.svg_plots_frame import (
+    BOTTOM,
+    LEFT,
+    RIGHT,
+    TOP,
+    H,
+    W,
+    colors,
+    empty,
+    frame,
+    legend,
+    scale,
+    xticks,
+    yticks,
+)
 
 
 def e2e_by_pattern(boxes: Sequence[tuple[str, Box | None]]) -> str:
     title = "End-to-end latency per query pattern"
     present = [(name, b) for name, b in boxes if b is not None]
     if not present:
-        return _empty("plot-e2e-pattern", title)
+        return empty("plot-e2e-pattern", title)
     ymax = max(b.p95 for _, b in present) * 1.1 or 1.0
     slot = (W - LEFT - RIGHT) / len(present)
-    color = _colors([name for name, _ in present])
-    body = [_yticks(ymax, "{:.2f}")]
+    color = colors([name for name, _ in present])
+    body = [yticks(ymax)]
     for k, (name, b) in enumerate(present):
         cx, half = LEFT + slot * (k + 0.5), min(slot * 0.3, 40)
-        y = {q: _scale(getattr(b, q), 0, ymax, H - BOTTOM, TOP) for q in ("p5", "p25", "p50", "p75", "p95")}
+        y = {q: scale(getattr(b, q), 0, ymax, H - BOTTOM, TOP) for q in ("p5", "p25", "p50", "p75", "p95")}
         body.append(
             f'<g class="box"><title>{escape(name)}: p50 {b.p50:.3f} s, p95 {b.p95:.3f} s '
             f"(n={b.count})</title>"
@@ -34,31 +48,23 @@ def e2e_by_pattern(boxes: Sequence[tuple[str, Box | None]]) -> str:
             f'class="median"/></g><text x="{cx:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
             f"{escape(name)}</text>"
         )
-    return _frame("plot-e2e-pattern", title, "".join(body), "query pattern", "end-to-end (s)")
-
-
-def _legend(names: Sequence[str], color: dict[str, str]) -> str:
-    return "".join(
-        f'<rect x="{LEFT + 10 + 110 * i}" y="{TOP - 4}" width="10" height="10" fill="{color[n]}"/>'
-        f'<text x="{LEFT + 24 + 110 * i}" y="{TOP + 5}">{escape(n)}</text>'
-        for i, n in enumerate(names)
-    )
+    return frame("plot-e2e-pattern", title, "".join(body), "query pattern", "end-to-end (s)")
 
 
 def backend_over_time(slots: Sequence[tuple[float, Sequence[tuple[str, int]]]]) -> str:
     title = "Requests per backend over the run (x-hybridgw-backend)"
     if not slots or not any(per for _, per in slots):
-        return _empty("plot-backend-time", title)
+        return empty("plot-backend-time", title)
     backends = sorted({b for _, per in slots for b, _ in per})
-    color = _colors(backends)
+    color = colors(backends)
     ymax = max(sum(n for _, n in per) for _, per in slots) * 1.15 or 1.0
     t_end = slots[-1][0] + (slots[-1][0] - slots[0][0]) / max(len(slots) - 1, 1)
     slot_w = (W - LEFT - RIGHT) / len(slots)
-    body = [_yticks(ymax, "{:.0f}")]
+    body = [yticks(ymax)]
     for k, (start, per) in enumerate(slots):
         base, x = 0.0, LEFT + slot_w * k + slot_w * 0.1
         for backend, n in per:
-            y0, y1 = _scale(base, 0, ymax, H - BOTTOM, TOP), _scale(base + n, 0, ymax, H - BOTTOM, TOP)
+            y0, y1 = scale(base, 0, ymax, H - BOTTOM, TOP), scale(base + n, 0, ymax, H - BOTTOM, TOP)
             body.append(
                 f'<rect class="bar" x="{x:.1f}" y="{y1:.1f}" width="{slot_w * 0.8:.1f}" '
                 f'height="{max(y0 - y1, 0.5):.1f}" fill="{color[backend]}">'
@@ -71,8 +77,8 @@ def backend_over_time(slots: Sequence[tuple[float, Sequence[tuple[str, int]]]]) 
             f'<text x="{LEFT + (W - LEFT - RIGHT) * i / 4:.1f}" y="{H - BOTTOM + 16}" '
             f'text-anchor="middle">{v:.1f}</text>'
         )
-    body.append(_legend(backends, color))
-    return _frame("plot-backend-time", title, "".join(body), "request sent (s into the run)", "requests")
+    body.append(legend(backends, color))
+    return frame("plot-backend-time", title, "".join(body), "request sent (s into the run)", "requests")
 
 
 def load_curve(
@@ -85,13 +91,13 @@ def load_curve(
     """Lines over the load levels of a sweep (x: offered rate or concurrency)."""
     points = [p for _, line in series for p in line]
     if not points:
-        return _empty(plot_id, title)
+        return empty(plot_id, title)
     xmax = max(x for x, _ in points) * 1.05 or 1.0
     ymax = max(y for _, y in points) * 1.15 or 1.0
-    color = _colors([name for name, _ in series])
-    body = [_yticks(ymax, "{:.3g}")]
+    color = colors([name for name, _ in series])
+    body = [yticks(ymax)]
     for name, line in series:
-        xy = [(_scale(x, 0, xmax, LEFT, W - RIGHT), _scale(y, 0, ymax, H - BOTTOM, TOP)) for x, y in line]
+        xy = [(scale(x, 0, xmax, LEFT, W - RIGHT), scale(y, 0, ymax, H - BOTTOM, TOP)) for x, y in line]
         body.append(
             f'<polyline class="series" fill="none" stroke="{color[name]}" points="'
             + " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
@@ -102,11 +108,6 @@ def load_curve(
             f"{u:g}</title></circle>"
             for (x, y), (u, v) in zip(xy, line)
         ]
-    for i in range(5):
-        v = xmax * i / 4
-        body.append(
-            f'<text x="{_scale(v, 0, xmax, LEFT, W - RIGHT):.1f}" y="{H - BOTTOM + 16}" '
-            f'text-anchor="middle">{v:.3g}</text>'
-        )
-    body.append(_legend([name for name, _ in series], color))
-    return _frame(plot_id, title, "".join(body), xlabel, ylabel)
+    body.append(xticks(xmax))
+    body.append(legend([name for name, _ in series], color))
+    return frame(plot_id, title, "".join(body), xlabel, ylabel)

@@ -95,7 +95,7 @@ def test_keys_cli_create_list_revoke(gateway: Gateway) -> None:
 def test_admin_endpoints_need_the_admin_key(gateway: Gateway) -> None:
     url = f"{gateway.url}/admin/keys"
     assert httpx.get(url).status_code == 401
-    assert httpx.get(url, headers=gateway.auth("red")).status_code == 401
+    assert httpx.get(url, headers=gateway.auth("red")).status_code == 403  # a team's key: known, not admin
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     created = httpx.post(url, json={"team": "purple"}, headers=admin)
     assert created.status_code == 201
