@@ -128,8 +128,9 @@ def record_fields(record: UsageRecord) -> Fields:
         _add(out, prefix + "cost_nusd", cost)
     if record.status != "ok":
         _add(out, f"err|{name_part(record.error_type or record.status)}", 1)
-    isl, osl = token_bucket(record.prompt_tokens), token_bucket(record.completion_tokens)
-    _add(out, f"isl_osl|{isl}|{osl}", 1)
+    if record.status == "ok":  # failed requests are counted apart (status/err), not as short outputs
+        isl, osl = token_bucket(record.prompt_tokens), token_bucket(record.completion_tokens)
+        _add(out, f"isl_osl|{isl}|{osl}", 1)
     _latency_fields(out, record)
     return out
 
@@ -187,7 +188,7 @@ def labelled(fields: Mapping[str, float], prefix: str) -> dict[str, int]:
 
 
 def isl_osl_matrix(fields: Mapping[str, float]) -> list[list[int]]:
-    """Request counts, [ISL bucket][OSL bucket], over TOKEN_EDGES."""
+    """Completed-request counts, [ISL bucket][OSL bucket], over TOKEN_EDGES (failures are not in it)."""
     size = len(TOKEN_EDGES)
     matrix = [[0] * size for _ in range(size)]
     for name, value in fields.items():

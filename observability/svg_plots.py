@@ -31,8 +31,8 @@ SCALE_W = 70  # room right of the heat map for its colour scale
 
 def heatmap(matrix: Sequence[Sequence[int]], edges: Sequence[int], not_ok: int = 0) -> str:
     """Rows: input-length buckets (y, upwards); columns: output-length buckets (x); each cell's count in
-    it (where it fits) and in its tooltip; a log colour scale on the right. `not_ok`: how many of the
-    requests failed or were refused (they count in the output bucket of what they got, often 0)."""
+    it (where it fits) and in its tooltip; a log colour scale on the right. `not_ok`: how many requests
+    failed or were refused; they are not in the map (their output length says nothing), only in the label."""
     title = "Requests by input × output length (ISL × OSL)"
     used = [i for i, row in enumerate(matrix) if any(row)] + [j for row in matrix for j, c in enumerate(row) if c]
     if not used:
@@ -60,7 +60,7 @@ def heatmap(matrix: Sequence[Sequence[int]], edges: Sequence[int], not_ok: int =
                       f'<text x="{LEFT + (i - lo + 0.5) * cw:.1f}" y="{H - BOTTOM + 16}" '
                       f'text-anchor="middle">{short(edges[i])}</text>')
     labels.append(color_scale(top, right + 14))
-    xlabel = f"output tokens (bucket start) — n = {total:,}" + (f", {not_ok:,} failed or refused" if not_ok else "")
+    xlabel = f"output tokens (bucket start) — n = {total:,}" + (f" completed; {not_ok:,} failed or refused, not shown" if not_ok else "")
     return frame("plot-isl-osl", title, "".join(cells + labels), xlabel, "input tokens (bucket start)")
 
 

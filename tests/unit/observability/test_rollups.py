@@ -78,6 +78,15 @@ def test_isl_osl_matrix_counts_requests() -> None:
     assert sum(map(sum, matrix)) == 3
 
 
+def test_isl_osl_matrix_leaves_failed_requests_out() -> None:
+    failed = record(prompt_tokens=20, completion_tokens=0, status="error", error_type="upstream_timeout",
+                    ttft_s=None, itl_gaps_s=())
+    fields = merge_fields(record_fields(r) for r in (failed, record(prompt_tokens=20, completion_tokens=40)))
+    matrix = isl_osl_matrix(fields)
+    assert sum(map(sum, matrix)) == 1 and matrix[token_bucket(20)][token_bucket(0)] == 0
+    assert labelled(fields, "status") == {"error": 1, "ok": 1}
+
+
 def test_rollups_split_by_hour_and_day_and_merge_by_addition() -> None:
     rng = random.Random(7)
     records = [record(time=T0 + rng.uniform(0, 2 * 86400), team=rng.choice(["a", "b"]),

@@ -45,7 +45,7 @@ def test_the_heat_map_has_counts_a_colour_scale_and_says_how_many_failed() -> No
     assert re.findall(r'class="count"[^>]*>([^<]*)<', svg) == ["1,500", "7", "3"]
     assert 'class="scale"' in svg and 'linearGradient id="heat-ramp"' in svg
     assert re.findall(r'class="scale-tick">([^<]*)<', svg) == ["1", "10", "100", "1,000", "1,500"]
-    assert "n = 1,510, 3 failed or refused" in svg
+    assert "n = 1,510 completed; 3 failed or refused, not shown" in svg
 
 
 def test_every_plot_says_how_many_it_shows() -> None:
