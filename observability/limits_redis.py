@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -100,9 +100,9 @@ class RedisLimiter:
         return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
+                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         leases = self._leases
