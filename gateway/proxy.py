@@ -49,6 +49,7 @@ from observability.limits_protocol import LimitExceeded
 from observability.tracing import extract_context, inject_traceparent
 from policies.compiled import CompiledPolicy
 from policies.decision import Target
+from policies.facts import PromptScores
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,9 @@ async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers:
                 raise
             scope = exc.scope
         if not unchecked:
+            facts = ex.facts  # counted and scored once
             await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
-                             prompt_tokens=ex.facts.prompt_tokens)  # counted once
+                             prompt_tokens=facts.prompt_tokens, scores=PromptScores(facts.difficulty, facts.category))
             ex.tags["over_budget"] = "true"
         unchecked.add(scope)
 
