@@ -11,6 +11,7 @@ from gateway.key_store import KeyStorage, KeyStore
 from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
+from observability.limiter_health import register_limiter_metrics
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
 from observability.limits_protocol import Limiter
 from observability.limits_restore import restore_windows
@@ -80,6 +81,7 @@ def build_observability(settings: Settings, policy: Policy, environ: Mapping[str
         observers.append(key_usage)
     ledger = open_ledger(settings.redis_url, settings.data_dir, observers=observers).start()
     limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
+    register_limiter_metrics(metrics.provider, limiter)  # failures of the Redis limiter, by script and kind
     if isinstance(limiter, InProcessLimiter):  # embedded: what this day/month/minute already spent
         restore_windows(limiter, ledger.store, time.time())
     return Observability(

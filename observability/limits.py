@@ -282,6 +282,9 @@ class InProcessLimiter:
     def reconfigure(self, config: LimitsConfig) -> None:
         self.config = config
 
+    def state(self) -> None:
+        return None  # in memory: it never fails open
+
     async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
         charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
         with self._lock:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from observability.limiter_health import LimiterState
     from observability.limits import LimitsConfig, TeamLimits
 
 
@@ -76,6 +77,10 @@ class Limiter(Protocol):
 
     def reconfigure(self, config: LimitsConfig) -> None:
         """Apply a reloaded policy's limits to the next reservations."""
+        ...
+
+    def state(self) -> LimiterState | None:
+        """Whether limits are enforced or failing open, and why (None: a limiter that cannot fail)."""
         ...
 
     async def aclose(self) -> None: ...
