@@ -252,10 +252,10 @@ async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: d
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
     maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
-    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker,
-                                        ex.clock, AttemptBook(svc, ex))
+    book = AttemptBook(svc, ex)
+    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker, ex.clock, book)
     ex.attempts = opened.attempts
-    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard,
+    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard, book,
                             _output_cap(svc, ex, opened.target))
 
 

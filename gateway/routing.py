@@ -68,8 +68,8 @@ def _describe_decision(span: trace.Span, facts: RequestFacts, decision: RouteDec
 
 class AttemptBook:
     """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
-    (failures before the first byte; TTFT at the first content chunk, which for a stream the relay
-    reports later) and opens one upstream span per attempt."""
+    (failures before the first byte; success with its TTFT at the first content chunk: dispatch
+    reports a non-streamed call's, the relay a stream's) and opens one upstream span per attempt."""
 
     def __init__(self, svc: Services, ex: Exchange) -> None:
         self.svc, self.ex = svc, ex
@@ -93,6 +93,7 @@ class AttemptBook:
         self.ex.hold = None
 
     def succeeded(self, target: Target) -> None:
+        """The one place a success and its TTFT (upstream sent → first content chunk) are recorded."""
         clock = self.ex.clock
         ttft = (clock.first_chunk - clock.upstream_sent
                 if clock.first_chunk is not None and clock.upstream_sent is not None else None)
