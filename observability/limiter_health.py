@@ -4,6 +4,7 @@ window key; limits_redis tells them apart). /readyz shows the state, /metrics co
 script. No redis import: /readyz and /metrics read it in the embedded case too."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ class LimiterState:
 
 
 class LimiterHealth:
-    """Updated by the limiter on its event loop after each round trip; read by /readyz and /metrics."""
+    """Updated by the limiter on its event loop after each round trip; read by /readyz and by /metrics
+    (from a worker thread: hence the lock)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._failing: str | None = None
         self._since: float | None = None
         self._outages: dict[str, int] = {}
@@ -51,24 +54,28 @@ class LimiterHealth:
         self._last_error: str | None = None
 
     def ok(self) -> None:
-        self._failing = self._since = None
+        if self._failing is not None:
+            with self._lock:
+                self._failing = self._since = None
 
     def failed(self, script: str, exc: BaseException, *, outage: bool) -> bool:
         """Note a failed round trip of `script`; True when it is a bug's first error reply for that
         script (the caller logs those once; outages are warned about at a bounded rate)."""
-        counts = self._outages if outage else self._errors
-        first = not outage and script not in self._errors
-        counts[script] = counts.get(script, 0) + 1
-        if self._failing is None:
-            self._since = self._clock()
-        self._failing = "redis_down" if outage else "script_error"
-        self._last_error = f"{script}: {type(exc).__name__}: {exc}"
+        with self._lock:
+            counts = self._outages if outage else self._errors
+            first = not outage and script not in self._errors
+            counts[script] = counts.get(script, 0) + 1
+            if self._failing is None:
+                self._since = self._clock()
+            self._failing = "redis_down" if outage else "script_error"
+            self._last_error = f"{script}: {type(exc).__name__}: {exc}"
         return first
 
     def state(self) -> LimiterState:
-        return LimiterState(self._failing is not None, self._failing, self._since,
-                            MappingProxyType(dict(self._outages)), MappingProxyType(dict(self._errors)),
-                            self._last_error)
+        with self._lock:
+            return LimiterState(self._failing is not None, self._failing, self._since,
+                                MappingProxyType(dict(self._outages)), MappingProxyType(dict(self._errors)),
+                                self._last_error)
 
 
 def register_limiter_metrics(provider: MeterProvider, limiter: Limiter) -> None:
