@@ -79,7 +79,8 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
                         telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(router.counter),
                         limiter=limiter)
 
-    parts = Readiness(ledger=usage_sink if isinstance(usage_sink, Ledger) else None, poller=router.poller)
+    parts = Readiness(ledger=usage_sink if isinstance(usage_sink, Ledger) else None, poller=router.poller,
+                      limiter=limiter)
 
     def apply_reload(loaded: LoadedPolicy) -> None:
         router.reload(loaded)

@@ -11,6 +11,7 @@ from gateway.key_store import KeyStorage, KeyStore
 from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
+from observability.limiter_health import register_limiter_metrics
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
 from observability.limits_protocol import Limiter
 from observability.limits_restore import restore_windows
@@ -22,6 +23,7 @@ from policies.schema import KeyLimits, Policy, Team
 # How long a replica trusts what Redis said about a key: a key revoked on any replica (or with
 # `hybridgw keys revoke`) is refused by every other replica at most this long afterwards.
 REDIS_KEY_CACHE_S = 5.0
+SQLITE_KEY_CACHE_S = 1.0
 
 
 def open_key_store(settings: Settings) -> KeyStorage:
@@ -34,9 +36,9 @@ def open_key_store(settings: Settings) -> KeyStorage:
 
 
 def key_cache_ttl_s(settings: Settings) -> float:
-    """Redis keys are remembered briefly (a lookup is a network round trip); SQLite ones are not, so
-    a revocation in the local file applies to the next request."""
-    return REDIS_KEY_CACHE_S if settings.redis_url else 0.0
+    """Keys are remembered briefly: a Redis lookup is a network round trip, a SQLite one a thread hop
+    and a SELECT under the store's lock. A revocation (CLI, other replica) applies within this bound."""
+    return REDIS_KEY_CACHE_S if settings.redis_url else SQLITE_KEY_CACHE_S
 
 
 def team_limits(owner: Team | KeyLimits) -> TeamLimits:
@@ -58,9 +60,12 @@ class Observability:
     metrics: Metrics
     request_metrics: RequestMetrics
     tracing: Tracing
+    key_usage: KeyUsageRecorder | None = None
 
     def close(self) -> None:
         self.ledger.close()  # flushes, so the last records still reach metrics and the store
+        if self.key_usage is not None:
+            self.key_usage.close()  # the keys' spend added up from those last records
         self.tracing.shutdown()
         self.metrics.shutdown()
 
@@ -71,12 +76,14 @@ def build_observability(settings: Settings, policy: Policy, environ: Mapping[str
     metrics = build_metrics()
     request_metrics = RequestMetrics(metrics.provider)
     observers: list[Callable[[UsageRecord], None]] = [request_metrics.record]
-    if key_store is not None:
-        observers.append(KeyUsageRecorder(key_store))
+    key_usage = KeyUsageRecorder(key_store) if key_store is not None else None
+    if key_usage is not None:
+        observers.append(key_usage)
     ledger = open_ledger(settings.redis_url, settings.data_dir, observers=observers).start()
     limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
+    register_limiter_metrics(metrics.provider, limiter)  # failures of the Redis limiter, by script and kind
     if isinstance(limiter, InProcessLimiter):  # embedded: what this day/month/minute already spent
         restore_windows(limiter, ledger.store, time.time())
     return Observability(
-        ledger=ledger, limiter=limiter, metrics=metrics,
-        request_metrics=request_metrics, tracing=build_tracing(tracing_config_from_env(environ)))
+        ledger=ledger, limiter=limiter, metrics=metrics, request_metrics=request_metrics,
+        tracing=build_tracing(tracing_config_from_env(environ)), key_usage=key_usage)

@@ -16,7 +16,9 @@ RequestFor = Callable[[Target], UpstreamRequest]
 
 
 class AttemptObserver(Protocol):
-    """Told about each target tried: started, then failed (before the first byte) or succeeded."""
+    """Told about each target tried: started, then failed (before the first byte) or succeeded. A
+    non-streamed call succeeds here, at its response; a stream's success (its TTFT) is the relay's to
+    report, at its first content chunk, so it is reported once, by one owner."""
 
     def started(self, target: Target) -> None: ...
 
@@ -80,7 +82,8 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
 
 async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
                       clock: RequestClock, observer: AttemptObserver) -> OpenedStream:
-    """Start the first target whose stream yields a first chunk; the caller must aclose() `rest`."""
+    """Start the first target whose stream yields a first chunk; the caller must aclose() `rest` and
+    tell `observer` of the stream's success (the relay does, at its first content chunk)."""
     attempts: list[Attempt] = []
     candidates = _candidates(targets, backends)
     for i, (target, backend) in enumerate(candidates):
@@ -99,8 +102,7 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
             _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
         # Only the first byte: whether (and when) the first token came is the relay's to judge, as
-        # OpenAI-style servers open with a role-only chunk before any content.
+        # OpenAI-style servers open with a role-only chunk before any content; so is the success.
         clock.mark_first_byte()
-        observer.succeeded(target)
         return OpenedStream(target, first, chunks, tuple(attempts))
     raise AssertionError("unreachable: the last candidate returns or raises")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,6 +67,19 @@ def row_from(values: Sequence[Any]) -> KeyRow:
                   None if last_used is None else float(last_used), int(spend_nano or 0) / NANO, int(requests or 0))
 
 
+@dataclass(frozen=True)
+class KeyUse:
+    """One or more requests of a key, added up: what record_uses adds to the key's record."""
+
+    requests: int
+    spend_nano: int  # USD in nano-dollars, so sums are exact
+    last_used_at: float  # the latest record's time
+
+    def plus(self, other: KeyUse) -> KeyUse:
+        return KeyUse(self.requests + other.requests, self.spend_nano + other.spend_nano,
+                      max(self.last_used_at, other.last_used_at))
+
+
 class KeyStoreUnavailable(Exception):
     """The store cannot be reached (Redis down, SQLite locked): no answer, which is not a "no"."""
 
@@ -98,8 +111,9 @@ class KeyStorage(Protocol):
         """True when an active key was revoked now (its grace-period hashes go with it)."""
         ...
 
-    def record_use(self, key_id: str, cost_usd: float, at: float) -> None:
-        """Add one request's cost to the key's spend and move its last-used time (off the request path)."""
+    def record_uses(self, uses: Mapping[str, KeyUse]) -> None:
+        """Add requests and spend to each key's record and move its last-used time forward (never
+        back), all keys in one write; ids of no stored key are skipped (off the request path)."""
         ...
 
     def count(self) -> int:
@@ -200,9 +214,22 @@ class KeyStore:
         return revoked
 
     def record_use(self, key_id: str, cost_usd: float, at: float) -> None:
-        self._change("UPDATE api_keys SET spend_nano = spend_nano + ?, requests = requests + 1, "
-                     "last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?",
-                     (max(round(cost_usd * NANO), 0), at, key_id))
+        self.record_uses({key_id: KeyUse(1, max(round(cost_usd * NANO), 0), at)})
+
+    def record_uses(self, uses: Mapping[str, KeyUse]) -> None:
+        rows = [(u.spend_nano, u.requests, u.last_used_at, key_id) for key_id, u in uses.items()]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")  # one transaction (one WAL commit) for the batch
+                try:
+                    self._db.executemany("UPDATE api_keys SET spend_nano = spend_nano + ?, requests = requests + ?, "
+                                         "last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?", rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
 
     def count(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM api_keys")[0][0])  # type: ignore[call-overload]

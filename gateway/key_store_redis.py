@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway.auth import KeyInfo, hash_key, key_for, new_key
 from gateway.key_spec import KeySpec
-from gateway.key_store import NANO, KeyRow, KeyStoreUnavailable
+from gateway.key_store import NANO, KeyRow, KeyStoreUnavailable, KeyUse
 
 # KEYS: id record, hash record, id set; ARGV: hash, team, name, created_at, key_id, spec. 0: id taken.
 _CREATE_LUA = """
@@ -69,11 +69,11 @@ else
 end
 return 1
 """
-# KEYS: id record; ARGV: nano-USD, time. Keys the store does not hold (policy-file keys) are skipped.
+# KEYS: id record; ARGV: nano-USD, latest time, requests. Keys the store does not hold (policy-file keys) are skipped.
 _USE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'spend_nano', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'requests', 1)
+redis.call('HINCRBY', KEYS[1], 'requests', ARGV[3])
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_used_at') or '0')
 if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[2]) end
 return 1
@@ -172,7 +172,17 @@ class RedisKeyStore:
                                [repr(self._clock()), f"{self._prefix}hash:"]))
 
     def record_use(self, key_id: str, cost_usd: float, at: float) -> None:
-        self._call("use", [f"{self._prefix}id:{key_id}"], [str(max(round(cost_usd * NANO), 0)), repr(at)])
+        self.record_uses({key_id: KeyUse(1, max(round(cost_usd * NANO), 0), at)})
+
+    def record_uses(self, uses: Mapping[str, KeyUse]) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)  # the whole batch in one round trip
+            for key_id, use in uses.items():
+                self._scripts["use"](keys=[f"{self._prefix}id:{key_id}"], client=pipe,
+                                     args=[str(use.spend_nano), repr(use.last_used_at), str(use.requests)])
+            pipe.execute()
+        except _DOWN as exc:
+            raise KeyStoreUnavailable(f"key store unreachable: {exc!r}") from exc
 
     def count(self) -> int:
         try:

@@ -49,6 +49,7 @@ from observability.limits_protocol import LimitExceeded
 from observability.tracing import extract_context, inject_traceparent
 from policies.compiled import CompiledPolicy
 from policies.decision import Target
+from policies.facts import PromptScores
 
 
 @dataclass(frozen=True)
@@ -176,28 +177,35 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
 
 async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers: dict[str, str],
                    compiled: CompiledPolicy) -> None:
-    """Hold the estimate against the team's limits. A team over its USD budget whose policy says
-    `on_exceed: route` is routed again with `over_budget` (rules send it somewhere cheap) instead of refused."""
+    """Hold the estimate against the team's and key's limits. A scope (team or key) over its USD budget
+    whose on_exceed says `route` is routed again with `over_budget` (rules send it somewhere cheap)
+    instead of refused; only that scope's budget goes unchecked, the other's still refuses."""
     assert svc.limiter is not None and ex.facts is not None and ex.decision is not None
     tokens = ex.estimated_prompt_tokens + ex.estimated_completion_tokens
-    cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
-    key_limits = ex.key_spec.limits
-    try:
-        ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost,
-                                                   key_limits=key_limits)
-        return
-    except LimitExceeded as exc:
-        on_exceed = compiled.team(ex.team).budget.on_exceed
-        if exc.scope == "key" and ex.key_spec.on_exceed is not None:
-            on_exceed = ex.key_spec.on_exceed  # a key's own budget may say otherwise than its team's
-        if not exc.limit.startswith("usd") or on_exceed != "route":
-            raise
-    await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
-                     prompt_tokens=ex.facts.prompt_tokens)  # counted once
-    ex.tags["over_budget"] = "true"
-    cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
-    ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost, budgets=False,
-                                               key_limits=key_limits)
+    unchecked: set[str] = set()
+    while True:  # at most once per scope: each pass either returns, raises or unchecks one more
+        cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
+        try:
+            ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost,
+                                                       unchecked=frozenset(unchecked), key_limits=ex.key_spec.limits)
+            return
+        except LimitExceeded as exc:
+            if not exc.limit.startswith("usd") or exc.scope in unchecked or on_exceed(compiled, ex, exc.scope) != "route":
+                raise
+            scope = exc.scope
+        if not unchecked:
+            facts = ex.facts  # counted and scored once
+            await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
+                             prompt_tokens=facts.prompt_tokens, scores=PromptScores(facts.difficulty, facts.category))
+            ex.tags["over_budget"] = "true"
+        unchecked.add(scope)
+
+
+def on_exceed(compiled: CompiledPolicy, ex: Exchange, scope: str) -> str:
+    """What a spent USD budget of this scope means: the key's own on_exceed for its budget, else the team's."""
+    if scope == "key" and ex.key_spec.on_exceed is not None:
+        return ex.key_spec.on_exceed
+    return compiled.team(ex.team).budget.on_exceed
 
 
 def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compiled: CompiledPolicy,
@@ -244,23 +252,26 @@ async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: d
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
     maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
-    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker,
-                                        ex.clock, AttemptBook(svc, ex))
+    book = AttemptBook(svc, ex)
+    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker, ex.clock, book)
     ex.attempts = opened.attempts
-    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard,
+    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard, book,
                             _output_cap(svc, ex, opened.target))
 
 
 def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
-    """How many output tokens the team's hard USD budget (`on_exceed: reject`) still pays for: what
-    was reserved plus the headroom left after it (None: no hard budget, or free output)."""
+    """How many output tokens the hard USD budgets (`on_exceed: reject`, the team's or the key's) still
+    pay for: what was reserved plus the least headroom left after it (None: no hard budget, or free output)."""
     held = ex.reservation
-    if held is None or held.usd_headroom is None:
+    if held is None:
         return None
-    if (ex.policy or svc.router.compiled).team(ex.team).budget.on_exceed != "reject":
-        return None  # a soft budget re-routes new requests; it never cuts one already streaming
+    compiled = ex.policy or svc.router.compiled
+    # a soft budget re-routes new requests; it never cuts one already streaming
+    headroom = held.usd_left([s for s in ("team", "key") if on_exceed(compiled, ex, s) == "reject"])
+    if headroom is None:
+        return None
     base = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 0)
     per_token = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 1) - base
     if per_token <= 0:
         return None
-    return max(0, int((held.cost_usd + held.usd_headroom - base) / per_token))
+    return max(0, int((held.cost_usd + headroom - base) / per_token))

@@ -15,6 +15,7 @@ from typing import Any
 from gateway.backends.base import BackendState
 from gateway.reload_changes import restart_backends
 from observability.ledger import Ledger
+from observability.limits_protocol import Limiter
 from policies.reload import PolicyReloader
 from policies.state import EngineStatePoller
 
@@ -27,6 +28,7 @@ class Readiness:
     reloader: PolicyReloader | None = None
     poller: EngineStatePoller | None = None
     restart_needed: tuple[str, ...] = ()  # one line per policy change that waits for a restart
+    limiter: Limiter | None = None  # failing open or not (Redis); ready either way: fail-open is documented
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:
@@ -75,6 +77,9 @@ def readiness(app_ready: bool, backends: Mapping[str, BackendState], absent: Map
     }
     if r.ledger is not None:
         body["ledger"] = _ledger(r.ledger, admin)
+    limiter = r.limiter.state() if r.limiter is not None else None
+    if limiter is not None:
+        body["limiter"] = limiter.detail() if admin else limiter.public()
     if admin and r.poller is not None:
         body["engine_state_errors"] = dict(r.poller.errors)
     return (200 if ready else 503), body

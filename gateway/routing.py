@@ -10,27 +10,30 @@ from opentelemetry import trace
 from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied, UpstreamError
 from gateway.exchange import Exchange
 from gateway.services import Services
-from gateway.token_count import count_prompt_tokens
+from gateway.token_count import measure_prompt
 from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.errors import RoutingError
+from policies.facts import PromptScores
 
 
 async def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], headers: Mapping[str, str],
                      *, over_budget: bool = False, compiled: CompiledPolicy | None = None,
-                     prompt_tokens: int | None = None, off_loop: bool = False) -> None:
+                     prompt_tokens: int | None = None, scores: PromptScores | None = None,
+                     off_loop: bool = False) -> None:
     """Set ex.facts and ex.decision; raise the client-facing error when the policy refuses.
-    The prompt is counted here unless `prompt_tokens` is given; in a worker thread when `off_loop`."""
+    The prompt is counted (and scored) here unless `prompt_tokens` (and `scores`) are given; in a
+    worker thread when `off_loop`."""
     # The decision gets a child span of its own (rule, reason, targets, the estimate it used).
     span = (svc.telemetry.tracer.start_span("route", context=trace.set_span_in_context(ex.span))
             if ex.span is not None else trace.INVALID_SPAN)
     compiled = compiled or svc.router.compiled
     try:
         if prompt_tokens is None:
-            prompt_tokens = await count_prompt_tokens(svc.router.counter, compiled, body, ex.team, off_loop=off_loop)
+            prompt_tokens, scores = await measure_prompt(svc.router, compiled, body, ex.team, off_loop=off_loop)
         live = svc.router.live_state()  # one view of the engines for the facts and the decision
         facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
-                                       prompt_tokens=prompt_tokens, live=live)
+                                       prompt_tokens=prompt_tokens, live=live, scores=scores)
     except RoutingError as exc:
         span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
@@ -65,8 +68,8 @@ def _describe_decision(span: trace.Span, facts: RequestFacts, decision: RouteDec
 
 class AttemptBook:
     """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
-    (failures before the first byte; TTFT at the first content chunk, which for a stream the relay
-    reports later) and opens one upstream span per attempt."""
+    (failures before the first byte; success with its TTFT at the first content chunk: dispatch
+    reports a non-streamed call's, the relay a stream's) and opens one upstream span per attempt."""
 
     def __init__(self, svc: Services, ex: Exchange) -> None:
         self.svc, self.ex = svc, ex
@@ -90,6 +93,7 @@ class AttemptBook:
         self.ex.hold = None
 
     def succeeded(self, target: Target) -> None:
+        """The one place a success and its TTFT (upstream sent → first content chunk) are recorded."""
         clock = self.ex.clock
         ttft = (clock.first_chunk - clock.upstream_sent
                 if clock.first_chunk is not None and clock.upstream_sent is not None else None)

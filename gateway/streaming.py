@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.disconnect import DisconnectGuard
-from gateway.dispatch import OpenedStream
+from gateway.dispatch import AttemptObserver, OpenedStream
 from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
 from gateway.services import Services
@@ -27,8 +27,9 @@ class SSERelayResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, svc: Services, ex: Exchange, opened: OpenedStream, tally: StreamTally,
-                 guard: DisconnectGuard, max_output_tokens: int | None = None) -> None:
+                 guard: DisconnectGuard, observer: AttemptObserver, max_output_tokens: int | None = None) -> None:
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
+        self.observer = observer  # told of the stream's success (and TTFT) at its first content chunk
         self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
         self.output_tokens = 0  # counted only under a cap
         self.write_timeout_s = svc.settings.stream_write_timeout_s
@@ -128,17 +129,16 @@ class SSERelayResponse(Response):
             if out is not None:
                 await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
                                              "more_body": True})
+        if clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): still a success
+            self.observer.succeeded(self.opened.target)
         self.guard.close()
         await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
 
     def _first_token(self, now: float | None) -> None:
-        """TTFT: the first chunk with content. The backend's health learns it here (dispatch only saw
-        the first byte, which may have been a role-only chunk)."""
-        clock = self.ex.clock
-        clock.mark_chunk(now)
-        if clock.upstream_sent is not None and clock.first_chunk is not None:
-            self.svc.router.record_result(self.opened.target.backend, ok=True,
-                                          ttft_s=clock.first_chunk - clock.upstream_sent)
+        """TTFT: the first chunk with content. The stream's success is reported here, with it (dispatch
+        only saw the first byte, which may have been a role-only chunk of a stream that then failed)."""
+        self.ex.clock.mark_chunk(now)
+        self.observer.succeeded(self.opened.target)
 
     def _charge(self, payload: bytes) -> None:
         """Count the chunk's output tokens against the budget cap; cut the stream past it."""

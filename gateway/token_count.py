@@ -1,5 +1,5 @@
 """Token counts for the gateway: the prompt estimate before the call (large prompts counted in a
-worker thread, so the event loop keeps serving) and the completion count when an upstream reports
+worker thread, with the prompt's difficulty/category scores, so the event loop keeps serving) and the completion count when an upstream reports
 no usage. Delegates to `policies.tokens` (tiktoken, offline files)."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from policies.compiled import CompiledPolicy
-from policies.facts import resolve_alias
+from policies.facts import PromptScores, resolve_alias
+from policies.router import PolicyRouter
 from policies.tokens import TokenCounter as _Counter
 from policies.tokens import encoding_name_for
 
@@ -22,14 +23,21 @@ def count_off_loop(content_length: str | None) -> bool:
     return content_length is None or not content_length.isdigit() or int(content_length) > OFF_LOOP_BYTES
 
 
-async def count_prompt_tokens(counter: _Counter, compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
-                              *, off_loop: bool) -> int:
-    """The prompt's tokens with its alias's encoding (RoutingError for an unknown alias), counted in a
-    worker thread when off_loop (tiktoken releases the GIL while it encodes)."""
+async def measure_prompt(router: PolicyRouter, compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
+                         *, off_loop: bool) -> tuple[int, PromptScores | None]:
+    """The prompt's tokens with its alias's encoding (RoutingError for an unknown alias). When off_loop
+    both the count and the prompt's scores (difficulty, category, where the policy uses them) are made
+    in one worker thread (tiktoken releases the GIL while it encodes); on the loop the scores are left
+    to build_facts (None)."""
     encoding = resolve_alias(compiled, str(body.get("model", "")), team).encoding
     if off_loop:
-        return await asyncio.to_thread(counter.count_prompt, body, encoding)
-    return counter.count_prompt(body, encoding)
+        return await asyncio.to_thread(_count_and_score, router, compiled, body, encoding)
+    return router.counter.count_prompt(body, encoding), None
+
+
+def _count_and_score(router: PolicyRouter, compiled: CompiledPolicy, body: Mapping[str, Any],
+                     encoding: str) -> tuple[int, PromptScores]:
+    return router.counter.count_prompt(body, encoding), router.score(body, compiled)
 
 
 class TokenCounter:

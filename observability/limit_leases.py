@@ -135,8 +135,8 @@ class LeaseBook:
             if ask.grant_max:
                 self._granting.discard(charge.key)
 
-    def headroom(self, charges: Sequence[Charge], used: Sequence[int] | None = None) -> float | None:
-        """USD left in the tightest budget after this charge, as this replica knows the windows."""
+    def headroom(self, charges: Sequence[Charge], used: Sequence[int] | None = None) -> tuple[tuple[str, float], ...]:
+        """Per scope, USD left in its tightest budget after this charge, as this replica knows the windows."""
         if used is None:  # a local reservation: what the store held at our last charge, less our lease
             used = [self._leases[c.key].used_seen - self._leases[c.key].left - c.amount for c in charges]
         return usd_headroom(charges, used)

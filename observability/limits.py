@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -136,9 +136,10 @@ UNCHECKED_LIMIT = 2**62  # a limit no window reaches: the charge is counted but 
 
 
 def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost_usd: float,
-                 now: float, budgets: bool = True, key_limits: TeamLimits | None = None) -> list[Charge]:
-    """Every window this request must fit in, with what it would add to each. budgets=False still
-    counts the spend in the USD windows but does not refuse on them (over-budget routing)."""
+                 now: float, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> list[Charge]:
+    """Every window this request must fit in, with what it would add to each. The USD windows of the
+    scopes in `unchecked` ("team", "key") still count the spend but do not refuse on it (over-budget
+    routing of that scope); the other scope's budget is enforced as ever."""
     charges = []
     windows = _windows_of_minute(int(now // 60))
     for scope, owner, limits in config.scopes(team, key_id, key_limits):
@@ -147,7 +148,7 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
             if value is None:
                 continue
             start, end = windows[name]
-            limit = _scaled(name, value) if budgets or not name.startswith("usd") else UNCHECKED_LIMIT
+            limit = UNCHECKED_LIMIT if scope in unchecked and name.startswith("usd") else _scaled(name, value)
             charges.append(Charge(window_key(scope, owner, name, start), scope, owner, name,
                                   _amount(name, tokens, cost_usd), limit, end))
     return charges
@@ -169,11 +170,15 @@ def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None
     return None
 
 
-def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> float | None:
-    """USD left in the tightest enforced budget once these charges are added (None: no budget)."""
-    left = [c.limit - u - c.amount for c, u in zip(charges, used)
-            if c.limit_name.startswith("usd") and c.limit != UNCHECKED_LIMIT]
-    return max(min(left), 0) / NANO if left else None
+def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> tuple[tuple[str, float], ...]:
+    """Per scope ("team", "key") with an enforced USD budget, the USD left in its tightest budget
+    window once these charges are added (empty: no budget enforced)."""
+    left: dict[str, int] = {}
+    for c, u in zip(charges, used):
+        if c.limit_name.startswith("usd") and c.limit != UNCHECKED_LIMIT:
+            room = c.limit - u - c.amount
+            left[c.scope] = min(room, left.get(c.scope, room))
+    return tuple((scope, max(room, 0) / NANO) for scope, room in left.items())
 
 
 def _human(limit_name: str, value: float) -> str:
@@ -236,9 +241,9 @@ class InProcessLimiter:
         self._lock = threading.Lock()
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
+                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
             bad = first_exceeded(charges, used)
@@ -276,6 +281,9 @@ class InProcessLimiter:
 
     def reconfigure(self, config: LimitsConfig) -> None:
         self.config = config
+
+    def state(self) -> None:
+        return None  # in memory: it never fails open
 
     async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
         charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)

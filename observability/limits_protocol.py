@@ -1,10 +1,12 @@
 """The seam between the gateway and rate limits / budgets: reserve before the call, settle after."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from observability.limiter_health import LimiterState
     from observability.limits import LimitsConfig, LimitUsage, TeamLimits
 
 
@@ -42,14 +44,25 @@ class Reservation:
     tokens: int
     cost_usd: float
     window_keys: tuple[str, ...] = ()  # store-specific ids of the windows charged
-    usd_headroom: float | None = None  # USD left in the tightest enforced budget after this charge
+    budgets_left: tuple[tuple[str, float], ...] = ()  # (scope, USD left in its tightest enforced budget)
     windows: tuple[WindowState, ...] = ()  # per rate limit, the tightest window after this charge
+
+    @property
+    def usd_headroom(self) -> float | None:
+        """USD left in the tightest enforced budget, team's or key's, after this charge (None: none)."""
+        return min(left for _, left in self.budgets_left) if self.budgets_left else None
+
+    def usd_left(self, scopes: Collection[str]) -> float | None:
+        """USD left in the tightest enforced budget of these scopes (None: none of them has one)."""
+        left = [usd for scope, usd in self.budgets_left if scope in scopes]
+        return min(left) if left else None
 
 
 class Limiter(Protocol):
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
-        """Hold the estimate or raise LimitExceeded; budgets=False counts spend without refusing on it.
+                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
+        """Hold the estimate or raise LimitExceeded. unchecked: scopes ("team", "key") whose USD budgets
+        count the spend without refusing on it (that scope is over budget and re-routed).
         key_limits: the limits stored with the key (key store), enforced beside the policy's."""
         ...
 
@@ -68,6 +81,10 @@ class Limiter(Protocol):
 
     def reconfigure(self, config: LimitsConfig) -> None:
         """Apply a reloaded policy's limits to the next reservations."""
+        ...
+
+    def state(self) -> LimiterState | None:
+        """Whether limits are enforced or failing open, and why (None: a limiter that cannot fail)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -4,22 +4,25 @@ a limit a reservation also leases a little quota, and the next ones are served f
 round trip (limit_leases.py); near a limit every one goes to Redis. The windows a reservation reports
 (x-ratelimit-remaining-*) are this replica's view: exact as of its last round trip, less its own
 requests since; other replicas' unspent leases count as used, their requests since are not seen. If Redis is unreachable or refuses
-(OOM, READONLY after a failover, NOSCRIPT, BUSY, too many open files) it fails open with a logged
-warning, so requests keep flowing."""
+(OOM, READONLY after a failover, BUSY, LOADING, MASTERDOWN, too many open files) it fails open with a
+logged warning, so requests keep flowing. Any other error reply (a Lua error, WRONGTYPE on a window
+key) is a bug: it fails open too, but is logged as an error once per script, counted apart in
+/metrics and shown in /readyz (LimiterHealth)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from observability.limit_leases import LeaseBook
+from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
     LimitsConfig,
     LimitUsage,
@@ -66,9 +69,22 @@ for i = 1, #KEYS do
 end
 return 1
 """
-# "Down" for the documented fail-open: unreachable, or answering with an error (ResponseError covers
-# OOM, READONLY, NOSCRIPT, BUSY, LOADING, ...); a 500 for a request because Redis is unwell is worse.
-_DOWN = (RedisConnectionError, RedisTimeoutError, ResponseError, OSError)
+# Every Redis failure fails open (a 500 for each request because Redis is unwell, or a key holds the
+# wrong type, is worse); is_outage() tells an outage (warned about) from a bug (an error, counted).
+_FAILED = (RedisError, OSError)
+# Replies that mean "Redis cannot serve now" rather than "the script is wrong" (redis-py maps OOM,
+# READONLY and MASTERDOWN to classes and LOADING to a ConnectionError; BUSY stays a plain reply).
+_OUTAGE_REPLIES = ("BUSY", "OOM", "READONLY", "LOADING", "MASTERDOWN")
+_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError, ReadOnlyError, MasterDownError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Unreachable (connection, timeout, OS error) or refusing as an unwell server does (OOM, READONLY
+    after a failover, BUSY with a long script, LOADING, MASTERDOWN)."""
+    if isinstance(exc, _OUTAGES):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _OUTAGE_REPLIES
+
 _WINDOW_SLACK_S = 3600  # counters outlive their window a little, so a late settle still lands
 
 
@@ -86,6 +102,7 @@ class RedisLimiter:
         self._last_warning = -math.inf
         self._leases = LeaseBook() if lease_quota else LeaseBook(lease_divisor=0)
         self._returns: set[asyncio.Task[None]] = set()
+        self.health = LimiterHealth()
 
     @classmethod
     def from_url(cls, url: str, config: LimitsConfig, *, max_connections: int = 64,
@@ -100,9 +117,9 @@ class RedisLimiter:
         return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
+                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         leases = self._leases
@@ -117,13 +134,14 @@ class RedisLimiter:
                      ask.grant_max, ask.margin]
         try:
             index, used, *each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
-        except _DOWN as exc:
-            self._warn(f"limits not enforced, Redis unreachable or refusing: {exc!r}")
+        except _FAILED as exc:
+            self._failed("reserve", exc, "limits not enforced, Redis unreachable or refusing")
             leases.put_back(charges, asks, taken)
             return Reservation(request_id, team, key_id, tokens, cost_usd)  # no windows: settle is a no-op
         except BaseException:  # cancelled (or an error no one foresaw): nothing was charged
             leases.put_back(charges, asks, taken)
             raise
+        self.health.ok()
         if index:
             await self._add(leases.refund(charges, asks, taken), "refund of a refused reservation")
             raise exceeded(charges[index - 1], int(used) - taken[index - 1], now)  # our leftover was not used
@@ -141,8 +159,9 @@ class RedisLimiter:
             return
         try:
             raw = await self._client.mget([self._prefix + c.key for c in charges])
-        except _DOWN:
-            return  # reserve() fails open and says so
+        except _FAILED as exc:
+            self._failed("check_requests", exc, "requests-per-minute pre-check skipped, Redis unreachable")
+            return  # reserve() decides
         used = [int(v) if v is not None else 0 for v in raw]
         bad = first_exceeded(charges, used)  # the same test reserve's script makes, without charging
         if bad is not None:
@@ -158,8 +177,8 @@ class RedisLimiter:
             return
         try:
             await self._settle(keys=[self._prefix + k for k, _ in deltas], args=[d for _, d in deltas])
-        except _DOWN as exc:
-            self._warn(f"{what} lost, Redis unreachable: {exc!r}")
+        except _FAILED as exc:
+            self._failed("settle", exc, f"{what} lost, Redis unreachable")
 
     def reconfigure(self, config: LimitsConfig) -> None:
         """New limits for the next reservations; leases sized by the old ones go back to Redis."""
@@ -182,12 +201,26 @@ class RedisLimiter:
             return []
         try:
             raw = await self._client.mget([self._prefix + c.key for c in charges])
-        except _DOWN as exc:
-            self._warn(f"limit usage unknown, Redis unreachable: {exc!r}")
+        except _FAILED as exc:
+            self._failed("usage", exc, "limit usage unknown, Redis unreachable")
             raw = [None] * len(charges)
         # what this replica leased but has not spent is not used yet
         return usage_from(charges, [max(int(v) - self._leases.unspent(c.key), 0) if v is not None else 0
                                     for c, v in zip(charges, raw)])
+
+    def state(self) -> LimiterState:
+        return self.health.state()
+
+    def _failed(self, script: str, exc: BaseException, outage_message: str) -> None:
+        """Fail open: an outage is warned about at a bounded rate; any other error reply is a bug,
+        logged as an error the first time each script meets one (then only counted)."""
+        outage = is_outage(exc)
+        if self.health.failed(script, exc, outage=outage):
+            log.error("limiter script %r failed with an error reply (a bug, not an outage); limits are not "
+                      "enforced while it fails (counted in /metrics, shown in /readyz): %s: %s",
+                      script, type(exc).__name__, exc)
+        elif outage:
+            self._warn(f"{outage_message}: {exc!r}")
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()

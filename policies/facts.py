@@ -3,6 +3,7 @@ the token counter, calibration and clocks are passed in)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from policies.calibration import Calibration
@@ -27,6 +28,26 @@ def resolve_alias(compiled: CompiledPolicy, model: str, team: str) -> AliasInfo:
     if alias.teams is not None and team not in alias.teams:
         raise RoutingError("model_not_allowed", f"Team {team!r} may not use model {model!r}", "model")
     return alias
+
+
+Difficulty = Callable[[Mapping[str, Any]], float | None]
+Category = Callable[[Mapping[str, Any], Mapping[str, list[str]]], str | None]
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """What the prompt models said of one request (None: the policy does not use it, or no model)."""
+
+    difficulty: float | None = None
+    category: str | None = None
+
+
+def score_prompt(compiled: CompiledPolicy, body: Mapping[str, Any], difficulty: Difficulty | None,
+                 category: Category | None) -> PromptScores:
+    """The prompt's difficulty and category, each only when a rule of the policy uses it."""
+    return PromptScores(
+        difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
+        category(body, compiled.policy.categories) if category is not None and compiled.uses_category else None)
 
 
 def _positive_int(value: Any) -> int | None:
@@ -68,14 +89,13 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
 def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
                 counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
                 team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
-                prompt_tokens: int | None = None,
-                difficulty: Callable[[Mapping[str, Any]], float | None] | None = None,
-                category: Callable[[Mapping[str, Any], Mapping[str, list[str]]], str | None] | None = None,
-                ) -> RequestFacts:
+                prompt_tokens: int | None = None, difficulty: Difficulty | None = None,
+                category: Category | None = None, scores: PromptScores | None = None) -> RequestFacts:
     """The facts about one chat/completions request; raises RoutingError for an unknown model.
     `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop.
     `difficulty` scores the prompt and `category` finds its nearest policy category (policies.quality);
-    each is called only when a rule of the policy uses it."""
+    each is called only when a rule of the policy uses it, and not at all when `scores` are given
+    (scored off the event loop, or by an earlier decision for the same request)."""
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
     prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
     output, output_source = expected_output(compiled, body, team, team_p90)
@@ -106,14 +126,14 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
             price = compiled.hosted_prices.get((backend, target.model))
         if price is not None:
             costs[backend] = price.cost(tokens, min(output, most))
+    scores = scores or score_prompt(compiled, body, difficulty, category)
     return RequestFacts(
         team=team, model_alias=alias.name, prompt_tokens=prompt, expected_output_tokens=output,
         stream=body.get("stream") is True, headers=_x_headers(headers), tags=_request_tags(compiled, team, body),
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source, output_tokens_by_backend=outputs,
-        difficulty=difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
-        category=category(body, policy.categories) if category is not None and compiled.uses_category else None,
+        difficulty=scores.difficulty, category=scores.category,
     )
 
 

@@ -1,8 +1,13 @@
 """KV blocks this gateway holds on engines for its in-flight requests (one hold per request), the holds
 given back since an engine's last polled state (which still counts them as used), and the requests in
-flight relative to that state. Pure: the caller passes the time."""
+flight relative to that state. Pure: the caller passes the time.
+
+in_flight() runs for every routing decision, so it walks no holds: each engine keeps its holds' start
+times sorted and its counts relative to the last snapshot time asked about, kept up to date by
+add/release; a new snapshot costs one bisect and a walk over the releases since it."""
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,17 +36,51 @@ class _Released:
     blocks: int
 
 
+@dataclass(slots=True)
+class _Flights:
+    """One engine's holds in flight: their start times, sorted, and how many started / ended relative
+    to the snapshot time `taken_at` (None: not counted yet, or no longer valid)."""
+
+    starts: list[float]
+    taken_at: float | None = None
+    started: int = 0  # in flight, started after taken_at
+    ended: int = 0  # started at or before taken_at, released after it
+
+    def add(self, start: float) -> None:
+        if not self.starts or start >= self.starts[-1]:  # the clock is monotonic: nearly always
+            self.starts.append(start)
+        else:
+            bisect.insort(self.starts, start)
+        if self.taken_at is not None and start > self.taken_at:
+            self.started += 1
+
+    def remove(self, start: float, now: float) -> None:
+        del self.starts[bisect.bisect_left(self.starts, start)]
+        taken_at = self.taken_at
+        if taken_at is None:
+            return
+        if start > taken_at:
+            self.started -= 1
+        elif taken_at < now:
+            self.ended += 1
+
+
 class HoldBook:
     def __init__(self) -> None:
         self._holds: dict[int, Hold] = {}
         self._reserved: dict[str, int] = {}
-        self._released: dict[str, list[_Released]] = {}
+        self._released: dict[str, list[_Released]] = {}  # per engine, in the order released
+        self._flights: dict[str, _Flights] = {}
         self._ids = itertools.count(1)
 
     def add(self, backend: str, blocks: int, now: float) -> Hold:
         hold = Hold(next(self._ids), backend, blocks, now)
         self._holds[hold.hold_id] = hold
         self._reserved[backend] = self._reserved.get(backend, 0) + blocks
+        flights = self._flights.get(backend)
+        if flights is None:
+            flights = self._flights[backend] = _Flights([])
+        flights.add(now)
         return hold
 
     def release(self, hold: Hold | None, now: float) -> None:
@@ -54,6 +93,7 @@ class HoldBook:
         else:
             self._reserved.pop(hold.backend, None)
         self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
+        self._flights[hold.backend].remove(hold.started_at, now)
 
     def reserved(self) -> Mapping[str, int]:
         return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
@@ -70,6 +110,8 @@ class HoldBook:
             # Releases before the snapshot are already in it; with no snapshot there is nothing to correct.
             taken_at = snap.taken_at if snap is not None else float("inf")
             kept = [r for r in self._released[backend] if r.released_at > taken_at]
+            if len(kept) < len(self._released[backend]):
+                self._flights[backend].taken_at = None  # its ended count may have lost some: count again
             if not kept:
                 del self._released[backend]
                 continue
@@ -84,16 +126,20 @@ class HoldBook:
         (what the engine's polled queue cannot yet show; LiveState.num_waiting combines them)."""
         if not self._holds and not self._released:
             return _NO_FLIGHTS
-        counts: dict[str, list[int]] = {}
-        for hold in self._holds.values():
-            snap = snapshots.get(hold.backend)
-            entry = counts.setdefault(hold.backend, [0, 0, 0])
-            entry[0] += 1
-            entry[1] += int(snap is not None and hold.started_at > snap.taken_at)
-        for backend, released in self._released.items():
+        out: dict[str, InFlight] = {}
+        for backend, flights in self._flights.items():
             snap = snapshots.get(backend)
+            started = ended = 0
             if snap is not None:
-                ended = sum(1 for r in released if r.started_at <= snap.taken_at < r.released_at)
-                if ended:
-                    counts.setdefault(backend, [0, 0, 0])[2] += ended
-        return MappingProxyType({b: InFlight(*c) for b, c in counts.items()})
+                if flights.taken_at != snap.taken_at:
+                    self._count(backend, flights, snap.taken_at)
+                started, ended = flights.started, flights.ended
+            if flights.starts or ended:
+                out[backend] = InFlight(len(flights.starts), started, ended)
+        return MappingProxyType(out)
+
+    def _count(self, backend: str, flights: _Flights, taken_at: float) -> None:
+        """Count from scratch relative to a new snapshot time (once per poll of the engine)."""
+        flights.taken_at = taken_at
+        flights.started = len(flights.starts) - bisect.bisect_right(flights.starts, taken_at)
+        flights.ended = sum(1 for r in self._released.get(backend, ()) if r.started_at <= taken_at < r.released_at)

@@ -39,7 +39,7 @@ from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import apply_slo_out, decide
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.estimator import TokenPrice, litellm_price_table, local_price
-from policies.facts import build_facts, calibration_key
+from policies.facts import PromptScores, build_facts, calibration_key, score_prompt
 from policies.health import HealthBook
 from policies.holds import Hold, HoldBook
 from policies.live import LiveState
@@ -112,12 +112,18 @@ class PolicyRouter:
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
-                    live: LiveState | None = None, prompt_tokens: int | None = None) -> RequestFacts:
+                    live: LiveState | None = None, prompt_tokens: int | None = None,
+                    scores: PromptScores | None = None) -> RequestFacts:
         return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
                            counter=self.counter, calibration=self.calibration, headers=headers,
                            team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
                            prompt_tokens=prompt_tokens, difficulty=self.quality,
-                           category=self.quality.category)
+                           category=self.quality.category, scores=scores)
+
+    def score(self, body: Mapping[str, Any], compiled: CompiledPolicy | None = None) -> PromptScores:
+        """The prompt's difficulty and category where the policy uses them (thread-safe: e.g. in the
+        worker thread that counts a large prompt)."""
+        return score_prompt(compiled or self._compiled, body, self.quality, self.quality.category)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.auth import hash_key
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, create_key, hybridgw
+from tests.support.procs import wait_until
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -84,8 +85,16 @@ def test_keys_cli_create_list_revoke(gateway: Gateway) -> None:
         assert key_id in listing and "green" in listing and key not in listing
         subprocess.run(hybridgw("keys", "--data-dir", str(gateway.data_dir), "revoke", key_id), check=True,
                        capture_output=True)
-        with pytest.raises(openai.AuthenticationError):
-            client.chat.completions.create(model="m", messages=MESSAGES)
+
+        def refused() -> bool:
+            try:
+                client.chat.completions.create(model="m", messages=MESSAGES)
+            except openai.AuthenticationError:
+                return True
+            return False
+
+        # The gateway remembers a key for its cache's TTL (~1 s, docs/security.md): refused within it.
+        wait_until(refused, "the revoked key to be refused")
     # Only the hash is stored: read through a connection (the row may still sit in the WAL file).
     with closing(sqlite3.connect(gateway.data_dir / "keys.sqlite3")) as conn:
         stored = "\n".join(conn.iterdump())

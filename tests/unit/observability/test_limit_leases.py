@@ -8,11 +8,11 @@ from observability.limits import LimitsConfig, TeamLimits, plan_charges
 NOW = 1_795_000_030.0
 
 
-def charges(tpm: int = 640_000, tokens: int = 100, rpm: int | None = None, budgets: bool = True,
+def charges(tpm: int = 640_000, tokens: int = 100, rpm: int | None = None, unchecked: tuple[str, ...] = (),
             usd_per_day: float | None = None, cost: float = 0.0):
     config = LimitsConfig(teams={"t": TeamLimits(requests_per_minute=rpm, tokens_per_minute=tpm,
                                                  usd_per_day=usd_per_day)})
-    return plan_charges(config, "t", "k", tokens, cost, NOW, budgets)
+    return plan_charges(config, "t", "k", tokens, cost, NOW, unchecked)
 
 
 def lease(book: LeaseBook, cs, used=None, granted=None):
@@ -51,7 +51,7 @@ def test_small_limits_and_unchecked_budgets_get_no_lease() -> None:
     book = LeaseBook()
     _, asks = book.begin_slow(charges(tpm=10_000, tokens=100, rpm=117))  # leases of 156 tokens, 1 request
     assert [a.grant_max for a in asks] == [0, 0]
-    _, asks = LeaseBook().begin_slow(charges(tpm=None, usd_per_day=5.0, cost=0.001, budgets=False))  # type: ignore[arg-type]
+    _, asks = LeaseBook().begin_slow(charges(tpm=None, usd_per_day=5.0, cost=0.001, unchecked=("team",)))  # type: ignore[arg-type]
     assert [a.grant_max for a in asks] == [0]
 
 
@@ -132,9 +132,9 @@ def test_put_back_after_the_lease_was_dropped_lets_it_lapse() -> None:
 def test_headroom_counts_what_this_replica_leased_but_has_not_spent_as_free() -> None:
     book, cs = LeaseBook(), charges(tpm=None, usd_per_day=512.0, cost=0.25)  # type: ignore[arg-type]
     lease(book, cs, used=[10 * 10**9])  # $10 spent before; +$0.25 charged, +$1 leased (1/512)
-    assert book.headroom(cs, [10 * 10**9]) == 501.75
+    assert book.headroom(cs, [10 * 10**9]) == (("team", 501.75),)
     assert book.take_local(cs)  # another $0.25 from the lease
-    assert book.headroom(cs) == 501.5
+    assert book.headroom(cs) == (("team", 501.5),)
 
 
 def test_drain_returns_the_unspent_part_of_open_windows() -> None:
@@ -155,12 +155,12 @@ def test_a_book_without_leases_asks_the_store_every_time() -> None:
 
 
 def test_over_budget_requests_between_normal_ones_do_not_pile_up_leases() -> None:
-    # a key over its own daily budget is re-routed with budgets=False: its team's month budget is
+    # a key over its own daily budget is re-routed with its scopes' budgets unchecked: its team's month budget is
     # then charged unchecked, on the same key as the team's normal requests
     book = LeaseBook()
     config = LimitsConfig(teams={"t": TeamLimits(usd_per_month=1000.0)})
-    normal = plan_charges(config, "t", "k2", 0, 0.02, NOW, True)
-    rerouted = plan_charges(config, "t", "k1", 0, 0.02, NOW, False)
+    normal = plan_charges(config, "t", "k2", 0, 0.02, NOW)
+    rerouted = plan_charges(config, "t", "k1", 0, 0.02, NOW, ("team",))
     for _ in range(200):
         for cs in (normal, rerouted):
             if book.take_local(cs):

@@ -72,3 +72,16 @@ def test_no_limits_no_headers() -> None:
                                                (59.9991, "1m0s"), (360, "6m0s"), (3725.5, "1h2m5.5s"), (0, "0ms")])
 def test_durations_read_like_openais(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_a_rerouted_teams_budget_goes_unchecked_and_its_keys_own_still_refuses() -> None:
+    limiter = _limiter(teams={"red": TeamLimits(usd_per_day=0.01)})
+    key_budget = TeamLimits(usd_per_day=0.05)
+    held = asyncio.run(limiter.reserve("a", "red", "k", 1, 0.04, unchecked=("team",), key_limits=key_budget))
+    assert held.budgets_left == (("key", pytest.approx(0.01)),)  # the team's spent budget is not a headroom
+    assert held.usd_left(["team"]) is None and held.usd_left(["team", "key"]) == pytest.approx(0.01)
+    with pytest.raises(LimitExceeded) as refused:
+        asyncio.run(limiter.reserve("b", "red", "k", 1, 0.02, unchecked=("team",), key_limits=key_budget))
+    assert refused.value.scope == "key" and refused.value.limit == "usd_per_day"
+    both = asyncio.run(limiter.reserve("c", "red", "k2", 1, 0.0, key_limits=TeamLimits(usd_per_day=1.0)))
+    assert dict(both.budgets_left) == {"team": 0.0, "key": 1.0} and both.usd_headroom == 0.0
