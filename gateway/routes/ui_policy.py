@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.exchange import Exchange
 from gateway.proxy import error_response
 from gateway.request_body import read_json_body
-from gateway.token_count import count_prompt_tokens
+from gateway.token_count import measure_prompt
 from policies.decide import decide
 from policies.errors import RoutingError
 
@@ -70,10 +70,10 @@ async def explain(request: Request) -> Response:
         svc.catalog.check_alias(team, str(body.get("model", "")))  # unknown / not allowed: the request's own error
         compiled = svc.router.compiled
         try:
-            tokens = await count_prompt_tokens(svc.router.counter, compiled, body, team, off_loop=True)
+            tokens, scores = await measure_prompt(svc.router, compiled, body, team, off_loop=True)
             live = svc.router.live_state()
             facts = svc.router.build_facts(body, team, headers=headers, compiled=compiled, prompt_tokens=tokens,
-                                           live=live)
+                                           live=live, scores=scores)
         except RoutingError as exc:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
         decision = decide(compiled, facts, live)
