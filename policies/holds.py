@@ -12,6 +12,7 @@ from policies.live import EngineSnapshot, InFlight
 
 _NONE: Mapping[str, int] = MappingProxyType({})
 _NO_FLIGHTS: Mapping[str, InFlight] = MappingProxyType({})
+_NONE_BY_TEAM: Mapping[str, Mapping[str, int]] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Hold:
     backend: str
     blocks: int
     started_at: float = 0.0  # monotonic
+    team: str = ""  # whose request (team fairness counts what each team holds per engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +39,14 @@ class HoldBook:
         self._reserved: dict[str, int] = {}
         self._released: dict[str, list[_Released]] = {}
         self._ids = itertools.count(1)
+        self._by_team: dict[str, dict[str, int]] = {}  # backend → team → holds
 
-    def add(self, backend: str, blocks: int, now: float) -> Hold:
-        hold = Hold(next(self._ids), backend, blocks, now)
+    def add(self, backend: str, blocks: int, now: float, team: str = "") -> Hold:
+        hold = Hold(next(self._ids), backend, blocks, now, team)
         self._holds[hold.hold_id] = hold
         self._reserved[backend] = self._reserved.get(backend, 0) + blocks
+        teams = self._by_team.setdefault(backend, {})
+        teams[team] = teams.get(team, 0) + 1
         return hold
 
     def release(self, hold: Hold | None, now: float) -> None:
@@ -53,10 +58,22 @@ class HoldBook:
             self._reserved[hold.backend] = left
         else:
             self._reserved.pop(hold.backend, None)
+        teams = self._by_team[hold.backend]
+        teams[hold.team] -= 1
+        if not teams[hold.team]:
+            del teams[hold.team]
+            if not teams:
+                del self._by_team[hold.backend]
         self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
 
     def reserved(self) -> Mapping[str, int]:
         return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
+
+    def by_team(self) -> Mapping[str, Mapping[str, int]]:
+        """Per engine, team → its requests in flight there now."""
+        if not self._by_team:
+            return _NONE_BY_TEAM
+        return MappingProxyType({b: MappingProxyType(dict(t)) for b, t in self._by_team.items()})
 
     def released_since(self, snapshots: Mapping[str, EngineSnapshot]) -> Mapping[str, int]:
         """Per engine, the blocks of holds that were in flight when its snapshot was taken and have

@@ -1,0 +1,27 @@
+"""The strategies' door to team fairness: whether this request should leave a contended engine to
+teams under their share (policies/fairness.py), with the numbers for the decision's reason."""
+from __future__ import annotations
+
+from policies.fairness import CLASS_HEADER, EngineTeams, Verdict, contended, judge, request_class
+from policies.strategies.base import Context
+
+_NOBODY = EngineTeams()
+
+
+def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_blocks: int, need: int,
+               total_blocks: int) -> Verdict | None:
+    """A yielding verdict for an engine that would otherwise take the request; None when it keeps it
+    (fairness off, or the team within its share, or room enough for every team's share)."""
+    settings = ctx.policy.policy.fairness
+    if not settings.enabled:
+        return None
+    # The smaller of the rule's queue limit and the backend's (slo_cost passes none of its own).
+    queue_limit = min(queue_limit, ctx.policy.policy.backends[backend].max_waiting)
+    near = contended(queued, queue_limit, free_blocks - need, total_blocks, settings.queue_fraction,
+                     settings.kv_free_fraction)
+    # Requests like this one it can still take (this one included): by KV, and by the queue limit.
+    room = max(1, min(free_blocks // max(need, 1), queue_limit - queued + 1))
+    team = ctx.facts.team
+    cls = request_class(ctx.policy.team(team).priority_class, ctx.facts.headers.get(CLASS_HEADER))
+    verdict = judge(team, cls, lambda t: ctx.policy.team(t).share, ctx.live.teams.get(backend, _NOBODY), room, near)
+    return verdict if verdict.yields else None
