@@ -172,10 +172,11 @@ class Health(_Strict):
 
 
 class Fairness(_Strict):
-    """Sharing a contended engine between teams by `teams.T.share`, batch yielding first. An engine is
-    contended once its queue reaches `queue_fraction` of the rule's queue limit (at least 1), or the
-    KV left after the request is under `kv_free_fraction`; a team counts as wanting an engine for
-    `demand_window_s` after it asked for it."""
+    """Sharing an engine between teams by `teams.T.share` when it runs short (policies/fairness.py):
+    a team at or over its share leaves the room other teams still lack of theirs (each up to the most
+    it held within `demand_window_s`, plus one). Batch requests yield once the queue reaches
+    `queue_fraction` of its limit or the KV left falls under `kv_free_fraction`, while a team wants
+    the engine for interactive work."""
 
     enabled: bool = True
     queue_fraction: float = Field(default=0.5, ge=0, le=1)

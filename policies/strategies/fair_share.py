@@ -8,6 +8,15 @@ from policies.strategies.base import Context
 _NOBODY = EngineTeams()
 
 
+def _queue_room(ctx: Context, backend: str, queued: int, queue_limit: int) -> int:
+    """Requests the engine can still take by its running slots and queue limit, this one included
+    (slots free as far as our in-flight requests tell; unknown slots count as none)."""
+    snap, mine = ctx.live.engine(backend), ctx.live.in_flight.get(backend)
+    slots = snap.max_num_seqs if snap is not None else 0
+    free_slots = max(0, slots - (mine.num if mine is not None else 0)) if slots else 0
+    return queue_limit - queued + 1 + free_slots
+
+
 def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_blocks: int, need: int,
                total_blocks: int) -> Verdict | None:
     """A yielding verdict for an engine that would otherwise take the request; None when it keeps it
@@ -19,8 +28,7 @@ def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_b
     queue_limit = min(queue_limit, ctx.policy.policy.backends[backend].max_waiting)
     near = contended(queued, queue_limit, free_blocks - need, total_blocks, settings.queue_fraction,
                      settings.kv_free_fraction)
-    # Requests like this one it can still take (this one included): by KV, and by the queue limit.
-    room = max(1, min(free_blocks // max(need, 1), queue_limit - queued + 1))
+    room = max(1, min(free_blocks // max(need, 1), _queue_room(ctx, backend, queued, queue_limit)))
     team = ctx.facts.team
     cls = request_class(ctx.policy.team(team).priority_class, ctx.facts.headers.get(CLASS_HEADER))
     verdict = judge(team, cls, lambda t: ctx.policy.team(t).share, ctx.live.teams.get(backend, _NOBODY), room, near)

@@ -46,8 +46,10 @@ class Clock:
         return self.now
 
 
-def _router(red: float = 1, blue: float = 1, enabled: bool = True) -> tuple[PolicyRouter, Clock]:
+def _router(red: float = 1, blue: float = 1, enabled: bool = True, rule: str = "") -> tuple[PolicyRouter, Clock]:
     text = POLICY.replace("RED", str(red)).replace("BLUE", str(blue)).replace("ENABLED", str(enabled).lower())
+    if rule:
+        text = text.replace("  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}", rule)
     clock = Clock()
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0)
@@ -195,3 +197,22 @@ def test_demand_and_claims_expire_after_their_window() -> None:
     assert dict(view.wanting) == {"blue": BATCH, "red": BATCH} and view.claims["blue"] == 4
     assert book.view({"local": {"blue": 1}}, NOW + 14, 10.0)["local"].claims == {"red": 1}  # blue asked too long ago
     assert book.view({}, NOW + 20, 10.0) == {}
+
+
+@pytest.mark.parametrize("rule", ["  - {name: fit, strategy: kv_fit, local: [local]}",
+                                  "  - {name: fit, strategy: slo_cost, candidates: [local]}"])
+def test_with_nowhere_to_spill_the_yielding_team_waits(rule: str) -> None:
+    router, _ = _router(rule=rule)
+    _send(router, "blue")
+    assert [_send(router, "red")[0] for _ in range(9)] == ["local"] * 8 + [""]
+    decision = router.route(router.build_facts(BODY, "red"))
+    assert decision.refusal == "no_capacity" and decision.retry_after_s > 0  # 503 + Retry-After: it waits
+    assert "local: yields, red holds 8 of 10 slots" in decision.reason, decision.reason
+    assert _send(router, "blue")[0] == "local"
+
+
+def test_slo_cost_sends_a_yielding_team_to_the_other_candidate() -> None:
+    router, _ = _router(rule="  - {name: fit, strategy: slo_cost, candidates: [local, openai]}")
+    _send(router, "blue")
+    assert [_send(router, "red")[0] for _ in range(9)] == ["local"] * 8 + ["openai"]
+    assert _send(router, "blue")[0] == "local"
