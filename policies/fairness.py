@@ -39,6 +39,9 @@ class Verdict:
     note: str
 
 
+_KEEPS = Verdict(False, "within its share")
+
+
 def contended(queued: int, queue_limit: int, left_blocks: int, total_blocks: int, queue_fraction: float,
               kv_free_fraction: float) -> str | None:
     """Why the engine is near its limit (a note), or None: its queue has reached `queue_fraction` of
@@ -61,6 +64,8 @@ def judge(team: str, cls: str, weight_of: Callable[[str], float], load: EngineTe
     still lack of their share, each up to its claim (so a quiet team reserves what it uses, not its
     whole share, and grows by one slot at a time while it keeps asking). A batch request yields when
     the engine is near its limit, or short that way, while any team wants it for interactive work."""
+    if cls != BATCH and not any(t != team for t in load.wanting):
+        return _KEEPS  # nobody else wants the engine: nothing to leave room for
     active = {*load.held, *load.wanting, team}
     total_weight = sum(weight_of(t) for t in active)
     slots = sum(load.held.get(t, 0) for t in active) + room
@@ -78,11 +83,12 @@ def judge(team: str, cls: str, weight_of: Callable[[str], float], load: EngineTe
             why = near_limit or f"room for {room}"
             return Verdict(True, f"{why}: batch yields to interactive demand ({', '.join(interactive) or team})")
     mine = load.held.get(team, 0)
-    numbers = f"{team} holds {mine} of {slots} slots, share {share(team):.3g} (weight {weight_of(team):g} of {total_weight:g})"
-    if mine >= share(team) and short:
-        others = ", ".join(f"{t} holds {load.held.get(t, 0)}, lacks {gap:.3g}" for t, gap in lacking.items())
-        return Verdict(True, f"{numbers}: at or over its share, and room for {room} while {others}")
-    return Verdict(False, f"{numbers}: within its share")
+    if mine < share(team) or not short:
+        return _KEEPS
+    others = ", ".join(f"{t} holds {load.held.get(t, 0)}, lacks {gap:.3g}" for t, gap in lacking.items())
+    return Verdict(True, f"{team} holds {mine} of {slots} slots, share {share(team):.3g} (weight "
+                         f"{weight_of(team):g} of {total_weight:g}): at or over its share, and room for {room} "
+                         f"while {others}")
 
 
 class DemandBook:
@@ -92,13 +98,31 @@ class DemandBook:
     def __init__(self) -> None:
         self._asked: dict[str, dict[tuple[str, str], float]] = {}  # engine → (team, class) → last asked
         self._peaks: dict[str, dict[str, tuple[int, float]]] = {}  # engine → team → (most held, when)
+        # The last view, for the same holds object and window, until something is noted or expires:
+        # a view per request costs ~10 µs, a cache hit well under one.
+        self._cached: tuple[object, float, Mapping[str, EngineTeams]] | None = None
+        self._valid_until = 0.0
 
     def note(self, engines: Iterable[str], team: str, cls: str, now: float) -> None:
         for engine in engines:
-            self._asked.setdefault(engine, {})[(team, cls)] = now
+            asked = self._asked.setdefault(engine, {})
+            if (team, cls) not in asked:  # a later time for a known one only delays its expiry: the view holds
+                self._cached = None
+            asked[(team, cls)] = now
 
     def view(self, held: Mapping[str, Mapping[str, int]], now: float, window_s: float) -> Mapping[str, EngineTeams]:
         """Per engine: holds, the teams that asked within the window, and their claims (older entries are dropped)."""
+        cached = self._cached
+        if cached is not None and cached[0] is held and cached[1] == window_s and now < self._valid_until:
+            return cached[2]
+        out = self._build(held, now, window_s)
+        times = [t for asked in self._asked.values() for t in asked.values()]
+        times += [when for peaks in self._peaks.values() for _, when in peaks.values()]
+        self._valid_until = min(times, default=float("inf")) + window_s
+        self._cached = (held, window_s, out)
+        return out
+
+    def _build(self, held: Mapping[str, Mapping[str, int]], now: float, window_s: float) -> Mapping[str, EngineTeams]:
         out: dict[str, EngineTeams] = {}
         for engine in {*held, *self._asked}:
             holds = held.get(engine, _EMPTY)

@@ -40,6 +40,7 @@ class HoldBook:
         self._released: dict[str, list[_Released]] = {}
         self._ids = itertools.count(1)
         self._by_team: dict[str, dict[str, int]] = {}  # backend → team → holds
+        self._by_team_view: Mapping[str, Mapping[str, int]] | None = None  # rebuilt after a change
 
     def add(self, backend: str, blocks: int, now: float, team: str = "") -> Hold:
         hold = Hold(next(self._ids), backend, blocks, now, team)
@@ -47,6 +48,7 @@ class HoldBook:
         self._reserved[backend] = self._reserved.get(backend, 0) + blocks
         teams = self._by_team.setdefault(backend, {})
         teams[team] = teams.get(team, 0) + 1
+        self._by_team_view = None
         return hold
 
     def release(self, hold: Hold | None, now: float) -> None:
@@ -64,16 +66,18 @@ class HoldBook:
             del teams[hold.team]
             if not teams:
                 del self._by_team[hold.backend]
+        self._by_team_view = None
         self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
 
     def reserved(self) -> Mapping[str, int]:
         return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
 
     def by_team(self) -> Mapping[str, Mapping[str, int]]:
-        """Per engine, team → its requests in flight there now."""
-        if not self._by_team:
-            return _NONE_BY_TEAM
-        return MappingProxyType({b: MappingProxyType(dict(t)) for b, t in self._by_team.items()})
+        """Per engine, team → its requests in flight there now (the same object until one changes)."""
+        if self._by_team_view is None:
+            self._by_team_view = MappingProxyType({b: MappingProxyType(dict(t)) for b, t in self._by_team.items()}) \
+                if self._by_team else _NONE_BY_TEAM
+        return self._by_team_view
 
     def released_since(self, snapshots: Mapping[str, EngineSnapshot]) -> Mapping[str, int]:
         """Per engine, the blocks of holds that were in flight when its snapshot was taken and have

@@ -2,7 +2,7 @@
 teams under their share (policies/fairness.py), with the numbers for the decision's reason."""
 from __future__ import annotations
 
-from policies.fairness import CLASS_HEADER, EngineTeams, Verdict, contended, judge, request_class
+from policies.fairness import BATCH, CLASS_HEADER, EngineTeams, Verdict, contended, judge, request_class
 from policies.strategies.base import Context
 
 _NOBODY = EngineTeams()
@@ -24,12 +24,15 @@ def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_b
     settings = ctx.policy.policy.fairness
     if not settings.enabled:
         return None
+    team = ctx.facts.team
+    cls = request_class(ctx.policy.team(team).priority_class, ctx.facts.headers.get(CLASS_HEADER))
+    load = ctx.live.teams.get(backend, _NOBODY)
+    if cls != BATCH and all(t == team for t in load.wanting):
+        return None  # nobody else wants the engine (the common case): nothing to weigh
     # The smaller of the rule's queue limit and the backend's (slo_cost passes none of its own).
     queue_limit = min(queue_limit, ctx.policy.policy.backends[backend].max_waiting)
     near = contended(queued, queue_limit, free_blocks - need, total_blocks, settings.queue_fraction,
                      settings.kv_free_fraction)
     room = max(1, min(free_blocks // max(need, 1), _queue_room(ctx, backend, queued, queue_limit)))
-    team = ctx.facts.team
-    cls = request_class(ctx.policy.team(team).priority_class, ctx.facts.headers.get(CLASS_HEADER))
-    verdict = judge(team, cls, lambda t: ctx.policy.team(t).share, ctx.live.teams.get(backend, _NOBODY), room, near)
+    verdict = judge(team, cls, lambda t: ctx.policy.team(t).share, load, room, near)
     return verdict if verdict.yields else None
