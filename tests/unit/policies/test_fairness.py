@@ -10,7 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from policies.fairness import BATCH, INTERACTIVE, DemandBook, EngineTeams, contended, judge, request_class
-from policies.holds import Hold
+from policies.holds import Hold, HoldBook
 from policies.loader import load_policy
 from policies.router import PolicyRouter
 
@@ -216,3 +216,17 @@ def test_slo_cost_sends_a_yielding_team_to_the_other_candidate() -> None:
     _send(router, "blue")
     assert [_send(router, "red")[0] for _ in range(9)] == ["local"] * 8 + ["openai"]
     assert _send(router, "blue")[0] == "local"
+
+
+def test_the_cached_view_follows_new_demand_holds_and_expiry() -> None:
+    book, holds = DemandBook(), HoldBook()
+    book.note(["local"], "red", INTERACTIVE, NOW)
+    assert dict(book.view(holds.by_team(), NOW, 10.0)["local"].wanting) == {"red": INTERACTIVE}
+    book.note(["local"], "blue", BATCH, NOW + 1)  # a new team: the next view has it
+    assert dict(book.view(holds.by_team(), NOW + 1, 10.0)["local"].wanting) == {"red": INTERACTIVE, "blue": BATCH}
+    hold = holds.add("local", 10, NOW + 2, "blue")  # the holds change: blue's claim grows
+    assert book.view(holds.by_team(), NOW + 2, 10.0)["local"].claims == {"red": 1, "blue": 2}
+    holds.release(hold, NOW + 3)
+    assert holds.by_team() == {}
+    book.note(["local"], "red", INTERACTIVE, NOW + 9)  # red asks again; blue's ask (NOW + 1) expires
+    assert dict(book.view(holds.by_team(), NOW + 11.5, 10.0)["local"].wanting) == {"red": INTERACTIVE}
