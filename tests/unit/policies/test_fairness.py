@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 import pytest
 
+from policies.errors import PolicyError
 from policies.fairness import BATCH, INTERACTIVE, DemandBook, EngineTeams, contended, judge, request_class
 from policies.holds import Hold, HoldBook
 from policies.loader import load_policy
@@ -230,3 +231,12 @@ def test_the_cached_view_follows_new_demand_holds_and_expiry() -> None:
     assert holds.by_team() == {}
     book.note(["local"], "red", INTERACTIVE, NOW + 9)  # red asks again; blue's ask (NOW + 1) expires
     assert dict(book.view(holds.by_team(), NOW + 11.5, 10.0)["local"].wanting) == {"red": INTERACTIVE}
+
+
+def test_the_policy_refuses_a_bad_share_or_class() -> None:
+    text = POLICY.replace("RED", "0").replace("BLUE", "1").replace("ENABLED", "true") \
+        .replace("nightly: {class: batch}", "nightly: {class: urgent}")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(textwrap.dedent(text), "p.yaml", {})
+    assert "teams.red.share: Input should be greater than 0" in caught.value.message
+    assert "teams.nightly.class: Input should be 'interactive' or 'batch'" in caught.value.message
