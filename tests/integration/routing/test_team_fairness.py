@@ -1,6 +1,8 @@
 """Team fairness end to end: one team floods a real engine while another holds a little of it; the
-flood stops short of the room the quiet team may claim, and the quiet team's next request still
-runs locally. Counted from x-hybridgw-backend on long streams held open, so nothing depends on timing."""
+flood stops short of the room the quiet team may claim, the quiet team's next request still runs
+locally, and as the flood's requests end the two settle at their equal shares. Counted from
+x-hybridgw-backend on long streams held open (ended only when the test closes them), so nothing
+depends on timing."""
 from __future__ import annotations
 
 import asyncio
@@ -45,29 +47,45 @@ def gateway(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
 
 
 async def _open(client: openai.AsyncOpenAI, streams: list, n: int) -> list[str | None]:
-    """Open n long streams one after the other (each decided with the previous ones held), keep them."""
+    """Open n long streams one after the other (each decided with the previous ones held), keep them
+    in `streams` as (backend, request id, stream)."""
     backends = []
     for i in range(n):
         raw = await client.chat.completions.with_raw_response.create(
             model="chat", messages=[{"role": "user", "content": f"hello {i}"}], max_tokens=MAX_TOKENS,
             stream=True, extra_body={"ignore_eos": True})
         assert raw.status_code == 200
-        streams.append(raw.parse())
-        backends.append(raw.headers.get("x-hybridgw-backend"))
+        backend = raw.headers.get("x-hybridgw-backend")
+        streams.append((backend, raw.headers.get("x-request-id"), raw.parse()))
+        backends.append(backend)
     return backends
 
 
+async def _end(gw: Gateway, streams: list, n: int) -> None:
+    """Close n of the local streams and wait for their records: the gateway has given their slots back."""
+    ending = [s for s in streams if s[0] == "local"][:n]
+    for item in ending:
+        await item[2].close()
+        streams.remove(item)
+    for _, request_id, _ in ending:
+        await asyncio.to_thread(gw.record_for, request_id)
+
+
 async def _flood(gw: Gateway, blue_key: str) -> dict[str, list[str | None]]:
-    streams: list = []
+    red_streams: list = []
+    blue_streams: list = []
     red = gw.async_client()
     blue = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=blue_key, max_retries=0, timeout=30.0)
     try:
-        seen = {"blue": await _open(blue, streams, 2)}  # blue holds 2 of the 8 slots
-        seen["red"] = await _open(red, streams, SLOTS)  # red floods
-        seen["blue_after"] = await _open(blue, streams, 2)
+        seen = {"blue": await _open(blue, blue_streams, 2)}  # blue holds 2 of the 8 slots
+        seen["red"] = await _open(red, red_streams, SLOTS)  # red floods
+        seen["blue_after"] = await _open(blue, blue_streams, 2)
+        await _end(gw, red_streams, 3)  # three of red's end: 3 slots free
+        seen["red_again"] = await _open(red, red_streams, 3)
+        seen["blue_again"] = await _open(blue, blue_streams, 2)
         return seen
     finally:
-        for stream in streams:
+        for _, _, stream in red_streams + blue_streams:
             await stream.close()  # aborts the engine's sequences
         await red.close()
         await blue.close()
@@ -83,6 +101,10 @@ def test_a_flooding_team_leaves_the_quiet_team_its_room(gateway: Gateway, fake: 
     assert seen["red"] == ["local"] * 5 + ["hosted"] * 3, seen
     # That slot is blue's; then the engine is full for everyone.
     assert seen["blue_after"] == ["local", "hosted"], seen
+    # Three of red's end. Red takes two back (up to its share, 4), and leaves the third to blue,
+    # whose claim has grown to 4 (it held 3): 4 and 4, the teams' equal shares of the 8 slots.
+    assert seen["red_again"] == ["local", "local", "hosted"], seen
+    assert seen["blue_again"] == ["local", "hosted"], seen
 
 
 def test_without_fairness_the_flood_takes_every_slot(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -92,3 +114,5 @@ def test_without_fairness_the_flood_takes_every_slot(fake: Fake, tmp_path_factor
         seen = asyncio.run(_flood(gw, create_key(gw.data_dir, "blue", gw.config)))
     assert seen["red"] == ["local"] * 6 + ["hosted"] * 2, seen
     assert seen["blue_after"] == ["hosted", "hosted"], seen
+    assert seen["red_again"] == ["local"] * 3, seen  # red takes back every slot that frees
+    assert seen["blue_again"] == ["hosted", "hosted"], seen
