@@ -152,6 +152,10 @@ def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision:
             line += (f", {'fresh' if free is not None else 'STALE'} state: {snap.num_blocks_free}/{snap.num_blocks_total}"
                      f" blocks free ({free if free is not None else '?'} after reservations), "
                      f"{snap.num_running} running, {snap.num_waiting} waiting")
+        if name in live.teams:  # team fairness: who holds it and who wants it
+            teams = live.teams[name]
+            line += "; teams " + ", ".join(f"{t} holds {teams.held.get(t, 0)}, wants {teams.wanting.get(t, '-')}"
+                                           for t in sorted({*teams.held, *teams.wanting}))
         elif name in {s for s in loaded.policy.backends if loaded.policy.backends[s].state_source != "none"}:
             line += ", state unknown"
         lines.append(line)

@@ -17,6 +17,7 @@ from policies.live import EngineSnapshot, InFlight
 
 _NONE: Mapping[str, int] = MappingProxyType({})
 _NO_FLIGHTS: Mapping[str, InFlight] = MappingProxyType({})
+_NONE_BY_TEAM: Mapping[str, Mapping[str, int]] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Hold:
     backend: str
     blocks: int
     started_at: float = 0.0  # monotonic
+    team: str = ""  # whose request (team fairness counts what each team holds per engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +74,20 @@ class HoldBook:
         self._released: dict[str, list[_Released]] = {}  # per engine, in the order released
         self._flights: dict[str, _Flights] = {}
         self._ids = itertools.count(1)
+        self._by_team: dict[str, dict[str, int]] = {}  # backend → team → holds
+        self._by_team_view: Mapping[str, Mapping[str, int]] | None = None  # rebuilt after a change
 
-    def add(self, backend: str, blocks: int, now: float) -> Hold:
-        hold = Hold(next(self._ids), backend, blocks, now)
+    def add(self, backend: str, blocks: int, now: float, team: str = "") -> Hold:
+        hold = Hold(next(self._ids), backend, blocks, now, team)
         self._holds[hold.hold_id] = hold
         self._reserved[backend] = self._reserved.get(backend, 0) + blocks
         flights = self._flights.get(backend)
         if flights is None:
             flights = self._flights[backend] = _Flights([])
         flights.add(now)
+        teams = self._by_team.setdefault(backend, {})
+        teams[team] = teams.get(team, 0) + 1
+        self._by_team_view = None
         return hold
 
     def release(self, hold: Hold | None, now: float) -> None:
@@ -92,11 +99,25 @@ class HoldBook:
             self._reserved[hold.backend] = left
         else:
             self._reserved.pop(hold.backend, None)
+        teams = self._by_team[hold.backend]
+        teams[hold.team] -= 1
+        if not teams[hold.team]:
+            del teams[hold.team]
+            if not teams:
+                del self._by_team[hold.backend]
+        self._by_team_view = None
         self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
         self._flights[hold.backend].remove(hold.started_at, now)
 
     def reserved(self) -> Mapping[str, int]:
         return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
+
+    def by_team(self) -> Mapping[str, Mapping[str, int]]:
+        """Per engine, team → its requests in flight there now (the same object until one changes)."""
+        if self._by_team_view is None:
+            self._by_team_view = MappingProxyType({b: MappingProxyType(dict(t)) for b, t in self._by_team.items()}) \
+                if self._by_team else _NONE_BY_TEAM
+        return self._by_team_view
 
     def released_since(self, snapshots: Mapping[str, EngineSnapshot]) -> Mapping[str, int]:
         """Per engine, the blocks of holds that were in flight when its snapshot was taken and have

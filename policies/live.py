@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from policies.fairness import EngineTeams
+
 CircuitState = Literal["closed", "open", "half_open"]
 
 
@@ -76,6 +78,8 @@ class LiveState:
     # slo_cost's hysteresis: (backend, SLO seconds) whose predicted TTFT missed that SLO and has not
     # yet come back below it by the rule's hysteresis (the router keeps it from decision to decision).
     slo_out: frozenset[tuple[str, float]] = frozenset()
+    # Team fairness: per engine, what each team holds there and which teams want it (policies/fairness.py).
+    teams: Mapping[str, EngineTeams] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

@@ -40,6 +40,7 @@ from policies.decide import apply_slo_out, decide
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.estimator import TokenPrice, litellm_price_table, local_price
 from policies.facts import PromptScores, build_facts, calibration_key, score_prompt
+from policies.fairness import CLASS_HEADER, DemandBook, request_class
 from policies.health import HealthBook
 from policies.holds import Hold, HoldBook
 from policies.live import LiveState
@@ -80,6 +81,7 @@ class PolicyRouter:
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
+        self.demand = DemandBook()  # which teams asked for which engines lately (team fairness)
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -108,7 +110,8 @@ class PolicyRouter:
         snapshots = self.poller.snapshots
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
-                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out)
+                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
+                         self.demand.view(self.holds.by_team(), now, self._compiled.policy.fairness.demand_window_s))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -129,6 +132,7 @@ class PolicyRouter:
               live: LiveState | None = None) -> RouteDecision:
         live = live or self.live_state()
         decision = decide(compiled or self._compiled, facts, live)
+        self._note_demand(compiled or self._compiled, facts, live.now)
         if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
             self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
@@ -143,6 +147,13 @@ class PolicyRouter:
                                  "shadow_targets": [t.backend for t in decision.shadow_targets]}))
         return decision
 
+    def _note_demand(self, compiled: CompiledPolicy, facts: RequestFacts, now: float) -> None:
+        """The request's team wants the engines that serve its alias (fairness: a claim on them for a while)."""
+        alias = compiled.aliases.get(facts.model_alias)
+        if alias is not None and compiled.policy.fairness.enabled:
+            cls = request_class(compiled.team(facts.team).priority_class, facts.headers.get(CLASS_HEADER))
+            self.demand.note((b for b in alias.by_backend if b in compiled.engines), facts.team, cls, now)
+
     def reserve(self, backend: str, facts: RequestFacts) -> Hold | None:
         """Hold the request's KV blocks on an engine until release(); None for hosted backends."""
         if backend not in self._compiled.engines:
@@ -152,7 +163,7 @@ class PolicyRouter:
             snap = self.poller.snapshots.get(backend)
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
-        return self.holds.add(backend, blocks, self.clock())
+        return self.holds.add(backend, blocks, self.clock(), facts.team)
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""

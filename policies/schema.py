@@ -129,6 +129,8 @@ class Budget(_Strict):
 
 
 class Team(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # `class` is a keyword
+
     key_hashes: list[str] = Field(default_factory=list)  # "sha256:<64 hex>" of each API key
     limits: Limits = Field(default_factory=Limits)
     budget: Budget = Field(default_factory=Budget)
@@ -138,6 +140,10 @@ class Team(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     # Sent as `priority` to engine backends (lower runs first, as in vLLM); a client's own is dropped.
     priority: int | None = None
+    # Fairness on a contended engine (policies/fairness.py): the team's weight, and its class; a
+    # request's x-hybridgw-priority-class header may lower it to batch, never raise it.
+    share: float = Field(default=1.0, gt=0)
+    priority_class: Literal["interactive", "batch"] = Field(default="interactive", alias="class")
 
     @field_validator("key_hashes")
     @classmethod
@@ -163,6 +169,19 @@ class Health(_Strict):
     poll_interval_s: float = Field(default=0.25, gt=0)
     stale_after_s: float = Field(default=2.0, gt=0)  # older engine state counts as unknown (8 missed polls)
     ttft_ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+
+
+class Fairness(_Strict):
+    """Sharing an engine between teams by `teams.T.share` when it runs short (policies/fairness.py):
+    a team at or over its share leaves the room other teams still lack of theirs (each up to the most
+    it held within `demand_window_s`, plus one). Batch requests yield once the queue reaches
+    `queue_fraction` of its limit or the KV left falls under `kv_free_fraction`, while a team wants
+    the engine for interactive work."""
+
+    enabled: bool = True
+    queue_fraction: float = Field(default=0.5, ge=0, le=1)
+    kv_free_fraction: float = Field(default=0.1, ge=0, le=1)
+    demand_window_s: float = Field(default=10.0, gt=0)
 
 
 class Defaults(_Strict):
@@ -194,6 +213,7 @@ class Policy(_Strict):
     categories: dict[str, list[str]] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     defaults: Defaults = Field(default_factory=Defaults)
+    fairness: Fairness = Field(default_factory=Fairness)
 
     @field_validator("backends", "teams")
     @classmethod

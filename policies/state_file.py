@@ -1,5 +1,6 @@
 """The JSON files `hybridgw policy explain` reads: a request (a body, or {body, team, headers,
-over_budget}) and an optional live state (engines as /v1/engine/state reports them, health, time)."""
+over_budget}) and an optional live state (engines as /v1/engine/state reports them, health, time,
+and per engine the teams' holds and demand for team fairness)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from policies.engine_state import parse_engine_state
+from policies.fairness import INTERACTIVE, EngineTeams
 from policies.live import EngineSnapshot, HealthView, LiveState
 
 MONO_NOW = 1_000_000.0  # explain's monotonic "now"; snapshots are placed age_s before it
@@ -55,6 +57,17 @@ def parse_time(value: Any) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _teams(data: Any) -> EngineTeams:
+    """{"held": {team: n}, "wanting": {team: class}, "claims": {team: n}}; a claim defaults to held + 1,
+    and a team that holds some counts as wanting it (interactive) unless `wanting` is given."""
+    if not isinstance(data, dict):
+        raise ValueError("each teams entry must be a JSON object with held / wanting / claims")
+    held = {str(k): int(v) for k, v in (data.get("held") or {}).items()}
+    wanting = {str(k): str(v) for k, v in (data.get("wanting") or dict.fromkeys(held, INTERACTIVE)).items()}
+    claims = {t: held.get(t, 0) + 1 for t in wanting} | {str(k): int(v) for k, v in (data.get("claims") or {}).items()}
+    return EngineTeams(MappingProxyType(held), MappingProxyType(wanting), MappingProxyType(claims))
+
+
 def parse_state(data: Any, stale_after_s: float) -> tuple[LiveState, float | None]:
     """(live state, wall time from the file or None)."""
     if not isinstance(data, dict):
@@ -67,6 +80,7 @@ def parse_state(data: Any, stale_after_s: float) -> tuple[LiveState, float | Non
             engines[name] = snap
     health = {name: _health(doc) for name, doc in (data.get("health") or {}).items()}
     reserved = {str(k): int(v) for k, v in (data.get("reserved_blocks") or {}).items()}
+    teams = {str(name): _teams(doc) for name, doc in (data.get("teams") or {}).items()}  # team fairness
     wall = parse_time(data["time"]) if "time" in data else None
     return LiveState(MONO_NOW, MappingProxyType(engines), MappingProxyType(health), MappingProxyType(reserved),
-                     stale_after_s), wall
+                     stale_after_s, teams=MappingProxyType(teams)), wall

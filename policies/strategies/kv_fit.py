@@ -9,6 +9,7 @@ from pydantic import Field
 
 from policies.rule_schema import RuleBase
 from policies.strategies.base import Context, Outcome, closed_note, is_open
+from policies.strategies.fair_share import fair_share
 
 
 class LocalSpillRule(RuleBase):
@@ -42,6 +43,7 @@ class Fit:
     short_blocks: int = 0
     unknown: bool = False  # no fresh state: not trusted, kept only as a last resort
     never: bool = False  # larger than the engine's context or its whole KV pool: waiting will not help
+    yielded: bool = False  # fits, but left to teams under their share of it (fairness): spill, else wait
 
 
 def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> Fit:
@@ -69,6 +71,9 @@ def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> Fit:
         return Fit(backend, None, f"{backend}: queue {queued} > {limit}")
     if snap.max_waiting and queued >= snap.max_waiting:  # it would refuse the request (503): do not try
         return Fit(backend, None, f"{backend}: queue {queued} at the engine's limit of {snap.max_waiting}")
+    fair = fair_share(ctx, backend, queued, limit, free, need, snap.num_blocks_total)
+    if fair is not None:
+        return Fit(backend, None, f"{backend}: yields, {fair.note}", yielded=True)
     # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
     key = (queued, -(free - need) / snap.num_blocks_total)
     return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {queued} waiting)")
@@ -84,8 +89,9 @@ def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:
     fits = [engine_fit(ctx, b, rule.max_waiting) for b in local]
     fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
     unknown = [f.backend for f in fits if f.unknown]
+    yielded = [f.backend for f in fits if f.yielded] if spill else []  # no spill: it waits (503 + Retry-After)
     notes = "; ".join(f.note for f in fits)
-    backends = (*fitting, *spill, *unknown)
+    backends = (*fitting, *spill, *unknown, *yielded)
     if fitting:
         return Outcome(backends, f"local fits: {notes}")
     if spill:

@@ -88,3 +88,25 @@ def test_explain_shows_slo_costs_predictions_and_bound(tmp_path: Path) -> None:
     assert "targets   openai (gpt-4o-mini), local (smollm2)" in run.stdout
     assert "cheapest with ttft p95 ≤ 0.9s (slo 1s − 10%; once out, back below 0.72s): local: ttft p95 1." in run.stdout
     assert "live, $0 (out); openai: ttft p95 0.6s prior" in run.stdout
+
+
+def test_explain_shows_a_team_yielding_its_share(tmp_path: Path) -> None:
+    # 10 slots of 10 blocks each: support holds 4, over its share of 3.33; research, under its share
+    # of 6.67, lacks 2.67 of it (it may claim 7); 2 slots are left.
+    state = {"engines": {"local": {"model": "smollm2", "block_size": 16, "num_blocks_total": 100,
+                                   "num_blocks_free": 100, "max_num_seqs": 64}},
+             "reserved_blocks": {"local": 80},
+             "teams": {"local": {"held": {"research": 4, "support": 4}, "claims": {"research": 7}}}}
+    request = {"body": {"model": "chat", "max_tokens": 150, "messages": [{"role": "user", "content": "hi"}]}}
+    args = ("explain", str(EXAMPLES / "team_fairness.yaml"), "--request", str(_write(tmp_path, "r.json", request)),
+            "--state", str(_write(tmp_path, "s.json", state)), "--env", "OPENAI_API_KEY=sk-test")
+    run = _hybridgw(*args, "--team", "support")
+    assert run.returncode == 0, run.stderr
+    assert "teams research holds 4, wants interactive, support holds 4, wants interactive" in run.stdout
+    assert "targets   openai (gpt-4o-mini), local (smollm2)" in run.stdout
+    assert "local: yields, support holds 4 of 10 slots, share 3.33 (weight 1 of 3): at or over its share, " \
+           "and room for 2 while research holds 4, lacks 2.67" in run.stdout, run.stdout
+    run = _hybridgw(*args, "--team", "research")
+    assert "targets   local (smollm2), openai (gpt-4o-mini)" in run.stdout, run.stdout
+    run = _hybridgw(*args, "--team", "support", "--header", "x-hybridgw-priority-class:batch")
+    assert "batch yields to interactive demand (research)" in run.stdout, run.stdout
