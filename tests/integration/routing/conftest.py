@@ -177,7 +177,7 @@ def hybrid_policy(fake: str) -> str:
     backend's circuit breaker never changes another test's routing."""
     return f"""
 version: 1
-health: {{failure_threshold: 3, cooldown_s: 2, max_cooldown_s: 8}}
+health: {{failure_threshold: 3, cooldown_s: 8, max_cooldown_s: 16}}  # long enough for a loaded CI box
 backends:
   local:
     kind: engine

@@ -56,13 +56,13 @@ def test_failing_backend_cools_down_then_a_half_open_probe_brings_it_back(hybrid
     assert _asked(fake, hybrid) == ("shaky", True)
     for _ in range(3):  # failure_threshold: 3 failures in a row open the circuit
         assert _asked(fake, hybrid, **FAIL) == ("local", True)
-    # Open: skipped without being asked, even by a request it would have served.
+    # Open (for cooldown_s = 8 s): skipped without being asked, even by a request it would have served.
     r = hybrid.chat("shaky")
     assert r.backend == "local" and "skipped" not in hybrid.record_for(r.request_id)
     assert _asked(fake, hybrid) == ("local", False)
     # Cooldown over: one probe is let through; it fails, so the circuit opens again at once.
-    wait_until(lambda: _asked(fake, hybrid, **FAIL)[1], "a half-open probe", 30, every_s=0.2)
+    wait_until(lambda: _asked(fake, hybrid, **FAIL)[1], "a half-open probe", 60, every_s=0.2)
     assert _asked(fake, hybrid) == ("local", False)
     # The next probe succeeds: the circuit closes and the backend serves again.
-    wait_until(lambda: _asked(fake, hybrid)[0] == "shaky", "a good probe closes the circuit", 30, every_s=0.2)
+    wait_until(lambda: _asked(fake, hybrid)[0] == "shaky", "a good probe closes the circuit", 60, every_s=0.2)
     assert _asked(fake, hybrid) == ("shaky", True)
