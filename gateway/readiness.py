@@ -8,7 +8,7 @@ row, its spill file cannot be written (records held in memory only), or its writ
 An unreachable store alone keeps the replica ready: records wait in the spill file (fail-open)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ class Readiness:
     reloader: PolicyReloader | None = None
     poller: EngineStatePoller | None = None
     restart_needed: tuple[str, ...] = ()  # one line per policy change that waits for a restart
+    # `hybridgw serve --workers N`: how many workers, which one answered (serve_worker.workers_view)
+    workers: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:

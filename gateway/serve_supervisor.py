@@ -1,0 +1,101 @@
+"""The supervisor of `hybridgw serve --workers N`: opens the listening socket once, spawns the local
+engines once, owns the embedded limiter's counts (no REDIS_URL; restored from the ledger) and serves
+them and its status on a unix socket, runs N workers on the socket, forwards SIGHUP (policy reload)
+to them, restarts a worker that dies, and on SIGTERM/SIGINT stops workers, then engines."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.assembly import limits_from_policy
+from gateway.catalog import build_catalog
+from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
+from gateway.settings import Settings
+from gateway.startup_lines import backend_lines
+from gateway.worker_pool import WorkerPlan, WorkerPool
+from observability.counts_server import CountsServer
+from observability.limits_restore import current_windows
+from observability.stores import open_store
+from observability.window_counts import WindowCounts
+from policies.loader import LoadedPolicy
+
+log = logging.getLogger("hybridgw.workers")
+CHECK_EVERY_S = 0.2  # how often dead workers are looked for
+
+
+def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """One socket every worker accepts on (inherited). Opened before anything slow, so a port in use
+    fails the start at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def restored_counts(settings: Settings, loaded: LoadedPolicy) -> WindowCounts:
+    """The embedded limiter's windows as the ledger left them (a restart keeps a spent budget spent)."""
+    counts = WindowCounts()
+    store = open_store(None, settings.data_dir)
+    try:
+        windows, _ = current_windows(limits_from_policy(loaded.policy), store, time.time())
+        counts.restore(windows)
+    finally:
+        store.close()
+    return counts
+
+
+async def _run(pool: WorkerPool, server: CountsServer) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, pool.signal_all, signal.SIGHUP)
+    await server.start()
+    pool.start()
+    try:
+        while not stop.is_set():
+            pool.check()
+            try:
+                await asyncio.wait_for(stop.wait(), CHECK_EVERY_S)
+            except TimeoutError:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already on the way out: let the workers drain
+        log.info("stopping %d workers", pool.plan.count)
+        await loop.run_in_executor(None, pool.stop)  # the counts stay served while workers settle
+        await server.aclose()
+
+
+def supervise(settings: Settings, loaded: LoadedPolicy, workers: int, log_level: str,
+              engine_timeout: float) -> int:
+    sock = listening_socket(settings.host, settings.port)
+    runtime = Path(tempfile.mkdtemp(prefix="hybridgw-"))  # 0700: only this user reaches the socket
+    engines = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
+    try:
+        engine_urls = engines.start(timeout_s=engine_timeout)
+        plan = WorkerPlan(workers, sock.fileno(), settings.host, settings.port,
+                          None if settings.policy_file is None else str(settings.policy_file),
+                          str(settings.data_dir), log_level, engine_urls, str(runtime / "control.sock"))
+        pool = WorkerPool(plan)
+        counts = WindowCounts() if settings.redis_url else restored_counts(settings, loaded)
+        server = CountsServer(counts, Path(plan.control_socket), status=pool.status)
+        print("\n".join(backend_lines(loaded, build_catalog(loaded.policy, os.environ, engine_urls))),
+              flush=True)
+        print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1 with {workers} workers "
+              f"(supervisor pid {os.getpid()})", flush=True)
+        asyncio.run(_run(pool, server))
+    finally:
+        engines.stop()
+        sock.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+    return 0

@@ -1,0 +1,71 @@
+"""One worker of `hybridgw serve --workers N` (`python -m gateway.serve_worker INDEX PLAN_JSON`, started
+by gateway/worker_pool.py): the full request path on the supervisor's listening socket, the engines
+the supervisor runs, limits counted by the supervisor (or Redis), its own ledger writer into the
+shared store (SQLite in WAL mode, or Redis), and /readyz telling how many workers there are."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.app import create_app
+from gateway.assembly import build_observability, limits_from_policy, open_key_store
+from gateway.serve_cli import exit_cleanly_on_sigterm, ignore_sighup_without_file, serve_app, start_logging
+from gateway.settings import Settings
+from gateway.worker_pool import WorkerPlan
+from observability.limits_protocol import Limiter
+from observability.limits_shared import CountsClient, CountsUnavailable, SharedLimiter
+from policies.loader import load_default_policy, load_policy_file
+from policies.offline import configure_offline_env
+
+
+def workers_view(client: CountsClient, plan: WorkerPlan, index: int) -> Any:
+    """/readyz's `workers`: the supervisor's count of live workers and restarts, and which one answered."""
+    async def view() -> dict[str, Any]:
+        mine = {"count": plan.count, "index": index, "pid": os.getpid()}
+        try:
+            status = await client.call(["s"])
+        except CountsUnavailable:
+            return {**mine, "supervisor": "unreachable"}
+        return {**status, **mine}
+
+    return view
+
+
+def run(index: int, plan: WorkerPlan) -> int:
+    configure_offline_env()
+    exit_cleanly_on_sigterm()
+    listener = start_logging(plan.log_level)
+    settings = Settings.from_env(host=plan.host, port=plan.port, data_dir=Path(plan.data_dir),
+                                 policy_file=None if plan.policy_file is None else Path(plan.policy_file))
+    loaded = load_default_policy() if settings.policy_file is None else load_policy_file(settings.policy_file)
+    client = CountsClient(Path(plan.control_socket))
+    limiter: Limiter | None = None if settings.redis_url else SharedLimiter(client, limits_from_policy(loaded.policy))
+    store = open_key_store(settings)
+    obs = build_observability(settings, loaded.policy, os.environ, key_store=store, limiter=limiter)
+    sock = socket.socket(fileno=plan.fd)
+    try:
+        app = create_app(settings, policy=loaded, key_store=store, usage_sink=obs.ledger, limiter=obs.limiter,
+                         tracer_provider=obs.tracing.provider, metrics=obs.metrics,
+                         request_metrics=obs.request_metrics, usage_store=obs.ledger.store,
+                         engine_urls=plan.engine_urls)
+        app.state.readiness.workers = workers_view(client, plan, index)
+        ignore_sighup_without_file(settings)
+        serve_app(app, settings, sock)
+    finally:
+        obs.close()
+        store.close()
+        listener.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    index, plan = int(argv[0]), WorkerPlan(**json.loads(argv[1]))
+    return run(index, plan)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
