@@ -22,6 +22,26 @@ from policies.loader import load_default_policy, load_policy_file
 from policies.offline import configure_offline_env
 
 
+class WorkerHeader:
+    """Names the worker that answered in every response (`x-hybridgw-worker: INDEX`): which process
+    served a request is what one asks first when only some requests misbehave."""
+
+    def __init__(self, app: Any, index: int) -> None:
+        self.app = app
+        self.header = (b"x-hybridgw-worker", str(index).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        return await self.app(scope, receive, tagged)
+
+
 def workers_view(client: CountsClient, plan: WorkerPlan, index: int) -> Any:
     """/readyz's `workers`: the supervisor's count of live workers and restarts, and which one answered."""
     async def view() -> dict[str, Any]:
@@ -54,7 +74,7 @@ def run(index: int, plan: WorkerPlan) -> int:
                          engine_urls=plan.engine_urls)
         app.state.readiness.workers = workers_view(client, plan, index)
         ignore_sighup_without_file(settings)
-        serve_app(app, settings, sock)
+        serve_app(WorkerHeader(app, index), settings, sock)
     finally:
         obs.close()
         store.close()
