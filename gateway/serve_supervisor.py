@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 from gateway.assembly import limits_from_policy
 from gateway.catalog import build_catalog
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
@@ -93,7 +95,7 @@ def supervise(settings: Settings, loaded: LoadedPolicy, workers: int, log_level:
               flush=True)
         print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1 with {workers} workers "
               f"(supervisor pid {os.getpid()})", flush=True)
-        asyncio.run(_run(pool, server))
+        uvloop.run(_run(pool, server))  # the counts are served on the loop the workers use too
     finally:
         engines.stop()
         sock.close()
