@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -66,13 +67,31 @@ def start_stack(workdir: Path) -> tuple[list[Server], list[procs.Proc]]:
     return servers, started
 
 
+def processes(server: Server) -> dict[str, int]:
+    """The gateway's processes by role, from its /readyz."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10) as response:
+        workers = json.load(response)["workers"]
+    if "supervisor_pid" not in workers:
+        return {"worker": workers["pid"]}
+    return {"supervisor": workers["supervisor_pid"], **{f"worker {i}": pid for i, pid in enumerate(workers["pids"])}}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(servers: list[Server], seconds: float, rounds: int, concurrency: int,
-                  errors: Counter[str]) -> dict[str, list[float]]:
+                  errors: Counter[str]) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Requests/s per round, and the CPU seconds each gateway process spent in the measured rounds."""
     rps: dict[str, list[float]] = {s.name: [] for s in servers}
     pools = {s.name: client(s) for s in servers}
     try:
         for s in servers:  # warm-up: connections (spread over the workers), caches, lazy imports
             await closed_loop(s, pools[s.name], one_request(s), concurrency, int(MAX_RPS), 1.5, errors)
+        pids = {s.name: processes(s) for s in servers if s.name != "direct"}
+        before = {name: {role: cpu_s(pid) for role, pid in p.items()} for name, p in pids.items()}
         for _ in range(rounds):  # interleaved, so the machine's noise hits every server alike
             for s in servers:
                 records = await closed_loop(s, pools[s.name], one_request(s), concurrency,
@@ -81,7 +100,8 @@ async def measure(servers: list[Server], seconds: float, rounds: int, concurrenc
     finally:
         for pool in pools.values():
             pool.close()
-    return rps
+    cpu = {name: {role: cpu_s(pid) - before[name][role] for role, pid in p.items()} for name, p in pids.items()}
+    return rps, cpu
 
 
 def main() -> int:
@@ -95,7 +115,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hybridgw-bench-") as tmp:
         servers, started = start_stack(Path(tmp))
         try:
-            rps = asyncio.run(measure(servers, args.seconds, args.rounds, args.concurrency, errors))
+            rps, cpu = asyncio.run(measure(servers, args.seconds, args.rounds, args.concurrency, errors))
         finally:
             for proc in started:
                 procs.stop(proc)
@@ -105,6 +125,8 @@ def main() -> int:
     for name, values in rps.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {' / '.join(f'{v:.0f}' for v in values)} | {median / one:.2f}× |")
+    for name, roles in cpu.items():  # how evenly the kernel spread the connections, what the counts cost
+        print(f"{name}: CPU s in the measured rounds: " + ", ".join(f"{r} {v:.1f}" for r, v in roles.items()))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     for what, count in sorted(errors.items()):
         print(f"failed: {what} × {count}")

@@ -1,6 +1,6 @@
-"""The supervisor of `hybridgw serve --workers N`: opens the listening socket once, spawns the local
+"""The supervisor of `hybridgw serve --workers N`: claims the port once, spawns the local
 engines once, owns the embedded limiter's counts (no REDIS_URL; restored from the ledger) and serves
-them and its status on a unix socket, runs N workers on the socket, forwards SIGHUP (policy reload)
+them and its status on a unix socket, runs N workers on the port, forwards SIGHUP (policy reload)
 to them, restarts a worker that dies, and on SIGTERM/SIGINT stops workers, then engines."""
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import uvloop
 from gateway.assembly import limits_from_policy
 from gateway.catalog import build_catalog
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
+from gateway.listen_sockets import claim_port
 from gateway.settings import Settings
 from gateway.startup_lines import backend_lines
 from gateway.worker_pool import WorkerPlan, WorkerPool
@@ -30,18 +30,6 @@ from policies.loader import LoadedPolicy
 
 log = logging.getLogger("hybridgw.workers")
 CHECK_EVERY_S = 0.2  # how often dead workers are looked for
-
-
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """One socket every worker accepts on (inherited). Opened before anything slow, so a port in use
-    fails the start at once."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
 
 
 def restored_counts(settings: Settings, loaded: LoadedPolicy) -> WindowCounts:
@@ -80,12 +68,12 @@ async def _run(pool: WorkerPool, server: CountsServer) -> None:
 
 def supervise(settings: Settings, loaded: LoadedPolicy, workers: int, log_level: str,
               engine_timeout: float) -> int:
-    sock = listening_socket(settings.host, settings.port)
+    sock, fd = claim_port(settings.host, settings.port)  # before anything slow: a port in use fails at once
     runtime = Path(tempfile.mkdtemp(prefix="hybridgw-"))  # 0700: only this user reaches the socket
     engines = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
         engine_urls = engines.start(timeout_s=engine_timeout)
-        plan = WorkerPlan(workers, sock.fileno(), settings.host, settings.port,
+        plan = WorkerPlan(workers, fd, settings.host, settings.port,
                           None if settings.policy_file is None else str(settings.policy_file),
                           str(settings.data_dir), log_level, engine_urls, str(runtime / "control.sock"))
         pool = WorkerPool(plan)

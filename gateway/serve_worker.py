@@ -1,18 +1,18 @@
 """One worker of `hybridgw serve --workers N` (`python -m gateway.serve_worker INDEX PLAN_JSON`, started
-by gateway/worker_pool.py): the full request path on the supervisor's listening socket, the engines
+by gateway/worker_pool.py): the full request path on the port the supervisor claimed, the engines
 the supervisor runs, limits counted by the supervisor (or Redis), its own ledger writer into the
 shared store (SQLite in WAL mode, or Redis), and /readyz telling how many workers there are."""
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.app import create_app
 from gateway.assembly import build_observability, limits_from_policy, open_key_store
+from gateway.listen_sockets import worker_socket
 from gateway.serve_cli import exit_cleanly_on_sigterm, ignore_sighup_without_file, serve_app, start_logging
 from gateway.settings import Settings
 from gateway.worker_pool import WorkerPlan
@@ -66,7 +66,7 @@ def run(index: int, plan: WorkerPlan) -> int:
     limiter: Limiter | None = None if settings.redis_url else SharedLimiter(client, limits_from_policy(loaded.policy))
     store = open_key_store(settings)
     obs = build_observability(settings, loaded.policy, os.environ, key_store=store, limiter=limiter)
-    sock = socket.socket(fileno=plan.fd)
+    sock = worker_socket(plan.host, plan.port, plan.fd)
     try:
         app = create_app(settings, policy=loaded, key_store=store, usage_sink=obs.ledger, limiter=obs.limiter,
                          tracer_provider=obs.tracing.provider, metrics=obs.metrics,

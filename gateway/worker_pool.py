@@ -1,7 +1,7 @@
 """The worker processes of `hybridgw serve --workers N`: each runs gateway/serve_worker.py on the one
-listening socket the supervisor opened (inherited, so the kernel hands each connection to one of
-them); a worker that dies is started again (reported in the log and on /readyz), and all of them are
-stopped with SIGTERM (then SIGKILL past a grace period) on shutdown."""
+port (gateway/listen_sockets.py: the kernel hands each connection to one of them); a worker that
+dies is started again (reported in the log and on /readyz), and all of them are stopped with
+SIGTERM (then SIGKILL past a grace period) on shutdown."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ class WorkerPlan:
     """What every worker is started with (as JSON on its command line)."""
 
     count: int
-    fd: int  # the listening socket, inherited
+    fd: int | None  # the listening socket, inherited (None: each worker listens on its own, SO_REUSEPORT)
     host: str
     port: int
     policy_file: str | None
@@ -67,7 +67,7 @@ class WorkerPool:
         # Started from the supervisor's main thread only: PR_SET_PDEATHSIG fires when the thread that
         # started the child ends, so a worker started from a short-lived thread would die with it.
         args = [self.python, "-m", "gateway.serve_worker", str(worker.index), json.dumps(asdict(self.plan))]
-        worker.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, pass_fds=(self.plan.fd,),
+        worker.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, pass_fds=() if self.plan.fd is None else (self.plan.fd,),
                                         preexec_fn=die_with_parent)
         worker.started_at = time.monotonic()
         log.info("worker %d: started pid %d", worker.index, worker.popen.pid)
