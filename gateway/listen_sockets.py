@@ -22,7 +22,15 @@ def _socket(host: str) -> socket.socket:
 
 def claim_port(host: str, port: int) -> tuple[socket.socket, int | None]:
     """The supervisor's socket on host:port, and the listening fd workers inherit (None: each worker
-    listens on its own SO_REUSEPORT socket, see worker_socket)."""
+    listens on its own SO_REUSEPORT socket, see worker_socket). OSError when the port is in use."""
+    if REUSE_PORT:  # a port another SO_REUSEPORT group of this user holds would be shared silently
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of a last run is fine
+        try:
+            probe.bind((host, port))
+            port = probe.getsockname()[1]  # port 0: the one the kernel picked
+        finally:
+            probe.close()
     sock = _socket(host)
     sock.bind((host, port))
     if REUSE_PORT:

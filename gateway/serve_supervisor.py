@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,11 @@ async def _run(pool: WorkerPool, server: CountsServer) -> None:
 
 def supervise(settings: Settings, loaded: LoadedPolicy, workers: int, log_level: str,
               engine_timeout: float) -> int:
-    sock, fd = claim_port(settings.host, settings.port)  # before anything slow: a port in use fails at once
+    try:
+        sock, fd = claim_port(settings.host, settings.port)  # before anything slow: a port in use fails at once
+    except OSError as exc:
+        print(f"hybridgw serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     runtime = Path(tempfile.mkdtemp(prefix="hybridgw-"))  # 0700: only this user reaches the socket
     engines = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:

@@ -18,6 +18,7 @@ from gateway.settings import Settings
 from gateway.worker_pool import WorkerPlan
 from observability.limits_protocol import Limiter
 from observability.limits_shared import CountsClient, CountsUnavailable, SharedLimiter
+from policies.errors import PolicyError
 from policies.loader import load_default_policy, load_policy_file
 from policies.offline import configure_offline_env
 
@@ -84,7 +85,11 @@ def run(index: int, plan: WorkerPlan) -> int:
 
 def main(argv: list[str]) -> int:
     index, plan = int(argv[0]), WorkerPlan(**json.loads(argv[1]))
-    return run(index, plan)
+    try:
+        return run(index, plan)
+    except PolicyError as exc:  # the file changed into one that does not load since the supervisor read it
+        print(f"hybridgw worker {index}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -192,3 +194,20 @@ def test_sigterm_stops_the_workers_and_the_one_engine(fake_upstream: str, tmp_pa
     finally:
         procs.stop(served.proc)
     assert "Traceback" not in served.proc.output(), served.proc.output()[-5000:]
+
+
+def test_a_port_in_use_fails_the_start_with_a_message(fake_upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(_policy(fake_upstream))
+    for holder_reuses_port in (False, True):  # another program, or another `serve --workers` group
+        with socket.socket() as holder:
+            if holder_reuses_port:
+                holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            out = subprocess.run(hybridgw("serve", "--config", str(config), "--workers", "2", "--port",
+                                          str(holder.getsockname()[1])),
+                                 env={**os.environ, "HYBRIDGW_DATA_DIR": str(tmp_path / "data")},
+                                 capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "cannot listen on 127.0.0.1" in out.stderr, out.stderr[-3000:]
+        assert "Traceback" not in out.stderr + out.stdout
