@@ -119,6 +119,11 @@ def _serve_counts(path: str, ready: multiprocessing.Event) -> None:  # type: ign
     uvloop.run(serve())
 
 
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(kind: str, where: str, seconds: float, workers: int, concurrency: int) -> tuple[float, float, float]:
     """(pairs per second over all workers, p50 and p99 reserve latency in µs)."""
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
@@ -140,8 +145,8 @@ def main() -> int:
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f} (SQLite: one reserve at a "
           "time per worker, a connection holds one transaction)")
     print("| store | one reserve alone, p50 / p99 (µs) | reserve+settle pairs/s, 2 workers × "
-          f"{CONCURRENCY} in flight | exact across workers |")
-    print("|---|---|---|---|")
+          f"{CONCURRENCY} in flight | supervisor CPU per pair | exact across workers |")
+    print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="hybridgw-limiter-") as tmp:
         sock = str(Path(tmp) / "counts.sock")
         ready = multiprocessing.Event()
@@ -154,8 +159,11 @@ def main() -> int:
                     ("unix socket (the supervisor's counts)", "unix socket", sock, "yes"),
                     ("SQLite, BEGIN IMMEDIATE per reserve", "sqlite", str(Path(tmp) / "w.sqlite3"), "yes")):
                 _, p50, p99 = measure(kind, where, args.seconds / 2, 1, 1)
+                before = cpu_s(server.pid or 0)
                 rate, _, _ = measure(kind, where, args.seconds, 2, CONCURRENCY)
-                print(f"| {label} | {p50:.0f} / {p99:.0f} | {rate:,.0f} | {exact} |")
+                spent = cpu_s(server.pid or 0) - before  # the counts server's CPU, when it was used
+                cost = f"{spent / (rate * args.seconds) * 1e6:.0f} µs" if kind == "unix socket" else "—"
+                print(f"| {label} | {p50:.0f} / {p99:.0f} | {rate:,.0f} | {cost} | {exact} |")
         finally:
             server.terminate()
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
