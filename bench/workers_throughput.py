@@ -126,7 +126,9 @@ def main() -> int:
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {' / '.join(f'{v:.0f}' for v in values)} | {median / one:.2f}× |")
     for name, roles in cpu.items():  # how evenly the kernel spread the connections, what the counts cost
-        print(f"{name}: CPU s in the measured rounds: " + ", ".join(f"{r} {v:.1f}" for r, v in roles.items()))
+        served = sum(rps[name]) * args.seconds
+        print(f"{name}: CPU s in the measured rounds: " + ", ".join(f"{r} {v:.1f}" for r, v in roles.items())
+              + f"; {sum(roles.values()) / served * 1e3:.2f} ms CPU per request over {served:.0f} requests")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     for what, count in sorted(errors.items()):
         print(f"failed: {what} × {count}")
