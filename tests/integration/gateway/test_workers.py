@@ -24,6 +24,7 @@ from observability.stores import SQLITE_FILENAME
 from tests.integration.gateway.conftest import create_key
 from tests.support import procs
 from tests.support.procs import hybridgw, wait_until
+from tests.support.redis_server import RedisServer, redis_server_path
 
 RPM = 6  # team red
 ALLOWED = 5  # requests team blue's tpm and team green's budget each let through
@@ -79,14 +80,22 @@ class Workers:
         return None
 
 
-def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None) -> Workers:
+def _key(data_dir: Path, team: str, config: Path, redis_url: str) -> str:
+    if not redis_url:
+        return create_key(data_dir, team, config)
+    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "--config", str(config), "create", "--team", team),
+                         capture_output=True, text=True, check=True, env={**os.environ, "REDIS_URL": redis_url})
+    return out.stdout.strip()
+
+
+def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, redis_url: str = "") -> Workers:
     data_dir, config = tmp_path / "data", tmp_path / "policy.yaml"
     config.write_text(policy or _policy(fake))
-    keys = {team: create_key(data_dir, team, config) for team in ("red", "blue", "green", "probe")}
+    keys = {team: _key(data_dir, team, config, redis_url) for team in ("red", "blue", "green", "probe")}
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2", *extra),
-                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": ""}, name="gateway-workers")
+                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url}, name="gateway-workers")
     procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
     return Workers(url, config, data_dir, proc, keys)
 
@@ -211,3 +220,19 @@ def test_a_port_in_use_fails_the_start_with_a_message(fake_upstream: str, tmp_pa
                                  capture_output=True, text=True, timeout=120)
         assert out.returncode == 1 and "cannot listen on 127.0.0.1" in out.stderr, out.stderr[-3000:]
         assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_with_redis_the_limits_hold_across_two_workers(fake_upstream: str, tmp_path: Path) -> None:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    with RedisServer(workdir=tmp_path) as redis:
+        served = _start(fake_upstream, tmp_path, redis_url=redis.url)
+        try:
+            red, green = _burst(served, "red"), _burst(served, "green")
+            assert Counter(r.status_code for r in red) == {200: RPM, 429: SENT - RPM}, [r.text for r in red][-1]
+            assert Counter(r.status_code for r in green) == {200: ALLOWED, 429: SENT - ALLOWED}
+            assert {r.headers["x-hybridgw-worker"] for r in red + green} == {"0", "1"}
+            assert served.readyz()["workers"]["alive"] == 2  # the supervisor's status, also with Redis
+        finally:
+            assert procs.stop(served.proc) == 0
+        assert "Traceback" not in served.proc.output(), served.proc.output()[-5000:]
