@@ -1,12 +1,14 @@
 """One worker of `hybridgw serve --workers N` (`python -m gateway.serve_worker INDEX PLAN_JSON`, started
 by gateway/worker_pool.py): the full request path on the port the supervisor claimed, the engines
 the supervisor runs, limits counted by the supervisor (or Redis), its own ledger writer into the
-shared store (SQLite in WAL mode, or Redis), and /readyz telling how many workers there are."""
+shared store (SQLite in WAL mode, or Redis), /metrics of all workers (worker_metrics.py), and
+/readyz telling how many workers there are."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from gateway.assembly import build_observability, limits_from_policy, open_key_s
 from gateway.listen_sockets import worker_socket
 from gateway.serve_cli import exit_cleanly_on_sigterm, ignore_sighup_without_file, serve_app, start_logging
 from gateway.settings import Settings
+from gateway.worker_metrics import WorkerMetrics
 from gateway.worker_pool import WorkerPlan
 from observability.limits_protocol import Limiter
 from observability.limits_shared import CountsClient, CountsUnavailable, SharedLimiter
@@ -68,15 +71,19 @@ def run(index: int, plan: WorkerPlan) -> int:
     store = open_key_store(settings)
     obs = build_observability(settings, loaded.policy, os.environ, key_store=store, limiter=limiter)
     sock = worker_socket(plan.host, plan.port, plan.fd)
+    metrics = WorkerMetrics(obs.metrics.provider, obs.metrics.registry, Path(plan.control_socket).parent, index)
+    stop_publishing = threading.Event()
+    metrics.start_publishing(stop_publishing)
     try:
         app = create_app(settings, policy=loaded, key_store=store, usage_sink=obs.ledger, limiter=obs.limiter,
-                         tracer_provider=obs.tracing.provider, metrics=obs.metrics,
+                         tracer_provider=obs.tracing.provider, metrics=metrics,
                          request_metrics=obs.request_metrics, usage_store=obs.ledger.store,
                          engine_urls=plan.engine_urls)
         app.state.readiness.workers = workers_view(client, plan, index)
         ignore_sighup_without_file(settings)
         serve_app(WorkerHeader(app, index), settings, sock)
     finally:
+        stop_publishing.set()
         obs.close()
         store.close()
         listener.stop()

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from observability.sqlite_store import SqliteStore
 from observability.stores import SQLITE_FILENAME
@@ -95,7 +96,7 @@ def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, re
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2", *extra),
-                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url}, name="gateway-workers")
+                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url, "HYBRIDGW_METRICS_PUBLIC": "1"}, name="gateway-workers")
     procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
     return Workers(url, config, data_dir, proc, keys)
 
@@ -116,6 +117,16 @@ def _versions_by_worker(served: Workers) -> dict[int, str]:
         if len(seen) == 2:
             break
     return seen
+
+
+def _requests_by_worker(served: Workers) -> Counter[str]:
+    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "hybridgw_requests_total":
+                counts[sample.labels["worker"]] += int(sample.value)
+    return counts
 
 
 def _burst(served: Workers, team: str) -> list[httpx.Response]:
@@ -144,6 +155,9 @@ def test_limits_budget_and_ledger_stay_exact_across_two_workers(workers: Workers
         assert statuses == {200: allowed, 429: SENT - allowed}, (team, statuses, [r.text for r in responses][-1])
     served_by = Counter(r.headers["x-hybridgw-worker"] for r in red + blue + green)
     assert set(served_by) == {"0", "1"}, served_by  # the limits held with both workers taking requests
+    # /metrics, whichever worker answers, has every worker's requests, each labelled with its worker.
+    served_by.update(r.headers["x-hybridgw-worker"] for r in [probe])
+    wait_until(lambda: _requests_by_worker(workers) == served_by, f"/metrics counting {dict(served_by)}")
 
     # Every request's usage record is in the ledger exactly once, once SIGTERM has flushed both workers.
     assert procs.stop(workers.proc) == 0, workers.proc.output()[-3000:]
