@@ -27,6 +27,7 @@ from observability.bench.records import RequestRecord
 from tests.support import procs
 
 UPSTREAM_MS = 20
+ADMIN_KEY = "bench-admin-key"
 POLICY = """
 backends:
   up: {{kind: openai, base_url: 'http://127.0.0.1:{port}/v1', price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}}}
@@ -53,7 +54,7 @@ def start_stack(workdir: Path) -> tuple[list[Server], list[procs.Proc]]:
     config.write_text(POLICY.format(port=fake_port))
     servers, started = [Server("direct", fake_port, "none", "m")], [fake]
     for workers in (1, 2):
-        env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data{workers}"), "REDIS_URL": ""}
+        env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data{workers}"), "REDIS_URL": "", "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
         key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create",
                               "--team", "bench"], env={**os.environ, **env}, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -69,7 +70,9 @@ def start_stack(workdir: Path) -> tuple[list[Server], list[procs.Proc]]:
 
 def processes(server: Server) -> dict[str, int]:
     """The gateway's processes by role, from its /readyz."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/readyz", timeout=10) as response:
+    ask = urllib.request.Request(f"http://127.0.0.1:{server.port}/readyz",
+                                 headers={"authorization": f"Bearer {ADMIN_KEY}"})  # pids: admin only
+    with urllib.request.urlopen(ask, timeout=10) as response:
         workers = json.load(response)["workers"]
     if "supervisor_pid" not in workers:
         return {"worker": workers["pid"]}

@@ -28,7 +28,7 @@ class Readiness:
     poller: EngineStatePoller | None = None
     restart_needed: tuple[str, ...] = ()  # one line per policy change that waits for a restart
     # `hybridgw serve --workers N`: how many workers, which one answered (serve_worker.workers_view)
-    workers: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    workers: Callable[[bool], Awaitable[dict[str, Any]]] | None = None  # (admin) -> body
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:

@@ -47,13 +47,18 @@ class WorkerHeader:
 
 
 def workers_view(client: CountsClient, plan: WorkerPlan, index: int) -> Any:
-    """/readyz's `workers`: the supervisor's count of live workers and restarts, and which one answered."""
-    async def view() -> dict[str, Any]:
-        mine = {"count": plan.count, "index": index, "pid": os.getpid()}
+    """/readyz's `workers`: how many, how many alive, restarts and which one answered; process ids
+    only for the admin key (as the other internals there)."""
+    async def view(admin: bool) -> dict[str, Any]:
+        mine: dict[str, Any] = {"count": plan.count, "index": index}
         try:
             status = await client.call(["s"])
         except CountsUnavailable:
-            return {**mine, "supervisor": "unreachable"}
+            status = {"supervisor": "unreachable"}
+        if admin:
+            mine["pid"] = os.getpid()
+        else:
+            status = {k: v for k, v in status.items() if not k.endswith(("pid", "pids"))}
         return {**status, **mine}
 
     return view

@@ -24,7 +24,9 @@ async def readyz(request: Request) -> Response:
     admin = is_admin(request.headers.get("authorization"), svc.settings.admin_key)
     status, body = readiness(svc.ready, {name: b.state() for name, b in svc.backends.items()},
                              svc.catalog.absent, parts, admin=admin)
-    body["workers"] = await parts.workers() if parts.workers is not None else {"count": 1, "pid": os.getpid()}
+    body["workers"] = await parts.workers(admin) if parts.workers is not None else {"count": 1}
+    if admin and parts.workers is None:
+        body["workers"]["pid"] = os.getpid()
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 

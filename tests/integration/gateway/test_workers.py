@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from observability.sqlite_store import SqliteStore
 from observability.stores import SQLITE_FILENAME
-from tests.integration.gateway.conftest import create_key
+from tests.integration.gateway.conftest import ADMIN_KEY, create_key
 from tests.support import procs
 from tests.support.procs import hybridgw, wait_until
 from tests.support.redis_server import RedisServer, redis_server_path
@@ -69,8 +69,10 @@ class Workers:
         return httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=30,
                           headers={"authorization": f"Bearer {self.keys[team]}"})
 
-    def readyz(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/readyz", timeout=10).json()  # a new connection: any worker may answer
+    def readyz(self, admin: bool = True) -> dict[str, Any]:
+        """A new connection each time: any worker may answer. Process ids only with the admin key."""
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"} if admin else {}
+        return httpx.get(f"{self.url}/readyz", headers=headers, timeout=10).json()
 
     def record_line(self, request_id: str) -> dict[str, Any] | None:
         import json
@@ -96,7 +98,8 @@ def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, re
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2", *extra),
-                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url, "HYBRIDGW_METRICS_PUBLIC": "1"}, name="gateway-workers")
+                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url,
+                            "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}, name="gateway-workers")
     procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
     return Workers(url, config, data_dir, proc, keys)
 
@@ -120,7 +123,7 @@ def _versions_by_worker(served: Workers) -> dict[int, str]:
 
 
 def _requests_by_worker(served: Workers) -> Counter[str]:
-    text = httpx.get(f"{served.url}/metrics", timeout=10).text
+    text = httpx.get(f"{served.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).text
     counts: Counter[str] = Counter()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -191,8 +194,12 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_killed_worker_is_replaced(workers: Workers) -> None:
+def test_sighup_reaches_every_worker_and_a_killed_worker_is_replaced(workers: Workers) -> None:
     before = wait_until(lambda: (w := workers.readyz()["workers"]) and w["alive"] == 2 and w, "two live workers")
+    assert set(workers.readyz(admin=False)["workers"]) == {"count", "alive", "restarts", "index"}  # no pids
+    workers.proc.popen.send_signal(signal.SIGHUP)  # to the supervisor: it forwards it to every worker
+    wait_until(lambda: {b["workers"]["index"]: b["policy"]["reloads"] for b in (workers.readyz() for _ in range(20))}
+               == {0: 1, 1: 1}, "a forced reload in both workers")
     victim = before["pids"][0]
     os.kill(victim, signal.SIGKILL)
     after = wait_until(lambda: (w := workers.readyz()["workers"]) and w["alive"] == 2 and w["restarts"] == 1 and w,
