@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -36,6 +36,29 @@ def answer(counts: WindowCounts, request: list[Any], status: Callable[[], dict[s
     raise ValueError(f"unknown op {op!r}")
 
 
+class _Connection(asyncio.Protocol):
+    """One worker's connection: whole lines are answered as they arrive, the answers to one read
+    written back in one go (under load a read carries many requests)."""
+
+    def __init__(self, server: CountsServer) -> None:
+        self._server = server
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        if len(self._buffer) > MAX_LINE:  # no line is this long: a confused peer; its connection ends
+            self._transport.close()
+            return
+        replies = [orjson.dumps(r) for r in map(self._server.reply, lines) if r is not None]
+        if replies:
+            self._transport.write(b"\n".join(replies) + b"\n")
+
+
 class CountsServer:
     def __init__(self, counts: WindowCounts, path: Path, status: Callable[[], dict[str, Any]] = dict) -> None:
         self.counts = counts
@@ -44,21 +67,11 @@ class CountsServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path=str(self.path))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                reply = self._reply(line)
-                if reply is not None:
-                    writer.write(orjson.dumps(reply) + b"\n")
-                    await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            pass  # a worker went away (or sent a line past the limit): its connection ends here
-        finally:
-            writer.close()
-
-    def _reply(self, line: bytes) -> Any:
+    def reply(self, line: bytes) -> Any:
+        """The answer to one request line (None: none is due)."""
         try:
             request = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
