@@ -62,7 +62,10 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http=guarded_protocol(bounds), limit_concurrency=total, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+    server = uvicorn.Server(config)
+    server.run(sockets=None if sock is None else [sock])
+    if not server.started:  # e.g. the port is in use: exit 3 as uvicorn.run does, not 0
+        raise SystemExit(3)
 
 
 def start_logging(level: str) -> logging.handlers.QueueListener:
