@@ -95,13 +95,18 @@ def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, re
     data_dir, config = tmp_path / "data", tmp_path / "policy.yaml"
     config.write_text(policy or _policy(fake))
     keys = {team: _key(data_dir, team, config, redis_url) for team in ("red", "blue", "green", "probe")}
+    url, proc = _serve(config, data_dir, redis_url, *extra)
+    return Workers(url, config, data_dir, proc, keys)
+
+
+def _serve(config: Path, data_dir: Path, redis_url: str, *extra: str) -> tuple[str, procs.Proc]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2", *extra),
                        env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url,
                             "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}, name="gateway-workers")
     procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
-    return Workers(url, config, data_dir, proc, keys)
+    return url, proc
 
 
 @pytest.fixture
@@ -171,6 +176,10 @@ def test_limits_budget_and_ledger_stay_exact_across_two_workers(workers: Workers
     finally:
         store.close()
     assert all(stored[i] == 1 for i in ids) and sum(stored.values()) == len(ids), stored
+
+    # Started again on the same ledger, the supervisor's counts still hold green's spent day budget.
+    workers.url, workers.proc = _serve(workers.config, workers.data_dir, "")
+    assert workers.chat("green").status_code == 429
 
 
 def _children(pid: int) -> list[int]:
