@@ -47,6 +47,8 @@ class CountsClient:
         self._connecting = asyncio.Lock()
 
     async def _connect(self) -> asyncio.StreamWriter:
+        if self._writer is not None:  # the common case: no lock to take
+            return self._writer
         async with self._connecting:
             if self._writer is None:
                 try:
@@ -77,25 +79,52 @@ class CountsClient:
         writer.close()
 
     async def call(self, request: list[Any]) -> Any:
+        answer = await self.ask(request)
+        return _checked(await answer)
+
+    async def ask(self, request: list[Any]) -> asyncio.Future[Any]:
+        """Send `request`; the future its answer will complete (for a caller that must see the answer
+        even when it is cancelled while waiting: a charge made for it must be given back)."""
         writer = await self._connect()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)  # before the write: the answer cannot overtake its future
         writer.write(orjson.dumps(request) + b"\n")
-        reply = await future
-        if isinstance(reply, dict) and "error" in reply:
-            raise CountsUnavailable(str(reply["error"]))
-        return reply
+        return future
 
     async def send(self, request: list[Any]) -> None:
         """A request without an answer (settle)."""
         writer = await self._connect()
         writer.write(orjson.dumps(request) + b"\n")
 
+    def send_nowait(self, request: list[Any]) -> None:
+        """send() on the open connection (none open: the connection that answered is gone, and
+        what it was told to give back is lost with it)."""
+        if self._writer is not None:
+            self._writer.write(orjson.dumps(request) + b"\n")
+
     async def aclose(self) -> None:
         if self._writer is not None:
             self._lost(self._writer)
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, dict) and "error" in reply:
+        raise CountsUnavailable(str(reply["error"]))
+    return reply
+
+
+def _give_back_if_charged(client: CountsClient, deltas: list[tuple[str, int]]) -> Any:
+    """A done-callback for a reservation whose caller went away (a client disconnect) while it was
+    asked: once charged, its charge goes back, as if never made (the in-process limiter has no such
+    window: its reserve does not wait)."""
+    def done(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None and isinstance(future.result(), list) \
+                and future.result()[0] is None:
+            client.send_nowait(["a", deltas])
+
+    return done
 
 
 class SharedLimiter:
@@ -120,7 +149,12 @@ class SharedLimiter:
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         try:
-            bad, used = await self._client.call(["c", [[c.key, c.amount, c.limit, c.window_end] for c in charges]])
+            answer = await self._client.ask(["c", [[c.key, c.amount, c.limit, c.window_end] for c in charges]])
+            try:
+                bad, used = _checked(await asyncio.shield(answer))
+            except asyncio.CancelledError:
+                answer.add_done_callback(_give_back_if_charged(self._client, [(c.key, -c.amount) for c in charges]))
+                raise
         except CountsUnavailable as exc:
             self._fail_open(exc)
             return Reservation(request_id, team, key_id, tokens, cost_usd)

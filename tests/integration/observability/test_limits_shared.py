@@ -82,3 +82,26 @@ def test_without_the_supervisor_reservations_fail_open(tmp_path: Path) -> None:
         await limiter.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_reservation_whose_caller_went_away_gives_its_charge_back(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        counts = WindowCounts()
+        server = CountsServer(counts, tmp_path / "c.sock")
+        await server.start()
+        limiter = SharedLimiter(CountsClient(tmp_path / "c.sock"), CONFIG, clock=lambda: NOW)
+        try:
+            await limiter._client.call(["s"])  # connected: the next reserve sends at once
+            task = asyncio.create_task(limiter.reserve("gone", "t", "k", 10, 0.0))
+            await asyncio.sleep(0)  # it has sent its charge and waits for the answer
+            task.cancel()  # e.g. the client disconnected
+            keys = [c.key for c in plan_charges(CONFIG, "t", "k", 10, 0.0, NOW)]
+            # On the one connection: the charge, this read, then (once the charge is answered) the give-back.
+            assert await limiter._client.call(["r", keys]) == [1, 10]
+            assert await limiter._client.call(["r", keys]) == [0, 0]
+            assert task.cancelled()
+        finally:
+            await limiter.aclose()
+            await server.aclose()
+
+    asyncio.run(scenario())
