@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
-# make serve [PORT=8000] [HOST=127.0.0.1] [CONFIG=policy.yaml]
+# make serve [PORT=8000] [HOST=127.0.0.1] [CONFIG=policy.yaml] [WORKERS=N, default one per core]
 serve: setup
-	$(VENV)/bin/hybridgw serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(CONFIG),--config $(CONFIG))
+	$(VENV)/bin/hybridgw serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(CONFIG),--config $(CONFIG)) $(if $(WORKERS),--workers $(WORKERS))
 
 # lint first (seconds), then the whole suite
 test: setup

@@ -71,8 +71,9 @@ class Observability:
 
 
 def build_observability(settings: Settings, policy: Policy, environ: Mapping[str, str],
-                        key_store: KeyStorage | None = None) -> Observability:
-    """With `key_store`, each record's cost and time also go to its key (spend to date, last use)."""
+                        key_store: KeyStorage | None = None, limiter: Limiter | None = None) -> Observability:
+    """With `key_store`, each record's cost and time also go to its key (spend to date, last use).
+    `limiter`: one built elsewhere (a worker's, counted by its supervisor) instead of the policy's."""
     metrics = build_metrics()
     request_metrics = RequestMetrics(metrics.provider)
     observers: list[Callable[[UsageRecord], None]] = [request_metrics.record]
@@ -80,7 +81,8 @@ def build_observability(settings: Settings, policy: Policy, environ: Mapping[str
     if key_usage is not None:
         observers.append(key_usage)
     ledger = open_ledger(settings.redis_url, settings.data_dir, observers=observers).start()
-    limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
+    if limiter is None:
+        limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
     register_limiter_metrics(metrics.provider, limiter)  # failures of the Redis limiter, by script and kind
     if isinstance(limiter, InProcessLimiter):  # embedded: what this day/month/minute already spent
         restore_windows(limiter, ledger.store, time.time())

@@ -54,7 +54,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Linux: the child gets SIGTERM if the gateway dies without stopping it (no orphaned engines).
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -103,7 +103,7 @@ class EngineSupervisor:
         child.log_path = self._log_dir / f"engine-{child.spec.name}.log"
         with open(child.log_path, "ab") as out:
             child.popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True, preexec_fn=_die_with_parent)
+                                           start_new_session=True, preexec_fn=die_with_parent)
         child.started_at = time.monotonic()
         log.info("engine %s: started pid %d on port %d (log %s)", child.spec.name, child.popen.pid, child.port,
                  child.log_path)

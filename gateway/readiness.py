@@ -8,7 +8,7 @@ row, its spill file cannot be written (records held in memory only), or its writ
 An unreachable store alone keeps the replica ready: records wait in the spill file (fail-open)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ class Readiness:
     poller: EngineStatePoller | None = None
     restart_needed: tuple[str, ...] = ()  # one line per policy change that waits for a restart
     limiter: Limiter | None = None  # failing open or not (Redis); ready either way: fail-open is documented
+    # `hybridgw serve --workers N`: how many workers, which one answered (serve_worker.workers_view)
+    workers: Callable[[bool], Awaitable[dict[str, Any]]] | None = None  # (admin) -> body
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""`hybridgw serve [--config FILE] [--host H] [--port P]`: load the policy, make the first key on a
-first start, start the local engines it needs, and run the gateway under uvicorn."""
+"""`hybridgw serve [--config FILE] [--host H] [--port P] [--workers N]`: load the policy, make the first
+key on a first start, start the local engines it needs, and run the gateway under uvicorn — in this
+process (`--workers 1`), or in N worker processes under a supervisor (gateway/serve_supervisor.py)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,11 @@ import logging.handlers
 import os
 import queue
 import signal
+import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from gateway.app import create_app
 from gateway.assembly import build_observability, open_key_store
@@ -19,7 +23,7 @@ from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
-from gateway.startup_lines import backend_lines
+from gateway.startup_lines import backend_lines, console_line
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
 from policies.schema import Policy
@@ -33,10 +37,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--engine-timeout", type=float, default=600.0, help="seconds to wait for engines")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gateway processes on the port (default: $HYBRIDGW_WORKERS, else the machine's cores)")
     return parser
 
 
-def _start_logging(level: str) -> logging.handlers.QueueListener:
+def worker_count(requested: int | None, environ: Mapping[str, str]) -> int:
+    """--workers, else $HYBRIDGW_WORKERS, else one per core."""
+    if requested is None and environ.get("HYBRIDGW_WORKERS"):
+        requested = int(environ["HYBRIDGW_WORKERS"])
+    return max(1, requested if requested is not None else (os.cpu_count() or 1))
+
+
+def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Run `app` under uvicorn (httptools behind the connection guard, uvloop) on host:port, or on
+    `sock`, a listening socket shared with the other workers."""
+    import uvicorn
+
+    from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
+
+    total = connection_limit(settings.max_connections)
+    bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
+                              settings.max_header_bytes)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
+                            http=guarded_protocol(bounds), limit_concurrency=total, log_level="warning",
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    server.run(sockets=None if sock is None else [sock])
+    if not server.started:  # e.g. the port is in use: exit 3 as uvicorn.run does, not 0
+        raise SystemExit(3)
+
+
+def start_logging(level: str) -> logging.handlers.QueueListener:
     """Log lines (one JSON access line per request among them) leave the event loop through a queue."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = logging.StreamHandler(sys.stderr)
@@ -70,7 +102,7 @@ def _first_key(store: KeyStorage, base_url: str, policy: Policy) -> None:
           f"    client = OpenAI(base_url=\"{base_url}\", api_key=\"{key}\")\n", flush=True)
 
 
-def _exit_cleanly_on_sigterm() -> None:
+def exit_cleanly_on_sigterm() -> None:
     """Make SIGTERM leave through `main`'s `finally` (ledger flushed, spans exported, engines
     stopped). uvicorn handles it while serving and then raises it again; with the default handler
     that second one killed the process before any of that ran, losing queued usage records."""
@@ -85,50 +117,59 @@ def _load(config: Path | None) -> LoadedPolicy:
     return load_default_policy() if config is None else load_policy_file(config)
 
 
+def ignore_sighup_without_file(settings: Settings) -> None:
+    """SIGHUP reloads a policy file; without one it must not kill the process."""
+    if settings.policy_file is None:
+        signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
+            "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
+
+
 def main(argv: list[str]) -> int:
-    import uvicorn
-
-    from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
-
     args = _parser().parse_args(argv)
     settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config, data_dir=args.data_dir)
     try:
         loaded = _load(settings.policy_file)
+        workers = worker_count(args.workers, os.environ)
     except PolicyError as exc:
         print(f"hybridgw serve: {exc}", file=sys.stderr)
         return 2
-    _exit_cleanly_on_sigterm()
+    except ValueError:
+        print("hybridgw serve: HYBRIDGW_WORKERS must be a whole number", file=sys.stderr)
+        return 2
+    exit_cleanly_on_sigterm()
     os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
     secure_data_dir(settings.data_dir)
-    listener = _start_logging(args.log_level)
+    listener = start_logging(args.log_level)
     store = open_key_store(settings)
-    base_url = f"http://{settings.host}:{settings.port}/v1"
-    _first_key(store, base_url, loaded.policy)
+    _first_key(store, f"http://{settings.host}:{settings.port}/v1", loaded.policy)
+    try:
+        if workers == 1:
+            return _serve_here(settings, loaded, store, args.engine_timeout)
+        from gateway.serve_supervisor import supervise
+
+        return supervise(settings, loaded, workers, args.log_level, args.engine_timeout)
+    finally:
+        store.close()
+        listener.stop()
+
+
+def _serve_here(settings: Settings, loaded: LoadedPolicy, store: KeyStorage, engine_timeout: float) -> int:
+    """`--workers 1`: engines, ledger, limiter and the app all in this process."""
     obs = build_observability(settings, loaded.policy, os.environ, key_store=store)
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
-        engine_urls = supervisor.start(timeout_s=args.engine_timeout)
+        engine_urls = supervisor.start(timeout_s=engine_timeout)
         app = create_app(settings, policy=loaded, key_store=store, usage_sink=obs.ledger, limiter=obs.limiter,
                          tracer_provider=obs.tracing.provider, metrics=obs.metrics,
                          request_metrics=obs.request_metrics, usage_store=obs.ledger.store,
                          engine_urls=engine_urls)
-        if settings.policy_file is None:  # SIGHUP reloads a policy file; without one it must not kill us
-            signal.signal(signal.SIGHUP, lambda *_: logging.getLogger("hybridgw.policy.reload").warning(
-                "SIGHUP: serving the embedded default policy; there is no policy file to reload"))
+        ignore_sighup_without_file(settings)
         print("\n".join(backend_lines(loaded, build_catalog(loaded.policy, os.environ, engine_urls))),
               flush=True)
-        print(f"hybridgw: serving on {base_url}", flush=True)
-        login = "admin key to log in" if settings.admin_key else "set HYBRIDGW_ADMIN_KEY to log in"
-        print(f"hybridgw: web console on http://{settings.host}:{settings.port}/console ({login})", flush=True)
-        total = connection_limit(settings.max_connections)
-        bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
-                                  settings.max_header_bytes)
-        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http=guarded_protocol(bounds),
-                    limit_concurrency=total, log_level="warning", access_log=False,
-                    lifespan="on", timeout_graceful_shutdown=10)
+        print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1", flush=True)
+        print(console_line(settings), flush=True)
+        serve_app(app, settings)
     finally:
         supervisor.stop()
         obs.close()
-        store.close()
-        listener.stop()
     return 0

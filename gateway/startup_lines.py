@@ -3,6 +3,7 @@ or off, and why) and each model alias with the backends that serve it. Pure: lin
 from __future__ import annotations
 
 from gateway.catalog import Catalog
+from gateway.settings import Settings
 from policies.loader import LoadedPolicy
 
 
@@ -26,3 +27,9 @@ def backend_lines(loaded: LoadedPolicy, catalog: Catalog) -> list[str]:
         teams = "" if entry.teams is None else f" (teams: {', '.join(entry.teams)})"
         lines.append(f"hybridgw: model {alias} -> {where}{teams}")
     return lines
+
+
+def console_line(settings: Settings) -> str:
+    """Where the web console is and how to log in to it."""
+    login = "admin key to log in" if settings.admin_key else "set HYBRIDGW_ADMIN_KEY to log in"
+    return f"hybridgw: web console on http://{settings.host}:{settings.port}/console ({login})"

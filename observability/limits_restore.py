@@ -67,7 +67,15 @@ def _records_since(config: LimitsConfig, now: float) -> float:
 def restore_windows(limiter: InProcessLimiter, store: UsageStore, now: float,
                     max_records: int = MAX_RECORDS) -> Restored:
     """Read the store and add what it holds for the current windows to `limiter` (call before serving)."""
-    config = limiter.config
+    windows, restored = current_windows(limiter.config, store, now, max_records)
+    limiter.restore(windows)
+    return restored
+
+
+def current_windows(config: LimitsConfig, store: UsageStore, now: float,
+                    max_records: int = MAX_RECORDS) -> tuple[Windows, Restored]:
+    """What the store holds for the current windows ({window key: (amount, window end)}), for any
+    embedded limiter (one process's, or the supervisor's counts shared by its workers)."""
     month_start = window("usd_per_month", now)[0]
     day_costs = {(r.team, r.start): int(r.fields.get("cost_nusd", 0))
                  for r in store.rollups(None, "day", month_start, now + 1)}
@@ -78,9 +86,8 @@ def restore_windows(limiter: InProcessLimiter, store: UsageStore, now: float,
         read, truncated = read + len(records), truncated or len(records) >= max_records
         for key, (amount, end) in windows_from_records(config, records, now).items():
             _add(windows, key, amount, end)
-    limiter.restore(windows)
     restored = Restored(len(windows), read, truncated)
     if restored.truncated:
         log.warning("limits: only the newest %d usage records of a team were read; per-key budgets may be "
                     "under-counted", max_records)
-    return restored
+    return windows, restored

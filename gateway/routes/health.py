@@ -2,6 +2,8 @@
 version; details with the admin key — see gateway/readiness.py for the rule)."""
 from __future__ import annotations
 
+import os
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +24,9 @@ async def readyz(request: Request) -> Response:
     admin = is_admin(request.headers.get("authorization"), svc.settings.admin_key)
     status, body = readiness(svc.ready, {name: b.state() for name, b in svc.backends.items()},
                              svc.catalog.absent, parts, admin=admin)
+    body["workers"] = await parts.workers(admin) if parts.workers is not None else {"count": 1}
+    if admin and parts.workers is None:
+        body["workers"]["pid"] = os.getpid()
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
