@@ -26,6 +26,7 @@ class LimiterState:
     outages: Mapping[str, int] = field(default_factory=dict)  # Redis down or refusing
     script_errors: Mapping[str, int] = field(default_factory=dict)  # error replies: bugs
     last_error: str | None = None  # the latest failure's text (admin only: it may name keys)
+    outage_kind: str = "redis_down"  # what an outage is called ("counts_unreachable": --workers' supervisor)
 
     def public(self) -> dict[str, Any]:
         return {"failing_open": self.failing_open, "since": None if self.since is None else round(self.since, 3)}
@@ -35,7 +36,7 @@ class LimiterState:
                 "script_errors": dict(self.script_errors), "last_error": self.last_error}
 
     def observations(self) -> Iterable[Observation]:
-        for kind, counts in (("redis_down", self.outages), ("script_error", self.script_errors)):
+        for kind, counts in ((self.outage_kind, self.outages), ("script_error", self.script_errors)):
             for script, n in counts.items():
                 yield Observation(n, {"hybridgw.limiter.script": script, "hybridgw.limiter.failure": kind})
 
@@ -44,8 +45,9 @@ class LimiterHealth:
     """Updated by the limiter on its event loop after each round trip; read by /readyz and by /metrics
     (from a worker thread: hence the lock)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *, outage_kind: str = "redis_down") -> None:
         self._clock = clock
+        self._outage_kind = outage_kind
         self._lock = threading.Lock()
         self._failing: str | None = None
         self._since: float | None = None
@@ -67,7 +69,7 @@ class LimiterHealth:
             counts[script] = counts.get(script, 0) + 1
             if self._failing is None:
                 self._since = self._clock()
-            self._failing = "redis_down" if outage else "script_error"
+            self._failing = self._outage_kind if outage else "script_error"
             self._last_error = f"{script}: {type(exc).__name__}: {exc}"
         return first
 
@@ -75,7 +77,7 @@ class LimiterHealth:
         with self._lock:
             return LimiterState(self._failing is not None, self._failing, self._since,
                                 MappingProxyType(dict(self._outages)), MappingProxyType(dict(self._errors)),
-                                self._last_error)
+                                self._last_error, self._outage_kind)
 
 
 def register_limiter_metrics(provider: MeterProvider, limiter: Limiter) -> None:

@@ -9,21 +9,24 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from observability.counts_server import MAX_LINE
+from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
     LimitsConfig,
+    LimitUsage,
     TeamLimits,
     exceeded,
     first_exceeded,
     plan_charges,
     request_charges,
     settle_deltas,
+    usage_from,
     usd_headroom,
     window_states,
 )
@@ -135,17 +138,22 @@ class SharedLimiter:
         self._clock = clock
         self._warn_interval_s = warn_interval_s
         self._last_warning = 0.0
+        self.health = LimiterHealth(outage_kind="counts_unreachable")
 
-    def _fail_open(self, exc: Exception) -> None:
+    def state(self) -> LimiterState:
+        return self.health.state()
+
+    def _fail_open(self, exc: Exception, script: str) -> None:
+        self.health.failed(script, exc, outage=True)
         now = time.monotonic()
         if now - self._last_warning >= self._warn_interval_s:
             self._last_warning = now
             log.warning("limits: the supervisor's counts are unreachable (%s); not enforcing limits", exc)
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, budgets: bool = True, key_limits: TeamLimits | None = None) -> Reservation:
+                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, budgets, key_limits)
+        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         try:
@@ -156,8 +164,9 @@ class SharedLimiter:
                 answer.add_done_callback(_give_back_if_charged(self._client, [(c.key, -c.amount) for c in charges]))
                 raise
         except CountsUnavailable as exc:
-            self._fail_open(exc)
+            self._fail_open(exc, "reserve")
             return Reservation(request_id, team, key_id, tokens, cost_usd)
+        self.health.ok()
         if bad is not None:
             raise exceeded(charges[bad], used[bad], now)
         return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
@@ -172,8 +181,9 @@ class SharedLimiter:
         try:
             used = await self._client.call(["r", [c.key for c in charges]])
         except CountsUnavailable as exc:
-            self._fail_open(exc)
+            self._fail_open(exc, "check_requests")
             return
+        self.health.ok()
         bad = first_exceeded(charges, used)
         if bad is not None:
             raise exceeded(charges[bad], used[bad], now)
@@ -184,7 +194,20 @@ class SharedLimiter:
             try:
                 await self._client.send(["a", deltas])
             except CountsUnavailable as exc:
-                self._fail_open(exc)
+                self._fail_open(exc, "settle")
+
+    async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
+        """What each of the team's and key's windows has used now, across the workers."""
+        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
+        if not charges:
+            return []
+        try:
+            used = await self._client.call(["r", [c.key for c in charges]])
+        except CountsUnavailable as exc:
+            self._fail_open(exc, "usage")
+            return []
+        self.health.ok()
+        return usage_from(charges, used)
 
     def reconfigure(self, config: LimitsConfig) -> None:
         self.config = config

@@ -66,6 +66,11 @@ def test_settles_reach_the_shared_window(tmp_path: Path) -> None:
                 await limiter.reserve("b", "t", "k", 20, 0.0)
             await limiter.settle(held, 10, 0.0)  # the actuals were far below the estimate
             await limiter.reserve("c", "t", "k", 20, 0.0)  # answered after the settle on the same connection
+            other = SharedLimiter(CountsClient(tmp_path / "c.sock"), limiter.config, clock=lambda: NOW)
+            [tokens] = await other.usage("t", "k")  # what another worker sees (budget status, console)
+            assert (tokens.limit_name, tokens.used, tokens.limit) == ("tokens_per_minute", 30, 100)
+            await other.aclose()
+            assert not limiter.state().failing_open
         finally:
             await limiter.aclose()
             await server.aclose()
@@ -79,6 +84,9 @@ def test_without_the_supervisor_reservations_fail_open(tmp_path: Path) -> None:
         reservation = await limiter.reserve("a", "t", "k", 10_000, 0.0)
         assert reservation.window_keys == ()  # nothing held, nothing to settle
         await limiter.check_requests("t", "k")
+        state = limiter.state()  # /readyz and /metrics say so
+        assert (state.failing_open, state.reason) == (True, "counts_unreachable")
+        assert state.outages == {"reserve": 1, "check_requests": 1}
         await limiter.aclose()
 
     asyncio.run(scenario())
