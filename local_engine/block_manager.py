@@ -63,6 +63,11 @@ class BlockManager:
         return len(self._free)
 
     @property
+    def num_cached_blocks(self) -> int:
+        """Blocks registered for reuse (held or free-but-not-yet-evicted)."""
+        return len(self._cached)
+
+    @property
     def usage(self) -> float:
         """Share of blocks held by live sequences (0.0 – 1.0)."""
         return 1.0 - len(self._free) / len(self._blocks)

@@ -67,6 +67,12 @@ class EngineSnapshot:
     num_preemptions: int
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
+    # The prefix cache as a router across engines needs it (prefix affinity): on or off, how many
+    # blocks it holds, and its lifetime counters (they restart at 0 when the engine does).
+    prefix_caching: bool = False
+    num_cached_blocks: int = 0
+    prefix_queried_tokens: int = 0
+    prefix_hit_tokens: int = 0
 
 
 class _SeqText:
@@ -199,4 +205,6 @@ class LLMEngine:
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
             num_blocks_total=bm.num_total_blocks, num_blocks_free=bm.num_free_blocks, kv_usage=bm.usage,
             prefix_cache_hit_rate=bm.prefix_cache_hit_rate, num_preemptions=self.scheduler.num_preemptions,
-            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s)
+            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
+            prefix_caching=bm.enable_prefix_caching, num_cached_blocks=bm.num_cached_blocks,
+            prefix_queried_tokens=bm.num_queried_tokens, prefix_hit_tokens=bm.num_hit_tokens)

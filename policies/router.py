@@ -45,6 +45,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
+from policies.prefix_index import PrefixIndex, capacity_chunks, prefix_keys, prompt_text
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
@@ -80,6 +81,8 @@ class PolicyRouter:
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
+        self.prefix = PrefixIndex()  # what we sent to which engine (prefix_affinity)
+        self.turns = 0  # decisions taken: round-robin's turn (LiveState.turn)
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -108,21 +111,41 @@ class PolicyRouter:
         snapshots = self.poller.snapshots
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
-                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out)
+                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
+                         self.turns, {b: self.prefix.occupancy(b) for b in self._compiled.engines})
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
                     live: LiveState | None = None, prompt_tokens: int | None = None) -> RequestFacts:
-        return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
-                           counter=self.counter, calibration=self.calibration, headers=headers,
-                           team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
-                           prompt_tokens=prompt_tokens, difficulty=self.quality,
-                           category=self.quality.category)
+        compiled, live = compiled or self._compiled, live or self.live_state()
+        facts = build_facts(compiled, body, team, live,
+                            counter=self.counter, calibration=self.calibration, headers=headers,
+                            team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
+                            prompt_tokens=prompt_tokens, difficulty=self.quality,
+                            category=self.quality.category)
+        if any(rule.spec.uses_prefix_index for rule in compiled.rules):
+            facts = self._with_prefix(facts, body, compiled, live)
+        return facts
+
+    def _with_prefix(self, facts: RequestFacts, body: Mapping[str, Any], compiled: CompiledPolicy,
+                     live: LiveState) -> RequestFacts:
+        """The prompt's prefix keys, and the share of it each prefix-caching engine holds as far as
+        this gateway's index knows (what it sent there, less what the engine must have evicted)."""
+        text = prompt_text(body)
+        keys = prefix_keys(text, self.prefix.chunk_chars)
+        if not keys:
+            return facts
+        match = {}
+        for backend in compiled.aliases[facts.model_alias].by_backend:
+            if backend in compiled.engines and self.prefix.sync(backend, live.engine(backend)):
+                match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_chars / len(text)
+        return replace(facts, prefix_keys=keys, prefix_match=match)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:
         live = live or self.live_state()
         decision = decide(compiled or self._compiled, facts, live)
+        self.turns += 1
         if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
             self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
@@ -146,7 +169,18 @@ class PolicyRouter:
             snap = self.poller.snapshots.get(backend)
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
+        if facts.prefix_keys:
+            self._record_prefix(backend, facts)
         return self.holds.add(backend, blocks, self.clock())
+
+    def _record_prefix(self, backend: str, facts: RequestFacts) -> None:
+        """The engine is about to cache this prompt: index it there, capped at its KV pool's size."""
+        snap = self.poller.snapshots.get(backend)
+        if snap is None or not snap.prefix_caching:
+            return
+        tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) or 1
+        chars_per_token = len(facts.prefix_keys) * self.prefix.chunk_chars / tokens
+        self.prefix.record(backend, facts.prefix_keys, capacity_chunks(snap, chars_per_token, self.prefix.chunk_chars))
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""
