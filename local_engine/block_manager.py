@@ -102,6 +102,8 @@ class BlockManager:
         if self.enable_prefix_caching:
             self._reuse_cached_prefix(seq)
         seq.num_cached_tokens = len(seq.block_table) * self.block_size
+        if seq.num_prefix_hit_tokens is None:  # what the request found on arrival (not after a preemption)
+            seq.num_prefix_hit_tokens = seq.num_cached_tokens
         while len(seq.block_table) < num_needed:
             seq.block_table.append(self._take_free())
 

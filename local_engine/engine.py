@@ -52,6 +52,7 @@ class RequestOutput:
     num_completion_tokens: int  # so far
     logprobs: Any = None  # the runner's entry for this token, when the request asked for logprobs
     first_scheduled_ns: int = 0  # unix ns when the engine first computed this request (for spans)
+    num_cached_tokens: int = 0  # prompt tokens it found in the prefix cache (usage's cached_tokens)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class LLMEngine:
                 del self._texts[seq.seq_id]
             outputs.append(RequestOutput(
                 seq.seq_id, seq.request_id, (token_id,), text, reason, seq.num_prompt_tokens,
-                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns))
+                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns,
+                seq.num_prefix_hit_tokens or 0))
         return outputs
 
     def _accept(self, seq: Sequence, token_id: int) -> tuple[str, FinishReason | None]:

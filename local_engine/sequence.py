@@ -59,6 +59,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
+    num_prefix_hit_tokens: int | None = None  # prompt tokens found in the prefix cache when first admitted
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_token_ids)

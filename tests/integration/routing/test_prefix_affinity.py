@@ -31,11 +31,15 @@ class Pool:
         return httpx.get(f"{self.engines[backend]}/v1/engine/state", timeout=10).json()
 
     def ask(self, system: str, question: str) -> str:
+        return self.ask_usage(system, question)[0]
+
+    def ask_usage(self, system: str, question: str) -> tuple[str, int]:
+        """The backend that answered, and the prompt tokens it found cached (its usage says so)."""
         routed = self.gateway.chat("pool", max_tokens=2, messages=[
             {"role": "system", "content": system}, {"role": "user", "content": question}])
         assert routed.status == 200 and routed.rule == "affinity", routed
         assert routed.backend is not None
-        return routed.backend
+        return routed.backend, routed.body.usage.prompt_tokens_details.cached_tokens
 
 
 def _policy(engines: dict[str, str]) -> str:
@@ -74,9 +78,12 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
 
 def test_a_shared_system_prompt_stays_on_the_engine_that_cached_it_and_a_second_one_goes_to_the_other(
         pool: Pool) -> None:
-    first = pool.ask(BILLING, "Why was I charged twice in May?")
+    first, cold = pool.ask_usage(BILLING, "Why was I charged twice in May?")
     other = "e2" if first == "e1" else "e1"
-    assert [pool.ask(BILLING, f"What is invoice {i} for?") for i in range(3)] == [first] * 3
+    again = [pool.ask_usage(BILLING, f"What is invoice {i} for?") for i in range(3)]
+    assert [backend for backend, _ in again] == [first] * 3
+    # Each answer says it came from the prefix cache (OpenAI's usage.prompt_tokens_details.cached_tokens).
+    assert cold == 0 and all(cached > 100 for _, cached in again), (cold, again)
     # The engine that took them served them from its prefix cache; the other never saw the prompt.
     cached = pool.state(first)
     assert cached["prefix_hit_tokens"] > 0.5 * cached["prefix_queried_tokens"], cached
