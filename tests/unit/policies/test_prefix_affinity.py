@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
+import policies
+from policies.compiled import compile_policy
 from policies.decide import decide
 from policies.live import InFlight, LiveState
-from policies.loader import load_policy
+from policies.loader import load_policy, load_policy_file
 from policies.prefix_affinity import PoolMember, Weights, by_affinity, least_loaded, requests_on, round_robin
 from policies.prefix_index import CHUNK_CHARS, PrefixIndex, capacity_chunks, prefix_keys, prompt_text
 from policies.router import PolicyRouter
@@ -208,3 +211,15 @@ def test_router_sends_a_repeated_prefix_back_and_a_new_one_to_the_other_engine()
     facts_now = router.build_facts(_body(SYSTEM, "Again?"), "default")
     assert facts_now.prefix_match[first] > 0.8 and facts_now.prefix_match[other] == 0.0
     assert "prefix affinity:" in router.route(facts_now).reason
+
+
+def test_the_example_policy_sends_a_cached_prompt_to_its_engine_and_spills_hosted_last() -> None:
+    loaded = load_policy_file(Path(policies.__file__).parent / "examples" / "prefix_affinity.yaml",
+                              {"OPENAI_API_KEY": "sk-test"})
+    policy = compile_policy(loaded.policy, {})
+    snaps = {"gpu-a": _caching(), "gpu-b": _caching(), "vllm-1": replace(engine(), max_num_seqs=8)}
+    state = LiveState(NOW, MappingProxyType(snaps), stale_after_s=1.0)
+    request = replace(facts(model="llama", blocks={b: 10 for b in snaps}), prefix_match={"gpu-b": 0.9})
+    decision = decide(policy, request, state)
+    assert [t.backend for t in decision.targets] == ["gpu-b", "gpu-a", "vllm-1", "openai"]
+    assert "prefix affinity: gpu-b hit 0.90 load 0 score 0.90" in decision.reason
