@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import takewhile
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,15 @@ class PrefixAffinityRule(LocalSpillRule):
     balance: Literal["prefix", "least_loaded", "round_robin"] = "prefix"
     prefix_weight: float = Field(default=PREFIX_WEIGHT, ge=0)  # per whole prompt found cached
     load_weight: float = Field(default=LOAD_WEIGHT, ge=0)  # per request running or queued on the engine
+
+    def warnings(self, policy: Any) -> list[tuple[str, str]]:
+        out = []
+        if len(set(self.local)) < 2:
+            out.append(("local", "prefix_affinity over one engine has nothing to choose: kv_fit does the same"))
+        if self.balance == "prefix" and not any(policy.backends[b].state_source == "hybridgw"
+                                                for b in self.local if b in policy.backends):
+            out.append(("local", "no engine here reports its prefix cache (state: hybridgw): load-only scoring"))
+        return out
 
 
 def _member(ctx: Context, backend: str) -> PoolMember:

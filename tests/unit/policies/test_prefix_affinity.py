@@ -11,8 +11,10 @@ from types import MappingProxyType
 import pytest
 
 import policies
+from policies.checks import policy_warnings
 from policies.compiled import compile_policy
 from policies.decide import decide
+from policies.engine_state import parse_engine_state
 from policies.live import InFlight, LiveState
 from policies.loader import load_policy, load_policy_file
 from policies.prefix_affinity import PoolMember, Weights, by_affinity, least_loaded, requests_on, round_robin
@@ -223,3 +225,34 @@ def test_the_example_policy_sends_a_cached_prompt_to_its_engine_and_spills_hoste
     decision = decide(policy, request, state)
     assert [t.backend for t in decision.targets] == ["gpu-b", "gpu-a", "vllm-1", "openai"]
     assert "prefix affinity: gpu-b hit 0.90 load 0 score 0.90" in decision.reason
+
+
+def test_engine_state_says_whether_it_caches_prefixes_and_its_lookup_counter() -> None:
+    snap = parse_engine_state({"num_blocks_total": 10, "prefix_caching": True, "prefix_queried_tokens": 640}, 1.0)
+    assert snap is not None and snap.prefix_caching and snap.prefix_queried_tokens == 640
+    older = parse_engine_state({"num_blocks_total": 10}, 1.0)  # an engine from before these fields
+    assert older is not None and not older.prefix_caching
+
+
+def test_router_forgets_what_an_engine_cached_once_it_restarts() -> None:
+    text = POOL.replace("BALANCE", "prefix").replace("local: [e1, e2, v1]", "local: [e1, e2]")
+    router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={},
+                          clock=lambda: NOW, wall_clock=lambda: 0.0)
+    running = replace(_caching(), prefix_queried_tokens=90_000)
+    router.poller.snapshots = MappingProxyType({"e1": running, "e2": running})
+    body = _body(SYSTEM, "Hello?")
+    router.release(router.reserve("e2", router.build_facts(body, "default")))
+    assert router.build_facts(body, "default").prefix_match["e2"] > 0.8
+    router.poller.snapshots = MappingProxyType({"e1": running, "e2": replace(running, prefix_queried_tokens=0)})
+    assert router.build_facts(body, "default").prefix_match["e2"] == 0.0
+
+
+def test_policy_check_warns_of_a_pool_with_nothing_to_choose_or_no_cache_to_see() -> None:
+    one = POOL.replace("BALANCE", "prefix").replace("local: [e1, e2, v1]", "local: [e1]")
+    only_vllm = POOL.replace("BALANCE", "prefix").replace("local: [e1, e2, v1]", "local: [v1]")
+    fine = POOL.replace("BALANCE", "prefix")
+    said = {name: [m for _, m in policy_warnings(compiled(text).policy, {})]
+            for name, text in (("one", one), ("vllm", only_vllm), ("fine", fine))}
+    assert any("nothing to choose" in m for m in said["one"]), said
+    assert any("load-only" in m for m in said["vllm"]), said
+    assert not any("prefix_affinity" in m or "load-only" in m for m in said["fine"]), said
