@@ -1,6 +1,7 @@
-"""What this gateway sent to which engine, as prefix keys (llm-d's approximate prefix scorer): a prompt
-is cut into fixed-size character chunks chained by SHA-256, and each engine keeps an LRU of the chunk
-keys last sent to it, sized like the engine's KV pool. In memory only; the router owns one."""
+"""What this gateway sent to which engine, as prefix keys (llm-d's approximate prefix scorer): a prompt's
+UTF-8 text is cut into fixed-size chunks, each keyed by the SHA-256 of everything up to its end, and each
+engine keeps an LRU of the keys last sent to it, sized like the engine's KV pool. In memory only; the
+router owns one."""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +12,18 @@ from typing import Any
 
 from policies.live import EngineSnapshot
 
-# Characters per key. The engine's keys are over its own tokens, which the gateway does not have (a
-# remote engine's tokenizer and chat template); a shared text prefix is a shared token prefix up to
-# the last chunk, so text chunks find the same prefixes. 128 chars ≈ 32 tokens ≈ 2 KV blocks of 16.
-CHUNK_CHARS = 128
-MAX_CHUNKS = 512  # 64 KiB of prompt: past that a prefix match changes no decision
-_ROOT = hashlib.sha256(b"hybridgw gateway prefix index v1").digest()[:16]
+# Bytes per key. The engine's keys are over its own tokens, which the gateway does not have (a remote
+# engine's tokenizer and chat template); a shared text prefix is a shared token prefix up to the last
+# chunk, so text chunks find the same prefixes. 256 bytes of English ≈ 64 tokens ≈ 4 KV blocks of 16:
+# fine enough for the prefixes worth routing on (system prompts, conversations), and ~1 µs per key.
+CHUNK_BYTES = 256
+MAX_CHUNKS = 256  # 64 KiB of prompt: past that a prefix match changes no decision
+_ROOT = b"hybridgw gateway prefix index v1"
+
+
+def prompt_bytes(body: Mapping[str, Any]) -> bytes:
+    """prompt_text as UTF-8 (what the keys are over)."""
+    return prompt_text(body).encode("utf-8", "surrogatepass")
 
 
 def prompt_text(body: Mapping[str, Any]) -> str:
@@ -39,14 +46,15 @@ def prompt_text(body: Mapping[str, Any]) -> str:
     return "\x1e".join(parts)
 
 
-def prefix_keys(text: str, chunk_chars: int = CHUNK_CHARS) -> tuple[bytes, ...]:
-    """One key per full chunk; each names its whole prefix (the parent's key is hashed in), as the
-    engine's block keys do. 16 bytes of SHA-256: collisions would need 2^64 prompts."""
+def prefix_keys(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> tuple[bytes, ...]:
+    """One key per full chunk, naming the whole prefix up to its end (as the engine's chained block
+    keys do): one running SHA-256, copied at each chunk's end. 16 bytes of it: collisions would need
+    2^64 prompts."""
     keys = []
-    parent = _ROOT
-    for start in range(0, min(len(text) // chunk_chars, MAX_CHUNKS) * chunk_chars, chunk_chars):
-        parent = hashlib.sha256(parent + text[start:start + chunk_chars].encode("utf-8", "surrogatepass")).digest()[:16]
-        keys.append(parent)
+    running = hashlib.sha256(_ROOT)
+    for start in range(0, min(len(data) // chunk_bytes, MAX_CHUNKS) * chunk_bytes, chunk_bytes):
+        running.update(data[start:start + chunk_bytes])
+        keys.append(running.copy().digest()[:16])
     return tuple(keys)
 
 
@@ -54,8 +62,8 @@ class PrefixIndex:
     """Per engine, the chunk keys last sent to it (least recently sent evicted first), capped at what
     its KV pool can hold; forgotten when the engine restarts or says it does not cache prefixes."""
 
-    def __init__(self, chunk_chars: int = CHUNK_CHARS) -> None:
-        self.chunk_chars = chunk_chars
+    def __init__(self, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.chunk_bytes = chunk_bytes
         self._lru: dict[str, OrderedDict[bytes, None]] = {}
         self._capacity: dict[str, int] = {}  # chunks
         self._queried: dict[str, int] = {}  # the engine's lifetime lookup counter, last seen
@@ -105,6 +113,6 @@ class PrefixIndex:
         return len(self._lru.get(backend, ()))
 
 
-def capacity_chunks(snap: EngineSnapshot, chars_per_token: float, chunk_chars: int = CHUNK_CHARS) -> int:
-    """The engine's whole KV pool in chunks of text (its blocks × tokens per block × chars per token)."""
-    return int(snap.num_blocks_total * snap.block_size * chars_per_token / chunk_chars)
+def capacity_chunks(snap: EngineSnapshot, bytes_per_token: float, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The engine's whole KV pool in chunks of text (its blocks × tokens per block × bytes per token)."""
+    return int(snap.num_blocks_total * snap.block_size * bytes_per_token / chunk_bytes)

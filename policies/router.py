@@ -45,7 +45,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
-from policies.prefix_index import PrefixIndex, capacity_chunks, prefix_keys, prompt_text
+from policies.prefix_index import PrefixIndex, capacity_chunks, prefix_keys, prompt_bytes
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
@@ -131,14 +131,14 @@ class PolicyRouter:
                      live: LiveState) -> RequestFacts:
         """The prompt's prefix keys, and the share of it each prefix-caching engine holds as far as
         this gateway's index knows (what it sent there, less what the engine must have evicted)."""
-        text = prompt_text(body)
-        keys = prefix_keys(text, self.prefix.chunk_chars)
+        data = prompt_bytes(body)
+        keys = prefix_keys(data, self.prefix.chunk_bytes)
         if not keys:
             return facts
         match = {}
         for backend in compiled.aliases[facts.model_alias].by_backend:
             if backend in compiled.engines and self.prefix.sync(backend, live.engine(backend)):
-                match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_chars / len(text)
+                match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_bytes / len(data)
         return replace(facts, prefix_keys=keys, prefix_match=match)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
@@ -179,8 +179,8 @@ class PolicyRouter:
         if snap is None or not snap.prefix_caching:
             return
         tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) or 1
-        chars_per_token = len(facts.prefix_keys) * self.prefix.chunk_chars / tokens
-        self.prefix.record(backend, facts.prefix_keys, capacity_chunks(snap, chars_per_token, self.prefix.chunk_chars))
+        bytes_per_token = len(facts.prefix_keys) * self.prefix.chunk_bytes / tokens
+        self.prefix.record(backend, facts.prefix_keys, capacity_chunks(snap, bytes_per_token, self.prefix.chunk_bytes))
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""

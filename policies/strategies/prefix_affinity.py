@@ -3,7 +3,6 @@ by where the prompt's prefix is cached against their load (policies.prefix_affin
 swaps in least-loaded or round-robin for comparison. Engines without a prefix index score on load."""
 from __future__ import annotations
 
-from dataclasses import replace
 from itertools import takewhile
 from typing import Any, ClassVar, Literal
 
@@ -74,4 +73,4 @@ def prefix_affinity(rule: PrefixAffinityRule, ctx: Context) -> Outcome | None:
     pool = [b for b in dict.fromkeys(rule.local) if b in head]  # the rule's order: ties and round-robin's turns
     ordered, note = _order(rule, [_member(ctx, b) for b in pool], ctx.live.turn)
     backends = (*(m.backend for m in ordered), *outcome.backends[len(head):])
-    return replace(outcome, backends=backends, reason=f"{note}; {outcome.reason}")
+    return Outcome(backends, f"{note}; {outcome.reason}", outcome.refusal, outcome.retry_after_s, outcome.slo_out)

@@ -18,12 +18,19 @@ from policies.engine_state import parse_engine_state
 from policies.live import InFlight, LiveState
 from policies.loader import load_policy, load_policy_file
 from policies.prefix_affinity import PoolMember, Weights, by_affinity, least_loaded, requests_on, round_robin
-from policies.prefix_index import CHUNK_CHARS, PrefixIndex, capacity_chunks, prefix_keys, prompt_text
+from policies.prefix_index import (
+    CHUNK_BYTES,
+    PrefixIndex,
+    capacity_chunks,
+    prefix_keys,
+    prompt_bytes,
+    prompt_text,
+)
 from policies.router import PolicyRouter
 
 from .support import NOW, compiled, engine, facts
 
-SYSTEM = "You are a careful assistant for the billing team. " * 40  # ~2,000 chars: 15 chunks
+SYSTEM = "You are a careful assistant for the billing team. " * 40  # ~2,000 bytes: 7 chunks
 
 
 def _body(system: str, question: str) -> dict:
@@ -38,15 +45,16 @@ def _caching(**kw) -> object:
 # --- keys and text ---------------------------------------------------------------------------------
 
 def test_prompts_sharing_a_prefix_share_their_leading_keys_and_no_more() -> None:
-    a = prefix_keys(prompt_text(_body(SYSTEM, "What is my balance?" * 10)))
-    b = prefix_keys(prompt_text(_body(SYSTEM, "Close my account now." * 10)))
-    other = prefix_keys(prompt_text(_body(SYSTEM.upper(), "What is my balance?" * 10)))
-    shared = len(SYSTEM) // CHUNK_CHARS
-    assert a[:shared] == b[:shared] and a[shared + 1:] != b[shared + 1:]
+    a = prefix_keys(prompt_bytes(_body(SYSTEM, "What is my balance?" * 30)))
+    b = prefix_keys(prompt_bytes(_body(SYSTEM, "Close my account now." * 30)))
+    other = prefix_keys(prompt_bytes(_body(SYSTEM.upper(), "What is my balance?" * 30)))
+    shared = len(SYSTEM) // CHUNK_BYTES
+    assert len(a) > shared + 1 and a[:shared] == b[:shared]
+    assert not set(a[shared + 1:]) & set(b)  # past the divergence no key is common
     assert not set(a) & set(other)  # a different system prompt: nothing in common
     # A key names its whole prefix: the same chunk text after a different start is another key.
-    assert prefix_keys("x" * CHUNK_CHARS * 2)[1] != prefix_keys("y" * CHUNK_CHARS + "x" * CHUNK_CHARS)[1]
-    assert prefix_keys("short") == ()  # no full chunk, nothing to match
+    assert prefix_keys(b"x" * CHUNK_BYTES * 2)[1] != prefix_keys(b"y" * CHUNK_BYTES + b"x" * CHUNK_BYTES)[1]
+    assert prefix_keys(b"short") == ()  # no full chunk, nothing to match
 
 
 def test_prompt_text_follows_the_chat_layout_tools_first() -> None:
@@ -62,11 +70,11 @@ def test_prompt_text_follows_the_chat_layout_tools_first() -> None:
 
 def test_index_matches_the_leading_run_and_evicts_tails_first_at_capacity() -> None:
     index = PrefixIndex()
-    first = prefix_keys("a" * CHUNK_CHARS * 6)
+    first = prefix_keys(b"a" * CHUNK_BYTES * 6)
     index.record("e1", first, capacity_chunks=100)
     assert index.match("e1", first) == 6 and index.match("e2", first) == 0
-    assert index.match("e1", first[:3] + prefix_keys("b" * CHUNK_CHARS * 6)[3:]) == 3
-    second = prefix_keys("c" * CHUNK_CHARS * 6)
+    assert index.match("e1", first[:3] + prefix_keys(b"b" * CHUNK_BYTES * 6)[3:]) == 3
+    second = prefix_keys(b"c" * CHUNK_BYTES * 6)
     index.record("e1", second, capacity_chunks=8)  # the pool now holds 8 chunks: 4 of `first` go
     assert index.match("e1", second) == 6
     assert index.match("e1", first) == 2  # its head survives (engines free tail blocks first)
@@ -75,7 +83,7 @@ def test_index_matches_the_leading_run_and_evicts_tails_first_at_capacity() -> N
 
 def test_index_follows_the_engine_restart_and_ignores_engines_without_prefix_caching() -> None:
     index = PrefixIndex()
-    keys = prefix_keys("a" * CHUNK_CHARS * 4)
+    keys = prefix_keys(b"a" * CHUNK_BYTES * 4)
     snap = replace(_caching(), prefix_queried_tokens=5000)
     assert index.sync("e1", snap)
     index.record("e1", keys, 100)
@@ -87,8 +95,8 @@ def test_index_follows_the_engine_restart_and_ignores_engines_without_prefix_cac
 
 
 def test_capacity_is_the_engines_pool_in_chunks_of_text() -> None:
-    # 100 blocks × 16 tokens × 4 chars per token = 6,400 chars = 50 chunks of 128.
-    assert capacity_chunks(engine(total=100, block_size=16), chars_per_token=4.0) == 50
+    # 100 blocks × 16 tokens × 4 bytes per token = 6,400 bytes = 25 chunks of 256.
+    assert capacity_chunks(engine(total=100, block_size=16), bytes_per_token=4.0) == 25
 
 
 # --- the scorer ---------------------------------------------------------------------------------------
