@@ -12,7 +12,7 @@ requests; prefix-cache hit rate = their cached prompt tokens / their prompt toke
 report them (usage.prompt_tokens_details.cached_tokens).
 
     .venv/bin/python bench/prefix_affinity.py [--tenants 4] [--prefix-tokens 2500] [--duration 30]
-        [--concurrency 4] [--pool-tokens 8000] [--load-weight 0.25] [--balances prefix round_robin least_loaded]
+        [--concurrency 4] [--pool-tokens 8000] [--load-tokens 256] [--balances prefix round_robin least_loaded]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ENGINES = ("e1", "e2")
 KV_BYTES_PER_TOKEN = 512  # tiny-random (float32 KV)
 
 
-def policy_yaml(urls: dict[str, str], balances: list[str], load_weight: float) -> str:
+def policy_yaml(urls: dict[str, str], balances: list[str], load_tokens: float) -> str:
     """Per order an alias `pool-<order>` over its own engines `<order>-e1`, `<order>-e2`, and its rule."""
     backends = "".join(f"  {n}: {{kind: engine, model: tiny-random, base_url: '{u}/v1'}}\n" for n, u in urls.items())
     models, rules = "", ""
@@ -46,7 +46,7 @@ def policy_yaml(urls: dict[str, str], balances: list[str], load_weight: float) -
         models += f"  pool-{b}:\n    deployments:\n" + "".join(
             f"      - {{backend: {n}, model: tiny-random}}\n" for n in pool)
         rules += (f"  - {{name: {b}, when: {{model: pool-{b}}}, strategy: prefix_affinity, local: [{', '.join(pool)}],"
-                  f" balance: {b}, load_weight: {load_weight}}}\n")
+                  f" balance: {b}, load_tokens: {load_tokens}}}\n")
     return f"version: 1\nbackends:\n{backends}models:\n{models}teams: {{default: {{}}}}\nrules:\n{rules}"
 
 
@@ -79,9 +79,9 @@ def run(a: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     with ExitStack() as stack:
         engines = start_engines([f"{b}-{e}" for b in a.balances for e in ENGINES], a, stack)
         data = tmp / "data"
-        data.mkdir()
+        data.mkdir(parents=True, exist_ok=True)
         config = data / "policy.yaml"
-        config.write_text(policy_yaml(engines, a.balances, a.load_weight))
+        config.write_text(policy_yaml(engines, a.balances, a.load_tokens))
         key = run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "create", "--team", "default")).strip()
         port = procs.free_port()
         url = f"http://127.0.0.1:{port}"
@@ -138,19 +138,20 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight per order")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of measured requests")
     p.add_argument("--pool-tokens", type=int, default=8000, help="each engine's KV pool, in tokens")
-    p.add_argument("--load-weight", type=float, default=0.25, help="prefix order: weight per request on an engine")
+    p.add_argument("--load-tokens", type=float, default=256, help="prefix order: cost of a request on an engine")
     p.add_argument("--balances", nargs="+", default=["prefix", "round_robin", "least_loaded"],
                    choices=["prefix", "round_robin", "least_loaded"])
+    p.add_argument("--out", default="", help="keep each order's bench results here (default: a temp folder)")
     a = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(a, Path(tmp))
+        rows = run(a, Path(a.out) if a.out else Path(tmp))
     for r in rows:
         print(json.dumps(r))
     print(f"\nworkload: {a.tenants} tenants × {a.prefix_tokens}-token system prompt + {a.tail_tokens} own tokens, "
           f"{a.osl} output tokens, closed loop at concurrency {a.concurrency} per order for {a.duration:g} s after "
           f"a warm-up; per order 2 × tiny-random engines on this CPU, {a.pool_tokens}-token KV pool each; "
-          f"prefix load_weight {a.load_weight}\n")
+          f"prefix load_tokens {a.load_tokens:g}\n")
     print(table(rows))
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     return 0

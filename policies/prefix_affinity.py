@@ -1,6 +1,7 @@
-"""Scoring the engines of a pool for one request (pure): the cached share of its prompt against the
-requests already on each engine, so that a request goes where its prefix is cached unless that engine
-is busier than the saving is worth. Also the comparison orders: least-loaded and round-robin."""
+"""Scoring the engines of a pool for one request (pure), in prompt tokens to compute: the part of its
+prompt an engine does not hold cached, plus a stated price per request already on that engine — so a
+request goes where its prefix is cached unless that engine is busier than the saving is worth. Also
+the comparison orders: least-loaded and round-robin."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,8 +9,10 @@ from dataclasses import dataclass
 
 from policies.live import LiveState
 
-PREFIX_WEIGHT = 1.0
-LOAD_WEIGHT = 0.25
+# What one request running or queued on an engine costs the next one, in prompt tokens to compute.
+# A hot prefix then stays on its engine until that engine has (cached tokens / 256) more requests on
+# it than another: a 2,500-token system prompt ~10, a 300-token one ~1 (short prompts follow load).
+LOAD_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,28 +22,20 @@ class PoolMember:
     backend: str
     hit: float  # share of the prompt it holds cached (0..1); 0 where unknown (vLLM: load-only)
     load: int  # requests on it now, running and queued, as best known
+    prompt_tokens: int = 0  # this request's prompt, counted for this engine
     occupancy: float = 0.0  # share of its cache our index fills: the tie-break that spreads new prefixes
 
 
-@dataclass(frozen=True, slots=True)
-class Weights:
-    """score = prefix × hit − load × requests on the engine. With the defaults a fully cached prompt
-    is worth four requests ahead of it: a hot prefix stays on its engine until that engine has about
-    four more requests than another, then spills over (and gets cached there too)."""
-
-    prefix: float = PREFIX_WEIGHT
-    load: float = LOAD_WEIGHT
+def cost(member: PoolMember, load_tokens: float) -> float:
+    """Prompt tokens it would compute for this request + `load_tokens` per request already on it."""
+    return (1.0 - member.hit) * member.prompt_tokens + load_tokens * member.load
 
 
-def score(member: PoolMember, weights: Weights) -> float:
-    return weights.prefix * member.hit - weights.load * member.load
-
-
-def by_affinity(members: Sequence[PoolMember], weights: Weights) -> list[PoolMember]:
-    """Best score first; ties: the emptier cache (a new prefix goes where it evicts least), then the
+def by_affinity(members: Sequence[PoolMember], load_tokens: float = LOAD_TOKENS) -> list[PoolMember]:
+    """Cheapest first; ties: the emptier cache (a new prefix goes where it evicts least), then the
     rule's order."""
     order = {m.backend: i for i, m in enumerate(members)}
-    return sorted(members, key=lambda m: (-round(score(m, weights), 9), m.occupancy, order[m.backend]))
+    return sorted(members, key=lambda m: (round(cost(m, load_tokens), 6), m.occupancy, order[m.backend]))
 
 
 def least_loaded(members: Sequence[PoolMember]) -> list[PoolMember]:
@@ -70,10 +65,10 @@ def requests_on(live: LiveState, backend: str) -> int:
     return max(0, snap.num_running + snap.num_waiting + since, mine.num)
 
 
-def describe(members: Sequence[PoolMember], weights: Weights | None) -> str:
-    """`e1 hit 0.93 load 1 score 0.68` per member, for the decision's reason."""
+def describe(members: Sequence[PoolMember], load_tokens: float | None) -> str:
+    """`e1 hit 0.93 load 1 cost 326` per member, for the decision's reason."""
     parts = []
     for m in members:
-        tail = f" score {score(m, weights):.2f}" if weights is not None else ""
+        tail = f" cost {cost(m, load_tokens):.0f}" if load_tokens is not None else ""
         parts.append(f"{m.backend} hit {m.hit:.2f} load {m.load}{tail}")
     return ", ".join(parts)

@@ -9,10 +9,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from policies.prefix_affinity import (
-    LOAD_WEIGHT,
-    PREFIX_WEIGHT,
+    LOAD_TOKENS,
     PoolMember,
-    Weights,
     by_affinity,
     describe,
     least_loaded,
@@ -25,14 +23,14 @@ from policies.strategies.kv_fit import LocalSpillRule, engine_fit, kv_fit
 
 class PrefixAffinityRule(LocalSpillRule):
     """`local`: the pool (engines serving the alias); `spill`, `max_waiting` as kv_fit.
-    `balance`: `prefix` (cached prefix vs load, weighted), `least_loaded` or `round_robin`."""
+    `balance`: `prefix` (fewest prompt tokens to compute: uncached prompt + `load_tokens` per request
+    on the engine), `least_loaded` or `round_robin`."""
 
     uses_prefix_index: ClassVar[bool] = True
 
     strategy: Literal["prefix_affinity"]
     balance: Literal["prefix", "least_loaded", "round_robin"] = "prefix"
-    prefix_weight: float = Field(default=PREFIX_WEIGHT, ge=0)  # per whole prompt found cached
-    load_weight: float = Field(default=LOAD_WEIGHT, ge=0)  # per request running or queued on the engine
+    load_tokens: float = Field(default=LOAD_TOKENS, ge=0)  # what a request running or queued there costs
 
     def warnings(self, policy: Any) -> list[tuple[str, str]]:
         out = []
@@ -45,7 +43,9 @@ class PrefixAffinityRule(LocalSpillRule):
 
 
 def _member(ctx: Context, backend: str) -> PoolMember:
-    return PoolMember(backend, ctx.facts.prefix_match.get(backend, 0.0), requests_on(ctx.live, backend),
+    facts = ctx.facts
+    return PoolMember(backend, facts.prefix_match.get(backend, 0.0), requests_on(ctx.live, backend),
+                      facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens),
                       ctx.live.prefix_occupancy.get(backend, 0.0))
 
 
@@ -55,9 +55,8 @@ def _order(rule: PrefixAffinityRule, members: list[PoolMember], turn: int) -> tu
     if rule.balance == "least_loaded":
         ordered = least_loaded(members)
         return ordered, f"least loaded: {describe(ordered, None)}"
-    weights = Weights(rule.prefix_weight, rule.load_weight)
-    ordered = by_affinity(members, weights)
-    return ordered, f"prefix affinity: {describe(ordered, weights)}"
+    ordered = by_affinity(members, rule.load_tokens)
+    return ordered, f"prefix affinity: {describe(ordered, rule.load_tokens)}"
 
 
 def prefix_affinity(rule: PrefixAffinityRule, ctx: Context) -> Outcome | None:

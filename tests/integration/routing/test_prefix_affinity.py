@@ -46,7 +46,7 @@ def _policy(engines: dict[str, str]) -> str:
     backends = "\n".join(f"  {name}: {{kind: engine, model: tiny-random, base_url: \"{url}/v1\"}}"
                          for name, url in engines.items())
     deployments = "\n".join(f"      - {{backend: {name}, model: tiny-random}}" for name in engines)
-    # load_weight 0.5: a fully cached prompt is worth two requests ahead of it on its engine.
+    # load_tokens 170: HOLD's prompt (~240 tokens) cached is worth one request ahead on its engine, not two.
     return f"""
 version: 1
 backends:
@@ -57,7 +57,7 @@ models:
 {deployments}
 teams: {{red: {{}}}}
 rules:
-  - {{name: affinity, strategy: prefix_affinity, local: [{", ".join(engines)}], load_weight: 0.5}}
+  - {{name: affinity, strategy: prefix_affinity, local: [{", ".join(engines)}], load_tokens: 170}}
 """
 
 
@@ -121,7 +121,7 @@ async def _hot_prefix_under_load(pool: Pool) -> list[str | None]:
 def test_a_hot_prefix_spills_to_the_idle_engine_once_its_own_is_busy(pool: Pool) -> None:
     home = pool.ask(HOLD, "Once upon a time?")  # cached there, nothing in flight
     backends = asyncio.run(_hot_prefix_under_load(pool))
-    # Two requests in flight on `home` (0.5 each) outweigh a fully cached prompt (1.0 at best).
+    # Two requests in flight on `home` (2 × 170 tokens) cost more than computing the whole prompt elsewhere.
     assert backends[:2] == [home, home], backends
     assert backends[2] not in (home, None), backends
     wait_until(lambda: all(pool.state(b)["num_running"] == 0 for b in pool.engines), "the streams' abort", 60)

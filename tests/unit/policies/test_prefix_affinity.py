@@ -17,7 +17,7 @@ from policies.decide import decide
 from policies.engine_state import parse_engine_state
 from policies.live import InFlight, LiveState
 from policies.loader import load_policy, load_policy_file
-from policies.prefix_affinity import PoolMember, Weights, by_affinity, least_loaded, requests_on, round_robin
+from policies.prefix_affinity import PoolMember, by_affinity, least_loaded, requests_on, round_robin
 from policies.prefix_index import (
     CHUNK_BYTES,
     PrefixIndex,
@@ -102,21 +102,27 @@ def test_capacity_is_the_engines_pool_in_chunks_of_text() -> None:
 # --- the scorer ---------------------------------------------------------------------------------------
 
 def test_the_cached_engine_wins_until_it_is_busier_than_the_saving_is_worth() -> None:
-    w = Weights(prefix=1.0, load=0.25)
-    cached, idle = PoolMember("e1", hit=0.9, load=0), PoolMember("e2", hit=0.0, load=0)
-    assert [m.backend for m in by_affinity([idle, cached], w)] == ["e1", "e2"]
-    busy = replace(cached, load=3)  # 0.9 − 0.75 = 0.15 > 0: still worth it
-    assert by_affinity([idle, busy], w)[0].backend == "e1"
-    busier = replace(cached, load=4)  # 0.9 − 1.0 < 0: the hot prefix spills over to the idle engine
-    assert by_affinity([idle, busier], w)[0].backend == "e2"
-    assert by_affinity([idle, busier], Weights(prefix=1.0, load=0.0))[0].backend == "e1"  # load ignored
+    cached, idle = PoolMember("e1", hit=0.9, load=0, prompt_tokens=1000), PoolMember("e2", 0.0, 0, 1000)
+    assert [m.backend for m in by_affinity([idle, cached])] == ["e1", "e2"]
+    busy = replace(cached, load=3)  # 100 + 3 × 256 = 868 < 1,000 to compute on the idle one
+    assert by_affinity([idle, busy])[0].backend == "e1"
+    busier = replace(cached, load=4)  # 100 + 1,024 > 1,000: the hot prefix spills over to the idle engine
+    assert by_affinity([idle, busier])[0].backend == "e2"
+    assert by_affinity([idle, busier], load_tokens=0)[0].backend == "e1"  # load ignored
+
+
+def test_a_short_prompt_follows_load_a_long_one_its_cache() -> None:
+    short = [PoolMember("e1", hit=0.9, load=1, prompt_tokens=200), PoolMember("e2", 0.0, 0, 200)]
+    assert by_affinity(short)[0].backend == "e2"  # 20 + 256 > 200: recomputing is cheaper than waiting
+    long = [replace(m, prompt_tokens=3000) for m in short]
+    assert by_affinity(long)[0].backend == "e1"  # 300 + 256 < 3,000
 
 
 def test_a_new_prefix_goes_to_the_emptier_cache_then_the_rules_order() -> None:
-    w = Weights()
-    full, empty = PoolMember("e1", 0.0, 0, occupancy=0.5), PoolMember("e2", 0.0, 0, occupancy=0.1)
-    assert [m.backend for m in by_affinity([full, empty], w)] == ["e2", "e1"]
-    assert [m.backend for m in by_affinity([replace(full, occupancy=0.1), empty], w)] == ["e1", "e2"]
+    full = PoolMember("e1", 0.0, 0, prompt_tokens=500, occupancy=0.5)
+    empty = PoolMember("e2", 0.0, 0, prompt_tokens=500, occupancy=0.1)
+    assert [m.backend for m in by_affinity([full, empty])] == ["e2", "e1"]
+    assert [m.backend for m in by_affinity([replace(full, occupancy=0.1), empty])] == ["e1", "e2"]
 
 
 def test_comparison_orders_least_loaded_and_round_robin() -> None:
@@ -232,7 +238,7 @@ def test_the_example_policy_sends_a_cached_prompt_to_its_engine_and_spills_hoste
     request = replace(facts(model="llama", blocks={b: 10 for b in snaps}), prefix_match={"gpu-b": 0.9})
     decision = decide(policy, request, state)
     assert [t.backend for t in decision.targets] == ["gpu-b", "gpu-a", "vllm-1", "openai"]
-    assert "prefix affinity: gpu-b hit 0.90 load 0 score 0.90" in decision.reason
+    assert "prefix affinity: gpu-b hit 0.90 load 0 cost 10, gpu-a hit 0.00 load 0 cost 100" in decision.reason
 
 
 def test_engine_state_says_whether_it_caches_prefixes_and_its_lookup_counter() -> None:
