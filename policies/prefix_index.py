@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,6 +111,35 @@ class PrefixIndex:
 
     def size(self, backend: str) -> int:
         return len(self._lru.get(backend, ()))
+
+
+class InFlightPrefixes:
+    """The prefix keys of this gateway's requests in flight on each engine. A new request's blocks that
+    one of them shares are held on the engine already, and reserved by that one's hold: counting them
+    again would make a hot prefix's engine look full (and send its requests elsewhere, to miss)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Counter[bytes]] = {}
+
+    def add(self, backend: str, keys: tuple[bytes, ...]) -> None:
+        self._keys.setdefault(backend, Counter()).update(keys)
+
+    def remove(self, backend: str, keys: tuple[bytes, ...]) -> None:
+        held = self._keys.get(backend)
+        if held is None:
+            return
+        held.subtract(keys)
+        for key in keys:
+            if held[key] <= 0:
+                del held[key]
+
+    def shared(self, backend: str, keys: tuple[bytes, ...]) -> int:
+        """How many leading keys an in-flight request on the engine also has."""
+        held = self._keys.get(backend)
+        n = 0
+        while held and n < len(keys) and keys[n] in held:
+            n += 1
+        return n
 
 
 def capacity_chunks(snap: EngineSnapshot, bytes_per_token: float, chunk_bytes: int = CHUNK_BYTES) -> int:

@@ -45,7 +45,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
-from policies.prefix_index import PrefixIndex, capacity_chunks, prefix_keys, prompt_bytes
+from policies.prefix_index import InFlightPrefixes, PrefixIndex, capacity_chunks, prefix_keys, prompt_bytes
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
@@ -82,6 +82,8 @@ class PolicyRouter:
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
         self.prefix = PrefixIndex()  # what we sent to which engine (prefix_affinity)
+        self.prefix_in_flight = InFlightPrefixes()  # keys of our requests in flight, per engine
+        self._hold_keys: dict[int, tuple[str, tuple[bytes, ...]]] = {}  # hold id → its engine and keys
         self.turns = 0  # decisions taken: round-robin's turn (LiveState.turn)
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
@@ -130,16 +132,24 @@ class PolicyRouter:
     def _with_prefix(self, facts: RequestFacts, body: Mapping[str, Any], compiled: CompiledPolicy,
                      live: LiveState) -> RequestFacts:
         """The prompt's prefix keys, and the share of it each prefix-caching engine holds as far as
-        this gateway's index knows (what it sent there, less what the engine must have evicted)."""
+        this gateway's index knows (what it sent there, less what the engine must have evicted). The
+        KV blocks it needs on an engine leave out what our requests in flight there already hold."""
         data = prompt_bytes(body)
         keys = prefix_keys(data, self.prefix.chunk_bytes)
         if not keys:
             return facts
-        match = {}
+        match, blocks = {}, dict(facts.blocks_needed)
         for backend in compiled.aliases[facts.model_alias].by_backend:
-            if backend in compiled.engines and self.prefix.sync(backend, live.engine(backend)):
-                match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_bytes / len(data)
-        return replace(facts, prefix_keys=keys, prefix_match=match)
+            snap = live.engine(backend)
+            if backend not in compiled.engines or not self.prefix.sync(backend, snap):
+                continue
+            match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_bytes / len(data)
+            shared = self.prefix_in_flight.shared(backend, keys)
+            if shared and backend in blocks and snap is not None:
+                tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
+                held = int(shared * self.prefix.chunk_bytes * tokens / len(data)) // snap.block_size
+                blocks[backend] = max(1, blocks[backend] - held)
+        return replace(facts, prefix_keys=keys, prefix_match=match, blocks_needed=blocks)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:
@@ -169,9 +179,12 @@ class PolicyRouter:
             snap = self.poller.snapshots.get(backend)
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
+        hold = self.holds.add(backend, blocks, self.clock())
         if facts.prefix_keys:
             self._record_prefix(backend, facts)
-        return self.holds.add(backend, blocks, self.clock())
+            self.prefix_in_flight.add(backend, facts.prefix_keys)
+            self._hold_keys[hold.hold_id] = (backend, facts.prefix_keys)
+        return hold
 
     def _record_prefix(self, backend: str, facts: RequestFacts) -> None:
         """The engine is about to cache this prompt: index it there, capped at its KV pool's size."""
@@ -184,6 +197,9 @@ class PolicyRouter:
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""
+        held = self._hold_keys.pop(hold.hold_id, None) if hold is not None else None
+        if held is not None:
+            self.prefix_in_flight.remove(*held)
         self.holds.release(hold, self.clock())
 
     def reserved_blocks(self) -> dict[str, int]:

@@ -270,3 +270,24 @@ def test_policy_check_warns_of_a_pool_with_nothing_to_choose_or_no_cache_to_see(
     assert any("nothing to choose" in m for m in said["one"]), said
     assert any("load-only" in m for m in said["vllm"]), said
     assert not any("prefix_affinity" in m or "load-only" in m for m in said["fine"]), said
+
+
+def test_blocks_an_in_flight_request_holds_for_the_same_prefix_are_not_counted_twice() -> None:
+    text = POOL.replace("BALANCE", "prefix").replace("local: [e1, e2, v1]", "local: [e1, e2]")
+    router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={},
+                          clock=lambda: NOW, wall_clock=lambda: 0.0)
+    tight = replace(_caching(free=60, total=60), max_num_seqs=64)  # room for two of these prompts, not three
+    router.poller.snapshots = MappingProxyType({"e1": tight, "e2": tight})
+    first = router.build_facts(_body(SYSTEM, "One?"), "default")
+    full = first.blocks_needed["e1"]
+    holds = [router.reserve("e1", first)]
+    second = router.build_facts(_body(SYSTEM, "Two?"), "default")
+    assert second.blocks_needed["e1"] < full // 3 and second.blocks_needed["e2"] == full
+    holds.append(router.reserve("e1", second))
+    third = router.build_facts(_body(SYSTEM, "Three?"), "default")
+    # e1 holds the prefix for both: the third fits there (counted in full, it would not: 2 × full > 60 − full).
+    assert 2 * full > 60 - full and "e1: fits" in router.route(third).reason
+    for hold in holds:
+        router.release(hold)
+    router.release(holds[0])  # idempotent
+    assert router.build_facts(_body(SYSTEM, "Four?"), "default").blocks_needed["e1"] == full
