@@ -45,7 +45,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
-from policies.prefix_index import InFlightPrefixes, PrefixIndex, capacity_chunks, prefix_keys, prompt_bytes
+from policies.prefix_tracker import PrefixTracker
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
@@ -81,9 +81,7 @@ class PolicyRouter:
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
-        self.prefix = PrefixIndex()  # what we sent to which engine (prefix_affinity)
-        self.prefix_in_flight = InFlightPrefixes()  # keys of our requests in flight, per engine
-        self._hold_keys: dict[int, tuple[str, tuple[bytes, ...]]] = {}  # hold id → its engine and keys
+        self.prefixes = PrefixTracker()  # what we sent to which engine, for prefix_affinity
         self.turns = 0  # decisions taken: round-robin's turn (LiveState.turn)
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
@@ -114,7 +112,7 @@ class PolicyRouter:
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
-                         self.turns, {b: self.prefix.occupancy(b) for b in self._compiled.engines})
+                         self.turns, self.prefixes.occupancy(self._compiled.engines))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -126,30 +124,8 @@ class PolicyRouter:
                             prompt_tokens=prompt_tokens, difficulty=self.quality,
                             category=self.quality.category)
         if any(rule.spec.uses_prefix_index for rule in compiled.rules):
-            facts = self._with_prefix(facts, body, compiled, live)
+            facts = self.prefixes.annotate(facts, body, compiled, live)
         return facts
-
-    def _with_prefix(self, facts: RequestFacts, body: Mapping[str, Any], compiled: CompiledPolicy,
-                     live: LiveState) -> RequestFacts:
-        """The prompt's prefix keys, and the share of it each prefix-caching engine holds as far as
-        this gateway's index knows (what it sent there, less what the engine must have evicted). The
-        KV blocks it needs on an engine leave out what our requests in flight there already hold."""
-        data = prompt_bytes(body)
-        keys = prefix_keys(data, self.prefix.chunk_bytes)
-        if not keys:
-            return facts
-        match, blocks = {}, dict(facts.blocks_needed)
-        for backend in compiled.aliases[facts.model_alias].by_backend:
-            snap = live.engine(backend)
-            if backend not in compiled.engines or not self.prefix.sync(backend, snap):
-                continue
-            match[backend] = self.prefix.match(backend, keys) * self.prefix.chunk_bytes / len(data)
-            shared = self.prefix_in_flight.shared(backend, keys)
-            if shared and backend in blocks and snap is not None:
-                tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
-                held = int(shared * self.prefix.chunk_bytes * tokens / len(data)) // snap.block_size
-                blocks[backend] = max(1, blocks[backend] - held)
-        return replace(facts, prefix_keys=keys, prefix_match=match, blocks_needed=blocks)
 
     def route(self, facts: RequestFacts, *, compiled: CompiledPolicy | None = None,
               live: LiveState | None = None) -> RouteDecision:
@@ -180,26 +156,13 @@ class PolicyRouter:
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
         hold = self.holds.add(backend, blocks, self.clock())
-        if facts.prefix_keys:
-            self._record_prefix(backend, facts)
-            self.prefix_in_flight.add(backend, facts.prefix_keys)
-            self._hold_keys[hold.hold_id] = (backend, facts.prefix_keys)
+        self.prefixes.sent(backend, facts, hold.hold_id, self.poller.snapshots.get(backend))
         return hold
-
-    def _record_prefix(self, backend: str, facts: RequestFacts) -> None:
-        """The engine is about to cache this prompt: index it there, capped at its KV pool's size."""
-        snap = self.poller.snapshots.get(backend)
-        if snap is None or not snap.prefix_caching:
-            return
-        tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) or 1
-        bytes_per_token = len(facts.prefix_keys) * self.prefix.chunk_bytes / tokens
-        self.prefix.record(backend, facts.prefix_keys, capacity_chunks(snap, bytes_per_token, self.prefix.chunk_bytes))
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""
-        held = self._hold_keys.pop(hold.hold_id, None) if hold is not None else None
-        if held is not None:
-            self.prefix_in_flight.remove(*held)
+        if hold is not None:
+            self.prefixes.done(hold.hold_id)
         self.holds.release(hold, self.clock())
 
     def reserved_blocks(self) -> dict[str, int]:
