@@ -1,6 +1,6 @@
 """Benchmark: what routing adds per request — counting a 1,000-token prompt, building the facts and
 deciding — on the default policy (hybrid: local engine + OpenAI), on slo_cost (with the TTFT
-prediction) and on a 6-rule policy, in steady
+prediction), on prefix_affinity (the prompt's prefix keys, an engine pool) and on a 6-rule policy, in steady
 state (tiktoken's first call is slow and happens at start-up). Peer, same run: litellm.token_counter.
 
     .venv/bin/python bench/policy_decide.py [--iterations 3000] [--no-peer]
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -90,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     batch = {**body, "model": "batch"}
     rows.append(("count + facts + decide, seasonal (time windows, 3 rules)", *_time(
         lambda: seasonal.route(seasonal.build_facts(batch, "default")), args.iterations)))
+    pool = _router(examples / "prefix_affinity.yaml")  # 3 engines, gpu-a holding this prompt's prefix
+    snap = replace(default.poller.snapshots["local"], prefix_caching=True, max_num_seqs=64)
+    pool.poller.snapshots = MappingProxyType({n: snap for n in ("gpu-a", "gpu-b", "vllm-1")})
+    llama = {**body, "model": "llama"}
+    pool.release(pool.reserve("gpu-a", pool.build_facts(llama, "default")))
+    rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", *_time(
+        lambda: pool.route(pool.build_facts(llama, "default")), args.iterations)))
     if not args.no_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens
 

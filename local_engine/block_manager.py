@@ -63,6 +63,11 @@ class BlockManager:
         return len(self._free)
 
     @property
+    def num_cached_blocks(self) -> int:
+        """Blocks registered for reuse (held or free-but-not-yet-evicted)."""
+        return len(self._cached)
+
+    @property
     def usage(self) -> float:
         """Share of blocks held by live sequences (0.0 – 1.0)."""
         return 1.0 - len(self._free) / len(self._blocks)
@@ -83,40 +88,58 @@ class BlockManager:
     def is_cached(self, key: BlockKey) -> bool:
         return key in self._cached
 
+    def num_free_blocks_needed(self, seq: Sequence) -> int:
+        """Free blocks allocate(seq) takes: all its blocks but the leading cached ones that running
+        sequences hold (shared, not taken from the free list). Cached blocks in the free list still
+        count: taking them is taking free blocks. Held blocks cannot be evicted before allocate()."""
+        num_needed = self.num_blocks_for(seq.num_tokens)
+        if not self.enable_prefix_caching:
+            return num_needed
+        held = 0
+        for key in self._candidate_keys(seq):
+            block_id = self._cached.get(key)
+            if block_id is None:
+                break
+            held += self._blocks[block_id].ref_count > 0
+        return num_needed - held
+
+    def _candidate_keys(self, seq: Sequence) -> list[bytes]:
+        """Keys of the blocks a prefix hit may cover: every full block but the last token's (its
+        logits must be computed to sample), hashed once per sequence."""
+        bs, tokens, memo = self.block_size, seq.token_ids, seq.block_key_memo
+        num_candidates = (len(tokens) - 1) // bs
+        for i in range(len(memo), num_candidates):
+            memo.append(block_key(memo[-1] if memo else ROOT_KEY, tokens[i * bs:(i + 1) * bs]))
+        return memo[:num_candidates]
+
     def can_allocate(self, seq: Sequence) -> bool:
-        # Conservative: ignores prefix hits on blocks other sequences hold, so it never over-promises.
-        return self.num_blocks_for(seq.num_tokens) <= len(self._free)
+        return self.num_free_blocks_needed(seq) <= len(self._free)
 
     def allocate(self, seq: Sequence) -> None:
         """Give a waiting sequence blocks for all its tokens; cached prefix blocks set num_cached_tokens."""
         if seq.block_table:
             raise ValueError(f"sequence {seq.seq_id} already holds blocks")
         num_needed = self.num_blocks_for(seq.num_tokens)
-        if num_needed > len(self._free):
+        if self.num_free_blocks_needed(seq) > len(self._free):
             raise ValueError(f"sequence {seq.seq_id} needs {num_needed} blocks, {len(self._free)} free")
         if self.enable_prefix_caching:
             self._reuse_cached_prefix(seq)
         seq.num_cached_tokens = len(seq.block_table) * self.block_size
+        if seq.num_prefix_hit_tokens is None:  # what the request found on arrival (not after a preemption)
+            seq.num_prefix_hit_tokens = seq.num_cached_tokens
         while len(seq.block_table) < num_needed:
             seq.block_table.append(self._take_free())
 
     def _reuse_cached_prefix(self, seq: Sequence) -> None:
-        bs = self.block_size
-        tokens = seq.token_ids
-        # The block holding the last token is never reused: its logits must be computed to sample.
-        num_candidates = (len(tokens) - 1) // bs
-        parent = ROOT_KEY
-        for i in range(num_candidates):
-            key = block_key(parent, tokens[i * bs:(i + 1) * bs])
+        for key in self._candidate_keys(seq):
             block_id = self._cached.get(key)
             if block_id is None:
                 break
             self._hold(block_id)
             seq.block_table.append(block_id)
-            parent = key
             seq.block_hashes.append(key)
-        self.num_queried_tokens += len(tokens)
-        self.num_hit_tokens += len(seq.block_table) * bs
+        self.num_queried_tokens += len(seq.token_ids)
+        self.num_hit_tokens += len(seq.block_table) * self.block_size
 
     def cache_full_blocks(self, seq: Sequence) -> None:
         """Register the sequence's newly computed full blocks for reuse (call after its K/V is written)."""

@@ -52,6 +52,7 @@ class RequestOutput:
     num_completion_tokens: int  # so far
     logprobs: Any = None  # the runner's entry for this token, when the request asked for logprobs
     first_scheduled_ns: int = 0  # unix ns when the engine first computed this request (for spans)
+    num_cached_tokens: int = 0  # prompt tokens it found in the prefix cache (usage's cached_tokens)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ class EngineSnapshot:
     num_preemptions: int
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
+    # The prefix cache as a router across engines needs it (prefix affinity): on or off, how many
+    # blocks it holds, and its lifetime counters (they restart at 0 when the engine does).
+    prefix_caching: bool = False
+    num_cached_blocks: int = 0
+    prefix_queried_tokens: int = 0
+    prefix_hit_tokens: int = 0
 
 
 class _SeqText:
@@ -172,7 +179,8 @@ class LLMEngine:
                 del self._texts[seq.seq_id]
             outputs.append(RequestOutput(
                 seq.seq_id, seq.request_id, (token_id,), text, reason, seq.num_prompt_tokens,
-                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns))
+                seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns,
+                seq.num_prefix_hit_tokens or 0))
         return outputs
 
     def _accept(self, seq: Sequence, token_id: int) -> tuple[str, FinishReason | None]:
@@ -199,4 +207,6 @@ class LLMEngine:
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
             num_blocks_total=bm.num_total_blocks, num_blocks_free=bm.num_free_blocks, kv_usage=bm.usage,
             prefix_cache_hit_rate=bm.prefix_cache_hit_rate, num_preemptions=self.scheduler.num_preemptions,
-            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s)
+            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
+            prefix_caching=bm.enable_prefix_caching, num_cached_blocks=bm.num_cached_blocks,
+            prefix_queried_tokens=bm.num_queried_tokens, prefix_hit_tokens=bm.num_hit_tokens)

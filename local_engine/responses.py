@@ -24,9 +24,11 @@ def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def usage(num_prompt_tokens: int, num_completion_tokens: int) -> dict[str, int]:
+def usage(num_prompt_tokens: int, num_completion_tokens: int, num_cached_tokens: int = 0) -> dict[str, Any]:
+    # prompt_tokens_details.cached_tokens as OpenAI (and vLLM) report prefix-cache hits.
     return {"prompt_tokens": num_prompt_tokens, "completion_tokens": num_completion_tokens,
-            "total_tokens": num_prompt_tokens + num_completion_tokens}
+            "total_tokens": num_prompt_tokens + num_completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": num_cached_tokens}}
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class ResponseIds:
         return cls(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), model)
 
 
-def chat_completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, int],
+def chat_completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, Any],
                     logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "id": ids.id, "object": "chat.completion", "created": ids.created, "model": ids.model,
@@ -66,12 +68,12 @@ def chat_chunk(ids: ResponseIds, delta: dict[str, Any], finish_reason: str | Non
     return chunk
 
 
-def chat_usage_chunk(ids: ResponseIds, usage_: dict[str, int]) -> dict[str, Any]:
+def chat_usage_chunk(ids: ResponseIds, usage_: dict[str, Any]) -> dict[str, Any]:
     return {"id": ids.id, "object": "chat.completion.chunk", "created": ids.created, "model": ids.model,
             "choices": [], "usage": usage_}
 
 
-def completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, int],
+def completion(ids: ResponseIds, text: str, finish_reason: str | None, usage_: dict[str, Any],
                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": ids.id, "object": "text_completion", "created": ids.created, "model": ids.model,
@@ -91,7 +93,7 @@ def completion_chunk(ids: ResponseIds, text: str, finish_reason: str | None = No
     return chunk
 
 
-def completion_usage_chunk(ids: ResponseIds, usage_: dict[str, int]) -> dict[str, Any]:
+def completion_usage_chunk(ids: ResponseIds, usage_: dict[str, Any]) -> dict[str, Any]:
     return {"id": ids.id, "object": "text_completion", "created": ids.created, "model": ids.model,
             "choices": [], "usage": usage_}
 

@@ -134,12 +134,13 @@ class Scheduler:
 
     def _can_admit(self, seq: Sequence) -> bool:
         bm = self.block_manager
-        if not bm.can_allocate(seq):
+        need = bm.num_free_blocks_needed(seq)  # a prefix that running sequences hold takes no free blocks
+        if need > bm.num_free_blocks:
             return False
         if not self.running:  # alone it always fits (requests that never fit are refused earlier)
             return True
         # Keep a few blocks for running decodes, so admitting does not preempt at the next step.
-        return bm.num_free_blocks - bm.num_blocks_for(seq.num_tokens) >= self._watermark_blocks
+        return bm.num_free_blocks - need >= self._watermark_blocks
 
     def _preempt(self, seq: Sequence, step: _Step) -> None:
         step.remove(seq)

@@ -59,6 +59,9 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
+    num_prefix_hit_tokens: int | None = None  # prompt tokens found in the prefix cache when first admitted
+    # Prefix-cache keys of its leading full blocks, hashed once (tokens are only ever appended).
+    block_key_memo: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_token_ids)

@@ -165,6 +165,8 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
             "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
             "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
+            "prefix_caching": s.prefix_caching, "num_cached_blocks": s.num_cached_blocks,
+            "prefix_queried_tokens": s.prefix_queried_tokens, "prefix_hit_tokens": s.prefix_hit_tokens,
             "torch_threads": info.torch_threads,
             "healthy": engine.is_alive,
         }

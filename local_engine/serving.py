@@ -42,6 +42,7 @@ class Collected:
     num_prompt_tokens: int
     num_completion_tokens: int
     logprobs: list[Any]  # the runner's TokenLogprobs, when asked for
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache
 
 
 @asynccontextmanager
@@ -75,20 +76,21 @@ async def collect(stream: RequestStream, request: Request) -> Collected:
         stream.close()
     reason = last.finish_reason.value if last is not None and last.finish_reason is not None else None
     return Collected("".join(pieces), reason, stream.num_prompt_tokens,
-                     last.num_completion_tokens if last is not None else 0, logprobs)
+                     last.num_completion_tokens if last is not None else 0, logprobs,
+                     last.num_cached_tokens if last is not None else 0)
 
 
 def chat_body(ids: ResponseIds, result: Collected, names: TokenNames, want_logprobs: bool) -> dict[str, Any]:
     lps = chat_logprobs(result.logprobs, names) if want_logprobs else None
     return chat_completion(ids, result.text, result.finish_reason,
-                           usage(result.num_prompt_tokens, result.num_completion_tokens), lps)
+                           usage(result.num_prompt_tokens, result.num_completion_tokens, result.num_cached_tokens), lps)
 
 
 def completion_body(ids: ResponseIds, result: Collected, names: TokenNames, want_logprobs: bool,
                     echo_text: str = "") -> dict[str, Any]:
     lps = completion_logprobs(result.logprobs, names, len(echo_text)) if want_logprobs else None
     return completion(ids, echo_text + result.text, result.finish_reason,
-                      usage(result.num_prompt_tokens, result.num_completion_tokens), lps)
+                      usage(result.num_prompt_tokens, result.num_completion_tokens, result.num_cached_tokens), lps)
 
 
 async def chat_events(stream: RequestStream, ids: ResponseIds, names: TokenNames,
@@ -107,7 +109,7 @@ async def chat_events(stream: RequestStream, ids: ResponseIds, names: TokenNames
             if last.finish_reason is not None:
                 yield sse(chat_chunk(ids, {}, last.finish_reason.value, include_usage=include_usage))
         if include_usage and last is not None:
-            yield sse(chat_usage_chunk(ids, usage(last.num_prompt_tokens, last.num_completion_tokens)))
+            yield sse(chat_usage_chunk(ids, usage(last.num_prompt_tokens, last.num_completion_tokens, last.num_cached_tokens)))
         yield SSE_DONE
     except EngineError as exc:  # the engine died mid-stream: tell the client in-band
         yield sse(http_error(exc).body())
@@ -133,7 +135,7 @@ async def completion_events(stream: RequestStream, ids: ResponseIds, names: Toke
             if text or lps or reason:
                 yield sse(completion_chunk(ids, text, reason, lps, include_usage=include_usage))
         if include_usage and last is not None:
-            yield sse(completion_usage_chunk(ids, usage(last.num_prompt_tokens, last.num_completion_tokens)))
+            yield sse(completion_usage_chunk(ids, usage(last.num_prompt_tokens, last.num_completion_tokens, last.num_cached_tokens)))
         yield SSE_DONE
     except EngineError as exc:
         yield sse(http_error(exc).body())

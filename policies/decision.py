@@ -38,6 +38,10 @@ class RequestFacts:
     # The most each backend may produce: max_tokens, else the max_tokens the gateway sends it (its
     # default cap), else expected_output_tokens. KV holds and context checks use it.
     output_tokens_by_backend: dict[str, int] = field(default_factory=dict)
+    # Prefix affinity (only when a rule uses it): the prompt's chunk keys (policies.prefix_index), and
+    # per engine that caches prefixes the share of the prompt our index says it holds (0..1).
+    prefix_keys: tuple[bytes, ...] = ()
+    prefix_match: dict[str, float] = field(default_factory=dict)
 
     def output_on(self, backend: str) -> int:
         return self.output_tokens_by_backend.get(backend, self.expected_output_tokens)

@@ -40,6 +40,8 @@ def parse_engine_state(data: Any, taken_at: float) -> EngineSnapshot | None:
         prefill_tokens_per_s=_float(data, "prefill_tokens_per_s"),
         decode_tokens_per_s=_float(data, "decode_tokens_per_s"), max_model_len=_int(data, "max_model_len"),
         max_num_seqs=_int(data, "max_num_seqs"), max_waiting=_int(data, "max_waiting"),
+        prefix_caching=data.get("prefix_caching") is True,
+        prefix_queried_tokens=_int(data, "prefix_queried_tokens"),
     )
 
 

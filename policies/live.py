@@ -28,6 +28,10 @@ class EngineSnapshot:
     max_model_len: int = 0  # 0: unknown
     max_num_seqs: int = 0  # running slots; 0: unknown (vLLM does not say)
     max_waiting: int = 0  # the engine refuses requests (503) once this many wait; 0: unknown
+    # Our engine's prefix cache (prefix affinity): on or off (vLLM: not said, read as off), and its
+    # lifetime count of prompt tokens looked up — it going down means the engine restarted (cache empty).
+    prefix_caching: bool = False
+    prefix_queried_tokens: int = 0
 
     def age(self, now: float) -> float:
         return now - self.taken_at
@@ -80,6 +84,10 @@ class LiveState:
     slo_out: frozenset[tuple[str, float]] = frozenset()
     # Team fairness: per engine, what each team holds there and which teams want it (policies/fairness.py).
     teams: Mapping[str, EngineTeams] = field(default_factory=dict)
+    # Decisions this router has taken so far: round-robin's turn (prefix_affinity's `balance`).
+    turn: int = 0
+    # Share of each engine's KV pool that this gateway's prefix index fills (prefix affinity's tie-break).
+    prefix_occupancy: Mapping[str, float] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

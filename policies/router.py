@@ -46,6 +46,7 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.output_stats import OutputStats
+from policies.prefix_tracker import PrefixTracker
 from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
@@ -82,6 +83,8 @@ class PolicyRouter:
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
         self.demand = DemandBook()  # which teams asked for which engines lately (team fairness)
+        self.prefixes = PrefixTracker()  # what we sent to which engine, for prefix_affinity
+        self.turns = 0  # decisions taken: round-robin's turn (LiveState.turn)
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -111,17 +114,23 @@ class PolicyRouter:
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
-                         self.demand.view(self.holds.by_team(), now, self._compiled.policy.fairness.demand_window_s))
+                         teams=self.demand.view(self.holds.by_team(), now,
+                                                self._compiled.policy.fairness.demand_window_s),
+                         turn=self.turns, prefix_occupancy=self.prefixes.occupancy(self._compiled.engines))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
                     live: LiveState | None = None, prompt_tokens: int | None = None,
                     scores: PromptScores | None = None) -> RequestFacts:
-        return build_facts(compiled or self._compiled, body, team, live or self.live_state(),
-                           counter=self.counter, calibration=self.calibration, headers=headers,
-                           team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
-                           prompt_tokens=prompt_tokens, difficulty=self.quality,
-                           category=self.quality.category, scores=scores)
+        compiled, live = compiled or self._compiled, live or self.live_state()
+        facts = build_facts(compiled, body, team, live,
+                            counter=self.counter, calibration=self.calibration, headers=headers,
+                            team_p90=self.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
+                            prompt_tokens=prompt_tokens, difficulty=self.quality,
+                            category=self.quality.category, scores=scores)
+        if any(rule.spec.uses_prefix_index for rule in compiled.rules):
+            facts = self.prefixes.annotate(facts, body, compiled, live)
+        return facts
 
     def score(self, body: Mapping[str, Any], compiled: CompiledPolicy | None = None) -> PromptScores:
         """The prompt's difficulty and category where the policy uses them (thread-safe: e.g. in the
@@ -133,6 +142,7 @@ class PolicyRouter:
         live = live or self.live_state()
         decision = decide(compiled or self._compiled, facts, live)
         self._note_demand(compiled or self._compiled, facts, live.now)
+        self.turns += 1
         if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
             self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
@@ -163,10 +173,14 @@ class PolicyRouter:
             snap = self.poller.snapshots.get(backend)
             tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
             blocks = math.ceil(tokens / (snap.block_size if snap else 16))
-        return self.holds.add(backend, blocks, self.clock(), facts.team)
+        hold = self.holds.add(backend, blocks, self.clock(), facts.team)
+        self.prefixes.sent(backend, facts, hold.hold_id, self.poller.snapshots.get(backend))
+        return hold
 
     def release(self, hold: Hold | None) -> None:
         """Give the blocks back (idempotent; None is ignored)."""
+        if hold is not None:
+            self.prefixes.done(hold.hold_id)
         self.holds.release(hold, self.clock())
 
     def reserved_blocks(self) -> dict[str, int]:

@@ -133,6 +133,7 @@ class RuleBase(_Strict):
     engine_fields: ClassVar[tuple[str, ...]] = ()
     slo_fields: ClassVar[tuple[str, ...]] = ()
     uses_difficulty: ClassVar[bool] = False  # decide() needs the request's difficulty score
+    uses_prefix_index: ClassVar[bool] = False  # decide() needs facts.prefix_match (prefix affinity)
 
     name: str = Field(min_length=1)
     description: str = ""

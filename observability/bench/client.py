@@ -225,6 +225,8 @@ class _Result:
     def record(self, base: RequestRecord) -> RequestRecord:
         usage = self.usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
         return replace(
             base,
             send_s=self.send_s,
@@ -237,6 +239,7 @@ class _Result:
             error=self.error,
             error_detail=self.detail,
             wall_time=self.wall_time,
+            cached_tokens=cached if isinstance(cached, int) and not isinstance(cached, bool) else None,
         )
 
 

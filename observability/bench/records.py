@@ -25,6 +25,7 @@ class RequestRecord:
     tenant: int | None = None
     warmup: bool = False
     wall_time: float = 0.0  # time.time() at send, to line the run up with server logs
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens (prefix-cache hits), when sent
 
     @property
     def ok(self) -> bool:

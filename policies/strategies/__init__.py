@@ -14,6 +14,7 @@ from policies.strategies.base import Context, Outcome
 from policies.strategies.cheapest_within_slo import CheapestWithinSloRule, cheapest_within_slo
 from policies.strategies.first_match import FirstMatchRule, first_match
 from policies.strategies.kv_fit import Fit, KvFitRule, kv_fit
+from policies.strategies.prefix_affinity import PrefixAffinityRule, prefix_affinity
 from policies.strategies.quality_floor import QualityFloorRule, quality_floor
 from policies.strategies.slo_cost import SloCostRule, slo_cost
 
@@ -32,6 +33,7 @@ STRATEGY_TYPES: dict[str, StrategyType] = {
     "cheapest_within_slo": StrategyType(CheapestWithinSloRule, cheapest_within_slo),
     "quality_floor": StrategyType(QualityFloorRule, quality_floor),
     "slo_cost": StrategyType(SloCostRule, slo_cost),
+    "prefix_affinity": StrategyType(PrefixAffinityRule, prefix_affinity),
 }
 STRATEGIES = {name: kind.decide for name, kind in STRATEGY_TYPES.items()}  # name → function (old callers)
 

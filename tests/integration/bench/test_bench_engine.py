@@ -79,3 +79,6 @@ def test_chat_with_tenants_and_a_sweep_against_the_engine(engine_url: str, tmp_p
     assert {r["tenant"] for r in measured} <= {0, 1} and all(r["ttft_s"] > 0 for r in measured)
     # the chat template adds tokens, so the engine counts more than the prompt text alone
     assert all(r["prompt_tokens"] > r["isl"] for r in measured)
+    # the engine reports prefix-cache hits (usage.prompt_tokens_details) and the bench keeps them
+    assert all(isinstance(r["cached_tokens"], int) for r in measured)
+    assert any(r["cached_tokens"] >= 16 for r in measured)  # a tenant's prefix seen before
