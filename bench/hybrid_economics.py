@@ -32,7 +32,8 @@ HOSTED_MODEL = "gpt-4o-mini"
 LOCAL = "  local: {{kind: engine, model: {model}, max_waiting: {max_waiting}}}\n"
 HOSTED = "  openai: {{kind: openai, base_url: '{url}/v1', api_key_env: OPENAI_API_KEY}}\n"
 RULES = {
-    "hybrid": "  - {name: local-then-spill, strategy: kv_fit, local: [local], spill: [openai]}\n",
+    "kv_fit": "  - {name: local-then-spill, strategy: kv_fit, local: [local], spill: [openai]}\n",
+    "slo_cost": "  - {name: slo-cost, strategy: slo_cost, candidates: [local, openai], slo: bench}\n",
     "all-hosted": "  - {name: hosted, route: [openai]}\n",
     "all-local": "  - {name: local-only, strategy: kv_fit, local: [local]}\n",
 }
@@ -47,7 +48,9 @@ def policy_yaml(setup: str, a: argparse.Namespace, hosted_url: str) -> str:
         f"      - {{backend: openai, model: {HOSTED_MODEL}}}\n" if uses_hosted else ""
     )
     models = f"models:\n  chat:\n    deployments:\n{deployments}"
-    return f"version: 1\nbackends:\n{backends}{models}rules:\n{RULES[setup]}"
+    slos = f"slos:\n  bench: {{ttft_p95_s: {a.slo_ttft_ms / 1000:g}}}\n"
+    teams = "teams:\n" + "".join(f"  {t}: {{}}\n" for t in a.teams)
+    return f"version: 1\nbackends:\n{backends}{models}{slos}{teams}rules:\n{RULES[setup]}"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
@@ -78,7 +81,8 @@ def one_setup(setup: str, a: argparse.Namespace, hosted_url: str, tmp: Path) -> 
     config = data / "policy.yaml"
     config.write_text(policy_yaml(setup, a, hosted_url))
     keys = [
-        run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "create", "--team", t)).strip() for t in a.teams
+        run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(config), "create", "--team", t)).strip()
+        for t in a.teams
     ]
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"

@@ -56,7 +56,8 @@ __all__ = ["Hold", "PolicyRouter"]
 
 def _compile(policy: Policy | LoadedPolicy, table: Mapping[str, Any]) -> CompiledPolicy:
     if isinstance(policy, LoadedPolicy):
-        return compile_policy(policy.policy, table, policy.source, policy.absent_backends)
+        return compile_policy(policy.policy, table, policy.source, policy.absent_backends,
+                              perf_model=policy.perf_model)
     return compile_policy(policy, table)
 
 

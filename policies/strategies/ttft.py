@@ -39,10 +39,13 @@ def _engine(ctx: Context, backend: str) -> Predicted:
     cached = int(prompt * facts.prefix_hit_rate.get(backend, 0.0))
     queued = (ctx.live.num_waiting(backend) or 0) * prompt  # those waiting are taken to be like this one
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
+    # The rates the engine measured over its last seconds beat the model file's: they include what
+    # else this (shared) machine is doing now.
+    decode_step = snap.num_running / snap.decode_tokens_per_s if snap.num_running and snap.decode_tokens_per_s > 0 \
+        else None
+    prefill_token = 1.0 / snap.prefill_tokens_per_s if snap.prefill_tokens_per_s > 0 else None
     predicted = predict_engine(model, prompt_tokens=prompt, output_tokens=facts.output_on(backend),
                                cached_tokens=cached, queued_prompt_tokens=queued, num_running=snap.num_running,
-                               running_context_tokens=used_tokens).ttft_s
-    if snap.prefill_tokens_per_s > 0:  # the rate measured now beats the model file's per-token figure
-        # (a correction rather than a modified model: dataclasses.replace costs ~40 µs per request)
-        predicted += (queued + prompt - cached) * (1.0 / snap.prefill_tokens_per_s - model.prefill_per_token_s)
+                               running_context_tokens=used_tokens, decode_step_s=decode_step,
+                               prefill_token_s=prefill_token).ttft_s
     return Predicted(predicted, "live")
