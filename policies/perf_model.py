@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 _Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 
@@ -118,9 +118,9 @@ class HostedModel:
         return self.tokens_per_s_p50 * math.exp(z * math.log(self.tokens_per_s_p50 / self.tokens_per_s_p05) / _Z95)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One request on one backend, now: when its first token and its last arrive (seconds)."""
+class Prediction(NamedTuple):
+    """One request on one backend, now: when its first token and its last arrive (seconds).
+    A NamedTuple, not a frozen dataclass: it is built per candidate per request (2 µs less each)."""
 
     ttft_s: float
     e2e_s: float

@@ -3,14 +3,15 @@ performance model (the decode step in progress + the queue's and this prompt's u
 hosted backends from the TTFT this gateway observed (window p95, else EWMA), else the priors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policies.perf_model import predict_engine
 from policies.strategies.base import Context
 
 
-@dataclass(frozen=True, slots=True)
-class Predicted:
+class Predicted(NamedTuple):
+    """Immutable; a NamedTuple because one is built per candidate per request (cheaper than a frozen dataclass)."""
+
     ttft_s: float | None  # None: nothing known (an engine without fresh state)
     source: str  # live | p95 | ewma | prior
 
