@@ -76,6 +76,8 @@ class LiveState:
     # slo_cost's hysteresis: (backend, SLO seconds) whose predicted TTFT missed that SLO and has not
     # yet come back below it by the rule's hysteresis (the router keeps it from decision to decision).
     slo_out: frozenset[tuple[str, float]] = frozenset()
+    # Per engine, observed ÷ predicted TTFT lately (policies/ttft_scale.py); slo_cost scales by it.
+    ttft_scale: Mapping[str, float] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

@@ -49,6 +49,7 @@ from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
 from policies.tokens import TokenCounter
+from policies.ttft_scale import TtftScale
 
 log = logging.getLogger("hybridgw.policy")
 __all__ = ["Hold", "PolicyRouter"]
@@ -81,6 +82,7 @@ class PolicyRouter:
                                         settings.poll_interval_s, clock=clock)
         self.holds = HoldBook()
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # see LiveState.slo_out
+        self.ttft_scale = TtftScale(settings.ttft_ewma_alpha)  # see LiveState.ttft_scale
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -109,7 +111,8 @@ class PolicyRouter:
         snapshots = self.poller.snapshots
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
-                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out)
+                         self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
+                         self.ttft_scale.scales)
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -126,6 +129,11 @@ class PolicyRouter:
         decision = decide(compiled or self._compiled, facts, live)
         if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
             self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
+        if decision.predicted_ttft and decision.targets:  # what the model said of where it goes
+            first = decision.targets[0].backend
+            for backend, ttft_s in decision.predicted_ttft:
+                if backend == first:
+                    self.ttft_scale.predicted(backend, ttft_s)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
         if self._shadow is not None and facts.model_alias in self._shadow.aliases:
@@ -160,6 +168,8 @@ class PolicyRouter:
         """One attempt's outcome: ok once the first byte arrived (with its TTFT), else a failure
         before the first byte (connect error, 5xx, 429, first-token timeout)."""
         self.health.record(backend, ok, ttft_s, self.clock())
+        if ok and ttft_s is not None:
+            self.ttft_scale.observed(backend, ttft_s)
 
     def record_usage(self, facts: RequestFacts, target: Target, prompt_tokens: int | None,
                      completion_tokens: int | None) -> None:

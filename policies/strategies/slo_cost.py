@@ -51,6 +51,7 @@ class _Scored(NamedTuple):  # per candidate per request: a NamedTuple costs half
     ttft_s: float | None
     cost: float
     note: str
+    model_s: float | None  # engines: the performance model's figure before the learned scale
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Sco
     ttft = predicted.ttft_s
     note = f"{backend}: ttft p95 ?, ${cost:.3g}" if ttft is None else \
         f"{backend}: ttft p95 {ttft:.3g}s {predicted.source}, ${cost:.3g}"
-    return _Scored(backend, ttft, cost, note)
+    return _Scored(backend, ttft, cost, note, predicted.model_s)
 
 
 def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
@@ -135,14 +136,17 @@ def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
     if not candidates:
         return None
     slo, tally = _slo_s(rule, ctx), _Tally()
+    predicted = []
     for backend in candidates:
         scored = _score(rule, ctx, backend, tally)
         if scored is not None:
             _place(rule, ctx, scored, slo, tally)
+            if scored.model_s is not None:
+                predicted.append((backend, scored.model_s))
     backends, changes = tally.order(), tuple(tally.changes)
     reason = f"{_head(rule, slo, bool(tally.meeting))}: {'; '.join(tally.notes)}"
     if not backends and tally.never == len(candidates):
         return Outcome((), f"too large for every candidate: {'; '.join(tally.notes)}", "too_large")
     if not backends:
         return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, changes)
-    return Outcome(backends, reason, slo_out=changes)
+    return Outcome(backends, reason, slo_out=changes, predicted=tuple(predicted))
