@@ -53,7 +53,7 @@ def _facts(router: PolicyRouter, prompt: int):
 def test_the_scale_is_observed_over_predicted_once_both_have_enough_samples() -> None:
     scale = TtftScale(alpha=0.2)
     scale.observed("local", 5.0)  # nothing predicted for it yet: not an engine slo_cost scores
-    for i in range(MIN_SAMPLES):
+    for _ in range(MIN_SAMPLES):
         assert scale.scales == {}
         scale.predicted("local", 0.5)
         scale.observed("local", 1.0)
