@@ -229,6 +229,9 @@ def main() -> int:
     ):
         if "slo_cost" in a.setups and a.perf_model is None:
             a.perf_model = profile_engine(a, Path(tmp))
+            if a.keep_logs:
+                a.keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(a.perf_model, a.keep_logs / "perf_model.yaml")
         for setup in a.setups:
             rows.append(one_setup(setup, a, hosted_url, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-MIN_SAMPLES = 8  # of each, before the ratio is trusted
+MIN_SAMPLES = 3  # of each, before the ratio is trusted (bounded by BOUNDS, so an early one cannot run away)
 BOUNDS = (0.25, 8.0)  # a model further off than this is a wrong model file, not load: do not chase it
 
 
