@@ -43,14 +43,18 @@ def _engine(ctx: Context, backend: str) -> Predicted:
     prompt = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
     cached = int(prompt * facts.prefix_hit_rate.get(backend, 0.0))
     # Ours sent since the poll are ahead of this one (waiting, or still prefilling: an engine admits a
-    # prompt into its running batch before it has computed it) and will be in the batch it decodes.
+    # prompt into its running batch before it has computed it), and so are ours it does not show yet
+    # (still on their way: HTTP, tokenizing); all of them will be in the batch it decodes meanwhile.
     mine = live.in_flight.get(backend)
-    since = max(0, mine.num_started_since) if mine is not None else 0
-    ended = mine.num_ended_since if mine is not None else 0
-    queued = (snap.num_waiting + since) * prompt  # those ahead are taken to be like this one
-    running = max(0, snap.num_running + since - ended)
+    if mine is None:
+        ahead, running = snap.num_waiting, snap.num_running
+    else:
+        since = max(0, mine.num_started_since)
+        ahead = max(snap.num_waiting + since, mine.num - snap.num_running)
+        running = max(snap.num_running + since - mine.num_ended_since, mine.num)
     if snap.max_num_seqs:
         running = min(running, snap.max_num_seqs)
+    queued = ahead * prompt  # those ahead are taken to be like this one
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
     # The rates the engine measured over its last seconds beat the model file's: they include what
     # else this (shared) machine is doing now.
