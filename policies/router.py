@@ -133,7 +133,7 @@ class PolicyRouter:
             first = decision.targets[0].backend
             for backend, ttft_s in decision.predicted_ttft:
                 if backend == first:
-                    self.ttft_scale.predicted(backend, ttft_s)
+                    self.ttft_scale.predicted(backend, ttft_s, live.now)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
         if self._shadow is not None and facts.model_alias in self._shadow.aliases:
@@ -169,7 +169,7 @@ class PolicyRouter:
         before the first byte (connect error, 5xx, 429, first-token timeout)."""
         self.health.record(backend, ok, ttft_s, self.clock())
         if ok and ttft_s is not None:
-            self.ttft_scale.observed(backend, ttft_s)
+            self.ttft_scale.observed(backend, ttft_s, self.clock())
 
     def record_usage(self, facts: RequestFacts, target: Target, prompt_tokens: int | None,
                      completion_tokens: int | None) -> None:

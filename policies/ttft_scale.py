@@ -1,56 +1,64 @@
-"""How far an engine's predicted TTFTs are off, learned live: per engine, an EWMA of the TTFT the
-performance model predicted for the requests routed there and an EWMA of the TTFT then observed;
-their ratio scales the next predictions (slo_cost). Pure state, kept by the router.
+"""How far an engine's predicted TTFTs are off, learned live: each TTFT observed on an engine is
+paired with the prediction made when that request was routed (the one routed `ttft` seconds before
+the first token arrived), and the EWMA of log(observed ÷ predicted) scales the next predictions
+(slo_cost). Pure state, kept by the router.
 
 Why a ratio and not the observed TTFT itself: an engine that fell out gets no traffic, so its
 observations stop; the ratio stays as last learned while the prediction still follows the engine's
 live queue and rates, so it comes back in once its queue drains."""
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
 
-MIN_SAMPLES = 3  # of each, before the ratio is trusted (bounded by BOUNDS, so an early one cannot run away)
-BOUNDS = (0.25, 8.0)  # a model further off than this is a wrong model file, not load: do not chase it
+MIN_SAMPLES = 3  # pairs before the ratio is trusted
+BOUNDS = (0.5, 5.0)  # beyond this the model file is wrong, not the load: do not chase it
+PAIR_WITHIN_S = 0.5  # a prediction pairs with an observation routed within this of it
+KEEP_S = 300.0  # predictions older than this never got a first token (failed, cancelled): dropped
 
 
-class _Pair:
-    __slots__ = ("predicted", "observed", "num_predicted", "num_observed")
+class _Engine:
+    __slots__ = ("pending", "log_ratio", "num_pairs")
 
     def __init__(self) -> None:
-        self.predicted = self.observed = 0.0
-        self.num_predicted = self.num_observed = 0
-
-
-def _ewma(mean: float, count: int, value: float, alpha: float) -> float:
-    # The first samples are averaged plainly (an EWMA seeded with one sample trusts it too long).
-    return mean + (value - mean) * max(alpha, 1.0 / (count + 1))
+        self.pending: deque[tuple[float, float]] = deque()  # (routed at, predicted TTFT), in time order
+        self.log_ratio = 0.0
+        self.num_pairs = 0
 
 
 class TtftScale:
-    """`predicted()` at routing time, `observed()` at the first token; `scales` for LiveState."""
+    """`predicted()` when a request is routed to an engine, `observed()` at its first token."""
 
     def __init__(self, alpha: float = 0.2) -> None:
         self.alpha = alpha
-        self._pairs: dict[str, _Pair] = {}
+        self._engines: dict[str, _Engine] = {}
         self.scales: Mapping[str, float] = MappingProxyType({})
 
-    def predicted(self, backend: str, ttft_s: float) -> None:
-        pair = self._pairs.setdefault(backend, _Pair())
-        pair.predicted = _ewma(pair.predicted, pair.num_predicted, ttft_s, self.alpha)
-        pair.num_predicted += 1
-        self._update(backend, pair)
-
-    def observed(self, backend: str, ttft_s: float) -> None:
-        pair = self._pairs.get(backend)
-        if pair is None or not pair.num_predicted:  # not an engine slo_cost predicts for
+    def predicted(self, backend: str, ttft_s: float, now: float) -> None:
+        if ttft_s <= 0:
             return
-        pair.observed = _ewma(pair.observed, pair.num_observed, ttft_s, self.alpha)
-        pair.num_observed += 1
-        self._update(backend, pair)
+        entry = self._engines.setdefault(backend, _Engine())
+        entry.pending.append((now, ttft_s))
+        while entry.pending and entry.pending[0][0] < now - KEEP_S:
+            entry.pending.popleft()
 
-    def _update(self, backend: str, pair: _Pair) -> None:
-        if min(pair.num_predicted, pair.num_observed) < MIN_SAMPLES or pair.predicted <= 0:
+    def observed(self, backend: str, ttft_s: float, now: float) -> None:
+        entry = self._engines.get(backend)
+        if entry is None or ttft_s <= 0:  # not an engine slo_cost predicts for
             return
-        scale = min(max(pair.observed / pair.predicted, BOUNDS[0]), BOUNDS[1])
-        self.scales = MappingProxyType({**self.scales, backend: scale})
+        routed = now - ttft_s
+        pending = entry.pending
+        while pending and pending[0][0] < routed - PAIR_WITHIN_S:  # theirs never came (failed, cancelled)
+            pending.popleft()
+        if not pending or pending[0][0] > routed + PAIR_WITHIN_S:
+            return  # nothing routed then (another rule's request, or one we dropped)
+        predicted = pending.popleft()[1]
+        # The mean of the first pairs, then an EWMA: one early pair must not set the scale for long.
+        weight = max(self.alpha, 1.0 / (entry.num_pairs + 1))
+        entry.log_ratio += (math.log(ttft_s / predicted) - entry.log_ratio) * weight
+        entry.num_pairs += 1
+        if entry.num_pairs >= MIN_SAMPLES:
+            scale = min(max(math.exp(entry.log_ratio), BOUNDS[0]), BOUNDS[1])
+            self.scales = MappingProxyType({**self.scales, backend: scale})

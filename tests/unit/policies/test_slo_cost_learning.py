@@ -11,7 +11,7 @@ import pytest
 from policies.loader import LoadedPolicy, load_policy
 from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
-from policies.ttft_scale import MIN_SAMPLES, TtftScale
+from policies.ttft_scale import BOUNDS, MIN_SAMPLES, TtftScale
 
 from .support import NOW, engine
 
@@ -36,13 +36,26 @@ LINEAR = EngineModel(prefill_fixed_s=0.0, prefill_per_token_s=0.001, decode_fixe
                      decode_per_context_token_s=0.0, max_num_batched_tokens=100_000)
 
 
-def _router() -> PolicyRouter:
+class _Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _router(clock: _Clock | None = None) -> PolicyRouter:
+    clock = clock or _Clock()
     loaded = load_policy(textwrap.dedent(POLICY), "t.yaml", {})
     router = PolicyRouter(LoadedPolicy(loaded.policy, loaded.source, (), PerfModel({"local": LINEAR}, {})),
-                          clock=lambda: NOW, price_table={})
-    # An idle engine that says it has 64 running slots.
-    router.poller.snapshots = MappingProxyType({"local": replace(engine(), max_num_seqs=64)})
+                          clock=clock, price_table={})
+    _poll(router, clock.now)
     return router
+
+
+def _poll(router: PolicyRouter, now: float) -> None:
+    """An idle engine that says it has 64 running slots, polled just now."""
+    router.poller.snapshots = MappingProxyType({"local": replace(engine(), taken_at=now - 0.1, max_num_seqs=64)})
 
 
 def _facts(router: PolicyRouter, prompt: int):
@@ -50,18 +63,24 @@ def _facts(router: PolicyRouter, prompt: int):
     return router.build_facts(body, "anyone", prompt_tokens=prompt)
 
 
-def test_the_scale_is_observed_over_predicted_once_both_have_enough_samples() -> None:
+def test_each_observation_is_paired_with_the_prediction_made_when_it_was_routed() -> None:
     scale = TtftScale(alpha=0.2)
-    scale.observed("local", 5.0)  # nothing predicted for it yet: not an engine slo_cost scores
+    scale.observed("local", 5.0, 10.0)  # nothing predicted for it: not an engine slo_cost scores
+    scale.predicted("local", 0.1, 0.0)  # a request that never got a first token (it failed)
+    now = 1.0
     for _ in range(MIN_SAMPLES):
         assert scale.scales == {}
-        scale.predicted("local", 0.5)
-        scale.observed("local", 1.0)
+        scale.predicted("local", 0.5, now)
+        scale.observed("local", 1.0, now + 1.0)  # routed at `now`, first token a second later
+        now += 3.0
+    assert scale.scales == {"local": pytest.approx(2.0)}  # not thrown off by the failed one's 0.1 s
+    scale.observed("local", 0.2, now + 10.0)  # routed when nothing was: another rule's, not paired
     assert scale.scales == {"local": pytest.approx(2.0)}
     for _ in range(40):  # a model 100× off is a wrong model file: the scale stops at its bound
-        scale.predicted("local", 0.01)
-        scale.observed("local", 1.0)
-    assert scale.scales["local"] == 8.0
+        scale.predicted("local", 0.01, now)
+        scale.observed("local", 1.0, now + 1.0)
+        now += 3.0
+    assert scale.scales["local"] == BOUNDS[1]
 
 
 def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
@@ -76,11 +95,15 @@ def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
 
 
 def test_the_router_learns_how_far_the_model_is_off_and_slo_cost_uses_it() -> None:
-    router = _router()
+    clock = _Clock()
+    router = _router(clock)
     for _ in range(MIN_SAMPLES):
         decision = router.route(_facts(router, 300))  # the model says 0.3 s
         assert decision.targets[0].backend == "local" and decision.predicted_ttft == (("local", 0.3),)
+        clock.now += 0.6
         router.record_result("local", ok=True, ttft_s=0.6)  # the engine took twice that
+        clock.now += 1.0
+        _poll(router, clock.now)
     decision = router.route(_facts(router, 300))
     assert "local: ttft p95 0.6s live×2, $0 (in)" in decision.reason
     decision = router.route(_facts(router, 500))  # 0.5 s by the model, 1.0 s as it has been going: out
