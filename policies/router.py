@@ -112,7 +112,7 @@ class PolicyRouter:
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          self._compiled.policy.health.stale_after_s, self.poller.unreachable,
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
-                         self.ttft_scale.scales)
+                         self.ttft_scale.scales(now))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,

@@ -2,6 +2,7 @@
 poll count as queue ahead, and the ratio of observed to predicted TTFT scales the model's figure."""
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import replace
 from types import MappingProxyType
@@ -11,7 +12,7 @@ import pytest
 from policies.loader import LoadedPolicy, load_policy
 from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
-from policies.ttft_scale import BOUNDS, MIN_SAMPLES, TtftScale
+from policies.ttft_scale import BOUNDS, HALF_LIFE_S, TtftScale
 
 from .support import NOW, engine
 
@@ -67,20 +68,20 @@ def test_each_observation_is_paired_with_the_prediction_made_when_it_was_routed(
     scale = TtftScale(alpha=0.2)
     scale.observed("local", 5.0, 10.0)  # nothing predicted for it: not an engine slo_cost scores
     scale.predicted("local", 0.1, 0.0)  # a request that never got a first token (it failed)
-    now = 1.0
-    for _ in range(MIN_SAMPLES):
-        assert scale.scales == {}
-        scale.predicted("local", 0.5, now)
-        scale.observed("local", 1.0, now + 1.0)  # routed at `now`, first token a second later
-        now += 3.0
-    assert scale.scales == {"local": pytest.approx(2.0)}  # not thrown off by the failed one's 0.1 s
-    scale.observed("local", 0.2, now + 10.0)  # routed when nothing was: another rule's, not paired
-    assert scale.scales == {"local": pytest.approx(2.0)}
+    assert scale.scales(1.0) == {}
+    scale.predicted("local", 0.5, 1.0)
+    scale.observed("local", 1.0, 2.0)  # routed at 1.0, its first token a second later
+    assert scale.scales(2.0) == {"local": pytest.approx(2.0)}  # not thrown off by the failed one's 0.1 s
+    scale.observed("local", 0.2, 12.0)  # routed when nothing was: another rule's, not paired
+    assert scale.scales(2.0) == {"local": pytest.approx(2.0)}
+    # Without news it fades toward 1: half the log ratio per HALF_LIFE_S.
+    assert scale.scales(2.0 + HALF_LIFE_S) == {"local": pytest.approx(2.0 ** 0.5)}
+    now = 100.0
     for _ in range(40):  # a model 100× off is a wrong model file: the scale stops at its bound
         scale.predicted("local", 0.01, now)
         scale.observed("local", 1.0, now + 1.0)
         now += 3.0
-    assert scale.scales["local"] == BOUNDS[1]
+    assert scale.scales(now)["local"] == BOUNDS[1]
 
 
 def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
@@ -97,15 +98,15 @@ def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
 def test_the_router_learns_how_far_the_model_is_off_and_slo_cost_uses_it() -> None:
     clock = _Clock()
     router = _router(clock)
-    for _ in range(MIN_SAMPLES):
+    for _ in range(3):
         decision = router.route(_facts(router, 300))  # the model says 0.3 s
         assert decision.targets[0].backend == "local" and decision.predicted_ttft == (("local", 0.3),)
         clock.now += 0.6
         router.record_result("local", ok=True, ttft_s=0.6)  # the engine took twice that
-        clock.now += 1.0
         _poll(router, clock.now)
     decision = router.route(_facts(router, 300))
-    assert "local: ttft p95 0.6s live×2, $0 (in)" in decision.reason
-    decision = router.route(_facts(router, 500))  # 0.5 s by the model, 1.0 s as it has been going: out
-    assert decision.targets[0].backend == "openai" and "local: ttft p95 1s live×2" in decision.reason
+    shown = re.search(r"local: ttft p95 ([\d.]+)s live×2, \$0 \(in\)", decision.reason)
+    assert shown and 0.58 < float(shown.group(1)) <= 0.6  # ×2, a little faded since the last pair
+    decision = router.route(_facts(router, 500))  # 0.5 s by the model, ~1.0 s as it has been going: out
+    assert decision.targets[0].backend == "openai" and "live×2, $0 (out)" in decision.reason
     assert decision.predicted_ttft == (("local", 0.5),)  # the model's own figure, for learning
