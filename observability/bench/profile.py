@@ -95,13 +95,18 @@ class Profiler:
                 points.append(PrefillPoint(tokens, statistics.median(r.chunk_s[0] - r.send_s for r in runs)))
         return points
 
-    async def decode(self, schedule: Schedule) -> list[DecodePoint]:
+    async def decode(self, schedule: Schedule, budget: int | None) -> list[DecodePoint]:
+        """Each batch decodes long enough to have a window with all its streams past their prefill
+        (which, at a step budget of `budget`, takes B × prompt ÷ (budget − B) steps)."""
         points = []
         for isl in schedule.contexts:
             for num in schedule.batch_sizes:
-                runs = [r for r in await self._batch(isl, schedule.decode_tokens, num) if r.ok and len(r.chunk_s) > 1]
-                if len(runs) == num:
-                    points.append(_decode_point(runs, schedule.decode_tokens))
+                prefill_steps = math.ceil(num * (isl + 64) / max(1, budget - num)) if budget else 0
+                max_tokens = schedule.decode_tokens + min(prefill_steps, 256)
+                runs = [r for r in await self._batch(isl, max_tokens, num) if r.ok and len(r.chunk_s) > 1]
+                point = _decode_point(runs) if len(runs) == num else None
+                if point is not None:
+                    points.append(point)
         return points
 
     async def budget(self, prompt_tokens: int, lead_s: float) -> int | None:
@@ -123,15 +128,17 @@ class Profiler:
         return math.ceil((probe.prompt_tokens or prompt_tokens) / steps) + 1
 
 
-def _decode_point(runs: Sequence[RequestRecord], decode_tokens: int) -> DecodePoint:
+def _decode_point(runs: Sequence[RequestRecord]) -> DecodePoint | None:
     """The median gap while every stream of the batch was past its first token and not yet done
-    (before: prefills of the later arrivals stall the step; after: the batch is shrinking)."""
+    (before: prefills of the later arrivals share the steps; after: the batch is shrinking); None
+    when there was no such window. The context is the batch's at the window's middle."""
     start, end = max(r.chunk_s[0] for r in runs), min(r.chunk_s[-1] for r in runs)
     gaps = [b - a for r in runs for a, b in zip(r.chunk_s, r.chunk_s[1:]) if a >= start and b <= end]
-    if not gaps:  # the streams hardly overlapped: every gap
-        gaps = [b - a for r in runs for a, b in zip(r.chunk_s, r.chunk_s[1:])]
-    prompt = statistics.median(r.prompt_tokens or r.isl for r in runs)
-    return DecodePoint(len(runs), int(len(runs) * (prompt + decode_tokens / 2)), statistics.median(gaps))
+    if not gaps:
+        return None
+    middle = (start + end) / 2
+    context = sum((r.prompt_tokens or r.isl) + sum(1 for t in r.chunk_s if t < middle) for r in runs)
+    return DecodePoint(len(runs), context, statistics.median(gaps))
 
 
 def profile(target: Target, headers: dict[str, str], api_key: str | None, model: str, builder: PromptBuilder,
@@ -142,10 +149,10 @@ def profile(target: Target, headers: dict[str, str], api_key: str | None, model:
     async def measure() -> tuple[list[PrefillPoint], list[DecodePoint], int | None, Profiler]:
         profiler = Profiler(client, builder, model, api_key, seed)
         try:
-            prefill, decode = await profiler.prefill(schedule), await profiler.decode(schedule)
-            lead = 3 * (prefill[0].ttft_s if prefill else 0.5) + 4 * (decode[0].itl_s if decode else 0.1)
+            prefill = await profiler.prefill(schedule)
+            lead = 6 * (prefill[0].ttft_s if prefill else 0.5)  # the stream's prefill and a few steps
             budget = await profiler.budget(schedule.budget_probe_tokens, lead) if schedule.budget_probe_tokens else None
-            return prefill, decode, budget, profiler
+            return prefill, await profiler.decode(schedule, budget), budget, profiler
         finally:
             client.close()
 
