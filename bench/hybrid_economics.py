@@ -1,13 +1,15 @@
 """The hybrid economics benchmark: the same `mixed` workload (several teams, Poisson arrivals with
-a busy and a quiet period) through `hybridgw serve` three times in one run — the default hybrid
-policy (local engine while it fits, else hosted), all-hosted, all-local — with the local engine on
-this machine's CPU and the hosted side SIMULATED (tests/fakes/hosted_sim.py, gpt-4o-mini profile).
+a busy and a quiet period) through `hybridgw serve` once per setup in one run — `kv_fit` (local while
+the KV fits and the queue is short, else hosted), `slo_cost` (cheapest predicted to meet the TTFT SLO;
+its engine model measured first by `hybridgw bench --profile`), all-hosted, all-local — with the local
+engine on this machine's CPU and the hosted side SIMULATED (tests/fakes/hosted_sim.py, gpt-4o-mini).
 
 Cost: hosted $ = the hosted requests' tokens at litellm's bundled gpt-4o-mini price; local $ = a
 stated GPU-hour price × the run's length (an engine costs while it is up, busy or not).
 
     .venv/bin/python bench/hybrid_economics.py [--engine-model tiny-random] [--schedule 3:10,0.5:10]
-        [--duration 20] [--slo-ttft-ms 2000] [--gpu-hour-usd 2.5]
+        [--duration 20] [--slo-ttft-ms 2000] [--gpu-hour-usd 2.5] [--setups ...] [--perf-model FILE]
+        [--keep-logs DIR]
 """
 
 from __future__ import annotations
