@@ -61,6 +61,15 @@ def _router(path: Path | None) -> Any:
     return router
 
 
+def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
+    """What gateway/routing.py does per request: one live view for the facts and the decision."""
+    def run() -> object:
+        live = router.live_state()
+        return router.route(router.build_facts(body, "default", live=live), live=live)
+
+    return run
+
+
 def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tuple[str, Callable[[], object]]]:
     """(name, one call) per measured row; routers built once, outside the timing."""
     default = _router(None)
@@ -77,13 +86,10 @@ def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tupl
         ("count tokens (tiktoken, chat format)", lambda: default.counter.count_prompt(body, facts.encoding)),
         ("route() only (live state + decide), default policy", lambda: default.route(facts)),
         ("route() only, slo_cost (2 candidates)", lambda: slo_cost.route(chat_facts)),
-        ("count + facts + decide, default policy", lambda: default.route(default.build_facts(body, "default"))),
-        ("count + facts + decide, cheapest_within_slo (3 targets)",
-         lambda: slo.route(slo.build_facts(chat, "default"))),
-        ("count + facts + predict + decide, slo_cost (2 targets)",
-         lambda: slo_cost.route(slo_cost.build_facts(chat, "default"))),
-        ("count + facts + decide, seasonal (time windows, 3 rules)",
-         lambda: seasonal.route(seasonal.build_facts(batch, "default"))),
+        ("count + facts + decide, default policy", _gateway_path(default, body)),
+        ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, chat)),
+        ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, chat)),
+        ("count + facts + decide, seasonal (time windows, 3 rules)", _gateway_path(seasonal, batch)),
     ]
     if include_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens

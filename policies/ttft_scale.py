@@ -19,6 +19,7 @@ HALF_LIFE_S = 30.0  # without new pairs the learned ratio fades toward 1: an eng
 BOUNDS = (0.5, 5.0)  # beyond this the model file is wrong, not the load: do not chase it
 PAIR_WITHIN_S = 0.5  # a prediction pairs with an observation routed within this of it
 KEEP_S = 300.0  # predictions older than this never got a first token (failed, cancelled): dropped
+MAX_PENDING = 4096  # predictions awaiting their first token, per engine
 _NONE: Mapping[str, float] = MappingProxyType({})
 
 
@@ -26,7 +27,9 @@ class _Engine:
     __slots__ = ("pending", "log_ratio", "num_pairs", "paired_at")
 
     def __init__(self) -> None:
-        self.pending: deque[tuple[float, float]] = deque()  # (routed at, predicted TTFT), in time order
+        # (routed at, predicted TTFT), in time order; bounded: a request whose first token is never
+        # reported (cancelled, non-streamed) must not let it grow between the KEEP_S prunes
+        self.pending: deque[tuple[float, float]] = deque(maxlen=MAX_PENDING)
         self.log_ratio = 0.0
         self.num_pairs = 0
         self.paired_at = 0.0
