@@ -43,6 +43,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.profile:
         return profile_cli.main(args)
+    profile_cli.drop_options(args)  # a load test's settings (results.json) do not carry them
     try:
         kind, loads = options.loads(args)
         plan = _plan(args, len(loads))

@@ -30,6 +30,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="prompt tokens sent while a stream decodes, to measure the step's token budget (0: skip)")
 
 
+def drop_options(args: argparse.Namespace) -> None:
+    for name in [n for n in vars(args) if n.startswith("profile")]:
+        delattr(args, name)
+
+
 def _ints(flag: str, text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
