@@ -1,13 +1,15 @@
 """The hybrid economics benchmark: the same `mixed` workload (several teams, Poisson arrivals with
-a busy and a quiet period) through `hybridgw serve` three times in one run — the default hybrid
-policy (local engine while it fits, else hosted), all-hosted, all-local — with the local engine on
-this machine's CPU and the hosted side SIMULATED (tests/fakes/hosted_sim.py, gpt-4o-mini profile).
+a busy and a quiet period) through `hybridgw serve` once per setup in one run — `kv_fit` (local while
+the KV fits and the queue is short, else hosted), `slo_cost` (cheapest predicted to meet the TTFT SLO;
+its engine model measured first by `hybridgw bench --profile`), all-hosted, all-local — with the local
+engine on this machine's CPU and the hosted side SIMULATED (tests/fakes/hosted_sim.py, gpt-4o-mini).
 
 Cost: hosted $ = the hosted requests' tokens at litellm's bundled gpt-4o-mini price; local $ = a
 stated GPU-hour price × the run's length (an engine costs while it is up, busy or not).
 
     .venv/bin/python bench/hybrid_economics.py [--engine-model tiny-random] [--schedule 3:10,0.5:10]
-        [--duration 20] [--slo-ttft-ms 2000] [--gpu-hour-usd 2.5]
+        [--duration 20] [--slo-ttft-ms 2000] [--gpu-hour-usd 2.5] [--setups ...] [--perf-model FILE]
+        [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,10 +32,11 @@ from policies.estimator import hosted_price, litellm_price_table
 from tests.support import procs
 
 HOSTED_MODEL = "gpt-4o-mini"
-LOCAL = "  local: {{kind: engine, model: {model}, max_waiting: {max_waiting}}}\n"
+LOCAL = "  local: {{kind: engine, model: {model}, max_waiting: {max_waiting}{extra}}}\n"
 HOSTED = "  openai: {{kind: openai, base_url: '{url}/v1', api_key_env: OPENAI_API_KEY}}\n"
 RULES = {
-    "hybrid": "  - {name: local-then-spill, strategy: kv_fit, local: [local], spill: [openai]}\n",
+    "kv_fit": "  - {name: local-then-spill, strategy: kv_fit, local: [local], spill: [openai]}\n",
+    "slo_cost": "  - {name: slo-cost, strategy: slo_cost, candidates: [local, openai], slo: bench}\n",
     "all-hosted": "  - {name: hosted, route: [openai]}\n",
     "all-local": "  - {name: local-only, strategy: kv_fit, local: [local]}\n",
 }
@@ -40,14 +44,31 @@ RULES = {
 
 def policy_yaml(setup: str, a: argparse.Namespace, hosted_url: str) -> str:
     uses_local, uses_hosted = setup != "all-hosted", setup != "all-local"
-    backends = (LOCAL.format(model=a.engine_model, max_waiting=a.max_waiting) if uses_local else "") + (
+    extra = f", perf_model: '{Path(a.perf_model).resolve()}'" if setup == "slo_cost" and a.perf_model else ""
+    local = LOCAL.format(model=a.engine_model, max_waiting=a.max_waiting, extra=extra)
+    backends = (local if uses_local else "") + (
         HOSTED.format(url=hosted_url) if uses_hosted else ""
     )
     deployments = (f"      - {{backend: local, model: {a.engine_model}}}\n" if uses_local else "") + (
         f"      - {{backend: openai, model: {HOSTED_MODEL}}}\n" if uses_hosted else ""
     )
     models = f"models:\n  chat:\n    deployments:\n{deployments}"
-    return f"version: 1\nbackends:\n{backends}{models}rules:\n{RULES[setup]}"
+    slos = f"slos:\n  bench: {{ttft_p95_s: {a.slo_ttft_ms / 1000:g}}}\n"
+    teams = "teams:\n" + "".join(f"  {t}: {{}}\n" for t in a.teams)
+    return f"version: 1\nbackends:\n{backends}{models}{slos}{teams}rules:\n{RULES[setup]}"
+
+
+def profile_engine(a: argparse.Namespace, tmp: Path) -> Path:
+    """`hybridgw bench --profile` against the engine alone (a short schedule): slo_cost's prior."""
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = tmp / "perf_model.yaml"
+    engine = procs.hybridgw("engine", "--model", a.engine_model, "--port", str(port))
+    with procs.running(engine, f"{url}/health", name="engine-profile", timeout_s=300, cwd=ROOT):
+        print(run_cli(*procs.hybridgw("bench", url, "--profile", "--profile-out", str(path), "--no-progress",
+                                      "--profile-lengths", "16,128,512", "--profile-batches", "1,8",
+                                      "--profile-contexts", "32,256", "--profile-decode-tokens", "16")), flush=True)
+    return path
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
@@ -78,13 +99,16 @@ def one_setup(setup: str, a: argparse.Namespace, hosted_url: str, tmp: Path) -> 
     config = data / "policy.yaml"
     config.write_text(policy_yaml(setup, a, hosted_url))
     keys = [
-        run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "create", "--team", t)).strip() for t in a.teams
+        run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(config), "create", "--team", t)).strip()
+        for t in a.teams
     ]
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"OPENAI_API_KEY": "simulated", "HYBRIDGW_DATA_DIR": str(data)}
+    if a.keep_logs:  # each request's route reason (the predictions) and TTFT, as spans on the log
+        env["HYBRIDGW_TRACES"] = "console"
     serve = procs.hybridgw("serve", "--config", str(config), "--port", str(port), "--data-dir", str(data))
-    with procs.running(serve, f"{url}/healthz", env=env, name=f"serve-{setup}", timeout_s=300, cwd=ROOT):
+    with procs.running(serve, f"{url}/healthz", env=env, name=f"serve-{setup}", timeout_s=300, cwd=ROOT) as proc:
         procs.wait_until(lambda: is_ready(url), f"{setup}: gateway ready", wait_s=300, every_s=0.5)
         run_cli(
             *procs.hybridgw(
@@ -114,6 +138,10 @@ def one_setup(setup: str, a: argparse.Namespace, hosted_url: str, tmp: Path) -> 
                 str(data / "bench"),
             )
         )
+    if a.keep_logs:
+        a.keep_logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(proc.log_path, a.keep_logs / f"{setup}.log")
+        shutil.copy(data / "bench" / "results.json", a.keep_logs / f"{setup}.json")
     return row(setup, json.loads((data / "bench" / "results.json").read_text()), a)
 
 
@@ -127,6 +155,14 @@ def row(setup: str, body: dict[str, Any], a: argparse.Namespace) -> dict[str, An
     hosted_usd = sum(price.cost(r["prompt_tokens"] or 0, r["completion_tokens"] or 0) for r in hosted)
     local_usd = a.gpu_hour_usd * s["duration_s"] / 3600 if setup != "all-hosted" else 0.0
     ttft = s["ttft"] or {}
+    slo_s = a.slo_ttft_ms / 1000
+    measured = [r for r in body["requests"] if not r["warmup"]]
+
+    def met(backend: str) -> float | None:
+        """SLO attainment of the requests one backend served (where the misses come from)."""
+        served = [r for r in measured if r["backend"] == backend]
+        return sum(1 for r in served if r["ttft_s"] is not None and r["ttft_s"] <= slo_s) / len(served) if served else None
+
     return {
         "setup": setup,
         "requests": s["requests"],
@@ -139,6 +175,8 @@ def row(setup: str, body: dict[str, Any], a: argparse.Namespace) -> dict[str, An
         "ttft_p95": ttft.get("p95"),
         "ttft_p99": ttft.get("p99"),
         "slo_attainment": s["slo_attainment"],
+        "slo_local": met("local"),
+        "slo_hosted": met("openai"),
         "goodput": s["goodput"],
         "errors": s["errors"],
     }
@@ -150,14 +188,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     head = (
         "| setup | requests (ok) | served locally | hosted $ | local $ | total $ | TTFT p50/p95/p99 ms "
-        "| SLO attainment | goodput req/s | errors |"
+        "| SLO attainment (local / hosted) | goodput req/s | errors |"
     )
     out = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
     for r in rows:
         out.append(
             f"| {r['setup']} | {r['requests']} ({r['ok']}) | {r['local_share']:.0%} | {r['hosted_usd']:.5f} "
             f"| {r['local_usd']:.5f} | {r['total_usd']:.5f} | {ms(r['ttft_p50'])} / {ms(r['ttft_p95'])} / "
-            f"{ms(r['ttft_p99'])} | {r['slo_attainment'] or 0:.1%} | {r['goodput'] or 0:.2f} "
+            f"{ms(r['ttft_p99'])} | {r['slo_attainment'] or 0:.1%} ({pct(r['slo_local'])} / {pct(r['slo_hosted'])}) "
+            f"| {r['goodput'] or 0:.2f} "
             f"| {r['errors'] or '-'} |"
         )
     return "\n".join(out)
@@ -174,6 +217,8 @@ def main() -> int:
     p.add_argument("--gpu-hour-usd", type=float, default=2.5, help="stated price of the local engine's GPU")
     p.add_argument("--teams", nargs="+", default=["alpha", "beta"])
     p.add_argument("--setups", nargs="+", default=list(RULES), choices=list(RULES))
+    p.add_argument("--keep-logs", type=Path, help="keep each gateway's log (with its spans) and results here")
+    p.add_argument("--perf-model", type=Path, help="slo_cost's engine model file (default: profile the engine first)")
     a = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared)", flush=True)
     port = procs.free_port()
@@ -184,6 +229,11 @@ def main() -> int:
         procs.running(sim, f"{hosted_url}/v1/models", name="hosted-sim", cwd=ROOT),
         tempfile.TemporaryDirectory() as tmp,
     ):
+        if "slo_cost" in a.setups and a.perf_model is None:
+            a.perf_model = profile_engine(a, Path(tmp))
+            if a.keep_logs:
+                a.keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(a.perf_model, a.keep_logs / "perf_model.yaml")
         for setup in a.setups:
             rows.append(one_setup(setup, a, hosted_url, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)

@@ -3,11 +3,12 @@ deciding — on the default policy (hybrid: local engine + OpenAI), on slo_cost 
 prediction), on prefix_affinity (the prompt's prefix keys, an engine pool) and on a 6-rule policy, in steady
 state (tiktoken's first call is slow and happens at start-up). Peer, same run: litellm.token_counter.
 
-    .venv/bin/python bench/policy_decide.py [--iterations 3000] [--no-peer]
+    .venv/bin/python bench/policy_decide.py [--iterations 3000] [--rounds 1] [--no-peer]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -61,52 +62,70 @@ def _router(path: Path | None) -> Any:
     return router
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=3000)
-    parser.add_argument("--no-peer", action="store_true", help="skip litellm.token_counter")
-    args = parser.parse_args(argv)
-    configure_offline_env()
-    body = _body()
-    examples = Path(__file__).resolve().parent.parent / "policies" / "examples"
-    rows: list[tuple[str, float, float]] = []
+def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
+    """What gateway/routing.py does per request: one live view for the facts and the decision."""
+    def run() -> object:
+        live = router.live_state()
+        return router.route(router.build_facts(body, "default", live=live), live=live)
+
+    return run
+
+
+def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tuple[str, Callable[[], object]]]:
+    """(name, one call) per measured row; routers built once, outside the timing."""
     default = _router(None)
     facts = default.build_facts(body, "default")
-    print(f"prompt: {facts.prompt_tokens} tokens ({facts.encoding}); default policy decides "
-          f"{[t.backend for t in default.route(facts).targets]}")
-    rows.append(("count tokens (tiktoken, chat format)", *_time(
-        lambda: default.counter.count_prompt(body, facts.encoding), args.iterations)))
-    rows.append(("route() only (live state + decide), default policy", *_time(
-        lambda: default.route(facts), args.iterations)))
-    rows.append(("count + facts + decide, default policy", *_time(
-        lambda: default.route(default.build_facts(body, "default")), args.iterations)))
-    slo = _router(examples / "cheapest_within_slo.yaml")
+    print(f"prompt: {facts.prompt_tokens} tokens ({facts.encoding}); default policy ({default.compiled.rules[0].spec.strategy}) "
+          f"decides {[t.backend for t in default.route(facts).targets]}")
     chat = {**body, "model": "chat"}
-    rows.append(("count + facts + decide, cheapest_within_slo (3 targets)", *_time(
-        lambda: slo.route(slo.build_facts(chat, "default")), args.iterations)))
+    slo = _router(examples / "cheapest_within_slo.yaml")
     slo_cost = _router(examples / "slo_cost.yaml")
-    rows.append(("count + facts + predict + decide, slo_cost (2 targets)", *_time(
-        lambda: slo_cost.route(slo_cost.build_facts(chat, "default")), args.iterations)))
+    chat_facts = slo_cost.build_facts(chat, "default")
     seasonal = _router(examples / "seasonal_time_windows.yaml")
     batch = {**body, "model": "batch"}
-    rows.append(("count + facts + decide, seasonal (time windows, 3 rules)", *_time(
-        lambda: seasonal.route(seasonal.build_facts(batch, "default")), args.iterations)))
+    rows: list[tuple[str, Callable[[], object]]] = [
+        ("count tokens (tiktoken, chat format)", lambda: default.counter.count_prompt(body, facts.encoding)),
+        ("route() only (live state + decide), default policy", lambda: default.route(facts)),
+        ("route() only, slo_cost (2 candidates)", lambda: slo_cost.route(chat_facts)),
+        ("count + facts + decide, default policy", _gateway_path(default, body)),
+        ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, chat)),
+        ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, chat)),
+        ("count + facts + decide, seasonal (time windows, 3 rules)", _gateway_path(seasonal, batch)),
+    ]
     pool = _router(examples / "prefix_affinity.yaml")  # 3 engines, gpu-a holding this prompt's prefix
     snap = replace(default.poller.snapshots["local"], prefix_caching=True, max_num_seqs=64)
     pool.poller.snapshots = MappingProxyType({n: snap for n in ("gpu-a", "gpu-b", "vllm-1")})
     llama = {**body, "model": "llama"}
     pool.release(pool.reserve("gpu-a", pool.build_facts(llama, "default")))
-    rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", *_time(
-        lambda: pool.route(pool.build_facts(llama, "default")), args.iterations)))
-    if not args.no_peer:
+    rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", _gateway_path(pool, llama)))
+    if include_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens
 
         messages = body["messages"]
-        rows.append(("peer: litellm.token_counter (count only)", *_time(
-            lambda: litellm.token_counter(model="gpt-4o-mini", messages=messages), args.iterations)))
-    print(f"\n{'step':<58} {'p50 µs':>8} {'p99 µs':>8}")
-    for name, p50, p99 in rows:
-        print(f"{name:<58} {p50:>8.1f} {p99:>8.1f}")
+        rows.append(("peer: litellm.token_counter (count only)",
+                     lambda: litellm.token_counter(model="gpt-4o-mini", messages=messages)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=3000, help="per row and round")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rows interleaved round by round (a shared machine's load moves); the median p50")
+    parser.add_argument("--no-peer", action="store_true", help="skip litellm.token_counter")
+    args = parser.parse_args(argv)
+    configure_offline_env()
+    rows = _rows(_body(), Path(__file__).resolve().parent.parent / "policies" / "examples", not args.no_peer)
+    p50s: dict[str, list[float]] = {name: [] for name, _ in rows}
+    p99s: dict[str, list[float]] = {name: [] for name, _ in rows}
+    for _ in range(args.rounds):
+        for name, fn in rows:
+            p50, p99 = _time(fn, args.iterations)
+            p50s[name].append(p50)
+            p99s[name].append(p99)
+    print(f"\n{'step':<58} {'p50 µs':>8} {'p99 µs':>8}" + ("   (median of the rounds' p50, p99)" if args.rounds > 1 else ""))
+    for name, _ in rows:
+        print(f"{name:<58} {statistics.median(p50s[name]):>8.1f} {statistics.median(p99s[name]):>8.1f}")
     return 0
 
 

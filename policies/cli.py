@@ -95,7 +95,8 @@ def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[Exp
 def _explain(args: argparse.Namespace) -> int:
     loaded = load_policy_file(args.file, environ_with(args.env))
     request, live, wall = _explain_inputs(args, loaded)
-    compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends)
+    compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends,
+                              perf_model=loaded.perf_model)
     quality = LazyQuality()
     facts = build_facts(compiled, request.body, request.team, live, counter=TokenCounter(),
                         calibration=Calibration(), headers=request.headers, over_budget=request.over_budget,

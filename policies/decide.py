@@ -36,7 +36,7 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     closed = tuple(b for b in outcome.backends if live.health_of(b).state != "open")
     if closed or not outcome.backends:
         return outcome if len(closed) == len(outcome.backends) else \
-            Outcome(closed, outcome.reason, slo_out=outcome.slo_out)
+            Outcome(closed, outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
@@ -103,4 +103,5 @@ def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, reas
         targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=shadow_rule,
         shadow_targets=shadow_targets, strategy=strategy, refusal=outcome.refusal,
         retry_after_s=outcome.retry_after_s, shadow_reason=shadow_reason, slo_out=outcome.slo_out,
+        predicted_ttft=outcome.predicted,
     )

@@ -72,6 +72,8 @@ class RouteDecision:
     shadow_reason: str = ""
     # slo_cost's hysteresis: (backend, SLO seconds) → out from now on; applied by the router.
     slo_out: tuple[tuple[tuple[str, float], bool], ...] = ()
+    # slo_cost: (engine, the model's own predicted TTFT); the router compares it with what it observes.
+    predicted_ttft: tuple[tuple[str, float], ...] = ()
 
     @property
     def shadow_differs(self) -> bool:

@@ -88,6 +88,8 @@ class LiveState:
     turn: int = 0
     # Share of each engine's KV pool that this gateway's prefix index fills (prefix affinity's tie-break).
     prefix_occupancy: Mapping[str, float] = field(default_factory=dict)
+    # Per engine, observed ÷ predicted TTFT lately (policies/ttft_scale.py); slo_cost scales by it.
+    ttft_scale: Mapping[str, float] = field(default_factory=dict)
 
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""

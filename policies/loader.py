@@ -16,6 +16,8 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from policies.checks import policy_problems
 from policies.errors import PolicyError
+from policies.perf_model import PerfModel
+from policies.perf_model_file import policy_perf_model
 from policies.schema import Policy
 from policies.strategies import STRATEGY_TYPES
 from policies.yaml_source import Path_, read_yaml
@@ -28,6 +30,7 @@ class LoadedPolicy:
     policy: Policy
     source: str  # file name (or "<default>")
     absent_backends: tuple[str, ...] = ()  # dropped because their requires_env variable is unset
+    perf_model: PerfModel | None = None  # the models its backends name (`perf_model:`), read at load
 
 
 def _dotted(loc: Path_) -> str:
@@ -201,7 +204,7 @@ def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str
     pruned, absent = _prune(policy.model_dump(by_alias=True, exclude_unset=True), env)
     if absent:
         policy = Policy.model_validate(pruned)
-    return LoadedPolicy(policy, filename, absent)
+    return LoadedPolicy(policy, filename, absent, policy_perf_model(policy, filename, lines))
 
 
 def read_policy_text(path: str | Path) -> str:

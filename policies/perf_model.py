@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 _Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 
@@ -19,7 +19,8 @@ class PerfModelError(ValueError):
 class EngineModel:
     """One engine replica: how long a step takes and how much KV it holds.
 
-    Our scheduler never mixes prefill and decode in one step, so a step is one or the other:
+    A step decodes every running sequence, then prefills a chunk with the token budget left; each
+    part is timed on its own (the engine runs them as two passes):
     prefill = fixed + per uncached token + per cached context token the new ones attend to;
     decode  = fixed + per running sequence + per context token read (K/V of the whole batch).
     Defaults: SmolLM2-135M on this 2-core CPU (bf16, 2 torch threads, process core), from the
@@ -37,7 +38,8 @@ class EngineModel:
     num_blocks: int = 2912  # the CPU default KV pool: 1 GiB ÷ (16 × 23,040 B)
     kv_bytes_per_token: int = 23040  # 2 × 30 layers × 3 KV heads × 64 × 2 B (bf16)
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 2048  # the step's token budget while sequences are decoding
+    max_idle_batched_tokens: int = 2048  # ... and with none decoding (a burst of new prompts)
     max_model_len: int = 8192
     max_waiting: int = 256
     usd_per_hour: float = 0.0  # what one replica costs to run (0: already paid for)
@@ -51,7 +53,7 @@ class EngineModel:
             if f.name != "source" and (isinstance(value, bool) or value < 0):
                 raise PerfModelError(f"engine.{f.name} must be a number ≥ 0, got {value!r}")
         for name in ("block_size", "num_blocks", "kv_bytes_per_token", "max_num_seqs", "max_num_batched_tokens",
-                     "max_model_len", "max_waiting"):
+                     "max_idle_batched_tokens", "max_model_len", "max_waiting"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise PerfModelError(f"engine.{name} must be an integer ≥ 1, got {getattr(self, name)!r}")
 
@@ -116,25 +118,37 @@ class HostedModel:
         return self.tokens_per_s_p50 * math.exp(z * math.log(self.tokens_per_s_p50 / self.tokens_per_s_p05) / _Z95)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One request on one backend, now: when its first token and its last arrive (seconds)."""
+class Prediction(NamedTuple):
+    """One request on one backend, now: when its first token and its last arrive (seconds).
+    A NamedTuple, not a frozen dataclass: it is built per candidate per request (2 µs less each)."""
 
     ttft_s: float
     e2e_s: float
 
 
 def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
-                   queued_prompt_tokens: int = 0, num_running: int = 0, running_context_tokens: int = 0) -> Prediction:
-    """TTFT = the decode step in progress + the prefill steps for the queue ahead and this prompt's
-    uncached tokens (in token-budget chunks; each step stalls the running decodes); E2E adds its
-    decode steps in a batch one larger, at its mean context."""
+                   queued_prompt_tokens: int = 0, num_running: int = 0, running_context_tokens: int = 0,
+                   decode_step_s: float | None = None, prefill_token_s: float | None = None) -> Prediction:
+    """TTFT as the engine schedules (local_engine/scheduler.py): the step in progress, then steps that
+    each decode every running sequence (one token of the budget each) and prefill a chunk of the
+    queue ahead and this prompt's uncached tokens with the budget left; an idle engine prefills a
+    burst in one step (the idle budget). Rates measured now beat the model's: `decode_step_s` (the
+    running batch's step) and `prefill_token_s` (prefill seconds per token, its fixed cost spread
+    over the chunks it ran). E2E adds this request's decode steps in a batch one larger."""
     uncached = max(0, prompt_tokens - cached_tokens)
     prefill = queued_prompt_tokens + uncached
-    steps = max(1, math.ceil(prefill / model.max_num_batched_tokens))
-    in_progress = model.decode_time(num_running, running_context_tokens) if num_running else 0.0
-    ttft = model.request_overhead_s + in_progress + steps * model.prefill_fixed_s + \
-        model.prefill_per_token_s * prefill + model.prefill_per_context_token_s * cached_tokens
+    if num_running:
+        decode = decode_step_s if decode_step_s is not None else model.decode_time(num_running, running_context_tokens)
+        steps = max(1, math.ceil(prefill / max(1, model.max_num_batched_tokens - num_running)))
+        waiting = (1 + steps) * decode  # the step in progress, then the mixed ones
+    else:
+        steps = max(1, math.ceil(prefill / max(model.max_num_batched_tokens, model.max_idle_batched_tokens)))
+        waiting = 0.0
+    if prefill_token_s is not None:
+        waiting += prefill_token_s * prefill
+    else:
+        waiting += steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill
+    ttft = model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens
     batch = min(model.max_num_seqs, num_running + 1)
     step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
     return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)

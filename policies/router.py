@@ -51,6 +51,7 @@ from policies.quality.lazy import LazyQuality
 from policies.schema import Policy
 from policies.state import EngineStatePoller, state_sources
 from policies.tokens import TokenCounter
+from policies.ttft_scale import TtftScale
 
 log = logging.getLogger("hybridgw.policy")
 __all__ = ["Hold", "PolicyRouter"]
@@ -58,7 +59,8 @@ __all__ = ["Hold", "PolicyRouter"]
 
 def _compile(policy: Policy | LoadedPolicy, table: Mapping[str, Any]) -> CompiledPolicy:
     if isinstance(policy, LoadedPolicy):
-        return compile_policy(policy.policy, table, policy.source, policy.absent_backends)
+        return compile_policy(policy.policy, table, policy.source, policy.absent_backends,
+                              perf_model=policy.perf_model)
     return compile_policy(policy, table)
 
 
@@ -85,6 +87,7 @@ class PolicyRouter:
         self.demand = DemandBook()  # which teams asked for which engines lately (team fairness)
         self.prefixes = PrefixTracker()  # what we sent to which engine, for prefix_affinity
         self.turns = 0  # decisions taken: round-robin's turn (LiveState.turn)
+        self.ttft_scale = TtftScale(settings.ttft_ewma_alpha)  # see LiveState.ttft_scale
         self.quality = LazyQuality()  # loads the model (~0.5 s) only for a policy that uses it
         if self._compiled.uses_difficulty or self._compiled.uses_category:
             self.quality.warm(self._compiled.policy.categories)
@@ -116,7 +119,8 @@ class PolicyRouter:
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
                          teams=self.demand.view(self.holds.by_team(), now,
                                                 self._compiled.policy.fairness.demand_window_s),
-                         turn=self.turns, prefix_occupancy=self.prefixes.occupancy(self._compiled.engines))
+                         turn=self.turns, prefix_occupancy=self.prefixes.occupancy(self._compiled.engines),
+                         ttft_scale=self.ttft_scale.scales(now))
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,
                     over_budget: bool = False, compiled: CompiledPolicy | None = None,
@@ -145,6 +149,11 @@ class PolicyRouter:
         self.turns += 1
         if decision.slo_out:  # only the applied decision moves slo_cost's hysteresis, never a shadow
             self.slo_out = apply_slo_out(self.slo_out, decision.slo_out)
+        if decision.predicted_ttft and decision.targets:  # what the model said of where it goes
+            first = decision.targets[0].backend
+            for backend, ttft_s in decision.predicted_ttft:
+                if backend == first:
+                    self.ttft_scale.predicted(backend, ttft_s, live.now)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
         if self._shadow is not None and facts.model_alias in self._shadow.aliases:
@@ -190,6 +199,8 @@ class PolicyRouter:
         """One attempt's outcome: ok once the first byte arrived (with its TTFT), else a failure
         before the first byte (connect error, 5xx, 429, first-token timeout)."""
         self.health.record(backend, ok, ttft_s, self.clock())
+        if ok and ttft_s is not None:
+            self.ttft_scale.observed(backend, ttft_s, self.clock())
 
     def record_usage(self, facts: RequestFacts, target: Target, prompt_tokens: int | None,
                      completion_tokens: int | None) -> None:

@@ -67,6 +67,9 @@ class BackendSpec(_Strict):
     kv_bytes_per_token: int | None = Field(default=None, gt=0)  # vllm: not in its metrics, say it here
     max_waiting: int = Field(default=4, ge=0)  # the queue is "short" while waiting ≤ this
     expected_ttft_s: float | None = Field(default=None, gt=0)  # prior TTFT before any is measured
+    # A performance model file (`hybridgw bench --profile` writes one), relative to the policy file:
+    # slo_cost's and the replay's prior for this backend (policies/perf_model_file.py).
+    perf_model: str | None = Field(default=None, min_length=1)
     price: Price | None = None
     # Request fields beyond OpenAI's that clients may send to this backend (e.g. vLLM's ignore_eos,
     # min_tokens, top_k, repetition_penalty); default: our engine's own extras for kind engine, none else.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from observability.bench import options, workload
+from observability.bench import options, profile_cli, workload
 from observability.bench.arrivals import Load, OpenLoop
 from observability.bench.client import Client, Sent, Target
 from observability.bench.metrics import Slo, summarize
@@ -38,7 +38,12 @@ class Plan:
 
 
 def main(argv: list[str]) -> int:
-    args = options.parser().parse_args(argv)
+    p = options.parser()
+    profile_cli.add_options(p)
+    args = p.parse_args(argv)
+    if args.profile:
+        return profile_cli.main(args)
+    profile_cli.drop_options(args)  # a load test's settings (results.json) do not carry them
     try:
         kind, loads = options.loads(args)
         plan = _plan(args, len(loads))

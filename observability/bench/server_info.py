@@ -72,3 +72,14 @@ def server_counter(
             ) from None
 
     return count
+
+
+def engine_state(
+    target: Target, headers: dict[str, str], api_key: str | None, timeout_s: float = 10.0
+) -> dict[str, Any] | None:
+    """GET /v1/engine/state (`hybridgw engine`: KV pool, limits); None where the server has none."""
+    try:
+        state = _call(_root(target) + "/v1/engine/state", headers, api_key, None, timeout_s)
+    except ServerInfoError:
+        return None
+    return state if isinstance(state, dict) else None

@@ -10,11 +10,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, environ_with, load_policy, read_policy_text
 from policies.perf_model import PerfModel, PerfModelError, perf_model_from_mapping
+from policies.perf_model_file import read_perf_model_file
 from policies.replay.traffic import TrafficError, TrafficRecord, read_jsonl, read_ledger
 from policies.yaml_source import read_yaml
 
@@ -59,16 +58,7 @@ def read_traffic(args: argparse.Namespace) -> list[TrafficRecord]:
 
 
 def read_perf_model(path: Path | None) -> PerfModel:
-    if path is None:
-        return perf_model_from_mapping({})
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise PerfModelError(f"{path}: cannot read the performance model: {exc}") from None
-    try:
-        return perf_model_from_mapping(data)
-    except PerfModelError as exc:
-        raise PerfModelError(f"{path}: {exc}") from None
+    return perf_model_from_mapping({}) if path is None else read_perf_model_file(path)
 
 
 def replay_environ(text: str, filename: str, pairs: list[str]) -> Mapping[str, str]:

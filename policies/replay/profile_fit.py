@@ -1,6 +1,6 @@
 """Fit an engine's step-time terms (the performance model file's `engines.NAME` fields) from a short
-measured profile: TTFTs of single requests at two or more prompt lengths, and the ITL at two batch
-sizes. Pure; bench/replay_vs_real.py measures, this turns the figures into the model."""
+measured profile: TTFTs of single requests at two or more prompt lengths, and ITLs at several batch
+sizes (and contexts). Pure; `hybridgw bench --profile` and bench/replay_vs_real.py measure."""
 from __future__ import annotations
 
 import math
@@ -60,3 +60,76 @@ def hosted_from_sim(ttft_median_s: float, ttft_p90_s: float, tokens_per_s: float
     p05 = max(tokens_per_s - z95 * tokens_per_s_sd, tokens_per_s / 4)  # hosted_sim floors speed at a quarter
     return {"ttft_p50_s": ttft_median_s, "ttft_p95_s": round(p95, 6), "tokens_per_s_p50": tokens_per_s,
             "tokens_per_s_p05": round(p05, 3)}
+
+
+class FitError(ValueError):
+    """Too few usable measurements to fit a model; the message says which."""
+
+
+@dataclass(frozen=True)
+class PrefillPoint:
+    prompt_tokens: int  # as the server counted them (usage), else as we built them
+    ttft_s: float  # the median over repeats, idle engine
+
+
+@dataclass(frozen=True)
+class DecodePoint:
+    num_seqs: int
+    context_tokens: int  # the whole batch's, at the middle of the measured window
+    itl_s: float  # median gap while all `num_seqs` streams were decoding
+
+
+def _solve(rows: Sequence[Sequence[float]], ys: Sequence[float]) -> list[float] | None:
+    """Least squares by the normal equations (k ≤ 3 columns); None when they are singular."""
+    k = len(rows[0])
+    a = [[sum(r[i] * r[j] for r in rows) for j in range(k)] + [sum(r[i] * y for r, y in zip(rows, ys))]
+         for i in range(k)]
+    for col in range(k):  # Gauss-Jordan with partial pivoting
+        pivot = max(range(col, k), key=lambda r: abs(a[r][col]))
+        scale = max(abs(a[i][i]) for i in range(k)) or 1.0
+        if abs(a[pivot][col]) <= 1e-12 * scale:
+            return None
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(k):
+            if r != col:
+                f = a[r][col] / a[col][col]
+                a[r] = [x - f * y for x, y in zip(a[r], a[col])]
+    return [a[i][k] / a[i][i] for i in range(k)]
+
+
+def nonnegative_fit(rows: Sequence[Sequence[float]], ys: Sequence[float]) -> list[float]:
+    """Least squares with coefficients ≥ 0: a column whose coefficient comes out negative (noise on a
+    term too small to measure) is set to 0 and the rest refitted; a singular column is dropped too."""
+    active = list(range(len(rows[0])))
+    while active:
+        sub = [[r[i] for i in active] for r in rows]
+        coef = _solve(sub, ys) if len(rows) >= len(active) else None
+        if coef is None:
+            active.pop()  # the last column is the least important (per-context, then per-token)
+            continue
+        negative = [i for i, c in zip(active, coef) if c < 0]
+        if not negative:
+            out = [0.0] * len(rows[0])
+            for i, c in zip(active, coef):
+                out[i] = c
+            return out
+        active.remove(min(negative, key=lambda i: coef[active.index(i)]))
+    return [0.0] * len(rows[0])
+
+
+def fit_prefill(points: Sequence[PrefillPoint]) -> dict[str, float]:
+    """TTFT on an idle engine = fixed + per token × prompt tokens (one prefill step; the HTTP and
+    tokenizing time the client also waits for is in `fixed`)."""
+    if len({p.prompt_tokens for p in points}) < 2:
+        raise FitError(f"prefill: need TTFTs at 2 or more prompt lengths, got {len(points)} usable")
+    fixed, per_token = fit_line([(float(p.prompt_tokens), p.ttft_s) for p in points])
+    return {"prefill_fixed_s": fixed, "prefill_per_token_s": per_token}
+
+
+def fit_decode(points: Sequence[DecodePoint]) -> dict[str, float]:
+    """ITL = fixed + per sequence × batch + per context token × the batch's context."""
+    if not points:
+        raise FitError("decode: no batch finished with inter-token gaps to measure")
+    rows = [(1.0, float(p.num_seqs), float(p.context_tokens)) for p in points]
+    fixed, per_seq, per_context = nonnegative_fit(rows, [p.itl_s for p in points])
+    return {"decode_fixed_s": fixed, "decode_per_seq_s": per_seq, "decode_per_context_token_s": per_context}

@@ -21,6 +21,7 @@ from policies.facts import build_facts
 from policies.health import HealthBook
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
+from policies.perf_model_file import with_overrides
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastOutputStats, fast_health
@@ -44,16 +45,17 @@ class ReplaySetup:
 
 class _Run:
     def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> None:
+        perf = with_overrides(setup.perf, loaded.perf_model)  # the policy's named models, unless --perf-model names one
         self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends,
-                                       perf_model=setup.perf)
+                                       perf_model=perf)
         policy = self.compiled.policy
         prefix = any(r.prefix_id for r in traffic)
         self.engines: dict[str, SimEngine] = {}
-        self.overhead_s = {n: setup.perf.engine(n).request_overhead_s for n in self.compiled.engines}
+        self.overhead_s = {n: perf.engine(n).request_overhead_s for n in self.compiled.engines}
         for n in sorted(self.compiled.engines):  # the engine the policy spawns, as its engine_args shape it
             args = policy.backends[n].engine_args
-            self.engines[n] = SimEngine(shaped_by_args(setup.perf.engine(n), args), prefix and not prefix_caching_off(args))
-        self.hosted = {n: HostedSim(setup.perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
+            self.engines[n] = SimEngine(shaped_by_args(perf.engine(n), args), prefix and not prefix_caching_off(args))
+        self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
         self.health = fast_health(HealthBook(policy.backends, policy.health))
         self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)

@@ -29,6 +29,8 @@ class Outcome:
     retry_after_s: float = 0.0
     # slo_cost's hysteresis: (backend, SLO seconds) → out after this decision; the router keeps it.
     slo_out: tuple[tuple[tuple[str, float], bool], ...] = ()
+    # slo_cost: (engine, the performance model's own TTFT figure) — the router learns its error from it.
+    predicted: tuple[tuple[str, float], ...] = ()
 
 
 def is_open(ctx: Context, backend: str) -> bool:

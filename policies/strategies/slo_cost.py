@@ -4,7 +4,8 @@ does not flip traffic between local and hosted on every request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from functools import lru_cache
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -45,12 +46,12 @@ def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -
     return ttft_s > (limit_s * (1.0 - hysteresis) if was_out else limit_s)
 
 
-@dataclass(frozen=True, slots=True)
-class _Scored:
+class _Scored(NamedTuple):  # per candidate per request: a NamedTuple costs half a frozen dataclass
     backend: str
     ttft_s: float | None
     cost: float
     note: str
+    model_s: float | None  # engines: the performance model's figure before the learned scale
 
 
 @dataclass
@@ -91,8 +92,10 @@ def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Sco
     cost = ctx.facts.est_cost_usd.get(backend)
     # An engine with no price is already paid for; a hosted model with none sorts last.
     cost = cost if cost is not None else (0.0 if backend in ctx.policy.engines else float("inf"))
-    shown = "?" if predicted.ttft_s is None else f"{predicted.ttft_s:.3g}s {predicted.source}"
-    return _Scored(backend, predicted.ttft_s, cost, f"{backend}: ttft p95 {shown}, ${cost:.3g}")
+    ttft = predicted.ttft_s
+    note = f"{backend}: ttft p95 ?, ${cost:.3g}" if ttft is None else \
+        f"{backend}: ttft p95 {ttft:.3g}s {predicted.source}, ${cost:.3g}"
+    return _Scored(backend, ttft, cost, note, predicted.model_s)
 
 
 def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
@@ -117,10 +120,15 @@ def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, 
 def _head(rule: SloCostRule, slo: float | None, any_meets: bool) -> str:
     if slo is None:
         return "no slo for this team or rule; cheapest first"
-    limit = slo * (1.0 - rule.margin)
-    back = limit * (1.0 - rule.hysteresis)
-    bound = f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {rule.margin:.0%}; once out, back below {back:.3g}s)"
+    bound = _bound_text(slo, rule.margin, rule.hysteresis)
     return f"cheapest with {bound}" if any_meets else f"none meets {bound}; fastest first"
+
+
+@lru_cache(maxsize=256)  # a handful of (slo, margin, hysteresis) per policy: formatted once, not per request
+def _bound_text(slo: float, margin: float, hysteresis: float) -> str:
+    limit = slo * (1.0 - margin)
+    back = limit * (1.0 - hysteresis)
+    return f"ttft p95 ≤ {limit:.3g}s (slo {slo:g}s − {margin:.0%}; once out, back below {back:.3g}s)"
 
 
 def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
@@ -128,14 +136,17 @@ def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
     if not candidates:
         return None
     slo, tally = _slo_s(rule, ctx), _Tally()
+    predicted = []
     for backend in candidates:
         scored = _score(rule, ctx, backend, tally)
         if scored is not None:
             _place(rule, ctx, scored, slo, tally)
+            if scored.model_s is not None:
+                predicted.append((backend, scored.model_s))
     backends, changes = tally.order(), tuple(tally.changes)
     reason = f"{_head(rule, slo, bool(tally.meeting))}: {'; '.join(tally.notes)}"
     if not backends and tally.never == len(candidates):
         return Outcome((), f"too large for every candidate: {'; '.join(tally.notes)}", "too_large")
     if not backends:
         return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, changes)
-    return Outcome(backends, reason, slo_out=changes)
+    return Outcome(backends, reason, slo_out=changes, predicted=tuple(predicted))

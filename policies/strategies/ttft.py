@@ -1,18 +1,21 @@
 """Predicted TTFT p95 of one request on one backend, now: engines from their live state through the
-performance model (the decode step in progress + the queue's and this prompt's uncached prefill),
-hosted backends from the TTFT this gateway observed (window p95, else EWMA), else the priors."""
+performance model (the decode step in progress + the queue's and this prompt's uncached prefill,
+at the rates the engine measures now), scaled by how far such predictions were off lately; hosted
+backends from the TTFT this gateway observed (window p95, else EWMA), else the priors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policies.perf_model import predict_engine
 from policies.strategies.base import Context
 
 
-@dataclass(frozen=True, slots=True)
-class Predicted:
+class Predicted(NamedTuple):
+    """Immutable; a NamedTuple because one is built per candidate per request (cheaper than a frozen dataclass)."""
+
     ttft_s: float | None  # None: nothing known (an engine without fresh state)
-    source: str  # live | p95 | ewma | prior
+    source: str  # live (×scale) | p95 | ewma | prior
+    model_s: float | None = None  # engines: the model's own figure, before the learned scale
 
 
 def predict_ttft(ctx: Context, backend: str) -> Predicted:
@@ -29,20 +32,39 @@ def predict_ttft(ctx: Context, backend: str) -> Predicted:
 
 def _engine(ctx: Context, backend: str) -> Predicted:
     """The engine's own state, fresh each poll, rather than TTFTs observed while traffic went there:
-    an engine that fell out gets no traffic, so its observations would never recover."""
-    snap = ctx.live.engine(backend)
+    an engine that fell out gets no traffic, so its observations would never recover (they only
+    scale the prediction: policies/ttft_scale.py)."""
+    live = ctx.live
+    snap = live.engine(backend)
     if snap is None:
         return Predicted(None, "unknown")
     model = ctx.policy.perf_model.engine(backend)
     facts = ctx.facts
     prompt = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
     cached = int(prompt * facts.prefix_hit_rate.get(backend, 0.0))
-    queued = (ctx.live.num_waiting(backend) or 0) * prompt  # those waiting are taken to be like this one
+    # Ours sent since the poll are ahead of this one (waiting, or still prefilling: an engine admits a
+    # prompt into its running batch before it has computed it), and so are ours it does not show yet
+    # (still on their way: HTTP, tokenizing); all of them will be in the batch it decodes meanwhile.
+    mine = live.in_flight.get(backend)
+    if mine is None:
+        ahead, running = snap.num_waiting, snap.num_running
+    else:
+        since = max(0, mine.num_started_since)
+        ahead = max(snap.num_waiting + since, mine.num - snap.num_running)
+        running = max(snap.num_running + since - mine.num_ended_since, mine.num)
+    if snap.max_num_seqs:
+        running = min(running, snap.max_num_seqs)
+    queued = ahead * prompt  # those ahead are taken to be like this one
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
+    # The rates the engine measured over its last seconds beat the model file's: they include what
+    # else this (shared) machine is doing now.
+    decode_step = running / snap.decode_tokens_per_s if running and snap.decode_tokens_per_s > 0 else None
+    prefill_token = 1.0 / snap.prefill_tokens_per_s if snap.prefill_tokens_per_s > 0 else None
     predicted = predict_engine(model, prompt_tokens=prompt, output_tokens=facts.output_on(backend),
-                               cached_tokens=cached, queued_prompt_tokens=queued, num_running=snap.num_running,
-                               running_context_tokens=used_tokens).ttft_s
-    if snap.prefill_tokens_per_s > 0:  # the rate measured now beats the model file's per-token figure
-        # (a correction rather than a modified model: dataclasses.replace costs ~40 µs per request)
-        predicted += (queued + prompt - cached) * (1.0 / snap.prefill_tokens_per_s - model.prefill_per_token_s)
-    return Predicted(predicted, "live")
+                               cached_tokens=cached, queued_prompt_tokens=queued, num_running=running,
+                               running_context_tokens=used_tokens, decode_step_s=decode_step,
+                               prefill_token_s=prefill_token).ttft_s
+    scale = live.ttft_scale.get(backend)
+    if scale is None:
+        return Predicted(predicted, "live", predicted)
+    return Predicted(predicted * scale, f"live×{scale:.2g}", predicted)

@@ -1,6 +1,6 @@
-"""`hybridgw serve` with no --config: the embedded default policy spawns SmolLM2 and routes to it
-while the request fits, to OpenAI (here: the fake, through OPENAI_API_KEY / OPENAI_BASE_URL) when
-it does not, and works local-only when no hosted key is set."""
+"""`hybridgw serve` with no --config: the embedded default policy (slo_cost) spawns SmolLM2 and routes
+to it while it fits and is predicted to meet the SLO, to OpenAI (here: the fake, through
+OPENAI_API_KEY / OPENAI_BASE_URL) when it does not, and works local-only when no hosted key is set."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,10 +15,10 @@ def test_default_policy_local_while_it_fits_else_openai(fake: Fake, tmp_path: Pa
     env = {"OPENAI_API_KEY": "sk-upstream-test", "OPENAI_BASE_URL": f"{fake.url}/v1"}
     with serving(tmp_path, None, env=env) as gw:
         r = gw.chat("smollm2", max_tokens=4)
-        assert (r.status, r.backend, r.rule) == (200, "local", "local-while-it-fits")
+        assert (r.status, r.backend, r.rule) == (200, "local", "cheapest-within-slo")
         assert r.model == "SmolLM2-135M-Instruct" and 0 < r.body.usage.completion_tokens <= 4
         big = gw.chat("smollm2", max_tokens=TOO_LONG)
-        assert (big.status, big.backend, big.rule) == (200, "openai", "local-while-it-fits")
+        assert (big.status, big.backend, big.rule) == (200, "openai", "cheapest-within-slo")
         seen = fake.last_request()
         assert seen["body"]["model"] == "gpt-4o-mini" and seen["body"]["max_tokens"] == TOO_LONG
         assert seen["headers"]["authorization"] == "Bearer sk-upstream-test"
@@ -31,7 +31,7 @@ def test_default_policy_local_while_it_fits_else_openai(fake: Fake, tmp_path: Pa
 def test_default_policy_without_a_hosted_key_is_local_only(tmp_path: Path) -> None:
     with serving(tmp_path, None, unset=HOSTED_ENV) as gw:
         r = gw.chat("smollm2", max_tokens=4)
-        assert (r.status, r.backend, r.rule) == (200, "local", "local-while-it-fits")
+        assert (r.status, r.backend, r.rule) == (200, "local", "cheapest-within-slo")
         with gw.client() as client:
             assert [m.id for m in client.models.list()] == ["smollm2"]
         # Start-up says where requests go; the README's quick-start snippet prints what it says.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,26 @@ def test_explain_shows_a_team_yielding_its_share(tmp_path: Path) -> None:
     assert "targets   local (smollm2), openai (gpt-4o-mini)" in run.stdout, run.stdout
     run = _hybridgw(*args, "--team", "support", "--header", "x-hybridgw-priority-class:batch")
     assert "batch yields to interactive demand (research)" in run.stdout, run.stdout
+
+
+def test_check_and_explain_read_the_perf_model_files_a_policy_names(tmp_path: Path) -> None:
+    text = (EXAMPLES / "slo_cost.yaml").read_text().replace("    model: smollm2\n  openai:",
+                                                             "    model: smollm2\n    perf_model: local.yaml\n  openai:")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    run = _hybridgw("check", str(policy), "--env", "OPENAI_API_KEY=sk-test")
+    assert run.returncode == 1 and f"{policy}:11: backends.local.perf_model: " in run.stderr
+    assert "local.yaml: cannot read the performance model" in run.stderr
+    # 0.1 s per prefill step + 1 ms per token, one step: a ~200-token prompt on the idle engine is ~0.3 s.
+    (tmp_path / "local.yaml").write_text("engines:\n  local: {prefill_fixed_s: 0.1, prefill_per_token_s: 0.001,"
+                                         " max_num_batched_tokens: 100000}\n")
+    assert _hybridgw("check", str(policy), "--env", "OPENAI_API_KEY=sk-test").returncode == 0
+    state = {"engines": {"local": {"model": "smollm2", "block_size": 16, "num_blocks_total": 512,
+                                   "num_blocks_free": 400}}}
+    request = {"team": "default", "body": {"model": "chat", "max_tokens": 10, "messages": [
+        {"role": "user", "content": " ".join(["word"] * 190)}]}}
+    run = _hybridgw("explain", str(policy), "--request", str(_write(tmp_path, "r.json", request)),
+                    "--state", str(_write(tmp_path, "s.json", state)), "--env", "OPENAI_API_KEY=sk-test")
+    assert run.returncode == 0, run.stderr
+    shown = re.search(r"local: ttft p95 ([\d.]+)s live, \$0 \(in\)", run.stdout)
+    assert shown and 0.28 < float(shown.group(1)) < 0.32  # the built-in model would say ~0.13 s

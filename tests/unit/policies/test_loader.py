@@ -139,7 +139,7 @@ def test_default_policy_with_and_without_a_hosted_key() -> None:
     assert alone.absent_backends == ("openai",) and list(alone.policy.models) == ["smollm2"]
     hybrid = load_default_policy({"OPENAI_API_KEY": "sk-test"})
     assert [d.backend for d in hybrid.policy.models["smollm2"].deployments] == ["local", "openai"]
-    assert hybrid.policy.rules[0].strategy == "kv_fit"
+    assert hybrid.policy.rules[0].strategy == "slo_cost"
 
 
 def test_unreadable_file(tmp_path) -> None:

@@ -6,7 +6,17 @@ import math
 import pytest
 
 from policies.perf_model import perf_model_from_mapping
-from policies.replay.profile_fit import EngineProfile, fit_engine, hosted_from_sim
+from policies.replay.profile_fit import (
+    DecodePoint,
+    EngineProfile,
+    FitError,
+    PrefillPoint,
+    fit_decode,
+    fit_engine,
+    fit_prefill,
+    hosted_from_sim,
+    nonnegative_fit,
+)
 
 
 def test_the_fit_recovers_known_terms_and_ignores_one_slow_request() -> None:
@@ -33,3 +43,37 @@ def test_hosted_sim_profile_converts_to_the_same_distribution() -> None:
     assert model.ttft(1.2815515655446004) == pytest.approx(0.8, rel=1e-4)  # hosted_sim's p90
     assert model.tokens_per_s_p05 == pytest.approx(75.0 - 1.6448536 * 15.0, rel=1e-4)
     assert math.isclose(model.tokens_per_s(0.0), 75.0)
+
+
+def test_decode_fit_recovers_batch_and_context_terms() -> None:
+    # ITL = 10 ms + 2 ms per sequence + 1 µs per context token, measured at 3 batches × 2 contexts.
+    points = [DecodePoint(b, b * c, 0.010 + 0.002 * b + 1e-6 * b * c) for b in (1, 4, 16) for c in (64, 512)]
+    fitted = fit_decode(points)
+    assert fitted["decode_fixed_s"] == pytest.approx(0.010)
+    assert fitted["decode_per_seq_s"] == pytest.approx(0.002)
+    assert fitted["decode_per_context_token_s"] == pytest.approx(1e-6)
+
+
+def test_a_term_noise_makes_negative_is_zero_and_the_rest_refitted() -> None:
+    # The context term is too small to see and noise tilts it below 0: it becomes 0, the others refit.
+    points = [DecodePoint(1, 100, 0.012), DecodePoint(4, 400, 0.018), DecodePoint(1, 900, 0.0119),
+              DecodePoint(4, 3600, 0.0179)]
+    fitted = fit_decode(points)
+    assert fitted["decode_per_context_token_s"] == 0.0
+    assert fitted["decode_per_seq_s"] == pytest.approx(0.002, rel=0.05) and fitted["decode_fixed_s"] > 0
+    assert min(nonnegative_fit([(1.0, 1.0), (1.0, 2.0)], [1.0, 0.5])) == 0.0  # a falling line: slope 0
+
+
+def test_one_context_only_drops_the_context_term_instead_of_failing() -> None:
+    # batch × context is proportional to batch at one context: singular; the per-context column goes.
+    fitted = fit_decode([DecodePoint(1, 64, 0.012), DecodePoint(8, 512, 0.026)])
+    assert fitted["decode_per_context_token_s"] == 0.0 and fitted["decode_per_seq_s"] == pytest.approx(0.002)
+
+
+def test_prefill_fit_and_too_few_points() -> None:
+    fitted = fit_prefill([PrefillPoint(100, 0.15), PrefillPoint(1100, 1.15)])
+    assert fitted == pytest.approx({"prefill_fixed_s": 0.05, "prefill_per_token_s": 0.001})
+    with pytest.raises(FitError, match="2 or more prompt lengths"):
+        fit_prefill([PrefillPoint(100, 0.15)])
+    with pytest.raises(FitError, match="no batch"):
+        fit_decode([])
