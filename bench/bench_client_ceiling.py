@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_vs_aiperf import aiperf, children_cpu
 from tests.support import procs
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HYBRIDGW_WORKERS": os.environ.get("HYBRIDGW_WORKERS", "1")}
 
 
 def ours(url: str, a: argparse.Namespace, out: Path, key: str = "none", count: int = 0) -> dict[str, float]:

@@ -149,6 +149,7 @@ def report(results: dict[str, dict[str, list[float]]]) -> str:
 
 
 def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")  # one gateway process: per-core figures, as before --workers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="requests per latency sample per round")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each throughput run")

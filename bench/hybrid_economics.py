@@ -207,6 +207,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")  # one gateway process: per-core figures, as before --workers
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine-model", default="tiny-random")
     p.add_argument("--max-waiting", type=int, default=4, help="the local backend's queue bound (kv_fit)")

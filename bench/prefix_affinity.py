@@ -130,6 +130,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")  # one gateway process: per-core figures, as before --workers
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tenants", type=int, default=4, help="shared system prompts")
     p.add_argument("--prefix-tokens", type=int, default=2500, help="tokens in each tenant's system prompt")

@@ -202,6 +202,7 @@ def compare(measured: dict[str, Any], replayed: dict[str, Any]) -> list[tuple[st
 
 
 def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")  # one gateway process: per-core figures, as before --workers
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine-model", default="tiny-random")
     p.add_argument("--max-waiting", type=int, default=4, help="kv_fit spills when more than this wait")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def summary(seen: dict[str, list]) -> dict[str, Any]:
 
 
 def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")  # one gateway process: per-core figures, as before --workers
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spill", action="store_true", help="spill to a simulated hosted API instead of waiting")
     p.add_argument("--phase-s", type=float, default=4.0)
