@@ -1,0 +1,64 @@
+"""Which Redis client a REDIS_URL selects: `redis://`, `rediss://`, `unix://` one server;
+`redis+cluster://host:port[,host:port…]` (`rediss+cluster://` with TLS) a Redis Cluster, found from
+any of the nodes listed. Also the hash tags that keep one team's keys in one cluster slot."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ClusterError, RedisClusterException
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
+# down, the cluster marked failed): not RedisError, or not the ConnectionError the callers expect.
+CLUSTER_DOWN = (RedisClusterException, ClusterError)
+
+
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def _nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """The URL of the first node in the plain scheme, and (host, port) of the others listed."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    extra = []
+    for node in others:
+        host, _, port = node.rpartition(":")
+        extra.append((host, int(port or 6379)))
+    return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{auth}{at}{first}{slash}{path}", extra
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
+    """A blocking client for `url` (the ledger and the key store run in threads)."""
+    if not is_cluster(url):
+        return redis.Redis.from_url(url, **kwargs)
+    from redis.cluster import ClusterNode
+
+    first, extra = _nodes(url)
+    return redis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra], **kwargs)
+
+
+def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.Redis | aioredis.RedisCluster:
+    """An asyncio client for `url` (the limiter, on the gateway's event loop). One server: a blocking
+    pool, so a burst queues for a connection instead of failing. The cluster client has no blocking
+    pool (past max_connections a node raises), so it gets room for a burst per node instead."""
+    if not is_cluster(url):
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0, **kwargs)
+        return aioredis.Redis(connection_pool=pool)
+    from redis.asyncio.cluster import ClusterNode
+
+    first, extra = _nodes(url)
+    return aioredis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
+                                          max_connections=max_connections * 16, **kwargs)
+
+
+def team_tag(team: str) -> str:
+    """`{team}`: Redis Cluster hashes only what is between the braces, so every key of a team that
+    carries it lands in one slot and one script may touch them all. Quoted, so a brace in a team's
+    name cannot end the tag early; harmless on a single server."""
+    return "{" + quote(team, safe="") + "}"
