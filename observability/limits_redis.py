@@ -234,7 +234,8 @@ class RedisLimiter:
         await self.returns_done()
         await self._add_each_team(self._leases.drain(self._clock()), "return of unspent leases")
         await self._client.aclose()
-        await self._client.connection_pool.disconnect()
+        if isinstance(self._client, aioredis.Redis):  # a cluster client closes its nodes' pools itself
+            await self._client.connection_pool.disconnect()
 
 
 def _tagged(team: str, charges: list[Charge]) -> list[Charge]:

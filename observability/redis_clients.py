@@ -8,12 +8,17 @@ from urllib.parse import quote
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import ClusterError, RedisClusterException
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
 # down, the cluster marked failed): not RedisError, or not the ConnectionError the callers expect.
 CLUSTER_DOWN = (RedisClusterException, ClusterError)
+# One attempt per command: the cluster client's default retries a dead node with back-off for ~2 s per
+# command, while every caller here has its own answer to a failure (the limiter fails open, the
+# ledger spills and replays, the key store serves its cache) that should come at once.
+_RETRIES = 0
 
 
 def is_cluster(url: str) -> bool:
@@ -38,9 +43,11 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
     if not is_cluster(url):
         return redis.Redis.from_url(url, **kwargs)
     from redis.cluster import ClusterNode
+    from redis.retry import Retry
 
     first, extra = _nodes(url)
-    return redis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra], **kwargs)
+    return redis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
+                                       retry=Retry(NoBackoff(), _RETRIES), **kwargs)
 
 
 def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.Redis | aioredis.RedisCluster:
@@ -51,10 +58,12 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0, **kwargs)
         return aioredis.Redis(connection_pool=pool)
     from redis.asyncio.cluster import ClusterNode
+    from redis.asyncio.retry import Retry as AsyncRetry
 
     first, extra = _nodes(url)
     return aioredis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
-                                          max_connections=max_connections * 16, **kwargs)
+                                          max_connections=max_connections * 16,
+                                          retry=AsyncRetry(NoBackoff(), _RETRIES), **kwargs)
 
 
 def team_tag(team: str) -> str:

@@ -108,6 +108,7 @@ class RedisClusterServers:
             node_dir.mkdir(parents=True, exist_ok=True)
             self.nodes.append(RedisServer(port, node_dir, durable=durable, extra_args=(
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                "--cluster-port", str(free_port()),  # else port + 10000, which may be taken or past 65535
                 "--cluster-require-full-coverage", "no")))
 
     @property
