@@ -15,10 +15,11 @@ _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
 # down, the cluster marked failed): not RedisError, or not the ConnectionError the callers expect.
 CLUSTER_DOWN = (RedisClusterException, ClusterError)
-# One attempt per command: the cluster client's default retries a dead node with back-off for ~2 s per
-# command, while every caller here has its own answer to a failure (the limiter fails open, the
-# ledger spills and replays, the key store serves its cache) that should come at once.
-_RETRIES = 0
+# One retry, at once: the cluster client's default backs off for ~2 s per command on a dead node, while
+# every caller here has its own answer to a failure (the limiter fails open, the ledger spills and
+# replays, the key store serves its cache). Not none: after a node restarts, each pooled connection to
+# it fails once, and the retry (on a fresh connection) is what keeps that from failing the command.
+_RETRIES = 1
 
 
 def is_cluster(url: str) -> bool:
@@ -61,9 +62,20 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
     from redis.asyncio.retry import Retry as AsyncRetry
 
     first, extra = _nodes(url)
-    return aioredis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
+    return _AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
                                           max_connections=max_connections * 16,
                                           retry=AsyncRetry(NoBackoff(), _RETRIES), **kwargs)
+
+
+class _AsyncCluster(aioredis.RedisCluster):
+    """redis-py's asyncio cluster client, started before its first command runs: commands issued
+    together on a client not started yet failed with "Connection closed by server" (redis-py 8.1),
+    and a limiter's first burst would have failed open."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()  # under the client's own lock: one start-up, the others wait
+        return await super().execute_command(*args, **kwargs)
 
 
 def team_tag(team: str) -> str:
