@@ -34,8 +34,8 @@ def _nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
     first, *others = hosts.split(",")
     extra = []
     for node in others:
-        host, _, port = node.rpartition(":")
-        extra.append((host, int(port or 6379)))
+        host, colon, port = node.rpartition(":")
+        extra.append((host, int(port)) if colon else (node, 6379))
     return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{auth}{at}{first}{slash}{path}", extra
 
 
