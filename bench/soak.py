@@ -1,0 +1,210 @@
+"""Soak: one gateway for a long time at about half of its saturation, to show it does not grow.
+
+A mix of streamed and non-streamed requests, 5% of them cut by the client (mid-stream, or before a
+slow non-streamed answer), 1% failing upstream (a 500, or a stream dropped after two chunks), and the
+Redis the gateway uses (REDIS_URL: usage, limits, keys) killed and restarted in the middle. The
+gateway's RSS and open file descriptors are read from /proc over time; at the end it checks RSS and
+fds against their level after warm-up (bar: at most 5% more), every request's usage record present exactly
+once (matched by the client's x-request-id, and by x-hybridgw-request-id where the client saw it), and
+no error but the injected ones. Exit status 1 when a check fails.
+
+Run: .venv/bin/python -m bench.soak [--minutes 60] [--rate RPS] [--redis single|cluster] [--out soak.json]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.soak_stack import Stack, proc_sample, start_stack
+from observability.redis_store import RedisStore
+
+NORMAL_STREAM = "fake:chunks=16;delay_ms=2"
+SLOW_BODY = "fake:ttft_ms=400"  # a non-streamed answer the client gives up on before it comes
+
+
+def plan(i: int, rng: random.Random) -> str:
+    """What request i does: normal-stream, normal, cut-stream, cut, error-500, error-drop."""
+    roll = rng.random()
+    if roll < 0.05:
+        return "cut-stream" if i % 2 else "cut"
+    if roll < 0.06:
+        return "error-drop" if i % 2 else "error-500"
+    return "normal-stream" if i % 2 else "normal"
+
+
+async def one(client: httpx.AsyncClient, stack: Stack, i: int, kind: str) -> dict[str, Any]:
+    """Send request i as `kind`; returns what the client saw (status, the gateway's request id)."""
+    team = stack.teams[i % len(stack.teams)]
+    model = {"error-500": "err500", "error-drop": "errdrop"}.get(kind, "m")
+    stream = kind in ("normal-stream", "cut-stream", "error-drop")
+    body = {"model": model, "messages": [{"role": "user", "content": f"soak request {i}"}], "stream": stream,
+            "max_tokens": 16, "user": SLOW_BODY if kind == "cut" else NORMAL_STREAM}
+    headers = {"authorization": f"Bearer {stack.keys[team]}", "x-request-id": f"soak-{i}"}
+    seen: dict[str, Any] = {"i": i, "kind": kind, "team": team, "status": None, "gateway_id": None, "error": ""}
+    try:
+        if kind == "cut":
+            await asyncio.wait_for(client.post(stack.url, json=body, headers=headers), 0.05)
+            return seen  # answered faster than the cut: still fine, its record says ok
+        async with client.stream("POST", stack.url, json=body, headers=headers) as response:
+            seen["status"], seen["gateway_id"] = response.status_code, response.headers.get("x-hybridgw-request-id")
+            async for _ in response.aiter_bytes():
+                if kind == "cut-stream":
+                    break  # leaving the block closes the connection mid-stream
+    except TimeoutError:
+        seen["status"] = "cut"
+    except httpx.HTTPError as exc:
+        seen["error"] = f"{type(exc).__name__}: {exc}"
+    return seen
+
+
+async def calibrate(stack: Stack, seconds: float, concurrency: int = 32) -> float:
+    """Requests/s of the normal mix at `concurrency` in a closed loop: the saturation estimate."""
+    done = 0
+    end = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            i = w
+            while time.monotonic() < end:
+                await one(client, stack, -1 - i, "normal-stream" if i % 2 else "normal")
+                done += 1
+                i += concurrency
+
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return done / seconds
+
+
+async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    duration = a.minutes * 60.0
+    rng = random.Random(a.seed)
+    results: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.monotonic()
+    limits = httpx.Limits(max_connections=a.max_inflight, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+
+        async def run_one(i: int, kind: str) -> None:
+            results.append(await one(client, stack, i, kind))
+
+        async def sampler() -> None:
+            while True:
+                samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": len(tasks),
+                                "done": len(results), **proc_sample(stack.gateway_pid)})
+                await asyncio.sleep(a.sample_s)
+
+        async def outage() -> None:
+            await asyncio.sleep(duration / 2)
+            await asyncio.to_thread(stack.restart_redis, a.outage_s)
+            print(f"redis restarted at {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+        helpers = [asyncio.create_task(sampler()), asyncio.create_task(outage())]
+        i = 0
+        while (now := time.monotonic() - start) < duration:
+            if i < now * rate and len(tasks) < a.max_inflight:  # open loop, bounded in flight
+                task = asyncio.create_task(run_one(i, plan(i, rng)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+                continue
+            await asyncio.sleep(min(1.0 / rate, 0.01))
+        await asyncio.gather(*tasks)
+        samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": 0, "done": len(results),
+                        **proc_sample(stack.gateway_pid)})
+        for helper in helpers:
+            helper.cancel()
+    return results, samples
+
+
+def read_records(url: str, teams: list[str], since: float) -> list[Any]:
+    store = RedisStore.from_url(url)
+    try:
+        return [r for team in teams for r in store.records(team, since, time.time() + 60, limit=10_000_000)]
+    finally:
+        store.close()
+
+
+def check_records(stack: Stack, results: list[dict[str, Any]], since: float, wait_s: float) -> dict[str, Any]:
+    """Wait (bounded) for every request's record; then count missing, doubled, and unexpected errors."""
+    wanted = {f"soak-{r['i']}" for r in results}
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = [r for r in read_records(stack.redis_url, stack.teams, since)
+                   if r.client_request_id.startswith("soak-")]
+        counts = Counter(r.client_request_id for r in records)
+        if wanted <= set(counts) or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    by_id = {r.client_request_id: r for r in records}
+    unexpected = []
+    for seen in results:
+        rec = by_id.get(f"soak-{seen['i']}")
+        normal = seen["kind"].startswith("normal")
+        if normal and (seen["status"] != 200 or seen["error"] or rec is None or rec.status != "ok"):
+            unexpected.append({**seen, "record_status": rec.status if rec else None})
+        elif rec is not None and seen["gateway_id"] and rec.request_id != seen["gateway_id"]:
+            unexpected.append({**seen, "record_id": rec.request_id})
+    return {"requests": len(results), "records": len(records),
+            "missing": len(wanted - set(counts)), "duplicated": sum(1 for n in counts.values() if n > 1),
+            "kinds": dict(Counter(r["kind"] for r in results)),
+            "record_statuses": dict(Counter(r.status for r in records)),
+            "unexpected_errors": len(unexpected), "unexpected_sample": unexpected[:5]}
+
+
+def growth(samples: list[dict[str, Any]], warmup_s: float, field: str, n: int = 5) -> dict[str, float]:
+    """The field's mean over the first n samples after warm-up and the last n under load, and the change."""
+    after = [s[field] for s in samples if s["t_s"] >= warmup_s][:n]
+    end = [s[field] for s in samples[:-1]][-n:]  # the last sample is taken after the load stopped
+    base, last = sum(after) / len(after), sum(end) / len(end)
+    return {"after_warmup": round(base, 1), "end": round(last, 1), "change_pct": round(100 * (last - base) / base, 2)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--rate", type=float, default=0.0, help="requests/s (default: half of a calibrated saturation)")
+    p.add_argument("--calibrate-s", type=float, default=15.0)
+    p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the baseline sample")
+    p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down in the middle")
+    p.add_argument("--redis", choices=("single", "cluster"), default="single")
+    p.add_argument("--teams", type=int, default=8, help="records spread over teams (each stream keeps 100,000)")
+    p.add_argument("--max-inflight", type=int, default=256)
+    p.add_argument("--seed", type=int, default=15)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hybridgw-soak-") as tmp, start_stack(Path(tmp), a.teams, a.redis) as stack:
+        since = time.time() - 1
+        saturation = asyncio.run(calibrate(stack, a.calibrate_s)) if not a.rate else None
+        rate = a.rate or (saturation or 0) / 2
+        print(f"soak: {a.minutes} min at {rate:.0f} req/s (saturation ~{saturation or 0:.0f})", file=sys.stderr)
+        results, samples = asyncio.run(soak(stack, a, rate))
+        records = check_records(stack, results, since, wait_s=180)
+        warmup_s = a.minutes * 60 * a.warmup_frac
+        out = {"minutes": a.minutes, "rate_rps": round(rate, 1), "saturation_rps": saturation, "redis": a.redis,
+               "rss_kb": growth(samples, warmup_s, "rss_kb"), "fds": growth(samples, warmup_s, "fds"),
+               **records, "tracebacks_in_log": stack.log().count("Traceback"), "samples": samples}
+    # growth is the failure; a level that falls back (fewer connections open at that moment) is not
+    ok = (out["rss_kb"]["change_pct"] <= 5 and out["fds"]["change_pct"] <= 5 and not out["missing"]
+          and not out["duplicated"] and not out["unexpected_errors"] and not out["tracebacks_in_log"])
+    out["pass"] = ok
+    text = json.dumps(out, indent=1)
+    if a.out:
+        a.out.write_text(text)
+    print(json.dumps({k: v for k, v in out.items() if k != "samples"}, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
