@@ -42,28 +42,49 @@ def plan(i: int, rng: random.Random) -> str:
     return "normal-stream" if i % 2 else "normal"
 
 
-async def one(client: httpx.AsyncClient, stack: Stack, i: int, kind: str) -> dict[str, Any]:
-    """Send request i as `kind`; returns what the client saw (status, the gateway's request id)."""
+async def one(client: httpx.AsyncClient, stack: Stack, i: int, kind: str, prefix: str = "soak") -> dict[str, Any]:
+    """Send request i as `kind`; returns what the client saw (status, the gateway's request id, and
+    whether the request left the client at all: one cut while it waited for a pooled connection did not)."""
     team = stack.teams[i % len(stack.teams)]
     model = {"error-500": "err500", "error-drop": "errdrop"}.get(kind, "m")
     stream = kind in ("normal-stream", "cut-stream", "error-drop")
     body = {"model": model, "messages": [{"role": "user", "content": f"soak request {i}"}], "stream": stream,
             "max_tokens": 16, "user": SLOW_BODY if kind == "cut" else NORMAL_STREAM}
-    headers = {"authorization": f"Bearer {stack.keys[team]}", "x-request-id": f"soak-{i}"}
-    seen: dict[str, Any] = {"i": i, "kind": kind, "team": team, "status": None, "gateway_id": None, "error": ""}
+    headers = {"authorization": f"Bearer {stack.keys[team]}", "x-request-id": f"{prefix}-{i}"}
+    seen: dict[str, Any] = {"i": i, "kind": kind, "team": team, "status": None, "gateway_id": None, "error": "",
+                            "sent": False}
+    sent = asyncio.Event()
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "http11.send_request_body.complete":
+            sent.set()
+            seen["sent"] = True
+
+    ext = {"trace": trace}
     try:
         if kind == "cut":
-            await asyncio.wait_for(client.post(stack.url, json=body, headers=headers), 0.05)
-            return seen  # answered faster than the cut: still fine, its record says ok
-        async with client.stream("POST", stack.url, json=body, headers=headers) as response:
+            return await _cut(client.post(stack.url, json=body, headers=headers, extensions=ext), sent, seen)
+        async with client.stream("POST", stack.url, json=body, headers=headers, extensions=ext) as response:
             seen["status"], seen["gateway_id"] = response.status_code, response.headers.get("x-hybridgw-request-id")
             async for _ in response.aiter_bytes():
                 if kind == "cut-stream":
                     break  # leaving the block closes the connection mid-stream
-    except TimeoutError:
-        seen["status"] = "cut"
     except httpx.HTTPError as exc:
         seen["error"] = f"{type(exc).__name__}: {exc}"
+    return seen
+
+
+async def _cut(post: Any, sent: asyncio.Event, seen: dict[str, Any]) -> dict[str, Any]:
+    """Close the connection 50 ms after the whole request has left (the slow answer is not there yet)."""
+    task = asyncio.ensure_future(post)
+    await asyncio.wait([task, asyncio.ensure_future(sent.wait())], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.sleep(0.05)
+    if task.done():
+        seen["status"] = task.result().status_code  # answered before the cut: its record says ok
+        return seen
+    task.cancel()  # httpx closes the connection of a cancelled request
+    await asyncio.gather(task, return_exceptions=True)
+    seen["status"] = "cut"
     return seen
 
 
@@ -77,7 +98,7 @@ async def calibrate(stack: Stack, seconds: float, concurrency: int = 32) -> floa
         async with httpx.AsyncClient(timeout=30.0) as client:
             i = w
             while time.monotonic() < end:
-                await one(client, stack, -1 - i, "normal-stream" if i % 2 else "normal")
+                await one(client, stack, i, "normal-stream" if i % 2 else "normal", prefix="calibrate")
                 done += 1
                 i += concurrency
 
@@ -92,7 +113,9 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[d
     samples: list[dict[str, Any]] = []
     tasks: set[asyncio.Task[None]] = set()
     start = time.monotonic()
-    limits = httpx.Limits(max_connections=a.max_inflight, max_keepalive_connections=64)
+    # Idle connections expire before the gateway's keep-alive timeout (uvicorn's 5 s) ends them: a request
+    # sent on one the server is closing at that moment never reaches it (a ReadError, and no record).
+    limits = httpx.Limits(max_connections=a.max_inflight, max_keepalive_connections=64, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
 
         async def run_one(i: int, kind: str) -> None:
@@ -101,7 +124,7 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[d
         async def sampler() -> None:
             while True:
                 samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": len(tasks),
-                                "done": len(results), **proc_sample(stack.gateway_pid)})
+                                "done": len(results), **proc_sample(stack.gateway_pid, stack.ports)})
                 await asyncio.sleep(a.sample_s)
 
         async def outage() -> None:
@@ -121,7 +144,7 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[d
             await asyncio.sleep(min(1.0 / rate, 0.01))
         await asyncio.gather(*tasks)
         samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": 0, "done": len(results),
-                        **proc_sample(stack.gateway_pid)})
+                        **proc_sample(stack.gateway_pid, stack.ports)})
         for helper in helpers:
             helper.cancel()
     return results, samples
@@ -137,7 +160,7 @@ def read_records(url: str, teams: list[str], since: float) -> list[Any]:
 
 def check_records(stack: Stack, results: list[dict[str, Any]], since: float, wait_s: float) -> dict[str, Any]:
     """Wait (bounded) for every request's record; then count missing, doubled, and unexpected errors."""
-    wanted = {f"soak-{r['i']}" for r in results}
+    wanted = {f"soak-{r['i']}" for r in results if r["sent"]}
     deadline = time.monotonic() + wait_s
     while True:
         records = [r for r in read_records(stack.redis_url, stack.teams, since)
@@ -155,8 +178,11 @@ def check_records(stack: Stack, results: list[dict[str, Any]], since: float, wai
             unexpected.append({**seen, "record_status": rec.status if rec else None})
         elif rec is not None and seen["gateway_id"] and rec.request_id != seen["gateway_id"]:
             unexpected.append({**seen, "record_id": rec.request_id})
-    return {"requests": len(results), "records": len(records),
-            "missing": len(wanted - set(counts)), "duplicated": sum(1 for n in counts.values() if n > 1),
+    missing = [r for r in results if r["sent"] and f"soak-{r['i']}" not in counts]
+    return {"requests": len(results), "never_sent": sum(1 for r in results if not r["sent"]),
+            "records": sum(n for rid, n in counts.items() if rid in wanted),
+            "missing": len(missing), "missing_kinds": dict(Counter(r["kind"] for r in missing)),
+            "missing_sample": missing[:5], "duplicated": sum(1 for n in counts.values() if n > 1),
             "kinds": dict(Counter(r["kind"] for r in results)),
             "record_statuses": dict(Counter(r.status for r in records)),
             "unexpected_errors": len(unexpected), "unexpected_sample": unexpected[:5]}
@@ -180,7 +206,8 @@ def main() -> int:
     p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down in the middle")
     p.add_argument("--redis", choices=("single", "cluster"), default="single")
     p.add_argument("--teams", type=int, default=8, help="records spread over teams (each stream keeps 100,000)")
-    p.add_argument("--max-inflight", type=int, default=256)
+    # below the gateway's 256 connections per client address: a cut connection may linger there a moment
+    p.add_argument("--max-inflight", type=int, default=200)
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Stack:
     redis_url: str
     gateway: procs.Proc
     redis: RedisServer | RedisClusterServers
+    ports: dict[str, set[int]] = field(default_factory=dict)  # what a socket's port says it is: clients, …
     outages: list[float] = field(default_factory=list)
 
     @property
@@ -93,7 +95,9 @@ def start_stack(workdir: Path, team_count: int, redis_kind: str) -> Iterator[Sta
                               env={**env, "REDIS_URL": redis.url}, name="soak-gateway")
         started.append(gateway)
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", gateway, timeout_s=120)
-        yield Stack(f"http://127.0.0.1:{port}/v1/chat/completions", teams, keys, redis.url, gateway, redis)
+        nodes = redis.nodes if isinstance(redis, RedisClusterServers) else [redis]
+        ports = {"clients": {port}, "upstream": {fake_port}, "redis": {n.port for n in nodes}}
+        yield Stack(f"http://127.0.0.1:{port}/v1/chat/completions", teams, keys, redis.url, gateway, redis, ports)
     finally:
         for proc in reversed(started):
             procs.stop(proc)
@@ -113,10 +117,43 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def proc_sample(pid: int) -> dict[str, Any]:
-    """RSS (kB), open fds and CPU seconds of the process and its children, from /proc."""
+def _socket_ports(pid: int) -> dict[int, tuple[int, int]]:
+    """{socket inode: (local port, remote port)} of the TCP sockets the process can see."""
+    out = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            out[int(cols[9])] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+    return out
+
+
+def _fd_kinds(pid: int, ports: dict[str, set[int]]) -> Counter[str]:
+    """The process's fds by what they are: client connections, upstream, redis, other sockets, files."""
+    sockets = _socket_ports(pid)
+    kinds: Counter[str] = Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not target.startswith("socket:["):
+            kinds["files" if target.startswith("/") else target.split(":")[0]] += 1
+            continue
+        local, remote = sockets.get(int(target[8:-1]), (0, 0))
+        kind = next((k for k, p in ports.items() if local in p or remote in p), "other-socket")
+        kinds[kind] += 1
+    return kinds
+
+
+def proc_sample(pid: int, ports: dict[str, set[int]] | None = None) -> dict[str, Any]:
+    """RSS (kB), open fds (and what they are) and CPU seconds of the process and its children."""
     rss = fds = 0
     cpu = 0.0
+    kinds: Counter[str] = Counter()
     for each in _descendants(pid):
         try:
             status = Path(f"/proc/{each}/status").read_text()
@@ -124,6 +161,7 @@ def proc_sample(pid: int) -> dict[str, Any]:
             fds += len(os.listdir(f"/proc/{each}/fd"))
             stat = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
             cpu += (int(stat[11]) + int(stat[12])) / PAGE_TICKS  # utime + stime
+            kinds += _fd_kinds(each, ports or {})
         except (OSError, StopIteration):
             continue
-    return {"rss_kb": rss, "fds": fds, "cpu_s": round(cpu, 2)}
+    return {"rss_kb": rss, "fds": fds, "cpu_s": round(cpu, 2), "fd_kinds": dict(kinds)}

@@ -13,13 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.auth import KeyInfo, hash_key, key_for, new_key
 from gateway.key_spec import KeySpec
 from gateway.key_store import NANO, KeyRow, KeyStoreUnavailable
-from observability.redis_clients import CLUSTER_DOWN, sync_client
+from observability.redis_clients import CLUSTER_DOWN, LazyCluster, is_cluster_client, sync_client
 
 # KEYS: id record, hash record, id set; ARGV: hash, team, name, created_at, key_id, spec. 0: id taken.
 _CREATE_LUA = """
@@ -118,7 +117,7 @@ def _row(key_id: str, r: dict[str, str]) -> KeyRow:
 
 
 class RedisKeyStore:
-    def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "hgw:{keys}:",
+    def __init__(self, client: redis.Redis | LazyCluster, *, prefix: str = "hgw:{keys}:",
                  clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._clock = clock
@@ -126,8 +125,7 @@ class RedisKeyStore:
         self._scripts = {name: client.register_script(lua) for name, lua in (
             ("create", _CREATE_LUA), ("lookup", _LOOKUP_LUA), ("revoke", _REVOKE_LUA), ("update", _UPDATE_LUA),
             ("rotate", _ROTATE_LUA), ("use", _USE_LUA), ("migrate", _MIGRATE_LUA))}
-        # a cluster was never written under the old names; one server may have been
-        self._migrated = isinstance(client, RedisCluster) or prefix == LEGACY_PREFIX
+        self._migrated = False  # one server may hold keys under the untagged names (a cluster never did)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisKeyStore:
@@ -138,7 +136,7 @@ class RedisKeyStore:
     def _migrate(self, again: bool = False) -> int:
         """Move keys stored under the untagged names (once per process; `again`: once more, for a key
         an older replica or CLI made meanwhile). Returns how many it moved."""
-        if isinstance(self._client, RedisCluster) or self._prefix == LEGACY_PREFIX or self._migrated and not again:
+        if is_cluster_client(self._client) or self._prefix == LEGACY_PREFIX or self._migrated and not again:
             return 0
         moved = int(self._scripts["migrate"](keys=[], args=[LEGACY_PREFIX, self._prefix]))  # type: ignore[arg-type]
         self._migrated = True

@@ -3,12 +3,15 @@
 any of the nodes listed. Also the hash tags that keep one team's keys in one cluster slot."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -39,7 +42,7 @@ def _nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
     return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{auth}{at}{first}{slash}{path}", extra
 
 
-def sync_client(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
+def sync_client(url: str, **kwargs: Any) -> redis.Redis | LazyCluster:
     """A blocking client for `url` (the ledger and the key store run in threads)."""
     if not is_cluster(url):
         return redis.Redis.from_url(url, **kwargs)
@@ -47,8 +50,36 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
     from redis.retry import Retry
 
     first, extra = _nodes(url)
-    return redis.RedisCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
-                                       retry=Retry(NoBackoff(), _RETRIES), **kwargs)
+    return LazyCluster(lambda: redis.RedisCluster.from_url(
+        first, startup_nodes=[ClusterNode(h, p) for h, p in extra], retry=Retry(NoBackoff(), _RETRIES), **kwargs))
+
+
+class LazyCluster:
+    """A redis.RedisCluster made on its first command. Its constructor connects, and raises when no
+    node answers; a gateway must start while Redis is down (limits fail open, records spill), as it
+    does with one server. Until a node answers, every command raises the cluster's error again."""
+
+    def __init__(self, make: Callable[[], redis.RedisCluster]) -> None:
+        self._make = make
+        self._client: redis.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script.encode())  # type: ignore[arg-type]  # bytes: no encoder (no client) needed
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, (LazyCluster, redis.RedisCluster, aioredis.RedisCluster))
 
 
 def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.Redis | aioredis.RedisCluster:

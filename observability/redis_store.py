@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import BusyLoadingError, NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from observability.redis_clients import CLUSTER_DOWN, sync_client, team_tag
+from observability.redis_clients import CLUSTER_DOWN, LazyCluster, is_cluster_client, sync_client, team_tag
 from observability.rollups import (
     DAY_S,
     HOUR_S,
@@ -65,7 +64,7 @@ def _refused(exc: ResponseError) -> bool:
 class RedisStore:
     def __init__(
         self,
-        client: redis.Redis | RedisCluster,
+        client: redis.Redis | LazyCluster,
         *,
         prefix: str = "hgw:",
         seen_ttl_s: int = 7 * DAY_S,  # replays within this long of the first write are deduplicated
@@ -78,7 +77,7 @@ class RedisStore:
         self._ttls = (seen_ttl_s, hour_ttl_s, day_ttl_s)
         self._maxlen = max_records_per_team
         self._script = client.register_script(_WRITE_LUA)
-        self._cluster = isinstance(client, RedisCluster)  # else one server, maybe with untagged names
+        self._cluster = is_cluster_client(client)  # else one server, maybe with untagged names
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:

@@ -14,8 +14,13 @@ import httpx
 import pytest
 import redis
 
+from gateway.key_store import KeyStoreUnavailable
 from gateway.key_store_redis import RedisKeyStore
+from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_redis import RedisLimiter
 from observability.redis_store import RedisStore
+from observability.stores import StoreUnavailable
+from tests.integration.observability.replica import replica_record
 from tests.support import procs
 from tests.support.redis_server import RedisClusterServers, redis_server_path
 
@@ -177,3 +182,41 @@ def test_nothing_is_lost_when_a_node_restarts_under_traffic(stack: Stack) -> Non
     ids = {request_id for _, request_id in results}
     found = _wait_records(stack, "restart", ids)
     assert len(found) == len(set(found)) == 62  # the 60, and the 2 before: each exactly once
+
+
+def test_unspent_leases_of_many_teams_go_back_on_close(stack: Stack) -> None:
+    # one replica leases quota for three teams (their windows on different slots); closing returns
+    # each team's leftover to its own slot (one script per team: one across slots is refused)
+    config = LimitsConfig(default_team=TeamLimits(requests_per_minute=100_000))
+    clock = 1_795_000_030.0
+
+    async def run() -> list[float]:
+        limiter = RedisLimiter.from_url(stack.cluster.url, config, clock=lambda: clock)
+        for i in range(30):
+            await limiter.reserve(f"r{i}", f"lease-{i % 3}", "k", 1, 0.0)
+        await limiter.aclose()
+        reader = RedisLimiter.from_url(stack.cluster.url, config, clock=lambda: clock)
+        used = [(await reader.usage(f"lease-{t}", "k"))[0].used for t in range(3)]
+        await reader.aclose()
+        return used
+
+    assert asyncio.run(run()) == [10, 10, 10]
+
+
+def test_a_cluster_no_node_answers_is_down_not_a_crash() -> None:
+    # the gateway starts while its Redis is down (limits fail open, records spill), cluster or not
+    url = f"redis+cluster://127.0.0.1:{procs.free_port()}"
+    store = RedisStore.from_url(url)
+    with pytest.raises(StoreUnavailable):
+        store.write_batch([replica_record("down", 0)])
+    keys = RedisKeyStore.from_url(url)
+    with pytest.raises(KeyStoreUnavailable):
+        keys.lookup("sha256:0")
+
+    async def reserve() -> tuple[str, ...]:
+        limiter = RedisLimiter.from_url(url, LimitsConfig(default_team=TeamLimits(requests_per_minute=1)))
+        held = await limiter.reserve("r", "t", "k", 1, 0.0)
+        await limiter.aclose()
+        return held.window_keys
+
+    assert asyncio.run(reserve()) == ()  # failed open

@@ -1,6 +1,7 @@
 """A single Redis written by a version from before the hash tags keeps its data: a budget window
 spent under the old counter name still counts (and is moved to the tagged name), old rollups and
-records are still reported, and a record written under the old seen key is not counted twice."""
+records are still reported, a record written under the old seen key is not counted twice, and API
+keys made under the old names are moved to the tagged ones."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,8 @@ import time
 import pytest
 import redis
 
+from gateway.auth import hash_key
+from gateway.key_store_redis import RedisKeyStore
 from observability.limits import LimitsConfig, TeamLimits, window
 from observability.limits_protocol import LimitExceeded
 from observability.limits_redis import RedisLimiter
@@ -68,3 +71,19 @@ def test_old_rollups_and_records_are_read_and_old_ids_deduplicated(redis_server:
     assert ids == {record.request_id, fresh.request_id}
     store.close()
     raw.close()
+
+
+def test_a_key_an_older_cli_makes_after_start_up_is_found_too(redis_server: RedisServer) -> None:
+    store = RedisKeyStore.from_url(redis_server.url)
+    assert store.count() == 0  # the one-time move has run (nothing to move)
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    digest = hash_key("sk-made-by-an-old-cli")  # during a rolling upgrade
+    raw.hset("hgw:keys:id:0badc0de", mapping={"key_hash": digest, "team": "red", "name": "old", "created_at": "1.0"})
+    raw.hset(f"hgw:keys:hash:{digest}", mapping={"key_id": "0badc0de", "team": "red", "name": "old"})
+    raw.sadd("hgw:keys:ids", "0badc0de")
+    found = store.lookup(digest)  # a miss moves what is left under the old names, then looks again
+    assert found is not None and found.key_id == "0badc0de" and store.count() == 1
+    assert raw.exists("hgw:keys:ids", f"hgw:keys:hash:{digest}", "hgw:keys:id:0badc0de") == 0
+    assert store.revoke("0badc0de") and store.lookup(digest) is None
+    raw.close()
+    store.close()
