@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -86,11 +87,16 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
     """An asyncio client for `url` (the limiter, on the gateway's event loop). One server: a blocking
     pool, so a burst queues for a connection instead of failing. The cluster client has no blocking
     pool (past max_connections a node raises), so it gets room for a burst per node instead."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
     if not is_cluster(url):
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0, **kwargs)
+        # A pooled connection Redis closed (it restarted) fails its next command: try once more on a new
+        # one (a connection error only: a timeout again would double the wait on a hung Redis).
+        retry = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0,
+                                                        retry=retry, **kwargs)
         return aioredis.Redis(connection_pool=pool)
     from redis.asyncio.cluster import ClusterNode
-    from redis.asyncio.retry import Retry as AsyncRetry
 
     first, extra = _nodes(url)
     return _AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
