@@ -39,7 +39,7 @@ from observability.limits import (
     window_states,
 )
 from observability.limits_protocol import Reservation
-from observability.redis_clients import CLUSTER_DOWN, async_client, team_tag
+from observability.redis_clients import CLUSTER_DOWN, async_client, is_cluster_client, team_tag
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class RedisLimiter:
         self._client = client
         self._prefix = prefix
         # one server may hold counters under their untagged names (a deployment from before the tags)
-        self._legacy_names = not isinstance(client, RedisCluster)
+        self._legacy_names = not is_cluster_client(client)
         self._clock = clock
         self._reserve = client.register_script(_RESERVE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
