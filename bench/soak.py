@@ -3,9 +3,9 @@
 A mix of streamed and non-streamed requests, 5% of them cut by the client (mid-stream, or before a
 slow non-streamed answer), 1% failing upstream (a 500, or a stream dropped after two chunks), and the
 Redis the gateway uses (REDIS_URL: usage, limits, keys) killed and restarted in the middle. The
-gateway's RSS and open file descriptors are read from /proc over time; at the end it checks RSS and
-fds against their level after warm-up (bar: at most 5% more), every request's usage record present exactly
-once (matched by the client's x-request-id, and by x-hybridgw-request-id where the client saw it), and
+gateway's RSS and open file descriptors are read from /proc over time; it checks them at the end
+against their level after warm-up (bar: at most 5% more; both read idle, nothing in flight for a few
+seconds, fds by kind beside), every request's usage record present exactly once (matched by the client's x-request-id, and by x-hybridgw-request-id where the client saw it), and
 no error but the injected ones. Exit status 1 when a check fails.
 
 Run: .venv/bin/python -m bench.soak [--minutes 60] [--rate RPS] [--redis single|cluster] [--out soak.json]
@@ -106,7 +106,10 @@ async def calibrate(stack: Stack, seconds: float, concurrency: int = 32) -> floa
     return done / seconds
 
 
-async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def soak(stack: Stack, a: argparse.Namespace, rate: float
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Run the load; returns each request's outcome, the samples under load, and the two quiet samples
+    (after warm-up and at the end: nothing in flight for --settle-s, so both see the same idle gateway)."""
     duration = a.minutes * 60.0
     rng = random.Random(a.seed)
     results: list[dict[str, Any]] = []
@@ -132,9 +135,20 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[d
             await asyncio.to_thread(stack.restart_redis, a.outage_s)
             print(f"redis restarted at {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
+        async def quiet(name: str) -> float:
+            paused = time.monotonic()
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(a.settle_s)
+            quiets[name] = {"t_s": round(time.monotonic() - start, 1), **proc_sample(stack.gateway_pid, stack.ports)}
+            return time.monotonic() - paused
+
+        quiets: dict[str, dict[str, Any]] = {}
         helpers = [asyncio.create_task(sampler()), asyncio.create_task(outage())]
-        i = 0
-        while (now := time.monotonic() - start) < duration:
+        i, skipped = 0, 0.0  # the schedule skips the pause after warm-up (no burst to catch up)
+        while (now := time.monotonic() - start - skipped) < duration:
+            if not quiets and now >= duration * a.warmup_frac:
+                skipped += await quiet("after_warmup")
+                continue
             if i < now * rate and len(tasks) < a.max_inflight:  # open loop, bounded in flight
                 task = asyncio.create_task(run_one(i, plan(i, rng)))
                 tasks.add(task)
@@ -142,12 +156,10 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float) -> tuple[list[d
                 i += 1
                 continue
             await asyncio.sleep(min(1.0 / rate, 0.01))
-        await asyncio.gather(*tasks)
-        samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": 0, "done": len(results),
-                        **proc_sample(stack.gateway_pid, stack.ports)})
         for helper in helpers:
             helper.cancel()
-    return results, samples
+        await quiet("end")
+    return results, samples, quiets
 
 
 def read_records(url: str, teams: list[str], since: float) -> list[Any]:
@@ -188,12 +200,14 @@ def check_records(stack: Stack, results: list[dict[str, Any]], since: float, wai
             "unexpected_errors": len(unexpected), "unexpected_sample": unexpected[:5]}
 
 
-def growth(samples: list[dict[str, Any]], warmup_s: float, field: str, n: int = 5) -> dict[str, float]:
-    """The field's mean over the first n samples after warm-up and the last n under load, and the change."""
-    after = [s[field] for s in samples if s["t_s"] >= warmup_s][:n]
-    end = [s[field] for s in samples[:-1]][-n:]  # the last sample is taken after the load stopped
-    base, last = sum(after) / len(after), sum(end) / len(end)
-    return {"after_warmup": round(base, 1), "end": round(last, 1), "change_pct": round(100 * (last - base) / base, 2)}
+def growth(quiets: dict[str, dict[str, Any]], field: str) -> dict[str, Any]:
+    """The field at the quiet sample after warm-up and at the end, and the change (the bar), with the
+    fds by kind beside, so a change can be told apart (clients, upstream or Redis pools, files, ...)."""
+    base, last = quiets["after_warmup"][field], quiets["end"][field]
+    out = {"after_warmup": base, "end": last, "change_pct": round(100 * (last - base) / base, 2)}
+    if field == "fds":
+        out["kinds_after_warmup"], out["kinds_end"] = quiets["after_warmup"]["fd_kinds"], quiets["end"]["fd_kinds"]
+    return out
 
 
 def main() -> int:
@@ -201,8 +215,9 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--rate", type=float, default=0.0, help="requests/s (default: half of a calibrated saturation)")
     p.add_argument("--calibrate-s", type=float, default=15.0)
-    p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the baseline sample")
+    p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the first quiet sample")
     p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument("--settle-s", type=float, default=8.0, help="idle time before each of the two quiet samples")
     p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down in the middle")
     p.add_argument("--redis", choices=("single", "cluster"), default="single")
     p.add_argument("--teams", type=int, default=8, help="records spread over teams (each stream keeps 100,000)")
@@ -216,11 +231,10 @@ def main() -> int:
         saturation = asyncio.run(calibrate(stack, a.calibrate_s)) if not a.rate else None
         rate = a.rate or (saturation or 0) / 2
         print(f"soak: {a.minutes} min at {rate:.0f} req/s (saturation ~{saturation or 0:.0f})", file=sys.stderr)
-        results, samples = asyncio.run(soak(stack, a, rate))
+        results, samples, quiets = asyncio.run(soak(stack, a, rate))
         records = check_records(stack, results, since, wait_s=180)
-        warmup_s = a.minutes * 60 * a.warmup_frac
         out = {"minutes": a.minutes, "rate_rps": round(rate, 1), "saturation_rps": saturation, "redis": a.redis,
-               "rss_kb": growth(samples, warmup_s, "rss_kb"), "fds": growth(samples, warmup_s, "fds"),
+               "rss_kb": growth(quiets, "rss_kb"), "fds": growth(quiets, "fds"),
                **records, "tracebacks_in_log": stack.log().count("Traceback"), "samples": samples}
     # growth is the failure; a level that falls back (fewer connections open at that moment) is not
     ok = (out["rss_kb"]["change_pct"] <= 5 and out["fds"]["change_pct"] <= 5 and not out["missing"]

@@ -132,8 +132,13 @@ def _socket_ports(pid: int) -> dict[int, tuple[int, int]]:
 
 
 def _fd_kinds(pid: int, ports: dict[str, set[int]]) -> Counter[str]:
-    """The process's fds by what they are: client connections, upstream, redis, other sockets, files."""
+    """The process's fds by what they are: client connections, upstream, redis, unix sockets, TCP sockets
+    already closed (a peer's reset) but not yet released, files, pipes."""
     sockets = _socket_ports(pid)
+    try:
+        unix = {int(line.split()[6]) for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]}
+    except OSError:
+        unix = set()
     kinds: Counter[str] = Counter()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -143,8 +148,12 @@ def _fd_kinds(pid: int, ports: dict[str, set[int]]) -> Counter[str]:
         if not target.startswith("socket:["):
             kinds["files" if target.startswith("/") else target.split(":")[0]] += 1
             continue
-        local, remote = sockets.get(int(target[8:-1]), (0, 0))
-        kind = next((k for k, p in ports.items() if local in p or remote in p), "other-socket")
+        inode = int(target[8:-1])
+        if inode not in sockets:
+            kinds["unix" if inode in unix else "closed-tcp"] += 1  # closed: gone from the TCP table, fd still held
+            continue
+        local, remote = sockets[inode]
+        kind = next((k for k, p in ports.items() if local in p or remote in p), "other-tcp")
         kinds[kind] += 1
     return kinds
 
