@@ -1,6 +1,7 @@
 """Which Redis client a REDIS_URL selects: `redis://`, `rediss://`, `unix://` one server;
 `redis+cluster://host:port[,host:port…]` (`rediss+cluster://` with TLS) a Redis Cluster, found from
-any of the nodes listed. Also the hash tags that keep one team's keys in one cluster slot."""
+any of the nodes listed; how they retry and pool. Also the hash tag that keeps one team's keys in one
+cluster slot."""
 from __future__ import annotations
 
 import threading
@@ -99,8 +100,8 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
 
     first, extra = _nodes(url)
     return _AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
-                                          max_connections=max_connections * 16,
-                                          retry=AsyncRetry(NoBackoff(), _RETRIES), **kwargs)
+                                  max_connections=max_connections * 16, retry=AsyncRetry(NoBackoff(), _RETRIES),
+                                  **kwargs)
 
 
 class _OldestFirst(aioredis.ConnectionPool):
