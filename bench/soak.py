@@ -131,9 +131,10 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
                 await asyncio.sleep(a.sample_s)
 
         async def outage() -> None:
-            await asyncio.sleep(duration / 2)
-            await asyncio.to_thread(stack.restart_redis, a.outage_s)
-            print(f"redis restarted at {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+            for k in range(a.outages):  # evenly spread over the run; one: in the middle
+                await asyncio.sleep(start + duration * (k + 1) / (a.outages + 1) - time.monotonic())
+                await asyncio.to_thread(stack.restart_redis, a.outage_s)
+                print(f"redis restarted at {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
         async def quiet(name: str) -> float:
             paused = time.monotonic()
@@ -218,7 +219,8 @@ def main() -> int:
     p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the first quiet sample")
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--settle-s", type=float, default=8.0, help="idle time before each of the two quiet samples")
-    p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down in the middle")
+    p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down each time")
+    p.add_argument("--outages", type=int, default=1, help="Redis restarts, spread evenly (1: in the middle)")
     p.add_argument("--redis", choices=("single", "cluster"), default="single")
     p.add_argument("--teams", type=int, default=8, help="records spread over teams (each stream keeps 100,000)")
     # below the gateway's 256 connections per client address: a cut connection may linger there a moment
