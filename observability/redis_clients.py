@@ -131,7 +131,16 @@ class _AsyncCluster(aioredis.RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()  # under the client's own lock: one start-up, the others wait
-        return await super().execute_command(*args, **kwargs)
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RuntimeError as exc:
+            # After a node restarts, a command may be written to a connection whose transport uvloop
+            # has closed: RuntimeError("... the handler is closed"), which redis-py 8.1 lets through
+            # (redis-py issue 4287 is the same on plain asyncio). It means "no answer", as a
+            # ConnectionError does: callers fail open or spill, never answer 500 (the soak saw 3).
+            if "closed" not in str(exc):
+                raise
+            raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
 
 
 def team_tag(team: str) -> str:

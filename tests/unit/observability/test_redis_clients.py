@@ -1,9 +1,14 @@
-"""REDIS_URL parsing for Redis Cluster and the per-team hash tag (no sockets)."""
+"""REDIS_URL parsing for Redis Cluster, the per-team hash tag, and the cluster client's errors (no sockets)."""
 from __future__ import annotations
 
-import redis
+import asyncio
 
-from observability.redis_clients import _nodes, is_cluster, sync_client, team_tag
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from observability.redis_clients import _nodes, async_client, is_cluster, sync_client, team_tag
 
 
 def test_a_cluster_url_names_its_first_node_plainly_and_the_others_as_startup_nodes() -> None:
@@ -24,3 +29,16 @@ def test_the_tag_holds_the_whole_team_name_whatever_it_contains() -> None:
     # a brace in the name would end the tag early: two teams could then share a slot by accident,
     # or one team's keys fall into several
     assert team_tag("a}b{c") == "{a%7Db%7Bc}" and team_tag("a:b") == "{a%3Ab}"
+
+
+def test_a_write_on_a_transport_closed_under_the_cluster_client_is_a_connection_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py's own client stands in for a node's connection; ours is what is tested
+    async def closed(self: object, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    monkeypatch.setattr(aioredis.RedisCluster, "execute_command", closed)
+    client = async_client("redis+cluster://127.0.0.1:1", max_connections=1)
+    client._initialize = False  # as once started: no socket is opened here
+    with pytest.raises(RedisConnectionError):  # what the limiter fails open on; a RuntimeError was a 500
+        asyncio.run(client.execute_command("GET", "{t}:k"))
