@@ -2,7 +2,9 @@
 `<prefix>hash:<hash>` points an active key's hash at its id (deleted on revocation; a rotated key's
 old hash carries `valid_until` and expires then), `<prefix>id:<key_id>` holds its record (team, name,
 spec, spend), `<prefix>grace:<key_id>` its old hashes, `<prefix>ids` the set of ids. Every change is
-one Lua script."""
+one Lua script. The prefix `hgw:{keys}:` is a hash tag: on Redis Cluster every key record lives in one
+slot, so the scripts may touch several. On one server, records under the untagged `hgw:keys:` of
+earlier versions are moved to the tagged names once per process (and again when a lookup misses)."""
 from __future__ import annotations
 
 import math
@@ -16,6 +18,7 @@ from redis.exceptions import RedisError
 from gateway.auth import KeyInfo, hash_key, key_for, new_key
 from gateway.key_spec import KeySpec
 from gateway.key_store import NANO, KeyRow, KeyStoreUnavailable, KeyUse
+from observability.redis_clients import CLUSTER_DOWN, LazyCluster, is_cluster_client, sync_client
 
 # KEYS: id record, hash record, id set; ARGV: hash, team, name, created_at, key_id, spec. 0: id taken.
 _CREATE_LUA = """
@@ -78,8 +81,29 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'last_used_at') or '0')
 if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[2]) end
 return 1
 """
+# One server only (it touches keys it cannot name in advance). ARGV: the old prefix, the new one.
+# Moves every key's records from the old names; a name already taken is left as it is. Returns how
+# many keys it moved.
+_MIGRATE_LUA = """
+local old, new = ARGV[1], ARGV[2]
+local function move(suffix)
+  if redis.call('EXISTS', old .. suffix) == 1 then redis.call('RENAMENX', old .. suffix, new .. suffix) end
+end
+local ids = redis.call('SMEMBERS', old .. 'ids')
+for _, id in ipairs(ids) do
+  local h = redis.call('HGET', old .. 'id:' .. id, 'key_hash')
+  if h then move('hash:' .. h) end
+  for _, g in ipairs(redis.call('SMEMBERS', old .. 'grace:' .. id)) do move('hash:' .. g) end
+  move('grace:' .. id)
+  move('id:' .. id)
+  redis.call('SADD', new .. 'ids', id)
+end
+redis.call('DEL', old .. 'ids')
+return #ids
+"""
+LEGACY_PREFIX = "hgw:keys:"
 # Any Redis error is "no answer" (down, READONLY after a failover, OOM, ...): a 503, never a 500.
-_DOWN = (RedisError, OSError)
+_DOWN = (RedisError, OSError, *CLUSTER_DOWN)
 
 
 def _opt(record: dict[str, str], name: str) -> float | None:
@@ -93,20 +117,30 @@ def _row(key_id: str, r: dict[str, str]) -> KeyRow:
 
 
 class RedisKeyStore:
-    def __init__(self, client: redis.Redis, *, prefix: str = "hgw:keys:",
+    def __init__(self, client: redis.Redis | LazyCluster, *, prefix: str = "hgw:{keys}:",
                  clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._clock = clock
         self._prefix = prefix
         self._scripts = {name: client.register_script(lua) for name, lua in (
             ("create", _CREATE_LUA), ("lookup", _LOOKUP_LUA), ("revoke", _REVOKE_LUA), ("update", _UPDATE_LUA),
-            ("rotate", _ROTATE_LUA), ("use", _USE_LUA))}
+            ("rotate", _ROTATE_LUA), ("use", _USE_LUA), ("migrate", _MIGRATE_LUA))}
+        self._migrated = False  # one server may hold keys under the untagged names (a cluster never did)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisKeyStore:
         # Bounded waits: a hung Redis makes a lookup fail (then the cache's stale entry or a 503).
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=2.0,
-                                        socket_connect_timeout=2.0), **kwargs)
+        return cls(sync_client(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0),
+                   **kwargs)
+
+    def _migrate(self, again: bool = False) -> int:
+        """Move keys stored under the untagged names (once per process; `again`: once more, for a key
+        an older replica or CLI made meanwhile). Returns how many it moved."""
+        if is_cluster_client(self._client) or self._prefix == LEGACY_PREFIX or self._migrated and not again:
+            return 0
+        moved = int(self._scripts["migrate"](keys=[], args=[LEGACY_PREFIX, self._prefix]))  # type: ignore[arg-type]
+        self._migrated = True
+        return moved
 
     def create(self, team: str, name: str = "", spec: KeySpec | None = None) -> tuple[str, KeyInfo]:
         if not team.strip():
@@ -122,20 +156,20 @@ class RedisKeyStore:
 
     def lookup(self, key_hash: str) -> KeyInfo | None:
         found = self._call("lookup", [f"{self._prefix}hash:{key_hash}"], [f"{self._prefix}id:", repr(self._clock())])
+        if not found and self._guarded(lambda: self._migrate(again=True)):
+            found = self._call("lookup", [f"{self._prefix}hash:{key_hash}"], [f"{self._prefix}id:", repr(self._clock())])
         if not found:
             return None
         key_id, team, name, spec = found  # type: ignore[misc]
         return KeyInfo(key_id, team, name, KeySpec.from_json(spec))
 
     def get(self, key_id: str) -> KeyRow | None:
-        try:
-            record = self._client.hgetall(f"{self._prefix}id:{key_id}")
-        except _DOWN as exc:
-            raise KeyStoreUnavailable(f"key store unreachable: {exc!r}") from exc
+        record = self._guarded(lambda: self._client.hgetall(f"{self._prefix}id:{key_id}"))
         return _row(key_id, record) if record else None  # type: ignore[arg-type]
 
     def list(self, include_revoked: bool = False) -> list[KeyRow]:
         try:
+            self._migrate()
             ids = sorted(self._client.smembers(f"{self._prefix}ids"))  # type: ignore[arg-type]
             pipe = self._client.pipeline(transaction=False)
             for key_id in ids:
@@ -185,16 +219,18 @@ class RedisKeyStore:
             raise KeyStoreUnavailable(f"key store unreachable: {exc!r}") from exc
 
     def count(self) -> int:
-        try:
-            return int(self._client.scard(f"{self._prefix}ids"))  # type: ignore[arg-type]
-        except _DOWN as exc:
-            raise KeyStoreUnavailable(f"key store unreachable: {exc!r}") from exc
+        return int(self._guarded(lambda: self._client.scard(f"{self._prefix}ids")))
 
     def close(self) -> None:
         self._client.close()
 
     def _call(self, script: str, keys: list[str], args: list[str]) -> object:
+        return self._guarded(lambda: self._scripts[script](keys=keys, args=args))
+
+    def _guarded(self, call: Callable[[], Any]) -> Any:
+        """call() once any untagged keys are moved; a Redis that cannot answer is KeyStoreUnavailable."""
         try:
-            return self._scripts[script](keys=keys, args=args)
+            self._migrate()
+            return call()
         except _DOWN as exc:
             raise KeyStoreUnavailable(f"key store unreachable: {exc!r}") from exc

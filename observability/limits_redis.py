@@ -7,7 +7,11 @@ requests since; other replicas' unspent leases count as used, their requests sin
 (OOM, READONLY after a failover, BUSY, LOADING, MASTERDOWN, too many open files) it fails open with a
 logged warning, so requests keep flowing. Any other error reply (a Lua error, WRONGTYPE on a window
 key) is a bug: it fails open too, but is logged as an error once per script, counted apart in
-/metrics and shown in /readyz (LimiterHealth)."""
+/metrics and shown in /readyz (LimiterHealth).
+
+Counters are named `hgw:lim:{team}:<window key>`: the tag keeps a request's windows (its team's and
+its key's) in one Redis Cluster slot. On one server, a counter still under its name from before the
+tags (`hgw:lim:<window key>`) is renamed by the first reservation that touches it."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Collection
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from observability.limit_leases import LeaseBook
 from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
+    Charge,
     LimitsConfig,
     LimitUsage,
     TeamLimits,
@@ -36,6 +42,7 @@ from observability.limits import (
     window_states,
 )
 from observability.limits_protocol import Reservation
+from observability.redis_clients import CLUSTER_DOWN, async_client, is_cluster_client, team_tag
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +50,24 @@ log = logging.getLogger(__name__)
 # the first window that would overflow, what that window had used}, or, once all are charged,
 # {0, 0, then per window: what it had used, the lease granted}. A lease is granted only out of room
 # beyond the margin below the limit. A charge of nothing never overflows (a $0 request over budget).
+# On one server KEYS also hold each window's name from before the hash tags (moved on first touch).
 _RESERVE_LUA = """
+local n = #ARGV / 5
+if #KEYS > n then
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[i]) == 0 and redis.call('EXISTS', KEYS[n + i]) == 1 then
+      redis.call('RENAME', KEYS[n + i], KEYS[i])
+    end
+  end
+end
 local used = {}
-for i = 1, #KEYS do
+for i = 1, n do
   used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
   local amount = tonumber(ARGV[5 * i - 4])
   if amount > 0 and used[i] + amount > tonumber(ARGV[5 * i - 3]) then return {i, used[i]} end
 end
 local out = {0, 0}
-for i = 1, #KEYS do
+for i = 1, n do
   local amount = tonumber(ARGV[5 * i - 4])
   local lease = math.min(tonumber(ARGV[5 * i - 1]), tonumber(ARGV[5 * i - 3]) - tonumber(ARGV[5 * i]) - used[i] - amount)
   if lease < 0 then lease = 0 end
@@ -71,11 +87,12 @@ return 1
 """
 # Every Redis failure fails open (a 500 for each request because Redis is unwell, or a key holds the
 # wrong type, is worse); is_outage() tells an outage (warned about) from a bug (an error, counted).
-_FAILED = (RedisError, OSError)
+_FAILED = (RedisError, OSError, *CLUSTER_DOWN)  # a cluster error need not be a RedisError
 # Replies that mean "Redis cannot serve now" rather than "the script is wrong" (redis-py maps OOM,
 # READONLY and MASTERDOWN to classes and LOADING to a ConnectionError; BUSY stays a plain reply).
 _OUTAGE_REPLIES = ("BUSY", "OOM", "READONLY", "LOADING", "MASTERDOWN")
-_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError, ReadOnlyError, MasterDownError)
+_OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError, ReadOnlyError, MasterDownError,
+            *CLUSTER_DOWN)  # CLUSTERDOWN, a node gone, slots moving
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -85,16 +102,19 @@ def is_outage(exc: BaseException) -> bool:
         return True
     return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _OUTAGE_REPLIES
 
+
 _WINDOW_SLACK_S = 3600  # counters outlive their window a little, so a late settle still lands
 
 
 class RedisLimiter:
-    def __init__(self, client: aioredis.Redis, config: LimitsConfig, *, prefix: str = "hgw:lim:",
+    def __init__(self, client: aioredis.Redis | RedisCluster, config: LimitsConfig, *, prefix: str = "hgw:lim:",
                  clock: Callable[[], float] = time.time, warn_interval_s: float = 30.0,
                  lease_quota: bool = True) -> None:
         self.config = config  # reconfigure() applies a reloaded policy
         self._client = client
         self._prefix = prefix
+        # one server may hold counters under their untagged names (a deployment from before the tags)
+        self._legacy_names = not is_cluster_client(client)
         self._clock = clock
         self._reserve = client.register_script(_RESERVE_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
@@ -112,14 +132,14 @@ class RedisLimiter:
         # gateway's event loop, so they also measure its lag: at 0.5 s a busy loop under a burst
         # timed out on a healthy Redis (whose script had charged the window) and let requests past
         # the limit. A dead Redis refuses connections at once; these bound a hung one.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=2.0,
-                                                        socket_timeout=2.0, socket_connect_timeout=2.0)
-        return cls(aioredis.Redis(connection_pool=pool), config, **kwargs)  # type: ignore[arg-type]
+        client = async_client(url, max_connections=max_connections, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return cls(client, config, **kwargs)  # type: ignore[arg-type]
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
                       *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
+        charges = _tagged(team, plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked,
+                                             key_limits))
         if not charges:
             return Reservation(request_id, team, key_id, tokens, cost_usd)
         leases = self._leases
@@ -133,7 +153,7 @@ class RedisLimiter:
             args += [ask.amount, charge.limit, math.ceil(charge.window_end - now) + _WINDOW_SLACK_S,
                      ask.grant_max, ask.margin]
         try:
-            index, used, *each = await self._reserve(keys=[self._prefix + c.key for c in charges], args=args)
+            index, used, *each = await self._reserve(keys=self._names(charges, self._legacy_names), args=args)
         except _FAILED as exc:
             self._failed("reserve", exc, "limits not enforced, Redis unreachable or refusing")
             leases.put_back(charges, asks, taken)
@@ -153,16 +173,16 @@ class RedisLimiter:
 
     async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         now = self._clock()
-        charges = [c for c in request_charges(self.config, team, key_id, now, key_limits)
+        charges = [c for c in _tagged(team, request_charges(self.config, team, key_id, now, key_limits))
                    if not self._leases.unspent(c.key)]
         if not charges:  # no rpm limit, or this replica's leases pay for one more request: no round trip
             return
         try:
-            raw = await self._client.mget([self._prefix + c.key for c in charges])
+            raw = await self._client.mget(self._names(charges, self._legacy_names))
         except _FAILED as exc:
             self._failed("check_requests", exc, "requests-per-minute pre-check skipped, Redis unreachable")
             return  # reserve() decides
-        used = [int(v) if v is not None else 0 for v in raw]
+        used = _used(raw, len(charges))
         bad = first_exceeded(charges, used)  # the same test reserve's script makes, without charging
         if bad is not None:
             raise exceeded(charges[bad], used[bad], now)
@@ -190,23 +210,36 @@ class RedisLimiter:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to return them from: they lapse with their windows
             return
-        task = loop.create_task(self._add(unspent, "return of leases after a policy reload"))
+        task = loop.create_task(self._add_each_team(unspent, "return of leases after a policy reload"))
         self._returns.add(task)
         task.add_done_callback(self._returns.discard)
 
     async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
         """What each of the team's and key's windows has used now (for budget-aware routing)."""
-        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
+        charges = _tagged(team, plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits))
         if not charges:
             return []
         try:
-            raw = await self._client.mget([self._prefix + c.key for c in charges])
+            raw = await self._client.mget(self._names(charges, self._legacy_names))
         except _FAILED as exc:
             self._failed("usage", exc, "limit usage unknown, Redis unreachable")
             raw = [None] * len(charges)
         # what this replica leased but has not spent is not used yet
-        return usage_from(charges, [max(int(v) - self._leases.unspent(c.key), 0) if v is not None else 0
-                                    for c, v in zip(charges, raw)])
+        return usage_from(charges, [max(u - self._leases.unspent(c.key), 0)
+                                    for c, u in zip(charges, _used(raw, len(charges)))])
+
+    def _names(self, charges: list[Charge], legacy: bool = False) -> list[str]:
+        """The counters' Redis keys; with legacy, then the same windows' untagged names."""
+        names = [self._prefix + c.key for c in charges]
+        return names + [self._prefix + c.key.partition(":")[2] for c in charges] if legacy else names
+
+    async def _add_each_team(self, deltas: list[tuple[str, int]], what: str) -> None:
+        """_add for deltas of many teams: one script per team (per cluster slot)."""
+        teams: dict[str, list[tuple[str, int]]] = {}
+        for key, delta in deltas:
+            teams.setdefault(key.partition(":")[0], []).append((key, delta))
+        for part in teams.values():
+            await self._add(part, what)
 
     def state(self) -> LimiterState:
         return self.health.state()
@@ -235,6 +268,20 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         await self.returns_done()
-        await self._add(self._leases.drain(self._clock()), "return of unspent leases")
+        await self._add_each_team(self._leases.drain(self._clock()), "return of unspent leases")
         await self._client.aclose()
-        await self._client.connection_pool.disconnect()
+        if isinstance(self._client, aioredis.Redis):  # a cluster client closes its nodes' pools itself
+            await self._client.connection_pool.disconnect()
+
+
+def _tagged(team: str, charges: list[Charge]) -> list[Charge]:
+    """The same charges, their keys prefixed with the team's hash tag: `{team}:<window key>`."""
+    tag = team_tag(team) + ":"
+    return [Charge(tag + c.key, c.scope, c.owner, c.limit_name, c.amount, c.limit, c.window_end) for c in charges]
+
+
+def _used(raw: list[bytes | None], count: int) -> list[int]:
+    """Each window's count from an MGET of its names (tagged, then untagged ones if asked): the sum,
+    as a window lives under one of the two."""
+    values = [int(v) if v is not None else 0 for v in raw]
+    return [sum(values[i::count]) for i in range(count)]

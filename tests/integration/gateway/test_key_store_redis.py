@@ -34,7 +34,7 @@ def test_roundtrip_and_only_hashes_are_stored(server: RedisServer) -> None:
     assert store.lookup(hash_key(key)) == info
     assert [r.key_id for r in store.list()] == [info.key_id, other.split("-")[2]]
     raw = redis.Redis.from_url(server.url)
-    dump = b"".join(k + b"".join(str(v).encode() for v in raw.hgetall(k).items()) for k in raw.keys("hgw:keys:*")
+    dump = b"".join(k + b"".join(str(v).encode() for v in raw.hgetall(k).items()) for k in raw.keys("hgw:*")
                     if raw.type(k) == b"hash")
     assert key.encode() not in dump and key.split("-", 3)[3].encode() not in dump  # the secret may hold "-"
     assert store.revoke(info.key_id) and not store.revoke(info.key_id) and not store.revoke("nope")

@@ -1,0 +1,150 @@
+"""Which Redis client a REDIS_URL selects: `redis://`, `rediss://`, `unix://` one server;
+`redis+cluster://host:port[,host:port…]` (`rediss+cluster://` with TLS) a Redis Cluster, found from
+any of the nodes listed; how they retry and pool. Also the hash tag that keeps one team's keys in one
+cluster slot."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.exceptions import ClusterError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
+# down, the cluster marked failed): not RedisError, or not the ConnectionError the callers expect.
+CLUSTER_DOWN = (RedisClusterException, ClusterError)
+# One retry, at once: the cluster client's default backs off for ~2 s per command on a dead node, while
+# every caller here has its own answer to a failure (the limiter fails open, the ledger spills and
+# replays, the key store serves its cache). Not none: after a node restarts, each pooled connection to
+# it fails once, and the retry (on a fresh connection) is what keeps that from failing the command.
+_RETRIES = 1
+
+
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def _nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """The URL of the first node in the plain scheme, and (host, port) of the others listed."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    extra = []
+    for node in others:
+        host, colon, port = node.rpartition(":")
+        extra.append((host, int(port)) if colon else (node, 6379))
+    return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{auth}{at}{first}{slash}{path}", extra
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis | LazyCluster:
+    """A blocking client for `url` (the ledger and the key store run in threads)."""
+    if not is_cluster(url):
+        return redis.Redis.from_url(url, **kwargs)
+    from redis.cluster import ClusterNode
+    from redis.retry import Retry
+
+    first, extra = _nodes(url)
+    return LazyCluster(lambda: redis.RedisCluster.from_url(
+        first, startup_nodes=[ClusterNode(h, p) for h, p in extra], retry=Retry(NoBackoff(), _RETRIES), **kwargs))
+
+
+class LazyCluster:
+    """A redis.RedisCluster made on its first command. Its constructor connects, and raises when no
+    node answers; a gateway must start while Redis is down (limits fail open, records spill), as it
+    does with one server. Until a node answers, every command raises the cluster's error again."""
+
+    def __init__(self, make: Callable[[], redis.RedisCluster]) -> None:
+        self._make = make
+        self._client: redis.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script.encode())  # type: ignore[arg-type]  # bytes: no encoder (no client) needed
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def is_cluster_client(client: object) -> bool:
+    return isinstance(client, (LazyCluster, redis.RedisCluster, aioredis.RedisCluster))
+
+
+def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.Redis | aioredis.RedisCluster:
+    """An asyncio client for `url` (the limiter, on the gateway's event loop). One server: a blocking
+    pool, so a burst queues for a connection instead of failing. The cluster client has no blocking
+    pool (past max_connections a node raises), so it gets room for a burst per node instead."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    if not is_cluster(url):
+        # A pooled connection Redis closed (it restarted) fails its next command: try once more on a new
+        # one (a connection error only: a timeout again would double the wait on a hung Redis).
+        retry = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        pool = _OldestFirstPool.from_url(url, max_connections=max_connections, timeout=2.0, retry=retry, **kwargs)
+        return aioredis.Redis(connection_pool=pool)
+    from redis.asyncio.cluster import ClusterNode
+
+    first, extra = _nodes(url)
+    return _AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
+                                  max_connections=max_connections * 16, retry=AsyncRetry(NoBackoff(), _RETRIES),
+                                  **kwargs)
+
+
+class _OldestFirst(aioredis.ConnectionPool):
+    """Hands out the connection idle longest (redis-py's pool hands out the newest). After Redis
+    restarts, every pooled connection holds a dead socket until it is next used (then it reconnects);
+    newest-first, the ones below the usual concurrency are never used again and keep their fds (the
+    soak saw 22 held for good). Oldest-first, each is used, and so renewed, within a pool's worth of
+    commands. (redis-py 8's pool internals: `_available_connections`, `_in_use_connections`.)"""
+
+    def get_available_connection(self) -> Any:
+        if not self._available_connections:
+            return super().get_available_connection()
+        connection = self._available_connections.pop(0)
+        self._in_use_connections.add(connection)
+        return connection
+
+
+class _OldestFirstPool(aioredis.BlockingConnectionPool, _OldestFirst):
+    """The blocking pool (a burst waits for a connection) that hands out the oldest idle one."""
+
+
+class _AsyncCluster(aioredis.RedisCluster):
+    """redis-py's asyncio cluster client, started before its first command runs: commands issued
+    together on a client not started yet failed with "Connection closed by server" (redis-py 8.1),
+    and a limiter's first burst would have failed open."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()  # under the client's own lock: one start-up, the others wait
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RuntimeError as exc:
+            # After a node restarts, a command may be written to a connection whose transport uvloop
+            # has closed: RuntimeError("... the handler is closed"), which redis-py 8.1 lets through
+            # (redis-py issue 4287 is the same on plain asyncio). It means "no answer", as a
+            # ConnectionError does: callers fail open or spill, never answer 500 (the soak saw 3).
+            if "closed" not in str(exc):
+                raise
+            raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
+
+
+def team_tag(team: str) -> str:
+    """`{team}`: Redis Cluster hashes only what is between the braces, so every key of a team that
+    carries it lands in one slot and one script may touch them all. Quoted, so a brace in a team's
+    name cannot end the tag early; harmless on a single server."""
+    return "{" + quote(team, safe="") + "}"

@@ -1,0 +1,44 @@
+"""REDIS_URL parsing for Redis Cluster, the per-team hash tag, and the cluster client's errors (no sockets)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from observability.redis_clients import _nodes, async_client, is_cluster, sync_client, team_tag
+
+
+def test_a_cluster_url_names_its_first_node_plainly_and_the_others_as_startup_nodes() -> None:
+    assert is_cluster("redis+cluster://h1:7000") and is_cluster("REDISS+CLUSTER://h1:7000")
+    assert not is_cluster("redis://h1:6379/0") and not is_cluster("unix:///tmp/redis.sock")
+    assert _nodes("redis+cluster://u:p@h1:7000,h2:7001,h3/0") == ("redis://u:p@h1:7000/0", [("h2", 7001), ("h3", 6379)])
+    assert _nodes("rediss+cluster://h1:7000") == ("rediss://h1:7000", [])
+
+
+def test_a_plain_url_still_makes_the_one_server_client() -> None:
+    client = sync_client("redis://127.0.0.1:1/0")  # no connection is made until a command runs
+    assert type(client) is redis.Redis
+    client.close()
+
+
+def test_the_tag_holds_the_whole_team_name_whatever_it_contains() -> None:
+    assert team_tag("red") == "{red}"
+    # a brace in the name would end the tag early: two teams could then share a slot by accident,
+    # or one team's keys fall into several
+    assert team_tag("a}b{c") == "{a%7Db%7Bc}" and team_tag("a:b") == "{a%3Ab}"
+
+
+def test_a_write_on_a_transport_closed_under_the_cluster_client_is_a_connection_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py's own client stands in for a node's connection; ours is what is tested
+    async def closed(self: object, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+    monkeypatch.setattr(aioredis.RedisCluster, "execute_command", closed)
+    client = async_client("redis+cluster://127.0.0.1:1", max_connections=1)
+    client._initialize = False  # as once started: no socket is opened here
+    with pytest.raises(RedisConnectionError):  # what the limiter fails open on; a RuntimeError was a 500
+        asyncio.run(client.execute_command("GET", "{t}:k"))
