@@ -20,6 +20,7 @@ from observability.limiter_health import register_limiter_metrics
 from observability.limits import LimitsConfig, TeamLimits, window, window_key
 from observability.limits_redis import RedisLimiter
 from observability.metrics import build_metrics
+from observability.redis_clients import team_tag
 from tests.integration.gateway.conftest import hybridgw
 from tests.support import procs
 from tests.support.redis_server import RedisServer, redis_server_path
@@ -44,7 +45,8 @@ def _break_windows(url: str, team: str) -> None:
     control = redis.Redis.from_url(url)
     now = time.time()
     for moment in (now, now + 60):
-        key = PREFIX + window_key("team", team, "requests_per_minute", window("requests_per_minute", moment)[0])
+        key = f"{PREFIX}{team_tag(team)}:" + window_key("team", team, "requests_per_minute",
+                                                       window("requests_per_minute", moment)[0])
         control.delete(key)
         control.hset(key, "not", "a counter")
     control.close()
