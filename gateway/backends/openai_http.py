@@ -75,6 +75,9 @@ def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = 
                          after_first_byte=after_first_byte)
 
 
+_KEEPALIVE_S = 4.0
+
+
 class OpenAIHTTPBackend:
     def __init__(self, spec: ResolvedBackend, transport: httpx.AsyncBaseTransport | None = None) -> None:
         assert spec.base_url, "an OpenAI-compatible backend needs a base_url"
@@ -96,7 +99,10 @@ class OpenAIHTTPBackend:
         # spread over a few small clients (least busy first) instead of one large pool.
         shards = max(1, min(_SHARDS, self.spec.max_connections))
         per_shard = -(-self.spec.max_connections // shards)
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=60)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive (vLLM, SGLang, our engine) closes
+        # them: a request sent as the server closes fails with no response (the soak saw 1 in 19,000).
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard,
+                              keepalive_expiry=_KEEPALIVE_S)
         # First byte: asyncio deadline around the call; later reads: httpx's own per-read timeout.
         read = max(t.first_byte_s, t.between_chunks_s)
         timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.first_byte_s, pool=None)
