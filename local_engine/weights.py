@@ -44,7 +44,9 @@ def _tiled(x: torch.Tensor, tile_rows: int, fn: Callable[[torch.Tensor], torch.T
         return fn(x)
     padded = -(-T // tile_rows) * tile_rows
     if padded != T:
-        x = torch.cat([x, x.new_zeros(padded - T, *x.shape[1:])])
+        x = F.pad(x, (0, 0, 0, padded - T))
+    if padded == tile_rows:  # one tile (a decode step of a few sequences): no list, no cat
+        return fn(x)[:T]
     return torch.cat([fn(x[i:i + tile_rows]) for i in range(0, padded, tile_rows)])[:T]
 
 
