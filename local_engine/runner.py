@@ -33,8 +33,9 @@ __all__ = ["ModelRunner", "RunnerError", "StepOutput", "TokenLogprobs"]
 AttentionImpl = Literal["fast", "reference", "deterministic"]
 _MIRROR_MAX_BYTES = 4 << 30
 # Matmul tile of the batch-invariant mode: batch 1 computes this many rows, batch 64 makes 64 / it calls.
-# 4 keeps a GGUF's 4-bit matrices on the int4 kernel (its batch-1 speed); SmolLM2 Q4_1, 1 thread, same
-# run: 4 -> 0.87x / 0.43x of the default's decode tok/s at batch 1 / 64, 8 (bf16) -> 0.33x / 0.60x.
+# 4 keeps a GGUF's 4-bit matrices on the int4 kernel (its batch-1 speed); SmolLM2 Q4_1, 1 thread:
+# 4 -> 0.70-0.87x / 0.43-0.53x of the default's decode tok/s at batch 1 / 64, 8 (bf16) -> 0.33x / 0.60x
+# (docs/benchmarks.md, "--deterministic").
 INVARIANT_TILE_ROWS = 4
 
 
