@@ -3,7 +3,7 @@
 Loads the model in-process (SmolLM2 by default), runs each prompt alone, then all together
 (a different batch size at every step as they finish), and counts identical greedy outputs.
 
-    .venv/bin/python bench/engine_batch_invariance.py [--prompts 20] [--max-tokens 48] [--dtype bf16]
+    .venv/bin/python bench/engine_batch_invariance.py [--prompts 20] [--max-tokens 48] [--dtype bf16] [--deterministic]
 """
 from __future__ import annotations
 
@@ -28,13 +28,17 @@ TOPICS = ["the sea", "a lighthouse", "bread", "the moon", "trains", "a small dog
           "a city at night", "tea", "a river", "the stars", "chess", "a garden", "snow", "the wind"]
 
 
-def run(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-    seqs = [Sequence(p, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)) for p in prompts]
+def run(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[tuple[list[int], list[float]]]:
+    """Greedy tokens and the chosen tokens' logprobs of each prompt."""
+    seqs = [Sequence(p, SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=0))
+            for p in prompts]
     for seq in seqs:
         engine.add_request(seq)
+    logprobs: dict[int, list[float]] = {s.seq_id: [] for s in seqs}
     while engine.has_unfinished():
-        engine.step()
-    return [seq.completion_token_ids for seq in seqs]
+        for out in engine.step():
+            logprobs[out.seq_id].append(out.logprobs.logprob)
+    return [(seq.completion_token_ids, logprobs[seq.seq_id]) for seq in seqs]
 
 
 def main() -> int:
@@ -44,9 +48,11 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--deterministic", action="store_true", help="the batch-invariant engine")
     args = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    loaded = load_engine_model(args.model, dtype=args.dtype, num_threads=args.threads)
+    loaded = load_engine_model(args.model, dtype=args.dtype, num_threads=args.threads,
+                               deterministic=args.deterministic)
     tok = loaded.tokenizer
     prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": f"Write a short poem about {t}."}]))
                for t in (TOPICS * 2)[:args.prompts]]
@@ -54,10 +60,13 @@ def main() -> int:
     start = time.perf_counter()
     alone = [run(engine, [prompt], args.max_tokens)[0] for prompt in prompts]
     together = run(engine, prompts, args.max_tokens)
-    same = sum(a == b for a, b in zip(alone, together))
-    first_diff = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None) for a, b in zip(alone, together)]
+    same = sum(a[0] == b[0] for a, b in zip(alone, together))
+    same_logprobs = sum(a[1] == b[1] for a, b in zip(alone, together))
+    first_diff = [next((i for i, (x, y) in enumerate(zip(a[0], b[0])) if x != y), None)
+                  for a, b in zip(alone, together)]
     print(json.dumps({"model": args.model, "dtype": str(loaded.runner.dtype), "prompts": len(prompts),
-                      "max_tokens": args.max_tokens, "identical": same,
+                      "deterministic": args.deterministic, "max_tokens": args.max_tokens, "identical": same,
+                      "identical_logprobs": same_logprobs,
                       "first_differing_token": [d for d in first_diff if d is not None],
                       "seconds": round(time.perf_counter() - start, 1)}))
     return 0

@@ -108,7 +108,7 @@ def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[in
                           pad_index=pad_index)
 
 
-def _storage(cache: torch.Tensor) -> torch.Tensor:
+def storage_view(cache: torch.Tensor) -> torch.Tensor:
     # index kernels lack float8 on CPU; moving the same bytes as uint8 is exact
     return cache.view(torch.uint8) if cache.element_size() == 1 and cache.is_floating_point() else cache
 
@@ -120,7 +120,7 @@ def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping
     """
     two_kvh, n, bs, d = cache.shape
     kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
-    _storage(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, _storage(kv))
+    storage_view(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, storage_view(kv))
     return kv
 
 
@@ -137,10 +137,10 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     two_kvh = cache.shape[0]
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
     B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
-    kv = _storage(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
+    kv = storage_view(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
     kv = kv.view(cache.dtype).to(q.dtype).view(two_kvh, B, L, D)
     if group.use_bmm:
-        return _bmm_decode(q, kv, group.attn_bias)
+        return bmm_decode(q, kv, group.attn_bias)
     if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
         q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
     q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)
@@ -149,7 +149,7 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     return out if group.pad_index is None else out.index_select(0, group.pad_index)
 
 
-def _bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One query token per sequence. q (B, H, D), kv (2*KVH, B, L, D), bias (KVH*B, 1, L) -> (B, H, D)."""
     B, H, D = q.shape
     two_kvh, _, L, _ = kv.shape
@@ -174,12 +174,12 @@ def mirrored_decode_attention(q: torch.Tensor, stored: torch.Tensor, cache: torc
     B = q.shape[0]
     if plan.rebuild or mirror is None:
         assert plan.gather_blocks is not None
-        mirror = _storage(cache).index_select(1, plan.gather_blocks).view(cache.dtype).to(q.dtype)
+        mirror = storage_view(cache).index_select(1, plan.gather_blocks).view(cache.dtype).to(q.dtype)
         mirror = mirror.view(two_kvh, B, plan.capacity, D)
     else:
         # the values the pool holds (rounded to its dtype), so both paths agree exactly
         mirror.view(two_kvh, B * plan.capacity, D).index_copy_(1, plan.slots, stored.to(q.dtype))
-    return _bmm_decode(q, mirror, plan.attn_bias), mirror
+    return bmm_decode(q, mirror, plan.attn_bias), mirror
 
 
 def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -187,7 +187,7 @@ def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: Attent
     _, H, D = q.shape
     two_kvh, n, bs, _ = cache.shape
     KVH = two_kvh // 2
-    flat = _storage(cache).view(two_kvh, n * bs, D)
+    flat = storage_view(cache).view(two_kvh, n * bs, D)
     outputs, offset = [], 0
     for table, start, num in zip(meta.block_tables, meta.start_positions, meta.query_lens):
         positions = torch.arange(start + num)

@@ -52,6 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="larger request bodies get 413 (default 4 MiB, as the gateway's)")
     p.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
     p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--deterministic", action="store_true",
+                   help="batch-invariant kernels: a request's output and logprobs never depend on what else "
+                        "runs (slower; see docs/benchmarks.md)")
     p.add_argument("--served-model-name", action="append", default=[],
                    help="extra names requests may use for this model (repeatable)")
     p.add_argument("--engine-core", choices=("process", "thread"), default="process",
@@ -67,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         cpu_threads=args.threads, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
-        enable_prefix_caching=not args.no_prefix_caching)
+        enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     summary = (f"model={info.model_name} device={info.device} torch_threads={info.torch_threads} "
-               f"kv_dtype={info.kv_dtype} "
+               f"kv_dtype={info.kv_dtype} deterministic={int(config.deterministic)} "
                f"blocks={limits.num_blocks_total}x{limits.block_size} "
                f"max_model_len={limits.max_model_len} core={args.engine_core} load_s={load_s:.1f}")
     return asyncio.run(_serve(app, args.host, args.port, args.log_level, summary))

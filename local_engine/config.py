@@ -39,6 +39,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True  # reuse full KV blocks whose tokens (and prefix) match
     admission_watermark: float = 0.01  # keep this share of blocks free when admitting (limits thrash)
     stats_window_s: float = 10.0  # window of the "recent" tokens/s figures
+    # Batch-invariant kernels: a request's tokens and logprobs do not depend on what runs beside it
+    # (for replay and tests), at a throughput cost (docs/benchmarks.md).
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _positive("block_size", self.block_size)

@@ -50,9 +50,10 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                       kv_dtype: str | None = None, kv_cache_bytes: int | None = None,
                       gpu_memory_fraction: float = 0.85, block_size: int = 16,
                       max_model_len: int | None = None, num_threads: int | None = None,
-                      shares_process_with_server: bool = True) -> LoadedModel:
+                      shares_process_with_server: bool = True, deterministic: bool = False) -> LoadedModel:
     """Load ``spec`` (see loaders.registry) onto a device; ``num_threads`` sets torch's CPU threads
-    (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected)."""
+    (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected);
+    ``deterministic``: batch-invariant matmuls and attention (a request's output never depends on the batch)."""
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -69,7 +70,8 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                           else TINY_CPU_KV_BYTES if source.kind == "tiny-random" else DEFAULT_CPU_KV_BYTES)
     num_blocks = num_blocks_for_budget(config, kv_cache_bytes, block_size, kv_torch_dtype)
     runner = ModelRunner(model, config, device=dev, dtype=torch_dtype, kv_dtype=kv_torch_dtype,
-                         num_blocks=num_blocks, block_size=block_size)
+                         num_blocks=num_blocks, block_size=block_size,
+                         attention="deterministic" if deterministic else "fast")
     log.info("loaded %s on %s (%s, KV %s x %d blocks of %d) in %.1fs", source.name, dev, torch_dtype,
              kv_torch_dtype, num_blocks, block_size, time.perf_counter() - started)
     return LoadedModel(runner=runner, tokenizer=tokenizer, model_config=config, model_name=source.name,

@@ -71,6 +71,7 @@ class DecoderLayer(nn.Module):
         self.packed: dict[str, torch.Tensor] = {}  # oneDNN pre-packed weights (see prepack_weights)
         self.int4_codes: dict[str, tuple[torch.Tensor, ...]] = {}  # the file's 4-bit (q, scale, zero)
         self.int4: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # packed for the CPU int4 kernel
+        self.tile_rows: int | None = None  # batch-invariant mode: every matmul in tiles of this many rows
 
     def prepack_weights(self) -> None:
         names = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
@@ -88,17 +89,18 @@ class DecoderLayer(nn.Module):
         H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
         dtype = self.qkv_proj.weight.dtype
         h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps).to(dtype)
-        packed, int4 = self.packed.get, self.int4.get
-        qkv = linear(h, self.qkv_proj.weight, self.qkv_proj.bias, packed("qkv_proj"), int4("qkv_proj"))
+        packed, int4, tiles = self.packed.get, self.int4.get, self.tile_rows
+        qkv = linear(h, self.qkv_proj.weight, self.qkv_proj.bias, packed("qkv_proj"), int4("qkv_proj"), tiles)
         qkv = qkv.view(T, H + 2 * KVH, D)
         rope_(qkv[:, :H + KVH], cos, sin_signed)  # q and k heads together
         attn = attend(self.layer_idx, qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:])  # (T, H, D)
-        x = x + linear(attn.reshape(T, H * D), self.o_proj.weight, None, packed("o_proj"), int4("o_proj"))
+        x = x + linear(attn.reshape(T, H * D), self.o_proj.weight, None, packed("o_proj"), int4("o_proj"), tiles)
         h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps).to(dtype)
-        gate_up = linear(h, self.gate_up_proj.weight, None, packed("gate_up_proj"), int4("gate_up_proj"))  # (T, 2I)
+        gate_up = linear(h, self.gate_up_proj.weight, None, packed("gate_up_proj"), int4("gate_up_proj"),
+                         tiles)  # (T, 2I)
         inter = gate_up.shape[-1] // 2
         act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])  # (T, I)
-        return x + linear(act, self.down_proj.weight, None, packed("down_proj"), int4("down_proj"))
+        return x + linear(act, self.down_proj.weight, None, packed("down_proj"), int4("down_proj"), tiles)
 
 
 class LlamaModel(nn.Module):
@@ -114,6 +116,7 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(
             config.hidden_size, config.vocab_size, bias=False)
         self.packed_head: torch.Tensor | None = None
+        self.tile_rows: int | None = None  # see make_batch_invariant
         # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
         self.rope_table = rope_cos_sin(self.inv_freq, self.max_positions)  # (P, 2, D)
@@ -141,6 +144,13 @@ class LlamaModel(nn.Module):
         self.packed_head = prepack(head)
         return True
 
+    def make_batch_invariant(self, tile_rows: int) -> None:
+        """Every matmul in fixed tiles of ``tile_rows`` rows and the logit rescoring row by row, so a
+        token's logits do not depend on how many rows its step had (``--deterministic``)."""
+        self.tile_rows = tile_rows
+        for layer in self.decoder_layers:
+            layer.tile_rows = tile_rows
+
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self.packed_head = None
         for layer in self.decoder_layers:
@@ -167,9 +177,13 @@ class LlamaModel(nn.Module):
             x = x[logits_indices]  # (S, hidden)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)  # (S, hidden) float32
-        logits = linear(x.to(head.dtype), head, None, self.packed_head).float()  # (S, vocab)
+        logits = linear(x.to(head.dtype), head, None, self.packed_head, tile_rows=self.tile_rows).float()  # (S, V)
         if head.dtype != torch.float32 and logits.numel():
-            _rescore_top_(logits, x, head)
+            if self.tile_rows is None:
+                _rescore_top_(logits, x, head)
+            else:  # one row per call: the einsum's bmm is not promised to be row-count invariant
+                for i in range(logits.shape[0]):
+                    _rescore_top_(logits[i:i + 1], x[i:i + 1], head)
         return logits
 
     def set_rope_freq_factors(self, factors: torch.Tensor) -> None:

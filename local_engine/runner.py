@@ -19,6 +19,7 @@ from local_engine.attention import (
 )
 from local_engine.batch import ScheduledBatch
 from local_engine.decode_mirror import DecodeMirror, MirrorPlan
+from local_engine.invariant_attention import RowGroup, build_row_groups, invariant_attention
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
@@ -28,8 +29,14 @@ from local_engine.step_output import StepOutput, TokenLogprobs
 
 __all__ = ["ModelRunner", "RunnerError", "StepOutput", "TokenLogprobs"]
 
-AttentionImpl = Literal["fast", "reference"]
+# "deterministic": batch-invariant (invariant_attention.py); pair it with model.make_batch_invariant
+AttentionImpl = Literal["fast", "reference", "deterministic"]
 _MIRROR_MAX_BYTES = 4 << 30
+# Matmul tile of the batch-invariant mode: batch 1 computes this many rows, batch 64 makes 64 / it calls.
+# 4 keeps a GGUF's 4-bit matrices on the int4 kernel (its batch-1 speed); SmolLM2 Q4_1, 1 thread:
+# 4 -> 0.70-0.87x / 0.43-0.53x of the default's decode tok/s at batch 1 / 64, 8 (bf16) -> 0.33x / 0.60x
+# (docs/benchmarks.md, "--deterministic").
+INVARIANT_TILE_ROWS = 4
 
 
 class RunnerError(ValueError):
@@ -51,6 +58,8 @@ class ModelRunner:
         self.model_config = model_config
         self.model = model.to(device=self.device, dtype=dtype).requires_grad_(False).eval()
         self.model.prepack_weights()
+        if attention == "deterministic":
+            self.model.make_batch_invariant(INVARIANT_TILE_ROWS)
         self.kv_cache = PagedKVCache(model_config, num_blocks, block_size, resolve_kv_dtype(kv_dtype, dtype),
                                      self.device)
         self.attention = attention
@@ -87,7 +96,8 @@ class ModelRunner:
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
         try:
             with torch.inference_mode():
-                logits = self.model(input_ids, positions, self._attention_fn(meta, plan), logits_rows)  # (S, V)
+                attend = self._attention_fn(meta, plan)
+                logits = self.model(input_ids, positions, attend, logits_rows)  # (S, V)
         except BaseException:
             self.mirror.invalidate()  # some layers may have appended, others not
             raise
@@ -122,16 +132,25 @@ class ModelRunner:
     def _attention_fn(self, meta: AttentionMetadata, plan: MirrorPlan | None):  # type: ignore[no-untyped-def]
         attend = paged_attention if self.attention == "fast" else paged_attention_reference
         cache, mirror = self.kv_cache, self.mirror
+        rows = self._row_groups(meta) if self.attention == "deterministic" else None
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer_cache = cache.layer(layer)
             stored = write_kv(layer_cache, k, v, meta.slot_mapping)  # (2*KVH, T, D)
+            if rows is not None:
+                return invariant_attention(q, layer_cache, rows)
             if plan is not None:
                 out, mirror.buffers[layer] = mirrored_decode_attention(q, stored, layer_cache,
                                                                       mirror.buffers[layer], plan)
                 return out
             return attend(q, layer_cache, meta)
         return attention_fn
+
+    def _row_groups(self, meta: AttentionMetadata) -> tuple[RowGroup, ...]:
+        return build_row_groups([list(t) for t in meta.block_tables], list(meta.start_positions),
+                                list(meta.query_lens), block_size=self.block_size,
+                                num_heads=self.model_config.num_heads, num_kv_heads=self.model_config.num_kv_heads,
+                                head_dim=self.model_config.head_dim, dtype=self.dtype, device=self.device)
 
     def _prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         ids: list[int] = []

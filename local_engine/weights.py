@@ -5,7 +5,7 @@ pre-packed copies, and — for 4-bit GGUF matrices — the file's own codes for 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +19,35 @@ _INT4_GROUP = 32
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None, int4: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """x @ weight.T + bias: through the 4-bit codes for a few rows, or oneDNN's pre-packed weight."""
+           packed: torch.Tensor | None = None, int4: tuple[torch.Tensor, torch.Tensor] | None = None,
+           tile_rows: int | None = None) -> torch.Tensor:
+    """x @ weight.T + bias: through the 4-bit codes for a few rows, or oneDNN's pre-packed weight.
+
+    With ``tile_rows`` (batch-invariant mode) every call has exactly that many rows (zero-padded):
+    a kernel may pick its blocking, and so its summation order, by the row count — oneDNN does for
+    SmolLM2's down projection from 7 rows — so a row's result must never see how many rows came along.
+    """
+    if tile_rows is not None:
+        return _tiled(x, tile_rows, lambda t: linear(t, weight, bias, packed, int4))
     if int4 is not None and x.shape[0] <= _INT4_MAX_ROWS:
         out = torch._weight_int4pack_mm_for_cpu(x, int4[0], _INT4_GROUP, int4[1])
         return out if bias is None else out + bias
     if packed is not None:
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def _tiled(x: torch.Tensor, tile_rows: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """fn over consecutive tiles of exactly ``tile_rows`` rows of x (T, K), the last one zero-padded."""
+    T = x.shape[0]
+    if T == 0:
+        return fn(x)
+    padded = -(-T // tile_rows) * tile_rows
+    if padded != T:
+        x = F.pad(x, (0, 0, 0, padded - T))
+    if padded == tile_rows:  # one tile (a decode step of a few sequences): no list, no cat
+        return fn(x)[:T]
+    return torch.cat([fn(x[i:i + tile_rows]) for i in range(0, padded, tile_rows)])[:T]
 
 
 def pack_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
