@@ -1,7 +1,9 @@
 """Key lookups for the request path: the store is asked off the event loop (a worker thread) and
 each answer is remembered for `ttl_s` (an unknown or revoked key's "no" for `negative_ttl_s`), so a
 key revoked on any replica or by the CLI is refused everywhere within that bound. Concurrent misses
-of one key share one lookup. While the store is unreachable, answers up to `stale_s` old keep serving."""
+of one key share one lookup. While the store is unreachable, answers up to `stale_s` old keep serving;
+after a failed lookup the store is left alone for `retry_s` (requests are not each held up by its
+timeout) and the warning is logged at most every `warn_interval_s`."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +18,7 @@ from gateway.key_store import KeyStorage, KeyStoreUnavailable
 
 log = logging.getLogger(__name__)
 NEGATIVE_TTL_S = 1.0  # a made-up or revoked key retried in a loop costs one lookup a second
+RETRY_S = 1.0  # after the store failed, how long lookups are answered without asking it
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class _Entry:
 
 class KeyCache:
     def __init__(self, store: KeyStorage, ttl_s: float, *, negative_ttl_s: float = NEGATIVE_TTL_S,
-                 stale_s: float = 300.0, max_entries: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 stale_s: float = 300.0, max_entries: int = 100_000, retry_s: float = RETRY_S,
+                 warn_interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.ttl_s = ttl_s  # 0: ask the store every time
         # never longer than ttl_s: a key made on another replica is not refused for longer than a
@@ -39,6 +42,11 @@ class KeyCache:
         self._entries: dict[str, _Entry] = {}
         self._asking: dict[str, asyncio.Future[KeyInfo | None]] = {}  # lookups in flight, by key hash
         self._generation = 0  # moves on forget_all: answers asked for before it are not remembered
+        self._retry_s = retry_s
+        self._down_until = float("-inf")  # the store failed lately: not asked again before this
+        self._down_error = ""  # why the store failed (for the 503's log line while it is left alone)
+        self._warn_interval_s = warn_interval_s
+        self._last_warning = float("-inf")
 
     async def lookup(self, key_hash: str) -> KeyInfo | None:
         now = self._clock()
@@ -47,16 +55,27 @@ class KeyCache:
             return entry.info
         generation = self._generation
         try:
+            if now < self._down_until:  # failed a moment ago: answer from what was seen, do not wait on it
+                raise KeyStoreUnavailable(self._down_error)
             info = await self._ask(key_hash)
         except KeyStoreUnavailable as exc:
+            if now >= self._down_until:
+                self._down_until, self._down_error = now + self._retry_s, str(exc)
             if entry is not None and entry.info is not None and now - entry.at < self.stale_s:
-                log.warning("key store unreachable, serving a key seen %.0f s ago: %s", now - entry.at, exc)
+                self._warn(f"key store unreachable, serving keys seen up to {self.stale_s:.0f} s ago: {exc}")
                 return entry.info
             raise ServiceUnavailable("The gateway cannot reach its key store; retry shortly.",
                                      code="key_store_unavailable", retry_after_s=1.0) from exc
+        self._down_until = float("-inf")
         if self.ttl_s > 0 and generation == self._generation:
             self._remember(key_hash, _Entry(info, now))
         return info
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= self._warn_interval_s:
+            self._last_warning = now
+            log.warning(message)
 
     def forget_all(self) -> None:
         """After a change on this replica (revoke, update, rotate): seen here at once, not after ttl_s

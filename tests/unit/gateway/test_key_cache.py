@@ -4,12 +4,16 @@ from worker threads."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 
+import pytest
+
 from gateway.auth import KeyInfo, hash_key
+from gateway.errors import ServiceUnavailable
 from gateway.key_cache import KeyCache
-from gateway.key_store import KeyStore
+from gateway.key_store import KeyStore, KeyStoreUnavailable
 
 
 class Clock:
@@ -138,4 +142,36 @@ def test_a_lookup_in_flight_at_forget_all_is_neither_joined_nor_remembered(tmp_p
     first, second = asyncio.run(revoke_while_asking())
     assert first == info and second is None  # the second did not join the first's stale lookup
     assert asyncio.run(cache.lookup(hash_key(key))) is None  # nor was the stale answer remembered
+    store.close()
+
+
+class FlakyStore(CountingStore):
+    """The SQLite store, unreachable while `down` (as Redis is when it stops)."""
+
+    down = False
+
+    def lookup(self, key_hash: str) -> KeyInfo | None:
+        if self.down:
+            self.lookups += 1
+            raise KeyStoreUnavailable("connection refused")
+        return super().lookup(key_hash)
+
+
+def test_while_the_store_is_down_it_is_asked_once_a_retry_interval_and_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store, clock = FlakyStore(tmp_path / "keys.sqlite3"), Clock()
+    cache = KeyCache(store, ttl_s=1.0, stale_s=300.0, retry_s=1.0, clock=clock)
+    key, info = store.create("red")
+    assert asyncio.run(cache.lookup(hash_key(key))) == info and store.lookups == 1
+    store.down, clock.now = True, clock.now + 2.0
+    with caplog.at_level(logging.WARNING, logger="gateway.key_cache"):
+        for _ in range(50):  # a burst of requests while Redis is down: served from what was seen
+            assert asyncio.run(cache.lookup(hash_key(key))) == info
+        with pytest.raises(ServiceUnavailable):  # a key never seen cannot be vouched for
+            asyncio.run(cache.lookup("0" * 64))
+    assert store.lookups == 2  # one failed lookup, then left alone for retry_s
+    assert len([r for r in caplog.records if "key store unreachable" in r.message]) == 1
+    store.down, clock.now = False, clock.now + 1.1
+    store.revoke(info.key_id)
+    assert asyncio.run(cache.lookup(hash_key(key))) is None and store.lookups == 3  # back: asked again
     store.close()
