@@ -196,7 +196,8 @@ class Stack:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
+    # one gateway process each, as the tests kill and signal a gateway by its pid
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}, "HYBRIDGW_WORKERS": "1"}
 
 
 def _spawn(name: str, args: list[str], env: Mapping[str, str]) -> procs.Proc:
