@@ -92,7 +92,8 @@ def start_stack(workdir: Path, team_count: int, redis_kind: str) -> Iterator[Sta
         store.close()
         gateway = procs.start(procs.hybridgw("serve", "--config", str(workdir / "policy.yaml"), "--data-dir",
                                              str(workdir / "data"), "--port", str(port)),
-                              env={**env, "REDIS_URL": redis.url}, name="soak-gateway")
+                              env={**env, "REDIS_URL": redis.url, "HYBRIDGW_WORKERS": "1"},  # /proc of one pid
+                              name="soak-gateway")
         started.append(gateway)
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", gateway, timeout_s=120)
         nodes = redis.nodes if isinstance(redis, RedisClusterServers) else [redis]
