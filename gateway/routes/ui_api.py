@@ -36,11 +36,13 @@ _RECORD_FIELDS = ("request_id", "time", "team", "key_id", "model_alias", "backen
                   "itl_p50_s", "e2e_s", "error_type", "tags")
 
 
-def _json(data: object) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json", headers={"cache-control": "no-store"})
+def json_response(data: object) -> Response:
+    """The console's JSON (sets as sorted lists, anything else unknown as text), never cached."""
+    body = orjson.dumps(data, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
-def _fail(request: Request, exc: GatewayError) -> Response:
+def fail(request: Request, exc: GatewayError) -> Response:
     return error_response(Exchange.begin("admin", request.headers.get("x-request-id")), exc)
 
 
@@ -48,11 +50,11 @@ async def teams(request: Request) -> Response:
     try:
         svc = await require_admin(request)
     except GatewayError as exc:
-        return _fail(request, exc)
+        return fail(request, exc)
     policy = svc.router.compiled.policy
     rows = [{"team": name, "limits": team.limits.model_dump(), "budget": team.budget.model_dump(),
              "models": svc.catalog.models_for(name)} for name, team in sorted(policy.teams.items())]
-    return _json({"object": "list", "data": rows, "unknown_teams": policy.unknown_teams})
+    return json_response({"object": "list", "data": rows, "unknown_teams": policy.unknown_teams})
 
 
 def engine_view(snap: EngineSnapshot | None, now: float) -> dict[str, Any] | None:
@@ -76,7 +78,7 @@ async def backends(request: Request) -> Response:
     try:
         svc = await require_admin(request)
     except GatewayError as exc:
-        return _fail(request, exc)
+        return fail(request, exc)
     live, local = svc.router.live_state(), chargeback_policy(svc.router.compiled).local_backends
     rows = []
     for name, backend in sorted(svc.backends.items()):
@@ -84,7 +86,7 @@ async def backends(request: Request) -> Response:
         rows.append({**state, **_health(live.health.get(name)), "unreachable": name in live.unreachable, "local": name in local,
                      "engine": engine_view(live.engines.get(name), live.now),
                      "poll_error": svc.router.poller.errors.get(name)})
-    return _json({"object": "list", "data": rows, "absent": dict(svc.catalog.absent)})
+    return json_response({"object": "list", "data": rows, "absent": dict(svc.catalog.absent)})
 
 
 def _recent(store: UsageStore, team: str | None, limit: int) -> list[dict[str, Any]]:
@@ -118,9 +120,9 @@ def now_route(store: UsageStore | None) -> Route:
             except StoreUnavailable as exc:
                 raise ServiceUnavailable(f"The usage store is unavailable: {exc}", code="store_unavailable") from None
         except GatewayError as exc:
-            return _fail(request, exc)
+            return fail(request, exc)
         local = chargeback_policy(svc.router.compiled).local_backends
-        return _json(last_minute(records, local, truncated=len(records) >= NOW_RECORD_LIMIT))
+        return json_response(last_minute(records, local, truncated=len(records) >= NOW_RECORD_LIMIT))
 
     return Route("/console/api/now", now, methods=["GET"])
 
@@ -141,8 +143,8 @@ def requests_route(store: UsageStore | None) -> Route:
             except StoreUnavailable as exc:
                 raise ServiceUnavailable(f"The usage store is unavailable: {exc}", code="store_unavailable") from None
         except GatewayError as exc:
-            return _fail(request, exc)
-        return _json({"object": "list", "data": rows})
+            return fail(request, exc)
+        return json_response({"object": "list", "data": rows})
 
     return Route("/console/api/requests", recent, methods=["GET"])
 

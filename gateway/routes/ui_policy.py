@@ -7,39 +7,28 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin_access import require_admin
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.exchange import Exchange
-from gateway.proxy import error_response
 from gateway.request_body import read_json_body
+from gateway.routes.ui_api import fail, json_response
 from gateway.token_count import measure_prompt
 from policies.decide import decide
 from policies.errors import RoutingError
-
-
-def _json(data: object) -> Response:
-    body = orjson.dumps(data, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
-    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
-
-
-def _fail(request: Request, exc: GatewayError) -> Response:
-    return error_response(Exchange.begin("admin", request.headers.get("x-request-id")), exc)
 
 
 async def policy(request: Request) -> Response:
     try:
         svc = await require_admin(request)
     except GatewayError as exc:
-        return _fail(request, exc)
+        return fail(request, exc)
     parts = getattr(request.app.state, "readiness", None)
     state = parts.reloader.state() if parts is not None and parts.reloader is not None else None
     p = svc.router.compiled.policy
-    return _json({
+    return json_response({
         "version": state.version if state else None, "source": state.source if state else None,
         "loaded_at": state.loaded_at if state else None, "reloads": state.reloads if state else 0,
         "last_reload_error": state.last_error if state else None,
@@ -78,8 +67,8 @@ async def explain(request: Request) -> Response:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
         decision = decide(compiled, facts, live)
     except GatewayError as exc:
-        return _fail(request, exc)
-    return _json({"facts": asdict(facts), "decision": asdict(decision)})
+        return fail(request, exc)
+    return json_response({"facts": asdict(facts), "decision": asdict(decision)})
 
 
 ROUTES = [Route("/console/api/policy", policy, methods=["GET"]),
