@@ -3,13 +3,11 @@ role-only chunk OpenAI-style servers open with (the gateway app in-process, span
 fake upstream a real server that waits between its role chunk and the first word)."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,19 +16,11 @@ from gateway.app import create_app
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
 from observability.tracing import FIRST_TOKEN_EVENT
-from observability.usage import UsageRecord
 from policies.schema import Policy
 from tests.support import procs
+from tests.support.app_thread import ListSink, serving
 
 ROLE_DELAY_S = 0.8
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def submit(self, record: UsageRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +38,10 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = create_app(Settings(data_dir=root), policy=policy, key_store=store, usage_sink=sink,
                      tracer_provider=tracer_provider)
-    port = procs.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    procs.wait_until(lambda: server.started or not thread.is_alive(), "the in-thread gateway", 30)
     try:
-        yield f"http://127.0.0.1:{port}", key, sink, exporter
+        with serving(app) as (url, _):
+            yield url, key, sink, exporter
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

@@ -5,7 +5,6 @@ is scored once. The real app under uvicorn in a thread, so the test sees which t
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from gateway.app import create_app
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
 from gateway.token_count import OFF_LOOP_BYTES
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
-from observability.usage import UsageRecord
 from policies.quality.difficulty import prompt_text
 from policies.quality.lazy import LazyQuality
 from policies.router import PolicyRouter
 from policies.schema import Policy
-from tests.support import procs
+from tests.support.app_thread import ListSink, serving
 
 
 class RecordingQuality(LazyQuality):
@@ -45,14 +42,6 @@ class RecordingQuality(LazyQuality):
 
     def of(self, marker: str) -> list[tuple[str, int]]:
         return [(kind, thread) for kind, prompt, thread in self.calls if prompt == marker]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def submit(self, record: UsageRecord) -> None:
-        self.records.append(record)
 
 
 @dataclass
@@ -91,20 +80,11 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     limiter = InProcessLimiter(LimitsConfig(teams={"broke": TeamLimits(usd_per_day=0.000001)}))
     app = create_app(Settings(data_dir=root), policy=policy, key_store=store, usage_sink=ListSink(),
                      limiter=limiter, router=router)
-    port = procs.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "in-thread gateway did not start"
-        time.sleep(0.02)
-    assert thread.ident is not None
     try:
-        yield Served(f"http://127.0.0.1:{port}", keys, quality, thread.ident)
+        with serving(app) as (url, thread):
+            assert thread.ident is not None
+            yield Served(url, keys, quality, thread.ident)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

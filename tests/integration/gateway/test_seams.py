@@ -3,7 +3,6 @@ with the real app under uvicorn (in a thread, so the test can read what the sink
 exporter received) against the fake upstream."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,18 +18,9 @@ from gateway.app import create_app
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
 from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
-from observability.usage import UsageRecord
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.schema import Policy
-from tests.support import procs
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    def submit(self, record: UsageRecord) -> None:
-        self.records.append(record)
+from tests.support.app_thread import ListSink, serving
 
 
 @dataclass
@@ -65,19 +54,10 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     limiter = InProcessLimiter(LimitsConfig(teams={"capped": TeamLimits(requests_per_minute=2)}))
     app = create_app(Settings(data_dir=root), policy=policy, key_store=store, usage_sink=sink, limiter=limiter,
                      tracer_provider=tracer_provider, route_fn=_route(facts))
-    port = procs.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "in-thread gateway did not start"
-        time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", keys, sink, exporter, facts)
+        with serving(app) as (url, _):
+            yield Served(url, keys, sink, exporter, facts)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 
