@@ -1,4 +1,4 @@
-"""The request path's side of routing: facts and decision from the PolicyRouter (refusals become
+"""The request path's side of routing: facts and decision from the Decider (refusals become
 errors), and per-attempt bookkeeping — KV holds on engines, backend health, upstream spans."""
 from __future__ import annotations
 
@@ -27,18 +27,18 @@ async def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], heade
     # The decision gets a child span of its own (rule, reason, targets, the estimate it used).
     span = (svc.telemetry.tracer.start_span("route", context=trace.set_span_in_context(ex.span))
             if ex.span is not None else trace.INVALID_SPAN)
-    compiled = compiled or svc.router.compiled
+    compiled = compiled or svc.policy.current
     try:
         if prompt_tokens is None:
-            prompt_tokens, scores = await measure_prompt(svc.router, compiled, body, ex.team, off_loop=off_loop)
-        live = svc.router.live_state()  # one view of the engines for the facts and the decision
-        facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
-                                       prompt_tokens=prompt_tokens, live=live, scores=scores)
+            prompt_tokens, scores = await measure_prompt(svc.decider, compiled, body, ex.team, off_loop=off_loop)
+        live = svc.live.live_state()  # one view of the engines for the facts and the decision
+        facts = svc.decider.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
+                                        prompt_tokens=prompt_tokens, live=live, scores=scores)
     except RoutingError as exc:
         span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
     decision = (svc.route_fn(facts) if svc.route_fn is not None
-                else svc.router.route(facts, compiled=compiled, live=live))
+                else svc.decider.route(facts, compiled=compiled, live=live))
     ex.facts, ex.decision = facts, decision
     _describe_decision(span, facts, decision)
     span.end()
@@ -78,7 +78,7 @@ class AttemptBook:
         ex, svc = self.ex, self.svc
         ex.target = target
         if ex.facts is not None:
-            ex.hold = svc.router.reserve(target.backend, ex.facts)
+            ex.hold = svc.live.reserve(target.backend, ex.facts)
         if ex.upstream_span is not None:
             ex.upstream_span.end()
         ex.upstream_span = svc.telemetry.tracer.start_span(
@@ -88,8 +88,8 @@ class AttemptBook:
         # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
         # long for this backend's context, even where dispatch goes on to a larger one.
         if error.retryable and error.code != "context_length_exceeded":
-            self.svc.router.record_result(target.backend, ok=False)
-        self.svc.router.release(self.ex.hold)
+            self.svc.live.record_result(target.backend, ok=False)
+        self.svc.live.release(self.ex.hold)
         self.ex.hold = None
 
     def succeeded(self, target: Target) -> None:
@@ -97,4 +97,4 @@ class AttemptBook:
         clock = self.ex.clock
         ttft = (clock.first_chunk - clock.upstream_sent
                 if clock.first_chunk is not None and clock.upstream_sent is not None else None)
-        self.svc.router.record_result(target.backend, ok=True, ttft_s=ttft)
+        self.svc.live.record_result(target.backend, ok=True, ttft_s=ttft)

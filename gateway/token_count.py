@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from policies.compiled import CompiledPolicy
+from policies.decider import Decider
 from policies.facts import PromptScores, resolve_alias
-from policies.router import PolicyRouter
 from policies.tokens import TokenCounter as _Counter
 from policies.tokens import encoding_name_for
 
@@ -23,7 +23,7 @@ def count_off_loop(content_length: str | None) -> bool:
     return content_length is None or not content_length.isdigit() or int(content_length) > OFF_LOOP_BYTES
 
 
-async def measure_prompt(router: PolicyRouter, compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
+async def measure_prompt(decider: Decider, compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
                          *, off_loop: bool) -> tuple[int, PromptScores | None]:
     """The prompt's tokens with its alias's encoding (RoutingError for an unknown alias). When off_loop
     both the count and the prompt's scores (difficulty, category, where the policy uses them) are made
@@ -31,18 +31,18 @@ async def measure_prompt(router: PolicyRouter, compiled: CompiledPolicy, body: M
     to build_facts (None)."""
     encoding = resolve_alias(compiled, str(body.get("model", "")), team).encoding
     if off_loop:
-        return await asyncio.to_thread(_count_and_score, router, compiled, body, encoding)
-    return router.counter.count_prompt(body, encoding), None
+        return await asyncio.to_thread(_count_and_score, decider, compiled, body, encoding)
+    return decider.count_prompt(body, encoding), None
 
 
-def _count_and_score(router: PolicyRouter, compiled: CompiledPolicy, body: Mapping[str, Any],
+def _count_and_score(decider: Decider, compiled: CompiledPolicy, body: Mapping[str, Any],
                      encoding: str) -> tuple[int, PromptScores]:
-    return router.counter.count_prompt(body, encoding), router.score(body, compiled)
+    return decider.count_prompt(body, encoding), decider.score(body, compiled)
 
 
 class TokenCounter:
     def __init__(self, counter: _Counter | None = None) -> None:
-        self._counter = counter or _Counter()  # share the router's: one set of loaded encodings
+        self._counter = counter or _Counter()  # share the decider's: one set of loaded encodings
 
     def load(self) -> None:
         """Load the encodings at app start instead of on the first request."""

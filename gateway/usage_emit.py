@@ -75,7 +75,7 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
 
 def _learn_and_price(svc: Services, ex: Exchange) -> float:
     """Give back the KV hold, teach the router (calibration, output lengths) and price the request."""
-    svc.router.release(ex.hold)
+    svc.live.release(ex.hold)
     ex.hold = None
     if ex.target is None or ex.facts is None or ex.status == "rejected":
         return 0.0
@@ -83,8 +83,8 @@ def _learn_and_price(svc: Services, ex: Exchange) -> float:
     completion = ex.completion_tokens or 0
     if ex.status == "ok":
         upstream_prompt = ex.prompt_tokens if ex.usage_source == "upstream" else None
-        svc.router.record_usage(ex.facts, ex.target, upstream_prompt, completion)
-    return svc.router.cost_usd(ex.target, prompt, completion)
+        svc.live.record_usage(ex.facts, ex.target, upstream_prompt, completion)
+    return svc.pricing.cost_usd(ex.target, prompt, completion)
 
 
 def _end_spans(ex: Exchange, record: UsageRecord) -> None:
