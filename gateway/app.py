@@ -30,7 +30,7 @@ from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
 from gateway.telemetry import build_telemetry
-from gateway.token_count import TokenCounter
+from gateway.token_count import CompletionCounter
 from observability.ledger import Ledger
 from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics
@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
                         key_cache=KeyCache(key_store, key_cache_ttl_s(settings)), usage_sink=usage_sink,
                         policy=router.policy, decider=router.decider, live=router.live, pricing=router.pricing,
                         route_fn=route_fn, telemetry=build_telemetry(tracer_provider),
-                        tokens=TokenCounter(router.decider.counter), limiter=limiter)
+                        tokens=CompletionCounter(router.decider.counter), limiter=limiter)
 
     parts = Readiness(ledger=usage_sink if isinstance(usage_sink, Ledger) else None, poller=router.poller,
                       limiter=limiter)

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import dispatch, upstream_body
+from gateway.attempts import AttemptBook
 from gateway.auth import check_key_alias
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
@@ -26,7 +27,7 @@ from gateway.errors import (
 from gateway.exchange import Exchange
 from gateway.ratelimit_headers import refusal_headers
 from gateway.request_body import read_json_body
-from gateway.routing import AttemptBook, plan_route
+from gateway.route_plan import plan_route
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,

@@ -15,7 +15,7 @@ from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
-from gateway.token_count import TokenCounter
+from gateway.token_count import CompletionCounter
 from observability.limits_protocol import Limiter
 from observability.usage import UsageSink
 from policies.current import CurrentPolicy
@@ -40,7 +40,7 @@ class Services:
     live: LiveBook  # KV holds, backend health, calibration: what the request path feeds back
     pricing: Pricing  # what a request costs on its target
     telemetry: Telemetry
-    tokens: TokenCounter
+    tokens: CompletionCounter  # completions the upstream reported no usage for
     limiter: Limiter | None = None
     route_fn: RouteFn | None = None  # overrides decider.route (tests, embedders)
     access_log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.access"))

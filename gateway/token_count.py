@@ -1,6 +1,6 @@
-"""Token counts for the gateway: the prompt estimate before the call (large prompts counted in a
-worker thread, with the prompt's difficulty/category scores, so the event loop keeps serving) and the completion count when an upstream reports
-no usage. Delegates to `policies.tokens` (tiktoken, offline files)."""
+"""Token counts for the gateway: the prompt estimate before the call (large prompts counted in a worker
+thread, with the prompt's difficulty/category scores, so the event loop keeps serving) and the completion
+count when an upstream reports no usage. Delegates to `policies.tokens` (tiktoken, offline files)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +10,7 @@ from typing import Any
 from policies.compiled import CompiledPolicy
 from policies.decider import Decider
 from policies.facts import PromptScores, resolve_alias
-from policies.tokens import TokenCounter as _Counter
-from policies.tokens import encoding_name_for
+from policies.tokens import TokenCounter, encoding_name_for
 
 # Bodies above this are counted off the loop: tiktoken takes ~4 ms for 32 KiB (~0.5 s for 4 MiB),
 # too long to stall every other request for; below it a thread hand-off costs more than it saves.
@@ -40,20 +39,16 @@ def _count_and_score(decider: Decider, compiled: CompiledPolicy, body: Mapping[s
     return decider.count_prompt(body, encoding), decider.score(body, compiled)
 
 
-class TokenCounter:
-    def __init__(self, counter: _Counter | None = None) -> None:
-        self._counter = counter or _Counter()  # share the decider's: one set of loaded encodings
+class CompletionCounter:
+    """A completion's tokens by the model alias it was asked of, for when the upstream reports no usage
+    (shares the Decider's policies.tokens.TokenCounter: one set of loaded encodings)."""
+
+    def __init__(self, counter: TokenCounter | None = None) -> None:
+        self._counter = counter or TokenCounter()
 
     def load(self) -> None:
         """Load the encodings at app start instead of on the first request."""
         self._counter.warm()
-
-    def count_prompt(self, body: dict[str, Any], model: str) -> int:
-        """Chat (messages + tools), completions (prompt) or embeddings (input) bodies."""
-        encoding = encoding_name_for(model)
-        if "messages" in body or "prompt" in body:
-            return self._counter.count_prompt(body, encoding)
-        return self._counter.count_prompt({"prompt": body.get("input", "")}, encoding)
 
     def count_text(self, text: str, model: str = "") -> int:
         return self._counter.count_text(text, encoding_name_for(model)) if text else 0

@@ -13,6 +13,7 @@ from policies.compiled import CompiledPolicy
 from policies.current import CurrentPolicy
 from policies.decide import apply_slo_out
 from policies.decision import RequestFacts, RouteDecision, Target
+from policies.engine_poller import EngineStatePoller
 from policies.facts import calibration_key
 from policies.fairness import CLASS_HEADER, DemandBook, request_class
 from policies.health import HealthBook
@@ -20,7 +21,6 @@ from policies.holds import Hold, HoldBook
 from policies.live import LiveState
 from policies.output_stats import OutputStats
 from policies.prefix_tracker import PrefixTracker
-from policies.state import EngineStatePoller
 from policies.ttft_scale import TtftScale
 
 

@@ -40,13 +40,13 @@ from typing import Any
 
 from policies.current import CurrentPolicy, compile_any
 from policies.decider import Decider
+from policies.engine_poller import EngineStatePoller, state_sources
 from policies.estimator import litellm_price_table
 from policies.holds import Hold
 from policies.live_book import LiveBook
 from policies.loader import LoadedPolicy
 from policies.pricing import Pricing
 from policies.schema import Policy
-from policies.state import EngineStatePoller, state_sources
 from policies.tokens import TokenCounter
 
 __all__ = ["Hold", "PolicyRouter"]

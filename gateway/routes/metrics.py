@@ -12,7 +12,7 @@ from gateway.auth import is_admin
 from gateway.errors import AuthError, error_info
 from gateway.services import Services
 from observability.metrics import Metrics, RequestMetrics
-from policies.state import EngineStatePoller
+from policies.engine_poller import EngineStatePoller
 
 
 def _unauthorized(admin_key_set: bool) -> Response:
