@@ -10,6 +10,7 @@ from gateway.services import Services
 from gateway.timing import TimingStats, summarize
 from observability.tracing import add_first_token_event, set_usage_attributes
 from observability.usage import UsageRecord
+from policies.backend_kinds import BACKEND_KINDS
 
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
@@ -18,11 +19,7 @@ def provider_of(backend: ResolvedBackend | None) -> str:
     """gen_ai.provider.name of a backend."""
     if backend is None:
         return ""
-    if backend.kind == "engine":
-        return "hybridgw.engine"
-    if backend.kind == "litellm":
-        return backend.model_prefix or "litellm"
-    return "openai"
+    return BACKEND_KINDS[backend.kind].provider_name(backend.model_prefix)
 
 
 def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd: float = 0.0) -> UsageRecord:
