@@ -7,28 +7,39 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from policies.calibration import Calibration
 from policies.compiled import CompiledPolicy
 from policies.current import CurrentPolicy
 from policies.decide import apply_slo_out
 from policies.decision import RequestFacts, RouteDecision, Target
-from policies.engine_poller import EngineStatePoller
 from policies.facts import calibration_key
 from policies.fairness import CLASS_HEADER, DemandBook, request_class
 from policies.health import HealthBook
 from policies.holds import Hold, HoldBook
-from policies.live import LiveState
+from policies.live import EngineSnapshot, LiveState
 from policies.output_stats import OutputStats
 from policies.prefix_tracker import PrefixTracker
 from policies.ttft_scale import TtftScale
 
 
+class PolledEngines(Protocol):
+    """The engines' latest polled state: policies.engine_poller.EngineStatePoller, the I/O side."""
+
+    @property
+    def snapshots(self) -> Mapping[str, EngineSnapshot]: ...
+    @property
+    def unreachable(self) -> frozenset[str]: ...
+    @property
+    def errors(self) -> Mapping[str, str]: ...
+
+
 class LiveBook:
     """Reads the engines' snapshots from `poller` (which it neither starts nor stops) and the policy
-    in force from `policy` (its health settings, engines, fairness window)."""
+    in force from `policy` (its health settings, engines, fairness window). No I/O of its own."""
 
-    def __init__(self, policy: CurrentPolicy, poller: EngineStatePoller,
+    def __init__(self, policy: CurrentPolicy, poller: PolledEngines,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._policy, self.poller, self.clock = policy, poller, clock
         settings = policy.current.policy.health
