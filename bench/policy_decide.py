@@ -63,7 +63,7 @@ def _router(path: Path | None) -> Any:
 
 
 def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
-    """What gateway/routing.py does per request: one live view for the facts and the decision."""
+    """What gateway/route_plan.py does per request: one live view for the facts and the decision."""
     def run() -> object:
         live = router.live.live_state()
         return router.decider.route(router.decider.build_facts(body, "default", live=live), live=live)
