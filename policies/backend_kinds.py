@@ -18,7 +18,7 @@ class BackendKind:
     provider: str  # gen_ai.provider.name of its usage records and spans
     provider_from_model: bool = False  # the backend's `model` (litellm's provider prefix) names the provider
     needs_base_url: bool = False  # a policy entry without base_url / base_url_env is an error
-    spawns: bool = False  # without base_url, `hybridgw serve` runs one (an engine), else it is an external server
+    spawns: bool = False  # without base_url `hybridgw serve` runs one (an engine); with it, one runs elsewhere
     default_state: str = "none"  # how its live state is polled unless the entry says (`state:`)
     body_extras: frozenset[str] = frozenset()  # request fields beyond OpenAI's it takes by default
     default_max_tokens: int | None = None  # max_tokens sent when the client sets none (None: the provider's)
@@ -37,7 +37,8 @@ BACKEND_KINDS: Mapping[str, BackendKind] = MappingProxyType({
     # Any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, TRT-LLM, NIM, an engine run elsewhere).
     "openai": BackendKind(_OPENAI_HTTP, "openai", needs_base_url=True),
     # A provider litellm speaks to (Anthropic, Bedrock, Vertex, …); `model` is its provider prefix.
-    "litellm": BackendKind("gateway.backends.litellm_backend:LiteLLMBackend", "litellm", provider_from_model=True),
+    "litellm": BackendKind("gateway.backends.litellm_backend:LiteLLMBackend", "litellm",
+                           provider_from_model=True),
     # Our engine (it speaks OpenAI's wire format), spawned and supervised by `hybridgw serve`.
     "engine": BackendKind(_OPENAI_HTTP, "hybridgw.engine", spawns=True, default_state="hybridgw",
                           body_extras=ENGINE_EXTRA_FIELDS, default_max_tokens=ENGINE_DEFAULT_MAX_TOKENS),

@@ -64,7 +64,8 @@ class LiveBook:
         return LiveState(now, snapshots, self.health.view(now), self.holds.reserved(),
                          compiled.policy.health.stale_after_s, self.poller.unreachable,
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
-                         teams=self.demand.view(self.holds.by_team(), now, compiled.policy.fairness.demand_window_s),
+                         teams=self.demand.view(self.holds.by_team(), now,
+                                                compiled.policy.fairness.demand_window_s),
                          turn=self.turns, prefix_occupancy=self.prefixes.occupancy(compiled.engines),
                          ttft_scale=self.ttft_scale.scales(now))
 

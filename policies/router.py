@@ -59,7 +59,8 @@ class PolicyRouter:
                  wall_clock: Callable[[], float] = time.time) -> None:
         self._prices = litellm_price_table() if price_table is None else price_table  # read once (~40 ms)
         compiled = compile_any(policy, self._prices)
-        self.policy = CurrentPolicy(compiled, compile_any(shadow, self._prices) if shadow is not None else None)
+        shadowed = compile_any(shadow, self._prices) if shadow is not None else None
+        self.policy = CurrentPolicy(compiled, shadowed)
         self.engine_urls = dict(engine_urls or {})
         self.poller = EngineStatePoller(state_sources(compiled.policy, self.engine_urls),
                                         compiled.policy.health.poll_interval_s, clock=clock)
