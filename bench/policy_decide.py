@@ -63,10 +63,10 @@ def _router(path: Path | None) -> Any:
 
 
 def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
-    """What gateway/routing.py does per request: one live view for the facts and the decision."""
+    """What gateway/route_plan.py does per request: one live view for the facts and the decision."""
     def run() -> object:
-        live = router.live_state()
-        return router.route(router.build_facts(body, "default", live=live), live=live)
+        live = router.live.live_state()
+        return router.decider.route(router.decider.build_facts(body, "default", live=live), live=live)
 
     return run
 
@@ -74,19 +74,19 @@ def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
 def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tuple[str, Callable[[], object]]]:
     """(name, one call) per measured row; routers built once, outside the timing."""
     default = _router(None)
-    facts = default.build_facts(body, "default")
-    print(f"prompt: {facts.prompt_tokens} tokens ({facts.encoding}); default policy ({default.compiled.rules[0].spec.strategy}) "
-          f"decides {[t.backend for t in default.route(facts).targets]}")
+    facts = default.decider.build_facts(body, "default")
+    print(f"prompt: {facts.prompt_tokens} tokens ({facts.encoding}); default policy ({default.policy.current.rules[0].spec.strategy}) "
+          f"decides {[t.backend for t in default.decider.route(facts).targets]}")
     chat = {**body, "model": "chat"}
     slo = _router(examples / "cheapest_within_slo.yaml")
     slo_cost = _router(examples / "slo_cost.yaml")
-    chat_facts = slo_cost.build_facts(chat, "default")
+    chat_facts = slo_cost.decider.build_facts(chat, "default")
     seasonal = _router(examples / "seasonal_time_windows.yaml")
     batch = {**body, "model": "batch"}
     rows: list[tuple[str, Callable[[], object]]] = [
-        ("count tokens (tiktoken, chat format)", lambda: default.counter.count_prompt(body, facts.encoding)),
-        ("route() only (live state + decide), default policy", lambda: default.route(facts)),
-        ("route() only, slo_cost (2 candidates)", lambda: slo_cost.route(chat_facts)),
+        ("count tokens (tiktoken, chat format)", lambda: default.decider.counter.count_prompt(body, facts.encoding)),
+        ("route() only (live state + decide), default policy", lambda: default.decider.route(facts)),
+        ("route() only, slo_cost (2 candidates)", lambda: slo_cost.decider.route(chat_facts)),
         ("count + facts + decide, default policy", _gateway_path(default, body)),
         ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, chat)),
         ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, chat)),
@@ -96,7 +96,7 @@ def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tupl
     snap = replace(default.poller.snapshots["local"], prefix_caching=True, max_num_seqs=64)
     pool.poller.snapshots = MappingProxyType({n: snap for n in ("gpu-a", "gpu-b", "vllm-1")})
     llama = {**body, "model": "llama"}
-    pool.release(pool.reserve("gpu-a", pool.build_facts(llama, "default")))
+    pool.live.release(pool.live.reserve("gpu-a", pool.decider.build_facts(llama, "default")))
     rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", _gateway_path(pool, llama)))
     if include_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens

@@ -30,7 +30,7 @@ from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
 from gateway.telemetry import build_telemetry
-from gateway.token_count import TokenCounter
+from gateway.token_count import CompletionCounter
 from observability.ledger import Ledger
 from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics
@@ -75,9 +75,10 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     backends: dict[str, Backend] = build_backends(catalog)
     router = router or PolicyRouter(policy, engine_urls=engine_urls)
     services = Services(settings=settings, catalog=catalog, backends=backends, key_store=key_store,
-                        key_cache=KeyCache(key_store, key_cache_ttl_s(settings)), usage_sink=usage_sink, router=router, route_fn=route_fn,
-                        telemetry=build_telemetry(tracer_provider), tokens=TokenCounter(router.counter),
-                        limiter=limiter)
+                        key_cache=KeyCache(key_store, key_cache_ttl_s(settings)), usage_sink=usage_sink,
+                        policy=router.policy, decider=router.decider, live=router.live, pricing=router.pricing,
+                        route_fn=route_fn, telemetry=build_telemetry(tracer_provider),
+                        tokens=CompletionCounter(router.decider.counter), limiter=limiter)
 
     parts = Readiness(ledger=usage_sink if isinstance(usage_sink, Ledger) else None, poller=router.poller,
                       limiter=limiter)
@@ -127,7 +128,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
         app.router.routes.extend(module.ROUTES)
     app.router.routes.extend([*console_routes(), *console_api_routes(usage_store)])
     if metrics is not None:
-        app.router.routes.append(metrics_route(metrics, request_metrics, router))
+        app.router.routes.append(metrics_route(metrics, request_metrics, router.poller))
     if usage_store is not None:
         app.include_router(usage_routes(usage_store, services))
     app.add_exception_handler(HTTPException, _http_exception)

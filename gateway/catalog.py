@@ -13,7 +13,7 @@ from policies.schema import BackendSpec, Policy, Timeouts
 @dataclass(frozen=True)
 class ResolvedBackend:
     name: str
-    kind: str  # "openai", "litellm", "engine"
+    kind: str  # a key of policies.backend_kinds.BACKEND_KINDS
     base_url: str | None  # with the /v1 suffix for OpenAI-compatible servers
     api_key: str | None
     model_prefix: str | None  # litellm: provider prefix (e.g. "anthropic"); engine: model it loads
@@ -53,12 +53,12 @@ def _resolve(name: str, spec: BackendSpec, env: Mapping[str, str],
     if spec.requires_env and not env.get(spec.requires_env):
         return f"{spec.requires_env} is not set"
     base_url = env.get(spec.base_url_env) if spec.base_url_env and env.get(spec.base_url_env) else spec.base_url
-    if spec.kind == "engine" and base_url is None:
+    if spec.spawned and base_url is None:
         base_url = engine_urls.get(name)
         if base_url is None:
             return "engine not started"
-    if spec.kind == "openai" and not base_url:
-        return "openai backend without base_url"
+    if spec.kind_info.needs_base_url and not base_url:
+        return f"{spec.kind} backend without base_url"
     api_key = spec.api_key
     if spec.api_key_env and env.get(spec.api_key_env):
         api_key = env[spec.api_key_env]

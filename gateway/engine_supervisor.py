@@ -45,7 +45,7 @@ class _Child:
 
 def engines_to_spawn(policy: Policy) -> list[EngineSpec]:
     return [EngineSpec(name, spec.model or "smollm2", tuple(spec.engine_args))
-            for name, spec in policy.backends.items() if spec.kind == "engine" and not spec.base_url]
+            for name, spec in policy.backends.items() if spec.spawned]
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import dispatch, upstream_body
+from gateway.attempts import AttemptBook
 from gateway.auth import check_key_alias
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
@@ -26,7 +27,7 @@ from gateway.errors import (
 from gateway.exchange import Exchange
 from gateway.ratelimit_headers import refusal_headers
 from gateway.request_body import read_json_body
-from gateway.routing import AttemptBook, plan_route
+from gateway.route_plan import plan_route
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -166,7 +167,7 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str,
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
     routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
-    ex.policy = compiled = svc.router.compiled  # one policy version for the request's whole life
+    ex.policy = compiled = svc.policy.current  # one policy version for the request's whole life
     await plan_route(svc, ex, routed, headers, compiled=compiled, off_loop=off_loop)
     assert ex.facts is not None and ex.decision is not None
     ex.estimated_prompt_tokens = ex.facts.prompt_tokens
@@ -227,7 +228,7 @@ def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compi
 
 async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
     assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
+    maker = _request_maker(ex, endpoint, body, ex.policy or svc.policy.current, svc.log)
     _, upstream, ex.attempts = await dispatch.complete(
         ex.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
     usage = upstream.data.get("usage")
@@ -251,7 +252,7 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[
 async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any],
                         guard: DisconnectGuard) -> Response:
     assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, ex.policy or svc.router.compiled, svc.log)
+    maker = _request_maker(ex, endpoint, body, ex.policy or svc.policy.current, svc.log)
     book = AttemptBook(svc, ex)
     opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker, ex.clock, book)
     ex.attempts = opened.attempts
@@ -265,13 +266,13 @@ def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
     held = ex.reservation
     if held is None:
         return None
-    compiled = ex.policy or svc.router.compiled
+    compiled = ex.policy or svc.policy.current
     # a soft budget re-routes new requests; it never cuts one already streaming
     headroom = held.usd_left([s for s in ("team", "key") if on_exceed(compiled, ex, s) == "reject"])
     if headroom is None:
         return None
-    base = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 0)
-    per_token = svc.router.cost_usd(target, ex.estimated_prompt_tokens, 1) - base
+    base = svc.pricing.cost_usd(target, ex.estimated_prompt_tokens, 0)
+    per_token = svc.pricing.cost_usd(target, ex.estimated_prompt_tokens, 1) - base
     if per_token <= 0:
         return None
     return max(0, int((held.cost_usd + headroom - base) / per_token))

@@ -16,8 +16,8 @@ from gateway.backends.base import BackendState
 from gateway.reload_changes import restart_backends
 from observability.ledger import Ledger
 from observability.limits_protocol import Limiter
+from policies.engine_poller import EngineStatePoller
 from policies.reload import PolicyReloader
-from policies.state import EngineStatePoller
 
 
 @dataclass

@@ -18,7 +18,7 @@ def _changed(name: str, old: BackendSpec, new: BackendSpec) -> list[str]:
         before, after = getattr(old, field), getattr(new, field)
         if before != after:
             detail = f": {before!r} → {after!r}" if field in _SHOWN else ""
-            what = "engine" if old.kind == "engine" and not old.base_url else "backend"
+            what = "engine" if old.spawned else "backend"
             out.append(f"{what} {name}: {field} changed{detail}; the running one keeps the old until a restart")
     return out
 

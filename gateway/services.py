@@ -15,11 +15,14 @@ from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.settings import Settings
 from gateway.telemetry import Telemetry
-from gateway.token_count import TokenCounter
+from gateway.token_count import CompletionCounter
 from observability.limits_protocol import Limiter
 from observability.usage import UsageSink
+from policies.current import CurrentPolicy
+from policies.decider import Decider
 from policies.decision import RequestFacts, RouteDecision
-from policies.router import PolicyRouter
+from policies.live_book import LiveBook
+from policies.pricing import Pricing
 
 RouteFn = Callable[[RequestFacts], RouteDecision]
 
@@ -32,11 +35,14 @@ class Services:
     key_store: KeyStorage  # the admin API's; request-path lookups go through key_cache
     key_cache: KeyCache
     usage_sink: UsageSink
-    router: PolicyRouter  # facts, decisions, KV holds, backend health, calibration
+    policy: CurrentPolicy  # .current: the compiled policy a request pins
+    decider: Decider  # facts and decision for one request
+    live: LiveBook  # KV holds, backend health, calibration: what the request path feeds back
+    pricing: Pricing  # what a request costs on its target
     telemetry: Telemetry
-    tokens: TokenCounter
+    tokens: CompletionCounter  # completions the upstream reported no usage for
     limiter: Limiter | None = None
-    route_fn: RouteFn | None = None  # overrides router.route (tests, embedders)
+    route_fn: RouteFn | None = None  # overrides decider.route (tests, embedders)
     access_log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.access"))
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.gateway"))
     ready: bool = False
@@ -52,11 +58,11 @@ class Services:
         info = await self.lookup_key(hash_key(token))
         if info is None:
             raise unknown_key(token)
-        return admit(check_key_live(info), self.router.compiled.policy)
+        return admit(check_key_live(info), self.policy.current.policy)
 
     async def lookup_key(self, key_hash: str) -> KeyInfo | None:
         """Keys the policy file lists under a team (by hash), then keys made with `hybridgw keys`."""
-        team = self.router.compiled.team_by_key_hash.get(key_hash)
+        team = self.policy.current.team_by_key_hash.get(key_hash)
         if team is not None:
             return KeyInfo(key_id="policy:" + key_hash[:8], team=team)
         return await self.key_cache.lookup(key_hash)

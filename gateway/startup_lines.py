@@ -15,7 +15,7 @@ def backend_lines(loaded: LoadedPolicy, catalog: Catalog) -> list[str]:
         if resolved is None:
             lines.append(f"hybridgw: backend {name}: off ({catalog.absent.get(name, 'not configured')})")
             continue
-        what = f"{spec.kind} {spec.model}" if spec.kind == "engine" and spec.model else spec.kind
+        what = f"{spec.kind} {spec.model}" if spec.kind_info.spawns and spec.model else spec.kind
         cap = spec.max_tokens_default
         note = f"; max_tokens {cap} when the client sets none" if cap is not None else ""
         lines.append(f"hybridgw: backend {name}: on, {what} at {resolved.base_url or 'its provider'}{note}")

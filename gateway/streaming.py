@@ -99,7 +99,7 @@ class SSERelayResponse(Response):
         info = error_info(exc)
         self.ex.fail("error", 200, info.type, exc.message)
         if isinstance(exc, UpstreamError):  # the upstream broke after its first byte: the breaker hears of it
-            self.svc.router.record_result(exc.backend or self.opened.target.backend, ok=False)
+            self.svc.live.record_result(exc.backend or self.opened.target.backend, ok=False)
         self.guard.close()
         # Whether or not the client is still there to read it, the request failed upstream: stays `error`.
         frame = error_frame(info.message, info.type, info.code) + DONE_FRAME

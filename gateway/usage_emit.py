@@ -10,6 +10,7 @@ from gateway.services import Services
 from gateway.timing import TimingStats, summarize
 from observability.tracing import add_first_token_event, set_usage_attributes
 from observability.usage import UsageRecord
+from policies.backend_kinds import BACKEND_KINDS
 
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
@@ -18,11 +19,7 @@ def provider_of(backend: ResolvedBackend | None) -> str:
     """gen_ai.provider.name of a backend."""
     if backend is None:
         return ""
-    if backend.kind == "engine":
-        return "hybridgw.engine"
-    if backend.kind == "litellm":
-        return backend.model_prefix or "litellm"
-    return "openai"
+    return BACKEND_KINDS[backend.kind].provider_name(backend.model_prefix)
 
 
 def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd: float = 0.0) -> UsageRecord:
@@ -75,7 +72,7 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
 
 def _learn_and_price(svc: Services, ex: Exchange) -> float:
     """Give back the KV hold, teach the router (calibration, output lengths) and price the request."""
-    svc.router.release(ex.hold)
+    svc.live.release(ex.hold)
     ex.hold = None
     if ex.target is None or ex.facts is None or ex.status == "rejected":
         return 0.0
@@ -83,8 +80,8 @@ def _learn_and_price(svc: Services, ex: Exchange) -> float:
     completion = ex.completion_tokens or 0
     if ex.status == "ok":
         upstream_prompt = ex.prompt_tokens if ex.usage_source == "upstream" else None
-        svc.router.record_usage(ex.facts, ex.target, upstream_prompt, completion)
-    return svc.router.cost_usd(ex.target, prompt, completion)
+        svc.live.record_usage(ex.facts, ex.target, upstream_prompt, completion)
+    return svc.pricing.cost_usd(ex.target, prompt, completion)
 
 
 def _end_spans(ex: Exchange, record: UsageRecord) -> None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from local_engine.admission import EngineLimits
-from local_engine.engine import EngineSnapshot, RequestOutput
+from local_engine.engine import EngineStats, RequestOutput
 from local_engine.errors import EngineDead, EngineFull
 from local_engine.sequence import SamplingParams, Sequence
 from local_engine.tracing import RequestTimes, RequestTracer
@@ -39,7 +39,7 @@ class EngineCore(Protocol):
 
     def abort(self, seq_id: int) -> None: ...
 
-    def snapshot(self) -> EngineSnapshot: ...
+    def snapshot(self) -> EngineStats: ...
 
     def num_unapplied_adds(self) -> int: ...  # added, not yet in the engine's own waiting count
 
@@ -194,7 +194,7 @@ class AsyncEngine:
     def is_alive(self) -> bool:
         return self._started and self.dead_reason is None and self.core.is_running()
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self) -> EngineStats:
         """The core's latest numbers, with requests accepted here but not yet in the step loop
         counted as waiting (admission counts them too: the state and the metrics must agree)."""
         snap = self.core.snapshot()

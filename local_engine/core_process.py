@@ -27,7 +27,7 @@ from typing import Any
 from local_engine.admission import EngineLimits
 from local_engine.async_engine import CoreSink
 from local_engine.config import EngineConfig
-from local_engine.engine import EngineSnapshot, LLMEngine
+from local_engine.engine import EngineStats, LLMEngine
 from local_engine.errors import EngineError
 from local_engine.sequence import Sequence
 
@@ -47,7 +47,7 @@ class CoreFacts:
     kv_dtype: str
     device: str
     num_threads: int
-    snapshot: EngineSnapshot
+    snapshot: EngineStats
 
 
 class CoreStartFailed(ValueError):
@@ -109,7 +109,7 @@ class ProcessCore:
     def abort(self, seq_id: int) -> None:
         self._send(("abort", seq_id))
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self) -> EngineStats:
         return self._snapshot
 
     def num_unapplied_adds(self) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from local_engine.async_engine import CoreSink
-from local_engine.engine import EngineSnapshot, LLMEngine
+from local_engine.engine import EngineStats, LLMEngine
 from local_engine.errors import EngineError
 from local_engine.sequence import Sequence
 
@@ -51,7 +51,7 @@ class ThreadCore:
             self._inbox.append(seq_id)
             self._cond.notify()
 
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self) -> EngineStats:
         return self._snapshot  # replaced whole by the step thread, so always consistent
 
     def num_unapplied_adds(self) -> int:

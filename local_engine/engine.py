@@ -56,8 +56,9 @@ class RequestOutput:
 
 
 @dataclass(frozen=True)
-class EngineSnapshot:
-    """The engine's live numbers, as the state endpoint and the metrics report them."""
+class EngineStats:
+    """The engine's own live numbers, as its state endpoint and metrics report them (the gateway's
+    polled view of an engine is policies.live.EngineSnapshot)."""
 
     num_running: int
     num_waiting: int
@@ -200,10 +201,10 @@ class LLMEngine:
         return text, None
 
     # --- numbers -----------------------------------------------------------------------------
-    def snapshot(self) -> EngineSnapshot:
+    def snapshot(self) -> EngineStats:
         bm = self.block_manager
         rates = self.throughput.rates(self._clock())
-        return EngineSnapshot(
+        return EngineStats(
             num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
             num_blocks_total=bm.num_total_blocks, num_blocks_free=bm.num_free_blocks, kv_usage=bm.usage,
             prefix_cache_hit_rate=bm.prefix_cache_hit_rate, num_preemptions=self.scheduler.num_preemptions,

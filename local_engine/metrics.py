@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from local_engine.engine import EngineSnapshot
+from local_engine.engine import EngineStats
 
 # Bucket bounds from the GenAI semantic conventions (gen_ai.server.*).
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -23,7 +23,7 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 class _SnapshotCollector(Collector):
     """Gauges and the preemption counter, read from the engine's latest snapshot at scrape time."""
 
-    def __init__(self, snapshot: Callable[[], EngineSnapshot], model: str) -> None:
+    def __init__(self, snapshot: Callable[[], EngineStats], model: str) -> None:
         self._snapshot = snapshot
         self._model = model
 
@@ -55,7 +55,7 @@ class _SnapshotCollector(Collector):
 class EngineMetrics:
     """One app's metrics; also the RequestObserver the async engine reports latencies to."""
 
-    def __init__(self, snapshot: Callable[[], EngineSnapshot], model: str) -> None:
+    def __init__(self, snapshot: Callable[[], EngineStats], model: str) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_SnapshotCollector(snapshot, model))
         labels = ["model"]

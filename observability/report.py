@@ -113,7 +113,7 @@ class ModelLine:
 
 
 @dataclass(frozen=True)
-class Fit:
+class LineFit:
     """TTFT ≈ intercept + slope × input tokens (least squares)."""
 
     n: int
@@ -143,7 +143,7 @@ class Report:
     e2e: Percentiles
     token_edges: tuple[int, ...]
     isl_osl: tuple[tuple[int, ...], ...]  # [ISL bucket][OSL bucket] request counts
-    ttft_fit: Fit | None
+    ttft_fit: LineFit | None
     ttft_points: tuple[tuple[int, float], ...]  # (input tokens, TTFT s) from raw records
     itl_profile: tuple[tuple[int, float, int], ...]  # (first output position, mean gap s, gaps)
     daily_cost: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]  # (day, ((backend, USD), ...))
@@ -179,14 +179,14 @@ def box(counts: Sequence[int]) -> Box | None:
     return Box(sum(counts), *(quantile(counts, q) or 0.0 for q in (0.05, 0.25, 0.5, 0.75, 0.95)))
 
 
-def fit_ttft(fields: dict[str, float]) -> Fit | None:
+def fit_ttft(fields: dict[str, float]) -> LineFit | None:
     n, sx, sy = fields.get("reg|n", 0), fields.get("reg|sx", 0), fields.get("reg|sy", 0)
     sxx, sxy = fields.get("reg|sxx", 0), fields.get("reg|sxy", 0)
     denominator = n * sxx - sx * sx
     if n < 2 or denominator <= 0:
         return None
     slope = (n * sxy - sx * sy) / denominator
-    return Fit(int(n), slope, (sy - slope * sx) / n)
+    return LineFit(int(n), slope, (sy - slope * sx) / n)
 
 
 def _day(start: int) -> str:

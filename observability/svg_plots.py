@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from observability.report import Box, Fit
+from observability.report import Box, LineFit
 from observability.svg_plots_frame import (
     BOTTOM,
     LEFT,
@@ -64,7 +64,7 @@ def heatmap(matrix: Sequence[Sequence[int]], edges: Sequence[int], not_ok: int =
     return frame("plot-isl-osl", title, "".join(cells + labels), xlabel, "input tokens (bucket start)")
 
 
-def ttft_scatter(points: Sequence[tuple[int, float]], fit: Fit | None, max_isl: float) -> str:
+def ttft_scatter(points: Sequence[tuple[int, float]], fit: LineFit | None, max_isl: float) -> str:
     title = "TTFT vs input length"
     if not points and fit is None:
         return empty("plot-ttft-isl", title)

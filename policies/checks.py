@@ -84,8 +84,9 @@ def policy_problems(policy: Policy) -> list[Problem]:
         if not any(e.strip() for e in examples):
             problems.append((("categories", name), "a category needs at least one non-empty example prompt"))
     for name, backend in policy.backends.items():
-        if backend.kind == "openai" and not (backend.base_url or backend.base_url_env):
-            problems.append((("backends", name, "base_url"), "a backend of kind openai needs base_url"))
+        problem = backend.kind_info.base_url_problem(backend.kind, backend.base_url or backend.base_url_env)
+        if problem is not None:
+            problems.append((("backends", name, "base_url"), problem))
     if policy.unknown_teams == "default" and "default" not in policy.teams:
         message = "`unknown_teams: default` serves unknown teams as team `default`; define it under `teams:`"
         problems.append((("unknown_teams",), message))

@@ -9,11 +9,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from policies.backend_kinds import BACKEND_KINDS, BackendKind
 from policies.rule_schema import Rule, header_safe
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
-ENGINE_EXTRA_FIELDS = frozenset({"top_k", "ignore_eos", "stop_token_ids"})  # what `hybridgw engine` reads
-ENGINE_DEFAULT_MAX_TOKENS = 512
+# The kinds in policies.backend_kinds, as a Literal so a typo is a schema error naming the allowed ones.
+BackendKindName = Literal[tuple(BACKEND_KINDS)]  # type: ignore[valid-type]
 POLICY_OWNED_FIELDS = frozenset({"model", "priority"})  # never taken from a client
 
 
@@ -45,12 +46,12 @@ class Price(_Strict):
 class BackendSpec(_Strict):
     """A place requests can go.
 
-    kind: `openai` — any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, TRT-LLM, NIM, our
-    engine); `litellm` — a provider litellm speaks to (Anthropic, Bedrock, Vertex, …);
-    `engine` — our local engine, spawned and supervised by `hybridgw serve`.
+    kind: one of policies.backend_kinds.BACKEND_KINDS — `openai`: any OpenAI-compatible HTTP server
+    (OpenAI, vLLM, SGLang, TRT-LLM, NIM, our engine); `litellm`: a provider litellm speaks to
+    (Anthropic, Bedrock, Vertex, …); `engine`: our local engine, spawned and supervised by `hybridgw serve`.
     """
 
-    kind: Literal["openai", "litellm", "engine"]
+    kind: BackendKindName
     base_url: str | None = None  # openai: required; engine: set to use an already running one
     api_key: str | None = None  # literal key (tests); prefer api_key_env
     api_key_env: str | None = None  # environment variable holding the key
@@ -79,20 +80,29 @@ class BackendSpec(_Strict):
     default_max_tokens: int | None = Field(default=None, ge=1)
 
     @property
+    def kind_info(self) -> BackendKind:
+        return BACKEND_KINDS[self.kind]
+
+    @property
+    def spawned(self) -> bool:
+        """`hybridgw serve` runs this backend itself (an engine kind without base_url)."""
+        return self.kind_info.spawns and not self.base_url
+
+    @property
     def state_source(self) -> str:
-        return self.state or ("hybridgw" if self.kind == "engine" else "none")
+        return self.state or self.kind_info.default_state
 
     @property
     def body_extras(self) -> frozenset[str]:
         if self.extra_body_fields is not None:
             return frozenset(self.extra_body_fields)
-        return ENGINE_EXTRA_FIELDS if self.kind == "engine" else frozenset()
+        return self.kind_info.body_extras
 
     @property
     def max_tokens_default(self) -> int | None:
         if self.default_max_tokens is not None:
             return self.default_max_tokens
-        return ENGINE_DEFAULT_MAX_TOKENS if self.kind == "engine" else None
+        return self.kind_info.default_max_tokens
 
     @field_validator("extra_body_fields")
     @classmethod

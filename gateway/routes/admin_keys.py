@@ -38,7 +38,7 @@ async def _admin(request: Request) -> tuple[Services, Exchange]:
 async def _with_budget(svc: Services, rows: list[KeyRow]) -> list[dict[str, Any]]:
     """Each row's dict, with `budget_status` (spent / limit / forecast per day and month, from the
     limiter's windows) for a live key that has a USD budget here or in the policy's `keys:`."""
-    out, policy_keys = [], svc.router.compiled.policy.keys
+    out, policy_keys = [], svc.policy.current.policy.keys
     for row in rows:
         data = row.to_dict()
         in_policy = policy_keys.get(row.key_id)
@@ -94,7 +94,7 @@ async def create_key(request: Request) -> Response:
         svc, _ = await _admin(request)
         body = parse_body(KeyCreateBody, await read_json_body(request, svc.settings.max_body_bytes))
         team = body.team.strip()
-        refusal = new_key_refusal(team, svc.router.compiled.policy)
+        refusal = new_key_refusal(team, svc.policy.current.policy)
         if refusal is not None:
             raise InvalidRequest(refusal, param="team", code="unknown_team")
         spec = apply(body, KeySpec())

@@ -1,5 +1,5 @@
 """GET /metrics: Prometheus text of the gateway's OTel metrics, engine gauges refreshed from the
-router's latest engine-state polls first. Team names and per-team cost are in it, so it needs the
+poller's latest engine-state polls first. Team names and per-team cost are in it, so it needs the
 admin key as a bearer token unless the operator set HYBRIDGW_METRICS_PUBLIC=1."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gateway.auth import is_admin
 from gateway.errors import AuthError, error_info
 from gateway.services import Services
 from observability.metrics import Metrics, RequestMetrics
-from policies.router import PolicyRouter
+from policies.engine_poller import EngineStatePoller
 
 
 def _unauthorized(admin_key_set: bool) -> Response:
@@ -24,7 +24,8 @@ def _unauthorized(admin_key_set: bool) -> Response:
                     headers={"www-authenticate": "Bearer"})
 
 
-def metrics_route(metrics: Metrics, request_metrics: RequestMetrics | None, router: PolicyRouter) -> Route:
+def metrics_route(metrics: Metrics, request_metrics: RequestMetrics | None,
+                  poller: EngineStatePoller) -> Route:
     def prometheus(request: Request) -> Response:  # sync: Starlette runs it in a worker thread
         svc: Services = request.app.state.services
         allowed = svc.settings.metrics_public or is_admin(request.headers.get("authorization"),
@@ -32,7 +33,7 @@ def metrics_route(metrics: Metrics, request_metrics: RequestMetrics | None, rout
         if not allowed:
             return _unauthorized(svc.settings.admin_key is not None)
         if request_metrics is not None:
-            for backend, snap in router.poller.snapshots.items():
+            for backend, snap in poller.snapshots.items():
                 used = 1.0 - snap.num_blocks_free / snap.num_blocks_total if snap.num_blocks_total else 0.0
                 request_metrics.engine(backend, kv_usage=used, running=snap.num_running, waiting=snap.num_waiting)
         return Response(metrics.exposition(), media_type=metrics.content_type)

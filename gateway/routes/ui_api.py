@@ -51,7 +51,7 @@ async def teams(request: Request) -> Response:
         svc = await require_admin(request)
     except GatewayError as exc:
         return fail(request, exc)
-    policy = svc.router.compiled.policy
+    policy = svc.policy.current.policy
     rows = [{"team": name, "limits": team.limits.model_dump(), "budget": team.budget.model_dump(),
              "models": svc.catalog.models_for(name)} for name, team in sorted(policy.teams.items())]
     return json_response({"object": "list", "data": rows, "unknown_teams": policy.unknown_teams})
@@ -79,13 +79,13 @@ async def backends(request: Request) -> Response:
         svc = await require_admin(request)
     except GatewayError as exc:
         return fail(request, exc)
-    live, local = svc.router.live_state(), chargeback_policy(svc.router.compiled).local_backends
+    live, local = svc.live.live_state(), chargeback_policy(svc.policy.current).local_backends
     rows = []
     for name, backend in sorted(svc.backends.items()):
         state = asdict(backend.state())
         rows.append({**state, **_health(live.health.get(name)), "unreachable": name in live.unreachable, "local": name in local,
                      "engine": engine_view(live.engines.get(name), live.now),
-                     "poll_error": svc.router.poller.errors.get(name)})
+                     "poll_error": svc.live.poll_errors.get(name)})
     return json_response({"object": "list", "data": rows, "absent": dict(svc.catalog.absent)})
 
 
@@ -121,7 +121,7 @@ def now_route(store: UsageStore | None) -> Route:
                 raise ServiceUnavailable(f"The usage store is unavailable: {exc}", code="store_unavailable") from None
         except GatewayError as exc:
             return fail(request, exc)
-        local = chargeback_policy(svc.router.compiled).local_backends
+        local = chargeback_policy(svc.policy.current).local_backends
         return json_response(last_minute(records, local, truncated=len(records) >= NOW_RECORD_LIMIT))
 
     return Route("/console/api/now", now, methods=["GET"])

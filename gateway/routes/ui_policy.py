@@ -27,7 +27,7 @@ async def policy(request: Request) -> Response:
         return fail(request, exc)
     parts = getattr(request.app.state, "readiness", None)
     state = parts.reloader.state() if parts is not None and parts.reloader is not None else None
-    p = svc.router.compiled.policy
+    p = svc.policy.current.policy
     return json_response({
         "version": state.version if state else None, "source": state.source if state else None,
         "loaded_at": state.loaded_at if state else None, "reloads": state.reloads if state else 0,
@@ -54,15 +54,15 @@ async def explain(request: Request) -> Response:
     try:
         svc = await require_admin(request)
         team, body, headers = _explain_input(await read_json_body(request, svc.settings.max_body_bytes))
-        if team not in svc.router.compiled.policy.teams:
+        if team not in svc.policy.current.policy.teams:
             raise InvalidRequest(f"Team {team!r} is not in the policy.", param="team", code="unknown_team")
         svc.catalog.check_alias(team, str(body.get("model", "")))  # unknown / not allowed: the request's own error
-        compiled = svc.router.compiled
+        compiled = svc.policy.current
         try:
-            tokens, scores = await measure_prompt(svc.router, compiled, body, team, off_loop=True)
-            live = svc.router.live_state()
-            facts = svc.router.build_facts(body, team, headers=headers, compiled=compiled, prompt_tokens=tokens,
-                                           live=live, scores=scores)
+            tokens, scores = await measure_prompt(svc.decider, compiled, body, team, off_loop=True)
+            live = svc.live.live_state()
+            facts = svc.decider.build_facts(body, team, headers=headers, compiled=compiled, prompt_tokens=tokens,
+                                            live=live, scores=scores)
         except RoutingError as exc:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
         decision = decide(compiled, facts, live)

@@ -26,5 +26,5 @@ async def usage_caller(request: Request) -> UsageCaller:
 
 
 def usage_routes(store: UsageStore, services: Services) -> APIRouter:
-    return usage_router(store, usage_caller, hosted_price=policy_hosted_price(lambda: services.router.compiled),
-                        chargeback_policy=lambda: chargeback_policy(services.router.compiled))
+    return usage_router(store, usage_caller, hosted_price=policy_hosted_price(lambda: services.policy.current),
+                        chargeback_policy=lambda: chargeback_policy(services.policy.current))

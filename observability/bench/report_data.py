@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from observability.bench import metrics
 from observability.bench.records import RequestRecord
-from observability.report import Box, Fit
+from observability.report import Box, LineFit
 from observability.rollups import TOKEN_EDGES, token_bucket
 
 TIME_SLOTS = 20
@@ -20,7 +20,7 @@ TIME_SLOTS = 20
 @dataclass(frozen=True)
 class ReportData:
     ttft_points: tuple[tuple[int, float], ...]  # (input tokens, TTFT s)
-    ttft_fit: Fit | None
+    ttft_fit: LineFit | None
     itl_profile: tuple[tuple[int, float, int], ...]  # (first position of a log2 bucket, mean gap s, gaps)
     isl_osl: tuple[tuple[int, ...], ...]  # counts [ISL bucket][OSL bucket] over TOKEN_EDGES
     e2e_by_pattern: tuple[tuple[str, Box | None], ...]
@@ -31,7 +31,7 @@ def input_tokens(r: RequestRecord) -> int:
     return r.prompt_tokens if r.prompt_tokens is not None else r.isl
 
 
-def fit_line(points: Sequence[tuple[float, float]]) -> Fit | None:
+def fit_line(points: Sequence[tuple[float, float]]) -> LineFit | None:
     n = len(points)
     if n < 2:
         return None
@@ -41,7 +41,7 @@ def fit_line(points: Sequence[tuple[float, float]]) -> Fit | None:
     if denominator <= 0:
         return None  # every request had the same input length: no slope to fit
     slope = (n * sxy - sx * sy) / denominator
-    return Fit(n, slope, (sy - slope * sx) / n)
+    return LineFit(n, slope, (sy - slope * sx) / n)
 
 
 def itl_profile(records: Sequence[RequestRecord]) -> tuple[tuple[int, float, int], ...]:

@@ -51,7 +51,7 @@ class _EngineBook:
 
 
 class GatewayView:
-    """Builds the LiveState decide() reads, exactly as PolicyRouter.live_state() would."""
+    """Builds the LiveState decide() reads, exactly as LiveBook.live_state() would."""
 
     def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float) -> None:
         self.engines = engines

@@ -125,10 +125,10 @@ class _Run:
             self.out.refuse(i, exc.code)
             return
         decision = decide(self.compiled, facts, live)
-        if decision.slo_out:  # as PolicyRouter.route applies it
+        if decision.slo_out:  # as LiveBook.decided applies it
             self.view.slo_out = apply_slo_out(self.view.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
-            self.health.claim_probe(decision.targets[0].backend, now)  # as PolicyRouter.route does
+            self.health.claim_probe(decision.targets[0].backend, now)  # as LiveBook.decided does
         self.outputs.record(record.team, record.output_tokens)  # learned in arrival order (see docs/replay.md)
         for target in decision.targets:
             if self._dispatch(i, record, target.backend, target.model, facts.blocks_needed.get(target.backend), now,

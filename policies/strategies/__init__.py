@@ -13,12 +13,12 @@ from policies.rule_schema import RuleBase
 from policies.strategies.base import Context, Outcome
 from policies.strategies.cheapest_within_slo import CheapestWithinSloRule, cheapest_within_slo
 from policies.strategies.first_match import FirstMatchRule, first_match
-from policies.strategies.kv_fit import Fit, KvFitRule, kv_fit
+from policies.strategies.kv_fit import EngineFit, KvFitRule, kv_fit
 from policies.strategies.prefix_affinity import PrefixAffinityRule, prefix_affinity
 from policies.strategies.quality_floor import QualityFloorRule, quality_floor
 from policies.strategies.slo_cost import SloCostRule, slo_cost
 
-__all__ = ["STRATEGIES", "STRATEGY_TYPES", "Context", "Fit", "Outcome", "Rule", "StrategyType"]
+__all__ = ["STRATEGIES", "STRATEGY_TYPES", "Context", "EngineFit", "Outcome", "Rule", "StrategyType"]
 
 
 @dataclass(frozen=True)

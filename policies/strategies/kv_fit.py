@@ -34,7 +34,7 @@ class KvFitRule(LocalSpillRule):
 
 
 @dataclass(frozen=True, slots=True)
-class Fit:
+class EngineFit:
     """How one engine stands for this request."""
 
     backend: str
@@ -46,37 +46,37 @@ class Fit:
     yielded: bool = False  # fits, but left to teams under their share of it (fairness): spill, else wait
 
 
-def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> Fit:
+def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> EngineFit:
     """How `backend` stands for this request; `max_waiting`: the rule's queue limit (None: the backend's)."""
     live, facts = ctx.live, ctx.facts
     if is_open(ctx, backend):
-        return Fit(backend, None, closed_note(ctx, backend))
+        return EngineFit(backend, None, closed_note(ctx, backend))
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
-        return Fit(backend, None, f"{backend}: state unknown", unknown=True)
+        return EngineFit(backend, None, f"{backend}: state unknown", unknown=True)
     context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
     if snap.max_model_len and context_len > snap.max_model_len:
-        return Fit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
+        return EngineFit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
                    never=True)
     if need > snap.num_blocks_total:
-        return Fit(backend, None, f"{backend}: needs {need} KV blocks, its whole pool has {snap.num_blocks_total}",
+        return EngineFit(backend, None, f"{backend}: needs {need} KV blocks, its whole pool has {snap.num_blocks_total}",
                    never=True)
     if need > free:
-        return Fit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
+        return EngineFit(backend, None, f"{backend}: needs {need} KV blocks, {free} free", need - free)
     # The queue as we know it: the polled one corrected by what this gateway sent since (live.num_waiting).
     queued = live.num_waiting(backend) or 0
     limit = max_waiting if max_waiting is not None else ctx.policy.policy.backends[backend].max_waiting
     if queued > limit:
-        return Fit(backend, None, f"{backend}: queue {queued} > {limit}")
+        return EngineFit(backend, None, f"{backend}: queue {queued} > {limit}")
     if snap.max_waiting and queued >= snap.max_waiting:  # it would refuse the request (503): do not try
-        return Fit(backend, None, f"{backend}: queue {queued} at the engine's limit of {snap.max_waiting}")
+        return EngineFit(backend, None, f"{backend}: queue {queued} at the engine's limit of {snap.max_waiting}")
     fair = fair_share(ctx, backend, queued, limit, free, need, snap.num_blocks_total)
     if fair is not None:
-        return Fit(backend, None, f"{backend}: yields, {fair.note}", yielded=True)
+        return EngineFit(backend, None, f"{backend}: yields, {fair.note}", yielded=True)
     # Fewest queued requests first (a queue is latency), then the largest share of KV left after this one.
     key = (queued, -(free - need) / snap.num_blocks_total)
-    return Fit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {queued} waiting)")
+    return EngineFit(backend, key, f"{backend}: fits ({need} of {free} free blocks, {queued} waiting)")
 
 
 def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:

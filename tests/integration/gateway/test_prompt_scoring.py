@@ -76,7 +76,7 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     keys = {team: store.create(team)[0] for team in ("free", "broke")}
     policy = _policy(fake_upstream)
     router = PolicyRouter(policy)
-    router.quality = quality = RecordingQuality()
+    router.decider.quality = quality = RecordingQuality()
     limiter = InProcessLimiter(LimitsConfig(teams={"broke": TeamLimits(usd_per_day=0.000001)}))
     app = create_app(Settings(data_dir=root), policy=policy, key_store=store, usage_sink=ListSink(),
                      limiter=limiter, router=router)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from policies.state import EngineStatePoller, StateSource
+from policies.engine_poller import EngineStatePoller, StateSource
 
 from .state_server import StateServer, serving
 

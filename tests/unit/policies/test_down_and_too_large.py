@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from policies.decide import decide
-from policies.state import EngineStatePoller, StateSource, state_sources
+from policies.engine_poller import EngineStatePoller, StateSource, state_sources
 
 from .support import NOW, compiled, engine, facts, live
 

@@ -106,16 +106,16 @@ def test_router_counts_what_it_sent_until_it_ends() -> None:
     body = {"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
 
     def route() -> list[str]:
-        return [t.backend for t in router.route(router.build_facts(body, "default")).targets]
+        return [t.backend for t in router.decider.route(router.decider.build_facts(body, "default")).targets]
 
     holds = []
     for _ in range(3):  # one runs, two wait: the queue is still "short" (≤ 2)
         assert route() == ["local", "openai"]
-        holds.append(router.reserve("local", router.build_facts(body, "default")))
+        holds.append(router.live.reserve("local", router.decider.build_facts(body, "default")))
     assert route() == ["local", "openai"]
-    holds.append(router.reserve("local", router.build_facts(body, "default")))
+    holds.append(router.live.reserve("local", router.decider.build_facts(body, "default")))
     assert route() == ["openai"]  # 1 running + 3 waiting: the next one spills, no poll needed
-    router.release(holds.pop())
+    router.live.release(holds.pop())
     assert route() == ["local", "openai"]
 
 

@@ -66,10 +66,10 @@ def _poll(router: PolicyRouter, clock: Clock) -> None:
 
 def _send(router: PolicyRouter, team: str, headers: dict[str, str] | None = None) -> tuple[str, Hold | None, str]:
     """Route one request and, where it went local, hold it as the gateway would: (backend, hold, reason)."""
-    facts = router.build_facts(BODY, team, headers=headers)
-    decision = router.route(facts)
+    facts = router.decider.build_facts(BODY, team, headers=headers)
+    decision = router.decider.route(facts)
     backend = decision.targets[0].backend if decision.targets else ""
-    return backend, router.reserve(backend, facts) if backend == "local" else None, decision.reason
+    return backend, router.live.reserve(backend, facts) if backend == "local" else None, decision.reason
 
 
 def _flood(red: float, blue: float) -> dict[str, float]:
@@ -81,7 +81,7 @@ def _flood(red: float, blue: float) -> dict[str, float]:
     for tick in range(60):
         clock.now = NOW + tick * 0.1
         for end, hold in [e for e in ends if e[0] <= tick]:
-            router.release(hold)
+            router.live.release(hold)
             ends.remove((end, hold))
         _poll(router, clock)
         for team in ["red"] * 6 + ["blue"] * 3:
@@ -90,7 +90,7 @@ def _flood(red: float, blue: float) -> dict[str, float]:
                 ends.append((tick + 3, hold))
         if tick >= 20:
             for team in totals:
-                totals[team] += router.holds.by_team().get("local", {}).get(team, 0)
+                totals[team] += router.live.holds.by_team().get("local", {}).get(team, 0)
     held = sum(totals.values())
     return {team: n / held for team, n in totals.items()}
 
@@ -105,7 +105,7 @@ def test_without_fairness_the_flooding_team_takes_the_engine() -> None:
     router, _ = _router(enabled=False)
     for _ in range(10):
         _send(router, "red")
-    assert router.holds.by_team()["local"] == {"red": 10}
+    assert router.live.holds.by_team()["local"] == {"red": 10}
     backend, _, _ = _send(router, "blue")
     assert backend == "openai"  # nothing left for blue
 
@@ -124,13 +124,13 @@ def test_a_quiet_team_keeps_room_on_the_engine_against_a_flood() -> None:
     # As red's requests end, blue's claim grows one slot per round while it keeps asking, up to its share.
     for round_ in range(3):
         for hold in red_holds[:2]:
-            router.release(hold)
+            router.live.release(hold)
         del red_holds[:2]
         red = [_send(router, "red") for _ in range(3)]
         red_holds += [hold for _, hold, _ in red if hold is not None]
         assert [b for b, _, _ in red] == ["local", "openai", "openai"], (round_, red)
         assert _send(router, "blue")[0] == "local"
-    assert dict(router.holds.by_team()["local"]) == {"red": 5, "blue": 5}  # the weights: 1 to 1
+    assert dict(router.live.holds.by_team()["local"]) == {"red": 5, "blue": 5}  # the weights: 1 to 1
 
 
 def test_uncontended_every_team_goes_local() -> None:
@@ -206,7 +206,7 @@ def test_with_nowhere_to_spill_the_yielding_team_waits(rule: str) -> None:
     router, _ = _router(rule=rule)
     _send(router, "blue")
     assert [_send(router, "red")[0] for _ in range(9)] == ["local"] * 8 + [""]
-    decision = router.route(router.build_facts(BODY, "red"))
+    decision = router.decider.route(router.decider.build_facts(BODY, "red"))
     assert decision.refusal == "no_capacity" and decision.retry_after_s > 0  # 503 + Retry-After: it waits
     assert "local: yields, red holds 8 of 10 slots" in decision.reason, decision.reason
     assert _send(router, "blue")[0] == "local"

@@ -215,18 +215,18 @@ def test_router_sends_a_repeated_prefix_back_and_a_new_one_to_the_other_engine()
 
     def send(system: str, question: str) -> str:
         body = _body(system, question)
-        decision = router.route(router.build_facts(body, "default"))
+        decision = router.decider.route(router.decider.build_facts(body, "default"))
         backend = decision.targets[0].backend
-        router.release(router.reserve(backend, router.build_facts(body, "default")))
+        router.live.release(router.live.reserve(backend, router.decider.build_facts(body, "default")))
         return backend
 
     first = send(SYSTEM, "Why was I charged twice?")
     assert [send(SYSTEM, f"Question {i}?") for i in range(3)] == [first] * 3
     other = send("You translate legal contracts into plain English. " * 40, "Clause 4?")
     assert other != first
-    facts_now = router.build_facts(_body(SYSTEM, "Again?"), "default")
+    facts_now = router.decider.build_facts(_body(SYSTEM, "Again?"), "default")
     assert facts_now.prefix_match[first] > 0.8 and facts_now.prefix_match[other] == 0.0
-    assert "prefix affinity:" in router.route(facts_now).reason
+    assert "prefix affinity:" in router.decider.route(facts_now).reason
 
 
 def test_the_example_policy_sends_a_cached_prompt_to_its_engine_and_spills_hosted_last() -> None:
@@ -255,10 +255,10 @@ def test_router_forgets_what_an_engine_cached_once_it_restarts() -> None:
     running = replace(_caching(), prefix_queried_tokens=90_000)
     router.poller.snapshots = MappingProxyType({"e1": running, "e2": running})
     body = _body(SYSTEM, "Hello?")
-    router.release(router.reserve("e2", router.build_facts(body, "default")))
-    assert router.build_facts(body, "default").prefix_match["e2"] > 0.8
+    router.live.release(router.live.reserve("e2", router.decider.build_facts(body, "default")))
+    assert router.decider.build_facts(body, "default").prefix_match["e2"] > 0.8
     router.poller.snapshots = MappingProxyType({"e1": running, "e2": replace(running, prefix_queried_tokens=0)})
-    assert router.build_facts(body, "default").prefix_match["e2"] == 0.0
+    assert router.decider.build_facts(body, "default").prefix_match["e2"] == 0.0
 
 
 def test_policy_check_warns_of_a_pool_with_nothing_to_choose_or_no_cache_to_see() -> None:
@@ -278,16 +278,16 @@ def test_blocks_an_in_flight_request_holds_for_the_same_prefix_are_not_counted_t
                           clock=lambda: NOW, wall_clock=lambda: 0.0)
     tight = replace(_caching(free=60, total=60), max_num_seqs=64)  # room for two of these prompts, not three
     router.poller.snapshots = MappingProxyType({"e1": tight, "e2": tight})
-    first = router.build_facts(_body(SYSTEM, "One?"), "default")
+    first = router.decider.build_facts(_body(SYSTEM, "One?"), "default")
     full = first.blocks_needed["e1"]
-    holds = [router.reserve("e1", first)]
-    second = router.build_facts(_body(SYSTEM, "Two?"), "default")
+    holds = [router.live.reserve("e1", first)]
+    second = router.decider.build_facts(_body(SYSTEM, "Two?"), "default")
     assert second.blocks_needed["e1"] < full // 3 and second.blocks_needed["e2"] == full
-    holds.append(router.reserve("e1", second))
-    third = router.build_facts(_body(SYSTEM, "Three?"), "default")
+    holds.append(router.live.reserve("e1", second))
+    third = router.decider.build_facts(_body(SYSTEM, "Three?"), "default")
     # e1 holds the prefix for both: the third fits there (counted in full, it would not: 2 × full > 60 − full).
-    assert 2 * full > 60 - full and "e1: fits" in router.route(third).reason
+    assert 2 * full > 60 - full and "e1: fits" in router.decider.route(third).reason
     for hold in holds:
-        router.release(hold)
-    router.release(holds[0])  # idempotent
-    assert router.build_facts(_body(SYSTEM, "Four?"), "default").blocks_needed["e1"] == full
+        router.live.release(hold)
+    router.live.release(holds[0])  # idempotent
+    assert router.decider.build_facts(_body(SYSTEM, "Four?"), "default").blocks_needed["e1"] == full

@@ -51,45 +51,45 @@ def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, Clock]:
 
 
 def _route(router: PolicyRouter) -> list[str]:
-    facts = router.build_facts(BODY, "default")
-    return [t.backend for t in router.route(facts).targets]
+    facts = router.decider.build_facts(BODY, "default")
+    return [t.backend for t in router.decider.route(facts).targets]
 
 
 def test_in_flight_reservations_push_requests_to_spill() -> None:
     router, _ = _router()
-    facts = router.build_facts(BODY, "default")
+    facts = router.decider.build_facts(BODY, "default")
     assert facts.blocks_needed == {"local": 10}  # (13 + 147) / 16
     assert _route(router) == ["local", "openai"]
     # The engine reports 75 blocks used; holds only count once they exceed that.
-    holds = [router.reserve("local", facts) for _ in range(8)]
-    assert router.reserved_blocks() == {"local": 80} and _route(router) == ["local", "openai"]
-    holds.append(router.reserve("local", facts))  # 90 held → 10 free: still fits exactly
+    holds = [router.live.reserve("local", facts) for _ in range(8)]
+    assert router.live.reserved_blocks() == {"local": 80} and _route(router) == ["local", "openai"]
+    holds.append(router.live.reserve("local", facts))  # 90 held → 10 free: still fits exactly
     assert _route(router) == ["local", "openai"]
-    holds.append(router.reserve("local", facts))
+    holds.append(router.live.reserve("local", facts))
     assert _route(router) == ["openai"]
-    router.release(holds.pop())
-    router.release(holds[0])
-    router.release(holds[0])  # idempotent
-    assert router.reserved_blocks() == {"local": 80} and _route(router) == ["local", "openai"]
+    router.live.release(holds.pop())
+    router.live.release(holds[0])
+    router.live.release(holds[0])  # idempotent
+    assert router.live.reserved_blocks() == {"local": 80} and _route(router) == ["local", "openai"]
     for hold in holds:
-        router.release(hold)
-    assert router.reserved_blocks() == {}
-    assert router.reserve("openai", facts) is None  # hosted backends hold nothing
+        router.live.release(hold)
+    assert router.live.reserved_blocks() == {}
+    assert router.live.reserve("openai", facts) is None  # hosted backends hold nothing
 
 
 def test_failures_open_the_circuit_and_a_probe_closes_it() -> None:
     router, clock = _router()
-    router.record_result("local", ok=False)
-    router.record_result("local", ok=False)
+    router.live.record_result("local", ok=False)
+    router.live.record_result("local", ok=False)
     assert _route(router) == ["openai"]
     clock.now += 10.0
     router.poller.snapshots = MappingProxyType({"local": replace(engine(free=25, total=100), taken_at=clock.now)})
-    first = router.route(router.build_facts(BODY, "default"))
+    first = router.decider.route(router.decider.build_facts(BODY, "default"))
     assert [t.backend for t in first.targets] == ["local", "openai"]  # half-open: this request probes
     assert _route(router) == ["openai"]  # while the probe is out, others keep away
-    router.record_result("local", ok=True, ttft_s=0.2)
+    router.live.record_result("local", ok=True, ttft_s=0.2)
     assert _route(router) == ["local", "openai"]
-    assert router.live_state().health_of("local").ttft_ewma_s == 0.2
+    assert router.live.live_state().health_of("local").ttft_ewma_s == 0.2
 
 
 def test_stale_state_counts_as_unknown() -> None:
@@ -100,28 +100,28 @@ def test_stale_state_counts_as_unknown() -> None:
 
 def test_usage_calibrates_and_feeds_the_team_p90() -> None:
     router, _ = _router()
-    facts = router.build_facts({**BODY, "max_tokens": None}, "default")
+    facts = router.decider.build_facts({**BODY, "max_tokens": None}, "default")
     assert facts.output_source == "default"
-    router.record_usage(facts, Target("local", "smollm2"), prompt_tokens=26, completion_tokens=40)
+    router.live.record_usage(facts, Target("local", "smollm2"), prompt_tokens=26, completion_tokens=40)
     for n in (10, 20, 30, 50):
-        router.record_usage(facts, Target("openai", "gpt-4o-mini"), prompt_tokens=None, completion_tokens=n)
-    again = router.build_facts({**BODY, "max_tokens": None}, "default")
+        router.live.record_usage(facts, Target("openai", "gpt-4o-mini"), prompt_tokens=None, completion_tokens=n)
+    again = router.decider.build_facts({**BODY, "max_tokens": None}, "default")
     assert again.prompt_tokens_by_backend == {"local": 26, "openai": 13}
     assert (again.expected_output_tokens, again.output_source) == (50, "team_p90")
 
 
 def test_reload_swaps_policy_keeps_health_and_pinned_requests_keep_theirs() -> None:
     router, _ = _router()
-    pinned = router.compiled
+    pinned = router.policy.current
     for _ in range(2):
-        router.record_result("openai", ok=False)
+        router.live.record_result("openai", ok=False)
     router.reload(load_policy(textwrap.dedent(POLICY.replace("spill: [openai]", "spill: []")), "p.yaml", {}))
-    assert router.compiled is not pinned
-    facts = router.build_facts(BODY, "default", compiled=pinned)
-    assert router.route(facts, compiled=pinned).rule == "fit"
-    assert router.live_state().health_of("openai").state == "open"  # learned health survives
+    assert router.policy.current is not pinned
+    facts = router.decider.build_facts(BODY, "default", compiled=pinned)
+    assert router.decider.route(facts, compiled=pinned).rule == "fit"
+    assert router.live.live_state().health_of("openai").state == "open"  # learned health survives
     router.poller.snapshots = MappingProxyType({"local": engine(free=1, total=100)})
-    decision = router.route(router.build_facts(BODY, "default"))
+    decision = router.decider.route(router.decider.build_facts(BODY, "default"))
     assert decision.targets == () and decision.refusal == "no_capacity"
 
 
@@ -131,7 +131,7 @@ def test_shadow_policy_is_recorded_never_applied() -> None:
                          "shadow.yaml", {})
     router, _ = _router(shadow=shadow)
     router.poller.snapshots = MappingProxyType({"local": engine(free=25, total=100, waiting=1)})
-    decision = router.route(router.build_facts(BODY, "default"))
+    decision = router.decider.route(router.decider.build_facts(BODY, "default"))
     assert [t.backend for t in decision.targets] == ["local", "openai"]
     assert decision.shadow_rule == "shadow-policy:fit" and decision.shadow_targets == ()
     assert decision.shadow_differs
@@ -142,4 +142,4 @@ def test_unknown_model_raises_routing_error() -> None:
 
     router, _ = _router()
     with pytest.raises(RoutingError):
-        router.build_facts({**BODY, "model": "nope"}, "default")
+        router.decider.build_facts({**BODY, "model": "nope"}, "default")

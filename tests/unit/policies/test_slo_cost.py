@@ -126,11 +126,11 @@ def test_the_router_keeps_the_hysteresis_between_requests() -> None:
     router = PolicyRouter(loaded, clock=lambda: 1000.0, price_table={})
     router.poller.snapshots = MappingProxyType({"local": engine(prefill_tps=1000.0)})
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-    slow = router.build_facts(body, "anyone", prompt_tokens=950)
-    ok = router.build_facts(body, "anyone", prompt_tokens=750)  # 0.75 s at the measured 1,000 tokens/s
-    assert router.route(ok).targets[0].backend == "local"
-    assert router.route(slow).targets[0].backend == "openai" and router.slo_out == {("local", 1.0)}
-    assert router.route(ok).targets[0].backend == "openai"  # 0.81 s: in bounds, but not back below 0.72 s
+    slow = router.decider.build_facts(body, "anyone", prompt_tokens=950)
+    ok = router.decider.build_facts(body, "anyone", prompt_tokens=750)  # 0.75 s at the measured 1,000 tokens/s
+    assert router.decider.route(ok).targets[0].backend == "local"
+    assert router.decider.route(slow).targets[0].backend == "openai" and router.live.slo_out == {("local", 1.0)}
+    assert router.decider.route(ok).targets[0].backend == "openai"  # 0.81 s: in bounds, but not back below 0.72 s
 
 
 def test_the_example_policy_loads_and_routes_batch_locally() -> None:

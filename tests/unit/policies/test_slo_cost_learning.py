@@ -61,7 +61,7 @@ def _poll(router: PolicyRouter, now: float) -> None:
 
 def _facts(router: PolicyRouter, prompt: int):
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-    return router.build_facts(body, "anyone", prompt_tokens=prompt)
+    return router.decider.build_facts(body, "anyone", prompt_tokens=prompt)
 
 
 def test_each_observation_is_paired_with_the_prediction_made_when_it_was_routed() -> None:
@@ -88,9 +88,9 @@ def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
     router = _router()
     for _ in range(3):  # a burst of 200-token prompts before the next poll
         facts = _facts(router, 200)
-        assert router.route(facts).targets[0].backend == "local"
-        router.reserve("local", facts)
-    decision = router.route(_facts(router, 200))
+        assert router.decider.route(facts).targets[0].backend == "local"
+        router.live.reserve("local", facts)
+    decision = router.decider.route(_facts(router, 200))
     # Three of ours ahead (still waiting or prefilling; the poll shows none) + its own: 800 tokens.
     assert "local: ttft p95 0.8s live" in decision.reason
 
@@ -99,14 +99,14 @@ def test_the_router_learns_how_far_the_model_is_off_and_slo_cost_uses_it() -> No
     clock = _Clock()
     router = _router(clock)
     for _ in range(3):
-        decision = router.route(_facts(router, 300))  # the model says 0.3 s
+        decision = router.decider.route(_facts(router, 300))  # the model says 0.3 s
         assert decision.targets[0].backend == "local" and decision.predicted_ttft == (("local", 0.3),)
         clock.now += 0.6
-        router.record_result("local", ok=True, ttft_s=0.6)  # the engine took twice that
+        router.live.record_result("local", ok=True, ttft_s=0.6)  # the engine took twice that
         _poll(router, clock.now)
-    decision = router.route(_facts(router, 300))
+    decision = router.decider.route(_facts(router, 300))
     shown = re.search(r"local: ttft p95 ([\d.]+)s live×2, \$0 \(in\)", decision.reason)
     assert shown and 0.58 < float(shown.group(1)) <= 0.6  # ×2, a little faded since the last pair
-    decision = router.route(_facts(router, 500))  # 0.5 s by the model, ~1.0 s as it has been going: out
+    decision = router.decider.route(_facts(router, 500))  # 0.5 s by the model, ~1.0 s as it has been going: out
     assert decision.targets[0].backend == "openai" and "live×2, $0 (out)" in decision.reason
     assert decision.predicted_ttft == (("local", 0.5),)  # the model's own figure, for learning

@@ -1,5 +1,5 @@
-"""The request path's side of routing: facts and decision from the PolicyRouter (refusals become
-errors), and per-attempt bookkeeping — KV holds on engines, backend health, upstream spans."""
+"""Plan a request's route: its prompt counted (and scored), its facts and the Decider's decision, a
+`route` span describing it; a policy refusal becomes the client's error (403, 400 or 503)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,12 +7,12 @@ from typing import Any
 
 from opentelemetry import trace
 
-from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied, UpstreamError
+from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied
 from gateway.exchange import Exchange
 from gateway.services import Services
 from gateway.token_count import measure_prompt
 from policies.compiled import CompiledPolicy
-from policies.decision import RequestFacts, RouteDecision, Target
+from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.facts import PromptScores
 
@@ -27,18 +27,18 @@ async def plan_route(svc: Services, ex: Exchange, body: Mapping[str, Any], heade
     # The decision gets a child span of its own (rule, reason, targets, the estimate it used).
     span = (svc.telemetry.tracer.start_span("route", context=trace.set_span_in_context(ex.span))
             if ex.span is not None else trace.INVALID_SPAN)
-    compiled = compiled or svc.router.compiled
+    compiled = compiled or svc.policy.current
     try:
         if prompt_tokens is None:
-            prompt_tokens, scores = await measure_prompt(svc.router, compiled, body, ex.team, off_loop=off_loop)
-        live = svc.router.live_state()  # one view of the engines for the facts and the decision
-        facts = svc.router.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
-                                       prompt_tokens=prompt_tokens, live=live, scores=scores)
+            prompt_tokens, scores = await measure_prompt(svc.decider, compiled, body, ex.team, off_loop=off_loop)
+        live = svc.live.live_state()  # one view of the engines for the facts and the decision
+        facts = svc.decider.build_facts(body, ex.team, headers=headers, over_budget=over_budget, compiled=compiled,
+                                        prompt_tokens=prompt_tokens, live=live, scores=scores)
     except RoutingError as exc:
         span.end()
         raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
     decision = (svc.route_fn(facts) if svc.route_fn is not None
-                else svc.router.route(facts, compiled=compiled, live=live))
+                else svc.decider.route(facts, compiled=compiled, live=live))
     ex.facts, ex.decision = facts, decision
     _describe_decision(span, facts, decision)
     span.end()
@@ -64,37 +64,3 @@ def _describe_decision(span: trace.Span, facts: RequestFacts, decision: RouteDec
             "hybridgw.route.refusal": decision.refusal, "hybridgw.over_budget": facts.over_budget,
             "hybridgw.estimated.input_tokens": facts.prompt_tokens,
             "hybridgw.estimated.output_tokens": facts.expected_output_tokens})
-
-
-class AttemptBook:
-    """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
-    (failures before the first byte; success with its TTFT at the first content chunk: dispatch
-    reports a non-streamed call's, the relay a stream's) and opens one upstream span per attempt."""
-
-    def __init__(self, svc: Services, ex: Exchange) -> None:
-        self.svc, self.ex = svc, ex
-
-    def started(self, target: Target) -> None:
-        ex, svc = self.ex, self.svc
-        ex.target = target
-        if ex.facts is not None:
-            ex.hold = svc.router.reserve(target.backend, ex.facts)
-        if ex.upstream_span is not None:
-            ex.upstream_span.end()
-        ex.upstream_span = svc.telemetry.tracer.start_span(
-            f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
-
-    def failed(self, target: Target, error: UpstreamError) -> None:
-        # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
-        # long for this backend's context, even where dispatch goes on to a larger one.
-        if error.retryable and error.code != "context_length_exceeded":
-            self.svc.router.record_result(target.backend, ok=False)
-        self.svc.router.release(self.ex.hold)
-        self.ex.hold = None
-
-    def succeeded(self, target: Target) -> None:
-        """The one place a success and its TTFT (upstream sent → first content chunk) are recorded."""
-        clock = self.ex.clock
-        ttft = (clock.first_chunk - clock.upstream_sent
-                if clock.first_chunk is not None and clock.upstream_sent is not None else None)
-        self.svc.router.record_result(target.backend, ok=True, ttft_s=ttft)

@@ -1,0 +1,44 @@
+"""Dispatch's observer for one request's attempts: the KV hold on the engine tried, backend health from
+each attempt's outcome (and its TTFT), one upstream span per attempt."""
+from __future__ import annotations
+
+from opentelemetry import trace
+
+from gateway.errors import UpstreamError
+from gateway.exchange import Exchange
+from gateway.services import Services
+from policies.decision import Target
+
+
+class AttemptBook:
+    """Dispatch's observer for one request: holds KV on the engine tried, feeds backend health
+    (failures before the first byte; success with its TTFT at the first content chunk: dispatch
+    reports a non-streamed call's, the relay a stream's) and opens one upstream span per attempt."""
+
+    def __init__(self, svc: Services, ex: Exchange) -> None:
+        self.svc, self.ex = svc, ex
+
+    def started(self, target: Target) -> None:
+        ex, svc = self.ex, self.svc
+        ex.target = target
+        if ex.facts is not None:
+            ex.hold = svc.live.reserve(target.backend, ex.facts)
+        if ex.upstream_span is not None:
+            ex.upstream_span.end()
+        ex.upstream_span = svc.telemetry.tracer.start_span(
+            f"upstream {target.backend}", context=trace.set_span_in_context(ex.span), kind=trace.SpanKind.CLIENT)
+
+    def failed(self, target: Target, error: UpstreamError) -> None:
+        # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
+        # long for this backend's context, even where dispatch goes on to a larger one.
+        if error.retryable and error.code != "context_length_exceeded":
+            self.svc.live.record_result(target.backend, ok=False)
+        self.svc.live.release(self.ex.hold)
+        self.ex.hold = None
+
+    def succeeded(self, target: Target) -> None:
+        """The one place a success and its TTFT (upstream sent → first content chunk) are recorded."""
+        clock = self.ex.clock
+        ttft = (clock.first_chunk - clock.upstream_sent
+                if clock.first_chunk is not None and clock.upstream_sent is not None else None)
+        self.svc.live.record_result(target.backend, ok=True, ttft_s=ttft)
