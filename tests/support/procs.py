@@ -107,6 +107,19 @@ def running(args: Sequence[str], url: str, env: Mapping[str, str] | None = None,
         stop(proc)
 
 
+@contextmanager
+def gateway(config: str | Path, env: Mapping[str, str], name: str = "gateway", timeout_s: float = 60.0,
+            port: int | None = None) -> Iterator[tuple[str, Proc]]:
+    """`hybridgw serve --config CONFIG` on a free port (or `port`) for the block: yields its base URL and
+    process; a traceback in its log when the block ends fails the test (no input may crash a request)."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz", env=env,
+                 name=name, timeout_s=timeout_s) as proc:
+        yield url, proc
+        assert "Traceback" not in proc.output(), proc.output()[-4000:]
+
+
 def hybridgw(*args: str) -> list[str]:
     """The `hybridgw` command line, run with this interpreter (the venv's)."""
     return [sys.executable, "-m", "gateway.cli", *args]

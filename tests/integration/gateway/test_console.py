@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.gateway.conftest import hybridgw
 from tests.integration.policies.state_server import VLLM_METRICS
 from tests.support import procs
 from tests.support.cdp import Page, browser_page
@@ -76,14 +75,10 @@ teams:
   ops: {{budget: {{usd_per_day: 50}}}}
   free: {{}}
 """)
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     try:
-        with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                           env=env, name="gateway-console") as proc:
+        with procs.gateway(config, env, "gateway-console") as (url, proc):
             yield Console(url, proc)
-            assert "Traceback" not in proc.output(), proc.output()[-4000:]
     finally:
         metrics.shutdown()
         metrics.server_close()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.gateway.conftest import create_key
 from tests.support import procs
-from tests.support.procs import hybridgw, wait_until
+from tests.support.procs import wait_until
 
 BIG_PROMPT = "hello world " * ((4 * 1024 * 1024 - 1024) // 12)  # under the 4 MiB limit; ~0.5 s to count
 RPM = 2
@@ -58,11 +58,8 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     config.write_text(_policy(fake_upstream))
     keys = {team: create_key(root / "data", team, config) for team in ("free", "tpm", "rpm")}
     port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env={"HYBRIDGW_DATA_DIR": str(root / "data")}, name="gateway-counting") as proc:
+    with procs.gateway(config, {"HYBRIDGW_DATA_DIR": str(root / "data")}, "gateway-counting", port=port) as (url, proc):
         yield Served(url, port, keys, proc)
-        assert "Traceback" not in proc.output(), proc.output()[-3000:]
 
 
 def _chat_body(content: str) -> bytes:

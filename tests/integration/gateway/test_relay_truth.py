@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, create_key, hybridgw
+from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, create_key
 from tests.support import procs
 from tests.support.procs import wait_until
 
@@ -57,13 +57,9 @@ def relay_gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) 
     data_dir, config = root / "data", root / "policy.yaml"
     config.write_text(policy(fake_upstream))
     keys = {"red": create_key(data_dir, "red", config)}
-    port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
-    url = f"http://127.0.0.1:{port}"
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env=env, name="relay-gateway") as proc:
+    with procs.gateway(config, env, "relay-gateway") as (url, proc):
         yield Gateway(url, fake_upstream, data_dir, keys, proc, env)
-        assert "Traceback" not in proc.output(), proc.output()[-5000:]
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:

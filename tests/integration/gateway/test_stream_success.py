@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.gateway.conftest import create_key, hybridgw
+from tests.integration.gateway.conftest import create_key
 from tests.support import procs
 
 
@@ -32,12 +32,8 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     config = root / "policy.yaml"
     config.write_text(_policy(fake_upstream))
     key = create_key(root / "data", "red", config)
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env={"HYBRIDGW_DATA_DIR": str(root / "data")}, name="gateway-stream-success") as proc:
+    with procs.gateway(config, {"HYBRIDGW_DATA_DIR": str(root / "data")}, "gateway-stream-success") as (url, _):
         yield url, key
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
 def _stream(url: str, key: str) -> tuple[str, str]:

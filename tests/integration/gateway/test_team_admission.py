@@ -43,13 +43,9 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("admission")
     config = root / "policy.yaml"
     config.write_text(_policy(fake_upstream, "{ops: {}, leaving: {}}"))
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env=env, name="gateway-admission") as proc:
+    with procs.gateway(config, env, "gateway-admission") as (url, proc):
         yield Served(url, config, root / "data", proc, fake_upstream)
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
 def test_no_first_start_key_for_a_policy_without_team_default(served: Served) -> None:

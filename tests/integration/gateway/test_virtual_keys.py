@@ -82,13 +82,9 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("vkeys")
     config = root / "policy.yaml"
     config.write_text(_policy(fake_upstream))
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env=env, name="gateway-vkeys") as proc:
+    with procs.gateway(config, env, "gateway-vkeys") as (url, proc):
         yield Served(url, config, root / "data", proc)
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:
