@@ -15,6 +15,9 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}  # a 1024×1024 image at high detail costs 765
+# From this length a text is counted through tiktoken's token buffer (encode_to_numpy): a list of 1,000
+# token ints costs ~10 µs to build and free; below it the buffer's fixed cost (~1 µs) is more than the list's.
+_BUFFER_MIN_CHARS = 512
 
 
 def encoding_name_for(model: str) -> str:
@@ -40,8 +43,7 @@ class TokenCounter:
         return enc
 
     def count_text(self, text: str, encoding: str) -> int:
-        # encode_ordinary: user text that looks like a special token is counted as plain text.
-        return len(self.encoding(encoding).encode_ordinary(text))
+        return _text_tokens(self.encoding(encoding), text)
 
     def count_messages(self, messages: Iterable[Mapping[str, Any]], encoding: str) -> int:
         enc = self.encoding(encoding)
@@ -68,14 +70,28 @@ class TokenCounter:
         return _prompt_tokens(self.encoding(encoding), body.get("prompt", ""))
 
 
+def _text_tokens(enc: tiktoken.Encoding, text: str) -> int:
+    """len(enc.encode_ordinary(text)): user text that looks like a special token counts as plain text
+    (encode_ordinary ≡ encode with no special tokens allowed, nor disallowed — tiktoken's own words)."""
+    if len(text) < _BUFFER_MIN_CHARS:
+        return len(enc.encode_ordinary(text))
+    to_buffer = getattr(enc, "encode_to_numpy", None)  # tiktoken ≥ 0.9
+    if to_buffer is None:
+        return len(enc.encode_ordinary(text))
+    try:
+        return len(to_buffer(text, disallowed_special=()))
+    except UnicodeEncodeError:  # lone surrogates: encode_ordinary repairs the text as it always did
+        return len(enc.encode_ordinary(text))
+
+
 def _value_tokens(enc: tiktoken.Encoding, value: Any) -> int:
     if isinstance(value, str):
-        return len(enc.encode_ordinary(value))
+        return _text_tokens(enc, value)
     if isinstance(value, list):  # content parts, or tool_calls
         return sum(_part_tokens(enc, part) for part in value)
     if value is None or isinstance(value, (bool, int, float)):
         return 0
-    return len(enc.encode_ordinary(json.dumps(value, separators=(",", ":"))))
+    return _text_tokens(enc, json.dumps(value, separators=(",", ":")))
 
 
 def _part_tokens(enc: tiktoken.Encoding, part: Any) -> int:
@@ -83,20 +99,20 @@ def _part_tokens(enc: tiktoken.Encoding, part: Any) -> int:
         return _value_tokens(enc, part)
     kind = part.get("type")
     if kind == "text":
-        return len(enc.encode_ordinary(str(part.get("text", ""))))
+        return _text_tokens(enc, str(part.get("text", "")))
     if kind == "image_url":
         image = part.get("image_url")
         detail = image.get("detail", "auto") if isinstance(image, Mapping) else "auto"
         return IMAGE_TOKENS.get(detail, IMAGE_TOKENS["auto"])
     if "function" in part:  # an assistant's tool call: its name and JSON arguments
         fn = part["function"] if isinstance(part["function"], Mapping) else {}
-        return sum(len(enc.encode_ordinary(str(fn.get(k, "")))) for k in ("name", "arguments"))
-    return len(enc.encode_ordinary(json.dumps(part, separators=(",", ":"))))
+        return sum(_text_tokens(enc, str(fn.get(k, ""))) for k in ("name", "arguments"))
+    return _text_tokens(enc, json.dumps(part, separators=(",", ":")))
 
 
 def _prompt_tokens(enc: tiktoken.Encoding, prompt: Any) -> int:
     if isinstance(prompt, str):
-        return len(enc.encode_ordinary(prompt))
+        return _text_tokens(enc, prompt)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         return len(prompt)  # already token ids
     if isinstance(prompt, list):
