@@ -1,52 +1,62 @@
-"""Before/after for bench/policy_decide.py: this checkout's bench script run against two source trees
-(e.g. `git archive BASE | tar -x -C /tmp/base`), one process each, alternating tree by tree so that
-both see the same load; per row the median of the runs' p50s and after ÷ before.
+"""Before/after for bench/policy_decide.py in one process: this checkout's bench rows built twice, once
+on each source tree's code (e.g. `git archive BASE | tar -x -C /tmp/base`), then each row timed on
+one side then the other, round by round, so that both see the same load; per row the median of the rounds'
+p50s and after ÷ before.
 
-    .venv/bin/python bench/policy_decide_ab.py /tmp/base . [--pairs 3] [--iterations 800]
+    .venv/bin/python bench/policy_decide_ab.py /tmp/base . [--rounds 5] [--iterations 500]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 BENCH = Path(__file__).resolve().parent / "policy_decide.py"
+PACKAGES = ("policies", "observability", "gateway", "local_engine")  # what each tree brings its own of
 
 
-def run_once(tree: Path, iterations: int) -> dict[str, float]:
-    """One bench process importing `tree`'s code: row → p50 µs."""
-    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-    out = subprocess.run([sys.executable, str(BENCH), "--iterations", str(iterations), "--no-peer"],
-                         env=env, capture_output=True, text=True, check=True, cwd=tree).stdout
-    rows = {}
-    for line in out.splitlines():  # the table: the step in 58 columns, then p50 and p99
-        figures = line[58:].split()
-        if len(figures) == 2 and all(f.replace(".", "", 1).isdigit() for f in figures):
-            rows[line[:58].rstrip()] = float(figures[0])
-    return rows
+def _load(tree: Path, tag: str) -> tuple[ModuleType, list[tuple[str, Callable[[], object]]]]:
+    """The bench module and its rows on `tree`'s code. The rows' routers hold that code's objects,
+    so they keep running it after the next tree's modules take the names over."""
+    for name in [n for n in sys.modules if n.split(".")[0] in PACKAGES]:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree.resolve()))
+    try:
+        spec = importlib.util.spec_from_file_location(f"policy_decide_{tag}", BENCH)
+        assert spec is not None and spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        bench.configure_offline_env()
+        rows = bench._rows(bench._body(), BENCH.parent.parent / "policies" / "examples", False)
+    finally:
+        sys.path.remove(str(tree.resolve()))
+    return bench, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=800)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=500)
     args = parser.parse_args(argv)
+    sides = {"before": _load(args.before, "before"), "after": _load(args.after, "after")}
     print(f"load average before: {os.getloadavg()[0]:.1f}")
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for _ in range(args.pairs):
-        runs["before"].append(run_once(args.before, args.iterations))
-        runs["after"].append(run_once(args.after, args.iterations))
+    p50s: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for i, (name, _) in enumerate(sides["after"][1]):
+            for side, (bench, rows) in sides.items():  # the same row on each side, back to back
+                p50s.setdefault((side, name), []).append(bench._time(rows[i][1], args.iterations)[0])
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    names = list(runs["after"][0])
-    print(f"\n{'step':<58} {'before':>8} {'after':>8} {'after/before':>13}   (median p50 µs of {args.pairs} runs each)")
-    for name in names:
-        before = [r[name] for r in runs["before"] if name in r]
-        after = statistics.median(r[name] for r in runs["after"])
+    print(f"\n{'step':<58} {'before':>8} {'after':>8} {'after/before':>13}   (median p50 µs of {args.rounds} rounds)")
+    for name, _ in sides["after"][1]:
+        after = statistics.median(p50s[("after", name)])
+        before = p50s.get(("before", name))
         if before:
             b = statistics.median(before)
             print(f"{name:<58} {b:>8.1f} {after:>8.1f} {after / b:>13.2f}")
