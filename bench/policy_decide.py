@@ -2,8 +2,8 @@
 deciding — on the default policy (hybrid: local engine + OpenAI), on slo_cost (with the TTFT
 prediction), on prefix_affinity (the prompt's prefix keys, an engine pool) and on a 6-rule policy, in steady
 state (tiktoken's first call is slow and happens at start-up). Each call gets a prompt it has not seen
-(its end differs), built just before the call, so no cache answers for the count; one row repeats a
-1,000-token system prompt before a new question (the count cache's case). Peer, same run:
+(its end differs), built just before the call, so no cache answers for the count; two rows repeat a
+1,000-token system prompt before a new question (the count cache's case, and prefix affinity's). Peer, same run:
 litellm.token_counter.
 
     .venv/bin/python bench/policy_decide.py [--iterations 3000] [--rounds 1] [--no-peer]
@@ -46,13 +46,13 @@ def _fresh(body: dict[str, Any], **changes: Any) -> Iterator[dict[str, Any]]:
         yield {**body, **changes, "messages": [system, {**user, "content": f"{user['content']}Question {i}?"}]}
 
 
-def _shared_system(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _shared_system(body: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
     """The 1,000-token text as the system prompt of every request, each with a new short question. Each
     gets its own copy of the text, as a parsed request body would (a str caches its hash)."""
     text = body["messages"][1]["content"]
     for i in itertools.count():
         system = {"role": "system", "content": text[:-1] + text[-1]}  # equal, not the same object
-        yield {**body, "model": "chat", "messages": [system, {"role": "user", "content": f"Question {i}?"}]}
+        yield {**body, "model": model, "messages": [system, {"role": "user", "content": f"Question {i}?"}]}
 
 
 def _time(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
@@ -112,15 +112,18 @@ def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tupl
         ("count + facts + decide, default policy", _gateway_path(default, _fresh(body))),
         ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, _fresh(body, model="chat"))),
         ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, _fresh(chat))),
-        ("  the same, 1,000-token system prompt seen before", _gateway_path(slo_cost, _shared_system(body))),
+        ("  slo_cost, 1,000-token system prompt seen before", _gateway_path(slo_cost, _shared_system(body, "chat"))),
         ("count + facts + decide, seasonal (time windows, 3 rules)", _gateway_path(seasonal, _fresh(batch))),
     ]
     pool = _router(examples / "prefix_affinity.yaml")  # 3 engines, gpu-a holding this prompt's prefix
     snap = replace(default.poller.snapshots["local"], prefix_caching=True, max_num_seqs=64)
     pool.poller.snapshots = MappingProxyType({n: snap for n in ("gpu-a", "gpu-b", "vllm-1")})
     llama = {**body, "model": "llama"}
-    pool.release(pool.reserve("gpu-a", pool.build_facts(llama, "default")))
+    shared = _shared_system(body, "llama")
+    for held in (llama, next(shared)):
+        pool.release(pool.reserve("gpu-a", pool.build_facts(held, "default")))
     rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", _gateway_path(pool, _fresh(llama))))
+    rows.append(("  prefix_affinity, 1,000-token system prompt seen before", _gateway_path(pool, shared)))
     if include_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens
 
