@@ -91,7 +91,8 @@ class TokenCounter:
             if tools:
                 total += self.cache(encoding)(json.dumps(tools, separators=(",", ":")))
             return total
-        return _prompt_tokens(self.cache(encoding), body.get("prompt", ""))
+        # A completions prompt is one text, new as a chat's last turn: counted directly.
+        return _prompt_tokens(self.cache(encoding).count, body.get("prompt", ""))
 
 
 def _text_tokens(enc: tiktoken.Encoding, text: str) -> int:

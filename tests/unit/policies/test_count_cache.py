@@ -52,7 +52,7 @@ def test_the_history_a_chat_resends_hits_from_the_turn_after(counter: TokenCount
     assert cache.hits == hits + 3  # the system prompt and the answer twice; short turns are not cached
 
 
-def test_tools_are_cached_and_completion_texts_are_not(counter: TokenCounter) -> None:
+def test_tools_are_cached_and_completions_and_completion_texts_are_not(counter: TokenCounter) -> None:
     tools = [{"type": "function", "function": {"name": f"tool_{i}", "description": "Looks up an account. " * 5,
                                                "parameters": {"type": "object"}}} for i in range(10)]
     body = {**_chat("Be brief.", "Hi"), "tools": tools}
@@ -60,6 +60,8 @@ def test_tools_are_cached_and_completion_texts_are_not(counter: TokenCounter) ->
     assert counter.count_prompt(body, "o200k_base") == n and counter.cache("o200k_base").hits == 1
     counter.count_text(SYSTEM, "o200k_base")
     assert counter.count_text(SYSTEM, "o200k_base") == len(counter.encoding("o200k_base").encode_ordinary(SYSTEM))
+    for _ in range(2):  # a completions prompt is a new text, like a chat's last turn
+        assert counter.count_prompt({"prompt": SYSTEM}, "o200k_base") == counter.count_text(SYSTEM, "o200k_base")
     assert counter.cache("o200k_base").hits == 1 and len(counter.cache("o200k_base")) == 1  # the tools only
 
 
