@@ -1,16 +1,20 @@
 """Benchmark: what routing adds per request — counting a 1,000-token prompt, building the facts and
 deciding — on the default policy (hybrid: local engine + OpenAI), on slo_cost (with the TTFT
 prediction), on prefix_affinity (the prompt's prefix keys, an engine pool) and on a 6-rule policy, in steady
-state (tiktoken's first call is slow and happens at start-up). Peer, same run: litellm.token_counter.
+state (tiktoken's first call is slow and happens at start-up). Each call gets a prompt it has not seen
+(its end differs), built just before the call, so no cache answers for the count; two rows repeat a
+1,000-token system prompt before a new question (the count cache's case, and prefix affinity's). Peer, same run:
+litellm.token_counter.
 
     .venv/bin/python bench/policy_decide.py [--iterations 3000] [--rounds 1] [--no-peer]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -32,6 +36,23 @@ def _body(target_tokens: int = 1000) -> dict[str, Any]:
     return {"model": "smollm2", "max_tokens": 256, "stream": True,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
                          {"role": "user", "content": text}]}
+
+
+def _fresh(body: dict[str, Any], **changes: Any) -> Iterator[dict[str, Any]]:
+    """`body` (with `changes`) again and again, its last message ending differently each time and made
+    just before the call, as a parsed request's would be (in the CPU's caches, its hash not yet taken)."""
+    system, user = body["messages"]
+    for i in itertools.count():
+        yield {**body, **changes, "messages": [system, {**user, "content": f"{user['content']}Question {i}?"}]}
+
+
+def _shared_system(body: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
+    """The 1,000-token text as the system prompt of every request, each with a new short question. Each
+    gets its own copy of the text, as a parsed request body would (a str caches its hash)."""
+    text = body["messages"][1]["content"]
+    for i in itertools.count():
+        system = {"role": "system", "content": text[:-1] + text[-1]}  # equal, not the same object
+        yield {**body, "model": model, "messages": [system, {"role": "user", "content": f"Question {i}?"}]}
 
 
 def _time(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
@@ -62,11 +83,11 @@ def _router(path: Path | None) -> Any:
     return router
 
 
-def _gateway_path(router: Any, body: dict[str, Any]) -> Callable[[], object]:
+def _gateway_path(router: Any, bodies: Iterator[dict[str, Any]]) -> Callable[[], object]:
     """What gateway/route_plan.py does per request: one live view for the facts and the decision."""
     def run() -> object:
         live = router.live.live_state()
-        return router.decider.route(router.decider.build_facts(body, "default", live=live), live=live)
+        return router.decider.route(router.decider.build_facts(next(bodies), "default", live=live), live=live)
 
     return run
 
@@ -83,27 +104,33 @@ def _rows(body: dict[str, Any], examples: Path, include_peer: bool) -> list[tupl
     chat_facts = slo_cost.decider.build_facts(chat, "default")
     seasonal = _router(examples / "seasonal_time_windows.yaml")
     batch = {**body, "model": "batch"}
+    counted = _fresh(body)
     rows: list[tuple[str, Callable[[], object]]] = [
-        ("count tokens (tiktoken, chat format)", lambda: default.decider.counter.count_prompt(body, facts.encoding)),
+        ("count tokens (tiktoken, chat format)",
+         lambda: default.decider.counter.count_prompt(next(counted), facts.encoding)),
         ("route() only (live state + decide), default policy", lambda: default.decider.route(facts)),
         ("route() only, slo_cost (2 candidates)", lambda: slo_cost.decider.route(chat_facts)),
-        ("count + facts + decide, default policy", _gateway_path(default, body)),
-        ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, chat)),
-        ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, chat)),
-        ("count + facts + decide, seasonal (time windows, 3 rules)", _gateway_path(seasonal, batch)),
+        ("count + facts + decide, default policy", _gateway_path(default, _fresh(body))),
+        ("count + facts + decide, cheapest_within_slo (3 targets)", _gateway_path(slo, _fresh(body, model="chat"))),
+        ("count + facts + predict + decide, slo_cost (2 targets)", _gateway_path(slo_cost, _fresh(chat))),
+        ("  slo_cost, 1,000-token system prompt seen before", _gateway_path(slo_cost, _shared_system(body, "chat"))),
+        ("count + facts + decide, seasonal (time windows, 3 rules)", _gateway_path(seasonal, _fresh(batch))),
     ]
     pool = _router(examples / "prefix_affinity.yaml")  # 3 engines, gpu-a holding this prompt's prefix
     snap = replace(default.poller.snapshots["local"], prefix_caching=True, max_num_seqs=64)
     pool.poller.snapshots = MappingProxyType({n: snap for n in ("gpu-a", "gpu-b", "vllm-1")})
     llama = {**body, "model": "llama"}
-    pool.live.release(pool.live.reserve("gpu-a", pool.decider.build_facts(llama, "default")))
-    rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", _gateway_path(pool, llama)))
+    shared = _shared_system(body, "llama")
+    for held in (llama, next(shared)):
+        pool.live.release(pool.live.reserve("gpu-a", pool.decider.build_facts(held, "default")))
+    rows.append(("count + facts + prefix keys + decide, prefix_affinity (3)", _gateway_path(pool, _fresh(llama))))
+    rows.append(("  prefix_affinity, 1,000-token system prompt seen before", _gateway_path(pool, shared)))
     if include_peer:
         import litellm  # the peer: what LiteLLM's proxy uses to count prompt tokens
 
-        messages = body["messages"]
+        peer = _fresh(body)
         rows.append(("peer: litellm.token_counter (count only)",
-                     lambda: litellm.token_counter(model="gpt-4o-mini", messages=messages)))
+                     lambda: litellm.token_counter(model="gpt-4o-mini", messages=next(peer)["messages"])))
     return rows
 
 

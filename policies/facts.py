@@ -42,9 +42,14 @@ class PromptScores:
     category: str | None = None
 
 
+_UNSCORED = PromptScores()  # immutable: shared by every request whose policy scores nothing
+
+
 def score_prompt(compiled: CompiledPolicy, body: Mapping[str, Any], difficulty: Difficulty | None,
                  category: Category | None) -> PromptScores:
     """The prompt's difficulty and category, each only when a rule of the policy uses it."""
+    if not (compiled.uses_difficulty or compiled.uses_category):
+        return _UNSCORED  # the common case: nothing to score, nothing to build
     return PromptScores(
         difficulty(body) if difficulty is not None and compiled.uses_difficulty else None,
         category(body, compiled.policy.categories) if category is not None and compiled.uses_category else None)

@@ -48,13 +48,14 @@ def prompt_text(body: Mapping[str, Any]) -> str:
 
 def prefix_keys(data: bytes, chunk_bytes: int = CHUNK_BYTES) -> tuple[bytes, ...]:
     """One key per full chunk, naming the whole prefix up to its end (as the engine's chained block
-    keys do): one running SHA-256, copied at each chunk's end. 16 bytes of it: collisions would need
+    keys do): one running SHA-256, read at each chunk's end. 16 bytes of it: collisions would need
     2^64 prompts."""
     keys = []
     running = hashlib.sha256(_ROOT)
+    update, digest, view = running.update, running.digest, memoryview(data)
     for start in range(0, min(len(data) // chunk_bytes, MAX_CHUNKS) * chunk_bytes, chunk_bytes):
-        running.update(data[start:start + chunk_bytes])
-        keys.append(running.copy().digest()[:16])
+        update(view[start:start + chunk_bytes])
+        keys.append(digest()[:16])  # digest() finishes a copy of the state: the running hash goes on
     return tuple(keys)
 
 

@@ -82,11 +82,22 @@ def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> EngineFit
 def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:
     """Engines that fit (fewest waiting, then most KV left), then spill, then engines whose state
     is unknown (stale or not yet polled) as a last resort; engines known not to fit are left out."""
+    return kv_fit_with_fits(rule, ctx)[0]
+
+
+def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None, list[Fit]]:
+    """kv_fit's outcome and the Fit of each of the rule's usable engines behind it (prefix_affinity
+    reorders the engines that fit without judging each engine a second time)."""
     local = [b for b in rule.local if b in ctx.usable]
     spill = [b for b in rule.spill if b in ctx.usable and not is_open(ctx, b)]
     if not local and not spill:
-        return None
+        return None, []
     fits = [engine_fit(ctx, b, rule.max_waiting) for b in local]
+    return _outcome(rule, ctx, local, spill, fits), fits
+
+
+def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[str], fits: list[Fit]) -> Outcome:
+    """The order (or refusal) from the engines' fits and the usable spill targets."""
     fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
     unknown = [f.backend for f in fits if f.unknown]
     yielded = [f.backend for f in fits if f.yielded] if spill else []  # no spill: it waits (503 + Retry-After)

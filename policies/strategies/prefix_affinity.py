@@ -18,7 +18,7 @@ from policies.prefix_affinity import (
     round_robin,
 )
 from policies.strategies.base import Context, Outcome
-from policies.strategies.kv_fit import LocalSpillRule, engine_fit, kv_fit
+from policies.strategies.kv_fit import LocalSpillRule, kv_fit_with_fits
 
 
 class PrefixAffinityRule(LocalSpillRule):
@@ -62,10 +62,10 @@ def _order(rule: PrefixAffinityRule, members: list[PoolMember], turn: int) -> tu
 def prefix_affinity(rule: PrefixAffinityRule, ctx: Context) -> Outcome | None:
     """kv_fit's outcome (engines that fit, then spill, then unknown; or its refusal), with the
     engines that fit reordered by the rule's `balance`."""
-    outcome = kv_fit(rule, ctx)
+    outcome, fits = kv_fit_with_fits(rule, ctx)
     if outcome is None or not outcome.backends:
         return outcome
-    fitting = {b for b in rule.local if b in ctx.usable and engine_fit(ctx, b, rule.max_waiting).key is not None}
+    fitting = {f.backend for f in fits if f.key is not None}
     head = list(takewhile(fitting.__contains__, outcome.backends))  # kv_fit lists the engines that fit first
     if not head:
         return outcome

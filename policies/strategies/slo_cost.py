@@ -3,7 +3,6 @@ rule's) with a margin, else the fastest; with hysteresis, so that a prediction h
 does not flip traffic between local and hosted on every request."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -54,21 +53,35 @@ class _Scored(NamedTuple):  # per candidate per request: a NamedTuple costs half
     model_s: float | None  # engines: the performance model's figure before the learned scale
 
 
-@dataclass
 class _Tally:
-    """The candidates sorted into meeting / missing / unknown, with the notes for the reason."""
+    """The candidates sorted into meeting / missing / unknown, with the notes for the reason (one per
+    request: a slotted class builds in half a dataclass's time with its list factories)."""
 
-    meeting: list[_Scored] = field(default_factory=list)
-    missing: list[_Scored] = field(default_factory=list)
-    unknown: list[_Scored] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    changes: list[tuple[tuple[str, float], bool]] = field(default_factory=list)
-    never: int = 0  # engines the request can never fit (context or whole pool)
+    __slots__ = ("meeting", "missing", "unknown", "notes", "changes", "never")
+
+    def __init__(self) -> None:
+        self.meeting: list[_Scored] = []
+        self.missing: list[_Scored] = []
+        self.unknown: list[_Scored] = []
+        self.notes: list[str] = []
+        self.changes: list[tuple[tuple[str, float], bool]] = []
+        self.never = 0  # engines the request can never fit (context or whole pool)
 
     def order(self) -> tuple[str, ...]:
-        return (*(s.backend for s in sorted(self.meeting, key=lambda s: (s.cost, s.ttft_s or 0.0))),
-                *(s.backend for s in sorted(self.missing, key=lambda s: s.ttft_s or 0.0)),
-                *(s.backend for s in self.unknown))
+        """Meeting by cost then TTFT, then missing by TTFT, then unknown."""
+        out = [s.backend for s in sorted(self.meeting, key=_by_cost)]
+        if self.missing:
+            out += [s.backend for s in sorted(self.missing, key=_by_ttft)]
+        out += [s.backend for s in self.unknown]
+        return tuple(out)
+
+
+def _by_cost(s: _Scored) -> tuple[float, float]:
+    return s.cost, s.ttft_s or 0.0
+
+
+def _by_ttft(s: _Scored) -> float:
+    return s.ttft_s or 0.0
 
 
 def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:

@@ -15,6 +15,7 @@ from policies.checks import policy_warnings
 from policies.compiled import compile_policy
 from policies.decide import decide
 from policies.engine_state import parse_engine_state
+from policies.facts import build_facts
 from policies.live import InFlight, LiveState
 from policies.loader import load_policy, load_policy_file
 from policies.prefix_affinity import PoolMember, by_affinity, least_loaded, requests_on, round_robin
@@ -291,3 +292,32 @@ def test_blocks_an_in_flight_request_holds_for_the_same_prefix_are_not_counted_t
         router.live.release(hold)
     router.live.release(holds[0])  # idempotent
     assert router.decider.build_facts(_body(SYSTEM, "Four?"), "default").blocks_needed["e1"] == full
+
+
+def test_each_key_is_the_sha256_of_the_whole_prefix_up_to_its_chunk() -> None:
+    import hashlib
+
+    from policies.prefix_index import _ROOT
+
+    data = prompt_bytes(_body(SYSTEM, "What is my balance?" * 30))
+    keys = prefix_keys(data)
+    assert len(keys) == len(data) // CHUNK_BYTES
+    for i, key in enumerate(keys):  # the running hash read chunk by chunk names what a one-shot hash names
+        assert key == hashlib.sha256(_ROOT + data[:(i + 1) * CHUNK_BYTES]).digest()[:16]
+
+
+def test_annotated_facts_are_the_plain_facts_with_the_prefix_fields_and_nothing_else() -> None:
+    text = POOL.replace("BALANCE", "prefix")
+    router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={},
+                          clock=lambda: NOW, wall_clock=lambda: 0.0)
+    router.poller.snapshots = MappingProxyType({"e1": _caching(), "e2": _caching()})
+    router.live.release(router.live.reserve("e1", router.decider.build_facts(_body(SYSTEM, "One?"), "default")))
+    live, body = router.live.live_state(), _body(SYSTEM, "Two?")
+    plain = build_facts(router.policy.current, body, "default", live, counter=router.decider.counter,
+                        calibration=router.live.calibration)
+    before = replace(plain)
+    annotated = router.live.prefixes.annotate(plain, body, router.policy.current, live)
+    assert annotated.prefix_match["e1"] > 0.5 and annotated.prefix_keys
+    assert annotated == replace(plain, prefix_keys=annotated.prefix_keys, prefix_match=annotated.prefix_match,
+                                blocks_needed=annotated.blocks_needed)
+    assert plain == before and plain.prefix_keys == ()  # the facts it was given are left as they were

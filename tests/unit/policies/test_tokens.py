@@ -91,3 +91,24 @@ def test_calibration_slope_is_clamped_and_bad_samples_ignored() -> None:
     cal.observe("ignored", counted=0, reported=10)
     cal.observe("ignored", counted=10, reported=0)
     assert cal.apply("ignored", 10) == 10 and cal.line("ignored") == (0.0, 1.0)
+
+
+LONG_TEXTS = [
+    "The gateway counts tokens before the call. " * 40,
+    "<|endoftext|> looks special but is user text; <|im_start|>user\n" * 20,
+    "   spaces\t\ttabs\n\n\nnewlines   " * 40 + "   ",
+    "naïve café 東京 🚀🚀 Привет مرحبا " * 30,
+    "x" * 5000,
+    "def f(x):\n    return {'a': [1, 2, 3]}\n" * 30,
+    "unpaired \ud800 surrogate " * 40,
+]
+
+
+@pytest.mark.parametrize("encoding", ["o200k_base", "cl100k_base"])
+def test_long_texts_count_exactly_what_encode_ordinary_gives(counter: TokenCounter, encoding: str) -> None:
+    enc = counter.encoding(encoding)
+    for text in LONG_TEXTS:  # long enough for the token-buffer path
+        assert counter.count_text(text, encoding) == len(enc.encode_ordinary(text)), text[:40]
+        body = {"messages": [{"role": "system", "content": text}, {"role": "user", "content": text[:100]}]}
+        expected = 3 + 3 + 1 + len(enc.encode_ordinary(text)) + 3 + 1 + len(enc.encode_ordinary(text[:100]))
+        assert counter.count_prompt(body, encoding) == expected
