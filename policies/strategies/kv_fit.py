@@ -85,7 +85,7 @@ def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:
     return kv_fit_with_fits(rule, ctx)[0]
 
 
-def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None, list[Fit]]:
+def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None, list[EngineFit]]:
     """kv_fit's outcome and the Fit of each of the rule's usable engines behind it (prefix_affinity
     reorders the engines that fit without judging each engine a second time)."""
     local = [b for b in rule.local if b in ctx.usable]
@@ -96,7 +96,7 @@ def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None
     return _outcome(rule, ctx, local, spill, fits), fits
 
 
-def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[str], fits: list[Fit]) -> Outcome:
+def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[str], fits: list[EngineFit]) -> Outcome:
     """The order (or refusal) from the engines' fits and the usable spill targets."""
     fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
     unknown = [f.backend for f in fits if f.unknown]
