@@ -86,7 +86,7 @@ def kv_fit(rule: LocalSpillRule, ctx: Context) -> Outcome | None:
 
 
 def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None, list[EngineFit]]:
-    """kv_fit's outcome and the Fit of each of the rule's usable engines behind it (prefix_affinity
+    """kv_fit's outcome and the EngineFit of each of the rule's usable engines behind it (prefix_affinity
     reorders the engines that fit without judging each engine a second time)."""
     local = [b for b in rule.local if b in ctx.usable]
     spill = [b for b in rule.spill if b in ctx.usable and not is_open(ctx, b)]
