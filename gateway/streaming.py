@@ -10,6 +10,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.backends.base import Chunks
 from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import AttemptObserver, OpenedStream
 from gateway.errors import BudgetExhausted, UpstreamError, error_info
@@ -106,33 +107,35 @@ class SSERelayResponse(Response):
         await self._send_last(send, frame, self.write_timeout_s)
 
     async def _relay(self, send: Send) -> None:
-        tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
-        capped = self.max_output_tokens is not None
-        out, is_content = tally.accept(self.opened.first)
-        if is_content:
-            self._first_token(clock.first_byte)
-            if capped:
-                self._charge(self.opened.first)
-        if out is not None:
-            await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                         "more_body": True})
-        async for payload in rest:
-            now = time.perf_counter()
-            out, is_content = tally.accept(payload)
-            if is_content:
-                if clock.first_chunk is None:
-                    self._first_token(now)
-                else:
-                    clock.mark_chunk(now)
-                if capped:
-                    self._charge(payload)
-            if out is not None:
-                await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                             "more_body": True})
-        if clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): still a success
+        await self._forward(send, self.opened.first, self.ex.clock.first_byte)
+        async for batch in self.opened.rest:
+            await self._forward(send, batch, time.perf_counter())
+        if self.ex.clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): a success
             self.observer.succeeded(self.opened.target)
         self.guard.close()
         await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+    async def _forward(self, send: Send, batch: Chunks, now: float | None) -> None:
+        """One upstream read's chunks: tallied and timed one by one, sent on in one write (a cut for
+        the budget still sends the chunks before it)."""
+        tally, clock, capped = self.tally, self.ex.clock, self.max_output_tokens is not None
+        frames: list[bytes] = []
+        try:
+            for payload in batch:
+                out, is_content = tally.accept(payload)
+                if is_content:
+                    if clock.first_chunk is None:
+                        self._first_token(now)
+                    else:
+                        clock.mark_chunk(now)
+                    if capped:
+                        self._charge(payload)
+                if out is not None:
+                    frames.append(b"data: " + out + b"\n\n")
+        finally:
+            if frames:
+                await self.watch.send(send, {"type": "http.response.body", "body": b"".join(frames),
+                                             "more_body": True})
 
     def _first_token(self, now: float | None) -> None:
         """TTFT: the first chunk with content. The stream's success is reported here, with it (dispatch

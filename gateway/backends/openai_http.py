@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
@@ -167,14 +167,14 @@ class OpenAIHTTPBackend:
             response.release()
         return content, response.status
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
         self._counters.requests += 1
         self._counters.in_flight += 1
         try:
             response = await self._open_stream(self._open_session(), request)
             try:
-                async for payload in self._payloads(response):
-                    yield payload
+                async for batch in self._payloads(response):
+                    yield batch
             finally:
                 response.close()  # after [DONE] the body was read to its end: the connection is pooled
         finally:
@@ -195,7 +195,7 @@ class OpenAIHTTPBackend:
             raise self._fail(_error_from_body(self.name, response.status, content))
         return response
 
-    async def _payloads(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+    async def _payloads(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunks]:
         timeouts = self.spec.timeouts
         # aiohttp's per-read timeout (the larger of the two) guards every read; a tighter between-chunks
         # deadline costs a timer per read, so it is only armed when it differs.
@@ -210,15 +210,20 @@ class OpenAIHTTPBackend:
                         piece = await anext(pieces, None)
                 else:
                     piece = await anext(pieces, None)
+                batch: Chunks = []  # one read's frames go on in one write
                 for payload in splitter.feed(piece) if piece is not None else splitter.flush():
-                    if payload == DONE_PAYLOAD:
-                        await self._drain(pieces)
-                        return
-                    if error_object(payload):
+                    if payload == DONE_PAYLOAD or error_object(payload):
+                        if batch:
+                            yield batch  # what came before the end (or the error) is relayed first
+                        if payload == DONE_PAYLOAD:
+                            await self._drain(pieces)
+                            return
                         raise self._fail(_in_band_error(self.name, payload) if started
                                          else _error_from_body(self.name, 502, payload))
                     started = True
-                    yield payload
+                    batch.append(payload)
+                if batch:
+                    yield batch
                 if piece is None:
                     return  # ended without [DONE]: accepted, as many servers do
         except _FAILURES as exc:
