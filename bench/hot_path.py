@@ -68,12 +68,31 @@ def key_of(tree: Path, config: Path, workdir: Path, name: str) -> str:
     return out.stdout.strip()
 
 
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of a process, keyed "name/tid" (the event loop's thread is the pid's)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[f"{'loop' if task.name == str(pid) else name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 async def cpu_per_request(gw: Gateway, stream: bool, count: int, errors: Counter[str]) -> float:
     """Gateway CPU seconds per request over `count` requests at concurrency 8 (requests that failed count too)."""
     pool = client(gw.server)
     try:
-        before = cpu_s(gw.pid)
+        before, threads = cpu_s(gw.pid), threads_cpu(gw.pid)
         await closed_loop(gw.server, pool, body(gw.server, stream), 8, count, None, errors)
+        after = threads_cpu(gw.pid)
+        split = {k: v - threads.get(k, 0.0) for k, v in after.items()}
+        kind = "streamed" if stream else "non-streamed"
+        print(f"{gw.server.name} {kind}: CPU per request by thread (ms): " + ", ".join(
+            f"{k} {v / count * 1e3:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v > 0))
         return (cpu_s(gw.pid) - before) / count
     finally:
         pool.close()
