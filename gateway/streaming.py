@@ -32,7 +32,9 @@ class SSERelayResponse(Response):
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
         self.observer = observer  # told of the stream's success (and TTFT) at its first content chunk
         self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
-        self.output_tokens = 0  # counted only under a cap
+        self.output_tokens = 0  # counted only under a cap, and only once the cap is within reach:
+        self.uncounted: list[bytes] = []  # chunks not counted yet, whose tokens are at most
+        self.uncounted_bytes = 0  # their bytes (a token is ≥ 1 byte of text; JSON never shortens text)
         self.write_timeout_s = svc.settings.stream_write_timeout_s
         self.status_code = 200
         self.background = None
@@ -144,9 +146,18 @@ class SSERelayResponse(Response):
         self.observer.succeeded(self.opened.target)
 
     def _charge(self, payload: bytes) -> None:
-        """Count the chunk's output tokens against the budget cap; cut the stream past it."""
+        """Count the chunk's output tokens against the budget cap; cut the stream past it. Chunks are
+        counted (tiktoken, one by one, as before) only when their bytes could reach the cap: far from it
+        a chunk costs an addition, and the chunk that crosses it is still the one cut."""
         assert self.max_output_tokens is not None
-        self.output_tokens += self.svc.tokens.count_text(payload_text(payload), self.ex.alias)
+        self.uncounted.append(payload)
+        self.uncounted_bytes += len(payload)
+        if self.output_tokens + self.uncounted_bytes <= self.max_output_tokens:
+            return  # the earlier chunks stayed under too, so only this one can be the one that crosses
+        for chunk in self.uncounted:
+            self.output_tokens += self.svc.tokens.count_text(payload_text(chunk), self.ex.alias)
+        self.uncounted.clear()
+        self.uncounted_bytes = 0
         if self.output_tokens > self.max_output_tokens:
             raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
                                   "the rest of this response is not served", code="budget_exceeded")
