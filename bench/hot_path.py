@@ -99,8 +99,8 @@ async def cpu_per_request(gw: Gateway, stream: bool, count: int, errors: Counter
 
 
 async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds: int, errors: Counter[str],
-                  streams: bool = True) -> dict[str, dict[str, list[float]]]:
-    """`streams` False: non-streamed requests only (a profile's stages are then one kind of request's)."""
+                  plain: bool = True, streams: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Without `plain` or `streams`: one kind of request only (a profile's stages are then its own)."""
     out: dict[str, dict[str, list[float]]] = {
         g.server.name: {"cpu": [], "cpu_stream": [], "lat": []} for g in gateways}
     out["direct"] = {"lat": []}
@@ -108,7 +108,8 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
     direct_pool = client(direct)
     try:
         for g in gateways:  # warm-up: connections, caches, lazy imports
-            await cpu_per_request(g, False, 200, errors)
+            if plain:
+                await cpu_per_request(g, False, 200, errors)
             if streams:
                 await cpu_per_request(g, True, 100, errors)
         for g in gateways:
@@ -118,10 +119,12 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
             out["direct"]["lat"] += await latencies(direct, direct_pool, False, requests // 10, errors)
             for g in gateways:
                 r = out[g.server.name]
-                r["cpu"].append(await cpu_per_request(g, False, requests, errors))
+                if plain:
+                    r["cpu"].append(await cpu_per_request(g, False, requests, errors))
                 if streams:
                     r["cpu_stream"].append(await cpu_per_request(g, True, requests // 2, errors))
-                r["lat"] += await latencies(g.server, pools[g.server.name], False, requests // 10, errors)
+                if plain:
+                    r["lat"] += await latencies(g.server, pools[g.server.name], False, requests // 10, errors)
     finally:
         for pool in (*pools.values(), direct_pool):
             pool.close()
@@ -133,7 +136,7 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
 
 
 def report(results: dict[str, dict[str, list[float]]], first: str) -> str:
-    d = stats(results["direct"]["lat"])
+    d = stats(results["direct"]["lat"] or [float("nan")])
     assert d is not None
     lines = ["| tree | CPU per request, non-streamed (ms) | vs first | req/s per core (1 / CPU) | "
              f"CPU per streamed request, {CHUNKS} chunks (ms) | CPU per relayed chunk (µs) | vs first | "
@@ -142,13 +145,13 @@ def report(results: dict[str, dict[str, list[float]]], first: str) -> str:
     for name, r in results.items():
         if name == "direct":
             continue
-        cpu, cpu_s_ = statistics.median(r["cpu"]), statistics.median(r["cpu_stream"] or [float("nan")])
+        cpu, cpu_s_ = (statistics.median(r[k] or [float("nan")]) for k in ("cpu", "cpu_stream"))
         per_chunk = cpu_s_ / (CHUNKS + 1)
-        lat = stats(r["lat"])
+        lat = stats(r["lat"] or [float("nan")])
         assert lat is not None
         lines.append(
             f"| {name} | {cpu * 1e3:.2f} ({' / '.join(f'{v * 1e3:.2f}' for v in r['cpu'])}) "
-            f"| {cpu / statistics.median(base['cpu']):.2f}× | {1 / cpu:.0f} | {cpu_s_ * 1e3:.2f} "
+            f"| {cpu / statistics.median(base['cpu'] or [1.0]):.2f}× | {1 / cpu:.0f} | {cpu_s_ * 1e3:.2f} "
             f"| {per_chunk * 1e6:.0f} | {cpu_s_ / statistics.median(base['cpu_stream'] or [1.0]):.2f}× "
             f"| +{(lat.p50 - d.p50) * 1e3:.2f} / +{(lat.p99 - d.p99) * 1e3:.2f} |")
     lines.append(f"direct p50 / p99 at 1 in flight: {d.p50 * 1e3:.2f} / {d.p99 * 1e3:.2f} ms")
@@ -161,6 +164,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
+    parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
     parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans)")
     args = parser.parse_args()
     trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
@@ -184,7 +188,8 @@ def main() -> int:
                 started.append(gw)
                 gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid, prof))  # type: ignore[attr-defined]
             results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
-                                          args.rounds, errors, streams=args.profile is None))
+                                          args.rounds, errors, plain=args.profile is None or not args.streamed,
+                                          streams=args.profile is None or args.streamed))
         finally:
             for proc in started:
                 procs.stop(proc)

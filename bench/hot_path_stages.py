@@ -25,8 +25,13 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
                                                ("gateway/usage_emit.py", "_end_spans"),
                                                ("gateway/routing.py", "_describe_decision")]),
     ("record (usage record, access log, settle)", [("gateway/usage_emit.py", "finish")]),
+    ("relay (streamed: SSE frames, tally, sends)", [("gateway/streaming.py", "__call__")]),
 ]
 MINUS = {"record (usage record, access log, settle)": [("gateway/usage_emit.py", "_end_spans")]}
+# the relay's own: without the upstream reads and the record it makes at the end (stages of their own)
+MINUS_FROM = {"relay (streamed: SSE frames, tally, sends)": [
+    (("gateway/backends/openai_http.py", "stream"), ("gateway/streaming.py", "_relay")),
+    (("gateway/usage_emit.py", "finish"), ("gateway/streaming.py", "__call__"))]}
 
 
 def _cumulative(stats: dict, fns: list[tuple[str, str]]) -> float:
@@ -34,19 +39,27 @@ def _cumulative(stats: dict, fns: list[tuple[str, str]]) -> float:
                if any(file.endswith(suffix) and name == fn for suffix, fn in fns))
 
 
+def _called_from(stats: dict, fn: tuple[str, str], caller: tuple[str, str]) -> float:
+    """Cumulative time of `fn` in the calls `caller` made."""
+    total = 0.0
+    for (file, _, name), (_, _, _, _, callers) in stats.items():
+        if file.endswith(fn[0]) and name == fn[1]:
+            total += sum(v[3] for (cf, _, cn), v in callers.items() if cf.endswith(caller[0]) and cn == caller[1])
+    return total
+
+
 def stage_table(path: Path) -> str:
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     requests = sum(nc for (file, _, name), (_, nc, _, _, _) in stats.items()
                    if file.endswith("gateway/exchange.py") and name == "begin")
     busy = sum(tt for (_, _, tt, _, _) in stats.values())  # the thread's CPU (the loop's C code included)
-    handled = _cumulative(stats, [("gateway/proxy.py", "handle")])
     rows, staged = [], 0.0
     for stage, fns in STAGES:
         t = _cumulative(stats, fns) - _cumulative(stats, MINUS.get(stage, []))
+        t -= sum(_called_from(stats, fn, caller) for fn, caller in MINUS_FROM.get(stage, []))
         staged += t
         rows.append((stage, t))
-    rows.append(("rest of the handler (Exchange, headers, dispatch, response)", handled - staged))
-    rows.append(("framework + server (uvicorn, Starlette/FastAPI routing, ASGI sends)", busy - handled))
+    rows.append(("the rest: uvicorn, Starlette/FastAPI layers, ASGI sends, the handler's glue", busy - staged))
     lines = [f"cProfile (timer: the event-loop thread's CPU clock), {requests} requests",
              "| stage | µs per request (under cProfile) | share |", "|---|---|---|"]
     for stage, t in rows:
