@@ -170,6 +170,8 @@ def main() -> int:
     trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hybridgw-hot-") as tmp:
         workdir = Path(tmp)
         fake_port = procs.free_port()
