@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
@@ -74,6 +76,16 @@ def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = 
                          after_first_byte=after_first_byte)
 
 
+def _env_proxy(base_url: str) -> dict[str, Any]:
+    """The proxy the environment names for this backend (as httpx, the client before, honoured it), read
+    once: aiohttp's trust_env would parse the environment on every request."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(base_url))
+    except LookupError:  # no proxy for this URL (none set, or NO_PROXY covers it)
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth}
+
+
 _KEEPALIVE_S = 4.0
 _FAILURES = (aiohttp.ClientError, TimeoutError)
 
@@ -85,6 +97,7 @@ class OpenAIHTTPBackend:
         self.kind = spec.kind
         self.spec = spec
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}  # proxy= / proxy_auth= from HTTP(S)_PROXY and NO_PROXY, read at open
         self._urls = {p: f"{spec.base_url}/{p}" for p in ("chat/completions", "completions", "embeddings")}
         self._counters = BackendCounters()
 
@@ -104,6 +117,7 @@ class OpenAIHTTPBackend:
         self._body_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.total_s)
         self._session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout,
                                               skip_auto_headers=("user-agent",), auto_decompress=True)
+        self._proxy = _env_proxy(self.spec.base_url or "")
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -150,7 +164,7 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(min(t.first_byte_s, t.total_s)):
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers, timeout=self._body_timeout)
+                                              headers=headers, timeout=self._body_timeout, **self._proxy)
         except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc)) from None
         try:
@@ -185,7 +199,7 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(self.spec.timeouts.first_byte_s):
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers)
+                                              headers=headers, **self._proxy)
                 if response.status >= 400:
                     content = await response.read()
         except _FAILURES as exc:
