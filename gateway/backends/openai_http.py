@@ -9,10 +9,12 @@ event) is an UpstreamError, never a relayed success.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import certifi
 import orjson
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
@@ -86,6 +88,12 @@ def _env_proxy(base_url: str) -> dict[str, Any]:
     return {"proxy": proxy, "proxy_auth": auth}
 
 
+def tls_context(base_url: str) -> ssl.SSLContext | bool:
+    """certifi's CAs for an https backend, as httpx (the client before) used: a host without system CA
+    files still reaches hosted APIs. Loaded once per backend, at open."""
+    return ssl.create_default_context(cafile=certifi.where()) if base_url.startswith("https:") else True
+
+
 _KEEPALIVE_S = 4.0
 _FAILURES = (aiohttp.ClientError, TimeoutError)
 
@@ -109,7 +117,7 @@ class OpenAIHTTPBackend:
         # Idle connections are dropped before uvicorn's 5 s keep-alive (vLLM, SGLang, our engine) closes
         # them: a request sent as the server closes fails with no response (the soak saw 1 in 19,000).
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, limit_per_host=0,
-                                         keepalive_timeout=_KEEPALIVE_S)
+                                         keepalive_timeout=_KEEPALIVE_S, ssl=tls_context(self.spec.base_url or ""))
         # First byte: asyncio deadline around the call; later reads: aiohttp's own per-read timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
                                         sock_read=max(t.first_byte_s, t.between_chunks_s))
