@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.backends.base import Backend, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import Backend, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.errors import NoBackendAvailable, UpstreamError
 from gateway.timing import RequestClock
 from policies.decision import Target
@@ -36,8 +36,8 @@ class Attempt:
 @dataclass
 class OpenedStream:
     target: Target
-    first: Chunk
-    rest: AsyncIterator[Chunk]
+    first: Chunks  # the first batch
+    rest: AsyncIterator[Chunks]
     attempts: tuple[Attempt, ...]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway.backends.base import Chunks
 from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import AttemptObserver, OpenedStream
 from gateway.errors import BudgetExhausted, UpstreamError, error_info
@@ -31,7 +32,9 @@ class SSERelayResponse(Response):
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
         self.observer = observer  # told of the stream's success (and TTFT) at its first content chunk
         self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
-        self.output_tokens = 0  # counted only under a cap
+        self.output_tokens = 0  # counted only under a cap, and only once the cap is within reach:
+        self.uncounted: list[bytes] = []  # chunks not counted yet, whose tokens are at most
+        self.uncounted_bytes = 0  # their bytes (a token is ≥ 1 byte of text; JSON never shortens text)
         self.write_timeout_s = svc.settings.stream_write_timeout_s
         self.status_code = 200
         self.background = None
@@ -106,33 +109,35 @@ class SSERelayResponse(Response):
         await self._send_last(send, frame, self.write_timeout_s)
 
     async def _relay(self, send: Send) -> None:
-        tally, clock, rest = self.tally, self.ex.clock, self.opened.rest
-        capped = self.max_output_tokens is not None
-        out, is_content = tally.accept(self.opened.first)
-        if is_content:
-            self._first_token(clock.first_byte)
-            if capped:
-                self._charge(self.opened.first)
-        if out is not None:
-            await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                         "more_body": True})
-        async for payload in rest:
-            now = time.perf_counter()
-            out, is_content = tally.accept(payload)
-            if is_content:
-                if clock.first_chunk is None:
-                    self._first_token(now)
-                else:
-                    clock.mark_chunk(now)
-                if capped:
-                    self._charge(payload)
-            if out is not None:
-                await self.watch.send(send, {"type": "http.response.body", "body": b"data: " + out + b"\n\n",
-                                             "more_body": True})
-        if clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): still a success
+        await self._forward(send, self.opened.first, self.ex.clock.first_byte)
+        async for batch in self.opened.rest:
+            await self._forward(send, batch, time.perf_counter())
+        if self.ex.clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): a success
             self.observer.succeeded(self.opened.target)
         self.guard.close()
         await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+
+    async def _forward(self, send: Send, batch: Chunks, now: float | None) -> None:
+        """One upstream read's chunks: tallied and timed one by one, sent on in one write (a cut for
+        the budget still sends the chunks before it)."""
+        tally, clock, capped = self.tally, self.ex.clock, self.max_output_tokens is not None
+        frames: list[bytes] = []
+        try:
+            for payload in batch:
+                out, is_content = tally.accept(payload)
+                if is_content:
+                    if clock.first_chunk is None:
+                        self._first_token(now)
+                    else:
+                        clock.mark_chunk(now)
+                    if capped:
+                        self._charge(payload)
+                if out is not None:
+                    frames.append(b"data: " + out + b"\n\n")
+        finally:
+            if frames:
+                await self.watch.send(send, {"type": "http.response.body", "body": b"".join(frames),
+                                             "more_body": True})
 
     def _first_token(self, now: float | None) -> None:
         """TTFT: the first chunk with content. The stream's success is reported here, with it (dispatch
@@ -141,9 +146,18 @@ class SSERelayResponse(Response):
         self.observer.succeeded(self.opened.target)
 
     def _charge(self, payload: bytes) -> None:
-        """Count the chunk's output tokens against the budget cap; cut the stream past it."""
+        """Count the chunk's output tokens against the budget cap; cut the stream past it. Chunks are
+        counted (tiktoken, one by one, as before) only when their bytes could reach the cap: far from it
+        a chunk costs an addition, and the chunk that crosses it is still the one cut."""
         assert self.max_output_tokens is not None
-        self.output_tokens += self.svc.tokens.count_text(payload_text(payload), self.ex.alias)
+        self.uncounted.append(payload)
+        self.uncounted_bytes += len(payload)
+        if self.output_tokens + self.uncounted_bytes <= self.max_output_tokens:
+            return  # the earlier chunks stayed under too, so only this one can be the one that crosses
+        for chunk in self.uncounted:
+            self.output_tokens += self.svc.tokens.count_text(payload_text(chunk), self.ex.alias)
+        self.uncounted.clear()
+        self.uncounted_bytes = 0
         if self.output_tokens > self.max_output_tokens:
             raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
                                   "the rest of this response is not served", code="budget_exceeded")

@@ -1,7 +1,8 @@
 """The backend protocol every upstream kind implements, and the values that cross it.
 
-A stream yields chunks: each is the JSON payload (bytes) of one OpenAI chunk object, exactly as
-the upstream sent it where the upstream speaks OpenAI's wire format. `[DONE]` is not a chunk.
+A stream yields batches of chunks: each chunk is the JSON payload (bytes) of one OpenAI chunk object,
+exactly as the upstream sent it where the upstream speaks OpenAI's wire format; a batch holds those
+one read completed (never none), so the relay sends them on in one write. `[DONE]` is not a chunk.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Chunk = bytes
+Chunks = list[Chunk]  # the chunks one upstream read completed, in order; never empty
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class Backend(Protocol):
         then no other target is tried). A 200 whose body is an error object is an UpstreamError too."""
         ...
 
-    def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
-        """Streamed call; raises UpstreamError before the first chunk or (after_first_byte) later,
-        also for an in-band error event (`data: {"error": …}`), which is never yielded as a chunk."""
+    def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
+        """Streamed call, batch by batch; raises UpstreamError before the first chunk or (after_first_byte)
+        later, also for an in-band error event (`data: {"error": …}`), which is never yielded as a chunk
+        (the chunks before it in the same read are yielded first)."""
         ...
 
     def state(self) -> BackendState: ...

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
 
@@ -105,7 +105,7 @@ class LiteLLMBackend:
         finally:
             self._counters.in_flight -= 1
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
         self._counters.requests += 1
         self._counters.in_flight += 1
         started = False
@@ -114,7 +114,7 @@ class LiteLLMBackend:
             try:
                 async for chunk in response:
                     started = True
-                    yield orjson.dumps(_dump(chunk))
+                    yield [orjson.dumps(_dump(chunk))]  # the SDK hands over one chunk at a time
             except UpstreamError:
                 raise
             except Exception as exc:

@@ -1,6 +1,7 @@
 """Backend for any OpenAI-compatible HTTP server (OpenAI, vLLM, SGLang, TRT-LLM, NIM, our engine).
 
-httpx with one pooled keep-alive client per backend; separate deadlines for connect, first byte,
+aiohttp with one pooled keep-alive session per backend (a quarter of httpx's CPU per call, measured in
+bench/upstream_clients.py); separate deadlines for connect, first byte,
 the gap between chunks and (non-streamed) the whole body; SSE relayed as the upstream's own payload
 bytes. An error object in place of an answer (a 200 error body, an in-band `data: {"error": …}`
 event) is an UpstreamError, never a relayed success.
@@ -8,18 +9,20 @@ event) is an UpstreamError, never a relayed success.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
+import certifi
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
-from gateway.backends.base import BackendCounters, BackendState, Chunk, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
-
-_SHARDS = 8
 
 
 def _error_fields(status: int, content: bytes) -> tuple[str, str | None, str | None]:
@@ -65,9 +68,9 @@ def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
 
 
 def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = False) -> UpstreamError:
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-        kind, what = ("connect", "connect timeout") if isinstance(exc, httpx.ConnectTimeout) else ("timeout", "timed out")
-    elif isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and socket-read timeouts are TimeoutErrors too
+        kind, what = ("connect", "connect timeout") if isinstance(exc, aiohttp.ConnectionTimeoutError) else ("timeout", "timed out")
+    elif isinstance(exc, aiohttp.ClientConnectorError):
         kind, what = "connect", f"unreachable ({exc})"
     else:
         kind, what = "protocol", f"connection failed ({type(exc).__name__}: {exc})"
@@ -75,18 +78,34 @@ def _transport_error(backend: str, exc: BaseException, after_first_byte: bool = 
                          after_first_byte=after_first_byte)
 
 
+def _env_proxy(base_url: str) -> dict[str, Any]:
+    """The proxy the environment names for this backend (as httpx, the client before, honoured it), read
+    once: aiohttp's trust_env would parse the environment on every request."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(base_url))
+    except LookupError:  # no proxy for this URL (none set, or NO_PROXY covers it)
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth}
+
+
+def tls_context(base_url: str) -> ssl.SSLContext | bool:
+    """certifi's CAs for an https backend, as httpx (the client before) used: a host without system CA
+    files still reaches hosted APIs. Loaded once per backend, at open."""
+    return ssl.create_default_context(cafile=certifi.where()) if base_url.startswith("https:") else True
+
+
 _KEEPALIVE_S = 4.0
+_FAILURES = (aiohttp.ClientError, TimeoutError)
 
 
 class OpenAIHTTPBackend:
-    def __init__(self, spec: ResolvedBackend, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, spec: ResolvedBackend) -> None:
         assert spec.base_url, "an OpenAI-compatible backend needs a base_url"
         self.name = spec.name
         self.kind = spec.kind
         self.spec = spec
-        self._transport = transport
-        self._clients: list[httpx.AsyncClient] = []
-        self._load: list[int] = []  # requests in flight per client
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}  # proxy= / proxy_auth= from HTTP(S)_PROXY and NO_PROXY, read at open
         self._urls = {p: f"{spec.base_url}/{p}" for p in ("chat/completions", "completions", "embeddings")}
         self._counters = BackendCounters()
 
@@ -95,43 +114,31 @@ class OpenAIHTTPBackend:
         headers = {"content-type": "application/json"}
         if self.spec.api_key:
             headers["authorization"] = f"Bearer {self.spec.api_key}"
-        # httpcore scans its whole pool on every request and release, so the connections are
-        # spread over a few small clients (least busy first) instead of one large pool.
-        shards = max(1, min(_SHARDS, self.spec.max_connections))
-        per_shard = -(-self.spec.max_connections // shards)
         # Idle connections are dropped before uvicorn's 5 s keep-alive (vLLM, SGLang, our engine) closes
         # them: a request sent as the server closes fails with no response (the soak saw 1 in 19,000).
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard,
-                              keepalive_expiry=_KEEPALIVE_S)
-        # First byte: asyncio deadline around the call; later reads: httpx's own per-read timeout.
-        read = max(t.first_byte_s, t.between_chunks_s)
-        timeout = httpx.Timeout(connect=t.connect_s, read=read, write=t.first_byte_s, pool=None)
+        connector = aiohttp.TCPConnector(limit=self.spec.max_connections, limit_per_host=0,
+                                         keepalive_timeout=_KEEPALIVE_S, ssl=tls_context(self.spec.base_url or ""))
+        # First byte: asyncio deadline around the call; later reads: aiohttp's own per-read timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
+                                        sock_read=max(t.first_byte_s, t.between_chunks_s))
         # Non-streamed bodies: only the total deadline applies, however long the upstream pauses.
-        self._body_timeout = httpx.Timeout(connect=t.connect_s, read=t.total_s, write=t.first_byte_s,
-                                           pool=None)
-        self._clients = [httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout, transport=self._transport,
-                                           follow_redirects=False) for _ in range(shards)]
-        self._load = [0] * shards
+        self._body_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.total_s)
+        self._session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout,
+                                              skip_auto_headers=("user-agent",), auto_decompress=True)
+        self._proxy = _env_proxy(self.spec.base_url or "")
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, []
-        for client in clients:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"backend {self.name} is not open")
+        return self._session
 
     def state(self) -> BackendState:
         return self._counters.snapshot(self.name, self.kind)
-
-    def _acquire(self) -> int:
-        if not self._clients:
-            raise RuntimeError(f"backend {self.name} is not open")
-        load = self._load
-        index = load.index(min(load))
-        load[index] += 1
-        return index
-
-    def _release(self, index: int) -> None:
-        if index < len(self._load):
-            self._load[index] -= 1
 
     def _fail(self, error: UpstreamError) -> UpstreamError:
         self._counters.failures += 1
@@ -141,9 +148,8 @@ class OpenAIHTTPBackend:
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         self._counters.requests += 1
         self._counters.in_flight += 1
-        shard = self._acquire()
         try:
-            content, status = await self._post(self._clients[shard], request)
+            content, status = await self._post(self._open_session(), request)
             if status >= 400:
                 raise self._fail(_error_from_body(self.name, status, content))
             try:
@@ -155,75 +161,69 @@ class OpenAIHTTPBackend:
                 raise self._fail(_error_from_body(self.name, 502, content))
             return UpstreamResponse(content, data if isinstance(data, dict) else {}, status)
         finally:
-            self._release(shard)
             self._counters.in_flight -= 1
 
-    async def _post(self, client: httpx.AsyncClient, request: UpstreamRequest) -> tuple[bytes, int]:
+    async def _post(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> tuple[bytes, int]:
         """A non-streamed call: response headers within first_byte_s, the whole body within total_s
         of sending. A timeout after the headers is no retry case (`after_first_byte`)."""
         t = self.spec.timeouts
         deadline = asyncio.get_running_loop().time() + t.total_s
         headers = {"x-request-id": request.request_id, **request.headers}
-        http_request = client.build_request("POST", self._urls[request.path],
-                                            content=orjson.dumps(request.body), headers=headers,
-                                            timeout=self._body_timeout)
         try:
             async with asyncio.timeout(min(t.first_byte_s, t.total_s)):
-                response = await client.send(http_request, stream=True)
-        except (httpx.HTTPError, TimeoutError) as exc:
+                response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
+                                              headers=headers, timeout=self._body_timeout, **self._proxy)
+        except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc)) from None
         try:
             async with asyncio.timeout_at(deadline):
-                content = await response.aread()
-        except (httpx.HTTPError, TimeoutError) as exc:
-            if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+                content = await response.read()
+        except _FAILURES as exc:
+            if isinstance(exc, TimeoutError):
                 error = UpstreamError(f"upstream {self.name} did not finish its response within {t.total_s:g} s",
                                       backend=self.name, kind="timeout", after_first_byte=True)
             else:
                 error = _transport_error(self.name, exc, after_first_byte=True)
             raise self._fail(error) from None
         finally:
-            await response.aclose()
-        return content, response.status_code
+            response.release()
+        return content, response.status
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunk]:
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
         self._counters.requests += 1
         self._counters.in_flight += 1
-        shard = self._acquire()
         try:
-            response = await self._open_stream(self._clients[shard], request)
+            response = await self._open_stream(self._open_session(), request)
             try:
-                async for payload in self._payloads(response):
-                    yield payload
+                async for batch in self._payloads(response):
+                    yield batch
             finally:
-                await response.aclose()
+                response.close()  # after [DONE] the body was read to its end: the connection is pooled
         finally:
-            self._release(shard)
             self._counters.in_flight -= 1
 
-    async def _open_stream(self, client: httpx.AsyncClient, request: UpstreamRequest) -> httpx.Response:
+    async def _open_stream(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> aiohttp.ClientResponse:
         headers = {"x-request-id": request.request_id, "accept": "text/event-stream", **request.headers}
-        http_request = client.build_request("POST", self._urls[request.path], content=orjson.dumps(request.body),
-                                            headers=headers)
         try:
             async with asyncio.timeout(self.spec.timeouts.first_byte_s):
-                response = await client.send(http_request, stream=True)
-                if response.status_code >= 400:
-                    await response.aread()
-        except (httpx.HTTPError, TimeoutError) as exc:
+                response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
+                                              headers=headers, **self._proxy)
+                if response.status >= 400:
+                    content = await response.read()
+        except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc)) from None
-        if response.status_code >= 400:
-            await response.aclose()
-            raise self._fail(_error_from_body(self.name, response.status_code, response.content))
+        if response.status >= 400:
+            response.release()
+            raise self._fail(_error_from_body(self.name, response.status, content))
         return response
 
-    async def _payloads(self, response: httpx.Response) -> AsyncIterator[Chunk]:
+    async def _payloads(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunks]:
         timeouts = self.spec.timeouts
-        # httpx's read timeout (the larger of the two) guards every read; a tighter between-chunks
+        # aiohttp's per-read timeout (the larger of the two) guards every read; a tighter between-chunks
         # deadline costs a timer per read, so it is only armed when it differs.
         per_read = timeouts.between_chunks_s if timeouts.between_chunks_s < timeouts.first_byte_s else None
         splitter = FrameSplitter()
-        pieces = response.aiter_bytes()
+        pieces = response.content.iter_any()  # whatever has arrived: several frames per read under load
         started = False
         try:
             while True:
@@ -232,18 +232,23 @@ class OpenAIHTTPBackend:
                         piece = await anext(pieces, None)
                 else:
                     piece = await anext(pieces, None)
+                batch: Chunks = []  # one read's frames go on in one write
                 for payload in splitter.feed(piece) if piece is not None else splitter.flush():
-                    if payload == DONE_PAYLOAD:
-                        await self._drain(pieces)
-                        return
-                    if error_object(payload):
+                    if payload == DONE_PAYLOAD or error_object(payload):
+                        if batch:
+                            yield batch  # what came before the end (or the error) is relayed first
+                        if payload == DONE_PAYLOAD:
+                            await self._drain(pieces)
+                            return
                         raise self._fail(_in_band_error(self.name, payload) if started
                                          else _error_from_body(self.name, 502, payload))
                     started = True
-                    yield payload
+                    batch.append(payload)
+                if batch:
+                    yield batch
                 if piece is None:
                     return  # ended without [DONE]: accepted, as many servers do
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
         except EventTooLarge as exc:
             raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}",
@@ -256,5 +261,5 @@ class OpenAIHTTPBackend:
             async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
                 async for _ in pieces:
                     pass
-        except (httpx.HTTPError, TimeoutError):
+        except _FAILURES:
             pass  # the caller closes the response, and with it this connection

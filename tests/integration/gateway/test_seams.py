@@ -115,3 +115,20 @@ def test_one_server_span_with_an_upstream_child(served: Served) -> None:
     server, upstream = spans["chat m"], spans["upstream up"]  # GenAI naming: "{operation} {model}"
     assert upstream.parent is not None and upstream.parent.span_id == server.context.span_id
     assert server.attributes is not None and server.attributes["hybridgw.rule"] == "custom-rule"
+
+
+def test_the_upstream_span_carries_the_genai_attributes_only(served: Served) -> None:
+    """The request span describes the request in full; its upstream child only in GenAI terms (each
+    attribute costs the SDK a validation, and the hybridgw.* ones are the request's, not the call's)."""
+    served.spans.clear()
+    assert chat(served, "free").status_code == 200
+    deadline = time.monotonic() + 10
+    while len(served.spans.get_finished_spans()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    spans = {s.name: s for s in served.spans.get_finished_spans()}
+    server, upstream = dict(spans["chat m"].attributes or {}), dict(spans["upstream up"].attributes or {})
+    assert server["hybridgw.team"] == "free" and server["gen_ai.usage.output_tokens"] > 0
+    assert upstream["gen_ai.usage.output_tokens"] == server["gen_ai.usage.output_tokens"]
+    assert upstream["gen_ai.response.model"] == server["gen_ai.response.model"]
+    assert not [k for k in upstream if k.startswith("hybridgw.")]

@@ -1,0 +1,208 @@
+"""The gateway's hot path, in one run: CPU per request (non-streamed) and per relayed SSE chunk read
+from each gateway process's /proc stat, and added latency at concurrency 1, for one or more source
+trees side by side (e.g. `--tree before=/tmp/base --tree after=.`), interleaved round by round,
+against one fake upstream answering at once. Full path on: auth, routing, rpm + tpm limits and a USD
+budget, the SQLite ledger, one access-log line per request, tracing (SDK spans, in-memory exporter).
+`--profile DIR` runs the first tree's gateway under cProfile and prints its per-stage breakdown.
+
+Run: .venv/bin/python -m bench.hot_path [--tree NAME=PATH ...] [--requests 2000] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.gateway_overhead import Server, client, closed_loop, latencies
+from bench.hot_path_stages import stage_table
+from bench.workers_throughput import POLICY, cpu_s
+from observability.bench.client import Sent
+from observability.bench.metrics import stats
+from observability.bench.records import RequestRecord
+from tests.support import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNKS = 16  # content chunks per streamed reply (+ the role chunk: 17 relayed frames + [DONE])
+
+
+@dataclass(frozen=True)
+class Gateway:
+    server: Server
+    pid: int
+    profile: Path | None = None  # where its cProfile stats go (bench/profiled_gateway.py)
+
+
+def body(server: Server, stream: bool) -> Sent:
+    data = {"model": server.model, "messages": [{"role": "user", "content": "say something short"}],
+            "max_tokens": 16, "stream": stream}
+    return Sent(json.dumps(data).encode(), server.key, RequestRecord(0, "hot", "bench", 0, 0, 0.0, 0.0))
+
+
+def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: Path | None,
+                  traces: str) -> procs.Proc:
+    path = str(tree) if profile is None else f"{tree}:{ROOT}"  # the profiler's wrapper is this tree's
+    env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
+           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1"}
+    port = procs.free_port()
+    command = ["-m", "gateway.cli"] if profile is None else ["-m", "bench.profiled_gateway", str(profile)]
+    gw = procs.start([sys.executable, *command, "serve", "--config", str(config), "--port",
+                      str(port)], env=env, cwd=tree, name=f"gw-{name}")
+    procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
+    gw.port = port  # type: ignore[attr-defined]
+    return gw
+
+
+def key_of(tree: Path, config: Path, workdir: Path, name: str) -> str:
+    env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create", "--team",
+                          "bench"], env={**os.environ, **env}, capture_output=True, text=True, check=True, cwd=tree)
+    return out.stdout.strip()
+
+
+def threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of a process, keyed "name/tid" (the event loop's thread is the pid's)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        out[f"{'loop' if task.name == str(pid) else name}/{task.name}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+async def cpu_per_request(gw: Gateway, stream: bool, count: int, errors: Counter[str]) -> float:
+    """Gateway CPU seconds per request over `count` requests at concurrency 8 (requests that failed count too)."""
+    pool = client(gw.server)
+    try:
+        before, threads = cpu_s(gw.pid), threads_cpu(gw.pid)
+        await closed_loop(gw.server, pool, body(gw.server, stream), 8, count, None, errors)
+        after = threads_cpu(gw.pid)
+        split = {k: v - threads.get(k, 0.0) for k, v in after.items()}
+        kind = "streamed" if stream else "non-streamed"
+        print(f"{gw.server.name} {kind}: CPU per request by thread (ms): " + ", ".join(
+            f"{k} {v / count * 1e3:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v > 0))
+        return (cpu_s(gw.pid) - before) / count
+    finally:
+        pool.close()
+
+
+async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds: int, errors: Counter[str],
+                  plain: bool = True, streams: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Without `plain` or `streams`: one kind of request only (a profile's stages are then its own)."""
+    out: dict[str, dict[str, list[float]]] = {
+        g.server.name: {"cpu": [], "cpu_stream": [], "lat": []} for g in gateways}
+    out["direct"] = {"lat": []}
+    pools = {g.server.name: client(g.server) for g in gateways}
+    direct_pool = client(direct)
+    try:
+        for g in gateways:  # warm-up: connections, caches, lazy imports
+            if plain:
+                await cpu_per_request(g, False, 200, errors)
+            if streams:
+                await cpu_per_request(g, True, 100, errors)
+        for g in gateways:
+            if g.profile is not None:
+                os.kill(g.pid, signal.SIGUSR1)  # profile from here on
+        for _ in range(rounds):  # interleaved, so the machine's noise hits every tree alike
+            out["direct"]["lat"] += await latencies(direct, direct_pool, False, requests // 10, errors)
+            for g in gateways:
+                r = out[g.server.name]
+                if plain:
+                    r["cpu"].append(await cpu_per_request(g, False, requests, errors))
+                if streams:
+                    r["cpu_stream"].append(await cpu_per_request(g, True, requests // 2, errors))
+                if plain:
+                    r["lat"] += await latencies(g.server, pools[g.server.name], False, requests // 10, errors)
+    finally:
+        for pool in (*pools.values(), direct_pool):
+            pool.close()
+    for g in gateways:
+        if g.profile is not None:
+            os.kill(g.pid, signal.SIGUSR2)  # stop and write the stats
+            procs.wait_until(lambda p=g.profile: p.exists() and p.stat().st_size > 0, "the profile")
+    return out
+
+
+def report(results: dict[str, dict[str, list[float]]], first: str) -> str:
+    d = stats(results["direct"]["lat"] or [float("nan")])
+    assert d is not None
+    lines = ["| tree | CPU per request, non-streamed (ms) | vs first | req/s per core (1 / CPU) | "
+             f"CPU per streamed request, {CHUNKS} chunks (ms) | CPU per relayed chunk (µs) | vs first | "
+             "added p50 / p99 at 1 in flight (ms) |", "|---|---|---|---|---|---|---|---|"]
+    base = results[first]
+    for name, r in results.items():
+        if name == "direct":
+            continue
+        cpu, cpu_s_ = (statistics.median(r[k] or [float("nan")]) for k in ("cpu", "cpu_stream"))
+        per_chunk = cpu_s_ / (CHUNKS + 1)
+        lat = stats(r["lat"] or [float("nan")])
+        assert lat is not None
+        lines.append(
+            f"| {name} | {cpu * 1e3:.2f} ({' / '.join(f'{v * 1e3:.2f}' for v in r['cpu'])}) "
+            f"| {cpu / statistics.median(base['cpu'] or [1.0]):.2f}× | {1 / cpu:.0f} | {cpu_s_ * 1e3:.2f} "
+            f"| {per_chunk * 1e6:.0f} | {cpu_s_ / statistics.median(base['cpu_stream'] or [1.0]):.2f}× "
+            f"| +{(lat.p50 - d.p50) * 1e3:.2f} / +{(lat.p99 - d.p99) * 1e3:.2f} |")
+    lines.append(f"direct p50 / p99 at 1 in flight: {d.p50 * 1e3:.2f} / {d.p99 * 1e3:.2f} ms")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH of a source tree (default: this one)")
+    parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
+    parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
+    parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans)")
+    args = parser.parse_args()
+    trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
+    errors: Counter[str] = Counter()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hybridgw-hot-") as tmp:
+        workdir = Path(tmp)
+        fake_port = procs.free_port()
+        fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
+                                               str(CHUNKS)), name="fake")
+        started = [fake]
+        try:
+            procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+            config = workdir / "policy.yaml"
+            config.write_text(POLICY.format(port=fake_port))
+            gateways = []
+            for i, (name, tree) in enumerate(trees):
+                key = key_of(tree, config, workdir, name)
+                prof = args.profile / f"{name}.prof" if args.profile and i == 0 else None
+                gw = start_gateway(name, tree, config, workdir, prof, args.traces)
+                started.append(gw)
+                gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid, prof))  # type: ignore[attr-defined]
+            results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
+                                          args.rounds, errors, plain=args.profile is None or not args.streamed,
+                                          streams=args.profile is None or args.streamed))
+        finally:
+            for proc in started:
+                procs.stop(proc)
+    print(report(results, trees[0][0]))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    if args.profile:
+        print(stage_table(args.profile / f"{trees[0][0]}.prof"))
+    for what, count in sorted(errors.items()):
+        print(f"failed: {what} × {count}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
