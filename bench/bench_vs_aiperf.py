@@ -11,10 +11,14 @@ server's usage here (--use-server-token-count), as we do; its own /metrics polli
 and GPU telemetry are switched off so both tools put the same load on the engine. Each run gets its
 own seed, so neither reuses the previous run's prompts from the prefix cache. --pin puts the engine
 on CPU 0 and the tools on CPU 1; --together runs both tools at once (the engine then serves both,
-at the same speed for both). Peer: ../shared/peers/aiperf.sh.
+at the same speed for both); --rate R makes both open loops (Poisson), which cannot fall into step
+with each other as two closed loops at concurrency 1 do when a prefill spans many engine steps;
+--engine-spans matches every request of both tools to the engine's own span for it (its arrival,
+first token, finish), splitting a difference into the engine's and each tool's clock's.
+Peer: ../shared/peers/aiperf.sh.
 
     .venv/bin/python bench/bench_vs_aiperf.py [--url URL] [--model tiny-random|smollm2] [--engine-threads N] [--engine-budget N] [--isl 64] [--osl 16]
-        [--concurrency 1] [--requests 40] [--rounds 2] [--pin] [--together]
+        [--concurrency 1 | --rate R] [--requests 40] [--rounds 2] [--pin] [--together] [--engine-spans]
 """
 
 from __future__ import annotations
