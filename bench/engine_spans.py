@@ -35,7 +35,10 @@ def engine_requests(log: str) -> list[Timed]:
     end as the first token (the engine stamps it at the first output that carries text)."""
     decoder, spans, i = json.JSONDecoder(), [], log.find("{\n")
     while i >= 0:
-        span, end = decoder.raw_decode(log, i)
+        try:
+            span, end = decoder.raw_decode(log, i)
+        except json.JSONDecodeError:  # a span still being written at the end of the log
+            break
         spans.append(span)
         i = log.find("{\n", end)
     prefill_end = {s["parent_id"]: _ts(s["end_time"]) for s in spans if s["name"] == "engine.prefill"}

@@ -45,6 +45,8 @@ def test_each_request_is_read_back_with_its_first_token_and_finish() -> None:
     assert got[0].start == pytest.approx(T0 + 1.0, abs=1e-5)
     assert got[0].first == pytest.approx(T0 + 1.2, abs=1e-5)
     assert got[1].last == pytest.approx(T0 + 3.4, abs=1e-5)
+    cut = log[: log.rindex('"name"')]  # the last span half written: the complete ones still count
+    assert [t.prompt_tokens for t in engine_spans.engine_requests(cut)] == [542]
 
 
 def test_tool_requests_match_by_arrival_after_send_and_prompt_tokens() -> None:
