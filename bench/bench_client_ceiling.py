@@ -50,7 +50,14 @@ def ours(url: str, a: argparse.Namespace, out: Path, key: str = "none", count: i
 
 def theirs(url: str, a: argparse.Namespace, out: Path) -> dict[str, float]:
     opts = argparse.Namespace(
-        model="m", concurrency=a.concurrency, requests=a.aiperf_requests, warmup=200, isl=32, osl=a.chunks
+        model="m",
+        concurrency=a.concurrency,
+        requests=a.aiperf_requests,
+        warmup=200,
+        isl=32,
+        osl=a.chunks,
+        rate=None,
+        engine_spans=False,
     )
     cpu0 = children_cpu()
     r = aiperf(url, opts, out)

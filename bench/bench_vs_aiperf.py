@@ -11,9 +11,14 @@ server's usage here (--use-server-token-count), as we do; its own /metrics polli
 and GPU telemetry are switched off so both tools put the same load on the engine. Each run gets its
 own seed, so neither reuses the previous run's prompts from the prefix cache. --pin puts the engine
 on CPU 0 and the tools on CPU 1; --together runs both tools at once (the engine then serves both,
-at the same speed for both). Peer: ../shared/peers/aiperf.sh.
+at the same speed for both); --rate R makes both open loops (Poisson), which cannot fall into step
+with each other as two closed loops at concurrency 1 do when a prefill spans many engine steps;
+--engine-spans matches every request of both tools to the engine's own span for it (its arrival,
+first token, finish), splitting a difference into the engine's and each tool's clock's.
+Peer: ../shared/peers/aiperf.sh.
 
-    .venv/bin/python bench/bench_vs_aiperf.py [--url URL] [--concurrency 1] [--requests 40] [--rounds 2] [--pin] [--together]
+    .venv/bin/python bench/bench_vs_aiperf.py [--url URL] [--model tiny-random|smollm2] [--engine-threads N] [--engine-budget N] [--isl 64] [--osl 16]
+        [--concurrency 1 | --rate R] [--requests 40] [--rounds 2] [--pin] [--together] [--engine-spans]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import engine_spans
 from policies.offline import litellm_tokenizers_dir
 from tests.support import procs
 
@@ -60,8 +66,11 @@ def ours(url: str, a: argparse.Namespace, out: Path, seed: int = 0) -> dict[str,
         "--osl",
         str(a.osl),
         "--ignore-eos",
-        "--concurrency",
-        str(a.concurrency),
+        *(
+            ("--rate", str(a.rate), "--arrival", "poisson")
+            if a.rate
+            else ("--concurrency", str(a.concurrency))
+        ),
         "--requests",
         str(a.requests),
         "--warmup",
@@ -69,6 +78,7 @@ def ours(url: str, a: argparse.Namespace, out: Path, seed: int = 0) -> dict[str,
         "--seed",
         str(seed),
         "--no-progress",
+        *(("--header", f"traceparent:{engine_spans.TRACEPARENT}") if a.engine_spans else ()),
         "--out",
         str(out),
     )
@@ -99,8 +109,11 @@ def aiperf(url: str, a: argparse.Namespace, out: Path, seed: int = 0) -> dict[st
         "--endpoint-type",
         "chat",
         "--streaming",
-        "--concurrency",
-        str(a.concurrency),
+        *(
+            ("--request-rate", str(a.rate), "--arrival-pattern", "poisson")
+            if a.rate
+            else ("--concurrency", str(a.concurrency))
+        ),
         "--request-count",
         str(a.requests),
         "--warmup-request-count",
@@ -124,6 +137,7 @@ def aiperf(url: str, a: argparse.Namespace, out: Path, seed: int = 0) -> dict[st
         str(seed),
         "--ui-type",
         "none",
+        *(("--header", f"traceparent:{engine_spans.TRACEPARENT}") if a.engine_spans else ()),
         "--artifact-dir",
         str(out),
     ]
@@ -203,6 +217,15 @@ def compare(url: str, a: argparse.Namespace) -> None:
                 both = together(url, a, tmp, i)
             else:
                 both = {n: one_run(n, url, a, tmp / f"{n}{i}", 1000 + 2 * i + (n == "aiperf")) for n in runs}
+            if a.engine_log:  # the engine's spans for this round (its exporter writes every 5 s)
+                time.sleep(6)
+                engine = engine_spans.engine_requests(a.engine_log())
+                both["hybridgw"] |= engine_spans.compare(
+                    engine_spans.ours(tmp / f"hybridgw{i}" / "results.json"), engine
+                )
+                both["aiperf"] |= engine_spans.compare(
+                    engine_spans.aiperf(tmp / f"aiperf{i}" / "profile_export.jsonl"), engine
+                )
             for name, r in both.items():
                 print(
                     json.dumps({"tool": name, "round": i, **{k: round(v, 2) for k, v in r.items()}}),
@@ -224,6 +247,11 @@ def compare(url: str, a: argparse.Namespace) -> None:
         "eng_itl_mean",
         "ttft_mean/eng",
         "itl_mean/eng",
+        *(
+            ("matched", "eng_ttft_p50", "tool_ttft_p50", "ttft_added", "decode_vs_eng")
+            if a.engine_log
+            else ()
+        ),
     )
     for m in (*METRICS, *rows, "eng_prompt_tokens", "tool_cpu_s", "load_avg"):
         x, y = (statistics.median(r[m] for r in runs[n]) for n in ("hybridgw", "aiperf"))
@@ -233,8 +261,23 @@ def compare(url: str, a: argparse.Namespace) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", help="a running engine (default: start `hybridgw engine --model tiny-random`)")
-    p.add_argument("--model", default="tiny-random")
+    p.add_argument(
+        "--model", default="tiny-random", help="the engine's model (smollm2, tiny-random), also sent"
+    )
+    p.add_argument("--engine-threads", type=int, help="the engine's torch threads (default: its own choice)")
+    p.add_argument(
+        "--engine-budget",
+        type=int,
+        help="the engine's --max-num-batched-tokens (default: its own, 64 on CPU); >= the prompt makes "
+        "a prefill one step, so one tool's prefill stalls the other's stream for one gap, not for many",
+    )
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="open loop instead: Poisson arrivals at this many requests/s per tool (no lock-step between "
+        "the tools' closed loops under --together)",
+    )
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--isl", type=int, default=64)
@@ -244,6 +287,12 @@ def main() -> int:
         "--together",
         action="store_true",
         help="run both tools at the same time (each at --concurrency) instead of one after the other",
+    )
+    p.add_argument(
+        "--engine-spans",
+        action="store_true",
+        help="the engine's own arrival / first token / finish per request (its spans, both tools sending a "
+        "traceparent): what the engine did for each tool's requests, and what each tool's clock added",
     )
     p.add_argument("--keep", help="write both tools' results under this folder instead of a temporary one")
     p.add_argument("--pin", action="store_true", help="engine on CPU 0, the tools on CPU 1 (taskset)")
@@ -255,6 +304,9 @@ def main() -> int:
     )
     a = p.parse_args()
     a.tool_prefix = ["taskset", "-c", "1"] if a.pin else []
+    a.engine_log = None
+    if a.engine_spans and (a.url or a.scripted):
+        p.error("--engine-spans needs the engine this script starts (no --url, no --scripted)")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (the machine is shared)")
     if a.url:
         compare(a.url, a)
@@ -272,14 +324,18 @@ def main() -> int:
     else:
         port = procs.free_port()
         url = f"http://127.0.0.1:{port}"
+        threads = ("--threads", str(a.engine_threads)) if a.engine_threads else ()
+        threads += ("--max-num-batched-tokens", str(a.engine_budget)) if a.engine_budget else ()
         with procs.running(
             (["taskset", "-c", "0"] if a.pin else [])
-            + procs.hybridgw("engine", "--model", a.model, "--port", str(port)),
+            + procs.hybridgw("engine", "--model", a.model, "--port", str(port), *threads),
             f"{url}/health",
             name="engine",
+            env={**os.environ, "HYBRIDGW_TRACES": "console"} if a.engine_spans else None,
             timeout_s=300,
             cwd=ROOT,
-        ):
+        ) as engine:
+            a.engine_log = engine.output if a.engine_spans else None
             compare(url, a)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0

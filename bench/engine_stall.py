@@ -23,19 +23,27 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.engine_server import _CONTENT, Connection, pct
+from observability.bench.client import Client, Sent, Target
+from observability.bench.metrics import percentile
+from observability.bench.records import RequestRecord
 from tests.support import procs
 
 _FILLER = "The lighthouse keeper counted the waves, wrote the weather in his log and trimmed the lamp. "
 
 
-async def stream(conn: Connection, model: str, times: list[float]) -> None:
-    """One stream that decodes until cancelled; appends the arrival time of each content chunk."""
+async def stream(client: Client, model: str, times: list[float]) -> None:
+    """One stream that decodes until cancelled; appends the arrival time of each content chunk (on
+    time.perf_counter's clock, as `hybridgw bench`'s client reads them: role-only chunks excluded)."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Tell a long story."}],
                        "max_tokens": 4000, "temperature": 0, "ignore_eos": True, "stream": True}).encode()
-    async for data in conn.post_stream("/v1/chat/completions", body):
-        if _CONTENT in data:
-            times.append(time.perf_counter())
+    record = await client.send(Sent(body, None, RequestRecord(0, "stream", "-", 0, 4000, 0.0, 0.0)), 0.0,
+                               times.append)
+    if record.error:  # ended before it was cancelled: the gaps after it would be missing
+        raise RuntimeError(f"stream failed: {record.error}: {record.error_detail}")
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    return percentile(sorted_values, q) if sorted_values else float("nan")
 
 
 async def long_prompt(url: str, model: str, prompt_tokens: int) -> tuple[float, int]:
@@ -63,9 +71,9 @@ def worst(times: list[list[float]], lo: float, hi: float) -> str:
 
 
 async def run(url: str, model: str, args: argparse.Namespace) -> dict[str, float]:
-    conns = [Connection("127.0.0.1", int(url.rsplit(":", 1)[1])) for _ in range(args.streams)]
-    times: list[list[float]] = [[] for _ in conns]
-    tasks = [asyncio.create_task(stream(c, model, t)) for c, t in zip(conns, times)]
+    client = Client(Target.parse(url, "chat"), {}, idle_timeout_s=600)
+    times: list[list[float]] = [[] for _ in range(args.streams)]
+    tasks = [asyncio.create_task(stream(client, model, t)) for t in times]
     await asyncio.sleep(args.warmup_s)
     sent = time.perf_counter()
     ttft, n = await long_prompt(url, model, args.prompt_tokens)
@@ -76,8 +84,7 @@ async def run(url: str, model: str, args: argparse.Namespace) -> dict[str, float
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for c in conns:
-        c.close()
+    client.close()
     before, during = gaps(times, sent - args.warmup_s / 2, sent - 0.01), gaps(times, sent, answered)
     return {"streams": args.streams, "prompt_tokens": n, "long_prompt_ttft_s": ttft, "prefill_tok_per_s": n / ttft,
             "max_gap_before_s": before[-1] if before else float("nan"), "itl_p50_before_s": pct(before, 50),

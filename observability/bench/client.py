@@ -105,8 +105,11 @@ class Client:
         while self._idle:
             self._idle.pop().close()
 
-    async def send(self, sent: Sent, t0: float) -> RequestRecord:
-        """Send one streamed request; `t0` is the run's clock origin."""
+    async def send(
+        self, sent: Sent, t0: float, on_content: Callable[[float], None] | None = None
+    ) -> RequestRecord:
+        """Send one streamed request; `t0` is the run's clock origin. `on_content` sees each content
+        chunk's time as it arrives (for a stream read live and cancelled, not awaited to its end)."""
         result = _Result(send_s=self.clock() - t0, wall_time=time.time())
         conn: Connection | None = None
         loop = asyncio.get_running_loop()
@@ -119,7 +122,7 @@ class Client:
                     conn, reused = await self._connect()
                     conn.writer.write(self._request_bytes(sent))
                     try:
-                        reusable = await self._read_response(conn, result, t0, touch)
+                        reusable = await self._read_response(conn, result, t0, touch, on_content)
                         break
                     except (asyncio.IncompleteReadError, ConnectionError):
                         if not reused or result.status:
@@ -153,7 +156,12 @@ class Client:
         return b"%s%sContent-Length: %d\r\n\r\n%s" % (self._head, auth, len(sent.body), sent.body)
 
     async def _read_response(
-        self, conn: Connection, result: _Result, t0: float, touch: Callable[[], None]
+        self,
+        conn: Connection,
+        result: _Result,
+        t0: float,
+        touch: Callable[[], None],
+        on_content: Callable[[float], None] | None = None,
     ) -> bool:
         """Read head and body into `result`; True when the connection may be reused."""
         head = await conn.reader.readuntil(b"\r\n\r\n")
@@ -180,10 +188,14 @@ class Client:
         async for data in chunks:
             touch()
             now = self.clock() - t0
+            seen = len(parser.content_times)
             try:
                 parser.feed(data, now)
             except StreamError as exc:
                 raise _Failure(exc.kind, str(exc)) from None
+            if on_content is not None:
+                for t in parser.content_times[seen:]:
+                    on_content(t)
         parser.finish()
         result.chunk_s, result.usage = tuple(parser.content_times), parser.usage
         if not parser.content_times:

@@ -1,4 +1,5 @@
-"""The files a run writes: CSV one row per request, JSON with settings/summary/requests, the table."""
+"""The files a run writes: CSV one row per request, JSON with settings/summary/requests, the table;
+and the live progress line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 import pytest
 
 from observability.bench.metrics import Slo, summarize
-from observability.bench.output import render_csv, render_json, render_table
+from observability.bench.output import Progress, render_csv, render_json, render_table
 from observability.bench.records import RequestRecord
 
 RECORDS = [
@@ -37,3 +38,15 @@ def test_json_and_table_carry_the_summary() -> None:
     table = render_table(summary)
     assert "3 measured, 2 ok, 1 failed" in table and "http_401 1" in table
     assert "goodput" in table and "local 50.0%, openai 50.0%" in table
+
+
+def test_progress_line_counts_measured_requests_with_running_ttft_and_errors() -> None:
+    out = io.StringIO()  # not a terminal: one line per update, the last one when every request is in
+    progress = Progress(3, stream=out)
+    progress(RequestRecord(9, "p", "a", 20, 4, 0.0, 0.5, (0.4, 0.5), 200, 20, 2, warmup=True))  # left out
+    for r in RECORDS:
+        progress(r)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("[" + "#" * 24 + "] 3/3 ")
+    assert "TTFT p50 250 ms" in last and "errors 1" in last  # p50 of 100 and 400 ms; the 401 has none
+    assert "req/s" in last and "tok/s" in last
