@@ -145,7 +145,8 @@ class _Run:
             if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens):
                 self.health.record(backend, False, None, now)  # 400/503 before the first byte
                 return False
-            engine.submit(i, self._prompt(i, record), record.output_tokens, now)
+            engine.submit(i, self._prompt(i, record) if engine.caches_prefixes else record.prompt_tokens,
+                          record.output_tokens, now)
             self._blocks[i] = blocks if blocks is not None else engine.blocks.num_blocks_for(
                 record.prompt_tokens + expected_output)
             self.view.started(backend, i, self._blocks[i], now)
