@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Outcomes:
@@ -35,12 +36,15 @@ class Outcomes:
         """The time (from the first arrival) that the next serve() and sample() belong to."""
         self._bucket = self._index(t)
 
-    def sample(self, kv: Mapping[str, float], queue: Mapping[str, int]) -> None:
+    def sample(self, engines: Mapping[str, Any]) -> None:
+        """Each simulated engine's KV usage and queue now (once per request)."""
         b = self._bucket
         self.samples[b] += 1
-        for name, usage in kv.items():
-            self.kv_sum[name][b] += usage
-            self.queue_max[name][b] = max(self.queue_max[name][b], queue[name])
+        for name, engine in engines.items():
+            self.kv_sum[name][b] += engine.blocks.usage
+            waiting = len(engine.scheduler.waiting)
+            if waiting > self.queue_max[name][b]:
+                self.queue_max[name][b] = waiting
 
     def serve(self, i: int, backend: str, cost: float) -> None:
         self.backend[i] = backend

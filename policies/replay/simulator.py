@@ -76,8 +76,7 @@ class _Run:
             self._advance(now)
             self.out.at(now - _EPOCH)
             self._route(i, record, now)
-            self.out.sample({n: e.blocks.usage for n, e in self.engines.items()},
-                            {n: len(e.scheduler.waiting) for n, e in self.engines.items()})
+            self.out.sample(self.engines)
         self._advance(float("inf"))
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
