@@ -46,6 +46,9 @@ class SimEngine:
         self._prefill_rate = model.prefill_tokens_per_s()
         self._decode_rate = model.decode_tokens_per_s(min(16, model.max_num_seqs), 512)
         self._decoding = False  # every running sequence is past its prefill: the next step decodes them all
+        # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
+        # scheduler decodes them, and that step samples their first token.
+        self._unsampled: set[int] = set()
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
         """Why the engine would refuse this request now ("" when it takes it)."""
@@ -120,6 +123,8 @@ class SimEngine:
         prefix = sum(seq.num_cached_tokens for seq in prefills.seqs)
         self.clock += (self.model.decode_time(decodes.num_seqs, context)
                        + self.model.prefill_time(prefills.total_tokens, prefix))
+        if self._unsampled:
+            self._first_tokens(decodes.seqs, self.clock, events)
         for seq in decodes.seqs:  # the scheduler already gave each its next slot
             seq.num_cached_tokens += 1
             seq.append_token(_PAD)
@@ -149,9 +154,12 @@ class SimEngine:
             seq.num_cached_tokens += n
             self.blocks.cache_full_blocks(seq)
             if not samples:
+                if seq.num_cached_tokens + 1 == seq.num_tokens and seq.num_completion_tokens == 0:
+                    self._unsampled.add(seq.seq_id)
                 continue
             seq.append_token(_PAD)
-            if seq.num_completion_tokens == 1:
+            if seq.num_completion_tokens == 1:  # (after a preemption it may have been left unsampled)
+                self._unsampled.discard(seq.seq_id)
                 events.append(EngineEvent(self.clock, self._request[seq.seq_id], True))
             self._maybe_finish(seq, events)
 
@@ -167,6 +175,8 @@ class SimEngine:
         if until != float("inf"):
             steps = max(1, min(steps, int((until - self.clock) / step_s) + 1))
         steps = self._fit_blocks(seqs, steps)
+        if self._unsampled:
+            self._first_tokens(seqs, self.clock + step_s, events)
         self.clock += self.model.decode_run_time(num, context, steps)
         caching = self.blocks.enable_prefix_caching
         for seq in seqs:
@@ -183,6 +193,13 @@ class SimEngine:
                 left[seq.seq_id] = remaining
             else:
                 self._finish(seq, events)
+
+    def _first_tokens(self, seqs: tuple[Sequence, ...], when: float, events: list[EngineEvent]) -> None:
+        """First-token events of those in a decode step that computes their last prompt token."""
+        for seq in seqs:
+            if seq.seq_id in self._unsampled:
+                self._unsampled.discard(seq.seq_id)
+                events.append(EngineEvent(when, self._request[seq.seq_id], True))
 
     def _extra_blocks(self, seqs: tuple[Sequence, ...], steps: int) -> int:
         bm = self.blocks
