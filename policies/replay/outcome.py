@@ -17,6 +17,7 @@ class Outcomes:
         self.backend = [""] * num  # "" = refused
         self.refusal = [""] * num
         self.rule = [""] * num
+        self.over_budget = [False] * num  # a spent budget with on_exceed: route routed it again
         self.cost = [0.0] * num
         self.ttft: list[float | None] = [None] * num
         self.e2e: list[float | None] = [None] * num
@@ -92,6 +93,7 @@ class Summary:
     served_over_time: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     engine_utilisation: Mapping[str, float] = field(default_factory=dict)  # busy share of the window
     sim_seconds: float = 0.0  # how long the replay took (wall clock)
+    over_budget_routed: int = 0  # requests a spent budget (on_exceed: route) sent through the over_budget rules
 
     @property
     def total_cost_usd(self) -> float:
