@@ -105,10 +105,13 @@ def compare(path: Path, cases: list[str], rate: float, rev: str, tmp: Path) -> N
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
     results: dict[tuple[str, str], dict] = {}
+    # This script, copied into REV's tree: run from there, it imports REV's code (it puts its own tree first).
+    script = base / "bench" / "_replay_speed_now.py"
+    script.write_text(Path(__file__).read_text(encoding="utf-8"), encoding="utf-8")
     for name in cases:
-        for label, tree in ((rev, base), ("this tree", ROOT)):
+        for label, tree, runner in ((rev, base, script), ("this tree", ROOT, Path(__file__).resolve())):
             env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(path), "--rate", str(rate),
+            out = subprocess.run([sys.executable, str(runner), "--child", str(path), "--rate", str(rate),
                                   "--cases", name], env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
             row = json.loads(out.strip().splitlines()[-1])
             results[(name, label)] = row
