@@ -108,6 +108,8 @@ class SimEngine:
                 self._after_prefill(batch.seqs, batch.num_scheduled_tokens, events)
             elif not batch.is_decode:
                 self._mixed_step(batch, events)
+            if not batch.is_decode:  # every prompt prefilled (none mid-chunk): the next schedule decodes them all
+                self._decoding = all(seq.num_tokens - seq.num_cached_tokens == 1 for seq in self.scheduler.running)
             else:
                 self._decoding = len(batch.seqs) == len(self.scheduler.running)
                 # A preemption this step may let a waiting sequence in at the next: step once.
