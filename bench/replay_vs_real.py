@@ -9,9 +9,11 @@ the gateway's own usage ledger for that window with the same policy, and prints 
    step rates sampled meanwhile;
 3. predict: `hybridgw replay POLICY --ledger usage.sqlite3 --since T0 --until T1 --perf-model M`, and
    once more with the step times the engine reported during the run (a diagnostic, not a prediction).
+   With --bench-profile, also `hybridgw bench --profile` through the gateway before the run, its model
+   file named by the policy (`backends.local.perf_model`, policies/perf_model_file.py) and replayed.
 
     .venv/bin/python bench/replay_vs_real.py [--engine-model tiny-random] [--schedule 12:10,1:10]
-        [--duration 20] [--length-scale 0.05] [--profile-batch 32] [--keep DIR] [--json FILE]
+        [--duration 20] [--length-scale 0.05] [--profile-batch 32] [--bench-profile] [--keep DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -106,6 +108,20 @@ def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Names
             **fitted, **shape, "num_blocks": state["num_blocks_total"]}
 
 
+def bench_profile(url: str, key: str, out: Path) -> None:
+    """`hybridgw bench --profile` through the gateway (the model routed to the engine alone), its
+    schedule cut to the workload's range (prompts ≤ ~150 engine tokens, batches up to the busy period's)."""
+    run_cli(*procs.hybridgw("bench", url, "--profile", "--model", "local-only", "--api-key", key, "--no-progress",
+                            "--profile-out", str(out), "--profile-name", "local", "--profile-lengths", "16,64,160",
+                            "--profile-batches", "1,8,32", "--profile-contexts", "32,128", "--profile-budget-probe", "256",
+                            "--timeout", "60"))
+
+
+def hosted_only() -> dict[str, Any]:
+    """The hosted half of perf_model(): with it as --perf-model, the engine's model is the policy's file."""
+    return {"hosted": perf_model({})["hosted"]}
+
+
 def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
     p = PROFILES[HOSTED_MODEL]
     hosted = hosted_from_sim(p.ttft_median_s, p.ttft_p90_s, p.tokens_per_s, p.tokens_per_s_sd)
@@ -164,6 +180,8 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
     with procs.running(serve, f"{url}/healthz", env=env, name="serve", timeout_s=120, cwd=ROOT):
         procs.wait_until(lambda: is_ready(url), "gateway ready", wait_s=120, every_s=0.5)
         model = profile_engine(url, keys[0], engine, data.parent, a)
+        if a.bench_profile:
+            bench_profile(url, keys[0], data.parent / "bench-profile.yaml")
         time.sleep(1.5)  # the profile's last records fall before the window
         t0 = time.time()
         with StatePoller(engine) as poller:
@@ -216,6 +234,8 @@ def main() -> int:
     p.add_argument("--profile-long-isl", type=int, default=112,
                    help="the profile's long prompt in o200k tokens (~140 of the engine's: the workload's top)")
     p.add_argument("--profile-batch", type=int, default=32, help="the profile's large batch (near the busy period's)")
+    p.add_argument("--bench-profile", action="store_true",
+                   help="also replay with a model file from `hybridgw bench --profile` that the policy names")
     p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
     a = p.parse_args()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
@@ -238,33 +258,44 @@ def main() -> int:
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
         in_run = engine_model.pop("in_run")
         print("performance model:", json.dumps(engine_model), flush=True)
-        replays = []
-        for name, engine_fields in (("perf.json", engine_model), ("perf-in-run.json", in_run)):
-            if engine_fields is None:
+        replays: dict[str, dict[str, Any]] = {}
+        runs = [("perf.json", perf_model(engine_model), policy), ("perf-in-run.json", in_run and perf_model(in_run), policy)]
+        if a.bench_profile:  # the same policy naming the profile's file for its engine (read at load)
+            named = tmp / "policy-bench-profile.yaml"
+            named.write_text(policy.read_text().replace("local: {kind: engine,", "local: {kind: engine, perf_model: bench-profile.yaml,"))
+            print("bench --profile model:", (tmp / "bench-profile.yaml").read_text(), flush=True)
+            runs.append(("perf-hosted.json", hosted_only(), named))
+        for name, model_file, replayed in runs:
+            if model_file is None:
                 continue
-            (tmp / name).write_text(json.dumps(perf_model(engine_fields), indent=2))
-            replays.append(json.loads(run_cli(*procs.hybridgw(
-                "replay", str(policy), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
-                f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-"), env={"OPENAI_API_KEY": "x"})))
-            (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[-1], indent=2))
+            (tmp / name).write_text(json.dumps(model_file, indent=2))
+            replays[name] = json.loads(run_cli(*procs.hybridgw(
+                "replay", str(replayed), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
+                f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-"), env={"OPENAI_API_KEY": "x"}))
+            (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[name], indent=2))
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
-    rows = compare(measured, replays[0])
-    diag = {n: p for n, _, p, _ in compare(measured, replays[1])} if len(replays) > 1 else {}
+    rows = compare(measured, replays["perf.json"])
+    diag = {n: p for n, _, p, _ in compare(measured, replays["perf-in-run.json"])} if "perf-in-run.json" in replays else {}
+    named = {n: (p, off) for n, _, p, off in compare(measured, replays["perf-hosted.json"])} \
+        if "perf-hosted.json" in replays else {}
     if a.json:
         a.json.write_text(json.dumps({"requests": s["requests"], "ok": s["ok"],
-                                      "figures": {n: {"measured": m, "predicted": pr, "with_in_run_steps": diag.get(n)}
+                                      "figures": {n: {"measured": m, "predicted": pr, "with_in_run_steps": diag.get(n),
+                                                      "with_bench_profile_file": named.get(n, (None,))[0]}
                                                   for n, m, pr, _ in rows}}))
-    print("| figure | measured | predicted (profiled model) | off by | replay with in-run step times |")
-    print("|---|---:|---:|---:|---:|")
+    print("| figure | measured | predicted (profiled model) | off by | replay with in-run step times"
+          + (" | `bench --profile` file | off by |" if named else " |"))
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if named else ""))
     for name, m, pr, off in rows:
         fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
 
         def show(v: float | None, fmt: str = fmt) -> str:
             return "-" if v is None else fmt.format(v)
 
-        print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |")
+        extra = f" {show(named[name][0])} | {named[name][1]} |" if named else ""
+        print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |{extra}")
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

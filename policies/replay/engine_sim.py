@@ -10,12 +10,12 @@ from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
 from local_engine.errors import RequestTooLarge
 from local_engine.scheduler import Scheduler
-from local_engine.sequence import FinishReason, SamplingParams, Sequence
+from local_engine.sequence import FinishReason, Sequence
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
+from policies.replay.block_count import CountingBlockManager, SimSequence
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
-_PADS = [_PAD] * 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,8 @@ class SimEngine:
                               max_num_batched_tokens=max(model.max_num_batched_tokens, model.max_num_seqs),
                               max_model_len=model.max_model_len, max_waiting=model.max_waiting,
                               enable_prefix_caching=prefix_caching)
-        self.blocks = BlockManager(model.num_blocks, model.block_size, prefix_caching)
+        self.blocks = (BlockManager(model.num_blocks, model.block_size, True) if prefix_caching
+                       else CountingBlockManager(model.num_blocks, model.block_size))
         self.scheduler = Scheduler(config, self.blocks)
         self.limits = EngineLimits(model.max_model_len, model.block_size, model.num_blocks, model.max_num_seqs,
                                    model.max_waiting)
@@ -44,6 +45,10 @@ class SimEngine:
         self._left: dict[int, int] = {}  # seq_id → tokens it has still to generate
         self._prefill_rate = model.prefill_tokens_per_s()
         self._decode_rate = model.decode_tokens_per_s(min(16, model.max_num_seqs), 512)
+        self._decoding = False  # every running sequence is past its prefill: the next step decodes them all
+        # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
+        # scheduler decodes them, and that step samples their first token.
+        self._unsampled: set[int] = set()
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
         """Why the engine would refuse this request now ("" when it takes it)."""
@@ -53,10 +58,23 @@ class SimEngine:
             return "too_large"
         return "full" if len(self.scheduler.waiting) >= self.model.max_waiting else ""
 
-    def submit(self, request: int, prompt_ids: list[int], output_tokens: int, now: float) -> None:
+    @property
+    def caches_prefixes(self) -> bool:
+        return self.blocks.enable_prefix_caching
+
+    def submit(self, request: int, prompt: list[int] | int, output_tokens: int, now: float) -> None:
+        """`prompt`: its token ids, or only their number when the engine does not cache prefixes."""
         if not self.scheduler.has_work():
             self.clock = max(self.clock, now)  # idle until now
-        seq = Sequence(prompt_ids, SamplingParams(max_tokens=output_tokens), arrival_time=now)
+        keep = self.caches_prefixes
+        if isinstance(prompt, int):
+            if keep:
+                raise ValueError("an engine with prefix caching needs the prompt's token ids")
+            ids, num = [], prompt
+        else:
+            ids, num = (prompt if keep else []), len(prompt)
+        seq = SimSequence(ids, num, output_tokens, now, keep)
+        self._decoding = False
         self._request[seq.seq_id] = request
         self._left[seq.seq_id] = max(1, output_tokens)
         self.scheduler.add(seq)
@@ -73,17 +91,27 @@ class SimEngine:
     def advance(self, until: float, events: list[EngineEvent]) -> None:
         """Run every step that starts at or before `until`, appending first-token and finish events."""
         while self.clock <= until and self.scheduler.has_work():
+            start = self.clock
+            if self._decoding and not self.scheduler.waiting:
+                # What schedule() would return is a decode of every running sequence: skip asking it.
+                self._keep_decoding(until, events)
+                self.busy_s += self.clock - start
+                if self.clock != start or not self.scheduler.has_work():
+                    continue
             batch = self.scheduler.schedule()
             if batch is None:
                 return
-            start = self.clock
+            self._decoding = False
             if batch.is_prefill:
                 context = sum(seq.num_cached_tokens for seq in batch.seqs)
                 self.clock += self.model.prefill_time(batch.total_tokens, context)
                 self._after_prefill(batch.seqs, batch.num_scheduled_tokens, events)
             elif not batch.is_decode:
                 self._mixed_step(batch, events)
+            if not batch.is_decode:  # every prompt prefilled (none mid-chunk): the next schedule decodes them all
+                self._decoding = all(seq.num_tokens - seq.num_cached_tokens == 1 for seq in self.scheduler.running)
             else:
+                self._decoding = len(batch.seqs) == len(self.scheduler.running)
                 # A preemption this step may let a waiting sequence in at the next: step once.
                 self._decode_run(batch.seqs, self.clock if batch.preempted_seq_ids else until, events)
                 self._keep_decoding(until, events)
@@ -93,14 +121,16 @@ class SimEngine:
         """One step of the engine's mixed schedule: every running sequence decodes one token, then a
         chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
         decodes, prefills = batch.parts()
-        context = sum(len(seq.token_ids) for seq in decodes.seqs)
+        context = sum(seq.num_tokens for seq in decodes.seqs)
         prefix = sum(seq.num_cached_tokens for seq in prefills.seqs)
         self.clock += (self.model.decode_time(decodes.num_seqs, context)
                        + self.model.prefill_time(prefills.total_tokens, prefix))
+        if self._unsampled:
+            self._first_tokens(decodes.seqs, self.clock, events)
         for seq in decodes.seqs:  # the scheduler already gave each its next slot
             seq.num_cached_tokens += 1
-            seq.token_ids.append(_PAD)
-            if self.blocks.enable_prefix_caching:
+            seq.append_token(_PAD)
+            if seq.keep_ids:
                 self.blocks.cache_full_blocks(seq)
             self._maybe_finish(seq, events)
         self._after_prefill(prefills.seqs, prefills.num_scheduled_tokens, events)
@@ -126,9 +156,12 @@ class SimEngine:
             seq.num_cached_tokens += n
             self.blocks.cache_full_blocks(seq)
             if not samples:
+                if seq.num_cached_tokens + 1 == seq.num_tokens and seq.num_completion_tokens == 0:
+                    self._unsampled.add(seq.seq_id)
                 continue
             seq.append_token(_PAD)
-            if seq.num_completion_tokens == 1:
+            if seq.num_completion_tokens == 1:  # (after a preemption it may have been left unsampled)
+                self._unsampled.discard(seq.seq_id)
                 events.append(EngineEvent(self.clock, self._request[seq.seq_id], True))
             self._maybe_finish(seq, events)
 
@@ -138,19 +171,22 @@ class SimEngine:
         and no step starts after `until` (a new arrival may change the next schedule)."""
         left = self._left
         num = len(seqs)
-        context = sum(len(seq.token_ids) for seq in seqs)
+        context = sum(seq.num_tokens for seq in seqs)
         steps = min(left[seq.seq_id] for seq in seqs)
         step_s = self.model.decode_time(num, context)
         if until != float("inf"):
             steps = max(1, min(steps, int((until - self.clock) / step_s) + 1))
         steps = self._fit_blocks(seqs, steps)
+        if self._unsampled:
+            self._first_tokens(seqs, self.clock + step_s, events)
         self.clock += self.model.decode_run_time(num, context, steps)
         caching = self.blocks.enable_prefix_caching
         for seq in seqs:
             if steps == 1:  # the common case: the scheduler already gave its token a slot
                 seq.num_cached_tokens += 1
-                seq.token_ids.append(_PAD)
+                seq.num_tokens += 1
                 if caching:
+                    seq.token_ids.append(_PAD)
                     self.blocks.cache_full_blocks(seq)
             else:
                 self._grow(seq, steps)
@@ -159,6 +195,13 @@ class SimEngine:
                 left[seq.seq_id] = remaining
             else:
                 self._finish(seq, events)
+
+    def _first_tokens(self, seqs: tuple[Sequence, ...], when: float, events: list[EngineEvent]) -> None:
+        """First-token events of those in a decode step that computes their last prompt token."""
+        for seq in seqs:
+            if seq.seq_id in self._unsampled:
+                self._unsampled.discard(seq.seq_id)
+                events.append(EngineEvent(when, self._request[seq.seq_id], True))
 
     def _extra_blocks(self, seqs: tuple[Sequence, ...], steps: int) -> int:
         bm = self.blocks
@@ -176,19 +219,21 @@ class SimEngine:
             low, high = (mid, high) if self._extra_blocks(seqs, mid) <= free else (low, mid - 1)
         return low
 
-    def _grow(self, seq: Sequence, steps: int) -> None:
+    def _grow(self, seq: SimSequence, steps: int) -> None:
         """Compute `steps` decode tokens of `seq`: take the blocks they cross into, append the samples."""
         bm = self.blocks
         target = seq.num_cached_tokens + steps  # positions that will hold K/V
-        tokens = seq.token_ids
-        tokens.extend(_PADS[:target - len(tokens)] if target - len(tokens) <= len(_PADS)
-                      else [_PAD] * (target - len(tokens)))
-        table, size = seq.block_table, bm.block_size
-        while len(table) * size < target:  # may_append adds one block while the last token lies past them
-            bm.may_append(seq)
+        seq.add_tokens(target - seq.num_tokens, _PAD)
+        if isinstance(bm, CountingBlockManager):
+            bm.grow_to(seq, target)
+        else:
+            table, size = seq.block_table, bm.block_size
+            while len(table) * size < target:  # may_append adds one block while the last token lies past them
+                bm.may_append(seq)
         seq.num_cached_tokens = target
-        tokens.append(_PAD)  # the token sampled by the last step
-        bm.cache_full_blocks(seq)
+        seq.append_token(_PAD)  # the token sampled by the last step
+        if seq.keep_ids:
+            bm.cache_full_blocks(seq)
 
     def _maybe_finish(self, seq: Sequence, events: list[EngineEvent]) -> None:
         """After a prefill step that sampled a token: done when that was its last."""

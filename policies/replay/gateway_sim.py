@@ -59,25 +59,30 @@ class GatewayView:
         self.poll_s, self.stale_s = poll_s, stale_s
         self.books = {name: _EngineBook() for name in engines}
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
+        self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
 
     def poll_due(self, now: float) -> bool:
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
     def live(self, now: float) -> LiveState:
-        snapshots: dict[str, EngineSnapshot] = {}
         for name, book in self.books.items():
             if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
                 book.snapshot = self.engines[name].snapshot(now)
                 book.started_since = book.ended_since = book.released_since = 0
-            snapshots[name] = book.snapshot
-        return LiveState(
-            now, snapshots, self.health.view(now), {n: b.reserved for n, b in self.books.items() if b.reserved},
-            self.stale_s, frozenset(), {n: b.released_since for n, b in self.books.items() if b.released_since},
-            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in self.books.items() if b.num or b.ended_since},
-            self.slo_out)
+                self._parts = None
+        if self._parts is None:  # rebuilt only after a poll, a start or an end: most requests change none
+            books = self.books.items()
+            self._parts = ({n: b.snapshot for n, b in books}, {n: b.reserved for n, b in books if b.reserved},
+                           {n: b.released_since for n, b in books if b.released_since},
+                           {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in books
+                            if b.num or b.ended_since})
+        snapshots, reserved, released, in_flight = self._parts
+        return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, frozenset(), released,
+                         in_flight, self.slo_out)
 
     def started(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]
+        self._parts = None
         book.reserved += blocks
         book.num += 1
         book.started_since += 1
@@ -85,6 +90,7 @@ class GatewayView:
 
     def ended(self, backend: str, request: int, blocks: int) -> None:
         book = self.books[backend]
+        self._parts = None
         book.reserved -= blocks
         book.num -= 1
         started = book.start_time.pop(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Outcomes:
@@ -16,6 +17,7 @@ class Outcomes:
         self.backend = [""] * num  # "" = refused
         self.refusal = [""] * num
         self.rule = [""] * num
+        self.over_budget = [False] * num  # a spent budget with on_exceed: route routed it again
         self.cost = [0.0] * num
         self.ttft: list[float | None] = [None] * num
         self.e2e: list[float | None] = [None] * num
@@ -35,12 +37,15 @@ class Outcomes:
         """The time (from the first arrival) that the next serve() and sample() belong to."""
         self._bucket = self._index(t)
 
-    def sample(self, kv: Mapping[str, float], queue: Mapping[str, int]) -> None:
+    def sample(self, engines: Mapping[str, Any]) -> None:
+        """Each simulated engine's KV usage and queue now (once per request)."""
         b = self._bucket
         self.samples[b] += 1
-        for name, usage in kv.items():
-            self.kv_sum[name][b] += usage
-            self.queue_max[name][b] = max(self.queue_max[name][b], queue[name])
+        for name, engine in engines.items():
+            self.kv_sum[name][b] += engine.blocks.usage
+            waiting = len(engine.scheduler.waiting)
+            if waiting > self.queue_max[name][b]:
+                self.queue_max[name][b] = waiting
 
     def serve(self, i: int, backend: str, cost: float) -> None:
         self.backend[i] = backend
@@ -88,6 +93,7 @@ class Summary:
     served_over_time: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     engine_utilisation: Mapping[str, float] = field(default_factory=dict)  # busy share of the window
     sim_seconds: float = 0.0  # how long the replay took (wall clock)
+    over_budget_routed: int = 0  # requests a spent budget (on_exceed: route) sent through the over_budget rules
 
     @property
     def total_cost_usd(self) -> float:

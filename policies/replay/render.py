@@ -23,6 +23,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+# Refusals by the team's or key's limits (policies/replay/budgets.py), each on a row of its own.
+_LIMITS = (("budget", "budget"), ("rate_limit", "rate limit"))
+
+
 def _rows(summary: Summary) -> list[tuple[str, str]]:
     vs = summary.total_cost_usd / summary.all_hosted_cost_usd if summary.all_hosted_cost_usd else None
     shares = ", ".join(f"{b} {_pct(summary.share(b))}" for b in sorted(summary.served_by)) or "-"
@@ -37,6 +41,8 @@ def _rows(summary: Summary) -> list[tuple[str, str]]:
         ("  vs all-hosted", f"{_usd(summary.all_hosted_cost_usd)} ({_pct(vs)})"),
         ("served by", shares),
         ("refused", f"{refused}" + (f" ({why})" if why else "")),
+        *[(f"  refused by {label}", str(summary.refused[code])) for code, label in _LIMITS if summary.refused.get(code)],
+        *([("  over budget, routed", str(summary.over_budget_routed))] if summary.over_budget_routed else []),
         ("TTFT p50 / p95 / p99", " / ".join(_s(summary.ttft_s[k]) for k in ("p50", "p95", "p99"))),
         ("E2E p50 / p95 / p99", " / ".join(_s(summary.e2e_s[k]) for k in ("p50", "p95", "p99"))),
         ("TTFT-SLO attainment", slo),

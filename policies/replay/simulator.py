@@ -13,15 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from observability.limits_protocol import Reservation
 from policies.calibration import Calibration
 from policies.compiled import compile_policy
 from policies.decide import apply_slo_out, decide
+from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
+from policies.estimator import local_price
 from policies.facts import build_facts
 from policies.health import HealthBook
+from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
 from policies.perf_model_file import with_overrides
+from policies.replay.budgets import ReplayLimiter, limits_config
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastOutputStats, fast_health
@@ -69,6 +74,9 @@ class _Run:
         self.engine_events: list[EngineEvent] = []
         self._prefixes: dict[str, list[int]] = {}
         self._blocks: dict[int, int] = {}
+        config = limits_config(policy)
+        self.limiter = ReplayLimiter(config) if config is not None else None
+        self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
 
     def run(self) -> Outcomes:
         for i, record in enumerate(self.traffic):
@@ -76,8 +84,7 @@ class _Run:
             self._advance(now)
             self.out.at(now - _EPOCH)
             self._route(i, record, now)
-            self.out.sample({n: e.blocks.usage for n, e in self.engines.items()},
-                            {n: len(e.scheduler.waiting) for n, e in self.engines.items()})
+            self.out.sample(self.engines)
         self._advance(float("inf"))
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
@@ -99,6 +106,10 @@ class _Run:
                 self.out.e2e[request] = when - arrival
                 if backend in self.engines:
                     self.view.ended(backend, request, self._blocks.pop(request))
+                if self.limiter is not None:  # settled with the actuals when it ends, as the gateway does
+                    held, cost = self._held.pop(request)
+                    record = self.traffic[request]
+                    self.limiter.settle(held, record.prompt_tokens + record.output_tokens, cost)
 
     def _step(self, name: str, now: float) -> None:
         self.engines[name].advance(now, self.engine_events)
@@ -112,30 +123,81 @@ class _Run:
         heapq.heappush(self.pending, (when, self._order, request, backend, first))
 
     def _route(self, i: int, record: TrafficRecord, now: float) -> None:
-        body: dict[str, Any] = {"model": record.model}
-        if record.max_tokens is not None:
-            body["max_tokens"] = record.max_tokens
         live = self.view.live(now)
         try:
-            facts = build_facts(self.compiled, body, record.team, live, counter=self.counter,
-                                calibration=self.calibration, headers=record.headers,
-                                team_p90=self.outputs.p90(record.team), now_unix=record.time,
-                                prompt_tokens=record.prompt_tokens)
+            facts = self._facts(record, live, False)
         except RoutingError as exc:
             self.out.refuse(i, exc.code)
             return
-        decision = decide(self.compiled, facts, live)
-        if decision.slo_out:  # as LiveBook.decided applies it
-            self.view.slo_out = apply_slo_out(self.view.slo_out, decision.slo_out)
-        if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
-            self.health.claim_probe(decision.targets[0].backend, now)  # as LiveBook.decided does
+        decision = self._decide(facts, live, now)
+        held: Reservation | None = None
+        if self.limiter is not None and decision.targets:
+            reserved = self._reserve(i, record, facts, decision, live, now)
+            if isinstance(reserved, str):
+                self.out.refuse(i, reserved)
+                return
+            facts, decision, held = reserved
         self.outputs.record(record.team, record.output_tokens)  # learned in arrival order (see docs/replay.md)
         for target in decision.targets:
             if self._dispatch(i, record, target.backend, target.model, facts.blocks_needed.get(target.backend), now,
                               facts.expected_output_tokens):
                 self.out.rule[i] = decision.rule
+                if held is not None:
+                    self._held[i] = (held, self._charged(target.backend, target.model, record, live))
                 return
+        if held is not None and self.limiter is not None:
+            self.limiter.settle(held, 0, 0.0)  # nothing served it: no tokens, no spend
         self.out.refuse(i, decision.refusal or "all_targets_failed")
+
+    def _facts(self, record: TrafficRecord, live: LiveState, over_budget: bool) -> RequestFacts:
+        body: dict[str, Any] = {"model": record.model}
+        if record.max_tokens is not None:
+            body["max_tokens"] = record.max_tokens
+        return build_facts(self.compiled, body, record.team, live, counter=self.counter, calibration=self.calibration,
+                           headers=record.headers, team_p90=self.outputs.p90(record.team), over_budget=over_budget,
+                           now_unix=record.time, prompt_tokens=record.prompt_tokens)
+
+    def _decide(self, facts: RequestFacts, live: LiveState, now: float) -> RouteDecision:
+        decision = decide(self.compiled, facts, live)
+        if decision.slo_out:  # as LiveBook.decided applies it
+            self.view.slo_out = apply_slo_out(self.view.slo_out, decision.slo_out)
+        if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
+            self.health.claim_probe(decision.targets[0].backend, now)  # as LiveBook.decided does
+        return decision
+
+    def _reserve(self, i: int, record: TrafficRecord, facts: RequestFacts, decision: RouteDecision, live: LiveState,
+                 now: float) -> tuple[RequestFacts, RouteDecision, Reservation] | str:
+        """Hold the estimate against the team's and key's limits as gateway/proxy.py's _reserve does: a
+        USD budget whose team says `on_exceed: route` routes again with over_budget (that scope then goes
+        unchecked); otherwise the refusal ("budget" or "rate_limit")."""
+        assert self.limiter is not None
+        unchecked: set[str] = set()
+        while True:
+            cost = facts.est_cost_usd.get(decision.targets[0].backend, 0.0)
+            got = self.limiter.reserve(record.team, record.key_id, facts.prompt_tokens + facts.expected_output_tokens,
+                                       cost, record.time, frozenset(unchecked))
+            if isinstance(got, Reservation):
+                return facts, decision, got
+            if (not got.is_budget or got.scope in unchecked
+                    or self.compiled.team(record.team).budget.on_exceed != "route"):
+                return "budget" if got.is_budget else "rate_limit"
+            if not unchecked:
+                self.out.over_budget[i] = True
+                facts = self._facts(record, live, True)
+                decision = self._decide(facts, live, now)
+                if not decision.targets:
+                    return decision.refusal or "all_targets_failed"
+            unchecked.add(got.scope)
+
+    def _charged(self, backend: str, model: str, record: TrafficRecord, live: LiveState) -> float:
+        """The spend the gateway settles a finished request's budget with (PolicyRouter.cost_usd): an
+        engine at its price per token, a GPU-hour one at its chargeback (from the state seen when routed)."""
+        if backend not in self.engines:
+            price = self.compiled.hosted_prices.get((backend, model))
+        else:
+            spec = self.compiled.policy.backends[backend]
+            price = local_price(self.compiled.policy.prices.get(model) or spec.price, live.engine(backend))
+        return price.cost(record.prompt_tokens, record.output_tokens) if price is not None else 0.0
 
     def _dispatch(self, i: int, record: TrafficRecord, backend: str, model: str, blocks: int | None, now: float,
                   expected_output: int) -> bool:
@@ -145,7 +207,8 @@ class _Run:
             if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens):
                 self.health.record(backend, False, None, now)  # 400/503 before the first byte
                 return False
-            engine.submit(i, self._prompt(i, record), record.output_tokens, now)
+            engine.submit(i, self._prompt(i, record) if engine.caches_prefixes else record.prompt_tokens,
+                          record.output_tokens, now)
             self._blocks[i] = blocks if blocks is not None else engine.blocks.num_blocks_for(
                 record.prompt_tokens + expected_output)
             self.view.started(backend, i, self._blocks[i], now)

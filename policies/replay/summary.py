@@ -69,7 +69,8 @@ def summarize(name: str, compiled: CompiledPolicy, traffic: Sequence[TrafficReco
                          tuple(out.queue_max[n])) for n in out.engines}
     return Summary(
         policy=name, requests=len(traffic), served_by=dict(Counter(out.backend[i] for i in served)),
-        refused=dict(Counter(r for r in out.refusal if r)), hosted_cost_usd=hosted, local_cost_usd=local,
+        refused=dict(Counter(r for r in out.refusal if r)), over_budget_routed=sum(out.over_budget),
+        hosted_cost_usd=hosted, local_cost_usd=local,
         all_hosted_cost_usd=all_hosted if priced else None,
         ttft_s={k: percentile(ttfts, q) for k, q in _QS}, e2e_s={k: percentile(e2es, q) for k, q in _QS},
         ttft_slo_s=distinct.pop() if len(distinct) == 1 else None,

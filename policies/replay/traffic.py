@@ -39,10 +39,11 @@ class TrafficRecord:
     prefix_tokens: int = 0
     headers: Mapping[str, str] = field(default_factory=dict)
     recorded: Recorded | None = None  # from the ledger: how it was actually served
+    key_id: str = ""  # the API key's public id: its own limits and budget (the policy's `keys:`) apply too
 
 
 _FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
-           "headers", "model_alias", "completion_tokens"}
+           "headers", "model_alias", "completion_tokens", "key_id"}
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -54,7 +55,7 @@ def _count(value: Any, key: str, where: str, minimum: int) -> int:
 
 def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     """One JSONL line: time, team, model (or model_alias), prompt_tokens, output_tokens (or
-    completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers."""
+    completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers, key_id."""
     if not isinstance(data, Mapping):
         raise TrafficError(f"{where}: a request is a JSON object")
     if not _FIELDS.issuperset(data):
@@ -77,8 +78,12 @@ def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     headers = get("headers") or {}
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise TrafficError(f"{where}: headers must map names to strings")
+    key_id = get("key_id") or ""
+    if not isinstance(key_id, str):
+        raise TrafficError(f"{where}: key_id must be a string, got {key_id!r}")
     return TrafficRecord(float(when), team, model, prompt, max(1, output), max_tokens,
-                         str(get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers) if headers else _NO_HEADERS)
+                         str(get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers) if headers else _NO_HEADERS,
+                         key_id=key_id)
 
 
 def read_jsonl(path: Path) -> list[TrafficRecord]:
@@ -106,7 +111,8 @@ def _from_usage(body: str, where: str) -> TrafficRecord | None:
     record = record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
                                   "prompt_tokens": data.get("prompt_tokens"),
                                   "output_tokens": data.get("completion_tokens") or 0,
-                                  "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None},
+                                  "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None,
+                                  "key_id": str(data.get("key_id") or "")},
                                  where)
     ttft, e2e, cost = data.get("ttft_s"), data.get("e2e_s"), data.get("cost_usd")
     served = str(data.get("backend") or "") if data.get("status") == "ok" else ""

@@ -77,6 +77,22 @@ def test_replay_compares_policies_in_table_json_and_html(files: dict[str, Path],
     assert page.count("<svg") >= 4 and "<script" not in page and "http" not in page.split("<body>")[1].split("<svg")[0]
 
 
+def test_a_team_budget_refuses_in_the_replay_and_the_report_says_so(files: dict[str, Path], tmp_path: Path) -> None:
+    # gpt-4o-mini at litellm's price; the 400 requests cost ~$0.016 all-hosted: $0.004 a day runs out early.
+    budget = tmp_path / "budget.yaml"
+    budget.write_text(HOSTED + "teams:\n  a: {budget: {usd_per_day: 0.004}}\n")
+    data = tmp_path / "r.json"
+    run = _hybridgw("replay", str(files["hosted"]), str(budget), "--traffic", str(files["traffic"]),
+                    "--perf-model", str(files["perf"]), "--json", str(data))
+    assert run.returncode == 0, run.stderr
+    assert "refused by budget" in run.stdout
+    summaries = {Path(p["policy"]).name: p for p in json.loads(data.read_text())["policies"]}
+    unlimited, capped = summaries["hosted.yaml"], summaries["budget.yaml"]
+    assert unlimited["refused"] == {} and 0 < capped["refused"]["budget"] < 400
+    assert capped["served_by"]["openai"] + capped["refused"]["budget"] == 400
+    assert capped["hosted_cost_usd"] <= 0.004 < unlimited["hosted_cost_usd"]
+
+
 def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -> None:
     db = tmp_path / "usage.sqlite3"
     now = time.time()

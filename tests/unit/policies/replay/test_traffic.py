@@ -24,12 +24,13 @@ def _usage(i: int, when: float, status: str = "ok", team: str = "a") -> UsageRec
 def test_jsonl_sorted_by_time_with_optional_fields(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"time": 5, "team": "a", "model": "chat", "prompt_tokens": 10, "output_tokens": 3,
-                                "prefix_id": "sys", "prefix_tokens": 64}) + "\n\n"
+                                "prefix_id": "sys", "prefix_tokens": 64, "key_id": "k1"}) + "\n\n"
                     + json.dumps({"time": 1, "team": "b", "model_alias": "chat", "prompt_tokens": 7,
                                   "completion_tokens": 2, "max_tokens": 50}) + "\n")
     records = read_jsonl(path)
     assert [r.team for r in records] == ["b", "a"]
     assert records[0].max_tokens == 50 and records[1].prefix_tokens == 10  # capped at the prompt
+    assert (records[0].key_id, records[1].key_id) == ("", "k1")  # the key's own limits apply in replay
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -37,6 +38,7 @@ def test_jsonl_sorted_by_time_with_optional_fields(tmp_path: Path) -> None:
     ('{"time": "x", "team": "a", "model": "m", "prompt_tokens": 1, "output_tokens": 1}', "time must be a number"),
     ('{"time": 1, "team": "a", "model": "m", "prompt_tokens": 1, "output_tokens": 1, "isl": 3}', "unknown field 'isl'"),
     ("not json", "not JSON"),
+    ('{"time": 1, "team": "a", "model": "m", "prompt_tokens": 1, "output_tokens": 1, "key_id": 7}', "key_id must be"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "t.jsonl"
@@ -63,7 +65,7 @@ def test_ledger_window_read_only(tmp_path: Path) -> None:
     store.close()
     records = read_ledger(db, t0 + 150, t0 + 800)
     assert [(r.time - t0, r.team, r.prompt_tokens) for r in records] == [(200.0, "a", 101), (250.0, "b", 103)]
-    assert records[0].max_tokens == 256 and records[0].output_tokens == 20
+    assert records[0].max_tokens == 256 and records[0].output_tokens == 20 and records[0].key_id == "k"
     assert records[0].recorded == Recorded("local", "ok", 0.0, 0.1, 1.0)  # the baseline replay compares with
     assert [r.team for r in read_ledger(db, t0, t0 + 1000, ["b"])] == ["b"]
     with pytest.raises(TrafficError, match="no requests to replay"):

@@ -1,0 +1,87 @@
+"""Counts in place of contents: the simulated engine with the counting block manager and token counts
+(prefix caching off) schedules exactly as with the engine's own BlockManager and token lists."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from local_engine.block_manager import BlockManager
+from local_engine.scheduler import Scheduler
+from local_engine.sequence import Sequence
+from policies.perf_model import EngineModel
+from policies.replay.block_count import CountingBlockManager, SimSequence
+from policies.replay.engine_sim import EngineEvent, SimEngine
+
+# Small pool and batch: the traffic below queues, mixes prefills into decode steps and preempts.
+MODEL = EngineModel(prefill_fixed_s=0.02, prefill_per_token_s=1e-4, decode_fixed_s=0.01, decode_per_seq_s=0.001,
+                    decode_per_context_token_s=1e-6, num_blocks=120, max_num_seqs=8, max_num_batched_tokens=96,
+                    max_waiting=1000)
+
+
+def _run(counting: bool, seed: int) -> tuple[list[tuple[float, int, bool]], list[tuple[int, int, int]], int]:
+    """Poisson arrivals of distinct prompts; the engine advanced at each arrival and at 'polls'."""
+    rng = random.Random(seed)
+    engine = SimEngine(MODEL, prefix_caching=False)
+    if not counting:  # the engine's own block manager, caching off as well
+        engine.blocks = BlockManager(MODEL.num_blocks, MODEL.block_size, enable_prefix_caching=False)
+        engine.scheduler = Scheduler(engine.scheduler.config, engine.blocks)
+    events: list[EngineEvent] = []
+    states = []
+    t = 0.0
+    for i in range(150):
+        t += rng.expovariate(8.0)
+        engine.advance(t, events)
+        prompt = rng.randint(1, 300)
+        engine.submit(i, prompt, rng.randint(1, 200), t)
+        if i % 3 == 0:
+            engine.advance(t + 0.05, events)
+        states.append((engine.blocks.num_free_blocks, len(engine.scheduler.running), len(engine.scheduler.waiting)))
+    engine.advance(float("inf"), events)
+    return [(e.time, e.request, e.first_token) for e in events], states, engine.scheduler.num_preemptions
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_counting_engine_schedules_exactly_as_the_engines_own_block_manager(seed: int) -> None:
+    real, counted = _run(False, seed), _run(True, seed)
+    assert isinstance(SimEngine(MODEL, False).blocks, CountingBlockManager)
+    assert real[2] == counted[2] > 0  # the same preemptions
+    assert real[1] == counted[1]  # the same free blocks, running and waiting after every arrival
+    assert real[0] == counted[0]  # every first token and finish at the same time, bit for bit
+    assert len(real[0]) == 300
+
+
+def test_counting_block_manager_answers_as_the_engines_own() -> None:
+    real, counted = BlockManager(10, 16, enable_prefix_caching=False), CountingBlockManager(10, 16)
+    a, b = Sequence([1] * 40), SimSequence([], 40, 16, 0.0, keep_ids=False)
+    for bm, seq in ((real, a), (counted, b)):
+        assert bm.num_free_blocks_needed(seq) == 3 and bm.can_allocate(seq)
+        bm.allocate(seq)
+        for _ in range(9):
+            seq.append_token(0)
+            bm.may_append(seq)
+        assert (len(seq.block_table), bm.num_free_blocks, bm.usage) == (4, 6, pytest.approx(0.4))
+        big = Sequence([1] * 200) if bm is real else SimSequence([], 200, 16, 0.0, keep_ids=False)
+        assert not bm.can_allocate(big)
+        with pytest.raises(ValueError):
+            bm.allocate(big)
+        bm.deallocate(seq)
+        assert (seq.block_table, bm.num_free_blocks, seq.num_cached_tokens) == ([], 10, 0)
+    assert a.num_tokens == b.num_tokens == 49 and b.num_completion_tokens == 9
+
+
+def test_a_prompt_whose_last_token_is_decoded_still_gets_its_first_token() -> None:
+    # Budget 96 with one sequence decoding: a 96-token prompt is prefilled 95 at once, its last token
+    # goes through the next decode step (as the scheduler does) — and that step samples its first token.
+    engine = SimEngine(MODEL, prefix_caching=False)
+    events: list[EngineEvent] = []
+    engine.submit(0, 30, 100, 0.0)
+    engine.advance(0.5, events)
+    engine.submit(1, 96, 3, 0.5)
+    engine.advance(float("inf"), events)
+    firsts = sorted(e.request for e in events if e.first_token)
+    finishes = sorted(e.request for e in events if not e.first_token)
+    assert firsts == finishes == [0, 1]
+    first = {e.request: e.time for e in events if e.first_token}
+    last = {e.request: e.time for e in events if not e.first_token}
+    assert all(first[r] < last[r] for r in (0, 1))
