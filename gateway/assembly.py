@@ -12,12 +12,14 @@ from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
 from observability.limiter_health import register_limiter_metrics
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import Limiter
 from observability.limits_restore import restore_windows
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
 from observability.usage import UsageRecord
+from observability.wiring import build_limiter
 from policies.schema import KeyLimits, Policy, Team
 
 # How long a replica trusts what Redis said about a key: a key revoked on any replica (or with

@@ -25,8 +25,8 @@ from gateway.startup_lines import backend_lines, console_line
 from gateway.worker_pool import WorkerPlan, WorkerPool
 from observability.counts_server import CountsServer
 from observability.limits_restore import current_windows
-from observability.stores import open_store
 from observability.window_counts import WindowCounts
+from observability.wiring import open_store
 from policies.loader import LoadedPolicy
 
 log = logging.getLogger("hybridgw.workers")
