@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from redis._parsers.commands import AsyncCommandsParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-# How often the pools are trimmed to the most commands in flight since the last trim. A node's pool
-# hands out its idle connections in turn (first in, first out), so every connection a burst opened is
-# kept busy enough never to look idle: only a count of what traffic needs tells the surplus apart.
+# How often each node's pool is trimmed to the most connections it had in use since the last trim. A
+# node's pool hands out its idle connections in turn (first in, first out), so every connection a burst
+# opened is kept busy enough never to look idle: only a count of what traffic needs tells the surplus.
 TRIM_INTERVAL_S = 5.0
 _MIN_KEEP = 2  # per node: a quiet minute does not cost the next request a fresh connect
 # Past this many commands in flight a command waits for a turn; past the wait it is "no answer"
@@ -54,11 +54,14 @@ class AsyncCluster(aioredis.RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()  # under the client's own lock: one start-up, the others wait
-        try:
-            async with asyncio.timeout(GATE_TIMEOUT_S):
-                await self._gate.acquire()
-        except TimeoutError:
-            raise RedisConnectionError(f"no turn among the cluster client's commands in {GATE_TIMEOUT_S} s") from None
+        if self._gate.locked():  # the usual case, a free turn, skips the timer
+            try:
+                async with asyncio.timeout(GATE_TIMEOUT_S):
+                    await self._gate.acquire()
+            except TimeoutError:
+                raise RedisConnectionError(f"no turn among the cluster client's commands in {GATE_TIMEOUT_S} s") from None
+        else:
+            await self._gate.acquire()
         self._note_busy()
         inside = _IN_COMMAND.set(True)
         try:
