@@ -127,10 +127,10 @@ def test_fds_come_back_to_their_level_after_node_outages(gateway: Gateway) -> No
     while time.monotonic() < until or len(levels) < 5:
         statuses += _light_traffic(gateway, 3)
         levels.append(gateway.redis_fds())
-    # one socket per node of slack: besides the limiter's pools, the gateway's blocking clients (ledger
-    # writer, key store on worker threads) hold about one per node each, which the outages may shift
-    # between nodes (seen: +2 in all). What must not stay is the pile-up: before the pools were bounded
-    # and trimmed, 18 sockets became 61 after the outages and were 64 two minutes later.
+    # one socket per node of slack: redis-py keeps its startup nodes (the URL's) as objects of their own,
+    # each with a connection once a slot-map re-read has asked it (a probe of the client alone: one of
+    # three before the outages, all three after; never more). What must not stay is the pile-up: before
+    # the pools were bounded and trimmed, 18 sockets became 61 after the outages, 64 two minutes later.
     level = max(s["redis"] for s in levels[-5:]) + len(gateway.cluster.nodes)
 
     node = gateway.cluster.nodes[0]
