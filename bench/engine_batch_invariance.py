@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from local_engine.bootstrap import build_engine
 from local_engine.config import EngineConfig
 from local_engine.engine import LLMEngine
+from local_engine.engine_build import build_engine
 from local_engine.loading import load_engine_model
 from local_engine.sequence import SamplingParams, Sequence
 

@@ -31,7 +31,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from observability.bench.metrics import Stats, stats
 from observability.ledger import Ledger
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_redis import RedisLimiter
 from observability.metrics import RequestMetrics, build_metrics
 from observability.redis_store import RedisStore

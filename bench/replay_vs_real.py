@@ -3,7 +3,7 @@ local engine on this CPU, spill to the SIMULATED hosted API tests/fakes/hosted_s
 the gateway's own usage ledger for that window with the same policy, and prints measured vs predicted.
 
 1. profile: the engine alone through the gateway, one request at a time at two prompt lengths (TTFT)
-   and a burst decoding together (ITL) -> a performance model (policies/replay/profile_fit.py); the
+   and a burst decoding together (ITL) -> a performance model (observability/bench/profile_fit.py); the
    hosted model is hosted_sim's gpt-4o-mini profile, converted (hosted_from_sim);
 2. measure: `hybridgw bench` (mixed preset, Poisson arrivals) through the gateway, the engine's own
    step rates sampled meanwhile;
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hybrid_economics import is_ready, run_cli
-from policies.replay.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
+from observability.bench.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
 

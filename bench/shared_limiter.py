@@ -22,14 +22,9 @@ from pathlib import Path
 import uvloop
 
 from observability.counts_server import CountsServer
-from observability.limits import (
-    InProcessLimiter,
-    LimitsConfig,
-    TeamLimits,
-    first_exceeded,
-    plan_charges,
-    settle_deltas,
-)
+from observability.limits import first_exceeded, plan_charges, settle_deltas
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import Limiter, Reservation
 from observability.limits_shared import CountsClient, SharedLimiter
 from observability.window_counts import WindowCounts

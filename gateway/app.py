@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.assembly import key_cache_ttl_s, limits_from_policy
+from gateway.assembly import key_cache_ttl_s
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
@@ -36,6 +36,7 @@ from observability.limits_protocol import Limiter
 from observability.metrics import Metrics, RequestMetrics
 from observability.stores import UsageStore
 from observability.usage import UsageSink
+from policies.limits import limits_from_policy
 from policies.loader import LoadedPolicy
 from policies.offline import configure_offline_env
 from policies.reload import PolicyReloader

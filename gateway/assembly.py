@@ -12,13 +12,15 @@ from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
 from observability.ledger import Ledger, open_ledger
 from observability.limiter_health import register_limiter_metrics
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, build_limiter
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import Limiter
 from observability.limits_restore import restore_windows
 from observability.metrics import Metrics, RequestMetrics, build_metrics
 from observability.tracing import Tracing, build_tracing, tracing_config_from_env
 from observability.usage import UsageRecord
-from policies.schema import KeyLimits, Policy, Team
+from observability.wiring import build_limiter
+from policies.limits import limits_from_policy
+from policies.schema import Policy
 
 # How long a replica trusts what Redis said about a key: a key revoked on any replica (or with
 # `hybridgw keys revoke`) is refused by every other replica at most this long afterwards.
@@ -39,18 +41,6 @@ def key_cache_ttl_s(settings: Settings) -> float:
     """Keys are remembered briefly: a Redis lookup is a network round trip, a SQLite one a thread hop
     and a SELECT under the store's lock. A revocation (CLI, other replica) applies within this bound."""
     return REDIS_KEY_CACHE_S if settings.redis_url else SQLITE_KEY_CACHE_S
-
-
-def team_limits(owner: Team | KeyLimits) -> TeamLimits:
-    return TeamLimits(requests_per_minute=owner.limits.requests_per_minute,
-                      tokens_per_minute=owner.limits.tokens_per_minute,
-                      usd_per_day=owner.budget.usd_per_day, usd_per_month=owner.budget.usd_per_month)
-
-
-def limits_from_policy(policy: Policy) -> LimitsConfig:
-    """The policy's per-team and per-key limits and budgets, as the limiter enforces them."""
-    return LimitsConfig(teams={name: team_limits(team) for name, team in policy.teams.items()},
-                        keys={key_id: team_limits(key) for key_id, key in policy.keys.items()})
 
 
 @dataclass

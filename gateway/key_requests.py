@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.catalog import Catalog
 from gateway.errors import InvalidRequest
 from gateway.key_spec import KeySpec, parse_duration
-from observability.limits import TeamLimits
+from observability.limits_config import TeamLimits
 
 _MAX_ITEMS = 64  # metadata / tags / models entries: a key record is read on every store lookup
 _MAX_TEXT = 256

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from observability.limits import TeamLimits
+from observability.limits_config import TeamLimits
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 from gateway.key_store import KeyStorage, KeyStoreUnavailable, KeyUse
 from observability.chargeback import forecast
-from observability.limits import LimitUsage, window
+from observability.limits import window
+from observability.limits_protocol import LimitUsage
 from observability.usage import UsageRecord
 
 log = logging.getLogger(__name__)

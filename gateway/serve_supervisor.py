@@ -16,7 +16,6 @@ from pathlib import Path
 
 import uvloop
 
-from gateway.assembly import limits_from_policy
 from gateway.catalog import build_catalog
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.listen_sockets import claim_port
@@ -25,8 +24,9 @@ from gateway.startup_lines import backend_lines, console_line
 from gateway.worker_pool import WorkerPlan, WorkerPool
 from observability.counts_server import CountsServer
 from observability.limits_restore import current_windows
-from observability.stores import open_store
 from observability.window_counts import WindowCounts
+from observability.wiring import open_store
+from policies.limits import limits_from_policy
 from policies.loader import LoadedPolicy
 
 log = logging.getLogger("hybridgw.workers")

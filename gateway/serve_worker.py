@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import create_app
-from gateway.assembly import build_observability, limits_from_policy, open_key_store
+from gateway.assembly import build_observability, open_key_store
 from gateway.listen_sockets import worker_socket
 from gateway.serve_cli import exit_cleanly_on_sigterm, ignore_sighup_without_file, serve_app, start_logging
 from gateway.settings import Settings
@@ -22,6 +22,7 @@ from gateway.worker_pool import WorkerPlan
 from observability.limits_protocol import Limiter
 from observability.limits_shared import CountsClient, CountsUnavailable, SharedLimiter
 from policies.errors import PolicyError
+from policies.limits import limits_from_policy
 from policies.loader import load_default_policy, load_policy_file
 from policies.offline import configure_offline_env
 

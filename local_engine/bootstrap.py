@@ -1,12 +1,13 @@
-"""Build a ready-to-serve engine from an EngineConfig: load the model, wire engine core, streams and app.
+"""Build a ready-to-serve engine from an EngineConfig: start the engine core, wire streams and app.
 
 Two cores: "process" (default) loads the model in a process of its own and keeps this one free of
-torch; "thread" runs the step loop in a thread of this process (one process, for debugging).
+torch; "thread" runs the step loop in a thread of this process (one process, for debugging). The
+model itself is loaded by engine_build.py, in whichever process runs the engine.
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from fastapi import FastAPI
 
@@ -14,35 +15,15 @@ from local_engine.admission import EngineLimits
 from local_engine.async_engine import AsyncEngine, EngineCore
 from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES
 from local_engine.config import EngineConfig
+from local_engine.core_process import ProcessCore
+from local_engine.core_thread import ThreadCore
+from local_engine.loaders.registry import resolve_model
+from local_engine.loaders.tokenizer_source import tokenizer_for
 from local_engine.server import ServerInfo, create_app
 from local_engine.tokenizer import Tokenizer
 from local_engine.tracing import RequestTracer, engine_tracing
 
-if TYPE_CHECKING:
-    from local_engine.engine import LLMEngine
-    from local_engine.loading import LoadedModel
-
 CoreKind = Literal["process", "thread"]
-
-
-def load(config: EngineConfig, *, shares_process_with_server: bool = True) -> LoadedModel:
-    from local_engine.loading import load_engine_model
-
-    return load_engine_model(
-        config.model, device=config.device, dtype=config.dtype, kv_dtype=config.kv_dtype,
-        kv_cache_bytes=config.kv_cache_bytes, gpu_memory_fraction=config.gpu_memory_fraction,
-        block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads,
-        shares_process_with_server=shares_process_with_server, deterministic=config.deterministic)
-
-
-def build_engine(config: EngineConfig, loaded: LoadedModel) -> LLMEngine:
-    from local_engine.engine import LLMEngine
-    from local_engine.tokenizer import IncrementalDetokenizer
-
-    tokenizer = loaded.tokenizer
-    return LLMEngine(loaded.runner, config, eos_token_ids=tuple(sorted(tokenizer.eos_token_ids)),
-                     detokenizer_factory=lambda: IncrementalDetokenizer(tokenizer),
-                     max_model_len=loaded.max_model_len)
 
 
 def _served_names(model_name: str, config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -50,9 +31,10 @@ def _served_names(model_name: str, config: EngineConfig, extra_names: tuple[str,
 
 
 def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[EngineCore, Tokenizer, ServerInfo]:
+    # imported here, not above: the thread core loads torch into this process, the process core never does
     import torch
 
-    from local_engine.core_thread import ThreadCore
+    from local_engine.engine_build import build_engine, load
 
     loaded = load(config)
     runner = loaded.runner
@@ -65,10 +47,6 @@ def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[En
 
 
 def _process_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[EngineCore, Tokenizer, ServerInfo]:
-    from local_engine.core_process import ProcessCore
-    from local_engine.loaders.registry import resolve_model
-    from local_engine.loaders.tokenizer_source import tokenizer_for
-
     tokenizer = tokenizer_for(resolve_model(config.model))  # fails fast, before the model loads
     core = ProcessCore.launch(config)
     facts = core.facts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -194,11 +195,10 @@ def core_main(conn: Connection, config: EngineConfig, server_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_server(server_pid)
-    import gc
-
+    # imported here, not above: the server process imports this module and must stay free of torch
     import torch
 
-    from local_engine.bootstrap import build_engine, load
+    from local_engine.engine_build import build_engine, load
 
     try:
         loaded = load(config, shares_process_with_server=False)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from observability.batch_writer import BatchWriter, RecordsFailed
 from observability.spill import SpillFile
-from observability.stores import StoreRefused, StoreUnavailable, UsageStore, open_store
+from observability.stores import StoreRefused, StoreUnavailable, UsageStore
 from observability.task_status import TaskState, TaskStatus
 from observability.usage import UsageRecord
+from observability.wiring import open_store
 
 log = logging.getLogger(__name__)
 

@@ -1,72 +1,24 @@
-"""Rate limits and budgets per team and per key: the config, the pure window/charge math, and the
-in-process Limiter for the embedded (no Redis) case. The Redis limiter in limits_redis.py runs the
-same math atomically in Lua so every gateway replica sees one count.
+"""Rate limits and budgets: the pure window/charge math every limiter runs (the in-process one in
+limits_inprocess.py, the Redis one in limits_redis.py atomically in Lua, the shared one in
+limits_shared.py). No I/O.
 
 Windows are fixed and UTC-aligned: requests and tokens per minute, USD per day and per month. The
 estimate is charged at reserve(); settle() replaces it with the actuals in the same windows."""
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from types import MappingProxyType
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from observability.limits_protocol import LimitExceeded, Reservation, WindowState
-
-if TYPE_CHECKING:  # the embedded case never imports redis
-    from observability.limits_redis import RedisLimiter
+from observability.limits_config import LIMIT_NAMES, LimitsConfig, TeamLimits
+from observability.limits_protocol import LimitExceeded, LimitUsage, Reservation, WindowState
 
 NANO = 1_000_000_000  # USD is counted in integer nano-dollars, so sums are exact
-LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "usd_per_day", "usd_per_month")
 _UNITS = {"requests_per_minute": "requests/min", "tokens_per_minute": "tokens/min",
           "usd_per_day": "USD/day", "usd_per_month": "USD/month"}
-
-
-@dataclass(frozen=True)
-class TeamLimits:
-    """Limits for one team or one key; None means unlimited."""
-
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    usd_per_day: float | None = None
-    usd_per_month: float | None = None
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    teams: Mapping[str, TeamLimits] = field(default_factory=dict)
-    keys: Mapping[str, TeamLimits] = field(default_factory=dict)  # by key_id
-    default_team: TeamLimits = TeamLimits()  # for teams not listed
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "teams", MappingProxyType(dict(self.teams)))
-        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
-
-    def scopes(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[tuple[str, str, TeamLimits]]:
-        """The team's limits, then the key's: the policy's `keys:` entry and the limits stored with
-        the key (`key_limits`, from the key store), field by field the tighter of the two."""
-        out = [("team", team, self.teams.get(team, self.default_team))]
-        limits = tighter(self.keys.get(key_id), key_limits)
-        if limits is not None:
-            out.append(("key", key_id, limits))
-        return out
-
-
-def tighter(a: TeamLimits | None, b: TeamLimits | None) -> TeamLimits | None:
-    """Field by field the smaller of two limits (None = unlimited)."""
-    if a is None or b is None:
-        return a if b is None else b
-
-    def low(x: float | None, y: float | None) -> float | None:
-        return x if y is None else y if x is None else min(x, y)
-
-    return TeamLimits(*(low(getattr(a, n), getattr(b, n)) for n in LIMIT_NAMES))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -77,16 +29,6 @@ class Charge:
     limit_name: str
     amount: int  # 1 request, N tokens or nano-USD
     limit: int
-    window_end: float
-
-
-@dataclass(frozen=True)
-class LimitUsage:
-    scope: str
-    owner: str
-    limit_name: str
-    used: float  # requests, tokens or USD
-    limit: float
     window_end: float
 
 
@@ -229,79 +171,3 @@ def usage_from(charges: Sequence[Charge], used: Sequence[int]) -> list[LimitUsag
 
     return [LimitUsage(c.scope, c.owner, c.limit_name, unscale(c.limit_name, u), unscale(c.limit_name, c.limit),
                        c.window_end) for c, u in zip(charges, used)]
-
-
-class InProcessLimiter:
-    """The Limiter for one gateway process without Redis (the embedded default)."""
-
-    def __init__(self, config: LimitsConfig, *, clock: Callable[[], float] = time.time) -> None:
-        self.config = config
-        self._clock = clock
-        self._counts: dict[str, tuple[int, float]] = {}  # key -> (used, window end)
-        self._lock = threading.Lock()
-
-    async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
-                      *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
-        now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
-        with self._lock:
-            used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
-            bad = first_exceeded(charges, used)
-            if bad is not None:
-                raise exceeded(charges[bad], used[bad], now)
-            for charge, already in zip(charges, used):
-                self._counts[charge.key] = (already + charge.amount, charge.window_end)
-            self._sweep(now)
-        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           usd_headroom(charges, used),
-                           window_states(charges, [u + c.amount for c, u in zip(charges, used)], now))
-
-    async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
-        now = self._clock()
-        charges = request_charges(self.config, team, key_id, now, key_limits)
-        with self._lock:
-            used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
-        bad = first_exceeded(charges, used)
-        if bad is not None:
-            raise exceeded(charges[bad], used[bad], now)
-
-    async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
-        with self._lock:
-            for key, delta in settle_deltas(reservation, tokens, cost_usd):
-                if key in self._counts:
-                    used, end = self._counts[key]
-                    self._counts[key] = (used + delta, end)
-
-    def restore(self, used: Mapping[str, tuple[int, float]]) -> None:
-        """Add what the current windows already used before this process started ({window key:
-        (amount, window end)}, see limits_restore), so a restart does not reset a spent budget."""
-        with self._lock:
-            for key, (amount, end) in used.items():
-                self._counts[key] = (self._counts.get(key, (0, end))[0] + amount, end)
-
-    def reconfigure(self, config: LimitsConfig) -> None:
-        self.config = config
-
-    def state(self) -> None:
-        return None  # in memory: it never fails open
-
-    async def usage(self, team: str, key_id: str, key_limits: TeamLimits | None = None) -> list[LimitUsage]:
-        charges = plan_charges(self.config, team, key_id, 0, 0.0, self._clock(), key_limits=key_limits)
-        with self._lock:
-            return usage_from(charges, [self._counts.get(c.key, (0, 0.0))[0] for c in charges])
-
-    async def aclose(self) -> None:
-        return None
-
-    def _sweep(self, now: float) -> None:
-        if len(self._counts) > 10_000:
-            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
-
-
-def build_limiter(config: LimitsConfig, redis_url: str | None) -> InProcessLimiter | RedisLimiter:
-    """Redis-backed across replicas when REDIS_URL is set, else in-process."""
-    if redis_url:
-        from observability.limits_redis import RedisLimiter
-
-        return RedisLimiter.from_url(redis_url, config)
-    return InProcessLimiter(config)

@@ -5,9 +5,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-if TYPE_CHECKING:
+from observability.limits_config import LimitsConfig, TeamLimits
+
+if TYPE_CHECKING:  # limiter_health reads limiters (and so imports this seam); only the type is needed here
     from observability.limiter_health import LimiterState
-    from observability.limits import LimitsConfig, LimitUsage, TeamLimits
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,18 @@ class LimitExceeded(Exception):
         self.retry_after_s = retry_after_s
         self.scope = scope  # "team" or "key": whose limit it is (a key's budget may route, not refuse)
         self.window = window  # the full window, for the 429's x-ratelimit-* headers
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    """What one of a team's or key's windows has used now (for budget-aware routing and the console)."""
+
+    scope: str
+    owner: str
+    limit_name: str
+    used: float  # requests, tokens or USD
+    limit: float
+    window_end: float
 
 
 @dataclass(frozen=True)

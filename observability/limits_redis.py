@@ -30,9 +30,6 @@ from observability.limit_leases import LeaseBook
 from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
     Charge,
-    LimitsConfig,
-    LimitUsage,
-    TeamLimits,
     exceeded,
     first_exceeded,
     plan_charges,
@@ -41,7 +38,8 @@ from observability.limits import (
     usage_from,
     window_states,
 )
-from observability.limits_protocol import Reservation
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_protocol import LimitUsage, Reservation
 from observability.redis_clients import CLUSTER_DOWN, async_client, is_cluster_client, team_tag
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from observability.limits import InProcessLimiter, LimitsConfig, plan_charges, window, window_key
+from observability.limits import plan_charges, window, window_key
+from observability.limits_config import LimitsConfig
+from observability.limits_inprocess import InProcessLimiter
 from observability.stores import UsageStore
 from observability.usage import UsageRecord
 

@@ -18,9 +18,6 @@ import orjson
 from observability.counts_server import MAX_LINE
 from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
-    LimitsConfig,
-    LimitUsage,
-    TeamLimits,
     exceeded,
     first_exceeded,
     plan_charges,
@@ -30,7 +27,8 @@ from observability.limits import (
     usd_headroom,
     window_states,
 )
-from observability.limits_protocol import Reservation
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_protocol import LimitUsage, Reservation
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from observability.redis_cluster_async import AsyncCluster
+
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
 # down, the cluster marked failed): not RedisError, or not the ConnectionError the callers expect.
@@ -86,8 +88,9 @@ def is_cluster_client(client: object) -> bool:
 
 def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.Redis | aioredis.RedisCluster:
     """An asyncio client for `url` (the limiter, on the gateway's event loop). One server: a blocking
-    pool, so a burst queues for a connection instead of failing. The cluster client has no blocking
-    pool (past max_connections a node raises), so it gets room for a burst per node instead."""
+    pool, so a burst queues for a connection instead of failing. A cluster: at most max_connections
+    commands in flight (the others wait their turn) and pools trimmed back after a burst, see
+    redis_cluster_async."""
     from redis.asyncio.retry import Retry as AsyncRetry
 
     if not is_cluster(url):
@@ -99,9 +102,8 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
     from redis.asyncio.cluster import ClusterNode
 
     first, extra = _nodes(url)
-    return _AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
-                                  max_connections=max_connections * 16, retry=AsyncRetry(NoBackoff(), _RETRIES),
-                                  **kwargs)
+    return AsyncCluster.from_url(first, startup_nodes=[ClusterNode(h, p) for h, p in extra],
+                                 max_in_flight=max_connections, retry=AsyncRetry(NoBackoff(), _RETRIES), **kwargs)
 
 
 class _OldestFirst(aioredis.ConnectionPool):
@@ -121,26 +123,6 @@ class _OldestFirst(aioredis.ConnectionPool):
 
 class _OldestFirstPool(aioredis.BlockingConnectionPool, _OldestFirst):
     """The blocking pool (a burst waits for a connection) that hands out the oldest idle one."""
-
-
-class _AsyncCluster(aioredis.RedisCluster):
-    """redis-py's asyncio cluster client, started before its first command runs: commands issued
-    together on a client not started yet failed with "Connection closed by server" (redis-py 8.1),
-    and a limiter's first burst would have failed open."""
-
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._initialize:
-            await self.initialize()  # under the client's own lock: one start-up, the others wait
-        try:
-            return await super().execute_command(*args, **kwargs)
-        except RuntimeError as exc:
-            # After a node restarts, a command may be written to a connection whose transport uvloop
-            # has closed: RuntimeError("... the handler is closed"), which redis-py 8.1 lets through
-            # (redis-py issue 4287 is the same on plain asyncio). It means "no answer", as a
-            # ConnectionError does: callers fail open or spill, never answer 500 (the soak saw 3).
-            if "closed" not in str(exc):
-                raise
-            raise RedisConnectionError(f"connection closed under the command: {exc}") from exc
 
 
 def team_tag(team: str) -> str:

@@ -17,7 +17,8 @@ from observability.chargeback_source import fetch_chargeback
 from observability.report import HostedCost, HostedPrice, first_priced, parse_since, price_label
 from observability.report_render import FORMATS, render
 from observability.report_source import fetch_report
-from observability.stores import SQLITE_FILENAME, StoreUnavailable, default_data_dir, open_store
+from observability.stores import SQLITE_FILENAME, StoreUnavailable, default_data_dir
+from observability.wiring import open_store
 
 
 def _parser() -> argparse.ArgumentParser:

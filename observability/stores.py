@@ -1,5 +1,5 @@
-"""The usage store seam (raw records + rollups) and the factory that opens the configured one:
-Redis when REDIS_URL is set, else the embedded SQLite file in the data dir."""
+"""The usage store seam (raw records + rollups): the protocol every store implements, its errors, the
+record encoding and the checks all stores share. observability/wiring.py opens the configured one."""
 from __future__ import annotations
 
 import json
@@ -88,15 +88,3 @@ def encode_record(record: UsageRecord) -> str:
 
 def decode_record(text: str | bytes) -> UsageRecord:
     return UsageRecord.from_dict(json.loads(text))
-
-
-def open_store(redis_url: str | None, data_dir: Path) -> UsageStore:
-    """The store the gateway writes and the report reads (REDIS_URL wins over the SQLite file)."""
-    if redis_url:
-        from observability.redis_store import RedisStore
-
-        return RedisStore.from_url(redis_url)
-    from observability.sqlite_store import SqliteStore
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(data_dir / SQLITE_FILENAME)

@@ -19,10 +19,9 @@ import orjson
 import yaml
 
 from observability.bench.client import Client, Sent, Target
+from observability.bench.profile_fit import DecodePoint, FitError, PrefillPoint, fit_decode, fit_prefill
 from observability.bench.prompts import PromptBuilder
 from observability.bench.records import RequestRecord
-from policies.perf_model import EngineModel, PerfModelError, perf_model_from_mapping
-from policies.replay.profile_fit import DecodePoint, FitError, PrefillPoint, fit_decode, fit_prefill
 
 # What /v1/engine/state says that the model file keeps (state name → model field).
 STATE_FIELDS = {"block_size": "block_size", "num_blocks_total": "num_blocks", "kv_bytes_per_token": "kv_bytes_per_token",
@@ -168,10 +167,9 @@ def profile(target: Target, headers: dict[str, str], api_key: str | None, model:
     source = f"hybridgw bench --profile {target.host}:{target.port} model {model}, " + time.strftime(
         "%Y-%m-%d %H:%M UTC", time.gmtime())
     fields = {"source": source, **{k: v if isinstance(v, int) else round(v, 9) for k, v in fitted.items()}, **kept}
-    try:
-        perf_model_from_mapping({"engines": {"default": fields}})  # what the policy loader will accept
-    except PerfModelError as exc:
-        raise ProfileError(f"the fitted model does not validate: {exc}") from None
+    bad = next((k for k, v in fitted.items() if not (math.isfinite(v) and v >= 0)), None)
+    if bad is not None:  # what the policy loader would refuse (the format's test: test_profile_fit.py)
+        raise ProfileError(f"the fitted model does not validate: {bad} = {fitted[bad]}")
     backends = frozenset(r.backend for r in profiler.records if r.backend)
     return Profile(fields, tuple(prefill), tuple(decode), backends)
 
@@ -183,7 +181,7 @@ def render_model_file(result: Profile, name: str) -> str:
     lines += [f"#   {p.prompt_tokens:>6} → {p.ttft_s:.4f}" for p in result.prefill]
     lines.append("# Decode (all streams running): batch, batch context tokens → ITL s")
     lines += [f"#   {p.num_seqs:>4}, {p.context_tokens:>7} → {p.itl_s:.4f}" for p in result.decode]
-    lines.append(f"# Fields not listed keep EngineModel's defaults ({EngineModel().source}).")
+    lines.append("# Fields not listed keep the defaults of EngineModel (policies/perf_model.py).")
     body = yaml.safe_dump({"engines": {name: result.model}}, sort_keys=False, allow_unicode=True, width=1000)
     return "\n".join(lines) + "\n" + body
 

@@ -7,22 +7,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from observability.limits import Charge, LimitsConfig, TeamLimits, first_exceeded, plan_charges, settle_deltas
+from observability.limits import Charge, first_exceeded, plan_charges, settle_deltas
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import Reservation
-from policies.schema import KeyLimits, Policy, Team
-
-
-def _limits(owner: Team | KeyLimits) -> TeamLimits:
-    return TeamLimits(requests_per_minute=owner.limits.requests_per_minute,
-                      tokens_per_minute=owner.limits.tokens_per_minute,
-                      usd_per_day=owner.budget.usd_per_day, usd_per_month=owner.budget.usd_per_month)
+from policies.limits import limits_from_policy
+from policies.schema import Policy
 
 
 def limits_config(policy: Policy) -> LimitsConfig | None:
-    """The policy's per-team and per-key limits and budgets as the limiter enforces them (the same
-    mapping as gateway.assembly.limits_from_policy, which policies may not import); None: there are none."""
-    config = LimitsConfig(teams={name: _limits(team) for name, team in policy.teams.items()},
-                          keys={key_id: _limits(key) for key_id, key in policy.keys.items()})
+    """The policy's limits and budgets as the gateway's limiter enforces them; None: there are none."""
+    config = limits_from_policy(policy)
     empty = TeamLimits()
     if all(v == empty for v in config.teams.values()) and all(v == empty for v in config.keys.values()):
         return None

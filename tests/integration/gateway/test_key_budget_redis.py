@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.key_usage import key_budget_status
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from tests.support.redis_server import RedisServer, redis_server_path
 

@@ -17,7 +17,8 @@ import redis
 
 from gateway.readiness import Readiness, readiness
 from observability.limiter_health import register_limiter_metrics
-from observability.limits import LimitsConfig, TeamLimits, window, window_key
+from observability.limits import window, window_key
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from observability.metrics import build_metrics
 from observability.redis_clients import team_tag

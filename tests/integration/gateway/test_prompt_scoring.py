@@ -17,7 +17,8 @@ from gateway.app import create_app
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
 from gateway.token_count import OFF_LOOP_BYTES
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from policies.quality.difficulty import prompt_text
 from policies.quality.lazy import LazyQuality
 from policies.router import PolicyRouter

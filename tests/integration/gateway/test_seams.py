@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from gateway.app import create_app
 from gateway.key_store import KeyStore
 from gateway.settings import Settings
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.schema import Policy
 from tests.support.app_thread import ListSink, serving

@@ -16,7 +16,7 @@ from gateway.auth import hash_key
 from gateway.key_spec import KeySpec
 from gateway.key_store_redis import RedisKeyStore
 from observability.limit_leases import LEASE_DIVISOR
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from tests.support.redis_server import RedisServer, redis_server_path
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from observability.ledger import LedgerConfig, open_ledger
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitExceeded
 from observability.limits_redis import RedisLimiter
 from observability.usage import UsageRecord

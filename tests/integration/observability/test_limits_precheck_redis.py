@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitExceeded
 from observability.limits_redis import RedisLimiter
 from tests.support.redis_server import RedisServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from tests.integration.observability.conftest import finish, replica
 from tests.support.redis_server import RedisServer

@@ -7,7 +7,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from tests.support.redis_server import RedisServer
 

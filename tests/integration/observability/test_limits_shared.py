@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from observability.counts_server import CountsServer
-from observability.limits import LimitsConfig, TeamLimits, plan_charges
+from observability.limits import plan_charges
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitExceeded
 from observability.limits_shared import CountsClient, SharedLimiter
 from observability.window_counts import WindowCounts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitExceeded
 from observability.limits_redis import RedisLimiter
 from tests.support.redis_server import RedisServer

@@ -16,7 +16,7 @@ import redis
 
 from gateway.key_store import KeyStoreUnavailable
 from gateway.key_store_redis import RedisKeyStore
-from observability.limits import LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from observability.redis_store import RedisStore
 from observability.stores import StoreUnavailable

@@ -12,7 +12,8 @@ import redis
 
 from gateway.auth import hash_key
 from gateway.key_store_redis import RedisKeyStore
-from observability.limits import LimitsConfig, TeamLimits, window
+from observability.limits import window
+from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitExceeded
 from observability.limits_redis import RedisLimiter
 from observability.redis_store import RedisStore

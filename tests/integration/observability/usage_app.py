@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import FastAPI, Header, HTTPException
 
 from observability.report import HostedCost
-from observability.stores import default_data_dir, open_store
+from observability.stores import default_data_dir
 from observability.usage_api import UsageCaller, usage_router
+from observability.wiring import open_store
 
 
 def hosted_price(model: str, prompt: int, completion: int) -> HostedCost:

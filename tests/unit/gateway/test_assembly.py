@@ -5,9 +5,10 @@ import asyncio
 
 import pytest
 
-from gateway.assembly import limits_from_policy
-from observability.limits import InProcessLimiter, TeamLimits
+from observability.limits_config import TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import LimitExceeded
+from policies.limits import limits_from_policy
 from policies.schema import Policy
 
 POLICY = Policy.model_validate({

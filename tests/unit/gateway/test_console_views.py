@@ -9,7 +9,7 @@ from importlib.resources import files
 
 from gateway.key_usage import key_budget_status
 from gateway.routes.ui_api import engine_view, last_minute
-from observability.limits import LimitUsage
+from observability.limits_protocol import LimitUsage
 from policies.live import EngineSnapshot
 from tests.unit.observability.conftest import record
 

@@ -13,7 +13,7 @@ from gateway.errors import AuthError, PermissionDenied
 from gateway.key_requests import KeyCreateBody, KeyUpdateBody, apply
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyStore
-from observability.limits import TeamLimits
+from observability.limits_config import TeamLimits
 
 
 class Clock:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from local_engine.attention import write_kv
-from local_engine.bootstrap import build_engine
 from local_engine.config import EngineConfig
 from local_engine.engine import LLMEngine
+from local_engine.engine_build import build_engine
 from local_engine.invariant_attention import build_row_groups, invariant_attention, key_blocks
 from local_engine.loading import LoadedModel, load_engine_model
 from local_engine.sequence import SamplingParams, Sequence

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from local_engine.bootstrap import build_engine
 from local_engine.config import EngineConfig
 from local_engine.engine import LLMEngine
+from local_engine.engine_build import build_engine
 from local_engine.errors import RequestTooLarge
 from local_engine.loading import LoadedModel, load_engine_model
 from local_engine.runner import ModelRunner

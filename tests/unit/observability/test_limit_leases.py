@@ -3,7 +3,8 @@ where settled deltas go."""
 from __future__ import annotations
 
 from observability.limit_leases import LeaseBook
-from observability.limits import LimitsConfig, TeamLimits, plan_charges
+from observability.limits import plan_charges
+from observability.limits_config import LimitsConfig, TeamLimits
 
 NOW = 1_795_000_030.0
 

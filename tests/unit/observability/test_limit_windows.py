@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from gateway.ratelimit_headers import duration, refusal_headers, reservation_headers
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits, tighter
+from observability.limits_config import LimitsConfig, TeamLimits, tighter
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import LimitExceeded
 
 NOW = 1_700_000_050.0  # 10 s into a minute

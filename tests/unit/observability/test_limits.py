@@ -6,14 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from observability.limits import (
-    InProcessLimiter,
-    LimitsConfig,
-    TeamLimits,
-    plan_charges,
-    settle_deltas,
-    window,
-)
+from observability.limits import plan_charges, settle_deltas, window
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import LimitExceeded, Reservation
 
 NOW = datetime(2026, 12, 31, 23, 59, 30, tzinfo=UTC).timestamp()

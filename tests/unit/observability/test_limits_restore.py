@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import LimitExceeded
 from observability.limits_restore import restore_windows
 from observability.sqlite_store import SqliteStore

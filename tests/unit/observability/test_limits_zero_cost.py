@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from observability.limits import InProcessLimiter, LimitsConfig, TeamLimits
+from observability.limits_config import LimitsConfig, TeamLimits
+from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import LimitExceeded
 
 NOW = 1_795_000_030.0

@@ -6,9 +6,12 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from observability import redis_cluster_async
 from observability.redis_clients import _nodes, async_client, is_cluster, sync_client, team_tag
+from observability.redis_cluster_async import shrink
 
 
 def test_a_cluster_url_names_its_first_node_plainly_and_the_others_as_startup_nodes() -> None:
@@ -42,3 +45,40 @@ def test_a_write_on_a_transport_closed_under_the_cluster_client_is_a_connection_
     client._initialize = False  # as once started: no socket is opened here
     with pytest.raises(RedisConnectionError):  # what the limiter fails open on; a RuntimeError was a 500
         asyncio.run(client.execute_command("GET", "{t}:k"))
+
+
+def test_a_nodes_pool_is_shrunk_to_what_it_needs_never_below_what_is_in_use() -> None:
+    # a real redis-py node: connections are made (not connected) as concurrent commands would take them
+    node = ClusterNode("127.0.0.1", 1, max_connections=64)
+    taken = [node.acquire_connection() for _ in range(10)]
+    for conn in taken[:8]:
+        node.release(conn)  # 2 stay in use
+    dropped = shrink(node, 4)
+    assert len(dropped) == 6 and len(node._connections) == 4 and len(node._free) == 2
+    assert not set(dropped) & set(node._connections)
+    idle = set(node._free)
+    assert set(shrink(node, 1)) == idle and len(node._connections) == 2  # the two in use are kept
+    assert shrink(node, 0) == []
+
+
+def test_past_its_commands_in_flight_a_command_waits_then_fails_as_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = asyncio.Event()
+
+    async def slow(self: object, *args: object, **kwargs: object) -> object:
+        await release.wait()
+        return b"ok"
+
+    monkeypatch.setattr(aioredis.RedisCluster, "execute_command", slow)  # redis-py's, under ours
+    monkeypatch.setattr(redis_cluster_async, "GATE_TIMEOUT_S", 0.05)
+
+    async def run() -> list[object]:
+        client = async_client("redis+cluster://127.0.0.1:1", max_connections=2)
+        client._initialize = False  # as once started: no socket is opened here
+        first = [asyncio.create_task(client.execute_command("GET", f"{{t}}:{i}")) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(RedisConnectionError):  # the limiter fails open on it, as on the one-server pool
+            await asyncio.wait_for(client.execute_command("GET", "{t}:third"), 30)  # unbounded, it would wait for `release`
+        release.set()
+        return list(await asyncio.gather(*first)) + [await client.execute_command("GET", "{t}:fourth")]
+
+    assert asyncio.run(run()) == [b"ok"] * 3

@@ -4,9 +4,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
-from policies.perf_model import perf_model_from_mapping
-from policies.replay.profile_fit import (
+from observability.bench.profile import Profile, render_model_file
+from observability.bench.profile_fit import (
     DecodePoint,
     EngineProfile,
     FitError,
@@ -17,6 +18,7 @@ from policies.replay.profile_fit import (
     hosted_from_sim,
     nonnegative_fit,
 )
+from policies.perf_model import perf_model_from_mapping
 
 
 def test_the_fit_recovers_known_terms_and_ignores_one_slow_request() -> None:
@@ -77,3 +79,14 @@ def test_prefill_fit_and_too_few_points() -> None:
         fit_prefill([PrefillPoint(100, 0.15)])
     with pytest.raises(FitError, match="no batch"):
         fit_decode([])
+
+
+def test_the_model_file_the_profile_writes_is_one_the_policy_loader_reads() -> None:
+    # the bench writes policies' file format without importing policies (observability is the layer
+    # below): this is where the two are held to one format
+    prefill = (PrefillPoint(16, 0.05), PrefillPoint(512, 0.2))
+    decode = (DecodePoint(1, 32, 0.01), DecodePoint(16, 512, 0.03))
+    fields = {"source": "test", **fit_prefill(prefill), **fit_decode(decode), "block_size": 16, "num_blocks": 100}
+    text = render_model_file(Profile(fields, prefill, decode, frozenset()), "local")
+    engine = perf_model_from_mapping(yaml.safe_load(text)).engine("local")
+    assert engine.block_size == 16 and engine.num_blocks == 100 and engine.prefill_fixed_s == fields["prefill_fixed_s"]
