@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.gateway_overhead import Server, client, closed_loop, latencies
 from bench.hot_path_stages import stage_table
+from bench.otlp_discard import start_discard
 from bench.workers_throughput import POLICY, cpu_s
 from observability.bench.client import Sent
 from observability.bench.metrics import stats
@@ -48,10 +49,10 @@ def body(server: Server, stream: bool) -> Sent:
 
 
 def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: Path | None,
-                  traces: str) -> procs.Proc:
+                  traces: str, otlp_url: str) -> procs.Proc:
     path = str(tree) if profile is None else f"{tree}:{ROOT}"  # the profiler's wrapper is this tree's
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
-           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1"}
+           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url}
     port = procs.free_port()
     command = ["-m", "gateway.cli"] if profile is None else ["-m", "bench.profiled_gateway", str(profile)]
     gw = procs.start([sys.executable, *command, "serve", "--config", str(config), "--port",
@@ -160,14 +161,17 @@ def report(results: dict[str, dict[str, list[float]]], first: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH of a source tree (default: this one)")
+    parser.add_argument("--tree", action="append", default=[],
+                        help="NAME=PATH[@TRACES] of a source tree (default: this one); @none: that gateway without spans")
     parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
     parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
-    parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans)")
+    parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans; "
+                        "otlp: the production exporter, batched, to a receiver that discards)")
     args = parser.parse_args()
-    trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
+    specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
+    trees = [(n, Path(p).resolve(), t or args.traces) for n, p, t in specs] or [("this", ROOT, args.traces)]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
     if args.profile:
@@ -178,15 +182,16 @@ def main() -> int:
         fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
                                                str(CHUNKS)), name="fake")
         started = [fake]
+        sink, otlp_url = start_discard()
         try:
             procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
             config = workdir / "policy.yaml"
             config.write_text(POLICY.format(port=fake_port))
             gateways = []
-            for i, (name, tree) in enumerate(trees):
+            for i, (name, tree, traces) in enumerate(trees):
                 key = key_of(tree, config, workdir, name)
                 prof = args.profile / f"{name}.prof" if args.profile and i == 0 else None
-                gw = start_gateway(name, tree, config, workdir, prof, args.traces)
+                gw = start_gateway(name, tree, config, workdir, prof, traces, otlp_url)
                 started.append(gw)
                 gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid, prof))  # type: ignore[attr-defined]
             results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
@@ -195,6 +200,7 @@ def main() -> int:
         finally:
             for proc in started:
                 procs.stop(proc)
+            sink.shutdown()
     print(report(results, trees[0][0]))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.profile:
