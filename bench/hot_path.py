@@ -2,7 +2,7 @@
 from each gateway process's /proc stat, and added latency at concurrency 1, for one or more source
 trees side by side (e.g. `--tree before=/tmp/base --tree after=.`), interleaved round by round,
 against one fake upstream answering at once. Full path on: auth, routing, rpm + tpm limits and a USD
-budget, the SQLite ledger, one access-log line per request, tracing (SDK spans, in-memory exporter).
+budget, the SQLite ledger, one access-log line per request, tracing (SDK spans, batched OTLP export).
 `--profile DIR` runs the first tree's gateway under cProfile and prints its per-stage breakdown; `--gc`
 runs every gateway with its event loop's garbage-collection time counted (bench/gc_gateway.py).
 
@@ -181,8 +181,9 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
     parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
     parser.add_argument("--gc", action="store_true", help="count each gateway's GC time on its event loop")
-    parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans; "
-                        "otlp: the production exporter, batched, to a receiver that discards)")
+    # otlp by default: the in-memory exporter keeps every span, so the heap (and each full GC) grows with the run
+    parser.add_argument("--traces", default="otlp", help="HYBRIDGW_TRACES of the gateways (none: no spans; otlp: "
+                        "the production exporter, batched, to a receiver that discards; memory: keeps every span)")
     args = parser.parse_args()
     specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
     trees = [(n, Path(p).resolve(), t or args.traces) for n, p, t in specs] or [("this", ROOT, args.traces)]
