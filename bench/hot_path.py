@@ -2,8 +2,9 @@
 from each gateway process's /proc stat, and added latency at concurrency 1, for one or more source
 trees side by side (e.g. `--tree before=/tmp/base --tree after=.`), interleaved round by round,
 against one fake upstream answering at once. Full path on: auth, routing, rpm + tpm limits and a USD
-budget, the SQLite ledger, one access-log line per request, tracing (SDK spans, in-memory exporter).
-`--profile DIR` runs the first tree's gateway under cProfile and prints its per-stage breakdown.
+budget, the SQLite ledger, one access-log line per request, tracing (SDK spans, batched OTLP export).
+`--profile DIR` runs the first tree's gateway under cProfile and prints its per-stage breakdown; `--gc`
+runs every gateway with its event loop's garbage-collection time counted (bench/gc_gateway.py).
 
 Run: .venv/bin/python -m bench.hot_path [--tree NAME=PATH ...] [--requests 2000] [--rounds 3]
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from bench.gateway_overhead import Server, client, closed_loop, latencies
 from bench.hot_path_stages import stage_table
+from bench.otlp_discard import start_discard
 from bench.workers_throughput import POLICY, cpu_s
 from observability.bench.client import Sent
 from observability.bench.metrics import stats
@@ -38,7 +40,7 @@ CHUNKS = 16  # content chunks per streamed reply (+ the role chunk: 17 relayed f
 class Gateway:
     server: Server
     pid: int
-    profile: Path | None = None  # where its cProfile stats go (bench/profiled_gateway.py)
+    profile: Path | None = None  # where its cProfile stats (bench/profiled_gateway.py) or GC times go
 
 
 def body(server: Server, stream: bool) -> Sent:
@@ -48,12 +50,12 @@ def body(server: Server, stream: bool) -> Sent:
 
 
 def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: Path | None,
-                  traces: str) -> procs.Proc:
+                  traces: str, otlp_url: str, wrapper: str = "bench.profiled_gateway") -> procs.Proc:
     path = str(tree) if profile is None else f"{tree}:{ROOT}"  # the profiler's wrapper is this tree's
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
-           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1"}
+           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url}
     port = procs.free_port()
-    command = ["-m", "gateway.cli"] if profile is None else ["-m", "bench.profiled_gateway", str(profile)]
+    command = ["-m", "gateway.cli"] if profile is None else ["-m", wrapper, str(profile)]
     gw = procs.start([sys.executable, *command, "serve", "--config", str(config), "--port",
                       str(port)], env=env, cwd=tree, name=f"gw-{name}")
     procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
@@ -131,7 +133,7 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
     for g in gateways:
         if g.profile is not None:
             os.kill(g.pid, signal.SIGUSR2)  # stop and write the stats
-            procs.wait_until(lambda p=g.profile: p.exists() and p.stat().st_size > 0, "the profile")
+            procs.wait_until(lambda p=g.profile: p.exists() and p.stat().st_size > 0, "the profile / GC times")
     return out
 
 
@@ -158,16 +160,33 @@ def report(results: dict[str, dict[str, list[float]]], first: str) -> str:
     return "\n".join(lines)
 
 
+def gc_table(times: dict[str, dict], requests: int) -> str:
+    """Each gateway's GC time on its event loop over the measured requests (bench/gc_gateway.py)."""
+    lines = [f"GC on the event loop over {requests} measured requests per gateway:",
+             "| tree | GC µs per request | collections gen0 / gen1 / gen2 | gen2 ms each | longest pause (ms) |",
+             "|---|---|---|---|---|"]
+    for name, t in times.items():
+        each = t["gc_s"][2] / t["counts"][2] * 1e3 if t["counts"][2] else 0.0
+        lines.append(f"| {name} | {sum(t['gc_s']) / requests * 1e6:.0f} | {' / '.join(map(str, t['counts']))} "
+                     f"| {each:.1f} | {t['max_pause_s'] * 1e3:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH of a source tree (default: this one)")
+    parser.add_argument("--tree", action="append", default=[],
+                        help="NAME=PATH[@TRACES] of a source tree (default: this one); @none: that gateway without spans")
     parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
     parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
-    parser.add_argument("--traces", default="memory", help="HYBRIDGW_TRACES of the gateways (none: no spans)")
+    parser.add_argument("--gc", action="store_true", help="count each gateway's GC time on its event loop")
+    # otlp by default: the in-memory exporter keeps every span, so the heap (and each full GC) grows with the run
+    parser.add_argument("--traces", default="otlp", help="HYBRIDGW_TRACES of the gateways (none: no spans; otlp: "
+                        "the production exporter, batched, to a receiver that discards; memory: keeps every span)")
     args = parser.parse_args()
-    trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
+    specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
+    trees = [(n, Path(p).resolve(), t or args.traces) for n, p, t in specs] or [("this", ROOT, args.traces)]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
     if args.profile:
@@ -178,23 +197,31 @@ def main() -> int:
         fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
                                                str(CHUNKS)), name="fake")
         started = [fake]
+        sink, otlp_url = start_discard()
         try:
             procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
             config = workdir / "policy.yaml"
             config.write_text(POLICY.format(port=fake_port))
             gateways = []
-            for i, (name, tree) in enumerate(trees):
+            for i, (name, tree, traces) in enumerate(trees):
                 key = key_of(tree, config, workdir, name)
                 prof = args.profile / f"{name}.prof" if args.profile and i == 0 else None
-                gw = start_gateway(name, tree, config, workdir, prof, args.traces)
+                prof = workdir / f"{name}.gc.json" if args.gc else prof
+                gw = start_gateway(name, tree, config, workdir, prof, traces, otlp_url,
+                                   "bench.gc_gateway" if args.gc else "bench.profiled_gateway")
                 started.append(gw)
                 gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid, prof))  # type: ignore[attr-defined]
             results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
                                           args.rounds, errors, plain=args.profile is None or not args.streamed,
                                           streams=args.profile is None or args.streamed))
+            if args.gc:
+                measured = args.rounds * (args.requests + args.requests // 2 + args.requests // 10)
+                print(gc_table({g.server.name: json.loads(g.profile.read_text()) for g in gateways if g.profile},
+                               measured))
         finally:
             for proc in started:
                 procs.stop(proc)
+            sink.shutdown()
     print(report(results, trees[0][0]))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.profile:

@@ -15,15 +15,16 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
                                          ("gateway/schemas.py", "parse_body")]),
     ("alias checks", [("gateway/catalog.py", "check_alias"), ("gateway/auth.py", "check_key_alias")]),
     ("token count", [("gateway/token_count.py", "measure_prompt")]),
-    ("facts", [("policies/router.py", "live_state"), ("policies/router.py", "build_facts")]),
-    ("decide", [("policies/router.py", "route")]),
+    ("facts", [("policies/live_book.py", "live_state"), ("policies/decider.py", "build_facts")]),
+    ("decide", [("policies/decider.py", "route")]),
     ("reserve (limits)", [("gateway/proxy.py", "_reserve")]),
     ("upstream body build", [("gateway/upstream_body.py", "build")]),
     ("upstream call (HTTP client)", [("gateway/backends/openai_http.py", "complete"),
                                      ("gateway/backends/openai_http.py", "stream")]),
     ("trace (spans: start, attributes, end)", [("opentelemetry/sdk/trace/__init__.py", "start_span"),
                                                ("gateway/usage_emit.py", "_end_spans"),
-                                               ("gateway/routing.py", "_describe_decision")]),
+                                               ("gateway/route_plan.py", "_describe_decision"),
+                                               ("observability/tracing.py", "inject_traceparent")]),
     ("record (usage record, access log, settle)", [("gateway/usage_emit.py", "finish")]),
     ("relay (streamed: SSE frames, tally, sends)", [("gateway/streaming.py", "__call__")]),
 ]
@@ -32,6 +33,15 @@ MINUS = {"record (usage record, access log, settle)": [("gateway/usage_emit.py",
 MINUS_FROM = {"relay (streamed: SSE frames, tally, sends)": [
     (("gateway/backends/openai_http.py", "stream"), ("gateway/streaming.py", "_relay")),
     (("gateway/usage_emit.py", "finish"), ("gateway/streaming.py", "__call__"))]}
+
+
+# ... and what the stage's callers do outside those functions: the route and upstream spans' ends and
+# parent contexts (fn, caller): fn's cumulative time in the calls caller made.
+_END, _IN_CONTEXT = ("opentelemetry/sdk/trace/__init__.py", "end"), ("opentelemetry/trace/propagation/__init__.py",
+                                                                     "set_span_in_context")
+PLUS_FROM = {"trace (spans: start, attributes, end)": [
+    (_END, ("gateway/route_plan.py", "plan_route")), (_END, ("gateway/attempts.py", "started")),
+    (_IN_CONTEXT, ("gateway/route_plan.py", "plan_route")), (_IN_CONTEXT, ("gateway/attempts.py", "started"))]}
 
 
 def _cumulative(stats: dict, fns: list[tuple[str, str]]) -> float:
@@ -57,6 +67,7 @@ def stage_table(path: Path) -> str:
     for stage, fns in STAGES:
         t = _cumulative(stats, fns) - _cumulative(stats, MINUS.get(stage, []))
         t -= sum(_called_from(stats, fn, caller) for fn, caller in MINUS_FROM.get(stage, []))
+        t += sum(_called_from(stats, fn, caller) for fn, caller in PLUS_FROM.get(stage, []))
         staged += t
         rows.append((stage, t))
     rows.append(("the rest: uvicorn, Starlette/FastAPI layers, ASGI sends, the handler's glue", busy - staged))

@@ -21,6 +21,7 @@ from gateway.auth import new_key_refusal
 from gateway.catalog import build_catalog
 from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
+from gateway.heap import prepare_heap_for_serving
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.settings import Settings
 from gateway.startup_lines import backend_lines, console_line
@@ -63,6 +64,7 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
                             http=guarded_protocol(bounds), limit_concurrency=total, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
+    prepare_heap_for_serving()  # the app is built: GCs walk only what requests allocate (gateway/heap.py)
     server.run(sockets=None if sock is None else [sock])
     if not server.started:  # e.g. the port is in use: exit 3 as uvicorn.run does, not 0
         raise SystemExit(3)
