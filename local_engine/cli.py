@@ -45,8 +45,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
-                   help="per-step token budget: decodes first, prompt chunks the rest (default: 64 on CPU, "
-                        "2048 on GPU; smaller bounds the stall a long prompt causes)")
+                   help="per-step token budget: decodes first, prompt chunks the rest (default: at least 64 "
+                        "prompt tokens beside the decodes on CPU, 2048 on GPU; smaller bounds the stall a long "
+                        "prompt causes)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
