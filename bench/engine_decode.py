@@ -23,6 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from local_engine.cli import passive_openmp_waits
+
+passive_openmp_waits()  # as `hybridgw engine` runs (before torch loads libgomp)
+
 import torch
 
 from local_engine.batch import ScheduledBatch

@@ -57,7 +57,8 @@ def llama_server(gguf: str, slots: int, extra: list[str]) -> Iterator[str]:
 def bench(url: str, concurrency: int, args: argparse.Namespace, out: Path) -> dict[str, float]:
     cmd = procs.hybridgw("bench", url, "--isl", args.isl, "--osl", args.osl, "--ignore-eos",
                          "--concurrency", str(concurrency), "--requests", str(args.requests * concurrency),
-                         "--warmup", str(concurrency), "--seed", "7", "--no-progress", "--out", str(out))
+                         "--warmup", str(concurrency if args.warmup is None else args.warmup), "--seed", "7",
+                         "--timeout", str(args.timeout), "--no-progress", "--out", str(out))
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     if done.returncode != 0:
@@ -78,6 +79,10 @@ def main() -> int:
     p.add_argument("--osl", default="fixed:64", help="output length, `hybridgw bench --osl` form")
     p.add_argument("--requests", type=int, default=3, help="measured requests per stream, per round")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up requests per run (default: one per stream)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds without a byte before a request fails (llama-server sends nothing until "
+                        "its first token: 64 queued prompts take minutes)")
     p.add_argument("--engine-arg", action="append", default=[], help="extra `hybridgw engine` argument")
     p.add_argument("--llama-arg", action="append", default=[], help="extra llama-server argument")
     args = p.parse_args()

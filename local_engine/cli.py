@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -44,8 +45,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
-                   help="per-step token budget: decodes first, prompt chunks the rest (default: 64 on CPU, "
-                        "2048 on GPU; smaller bounds the stall a long prompt causes)")
+                   help="per-step token budget: decodes first, prompt chunks the rest (default: at least 64 "
+                        "prompt tokens beside the decodes on CPU, 2048 on GPU; smaller bounds the stall a long "
+                        "prompt causes)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
@@ -73,6 +75,17 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic)
 
 
+def passive_openmp_waits() -> None:
+    """OpenMP threads sleep at barriers instead of spinning, unless the user set OMP_WAIT_POLICY.
+
+    On cores other jobs share, a spinning thread holds the core its late peer needs: 2 threads, load
+    ~10 on 2 cores, batch-1 decode step p50 0.5-1.2 s spinning vs ~0.1 s passive (docs/benchmarks.md).
+    libgomp reads it once, when torch loads it, so this must run before torch is imported.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -80,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hybridgw engine: {exc}", file=sys.stderr)
         return 2
+    passive_openmp_waits()
     # Imported here: torch and the model code load only when an engine really starts.
     from local_engine.bootstrap import build_server
 

@@ -28,7 +28,7 @@ from local_engine.model import build_model
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
 from local_engine.tokenizer import Tokenizer
-from local_engine.weights import fuse_hf_state_dict, fuse_int4_weights
+from local_engine.weights import INT4_SUFFIXES, fuse_hf_state_dict, fuse_int4_weights
 
 DEFAULT_CPU_KV_BYTES = 1 << 30
 TINY_CPU_KV_BYTES = 32 << 20
@@ -128,5 +128,8 @@ def _gguf_state(model: gguf.GGUFModel, config: ModelConfig, path: Path, dtype: t
     int4 = {name: tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in groups)
             for name, groups in gguf.iter_int4_weights(model, config)}
     state |= fuse_int4_weights(config, int4)  # the file's own 4-bit codes, for small-batch matmuls
+    head = gguf.head_int4_groups(model, config)
+    if head is not None:  # the LM head's codes, for the one-row int4 head (model.HEAD_INT4_MAX_ROWS)
+        state |= {f"head{suffix}": torch.from_numpy(a) for suffix, a in zip(INT4_SUFFIXES, head)}
     weight_cache.store(key, state)
     return state

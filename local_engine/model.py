@@ -15,7 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.model_config import ModelConfig
-from local_engine.weights import INT4_SUFFIXES, can_prepack, int4_effective_weight, linear, pack_int4, prepack
+from local_engine.weights import (
+    INT4_SUFFIXES,
+    can_prepack,
+    int4_effective_weight,
+    int4_matmul,
+    linear,
+    pack_int4,
+    prepack,
+)
+
+# The LM head reads the file's codes (Q8_0 as two 4-bit halves) up to this many rows instead of the
+# bf16 embedding: SmolLM2's head (49k x 576) at 1 row, 1 thread, load ~9: 5.8 vs 12.3 ms wall,
+# 3.4 vs 4.6 ms CPU; at 2-4 rows about even, at 5 the int4 kernel is 2x slower (docs/benchmarks.md).
+HEAD_INT4_MAX_ROWS = 1
 
 # (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D)
 AttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -116,6 +129,8 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(
             config.hidden_size, config.vocab_size, bias=False)
         self.packed_head: torch.Tensor | None = None
+        self.head_int4_codes: tuple[torch.Tensor, ...] | None = None  # the file's head as 4-bit (q, scale, zero)
+        self.head_int4: tuple[torch.Tensor, torch.Tensor] | None = None  # packed for the CPU int4 kernel
         self.tile_rows: int | None = None  # see make_batch_invariant
         # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
@@ -142,6 +157,8 @@ class LlamaModel(nn.Module):
         for layer in self.decoder_layers:
             layer.prepack_weights()
         self.packed_head = prepack(head)
+        if self.head_int4_codes is not None and self.head_int4_codes[0].shape[0] in (head.shape[0], 2 * head.shape[0]):
+            self.head_int4 = pack_int4(*self.head_int4_codes)
         return True
 
     def make_batch_invariant(self, tile_rows: int) -> None:
@@ -152,7 +169,7 @@ class LlamaModel(nn.Module):
             layer.tile_rows = tile_rows
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        self.packed_head = None
+        self.packed_head, self.head_int4 = None, None
         for layer in self.decoder_layers:
             layer.packed, layer.int4 = {}, {}
         super()._apply(fn, recurse)
@@ -177,7 +194,7 @@ class LlamaModel(nn.Module):
             x = x[logits_indices]  # (S, hidden)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         x = F.rms_norm(x, x.shape[-1:], self.norm, self.config.rms_norm_eps)  # (S, hidden) float32
-        logits = linear(x.to(head.dtype), head, None, self.packed_head, tile_rows=self.tile_rows).float()  # (S, V)
+        logits = self._project(x, head)  # (S, V) float32
         if head.dtype != torch.float32 and logits.numel():
             if self.tile_rows is None:
                 _rescore_top_(logits, x, head)
@@ -185,6 +202,18 @@ class LlamaModel(nn.Module):
                 for i in range(logits.shape[0]):
                     _rescore_top_(logits[i:i + 1], x[i:i + 1], head)
         return logits
+
+    def _project(self, x: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """x (S, hidden) float32 -> logits (S, V) float32: through the head's 4-bit codes for one row.
+
+        A Q8_0 head is two 4-bit halves of V rows each whose outputs add up to it (its logits then
+        carry two bf16 output roundings instead of one: the rescoring below makes the top ones exact).
+        """
+        if self.head_int4 is not None and self.tile_rows is None and 0 < x.shape[0] <= HEAD_INT4_MAX_ROWS:
+            out = int4_matmul(x.to(torch.bfloat16), self.head_int4)  # (S, V) or (S, 2V)
+            V = head.shape[0]
+            return out.float() if out.shape[1] == V else out[:, :V].float().add_(out[:, V:])
+        return linear(x.to(head.dtype), head, None, self.packed_head, tile_rows=self.tile_rows).float()
 
     def set_rope_freq_factors(self, factors: torch.Tensor) -> None:
         """Apply llama.cpp's rope_freqs divisors (Llama 3.x GGUFs carry their RoPE scaling this way)."""
@@ -246,6 +275,8 @@ def build_model(config: ModelConfig, state: Mapping[str, torch.Tensor], *, dtype
     model = model.to(device=device, dtype=dtype)
     if factors is not None:
         model.set_rope_freq_factors(factors)
+    if "head" + INT4_SUFFIXES[0] in codes:
+        model.head_int4_codes = tuple(codes["head" + suffix] for suffix in INT4_SUFFIXES)
     for layer in model.decoder_layers:
         for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
             key = f"layers.{layer.layer_idx}.{name}"

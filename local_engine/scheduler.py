@@ -23,6 +23,7 @@ class Scheduler:
     def __init__(self, config: EngineConfig, block_manager: BlockManager, device_type: str = "cpu") -> None:
         self.config = config
         self.token_budget = config.token_budget(device_type)
+        self.prefill_floor = config.prefill_floor(device_type)
         self.block_manager = block_manager
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -69,6 +70,8 @@ class Scheduler:
         self._schedule_decodes(step)
         if not step.decodes:  # nobody is waiting for a token: a burst of new prompts starts at once
             step.budget = max(step.budget, self.config.max_idle_batched_tokens)
+        else:  # many running decodes do not crowd the prompts out (default budget only)
+            step.budget = max(step.budget, self.prefill_floor)
         self._schedule_prefills(step)
         if not step.decodes and not step.prefills:
             return None

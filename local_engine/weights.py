@@ -30,11 +30,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if tile_rows is not None:
         return _tiled(x, tile_rows, lambda t: linear(t, weight, bias, packed, int4))
     if int4 is not None and x.shape[0] <= _INT4_MAX_ROWS:
-        out = torch._weight_int4pack_mm_for_cpu(x, int4[0], _INT4_GROUP, int4[1])
+        out = int4_matmul(x, int4)
         return out if bias is None else out + bias
     if packed is not None:
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def int4_matmul(x: torch.Tensor, int4: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x (S, K) bf16 @ the packed 4-bit weight (N, K).T -> (S, N) bf16, at any row count."""
+    return torch._weight_int4pack_mm_for_cpu(x, int4[0], _INT4_GROUP, int4[1])
 
 
 def _tiled(x: torch.Tensor, tile_rows: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

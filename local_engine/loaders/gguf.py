@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from local_engine.loaders.gguf_quants import dequantize, int4_groups
+from local_engine.loaders.gguf_quants import dequantize, int4_groups, int8_as_int4_halves, int8_groups
 from local_engine.loaders.gguf_reader import GGUFFormatError, GGUFTensor, read_gguf
 from local_engine.model_config import ModelConfig, RopeScaling
 
@@ -143,6 +143,21 @@ def iter_int4_weights(model: GGUFModel, config: ModelConfig) -> Iterator[tuple[s
             heads = config.num_heads if "q_proj" in name else config.num_kv_heads
             groups = tuple(unpermute_rope_rows(a, heads) for a in groups)
         yield name, groups
+
+
+def head_int4_groups(model: GGUFModel, config: ModelConfig) -> tuple[np.ndarray, ...] | None:
+    """The LM head's codes as 4-bit groups (q, scale, zero) for the int4 kernel: a 4-bit head as it is,
+    a Q8_0 one as two 4-bit halves of twice the rows (gguf_quants.int8_as_int4_halves); else None."""
+    want = "model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"
+    for tensor in model.tensors:
+        if _hf_name(tensor.name) != want:
+            continue
+        groups = int4_groups(tensor.data, tensor.type_id, tensor.shape)
+        if groups is not None:
+            return groups
+        int8 = int8_groups(tensor.data, tensor.type_id, tensor.shape)
+        return None if int8 is None else int8_as_int4_halves(*int8)
+    return None
 
 
 def _hf_name(gguf_name: str) -> str | None:

@@ -146,3 +146,30 @@ def int4_groups(data: np.ndarray, type_id: int, shape: tuple[int, ...]) -> tuple
     groups = cols // QK
     return (q.reshape(rows, cols).astype(np.uint8), scale.reshape(rows, groups),
             (low + 8.0 * scale).reshape(rows, groups))
+
+
+def int8_groups(data: np.ndarray, type_id: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 8-bit codes of a Q8_0 matrix: q (rows, cols) int8 and scale (rows, cols / 32) float32 with
+    w = q * scale — exactly the file's weights — or None for any other type."""
+    if type_id != TYPE_Q8_0 or len(shape) != 2:
+        return None
+    rows, cols = shape
+    raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1, _BLOCK_DEQUANT[TYPE_Q8_0][1])
+    q = raw[:, 2:].view(np.int8).reshape(rows, cols)
+    return q.copy(), _f16(raw, 0).reshape(rows, cols // QK)
+
+
+def int8_as_int4_halves(q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Q8_0 codes (int8 q, scale) as 4-bit groups (see int4_groups) of twice the rows: rows [:N] hold
+    the high nibbles (w = 16 * scale * hi), rows [N:] the low ones (w = scale * lo), and the two
+    halves' products sum to q * scale exactly, since q = 16 * hi + lo with hi in -8..7, lo in 0..15.
+
+    Scales that differ by a power of two round alike (to bf16 in the int4 kernel), so the sum is
+    still q times one rounded scale.
+    """
+    hi = (q.astype(np.int16) >> 4) + 8  # arithmetic shift: floor(q / 16) in -8..7, +8 -> code 0..15
+    lo = q.astype(np.int16) & 0x0F
+    codes = np.concatenate([hi, lo]).astype(np.uint8)
+    scales = np.concatenate([16.0 * scale, scale]).astype(np.float32)
+    zeros = np.concatenate([np.zeros_like(scale), 8.0 * scale]).astype(np.float32)  # (c - 8) * s + z = s * lo
+    return codes, scales, zeros

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-_FORMAT_VERSION = 2  # 2: 4-bit codes stored beside the cast weights
+_FORMAT_VERSION = 3  # 2: 4-bit codes stored beside the cast weights; 3: the LM head's too
 log = logging.getLogger(__name__)
 
 

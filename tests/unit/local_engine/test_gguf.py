@@ -65,7 +65,7 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_tiny_gguf(path: Path, seed: int = 0, matrices: Q = Q.F32) -> dict[str, torch.Tensor]:
+def _write_tiny_gguf(path: Path, seed: int = 0, matrices: Q = Q.F32, embedding: Q = Q.F32) -> dict[str, torch.Tensor]:
     """A tiny llama GGUF with SmolLM2's tokenizer; returns the HF-layout weights it holds."""
     md, _ = read_gguf(smollm2_gguf_path())
     config = tiny_random_config(len(md["tokenizer.ggml.tokens"]), 1, (2,))
@@ -94,7 +94,10 @@ def _write_tiny_gguf(path: Path, seed: int = 0, matrices: Q = Q.F32) -> dict[str
     for name, tensor in hf.items():
         array = tensor.numpy()
         if name in names:
-            w.add_tensor(names[name], array)
+            if embedding != Q.F32 and name == "model.embed_tokens.weight":
+                w.add_tensor(names[name], gguf.quants.quantize(array, embedding), raw_dtype=embedding)
+            else:
+                w.add_tensor(names[name], array)
             continue
         i, rest = name.removeprefix("model.layers.").split(".", 1)
         part = rest.removesuffix(".weight")
@@ -180,3 +183,16 @@ def test_4bit_matrices_keep_the_files_codes_for_small_batch_matmuls(tmp_path: Pa
         x = torch.randn(1, 64, dtype=torch.bfloat16)
         out = linear(x, first.gate_up_proj.weight, None, None, first.int4["gate_up_proj"])
         torch.testing.assert_close(out.float(), x.float() @ first_ref.gate_up_proj.weight.t(), atol=0.05, rtol=0.02)
+
+
+def test_a_q8_0_head_keeps_the_files_codes_as_two_4bit_halves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRIDGW_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "q8head.gguf"
+    _write_tiny_gguf(path, seed=4, embedding=Q.Q8_0)  # tied: the embedding is the head, as in SmolLM2
+    exact = load_engine_model(str(path), dtype="fp32", kv_cache_bytes=1 << 20).runner.model
+    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner.model
+    assert fast.head_int4_codes is not None
+    q, scale, zero = fast.head_int4_codes
+    halves = (q.double() - 8) * scale.double().repeat_interleave(32, 1) + zero.double().repeat_interleave(32, 1)
+    vocab = exact.embed_tokens.weight.shape[0]
+    assert torch.equal((halves[:vocab] + halves[vocab:]).float(), exact.embed_tokens.weight)

@@ -1,12 +1,21 @@
 """The int4 switch: matmuls of a few rows read the 4-bit codes, larger ones the bf16 weights — the same weights."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from local_engine.loaders.gguf_quants import int8_as_int4_halves
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
 from local_engine.model import build_model
-from local_engine.weights import can_prepack, fuse_hf_state_dict, int4_effective_weight, linear, pack_int4
+from local_engine.weights import (
+    INT4_SUFFIXES,
+    can_prepack,
+    fuse_hf_state_dict,
+    int4_effective_weight,
+    linear,
+    pack_int4,
+)
 
 bf16_cpu = pytest.mark.skipif(not can_prepack(torch.zeros(1, dtype=torch.bfloat16)),
                               reason="the int4 path runs on CPUs with native bf16 only")
@@ -47,3 +56,35 @@ def test_layers_with_4bit_codes_use_the_same_weights_for_large_matmuls() -> None
     exact = int4_effective_weight(*codes(n, k), torch.float32)
     bound = 2 ** -9 * (x.float().abs() @ exact.abs().T) + 2 ** -8 * big.abs() + 1e-6
     assert ((big - small).abs() <= bound).all()
+
+
+def test_q8_0_codes_split_into_two_4bit_halves_that_sum_to_the_weight() -> None:
+    rng = np.random.default_rng(0)
+    q8 = rng.integers(-128, 128, size=(6, 64), dtype=np.int8)
+    scale = rng.random((6, 2), dtype=np.float32) * 0.01
+    codes, scales, zeros = int8_as_int4_halves(q8, scale)
+    assert codes.shape == (12, 64) and codes.dtype == np.uint8 and int(codes.max()) <= 15
+    dq = (codes.astype(np.float64) - 8) * np.repeat(scales, 32, axis=1) + np.repeat(zeros, 32, axis=1)
+    assert np.array_equal(dq[:6] + dq[6:], q8.astype(np.float64) * np.repeat(scale, 32, axis=1))
+
+
+@bf16_cpu
+def test_one_row_logits_read_the_heads_own_codes() -> None:
+    config = tiny_random_config(vocab_size=128, bos_token_id=None, eos_token_ids=(0,))
+    state = fuse_hf_state_dict(config, tiny_random_tensors(config, seed=3))
+    g = torch.Generator().manual_seed(1)
+    q8 = torch.randint(-128, 128, (128, config.hidden_size), dtype=torch.int8, generator=g)
+    scale = torch.rand(128, config.hidden_size // 32, generator=g) * 0.01  # not the embedding: tells them apart
+    state |= {f"head{s}": torch.from_numpy(a) for s, a in zip(INT4_SUFFIXES, int8_as_int4_halves(q8.numpy(),
+                                                                                                   scale.numpy()))}
+    model = build_model(config, state, dtype=torch.bfloat16, device="cpu")
+    assert model.prepack_weights() and model.head_int4 is not None
+    x = torch.randn(1, config.hidden_size)
+    head = model.embed_tokens.weight
+    weight = q8.float() * scale.to(torch.bfloat16).float().repeat_interleave(32, dim=1)  # bf16-rounded scales
+    exact = x.to(torch.bfloat16).float() @ weight.T
+    one = model._project(x, head)
+    # two halves, each rounded to bf16 once (2^-8 relative), then added in float32
+    assert ((one - exact).abs() <= 2 ** -7 * (x.to(torch.bfloat16).float().abs() @ weight.abs().T) + 1e-6).all()
+    two = model._project(x.expand(2, -1), head)  # two rows: the bf16 embedding, as before
+    assert torch.equal(two[0], (x.to(torch.bfloat16) @ head.T).float()[0])

@@ -268,3 +268,26 @@ def test_prompts_shorter_than_a_block_are_never_held_back() -> None:
     sched.add(a)
     sched.add(b)
     assert sched.schedule().seqs == (a, b)
+
+
+def test_a_full_batch_of_decodes_leaves_the_default_prefill_budget_to_new_prompts() -> None:
+    sched = make(num_blocks=400, max_num_seqs=65)  # default budget: max(64, 65) = 65 tokens
+    running = [seq_of(2) for _ in range(64)]
+    for s in running:
+        sched.add(s)
+    advance(sched.schedule())  # all 64 prefilled in one idle step
+    new = seq_of(40)
+    sched.add(new)
+    batch = sched.schedule()
+    assert batch.num_decodes == 64 and batch.seqs[64:] == (new,)
+    assert batch.num_scheduled_tokens[64:] == (40,)  # not the 1 token the decodes left of the budget
+
+
+def test_an_explicit_budget_still_bounds_decodes_and_prompts_together() -> None:
+    sched = make(num_blocks=400, max_num_seqs=65, max_num_batched_tokens=65)
+    for s in [seq_of(2) for _ in range(64)]:
+        sched.add(s)
+    advance(sched.schedule())
+    sched.add(seq_of(40))
+    batch = sched.schedule()
+    assert batch.total_tokens == 65
