@@ -47,6 +47,21 @@ def test_a_write_on_a_transport_closed_under_the_cluster_client_is_a_connection_
         asyncio.run(client.execute_command("GET", "{t}:k"))
 
 
+def test_a_write_on_a_connection_dropped_under_the_command_is_no_answer_other_attribute_errors_are_bugs() -> None:
+    async def write_on_dropped_connection() -> None:
+        conn = aioredis.Connection(host="127.0.0.1", port=1)  # never connected: reader and writer are None
+        await conn._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])  # redis-py's own write path
+
+    with pytest.raises(AttributeError) as dropped:
+        asyncio.run(write_on_dropped_connection())
+    assert redis_cluster_async.closed_under_command(dropped.value)
+    with pytest.raises(AttributeError) as ours:
+        None.writelines([])  # type: ignore[attr-defined]  # the same message, raised outside redis-py
+    assert not redis_cluster_async.closed_under_command(ours.value)
+    assert not redis_cluster_async.closed_under_command(RuntimeError("a bug"))
+    assert redis_cluster_async.closed_under_command(RuntimeError("unable to perform operation; the handler is closed"))
+
+
 def test_a_nodes_pool_is_shrunk_to_what_it_needs_never_below_what_is_in_use() -> None:
     # a real redis-py node: connections are made (not connected) as concurrent commands would take them
     node = ClusterNode("127.0.0.1", 1, max_connections=64)
