@@ -1,5 +1,6 @@
 """Benchmark: candidate difficulty features beside the shipped one, on the shipped held-out subjects
-(bootstrap intervals) and over ten other random subject splits — how issue #16's options were chosen.
+(bootstrap intervals), inside each held-out subject, and over ten other random subject splits — how
+issue #16's options were chosen.
 
 Every candidate predicts `strong_wins` (GPT-4 right, Mixtral wrong) on RouteLLM's MMLU labels, trained on
 the subjects not held out. "per-token" in the output means it folds into the scorer's per-token table
@@ -149,20 +150,33 @@ def main() -> None:
     held = {name: predict(~fixed, fixed) for name, predict in routers.items()}
     held["random (seed 0)"] = metrics.random_scores(int(fixed.sum()), 0)
     results = metrics.evaluate(data.weak[fixed], data.strong[fixed], held, resamples=args.resamples)
-    print(f"| router | APGR [95% CI] | CPT(50%) [95% CI] | CPT(80%) | APGR mean (min–max), {args.splits} other splits |")
-    print("|---|---|---|---|---|")
+    print(f"| router | APGR [95% CI] | CPT(50%) [95% CI] | CPT(80%) | within-subject APGR | "
+          f"APGR mean (min–max), {args.splits} other splits |")
+    print("|---|---|---|---|---|---|")
     for r in results:
         spread = "–"
         if r.name in routers:
             vals = [_apgr(data.weak[m], data.strong[m], routers[r.name](~m, m)) for m in others]
             spread = f"{np.mean(vals):.3f} ({min(vals):.3f}–{max(vals):.3f})"
+        within = _within(data.weak[fixed], data.strong[fixed], held[r.name], groups[fixed])
         print(f"| {r.name} | {r.apgr:.3f} [{r.apgr_ci[0]:.3f}, {r.apgr_ci[1]:.3f}] | {r.cpt50:.1%} "
-              f"[{r.cpt50_ci[0]:.1%}, {r.cpt50_ci[1]:.1%}] | {r.cpt80:.1%} | {spread} |", flush=True)
+              f"[{r.cpt50_ci[0]:.1%}, {r.cpt50_ci[1]:.1%}] | {r.cpt80:.1%} | {within:.3f} | {spread} |", flush=True)
 
 
 def _apgr(weak: np.ndarray, strong: np.ndarray, scores: np.ndarray) -> float:
     share, quality = metrics.quality_curve(weak, strong, scores)
     return metrics.apgr(quality, share, float(weak.mean()), float(strong.mean()))
+
+
+def _within(weak: np.ndarray, strong: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """APGR after each score is replaced by its rank inside its subject (0..1): only how the router
+    orders one subject's prompts counts, not the between-subject differences that dominate the pooled
+    figure (a router blind inside subjects gets ~0.5 here)."""
+    ranks = np.zeros(len(scores))
+    for g in set(groups):
+        idx = np.nonzero(groups == g)[0]
+        ranks[idx[np.argsort(scores[idx], kind="stable")]] = (np.arange(len(idx)) + 0.5) / len(idx)
+    return _apgr(weak, strong, ranks)
 
 
 if __name__ == "__main__":
