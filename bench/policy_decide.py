@@ -140,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="rows interleaved round by round (a shared machine's load moves); the median p50")
     parser.add_argument("--no-peer", action="store_true", help="skip litellm.token_counter")
+    parser.add_argument("--default-heap", action="store_true",
+                        help="leave the GC as Python starts it (default: as `hybridgw serve` sets it up, gateway/heap.py)")
     args = parser.parse_args(argv)
     configure_offline_env()
     rows = _rows(_body(), Path(__file__).resolve().parent.parent / "policies" / "examples", not args.no_peer)
+    if not args.default_heap:  # what serve does once start-up is done: the start-up heap frozen
+        from gateway.heap import prepare_heap_for_serving
+
+        prepare_heap_for_serving()
     p50s: dict[str, list[float]] = {name: [] for name, _ in rows}
     p99s: dict[str, list[float]] = {name: [] for name, _ in rows}
     for _ in range(args.rounds):
