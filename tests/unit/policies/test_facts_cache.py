@@ -1,0 +1,60 @@
+"""What build_facts looks up once per compiled policy (CompiledPolicy.deployments) follows a reload:
+a new price, a new deployment order or a backend that became an engine shows in the next facts."""
+from __future__ import annotations
+
+import textwrap
+from types import MappingProxyType
+
+import pytest
+
+from policies.loader import load_policy
+from policies.router import PolicyRouter
+
+from .support import NOW, engine
+
+POLICY = """
+backends:
+  local: {kind: engine, model: smollm2, base_url: "http://127.0.0.1:9/v1",
+          price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}}
+  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  chat:
+    deployments:
+      - {backend: local, model: smollm2}
+      - {backend: openai, model: gpt-4o-mini}
+prices:
+  gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
+"""
+BODY = {"model": "chat", "max_tokens": 100, "messages": [{"role": "user", "content": "tiktoken is great!"}]}
+
+
+def _router(text: str) -> PolicyRouter:
+    router = PolicyRouter(load_policy(textwrap.dedent(text), "test.yaml", {}), clock=lambda: NOW)
+    router.poller.snapshots = MappingProxyType({"local": engine()})
+    return router
+
+
+def test_reload_replaces_the_prices_and_deployments_build_facts_uses() -> None:
+    router = _router(POLICY)
+    before = router.decider.build_facts(BODY, "default")
+    assert before.est_cost_usd == pytest.approx({"local": 13e-6 + 100 * 2e-6, "openai": 13 * 0.15e-6 + 100 * 0.6e-6})
+    cached = router.policy.current.deployments
+    assert router.policy.current.deployments is cached  # built once per compiled policy
+
+    changed = POLICY.replace("input_usd_per_mtok: 1.0", "input_usd_per_mtok: 5.0") \
+        .replace("gpt-4o-mini: {input_usd_per_mtok: 0.15", "gpt-4o-mini: {input_usd_per_mtok: 0.3")
+    router.reload(load_policy(textwrap.dedent(changed), "test.yaml", {}))
+    after = router.decider.build_facts(BODY, "default")
+    assert after.est_cost_usd == pytest.approx({"local": 13 * 5e-6 + 100 * 2e-6, "openai": 13 * 0.3e-6 + 100 * 0.6e-6})
+
+    hosted_only = POLICY.replace("      - {backend: local, model: smollm2}\n", "")
+    router.reload(load_policy(textwrap.dedent(hosted_only), "test.yaml", {}))
+    facts = router.decider.build_facts(BODY, "default")
+    assert set(facts.est_cost_usd) == {"openai"} and facts.blocks_needed == {} and facts.kv_bytes == {}
+
+
+def test_deployments_follow_the_alias_order_with_the_calibration_key() -> None:
+    router = _router(POLICY)
+    rows = router.policy.current.deployments["chat"]
+    assert [(d.backend, d.engine, d.calibration_key) for d in rows] == [
+        ("local", True, "local/smollm2@o200k_base"), ("openai", False, "openai/gpt-4o-mini@o200k_base")]
