@@ -44,7 +44,7 @@ def calibration_key(target: Target, encoding: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Deployment:
+class AliasBackend:
     """What build_facts needs of one backend of an alias that depends on the policy alone (looked up
     once per compiled policy, not per request)."""
 
@@ -88,7 +88,12 @@ class CompiledPolicy:
         return None
 
     @cached_property
-    def deployments(self) -> Mapping[str, tuple[Deployment, ...]]:
+    def uses_prefix_index(self) -> bool:
+        """A rule needs the prompt's prefix keys (prefix_affinity): asked per request, answered once."""
+        return any(rule.spec.uses_prefix_index for rule in self.rules)
+
+    @cached_property
+    def deployments(self) -> Mapping[str, tuple[AliasBackend, ...]]:
         """Alias → its backends' per-policy facts, in by_backend order. Cached on this object, which
         a reload replaces: never stale. (A frozen dataclass still has the __dict__ this writes to.)"""
         out = {}
@@ -96,7 +101,7 @@ class CompiledPolicy:
             rows = []
             for backend, target in alias.by_backend.items():
                 spec, engine = self.policy.backends[backend], backend in self.engines
-                rows.append(Deployment(
+                rows.append(AliasBackend(
                     backend, target, spec, calibration_key(target, alias.encoding), engine,
                     (self.policy.prices.get(target.model) or spec.price) if engine else None,
                     None if engine else self.hosted_prices.get((backend, target.model))))
