@@ -58,3 +58,23 @@ def test_deployments_follow_the_alias_order_with_the_calibration_key() -> None:
     rows = router.policy.current.deployments["chat"]
     assert [(d.backend, d.engine, d.calibration_key) for d in rows] == [
         ("local", True, "local/smollm2@o200k_base"), ("openai", False, "openai/gpt-4o-mini@o200k_base")]
+
+
+PREFIX_RULE = """
+rules:
+  - name: pool
+    strategy: prefix_affinity
+    local: [local]
+    spill: [openai]
+"""
+
+
+def test_prefix_occupancy_is_built_only_for_a_policy_or_shadow_with_prefix_affinity() -> None:
+    router = _router(POLICY)
+    assert dict(router.live.live_state().prefix_occupancy) == {}  # no rule reads it: not even a 0 share
+    router.set_shadow(load_policy(textwrap.dedent(POLICY + PREFIX_RULE), "shadow.yaml", {}))
+    assert dict(router.live.live_state().prefix_occupancy) == {"local": 0.0}
+    router.set_shadow(None)
+    assert dict(router.live.live_state().prefix_occupancy) == {}
+    router.reload(load_policy(textwrap.dedent(POLICY + PREFIX_RULE), "test.yaml", {}))
+    assert dict(router.live.live_state().prefix_occupancy) == {"local": 0.0}
