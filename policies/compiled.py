@@ -87,6 +87,20 @@ class CompiledPolicy:
                 return target, price
         return None
 
+    def usable(self, alias: AliasInfo, team: str) -> frozenset[str]:
+        """The alias's backends the team may use (its allowed_backends), remembered per (alias, team):
+        both are fixed for this compiled policy (teams are those of the gateway's keys: a few)."""
+        key = (alias.name, team)
+        found = self._usable.get(key)
+        if found is None:
+            allowed = self.team(team).allowed_backends
+            found = self._usable[key] = frozenset(b for b in alias.by_backend if allowed is None or b in allowed)
+        return found
+
+    @cached_property
+    def _usable(self) -> dict[tuple[str, str], frozenset[str]]:
+        return {}
+
     @cached_property
     def uses_prefix_index(self) -> bool:
         """A rule needs the prompt's prefix keys (prefix_affinity): asked per request, answered once."""

@@ -15,11 +15,6 @@ from policies.strategies import STRATEGY_TYPES, Context, Outcome
 DEFAULT_RULE = "default"
 
 
-def _usable(compiled: CompiledPolicy, alias: AliasInfo, team: str) -> frozenset[str]:
-    allowed = compiled.team(team).allowed_backends
-    return frozenset(b for b in alias.by_backend if allowed is None or b in allowed)
-
-
 def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | None:
     """The conditions with the values that made them hold, or None when one does not hold."""
     shown = []
@@ -33,10 +28,10 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | 
 
 def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     live = ctx.live
-    closed = tuple(b for b in outcome.backends if live.health_of(b).state != "open")
-    if closed or not outcome.backends:
-        return outcome if len(closed) == len(outcome.backends) else \
-            Outcome(closed, outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
+    kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
+    if kept or not outcome.backends:
+        return outcome if len(kept) == len(outcome.backends) else \
+            Outcome(tuple(kept), outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
@@ -72,7 +67,7 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
     alias = compiled.aliases.get(facts.model_alias)
     if alias is None:
         return RouteDecision((), "", f"unknown model alias {facts.model_alias!r}", refusal="not_allowed")
-    usable = _usable(compiled, alias, facts.team)
+    usable = compiled.usable(alias, facts.team)
     if not usable:
         reason = f"team {facts.team!r} may use none of the backends serving {alias.name!r}"
         return RouteDecision((), DEFAULT_RULE, reason, strategy="default", refusal="not_allowed")

@@ -78,3 +78,13 @@ def test_prefix_occupancy_is_built_only_for_a_policy_or_shadow_with_prefix_affin
     assert dict(router.live.live_state().prefix_occupancy) == {}
     router.reload(load_policy(textwrap.dedent(POLICY + PREFIX_RULE), "test.yaml", {}))
     assert dict(router.live.live_state().prefix_occupancy) == {"local": 0.0}
+
+
+def test_a_teams_usable_backends_follow_a_reload() -> None:
+    router = _router(POLICY + "teams:\n  red: {}\n")
+    facts = router.decider.build_facts(BODY, "red")
+    assert [t.backend for t in router.decider.route(facts).targets] == ["local", "openai"]
+    router.reload(load_policy(textwrap.dedent(POLICY + "teams:\n  red: {allowed_backends: [openai]}\n"), "test.yaml", {}))
+    facts = router.decider.build_facts(BODY, "red")
+    assert [t.backend for t in router.decider.route(facts).targets] == ["openai"]
+    assert router.policy.current.usable(router.policy.current.aliases["chat"], "blue") == {"local", "openai"}
