@@ -107,6 +107,11 @@ class CompiledPolicy:
         return any(rule.spec.uses_prefix_index for rule in self.rules)
 
     @cached_property
+    def alias_engines(self) -> Mapping[str, tuple[str, ...]]:
+        """Alias → its backends with polled state (fairness notes a team's demand on them per request)."""
+        return {name: tuple(d.backend for d in rows if d.engine) for name, rows in self.deployments.items()}
+
+    @cached_property
     def deployments(self) -> Mapping[str, tuple[AliasBackend, ...]]:
         """Alias → its backends' per-policy facts, in by_backend order. Cached on this object, which
         a reload replaces: never stale. (A frozen dataclass still has the __dict__ this writes to.)"""

@@ -97,10 +97,10 @@ class LiveBook:
 
     def _note_demand(self, compiled: CompiledPolicy, facts: RequestFacts, now: float) -> None:
         """The request's team wants the engines that serve its alias (fairness: a claim on them for a while)."""
-        alias = compiled.aliases.get(facts.model_alias)
-        if alias is not None and compiled.policy.fairness.enabled:
+        engines = compiled.alias_engines.get(facts.model_alias)
+        if engines is not None and compiled.policy.fairness.enabled:
             cls = request_class(compiled.team(facts.team).priority_class, facts.headers.get(CLASS_HEADER))
-            self.demand.note((b for b in alias.by_backend if b in compiled.engines), facts.team, cls, now)
+            self.demand.note(engines, facts.team, cls, now)
 
     def reserve(self, backend: str, facts: RequestFacts) -> Hold | None:
         """Hold the request's KV blocks on an engine until release(); None for hosted backends."""
