@@ -17,6 +17,8 @@ DEFAULT_RULE = "default"
 
 def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | None:
     """The conditions with the values that made them hold, or None when one does not hold."""
+    if not rule.conditions:  # a rule without `when` (the default policy's): nothing to show
+        return "always"
     shown = []
     for cond in rule.conditions:
         value = cond.get(facts, live)
@@ -60,7 +62,7 @@ def apply_slo_out(out: frozenset[tuple[str, float]],
 
 
 def _targets(alias: AliasInfo, backends: tuple[str, ...]) -> tuple[Target, ...]:
-    return tuple(alias.by_backend[b] for b in backends)
+    return tuple([alias.by_backend[b] for b in backends])  # a list is built faster than a generator is run
 
 
 def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> RouteDecision:
