@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from policies.conditions import Condition, compile_when
@@ -11,7 +12,7 @@ from policies.decision import Target
 from policies.estimator import TokenPrice, hosted_price
 from policies.perf_model import PerfModel
 from policies.rule_schema import RuleBase, When
-from policies.schema import Policy, Team
+from policies.schema import BackendSpec, Policy, Price, Team
 from policies.tokens import encoding_name_for
 
 
@@ -35,6 +36,25 @@ class AliasInfo:
     by_backend: Mapping[str, Target]
     encoding: str  # the first hosted deployment's family; cl100k_base when all are local
     teams: frozenset[str] | None
+
+
+def calibration_key(target: Target, encoding: str) -> str:
+    """Ratios are learned per target model and per encoding our count was made with."""
+    return f"{target.backend}/{target.model}@{encoding}"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasBackend:
+    """What build_facts needs of one backend of an alias that depends on the policy alone (looked up
+    once per compiled policy, not per request)."""
+
+    backend: str
+    target: Target
+    spec: BackendSpec
+    calibration_key: str  # calibration_key(target, the alias's encoding)
+    engine: bool
+    local_price: Price | None  # engines: the model's price in the policy, else the backend's
+    hosted_price: TokenPrice | None  # hosted: from hosted_prices
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,46 @@ class CompiledPolicy:
             if price is not None:
                 return target, price
         return None
+
+    def usable(self, alias: AliasInfo, team: str) -> frozenset[str]:
+        """The alias's backends the team may use (its allowed_backends), remembered per (alias, team):
+        both are fixed for this compiled policy (teams are those of the gateway's keys: a few)."""
+        key = (alias.name, team)
+        found = self._usable.get(key)
+        if found is None:
+            allowed = self.team(team).allowed_backends
+            found = self._usable[key] = frozenset(b for b in alias.by_backend if allowed is None or b in allowed)
+        return found
+
+    @cached_property
+    def _usable(self) -> dict[tuple[str, str], frozenset[str]]:
+        return {}
+
+    @cached_property
+    def uses_prefix_index(self) -> bool:
+        """A rule needs the prompt's prefix keys (prefix_affinity): asked per request, answered once."""
+        return any(rule.spec.uses_prefix_index for rule in self.rules)
+
+    @cached_property
+    def alias_engines(self) -> Mapping[str, tuple[str, ...]]:
+        """Alias → its backends with polled state (fairness notes a team's demand on them per request)."""
+        return {name: tuple(d.backend for d in rows if d.engine) for name, rows in self.deployments.items()}
+
+    @cached_property
+    def deployments(self) -> Mapping[str, tuple[AliasBackend, ...]]:
+        """Alias → its backends' per-policy facts, in by_backend order. Cached on this object, which
+        a reload replaces: never stale. (A frozen dataclass still has the __dict__ this writes to.)"""
+        out = {}
+        for name, alias in self.aliases.items():
+            rows = []
+            for backend, target in alias.by_backend.items():
+                spec, engine = self.policy.backends[backend], backend in self.engines
+                rows.append(AliasBackend(
+                    backend, target, spec, calibration_key(target, alias.encoding), engine,
+                    (self.policy.prices.get(target.model) or spec.price) if engine else None,
+                    None if engine else self.hosted_prices.get((backend, target.model))))
+            out[name] = tuple(rows)
+        return out
 
 
 def _alias(name: str, policy: Policy, engines: frozenset[str]) -> AliasInfo:

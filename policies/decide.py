@@ -15,13 +15,10 @@ from policies.strategies import STRATEGY_TYPES, Context, Outcome
 DEFAULT_RULE = "default"
 
 
-def _usable(compiled: CompiledPolicy, alias: AliasInfo, team: str) -> frozenset[str]:
-    allowed = compiled.team(team).allowed_backends
-    return frozenset(b for b in alias.by_backend if allowed is None or b in allowed)
-
-
 def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | None:
     """The conditions with the values that made them hold, or None when one does not hold."""
+    if not rule.conditions:  # a rule without `when` (the default policy's): nothing to show
+        return "always"
     shown = []
     for cond in rule.conditions:
         value = cond.get(facts, live)
@@ -33,10 +30,10 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | 
 
 def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     live = ctx.live
-    closed = tuple(b for b in outcome.backends if live.health_of(b).state != "open")
-    if closed or not outcome.backends:
-        return outcome if len(closed) == len(outcome.backends) else \
-            Outcome(closed, outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
+    kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
+    if kept or not outcome.backends:
+        return outcome if len(kept) == len(outcome.backends) else \
+            Outcome(tuple(kept), outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
@@ -65,14 +62,14 @@ def apply_slo_out(out: frozenset[tuple[str, float]],
 
 
 def _targets(alias: AliasInfo, backends: tuple[str, ...]) -> tuple[Target, ...]:
-    return tuple(alias.by_backend[b] for b in backends)
+    return tuple([alias.by_backend[b] for b in backends])  # a list is built faster than a generator is run
 
 
 def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> RouteDecision:
     alias = compiled.aliases.get(facts.model_alias)
     if alias is None:
         return RouteDecision((), "", f"unknown model alias {facts.model_alias!r}", refusal="not_allowed")
-    usable = _usable(compiled, alias, facts.team)
+    usable = compiled.usable(alias, facts.team)
     if not usable:
         reason = f"team {facts.team!r} may use none of the backends serving {alias.name!r}"
         return RouteDecision((), DEFAULT_RULE, reason, strategy="default", refusal="not_allowed")

@@ -49,7 +49,7 @@ class Decider:
                             team_p90=book.outputs.p90(team), over_budget=over_budget, now_unix=self.wall_clock(),
                             prompt_tokens=prompt_tokens, difficulty=self.quality,
                             category=self.quality.category, scores=scores)
-        if any(rule.spec.uses_prefix_index for rule in compiled.rules):
+        if compiled.uses_prefix_index:
             facts = book.prefixes.annotate(facts, body, compiled, live)
         return facts
 

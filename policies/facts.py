@@ -7,18 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.calibration import Calibration
-from policies.compiled import AliasInfo, CompiledPolicy
-from policies.decision import RequestFacts, Target
+from policies.compiled import AliasInfo, CompiledPolicy, calibration_key  # noqa: F401 (its home was here)
+from policies.decision import RequestFacts
 from policies.errors import RoutingError
 from policies.estimator import TokenPrice, blocks_needed, kv_bytes, local_price
 from policies.live import LiveState
 from policies.schema import BackendSpec
 from policies.tokens import TokenCounter
-
-
-def calibration_key(target: Target, encoding: str) -> str:
-    """Ratios are learned per target model and per encoding our count was made with."""
-    return f"{target.backend}/{target.model}@{encoding}"
 
 
 def resolve_alias(compiled: CompiledPolicy, model: str, team: str) -> AliasInfo:
@@ -110,25 +105,24 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
     costs: dict[str, float] = {}
     prefix: dict[str, float] = {}
     outputs: dict[str, int] = {}
-    policy = compiled.policy
-    for backend, target in alias.by_backend.items():
-        tokens = per_backend[backend] = calibration.apply(calibration_key(target, alias.encoding), prompt)
-        spec = policy.backends[backend]
+    for dep in compiled.deployments[alias.name]:
+        backend = dep.backend
+        tokens = per_backend[backend] = calibration.apply(dep.calibration_key, prompt)
         # KV is held for the most the backend may produce; cost expects no more than that.
-        most = outputs[backend] = backend_output(spec, body, output, output_source)
+        most = outputs[backend] = backend_output(dep.spec, body, output, output_source)
         price: TokenPrice | None
-        if backend in compiled.engines:
+        if dep.engine:
             snap = live.engine(backend)
             if snap is not None:
                 blocks[backend] = blocks_needed(tokens, most, snap.block_size)
                 if snap.prefix_cache_hit_rate > 0:
                     prefix[backend] = snap.prefix_cache_hit_rate
-            per_token = (snap.kv_bytes_per_token if snap else 0) or spec.kv_bytes_per_token
+            per_token = (snap.kv_bytes_per_token if snap else 0) or dep.spec.kv_bytes_per_token
             if per_token:
                 kv[backend] = kv_bytes(tokens, most, per_token)
-            price = local_price(policy.prices.get(target.model) or spec.price, snap)
+            price = local_price(dep.local_price, snap)
         else:
-            price = compiled.hosted_prices.get((backend, target.model))
+            price = dep.hosted_price
         if price is not None:
             costs[backend] = price.cost(tokens, min(output, most))
     scores = scores or score_prompt(compiled, body, difficulty, category)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 from policies.calibration import Calibration
@@ -22,6 +23,8 @@ from policies.live import EngineSnapshot, LiveState
 from policies.output_stats import OutputStats
 from policies.prefix_tracker import PrefixTracker
 from policies.ttft_scale import TtftScale
+
+_NO_OCCUPANCY: Mapping[str, float] = MappingProxyType({})
 
 
 class PolledEngines(Protocol):
@@ -66,8 +69,15 @@ class LiveBook:
                          self.holds.released_since(snapshots), self.holds.in_flight(snapshots), self.slo_out,
                          teams=self.demand.view(self.holds.by_team(), now,
                                                 compiled.policy.fairness.demand_window_s),
-                         turn=self.turns, prefix_occupancy=self.prefixes.occupancy(compiled.engines),
+                         turn=self.turns, prefix_occupancy=self._prefix_occupancy(compiled),
                          ttft_scale=self.ttft_scale.scales(now))
+
+    def _prefix_occupancy(self, compiled: CompiledPolicy) -> Mapping[str, float]:
+        """Only prefix_affinity reads it (the policy in force's or the shadow's): none built otherwise."""
+        shadow = self._policy.shadow
+        if compiled.uses_prefix_index or (shadow is not None and shadow.uses_prefix_index):
+            return self.prefixes.occupancy(compiled.engines)
+        return _NO_OCCUPANCY
 
     def decided(self, compiled: CompiledPolicy, facts: RequestFacts, decision: RouteDecision,
                 live: LiveState) -> None:
@@ -87,10 +97,10 @@ class LiveBook:
 
     def _note_demand(self, compiled: CompiledPolicy, facts: RequestFacts, now: float) -> None:
         """The request's team wants the engines that serve its alias (fairness: a claim on them for a while)."""
-        alias = compiled.aliases.get(facts.model_alias)
-        if alias is not None and compiled.policy.fairness.enabled:
+        engines = compiled.alias_engines.get(facts.model_alias)
+        if engines is not None and compiled.policy.fairness.enabled:
             cls = request_class(compiled.team(facts.team).priority_class, facts.headers.get(CLASS_HEADER))
-            self.demand.note((b for b in alias.by_backend if b in compiled.engines), facts.team, cls, now)
+            self.demand.note(engines, facts.team, cls, now)
 
     def reserve(self, backend: str, facts: RequestFacts) -> Hold | None:
         """Hold the request's KV blocks on an engine until release(); None for hosted backends."""

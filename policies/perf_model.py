@@ -129,12 +129,25 @@ class Prediction(NamedTuple):
 def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int, cached_tokens: int = 0,
                    queued_prompt_tokens: int = 0, num_running: int = 0, running_context_tokens: int = 0,
                    decode_step_s: float | None = None, prefill_token_s: float | None = None) -> Prediction:
+    """TTFT (engine_ttft) and E2E, which adds this request's decode steps in a batch one larger."""
+    ttft = engine_ttft(model, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens,
+                       queued_prompt_tokens=queued_prompt_tokens, num_running=num_running,
+                       running_context_tokens=running_context_tokens, decode_step_s=decode_step_s,
+                       prefill_token_s=prefill_token_s)
+    batch = min(model.max_num_seqs, num_running + 1)
+    step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
+    return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)
+
+
+def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 0, queued_prompt_tokens: int = 0,
+                num_running: int = 0, running_context_tokens: int = 0, decode_step_s: float | None = None,
+                prefill_token_s: float | None = None) -> float:
     """TTFT as the engine schedules (local_engine/scheduler.py): the step in progress, then steps that
     each decode every running sequence (one token of the budget each) and prefill a chunk of the
     queue ahead and this prompt's uncached tokens with the budget left; an idle engine prefills a
     burst in one step (the idle budget). Rates measured now beat the model's: `decode_step_s` (the
     running batch's step) and `prefill_token_s` (prefill seconds per token, its fixed cost spread
-    over the chunks it ran). E2E adds this request's decode steps in a batch one larger."""
+    over the chunks it ran)."""
     uncached = max(0, prompt_tokens - cached_tokens)
     prefill = queued_prompt_tokens + uncached
     if num_running:
@@ -148,10 +161,7 @@ def predict_engine(model: EngineModel, *, prompt_tokens: int, output_tokens: int
         waiting += prefill_token_s * prefill
     else:
         waiting += steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill
-    ttft = model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens
-    batch = min(model.max_num_seqs, num_running + 1)
-    step = model.decode_time(batch, running_context_tokens + prompt_tokens + output_tokens // 2)
-    return Prediction(ttft, ttft + max(0, output_tokens - 1) * step)
+    return model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens
 
 
 def predict_hosted(model: HostedModel, output_tokens: int, z: float = _Z95) -> Prediction:

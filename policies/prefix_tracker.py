@@ -4,6 +4,7 @@ caches, and the KV blocks it needs there less those our in-flight requests alrea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from policies.compiled import CompiledPolicy
@@ -65,8 +66,5 @@ class PrefixTracker:
 
 
 def _with_prefix(facts: RequestFacts, **changes: Any) -> RequestFacts:
-    """dataclasses.replace(facts, **changes) without re-running RequestFacts' 22-field frozen __init__
-    (~6 µs a request on this path); it validates nothing, so a copy of its fields is the same value."""
-    new = object.__new__(type(facts))
-    new.__dict__.update(facts.__dict__, **changes)
-    return new
+    """dataclasses.replace(facts, **changes): RequestFacts is slotted, so its frozen init is cheap enough."""
+    return replace(facts, **changes)

@@ -56,7 +56,7 @@ class TtftScale:
     def predicted(self, backend: str, ttft_s: float, now: float) -> None:
         if ttft_s <= 0:
             return
-        entry = self._engines.setdefault(backend, _Engine())
+        entry = self._engines.get(backend) or self._engines.setdefault(backend, _Engine())  # none built per call
         entry.pending.append((now, ttft_s))
         while entry.pending and entry.pending[0][0] < now - KEEP_S:
             entry.pending.popleft()

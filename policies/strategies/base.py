@@ -3,8 +3,7 @@ small helpers they share. No runtime imports of the policy modules: the rule mod
 are part of the policy schema."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the strategies
     from policies.compiled import AliasInfo, CompiledPolicy
@@ -12,8 +11,10 @@ if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the s
     from policies.live import LiveState
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
+    """One request's context (immutable; a NamedTuple, as Outcome: one is built per request, in half
+    a frozen dataclass's time)."""
+
     policy: CompiledPolicy
     alias: AliasInfo
     facts: RequestFacts
@@ -21,8 +22,7 @@ class Context:
     usable: frozenset[str]  # backends with a deployment of the alias that the team may use
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     backends: tuple[str, ...]
     reason: str
     refusal: str = ""

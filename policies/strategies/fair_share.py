@@ -2,6 +2,8 @@
 teams under their share (policies/fairness.py), with the numbers for the decision's reason."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from policies.fairness import BATCH, CLASS_HEADER, EngineTeams, Verdict, contended, judge, request_class
 from policies.strategies.base import Context
 
@@ -17,6 +19,11 @@ def _queue_room(ctx: Context, backend: str, queued: int, queue_limit: int) -> in
     return queue_limit - queued + 1 + free_slots
 
 
+def _only(team: str, wanting: Mapping[str, str]) -> bool:
+    """No team but `team` wants the engine."""
+    return not wanting or (len(wanting) == 1 and team in wanting)
+
+
 def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_blocks: int, need: int,
                total_blocks: int) -> Verdict | None:
     """A yielding verdict for an engine that would otherwise take the request; None when it keeps it
@@ -27,7 +34,7 @@ def fair_share(ctx: Context, backend: str, queued: int, queue_limit: int, free_b
     team = ctx.facts.team
     cls = request_class(ctx.policy.team(team).priority_class, ctx.facts.headers.get(CLASS_HEADER))
     load = ctx.live.teams.get(backend, _NOBODY)
-    if cls != BATCH and all(t == team for t in load.wanting):
+    if cls != BATCH and _only(team, load.wanting):
         return None  # nobody else wants the engine (the common case): nothing to weigh
     # The smaller of the rule's queue limit and the backend's (slo_cost passes none of its own).
     queue_limit = min(queue_limit, ctx.policy.policy.backends[backend].max_waiting)

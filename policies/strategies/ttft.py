@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from policies.perf_model import predict_engine
+from policies.perf_model import engine_ttft
 from policies.strategies.base import Context
 
 
@@ -60,10 +60,9 @@ def _engine(ctx: Context, backend: str) -> Predicted:
     # else this (shared) machine is doing now.
     decode_step = running / snap.decode_tokens_per_s if running and snap.decode_tokens_per_s > 0 else None
     prefill_token = 1.0 / snap.prefill_tokens_per_s if snap.prefill_tokens_per_s > 0 else None
-    predicted = predict_engine(model, prompt_tokens=prompt, output_tokens=facts.output_on(backend),
-                               cached_tokens=cached, queued_prompt_tokens=queued, num_running=running,
-                               running_context_tokens=used_tokens, decode_step_s=decode_step,
-                               prefill_token_s=prefill_token).ttft_s
+    predicted = engine_ttft(model, prompt_tokens=prompt, cached_tokens=cached, queued_prompt_tokens=queued,
+                            num_running=running, running_context_tokens=used_tokens, decode_step_s=decode_step,
+                            prefill_token_s=prefill_token)
     scale = live.ttft_scale.get(backend)
     if scale is None:
         return Predicted(predicted, "live", predicted)
