@@ -3,7 +3,8 @@ small helpers they share. No runtime imports of the policy modules: the rule mod
 are part of the policy schema."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the strategies
     from policies.compiled import AliasInfo, CompiledPolicy
@@ -11,10 +12,8 @@ if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the s
     from policies.live import LiveState
 
 
-class Context(NamedTuple):
-    """One request's context (immutable; a NamedTuple, as Outcome: one is built per request, in half
-    a frozen dataclass's time)."""
-
+@dataclass(frozen=True, slots=True)
+class Context:
     policy: CompiledPolicy
     alias: AliasInfo
     facts: RequestFacts
@@ -22,7 +21,8 @@ class Context(NamedTuple):
     usable: frozenset[str]  # backends with a deployment of the alias that the team may use
 
 
-class Outcome(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Outcome:
     backends: tuple[str, ...]
     reason: str
     refusal: str = ""
