@@ -20,6 +20,14 @@ log = logging.getLogger("hybridgw.workers")
 QUICK_EXIT_S = 10.0  # a worker that dies sooner than this after its start is crash-looping: back off
 
 
+def _in_worker_before_exec() -> None:
+    """In the forked child, before exec: die with the supervisor, and ignore SIGHUP until the worker's
+    policy watcher takes it over (SIG_IGN survives exec). A reload forwarded while a worker still starts
+    would otherwise kill it (SIGHUP's default); it reads the policy file after this anyway."""
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     """What every worker is started with (as JSON on its command line)."""
@@ -68,7 +76,7 @@ class WorkerPool:
         # started the child ends, so a worker started from a short-lived thread would die with it.
         args = [self.python, "-m", "gateway.serve_worker", str(worker.index), json.dumps(asdict(self.plan))]
         worker.popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, pass_fds=() if self.plan.fd is None else (self.plan.fd,),
-                                        preexec_fn=die_with_parent)
+                                        preexec_fn=_in_worker_before_exec)
         worker.started_at = time.monotonic()
         log.info("worker %d: started pid %d", worker.index, worker.popen.pid)
 

@@ -206,6 +206,8 @@ def _alive(pid: int) -> bool:
 def test_sighup_reaches_every_worker_and_a_killed_worker_is_replaced(workers: Workers) -> None:
     before = wait_until(lambda: (w := workers.readyz()["workers"]) and w["alive"] == 2 and w, "two live workers")
     assert set(workers.readyz(admin=False)["workers"]) == {"count", "alive", "restarts", "index"}  # no pids
+    # both serving (their policy watchers started): a worker still starting ignores SIGHUP, not dies of it
+    wait_until(lambda: {workers.readyz()["workers"]["index"] for _ in range(20)} == {0, 1}, "both workers serving")
     workers.proc.popen.send_signal(signal.SIGHUP)  # to the supervisor: it forwards it to every worker
     wait_until(lambda: {b["workers"]["index"]: b["policy"]["reloads"] for b in (workers.readyz() for _ in range(20))}
                == {0: 1, 1: 1}, "a forced reload in both workers")
@@ -266,3 +268,23 @@ def test_with_redis_the_limits_hold_across_two_workers(fake_upstream: str, tmp_p
         finally:
             assert procs.stop(served.proc) == 0
         assert "Traceback" not in served.proc.output(), served.proc.output()[-5000:]
+
+
+def test_a_reload_signal_while_workers_start_kills_none_of_them(fake_upstream: str, tmp_path: Path) -> None:
+    data_dir, config = tmp_path / "data", tmp_path / "policy.yaml"
+    config.write_text(_policy(fake_upstream))
+    port = procs.free_port()
+    proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2"),
+                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": "", "HYBRIDGW_ADMIN_KEY": ADMIN_KEY},
+                       name="gateway-workers-hup")
+    served = Workers(f"http://127.0.0.1:{port}", config, data_dir, proc, {})
+    try:
+        wait_until(lambda: "worker 1: started pid" in proc.output(), "the second worker started")
+        for _ in range(10):  # SIGHUPs forwarded while the workers import and build their apps
+            proc.popen.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        procs.wait_http(f"{served.url}/healthz", proc, timeout_s=120)
+        workers = wait_until(lambda: (w := served.readyz()["workers"]) and w["alive"] == 2 and w, "two live workers")
+        assert workers["restarts"] == 0 and "exited with" not in proc.output(), proc.output()[-3000:]
+    finally:
+        procs.stop(proc)
