@@ -16,6 +16,7 @@ import pytest
 
 from tests.support import procs
 from tests.support.procs import hybridgw  # noqa: F401  (re-exported to this directory's tests)
+from tests.support.redis_server import RedisServer, redis_server_path
 
 ADMIN_KEY = "admin-test-key"
 UPSTREAM_KEY = "upstream-secret"
@@ -121,6 +122,15 @@ class Gateway:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no usage record for {request_id}")
             time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (skipped where none is installed)."""
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    with RedisServer(workdir=tmp_path) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

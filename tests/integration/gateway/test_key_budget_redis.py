@@ -5,32 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gateway.key_usage import key_budget_status
 from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 
 KEY_LIMITS = TeamLimits(usd_per_day=2.0, usd_per_month=30.0)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
-    with RedisServer(workdir=tmp_path) as running:
-        yield running
-
-
-def test_what_one_replica_charged_the_other_reports_as_the_keys_spend(server: RedisServer) -> None:
+def test_what_one_replica_charged_the_other_reports_as_the_keys_spend(redis_server: RedisServer) -> None:
     config = LimitsConfig(teams={"red": TeamLimits(usd_per_day=100.0)})
 
     async def run() -> dict[str, dict[str, float] | None]:
-        first, other = RedisLimiter.from_url(server.url, config), RedisLimiter.from_url(server.url, config)
+        first, other = RedisLimiter.from_url(redis_server.url, config), RedisLimiter.from_url(redis_server.url, config)
         try:
             for i in range(3):
                 held = await first.reserve(f"r{i}", "red", "k1", 10, 0.1, key_limits=KEY_LIMITS)

@@ -4,8 +4,6 @@ recently keep serving, others get a 503, never a 500)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,25 +13,17 @@ from gateway.errors import ServiceUnavailable, error_info
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStoreUnavailable
 from gateway.key_store_redis import RedisKeyStore
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
-    with RedisServer(workdir=tmp_path) as running:
-        yield running
-
-
-def test_roundtrip_and_only_hashes_are_stored(server: RedisServer) -> None:
-    store = RedisKeyStore.from_url(server.url)
+def test_roundtrip_and_only_hashes_are_stored(redis_server: RedisServer) -> None:
+    store = RedisKeyStore.from_url(redis_server.url)
     assert store.count() == 0
     key, info = store.create("red", "ci")
     other, _ = store.create("blue")
     assert store.lookup(hash_key(key)) == info
     assert [r.key_id for r in store.list()] == [info.key_id, other.split("-")[2]]
-    raw = redis.Redis.from_url(server.url)
+    raw = redis.Redis.from_url(redis_server.url)
     dump = b"".join(k + b"".join(str(v).encode() for v in raw.hgetall(k).items()) for k in raw.keys("hgw:*")
                     if raw.type(k) == b"hash")
     assert key.encode() not in dump and key.split("-", 3)[3].encode() not in dump  # the secret may hold "-"
@@ -45,13 +35,13 @@ def test_roundtrip_and_only_hashes_are_stored(server: RedisServer) -> None:
     store.close()
 
 
-def test_while_redis_is_down_recent_keys_serve_and_others_get_a_503(server: RedisServer) -> None:
-    store = RedisKeyStore.from_url(server.url)
+def test_while_redis_is_down_recent_keys_serve_and_others_get_a_503(redis_server: RedisServer) -> None:
+    store = RedisKeyStore.from_url(redis_server.url)
     now = [0.0]
     cache = KeyCache(store, ttl_s=5.0, stale_s=60.0, clock=lambda: now[0])
     key, info = store.create("red")
     assert asyncio.run(cache.lookup(hash_key(key))) == info
-    server.kill()
+    redis_server.kill()
     with pytest.raises(KeyStoreUnavailable):
         store.lookup(hash_key(key))
     now[0] = 30.0  # past the TTL, within stale_s: served from what was seen

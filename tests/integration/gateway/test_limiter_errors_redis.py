@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,20 +23,12 @@ from observability.metrics import build_metrics
 from observability.redis_clients import team_tag
 from tests.integration.gateway.conftest import hybridgw
 from tests.support import procs
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 
 RPM = 50  # too small a window for leases: every request is checked in Redis
 CONFIG = LimitsConfig(teams={"alpha": TeamLimits(requests_per_minute=RPM)})
 ADMIN_KEY = "sk-admin-limiter-errors-0123456"
 PREFIX = "hgw:lim:"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
-    with RedisServer(workdir=tmp_path) as running:
-        yield running
 
 
 def _break_windows(url: str, team: str) -> None:
@@ -70,17 +61,17 @@ def _counted(exposition: str, failure: str, script: str) -> float | None:
     return None
 
 
-def test_a_wrongtype_window_is_a_bug_logged_once_counted_and_shown(server: RedisServer,
+def test_a_wrongtype_window_is_a_bug_logged_once_counted_and_shown(redis_server: RedisServer,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     metrics = build_metrics()
 
     async def run() -> None:
-        limiter = RedisLimiter.from_url(server.url, CONFIG, lease_quota=False)
+        limiter = RedisLimiter.from_url(redis_server.url, CONFIG, lease_quota=False)
         register_limiter_metrics(metrics.provider, limiter)
         try:
             assert (await limiter.reserve("r0", "alpha", "k", 1, 0.0)).window_keys  # enforced
             assert limiter.state().failing_open is False
-            _break_windows(server.url, "alpha")
+            _break_windows(redis_server.url, "alpha")
             with caplog.at_level(logging.WARNING, logger="observability.limits_redis"):
                 held = [await limiter.reserve(f"r{i}", "alpha", "k", 1, 0.0) for i in range(1, 4)]
             assert [h.window_keys for h in held] == [(), (), ()]  # served, nothing charged: fail open
@@ -95,7 +86,7 @@ def test_a_wrongtype_window_is_a_bug_logged_once_counted_and_shown(server: Redis
             assert public["limiter"] == {"failing_open": True, "since": public["limiter"]["since"]}
             _, detail = readiness(True, {}, {}, Readiness(limiter=limiter), admin=True)
             assert detail["limiter"]["script_errors"] == {"reserve": 3}
-            _mend_windows(server.url)
+            _mend_windows(redis_server.url)
             assert (await limiter.reserve("r9", "alpha", "k", 1, 0.0)).window_keys  # enforced again
             assert limiter.state().failing_open is False
         finally:
@@ -106,12 +97,12 @@ def test_a_wrongtype_window_is_a_bug_logged_once_counted_and_shown(server: Redis
     assert _counted(text, "script_error", "reserve") == 3.0, text
 
 
-def test_a_redis_that_is_gone_is_an_outage_not_a_bug(server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_redis_that_is_gone_is_an_outage_not_a_bug(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     async def run() -> None:
-        limiter = RedisLimiter.from_url(server.url, CONFIG, lease_quota=False)
+        limiter = RedisLimiter.from_url(redis_server.url, CONFIG, lease_quota=False)
         try:
             assert (await limiter.reserve("r0", "alpha", "k", 1, 0.0)).window_keys
-            server.stop()
+            redis_server.stop()
             with caplog.at_level(logging.WARNING, logger="observability.limits_redis"):
                 assert not (await limiter.reserve("r1", "alpha", "k", 1, 0.0)).window_keys  # fail open
             state = limiter.state()
@@ -125,7 +116,7 @@ def test_a_redis_that_is_gone_is_an_outage_not_a_bug(server: RedisServer, caplog
     asyncio.run(run())
 
 
-def test_the_gateway_serves_through_a_limiter_bug_and_says_so(server: RedisServer, fake_upstream: str,
+def test_the_gateway_serves_through_a_limiter_bug_and_says_so(redis_server: RedisServer, fake_upstream: str,
                                                               tmp_path: Path) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text(f"""
@@ -136,7 +127,7 @@ teams: {{alpha: {{limits: {{requests_per_minute: {RPM}}}}}}}
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY, "REDIS_URL": server.url}
+    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
     with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
                        env=env, name="gateway-limiter-errors") as proc:
         made = httpx.post(f"{url}/admin/keys", headers=admin, json={"team": "alpha"}, timeout=30)
@@ -148,7 +139,7 @@ teams: {{alpha: {{limits: {{requests_per_minute: {RPM}}}}}}}
                               json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
         assert chat().status_code == 200
-        _break_windows(server.url, "alpha")
+        _break_windows(redis_server.url, "alpha")
         assert chat().status_code == 200  # served (fail open), not a 500
         ready = httpx.get(f"{url}/readyz", headers=admin, timeout=30)
         assert ready.status_code == 200, ready.text

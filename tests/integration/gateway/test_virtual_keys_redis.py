@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -18,22 +16,14 @@ from gateway.key_store_redis import RedisKeyStore
 from observability.limit_leases import LEASE_DIVISOR
 from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
-from tests.support.redis_server import RedisServer, redis_server_path
+from tests.support.redis_server import RedisServer
 
 SPEC = KeySpec(models=("m",), expires_at=4_000_000_000.0, limits=TeamLimits(5, 100, 1.0, 2.0), on_exceed="route",
                metadata={"owner": "ana"}, tags={"project": "x"})
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    if redis_server_path() is None:
-        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
-    with RedisServer(workdir=tmp_path) as running:
-        yield running
-
-
-def test_the_spec_round_trips_and_updates(server: RedisServer) -> None:
-    store = RedisKeyStore.from_url(server.url)
+def test_the_spec_round_trips_and_updates(redis_server: RedisServer) -> None:
+    store = RedisKeyStore.from_url(redis_server.url)
     key, info = store.create("red", "ci", SPEC)
     assert store.lookup(hash_key(key)) == info and info.spec == SPEC
     assert store.update(info.key_id, "renamed", KeySpec(tags={"a": "b"}))
@@ -49,9 +39,9 @@ def test_the_spec_round_trips_and_updates(server: RedisServer) -> None:
     store.close()
 
 
-def test_rotation_keeps_the_old_key_for_its_grace_period_only(server: RedisServer) -> None:
+def test_rotation_keeps_the_old_key_for_its_grace_period_only(redis_server: RedisServer) -> None:
     offset = [0.0]
-    store = RedisKeyStore.from_url(server.url, clock=lambda: time.time() + offset[0])
+    store = RedisKeyStore.from_url(redis_server.url, clock=lambda: time.time() + offset[0])
     old, info = store.create("red", spec=SPEC)
     rotated = store.rotate(info.key_id, grace_s=600)
     assert rotated is not None
@@ -60,7 +50,7 @@ def test_rotation_keeps_the_old_key_for_its_grace_period_only(server: RedisServe
     assert store.lookup(hash_key(old)) is not None and store.lookup(hash_key(new)) is not None
     offset[0] = 601.0
     assert store.lookup(hash_key(old)) is None and store.lookup(hash_key(new)) is not None
-    raw = redis.Redis.from_url(server.url)
+    raw = redis.Redis.from_url(redis_server.url)
     assert 0 < raw.ttl(f"hgw:{{keys}}:hash:{hash_key(old)}") <= 601  # Redis drops it by itself, too
     offset[0] = 0.0
     again = store.rotate(info.key_id, grace_s=600)
@@ -72,13 +62,13 @@ def test_rotation_keeps_the_old_key_for_its_grace_period_only(server: RedisServe
     store.close()
 
 
-def test_a_key_stored_before_specs_existed_still_works(server: RedisServer) -> None:
-    raw = redis.Redis.from_url(server.url, decode_responses=True)
+def test_a_key_stored_before_specs_existed_still_works(redis_server: RedisServer) -> None:
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     digest = hash_key("sk-old")
     raw.hset("hgw:keys:id:0123abcd", mapping={"key_hash": digest, "team": "red", "name": "old", "created_at": "1.0"})
     raw.hset(f"hgw:keys:hash:{digest}", mapping={"key_id": "0123abcd", "team": "red", "name": "old"})
     raw.sadd("hgw:keys:ids", "0123abcd")
-    store = RedisKeyStore.from_url(server.url)
+    store = RedisKeyStore.from_url(redis_server.url)
     found = store.lookup(digest)
     assert found is not None and found.team == "red" and found.spec == KeySpec()
     assert store.list()[0].spend_usd == 0.0
@@ -94,14 +84,14 @@ async def _remaining(limiter: RedisLimiter, n: int) -> list[int]:
     return out
 
 
-def test_remaining_is_exact_on_one_replica_and_bounded_across_two(server: RedisServer) -> None:
+def test_remaining_is_exact_on_one_replica_and_bounded_across_two(redis_server: RedisServer) -> None:
     limit = 1000
     lease = limit // LEASE_DIVISOR
     config = LimitsConfig(teams={"red": TeamLimits(requests_per_minute=limit)})
 
     async def run() -> tuple[list[int], list[int]]:
-        first = RedisLimiter.from_url(server.url, config)
-        other = RedisLimiter.from_url(server.url, config)
+        first = RedisLimiter.from_url(redis_server.url, config)
+        other = RedisLimiter.from_url(redis_server.url, config)
         try:
             mine = await _remaining(first, 40)  # past two leases: local and round-trip reservations alike
             return mine, await _remaining(other, 3)
