@@ -14,18 +14,11 @@ from gateway.auth import KeyInfo, hash_key
 from gateway.errors import ServiceUnavailable
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStore, KeyStoreUnavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import ManualClock
 
 
 def test_a_revocation_is_seen_once_the_ttl_has_passed(tmp_path: Path) -> None:
-    store, clock = KeyStore.in_data_dir(tmp_path), Clock()
+    store, clock = KeyStore.in_data_dir(tmp_path), ManualClock(100.0)
     cache = KeyCache(store, ttl_s=5.0, clock=clock)
     key, info = store.create("red")
     assert asyncio.run(cache.lookup(hash_key(key))) == info
@@ -48,7 +41,7 @@ def test_without_a_ttl_every_lookup_asks_the_store(tmp_path: Path) -> None:
 
 
 def test_forget_all_drops_what_was_remembered(tmp_path: Path) -> None:
-    store, clock = KeyStore.in_data_dir(tmp_path), Clock()
+    store, clock = KeyStore.in_data_dir(tmp_path), ManualClock(100.0)
     cache = KeyCache(store, ttl_s=5.0, clock=clock)
     key, info = store.create("red")
     asyncio.run(cache.lookup(hash_key(key)))
@@ -81,7 +74,7 @@ class CountingStore(KeyStore):
 
 
 def test_an_unknown_key_is_remembered_for_the_short_negative_ttl(tmp_path: Path) -> None:
-    store, clock = CountingStore(tmp_path / "keys.sqlite3"), Clock()
+    store, clock = CountingStore(tmp_path / "keys.sqlite3"), ManualClock(100.0)
     cache = KeyCache(store, ttl_s=5.0, negative_ttl_s=1.0, clock=clock)
     for _ in range(50):  # a client retrying a made-up key in a loop
         assert asyncio.run(cache.lookup("0" * 64)) is None
@@ -126,7 +119,7 @@ class ReadThenWait(KeyStore):
 
 
 def test_a_lookup_in_flight_at_forget_all_is_neither_joined_nor_remembered(tmp_path: Path) -> None:
-    store, clock = ReadThenWait(tmp_path / "keys.sqlite3"), Clock()
+    store, clock = ReadThenWait(tmp_path / "keys.sqlite3"), ManualClock(100.0)
     key, info = store.create("red")
     cache = KeyCache(store, ttl_s=5.0, clock=clock)
 
@@ -159,7 +152,7 @@ class FlakyStore(CountingStore):
 
 def test_while_the_store_is_down_it_is_asked_once_a_retry_interval_and_warned_about_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store, clock = FlakyStore(tmp_path / "keys.sqlite3"), Clock()
+    store, clock = FlakyStore(tmp_path / "keys.sqlite3"), ManualClock(100.0)
     cache = KeyCache(store, ttl_s=1.0, stale_s=300.0, retry_s=1.0, clock=clock)
     key, info = store.create("red")
     assert asyncio.run(cache.lookup(hash_key(key))) == info and store.lookups == 1

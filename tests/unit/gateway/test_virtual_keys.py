@@ -14,15 +14,7 @@ from gateway.key_requests import KeyCreateBody, KeyUpdateBody, apply
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyStore
 from observability.limits_config import TeamLimits
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support.clock import ManualClock
 
 SPEC = KeySpec(models=("m",), expires_at=2_000_000.0, limits=TeamLimits(5, 1000, 1.5, None), on_exceed="route",
                metadata={"owner": "ana"}, tags={"project": "x"})
@@ -41,7 +33,7 @@ def test_the_spec_survives_the_store_and_updates_replace_it(tmp_path: Path) -> N
 
 
 def test_a_rotated_key_works_for_its_grace_period_and_not_after(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     store = KeyStore.in_data_dir(tmp_path, clock=clock)
     old, info = store.create("red", spec=SPEC)
     rotated = store.rotate(info.key_id, grace_s=60)

@@ -14,6 +14,7 @@ from policies.fairness import BATCH, INTERACTIVE, DemandBook, EngineTeams, conte
 from policies.holds import Hold, HoldBook
 from policies.loader import load_policy
 from policies.router import PolicyRouter
+from tests.support.clock import ManualClock
 
 from .support import NOW, engine
 
@@ -39,26 +40,18 @@ rules:
 BODY = {"model": "chat", "max_tokens": 147, "messages": [{"role": "user", "content": "tiktoken is great!"}]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _router(red: float = 1, blue: float = 1, enabled: bool = True, rule: str = "") -> tuple[PolicyRouter, Clock]:
+def _router(red: float = 1, blue: float = 1, enabled: bool = True, rule: str = "") -> tuple[PolicyRouter, ManualClock]:
     text = POLICY.replace("RED", str(red)).replace("BLUE", str(blue)).replace("ENABLED", str(enabled).lower())
     if rule:
         text = text.replace("  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}", rule)
-    clock = Clock()
+    clock = ManualClock(NOW)
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0)
     _poll(router, clock)
     return router, clock
 
 
-def _poll(router: PolicyRouter, clock: Clock) -> None:
+def _poll(router: PolicyRouter, clock: ManualClock) -> None:
     """A fresh, idle-looking engine state: what is in use is what this gateway holds."""
     router.poller.snapshots = MappingProxyType({"local": replace(engine(free=100, total=100), taken_at=clock.now,
                                                                  max_num_seqs=64)})

@@ -11,6 +11,7 @@ import pytest
 from policies.decision import Target
 from policies.loader import load_policy
 from policies.router import PolicyRouter
+from tests.support.clock import ManualClock
 
 from .support import NOW, engine
 
@@ -33,16 +34,8 @@ rules:
 BODY = {"model": "chat", "max_tokens": 147, "messages": [{"role": "user", "content": "tiktoken is great!"}]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, Clock]:
-    clock = Clock()
+def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, ManualClock]:
+    clock = ManualClock(NOW)
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0, **kw)
     # 64 running slots, as our engine reports: in-flight requests count as queued only beyond them.

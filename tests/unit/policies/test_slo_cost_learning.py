@@ -13,6 +13,7 @@ from policies.loader import LoadedPolicy, load_policy
 from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
 from policies.ttft_scale import BOUNDS, HALF_LIFE_S, TtftScale
+from tests.support.clock import ManualClock
 
 from .support import NOW, engine
 
@@ -37,16 +38,8 @@ LINEAR = EngineModel(prefill_fixed_s=0.0, prefill_per_token_s=0.001, decode_fixe
                      decode_per_context_token_s=0.0, max_num_batched_tokens=100_000)
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _router(clock: _Clock | None = None) -> PolicyRouter:
-    clock = clock or _Clock()
+def _router(clock: ManualClock | None = None) -> PolicyRouter:
+    clock = clock or ManualClock(NOW)
     loaded = load_policy(textwrap.dedent(POLICY), "t.yaml", {})
     router = PolicyRouter(LoadedPolicy(loaded.policy, loaded.source, (), PerfModel({"local": LINEAR}, {})),
                           clock=clock, price_table={})
@@ -96,7 +89,7 @@ def test_requests_sent_since_the_poll_are_queue_ahead() -> None:
 
 
 def test_the_router_learns_how_far_the_model_is_off_and_slo_cost_uses_it() -> None:
-    clock = _Clock()
+    clock = ManualClock(NOW)
     router = _router(clock)
     for _ in range(3):
         decision = router.decider.route(_facts(router, 300))  # the model says 0.3 s
