@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -15,9 +14,10 @@ from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import AttemptObserver, OpenedStream
 from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
+from gateway.outcome import stream_outcome
 from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
-from gateway.stream_tally import StreamTally, payload_text, upstream_counts, usage_is_insane
+from gateway.stream_tally import StreamTally, payload_text
 from gateway.usage_emit import finish
 from gateway.write_watch import WriteWatch
 
@@ -73,7 +73,7 @@ class SSERelayResponse(Response):
             self.watch.stop()
             self.guard.close()
             await self._close_upstream()
-            self._settle_usage()
+            ex.outcome = stream_outcome(self.svc, ex, tally)
             finish(self.svc, ex)
             del tally.payloads[:]
 
@@ -167,24 +167,3 @@ class SSERelayResponse(Response):
             await self.opened.rest.aclose()  # type: ignore[attr-defined]
         except Exception:  # closing a broken connection may fail; the stream is over either way
             pass
-
-    def _settle_usage(self) -> None:
-        ex, tally = self.ex, self.tally
-        ex.finish_reason = tally.finish_reason
-        ex.response_model = tally.response_model
-        counts = upstream_counts(tally.usage, "completion_tokens")
-        if counts is not None:
-            ex.prompt_tokens, ex.completion_tokens = counts
-            ex.usage_source = "upstream"
-            return
-        if usage_is_insane(tally.usage):
-            warn_bad_usage(self.svc, ex, tally.usage)
-        ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
-        ex.usage_source = "counted"
-
-
-def warn_bad_usage(svc: Services, ex: Exchange, usage: Any) -> None:
-    """An upstream's usage numbers that are no sane counts are ignored (counted instead), and said."""
-    backend = ex.target.backend if ex.target else ""
-    svc.log.warning("request %s: upstream %s reported usage that is no sane token count (%.200r); "
-                    "counted instead", ex.request_id, backend, usage)
