@@ -33,8 +33,20 @@ class Attempt:
     error: str  # why this target was passed over
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A non-streamed call's result: the target that answered, its response, the targets passed over."""
+
+    target: Target
+    response: UpstreamResponse
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OpenedStream:
+    """A stream's start: the target that answered, its first batch, the rest (the relay reads and closes
+    it) and the targets passed over."""
+
     target: Target
     first: Chunks  # the first batch
     rest: AsyncIterator[Chunks]
@@ -61,8 +73,7 @@ def _pass_over(observer: AttemptObserver, attempts: list[Attempt], target: Targe
 
 
 async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
-                   clock: RequestClock, observer: AttemptObserver,
-                   ) -> tuple[Target, UpstreamResponse, tuple[Attempt, ...]]:
+                   clock: RequestClock, observer: AttemptObserver) -> Completed:
     attempts: list[Attempt] = []
     candidates = _candidates(targets, backends)
     for i, (target, backend) in enumerate(candidates):
@@ -76,7 +87,7 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
         clock.mark_first_byte()
         clock.mark_chunk()  # non-streamed: the whole body is the first (and only) content
         observer.succeeded(target)
-        return target, response, tuple(attempts)
+        return Completed(target, response, tuple(attempts))
     raise AssertionError("unreachable: the last candidate returns or raises")
 
 

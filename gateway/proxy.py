@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ from gateway.errors import (
     UpstreamError,
     error_info,
 )
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, ParsedRequest
+from gateway.outcome import body_outcome
 from gateway.ratelimit_headers import refusal_headers
 from gateway.request_body import read_json_body
-from gateway.route_plan import plan_route
+from gateway.route_plan import plan_route, refuse_unroutable
 from gateway.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -36,14 +38,8 @@ from gateway.schemas import (
     parse_body,
 )
 from gateway.services import Services
-from gateway.stream_tally import (
-    StreamTally,
-    response_finish_reason,
-    response_text,
-    upstream_counts,
-    usage_is_insane,
-)
-from gateway.streaming import SSERelayResponse, warn_bad_usage
+from gateway.stream_tally import StreamTally
+from gateway.streaming import SSERelayResponse
 from gateway.token_count import count_off_loop
 from gateway.usage_emit import OPERATIONS, finish
 from observability.limits_protocol import LimitExceeded
@@ -68,9 +64,9 @@ UNKNOWN_MODEL = "unknown"  # the model alias recorded for a request whose model 
 REQUESTED_MODEL_CHARS = 200
 
 
-def error_response(ex: Exchange, exc: BaseException) -> Response:
+def error_response(headers: dict[str, str], exc: BaseException) -> Response:
+    """The OpenAI-shaped error answer for `exc`, with `headers` (the request's ids, route, rate limits)."""
     info = error_info(exc)
-    headers = ex.response_headers()
     if info.retry_after_s is not None:
         headers["retry-after"] = str(max(1, round(info.retry_after_s)))
     if isinstance(exc, LimitExceeded):
@@ -87,17 +83,16 @@ def _record_error(svc: Services, ex: Exchange, exc: BaseException) -> Response:
     if info.status == 500:
         svc.log.error("request %s failed", ex.request_id, exc_info=exc)
     finish(svc, ex)
-    return error_response(ex, exc)
+    return error_response(ex.response_headers(), exc)
 
 
 async def handle(request: Request, endpoint: Endpoint) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
     try:
-        key = await svc.authenticate(request.headers.get("authorization"))
+        ex.key = key = await svc.authenticate(request.headers.get("authorization"))
     except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
-        return error_response(ex, exc)
-    ex.team, ex.key_id, ex.key_spec = key.team, key.key_id, key.spec
+        return error_response(ex.response_headers(), exc)
     ex.tags.update(key.spec.tags)  # on every record of the key, refusals (404, 403) included
     # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.
     parent = extract_context(request.headers) if "traceparent" in request.headers else None
@@ -106,12 +101,12 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     guard: DisconnectGuard | None = None
     try:
         body = await read_json_body(request, svc.settings.max_body_bytes)
-        parsed = parse_body(endpoint.schema, body)
-        await _plan(svc, ex, endpoint, body, parsed, request)
+        ex.request = parse_request(endpoint, body, parse_body(endpoint.schema, body), request.headers)
+        await _plan(svc, ex, endpoint, ex.request)
         guard = DisconnectGuard(request.receive)
-        if ex.stream:
-            return await _start_stream(svc, ex, endpoint, body, guard)
-        response = await _complete(svc, ex, endpoint, body)
+        if ex.request.stream:
+            return await _start_stream(svc, ex, endpoint, ex.request, guard)
+        response = await _complete(svc, ex, endpoint, ex.request)
         guard.close()
         return response
     except (GatewayError, LimitExceeded) as exc:
@@ -143,61 +138,68 @@ def _aborted(svc: Services, ex: Exchange, guard: DisconnectGuard | None) -> Resp
     return Response(status_code=499)
 
 
-async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any], parsed: Any,
-                request: Request) -> None:
-    """Alias check, facts, route decision and limit reservation: everything before the call."""
-    ex.stream = bool(getattr(parsed, "stream", False)) and endpoint.can_stream
+def parse_request(endpoint: Endpoint, body: dict[str, Any], parsed: Any, headers: Mapping[str, str]) -> ParsedRequest:
+    """The request as the rest of the path needs it, from its validated body and its headers."""
     options = getattr(parsed, "stream_options", None)
-    ex.client_wants_usage = bool(options and options.include_usage)
+    alias: str = parsed.model
+    routed = body if endpoint is not EMBEDDINGS else {"model": alias, "prompt": body.get("input", "")}
+    return ParsedRequest(
+        alias=alias, stream=bool(getattr(parsed, "stream", False)) and endpoint.can_stream,
+        client_wants_usage=bool(options and options.include_usage), body=body, routed=routed,
+        headers={k: v for k, v in headers.items() if k.startswith("x-") and k != "x-request-id"},
+        off_loop=count_off_loop(headers.get("content-length")))
+
+
+async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, request: ParsedRequest) -> None:
+    """Alias checks, the route plan and the limit reservation: everything before the call."""
     try:
-        svc.catalog.check_alias(ex.team, parsed.model)
+        svc.catalog.check_alias(ex.team, request.alias)
     except ModelNotFound:
         # A name the client made up never becomes a rollup key or a metric label (10,000 bogus
         # names would be 10,000 of each); the raw name stays in this request's record tags only.
         ex.alias = UNKNOWN_MODEL
-        ex.tags["requested_model"] = parsed.model[:REQUESTED_MODEL_CHARS]
+        ex.tags["requested_model"] = request.alias[:REQUESTED_MODEL_CHARS]
         raise
-    ex.alias = parsed.model
+    ex.alias = request.alias
     check_key_alias(ex.key_spec, ex.key_id, ex.alias)  # 403 for an alias the team has but the key may not use
-    off_loop = count_off_loop(request.headers.get("content-length"))
-    if svc.limiter is not None and off_loop:
+    if svc.limiter is not None and request.off_loop:
         # Where counting is costly, the cheap refusal first: a team over its rpm costs no counting.
         # (Elsewhere reserve() below decides the same without a second round trip to Redis.)
         await svc.limiter.check_requests(ex.team, ex.key_id, key_limits=ex.key_spec.limits)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
-    headers = {k: v for k, v in request.headers.items() if k.startswith("x-") and k != "x-request-id"}
-    routed = body if endpoint is not EMBEDDINGS else {"model": ex.alias, "prompt": body.get("input", "")}
-    ex.policy = compiled = svc.policy.current  # one policy version for the request's whole life
-    await plan_route(svc, ex, routed, headers, compiled=compiled, off_loop=off_loop)
-    assert ex.facts is not None and ex.decision is not None
-    ex.estimated_prompt_tokens = ex.facts.prompt_tokens
-    ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else ex.facts.expected_output_tokens
+    # one policy version for the request's whole life
+    ex.route = plan = await plan_route(svc, request, ex.team, ex.span, compiled=svc.policy.current)
+    refuse_unroutable(plan, ex.team, request)
+    ex.estimated_prompt_tokens = plan.facts.prompt_tokens
+    ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else plan.facts.expected_output_tokens
     if svc.limiter is not None:
-        await _reserve(svc, ex, routed, headers, compiled)
+        await _reserve(svc, ex, request)
 
 
-async def _reserve(svc: Services, ex: Exchange, routed: dict[str, Any], headers: dict[str, str],
-                   compiled: CompiledPolicy) -> None:
+async def _reserve(svc: Services, ex: Exchange, request: ParsedRequest) -> None:
     """Hold the estimate against the team's and key's limits. A scope (team or key) over its USD budget
     whose on_exceed says `route` is routed again with `over_budget` (rules send it somewhere cheap)
     instead of refused; only that scope's budget goes unchecked, the other's still refuses."""
-    assert svc.limiter is not None and ex.facts is not None and ex.decision is not None
+    assert svc.limiter is not None and ex.route is not None
     tokens = ex.estimated_prompt_tokens + ex.estimated_completion_tokens
     unchecked: set[str] = set()
     while True:  # at most once per scope: each pass either returns, raises or unchecks one more
-        cost = ex.facts.est_cost_usd.get(ex.decision.targets[0].backend, 0.0)
+        plan = ex.route
+        cost = plan.facts.est_cost_usd.get(plan.decision.targets[0].backend, 0.0)
         try:
             ex.reservation = await svc.limiter.reserve(ex.request_id, ex.team, ex.key_id, tokens, cost,
                                                        unchecked=frozenset(unchecked), key_limits=ex.key_spec.limits)
             return
         except LimitExceeded as exc:
-            if not exc.limit.startswith("usd") or exc.scope in unchecked or on_exceed(compiled, ex, exc.scope) != "route":
+            if not exc.limit.startswith("usd") or exc.scope in unchecked or on_exceed(plan.policy, ex, exc.scope) != "route":
                 raise
             scope = exc.scope
         if not unchecked:
-            facts = ex.facts  # counted and scored once
-            await plan_route(svc, ex, routed, headers, over_budget=True, compiled=compiled,
-                             prompt_tokens=facts.prompt_tokens, scores=PromptScores(facts.difficulty, facts.category))
+            facts = plan.facts  # counted and scored once
+            ex.route = await plan_route(svc, request, ex.team, ex.span, compiled=plan.policy, over_budget=True,
+                                        prompt_tokens=facts.prompt_tokens,
+                                        scores=PromptScores(facts.difficulty, facts.category))
+            refuse_unroutable(ex.route, ex.team, request)
             ex.tags["over_budget"] = "true"
         unchecked.add(scope)
 
@@ -209,64 +211,54 @@ def on_exceed(compiled: CompiledPolicy, ex: Exchange, scope: str) -> str:
     return compiled.team(ex.team).budget.on_exceed
 
 
-def _request_maker(ex: Exchange, endpoint: Endpoint, body: dict[str, Any], compiled: CompiledPolicy,
+def _request_maker(ex: Exchange, endpoint: Endpoint, request: ParsedRequest, compiled: CompiledPolicy,
                    log: logging.Logger) -> dispatch.RequestFor:
     def request_for(target: Target) -> UpstreamRequest:
         # Only OpenAI's fields (and the backend's allowed extras) go on: the body never configures a backend.
-        built = upstream_body.build(endpoint.path, body, target.model,
-                                    upstream_body.rules_for(compiled, target.backend, ex.team), stream=ex.stream)
+        built = upstream_body.build(endpoint.path, request.body, target.model,
+                                    upstream_body.rules_for(compiled, target.backend, ex.team), stream=request.stream)
         if built.dropped:
             log.debug("request %s: fields not sent to %s: %s", ex.request_id, target.backend, ", ".join(built.dropped))
         # The upstream span is open by now (AttemptBook.started): engines join the trace through it.
         headers: dict[str, str] = {}
         if ex.upstream_span is not None:
             inject_traceparent(headers, ex.upstream_span)
-        return UpstreamRequest(endpoint.path, built.body, ex.request_id, ex.stream, headers)
+        return UpstreamRequest(endpoint.path, built.body, ex.request_id, request.stream, headers)
 
     return request_for
 
 
-async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any]) -> Response:
-    assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, ex.policy or svc.policy.current, svc.log)
-    _, upstream, ex.attempts = await dispatch.complete(
-        ex.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
-    usage = upstream.data.get("usage")
-    counts = upstream_counts(usage, "prompt_tokens")
-    if counts is not None:
-        ex.prompt_tokens, ex.completion_tokens = counts
-        ex.usage_source = "upstream"
-    else:  # none reported, or numbers that are no token counts (1e300, -5, "12"): count ourselves
-        if usage_is_insane(usage):
-            warn_bad_usage(svc, ex, usage)
-        ex.completion_tokens = svc.tokens.count_text(response_text(upstream.data), ex.alias)
-    ex.finish_reason = response_finish_reason(upstream.data)
-    model = upstream.data.get("model")
-    ex.response_model = model if isinstance(model, str) else ""
-    response = Response(upstream.content, status_code=200, headers=ex.response_headers(),
+async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, request: ParsedRequest) -> Response:
+    plan = ex.route
+    assert plan is not None
+    maker = _request_maker(ex, endpoint, request, plan.policy, svc.log)
+    done = await dispatch.complete(plan.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
+    ex.attempts = done.attempts
+    ex.outcome = body_outcome(svc, ex, done.response.data)
+    response = Response(done.response.content, status_code=200, headers=ex.response_headers(),
                         media_type="application/json")
     finish(svc, ex)
     return response
 
 
-async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, body: dict[str, Any],
+async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, request: ParsedRequest,
                         guard: DisconnectGuard) -> Response:
-    assert ex.decision is not None
-    maker = _request_maker(ex, endpoint, body, ex.policy or svc.policy.current, svc.log)
+    plan = ex.route
+    assert plan is not None
+    maker = _request_maker(ex, endpoint, request, plan.policy, svc.log)
     book = AttemptBook(svc, ex)
-    opened = await dispatch.open_stream(ex.decision.targets, svc.backends, maker, ex.clock, book)
+    opened = await dispatch.open_stream(plan.decision.targets, svc.backends, maker, ex.clock, book)
     ex.attempts = opened.attempts
-    return SSERelayResponse(svc, ex, opened, StreamTally(ex.client_wants_usage), guard, book,
-                            _output_cap(svc, ex, opened.target))
+    return SSERelayResponse(svc, ex, opened, StreamTally(request.client_wants_usage), guard, book,
+                            _output_cap(svc, ex, plan.policy, opened.target))
 
 
-def _output_cap(svc: Services, ex: Exchange, target: Target) -> int | None:
+def _output_cap(svc: Services, ex: Exchange, compiled: CompiledPolicy, target: Target) -> int | None:
     """How many output tokens the hard USD budgets (`on_exceed: reject`, the team's or the key's) still
     pay for: what was reserved plus the least headroom left after it (None: no hard budget, or free output)."""
     held = ex.reservation
     if held is None:
         return None
-    compiled = ex.policy or svc.policy.current
     # a soft budget re-routes new requests; it never cuts one already streaming
     headroom = held.usd_left([s for s in ("team", "key") if on_exceed(compiled, ex, s) == "reject"])
     if headroom is None:

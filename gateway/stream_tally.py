@@ -1,8 +1,9 @@
 """What the gateway learns from a relayed stream without re-encoding it: the usage chunk (kept or
 stripped as the client asked), the finish reason, and — only when the upstream sent no usage —
-the completion text, counted at the end. Pure."""
+the completion text, counted at the end; and the output cap of a hard USD budget. Pure."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -189,3 +190,30 @@ def usage_is_insane(usage: Any) -> bool:
         return False
     return any(usage.get(k) is not None and not sane_count(usage.get(k))
                for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
+
+
+class OutputCap:
+    """The output tokens a hard USD budget still pays for, charged chunk by chunk (one relay owns it).
+    Chunks are counted (one by one) only once their bytes could reach the cap: a token is ≥ 1 byte of
+    text and JSON never shortens text, so far from it a chunk costs an addition, and the chunk that
+    crosses it is still the one found."""
+
+    __slots__ = ("counted", "limit", "uncounted", "uncounted_bytes")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counted = 0
+        self.uncounted: list[bytes] = []
+        self.uncounted_bytes = 0
+
+    def crossed(self, payload: bytes, count: Callable[[bytes], int]) -> bool:
+        """Charge one content chunk (`count`: its output tokens); whether the output is now past the cap."""
+        self.uncounted.append(payload)
+        self.uncounted_bytes += len(payload)
+        if self.counted + self.uncounted_bytes <= self.limit:
+            return False  # the earlier chunks stayed under too, so only this one can be the one that crosses
+        for chunk in self.uncounted:
+            self.counted += count(chunk)
+        self.uncounted.clear()
+        self.uncounted_bytes = 0
+        return self.counted > self.limit

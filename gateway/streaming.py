@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -15,9 +14,10 @@ from gateway.disconnect import DisconnectGuard
 from gateway.dispatch import AttemptObserver, OpenedStream
 from gateway.errors import BudgetExhausted, UpstreamError, error_info
 from gateway.exchange import Exchange
+from gateway.outcome import stream_outcome
 from gateway.services import Services
 from gateway.sse import DONE_FRAME, error_frame
-from gateway.stream_tally import StreamTally, payload_text, upstream_counts, usage_is_insane
+from gateway.stream_tally import OutputCap, StreamTally, payload_text
 from gateway.usage_emit import finish
 from gateway.write_watch import WriteWatch
 
@@ -31,10 +31,8 @@ class SSERelayResponse(Response):
                  guard: DisconnectGuard, observer: AttemptObserver, max_output_tokens: int | None = None) -> None:
         self.svc, self.ex, self.opened, self.tally, self.guard = svc, ex, opened, tally, guard
         self.observer = observer  # told of the stream's success (and TTFT) at its first content chunk
-        self.max_output_tokens = max_output_tokens  # what a hard USD budget still pays for (None: no cap)
-        self.output_tokens = 0  # counted only under a cap, and only once the cap is within reach:
-        self.uncounted: list[bytes] = []  # chunks not counted yet, whose tokens are at most
-        self.uncounted_bytes = 0  # their bytes (a token is ≥ 1 byte of text; JSON never shortens text)
+        # what a hard USD budget still pays for (None: no cap)
+        self.cap = OutputCap(max_output_tokens) if max_output_tokens is not None else None
         self.write_timeout_s = svc.settings.stream_write_timeout_s
         self.status_code = 200
         self.background = None
@@ -73,7 +71,7 @@ class SSERelayResponse(Response):
             self.watch.stop()
             self.guard.close()
             await self._close_upstream()
-            self._settle_usage()
+            ex.outcome = stream_outcome(self.svc, ex, tally)
             finish(self.svc, ex)
             del tally.payloads[:]
 
@@ -120,7 +118,7 @@ class SSERelayResponse(Response):
     async def _forward(self, send: Send, batch: Chunks, now: float | None) -> None:
         """One upstream read's chunks: tallied and timed one by one, sent on in one write (a cut for
         the budget still sends the chunks before it)."""
-        tally, clock, capped = self.tally, self.ex.clock, self.max_output_tokens is not None
+        tally, clock, cap = self.tally, self.ex.clock, self.cap
         frames: list[bytes] = []
         try:
             for payload in batch:
@@ -130,8 +128,9 @@ class SSERelayResponse(Response):
                         self._first_token(now)
                     else:
                         clock.mark_chunk(now)
-                    if capped:
-                        self._charge(payload)
+                    if cap is not None and cap.crossed(payload, self._tokens_of):
+                        raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
+                                              "the rest of this response is not served", code="budget_exceeded")
                 if out is not None:
                     frames.append(b"data: " + out + b"\n\n")
         finally:
@@ -145,46 +144,11 @@ class SSERelayResponse(Response):
         self.ex.clock.mark_chunk(now)
         self.observer.succeeded(self.opened.target)
 
-    def _charge(self, payload: bytes) -> None:
-        """Count the chunk's output tokens against the budget cap; cut the stream past it. Chunks are
-        counted (tiktoken, one by one, as before) only when their bytes could reach the cap: far from it
-        a chunk costs an addition, and the chunk that crosses it is still the one cut."""
-        assert self.max_output_tokens is not None
-        self.uncounted.append(payload)
-        self.uncounted_bytes += len(payload)
-        if self.output_tokens + self.uncounted_bytes <= self.max_output_tokens:
-            return  # the earlier chunks stayed under too, so only this one can be the one that crosses
-        for chunk in self.uncounted:
-            self.output_tokens += self.svc.tokens.count_text(payload_text(chunk), self.ex.alias)
-        self.uncounted.clear()
-        self.uncounted_bytes = 0
-        if self.output_tokens > self.max_output_tokens:
-            raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
-                                  "the rest of this response is not served", code="budget_exceeded")
+    def _tokens_of(self, payload: bytes) -> int:
+        return self.svc.tokens.count_text(payload_text(payload), self.ex.alias)
 
     async def _close_upstream(self) -> None:
         try:
             await self.opened.rest.aclose()  # type: ignore[attr-defined]
         except Exception:  # closing a broken connection may fail; the stream is over either way
             pass
-
-    def _settle_usage(self) -> None:
-        ex, tally = self.ex, self.tally
-        ex.finish_reason = tally.finish_reason
-        ex.response_model = tally.response_model
-        counts = upstream_counts(tally.usage, "completion_tokens")
-        if counts is not None:
-            ex.prompt_tokens, ex.completion_tokens = counts
-            ex.usage_source = "upstream"
-            return
-        if usage_is_insane(tally.usage):
-            warn_bad_usage(self.svc, ex, tally.usage)
-        ex.completion_tokens = self.svc.tokens.count_text(tally.completion_text(), ex.alias)
-        ex.usage_source = "counted"
-
-
-def warn_bad_usage(svc: Services, ex: Exchange, usage: Any) -> None:
-    """An upstream's usage numbers that are no sane counts are ignored (counted instead), and said."""
-    backend = ex.target.backend if ex.target else ""
-    svc.log.warning("request %s: upstream %s reported usage that is no sane token count (%.200r); "
-                    "counted instead", ex.request_id, backend, usage)

@@ -6,13 +6,14 @@ import orjson
 from opentelemetry.trace import StatusCode
 
 from gateway.catalog import ResolvedBackend
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, UsageOutcome
 from gateway.services import Services
 from gateway.timing import TimingStats, summarize
 from observability.tracing import add_first_token_event, usage_attributes
 from observability.usage import UsageRecord
 from policies.backend_kinds import BACKEND_KINDS
 
+NO_OUTCOME = UsageOutcome(None, 0, "counted")  # no answer came (refused, failed before one): nothing used
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
@@ -24,25 +25,25 @@ def provider_of(backend: ResolvedBackend | None) -> str:
 
 
 def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd: float = 0.0) -> UsageRecord:
-    target = ex.target
+    target, ending, outcome = ex.target, ex.ending, ex.outcome or NO_OUTCOME
     # A refused request reached no upstream: it used no tokens (its estimate stays in estimated_*).
-    prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens
-    if ex.status == "rejected":
+    prompt = outcome.prompt_tokens if outcome.prompt_tokens is not None else ex.estimated_prompt_tokens
+    if ending.status == "rejected":
         prompt = 0
     return UsageRecord(
         request_id=ex.request_id, client_request_id=ex.client_request_id, time=ex.clock.arrival_wall,
         team=ex.team, key_id=ex.key_id,
         model_alias=ex.alias, backend=target.backend if target else "", model=target.model if target else "",
-        rule=ex.decision.rule if ex.decision else "", status=ex.status, http_status=ex.http_status,
+        rule=ex.route.decision.rule if ex.route else "", status=ending.status, http_status=ending.http_status,
         stream=ex.stream,
-        prompt_tokens=prompt, completion_tokens=ex.completion_tokens or 0,
+        prompt_tokens=prompt, completion_tokens=outcome.completion_tokens,
         estimated_prompt_tokens=ex.estimated_prompt_tokens,
         estimated_completion_tokens=ex.estimated_completion_tokens,
-        usage_source=ex.usage_source, cost_usd=cost_usd,
+        usage_source=outcome.usage_source, cost_usd=cost_usd,
         ttft_s=stats.ttft_s, itl_p50_s=stats.itl_p50_s, itl_p95_s=stats.itl_p95_s, itl_max_s=stats.itl_max_s,
-        e2e_s=stats.e2e_s, upstream_latency_s=stats.upstream_latency_s, error_type=ex.error_type,
-        finish_reason=ex.finish_reason, tags=dict(ex.tags), provider=provider,
-        kv_bytes=ex.facts.kv_bytes.get(target.backend, 0) if ex.facts is not None and target is not None else 0,
+        e2e_s=stats.e2e_s, upstream_latency_s=stats.upstream_latency_s, error_type=ending.error_type,
+        finish_reason=outcome.finish_reason, tags=dict(ex.tags), provider=provider,
+        kv_bytes=ex.route.facts.kv_bytes.get(target.backend, 0) if ex.route is not None and target is not None else 0,
         operation=OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
     )
 
@@ -60,8 +61,8 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
     if svc.settings.access_log and svc.access_log.isEnabledFor(20):
         line = record.to_dict()
         del line["itl_gaps_s"]  # the ledger keeps them; the log line stays one short line
-        if ex.error_message:
-            line["error"] = ex.error_message
+        if ex.ending.error_message:
+            line["error"] = ex.ending.error_message
         if ex.attempts:
             line["skipped"] = [{"backend": a.target.backend, "error": a.error} for a in ex.attempts]
         svc.access_log.info(orjson.dumps(line).decode())
@@ -75,14 +76,14 @@ def _learn_and_price(svc: Services, ex: Exchange) -> float:
     """Give back the KV hold, teach the router (calibration, output lengths) and price the request."""
     svc.live.release(ex.hold)
     ex.hold = None
-    if ex.target is None or ex.facts is None or ex.status == "rejected":
+    if ex.target is None or ex.route is None or ex.ending.status == "rejected":
         return 0.0
-    prompt = ex.prompt_tokens if ex.prompt_tokens is not None else ex.estimated_prompt_tokens
-    completion = ex.completion_tokens or 0
-    if ex.status == "ok":
-        upstream_prompt = ex.prompt_tokens if ex.usage_source == "upstream" else None
-        svc.live.record_usage(ex.facts, ex.target, upstream_prompt, completion)
-    return svc.pricing.cost_usd(ex.target, prompt, completion)
+    outcome = ex.outcome or NO_OUTCOME
+    prompt = outcome.prompt_tokens if outcome.prompt_tokens is not None else ex.estimated_prompt_tokens
+    if ex.ending.status == "ok":
+        upstream_prompt = outcome.prompt_tokens if outcome.usage_source == "upstream" else None
+        svc.live.record_usage(ex.route.facts, ex.target, upstream_prompt, outcome.completion_tokens)
+    return svc.pricing.cost_usd(ex.target, prompt, outcome.completion_tokens)
 
 
 def _end_spans(ex: Exchange, record: UsageRecord) -> None:
@@ -94,8 +95,8 @@ def _end_spans(ex: Exchange, record: UsageRecord) -> None:
         # the upstream (CLIENT) span only the GenAI ones (semconv's), not the hybridgw.* copies (~1/4 of
         # the gateway's CPU per request with tracing on went to attributes).
         attrs = usage_attributes(record)
-        if ex.response_model:  # what the upstream says answered (a dated snapshot, say)
-            attrs["gen_ai.response.model"] = ex.response_model
+        if ex.outcome is not None and ex.outcome.response_model:  # what answered (a dated snapshot, say)
+            attrs["gen_ai.response.model"] = ex.outcome.response_model
         for span in recording:
             span.set_attributes(attrs if span is ex.span else {k: v for k, v in attrs.items() if k.startswith("gen_ai.")})
             if record.status != "ok":

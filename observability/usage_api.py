@@ -1,15 +1,16 @@
 """GET /v1/usage: a team's key sees only its own team's report, the admin key any team's or all.
-A router factory: the gateway mounts it with its store and an auth dependency of its own."""
-# No `from __future__ import annotations` here: FastAPI must see the real Depends(caller) of the closure.
+A route factory (plain Starlette): the gateway mounts it with its store and an auth function of its own."""
+from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from observability.chargeback import GROUPS, ChargebackPolicy, to_csv
 from observability.chargeback_source import fetch_chargeback
@@ -50,22 +51,19 @@ def _chargeback(store: UsageStore, group: str, team: str | None, since_s: float,
     return JSONResponse({"object": "usage.chargeback", **result.to_dict()})
 
 
-def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price: HostedPrice | None = None,
-                 clock: Callable[[], float] = time.time,
-                 chargeback_policy: Callable[[], ChargebackPolicy] = ChargebackPolicy) -> APIRouter:
-    """`caller` is a FastAPI dependency returning a UsageCaller (raising its own 401 when unauthenticated).
-    `?by=team|key|tag` answers the chargeback table instead (json or a wide csv, one row per team, key
-    or tag); `chargeback_policy` says which backends are local and the teams' budgets."""
-    router = APIRouter()
+def usage_route(store: UsageStore, caller: Callable[[Request], Awaitable[UsageCaller]], *,
+                hosted_price: HostedPrice | None = None, clock: Callable[[], float] = time.time,
+                chargeback_policy: Callable[[], ChargebackPolicy] = ChargebackPolicy) -> Route:
+    """`caller` resolves the request's bearer key to a UsageCaller (raising an HTTPException, e.g. 401, when
+    it cannot). Query: `team` (default: the key's own team; admin: all), `since` (90s, 30m, 12h, 7d, 2w),
+    `format` (json, csv or html); `?by=team|key|tag` answers the chargeback table instead (json or a wide
+    csv, one row per team, key or tag); `chargeback_policy` says which backends are local and the teams' budgets."""
 
-    @router.get("/v1/usage")
-    async def get_usage(
-        who: Annotated[UsageCaller, Depends(caller)],
-        team: Annotated[str | None, Query(description="default: the key's own team; admin: all")] = None,
-        since: Annotated[str, Query(description="window: 90s, 30m, 12h, 7d, 2w")] = "7d",
-        format: Annotated[str, Query(description="json, csv or html")] = "json",
-        by: Annotated[str | None, Query(description="chargeback rows per team, key or tag")] = None,
-    ) -> Response:
+    async def get_usage(request: Request) -> Response:
+        who = await caller(request)
+        query = request.query_params
+        team, since = query.get("team"), query.get("since", "7d")
+        format, by = query.get("format", "json"), query.get("by")
         if not who.is_admin and team is not None and team != who.team:
             return _error(403, "this key may only read its own team's usage", "permission_error", "team",
                           "insufficient_permissions")
@@ -97,4 +95,4 @@ def usage_router(store: UsageStore, caller: Callable[..., Any], *, hosted_price:
             body["teams"] = teams
         return JSONResponse(body)
 
-    return router
+    return Route("/v1/usage", get_usage, methods=["GET"])

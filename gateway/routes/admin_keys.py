@@ -17,7 +17,7 @@ from starlette.routing import Route
 from gateway.admin_access import require_admin
 from gateway.auth import KeyInfo, new_key_refusal
 from gateway.errors import GatewayError, InvalidRequest, NotFound, ServiceUnavailable
-from gateway.exchange import Exchange
+from gateway.exchange import unrecorded_id_headers
 from gateway.key_requests import KeyCreateBody, KeyUpdateBody, RotateBody, apply, check_spec, grace_seconds
 from gateway.key_spec import KeySpec
 from gateway.key_store import KeyRow, KeyStoreUnavailable
@@ -30,9 +30,8 @@ from gateway.services import Services
 T = TypeVar("T")
 
 
-async def _admin(request: Request) -> tuple[Services, Exchange]:
-    svc = await require_admin(request)  # 401 without the admin key, 403 for a team's key
-    return svc, Exchange.begin("admin", request.headers.get("x-request-id"))
+async def _admin(request: Request) -> Services:
+    return await require_admin(request)  # 401 without the admin key, 403 for a team's key
 
 
 async def _with_budget(svc: Services, rows: list[KeyRow]) -> list[dict[str, Any]]:
@@ -53,8 +52,7 @@ async def _with_budget(svc: Services, rows: list[KeyRow]) -> list[dict[str, Any]
 
 
 def _fail(request: Request, exc: GatewayError) -> Response:
-    ex = Exchange.begin("admin", request.headers.get("x-request-id"))
-    return error_response(ex, exc)
+    return error_response(unrecorded_id_headers(request.headers.get("x-request-id")), exc)
 
 
 async def _store(call: Awaitable[T]) -> T:
@@ -91,7 +89,7 @@ def _no_key(key_id: str) -> NotFound:
 
 async def create_key(request: Request) -> Response:
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         body = parse_body(KeyCreateBody, await read_json_body(request, svc.settings.max_body_bytes))
         team = body.team.strip()
         refusal = new_key_refusal(team, svc.policy.current.policy)
@@ -107,7 +105,7 @@ async def create_key(request: Request) -> Response:
 
 async def list_keys(request: Request) -> Response:
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         everything = request.query_params.get("all", "").lower() in ("1", "true", "yes")
         team = request.query_params.get("team")
         rows = [row for row in await _store(asyncio.to_thread(svc.key_store.list, everything))
@@ -120,7 +118,7 @@ async def list_keys(request: Request) -> Response:
 
 async def key_info(request: Request) -> Response:
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         key_id = request.path_params["key_id"]
         row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
         if row is None:
@@ -134,7 +132,7 @@ async def key_info(request: Request) -> Response:
 async def update_key(request: Request) -> Response:
     """Only the fields the body names change; the team stays (a key's spend belongs to its team)."""
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         key_id = request.path_params["key_id"]
         body = parse_body(KeyUpdateBody, await read_json_body(request, svc.settings.max_body_bytes))
         row = await _store(asyncio.to_thread(svc.key_store.get, key_id))
@@ -154,7 +152,7 @@ async def update_key(request: Request) -> Response:
 
 async def rotate_key(request: Request) -> Response:
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         key_id = request.path_params["key_id"]
         grace = grace_seconds(parse_body(RotateBody, await _optional_json(request, svc.settings.max_body_bytes)))
         rotated = await _store(asyncio.to_thread(svc.key_store.rotate, key_id, grace))
@@ -171,7 +169,7 @@ async def rotate_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     try:
-        svc, _ = await _admin(request)
+        svc = await _admin(request)
         key_id = request.path_params["key_id"]
         revoked = await _store(asyncio.to_thread(svc.key_store.revoke, key_id))
         svc.key_cache.forget_all()  # refused on this replica at once; on the others within the cache's TTL

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.errors import GatewayError, ModelNotFound, NotFound
-from gateway.exchange import Exchange
+from gateway.exchange import unrecorded_id_headers
 from gateway.proxy import error_response
 from gateway.services import Services
 
@@ -17,24 +17,24 @@ def _model(alias: str) -> dict[str, object]:
     return {"id": alias, "object": "model", "created": 0, "owned_by": "hybridgw"}
 
 
-def _json(data: object, ex: Exchange) -> Response:
-    return Response(orjson.dumps(data), headers=ex.response_headers(), media_type="application/json")
+def _json(data: object, headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(data), headers=headers, media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ex = Exchange.begin("models", request.headers.get("x-request-id"))
+    headers = unrecorded_id_headers(request.headers.get("x-request-id"))
     try:
         key = await svc.authenticate(request.headers.get("authorization"))
     except GatewayError as exc:
-        return error_response(ex, exc)
+        return error_response(headers, exc)
     aliases = [a for a in svc.catalog.models_for(key.team) if key.spec.allows(a)]
-    return _json({"object": "list", "data": [_model(a) for a in aliases]}, ex)
+    return _json({"object": "list", "data": [_model(a) for a in aliases]}, headers)
 
 
 async def get_model(request: Request) -> Response:
     svc: Services = request.app.state.services
-    ex = Exchange.begin("models", request.headers.get("x-request-id"))
+    headers = unrecorded_id_headers(request.headers.get("x-request-id"))
     alias = request.path_params["model"]
     try:
         key = await svc.authenticate(request.headers.get("authorization"))
@@ -42,8 +42,8 @@ async def get_model(request: Request) -> Response:
             not_found = ModelNotFound(alias)
             raise NotFound(not_found.message, param="model", code="model_not_found")
     except GatewayError as exc:
-        return error_response(ex, exc)
-    return _json(_model(alias), ex)
+        return error_response(headers, exc)
+    return _json(_model(alias), headers)
 
 
 ROUTES = [

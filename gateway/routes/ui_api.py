@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from gateway.admin_access import require_admin
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
-from gateway.exchange import Exchange
+from gateway.exchange import unrecorded_id_headers
 from gateway.proxy import error_response
 from gateway.report_prices import chargeback_policy
 from observability.chargeback import exact_quantile
@@ -43,7 +43,7 @@ def json_response(data: object) -> Response:
 
 
 def fail(request: Request, exc: GatewayError) -> Response:
-    return error_response(Exchange.begin("admin", request.headers.get("x-request-id")), exc)
+    return error_response(unrecorded_id_headers(request.headers.get("x-request-id")), exc)
 
 
 async def teams(request: Request) -> Response:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.stream_tally import StreamTally, response_text
+from gateway.stream_tally import OutputCap, StreamTally, response_text
 
 CONTENT = b'{"choices":[{"index":0,"delta":{"content":"hi "},"finish_reason":null}],"usage":null}'
 FINISH = b'{"choices":[{"index":0,"delta":{},"finish_reason":"length"}],"usage":null}'
@@ -73,3 +73,18 @@ def test_a_chunk_naming_usage_that_is_no_openai_object_is_relayed_not_raised() -
         out, is_content = tally.accept(odd)
         assert (out, is_content) == (odd, False)
     assert tally.usage is None and tally.completion_text() == ""
+
+
+def test_the_output_cap_counts_only_near_the_cap_and_finds_the_chunk_that_crosses_it() -> None:
+    counted: list[bytes] = []
+
+    def count(chunk: bytes) -> int:  # two tokens a chunk, whatever its bytes
+        counted.append(chunk)
+        return 2
+
+    cap = OutputCap(limit=20)
+    assert not any(cap.crossed(b"0123456789", count) for _ in range(2))  # 20 bytes: at most 20 tokens
+    assert counted == []  # far from the cap nothing is counted
+    assert not cap.crossed(b"x" * 10, count) and len(counted) == 3 and cap.counted == 6  # within reach: counted
+    crossings = [cap.crossed(b"x" * 10, count) for _ in range(8)]  # 6 + 2 per chunk passes 20 at the 8th
+    assert crossings == [False] * 7 + [True]
