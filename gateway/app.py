@@ -29,6 +29,7 @@ from gateway.routes.ui_api import console_api_routes
 from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
+from gateway.shadow_wiring import install_shadow
 from gateway.telemetry import build_telemetry
 from gateway.token_count import CompletionCounter
 from observability.ledger import Ledger
@@ -112,6 +113,8 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
             yield
         finally:
             services.ready = False
+            if services.shadow is not None:
+                await services.shadow.aclose()  # running shadow calls end and leave their records
             if reloader is not None:
                 await reloader.stop()
             await router.stop()
@@ -124,6 +127,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     app = FastAPI(title="hybridgw", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.state.readiness = parts
+    install_shadow(app, services, metrics.provider if metrics is not None else None)
     # Plain Starlette routes: the handlers read the body themselves (size limit, orjson, pass-through).
     for module in (chat, completions, embeddings, models, health, admin_keys, ui_policy):
         app.router.routes.extend(module.ROUTES)

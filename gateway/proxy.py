@@ -36,6 +36,7 @@ from gateway.schemas import (
     parse_body,
 )
 from gateway.services import Services
+from gateway.shadow_tap import tap
 from gateway.stream_tally import (
     StreamTally,
     response_finish_reason,
@@ -110,10 +111,10 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         await _plan(svc, ex, endpoint, body, parsed, request)
         guard = DisconnectGuard(request.receive)
         if ex.stream:
-            return await _start_stream(svc, ex, endpoint, body, guard)
+            return tap(svc, ex, body, await _start_stream(svc, ex, endpoint, body, guard))
         response = await _complete(svc, ex, endpoint, body)
         guard.close()
-        return response
+        return tap(svc, ex, body, response)  # shadow traffic: a sampled request's answer (gateway/shadow_tap.py)
     except (GatewayError, LimitExceeded) as exc:
         if guard is not None:
             guard.close()
