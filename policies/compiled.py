@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from policies.conditions import Condition, compile_when
@@ -72,6 +73,15 @@ class CompiledPolicy:
     uses_category: bool = False  # a rule looks at `category` (semantic routes)
     # Priors for predicted TTFT (slo_cost) where live state and observations say nothing.
     perf_model: PerfModel = field(default_factory=lambda: PerfModel({}, {}))
+
+    @property
+    def difficulty_weights(self) -> Path | None:
+        """The policy's `difficulty_weights` file, relative to the policy file (None: the shipped one)."""
+        named = self.policy.difficulty_weights
+        if named is None:
+            return None
+        path = Path(named).expanduser()
+        return path if path.is_absolute() or self.source.startswith("<") else Path(self.source).parent / path
 
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""

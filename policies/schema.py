@@ -234,6 +234,9 @@ class Policy(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     # semantic routes: category → a few example prompts; a request's `category` is the nearest one
     categories: dict[str, list[str]] = Field(default_factory=dict)
+    # the difficulty model's weights file, relative to this file (e.g. retrained on a team's labelled shadow
+    # pairs: `python -m policies.quality.train --labels …`); default: the shipped one
+    difficulty_weights: str | None = Field(default=None, min_length=1)
     health: Health = Field(default_factory=Health)
     defaults: Defaults = Field(default_factory=Defaults)
     fairness: Fairness = Field(default_factory=Fairness)
