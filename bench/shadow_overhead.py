@@ -1,0 +1,82 @@
+"""What shadow traffic costs the gateway: CPU per request with it off (no `shadow:`; `share: 0`) and on
+at `share: 1.0` (every request also answered by a second backend, recorded and its pair stored), beside
+a tree without the feature, interleaved round by round (bench/hot_path.py's measurement: /proc CPU of
+the gateway process, full path on, the fake upstream answering at once).
+
+Run: .venv/bin/python -m bench.shadow_overhead [--base PATH] [--requests 400] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.gateway_overhead import Server
+from bench.hot_path import CHUNKS, Gateway, key_of, measure, report, start_gateway
+from bench.otlp_discard import start_discard
+from bench.workers_throughput import POLICY
+from tests.support import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+# Both deployments everywhere, so routing is the same; only `shadow:` differs.
+BOTH = POLICY.replace("  m: {{deployments: [{{backend: up, model: m}}]}}",
+                      "  m: {{deployments: [{{backend: up, model: m}}, {{backend: up2, model: m2}}]}}").replace(
+    "backends:\n", "backends:\n  up2: {{kind: openai, base_url: 'http://127.0.0.1:{port}/v1'}}\n")
+SHADOW = "    shadow: {{share: {share}, backends: [up, up2]}}\n"
+LIMITS = "shadow_limits: {{max_in_flight: 8, max_queue: 10000}}\n"  # the bench counts work, not drops
+
+
+def policies(fake_port: int) -> dict[str, str]:
+    with_shadow = BOTH + SHADOW
+    return {"off": BOTH.format(port=fake_port), "share0": with_shadow.format(port=fake_port, share=0.0),
+            "share1": (with_shadow + LIMITS).format(port=fake_port, share=1.0)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="a tree without shadow traffic (e.g. a git archive of its parent)")
+    parser.add_argument("--requests", type=int, default=400, help="non-streamed requests per CPU sample")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
+    errors: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="hybridgw-shadow-") as tmp:
+        workdir = Path(tmp)
+        fake_port = procs.free_port()
+        fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
+                                               str(CHUNKS)), name="fake")
+        started = [fake]
+        sink, otlp_url = start_discard()
+        try:
+            procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+            runs = [(name, ROOT, text) for name, text in policies(fake_port).items()]
+            if args.base is not None:
+                runs.insert(0, ("base", args.base.resolve(), BOTH.format(port=fake_port)))
+            gateways = []
+            for name, tree, text in runs:
+                config = workdir / f"{name}.yaml"
+                config.write_text(text)
+                key = key_of(tree, config, workdir, name)
+                gw = start_gateway(name, tree, config, workdir, None, "otlp", otlp_url)
+                started.append(gw)
+                gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid))  # type: ignore[attr-defined]
+            results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
+                                          args.rounds, errors))
+            shadowed = {name: gw.output().count('.shadow","time"') for (name, _, _), gw in zip(runs, started[1:])}
+        finally:
+            for proc in started:
+                procs.stop(proc)
+            sink.shutdown()
+    print(report(results, runs[0][0]))
+    print("shadow calls recorded: " + ", ".join(f"{k} {v}" for k, v in shadowed.items()))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    for what, count in sorted(errors.items()):
+        print(f"failed: {what} × {count}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
