@@ -1,0 +1,92 @@
+"""Shadow pairs where the deployment keeps its state: in Redis with REDIS_URL (one list per team, key
+`hgw:{team}:shadow`, newest max_pairs kept), and nothing lost at shutdown: a shadow call running when
+the gateway is stopped finishes and its usage record reaches the ledger."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import redis
+
+from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, hybridgw
+from tests.support import procs
+from tests.support.procs import wait_until
+from tests.support.redis_server import RedisServer
+
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+MESSAGES = [{"role": "user", "content": "name a prime"}]
+
+
+def policy(fake: str, strong_model: str, max_pairs: int = 10) -> str:
+    return f"""
+health: {{failure_threshold: 1000000}}
+backends:
+  weak: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  strong: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+models:
+  m: {{deployments: [{{backend: weak, model: m}}, {{backend: strong, model: "{strong_model}"}}]}}
+teams:
+  red: {{shadow: {{share: 1.0, backends: [weak, strong], max_pairs: {max_pairs}}}}}
+  blue: {{shadow: {{share: 1.0, backends: [weak, strong]}}}}
+"""
+
+
+def make_key(config: Path, env: dict[str, str], team: str) -> str:
+    return subprocess.run(hybridgw("keys", "--config", str(config), "create", "--team", team), env={**os.environ, **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_pairs_in_redis_per_team_capped(fake_upstream: str, redis_server: RedisServer, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy(fake_upstream, "m;chunks=6", max_pairs=2))
+    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
+    keys = {team: make_key(config, env, team) for team in ("red", "blue")}
+    with procs.gateway(config, env, "gateway-shadow-redis") as (url, _):
+        ids = []
+        for team, n in (("red", 3), ("blue", 1)):
+            with openai.OpenAI(base_url=f"{url}/v1", api_key=keys[team], max_retries=0) as client:
+                for _ in range(n):
+                    reply = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+                    ids.append(reply.headers["x-hybridgw-request-id"])
+                    # one at a time, so "the newest two" is well defined
+                    wait_until(lambda: httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]["stored"]
+                               == len(ids), "the pair stored")
+        red = httpx.get(f"{url}/admin/shadow/pairs", params={"team": "red"}, headers=ADMIN).json()["data"]
+    assert [p["request_id"] for p in red] == ids[1:3]  # capped at 2, oldest first
+    assert red[0]["shadow"]["text"] == "tok0 tok1 tok2 tok3 tok4 tok5 "
+    client_ = redis.Redis.from_url(redis_server.url)
+    assert client_.llen("hgw:{red}:shadow") == 2 and client_.llen("hgw:{blue}:shadow") == 1
+    out = tmp_path / "blue.jsonl"
+    subprocess.run(hybridgw("shadow", "export", "--team", "blue", "--out", str(out)), env={**os.environ, **env}, check=True)
+    assert [orjson.loads(line)["request_id"] for line in out.read_text().splitlines()] == ids[3:]
+
+
+def test_a_running_shadow_call_survives_shutdown(fake_upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy(fake_upstream, "m;body_delay_ms=1500"))
+    data = tmp_path / "data"
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    key = make_key(config, env, "red")
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    gw = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port)), env=env, name="gw-shadow-stop")
+    try:
+        procs.wait_http(f"{url}/healthz", gw)
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+            reply = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+        request_id = reply.headers["x-hybridgw-request-id"]
+        wait_until(lambda: httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]["sent"] == 1,
+                   "the shadow call sent")
+    finally:
+        assert procs.stop(gw, timeout_s=30) == 0, gw.output()[-3000:]
+    with sqlite3.connect(data / "usage.sqlite3") as db:
+        rows = db.execute("SELECT body FROM usage_records WHERE request_id = ?", (request_id + ".shadow",)).fetchall()
+    assert len(rows) == 1, gw.output()[-3000:]
+    record = orjson.loads(rows[0][0])
+    assert record["status"] == "ok" and record["tags"]["shadow"] == "true"
+    assert "Traceback" not in gw.output()
