@@ -4,6 +4,7 @@ a tree without the feature, interleaved round by round (bench/hot_path.py's meas
 the gateway process, full path on, the fake upstream answering at once).
 
 Run: .venv/bin/python -m bench.shadow_overhead [--base PATH] [--requests 400] [--rounds 3]
+     .venv/bin/python -m bench.shadow_overhead --micro   # the request path's added call alone, in-process
 """
 from __future__ import annotations
 
@@ -35,12 +36,43 @@ def policies(fake_port: int) -> dict[str, str]:
             "share1": (with_shadow + LIMITS).format(port=fake_port, share=1.0)}
 
 
+def micro(calls: int = 200_000) -> None:
+    """ns per `tap()` for a request that is not shadowed: the whole cost shadowing adds to it."""
+    import timeit
+    from types import SimpleNamespace
+
+    from gateway.exchange import Exchange
+    from gateway.shadow_tap import tap
+    from policies.compiled import compile_policy
+    from policies.loader import load_policy
+
+    text = BOTH.format(port=1).replace("  bench:\n", "  bench:\n    shadow: {share: 0.05, backends: [up, up2]}\n")
+    text += "  plain: {}\n  zero: {shadow: {share: 0.0, backends: [up, up2]}}\n"
+    compiled = compile_policy(load_policy(text).policy)
+    empty = min(timeit.repeat(lambda: None, number=calls, repeat=5)) / calls * 1e9
+    svc, response = SimpleNamespace(shadow=object()), object()
+    for team in ("plain", "zero", "bench"):
+        ex = Exchange.begin("chat", None)
+        ex.team, ex.policy = team, compiled
+        while team == "bench" and tap(svc, ex, {}, response) is not response:  # type: ignore[arg-type]
+            ex = Exchange.begin("chat", None)  # one the 5% does not sample
+            ex.team, ex.policy = team, compiled
+        best = min(timeit.repeat(lambda ex=ex: tap(svc, ex, {}, response), number=calls, repeat=5))  # type: ignore[arg-type,misc]
+        label = {"plain": "no shadow:", "zero": "share: 0", "bench": "share: 0.05, not sampled"}[team]
+        print(f"tap(), {label}: {best / calls * 1e9 - empty:.0f} ns (less the {empty:.0f} ns of calling a lambda)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--micro", action="store_true", help="time the added call alone, in-process")
     parser.add_argument("--base", type=Path, help="a tree without shadow traffic (e.g. a git archive of its parent)")
     parser.add_argument("--requests", type=int, default=400, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.micro:
+        print(f"load average: {os.getloadavg()[0]:.2f}")
+        micro()
+        return 0
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="hybridgw-shadow-") as tmp:

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 
 def tap(svc: Services, ex: Exchange, body: dict[str, Any], response: Response) -> Response:
     """`response` as it is; for a request its team's `shadow` samples, wrapped to pass its answer on."""
-    shadower = svc.shadow
-    if shadower is None or ex.policy is None or ex.endpoint != "chat":
+    compiled = ex.policy
+    spec = compiled.shadowed_teams.get(ex.team) if compiled is not None else None
+    if spec is None or ex.endpoint != "chat" or not sampled(ex.request_id, spec.seed, spec.share):
         return response
-    spec = ex.policy.team(ex.team).shadow
-    if spec is None or not sampled(ex.request_id, spec.seed, spec.share):
+    shadower = svc.shadow
+    if shadower is None:
         return response
     if not ex.stream:  # already recorded (finish ran): the answer is the body the client gets
         shadower.offer(ex, body, spec, _json_text(response.body))

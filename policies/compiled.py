@@ -14,6 +14,7 @@ from policies.estimator import TokenPrice, hosted_price
 from policies.perf_model import PerfModel
 from policies.rule_schema import RuleBase, When
 from policies.schema import BackendSpec, Policy, Price, Team
+from policies.shadow_spec import ShadowSpec
 from policies.tokens import encoding_name_for
 
 
@@ -110,6 +111,11 @@ class CompiledPolicy:
     @cached_property
     def _usable(self) -> dict[tuple[str, str], frozenset[str]]:
         return {}
+
+    @cached_property
+    def shadowed_teams(self) -> Mapping[str, ShadowSpec]:
+        """Teams whose `shadow` samples anything (share > 0): the request path asks this, once per request."""
+        return {name: t.shadow for name, t in self.policy.teams.items() if t.shadow is not None and t.shadow.share > 0}
 
     @cached_property
     def uses_prefix_index(self) -> bool:
