@@ -127,7 +127,7 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
     app = FastAPI(title="hybridgw", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.state.readiness = parts
-    install_shadow(app, services, metrics.provider if metrics is not None else None)
+    parts.shadow = install_shadow(app, services, metrics.provider if metrics is not None else None)
     # Plain Starlette routes: the handlers read the body themselves (size limit, orjson, pass-through).
     for module in (chat, completions, embeddings, models, health, admin_keys, ui_policy):
         app.router.routes.extend(module.ROUTES)

@@ -30,6 +30,10 @@ OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "skipped", "stored", "
 DRAIN_S = 10.0  # at shutdown, calls already running may finish (their cost is real); queued ones are dropped
 
 
+class PairNotStored(Exception):
+    """The pair store refused or could not be reached (the call itself was made and recorded)."""
+
+
 @dataclass(frozen=True)
 class ShadowJob:
     ex: Exchange  # finished: its record is written, nothing changes it any more
@@ -48,6 +52,7 @@ class Shadower:
         self._store_lock = threading.Lock()  # opened from worker threads (a pair, an export)
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.status = TaskStatus("shadow")
+        self.status.ok()  # idle is running: ready to take pairs; a failed one shows as retrying until the next
         self._queue: asyncio.Queue[ShadowJob] | None = None  # made on the first sampled request
         self._workers: list[asyncio.Task[None]] = []
         self._pending = 0  # queued + running
@@ -188,11 +193,9 @@ class Shadower:
         try:
             store = await asyncio.to_thread(self._pair_store)
             await asyncio.to_thread(store.add, pair_of(job, answer), job.spec.max_pairs)
-        except Exception as exc:
+        except Exception as exc:  # the worker reports it (retrying) and goes on with the next pair
             self.counts["store_failed"] += 1
-            self.status.failed(exc)
-            self.svc.log.warning("shadow: pair of %s not stored: %r", ex.request_id, exc)
-            return
+            raise PairNotStored(f"pair store: {type(exc).__name__}: {exc}") from exc
         self.counts["stored"] += 1
 
     async def aclose(self) -> None:

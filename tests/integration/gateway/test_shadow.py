@@ -116,6 +116,8 @@ def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
     served = gw.record_for(request_id)
     assert (served["status"], served["backend"], served["completion_tokens"]) == ("ok", "weak", 4)
     assert pairs(gw, "purple").json()["data"] == []  # no pair without the second answer
+    ready = httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()
+    assert ready["tasks"]["shadow"]["state"] in ("running", "retrying")  # reported, and alive
     metrics = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
     failed = re.search(r'^hybridgw_shadow_requests_total\{[^}]*outcome="failed"[^}]*\} (\S+)$', metrics, re.M)
     assert failed is not None and float(failed.group(1)) == before["failed"] + 1

@@ -90,3 +90,28 @@ def test_a_running_shadow_call_survives_shutdown(fake_upstream: str, tmp_path: P
     record = orjson.loads(rows[0][0])
     assert record["status"] == "ok" and record["tags"]["shadow"] == "true"
     assert "Traceback" not in gw.output()
+
+
+def test_the_shadow_workers_survive_a_broken_store(fake_upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy(fake_upstream, "m;chunks=6"))
+    data = tmp_path / "data"
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    key = make_key(config, env, "red")
+    blocker = data / "shadow_pairs.sqlite"
+    blocker.mkdir()  # the store cannot be opened: a directory where its file goes
+    with procs.gateway(config, env, "gateway-shadow-broken") as (url, _):
+        def status() -> dict:
+            return httpx.get(f"{url}/readyz", headers=ADMIN).json()["tasks"]["shadow"]
+
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+            first = client.chat.completions.create(model="m", messages=MESSAGES)
+            assert first.choices[0].message.content == "tok0 tok1 tok2 tok3 "
+            broken = wait_until(lambda: (lambda s: s if s["state"] == "retrying" else None)(status()), "retrying")
+            assert broken["failures"] == 1 and "pair store: OperationalError" in broken["last_error"]
+            blocker.rmdir()
+            client.chat.completions.create(model="m", messages=MESSAGES)
+            wait_until(lambda: status()["state"] == "running", "running again")
+        counts = httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]
+        assert (counts["store_failed"], counts["stored"], counts["ok"]) == (1, 1, 2)
+        assert len(httpx.get(f"{url}/admin/shadow/pairs", params={"team": "red"}, headers=ADMIN).json()["data"]) == 1
