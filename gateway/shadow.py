@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "skipped", "stored", "store_failed")
-DRAIN_S = 10.0  # at shutdown, calls already running may finish (their cost is real); queued ones are dropped
 
 
 class PairNotStored(Exception):
@@ -121,13 +120,30 @@ class Shadower:
                 self._pending -= 1
 
     async def _run(self, job: ShadowJob) -> None:
-        svc, ex = self.svc, job.ex
+        ex = job.ex
         reservation = await self._reserve(job)
         if reservation is False:
             return
+        assert reservation is None or isinstance(reservation, Reservation)
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
-        answer = await self._call(job, sent)
+        try:
+            answer = await self._call(job, sent)
+        except asyncio.CancelledError:  # shutdown's drain ran out: the call may have cost, so it is recorded
+            target = job.target
+            self._record(job, Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent,
+                                     error="the gateway shut down during the shadow call"), sent_wall, reservation)
+            raise
+        self._record(job, answer, sent_wall, reservation)
+        if answer.status != "ok":
+            self.counts["failed"] += 1
+            return
+        self.counts["ok"] += 1
+        await self._keep(job, answer, ex)
+
+    def _record(self, job: ShadowJob, answer: Answer, sent_wall: float, reservation: Reservation | None) -> None:
+        """The call's UsageRecord to the ledger (and the access log), the limits settled off this task."""
+        svc = self.svc
         record = shadow_record(svc, job, answer, sent_wall)
         try:
             svc.usage_sink.submit(record)
@@ -139,13 +155,8 @@ class Shadower:
             if answer.error:
                 line["error"] = answer.error
             svc.access_log.info(orjson.dumps(line).decode())
-        if isinstance(reservation, Reservation) and svc.limiter is not None:
-            await svc.limiter.settle(reservation, record.total_tokens, record.cost_usd)
-        if answer.status != "ok":
-            self.counts["failed"] += 1
-            return
-        self.counts["ok"] += 1
-        await self._keep(job, answer, ex)
+        if reservation is not None and svc.limiter is not None:
+            svc.spawn(svc.limiter.settle(reservation, record.total_tokens, record.cost_usd))
 
     async def _reserve(self, job: ShadowJob) -> Reservation | None | bool:
         """The shadow's spend held against the team's and key's limits: over them, the pair is dropped
@@ -172,8 +183,6 @@ class Shadower:
         request = UpstreamRequest("chat/completions", sent_body, ex.request_id + ".shadow", False)
         try:
             upstream = await self.svc.backends[target.backend].complete(request)
-        except asyncio.CancelledError:
-            return Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent, error="shutdown")
         except Exception as exc:  # UpstreamError, or anything the backend let out
             return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
                           error=f"{type(exc).__name__}: {exc}"[:300])
@@ -206,7 +215,7 @@ class Shadower:
                 self._pending -= 1
                 self.counts["dropped"] += 1
             running = [w for w in self._workers if not w.done()]
-            deadline = time.monotonic() + DRAIN_S
+            deadline = time.monotonic() + self.svc.policy.current.policy.shadow_limits.drain_s
             while self._pending > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             for worker in running:

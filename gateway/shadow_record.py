@@ -19,13 +19,14 @@ SHADOW_RULE = "shadow"
 def shadow_record(svc: Services, job: ShadowJob, answer: Answer, sent_wall: float) -> UsageRecord:
     ex, target = job.ex, job.target
     ok = answer.status == "ok"
-    prompt = answer.prompt_tokens if ok else ex.estimated_prompt_tokens  # a failed call: the estimate, as served ones
+    # a failed or aborted call: its prompt as estimated, priced as a served request's would be (usage_emit)
+    prompt = answer.prompt_tokens if ok else ex.estimated_prompt_tokens
     completion = answer.completion_tokens if ok else 0
-    cost = svc.pricing.cost_usd(target, prompt, completion) if ok else 0.0
+    cost = svc.pricing.cost_usd(target, prompt, completion)
     return UsageRecord(
         request_id=ex.request_id + ".shadow", time=sent_wall, team=ex.team, key_id=ex.key_id,
         model_alias=ex.alias, backend=target.backend, model=target.model, rule=SHADOW_RULE,
-        status=answer.status, http_status=200 if ok else 502, stream=False,
+        status=answer.status, http_status=200 if ok else 499 if answer.status == "aborted" else 502, stream=False,
         prompt_tokens=prompt, completion_tokens=completion,
         estimated_prompt_tokens=ex.estimated_prompt_tokens, estimated_completion_tokens=ex.estimated_completion_tokens,
         usage_source=answer.usage_source if ok else "counted", cost_usd=cost, ttft_s=None, itl_p50_s=None, itl_p95_s=None,

@@ -40,6 +40,8 @@ class ShadowLimits(BaseModel):
 
     max_in_flight: int = Field(default=4, ge=1)  # shadow calls running at once
     max_queue: int = Field(default=64, ge=0)  # sampled requests waiting for a free slot
+    # at shutdown, running calls may finish this long (their cost is real); then they are recorded aborted
+    drain_s: float = Field(default=10.0, ge=0)
 
 
 def forbidden_backends(spec: ShadowSpec, allowed: list[str] | None) -> list[str]:

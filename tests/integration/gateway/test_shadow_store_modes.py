@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import orjson
+import pytest
 import redis
 
 from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, hybridgw
@@ -22,9 +23,10 @@ ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 MESSAGES = [{"role": "user", "content": "name a prime"}]
 
 
-def policy(fake: str, strong_model: str, max_pairs: int = 10) -> str:
+def policy(fake: str, strong_model: str, max_pairs: int = 10, drain_s: float = 10.0) -> str:
     return f"""
 health: {{failure_threshold: 1000000}}
+shadow_limits: {{drain_s: {drain_s}}}
 backends:
   weak: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
   strong: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
@@ -66,9 +68,12 @@ def test_pairs_in_redis_per_team_capped(fake_upstream: str, redis_server: RedisS
     assert [orjson.loads(line)["request_id"] for line in out.read_text().splitlines()] == ids[3:]
 
 
-def test_a_running_shadow_call_survives_shutdown(fake_upstream: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("delay_ms", "drain_s", "status"), [(1500, 10.0, "ok"), (20_000, 0.2, "aborted")])
+def test_a_running_shadow_call_survives_shutdown(fake_upstream: str, tmp_path: Path, delay_ms: int, drain_s: float,
+                                                 status: str) -> None:
+    """Within `drain_s` the call finishes; past it, it is cut and recorded aborted: either way one record."""
     config = tmp_path / "policy.yaml"
-    config.write_text(policy(fake_upstream, "m;body_delay_ms=1500"))
+    config.write_text(policy(fake_upstream, f"m;body_delay_ms={delay_ms}", drain_s=drain_s))
     data = tmp_path / "data"
     env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     key = make_key(config, env, "red")
@@ -88,7 +93,7 @@ def test_a_running_shadow_call_survives_shutdown(fake_upstream: str, tmp_path: P
         rows = db.execute("SELECT body FROM usage_records WHERE request_id = ?", (request_id + ".shadow",)).fetchall()
     assert len(rows) == 1, gw.output()[-3000:]
     record = orjson.loads(rows[0][0])
-    assert record["status"] == "ok" and record["tags"]["shadow"] == "true"
+    assert record["status"] == status and record["tags"]["shadow"] == "true"
     assert "Traceback" not in gw.output()
 
 
