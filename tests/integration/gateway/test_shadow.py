@@ -34,9 +34,10 @@ backends:
   broken: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
 models:
   m: {{deployments: [{{backend: weak, model: m}}, {{backend: strong, model: "m;chunks=7"}}]}}
+  solo: {{deployments: [{{backend: weak, model: m}}]}}
   fails: {{deployments: [{{backend: weak, model: m}}, {{backend: broken, model: "m;status=500;message=shadow down"}}]}}
 teams:
-  red: {{shadow: {{share: 1.0, backends: [weak, strong]}}}}
+  red: {{shadow: {{share: 1.0, backends: [weak, strong], models: {{strong: "m;chunks=5"}}}}}}
   green: {{shadow: {{share: 0.0, backends: [weak, strong]}}}}
   blue: {{}}
   purple: {{shadow: {{share: 1.0, backends: [weak, broken]}}, allowed_backends: [weak, broken]}}
@@ -74,7 +75,7 @@ def test_sampled_requests_keep_both_answers(gw: Gateway) -> None:
         streamed_text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
     assert plain.parse().choices[0].message.content == WEAK_TEXT  # the client is served by weak, as before
     assert plain.headers["x-hybridgw-backend"] == "weak" and streamed_text == WEAK_TEXT
-    got = stored(gw, "red", 2)
+    got = [p for p in stored(gw, "red", 2) if p["model_alias"] == "m"]
     assert len(got) == 2
     by_id = {p["request_id"]: p for p in got}
     first = by_id[plain.headers["x-hybridgw-request-id"]]
@@ -91,6 +92,16 @@ def test_sampled_requests_keep_both_answers(gw: Gateway) -> None:
     assert record["cost_usd"] == pytest.approx((record["prompt_tokens"] * 10 + 7 * 30) / 1e6)
     served = gw.record_for(first["request_id"])
     assert served["backend"] == "weak" and "shadow" not in served["tags"]
+
+
+def test_an_alias_on_one_backend_uses_the_shadow_model_named(gw: Gateway) -> None:
+    with gw.client("red") as client:
+        reply = client.chat.completions.with_raw_response.create(model="solo", messages=MESSAGES)
+    request_id = reply.headers["x-hybridgw-request-id"]
+    pair = wait_until(lambda: [p for p in pairs(gw, "red").json()["data"] if p["request_id"] == request_id],
+                      "the pair of the solo request")[0]
+    assert (pair["shadow"]["model"], pair["shadow"]["text"]) == ("m;chunks=5", "tok0 tok1 tok2 tok3 tok4 ")
+    assert pair["model_alias"] == "solo"
 
 
 def test_share_zero_and_no_shadow_do_nothing(gw: Gateway) -> None:
@@ -136,12 +147,13 @@ def test_pairs_are_for_the_admin_only(gw: Gateway, tmp_path: Path) -> None:
     env = {**gw.env}
     subprocess.run(hybridgw("shadow", "export", "--team", "red", "--out", str(out)), env={**_env(), **env}, check=True)
     lines = [orjson.loads(line) for line in out.read_text().splitlines()]
-    assert lines and all(p["team"] == "red" and p["shadow"]["text"] == STRONG_TEXT for p in lines)
+    assert lines == pairs(gw, "red").json()["data"] and all(p["team"] == "red" for p in lines)
     table = tmp_path / "pairs.csv"
     subprocess.run(hybridgw("shadow", "export", "--team", "red", "--out", str(table)), env={**_env(), **env}, check=True)
     rows = list(csv.reader(table.open()))
     assert rows[0][:5] == ["prompt", "weak", "strong", "weak_answer", "strong_answer"]
-    assert rows[1][0] == MESSAGES[0]["content"] and rows[1][3:5] == [WEAK_TEXT, STRONG_TEXT]
+    assert [row[0] for row in rows[1:]] == [MESSAGES[0]["content"]] * len(lines)
+    assert [row[3:6] for row in rows[1:]] == [[p["served"]["text"], p["shadow"]["text"], p["request_id"]] for p in lines]
 
 
 def test_a_shadow_the_team_may_not_use_is_refused(tmp_path: Path) -> None:
