@@ -120,3 +120,23 @@ def test_the_shadow_workers_survive_a_broken_store(fake_upstream: str, tmp_path:
         counts = httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]
         assert (counts["store_failed"], counts["stored"], counts["ok"]) == (1, 1, 2)
         assert len(httpx.get(f"{url}/admin/shadow/pairs", params={"team": "red"}, headers=ADMIN).json()["data"]) == 1
+
+
+def test_a_full_queue_drops_pairs_and_never_holds_the_client(fake_upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    text = policy(fake_upstream, "m;body_delay_ms=5000", drain_s=0.1)
+    config.write_text(text.replace("shadow_limits: {drain_s: 0.1}", "shadow_limits: {drain_s: 0.1, max_in_flight: 1, max_queue: 0}"))
+    data = tmp_path / "data"
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    key = make_key(config, env, "red")
+    with procs.gateway(config, env, "gateway-shadow-full") as (url, proc):
+        def counts() -> dict[str, int]:
+            return httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]
+
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+            wait_until(lambda: counts()["sent"] == 1, "the first shadow call running")
+            for _ in range(2):  # served while the one slot is busy: their pairs are dropped, not queued
+                assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
+        got = counts()
+        assert (got["sampled"], got["sent"], got["dropped"]) == (3, 1, 2)
