@@ -4,6 +4,7 @@ the gateway is stopped finishes and its usage record reaches the ledger."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -140,3 +141,23 @@ def test_a_full_queue_drops_pairs_and_never_holds_the_client(fake_upstream: str,
                 assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
         got = counts()
         assert (got["sampled"], got["sent"], got["dropped"]) == (3, 1, 2)
+
+
+def test_a_reload_turns_shadowing_on(fake_upstream: str, tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    on = policy(fake_upstream, "m;chunks=6")
+    config.write_text(on.replace("share: 1.0, backends: [weak, strong], max_pairs", "share: 0.0, backends: [weak, strong], max_pairs"))
+    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    key = make_key(config, env, "red")
+    with procs.gateway(config, env, "gateway-shadow-reload") as (url, proc):
+        def red_pairs() -> list[dict]:
+            return httpx.get(f"{url}/admin/shadow/pairs", params={"team": "red"}, headers=ADMIN).json()["data"]
+
+        with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+            config.write_text(on)
+            os.kill(proc.pid, signal.SIGHUP)
+            wait_until(lambda: httpx.get(f"{url}/readyz").json()["policy"]["reloads"] >= 1, "the reload")
+            reply = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+            got = wait_until(red_pairs, "a pair after the reload")
+        assert [p["request_id"] for p in got] == [reply.headers["x-hybridgw-request-id"]]
