@@ -30,6 +30,7 @@ from gateway.routes.ui_api import console_api_routes
 from gateway.routes.usage import usage_routes
 from gateway.services import RouteFn, Services
 from gateway.settings import Settings
+from gateway.shadow_wiring import install_shadow
 from gateway.telemetry import build_telemetry
 from gateway.token_count import CompletionCounter
 from observability.ledger import Ledger
@@ -113,6 +114,8 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
             yield
         finally:
             services.ready = False
+            if services.shadow is not None:
+                await services.shadow.aclose()  # running shadow calls end and leave their records
             if reloader is not None:
                 await reloader.stop()
             await router.stop()
@@ -136,4 +139,5 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
                     exception_handlers={HTTPException: _http_exception, Exception: _unhandled})
     app.state.services = services
     app.state.readiness = parts
+    parts.shadow = install_shadow(app, services, metrics.provider if metrics is not None else None)
     return app

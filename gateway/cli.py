@@ -19,6 +19,7 @@ commands:
   router   evaluate the difficulty router on labelled prompts (router eval DATA.csv)
   replay   what-if: replay recorded traffic against policies (cost, latency, SLO)
   size     size engines from recorded traffic's ISL/OSL histogram
+  shadow   export shadow traffic's pairs of answers (shadow export --team T --out FILE)
 """
 
 
@@ -34,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "router": "policies.quality.eval_cli:main",
     "replay": "policies.replay.cli:main",
     "size": "policies.replay.size_cli:main",
+    "shadow": "gateway.shadow_cli:main",
 }
 
 

@@ -38,6 +38,7 @@ from gateway.schemas import (
     parse_body,
 )
 from gateway.services import Services
+from gateway.shadow_tap import tap
 from gateway.stream_tally import StreamTally
 from gateway.streaming import SSERelayResponse
 from gateway.token_count import count_off_loop
@@ -105,10 +106,10 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         await _plan(svc, ex, endpoint, ex.request)
         guard = DisconnectGuard(request.receive)
         if ex.request.stream:
-            return await _start_stream(svc, ex, endpoint, ex.request, guard)
+            return tap(svc, ex, body, await _start_stream(svc, ex, endpoint, ex.request, guard))
         response = await _complete(svc, ex, endpoint, ex.request)
         guard.close()
-        return response
+        return tap(svc, ex, body, response)  # shadow traffic: a sampled request's answer (gateway/shadow_tap.py)
     except (GatewayError, LimitExceeded) as exc:
         if guard is not None:
             guard.close()

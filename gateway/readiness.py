@@ -31,10 +31,11 @@ class Readiness:
     limiter: Limiter | None = None  # failing open or not (Redis); ready either way: fail-open is documented
     # `hybridgw serve --workers N`: how many workers, which one answered (serve_worker.workers_view)
     workers: Callable[[bool], Awaitable[dict[str, Any]]] | None = None  # (admin) -> body
+    shadow: Any = None  # gateway.shadow.Shadower: its workers' state (`status`), shown among the tasks
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:
-    states = [part.status.snapshot() for part in (r.ledger, r.poller, r.reloader) if part is not None]
+    states = [part.status.snapshot() for part in (r.ledger, r.poller, r.reloader, r.shadow) if part is not None]
     return {s.name: s.detail() if admin else s.public() for s in states}
 
 

@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import KeyInfo, admit, bearer_token, check_key_live, hash_key, is_admin, unknown_key
 from gateway.backends.base import Backend
@@ -23,6 +23,9 @@ from policies.decider import Decider
 from policies.decision import RequestFacts, RouteDecision
 from policies.live_book import LiveBook
 from policies.pricing import Pricing
+
+if TYPE_CHECKING:
+    from gateway.shadow import Shadower
 
 RouteFn = Callable[[RequestFacts], RouteDecision]
 
@@ -46,6 +49,7 @@ class Services:
     access_log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.access"))
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.gateway"))
     ready: bool = False
+    shadow: Shadower | None = None  # sampled requests' second answers (gateway/shadow.py); None: never
     _pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     async def authenticate(self, header: str | None) -> KeyInfo:

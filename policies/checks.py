@@ -32,6 +32,9 @@ def _team_problems(policy: Policy) -> Iterator[Problem]:
         for i, backend in enumerate(team.allowed_backends or ()):
             if backend not in policy.backends:
                 yield ("teams", name, "allowed_backends", i), _unknown("backend", backend, list(policy.backends))
+        for i, backend in enumerate(team.shadow.backends if team.shadow else ()):
+            if backend not in policy.backends:
+                yield ("teams", name, "shadow", "backends", i), _unknown("backend", backend, list(policy.backends))
 
 
 def _when_problems(policy: Policy, when: When, path: tuple[str | int, ...]) -> Iterator[Problem]:

@@ -98,6 +98,7 @@ def _explain(args: argparse.Namespace) -> int:
     compiled = compile_policy(loaded.policy, litellm_price_table(), loaded.source, loaded.absent_backends,
                               perf_model=loaded.perf_model)
     quality = LazyQuality()
+    quality.use(compiled.difficulty_weights)
     facts = build_facts(compiled, request.body, request.team, live, counter=TokenCounter(),
                         calibration=Calibration(), headers=request.headers, over_budget=request.over_budget,
                         now_unix=wall, difficulty=quality, category=quality.category)

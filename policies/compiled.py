@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from policies.conditions import Condition, compile_when
@@ -13,6 +14,7 @@ from policies.estimator import TokenPrice, hosted_price
 from policies.perf_model import PerfModel
 from policies.rule_schema import RuleBase, When
 from policies.schema import BackendSpec, Policy, Price, Team
+from policies.shadow_spec import ShadowSpec
 from policies.tokens import encoding_name_for
 
 
@@ -73,6 +75,15 @@ class CompiledPolicy:
     # Priors for predicted TTFT (slo_cost) where live state and observations say nothing.
     perf_model: PerfModel = field(default_factory=lambda: PerfModel({}, {}))
 
+    @property
+    def difficulty_weights(self) -> Path | None:
+        """The policy's `difficulty_weights` file, relative to the policy file (None: the shipped one)."""
+        named = self.policy.difficulty_weights
+        if named is None:
+            return None
+        path = Path(named).expanduser()
+        return path if path.is_absolute() or self.source.startswith("<") else Path(self.source).parent / path
+
     def team(self, name: str) -> Team:
         """The team's policy settings; teams not listed (e.g. created by `hybridgw keys`) get defaults."""
         return self.policy.teams.get(name, self.empty_team)
@@ -100,6 +111,11 @@ class CompiledPolicy:
     @cached_property
     def _usable(self) -> dict[tuple[str, str], frozenset[str]]:
         return {}
+
+    @cached_property
+    def shadowed_teams(self) -> Mapping[str, ShadowSpec]:
+        """Teams whose `shadow` samples anything (share > 0): the request path asks this, once per request."""
+        return {name: t.shadow for name, t in self.policy.teams.items() if t.shadow is not None and t.shadow.share > 0}
 
     @cached_property
     def uses_prefix_index(self) -> bool:

@@ -36,6 +36,7 @@ class Decider:
         compiled = self._policy.current
         self.counter.warm({a.encoding for a in compiled.aliases.values()})
         if compiled.uses_difficulty or compiled.uses_category:
+            self.quality.use(compiled.difficulty_weights)
             self.quality.warm(compiled.policy.categories)
 
     def build_facts(self, body: Mapping[str, Any], team: str, *, headers: Mapping[str, str] | None = None,

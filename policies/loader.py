@@ -199,12 +199,26 @@ def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str
     except ValidationError as exc:
         raise _format_errors(exc, filename, lines) from None
     problems = [f"{filename}:{_line_of(loc, lines)}: {_dotted(loc)}: {msg}" for loc, msg in policy_problems(policy)]
+    if policy.difficulty_weights is not None:
+        problems += _weights_problems(policy.difficulty_weights, filename, lines)
     if problems:
         raise PolicyError("\n".join(problems), tuple(problems))
     pruned, absent = _prune(policy.model_dump(by_alias=True, exclude_unset=True), env)
     if absent:
         policy = Policy.model_validate(pruned)
     return LoadedPolicy(policy, filename, absent, policy_perf_model(policy, filename, lines))
+
+
+def _weights_problems(named: str, filename: str, lines: dict[Path_, int]) -> list[str]:
+    """A `difficulty_weights` file that is missing or no weights file refuses the policy, not a request."""
+    from policies.quality.load import read_weights  # numpy: only for a policy that names its own weights
+
+    path = Path(named).expanduser()
+    try:
+        read_weights(path if path.is_absolute() or filename.startswith("<") else Path(filename).parent / path)
+    except ValueError as exc:
+        return [f"{filename}:{lines.get(('difficulty_weights',), 1)}: difficulty_weights: {exc}"]
+    return []
 
 
 def read_policy_text(path: str | Path) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from policies.backend_kinds import BACKEND_KINDS, BackendKind
 from policies.rule_schema import Rule, header_safe
+from policies.shadow_spec import ShadowLimits, ShadowSpec, forbidden_backends
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The kinds in policies.backend_kinds, as a Literal so a typo is a schema error naming the allowed ones.
@@ -157,6 +158,7 @@ class Team(_Strict):
     # request's x-hybridgw-priority-class header may lower it to batch, never raise it.
     share: float = Field(default=1.0, gt=0)
     priority_class: Literal["interactive", "batch"] = Field(default="interactive", alias="class")
+    shadow: ShadowSpec | None = None  # sampled requests also answered by a second model (policies/shadow_spec.py)
 
     @field_validator("key_hashes")
     @classmethod
@@ -165,6 +167,14 @@ class Team(_Strict):
             if not _KEY_HASH.match(item):
                 raise ValueError(f"{item[:20]!r}… is not a key hash; write sha256:<64 lower-case hex digits>")
         return value
+
+    @model_validator(mode="after")
+    def _shadow_allowed(self) -> Team:
+        # privacy first: a team's prompts never reach a backend it may not use, not even as a shadow
+        if self.shadow is not None and (bad := forbidden_backends(self.shadow, self.allowed_backends)):
+            raise ValueError(f"shadow.backends names {', '.join(map(repr, bad))}, which the team's allowed_backends "
+                             f"({', '.join(self.allowed_backends or ())}) forbid")
+        return self
 
 
 class Slo(_Strict):
@@ -224,9 +234,13 @@ class Policy(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     # semantic routes: category → a few example prompts; a request's `category` is the nearest one
     categories: dict[str, list[str]] = Field(default_factory=dict)
+    # the difficulty model's weights file, relative to this file (e.g. retrained on a team's labelled shadow
+    # pairs: `python -m policies.quality.train --labels …`); default: the shipped one
+    difficulty_weights: str | None = Field(default=None, min_length=1)
     health: Health = Field(default_factory=Health)
     defaults: Defaults = Field(default_factory=Defaults)
     fairness: Fairness = Field(default_factory=Fairness)
+    shadow_limits: ShadowLimits = Field(default_factory=ShadowLimits)
 
     @field_validator("backends", "teams")
     @classmethod

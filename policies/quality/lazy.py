@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,9 +24,17 @@ class LazyQuality:
 
     def __init__(self) -> None:
         self._score: Callable[[Mapping[str, Any]], float] | None = None
+        self._weights: Path | None = None  # None: the shipped weights
+        self._scorers: dict[Path | None, Callable[[Mapping[str, Any]], float]] = {}
         self._embeddings: Embeddings | None = None
         self._indexes: dict[tuple[tuple[str, tuple[str, ...]], ...], CategoryIndex] = {}
         self._failed = False
+
+    def use(self, weights: Path | None) -> None:
+        """Score with this weights file from now on (None: the shipped one), loaded by the next warm()."""
+        if weights != self._weights:
+            self._weights, self._failed = weights, False
+            self._score = self._scorers.get(weights)
 
     def warm(self, categories: Mapping[str, Sequence[str]] | None = None) -> None:
         """Load the model, and build the index of `categories` when given (off the request path)."""
@@ -35,13 +44,16 @@ class LazyQuality:
             return
         try:
             # numpy + wordllama: imported only when a policy uses them
-            from policies.quality.load import load_embeddings, load_scorer
+            from policies.quality.load import WEIGHTS_FILE, load_embeddings, load_scorer
 
-            self._embeddings = load_embeddings()
-            self._score = load_scorer(embeddings=self._embeddings).score_body
+            if self._embeddings is None:
+                self._embeddings = load_embeddings()
+            scorer = load_scorer(self._weights or WEIGHTS_FILE, embeddings=self._embeddings)
+            self._score = self._scorers[self._weights] = scorer.score_body
         except (ImportError, OSError, ValueError, KeyError) as exc:
             self._failed = True
-            log.error(json.dumps({"event": "policy.difficulty_unavailable", "error": str(exc)}))
+            log.error(json.dumps({"event": "policy.difficulty_unavailable", "error": str(exc),
+                                  "weights": str(self._weights or "shipped")}))
             return
         if categories:
             self.category({}, categories)

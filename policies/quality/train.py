@@ -81,7 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     parser.add_argument("--cv", type=int, default=0, metavar="N",
                         help="also report held-out APGR over N other random subject splits (vs length only)")
+    parser.add_argument("--labels", type=Path, nargs="+", metavar="CSV",
+                        help="train on these RouteLLM-format CSVs instead (e.g. labelled shadow pairs)")
+    parser.add_argument("--label", choices=sorted(LABELS), default="weak_wrong", help="with --labels")
+    parser.add_argument("--lambda", dest="lam", type=float, default=1.0, help="with --labels: L2 penalty")
     args = parser.parse_args(argv)
+    if args.labels:
+        from policies.quality.train_labels import main_labels
+
+        return main_labels(args)
     files = sorted((args.data / "routellm_mmlu").glob("mmlu_*.csv"))
     if not files:
         print(f"no routellm_mmlu/mmlu_*.csv under {args.data}", file=sys.stderr)

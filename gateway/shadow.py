@@ -1,0 +1,237 @@
+"""The Shadower: a sampled request's second answer, fetched in the background by a few supervised
+workers (bounded: a full queue drops the pair, counted, never delays the client), recorded in the
+usage ledger as the team's spend (tagged shadow) and kept with the served answer in the pair store."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway import upstream_body
+from gateway.backends.base import UpstreamRequest
+from gateway.shadow_record import pair_of, shadow_record
+from gateway.stream_tally import response_text, upstream_counts
+from observability.limits_protocol import LimitExceeded, Reservation
+from observability.shadow_pairs import Answer, PairStore
+from observability.task_status import TaskStatus
+from policies.decision import Target
+from policies.shadow_spec import ShadowSpec, forbidden_backends, partner
+
+if TYPE_CHECKING:
+    from gateway.exchange import Exchange
+    from gateway.services import Services
+
+OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "skipped", "stored", "store_failed")
+
+
+class PairNotStored(Exception):
+    """The pair store refused or could not be reached (the call itself was made and recorded)."""
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    ex: Exchange  # finished: its record is written, nothing changes it any more
+    messages: list[dict[str, Any]]
+    body: dict[str, Any]
+    spec: ShadowSpec
+    served: Answer
+    target: Target  # the shadow call's backend and model
+
+
+class Shadower:
+    def __init__(self, svc: Services, open_store: Callable[[], PairStore]) -> None:
+        self.svc = svc
+        self._open_store = open_store
+        self._store: PairStore | None = None
+        self._store_lock = threading.Lock()  # opened from worker threads (a pair, an export)
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.status = TaskStatus("shadow")
+        self.status.ok()  # idle is running: ready to take pairs; a failed one shows as retrying until the next
+        self._queue: asyncio.Queue[ShadowJob] | None = None  # made on the first sampled request
+        self._workers: list[asyncio.Task[None]] = []
+        self._pending = 0  # queued + running
+
+    def offer(self, ex: Exchange, body: dict[str, Any], spec: ShadowSpec, text: str) -> None:
+        """Queue the second call for a served, sampled request; never raises, never waits."""
+        try:
+            job = self._job(ex, body, spec, text)
+        except Exception as exc:  # a bug here must not reach the client's response
+            self.svc.log.warning("shadow: request %s not shadowed: %r", ex.request_id, exc)
+            job = None
+        self.counts["sampled"] += 1
+        if job is None:
+            self.counts["skipped"] += 1
+            return
+        limits = (ex.route.policy if ex.route else self.svc.policy.current).policy.shadow_limits
+        if self._pending >= limits.max_in_flight + limits.max_queue:
+            self.counts["dropped"] += 1
+            return
+        self._start(limits.max_in_flight)
+        assert self._queue is not None
+        self._pending += 1
+        self._queue.put_nowait(job)
+
+    def _job(self, ex: Exchange, body: dict[str, Any], spec: ShadowSpec, text: str) -> ShadowJob | None:
+        if ex.ending.status != "ok" or ex.target is None or ex.route is None or ex.outcome is None:
+            return None
+        compiled = ex.route.policy
+        other = partner(spec, ex.target.backend)
+        # The guard behind the policy check: a team's prompts never go where allowed_backends forbid.
+        if other is None or forbidden_backends(spec, compiled.team(ex.team).allowed_backends):
+            return None
+        if other not in self.svc.backends:  # absent here (requires_env unset)
+            return None
+        entry = self.svc.catalog.aliases.get(ex.alias)
+        model = next((t.model for t in entry.targets if t.backend == other), None) if entry else None
+        model = model or spec.models.get(other)
+        messages = body.get("messages")
+        if model is None or not isinstance(messages, list):
+            return None
+        stats_e2e = ex.clock.end - ex.clock.arrival if ex.clock.end is not None else None
+        served = Answer(ex.target.backend, ex.target.model, text, "ok", stats_e2e,
+                        ex.outcome.prompt_tokens or ex.estimated_prompt_tokens, ex.outcome.completion_tokens)
+        return ShadowJob(ex, messages, body, spec, served, Target(other, model))
+
+    def _start(self, workers: int) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        self._workers = [w for w in self._workers if not w.done()]
+        loop = asyncio.get_running_loop()
+        while len(self._workers) < workers:
+            self._workers.append(loop.create_task(self._work(), name="shadow-worker"))
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = await self._queue.get()
+            try:
+                await self._run(job)
+                self.status.ok()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # survive anything: this pair is lost, the next one is tried
+                self.status.failed(exc)
+                self.svc.log.warning("shadow: request %s: %r", job.ex.request_id, exc)
+            finally:
+                self._pending -= 1
+
+    async def _run(self, job: ShadowJob) -> None:
+        ex = job.ex
+        reservation = await self._reserve(job)
+        if reservation is False:
+            return
+        assert reservation is None or isinstance(reservation, Reservation)
+        self.counts["sent"] += 1
+        sent_wall, sent = time.time(), time.perf_counter()
+        try:
+            answer = await self._call(job, sent)
+        except asyncio.CancelledError:  # shutdown's drain ran out: the call may have cost, so it is recorded
+            target = job.target
+            self._record(job, Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent,
+                                     error="the gateway shut down during the shadow call"), sent_wall, reservation)
+            raise
+        self._record(job, answer, sent_wall, reservation)
+        if answer.status != "ok":
+            self.counts["failed"] += 1
+            return
+        self.counts["ok"] += 1
+        await self._keep(job, answer, ex)
+
+    def _record(self, job: ShadowJob, answer: Answer, sent_wall: float, reservation: Reservation | None) -> None:
+        """The call's UsageRecord to the ledger (and the access log), the limits settled off this task."""
+        svc = self.svc
+        record = shadow_record(svc, job, answer, sent_wall)
+        try:
+            svc.usage_sink.submit(record)
+        except Exception as exc:
+            svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
+        if svc.settings.access_log and svc.access_log.isEnabledFor(20):
+            line = record.to_dict()
+            del line["itl_gaps_s"]
+            if answer.error:
+                line["error"] = answer.error
+            svc.access_log.info(orjson.dumps(line).decode())
+        if reservation is not None and svc.limiter is not None:
+            svc.spawn(svc.limiter.settle(reservation, record.total_tokens, record.cost_usd))
+
+    async def _reserve(self, job: ShadowJob) -> Reservation | None | bool:
+        """The shadow's spend held against the team's and key's limits: over them, the pair is dropped
+        (False) — the team pays for shadow calls, and they never push it past its budget."""
+        svc, ex = self.svc, job.ex
+        if svc.limiter is None:
+            return None
+        tokens = ex.estimated_prompt_tokens + ex.estimated_completion_tokens
+        cost = svc.pricing.cost_usd(job.target, ex.estimated_prompt_tokens, ex.estimated_completion_tokens)
+        try:
+            return await svc.limiter.reserve(ex.request_id + ".shadow", ex.team, ex.key_id, tokens, cost,
+                                             key_limits=ex.key_spec.limits)
+        except LimitExceeded:
+            self.counts["dropped"] += 1
+            return False
+
+    async def _call(self, job: ShadowJob, sent: float) -> Answer:
+        ex, target = job.ex, job.target
+        compiled = ex.route.policy if ex.route else self.svc.policy.current
+        built = upstream_body.build("chat/completions", job.body, target.model,
+                                    upstream_body.rules_for(compiled, target.backend, ex.team), stream=False)
+        # one whole answer: the client's streaming fields do not go on (the allow-list keeps them)
+        sent_body = {k: v for k, v in built.body.items() if k not in ("stream", "stream_options")}
+        request = UpstreamRequest("chat/completions", sent_body, ex.request_id + ".shadow", False)
+        try:
+            upstream = await self.svc.backends[target.backend].complete(request)
+        except Exception as exc:  # UpstreamError, or anything the backend let out
+            return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
+                          error=f"{type(exc).__name__}: {exc}"[:300])
+        return _answer(self.svc, ex, target, upstream.data, time.perf_counter() - sent)
+
+    def read_pairs(self, team: str, limit: int | None = None) -> list[Any]:
+        """The team's stored pairs, oldest first (sync: call it in a worker thread)."""
+        return self._pair_store().pairs(team, limit)
+
+    def _pair_store(self) -> PairStore:
+        with self._store_lock:
+            if self._store is None:
+                self._store = self._open_store()
+            return self._store
+
+    async def _keep(self, job: ShadowJob, answer: Answer, ex: Exchange) -> None:
+        try:
+            store = await asyncio.to_thread(self._pair_store)
+            await asyncio.to_thread(store.add, pair_of(job, answer), job.spec.max_pairs)
+        except Exception as exc:  # the worker reports it (retrying) and goes on with the next pair
+            self.counts["store_failed"] += 1
+            raise PairNotStored(f"pair store: {type(exc).__name__}: {exc}") from exc
+        self.counts["stored"] += 1
+
+    async def aclose(self) -> None:
+        """Let running calls finish (bounded), drop what is still queued, close the store."""
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+                self._pending -= 1
+                self.counts["dropped"] += 1
+            running = [w for w in self._workers if not w.done()]
+            deadline = time.monotonic() + self.svc.policy.current.policy.shadow_limits.drain_s
+            while self._pending > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for worker in running:
+                worker.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self.status.stopped()
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+
+
+def _answer(svc: Services, ex: Exchange, target: Target, data: dict[str, Any], latency_s: float) -> Answer:
+    """The shadow's answer; tokens as the upstream reports them, else counted (as for served requests)."""
+    text = response_text(data)
+    counts = upstream_counts(data.get("usage"), "prompt_tokens")
+    if counts is not None:
+        return Answer(target.backend, target.model, text, "ok", latency_s, *counts)
+    return Answer(target.backend, target.model, text, "ok", latency_s, ex.estimated_prompt_tokens,
+                  svc.tokens.count_text(text, ex.alias), usage_source="counted")

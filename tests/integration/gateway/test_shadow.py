@@ -1,0 +1,169 @@
+"""Shadow traffic (issue #16 item 5): a real gateway, the fake upstream behind three backends (weak,
+strong, broken), the official SDK as the client. A sampled request's client is served as before; the
+pair's other backend answers in the background, its spend is in the ledger (tagged shadow) and the
+pair of answers is kept, readable by the admin only."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, create_key, hybridgw
+from tests.support import procs
+from tests.support.procs import wait_until
+
+WEAK_TEXT, STRONG_TEXT = "tok0 tok1 tok2 tok3 ", "tok0 tok1 tok2 tok3 tok4 tok5 tok6 "
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+MESSAGES = [{"role": "user", "content": "what is the capital of France?"}]
+
+
+def policy(fake: str) -> str:
+    return f"""
+health: {{failure_threshold: 1000000}}
+backends:
+  weak: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}}}
+  strong: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 10, output_usd_per_mtok: 30}}}}
+  broken: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+models:
+  m: {{deployments: [{{backend: weak, model: m}}, {{backend: strong, model: "m;chunks=7"}}]}}
+  solo: {{deployments: [{{backend: weak, model: m}}]}}
+  fails: {{deployments: [{{backend: weak, model: m}}, {{backend: broken, model: "m;status=500;message=shadow down"}}]}}
+teams:
+  red: {{shadow: {{share: 1.0, backends: [weak, strong], models: {{strong: "m;chunks=5"}}}}}}
+  green: {{shadow: {{share: 0.0, backends: [weak, strong]}}}}
+  blue: {{}}
+  purple: {{shadow: {{share: 1.0, backends: [weak, broken]}}, allowed_backends: [weak, broken]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("shadow")
+    data, config = root / "data", root / "policy.yaml"
+    config.write_text(policy(fake_upstream))
+    keys = {team: create_key(data, team, config) for team in ("red", "green", "blue", "purple")}
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    with procs.gateway(config, env, "gateway-shadow") as (url, proc):
+        yield Gateway(url, fake_upstream, data, keys, proc, env, config)
+
+
+def pairs(gw: Gateway, team: str, headers: dict[str, str] = ADMIN) -> httpx.Response:
+    return httpx.get(f"{gw.url}/admin/shadow/pairs", params={"team": team}, headers=headers)
+
+
+def counts(gw: Gateway) -> dict[str, int]:
+    return httpx.get(f"{gw.url}/admin/shadow/status", headers=ADMIN).json()["counts"]
+
+
+def stored(gw: Gateway, team: str, n: int) -> list[dict[str, Any]]:
+    return wait_until(lambda: (lambda d: d if len(d) >= n else None)(pairs(gw, team).json()["data"]),
+                      f"{n} pairs of {team}")
+
+
+def test_sampled_requests_keep_both_answers(gw: Gateway) -> None:
+    with gw.client("red") as client:
+        plain = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+        streamed = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        streamed_text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert plain.parse().choices[0].message.content == WEAK_TEXT  # the client is served by weak, as before
+    assert plain.headers["x-hybridgw-backend"] == "weak" and streamed_text == WEAK_TEXT
+    got = [p for p in stored(gw, "red", 2) if p["model_alias"] == "m"]
+    assert len(got) == 2
+    by_id = {p["request_id"]: p for p in got}
+    first = by_id[plain.headers["x-hybridgw-request-id"]]
+    for pair in got:
+        assert pair["messages"] == MESSAGES and pair["team"] == "red" and pair["backends"] == ["weak", "strong"]
+        assert (pair["served"]["backend"], pair["served"]["text"]) == ("weak", WEAK_TEXT)
+        assert (pair["shadow"]["backend"], pair["shadow"]["text"]) == ("strong", STRONG_TEXT)
+        assert pair["shadow"]["completion_tokens"] == 7 and pair["served"]["completion_tokens"] == 4
+    assert first["stream"] is False and sorted(p["stream"] for p in got) == [False, True]
+    # the shadow call is the team's spend, in the ledger, told apart by its tag and id
+    record = gw.record_for(first["request_id"] + ".shadow")
+    assert record["team"] == "red" and record["backend"] == "strong" and record["tags"]["shadow"] == "true"
+    assert record["rule"] == "shadow" and record["status"] == "ok" and record["completion_tokens"] == 7
+    assert record["cost_usd"] == pytest.approx((record["prompt_tokens"] * 10 + 7 * 30) / 1e6)
+    served = gw.record_for(first["request_id"])
+    assert served["backend"] == "weak" and "shadow" not in served["tags"]
+
+
+def test_an_alias_on_one_backend_uses_the_shadow_model_named(gw: Gateway) -> None:
+    with gw.client("red") as client:
+        reply = client.chat.completions.with_raw_response.create(model="solo", messages=MESSAGES)
+    request_id = reply.headers["x-hybridgw-request-id"]
+    pair = wait_until(lambda: [p for p in pairs(gw, "red").json()["data"] if p["request_id"] == request_id],
+                      "the pair of the solo request")[0]
+    assert (pair["shadow"]["model"], pair["shadow"]["text"]) == ("m;chunks=5", "tok0 tok1 tok2 tok3 tok4 ")
+    assert pair["model_alias"] == "solo"
+
+
+def test_share_zero_and_no_shadow_do_nothing(gw: Gateway) -> None:
+    before = counts(gw)
+    for team in ("green", "blue"):
+        with gw.client(team) as client:
+            for _ in range(3):
+                assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content == WEAK_TEXT
+    assert counts(gw)["sampled"] == before["sampled"]
+    assert pairs(gw, "green").json()["data"] == [] and pairs(gw, "blue").json()["data"] == []
+
+
+def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
+    before = counts(gw)
+    with gw.client("purple") as client:
+        reply = client.chat.completions.with_raw_response.create(model="fails", messages=MESSAGES)
+    assert reply.parse().choices[0].message.content == WEAK_TEXT
+    request_id = reply.headers["x-hybridgw-request-id"]
+    wait_until(lambda: counts(gw)["failed"] == before["failed"] + 1, "the shadow failure counted")
+    shadow = gw.record_for(request_id + ".shadow")
+    assert shadow["status"] == "error" and shadow["backend"] == "broken" and shadow["cost_usd"] == 0
+    assert shadow["completion_tokens"] == 0 and shadow["tags"]["shadow_of"] == request_id
+    served = gw.record_for(request_id)
+    assert (served["status"], served["backend"], served["completion_tokens"]) == ("ok", "weak", 4)
+    assert pairs(gw, "purple").json()["data"] == []  # no pair without the second answer
+    ready = httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()
+    assert ready["tasks"]["shadow"]["state"] in ("running", "retrying")  # reported, and alive
+    metrics = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
+    failed = re.search(r'^hybridgw_shadow_requests_total\{[^}]*outcome="failed"[^}]*\} (\S+)$', metrics, re.M)
+    assert failed is not None and float(failed.group(1)) == before["failed"] + 1
+
+
+def test_pairs_are_for_the_admin_only(gw: Gateway, tmp_path: Path) -> None:
+    with gw.client("red") as client:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    stored(gw, "red", 1)
+    for headers in (gw.auth("red"), gw.auth("blue")):
+        refused = pairs(gw, "red", headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_key_required"
+    assert pairs(gw, "red", {}).status_code == 401
+    assert httpx.get(f"{gw.url}/admin/shadow/pairs", headers=ADMIN).status_code == 400
+    out = tmp_path / "pairs.jsonl"
+    env = {**gw.env}
+    subprocess.run(hybridgw("shadow", "export", "--team", "red", "--out", str(out)), env={**_env(), **env}, check=True)
+    lines = [orjson.loads(line) for line in out.read_text().splitlines()]
+    assert lines == pairs(gw, "red").json()["data"] and all(p["team"] == "red" for p in lines)
+    table = tmp_path / "pairs.csv"
+    subprocess.run(hybridgw("shadow", "export", "--team", "red", "--out", str(table)), env={**_env(), **env}, check=True)
+    rows = list(csv.reader(table.open()))
+    assert rows[0][:5] == ["prompt", "weak", "strong", "weak_answer", "strong_answer"]
+    assert [row[0] for row in rows[1:]] == [MESSAGES[0]["content"]] * len(lines)
+    assert [row[3:6] for row in rows[1:]] == [[p["served"]["text"], p["shadow"]["text"], p["request_id"]] for p in lines]
+
+
+def test_a_shadow_the_team_may_not_use_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy("http://127.0.0.1:9").replace("allowed_backends: [weak, broken]",
+                                                           "allowed_backends: [weak]"))
+    out = subprocess.run(hybridgw("policy", "check", str(config)), capture_output=True, text=True, env=_env())
+    assert out.returncode != 0
+    assert "shadow.backends names 'broken', which the team's allowed_backends (weak) forbid" in out.stdout + out.stderr
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ)
