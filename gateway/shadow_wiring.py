@@ -7,15 +7,15 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 import orjson
-from fastapi import FastAPI
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin_access import require_admin
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
-from gateway.exchange import Exchange
+from gateway.exchange import unrecorded_id_headers
 from gateway.proxy import error_response
 from gateway.services import Services
 from gateway.settings import Settings
@@ -40,7 +40,7 @@ def pair_store_opener(settings: Settings) -> Callable[[], PairStore]:
     return open_store
 
 
-def install_shadow(app: FastAPI, services: Services, provider: MeterProvider | None) -> Shadower:
+def install_shadow(app: Starlette, services: Services, provider: MeterProvider | None) -> Shadower:
     shadower = Shadower(services, pair_store_opener(services.settings))
     services.shadow = shadower
     if provider is not None:
@@ -61,7 +61,7 @@ def register_shadow_metrics(provider: MeterProvider, shadower: Shadower) -> None
 
 
 def _fail(request: Request, exc: GatewayError) -> Response:
-    return error_response(Exchange.begin("admin", request.headers.get("x-request-id")), exc)
+    return error_response(unrecorded_id_headers(request.headers.get("x-request-id")), exc)
 
 
 async def _pairs(request: Request) -> Response:
