@@ -1,0 +1,101 @@
+"""What tracing costs per gateway request, in parts, in one process: the gateway's span pattern (request
+span, `route` child, `upstream` CLIENT child, first-token event, the usage attributes) on the event loop,
+and the OTLP export thread's encoding of those spans — the SDK's encoder vs observability/trace_otlp.py
+(checked to be the same message). Alternating A/B rounds, medians; µs per request.
+
+Run: .venv/bin/python -m bench.trace_cost [--requests 2000] [--rounds 7]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from observability.trace_otlp import SpanEncoder
+from observability.tracing import TracingConfig, add_first_token_event, build_tracing, usage_attributes
+from observability.usage import UsageRecord
+
+BATCH = 512  # the BatchSpanProcessor's default max_export_batch_size
+
+
+def one_request(tracer: trace.Tracer, record: UsageRecord) -> None:
+    """The gateway's calls for one non-streamed request (gateway/proxy.py, route_plan.py, attempts.py,
+    usage_emit.py), attributes as the gateway sets them."""
+    span = tracer.start_span("POST /v1/chat/completions", kind=trace.SpanKind.SERVER)
+    route = tracer.start_span("route", context=trace.set_span_in_context(span))
+    route.set_attributes({"hybridgw.rule": "default", "hybridgw.route.strategy": "first",
+                          "hybridgw.route.reason": "rule default: first allowed target",
+                          "hybridgw.route.targets": ["fake"], "hybridgw.route.refusal": "",
+                          "hybridgw.over_budget": False, "hybridgw.estimated.input_tokens": 12,
+                          "hybridgw.estimated.output_tokens": 16})
+    route.end()
+    span.update_name("chat m")
+    upstream = tracer.start_span("upstream fake", context=trace.set_span_in_context(span),
+                                 kind=trace.SpanKind.CLIENT)
+    add_first_token_event(span, 0.021)
+    attrs = usage_attributes(record)
+    upstream.set_attributes({k: v for k, v in attrs.items() if k.startswith("gen_ai.")})
+    span.set_attributes(attrs)
+    upstream.end()
+    span.end()
+
+
+def sample_record() -> UsageRecord:
+    return UsageRecord(
+        request_id="req-0123456789abcdef", time=time.time(), team="bench", key_id="k-0123", model_alias="m",
+        backend="fake", model="fake-model", rule="default", status="ok", http_status=200, stream=False,
+        prompt_tokens=12, completion_tokens=16, estimated_prompt_tokens=12, estimated_completion_tokens=16,
+        usage_source="upstream", cost_usd=0.0000213, ttft_s=0.0213, itl_p50_s=None, itl_p95_s=None, itl_max_s=None,
+        e2e_s=0.0215, upstream_latency_s=0.0211, finish_reason="stop", provider="openai")
+
+
+def timed(fn: Callable[[], object], count: int) -> float:
+    """µs per request of fn (which handles `count` requests)."""
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) / count * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    tracing = build_tracing(TracingConfig(exporter="memory"))
+    tracer = tracing.provider.get_tracer("hybridgw.gateway")
+    record = sample_record()
+    assert tracing.memory is not None
+    for _ in range(200):  # warm-up
+        one_request(tracer, record)
+    tracing.memory.clear()
+    loop = timed(lambda: [one_request(tracer, record) for _ in range(args.requests)], args.requests)
+    spans: Sequence[ReadableSpan] = tracing.memory.get_finished_spans()
+    batches = [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
+    encoder = SpanEncoder()
+    ours = ExportTraceServiceRequest.FromString(encoder.encode(batches[0]))
+    assert ours == encode_spans(batches[0]), "the two encoders disagree"
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {len(spans) // args.requests} spans per request, "
+          f"{len(encoder.encode(batches[0])) // len(batches[0])} bytes per span (OTLP)")
+    sdk_us, our_us = [], []
+    for _ in range(args.rounds):  # alternating, so the machine's noise hits both alike
+        sdk_us.append(timed(lambda: [encode_spans(b).SerializePartialToString() for b in batches], args.requests))
+        our_us.append(timed(lambda: [encoder.encode(b) for b in batches], args.requests))
+    sdk, ours_ = statistics.median(sdk_us), statistics.median(our_us)
+    print(f"spans on the loop (SDK, 3 spans + event + attributes): {loop:.0f} µs per request (one pass)")
+    print(f"export encoding, SDK encode_spans + SerializePartialToString: {sdk:.0f} µs per request "
+          f"(rounds {' / '.join(f'{v:.0f}' for v in sdk_us)})")
+    print(f"export encoding, observability/trace_otlp.py: {ours_:.0f} µs per request "
+          f"(rounds {' / '.join(f'{v:.0f}' for v in our_us)}) = {ours_ / sdk:.2f}× the SDK's")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
