@@ -1,7 +1,8 @@
 """What tracing costs per gateway request, in parts, in one process: the gateway's span pattern (request
-span, `route` child, `upstream` CLIENT child, first-token event, the usage attributes) on the event loop,
-and the OTLP export thread's encoding of those spans — the SDK's encoder vs observability/trace_otlp.py
-(checked to be the same message). Alternating A/B rounds, medians; µs per request.
+span, `route` child, `upstream` CLIENT child, first-token event, the usage attributes) on the event loop —
+the SDK's spans vs observability/trace_recorder.py's, both into a BatchSpanProcessor —, and the OTLP export
+thread's encoding of those spans — the SDK's encoder vs observability/trace_otlp.py (checked to be the same
+message). Alternating A/B rounds, medians; CPU µs per request.
 
 Run: .venv/bin/python -m bench.trace_cost [--requests 2000] [--rounds 7]
 """
@@ -16,9 +17,11 @@ from collections.abc import Callable, Sequence
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from observability.trace_otlp import SpanEncoder
+from observability.trace_recorder import RecordingTracerProvider
 from observability.tracing import TracingConfig, add_first_token_event, build_tracing, usage_attributes
 from observability.usage import UsageRecord
 
@@ -56,6 +59,28 @@ def sample_record() -> UsageRecord:
         e2e_s=0.0215, upstream_latency_s=0.0211, finish_reason="stop", provider="openai")
 
 
+class Dropped(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def loop_tracers() -> dict[str, trace.Tracer]:
+    """One tracer per span implementation, each provider with the batch processor the gateway uses."""
+    tracers = {}
+    for name, provider_type in (("SDK spans", TracerProvider), ("recording spans", RecordingTracerProvider)):
+        provider = provider_type()
+        provider.add_span_processor(BatchSpanProcessor(Dropped()))
+        tracers[name] = provider.get_tracer("hybridgw.gateway")
+    return tracers
+
+
+def thread_timed(fn: Callable[[], object], count: int) -> float:
+    """µs of this thread's CPU per request (the batch processor's thread not counted: the loop's share)."""
+    start = time.thread_time()
+    fn()
+    return (time.thread_time() - start) / count * 1e6
+
+
 def timed(fn: Callable[[], object], count: int) -> float:
     """µs per request of fn (which handles `count` requests)."""
     start = time.process_time()
@@ -75,7 +100,7 @@ def main() -> int:
     for _ in range(200):  # warm-up
         one_request(tracer, record)
     tracing.memory.clear()
-    loop = timed(lambda: [one_request(tracer, record) for _ in range(args.requests)], args.requests)
+    one_pass = timed(lambda: [one_request(tracer, record) for _ in range(args.requests)], args.requests)
     spans: Sequence[ReadableSpan] = tracing.memory.get_finished_spans()
     batches = [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
     encoder = SpanEncoder()
@@ -83,12 +108,23 @@ def main() -> int:
     assert ours == encode_spans(batches[0]), "the two encoders disagree"
     print(f"load average at start: {os.getloadavg()[0]:.2f}; {len(spans) // args.requests} spans per request, "
           f"{len(encoder.encode(batches[0])) // len(batches[0])} bytes per span (OTLP)")
+    tracers = loop_tracers()
+    loop_us: dict[str, list[float]] = {name: [] for name in tracers}
+    for _ in range(args.rounds):
+        for name, t in tracers.items():
+            loop_us[name].append(thread_timed(lambda t=t: [one_request(t, record) for _ in range(args.requests)],
+                                              args.requests))
     sdk_us, our_us = [], []
     for _ in range(args.rounds):  # alternating, so the machine's noise hits both alike
         sdk_us.append(timed(lambda: [encode_spans(b).SerializePartialToString() for b in batches], args.requests))
         our_us.append(timed(lambda: [encoder.encode(b) for b in batches], args.requests))
     sdk, ours_ = statistics.median(sdk_us), statistics.median(our_us)
-    print(f"spans on the loop (SDK, 3 spans + event + attributes): {loop:.0f} µs per request (one pass)")
+    base = statistics.median(loop_us["SDK spans"])
+    for name, values in loop_us.items():
+        print(f"on the loop, {name} (3 spans + event + attributes, batch processor): "
+              f"{statistics.median(values):.0f} µs per request (rounds {' / '.join(f'{v:.0f}' for v in values)}) "
+              f"= {statistics.median(values) / base:.2f}× the SDK's")
+    print(f"(build_tracing(memory), one pass: {one_pass:.0f} µs per request)")
     print(f"export encoding, SDK encode_spans + SerializePartialToString: {sdk:.0f} µs per request "
           f"(rounds {' / '.join(f'{v:.0f}' for v in sdk_us)})")
     print(f"export encoding, observability/trace_otlp.py: {ours_:.0f} µs per request "

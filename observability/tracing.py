@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from observability.trace_recorder import RecordingTracerProvider
 from observability.usage import UsageRecord
 
 EXPORTERS = ("none", "console", "otlp", "memory")
@@ -87,7 +88,7 @@ class Tracing:
 def build_tracing(config: TracingConfig) -> Tracing:
     if config.exporter == "none":
         return Tracing(trace.NoOpTracerProvider())
-    provider = TracerProvider(
+    provider = RecordingTracerProvider(  # the SDK's, with cheaper spans (observability/trace_recorder.py)
         resource=Resource.create({"service.name": config.service_name}),
         sampler=SAMPLERS[config.sampler](config.sample_ratio),
     )
