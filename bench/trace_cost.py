@@ -16,13 +16,22 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from bench.otlp_discard import start_discard
+from observability.trace_export import CompactOTLPSpanExporter
 from observability.trace_otlp import SpanEncoder
 from observability.trace_recorder import RecordingTracerProvider
-from observability.tracing import TracingConfig, add_first_token_event, build_tracing, usage_attributes
+from observability.tracing import (
+    SAMPLERS,
+    TracingConfig,
+    add_first_token_event,
+    build_tracing,
+    usage_attributes,
+)
 from observability.usage import UsageRecord
 
 BATCH = 512  # the BatchSpanProcessor's default max_export_batch_size
@@ -67,8 +76,10 @@ class Dropped(SpanExporter):
 def loop_tracers() -> dict[str, trace.Tracer]:
     """One tracer per span implementation, each provider with the batch processor the gateway uses."""
     tracers = {}
-    for name, provider_type in (("SDK spans", TracerProvider), ("recording spans", RecordingTracerProvider)):
-        provider = provider_type()
+    kinds = (("SDK spans", TracerProvider, 1.0), ("recording spans", RecordingTracerProvider, 1.0),
+             ("recording spans, OTEL_TRACES_SAMPLER_ARG=0.1", RecordingTracerProvider, 0.1))
+    for name, provider_type, ratio in kinds:
+        provider = provider_type(sampler=SAMPLERS["parentbased_traceidratio"](ratio))
         provider.add_span_processor(BatchSpanProcessor(Dropped()))
         tracers[name] = provider.get_tracer("hybridgw.gateway")
     return tracers
@@ -79,6 +90,24 @@ def thread_timed(fn: Callable[[], object], count: int) -> float:
     start = time.thread_time()
     fn()
     return (time.thread_time() - start) / count * 1e6
+
+
+def export_costs(spans: Sequence[ReadableSpan], requests: int, rounds: int) -> dict[str, list[float]]:
+    """The export thread's whole export() (encoding + one HTTP POST per batch to a receiver that
+    discards, in another thread) per request, by exporter and batch size."""
+    sink, url = start_discard()
+    try:
+        kinds = [("SDK OTLPSpanExporter", OTLPSpanExporter(endpoint=url), BATCH)] + [
+            ("CompactOTLPSpanExporter", CompactOTLPSpanExporter(endpoint=url), size) for size in (128, 512, 2048)]
+        out: dict[str, list[float]] = {f"{name}, batches of {size}": [] for name, _, size in kinds}
+        for _ in range(rounds):
+            for name, exporter, size in kinds:
+                batches = [spans[i:i + size] for i in range(0, len(spans), size)]
+                out[f"{name}, batches of {size}"].append(
+                    thread_timed(lambda e=exporter, b=batches: [e.export(x) for x in b], requests))
+        return out
+    finally:
+        sink.shutdown()
 
 
 def timed(fn: Callable[[], object], count: int) -> float:
@@ -129,6 +158,9 @@ def main() -> int:
           f"(rounds {' / '.join(f'{v:.0f}' for v in sdk_us)})")
     print(f"export encoding, observability/trace_otlp.py: {ours_:.0f} µs per request "
           f"(rounds {' / '.join(f'{v:.0f}' for v in our_us)}) = {ours_ / sdk:.2f}× the SDK's")
+    for name, values in export_costs(spans, args.requests, args.rounds).items():
+        print(f"export(), {name}: {statistics.median(values):.0f} µs per request "
+              f"(rounds {' / '.join(f'{v:.0f}' for v in values)})")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0
 
