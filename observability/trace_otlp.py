@@ -3,6 +3,7 @@ generated message objects the SDK's encoder builds and then serializes: the same
 on the export thread. Pure: ReadableSpans in, bytes out."""
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
+log = logging.getLogger(__name__)
 # OTLP's SpanKind starts at UNSPECIFIED = 0; the API's at INTERNAL = 0.
 _KIND = {0: b"\x30\x01", 1: b"\x30\x02", 2: b"\x30\x03", 3: b"\x30\x04", 4: b"\x30\x05"}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags, as the SDK's encoder sets them
 _pack_double, _pack_fixed64, _pack_fixed32 = struct.Struct("<d").pack, struct.Struct("<Q").pack, struct.Struct("<I").pack
 
@@ -47,6 +50,8 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, str):
         return _field(b"\x0a", value.encode())
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"integer {value} does not fit int64")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
@@ -63,10 +68,19 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x0a", key.encode()) + _field(b"\x12", _any_value(value))
 
 
+def _attribute(tag: bytes, key: str, value: Any) -> bytes:
+    """One KeyValue field; one that cannot be encoded is left out with a log line, as the SDK does."""
+    try:
+        return _field(tag, _key_value(key, value))
+    except (TypeError, ValueError) as error:
+        log.error("span attribute %r left out of the export: %s", key, error)
+        return b""
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
-    return b"".join([_field(tag, _key_value(k, v)) for k, v in attributes.items()])
+    return b"".join([_attribute(tag, k, v) for k, v in attributes.items()])
 
 
 def _uint_field(tag: bytes, n: int) -> bytes:
@@ -129,13 +143,18 @@ class SpanEncoder:
         out, cache = [], self._kv
         for key, value in attributes.items():
             if value.__class__ not in _SCALARS:
-                out.append(_field(tag, _key_value(key, value)))
+                out.append(_attribute(tag, key, value))
                 continue
             kv = cache.get((key, value.__class__, value))
             if kv is None:
+                try:
+                    kv = _key_value(key, value)
+                except ValueError as error:  # an int beyond int64
+                    log.error("span attribute %r left out of the export: %s", key, error)
+                    continue
                 if len(cache) >= _KV_CACHE_MAX:
                     cache.clear()  # ids and timings never repeat: start over rather than grow
-                kv = cache[(key, value.__class__, value)] = _key_value(key, value)
+                cache[(key, value.__class__, value)] = kv
             out.append(_field(tag, kv))
         return b"".join(out)
 

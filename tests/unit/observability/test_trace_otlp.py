@@ -59,3 +59,16 @@ def test_true_and_one_stay_apart_in_the_cache() -> None:
     values = [s.attributes[0].value for s in decoded.resource_spans[0].scope_spans[0].spans]
     assert [v.WhichOneof("value") for v in values] == ["bool_value", "int_value", "double_value", "string_value"]
     assert decoded == encode_spans(batch)
+
+
+def test_an_attribute_beyond_int64_is_left_out_as_the_sdk_leaves_it_out() -> None:
+    tracing = build_tracing(TracingConfig(exporter="memory"))
+    tracer = tracing.provider.get_tracer("t")
+    tracer.start_span("s", attributes={"before": 1, "huge": 2**64, "after": "x", "huge_list": [1, -(2**70)]}).end()
+    assert tracing.memory is not None
+    batch = list(tracing.memory.get_finished_spans())
+    for encoder in (SpanEncoder(), SpanEncoder()):
+        decoded = ExportTraceServiceRequest.FromString(encoder.encode(batch))
+        assert decoded == encode_spans(batch)
+    keys = [a.key for a in decoded.resource_spans[0].scope_spans[0].spans[0].attributes]
+    assert keys == ["before", "after"]
