@@ -3,8 +3,9 @@ GenAI semantic-convention attributes set from a UsageRecord, and W3C traceparent
 the engine's spans join the gateway's trace. No global provider or propagator is ever set."""
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +19,29 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from observability.trace_recorder import RecordingTracerProvider
 from observability.usage import UsageRecord
 
 EXPORTERS = ("none", "console", "otlp", "memory")
+# OTEL_TRACES_SAMPLER's built-in names, as the SDK reads them (opentelemetry.sdk.trace.sampling); the
+# ratio only matters to the *traceidratio ones.
+SAMPLERS: dict[str, Callable[[float], Sampler]] = {
+    "always_on": lambda _: ALWAYS_ON, "always_off": lambda _: ALWAYS_OFF,
+    "parentbased_always_on": lambda _: DEFAULT_ON, "parentbased_always_off": lambda _: DEFAULT_OFF,
+    "traceidratio": TraceIdRatioBased, "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
 FIRST_TOKEN_EVENT = "gen_ai.first_token"
 
 
@@ -34,17 +51,27 @@ class TracingConfig:
     otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; None: OTEL_EXPORTER_OTLP_* env
     service_name: str = "hybridgw"
     sample_ratio: float = 1.0  # of root traces; children follow their parent's decision
+    sampler: str = "parentbased_traceidratio"  # one of SAMPLERS (OTEL_TRACES_SAMPLER's names)
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
             raise ValueError(f"tracing exporter must be one of {EXPORTERS}, not {self.exporter!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"trace sampler must be one of {sorted(SAMPLERS)}, not {self.sampler!r}")
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f"trace sample ratio must be within [0, 1], not {self.sample_ratio}")
 
 
 def tracing_config_from_env(environ: Mapping[str, str] = os.environ, service_name: str = "hybridgw") -> TracingConfig:
-    """HYBRIDGW_TRACES=none|console|otlp (otlp also when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
+    """HYBRIDGW_TRACES=none|console|otlp (otlp also when OTEL_EXPORTER_OTLP_ENDPOINT is set); the head
+    sampler from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else HYBRIDGW_TRACE_SAMPLE_RATIO."""
     exporter = environ.get("HYBRIDGW_TRACES") or ("otlp" if environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none")
     ratio = float(environ.get("HYBRIDGW_TRACE_SAMPLE_RATIO", "1.0"))
-    return TracingConfig(exporter=exporter, service_name=service_name, sample_ratio=ratio)
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler:
+        sampler, ratio = sampler_from_env(sampler, environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
+    return TracingConfig(exporter=exporter, service_name=service_name, sample_ratio=ratio,
+                         sampler=sampler or "parentbased_traceidratio")
 
 
 @dataclass(frozen=True)
@@ -61,9 +88,9 @@ class Tracing:
 def build_tracing(config: TracingConfig) -> Tracing:
     if config.exporter == "none":
         return Tracing(trace.NoOpTracerProvider())
-    provider = TracerProvider(
+    provider = RecordingTracerProvider(  # the SDK's, with cheaper spans (observability/trace_recorder.py)
         resource=Resource.create({"service.name": config.service_name}),
-        sampler=ParentBasedTraceIdRatio(config.sample_ratio),
+        sampler=SAMPLERS[config.sampler](config.sample_ratio),
     )
     if config.exporter == "memory":
         memory = InMemorySpanExporter()
@@ -72,10 +99,24 @@ def build_tracing(config: TracingConfig) -> Tracing:
     if config.exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # Imports the OTLP exporter (requests, protobuf): only when traces go over OTLP.
+        from observability.trace_export import CompactOTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint)))
+        provider.add_span_processor(BatchSpanProcessor(CompactOTLPSpanExporter(endpoint=config.otlp_endpoint)))
     return Tracing(provider)
+
+
+def sampler_from_env(name: str, arg: str) -> tuple[str, float]:
+    """OTEL_TRACES_SAMPLER / _ARG as the SDK reads them: an unknown name means parentbased_always_on
+    (with a warning), a ratio that is missing or not a number means 1.0."""
+    if name not in SAMPLERS:
+        logging.getLogger(__name__).warning("unknown OTEL_TRACES_SAMPLER %r: using parentbased_always_on", name)
+        return "parentbased_always_on", 1.0
+    try:
+        ratio = float(arg) if "traceidratio" in name else 1.0
+    except ValueError:
+        ratio = 1.0
+    return name, ratio
 
 
 def usage_attributes(record: UsageRecord) -> dict[str, Any]:

@@ -96,3 +96,29 @@ def test_exporter_none_records_nothing_and_config_is_validated() -> None:
         TracingConfig(exporter="zipkin")
     assert tracing_config_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}).exporter == "otlp"
     assert tracing_config_from_env({"HYBRIDGW_TRACES": "console"}).exporter == "console"
+
+
+def _sampled(config: TracingConfig, traceparent: str | None = None) -> bool:
+    tracer = build_tracing(config).provider.get_tracer("t")
+    context = extract_context({"traceparent": traceparent}) if traceparent else None
+    return tracer.start_span("s", context=context).get_span_context().trace_flags.sampled
+
+
+def test_otel_traces_sampler_env_picks_the_head_sampler() -> None:
+    sampled_parent, unsampled_parent = (f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0{f}" for f in "10")
+    env = {"HYBRIDGW_TRACES": "memory"}
+    default = tracing_config_from_env(env)
+    assert _sampled(default) and not _sampled(default, unsampled_parent)  # unchanged: all roots, parent's word
+    never = tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                     "OTEL_TRACES_SAMPLER_ARG": "0"})
+    assert not _sampled(never) and _sampled(never, sampled_parent)  # the caller's decision still holds
+    ratio_only = tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "TraceIdRatio", "OTEL_TRACES_SAMPLER_ARG": "0"})
+    assert not _sampled(ratio_only, sampled_parent)
+    assert _sampled(tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "always_on"}), unsampled_parent)
+    assert not _sampled(tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "always_off"}))
+    # As the SDK: an unknown name is parentbased_always_on, a bad ratio 1.0.
+    assert tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "jaeger_remote"}).sampler == "parentbased_always_on"
+    assert tracing_config_from_env({**env, "OTEL_TRACES_SAMPLER": "traceidratio",
+                                    "OTEL_TRACES_SAMPLER_ARG": "half"}).sample_ratio == 1.0
+    with pytest.raises(ValueError):
+        TracingConfig(sample_ratio=1.5)

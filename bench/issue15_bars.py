@@ -1,0 +1,180 @@
+"""Issue #15's performance bars, side by side in one run: the fake upstream direct vs hybridgw (one
+process, full path on: auth, routing, rpm + tpm limits, a USD budget, the SQLite ledger, the access log,
+tracing exported over OTLP to a receiver that discards) vs LiteLLM Proxy, all against one fake upstream
+answering after 20 ms. Per round, interleaved: added latency at concurrency 1 (non-streamed), throughput
+and gateway CPU at concurrency 64 (non-streamed: requests per gateway CPU-second = per core), and
+512 concurrent 16-chunk streams paced --gap-ms apart (inter-chunk gaps at the client, CPU per relayed
+frame: gateway CPU / (streams × 17 frames: the role chunk + 16 content chunks)).
+
+Run: .venv/bin/python -m bench.issue15_bars [--seconds 5] [--rounds 3] [--gap-ms 20] [--no-litellm]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.gateway_overhead import MAX_RPS, PEER, Server, client, closed_loop
+from bench.otlp_discard import start_discard
+from bench.workers_throughput import POLICY, UPSTREAM_MS
+from observability.bench.client import Sent
+from observability.bench.metrics import itls, stats, ttft
+from observability.bench.records import RequestRecord
+from tests.support import procs
+
+CHUNKS = 16
+STREAMS = 512
+THROUGHPUT_CONCURRENCY = 64
+
+
+def request(server: Server, stream: bool, gap_ms: float) -> Sent:
+    knobs = f"fake:ttft_ms={UPSTREAM_MS}" + (f";delay_ms={gap_ms};chunks={CHUNKS}" if stream else "")
+    body = {"model": server.model, "messages": [{"role": "user", "content": "say something short"}],
+            "max_tokens": CHUNKS, "stream": stream, "user": knobs}  # every proxy passes `user` on
+    return Sent(json.dumps(body).encode(), server.key, RequestRecord(0, "bars", "bench", 0, 0, 0.0, 0.0))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (LiteLLM Proxy forks its server)."""
+    tick, parents, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    family, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in family} - family
+        family |= more
+        grew = bool(more)
+    return sum(cpu.get(p, 0.0) for p in family)
+
+
+def start_stack(workdir: Path, otlp_url: str, with_litellm: bool) -> tuple[list[Server], dict[str, int], list]:
+    fake_port = procs.free_port()
+    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)), name="fake")
+    procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+    config = workdir / "policy.yaml"
+    config.write_text(POLICY.format(port=fake_port))
+    env = {"HYBRIDGW_DATA_DIR": str(workdir / "data"), "REDIS_URL": "", "HYBRIDGW_WORKERS": "1",
+           "HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url,
+           "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": "0"}  # one client address opens the 512 streams (as a proxy would)
+    key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create", "--team",
+                          "bench"], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    port = procs.free_port()
+    gw = procs.start([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+                     env=env, name="hybridgw")
+    procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
+    servers = [Server("direct", fake_port, "none", "m"), Server("hybridgw", port, key, "m")]
+    pids = {"hybridgw": gw.popen.pid}
+    if with_litellm:
+        lp = procs.free_port()
+        out = subprocess.run(["bash", str(PEER), f"http://127.0.0.1:{fake_port}/v1", str(lp)],
+                             capture_output=True, text=True, check=True).stdout
+        fields = dict(part.split("=", 1) for part in out.split())
+        pids["litellm-proxy"] = int(fields["pid"])
+        servers.append(Server("litellm-proxy", lp, fields["key"], "m"))
+    return servers, pids, [gw, fake]
+
+
+async def measure(servers: list[Server], pids: dict[str, int], seconds: float, rounds: int, gap_ms: float,
+                  latency_n: int, errors: Counter[str]) -> dict[str, dict[str, list[float]]]:
+    out = {s.name: {k: [] for k in ("lat", "rps", "per_cpu", "gaps", "frame_us", "streams")} for s in servers}
+    pools = {s.name: client(s) for s in servers}
+    cpu: Callable[[str], float] = lambda name: tree_cpu_s(pids[name]) if name in pids else 0.0  # noqa: E731
+    try:
+        for s in servers:  # warm-up: connections, caches, lazy imports
+            await closed_loop(s, pools[s.name], request(s, False, 0), 16, 200, None, errors)
+            await closed_loop(s, pools[s.name], request(s, True, gap_ms), 64, 128, None, errors)
+        for _ in range(rounds):  # interleaved, so the machine's noise hits every server alike
+            for s in servers:
+                r, pool = out[s.name], pools[s.name]
+                records = await closed_loop(s, pool, request(s, False, 0), 1, latency_n, None, errors)
+                r["lat"] += [v for x in records if x.ok and (v := ttft(x)) is not None]
+                before = cpu(s.name)
+                records = await closed_loop(s, pool, request(s, False, 0), THROUGHPUT_CONCURRENCY,
+                                            int(seconds * MAX_RPS), seconds, errors)
+                done = sum(1 for x in records if x.ok)
+                r["rps"].append(done / seconds)
+                if s.name in pids:
+                    r["per_cpu"].append(done / max(cpu(s.name) - before, 1e-9))
+                before = cpu(s.name)
+                records = await closed_loop(s, pool, request(s, True, gap_ms), STREAMS, STREAMS, None, errors)
+                ok = [x for x in records if x.ok]
+                r["gaps"] += [g for x in ok for g in itls(x)]
+                r["streams"].append(len(ok))
+                if s.name in pids and ok:
+                    r["frame_us"].append((cpu(s.name) - before) / (len(ok) * (CHUNKS + 1)) * 1e6)
+    finally:
+        for pool in pools.values():
+            pool.close()
+    return out
+
+
+def report(results: dict[str, dict[str, list[float]]], gap_ms: float) -> str:
+    med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
+    d_lat, d_gap = stats(results["direct"]["lat"]), stats(results["direct"]["gaps"])
+    assert d_lat is not None and d_gap is not None
+    lines = [f"| path | latency at 1 in flight p50 / p99 (ms) | added p50 / p99 (ms) | req/s at {THROUGHPUT_CONCURRENCY} "
+             f"| req per gateway CPU-second (per core) | {STREAMS} streams: inter-chunk gap p50 / p99 (ms, paced "
+             f"{gap_ms:g}) | added gap p99 (ms) | CPU per relayed frame (µs) |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lat, gap = stats(r["lat"]), stats(r["gaps"])
+        if lat is None or gap is None:
+            lines.append(f"| {name} | (no successful requests) |||||||")
+            continue
+        direct = name == "direct"
+        per_cpu, frame_us = med(r["per_cpu"]), med(r["frame_us"])
+        lines.append(
+            f"| {name} | {lat.p50 * 1e3:.2f} / {lat.p99 * 1e3:.2f} | "
+            f"{'—' if direct else f'+{(lat.p50 - d_lat.p50) * 1e3:.2f} / +{(lat.p99 - d_lat.p99) * 1e3:.2f}'} | "
+            f"{med(r['rps']):.0f} ({' / '.join(f'{v:.0f}' for v in r['rps'])}) | "
+            f"{'—' if direct else f'{per_cpu:.0f}'} | {gap.p50 * 1e3:.1f} / {gap.p99 * 1e3:.1f} | "
+            f"{'—' if direct else f'+{(gap.p99 - d_gap.p99) * 1e3:.1f}'} | "
+            f"{'—' if direct else f'{frame_us:.0f}'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    os.environ.setdefault("HYBRIDGW_WORKERS", "1")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="upstream gap between a stream's chunks")
+    parser.add_argument("--latency-requests", type=int, default=200, help="per round, at concurrency 1")
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
+    errors: Counter[str] = Counter()
+    sink, otlp_url = start_discard()
+    with tempfile.TemporaryDirectory(prefix="hybridgw-bars-") as tmp:
+        servers, pids, started = start_stack(Path(tmp), otlp_url, not args.no_litellm)
+        try:
+            results = asyncio.run(measure(servers, pids, args.seconds, args.rounds, args.gap_ms,
+                                          args.latency_requests, errors))
+        finally:
+            if "litellm-proxy" in pids:
+                os.kill(pids["litellm-proxy"], 15)
+            for proc in started:
+                procs.stop(proc)
+            sink.shutdown()
+    print(report(results, args.gap_ms))
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    for what, count in sorted(errors.items()):
+        print(f"failed: {what} × {count}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
