@@ -99,14 +99,14 @@ def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, re
     return Workers(url, config, data_dir, proc, keys)
 
 
+def _start_serve(config: Path, data_dir: Path, redis_url: str, *extra: str) -> procs.Served:
+    return procs.start_gateway(config, {"HYBRIDGW_DATA_DIR": str(data_dir), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY},
+                               name="gateway-workers", redis_url=redis_url, workers=2, extra=extra)
+
+
 def _serve(config: Path, data_dir: Path, redis_url: str, *extra: str) -> tuple[str, procs.Proc]:
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2", *extra),
-                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": redis_url,
-                            "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}, name="gateway-workers")
-    procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
-    return url, proc
+    served = _start_serve(config, data_dir, redis_url, *extra).ready()
+    return served.url, served.proc
 
 
 @pytest.fixture
@@ -273,17 +273,15 @@ def test_with_redis_the_limits_hold_across_two_workers(fake_upstream: str, tmp_p
 def test_a_reload_signal_while_workers_start_kills_none_of_them(fake_upstream: str, tmp_path: Path) -> None:
     data_dir, config = tmp_path / "data", tmp_path / "policy.yaml"
     config.write_text(_policy(fake_upstream))
-    port = procs.free_port()
-    proc = procs.start(hybridgw("serve", "--config", str(config), "--port", str(port), "--workers", "2"),
-                       env={"HYBRIDGW_DATA_DIR": str(data_dir), "REDIS_URL": "", "HYBRIDGW_ADMIN_KEY": ADMIN_KEY},
-                       name="gateway-workers-hup")
-    served = Workers(f"http://127.0.0.1:{port}", config, data_dir, proc, {})
+    starting = _start_serve(config, data_dir, "")
+    proc = starting.proc
+    served = Workers(starting.url, config, data_dir, proc, {})
     try:
         wait_until(lambda: "worker 1: started pid" in proc.output(), "the second worker started")
         for _ in range(10):  # SIGHUPs forwarded while the workers import and build their apps
             proc.popen.send_signal(signal.SIGHUP)
             time.sleep(0.05)
-        procs.wait_http(f"{served.url}/healthz", proc, timeout_s=120)
+        starting.ready()
         workers = wait_until(lambda: (w := served.readyz()["workers"]) and w["alive"] == 2 and w, "two live workers")
         assert workers["restarts"] == 0 and "exited with" not in proc.output(), proc.output()[-3000:]
     finally:

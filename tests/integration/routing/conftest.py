@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,41 +119,24 @@ def create_key(data_dir: Path, team: str = "red", config: Path | None = None, re
     return out.stdout.strip()
 
 
-def _start(args: list[str], env: Mapping[str, str]) -> procs.Proc:
-    """Like procs.start, with exactly `env` (procs.start adds os.environ back, keys included)."""
-    fd, log = tempfile.mkstemp(prefix="hybridgw-routing-gw-", suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(env), start_new_session=True)
-    return procs.Proc(popen, Path(log))
-
-
 @contextmanager
 def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None,
             unset: tuple[str, ...] = ()) -> Iterator[Gateway]:
     """`hybridgw serve` on a free port: `--config root/policy.yaml` with `policy`, or the embedded
     default policy when `policy` is None. `unset` names variables removed from its environment."""
     data_dir = root / "data"
-    port = procs.free_port()
-    args = hybridgw("serve", "--port", str(port), "--engine-timeout", "240")
     config = None
     if policy is not None:
         config = root / "policy.yaml"
         config.write_text(policy)
-        args += ["--config", str(config)]
     # The embedded default policy names one team, `default`; the test policies name `red`.
-    full_env = {k: v for k, v in os.environ.items() if k not in unset and k != "HYBRIDGW_POLICY"}
-    full_env.update({"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})})
-    key = create_key(data_dir, "red" if config is not None else "default", config, full_env.get("REDIS_URL", ""))
-    proc = _start(args, full_env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        procs.wait_http(f"{url}/healthz", proc, timeout_s=300)
-        yield Gateway(url, key, proc, config, data_dir)
-        assert proc.alive(), proc.output()[-3000:]
-        assert "Traceback" not in proc.output(), proc.output()[-5000:]
-    finally:
-        procs.stop(proc)
+    full_env = {"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})}
+    redis_url = full_env.get("REDIS_URL", "" if "REDIS_URL" in unset else os.environ.get("REDIS_URL", ""))
+    key = create_key(data_dir, "red" if config is not None else "default", config, redis_url)
+    with procs.served(config, full_env, timeout_s=300, name="routing-gw", extra=["--engine-timeout", "240"],
+                      unset=(*unset, "HYBRIDGW_POLICY")) as served:
+        yield Gateway(served.url, key, served.proc, config, data_dir)
+        assert served.proc.alive(), served.log()[-3000:]
 
 
 @pytest.fixture(scope="session")
