@@ -4,7 +4,6 @@ all-hosted comparison used (the fake upstream and `hybridgw serve`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,17 +28,24 @@ models:
   m: {{deployments: [{{backend: hosted, model: m}}]}}
 teams:
   broke: {{budget: {{usd_per_day: {BUDGET_USD}, on_exceed: reject}}}}
+  priced: {{}}
 """
 
 
-@pytest.fixture
-def served(fake_upstream: str, tmp_path: Path) -> Iterator[procs.Served]:
-    config = tmp_path / "policy.yaml"
+@pytest.fixture(scope="module")
+def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[procs.Served]:
+    """One gateway for both tests (each its own team): the restart test restarts it on its data dir."""
+    config = tmp_path_factory.mktemp("budget") / "policy.yaml"
     config.write_text(_policy(fake_upstream))
-    data_dir = tmp_path / "data"
+    data_dir = config.parent / "data"
     with procs.served(config, {"HYBRIDGW_DATA_DIR": str(data_dir)}, name="gateway-budget", data_dir=data_dir,
                       redis_url="") as gateway:
         yield gateway
+
+
+def _key(served: procs.Served, team: str) -> str:
+    assert served.data_dir is not None
+    return create_key(served.data_dir, team, served.data_dir.parent / "policy.yaml")
 
 
 def _chat(served: procs.Served, key: str) -> httpx.Response:
@@ -48,8 +54,8 @@ def _chat(served: procs.Served, key: str) -> httpx.Response:
                       timeout=30)
 
 
-def test_a_spent_day_budget_is_still_spent_after_a_restart(served: procs.Served, tmp_path: Path) -> None:
-    key = create_key(tmp_path / "data", "broke", tmp_path / "policy.yaml")
+def test_a_spent_day_budget_is_still_spent_after_a_restart(served: procs.Served) -> None:
+    key = _key(served, "broke")
     statuses = []
     while 429 not in statuses:
         assert len(statuses) < MAX_REQUESTS, statuses
@@ -62,8 +68,8 @@ def test_a_spent_day_budget_is_still_spent_after_a_restart(served: procs.Served,
     assert error["type"] == "rate_limit_error" and "USD/day" in error["message"], error
 
 
-def test_usage_names_the_hosted_price_of_each_alias(served: procs.Served, tmp_path: Path) -> None:
-    key = create_key(tmp_path / "data", "broke", tmp_path / "policy.yaml")
+def test_usage_names_the_hosted_price_of_each_alias(served: procs.Served) -> None:
+    key = _key(served, "priced")
     assert _chat(served, key).status_code == 200
 
     def usage() -> dict[str, object]:

@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from observability.sqlite_store import SqliteStore
 from observability.stores import SQLITE_FILENAME
-from tests.integration.gateway.conftest import ADMIN_KEY, create_key
+from tests.integration.gateway.conftest import ADMIN_KEY
 from tests.support import procs
+from tests.support.keys import create_key
 from tests.support.procs import hybridgw, wait_until
 from tests.support.redis_server import RedisServer, redis_server_path
 
@@ -83,18 +84,10 @@ class Workers:
         return None
 
 
-def _key(data_dir: Path, team: str, config: Path, redis_url: str) -> str:
-    if not redis_url:
-        return create_key(data_dir, team, config)
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "--config", str(config), "create", "--team", team),
-                         capture_output=True, text=True, check=True, env={**os.environ, "REDIS_URL": redis_url})
-    return out.stdout.strip()
-
-
 def _start(fake: str, tmp_path: Path, *extra: str, policy: str | None = None, redis_url: str = "") -> Workers:
     data_dir, config = tmp_path / "data", tmp_path / "policy.yaml"
     config.write_text(policy or _policy(fake))
-    keys = {team: _key(data_dir, team, config, redis_url) for team in ("red", "blue", "green", "probe")}
+    keys = {team: create_key(data_dir, team, config, redis_url) for team in ("red", "blue", "green", "probe")}
     url, proc = _serve(config, data_dir, redis_url, *extra)
     return Workers(url, config, data_dir, proc, keys)
 

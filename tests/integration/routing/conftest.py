@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import procs
+from tests.support import keys, procs
 from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -110,13 +109,7 @@ def _routed(status: int, headers: Mapping[str, str], body: Any) -> Routed:
 
 
 def create_key(data_dir: Path, team: str = "red", config: Path | None = None, redis_url: str = "") -> str:
-    """A key for `team`, which `config` (else the embedded default policy) must name; in Redis when
-    `redis_url` is given (where a gateway with that REDIS_URL looks for keys), else in `data_dir`."""
-    where = ["--config", str(config)] if config is not None else []
-    env = {**os.environ, "REDIS_URL": redis_url}
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), *where, "create", "--team", team),
-                         capture_output=True, text=True, check=True, timeout=60, env=env)
-    return out.stdout.strip()
+    return keys.create_key(data_dir, team, config, redis_url)
 
 
 @contextmanager
@@ -139,7 +132,9 @@ def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None
         assert served.proc.alive(), served.log()[-3000:]
 
 
-@pytest.fixture(scope="session")
+# Package scope: shared by this directory's tests and stopped after its last one, not left running
+# (engines and gateways poll while idle) through the rest of the suite.
+@pytest.fixture(scope="package")
 def fake() -> Iterator[Fake]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -214,7 +209,7 @@ teams: {{red: {{}}}}
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hybrid(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """One gateway + small-pool engine shared by the spill, fallback and breaker tests."""
     with serving(tmp_path_factory.mktemp("hybrid"), hybrid_policy(fake.url)) as gateway:
@@ -246,7 +241,7 @@ rules:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def roomy(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with serving(tmp_path_factory.mktemp("roomy"), roomy_policy(fake.url)) as gateway:
         yield gateway
