@@ -101,7 +101,8 @@ class HostedSim:
     async def _complete(self, chat: bool, body: dict[str, Any], send: Send) -> None:
         model = str(body.get("model", "gpt-4o-mini"))
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        drawn = draw(profile_for(model, self.profiles), self.rng, max_tokens if isinstance(max_tokens, int) else None)
+        limit = max_tokens if isinstance(max_tokens, int) else None
+        drawn = draw(profile_for(model, self.profiles), self.rng, limit)
         n_out, ttft, gap = drawn.output_tokens, drawn.ttft_s, drawn.gap_s
         usage = self._usage(body, model, n_out)
         base = {

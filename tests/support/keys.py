@@ -16,10 +16,11 @@ def create_key(data_dir: str | Path, team: str, config: str | Path | None = None
 
     where = ["--config", str(config)] if config is not None else []
     out, err = io.StringIO(), io.StringIO()
-    umask = os.umask(0o022)  # the command narrows the process's umask for its files; the tests' own stay as they were
+    umask = os.umask(0o022)  # the command narrows the umask for its files; the tests' own stay as they were
     try:
         with redirect_stdout(out), redirect_stderr(err):
-            code = main(["--data-dir", str(data_dir), "--redis-url", redis_url, *where, "create", "--team", team])
+            code = main(["--data-dir", str(data_dir), "--redis-url", redis_url, *where,
+                         "create", "--team", team])
     finally:
         os.umask(umask)
     assert code == 0, f"hybridgw keys create --team {team} failed ({code}): {err.getvalue()}"

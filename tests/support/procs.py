@@ -154,9 +154,12 @@ def start_gateway(config: str | Path | None, env: Mapping[str, str] | None = Non
     args += ["--config", str(config)] if config is not None else []
     args += ["--data-dir", str(data_dir)] if data_dir is not None else []
     args += ["--workers", str(workers)] if workers is not None else []
-    full_env = {"HYBRIDGW_WORKERS": "1", **(env or {}), **({"REDIS_URL": redis_url} if redis_url is not None else {})}
-    return Served(f"http://127.0.0.1:{port}", [*args, *extra], full_env, tuple(unset), name,
-                  start([*args, *extra], full_env, name=name, unset=unset), Path(data_dir) if data_dir else None)
+    full_env = {"HYBRIDGW_WORKERS": "1", **(env or {})}
+    if redis_url is not None:
+        full_env["REDIS_URL"] = redis_url
+    args += list(extra)
+    return Served(f"http://127.0.0.1:{port}", args, full_env, tuple(unset), name,
+                  start(args, full_env, name=name, unset=unset), Path(data_dir) if data_dir else None)
 
 
 @contextmanager

@@ -175,7 +175,8 @@ class Stack:
 
 def clean_env() -> dict[str, str]:
     # one gateway process each, as the tests kill and signal a gateway by its pid
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(procs.FOREIGN_ENV)}, "HYBRIDGW_WORKERS": "1"}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(procs.FOREIGN_ENV)}
+    return {**inherited, "HYBRIDGW_WORKERS": "1"}
 
 
 def _start_gateway(name: str, root: Path, config: Path, env: Mapping[str, str]) -> Gateway:

@@ -31,7 +31,8 @@ def sim() -> Iterator[str]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = procs.python_module(
-        "tests.fakes.hosted_sim", "--port", str(port), "--rps-limit", "10", "--profile", FAST, "--seed", str(SEED)
+        "tests.fakes.hosted_sim", "--port", str(port), "--rps-limit", "10", "--profile", FAST,
+        "--seed", str(SEED),
     )
     with procs.running(cmd, f"{url}/v1/models", name="hosted-sim", cwd=REPO):
         yield url
@@ -108,7 +109,7 @@ def test_bench_sees_the_profile_and_429s_above_the_limit(sim: str, tmp_path: Pat
     _, fast = parse_profile(FAST)
     rng = random.Random(SEED)
     drawn = [draw(fast, rng, 8) for _ in range(s["ok"])]
-    assert all(d.output_tokens == 8 for d in drawn)  # the profile's lengths (median 200) are cut at max_tokens
+    assert all(d.output_tokens == 8 for d in drawn)  # the profile's lengths (median 200), cut at max_tokens
     ok = [r for r in results(tmp_path)["requests"] if r["error"] is None]
     assert len(ok) == s["ok"] and all(r["content_chunks"] == 8 for r in ok)
     pairs = zip(sorted(r["ttft_s"] for r in ok), sorted(d.ttft_s for d in drawn), strict=True)

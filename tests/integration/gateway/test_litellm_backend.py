@@ -25,7 +25,8 @@ models:
 teams: {{red: {{}}}}
 """)
     key = create_key(root / "data", "red", config)
-    with procs.gateway(config, {"HYBRIDGW_DATA_DIR": str(root / "data")}, "gateway-litellm", timeout_s=120) as (url, _):
+    env = {"HYBRIDGW_DATA_DIR": str(root / "data")}
+    with procs.gateway(config, env, "gateway-litellm", timeout_s=120) as (url, _):
         with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
             yield client
 

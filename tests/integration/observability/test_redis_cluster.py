@@ -72,8 +72,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
         for name in ("a", "b"):  # both start at once, then are waited for
-            gateways.append(procs.start_gateway(root / "policy.yaml", name=f"cluster-gw-{name}", data_dir=root / name,
-                                                redis_url=cluster.url, unset=procs.FOREIGN_ENV))
+            gateways.append(procs.start_gateway(root / "policy.yaml", name=f"cluster-gw-{name}",
+                                                data_dir=root / name, redis_url=cluster.url,
+                                                unset=procs.FOREIGN_ENV))
         yield Stack(cluster, [gw.ready().url for gw in gateways], keys, [gw.proc for gw in gateways])
         for gw in gateways:
             assert gw.proc.alive(), gw.log()[-3000:]

@@ -87,8 +87,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         keys = {team: store.create(team, "pools-test")[0] for team in TEAMS}
         store.close()
         procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
-        with procs.served(root / "policy.yaml", name="pools-gw", data_dir=root / "data", redis_url=cluster.url,
-                          unset=procs.FOREIGN_ENV) as gw:
+        with procs.served(root / "policy.yaml", name="pools-gw", data_dir=root / "data",
+                          redis_url=cluster.url, unset=procs.FOREIGN_ENV) as gw:
             yield Gateway(gw.url, gw.proc, cluster, keys)
             assert gw.proc.alive(), gw.log()[-3000:]
     finally:
