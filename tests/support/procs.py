@@ -167,20 +167,20 @@ def served(config: str | Path | None, env: Mapping[str, str] | None = None, *, t
            **options: Any) -> Iterator[Served]:
     """`start_gateway(config, env, **options)` for the block, once it answers; a traceback in its log when
     the block ends fails the test (no input may crash a request)."""
-    gateway_ = start_gateway(config, env, **options)
+    gw = start_gateway(config, env, **options)
     try:
-        yield gateway_.ready(timeout_s)
-        assert "Traceback" not in gateway_.log(), gateway_.log()[-4000:]
+        yield gw.ready(timeout_s)
+        assert "Traceback" not in gw.log(), gw.log()[-4000:]
     finally:
-        stop(gateway_.proc)
+        stop(gw.proc)
 
 
 @contextmanager
 def gateway(config: str | Path, env: Mapping[str, str], name: str = "gateway", timeout_s: float = 60.0,
             port: int | None = None, **options: Any) -> Iterator[tuple[str, Proc]]:
     """`served`, yielding its base URL and process."""
-    with served(config, env, name=name, timeout_s=timeout_s, port=port, **options) as gateway_:
-        yield gateway_.url, gateway_.proc
+    with served(config, env, name=name, timeout_s=timeout_s, port=port, **options) as gw:
+        yield gw.url, gw.proc
 
 
 def hybridgw(*args: str) -> list[str]:
