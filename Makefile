@@ -11,10 +11,10 @@ setup:
 serve: setup
 	$(VENV)/bin/hybridgw serve $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST)) $(if $(CONFIG),--config $(CONFIG)) $(if $(WORKERS),--workers $(WORKERS))
 
-# lint first (seconds), then the whole suite
+# lint first (seconds), then the whole suite; the log ends with its 25 slowest tests
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -35,6 +35,29 @@ class Profile:
         return min(drawn, max_tokens) if max_tokens else drawn
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One simulated answer: its length, its TTFT, its seconds per token, and its id's random bits."""
+
+    output_tokens: int
+    ttft_s: float
+    gap_s: float
+    id_bits: int
+
+    @property
+    def least_e2e_s(self) -> float:
+        """The simulator's sleeps before the last token: no client can see it sooner."""
+        return self.ttft_s + self.gap_s * (self.output_tokens - 1)
+
+
+def draw(profile: Profile, rng: random.Random, max_tokens: int | None) -> Draw:
+    """One request's draws from `rng`, always in this order: a seeded simulator's answers can then be
+    replayed outside it (tests/integration/bench/test_hosted_sim.py checks its timings that way)."""
+    output_tokens = profile.output_tokens(rng, max_tokens)
+    ttft, gap = profile.ttft(rng), profile.gap_s(rng)
+    return Draw(output_tokens, ttft, gap, rng.getrandbits(48))
+
+
 PROFILES: dict[str, Profile] = {
     "gpt-4o-mini": Profile(0.40, 0.80, 75.0, 15.0),
     "gpt-4o": Profile(0.45, 0.90, 90.0, 20.0),

@@ -19,7 +19,7 @@ import orjson
 import tiktoken
 
 from policies.offline import configure_offline_env
-from tests.fakes.hosted_profiles import PROFILES, Profile, RateLimit, parse_profile, profile_for
+from tests.fakes.hosted_profiles import PROFILES, Profile, RateLimit, draw, parse_profile, profile_for
 
 Send = Any
 Receive = Any
@@ -100,13 +100,13 @@ class HostedSim:
 
     async def _complete(self, chat: bool, body: dict[str, Any], send: Send) -> None:
         model = str(body.get("model", "gpt-4o-mini"))
-        profile = profile_for(model, self.profiles)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        n_out = profile.output_tokens(self.rng, max_tokens if isinstance(max_tokens, int) else None)
-        ttft, gap = profile.ttft(self.rng), profile.gap_s(self.rng)
+        limit = max_tokens if isinstance(max_tokens, int) else None
+        drawn = draw(profile_for(model, self.profiles), self.rng, limit)
+        n_out, ttft, gap = drawn.output_tokens, drawn.ttft_s, drawn.gap_s
         usage = self._usage(body, model, n_out)
         base = {
-            "id": "sim-" + str(self.rng.getrandbits(48)),
+            "id": f"sim-{drawn.id_bits}",
             "created": int(time.time()),
             "model": model,
             "system_fingerprint": FINGERPRINT,

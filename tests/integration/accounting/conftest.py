@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,8 +37,6 @@ TPM_LIMIT = 900
 BUDGET_USD_PER_DAY = 0.25
 CUTOFF_USD_PER_DAY = 0.05  # ~15 output tokens after the prompt at $2000/Mtok
 T = TypeVar("T")
-# Environment a developer's shell may carry that would change what the gateways do.
-_FOREIGN_ENV = ("REDIS_URL", "HYBRIDGW_", "OTEL_")
 
 
 
@@ -119,27 +116,8 @@ rules:
 """
 
 
-@dataclass
-class Gateway:
-    name: str
-    url: str  # http://127.0.0.1:P
-    data_dir: Path
-    proc: procs.Proc
-    args: list[str]
-    env: dict[str, str]
-    old_logs: list[str] = field(default_factory=list)  # output of earlier runs (restart)
-
-    def log(self) -> str:
-        return "".join(self.old_logs) + self.proc.output()
-
-    def restart(self) -> int:
-        """SIGTERM (a clean shutdown: the ledger flushes or spills what it holds), then start it
-        again on the same port and data dir. Returns the old process's exit code."""
-        code = procs.stop(self.proc)
-        self.old_logs.append(self.proc.output())
-        self.proc = _spawn(self.name, self.args, self.env)
-        procs.wait_http(f"{self.url}/healthz", self.proc, timeout_s=120)
-        return code
+class Gateway(procs.Served):
+    """A replica: `hybridgw serve` on its own data dir (`restart` keeps it), and its /metrics."""
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"},
@@ -197,25 +175,18 @@ class Stack:
 
 def clean_env() -> dict[str, str]:
     # one gateway process each, as the tests kill and signal a gateway by its pid
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}, "HYBRIDGW_WORKERS": "1"}
-
-
-def _spawn(name: str, args: list[str], env: Mapping[str, str]) -> procs.Proc:
-    fd, log = tempfile.mkstemp(prefix=f"hybridgw-accounting-{name}-", suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(env), start_new_session=True)
-    return procs.Proc(popen, Path(log))
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(procs.FOREIGN_ENV)}
+    return {**inherited, "HYBRIDGW_WORKERS": "1"}
 
 
 def _start_gateway(name: str, root: Path, config: Path, env: Mapping[str, str]) -> Gateway:
-    data_dir = root / name
-    port = procs.free_port()
-    args = hybridgw("serve", "--config", str(config), "--data-dir", str(data_dir), "--port", str(port))
-    return Gateway(name, f"http://127.0.0.1:{port}", data_dir, _spawn(name, args, env), args, dict(env))
+    served = procs.start_gateway(config, env, name=name, data_dir=root / name, unset=procs.FOREIGN_ENV)
+    return Gateway(**vars(served))
 
 
-@pytest.fixture(scope="session")
+# Package scope: shared by this directory's tests and stopped after its last one, not left running
+# (engines and gateways poll while idle) through the rest of the suite.
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if redis_server_path() is None:
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
@@ -240,7 +211,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         procs.wait_http(f"{fake_url}/health", fake)
         gateways = [_start_gateway("a", root, config, traced), _start_gateway("b", root, config, base)]
         for gateway in gateways:
-            procs.wait_http(f"{gateway.url}/healthz", gateway.proc, timeout_s=120)
+            gateway.ready()
         yield Stack(gateways, redis, fake_url, traces, keys, root, base)
         for gateway in gateways:
             # No request may crash into a traceback, Redis outage included.

@@ -13,19 +13,26 @@ import openai
 import pytest
 
 from policies.tokens import TokenCounter
-from tests.fakes.hosted_profiles import PROFILES, RateLimit, parse_profile, profile_for
+from tests.fakes.hosted_profiles import PROFILES, RateLimit, draw, parse_profile, profile_for
 from tests.integration.bench.conftest import REPO, bench, results
 from tests.support import procs
 
 FAST = "fast=50,80,200,20"  # TTFT median 50 ms, p90 80 ms; 200 ± 20 tokens/s
 
 
-@pytest.fixture(scope="module")
+SEED = 7
+# uvloop's timers count whole milliseconds: one of the simulator's sleeps may end up to 1 ms early.
+TIMER_SLACK_S = 0.001
+
+
+@pytest.fixture
 def sim() -> Iterator[str]:
+    """A fresh simulator for each test: its seeded draws start from the beginning (one test replays them)."""
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = procs.python_module(
-        "tests.fakes.hosted_sim", "--port", str(port), "--rps-limit", "10", "--profile", FAST
+        "tests.fakes.hosted_sim", "--port", str(port), "--rps-limit", "10", "--profile", FAST,
+        "--seed", str(SEED),
     )
     with procs.running(cmd, f"{url}/v1/models", name="hosted-sim", cwd=REPO):
         yield url
@@ -93,4 +100,19 @@ def test_bench_sees_the_profile_and_429s_above_the_limit(sim: str, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     s = results(tmp_path)["summary"]
     assert set(s["errors"]) == {"http_429"} and 10 <= s["ok"] < 40  # 10/s with a 1 s burst, offered 40/s
-    assert 0.03 < s["ttft"]["p50"] < 0.5 and s["output_tokens"] == 8 * s["ok"]
+    assert s["output_tokens"] == 8 * s["ok"]
+    # The answered requests drew, in the order they arrived, the first `ok` answers of the seeded
+    # generator (a 429 draws nothing). Which record got which draw is unknown, but no client sees a token
+    # before the simulator's sleeps for it are over: sorted, every measured time is at least its draw.
+    # Load only adds to what is measured, so this holds on any machine; a simulator that slept less than
+    # its profile (or ignored it) fails it. The draws themselves follow the profile (the test above).
+    _, fast = parse_profile(FAST)
+    rng = random.Random(SEED)
+    drawn = [draw(fast, rng, 8) for _ in range(s["ok"])]
+    assert all(d.output_tokens == 8 for d in drawn)  # the profile's lengths (median 200), cut at max_tokens
+    ok = [r for r in results(tmp_path)["requests"] if r["error"] is None]
+    assert len(ok) == s["ok"] and all(r["content_chunks"] == 8 for r in ok)
+    pairs = zip(sorted(r["ttft_s"] for r in ok), sorted(d.ttft_s for d in drawn), strict=True)
+    assert all(measured >= least - TIMER_SLACK_S for measured, least in pairs), (ok, drawn)
+    pairs = zip(sorted(r["e2e_s"] for r in ok), sorted(d.least_e2e_s for d in drawn), strict=True)
+    assert all(measured >= least - 8 * TIMER_SLACK_S for measured, least in pairs), (ok, drawn)

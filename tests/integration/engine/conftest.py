@@ -60,14 +60,16 @@ def engine_process(*args: str, timeout_s: float = 180.0, env: Mapping[str, str] 
         yield Engine(url, proc)
 
 
-@pytest.fixture(scope="session")
+# Package scope: shared by this directory's tests and stopped after its last one, not left running
+# (engines and gateways poll while idle) through the rest of the suite.
+@pytest.fixture(scope="package")
 def tiny_engine() -> Iterator[Engine]:
     """The tiny random-weight Llama with SmolLM2's tokenizer, default settings."""
     with engine_process("--model", "tiny-random") as engine:
         yield engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_pool_engine() -> Iterator[Engine]:
     """10 KV blocks of 16 tokens (512 bytes per token): concurrent requests must preempt."""
     with engine_process("--model", "tiny-random", "--kv-cache-bytes", str(10 * 16 * 512),
@@ -75,7 +77,7 @@ def small_pool_engine() -> Iterator[Engine]:
         yield engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def one_slot_engine() -> Iterator[Engine]:
     """One running sequence and a queue of one: the third concurrent request is refused."""
     with engine_process("--model", "tiny-random", "--max-num-seqs", "1", "--max-num-batched-tokens", "64",

@@ -3,7 +3,6 @@ on free loopback ports, keys made with `hybridgw keys create`, and the official 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import procs
+from tests.support import keys, procs
 from tests.support.procs import hybridgw  # noqa: F401  (re-exported to this directory's tests)
 from tests.support.redis_server import RedisServer, redis_server_path
 
@@ -72,9 +71,7 @@ teams: {{red: {{}}, blue: {{}}, green: {{}}, purple: {{}}}}
 
 def create_key(data_dir: Path, team: str, config: Path) -> str:
     """A key for `team`, which `config` (the gateway's policy) must name."""
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), "--config", str(config), "create", "--team", team),
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
+    return keys.create_key(data_dir, team, config)
 
 
 @dataclass
@@ -133,7 +130,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield running
 
 
-@pytest.fixture(scope="session")
+# Package scope: shared by this directory's tests and stopped after its last one, not left running
+# (engines and gateways poll while idle) through the rest of the suite.
+@pytest.fixture(scope="package")
 def fake_upstream() -> Iterator[str]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -142,7 +141,7 @@ def fake_upstream() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("gateway")
     data_dir = root / "data"

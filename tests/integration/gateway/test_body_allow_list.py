@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.gateway.conftest import create_key, hybridgw
+from tests.integration.gateway.conftest import create_key
 from tests.support import procs
 
 MESSAGES = [{"role": "user", "content": "a b c"}]
@@ -85,17 +85,14 @@ teams:
 """)
     data = root / "data"
     keys = {team: create_key(data, team, config) for team in ("red", "gold")}
-    port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(data), "OPENAI_BASE_URL": f"{fake_upstream}/v1", "OPENAI_API_BASE": "",
            "OPENAI_API_KEY": ""}
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)),
-                       f"http://127.0.0.1:{port}/healthz", env=env, name="gateway-allow-list", timeout_s=120) as proc:
-        clients = {team: openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+    with procs.served(config, env, name="gateway-allow-list") as gateway:
+        clients = {team: openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
                    for team, key in keys.items()}
         yield Setup(fake_upstream, evil_upstream, clients)
         for client in clients.values():
             client.close()
-        assert "Traceback" not in proc.output(), proc.output()[-4000:]
 
 
 def _sent_fields(sent: dict[str, Any]) -> set[str]:

@@ -21,7 +21,6 @@ from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_redis import RedisLimiter
 from observability.metrics import build_metrics
 from observability.redis_clients import team_tag
-from tests.integration.gateway.conftest import hybridgw
 from tests.support import procs
 from tests.support.redis_server import RedisServer
 
@@ -124,12 +123,9 @@ backends: {{up: {{kind: openai, base_url: "{fake_upstream}/v1", api_key: k}}}}
 models: {{m: {{deployments: [{{backend: up, model: m}}]}}}}
 teams: {{alpha: {{limits: {{requests_per_minute: {RPM}}}}}}}
 """)
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY, "REDIS_URL": redis_server.url}
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env=env, name="gateway-limiter-errors") as proc:
+    env = {"HYBRIDGW_DATA_DIR": str(tmp_path / "data"), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    with procs.gateway(config, env, "gateway-limiter-errors", redis_url=redis_server.url) as (url, proc):
         made = httpx.post(f"{url}/admin/keys", headers=admin, json={"team": "alpha"}, timeout=30)
         assert made.status_code == 201, made.text
         auth = {"authorization": f"Bearer {made.json()['key']}"}

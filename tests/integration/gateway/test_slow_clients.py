@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.gateway.conftest import create_key, policy_yaml
 from tests.support import procs
-from tests.support.procs import hybridgw, wait_until
+from tests.support.procs import wait_until
 
 PER_CLIENT = 4
 TOTAL = 12
@@ -39,11 +39,9 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     port = procs.free_port()
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_HEADER_TIMEOUT_S": "3",
            "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "HYBRIDGW_MAX_CONNECTIONS": str(TOTAL)}
-    url = f"http://127.0.0.1:{port}"
-    with procs.running(hybridgw("serve", "--config", str(config), "--port", str(port)), f"{url}/healthz",
-                       env=env, name="gateway-slow") as proc:
+    with procs.gateway(config, env, "gateway-slow", port=port) as (url, proc):
         yield Served(url, port, key)
-        assert proc.alive() and "Traceback" not in proc.output(), proc.output()[-3000:]
+        assert proc.alive(), proc.output()[-3000:]
 
 
 def _connect(port: int, source: str) -> socket.socket:

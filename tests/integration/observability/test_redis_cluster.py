@@ -5,7 +5,6 @@ killed and restarted under traffic loses nothing (limits fail open meanwhile, re
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,32 +61,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
     root = tmp_path_factory.mktemp("cluster")
     cluster = RedisClusterServers(root / "redis").start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "HYBRIDGW_", "OTEL_"))}
     fake_port = procs.free_port()
-    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)), env=env,
-                       name="cluster-fake")
+    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)),
+                       name="cluster-fake", unset=procs.FOREIGN_ENV)
     (root / "policy.yaml").write_text(_policy(f"http://127.0.0.1:{fake_port}"))
     store = RedisKeyStore.from_url(cluster.url)
     keys = {team: store.create(team, "cluster-test")[0] for team in TEAMS}
     store.close()
-    started: list[procs.Proc] = [fake]
-    urls = []
+    gateways: list[procs.Served] = []
     try:
         procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
-        for name in ("a", "b"):
-            port = procs.free_port()
-            started.append(procs.start(procs.hybridgw("serve", "--config", str(root / "policy.yaml"), "--data-dir",
-                                                      str(root / name), "--port", str(port)),
-                                       env={**env, "REDIS_URL": cluster.url}, name=f"cluster-gw-{name}"))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url, proc in zip(urls, started[1:]):
-            procs.wait_http(f"{url}/healthz", proc, timeout_s=120)
-        yield Stack(cluster, urls, keys, started[1:])
-        for proc in started[1:]:
-            assert proc.alive(), proc.output()[-3000:]
-            assert "Traceback" not in proc.output(), proc.output()[-5000:]
+        for name in ("a", "b"):  # both start at once, then are waited for
+            gateways.append(procs.start_gateway(root / "policy.yaml", name=f"cluster-gw-{name}",
+                                                data_dir=root / name, redis_url=cluster.url,
+                                                unset=procs.FOREIGN_ENV))
+        yield Stack(cluster, [gw.ready().url for gw in gateways], keys, [gw.proc for gw in gateways])
+        for gw in gateways:
+            assert gw.proc.alive(), gw.log()[-3000:]
+            assert "Traceback" not in gw.log(), gw.log()[-5000:]
     finally:
-        for proc in started:
+        for proc in [fake, *(gw.proc for gw in gateways)]:
             procs.stop(proc)
         cluster.stop()
 

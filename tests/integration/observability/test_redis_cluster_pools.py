@@ -7,7 +7,6 @@ connections are the upstream pool's, kept for their keep-alive expiry: not count
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,26 +78,21 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
     root = tmp_path_factory.mktemp("cluster-pools")
     cluster = RedisClusterServers(root / "redis").start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "HYBRIDGW_", "OTEL_"))}
-    fake_port, port = procs.free_port(), procs.free_port()
-    started = [procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)), env=env,
-                           name="pools-fake")]
+    fake_port = procs.free_port()
+    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)),
+                       name="pools-fake", unset=procs.FOREIGN_ENV)
     try:
         (root / "policy.yaml").write_text(_policy(f"http://127.0.0.1:{fake_port}"))
         store = RedisKeyStore.from_url(cluster.url)
         keys = {team: store.create(team, "pools-test")[0] for team in TEAMS}
         store.close()
-        procs.wait_http(f"http://127.0.0.1:{fake_port}/health", started[0])
-        started.append(procs.start(procs.hybridgw("serve", "--config", str(root / "policy.yaml"), "--data-dir",
-                                                  str(root / "data"), "--port", str(port)),
-                                   env={**env, "REDIS_URL": cluster.url, "HYBRIDGW_WORKERS": "1"}, name="pools-gw"))
-        procs.wait_http(f"http://127.0.0.1:{port}/healthz", started[1], timeout_s=120)
-        yield Gateway(f"http://127.0.0.1:{port}", started[1], cluster, keys)
-        assert started[1].alive(), started[1].output()[-3000:]
-        assert "Traceback" not in started[1].output(), started[1].output()[-5000:]
+        procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+        with procs.served(root / "policy.yaml", name="pools-gw", data_dir=root / "data",
+                          redis_url=cluster.url, unset=procs.FOREIGN_ENV) as gw:
+            yield Gateway(gw.url, gw.proc, cluster, keys)
+            assert gw.proc.alive(), gw.log()[-3000:]
     finally:
-        for proc in reversed(started):
-            procs.stop(proc)
+        procs.stop(fake)
         cluster.stop()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import procs
+from tests.support import keys, procs
 from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -111,22 +109,7 @@ def _routed(status: int, headers: Mapping[str, str], body: Any) -> Routed:
 
 
 def create_key(data_dir: Path, team: str = "red", config: Path | None = None, redis_url: str = "") -> str:
-    """A key for `team`, which `config` (else the embedded default policy) must name; in Redis when
-    `redis_url` is given (where a gateway with that REDIS_URL looks for keys), else in `data_dir`."""
-    where = ["--config", str(config)] if config is not None else []
-    env = {**os.environ, "REDIS_URL": redis_url}
-    out = subprocess.run(hybridgw("keys", "--data-dir", str(data_dir), *where, "create", "--team", team),
-                         capture_output=True, text=True, check=True, timeout=60, env=env)
-    return out.stdout.strip()
-
-
-def _start(args: list[str], env: Mapping[str, str]) -> procs.Proc:
-    """Like procs.start, with exactly `env` (procs.start adds os.environ back, keys included)."""
-    fd, log = tempfile.mkstemp(prefix="hybridgw-routing-gw-", suffix=".log")
-    with os.fdopen(fd, "wb") as out:
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(env), start_new_session=True)
-    return procs.Proc(popen, Path(log))
+    return keys.create_key(data_dir, team, config, redis_url)
 
 
 @contextmanager
@@ -135,29 +118,23 @@ def serving(root: Path, policy: str | None, env: Mapping[str, str] | None = None
     """`hybridgw serve` on a free port: `--config root/policy.yaml` with `policy`, or the embedded
     default policy when `policy` is None. `unset` names variables removed from its environment."""
     data_dir = root / "data"
-    port = procs.free_port()
-    args = hybridgw("serve", "--port", str(port), "--engine-timeout", "240")
     config = None
     if policy is not None:
         config = root / "policy.yaml"
         config.write_text(policy)
-        args += ["--config", str(config)]
     # The embedded default policy names one team, `default`; the test policies name `red`.
-    full_env = {k: v for k, v in os.environ.items() if k not in unset and k != "HYBRIDGW_POLICY"}
-    full_env.update({"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})})
-    key = create_key(data_dir, "red" if config is not None else "default", config, full_env.get("REDIS_URL", ""))
-    proc = _start(args, full_env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        procs.wait_http(f"{url}/healthz", proc, timeout_s=300)
-        yield Gateway(url, key, proc, config, data_dir)
-        assert proc.alive(), proc.output()[-3000:]
-        assert "Traceback" not in proc.output(), proc.output()[-5000:]
-    finally:
-        procs.stop(proc)
+    full_env = {"HYBRIDGW_DATA_DIR": str(data_dir), **(env or {})}
+    redis_url = full_env.get("REDIS_URL", "" if "REDIS_URL" in unset else os.environ.get("REDIS_URL", ""))
+    key = create_key(data_dir, "red" if config is not None else "default", config, redis_url)
+    with procs.served(config, full_env, timeout_s=300, name="routing-gw", extra=["--engine-timeout", "240"],
+                      unset=(*unset, "HYBRIDGW_POLICY")) as served:
+        yield Gateway(served.url, key, served.proc, config, data_dir)
+        assert served.proc.alive(), served.log()[-3000:]
 
 
-@pytest.fixture(scope="session")
+# Package scope: shared by this directory's tests and stopped after its last one, not left running
+# (engines and gateways poll while idle) through the rest of the suite.
+@pytest.fixture(scope="package")
 def fake() -> Iterator[Fake]:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -232,7 +209,7 @@ teams: {{red: {{}}}}
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hybrid(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """One gateway + small-pool engine shared by the spill, fallback and breaker tests."""
     with serving(tmp_path_factory.mktemp("hybrid"), hybrid_policy(fake.url)) as gateway:
@@ -264,7 +241,7 @@ rules:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def roomy(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with serving(tmp_path_factory.mktemp("roomy"), roomy_policy(fake.url)) as gateway:
         yield gateway

@@ -120,10 +120,21 @@ def test_the_ledger_survives_redis_refusing_writes_and_loses_nothing(redis_gw: t
     control.close()
 
 
-@pytest.fixture
-def plain_gw(fake: Fake, tmp_path: Path) -> Iterator[Gateway]:
-    with serving(tmp_path, _policy(fake.url), env={"HYBRIDGW_ADMIN_KEY": ADMIN}, unset=("REDIS_URL",)) as gw:
+@pytest.fixture(scope="module")
+def plain(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with serving(tmp_path_factory.mktemp("plain"), _policy(fake.url), env={"HYBRIDGW_ADMIN_KEY": ADMIN},
+                 unset=("REDIS_URL",)) as gw:
         yield gw
+
+
+@pytest.fixture
+def plain_gw(plain: Gateway, fake: Fake) -> Gateway:
+    """The module's gateway back on the policy it started with (a test before may have edited it)."""
+    assert plain.config is not None
+    plain.config.write_text(_policy(fake.url))
+    wait_until(lambda: not _readyz(plain)[1]["policy"]["restart_needed"] and plain.chat("chat").rule == "to-hosted",
+               "the start-up policy in force", 60, every_s=0.2)
+    return plain
 
 
 LAUGHS = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
