@@ -127,12 +127,19 @@ class SimEngine:
                        + self.model.prefill_time(prefills.total_tokens, prefix))
         if self._unsampled:
             self._first_tokens(decodes.seqs, self.clock, events)
+        left, caching = self._left, self.blocks.enable_prefix_caching
         for seq in decodes.seqs:  # the scheduler already gave each its next slot
             seq.num_cached_tokens += 1
-            seq.append_token(_PAD)
-            if seq.keep_ids:
+            if caching:
+                seq.append_token(_PAD)
                 self.blocks.cache_full_blocks(seq)
-            self._maybe_finish(seq, events)
+            else:  # SimSequence.append_token without the call (ids are kept only for the prefix cache)
+                seq.num_tokens += 1
+            remaining = left[seq.seq_id] - 1  # _maybe_finish, inline: once per running sequence per step
+            if remaining > 0:
+                left[seq.seq_id] = remaining
+            else:
+                self._finish(seq, events)
         self._after_prefill(prefills.seqs, prefills.num_scheduled_tokens, events)
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
@@ -143,10 +150,10 @@ class SimEngine:
         while running and not self.scheduler.waiting and self.clock <= until:
             seqs = tuple(running[:self.model.max_num_seqs])
             capacity = bm.block_size
-            short = sum(1 for seq in seqs if seq.num_tokens > len(seq.block_table) * capacity)
-            if short > bm.num_free_blocks:
+            short = [seq for seq in seqs if seq.num_tokens > len(seq.block_table) * capacity]
+            if len(short) > bm.num_free_blocks:
                 return
-            for seq in seqs:
+            for seq in short:  # may_append takes a block exactly for these, and does nothing for the rest
                 bm.may_append(seq)
             self._decode_run(seqs, until, events)
 
