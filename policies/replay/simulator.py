@@ -21,7 +21,6 @@ from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.estimator import local_price
 from policies.facts import build_facts
-from policies.health import HealthBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
@@ -29,7 +28,7 @@ from policies.perf_model_file import with_overrides
 from policies.replay.budgets import ReplayLimiter, limits_config
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
-from policies.replay.fast_stats import FastOutputStats, fast_health
+from policies.replay.fast_stats import FastHealthBook, FastOutputStats
 from policies.replay.gateway_sim import GatewayView, HostedSim
 from policies.replay.outcome import Outcomes
 from policies.replay.traffic import TrafficRecord
@@ -62,7 +61,7 @@ class _Run:
             self.engines[n] = SimEngine(shaped_by_args(perf.engine(n), args), prefix and not prefix_caching_off(args))
         self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
-        self.health = fast_health(HealthBook(policy.backends, policy.health))
+        self.health = FastHealthBook(policy.backends, policy.health)
         self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
         self.traffic = traffic
         self.t0 = traffic[0].time
