@@ -9,6 +9,7 @@ from pathlib import Path
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
+from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
 from policies.replay.summary import recorded_summary, summarize
@@ -24,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the hosted response times (default 0)")
     parser.add_argument("--json", type=Path, help="write the summaries as JSON here ('-': stdout, no table)")
     parser.add_argument("--html", type=Path, help="write the what-if report (HTML with inline SVG) here")
+    parser.add_argument("--keys", type=Path, help="the gateway's key store (keys.sqlite3 or its data dir): limits stored "
+                        "with the recording's keys apply too (default: keys.sqlite3 beside --ledger, when there)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the policies' ${VAR} (requires_env backends are always present)")
     return parser
@@ -38,7 +41,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
-    setup = ReplaySetup(perf, prices, args.seed)
+    keys_path = args.keys
+    if keys_path is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
+        keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
+    keys = read_key_store(keys_path) if keys_path is not None else {}
+    setup = ReplaySetup(perf, prices, args.seed, keys=keys)
     summaries = []
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -57,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
+            "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,
             "replay_seconds": timings, "replay_cpu_seconds": cpu}
     if args.json is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from observability.limits_protocol import Reservation
@@ -30,6 +30,7 @@ from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastHealthBook, FastOutputStats
 from policies.replay.gateway_sim import GatewayView, HostedSim
+from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
@@ -45,6 +46,9 @@ class ReplaySetup:
     price_table: Mapping[str, Any]
     seed: int = 0
     num_buckets: int = 120  # time-series resolution (KV occupancy, queue, backend split)
+    # What the key store holds for the recording's keys (key_id → own limits, budget, on_exceed),
+    # applied as the gateway does on top of the policy's `keys:` (policies/replay/keys.py).
+    keys: Mapping[str, StoredKey] = field(default_factory=dict)
 
 
 class _Run:
@@ -73,8 +77,10 @@ class _Run:
         self.engine_events: list[EngineEvent] = []
         self._prefixes: dict[str, list[int]] = {}
         self._blocks: dict[int, int] = {}
-        config = limits_config(policy)
-        self.limiter = ReplayLimiter(config) if config is not None else None
+        self.keys = setup.keys
+        key_limits = {key_id: spec.limits for key_id, spec in setup.keys.items()}
+        config = limits_config(policy, key_limits)
+        self.limiter = ReplayLimiter(config, key_limits) if config is not None else None
         self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
 
     def run(self) -> Outcomes:
@@ -177,8 +183,7 @@ class _Run:
                                        cost, record.time, frozenset(unchecked))
             if isinstance(got, Reservation):
                 return facts, decision, got
-            if (not got.is_budget or got.scope in unchecked
-                    or self.compiled.team(record.team).budget.on_exceed != "route"):
+            if not got.is_budget or got.scope in unchecked or self._on_exceed(record, got.scope) != "route":
                 return "budget" if got.is_budget else "rate_limit"
             if not unchecked:
                 self.out.over_budget[i] = True
@@ -187,6 +192,13 @@ class _Run:
                 if not decision.targets:
                     return decision.refusal or "all_targets_failed"
             unchecked.add(got.scope)
+
+    def _on_exceed(self, record: TrafficRecord, scope: str) -> str:
+        """A spent budget of this scope: the key's own on_exceed for its budget, else the team's (proxy.on_exceed)."""
+        spec = self.keys.get(record.key_id) if scope == "key" and record.key_id else None
+        if spec is not None and spec.on_exceed is not None:
+            return spec.on_exceed
+        return self.compiled.team(record.team).budget.on_exceed
 
     def _charged(self, backend: str, model: str, record: TrafficRecord, live: LiveState) -> float:
         """The spend the gateway settles a finished request's budget with (PolicyRouter.cost_usd): an
