@@ -8,8 +8,11 @@ from pathlib import Path
 
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
+from policies.loader import LoadedPolicy
+from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
+from policies.replay.recording_fit import calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
 from policies.replay.summary import recorded_summary, summarize
@@ -27,9 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--html", type=Path, help="write the what-if report (HTML with inline SVG) here")
     parser.add_argument("--keys", type=Path, help="the gateway's key store (keys.sqlite3 or its data dir): limits stored "
                         "with the recording's keys apply too (default: keys.sqlite3 beside --ledger, when there)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit each engine's step times to what it served in the --ledger window (its speed under "
+                        "the load it had; docs/replay.md) instead of --perf-model's alone")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the policies' ${VAR} (requires_env backends are always present)")
     return parser
+
+
+def engine_backends(loaded: LoadedPolicy) -> list[str]:
+    return sorted(n for n, spec in loaded.policy.backends.items() if spec.state_source != "none")  # as compile_policy
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -38,6 +48,10 @@ def _run(args: argparse.Namespace) -> int:
     perf = read_perf_model(args.perf_model)
     loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
     traffic = read_traffic(args)
+    if args.calibrate:
+        if args.ledger is None:
+            raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
+        perf = calibrated(with_overrides(perf, loaded[0].perf_model), engine_backends(loaded[0]), traffic)
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
@@ -65,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
             "key_store": str(keys_path) if keys_path is not None else None,
-            "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,
+            "engine_model": perf.default_engine.source,
+            "engines": {name: perf.engine(name).source for name in engine_backends(loaded[0])}, "hosted_model": perf.default_hosted.source,
             "replay_seconds": timings, "replay_cpu_seconds": cpu}
     if args.json is not None:
         text = to_json(summaries, meta)

@@ -112,7 +112,7 @@ def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -
 
 
 @pytest.mark.parametrize("case", ["empty", "unknown_field", "no_ledger", "garbage_ledger", "empty_window",
-                                  "bad_perf", "bad_since"])
+                                  "bad_perf", "bad_since", "calibrate_without_ledger"])
 def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path: Path, case: str) -> None:
     args = ["replay", str(files["spill"]), "--traffic", str(files["traffic"])]
     expected = ""
@@ -138,6 +138,8 @@ def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path:
         args[2:4] = ["--ledger", str(tmp_path / "usage.sqlite3"), "--since", "last tuesday"]
         SqliteStore(tmp_path / "usage.sqlite3").close()
         expected = "cannot read the time 'last tuesday'"
+    elif case == "calibrate_without_ledger":
+        args, expected = [*args, "--calibrate"], "--calibrate fits the engines to the requests they served"
     run = _hybridgw(*args)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert expected in run.stderr
