@@ -265,8 +265,8 @@ def main() -> int:
             named.write_text(policy.read_text().replace("local: {kind: engine,", "local: {kind: engine, perf_model: bench-profile.yaml,"))
             print("bench --profile model:", (tmp / "bench-profile.yaml").read_text(), flush=True)
             runs.append(("perf-hosted.json", hosted_only(), named))
-        # `replay --calibrate`: the profiled model's engine with the step times it showed in the run's own
-        # ledger (policies/replay/recording_fit.py) — fitted to the window it then predicts (in-sample).
+        # `replay --calibrate`: the engine's step times and the hosted API's TTFT and speed as the run's own
+        # ledger shows them (policies/replay/recording_fit.py) — fitted to the window it then predicts.
         runs.append(("perf-calibrated.json", perf_model(engine_model), policy))
         for name, model_file, replayed in runs:
             if model_file is None:
@@ -277,7 +277,7 @@ def main() -> int:
                 f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-",
                 *(["--calibrate"] if name == "perf-calibrated.json" else [])), env={"OPENAI_API_KEY": "x"}))
             (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[name], indent=2))
-        print("calibrated engine:", replays["perf-calibrated.json"]["meta"].get("engines"), flush=True)
+        print("calibrated engine:", replays["perf-calibrated.json"]["meta"].get("models"), flush=True)
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")

@@ -51,7 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.calibrate:
         if args.ledger is None:
             raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
-        perf = calibrated(with_overrides(perf, loaded[0].perf_model), engine_backends(loaded[0]), traffic)
+        engines = engine_backends(loaded[0])
+        hosted = [name for name in loaded[0].policy.backends if name not in engines]
+        perf = calibrated(with_overrides(perf, loaded[0].perf_model), engines, hosted, traffic)
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
@@ -80,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
             "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source,
-            "engines": {name: perf.engine(name).source for name in engine_backends(loaded[0])}, "hosted_model": perf.default_hosted.source,
+            "models": {name: (perf.engine(name) if name in engine_backends(loaded[0]) else perf.hosted_model(name)).source
+                       for name in loaded[0].policy.backends}, "hosted_model": perf.default_hosted.source,
             "replay_seconds": timings, "replay_cpu_seconds": cpu}
     if args.json is not None:
         text = to_json(summaries, meta)

@@ -1,15 +1,17 @@
 """An engine's step times fitted from a recording of its own traffic (the usage ledger's requests it
 served): decode step time against the number of its requests decoding at once, from each request's
-(E2E − TTFT) / (output − 1); prefill per prompt token from those that found it idle. The speed the
-engine had under the load it actually carried, not a quiet profile's (docs/replay.md, "Calibrated")."""
+(E2E − TTFT) / (output − 1); prefill per prompt token from those that found it idle; a hosted
+backend's TTFT and decode speed percentiles. The speed each had under the load it actually carried,
+as the gateway measured it, not a quiet profile's (docs/replay.md, "Calibrated")."""
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from statistics import median
 
-from policies.perf_model import EngineModel, PerfModel
+from policies.perf_model import EngineModel, HostedModel, PerfModel
 from policies.replay.traffic import TrafficRecord
 
 MIN_REQUESTS = 8  # fewer served requests than this: nothing to fit, the model stays as it was
@@ -60,18 +62,40 @@ class _Level:
 
 
 def _line(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """Least squares through the medians of each x (clipped at 0); None with fewer than 2 distinct x."""
+    """Least squares through the medians of each x, each weighted by its number of points (a batch
+    size seen once counts once), clipped at 0; None with fewer than 2 distinct x."""
     by_x: dict[float, list[float]] = {}
     for x, y in points:
         by_x.setdefault(x, []).append(y)
     if len(by_x) < 2:
         return None
     xs = sorted(by_x)
-    ys = [median(by_x[x]) for x in xs]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx)
+    ys, ws = [median(by_x[x]) for x in xs], [len(by_x[x]) for x in xs]
+    total = sum(ws)
+    mx, my = sum(w * x for w, x in zip(ws, xs)) / total, sum(w * y for w, y in zip(ws, ys)) / total
+    sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
+    slope = max(0.0, sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / sxx)
     return max(0.0, my - slope * mx), slope
+
+
+def _nearest(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def fit_hosted(records: Sequence[TrafficRecord], backend: str, base: HostedModel) -> HostedModel:
+    """`base` with the TTFT (p50, p95) and decode speed (p50, p05 tokens/s) this hosted backend showed in
+    the recording, as the gateway measured them (its own overhead under that load included)."""
+    served = _served(records, backend)
+    speeds = [(s.output - 1) / (s.end - s.first) for s in served if s.output >= 2 and s.end > s.first]
+    if len(served) < MIN_REQUESTS:
+        return base
+    ttfts = [s.first - s.arrival for s in served]
+    fitted = replace(base, ttft_p50_s=max(1e-6, _nearest(ttfts, 0.5)),
+                     ttft_p95_s=max(1e-6, _nearest(ttfts, 0.5), _nearest(ttfts, 0.95)))
+    if len(speeds) >= MIN_REQUESTS:
+        fitted = replace(fitted, tokens_per_s_p50=_nearest(speeds, 0.5), tokens_per_s_p05=_nearest(speeds, 0.05))
+    return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording")
 
 
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
@@ -105,7 +129,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
 
 
 
-def calibrated(perf: PerfModel, engines: Iterable[str], records: Sequence[TrafficRecord]) -> PerfModel:
-    """`perf` with each of these engine backends' models fitted to what they served in `records`."""
+def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
+               records: Sequence[TrafficRecord]) -> PerfModel:
+    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`."""
     fitted = {name: fit_from_recording(records, name, perf.engine(name)) for name in engines}
-    return PerfModel({**perf.engines, **fitted}, perf.hosted, perf.default_engine, perf.default_hosted)
+    apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
+    return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)

@@ -45,5 +45,16 @@ def test_without_idle_arrivals_prefill_scales_as_the_decode_did() -> None:
 
 def test_too_few_requests_leave_the_model_and_calibrated_fits_only_the_named_engines() -> None:
     assert fit_from_recording(_recording()[:5], "local", BASE) is BASE
-    perf = calibrated(PerfModel({}, {}, BASE), ["local"], _recording())
+    perf = calibrated(PerfModel({}, {}, BASE), ["local"], [], _recording())
     assert perf.engine("local").decode_per_seq_s == pytest.approx(0.002) and perf.engine("other") is BASE
+
+
+def test_a_hosted_backends_ttft_and_speed_percentiles_come_from_its_recorded_requests() -> None:
+    # 20 requests: TTFT 0.1, 0.2, ... 2.0 s; 11 tokens in 1 s after the first (10 tok/s) or 2 s (5 tok/s).
+    records = [TrafficRecord(10.0 * i, "t", "chat", 100, 11, recorded=Recorded(
+        "openai", "ok", 0.0, 0.1 * (i + 1), 0.1 * (i + 1) + (1.0 if i % 4 else 2.0))) for i in range(20)]
+    perf = calibrated(PerfModel({}, {}), [], ["openai", "other"], records)
+    api = perf.hosted_model("openai")
+    assert (api.ttft_p50_s, api.ttft_p95_s) == (pytest.approx(1.0), pytest.approx(1.9))  # nearest rank: 10th, 19th
+    assert (api.tokens_per_s_p50, api.tokens_per_s_p05) == (pytest.approx(10.0), pytest.approx(5.0))
+    assert perf.hosted_model("other") == perf.default_hosted  # served nothing: as it was
