@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from policies.compiled import compile_policy
@@ -12,10 +13,11 @@ from policies.loader import LoadedPolicy
 from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
+from policies.replay.parallel import in_processes
 from policies.replay.recording_fit import calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
-from policies.replay.summary import recorded_summary, summarize
+from policies.replay.summary import Summary, recorded_summary, summarize
 from policies.replay.traffic import TrafficError
 
 
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate", action="store_true",
                         help="fit each engine's step times to what it served in the --ledger window (its speed under "
                         "the load it had; docs/replay.md) instead of --perf-model's alone")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the policies' ${VAR} (requires_env backends are always present)")
     return parser
@@ -45,6 +49,8 @@ def engine_backends(loaded: LoadedPolicy) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     if args.ttft_slo is not None and not args.ttft_slo > 0:
         raise ValueError(f"--ttft-slo must be > 0, got {args.ttft_slo}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
     perf = read_perf_model(args.perf_model)
     loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
     traffic = read_traffic(args)
@@ -62,17 +68,19 @@ def _run(args: argparse.Namespace) -> int:
         keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
     keys = read_key_store(keys_path) if keys_path is not None else {}
     setup = ReplaySetup(perf, prices, args.seed, keys=keys)
-    summaries = []
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    for path, policy in zip(args.policies, loaded):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        outcomes = replay(policy, traffic, setup)
-        compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
-        summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
-        timings[str(path)] = round(time.perf_counter() - started, 3)
-        cpu[str(path)] = round(time.process_time() - cpu_started, 3)
-        summaries.append(summary)
+    def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
+        def run() -> tuple[Summary, float, float]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            outcomes = replay(policy, traffic, setup)
+            compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
+            summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
+            return summary, round(time.perf_counter() - started, 3), round(time.process_time() - cpu_started, 3)
+        return run
+
+    done = in_processes([one(path, policy) for path, policy in zip(args.policies, loaded)], args.jobs)
+    summaries = [summary for summary, _, _ in done]
+    timings = {str(path): wall for path, (_, wall, _) in zip(args.policies, done)}
+    cpu = {str(path): used for path, (_, _, used) in zip(args.policies, done)}
     if loaded:  # what actually happened, when the traffic comes from the ledger
         first = loaded[0]
         baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),

@@ -215,3 +215,16 @@ def test_replay_applies_the_limits_stored_with_the_ledgers_keys_and_replays_its_
     assert json.loads(run.stdout)["policies"][1]["served_by"] == {"openai": 60}
     run = _hybridgw(*args[:3], str(elsewhere / "usage.sqlite3"), *args[4:], "--keys", str(tmp_path / "absent"))
     assert run.returncode == 2 and "no key store there" in run.stderr
+
+
+def test_policies_replayed_in_parallel_processes_give_the_same_summaries(files: dict[str, Path]) -> None:
+    def summaries(*extra: str) -> list[dict]:
+        run = _hybridgw("replay", str(files["spill"]), str(files["hosted"]), "--traffic", str(files["traffic"]),
+                        "--perf-model", str(files["perf"]), "--json", "-", *extra)
+        assert run.returncode == 0, run.stderr
+        return [{k: v for k, v in p.items() if k != "sim_seconds"} for p in json.loads(run.stdout)["policies"]]
+
+    serial = summaries()
+    assert summaries("--jobs", "2") == serial and serial[0]["served_by"]["local"] > 0
+    bad = _hybridgw("replay", str(files["spill"]), "--traffic", str(files["traffic"]), "--jobs", "0")
+    assert bad.returncode == 2 and "--jobs must be ≥ 1" in bad.stderr
