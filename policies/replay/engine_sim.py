@@ -14,6 +14,7 @@ from local_engine.sequence import FinishReason, Sequence
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
+from policies.replay.fast_schedule import schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
 
@@ -98,7 +99,8 @@ class SimEngine:
                 self.busy_s += self.clock - start
                 if self.clock != start or not self.scheduler.has_work():
                     continue
-            batch = self.scheduler.schedule()
+            batch = (schedule(self.scheduler, self.blocks) if isinstance(self.blocks, CountingBlockManager)
+                     else self.scheduler.schedule())
             if batch is None:
                 return
             self._decoding = False
