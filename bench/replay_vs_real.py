@@ -265,14 +265,19 @@ def main() -> int:
             named.write_text(policy.read_text().replace("local: {kind: engine,", "local: {kind: engine, perf_model: bench-profile.yaml,"))
             print("bench --profile model:", (tmp / "bench-profile.yaml").read_text(), flush=True)
             runs.append(("perf-hosted.json", hosted_only(), named))
+        # `replay --calibrate`: the engine's step times and the hosted API's TTFT and speed as the run's own
+        # ledger shows them (policies/replay/recording_fit.py) — fitted to the window it then predicts.
+        runs.append(("perf-calibrated.json", perf_model(engine_model), policy))
         for name, model_file, replayed in runs:
             if model_file is None:
                 continue
             (tmp / name).write_text(json.dumps(model_file, indent=2))
             replays[name] = json.loads(run_cli(*procs.hybridgw(
                 "replay", str(replayed), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
-                f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-"), env={"OPENAI_API_KEY": "x"}))
+                f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-",
+                *(["--calibrate"] if name == "perf-calibrated.json" else [])), env={"OPENAI_API_KEY": "x"}))
             (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[name], indent=2))
+        print("calibrated engine:", replays["perf-calibrated.json"]["meta"].get("models"), flush=True)
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
@@ -280,14 +285,16 @@ def main() -> int:
     diag = {n: p for n, _, p, _ in compare(measured, replays["perf-in-run.json"])} if "perf-in-run.json" in replays else {}
     named = {n: (p, off) for n, _, p, off in compare(measured, replays["perf-hosted.json"])} \
         if "perf-hosted.json" in replays else {}
+    fitted = {n: (p, off) for n, _, p, off in compare(measured, replays["perf-calibrated.json"])}
     if a.json:
         a.json.write_text(json.dumps({"requests": s["requests"], "ok": s["ok"],
                                       "figures": {n: {"measured": m, "predicted": pr, "with_in_run_steps": diag.get(n),
-                                                      "with_bench_profile_file": named.get(n, (None,))[0]}
+                                                      "with_bench_profile_file": named.get(n, (None,))[0],
+                                                      "calibrated": fitted[n][0]}
                                                   for n, m, pr, _ in rows}}))
     print("| figure | measured | predicted (profiled model) | off by | replay with in-run step times"
-          + (" | `bench --profile` file | off by |" if named else " |"))
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if named else ""))
+          + (" | `bench --profile` file | off by |" if named else " |") + " `replay --calibrate` | off by |")
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if named else "") + "---:|---:|")
     for name, m, pr, off in rows:
         fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
 
@@ -295,7 +302,8 @@ def main() -> int:
             return "-" if v is None else fmt.format(v)
 
         extra = f" {show(named[name][0])} | {named[name][1]} |" if named else ""
-        print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |{extra}")
+        print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |{extra}"
+              f" {show(fitted[name][0])} | {fitted[name][1]} |")
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

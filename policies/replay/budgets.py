@@ -4,7 +4,7 @@ kept here on the simulated clock instead of in a store. The estimate is held whe
 and settled with its actual tokens and cost when it ends, as gateway/proxy.py reserves and settles."""
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from observability.limits import Charge, first_exceeded, plan_charges, settle_deltas
@@ -14,11 +14,13 @@ from policies.limits import limits_from_policy
 from policies.schema import Policy
 
 
-def limits_config(policy: Policy) -> LimitsConfig | None:
-    """The policy's limits and budgets as the gateway's limiter enforces them; None: there are none."""
+def limits_config(policy: Policy, key_limits: Mapping[str, TeamLimits] | None = None) -> LimitsConfig | None:
+    """The policy's limits and budgets as the gateway's limiter enforces them; None: there are none,
+    neither in the policy nor stored with a key (`key_limits`: key_id → the key store's limits)."""
     config = limits_from_policy(policy)
     empty = TeamLimits()
-    if all(v == empty for v in config.teams.values()) and all(v == empty for v in config.keys.values()):
+    if all(v == empty for v in config.teams.values()) and all(v == empty for v in config.keys.values()) \
+            and all(v == empty for v in (key_limits or {}).values()):
         return None
     return config
 
@@ -39,13 +41,15 @@ class ReplayLimiter:
     """InProcessLimiter's reserve and settle, synchronous and on the replay's clock (unix seconds of
     each recorded arrival, so windows are the UTC minutes, days and months the traffic fell in)."""
 
-    def __init__(self, config: LimitsConfig) -> None:
+    def __init__(self, config: LimitsConfig, key_limits: Mapping[str, TeamLimits] | None = None) -> None:
         self.config = config
+        self.key_limits = key_limits or {}  # stored with the keys (the key store), as the gateway passes them
         self._counts: dict[str, int] = {}
 
     def reserve(self, team: str, key_id: str, tokens: int, cost_usd: float, now: float,
                 unchecked: Collection[str] = ()) -> Reservation | Refused:
-        charges: list[Charge] = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked)
+        charges: list[Charge] = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked,
+                                             key_limits=self.key_limits.get(key_id) if key_id else None)
         counts = self._counts
         used = [counts.get(c.key, 0) for c in charges]
         bad = first_exceeded(charges, used)

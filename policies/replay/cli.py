@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
+from policies.loader import LoadedPolicy
+from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
+from policies.replay.keys import KEY_STORE_FILE, read_key_store
+from policies.replay.parallel import in_processes
+from policies.replay.recording_fit import calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
-from policies.replay.summary import recorded_summary, summarize
+from policies.replay.summary import Summary, recorded_summary, summarize
 from policies.replay.traffic import TrafficError
 
 
@@ -24,32 +30,57 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the hosted response times (default 0)")
     parser.add_argument("--json", type=Path, help="write the summaries as JSON here ('-': stdout, no table)")
     parser.add_argument("--html", type=Path, help="write the what-if report (HTML with inline SVG) here")
+    parser.add_argument("--keys", type=Path, help="the gateway's key store (keys.sqlite3 or its data dir): limits stored "
+                        "with the recording's keys apply too (default: keys.sqlite3 beside --ledger, when there)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit each engine's step times to what it served in the --ledger window (its speed under "
+                        "the load it had; docs/replay.md) instead of --perf-model's alone")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the policies' ${VAR} (requires_env backends are always present)")
     return parser
 
 
+def engine_backends(loaded: LoadedPolicy) -> list[str]:
+    return sorted(n for n, spec in loaded.policy.backends.items() if spec.state_source != "none")  # as compile_policy
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.ttft_slo is not None and not args.ttft_slo > 0:
         raise ValueError(f"--ttft-slo must be > 0, got {args.ttft_slo}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
     perf = read_perf_model(args.perf_model)
     loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
     traffic = read_traffic(args)
+    if args.calibrate:
+        if args.ledger is None:
+            raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
+        engines = engine_backends(loaded[0])
+        hosted = [name for name in loaded[0].policy.backends if name not in engines]
+        perf = calibrated(with_overrides(perf, loaded[0].perf_model), engines, hosted, traffic)
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
-    setup = ReplaySetup(perf, prices, args.seed)
-    summaries = []
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    for path, policy in zip(args.policies, loaded):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        outcomes = replay(policy, traffic, setup)
-        compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
-        summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
-        timings[str(path)] = round(time.perf_counter() - started, 3)
-        cpu[str(path)] = round(time.process_time() - cpu_started, 3)
-        summaries.append(summary)
+    keys_path = args.keys
+    if keys_path is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
+        keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
+    keys = read_key_store(keys_path) if keys_path is not None else {}
+    setup = ReplaySetup(perf, prices, args.seed, keys=keys)
+    def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
+        def run() -> tuple[Summary, float, float]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            outcomes = replay(policy, traffic, setup)
+            compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
+            summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
+            return summary, round(time.perf_counter() - started, 3), round(time.process_time() - cpu_started, 3)
+        return run
+
+    done = in_processes([one(path, policy) for path, policy in zip(args.policies, loaded)], args.jobs)
+    summaries = [summary for summary, _, _ in done]
+    timings = {str(path): wall for path, (_, wall, _) in zip(args.policies, done)}
+    cpu = {str(path): used for path, (_, _, used) in zip(args.policies, done)}
     if loaded:  # what actually happened, when the traffic comes from the ledger
         first = loaded[0]
         baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
@@ -57,7 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
-            "engine_model": perf.default_engine.source, "hosted_model": perf.default_hosted.source,
+            "key_store": str(keys_path) if keys_path is not None else None,
+            "engine_model": perf.default_engine.source,
+            "models": {name: (perf.engine(name) if name in engine_backends(loaded[0]) else perf.hosted_model(name)).source
+                       for name in loaded[0].policy.backends}, "hosted_model": perf.default_hosted.source,
             "replay_seconds": timings, "replay_cpu_seconds": cpu}
     if args.json is not None:
         text = to_json(summaries, meta)

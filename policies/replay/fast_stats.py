@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Iterable
+from types import MappingProxyType
 
 from policies.health import HealthBook, TtftStats
+from policies.live import HealthView
 from policies.output_stats import OutputStats
+from policies.schema import Health
 
 
 class SortedWindow:
@@ -57,6 +61,29 @@ class FastTtftStats(TtftStats):
         self._sorted.add(ttft_s)
         ordered = self._sorted.ordered
         self.p95_s = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+class FastHealthBook(HealthBook):
+    """HealthBook with the fast TTFT statistics, whose cached view, after a success on a closed breaker
+    (nearly every result in a replay), has that one backend's entry replaced instead of every entry
+    rebuilt at the next view(): the same views (tests/unit/policies/replay/test_fast_stats.py)."""
+
+    def __init__(self, backends: Iterable[str], settings: Health) -> None:
+        super().__init__(backends, settings)
+        self.ttft = {name: FastTtftStats(settings.ttft_ewma_alpha) for name in self.ttft}
+
+    def record(self, backend: str, ok: bool, ttft_s: float | None, now: float) -> None:
+        breaker, view = self.breakers.get(backend), self._view
+        if not ok or view is None or breaker is None or breaker.opened or breaker.consecutive_failures:
+            super().record(backend, ok, ttft_s, now)  # a state may change: rebuilt at the next view()
+            return
+        breaker.record(True, now)  # closed before, closed after: the view's `until` stands
+        stats = self.ttft[backend]
+        if ttft_s is not None:
+            stats.record(ttft_s)
+        views = dict(view)
+        views[backend] = HealthView("closed", breaker.reopen_at(), stats.ewma_s, stats.p95_s, 0)
+        self._view = MappingProxyType(views)
 
 
 def fast_health(book: HealthBook) -> HealthBook:

@@ -60,16 +60,21 @@ class GatewayView:
         self.books = {name: _EngineBook() for name in engines}
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
         self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
+        self._polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
 
     def poll_due(self, now: float) -> bool:
+        if now < self._polled_until:
+            return False
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
     def live(self, now: float) -> LiveState:
-        for name, book in self.books.items():
-            if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
-                book.snapshot = self.engines[name].snapshot(now)
-                book.started_since = book.ended_since = book.released_since = 0
-                self._parts = None
+        if now >= self._polled_until:
+            for name, book in self.books.items():
+                if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
+                    book.snapshot = self.engines[name].snapshot(now)
+                    book.started_since = book.ended_since = book.released_since = 0
+                    self._parts = None
+            self._polled_until = self._next_poll()
         if self._parts is None:  # rebuilt only after a poll, a start or an end: most requests change none
             books = self.books.items()
             self._parts = ({n: b.snapshot for n, b in books}, {n: b.reserved for n, b in books if b.reserved},
@@ -79,6 +84,14 @@ class GatewayView:
         snapshots, reserved, released, in_flight = self._parts
         return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, frozenset(), released,
                          in_flight, self.slo_out)
+
+    def _next_poll(self) -> float:
+        """The earliest time a poll falls due: the test above, `now - taken_at >= poll_s`, cannot hold
+        before any snapshot's taken_at + poll_s less a rounding margin (then the exact test decides)."""
+        taken = [b.snapshot.taken_at for b in self.books.values() if b.snapshot is not None]
+        if len(taken) < len(self.books) or not taken:
+            return float("-inf")
+        return min(taken) + self.poll_s - 1e-6 * max(1.0, self.poll_s)
 
     def started(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]

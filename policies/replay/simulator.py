@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from observability.limits_protocol import Reservation
@@ -21,7 +21,6 @@ from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.estimator import local_price
 from policies.facts import build_facts
-from policies.health import HealthBook
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
@@ -29,8 +28,9 @@ from policies.perf_model_file import with_overrides
 from policies.replay.budgets import ReplayLimiter, limits_config
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
-from policies.replay.fast_stats import FastOutputStats, fast_health
+from policies.replay.fast_stats import FastHealthBook, FastOutputStats
 from policies.replay.gateway_sim import GatewayView, HostedSim
+from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
@@ -46,6 +46,9 @@ class ReplaySetup:
     price_table: Mapping[str, Any]
     seed: int = 0
     num_buckets: int = 120  # time-series resolution (KV occupancy, queue, backend split)
+    # What the key store holds for the recording's keys (key_id → own limits, budget, on_exceed),
+    # applied as the gateway does on top of the policy's `keys:` (policies/replay/keys.py).
+    keys: Mapping[str, StoredKey] = field(default_factory=dict)
 
 
 class _Run:
@@ -62,7 +65,7 @@ class _Run:
             self.engines[n] = SimEngine(shaped_by_args(perf.engine(n), args), prefix and not prefix_caching_off(args))
         self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
-        self.health = fast_health(HealthBook(policy.backends, policy.health))
+        self.health = FastHealthBook(policy.backends, policy.health)
         self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
         self.traffic = traffic
         self.t0 = traffic[0].time
@@ -74,8 +77,10 @@ class _Run:
         self.engine_events: list[EngineEvent] = []
         self._prefixes: dict[str, list[int]] = {}
         self._blocks: dict[int, int] = {}
-        config = limits_config(policy)
-        self.limiter = ReplayLimiter(config) if config is not None else None
+        self.keys = setup.keys
+        key_limits = {key_id: spec.limits for key_id, spec in setup.keys.items()}
+        config = limits_config(policy, key_limits)
+        self.limiter = ReplayLimiter(config, key_limits) if config is not None else None
         self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
 
     def run(self) -> Outcomes:
@@ -178,8 +183,7 @@ class _Run:
                                        cost, record.time, frozenset(unchecked))
             if isinstance(got, Reservation):
                 return facts, decision, got
-            if (not got.is_budget or got.scope in unchecked
-                    or self.compiled.team(record.team).budget.on_exceed != "route"):
+            if not got.is_budget or got.scope in unchecked or self._on_exceed(record, got.scope) != "route":
                 return "budget" if got.is_budget else "rate_limit"
             if not unchecked:
                 self.out.over_budget[i] = True
@@ -188,6 +192,13 @@ class _Run:
                 if not decision.targets:
                     return decision.refusal or "all_targets_failed"
             unchecked.add(got.scope)
+
+    def _on_exceed(self, record: TrafficRecord, scope: str) -> str:
+        """A spent budget of this scope: the key's own on_exceed for its budget, else the team's (proxy.on_exceed)."""
+        spec = self.keys.get(record.key_id) if scope == "key" and record.key_id else None
+        if spec is not None and spec.on_exceed is not None:
+            return spec.on_exceed
+        return self.compiled.team(record.team).budget.on_exceed
 
     def _charged(self, backend: str, model: str, record: TrafficRecord, live: LiveState) -> float:
         """The spend the gateway settles a finished request's budget with (PolicyRouter.cost_usd): an
@@ -219,7 +230,10 @@ class _Run:
                 return False
             ttft, e2e = hosted.timings(record.output_tokens)
             self._push(now + ttft, i, backend, True)
-            self._push(now + e2e, i, backend, False)
+            if self.limiter is None:  # its end changes no state: no event to queue (the same sum as at the pop)
+                self.out.e2e[i] = now + e2e - now
+            else:
+                self._push(now + e2e, i, backend, False)
         self.out.serve(i, backend, self._cost(backend, model, record))
         return True
 

@@ -105,12 +105,17 @@ def read_jsonl(path: Path) -> list[TrafficRecord]:
 
 def _from_usage(body: str, where: str) -> TrafficRecord | None:
     data = json.loads(body)
-    if data.get("status") == "rejected" or not data.get("prompt_tokens"):
-        return None  # refused before routing: nothing to replay
     estimated = data.get("estimated_completion_tokens") or None
+    prompt, output = data.get("prompt_tokens"), data.get("completion_tokens") or 0
+    if data.get("status") == "rejected":
+        # Refused after routing (a limit, a budget, no capacity): the ledger keeps the gateway's estimate,
+        # replayed as its prompt and output (another policy might serve it). Refused before routing
+        # (auth, a bad body, an unknown model): no estimate, nothing a policy decides: skipped.
+        prompt, output = data.get("estimated_prompt_tokens"), estimated or 0
+    if not prompt:
+        return None
     record = record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
-                                  "prompt_tokens": data.get("prompt_tokens"),
-                                  "output_tokens": data.get("completion_tokens") or 0,
+                                  "prompt_tokens": prompt, "output_tokens": output,
                                   "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None,
                                   "key_id": str(data.get("key_id") or "")},
                                  where)

@@ -112,7 +112,7 @@ def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -
 
 
 @pytest.mark.parametrize("case", ["empty", "unknown_field", "no_ledger", "garbage_ledger", "empty_window",
-                                  "bad_perf", "bad_since"])
+                                  "bad_perf", "bad_since", "calibrate_without_ledger"])
 def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path: Path, case: str) -> None:
     args = ["replay", str(files["spill"]), "--traffic", str(files["traffic"])]
     expected = ""
@@ -138,6 +138,8 @@ def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path:
         args[2:4] = ["--ledger", str(tmp_path / "usage.sqlite3"), "--since", "last tuesday"]
         SqliteStore(tmp_path / "usage.sqlite3").close()
         expected = "cannot read the time 'last tuesday'"
+    elif case == "calibrate_without_ledger":
+        args, expected = [*args, "--calibrate"], "--calibrate fits the engines to the requests they served"
     run = _hybridgw(*args)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert expected in run.stderr
@@ -176,3 +178,53 @@ def test_size_snippet_replays_as_a_policy(files: dict[str, Path], tmp_path: Path
     served = json.loads(replayed.stdout)["policies"][0]["served_by"]
     assert served.get("hosted", 0) > 0  # beyond the p95 context: spilled
     assert sum(v for k, v in served.items() if k.startswith("engine-")) >= 0.8 * 400  # most stay local
+
+
+def test_replay_applies_the_limits_stored_with_the_ledgers_keys_and_replays_its_refusals(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """The gateway's data dir: the ledger names each request's key; keys.sqlite3 beside it holds one key
+    with its own $0.004-a-day budget (`hybridgw keys create --usd-per-day`). 60 requests, the last 10 of
+    them refused by the gateway (429, estimate kept): all 60 are replayed, and the budget binds."""
+    from gateway.key_spec import KeySpec  # the gateway's own key store, as `hybridgw keys create` fills it
+    from gateway.key_store import KeyStore
+    from observability.limits_config import TeamLimits
+
+    store = KeyStore.in_data_dir(tmp_path)
+    capped = store.create("a", "capped", KeySpec(limits=TeamLimits(usd_per_day=0.004)))[1].key_id
+    store.close()
+    now = time.time()
+    ledger = SqliteStore(tmp_path / "usage.sqlite3")
+    ledger.write_batch([UsageRecord(
+        request_id=f"r{i}", time=now - 600 + i, team="a", key_id=capped, model_alias="chat",
+        backend="" if i >= 50 else "openai", model="gpt-4o-mini", rule="h", status="rejected" if i >= 50 else "ok",
+        http_status=429 if i >= 50 else 200, stream=True, prompt_tokens=0 if i >= 50 else 3000,
+        completion_tokens=0 if i >= 50 else 500, estimated_prompt_tokens=3000, estimated_completion_tokens=500,
+        usage_source="upstream", cost_usd=0.0, ttft_s=None if i >= 50 else 0.3, itl_p50_s=0.01, itl_p95_s=0.02,
+        itl_max_s=0.03, e2e_s=1.0) for i in range(60)])
+    ledger.close()
+    args = ("replay", str(files["hosted"]), "--ledger", str(tmp_path / "usage.sqlite3"), "--since", "1h", "--json", "-")
+    recorded, replayed = json.loads(_hybridgw(*args).stdout)["policies"]
+    assert recorded["requests"] == replayed["requests"] == 60  # the ledger's refusals are replayed too
+    assert recorded["served_by"] == {"openai": 50} and sum(recorded["refused"].values()) == 10
+    # gpt-4o-mini: 3000 in, 500 out = $0.00075 a request: the key's $0.004 covers 5 of them.
+    assert replayed["served_by"] == {"openai": 5} and replayed["refused"] == {"budget": 55}
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (tmp_path / "usage.sqlite3").rename(elsewhere / "usage.sqlite3")  # no key store beside it: no key limits
+    run = _hybridgw(*args[:3], str(elsewhere / "usage.sqlite3"), *args[4:])
+    assert json.loads(run.stdout)["policies"][1]["served_by"] == {"openai": 60}
+    run = _hybridgw(*args[:3], str(elsewhere / "usage.sqlite3"), *args[4:], "--keys", str(tmp_path / "absent"))
+    assert run.returncode == 2 and "no key store there" in run.stderr
+
+
+def test_policies_replayed_in_parallel_processes_give_the_same_summaries(files: dict[str, Path]) -> None:
+    def summaries(*extra: str) -> list[dict]:
+        run = _hybridgw("replay", str(files["spill"]), str(files["hosted"]), "--traffic", str(files["traffic"]),
+                        "--perf-model", str(files["perf"]), "--json", "-", *extra)
+        assert run.returncode == 0, run.stderr
+        return [{k: v for k, v in p.items() if k != "sim_seconds"} for p in json.loads(run.stdout)["policies"]]
+
+    serial = summaries()
+    assert summaries("--jobs", "2") == serial and serial[0]["served_by"]["local"] > 0
+    bad = _hybridgw("replay", str(files["spill"]), "--traffic", str(files["traffic"]), "--jobs", "0")
+    assert bad.returncode == 2 and "--jobs must be ≥ 1" in bad.stderr

@@ -29,5 +29,7 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     for name in ("TTFT p50 s (bench client)", "TTFT p95 s (bench client)", "local share", "total cost $"):
         measured, predicted = figures[name]
         assert math.isfinite(measured) and math.isfinite(predicted) and predicted >= 0, (name, run.stdout)
+    calibrated = {name: v["calibrated"] for name, v in result["figures"].items()}  # `replay --calibrate`
+    assert all(v is not None and math.isfinite(v) for v in calibrated.values()), calibrated
     assert 0 <= figures["local share"][1] <= 1 and figures["TTFT p50 s (bench client)"][1] > 0
     assert "| local share |" in run.stdout and "load average at end" in run.stdout

@@ -85,3 +85,25 @@ def test_a_prompt_whose_last_token_is_decoded_still_gets_its_first_token() -> No
     first = {e.request: e.time for e in events if e.first_token}
     last = {e.request: e.time for e in events if not e.first_token}
     assert all(first[r] < last[r] for r in (0, 1))
+
+
+def test_the_bulk_decode_pass_is_what_the_counting_engine_mostly_schedules_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equality above covers policies/replay/fast_schedule.py only if its bulk path runs: it must
+    answer most of the counting engine's steps itself, and leave the rest (preemptions) to the engine's."""
+    from policies.replay import engine_sim, fast_schedule
+
+    calls = {"steps": 0, "engine": 0}
+    bulk, engine_schedule = fast_schedule.schedule, Scheduler.schedule
+
+    def counted(scheduler: Scheduler, blocks: CountingBlockManager):  # noqa: ANN202
+        calls["steps"] += 1
+        return bulk(scheduler, blocks)
+
+    def by_engine(self: Scheduler):  # noqa: ANN202
+        calls["engine"] += 1
+        return engine_schedule(self)
+
+    monkeypatch.setattr(engine_sim, "schedule", counted)
+    monkeypatch.setattr(Scheduler, "schedule", by_engine)
+    assert _run(True, 1)[2] > 0  # it preempted: the engine's own loop had its turns
+    assert 0 < calls["engine"] < calls["steps"] / 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,16 @@ def test_ledger_window_read_only(tmp_path: Path) -> None:
     db = tmp_path / "usage.sqlite3"
     t0 = time.time() - 3600  # within the store's retention
     store = SqliteStore(db)
+    unrouted = replace(_usage(5, t0 + 400, status="rejected"), estimated_prompt_tokens=0, estimated_completion_tokens=0)
     store.write_batch([_usage(0, t0 + 100), _usage(1, t0 + 200), _usage(2, t0 + 300, status="rejected"),
-                       _usage(3, t0 + 250, team="b"), _usage(4, t0 + 900)])
+                       _usage(3, t0 + 250, team="b"), _usage(4, t0 + 900), unrouted])
     store.close()
     records = read_ledger(db, t0 + 150, t0 + 800)
-    assert [(r.time - t0, r.team, r.prompt_tokens) for r in records] == [(200.0, "a", 101), (250.0, "b", 103)]
+    # The refused one (a 429 after routing) is replayed with the gateway's estimate (100 in, 256 out);
+    # one refused before routing (no estimate: auth, bad body) is not: no policy decided it.
+    assert [(r.time - t0, r.team, r.prompt_tokens) for r in records] == [(200.0, "a", 101), (250.0, "b", 103),
+                                                                         (300.0, "a", 100)]
+    assert records[2].output_tokens == 256 and records[2].recorded == Recorded("", "rejected", 0.0, 0.1, 1.0)
     assert records[0].max_tokens == 256 and records[0].output_tokens == 20 and records[0].key_id == "k"
     assert records[0].recorded == Recorded("local", "ok", 0.0, 0.1, 1.0)  # the baseline replay compares with
     assert [r.team for r in read_ledger(db, t0, t0 + 1000, ["b"])] == ["b"]

@@ -1,0 +1,30 @@
+"""The engine scheduler's step, with its decode pass done in bulk where nothing in it can differ from
+the engine's own per-sequence loop: every running sequence past its prefill fits the token budget and
+the free blocks cover each one that crosses into a new block (no preemption). The prefill pass is
+the engine's own. Counting block manager only; checked bit for bit against `Scheduler.schedule` with
+the engine's BlockManager (tests/unit/policies/replay/test_block_count.py)."""
+from __future__ import annotations
+
+from local_engine.batch import ScheduledBatch
+from local_engine.scheduler import Scheduler, _Step
+from policies.replay.block_count import CountingBlockManager
+
+
+def schedule(scheduler: Scheduler, blocks: CountingBlockManager) -> ScheduledBatch | None:
+    """What `scheduler.schedule()` returns, computed without its per-sequence decode loop when it can be."""
+    budget, size = scheduler.token_budget, blocks.block_size
+    decoding = [seq for seq in scheduler.running if seq.num_tokens - seq.num_cached_tokens <= 1]
+    if not decoding or len(decoding) > budget:
+        return scheduler.schedule()  # none decoding (the idle budget applies), or the budget cuts in
+    short = [seq for seq in decoding if seq.num_tokens > len(seq.block_table) * size]
+    if len(short) > blocks.num_free_blocks:
+        return scheduler.schedule()  # someone is preempted: the engine's loop decides who
+    for seq in short:
+        blocks.may_append(seq)
+    step = _Step(budget)
+    step.decodes = [(seq, 1) for seq in decoding]
+    step.budget = max(budget - len(decoding), scheduler.prefill_floor)  # as schedule() after its decode pass
+    scheduler._schedule_prefills(step)  # noqa: SLF001 - the engine's own prefill pass
+    entries = step.decodes + step.prefills
+    return ScheduledBatch(tuple(s for s, _ in entries), tuple(n for _, n in entries), num_decodes=len(step.decodes),
+                          preempted_seq_ids=tuple(step.preempted))

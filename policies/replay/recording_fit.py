@@ -1,0 +1,137 @@
+"""An engine's step times fitted from a recording of its own traffic (the usage ledger's requests it
+served): decode step time against the number of its requests decoding at once, from each request's
+(E2E − TTFT) / (output − 1); prefill per prompt token from those that found it idle; a hosted
+backend's TTFT and decode speed percentiles. The speed each had under the load it actually carried,
+as the gateway measured it, not a quiet profile's (docs/replay.md, "Calibrated")."""
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from statistics import median
+
+from policies.perf_model import EngineModel, HostedModel, PerfModel
+from policies.replay.traffic import TrafficRecord
+
+MIN_REQUESTS = 8  # fewer served requests than this: nothing to fit, the model stays as it was
+
+
+@dataclass(frozen=True)
+class _Served:
+    arrival: float
+    first: float  # first token (arrival + TTFT)
+    end: float
+    prompt: int
+    output: int
+
+
+def _served(records: Sequence[TrafficRecord], backend: str) -> list[_Served]:
+    out = []
+    for r in records:
+        rec = r.recorded
+        if rec is None or rec.backend != backend or rec.ttft_s is None or rec.e2e_s < rec.ttft_s:
+            continue
+        out.append(_Served(r.time, r.time + rec.ttft_s, r.time + rec.e2e_s, r.prompt_tokens, r.output_tokens))
+    return out
+
+
+class _Level:
+    """How many of some intervals were open over time (a step function), integrated by bisect."""
+
+    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+        edges = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+        self.times, self.area, self.count = [], [0.0], []
+        level, last = 0, None
+        for when, step in edges:
+            if last is not None:
+                self.area.append(self.area[-1] + level * (when - last))
+            self.times.append(when)
+            level += step
+            self.count.append(level)
+            last = when
+
+    def _integral(self, t: float) -> float:
+        i = bisect.bisect_right(self.times, t) - 1
+        if i < 0:
+            return 0.0
+        return self.area[i] + self.count[i] * (t - self.times[i])
+
+    def mean(self, start: float, end: float) -> float:
+        return (self._integral(end) - self._integral(start)) / (end - start)
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least squares through the medians of each x, each weighted by its number of points (a batch
+    size seen once counts once), clipped at 0; None with fewer than 2 distinct x."""
+    by_x: dict[float, list[float]] = {}
+    for x, y in points:
+        by_x.setdefault(x, []).append(y)
+    if len(by_x) < 2:
+        return None
+    xs = sorted(by_x)
+    ys, ws = [median(by_x[x]) for x in xs], [len(by_x[x]) for x in xs]
+    total = sum(ws)
+    mx, my = sum(w * x for w, x in zip(ws, xs)) / total, sum(w * y for w, y in zip(ws, ys)) / total
+    sxx = sum(w * (x - mx) ** 2 for w, x in zip(ws, xs))
+    slope = max(0.0, sum(w * (x - mx) * (y - my) for w, x, y in zip(ws, xs, ys)) / sxx)
+    return max(0.0, my - slope * mx), slope
+
+
+def _nearest(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def fit_hosted(records: Sequence[TrafficRecord], backend: str, base: HostedModel) -> HostedModel:
+    """`base` with the TTFT (p50, p95) and decode speed (p50, p05 tokens/s) this hosted backend showed in
+    the recording, as the gateway measured them (its own overhead under that load included)."""
+    served = _served(records, backend)
+    speeds = [(s.output - 1) / (s.end - s.first) for s in served if s.output >= 2 and s.end > s.first]
+    if len(served) < MIN_REQUESTS:
+        return base
+    ttfts = [s.first - s.arrival for s in served]
+    fitted = replace(base, ttft_p50_s=max(1e-6, _nearest(ttfts, 0.5)),
+                     ttft_p95_s=max(1e-6, _nearest(ttfts, 0.5), _nearest(ttfts, 0.95)))
+    if len(speeds) >= MIN_REQUESTS:
+        fitted = replace(fitted, tokens_per_s_p50=_nearest(speeds, 0.5), tokens_per_s_p05=_nearest(speeds, 0.05))
+    return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording")
+
+
+def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
+    """`base` with the decode (and, where enough requests found the engine idle, prefill) step times
+    this backend showed in the recording; `base` unchanged when it served too few requests."""
+    served = _served(records, backend)
+    if len(served) < MIN_REQUESTS:
+        return base
+    decoding = _Level([(s.first, s.end) for s in served])  # between first token and end
+    # Each request's mean step over its decode, against the mean batch it decoded in (itself included).
+    points = [(round(decoding.mean(s.first, s.end)), (s.end - s.first) / (s.output - 1))
+              for s in served if s.output >= 2 and s.end > s.first]
+    decode = _line(points)
+    fitted = base
+    if decode is not None:
+        fitted = replace(fitted, decode_fixed_s=decode[0], decode_per_seq_s=decode[1], decode_per_context_token_s=0.0)
+    # Found it idle: nothing else in flight from its arrival to its first token (its own time only).
+    in_flight = _Level([(s.arrival, s.end) for s in served])
+    idle = [s for s in served if s.first > s.arrival
+            and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
+    prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
+    if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
+        fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
+                         prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
+    elif decode is not None:  # too few idle arrivals: the prefill slowed as the decode did, at batch 1
+        scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
+        fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
+                         prefill_per_token_s=base.prefill_per_token_s * scale)
+    how = f"decode from {len(points)}, prefill " + (f"from {len(idle)} idle arrivals" if prefill else "scaled")
+    return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
+
+
+
+def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
+               records: Sequence[TrafficRecord]) -> PerfModel:
+    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`."""
+    fitted = {name: fit_from_recording(records, name, perf.engine(name)) for name in engines}
+    apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
+    return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
