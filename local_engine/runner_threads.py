@@ -1,0 +1,36 @@
+"""How many torch CPU threads one engine step uses: small steps (a few decodes) may take fewer.
+
+A step of one or a few tokens is a chain of ~270 small kernels; with 2 threads each parallel
+region wakes a sleeping peer (passive OpenMP waits), which on shared cores costs more than the
+second core gains (docs/benchmarks.md, "small steps on one thread"). Larger steps keep every thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Steps of at most this many tokens count as small (decodes of up to 16 sequences, no prompt chunk).
+SMALL_STEP_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class StepThreads:
+    """``full`` threads for a step, ``small`` for one of at most ``max_small_tokens`` tokens."""
+
+    full: int
+    small: int
+    max_small_tokens: int = SMALL_STEP_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.full < 1 or self.small < 1 or self.max_small_tokens < 0:
+            raise ValueError(f"step threads must be >= 1 (got full={self.full}, small={self.small})")
+
+    def threads_for(self, num_tokens: int) -> int:
+        return self.small if num_tokens <= self.max_small_tokens else self.full
+
+
+def use_threads(num_threads: int) -> None:
+    """Set torch's intra-op threads of the calling thread, only when they change (a step's cost)."""
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
