@@ -119,9 +119,22 @@ def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping
     Returns what was stored, (2*KVH, T, D) in the cache dtype (the decode mirror appends it too).
     """
     two_kvh, n, bs, d = cache.shape
-    kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
+    kv = _adjacent(k, v)
+    kv = (torch.cat([k, v], dim=1) if kv is None else kv).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
     storage_view(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, storage_view(kv))
     return kv
+
+
+def _adjacent(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """(T, 2*KVH, D) view of k and v when v follows k in one tensor (the model's fused qkv), else None:
+    a batch-1 step then skips a cat per layer."""
+    if k.shape != v.shape or k.stride() != v.stride() or k.dtype != v.dtype or k.device != v.device:
+        return None
+    if v.data_ptr() != k.data_ptr() + k.shape[1] * k.stride(1) * k.element_size():
+        return None
+    if k.untyped_storage().data_ptr() != v.untyped_storage().data_ptr():
+        return None
+    return k.as_strided((k.shape[0], 2 * k.shape[1], k.shape[2]), k.stride())
 
 
 def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -138,9 +151,14 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
     B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
     kv = storage_view(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
-    kv = kv.view(cache.dtype).to(q.dtype).view(two_kvh, B, L, D)
+    if cache.dtype != q.dtype:
+        kv = kv.view(cache.dtype).to(q.dtype)
+    kv = kv.view(two_kvh, B, L, D)
     if group.use_bmm:
         return bmm_decode(q, kv, group.attn_bias)
+    if B * Tq == 1:  # one decode token: the (KVH, 1, G, D) layout is a view, no permute copies
+        out = F.scaled_dot_product_attention(q.view(KVH, 1, G, D), kv[:KVH], kv[KVH:], attn_mask=group.attn_bias)
+        return out.view(1, H, D)
     if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
         q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
     q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)
