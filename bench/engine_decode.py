@@ -101,7 +101,8 @@ def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace
                 for _ in range(args.new_tokens - 1):
                     t0, c0 = time.perf_counter(), time.process_time()
                     run_steps(runner, seqs, [1] * batch, False, free)
-                    times.setdefault((setting, batch), []).append((time.perf_counter() - t0, time.process_time() - c0))
+                    times.setdefault((setting, batch), []).append(
+                        (time.perf_counter() - t0, time.process_time() - c0))
                 tokens.setdefault((setting, batch), []).append(seqs[0].completion_token_ids)
         load.append(os.getloadavg()[0])
     print(f"load average (1 min) per round: {' '.join(f'{x:.1f}' for x in load)}")
@@ -112,8 +113,8 @@ def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace
         for setting in settings:
             wall, cpu = zip(*times[(setting, batch)])
             same = sum(t == first for t in tokens[(setting, batch)])
-            print(f"| {batch} | {setting} | {statistics.median(wall) * 1e3:.1f} | {statistics.median(cpu) * 1e3:.1f} "
-                  f"| {len(wall)} | {same}/{len(tokens[(setting, batch)])} rounds |")
+            print(f"| {batch} | {setting} | {statistics.median(wall) * 1e3:.1f} "
+                  f"| {statistics.median(cpu) * 1e3:.1f} | {len(wall)} | {same}/{len(tokens[(setting, batch)])} rounds |")
 
 
 def peer(args: argparse.Namespace, gguf: Path) -> tuple[list[dict], list[str]]:

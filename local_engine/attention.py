@@ -157,8 +157,8 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     if group.use_bmm:
         return bmm_decode(q, kv, group.attn_bias)
     if B * Tq == 1:  # one decode token: the (KVH, 1, G, D) layout is a view, no permute copies
-        out = F.scaled_dot_product_attention(q.view(KVH, 1, G, D), kv[:KVH], kv[KVH:], attn_mask=group.attn_bias)
-        return out.view(1, H, D)
+        qg = q.view(KVH, 1, G, D)
+        return F.scaled_dot_product_attention(qg, kv[:KVH], kv[KVH:], attn_mask=group.attn_bias).view(1, H, D)
     if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
         q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
     q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)

@@ -71,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         model=args.model, device=args.device, dtype=args.dtype, kv_dtype=args.kv_dtype,
         kv_cache_bytes=args.kv_cache_bytes, gpu_memory_fraction=args.gpu_memory_fraction,
-        cpu_threads=args.threads, small_step_threads=args.small_step_threads or None, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        cpu_threads=args.threads, small_step_threads=args.small_step_threads or None,
+        block_size=args.block_size, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic)

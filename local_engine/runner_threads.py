@@ -1,8 +1,9 @@
 """How many torch CPU threads one engine step uses: small steps (a few decodes) may take fewer.
 
-A step of one or a few tokens is a chain of ~270 small kernels; with 2 threads each parallel
-region wakes a sleeping peer (passive OpenMP waits), which on shared cores costs more than the
-second core gains (docs/benchmarks.md, "small steps on one thread"). Larger steps keep every thread.
+A step of one or a few tokens is a chain of over a thousand small kernels; with 2 threads each of
+its ~150 parallel regions wakes a sleeping peer (passive OpenMP waits), which on shared cores costs
+more than the second core gains (docs/benchmarks.md, "Batch-1 decode, round 2"). Larger steps keep
+every thread.
 """
 from __future__ import annotations
 
