@@ -7,12 +7,14 @@ every thread.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 # Steps of at most this many tokens count as small (decodes of up to 16 sequences, no prompt chunk).
 SMALL_STEP_TOKENS = 16
+_SMALL_MACHINE_CPUS = 4  # the loader's own line between small and large CPUs (loading._set_cpu_threads)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,18 @@ class StepThreads:
 
     def threads_for(self, num_tokens: int) -> int:
         return self.small if num_tokens <= self.max_small_tokens else self.full
+
+
+def small_step_threads(setting: int | None, cpus: int) -> int | None:
+    """The engine setting -> threads of small steps, None for no switch: the default (None) is 1 on
+    machines of at most 4 cores, where it was measured, and no switch on larger ones; 0 is no switch."""
+    if setting is None:
+        return 1 if cpus <= _SMALL_MACHINE_CPUS else None
+    return setting or None
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def use_threads(num_threads: int) -> None:

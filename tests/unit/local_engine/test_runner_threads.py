@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from local_engine.cli import config_from_args, parse_args
-from local_engine.config import ConfigError
+from local_engine.config import ConfigError, EngineConfig
+from local_engine.engine_build import load
 from local_engine.loading import load_engine_model
-from local_engine.runner_threads import StepThreads
+from local_engine.runner_threads import StepThreads, small_step_threads
 from local_engine.sequence import Sequence
 from tests.unit.local_engine.helpers import BlockPool, greedy, make_runner, step, tiny_model
 
@@ -62,8 +63,25 @@ def test_loader_sets_step_threads_on_cpu_unless_deterministic() -> None:
 
 
 def test_cli_small_step_threads() -> None:
-    assert config_from_args(parse_args([])).small_step_threads == 1
-    assert config_from_args(parse_args(["--small-step-threads", "0"])).small_step_threads is None
+    assert config_from_args(parse_args([])).small_step_threads is None  # the machine's default
+    assert config_from_args(parse_args(["--small-step-threads", "0"])).small_step_threads == 0
     assert config_from_args(parse_args(["--small-step-threads", "2"])).small_step_threads == 2
     with pytest.raises(ConfigError):
         config_from_args(parse_args(["--small-step-threads", "-1"]))
+
+
+def test_default_switches_only_on_small_machines() -> None:
+    assert small_step_threads(None, cpus=2) == 1
+    assert small_step_threads(None, cpus=4) == 1
+    assert small_step_threads(None, cpus=16) is None  # unmeasured there: every step on all threads
+    assert small_step_threads(0, cpus=2) is None
+    assert small_step_threads(3, cpus=16) == 3
+
+
+def test_engine_config_reaches_the_runner() -> None:
+    def config(small: int) -> EngineConfig:
+        return EngineConfig(model="tiny-random", cpu_threads=2, small_step_threads=small)
+
+    on, off = load(config(1), shares_process_with_server=False), load(config(0), shares_process_with_server=False)
+    assert on.runner.step_threads == StepThreads(full=2, small=1)
+    assert off.runner.step_threads is None
