@@ -4,7 +4,9 @@ here): for A/B of two commits, run it alternately from each tree (e.g. a `git ar
 Prints one line: step wall and CPU p50, the load, and a short hash of the greedy tokens (equal hashes:
 same tokens). Trees with local_engine/runner_threads.py get the engine's small-step switch (2:1).
 
-    (cd /tmp/old && PYTHONPATH=$PWD python /path/to/bench/engine_decode_trees.py); PYTHONPATH=$PWD python bench/...
+    git archive OLD_COMMIT | tar -x -C /tmp/old
+    for t in /tmp/old $PWD; do
+        (cd $t && PYTHONPATH=$t "$OLDPWD/.venv/bin/python" "$OLDPWD/bench/engine_decode_trees.py"); done
 """
 from __future__ import annotations
 
