@@ -119,22 +119,9 @@ def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping
     Returns what was stored, (2*KVH, T, D) in the cache dtype (the decode mirror appends it too).
     """
     two_kvh, n, bs, d = cache.shape
-    kv = _adjacent(k, v)
-    kv = (torch.cat([k, v], dim=1) if kv is None else kv).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
+    kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
     storage_view(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, storage_view(kv))
     return kv
-
-
-def _adjacent(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
-    """(T, 2*KVH, D) view of k and v when v follows k in one tensor (the model's fused qkv), else None:
-    a batch-1 step then skips a cat per layer."""
-    if k.shape != v.shape or k.stride() != v.stride() or k.dtype != v.dtype or k.device != v.device:
-        return None
-    if v.data_ptr() != k.data_ptr() + k.shape[1] * k.stride(1) * k.element_size():
-        return None
-    if k.untyped_storage().data_ptr() != v.untyped_storage().data_ptr():
-        return None
-    return k.as_strided((k.shape[0], 2 * k.shape[1], k.shape[2]), k.stride())
 
 
 def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:

@@ -1,24 +1,11 @@
-"""The batch-1 shortcuts of the paged attention (joint K/V view, single-token SDPA) compute what the
-general path computes, bit for bit."""
+"""The batch-1 shortcuts (single-token attention on a view of q, RoPE's swap by roll) compute what the
+general path computed, bit for bit."""
 from __future__ import annotations
 
 import torch
 
-from local_engine.attention import _adjacent, build_attention_metadata, paged_attention, write_kv
+from local_engine.attention import build_attention_metadata, paged_attention
 from local_engine.model import rope_
-
-
-def test_kv_written_from_a_fused_qkv_view_equals_separate_tensors() -> None:
-    qkv = torch.randn(3, 4 + 2 + 2, 8)  # T=3, H=4, KVH=2, D=8
-    k, v = qkv[:, 4:6], qkv[:, 6:8]
-    assert _adjacent(k, v) is not None and _adjacent(v, k) is None
-    assert _adjacent(qkv[:, 4:6], qkv[:, 5:7]) is None  # overlapping heads are not K then V
-    joint, split = torch.zeros(4, 5, 2, 8), torch.zeros(4, 5, 2, 8)
-    slots = torch.tensor([7, 2, 4])
-    stored = write_kv(joint, k, v, slots)
-    write_kv(split, k.clone(), v.clone(), slots)
-    assert torch.equal(joint, split)
-    assert torch.equal(stored, torch.cat([k, v], dim=1).transpose(0, 1))
 
 
 def test_single_token_attention_equals_the_batched_layout() -> None:
