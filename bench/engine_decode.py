@@ -4,9 +4,12 @@ Same GGUF (SmolLM2 by default), same chat prompt, greedy, N forced new tokens pe
 the way the peer times `generate` (prefill + N-1 decode steps). Ours runs at each --threads
 count, before and after the peer (medians over rounds); the peer is ../shared/peers/hf_generate.sh
 at bf16 (and fp32 at batch 1). Prints JSON lines and a markdown table; --write-docs updates the
-"Local engine: decode throughput vs transformers" section of docs/benchmarks.md.
+"Local engine: decode throughput vs transformers" section of docs/benchmarks.md. --step-ab instead
+times single decode steps of each --threads setting in one process, rounds alternating (p50 of wall
+and process CPU per step, greedy tokens compared); "2:1" = 2 threads, steps of <= 16 tokens on 1.
 
     .venv/bin/python bench/engine_decode.py [--batch 1 16 64] [--threads 1 2] [--write-docs]
+    .venv/bin/python bench/engine_decode.py --step-ab --batch 1 --threads 1 2 2:1 --rounds 6
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 from local_engine.batch import ScheduledBatch
 from local_engine.loading import LoadedModel, load_engine_model
 from local_engine.runner import ModelRunner
+from local_engine.runner_threads import SMALL_STEP_TOKENS, StepThreads
 from local_engine.sequence import SamplingParams, Sequence
 
 PROMPT = "Write a short story about a lighthouse keeper."  # the peer script's default prompt
@@ -77,6 +81,40 @@ def ours(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace, r
                              "threads": threads, "batch": batch, "prompt_tokens": len(prompt_ids),
                              "new_tokens": args.new_tokens, **measure(loaded, prompt_ids, batch, args.new_tokens)})
     return rows
+
+
+def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace) -> None:
+    """Single decode steps per --threads setting ("N" or "N:S"), rounds alternating, one process."""
+    runner, settings = loaded.runner, [str(t) for t in args.threads]
+    times: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    tokens: dict[tuple[str, int], list[list[int]]] = {}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for batch in args.batch:
+            for setting in settings:
+                full, _, small = setting.partition(":")
+                runner.step_threads = StepThreads(int(full), int(small or full), SMALL_STEP_TOKENS)
+                free = list(range(runner.num_blocks))
+                seqs = [Sequence(list(prompt_ids), SamplingParams(max_tokens=args.new_tokens, temperature=0.0,
+                                                                  ignore_eos=True)) for _ in range(batch)]
+                run_steps(runner, seqs, [len(prompt_ids)] * batch, True, free)
+                for _ in range(args.new_tokens - 1):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    run_steps(runner, seqs, [1] * batch, False, free)
+                    times.setdefault((setting, batch), []).append(
+                        (time.perf_counter() - t0, time.process_time() - c0))
+                tokens.setdefault((setting, batch), []).append(seqs[0].completion_token_ids)
+        load.append(os.getloadavg()[0])
+    print(f"load average (1 min) per round: {' '.join(f'{x:.1f}' for x in load)}")
+    print("| batch | threads | step wall p50 ms | step CPU p50 ms | steps | greedy tokens as the first |")
+    print("|---:|---|---:|---:|---:|---|")
+    for batch in args.batch:
+        first = tokens[(settings[0], batch)][0]
+        for setting in settings:
+            wall, cpu = zip(*times[(setting, batch)])
+            same = sum(t == first for t in tokens[(setting, batch)])
+            print(f"| {batch} | {setting} | {statistics.median(wall) * 1e3:.1f} "
+                  f"| {statistics.median(cpu) * 1e3:.1f} | {len(wall)} | {same}/{len(tokens[(setting, batch)])} rounds |")
 
 
 def peer(args: argparse.Namespace, gguf: Path) -> tuple[list[dict], list[str]]:
@@ -133,17 +171,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", nargs="+", default=["1", "2"], help='counts; with --step-ab also "2:1"')
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2, help="our rounds before and again after the peer")
     p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--step-ab", action="store_true", help="time single decode steps per --threads setting")
     args = p.parse_args()
+    if not args.step_ab:
+        args.threads = [int(t) for t in args.threads]
 
     loaded = load_engine_model(args.model, kv_cache_bytes=512 << 20)
     tok = loaded.tokenizer
     prompt_ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
+    if args.step_ab:
+        with torch.inference_mode():
+            return step_ab(loaded, prompt_ids, args)
     load_before = os.getloadavg()[0]
     with torch.inference_mode():
         our_rows = ours(loaded, prompt_ids, args, args.rounds)

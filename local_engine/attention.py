@@ -138,9 +138,14 @@ def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
     B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
     kv = storage_view(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
-    kv = kv.view(cache.dtype).to(q.dtype).view(two_kvh, B, L, D)
+    if cache.dtype != q.dtype:
+        kv = kv.view(cache.dtype).to(q.dtype)
+    kv = kv.view(two_kvh, B, L, D)
     if group.use_bmm:
         return bmm_decode(q, kv, group.attn_bias)
+    if B * Tq == 1:  # one decode token: the (KVH, 1, G, D) layout is a view, no permute copies
+        qg = q.view(KVH, 1, G, D)
+        return F.scaled_dot_product_attention(qg, kv[:KVH], kv[KVH:], attn_mask=group.attn_bias).view(1, H, D)
     if group.pad_index is not None:  # packed rows -> padded (B * Tq) rows
         q = q.new_zeros(B * Tq, H, D).index_copy_(0, group.pad_index, q)
     q = q.view(B, Tq, KVH, G, D).permute(2, 0, 1, 3, 4).reshape(KVH, B, Tq * G, D)

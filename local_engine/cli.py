@@ -42,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: every core on machines of <= 4 cores, torch's choice above; "
                         "one core fewer with --engine-core thread)")
+    p.add_argument("--small-step-threads", type=int, default=None,
+                   help="CPU threads of steps of at most 16 tokens (default: 1 on CPUs of <= 4 cores, else "
+                        "--threads; 0: every step on --threads)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
@@ -69,7 +72,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         model=args.model, device=args.device, dtype=args.dtype, kv_dtype=args.kv_dtype,
         kv_cache_bytes=args.kv_cache_bytes, gpu_memory_fraction=args.gpu_memory_fraction,
-        cpu_threads=args.threads, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        cpu_threads=args.threads, small_step_threads=args.small_step_threads,
+        block_size=args.block_size, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic)

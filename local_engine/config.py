@@ -25,6 +25,10 @@ class EngineConfig:
     kv_cache_bytes: int | None = None  # a fixed KV pool size (CPU default is the loader's)
     gpu_memory_fraction: float = 0.85  # on CUDA, when kv_cache_bytes is None
     cpu_threads: int | None = None  # torch CPU threads; None: the loader's choice for the machine
+    # CPU threads of a step of at most 16 tokens (a few decodes): a 2-thread batch-1 step pays a
+    # sleeping peer's wake-up per kernel (docs/benchmarks.md). None: 1 on CPUs of at most 4 cores
+    # (measured there), every step on cpu_threads above; 0: every step on cpu_threads.
+    small_step_threads: int | None = None
     block_size: int = 16  # tokens per KV block
     max_num_seqs: int = 64  # sequences in one step
     # Per-step token budget: running decodes take one token each, prompt chunks the rest. It bounds
@@ -61,6 +65,8 @@ class EngineConfig:
             _positive("kv_cache_bytes", self.kv_cache_bytes)
         if self.cpu_threads is not None:
             _positive("cpu_threads", self.cpu_threads)
+        if self.small_step_threads is not None and self.small_step_threads < 0:
+            raise ConfigError(f"small_step_threads must be >= 0, got {self.small_step_threads}")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:
             raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if not 0.0 <= self.admission_watermark < 1.0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from local_engine.config import EngineConfig
 from local_engine.engine import LLMEngine
 from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.runner_threads import available_cpus, small_step_threads
 from local_engine.tokenizer import IncrementalDetokenizer
 
 
@@ -13,7 +14,8 @@ def load(config: EngineConfig, *, shares_process_with_server: bool = True) -> Lo
         config.model, device=config.device, dtype=config.dtype, kv_dtype=config.kv_dtype,
         kv_cache_bytes=config.kv_cache_bytes, gpu_memory_fraction=config.gpu_memory_fraction,
         block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads,
-        shares_process_with_server=shares_process_with_server, deterministic=config.deterministic)
+        shares_process_with_server=shares_process_with_server, deterministic=config.deterministic,
+        small_step_threads=small_step_threads(config.small_step_threads, available_cpus()))
 
 
 def build_engine(config: EngineConfig, loaded: LoadedModel) -> LLMEngine:

@@ -27,6 +27,7 @@ from local_engine.loaders.tokenizer_source import tokenizer_for
 from local_engine.model import build_model
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
+from local_engine.runner_threads import StepThreads
 from local_engine.tokenizer import Tokenizer
 from local_engine.weights import INT4_SUFFIXES, fuse_hf_state_dict, fuse_int4_weights
 
@@ -50,10 +51,12 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                       kv_dtype: str | None = None, kv_cache_bytes: int | None = None,
                       gpu_memory_fraction: float = 0.85, block_size: int = 16,
                       max_model_len: int | None = None, num_threads: int | None = None,
-                      shares_process_with_server: bool = True, deterministic: bool = False) -> LoadedModel:
+                      shares_process_with_server: bool = True, deterministic: bool = False,
+                      small_step_threads: int | None = None) -> LoadedModel:
     """Load ``spec`` (see loaders.registry) onto a device; ``num_threads`` sets torch's CPU threads
     (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected);
-    ``deterministic``: batch-invariant matmuls and attention (a request's output never depends on the batch)."""
+    ``deterministic``: batch-invariant matmuls and attention (a request's output never depends on the batch);
+    ``small_step_threads``: CPU threads of steps of a few tokens (runner_threads.py; None: all of them)."""
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -71,7 +74,8 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
     num_blocks = num_blocks_for_budget(config, kv_cache_bytes, block_size, kv_torch_dtype)
     runner = ModelRunner(model, config, device=dev, dtype=torch_dtype, kv_dtype=kv_torch_dtype,
                          num_blocks=num_blocks, block_size=block_size,
-                         attention="deterministic" if deterministic else "fast")
+                         attention="deterministic" if deterministic else "fast",
+                         step_threads=None if deterministic else _step_threads(dev, small_step_threads))
     log.info("loaded %s on %s (%s, KV %s x %d blocks of %d) in %.1fs", source.name, dev, torch_dtype,
              kv_torch_dtype, num_blocks, block_size, time.perf_counter() - started)
     return LoadedModel(runner=runner, tokenizer=tokenizer, model_config=config, model_name=source.name,
@@ -87,6 +91,11 @@ def _set_cpu_threads(num_threads: int | None, shares_process_with_server: bool) 
             return  # torch's default (physical cores) already leaves hyper-threads free
         num_threads = max(1, cpus - 1) if shares_process_with_server else cpus
     torch.set_num_threads(num_threads)
+
+
+def _step_threads(device: torch.device, small: int | None) -> StepThreads | None:
+    full = torch.get_num_threads()
+    return StepThreads(full, small) if device.type == "cpu" and small is not None and small < full else None
 
 
 def _resolve_dtype(dtype: str | None, device: torch.device, source: ModelSource) -> torch.dtype:

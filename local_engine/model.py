@@ -63,8 +63,7 @@ def rope_cos_sin(inv_freq: torch.Tensor, max_positions: int) -> torch.Tensor:
 
 def rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
     """Rotate x (T, N, D) in place, rotate-half form: x*cos + (x2, x1)*(-sin, sin); cos/sin (T, 1, D)."""
-    half = x.shape[-1] // 2
-    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    swapped = x.roll(x.shape[-1] // 2, -1)  # (x2, x1): one kernel where two slices and a cat were three
     x.mul_(cos).addcmul_(swapped, sin_signed)
 
 
@@ -111,8 +110,8 @@ class DecoderLayer(nn.Module):
         h = F.rms_norm(x, x.shape[-1:], self.post_attn_norm, self.eps).to(dtype)
         gate_up = linear(h, self.gate_up_proj.weight, None, packed("gate_up_proj"), int4("gate_up_proj"),
                          tiles)  # (T, 2I)
-        inter = gate_up.shape[-1] // 2
-        act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])  # (T, I)
+        gate, up = gate_up.view(T, 2, -1).unbind(1)
+        act = F.silu(gate).mul_(up)  # (T, I)
         return x + linear(act, self.down_proj.weight, None, packed("down_proj"), int4("down_proj"), tiles)
 
 

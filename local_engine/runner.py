@@ -23,6 +23,7 @@ from local_engine.invariant_attention import RowGroup, build_row_groups, invaria
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
+from local_engine.runner_threads import StepThreads, use_threads
 from local_engine.sampler import SamplingRow, sample
 from local_engine.sequence import Sequence
 from local_engine.step_output import StepOutput, TokenLogprobs
@@ -52,7 +53,7 @@ def _sampling_row(seq: Sequence) -> SamplingRow:
 class ModelRunner:
     def __init__(self, model: LlamaModel, model_config: ModelConfig, *, device: str | torch.device,
                  dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
-                 attention: AttentionImpl = "fast") -> None:
+                 attention: AttentionImpl = "fast", step_threads: StepThreads | None = None) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_config = model_config
@@ -64,6 +65,7 @@ class ModelRunner:
                                      self.device)
         self.attention = attention
         self.max_positions = self.model.rope_table.shape[0]
+        self.step_threads = step_threads  # None: every step on torch's current thread count
         self.mirror = DecodeMirror(model_config.num_layers, min(self.kv_cache.num_bytes // 2, _MIRROR_MAX_BYTES))
 
     @property
@@ -81,6 +83,8 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch) -> StepOutput:
         if batch.num_seqs == 0:
             return StepOutput(token_ids=(), logprobs=())
+        if self.step_threads is not None:
+            use_threads(self.step_threads.threads_for(batch.total_tokens))
         parts = batch.parts()
         if len(parts) > 1:  # a mixed step: its decode part, then its prefill part, outputs in batch order
             outs = [self._run(part) for part in parts]
