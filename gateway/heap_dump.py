@@ -57,6 +57,8 @@ def dump_heap(directory: Path, n: int, trace: bool) -> dict[str, Any]:
     libc = _libc()
     out["malloc_trim"] = bool(libc.malloc_trim(0)) if libc else None
     out["rss_after_trim_kb"] = rss_kb()
+    out["rss_by_mapping_kb"] = rss_by_mapping()
+    out["threads"] = len(os.listdir("/proc/self/task"))
     (directory / f"heap-{n}.json").write_text(json.dumps(out, indent=1))
     return out
 
@@ -66,6 +68,22 @@ def rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def rss_by_mapping() -> dict[str, int]:
+    """Resident kB by kind of mapping: the brk heap (glibc's main arena), anonymous mappings (pymalloc
+    arenas, large mallocs, other threads' glibc arenas, thread stacks), files (code, mapped data)."""
+    kinds: dict[str, int] = {}
+    kind = "anon"
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not line.startswith(tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")):
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "stack" if name.startswith("[stack") else \
+                "file" if name.startswith("/") else "anon"
+        elif head and head[0] == "Rss:":
+            kinds[kind] = kinds.get(kind, 0) + int(head[1])
+    return kinds
 
 
 def mallinfo2() -> dict[str, int] | None:
