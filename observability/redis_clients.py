@@ -18,7 +18,7 @@ from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from observability.redis_cluster_async import _MIN_KEEP, TRIM_INTERVAL_S, AsyncCluster
+from observability.redis_cluster_async import _MIN_KEEP, TRIM_INTERVAL_S, AsyncCluster, _disconnect
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -129,8 +129,11 @@ class _Trimmed(aioredis.ConnectionPool):
     host too busy to keep up) opened up to max_connections; oldest-first, every one of them stays in
     turn, so none ever looks idle, and they were kept for good (the hour soak: 14 → 72 Redis sockets)."""
 
-    _busiest = 0
-    _next_trim = 0.0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._busiest = 0  # the most connections in use at once since the last trim
+        self._next_trim = time.monotonic() + TRIM_INTERVAL_S
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get_available_connection(self) -> Any:
         connection = super().get_available_connection()
@@ -147,8 +150,14 @@ class _Trimmed(aioredis.ConnectionPool):
         surplus = []
         while len(self._available_connections) > max(keep, 0):
             surplus.append(self._available_connections.pop(0))  # the longest idle: after a restart, dead
-        # a connection already broken may fail to close cleanly: it is dropped all the same
-        await asyncio.gather(*(c.disconnect() for c in surplus), return_exceptions=True)
+        if surplus:  # closed beside the command that came back, which does not wait for it
+            task = asyncio.create_task(_disconnect(surplus))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        await super().disconnect(inuse_connections)
 
 
 class _OldestFirstPool(_Trimmed, aioredis.BlockingConnectionPool, _OldestFirst):
