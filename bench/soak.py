@@ -125,9 +125,15 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             results.append(await one(client, stack, i, kind))
 
         async def sampler() -> None:
+            # each sample is also appended to <out>.samples.jsonl as it is taken: an hour's run that is cut
+            # short (a busy host, a deadline) still leaves its curve behind
+            progress = a.out.with_suffix(".samples.jsonl") if a.out else None
             while True:
                 samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": len(tasks),
                                 "done": len(results), **proc_sample(stack.gateway_pid, stack.ports)})
+                if progress:
+                    with progress.open("a") as f:
+                        f.write(json.dumps(samples[-1]) + "\n")
                 await asyncio.sleep(a.sample_s)
 
         async def outage() -> None:

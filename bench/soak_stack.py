@@ -70,7 +70,8 @@ class Stack:
 
 
 @contextmanager
-def start_stack(workdir: Path, team_count: int, redis_kind: str) -> Iterator[Stack]:
+def start_stack(workdir: Path, team_count: int, redis_kind: str,
+                gateway_env: dict[str, str] | None = None) -> Iterator[Stack]:
     (workdir / "redis").mkdir()
     redis: RedisServer | RedisClusterServers
     if redis_kind == "cluster":
@@ -91,7 +92,7 @@ def start_stack(workdir: Path, team_count: int, redis_kind: str) -> Iterator[Sta
         store.close()
         gateway = procs.start(procs.hybridgw("serve", "--config", str(workdir / "policy.yaml"), "--data-dir",
                                              str(workdir / "data"), "--port", str(port)),
-                              env={**env, "REDIS_URL": redis.url, "HYBRIDGW_WORKERS": "1"},  # /proc of one pid
+                              env={**env, **(gateway_env or {}), "REDIS_URL": redis.url, "HYBRIDGW_WORKERS": "1"},  # /proc of one pid
                               name="soak-gateway")
         started.append(gateway)
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", gateway, timeout_s=120)
