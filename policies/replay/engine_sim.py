@@ -192,8 +192,19 @@ class SimEngine:
         bm = self.blocks
         caching, size = bm.enable_prefix_caching, bm.block_size
         counting = isinstance(bm, CountingBlockManager)  # (the tests also run the engine's own one)
+        if steps == 1 and not caching:  # the common case, its loop alone: every token already has its slot
+            for seq in seqs:
+                seq.num_cached_tokens += 1
+                seq.num_tokens += 1
+                sid = seq.seq_id
+                remaining = left[sid] - 1
+                if remaining > 0:
+                    left[sid] = remaining
+                else:
+                    self._finish(seq, events)
+            return
         for seq in seqs:
-            if steps == 1:  # the common case: the scheduler already gave its token a slot
+            if steps == 1:  # the scheduler already gave its token a slot
                 seq.num_cached_tokens += 1
                 seq.num_tokens += 1
                 if caching:

@@ -84,12 +84,15 @@ class _Run:
         self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
 
     def run(self) -> Outcomes:
+        out, engines, view, pending, t0 = self.out, self.engines, self.view, self.pending, self.t0
         for i, record in enumerate(self.traffic):
-            now = _EPOCH + record.time - self.t0
-            self._advance(now)
-            self.out.at(now - _EPOCH)
+            now = _EPOCH + record.time - t0
+            # _advance does nothing before the next poll falls due and the next event: skip the call.
+            if now >= view.polled_until or (pending and pending[0][0] <= now):
+                self._advance(now)
+            out.at(now - _EPOCH)
             self._route(i, record, now)
-            self.out.sample(self.engines)
+            out.sample(engines)
         self._advance(float("inf"))
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
@@ -101,14 +104,15 @@ class _Run:
         if self.view.poll_due(now):
             for name in self.engines:
                 self._step(name, now)
-        while self.pending and self.pending[0][0] <= now:
-            when, _, request, backend, first = heapq.heappop(self.pending)
-            arrival = _EPOCH + self.traffic[request].time - self.t0
+        pending, traffic, t0, out = self.pending, self.traffic, self.t0, self.out
+        while pending and pending[0][0] <= now:
+            when, _, request, backend, first = heapq.heappop(pending)
+            arrival = _EPOCH + traffic[request].time - t0
             if first:
-                self.out.ttft[request] = when - arrival
+                out.ttft[request] = when - arrival
                 self.health.record(backend, True, when - arrival, when)
             else:
-                self.out.e2e[request] = when - arrival
+                out.e2e[request] = when - arrival
                 if backend in self.engines:
                     self.view.ended(backend, request, self._blocks.pop(request))
                 if self.limiter is not None:  # settled with the actuals when it ends, as the gateway does
