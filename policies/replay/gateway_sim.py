@@ -12,6 +12,8 @@ from policies.live import EngineSnapshot, InFlight, LiveState
 from policies.perf_model import _Z95, HostedModel
 from policies.replay.engine_sim import SimEngine
 
+_NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
+
 
 class HostedSim:
     """A hosted backend: a requests-per-minute limit (429 beyond it) and seeded response times."""
@@ -90,7 +92,7 @@ class GatewayView:
                            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in books
                             if b.num or b.ended_since})
         snapshots, reserved, released, in_flight = self._parts
-        return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, frozenset(), released,
+        return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, _NONE, released,
                          in_flight, self.slo_out)
 
     def _next_poll(self) -> float:
