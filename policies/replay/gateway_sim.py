@@ -24,7 +24,7 @@ class HostedSim:
         self._recent: deque[float] = deque()
         self._gauss = self._rng.gauss
         # HostedModel.ttft / tokens_per_s with their logarithms computed once: the same expressions
-        # (z * log / _Z95, in that order), so the same floats (tests/unit/policies/replay/test_replay.py).
+        # (z * log / _Z95, in that order), so the same floats (tests/unit/policies/replay/test_hosted_sim.py).
         self._ttft_log = math.log(model.ttft_p95_s / model.ttft_p50_s)
         self._speed_log = math.log(model.tokens_per_s_p50 / model.tokens_per_s_p05)
 
