@@ -26,5 +26,5 @@ def schedule(scheduler: Scheduler, blocks: CountingBlockManager) -> ScheduledBat
     step.budget = max(budget - len(decoding), scheduler.prefill_floor)  # as schedule() after its decode pass
     scheduler._schedule_prefills(step)  # noqa: SLF001 - the engine's own prefill pass
     entries = step.decodes + step.prefills
-    return ScheduledBatch(tuple(s for s, _ in entries), tuple(n for _, n in entries), num_decodes=len(step.decodes),
-                          preempted_seq_ids=tuple(step.preempted))
+    seqs, counts = zip(*entries) if entries else ((), ())  # two tuples in one pass (~50 sequences a step)
+    return ScheduledBatch(seqs, counts, num_decodes=len(step.decodes), preempted_seq_ids=tuple(step.preempted))

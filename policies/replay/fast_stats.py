@@ -57,10 +57,16 @@ class FastTtftStats(TtftStats):
         self._sorted = SortedWindow(window)
 
     def record(self, ttft_s: float) -> None:
-        self.ewma_s = ttft_s if self.ewma_s is None else self.ewma_s + self.alpha * (ttft_s - self.ewma_s)
-        self._sorted.add(ttft_s)
-        ordered = self._sorted.ordered
-        self.p95_s = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        ewma = self.ewma_s
+        self.ewma_s = ttft_s if ewma is None else ewma + self.alpha * (ttft_s - ewma)
+        window = self._sorted  # SortedWindow.add, inline (once per first token of a replay)
+        recent, ordered = window.recent, window.ordered
+        if len(recent) == window.size:
+            del ordered[bisect.bisect_left(ordered, recent.popleft())]
+        recent.append(ttft_s)
+        bisect.insort(ordered, ttft_s)
+        n = len(ordered)
+        self.p95_s = ordered[min(n - 1, int(0.95 * n))]
 
 
 class FastHealthBook(HealthBook):

@@ -2,14 +2,17 @@
 per engine (as `policies.holds` keeps them), and hosted backends' rate limits and response times."""
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
 
 from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
-from policies.perf_model import HostedModel
+from policies.perf_model import _Z95, HostedModel
 from policies.replay.engine_sim import SimEngine
+
+_NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
 
 
 class HostedSim:
@@ -19,6 +22,11 @@ class HostedSim:
         self.model = model
         self._rng = random.Random(seed)
         self._recent: deque[float] = deque()
+        self._gauss = self._rng.gauss
+        # HostedModel.ttft / tokens_per_s with their logarithms computed once: the same expressions
+        # (z * log / _Z95, in that order), so the same floats (tests/unit/policies/replay/test_hosted_sim.py).
+        self._ttft_log = math.log(model.ttft_p95_s / model.ttft_p50_s)
+        self._speed_log = math.log(model.tokens_per_s_p50 / model.tokens_per_s_p05)
 
     def admit(self, now: float) -> bool:
         limit = self.model.requests_per_minute
@@ -33,8 +41,10 @@ class HostedSim:
 
     def timings(self, output_tokens: int) -> tuple[float, float]:
         """(TTFT, E2E) of one response."""
-        ttft = self.model.ttft(self._rng.gauss(0.0, 1.0))
-        return ttft, ttft + max(0, output_tokens - 1) / self.model.tokens_per_s(self._rng.gauss(0.0, 1.0))
+        m, gauss = self.model, self._gauss
+        ttft = m.ttft_p50_s * math.exp(gauss(0.0, 1.0) * self._ttft_log / _Z95)
+        speed = m.tokens_per_s_p50 * math.exp(gauss(0.0, 1.0) * self._speed_log / _Z95)
+        return ttft, ttft + max(0, output_tokens - 1) / speed
 
 
 @dataclass
@@ -60,21 +70,21 @@ class GatewayView:
         self.books = {name: _EngineBook() for name in engines}
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
         self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
-        self._polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
+        self.polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
 
     def poll_due(self, now: float) -> bool:
-        if now < self._polled_until:
+        if now < self.polled_until:
             return False
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
     def live(self, now: float) -> LiveState:
-        if now >= self._polled_until:
+        if now >= self.polled_until:
             for name, book in self.books.items():
                 if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
                     book.snapshot = self.engines[name].snapshot(now)
                     book.started_since = book.ended_since = book.released_since = 0
                     self._parts = None
-            self._polled_until = self._next_poll()
+            self.polled_until = self._next_poll()
         if self._parts is None:  # rebuilt only after a poll, a start or an end: most requests change none
             books = self.books.items()
             self._parts = ({n: b.snapshot for n, b in books}, {n: b.reserved for n, b in books if b.reserved},
@@ -82,7 +92,7 @@ class GatewayView:
                            {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in books
                             if b.num or b.ended_since})
         snapshots, reserved, released, in_flight = self._parts
-        return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, frozenset(), released,
+        return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, _NONE, released,
                          in_flight, self.slo_out)
 
     def _next_poll(self) -> float:

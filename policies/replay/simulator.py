@@ -82,14 +82,18 @@ class _Run:
         config = limits_config(policy, key_limits)
         self.limiter = ReplayLimiter(config, key_limits) if config is not None else None
         self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
+        self._bodies: dict[tuple[str, int | None], dict[str, Any]] = {}
 
     def run(self) -> Outcomes:
+        out, engines, view, pending, t0 = self.out, self.engines, self.view, self.pending, self.t0
         for i, record in enumerate(self.traffic):
-            now = _EPOCH + record.time - self.t0
-            self._advance(now)
-            self.out.at(now - _EPOCH)
+            now = _EPOCH + record.time - t0
+            # _advance does nothing before the next poll falls due and the next event: skip the call.
+            if now >= view.polled_until or (pending and pending[0][0] <= now):
+                self._advance(now)
+            out.at(now - _EPOCH)
             self._route(i, record, now)
-            self.out.sample(self.engines)
+            out.sample(engines)
         self._advance(float("inf"))
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
@@ -101,14 +105,15 @@ class _Run:
         if self.view.poll_due(now):
             for name in self.engines:
                 self._step(name, now)
-        while self.pending and self.pending[0][0] <= now:
-            when, _, request, backend, first = heapq.heappop(self.pending)
-            arrival = _EPOCH + self.traffic[request].time - self.t0
+        pending, traffic, t0, out = self.pending, self.traffic, self.t0, self.out
+        while pending and pending[0][0] <= now:
+            when, _, request, backend, first = heapq.heappop(pending)
+            arrival = _EPOCH + traffic[request].time - t0
             if first:
-                self.out.ttft[request] = when - arrival
+                out.ttft[request] = when - arrival
                 self.health.record(backend, True, when - arrival, when)
             else:
-                self.out.e2e[request] = when - arrival
+                out.e2e[request] = when - arrival
                 if backend in self.engines:
                     self.view.ended(backend, request, self._blocks.pop(request))
                 if self.limiter is not None:  # settled with the actuals when it ends, as the gateway does
@@ -155,9 +160,13 @@ class _Run:
         self.out.refuse(i, decision.refusal or "all_targets_failed")
 
     def _facts(self, record: TrafficRecord, live: LiveState, over_budget: bool) -> RequestFacts:
-        body: dict[str, Any] = {"model": record.model}
-        if record.max_tokens is not None:
-            body["max_tokens"] = record.max_tokens
+        # The body build_facts reads, one per (model, max_tokens): it only reads it, and most share one.
+        body = self._bodies.get((record.model, record.max_tokens))
+        if body is None:
+            body = {"model": record.model}
+            if record.max_tokens is not None:
+                body["max_tokens"] = record.max_tokens
+            self._bodies[(record.model, record.max_tokens)] = body
         return build_facts(self.compiled, body, record.team, live, counter=self.counter, calibration=self.calibration,
                            headers=record.headers, team_p90=self.outputs.p90(record.team), over_budget=over_budget,
                            now_unix=record.time, prompt_tokens=record.prompt_tokens)
@@ -229,7 +238,8 @@ class _Run:
                 self.health.record(backend, False, None, now)  # 429
                 return False
             ttft, e2e = hosted.timings(record.output_tokens)
-            self._push(now + ttft, i, backend, True)
+            self._order += 1  # _push, inline (three in four requests go this way)
+            heapq.heappush(self.pending, (now + ttft, self._order, i, backend, True))
             if self.limiter is None:  # its end changes no state: no event to queue (the same sum as at the pop)
                 self.out.e2e[i] = now + e2e - now
             else:
