@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from tests.support import procs
+from tests.support.clock import minute_with_room
 from tests.support.otlp_sink import TraceSink
 from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 from tests.support.redis_server import RedisServer, redis_server_path
@@ -45,10 +46,7 @@ T = TypeVar("T")
 def in_one_minute(run: Callable[[], Coroutine[Any, Any, T]], longest_s: float = 25.0) -> T:
     """Run `run` inside one UTC minute (the limiter's window): wait for the next minute when less
     than `longest_s` is left of this one, and fail if the run still crossed a boundary."""
-    left = 60.0 - time.time() % 60.0
-    if left < longest_s:
-        time.sleep(left + 0.05)
-    minute = time.time() // 60
+    minute = minute_with_room(longest_s)
     result = asyncio.run(run())
     assert time.time() // 60 == minute, "the burst crossed a minute boundary; its window split in two"
     return result

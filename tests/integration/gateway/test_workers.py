@@ -24,6 +24,7 @@ from observability.sqlite_store import SqliteStore
 from observability.stores import SQLITE_FILENAME
 from tests.integration.gateway.conftest import ADMIN_KEY
 from tests.support import procs
+from tests.support.clock import minute_with_room
 from tests.support.keys import create_key
 from tests.support.procs import hybridgw, wait_until
 from tests.support.redis_server import RedisServer, redis_server_path
@@ -150,9 +151,11 @@ def test_limits_budget_and_ledger_stay_exact_across_two_workers(workers: Workers
                "both workers on the new policy")
 
     blue_user = f"fake:chunks={COMPLETION};usage_prompt={line['estimated_prompt_tokens']}"
+    minute = minute_with_room()  # rpm and tpm windows are UTC minutes: a burst split by one gets two
     with ThreadPoolExecutor(8) as pool:
         blue = list(pool.map(lambda _: workers.chat("blue", blue_user), range(SENT)))
     red, green = _burst(workers, "red"), _burst(workers, "green")
+    assert time.time() // 60 == minute, "the bursts crossed a minute boundary; their windows split in two"
     for team, responses, allowed in (("red", red, RPM), ("blue", blue, ALLOWED), ("green", green, ALLOWED)):
         statuses = Counter(r.status_code for r in responses)
         assert statuses == {200: allowed, 429: SENT - allowed}, (team, statuses, [r.text for r in responses][-1])
@@ -287,7 +290,9 @@ def test_with_redis_the_limits_hold_across_two_workers(fake_upstream: str, tmp_p
     with RedisServer(workdir=tmp_path) as redis:
         served = _start(fake_upstream, tmp_path, redis_url=redis.url)
         try:
+            minute = minute_with_room()
             red, green = _burst(served, "red"), _burst(served, "green")
+            assert time.time() // 60 == minute, "the bursts crossed a minute boundary; red's window split in two"
             assert Counter(r.status_code for r in red) == {200: RPM, 429: SENT - RPM}, [r.text for r in red][-1]
             assert Counter(r.status_code for r in green) == {200: ALLOWED, 429: SENT - ALLOWED}
             assert {r.headers["x-hybridgw-worker"] for r in red + green} == {"0", "1"}
