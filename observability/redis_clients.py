@@ -18,7 +18,7 @@ from redis.commands.core import Script
 from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from observability.redis_cluster_async import _MIN_KEEP, TRIM_INTERVAL_S, AsyncCluster, _disconnect
+from observability.redis_cluster_async import MIN_IDLE_KEPT, TRIM_INTERVAL_S, AsyncCluster, disconnect_all
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -145,13 +145,13 @@ class _Trimmed(aioredis.ConnectionPool):
         now = time.monotonic()
         if now < self._next_trim:
             return
-        keep = max(self._busiest + 1, _MIN_KEEP) - len(self._in_use_connections)
+        keep = max(self._busiest + 1, MIN_IDLE_KEPT) - len(self._in_use_connections)
         self._next_trim, self._busiest = now + TRIM_INTERVAL_S, len(self._in_use_connections)
         surplus = []
         while len(self._available_connections) > max(keep, 0):
             surplus.append(self._available_connections.pop(0))  # the longest idle: after a restart, dead
         if surplus:  # closed beside the command that came back, which does not wait for it
-            task = asyncio.create_task(_disconnect(surplus))
+            task = asyncio.create_task(disconnect_all(surplus))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 

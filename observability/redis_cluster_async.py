@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 # node's pool hands out its idle connections in turn (first in, first out), so every connection a burst
 # opened is kept busy enough never to look idle: only a count of what traffic needs tells the surplus.
 TRIM_INTERVAL_S = 5.0
-_MIN_KEEP = 2  # per node: a quiet minute does not cost the next request a fresh connect
+MIN_IDLE_KEPT = 2  # per pool (a cluster node's, or the one server's): a quiet minute does not cost the next request a fresh connect
 # Past this many commands in flight a command waits for a turn; past the wait it is "no answer"
 # (callers fail open, as when the one-server pool has no connection free within its timeout).
 GATE_TIMEOUT_S = 2.0
@@ -96,9 +96,9 @@ class AsyncCluster(aioredis.RedisCluster):
         self._next_trim = now + TRIM_INTERVAL_S
         busiest, self._busiest = self._busiest, {}
         surplus = [conn for node in self.nodes_manager.nodes_cache.values()
-                   for conn in shrink(node, max(busiest.get(node.name, 0) + 1, _MIN_KEEP))]
+                   for conn in shrink(node, max(busiest.get(node.name, 0) + 1, MIN_IDLE_KEPT))]
         if surplus:
-            task = asyncio.create_task(_disconnect(surplus))
+            task = asyncio.create_task(disconnect_all(surplus))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
@@ -148,6 +148,6 @@ def shrink(node: Any, keep: int) -> list[Any]:
     return taken
 
 
-async def _disconnect(connections: list[Any]) -> None:
+async def disconnect_all(connections: list[Any]) -> None:
     # a connection already broken may fail to close cleanly: it is dropped all the same
     await asyncio.gather(*(conn.disconnect() for conn in connections), return_exceptions=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
-_Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 
 
 class PerfModelError(ValueError):
@@ -111,11 +111,11 @@ class HostedModel:
 
     def ttft(self, z: float) -> float:
         """The TTFT at standard-normal draw `z` (z = 0: the median, z = 1.645: p95)."""
-        return self.ttft_p50_s * math.exp(z * math.log(self.ttft_p95_s / self.ttft_p50_s) / _Z95)
+        return self.ttft_p50_s * math.exp(z * math.log(self.ttft_p95_s / self.ttft_p50_s) / Z95)
 
     def tokens_per_s(self, z: float) -> float:
         """Decode speed at draw `z` (z = -1.645: the p05)."""
-        return self.tokens_per_s_p50 * math.exp(z * math.log(self.tokens_per_s_p50 / self.tokens_per_s_p05) / _Z95)
+        return self.tokens_per_s_p50 * math.exp(z * math.log(self.tokens_per_s_p50 / self.tokens_per_s_p05) / Z95)
 
 
 class Prediction(NamedTuple):
@@ -164,7 +164,7 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
     return model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens
 
 
-def predict_hosted(model: HostedModel, output_tokens: int, z: float = _Z95) -> Prediction:
+def predict_hosted(model: HostedModel, output_tokens: int, z: float = Z95) -> Prediction:
     """At quantile `z` of both distributions (default: the p95 TTFT and the p05 speed)."""
     ttft = model.ttft(z)
     return Prediction(ttft, ttft + max(0, output_tokens - 1) / model.tokens_per_s(-z))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
-from policies.perf_model import _Z95, HostedModel
+from policies.perf_model import Z95, HostedModel
 from policies.replay.engine_sim import SimEngine
 
 _NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
@@ -24,7 +24,7 @@ class HostedSim:
         self._recent: deque[float] = deque()
         self._gauss = self._rng.gauss
         # HostedModel.ttft / tokens_per_s with their logarithms computed once: the same expressions
-        # (z * log / _Z95, in that order), so the same floats (tests/unit/policies/replay/test_hosted_sim.py).
+        # (z * log / Z95, in that order), so the same floats (tests/unit/policies/replay/test_hosted_sim.py).
         self._ttft_log = math.log(model.ttft_p95_s / model.ttft_p50_s)
         self._speed_log = math.log(model.tokens_per_s_p50 / model.tokens_per_s_p05)
 
@@ -42,8 +42,8 @@ class HostedSim:
     def timings(self, output_tokens: int) -> tuple[float, float]:
         """(TTFT, E2E) of one response."""
         m, gauss = self.model, self._gauss
-        ttft = m.ttft_p50_s * math.exp(gauss(0.0, 1.0) * self._ttft_log / _Z95)
-        speed = m.tokens_per_s_p50 * math.exp(gauss(0.0, 1.0) * self._speed_log / _Z95)
+        ttft = m.ttft_p50_s * math.exp(gauss(0.0, 1.0) * self._ttft_log / Z95)
+        speed = m.tokens_per_s_p50 * math.exp(gauss(0.0, 1.0) * self._speed_log / Z95)
         return ttft, ttft + max(0, output_tokens - 1) / speed
 
 
