@@ -27,7 +27,7 @@ from local_engine.loaders.tokenizer_source import tokenizer_for
 from local_engine.model import build_model
 from local_engine.model_config import ModelConfig
 from local_engine.runner import ModelRunner
-from local_engine.runner_threads import StepThreads
+from local_engine.runner_threads import SMALL_MACHINE_CPUS, StepThreads, available_cpus
 from local_engine.tokenizer import Tokenizer
 from local_engine.weights import INT4_SUFFIXES, fuse_hf_state_dict, fuse_int4_weights
 
@@ -86,8 +86,8 @@ def _set_cpu_threads(num_threads: int | None, shares_process_with_server: bool) 
     if num_threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        if cpus > 4:
+        cpus = available_cpus()
+        if cpus > SMALL_MACHINE_CPUS:
             return  # torch's default (physical cores) already leaves hyper-threads free
         num_threads = max(1, cpus - 1) if shares_process_with_server else cpus
     torch.set_num_threads(num_threads)

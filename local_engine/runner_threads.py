@@ -14,7 +14,9 @@ import torch
 
 # Steps of at most this many tokens count as small (decodes of up to 16 sequences, no prompt chunk).
 SMALL_STEP_TOKENS = 16
-_SMALL_MACHINE_CPUS = 4  # the loader's own line between small and large CPUs (loading._set_cpu_threads)
+# Machines of at most this many CPUs are small: the loader sets torch's threads itself there, and small
+# steps default to one thread (measured only there).
+SMALL_MACHINE_CPUS = 4
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,12 @@ def small_step_threads(setting: int | None, cpus: int) -> int | None:
     """The engine setting -> threads of small steps, None for no switch: the default (None) is 1 on
     machines of at most 4 cores, where it was measured, and no switch on larger ones; 0 is no switch."""
     if setting is None:
-        return 1 if cpus <= _SMALL_MACHINE_CPUS else None
+        return 1 if cpus <= SMALL_MACHINE_CPUS else None
     return setting or None
 
 
 def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity), else the machine's count."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
