@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from gateway.usage_emit import provider_of
 from observability.shadow_pairs import Answer, ShadowPair
 from observability.usage import UsageRecord
+from policies.shadow_spec import SHADOW_RULE
 
 if TYPE_CHECKING:
     from gateway.services import Services
     from gateway.shadow import ShadowJob
 
-SHADOW_RULE = "shadow"
 
 
 def shadow_record(svc: Services, job: ShadowJob, answer: Answer, sent_wall: float) -> UsageRecord:

@@ -11,6 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from policies.shadow_spec import SHADOW_RULE
+
 
 class TrafficError(ValueError):
     """Traffic that cannot be replayed (unreadable, empty, or a bad record)."""
@@ -105,6 +107,8 @@ def read_jsonl(path: Path) -> list[TrafficRecord]:
 
 def _from_usage(body: str, where: str) -> TrafficRecord | None:
     data = json.loads(body)
+    if data.get("rule") == SHADOW_RULE:  # a shadow call follows a request already in the ledger: no arrival
+        return None
     estimated = data.get("estimated_completion_tokens") or None
     prompt, output = data.get("prompt_tokens"), data.get("completion_tokens") or 0
     if data.get("status") == "rejected":

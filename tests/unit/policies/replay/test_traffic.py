@@ -12,6 +12,7 @@ import pytest
 from observability.sqlite_store import SqliteStore
 from observability.usage import UsageRecord
 from policies.replay.traffic import Recorded, TrafficError, read_jsonl, read_ledger
+from policies.shadow_spec import SHADOW_RULE
 
 
 def _usage(i: int, when: float, status: str = "ok", team: str = "a") -> UsageRecord:
@@ -76,6 +77,18 @@ def test_ledger_window_read_only(tmp_path: Path) -> None:
     assert [r.team for r in read_ledger(db, t0, t0 + 1000, ["b"])] == ["b"]
     with pytest.raises(TrafficError, match="no requests to replay"):
         read_ledger(db, t0 + 1000, t0 + 2000)
+
+
+def test_shadow_calls_in_the_ledger_are_not_arrivals(tmp_path: Path) -> None:
+    # a shadow call (rule "shadow", the team's spend) answers a request already recorded: replaying it
+    # as traffic would count each sampled request twice
+    db = tmp_path / "usage.sqlite3"
+    t0 = time.time() - 3600
+    store = SqliteStore(db)
+    shadow = replace(_usage(0, t0 + 101), request_id="r0.shadow", rule=SHADOW_RULE, backend="openai")
+    store.write_batch([_usage(0, t0 + 100), shadow, _usage(1, t0 + 200)])
+    store.close()
+    assert [r.time - t0 for r in read_ledger(db, t0, t0 + 1000)] == [100.0, 200.0]
 
 
 def test_unreadable_ledgers(tmp_path: Path) -> None:
