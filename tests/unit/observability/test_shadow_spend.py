@@ -1,5 +1,5 @@
-"""Shadow calls (rule `shadow`) in the rollups, the report and the chargeback: spend, shown apart, and
-nothing else — not requests, tokens served, route share, ISL/OSL, latency percentiles or savings."""
+"""Shadow calls (rule `shadow`) in the rollups, the report, the chargeback and /metrics: spend, shown
+apart, and nothing else — not requests, tokens served, route share, ISL/OSL, latency or savings."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from observability.chargeback import ChargebackPolicy, record_rows, team_row, to_csv
+from observability.metrics import RequestMetrics, build_metrics
 from observability.report import HostedCost, build_report
 from observability.report_render import render
 from observability.rollups import NANO, Rollup, grouped, histogram, isl_osl_matrix, record_fields, rollups_for
@@ -129,3 +130,20 @@ def test_the_sqlite_store_keeps_them_apart(tmp_path: Path) -> None:
     assert day.fields["requests"] == N and day.fields["shadow|calls"] == N
     assert day.fields["cost_nusd"] == round(N * 0.001 * NANO) + round(N * 0.01 * NANO)
     store.close()
+
+
+def test_prometheus_latency_is_the_clients_and_shadow_calls_count_under_their_route() -> None:
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider)
+    for r in _records():
+        recorder.record(r)
+    text = metrics.exposition().decode()
+
+    def value(name: str, **labels: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()))
+
+    assert value("gen_ai_server_request_duration_seconds_count") == N  # not the shadow calls' 30 s
+    assert value("gen_ai_server_time_to_first_token_seconds_count") == N
+    assert value("hybridgw_requests_total", hybridgw_route="shadow") == N  # apart, under their own route
+    assert value("hybridgw_cost_usd_total", hybridgw_backend="strong") == pytest.approx(N * 0.01)
