@@ -130,9 +130,16 @@ class Shadower:
             self.counts["no_room"] += 1
             return
         try:
-            await self._call_and_keep(job)
-        finally:  # whatever the outcome (refused by the limits, failed, cancelled at shutdown)
+            answer = await self._send(job)
+        finally:  # the call is over whatever its outcome (refused by the limits, failed, cancelled at shutdown)
             self.svc.live.release(hold)
+        if answer is None:
+            return
+        if answer.status != "ok":
+            self.counts["failed"] += 1
+            return
+        self.counts["ok"] += 1
+        await self._keep(job, answer, job.ex)
 
     def _hold(self, job: ShadowJob) -> tuple[bool, Hold | None]:
         """(fits, the call's KV hold on a local engine — None on a hosted one), taken as a client
@@ -151,11 +158,11 @@ class Shadower:
             return False, None
         return True, live.reserve(backend, facts)
 
-    async def _call_and_keep(self, job: ShadowJob) -> None:
-        ex = job.ex
+    async def _send(self, job: ShadowJob) -> Answer | None:
+        """The call, within the team's limits (None: over them, not made), recorded in the ledger."""
         reservation = await self._reserve(job)
         if reservation is False:
-            return
+            return None
         assert reservation is None or isinstance(reservation, Reservation)
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
@@ -167,11 +174,7 @@ class Shadower:
                                      error="the gateway shut down during the shadow call"), sent_wall, reservation)
             raise
         self._record(job, answer, sent_wall, reservation)
-        if answer.status != "ok":
-            self.counts["failed"] += 1
-            return
-        self.counts["ok"] += 1
-        await self._keep(job, answer, ex)
+        return answer
 
     def _record(self, job: ShadowJob, answer: Answer, sent_wall: float, reservation: Reservation | None) -> None:
         """The call's UsageRecord to the ledger (and the access log), the limits settled off this task."""
