@@ -55,8 +55,8 @@ def _shadow_line(r: Report) -> list[str]:
     if not s.calls:
         return []
     failed = f", {s.failed} failed" if s.failed else ""
-    return [f"  shadow    {_usd(s.cost_usd):>12}   ({s.calls} shadow calls{failed}, {s.prompt_tokens} tok in, "
-            f"{s.completion_tokens} tok out: in the cost, not in requests, tokens, latency or savings)"]
+    return [f"  shadow    {_usd(s.cost_usd):>12}   ({s.calls} shadow calls{failed}, tokens {s.prompt_tokens} in "
+            f"{s.completion_tokens} out; no requests, latency or savings)"]
 
 
 def render_table(r: Report) -> str:
