@@ -131,7 +131,7 @@ class Shadower:
             return
         try:
             answer = await self._send(job)
-        finally:  # the call is over whatever its outcome (refused by the limits, failed, cancelled at shutdown)
+        finally:  # the call is over, whatever its outcome (limits refused, failed, cancelled at shutdown)
             self.svc.live.release(hold)
         if answer is None:
             return

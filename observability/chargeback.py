@@ -140,11 +140,13 @@ def _row(group: str, name: str, records: Sequence[UsageRecord], policy: Chargeba
     itl_p50, itl_p95 = _itl(answered)
     local_requests = sum(r.backend in policy.local_backends for r in requests)
     return ChargeRow(
-        group, name, len(requests), sum(r.prompt_tokens for r in requests), sum(r.completion_tokens for r in requests),
+        group, name, len(requests), sum(r.prompt_tokens for r in requests),
+        sum(r.completion_tokens for r in requests),
         hosted_usd=total - local_usd, local_usd=local_usd, all_hosted_usd=all_hosted,
         savings_usd=None if all_hosted is None else all_hosted - (total - shadow_usd),
         price_used="; ".join(sorted(labels)), share_local=local_requests / len(requests) if requests else 0.0,
-        errors=sum(r.status == "error" for r in requests), rejected=sum(r.status == "rejected" for r in requests),
+        errors=sum(r.status == "error" for r in requests),
+        rejected=sum(r.status == "rejected" for r in requests),
         ttft_p50_s=pick(ttft, 0.5), ttft_p95_s=pick(ttft, 0.95), itl_p50_s=itl_p50, itl_p95_s=itl_p95,
         e2e_p50_s=pick(e2e, 0.5), e2e_p95_s=pick(e2e, 0.95), shadow_calls=len(records) - len(requests),
         shadow_usd=shadow_usd)
@@ -192,10 +194,10 @@ def totals(rows: Sequence[ChargeRow], group: str = "total") -> ChargeRow:
                      shadow_calls=int(add("shadow_calls")), shadow_usd=add("shadow_usd"))
 
 
-_ADDED = ("shadow_calls", "shadow_usd")  # columns added later go last: a CSV read by position keeps its columns
-COLUMNS = tuple(f.name for f in fields(ChargeRow) if not f.name.startswith("budget_") and f.name not in _ADDED) + (
-    "cost_usd",) + tuple(f"budget_{p}_{n}" for p in ("day", "month") for n in ("spent_usd", "limit_usd",
-                                                                              "forecast_usd")) + _ADDED
+_ADDED = ("shadow_calls", "shadow_usd")  # added columns go last: a CSV read by position keeps its columns
+_BUDGETS = tuple(f"budget_{p}_{n}" for p in ("day", "month") for n in ("spent_usd", "limit_usd", "forecast_usd"))
+COLUMNS = tuple(f.name for f in fields(ChargeRow)
+                if not f.name.startswith("budget_") and f.name not in _ADDED) + ("cost_usd", *_BUDGETS, *_ADDED)
 
 
 def _cell(value: object) -> object:

@@ -162,7 +162,8 @@ class Report:
     ttft_fit: LineFit | None
     ttft_points: tuple[tuple[int, float], ...]  # (input tokens, TTFT s) from raw records
     itl_profile: tuple[tuple[int, float, int], ...]  # (first output position, mean gap s, gaps)
-    daily_cost: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]  # (day, ((backend, USD), ...)), shadow included
+    # (day, ((backend, USD), ...)): spend, the shadow calls' included
+    daily_cost: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]
     # Added with shadow traffic (defaults keep older callers and the JSON's existing fields as they were):
     shadow: ShadowSpend = ShadowSpend()  # evaluation spend, in cost_usd
     served_cost_usd: float = 0.0  # cost_usd less the shadow spend: what serving the requests cost
