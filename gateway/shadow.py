@@ -1,6 +1,7 @@
 """The Shadower: a sampled request's second answer, fetched in the background by a few supervised
 workers (bounded: a full queue drops the pair, counted, never delays the client), recorded in the
-usage ledger as the team's spend (tagged shadow) and kept with the served answer in the pair store."""
+usage ledger as the team's spend (tagged shadow) and kept with the served answer in the pair store.
+On a local engine the call holds its KV blocks like a client request, and is dropped when they do not fit."""
 from __future__ import annotations
 
 import asyncio
@@ -15,18 +16,21 @@ import orjson
 from gateway import upstream_body
 from gateway.backends.base import UpstreamRequest
 from gateway.shadow_record import pair_of, shadow_record
+from gateway.shadow_room import no_room, shadow_facts
 from gateway.stream_tally import response_text, upstream_counts
 from observability.limits_protocol import LimitExceeded, Reservation
 from observability.shadow_pairs import Answer, PairStore
 from observability.task_status import TaskStatus
 from policies.decision import Target
+from policies.holds import Hold
 from policies.shadow_spec import ShadowSpec, forbidden_backends, partner
 
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
     from gateway.services import Services
 
-OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "skipped", "stored", "store_failed")
+# no_room: a local engine had no room for the call when its turn came (dropped, as a client request spills)
+OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "no_room", "skipped", "stored", "store_failed")
 
 
 class PairNotStored(Exception):
@@ -121,10 +125,44 @@ class Shadower:
                 self._pending -= 1
 
     async def _run(self, job: ShadowJob) -> None:
-        ex = job.ex
+        fits, hold = self._hold(job)
+        if not fits:
+            self.counts["no_room"] += 1
+            return
+        try:
+            answer = await self._send(job)
+        finally:  # the call is over, whatever its outcome (limits refused, failed, cancelled at shutdown)
+            self.svc.live.release(hold)
+        if answer is None:
+            return
+        if answer.status != "ok":
+            self.counts["failed"] += 1
+            return
+        self.counts["ok"] += 1
+        await self._keep(job, answer, job.ex)
+
+    def _hold(self, job: ShadowJob) -> tuple[bool, Hold | None]:
+        """(fits, the call's KV hold on a local engine — None on a hosted one), taken as a client
+        request's is; (False, None) when the engine has no room for it now. No await in between."""
+        live, facts, backend = self.svc.live, job.ex.facts, job.target.backend
+        compiled = job.ex.route.policy if job.ex.route else self.svc.policy.current
+        if backend not in compiled.engines:
+            return True, None
+        if facts is None:
+            return False, None
+        state = live.live_state()
+        facts = shadow_facts(facts, backend, state)
+        why = no_room(compiled, facts, state, backend)
+        if why is not None:
+            self.svc.log.debug("shadow: request %s not sent to %s: %s", job.ex.request_id, backend, why)
+            return False, None
+        return True, live.reserve(backend, facts)
+
+    async def _send(self, job: ShadowJob) -> Answer | None:
+        """The call, within the team's limits (None: over them, not made), recorded in the ledger."""
         reservation = await self._reserve(job)
         if reservation is False:
-            return
+            return None
         assert reservation is None or isinstance(reservation, Reservation)
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
@@ -136,11 +174,7 @@ class Shadower:
                                      error="the gateway shut down during the shadow call"), sent_wall, reservation)
             raise
         self._record(job, answer, sent_wall, reservation)
-        if answer.status != "ok":
-            self.counts["failed"] += 1
-            return
-        self.counts["ok"] += 1
-        await self._keep(job, answer, ex)
+        return answer
 
     def _record(self, job: ShadowJob, answer: Answer, sent_wall: float, reservation: Reservation | None) -> None:
         """The call's UsageRecord to the ledger (and the access log), the limits settled off this task."""

@@ -51,13 +51,15 @@ def install_shadow(app: Starlette, services: Services, provider: MeterProvider |
 
 
 def register_shadow_metrics(provider: MeterProvider, shadower: Shadower) -> None:
-    """hybridgw_shadow_requests_total{outcome=sampled|sent|ok|failed|dropped|skipped|stored|store_failed}."""
+    """hybridgw_shadow_requests_total{outcome=sampled|sent|ok|failed|dropped|no_room|skipped|stored|
+    store_failed}."""
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"outcome": k}) for k, n in dict(shadower.counts).items()]
 
     provider.get_meter("hybridgw.gateway").create_observable_counter(
         "hybridgw.shadow.requests", callbacks=[observe], unit="{request}",
-        description="Shadow traffic: requests sampled, second calls sent/ok/failed, dropped, pairs stored")
+        description="Shadow traffic: requests sampled, second calls sent/ok/failed, dropped (no_room: no KV "
+                    "room on the local engine), pairs stored")
 
 
 def _fail(request: Request, exc: GatewayError) -> Response:

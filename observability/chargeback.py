@@ -1,7 +1,8 @@
 """Chargeback: one row per team (from its report's rollups, exact) or per key / per tag (from raw
 records, up to a bound) with requests, tokens, hosted $, local $, the all-hosted counterfactual and
 the price it used, share local, errors, TTFT/ITL/E2E p50/p95, and each team's budget status
-(spent / limit / forecast to the end of the day and month). Pure: no I/O, no clock."""
+(spent / limit / forecast to the end of the day and month). Shadow calls are spend (hosted $ / local $,
+and apart in shadow $) but not requests, tokens, share local, latency or savings. Pure: no I/O, no clock."""
 from __future__ import annotations
 
 import csv
@@ -13,6 +14,8 @@ from observability.report import HostedPrice, Report
 from observability.usage import UsageRecord
 
 GROUPS = ("team", "key", "tag")
+# Tags that name one request, not a group to charge: a row each would only repeat the shadow row.
+UNGROUPED_TAGS = frozenset({"shadow_of"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class ChargeRow:
     e2e_p95_s: float | None = None
     budget_day: BudgetStatus | None = None
     budget_month: BudgetStatus | None = None
+    shadow_calls: int = 0  # shadow calls (evaluation): not in requests, in hosted $ / local $
+    shadow_usd: float = 0.0  # their part of cost_usd
 
     @property
     def cost_usd(self) -> float:
@@ -79,7 +84,7 @@ def forecast(spent: float, start: float, end: float, now: float) -> float:
 def team_row(report: Report, policy: ChargebackPolicy, budget_day: BudgetStatus | None = None,
              budget_month: BudgetStatus | None = None) -> ChargeRow:
     local = [b for b in report.backends if b.backend in policy.local_backends]
-    local_usd = sum(b.cost_usd for b in local)
+    local_usd = sum(b.cost_usd + b.shadow_cost_usd for b in local)  # spend: shadow calls' too
     local_requests = sum(b.requests for b in local)
     prices = [f"{alias}: {label}" for alias, label in sorted(report.hosted_prices.items())]
     prices += [f"{b.backend}: {policy.local_prices[b.backend]}" for b in local if b.backend in policy.local_prices]
@@ -90,7 +95,8 @@ def team_row(report: Report, policy: ChargebackPolicy, budget_day: BudgetStatus 
         share_local=local_requests / report.requests if report.requests else 0.0,
         errors=report.statuses.get("error", 0), rejected=report.statuses.get("rejected", 0),
         ttft_p50_s=report.ttft.p50, ttft_p95_s=report.ttft.p95, itl_p50_s=report.itl.p50, itl_p95_s=report.itl.p95,
-        e2e_p50_s=report.e2e.p50, e2e_p95_s=report.e2e.p95, budget_day=budget_day, budget_month=budget_month)
+        e2e_p50_s=report.e2e.p50, e2e_p95_s=report.e2e.p95, budget_day=budget_day, budget_month=budget_month,
+        shadow_calls=report.shadow.calls, shadow_usd=report.shadow.cost_usd)
 
 
 def exact_quantile(values: Sequence[float], q: float) -> float | None:
@@ -104,7 +110,7 @@ def exact_quantile(values: Sequence[float], q: float) -> float | None:
 def _names(record: UsageRecord, group: str) -> Iterable[str]:
     if group == "key":
         return (record.key_id or "-",)
-    return (f"{k}={v}" for k, v in sorted(record.tags.items()))
+    return (f"{k}={v}" for k, v in sorted(record.tags.items()) if k not in UNGROUPED_TAGS)
 
 
 def record_rows(records: Iterable[UsageRecord], group: str, policy: ChargebackPolicy,
@@ -120,23 +126,30 @@ def record_rows(records: Iterable[UsageRecord], group: str, policy: ChargebackPo
 
 def _row(group: str, name: str, records: Sequence[UsageRecord], policy: ChargebackPolicy,
          hosted_price: HostedPrice | None) -> ChargeRow:
-    local = [r for r in records if r.backend in policy.local_backends]
-    local_usd = sum(r.cost_usd for r in local)
+    """Spend from every record; requests, tokens, share local, errors, latency and the all-hosted
+    counterfactual from the clients' requests only (a shadow call is evaluation, not traffic)."""
+    local_usd = sum(r.cost_usd for r in records if r.backend in policy.local_backends)
     total = sum(r.cost_usd for r in records)
-    all_hosted, labels = _all_hosted(records, hosted_price)
-    served = [r for r in records if r.status == "ok"]  # latency of what was answered, failures apart
+    requests = [r for r in records if not r.is_shadow]
+    shadow_usd = total - sum(r.cost_usd for r in requests)
+    all_hosted, labels = _all_hosted(requests, hosted_price)
+    answered = [r for r in requests if r.status == "ok"]  # latency of what was answered, failures apart
     pick: Callable[[Sequence[float], float], float | None] = exact_quantile
-    ttft = [r.ttft_s for r in served if r.ttft_s is not None]
-    e2e = [r.e2e_s for r in served]
-    itl_p50, itl_p95 = _itl(served)
+    ttft = [r.ttft_s for r in answered if r.ttft_s is not None]
+    e2e = [r.e2e_s for r in answered]
+    itl_p50, itl_p95 = _itl(answered)
+    local_requests = sum(r.backend in policy.local_backends for r in requests)
     return ChargeRow(
-        group, name, len(records), sum(r.prompt_tokens for r in records), sum(r.completion_tokens for r in records),
+        group, name, len(requests), sum(r.prompt_tokens for r in requests),
+        sum(r.completion_tokens for r in requests),
         hosted_usd=total - local_usd, local_usd=local_usd, all_hosted_usd=all_hosted,
-        savings_usd=None if all_hosted is None else all_hosted - total, price_used="; ".join(sorted(labels)),
-        share_local=len(local) / len(records), errors=sum(r.status == "error" for r in records),
-        rejected=sum(r.status == "rejected" for r in records),
+        savings_usd=None if all_hosted is None else all_hosted - (total - shadow_usd),
+        price_used="; ".join(sorted(labels)), share_local=local_requests / len(requests) if requests else 0.0,
+        errors=sum(r.status == "error" for r in requests),
+        rejected=sum(r.status == "rejected" for r in requests),
         ttft_p50_s=pick(ttft, 0.5), ttft_p95_s=pick(ttft, 0.95), itl_p50_s=itl_p50, itl_p95_s=itl_p95,
-        e2e_p50_s=pick(e2e, 0.5), e2e_p95_s=pick(e2e, 0.95))
+        e2e_p50_s=pick(e2e, 0.5), e2e_p95_s=pick(e2e, 0.95), shadow_calls=len(records) - len(requests),
+        shadow_usd=shadow_usd)
 
 
 def _itl(records: Sequence[UsageRecord]) -> tuple[float | None, float | None]:
@@ -177,11 +190,14 @@ def totals(rows: Sequence[ChargeRow], group: str = "total") -> ChargeRow:
                      add("hosted_usd"), add("local_usd"),
                      None if any(h is None for h in hosted) else sum(h or 0.0 for h in hosted),
                      None if any(r.savings_usd is None for r in rows) else add("savings_usd"), "",
-                     local_requests / requests if requests else 0.0, int(add("errors")), int(add("rejected")))
+                     local_requests / requests if requests else 0.0, int(add("errors")), int(add("rejected")),
+                     shadow_calls=int(add("shadow_calls")), shadow_usd=add("shadow_usd"))
 
 
-COLUMNS = tuple(f.name for f in fields(ChargeRow) if not f.name.startswith("budget_")) + ("cost_usd",) + tuple(
-    f"budget_{p}_{n}" for p in ("day", "month") for n in ("spent_usd", "limit_usd", "forecast_usd"))
+_ADDED = ("shadow_calls", "shadow_usd")  # added columns go last: a CSV read by position keeps its columns
+_BUDGETS = tuple(f"budget_{p}_{n}" for p in ("day", "month") for n in ("spent_usd", "limit_usd", "forecast_usd"))
+COLUMNS = tuple(f.name for f in fields(ChargeRow)
+                if not f.name.startswith("budget_") and f.name not in _ADDED) + ("cost_usd", *_BUDGETS, *_ADDED)
 
 
 def _cell(value: object) -> object:

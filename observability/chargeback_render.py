@@ -10,7 +10,7 @@ from observability.chargeback_source import Chargeback
 
 _HEAD = (f"{'name':<24} {'requests':>8} {'tokens':>10} {'hosted $':>10} {'local $':>10} {'all-hosted $':>12} "
          f"{'savings $':>10} {'local':>6} {'errors':>6} {'TTFT p50/p95 s':>15} {'ITL p50/p95 ms':>15} "
-         f"{'E2E p50/p95 s':>14}")
+         f"{'E2E p50/p95 s':>14} {'shadow $':>10}")
 
 
 def _money(value: float | None) -> str:
@@ -29,7 +29,7 @@ def _line(row: ChargeRow) -> str:
             f"{row.hosted_usd:>10.4f} {row.local_usd:>10.4f} {_money(row.all_hosted_usd):>12} "
             f"{_money(row.savings_usd):>10} {row.share_local:>6.0%} {row.errors:>6} "
             f"{_pair(row.ttft_p50_s, row.ttft_p95_s, digits=3):>15} {_pair(row.itl_p50_s, row.itl_p95_s, 1000, 1):>15} "
-            f"{_pair(row.e2e_p50_s, row.e2e_p95_s):>14}")
+            f"{_pair(row.e2e_p50_s, row.e2e_p95_s):>14} {_money(row.shadow_usd if row.shadow_calls else None):>10}")
 
 
 def _budgets(rows: tuple[ChargeRow, ...]) -> list[str]:
@@ -54,6 +54,8 @@ def render_table(result: Chargeback) -> str:
     lines += ["-" * len(_HEAD), _line(result.total)]
     if result.group == "tag":
         lines.append("(a request with several tags counts in each of their rows; the total counts it once)")
+    if any(row.shadow_calls for row in result.rows):
+        lines.append("(shadow $: shadow calls' spend, part of hosted $ / local $; they are not counted as requests)")
     if result.truncated:
         lines.append("(more records than were read: key and tag rows cover the newest ones only)")
     prices = sorted({p for row in result.rows for p in row.price_used.split("; ") if p})

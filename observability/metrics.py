@@ -127,7 +127,8 @@ class RequestMetrics:
         ok = record.status == "ok"
         if not ok:
             genai["error.type"] = record.error_type or record.status
-        self.duration.record(record.e2e_s, genai)
+        if not record.is_shadow:  # a shadow call is the gateway's background call, no client's latency
+            self.duration.record(record.e2e_s, genai)
         if ok and record.ttft_s is not None:
             self.ttft.record(record.ttft_s, genai)
         if ok:

@@ -1,6 +1,7 @@
 """The usage report model, computed from rollups (and, for the TTFT scatter, raw records): totals,
 the all-hosted counterfactual and savings, route split, latency percentiles, errors, top models and
-the series the HTML plots draw. Pure: no I/O, no clock."""
+the series the HTML plots draw. Shadow calls are in the cost and their own `shadow` block only (the
+rollups keep them out of every traffic count). Pure: no I/O, no clock."""
 from __future__ import annotations
 
 import re
@@ -93,12 +94,27 @@ class Box:
 @dataclass(frozen=True)
 class BackendLine:
     backend: str
-    requests: int
+    requests: int  # client requests (shadow calls are not requests)
     share: float  # of all requests
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    cost_usd: float  # of the requests it served
     e2e: Box | None
+    shadow_calls: int = 0  # shadow calls it answered (evaluation, not traffic)
+    shadow_cost_usd: float = 0.0  # their spend: the backend's whole spend is cost_usd + this
+
+
+@dataclass(frozen=True)
+class ShadowSpend:
+    """Shadow calls (rule `shadow`): the second answers a team's sampled requests paid for to evaluate
+    the other model. Their cost is in Report.cost_usd (spend, budgets); nothing else of theirs is in
+    the report's requests, tokens, route split, latency or savings."""
+
+    calls: int = 0
+    failed: int = 0  # of the calls: no answer (error or aborted), still recorded and priced
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,11 @@ class Report:
     ttft_fit: LineFit | None
     ttft_points: tuple[tuple[int, float], ...]  # (input tokens, TTFT s) from raw records
     itl_profile: tuple[tuple[int, float, int], ...]  # (first output position, mean gap s, gaps)
-    daily_cost: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]  # (day, ((backend, USD), ...))
+    # (day, ((backend, USD), ...)): spend, the shadow calls' included
+    daily_cost: tuple[tuple[str, tuple[tuple[str, float], ...]], ...]
+    # Added with shadow traffic (defaults keep older callers and the JSON's existing fields as they were):
+    shadow: ShadowSpend = ShadowSpend()  # evaluation spend, in cost_usd
+    served_cost_usd: float = 0.0  # cost_usd less the shadow spend: what serving the requests cost
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,8 +217,9 @@ def _daily_cost(rollups: Iterable[Rollup]) -> tuple[tuple[str, tuple[tuple[str, 
     days: dict[str, dict[str, float]] = {}
     for rollup in rollups:
         per = days.setdefault(_day(rollup.start), {})
-        for backend, values in grouped(rollup.fields, "backend").items():
-            per[backend] = per.get(backend, 0.0) + values.get("cost_nusd", 0) / NANO
+        for group in ("backend", "shadow_b"):  # spend by day: a shadow call's cost is spend too
+            for backend, values in grouped(rollup.fields, group).items():
+                per[backend] = per.get(backend, 0.0) + values.get("cost_nusd", 0) / NANO
     return tuple((day, tuple(sorted(per.items()))) for day, per in sorted(days.items()))
 
 
@@ -219,13 +240,21 @@ def _models(fields: dict[str, float], hosted_price: HostedPrice | None, top: int
 
 
 def _backends(fields: dict[str, float], requests: int) -> tuple[BackendLine, ...]:
-    lines = [
-        BackendLine(name, int(v.get("requests", 0)), v.get("requests", 0) / requests if requests else 0.0,
-                    int(v.get("prompt_tokens", 0)), int(v.get("completion_tokens", 0)),
-                    v.get("cost_nusd", 0) / NANO, box(histogram(fields, f"e2e_b|{name}")))
-        for name, v in grouped(fields, "backend").items()
-    ]
-    return tuple(sorted(lines, key=lambda b: (-b.requests, b.backend)))
+    served, shadow = grouped(fields, "backend"), grouped(fields, "shadow_b")
+    lines = []
+    for name in served.keys() | shadow.keys():  # a backend that only answered shadow calls too
+        v, s = served.get(name, {}), shadow.get(name, {})
+        lines.append(BackendLine(
+            name, int(v.get("requests", 0)), v.get("requests", 0) / requests if requests else 0.0,
+            int(v.get("prompt_tokens", 0)), int(v.get("completion_tokens", 0)), v.get("cost_nusd", 0) / NANO,
+            box(histogram(fields, f"e2e_b|{name}")), int(s.get("calls", 0)), s.get("cost_nusd", 0) / NANO))
+    return tuple(sorted(lines, key=lambda b: (-b.requests, -b.shadow_calls, b.backend)))
+
+
+def _shadow(fields: dict[str, float]) -> ShadowSpend:
+    return ShadowSpend(int(fields.get("shadow|calls", 0)), int(fields.get("shadow|failed", 0)),
+                       int(fields.get("shadow|prompt_tokens", 0)), int(fields.get("shadow|completion_tokens", 0)),
+                       fields.get("shadow|cost_nusd", 0) / NANO)
 
 
 def build_report(rollups: Sequence[Rollup], *, team: str | None, since: float, until: float,
@@ -234,15 +263,18 @@ def build_report(rollups: Sequence[Rollup], *, team: str | None, since: float, u
     fields = merge_fields(r.fields for r in rollups)
     requests = int(fields.get("requests", 0))
     cost = fields.get("cost_nusd", 0) / NANO
-    all_models = _models(fields, hosted_price, 0)
+    shadow = _shadow(fields)
+    served_cost = cost - shadow.cost_usd
+    all_models = _models(fields, hosted_price, 0)  # served requests only: the counterfactual is the traffic's
     hosted = None
     if hosted_price is not None:
         hosted = sum(m.hosted_cost_usd if m.hosted_cost_usd is not None else m.cost_usd for m in all_models)
-    points = tuple((r.prompt_tokens, r.ttft_s) for r in records[:max_points] if r.ttft_s is not None)
+    served = [r for r in records if not r.is_shadow]
+    points = tuple((r.prompt_tokens, r.ttft_s) for r in served[:max_points] if r.ttft_s is not None)
     return Report(
         team=team or "*", since=since, until=until, requests=requests,
         prompt_tokens=int(fields.get("prompt_tokens", 0)), completion_tokens=int(fields.get("completion_tokens", 0)),
-        cost_usd=cost, hosted_cost_usd=hosted, savings_usd=None if hosted is None else hosted - cost,
+        cost_usd=cost, hosted_cost_usd=hosted, savings_usd=None if hosted is None else hosted - served_cost,
         unpriced_models=tuple(sorted(m.model for m in all_models if hosted_price and m.hosted_cost_usd is None)),
         hosted_prices={m.model: m.hosted_price for m in sorted(all_models, key=lambda m: m.model) if m.hosted_price},
         statuses=labelled(fields, "status"), errors=labelled(fields, "err"),
@@ -251,5 +283,5 @@ def build_report(rollups: Sequence[Rollup], *, team: str | None, since: float, u
         e2e=percentiles(histogram(fields, "e2e")),
         token_edges=TOKEN_EDGES, isl_osl=tuple(tuple(row) for row in isl_osl_matrix(fields)),
         ttft_fit=fit_ttft(fields), ttft_points=points, itl_profile=tuple(itl_profile(fields)),
-        daily_cost=_daily_cost(rollups),
+        daily_cost=_daily_cost(rollups), shadow=shadow, served_cost_usd=served_cost,
     )

@@ -49,6 +49,16 @@ def _hosted_prices(r: Report) -> list[tuple[str, str]]:
     return [*r.hosted_prices.items(), *((m, "unpriced: counted at its own cost") for m in r.unpriced_models)]
 
 
+def _shadow_line(r: Report) -> list[str]:
+    """The evaluation spend, apart: in the cost above, in no request count, latency or savings."""
+    s = r.shadow
+    if not s.calls:
+        return []
+    failed = f", {s.failed} failed" if s.failed else ""
+    return [f"  shadow    {_usd(s.cost_usd):>12}   ({s.calls} shadow calls{failed}, tokens {s.prompt_tokens} in "
+            f"{s.completion_tokens} out; no requests, latency or savings)"]
+
+
 def render_table(r: Report) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
     lines = [
@@ -57,14 +67,17 @@ def render_table(r: Report) -> str:
         f"tokens in   {r.prompt_tokens:>12}",
         f"tokens out  {r.completion_tokens:>12}",
         f"cost        {_usd(r.cost_usd):>12}",
+        *_shadow_line(r),
         f"all-hosted  {_usd(r.hosted_cost_usd):>12}   savings {_savings(r)}",
         *(f"  {alias} priced as {price}" for alias, price in _hosted_prices(r)),
         "", _pct_line("TTFT", r.ttft), _pct_line("ITL", r.itl), _pct_line("E2E", r.e2e), "",
-        f"{'backend':<24}{'requests':>10}{'share':>8}{'tok in':>12}{'tok out':>12}{'cost $':>12}{'e2e p50':>12}",
+        f"{'backend':<24}{'requests':>10}{'share':>8}{'tok in':>12}{'tok out':>12}{'cost $':>12}{'e2e p50':>12}"
+        f"{'shadow $':>12}",
     ]
     for b in r.backends:
+        shadow = f"{b.shadow_cost_usd:.4f}" if b.shadow_calls else "-"
         lines.append(f"{b.backend:<24}{b.requests:>10}{b.share:>8.1%}{b.prompt_tokens:>12}{b.completion_tokens:>12}"
-                     f"{b.cost_usd:>12.4f}{_ms(b.e2e.p50 if b.e2e else None):>12}")
+                     f"{b.cost_usd:>12.4f}{_ms(b.e2e.p50 if b.e2e else None):>12}{shadow:>12}")
     lines += ["", f"{'model':<24}{'requests':>10}{'tok in':>12}{'tok out':>12}{'cost $':>12}{'hosted $':>12}"]
     for m in r.models:
         hosted = "-" if m.hosted_cost_usd is None else f"{m.hosted_cost_usd:.4f}"
@@ -88,7 +101,10 @@ def _csv_rows(r: Report) -> list[tuple[str, str, str, object]]:
         rows += [("latency_s", name, q, getattr(p, q)) for q in ("p50", "p90", "p95", "p99")]
     for b in r.backends:
         rows += [("backend", b.backend, k, getattr(b, k))
-                 for k in ("requests", "share", "prompt_tokens", "completion_tokens", "cost_usd")]
+                 for k in ("requests", "share", "prompt_tokens", "completion_tokens", "cost_usd", "shadow_calls",
+                           "shadow_cost_usd")]
+    rows += [("shadow", r.team, k, getattr(r.shadow, k))
+             for k in ("calls", "failed", "prompt_tokens", "completion_tokens", "cost_usd")]
     for m in r.models:
         rows += [("model", m.model, k, getattr(m, k))
                  for k in ("requests", "prompt_tokens", "completion_tokens", "cost_usd", "hosted_cost_usd")]
@@ -130,18 +146,22 @@ def _n(v: int) -> str:
 def _summary(r: Report) -> str:
     rows: list[tuple[object, ...]] = [
         ("requests", _n(r.requests)), ("tokens in", _n(r.prompt_tokens)), ("tokens out", _n(r.completion_tokens)),
-        ("cost", _usd(r.cost_usd)), ("all-hosted cost", _usd(r.hosted_cost_usd)), ("savings", _savings(r)),
+        ("cost", _usd(r.cost_usd)),
     ]
+    if r.shadow.calls:  # evaluation spend: in the cost, in nothing else
+        rows.append(("shadow spend (in the cost)", f"{_usd(r.shadow.cost_usd)} · {_n(r.shadow.calls)} shadow calls"))
+    rows += [("all-hosted cost", _usd(r.hosted_cost_usd)), ("savings", _savings(r))]
     rows += [(f"{alias} priced as", price) for alias, price in _hosted_prices(r)]
     rows += [(name, f"p50 {_ms(p.p50)} · p90 {_ms(p.p90)} · p95 {_ms(p.p95)} · p99 {_ms(p.p99)}")
              for name, p in (("TTFT", r.ttft), ("ITL", r.itl), ("end-to-end", r.e2e))]
     backends = [(b.backend, _n(b.requests), f"{b.share:.1%}", _n(b.prompt_tokens), _n(b.completion_tokens),
-                 f"{b.cost_usd:.4f}") for b in r.backends]
+                 f"{b.cost_usd:.4f}", f"{b.shadow_cost_usd:.4f}" if b.shadow_calls else "-") for b in r.backends]
     models = [(m.model, _n(m.requests), _n(m.prompt_tokens), _n(m.completion_tokens), f"{m.cost_usd:.4f}",
                "-" if m.hosted_cost_usd is None else f"{m.hosted_cost_usd:.4f}") for m in r.models]
     errors = [(k, _n(v)) for k, v in sorted(r.errors.items())]
     return (_table(("", "value"), rows)
-            + "<h2>Route split</h2>" + _table(("backend", "requests", "share", "tok in", "tok out", "cost $"), backends)
+            + "<h2>Route split</h2>" + _table(("backend", "requests", "share", "tok in", "tok out", "cost $", "shadow $"),
+                                               backends)
             + "<h2>Top models</h2>" + _table(("model", "requests", "tok in", "tok out", "cost $", "hosted $"), models)
             + ("<h2>Errors</h2>" + _table(("error", "requests"), errors) if errors else ""))
 

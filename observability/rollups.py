@@ -1,7 +1,8 @@
 """Per-team usage rollups by hour and day: the pure counter math both stores share.
 
 A rollup is a flat map of named counters, so rollups merge by addition and map 1:1 onto a
-Redis hash (HINCRBY) or SQLite rows (UPSERT value = value + delta). No I/O here.
+Redis hash (HINCRBY) or SQLite rows (UPSERT value = value + delta). No I/O here. A shadow call
+counts in cost only (`cost_nusd` and its own `shadow|` / `shadow_b|` counters), never as traffic.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from observability.usage import UsageRecord
+from observability.usage import SHADOW_RULE, UsageRecord
 
 HOUR_S = 3600
 DAY_S = 86400
@@ -110,6 +111,8 @@ def _gap_fields(out: Fields, gaps: tuple[float, ...]) -> None:
 
 def record_fields(record: UsageRecord) -> Fields:
     """The counter increments one record adds to its team's hour and day rollups."""
+    if record.rule == SHADOW_RULE:
+        return shadow_fields(record)
     cost = round(record.cost_usd * NANO)
     out: Fields = {
         "requests": 1,
@@ -132,6 +135,22 @@ def record_fields(record: UsageRecord) -> Fields:
         isl, osl = token_bucket(record.prompt_tokens), token_bucket(record.completion_tokens)
         _add(out, f"isl_osl|{isl}|{osl}", 1)
     _latency_fields(out, record)
+    return out
+
+
+def shadow_fields(record: UsageRecord) -> Fields:
+    """A shadow call is the team's spend, not a request a client made: it adds to the total cost
+    (what budgets and spend read) and to the `shadow|` counters (per backend: `shadow_b|<name>|`),
+    never to requests, tokens served, statuses, the ISL/OSL histogram or latency."""
+    cost = round(record.cost_usd * NANO)
+    out: Fields = {"cost_nusd": cost}
+    for prefix in ("shadow|", f"shadow_b|{name_part(record.backend)}|"):
+        out[prefix + "calls"] = 1
+        out[prefix + "prompt_tokens"] = record.prompt_tokens
+        out[prefix + "completion_tokens"] = record.completion_tokens
+        out[prefix + "cost_nusd"] = cost
+    if record.status != "ok":
+        out["shadow|failed"] = 1
     return out
 
 
@@ -171,7 +190,7 @@ def histogram(fields: Mapping[str, float], prefix: str) -> list[int]:
 
 
 def grouped(fields: Mapping[str, float], group: str) -> dict[str, dict[str, float]]:
-    """{name: {metric: value}} for "backend" or "model" fields."""
+    """{name: {metric: value}} for "backend", "model" or "shadow_b" (shadow calls per backend) fields."""
     out: dict[str, dict[str, float]] = {}
     head = group + "|"
     for name, value in fields.items():

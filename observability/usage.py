@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The rule of a shadow call's record (gateway/shadow.py): the team's spend, not a request a client made.
+# Reports count it in cost only; replay and anything counting traffic from the ledger leave it out.
+SHADOW_RULE = "shadow"
+
 
 @dataclass(frozen=True)
 class UsageRecord:
@@ -46,6 +50,11 @@ class UsageRecord:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def is_shadow(self) -> bool:
+        """A shadow call (spend only), not a client's request."""
+        return self.rule == SHADOW_RULE
 
     def to_dict(self) -> dict[str, Any]:
         # what dataclasses.asdict gives for these flat fields, at a tenth of its cost (ledger hot loop)

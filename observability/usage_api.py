@@ -1,5 +1,6 @@
 """GET /v1/usage: a team's key sees only its own team's report, the admin key any team's or all.
-A route factory (plain Starlette): the gateway mounts it with its store and an auth function of its own."""
+A route factory (plain Starlette): the gateway mounts it with its store and an auth function of its own.
+Shadow calls are in `cost_usd` and the `shadow` block (per team: shadow_calls, shadow_cost_usd) only."""
 from __future__ import annotations
 
 import time
@@ -36,9 +37,10 @@ def _team_totals(store: UsageStore, since_s: float, now: float) -> list[dict[str
     out = []
     for team in store.teams():
         r = fetch_report(store, team=team, since_s=since_s, now=now, max_points=0)
-        if r.requests:
+        if r.requests or r.shadow.calls:
             out.append({"team": team, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
-                        "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd})
+                        "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd,
+                        "shadow_calls": r.shadow.calls, "shadow_cost_usd": r.shadow.cost_usd})
     return out
 
 

@@ -7,10 +7,10 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from observability.usage import SHADOW_RULE
+
+__all__ = ["SHADOW_RULE", "ShadowLimits", "ShadowSpec", "forbidden_backends", "partner", "sampled"]
 _SCALE = float(1 << 64)
-# The rule a shadow call's usage record carries: spend of the team, not a request a client made (replay
-# and anything counting traffic from the ledger leave it out).
-SHADOW_RULE = "shadow"
 
 
 class ShadowSpec(BaseModel):

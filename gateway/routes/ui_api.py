@@ -97,7 +97,9 @@ def _recent(store: UsageStore, team: str | None, limit: int) -> list[dict[str, A
 
 def last_minute(records: Sequence[UsageRecord], local: Collection[str], window_s: float = NOW_WINDOW_S,
                 truncated: bool = False) -> dict[str, Any]:
-    """What the overview shows as "now": rate, local share, latency of the answered ones, failures."""
+    """What the overview shows as "now": rate, local share, latency of the answered ones, failures
+    (of the clients' requests: a shadow call is spend, not traffic)."""
+    records = [r for r in records if not r.is_shadow]
     ok = [r for r in records if r.status == "ok"]
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
     return {"window_s": window_s, "requests": len(records), "requests_per_s": len(records) / window_s,

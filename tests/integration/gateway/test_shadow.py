@@ -41,6 +41,7 @@ teams:
   green: {{shadow: {{share: 0.0, backends: [weak, strong]}}}}
   blue: {{}}
   purple: {{shadow: {{share: 1.0, backends: [weak, broken]}}, allowed_backends: [weak, broken]}}
+  teal: {{shadow: {{share: 1.0, backends: [weak, strong]}}}}
 """
 
 
@@ -49,7 +50,7 @@ def gw(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("shadow")
     data, config = root / "data", root / "policy.yaml"
     config.write_text(policy(fake_upstream))
-    keys = {team: create_key(data, team, config) for team in ("red", "green", "blue", "purple")}
+    keys = {team: create_key(data, team, config) for team in ("red", "green", "blue", "purple", "teal")}
     env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     with procs.gateway(config, env, "gateway-shadow") as (url, proc):
         yield Gateway(url, fake_upstream, data, keys, proc, env, config)
@@ -132,6 +133,46 @@ def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
     metrics = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
     failed = re.search(r'^hybridgw_shadow_requests_total\{[^}]*outcome="failed"[^}]*\} (\S+)$', metrics, re.M)
     assert failed is not None and float(failed.group(1)) == before["failed"] + 1
+
+
+def test_reports_count_the_requests_once_and_the_shadow_spend_apart(gw: Gateway) -> None:
+    """Every request of teal is shadowed: /v1/usage and `hybridgw report` show N requests, not 2N, all
+    served by weak; the strong calls' spend is in the cost and in the shadow block, not in the traffic."""
+    n = 4
+    with gw.client("teal") as client:
+        ids = [client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+               .headers["x-hybridgw-request-id"] for _ in range(n)]
+
+    def usage() -> dict[str, Any] | None:
+        body = httpx.get(f"{gw.url}/v1/usage", params={"since": "1h"}, headers=gw.auth("teal")).json()
+        return body if body.get("shadow", {}).get("calls") == n and body["statuses"].get("ok", 0) >= n else None
+
+    body = wait_until(usage, f"{n} requests and {n} shadow calls of teal in the ledger")
+    served = [gw.record_for(i) for i in ids]
+    shadow = [gw.record_for(i + ".shadow") for i in ids]
+    assert body["requests"] == n and body["statuses"] == {"ok": n}
+    assert body["completion_tokens"] == 4 * n and body["prompt_tokens"] == sum(r["prompt_tokens"] for r in served)
+    lines = {b["backend"]: b for b in body["backends"]}
+    assert (lines["weak"]["requests"], lines["weak"]["share"], lines["weak"]["shadow_calls"]) == (n, 1.0, 0)
+    assert (lines["strong"]["requests"], lines["strong"]["share"], lines["strong"]["shadow_calls"]) == (0, 0.0, n)
+    shadow_usd, served_usd = sum(r["cost_usd"] for r in shadow), sum(r["cost_usd"] for r in served)
+    assert body["shadow"]["cost_usd"] == pytest.approx(shadow_usd) and shadow_usd > 0
+    assert body["shadow"]["completion_tokens"] == 7 * n
+    assert body["cost_usd"] == pytest.approx(served_usd + shadow_usd)  # the team paid for both
+    assert body["served_cost_usd"] == pytest.approx(served_usd)
+    assert body["e2e"]["count"] == n and body["ttft"]["count"] == n
+    assert sum(map(sum, body["isl_osl"])) == n
+    admin = httpx.get(f"{gw.url}/v1/usage", params={"since": "1h"}, headers=ADMIN).json()
+    teal = next(t for t in admin["teams"] if t["team"] == "teal")
+    assert (teal["requests"], teal["shadow_calls"]) == (n, n)
+    assert teal["shadow_cost_usd"] == pytest.approx(shadow_usd)
+    out = subprocess.run(hybridgw("report", "--team", "teal", "--since", "1h", "--format", "json", "--no-hosted-price"),
+                         env={**_env(), **gw.env}, capture_output=True, text=True, check=True)
+    report = orjson.loads(out.stdout)
+    assert (report["requests"], report["shadow"]["calls"]) == (n, n)
+    table = subprocess.run(hybridgw("report", "--team", "teal", "--since", "1h", "--no-hosted-price"),
+                           env={**_env(), **gw.env}, capture_output=True, text=True, check=True).stdout
+    assert f"requests    {n:>12}" in table and f"({n} shadow calls" in table
 
 
 def test_pairs_are_for_the_admin_only(gw: Gateway, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Shadow pairs where the deployment keeps its state: in Redis with REDIS_URL (one list per team, key
-`hgw:{team}:shadow`, newest max_pairs kept), and nothing lost at shutdown: a shadow call running when
+`hgw:{team}:shadow`, newest max_pairs kept; the Redis ledger's rollups count the shadow calls apart
+from the requests), and nothing lost at shutdown: a shadow call running when
 the gateway is stopped finishes and its usage record reaches the ledger."""
 from __future__ import annotations
 
@@ -60,6 +61,14 @@ def test_pairs_in_redis_per_team_capped(fake_upstream: str, redis_server: RedisS
                     wait_until(lambda: httpx.get(f"{url}/admin/shadow/status", headers=ADMIN).json()["counts"]["stored"]
                                == len(ids), "the pair stored")
         red = httpx.get(f"{url}/admin/shadow/pairs", params={"team": "red"}, headers=ADMIN).json()["data"]
+
+        def usage() -> dict | None:  # the Redis ledger's rollups: 3 requests, 3 shadow calls apart
+            body = httpx.get(f"{url}/v1/usage", params={"team": "red", "since": "1h"}, headers=ADMIN).json()
+            return body if body.get("shadow", {}).get("calls") == 3 and body["statuses"].get("ok", 0) >= 3 else None
+
+        body = wait_until(usage, "red's requests and shadow calls in the Redis ledger")
+        assert body["requests"] == 3 and [(b["backend"], b["requests"], b["shadow_calls"]) for b in body["backends"]] \
+            == [("weak", 3, 0), ("strong", 0, 3)]
     assert [p["request_id"] for p in red] == ids[1:3]  # capped at 2, oldest first
     assert red[0]["shadow"]["text"] == "tok0 tok1 tok2 tok3 tok4 tok5 "
     client_ = redis.Redis.from_url(redis_server.url)
