@@ -1,5 +1,6 @@
-"""Audit: a key's budget or limit past what the limiter can count (1e308 USD became infinity nano-dollars)
-was stored, and from then on GET /admin/keys (every key's spend) answered 500. Now such a body is a 400."""
+"""Audit of the admin surface: a key's budget or limit past what the limiter can count (1e308 USD became infinity
+nano-dollars) was stored, and from then on GET /admin/keys answered 500; the policy view's explain took a body
+the request path would refuse (a 500). Both are 400s now."""
 from __future__ import annotations
 
 from typing import Any
@@ -35,3 +36,12 @@ def test_a_large_but_countable_budget_is_kept(gateway: Gateway) -> None:
                         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert httpx.get(f"{gateway.url}/admin/keys", headers=ADMIN, timeout=30).status_code == 200
+
+
+def test_explain_checks_the_pasted_body_as_the_request_would_be(gateway: Gateway) -> None:
+    # unchecked, max_tokens × n (each 2**64 - 1: orjson keeps it an integer) made facts no JSON can hold: 500
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2**64 - 1, "n": 2**64 - 1}
+    answer = httpx.post(f"{gateway.url}/console/api/explain", json={"team": "red", "body": body}, headers=ADMIN,
+                        timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] in ("max_tokens", "n")
