@@ -80,6 +80,19 @@ class UpstreamError(GatewayError):
         return self.upstream_status in (408, 429) or self.upstream_status >= 500
 
 
+_MIN_SECRET_CHARS = 8
+
+
+def redacted(error: UpstreamError, secret: str | None) -> UpstreamError:
+    """`error` without `secret` (the backend's key) in its message: an upstream may echo the credentials
+    it refused, and the message goes on to the client, the usage record and /readyz. A key too short to be a
+    secret ("k", as tests use) is left alone: replacing it would garble every word that holds the letter."""
+    if secret and len(secret) >= _MIN_SECRET_CHARS and secret in error.message:
+        error.message = error.message.replace(secret, "[redacted]")
+        error.args = (error.message,)
+    return error
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     status: int

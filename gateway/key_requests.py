@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.catalog import Catalog
 from gateway.errors import InvalidRequest
 from gateway.key_spec import KeySpec, parse_duration
-from observability.limits_config import TeamLimits
+from observability.limits_config import MAX_COUNT_LIMIT, MAX_USD_LIMIT, TeamLimits
 
 _MAX_ITEMS = 64  # metadata / tags / models entries: a key record is read on every store lookup
 _MAX_TEXT = 256
@@ -22,13 +22,13 @@ class _Strict(BaseModel):
 
 
 class KeyLimitsBody(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT_LIMIT)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT_LIMIT)
 
 
 class KeyBudgetBody(_Strict):
-    usd_per_day: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    usd_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    usd_per_day: float | None = Field(default=None, ge=0, le=MAX_USD_LIMIT, allow_inf_nan=False)
+    usd_per_month: float | None = Field(default=None, ge=0, le=MAX_USD_LIMIT, allow_inf_nan=False)
     on_exceed: Literal["reject", "route"] | None = None  # None: the team's
 
 

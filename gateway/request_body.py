@@ -1,4 +1,4 @@
-"""Reading a request body at the edge: size limit first, then JSON decoding (orjson)."""
+"""Reading a request body at the edge: size limit first, then JSON decoding (orjson) and a nesting bound."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +7,10 @@ import orjson
 from starlette.requests import Request
 
 from gateway.errors import BodyTooLarge, InvalidRequest
+
+# orjson reads 1,024 levels but writes only 254 (the upstream call re-encodes the body), and the prompt
+# counter recurses into message fields: a deeper body would be a 500. No real request nests past a few dozen.
+MAX_JSON_DEPTH = 128
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -34,7 +38,25 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}",
                              code="invalid_json") from None
+    # Nesting past the bound takes that many brackets: most bodies are cleared by counting them (C speed).
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nesting_exceeds(value, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.",
+                             code="invalid_json")
+    return value
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` holds more than `limit` nested arrays/objects (iterative: no recursion to run out of)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False

@@ -53,7 +53,7 @@ class StreamTally:
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
-        choices = data.get("choices") or []
+        choices = choices_of(data)
         if not choices:  # the usage-only chunk at the end
             return (payload if self.client_wants_usage else None), False
         if not self.client_wants_usage:
@@ -74,7 +74,7 @@ class StreamTally:
         if not isinstance(data, dict):
             return False
         self._note_model(data)
-        choices = data.get("choices") or []
+        choices = choices_of(data)
         for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
@@ -95,7 +95,7 @@ class StreamTally:
                 continue
             if not isinstance(data, dict):
                 continue
-            for choice in data.get("choices") or []:
+            for choice in choices_of(data):
                 parts.extend(_choice_texts(choice))
         return "".join(parts)
 
@@ -108,7 +108,7 @@ def payload_text(payload: bytes) -> str:
         return ""
     if not isinstance(data, dict):
         return ""
-    return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
+    return "".join(t for choice in choices_of(data) for t in _choice_texts(choice))
 
 
 def _plain_text_chunk(payload: bytes) -> bool:
@@ -144,20 +144,27 @@ def _choice_texts(choice: Any) -> list[str]:
         if isinstance(part, dict):
             if isinstance(part.get("content"), str):
                 texts.append(part["content"])
-            for call in part.get("tool_calls") or []:
+            calls = part.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 fn = call.get("function") if isinstance(call, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     texts.append(fn["arguments"])
     return texts
 
 
+def choices_of(data: dict[str, Any]) -> list[Any]:
+    """An answer's choices; a broken upstream's `"choices": 5` (or any non-list) has none, and no crash."""
+    choices = data.get("choices")
+    return choices if isinstance(choices, list) else []
+
+
 def response_text(data: dict[str, Any]) -> str:
     """The completion text of a non-streamed response, for counting."""
-    return "".join(t for choice in data.get("choices") or [] for t in _choice_texts(choice))
+    return "".join(t for choice in choices_of(data) for t in _choice_texts(choice))
 
 
 def response_finish_reason(data: dict[str, Any]) -> str:
-    for choice in data.get("choices") or []:
+    for choice in choices_of(data):
         if isinstance(choice, dict) and choice.get("finish_reason"):
             return str(choice["finish_reason"])
     return ""

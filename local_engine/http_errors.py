@@ -45,6 +45,12 @@ def http_error(exc: BaseException) -> HttpError:
     return HttpError(500, f"internal error: {type(exc).__name__}", "server_error", None, "internal_error")
 
 
+def status_error(status: int, detail: str) -> HttpError:
+    """Starlette's own refusals (no route 404, wrong method 405, a body it cannot read 400) in OpenAI's shape."""
+    kind = "not_found_error" if status == 404 else "server_error" if status >= 500 else "invalid_request_error"
+    return HttpError(status, detail, kind)
+
+
 def validation_error(errors: list[dict[str, Any]]) -> HttpError:
     """A pydantic/FastAPI validation failure: 400 naming the first bad field (``messages.0.role``)."""
     first = errors[0] if errors else {}

@@ -161,6 +161,6 @@ class CompletionRequest(_SamplingFields):
 def _check_range(param: str, value: float | None, low: float, high: float | None, message: str = "") -> None:
     if value is None:
         return
-    if value < low or (high is not None and value > high):
+    if not low <= value or (high is not None and not value <= high):  # NaN compares false: refused too
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise ProtocolError(message or f"{param} must be {bounds}, got {value}", param)

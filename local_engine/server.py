@@ -15,13 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from local_engine.async_engine import AsyncEngine
 from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from local_engine.chat_template import ChatTemplateError
 from local_engine.errors import EngineDead, EngineError
-from local_engine.http_errors import HttpError, ModelNotFound, http_error, validation_error
+from local_engine.http_errors import HttpError, ModelNotFound, http_error, status_error, validation_error
 from local_engine.metrics import EngineMetrics
 from local_engine.prompts import PromptTokenizer, chat_prompt_ids, chat_request_ids, completion_request_ids
 from local_engine.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, ProtocolError
@@ -188,7 +189,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(http_error(exc))
 
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)  # FastAPI's own answer would be {"detail": ...}
+        err = status_error(exc.status_code, str(exc.detail))
+        return JSONResponse(err.body(), status_code=err.status, headers=exc.headers)
+
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
     for exc_type in (EngineError, ProtocolError, ChatTemplateError, ModelNotFound):
         app.add_exception_handler(exc_type, on_error)
     app.add_exception_handler(Exception, on_error)  # a 500 without a traceback for the client

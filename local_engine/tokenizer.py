@@ -58,7 +58,11 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        ids: list[int] = self.backend.encode(text, add_special_tokens=add_special_tokens and self._bos_by_backend).ids
+        special = add_special_tokens and self._bos_by_backend
+        try:
+            ids: list[int] = self.backend.encode(text, add_special_tokens=special).ids
+        except TypeError:  # a lone surrogate ("\ud800" is valid JSON): U+FFFD in its place, as tiktoken does
+            ids = self.backend.encode(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), add_special_tokens=special).ids
         if (add_special_tokens and not self._bos_by_backend and self.add_bos_token
                 and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]):
             ids.insert(0, self.bos_token_id)

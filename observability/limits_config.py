@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "usd_per_day", "usd_per_month")
+# The largest limit a policy or a key may set. USD are counted in integer nano-dollars: 1e9 USD is 1e18 of
+# them, under the limiter's 2**62 "unchecked" mark; a larger one (1e308) became infinity and a 500 per request.
+MAX_USD_LIMIT = 1e9
+MAX_COUNT_LIMIT = 10**15
 
 
 @dataclass(frozen=True)

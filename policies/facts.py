@@ -79,10 +79,9 @@ def backend_output(spec: BackendSpec, body: Mapping[str, Any], output: int, sour
 
 
 def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) -> dict[str, str]:
-    tags = dict(compiled.team(team).tags)
     metadata = body.get("metadata")
-    if isinstance(metadata, Mapping):
-        tags.update({str(k): str(v) for k, v in metadata.items()})
+    tags = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, Mapping) else {}
+    tags.update(compiled.team(team).tags)  # the policy's tags of a team are not the client's to change
     return tags
 
 

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from observability.limits_config import MAX_COUNT_LIMIT, MAX_USD_LIMIT
 from policies.backend_kinds import BACKEND_KINDS, BackendKind
 from policies.rule_schema import Rule, header_safe
 from policies.shadow_spec import ShadowLimits, ShadowSpec, forbidden_backends
@@ -129,16 +130,16 @@ class ModelAlias(_Strict):
 class Limits(_Strict):
     """Rate limits in fixed UTC minute windows; enforced by observability's limiter (absent = unlimited)."""
 
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT_LIMIT)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=MAX_COUNT_LIMIT)
 
 
 class Budget(_Strict):
     """Spend caps in USD (UTC day and month; enforced by observability's limiter). on_exceed: `reject` answers 429; `route` lets the request through with
     the fact `over_budget: true`, for rules to send it somewhere cheap (e.g. local)."""
 
-    usd_per_day: float | None = Field(default=None, ge=0)
-    usd_per_month: float | None = Field(default=None, ge=0)
+    usd_per_day: float | None = Field(default=None, ge=0, le=MAX_USD_LIMIT)
+    usd_per_month: float | None = Field(default=None, ge=0, le=MAX_USD_LIMIT)
     on_exceed: Literal["reject", "route"] = "reject"
 
 

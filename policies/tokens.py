@@ -128,7 +128,8 @@ def _part_tokens(count: Count, part: Any) -> int:
     if kind == "image_url":
         image = part.get("image_url")
         detail = image.get("detail", "auto") if isinstance(image, Mapping) else "auto"
-        return IMAGE_TOKENS.get(detail, IMAGE_TOKENS["auto"])
+        # a client's detail may be any JSON (a list would be unhashable): only a known name counts
+        return IMAGE_TOKENS.get(detail if isinstance(detail, str) else "auto", IMAGE_TOKENS["auto"])
     if "function" in part:  # an assistant's tool call: its name and JSON arguments
         fn = part["function"] if isinstance(part["function"], Mapping) else {}
         return sum(count(str(fn.get(k, ""))) for k in ("name", "arguments"))

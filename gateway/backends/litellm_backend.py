@@ -12,7 +12,7 @@ import orjson
 
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, redacted
 
 _CALLS = {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}
 
@@ -94,7 +94,7 @@ class LiteLLMBackend:
             return await call(**self._kwargs(request))
         except Exception as exc:
             self._counters.failures += 1
-            raise _error(self.name, exc) from None
+            raise redacted(_error(self.name, exc), self.spec.api_key) from None
 
     async def complete(self, request: UpstreamRequest) -> UpstreamResponse:
         self._counters.requests += 1
@@ -119,6 +119,6 @@ class LiteLLMBackend:
                 raise
             except Exception as exc:
                 self._counters.failures += 1
-                raise _error(self.name, exc, after_first_byte=started) from None
+                raise redacted(_error(self.name, exc, after_first_byte=started), self.spec.api_key) from None
         finally:
             self._counters.in_flight -= 1

@@ -21,7 +21,7 @@ from yarl import URL
 
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, redacted
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
 
 
@@ -142,6 +142,7 @@ class OpenAIHTTPBackend:
 
     def _fail(self, error: UpstreamError) -> UpstreamError:
         self._counters.failures += 1
+        error = redacted(error, self.spec.api_key)
         self._counters.last_error = error.message
         return error
 

@@ -15,6 +15,7 @@ from gateway.admin_access import require_admin
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.request_body import read_json_body
 from gateway.routes.ui_api import fail, json_response
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from gateway.token_count import measure_prompt
 from policies.decide import decide
 from policies.errors import RoutingError
@@ -57,6 +58,8 @@ async def explain(request: Request) -> Response:
         if team not in svc.policy.current.policy.teams:
             raise InvalidRequest(f"Team {team!r} is not in the policy.", param="team", code="unknown_team")
         svc.catalog.check_alias(team, str(body.get("model", "")))  # unknown / not allowed: the request's own error
+        # then checked as the request itself would be: an unchecked max_tokens × n (2**64 each) broke the JSON
+        parse_body(ChatCompletionRequest if "messages" in body else CompletionRequest, body)
         compiled = svc.policy.current
         try:
             tokens, scores = await measure_prompt(svc.decider, compiled, body, team, off_loop=True)

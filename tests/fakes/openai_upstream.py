@@ -11,7 +11,9 @@ role_delay_ms waits between the two (a prefill), no_role=1 leaves the role chunk
 Hostile or broken upstreams: error_after=k (an in-band `data: {"error": …}` event after k content
 chunks), error_body=1 (a non-streamed 200 whose body is an error), usage_prompt=<JSON number>
 (the prompt_tokens it reports, e.g. 1e300 or -5), body_delay_ms (non-streamed: headers at once,
-the body that much later), chunk_bytes=N (pad each content chunk to about N bytes).
+the body that much later), chunk_bytes=N (pad each content chunk to about N bytes), raw_body=TEXT (a
+non-streamed 200 whose body is TEXT as given), raw_frame=TEXT (a stream's first event after the role chunk
+is `data: TEXT`), echo_key=1 (an error status whose message repeats the request's Authorization header).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
 """
 from __future__ import annotations
@@ -183,7 +185,8 @@ class FakeUpstream:
         if "status" in opts:
             status = int(opts["status"])
             extra = [(b"retry-after", b"1")] if status == 429 else []
-            await _json(send, status, {"error": {"message": str(opts.get("message", f"fake error {status}")),
+            message = headers.get("authorization", "") if "echo_key" in opts else opts.get("message")
+            await _json(send, status, {"error": {"message": str(message or f"fake error {status}"),
                                                  "type": "fake_error", "param": None, "code": f"fake_{status}"}},
                         extra)
             return
@@ -218,6 +221,9 @@ class FakeUpstream:
             if await watch.pause(_num(opts, "role_delay_ms", 0) / 1000):
                 self.state.disconnects.append(str(opts.get("tag", "")))
                 return
+        if "raw_frame" in opts:
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b"data: " + str(opts["raw_frame"]).encode() + b"\n\n"})
         for i in range(chunks):
             if i == fail_after:
                 raise DropConnection(f"fake drops the connection after {i} chunks")
@@ -251,7 +257,7 @@ class FakeUpstream:
                                               "param": None, "code": "fake_error_body"}}
         else:
             data = _reply(path, body, model, opts)
-        content = orjson.dumps(data)
+        content = str(opts["raw_body"]).encode() if "raw_body" in opts else orjson.dumps(data)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(content)).encode())]})

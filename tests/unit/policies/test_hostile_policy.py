@@ -147,3 +147,9 @@ def test_policy_check_refuses_hostile_files_and_header_unsafe_names(tmp_path: Pa
     assert "laughs.yaml:" in run.stderr and "once aliases are expanded" in run.stderr
     assert "control.yaml:6: not valid YAML: special characters are not allowed" in run.stderr
     assert "name.yaml:7: rules[0].name: rule name 'ルール' cannot go into an HTTP header" in run.stderr
+
+
+@pytest.mark.parametrize("limit", ["budget: {usd_per_day: 1e308}", "limits: {tokens_per_minute: 9223372036854775808}"])
+def test_a_team_limit_past_what_the_limiter_counts_is_refused(limit: str) -> None:
+    # 1e308 USD is infinity in nano-dollars: every request of the team was a 500
+    assert "teams.red" in _refused(GOOD + f"teams:\n  red: {{{limit}}}\n")
