@@ -46,6 +46,11 @@ class EngineModel:
     # Per-request time outside the engine's steps (HTTP, tokenizing, streaming in the server process):
     # it delays what the client sees but does not hold the engine, so it is not a step time.
     request_overhead_s: float = 0.0
+    # ... plus a wait behind the requests ahead (every backend's) in a front end that takes each this long,
+    # one at a time: the per-request work of the gateway, the engine server and the clients on a shared
+    # host, which backs up when requests arrive faster. Fitted by `replay --calibrate`
+    # (policies/replay/overhead_fit.py); the replay applies it.
+    frontend_service_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -8,10 +8,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from statistics import median
+from typing import Any
 
 from policies.perf_model import EngineModel, HostedModel, PerfModel
+from policies.replay.overhead_fit import fit_overhead
 from policies.replay.traffic import TrafficRecord
 
 MIN_REQUESTS = 8  # fewer served requests than this: nothing to fit, the model stays as it was
@@ -128,10 +130,17 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
 
 
-
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
                records: Sequence[TrafficRecord]) -> PerfModel:
-    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`."""
-    fitted = {name: fit_from_recording(records, name, perf.engine(name)) for name in engines}
+    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`:
+    an engine's step times, then the time its requests waited outside them (overhead_fit)."""
+    fitted = {name: fit_overhead(records, name, fit_from_recording(records, name, perf.engine(name))) for name in engines}
     apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
     return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
+
+
+def as_model_file(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str]) -> dict[str, Any]:
+    """These backends' models as a performance model file's contents (`--perf-model` reads it back):
+    what `replay --calibrate --calibrate-out` writes, to predict another window with."""
+    return {"engines": {name: asdict(perf.engine(name)) for name in engines},
+            "hosted": {name: asdict(perf.hosted_model(name)) for name in hosted}}
