@@ -14,6 +14,12 @@ the gateway's own usage ledger for that window with the same policy, and prints 
 
     .venv/bin/python bench/replay_vs_real.py [--engine-model tiny-random] [--schedule 12:10,1:10]
         [--duration 20] [--length-scale 0.05] [--profile-batch 32] [--bench-profile] [--keep DIR] [--json FILE]
+        [--seed 1] [--spans]
+
+With --keep, DIR also gets window.json and calibrated-model.json (`replay --calibrate --calibrate-out`):
+bench/replay_cross.py predicts one kept run with another's fitted model (a check on unseen traffic).
+With --spans, the engine writes its spans (HYBRIDGW_TRACES=console) and the local TTFTs are broken
+into phases (bench/replay_breakdown.py).
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hybrid_economics import is_ready, run_cli
+from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
+from bench.replay_breakdown import table as breakdown_table
 from observability.bench.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
 
 HOSTED_MODEL = "gpt-4o-mini"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # sampled: the engine records spans
 POLICY = """version: 1
 backends:
   local: {{kind: engine, model: {model}, base_url: '{engine}/v1', max_waiting: {max_waiting},
@@ -185,9 +194,11 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
         time.sleep(1.5)  # the profile's last records fall before the window
         t0 = time.time()
         with StatePoller(engine) as poller:
+            traced = ("--header", f"traceparent:{TRACEPARENT}") if a.spans else ()
             body = bench(url, data / "bench", "--model", "chat", *(f"--api-key={t}={k}" for t, k in zip(a.teams, keys)),
                          "--preset", "mixed", "--length-scale", str(a.length_scale), "--rate-schedule", a.schedule,
-                         "--requests", "100000", "--duration", str(a.duration), "--warmup", "0")
+                         "--requests", "100000", "--duration", str(a.duration), "--warmup", "0", "--seed", str(a.seed),
+                         *traced)
         t1 = time.time()
     model["in_run"] = in_run_model(model, poller.samples)
     return body, model, t0 - 0.5, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
@@ -237,17 +248,20 @@ def main() -> int:
     p.add_argument("--bench-profile", action="store_true",
                    help="also replay with a model file from `hybridgw bench --profile` that the policy names")
     p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the measured run's arrivals and lengths")
+    p.add_argument("--spans", action="store_true", help="break the local TTFTs into phases from the engine's spans")
     a = p.parse_args()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     hosted_port, engine_port = procs.free_port(), procs.free_port()
     hosted, engine = f"http://127.0.0.1:{hosted_port}", f"http://127.0.0.1:{engine_port}"
-    sim = procs.python_module("tests.fakes.hosted_sim", "--port", str(hosted_port), "--seed", "1")
+    sim = procs.python_module("tests.fakes.hosted_sim", "--port", str(hosted_port), "--seed", str(a.seed))
     eng = procs.hybridgw("engine", "--model", a.engine_model, "--port", str(engine_port))
+    eng_env = {"HYBRIDGW_TRACES": "console"} if a.spans else None
     with tempfile.TemporaryDirectory() as scratch:
         tmp = a.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
         with procs.running(sim, f"{hosted}/v1/models", name="hosted-sim", cwd=ROOT), \
-                procs.running(eng, f"{engine}/health", name="engine", timeout_s=300, cwd=ROOT):
+                procs.running(eng, f"{engine}/health", env=eng_env, name="engine", timeout_s=300, cwd=ROOT) as eng_proc:
             policy = tmp / "policy.yaml"
             policy.write_text(POLICY.format(model=a.engine_model, engine=engine, hosted=hosted, hosted_model=HOSTED_MODEL,
                                             max_waiting=a.max_waiting, gpu_hour=a.gpu_hour_usd))
@@ -256,6 +270,9 @@ def main() -> int:
             keys = [run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip()
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
+            spans = engine_spans(eng_proc.output()) if a.spans else []
+        (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
+                                                     "load_average": os.getloadavg()}))
         in_run = engine_model.pop("in_run")
         print("performance model:", json.dumps(engine_model), flush=True)
         replays: dict[str, dict[str, Any]] = {}
@@ -275,9 +292,11 @@ def main() -> int:
             replays[name] = json.loads(run_cli(*procs.hybridgw(
                 "replay", str(replayed), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
                 f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-",
-                *(["--calibrate"] if name == "perf-calibrated.json" else [])), env={"OPENAI_API_KEY": "x"}))
+                *(["--calibrate", "--calibrate-out", str(tmp / "calibrated-model.json")] if name == "perf-calibrated.json"
+                  else [])), env={"OPENAI_API_KEY": "x"}))
             (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[name], indent=2))
         print("calibrated engine:", replays["perf-calibrated.json"]["meta"].get("models"), flush=True)
+        phases = breakdown(read_ledger_rows(data / "usage.sqlite3", t0, t1), spans) if spans else []
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
@@ -304,6 +323,10 @@ def main() -> int:
         extra = f" {show(named[name][0])} | {named[name][1]} |" if named else ""
         print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |{extra}"
               f" {show(fitted[name][0])} | {fitted[name][1]} |")
+    if a.spans:
+        busy = float(a.schedule.split(",")[0].split(":")[1])
+        print(f"\nlocal TTFT by phase ({len(phases)} of {len(spans)} engine spans matched), seconds:\n"
+              + breakdown_table(phases, busy))
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
