@@ -270,7 +270,7 @@ def main() -> int:
             keys = [run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip()
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
-            spans = engine_spans(eng_proc.output()) if a.spans else []
+        spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
         (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
                                                      "load_average": os.getloadavg()}))
         in_run = engine_model.pop("in_run")
