@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.hybrid_economics import is_ready, run_cli
 from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
 from bench.replay_breakdown import table as breakdown_table
+from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
 from observability.bench.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
@@ -113,8 +114,18 @@ def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Names
     itl_batch = median(r["itl_mean_s"] for r in burst if r["itl_mean_s"])
     fitted = fit_engine(EngineProfile(ttfts, (1.0, itl1), (float(len(burst)), itl_batch)))
     shape = {k: state[k] for k in ("block_size", "kv_bytes_per_token", "max_model_len", "max_num_seqs", "max_waiting")}
+    shape.update(default_budget(state["device"], state["max_num_seqs"]))
     return {"source": f"{a.engine_model} on this CPU through the gateway, profiled {time.strftime('%Y-%m-%d %H:%M')} by bench/replay_vs_real.py",
             **fitted, **shape, "num_blocks": state["num_blocks_total"]}
+
+
+def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
+    """The step's token budget the engine runs with when none is set (local_engine/config.py): on CPU 64
+    tokens, and however many sequences decode, 64 prompt tokens more. Without it the replay's engine took
+    whole prompts in a step (the model's default budget, 2048) and never queued the busy period's
+    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md)."""
+    default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
+    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default}
 
 
 def bench_profile(url: str, key: str, out: Path) -> None:

@@ -100,6 +100,41 @@ def fit_hosted(records: Sequence[TrafficRecord], backend: str, base: HostedModel
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording")
 
 
+def _solve3(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """a x = b for a 3×3 system (Cramer's rule); None when singular."""
+    def det(m: list[list[float]]) -> float:
+        return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+    d = det(a)
+    if abs(d) < 1e-12:
+        return None
+    return [det([[b[r] if c == k else a[r][c] for c in range(3)] for r in range(3)]) / d for k in range(3)]
+
+
+def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float, float] | None:
+    """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
+    mean batch it decoded in and the prefill passes per step that ran meanwhile (others' prompts in
+    chunks of the step's prompt budget, counted by their first token inside its decode): the engine
+    runs a mixed step's prefill as its own pass, which the simulator adds to the decode step. None when
+    the passes cannot be told apart (then the decode line alone, passes included, as before)."""
+    firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
+    times, passes = [t for t, _ in firsts], [0]
+    for _, n in firsts:
+        passes.append(passes[-1] + n)
+    decoding = _Level([(s.first, s.end) for s in served])
+    rows = []
+    for s in served:
+        if s.output >= 2 and s.end > s.first:
+            ran = passes[bisect.bisect_right(times, s.end)] - passes[bisect.bisect_right(times, s.first)]
+            n = s.output - 1
+            rows.append((1.0, decoding.mean(s.first, s.end), ran / n, (s.end - s.first) / n))
+    normal = [[sum(r[i] * r[j] for r in rows) for j in range(3)] for i in range(3)]
+    solved = _solve3(normal, [sum(r[i] * r[3] for r in rows) for i in range(3)])
+    if solved is None or min(solved[1:]) <= 0:
+        return None
+    return max(0.0, solved[0]), solved[1], solved[2]
+
+
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
     """`base` with the decode (and, where enough requests found the engine idle, prefill) step times
     this backend showed in the recording; `base` unchanged when it served too few requests."""
@@ -110,7 +145,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     # Each request's mean step over its decode, against the mean batch it decoded in (itself included).
     points = [(round(decoding.mean(s.first, s.end)), (s.end - s.first) / (s.output - 1))
               for s in served if s.output >= 2 and s.end > s.first]
-    decode = _line(points)
+    chunk = max(1, base.prefill_floor_tokens or base.max_num_batched_tokens)
+    with_passes = _decode_with_passes(served, chunk)
+    decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
     if decode is not None:
         fitted = replace(fitted, decode_fixed_s=decode[0], decode_per_seq_s=decode[1], decode_per_context_token_s=0.0)
@@ -122,11 +159,14 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
         fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
                          prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
-    elif decode is not None:  # too few idle arrivals: the prefill slowed as the decode did, at batch 1
+    elif with_passes is not None:  # too few idle arrivals: a pass of one chunk costs what the decodes showed
+        fitted = replace(fitted, prefill_fixed_s=max(0.0, with_passes[2] - base.prefill_per_token_s * chunk))
+    elif decode is not None:  # ... nor passes: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
                          prefill_per_token_s=base.prefill_per_token_s * scale)
-    how = f"decode from {len(points)}, prefill " + (f"from {len(idle)} idle arrivals" if prefill else "scaled")
+    how = (f"decode from {len(points)}" + (" less the prefill passes" if with_passes else "") + ", prefill "
+           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled"))
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
 
 
