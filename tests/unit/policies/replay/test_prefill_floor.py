@@ -46,10 +46,8 @@ def test_a_budget_set_by_hand_has_no_floor() -> None:
     assert shaped_by_args(CPU_LIKE, ["--max-num-seqs", "16"]).prefill_floor_tokens == 64
 
 
-def test_the_decode_fit_takes_out_the_prompt_passes_that_ran_beside_it() -> None:
-    # A recording made by a known engine (decode 10 ms + 2 ms a sequence, a prompt pass 30 ms): 10 s at
-    # 20 requests/s, 10 s at 1/s, stepped by the simulator itself.
-    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+def _recorded_by(truth: EngineModel) -> list[TrafficRecord]:
+    """10 s at 20 requests/s, 10 s at 1/s, served by the simulated `truth`, as the ledger would keep it."""
     rng, t, requests = random.Random(1), 0.0, []
     while t < 20:
         t += rng.expovariate(20.0 if t < 10 else 1.0)
@@ -61,11 +59,24 @@ def test_the_decode_fit_takes_out_the_prompt_passes_that_ran_beside_it() -> None
     engine.advance(float("inf"), events)
     first = {e.request: e.time for e in events if e.first_token}
     end = {e.request: e.time for e in events if not e.first_token}
-    records = [TrafficRecord(1e9 + at, "t", "chat", prompt, output, recorded=Recorded(
+    return [TrafficRecord(1e9 + at, "t", "chat", prompt, output, recorded=Recorded(
         "local", "ok", 0.0, first[i] - at, end[i] - at)) for i, (at, prompt, output) in enumerate(requests)]
-    fitted = fit_from_recording(records, "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
+
+
+def test_the_decode_fit_takes_out_the_prompt_passes_that_ran_beside_it() -> None:
+    # A known engine: decode 10 ms + 2 ms a sequence, a prompt pass 30 ms.
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+    fitted = fit_from_recording(_recorded_by(truth), "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
     assert "less the prefill passes" in fitted.source
     # Counted in, the passes had made the fixed step 34 ms and the prefill 1 ms (scaled from it).
     assert fitted.decode_fixed_s == pytest.approx(0.01, abs=0.003)
     assert fitted.decode_per_seq_s == pytest.approx(0.002, rel=0.1)
     assert fitted.prefill_time(64) == pytest.approx(0.03, rel=0.3)
+
+
+def test_a_step_that_does_not_grow_with_the_batch_keeps_the_passes_apart() -> None:
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.02, decode_per_seq_s=0.0)
+    fitted = fit_from_recording(_recorded_by(truth), "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
+    assert "less the prefill passes" in fitted.source and fitted.decode_per_seq_s < 0.0002
+    assert fitted.decode_fixed_s == pytest.approx(0.02, abs=0.004)
+    assert fitted.prefill_time(64) == pytest.approx(0.03, rel=0.4)  # from the passes (few idle): 20 ms here
