@@ -150,19 +150,22 @@ def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
 
 
 class StatePoller:
-    """Reads the engine's own step rates every second during the run (a thread; diagnostic only)."""
+    """Reads the engine's own step rates every second during the run (a thread; diagnostic only), and how
+    long each GET /v1/engine/state took: the gateway's view of the engine is at least that old."""
 
     def __init__(self, engine: str) -> None:
-        self.engine, self.samples = engine, []  # type: ignore[var-annotated]
+        self.engine, self.samples, self.latencies_s = engine, [], []  # type: ignore[var-annotated]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
+            asked = time.perf_counter()
             try:
                 self.samples.append(_state(self.engine))
             except OSError:
-                pass
+                continue
+            self.latencies_s.append(time.perf_counter() - asked)
 
     def __enter__(self) -> StatePoller:
         self._thread.start()
@@ -212,6 +215,7 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
                          *traced)
         t1 = time.time()
     model["in_run"] = in_run_model(model, poller.samples)
+    model["state_latency_s"] = sorted(poller.latencies_s)
     return body, model, t0 - 0.5, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
 
 
@@ -282,10 +286,13 @@ def main() -> int:
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
         spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
-        (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
-                                                     "load_average": os.getloadavg()}))
         in_run = engine_model.pop("in_run")
+        lags = engine_model.pop("state_latency_s")
         print("performance model:", json.dumps(engine_model), flush=True)
+        state_lag = {"p50": lags[len(lags) // 2], "p95": lags[int(0.95 * (len(lags) - 1))], "n": len(lags)} if lags else None
+        print(f"GET /v1/engine/state during the run (s): {state_lag}", flush=True)
+        (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
+                                                     "load_average": os.getloadavg(), "state_latency_s": state_lag}))
         replays: dict[str, dict[str, Any]] = {}
         runs = [("perf.json", perf_model(engine_model), policy), ("perf-in-run.json", in_run and perf_model(in_run), policy)]
         if a.bench_profile:  # the same policy naming the profile's file for its engine (read at load)
