@@ -29,9 +29,7 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -42,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from bench.hybrid_economics import is_ready, run_cli
 from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
 from bench.replay_breakdown import table as breakdown_table
-from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
-from observability.bench.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
+from bench.replay_engine_state import StatePoller, default_budget, engine_state, in_run_model
+from observability.bench.profile_fit import EngineProfile, fit_engine, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
 
@@ -80,11 +78,6 @@ def _ok(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in body["requests"] if not r["warmup"] and r["error"] is None and r["ttft_s"] is not None]
 
 
-def _state(engine: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
-        return json.loads(r.read())
-
-
 def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
     """Step-time terms of the engine from three short runs sent to it alone THROUGH THE GATEWAY (after
     two warm-up requests): single requests at a short and a long prompt (their TTFT is the prefill step),
@@ -108,7 +101,7 @@ def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Names
                       "--requests", str(max(3, n * 3 // 4))))
     burst = _ok(bench(url, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:64", "--requests",
                       str(batch), "--concurrency", str(batch)))
-    state = _state(engine)
+    state = engine_state(engine)
     ttfts = [(r["prompt_tokens"], r["ttft_s"]) for r in short + long_]
     itl1 = median(r["itl_mean_s"] for r in short if r["itl_mean_s"])
     itl_batch = median(r["itl_mean_s"] for r in burst if r["itl_mean_s"])
@@ -117,15 +110,6 @@ def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Names
     shape.update(default_budget(state["device"], state["max_num_seqs"]))
     return {"source": f"{a.engine_model} on this CPU through the gateway, profiled {time.strftime('%Y-%m-%d %H:%M')} by bench/replay_vs_real.py",
             **fitted, **shape, "num_blocks": state["num_blocks_total"]}
-
-
-def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
-    """The step's token budget the engine runs with when none is set (local_engine/config.py): on CPU 64
-    tokens, and however many sequences decode, 64 prompt tokens more. Without it the replay's engine took
-    whole prompts in a step (the model's default budget, 2048) and never queued the busy period's
-    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md)."""
-    default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
-    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default}
 
 
 def bench_profile(url: str, key: str, out: Path) -> None:
@@ -147,49 +131,6 @@ def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
     hosted = hosted_from_sim(p.ttft_median_s, p.ttft_p90_s, p.tokens_per_s, p.tokens_per_s_sd)
     return {"engines": {"local": engine_model},
             "hosted": {"openai": {"source": f"hosted_sim's {HOSTED_MODEL} profile (simulated)", **hosted}}}
-
-
-class StatePoller:
-    """Reads the engine's own step rates every second during the run (a thread; diagnostic only), and how
-    long each GET /v1/engine/state took: the gateway's view of the engine is at least that old."""
-
-    def __init__(self, engine: str) -> None:
-        self.engine, self.samples, self.latencies_s = engine, [], []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            asked = time.perf_counter()
-            try:
-                self.samples.append(_state(self.engine))
-            except OSError:
-                continue
-            self.latencies_s.append(time.perf_counter() - asked)
-
-    def __enter__(self) -> StatePoller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def in_run_model(profiled: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The profiled model with the step times the engine itself reported DURING the run (its rates
-    over its last 10 s, sampled each second; decode step = running / rate). A diagnostic: replaying
-    with it separates the simulator's own error from the profile's (the engine's speed on this
-    shared machine differs between the profile and the run)."""
-    decode = [(s["num_running"], s["num_running"] / s["decode_tokens_per_s"]) for s in samples
-              if s["num_running"] and s["decode_tokens_per_s"]]
-    prefill = [1.0 / s["prefill_tokens_per_s"] for s in samples if s["prefill_tokens_per_s"]]
-    if len({b for b, _ in decode}) < 2 or not prefill:
-        return None
-    fixed, per_seq = fit_line(decode)
-    return {**profiled, "source": "step times the engine reported during the run (diagnostic)",
-            "prefill_fixed_s": 0.0, "prefill_per_token_s": median(prefill), "decode_fixed_s": fixed,
-            "decode_per_seq_s": per_seq}
 
 
 def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
