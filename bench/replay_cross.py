@@ -106,9 +106,12 @@ def main() -> int:
             print(f"| {name} | {show(f['measured'])} | {show(f['predicted'])} | {f['off']} "
                   f"| {show(f['without_overhead'])} | {f['off_without_overhead']} |")
         lt, bare = r["local_ttft"], r["local_ttft_without_overhead"]
-        print(f"| local TTFT p50 / p95 s (ledger) | {lt['measured p50']:.3f} / {lt['measured p95']:.3f} "
-              f"| {lt['replayed p50']:.3f} / {lt['replayed p95']:.3f} | | {bare['replayed p50']:.3f} / "
-              f"{bare['replayed p95']:.3f} | |")
+
+        def pair(d: dict[str, float | None], which: str) -> str:
+            return " / ".join("-" if d[f"{which} {q}"] is None else f"{d[f'{which} {q}']:.3f}" for q in ("p50", "p95"))
+
+        print(f"| local TTFT p50 / p95 s (ledger) | {pair(lt, 'measured')} | {pair(lt, 'replayed')} | "
+              f"| {pair(bare, 'replayed')} | |")
     if a.json:
         a.json.write_text(json.dumps({"fit": str(a.fit), "model": model, "checks": results}, indent=2))
     return 0
