@@ -14,6 +14,12 @@ the gateway's own usage ledger for that window with the same policy, and prints 
 
     .venv/bin/python bench/replay_vs_real.py [--engine-model tiny-random] [--schedule 12:10,1:10]
         [--duration 20] [--length-scale 0.05] [--profile-batch 32] [--bench-profile] [--keep DIR] [--json FILE]
+        [--seed 1] [--spans]
+
+With --keep, DIR also gets window.json and calibrated-model.json (`replay --calibrate --calibrate-out`):
+bench/replay_cross.py predicts one kept run with another's fitted model (a check on unseen traffic).
+With --spans, the engine writes its spans (HYBRIDGW_TRACES=console) and the local TTFTs are broken
+into phases (bench/replay_breakdown.py).
 """
 
 from __future__ import annotations
@@ -23,9 +29,7 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -34,11 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hybrid_economics import is_ready, run_cli
-from observability.bench.profile_fit import EngineProfile, fit_engine, fit_line, hosted_from_sim
+from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
+from bench.replay_breakdown import table as breakdown_table
+from bench.replay_engine_state import StatePoller, default_budget, engine_state, in_run_model
+from observability.bench.profile_fit import EngineProfile, fit_engine, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
 
 HOSTED_MODEL = "gpt-4o-mini"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # sampled: the engine records spans
 POLICY = """version: 1
 backends:
   local: {{kind: engine, model: {model}, base_url: '{engine}/v1', max_waiting: {max_waiting},
@@ -70,11 +78,6 @@ def _ok(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in body["requests"] if not r["warmup"] and r["error"] is None and r["ttft_s"] is not None]
 
 
-def _state(engine: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
-        return json.loads(r.read())
-
-
 def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Namespace) -> dict[str, Any]:
     """Step-time terms of the engine from three short runs sent to it alone THROUGH THE GATEWAY (after
     two warm-up requests): single requests at a short and a long prompt (their TTFT is the prefill step),
@@ -98,12 +101,13 @@ def profile_engine(url: str, key: str, engine: str, tmp: Path, a: argparse.Names
                       "--requests", str(max(3, n * 3 // 4))))
     burst = _ok(bench(url, tmp / "p-batch", *common, "--isl", "fixed:32", "--osl", "fixed:64", "--requests",
                       str(batch), "--concurrency", str(batch)))
-    state = _state(engine)
+    state = engine_state(engine)
     ttfts = [(r["prompt_tokens"], r["ttft_s"]) for r in short + long_]
     itl1 = median(r["itl_mean_s"] for r in short if r["itl_mean_s"])
     itl_batch = median(r["itl_mean_s"] for r in burst if r["itl_mean_s"])
     fitted = fit_engine(EngineProfile(ttfts, (1.0, itl1), (float(len(burst)), itl_batch)))
     shape = {k: state[k] for k in ("block_size", "kv_bytes_per_token", "max_model_len", "max_num_seqs", "max_waiting")}
+    shape.update(default_budget(state["device"], state["max_num_seqs"]))
     return {"source": f"{a.engine_model} on this CPU through the gateway, profiled {time.strftime('%Y-%m-%d %H:%M')} by bench/replay_vs_real.py",
             **fitted, **shape, "num_blocks": state["num_blocks_total"]}
 
@@ -129,46 +133,6 @@ def perf_model(engine_model: dict[str, Any]) -> dict[str, Any]:
             "hosted": {"openai": {"source": f"hosted_sim's {HOSTED_MODEL} profile (simulated)", **hosted}}}
 
 
-class StatePoller:
-    """Reads the engine's own step rates every second during the run (a thread; diagnostic only)."""
-
-    def __init__(self, engine: str) -> None:
-        self.engine, self.samples = engine, []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self.samples.append(_state(self.engine))
-            except OSError:
-                pass
-
-    def __enter__(self) -> StatePoller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def in_run_model(profiled: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The profiled model with the step times the engine itself reported DURING the run (its rates
-    over its last 10 s, sampled each second; decode step = running / rate). A diagnostic: replaying
-    with it separates the simulator's own error from the profile's (the engine's speed on this
-    shared machine differs between the profile and the run)."""
-    decode = [(s["num_running"], s["num_running"] / s["decode_tokens_per_s"]) for s in samples
-              if s["num_running"] and s["decode_tokens_per_s"]]
-    prefill = [1.0 / s["prefill_tokens_per_s"] for s in samples if s["prefill_tokens_per_s"]]
-    if len({b for b, _ in decode}) < 2 or not prefill:
-        return None
-    fixed, per_seq = fit_line(decode)
-    return {**profiled, "source": "step times the engine reported during the run (diagnostic)",
-            "prefill_fixed_s": 0.0, "prefill_per_token_s": median(prefill), "decode_fixed_s": fixed,
-            "decode_per_seq_s": per_seq}
-
-
 def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
             engine: str) -> tuple[dict[str, Any], dict[str, Any], float, float]:
     """Profile the engine through the gateway, then the bench run; its results, the engine's
@@ -185,11 +149,14 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
         time.sleep(1.5)  # the profile's last records fall before the window
         t0 = time.time()
         with StatePoller(engine) as poller:
+            traced = ("--header", f"traceparent:{TRACEPARENT}") if a.spans else ()
             body = bench(url, data / "bench", "--model", "chat", *(f"--api-key={t}={k}" for t, k in zip(a.teams, keys)),
                          "--preset", "mixed", "--length-scale", str(a.length_scale), "--rate-schedule", a.schedule,
-                         "--requests", "100000", "--duration", str(a.duration), "--warmup", "0")
+                         "--requests", "100000", "--duration", str(a.duration), "--warmup", "0", "--seed", str(a.seed),
+                         *traced)
         t1 = time.time()
     model["in_run"] = in_run_model(model, poller.samples)
+    model["state_latency_s"] = sorted(poller.latencies_s)
     return body, model, t0 - 0.5, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
 
 
@@ -237,17 +204,20 @@ def main() -> int:
     p.add_argument("--bench-profile", action="store_true",
                    help="also replay with a model file from `hybridgw bench --profile` that the policy names")
     p.add_argument("--json", type=Path, help="also write the comparison here (figure -> measured, predicted)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the measured run's arrivals and lengths")
+    p.add_argument("--spans", action="store_true", help="break the local TTFTs into phases from the engine's spans")
     a = p.parse_args()
     print(f"load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     hosted_port, engine_port = procs.free_port(), procs.free_port()
     hosted, engine = f"http://127.0.0.1:{hosted_port}", f"http://127.0.0.1:{engine_port}"
-    sim = procs.python_module("tests.fakes.hosted_sim", "--port", str(hosted_port), "--seed", "1")
+    sim = procs.python_module("tests.fakes.hosted_sim", "--port", str(hosted_port), "--seed", str(a.seed))
     eng = procs.hybridgw("engine", "--model", a.engine_model, "--port", str(engine_port))
+    eng_env = {"HYBRIDGW_TRACES": "console"} if a.spans else None
     with tempfile.TemporaryDirectory() as scratch:
         tmp = a.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
         with procs.running(sim, f"{hosted}/v1/models", name="hosted-sim", cwd=ROOT), \
-                procs.running(eng, f"{engine}/health", name="engine", timeout_s=300, cwd=ROOT):
+                procs.running(eng, f"{engine}/health", env=eng_env, name="engine", timeout_s=300, cwd=ROOT) as eng_proc:
             policy = tmp / "policy.yaml"
             policy.write_text(POLICY.format(model=a.engine_model, engine=engine, hosted=hosted, hosted_model=HOSTED_MODEL,
                                             max_waiting=a.max_waiting, gpu_hour=a.gpu_hour_usd))
@@ -256,8 +226,14 @@ def main() -> int:
             keys = [run_cli(*procs.hybridgw("keys", "--data-dir", str(data), "--config", str(policy), "create", "--team", t)).strip()
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
+        spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
         in_run = engine_model.pop("in_run")
+        lags = engine_model.pop("state_latency_s")
         print("performance model:", json.dumps(engine_model), flush=True)
+        state_lag = {"p50": lags[len(lags) // 2], "p95": lags[int(0.95 * (len(lags) - 1))], "n": len(lags)} if lags else None
+        print(f"GET /v1/engine/state during the run (s): {state_lag}", flush=True)
+        (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
+                                                     "load_average": os.getloadavg(), "state_latency_s": state_lag}))
         replays: dict[str, dict[str, Any]] = {}
         runs = [("perf.json", perf_model(engine_model), policy), ("perf-in-run.json", in_run and perf_model(in_run), policy)]
         if a.bench_profile:  # the same policy naming the profile's file for its engine (read at load)
@@ -275,9 +251,11 @@ def main() -> int:
             replays[name] = json.loads(run_cli(*procs.hybridgw(
                 "replay", str(replayed), "--ledger", str(data / "usage.sqlite3"), "--since", f"{t0:.3f}", "--until",
                 f"{t1:.3f}", "--perf-model", str(tmp / name), "--json", "-",
-                *(["--calibrate"] if name == "perf-calibrated.json" else [])), env={"OPENAI_API_KEY": "x"}))
+                *(["--calibrate", "--calibrate-out", str(tmp / "calibrated-model.json")] if name == "perf-calibrated.json"
+                  else [])), env={"OPENAI_API_KEY": "x"}))
             (tmp / name.replace("perf", "replay")).write_text(json.dumps(replays[name], indent=2))
         print("calibrated engine:", replays["perf-calibrated.json"]["meta"].get("models"), flush=True)
+        phases = breakdown(read_ledger_rows(data / "usage.sqlite3", t0, t1), spans) if spans else []
     s = measured["summary"]
     print(f"\n{s['requests']} requests ({s['ok']} ok), mixed × {a.length_scale}, Poisson {a.schedule} for "
           f"{a.duration:g} s; local = {a.engine_model} on this CPU; hosted = hosted_sim {HOSTED_MODEL} (simulated)\n")
@@ -304,6 +282,10 @@ def main() -> int:
         extra = f" {show(named[name][0])} | {named[name][1]} |" if named else ""
         print(f"| {name} | {show(m)} | {show(pr)} | {off} | {show(diag.get(name))} |{extra}"
               f" {show(fitted[name][0])} | {fitted[name][1]} |")
+    if a.spans:
+        busy = float(a.schedule.split(",")[0].split(":")[1])
+        print(f"\nlocal TTFT by phase ({len(phases)} of {len(spans)} engine spans matched), seconds:\n"
+              + breakdown_table(phases, busy))
     print(f"\nload average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

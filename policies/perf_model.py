@@ -40,12 +40,20 @@ class EngineModel:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048  # the step's token budget while sequences are decoding
     max_idle_batched_tokens: int = 2048  # ... and with none decoding (a burst of new prompts)
+    # Prompt tokens a step takes however many sequences decode (the engine's floor with its default
+    # budget: 64 on CPU, where the budget is 64 too; 0 when --max-num-batched-tokens is set).
+    prefill_floor_tokens: int = 0
     max_model_len: int = 8192
     max_waiting: int = 256
     usd_per_hour: float = 0.0  # what one replica costs to run (0: already paid for)
     # Per-request time outside the engine's steps (HTTP, tokenizing, streaming in the server process):
     # it delays what the client sees but does not hold the engine, so it is not a step time.
     request_overhead_s: float = 0.0
+    # ... plus a wait behind the requests ahead (every backend's) in a front end that takes each this long,
+    # one at a time: the per-request work of the gateway, the engine server and the clients on a shared
+    # host, which backs up when requests arrive faster. Fitted by `replay --calibrate`
+    # (policies/replay/overhead_fit.py); the replay applies it.
+    frontend_service_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -152,7 +160,8 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
     prefill = queued_prompt_tokens + uncached
     if num_running:
         decode = decode_step_s if decode_step_s is not None else model.decode_time(num_running, running_context_tokens)
-        steps = max(1, math.ceil(prefill / max(1, model.max_num_batched_tokens - num_running)))
+        chunk = max(1, model.max_num_batched_tokens - num_running, model.prefill_floor_tokens)
+        steps = max(1, math.ceil(prefill / chunk))
         waiting = (1 + steps) * decode  # the step in progress, then the mixed ones
     else:
         steps = max(1, math.ceil(prefill / max(model.max_num_batched_tokens, model.max_idle_batched_tokens)))

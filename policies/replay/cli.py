@@ -3,6 +3,7 @@ recorded traffic — cost, backend split, TTFT/E2E, SLO attainment, KV and queue
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.parallel import in_processes
-from policies.replay.recording_fit import calibrated
+from policies.replay.recording_fit import as_model_file, calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
 from policies.replay.summary import Summary, recorded_summary, summarize
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate", action="store_true",
                         help="fit each engine's step times to what it served in the --ledger window (its speed under "
                         "the load it had; docs/replay.md) instead of --perf-model's alone")
+    parser.add_argument("--calibrate-out", type=Path, metavar="FILE",
+                        help="with --calibrate: also write the fitted model here (JSON), to replay another window "
+                        "with --perf-model FILE (a check on traffic it was not fitted to)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -60,6 +64,10 @@ def _run(args: argparse.Namespace) -> int:
         engines = engine_backends(loaded[0])
         hosted = [name for name in loaded[0].policy.backends if name not in engines]
         perf = calibrated(with_overrides(perf, loaded[0].perf_model), engines, hosted, traffic)
+        if args.calibrate_out is not None:
+            args.calibrate_out.write_text(json.dumps(as_model_file(perf, engines, hosted), indent=2) + "\n")
+    elif args.calibrate_out is not None:
+        raise ValueError("--calibrate-out writes what --calibrate fitted: it needs --calibrate")
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()

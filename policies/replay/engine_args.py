@@ -35,6 +35,8 @@ def shaped_by_args(model: EngineModel, engine_args: Sequence[str]) -> EngineMode
                 changes[field] = int(flags[flag])
             except ValueError:
                 raise PerfModelError(f"engine_args: {flag} takes an integer, not {flags[flag]!r}") from None
+    if "--max-num-batched-tokens" in flags:  # a budget set by hand has no floor (local_engine/config.py)
+        changes["prefill_floor_tokens"] = 0
     per_token = model.kv_bytes_per_token
     kv_dtype = flags.get("--kv-dtype")
     if kv_dtype in _KV_BYTES:  # the model's figure is for its own bf16 KV

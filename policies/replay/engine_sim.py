@@ -38,6 +38,7 @@ class SimEngine:
         self.blocks = (BlockManager(model.num_blocks, model.block_size, True) if prefix_caching
                        else CountingBlockManager(model.num_blocks, model.block_size))
         self.scheduler = Scheduler(config, self.blocks)
+        self.scheduler.prefill_floor = model.prefill_floor_tokens  # as the engine's default budget keeps
         self.limits = EngineLimits(model.max_model_len, model.block_size, model.num_blocks, model.max_num_seqs,
                                    model.max_waiting)
         self.clock = 0.0

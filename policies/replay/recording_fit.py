@@ -8,10 +8,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from statistics import median
+from typing import Any
 
 from policies.perf_model import EngineModel, HostedModel, PerfModel
+from policies.replay.overhead_fit import fit_overhead
 from policies.replay.traffic import TrafficRecord
 
 MIN_REQUESTS = 8  # fewer served requests than this: nothing to fit, the model stays as it was
@@ -98,6 +100,49 @@ def fit_hosted(records: Sequence[TrafficRecord], backend: str, base: HostedModel
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording")
 
 
+def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list[float] | None:
+    """Coefficients of these columns of `rows` (the last item of each is y), by the normal equations
+    and Gaussian elimination; None when they cannot be told apart."""
+    a = [[sum(r[i] * r[j] for r in rows) for j in cols] + [sum(r[i] * r[-1] for r in rows)] for i in cols]
+    n = len(cols)
+    for k in range(n):
+        pivot = max(range(k, n), key=lambda i: abs(a[i][k]))
+        if abs(a[pivot][k]) < 1e-12:
+            return None
+        a[k], a[pivot] = a[pivot], a[k]
+        for i in range(n):
+            if i != k:
+                factor = a[i][k] / a[k][k]
+                a[i] = [x - factor * y for x, y in zip(a[i], a[k])]
+    return [a[k][n] / a[k][k] for k in range(n)]
+
+
+def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float, float] | None:
+    """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
+    mean batch it decoded in and the prefill passes per step that ran meanwhile (others' prompts in
+    chunks of the step's prompt budget, counted by their first token inside its decode): the engine
+    runs a mixed step's prefill as its own pass, which the simulator adds to the decode step. A term
+    that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); None
+    when the passes cannot be told apart (then the decode line alone, passes included, as before)."""
+    firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
+    times, passes = [t for t, _ in firsts], [0]
+    for _, n in firsts:
+        passes.append(passes[-1] + n)
+    decoding = _Level([(s.first, s.end) for s in served])
+    rows = []
+    for s in served:
+        if s.output >= 2 and s.end > s.first:
+            ran = passes[bisect.bisect_right(times, s.end)] - passes[bisect.bisect_right(times, s.first)]
+            n = s.output - 1
+            rows.append((1.0, decoding.mean(s.first, s.end), ran / n, (s.end - s.first) / n))
+    for cols in ((0, 1, 2), (0, 2)):
+        coef = _least_squares(rows, cols)
+        if coef is not None and min(coef[1:]) > 0:
+            got = dict(zip(cols, coef))
+            return max(0.0, got[0]), got.get(1, 0.0), got[2]
+    return None
+
+
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
     """`base` with the decode (and, where enough requests found the engine idle, prefill) step times
     this backend showed in the recording; `base` unchanged when it served too few requests."""
@@ -108,7 +153,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     # Each request's mean step over its decode, against the mean batch it decoded in (itself included).
     points = [(round(decoding.mean(s.first, s.end)), (s.end - s.first) / (s.output - 1))
               for s in served if s.output >= 2 and s.end > s.first]
-    decode = _line(points)
+    chunk = max(1, base.prefill_floor_tokens or base.max_num_batched_tokens)
+    with_passes = _decode_with_passes(served, chunk)
+    decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
     if decode is not None:
         fitted = replace(fitted, decode_fixed_s=decode[0], decode_per_seq_s=decode[1], decode_per_context_token_s=0.0)
@@ -120,18 +167,29 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
         fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
                          prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
-    elif decode is not None:  # too few idle arrivals: the prefill slowed as the decode did, at batch 1
+    if prefill is None and with_passes is not None:  # too few idle arrivals: a pass of one chunk costs what
+        # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
+        fitted = replace(fitted, prefill_fixed_s=max(0.0, with_passes[2] - fitted.prefill_per_token_s * chunk))
+    elif prefill is None and decode is not None:  # neither: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
                          prefill_per_token_s=base.prefill_per_token_s * scale)
-    how = f"decode from {len(points)}, prefill " + (f"from {len(idle)} idle arrivals" if prefill else "scaled")
+    how = (f"decode from {len(points)}" + (" less the prefill passes" if with_passes else "") + ", prefill "
+           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled"))
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
-
 
 
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
                records: Sequence[TrafficRecord]) -> PerfModel:
-    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`."""
-    fitted = {name: fit_from_recording(records, name, perf.engine(name)) for name in engines}
+    """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`:
+    an engine's step times, then the time its requests waited outside them (overhead_fit)."""
+    fitted = {name: fit_overhead(records, name, fit_from_recording(records, name, perf.engine(name))) for name in engines}
     apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
     return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
+
+
+def as_model_file(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str]) -> dict[str, Any]:
+    """These backends' models as a performance model file's contents (`--perf-model` reads it back):
+    what `replay --calibrate --calibrate-out` writes, to predict another window with."""
+    return {"engines": {name: asdict(perf.engine(name)) for name in engines},
+            "hosted": {name: asdict(perf.hosted_model(name)) for name in hosted}}

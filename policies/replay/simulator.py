@@ -32,6 +32,7 @@ from policies.replay.fast_stats import FastHealthBook, FastOutputStats
 from policies.replay.gateway_sim import GatewayView, HostedSim
 from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
+from policies.replay.overhead_fit import request_overheads
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
@@ -60,6 +61,9 @@ class _Run:
         prefix = any(r.prefix_id for r in traffic)
         self.engines: dict[str, SimEngine] = {}
         self.overhead_s = {n: perf.engine(n).request_overhead_s for n in self.compiled.engines}
+        # A load-dependent overhead (frontend_service_s): each request's own, from the arrivals ahead of it.
+        self._overhead = {n: request_overheads(perf.engine(n), [r.time for r in traffic])
+                          for n in self.compiled.engines if perf.engine(n).frontend_service_s}
         for n in sorted(self.compiled.engines):  # the engine the policy spawns, as its engine_args shape it
             args = policy.backends[n].engine_args
             self.engines[n] = SimEngine(shaped_by_args(perf.engine(n), args), prefix and not prefix_caching_off(args))
@@ -124,8 +128,10 @@ class _Run:
     def _step(self, name: str, now: float) -> None:
         self.engines[name].advance(now, self.engine_events)
         overhead = self.overhead_s[name]  # seen by the client that much later; the engine moved on
+        own = self._overhead.get(name)
         for event in self.engine_events:
-            self._push(event.time + overhead, event.request, name, event.first_token)
+            self._push(event.time + (overhead if own is None else own[event.request]), event.request, name,
+                       event.first_token)
         self.engine_events.clear()
 
     def _push(self, when: float, request: int, backend: str, first: bool) -> None:

@@ -2,12 +2,14 @@
 this CPU), sends a few seconds of Poisson traffic through `hybridgw serve` (kv_fit: local engine,
 spill to the simulated hosted API) and replays the gateway's ledger. How close the prediction comes
 depends on this machine's load, so it is a benchmark (docs/benchmarks.md), not an assertion here: the
-test checks that the whole loop runs and yields a measured and a predicted value for every figure."""
+test checks that the whole loop runs and yields a measured and a predicted value for every figure,
+the TTFT breakdown from the engine's spans, and the held-out check's tool on the kept run."""
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,8 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     out = tmp_path / "comparison.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "replay_vs_real.py"), "--duration", "6", "--schedule", "8:6",
-         "--profile-requests", "4", "--profile-batch", "12", "--keep", str(tmp_path / "run"), "--json", str(out)],
+         "--profile-requests", "4", "--profile-batch", "12", "--keep", str(tmp_path / "run"), "--json", str(out),
+         "--seed", "3", "--spans"],
         capture_output=True, text=True, cwd=ROOT, timeout=600, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
@@ -33,3 +36,19 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert all(v is not None and math.isfinite(v) for v in calibrated.values()), calibrated
     assert 0 <= figures["local share"][1] <= 1 and figures["TTFT p50 s (bench client)"][1] > 0
     assert "| local share |" in run.stdout and "load average at end" in run.stdout
+    # --spans: local TTFTs matched to the engine's own spans and broken into phases.
+    matched = re.search(r"local TTFT by phase \((\d+) of (\d+) engine spans matched\)", run.stdout)
+    assert matched and int(matched[1]) > 0, run.stdout[-3000:]
+    assert "| busy p50 |" in run.stdout
+
+    # The kept run's fitted model predicts a kept run (here itself) through bench/replay_cross.py.
+    assert json.loads((tmp_path / "run" / "window.json").read_text())["seed"] == 3
+    model = json.loads((tmp_path / "run" / "calibrated-model.json").read_text())
+    assert {"request_overhead_s", "frontend_service_s"} <= set(model["engines"]["local"])
+    cross = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "replay_cross.py"), "--fit", str(tmp_path / "run"), "--check",
+         str(tmp_path / "run"), "--json", str(tmp_path / "cross.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert cross.returncode == 0, cross.stdout[-2000:] + cross.stderr[-3000:]
+    checked = json.loads((tmp_path / "cross.json").read_text())["checks"][0]
+    assert checked["figures"]["local share"]["measured"] == figures["local share"][0]

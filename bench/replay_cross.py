@@ -1,0 +1,121 @@
+"""The replay checked on traffic it was not fitted to: `hybridgw replay --calibrate --calibrate-out` on one
+kept `bench/replay_vs_real.py --keep DIR` run (the engine's step times, its load-dependent overhead
+and the hosted API's TTFT), then `hybridgw replay --perf-model` with that file on other kept runs (other
+seeds and schedules), each compared with what those runs measured. No process is started; seconds.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/replay_cross.py --fit /tmp/rtA --check /tmp/rtB /tmp/rtC [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.hybrid_economics import run_cli
+from bench.replay_vs_real import compare
+from policies.estimator import litellm_price_table
+from policies.perf_model_file import read_perf_model_file
+from policies.replay.inputs import read_policy
+from policies.replay.outcome import percentile
+from policies.replay.simulator import ReplaySetup, replay
+from policies.replay.traffic import read_ledger
+from tests.support import procs
+
+
+def _window(run: Path) -> tuple[float, float]:
+    w = json.loads((run / "window.json").read_text())
+    return w["since"], w["until"]
+
+
+def _replay_cli(run: Path, model: Path, *extra: str) -> dict[str, Any]:
+    since, until = _window(run)
+    return json.loads(run_cli(*procs.hybridgw(
+        "replay", str(run / "policy.yaml"), "--ledger", str(run / "gateway" / "usage.sqlite3"), "--since",
+        f"{since:.3f}", "--until", f"{until:.3f}", "--perf-model", str(model), "--json", "-", *extra),
+        env={"OPENAI_API_KEY": "x"}))
+
+
+def fit(run: Path, out: Path) -> dict[str, Any]:
+    """The model `replay --calibrate` fits to `run`'s own ledger, written to `out`."""
+    _replay_cli(run, run / "perf.json", "--calibrate", "--calibrate-out", str(out))
+    return json.loads(out.read_text())
+
+
+def local_ttfts(run: Path, model: Path, without_overhead: bool = False) -> dict[str, float | None]:
+    """Local TTFT p50/p95 measured (the ledger) and replayed with `model` (the replay's API: the CLI's
+    summary has no TTFT by backend)."""
+    os.environ.setdefault("OPENAI_API_KEY", "x")
+    since, until = _window(run)
+    traffic = read_ledger(run / "gateway" / "usage.sqlite3", since, until)
+    perf = read_perf_model_file(model)
+    if without_overhead:
+        perf = replace(perf, engines={n: replace(e, request_overhead_s=0.0, frontend_service_s=0.0)
+                                      for n, e in perf.engines.items()})
+    out = replay(read_policy(run / "policy.yaml", []), traffic, ReplaySetup(perf, litellm_price_table(), 0))
+    measured = sorted(r.recorded.ttft_s for r in traffic if r.recorded and r.recorded.backend == "local"
+                      and r.recorded.ttft_s is not None)
+    replayed = sorted(t for b, t in zip(out.backend, out.ttft) if b == "local" and t is not None)
+    return {"measured p50": percentile(measured, 50), "measured p95": percentile(measured, 95),
+            "replayed p50": percentile(replayed, 50), "replayed p95": percentile(replayed, 95)}
+
+
+def check(fitted: Path, run: Path) -> dict[str, Any]:
+    """`run` replayed with the model fitted on another: the issue's figures, with and without the overhead."""
+    measured = json.loads((run / "gateway" / "bench" / "results.json").read_text())
+    bare = fitted.with_name(fitted.stem + "-no-overhead.json")
+    data = json.loads(fitted.read_text())
+    for e in data["engines"].values():
+        e["request_overhead_s"] = e["frontend_service_s"] = 0.0
+    bare.write_text(json.dumps(data))
+    rows = compare(measured, _replay_cli(run, fitted))
+    without = {n: (p, off) for n, _, p, off in compare(measured, _replay_cli(run, bare))}
+    return {"run": str(run), "window": json.loads((run / "window.json").read_text()),
+            "figures": {n: {"measured": m, "predicted": p, "off": off, "without_overhead": without[n][0],
+                            "off_without_overhead": without[n][1]} for n, m, p, off in rows},
+            "local_ttft": local_ttfts(run, fitted), "local_ttft_without_overhead": local_ttfts(run, fitted, True)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fit", type=Path, required=True, help="a kept run: the model is fitted to its ledger")
+    p.add_argument("--check", type=Path, nargs="+", required=True, help="kept runs to predict with that model")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    a = p.parse_args()
+    out = a.fit / "calibrated-model-refit.json"
+    model = fit(a.fit, out)
+    local = model["engines"]["local"]
+    print(f"fitted on {a.fit} ({json.loads((a.fit / 'window.json').read_text())}): {local['source']}")
+    results = [check(out, run) for run in a.check]
+    for r in results:
+        print(f"\n{r['run']} ({r['window']}):\n| figure | measured | replayed, model of {a.fit.name} | off by "
+              "| same without the overhead | off by |\n|---|---:|---:|---:|---:|---:|")
+        for name, f in r["figures"].items():
+            fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
+
+            def show(v: float | None, fmt: str = fmt) -> str:
+                return "-" if v is None else fmt.format(v)
+
+            print(f"| {name} | {show(f['measured'])} | {show(f['predicted'])} | {f['off']} "
+                  f"| {show(f['without_overhead'])} | {f['off_without_overhead']} |")
+        lt, bare = r["local_ttft"], r["local_ttft_without_overhead"]
+
+        def pair(d: dict[str, float | None], which: str) -> str:
+            return " / ".join("-" if d[f"{which} {q}"] is None else f"{d[f'{which} {q}']:.3f}" for q in ("p50", "p95"))
+
+        print(f"| local TTFT p50 / p95 s (ledger) | {pair(lt, 'measured')} | {pair(lt, 'replayed')} | "
+              f"| {pair(bare, 'replayed')} | |")
+    if a.json:
+        a.json.write_text(json.dumps({"fit": str(a.fit), "model": model, "checks": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

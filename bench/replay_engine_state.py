@@ -1,0 +1,71 @@
+"""What `bench/replay_vs_real.py` reads from the engine itself: its state (GET /v1/engine/state), the
+step budget it runs with by default, and its own step rates and the state's latency during the run."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from statistics import median
+from typing import Any
+
+from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+from observability.bench.profile_fit import fit_line
+
+
+def engine_state(engine: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{engine}/v1/engine/state", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
+    """The step's token budget the engine runs with when none is set (local_engine/config.py): on CPU 64
+    tokens, and however many sequences decode, 64 prompt tokens more. Without it the replay's engine took
+    whole prompts in a step (the model's default budget, 2048) and never queued the busy period's
+    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md)."""
+    default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
+    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default}
+
+
+class StatePoller:
+    """Reads the engine's own step rates every second during the run (a thread; diagnostic only), and how
+    long each GET /v1/engine/state took: the gateway's view of the engine is at least that old."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine, self.samples, self.latencies_s = engine, [], []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            asked = time.perf_counter()
+            try:
+                self.samples.append(engine_state(self.engine))
+            except OSError:
+                continue
+            self.latencies_s.append(time.perf_counter() - asked)
+
+    def __enter__(self) -> StatePoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def in_run_model(profiled: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The profiled model with the step times the engine itself reported DURING the run (its rates
+    over its last 10 s, sampled each second; decode step = running / rate). A diagnostic: replaying
+    with it separates the simulator's own error from the profile's (the engine's speed on this
+    shared machine differs between the profile and the run)."""
+    decode = [(s["num_running"], s["num_running"] / s["decode_tokens_per_s"]) for s in samples
+              if s["num_running"] and s["decode_tokens_per_s"]]
+    prefill = [1.0 / s["prefill_tokens_per_s"] for s in samples if s["prefill_tokens_per_s"]]
+    if len({b for b, _ in decode}) < 2 or not prefill:
+        return None
+    fixed, per_seq = fit_line(decode)
+    return {**profiled, "source": "step times the engine reported during the run (diagnostic)",
+            "prefill_fixed_s": 0.0, "prefill_per_token_s": median(prefill), "decode_fixed_s": fixed,
+            "decode_per_seq_s": per_seq}

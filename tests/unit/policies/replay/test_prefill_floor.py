@@ -1,0 +1,82 @@
+"""The CPU engine's default step budget in the replay: 64 tokens, and however many sequences decode, 64
+prompt tokens more (local_engine/config.py). Without it the simulated engine took whole prompts in one
+step and never queued a busy period; and a recording's decode steps hold those prompt passes, which the
+fit takes out (the simulator adds them again)."""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from policies.perf_model import EngineModel, engine_ttft
+from policies.replay.engine_args import shaped_by_args
+from policies.replay.engine_sim import EngineEvent, SimEngine
+from policies.replay.recording_fit import fit_from_recording
+from policies.replay.traffic import Recorded, TrafficRecord
+
+# A pass of prompt tokens costs 0.1 s, a decode step 0.01 s whatever the batch.
+CPU_LIKE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_token_s=0.0, decode_fixed_s=0.01,
+                       decode_per_seq_s=0.0, decode_per_context_token_s=0.0, num_blocks=4096, max_model_len=4096,
+                       max_num_batched_tokens=64, prefill_floor_tokens=64)
+
+
+def _ttft_behind_40_decodes(model: EngineModel) -> float:
+    engine, events = SimEngine(model, False), []  # type: ignore[var-annotated]
+    for i in range(40):
+        engine.submit(i, 4, 10_000, 0.0)  # they decode for the whole test
+    engine.advance(1.0, events)
+    engine.submit(40, 200, 5, 1.0)
+    engine.advance(10.0, events)
+    return next(e.time for e in events if isinstance(e, EngineEvent) and e.request == 40 and e.first_token) - 1.0
+
+
+def test_a_prompt_behind_running_decodes_gets_the_floor_each_step() -> None:
+    # 200 tokens in chunks of 64 beside the 40 decodes: 4 mixed steps of 0.11 s (+ the step in progress);
+    # with the 24 tokens the budget leaves (no floor), 9 of them.
+    assert 0.44 <= _ttft_behind_40_decodes(CPU_LIKE) <= 0.44 + 0.11 + 1e-9
+    assert _ttft_behind_40_decodes(replace(CPU_LIKE, prefill_floor_tokens=0)) >= 0.99
+    assert engine_ttft(CPU_LIKE, prompt_tokens=200, num_running=40) == pytest.approx((1 + 4) * 0.01 + 4 * 0.1)
+    assert engine_ttft(replace(CPU_LIKE, prefill_floor_tokens=0), prompt_tokens=200,
+                       num_running=40) == pytest.approx((1 + 9) * 0.01 + 9 * 0.1)
+
+
+def test_a_budget_set_by_hand_has_no_floor() -> None:
+    assert shaped_by_args(CPU_LIKE, ["--max-num-batched-tokens", "256"]).prefill_floor_tokens == 0
+    assert shaped_by_args(CPU_LIKE, ["--max-num-seqs", "16"]).prefill_floor_tokens == 64
+
+
+def _recorded_by(truth: EngineModel) -> list[TrafficRecord]:
+    """10 s at 20 requests/s, 10 s at 1/s, served by the simulated `truth`, as the ledger would keep it."""
+    rng, t, requests = random.Random(1), 0.0, []
+    while t < 20:
+        t += rng.expovariate(20.0 if t < 10 else 1.0)
+        requests.append((t, rng.randint(20, 150), rng.randint(5, 60)))
+    engine, events = SimEngine(truth, False), []  # type: ignore[var-annotated]
+    for i, (at, prompt, output) in enumerate(requests):
+        engine.advance(at, events)
+        engine.submit(i, prompt, output, at)
+    engine.advance(float("inf"), events)
+    first = {e.request: e.time for e in events if e.first_token}
+    end = {e.request: e.time for e in events if not e.first_token}
+    return [TrafficRecord(1e9 + at, "t", "chat", prompt, output, recorded=Recorded(
+        "local", "ok", 0.0, first[i] - at, end[i] - at)) for i, (at, prompt, output) in enumerate(requests)]
+
+
+def test_the_decode_fit_takes_out_the_prompt_passes_that_ran_beside_it() -> None:
+    # A known engine: decode 10 ms + 2 ms a sequence, a prompt pass 30 ms.
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+    fitted = fit_from_recording(_recorded_by(truth), "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
+    assert "less the prefill passes" in fitted.source
+    # Counted in, the passes had made the fixed step 34 ms and the prefill 1 ms (scaled from it).
+    assert fitted.decode_fixed_s == pytest.approx(0.01, abs=0.003)
+    assert fitted.decode_per_seq_s == pytest.approx(0.002, rel=0.1)
+    assert fitted.prefill_time(64) == pytest.approx(0.03, rel=0.3)
+
+
+def test_a_step_that_does_not_grow_with_the_batch_keeps_the_passes_apart() -> None:
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.02, decode_per_seq_s=0.0)
+    fitted = fit_from_recording(_recorded_by(truth), "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
+    assert "less the prefill passes" in fitted.source and fitted.decode_per_seq_s < 0.0002
+    assert fitted.decode_fixed_s == pytest.approx(0.02, abs=0.004)
+    assert fitted.prefill_time(64) == pytest.approx(0.03, rel=0.4)  # from the passes (few idle): 20 ms here
