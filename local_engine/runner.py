@@ -104,11 +104,16 @@ class ModelRunner:
                               logprobs=tuple(lp for o in outs for lp in o.logprobs))
         return self._run(batch)
 
-    def _run(self, batch: ScheduledBatch) -> StepOutput:
+    def logits(self, batch: ScheduledBatch) -> torch.Tensor:
+        """(S, V) float32 logits of a pure (prefill or decode) batch's sampling sequences, nothing sampled
+        (quality benches, graphs-on/off checks); the K/V are written as ``run`` writes them."""
         samples = [batch.samples(i) for i in range(batch.num_seqs)]
         logits = self._graph_logits(batch) if self.graphs is not None and batch.is_decode else None
-        if logits is None:
-            logits = self._eager_logits(batch, samples)
+        return self._eager_logits(batch, samples) if logits is None else logits
+
+    def _run(self, batch: ScheduledBatch) -> StepOutput:
+        samples = [batch.samples(i) for i in range(batch.num_seqs)]
+        logits = self.logits(batch)
         with torch.inference_mode():
             rows = [_sampling_row(s) for s, ok in zip(batch.seqs, samples) if ok]
             token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
