@@ -57,6 +57,8 @@ class ModelRunner:
                  dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
                  attention: AttentionImpl = "fast", step_threads: StepThreads | None = None,
                  kv_scaled: bool = True, cuda_graphs: bool = False) -> None:
+        if cuda_graphs and attention != "fast":
+            raise RunnerError(f"CUDA graphs replay the fast attention path, not {attention!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_config = model_config

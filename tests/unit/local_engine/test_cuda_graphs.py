@@ -15,7 +15,7 @@ from local_engine.graph_buckets import (
     smallest_fit,
 )
 from local_engine.kv_quant import FP8_DTYPE
-from local_engine.runner import ModelRunner
+from local_engine.runner import ModelRunner, RunnerError
 from local_engine.sequence import Sequence
 from tests.unit.local_engine.helpers import BlockPool, greedy, step, tiny_model
 
@@ -92,6 +92,13 @@ def test_a_step_larger_than_every_graph_runs_eagerly() -> None:
     graphed, got = _decode_run(model, graphs=True, buckets=(1, 2, 4))
     assert got == want
     assert graphed.graphs is not None and graphed.graphs.steps == {}  # 5 and 6 sequences: no graph holds them
+
+
+def test_graphs_only_replay_the_fast_path() -> None:
+    model = tiny_model()
+    with pytest.raises(RunnerError, match="fast attention path"):
+        ModelRunner(model, model.config, device="cpu", dtype=model.dtype, kv_dtype=None, num_blocks=8, block_size=BS,
+                    attention="deterministic", cuda_graphs=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs")
