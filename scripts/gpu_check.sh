@@ -175,9 +175,9 @@ if gguf:
         print(f"fp8 KV ({label}) vs bf16 KV, {n_p} prompts x {n_q} tokens: teacher-forced agreement {qual.agree:.3f}, "
               f"mean |dlogprob| {qual.mean_dlp:.4f} (max {qual.max_dlp:.3f}), free-run common prefix "
               f"{qual.prefix:.1f}/{n_q}", flush=True)
-        if scaled:
-            report("fp8 KV with scales: teacher-forced agreement with bf16 KV >= 0.9", qual.agree >= 0.9,
-                   f"({qual.agree:.3f})")
+        if scaled:  # the argmax flips at near-ties (SmolLM2's first answer token: p ~ 0.15): judge the log-probs
+            report("fp8 KV with scales: mean |dlogprob| vs bf16 KV <= 0.1 (0.05 measured on CPU)",
+                   qual.mean_dlp <= 0.1, f"({qual.mean_dlp:.4f})")
 
     # 3c. CUDA graphs on vs off on SmolLM2 (bf16): each prompt 8 times over (a batch-64 graph, or 16 in the
     # dry run), teacher-forced along the graphs-off greedy text, and free-run
