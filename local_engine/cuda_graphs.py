@@ -9,6 +9,8 @@ Off the GPU (tests) the same static step runs eagerly, so its bookkeeping is che
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from local_engine.attention import bmm_decode, storage_view, write_kv
@@ -25,6 +27,7 @@ from local_engine.kv_quant import dequantize
 from local_engine.model import LlamaModel
 
 _WARMUP_RUNS = 2  # eager runs on a side stream before capture: lazy inits, cuBLAS workspaces
+log = logging.getLogger(__name__)
 
 
 class StaticDecodeStep:
@@ -95,6 +98,7 @@ class DecodeGraphs:
         self.graphs: dict[GraphKey, torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.capture else None
         self._stream = torch.cuda.Stream(device) if self.capture else None
+        self.failed: str | None = None  # why a capture failed: every step runs eagerly from then on
 
     def run(self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]) -> torch.Tensor | None:
         """(n, V) float32 logits of a decode step of n sequences, or None when no graph is that large.
@@ -103,9 +107,11 @@ class DecodeGraphs:
         """
         key = graph_key(len(token_ids), max(positions) + 1, block_size=self.kv_cache.block_size,
                         batch_buckets=self.batch_buckets, width_buckets=self.width_buckets)
-        if key is None:
+        if key is None or self.failed is not None:
             return None
         step = self.steps.get(key) or self._build(key)
+        if step is None:
+            return None
         step.load(pad_decode(token_ids, positions, block_tables, key, block_size=self.kv_cache.block_size,
                              scratch_block=self.scratch_block))
         if self.capture:
@@ -116,10 +122,16 @@ class DecodeGraphs:
             logits = step.forward()
         return logits[:len(token_ids)]
 
-    def _build(self, key: GraphKey) -> StaticDecodeStep:
+    def _build(self, key: GraphKey) -> StaticDecodeStep | None:
         step = StaticDecodeStep(key, self.model, self.kv_cache, self.scratch_block, self.device)
         if self.capture:
-            self.graphs[key] = self._capture(step)
+            try:
+                self.graphs[key] = self._capture(step)
+            except Exception as exc:  # e.g. out of memory, an op that cannot be captured: serve without graphs
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.warning("CUDA graph capture of %s failed (%s); decode steps run eagerly from now on",
+                            key, self.failed)
+                return None
         self.steps[key] = step
         return step
 

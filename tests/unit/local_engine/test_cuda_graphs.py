@@ -94,6 +94,22 @@ def test_a_step_larger_than_every_graph_runs_eagerly() -> None:
     assert graphed.graphs is not None and graphed.graphs.steps == {}  # 5 and 6 sequences: no graph holds them
 
 
+def test_a_failed_capture_leaves_every_step_to_the_eager_path() -> None:
+    model = tiny_model()
+    _, want = _decode_run(model, graphs=False)
+    runner = ModelRunner(model, model.config, device="cpu", dtype=model.dtype, kv_dtype=None, num_blocks=96,
+                         block_size=BS, cuda_graphs=True)
+    assert runner.graphs is not None
+    runner.graphs.capture = True  # capturing needs CUDA: on this CPU the capture itself fails
+    pool = BlockPool(96, seed=3)
+    seqs = [Sequence([7 + i, 40 + 3 * i, 90, 5 * i + 1] * (1 + i), greedy(40)) for i in range(5)]
+    step(runner, pool, seqs, [s.num_tokens for s in seqs], True)
+    for _ in range(16):
+        step(runner, pool, seqs, [1] * 5, False)
+    assert runner.graphs.failed and runner.graphs.steps == {}
+    assert [s.completion_token_ids for s in seqs] == [w[:17] for w in want[:5]]
+
+
 def test_graphs_only_replay_the_fast_path() -> None:
     model = tiny_model()
     with pytest.raises(RunnerError, match="fast attention path"):
