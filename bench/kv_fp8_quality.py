@@ -8,6 +8,7 @@ then one decode step per reference token, so every K/V it reads went through its
   max|dlp| the largest of those; prefix: mean common prefix of the free-run greedy outputs (of N)
 
     .venv/bin/python bench/kv_fp8_quality.py [--model smollm2 tiny-random] [--tokens 32] [--device cpu]
+    .venv/bin/python bench/kv_fp8_quality.py --speed [--batch 8 --context 192]  # decode step time per KV dtype
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from local_engine.batch import ScheduledBatch
-from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.kv_cache import num_blocks_for_budget, resolve_kv_dtype
+from local_engine.loading import DEFAULT_CPU_KV_BYTES, LoadedModel, load_engine_model
 from local_engine.runner import ModelRunner
 from local_engine.sequence import SamplingParams, Sequence
 
@@ -97,6 +99,40 @@ def compare(ref_tokens: list[list[int]], ref_lp: torch.Tensor, runner: ModelRunn
     return Quality(float(agree), float(dlp.mean()), float(dlp.max()), statistics.mean(prefix))
 
 
+def speed(model: str, device: str, batch: int, context: int, steps: int, rounds: int) -> None:
+    """Decode step time of bf16, fp8 scaled and fp8 plain KV pools on the same weights, rounds alternating;
+    each pool as large as the engine's CPU default (1 GiB), which decides whether the decode mirror is used."""
+    loaded = _load(model, "bf16", "bf16", True, device)
+    tok, base = loaded.tokenizer, loaded.runner
+    text = tok.encode(" ".join(PROMPTS) * 8)[:context]
+    configs = {"bf16": (None, True), "fp8 scaled": (torch.float8_e4m3fn, True), "fp8 plain": (torch.float8_e4m3fn, False)}
+    state = {}
+    for name, (kv, scaled) in configs.items():
+        num_blocks = num_blocks_for_budget(loaded.model_config, DEFAULT_CPU_KV_BYTES, 16,
+                                           resolve_kv_dtype(kv, base.dtype))
+        r = ModelRunner(base.model, loaded.model_config, device=device, dtype=base.dtype, kv_dtype=kv,
+                        num_blocks=num_blocks, block_size=16, kv_scaled=scaled)
+        r.calibrate_kv_scales([text])
+        free = list(range(r.num_blocks))
+        seqs = [Sequence(list(text), SamplingParams(temperature=0.0)) for _ in range(batch)]
+        lp = _step(r, free, seqs, [context] * batch, True)
+        state[name] = (r, free, seqs, lp)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(rounds):
+        for name, (r, free, seqs, lp) in state.items():
+            for _ in range(steps):
+                for b, s in enumerate(seqs):
+                    s.append_token(int(lp[b].argmax()))
+                t0 = time.perf_counter()
+                lp = _step(r, free, seqs, [1] * batch, False)
+                times[name].append(time.perf_counter() - t0)
+            state[name] = (r, free, seqs, lp)
+    ref = statistics.median(times["bf16"])
+    for name, ts in times.items():
+        print(f"{model} batch {batch} context ~{context}: {name:<10} decode step p50 {statistics.median(ts) * 1e3:7.1f} ms "
+              f"({statistics.median(ts) / ref:.2f}x bf16), {len(ts)} steps", flush=True)
+
+
 def _load(model: str, dtype: str, kv: str, scaled: bool, device: str) -> LoadedModel:
     return load_engine_model(model, device=device, dtype=dtype, kv_dtype=kv, kv_scales=scaled,
                              kv_cache_bytes=64 << 20, cuda_graphs=False)
@@ -109,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--prompts", type=int, default=len(PROMPTS))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--speed", action="store_true", help="time decode steps per KV dtype instead")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--context", type=int, default=192)
     args = p.parse_args(argv)
+    if args.speed:
+        for model in args.model:
+            speed(model, args.device, args.batch, args.context, steps=8, rounds=3)
+        return 0
     print(f"| model | reference | candidate | agree | mean abs dlogprob | max | free-run prefix (of {args.tokens}) |")
     print("|---|---|---|---|---|---|---|")
     for model in args.model:

@@ -85,6 +85,15 @@ def test_dequantize_is_exact_in_bf16_and_reads_the_uint8_bytes() -> None:
     assert stored.view(torch.uint8).data_ptr() == stored.data_ptr()  # dequantize copied, did not alias
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_the_cpu_lookup_decodes_every_code_as_torchs_cast(dtype: torch.dtype) -> None:
+    codes = torch.arange(256, dtype=torch.uint8).view(2, 8, 16)
+    want = codes.view(FP8_DTYPE).to(dtype)
+    got = dequantize(codes, FP8_DTYPE, dtype, None)
+    assert got.dtype == dtype and torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
 def _attention_case(scaled: bool):
     H, KVH, D, BS, NB = 6, 3, 16, 4, 32
     lens, cached = [9, 14, 5, 7], [8, 13, 4, 6]  # a decode step of four sequences: the bmm path
