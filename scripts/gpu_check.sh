@@ -13,6 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HYBRIDGW_CACHE_DIR="${HYBRIDGW_CACHE_DIR:-${TMPDIR:-/tmp}/hybridgw-gpu-check}"
+# as `hybridgw engine` runs: OpenMP threads sleep at barriers (spinning on shared cores made the CPU dry run's
+# random-weights path 0.4 tok/s at batch 1)
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec "${PYTHON:-python3}" - "$@" <<'PY'
 import os, sys, time
 import torch
