@@ -45,6 +45,25 @@ def test_padding_points_every_extra_row_at_the_scratch_block() -> None:
         pad_decode([1, 2], [0, 0], [[1], [2]], GraphKey(1, 3), block_size=BS, scratch_block=99)
 
 
+def test_a_key_keeps_its_static_buffers_and_each_step_refills_them() -> None:
+    model = tiny_model()
+    runner = ModelRunner(model, model.config, device="cpu", dtype=model.dtype, kv_dtype=None, num_blocks=32,
+                         block_size=BS, cuda_graphs=True)
+    graphs = runner.graphs
+    assert graphs is not None
+    with torch.inference_mode():
+        graphs.run([11, 12, 13], [5, 0, 9], [[3, 4], [7], [1, 2, 6]])
+        step_ = graphs.steps[GraphKey(4, 16)]
+        addresses = [t.data_ptr() for t in (step_.input_ids, step_.block_tables, step_.context_lens)]
+        logits = graphs.run([21, 22, 23], [6, 1, 10], [[3, 4], [7], [1, 2, 6]])  # the next step, same graph
+    assert logits is not None and logits.shape == (3, model.config.vocab_size)
+    assert list(graphs.steps) == [GraphKey(4, 16)]
+    assert [t.data_ptr() for t in (step_.input_ids, step_.block_tables, step_.context_lens)] == addresses
+    assert step_.input_ids.tolist() == [21, 22, 23, 0] and step_.context_lens.tolist() == [7, 2, 11, 1]
+    assert step_.slot_mapping.tolist() == [4 * BS + 2, 7 * BS + 1, 6 * BS + 2, 32 * BS]  # 32: the scratch block
+    assert step_.block_tables[:, :4].tolist() == [[3, 4, 32, 32], [7, 32, 32, 32], [1, 2, 6, 32], [32] * 4]
+
+
 def _decode_run(model, graphs: bool, kv_dtype=None, buckets: tuple[int, ...] | None = None):
     """Prefill 5 sequences, decode 16 steps, a sequence joins, 6 steps, one leaves, 6 steps."""
     runner = ModelRunner(model, model.config, device=model.norm.device, dtype=model.dtype, kv_dtype=kv_dtype, num_blocks=96,
