@@ -37,31 +37,25 @@ class StaticDecodeStep:
                  device: torch.device) -> None:
         self.key, self.model, self.kv_cache = key, model, kv_cache
         B, NB, bs = key.num_seqs, key.num_blocks, kv_cache.block_size
-        pinned = device.type == "cuda"
-
-        def buffers(*shape: int, fill: int) -> tuple[torch.Tensor, torch.Tensor]:
-            host = torch.full(shape, fill, dtype=torch.int64, pin_memory=pinned)
-            return host, host.to(device, copy=True)
-
-        # every row starts as padding (scratch block), so warm-up runs write nothing real
-        self.host_ids, self.input_ids = buffers(B, fill=0)  # (B,)
-        self.host_positions, self.positions = buffers(B, fill=0)  # (B,)
-        self.host_slots, self.slot_mapping = buffers(B, fill=scratch_block * bs)  # (B,)
-        self.host_tables, self.block_tables = buffers(B, NB, fill=scratch_block)  # (B, NB)
-        self.host_context, self.context_lens = buffers(B, fill=1)  # (B,)
+        self.pinned = device.type == "cuda"
+        # one int64 buffer, so a step's inputs travel in one copy; the graph reads these views of it.
+        # Every row starts as padding (the scratch block), so warm-up runs write nothing real.
+        self.inputs = torch.cat([torch.zeros(2 * B, dtype=torch.int64), torch.full((B,), scratch_block * bs),
+                                 torch.ones(B, dtype=torch.int64), torch.full((B * NB,), scratch_block)]).to(device)
+        self.input_ids, self.positions, self.slot_mapping, self.context_lens = self.inputs[:4 * B].view(4, B)
+        self.block_tables = self.inputs[4 * B:].view(B, NB)
         self.logits: torch.Tensor | None = None  # (B, V) float32: the captured forward's output
 
     def load(self, padded: PaddedDecode) -> None:
-        """Copy one step's padded inputs into the static buffers (host -> device without a sync)."""
-        pairs = ((self.host_ids, self.input_ids, padded.input_ids),
-                 (self.host_positions, self.positions, padded.positions),
-                 (self.host_slots, self.slot_mapping, padded.slot_mapping),
-                 (self.host_tables, self.block_tables, padded.block_tables),
-                 (self.host_context, self.context_lens, padded.context_lens))
-        for host, dev, values in pairs:
-            # the previous step's copies out of these host buffers are done: its tokens were read back
-            host.copy_(torch.tensor(values, dtype=torch.int64))
-            dev.copy_(host, non_blocking=True)
+        """Copy one step's padded inputs into the static buffer: one host -> device copy, no sync.
+
+        A fresh pinned tensor each step: torch's pinned-memory cache hands its block out again only once
+        the copy that read it has run, so the host never overwrites a copy still in flight.
+        """
+        flat = [*padded.input_ids, *padded.positions, *padded.slot_mapping, *padded.context_lens,
+                *(b for row in padded.block_tables for b in row)]
+        host = torch.tensor(flat, dtype=torch.int64, pin_memory=self.pinned)
+        self.inputs.copy_(host, non_blocking=self.pinned)
 
     def forward(self) -> torch.Tensor:
         """(B, V) float32 logits of every row, from the static buffers only."""
