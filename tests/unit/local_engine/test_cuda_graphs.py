@@ -138,8 +138,8 @@ def test_graphs_only_replay_the_fast_path() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs")
 def test_captured_graphs_replay_what_the_eager_step_computes() -> None:
-    model = tiny_model()
     cuda_model = tiny_model().to("cuda")
-    _, want = _decode_run(model, graphs=False)
+    _, want = _decode_run(cuda_model, graphs=False)
     runner, got = _decode_run(cuda_model, graphs=True)
-    assert got == want and runner.graphs is not None and runner.graphs.graphs
+    assert got == want and runner.graphs is not None and set(runner.graphs.graphs) == {GraphKey(8, 16)}
+    assert runner.graphs.failed is None
