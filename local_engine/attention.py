@@ -6,7 +6,8 @@ a group of sequences' blocks into a padded (KVH, B, L, D) tensor; the G query he
 head become extra query rows (GQA without repeating K/V). Prefill groups use one SDPA call;
 batched decode uses baddbmm + softmax + bmm, measured 3x faster than SDPA's CPU kernel for
 single-row queries (B=64, L=176, bf16: 0.33 vs 1.16 ms per layer). Sequences are grouped so
-that padding never costs much more than the real work.
+that padding never costs much more than the real work. A scaled FP8 cache takes its layer's
+scales (2*KVH,): K/V are divided by them on write and multiplied back on read (kv_quant.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from local_engine.decode_mirror import MirrorPlan
+from local_engine.kv_quant import dequantize, quantize
 
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
@@ -113,33 +115,37 @@ def storage_view(cache: torch.Tensor) -> torch.Tensor:
     return cache.view(torch.uint8) if cache.element_size() == 1 and cache.is_floating_point() else cache
 
 
-def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:
+def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor,
+             scales: torch.Tensor | None = None) -> torch.Tensor:
     """Store k, v (T, KVH, D) at flat slots (T,) of a layer cache (2*KVH, N, block_size, D).
 
     Returns what was stored, (2*KVH, T, D) in the cache dtype (the decode mirror appends it too).
     """
     two_kvh, n, bs, d = cache.shape
-    kv = torch.cat([k, v], dim=1).to(cache.dtype).transpose(0, 1)  # (2*KVH, T, D)
+    kv = torch.cat([k, v], dim=1).transpose(0, 1)  # (2*KVH, T, D)
+    kv = quantize(kv, scales) if scales is not None else kv.to(cache.dtype)
     storage_view(cache).view(two_kvh, n * bs, d).index_copy_(1, slot_mapping, storage_view(kv))
     return kv
 
 
-def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata,
+                    scales: torch.Tensor | None = None) -> torch.Tensor:
     """Fast path. q (T, H, D) -> (T, H, D), reading K/V of all sequences through their block tables."""
     if len(meta.groups) == 1:
-        return _group_attention(q, cache, meta.groups[0])
-    return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g)
+        return _group_attention(q, cache, meta.groups[0], scales)
+    return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g, scales)
                       for g in meta.groups])
 
 
-def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
+def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup,
+                     scales: torch.Tensor | None) -> torch.Tensor:
     _, H, D = q.shape
     two_kvh = cache.shape[0]
     KVH, G = two_kvh // 2, H // (two_kvh // 2)
     B, Tq, L = group.num_seqs, group.max_query_len, group.context_len
     kv = storage_view(cache).index_select(1, group.gather_blocks)  # (2*KVH, B*NB, bs, D)
-    if cache.dtype != q.dtype:
-        kv = kv.view(cache.dtype).to(q.dtype)
+    if cache.dtype != q.dtype or scales is not None:
+        kv = dequantize(kv, cache.dtype, q.dtype, scales)
     kv = kv.view(two_kvh, B, L, D)
     if group.use_bmm:
         return bmm_decode(q, kv, group.attn_bias)
@@ -169,7 +175,8 @@ def bmm_decode(q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.T
 
 
 def mirrored_decode_attention(q: torch.Tensor, stored: torch.Tensor, cache: torch.Tensor,
-                              mirror: torch.Tensor | None, plan: MirrorPlan) -> tuple[torch.Tensor, torch.Tensor]:
+                              mirror: torch.Tensor | None, plan: MirrorPlan,
+                              scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over the mirror of the batch's K/V (see decode_mirror.py).
 
     q (B, H, D); ``stored`` (2*KVH, B, D): the new tokens' K/V as ``write_kv`` put them in ``cache``;
@@ -179,15 +186,17 @@ def mirrored_decode_attention(q: torch.Tensor, stored: torch.Tensor, cache: torc
     B = q.shape[0]
     if plan.rebuild or mirror is None:
         assert plan.gather_blocks is not None
-        mirror = storage_view(cache).index_select(1, plan.gather_blocks).view(cache.dtype).to(q.dtype)
+        mirror = dequantize(storage_view(cache).index_select(1, plan.gather_blocks), cache.dtype, q.dtype, scales)
         mirror = mirror.view(two_kvh, B, plan.capacity, D)
     else:
         # the values the pool holds (rounded to its dtype), so both paths agree exactly
-        mirror.view(two_kvh, B * plan.capacity, D).index_copy_(1, plan.slots, stored.to(q.dtype))
+        mirror.view(two_kvh, B * plan.capacity, D).index_copy_(
+            1, plan.slots, dequantize(stored, cache.dtype, q.dtype, scales))
     return bmm_decode(q, mirror, plan.attn_bias), mirror
 
 
-def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata,
+                              scales: torch.Tensor | None = None) -> torch.Tensor:
     """Reference path: one sequence at a time, slots computed per position, float32 math."""
     _, H, D = q.shape
     two_kvh, n, bs, _ = cache.shape
@@ -197,7 +206,7 @@ def paged_attention_reference(q: torch.Tensor, cache: torch.Tensor, meta: Attent
     for table, start, num in zip(meta.block_tables, meta.start_positions, meta.query_lens):
         positions = torch.arange(start + num)
         slots = torch.tensor([table[p // bs] * bs + p % bs for p in positions.tolist()], device=q.device)
-        kv = flat.index_select(1, slots).view(cache.dtype).float()  # (2*KVH, L, D)
+        kv = dequantize(flat.index_select(1, slots), cache.dtype, torch.float32, scales)  # (2*KVH, L, D)
         k = kv[:KVH].repeat_interleave(H // KVH, dim=0)  # (H, L, D)
         v = kv[KVH:].repeat_interleave(H // KVH, dim=0)
         qs = q[offset:offset + num].float().transpose(0, 1)  # (H, n, D)

@@ -60,6 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deterministic", action="store_true",
                    help="batch-invariant kernels: a request's output and logprobs never depend on what else "
                         "runs (slower; see docs/benchmarks.md)")
+    p.add_argument("--kv-scales", action=argparse.BooleanOptionalAction, default=True,
+                   help="fp8 KV: per-layer, per-head scales calibrated at load (default); --no-kv-scales: plain cast")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay decode steps as CUDA graphs at bucketed batch sizes (default: on with CUDA "
+                        "unless --deterministic, off on CPU)")
     p.add_argument("--served-model-name", action="append", default=[],
                    help="extra names requests may use for this model (repeatable)")
     p.add_argument("--engine-core", choices=("process", "thread"), default="process",
@@ -76,7 +81,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         block_size=args.block_size, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
-        enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic)
+        enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic,
+        kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs)
 
 
 def passive_openmp_waits() -> None:

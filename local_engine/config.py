@@ -46,6 +46,12 @@ class EngineConfig:
     # Batch-invariant kernels: a request's tokens and logprobs do not depend on what runs beside it
     # (for replay and tests), at a throughput cost (docs/benchmarks.md).
     deterministic: bool = False
+    # An fp8 KV pool stores K/V divided by per-layer, per-head power-of-two scales calibrated at load
+    # (kv_calibration.py); False: the plain cast (values past 448 clamp, below 2^-9 vanish).
+    kv_scales: bool = True
+    # Decode steps replayed as CUDA graphs at bucketed batch sizes (cuda_graphs.py). None: on for
+    # CUDA (unless deterministic), off on CPU; True on a CPU is refused at load.
+    cuda_graphs: bool | None = None
 
     def __post_init__(self) -> None:
         _positive("block_size", self.block_size)
@@ -71,6 +77,9 @@ class EngineConfig:
             raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if not 0.0 <= self.admission_watermark < 1.0:
             raise ConfigError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
+        if self.cuda_graphs and self.deterministic:
+            raise ConfigError("cuda_graphs and deterministic exclude each other: the graphs' attention is "
+                              "not the batch-invariant one")
         if self.stats_window_s <= 0:
             raise ConfigError(f"stats_window_s must be > 0, got {self.stats_window_s}")
 

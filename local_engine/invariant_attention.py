@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from local_engine.attention import bmm_decode, storage_view
+from local_engine.kv_quant import dequantize
 
 _MAX_GATHERED = 1 << 16  # query tokens x key positions gathered per call (bounds the K/V copies)
 # torch sends a bf16 bmm to oneDNN only when batch x M x K x N exceeds 16**3, so a small batch of
@@ -77,13 +78,15 @@ def _group(entries: list[tuple[int, list[int], int]], nb: int, block_size: int, 
                     attn_bias=bias.to(device), context_len=L)
 
 
-def invariant_attention(q: torch.Tensor, cache: torch.Tensor, groups: tuple[RowGroup, ...]) -> torch.Tensor:
-    """q (T, H, D) -> (T, H, D) over a layer cache (2*KVH, N, block_size, D), one bmm item per token."""
+def invariant_attention(q: torch.Tensor, cache: torch.Tensor, groups: tuple[RowGroup, ...],
+                        scales: torch.Tensor | None = None) -> torch.Tensor:
+    """q (T, H, D) -> (T, H, D) over a layer cache (2*KVH, N, block_size, D), one bmm item per token;
+    ``scales`` (2*KVH,) of a scaled FP8 cache."""
     two_kvh, D = cache.shape[0], cache.shape[-1]
     out = torch.empty_like(q)
     for g in groups:
         R = g.rows.shape[0]
-        kv = storage_view(cache).index_select(1, g.gather_blocks).view(cache.dtype).to(q.dtype)
+        kv = dequantize(storage_view(cache).index_select(1, g.gather_blocks), cache.dtype, q.dtype, scales)
         kv = kv.view(two_kvh, R, g.context_len, D)  # (2*KVH, R, L, D)
         out.index_copy_(0, g.rows, bmm_decode(q.index_select(0, g.rows), kv, g.attn_bias))
     return out

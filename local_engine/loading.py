@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from local_engine.kv_cache import cuda_kv_budget, num_blocks_for_budget, resolve_kv_dtype
+from local_engine.kv_calibration import calibration_token_ids
 from local_engine.loaders import gguf, hf, weight_cache
 from local_engine.loaders.registry import ModelSource, resolve_model
 from local_engine.loaders.tiny_random import tiny_random_config, tiny_random_tensors
@@ -52,11 +53,13 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                       gpu_memory_fraction: float = 0.85, block_size: int = 16,
                       max_model_len: int | None = None, num_threads: int | None = None,
                       shares_process_with_server: bool = True, deterministic: bool = False,
-                      small_step_threads: int | None = None) -> LoadedModel:
+                      small_step_threads: int | None = None, kv_scales: bool = True,
+                      cuda_graphs: bool | None = None) -> LoadedModel:
     """Load ``spec`` (see loaders.registry) onto a device; ``num_threads`` sets torch's CPU threads
     (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected);
     ``deterministic``: batch-invariant matmuls and attention (a request's output never depends on the batch);
-    ``small_step_threads``: CPU threads of steps of a few tokens (runner_threads.py; None: all of them)."""
+    ``small_step_threads``: CPU threads of steps of a few tokens (runner_threads.py; None: all of them);
+    ``kv_scales``: an fp8 pool's scales, calibrated here; ``cuda_graphs``: None = on for CUDA unless deterministic."""
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -72,10 +75,16 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
         kv_cache_bytes = (cuda_kv_budget(dev, gpu_memory_fraction) if dev.type == "cuda"
                           else TINY_CPU_KV_BYTES if source.kind == "tiny-random" else DEFAULT_CPU_KV_BYTES)
     num_blocks = num_blocks_for_budget(config, kv_cache_bytes, block_size, kv_torch_dtype)
+    if cuda_graphs and dev.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, not {dev}")
+    graphs = (dev.type == "cuda" and not deterministic) if cuda_graphs is None else cuda_graphs
     runner = ModelRunner(model, config, device=dev, dtype=torch_dtype, kv_dtype=kv_torch_dtype,
                          num_blocks=num_blocks, block_size=block_size,
                          attention="deterministic" if deterministic else "fast",
-                         step_threads=None if deterministic else _step_threads(dev, small_step_threads))
+                         step_threads=None if deterministic else _step_threads(dev, small_step_threads),
+                         kv_scaled=kv_scales, cuda_graphs=graphs)
+    if runner.kv_cache.scales is not None:  # a scaled fp8 pool: its scales from the built-in text
+        runner.calibrate_kv_scales(calibration_token_ids(tokenizer))
     log.info("loaded %s on %s (%s, KV %s x %d blocks of %d) in %.1fs", source.name, dev, torch_dtype,
              kv_torch_dtype, num_blocks, block_size, time.perf_counter() - started)
     return LoadedModel(runner=runner, tokenizer=tokenizer, model_config=config, model_name=source.name,

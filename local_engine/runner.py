@@ -18,9 +18,11 @@ from local_engine.attention import (
     write_kv,
 )
 from local_engine.batch import ScheduledBatch
+from local_engine.cuda_graphs import DecodeGraphs
 from local_engine.decode_mirror import DecodeMirror, MirrorPlan
 from local_engine.invariant_attention import RowGroup, build_row_groups, invariant_attention
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
+from local_engine.kv_calibration import calibrate_scales
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
 from local_engine.runner_threads import StepThreads, use_threads
@@ -53,7 +55,10 @@ def _sampling_row(seq: Sequence) -> SamplingRow:
 class ModelRunner:
     def __init__(self, model: LlamaModel, model_config: ModelConfig, *, device: str | torch.device,
                  dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
-                 attention: AttentionImpl = "fast", step_threads: StepThreads | None = None) -> None:
+                 attention: AttentionImpl = "fast", step_threads: StepThreads | None = None,
+                 kv_scaled: bool = True, cuda_graphs: bool = False) -> None:
+        if cuda_graphs and attention != "fast":
+            raise RunnerError(f"CUDA graphs replay the fast attention path, not {attention!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_config = model_config
@@ -61,10 +66,14 @@ class ModelRunner:
         self.model.prepack_weights()
         if attention == "deterministic":
             self.model.make_batch_invariant(INVARIANT_TILE_ROWS)
+        # kv_scaled: an FP8 pool keeps per-layer, per-head scales (1 until calibrate_kv_scales)
         self.kv_cache = PagedKVCache(model_config, num_blocks, block_size, resolve_kv_dtype(kv_dtype, dtype),
-                                     self.device)
+                                     self.device, scaled=kv_scaled, scratch_blocks=1 if cuda_graphs else 0)
         self.attention = attention
         self.max_positions = self.model.rope_table.shape[0]
+        # decode steps through CUDA graphs (cuda_graphs.py; eager static steps off the GPU, for tests)
+        self.graphs = DecodeGraphs(self.model, self.kv_cache, scratch_block=num_blocks, device=self.device,
+                                   max_positions=self.max_positions) if cuda_graphs else None
         self.step_threads = step_threads  # None: every step on torch's current thread count
         self.mirror = DecodeMirror(model_config.num_layers, min(self.kv_cache.num_bytes // 2, _MIRROR_MAX_BYTES))
 
@@ -80,6 +89,11 @@ class ModelRunner:
     def kv_bytes_per_token(self) -> int:
         return self.kv_cache.kv_bytes_per_token
 
+    def calibrate_kv_scales(self, sequences: list[list[int]]) -> None:
+        """Set a scaled FP8 pool's scales from these token sequences (kv_calibration.py); else nothing."""
+        if self.kv_cache.scales is not None:
+            self.kv_cache.set_scales(calibrate_scales(self.model, sequences, self.device))
+
     def run(self, batch: ScheduledBatch) -> StepOutput:
         if batch.num_seqs == 0:
             return StepOutput(token_ids=(), logprobs=())
@@ -92,10 +106,31 @@ class ModelRunner:
                               logprobs=tuple(lp for o in outs for lp in o.logprobs))
         return self._run(batch)
 
+    def logits(self, batch: ScheduledBatch) -> torch.Tensor:
+        """(S, V) float32 logits of a pure (prefill or decode) batch's sampling sequences, nothing sampled
+        (quality benches, graphs-on/off checks); the K/V are written as ``run`` writes them."""
+        samples = [batch.samples(i) for i in range(batch.num_seqs)]
+        logits = self._graph_logits(batch) if self.graphs is not None and batch.is_decode else None
+        return self._eager_logits(batch, samples) if logits is None else logits
+
     def _run(self, batch: ScheduledBatch) -> StepOutput:
+        samples = [batch.samples(i) for i in range(batch.num_seqs)]
+        logits = self.logits(batch)
+        with torch.inference_mode():
+            rows = [_sampling_row(s) for s, ok in zip(batch.seqs, samples) if ok]
+            token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
+        out_ids: list[int | None] = [None] * batch.num_seqs
+        out_lp: list[TokenLogprobs | None] = [None] * batch.num_seqs
+        sampled = iter(zip(token_ids, logprobs))
+        for i, ok in enumerate(samples):
+            if ok:
+                out_ids[i], out_lp[i] = next(sampled)
+        return StepOutput(token_ids=tuple(out_ids), logprobs=tuple(out_lp))
+
+    def _eager_logits(self, batch: ScheduledBatch, samples: list[bool]) -> torch.Tensor:
+        """(S, V) logits of the sampling sequences, computed op by op."""
         input_ids, positions, meta = self._prepare(batch)
         plan = self._mirror_plan(batch, meta)
-        samples = [batch.samples(i) for i in range(batch.num_seqs)]
         ends = torch.tensor(meta.query_lens).cumsum(0) - 1
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
         try:
@@ -107,16 +142,20 @@ class ModelRunner:
             raise
         if plan is not None:
             self.mirror.commit()
+        return logits
+
+    def _graph_logits(self, batch: ScheduledBatch) -> torch.Tensor | None:
+        """(B, V) logits of a decode step through a CUDA graph, or None when no graph is that large."""
+        assert self.graphs is not None
+        positions = [seq.num_cached_tokens for seq in batch.seqs]
+        for seq, p in zip(batch.seqs, positions):
+            self._check(seq.seq_id, 1, p + 1, seq.num_tokens, len(seq.block_table))
         with torch.inference_mode():
-            rows = [_sampling_row(s) for s, ok in zip(batch.seqs, samples) if ok]
-            token_ids, logprobs = sample(logits.float(), rows) if rows else ([], [])
-        out_ids: list[int | None] = [None] * batch.num_seqs
-        out_lp: list[TokenLogprobs | None] = [None] * batch.num_seqs
-        sampled = iter(zip(token_ids, logprobs))
-        for i, ok in enumerate(samples):
-            if ok:
-                out_ids[i], out_lp[i] = next(sampled)
-        return StepOutput(token_ids=tuple(out_ids), logprobs=tuple(out_lp))
+            logits = self.graphs.run([seq.token_ids[p] for seq, p in zip(batch.seqs, positions)], positions,
+                                     [seq.block_table for seq in batch.seqs])
+        if logits is not None:
+            self.mirror.invalidate()  # the mirror did not see these tokens
+        return logits
 
     def _mirror_plan(self, batch: ScheduledBatch, meta: AttentionMetadata) -> MirrorPlan | None:
         """Decode steps the fast bmm path computes in one group may reuse last step's gathered K/V."""
@@ -139,15 +178,15 @@ class ModelRunner:
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            layer_cache = cache.layer(layer)
-            stored = write_kv(layer_cache, k, v, meta.slot_mapping)  # (2*KVH, T, D)
+            layer_cache, scales = cache.layer(layer), cache.layer_scales(layer)
+            stored = write_kv(layer_cache, k, v, meta.slot_mapping, scales)  # (2*KVH, T, D)
             if rows is not None:
-                return invariant_attention(q, layer_cache, rows)
+                return invariant_attention(q, layer_cache, rows, scales)
             if plan is not None:
                 out, mirror.buffers[layer] = mirrored_decode_attention(q, stored, layer_cache,
-                                                                      mirror.buffers[layer], plan)
+                                                                      mirror.buffers[layer], plan, scales)
                 return out
-            return attend(q, layer_cache, meta)
+            return attend(q, layer_cache, meta, scales)
         return attention_fn
 
     def _row_groups(self, meta: AttentionMetadata) -> tuple[RowGroup, ...]:

