@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gateway.key_store import KeyStorage, KeyStore
 from gateway.key_usage import KeyUsageRecorder
 from gateway.settings import Settings
-from observability.ledger import Ledger, open_ledger
+from observability.ledger import Ledger, LedgerConfig, open_ledger
 from observability.limiter_health import register_limiter_metrics
 from observability.limits_inprocess import InProcessLimiter
 from observability.limits_protocol import Limiter
@@ -70,7 +70,8 @@ def build_observability(settings: Settings, policy: Policy, environ: Mapping[str
     key_usage = KeyUsageRecorder(key_store) if key_store is not None else None
     if key_usage is not None:
         observers.append(key_usage)
-    ledger = open_ledger(settings.redis_url, settings.data_dir, observers=observers).start()
+    ledger_config = LedgerConfig(unready_after_s=settings.ledger_unready_after_s)
+    ledger = open_ledger(settings.redis_url, settings.data_dir, ledger_config, observers=observers).start()
     if limiter is None:
         limiter = build_limiter(limits_from_policy(policy), settings.redis_url)
     register_limiter_metrics(metrics.provider, limiter)  # failures of the Redis limiter, by script and kind

@@ -36,6 +36,9 @@ class Settings:
     metrics_public: bool = False  # True: GET /metrics without the admin key (team names, costs in it)
     # A streaming client that reads nothing for this long is dropped (its upstream stream closed).
     stream_write_timeout_s: float = 30.0
+    # /readyz turns 503 once the usage store has refused writes this long in a row (LedgerConfig):
+    # shorter takes a replica whose Redis is full or read-only out of the load balancer sooner.
+    ledger_unready_after_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -52,6 +55,8 @@ class Settings:
         for name, key, kind in _BOUNDS:
             if env.get(name):
                 values[key] = kind(env[name])
+        if env.get("HYBRIDGW_LEDGER_UNREADY_AFTER_S"):
+            values["ledger_unready_after_s"] = float(env["HYBRIDGW_LEDGER_UNREADY_AFTER_S"])
         if env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):

@@ -32,6 +32,7 @@ class LedgerConfig:
     max_attempts: int = 5  # a record that fails this often on its own (store otherwise fine) is poison
     # /readyz turns 503 once the store has *refused* writes (OOM, READONLY, ...) this long in a row.
     # An unreachable store does not count: every replica sees that outage, and the spill holds it.
+    # The gateway sets it from HYBRIDGW_LEDGER_UNREADY_AFTER_S (Settings.ledger_unready_after_s).
     unready_after_s: float = 30.0
 
 

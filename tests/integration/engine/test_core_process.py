@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.engine.conftest import engine_process
+from tests.integration.engine.conftest import Engine, engine_process
 from tests.support import procs
 
 MODEL = "tiny-random"
@@ -38,17 +38,19 @@ def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_server_process_holds_no_torch_and_one_core_child() -> None:
-    with engine_process("--model", MODEL) as engine:
-        (core,) = children(engine.proc.pid)
-        assert "libtorch" in maps(core)
-        assert "libtorch" not in maps(engine.proc.pid)
-        reply = engine.client().chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, temperature=0)
-        assert reply.usage is not None and reply.usage.completion_tokens == 5
-        state = engine.state()
-        assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]
-        assert state["torch_threads"] >= 1  # as the core process reported it
+# The directory's tiny_engine (default arguments, the default core) where a test leaves its engine running;
+# an engine of its own where the test kills, signals or configures it.
+def test_server_process_holds_no_torch_and_one_core_child(tiny_engine: Engine) -> None:
+    engine = tiny_engine
+    (core,) = children(engine.proc.pid)
+    assert "libtorch" in maps(core)
+    assert "libtorch" not in maps(engine.proc.pid)
+    reply = engine.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, temperature=0)
+    assert reply.usage is not None and reply.usage.completion_tokens == 5
+    state = engine.state()
+    assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]
+    assert state["torch_threads"] >= 1  # as the core process reported it
 
 
 def test_killed_core_ends_streams_in_band_and_the_server_exits_for_a_restart() -> None:
@@ -112,7 +114,7 @@ def test_a_server_killed_while_its_model_loads_takes_its_core_along() -> None:
         procs.stop(proc)
 
 
-def test_a_burst_of_long_prompts_all_complete() -> None:
+def test_a_burst_of_long_prompts_all_complete(tiny_engine: Engine) -> None:
     # ~0.5 MB of prompts reach the core at once while it steps: the pipe must keep flowing both ways
     async def burst(engine_url: str) -> list[int]:
         client = openai.AsyncOpenAI(base_url=f"{engine_url}/v1", api_key="unused", max_retries=0)
@@ -129,7 +131,6 @@ def test_a_burst_of_long_prompts_all_complete() -> None:
         finally:
             await client.close()
 
-    with engine_process("--model", MODEL) as engine:
-        assert asyncio.run(burst(engine.url)) == [3] * 64
-        state = engine.state()
-        assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]
+    assert asyncio.run(burst(tiny_engine.url)) == [3] * 64
+    state = tiny_engine.state()
+    assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]

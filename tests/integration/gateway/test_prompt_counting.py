@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.gateway.conftest import create_key
 from tests.support import procs
+from tests.support.clock import minute_with_room
 from tests.support.procs import wait_until
 
 BIG_PROMPT = "hello world " * ((4 * 1024 * 1024 - 1024) // 12)  # under the 4 MiB limit; ~0.5 s to count
@@ -104,14 +105,14 @@ def test_a_small_request_is_not_held_up_by_counting_a_huge_prompt(served: Served
 
 
 def test_a_team_over_its_rpm_is_refused_before_its_prompt_is_counted(served: Served) -> None:
-    if 60 - time.time() % 60 < 20:  # all three requests inside one minute window
-        time.sleep(60 - time.time() % 60 + 0.1)
+    minute = minute_with_room(6.0)  # all of them inside one minute window (0.3 s at a load of 10)
     with httpx.Client(base_url=served.url, timeout=60,
                       headers={"authorization": f"Bearer {served.keys['rpm']}"}) as http:
         for _ in range(RPM):
             assert http.post("/v1/chat/completions", content=_chat_body("hi")).status_code == 200
         refused = http.post("/v1/chat/completions", content=_chat_body(BIG_PROMPT),
                             headers={"x-request-id": "over-rpm"})
+    assert time.time() // 60 == minute, "the requests crossed a minute boundary; their window split in two"
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "requests_per_minute"
     record = served.record("over-rpm")

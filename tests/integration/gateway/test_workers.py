@@ -34,6 +34,9 @@ ALLOWED = 5  # requests team blue's tpm and team green's budget each let through
 SENT = 16  # requests per team, 8 at a time, each on its own connection (so both workers take some)
 COMPLETION = 4  # the fake upstream's completion tokens = chunks = max_tokens: estimate == actual
 USD_PER_REQUEST = COMPLETION * 1000 / 1e6  # output at $1000/Mtok, input free
+# Room the bursts need in one minute: 2 or 3 teams × SENT requests took 5.5 s and 6.7 s at a load of 12
+# on 2 cores (the default 25 s waits for the next minute in 42% of runs, 12.5 s on average; 15 s: 25%, 7.5 s).
+BURSTS_S = 15.0
 
 
 def _policy(fake: str, tpm: int | None = None) -> str:
@@ -151,7 +154,7 @@ def test_limits_budget_and_ledger_stay_exact_across_two_workers(workers: Workers
                "both workers on the new policy")
 
     blue_user = f"fake:chunks={COMPLETION};usage_prompt={line['estimated_prompt_tokens']}"
-    minute = minute_with_room()  # rpm and tpm windows are UTC minutes: a burst split by one gets two
+    minute = minute_with_room(BURSTS_S)  # rpm and tpm windows are UTC minutes: a burst split by one gets two
     with ThreadPoolExecutor(8) as pool:
         blue = list(pool.map(lambda _: workers.chat("blue", blue_user), range(SENT)))
     red, green = _burst(workers, "red"), _burst(workers, "green")
@@ -290,7 +293,7 @@ def test_with_redis_the_limits_hold_across_two_workers(fake_upstream: str, tmp_p
     with RedisServer(workdir=tmp_path) as redis:
         served = _start(fake_upstream, tmp_path, redis_url=redis.url)
         try:
-            minute = minute_with_room()
+            minute = minute_with_room(BURSTS_S)
             red, green = _burst(served, "red"), _burst(served, "green")
             assert time.time() // 60 == minute, "the bursts crossed a minute boundary; red's window split in two"
             assert Counter(r.status_code for r in red) == {200: RPM, 429: SENT - RPM}, [r.text for r in red][-1]

@@ -154,7 +154,9 @@ def hybrid_policy(fake: str) -> str:
     backend's circuit breaker never changes another test's routing."""
     return f"""
 version: 1
-health: {{failure_threshold: 3, cooldown_s: 8, max_cooldown_s: 16}}  # long enough for a loaded CI box
+# Cooldowns long enough for a loaded CI box; a failed probe re-opens for as long again (the cap: the
+# doubling is tests/unit/policies/test_health.py's, and a second wait of 16 s added nothing here).
+health: {{failure_threshold: 3, cooldown_s: 8, max_cooldown_s: 8}}
 backends:
   local:
     kind: engine

@@ -19,6 +19,7 @@ from tests.integration.routing.conftest import Fake, Gateway, serving, wait_unti
 from tests.support.redis_server import RedisServer, free_port, redis_server_path
 
 ADMIN = "admin-key-for-readyz-tests"
+UNREADY_AFTER_S = 2  # HYBRIDGW_LEDGER_UNREADY_AFTER_S: refusals this long make /readyz 503 (default 30)
 
 
 def _policy(fake: str, rule: str = "to-hosted", extra_backend: str = "") -> str:
@@ -66,7 +67,8 @@ def redis_gw(fake: Fake, tmp_path: Path) -> Iterator[tuple[Gateway, RedisServer]
         pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
     server = RedisServer(workdir=tmp_path).start()
     try:
-        env = {"REDIS_URL": server.url, "HYBRIDGW_ADMIN_KEY": ADMIN}
+        env = {"REDIS_URL": server.url, "HYBRIDGW_ADMIN_KEY": ADMIN,
+               "HYBRIDGW_LEDGER_UNREADY_AFTER_S": str(UNREADY_AFTER_S)}
         with serving(tmp_path, _policy(fake.url), env=env) as gw:
             yield gw, server
     finally:
@@ -80,7 +82,7 @@ def _refusal_survived(gw: Gateway, url: str, words: tuple[str, ...], before: int
                f"the ledger writer reports {words}", 60)
     status, public = _readyz(gw)
     assert public["tasks"]["ledger_writer"]["state"] == "retrying" and "last_error" not in str(public)
-    assert status in (200, 503)  # 503 only once refusals last unready_after_s (30 s)
+    assert status in (200, 503)  # 503 only once refusals last UNREADY_AFTER_S
     wait_until(lambda: list((gw.data_dir / "spill").glob("spill-*.jsonl")), "records spilled to disk", 30)
     assert _stored(url) == before
 
@@ -101,8 +103,8 @@ def test_the_ledger_survives_redis_refusing_writes_and_loses_nothing(redis_gw: t
     control.config_set("maxmemory-policy", "noeviction")
     control.config_set("maxmemory", "1")  # every write now fails with OOM
     _refusal_survived(gw, server.url, ("maxmemory", "OOM"), before=3, n=4)
-    # refused for 30 s in a row (LedgerConfig.unready_after_s): this replica asks for no traffic
-    wait_until(lambda: _readyz(gw)[0] == 503, "/readyz 503 while Redis keeps refusing", 120, every_s=1.0)
+    # refused for UNREADY_AFTER_S in a row: this replica asks for no traffic
+    wait_until(lambda: _readyz(gw)[0] == 503, "/readyz 503 while Redis keeps refusing", 120, every_s=0.2)
     assert _readyz(gw)[1]["ledger"]["failing"] is True
     _served(gw, 1)  # still served: readiness is advice to the load balancer
     control.config_set("maxmemory", "0")

@@ -60,7 +60,7 @@ def test_failing_backend_cools_down_then_a_half_open_probe_brings_it_back(hybrid
     r = hybrid.chat("shaky")
     assert r.backend == "local" and "skipped" not in hybrid.record_for(r.request_id)
     assert _asked(fake, hybrid) == ("local", False)
-    # Cooldown over: one probe is let through; it fails, so the circuit opens again at once.
+    # Cooldown over: one probe is let through; it fails, so the circuit opens again at once (8 s more).
     wait_until(lambda: _asked(fake, hybrid, **FAIL)[1], "a half-open probe", 60, every_s=0.2)
     assert _asked(fake, hybrid) == ("local", False)
     # The next probe succeeds: the circuit closes and the backend serves again.

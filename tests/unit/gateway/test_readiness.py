@@ -1,16 +1,19 @@
 """/readyz's body and status (pure parts): what waits for a restart after a reload, what anyone sees
-and what only the admin key sees, and the ledger rule for not-ready."""
+and what only the admin key sees, and the ledger rule for not-ready (how long refusals last: a setting)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.assembly import Observability, build_observability
 from gateway.backends.base import BackendState
 from gateway.readiness import Readiness, readiness
 from gateway.reload_changes import restart_backends, restart_changes
+from gateway.settings import Settings
 from observability.ledger import Ledger, LedgerConfig
 from observability.spill import SpillFile
 from observability.sqlite_store import SqliteStore
 from policies.loader import load_policy
+from tests.support.procs import wait_until
 from tests.unit.observability.conftest import record
 
 POLICY = """\
@@ -76,3 +79,25 @@ def test_a_ledger_that_cannot_write_anywhere_makes_the_replica_not_ready(tmp_pat
     assert readiness(True, {"x": BackendState("x", "openai", 0, 0, 0)}, {}, Readiness(ledger=ledger),
                      admin=False)[0] == 200
     assert [r.request_id for r in store.records(None, 0, 2e9)] == ["held"]
+
+
+def _refusing_ledger(tmp_path: Path, environ: dict[str, str]) -> tuple[Observability, bool]:
+    """The ledger `hybridgw serve` builds from `environ`, its store refusing one record: is it failing?"""
+    settings = Settings.from_env({**environ, "HYBRIDGW_DATA_DIR": str(tmp_path)})
+    obs = build_observability(settings, _policy(POLICY), {})
+    store = obs.ledger.store
+    assert isinstance(store, SqliteStore)
+    with store._lock:
+        store._conn.execute("PRAGMA query_only = ON")  # every write refused, as Redis' OOM or READONLY
+    obs.ledger.submit(record(request_id="refused"))
+    wait_until(lambda: obs.ledger.status.snapshot().state == "retrying", "the refusal", 30, every_s=0.01)
+    return obs, obs.ledger.health().failing
+
+
+def test_how_long_refusals_last_before_not_ready_is_a_setting(tmp_path: Path) -> None:
+    obs, failing = _refusing_ledger(tmp_path / "default", {})
+    obs.close()
+    assert failing is False  # refused for less than the default 30 s
+    obs, failing = _refusing_ledger(tmp_path / "set", {"HYBRIDGW_LEDGER_UNREADY_AFTER_S": "0"})
+    obs.close()
+    assert failing is True
