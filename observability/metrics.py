@@ -7,7 +7,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Response
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
@@ -52,16 +51,6 @@ class Metrics:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
-
-    def router(self, path: str = "/metrics") -> APIRouter:
-        """GET /metrics in Prometheus text; mount with app.include_router(metrics.router())."""
-        api = APIRouter()
-
-        @api.get(path, include_in_schema=False)
-        def prometheus_metrics() -> Response:  # sync: FastAPI runs it in a worker thread
-            return Response(content=self.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-        return api
 
 
 def build_metrics(service_name: str = "hybridgw") -> Metrics:

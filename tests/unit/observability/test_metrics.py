@@ -75,17 +75,3 @@ def test_two_builds_do_not_share_state() -> None:
     first, second = build_metrics(), build_metrics()
     RequestMetrics(first.provider).record(record())
     assert "hybridgw_requests_total{" not in second.exposition().decode()
-
-
-def test_metrics_route_serves_the_exposition() -> None:
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    metrics = build_metrics()
-    RequestMetrics(metrics.provider).record(record())
-    app = FastAPI()
-    app.include_router(metrics.router())
-    response = TestClient(app).get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    assert "gen_ai_server_request_duration_seconds_count" in response.text
