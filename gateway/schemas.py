@@ -39,6 +39,12 @@ class _Generation(RequestBody):
     stop: str | list[str] | None = None
     seed: int | None = None
 
+    def conflict(self) -> tuple[str, str] | None:
+        """(message, param) when fields are each valid but not together, as OpenAI and vLLM refuse them."""
+        if self.stream_options is not None and not self.stream:
+            return "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options"
+        return None
+
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -51,6 +57,11 @@ class ChatCompletionRequest(_Generation):
 
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def conflict(self) -> tuple[str, str] | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            return "'top_logprobs' is only allowed when 'logprobs' is true.", "top_logprobs"
+        return super().conflict()
 
 
 class CompletionRequest(_Generation):
@@ -104,10 +115,14 @@ def parse_body(model: type[M], body: Any) -> M:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
-        return model.model_validate(body)
+        parsed = model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = _param(tuple(first["loc"]))
         raise InvalidRequest(_message(first["type"], param, first["msg"]), param=param or None,
                              code="invalid_value" if first["type"] != "missing" else "missing_required_parameter"
                              ) from None
+    conflict = getattr(parsed, "conflict", None)
+    if conflict is not None and (found := conflict()) is not None:
+        raise InvalidRequest(found[0], param=found[1], code="invalid_value")
+    return parsed

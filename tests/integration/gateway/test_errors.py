@@ -48,6 +48,8 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
     ({"model": "m", "messages": MESSAGES, "n": 0}, "n"),
     ({"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": "y"}},
      "stream_options.include_usage"),
+    ({"model": "m", "messages": MESSAGES, "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"model": "m", "messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),
     ({"model": 3, "messages": MESSAGES}, "model"),
     ({"model": "no-such-model", "messages": MESSAGES}, "model"),
     ({"model": "gone", "messages": MESSAGES}, "model"),  # its only backend is absent (env unset)

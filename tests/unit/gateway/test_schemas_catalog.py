@@ -28,6 +28,25 @@ def test_param_paths(body: dict[str, object], param: str) -> None:
     assert info.value.param == param
 
 
+@pytest.mark.parametrize("extra, param", [
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": False, "top_logprobs": 0}, "top_logprobs"),
+])
+def test_fields_valid_alone_but_not_together_are_refused(extra: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_body(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user"}], **extra})
+    assert info.value.param == param and info.value.code == "invalid_value"
+
+
+def test_fields_that_go_together_pass() -> None:
+    chat = {"model": "m", "messages": [{"role": "user"}]}
+    assert parse_body(ChatCompletionRequest, {**chat, "stream": True, "stream_options": {"include_usage": True}})
+    assert parse_body(ChatCompletionRequest, {**chat, "logprobs": True, "top_logprobs": 2})
+    assert parse_body(ChatCompletionRequest, {**chat, "stream": False, "stream_options": None})
+
+
 def test_ints_are_valid_floats() -> None:
     assert parse_body(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user"}], "temperature": 1})
 
