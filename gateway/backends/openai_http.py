@@ -51,13 +51,21 @@ def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError
 
 def error_object(payload: bytes) -> bool:
     """Whether a JSON payload is an error object (`{"error": …}`) instead of a chunk or a response."""
-    if b'"error"' not in payload[:64]:  # cheap: chunks and responses start with "id"/"object"
+    if payload.find(b'"error"', 0, 64) < 0:  # cheap: chunks and responses start with "id"/"object"
         return False
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return False
     return isinstance(data, dict) and data.get("error") is not None and not data.get("choices")
+
+
+def _end_of(payloads: Chunks) -> int:
+    """Where the stream's end ([DONE]) or an error object is among one read's payloads; -1: nowhere."""
+    for i, payload in enumerate(payloads):
+        if payload == DONE_PAYLOAD or error_object(payload):
+            return i
+    return -1
 
 
 def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
@@ -189,19 +197,6 @@ class OpenAIHTTPBackend:
             response.release()
         return content, response.status
 
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
-        self._counters.requests += 1
-        self._counters.in_flight += 1
-        try:
-            response = await self._open_stream(self._open_session(), request)
-            try:
-                async for batch in self._payloads(response):
-                    yield batch
-            finally:
-                response.close()  # after [DONE] the body was read to its end: the connection is pooled
-        finally:
-            self._counters.in_flight -= 1
-
     async def _open_stream(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> aiohttp.ClientResponse:
         headers = {"x-request-id": request.request_id, "accept": "text/event-stream", **request.headers}
         try:
@@ -217,49 +212,58 @@ class OpenAIHTTPBackend:
             raise self._fail(_error_from_body(self.name, response.status, content))
         return response
 
-    async def _payloads(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunks]:
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
+        """One generator from the call to [DONE], reading the body itself: each generator or iterator
+        between the relay and aiohttp's reader would cost every chunk a resume of its own."""
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        started, response = False, None
         timeouts = self.spec.timeouts
         # aiohttp's per-read timeout (the larger of the two) guards every read; a tighter between-chunks
         # deadline costs a timer per read, so it is only armed when it differs.
         per_read = timeouts.between_chunks_s if timeouts.between_chunks_s < timeouts.first_byte_s else None
-        splitter = FrameSplitter()
-        pieces = response.content.iter_any()  # whatever has arrived: several frames per read under load
-        started = False
         try:
+            response = await self._open_stream(self._open_session(), request)
+            content, splitter = response.content, FrameSplitter()
             while True:
                 if not started or per_read is not None:
                     async with asyncio.timeout(per_read if started else timeouts.first_byte_s):
-                        piece = await anext(pieces, None)
+                        piece = await content.readany()  # whatever has arrived: several frames under load
                 else:
-                    piece = await anext(pieces, None)
-                batch: Chunks = []  # one read's frames go on in one write
-                for payload in splitter.feed(piece) if piece is not None else splitter.flush():
-                    if payload == DONE_PAYLOAD or error_object(payload):
-                        if batch:
-                            yield batch  # what came before the end (or the error) is relayed first
-                        if payload == DONE_PAYLOAD:
-                            await self._drain(pieces)
-                            return
-                        raise self._fail(_in_band_error(self.name, payload) if started
-                                         else _error_from_body(self.name, 502, payload))
+                    piece = await content.readany()
+                payloads = splitter.feed(piece) if piece else splitter.flush()  # b"": the body ended
+                end = _end_of(payloads)
+                if end < 0:
+                    if payloads:
+                        started = True
+                        yield payloads  # one read's frames go on in one write
+                    if not piece:
+                        return  # ended without [DONE]: accepted, as many servers do
+                    continue
+                if end:
                     started = True
-                    batch.append(payload)
-                if batch:
-                    yield batch
-                if piece is None:
-                    return  # ended without [DONE]: accepted, as many servers do
+                    yield payloads[:end]  # what came before the end (or the error) is relayed first
+                if payloads[end] == DONE_PAYLOAD:
+                    await self._drain(content)
+                    return
+                raise self._fail(_in_band_error(self.name, payloads[end]) if started
+                                 else _error_from_body(self.name, 502, payloads[end]))
         except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
         except EventTooLarge as exc:
             raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}",
                                            backend=self.name, kind="protocol", after_first_byte=started)) from None
+        finally:
+            self._counters.in_flight -= 1
+            if response is not None:
+                response.close()  # after [DONE] the body was read to its end: the connection is pooled
 
-    async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
+    async def _drain(self, content: aiohttp.StreamReader) -> None:
         """Read the body's end after [DONE] so the keep-alive connection goes back to the pool. The
         answer is complete by now: a connection that fails or stalls here is closed, never an error."""
         try:
             async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
-                async for _ in pieces:
+                while await content.readany():
                     pass
         except _FAILURES:
             pass  # the caller closes the response, and with it this connection
