@@ -33,7 +33,8 @@ class Forward:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
-                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                # idle connections dropped before the upstream's 5 s keep-alive ends them (as the gateway does)
+                self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
                 await send({"type": "lifespan.startup.complete"})
             if self.session is not None:
                 await self.session.close()

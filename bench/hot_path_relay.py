@@ -96,22 +96,25 @@ async def measure(gateways: list[tuple[Server, int]], streams: int, lengths: tup
 
 
 def report(results: dict[str, dict[int, list[Cpu]]], lengths: tuple[int, int]) -> str:
+    """Per tree: the medians of each round's own figures (a round's slope is its two lengths' difference),
+    with the rounds' range, since on a shared machine one round can be far off."""
     short, long_ = lengths
     med = statistics.median
-    lines = [f"| tree | CPU per stream, {short} / {long_} chunks (ms) | per extra chunk: all (µs) | user / kernel (µs) "
-             f"| loop thread (µs) | fixed per stream (ms, intercept) | all-in per frame at {short} chunks (µs, /{short + 1}) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| tree | CPU per stream, {short} / {long_} chunks (ms) | per extra chunk (µs; rounds' range) | user / kernel "
+             f"(µs) | loop thread (µs) | fixed per stream (ms, intercept) | all-in per frame at {short} chunks (µs, "
+             f"/{short + 1}) |", "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        def total(c: Cpu) -> float:
-            return c.user + c.system
-        a, b = med(total(c) for c in r[short]), med(total(c) for c in r[long_])
-        slope = (b - a) / (long_ - short)
-        user = (med(c.user for c in r[long_]) - med(c.user for c in r[short])) / (long_ - short)
-        system = (med(c.system for c in r[long_]) - med(c.system for c in r[short])) / (long_ - short)
-        loop = (med(c.loop for c in r[long_]) - med(c.loop for c in r[short])) / (long_ - short)
-        lines.append(f"| {name} | {a * 1e3:.2f} / {b * 1e3:.2f} | **{slope * 1e6:.0f}** | {user * 1e6:.0f} / "
-                     f"{system * 1e6:.0f} | {loop * 1e6:.0f} | {(a - short * slope) * 1e3:.2f} "
-                     f"| {a / (short + 1) * 1e6:.0f} |")
+        pairs = list(zip(r[short], r[long_]))
+        slopes = sorted(((b.user + b.system) - (a.user + a.system)) / (long_ - short) for a, b in pairs)
+        user = med((b.user - a.user) / (long_ - short) for a, b in pairs)
+        system = med((b.system - a.system) / (long_ - short) for a, b in pairs)
+        loop = med((b.loop - a.loop) / (long_ - short) for a, b in pairs)
+        a = med(c.user + c.system for c in r[short])
+        b = med(c.user + c.system for c in r[long_])
+        slope = med(slopes)
+        lines.append(f"| {name} | {a * 1e3:.2f} / {b * 1e3:.2f} | **{slope * 1e6:.0f}** ({slopes[0] * 1e6:.0f}–"
+                     f"{slopes[-1] * 1e6:.0f}) | {user * 1e6:.0f} / {system * 1e6:.0f} | {loop * 1e6:.0f} | "
+                     f"{(a - short * slope) * 1e3:.2f} | {a / (short + 1) * 1e6:.0f} |")
     return "\n".join(lines)
 
 
