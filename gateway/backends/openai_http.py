@@ -20,6 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
+from gateway.backends.read_watch import ReadWatch
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
@@ -126,11 +127,13 @@ class OpenAIHTTPBackend:
         # them: a request sent as the server closes fails with no response (the soak saw 1 in 19,000).
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, limit_per_host=0,
                                          keepalive_timeout=_KEEPALIVE_S, ssl=tls_context(self.spec.base_url or ""))
-        # First byte: asyncio deadline around the call; later reads: aiohttp's own per-read timeout.
+        # The session's default; each call passes its own (first byte: an asyncio deadline around it).
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
                                         sock_read=max(t.first_byte_s, t.between_chunks_s))
         # Non-streamed bodies: only the total deadline applies, however long the upstream pauses.
         self._body_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.total_s)
+        # Streams: no per-read timer in aiohttp (re-armed on every chunk); stream() keeps the deadlines.
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=None)
         self._session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout,
                                               skip_auto_headers=("user-agent",), auto_decompress=True)
         self._proxy = _env_proxy(self.spec.base_url or "")
@@ -204,7 +207,7 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(self.spec.timeouts.first_byte_s):
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers, **self._proxy)
+                                              headers=headers, timeout=self._stream_timeout, **self._proxy)
                 if response.status >= 400:
                     content = await response.read()
         except _FAILURES as exc:
@@ -219,20 +222,21 @@ class OpenAIHTTPBackend:
         between the relay and aiohttp's reader would cost every chunk a resume of its own."""
         self._counters.requests += 1
         self._counters.in_flight += 1
-        started, response = False, None
-        timeouts = self.spec.timeouts
-        # aiohttp's per-read timeout (the larger of the two) guards every read; a tighter between-chunks
-        # deadline costs a timer per read, so it is only armed when it differs.
-        per_read = timeouts.between_chunks_s if timeouts.between_chunks_s < timeouts.first_byte_s else None
+        started, response, watch = False, None, None
+        timeouts, loop = self.spec.timeouts, asyncio.get_running_loop()
         try:
             response = await self._open_stream(self._open_session(), request)
             content, splitter = response.content, FrameSplitter()
             while True:
-                if not started or per_read is not None:
-                    async with asyncio.timeout(per_read if started else timeouts.first_byte_s):
+                if not started:  # until the first chunk: first_byte_s for each read
+                    async with asyncio.timeout(timeouts.first_byte_s):
                         piece = await content.readany()  # whatever has arrived: several frames under load
-                else:
+                else:  # then between_chunks_s, kept by one timer per stream (gateway/backends/read_watch.py)
+                    if watch is None:
+                        watch = ReadWatch(content, timeouts.between_chunks_s)
+                    watch.since = loop.time()
                     piece = await content.readany()
+                    watch.since = None
                 payloads = splitter.feed(piece) if piece else splitter.flush()  # b"": the body ended
                 end = _end_of(payloads)
                 if end < 0:
@@ -257,6 +261,8 @@ class OpenAIHTTPBackend:
                                            backend=self.name, kind="protocol", after_first_byte=started)) from None
         finally:
             self._counters.in_flight -= 1
+            if watch is not None:
+                watch.stop()
             if response is not None:
                 response.close()  # after [DONE] the body was read to its end: the connection is pooled
 
