@@ -112,7 +112,12 @@ def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Server], list[p
     targets = [Server("direct", fake_port, "none", "m"), Server("hybridgw", gw_port, key, "m")]
     peer_pids: list[int] = []
     if with_litellm:
-        pid, port, peer_key = start_litellm(fake_port)
+        try:
+            pid, port, peer_key = start_litellm(fake_port)
+        except BaseException:  # no peer: what this run started must not outlive it
+            for proc in (gw, fake):
+                procs.stop(proc)
+            raise
         peer_pids.append(pid)
         targets.append(Server("litellm-proxy", port, peer_key, "m"))
     return targets, [gw, fake], peer_pids

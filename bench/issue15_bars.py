@@ -76,7 +76,12 @@ def start_stack(workdir: Path, otlp_url: str, with_litellm: bool) -> tuple[list[
     servers = [Server("direct", fake_port, "none", "m"), Server("hybridgw", port, key, "m")]
     pids = {"hybridgw": gw.popen.pid}
     if with_litellm:
-        pid, peer_port, peer_key = start_litellm(fake_port)
+        try:
+            pid, peer_port, peer_key = start_litellm(fake_port)
+        except BaseException:  # no peer: what this run started must not outlive it
+            for proc in (gw, fake):
+                procs.stop(proc)
+            raise
         pids["litellm-proxy"] = pid
         servers.append(Server("litellm-proxy", peer_port, peer_key, "m"))
     return servers, pids, [gw, fake]
