@@ -14,13 +14,13 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.stack import create_key, start_fake, start_litellm
 from observability.bench.arrivals import ClosedLoop
 from observability.bench.client import Client, Sent, Target
 from observability.bench.metrics import Stats, stats, summarize, ttft
@@ -28,8 +28,6 @@ from observability.bench.records import RequestRecord
 from observability.bench.runner import RunSpec, Sink, run
 from tests.support import procs
 
-ROOT = Path(__file__).resolve().parents[1]
-PEER = ROOT.parent / "shared" / "peers" / "litellm_proxy.sh"  # the project's sibling, never an absolute path
 CHAT = [{"role": "user", "content": "say something short"}]
 MAX_RPS = 10_000  # sizes the list of requests a timed throughput run draws from
 
@@ -101,29 +99,27 @@ async def measure(servers: list[Server], n: int, seconds: float, rounds: int,
 
 
 def start_stack(workdir: Path, with_litellm: bool) -> tuple[list[Server], list[procs.Proc], list[int]]:
-    fake_port, gw_port = procs.free_port(), procs.free_port()
-    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port),
-                                           "--chunks", "16"), name="bench-fake")
-    procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+    fake, fake_port = start_fake("--chunks", "16", name="bench-fake")
     config = workdir / "policy.yaml"
     config.write_text(f"backends:\n  up: {{kind: openai, base_url: 'http://127.0.0.1:{fake_port}/v1'}}\n"
                       "models:\n  m: {deployments: [{backend: up, model: m}]}\nteams:\n  bench: {}\n")
     env = {"HYBRIDGW_DATA_DIR": str(workdir / "data")}
-    key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create",
-                          "--team", "bench"],
-                         env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    key = create_key(config, env)
+    gw_port = procs.free_port()
     gw = procs.start([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port",
                       str(gw_port)], env=env, name="bench-gateway")
     procs.wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw)
     targets = [Server("direct", fake_port, "none", "m"), Server("hybridgw", gw_port, key, "m")]
     peer_pids: list[int] = []
     if with_litellm:
-        lp = procs.free_port()
-        out = subprocess.run(["bash", str(PEER), f"http://127.0.0.1:{fake_port}/v1", str(lp)],
-                             capture_output=True, text=True, check=True).stdout
-        fields = dict(part.split("=", 1) for part in out.split())
-        peer_pids.append(int(fields["pid"]))
-        targets.append(Server("litellm-proxy", lp, fields["key"], "m"))
+        try:
+            pid, port, peer_key = start_litellm(fake_port)
+        except BaseException:  # no peer: what this run started must not outlive it
+            for proc in (gw, fake):
+                procs.stop(proc)
+            raise
+        peer_pids.append(pid)
+        targets.append(Server("litellm-proxy", port, peer_key, "m"))
     return targets, [gw, fake], peer_pids
 
 

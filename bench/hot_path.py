@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -24,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.gateway_overhead import Server, client, closed_loop, latencies
+from bench.hot_path_spy import start_pyspy, stop_pyspy
 from bench.hot_path_stages import stage_table
 from bench.otlp_discard import start_discard
+from bench.stack import create_key, start_fake
 from bench.workers_throughput import POLICY, cpu_s
 from observability.bench.client import Sent
 from observability.bench.metrics import stats
@@ -33,6 +34,7 @@ from observability.bench.records import RequestRecord
 from tests.support import procs
 
 ROOT = Path(__file__).resolve().parents[1]
+GRANIAN_PATH = "/work/granian-pkgs"  # granian installed apart (not a dependency), for --tree …@otlp+granian
 CHUNKS = 16  # content chunks per streamed reply (+ the role chunk: 17 relayed frames + [DONE])
 
 
@@ -50,14 +52,25 @@ def body(server: Server, stream: bool) -> Sent:
 
 
 def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: Path | None,
-                  traces: str, otlp_url: str, wrapper: str = "bench.profiled_gateway") -> procs.Proc:
-    path = str(tree) if profile is None else f"{tree}:{ROOT}"  # the profiler's wrapper is this tree's
+                  traces: str, otlp_url: str, wrapper: str = "bench.profiled_gateway",
+                  server: str = "uvicorn") -> procs.Proc:
+    """`server`: uvicorn (`hybridgw serve`); granian / granian-rust (bench/hot_path_granian.py, with granian
+    from $GRANIAN_PATH, default /work/granian-pkgs; -rust: its Rust task implementation); floor /
+    floor-granian: not the gateway but the bare proxy under it (bench/hot_path_floor.py)."""
+    path = str(tree) if profile is None and server == "uvicorn" else f"{tree}:{ROOT}"  # wrappers are this tree's
+    if "granian" in server:
+        path = f"{os.environ.get('GRANIAN_PATH', GRANIAN_PATH)}:{path}"
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
            "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url}
     port = procs.free_port()
     command = ["-m", "gateway.cli"] if profile is None else ["-m", wrapper, str(profile)]
+    after: list[str] = []
+    if server.startswith("granian"):
+        command = ["-m", "bench.hot_path_granian"] + (["--task-impl", "rust"] if server == "granian-rust" else [])
+    elif server.startswith("floor"):
+        command, after = ["-m", "bench.hot_path_floor"], ["--server", "granian" if "granian" in server else "uvicorn"]
     gw = procs.start([sys.executable, *command, "serve", "--config", str(config), "--port",
-                      str(port)], env=env, cwd=tree, name=f"gw-{name}")
+                      str(port), *after], env=env, cwd=tree, name=f"gw-{name}")
     procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
     gw.port = port  # type: ignore[attr-defined]
     return gw
@@ -65,9 +78,7 @@ def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: P
 
 def key_of(tree: Path, config: Path, workdir: Path, name: str) -> str:
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create", "--team",
-                          "bench"], env={**os.environ, **env}, capture_output=True, text=True, check=True, cwd=tree)
-    return out.stdout.strip()
+    return create_key(config, env, cwd=tree)
 
 
 def threads_cpu(pid: int) -> dict[str, float]:
@@ -101,11 +112,13 @@ async def cpu_per_request(gw: Gateway, stream: bool, count: int, errors: Counter
 
 
 async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds: int, errors: Counter[str],
-                  plain: bool = True, streams: bool = True) -> dict[str, dict[str, list[float]]]:
+                  plain: bool = True, streams: bool = True,
+                  pyspy: Path | None = None) -> dict[str, dict[str, list[float]]]:
     """Without `plain` or `streams`: one kind of request only (a profile's stages are then its own)."""
     out: dict[str, dict[str, list[float]]] = {
         g.server.name: {"cpu": [], "cpu_stream": [], "lat": []} for g in gateways}
     out["direct"] = {"lat": []}
+    spy = None
     pools = {g.server.name: client(g.server) for g in gateways}
     direct_pool = client(direct)
     try:
@@ -117,6 +130,7 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
         for g in gateways:
             if g.profile is not None:
                 os.kill(g.pid, signal.SIGUSR1)  # profile from here on
+        spy = start_pyspy(gateways[0].pid, pyspy) if pyspy is not None else None
         for _ in range(rounds):  # interleaved, so the machine's noise hits every tree alike
             out["direct"]["lat"] += await latencies(direct, direct_pool, False, requests // 10, errors)
             for g in gateways:
@@ -130,6 +144,8 @@ async def measure(direct: Server, gateways: list[Gateway], requests: int, rounds
     finally:
         for pool in (*pools.values(), direct_pool):
             pool.close()
+    if spy is not None:
+        stop_pyspy(spy)
     for g in gateways:
         if g.profile is not None:
             os.kill(g.pid, signal.SIGUSR2)  # stop and write the stats
@@ -175,45 +191,49 @@ def gc_table(times: dict[str, dict], requests: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", default=[],
-                        help="NAME=PATH[@TRACES] of a source tree (default: this one); @none: that gateway without spans")
+                        help="NAME=PATH[@TRACES][+SERVER] of a source tree (default: this one); @none: that gateway "
+                             "without spans; +granian / +granian-rust: served by granian (bench/hot_path_granian.py); "
+                             "+floor / +floor-granian: the bare proxy instead (bench/hot_path_floor.py)")
     parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, help="run the first tree's gateway under cProfile; stats here")
-    parser.add_argument("--streamed", action="store_true", help="with --profile: profile streamed requests")
+    parser.add_argument("--streamed", action="store_true", help="with --profile / --pyspy: streamed requests")
+    parser.add_argument("--pyspy", type=Path, help="sample the first tree's gateway with py-spy into this file "
+                        "(bench/hot_path_spy.py reads it)")
     parser.add_argument("--gc", action="store_true", help="count each gateway's GC time on its event loop")
     # otlp by default: the in-memory exporter keeps every span, so the heap (and each full GC) grows with the run
     parser.add_argument("--traces", default="otlp", help="HYBRIDGW_TRACES of the gateways (none: no spans; otlp: "
                         "the production exporter, batched, to a receiver that discards; memory: keeps every span)")
     args = parser.parse_args()
-    specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
-    trees = [(n, Path(p).resolve(), t or args.traces) for n, p, t in specs] or [("this", ROOT, args.traces)]
+    specs = [(n, *p.partition("+")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
+    specs = [(n, *p.partition("@")[::2], server or "uvicorn") for n, p, server in specs]
+    trees = [(n, Path(p).resolve(), t or args.traces, server) for n, p, t, server in specs] or [
+        ("this", ROOT, args.traces, "uvicorn")]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hybridgw-hot-") as tmp:
         workdir = Path(tmp)
-        fake_port = procs.free_port()
-        fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
-                                               str(CHUNKS)), name="fake")
+        fake, fake_port = start_fake("--chunks", str(CHUNKS))
         started = [fake]
         sink, otlp_url = start_discard()
         try:
-            procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
             config = workdir / "policy.yaml"
             config.write_text(POLICY.format(port=fake_port))
             gateways = []
-            for i, (name, tree, traces) in enumerate(trees):
+            for i, (name, tree, traces, server) in enumerate(trees):
                 key = key_of(tree, config, workdir, name)
                 prof = args.profile / f"{name}.prof" if args.profile and i == 0 else None
                 prof = workdir / f"{name}.gc.json" if args.gc else prof
                 gw = start_gateway(name, tree, config, workdir, prof, traces, otlp_url,
-                                   "bench.gc_gateway" if args.gc else "bench.profiled_gateway")
+                                   "bench.gc_gateway" if args.gc else "bench.profiled_gateway", server)
                 started.append(gw)
                 gateways.append(Gateway(Server(name, gw.port, key, "m"), gw.popen.pid, prof))  # type: ignore[attr-defined]
+            profiling = args.profile is not None or args.pyspy is not None  # one kind of request only
             results = asyncio.run(measure(Server("direct", fake_port, "none", "m"), gateways, args.requests,
-                                          args.rounds, errors, plain=args.profile is None or not args.streamed,
-                                          streams=args.profile is None or args.streamed))
+                                          args.rounds, errors, plain=not profiling or not args.streamed,
+                                          streams=not profiling or args.streamed, pyspy=args.pyspy))
             if args.gc:
                 measured = args.rounds * (args.requests + args.requests // 2 + args.requests // 10)
                 print(gc_table({g.server.name: json.loads(g.profile.read_text()) for g in gateways if g.profile},

@@ -15,15 +15,15 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.gateway_overhead import MAX_RPS, PEER, Server, client, closed_loop
+from bench.gateway_overhead import MAX_RPS, Server, client, closed_loop
 from bench.otlp_discard import start_discard
+from bench.stack import create_key, start_fake, start_litellm
 from bench.workers_throughput import POLICY, UPSTREAM_MS
 from observability.bench.client import Sent
 from observability.bench.metrics import itls, stats, ttft
@@ -62,16 +62,13 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def start_stack(workdir: Path, otlp_url: str, with_litellm: bool) -> tuple[list[Server], dict[str, int], list]:
-    fake_port = procs.free_port()
-    fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)), name="fake")
-    procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
+    fake, fake_port = start_fake()
     config = workdir / "policy.yaml"
     config.write_text(POLICY.format(port=fake_port))
     env = {"HYBRIDGW_DATA_DIR": str(workdir / "data"), "REDIS_URL": "", "HYBRIDGW_WORKERS": "1",
            "HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url,
            "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": "0"}  # one client address opens the 512 streams (as a proxy would)
-    key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create", "--team",
-                          "bench"], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    key = create_key(config, env)
     port = procs.free_port()
     gw = procs.start([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
                      env=env, name="hybridgw")
@@ -79,12 +76,14 @@ def start_stack(workdir: Path, otlp_url: str, with_litellm: bool) -> tuple[list[
     servers = [Server("direct", fake_port, "none", "m"), Server("hybridgw", port, key, "m")]
     pids = {"hybridgw": gw.popen.pid}
     if with_litellm:
-        lp = procs.free_port()
-        out = subprocess.run(["bash", str(PEER), f"http://127.0.0.1:{fake_port}/v1", str(lp)],
-                             capture_output=True, text=True, check=True).stdout
-        fields = dict(part.split("=", 1) for part in out.split())
-        pids["litellm-proxy"] = int(fields["pid"])
-        servers.append(Server("litellm-proxy", lp, fields["key"], "m"))
+        try:
+            pid, peer_port, peer_key = start_litellm(fake_port)
+        except BaseException:  # no peer: what this run started must not outlive it
+            for proc in (gw, fake):
+                procs.stop(proc)
+            raise
+        pids["litellm-proxy"] = pid
+        servers.append(Server("litellm-proxy", peer_port, peer_key, "m"))
     return servers, pids, [gw, fake]
 
 

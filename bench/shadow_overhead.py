@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server
 from bench.hot_path import CHUNKS, Gateway, key_of, measure, report, start_gateway
 from bench.otlp_discard import start_discard
+from bench.stack import start_fake
 from bench.workers_throughput import POLICY
 from tests.support import procs
 
@@ -77,13 +78,10 @@ def main() -> int:
     errors: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="hybridgw-shadow-") as tmp:
         workdir = Path(tmp)
-        fake_port = procs.free_port()
-        fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port), "--chunks",
-                                               str(CHUNKS)), name="fake")
+        fake, fake_port = start_fake("--chunks", str(CHUNKS))
         started = [fake]
         sink, otlp_url = start_discard()
         try:
-            procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
             runs = [(name, ROOT, text) for name, text in policies(fake_port).items()]
             if args.base is not None:
                 runs.insert(0, ("base", args.base.resolve(), BOTH.format(port=fake_port)))

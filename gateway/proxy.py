@@ -12,6 +12,7 @@ import orjson
 from opentelemetry import trace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import dispatch, upstream_body
 from gateway.attempts import AttemptBook
@@ -236,10 +237,23 @@ async def _complete(svc: Services, ex: Exchange, endpoint: Endpoint, request: Pa
     done = await dispatch.complete(plan.decision.targets, svc.backends, maker, ex.clock, AttemptBook(svc, ex))
     ex.attempts = done.attempts
     ex.outcome = body_outcome(svc, ex, done.response.data)
-    response = Response(done.response.content, status_code=200, headers=ex.response_headers(),
-                        media_type="application/json")
-    finish(svc, ex)
-    return response
+    return AnsweredResponse(svc, ex, done.response.content)
+
+
+class AnsweredResponse(Response):
+    """A non-streamed answer whose usage record is made once its bytes are handed to the server: the
+    record, the access-log line and the spans' ends (~0.1–0.2 ms of the loop) are then not between the
+    upstream's answer and the client's, and the record's E2E ends where the body left, as a stream's does."""
+
+    def __init__(self, svc: Services, ex: Exchange, content: bytes) -> None:
+        super().__init__(content, status_code=200, headers=ex.response_headers(), media_type="application/json")
+        self.svc, self.ex = svc, ex
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # also when the send is cancelled (shutdown): the answer was complete
+            finish(self.svc, self.ex)
 
 
 async def _start_stream(svc: Services, ex: Exchange, endpoint: Endpoint, request: ParsedRequest,

@@ -54,6 +54,9 @@ class FrameSplitter:
         self.max_event_bytes = max_event_bytes
 
     def feed(self, data: bytes) -> list[bytes]:
+        if not self._buffer and data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2 \
+                and data.endswith(b"\n") and b"\r" not in data and len(data) <= self.max_event_bytes:
+            return [data[6:-2]]  # the common read: exactly one event of one data line, nothing held
         buffer = self._buffer + data if self._buffer else data
         held = b""
         if b"\r" in buffer:

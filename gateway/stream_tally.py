@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
+_NULL_USAGE_LAST = b',"usage":null}'  # the usual place: usage is the chunk's last field
+_NULL_USAGE_CUT = len(_NULL_USAGE_LAST)
 _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
 _OUTPUT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning")  # delta fields that are output
 
@@ -25,7 +27,10 @@ class StreamTally:
 
     def accept(self, payload: bytes) -> tuple[bytes | None, bool]:
         """(bytes to relay or None to drop, whether this is a content chunk for timing)."""
-        if b'"usage"' in payload:
+        if payload.endswith(_NULL_USAGE_LAST):  # OpenAI's chunk when usage was asked for: known without a scan
+            if not self.client_wants_usage:
+                payload = payload[:-_NULL_USAGE_CUT] + b"}"
+        elif b'"usage"' in payload:
             for null in _NULL_USAGE:
                 if null in payload:
                     if not self.client_wants_usage:  # we asked for usage, not the client

@@ -107,36 +107,41 @@ class SSERelayResponse(Response):
         await self._send_last(send, frame, self.write_timeout_s)
 
     async def _relay(self, send: Send) -> None:
-        await self._forward(send, self.opened.first, self.ex.clock.first_byte)
-        async for batch in self.opened.rest:
-            await self._forward(send, batch, time.perf_counter())
+        watch, rest = self.watch, self.opened.rest
+        batch: Chunks | None = self.opened.first
+        now = self.ex.clock.first_byte
+        while batch is not None:  # per chunk: this loop, the backend's generator, one send
+            body, cut = self._frames(batch, now)
+            if body:
+                await watch.send(send, {"type": "http.response.body", "body": body, "more_body": True})
+            if cut is not None:
+                raise cut
+            batch = await anext(rest, None)
+            now = time.perf_counter()
         if self.ex.clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): a success
             self.observer.succeeded(self.opened.target)
         self.guard.close()
-        await self.watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
+        await watch.send(send, {"type": "http.response.body", "body": DONE_FRAME, "more_body": False})
 
-    async def _forward(self, send: Send, batch: Chunks, now: float | None) -> None:
-        """One upstream read's chunks: tallied and timed one by one, sent on in one write (a cut for
-        the budget still sends the chunks before it)."""
+    def _frames(self, batch: Chunks, now: float | None) -> tuple[bytes, BudgetExhausted | None]:
+        """One upstream read's chunks, tallied and timed one by one, as the bytes of one write; and the
+        cut when a chunk crossed the budget's cap (the chunks before it are still sent)."""
         tally, clock, cap = self.tally, self.ex.clock, self.cap
         frames: list[bytes] = []
-        try:
-            for payload in batch:
-                out, is_content = tally.accept(payload)
-                if is_content:
-                    if clock.first_chunk is None:
-                        self._first_token(now)
-                    else:
-                        clock.mark_chunk(now)
-                    if cap is not None and cap.crossed(payload, self._tokens_of):
-                        raise BudgetExhausted(f"team {self.ex.team!r} reached its USD budget mid-stream; "
-                                              "the rest of this response is not served", code="budget_exceeded")
-                if out is not None:
-                    frames.append(b"data: " + out + b"\n\n")
-        finally:
-            if frames:
-                await self.watch.send(send, {"type": "http.response.body", "body": b"".join(frames),
-                                             "more_body": True})
+        for payload in batch:
+            out, is_content = tally.accept(payload)
+            if is_content:
+                if clock.first_chunk is None:
+                    self._first_token(now)
+                else:
+                    clock.mark_chunk(now)
+                if cap is not None and cap.crossed(payload, self._tokens_of):
+                    return b"".join(frames), BudgetExhausted(
+                        f"team {self.ex.team!r} reached its USD budget mid-stream; the rest of this response "
+                        "is not served", code="budget_exceeded")
+            if out is not None:
+                frames.append(b"data: " + out + b"\n\n")
+        return b"".join(frames), None
 
     def _first_token(self, now: float | None) -> None:
         """TTFT: the first chunk with content. The stream's success is reported here, with it (dispatch

@@ -20,6 +20,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
+from gateway.backends.read_watch import ReadWatch
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError, redacted
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
@@ -51,13 +52,21 @@ def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError
 
 def error_object(payload: bytes) -> bool:
     """Whether a JSON payload is an error object (`{"error": …}`) instead of a chunk or a response."""
-    if b'"error"' not in payload[:64]:  # cheap: chunks and responses start with "id"/"object"
+    if payload.find(b'"error"', 0, 64) < 0:  # cheap: chunks and responses start with "id"/"object"
         return False
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return False
     return isinstance(data, dict) and data.get("error") is not None and not data.get("choices")
+
+
+def _end_of(payloads: Chunks) -> int:
+    """Where the stream's end ([DONE]) or an error object is among one read's payloads; -1: nowhere."""
+    for i, payload in enumerate(payloads):
+        if payload == DONE_PAYLOAD or error_object(payload):
+            return i
+    return -1
 
 
 def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
@@ -118,11 +127,13 @@ class OpenAIHTTPBackend:
         # them: a request sent as the server closes fails with no response (the soak saw 1 in 19,000).
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, limit_per_host=0,
                                          keepalive_timeout=_KEEPALIVE_S, ssl=tls_context(self.spec.base_url or ""))
-        # First byte: asyncio deadline around the call; later reads: aiohttp's own per-read timeout.
+        # The session's default; each call passes its own (first byte: an asyncio deadline around it).
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
                                         sock_read=max(t.first_byte_s, t.between_chunks_s))
         # Non-streamed bodies: only the total deadline applies, however long the upstream pauses.
         self._body_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.total_s)
+        # Streams: no per-read timer in aiohttp (re-armed on every chunk); stream() keeps the deadlines.
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=None)
         self._session = aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout,
                                               skip_auto_headers=("user-agent",), auto_decompress=True)
         self._proxy = _env_proxy(self.spec.base_url or "")
@@ -166,49 +177,38 @@ class OpenAIHTTPBackend:
 
     async def _post(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> tuple[bytes, int]:
         """A non-streamed call: response headers within first_byte_s, the whole body within total_s
-        of sending. A timeout after the headers is no retry case (`after_first_byte`)."""
+        of sending. A timeout after the headers is no retry case (`after_first_byte`). One deadline,
+        moved once the headers are in (an asyncio.timeout costs ~6 µs to enter and leave)."""
         t = self.spec.timeouts
         deadline = asyncio.get_running_loop().time() + t.total_s
         headers = {"x-request-id": request.request_id, **request.headers}
+        response = None
         try:
-            async with asyncio.timeout(min(t.first_byte_s, t.total_s)):
+            async with asyncio.timeout(min(t.first_byte_s, t.total_s)) as limit:
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
                                               headers=headers, timeout=self._body_timeout, **self._proxy)
+                limit.reschedule(deadline)
+                try:
+                    content = await response.read()
+                finally:
+                    response.release()
         except _FAILURES as exc:
-            raise self._fail(_transport_error(self.name, exc)) from None
-        try:
-            async with asyncio.timeout_at(deadline):
-                content = await response.read()
-        except _FAILURES as exc:
+            if response is None:
+                raise self._fail(_transport_error(self.name, exc)) from None
             if isinstance(exc, TimeoutError):
                 error = UpstreamError(f"upstream {self.name} did not finish its response within {t.total_s:g} s",
                                       backend=self.name, kind="timeout", after_first_byte=True)
             else:
                 error = _transport_error(self.name, exc, after_first_byte=True)
             raise self._fail(error) from None
-        finally:
-            response.release()
         return content, response.status
-
-    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
-        self._counters.requests += 1
-        self._counters.in_flight += 1
-        try:
-            response = await self._open_stream(self._open_session(), request)
-            try:
-                async for batch in self._payloads(response):
-                    yield batch
-            finally:
-                response.close()  # after [DONE] the body was read to its end: the connection is pooled
-        finally:
-            self._counters.in_flight -= 1
 
     async def _open_stream(self, session: aiohttp.ClientSession, request: UpstreamRequest) -> aiohttp.ClientResponse:
         headers = {"x-request-id": request.request_id, "accept": "text/event-stream", **request.headers}
         try:
             async with asyncio.timeout(self.spec.timeouts.first_byte_s):
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers, **self._proxy)
+                                              headers=headers, timeout=self._stream_timeout, **self._proxy)
                 if response.status >= 400:
                     content = await response.read()
         except _FAILURES as exc:
@@ -218,49 +218,61 @@ class OpenAIHTTPBackend:
             raise self._fail(_error_from_body(self.name, response.status, content))
         return response
 
-    async def _payloads(self, response: aiohttp.ClientResponse) -> AsyncIterator[Chunks]:
-        timeouts = self.spec.timeouts
-        # aiohttp's per-read timeout (the larger of the two) guards every read; a tighter between-chunks
-        # deadline costs a timer per read, so it is only armed when it differs.
-        per_read = timeouts.between_chunks_s if timeouts.between_chunks_s < timeouts.first_byte_s else None
-        splitter = FrameSplitter()
-        pieces = response.content.iter_any()  # whatever has arrived: several frames per read under load
-        started = False
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:
+        """One generator from the call to [DONE], reading the body itself: each generator or iterator
+        between the relay and aiohttp's reader would cost every chunk a resume of its own."""
+        self._counters.requests += 1
+        self._counters.in_flight += 1
+        started, response, watch = False, None, None
+        timeouts, loop = self.spec.timeouts, asyncio.get_running_loop()
         try:
+            response = await self._open_stream(self._open_session(), request)
+            content, splitter = response.content, FrameSplitter()
             while True:
-                if not started or per_read is not None:
-                    async with asyncio.timeout(per_read if started else timeouts.first_byte_s):
-                        piece = await anext(pieces, None)
-                else:
-                    piece = await anext(pieces, None)
-                batch: Chunks = []  # one read's frames go on in one write
-                for payload in splitter.feed(piece) if piece is not None else splitter.flush():
-                    if payload == DONE_PAYLOAD or error_object(payload):
-                        if batch:
-                            yield batch  # what came before the end (or the error) is relayed first
-                        if payload == DONE_PAYLOAD:
-                            await self._drain(pieces)
-                            return
-                        raise self._fail(_in_band_error(self.name, payload) if started
-                                         else _error_from_body(self.name, 502, payload))
+                if not started:  # until the first chunk: first_byte_s for each read
+                    async with asyncio.timeout(timeouts.first_byte_s):
+                        piece = await content.readany()  # whatever has arrived: several frames under load
+                else:  # then between_chunks_s, kept by one timer per stream (gateway/backends/read_watch.py)
+                    if watch is None:
+                        watch = ReadWatch(content, timeouts.between_chunks_s)
+                    watch.since = loop.time()
+                    piece = await content.readany()
+                    watch.since = None
+                payloads = splitter.feed(piece) if piece else splitter.flush()  # b"": the body ended
+                end = _end_of(payloads)
+                if end < 0:
+                    if payloads:
+                        started = True
+                        yield payloads  # one read's frames go on in one write
+                    if not piece:
+                        return  # ended without [DONE]: accepted, as many servers do
+                    continue
+                if end:
                     started = True
-                    batch.append(payload)
-                if batch:
-                    yield batch
-                if piece is None:
-                    return  # ended without [DONE]: accepted, as many servers do
+                    yield payloads[:end]  # what came before the end (or the error) is relayed first
+                if payloads[end] == DONE_PAYLOAD:
+                    await self._drain(content)
+                    return
+                raise self._fail(_in_band_error(self.name, payloads[end]) if started
+                                 else _error_from_body(self.name, 502, payloads[end]))
         except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
         except EventTooLarge as exc:
             raise self._fail(UpstreamError(f"upstream {self.name} broke the SSE protocol: {exc}",
                                            backend=self.name, kind="protocol", after_first_byte=started)) from None
+        finally:
+            self._counters.in_flight -= 1
+            if watch is not None:
+                watch.stop()
+            if response is not None:
+                response.close()  # after [DONE] the body was read to its end: the connection is pooled
 
-    async def _drain(self, pieces: AsyncIterator[bytes]) -> None:
+    async def _drain(self, content: aiohttp.StreamReader) -> None:
         """Read the body's end after [DONE] so the keep-alive connection goes back to the pool. The
         answer is complete by now: a connection that fails or stalls here is closed, never an error."""
         try:
             async with asyncio.timeout(self.spec.timeouts.between_chunks_s):
-                async for _ in pieces:
+                while await content.readany():
                     pass
         except _FAILURES:
             pass  # the caller closes the response, and with it this connection

@@ -78,3 +78,31 @@ def test_the_default_limit_is_far_above_real_chunks() -> None:
     big = b"data: " + b"a" * (1024 * 1024) + b"\n\n"
     assert FrameSplitter().feed(big) == [b"a" * (1024 * 1024)]
     assert MAX_EVENT_BYTES == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("piece", "payloads"), [
+    (b'data: {"a":1}\n\n', [b'{"a":1}']),  # the common read: one whole event
+    (b"data: \n\n", [b""]),
+    (b"data: a\ndata: b\n\n", [b"a\nb"]),  # two data lines: not the one-line shortcut
+    (b'data: {"a":1}\r\n\r\n', [b'{"a":1}']),
+    (b'data: {"a":1}\n\ndata: {"b":2}\n\n', [b'{"a":1}', b'{"b":2}']),
+    (b"data:x\n\n", [b"x"]),
+    (b": comment\n\n", []),
+])
+def test_a_read_of_whole_events_gives_their_payloads(piece: bytes, payloads: list[bytes]) -> None:
+    splitter = FrameSplitter()
+    assert splitter.feed(piece) == payloads
+    assert splitter.feed(b'data: {"c":3}\n\n') == [b'{"c":3}']  # nothing was held back
+    assert splitter.flush() == []
+
+
+def test_a_whole_event_one_byte_past_the_limit_is_refused() -> None:
+    assert FrameSplitter(max_event_bytes=16).feed(b"data: " + b"x" * 10 + b"\n\n") == [b"x" * 10]
+    with pytest.raises(EventTooLarge):
+        FrameSplitter(max_event_bytes=16).feed(b"data: " + b"x" * 11 + b"\n\n")
+
+
+def test_after_a_held_piece_the_next_event_is_joined_not_taken_alone() -> None:
+    splitter = FrameSplitter()
+    assert splitter.feed(b'data: {"a"') == []
+    assert splitter.feed(b":1}\n\n") == [b'{"a":1}']

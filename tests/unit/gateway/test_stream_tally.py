@@ -88,3 +88,14 @@ def test_the_output_cap_counts_only_near_the_cap_and_finds_the_chunk_that_crosse
     assert not cap.crossed(b"x" * 10, count) and len(counted) == 3 and cap.counted == 6  # within reach: counted
     crossings = [cap.crossed(b"x" * 10, count) for _ in range(8)]  # 6 + 2 per chunk passes 20 at the 8th
     assert crossings == [False] * 7 + [True]
+
+
+def test_null_usage_is_stripped_wherever_it_stands() -> None:
+    last = b'{"id":"c","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"usage":null}'
+    first = b'{"usage":null,"id":"c","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}'
+    middle = b'{"id":"c","usage": null, "choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}'
+    for payload in (last, middle, first):  # the last two by a scan, the first by parsing it
+        out, is_content = StreamTally(client_wants_usage=False).accept(payload)
+        assert is_content and out is not None
+        assert orjson.loads(out) == {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
+    assert StreamTally(client_wants_usage=True).accept(last) == (last, True)
