@@ -50,6 +50,16 @@ def _error_from_body(backend: str, status: int, content: bytes) -> UpstreamError
                          upstream_status=status, param=param, code=code)
 
 
+def _failure(backend: str, status: int, content: bytes) -> UpstreamError:
+    """An error status, or a redirect: never followed, since the prompt and our key go only to the
+    address the policy names (the client sees a 502, as for any upstream that does not answer)."""
+    if status < 400:
+        return UpstreamError(f"upstream {backend} answered {status}, a redirect; redirects are not followed: "
+                             "set the backend's base_url to the address that serves the API",
+                             backend=backend, kind="protocol")
+    return _error_from_body(backend, status, content)
+
+
 def error_object(payload: bytes) -> bool:
     """Whether a JSON payload is an error object (`{"error": …}`) instead of a chunk or a response."""
     if payload.find(b'"error"', 0, 64) < 0:  # cheap: chunks and responses start with "id"/"object"
@@ -162,8 +172,8 @@ class OpenAIHTTPBackend:
         self._counters.in_flight += 1
         try:
             content, status = await self._post(self._open_session(), request)
-            if status >= 400:
-                raise self._fail(_error_from_body(self.name, status, content))
+            if status >= 300:
+                raise self._fail(_failure(self.name, status, content))
             try:
                 data: Any = orjson.loads(content)
             except orjson.JSONDecodeError:
@@ -186,7 +196,8 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(min(t.first_byte_s, t.total_s)) as limit:
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers, timeout=self._body_timeout, **self._proxy)
+                                              headers=headers, timeout=self._body_timeout, allow_redirects=False,
+                                              **self._proxy)
                 limit.reschedule(deadline)
                 try:
                     content = await response.read()
@@ -208,14 +219,15 @@ class OpenAIHTTPBackend:
         try:
             async with asyncio.timeout(self.spec.timeouts.first_byte_s):
                 response = await session.post(self._urls[request.path], data=orjson.dumps(request.body),
-                                              headers=headers, timeout=self._stream_timeout, **self._proxy)
-                if response.status >= 400:
+                                              headers=headers, timeout=self._stream_timeout, allow_redirects=False,
+                                              **self._proxy)
+                if response.status >= 300:
                     content = await response.read()
         except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc)) from None
-        if response.status >= 400:
+        if response.status >= 300:
             response.release()
-            raise self._fail(_error_from_body(self.name, response.status, content))
+            raise self._fail(_failure(self.name, response.status, content))
         return response
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[Chunks]:

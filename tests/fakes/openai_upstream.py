@@ -13,7 +13,8 @@ chunks), error_body=1 (a non-streamed 200 whose body is an error), usage_prompt=
 (the prompt_tokens it reports, e.g. 1e300 or -5), body_delay_ms (non-streamed: headers at once,
 the body that much later), chunk_bytes=N (pad each content chunk to about N bytes), raw_body=TEXT (a
 non-streamed 200 whose body is TEXT as given), raw_frame=TEXT (a stream's first event after the role chunk
-is `data: TEXT`), echo_key=1 (an error status whose message repeats the request's Authorization header).
+is `data: TEXT`), echo_key=1 (an error status whose message repeats the request's Authorization header), redirect=PATH
+(a 307 to PATH on the same server, which a client that follows it re-POSTs there).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
 """
 from __future__ import annotations
@@ -182,6 +183,9 @@ class FakeUpstream:
         model, opts = _options(body)
         opts = {**self.defaults, **opts}
         model = str(opts.get("reply_model", model))
+        if "redirect" in opts and path != opts["redirect"]:  # same origin: Location is a path
+            await _json(send, 307, {"moved": True}, [(b"location", str(opts["redirect"]).encode())])
+            return
         if "status" in opts:
             status = int(opts["status"])
             extra = [(b"retry-after", b"1")] if status == 429 else []

@@ -104,3 +104,16 @@ def test_an_upstream_that_echoes_the_provider_key_does_not_show_it(gateway: Gate
     assert UPSTREAM_KEY not in json.dumps(record)
     readyz = httpx.get(f"{gateway.url}/readyz", headers={"authorization": "Bearer admin-test-key"}, timeout=30)
     assert UPSTREAM_KEY not in readyz.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_redirect_is_not_followed(gateway: Gateway, stream: bool) -> None:
+    """A 307 would have the prompt (and our key, on the same origin) re-POSTed wherever the upstream
+    points: only the address the policy names is called, and the client sees a 502."""
+    body = {"model": "m", "messages": MESSAGES, "stream": stream, "fake": {"redirect": "/elsewhere"}}
+    response = post(gateway, body)
+    error = assert_openai_error(response, 502)
+    assert "redirect" in error["message"]
+    assert gateway.last_upstream_request()["path"] == "/v1/chat/completions"  # never /elsewhere
+    record = gateway.record_for(response.headers["x-hybridgw-request-id"])
+    assert record["http_status"] == 502
