@@ -30,6 +30,8 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | 
 
 def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     live = ctx.live
+    if not live.any_open(outcome.backends):  # nearly every decision: nothing to drop
+        return outcome
     kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
     if kept or not outcome.backends:
         return outcome if len(kept) == len(outcome.backends) else \
