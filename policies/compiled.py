@@ -2,7 +2,7 @@
 hosted prices looked up once. Built at load (and reload) time; never per request."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +15,7 @@ from policies.perf_model import PerfModel
 from policies.rule_schema import RuleBase, When
 from policies.schema import BackendSpec, Policy, Price, Team
 from policies.shadow_spec import ShadowSpec
+from policies.strategies import STRATEGY_TYPES, Context, Outcome
 from policies.tokens import encoding_name_for
 
 
@@ -24,9 +25,14 @@ class CompiledRule:
     spec: RuleBase  # one member of the Rule union (policies.strategies)
     conditions: tuple[Condition, ...]
 
-    @property
+    @cached_property
     def shadow(self) -> bool:
         return self.spec.shadow
+
+    @cached_property
+    def strategy(self) -> Callable[[Any, Context], Outcome | None]:
+        """The rule's strategy function (STRATEGY_TYPES, looked up once per rule, not per request)."""
+        return STRATEGY_TYPES[self.spec.strategy].decide
 
 
 @dataclass(frozen=True)

@@ -122,15 +122,15 @@ class SimEngine:
     def _mixed_step(self, batch: ScheduledBatch, events: list[EngineEvent]) -> None:
         """One step of the engine's mixed schedule: every running sequence decodes one token, then a
         chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
-        decodes, prefills = batch.parts()
-        context = sum([seq.num_tokens for seq in decodes.seqs])  # (lists: faster than generators here)
-        prefix = sum([seq.num_cached_tokens for seq in prefills.seqs])
-        self.clock += (self.model.decode_time(decodes.num_seqs, context)
-                       + self.model.prefill_time(prefills.total_tokens, prefix))
+        d = batch.num_decodes  # batch.parts(), by slices: the decodes lead
+        decodes, prefills, counts = batch.seqs[:d], batch.seqs[d:], batch.num_scheduled_tokens[d:]
+        context = sum([seq.num_tokens for seq in decodes])  # (lists: faster than generators here)
+        prefix = sum([seq.num_cached_tokens for seq in prefills])
+        self.clock += self.model.decode_time(d, context) + self.model.prefill_time(sum(counts), prefix)
         if self._unsampled:
-            self._first_tokens(decodes.seqs, self.clock, events)
+            self._first_tokens(decodes, self.clock, events)
         left, caching = self._left, self.blocks.enable_prefix_caching
-        for seq in decodes.seqs:  # the scheduler already gave each its next slot
+        for seq in decodes:  # the scheduler already gave each its next slot
             seq.num_cached_tokens += 1
             if caching:
                 seq.append_token(_PAD)
@@ -142,7 +142,7 @@ class SimEngine:
                 left[seq.seq_id] = remaining
             else:
                 self._finish(seq, events)
-        self._after_prefill(prefills.seqs, prefills.num_scheduled_tokens, events)
+        self._after_prefill(prefills, counts, events)
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
         """With nothing waiting, the scheduler's next step is a decode of every running sequence:
