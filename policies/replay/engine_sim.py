@@ -14,6 +14,7 @@ from local_engine.sequence import FinishReason, Sequence
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
+from policies.replay.decode_phase import DecodePhase
 from policies.replay.fast_schedule import schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
@@ -50,6 +51,7 @@ class SimEngine:
         # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
         # scheduler decodes them, and that step samples their first token.
         self._unsampled: set[int] = set()
+        self._phase: DecodePhase | None = None  # decode runs by counts, until the scheduler runs again
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
         """Why the engine would refuse this request now ("" when it takes it)."""
@@ -99,6 +101,9 @@ class SimEngine:
                 self.busy_s += self.clock - start
                 if self.clock != start or not self.scheduler.has_work():
                     continue
+            if self._phase is not None:  # the scheduler reads every sequence: write them back first
+                self._phase.write_back(self._left)
+                self._phase = None
             batch = (schedule(self.scheduler, self.blocks) if isinstance(self.blocks, CountingBlockManager)
                      else self.scheduler.schedule())
             if batch is None:
@@ -149,6 +154,9 @@ class SimEngine:
         go on without asking it, across finishes, until something waits, the free blocks cannot give
         each sequence its next slot (a preemption: the scheduler's call), or `until`."""
         running, bm = self.scheduler.running, self.blocks
+        if self._phase is not None or self._phase_fits():
+            self._phased(until, events)
+            return
         while running and not self.scheduler.waiting and self.clock <= until:
             seqs = tuple(running[:self.model.max_num_seqs])
             capacity = bm.block_size
@@ -158,6 +166,28 @@ class SimEngine:
             for seq in short:  # may_append takes a block exactly for these, and does nothing for the rest
                 bm.may_append(seq)
             self._decode_run(seqs, until, events)
+
+    def _phase_fits(self) -> bool:
+        """Whether the runs can go by counts (DecodePhase): counting blocks, no first token pending."""
+        running = self.scheduler.running
+        return (isinstance(self.blocks, CountingBlockManager) and not self._unsampled and bool(running)
+                and len(running) <= self.model.max_num_seqs and DecodePhase.fits(running, self.blocks.block_size))
+
+    def _phased(self, until: float, events: list[EngineEvent]) -> None:
+        """_keep_decoding by counts: the same runs, clock, blocks and events, sequences written only at their end."""
+        if self._phase is None:
+            self._phase = DecodePhase(self.scheduler.running, self._left, self.blocks)
+        phase, bm, running = self._phase, self.blocks, self.scheduler.running
+        while running and not self.scheduler.waiting and self.clock <= until:
+            need = phase.next_blocks()
+            if need > bm.num_free_blocks:
+                return  # a preemption: the scheduler's call (advance writes the sequences back first)
+            bm.take(need)
+            self.clock, done = phase.run(self.model, self.clock, until)
+            for seq in done:
+                self._finish(seq, events)
+        if not running:
+            self._phase = None
 
     def _after_prefill(self, seqs: tuple[Sequence, ...], counts: tuple[int, ...], events: list[EngineEvent]) -> None:
         for seq, n in zip(seqs, counts):

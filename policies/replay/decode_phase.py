@@ -1,0 +1,123 @@
+"""The simulated engine's decode runs by counts: while nothing waits and every running sequence decodes,
+each step adds one token to all of them, so the phase keeps one step counter instead of touching every
+sequence per run. The block manager's free count is kept exact run by run (a closed form of the blocks
+the sequences cross into); a sequence's own fields are written back when it finishes or the scheduler
+runs. Counting block manager only; the same clock, events and counts as the per-sequence runs
+(tests/unit/policies/replay/test_block_count.py checks it against the engine's own block manager)."""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence as Seqs
+
+from local_engine.sequence import Sequence
+from policies.perf_model import EngineModel
+from policies.replay.block_count import CountingBlockManager
+
+
+class DecodePhase:
+    """Sequences decoding in lockstep since the phase began, `steps` steps ago. For a sequence holding
+    L blocks with c tokens computed, d = L × block_size − c slots are free in its blocks; after S steps
+    it holds max(L, ceil((c + S) / block_size)) blocks. With 0 ≤ d ≤ block_size, the blocks all of them
+    took beyond their own by step S ≥ 1 are n × Q + #{d ≤ R}, where S − 1 = Q × block_size + R."""
+
+    def __init__(self, seqs: Seqs[Sequence], left: dict[int, int], blocks: CountingBlockManager) -> None:
+        self.seqs = tuple(seqs)
+        self.blocks, self.size = blocks, blocks.block_size
+        self.steps = 0
+        self.cached = [seq.num_cached_tokens for seq in self.seqs]
+        self.held = [len(seq.block_table) for seq in self.seqs]
+        self.left = [left[seq.seq_id] for seq in self.seqs]
+        self.free_slots = [h * self.size - c for h, c in zip(self.held, self.cached)]
+        self.n = len(self.seqs)
+        self.tokens = sum(self.cached) + self.n  # each holds its computed tokens and the one it decodes next
+        self._counts = [0] * (self.size + 1)
+        for d in self.free_slots:
+            self._counts[d] += 1
+        self._cumulate()
+        self._ends = [(n, i) for i, n in enumerate(self.left)]  # (tokens left, place in the batch)
+        heapq.heapify(self._ends)
+
+    @staticmethod
+    def fits(seqs: Seqs[Sequence], block_size: int) -> bool:
+        """The phase's assumptions: every sequence decodes (one token not yet computed) and its free
+        slots are within one block (as the scheduler and the runs leave them)."""
+        return all(seq.num_tokens - seq.num_cached_tokens == 1
+                   and 0 <= len(seq.block_table) * block_size - seq.num_cached_tokens <= block_size for seq in seqs)
+
+    def _cumulate(self) -> None:
+        total, self._upto = 0, []
+        for count in self._counts[:self.size]:
+            total += count
+            self._upto.append(total)
+
+    def _taken(self, steps: int) -> int:
+        """Blocks taken beyond the sequences' own at the phase start, by `steps` steps into it."""
+        if steps <= 0:
+            return 0
+        q, r = divmod(steps - 1, self.size)
+        return self.n * q + self._upto[r]
+
+    @property
+    def context(self) -> int:
+        return self.tokens + self.n * self.steps
+
+    @property
+    def min_left(self) -> int:
+        return self._ends[0][0] - self.steps
+
+    def next_blocks(self) -> int:
+        """Sequences whose next token needs a new block (the scheduler's may_append takes one each)."""
+        return self._taken(self.steps + 1) - self._taken(self.steps)
+
+    def extra(self, steps: int) -> int:
+        """Blocks `steps` more steps take beyond those the next token's took (the runs' _extra_blocks)."""
+        return self._taken(self.steps + steps) - self._taken(self.steps + 1)
+
+    def run(self, model: EngineModel, clock: float, until: float) -> tuple[float, list[Sequence]]:
+        """One decode run from `clock` (the next token's blocks already taken): the new clock and the
+        sequences that finish at its end, in batch order, written back (their blocks still held)."""
+        num, context = self.n, self.context
+        steps = self.min_left
+        step_s = model.decode_time(num, context)
+        if until != float("inf"):
+            steps = max(1, min(steps, int((until - clock) / step_s) + 1))
+        steps = self._fit(steps)
+        clock += model.decode_run_time(num, context, steps)
+        self.blocks.take(self.extra(steps))
+        self.steps += steps
+        ends = self._ends
+        done = []
+        while ends and ends[0][0] <= self.steps:  # all end at this step: popped in batch order (ties by place)
+            done.append(heapq.heappop(ends)[1])
+        for i in done:
+            self._write(i)
+            self.n -= 1
+            self.tokens -= self.cached[i] + 1
+            self._counts[self.free_slots[i]] -= 1
+        if done:
+            self._cumulate()
+        return clock, [self.seqs[i] for i in done]
+
+    def _fit(self, steps: int) -> int:
+        """_fit_blocks by the closed form: the most steps (≤ `steps`) whose blocks are free."""
+        free = self.blocks.num_free_blocks
+        if steps <= 1 or self.n * (steps // self.size + 1) <= free or self.extra(steps) <= free:
+            return steps
+        low, high = 1, steps
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if self.extra(mid) <= free else (low, mid - 1)
+        return low
+
+    def _write(self, i: int) -> None:
+        seq, size = self.seqs[i], self.size
+        computed = self.cached[i] + self.steps
+        seq.num_cached_tokens = computed
+        seq.num_tokens = computed + 1
+        self.blocks.hold(seq, max(self.held[i], (computed + size - 1) // size))
+
+    def write_back(self, left: dict[int, int]) -> None:
+        """Every sequence still running as the per-sequence runs would have left it (the phase ends)."""
+        for _, i in self._ends:
+            self._write(i)
+            left[self.seqs[i].seq_id] = self.left[i] - self.steps
