@@ -6,6 +6,7 @@ runs. Counting block manager only; the same clock, events and counts as the per-
 (tests/unit/policies/replay/test_block_count.py checks it against the engine's own block manager)."""
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Sequence as Seqs
 
@@ -20,35 +21,35 @@ class DecodePhase:
     it holds max(L, ceil((c + S) / block_size)) blocks. With 0 ≤ d ≤ block_size, the blocks all of them
     took beyond their own by step S ≥ 1 are n × Q + #{d ≤ R}, where S − 1 = Q × block_size + R."""
 
-    def __init__(self, seqs: Seqs[Sequence], left: dict[int, int], blocks: CountingBlockManager) -> None:
-        self.seqs = tuple(seqs)
+    def __init__(self, seqs: tuple[Sequence, ...], cached: list[int], held: list[int], free_slots: list[int],
+                 left: list[int], blocks: CountingBlockManager) -> None:
+        self.seqs, self.cached, self.held, self.free_slots, self.left = seqs, cached, held, free_slots, left
         self.blocks, self.size = blocks, blocks.block_size
         self.steps = 0
-        self.cached = [seq.num_cached_tokens for seq in self.seqs]
-        self.held = [len(seq.block_table) for seq in self.seqs]
-        self.left = [left[seq.seq_id] for seq in self.seqs]
-        self.free_slots = [h * self.size - c for h, c in zip(self.held, self.cached)]
-        self.n = len(self.seqs)
-        self.tokens = sum(self.cached) + self.n  # each holds its computed tokens and the one it decodes next
-        self._counts = [0] * (self.size + 1)
-        for d in self.free_slots:
-            self._counts[d] += 1
+        self.n = len(seqs)
+        self.tokens = sum(cached) + self.n  # each holds its computed tokens and the one it decodes next
+        self._ordered = sorted(free_slots)
         self._cumulate()
-        self._ends = [(n, i) for i, n in enumerate(self.left)]  # (tokens left, place in the batch)
+        self._ends = [(n, i) for i, n in enumerate(left)]  # (tokens left, place in the batch)
         heapq.heapify(self._ends)
 
-    @staticmethod
-    def fits(seqs: Seqs[Sequence], block_size: int) -> bool:
-        """The phase's assumptions: every sequence decodes (one token not yet computed) and its free
-        slots are within one block (as the scheduler and the runs leave them)."""
-        return all(seq.num_tokens - seq.num_cached_tokens == 1
-                   and 0 <= len(seq.block_table) * block_size - seq.num_cached_tokens <= block_size for seq in seqs)
+    @classmethod
+    def start(cls, seqs: Seqs[Sequence], left: dict[int, int], blocks: CountingBlockManager) -> DecodePhase | None:
+        """A phase over `seqs`, or None when its assumptions fail: every sequence decodes (one token not
+        yet computed) and its free slots are within one block (as the scheduler and the runs leave them)."""
+        seqs, size = tuple(seqs), blocks.block_size
+        cached = [seq.num_cached_tokens for seq in seqs]
+        if [seq.num_tokens for seq in seqs] != [c + 1 for c in cached]:
+            return None
+        held = [len(seq.block_table) for seq in seqs]
+        free_slots = [h * size - c for h, c in zip(held, cached)]
+        if not free_slots or min(free_slots) < 0 or max(free_slots) > size:
+            return None
+        return cls(seqs, cached, held, free_slots, [left[seq.seq_id] for seq in seqs], blocks)
 
     def _cumulate(self) -> None:
-        total, self._upto = 0, []
-        for count in self._counts[:self.size]:
-            total += count
-            self._upto.append(total)
+        """How many free-slot counts are ≤ each R < block_size."""
+        self._upto = [bisect.bisect_right(self._ordered, r) for r in range(self.size)]
 
     def _taken(self, steps: int) -> int:
         """Blocks taken beyond the sequences' own at the phase start, by `steps` steps into it."""
@@ -93,7 +94,7 @@ class DecodePhase:
             self._write(i)
             self.n -= 1
             self.tokens -= self.cached[i] + 1
-            self._counts[self.free_slots[i]] -= 1
+            self._ordered.remove(self.free_slots[i])
         if done:
             self._cumulate()
         return clock, [self.seqs[i] for i in done]
@@ -117,7 +118,14 @@ class DecodePhase:
         self.blocks.hold(seq, max(self.held[i], (computed + size - 1) // size))
 
     def write_back(self, left: dict[int, int]) -> None:
-        """Every sequence still running as the per-sequence runs would have left it (the phase ends)."""
+        """Every sequence still running as the per-sequence runs would have left it (the phase ends).
+        (_write, inline: once per running sequence per arrival.)"""
+        steps, size, seqs, cached, held, lefts = self.steps, self.size, self.seqs, self.cached, self.held, self.left
         for _, i in self._ends:
-            self._write(i)
-            left[self.seqs[i].seq_id] = self.left[i] - self.steps
+            seq = seqs[i]
+            computed = cached[i] + steps
+            seq.num_cached_tokens = computed
+            seq.num_tokens = computed + 1
+            if (computed + size - 1) // size > held[i]:
+                self.blocks.hold(seq, (computed + size - 1) // size)
+            left[seq.seq_id] = lefts[i] - steps

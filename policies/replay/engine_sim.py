@@ -154,7 +154,7 @@ class SimEngine:
         go on without asking it, across finishes, until something waits, the free blocks cannot give
         each sequence its next slot (a preemption: the scheduler's call), or `until`."""
         running, bm = self.scheduler.running, self.blocks
-        if self._phase is not None or self._phase_fits():
+        if self._phase is not None or self._start_phase():
             self._phased(until, events)
             return
         while running and not self.scheduler.waiting and self.clock <= until:
@@ -167,17 +167,17 @@ class SimEngine:
                 bm.may_append(seq)
             self._decode_run(seqs, until, events)
 
-    def _phase_fits(self) -> bool:
-        """Whether the runs can go by counts (DecodePhase): counting blocks, no first token pending."""
-        running = self.scheduler.running
-        return (isinstance(self.blocks, CountingBlockManager) and not self._unsampled and bool(running)
-                and len(running) <= self.model.max_num_seqs and DecodePhase.fits(running, self.blocks.block_size))
+    def _start_phase(self) -> bool:
+        """Whether the runs can go by counts (a DecodePhase): counting blocks, no first token pending."""
+        running, bm = self.scheduler.running, self.blocks
+        if isinstance(bm, CountingBlockManager) and not self._unsampled and 0 < len(running) <= self.model.max_num_seqs:
+            self._phase = DecodePhase.start(running, self._left, bm)
+        return self._phase is not None
 
     def _phased(self, until: float, events: list[EngineEvent]) -> None:
         """_keep_decoding by counts: the same runs, clock, blocks and events, sequences written only at their end."""
-        if self._phase is None:
-            self._phase = DecodePhase(self.scheduler.running, self._left, self.blocks)
         phase, bm, running = self._phase, self.blocks, self.scheduler.running
+        assert phase is not None
         while running and not self.scheduler.waiting and self.clock <= until:
             need = phase.next_blocks()
             if need > bm.num_free_blocks:
