@@ -154,8 +154,11 @@ class SimEngine:
         go on without asking it, across finishes, until something waits, the free blocks cannot give
         each sequence its next slot (a preemption: the scheduler's call), or `until`."""
         running, bm = self.scheduler.running, self.blocks
-        if self._phase is not None or self._start_phase():
-            self._phased(until, events)
+        if self._phase is None and isinstance(bm, CountingBlockManager) and not self._unsampled \
+                and 0 < len(running) <= self.model.max_num_seqs:
+            self._phase = DecodePhase.start(running, self._left, bm)  # by counts, when its assumptions hold
+        if self._phase is not None:
+            self._phased(self._phase, until, events)
             return
         while running and not self.scheduler.waiting and self.clock <= until:
             seqs = tuple(running[:self.model.max_num_seqs])
@@ -167,17 +170,9 @@ class SimEngine:
                 bm.may_append(seq)
             self._decode_run(seqs, until, events)
 
-    def _start_phase(self) -> bool:
-        """Whether the runs can go by counts (a DecodePhase): counting blocks, no first token pending."""
-        running, bm = self.scheduler.running, self.blocks
-        if isinstance(bm, CountingBlockManager) and not self._unsampled and 0 < len(running) <= self.model.max_num_seqs:
-            self._phase = DecodePhase.start(running, self._left, bm)
-        return self._phase is not None
-
-    def _phased(self, until: float, events: list[EngineEvent]) -> None:
+    def _phased(self, phase: DecodePhase, until: float, events: list[EngineEvent]) -> None:
         """_keep_decoding by counts: the same runs, clock, blocks and events, sequences written only at their end."""
-        phase, bm, running = self._phase, self.blocks, self.scheduler.running
-        assert phase is not None
+        bm, running = self.blocks, self.scheduler.running
         while running and not self.scheduler.waiting and self.clock <= until:
             need = phase.next_blocks()
             if need > bm.num_free_blocks:
