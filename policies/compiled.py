@@ -2,7 +2,7 @@
 hosted prices looked up once. Built at load (and reload) time; never per request."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -10,11 +10,12 @@ from typing import Any
 
 from policies.conditions import Condition, compile_when
 from policies.decision import Target
-from policies.estimator import TokenPrice, hosted_price
+from policies.estimator import TokenPrice, hosted_price, local_price
 from policies.perf_model import PerfModel
 from policies.rule_schema import RuleBase, When
 from policies.schema import BackendSpec, Policy, Price, Team
 from policies.shadow_spec import ShadowSpec
+from policies.strategies import STRATEGY_TYPES, Context, Outcome
 from policies.tokens import encoding_name_for
 
 
@@ -24,9 +25,14 @@ class CompiledRule:
     spec: RuleBase  # one member of the Rule union (policies.strategies)
     conditions: tuple[Condition, ...]
 
-    @property
+    @cached_property
     def shadow(self) -> bool:
         return self.spec.shadow
+
+    @cached_property
+    def strategy(self) -> Callable[[Any, Context], Outcome | None]:
+        """The rule's strategy function (STRATEGY_TYPES, looked up once per rule, not per request)."""
+        return STRATEGY_TYPES[self.spec.strategy].decide
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class AliasBackend:
     engine: bool
     local_price: Price | None  # engines: the model's price in the policy, else the backend's
     hosted_price: TokenPrice | None  # hosted: from hosted_prices
+    max_tokens_default: int | None = None  # spec.max_tokens_default (a property chain, asked per request)
+    # Engines: local_price(local_price, snapshot) when that does not depend on the snapshot (no price,
+    # or one per token); per_gpu_hour: it does ($/hour ÷ the measured rates), so build_facts asks.
+    fixed_local_price: TokenPrice | None = None
+    per_gpu_hour: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,10 +147,13 @@ class CompiledPolicy:
             rows = []
             for backend, target in alias.by_backend.items():
                 spec, engine = self.policy.backends[backend], backend in self.engines
+                local = (self.policy.prices.get(target.model) or spec.price) if engine else None
+                hourly = local is not None and local.input_usd_per_mtok is None \
+                    and local.output_usd_per_mtok is None and local.usd_per_gpu_hour is not None
                 rows.append(AliasBackend(
-                    backend, target, spec, calibration_key(target, alias.encoding), engine,
-                    (self.policy.prices.get(target.model) or spec.price) if engine else None,
-                    None if engine else self.hosted_prices.get((backend, target.model))))
+                    backend, target, spec, calibration_key(target, alias.encoding), engine, local,
+                    None if engine else self.hosted_prices.get((backend, target.model)),
+                    spec.max_tokens_default, None if hourly else local_price(local, None), hourly))
             out[name] = tuple(rows)
         return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from policies.compiled import AliasInfo, CompiledPolicy, CompiledRule
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.live import LiveState
-from policies.strategies import STRATEGY_TYPES, Context, Outcome
+from policies.strategies import Context, Outcome
 
 DEFAULT_RULE = "default"
 
@@ -30,6 +30,8 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | 
 
 def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     live = ctx.live
+    if not live.any_open(outcome.backends):  # nearly every decision: nothing to drop
+        return outcome
     kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
     if kept or not outcome.backends:
         return outcome if len(kept) == len(outcome.backends) else \
@@ -40,16 +42,6 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
         else "cooling down"
     return Outcome((), f"{outcome.reason}; every target is {down}", "no_healthy_backend", max(floor, wait),
                    outcome.slo_out)
-
-
-def _run(rule: CompiledRule, ctx: Context) -> tuple[Outcome, str] | None:
-    why = _matched(rule, ctx.facts, ctx.live)
-    if why is None:
-        return None
-    outcome = STRATEGY_TYPES[rule.spec.strategy].decide(rule.spec, ctx)
-    if outcome is None:  # none of the rule's backends serves this model for this team
-        return None
-    return _without_open(ctx, outcome), why
 
 
 def apply_slo_out(out: frozenset[tuple[str, float]],
@@ -76,10 +68,13 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
     ctx = Context(compiled, alias, facts, live, usable)
     shadow: tuple[str, Outcome, str] | None = None
     for rule in compiled.rules:
-        result = _run(rule, ctx)
-        if result is None:
+        why = _matched(rule, facts, live) if rule.conditions else "always"
+        if why is None:
             continue
-        outcome, why = result
+        outcome = rule.strategy(rule.spec, ctx)
+        if outcome is None:  # none of the rule's backends serves this model for this team
+            continue
+        outcome = _without_open(ctx, outcome)
         if rule.shadow:
             shadow = shadow or (rule.name, outcome, why)
             continue

@@ -10,7 +10,7 @@ from policies.calibration import Calibration
 from policies.compiled import AliasInfo, CompiledPolicy, calibration_key  # noqa: F401 (its home was here)
 from policies.decision import RequestFacts
 from policies.errors import RoutingError
-from policies.estimator import TokenPrice, blocks_needed, kv_bytes, local_price
+from policies.estimator import TokenPrice, blocks_needed, local_price
 from policies.live import LiveState
 from policies.schema import BackendSpec
 from policies.tokens import TokenCounter
@@ -54,11 +54,22 @@ def _positive_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def _choices(body: Mapping[str, Any]) -> int:
+    """The request's `n` (1 when absent or not a positive integer)."""
+    n = body.get("n")
+    return 1 if n is None else _positive_int(n) or 1
+
+
 def expected_output(compiled: CompiledPolicy, body: Mapping[str, Any], team: str,
                     team_p90: int | None) -> tuple[int, str]:
     """max_tokens (× n choices), else the team's recent p90, else the team's or policy's default."""
-    n = _positive_int(body.get("n")) or 1
-    asked = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+    n = _choices(body)
+    get = body.get
+    asked = get("max_completion_tokens")
+    asked = _positive_int(asked) if asked is not None else None
+    if asked is None:
+        asked = get("max_tokens")
+        asked = _positive_int(asked) if asked is not None else None
     if asked is not None:
         return asked * n, "max_tokens"
     if team_p90:
@@ -75,7 +86,7 @@ def backend_output(spec: BackendSpec, body: Mapping[str, Any], output: int, sour
     cap = spec.max_tokens_default
     if source == "max_tokens" or cap is None:
         return output
-    return cap * (_positive_int(body.get("n")) or 1)
+    return cap * _choices(body)
 
 
 def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) -> dict[str, str]:
@@ -98,6 +109,7 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
     alias = resolve_alias(compiled, str(body.get("model", "")), team)
     prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
     output, output_source = expected_output(compiled, body, team, team_p90)
+    capped = None if output_source == "max_tokens" else _choices(body)  # n, where a default max_tokens caps
     per_backend: dict[str, int] = {}
     kv: dict[str, int] = {}
     blocks: dict[str, int] = {}
@@ -105,10 +117,10 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
     prefix: dict[str, float] = {}
     outputs: dict[str, int] = {}
     for dep in compiled.deployments[alias.name]:
-        backend = dep.backend
+        backend, cap = dep.backend, dep.max_tokens_default
         tokens = per_backend[backend] = calibration.apply(dep.calibration_key, prompt)
-        # KV is held for the most the backend may produce; cost expects no more than that.
-        most = outputs[backend] = backend_output(dep.spec, body, output, output_source)
+        # KV is held for the most the backend may produce (backend_output); cost expects no more than that.
+        most = outputs[backend] = output if capped is None or cap is None else cap * capped
         price: TokenPrice | None
         if dep.engine:
             snap = live.engine(backend)
@@ -118,13 +130,14 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
                     prefix[backend] = snap.prefix_cache_hit_rate
             per_token = (snap.kv_bytes_per_token if snap else 0) or dep.spec.kv_bytes_per_token
             if per_token:
-                kv[backend] = kv_bytes(tokens, most, per_token)
-            price = local_price(dep.local_price, snap)
+                kv[backend] = (tokens + most) * per_token  # estimator.kv_bytes, inline
+            price = local_price(dep.local_price, snap) if dep.per_gpu_hour else dep.fixed_local_price
         else:
             price = dep.hosted_price
         if price is not None:
-            costs[backend] = price.cost(tokens, min(output, most))
-    scores = scores or score_prompt(compiled, body, difficulty, category)
+            costs[backend] = price.cost(tokens, output if output < most else most)
+    if scores is None:
+        scores = score_prompt(compiled, body, difficulty, category)
     return RequestFacts(
         team=team, model_alias=alias.name, prompt_tokens=prompt, expected_output_tokens=output,
         stream=body.get("stream") is True, headers=_x_headers(headers), tags=_request_tags(compiled, team, body),

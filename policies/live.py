@@ -94,16 +94,28 @@ class LiveState:
     def engine(self, backend: str) -> EngineSnapshot | None:
         """Fresh state of an engine, or None when it has none or it is stale (unknown ≠ healthy)."""
         snap = self.engines.get(backend)
-        if snap is None or snap.num_blocks_total <= 0 or snap.age(self.now) > self.stale_after_s:
+        # (snap.age(now), inline: asked several times per decision)
+        if snap is None or snap.num_blocks_total <= 0 or self.now - snap.taken_at > self.stale_after_s:
             return None
         return snap
 
     def health_of(self, backend: str) -> HealthView:
-        view = self.health.get(backend, _HEALTHY)
         if self.unreachable and backend in self.unreachable:
             # Down until a poll answers again: skipped like an open circuit (spill, else 503).
+            view = self.health.get(backend, _HEALTHY)
             return replace(view, state="open", retry_at=max(view.retry_at, self.now), unreachable=True)
-        return view
+        return self.health.get(backend, _HEALTHY)
+
+    def any_open(self, backends: tuple[str, ...]) -> bool:
+        """Whether health_of says "open" for one of `backends` (decide() asks it of every outcome)."""
+        if self.unreachable:
+            return any(self.health_of(b).state == "open" for b in backends)
+        health = self.health
+        for backend in backends:
+            view = health.get(backend)
+            if view is not None and view.state == "open":
+                return True
+        return False
 
     def free_blocks(self, backend: str) -> int | None:
         """Blocks still free once in-flight reservations are honoured; None when state is unknown.

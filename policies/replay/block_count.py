@@ -105,6 +105,17 @@ class CountingBlockManager(BlockManager):
                 raise KeyError("no free block")
             self._take(seq, need)
 
+    def take(self, n: int) -> None:
+        """Count `n` blocks as taken by sequences whose tables are written later (policies/replay/decode_phase.py)."""
+        self._num_free -= n
+
+    def hold(self, seq: Sequence, n: int) -> None:
+        """Make the sequence's table `n` blocks long, the blocks already counted by `take`."""
+        short = n - len(seq.block_table)
+        if short > 0:
+            self._num_free += short
+            self._take(seq, short)
+
     def deallocate(self, seq: Sequence) -> None:
         self._num_free += len(seq.block_table)
         seq.block_table.clear()

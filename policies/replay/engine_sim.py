@@ -14,6 +14,7 @@ from local_engine.sequence import FinishReason, Sequence
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
+from policies.replay.decode_phase import DecodePhase
 from policies.replay.fast_schedule import schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
@@ -51,6 +52,7 @@ class SimEngine:
         # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
         # scheduler decodes them, and that step samples their first token.
         self._unsampled: set[int] = set()
+        self._phase: DecodePhase | None = None  # decode runs by counts, until the scheduler runs again
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
         """Why the engine would refuse this request now ("" when it takes it)."""
@@ -100,6 +102,9 @@ class SimEngine:
                 self.busy_s += self.clock - start
                 if self.clock != start or not self.scheduler.has_work():
                     continue
+            if self._phase is not None:  # the scheduler reads every sequence: write them back first
+                self._phase.write_back(self._left)
+                self._phase = None
             batch = (schedule(self.scheduler, self.blocks) if isinstance(self.blocks, CountingBlockManager)
                      else self.scheduler.schedule())
             if batch is None:
@@ -123,15 +128,15 @@ class SimEngine:
     def _mixed_step(self, batch: ScheduledBatch, events: list[EngineEvent]) -> None:
         """One step of the engine's mixed schedule: every running sequence decodes one token, then a
         chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
-        decodes, prefills = batch.parts()
-        context = sum([seq.num_tokens for seq in decodes.seqs])  # (lists: faster than generators here)
-        prefix = sum([seq.num_cached_tokens for seq in prefills.seqs])
-        self.clock += (self.model.decode_time(decodes.num_seqs, context)
-                       + self.model.prefill_time(prefills.total_tokens, prefix))
+        d = batch.num_decodes  # batch.parts(), by slices: the decodes lead
+        decodes, prefills, counts = batch.seqs[:d], batch.seqs[d:], batch.num_scheduled_tokens[d:]
+        context = sum([seq.num_tokens for seq in decodes])  # (lists: faster than generators here)
+        prefix = sum([seq.num_cached_tokens for seq in prefills])
+        self.clock += self.model.decode_time(d, context) + self.model.prefill_time(sum(counts), prefix)
         if self._unsampled:
-            self._first_tokens(decodes.seqs, self.clock, events)
+            self._first_tokens(decodes, self.clock, events)
         left, caching = self._left, self.blocks.enable_prefix_caching
-        for seq in decodes.seqs:  # the scheduler already gave each its next slot
+        for seq in decodes:  # the scheduler already gave each its next slot
             seq.num_cached_tokens += 1
             if caching:
                 seq.append_token(_PAD)
@@ -143,13 +148,19 @@ class SimEngine:
                 left[seq.seq_id] = remaining
             else:
                 self._finish(seq, events)
-        self._after_prefill(prefills.seqs, prefills.num_scheduled_tokens, events)
+        self._after_prefill(prefills, counts, events)
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
         """With nothing waiting, the scheduler's next step is a decode of every running sequence:
         go on without asking it, across finishes, until something waits, the free blocks cannot give
         each sequence its next slot (a preemption: the scheduler's call), or `until`."""
         running, bm = self.scheduler.running, self.blocks
+        if self._phase is None and isinstance(bm, CountingBlockManager) and not self._unsampled \
+                and 0 < len(running) <= self.model.max_num_seqs:
+            self._phase = DecodePhase.start(running, self._left, bm)  # by counts, when its assumptions hold
+        if self._phase is not None:
+            self._phased(self._phase, until, events)
+            return
         while running and not self.scheduler.waiting and self.clock <= until:
             seqs = tuple(running[:self.model.max_num_seqs])
             capacity = bm.block_size
@@ -159,6 +170,20 @@ class SimEngine:
             for seq in short:  # may_append takes a block exactly for these, and does nothing for the rest
                 bm.may_append(seq)
             self._decode_run(seqs, until, events)
+
+    def _phased(self, phase: DecodePhase, until: float, events: list[EngineEvent]) -> None:
+        """_keep_decoding by counts: the same runs, clock, blocks and events, sequences written only at their end."""
+        bm, running = self.blocks, self.scheduler.running
+        while running and not self.scheduler.waiting and self.clock <= until:
+            need = phase.next_blocks()
+            if need > bm.num_free_blocks:
+                return  # a preemption: the scheduler's call (advance writes the sequences back first)
+            bm.take(need)
+            self.clock, done = phase.run(self.model, self.clock, until)
+            for seq in done:
+                self._finish(seq, events)
+        if not running:
+            self._phase = None
 
     def _after_prefill(self, seqs: tuple[Sequence, ...], counts: tuple[int, ...], events: list[EngineEvent]) -> None:
         for seq, n in zip(seqs, counts):

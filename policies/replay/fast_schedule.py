@@ -22,9 +22,18 @@ def schedule(scheduler: Scheduler, blocks: CountingBlockManager) -> ScheduledBat
     for seq in short:
         blocks.may_append(seq)
     step = _Step(budget)
-    step.decodes = [(seq, 1) for seq in decoding]
+    priority = scheduler.config.enable_priority
+    if priority:  # its prefill pass may preempt a decode, looked for (and dropped) in step.decodes
+        step.decodes = [(seq, 1) for seq in decoding]
     step.budget = max(budget - len(decoding), scheduler.prefill_floor)  # as schedule() after its decode pass
     scheduler._schedule_prefills(step)  # noqa: SLF001 - the engine's own prefill pass
-    entries = step.decodes + step.prefills
-    seqs, counts = zip(*entries) if entries else ((), ())  # two tuples in one pass (~50 sequences a step)
-    return ScheduledBatch(seqs, counts, num_decodes=len(step.decodes), preempted_seq_ids=tuple(step.preempted))
+    if priority:
+        entries = step.decodes + step.prefills
+        seqs, counts = zip(*entries) if entries else ((), ())
+        return ScheduledBatch(seqs, counts, num_decodes=len(step.decodes), preempted_seq_ids=tuple(step.preempted))
+    # No preemption without priority: the decodes are `decoding`, one token each (~50 sequences a step).
+    seqs, counts = tuple(decoding), (1,) * len(decoding)
+    if step.prefills:
+        more, chunks = zip(*step.prefills)
+        seqs, counts = seqs + more, counts + chunks
+    return ScheduledBatch(seqs, counts, num_decodes=len(decoding), preempted_seq_ids=tuple(step.preempted))
