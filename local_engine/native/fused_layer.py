@@ -1,0 +1,60 @@
+"""One decoder layer of a small step (a few rows) through the native kernels: five calls around the
+attention — RMSNorm+qkv, RoPE, o+residual, RMSNorm+gate/up, SiLU·mul+down+residual.
+
+Same arithmetic as DecoderLayer's torch path (bf16 casts and roundings where it has them, the same
+effective 4-bit weights), only fewer passes over memory and no per-op dispatch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from local_engine.native.kernels import OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, NativeKernels, Q4Weight
+
+# (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D), as model.AttentionFn
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NativeInt4:
+    """A 4-bit matrix for weights.linear's few-row path: bf16 (S, K) -> bf16 (S, N) through the kernels."""
+
+    kernels: NativeKernels
+    weight: Q4Weight
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernels.q4_linear(self.weight, x)
+
+
+@dataclass(frozen=True)
+class FusedLayer:
+    kernels: NativeKernels
+    qkv: Q4Weight  # (q_size + 2 kv_size, hidden)
+    o: Q4Weight  # (hidden, q_size)
+    gate_up: Q4Weight  # (2 I, hidden)
+    down: Q4Weight  # (hidden, I)
+    qkv_bias: torch.Tensor | None  # (q_size + 2 kv_size,) in the model dtype
+    input_norm: torch.Tensor  # (hidden,) float32
+    post_attn_norm: torch.Tensor  # (hidden,) float32
+    eps: float
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    def forward(self, layer_idx: int, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                attend: Attend) -> torch.Tensor:
+        """x (T, hidden) float32, cos / sin_signed (T, 1, D) bf16 -> the layer's output (T, hidden) float32."""
+        T = x.shape[0]
+        H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
+        k = self.kernels
+        qkv = k.q4_linear(self.qkv, x, x_mode=X_RMSNORM, norm=self.input_norm, eps=self.eps)  # (T, (H+2KVH)*D)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        k.rope_(qkv, H + KVH, D, cos, sin_signed)  # q and k heads together
+        qkv = qkv.view(T, H + 2 * KVH, D)
+        attn = attend(layer_idx, qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:])  # (T, H, D)
+        x = k.q4_linear(self.o, attn.reshape(T, H * D), out_mode=OUT_RESIDUAL, residual=x)
+        gate_up = k.q4_linear(self.gate_up, x, x_mode=X_RMSNORM, norm=self.post_attn_norm, eps=self.eps)
+        return k.q4_linear(self.down, gate_up, x_mode=X_SILU_MUL, out_mode=OUT_RESIDUAL, residual=x)

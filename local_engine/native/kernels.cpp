@@ -1,0 +1,199 @@
+// Native CPU kernels for small decode steps (a few rows): 4-bit matmuls on the GGUF's own codes with
+// the step's small ops fused in (RMSNorm + bf16 cast before, SiLU*mul before, residual add after),
+// and RoPE on bf16 q/k. Plain C ABI for ctypes; no torch headers. Built by local_engine/native/build.py.
+//
+// Weights: w = (q - 8) * scale + zero per group of 32, scale and zero bf16 — the effective weights the
+// torch int4 path and the bf16 path share (weights.int4_effective_weight). Every output row is computed
+// by the same instruction sequence whatever the row count (S) or thread count: each (row, output) dot
+// product is one fixed-order fp32 reduction, threads only split the outputs. So results are
+// batch-invariant by construction (--deterministic relies on it).
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+namespace {
+
+constexpr int kGroup = 32;
+constexpr int kMaxRows = 4;  // rows per pass over the weights (more rows: more passes)
+
+inline float bf16_to_f32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline uint16_t f32_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN stays NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// One output n for R rows of xf (R, K) fp32; xsum (R, G): each row's group sums.
+template <int R>
+inline void dot_rows(const uint8_t* codes, const uint16_t* sz, const float* xf, const float* xsum, int K,
+                     float* acc_out) {
+  const int G = K / kGroup;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int g = 0; g < G; ++g) {
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * 16));
+    __m128i lo = _mm_and_si128(v, low4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+    __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
+    __m256 s = _mm256_set1_ps(bf16_to_f32(sz[2 * g]));
+    for (int r = 0; r < R; ++r) {
+      const float* x = xf + static_cast<size_t>(r) * K + g * kGroup;
+      __m256 d = _mm256_mul_ps(q0, _mm256_loadu_ps(x));
+      d = _mm256_fmadd_ps(q1, _mm256_loadu_ps(x + 8), d);
+      d = _mm256_fmadd_ps(q2, _mm256_loadu_ps(x + 16), d);
+      d = _mm256_fmadd_ps(q3, _mm256_loadu_ps(x + 24), d);
+      acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    // sum_j ((q_j - 8) s + z) x_j = s * sum_j q_j x_j + (z - 8 s) * sum_j x_j, group by group
+    float zsum = 0.0f;
+    const float* xs = xsum + static_cast<size_t>(r) * G;
+    for (int g = 0; g < G; ++g) {
+      float s = bf16_to_f32(sz[2 * g]), z = bf16_to_f32(sz[2 * g + 1]);
+      zsum += (z - 8.0f * s) * xs[g];
+    }
+    acc_out[r] = hsum(acc[r]) + zsum;
+  }
+}
+
+// The input rows as fp32 (S, K) and their group sums (S, K/32).
+void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w, float eps, float* xf,
+                   float* xsum) {
+  for (int r = 0; r < S; ++r) {
+    float* out = xf + static_cast<size_t>(r) * K;
+    if (x_mode == 0) {  // bf16 rows
+      const uint16_t* in = static_cast<const uint16_t*>(x) + static_cast<size_t>(r) * K;
+      for (int k = 0; k < K; ++k) out[k] = bf16_to_f32(in[k]);
+    } else if (x_mode == 1) {  // fp32 rows -> RMSNorm * weight, rounded to bf16 (F.rms_norm(...).to(bf16))
+      const float* in = static_cast<const float*>(x) + static_cast<size_t>(r) * K;
+      float ss = 0.0f;
+      for (int k = 0; k < K; ++k) ss += in[k] * in[k];
+      float rstd = 1.0f / sqrtf(ss / static_cast<float>(K) + eps);
+      for (int k = 0; k < K; ++k) out[k] = round_bf16(in[k] * rstd * norm_w[k]);
+    } else {  // bf16 rows of (gate, up), 2K wide -> silu(gate) * up with torch's two bf16 roundings
+      const uint16_t* in = static_cast<const uint16_t*>(x) + static_cast<size_t>(r) * 2 * K;
+      for (int k = 0; k < K; ++k) {
+        float g = bf16_to_f32(in[k]);
+        float a = round_bf16(g / (1.0f + expf(-g)));
+        out[k] = round_bf16(a * bf16_to_f32(in[K + k]));
+      }
+    }
+    const int G = K / kGroup;
+    for (int g = 0; g < G; ++g) {
+      float s = 0.0f;
+      for (int j = 0; j < kGroup; ++j) s += out[g * kGroup + j];
+      xsum[static_cast<size_t>(r) * G + g] = s;
+    }
+  }
+}
+
+template <int R>
+void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
+               const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
+  const int G = K / kGroup;
+  const int n_out = out_mode == 2 ? N / 2 : N;
+  const float* x = xf + static_cast<size_t>(r0) * K;
+  const float* xs = xsum + static_cast<size_t>(r0) * G;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int n = 0; n < n_out; ++n) {
+    float acc[R];
+    dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xs, K, acc);
+    if (out_mode == 2) {  // two halves of rows that add up to one matrix (a Q8_0 head), fp32 out
+      float acc2[R];
+      size_t m = static_cast<size_t>(n) + n_out;
+      dot_rows<R>(codes + m * K / 2, sz + m * G * 2, x, xs, K, acc2);
+      for (int r = 0; r < R; ++r) static_cast<float*>(out)[static_cast<size_t>(r0 + r) * n_out + n] = acc[r] + acc2[r];
+    } else if (out_mode == 1) {  // fp32 residual + the bf16-rounded product (x + linear(h) in torch)
+      for (int r = 0; r < R; ++r) {
+        size_t i = static_cast<size_t>(r0 + r) * N + n;
+        static_cast<float*>(out)[i] = res[i] + round_bf16(acc[r]);
+      }
+    } else {
+      for (int r = 0; r < R; ++r) static_cast<uint16_t*>(out)[static_cast<size_t>(r0 + r) * N + n] = f32_to_bf16(acc[r]);
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int hg_abi_version() { return 1; }
+
+// out = x @ W.T for S rows. x_mode: 0 bf16 (S, K); 1 fp32 (S, K) through RMSNorm(norm_w, eps) and a bf16
+// cast; 2 bf16 (S, 2K) as silu(first half) * second half. out_mode: 0 bf16 (S, N); 1 fp32 (S, N) =
+// res + bf16(product); 2 fp32 (S, N/2), rows n and n + N/2 summed. codes (N, K/2): group g's 16 bytes
+// hold element j in the low and j + 16 in the high nibble; sz (N, K/32, 2) bf16 (scale, zero).
+// Returns 0, or -1 if K is not a multiple of 32 or memory is short.
+int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* norm_w, float eps,
+                 const uint8_t* codes, const uint16_t* sz, void* out, int out_mode, const float* res,
+                 int nthreads) {
+  if (K % kGroup != 0 || S < 0 || N < 0) return -1;
+  if (S == 0 || N == 0) return 0;
+  const int G = K / kGroup;
+  float* xf = static_cast<float*>(malloc(sizeof(float) * (static_cast<size_t>(S) * K + static_cast<size_t>(S) * G)));
+  if (xf == nullptr) return -1;
+  float* xsum = xf + static_cast<size_t>(S) * K;
+  prepare_input(S, K, x, x_mode, norm_w, eps, xf, xsum);
+  if (nthreads < 1) nthreads = 1;
+  for (int r0 = 0; r0 < S; r0 += kMaxRows) {
+    switch (S - r0 >= kMaxRows ? kMaxRows : S - r0) {
+      case 1: rows_pass<1>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 2: rows_pass<2>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 3: rows_pass<3>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      default: rows_pass<4>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
+    }
+  }
+  free(xf);
+  return 0;
+}
+
+// Rotate-half RoPE in place on the first `heads` heads of each token's row of bf16 qkv (T rows of
+// `row_stride` elements, heads of D): x = bf16(bf16(x * cos) + rolled(x) * sin_signed), as model.rope_
+// computes it in torch; cos / sin_signed (T, D) bf16 rows `cs_stride` apart.
+void hg_rope_bf16(int T, int heads, int D, uint16_t* qkv, long row_stride, const uint16_t* cos,
+                  const uint16_t* sin_signed, long cs_stride) {
+  const int half = D / 2;
+  float tmp[1024];
+  if (D > 1024) return;
+  for (int t = 0; t < T; ++t) {
+    const uint16_t* c = cos + t * cs_stride;
+    const uint16_t* s = sin_signed + t * cs_stride;
+    for (int h = 0; h < heads; ++h) {
+      uint16_t* x = qkv + t * row_stride + static_cast<long>(h) * D;
+      for (int i = 0; i < D; ++i) tmp[i] = bf16_to_f32(x[i]);
+      for (int i = 0; i < D; ++i) {
+        float rolled = tmp[i < half ? i + half : i - half];
+        float a = round_bf16(tmp[i] * bf16_to_f32(c[i]));
+        x[i] = f32_to_bf16(a + rolled * bf16_to_f32(s[i]));
+      }
+    }
+  }
+}
+
+}  // extern "C"

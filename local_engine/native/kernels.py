@@ -1,0 +1,102 @@
+"""The native library through ctypes: loading it (or saying once why not) and typed calls on tensors.
+
+``HYBRIDGW_NATIVE=off`` keeps the torch path; by default the library is built on first use when the
+cache has none (``build.py``), and any failure falls back to torch with one log line.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from local_engine.native.build import BuildError, build
+
+log = logging.getLogger(__name__)
+
+_ABI_VERSION = 1
+_GROUP = 32
+# x_mode / out_mode of hg_q4_linear (kernels.cpp)
+X_BF16, X_RMSNORM, X_SILU_MUL = 0, 1, 2
+OUT_BF16, OUT_RESIDUAL, OUT_HALVES = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Q4Weight:
+    """A 4-bit matrix (N, K) in the kernels' layout: w = (q - 8) * scale + zero per group of 32."""
+
+    codes: torch.Tensor  # (N, K/2) uint8: group g's byte j holds element j (low nibble) and j + 16 (high)
+    scales_zeros: torch.Tensor  # (N, K/32, 2) bfloat16: (scale, zero)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape[0], self.codes.shape[1] * 2
+
+
+def pack_q4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> Q4Weight:
+    """q (N, K) codes 0..15, scale / zero (N, K/32) -> the kernels' layout (scale and zero rounded to
+    bf16, as the torch int4 path stores them: the same effective weights)."""
+    n, k = q.shape
+    groups = q.to(torch.uint8).view(n, k // _GROUP, 2, _GROUP // 2)  # (N, G, halves, 16)
+    codes = (groups[:, :, 0] | (groups[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+    return Q4Weight(codes, torch.stack([scale, zero], dim=-1).to(torch.bfloat16).contiguous())
+
+
+class NativeKernels:
+    """Typed wrappers over the loaded library; ``threads``: OpenMP threads of each matmul."""
+
+    def __init__(self, lib: ctypes.CDLL, path: str, threads: int) -> None:
+        self.path, self.threads = path, max(1, threads)
+        self._q4 = lib.hg_q4_linear
+        self._q4.restype = ctypes.c_int
+        p, i = ctypes.c_void_p, ctypes.c_int
+        self._q4.argtypes = [i, i, i, p, i, p, ctypes.c_float, p, p, p, i, p, i]
+        self._rope = lib.hg_rope_bf16
+        self._rope.restype = None
+        self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
+
+    def q4_linear(self, weight: Q4Weight, x: torch.Tensor, *, x_mode: int = X_BF16,
+                  norm: torch.Tensor | None = None, eps: float = 0.0, out_mode: int = OUT_BF16,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (S, K) bf16 [X_RMSNORM: fp32; X_SILU_MUL: (S, 2K) bf16] -> (S, N) bf16 [OUT_RESIDUAL:
+        residual + it, fp32; OUT_HALVES: (S, N/2) fp32, the two row halves summed]."""
+        n, k = weight.shape
+        s = x.shape[0]
+        x = x.contiguous()
+        if out_mode == OUT_BF16:
+            out = torch.empty(s, n, dtype=torch.bfloat16)
+        else:
+            out = torch.empty(s, n // 2 if out_mode == OUT_HALVES else n, dtype=torch.float32)
+        res = None if residual is None else residual.contiguous()
+        rc = self._q4(s, k, n, x.data_ptr(), x_mode, None if norm is None else norm.data_ptr(), eps,
+                      weight.codes.data_ptr(), weight.scales_zeros.data_ptr(), out.data_ptr(), out_mode,
+                      None if res is None else res.data_ptr(), self.threads)
+        if rc != 0:
+            raise RuntimeError(f"hg_q4_linear failed ({rc}) for a ({n}, {k}) weight")
+        return out
+
+    def rope_(self, qkv: torch.Tensor, heads: int, head_dim: int, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
+        """Rotate the first ``heads`` heads of qkv (T, *) bf16 rows in place; cos / sin_signed (T, 1, D) bf16."""
+        self._rope(qkv.shape[0], heads, head_dim, qkv.data_ptr(), qkv.stride(0), cos.data_ptr(),
+                   sin_signed.data_ptr(), cos.stride(0))
+
+
+def load_kernels(threads: int | None = None) -> NativeKernels | None:
+    """The native kernels, built if need be; None (with one log line saying why) when off or unavailable."""
+    setting = os.environ.get("HYBRIDGW_NATIVE", "auto").lower()
+    if setting in ("0", "off", "false", "no"):
+        log.warning("native kernels: off (HYBRIDGW_NATIVE=%s); small steps use the torch path", setting)
+        return None
+    try:
+        path = build()
+        lib = ctypes.CDLL(str(path))
+        if lib.hg_abi_version() != _ABI_VERSION:
+            raise OSError(f"{path} has ABI {lib.hg_abi_version()}, expected {_ABI_VERSION}")
+    except (BuildError, OSError, AttributeError) as exc:
+        log.warning("native kernels: unavailable (%s); small steps use the torch path", exc)
+        return None
+    kernels = NativeKernels(lib, str(path), threads or torch.get_num_threads())
+    log.info("native kernels: on (%s, %d threads)", path.name, kernels.threads)
+    return kernels

@@ -1,0 +1,110 @@
+"""The native kernels against torch: the 4-bit matmul and its fused prologues / epilogues, and RoPE.
+
+Tolerances come from the arithmetic: the kernel sums in float32 (at most K * 2^-24 of the summed
+magnitudes off, with a margin of 2 for the split into scale and zero terms) and rounds a bf16 output
+once (2^-8 of its value at most); bit-equality where the kernel promises it (rows and threads).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from local_engine.model import rope_, rope_cos_sin
+from local_engine.native.kernels import OUT_HALVES, OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, pack_q4
+from local_engine.weights import int4_effective_weight
+
+from .native_support import codes, native_kernels
+
+
+def effective(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    return int4_effective_weight(q, scale, zero, torch.float64)  # exact: bf16 scale/zero, small codes
+
+
+def accumulation_bound(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """float32 summation error bound of x (S, K) against the codes: the kernel sums s * q * x and
+    (z - 8 s) * x separately, so the magnitudes of both terms count."""
+    s = scale.to(torch.bfloat16).double().repeat_interleave(32, 1)
+    z = zero.to(torch.bfloat16).double().repeat_interleave(32, 1)
+    magnitude = x.double().abs() @ (q.double() * s + (z - 8 * s).abs()).T
+    return 2 * x.shape[1] * 2.0 ** -24 * magnitude + 1e-30
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 7])
+def test_the_4bit_matmul_is_the_effective_weight_product_rounded_once(rows: int) -> None:
+    kernels = native_kernels()
+    q, scale, zero = codes(200, 576, seed=rows)
+    x = torch.randn(rows, 576).to(torch.bfloat16)
+    out = kernels.q4_linear(pack_q4(q, scale, zero), x).double()
+    exact = x.double() @ effective(q, scale, zero).T
+    acc = accumulation_bound(x, q, scale, zero)
+    assert ((out - exact).abs() <= 2.0 ** -8 * (exact.abs() + acc) + acc).all()
+
+
+def test_a_row_does_not_depend_on_the_other_rows_or_the_threads() -> None:
+    one, two = native_kernels(threads=1), native_kernels(threads=2)
+    w = pack_q4(*codes(96, 1536, seed=5))
+    x = torch.randn(9, 1536).to(torch.bfloat16)
+    alone = torch.cat([one.q4_linear(w, x[i:i + 1]) for i in range(9)])
+    assert torch.equal(two.q4_linear(w, x), alone)  # passes of 4, 4 and 1 rows on two threads
+    assert torch.equal(one.q4_linear(w, x[2:5]), alone[2:5])
+
+
+def test_rmsnorm_prologue_and_residual_epilogue_match_the_torch_layer() -> None:
+    kernels = native_kernels()
+    q, scale, zero = codes(64, 128, seed=1)
+    x, norm, residual = torch.randn(3, 128) * 3, torch.rand(128) + 0.5, torch.randn(3, 64)
+    out = kernels.q4_linear(pack_q4(q, scale, zero), x, x_mode=X_RMSNORM, norm=norm, eps=1e-5,
+                            out_mode=OUT_RESIDUAL, residual=residual)
+    h = F.rms_norm(x, (128,), norm, 1e-5).to(torch.bfloat16)  # as DecoderLayer.forward
+    product = h.double() @ effective(q, scale, zero).T
+    acc = accumulation_bound(h, q, scale, zero)
+    assert out.dtype == torch.float32
+    # h may round differently where the norm's float32 sums differ in the last bit: one bf16 step of an input
+    slack = 2.0 ** -7 * (h.double().abs() @ effective(q, scale, zero).abs().T)
+    assert ((out.double() - residual.double() - product).abs()
+            <= 2.0 ** -8 * (product.abs() + acc + slack) + acc + slack + 1e-6).all()
+
+
+def test_silu_mul_prologue_matches_torch() -> None:
+    kernels = native_kernels()
+    q, scale, zero = codes(64, 256, seed=2)
+    w = pack_q4(q, scale, zero)
+    gate_up = (torch.randn(2, 512) * 2).to(torch.bfloat16)
+    gate, up = gate_up.view(2, 2, -1).unbind(1)
+    act = F.silu(gate).mul_(up)  # (2, 256) bf16, as DecoderLayer.forward
+    fused = kernels.q4_linear(w, gate_up, x_mode=X_SILU_MUL).double()
+    plain = kernels.q4_linear(w, act).double()
+    # the kernel's exp may differ from torch's in the last float32 bit: one bf16 step of an activation
+    slack = 2.0 ** -7 * (act.double().abs() @ effective(q, scale, zero).abs().T)
+    assert ((fused - plain).abs() <= 2.0 ** -8 * (plain.abs() + slack) + slack).all()
+    assert (fused == plain).float().mean() > 0.9  # mostly bit-equal: the same roundings as torch
+
+
+def test_halves_sum_two_row_blocks_in_float32() -> None:
+    kernels = native_kernels()
+    q, scale, zero = codes(128, 64, seed=3)
+    x = torch.randn(1, 64).to(torch.bfloat16)
+    out = kernels.q4_linear(pack_q4(q, scale, zero), x, out_mode=OUT_HALVES).double()  # (1, 64)
+    full = x.double() @ effective(q, scale, zero).T
+    acc = accumulation_bound(x, q, scale, zero)
+    assert out.shape == (1, 64)
+    assert ((out - (full[:, :64] + full[:, 64:])).abs() <= acc[:, :64] + acc[:, 64:] + 2.0 ** -24 * out.abs()).all()
+
+
+def test_rope_matches_the_torch_rotation() -> None:
+    kernels = native_kernels()
+    heads, kv_heads, d = 4, 2, 64
+    table = rope_cos_sin(1.0 / (10000 ** (torch.arange(0, d, 2).float() / d)), 512)
+    cos_sin = table[torch.tensor([0, 7, 300, 511])].to(torch.bfloat16)  # (T, 2, D)
+    cos, sin_signed = cos_sin[:, 0:1], cos_sin[:, 1:2]
+    qkv = torch.randn(4, (heads + 2 * kv_heads) * d).to(torch.bfloat16)
+    ref = qkv.clone().view(4, -1, d)
+    rope_(ref[:, :heads + kv_heads], cos, sin_signed)
+    out = qkv.clone()
+    kernels.rope_(out, heads + kv_heads, d, cos, sin_signed)
+    out = out.view(4, -1, d)
+    assert torch.equal(out[:, heads + kv_heads:], qkv.view(4, -1, d)[:, heads + kv_heads:])  # v untouched
+    # same two roundings as torch; allow one bf16 step where an fp32 product differs in its last bit
+    assert ((out.float() - ref.float()).abs() <= 2.0 ** -7 * ref.float().abs() + 1e-6).all()
+    assert (out == ref).float().mean() > 0.99
