@@ -23,6 +23,7 @@ from local_engine.invariant_attention import RowGroup, build_row_groups, invaria
 from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
+from local_engine.native.paged_decode import native_decode_attention
 from local_engine.runner_threads import StepThreads, use_threads
 from local_engine.sampler import SamplingRow, sample
 from local_engine.sequence import Sequence
@@ -137,8 +138,12 @@ class ModelRunner:
         attend = paged_attention if self.attention == "fast" else paged_attention_reference
         cache, mirror = self.kv_cache, self.mirror
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
+        native = None if self.attention != "fast" or plan is not None else native_decode_attention(
+            self.model.native, cache.tensor, meta.block_tables, meta.start_positions, meta.query_lens)
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)
+                return native(layer, q, k, v)
             layer_cache = cache.layer(layer)
             stored = write_kv(layer_cache, k, v, meta.slot_mapping)  # (2*KVH, T, D)
             if rows is not None:

@@ -196,4 +196,78 @@ void hg_rope_bf16(int T, int heads, int D, uint16_t* qkv, long row_stride, const
   }
 }
 
+// One query token per sequence over the paged bf16 KV cache, read in place: first the new token's
+// K/V are stored at its slot, then q (B, H, D) attends over positions 0..context_len-1 of its own
+// blocks. cache (2 * KVH, num_blocks, block_size, D): K heads then V heads. q / k / v are rows of the
+// step's qkv (strides in elements); out (B, H, D) bf16 contiguous. Scores, softmax and the weighted sum
+// in float32 (as torch's CPU SDPA for bf16), one rounding at the end. Sequences and KV heads split
+// over threads; each (sequence, head) is one fixed-order computation.
+void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const uint16_t* k,
+                          const uint16_t* v, long row_stride, uint16_t* cache, long num_blocks,
+                          int block_size, const int64_t* block_tables, int max_blocks,
+                          const int32_t* context_lens, float scale, uint16_t* out, int nthreads) {
+  const int G = H / KVH;
+  const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
+#pragma omp parallel for schedule(static) num_threads(nthreads) collapse(2)
+  for (int b = 0; b < B; ++b) {
+    for (int kvh = 0; kvh < KVH; ++kvh) {
+      const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
+      const int L = context_lens[b];
+      const int pos = L - 1;
+      const long slot = table[pos / block_size] * block_size + pos % block_size;
+      uint16_t* kc = cache + kvh * head_stride;
+      uint16_t* vc = cache + (KVH + kvh) * head_stride;
+      memcpy(kc + slot * D, k + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
+      memcpy(vc + slot * D, v + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
+      float* qf = static_cast<float*>(malloc(sizeof(float) * (static_cast<size_t>(G) * D * 2 + static_cast<size_t>(G) * L)));
+      if (qf == nullptr) continue;
+      float* acc = qf + G * D;
+      float* scores = acc + G * D;  // (G, L)
+      for (int g = 0; g < G; ++g)
+        for (int d = 0; d < D; ++d)
+          qf[g * D + d] = bf16_to_f32(q[b * row_stride + static_cast<long>(kvh * G + g) * D + d]);
+      for (int j = 0; j < L; ++j) {
+        const uint16_t* kr = kc + (table[j / block_size] * block_size + j % block_size) * D;
+        for (int g = 0; g < G; ++g) {
+          __m256 s = _mm256_setzero_ps();
+          for (int d = 0; d < D; d += 8) {
+            __m256 kv = _mm256_castsi256_ps(_mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + d))), 16));
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(qf + g * D + d), kv, s);
+          }
+          scores[g * L + j] = hsum(s) * scale;
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        float* sc = scores + g * L;
+        float m = sc[0];
+        for (int j = 1; j < L; ++j) m = sc[j] > m ? sc[j] : m;
+        float sum = 0.0f;
+        for (int j = 0; j < L; ++j) {
+          sc[j] = expf(sc[j] - m);
+          sum += sc[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < L; ++j) sc[j] *= inv;
+        for (int d = 0; d < D; ++d) acc[g * D + d] = 0.0f;
+      }
+      for (int j = 0; j < L; ++j) {
+        const uint16_t* vr = vc + (table[j / block_size] * block_size + j % block_size) * D;
+        for (int d = 0; d < D; d += 8) {
+          __m256 vv = _mm256_castsi256_ps(_mm256_slli_epi32(
+              _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + d))), 16));
+          for (int g = 0; g < G; ++g) {
+            __m256 a = _mm256_loadu_ps(acc + g * D + d);
+            _mm256_storeu_ps(acc + g * D + d, _mm256_fmadd_ps(_mm256_set1_ps(scores[g * L + j]), vv, a));
+          }
+        }
+      }
+      for (int g = 0; g < G; ++g)
+        for (int d = 0; d < D; ++d)
+          out[(static_cast<long>(b) * H + kvh * G + g) * D + d] = f32_to_bf16(acc[g * D + d]);
+      free(qf);
+    }
+  }
+}
+
 }  // extern "C"

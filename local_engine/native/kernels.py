@@ -53,6 +53,10 @@ class NativeKernels:
         self._q4.restype = ctypes.c_int
         p, i = ctypes.c_void_p, ctypes.c_int
         self._q4.argtypes = [i, i, i, p, i, p, ctypes.c_float, p, p, p, i, p, i]
+        self._decode = lib.hg_paged_decode_bf16
+        self._decode.restype = None
+        self._decode.argtypes = [i, i, i, i, p, p, p, ctypes.c_long, p, ctypes.c_long, i, p, i, p,
+                                 ctypes.c_float, p, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
@@ -81,6 +85,22 @@ class NativeKernels:
         """Rotate the first ``heads`` heads of qkv (T, *) bf16 rows in place; cos / sin_signed (T, 1, D) bf16."""
         self._rope(qkv.shape[0], heads, head_dim, qkv.data_ptr(), qkv.stride(0), cos.data_ptr(),
                    sin_signed.data_ptr(), cos.stride(0))
+
+
+    def paged_decode_(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor,
+                      block_tables: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
+        """Store k, v (B, KVH, D) at each sequence's last position in a layer's bf16 cache
+        (2*KVH, N, block_size, D), then attend q (B, H, D) over its context -> (B, H, D) bf16.
+
+        q, k, v: rows of one qkv tensor (the same row stride, heads of D contiguous); block_tables
+        (B, max_blocks) int64; context_lens (B,) int32, the new token included."""
+        B, H, D = q.shape
+        two_kvh, num_blocks, block_size, _ = cache.shape
+        out = torch.empty(B, H, D, dtype=torch.bfloat16)
+        self._decode(B, H, two_kvh // 2, D, q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), cache.data_ptr(),
+                     num_blocks, block_size, block_tables.data_ptr(), block_tables.shape[1],
+                     context_lens.data_ptr(), D ** -0.5, out.data_ptr(), self.threads)
+        return out
 
 
 def load_kernels(threads: int | None = None) -> NativeKernels | None:

@@ -2,7 +2,8 @@
 
 Tolerances come from the arithmetic: the kernel sums in float32 (at most K * 2^-24 of the summed
 magnitudes off, with a margin of 2 for the split into scale and zero terms) and rounds a bf16 output
-once (2^-8 of its value at most); bit-equality where the kernel promises it (rows and threads).
+once (2^-8 of its value at most); bit-equality where the kernel promises it (rows and threads). The
+decode attention against the reference path over the same paged cache.
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from local_engine.attention import build_attention_metadata, paged_attention_reference, write_kv
 from local_engine.model import rope_, rope_cos_sin
 from local_engine.native.kernels import OUT_HALVES, OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, pack_q4
+from local_engine.native.paged_decode import native_decode_attention
 from local_engine.weights import int4_effective_weight
 
 from .native_support import codes, native_kernels
@@ -108,3 +111,39 @@ def test_rope_matches_the_torch_rotation() -> None:
     # same two roundings as torch; allow one bf16 step where an fp32 product differs in its last bit
     assert ((out.float() - ref.float()).abs() <= 2.0 ** -7 * ref.float().abs() + 1e-6).all()
     assert (out == ref).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("lengths", [[1], [37], [5, 70, 16]])
+def test_paged_decode_stores_the_token_and_attends_like_the_reference(lengths: list[int]) -> None:
+    kernels = native_kernels()
+    heads, kv_heads, d, bs = 6, 2, 64, 16
+    torch.manual_seed(len(lengths))
+    cache = torch.zeros(2 * kv_heads, 32, bs, d, dtype=torch.bfloat16)
+    free = list(range(31, 0, -1))  # block 0 stays empty: padding reads it, the mask must hide it
+    tables = [[free.pop() for _ in range(-(-n // bs))] for n in lengths]
+    for table, n in zip(tables, lengths):  # the context before the new token
+        slots = torch.tensor([table[p // bs] * bs + p % bs for p in range(n - 1)], dtype=torch.int64)
+        write_kv(cache, torch.randn(n - 1, kv_heads, d), torch.randn(n - 1, kv_heads, d), slots)
+    qkv = torch.randn(len(lengths), heads + 2 * kv_heads, d).to(torch.bfloat16)  # the step's rows
+    q, k, v = qkv[:, :heads], qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:]
+    expected_cache = cache.clone()
+    meta = build_attention_metadata(tables, [n - 1 for n in lengths], [1] * len(lengths), block_size=bs,
+                                    num_heads=heads, num_kv_heads=kv_heads, dtype=torch.bfloat16,
+                                    device=torch.device("cpu"))
+    write_kv(expected_cache, k, v, meta.slot_mapping)
+    expected = paged_attention_reference(q, expected_cache, meta)  # float32 math, one bf16 rounding
+    attend = native_decode_attention(kernels, cache[None], tables, [n - 1 for n in lengths], [1] * len(lengths))
+    assert attend is not None
+    out = attend(0, q, k, v)
+    assert torch.equal(cache, expected_cache)
+    # float32 sums in another order: a rounding tipped at most one bf16 step (2^-7 of the value)
+    assert ((out.float() - expected.float()).abs() <= 2.0 ** -7 * expected.float().abs() + 1e-6).all()
+
+
+def test_paged_decode_leaves_other_steps_to_torch() -> None:
+    kernels = native_kernels()
+    cache = torch.zeros(1, 4, 8, 16, 64, dtype=torch.bfloat16)
+    assert native_decode_attention(kernels, cache, [[1], [2]], [0, 3], [1, 2]) is None  # a prompt chunk
+    assert native_decode_attention(kernels, cache, [[1]] * 4, [0] * 4, [1] * 4) is None  # the mirror's batch
+    assert native_decode_attention(kernels, cache.float(), [[1]], [0], [1]) is None  # not bf16
+    assert native_decode_attention(None, cache, [[1]], [0], [1]) is None
