@@ -36,12 +36,35 @@ inline uint16_t f32_to_bf16(float f) {  // round to nearest even, as torch's .to
 
 inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
+// exp of 8 floats (Cephes' expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp on [-87, 88]).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   lo = _mm_add_ps(lo, hi);
   lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
   lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
   return _mm_cvtss_f32(lo);
+}
+
+inline __m256 load_bf16x8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
 // One output n for R rows of xf (R, K) fp32; xsum (R, G): each row's group sums.
@@ -97,10 +120,12 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
       for (int k = 0; k < K; ++k) out[k] = round_bf16(in[k] * rstd * norm_w[k]);
     } else {  // bf16 rows of (gate, up), 2K wide -> silu(gate) * up with torch's two bf16 roundings
       const uint16_t* in = static_cast<const uint16_t*>(x) + static_cast<size_t>(r) * 2 * K;
-      for (int k = 0; k < K; ++k) {
-        float g = bf16_to_f32(in[k]);
-        float a = round_bf16(g / (1.0f + expf(-g)));
-        out[k] = round_bf16(a * bf16_to_f32(in[K + k]));
+      float sig[8];
+      for (int k = 0; k < K; k += 8) {  // K is a multiple of 32
+        __m256 g = load_bf16x8(in + k);
+        _mm256_storeu_ps(sig, _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f),
+                                                             exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)))));
+        for (int j = 0; j < 8; ++j) out[k + j] = round_bf16(round_bf16(sig[j]) * bf16_to_f32(in[K + k + j]));
       }
     }
     const int G = K / kGroup;
@@ -231,9 +256,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
         for (int g = 0; g < G; ++g) {
           __m256 s = _mm256_setzero_ps();
           for (int d = 0; d < D; d += 8) {
-            __m256 kv = _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + d))), 16));
-            s = _mm256_fmadd_ps(_mm256_loadu_ps(qf + g * D + d), kv, s);
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(qf + g * D + d), load_bf16x8(kr + d), s);
           }
           scores[g * L + j] = hsum(s) * scale;
         }
@@ -243,7 +266,13 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
         float m = sc[0];
         for (int j = 1; j < L; ++j) m = sc[j] > m ? sc[j] : m;
         float sum = 0.0f;
-        for (int j = 0; j < L; ++j) {
+        int j = 0;
+        for (; j + 8 <= L; j += 8) {
+          __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), _mm256_set1_ps(m)));
+          _mm256_storeu_ps(sc + j, e);
+          sum += hsum(e);
+        }
+        for (; j < L; ++j) {
           sc[j] = expf(sc[j] - m);
           sum += sc[j];
         }
@@ -254,8 +283,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
       for (int j = 0; j < L; ++j) {
         const uint16_t* vr = vc + (table[j / block_size] * block_size + j % block_size) * D;
         for (int d = 0; d < D; d += 8) {
-          __m256 vv = _mm256_castsi256_ps(_mm256_slli_epi32(
-              _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vr + d))), 16));
+          __m256 vv = load_bf16x8(vr + d);
           for (int g = 0; g < G; ++g) {
             __m256 a = _mm256_loadu_ps(acc + g * D + d);
             _mm256_storeu_ps(acc + g * D + d, _mm256_fmadd_ps(_mm256_set1_ps(scores[g * L + j]), vv, a));
