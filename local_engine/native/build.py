@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
+HEADERS = (Path(__file__).with_name("pool.h"),)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-std=c++17")
 _TIMEOUT_S = 120
 
@@ -43,7 +44,7 @@ def _cpu_flags() -> str:
 
 
 def library_path() -> Path:
-    digest = hashlib.sha1(SOURCE.read_bytes())
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in (SOURCE, *HEADERS)))
     digest.update(" ".join((compiler(), *FLAGS, _cpu_flags())).encode())
     return cache_dir() / f"hgkernels-{digest.hexdigest()[:16]}.so"
 

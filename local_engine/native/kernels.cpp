@@ -14,7 +14,12 @@
 #include <string.h>
 #include <omp.h>
 
+#include "pool.h"
+
 namespace {
+
+// Threads: the pool (pool.h) by default; OpenMP (libgomp, shared with torch) when set for comparison.
+std::atomic<int> g_use_openmp{0};
 
 constexpr int kGroup = 32;
 constexpr int kMaxRows = 4;  // rows per pass over the weights (more rows: more passes)
@@ -138,14 +143,13 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
 }
 
 template <int R>
-void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
-               const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
+void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
+                const uint16_t* sz, void* out, int out_mode, const float* res) {
   const int G = K / kGroup;
   const int n_out = out_mode == 2 ? N / 2 : N;
   const float* x = xf + static_cast<size_t>(r0) * K;
   const float* xs = xsum + static_cast<size_t>(r0) * G;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-  for (int n = 0; n < n_out; ++n) {
+  for (int n = n0; n < n1; ++n) {
     float acc[R];
     dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xs, K, acc);
     if (out_mode == 2) {  // two halves of rows that add up to one matrix (a Q8_0 head), fp32 out
@@ -164,11 +168,42 @@ void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const u
   }
 }
 
+template <int R>
+void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
+               const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
+  const int n_out = out_mode == 2 ? N / 2 : N;
+  if (g_use_openmp.load(std::memory_order_relaxed)) {
+#pragma omp parallel num_threads(nthreads)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      rows_range<R>(static_cast<int>(static_cast<long>(n_out) * t / nt),
+                    static_cast<int>(static_cast<long>(n_out) * (t + 1) / nt), r0, K, N, xf, xsum, codes, sz, out,
+                    out_mode, res);
+    }
+    return;
+  }
+  // ~8 chunks a thread (whole cache lines of output), so a late thread's share is taken by the others
+  int chunk = (n_out / (8 * (nthreads > 0 ? nthreads : 1)) + 15) / 16 * 16;
+  if (chunk < 16) chunk = 16;
+  const int n_chunks = (n_out + chunk - 1) / chunk;
+  hg::parallel_for(n_chunks, nthreads, [&](int c) {
+    const int n1 = (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out;
+    rows_range<R>(c * chunk, n1, r0, K, N, xf, xsum, codes, sz, out, out_mode, res);
+  });
+}
+
 }  // namespace
 
 extern "C" {
 
 int hg_abi_version() { return 1; }
+
+// use_openmp: 1 = the matmuls split over OpenMP threads (static), 0 = the pool; spin_us: how long pool
+// workers spin for the next job before sleeping.
+void hg_set_threading(int use_openmp, int spin_us) {
+  g_use_openmp.store(use_openmp);
+  hg::pool().set_spin_us(spin_us);
+}
 
 // out = x @ W.T for S rows. x_mode: 0 bf16 (S, K); 1 fp32 (S, K) through RMSNorm(norm_w, eps) and a bf16
 // cast; 2 bf16 (S, 2K) as silu(first half) * second half. out_mode: 0 bf16 (S, N); 1 fp32 (S, N) =
@@ -233,9 +268,9 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
                           const int32_t* context_lens, float scale, uint16_t* out, int nthreads) {
   const int G = H / KVH;
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
-#pragma omp parallel for schedule(static) num_threads(nthreads) collapse(2)
-  for (int b = 0; b < B; ++b) {
-    for (int kvh = 0; kvh < KVH; ++kvh) {
+  hg::parallel_for(B * KVH, nthreads, [&](int item) {
+    {
+      const int b = item / KVH, kvh = item % KVH;
       const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
       const int L = context_lens[b];
       const int pos = L - 1;
@@ -245,7 +280,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
       memcpy(kc + slot * D, k + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
       memcpy(vc + slot * D, v + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
       float* qf = static_cast<float*>(malloc(sizeof(float) * (static_cast<size_t>(G) * D * 2 + static_cast<size_t>(G) * L)));
-      if (qf == nullptr) continue;
+      if (qf == nullptr) return;
       float* acc = qf + G * D;
       float* scores = acc + G * D;  // (G, L)
       for (int g = 0; g < G; ++g)
@@ -295,7 +330,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
           out[(static_cast<long>(b) * H + kvh * G + g) * D + d] = f32_to_bf16(acc[g * D + d]);
       free(qf);
     }
-  }
+  });
 }
 
 }  // extern "C"

@@ -21,6 +21,9 @@ _GROUP = 32
 # x_mode / out_mode of hg_q4_linear (kernels.cpp)
 X_BF16, X_RMSNORM, X_SILU_MUL = 0, 1, 2
 OUT_BF16, OUT_RESIDUAL, OUT_HALVES = 0, 1, 2
+# Pool workers spin this long for the next matmul before sleeping: longer than the gaps inside a decode
+# step (attention, Python: tens of µs), shorter than those between steps (the server's work: ms)
+DEFAULT_SPIN_US = 200
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,17 @@ class NativeKernels:
         self._decode.restype = None
         self._decode.argtypes = [i, i, i, i, p, p, p, ctypes.c_long, p, ctypes.c_long, i, p, i, p,
                                  ctypes.c_float, p, i]
+        self._threading = lib.hg_set_threading
+        self._threading.restype = None
+        self._threading.argtypes = [i, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
+
+    def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US) -> None:
+        """Split matmuls over the library's own pool (default; workers spin ``spin_us`` between jobs,
+        then sleep) or over OpenMP threads (libgomp, shared with torch)."""
+        self._threading(int(use_openmp), spin_us)
 
     def q4_linear(self, weight: Q4Weight, x: torch.Tensor, *, x_mode: int = X_BF16,
                   norm: torch.Tensor | None = None, eps: float = 0.0, out_mode: int = OUT_BF16,
