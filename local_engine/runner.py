@@ -139,7 +139,8 @@ class ModelRunner:
         cache, mirror = self.kv_cache, self.mirror
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
         native = None if self.attention != "fast" or plan is not None else native_decode_attention(
-            self.model.native, cache.tensor, meta.block_tables, meta.start_positions, meta.query_lens)
+            self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables, meta.start_positions,
+            meta.query_lens)
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)

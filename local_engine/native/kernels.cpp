@@ -23,6 +23,7 @@ std::atomic<int> g_use_openmp{0};
 
 constexpr int kGroup = 32;
 constexpr int kMaxRows = 4;  // rows per pass over the weights (more rows: more passes)
+constexpr int kMaxGroups = 4096;  // K up to 131072
 
 inline float bf16_to_f32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -72,46 +73,96 @@ inline __m256 load_bf16x8(const uint16_t* p) {
       _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
-// One output n for R rows of xf (R, K) fp32; xsum (R, G): each row's group sums.
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+// Codes enter the dot products as bf16 (128 + q), whose bits are 0x4300 | q: exact, no conversion.
+constexpr float kCodeBias = 128.0f;
+#else
+constexpr float kCodeBias = 0.0f;
+#endif
+
+// Group g of one output's codes against R rows, added to acc[R]: s * sum_j (q_j + bias) x_j.
 template <int R>
-inline void dot_rows(const uint8_t* codes, const uint16_t* sz, const float* xf, const float* xsum, int K,
-                     float* acc_out) {
-  const int G = K / kGroup;
-  const __m128i low4 = _mm_set1_epi8(0x0f);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int g = 0; g < G; ++g) {
-    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * 16));
-    __m128i lo = _mm_and_si128(v, low4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
-    __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
-    __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
-    __m256 s = _mm256_set1_ps(bf16_to_f32(sz[2 * g]));
-    for (int r = 0; r < R; ++r) {
-      const float* x = xf + static_cast<size_t>(r) * K + g * kGroup;
-      __m256 d = _mm256_mul_ps(q0, _mm256_loadu_ps(x));
-      d = _mm256_fmadd_ps(q1, _mm256_loadu_ps(x + 8), d);
-      d = _mm256_fmadd_ps(q2, _mm256_loadu_ps(x + 16), d);
-      d = _mm256_fmadd_ps(q3, _mm256_loadu_ps(x + 24), d);
-      acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
-    }
-  }
+__attribute__((always_inline)) inline void group_dot(const uint8_t* codes, const float* scales, const float* xf,
+                                                     const uint16_t* xb, int K, int g, __m256* acc) {
+  const __m256 s = _mm256_broadcast_ss(scales + g);
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+  (void)xf;
+  const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * 16)));
+  const __m256i bias = _mm256_set1_epi16(0x4300);
+  const __m256bh lo = (__m256bh)_mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi16(0x000f)), bias);  // 0..15
+  const __m256bh hi = (__m256bh)_mm256_or_si256(_mm256_srli_epi16(w, 4), bias);  // elements 16..31
   for (int r = 0; r < R; ++r) {
-    // sum_j ((q_j - 8) s + z) x_j = s * sum_j q_j x_j + (z - 8 s) * sum_j x_j, group by group
-    float zsum = 0.0f;
+    const uint16_t* x = xb + static_cast<size_t>(r) * K + g * kGroup;
+    __m256 d = _mm256_dpbf16_ps(_mm256_setzero_ps(), lo,
+                                (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+    d = _mm256_dpbf16_ps(d, hi, (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16)));
+    acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
+  }
+#else
+  (void)xb;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + g * 16));
+  const __m128i lo = _mm_and_si128(v, low4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+  const __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+  const __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
+  const __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+  const __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
+  for (int r = 0; r < R; ++r) {
+    const float* x = xf + static_cast<size_t>(r) * K + g * kGroup;
+    __m256 d = _mm256_mul_ps(q0, _mm256_loadu_ps(x));
+    d = _mm256_fmadd_ps(q1, _mm256_loadu_ps(x + 8), d);
+    d = _mm256_fmadd_ps(q2, _mm256_loadu_ps(x + 16), d);
+    d = _mm256_fmadd_ps(q3, _mm256_loadu_ps(x + 24), d);
+    acc[r] = _mm256_fmadd_ps(d, s, acc[r]);
+  }
+#endif
+}
+
+// One output for R rows: xf (R, K) fp32 and xb the same values as bf16; xsum (R, G) group sums.
+// sum_j ((q_j - 8) s + z) x_j = s * sum_j (q_j + bias) x_j + (z - (8 + bias) s) * sum_j x_j per group.
+// Four accumulators (groups g, g+1, g+2, g+3), so the FMA latency does not bound a group's cost; they
+// are summed in a fixed order.
+template <int R>
+inline void dot_rows(const uint8_t* codes, const uint16_t* sz, const float* xf, const uint16_t* xb,
+                     const float* xsum, int K, float* acc_out) {
+  const int G = K / kGroup;
+  alignas(32) float scales[kMaxGroups], shifts[kMaxGroups];  // s and z - (8 + bias) s per group, float32
+  int j = 0;
+  for (; j + 8 <= G; j += 8) {  // (s, z) bf16 pairs: one 32-bit lane each, z in the high half
+    const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sz + 2 * j));
+    const __m256 sv = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
+    const __m256 zv = _mm256_castsi256_ps(_mm256_and_si256(p, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    _mm256_store_ps(scales + j, sv);
+    _mm256_store_ps(shifts + j, _mm256_fnmadd_ps(_mm256_set1_ps(8.0f + kCodeBias), sv, zv));
+  }
+  for (; j < G; ++j) {
+    scales[j] = bf16_to_f32(sz[2 * j]);
+    shifts[j] = fmaf(-(8.0f + kCodeBias), scales[j], bf16_to_f32(sz[2 * j + 1]));
+  }
+  __m256 a0[R], a1[R], a2[R], a3[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = a2[r] = a3[r] = _mm256_setzero_ps();
+  int g = 0;
+  for (; g + 4 <= G; g += 4) {
+    group_dot<R>(codes, scales, xf, xb, K, g, a0);
+    group_dot<R>(codes, scales, xf, xb, K, g + 1, a1);
+    group_dot<R>(codes, scales, xf, xb, K, g + 2, a2);
+    group_dot<R>(codes, scales, xf, xb, K, g + 3, a3);
+  }
+  for (; g < G; ++g) group_dot<R>(codes, scales, xf, xb, K, g, a0);
+  for (int r = 0; r < R; ++r) {
     const float* xs = xsum + static_cast<size_t>(r) * G;
-    for (int g = 0; g < G; ++g) {
-      float s = bf16_to_f32(sz[2 * g]), z = bf16_to_f32(sz[2 * g + 1]);
-      zsum += (z - 8.0f * s) * xs[g];
-    }
-    acc_out[r] = hsum(acc[r]) + zsum;
+    __m256 zv = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= G; i += 8) zv = _mm256_fmadd_ps(_mm256_load_ps(shifts + i), _mm256_loadu_ps(xs + i), zv);
+    float zsum = hsum(zv);
+    for (; i < G; ++i) zsum = fmaf(shifts[i], xs[i], zsum);
+    acc_out[r] = hsum(_mm256_add_ps(_mm256_add_ps(a0[r], a1[r]), _mm256_add_ps(a2[r], a3[r]))) + zsum;
   }
 }
 
 // The input rows as fp32 (S, K) and their group sums (S, K/32).
 void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w, float eps, float* xf,
-                   float* xsum) {
+                   uint16_t* xb, float* xsum) {
   for (int r = 0; r < S; ++r) {
     float* out = xf + static_cast<size_t>(r) * K;
     if (x_mode == 0) {  // bf16 rows
@@ -133,6 +184,7 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
         for (int j = 0; j < 8; ++j) out[k + j] = round_bf16(round_bf16(sig[j]) * bf16_to_f32(in[K + k + j]));
       }
     }
+    for (int k = 0; k < K; ++k) xb[static_cast<size_t>(r) * K + k] = f32_to_bf16(out[k]);  // exact: bf16 values
     const int G = K / kGroup;
     for (int g = 0; g < G; ++g) {
       float s = 0.0f;
@@ -143,19 +195,20 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
 }
 
 template <int R>
-void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
-                const uint16_t* sz, void* out, int out_mode, const float* res) {
+void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const uint16_t* xbf, const float* xsum,
+                const uint8_t* codes, const uint16_t* sz, void* out, int out_mode, const float* res) {
   const int G = K / kGroup;
   const int n_out = out_mode == 2 ? N / 2 : N;
   const float* x = xf + static_cast<size_t>(r0) * K;
+  const uint16_t* xb = xbf + static_cast<size_t>(r0) * K;
   const float* xs = xsum + static_cast<size_t>(r0) * G;
   for (int n = n0; n < n1; ++n) {
     float acc[R];
-    dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xs, K, acc);
+    dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xb, xs, K, acc);
     if (out_mode == 2) {  // two halves of rows that add up to one matrix (a Q8_0 head), fp32 out
       float acc2[R];
       size_t m = static_cast<size_t>(n) + n_out;
-      dot_rows<R>(codes + m * K / 2, sz + m * G * 2, x, xs, K, acc2);
+      dot_rows<R>(codes + m * K / 2, sz + m * G * 2, x, xb, xs, K, acc2);
       for (int r = 0; r < R; ++r) static_cast<float*>(out)[static_cast<size_t>(r0 + r) * n_out + n] = acc[r] + acc2[r];
     } else if (out_mode == 1) {  // fp32 residual + the bf16-rounded product (x + linear(h) in torch)
       for (int r = 0; r < R; ++r) {
@@ -169,7 +222,7 @@ void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const flo
 }
 
 template <int R>
-void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const uint8_t* codes,
+void rows_pass(int r0, int K, int N, const float* xf, const uint16_t* xb, const float* xsum, const uint8_t* codes,
                const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
   const int n_out = out_mode == 2 ? N / 2 : N;
   if (g_use_openmp.load(std::memory_order_relaxed)) {
@@ -177,7 +230,7 @@ void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const u
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       rows_range<R>(static_cast<int>(static_cast<long>(n_out) * t / nt),
-                    static_cast<int>(static_cast<long>(n_out) * (t + 1) / nt), r0, K, N, xf, xsum, codes, sz, out,
+                    static_cast<int>(static_cast<long>(n_out) * (t + 1) / nt), r0, K, N, xf, xb, xsum, codes, sz, out,
                     out_mode, res);
     }
     return;
@@ -188,8 +241,81 @@ void rows_pass(int r0, int K, int N, const float* xf, const float* xsum, const u
   const int n_chunks = (n_out + chunk - 1) / chunk;
   hg::parallel_for(n_chunks, nthreads, [&](int c) {
     const int n1 = (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out;
-    rows_range<R>(c * chunk, n1, r0, K, N, xf, xsum, codes, sz, out, out_mode, res);
+    rows_range<R>(c * chunk, n1, r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res);
   });
+}
+
+// Sums of 8 vectors -> one vector of their 8 horizontal sums.
+inline __m256 hsum8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6, __m256 v7) {
+  __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
+  __m256 c = _mm256_hadd_ps(_mm256_hadd_ps(v4, v5), _mm256_hadd_ps(v6, v7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, c, 0x20), _mm256_permute2f128_ps(a, c, 0x31));
+}
+
+inline const uint16_t* key_row(const uint16_t* head, const int64_t* table, int block_size, int D, int j) {
+  return head + (table[j / block_size] * block_size + j % block_size) * D;
+}
+
+// q . k for one head's q (D bf16) against key j: float32 (D a multiple of 16).
+inline __m256 qk_partial(const uint16_t* qh, const uint16_t* kr, int D) {
+  __m256 s = _mm256_setzero_ps();
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+  for (int d = 0; d < D; d += 16)
+    s = _mm256_dpbf16_ps(s, (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + d)),
+                         (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr + d)));
+#else
+  for (int d = 0; d < D; d += 8) s = _mm256_fmadd_ps(load_bf16x8(qh + d), load_bf16x8(kr + d), s);
+#endif
+  return s;
+}
+
+// The G query heads sharing one KV head: scores (G, L) scratch, out (G, D) bf16.
+void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, const uint16_t* vc,
+                const int64_t* table, int block_size, float scale, float* scores, uint16_t* out) {
+  for (int g = 0; g < G; ++g) {
+    const uint16_t* qg = qh + static_cast<long>(g) * D;
+    float* sc = scores + static_cast<size_t>(g) * L;
+    int j = 0;
+    for (; j + 8 <= L; j += 8) {
+      __m256 p[8];
+      for (int t = 0; t < 8; ++t) p[t] = qk_partial(qg, key_row(kc, table, block_size, D, j + t), D);
+      _mm256_storeu_ps(sc + j, _mm256_mul_ps(hsum8(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]),
+                                             _mm256_set1_ps(scale)));
+    }
+    for (; j < L; ++j) sc[j] = hsum(qk_partial(qg, key_row(kc, table, block_size, D, j), D)) * scale;
+    float m = sc[0];
+    for (int i = 1; i < L; ++i) m = sc[i] > m ? sc[i] : m;
+    __m256 sumv = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= L; i += 8) {
+      __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + i), _mm256_set1_ps(m)));
+      _mm256_storeu_ps(sc + i, e);
+      sumv = _mm256_add_ps(sumv, e);
+    }
+    float sum = hsum(sumv);
+    for (; i < L; ++i) {
+      sc[i] = expf(sc[i] - m);
+      sum += sc[i];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    i = 0;
+    for (; i + 8 <= L; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(_mm256_loadu_ps(sc + i), inv));
+    for (; i < L; ++i) sc[i] *= 1.0f / sum;
+  }
+  for (int d = 0; d < D; d += 8) {  // one 8-wide slice of every head's output at a time, in registers
+    __m256 acc[8];
+    for (int g = 0; g < G && g < 8; ++g) acc[g] = _mm256_setzero_ps();
+    for (int j = 0; j < L; ++j) {
+      const __m256 vv = load_bf16x8(key_row(vc, table, block_size, D, j) + d);
+      for (int g = 0; g < G && g < 8; ++g)
+        acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + static_cast<size_t>(g) * L + j), vv, acc[g]);
+    }
+    for (int g = 0; g < G && g < 8; ++g) {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[g]);
+      for (int t = 0; t < 8; ++t) out[static_cast<long>(g) * D + d + t] = f32_to_bf16(tmp[t]);
+    }
+  }
 }
 
 }  // namespace
@@ -213,20 +339,22 @@ void hg_set_threading(int use_openmp, int spin_us) {
 int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* norm_w, float eps,
                  const uint8_t* codes, const uint16_t* sz, void* out, int out_mode, const float* res,
                  int nthreads) {
-  if (K % kGroup != 0 || S < 0 || N < 0) return -1;
+  if (K % kGroup != 0 || K / kGroup > kMaxGroups || S < 0 || N < 0) return -1;
   if (S == 0 || N == 0) return 0;
   const int G = K / kGroup;
-  float* xf = static_cast<float*>(malloc(sizeof(float) * (static_cast<size_t>(S) * K + static_cast<size_t>(S) * G)));
+  const size_t SK = static_cast<size_t>(S) * K;
+  float* xf = static_cast<float*>(malloc(sizeof(float) * (SK + static_cast<size_t>(S) * G) + sizeof(uint16_t) * SK));
   if (xf == nullptr) return -1;
-  float* xsum = xf + static_cast<size_t>(S) * K;
-  prepare_input(S, K, x, x_mode, norm_w, eps, xf, xsum);
+  float* xsum = xf + SK;
+  uint16_t* xb = reinterpret_cast<uint16_t*>(xsum + static_cast<size_t>(S) * G);
+  prepare_input(S, K, x, x_mode, norm_w, eps, xf, xb, xsum);
   if (nthreads < 1) nthreads = 1;
   for (int r0 = 0; r0 < S; r0 += kMaxRows) {
     switch (S - r0 >= kMaxRows ? kMaxRows : S - r0) {
-      case 1: rows_pass<1>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      case 2: rows_pass<2>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      case 3: rows_pass<3>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      default: rows_pass<4>(r0, K, N, xf, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 1: rows_pass<1>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 2: rows_pass<2>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 3: rows_pass<3>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      default: rows_pass<4>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
     }
   }
   free(xf);
@@ -259,9 +387,10 @@ void hg_rope_bf16(int T, int heads, int D, uint16_t* qkv, long row_stride, const
 // One query token per sequence over the paged bf16 KV cache, read in place: first the new token's
 // K/V are stored at its slot, then q (B, H, D) attends over positions 0..context_len-1 of its own
 // blocks. cache (2 * KVH, num_blocks, block_size, D): K heads then V heads. q / k / v are rows of the
-// step's qkv (strides in elements); out (B, H, D) bf16 contiguous. Scores, softmax and the weighted sum
-// in float32 (as torch's CPU SDPA for bf16), one rounding at the end. Sequences and KV heads split
-// over threads; each (sequence, head) is one fixed-order computation.
+// step's qkv (strides in elements); out (B, H, D) bf16 contiguous. Scores (exact bf16 products, float32
+// sums), softmax and the weighted sum in float32 (as torch's CPU SDPA for bf16), one rounding at the
+// end. D a multiple of 16. Sequences and KV heads split over threads; each (sequence, KV head) is one
+// fixed-order computation.
 void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const uint16_t* k,
                           const uint16_t* v, long row_stride, uint16_t* cache, long num_blocks,
                           int block_size, const int64_t* block_tables, int max_blocks,
@@ -269,67 +398,20 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
   const int G = H / KVH;
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
   hg::parallel_for(B * KVH, nthreads, [&](int item) {
-    {
-      const int b = item / KVH, kvh = item % KVH;
-      const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
-      const int L = context_lens[b];
-      const int pos = L - 1;
-      const long slot = table[pos / block_size] * block_size + pos % block_size;
-      uint16_t* kc = cache + kvh * head_stride;
-      uint16_t* vc = cache + (KVH + kvh) * head_stride;
-      memcpy(kc + slot * D, k + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
-      memcpy(vc + slot * D, v + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
-      float* qf = static_cast<float*>(malloc(sizeof(float) * (static_cast<size_t>(G) * D * 2 + static_cast<size_t>(G) * L)));
-      if (qf == nullptr) return;
-      float* acc = qf + G * D;
-      float* scores = acc + G * D;  // (G, L)
-      for (int g = 0; g < G; ++g)
-        for (int d = 0; d < D; ++d)
-          qf[g * D + d] = bf16_to_f32(q[b * row_stride + static_cast<long>(kvh * G + g) * D + d]);
-      for (int j = 0; j < L; ++j) {
-        const uint16_t* kr = kc + (table[j / block_size] * block_size + j % block_size) * D;
-        for (int g = 0; g < G; ++g) {
-          __m256 s = _mm256_setzero_ps();
-          for (int d = 0; d < D; d += 8) {
-            s = _mm256_fmadd_ps(_mm256_loadu_ps(qf + g * D + d), load_bf16x8(kr + d), s);
-          }
-          scores[g * L + j] = hsum(s) * scale;
-        }
-      }
-      for (int g = 0; g < G; ++g) {
-        float* sc = scores + g * L;
-        float m = sc[0];
-        for (int j = 1; j < L; ++j) m = sc[j] > m ? sc[j] : m;
-        float sum = 0.0f;
-        int j = 0;
-        for (; j + 8 <= L; j += 8) {
-          __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j), _mm256_set1_ps(m)));
-          _mm256_storeu_ps(sc + j, e);
-          sum += hsum(e);
-        }
-        for (; j < L; ++j) {
-          sc[j] = expf(sc[j] - m);
-          sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < L; ++j) sc[j] *= inv;
-        for (int d = 0; d < D; ++d) acc[g * D + d] = 0.0f;
-      }
-      for (int j = 0; j < L; ++j) {
-        const uint16_t* vr = vc + (table[j / block_size] * block_size + j % block_size) * D;
-        for (int d = 0; d < D; d += 8) {
-          __m256 vv = load_bf16x8(vr + d);
-          for (int g = 0; g < G; ++g) {
-            __m256 a = _mm256_loadu_ps(acc + g * D + d);
-            _mm256_storeu_ps(acc + g * D + d, _mm256_fmadd_ps(_mm256_set1_ps(scores[g * L + j]), vv, a));
-          }
-        }
-      }
-      for (int g = 0; g < G; ++g)
-        for (int d = 0; d < D; ++d)
-          out[(static_cast<long>(b) * H + kvh * G + g) * D + d] = f32_to_bf16(acc[g * D + d]);
-      free(qf);
-    }
+    const int b = item / KVH, kvh = item % KVH;
+    const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
+    const int L = context_lens[b];
+    const long slot = table[(L - 1) / block_size] * block_size + (L - 1) % block_size;
+    uint16_t* kc = cache + kvh * head_stride;
+    uint16_t* vc = cache + (KVH + kvh) * head_stride;
+    memcpy(kc + slot * D, k + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
+    memcpy(vc + slot * D, v + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
+    const uint16_t* qh = q + b * row_stride + static_cast<long>(kvh) * G * D;  // the group's G heads
+    float* scores = static_cast<float*>(malloc(sizeof(float) * static_cast<size_t>(G) * (L + 8)));
+    if (scores == nullptr) return;
+    attend_one(G, D, L, qh, kc, vc, table, block_size, scale, scores,
+               out + (static_cast<long>(b) * H + static_cast<long>(kvh) * G) * D);
+    free(scores);
   });
 }
 

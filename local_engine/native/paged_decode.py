@@ -16,11 +16,13 @@ MAX_SEQS = 3  # from 4 sequences the runner's bmm path with its decode mirror ta
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def native_decode_attention(kernels: NativeKernels | None, cache: torch.Tensor, block_tables: Sequence[Sequence[int]],
-                            start_positions: Sequence[int], query_lens: Sequence[int]) -> Attend | None:
+def native_decode_attention(kernels: NativeKernels | None, cache: torch.Tensor, num_heads: int,
+                            block_tables: Sequence[Sequence[int]], start_positions: Sequence[int],
+                            query_lens: Sequence[int]) -> Attend | None:
     """cache: every layer's pool (layers, 2*KVH, N, block_size, D); the rest as AttentionMetadata has it."""
-    if (kernels is None or cache.dtype != torch.bfloat16 or cache.device.type != "cpu" or cache.shape[-1] % 8
-            or not 0 < len(query_lens) <= MAX_SEQS or any(n != 1 for n in query_lens)):
+    group = num_heads // (cache.shape[1] // 2)  # query heads per KV head: the kernel holds up to 8
+    if (kernels is None or cache.dtype != torch.bfloat16 or cache.device.type != "cpu" or cache.shape[-1] % 16
+            or group > 8 or not 0 < len(query_lens) <= MAX_SEQS or any(n != 1 for n in query_lens)):
         return None
     width = max(len(t) for t in block_tables)
     tables = torch.tensor([list(t) + [0] * (width - len(t)) for t in block_tables], dtype=torch.int64)

@@ -25,11 +25,12 @@ def effective(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch
 
 
 def accumulation_bound(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """float32 summation error bound of x (S, K) against the codes: the kernel sums s * q * x and
-    (z - 8 s) * x separately, so the magnitudes of both terms count."""
+    """float32 summation error bound of x (S, K) against the codes: the kernel sums s * (q + 128) * x
+    (codes enter as bf16 128 + q where the CPU has bf16 dot products; else q) and (z - 136 s) * x
+    separately, so the magnitudes of both terms count."""
     s = scale.to(torch.bfloat16).double().repeat_interleave(32, 1)
     z = zero.to(torch.bfloat16).double().repeat_interleave(32, 1)
-    magnitude = x.double().abs() @ (q.double() * s + (z - 8 * s).abs()).T
+    magnitude = x.double().abs() @ ((q.double() + 128) * s + (z - 136 * s).abs()).T
     return 2 * x.shape[1] * 2.0 ** -24 * magnitude + 1e-30
 
 
@@ -118,10 +119,10 @@ def test_rope_matches_the_torch_rotation() -> None:
     assert (out == ref).float().mean() > 0.99
 
 
-@pytest.mark.parametrize("lengths", [[1], [37], [5, 70, 16]])
-def test_paged_decode_stores_the_token_and_attends_like_the_reference(lengths: list[int]) -> None:
+@pytest.mark.parametrize(("lengths", "heads"), [([1], 6), ([37], 6), ([5, 70, 16], 6), ([300], 16), ([9, 23], 2)])
+def test_paged_decode_stores_the_token_and_attends_like_the_reference(lengths: list[int], heads: int) -> None:
     kernels = native_kernels()
-    heads, kv_heads, d, bs = 6, 2, 64, 16
+    kv_heads, d, bs = 2, 64, 16
     torch.manual_seed(len(lengths))
     cache = torch.zeros(2 * kv_heads, 32, bs, d, dtype=torch.bfloat16)
     free = list(range(31, 0, -1))  # block 0 stays empty: padding reads it, the mask must hide it
@@ -137,7 +138,7 @@ def test_paged_decode_stores_the_token_and_attends_like_the_reference(lengths: l
                                     device=torch.device("cpu"))
     write_kv(expected_cache, k, v, meta.slot_mapping)
     expected = paged_attention_reference(q, expected_cache, meta)  # float32 math, one bf16 rounding
-    attend = native_decode_attention(kernels, cache[None], tables, [n - 1 for n in lengths], [1] * len(lengths))
+    attend = native_decode_attention(kernels, cache[None], heads, tables, [n - 1 for n in lengths], [1] * len(lengths))
     assert attend is not None
     out = attend(0, q, k, v)
     assert torch.equal(cache, expected_cache)
@@ -148,7 +149,9 @@ def test_paged_decode_stores_the_token_and_attends_like_the_reference(lengths: l
 def test_paged_decode_leaves_other_steps_to_torch() -> None:
     kernels = native_kernels()
     cache = torch.zeros(1, 4, 8, 16, 64, dtype=torch.bfloat16)
-    assert native_decode_attention(kernels, cache, [[1], [2]], [0, 3], [1, 2]) is None  # a prompt chunk
-    assert native_decode_attention(kernels, cache, [[1]] * 4, [0] * 4, [1] * 4) is None  # the mirror's batch
-    assert native_decode_attention(kernels, cache.float(), [[1]], [0], [1]) is None  # not bf16
-    assert native_decode_attention(None, cache, [[1]], [0], [1]) is None
+    assert native_decode_attention(kernels, cache, 4, [[1]], [0], [1]) is not None
+    assert native_decode_attention(kernels, cache, 4, [[1], [2]], [0, 3], [1, 2]) is None  # a prompt chunk
+    assert native_decode_attention(kernels, cache, 4, [[1]] * 4, [0] * 4, [1] * 4) is None  # the mirror's batch
+    assert native_decode_attention(kernels, cache.float(), 4, [[1]], [0], [1]) is None  # not bf16
+    assert native_decode_attention(kernels, cache, 40, [[1]], [0], [1]) is None  # 20 query heads a KV head
+    assert native_decode_attention(None, cache, 4, [[1]], [0], [1]) is None

@@ -127,8 +127,10 @@ def test_one_step_logits_of_both_paths_are_close(monkeypatch: pytest.MonkeyPatch
         b = torch_path.model(ids, positions, dense_attention).float()
     # a bf16 rounding that one float32 ulp tips goes one bf16 step (2^-8) the other way; a few such
     # steps through two layers stay within a percent of the logits' scale
-    assert (a - b).abs().max() <= 0.01 * b.abs().max()
-    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    tol = 0.01 * b.abs().max()
+    assert (a - b).abs().max() <= tol
+    # each row's pick is the torch path's too, or within twice that of its best (a near-tie)
+    assert (b.gather(1, a.argmax(-1, keepdim=True)).squeeze(1) >= b.max(-1).values - 2 * tol).all()
 
 
 def test_deterministic_mode_stays_batch_invariant_on_the_native_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
