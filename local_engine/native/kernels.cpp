@@ -252,9 +252,6 @@ inline __m256 hsum8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m25
   return _mm256_add_ps(_mm256_permute2f128_ps(a, c, 0x20), _mm256_permute2f128_ps(a, c, 0x31));
 }
 
-inline const uint16_t* key_row(const uint16_t* head, const int64_t* table, int block_size, int D, int j) {
-  return head + (table[j / block_size] * block_size + j % block_size) * D;
-}
 
 // q . k for one head's q (D bf16) against key j: float32 (D a multiple of 16).
 inline __m256 qk_partial(const uint16_t* qh, const uint16_t* kr, int D) {
@@ -269,20 +266,65 @@ inline __m256 qk_partial(const uint16_t* qh, const uint16_t* kr, int D) {
   return s;
 }
 
-// The G query heads sharing one KV head: scores (G, L) scratch, out (G, D) bf16.
+// out (G, D) bf16 = probs (G, L) @ V: one 8-wide slice of every head at a time, two chains of positions
+// (even, odd) per head in registers, summed at the end.
+template <int G>
+void weighted_sum(int D, int L, const uint16_t* vc, const int64_t* rows, const float* probs, uint16_t* out) {
+  for (int d = 0; d < D; d += 8) {
+    __m256 a[G], b[G];
+    for (int g = 0; g < G; ++g) a[g] = b[g] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 2 <= L; j += 2) {
+      const __m256 v0 = load_bf16x8(vc + rows[j] + d), v1 = load_bf16x8(vc + rows[j + 1] + d);
+      for (int g = 0; g < G; ++g) {
+        a[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j), v0, a[g]);
+        b[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j + 1), v1, b[g]);
+      }
+    }
+    if (j < L) {
+      const __m256 v0 = load_bf16x8(vc + rows[j] + d);
+      for (int g = 0; g < G; ++g)
+        a[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j), v0, a[g]);
+    }
+    for (int g = 0; g < G; ++g) {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, _mm256_add_ps(a[g], b[g]));
+      for (int t = 0; t < 8; ++t) out[static_cast<long>(g) * D + d + t] = f32_to_bf16(tmp[t]);
+    }
+  }
+}
+
+// The G query heads sharing one KV head: rows (L,) each position's element offset in a head of the
+// cache; scores (G, L) scratch; out (G, D) bf16.
 void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, const uint16_t* vc,
-                const int64_t* table, int block_size, float scale, float* scores, uint16_t* out) {
+                const int64_t* rows, float scale, float* scores, uint16_t* out) {
   for (int g = 0; g < G; ++g) {
     const uint16_t* qg = qh + static_cast<long>(g) * D;
     float* sc = scores + static_cast<size_t>(g) * L;
     int j = 0;
-    for (; j + 8 <= L; j += 8) {
+    for (; j + 8 <= L; j += 8) {  // 8 keys at once: independent chains, one reduction
       __m256 p[8];
-      for (int t = 0; t < 8; ++t) p[t] = qk_partial(qg, key_row(kc, table, block_size, D, j + t), D);
+      const uint16_t* kr[8];
+      for (int t = 0; t < 8; ++t) {
+        p[t] = _mm256_setzero_ps();
+        kr[t] = kc + rows[j + t];
+      }
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+      for (int d = 0; d < D; d += 16) {
+        const __m256bh qd = (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qg + d));
+        for (int t = 0; t < 8; ++t)
+          p[t] = _mm256_dpbf16_ps(p[t], qd, (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kr[t] + d)));
+      }
+#else
+      for (int d = 0; d < D; d += 8) {
+        const __m256 qd = load_bf16x8(qg + d);
+        for (int t = 0; t < 8; ++t) p[t] = _mm256_fmadd_ps(qd, load_bf16x8(kr[t] + d), p[t]);
+      }
+#endif
       _mm256_storeu_ps(sc + j, _mm256_mul_ps(hsum8(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]),
                                              _mm256_set1_ps(scale)));
     }
-    for (; j < L; ++j) sc[j] = hsum(qk_partial(qg, key_row(kc, table, block_size, D, j), D)) * scale;
+    for (; j < L; ++j) sc[j] = hsum(qk_partial(qg, kc + rows[j], D)) * scale;
     float m = sc[0];
     for (int i = 1; i < L; ++i) m = sc[i] > m ? sc[i] : m;
     __m256 sumv = _mm256_setzero_ps();
@@ -302,19 +344,15 @@ void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, con
     for (; i + 8 <= L; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(_mm256_loadu_ps(sc + i), inv));
     for (; i < L; ++i) sc[i] *= 1.0f / sum;
   }
-  for (int d = 0; d < D; d += 8) {  // one 8-wide slice of every head's output at a time, in registers
-    __m256 acc[8];
-    for (int g = 0; g < G && g < 8; ++g) acc[g] = _mm256_setzero_ps();
-    for (int j = 0; j < L; ++j) {
-      const __m256 vv = load_bf16x8(key_row(vc, table, block_size, D, j) + d);
-      for (int g = 0; g < G && g < 8; ++g)
-        acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(scores + static_cast<size_t>(g) * L + j), vv, acc[g]);
-    }
-    for (int g = 0; g < G && g < 8; ++g) {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, acc[g]);
-      for (int t = 0; t < 8; ++t) out[static_cast<long>(g) * D + d + t] = f32_to_bf16(tmp[t]);
-    }
+  switch (G) {
+    case 1: weighted_sum<1>(D, L, vc, rows, scores, out); break;
+    case 2: weighted_sum<2>(D, L, vc, rows, scores, out); break;
+    case 3: weighted_sum<3>(D, L, vc, rows, scores, out); break;
+    case 4: weighted_sum<4>(D, L, vc, rows, scores, out); break;
+    case 5: weighted_sum<5>(D, L, vc, rows, scores, out); break;
+    case 6: weighted_sum<6>(D, L, vc, rows, scores, out); break;
+    case 7: weighted_sum<7>(D, L, vc, rows, scores, out); break;
+    default: weighted_sum<8>(D, L, vc, rows, scores, out); break;
   }
 }
 
@@ -407,11 +445,13 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
     memcpy(kc + slot * D, k + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
     memcpy(vc + slot * D, v + b * row_stride + static_cast<long>(kvh) * D, sizeof(uint16_t) * D);
     const uint16_t* qh = q + b * row_stride + static_cast<long>(kvh) * G * D;  // the group's G heads
-    float* scores = static_cast<float*>(malloc(sizeof(float) * static_cast<size_t>(G) * (L + 8)));
-    if (scores == nullptr) return;
-    attend_one(G, D, L, qh, kc, vc, table, block_size, scale, scores,
+    int64_t* rows = static_cast<int64_t*>(malloc(sizeof(int64_t) * L + sizeof(float) * static_cast<size_t>(G) * L));
+    if (rows == nullptr) return;
+    for (int blk = 0, j = 0; j < L; ++blk)  // block by block: no division per position
+      for (int t = 0; t < block_size && j < L; ++t, ++j) rows[j] = (table[blk] * block_size + t) * D;
+    attend_one(G, D, L, qh, kc, vc, rows, scale, reinterpret_cast<float*>(rows + L),
                out + (static_cast<long>(b) * H + static_cast<long>(kvh) * G) * D);
-    free(scores);
+    free(rows);
   });
 }
 
