@@ -18,8 +18,23 @@
 
 namespace {
 
-// Threads: the pool (pool.h) by default; OpenMP (libgomp, shared with torch) when set for comparison.
-std::atomic<int> g_use_openmp{0};
+// Threads: OpenMP (libgomp, shared with torch: one static share per thread) by default, or the pool
+// (pool.h: dynamic chunks, spinning workers). On this busy 2-core box OpenMP won (docs/benchmarks.md):
+// a static share makes both threads run, where the pool's caller took most chunks itself.
+std::atomic<int> g_use_openmp{1};
+
+// f(c) for c in [0, n_chunks) on `threads` threads (the caller one of them).
+template <class F>
+void parallel_chunks(int n_chunks, int threads, F&& f) {
+  if (threads <= 1 || n_chunks <= 1) {
+    for (int c = 0; c < n_chunks; ++c) f(c);
+  } else if (g_use_openmp.load(std::memory_order_relaxed)) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int c = 0; c < n_chunks; ++c) f(c);
+  } else {
+    hg::parallel_for(n_chunks, threads, f);
+  }
+}
 
 constexpr int kGroup = 32;
 constexpr int kMaxRows = 4;  // rows per pass over the weights (more rows: more passes)
@@ -225,21 +240,12 @@ template <int R>
 void rows_pass(int r0, int K, int N, const float* xf, const uint16_t* xb, const float* xsum, const uint8_t* codes,
                const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
   const int n_out = out_mode == 2 ? N / 2 : N;
-  if (g_use_openmp.load(std::memory_order_relaxed)) {
-#pragma omp parallel num_threads(nthreads)
-    {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      rows_range<R>(static_cast<int>(static_cast<long>(n_out) * t / nt),
-                    static_cast<int>(static_cast<long>(n_out) * (t + 1) / nt), r0, K, N, xf, xb, xsum, codes, sz, out,
-                    out_mode, res);
-    }
-    return;
-  }
-  // ~8 chunks a thread (whole cache lines of output), so a late thread's share is taken by the others
+  // ~8 chunks a thread (whole cache lines of output): contiguous shares under OpenMP's static split;
+  // under the pool a late thread's share is taken by the others
   int chunk = (n_out / (8 * (nthreads > 0 ? nthreads : 1)) + 15) / 16 * 16;
   if (chunk < 16) chunk = 16;
   const int n_chunks = (n_out + chunk - 1) / chunk;
-  hg::parallel_for(n_chunks, nthreads, [&](int c) {
+  parallel_chunks(n_chunks, nthreads, [&](int c) {
     const int n1 = (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out;
     rows_range<R>(c * chunk, n1, r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res);
   });
@@ -362,8 +368,8 @@ extern "C" {
 
 int hg_abi_version() { return 1; }
 
-// use_openmp: 1 = the matmuls split over OpenMP threads (static), 0 = the pool; spin_us: how long pool
-// workers spin for the next job before sleeping.
+// use_openmp: 1 = work split over OpenMP threads (static; the default), 0 = the pool; spin_us: how long
+// pool workers spin for the next job before sleeping.
 void hg_set_threading(int use_openmp, int spin_us) {
   g_use_openmp.store(use_openmp);
   hg::pool().set_spin_us(spin_us);
@@ -435,7 +441,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
                           const int32_t* context_lens, float scale, uint16_t* out, int nthreads) {
   const int G = H / KVH;
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
-  hg::parallel_for(B * KVH, nthreads, [&](int item) {
+  parallel_chunks(B * KVH, nthreads, [&](int item) {
     const int b = item / KVH, kvh = item % KVH;
     const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
     const int L = context_lens[b];

@@ -68,8 +68,8 @@ class NativeKernels:
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
 
     def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US) -> None:
-        """Split matmuls over the library's own pool (default; workers spin ``spin_us`` between jobs,
-        then sleep) or over OpenMP threads (libgomp, shared with torch)."""
+        """Split work over OpenMP threads (libgomp, shared with torch; the library's default) or over its
+        own pool (dynamic chunks; workers spin ``spin_us`` between jobs, then sleep)."""
         self._threading(int(use_openmp), spin_us)
 
     def q4_linear(self, weight: Q4Weight, x: torch.Tensor, *, x_mode: int = X_BF16,

@@ -35,7 +35,15 @@ class Pool {
       wake_.notify_all();
     }
     int mine = work(gen);
-    while (done_.load(std::memory_order_acquire) + mine < n_chunks) _mm_pause();
+    // Only chunks already started remain: short, unless the OS preempted their thread — then yield,
+    // so that on a busy machine it may run on this core instead of waiting for its own slot.
+    for (int i = 0; done_.load(std::memory_order_acquire) + mine < n_chunks; ++i) {
+      if (i < 2048) {
+        _mm_pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
   }
 
   void set_spin_us(int us) { spin_us_.store(us < 0 ? 0 : us, std::memory_order_relaxed); }
@@ -79,7 +87,10 @@ class Pool {
       uint64_t gen = state_.load(std::memory_order_acquire) >> 32;
       if (gen != seen) return gen;
       _mm_pause();
-      if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) break;
+      if ((i & 255) == 255) {
+        if (std::chrono::steady_clock::now() > until) break;
+        std::this_thread::yield();  // a busy machine's other threads (ours included) come first
+      }
     }
     std::unique_lock<std::mutex> lock(mutex_);
     sleepers_.fetch_add(1, std::memory_order_seq_cst);
