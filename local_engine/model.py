@@ -159,6 +159,11 @@ class LlamaModel(nn.Module):
         return self.embed_tokens.weight.dtype
 
     @property
+    def kernels_path(self) -> str:
+        """Which kernels small steps run on: "native" (local_engine/native) or "torch"."""
+        return "torch" if self.native is None else "native"
+
+    @property
     def decoder_layers(self) -> list[DecoderLayer]:
         return [cast(DecoderLayer, layer) for layer in self.layers]
 

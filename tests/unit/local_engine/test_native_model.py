@@ -3,6 +3,7 @@ torch path, --deterministic stays batch-invariant on them, and without the libra
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +11,14 @@ import torch
 
 from local_engine.batch import ScheduledBatch
 from local_engine.loaders.gguf_quants import int8_as_int4_halves
+from local_engine.loading import load_engine_model
 from local_engine.model import LlamaModel
 from local_engine.runner import ModelRunner
 from local_engine.sequence import SamplingParams, Sequence
 
 from .helpers import BlockPool, dense_attention, make_runner, step, tiny_model
 from .native_support import codes, native_kernels
+from .test_gguf import Q, _write_tiny_gguf
 
 MATRICES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 PROMPTS = [[5, 9, 200, 31, 77, 12, 400, 3, 18], [7, 7, 64], [300, 2, 45, 45, 101, 6, 250, 17, 88, 9, 11, 120],
@@ -173,3 +176,19 @@ def test_without_the_library_the_torch_path_runs_and_says_so(monkeypatch: pytest
     monkeypatch.delenv("CXX")
     reference = coded_runner(monkeypatch, "off")
     assert generate(broken, PROMPTS[:2]) == generate(reference, PROMPTS[:2])
+
+
+def test_a_q4_1_gguf_runs_natively_and_picks_the_torch_paths_tokens(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the real loader: a Q4_1 GGUF with a Q8_0 embedding (SmolLM2's formats) reports the native
+    path (the engine's ready line and /v1/engine/state show it), and its greedy picks are torch's."""
+    native_kernels()
+    monkeypatch.setenv("HYBRIDGW_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "q4.gguf"
+    _write_tiny_gguf(path, seed=2, matrices=Q.Q4_1, embedding=Q.Q8_0)
+    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
+    monkeypatch.setenv("HYBRIDGW_NATIVE", "off")
+    reference = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
+    assert (fast.model.kernels_path, reference.model.kernels_path) == ("native", "torch")
+    alone = [generate(fast, [p])[0] for p in PROMPTS]
+    assert sum(near_ties(t, forced(reference, [p], [t])[0]) for p, t in zip(PROMPTS, alone)) <= 2
