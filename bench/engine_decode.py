@@ -130,9 +130,25 @@ def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace
 
 
 class profiled:
-    """torch.profiler around the steps it wraps, one table for all of them at exit (--profile)."""
+    """torch.profiler around the steps it wraps, one table for all of them at exit (--profile), and the
+    calling thread's CPU time in each native-kernel call (torch's profiler does not see them)."""
 
     profiler: torch.profiler.profile | None = None
+    native_cpu: dict[str, float] = {}
+    steps = 0
+
+    @staticmethod
+    def count_native(kernels: object) -> None:
+        for name in ("q4_linear", "rope_", "paged_decode_"):
+            call = getattr(kernels, name)
+
+            def timed(*args: object, _call=call, _name=name, **kw: object) -> object:
+                t0 = time.thread_time()
+                try:
+                    return _call(*args, **kw)
+                finally:
+                    profiled.native_cpu[_name] = profiled.native_cpu.get(_name, 0.0) + time.thread_time() - t0
+            setattr(kernels, name, timed)
 
     def __init__(self, on: bool) -> None:
         self.on = on
@@ -143,6 +159,7 @@ class profiled:
                 profiled.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
                 profiled.profiler.__enter__()
             profiled.profiler.step()
+            profiled.steps += 1
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -152,6 +169,9 @@ class profiled:
         if profiled.profiler is not None:
             profiled.profiler.__exit__(None, None, None)
             print(profiled.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        if profiled.native_cpu:
+            print("native kernels, calling thread's CPU ms per step:",
+                  {k: round(v / max(1, profiled.steps) * 1e3, 2) for k, v in profiled.native_cpu.items()})
 
 
 def peer(args: argparse.Namespace, gguf: Path) -> tuple[list[dict], list[str]]:
@@ -232,6 +252,8 @@ def main() -> None:
             os.environ["HYBRIDGW_NATIVE"] = "off"
             torch_path = load_engine_model(args.model, kv_cache_bytes=512 << 20)
             del os.environ["HYBRIDGW_NATIVE"]
+        if args.profile and loaded.runner.model.native is not None:
+            profiled.count_native(loaded.runner.model.native)
         with torch.inference_mode():
             step_ab(loaded, prompt_ids, args, torch_path)
         profiled.report()

@@ -101,7 +101,7 @@ class DecoderLayer(nn.Module):
             return
         q4 = {n: pack_q4(*codes) for n, codes in self.int4_codes.items()}
         self.int4 = {n: NativeInt4(kernels, w) for n, w in q4.items()}
-        if all(n in q4 for n in names):
+        if all(n in q4 for n in names) and self.head_dim <= 1024:  # the RoPE kernel's row buffer
             bias = self.qkv_proj.bias
             self.fused = FusedLayer(kernels, q4["qkv_proj"], q4["o_proj"], q4["gate_up_proj"], q4["down_proj"],
                                     None if bias is None else bias.detach(), self.input_norm.detach(),

@@ -79,6 +79,12 @@ class NativeKernels:
         residual + it, fp32; OUT_HALVES: (S, N/2) fp32, the two row halves summed]."""
         n, k = weight.shape
         s = x.shape[0]
+        want = (torch.float32, k) if x_mode == X_RMSNORM else (torch.bfloat16, 2 * k if x_mode == X_SILU_MUL else k)
+        if (x.dtype, x.shape[-1]) != want or (x_mode == X_RMSNORM and norm is None) or (
+                out_mode == OUT_RESIDUAL and (residual is None or residual.shape != (s, n)
+                                              or residual.dtype != torch.float32)):
+            raise ValueError(f"q4_linear: x {x.dtype} {tuple(x.shape)} does not fit a ({n}, {k}) weight in mode "
+                             f"{x_mode}/{out_mode}")
         x = x.contiguous()
         if out_mode == OUT_BF16:
             out = torch.empty(s, n, dtype=torch.bfloat16)

@@ -155,3 +155,17 @@ def test_paged_decode_leaves_other_steps_to_torch() -> None:
     assert native_decode_attention(kernels, cache.float(), 4, [[1]], [0], [1]) is None  # not bf16
     assert native_decode_attention(kernels, cache, 40, [[1]], [0], [1]) is None  # 20 query heads a KV head
     assert native_decode_attention(None, cache, 4, [[1]], [0], [1]) is None
+
+
+def test_inputs_that_do_not_fit_are_refused_not_misread() -> None:
+    kernels = native_kernels()
+    w = pack_q4(*codes(64, 128, seed=4))
+    with pytest.raises(ValueError):
+        kernels.q4_linear(w, torch.randn(1, 128))  # float32 where bf16 is read
+    with pytest.raises(ValueError):
+        kernels.q4_linear(w, torch.randn(1, 128), x_mode=X_RMSNORM)  # no norm weight
+    with pytest.raises(ValueError):
+        kernels.q4_linear(w, torch.randn(1, 64).to(torch.bfloat16))  # K mismatch
+    with pytest.raises(ValueError):
+        kernels.q4_linear(w, torch.randn(1, 128).to(torch.bfloat16), out_mode=OUT_RESIDUAL,
+                          residual=torch.zeros(1, 64, dtype=torch.bfloat16))
