@@ -272,31 +272,40 @@ inline __m256 qk_partial(const uint16_t* qh, const uint16_t* kr, int D) {
   return s;
 }
 
-// out (G, D) bf16 = probs (G, L) @ V: one 8-wide slice of every head at a time, two chains of positions
-// (even, odd) per head in registers, summed at the end.
-template <int G>
+// out (G, D) bf16 = probs (G, L) @ V, DS 8-wide slices of D at a time: for each position one row of V
+// is loaded once and feeds all G * DS accumulators (registers), one chain per (head, lane) over positions.
+template <int G, int DS>
 void weighted_sum(int D, int L, const uint16_t* vc, const int64_t* rows, const float* probs, uint16_t* out) {
-  for (int d = 0; d < D; d += 8) {
-    __m256 a[G], b[G];
-    for (int g = 0; g < G; ++g) a[g] = b[g] = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 2 <= L; j += 2) {
-      const __m256 v0 = load_bf16x8(vc + rows[j] + d), v1 = load_bf16x8(vc + rows[j + 1] + d);
+  for (int d0 = 0; d0 < D; d0 += 8 * DS) {
+    __m256 acc[G][DS];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < DS; ++t) acc[g][t] = _mm256_setzero_ps();
+    for (int j = 0; j < L; ++j) {
+      const uint16_t* vr = vc + rows[j] + d0;
+      __m256 v[DS];
+      for (int t = 0; t < DS; ++t) v[t] = load_bf16x8(vr + 8 * t);
       for (int g = 0; g < G; ++g) {
-        a[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j), v0, a[g]);
-        b[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j + 1), v1, b[g]);
+        const __m256 p = _mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j);
+        for (int t = 0; t < DS; ++t) acc[g][t] = _mm256_fmadd_ps(p, v[t], acc[g][t]);
       }
     }
-    if (j < L) {
-      const __m256 v0 = load_bf16x8(vc + rows[j] + d);
-      for (int g = 0; g < G; ++g)
-        a[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(probs + static_cast<size_t>(g) * L + j), v0, a[g]);
-    }
-    for (int g = 0; g < G; ++g) {
-      alignas(32) float tmp[8];
-      _mm256_store_ps(tmp, _mm256_add_ps(a[g], b[g]));
-      for (int t = 0; t < 8; ++t) out[static_cast<long>(g) * D + d + t] = f32_to_bf16(tmp[t]);
-    }
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < DS; ++t) {
+        alignas(32) float tmp[8];
+        _mm256_store_ps(tmp, acc[g][t]);
+        for (int i = 0; i < 8; ++i) out[static_cast<long>(g) * D + d0 + 8 * t + i] = f32_to_bf16(tmp[i]);
+      }
+  }
+}
+
+// G heads' accumulators: as many 8-wide slices at once as D allows and ~24 registers hold.
+template <int G>
+void weighted_sum_g(int D, int L, const uint16_t* vc, const int64_t* rows, const float* probs, uint16_t* out) {
+  constexpr int kWide = G <= 3 ? 8 : G <= 6 ? 4 : 2;
+  if (D % (8 * kWide) == 0) {
+    weighted_sum<G, kWide>(D, L, vc, rows, probs, out);
+  } else {
+    weighted_sum<G, 1>(D, L, vc, rows, probs, out);
   }
 }
 
@@ -331,10 +340,16 @@ void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, con
                                              _mm256_set1_ps(scale)));
     }
     for (; j < L; ++j) sc[j] = hsum(qk_partial(qg, kc + rows[j], D)) * scale;
-    float m = sc[0];
-    for (int i = 1; i < L; ++i) m = sc[i] > m ? sc[i] : m;
-    __m256 sumv = _mm256_setzero_ps();
+    __m256 mv = _mm256_set1_ps(sc[0]);
     int i = 0;
+    for (; i + 8 <= L; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sc + i));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, mv);
+    float m = lanes[0];
+    for (int t = 1; t < 8; ++t) m = lanes[t] > m ? lanes[t] : m;
+    for (; i < L; ++i) m = sc[i] > m ? sc[i] : m;
+    __m256 sumv = _mm256_setzero_ps();
+    i = 0;
     for (; i + 8 <= L; i += 8) {
       __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + i), _mm256_set1_ps(m)));
       _mm256_storeu_ps(sc + i, e);
@@ -351,14 +366,14 @@ void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, con
     for (; i < L; ++i) sc[i] *= 1.0f / sum;
   }
   switch (G) {
-    case 1: weighted_sum<1>(D, L, vc, rows, scores, out); break;
-    case 2: weighted_sum<2>(D, L, vc, rows, scores, out); break;
-    case 3: weighted_sum<3>(D, L, vc, rows, scores, out); break;
-    case 4: weighted_sum<4>(D, L, vc, rows, scores, out); break;
-    case 5: weighted_sum<5>(D, L, vc, rows, scores, out); break;
-    case 6: weighted_sum<6>(D, L, vc, rows, scores, out); break;
-    case 7: weighted_sum<7>(D, L, vc, rows, scores, out); break;
-    default: weighted_sum<8>(D, L, vc, rows, scores, out); break;
+    case 1: weighted_sum_g<1>(D, L, vc, rows, scores, out); break;
+    case 2: weighted_sum_g<2>(D, L, vc, rows, scores, out); break;
+    case 3: weighted_sum_g<3>(D, L, vc, rows, scores, out); break;
+    case 4: weighted_sum_g<4>(D, L, vc, rows, scores, out); break;
+    case 5: weighted_sum_g<5>(D, L, vc, rows, scores, out); break;
+    case 6: weighted_sum_g<6>(D, L, vc, rows, scores, out); break;
+    case 7: weighted_sum_g<7>(D, L, vc, rows, scores, out); break;
+    default: weighted_sum_g<8>(D, L, vc, rows, scores, out); break;
   }
 }
 
