@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
-from local_engine.native.kernels import OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, NativeKernels, Q4Weight
+from local_engine.native.kernels import (
+    OUT_BF16,
+    OUT_RESIDUAL,
+    X_BF16,
+    X_RMSNORM,
+    X_SILU_MUL,
+    NativeKernels,
+    Q4Weight,
+)
 
 # (layer index, q (T, H, D), k (T, KVH, D), v (T, KVH, D)) -> attention output (T, H, D), as model.AttentionFn
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,15 +54,20 @@ class FusedLayer:
     def forward(self, layer_idx: int, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
                 attend: Attend) -> torch.Tensor:
         """x (T, hidden) float32, cos / sin_signed (T, 1, D) bf16 -> the layer's output (T, hidden) float32."""
+        # Every tensor handed to the kernels is built here contiguous and of the right dtype (x: the
+        # previous layer's float32 output), so the unchecked calls are safe; the norm weights' addresses
+        # are read per call (cheap) since the model owns those tensors.
         T = x.shape[0]
         H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
-        k = self.kernels
-        qkv = k.q4_linear(self.qkv, x, x_mode=X_RMSNORM, norm=self.input_norm, eps=self.eps)  # (T, (H+2KVH)*D)
+        k, eps = self.kernels, self.eps
+        x = x.contiguous()
+        qkv = k.q4_unchecked(self.qkv, x, X_RMSNORM, self.input_norm.data_ptr(), eps, OUT_BF16, None)  # (T, .)
         if self.qkv_bias is not None:
             qkv = qkv + self.qkv_bias
         k.rope_(qkv, H + KVH, D, cos, sin_signed)  # q and k heads together
         qkv = qkv.view(T, H + 2 * KVH, D)
         attn = attend(layer_idx, qkv[:, :H], qkv[:, H:H + KVH], qkv[:, H + KVH:])  # (T, H, D)
-        x = k.q4_linear(self.o, attn.reshape(T, H * D), out_mode=OUT_RESIDUAL, residual=x)
-        gate_up = k.q4_linear(self.gate_up, x, x_mode=X_RMSNORM, norm=self.post_attn_norm, eps=self.eps)
-        return k.q4_linear(self.down, gate_up, x_mode=X_SILU_MUL, out_mode=OUT_RESIDUAL, residual=x)
+        attn = attn.reshape(T, H * D).contiguous().to(torch.bfloat16)
+        x = k.q4_unchecked(self.o, attn, X_BF16, None, 0.0, OUT_RESIDUAL, x)
+        gate_up = k.q4_unchecked(self.gate_up, x, X_RMSNORM, self.post_attn_norm.data_ptr(), eps, OUT_BF16, None)
+        return k.q4_unchecked(self.down, gate_up, X_SILU_MUL, None, 0.0, OUT_RESIDUAL, x)

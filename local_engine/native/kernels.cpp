@@ -39,6 +39,10 @@ void parallel_chunks(int n_chunks, int threads, F&& f) {
 constexpr int kGroup = 32;
 constexpr int kMaxRows = 4;  // rows per pass over the weights (more rows: more passes)
 constexpr int kMaxGroups = 4096;  // K up to 131072
+// Below this many multiply-adds a call stays on the calling thread: waking a peer costs 10-40 µs here
+// (passive OpenMP waits, a busy machine), more than splitting SmolLM2's layer matmuls (30-100 µs of
+// work) saves; its LM head (57 M) and larger models' matrices do split.
+constexpr long kMinParallelWork = 4L << 20;
 
 inline float bf16_to_f32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -407,7 +411,7 @@ int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* no
   float* xsum = xf + SK;
   uint16_t* xb = reinterpret_cast<uint16_t*>(xsum + static_cast<size_t>(S) * G);
   prepare_input(S, K, x, x_mode, norm_w, eps, xf, xb, xsum);
-  if (nthreads < 1) nthreads = 1;
+  if (nthreads < 1 || static_cast<long>(S) * K * N < kMinParallelWork) nthreads = 1;
   for (int r0 = 0; r0 < S; r0 += kMaxRows) {
     switch (S - r0 >= kMaxRows ? kMaxRows : S - r0) {
       case 1: rows_pass<1>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
@@ -456,6 +460,9 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
                           const int32_t* context_lens, float scale, uint16_t* out, int nthreads) {
   const int G = H / KVH;
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
+  long work = 0;
+  for (int b = 0; b < B; ++b) work += 2L * context_lens[b] * H * D;
+  if (work < kMinParallelWork) nthreads = 1;
   parallel_chunks(B * KVH, nthreads, [&](int item) {
     const int b = item / KVH, kvh = item % KVH;
     const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;

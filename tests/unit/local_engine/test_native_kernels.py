@@ -47,7 +47,7 @@ def test_the_4bit_matmul_is_the_effective_weight_product_rounded_once(rows: int)
 
 def test_a_row_does_not_depend_on_the_other_rows_or_the_threads() -> None:
     one, two = native_kernels(threads=1), native_kernels(threads=2)
-    w = pack_q4(*codes(96, 1536, seed=5))
+    w = pack_q4(*codes(3072, 1536, seed=5))  # above the kernels' threshold for using a second thread
     x = torch.randn(9, 1536).to(torch.bfloat16)
     alone = torch.cat([one.q4_linear(w, x[i:i + 1]) for i in range(9)])
     assert torch.equal(two.q4_linear(w, x), alone)  # passes of 4, 4 and 1 rows on two threads
