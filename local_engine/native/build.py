@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
-HEADERS = (Path(__file__).with_name("pool.h"),)
+HEADERS = tuple(sorted(Path(__file__).parent.glob("*.h")))  # included by kernels.cpp
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC", "-std=c++17")
 _TIMEOUT_S = 120
 
