@@ -141,10 +141,10 @@ class ModelRunner:
         native = None if self.attention != "fast" or plan is not None else native_decode_attention(
             self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables, meta.start_positions,
             meta.query_lens)
+        if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)
+            return native
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)
-                return native(layer, q, k, v)
             layer_cache = cache.layer(layer)
             stored = write_kv(layer_cache, k, v, meta.slot_mapping)  # (2*KVH, T, D)
             if rows is not None:

@@ -117,4 +117,39 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
   });
 }
 
+// One decoder layer of a decode step of B sequences (one new token each) in one call: RMSNorm + qkv,
+// RoPE, the paged attention (K/V stored), o + residual, RMSNorm + gate/up, SiLU·mul + down + residual —
+// the calls FusedLayer otherwise makes one by one, so the results are the same bits. x, out (B, hidden)
+// float32; weights as hg_q4_linear takes them (no q/k/v bias); cos / sin_signed rows of D bf16,
+// cs_stride apart; the cache, tables and scale as hg_paged_decode_bf16. Returns 0, or -1 (memory, shapes).
+int hg_decode_layer(int B, int hidden, int H, int KVH, int D, int inter, const float* x, const float* in_norm,
+                    const float* post_norm, float eps, const uint8_t* qkv_c, const uint16_t* qkv_sz,
+                    const uint8_t* o_c, const uint16_t* o_sz, const uint8_t* gu_c, const uint16_t* gu_sz,
+                    const uint8_t* dn_c, const uint16_t* dn_sz, const uint16_t* cos, const uint16_t* sin_signed,
+                    long cs_stride, uint16_t* cache, long num_blocks, int block_size, const int64_t* block_tables,
+                    int max_blocks, const int32_t* context_lens, float scale, float* out, int nthreads) {
+  const long row = static_cast<long>(H + 2 * KVH) * D;
+  const size_t bytes = sizeof(uint16_t) * B * (row + static_cast<size_t>(H) * D + 2 * static_cast<size_t>(inter))
+                       + sizeof(float) * B * static_cast<size_t>(hidden);
+  char* scratch = static_cast<char*>(malloc(bytes));
+  if (scratch == nullptr) return -1;
+  uint16_t* qkv = reinterpret_cast<uint16_t*>(scratch);  // (B, row)
+  uint16_t* attn = qkv + B * row;  // (B, H * D)
+  uint16_t* gate_up = attn + static_cast<long>(B) * H * D;  // (B, 2 * inter)
+  float* mid = reinterpret_cast<float*>(gate_up + 2L * B * inter);  // (B, hidden): x after attention
+  int rc = hg_q4_linear(B, hidden, static_cast<int>(row / D) * D, x, 1, in_norm, eps, qkv_c, qkv_sz, qkv, 0, nullptr,
+                        nthreads);
+  if (rc == 0) {
+    hg_rope_bf16(B, H + KVH, D, qkv, row, cos, sin_signed, cs_stride);
+    hg_paged_decode_bf16(B, H, KVH, D, qkv, qkv + static_cast<long>(H) * D, qkv + static_cast<long>(H + KVH) * D,
+                         row, cache, num_blocks, block_size, block_tables, max_blocks, context_lens,
+                         scale, attn, nthreads);
+    rc = hg_q4_linear(B, H * D, hidden, attn, 0, nullptr, 0.0f, o_c, o_sz, mid, 1, x, nthreads);
+  }
+  if (rc == 0) rc = hg_q4_linear(B, hidden, 2 * inter, mid, 1, post_norm, eps, gu_c, gu_sz, gate_up, 0, nullptr, nthreads);
+  if (rc == 0) rc = hg_q4_linear(B, inter, hidden, gate_up, 2, nullptr, 0.0f, dn_c, dn_sz, out, 1, mid, nthreads);
+  free(scratch);
+  return rc;
+}
+
 }  // extern "C"

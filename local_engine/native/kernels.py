@@ -68,6 +68,10 @@ class NativeKernels:
         self._threading = lib.hg_set_threading
         self._threading.restype = None
         self._threading.argtypes = [i, i]
+        self._layer = lib.hg_decode_layer
+        self._layer.restype = ctypes.c_int
+        self._layer.argtypes = [i, i, i, i, i, i, p, p, p, ctypes.c_float, p, p, p, p, p, p, p, p, p, p,
+                                ctypes.c_long, p, ctypes.c_long, i, p, i, p, ctypes.c_float, p, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
@@ -108,6 +112,12 @@ class NativeKernels:
         if rc != 0:
             raise RuntimeError(f"hg_q4_linear failed ({rc}) for a {weight.shape} weight")
         return out
+
+    def decode_layer(self, *args: int | float) -> None:
+        """hg_decode_layer (kernels.cpp) on raw sizes and addresses, the kernels' threads appended."""
+        rc = self._layer(*args, self.threads)
+        if rc != 0:
+            raise RuntimeError(f"hg_decode_layer failed ({rc})")
 
     def rope_(self, qkv: torch.Tensor, heads: int, head_dim: int, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
         """Rotate the first ``heads`` heads of qkv (T, *) bf16 rows in place; cos / sin_signed (T, 1, D) bf16."""

@@ -13,6 +13,7 @@ from local_engine.batch import ScheduledBatch
 from local_engine.loaders.gguf_quants import int8_as_int4_halves
 from local_engine.loading import load_engine_model
 from local_engine.model import LlamaModel
+from local_engine.native.paged_decode import NativeDecodeAttention, native_decode_attention
 from local_engine.runner import ModelRunner
 from local_engine.sequence import SamplingParams, Sequence
 
@@ -192,3 +193,29 @@ def test_a_q4_1_gguf_runs_natively_and_picks_the_torch_paths_tokens(tmp_path: Pa
     assert (fast.model.kernels_path, reference.model.kernels_path) == ("native", "torch")
     alone = [generate(fast, [p])[0] for p in PROMPTS]
     assert sum(near_ties(t, forced(reference, [p], [t])[0]) for p, t in zip(PROMPTS, alone)) <= 2
+
+
+def test_the_one_call_decode_layer_equals_its_calls_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hg_decode_layer (a decode step's layer in one native call) against FusedLayer's separate calls
+    around the same native attention: the same bits out and in the cache."""
+    native_kernels()
+    runner = coded_runner(monkeypatch, "auto")
+    model, layer = runner.model, runner.model.decoder_layers[1]
+    assert layer.fused is not None
+    cfg = model.config
+    cache = torch.randn(cfg.num_layers, 2 * cfg.num_kv_heads, 16, 4, cfg.head_dim).to(torch.bfloat16)
+    tables, starts = [[3, 5, 7], [2], [9, 11]], [9, 2, 6]  # 1-3 sequences decoding at these positions
+    x = torch.randn(3, cfg.hidden_size)
+    cos_sin = model.rope_table[torch.tensor(starts)].to(torch.bfloat16)
+    cos, sin_signed = cos_sin[:, 0:1], cos_sin[:, 1:2]
+    results = []
+    for one_call in (True, False):
+        pool = cache.clone()
+        attend = native_decode_attention(model.native, pool, cfg.num_heads, tables, starts, [1, 1, 1])
+        assert isinstance(attend, NativeDecodeAttention)
+        with torch.inference_mode():
+            out = layer.fused.forward(1, x, cos, sin_signed, attend if one_call else (
+                lambda i, q, k, v, a=attend: a(i, q, k, v)))  # a plain callable: the call-by-call path
+        results.append((out, pool))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][1], cache)  # the new tokens' K/V were stored
