@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 
 setup:
 	@bash scripts/setup.sh
+	@$(PY) -m local_engine.native.build || echo "setup: native kernels not built; the engine uses its torch path"
 
 # make serve [PORT=8000] [HOST=127.0.0.1] [CONFIG=policy.yaml] [WORKERS=N, default one per core]
 serve: setup

@@ -6,10 +6,14 @@ count, before and after the peer (medians over rounds); the peer is ../shared/pe
 at bf16 (and fp32 at batch 1). Prints JSON lines and a markdown table; --write-docs updates the
 "Local engine: decode throughput vs transformers" section of docs/benchmarks.md. --step-ab instead
 times single decode steps of each --threads setting in one process, rounds alternating (p50 of wall
-and process CPU per step, greedy tokens compared); "2:1" = 2 threads, steps of <= 16 tokens on 1.
+and process CPU per step, greedy tokens compared); "2:1" = 2 threads, steps of <= 16 tokens on 1;
+a "/torch" suffix runs that setting with the native kernels off (a second copy of the model), "/pool"
+with the kernels' work split by their own pool instead of OpenMP; --profile prints torch.profiler's op
+table of the first setting's steps.
 
     .venv/bin/python bench/engine_decode.py [--batch 1 16 64] [--threads 1 2] [--write-docs]
     .venv/bin/python bench/engine_decode.py --step-ab --batch 1 --threads 1 2 2:1 --rounds 6
+    .venv/bin/python bench/engine_decode.py --step-ab --batch 1 --threads 2:1 2:1/torch --prompt-tokens 512
 """
 from __future__ import annotations
 
@@ -83,24 +87,32 @@ def ours(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace, r
     return rows
 
 
-def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace) -> None:
-    """Single decode steps per --threads setting ("N" or "N:S"), rounds alternating, one process."""
-    runner, settings = loaded.runner, [str(t) for t in args.threads]
+def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace,
+            torch_path: LoadedModel | None = None) -> None:
+    """Single decode steps per --threads setting ("N" or "N:S", "/torch": native kernels off), rounds
+    alternating, one process."""
+    settings = [str(t) for t in args.threads]
     times: dict[tuple[str, int], list[tuple[float, float]]] = {}
     tokens: dict[tuple[str, int], list[list[int]]] = {}
     load = [os.getloadavg()[0]]
     for _ in range(args.rounds):
         for batch in args.batch:
             for setting in settings:
-                full, _, small = setting.partition(":")
+                threads, _, path = setting.partition("/")
+                runner = (torch_path if path == "torch" and torch_path is not None else loaded).runner
+                full, _, small = threads.partition(":")
                 runner.step_threads = StepThreads(int(full), int(small or full), SMALL_STEP_TOKENS)
+                if runner.model.native is not None:
+                    runner.model.native.threads = int(full)  # the kernels' own threads
+                    runner.model.native.set_threading(use_openmp=path != "pool")
                 free = list(range(runner.num_blocks))
                 seqs = [Sequence(list(prompt_ids), SamplingParams(max_tokens=args.new_tokens, temperature=0.0,
                                                                   ignore_eos=True)) for _ in range(batch)]
                 run_steps(runner, seqs, [len(prompt_ids)] * batch, True, free)
                 for _ in range(args.new_tokens - 1):
                     t0, c0 = time.perf_counter(), time.process_time()
-                    run_steps(runner, seqs, [1] * batch, False, free)
+                    with profiled(args.profile and setting == settings[0]):
+                        run_steps(runner, seqs, [1] * batch, False, free)
                     times.setdefault((setting, batch), []).append(
                         (time.perf_counter() - t0, time.process_time() - c0))
                 tokens.setdefault((setting, batch), []).append(seqs[0].completion_token_ids)
@@ -115,6 +127,51 @@ def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace
             same = sum(t == first for t in tokens[(setting, batch)])
             print(f"| {batch} | {setting} | {statistics.median(wall) * 1e3:.1f} "
                   f"| {statistics.median(cpu) * 1e3:.1f} | {len(wall)} | {same}/{len(tokens[(setting, batch)])} rounds |")
+
+
+class profiled:
+    """torch.profiler around the steps it wraps, one table for all of them at exit (--profile), and the
+    calling thread's CPU time in each native-kernel call (torch's profiler does not see them)."""
+
+    profiler: torch.profiler.profile | None = None
+    native_cpu: dict[str, float] = {}
+    steps = 0
+
+    @staticmethod
+    def count_native(kernels: object) -> None:
+        for name in ("q4_linear", "rope_", "paged_decode_"):
+            call = getattr(kernels, name)
+
+            def timed(*args: object, _call=call, _name=name, **kw: object) -> object:
+                t0 = time.thread_time()
+                try:
+                    return _call(*args, **kw)
+                finally:
+                    profiled.native_cpu[_name] = profiled.native_cpu.get(_name, 0.0) + time.thread_time() - t0
+            setattr(kernels, name, timed)
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self) -> None:
+        if self.on:
+            if profiled.profiler is None:
+                profiled.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                profiled.profiler.__enter__()
+            profiled.profiler.step()
+            profiled.steps += 1
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def report() -> None:
+        if profiled.profiler is not None:
+            profiled.profiler.__exit__(None, None, None)
+            print(profiled.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        if profiled.native_cpu:
+            print("native kernels, calling thread's CPU ms per step:",
+                  {k: round(v / max(1, profiled.steps) * 1e3, 2) for k, v in profiled.native_cpu.items()})
 
 
 def peer(args: argparse.Namespace, gguf: Path) -> tuple[list[dict], list[str]]:
@@ -178,6 +235,8 @@ def main() -> None:
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--write-docs", action="store_true")
     p.add_argument("--step-ab", action="store_true", help="time single decode steps per --threads setting")
+    p.add_argument("--prompt-tokens", type=int, default=0, help="with --step-ab: a prompt of this many tokens")
+    p.add_argument("--profile", action="store_true", help="with --step-ab: the op table of the first setting")
     args = p.parse_args()
     if not args.step_ab:
         args.threads = [int(t) for t in args.threads]
@@ -186,8 +245,19 @@ def main() -> None:
     tok = loaded.tokenizer
     prompt_ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": PROMPT}]))
     if args.step_ab:
+        if args.prompt_tokens:
+            prompt_ids = (prompt_ids * (args.prompt_tokens // len(prompt_ids) + 1))[:args.prompt_tokens]
+        torch_path = None
+        if any(str(t).endswith("/torch") for t in args.threads):
+            os.environ["HYBRIDGW_NATIVE"] = "off"
+            torch_path = load_engine_model(args.model, kv_cache_bytes=512 << 20)
+            del os.environ["HYBRIDGW_NATIVE"]
+        if args.profile and loaded.runner.model.native is not None:
+            profiled.count_native(loaded.runner.model.native)
         with torch.inference_mode():
-            return step_ab(loaded, prompt_ids, args)
+            step_ab(loaded, prompt_ids, args, torch_path)
+        profiled.report()
+        return
     load_before = os.getloadavg()[0]
     with torch.inference_mode():
         our_rows = ours(loaded, prompt_ids, args, args.rounds)

@@ -42,7 +42,8 @@ def _thread_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[En
                       served_model_names=_served_names(loaded.model_name, config, extra_names),
                       kv_bytes_per_token=runner.kv_bytes_per_token,
                       kv_dtype=str(runner.kv_cache.dtype).removeprefix("torch."),
-                      device=str(runner.device), created=int(time.time()), torch_threads=torch.get_num_threads())
+                      device=str(runner.device), created=int(time.time()), torch_threads=torch.get_num_threads(),
+                      kernels=runner.model.kernels_path)
     return ThreadCore(build_engine(config, loaded)), loaded.tokenizer, info
 
 
@@ -53,7 +54,7 @@ def _process_core(config: EngineConfig, extra_names: tuple[str, ...]) -> tuple[E
     info = ServerInfo(model_name=facts.model_name,
                       served_model_names=_served_names(facts.model_name, config, extra_names),
                       kv_bytes_per_token=facts.kv_bytes_per_token, kv_dtype=facts.kv_dtype, device=facts.device,
-                      created=int(time.time()), torch_threads=facts.num_threads)
+                      created=int(time.time()), torch_threads=facts.num_threads, kernels=facts.kernels)
     return core, tokenizer, info
 
 

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     summary = (f"model={info.model_name} device={info.device} torch_threads={info.torch_threads} "
-               f"kv_dtype={info.kv_dtype} deterministic={int(config.deterministic)} "
+               f"kernels={info.kernels} kv_dtype={info.kv_dtype} deterministic={int(config.deterministic)} "
                f"blocks={limits.num_blocks_total}x{limits.block_size} "
                f"max_model_len={limits.max_model_len} core={args.engine_core} load_s={load_s:.1f}")
     return asyncio.run(_serve(app, args.host, args.port, args.log_level, summary))

@@ -49,6 +49,7 @@ class CoreFacts:
     device: str
     num_threads: int
     snapshot: EngineStats
+    kernels: str = "torch"  # small steps' kernels: "native" or "torch" (LlamaModel.kernels_path)
 
 
 class CoreStartFailed(ValueError):
@@ -212,7 +213,7 @@ def core_main(conn: Connection, config: EngineConfig, server_pid: int) -> None:
     conn.send(("ready", CoreFacts(
         limits=engine.limits, model_name=loaded.model_name, kv_bytes_per_token=runner.kv_bytes_per_token,
         kv_dtype=str(runner.kv_cache.dtype).removeprefix("torch."), device=str(runner.device),
-        num_threads=torch.get_num_threads(), snapshot=engine.snapshot())))
+        num_threads=torch.get_num_threads(), snapshot=engine.snapshot(), kernels=runner.model.kernels_path)))
     serve_core(conn, engine)
 
 

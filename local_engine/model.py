@@ -15,8 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.model_config import ModelConfig
+from local_engine.native.fused_layer import FusedLayer, NativeInt4
+from local_engine.native.kernels import OUT_HALVES, NativeKernels, load_kernels, pack_q4
 from local_engine.weights import (
+    INT4_MAX_ROWS,
     INT4_SUFFIXES,
+    Int4,
     can_prepack,
     int4_effective_weight,
     int4_matmul,
@@ -82,22 +86,35 @@ class DecoderLayer(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, hidden, bias=False)
         self.packed: dict[str, torch.Tensor] = {}  # oneDNN pre-packed weights (see prepack_weights)
         self.int4_codes: dict[str, tuple[torch.Tensor, ...]] = {}  # the file's 4-bit (q, scale, zero)
-        self.int4: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # packed for the CPU int4 kernel
+        self.int4: dict[str, Int4] = {}  # packed for the CPU int4 kernel (torch's or the native one)
+        self.fused: FusedLayer | None = None  # the native kernels' whole layer for steps of a few rows
         self.tile_rows: int | None = None  # batch-invariant mode: every matmul in tiles of this many rows
 
-    def prepack_weights(self) -> None:
+    def prepack_weights(self, kernels: NativeKernels | None = None) -> None:
         names = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
         for n, codes in self.int4_codes.items():  # the same weights on both sides of the int4 switch
             weight = getattr(self, n).weight
             weight.data = int4_effective_weight(*codes, weight.dtype).to(weight.device)
         self.packed = {n: prepack(getattr(self, n).weight) for n in names}
-        self.int4 = {n: pack_int4(*codes) for n, codes in self.int4_codes.items()}
+        if kernels is None:
+            self.int4 = {n: pack_int4(*codes) for n, codes in self.int4_codes.items()}
+            return
+        q4 = {n: pack_q4(*codes) for n, codes in self.int4_codes.items()}
+        self.int4 = {n: NativeInt4(kernels, w) for n, w in q4.items()}
+        if all(n in q4 for n in names) and self.head_dim <= 1024:  # the RoPE kernel's row buffer
+            bias = self.qkv_proj.bias
+            self.fused = FusedLayer(kernels, q4["qkv_proj"], q4["o_proj"], q4["gate_up_proj"], q4["down_proj"],
+                                    None if bias is None else bias.detach(), self.input_norm.detach(),
+                                    self.post_attn_norm.detach(), self.eps, self.num_heads, self.num_kv_heads,
+                                    self.head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
                 attend: AttentionFn) -> torch.Tensor:
         # x: (T, hidden); cos/sin_signed: (T, 1, D). Functional calls and in-place ops keep the
         # per-layer kernel count low: at batch 1 on a CPU the step is mostly per-op overhead.
         T = x.shape[0]
+        if self.fused is not None and T <= INT4_MAX_ROWS and self.tile_rows is None:
+            return self.fused.forward(self.layer_idx, x, cos, sin_signed, attend)
         H, KVH, D = self.num_heads, self.num_kv_heads, self.head_dim
         dtype = self.qkv_proj.weight.dtype
         h = F.rms_norm(x, x.shape[-1:], self.input_norm, self.eps).to(dtype)
@@ -129,7 +146,8 @@ class LlamaModel(nn.Module):
             config.hidden_size, config.vocab_size, bias=False)
         self.packed_head: torch.Tensor | None = None
         self.head_int4_codes: tuple[torch.Tensor, ...] | None = None  # the file's head as 4-bit (q, scale, zero)
-        self.head_int4: tuple[torch.Tensor, torch.Tensor] | None = None  # packed for the CPU int4 kernel
+        self.head_int4: Int4 | None = None  # packed for the CPU int4 kernel
+        self.native: NativeKernels | None = None  # the native kernels, when prepack_weights loaded them
         self.tile_rows: int | None = None  # see make_batch_invariant
         # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
@@ -139,6 +157,11 @@ class LlamaModel(nn.Module):
     def dtype(self) -> torch.dtype:
         """The weights' dtype (norm weights and the residual stream are float32 whatever it is)."""
         return self.embed_tokens.weight.dtype
+
+    @property
+    def kernels_path(self) -> str:
+        """Which kernels small steps run on: "native" (local_engine/native) or "torch"."""
+        return "torch" if self.native is None else "native"
 
     @property
     def decoder_layers(self) -> list[DecoderLayer]:
@@ -153,11 +176,14 @@ class LlamaModel(nn.Module):
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         if not can_prepack(head):
             return False
+        has_codes = self.head_int4_codes is not None or any(layer.int4_codes for layer in self.decoder_layers)
+        self.native = load_kernels() if has_codes else None
         for layer in self.decoder_layers:
-            layer.prepack_weights()
+            layer.prepack_weights(self.native)
         self.packed_head = prepack(head)
         if self.head_int4_codes is not None and self.head_int4_codes[0].shape[0] in (head.shape[0], 2 * head.shape[0]):
-            self.head_int4 = pack_int4(*self.head_int4_codes)
+            self.head_int4 = (pack_int4(*self.head_int4_codes) if self.native is None
+                              else NativeInt4(self.native, pack_q4(*self.head_int4_codes)))
         return True
 
     def make_batch_invariant(self, tile_rows: int) -> None:
@@ -170,7 +196,7 @@ class LlamaModel(nn.Module):
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self.packed_head, self.head_int4 = None, None
         for layer in self.decoder_layers:
-            layer.packed, layer.int4 = {}, {}
+            layer.packed, layer.int4, layer.fused = {}, {}, None
         super()._apply(fn, recurse)
         for module in [self, *self.layers]:  # norm weights stay float32, like the residual stream
             for name, param in module.named_parameters(recurse=False):
@@ -209,8 +235,12 @@ class LlamaModel(nn.Module):
         carry two bf16 output roundings instead of one: the rescoring below makes the top ones exact).
         """
         if self.head_int4 is not None and self.tile_rows is None and 0 < x.shape[0] <= HEAD_INT4_MAX_ROWS:
-            out = int4_matmul(x.to(torch.bfloat16), self.head_int4)  # (S, V) or (S, 2V)
             V = head.shape[0]
+            if isinstance(self.head_int4, NativeInt4) and self.head_int4.weight.shape[0] == 2 * V:
+                # the two halves summed in float32 in the kernel: one rounding fewer than below
+                return self.head_int4.kernels.q4_linear(self.head_int4.weight, x.to(torch.bfloat16),
+                                                        out_mode=OUT_HALVES)
+            out = int4_matmul(x.to(torch.bfloat16), self.head_int4)  # (S, V) or (S, 2V)
             return out.float() if out.shape[1] == V else out[:, :V].float().add_(out[:, V:])
         return linear(x.to(head.dtype), head, None, self.packed_head, tile_rows=self.tile_rows).float()
 

@@ -25,6 +25,7 @@ from local_engine.kv_cache import PagedKVCache, resolve_kv_dtype
 from local_engine.kv_calibration import calibrate_scales
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
+from local_engine.native.paged_decode import native_decode_attention
 from local_engine.runner_threads import StepThreads, use_threads
 from local_engine.sampler import SamplingRow, sample
 from local_engine.sequence import Sequence
@@ -176,6 +177,11 @@ class ModelRunner:
         attend = paged_attention if self.attention == "fast" else paged_attention_reference
         cache, mirror = self.kv_cache, self.mirror
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
+        native = None if self.attention != "fast" or plan is not None else native_decode_attention(
+            self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables, meta.start_positions,
+            meta.query_lens)
+        if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)
+            return native
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer_cache, scales = cache.layer(layer), cache.layer_scales(layer)

@@ -42,6 +42,7 @@ class ServerInfo:
     device: str = "cpu"
     created: int = 0
     torch_threads: int = 0  # torch's CPU threads where the model runs
+    kernels: str = "torch"  # small steps' kernels: "native" (local_engine/native) or "torch"
 
 
 class ServerTokenizer(PromptTokenizer, Protocol):
@@ -168,7 +169,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
             "prefix_caching": s.prefix_caching, "num_cached_blocks": s.num_cached_blocks,
             "prefix_queried_tokens": s.prefix_queried_tokens, "prefix_hit_tokens": s.prefix_hit_tokens,
-            "torch_threads": info.torch_threads,
+            "torch_threads": info.torch_threads, "kernels": info.kernels,
             "healthy": engine.is_alive,
         }
 

@@ -11,15 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from local_engine.model_config import ModelConfig
+from local_engine.native.fused_layer import NativeInt4
 
 # Up to this many rows a matmul reads the 4-bit codes instead of the bf16 weights: measured on
 # SmolLM2's layers (1 thread) 2.0x faster at 1 row, 1.5x at 4, but 1.4x slower at 16.
-_INT4_MAX_ROWS = 4
+INT4_MAX_ROWS = 4
+# The 4-bit matrix of the few-row path: torch's int4 kernel packing, or the native kernels' weight
+Int4 = tuple[torch.Tensor, torch.Tensor] | NativeInt4
 _INT4_GROUP = 32
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-           packed: torch.Tensor | None = None, int4: tuple[torch.Tensor, torch.Tensor] | None = None,
+           packed: torch.Tensor | None = None, int4: Int4 | None = None,
            tile_rows: int | None = None) -> torch.Tensor:
     """x @ weight.T + bias: through the 4-bit codes for a few rows, or oneDNN's pre-packed weight.
 
@@ -29,7 +32,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """
     if tile_rows is not None:
         return _tiled(x, tile_rows, lambda t: linear(t, weight, bias, packed, int4))
-    if int4 is not None and x.shape[0] <= _INT4_MAX_ROWS:
+    if int4 is not None and x.shape[0] <= INT4_MAX_ROWS:
         out = int4_matmul(x, int4)
         return out if bias is None else out + bias
     if packed is not None:
@@ -37,8 +40,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
-def int4_matmul(x: torch.Tensor, int4: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def int4_matmul(x: torch.Tensor, int4: Int4) -> torch.Tensor:
     """x (S, K) bf16 @ the packed 4-bit weight (N, K).T -> (S, N) bf16, at any row count."""
+    if isinstance(int4, NativeInt4):
+        return int4.matmul(x)
     return torch._weight_int4pack_mm_for_cpu(x, int4[0], _INT4_GROUP, int4[1])
 
 

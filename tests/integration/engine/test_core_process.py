@@ -51,6 +51,7 @@ def test_server_process_holds_no_torch_and_one_core_child(tiny_engine: Engine) -
     state = engine.state()
     assert state["healthy"] is True and state["num_blocks_free"] == state["num_blocks_total"]
     assert state["torch_threads"] >= 1  # as the core process reported it
+    assert state["kernels"] == "torch"  # tiny-random has no 4-bit codes for the native kernels
 
 
 def test_killed_core_ends_streams_in_band_and_the_server_exits_for_a_restart() -> None:
