@@ -79,3 +79,10 @@ def test_default_context_cost_by_device_and_budget() -> None:
     assert EngineConfig(context_cost_tokens=0).context_cost("cpu") == 0
     with pytest.raises(ConfigError, match="context_cost_tokens"):
         EngineConfig(context_cost_tokens=-1)
+
+
+def test_the_engine_cli_sets_the_context_cost() -> None:
+    from local_engine.cli import config_from_args, parse_args
+
+    assert config_from_args(parse_args([])).context_cost_tokens is None
+    assert config_from_args(parse_args(["--context-cost-tokens", "0"])).context_cost_tokens == 0
