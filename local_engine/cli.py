@@ -48,12 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
-                   help="per-step token budget: decodes first, prompt chunks the rest (default: at least 160 "
-                        "cost units of prompt beside the decodes on CPU, 2048 tokens on GPU; smaller bounds the "
-                        "stall a long prompt causes)")
-    p.add_argument("--context-cost-tokens", type=int, default=None,
-                   help="while decodes run, a prompt token at context c costs 1 + c/this of the budget "
-                        "(0: tokens only; default 1500 on CPU with the default budget, else 0)")
+                   help="per-step token budget: decodes first, prompt chunks the rest (default: at least 64 "
+                        "prompt tokens beside the decodes on CPU, 2048 on GPU; smaller bounds the stall a long "
+                        "prompt causes)")
+    p.add_argument("--context-cost-tokens", type=int, default=0,
+                   help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
+                        "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,

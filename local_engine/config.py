@@ -6,11 +6,8 @@ from dataclasses import dataclass
 # The longest stall a running stream sees is one step. On a shared 2-core CPU, SmolLM2-135M with a
 # 4k-token prompt arriving: 64 -> longest gap 0.9 s, 128 -> 1.4 s, both at the same prefill rate
 # (~150 tok/s, docs/benchmarks.md). A GPU computes 2048 tokens in a few tens of milliseconds.
-# With the context cost (below) the CPU budget is in cost units: 160 is 152 prompt tokens beside 8
-# decodes at context 0, ~40 at context 4k; the step stays flat (docs/benchmarks.md).
-CPU_TOKEN_BUDGET = 160
+CPU_TOKEN_BUDGET = 64
 GPU_TOKEN_BUDGET = 2048
-CPU_CONTEXT_COST_TOKENS = 1500  # measured: at ~1.5k context a chunk token's attention costs its matmuls
 
 
 class ConfigError(ValueError):
@@ -41,9 +38,9 @@ class EngineConfig:
     # new requests into an idle engine starts in one step, not one budget-sized step at a time.
     max_idle_batched_tokens: int = 2048
     # While decodes run, a prompt token at context c costs 1 + c/this of the budget: a chunk's attention
-    # reads its whole context, so late chunks of a long prompt get smaller and the longest gap stays
-    # flat. 0: tokens only. None: CPU_CONTEXT_COST_TOKENS on CPU with the default budget, else 0.
-    context_cost_tokens: int | None = None
+    # reads its whole context, so late chunks of a long prompt get smaller and the step stays flatter.
+    # 0 (default): tokens only. Off by default: with 2 threads it costs prefill rate (docs/benchmarks.md).
+    context_cost_tokens: int = 0
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served
@@ -72,7 +69,7 @@ class EngineConfig:
             _positive("kv_cache_bytes", self.kv_cache_bytes)
         if self.cpu_threads is not None:
             _positive("cpu_threads", self.cpu_threads)
-        if self.context_cost_tokens is not None and self.context_cost_tokens < 0:
+        if self.context_cost_tokens < 0:
             raise ConfigError(f"context_cost_tokens must be >= 0, got {self.context_cost_tokens}")
         if self.small_step_threads is not None and self.small_step_threads < 0:
             raise ConfigError(f"small_step_threads must be >= 0, got {self.small_step_threads}")
@@ -99,14 +96,6 @@ class EngineConfig:
         if self.max_num_batched_tokens is not None:
             return 0
         return CPU_TOKEN_BUDGET if device_type == "cpu" else GPU_TOKEN_BUDGET
-
-    def context_cost(self, device_type: str) -> int:
-        """K of a prompt token's cost 1 + context/K while decodes run; 0: tokens only."""
-        if self.context_cost_tokens is not None:
-            return self.context_cost_tokens
-        if self.max_num_batched_tokens is not None or device_type != "cpu":
-            return 0  # a budget the user set counts tokens; a GPU's attention is cheap beside its budget
-        return CPU_CONTEXT_COST_TOKENS
 
 
 def _positive(name: str, value: int) -> None:

@@ -27,7 +27,7 @@ class Scheduler:
         self.config = config
         self.token_budget = config.token_budget(device_type)
         self.prefill_floor = config.prefill_floor(device_type)
-        self.context_cost = config.context_cost(device_type)
+        self.context_cost = config.context_cost_tokens
         self.block_manager = block_manager
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local_engine.config import CPU_CONTEXT_COST_TOKENS, ConfigError, EngineConfig
+from local_engine.config import ConfigError, EngineConfig
 from local_engine.scheduler import Scheduler, _Step
 from tests.unit.local_engine_core.test_scheduler import advance, make, seq_of
 
@@ -71,12 +71,10 @@ def test_a_removed_chunk_gives_its_cost_back() -> None:
     assert step.budget == 20 and step.prefills == []
 
 
-def test_default_context_cost_by_device_and_budget() -> None:
-    assert EngineConfig().context_cost("cpu") == CPU_CONTEXT_COST_TOKENS
-    assert EngineConfig().context_cost("cuda") == 0  # attention is cheap beside a GPU's 2048-token budget
-    assert EngineConfig(max_num_batched_tokens=64).context_cost("cpu") == 0  # a set budget counts tokens
-    assert EngineConfig(max_num_batched_tokens=64, context_cost_tokens=500).context_cost("cpu") == 500
-    assert EngineConfig(context_cost_tokens=0).context_cost("cpu") == 0
+def test_off_by_default_so_chunks_are_the_token_budget() -> None:
+    assert EngineConfig().context_cost_tokens == 0
+    sched = make(max_num_batched_tokens=20, max_num_seqs=4)
+    assert chunks_beside_a_decode(sched, 60) == [19, 19, 19, 3]
     with pytest.raises(ConfigError, match="context_cost_tokens"):
         EngineConfig(context_cost_tokens=-1)
 
@@ -84,5 +82,5 @@ def test_default_context_cost_by_device_and_budget() -> None:
 def test_the_engine_cli_sets_the_context_cost() -> None:
     from local_engine.cli import config_from_args, parse_args
 
-    assert config_from_args(parse_args([])).context_cost_tokens is None
-    assert config_from_args(parse_args(["--context-cost-tokens", "0"])).context_cost_tokens == 0
+    assert config_from_args(parse_args([])).context_cost_tokens == 0
+    assert config_from_args(parse_args(["--context-cost-tokens", "1500"])).context_cost_tokens == 1500
