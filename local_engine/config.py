@@ -39,7 +39,7 @@ class EngineConfig:
     max_idle_batched_tokens: int = 2048
     # While decodes run, a prompt token at context c costs 1 + c/this of the budget: a chunk's attention
     # reads its whole context, so late chunks of a long prompt get smaller and the step stays flatter.
-    # 0 (default): tokens only. Off by default: with 2 threads it costs prefill rate (docs/benchmarks.md).
+    # 0 (default): tokens only; through the server it did not lower the max gap (docs/benchmarks.md).
     context_cost_tokens: int = 0
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
