@@ -6,6 +6,9 @@ Reports each phase's longest inter-token gap and ITL p50 over the running stream
 prompt's time to first token and prefill rate (prompt tokens / TTFT).
 
     .venv/bin/python bench/engine_stall.py [--streams 8] [--prompt-tokens 4000] [--engine-arg=--max-num-batched-tokens=128]
+
+Late chunks of a long prompt can be made smaller with --engine-arg=--context-cost-tokens=K (and a larger
+budget to keep the step count); bench/engine_stall_steps.py shows the per-step cost in-process.
 """
 from __future__ import annotations
 

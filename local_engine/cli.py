@@ -51,6 +51,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="per-step token budget: decodes first, prompt chunks the rest (default: at least 64 "
                         "prompt tokens beside the decodes on CPU, 2048 on GPU; smaller bounds the stall a long "
                         "prompt causes)")
+    p.add_argument("--context-cost-tokens", type=int, default=0,
+                   help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
+                        "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
@@ -82,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic,
-        kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs)
+        kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs, context_cost_tokens=args.context_cost_tokens)
 
 
 def passive_openmp_waits() -> None:

@@ -37,6 +37,10 @@ class EngineConfig:
     # A step with no running decode (nobody to stall) may prefill up to this many tokens: a burst of
     # new requests into an idle engine starts in one step, not one budget-sized step at a time.
     max_idle_batched_tokens: int = 2048
+    # While decodes run, a prompt token at context c costs 1 + c/this of the budget: a chunk's attention
+    # reads its whole context, so late chunks of a long prompt get smaller and the step stays flatter.
+    # 0 (default): tokens only; through the server it did not lower the max gap (docs/benchmarks.md).
+    context_cost_tokens: int = 0
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served
@@ -71,6 +75,8 @@ class EngineConfig:
             _positive("kv_cache_bytes", self.kv_cache_bytes)
         if self.cpu_threads is not None:
             _positive("cpu_threads", self.cpu_threads)
+        if self.context_cost_tokens < 0:
+            raise ConfigError(f"context_cost_tokens must be >= 0, got {self.context_cost_tokens}")
         if self.small_step_threads is not None and self.small_step_threads < 0:
             raise ConfigError(f"small_step_threads must be >= 0, got {self.small_step_threads}")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:

@@ -3,6 +3,8 @@
 As vLLM v1 schedules: one token budget per step; running decodes come first (one token each),
 then chunks of partly prefilled and waiting prompts take what budget is left, so a long prompt
 arriving stalls the running streams for one bounded chunk per step, not for its whole prefill.
+While decodes run, a prompt token at context c costs 1 + c/K of the budget (K: context_cost_tokens),
+since a chunk's attention reads its whole context: chunks late in a long prompt get smaller.
 New requests join at the next step; finished ones leave at once; when blocks run out the newest
 sequence is preempted (blocks freed, recomputed later) — never a failure. A request whose first KV block is being prefilled for another waits
 one step and then reuses the cached blocks (SGLang's in-batch prefix caching).
@@ -10,6 +12,7 @@ one step and then reuses the cached blocks (SGLang's in-batch prefix caching).
 from __future__ import annotations
 
 import bisect
+import math
 
 from local_engine.batch import ScheduledBatch
 from local_engine.block_manager import BlockKey, BlockManager
@@ -24,6 +27,7 @@ class Scheduler:
         self.config = config
         self.token_budget = config.token_budget(device_type)
         self.prefill_floor = config.prefill_floor(device_type)
+        self.context_cost = config.context_cost_tokens
         self.block_manager = block_manager
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -103,7 +107,7 @@ class Scheduler:
         for seq in self.running:  # continue chunked prefills first
             remaining = seq.num_tokens - seq.num_cached_tokens
             if remaining > 1 and step.budget > 0:
-                step.add(seq, min(remaining, step.budget), decode=False)
+                self._add_chunk(seq, step)
         computing: set[BlockKey] = set()  # first blocks this step computes and caches
         bm = self.block_manager
         while self.waiting and step.budget > 0 and len(self.running) < self.config.max_num_seqs:
@@ -117,10 +121,18 @@ class Scheduler:
             bm.allocate(seq)
             seq.status = SequenceStatus.RUNNING
             bisect.insort(self.running, seq, key=self._key)
-            n = min(seq.num_tokens - seq.num_cached_tokens, step.budget)
+            n = self._add_chunk(seq, step)
             if key is not None and seq.num_cached_tokens == 0 and n >= bm.block_size:
                 computing.add(key)
-            step.add(seq, n, decode=False)
+
+    def _add_chunk(self, seq: Sequence, step: _Step) -> int:
+        """The next chunk of a prompt: as many tokens as the budget left pays for (at least one)."""
+        per_token = 1.0
+        if step.decodes and self.context_cost:  # nobody waits on an idle step: tokens only
+            per_token += seq.num_cached_tokens / self.context_cost
+        n = min(seq.num_tokens - seq.num_cached_tokens, max(1, int(step.budget / per_token)))
+        step.add(seq, n, decode=False, cost=math.ceil(n * per_token))
+        return n
 
     def _make_room(self, seq: Sequence, step: _Step) -> bool:
         """Whether the sequence can be admitted now; with priority on, preempts lower-priority ones."""
@@ -164,10 +176,13 @@ class _Step:
         self.decodes: list[tuple[Sequence, int]] = []
         self.prefills: list[tuple[Sequence, int]] = []
         self.preempted: list[int] = []
+        self._costs: dict[int, int] = {}  # seq_id -> budget taken, when not its token count
 
-    def add(self, seq: Sequence, n: int, *, decode: bool) -> None:
+    def add(self, seq: Sequence, n: int, *, decode: bool, cost: int | None = None) -> None:
         (self.decodes if decode else self.prefills).append((seq, n))
-        self.budget -= n
+        if cost is not None and cost != n:
+            self._costs[seq.seq_id] = cost
+        self.budget -= n if cost is None else cost
 
     def remove(self, seq: Sequence) -> None:
         """Drop a sequence preempted after it was scheduled; its tokens go back to the budget."""
@@ -175,5 +190,5 @@ class _Step:
             for i, (s, n) in enumerate(entries):
                 if s is seq:
                     del entries[i]
-                    self.budget += n
+                    self.budget += self._costs.pop(seq.seq_id, n)
                     return
