@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # sampled; one trace for all
 MATCH_WINDOW_S = 2.0  # the engine sees a request at most this long after the tool sent it
@@ -26,13 +27,13 @@ class Timed:
     prompt_tokens: int
 
 
-def _ts(text: str) -> float:
+def span_time(text: str) -> float:
+    """A console-exporter timestamp (ISO 8601, `Z`) as unix seconds."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def engine_requests(log: str) -> list[Timed]:
-    """The engine's root spans (`engine <model>`) from a console-exporter log, with the prefill span's
-    end as the first token (the engine stamps it at the first output that carries text)."""
+def console_spans(log: str) -> list[dict[str, Any]]:
+    """Every span the OTel console exporter wrote into `log` (pretty JSON objects among other lines)."""
     decoder, spans, i = json.JSONDecoder(), [], log.find("{\n")
     while i >= 0:
         try:
@@ -41,12 +42,19 @@ def engine_requests(log: str) -> list[Timed]:
             break
         spans.append(span)
         i = log.find("{\n", end)
-    prefill_end = {s["parent_id"]: _ts(s["end_time"]) for s in spans if s["name"] == "engine.prefill"}
+    return spans
+
+
+def engine_requests(log: str) -> list[Timed]:
+    """The engine's root spans (`engine <model>`) from a console-exporter log, with the prefill span's
+    end as the first token (the engine stamps it at the first output that carries text)."""
+    spans = console_spans(log)
+    prefill_end = {s["parent_id"]: span_time(s["end_time"]) for s in spans if s["name"] == "engine.prefill"}
     return [
         Timed(
-            _ts(s["start_time"]),
+            span_time(s["start_time"]),
             prefill_end.get(s["context"]["span_id"], float("nan")),
-            _ts(s["end_time"]),
+            span_time(s["end_time"]),
             int(s["attributes"]["gen_ai.usage.input_tokens"]),
         )
         for s in spans

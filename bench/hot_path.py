@@ -34,7 +34,6 @@ from observability.bench.records import RequestRecord
 from tests.support import procs
 
 ROOT = Path(__file__).resolve().parents[1]
-GRANIAN_PATH = "/work/granian-pkgs"  # granian installed apart (not a dependency), for --tree …@otlp+granian
 CHUNKS = 16  # content chunks per streamed reply (+ the role chunk: 17 relayed frames + [DONE])
 
 
@@ -55,11 +54,11 @@ def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: P
                   traces: str, otlp_url: str, wrapper: str = "bench.profiled_gateway",
                   server: str = "uvicorn") -> procs.Proc:
     """`server`: uvicorn (`hybridgw serve`); granian / granian-rust (bench/hot_path_granian.py, with granian
-    from $GRANIAN_PATH, default /work/granian-pkgs; -rust: its Rust task implementation); floor /
+    importable, or from $GRANIAN_PATH when installed apart; -rust: its Rust task implementation); floor /
     floor-granian: not the gateway but the bare proxy under it (bench/hot_path_floor.py)."""
     path = str(tree) if profile is None and server == "uvicorn" else f"{tree}:{ROOT}"  # wrappers are this tree's
-    if "granian" in server:
-        path = f"{os.environ.get('GRANIAN_PATH', GRANIAN_PATH)}:{path}"
+    if "granian" in server and os.environ.get("GRANIAN_PATH"):  # granian is not a dependency
+        path = f"{os.environ['GRANIAN_PATH']}:{path}"
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
            "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url}
     port = procs.free_port()

@@ -1,10 +1,10 @@
 """`hybridgw serve` with granian (Rust HTTP server, embedded on our uvloop) in place of uvicorn, for
 measuring the two side by side (bench/hot_path.py --server granian): everything but the server is
 `gateway.cli serve`'s own. granian is not a dependency: install it apart and put it on PYTHONPATH
-(`pip install --target /work/granian-pkgs granian`). What it lacks against uvicorn here: the connection
+(`pip install --target DIR granian`, then GRANIAN_PATH=DIR for bench/hot_path.py). What it lacks against uvicorn here: the connection
 guard (gateway/http_guard.py: per-address caps, head size), so it is a measurement, not a server choice.
 
-Run: PYTHONPATH=/work/granian-pkgs:$PWD python -m bench.hot_path_granian serve --config … [--task-impl rust]
+Run: PYTHONPATH=DIR:$PWD python -m bench.hot_path_granian serve --config … [--task-impl rust]
 """
 from __future__ import annotations
 

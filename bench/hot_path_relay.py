@@ -8,7 +8,7 @@ bench/hot_path.py (limits, a USD budget, the SQLite ledger, the access log, OTLP
 Run: .venv/bin/python -m bench.hot_path_relay [--tree NAME=PATH ...] [--streams 128] [--chunks 8 40]
      [--gap-ms 20] [--rounds 3] [--profile DIR] [--pyspy FILE]
 --profile: cProfile the first tree's loop thread; --pyspy: sample it with py-spy (--native, collapsed stacks
-to FILE; py-spy from $PYSPY, default /tmp/pyspy/bin/py-spy: `pip install --target /tmp/pyspy py-spy`).
+to FILE; py-spy from $PYSPY, default the one on PATH: `pip install --target DIR py-spy`).
 """
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ _FRAME = re.compile(r"^(?P<fn>[^ ]+) \((?P<where>[^)]*)\)$")
 
 def start_pyspy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` (native frames, per thread) into `out` until stop_pyspy; py-spy from $PYSPY,
-    default /tmp/pyspy/bin/py-spy (`pip install --target /tmp/pyspy py-spy`: not a dependency)."""
-    spy = os.environ.get("PYSPY", "/tmp/pyspy/bin/py-spy")
+    default the `py-spy` on PATH (`pip install --target DIR py-spy`: not a dependency)."""
+    spy = os.environ.get("PYSPY", "py-spy")
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--native", "--threads", "--rate", "250", "--format",
                              "raw", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 

@@ -12,10 +12,11 @@ import bisect
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+from bench.engine_spans import console_spans, span_time
 
 MATCH_WINDOW_S = 10.0  # under load a request reached the engine seconds after the gateway took it
 PHASES = ("gateway", "to engine", "engine queue", "prefill", "back")
@@ -29,20 +30,9 @@ class EngineSpan:
     prompt_tokens: int
 
 
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def engine_spans(log: str) -> list[EngineSpan]:
     """The engine's root spans with their queue and prefill children, from a console-exporter log."""
-    decoder, spans, i = json.JSONDecoder(), [], log.find("{\n")
-    while i >= 0:
-        try:
-            span, end = decoder.raw_decode(log, i)
-        except json.JSONDecodeError:  # a span still being written at the end of the log
-            break
-        spans.append(span)
-        i = log.find("{\n", end)
+    spans = console_spans(log)
     children: dict[tuple[str, str], dict[str, Any]] = {(s["parent_id"], s["name"]): s for s in spans if s.get("parent_id")}
     out = []
     for s in spans:
@@ -52,7 +42,7 @@ def engine_spans(log: str) -> list[EngineSpan]:
         queue, prefill = children.get((own, "engine.queue")), children.get((own, "engine.prefill"))
         if queue is None or prefill is None:
             continue
-        out.append(EngineSpan(_ts(s["start_time"]), _ts(queue["end_time"]), _ts(prefill["end_time"]),
+        out.append(EngineSpan(span_time(s["start_time"]), span_time(queue["end_time"]), span_time(prefill["end_time"]),
                               int(s["attributes"]["gen_ai.usage.input_tokens"])))
     return sorted(out, key=lambda e: e.arrived)
 
