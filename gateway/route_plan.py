@@ -12,6 +12,7 @@ from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.facts import PromptScores
+from policies.route_view import engine_views
 
 
 async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: trace.Span | None, *,
@@ -38,7 +39,8 @@ async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: t
                 else svc.decider.route(facts, compiled=compiled, live=live))
     _describe_decision(span, facts, decision)
     span.end()
-    return RoutePlan(facts, decision, compiled)
+    view = engine_views(live, compiled.engines) if compiled.engines else {}  # what it decided on, for the record
+    return RoutePlan(facts, decision, compiled, view)
 
 
 def refuse_unroutable(plan: RoutePlan, team: str, request: ParsedRequest) -> None:
