@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate-out", type=Path, metavar="FILE",
                         help="with --calibrate: also write the fitted model here (JSON), to replay another window "
                         "with --perf-model FILE (a check on traffic it was not fitted to)")
+    parser.add_argument("--poll-clock", action="store_true",
+                        help="the gateway polls each engine on a clock of its own, every arrival seeing the last "
+                        "poll's state (as the real one does; the period: the model's state_poll_s, which --calibrate "
+                        "fits from the ledger's engine views, else the policy's poll_interval_s)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -75,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     if keys_path is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
         keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
     keys = read_key_store(keys_path) if keys_path is not None else {}
-    setup = ReplaySetup(perf, prices, args.seed, keys=keys)
+    setup = ReplaySetup(perf, prices, args.seed, keys=keys, poll_clock=args.poll_clock)
     def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
         def run() -> tuple[Summary, float, float]:
             started, cpu_started = time.perf_counter(), time.process_time()

@@ -29,7 +29,7 @@ from policies.replay.budgets import ReplayLimiter, limits_config
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastHealthBook, FastOutputStats
-from policies.replay.gateway_sim import GatewayView, HostedSim
+from policies.replay.gateway_sim import GatewayView, HostedSim, poll_clock
 from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.overhead_fit import request_overheads
@@ -37,6 +37,7 @@ from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
 _EPOCH = 1000.0  # the simulated monotonic clock at the first arrival
+_END = float("inf")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class ReplaySetup:
     # What the key store holds for the recording's keys (key_id → own limits, budget, on_exceed),
     # applied as the gateway does on top of the policy's `keys:` (policies/replay/keys.py).
     keys: Mapping[str, StoredKey] = field(default_factory=dict)
+    # The gateway's engine polls on a clock of their own (the real poller's), each arrival seeing the last
+    # poll's state, at the engine model's state_poll_s (else the policy's interval) from a seeded phase.
+    # False: polled at the first arrival an interval after the last poll (fresh at that arrival).
+    poll_clock: bool = False
 
 
 class _Run:
@@ -70,7 +75,10 @@ class _Run:
         self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
         self.health = FastHealthBook(policy.backends, policy.health)
-        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
+        grid = {n: poll_clock(_EPOCH, perf.engine(n).state_poll_s or policy.health.poll_interval_s, setup.seed, n)
+                for n in sorted(self.engines)} if setup.poll_clock else None
+        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s,
+                                grid)
         self.traffic = traffic
         self.t0 = traffic[0].time
         span = max(traffic[-1].time - self.t0, 1e-9)
@@ -98,7 +106,7 @@ class _Run:
             out.at(now - _EPOCH)
             self._route(i, record, now)
             out.sample(engines)
-        self._advance(float("inf"))
+        self._advance(_END)
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
 
@@ -106,9 +114,20 @@ class _Run:
         # Engines are stepped only when the gateway polls them or a request is sent to them: between
         # those moments nothing reads their state (their first-token times reach the TTFT stats late
         # by up to one poll interval), and fewer, longer decode runs are what keep the replay fast.
-        if self.view.poll_due(now):
-            for name in self.engines:
-                self._step(name, now)
+        view = self.view
+        if view.poll_due(now):
+            if view.grid is None or now == _END:  # (at the end: every engine runs out its work)
+                for name in self.engines:
+                    self._step(name, now)
+            else:  # each poll as of its own time: the engine stepped to it, what ended before it learned
+                for name, at in view.polls_due(now):
+                    self._step(name, at)
+                    self._learn(at)
+                    view.poll(name, at)
+        self._learn(now)
+
+    def _learn(self, now: float) -> None:
+        """Apply the first tokens and ends the gateway has seen by `now`."""
         pending, traffic, t0, out = self.pending, self.traffic, self.t0, self.out
         while pending and pending[0][0] <= now:
             when, _, request, backend, first = heapq.heappop(pending)

@@ -1,0 +1,43 @@
+"""The replay's gateway polling its engines on a clock of its own (`replay --poll-clock`), as the real
+poller does: a burst inside one poll interval is routed on the state polled before it."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from policies.perf_model import HostedModel, PerfModel
+from policies.replay.gateway_sim import poll_clock
+from policies.replay.simulator import ReplaySetup, replay
+from policies.replay.traffic import TrafficRecord
+from tests.unit.policies.replay.support import FIXED_HOSTED, KV_FIT, SIMPLE_ENGINE
+
+T0 = 1_800_000_000.0
+# Ten small requests 5 ms apart: the engine's first prefill step (0.1 s) is still running when the last
+# arrives, so the others wait in its queue (the rule spills once more than 4 wait). KV is no limit.
+BURST = [TrafficRecord(T0 + 0.005 * i, "t", "chat", 20, 10, max_tokens=10) for i in range(10)]
+
+
+def _setup(poll_s: float, seed: int) -> ReplaySetup:
+    engine = replace(SIMPLE_ENGINE, state_poll_s=poll_s)
+    return ReplaySetup(PerfModel({}, {}, engine, FIXED_HOSTED), {}, seed, poll_clock=True)
+
+
+def test_a_burst_inside_one_poll_interval_goes_local_on_the_stale_view_and_spills_on_a_fresh_one() -> None:
+    # A seed whose poll clock polls before the burst and next well after it (its phase is the seed's).
+    seed = next(s for s in range(100) if poll_clock(0.0, 1.0, s, "local")[0] + 1.0 > 0.2)
+    stale = replay(KV_FIT, BURST, _setup(1.0, seed))
+    assert stale.backend == ["local"] * 10  # it saw an idle engine and none of the burst
+    fresh = replay(KV_FIT, BURST, _setup(0.001, seed))
+    # Polled every millisecond: the sixth sees 4 waiting (still short), the rest see 5 and spill.
+    assert fresh.backend == ["local"] * 6 + ["openai"] * 4
+    assert (max(stale.queue_max["local"]), max(fresh.queue_max["local"])) == (9, 5)  # the queue it built
+
+
+def test_the_poll_clock_is_deterministic_for_a_seed_and_its_phase_follows_the_seed() -> None:
+    hosted = HostedModel(ttft_p50_s=0.4, ttft_p95_s=1.5)
+    traffic = [TrafficRecord(T0 + 0.05 * i, "t", "chat", 50 + 37 * i % 400, 5 + 13 * i % 90) for i in range(300)]
+    perf = PerfModel({}, {}, replace(SIMPLE_ENGINE, state_poll_s=0.3), hosted)
+    a, b = (replay(KV_FIT, traffic, ReplaySetup(perf, {}, 3, poll_clock=True)) for _ in range(2))
+    assert (a.backend, a.ttft, a.e2e) == (b.backend, b.ttft, b.e2e)
+    assert poll_clock(0.0, 0.3, 3, "local") != poll_clock(0.0, 0.3, 4, "local")
+    first, period = poll_clock(0.0, 0.3, 3, "local")
+    assert -0.3 <= first <= 0.0 and period == 0.3  # it had polled once before the first arrival
