@@ -4,7 +4,7 @@ and the hosted API's TTFT), then `hybridgw replay --perf-model` with that file o
 seeds and schedules), each compared with what those runs measured. No process is started; seconds.
 
     PYTHONPATH=$PWD .venv/bin/python bench/replay_cross.py --fit /tmp/rtA --check /tmp/rtB /tmp/rtC [--json FILE]
-        [--poll-clock]
+        [--poll-clock[=recorded]]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def fit(run: Path, out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clock: bool = False) -> dict[str, float | None]:
+def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clock: str = "") -> dict[str, float | None]:
     """Local TTFT p50/p95 measured (the ledger) and replayed with `model` (the replay's API: the CLI's
     summary has no TTFT by backend)."""
     os.environ.setdefault("OPENAI_API_KEY", "x")
@@ -69,10 +69,10 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clo
             "replayed p50": percentile(replayed, 50), "replayed p95": percentile(replayed, 95)}
 
 
-def check(fitted: Path, run: Path, poll_clock: bool = False) -> dict[str, Any]:
+def check(fitted: Path, run: Path, poll_clock: str = "") -> dict[str, Any]:
     """`run` replayed with the model fitted on another: the issue's figures, with and without the overhead
     (`poll_clock`: the replay's gateway polls on the clock fitted from the views, replay --poll-clock)."""
-    extra = ("--poll-clock",) if poll_clock else ()
+    extra = (f"--poll-clock={poll_clock}",) if poll_clock else ()
     measured = json.loads((run / "gateway" / "bench" / "results.json").read_text())
     bare = fitted.with_name(fitted.stem + "-no-overhead.json")
     data = json.loads(fitted.read_text())
@@ -93,7 +93,7 @@ def main() -> int:
     p.add_argument("--fit", type=Path, required=True, help="a kept run: the model is fitted to its ledger")
     p.add_argument("--check", type=Path, nargs="+", required=True, help="kept runs to predict with that model")
     p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument("--poll-clock", action="store_true", help="replay with --poll-clock (the views' poll period)")
+    p.add_argument("--poll-clock", nargs="?", const="period", default="", help="replay with --poll-clock[=recorded]")
     a = p.parse_args()
     out = a.fit / "calibrated-model-refit.json"
     model = fit(a.fit, out)

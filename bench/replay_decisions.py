@@ -7,7 +7,7 @@ Two replays of the run's window with the model given (default: the run's own cal
 - own: the replay routes on its own (what `hybridgw replay` predicts).
 Each disagreement is classified by what differed (see classify()), and the views are summarised.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/replay_decisions.py /tmp/rv_a [--perf-model M] [--poll-clock]
+    PYTHONPATH=$PWD .venv/bin/python bench/replay_decisions.py /tmp/rv_a [--perf-model M] [--poll-clock[=recorded]]
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a kept replay_vs_real run")
     p.add_argument("--perf-model", type=Path, help="default: the run's calibrated-model.json")
-    p.add_argument("--poll-clock", action="store_true", help="the replay's gateway polls on a clock (replay --poll-clock)")
+    p.add_argument("--poll-clock", nargs="?", const="period", default="",
+                   help="the replay's gateway polls on a clock (replay --poll-clock[=recorded])")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "x")

@@ -15,6 +15,7 @@ from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.parallel import in_processes
+from policies.replay.poll_clock import POLL_CLOCKS
 from policies.replay.recording_fit import as_model_file, calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
@@ -39,10 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate-out", type=Path, metavar="FILE",
                         help="with --calibrate: also write the fitted model here (JSON), to replay another window "
                         "with --perf-model FILE (a check on traffic it was not fitted to)")
-    parser.add_argument("--poll-clock", action="store_true",
-                        help="the gateway polls each engine on a clock of its own, every arrival seeing the last "
-                        "poll's state (as the real one does; the period: the model's state_poll_s, which --calibrate "
-                        "fits from the ledger's engine views, else the policy's poll_interval_s)")
+    parser.add_argument("--poll-clock", nargs="?", const="period", choices=POLL_CLOCKS, default="",
+                        help="the gateway polls each engine on a clock of its own, every arrival seeing the last poll's "
+                        "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
+                        "ledger's engine views; else the policy's poll_interval_s), or at the polls the views show "
+                        "('recorded')")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",

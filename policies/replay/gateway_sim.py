@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
 from policies.perf_model import Z95, HostedModel
 from policies.replay.engine_sim import SimEngine
+from policies.replay.poll_clock import PollClock
 
 _NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
 
@@ -49,13 +49,6 @@ class HostedSim:
         return ttft, ttft + max(0, output_tokens - 1) / speed
 
 
-def poll_clock(start: float, period: float, seed: int, engine: str) -> tuple[float, float]:
-    """(the last poll before `start`, the period): the poller's phase is the seed's, and it polled once
-    before any request came (as the gateway does when it starts)."""
-    phase = random.Random(seed * 7919 + zlib.crc32(engine.encode()) + 1).random() * period
-    return start + phase - period, period
-
-
 @dataclass
 class _EngineBook:
     """One engine as the gateway sees it between two polls."""
@@ -72,13 +65,13 @@ class _EngineBook:
 class GatewayView:
     """Builds the LiveState decide() reads, exactly as LiveBook.live_state() would.
 
-    Polls: without `grid`, an engine is polled at the first arrival `poll_s` after its last poll (its state
-    is then fresh at that arrival). With `grid` (engine → (first poll time, period)), as the real poller
-    does: on a fixed clock of its own, whatever arrives, each arrival seeing the last poll's state; the
-    replay takes each poll (poll()) at the first event after its time, from the engine stepped to it."""
+    Polls: without `clocks`, an engine is polled at the first arrival `poll_s` after its last poll (its state
+    is then fresh at that arrival). With `clocks` (engine → its PollClock), as the real poller does: on a
+    clock of its own, whatever arrives, each arrival seeing the last poll's state; the replay takes each
+    poll (poll()) at the first event after its time, from the engine stepped to it."""
 
     def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float,
-                 grid: Mapping[str, tuple[float, float]] | None = None) -> None:
+                 clocks: Mapping[str, PollClock] | None = None) -> None:
         self.engines = engines
         self.health = health
         self.poll_s, self.stale_s = poll_s, stale_s
@@ -86,39 +79,35 @@ class GatewayView:
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
         self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
         self.polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
-        self.grid = dict(grid) if grid else None  # engine → (its next poll time, its period)
-        if self.grid:
-            self.polled_until = min(at for at, _ in self.grid.values())
+        self.clocks = dict(clocks) if clocks else None
+        if self.clocks:
+            self.polled_until = min(c.next for c in self.clocks.values())
 
     def poll_due(self, now: float) -> bool:
         if now < self.polled_until:
             return False
-        if self.grid:
+        if self.clocks:
             return True
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
     def polls_due(self, now: float) -> list[tuple[str, float]]:
-        """(engine, the time of its last poll due by `now`) for each engine with one due (grid polls)."""
-        assert self.grid is not None
-        due = []
-        for name, (at, period) in self.grid.items():
-            if at <= now:
-                due.append((name, at + math.floor((now - at) / period) * period))
-        return due
+        """(engine, the time of its last poll due by `now`) for each engine with one due (clocked polls)."""
+        assert self.clocks is not None
+        return [(name, clock.due(now)) for name, clock in self.clocks.items() if clock.next <= now]
 
     def poll(self, name: str, at: float) -> None:
-        """Take `name`'s grid poll due at `at` (the engine stepped to `at`): its state from then on."""
-        assert self.grid is not None
-        book, period = self.books[name], self.grid[name][1]
+        """Take `name`'s clocked poll due at `at` (the engine stepped to `at`): its state from then on."""
+        assert self.clocks is not None
+        book = self.books[name]
         book.snapshot = self.engines[name].snapshot(at)
         book.started_since = sum(1 for t in book.start_time.values() if t > at)
         book.ended_since = book.released_since = 0
         self._parts = None
-        self.grid[name] = (at + period, period)
-        self.polled_until = min(t for t, _ in self.grid.values())
+        self.clocks[name].taken(at)
+        self.polled_until = min(c.next for c in self.clocks.values())
 
     def live(self, now: float) -> LiveState:
-        if now >= self.polled_until and self.grid is None:
+        if now >= self.polled_until and self.clocks is None:
             for name, book in self.books.items():
                 if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
                     book.snapshot = self.engines[name].snapshot(now)

@@ -29,10 +29,11 @@ from policies.replay.budgets import ReplayLimiter, limits_config
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastHealthBook, FastOutputStats
-from policies.replay.gateway_sim import GatewayView, HostedSim, poll_clock
+from policies.replay.gateway_sim import GatewayView, HostedSim
 from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.overhead_fit import request_overheads
+from policies.replay.poll_clock import engine_clocks
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
@@ -51,10 +52,9 @@ class ReplaySetup:
     # What the key store holds for the recording's keys (key_id → own limits, budget, on_exceed),
     # applied as the gateway does on top of the policy's `keys:` (policies/replay/keys.py).
     keys: Mapping[str, StoredKey] = field(default_factory=dict)
-    # The gateway's engine polls on a clock of their own (the real poller's), each arrival seeing the last
-    # poll's state, at the engine model's state_poll_s (else the policy's interval) from a seeded phase.
-    # False: polled at the first arrival an interval after the last poll (fresh at that arrival).
-    poll_clock: bool = False
+    # "period" / "recorded": the gateway polls engines on a clock of its own, as the real poller does
+    # (policies/replay/poll_clock.py); "": at the first arrival an interval after the last poll.
+    poll_clock: str = ""
 
 
 class _Run:
@@ -75,10 +75,10 @@ class _Run:
         self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
         self.health = FastHealthBook(policy.backends, policy.health)
-        grid = {n: poll_clock(_EPOCH, perf.engine(n).state_poll_s or policy.health.poll_interval_s, setup.seed, n)
-                for n in sorted(self.engines)} if setup.poll_clock else None
+        clocks = engine_clocks(setup.poll_clock, {n: perf.engine(n).state_poll_s or policy.health.poll_interval_s
+                                                  for n in self.engines}, setup.seed, traffic, _EPOCH - traffic[0].time)
         self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s,
-                                grid)
+                                clocks)
         self.traffic = traffic
         self.t0 = traffic[0].time
         span = max(traffic[-1].time - self.t0, 1e-9)
@@ -116,7 +116,7 @@ class _Run:
         # by up to one poll interval), and fewer, longer decode runs are what keep the replay fast.
         view = self.view
         if view.poll_due(now):
-            if view.grid is None or now == _END:  # (at the end: every engine runs out its work)
+            if view.clocks is None or now == _END:  # (at the end: every engine runs out its work)
                 for name in self.engines:
                     self._step(name, now)
             else:  # each poll as of its own time: the engine stepped to it, what ended before it learned

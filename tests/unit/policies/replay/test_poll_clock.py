@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+from observability.usage import EngineView
 from policies.perf_model import HostedModel, PerfModel
-from policies.replay.gateway_sim import poll_clock
+from policies.replay.poll_clock import period_clock, recorded_polls
 from policies.replay.simulator import ReplaySetup, replay
-from policies.replay.traffic import TrafficRecord
+from policies.replay.traffic import Recorded, TrafficRecord
 from tests.unit.policies.replay.support import FIXED_HOSTED, KV_FIT, SIMPLE_ENGINE
 
 T0 = 1_800_000_000.0
@@ -18,12 +21,12 @@ BURST = [TrafficRecord(T0 + 0.005 * i, "t", "chat", 20, 10, max_tokens=10) for i
 
 def _setup(poll_s: float, seed: int) -> ReplaySetup:
     engine = replace(SIMPLE_ENGINE, state_poll_s=poll_s)
-    return ReplaySetup(PerfModel({}, {}, engine, FIXED_HOSTED), {}, seed, poll_clock=True)
+    return ReplaySetup(PerfModel({}, {}, engine, FIXED_HOSTED), {}, seed, poll_clock="period")
 
 
 def test_a_burst_inside_one_poll_interval_goes_local_on_the_stale_view_and_spills_on_a_fresh_one() -> None:
     # A seed whose poll clock polls before the burst and next well after it (its phase is the seed's).
-    seed = next(s for s in range(100) if poll_clock(0.0, 1.0, s, "local")[0] + 1.0 > 0.2)
+    seed = next(s for s in range(100) if period_clock(0.0, 1.0, s, "local").next + 1.0 > 0.2)
     stale = replay(KV_FIT, BURST, _setup(1.0, seed))
     assert stale.backend == ["local"] * 10  # it saw an idle engine and none of the burst
     fresh = replay(KV_FIT, BURST, _setup(0.001, seed))
@@ -36,8 +39,19 @@ def test_the_poll_clock_is_deterministic_for_a_seed_and_its_phase_follows_the_se
     hosted = HostedModel(ttft_p50_s=0.4, ttft_p95_s=1.5)
     traffic = [TrafficRecord(T0 + 0.05 * i, "t", "chat", 50 + 37 * i % 400, 5 + 13 * i % 90) for i in range(300)]
     perf = PerfModel({}, {}, replace(SIMPLE_ENGINE, state_poll_s=0.3), hosted)
-    a, b = (replay(KV_FIT, traffic, ReplaySetup(perf, {}, 3, poll_clock=True)) for _ in range(2))
+    a, b = (replay(KV_FIT, traffic, ReplaySetup(perf, {}, 3, poll_clock="period")) for _ in range(2))
     assert (a.backend, a.ttft, a.e2e) == (b.backend, b.ttft, b.e2e)
-    assert poll_clock(0.0, 0.3, 3, "local") != poll_clock(0.0, 0.3, 4, "local")
-    first, period = poll_clock(0.0, 0.3, 3, "local")
-    assert -0.3 <= first <= 0.0 and period == 0.3  # it had polled once before the first arrival
+    assert period_clock(0.0, 0.3, 3, "local").next != period_clock(0.0, 0.3, 4, "local").next
+    clock = period_clock(0.0, 0.3, 3, "local")
+    assert -0.3 <= clock.next <= 0.0 and clock.period == 0.3  # it had polled once before the first arrival
+
+
+def test_the_recorded_clock_polls_when_the_views_say_the_real_gateway_did() -> None:
+    # The real gateway polled 0.1 s before the burst and 32 ms into it (when 6 of it waited): each record's
+    # view is the age of the poll it was routed on.
+    polls = [T0 - 0.1, T0 + 0.032]
+    traffic = [replace(r, recorded=Recorded("local", "ok", 0.0, 0.1, 0.2, {"local": EngineView(
+        round(r.time - max(p for p in polls if p <= r.time), 4), 0, 0, 100, 0, 100)})) for r in BURST]
+    assert recorded_polls(traffic, "local") == pytest.approx(polls, abs=1e-3)
+    out = replay(KV_FIT, traffic, replace(_setup(1.0, 0), poll_clock="recorded"))
+    assert out.backend == ["local"] * 7 + ["openai"] * 3  # after the second poll it knew 6 were waiting
