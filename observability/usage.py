@@ -23,6 +23,7 @@ class EngineView:
     free_blocks: int  # the snapshot's free KV blocks
     queued: int | None  # the queue the router estimated (the snapshot + what it sent since); None: unknown
     free: int | None  # KV blocks free after this gateway's holds; None: unknown (stale)
+    polled_s: float | None = None  # when that poll was taken, seconds from the request's arrival (< 0: before)
 
     @classmethod
     def from_mapping(cls, data: Any) -> EngineView | None:
@@ -30,7 +31,8 @@ class EngineView:
         try:
             return cls(float(data["age_s"]), int(data["waiting"]), int(data["running"]), int(data["free_blocks"]),
                        None if data.get("queued") is None else int(data["queued"]),
-                       None if data.get("free") is None else int(data["free"]))
+                       None if data.get("free") is None else int(data["free"]),
+                   None if data.get("polled_s") is None else float(data["polled_s"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 

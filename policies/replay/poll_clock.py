@@ -62,10 +62,10 @@ def period_clock(start: float, period: float, seed: int, engine: str) -> PeriodC
 
 def recorded_polls(traffic: Sequence[TrafficRecord], engine: str, merge_s: float = 0.05) -> list[float]:
     """The times (the traffic's clock) the real gateway polled `engine`, from the views its records were
-    routed on: arrival − the view's age, which is early by the request's wait before routing; the views of
-    one poll fall within `merge_s` of each other, and the latest of them is the nearest to it."""
-    seen = sorted(r.time - v.age_s for r in traffic if r.recorded is not None
-                  and (v := r.recorded.view.get(engine)) is not None)
+    routed on: arrival + the view's polled_s; in older records arrival − its age, early by the request's
+    wait before routing. The views of one poll fall within `merge_s`; the latest is the nearest to it."""
+    seen = sorted(r.time + (v.polled_s if v.polled_s is not None else -v.age_s) for r in traffic
+                  if r.recorded is not None and (v := r.recorded.view.get(engine)) is not None)
     polls: list[float] = []
     start = -math.inf
     for t in seen:

@@ -79,5 +79,5 @@ def test_a_burst_beyond_the_engine_queue_spills_the_excess_to_hosted(gateway: Ga
         # The record keeps the engine as the router saw it (what `hybridgw replay` checks itself against):
         # the queue it estimated was short for those it kept, long for those it spilled.
         view = record["engine_view"]["local"]
-        assert view["age_s"] >= 0 and view["free"] is not None, view
+        assert view["age_s"] >= 0 and view["free"] is not None and view["polled_s"] + view["age_s"] >= 0, view
         assert (view["queued"] <= MAX_WAITING) == (backend == "local"), (backend, view)

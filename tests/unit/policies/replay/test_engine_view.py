@@ -17,7 +17,7 @@ from policies.route_view import engine_views
 from tests.unit.policies.replay.support import KV_FIT, PERF
 
 T0 = 1_800_000_000.0
-VIEW = {"local": EngineView(age_s=0.18, waiting=3, running=5, free_blocks=90, queued=2, free=80)}
+VIEW = {"local": EngineView(age_s=0.18, waiting=3, running=5, free_blocks=90, queued=2, free=80, polled_s=-0.1)}
 
 
 def _record(i: int, view: dict[str, EngineView]) -> UsageRecord:
@@ -50,6 +50,8 @@ def test_the_view_is_what_the_router_estimated_from_its_poll_and_its_own_request
                      in_flight={"local": InFlight(num=4, num_started_since=3)})
     # Queue: R + W + S − C = 2 + 1 + 3 − 2 (three sent since the poll, the slots full); KV: 100 − 30 held.
     assert engine_views(live, ["local", "absent"]) == {"local": EngineView(0.25, 1, 2, 90, 4, 70)}
+    # Routed 50 ms after the request arrived: that poll was taken 0.2 s before the arrival.
+    assert engine_views(live, ["local"], routed_s=0.05)["local"].polled_s == -0.2
     stale = LiveState(12.5, {"local": snap})
     assert engine_views(stale, ["local"])["local"].queued is None  # older than stale_after_s: unknown
 

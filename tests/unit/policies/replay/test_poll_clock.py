@@ -53,5 +53,8 @@ def test_the_recorded_clock_polls_when_the_views_say_the_real_gateway_did() -> N
     traffic = [replace(r, recorded=Recorded("local", "ok", 0.0, 0.1, 0.2, {"local": EngineView(
         round(r.time - max(p for p in polls if p <= r.time), 4), 0, 0, 100, 0, 100)})) for r in BURST]
     assert recorded_polls(traffic, "local") == pytest.approx(polls, abs=1e-3)
+    dated = [replace(r, recorded=replace(r.recorded, view={"local": replace(r.recorded.view["local"], age_s=9.0,
+             polled_s=r.recorded.view["local"].age_s * -1)})) for r in traffic if r.recorded is not None]
+    assert recorded_polls(dated, "local") == pytest.approx(polls, abs=1e-3)  # dated polls: the age is not used
     out = replay(KV_FIT, traffic, replace(_setup(1.0, 0), poll_clock="recorded"))
     assert out.backend == ["local"] * 7 + ["openai"] * 3  # after the second poll it knew 6 were waiting
