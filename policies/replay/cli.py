@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                                     traffic, perf, args.ttft_slo)
         summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
-            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
+            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed, "poll_clock": args.poll_clock,
             "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source,
             "models": {name: (perf.engine(name) if name in engine_backends(loaded[0]) else perf.hosted_model(name)).source
