@@ -60,6 +60,10 @@ class _EngineBook:
     ended_since: int = 0
     released_since: int = 0  # blocks of requests started before the snapshot and ended after it
     start_time: dict[int, float] = field(default_factory=dict)
+    # Clocked polls taken and not yet seen by the gateway, (seen from, taken, snapshot); the ends since the
+    # oldest of them (end, start, blocks), to count what ended after each was taken when it is seen.
+    pending: list[tuple[float, float, EngineSnapshot]] = field(default_factory=list)
+    ends: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 class GatewayView:
@@ -67,8 +71,9 @@ class GatewayView:
 
     Polls: without `clocks`, an engine is polled at the first arrival `poll_s` after its last poll (its state
     is then fresh at that arrival). With `clocks` (engine → its PollClock), as the real poller does: on a
-    clock of its own, whatever arrives, each arrival seeing the last poll's state; the replay takes each
-    poll (poll()) at the first event after its time, from the engine stepped to it."""
+    clock of its own, whatever arrives, each arrival seeing the last poll it has seen; the replay takes each
+    poll (take()) at the first event after its time, from the engine stepped to it, and the gateway sees
+    it (install()) from when its clock says."""
 
     def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float,
                  clocks: Mapping[str, PollClock] | None = None) -> None:
@@ -90,21 +95,33 @@ class GatewayView:
             return True
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
-    def polls_due(self, now: float) -> list[tuple[str, float]]:
-        """(engine, the time of its last poll due by `now`) for each engine with one due (clocked polls)."""
+    def polls_due(self, now: float) -> list[tuple[str, float, float]]:
+        """(engine, taken, seen from) of each clocked poll taken by `now` and not yet taken here, in order."""
         assert self.clocks is not None
-        return [(name, clock.due(now)) for name, clock in self.clocks.items() if clock.next <= now]
+        return [(name, taken, seen) for name, clock in self.clocks.items() if clock.next <= now
+                for taken, seen in clock.pop_due(now)]
 
-    def poll(self, name: str, at: float) -> None:
-        """Take `name`'s clocked poll due at `at` (the engine stepped to `at`): its state from then on."""
+    def take(self, name: str, taken: float, seen: float) -> None:
+        """Take `name`'s clocked poll at `taken` (the engine stepped to it); the gateway sees it from `seen`."""
+        self.books[name].pending.append((seen, taken, self.engines[name].snapshot(taken)))
+
+    def install(self, now: float) -> None:
+        """Each engine's latest poll seen by `now` becomes its state, counted against what this gateway
+        sent since it was taken and what ended since; then when the next poll is due or seen."""
         assert self.clocks is not None
-        book = self.books[name]
-        book.snapshot = self.engines[name].snapshot(at)
-        book.started_since = sum(1 for t in book.start_time.values() if t > at)
-        book.ended_since = book.released_since = 0
-        self._parts = None
-        self.clocks[name].taken(at)
-        self.polled_until = min(c.next for c in self.clocks.values())
+        for book in self.books.values():
+            if not any(p[0] <= now for p in book.pending):
+                continue
+            _, taken, book.snapshot = max((p for p in book.pending if p[0] <= now), key=lambda p: p[1])
+            book.pending = [p for p in book.pending if p[0] > now and p[1] > taken]
+            book.started_since = sum(1 for t in book.start_time.values() if t > taken)
+            since = [blocks for end, start, blocks in book.ends if start <= taken < end]
+            book.ended_since, book.released_since = len(since), sum(since)
+            oldest = min((p[1] for p in book.pending), default=math.inf)
+            book.ends = [e for e in book.ends if e[0] > oldest]
+            self._parts = None
+        self.polled_until = min([c.next for c in self.clocks.values()]
+                                + [p[0] for b in self.books.values() for p in b.pending])
 
     def live(self, now: float) -> LiveState:
         if now >= self.polled_until and self.clocks is None:
@@ -140,12 +157,14 @@ class GatewayView:
         book.started_since += 1
         book.start_time[request] = now
 
-    def ended(self, backend: str, request: int, blocks: int) -> None:
+    def ended(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]
         self._parts = None
         book.reserved -= blocks
         book.num -= 1
         started = book.start_time.pop(request)
+        if book.pending:  # a poll taken before this end, not yet seen: it will count it
+            book.ends.append((now, started, blocks))
         if book.snapshot is not None and started <= book.snapshot.taken_at:
             book.ended_since += 1
             book.released_since += blocks

@@ -1,5 +1,6 @@
 """When the replay's gateway polls an engine with `--poll-clock`: on a clock of its own (a period from a
-seeded phase, as the real poller runs), or at the times a recording's views show the real one polled."""
+seeded phase, as the real poller runs), or when a recording's views show the real one polled and from
+when it routed on each poll (a busy gateway reads a poll's answer late)."""
 from __future__ import annotations
 
 import bisect
@@ -13,44 +14,40 @@ from policies.replay.traffic import TrafficRecord
 
 
 class PollClock(Protocol):
-    next: float  # the time of the next poll (inf: none)
+    next: float  # when the next poll is taken (inf: none)
 
-    def due(self, now: float) -> float:
-        """The time of the last poll due by `now` (call when next ≤ now); the ones before it are skipped."""
-        ...
-
-    def taken(self, at: float) -> None:
-        """The poll at `at` was taken: `next` moves past it."""
+    def pop_due(self, now: float) -> list[tuple[float, float]]:
+        """The polls taken by `now` and not yet handed out, as (taken, seen by the gateway from), in order
+        (call when next ≤ now); `next` moves past them."""
         ...
 
 
 class PeriodClock:
-    """A poll every `period` seconds from `first`."""
+    """A poll every `period` seconds from `first`, seen as soon as taken; of those due at once only the
+    last matters (the gateway reads none of the others)."""
 
     def __init__(self, first: float, period: float) -> None:
         self.next, self.period = first, period
 
-    def due(self, now: float) -> float:
-        return self.next + math.floor((now - self.next) / self.period) * self.period
-
-    def taken(self, at: float) -> None:
-        self.next = at + self.period
+    def pop_due(self, now: float) -> list[tuple[float, float]]:
+        last = self.next + math.floor((now - self.next) / self.period) * self.period
+        self.next = last + self.period
+        return [(last, last)]
 
 
 class ListClock:
-    """Polls at given times (sorted)."""
+    """Polls at given (taken, seen from) times, sorted by the time taken."""
 
-    def __init__(self, times: Sequence[float]) -> None:
-        self.times = sorted(times)
+    def __init__(self, polls: Sequence[tuple[float, float]]) -> None:
+        self.polls = sorted(polls)
         self._i = 0
-        self.next = self.times[0] if self.times else math.inf
+        self.next = self.polls[0][0] if self.polls else math.inf
 
-    def due(self, now: float) -> float:
-        return self.times[bisect.bisect_right(self.times, now) - 1]
-
-    def taken(self, at: float) -> None:
-        self._i = bisect.bisect_right(self.times, at)
-        self.next = self.times[self._i] if self._i < len(self.times) else math.inf
+    def pop_due(self, now: float) -> list[tuple[float, float]]:
+        j = bisect.bisect_right(self.polls, (now, math.inf))
+        due, self._i = self.polls[self._i:j], j
+        self.next = self.polls[j][0] if j < len(self.polls) else math.inf
+        return due
 
 
 def period_clock(start: float, period: float, seed: int, engine: str) -> PeriodClock:
@@ -60,21 +57,20 @@ def period_clock(start: float, period: float, seed: int, engine: str) -> PeriodC
     return PeriodClock(start + phase - period, period)
 
 
-def recorded_polls(traffic: Sequence[TrafficRecord], engine: str, merge_s: float = 0.05) -> list[float]:
-    """The times (the traffic's clock) the real gateway polled `engine`, from the views its records were
-    routed on: arrival + the view's polled_s; in older records arrival − its age, early by the request's
-    wait before routing. The views of one poll fall within `merge_s`; the latest is the nearest to it."""
-    seen = sorted(r.time + (v.polled_s if v.polled_s is not None else -v.age_s) for r in traffic
+def recorded_polls(traffic: Sequence[TrafficRecord], engine: str, merge_s: float = 0.05) -> list[tuple[float, float]]:
+    """When the real gateway polled `engine` and from when it routed on each poll, from the views its records
+    were routed on, as (taken, seen from) on the traffic's clock: taken = arrival + the view's polled_s (older
+    records: arrival − its age, early by the wait before routing); seen from the arrival of the first request
+    routed on it. The views of one poll fall within `merge_s` of each other."""
+    seen = sorted((r.time + (v.polled_s if v.polled_s is not None else -v.age_s), r.time) for r in traffic
                   if r.recorded is not None and (v := r.recorded.view.get(engine)) is not None)
-    polls: list[float] = []
-    start = -math.inf
-    for t in seen:
-        if t - start > merge_s:
-            start = t
-            polls.append(t)
+    polls: list[list[float]] = []  # [taken, first seen, the cluster's first taken]
+    for taken, arrival in seen:
+        if polls and taken - polls[-1][2] <= merge_s:
+            polls[-1][0], polls[-1][1] = taken, min(polls[-1][1], arrival)  # the latest: nearest the poll
         else:
-            polls[-1] = t
-    return polls
+            polls.append([taken, arrival, taken])
+    return [(taken, max(taken, first)) for taken, first, _ in polls]
 
 
 POLL_CLOCKS = ("period", "recorded")
@@ -93,5 +89,6 @@ def engine_clocks(kind: str, periods: Mapping[str, float], seed: int, traffic: S
     clocks: dict[str, PollClock] = {}
     for name, period in sorted(periods.items()):
         polls = recorded_polls(traffic, name) if kind == "recorded" else []
-        clocks[name] = ListClock([t + offset for t in polls]) if polls else period_clock(start, period, seed, name)
+        clocks[name] = (ListClock([(t + offset, v + offset) for t, v in polls]) if polls
+                        else period_clock(start, period, seed, name))
     return clocks

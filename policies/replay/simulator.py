@@ -37,8 +37,7 @@ from policies.replay.poll_clock import engine_clocks
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
-_EPOCH = 1000.0  # the simulated monotonic clock at the first arrival
-_END = float("inf")
+_EPOCH, _END = 1000.0, float("inf")  # the simulated monotonic clock at the first arrival; past the last
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ class _Run:
         self.health = FastHealthBook(policy.backends, policy.health)
         clocks = engine_clocks(setup.poll_clock, {n: perf.engine(n).state_poll_s or policy.health.poll_interval_s
                                                   for n in self.engines}, setup.seed, traffic, _EPOCH - traffic[0].time)
-        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s,
-                                clocks)
+        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s, clocks)
         self.traffic = traffic
         self.t0 = traffic[0].time
         span = max(traffic[-1].time - self.t0, 1e-9)
@@ -120,10 +118,11 @@ class _Run:
                 for name in self.engines:
                     self._step(name, now)
             else:  # each poll as of its own time: the engine stepped to it, what ended before it learned
-                for name, at in view.polls_due(now):
-                    self._step(name, at)
-                    self._learn(at)
-                    view.poll(name, at)
+                for name, taken, seen in view.polls_due(now):
+                    self._step(name, taken)
+                    self._learn(taken)
+                    view.take(name, taken, seen)
+                view.install(now)
         self._learn(now)
 
     def _learn(self, now: float) -> None:
@@ -138,7 +137,7 @@ class _Run:
             else:
                 out.e2e[request] = when - arrival
                 if backend in self.engines:
-                    self.view.ended(backend, request, self._blocks.pop(request))
+                    self.view.ended(backend, request, self._blocks.pop(request), when)
                 if self.limiter is not None:  # settled with the actuals when it ends, as the gateway does
                     held, cost = self._held.pop(request)
                     record = self.traffic[request]

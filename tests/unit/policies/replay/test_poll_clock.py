@@ -46,15 +46,27 @@ def test_the_poll_clock_is_deterministic_for_a_seed_and_its_phase_follows_the_se
     assert -0.3 <= clock.next <= 0.0 and clock.period == 0.3  # it had polled once before the first arrival
 
 
+def _routed_on(polls: list[float], first_seen: list[int], dated: bool = True) -> list[TrafficRecord]:
+    """BURST as a recording whose request i was routed on the last of `polls` seen by then (the gateway saw
+    poll k from request first_seen[k] on); `dated`: views that say when their poll was taken."""
+    out = []
+    for i, r in enumerate(BURST):
+        poll = polls[max(k for k, first in enumerate(first_seen) if first <= i)]
+        view = EngineView(round(r.time - poll, 4), 0, 0, 100, 0, 100, round(poll - r.time, 4) if dated else None)
+        out.append(replace(r, recorded=Recorded("local", "ok", 0.0, 0.1, 0.2, {"local": view})))
+    return out
+
+
 def test_the_recorded_clock_polls_when_the_views_say_the_real_gateway_did() -> None:
-    # The real gateway polled 0.1 s before the burst and 32 ms into it (when 6 of it waited): each record's
-    # view is the age of the poll it was routed on.
+    # The real gateway polled 0.1 s before the burst and 32 ms into it, when 6 of it waited.
     polls = [T0 - 0.1, T0 + 0.032]
-    traffic = [replace(r, recorded=Recorded("local", "ok", 0.0, 0.1, 0.2, {"local": EngineView(
-        round(r.time - max(p for p in polls if p <= r.time), 4), 0, 0, 100, 0, 100)})) for r in BURST]
-    assert recorded_polls(traffic, "local") == pytest.approx(polls, abs=1e-3)
-    dated = [replace(r, recorded=replace(r.recorded, view={"local": replace(r.recorded.view["local"], age_s=9.0,
-             polled_s=r.recorded.view["local"].age_s * -1)})) for r in traffic if r.recorded is not None]
-    assert recorded_polls(dated, "local") == pytest.approx(polls, abs=1e-3)  # dated polls: the age is not used
+    traffic = _routed_on(polls, [0, 7])
+    found = [x for pair in recorded_polls(traffic, "local") for x in pair]
+    assert found == pytest.approx([T0 - 0.1, T0, T0 + 0.032, T0 + 0.035], abs=1e-3)  # (taken, seen from)
+    # Views from before polled_s: the poll's time from the age (the same here: routed at arrival).
+    assert recorded_polls(_routed_on(polls, [0, 7], False), "local") == recorded_polls(traffic, "local")
     out = replay(KV_FIT, traffic, replace(_setup(1.0, 0), poll_clock="recorded"))
-    assert out.backend == ["local"] * 7 + ["openai"] * 3  # after the second poll it knew 6 were waiting
+    assert out.backend == ["local"] * 7 + ["openai"] * 3  # from the second poll on it knew 6 were waiting
+    # The same poll, read late by a busy gateway: two more were routed on the older state, and stayed local.
+    late = replay(KV_FIT, _routed_on(polls, [0, 9]), replace(_setup(1.0, 0), poll_clock="recorded"))
+    assert late.backend == ["local"] * 9 + ["openai"]
