@@ -32,7 +32,7 @@ class EngineView:
             return cls(float(data["age_s"]), int(data["waiting"]), int(data["running"]), int(data["free_blocks"]),
                        None if data.get("queued") is None else int(data["queued"]),
                        None if data.get("free") is None else int(data["free"]),
-                   None if data.get("polled_s") is None else float(data["polled_s"]))
+                       None if data.get("polled_s") is None else float(data["polled_s"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
