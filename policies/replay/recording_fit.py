@@ -186,7 +186,8 @@ def fit_state_poll(records: Sequence[TrafficRecord], name: str, model: EngineMod
     ages = [view.age_s for r in records if r.recorded is not None and (view := r.recorded.view.get(name)) is not None]
     if len(ages) < MIN_REQUESTS:
         return model
-    return replace(model, state_poll_s=round(2.0 * sum(ages) / len(ages), 4))
+    period = round(2.0 * sum(ages) / len(ages), 4)
+    return replace(model, state_poll_s=period, source=f"{model.source}; polled every {period:.2f} s (its views)")
 
 
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],

@@ -60,7 +60,8 @@ def test_calibration_fits_the_poll_period_from_the_views_ages() -> None:
     records = [TrafficRecord(T0 + i, "a", "chat", 10, 5, recorded=Recorded(
         "local", "ok", 0.0, 0.1, 0.2, {"local": EngineView(0.1 + 0.02 * (i % 3), 0, 0, 10, 0, 10)}))
         for i in range(9)]
-    assert fit_state_poll(records, "local", EngineModel()).state_poll_s == 0.24  # 2 × the mean age
+    fitted = fit_state_poll(records, "local", EngineModel())
+    assert fitted.state_poll_s == 0.24 and fitted.source.endswith("polled every 0.24 s (its views)")  # 2 × mean age
     assert fit_state_poll(records[:3], "local", EngineModel()).state_poll_s == 0.0  # too few: unchanged
 
 
