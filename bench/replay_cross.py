@@ -4,6 +4,7 @@ and the hosted API's TTFT), then `hybridgw replay --perf-model` with that file o
 seeds and schedules), each compared with what those runs measured. No process is started; seconds.
 
     PYTHONPATH=$PWD .venv/bin/python bench/replay_cross.py --fit /tmp/rtA --check /tmp/rtB /tmp/rtC [--json FILE]
+        [--poll-clock[=recorded]]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def fit(run: Path, out: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def local_ttfts(run: Path, model: Path, without_overhead: bool = False) -> dict[str, float | None]:
+def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clock: str = "") -> dict[str, float | None]:
     """Local TTFT p50/p95 measured (the ledger) and replayed with `model` (the replay's API: the CLI's
     summary has no TTFT by backend)."""
     os.environ.setdefault("OPENAI_API_KEY", "x")
@@ -59,7 +60,8 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False) -> dict[
     if without_overhead:
         perf = replace(perf, engines={n: replace(e, request_overhead_s=0.0, frontend_service_s=0.0)
                                       for n, e in perf.engines.items()})
-    out = replay(read_policy(run / "policy.yaml", []), traffic, ReplaySetup(perf, litellm_price_table(), 0))
+    out = replay(read_policy(run / "policy.yaml", []), traffic,
+                 ReplaySetup(perf, litellm_price_table(), 0, poll_clock=poll_clock))
     measured = sorted(r.recorded.ttft_s for r in traffic if r.recorded and r.recorded.backend == "local"
                       and r.recorded.ttft_s is not None)
     replayed = sorted(t for b, t in zip(out.backend, out.ttft) if b == "local" and t is not None)
@@ -67,20 +69,23 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False) -> dict[
             "replayed p50": percentile(replayed, 50), "replayed p95": percentile(replayed, 95)}
 
 
-def check(fitted: Path, run: Path) -> dict[str, Any]:
-    """`run` replayed with the model fitted on another: the issue's figures, with and without the overhead."""
+def check(fitted: Path, run: Path, poll_clock: str = "") -> dict[str, Any]:
+    """`run` replayed with the model fitted on another: the issue's figures, with and without the overhead
+    (`poll_clock`: the replay's gateway polls on the clock fitted from the views, replay --poll-clock)."""
+    extra = (f"--poll-clock={poll_clock}",) if poll_clock else ()
     measured = json.loads((run / "gateway" / "bench" / "results.json").read_text())
     bare = fitted.with_name(fitted.stem + "-no-overhead.json")
     data = json.loads(fitted.read_text())
     for e in data["engines"].values():
         e["request_overhead_s"] = e["frontend_service_s"] = 0.0
     bare.write_text(json.dumps(data))
-    rows = compare(measured, _replay_cli(run, fitted))
-    without = {n: (p, off) for n, _, p, off in compare(measured, _replay_cli(run, bare))}
+    rows = compare(measured, _replay_cli(run, fitted, *extra))
+    without = {n: (p, off) for n, _, p, off in compare(measured, _replay_cli(run, bare, *extra))}
     return {"run": str(run), "window": json.loads((run / "window.json").read_text()),
             "figures": {n: {"measured": m, "predicted": p, "off": off, "without_overhead": without[n][0],
                             "off_without_overhead": without[n][1]} for n, m, p, off in rows},
-            "local_ttft": local_ttfts(run, fitted), "local_ttft_without_overhead": local_ttfts(run, fitted, True)}
+            "local_ttft": local_ttfts(run, fitted, poll_clock=poll_clock),
+            "local_ttft_without_overhead": local_ttfts(run, fitted, True, poll_clock)}
 
 
 def main() -> int:
@@ -88,12 +93,13 @@ def main() -> int:
     p.add_argument("--fit", type=Path, required=True, help="a kept run: the model is fitted to its ledger")
     p.add_argument("--check", type=Path, nargs="+", required=True, help="kept runs to predict with that model")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--poll-clock", nargs="?", const="period", default="", help="replay with --poll-clock[=recorded]")
     a = p.parse_args()
     out = a.fit / "calibrated-model-refit.json"
     model = fit(a.fit, out)
     local = model["engines"]["local"]
     print(f"fitted on {a.fit} ({json.loads((a.fit / 'window.json').read_text())}): {local['source']}")
-    results = [check(out, run) for run in a.check]
+    results = [check(out, run, a.poll_clock) for run in a.check]
     for r in results:
         print(f"\n{r['run']} ({r['window']}):\n| figure | measured | replayed, model of {a.fit.name} | off by "
               "| same without the overhead | off by |\n|---|---:|---:|---:|---:|---:|")

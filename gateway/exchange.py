@@ -4,6 +4,7 @@ Also the request ids: the gateway's own (the record's key, never the client's) a
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from gateway.key_spec import KeySpec
 from gateway.ratelimit_headers import reservation_headers
 from gateway.timing import RequestClock
 from observability.limits_protocol import Reservation
+from observability.usage import EngineView
 from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision, Target
 from policies.router import Hold
@@ -66,6 +68,7 @@ class RoutePlan:
     facts: RequestFacts
     decision: RouteDecision
     policy: CompiledPolicy
+    view: Mapping[str, EngineView] = field(default_factory=dict)  # the engines as the decision saw them
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,7 +170,8 @@ async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, request: Parsed
         await svc.limiter.check_requests(ex.team, ex.key_id, key_limits=ex.key_spec.limits)
     ex.span.update_name(f"{OPERATIONS.get(endpoint.name, endpoint.name)} {ex.alias}")  # GenAI span naming
     # one policy version for the request's whole life
-    ex.route = plan = await plan_route(svc, request, ex.team, ex.span, compiled=svc.policy.current)
+    ex.route = plan = await plan_route(svc, request, ex.team, ex.span, compiled=svc.policy.current,
+                                       arrival=ex.clock.arrival)
     refuse_unroutable(plan, ex.team, request)
     ex.estimated_prompt_tokens = plan.facts.prompt_tokens
     ex.estimated_completion_tokens = 0 if endpoint is EMBEDDINGS else plan.facts.expected_output_tokens
@@ -200,7 +201,7 @@ async def _reserve(svc: Services, ex: Exchange, request: ParsedRequest) -> None:
             facts = plan.facts  # counted and scored once
             ex.route = await plan_route(svc, request, ex.team, ex.span, compiled=plan.policy, over_budget=True,
                                         prompt_tokens=facts.prompt_tokens,
-                                        scores=PromptScores(facts.difficulty, facts.category))
+                                        scores=PromptScores(facts.difficulty, facts.category), arrival=ex.clock.arrival)
             refuse_unroutable(ex.route, ex.team, request)
             ex.tags["over_budget"] = "true"
         unchecked.add(scope)

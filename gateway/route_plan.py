@@ -2,6 +2,8 @@
 frozen RoutePlan, a `route` span describing it; a refusal becomes the client's error (403, 400 or 503)."""
 from __future__ import annotations
 
+import time
+
 from opentelemetry import trace
 
 from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied
@@ -12,11 +14,12 @@ from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.facts import PromptScores
+from policies.route_view import engine_views
 
 
 async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: trace.Span | None, *,
                      compiled: CompiledPolicy, over_budget: bool = False, prompt_tokens: int | None = None,
-                     scores: PromptScores | None = None) -> RoutePlan:
+                     scores: PromptScores | None = None, arrival: float | None = None) -> RoutePlan:
     """The request's facts and the Decider's decision, under a `route` span (a child of `parent`). The
     prompt is counted (and scored) here unless `prompt_tokens` (and `scores`) are given. A policy
     refusal is a plan without targets (refuse_unroutable raises it); bad input raises InvalidRequest."""
@@ -38,7 +41,10 @@ async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: t
                 else svc.decider.route(facts, compiled=compiled, live=live))
     _describe_decision(span, facts, decision)
     span.end()
-    return RoutePlan(facts, decision, compiled)
+    # What it decided on, for the record (`arrival`: the request's perf_counter arrival, to date the polls).
+    routed_s = time.perf_counter() - arrival if arrival is not None else None
+    view = engine_views(live, compiled.engines, routed_s) if compiled.engines else {}
+    return RoutePlan(facts, decision, compiled, view)
 
 
 def refuse_unroutable(plan: RoutePlan, team: str, request: ParsedRequest) -> None:

@@ -45,6 +45,7 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd:
         finish_reason=outcome.finish_reason, tags=dict(ex.tags), provider=provider,
         kv_bytes=ex.route.facts.kv_bytes.get(target.backend, 0) if ex.route is not None and target is not None else 0,
         operation=OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
+        engine_view=dict(ex.route.view) if ex.route is not None else {},
     )
 
 

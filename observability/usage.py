@@ -12,6 +12,31 @@ from typing import Any, Protocol
 SHADOW_RULE = "shadow"
 
 
+@dataclass(frozen=True, slots=True)
+class EngineView:
+    """One engine as the gateway saw it when it routed a request: its polled state and what the router
+    made of it (the queue and KV it decided on). A replay compares its own view with this one."""
+
+    age_s: float  # how old the polled snapshot was (the poll interval and the round trip make it stale)
+    waiting: int  # the snapshot's queue
+    running: int
+    free_blocks: int  # the snapshot's free KV blocks
+    queued: int | None  # the queue the router estimated (the snapshot + what it sent since); None: unknown
+    free: int | None  # KV blocks free after this gateway's holds; None: unknown (stale)
+    polled_s: float | None = None  # when that poll was taken, seconds from the request's arrival (< 0: before)
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> EngineView | None:
+        """From its stored dict; None for anything else (a reader must not fail on one odd record)."""
+        try:
+            return cls(float(data["age_s"]), int(data["waiting"]), int(data["running"]), int(data["free_blocks"]),
+                       None if data.get("queued") is None else int(data["queued"]),
+                       None if data.get("free") is None else int(data["free"]),
+                       None if data.get("polled_s") is None else float(data["polled_s"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+
 @dataclass(frozen=True)
 class UsageRecord:
     request_id: str  # the gateway's own id: the record's key in every store (never the client's)
@@ -46,6 +71,9 @@ class UsageRecord:
     kv_bytes: int = 0  # estimated KV-cache bytes of this request on the engine that served it
     itl_gaps_s: tuple[float, ...] = ()  # every inter-chunk gap at the gateway, in order
     client_request_id: str = ""  # the client's x-request-id, kept for tracing; never a key
+    # Each engine of the policy as the router saw it when it routed this request (empty: no engine,
+    # or not routed); `hybridgw replay` checks its simulated gateway's view against it.
+    engine_view: dict[str, EngineView] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -60,6 +88,11 @@ class UsageRecord:
         # what dataclasses.asdict gives for these flat fields, at a tenth of its cost (ledger hot loop)
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["tags"] = dict(self.tags)
+        if self.engine_view:  # plain dicts: every store encodes the record with json
+            data["engine_view"] = {name: {slot: getattr(view, slot) for slot in EngineView.__slots__}
+                                   for name, view in self.engine_view.items()}
+        else:
+            data["engine_view"] = {}
         return data
 
     @classmethod
@@ -68,6 +101,10 @@ class UsageRecord:
         kept = {k: v for k, v in data.items() if k in known}
         if "itl_gaps_s" in kept:  # JSON brings lists back; keep the frozen record immutable
             kept["itl_gaps_s"] = tuple(kept["itl_gaps_s"] or ())
+        if "engine_view" in kept:
+            views = kept["engine_view"] if isinstance(kept["engine_view"], dict) else {}
+            kept["engine_view"] = {name: view for name, raw in views.items()
+                                   if (view := EngineView.from_mapping(raw)) is not None}
         return cls(**kept)
 
 

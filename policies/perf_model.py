@@ -54,6 +54,10 @@ class EngineModel:
     # host, which backs up when requests arrive faster. Fitted by `replay --calibrate`
     # (policies/replay/overhead_fit.py); the replay applies it.
     frontend_service_s: float = 0.0
+    # The period of the gateway's polls of this engine as a recording's views show it (twice the views'
+    # mean age when it routed: late answers and a busy gateway stretch the policy's poll_interval_s);
+    # the replay's gateway then polls it on that clock (`replay --poll-clock`). 0: the policy's interval.
+    state_poll_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

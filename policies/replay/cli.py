@@ -15,6 +15,7 @@ from policies.perf_model_file import with_overrides
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.parallel import in_processes
+from policies.replay.poll_clock import POLL_CLOCKS
 from policies.replay.recording_fit import as_model_file, calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate-out", type=Path, metavar="FILE",
                         help="with --calibrate: also write the fitted model here (JSON), to replay another window "
                         "with --perf-model FILE (a check on traffic it was not fitted to)")
+    parser.add_argument("--poll-clock", nargs="?", const="period", choices=POLL_CLOCKS, default="",
+                        help="the gateway polls each engine on a clock of its own, every arrival seeing the last poll's "
+                        "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
+                        "ledger's engine views; else the policy's poll_interval_s), or at the polls the views show "
+                        "('recorded')")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -75,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     if keys_path is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
         keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
     keys = read_key_store(keys_path) if keys_path is not None else {}
-    setup = ReplaySetup(perf, prices, args.seed, keys=keys)
+    setup = ReplaySetup(perf, prices, args.seed, keys=keys, poll_clock=args.poll_clock)
     def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
         def run() -> tuple[Summary, float, float]:
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -95,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
                                     traffic, perf, args.ttft_slo)
         summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
-            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed,
+            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed, "poll_clock": args.poll_clock,
             "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source,
             "models": {name: (perf.engine(name) if name in engine_backends(loaded[0]) else perf.hosted_model(name)).source

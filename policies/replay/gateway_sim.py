@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
 from policies.perf_model import Z95, HostedModel
 from policies.replay.engine_sim import SimEngine
+from policies.replay.poll_clock import PollClock
 
 _NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
 
@@ -58,12 +60,23 @@ class _EngineBook:
     ended_since: int = 0
     released_since: int = 0  # blocks of requests started before the snapshot and ended after it
     start_time: dict[int, float] = field(default_factory=dict)
+    # Clocked polls taken and not yet seen by the gateway, (seen from, taken, snapshot); the ends since the
+    # oldest of them (end, start, blocks), to count what ended after each was taken when it is seen.
+    pending: list[tuple[float, float, EngineSnapshot]] = field(default_factory=list)
+    ends: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 class GatewayView:
-    """Builds the LiveState decide() reads, exactly as LiveBook.live_state() would."""
+    """Builds the LiveState decide() reads, exactly as LiveBook.live_state() would.
 
-    def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float) -> None:
+    Polls: without `clocks`, an engine is polled at the first arrival `poll_s` after its last poll (its state
+    is then fresh at that arrival). With `clocks` (engine → its PollClock), as the real poller does: on a
+    clock of its own, whatever arrives, each arrival seeing the last poll it has seen; the replay takes each
+    poll (take()) at the first event after its time, from the engine stepped to it, and the gateway sees
+    it (install()) from when its clock says."""
+
+    def __init__(self, engines: dict[str, SimEngine], health: HealthBook, poll_s: float, stale_s: float,
+                 clocks: Mapping[str, PollClock] | None = None) -> None:
         self.engines = engines
         self.health = health
         self.poll_s, self.stale_s = poll_s, stale_s
@@ -71,14 +84,47 @@ class GatewayView:
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
         self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
         self.polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
+        self.clocks = dict(clocks) if clocks else None
+        if self.clocks:
+            self.polled_until = min(c.next for c in self.clocks.values())
 
     def poll_due(self, now: float) -> bool:
         if now < self.polled_until:
             return False
+        if self.clocks:
+            return True
         return any(b.snapshot is None or now - b.snapshot.taken_at >= self.poll_s for b in self.books.values())
 
+    def polls_due(self, now: float) -> list[tuple[str, float, float]]:
+        """(engine, taken, seen from) of each clocked poll taken by `now` and not yet taken here, in order."""
+        assert self.clocks is not None
+        return [(name, taken, seen) for name, clock in self.clocks.items() if clock.next <= now
+                for taken, seen in clock.pop_due(now)]
+
+    def take(self, name: str, taken: float, seen: float) -> None:
+        """Take `name`'s clocked poll at `taken` (the engine stepped to it); the gateway sees it from `seen`."""
+        self.books[name].pending.append((seen, taken, self.engines[name].snapshot(taken)))
+
+    def install(self, now: float) -> None:
+        """Each engine's latest poll seen by `now` becomes its state, counted against what this gateway
+        sent since it was taken and what ended since; then when the next poll is due or seen."""
+        assert self.clocks is not None
+        for book in self.books.values():
+            if not any(p[0] <= now for p in book.pending):
+                continue
+            _, taken, book.snapshot = max((p for p in book.pending if p[0] <= now), key=lambda p: p[1])
+            book.pending = [p for p in book.pending if p[0] > now and p[1] > taken]
+            book.started_since = sum(1 for t in book.start_time.values() if t > taken)
+            since = [blocks for end, start, blocks in book.ends if start <= taken < end]
+            book.ended_since, book.released_since = len(since), sum(since)
+            oldest = min((p[1] for p in book.pending), default=math.inf)
+            book.ends = [e for e in book.ends if e[0] > oldest]
+            self._parts = None
+        self.polled_until = min([c.next for c in self.clocks.values()]
+                                + [p[0] for b in self.books.values() for p in b.pending])
+
     def live(self, now: float) -> LiveState:
-        if now >= self.polled_until:
+        if now >= self.polled_until and self.clocks is None:
             for name, book in self.books.items():
                 if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
                     book.snapshot = self.engines[name].snapshot(now)
@@ -111,12 +157,14 @@ class GatewayView:
         book.started_since += 1
         book.start_time[request] = now
 
-    def ended(self, backend: str, request: int, blocks: int) -> None:
+    def ended(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]
         self._parts = None
         book.reserved -= blocks
         book.num -= 1
         started = book.start_time.pop(request)
+        if book.pending:  # a poll taken before this end, not yet seen: it will count it
+            book.ends.append((now, started, blocks))
         if book.snapshot is not None and started <= book.snapshot.taken_at:
             book.ended_since += 1
             book.released_since += blocks

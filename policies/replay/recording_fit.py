@@ -179,11 +179,24 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
 
 
+def fit_state_poll(records: Sequence[TrafficRecord], name: str, model: EngineModel) -> EngineModel:
+    """`model` with the period of the gateway's polls of engine `name` as the ledger's views show it:
+    twice the mean age of the state each request was routed on (the age of a poll clock's state is
+    uniform over its period). Unchanged when fewer than MIN_REQUESTS records carry a view of it."""
+    ages = [view.age_s for r in records if r.recorded is not None and (view := r.recorded.view.get(name)) is not None]
+    if len(ages) < MIN_REQUESTS:
+        return model
+    period = round(2.0 * sum(ages) / len(ages), 4)
+    return replace(model, state_poll_s=period, source=f"{model.source}; polled every {period:.2f} s (its views)")
+
+
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
                records: Sequence[TrafficRecord]) -> PerfModel:
     """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`:
     an engine's step times, then the time its requests waited outside them (overhead_fit)."""
-    fitted = {name: fit_overhead(records, name, fit_from_recording(records, name, perf.engine(name))) for name in engines}
+    fitted = {name: fit_state_poll(records, name, fit_overhead(records, name,
+                                                               fit_from_recording(records, name, perf.engine(name))))
+              for name in engines}
     apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
     return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
 

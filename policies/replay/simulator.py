@@ -33,10 +33,11 @@ from policies.replay.gateway_sim import GatewayView, HostedSim
 from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.overhead_fit import request_overheads
+from policies.replay.poll_clock import engine_clocks
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
-_EPOCH = 1000.0  # the simulated monotonic clock at the first arrival
+_EPOCH, _END = 1000.0, float("inf")  # the simulated monotonic clock at the first arrival; past the last
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ReplaySetup:
     # What the key store holds for the recording's keys (key_id → own limits, budget, on_exceed),
     # applied as the gateway does on top of the policy's `keys:` (policies/replay/keys.py).
     keys: Mapping[str, StoredKey] = field(default_factory=dict)
+    # "period" / "recorded": the gateway polls engines on a clock of its own, as the real poller does
+    # (policies/replay/poll_clock.py); "": at the first arrival an interval after the last poll.
+    poll_clock: str = ""
 
 
 class _Run:
@@ -70,7 +74,9 @@ class _Run:
         self.hosted = {n: HostedSim(perf.hosted_model(n), setup.seed * 7919 + zlib.crc32(n.encode()))
                        for n in policy.backends if n not in self.compiled.engines}
         self.health = FastHealthBook(policy.backends, policy.health)
-        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s)
+        clocks = engine_clocks(setup.poll_clock, {n: perf.engine(n).state_poll_s or policy.health.poll_interval_s
+                                                  for n in self.engines}, setup.seed, traffic, _EPOCH - traffic[0].time)
+        self.view = GatewayView(self.engines, self.health, policy.health.poll_interval_s, policy.health.stale_after_s, clocks)
         self.traffic = traffic
         self.t0 = traffic[0].time
         span = max(traffic[-1].time - self.t0, 1e-9)
@@ -98,7 +104,7 @@ class _Run:
             out.at(now - _EPOCH)
             self._route(i, record, now)
             out.sample(engines)
-        self._advance(float("inf"))
+        self._advance(_END)
         self.out.engine_busy_s = {n: e.busy_s for n, e in self.engines.items()}
         return self.out
 
@@ -106,9 +112,21 @@ class _Run:
         # Engines are stepped only when the gateway polls them or a request is sent to them: between
         # those moments nothing reads their state (their first-token times reach the TTFT stats late
         # by up to one poll interval), and fewer, longer decode runs are what keep the replay fast.
-        if self.view.poll_due(now):
-            for name in self.engines:
-                self._step(name, now)
+        view = self.view
+        if view.poll_due(now):
+            if view.clocks is None or now == _END:  # (at the end: every engine runs out its work)
+                for name in self.engines:
+                    self._step(name, now)
+            else:  # each poll as of its own time: the engine stepped to it, what ended before it learned
+                for name, taken, seen in view.polls_due(now):
+                    self._step(name, taken)
+                    self._learn(taken)
+                    view.take(name, taken, seen)
+                view.install(now)
+        self._learn(now)
+
+    def _learn(self, now: float) -> None:
+        """Apply the first tokens and ends the gateway has seen by `now`."""
         pending, traffic, t0, out = self.pending, self.traffic, self.t0, self.out
         while pending and pending[0][0] <= now:
             when, _, request, backend, first = heapq.heappop(pending)
@@ -119,7 +137,7 @@ class _Run:
             else:
                 out.e2e[request] = when - arrival
                 if backend in self.engines:
-                    self.view.ended(backend, request, self._blocks.pop(request))
+                    self.view.ended(backend, request, self._blocks.pop(request), when)
                 if self.limiter is not None:  # settled with the actuals when it ends, as the gateway does
                     held, cost = self._held.pop(request)
                     record = self.traffic[request]

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from observability.usage import EngineView
 from policies.shadow_spec import SHADOW_RULE
 
 
@@ -27,6 +28,8 @@ class Recorded:
     cost_usd: float
     ttft_s: float | None
     e2e_s: float
+    # Each engine as the gateway saw it when it routed the request (empty in ledgers from before the field).
+    view: Mapping[str, EngineView] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class TrafficRecord:
 _FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
            "headers", "model_alias", "completion_tokens", "key_id"}
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+_NO_VIEW: Mapping[str, EngineView] = MappingProxyType({})
 
 
 def _count(value: Any, key: str, where: str, minimum: int) -> int:
@@ -127,7 +131,14 @@ def _from_usage(body: str, where: str) -> TrafficRecord | None:
     served = str(data.get("backend") or "") if data.get("status") == "ok" else ""
     return replace(record, recorded=Recorded(
         served, str(data.get("status") or ""), float(cost) if isinstance(cost, (int, float)) else 0.0,
-        float(ttft) if isinstance(ttft, (int, float)) else None, float(e2e) if isinstance(e2e, (int, float)) else 0.0))
+        float(ttft) if isinstance(ttft, (int, float)) else None, float(e2e) if isinstance(e2e, (int, float)) else 0.0,
+        _views(data.get("engine_view"))))
+
+
+def _views(raw: Any) -> Mapping[str, EngineView]:
+    if not raw or not isinstance(raw, Mapping):
+        return _NO_VIEW
+    return {name: view for name, value in raw.items() if (view := EngineView.from_mapping(value)) is not None}
 
 
 def read_ledger(path: Path, since: float, until: float, teams: Iterable[str] = ()) -> list[TrafficRecord]:

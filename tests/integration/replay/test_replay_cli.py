@@ -111,8 +111,16 @@ def test_replay_reads_the_usage_ledger(files: dict[str, Path], tmp_path: Path) -
     assert replayed["requests"] == 50 and replayed["served_by"].get("local", 0) > 0
 
 
+def test_replay_with_the_gateways_poll_clock(files: dict[str, Path]) -> None:
+    run = _hybridgw("replay", str(files["spill"]), "--traffic", str(files["traffic"]), "--poll-clock", "--json", "-")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["meta"]["poll_clock"] == "period" and out["policies"][0]["requests"] == 400
+    assert sum(out["policies"][0]["served_by"].values()) == 400
+
+
 @pytest.mark.parametrize("case", ["empty", "unknown_field", "no_ledger", "garbage_ledger", "empty_window",
-                                  "bad_perf", "bad_since", "calibrate_without_ledger"])
+                                  "bad_perf", "bad_since", "calibrate_without_ledger", "bad_poll_clock"])
 def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path: Path, case: str) -> None:
     args = ["replay", str(files["spill"]), "--traffic", str(files["traffic"])]
     expected = ""
@@ -140,6 +148,8 @@ def test_bad_input_is_a_clear_error_and_exit_2(files: dict[str, Path], tmp_path:
         expected = "cannot read the time 'last tuesday'"
     elif case == "calibrate_without_ledger":
         args, expected = [*args, "--calibrate"], "--calibrate fits the engines to the requests they served"
+    elif case == "bad_poll_clock":
+        args, expected = [*args, "--poll-clock=sometimes"], "invalid choice: 'sometimes'"
     run = _hybridgw(*args)
     assert run.returncode == 2, (run.stdout, run.stderr)
     assert expected in run.stderr

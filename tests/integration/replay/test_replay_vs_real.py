@@ -3,7 +3,8 @@ this CPU), sends a few seconds of Poisson traffic through `hybridgw serve` (kv_f
 spill to the simulated hosted API) and replays the gateway's ledger. How close the prediction comes
 depends on this machine's load, so it is a benchmark (docs/benchmarks.md), not an assertion here: the
 test checks that the whole loop runs and yields a measured and a predicted value for every figure,
-the TTFT breakdown from the engine's spans, and the held-out check's tool on the kept run."""
+the TTFT breakdown from the engine's spans, the held-out check's tool on the kept run, and the
+per-request comparison with the gateway's recorded engine views."""
 from __future__ import annotations
 
 import json
@@ -52,3 +53,17 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert cross.returncode == 0, cross.stdout[-2000:] + cross.stderr[-3000:]
     checked = json.loads((tmp_path / "cross.json").read_text())["checks"][0]
     assert checked["figures"]["local share"]["measured"] == figures["local share"][0]
+
+    # Request by request against the ledger's engine views: decide() on the view the real router recorded
+    # gives the choice it made; forced to the recorded routing, the replay serves the measured share.
+    decisions = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "replay_decisions.py"), str(tmp_path / "run"), "--poll-clock",
+         "--json", str(tmp_path / "decisions.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert decisions.returncode == 0, decisions.stdout[-2000:] + decisions.stderr[-3000:]
+    found = json.loads((tmp_path / "decisions.json").read_text())
+    for mode in ("forced", "own"):
+        kinds = found[mode]["decisions"]
+        assert sum(kinds.values()) == result["requests"] and kinds.get("no recorded view", 0) == 0, kinds
+        assert kinds.get("not the view", 0) == 0, kinds
+    assert found["forced"]["replay local share"] == found["measured local share"]

@@ -74,4 +74,10 @@ def test_a_burst_beyond_the_engine_queue_spills_the_excess_to_hosted(gateway: Ga
     assert fake.requests() - before == hosted
     # Each went where the decision sent it: no engine refusal (503) fell through to hosted.
     for _, backend, request_id in seen:
-        assert "skipped" not in gateway.record_for(request_id), backend
+        record = gateway.record_for(request_id)
+        assert "skipped" not in record, backend
+        # The record keeps the engine as the router saw it (what `hybridgw replay` checks itself against):
+        # the queue it estimated was short for those it kept, long for those it spilled.
+        view = record["engine_view"]["local"]
+        assert view["age_s"] >= 0 and view["free"] is not None and view["polled_s"] + view["age_s"] >= 0, view
+        assert (view["queued"] <= MAX_WAITING) == (backend == "local"), (backend, view)
