@@ -1,6 +1,6 @@
 """Log lines leave the event loop through a queue and are written by one thread: the loop only enqueues
-(an access line is not even formatted there, gateway/access_log.py), and the thread writes every line
-that waited in one write, so a busy gateway makes one system call per batch, not one per request."""
+(an access line is not even formatted there, gateway/access_log.py), and the thread writes all that
+waited in one write, a few times a second: one wake-up and one system call per batch, not per request."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +10,6 @@ import threading
 from typing import TextIO
 
 from gateway.access_log import AccessRecord
-
-_STOP = object()
 
 
 class LazyQueueHandler(logging.handlers.QueueHandler):
@@ -23,12 +21,14 @@ class LazyQueueHandler(logging.handlers.QueueHandler):
 
 
 class LogThread:
-    """Takes records off the queue, formats them and writes all that waited in one write (at most
-    `batch` lines; the stream is flushed after each write)."""
+    """Every `interval_s` takes all that is queued, formats it and writes it in one write (the stream is
+    flushed after each). It polls rather than waits on the queue: a blocked get() would be woken by
+    each put, one thread switch per log line; a line waits at most `interval_s`. stop() writes the rest."""
 
     def __init__(self, records: queue.SimpleQueue[object], stream: TextIO, formatter: logging.Formatter,
-                 batch: int = 512) -> None:
-        self._records, self._stream, self._formatter, self._batch = records, stream, formatter, batch
+                 interval_s: float = 0.05) -> None:
+        self._records, self._stream, self._formatter, self._interval_s = records, stream, formatter, interval_s
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hybridgw-log", daemon=True)
 
     def start(self) -> None:
@@ -36,21 +36,21 @@ class LogThread:
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
-        self._records.put(_STOP)
+        self._stopping.set()
         self._thread.join()
 
     def _run(self) -> None:
         while True:
-            batch = [self._records.get()]
-            while len(batch) < self._batch:
+            stopping = self._stopping.wait(self._interval_s)
+            batch: list[object] = []
+            while True:
                 try:
                     batch.append(self._records.get_nowait())
                 except queue.Empty:
                     break
-            lines = [self._line(r) for r in batch if r is not _STOP]
-            if lines:
-                self._write(lines)
-            if any(r is _STOP for r in batch):
+            if batch:
+                self._write([self._line(r) for r in batch])
+            if stopping:
                 return
 
     def _line(self, record: object) -> str:
