@@ -13,6 +13,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -142,6 +143,12 @@ class RecordingSpan(trace_api.Span, ReadableSpan):
         return self._dropped[2]
 
 
+def _drops_children_of_dropped(sampler: Sampler) -> bool:
+    """Whether `sampler` drops every span whose local parent was not sampled: ALWAYS_OFF, and ParentBased
+    with its default for that case (the samplers OTEL_TRACES_SAMPLER names). Anything else is asked."""
+    return sampler is ALWAYS_OFF or getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+
+
 class RecordingTracer(Tracer):
     """The SDK's Tracer, starting RecordingSpans: the same sampling, ids and trace flags."""
 
@@ -153,6 +160,13 @@ class RecordingTracer(Tracer):
         parent: SpanContext | None = trace_api.get_current_span(context).get_span_context()
         if not self._is_enabled():
             return trace_api.NonRecordingSpan(parent)
+        if parent is not None and parent.is_valid and not parent.is_remote and not parent.trace_flags.sampled \
+                and _drops_children_of_dropped(self.sampler):
+            # What the sampler would decide, without asking it (and without its SamplingResult): a span
+            # under a local span that was not sampled is not either, as ParentBased does by default.
+            return trace_api.NonRecordingSpan(SpanContext(
+                parent.trace_id, self.id_generator.generate_span_id(), is_remote=False,
+                trace_flags=parent.trace_flags, trace_state=parent.trace_state))
         if parent is None or not parent.is_valid:
             parent, trace_id, random_id = None, self.id_generator.generate_trace_id(), self.id_generator.is_trace_id_random()
         else:

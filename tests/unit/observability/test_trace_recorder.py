@@ -78,3 +78,30 @@ def test_unsampled_parent_gives_a_non_recording_span_that_still_propagates() -> 
     context = extract_context({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"})
     span = tracer.start_span("s", context=context)
     assert not span.is_recording() and span.get_span_context().trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+
+
+class AskedParentBased(ParentBasedTraceIdRatio):
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.asked = 0
+
+    def should_sample(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        return super().should_sample(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_spans_under_an_unsampled_local_span_are_dropped_without_asking_the_sampler() -> None:
+    """A request the head sampler dropped pays one sampler call (its root), not one per span; its child
+    spans still carry the trace (a new span id, the parent's flags and trace state) as the SDK's do."""
+    ours_sampler, sdk_sampler = AskedParentBased(0.0), ParentBasedTraceIdRatio(0.0)
+    ours = RecordingTracerProvider(sampler=ours_sampler, id_generator=Counting()).get_tracer("t")
+    sdk = TracerProvider(sampler=sdk_sampler, id_generator=Counting()).get_tracer("t")
+    got = []
+    for tracer in (ours, sdk):
+        root = tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER)
+        route = tracer.start_span("route", context=trace.set_span_in_context(root))
+        upstream = tracer.start_span("upstream up", context=trace.set_span_in_context(root), kind=SpanKind.CLIENT)
+        got.append([s.get_span_context() for s in (root, route, upstream)])
+        assert not any(s.is_recording() for s in (root, route, upstream))
+    assert got[0] == got[1] and len({c.span_id for c in got[0]}) == 3
+    assert ours_sampler.asked == 1
