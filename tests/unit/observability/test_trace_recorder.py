@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -90,18 +91,27 @@ class AskedParentBased(ParentBasedTraceIdRatio):
         return super().should_sample(*args, **kwargs)  # type: ignore[arg-type]
 
 
-def test_spans_under_an_unsampled_local_span_are_dropped_without_asking_the_sampler() -> None:
-    """A request the head sampler dropped pays one sampler call (its root), not one per span; its child
-    spans still carry the trace (a new span id, the parent's flags and trace state) as the SDK's do."""
-    ours_sampler, sdk_sampler = AskedParentBased(0.0), ParentBasedTraceIdRatio(0.0)
-    ours = RecordingTracerProvider(sampler=ours_sampler, id_generator=Counting()).get_tracer("t")
-    sdk = TracerProvider(sampler=sdk_sampler, id_generator=Counting()).get_tracer("t")
-    got = []
-    for tracer in (ours, sdk):
-        root = tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER)
-        route = tracer.start_span("route", context=trace.set_span_in_context(root))
-        upstream = tracer.start_span("upstream up", context=trace.set_span_in_context(root), kind=SpanKind.CLIENT)
-        got.append([s.get_span_context() for s in (root, route, upstream)])
-        assert not any(s.is_recording() for s in (root, route, upstream))
-    assert got[0] == got[1] and len({c.span_id for c in got[0]}) == 3
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_spans_under_a_local_span_follow_it_without_asking_the_sampler(ratio: float) -> None:
+    """A request pays one sampler call (its root), not one per span: under a local parent ParentBased
+    follows the parent's decision, so the recorder does without asking; same span contexts as the SDK's
+    (a new span id, the parent's flags and trace state), and a sampled request's spans are the SDK's."""
+    ours_sampler = AskedParentBased(ratio)
+    spans, exported = [], []
+    for provider_type, sampler in ((RecordingTracerProvider, ours_sampler), (TracerProvider, ParentBasedTraceIdRatio(ratio))):
+        provider = provider_type(sampler=sampler, id_generator=Counting(), resource=Resource.create({"service.name": "t"}))
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER, start_time=T0)
+        route = tracer.start_span("route", context=trace.set_span_in_context(root), start_time=T0 + 1)
+        upstream = tracer.start_span("upstream up", context=trace.set_span_in_context(root), kind=SpanKind.CLIENT,
+                                     start_time=T0 + 2)
+        spans.append([s.get_span_context() for s in (root, route, upstream)])
+        assert all(s.is_recording() == (ratio == 1.0) for s in (root, route, upstream))
+        for i, span in enumerate((route, upstream, root)):
+            span.end(end_time=T0 + 3 + i)
+        exported.append(encode_spans(memory.get_finished_spans()))
+    assert spans[0] == spans[1] and len({c.span_id for c in spans[0]}) == 3
+    assert exported[0] == exported[1]
     assert ours_sampler.asked == 1
