@@ -14,21 +14,33 @@ from gateway.access_log import AccessRecord
 
 class LazyQueueHandler(logging.handlers.QueueHandler):
     """QueueHandler that enqueues an AccessRecord as it is (immutable; its text is made by the writer)
-    instead of formatting and copying it on the caller's thread, as it does other records."""
+    instead of formatting and copying it on the caller's thread, as it does other records; a warning or
+    worse wakes the writer at once (`wake`), so it is out before a crash that may follow it."""
+
+    def __init__(self, records: queue.SimpleQueue[object], wake: threading.Event | None = None) -> None:
+        super().__init__(records)  # type: ignore[arg-type]
+        self._wake = wake
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record if isinstance(record, AccessRecord) else super().prepare(record)
 
+    def enqueue(self, record: logging.LogRecord) -> None:
+        super().enqueue(record)
+        if record.levelno >= logging.WARNING and self._wake is not None:
+            self._wake.set()
+
 
 class LogThread:
-    """Every `interval_s` takes all that is queued, formats it and writes it in one write (the stream is
-    flushed after each). It polls rather than waits on the queue: a blocked get() would be woken by
-    each put, one thread switch per log line; a line waits at most `interval_s`. stop() writes the rest."""
+    """Every `interval_s` (or when woken) takes all that is queued, formats it and writes it in one write
+    (the stream is flushed after each). It polls rather than waits on the queue: a blocked get() would be
+    woken by each put, one thread switch per access line; such a line waits at most `interval_s`.
+    stop() writes the rest."""
 
     def __init__(self, records: queue.SimpleQueue[object], stream: TextIO, formatter: logging.Formatter,
                  interval_s: float = 0.05) -> None:
         self._records, self._stream, self._formatter, self._interval_s = records, stream, formatter, interval_s
-        self._stopping = threading.Event()
+        self.wake = threading.Event()  # set by LazyQueueHandler for a warning or worse, and by stop()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="hybridgw-log", daemon=True)
 
     def start(self) -> None:
@@ -36,12 +48,15 @@ class LogThread:
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
-        self._stopping.set()
+        self._stopping = True
+        self.wake.set()
         self._thread.join()
 
     def _run(self) -> None:
         while True:
-            stopping = self._stopping.wait(self._interval_s)
+            self.wake.wait(self._interval_s)
+            self.wake.clear()
+            stopping = self._stopping  # read before draining: what was queued before stop() is written
             batch: list[object] = []
             while True:
                 try:
@@ -71,7 +86,7 @@ def start_log_thread(logger: logging.Logger, level: str, stream: TextIO) -> LogT
     """Route `logger` (and the loggers under it) through a queue to a LogThread writing to `stream`."""
     records: queue.SimpleQueue[object] = queue.SimpleQueue()
     writer = LogThread(records, stream, logging.Formatter("%(message)s"))
-    logger.handlers[:] = [LazyQueueHandler(records)]  # type: ignore[arg-type]
+    logger.handlers[:] = [LazyQueueHandler(records, writer.wake)]
     logger.setLevel(level.upper())
     logger.propagate = False
     writer.start()
