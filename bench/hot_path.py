@@ -59,8 +59,10 @@ def start_gateway(name: str, tree: Path, config: Path, workdir: Path, profile: P
     path = str(tree) if profile is None and server == "uvicorn" else f"{tree}:{ROOT}"  # wrappers are this tree's
     if "granian" in server and os.environ.get("GRANIAN_PATH"):  # granian is not a dependency
         path = f"{os.environ['GRANIAN_PATH']}:{path}"
+    traces, _, ratio = traces.partition(":")  # otlp:0.1 → head sampling ratio 0.1 (default 1: every trace)
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": path,
-           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url}
+           "HYBRIDGW_TRACES": traces, "HYBRIDGW_WORKERS": "1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url,
+           "HYBRIDGW_TRACE_SAMPLE_RATIO": ratio or "1.0"}
     port = procs.free_port()
     command = ["-m", "gateway.cli"] if profile is None else ["-m", wrapper, str(profile)]
     after: list[str] = []
@@ -191,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", default=[],
                         help="NAME=PATH[@TRACES][+SERVER] of a source tree (default: this one); @none: that gateway "
-                             "without spans; +granian / +granian-rust: served by granian (bench/hot_path_granian.py); "
+                             "without spans; @otlp:0.1: head-sampled at ratio 0.1; +granian / +granian-rust: served by granian (bench/hot_path_granian.py); "
                              "+floor / +floor-granian: the bare proxy instead (bench/hot_path_floor.py)")
     parser.add_argument("--requests", type=int, default=2000, help="non-streamed requests per CPU sample")
     parser.add_argument("--rounds", type=int, default=3)

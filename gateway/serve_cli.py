@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import socket
 import sys
@@ -23,6 +21,7 @@ from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.heap import prepare_heap_for_serving
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
+from gateway.log_thread import LogThread, start_log_thread
 from gateway.settings import Settings
 from gateway.startup_lines import backend_lines, console_line
 from policies.errors import PolicyError
@@ -70,18 +69,10 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
         raise SystemExit(3)
 
 
-def start_logging(level: str) -> logging.handlers.QueueListener:
-    """Log lines (one JSON access line per request among them) leave the event loop through a queue."""
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    listener = logging.handlers.QueueListener(records, handler)
-    root = logging.getLogger("hybridgw")
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
-    root.setLevel(level.upper())
-    root.propagate = False
-    listener.start()
-    return listener
+def start_logging(level: str) -> LogThread:
+    """Log lines (one JSON access line per request among them) leave the event loop through a queue
+    and are written by one thread (gateway/log_thread.py)."""
+    return start_log_thread(logging.getLogger("hybridgw"), level, sys.stderr)
 
 
 def _first_key(store: KeyStorage, base_url: str, policy: Policy) -> None:

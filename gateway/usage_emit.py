@@ -1,10 +1,11 @@
 """The end of every request: timing stats → one UsageRecord into the sink (metrics are recorded
-from it on the ledger's thread), one JSON log line, spans ended, limits settled off the request path."""
+from it on the ledger's thread), one JSON log line (made on the log thread), spans ended, limits
+settled off the request path."""
 from __future__ import annotations
 
-import orjson
 from opentelemetry.trace import StatusCode
 
+from gateway.access_log import log_access
 from gateway.catalog import ResolvedBackend
 from gateway.exchange import Exchange, UsageOutcome
 from gateway.services import Services
@@ -59,14 +60,8 @@ def finish(svc: Services, ex: Exchange) -> UsageRecord:
         svc.usage_sink.submit(record)
     except Exception as exc:  # the sink must not break a response that is already out
         svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
-    if svc.settings.access_log and svc.access_log.isEnabledFor(20):
-        line = record.to_dict()
-        del line["itl_gaps_s"]  # the ledger keeps them; the log line stays one short line
-        if ex.ending.error_message:
-            line["error"] = ex.ending.error_message
-        if ex.attempts:
-            line["skipped"] = [{"backend": a.target.backend, "error": a.error} for a in ex.attempts]
-        svc.access_log.info(orjson.dumps(line).decode())
+    if svc.settings.access_log and svc.access_log.isEnabledFor(20):  # the line is made off the loop
+        log_access(svc.access_log, record, ex.ending.error_message, ex.attempts)
     _end_spans(ex, record)
     if svc.limiter is not None and ex.reservation is not None:
         svc.spawn(svc.limiter.settle(ex.reservation, record.total_tokens, record.cost_usd))

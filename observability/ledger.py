@@ -21,6 +21,7 @@ from observability.usage import UsageRecord
 from observability.wiring import open_store
 
 log = logging.getLogger(__name__)
+OBSERVE_TURN_S = 0.0005  # the longest the observers (metrics) hold the GIL before the event loop gets a turn
 
 
 @dataclass(frozen=True)
@@ -184,13 +185,19 @@ class Ledger:
         self._maybe_replay()
 
     def _observe(self, batch: list[UsageRecord]) -> None:
+        turn_ends = time.perf_counter() + OBSERVE_TURN_S
         for record in batch:
             for observer in self._observers:
                 try:
                     observer(record)
                 except Exception:  # a metrics bug must not cost a usage record
                     log.exception("usage observer %r failed", observer)
-            time.sleep(0)  # let the event loop thread take the GIL between records
+            if time.perf_counter() >= turn_ends:
+                # Let the event loop thread take the GIL back every OBSERVE_TURN_S, not after every record:
+                # each hand-off costs both threads a wake-up (a sleep(0) per record was ~0.1 ms of this
+                # thread's CPU per request under load).
+                time.sleep(0)
+                turn_ends = time.perf_counter() + OBSERVE_TURN_S
 
     def _take_batch(self) -> tuple[list[UsageRecord], int]:
         """The next batch, and how many of its first records were observed before (then requeued)."""

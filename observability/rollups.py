@@ -173,7 +173,12 @@ def rollups_for(records: Iterable[UsageRecord]) -> dict[tuple[str, str, int], Fi
         inc = record_fields(record)
         for period in ("hour", "day"):
             key = (record.team, period, period_start(record.time, period))
-            out[key] = merge_fields((out.get(key, {}), inc))
+            total = out.get(key)
+            if total is None:
+                out[key] = dict(inc)
+            else:  # added in place: a batch's records mostly share their hour and day
+                for name, value in inc.items():
+                    total[name] = total.get(name, 0) + value
     return out
 
 

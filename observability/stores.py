@@ -29,6 +29,8 @@ MAX_VALUE = 2**53
 
 
 def _bad_number(value: object) -> bool:
+    if value.__class__ is int or value.__class__ is float:  # the common case: one chained comparison
+        return not -MAX_VALUE <= value <= MAX_VALUE  # type: ignore[operator]  # NaN compares False: bad
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return not math.isfinite(value) or abs(value) > MAX_VALUE
@@ -40,16 +42,18 @@ def record_problem(record: UsageRecord) -> str | None:
     reported 1e300 prompt tokens)."""
     if not isinstance(record.team, str) or not isinstance(record.request_id, str):
         return "team and request_id must be strings"
-    for name, value in record.to_dict().items():
-        values = value if isinstance(value, tuple) else (value,)
-        if any(_bad_number(v) for v in values):
+    for name in record.__dataclass_fields__:  # runs once per record on the ledger's thread: no copies
+        value = getattr(record, name)
+        if any(map(_bad_number, value)) if value.__class__ is tuple else _bad_number(value):
             return f"{name} is not a storable number ({str(value)[:40]})"
     try:
         fields = record_fields(record)
     except (ValueError, OverflowError, TypeError) as exc:
         return f"its rollup fields cannot be computed: {exc}"
-    bad = next((name for name, value in fields.items() if _bad_number(value)), None)
-    return None if bad is None else f"rollup field {bad} is out of range"
+    for name, value in fields.items():
+        if _bad_number(value):
+            return f"rollup field {name} is out of range"
+    return None
 
 
 class UsageStore(Protocol):

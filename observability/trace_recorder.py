@@ -13,6 +13,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -142,6 +143,17 @@ class RecordingSpan(trace_api.Span, ReadableSpan):
         return self._dropped[2]
 
 
+def _local_parent_decision(sampler: Sampler, parent_sampled: bool) -> bool | None:
+    """What `sampler` decides for a span under a local parent when that is the parent's own decision
+    (ALWAYS_ON / ALWAYS_OFF, or ParentBased with its defaults for a local parent: the samplers
+    OTEL_TRACES_SAMPLER names); None: the sampler must be asked."""
+    if parent_sampled:
+        follows = sampler is ALWAYS_ON or getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
+        return True if follows else None
+    follows = sampler is ALWAYS_OFF or getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+    return False if follows else None
+
+
 class RecordingTracer(Tracer):
     """The SDK's Tracer, starting RecordingSpans: the same sampling, ids and trace flags."""
 
@@ -153,20 +165,29 @@ class RecordingTracer(Tracer):
         parent: SpanContext | None = trace_api.get_current_span(context).get_span_context()
         if not self._is_enabled():
             return trace_api.NonRecordingSpan(parent)
+        decided = None
         if parent is None or not parent.is_valid:
             parent, trace_id, random_id = None, self.id_generator.generate_trace_id(), self.id_generator.is_trace_id_random()
         else:
             trace_id, random_id = parent.trace_id, parent.trace_flags.random_trace_id
-        sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = TraceFlags.SAMPLED if sampling.decision.is_sampled() else TraceFlags.DEFAULT
+            decided = None if parent.is_remote else _local_parent_decision(self.sampler, parent.trace_flags.sampled)
+        if decided is None:
+            sampling = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled, recording = sampling.decision.is_sampled(), sampling.decision.is_recording()
+            trace_state, extra = sampling.trace_state, sampling.attributes
+        else:  # what the sampler would answer, without asking it (ParentBased's defaults for a local parent)
+            assert parent is not None
+            sampled = recording = decided
+            trace_state, extra = parent.trace_state, None
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), is_remote=False,
                                    trace_flags=TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID if random_id else flags),
-                                   trace_state=sampling.trace_state)
-        if not sampling.decision.is_recording():
+                                   trace_state=trace_state)
+        if not recording:
             return trace_api.NonRecordingSpan(span_context)
         span = RecordingSpan(name, span_context, parent, self, kind, links)
-        if sampling.attributes:
-            span.set_attributes(sampling.attributes)
+        if extra:
+            span.set_attributes(extra)
         span._start_time = start_time if start_time is not None else time_ns()
         self.span_processor.on_start(span, parent_context=context)
         return span

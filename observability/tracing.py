@@ -185,10 +185,13 @@ def start_request_span(tracer: trace.Tracer, *, operation: str, request_model: s
 
 def inject_traceparent(headers: MutableMapping[str, str], span: Span | None = None,
                        context: Context | None = None) -> MutableMapping[str, str]:
-    """Add `traceparent` (and `tracestate`) for the span (or context) to outgoing headers."""
-    if span is not None:
-        context = trace.set_span_in_context(span, context)
-    TraceContextTextMapPropagator().inject(headers, context=context)
+    """Add `traceparent` (and `tracestate`) for the span (or context) to outgoing headers: W3C's format,
+    as TraceContextTextMapPropagator writes it, without a Context and a propagator per request."""
+    ctx = (span if span is not None else trace.get_current_span(context)).get_span_context()
+    if ctx.is_valid:
+        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+        if ctx.trace_state:
+            headers["tracestate"] = ctx.trace_state.to_header()
     return headers
 
 

@@ -37,7 +37,7 @@ def _buckets(samples: list[tuple[str, dict[str, str], float]], name: str) -> lis
 
 
 def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack) -> None:
-    gaps_before = _sum(_samples(stack.gateways[0].metrics()), "gen_ai_server_time_per_output_token_seconds_count")
+    tpots_before = _sum(_samples(stack.gateways[0].metrics()), "gen_ai_server_time_per_output_token_seconds_count")
 
     async def traffic() -> Seen:
         seen = Seen()
@@ -73,9 +73,10 @@ def test_metrics_have_genai_histograms_and_exact_per_team_counters(stack: Stack)
         assert _sum(samples, f"{name}_count", **genai) > 0, name
     streamed = [o for o in seen.ok if o.stream]
     assert _sum(samples, "gen_ai_server_time_to_first_token_seconds_count") >= len(streamed)
-    # One measurement per inter-token gap (not one average per request): a stream of k tokens has k − 1.
-    gaps = _sum(samples, "gen_ai_server_time_per_output_token_seconds_count") - gaps_before
-    assert gaps == sum(o.content_chunks - 1 for o in streamed) > 0
+    # One TPOT per streamed request whose tokens came apart (semconv: (duration − TTFT) / (tokens − 1)),
+    # not one per inter-token gap.
+    tpots = _sum(samples, "gen_ai_server_time_per_output_token_seconds_count") - tpots_before
+    assert tpots == sum(1 for o in streamed if o.content_chunks >= 2 and o.completion_tokens >= 2) > 0
     assert _sum(samples, "gen_ai_client_token_usage_count", gen_ai_token_type="input") >= 12
 
 

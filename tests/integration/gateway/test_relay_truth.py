@@ -87,11 +87,14 @@ def test_ttft_waits_for_the_first_content_not_the_role_chunk(relay_gateway: Gate
     assert record["itl_max_s"] is not None and record["itl_max_s"] < ROLE_DELAY_S
 
     genai = {"gen_ai_request_model": "roledelay"}
-    # Metrics: one TTFT above 1 s (none in the buckets up to 1 s), and 5 content chunks = 4 gaps.
+    # Metrics: one TTFT above 1 s (none in the buckets up to 1 s), and one time per output token, as
+    # semconv defines it: (duration − TTFT) / (output tokens − 1) — the role chunk's wait is in neither.
     wait_until(lambda: metric(relay_gateway, "gen_ai_server_time_to_first_token_seconds_count", **genai) == 1,
                "the TTFT histogram to hold the request")
     assert metric(relay_gateway, "gen_ai_server_time_to_first_token_seconds_bucket", le="1.0", **genai) == 0
-    assert metric(relay_gateway, "gen_ai_server_time_per_output_token_seconds_count", **genai) == 4
+    assert metric(relay_gateway, "gen_ai_server_time_per_output_token_seconds_count", **genai) == 1
+    tpot = (record["e2e_s"] - record["ttft_s"]) / (record["completion_tokens"] - 1)
+    assert metric(relay_gateway, "gen_ai_server_time_per_output_token_seconds_sum", **genai) == pytest.approx(tpot)
 
 
 def test_an_in_band_error_is_relayed_recorded_as_error_and_opens_the_circuit(relay_gateway: Gateway) -> None:

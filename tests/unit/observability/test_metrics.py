@@ -1,7 +1,9 @@
-"""Prometheus exposition of the GenAI metrics: names, semconv buckets, every gap, capped labels."""
+"""Prometheus exposition of the GenAI metrics: names, semconv buckets, TPOT per request, counters, capped labels."""
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from observability.metrics import TPOT_BOUNDS, TTFT_BOUNDS, RequestMetrics, build_metrics
 from tests.unit.observability.conftest import record
@@ -29,14 +31,33 @@ def test_exposition_has_the_genai_histograms_with_their_buckets() -> None:
     assert 'gen_ai_request_model="gpt-4o-mini"' in text
 
 
-def test_every_inter_token_gap_is_an_observation() -> None:
+def test_time_per_output_token_is_one_value_per_streamed_request_as_semconv_defines_it() -> None:
     metrics = build_metrics()
     recorder = RequestMetrics(metrics.provider)
-    recorder.record(record(itl_gaps_s=(0.01, 0.02, 0.2, 0.3)))
-    recorder.record(record(), itl_gaps=[0.05] * 6)  # explicit gaps win over the record's
+    # (duration − TTFT) / (output tokens − 1): (0.3 − 0.05) / 10 = 0.025, whatever the gaps were
+    recorder.record(record(e2e_s=0.3, ttft_s=0.05, completion_tokens=11, itl_gaps_s=(0.01, 0.02, 0.2, 0.3)))
+    recorder.record(record(stream=False, itl_gaps_s=()))  # a body at once: no token timing seen
+    recorder.record(record(completion_tokens=1, itl_gaps_s=(0.1,)))  # no token after the first
+    recorder.record(record(status="error", error_type="upstream_5xx"))  # successful responses only
     text = metrics.exposition().decode()
-    assert _value(text, "gen_ai_server_time_per_output_token_seconds_count") == 10
-    assert _value(text, "gen_ai_server_time_per_output_token_seconds_bucket", le="0.025") == 2
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_count") == 1
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_sum") == pytest.approx(0.025)
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_bucket", le="0.025") == 1
+    assert _value(text, "gen_ai_server_time_per_output_token_seconds_bucket", le="0.01") == 0
+
+
+def test_counters_are_totals_read_at_collection() -> None:
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider)
+    recorder.record(record(prompt_tokens=7, completion_tokens=0, cost_usd=0.0))
+    assert 'hybridgw_tokens_total{gen_ai_token_type="output"' in metrics.exposition().decode()  # a 0 is a series
+    recorder.record(record(prompt_tokens=5, completion_tokens=3, cost_usd=0.5))
+    text = metrics.exposition().decode()
+    assert _value(text, "hybridgw_requests_total", hybridgw_team="alpha") == 2
+    assert _value(text, "hybridgw_tokens_total", gen_ai_token_type="input") == 12
+    assert _value(text, "hybridgw_tokens_total", gen_ai_token_type="output") == 3
+    assert _value(text, "hybridgw_cost_usd_total", hybridgw_team="alpha") == 0.5
+    assert "# TYPE hybridgw_requests_total counter" in text
 
 
 def test_team_label_is_capped() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -78,3 +79,39 @@ def test_unsampled_parent_gives_a_non_recording_span_that_still_propagates() -> 
     context = extract_context({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"})
     span = tracer.start_span("s", context=context)
     assert not span.is_recording() and span.get_span_context().trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+
+
+class AskedParentBased(ParentBasedTraceIdRatio):
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.asked = 0
+
+    def should_sample(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        return super().should_sample(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_spans_under_a_local_span_follow_it_without_asking_the_sampler(ratio: float) -> None:
+    """A request pays one sampler call (its root), not one per span: under a local parent ParentBased
+    follows the parent's decision, so the recorder does without asking; same span contexts as the SDK's
+    (a new span id, the parent's flags and trace state), and a sampled request's spans are the SDK's."""
+    ours_sampler = AskedParentBased(ratio)
+    spans, exported = [], []
+    for provider_type, sampler in ((RecordingTracerProvider, ours_sampler), (TracerProvider, ParentBasedTraceIdRatio(ratio))):
+        provider = provider_type(sampler=sampler, id_generator=Counting(), resource=Resource.create({"service.name": "t"}))
+        memory = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER, start_time=T0)
+        route = tracer.start_span("route", context=trace.set_span_in_context(root), start_time=T0 + 1)
+        upstream = tracer.start_span("upstream up", context=trace.set_span_in_context(root), kind=SpanKind.CLIENT,
+                                     start_time=T0 + 2)
+        spans.append([s.get_span_context() for s in (root, route, upstream)])
+        assert all(s.is_recording() == (ratio == 1.0) for s in (root, route, upstream))
+        for i, span in enumerate((route, upstream, root)):
+            span.end(end_time=T0 + 3 + i)
+        exported.append(encode_spans(memory.get_finished_spans()))
+    assert spans[0] == spans[1] and len({c.span_id for c in spans[0]}) == 3
+    assert exported[0] == exported[1]
+    assert ours_sampler.asked == 1

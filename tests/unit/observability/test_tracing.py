@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from observability.tracing import (
     FIRST_TOKEN_EVENT,
@@ -122,3 +123,16 @@ def test_otel_traces_sampler_env_picks_the_head_sampler() -> None:
                                     "OTEL_TRACES_SAMPLER_ARG": "half"}).sample_ratio == 1.0
     with pytest.raises(ValueError):
         TracingConfig(sample_ratio=1.5)
+
+
+def test_inject_writes_what_the_w3c_propagator_writes() -> None:
+    tracer = build_tracing(TracingConfig(exporter="memory")).provider.get_tracer("gateway")
+    remote = extract_context({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                              "tracestate": "vendor=x,other=y"})
+    for parent in (None, remote):
+        span = tracer.start_span("upstream", context=parent)
+        want: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(want, context=trace.set_span_in_context(span))
+        assert inject_traceparent({}, span) == want and want["traceparent"].startswith("00-")
+    assert inject_traceparent({}, context=remote)["tracestate"] == "vendor=x,other=y"
+    assert inject_traceparent({}, trace.INVALID_SPAN) == {}

@@ -1,0 +1,89 @@
+"""The access line: built on the log thread from what the loop handed over (the same JSON as before),
+and the log thread writes every line that waited in one write."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import queue
+
+from gateway.access_log import AccessRecord, log_access
+from gateway.dispatch import Attempt
+from gateway.log_thread import LazyQueueHandler, LogThread, start_log_thread
+from policies.decision import Target
+from tests.support.procs import wait_until
+from tests.unit.observability.conftest import record
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_loop_enqueues_the_parts_and_the_writer_makes_the_line() -> None:
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    logger = logging.getLogger("test.access.enqueue")
+    logger.handlers[:] = [LazyQueueHandler(records)]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    usage = record(status="error", itl_gaps_s=(0.1, 0.2))
+    log_access(logger, usage, "upstream said no", (Attempt(Target("flaky", "m"), "flaky is down"),))
+    queued = records.get_nowait()
+    assert isinstance(queued, AccessRecord) and queued.msg == ""  # nothing formatted on the caller's thread
+    line = json.loads(logging.Formatter("%(message)s").format(queued))
+    want = {**usage.to_dict(), "error": "upstream said no", "skipped": [{"backend": "flaky", "error": "flaky is down"}]}
+    del want["itl_gaps_s"]
+    assert line == json.loads(json.dumps(want))
+
+
+def test_lines_that_waited_leave_in_one_write_in_order() -> None:
+    stream = CountingStream()
+    logger = logging.getLogger("test.access.batch")
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    writer = LogThread(records, stream, logging.Formatter("%(message)s"))
+    logger.handlers[:] = [LazyQueueHandler(records)]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    usages = [record() for _ in range(3)]
+    for usage in usages:
+        log_access(logger, usage, "", ())
+    logger.warning("a plain line")
+    writer.start()  # everything above is already queued
+    writer.stop()
+    lines = stream.getvalue().split("\n")[:-1]
+    assert [json.loads(x)["request_id"] for x in lines[:3]] == [u.request_id for u in usages]
+    assert lines[3] == "a plain line" and stream.writes == 1
+
+
+def test_start_log_thread_writes_until_stopped() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test.access.start")
+    writer = start_log_thread(logger, "info", stream)
+    log_access(logger.getChild("access"), record(request_id="r-1"), "", ())
+    logger.getChild("x").debug("below the level")
+    writer.stop()
+    assert [json.loads(x)["request_id"] for x in stream.getvalue().split("\n")[:-1]] == ["r-1"]
+
+
+def test_a_warning_is_written_at_once_not_at_the_next_poll() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("test.access.urgent")
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    writer = LogThread(records, stream, logging.Formatter("%(message)s"), interval_s=3600.0)  # no poll comes
+    logger.handlers[:] = [LazyQueueHandler(records, writer.wake)]  # type: ignore[arg-type]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    writer.start()
+    try:
+        log_access(logger, record(request_id="r-2"), "", ())  # waits for a poll...
+        logger.error("engine died")  # ...until this wakes the writer, which writes both
+        lines = wait_until(lambda: (got := stream.getvalue().split("\n")[:-1]) and len(got) == 2 and got,
+                           "the error line", wait_s=10)
+        assert json.loads(lines[0])["request_id"] == "r-2" and lines[1] == "engine died"
+    finally:
+        writer.stop()
