@@ -1,7 +1,8 @@
 """uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
 request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
-or of the request's first byte, and be at most `max_head_bytes` long; one client address holds at
-most `max_per_client` connections, all together at most `max_total` (503 at it; beyond, closed)."""
+or of the request's first byte, and be at most `max_head_bytes` long (431), whether it comes in one
+read or many; one client address holds at most `max_per_client` connections, all together at most
+`max_total` (503 at it; beyond, closed)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,10 @@ class ConnectionBounds:
     max_per_client: int  # connections one client address may hold at once; 0: no bound
     max_total: int  # connections beyond this are closed on arrival (at it, requests get 503)
     max_head_bytes: int = 64 * 1024  # httptools would buffer any length, re-copying it per packet
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to stop httptools before the request reaches the app."""
 
 
 HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
@@ -39,6 +44,8 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None  # the address this connection is counted under
         _head_bytes: int | None = None  # bytes of the request head so far; None: no head under way
+        _parsed_bytes = 0  # the head's url and complete headers as the parser hands them over
+        _head_refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -76,15 +83,41 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             # may also end the previous request's body: counted too, a slight over-count).
             self._head_bytes += len(data)
             if self._head_bytes > bounds.max_head_bytes and not self.transport.is_closing():
-                if self.cycle is None or self.cycle.response_complete:  # never into another response
-                    self.transport.write(HEAD_TOO_LARGE)
-                self.transport.close()
+                self._refuse_head()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
+            self._parsed_bytes = 0
             if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
                 self._arm_head_timer()
+
+        # The per-read count above never sees a head that one read both begins and ends (httptools
+        # runs the whole head, then the app, inside one feed): these count what the parser hands over.
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            self._count_parsed(len(url))
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            super().on_header(name, value)
+            self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
+
+        def _count_parsed(self, size: int) -> None:
+            self._parsed_bytes += size
+            if self._parsed_bytes > bounds.max_head_bytes:
+                self._head_refused = True
+                raise HeadTooLarge  # the parser stops; uvicorn answers through send_400_response
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._head_refused:
+                super().send_400_response(msg)
+            elif not self.transport.is_closing():
+                self._refuse_head()
+
+        def _refuse_head(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # never into another response
+                self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
 
         def on_headers_complete(self) -> None:
             self._disarm_head_timer()
