@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from observability.limits_protocol import LimitExceeded
+from policies.errors import RoutingError
 
 
 class GatewayError(Exception):
@@ -26,8 +27,10 @@ class InvalidRequest(GatewayError):
 
 
 class ModelNotFound(InvalidRequest):
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model `{model}` does not exist or you do not have access to it.",
+    """404 as OpenAI answers it (the SDK raises NotFoundError), also for a model the team may not use."""
+
+    def __init__(self, model: str, message: str | None = None) -> None:
+        super().__init__(message or f"The model `{model}` does not exist or you do not have access to it.",
                          param="model", code="model_not_found")
 
 
@@ -80,6 +83,14 @@ class UpstreamError(GatewayError):
         return self.upstream_status in (408, 429) or self.upstream_status >= 500
 
 
+def routing_refusal(exc: RoutingError, alias: str) -> InvalidRequest:
+    """The client's error for a request the policy cannot route at all: an alias gone, or no longer the
+    team's, since the catalog's check is a 404 like any unknown model (and, like it, does not say which)."""
+    if exc.code in ("model_not_found", "model_not_allowed"):
+        return ModelNotFound(alias)
+    return InvalidRequest(exc.message, param=exc.param, code=exc.code)
+
+
 _MIN_SECRET_CHARS = 8
 
 
@@ -108,7 +119,7 @@ class ErrorInfo:
 
 # exception class → (HTTP status, OpenAI error type); the first matching class in MRO order wins.
 ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
-    ModelNotFound: (400, "invalid_request_error"),
+    ModelNotFound: (404, "invalid_request_error"),  # OpenAI's status and type for it
     InvalidRequest: (400, "invalid_request_error"),
     BodyTooLarge: (413, "invalid_request_error"),
     AuthError: (401, "authentication_error"),
