@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.answer_shape import shape_problem
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError, redacted
@@ -101,6 +102,10 @@ class LiteLLMBackend:
         self._counters.in_flight += 1
         try:
             data = _dump(await self._call(request))
+            if problem := shape_problem(request.path, data):  # litellm normalises, but never relay an empty answer
+                self._counters.failures += 1
+                raise UpstreamError(f"upstream {self.name} answered without an answer: {problem}",
+                                    backend=self.name, kind="protocol")
             return UpstreamResponse(orjson.dumps(data), data)
         finally:
             self._counters.in_flight -= 1
