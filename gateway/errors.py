@@ -62,6 +62,12 @@ class BudgetExhausted(GatewayError):
     """A stream's output reached what the team's hard USD budget still pays for; it is cut there."""
 
 
+# An upstream's refusal of what this request needs from it in particular — a context too short, no
+# structured output (our engine, for response_format json) — where another target may well serve it:
+# worth trying the next, and no sign the upstream is unhealthy.
+ANOTHER_TARGET_MAY = frozenset({"context_length_exceeded", "structured_output_unsupported"})
+
+
 class UpstreamError(GatewayError):
     """An upstream answered with an error, timed out, or dropped the connection."""
 
@@ -76,9 +82,9 @@ class UpstreamError(GatewayError):
 
     @property
     def retryable(self) -> bool:
-        """Worth trying the next target: the upstream is overloaded, broken or unreachable — or its
-        context is too short for this request (another target's may not be)."""
-        if self.upstream_status is None or self.code == "context_length_exceeded":
+        """Worth trying the next target: the upstream is overloaded, broken or unreachable — or it
+        cannot serve this request where another may (ANOTHER_TARGET_MAY)."""
+        if self.upstream_status is None or self.code in ANOTHER_TARGET_MAY:
             return True
         return self.upstream_status in (408, 429) or self.upstream_status >= 500
 

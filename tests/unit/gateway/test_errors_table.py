@@ -11,8 +11,10 @@ from gateway.errors import (
     NoBackendAvailable,
     UpstreamError,
     error_info,
+    routing_refusal,
 )
 from observability.limits_protocol import LimitExceeded
+from policies.errors import RoutingError
 
 
 @pytest.mark.parametrize("exc, status, kind", [
@@ -64,12 +66,15 @@ def test_retryable(upstream: int | None, kind: str, retry: bool) -> None:
 
 
 def test_an_alias_the_router_does_not_know_is_404_like_any_unknown_model() -> None:
-    from gateway.errors import routing_refusal
-    from policies.errors import RoutingError
-
     for code in ("model_not_found", "model_not_allowed"):  # (the latter: no hint that it exists)
         gone = error_info(routing_refusal(RoutingError(code, "Team 'red' may not use model 'x'", "model"), "x"))
         assert (gone.status, gone.code, gone.param) == (404, "model_not_found", "model")
         assert "red" not in gone.message and "`x`" in gone.message
     other = error_info(routing_refusal(RoutingError("too_odd", "no", "model"), "x"))
     assert (other.status, other.code) == (400, "too_odd")
+
+
+def test_a_target_that_cannot_give_json_output_is_worth_passing_over() -> None:
+    refused = UpstreamError("no json", backend="local", upstream_status=400, code="structured_output_unsupported")
+    assert refused.retryable and error_info(refused).status == 400  # the client's 400 when no target is left
+    assert not UpstreamError("no", backend="local", upstream_status=400, code="invalid_value").retryable
