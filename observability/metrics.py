@@ -123,13 +123,15 @@ class RequestMetrics:
         if ok:
             for gap in record.itl_gaps_s if itl_gaps is None else itl_gaps:
                 self.tpot.record(gap, genai)
-        if record.status != "rejected":
+        if record.status != "rejected" and not record.is_shadow:  # per client request, as the duration
             self.tokens.record(record.prompt_tokens, {**genai, "gen_ai.token.type": "input"})
             self.tokens.record(record.completion_tokens, {**genai, "gen_ai.token.type": "output"})
         team = {"hybridgw.team": self._team(record.team), "hybridgw.backend": genai["hybridgw.backend"]}
-        self.requests.add(1, {**team, "hybridgw.route": self._rule(record.rule), "hybridgw.status": record.status})
-        self.token_count.add(record.prompt_tokens, {**team, "gen_ai.token.type": "input"})
-        self.token_count.add(record.completion_tokens, {**team, "gen_ai.token.type": "output"})
+        # The route tells a shadow call's tokens (route "shadow": spend, not traffic) from the served ones.
+        route = self._rule(record.rule)
+        self.requests.add(1, {**team, "hybridgw.route": route, "hybridgw.status": record.status})
+        self.token_count.add(record.prompt_tokens, {**team, "hybridgw.route": route, "gen_ai.token.type": "input"})
+        self.token_count.add(record.completion_tokens, {**team, "hybridgw.route": route, "gen_ai.token.type": "output"})
         if record.cost_usd:
             self.cost.add(record.cost_usd, team)
 
