@@ -97,6 +97,12 @@ def routing_refusal(exc: RoutingError, alias: str) -> InvalidRequest:
     return InvalidRequest(exc.message, param=exc.param, code=exc.code)
 
 
+def against_health(error: BaseException) -> bool:
+    """Whether a failed call says its backend is unhealthy: an overload, a fault or no answer — not a
+    4xx the request earned, nor a refusal another target may not give (ANOTHER_TARGET_MAY)."""
+    return isinstance(error, UpstreamError) and error.retryable and error.code not in ANOTHER_TARGET_MAY
+
+
 _MIN_SECRET_CHARS = 8
 
 

@@ -15,6 +15,7 @@ import orjson
 
 from gateway import upstream_body
 from gateway.backends.base import UpstreamRequest
+from gateway.errors import against_health
 from gateway.shadow_record import pair_of, shadow_record
 from gateway.shadow_room import no_room, shadow_facts
 from gateway.stream_tally import response_text, upstream_counts
@@ -216,11 +217,17 @@ class Shadower:
         # one whole answer: the client's streaming fields do not go on (the allow-list keeps them)
         sent_body = {k: v for k, v in built.body.items() if k not in ("stream", "stream_options")}
         request = UpstreamRequest("chat/completions", sent_body, ex.request_id + ".shadow", False)
+        # The outcome is news of the backend called (the pair's other one, never the served one): its
+        # health learns from it as from a client's call; no TTFT, as a whole answer has no first token.
+        live = self.svc.live
         try:
             upstream = await self.svc.backends[target.backend].complete(request)
         except Exception as exc:  # UpstreamError, or anything the backend let out
+            if against_health(exc):
+                live.record_result(target.backend, ok=False)
             return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
                           error=f"{type(exc).__name__}: {exc}"[:300])
+        live.record_result(target.backend, ok=True)
         return _answer(self.svc, ex, target, upstream.data, time.perf_counter() - sent)
 
     def read_pairs(self, team: str, limit: int | None = None) -> list[Any]:

@@ -133,6 +133,9 @@ def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
     metrics = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
     failed = re.search(r'^hybridgw_shadow_requests_total\{[^}]*outcome="failed"[^}]*\} (\S+)$', metrics, re.M)
     assert failed is not None and float(failed.group(1)) == before["failed"] + 1
+    # The failure is news of the backend the shadow called (broken), not of the one that served (weak).
+    health = {row["name"]: row for row in httpx.get(f"{gw.url}/console/api/backends", headers=ADMIN).json()["data"]}
+    assert health["broken"]["consecutive_failures"] >= 1 and health["weak"]["consecutive_failures"] == 0
 
 
 def test_reports_count_the_requests_once_and_the_shadow_spend_apart(gw: Gateway) -> None:
