@@ -85,9 +85,9 @@ class LiteLLMBackend:
 
     def _client_for(self, model: str) -> Any | None:
         provider = provider_of(model)
-        if provider not in self._handlers:
-            self._handlers[provider] = redirect_free_handler(provider, self.spec.timeouts.first_byte_s)
-        return self._handlers[provider]
+        if provider not in self._handlers and self._litellm is not None:
+            self._handlers[provider] = redirect_free_handler(self._litellm, provider, self.spec.timeouts.first_byte_s)
+        return self._handlers.get(provider)
 
     def state(self) -> BackendState:
         return self._counters.snapshot(self.name, self.kind)

@@ -35,9 +35,10 @@ def provider_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "openai"
 
 
-def redirect_free_handler(provider: str, timeout_s: float) -> Any | None:
-    """An AsyncHTTPHandler that follows no redirect, for a provider that takes one; else None."""
-    if provider not in HANDLER_PROVIDERS:
+def redirect_free_handler(litellm: Any, provider: str, timeout_s: float) -> Any | None:
+    """An AsyncHTTPHandler that follows no redirect, for a provider that takes one; else None (also
+    before litellm is imported: nothing here imports it)."""
+    if litellm is None or provider not in HANDLER_PROVIDERS:
         return None
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
