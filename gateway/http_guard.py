@@ -6,6 +6,7 @@ read or many; one client address holds at most `max_per_client` connections, all
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
     """A protocol class for `uvicorn.Config(http=...)`; its per-address counts are shared by the
     connections of one server (all on its event loop's thread, so a plain dict suffices)."""
     per_client: dict[str, int] = {}
+    # Takes uvicorn's "Invalid HTTP request received." for a head refused as too large: a 431 is no invalid
+    # request, and a client sending such heads on purpose should not write a warning line per connection.
+    silent = logging.Logger("hybridgw.http_guard.refused", logging.CRITICAL + 1)
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
@@ -106,6 +110,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             self._parsed_bytes += size
             if self._parsed_bytes > bounds.max_head_bytes:
                 self._head_refused = True
+                self.logger = silent  # this connection is closing; nothing else of it is logged
                 raise HeadTooLarge  # the parser stops; uvicorn answers through send_400_response
 
         def send_400_response(self, msg: str) -> None:

@@ -28,6 +28,7 @@ class Served:
     url: str
     port: int
     key: str
+    proc: procs.Proc
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def served(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {"HYBRIDGW_DATA_DIR": str(root / "data"), "HYBRIDGW_HEADER_TIMEOUT_S": "3",
            "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT), "HYBRIDGW_MAX_CONNECTIONS": str(TOTAL)}
     with procs.gateway(config, env, "gateway-slow", port=port) as (url, proc):
-        yield Served(url, port, key)
+        yield Served(url, port, key, proc)
         assert proc.alive(), proc.output()[-3000:]
 
 
@@ -184,6 +185,7 @@ def test_a_70kb_head_in_one_write_is_refused(served: Served, head: bytes) -> Non
         sock.sendall(head)
         answer = _answer(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert "Invalid HTTP request" not in served.proc.output()  # a refused head is no warning line
 
 
 def test_a_huge_request_head_is_refused(served: Served) -> None:
