@@ -48,7 +48,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None  # the address this connection is counted under
         _head_bytes: int | None = None  # bytes of the request head so far; None: no head under way
-        _parsed_bytes = 0  # the head's url and complete headers as the parser hands them over
+        _read_len = 0  # the length of the read being parsed
         _head_refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -80,6 +80,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            self._read_len = len(data)
             super().data_received(data)
             if self._head_bytes is None:
                 return
@@ -92,26 +93,8 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
-            self._parsed_bytes = 0
             if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
                 self._arm_head_timer()
-
-        # The per-read count above never sees a head that one read both begins and ends (httptools
-        # runs the whole head, then the app, inside one feed): these count what the parser hands over.
-        def on_url(self, url: bytes) -> None:
-            super().on_url(url)
-            self._count_parsed(len(url))
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            super().on_header(name, value)
-            self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
-
-        def _count_parsed(self, size: int) -> None:
-            self._parsed_bytes += size
-            if self._parsed_bytes > bounds.max_head_bytes:
-                self._head_refused = True
-                self.logger = silent  # this connection is closing; nothing else of it is logged
-                raise HeadTooLarge  # the parser stops; uvicorn answers through send_400_response
 
         def send_400_response(self, msg: str) -> None:
             if not self._head_refused:
@@ -125,9 +108,21 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             self.transport.close()
 
         def on_headers_complete(self) -> None:
+            # The per-read count never sees the read that ends a head (httptools runs the whole head,
+            # then the app, inside one feed). What came before plus this whole read bounds the head: only
+            # past the limit (a read that big is rare) is the head measured as parsed, before the app runs.
+            if (self._head_bytes or 0) + self._read_len > bounds.max_head_bytes and \
+                    self._parsed_head_bytes() > bounds.max_head_bytes:
+                self._head_refused = True
+                self.logger = silent  # this connection is closing; nothing else of it is logged
+                raise HeadTooLarge  # the parser stops; uvicorn answers through send_400_response
             self._disarm_head_timer()
             self._head_bytes = None
             super().on_headers_complete()
+
+        def _parsed_head_bytes(self) -> int:
+            """The head's size as parsed (the request line's method and version aside)."""
+            return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": " CRLF
 
         def _arm_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(bounds.head_timeout_s, self._head_timed_out)
