@@ -29,8 +29,8 @@ class InvalidRequest(GatewayError):
 class ModelNotFound(InvalidRequest):
     """404 as OpenAI answers it (the SDK raises NotFoundError), also for a model the team may not use."""
 
-    def __init__(self, model: str, message: str | None = None) -> None:
-        super().__init__(message or f"The model `{model}` does not exist or you do not have access to it.",
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` does not exist or you do not have access to it.",
                          param="model", code="model_not_found")
 
 
