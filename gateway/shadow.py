@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 # no_room: a local engine had no room for the call when its turn came (dropped, as a client request spills)
-OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "no_room", "skipped", "stored", "store_failed")
+OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "no_room", "unhealthy", "skipped", "stored",
+            "store_failed")
 
 
 class PairNotStored(Exception):
@@ -126,6 +127,9 @@ class Shadower:
                 self._pending -= 1
 
     async def _run(self, job: ShadowJob) -> None:
+        if not self._healthy(job.target.backend):
+            self.counts["unhealthy"] += 1
+            return
         fits, hold = self._hold(job)
         if not fits:
             self.counts["no_room"] += 1
@@ -141,6 +145,17 @@ class Shadower:
             return
         self.counts["ok"] += 1
         await self._keep(job, answer, job.ex)
+
+    def _healthy(self, backend: str) -> bool:
+        """Whether the backend's circuit lets this call through: not while open (a client's request would
+        skip it too); half-open, the call is the one probe when it can claim it (a backend only shadows
+        reach would otherwise stay half-open for good)."""
+        live = self.svc.live
+        now = live.clock()
+        view = live.health.view(now).get(backend)
+        if view is None or view.state == "closed":
+            return True
+        return view.state == "half_open" and live.health.claim_probe(backend, now)
 
     def _hold(self, job: ShadowJob) -> tuple[bool, Hold | None]:
         """(fits, the call's KV hold on a local engine — None on a hosted one), taken as a client
