@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from gateway.auth import is_admin
+from gateway.auth import authorization, is_admin
 from gateway.errors import AuthError, PermissionDenied
 from gateway.services import Services
 
@@ -15,7 +15,7 @@ _NEED_ADMIN = "Admin endpoints need the admin key (HYBRIDGW_ADMIN_KEY) as the be
 async def require_admin(request: Request) -> Services:
     """The app's services when the bearer is the admin key; AuthError (401) or PermissionDenied (403)."""
     svc: Services = request.app.state.services
-    header = request.headers.get("authorization")
+    header = authorization(request.headers)  # two: InvalidRequest (400)
     if is_admin(header, svc.settings.admin_key):
         return svc
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry import trace
 
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, against_health
 from gateway.exchange import Exchange
 from gateway.services import Services
 from policies.decision import Target
@@ -30,8 +30,8 @@ class AttemptBook:
 
     def failed(self, target: Target, error: UpstreamError) -> None:
         # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
-        # long for this backend's context, even where dispatch goes on to a larger one.
-        if error.retryable and error.code != "context_length_exceeded":
+        # long for this backend's context (or needing JSON output of it), even where dispatch goes on.
+        if against_health(error):
             self.svc.live.record_result(target.backend, ok=False)
         self.svc.live.release(self.ex.hold)
         self.ex.hold = None

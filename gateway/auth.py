@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from gateway.errors import AuthError, PermissionDenied
+from starlette.datastructures import Headers
+
+from gateway.errors import AuthError, InvalidRequest, PermissionDenied
 from gateway.key_spec import KeySpec
 from policies.schema import Policy
 
@@ -40,6 +42,24 @@ def new_key() -> tuple[str, str]:
 def key_for(key_id: str) -> str:
     """A fresh secret under an existing key id (rotation keeps the id: limits and reports follow it)."""
     return f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
+
+
+def authorization(headers: Headers) -> str | None:
+    """The request's one Authorization header (None: none). Two or more are refused (400), not the
+    first taken: a proxy on the way, the gateway and a log could each believe a different one."""
+    values = headers.getlist("authorization")
+    if len(values) > 1:
+        raise InvalidRequest(f"The request has {len(values)} Authorization headers; send exactly one "
+                             "('Authorization: Bearer <key>').", param="authorization",
+                             code="ambiguous_authorization")
+    return values[0] if values else None
+
+
+def sole_authorization(headers: Headers) -> str | None:
+    """The one Authorization header, None when there are none or several: for a check that only withholds
+    (/readyz's details, /metrics), where ambiguous credentials count as none."""
+    values = headers.getlist("authorization")
+    return values[0] if len(values) == 1 else None
 
 
 def bearer_token(header: str | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from observability.limits_protocol import LimitExceeded
+from policies.errors import RoutingError
 
 
 class GatewayError(Exception):
@@ -26,6 +27,8 @@ class InvalidRequest(GatewayError):
 
 
 class ModelNotFound(InvalidRequest):
+    """404 as OpenAI answers it (the SDK raises NotFoundError), also for a model the team may not use."""
+
     def __init__(self, model: str) -> None:
         super().__init__(f"The model `{model}` does not exist or you do not have access to it.",
                          param="model", code="model_not_found")
@@ -59,6 +62,12 @@ class BudgetExhausted(GatewayError):
     """A stream's output reached what the team's hard USD budget still pays for; it is cut there."""
 
 
+# An upstream's refusal of what this request needs from it in particular — a context too short, no
+# structured output (our engine, for response_format json) — where another target may well serve it:
+# worth trying the next, and no sign the upstream is unhealthy.
+ANOTHER_TARGET_MAY = frozenset({"context_length_exceeded", "structured_output_unsupported"})
+
+
 class UpstreamError(GatewayError):
     """An upstream answered with an error, timed out, or dropped the connection."""
 
@@ -73,11 +82,25 @@ class UpstreamError(GatewayError):
 
     @property
     def retryable(self) -> bool:
-        """Worth trying the next target: the upstream is overloaded, broken or unreachable — or its
-        context is too short for this request (another target's may not be)."""
-        if self.upstream_status is None or self.code == "context_length_exceeded":
+        """Worth trying the next target: the upstream is overloaded, broken or unreachable — or it
+        cannot serve this request where another may (ANOTHER_TARGET_MAY)."""
+        if self.upstream_status is None or self.code in ANOTHER_TARGET_MAY:
             return True
         return self.upstream_status in (408, 429) or self.upstream_status >= 500
+
+
+def routing_refusal(exc: RoutingError, alias: str) -> InvalidRequest:
+    """The client's error for a request the policy cannot route at all: an alias gone, or no longer the
+    team's, since the catalog's check is a 404 like any unknown model (and, like it, does not say which)."""
+    if exc.code in ("model_not_found", "model_not_allowed"):
+        return ModelNotFound(alias)
+    return InvalidRequest(exc.message, param=exc.param, code=exc.code)
+
+
+def against_health(error: BaseException) -> bool:
+    """Whether a failed call says its backend is unhealthy: an overload, a fault or no answer — not a
+    4xx the request earned, nor a refusal another target may not give (ANOTHER_TARGET_MAY)."""
+    return isinstance(error, UpstreamError) and error.retryable and error.code not in ANOTHER_TARGET_MAY
 
 
 _MIN_SECRET_CHARS = 8
@@ -108,7 +131,7 @@ class ErrorInfo:
 
 # exception class → (HTTP status, OpenAI error type); the first matching class in MRO order wins.
 ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
-    ModelNotFound: (400, "invalid_request_error"),
+    ModelNotFound: (404, "invalid_request_error"),  # OpenAI's status and type for it
     InvalidRequest: (400, "invalid_request_error"),
     BodyTooLarge: (413, "invalid_request_error"),
     AuthError: (401, "authentication_error"),

@@ -1,10 +1,12 @@
 """uvicorn's httptools protocol with the bounds uvicorn lacks against slow or greedy clients: a
 request head (request line + headers) must arrive within `head_timeout_s` of the connection opening
-or of the request's first byte, and be at most `max_head_bytes` long; one client address holds at
-most `max_per_client` connections, all together at most `max_total` (503 at it; beyond, closed)."""
+or of the request's first byte, and be at most `max_head_bytes` long (431), whether it comes in one
+read or many; one client address holds at most `max_per_client` connections, all together at most
+`max_total` (503 at it; beyond, closed)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from dataclasses import dataclass
 
@@ -17,6 +19,10 @@ class ConnectionBounds:
     max_per_client: int  # connections one client address may hold at once; 0: no bound
     max_total: int  # connections beyond this are closed on arrival (at it, requests get 503)
     max_head_bytes: int = 64 * 1024  # httptools would buffer any length, re-copying it per packet
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback to stop httptools before the request reaches the app."""
 
 
 HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
@@ -34,11 +40,16 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
     """A protocol class for `uvicorn.Config(http=...)`; its per-address counts are shared by the
     connections of one server (all on its event loop's thread, so a plain dict suffices)."""
     per_client: dict[str, int] = {}
+    # Takes uvicorn's "Invalid HTTP request received." for a head refused as too large: a 431 is no invalid
+    # request, and a client sending such heads on purpose should not write a warning line per connection.
+    silent = logging.Logger("hybridgw.http_guard.refused", logging.CRITICAL + 1)
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
         _counted: str | None = None  # the address this connection is counted under
         _head_bytes: int | None = None  # bytes of the request head so far; None: no head under way
+        _read_len = 0  # the length of the read being parsed
+        _head_refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -69,6 +80,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            self._read_len = len(data)
             super().data_received(data)
             if self._head_bytes is None:
                 return
@@ -76,9 +88,7 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             # may also end the previous request's body: counted too, a slight over-count).
             self._head_bytes += len(data)
             if self._head_bytes > bounds.max_head_bytes and not self.transport.is_closing():
-                if self.cycle is None or self.cycle.response_complete:  # never into another response
-                    self.transport.write(HEAD_TOO_LARGE)
-                self.transport.close()
+                self._refuse_head()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -86,10 +96,33 @@ def guarded_protocol(bounds: ConnectionBounds) -> type[HttpToolsProtocol]:
             if self._head_timer is None:  # a keep-alive connection's next request: its head is timed too
                 self._arm_head_timer()
 
+        def send_400_response(self, msg: str) -> None:
+            if not self._head_refused:
+                super().send_400_response(msg)
+            elif not self.transport.is_closing():
+                self._refuse_head()
+
+        def _refuse_head(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # never into another response
+                self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
+
         def on_headers_complete(self) -> None:
+            # The per-read count never sees the read that ends a head (httptools runs the whole head,
+            # then the app, inside one feed). What came before plus this whole read bounds the head: only
+            # past the limit (a read that big is rare) is the head measured as parsed, before the app runs.
+            if (self._head_bytes or 0) + self._read_len > bounds.max_head_bytes and \
+                    self._parsed_head_bytes() > bounds.max_head_bytes:
+                self._head_refused = True
+                self.logger = silent  # this connection is closing; nothing else of it is logged
+                raise HeadTooLarge  # the parser stops; uvicorn answers through send_400_response
             self._disarm_head_timer()
             self._head_bytes = None
             super().on_headers_complete()
+
+        def _parsed_head_bytes(self) -> int:
+            """The head's size as parsed (the request line's method and version aside)."""
+            return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": " CRLF
 
         def _arm_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(bounds.head_timeout_s, self._head_timed_out)

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import dispatch, upstream_body
 from gateway.attempts import AttemptBook
-from gateway.auth import check_key_alias
+from gateway.auth import authorization, check_key_alias
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
 from gateway.errors import (
@@ -92,7 +92,7 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
     svc: Services = request.app.state.services
     ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
     try:
-        ex.key = key = await svc.authenticate(request.headers.get("authorization"))
+        ex.key = key = await svc.authenticate(authorization(request.headers))
     except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
         return error_response(ex.response_headers(), exc)
     ex.tags.update(key.spec.tags)  # on every record of the key, refusals (404, 403) included

@@ -6,7 +6,7 @@ import time
 
 from opentelemetry import trace
 
-from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied
+from gateway.errors import InvalidRequest, NoBackendAvailable, PermissionDenied, routing_refusal
 from gateway.exchange import ParsedRequest, RoutePlan
 from gateway.services import Services
 from gateway.token_count import measure_prompt
@@ -36,7 +36,7 @@ async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: t
                                         compiled=compiled, prompt_tokens=prompt_tokens, live=live, scores=scores)
     except RoutingError as exc:
         span.end()
-        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+        raise routing_refusal(exc, request.alias) from None
     decision = (svc.route_fn(facts) if svc.route_fn is not None
                 else svc.decider.route(facts, compiled=compiled, live=live))
     _describe_decision(span, facts, decision)

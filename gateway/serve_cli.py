@@ -55,6 +55,7 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     import uvicorn
 
     from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
+    from gateway.shutdown_log import quiet_shutdown_cancels
 
     total = connection_limit(settings.max_connections)
     bounds = ConnectionBounds(settings.header_timeout_s, settings.max_connections_per_client, total,
@@ -62,6 +63,7 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop="uvloop",
                             http=guarded_protocol(bounds), limit_concurrency=total, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+    quiet_shutdown_cancels(logging.getLogger("uvicorn.error"))  # after Config: it sets uvicorn's logging up
     server = uvicorn.Server(config)
     prepare_heap_for_serving()  # the app is built: GCs walk only what requests allocate (gateway/heap.py)
     server.run(sockets=None if sock is None else [sock])

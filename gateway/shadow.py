@@ -15,6 +15,7 @@ import orjson
 
 from gateway import upstream_body
 from gateway.backends.base import UpstreamRequest
+from gateway.errors import against_health
 from gateway.shadow_record import pair_of, shadow_record
 from gateway.shadow_room import no_room, shadow_facts
 from gateway.stream_tally import response_text, upstream_counts
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 # no_room: a local engine had no room for the call when its turn came (dropped, as a client request spills)
-OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "no_room", "skipped", "stored", "store_failed")
+OUTCOMES = ("sampled", "sent", "ok", "failed", "dropped", "no_room", "unhealthy", "skipped", "stored",
+            "store_failed")
 
 
 class PairNotStored(Exception):
@@ -125,6 +127,9 @@ class Shadower:
                 self._pending -= 1
 
     async def _run(self, job: ShadowJob) -> None:
+        if not self._healthy(job.target.backend):
+            self.counts["unhealthy"] += 1
+            return
         fits, hold = self._hold(job)
         if not fits:
             self.counts["no_room"] += 1
@@ -140,6 +145,17 @@ class Shadower:
             return
         self.counts["ok"] += 1
         await self._keep(job, answer, job.ex)
+
+    def _healthy(self, backend: str) -> bool:
+        """Whether the backend's circuit lets this call through: not while open (a client's request would
+        skip it too); half-open, the call is the one probe when it can claim it (a backend only shadows
+        reach would otherwise stay half-open for good)."""
+        live = self.svc.live
+        now = live.clock()
+        view = live.health.view(now).get(backend)
+        if view is None or view.state == "closed":
+            return True
+        return view.state == "half_open" and live.health.claim_probe(backend, now)
 
     def _hold(self, job: ShadowJob) -> tuple[bool, Hold | None]:
         """(fits, the call's KV hold on a local engine — None on a hosted one), taken as a client
@@ -216,11 +232,17 @@ class Shadower:
         # one whole answer: the client's streaming fields do not go on (the allow-list keeps them)
         sent_body = {k: v for k, v in built.body.items() if k not in ("stream", "stream_options")}
         request = UpstreamRequest("chat/completions", sent_body, ex.request_id + ".shadow", False)
+        # The outcome is news of the backend called (the pair's other one, never the served one): its
+        # health learns from it as from a client's call; no TTFT, as a whole answer has no first token.
+        live = self.svc.live
         try:
             upstream = await self.svc.backends[target.backend].complete(request)
         except Exception as exc:  # UpstreamError, or anything the backend let out
+            if against_health(exc):
+                live.record_result(target.backend, ok=False)
             return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
                           error=f"{type(exc).__name__}: {exc}"[:300])
+        live.record_result(target.backend, ok=True)
         return _answer(self.svc, ex, target, upstream.data, time.perf_counter() - sent)
 
     def read_pairs(self, team: str, limit: int | None = None) -> list[Any]:

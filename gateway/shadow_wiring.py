@@ -51,7 +51,7 @@ def install_shadow(app: Starlette, services: Services, provider: MeterProvider |
 
 
 def register_shadow_metrics(provider: MeterProvider, shadower: Shadower) -> None:
-    """hybridgw_shadow_requests_total{outcome=sampled|sent|ok|failed|dropped|no_room|skipped|stored|
+    """hybridgw_shadow_requests_total{outcome=sampled|sent|ok|failed|dropped|no_room|unhealthy|skipped|stored|
     store_failed}."""
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"outcome": k}) for k, n in dict(shadower.counts).items()]

@@ -1,7 +1,8 @@
 """OpenAI request bodies at the engine server's edge (pydantic), turned into SamplingParams and messages.
 
 Unknown fields are accepted and ignored, as OpenAI-compatible servers do; fields we cannot honour
-(n > 1, best_of, echo with logprobs …) are refused with a 400 naming the field.
+(n > 1, best_of, echo with logprobs, structured output: response_format json_object/json_schema and
+vLLM's guided_*) are refused with a 400 naming the field.
 """
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from local_engine.sequence import SamplingParams
 
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
+# Refused, never ignored: a caller that asked for JSON must not get free text that looks like an answer.
+# The gateway tries the route's next target on this code (a hosted model may constrain its output).
+STRUCTURED_OUTPUT_UNSUPPORTED = "structured_output_unsupported"
+_GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
 
 
 class ProtocolError(ValueError):
@@ -50,6 +55,7 @@ class _SamplingFields(BaseModel):
     ignore_eos: bool = False
     stop_token_ids: list[int] | None = None
     priority: int = 0
+    response_format: Any = None
 
     @property
     def include_usage(self) -> bool:
@@ -57,6 +63,7 @@ class _SamplingFields(BaseModel):
 
     def sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         """Validate ranges (400 with the field named) and build the engine's SamplingParams."""
+        self._refuse_structured_output()
         _check_range("n", self.n, 1, 1, "only n=1 is supported")
         _check_range("temperature", self.temperature, 0.0, 2.0)
         _check_range("top_p", self.top_p, 1e-9, 1.0, "top_p must be in (0, 1]")
@@ -81,6 +88,21 @@ class _SamplingFields(BaseModel):
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
         )
+
+
+    def _refuse_structured_output(self) -> None:
+        """This engine samples freely: it cannot constrain output to JSON or a grammar."""
+        fmt = self.response_format
+        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+        if fmt is not None and kind != "text":
+            raise ProtocolError(f"response_format {kind!r} is not supported: this engine cannot constrain its "
+                                "output to JSON (only {'type': 'text'})", "response_format",
+                                STRUCTURED_OUTPUT_UNSUPPORTED)
+        extras = self.model_extra or {}
+        for name in _GUIDED_FIELDS:
+            if extras.get(name) is not None:
+                raise ProtocolError(f"{name} is not supported: this engine cannot constrain its output",
+                                    name, STRUCTURED_OUTPUT_UNSUPPORTED)
 
 
 class ChatMessage(BaseModel):

@@ -156,13 +156,15 @@ class RequestMetrics:
         tpot = time_per_output_token(record)
         if tpot is not None:
             self.tpot.record(tpot, genai)
-        if record.status != "rejected":
+        if record.status != "rejected" and not record.is_shadow:  # per client request, as the duration
             self.tokens.record(record.prompt_tokens, {**genai, "gen_ai.token.type": "input"})
             self.tokens.record(record.completion_tokens, {**genai, "gen_ai.token.type": "output"})
         team = (("hybridgw.team", self._team(record.team)), ("hybridgw.backend", backend))
-        self.requests.add(1, (*team, ("hybridgw.route", self._rule(record.rule)), ("hybridgw.status", record.status)))
-        self.token_count.add(record.prompt_tokens, (*team, ("gen_ai.token.type", "input")))
-        self.token_count.add(record.completion_tokens, (*team, ("gen_ai.token.type", "output")))
+        # The route tells a shadow call's tokens (route "shadow": spend, not traffic) from the served ones.
+        route = ("hybridgw.route", self._rule(record.rule))
+        self.requests.add(1, (*team, route, ("hybridgw.status", record.status)))
+        self.token_count.add(record.prompt_tokens, (*team, route, ("gen_ai.token.type", "input")))
+        self.token_count.add(record.completion_tokens, (*team, route, ("gen_ai.token.type", "output")))
         if record.cost_usd:
             self.cost.add(record.cost_usd, team)
 

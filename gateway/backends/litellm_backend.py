@@ -1,6 +1,7 @@
 """Backend for providers whose wire format is not OpenAI's (Anthropic, Bedrock, Vertex, …) through
 litellm, its output normalised to OpenAI chunks. litellm is imported on open(), never at import
-time (seconds), and OpenAI-compatible upstreams never come here (they use openai_http)."""
+time (seconds), and OpenAI-compatible upstreams never come here (they use openai_http). Redirects are
+not followed where litellm lets us say so (gateway/backends/litellm_redirects.py): a 3xx is a 502."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,9 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.answer_shape import shape_problem
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
+from gateway.backends.litellm_redirects import provider_of, redirect_free_handler, stop_sdk_redirects
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError, redacted
 
@@ -46,6 +49,10 @@ def _error(backend: str, exc: BaseException, after_first_byte: bool = False) -> 
         return UpstreamError(f"upstream {backend} unreachable: {message}", backend=backend, kind="connect",
                              after_first_byte=after_first_byte)
     status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and 300 <= status < 400:  # not followed: the client sees a 502, as for openai_http
+        return UpstreamError(f"upstream {backend} answered {status}, a redirect; redirects are not followed: set the "
+                             "backend's base_url to the address that serves the API", backend=backend,
+                             kind="protocol", after_first_byte=after_first_byte)
     return UpstreamError(f"upstream {backend} returned {status or 'an error'}: {message}", backend=backend,
                          upstream_status=status if isinstance(status, int) else None,
                          kind="status" if isinstance(status, int) else "protocol", after_first_byte=after_first_byte)
@@ -63,12 +70,24 @@ class LiteLLMBackend:
         self.spec = spec
         self._litellm: Any = None
         self._counters = BackendCounters()
+        self._handlers: dict[str, Any] = {}  # provider → its redirect-free client (None: litellm's own)
 
     async def open(self) -> None:
         self._litellm = await asyncio.to_thread(importlib.import_module, "litellm")
+        stop_sdk_redirects(self._litellm)
 
     async def aclose(self) -> None:
         self._litellm = None
+        handlers, self._handlers = self._handlers, {}
+        for handler in handlers.values():
+            if handler is not None:
+                await handler.close()
+
+    def _client_for(self, model: str) -> Any | None:
+        provider = provider_of(model)
+        if provider not in self._handlers and self._litellm is not None:
+            self._handlers[provider] = redirect_free_handler(self._litellm, provider, self.spec.timeouts.first_byte_s)
+        return self._handlers.get(provider)
 
     def state(self) -> BackendState:
         return self._counters.snapshot(self.name, self.kind)
@@ -84,6 +103,9 @@ class LiteLLMBackend:
         kwargs["api_key"] = self.spec.api_key
         kwargs["timeout"] = self.spec.timeouts.first_byte_s
         kwargs["drop_params"] = True  # OpenAI-only parameters a provider lacks are dropped, not fatal
+        # (chat only: the providers were checked on that path; text and embeddings keep litellm's client)
+        if request.path == "chat/completions" and (client := self._client_for(kwargs["model"])) is not None:
+            kwargs["client"] = client
         return kwargs
 
     async def _call(self, request: UpstreamRequest) -> Any:
@@ -101,6 +123,10 @@ class LiteLLMBackend:
         self._counters.in_flight += 1
         try:
             data = _dump(await self._call(request))
+            if problem := shape_problem(request.path, data):  # litellm normalises, but never relay an empty answer
+                self._counters.failures += 1
+                raise UpstreamError(f"upstream {self.name} answered without an answer: {problem}",
+                                    backend=self.name, kind="protocol")
             return UpstreamResponse(orjson.dumps(data), data)
         finally:
             self._counters.in_flight -= 1

@@ -4,7 +4,7 @@ aiohttp with one pooled keep-alive session per backend (a quarter of httpx's CPU
 bench/upstream_clients.py); separate deadlines for connect, first byte,
 the gap between chunks and (non-streamed) the whole body; SSE relayed as the upstream's own payload
 bytes. An error object in place of an answer (a 200 error body, an in-band `data: {"error": …}`
-event) is an UpstreamError, never a relayed success.
+event) or a 200 body that is no answer (`{}`, no `choices`) is an UpstreamError, never a relayed success.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import orjson
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from gateway.backends.answer_shape import shape_problem
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.backends.read_watch import ReadWatch
 from gateway.catalog import ResolvedBackend
@@ -181,7 +182,10 @@ class OpenAIHTTPBackend:
                                                backend=self.name, kind="protocol")) from None
             if isinstance(data, dict) and error_object(content):  # a 200 that is an error: no answer
                 raise self._fail(_error_from_body(self.name, 502, content))
-            return UpstreamResponse(content, data if isinstance(data, dict) else {}, status)
+            if problem := shape_problem(request.path, data):  # `{}`, a list, no choices: no answer either
+                raise self._fail(UpstreamError(f"upstream {self.name} answered {status} without an answer: "
+                                               f"{problem}", backend=self.name, kind="protocol"))
+            return UpstreamResponse(content, data, status)
         finally:
             self._counters.in_flight -= 1
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import is_admin
+from gateway.auth import is_admin, sole_authorization
 from gateway.readiness import Readiness, readiness
 from gateway.services import Services
 
@@ -21,7 +21,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     svc: Services = request.app.state.services
     parts: Readiness = getattr(request.app.state, "readiness", None) or Readiness()
-    admin = is_admin(request.headers.get("authorization"), svc.settings.admin_key)
+    admin = is_admin(sole_authorization(request.headers), svc.settings.admin_key)
     status, body = readiness(svc.ready, {name: b.state() for name, b in svc.backends.items()},
                              svc.catalog.absent, parts, admin=admin)
     body["workers"] = await parts.workers(admin) if parts.workers is not None else {"count": 1}

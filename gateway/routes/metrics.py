@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import is_admin
+from gateway.auth import is_admin, sole_authorization
 from gateway.errors import AuthError, error_info
 from gateway.services import Services
 from observability.metrics import Metrics, RequestMetrics
@@ -28,7 +28,7 @@ def metrics_route(metrics: Metrics, request_metrics: RequestMetrics | None,
                   poller: EngineStatePoller) -> Route:
     def prometheus(request: Request) -> Response:  # sync: Starlette runs it in a worker thread
         svc: Services = request.app.state.services
-        allowed = svc.settings.metrics_public or is_admin(request.headers.get("authorization"),
+        allowed = svc.settings.metrics_public or is_admin(sole_authorization(request.headers),
                                                           svc.settings.admin_key)
         if not allowed:
             return _unauthorized(svc.settings.admin_key is not None)

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.auth import authorization
 from gateway.errors import GatewayError, ModelNotFound, NotFound
 from gateway.exchange import unrecorded_id_headers
 from gateway.proxy import error_response
@@ -25,7 +26,7 @@ async def list_models(request: Request) -> Response:
     svc: Services = request.app.state.services
     headers = unrecorded_id_headers(request.headers.get("x-request-id"))
     try:
-        key = await svc.authenticate(request.headers.get("authorization"))
+        key = await svc.authenticate(authorization(request.headers))
     except GatewayError as exc:
         return error_response(headers, exc)
     aliases = [a for a in svc.catalog.models_for(key.team) if key.spec.allows(a)]
@@ -37,7 +38,7 @@ async def get_model(request: Request) -> Response:
     headers = unrecorded_id_headers(request.headers.get("x-request-id"))
     alias = request.path_params["model"]
     try:
-        key = await svc.authenticate(request.headers.get("authorization"))
+        key = await svc.authenticate(authorization(request.headers))
         if not svc.catalog.may_use(key.team, alias) or not key.spec.allows(alias):
             not_found = ModelNotFound(alias)
             raise NotFound(not_found.message, param="model", code="model_not_found")

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.admin_access import require_admin
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest, routing_refusal
 from gateway.request_body import read_json_body
 from gateway.routes.ui_api import fail, json_response
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, parse_body
@@ -67,7 +67,7 @@ async def explain(request: Request) -> Response:
             facts = svc.decider.build_facts(body, team, headers=headers, compiled=compiled, prompt_tokens=tokens,
                                             live=live, scores=scores)
         except RoutingError as exc:
-            raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+            raise routing_refusal(exc, str(body.get("model", ""))) from None
         decision = decide(compiled, facts, live)
     except GatewayError as exc:
         return fail(request, exc)

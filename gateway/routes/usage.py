@@ -6,7 +6,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Route
 
-from gateway.auth import is_admin
+from gateway.auth import authorization, is_admin
 from gateway.errors import GatewayError, error_info
 from gateway.report_prices import chargeback_policy, policy_hosted_price
 from gateway.services import Services
@@ -16,10 +16,10 @@ from observability.usage_api import UsageCaller, usage_route
 
 async def usage_caller(request: Request) -> UsageCaller:
     svc: Services = request.app.state.services
-    header = request.headers.get("authorization")
-    if is_admin(header, svc.settings.admin_key):
-        return UsageCaller(team=None, is_admin=True)
     try:
+        header = authorization(request.headers)
+        if is_admin(header, svc.settings.admin_key):
+            return UsageCaller(team=None, is_admin=True)
         return UsageCaller(team=(await svc.authenticate(header)).team)
     except GatewayError as exc:  # the app's HTTPException handler answers it OpenAI-shaped
         raise HTTPException(error_info(exc).status, exc.message) from None

@@ -12,7 +12,7 @@ Hostile or broken upstreams: error_after=k (an in-band `data: {"error": …}` ev
 chunks), error_body=1 (a non-streamed 200 whose body is an error), usage_prompt=<JSON number>
 (the prompt_tokens it reports, e.g. 1e300 or -5), body_delay_ms (non-streamed: headers at once,
 the body that much later), chunk_bytes=N (pad each content chunk to about N bytes), raw_body=TEXT (a
-non-streamed 200 whose body is TEXT as given), raw_frame=TEXT (a stream's first event after the role chunk
+non-streamed 200 whose body is TEXT as given; embeddings too), raw_frame=TEXT (a stream's first event after the role chunk
 is `data: TEXT`), echo_key=1 (an error status whose message repeats the request's Authorization header), redirect=PATH
 (a 307 to PATH on the same server, which a client that follows it re-POSTs there).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
@@ -71,6 +71,13 @@ async def _json(send: Send, status: int, data: Any, headers: list[tuple[bytes, b
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 + (headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _raw(send: Send, content: bytes) -> None:
+    """A 200 whose body is `content` as given (JSON or not)."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -199,7 +206,9 @@ class FakeUpstream:
             if await watch.pause(_num(opts, "ttft_ms", 0) / 1000):
                 self.state.disconnects.append(str(opts.get("tag", "")))
                 return
-            if path == "/v1/embeddings":
+            if path == "/v1/embeddings" and "raw_body" in opts:
+                await _raw(send, str(opts["raw_body"]).encode())
+            elif path == "/v1/embeddings":
                 await _json(send, 200, _embeddings(body, model))
             elif path not in ("/v1/chat/completions", "/v1/completions"):
                 await _json(send, 404, {"error": {"message": f"no route {path}", "type": "not_found"}})

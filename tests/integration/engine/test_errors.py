@@ -36,6 +36,27 @@ def test_bad_fields_are_400_naming_the_field(tiny_engine: Engine, field: str, va
     assert resp.json()["error"]["param"] == field
 
 
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("fmt", [{"type": "json_object"}, SCHEMA])
+@pytest.mark.parametrize("stream", [False, True])
+def test_structured_output_is_refused_not_ignored(tiny_engine: Engine, fmt: dict, stream: bool) -> None:
+    """The engine cannot constrain its output to JSON: it answered free text as if it had."""
+    with pytest.raises(openai.BadRequestError) as err:
+        tiny_engine.client().chat.completions.create(model=MODEL, messages=ASK, max_tokens=3, stream=stream,
+                                                     response_format=fmt)  # type: ignore[call-overload]
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "response_format"
+    assert body["code"] == "structured_output_unsupported" and fmt["type"] in body["message"]
+    plain = tiny_engine.client().chat.completions.create(model=MODEL, messages=ASK, max_tokens=3,
+                                                         response_format={"type": "text"})
+    assert plain.choices[0].message.content is not None
+    guided = httpx.post(f"{tiny_engine.url}/v1/completions",
+                        json={"model": MODEL, "prompt": "x", "max_tokens": 2, "guided_json": {"type": "object"}})
+    assert guided.status_code == 400 and guided.json()["error"]["param"] == "guided_json"
+
+
 def test_malformed_bodies_are_400_not_500(tiny_engine: Engine) -> None:
     url = f"{tiny_engine.url}/v1/chat/completions"
     not_json = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"})

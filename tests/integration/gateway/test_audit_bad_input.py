@@ -117,3 +117,31 @@ def test_an_upstream_redirect_is_not_followed(gateway: Gateway, stream: bool) ->
     assert gateway.last_upstream_request()["path"] == "/v1/chat/completions"  # never /elsewhere
     record = gateway.record_for(response.headers["x-hybridgw-request-id"])
     assert record["http_status"] == 502
+
+
+def _health(gateway: Gateway, backend: str) -> dict[str, Any]:
+    rows = httpx.get(f"{gateway.url}/console/api/backends", headers={"authorization": "Bearer admin-test-key"},
+                     timeout=30).json()["data"]
+    return next(row for row in rows if row["name"] == backend)
+
+
+@pytest.mark.parametrize("path, body, raw", [
+    ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, "{}"),
+    ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, "[]"),
+    ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, '{"object":"chat.completion","choices":[]}'),
+    ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, '{"choices":[5]}'),
+    ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, "<html><body>502 Bad Gateway</body></html>"),
+    ("/v1/completions", {"model": "m", "prompt": "x"}, '{"usage":{"prompt_tokens":1,"completion_tokens":1}}'),
+    ("/v1/embeddings", {"model": "m", "input": "x"}, '{"object":"list"}'),
+])
+def test_an_upstream_200_that_is_no_answer_is_a_502_and_a_failure(gateway: Gateway, path: str,
+                                                                 body: dict[str, Any], raw: str) -> None:
+    """Was relayed as a 200 (`{}` reached the SDK as an empty completion) and recorded as a success."""
+    response = post(gateway, {**body, "fake": {"raw_body": raw}}, path)
+    error = assert_openai_error(response, 502)
+    assert error["type"] == "upstream_error" and error["code"] == "upstream_protocol"
+    record = gateway.record_for(response.headers["x-hybridgw-request-id"])
+    assert record["status"] == "error" and record["http_status"] == 502
+    assert _health(gateway, "fake")["consecutive_failures"] >= 1  # the backend's health was told
+    assert post(gateway, {"model": "m", "messages": MESSAGES}).status_code == 200
+    assert _health(gateway, "fake")["consecutive_failures"] == 0

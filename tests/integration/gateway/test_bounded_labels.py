@@ -16,7 +16,7 @@ def test_unknown_model_names_are_not_labels_or_report_keys(gateway: Gateway) -> 
         for i in range(BOGUS):
             response = http.post("/v1/chat/completions", headers={**gateway.auth("blue"), "x-request-id": f"bogus-{i}"},
                                  json={"model": f"bogus-model-{i}", "messages": [{"role": "user", "content": "hi"}]})
-            assert response.status_code == 400 and response.json()["error"]["code"] == "model_not_found"
+            assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
             assert "bogus-model-" in response.json()["error"]["message"]  # the client still sees its name
         ok = http.post("/v1/chat/completions", headers=gateway.auth("blue"),
                        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})

@@ -243,7 +243,7 @@ def test_the_policy_view_explains_a_pasted_request_against_the_live_state(consol
     assert "up (m)" in shown and "prompt tokens" in shown
     bad = httpx.post(f"{console.url}/console/api/explain", headers=ADMIN,
                      json={"team": "ops", "body": {"model": "nope", "messages": []}})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "model_not_found"
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "model_not_found"
     assert httpx.post(f"{console.url}/console/api/explain", headers=ADMIN, json={"team": "ops"}).status_code == 400
     assert httpx.post(f"{console.url}/console/api/explain", headers=ADMIN,
                       json={"team": "nobody", "body": {"model": "m"}}).json()["error"]["code"] == "unknown_team"

@@ -51,8 +51,6 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
     ({"model": "m", "messages": MESSAGES, "stream_options": {"include_usage": True}}, "stream_options"),
     ({"model": "m", "messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),
     ({"model": 3, "messages": MESSAGES}, "model"),
-    ({"model": "no-such-model", "messages": MESSAGES}, "model"),
-    ({"model": "gone", "messages": MESSAGES}, "model"),  # its only backend is absent (env unset)
 ])
 def test_bad_chat_bodies_are_400_naming_the_field(gateway: Gateway, body: Any, param: str) -> None:
     error = assert_error(post(gateway, body), 400, param)
@@ -64,10 +62,17 @@ def test_malformed_json_is_400(gateway: Gateway, raw: bytes) -> None:
     assert_error(post(gateway, raw=raw), 400)
 
 
+@pytest.mark.parametrize("model", ["no-such-model", "gone"])  # gone: its only backend is absent (env unset)
+def test_an_unknown_model_is_404(gateway: Gateway, model: str) -> None:
+    error = assert_error(post(gateway, {"model": model, "messages": MESSAGES}), 404, "model")
+    assert error["code"] == "model_not_found" and error["type"] == "invalid_request_error"
+
+
 def test_unknown_model_with_the_sdk(gateway: Gateway, client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
+    # OpenAI answers an unknown model 404 model_not_found: the SDK's NotFoundError, not BadRequestError.
+    with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nope", messages=MESSAGES)
-    assert info.value.status_code == 400
+    assert info.value.status_code == 404 and info.value.type == "invalid_request_error"
     assert info.value.param == "model" and info.value.code == "model_not_found"
 
 

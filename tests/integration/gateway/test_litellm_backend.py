@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -22,12 +23,14 @@ backends:
 models:
   lm: {{deployments: [{{backend: via_litellm, model: m}}]}}
   lm-limited: {{deployments: [{{backend: via_litellm, model: "m;status=429;message=provider says wait"}}]}}
+  lm-moved: {{deployments: [{{backend: via_litellm, model: "m;redirect=/elsewhere"}}]}}
 teams: {{red: {{}}}}
 """)
     key = create_key(root / "data", "red", config)
     env = {"HYBRIDGW_DATA_DIR": str(root / "data")}
     with procs.gateway(config, env, "gateway-litellm", timeout_s=120) as (url, _):
         with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+            client.fake_url = fake_upstream  # type: ignore[attr-defined]
             yield client
 
 
@@ -53,3 +56,17 @@ def test_provider_errors_keep_status_and_message(litellm_gateway: openai.OpenAI)
     with pytest.raises(openai.RateLimitError) as info:
         litellm_gateway.chat.completions.create(model="lm-limited", messages=[{"role": "user", "content": "x"}])
     assert "provider says wait" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_redirect_is_not_followed(litellm_gateway: openai.OpenAI, stream: bool) -> None:
+    """As for the openai kind: a 307 would have litellm's client re-POST the prompt (and our key, on the
+    same origin) wherever the provider points; the client sees a 502 and only the named address is called."""
+    fake = litellm_gateway.fake_url  # type: ignore[attr-defined]
+    with pytest.raises(openai.APIStatusError) as info:
+        reply = litellm_gateway.chat.completions.create(model="lm-moved", messages=[{"role": "user", "content": "x"}],
+                                                        stream=stream)
+        if stream:
+            list(reply)  # type: ignore[arg-type]
+    assert info.value.status_code == 502 and "redirect" in info.value.message
+    assert httpx.get(f"{fake}/_last_request").json()["path"] == "/v1/chat/completions"  # never /elsewhere

@@ -133,6 +133,9 @@ def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
     metrics = httpx.get(f"{gw.url}/metrics", headers=ADMIN).text
     failed = re.search(r'^hybridgw_shadow_requests_total\{[^}]*outcome="failed"[^}]*\} (\S+)$', metrics, re.M)
     assert failed is not None and float(failed.group(1)) == before["failed"] + 1
+    # The failure is news of the backend the shadow called (broken), not of the one that served (weak).
+    health = {row["name"]: row for row in httpx.get(f"{gw.url}/console/api/backends", headers=ADMIN).json()["data"]}
+    assert health["broken"]["consecutive_failures"] >= 1 and health["weak"]["consecutive_failures"] == 0
 
 
 def test_reports_count_the_requests_once_and_the_shadow_spend_apart(gw: Gateway) -> None:
@@ -204,6 +207,31 @@ def test_a_shadow_the_team_may_not_use_is_refused(tmp_path: Path) -> None:
     out = subprocess.run(hybridgw("policy", "check", str(config)), capture_output=True, text=True, env=_env())
     assert out.returncode != 0
     assert "shadow.backends names 'broken', which the team's allowed_backends (weak) forbid" in out.stdout + out.stderr
+
+
+def test_an_open_circuit_stops_shadow_calls_to_it(fake_upstream: str, tmp_path: Path) -> None:
+    """Shadow failures count against the backend called; once its circuit opens (2 failures here) a shadow
+    call is not made, as a client's request would skip it: counted `unhealthy`, no record, no spend."""
+    config, data = tmp_path / "policy.yaml", tmp_path / "data"
+    config.write_text(policy(fake_upstream).replace("health: {failure_threshold: 1000000}",
+                                                    "health: {failure_threshold: 2, cooldown_s: 600}"))
+    key = create_key(data, "purple", config)
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    with procs.gateway(config, env, "gateway-shadow-circuit") as (url, proc):
+        gw = Gateway(url, fake_upstream, data, {"purple": key}, proc, env, config)
+        outcomes = []
+        with gw.client("purple") as client:
+            for i in range(4):
+                before = counts(gw)
+                reply = client.chat.completions.with_raw_response.create(model="fails", messages=MESSAGES)
+                assert reply.headers["x-hybridgw-backend"] == "weak"  # the client is served all along
+                done = wait_until(lambda b=before: (lambda c: c if c["failed"] + c["unhealthy"] > b["failed"]
+                                                    + b["unhealthy"] else None)(counts(gw)), f"shadow {i}'s outcome")
+                outcomes.append("failed" if done["failed"] > before["failed"] else "unhealthy")
+        assert outcomes == ["failed", "failed", "unhealthy", "unhealthy"]
+        assert counts(gw)["sent"] == 2
+        health = {r["name"]: r for r in httpx.get(f"{url}/console/api/backends", headers=ADMIN).json()["data"]}
+        assert health["broken"]["circuit"] == "open" and health["weak"]["circuit"] == "closed"
 
 
 def _env() -> dict[str, str]:

@@ -40,7 +40,7 @@ def test_default_policy_without_a_hosted_key_is_local_only(tmp_path: Path) -> No
                          messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert readme.body.choices[0].message.content == "The capital of France is Paris."
         gone = gw.chat("gpt-4o-mini")  # its only backend is absent without the key
-        assert gone.status == 400 and gone.body["code"] == "model_not_found"
+        assert gone.status == 404 and gone.body["code"] == "model_not_found"
         big = gw.chat("smollm2", max_tokens=TOO_LONG)  # nowhere to spill, and waiting would not help
         assert big.status == 400 and big.body["code"] == "context_length_exceeded" and big.retry_after is None
         assert "exceed its context of 8192" in big.body["message"]

@@ -6,9 +6,19 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from starlette.datastructures import Headers
 
-from gateway.auth import KeyInfo, authenticate, bearer_token, hash_key, is_admin, new_key
-from gateway.errors import AuthError
+from gateway.auth import (
+    KeyInfo,
+    authenticate,
+    authorization,
+    bearer_token,
+    hash_key,
+    is_admin,
+    new_key,
+    sole_authorization,
+)
+from gateway.errors import AuthError, InvalidRequest
 from gateway.key_store import KeyStore
 
 
@@ -73,3 +83,14 @@ def test_key_store_roundtrip(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError):
         KeyStore.in_data_dir(tmp_path).create("  ")
+
+
+def test_two_authorization_headers_are_ambiguous_not_the_first() -> None:
+    two = Headers(raw=[(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")])
+    with pytest.raises(InvalidRequest) as refused:
+        authorization(two)
+    assert refused.value.code == "ambiguous_authorization" and refused.value.param == "authorization"
+    assert sole_authorization(two) is None  # /readyz and /metrics: counted as no credentials
+    one = Headers(raw=[(b"authorization", b"Bearer a")])
+    assert authorization(one) == sole_authorization(one) == "Bearer a"
+    assert authorization(Headers(raw=[])) is None

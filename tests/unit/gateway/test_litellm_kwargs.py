@@ -8,7 +8,8 @@ from gateway.catalog import ResolvedBackend
 
 HOSTILE = {"api_base": "http://evil/v1", "base_url": "http://evil/v1", "api_key": "client", "timeout": 0.001,
            "custom_llm_provider": "openai", "extra_headers": {"x": "1"}, "aws_secret_access_key": "s",
-           "vertex_project": "p", "mock_response": "m", "metadata": {}, "litellm_params": {}, "num_retries": 9}
+           "vertex_project": "p", "mock_response": "m", "metadata": {}, "litellm_params": {}, "num_retries": 9,
+           "client": "evil"}
 
 
 def _kwargs(base_url: str | None, api_key: str | None) -> dict:
@@ -27,4 +28,4 @@ def test_settings_come_from_the_spec() -> None:
 def test_a_spec_without_a_url_or_key_still_takes_none_from_the_body() -> None:
     kwargs = _kwargs(None, None)
     assert (kwargs["api_base"], kwargs["api_key"]) == (None, None)  # litellm's own default / environment
-    assert not set(kwargs) & (set(HOSTILE) - {"api_base", "api_key", "timeout"})
+    assert not set(kwargs) & (set(HOSTILE) - {"api_base", "api_key", "timeout"})  # "client" too: only ours

@@ -96,3 +96,17 @@ def test_two_builds_do_not_share_state() -> None:
     first, second = build_metrics(), build_metrics()
     RequestMetrics(first.provider).record(record())
     assert "hybridgw_requests_total{" not in second.exposition().decode()
+
+
+def test_shadow_calls_are_told_apart_in_token_counts() -> None:
+    """A shadow call's tokens are spend, not traffic: hybridgw.tokens says so by its route, and the
+    per-request GenAI histogram (like the request duration) counts only the client's requests."""
+    metrics = build_metrics()
+    recorder = RequestMetrics(metrics.provider)
+    recorder.record(record(prompt_tokens=10, completion_tokens=3))
+    recorder.record(record(rule="shadow", prompt_tokens=10, completion_tokens=7))
+    text = metrics.exposition().decode()
+    assert _value(text, "gen_ai_client_token_usage_count") == 2  # input + output of the one client request
+    assert _value(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 3
+    assert _value(text, "hybridgw_tokens_total", gen_ai_token_type="output", hybridgw_route="shadow") == 7
+    assert _value(text, "hybridgw_tokens_total", gen_ai_token_type="output") == 10
