@@ -167,8 +167,9 @@ class LlamaModel(nn.Module):
     def decoder_layers(self) -> list[DecoderLayer]:
         return [cast(DecoderLayer, layer) for layer in self.layers]
 
-    def prepack_weights(self) -> bool:
+    def prepack_weights(self, activations: str | None = None) -> bool:
         """Keep oneDNN-packed copies of the matmul weights (bf16 on CPU only); True if it did.
+        ``activations``: the native kernels' input rows (kernels.activations_setting).
 
         The plain weights stay (embedding lookups, logit rescoring, state_dict); moving or casting
         the model afterwards drops the packed copies.
@@ -177,7 +178,7 @@ class LlamaModel(nn.Module):
         if not can_prepack(head):
             return False
         has_codes = self.head_int4_codes is not None or any(layer.int4_codes for layer in self.decoder_layers)
-        self.native = load_kernels() if has_codes else None
+        self.native = load_kernels(activations=activations) if has_codes else None
         for layer in self.decoder_layers:
             layer.prepack_weights(self.native)
         self.packed_head = prepack(head)

@@ -44,10 +44,13 @@ def coded_model() -> LlamaModel:
     return model
 
 
-def coded_runner(monkeypatch: pytest.MonkeyPatch, native: str, attention: str = "fast") -> ModelRunner:
+def coded_runner(monkeypatch: pytest.MonkeyPatch, native: str, attention: str = "fast",
+                 activations: str = "bf16") -> ModelRunner:
     monkeypatch.setenv("HYBRIDGW_NATIVE", native)
+    monkeypatch.setenv("HYBRIDGW_ACTIVATIONS", activations)
     runner = make_runner(coded_model(), num_blocks=128, block_size=4, attention=attention)
     monkeypatch.delenv("HYBRIDGW_NATIVE")
+    monkeypatch.delenv("HYBRIDGW_ACTIVATIONS")
     return runner
 
 
@@ -187,7 +190,7 @@ def test_a_q4_1_gguf_runs_natively_and_picks_the_torch_paths_tokens(tmp_path: Pa
     monkeypatch.setenv("HYBRIDGW_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "q4.gguf"
     _write_tiny_gguf(path, seed=2, matrices=Q.Q4_1, embedding=Q.Q8_0)
-    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
+    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20, activations="bf16").runner
     monkeypatch.setenv("HYBRIDGW_NATIVE", "off")
     reference = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
     assert (fast.model.kernels_path, reference.model.kernels_path) == ("native", "torch")
