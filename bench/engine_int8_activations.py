@@ -1,7 +1,9 @@
 """8-bit vs bf16 activations in the native 4-bit matmuls (#14): decode step time and quality, one process.
 
 One model, its kernels switched between "bf16" and "int8" activations (the same weights):
-  --speed (default on): batch-B decode steps, settings alternating each round; p50 wall / CPU ms per step.
+  speed: batch-B decode steps, settings alternating each round; p50 wall / CPU ms per step; --split adds
+  "int8+split": the layer matmuls too split over the kernels' spinning pool (by default only calls of >= 4 M
+  multiply-adds split, over OpenMP) — a setting for quiet machines.
   quality: per prompt at batch 1 (the native decode path), the bf16-activation greedy text is the reference;
   int8 is teacher-forced along it (agree: argmax = the reference token; |dlp|: mean |log p difference| of the
   reference tokens; max) and free-run (the common prefix). --fp32 adds both against an fp32 model's text.
@@ -33,6 +35,7 @@ from local_engine.runner_threads import SMALL_STEP_TOKENS, StepThreads
 from local_engine.sequence import SamplingParams, Sequence
 
 SETTINGS = ("bf16", "int8")
+SPLIT_MIN_WORK = 1 << 18  # "+split": every SmolLM2 layer matmul (0.33-1.8 M multiply-adds) split over the pool
 
 
 def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
@@ -44,11 +47,17 @@ def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
         prompt = (prompt * (args.prompt_tokens // len(prompt) + 1))[:args.prompt_tokens]
     runner.step_threads = StepThreads(args.threads, args.threads, SMALL_STEP_TOKENS)
     kernels.threads = args.threads
-    times: dict[str, list[tuple[float, float]]] = {s: [] for s in SETTINGS}
+    settings = (*SETTINGS, "int8+split") if args.split else SETTINGS
+    times: dict[str, list[tuple[float, float]]] = {s: [] for s in settings}
     load = [os.getloadavg()[0]]
     for _ in range(args.rounds):
-        for setting in SETTINGS:
-            kernels.set_activations(setting)
+        for setting in settings:
+            act, _, split = setting.partition("+")
+            kernels.set_activations(act)
+            if split:
+                kernels.set_threading(use_openmp=False, min_work=SPLIT_MIN_WORK)
+            else:
+                kernels.set_threading(use_openmp=True)
             free = list(range(runner.num_blocks))
             seqs = [Sequence(list(prompt), SamplingParams(max_tokens=args.new_tokens, temperature=0.0,
                                                           ignore_eos=True)) for _ in range(args.batch)]
@@ -59,10 +68,10 @@ def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
                 times[setting].append((time.perf_counter() - t0, time.process_time() - c0))
         load.append(os.getloadavg()[0])
     print(f"load average (1 min) per round: {' '.join(f'{x:.2f}' for x in load)}")
-    print(f"| activations | batch | threads | step wall p50 ms | step CPU p50 ms | tok/s (1 / wall p50 x batch) | steps |")
+    print("| activations | batch | threads | step wall p50 ms | step CPU p50 ms | tok/s (1 / wall p50 x batch) | steps |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = statistics.median(w for w, _ in times["bf16"])
-    for setting in SETTINGS:
+    for setting in settings:
         wall, cpu = zip(*times[setting])
         w = statistics.median(wall)
         print(f"| {setting} | {args.batch} | {args.threads} | {w * 1e3:.2f} ({w / base:.2f}x) "
@@ -118,6 +127,7 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=0)
     p.add_argument("--tokens", type=int, default=32, help="quality: tokens per prompt")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--split", action="store_true", help="speed: also int8 with every layer matmul split")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--fp32", action="store_true", help="quality: also both against an fp32 model")
     args = p.parse_args()

@@ -22,10 +22,12 @@ extern "C" {
 int hg_abi_version() { return 2; }
 
 // use_openmp: 1 = work split over OpenMP threads (static; the default), 0 = the pool; spin_us: how long
-// pool workers spin for the next job before sleeping.
-void hg_set_threading(int use_openmp, int spin_us) {
+// pool workers spin for the next job before sleeping; min_work: multiply-adds below which a call stays on
+// the calling thread (<= 0: the default, kMinParallelWork).
+void hg_set_threading(int use_openmp, int spin_us, long min_work) {
   g_use_openmp.store(use_openmp);
   hg::pool().set_spin_us(spin_us);
+  g_min_parallel_work.store(min_work > 0 ? min_work : kMinParallelWork);
 }
 
 // out = x @ W.T for S rows. x_mode: 0 bf16 (S, K); 1 fp32 (S, K) through RMSNorm(norm_w, eps) and a bf16
@@ -54,7 +56,7 @@ int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* no
     for (int r = 0; r < S; ++r) q8_quantize_row(xf + static_cast<size_t>(r) * K, K, q8_row(q8, K, r));
     in.q8 = q8;
   }
-  if (nthreads < 1 || static_cast<long>(S) * K * N < kMinParallelWork) nthreads = 1;
+  if (nthreads < 1 || static_cast<long>(S) * K * N < g_min_parallel_work.load()) nthreads = 1;
   for (int r0 = 0; r0 < S; r0 += kMaxRows) {
     switch (S - r0 >= kMaxRows ? kMaxRows : S - r0) {
       case 1: rows_pass<1>(r0, K, N, in, codes, sz, out, out_mode, res, nthreads); break;
@@ -108,7 +110,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
   long work = 0;
   for (int b = 0; b < B; ++b) work += 2L * context_lens[b] * H * D;
-  if (work < kMinParallelWork) nthreads = 1;
+  if (work < g_min_parallel_work.load()) nthreads = 1;
   parallel_chunks(B * KVH, nthreads, [&](int item) {
     const int b = item / KVH, kvh = item % KVH;
     const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;

@@ -73,7 +73,7 @@ class NativeKernels:
                                  ctypes.c_float, p, i]
         self._threading = lib.hg_set_threading
         self._threading.restype = None
-        self._threading.argtypes = [i, i]
+        self._threading.argtypes = [i, i, ctypes.c_long]
         self._layer = lib.hg_decode_layer
         self._layer.restype = ctypes.c_int
         self._layer.argtypes = [i, i, i, i, i, i, p, p, p, ctypes.c_float, p, p, p, p, p, p, p, p, p, p,
@@ -88,10 +88,11 @@ class NativeKernels:
             raise ValueError(f"activations must be one of {ACTIVATIONS}, not {activations!r}")
         self.activations, self._act = activations, ACTIVATIONS.index(activations)
 
-    def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US) -> None:
+    def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US, min_work: int = 0) -> None:
         """Split work over OpenMP threads (libgomp, shared with torch; the library's default) or over its
-        own pool (dynamic chunks; workers spin ``spin_us`` between jobs, then sleep)."""
-        self._threading(int(use_openmp), spin_us)
+        own pool (dynamic chunks; workers spin ``spin_us`` between jobs, then sleep); calls of fewer than
+        ``min_work`` multiply-adds stay on one thread (0: the library's default, 4 M). Process-wide."""
+        self._threading(int(use_openmp), spin_us, min_work)
 
     def q4_linear(self, weight: Q4Weight, x: torch.Tensor, *, x_mode: int = X_BF16,
                   norm: torch.Tensor | None = None, eps: float = 0.0, out_mode: int = OUT_BF16,
