@@ -168,4 +168,31 @@ int hg_decode_layer(int B, int hidden, int H, int KVH, int D, int inter, const f
   return rc;
 }
 
+// All L decoder layers of a decode step in one call (hg_decode_layer each, the same bits): layer l's
+// norms and weights at layers[10 l ..] = in_norm, post_norm, qkv codes, qkv sz, o, o sz, gate_up, gate_up
+// sz, down, down sz; its cache at cache + l * layer_stride elements. Saves the per-layer call from Python.
+int hg_decode_layers(int L, int B, int hidden, int H, int KVH, int D, int inter, const float* x,
+                     const int64_t* layers, float eps, const uint16_t* cos, const uint16_t* sin_signed,
+                     long cs_stride, uint16_t* cache, long layer_stride, long num_blocks, int block_size,
+                     const int64_t* block_tables, int max_blocks, const int32_t* context_lens, float scale,
+                     float* out, int act, int nthreads) {
+  float* tmp = static_cast<float*>(malloc(sizeof(float) * 2 * B * static_cast<size_t>(hidden)));
+  if (tmp == nullptr) return -1;
+  const float* in = x;
+  int rc = 0;
+  for (int l = 0; l < L && rc == 0; ++l) {
+    float* dst = l == L - 1 ? out : tmp + (l % 2) * B * static_cast<size_t>(hidden);
+    const int64_t* p = layers + 10L * l;
+    auto u8 = [&](int i) { return reinterpret_cast<const uint8_t*>(p[i]); };
+    auto u16 = [&](int i) { return reinterpret_cast<const uint16_t*>(p[i]); };
+    rc = hg_decode_layer(B, hidden, H, KVH, D, inter, in, reinterpret_cast<const float*>(p[0]),
+                         reinterpret_cast<const float*>(p[1]), eps, u8(2), u16(3), u8(4), u16(5), u8(6), u16(7), u8(8),
+                         u16(9), cos, sin_signed, cs_stride, cache + l * layer_stride, num_blocks, block_size,
+                         block_tables, max_blocks, context_lens, scale, dst, act, nthreads);
+    in = dst;
+  }
+  free(tmp);
+  return rc;
+}
+
 }  // extern "C"

@@ -78,6 +78,10 @@ class NativeKernels:
         self._layer.restype = ctypes.c_int
         self._layer.argtypes = [i, i, i, i, i, i, p, p, p, ctypes.c_float, p, p, p, p, p, p, p, p, p, p,
                                 ctypes.c_long, p, ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
+        self._layers = lib.hg_decode_layers
+        self._layers.restype = ctypes.c_int
+        self._layers.argtypes = [i, i, i, i, i, i, i, p, p, ctypes.c_float, p, p, ctypes.c_long, p, ctypes.c_long,
+                                 ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
@@ -131,6 +135,12 @@ class NativeKernels:
         rc = self._layer(*args, self._act, self.threads)
         if rc != 0:
             raise RuntimeError(f"hg_decode_layer failed ({rc})")
+
+    def decode_layers(self, *args: int | float) -> None:
+        """hg_decode_layers (kernels.cpp): every layer of a decode step in one call; as decode_layer."""
+        rc = self._layers(*args, self._act, self.threads)
+        if rc != 0:
+            raise RuntimeError(f"hg_decode_layers failed ({rc})")
 
     def rope_(self, qkv: torch.Tensor, heads: int, head_dim: int, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
         """Rotate the first ``heads`` heads of qkv (T, *) bf16 rows in place; cos / sin_signed (T, 1, D) bf16."""

@@ -222,3 +222,29 @@ def test_the_one_call_decode_layer_equals_its_calls_one_by_one(monkeypatch: pyte
         results.append((out, pool))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert not torch.equal(results[0][1], cache)  # the new tokens' K/V were stored
+
+
+@pytest.mark.parametrize("activations", ["bf16", "int8"])
+def test_the_one_call_layer_stack_equals_the_layers_one_by_one(monkeypatch: pytest.MonkeyPatch,
+                                                               activations: str) -> None:
+    """hg_decode_layers (all layers of a decode step in one native call) against the per-layer calls: the
+    same greedy tokens and bit-equal logprobs over decode steps of 1-3 sequences."""
+    native_kernels()
+    stacked = coded_runner(monkeypatch, "auto", activations=activations)
+    by_layer = coded_runner(monkeypatch, "auto", activations=activations)
+    stack, calls = stacked.model.fused_stack, []
+    assert stack is not None
+
+    class Counted:  # the stack, its calls counted: the steps below must take it
+        def forward(self, *args: object) -> torch.Tensor:
+            calls.append(1)
+            return stack.forward(*args)  # type: ignore[arg-type]
+
+    stacked.model.fused_stack = Counted()  # type: ignore[assignment]
+    by_layer.model.fused_stack = None
+    for prompts in (PROMPTS[:1], PROMPTS[:3]):
+        tokens = [generate(stacked, prompts)[0]]
+        assert generate(by_layer, prompts)[0] == tokens[0]
+        assert forced(stacked, prompts, [tokens[0]] * len(prompts)) == forced(by_layer, prompts,
+                                                                               [tokens[0]] * len(prompts))
+    assert len(calls) >= 2 * 2 * 11  # every decode step of both runs, both batch sizes
