@@ -54,8 +54,12 @@ inline void q8_quantize_row(const float* x, int K, Q8Row row) {
   memset(row.init, 0, q8_row_bytes(K));  // the four arrays are contiguous: padding groups stay zero
   for (int g = 0; g < G; ++g) {
     const float* xg = x + g * 32;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(xg[j]));
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(xg));
+    for (int j = 8; j < 32; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xg + j)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     int8_t a[32];
@@ -104,75 +108,91 @@ inline __m256i q8_mask(int dwords) {  // the first `dwords` (0..8) 32-bit lanes 
 }
 #endif
 
-// One output for R rows. acc: per-lane float32 sums of (s d) * lane over chunks; zacc: z * xsum over
-// blocks of 16 groups; both reduced as (lanes 0-7) + (lanes 8-15), then the 8-lane horizontal sum.
+// One output for R rows. acc: per-lane float32 sums of (s d) * lane over a block's four chunks, then
+// z * xsum of its 16 groups (lane = group); reduced as (lanes 0-7) + (lanes 8-15), then 8-lane sums.
+#if HG_Q8_VNNI
+template <int R, bool kFull>
+__attribute__((always_inline)) inline void q8_block(const uint8_t* codes, const uint16_t* sz, const Q8Row* rows,
+                                                    int G, int b, __m512* acc) {
+  const int nb = kFull ? 16 : G - b;
+  const __m512i p = kFull ? _mm512_loadu_si512(sz + 2 * b)
+                          : _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << nb) - 1u), sz + 2 * b);
+  const __m512 s16 = _mm512_castsi512_ps(_mm512_slli_epi32(p, 16));
+  const __m512 z16 = _mm512_castsi512_ps(_mm512_and_si512(p, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  const __m512i sel0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  for (int c = 0; c < (kFull ? 4 : (nb + 3) / 4); ++c) {
+    const int g = b + 4 * c, ng = G - g < 4 ? G - g : 4;
+    const __m512i w = kFull || ng == 4
+        ? _mm512_loadu_si512(codes + 16 * g)
+        : _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << (4 * ng)) - 1u), codes + 16 * g);
+    const __m512 sx = _mm512_permutexvar_ps(_mm512_add_epi32(sel0, _mm512_set1_epi32(4 * c)), s16);
+    for (int r = 0; r < R; ++r) {
+      const __m512i lanes = q8_lanes(_mm512_loadu_si512(rows[r].init + 4 * g), w, rows[r].qa + 32 * g);
+      const __m512 sd = _mm512_mul_ps(sx, _mm512_loadu_ps(rows[r].dexp + 4 * g));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), sd, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(z16, _mm512_loadu_ps(rows[r].xsum + b), acc[r]);
+}
+
 template <int R>
 inline void dot_rows_q8(const uint8_t* codes, const uint16_t* sz, const Q8Row* rows, int K, float* acc_out) {
   const int G = K / 32;
-#if HG_Q8_VNNI
-  __m512 acc[R], zacc[R];
-  for (int r = 0; r < R; ++r) acc[r] = zacc[r] = _mm512_setzero_ps();
-  for (int b = 0; b < G; b += 16) {
-    const int nb = G - b < 16 ? G - b : 16;
-    const __m512i p = _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << nb) - 1u), sz + 2 * b);
-    const __m512 s16 = _mm512_castsi512_ps(_mm512_slli_epi32(p, 16));
-    const __m512 z16 = _mm512_castsi512_ps(_mm512_and_si512(p, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
-    for (int r = 0; r < R; ++r) zacc[r] = _mm512_fmadd_ps(z16, _mm512_loadu_ps(rows[r].xsum + b), zacc[r]);
-    for (int c = 0; 4 * c < nb; ++c) {
-      const int g = b + 4 * c, ng = G - g < 4 ? G - g : 4;
-      const __m512i w = ng == 4 ? _mm512_loadu_si512(codes + 16 * g)
-                                : _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << (4 * ng)) - 1u), codes + 16 * g);
-      const __m512i sel = _mm512_add_epi32(_mm512_set1_epi32(4 * c),
-                                           _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3));
-      const __m512 sx = _mm512_permutexvar_ps(sel, s16);
-      for (int r = 0; r < R; ++r) {
-        const __m512i lanes = q8_lanes(_mm512_loadu_si512(rows[r].init + 4 * g), w, rows[r].qa + 32 * g);
-        const __m512 sd = _mm512_mul_ps(sx, _mm512_loadu_ps(rows[r].dexp + 4 * g));
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), sd, acc[r]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(acc[r]), _mm512_extractf32x8_ps(acc[r], 1));
-    const __m256 z = _mm256_add_ps(_mm512_castps512_ps256(zacc[r]), _mm512_extractf32x8_ps(zacc[r], 1));
-    acc_out[r] = hsum(a) + hsum(z);
-  }
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int b = 0;
+  for (; b + 16 <= G; b += 16) q8_block<R, true>(codes, sz, rows, G, b, acc);
+  if (b < G) q8_block<R, false>(codes, sz, rows, G, b, acc);
+  for (int r = 0; r < R; ++r)
+    acc_out[r] = hsum(_mm256_add_ps(_mm512_castps512_ps256(acc[r]), _mm512_extractf32x8_ps(acc[r], 1)));
+}
 #else
-  __m256 acc[R][2], zacc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = zacc[r][0] = zacc[r][1] = _mm256_setzero_ps();
+template <int R, bool kFull>
+__attribute__((always_inline)) inline void q8_block(const uint8_t* codes, const uint16_t* sz, const Q8Row* rows,
+                                                    int G, int b, __m256 (*acc)[2]) {
+  const int nb = kFull ? 16 : G - b;
   const __m256i hi16 = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  for (int b = 0; b < G; b += 16) {
-    const int nb = G - b < 16 ? G - b : 16;
-    __m256 s8[2], z8[2];
-    for (int h = 0; h < 2; ++h) {  // groups b + 8h .. b + 8h + 7
-      const int n = nb - 8 * h < 0 ? 0 : (nb - 8 * h > 8 ? 8 : nb - 8 * h);
-      const __m256i p = _mm256_maskload_epi32(reinterpret_cast<const int*>(sz + 2 * (b + 8 * h)), q8_mask(n));
-      s8[h] = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
-      z8[h] = _mm256_castsi256_ps(_mm256_and_si256(p, hi16));
-      for (int r = 0; r < R; ++r) zacc[r][h] = _mm256_fmadd_ps(z8[h], _mm256_loadu_ps(rows[r].xsum + b + 8 * h), zacc[r][h]);
-    }
-    for (int c = 0; 4 * c < nb; ++c) {
-      const int g = b + 4 * c;
-      for (int h = 0; h < 2; ++h) {  // lanes 8h..8h+7 of the chunk: groups g + 2h, g + 2h + 1
-        const int ng = G - g - 2 * h < 0 ? 0 : (G - g - 2 * h > 2 ? 2 : G - g - 2 * h);
-        const uint8_t* cp = codes + 16 * (g + 2 * h);
-        const __m256i w = ng == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp))
-                                  : _mm256_maskload_epi32(reinterpret_cast<const int*>(cp), q8_mask(4 * ng));
-        const int k = 4 * c + 2 * h;  // the chunk half's first group within the block of 16
-        const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(k % 8), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-        const __m256 sx = _mm256_permutevar8x32_ps(s8[k / 8], sel);
-        for (int r = 0; r < R; ++r) {
-          const __m256i init = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r].init + 4 * g + 8 * h));
-          const __m256i lanes = q8_lanes_half(init, w, rows[r].qa + 32 * g + 32 * h);
-          const __m256 sd = _mm256_mul_ps(sx, _mm256_loadu_ps(rows[r].dexp + 4 * g + 8 * h));
-          acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), sd, acc[r][h]);
-        }
+  __m256 s8[2], z8[2];
+  for (int h = 0; h < 2; ++h) {  // groups b + 8h .. b + 8h + 7
+    const int n = nb - 8 * h < 0 ? 0 : (nb - 8 * h > 8 ? 8 : nb - 8 * h);
+    const int* src = reinterpret_cast<const int*>(sz + 2 * (b + 8 * h));
+    const __m256i p = kFull ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
+                            : _mm256_maskload_epi32(src, q8_mask(n));
+    s8[h] = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
+    z8[h] = _mm256_castsi256_ps(_mm256_and_si256(p, hi16));
+  }
+  for (int c = 0; c < (kFull ? 4 : (nb + 3) / 4); ++c) {
+    const int g = b + 4 * c;
+    for (int h = 0; h < 2; ++h) {  // lanes 8h..8h+7 of the chunk: groups g + 2h, g + 2h + 1
+      const int ng = G - g - 2 * h < 0 ? 0 : (G - g - 2 * h > 2 ? 2 : G - g - 2 * h);
+      const uint8_t* cp = codes + 16 * (g + 2 * h);
+      const __m256i w = kFull || ng == 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cp))
+                                         : _mm256_maskload_epi32(reinterpret_cast<const int*>(cp), q8_mask(4 * ng));
+      const int k = 4 * c + 2 * h;  // the chunk half's first group within the block of 16
+      const __m256i sel = _mm256_add_epi32(_mm256_set1_epi32(k % 8), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+      const __m256 sx = _mm256_permutevar8x32_ps(s8[k / 8], sel);
+      for (int r = 0; r < R; ++r) {
+        const __m256i init = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r].init + 4 * g + 8 * h));
+        const __m256i lanes = q8_lanes_half(init, w, rows[r].qa + 32 * g + 32 * h);
+        const __m256 sd = _mm256_mul_ps(sx, _mm256_loadu_ps(rows[r].dexp + 4 * g + 8 * h));
+        acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), sd, acc[r][h]);
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    acc_out[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1])) + hsum(_mm256_add_ps(zacc[r][0], zacc[r][1]));
-#endif
+    for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_fmadd_ps(z8[h], _mm256_loadu_ps(rows[r].xsum + b + 8 * h), acc[r][h]);
 }
+
+template <int R>
+inline void dot_rows_q8(const uint8_t* codes, const uint16_t* sz, const Q8Row* rows, int K, float* acc_out) {
+  const int G = K / 32;
+  __m256 acc[R][2];
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  int b = 0;
+  for (; b + 16 <= G; b += 16) q8_block<R, true>(codes, sz, rows, G, b, acc);
+  if (b < G) q8_block<R, false>(codes, sz, rows, G, b, acc);
+  for (int r = 0; r < R; ++r) acc_out[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+#endif
 
 }  // namespace
