@@ -3,6 +3,9 @@
 ``HYBRIDGW_NATIVE=off`` keeps the torch path; by default the library is built on first use when the
 cache has none (``build.py``), and any failure falls back to torch with one log line. The 4-bit matmuls
 take their input rows as bf16 values or quantized to 8 bits first (``activations``; ``HYBRIDGW_ACTIVATIONS``).
+``HYBRIDGW_NATIVE_SPLIT_WORK=N``: calls of >= N multiply-adds split over the kernels' own spinning pool (by
+default >= 4 M over OpenMP: on a busy machine waking a peer costs more than a layer's matmul; on an idle one
+262144 splits every SmolLM2 layer matmul — bench/engine_int8_activations.py --split measures it).
 """
 from __future__ import annotations
 
@@ -189,6 +192,9 @@ def load_kernels(threads: int | None = None, activations: str | None = None) -> 
         log.warning("native kernels: unavailable (%s); small steps use the torch path", exc)
         return None
     kernels = NativeKernels(lib, str(path), threads or torch.get_num_threads(), act)
+    split = os.environ.get("HYBRIDGW_NATIVE_SPLIT_WORK", "")
+    if split.isdigit() and int(split) > 0:  # a quiet machine's setting: small matmuls split over the spinning pool
+        kernels.set_threading(use_openmp=False, min_work=int(split))
     log.info("native kernels: on (%s, %d threads, %s activations%s)", path.name, kernels.threads, act,
              ", VNNI" if kernels.vnni and act == "int8" else "")
     return kernels

@@ -152,3 +152,15 @@ def test_the_setting_resolves_flag_then_env_then_int8(monkeypatch: pytest.Monkey
         EngineConfig(model="tiny-random", activations="fp8")
     assert config_from_args(parse_args(["--model", "tiny-random", "--activations", "bf16"])).activations == "bf16"
     assert config_from_args(parse_args(["--model", "tiny-random"])).activations is None  # int8 / bf16 if deterministic
+
+
+def test_the_split_setting_splits_small_matmuls_with_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = native_kernels(threads=1, activations="int8")
+    monkeypatch.setenv("HYBRIDGW_NATIVE_SPLIT_WORK", "1")  # every call over the pool, however small
+    split = native_kernels(threads=2, activations="int8")
+    try:
+        w = pack_q4(*codes(256, 576, seed=8))
+        x = torch.randn(3, 576).to(torch.bfloat16)
+        assert torch.equal(split.q4_linear(w, x), plain.q4_linear(w, x))
+    finally:
+        split.set_threading(use_openmp=True)  # process-wide: back to the default for the other tests
