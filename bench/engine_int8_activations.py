@@ -6,7 +6,8 @@ One model, its kernels switched between "bf16" and "int8" activations (the same 
   multiply-adds split, over OpenMP) — a setting for quiet machines.
   quality: per prompt at batch 1 (the native decode path), the bf16-activation greedy text is the reference;
   int8 is teacher-forced along it (agree: argmax = the reference token; |dlp|: mean |log p difference| of the
-  reference tokens; max) and free-run (the common prefix). --fp32 adds both against an fp32 model's text.
+  reference tokens; max) and free-run (the common prefix). --fp32 adds both against an fp32 model's text,
+  --switch both against the same prompts run as one batch of 8 (the bf16 weights' side of the int4 switch).
 
     .venv/bin/python bench/engine_int8_activations.py [--model smollm2] [--threads 2] [--rounds 6] [--tokens 32]
 """
@@ -109,6 +110,11 @@ def quality(loaded: LoadedModel, args: argparse.Namespace) -> None:
     ref = one_by_one(loaded, prompts, args.tokens, None)
     kernels.set_activations("int8")
     quality_row("bf16 act -> int8 act", ref, loaded, prompts, args.tokens)
+    if args.switch:  # batch dependence: all prompts as one batch of 8 rows take the bf16 weights (oneDNN)
+        together = run_text(loaded.runner, prompts, args.tokens, forced=None)
+        for setting in SETTINGS:
+            kernels.set_activations(setting)
+            quality_row(f"batch 8 (bf16 weights) -> batch 1, {setting} act", together, loaded, prompts, args.tokens)
     if args.fp32:
         fp32 = load_engine_model(args.model, dtype="fp32", kv_cache_bytes=64 << 20)
         ref32 = one_by_one(fp32, prompts, args.tokens, None)
@@ -130,6 +136,7 @@ def main() -> None:
     p.add_argument("--split", action="store_true", help="speed: also int8 with every layer matmul split")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--fp32", action="store_true", help="quality: also both against an fp32 model")
+    p.add_argument("--switch", action="store_true", help="quality: also both against the batch-8 path")
     args = p.parse_args()
     loaded = load_engine_model(args.model, kv_cache_bytes=256 << 20, activations="bf16")
     with torch.inference_mode():
