@@ -1,9 +1,10 @@
 """8-bit vs bf16 activations in the native 4-bit matmuls (#14): decode step time and quality, one process.
 
 One model, its kernels switched between "bf16" and "int8" activations (the same weights):
-  speed: batch-B decode steps, settings alternating each round; p50 wall / CPU ms per step; --split adds
-  "int8+split": the layer matmuls too split over the kernels' spinning pool (by default only calls of >= 4 M
-  multiply-adds split, over OpenMP) — a setting for quiet machines.
+  speed: batch-B decode steps, settings alternating each round; p50 wall / CPU ms per step. "bf16", "int8":
+  calls of >= 4 M multiply-adds split over OpenMP (the earlier default, HYBRIDGW_NATIVE_SPLIT_WORK=0);
+  --split adds "bf16+split", "int8+split": calls of >= 256 K (every layer matmul) over the kernels' spinning
+  pool (the default now).
   quality: per prompt at batch 1 (the native decode path), the bf16-activation greedy text is the reference;
   int8 is teacher-forced along it (agree: argmax = the reference token; |dlp|: mean |log p difference| of the
   reference tokens; max) and free-run (the common prefix). --fp32 adds both against an fp32 model's text,
@@ -32,11 +33,11 @@ import torch
 from bench.engine_decode import PROMPT, run_steps
 from bench.kv_fp8_quality import PROMPTS, run_text
 from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.native.kernels import DEFAULT_SPLIT_WORK
 from local_engine.runner_threads import SMALL_STEP_TOKENS, StepThreads
 from local_engine.sequence import SamplingParams, Sequence
 
 SETTINGS = ("bf16", "int8")
-SPLIT_MIN_WORK = 1 << 18  # "+split": every SmolLM2 layer matmul (0.33-1.8 M multiply-adds) split over the pool
 
 
 def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
@@ -48,7 +49,7 @@ def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
         prompt = (prompt * (args.prompt_tokens // len(prompt) + 1))[:args.prompt_tokens]
     runner.step_threads = StepThreads(args.threads, args.threads, SMALL_STEP_TOKENS)
     kernels.threads = args.threads
-    settings = (*SETTINGS, "int8+split") if args.split else SETTINGS
+    settings = (*SETTINGS, "bf16+split", "int8+split") if args.split else SETTINGS
     times: dict[str, list[tuple[float, float]]] = {s: [] for s in settings}
     load = [os.getloadavg()[0]]
     for _ in range(args.rounds):
@@ -56,7 +57,7 @@ def speed(loaded: LoadedModel, args: argparse.Namespace) -> None:
             act, _, split = setting.partition("+")
             kernels.set_activations(act)
             if split:
-                kernels.set_threading(use_openmp=False, min_work=SPLIT_MIN_WORK)
+                kernels.set_threading(use_openmp=False, min_work=DEFAULT_SPLIT_WORK)
             else:
                 kernels.set_threading(use_openmp=True)
             free = list(range(runner.num_blocks))

@@ -3,9 +3,8 @@
 ``HYBRIDGW_NATIVE=off`` keeps the torch path; by default the library is built on first use when the
 cache has none (``build.py``), and any failure falls back to torch with one log line. The 4-bit matmuls
 take their input rows as bf16 values or quantized to 8 bits first (``activations``; ``HYBRIDGW_ACTIVATIONS``).
-``HYBRIDGW_NATIVE_SPLIT_WORK=N``: calls of >= N multiply-adds split over the kernels' own spinning pool (by
-default >= 4 M over OpenMP: on a busy machine waking a peer costs more than a layer's matmul; on an idle one
-262144 splits every SmolLM2 layer matmul — bench/engine_int8_activations.py --split measures it).
+Calls of >= DEFAULT_SPLIT_WORK multiply-adds split over the kernels' own spinning pool (every SmolLM2 layer
+matmul); ``HYBRIDGW_NATIVE_SPLIT_WORK=N`` sets the threshold, ``=0`` the earlier default (OpenMP, >= 4 M).
 """
 from __future__ import annotations
 
@@ -28,6 +27,10 @@ OUT_BF16, OUT_RESIDUAL, OUT_HALVES = 0, 1, 2
 # Pool workers spin this long for the next matmul before sleeping: longer than the gaps inside a decode
 # step (attention, Python: tens of µs), shorter than those between steps (the server's work: ms)
 DEFAULT_SPIN_US = 200
+# Calls of at least this many multiply-adds split over the pool: SmolLM2's layer matmuls (0.33-1.8 M) too.
+# Measured on the busy 2-core box, batch-1 decode step p50: 0.77-0.73x wall of OpenMP with its 4 M floor,
+# the same CPU (docs/benchmarks.md, #14) — the pool's caller takes the chunks of a worker not yet running.
+DEFAULT_SPLIT_WORK = 1 << 18
 # The matmuls' input rows: "bf16" as they are, or "int8": quantized per group of 32 (llama.cpp's Q8 blocks)
 # for integer dot products with the 4-bit codes (q8_matmul.h)
 ACTIVATIONS = ("bf16", "int8")
@@ -192,9 +195,11 @@ def load_kernels(threads: int | None = None, activations: str | None = None) -> 
         log.warning("native kernels: unavailable (%s); small steps use the torch path", exc)
         return None
     kernels = NativeKernels(lib, str(path), threads or torch.get_num_threads(), act)
-    split = os.environ.get("HYBRIDGW_NATIVE_SPLIT_WORK", "")
-    if split.isdigit() and int(split) > 0:  # a quiet machine's setting: small matmuls split over the spinning pool
-        kernels.set_threading(use_openmp=False, min_work=int(split))
+    split = os.environ.get("HYBRIDGW_NATIVE_SPLIT_WORK", "").strip().lower()
+    if split in ("0", "off"):  # the earlier default: OpenMP, calls of >= 4 M multiply-adds only
+        kernels.set_threading(use_openmp=True)
+    else:
+        kernels.set_threading(use_openmp=False, min_work=int(split) if split.isdigit() else DEFAULT_SPLIT_WORK)
     log.info("native kernels: on (%s, %d threads, %s activations%s)", path.name, kernels.threads, act,
              ", VNNI" if kernels.vnni and act == "int8" else "")
     return kernels

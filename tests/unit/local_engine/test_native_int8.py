@@ -11,7 +11,14 @@ import torch
 from local_engine.cli import config_from_args, parse_args
 from local_engine.config import ConfigError, EngineConfig
 from local_engine.native.build import build
-from local_engine.native.kernels import OUT_HALVES, X_RMSNORM, NativeKernels, activations_setting, pack_q4
+from local_engine.native.kernels import (
+    DEFAULT_SPLIT_WORK,
+    OUT_HALVES,
+    X_RMSNORM,
+    NativeKernels,
+    activations_setting,
+    pack_q4,
+)
 from local_engine.runner import ModelRunner
 from local_engine.weights import int4_effective_weight
 
@@ -104,8 +111,10 @@ def test_an_int8_row_does_not_depend_on_the_other_rows_or_the_threads() -> None:
     two.set_threading(use_openmp=False, min_work=1)  # the pool, every call split
     try:
         assert torch.equal(two.q4_linear(w, x[2:5]), alone[2:5])
+        two.set_threading(use_openmp=True)  # OpenMP, calls of >= 4 M multiply-adds
+        assert torch.equal(two.q4_linear(w, x), alone)
     finally:
-        two.set_threading(use_openmp=True)
+        two.set_threading(use_openmp=False, min_work=DEFAULT_SPLIT_WORK)  # process-wide: back to the default
 
 
 def test_the_engine_on_int8_activations_stays_near_the_bf16_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,4 +172,4 @@ def test_the_split_setting_splits_small_matmuls_with_the_same_results(monkeypatc
         x = torch.randn(3, 576).to(torch.bfloat16)
         assert torch.equal(split.q4_linear(w, x), plain.q4_linear(w, x))
     finally:
-        split.set_threading(use_openmp=True)  # process-wide: back to the default for the other tests
+        split.set_threading(use_openmp=False, min_work=DEFAULT_SPLIT_WORK)  # process-wide: back to the default
