@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from local_engine.attention import build_attention_metadata, paged_attention_reference, write_kv
 from local_engine.model import rope_, rope_cos_sin
-from local_engine.native.kernels import DEFAULT_SPLIT_WORK, OUT_HALVES, OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, pack_q4
+from local_engine.native.kernels import (
+    DEFAULT_SPLIT_WORK,
+    OUT_HALVES,
+    OUT_RESIDUAL,
+    X_RMSNORM,
+    X_SILU_MUL,
+    pack_q4,
+)
 from local_engine.native.paged_decode import native_decode_attention
 from local_engine.weights import int4_effective_weight
 
