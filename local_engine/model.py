@@ -162,8 +162,9 @@ class LlamaModel(nn.Module):
 
     @property
     def kernels_path(self) -> str:
-        """Which kernels small steps run on: "native" (local_engine/native) or "torch"."""
-        return "torch" if self.native is None else "native"
+        """Which kernels small steps run on: "native" (local_engine/native; "native+int8" with 8-bit
+        activations) or "torch"."""
+        return "torch" if self.native is None else "native+int8" if self.native.activations == "int8" else "native"
 
     @property
     def decoder_layers(self) -> list[DecoderLayer]:

@@ -121,6 +121,7 @@ def test_the_engine_on_int8_activations_stays_near_the_bf16_path(monkeypatch: py
     native_kernels()
     int8, bf16 = coded_runner(monkeypatch, "auto", activations="int8"), coded_runner(monkeypatch, "auto")
     assert (int8.model.native.activations, bf16.model.native.activations) == ("int8", "bf16")
+    assert (int8.model.kernels_path, bf16.model.kernels_path) == ("native+int8", "native")  # the ready line's
     alone = [generate(int8, [p])[0] for p in PROMPTS]  # batch-1 decode steps: the fused layer and head
     assert all(len(t) == 12 for t in alone)
     # teacher-forced along int8's text, the bf16 path's logprobs: its picks are near the top, and differ
