@@ -49,7 +49,7 @@ int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* no
   if (xf == nullptr) return -1;
   float* xsum = xf + SK;
   uint16_t* xb = reinterpret_cast<uint16_t*>(xsum + static_cast<size_t>(S) * G);
-  prepare_input(S, K, x, x_mode, norm_w, eps, xf, xb, xsum);
+  prepare_input(S, K, x, x_mode, norm_w, eps, xf, act == 1 ? nullptr : xb, xsum);
   PassInput in{xf, xb, xsum, nullptr};
   if (act == 1) {
     char* q8 = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(xb + SK) + 63) & ~static_cast<uintptr_t>(63));

@@ -101,7 +101,8 @@ inline void dot_rows(const uint8_t* codes, const uint16_t* sz, const float* xf, 
   }
 }
 
-// The input rows as fp32 (S, K) and their group sums (S, K/32).
+// The input rows as fp32 (S, K) and, unless xb is null (8-bit activations: q8_quantize_row's instead), as
+// bf16 with their group sums (S, K/32).
 void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w, float eps, float* xf,
                    uint16_t* xb, float* xsum) {
   for (int r = 0; r < S; ++r) {
@@ -125,6 +126,7 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
         for (int j = 0; j < 8; ++j) out[k + j] = round_bf16(round_bf16(sig[j]) * bf16_to_f32(in[K + k + j]));
       }
     }
+    if (xb == nullptr) continue;
     for (int k = 0; k < K; ++k) xb[static_cast<size_t>(r) * K + k] = f32_to_bf16(out[k]);  // exact: bf16 values
     const int G = K / kGroup;
     for (int g = 0; g < G; ++g) {
