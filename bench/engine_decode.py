@@ -7,8 +7,9 @@ at bf16 (and fp32 at batch 1). Prints JSON lines and a markdown table; --write-d
 "Local engine: decode throughput vs transformers" section of docs/benchmarks.md. --step-ab instead
 times single decode steps of each --threads setting in one process, rounds alternating (p50 of wall
 and process CPU per step, greedy tokens compared); "2:1" = 2 threads, steps of <= 16 tokens on 1;
-a "/torch" suffix runs that setting with the native kernels off (a second copy of the model), "/pool"
-with the kernels' work split by their own pool instead of OpenMP; --profile prints torch.profiler's op
+a "/torch" suffix runs that setting with the native kernels off (a second copy of the model), "/omp"
+with the kernels' work split over OpenMP from 4 M multiply-adds (the earlier default) instead of their own
+pool from 256 K ("/pool", the default); --profile prints torch.profiler's op
 table of the first setting's steps.
 
     .venv/bin/python bench/engine_decode.py [--batch 1 16 64] [--threads 1 2] [--write-docs]
@@ -38,6 +39,7 @@ import torch
 
 from local_engine.batch import ScheduledBatch
 from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.native.kernels import DEFAULT_SPLIT_WORK
 from local_engine.runner import ModelRunner
 from local_engine.runner_threads import SMALL_STEP_TOKENS, StepThreads
 from local_engine.sequence import SamplingParams, Sequence
@@ -104,7 +106,10 @@ def step_ab(loaded: LoadedModel, prompt_ids: list[int], args: argparse.Namespace
                 runner.step_threads = StepThreads(int(full), int(small or full), SMALL_STEP_TOKENS)
                 if runner.model.native is not None:
                     runner.model.native.threads = int(full)  # the kernels' own threads
-                    runner.model.native.set_threading(use_openmp=path != "pool")
+                    if path == "omp":
+                        runner.model.native.set_threading(use_openmp=True)
+                    else:
+                        runner.model.native.set_threading(use_openmp=False, min_work=DEFAULT_SPLIT_WORK)
                 free = list(range(runner.num_blocks))
                 seqs = [Sequence(list(prompt_ids), SamplingParams(max_tokens=args.new_tokens, temperature=0.0,
                                                                   ignore_eos=True)) for _ in range(batch)]

@@ -68,6 +68,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="replay decode steps as CUDA graphs at bucketed batch sizes (default: on with CUDA "
                         "unless --deterministic, off on CPU)")
+    p.add_argument("--activations", choices=("bf16", "int8"), default=None,
+                   help="the native 4-bit matmuls' input rows: int8 (quantized per 32, integer dot products; the "
+                        "default) or bf16 (default with --deterministic); env HYBRIDGW_ACTIVATIONS")
     p.add_argument("--served-model-name", action="append", default=[],
                    help="extra names requests may use for this model (repeatable)")
     p.add_argument("--engine-core", choices=("process", "thread"), default="process",
@@ -85,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic,
-        kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs, context_cost_tokens=args.context_cost_tokens)
+        kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs, context_cost_tokens=args.context_cost_tokens,
+        activations=args.activations)
 
 
 def passive_openmp_waits() -> None:

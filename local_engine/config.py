@@ -56,6 +56,10 @@ class EngineConfig:
     # Decode steps replayed as CUDA graphs at bucketed batch sizes (cuda_graphs.py). None: on for
     # CUDA (unless deterministic), off on CPU; True on a CPU is refused at load.
     cuda_graphs: bool | None = None
+    # The native 4-bit matmuls' input rows (CPU, bf16 models): "int8" quantized per group of 32 (integer dot
+    # products, llama.cpp's method), "bf16" as they are. None: bf16 with --deterministic, else
+    # HYBRIDGW_ACTIVATIONS or int8.
+    activations: str | None = None
 
     def __post_init__(self) -> None:
         _positive("block_size", self.block_size)
@@ -86,6 +90,8 @@ class EngineConfig:
         if self.cuda_graphs and self.deterministic:
             raise ConfigError("cuda_graphs and deterministic exclude each other: the graphs' attention is "
                               "not the batch-invariant one")
+        if self.activations not in (None, "bf16", "int8"):
+            raise ConfigError(f"activations must be bf16 or int8, got {self.activations!r}")
         if self.stats_window_s <= 0:
             raise ConfigError(f"stats_window_s must be > 0, got {self.stats_window_s}")
 

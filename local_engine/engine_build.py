@@ -16,7 +16,7 @@ def load(config: EngineConfig, *, shares_process_with_server: bool = True) -> Lo
         block_size=config.block_size, max_model_len=config.max_model_len, num_threads=config.cpu_threads,
         shares_process_with_server=shares_process_with_server, deterministic=config.deterministic,
         small_step_threads=small_step_threads(config.small_step_threads, available_cpus()),
-        kv_scales=config.kv_scales, cuda_graphs=config.cuda_graphs)
+        kv_scales=config.kv_scales, cuda_graphs=config.cuda_graphs, activations=config.activations)
 
 
 def build_engine(config: EngineConfig, loaded: LoadedModel) -> LLMEngine:

@@ -54,12 +54,13 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                       max_model_len: int | None = None, num_threads: int | None = None,
                       shares_process_with_server: bool = True, deterministic: bool = False,
                       small_step_threads: int | None = None, kv_scales: bool = True,
-                      cuda_graphs: bool | None = None) -> LoadedModel:
+                      cuda_graphs: bool | None = None, activations: str | None = None) -> LoadedModel:
     """Load ``spec`` (see loaders.registry) onto a device; ``num_threads`` sets torch's CPU threads
     (process-wide; default: see the module docstring; OMP_NUM_THREADS, when set, is respected);
     ``deterministic``: batch-invariant matmuls and attention (a request's output never depends on the batch);
     ``small_step_threads``: CPU threads of steps of a few tokens (runner_threads.py; None: all of them);
-    ``kv_scales``: an fp8 pool's scales, calibrated here; ``cuda_graphs``: None = on for CUDA unless deterministic."""
+    ``kv_scales``: an fp8 pool's scales, calibrated here; ``cuda_graphs``: None = on for CUDA unless deterministic;
+    ``activations``: the native 4-bit matmuls' input rows, "bf16" or "int8" (None: see ModelRunner)."""
     started = time.perf_counter()
     source = resolve_model(spec)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -82,7 +83,7 @@ def load_engine_model(spec: str, *, device: str | None = None, dtype: str | None
                          num_blocks=num_blocks, block_size=block_size,
                          attention="deterministic" if deterministic else "fast",
                          step_threads=None if deterministic else _step_threads(dev, small_step_threads),
-                         kv_scaled=kv_scales, cuda_graphs=graphs)
+                         kv_scaled=kv_scales, cuda_graphs=graphs, activations=activations)
     if runner.kv_cache.scales is not None:  # a scaled fp8 pool: its scales from the built-in text
         runner.calibrate_kv_scales(calibration_token_ids(tokenizer))
     log.info("loaded %s on %s (%s, KV %s x %d blocks of %d) in %.1fs", source.name, dev, torch_dtype,

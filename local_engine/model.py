@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from local_engine.model_config import ModelConfig
-from local_engine.native.fused_layer import FusedLayer, NativeInt4
+from local_engine.native.fused_layer import FusedLayer, FusedStack, NativeInt4, stack_layers
 from local_engine.native.kernels import OUT_HALVES, NativeKernels, load_kernels, pack_q4
+from local_engine.native.paged_decode import NativeDecodeAttention
 from local_engine.weights import (
     INT4_MAX_ROWS,
     INT4_SUFFIXES,
@@ -148,6 +149,7 @@ class LlamaModel(nn.Module):
         self.head_int4_codes: tuple[torch.Tensor, ...] | None = None  # the file's head as 4-bit (q, scale, zero)
         self.head_int4: Int4 | None = None  # packed for the CPU int4 kernel
         self.native: NativeKernels | None = None  # the native kernels, when prepack_weights loaded them
+        self.fused_stack: FusedStack | None = None  # every fused layer in one native call (decode steps)
         self.tile_rows: int | None = None  # see make_batch_invariant
         # Not a buffer: .to(dtype) must not round the angles, so the table is float32, rebuilt per device.
         self.inv_freq = rope_inv_freq(config)  # (D/2,) float32 on the CPU
@@ -160,15 +162,17 @@ class LlamaModel(nn.Module):
 
     @property
     def kernels_path(self) -> str:
-        """Which kernels small steps run on: "native" (local_engine/native) or "torch"."""
-        return "torch" if self.native is None else "native"
+        """Which kernels small steps run on: "native" (local_engine/native; "native+int8" with 8-bit
+        activations) or "torch"."""
+        return "torch" if self.native is None else "native+int8" if self.native.activations == "int8" else "native"
 
     @property
     def decoder_layers(self) -> list[DecoderLayer]:
         return [cast(DecoderLayer, layer) for layer in self.layers]
 
-    def prepack_weights(self) -> bool:
+    def prepack_weights(self, activations: str | None = None) -> bool:
         """Keep oneDNN-packed copies of the matmul weights (bf16 on CPU only); True if it did.
+        ``activations``: the native kernels' input rows (kernels.activations_setting).
 
         The plain weights stay (embedding lookups, logit rescoring, state_dict); moving or casting
         the model afterwards drops the packed copies.
@@ -177,9 +181,10 @@ class LlamaModel(nn.Module):
         if not can_prepack(head):
             return False
         has_codes = self.head_int4_codes is not None or any(layer.int4_codes for layer in self.decoder_layers)
-        self.native = load_kernels() if has_codes else None
+        self.native = load_kernels(activations=activations) if has_codes else None
         for layer in self.decoder_layers:
             layer.prepack_weights(self.native)
+        self.fused_stack = stack_layers([layer.fused for layer in self.decoder_layers])
         self.packed_head = prepack(head)
         if self.head_int4_codes is not None and self.head_int4_codes[0].shape[0] in (head.shape[0], 2 * head.shape[0]):
             self.head_int4 = (pack_int4(*self.head_int4_codes) if self.native is None
@@ -194,7 +199,7 @@ class LlamaModel(nn.Module):
             layer.tile_rows = tile_rows
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        self.packed_head, self.head_int4 = None, None
+        self.packed_head, self.head_int4, self.fused_stack = None, None, None
         for layer in self.decoder_layers:
             layer.packed, layer.int4, layer.fused = {}, {}, None
         super()._apply(fn, recurse)
@@ -213,8 +218,12 @@ class LlamaModel(nn.Module):
         x = self.embed_tokens(input_ids).float()  # (T, hidden): the residual stream stays float32
         cos_sin = self.rope_table[positions].to(self.embed_tokens.weight.dtype)  # (T, 2, D)
         cos, sin_signed = cos_sin[:, 0:1], cos_sin[:, 1:2]  # (T, 1, D)
-        for layer in self.layers:
-            x = layer.forward(x, cos, sin_signed, attend)  # skip nn.Module call hooks: 30+ calls a step
+        if (self.fused_stack is not None and isinstance(attend, NativeDecodeAttention) and self.tile_rows is None
+                and x.shape[0] <= INT4_MAX_ROWS):
+            x = self.fused_stack.forward(x, cos, sin_signed, attend)  # a decode step's layers: one native call
+        else:
+            for layer in self.layers:
+                x = layer.forward(x, cos, sin_signed, attend)  # skip nn.Module call hooks: 30+ calls a step
         if logits_indices is not None:
             x = x[logits_indices]  # (S, hidden)
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight

@@ -57,14 +57,16 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, model_config: ModelConfig, *, device: str | torch.device,
                  dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
                  attention: AttentionImpl = "fast", step_threads: StepThreads | None = None,
-                 kv_scaled: bool = True, cuda_graphs: bool = False) -> None:
+                 kv_scaled: bool = True, cuda_graphs: bool = False, activations: str | None = None) -> None:
         if cuda_graphs and attention != "fast":
             raise RunnerError(f"CUDA graphs replay the fast attention path, not {attention!r}")
         self.device = torch.device(device)
         self.dtype = dtype
         self.model_config = model_config
         self.model = model.to(device=self.device, dtype=dtype).requires_grad_(False).eval()
-        self.model.prepack_weights()
+        # the native matmuls' activations: as asked, else bf16 for --deterministic (its numerics unchanged),
+        # else HYBRIDGW_ACTIVATIONS or int8 (native/kernels.py)
+        self.model.prepack_weights(activations or ("bf16" if attention == "deterministic" else None))
         if attention == "deterministic":
             self.model.make_batch_invariant(INVARIANT_TILE_ROWS)
         # kv_scaled: an FP8 pool keeps per-layer, per-head scales (1 until calibrate_kv_scales)

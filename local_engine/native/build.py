@@ -43,15 +43,16 @@ def _cpu_flags() -> str:
         return ""
 
 
-def library_path() -> Path:
+def library_path(extra_flags: tuple[str, ...] = ()) -> Path:
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in (SOURCE, *HEADERS)))
-    digest.update(" ".join((compiler(), *FLAGS, _cpu_flags())).encode())
+    digest.update(" ".join((compiler(), *FLAGS, *extra_flags, _cpu_flags())).encode())
     return cache_dir() / f"hgkernels-{digest.hexdigest()[:16]}.so"
 
 
-def build(force: bool = False) -> Path:
-    """The library's path, compiled first unless already there; raises BuildError."""
-    target = library_path()
+def build(force: bool = False, extra_flags: tuple[str, ...] = ()) -> Path:
+    """The library's path, compiled first unless already there; raises BuildError. ``extra_flags`` (after
+    the usual ones) build a variant, e.g. ``-march=x86-64-v3``: the AVX2 paths a CPU without AVX512 takes."""
+    target = library_path(extra_flags)
     if target.exists() and not force:
         return target
     if shutil.which(compiler()) is None:
@@ -61,7 +62,7 @@ def build(force: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler(), *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
+        done = subprocess.run([compiler(), *FLAGS, *extra_flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True,
                               timeout=_TIMEOUT_S)
         if done.returncode != 0:
             raise BuildError(f"{compiler()} failed: {done.stderr.strip()[-2000:]}")

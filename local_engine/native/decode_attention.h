@@ -56,14 +56,51 @@ void weighted_sum_g(int D, int L, const uint16_t* vc, const int64_t* rows, const
   }
 }
 
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+// Scaled scores (G, L) of keys 0..L8-1 (L8 a multiple of 8) for all G heads at once: each key row is
+// loaded once for the G heads (G * 8 accumulators in registers); per (head, key) the same sequence of
+// dot products as attend_one's one-head loop, so the same bits.
+template <int G>
+void scores_all_heads(int D, int L8, int L, const uint16_t* qh, const uint16_t* kc, const int64_t* rows, float scale,
+                      float* scores) {
+  for (int j = 0; j < L8; j += 8) {
+    __m256 p[G][8];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < 8; ++t) p[g][t] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d += 16) {
+      __m256bh q[G];
+      for (int g = 0; g < G; ++g)
+        q[g] = (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + static_cast<long>(g) * D + d));
+      for (int t = 0; t < 8; ++t) {
+        const __m256bh k = (__m256bh)_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc + rows[j + t] + d));
+        for (int g = 0; g < G; ++g) p[g][t] = _mm256_dpbf16_ps(p[g][t], q[g], k);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      _mm256_storeu_ps(scores + static_cast<size_t>(g) * L + j,
+                       _mm256_mul_ps(hsum8(p[g][0], p[g][1], p[g][2], p[g][3], p[g][4], p[g][5], p[g][6], p[g][7]),
+                                     _mm256_set1_ps(scale)));
+  }
+}
+#endif
+
 // The G query heads sharing one KV head: rows (L,) each position's element offset in a head of the
 // cache; scores (G, L) scratch; out (G, D) bf16.
 void attend_one(int G, int D, int L, const uint16_t* qh, const uint16_t* kc, const uint16_t* vc,
                 const int64_t* rows, float scale, float* scores, uint16_t* out) {
+  int done = 0;  // keys whose scores are already in (all heads at once where G is small)
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+  if (G <= 3) {
+    done = L / 8 * 8;
+    if (G == 1) scores_all_heads<1>(D, done, L, qh, kc, rows, scale, scores);
+    if (G == 2) scores_all_heads<2>(D, done, L, qh, kc, rows, scale, scores);
+    if (G == 3) scores_all_heads<3>(D, done, L, qh, kc, rows, scale, scores);
+  }
+#endif
   for (int g = 0; g < G; ++g) {
     const uint16_t* qg = qh + static_cast<long>(g) * D;
     float* sc = scores + static_cast<size_t>(g) * L;
-    int j = 0;
+    int j = done;
     for (; j + 8 <= L; j += 8) {  // 8 keys at once: independent chains, one reduction
       __m256 p[8];
       const uint16_t* kr[8];

@@ -89,3 +89,41 @@ class FusedLayer:
             cos.stride(0), attend.layer_ptr(layer_idx), cache.shape[2], cache.shape[3], attend.tables.data_ptr(),
             attend.tables.shape[1], attend.context_lens.data_ptr(), self.head_dim ** -0.5, out.data_ptr())
         return out
+
+
+@dataclass(frozen=True)
+class FusedStack:
+    """Every layer of a decode step in one native call (hg_decode_layers): the same bits as the layers'
+    _decode_layer one by one, without ~30 Python calls a step. Built by ``stack_layers``."""
+
+    first: FusedLayer  # dimensions, eps and the kernels (every layer alike)
+    num_layers: int
+    pointers: torch.Tensor  # (layers, 10) int64: norms and (codes, scales) of qkv, o, gate_up, down
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor,
+                attend: NativeDecodeAttention) -> torch.Tensor:
+        """x (B, hidden) float32 after the embedding -> after the last layer (B, hidden) float32."""
+        f, x = self.first, x.contiguous()
+        out = torch.empty_like(x)
+        cache = attend.cache  # (layers, 2*KVH, N, block_size, D)
+        f.kernels.decode_layers(
+            self.num_layers, x.shape[0], x.shape[1], f.num_heads, f.num_kv_heads, f.head_dim, f.down.k, x.data_ptr(),
+            self.pointers.data_ptr(), f.eps, cos.data_ptr(), sin_signed.data_ptr(), cos.stride(0),
+            cache.data_ptr(), cache.stride(0), cache.shape[2], cache.shape[3], attend.tables.data_ptr(),
+            attend.tables.shape[1], attend.context_lens.data_ptr(), f.head_dim ** -0.5, out.data_ptr())
+        return out
+
+
+def stack_layers(layers: list[FusedLayer | None]) -> FusedStack | None:
+    """The layers as one FusedStack, or None unless every one is fused alike without a q/k/v bias."""
+    if not layers or any(f is None or f.qkv_bias is not None for f in layers):
+        return None
+    fused = [f for f in layers if f is not None]
+    first = fused[0]
+    shape = (first.eps, first.num_heads, first.num_kv_heads, first.head_dim, first.qkv.shape, first.down.shape)
+    if any((f.eps, f.num_heads, f.num_kv_heads, f.head_dim, f.qkv.shape, f.down.shape) != shape for f in fused):
+        return None
+    pointers = torch.tensor([[f.input_norm.data_ptr(), f.post_attn_norm.data_ptr(),
+                              *(p for m in (f.qkv, f.o, f.gate_up, f.down) for p in (m.codes_ptr, m.scales_zeros_ptr))]
+                             for f in fused], dtype=torch.int64)
+    return FusedStack(first, len(fused), pointers)

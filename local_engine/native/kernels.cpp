@@ -19,44 +19,58 @@
 
 extern "C" {
 
-int hg_abi_version() { return 1; }
+int hg_abi_version() { return 2; }
 
 // use_openmp: 1 = work split over OpenMP threads (static; the default), 0 = the pool; spin_us: how long
-// pool workers spin for the next job before sleeping.
-void hg_set_threading(int use_openmp, int spin_us) {
+// pool workers spin for the next job before sleeping; min_work: multiply-adds below which a call stays on
+// the calling thread (<= 0: the default, kMinParallelWork).
+void hg_set_threading(int use_openmp, int spin_us, long min_work) {
   g_use_openmp.store(use_openmp);
   hg::pool().set_spin_us(spin_us);
+  g_min_parallel_work.store(min_work > 0 ? min_work : kMinParallelWork);
 }
 
 // out = x @ W.T for S rows. x_mode: 0 bf16 (S, K); 1 fp32 (S, K) through RMSNorm(norm_w, eps) and a bf16
 // cast; 2 bf16 (S, 2K) as silu(first half) * second half. out_mode: 0 bf16 (S, N); 1 fp32 (S, N) =
 // res + bf16(product); 2 fp32 (S, N/2), rows n and n + N/2 summed. codes (N, K/2): group g's 16 bytes
 // hold element j in the low and j + 16 in the high nibble; sz (N, K/32, 2) bf16 (scale, zero).
-// Returns 0, or -1 if K is not a multiple of 32 or memory is short.
+// act: 0 the (bf16) input values as they are; 1 each row quantized to 8 bits per group of 32 first
+// (q8_matmul.h). Returns 0, or -1 if K is not a multiple of 32 or memory is short.
 int hg_q4_linear(int S, int K, int N, const void* x, int x_mode, const float* norm_w, float eps,
                  const uint8_t* codes, const uint16_t* sz, void* out, int out_mode, const float* res,
-                 int nthreads) {
+                 int act, int nthreads) {
   if (K % kGroup != 0 || K / kGroup > kMaxGroups || S < 0 || N < 0) return -1;
   if (S == 0 || N == 0) return 0;
   const int G = K / kGroup;
   const size_t SK = static_cast<size_t>(S) * K;
-  float* xf = static_cast<float*>(malloc(sizeof(float) * (SK + static_cast<size_t>(S) * G) + sizeof(uint16_t) * SK));
+  const size_t q8_bytes = act == 1 ? static_cast<size_t>(S) * q8_row_bytes(K) : 0;
+  float* xf = static_cast<float*>(malloc(sizeof(float) * (SK + static_cast<size_t>(S) * G) + sizeof(uint16_t) * SK
+                                         + q8_bytes + 64));
   if (xf == nullptr) return -1;
   float* xsum = xf + SK;
   uint16_t* xb = reinterpret_cast<uint16_t*>(xsum + static_cast<size_t>(S) * G);
-  prepare_input(S, K, x, x_mode, norm_w, eps, xf, xb, xsum);
-  if (nthreads < 1 || static_cast<long>(S) * K * N < kMinParallelWork) nthreads = 1;
+  prepare_input(S, K, x, x_mode, norm_w, eps, xf, act == 1 ? nullptr : xb, xsum);
+  PassInput in{xf, xb, xsum, nullptr};
+  if (act == 1) {
+    char* q8 = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(xb + SK) + 63) & ~static_cast<uintptr_t>(63));
+    for (int r = 0; r < S; ++r) q8_quantize_row(xf + static_cast<size_t>(r) * K, K, q8_row(q8, K, r));
+    in.q8 = q8;
+  }
+  if (nthreads < 1 || static_cast<long>(S) * K * N < g_min_parallel_work.load()) nthreads = 1;
   for (int r0 = 0; r0 < S; r0 += kMaxRows) {
     switch (S - r0 >= kMaxRows ? kMaxRows : S - r0) {
-      case 1: rows_pass<1>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      case 2: rows_pass<2>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      case 3: rows_pass<3>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
-      default: rows_pass<4>(r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res, nthreads); break;
+      case 1: rows_pass<1>(r0, K, N, in, codes, sz, out, out_mode, res, nthreads); break;
+      case 2: rows_pass<2>(r0, K, N, in, codes, sz, out, out_mode, res, nthreads); break;
+      case 3: rows_pass<3>(r0, K, N, in, codes, sz, out, out_mode, res, nthreads); break;
+      default: rows_pass<4>(r0, K, N, in, codes, sz, out, out_mode, res, nthreads); break;
     }
   }
   free(xf);
   return 0;
 }
+
+// Which integer dot product the 8-bit activations use here: 1 AVX512-VNNI, 0 AVX2 (the same results).
+int hg_q8_vnni() { return HG_Q8_VNNI; }
 
 // Rotate-half RoPE in place on the first `heads` heads of each token's row of bf16 qkv (T rows of
 // `row_stride` elements, heads of D): x = bf16(bf16(x * cos) + rolled(x) * sin_signed), as model.rope_
@@ -96,7 +110,7 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
   const long head_stride = num_blocks * block_size * static_cast<long>(D);  // one K or V head
   long work = 0;
   for (int b = 0; b < B; ++b) work += 2L * context_lens[b] * H * D;
-  if (work < kMinParallelWork) nthreads = 1;
+  if (work < g_min_parallel_work.load()) nthreads = 1;
   parallel_chunks(B * KVH, nthreads, [&](int item) {
     const int b = item / KVH, kvh = item % KVH;
     const int64_t* table = block_tables + static_cast<long>(b) * max_blocks;
@@ -121,13 +135,14 @@ void hg_paged_decode_bf16(int B, int H, int KVH, int D, const uint16_t* q, const
 // RoPE, the paged attention (K/V stored), o + residual, RMSNorm + gate/up, SiLU·mul + down + residual —
 // the calls FusedLayer otherwise makes one by one, so the results are the same bits. x, out (B, hidden)
 // float32; weights as hg_q4_linear takes them (no q/k/v bias); cos / sin_signed rows of D bf16,
-// cs_stride apart; the cache, tables and scale as hg_paged_decode_bf16. Returns 0, or -1 (memory, shapes).
+// cs_stride apart; the cache, tables and scale as hg_paged_decode_bf16; act as hg_q4_linear's. Returns 0,
+// or -1 (memory, shapes).
 int hg_decode_layer(int B, int hidden, int H, int KVH, int D, int inter, const float* x, const float* in_norm,
                     const float* post_norm, float eps, const uint8_t* qkv_c, const uint16_t* qkv_sz,
                     const uint8_t* o_c, const uint16_t* o_sz, const uint8_t* gu_c, const uint16_t* gu_sz,
                     const uint8_t* dn_c, const uint16_t* dn_sz, const uint16_t* cos, const uint16_t* sin_signed,
                     long cs_stride, uint16_t* cache, long num_blocks, int block_size, const int64_t* block_tables,
-                    int max_blocks, const int32_t* context_lens, float scale, float* out, int nthreads) {
+                    int max_blocks, const int32_t* context_lens, float scale, float* out, int act, int nthreads) {
   const long row = static_cast<long>(H + 2 * KVH) * D;
   const size_t bytes = sizeof(uint16_t) * B * (row + static_cast<size_t>(H) * D + 2 * static_cast<size_t>(inter))
                        + sizeof(float) * B * static_cast<size_t>(hidden);
@@ -138,17 +153,45 @@ int hg_decode_layer(int B, int hidden, int H, int KVH, int D, int inter, const f
   uint16_t* gate_up = attn + static_cast<long>(B) * H * D;  // (B, 2 * inter)
   float* mid = reinterpret_cast<float*>(gate_up + 2L * B * inter);  // (B, hidden): x after attention
   int rc = hg_q4_linear(B, hidden, static_cast<int>(row / D) * D, x, 1, in_norm, eps, qkv_c, qkv_sz, qkv, 0, nullptr,
-                        nthreads);
+                        act, nthreads);
   if (rc == 0) {
     hg_rope_bf16(B, H + KVH, D, qkv, row, cos, sin_signed, cs_stride);
     hg_paged_decode_bf16(B, H, KVH, D, qkv, qkv + static_cast<long>(H) * D, qkv + static_cast<long>(H + KVH) * D,
                          row, cache, num_blocks, block_size, block_tables, max_blocks, context_lens,
                          scale, attn, nthreads);
-    rc = hg_q4_linear(B, H * D, hidden, attn, 0, nullptr, 0.0f, o_c, o_sz, mid, 1, x, nthreads);
+    rc = hg_q4_linear(B, H * D, hidden, attn, 0, nullptr, 0.0f, o_c, o_sz, mid, 1, x, act, nthreads);
   }
-  if (rc == 0) rc = hg_q4_linear(B, hidden, 2 * inter, mid, 1, post_norm, eps, gu_c, gu_sz, gate_up, 0, nullptr, nthreads);
-  if (rc == 0) rc = hg_q4_linear(B, inter, hidden, gate_up, 2, nullptr, 0.0f, dn_c, dn_sz, out, 1, mid, nthreads);
+  if (rc == 0) rc = hg_q4_linear(B, hidden, 2 * inter, mid, 1, post_norm, eps, gu_c, gu_sz, gate_up, 0, nullptr, act,
+                                    nthreads);
+  if (rc == 0) rc = hg_q4_linear(B, inter, hidden, gate_up, 2, nullptr, 0.0f, dn_c, dn_sz, out, 1, mid, act, nthreads);
   free(scratch);
+  return rc;
+}
+
+// All L decoder layers of a decode step in one call (hg_decode_layer each, the same bits): layer l's
+// norms and weights at layers[10 l ..] = in_norm, post_norm, qkv codes, qkv sz, o, o sz, gate_up, gate_up
+// sz, down, down sz; its cache at cache + l * layer_stride elements. Saves the per-layer call from Python.
+int hg_decode_layers(int L, int B, int hidden, int H, int KVH, int D, int inter, const float* x,
+                     const int64_t* layers, float eps, const uint16_t* cos, const uint16_t* sin_signed,
+                     long cs_stride, uint16_t* cache, long layer_stride, long num_blocks, int block_size,
+                     const int64_t* block_tables, int max_blocks, const int32_t* context_lens, float scale,
+                     float* out, int act, int nthreads) {
+  float* tmp = static_cast<float*>(malloc(sizeof(float) * 2 * B * static_cast<size_t>(hidden)));
+  if (tmp == nullptr) return -1;
+  const float* in = x;
+  int rc = 0;
+  for (int l = 0; l < L && rc == 0; ++l) {
+    float* dst = l == L - 1 ? out : tmp + (l % 2) * B * static_cast<size_t>(hidden);
+    const int64_t* p = layers + 10L * l;
+    auto u8 = [&](int i) { return reinterpret_cast<const uint8_t*>(p[i]); };
+    auto u16 = [&](int i) { return reinterpret_cast<const uint16_t*>(p[i]); };
+    rc = hg_decode_layer(B, hidden, H, KVH, D, inter, in, reinterpret_cast<const float*>(p[0]),
+                         reinterpret_cast<const float*>(p[1]), eps, u8(2), u16(3), u8(4), u16(5), u8(6), u16(7), u8(8),
+                         u16(9), cos, sin_signed, cs_stride, cache + l * layer_stride, num_blocks, block_size,
+                         block_tables, max_blocks, context_lens, scale, dst, act, nthreads);
+    in = dst;
+  }
+  free(tmp);
   return rc;
 }
 

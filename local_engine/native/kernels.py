@@ -1,7 +1,10 @@
 """The native library through ctypes: loading it (or saying once why not) and typed calls on tensors.
 
 ``HYBRIDGW_NATIVE=off`` keeps the torch path; by default the library is built on first use when the
-cache has none (``build.py``), and any failure falls back to torch with one log line.
+cache has none (``build.py``), and any failure falls back to torch with one log line. The 4-bit matmuls
+take their input rows as bf16 values or quantized to 8 bits first (``activations``; ``HYBRIDGW_ACTIVATIONS``).
+Calls of >= DEFAULT_SPLIT_WORK multiply-adds split over the kernels' own spinning pool (every SmolLM2 layer
+matmul); ``HYBRIDGW_NATIVE_SPLIT_WORK=N`` sets the threshold, ``=0`` the earlier default (OpenMP, >= 4 M).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from local_engine.native.build import BuildError, build
 
 log = logging.getLogger(__name__)
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _GROUP = 32
 # x_mode / out_mode of hg_q4_linear (kernels.cpp)
 X_BF16, X_RMSNORM, X_SILU_MUL = 0, 1, 2
@@ -24,6 +27,13 @@ OUT_BF16, OUT_RESIDUAL, OUT_HALVES = 0, 1, 2
 # Pool workers spin this long for the next matmul before sleeping: longer than the gaps inside a decode
 # step (attention, Python: tens of µs), shorter than those between steps (the server's work: ms)
 DEFAULT_SPIN_US = 200
+# Calls of at least this many multiply-adds split over the pool: SmolLM2's layer matmuls (0.33-1.8 M) too.
+# Measured on the busy 2-core box, batch-1 decode step p50: 0.77-0.73x wall of OpenMP with its 4 M floor,
+# the same CPU (docs/benchmarks.md, #14) — the pool's caller takes the chunks of a worker not yet running.
+DEFAULT_SPLIT_WORK = 1 << 18
+# The matmuls' input rows: "bf16" as they are, or "int8": quantized per group of 32 (llama.cpp's Q8 blocks)
+# for integer dot products with the 4-bit codes (q8_matmul.h)
+ACTIVATIONS = ("bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -55,31 +65,44 @@ def pack_q4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> Q4Weigh
 class NativeKernels:
     """Typed wrappers over the loaded library; ``threads``: OpenMP threads of each matmul."""
 
-    def __init__(self, lib: ctypes.CDLL, path: str, threads: int) -> None:
+    def __init__(self, lib: ctypes.CDLL, path: str, threads: int, activations: str = "bf16") -> None:
         self.path, self.threads = path, max(1, threads)
+        self.set_activations(activations)
+        self.vnni = bool(lib.hg_q8_vnni())  # the 8-bit dot products on AVX512-VNNI (else AVX2; same results)
         self._q4 = lib.hg_q4_linear
         self._q4.restype = ctypes.c_int
         p, i = ctypes.c_void_p, ctypes.c_int
-        self._q4.argtypes = [i, i, i, p, i, p, ctypes.c_float, p, p, p, i, p, i]
+        self._q4.argtypes = [i, i, i, p, i, p, ctypes.c_float, p, p, p, i, p, i, i]
         self._decode = lib.hg_paged_decode_bf16
         self._decode.restype = None
         self._decode.argtypes = [i, i, i, i, p, p, p, ctypes.c_long, p, ctypes.c_long, i, p, i, p,
                                  ctypes.c_float, p, i]
         self._threading = lib.hg_set_threading
         self._threading.restype = None
-        self._threading.argtypes = [i, i]
+        self._threading.argtypes = [i, i, ctypes.c_long]
         self._layer = lib.hg_decode_layer
         self._layer.restype = ctypes.c_int
         self._layer.argtypes = [i, i, i, i, i, i, p, p, p, ctypes.c_float, p, p, p, p, p, p, p, p, p, p,
-                                ctypes.c_long, p, ctypes.c_long, i, p, i, p, ctypes.c_float, p, i]
+                                ctypes.c_long, p, ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
+        self._layers = lib.hg_decode_layers
+        self._layers.restype = ctypes.c_int
+        self._layers.argtypes = [i, i, i, i, i, i, i, p, p, ctypes.c_float, p, p, ctypes.c_long, p, ctypes.c_long,
+                                 ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
 
-    def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US) -> None:
+    def set_activations(self, activations: str) -> None:
+        """Switch every later matmul's input rows to "bf16" or "int8" (ACTIVATIONS); for A/B benches."""
+        if activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, not {activations!r}")
+        self.activations, self._act = activations, ACTIVATIONS.index(activations)
+
+    def set_threading(self, use_openmp: bool, spin_us: int = DEFAULT_SPIN_US, min_work: int = 0) -> None:
         """Split work over OpenMP threads (libgomp, shared with torch; the library's default) or over its
-        own pool (dynamic chunks; workers spin ``spin_us`` between jobs, then sleep)."""
-        self._threading(int(use_openmp), spin_us)
+        own pool (dynamic chunks; workers spin ``spin_us`` between jobs, then sleep); calls of fewer than
+        ``min_work`` multiply-adds stay on one thread (0: the library's default, 4 M). Process-wide."""
+        self._threading(int(use_openmp), spin_us, min_work)
 
     def q4_linear(self, weight: Q4Weight, x: torch.Tensor, *, x_mode: int = X_BF16,
                   norm: torch.Tensor | None = None, eps: float = 0.0, out_mode: int = OUT_BF16,
@@ -108,16 +131,22 @@ class NativeKernels:
             out = torch.empty(s, n // 2 if out_mode == OUT_HALVES else n, dtype=torch.float32)
         rc = self._q4(s, weight.k, n, x.data_ptr(), x_mode, norm_ptr, eps, weight.codes_ptr,
                       weight.scales_zeros_ptr, out.data_ptr(), out_mode,
-                      None if residual is None else residual.data_ptr(), self.threads)
+                      None if residual is None else residual.data_ptr(), self._act, self.threads)
         if rc != 0:
             raise RuntimeError(f"hg_q4_linear failed ({rc}) for a {weight.shape} weight")
         return out
 
     def decode_layer(self, *args: int | float) -> None:
-        """hg_decode_layer (kernels.cpp) on raw sizes and addresses, the kernels' threads appended."""
-        rc = self._layer(*args, self.threads)
+        """hg_decode_layer (kernels.cpp) on raw sizes and addresses, the activations and threads appended."""
+        rc = self._layer(*args, self._act, self.threads)
         if rc != 0:
             raise RuntimeError(f"hg_decode_layer failed ({rc})")
+
+    def decode_layers(self, *args: int | float) -> None:
+        """hg_decode_layers (kernels.cpp): every layer of a decode step in one call; as decode_layer."""
+        rc = self._layers(*args, self._act, self.threads)
+        if rc != 0:
+            raise RuntimeError(f"hg_decode_layers failed ({rc})")
 
     def rope_(self, qkv: torch.Tensor, heads: int, head_dim: int, cos: torch.Tensor, sin_signed: torch.Tensor) -> None:
         """Rotate the first ``heads`` heads of qkv (T, *) bf16 rows in place; cos / sin_signed (T, 1, D) bf16."""
@@ -141,8 +170,18 @@ class NativeKernels:
         return out
 
 
-def load_kernels(threads: int | None = None) -> NativeKernels | None:
-    """The native kernels, built if need be; None (with one log line saying why) when off or unavailable."""
+def activations_setting(activations: str | None = None) -> str:
+    """The matmuls' activations: the argument, else HYBRIDGW_ACTIVATIONS, else "int8"; ValueError if unknown."""
+    value = (activations or os.environ.get("HYBRIDGW_ACTIVATIONS") or "int8").lower()
+    if value not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, not {value!r}")
+    return value
+
+
+def load_kernels(threads: int | None = None, activations: str | None = None) -> NativeKernels | None:
+    """The native kernels, built if need be; None (with one log line saying why) when off or unavailable.
+    ``activations``: see activations_setting."""
+    act = activations_setting(activations)
     setting = os.environ.get("HYBRIDGW_NATIVE", "auto").lower()
     if setting in ("0", "off", "false", "no"):
         log.warning("native kernels: off (HYBRIDGW_NATIVE=%s); small steps use the torch path", setting)
@@ -155,6 +194,12 @@ def load_kernels(threads: int | None = None) -> NativeKernels | None:
     except (BuildError, OSError, AttributeError) as exc:
         log.warning("native kernels: unavailable (%s); small steps use the torch path", exc)
         return None
-    kernels = NativeKernels(lib, str(path), threads or torch.get_num_threads())
-    log.info("native kernels: on (%s, %d threads)", path.name, kernels.threads)
+    kernels = NativeKernels(lib, str(path), threads or torch.get_num_threads(), act)
+    split = os.environ.get("HYBRIDGW_NATIVE_SPLIT_WORK", "").strip().lower()
+    if split in ("0", "off"):  # the earlier default: OpenMP, calls of >= 4 M multiply-adds only
+        kernels.set_threading(use_openmp=True)
+    else:
+        kernels.set_threading(use_openmp=False, min_work=int(split) if split.isdigit() else DEFAULT_SPLIT_WORK)
+    log.info("native kernels: on (%s, %d threads, %s activations%s)", path.name, kernels.threads, act,
+             ", VNNI" if kernels.vnni and act == "int8" else "")
     return kernels

@@ -13,6 +13,9 @@ namespace {
 // (passive OpenMP waits, a busy machine), more than splitting SmolLM2's layer matmuls (30-100 µs of
 // work) saves; its LM head (57 M) and larger models' matrices do split.
 constexpr long kMinParallelWork = 4L << 20;
+// The threshold in force (hg_set_threading may lower it: with the pool's spinning workers on a quiet
+// machine a split pays from far fewer multiply-adds)
+std::atomic<long> g_min_parallel_work{kMinParallelWork};
 
 // Threads: OpenMP (libgomp, shared with torch: one static share per thread) by default, or the pool
 // (pool.h: dynamic chunks, spinning workers). On this busy 2-core box OpenMP won (docs/benchmarks.md):

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "parallel.h"
+#include "q8_matmul.h"
 #include "simd.h"
 
 namespace {
@@ -100,7 +101,8 @@ inline void dot_rows(const uint8_t* codes, const uint16_t* sz, const float* xf, 
   }
 }
 
-// The input rows as fp32 (S, K) and their group sums (S, K/32).
+// The input rows as fp32 (S, K) and, unless xb is null (8-bit activations: q8_quantize_row's instead), as
+// bf16 with their group sums (S, K/32).
 void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w, float eps, float* xf,
                    uint16_t* xb, float* xsum) {
   for (int r = 0; r < S; ++r) {
@@ -124,6 +126,7 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
         for (int j = 0; j < 8; ++j) out[k + j] = round_bf16(round_bf16(sig[j]) * bf16_to_f32(in[K + k + j]));
       }
     }
+    if (xb == nullptr) continue;
     for (int k = 0; k < K; ++k) xb[static_cast<size_t>(r) * K + k] = f32_to_bf16(out[k]);  // exact: bf16 values
     const int G = K / kGroup;
     for (int g = 0; g < G; ++g) {
@@ -134,21 +137,16 @@ void prepare_input(int S, int K, const void* x, int x_mode, const float* norm_w,
   }
 }
 
-template <int R>
-void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const uint16_t* xbf, const float* xsum,
-                const uint8_t* codes, const uint16_t* sz, void* out, int out_mode, const float* res) {
-  const int G = K / kGroup;
+// Outputs n0..n1 of rows r0..r0+R-1: dot(n, acc) computes one output's R sums, stored per out_mode.
+template <int R, class Dot>
+void rows_range(int n0, int n1, int r0, int N, void* out, int out_mode, const float* res, const Dot& dot) {
   const int n_out = out_mode == 2 ? N / 2 : N;
-  const float* x = xf + static_cast<size_t>(r0) * K;
-  const uint16_t* xb = xbf + static_cast<size_t>(r0) * K;
-  const float* xs = xsum + static_cast<size_t>(r0) * G;
   for (int n = n0; n < n1; ++n) {
     float acc[R];
-    dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xb, xs, K, acc);
+    dot(n, acc);
     if (out_mode == 2) {  // two halves of rows that add up to one matrix (a Q8_0 head), fp32 out
       float acc2[R];
-      size_t m = static_cast<size_t>(n) + n_out;
-      dot_rows<R>(codes + m * K / 2, sz + m * G * 2, x, xb, xs, K, acc2);
+      dot(n + n_out, acc2);
       for (int r = 0; r < R; ++r) static_cast<float*>(out)[static_cast<size_t>(r0 + r) * n_out + n] = acc[r] + acc2[r];
     } else if (out_mode == 1) {  // fp32 residual + the bf16-rounded product (x + linear(h) in torch)
       for (int r = 0; r < R; ++r) {
@@ -161,18 +159,44 @@ void rows_range(int n0, int n1, int r0, int K, int N, const float* xf, const uin
   }
 }
 
+// The input rows r0..r0+R-1 prepared once for a pass: bf16/fp32 values with group sums (q8 == nullptr),
+// or quantized to 8 bits (q8_matmul.h).
+struct PassInput {
+  const float* xf;
+  const uint16_t* xb;
+  const float* xsum;
+  const char* q8;
+};
+
 template <int R>
-void rows_pass(int r0, int K, int N, const float* xf, const uint16_t* xb, const float* xsum, const uint8_t* codes,
-               const uint16_t* sz, void* out, int out_mode, const float* res, int nthreads) {
+void rows_pass(int r0, int K, int N, const PassInput& in, const uint8_t* codes, const uint16_t* sz, void* out,
+               int out_mode, const float* res, int nthreads) {
   const int n_out = out_mode == 2 ? N / 2 : N;
+  const int G = K / kGroup;
   // ~8 chunks a thread (whole cache lines of output): contiguous shares under OpenMP's static split;
   // under the pool a late thread's share is taken by the others
   int chunk = (n_out / (8 * (nthreads > 0 ? nthreads : 1)) + 15) / 16 * 16;
   if (chunk < 16) chunk = 16;
   const int n_chunks = (n_out + chunk - 1) / chunk;
+  if (in.q8 != nullptr) {
+    Q8Row rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = q8_row(const_cast<char*>(in.q8), K, r0 + r);
+    auto dot = [&](int n, float* acc) {
+      dot_rows_q8<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, rows, K, acc);
+    };
+    parallel_chunks(n_chunks, nthreads, [&](int c) {
+      rows_range<R>(c * chunk, (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out, r0, N, out, out_mode, res, dot);
+    });
+    return;
+  }
+  const float* x = in.xf + static_cast<size_t>(r0) * K;
+  const uint16_t* xb = in.xb + static_cast<size_t>(r0) * K;
+  const float* xs = in.xsum + static_cast<size_t>(r0) * G;
+  auto dot = [&](int n, float* acc) {
+    dot_rows<R>(codes + static_cast<size_t>(n) * K / 2, sz + static_cast<size_t>(n) * G * 2, x, xb, xs, K, acc);
+  };
   parallel_chunks(n_chunks, nthreads, [&](int c) {
-    const int n1 = (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out;
-    rows_range<R>(c * chunk, n1, r0, K, N, xf, xb, xsum, codes, sz, out, out_mode, res);
+    rows_range<R>(c * chunk, (c + 1) * chunk < n_out ? (c + 1) * chunk : n_out, r0, N, out, out_mode, res, dot);
   });
 }
 

@@ -11,11 +11,11 @@ from local_engine.native.build import compiler
 from local_engine.native.kernels import NativeKernels, load_kernels
 
 
-def native_kernels(threads: int = 2) -> NativeKernels:
+def native_kernels(threads: int = 2, activations: str = "bf16") -> NativeKernels:
     """The kernels; a skip only where they cannot build (no x86-64, no compiler) — elsewhere a failure."""
     if platform.machine() not in ("x86_64", "AMD64") or shutil.which(compiler()) is None:
         pytest.skip("the native kernels need an x86-64 CPU and a C++ compiler")
-    kernels = load_kernels(threads)
+    kernels = load_kernels(threads, activations)
     assert kernels is not None, "the native kernels did not build or load (see the log)"
     return kernels
 

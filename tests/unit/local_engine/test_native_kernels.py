@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from local_engine.attention import build_attention_metadata, paged_attention_reference, write_kv
 from local_engine.model import rope_, rope_cos_sin
-from local_engine.native.kernels import OUT_HALVES, OUT_RESIDUAL, X_RMSNORM, X_SILU_MUL, pack_q4
+from local_engine.native.kernels import (
+    DEFAULT_SPLIT_WORK,
+    OUT_HALVES,
+    OUT_RESIDUAL,
+    X_RMSNORM,
+    X_SILU_MUL,
+    pack_q4,
+)
 from local_engine.native.paged_decode import native_decode_attention
 from local_engine.weights import int4_effective_weight
 
@@ -52,11 +59,11 @@ def test_a_row_does_not_depend_on_the_other_rows_or_the_threads() -> None:
     alone = torch.cat([one.q4_linear(w, x[i:i + 1]) for i in range(9)])
     assert torch.equal(two.q4_linear(w, x), alone)  # passes of 4, 4 and 1 rows on two threads
     assert torch.equal(one.q4_linear(w, x[2:5]), alone[2:5])
-    two.set_threading(use_openmp=False)  # the pool instead of OpenMP
+    two.set_threading(use_openmp=True)  # OpenMP instead of the pool (the default)
     try:
         assert torch.equal(two.q4_linear(w, x), alone)
     finally:
-        two.set_threading(use_openmp=True)
+        two.set_threading(use_openmp=False, min_work=DEFAULT_SPLIT_WORK)
 
 
 def test_rmsnorm_prologue_and_residual_epilogue_match_the_torch_layer() -> None:

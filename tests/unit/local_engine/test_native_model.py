@@ -44,10 +44,13 @@ def coded_model() -> LlamaModel:
     return model
 
 
-def coded_runner(monkeypatch: pytest.MonkeyPatch, native: str, attention: str = "fast") -> ModelRunner:
+def coded_runner(monkeypatch: pytest.MonkeyPatch, native: str, attention: str = "fast",
+                 activations: str = "bf16") -> ModelRunner:
     monkeypatch.setenv("HYBRIDGW_NATIVE", native)
+    monkeypatch.setenv("HYBRIDGW_ACTIVATIONS", activations)
     runner = make_runner(coded_model(), num_blocks=128, block_size=4, attention=attention)
     monkeypatch.delenv("HYBRIDGW_NATIVE")
+    monkeypatch.delenv("HYBRIDGW_ACTIVATIONS")
     return runner
 
 
@@ -187,7 +190,7 @@ def test_a_q4_1_gguf_runs_natively_and_picks_the_torch_paths_tokens(tmp_path: Pa
     monkeypatch.setenv("HYBRIDGW_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "q4.gguf"
     _write_tiny_gguf(path, seed=2, matrices=Q.Q4_1, embedding=Q.Q8_0)
-    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
+    fast = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20, activations="bf16").runner
     monkeypatch.setenv("HYBRIDGW_NATIVE", "off")
     reference = load_engine_model(str(path), dtype="bf16", kv_cache_bytes=1 << 20).runner
     assert (fast.model.kernels_path, reference.model.kernels_path) == ("native", "torch")
@@ -219,3 +222,29 @@ def test_the_one_call_decode_layer_equals_its_calls_one_by_one(monkeypatch: pyte
         results.append((out, pool))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert not torch.equal(results[0][1], cache)  # the new tokens' K/V were stored
+
+
+@pytest.mark.parametrize("activations", ["bf16", "int8"])
+def test_the_one_call_layer_stack_equals_the_layers_one_by_one(monkeypatch: pytest.MonkeyPatch,
+                                                               activations: str) -> None:
+    """hg_decode_layers (all layers of a decode step in one native call) against the per-layer calls: the
+    same greedy tokens and bit-equal logprobs over decode steps of 1-3 sequences."""
+    native_kernels()
+    stacked = coded_runner(monkeypatch, "auto", activations=activations)
+    by_layer = coded_runner(monkeypatch, "auto", activations=activations)
+    stack, calls = stacked.model.fused_stack, []
+    assert stack is not None
+
+    class Counted:  # the stack, its calls counted: the steps below must take it
+        def forward(self, *args: object) -> torch.Tensor:
+            calls.append(1)
+            return stack.forward(*args)  # type: ignore[arg-type]
+
+    stacked.model.fused_stack = Counted()  # type: ignore[assignment]
+    by_layer.model.fused_stack = None
+    for prompts in (PROMPTS[:1], PROMPTS[:3]):
+        tokens = [generate(stacked, prompts)[0]]
+        assert generate(by_layer, prompts)[0] == tokens[0]
+        assert forced(stacked, prompts, [tokens[0]] * len(prompts)) == forced(by_layer, prompts,
+                                                                               [tokens[0]] * len(prompts))
+    assert len(calls) >= 2 * 2 * 11  # every decode step of both runs, both batch sizes
