@@ -59,6 +59,7 @@ class InFlight:
     num: int = 0  # started and not yet finished (holds), now
     num_started_since: int = 0  # of those, started after the snapshot was taken: it cannot count them
     num_ended_since: int = 0  # started before the snapshot and finished after it: it still counts them
+    prompt_tokens_since: int = 0  # the prompt tokens of those started since (0: not known)
 
 
 _NO_FLIGHT = InFlight()
@@ -136,15 +137,16 @@ class LiveState:
         """Requests waiting in the engine now, as best known; None when its state is unknown.
 
         The polled count (W, which includes requests the engine accepted but has not scheduled)
-        is up to a poll interval old; we know what we sent since. With R running and C running
-        slots at the snapshot, and our own S requests started and D finished since it, the queue
-        is the largest of:
-          W - D          the polled queue, less ours that ended since (each lets one waiting run);
-          R + W + S - D - C   everything in the engine now beyond its slots (new ones fill free slots first);
-          N - C          ours alone beyond its slots (N in flight; covers ours still on the way at the poll).
-        Where C is unknown (vLLM), the running count at the snapshot stands in for it: then every
-        request sent since counts as queued until the next poll says otherwise (cautious: it may
-        spill a little early, never send a burst into a queue it cannot see). Other clients' requests
+        is up to a poll interval old; we know what we sent since. With C running slots at the
+        snapshot, and our own S requests started since it (still in flight), D started before it and
+        finished since, and N in flight in all, the queue is the larger of:
+          max(0, W - D) + S   the polled queue, less ours that ended since, plus ours sent since;
+          N - C               ours alone beyond its slots (covers ours still on the way at the poll).
+        Ours sent since count as waiting whether or not slots are free: the engine admits a prompt only
+        as its per-step token budget allows (64 prompt tokens a step on CPU), which a burst fills long
+        before the slots, so a burst inside one poll interval queues; the next poll shows what it
+        admitted (S counts only what started after the poll was taken: no double count). Where C is
+        unknown (vLLM), the running count at the snapshot stands in for it. Other clients' requests
         since the poll are unknown to us; the next poll shows them.
         """
         snap = self.engine(backend)
@@ -152,6 +154,17 @@ class LiveState:
             return None
         mine = self.in_flight.get(backend, _NO_FLIGHT)
         slots = snap.max_num_seqs or snap.num_running
-        since = mine.num_started_since - mine.num_ended_since
-        return max(0, snap.num_waiting - mine.num_ended_since,
-                   snap.num_running + snap.num_waiting + since - slots, mine.num - slots)
+        return max(max(0, snap.num_waiting - mine.num_ended_since) + max(0, mine.num_started_since),
+                   mine.num - slots)
+
+    def queued_prompt_tokens(self, backend: str, per_request: int) -> int | None:
+        """Prompt tokens the engine has still to prefill before a new request's, as best known (None:
+        state unknown): ours sent since the poll at their own size, the rest of num_waiting (the polled
+        queue, whose sizes it does not say) taken to be `per_request` each. A poll that shows ours
+        retires them (they no longer count as sent since), so none is counted twice."""
+        queued = self.num_waiting(backend)
+        if queued is None:
+            return None
+        mine = self.in_flight.get(backend, _NO_FLIGHT)
+        ours = max(0, mine.num_started_since) if mine.prompt_tokens_since > 0 else 0
+        return max(0, queued - ours) * per_request + (mine.prompt_tokens_since if ours else 0)
