@@ -158,3 +158,36 @@ def test_engine_state_carries_the_slots_and_the_engine_queue_limit() -> None:
     snap = parse_engine_state({"num_blocks_total": 10, "num_blocks_free": 10, "max_num_seqs": 2,
                                "max_waiting": 8, "healthy": True}, NOW)
     assert snap is not None and (snap.max_num_seqs, snap.max_waiting) == (2, 8)
+
+
+CHEAPEST = """
+version: 1
+backends:
+  local: {kind: engine, model: smollm2, max_waiting: 8}
+  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1", expected_ttft_s: 0.6}
+models:
+  chat:
+    deployments:
+      - {backend: local, model: smollm2}
+      - {backend: openai, model: gpt-4o-mini}
+slos:
+  fast: {ttft_p95_s: 1.0}
+rules:
+  - {name: cheap, strategy: cheapest_within_slo, candidates: [local, openai], slo: fast}
+"""
+
+
+def test_cheapest_within_slo_prices_ours_sent_since_the_poll_at_their_size() -> None:
+    # 1000 prompt tokens/s; a 100-token request behind two of ours sent since an idle poll, 64 slots free.
+    snap = replace(engine(prefill_tps=1000.0), max_num_seqs=64)
+
+    def first(tokens_since: int) -> tuple[str, str]:
+        state = replace(live({"local": snap}), in_flight={"local": InFlight(2, 2, 0, tokens_since)})
+        decision = decide(compiled(CHEAPEST), facts(prompt=100, blocks={"local": 10},
+                                                     costs={"local": 0.001, "openai": 0.01}), state)
+        return decision.targets[0].backend, decision.reason
+
+    backend, reason = first(200)  # (200 + 100) / 1000 = 0.3 s
+    assert backend == "local" and "local: ttft 0.3s" in reason
+    backend, reason = first(1200)  # two long prompts ahead: (1200 + 100) / 1000 = 1.3 s > 1 s
+    assert backend == "openai" and "local: ttft 1.3s" in reason
