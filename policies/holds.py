@@ -167,7 +167,9 @@ class HoldBook:
                     self._count(backend, flights, snap.taken_at)
                 started, ended, tokens = flights.started, flights.ended, flights.started_tokens
             if flights.starts or ended:
-                out[backend] = InFlight(len(flights.starts), started, ended, tokens)
+                # The last `started` of the sorted starts are those since the snapshot: the first of them.
+                first = flights.starts[-started] if started > 0 else 0.0
+                out[backend] = InFlight(len(flights.starts), started, ended, tokens, first)
         return MappingProxyType(out)
 
     def _count(self, backend: str, flights: _Flights, taken_at: float) -> None:

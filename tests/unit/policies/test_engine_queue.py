@@ -83,13 +83,30 @@ def test_the_queued_prefill_work_counts_ours_sent_since_at_their_own_size() -> N
     assert live({}).queued_prompt_tokens("local", 50) is None
 
 
+def _busy(running: int, waiting: int, sent: int, tokens: int, first_ago: float) -> LiveState:
+    """An engine polled prefilling at 1000 tokens/s; `sent` of ours since, the first `first_ago` s ago."""
+    snap = replace(engine(running=running, waiting=waiting, prefill_tps=1000.0), max_num_seqs=64)
+    return replace(live({"local": snap}), in_flight={"local": InFlight(sent, sent, 0, tokens, NOW - first_ago)})
+
+
+def test_an_engine_busy_at_the_poll_works_off_ours_sent_since_at_its_prefill_rate() -> None:
+    # Three of 100 tokens: 50 ms after the first, 50 tokens done (all three still wait); 250 ms, one is
+    # left; 500 ms, none: a stream the engine keeps up with does not read as a queue.
+    assert [_busy(2, 0, 3, 300, ago).num_waiting("local") for ago in (0.05, 0.25, 0.5)] == [3, 1, 0]
+    assert [_busy(2, 0, 3, 300, ago).queued_prompt_tokens("local", 100) for ago in (0.05, 0.25, 0.5)] == [250, 50, 0]
+    # The polled queue ahead (2, taken to be like ours) is worked off first: at 250 ms 50 of ours are done.
+    assert _busy(2, 2, 3, 300, 0.25).num_waiting("local") == 2 + 3
+    # An engine idle at the poll: its rate is not current, so a burst into it keeps counting until a poll.
+    assert _busy(0, 0, 3, 300, 5.0).num_waiting("local") == 3
+
+
 def test_the_hold_book_retires_what_a_newer_poll_has_seen() -> None:
     book = HoldBook()
     for i in range(4):  # a burst of four 100-token prompts between two polls
         book.add("local", 1, NOW - 0.4 + 0.05 * i, prompt_tokens=100)
     old, new = engine(age=0.5), engine(age=0.32)  # polled before the burst; polled after its first two
-    assert book.in_flight({"local": old})["local"] == InFlight(4, 4, 0, 400)
-    assert book.in_flight({"local": new})["local"] == InFlight(4, 2, 0, 200)
+    assert book.in_flight({"local": old})["local"] == InFlight(4, 4, 0, 400, NOW - 0.4)
+    assert book.in_flight({"local": new})["local"] == InFlight(4, 2, 0, 200, NOW - 0.3)
 
 
 def test_other_clients_requests_in_the_snapshot_are_counted_with_ours_since() -> None:
@@ -115,7 +132,7 @@ def test_hold_book_counts_requests_against_the_snapshot_time() -> None:
     book.release(book.add("local", 1, NOW - 0.3), NOW - 0.05)  # started and ended since: in neither count
     book.add("openai", 1, NOW)  # no snapshot: only counted
     flights = book.in_flight({"local": snap})
-    assert flights["local"] == InFlight(num=2, num_started_since=1, num_ended_since=1)
+    assert flights["local"] == InFlight(num=2, num_started_since=1, num_ended_since=1, first_started_since=NOW - 0.2)
     assert flights["openai"] == InFlight(num=1)
     assert dict(HoldBook().in_flight({"local": snap})) == {}
 
