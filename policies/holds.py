@@ -29,6 +29,7 @@ class Hold:
     blocks: int
     started_at: float = 0.0  # monotonic
     team: str = ""  # whose request (team fairness counts what each team holds per engine)
+    prompt_tokens: int = 0  # what the engine has to prefill for it (the router's queue estimate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,25 +45,35 @@ class _Flights:
     to the snapshot time `taken_at` (None: not counted yet, or no longer valid)."""
 
     starts: list[float]
+    tokens: list[int]  # the prompt tokens of each, in the order of `starts`
     taken_at: float | None = None
     started: int = 0  # in flight, started after taken_at
     ended: int = 0  # started at or before taken_at, released after it
+    started_tokens: int = 0  # the prompt tokens of those `started`
 
-    def add(self, start: float) -> None:
+    def add(self, start: float, tokens: int) -> None:
         if not self.starts or start >= self.starts[-1]:  # the clock is monotonic: nearly always
             self.starts.append(start)
+            self.tokens.append(tokens)
         else:
-            bisect.insort(self.starts, start)
+            at = bisect.bisect_right(self.starts, start)
+            self.starts.insert(at, start)
+            self.tokens.insert(at, tokens)
         if self.taken_at is not None and start > self.taken_at:
             self.started += 1
+            self.started_tokens += tokens
 
-    def remove(self, start: float, now: float) -> None:
-        del self.starts[bisect.bisect_left(self.starts, start)]
+    def remove(self, start: float, now: float, tokens: int) -> None:
+        at = bisect.bisect_left(self.starts, start)
+        while self.tokens[at] != tokens and at + 1 < len(self.starts) and self.starts[at + 1] == start:
+            at += 1  # holds started at the same moment: take one of this size
+        del self.starts[at], self.tokens[at]
         taken_at = self.taken_at
         if taken_at is None:
             return
         if start > taken_at:
             self.started -= 1
+            self.started_tokens -= tokens
         elif taken_at < now:
             self.ended += 1
 
@@ -77,14 +88,14 @@ class HoldBook:
         self._by_team: dict[str, dict[str, int]] = {}  # backend → team → holds
         self._by_team_view: Mapping[str, Mapping[str, int]] | None = None  # rebuilt after a change
 
-    def add(self, backend: str, blocks: int, now: float, team: str = "") -> Hold:
-        hold = Hold(next(self._ids), backend, blocks, now, team)
+    def add(self, backend: str, blocks: int, now: float, team: str = "", prompt_tokens: int = 0) -> Hold:
+        hold = Hold(next(self._ids), backend, blocks, now, team, prompt_tokens)
         self._holds[hold.hold_id] = hold
         self._reserved[backend] = self._reserved.get(backend, 0) + blocks
         flights = self._flights.get(backend)
         if flights is None:
-            flights = self._flights[backend] = _Flights([])
-        flights.add(now)
+            flights = self._flights[backend] = _Flights([], [])
+        flights.add(now, prompt_tokens)
         teams = self._by_team.setdefault(backend, {})
         teams[team] = teams.get(team, 0) + 1
         self._by_team_view = None
@@ -107,7 +118,7 @@ class HoldBook:
                 del self._by_team[hold.backend]
         self._by_team_view = None
         self._released.setdefault(hold.backend, []).append(_Released(hold.started_at, now, hold.blocks))
-        self._flights[hold.backend].remove(hold.started_at, now)
+        self._flights[hold.backend].remove(hold.started_at, now, hold.prompt_tokens)
 
     def reserved(self) -> Mapping[str, int]:
         return MappingProxyType(dict(self._reserved)) if self._reserved else _NONE
@@ -150,17 +161,21 @@ class HoldBook:
         out: dict[str, InFlight] = {}
         for backend, flights in self._flights.items():
             snap = snapshots.get(backend)
-            started = ended = 0
+            started = ended = tokens = 0
             if snap is not None:
                 if flights.taken_at != snap.taken_at:
                     self._count(backend, flights, snap.taken_at)
-                started, ended = flights.started, flights.ended
+                started, ended, tokens = flights.started, flights.ended, flights.started_tokens
             if flights.starts or ended:
-                out[backend] = InFlight(len(flights.starts), started, ended)
+                # The last `started` of the sorted starts are those since the snapshot: the first of them.
+                first = flights.starts[-started] if started > 0 else 0.0
+                out[backend] = InFlight(len(flights.starts), started, ended, tokens, first)
         return MappingProxyType(out)
 
     def _count(self, backend: str, flights: _Flights, taken_at: float) -> None:
         """Count from scratch relative to a new snapshot time (once per poll of the engine)."""
         flights.taken_at = taken_at
-        flights.started = len(flights.starts) - bisect.bisect_right(flights.starts, taken_at)
+        since = bisect.bisect_right(flights.starts, taken_at)
+        flights.started = len(flights.starts) - since
+        flights.started_tokens = sum(flights.tokens[since:])
         flights.ended = sum(1 for r in self._released.get(backend, ()) if r.started_at <= taken_at < r.released_at)

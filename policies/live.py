@@ -1,6 +1,7 @@
 """Live backend state as the pure decision sees it: engine snapshots, health, and reservations."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -59,6 +60,8 @@ class InFlight:
     num: int = 0  # started and not yet finished (holds), now
     num_started_since: int = 0  # of those, started after the snapshot was taken: it cannot count them
     num_ended_since: int = 0  # started before the snapshot and finished after it: it still counts them
+    prompt_tokens_since: int = 0  # the prompt tokens of those started since (0: not known)
+    first_started_since: float = 0.0  # when the first of those started (monotonic; with num_started_since)
 
 
 _NO_FLIGHT = InFlight()
@@ -136,22 +139,54 @@ class LiveState:
         """Requests waiting in the engine now, as best known; None when its state is unknown.
 
         The polled count (W, which includes requests the engine accepted but has not scheduled)
-        is up to a poll interval old; we know what we sent since. With R running and C running
-        slots at the snapshot, and our own S requests started and D finished since it, the queue
-        is the largest of:
-          W - D          the polled queue, less ours that ended since (each lets one waiting run);
-          R + W + S - D - C   everything in the engine now beyond its slots (new ones fill free slots first);
-          N - C          ours alone beyond its slots (N in flight; covers ours still on the way at the poll).
-        Where C is unknown (vLLM), the running count at the snapshot stands in for it: then every
-        request sent since counts as queued until the next poll says otherwise (cautious: it may
-        spill a little early, never send a burst into a queue it cannot see). Other clients' requests
-        since the poll are unknown to us; the next poll shows them.
+        is up to a poll interval old; we know what we sent since. With C running slots at the
+        snapshot, and our own S requests started since it (still in flight), D started before it and
+        finished since, and N in flight in all, the queue is the larger of:
+          max(0, W - D) + S   the polled queue, less ours that ended since, plus ours sent since;
+          N - C               ours alone beyond its slots (covers ours still on the way at the poll).
+        Ours sent since count as waiting whether or not slots are free (S: those _ours_waiting leaves):
+        the engine admits a prompt only as its per-step token budget allows (64 prompt tokens a step on
+        CPU), which a burst fills long before the slots, so a burst inside one poll interval queues; the
+        next poll shows what it admitted (S counts only what started after the poll was taken: no double
+        count). Where C is unknown (vLLM), the running count at the snapshot stands in for it. Other
+        clients' requests since the poll are unknown to us; the next poll shows them.
         """
         snap = self.engine(backend)
         if snap is None:
             return None
         mine = self.in_flight.get(backend, _NO_FLIGHT)
         slots = snap.max_num_seqs or snap.num_running
-        since = mine.num_started_since - mine.num_ended_since
-        return max(0, snap.num_waiting - mine.num_ended_since,
-                   snap.num_running + snap.num_waiting + since - slots, mine.num - slots)
+        waiting = max(0, snap.num_waiting - mine.num_ended_since)
+        return max(waiting + self._ours_waiting(snap, mine, waiting)[0], mine.num - slots)
+
+    def _ours_waiting(self, snap: EngineSnapshot, mine: InFlight, polled: int) -> tuple[int, int]:
+        """Of ours sent since the poll, how many and how many prompt tokens the engine has yet to take.
+
+        An engine busy at the poll reports the prefill rate it works at: what it can have prefilled since
+        the first of ours arrived (the `polled` queue ahead of them first, taken to be like ours) is
+        retired, so a stream it keeps up with does not read as a queue while a burst still does. An idle
+        one (its rate not current) keeps them all until the next poll: the burst into an idle engine.
+        """
+        started, tokens = max(0, mine.num_started_since), mine.prompt_tokens_since
+        rate = snap.prefill_tokens_per_s
+        if not started or tokens <= 0 or rate <= 0 or not (snap.num_running or snap.num_waiting):
+            return started, tokens
+        done = (self.now - mine.first_started_since) * rate - polled * tokens / started
+        left = round(tokens - done, 6)  # (clock differences: 250.00000001 is 250)
+        if left >= tokens:
+            return started, tokens
+        return (math.ceil(started * left / tokens), math.ceil(left)) if left > 0 else (0, 0)
+
+    def queued_prompt_tokens(self, backend: str, per_request: int) -> int | None:
+        """Prompt tokens the engine has still to prefill before a new request's, as best known (None:
+        state unknown): ours sent since the poll at their own size, the rest of num_waiting (the polled
+        queue, whose sizes it does not say) taken to be `per_request` each. A poll that shows ours
+        retires them (they no longer count as sent since), so none is counted twice."""
+        queued = self.num_waiting(backend)
+        if queued is None:
+            return None
+        snap, mine = self.engines[backend], self.in_flight.get(backend, _NO_FLIGHT)
+        if mine.prompt_tokens_since <= 0:
+            return queued * per_request
+        ours, tokens = self._ours_waiting(snap, mine, max(0, snap.num_waiting - mine.num_ended_since))
+        return max(0, queued - ours) * per_request + tokens

@@ -107,11 +107,12 @@ class LiveBook:
         if backend not in self._policy.current.engines:
             return None
         blocks = facts.blocks_needed.get(backend)
+        prompt = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
         if blocks is None:
             snap = self.poller.snapshots.get(backend)
-            tokens = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
-            blocks = math.ceil(tokens / (snap.block_size if snap else 16))
-        hold = self.holds.add(backend, blocks, self.clock(), facts.team)
+            blocks = math.ceil((prompt + facts.output_on(backend)) / (snap.block_size if snap else 16))
+        # Its prompt tokens: the engine's prefill work that the router counts as queued until a poll shows it.
+        hold = self.holds.add(backend, blocks, self.clock(), facts.team, prompt)
         self.prefixes.sent(backend, facts, hold.hold_id, self.poller.snapshots.get(backend))
         return hold
 

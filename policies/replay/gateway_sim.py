@@ -58,12 +58,19 @@ class _EngineBook:
     num: int = 0
     started_since: int = 0
     ended_since: int = 0
+    tokens_since: int = 0  # the prompt tokens of those started since (InFlight.prompt_tokens_since)
+    first_since: float = 0.0  # when the first of those started (InFlight.first_started_since)
     released_since: int = 0  # blocks of requests started before the snapshot and ended after it
     start_time: dict[int, float] = field(default_factory=dict)
+    prompt: dict[int, int] = field(default_factory=dict)  # request → its prompt tokens, while in flight
     # Clocked polls taken and not yet seen by the gateway, (seen from, taken, snapshot); the ends since the
     # oldest of them (end, start, blocks), to count what ended after each was taken when it is seen.
     pending: list[tuple[float, float, EngineSnapshot]] = field(default_factory=list)
     ends: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def first_after(self, taken: float) -> float:
+        """The first start after `taken` of the requests in flight (0.0: none)."""
+        return min((t for t in self.start_time.values() if t > taken), default=0.0)
 
 
 class GatewayView:
@@ -115,6 +122,8 @@ class GatewayView:
             _, taken, book.snapshot = max((p for p in book.pending if p[0] <= now), key=lambda p: p[1])
             book.pending = [p for p in book.pending if p[0] > now and p[1] > taken]
             book.started_since = sum(1 for t in book.start_time.values() if t > taken)
+            book.tokens_since = sum(book.prompt[r] for r, t in book.start_time.items() if t > taken)
+            book.first_since = book.first_after(taken)
             since = [blocks for end, start, blocks in book.ends if start <= taken < end]
             book.ended_since, book.released_since = len(since), sum(since)
             oldest = min((p[1] for p in book.pending), default=math.inf)
@@ -128,15 +137,16 @@ class GatewayView:
             for name, book in self.books.items():
                 if book.snapshot is None or now - book.snapshot.taken_at >= self.poll_s:
                     book.snapshot = self.engines[name].snapshot(now)
-                    book.started_since = book.ended_since = book.released_since = 0
+                    book.started_since = book.ended_since = book.released_since = book.tokens_since = 0
+                    book.first_since = 0.0
                     self._parts = None
             self.polled_until = self._next_poll()
         if self._parts is None:  # rebuilt only after a poll, a start or an end: most requests change none
             books = self.books.items()
             self._parts = ({n: b.snapshot for n, b in books}, {n: b.reserved for n, b in books if b.reserved},
                            {n: b.released_since for n, b in books if b.released_since},
-                           {n: InFlight(b.num, b.started_since, b.ended_since) for n, b in books
-                            if b.num or b.ended_since})
+                           {n: InFlight(b.num, b.started_since, b.ended_since, b.tokens_since, b.first_since)
+                            for n, b in books if b.num or b.ended_since})
         snapshots, reserved, released, in_flight = self._parts
         return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, _NONE, released,
                          in_flight, self.slo_out)
@@ -149,20 +159,24 @@ class GatewayView:
             return float("-inf")
         return min(taken) + self.poll_s - 1e-6 * max(1.0, self.poll_s)
 
-    def started(self, backend: str, request: int, blocks: int, now: float) -> None:
+    def started(self, backend: str, request: int, blocks: int, now: float, prompt_tokens: int = 0) -> None:
         book = self.books[backend]
         self._parts = None
         book.reserved += blocks
         book.num += 1
+        if not book.started_since:
+            book.first_since = now
         book.started_since += 1
+        book.tokens_since += prompt_tokens
         book.start_time[request] = now
+        book.prompt[request] = prompt_tokens
 
     def ended(self, backend: str, request: int, blocks: int, now: float) -> None:
         book = self.books[backend]
         self._parts = None
         book.reserved -= blocks
         book.num -= 1
-        started = book.start_time.pop(request)
+        started, tokens = book.start_time.pop(request), book.prompt.pop(request)
         if book.pending:  # a poll taken before this end, not yet seen: it will count it
             book.ends.append((now, started, blocks))
         if book.snapshot is not None and started <= book.snapshot.taken_at:
@@ -170,3 +184,6 @@ class GatewayView:
             book.released_since += blocks
         else:
             book.started_since = max(0, book.started_since - 1)
+            book.tokens_since = max(0, book.tokens_since - tokens)
+            if book.started_since and started == book.first_since:  # the first of them ended: the next one
+                book.first_since = book.first_after(book.snapshot.taken_at if book.snapshot else -math.inf)

@@ -255,7 +255,7 @@ class _Run:
                           record.output_tokens, now)
             self._blocks[i] = blocks if blocks is not None else engine.blocks.num_blocks_for(
                 record.prompt_tokens + expected_output)
-            self.view.started(backend, i, self._blocks[i], now)
+            self.view.started(backend, i, self._blocks[i], now, record.prompt_tokens)
         else:
             hosted = self.hosted[backend]
             if not hosted.admit(now):

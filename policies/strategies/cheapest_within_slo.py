@@ -33,8 +33,8 @@ def _predicted_ttft(ctx: Context, backend: str) -> float | None:
     if snap is not None and snap.prefill_tokens_per_s > 0:
         prompt = ctx.facts.prompt_tokens_by_backend.get(backend, ctx.facts.prompt_tokens)
         uncached = prompt * (1.0 - ctx.facts.prefix_hit_rate.get(backend, 0.0))
-        queued = ctx.live.num_waiting(backend) or 0
-        modelled = (uncached + queued * prompt) / snap.prefill_tokens_per_s
+        queued = ctx.live.queued_prompt_tokens(backend, prompt) or 0  # ours sent since the poll at their size
+        modelled = (uncached + queued) / snap.prefill_tokens_per_s
     known = [v for v in (observed, modelled) if v is not None]
     return max(known) if known else ctx.policy.policy.backends[backend].expected_ttft_s
 

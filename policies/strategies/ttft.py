@@ -54,7 +54,9 @@ def _engine(ctx: Context, backend: str) -> Predicted:
         running = max(snap.num_running + since - mine.num_ended_since, mine.num)
     if snap.max_num_seqs:
         running = min(running, snap.max_num_seqs)
-    queued = ahead * prompt  # those ahead are taken to be like this one
+    queued = ahead * prompt  # those ahead are taken to be like this one, but ours sent since at their own size
+    if mine is not None and mine.prompt_tokens_since > 0:
+        queued += mine.prompt_tokens_since - max(0, mine.num_started_since) * prompt
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
     # The rates the engine measured over its last seconds beat the model file's: they include what
     # else this (shared) machine is doing now.

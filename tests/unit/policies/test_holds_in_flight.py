@@ -1,6 +1,7 @@
 """HoldBook.in_flight keeps its counts as holds come and go (no walk over every hold per decision):
 on random sequences of adds, releases, snapshots (forward, repeated, backward, missing) and
-released_since calls, it answers exactly what the definition gives, computed here from scratch."""
+released_since calls, it answers exactly what the definition gives (counts and the prompt tokens sent
+since), computed here from scratch."""
 from __future__ import annotations
 
 import random
@@ -35,15 +36,19 @@ class Model:
         counts: dict[str, list[int]] = {}
         for hold in self.active.values():
             snap = snapshots.get(hold.backend)
-            entry = counts.setdefault(hold.backend, [0, 0, 0])
+            entry = counts.setdefault(hold.backend, [0, 0, 0, 0, 0.0])
             entry[0] += 1
-            entry[1] += int(snap is not None and hold.started_at > snap.taken_at)
+            since = snap is not None and hold.started_at > snap.taken_at
+            entry[1] += int(since)
+            entry[3] += hold.prompt_tokens if since else 0
+            if since and (entry[1] == 1 or hold.started_at < entry[4]):
+                entry[4] = hold.started_at  # the first of those since
         for backend, released in self.released.items():
             snap = snapshots.get(backend)
             if snap is not None:
                 ended = sum(1 for start, end in released if start <= snap.taken_at < end)
                 if ended:
-                    counts.setdefault(backend, [0, 0, 0])[2] += ended
+                    counts.setdefault(backend, [0, 0, 0, 0, 0.0])[2] += ended
         return {b: InFlight(*c) for b, c in counts.items()}
 
 
@@ -63,7 +68,8 @@ def test_in_flight_counts_match_the_definition_on_random_sequences(seed: int) ->
         step = rng.random()
         if step < 0.35:
             start = now - (rng.choice((0.0, 0.5, 2.0)) if rng.random() < 0.1 else 0.0)  # now and then out of order
-            hold = book.add(rng.choice(BACKENDS), rng.randint(1, 9), start)
+            # Prompt sizes from a short list: holds started at the same moment with different sizes.
+            hold = book.add(rng.choice(BACKENDS), rng.randint(1, 9), start, prompt_tokens=rng.choice((0, 7, 300)))
             holds.append(hold)
             model.active[hold.hold_id] = hold
         elif step < 0.6 and holds:
@@ -109,5 +115,5 @@ def test_a_decision_does_not_walk_every_hold() -> None:
     snapshots = {b: EngineSnapshot(taken_at=1100.0) for b in BACKENDS}
     Moment.compared = 0
     for _ in range(100):  # a hundred decisions between two polls
-        assert book.in_flight(snapshots)["b"] == InFlight(1000, 500, 0)  # started 1101, 1103, …, 2099
+        assert book.in_flight(snapshots)["b"] == InFlight(1000, 500, 0, 0, 1101.0)  # started 1101, 1103, …, 2099
     assert Moment.compared < 100  # a bisect per engine at the new snapshot (old: 2,000 per decision)

@@ -38,7 +38,7 @@ def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, ManualClock]:
     clock = ManualClock(NOW)
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0, **kw)
-    # 64 running slots, as our engine reports: in-flight requests count as queued only beyond them.
+    # 64 running slots, as our engine reports (requests sent since the poll count as queued all the same).
     router.poller.snapshots = MappingProxyType({"local": replace(engine(free=25, total=100), max_num_seqs=64)})
     return router, clock
 
@@ -49,7 +49,8 @@ def _route(router: PolicyRouter) -> list[str]:
 
 
 def test_in_flight_reservations_push_requests_to_spill() -> None:
-    router, _ = _router()
+    # A queue limit the ten sent since the poll stay within (they count as waiting): KV decides here.
+    router, _ = _router(POLICY.replace("spill: [openai]", "spill: [openai]\n    max_waiting: 16"))
     facts = router.decider.build_facts(BODY, "default")
     assert facts.blocks_needed == {"local": 10}  # (13 + 147) / 16
     assert _route(router) == ["local", "openai"]

@@ -7,10 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
+import pytest
+
 import policies
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.decide import apply_slo_out, decide
-from policies.live import HealthView, LiveState
+from policies.live import HealthView, InFlight, LiveState
 from policies.loader import load_policy, load_policy_file
 from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
@@ -158,3 +160,23 @@ def test_refusals_too_large_and_no_capacity() -> None:
     assert decision.targets == () and decision.refusal == "too_large"
     _, decision = _route(live({"local": engine(free=5)}), text=text)
     assert decision.targets == () and decision.refusal == "no_capacity" and decision.retry_after_s > 0
+
+
+def _sent_since(n: int, tokens: int, waiting: int = 0) -> LiveState:
+    """An engine polled empty (64 slots) with `n` of ours, `tokens` prompt tokens in all, sent since the poll."""
+    state = live({"local": replace(engine(waiting=waiting), max_num_seqs=64)})
+    return replace(state, in_flight={"local": InFlight(n + waiting, n, 0, tokens)})
+
+
+def test_ours_sent_since_the_poll_are_queued_prefill_at_their_own_size() -> None:
+    predicted = dict(_route(_sent_since(3, 900), prompt=20)[1].predicted_ttft)
+    # A 20-token prompt behind three 300-token ones sent since the poll: (900 + 20) / 1000 s, not (3 × 20 + 20).
+    assert predicted["local"] == pytest.approx(0.92)
+    assert _route(_sent_since(3, 900), prompt=20)[0] == ["openai", "local"]
+    # A burst of 200-token prompts inside one poll interval, free slots or not: each one sent adds its
+    # prefill to the next one's TTFT, and the fifth spills (1.0 s > 0.9 s).
+    burst = [_route(_sent_since(n, 200 * n), prompt=200) for n in range(5)]
+    assert [dict(d.predicted_ttft)["local"] for _, d in burst] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [b[0] for b, _ in burst] == ["local"] * 4 + ["openai"]
+    # The next poll shows the three waiting: counted from it alone (sizes unknown: like this one), not twice.
+    assert dict(_route(_sent_since(0, 0, waiting=3), prompt=20)[1].predicted_ttft)["local"] == pytest.approx(0.08)

@@ -24,15 +24,19 @@ def _setup(poll_s: float, seed: int) -> ReplaySetup:
     return ReplaySetup(PerfModel({}, {}, engine, FIXED_HOSTED), {}, seed, poll_clock="period")
 
 
-def test_a_burst_inside_one_poll_interval_goes_local_on_the_stale_view_and_spills_on_a_fresh_one() -> None:
+def test_a_burst_inside_one_poll_interval_spills_on_the_stale_view_as_on_a_fresh_one() -> None:
     # A seed whose poll clock polls before the burst and next well after it (its phase is the seed's).
     seed = next(s for s in range(100) if period_clock(0.0, 1.0, s, "local").next + 1.0 > 0.2)
     stale = replay(KV_FIT, BURST, _setup(1.0, seed))
-    assert stale.backend == ["local"] * 10  # it saw an idle engine and none of the burst
+    # The poll saw an idle engine and none of the burst, but the gateway counts what it sent since as
+    # waiting (LiveState.num_waiting): the sixth sees 5 and spills. Before, a sent request counted only
+    # beyond the engine's 64 slots, and all ten went local onto a queue of 9.
+    assert stale.backend == ["local"] * 5 + ["openai"] * 5
     fresh = replay(KV_FIT, BURST, _setup(0.001, seed))
-    # Polled every millisecond: the sixth sees 4 waiting (still short), the rest see 5 and spill.
+    # Polled every millisecond: the sixth sees 4 waiting (the first is running), the rest see 5 and spill.
     assert fresh.backend == ["local"] * 6 + ["openai"] * 4
-    assert (max(stale.queue_max["local"]), max(fresh.queue_max["local"])) == (9, 5)  # the queue it built
+    # The queue it built: the stale view's is one shorter (it cannot see that the engine took the first).
+    assert (max(stale.queue_max["local"]), max(fresh.queue_max["local"])) == (4, 5)
 
 
 def test_the_poll_clock_is_deterministic_for_a_seed_and_its_phase_follows_the_seed() -> None:
@@ -66,7 +70,11 @@ def test_the_recorded_clock_polls_when_the_views_say_the_real_gateway_did() -> N
     # Views from before polled_s: the poll's time from the age (the same here: routed at arrival).
     assert recorded_polls(_routed_on(polls, [0, 7], False), "local") == recorded_polls(traffic, "local")
     out = replay(KV_FIT, traffic, replace(_setup(1.0, 0), poll_clock="recorded"))
-    assert out.backend == ["local"] * 7 + ["openai"] * 3  # from the second poll on it knew 6 were waiting
-    # The same poll, read late by a busy gateway: two more were routed on the older state, and stayed local.
+    # On the first poll (an idle engine) it counts all it sent since: the sixth sees 5 waiting and spills.
+    # The second poll (taken when the five sent there were in the engine, one running) shows 4 waiting and
+    # a busy engine, whose reported prefill rate (the model's nominal 20k tokens/s) clears 20-token prompts
+    # sent since within a millisecond each: the last three see 4 and go local.
+    assert out.backend == ["local"] * 5 + ["openai"] * 2 + ["local"] * 3
+    # The same poll, read late by a busy gateway: the last one is routed on it, and goes local.
     late = replay(KV_FIT, _routed_on(polls, [0, 9]), replace(_setup(1.0, 0), poll_clock="recorded"))
-    assert late.backend == ["local"] * 9 + ["openai"]
+    assert late.backend == ["local"] * 5 + ["openai"] * 4 + ["local"]

@@ -24,6 +24,9 @@ from tests.unit.policies.replay.support import (
 
 # 15 requests at once, each 100 prompt + 60 output tokens = 10 KV blocks; the engine has 100.
 BURST = [TrafficRecord(1_800_000_000.0, "t", "chat", 100, 60, max_tokens=60) for _ in range(15)]
+# kv_fit with room in its queue limit for the whole burst, so that KV alone decides: with the default (4) the
+# burst, sent inside one poll interval and all counted as waiting (LiveState.num_waiting), spills from the 6th.
+KV_ONLY = policy("- {name: fit, strategy: kv_fit, local: [local], spill: [openai], max_waiting: 15}\n")
 
 
 def _run(loaded: LoadedPolicy, traffic: list[TrafficRecord], perf: PerfModel = PERF, seed: int = 0) -> Outcomes:
@@ -31,10 +34,11 @@ def _run(loaded: LoadedPolicy, traffic: list[TrafficRecord], perf: PerfModel = P
 
 
 def test_a_burst_larger_than_the_kv_pool_spills_exactly_the_requests_that_do_not_fit() -> None:
-    out = _run(KV_FIT, BURST)
+    out = _run(KV_ONLY, BURST)
     assert out.backend == ["local"] * 10 + ["openai"] * 5
     assert all(out.ttft[i] == pytest.approx(0.2) for i in range(10, 15))  # hosted: no queue
-    summary = summarize("kv_fit", compile_policy(KV_FIT.policy, {}), BURST, out, PERF, None)
+    assert _run(KV_FIT, BURST).backend == ["local"] * 5 + ["openai"] * 10  # the queue limit binds first
+    summary = summarize("kv_fit", compile_policy(KV_ONLY.policy, {}), BURST, out, PERF, None)
     assert summary.served_by == {"local": 10, "openai": 5}
     assert summary.hosted_cost_usd == pytest.approx(5 * (100 * 1.0 + 60 * 2.0) / 1e6)
     assert summary.all_hosted_cost_usd == pytest.approx(15 * (100 * 1.0 + 60 * 2.0) / 1e6)
@@ -110,7 +114,7 @@ def test_time_series_follow_the_traffic() -> None:
     # 60 s of traffic: the first half all at once (the burst), then one request every 3 s.
     traffic = [*BURST, *(TrafficRecord(1_800_000_030.0 + 3 * i, "t", "chat", 100, 60, max_tokens=60)
                         for i in range(11))]
-    out = _run(KV_FIT, traffic)
+    out = _run(KV_ONLY, traffic)
     assert sum(out.served["local"]) + sum(out.served["openai"]) == len(traffic)
     assert out.served["openai"][0] == 5  # the burst's spill lands in the first bucket
     assert max(out.kv_sum["local"][:1]) > 0
