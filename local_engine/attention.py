@@ -53,14 +53,18 @@ class AttentionMetadata:
 
 def build_attention_metadata(block_tables: list[list[int]], start_positions: list[int], query_lens: list[int],
                              *, block_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype,
-                             device: torch.device) -> AttentionMetadata:
-    """Plain lists from the scheduler -> the tensors every layer's attention needs."""
+                             device: torch.device, split_at: int = 0) -> AttentionMetadata:
+    """Plain lists from the scheduler -> the tensors every layer's attention needs.
+
+    ``split_at``: a group starts at this sequence (a mixed step's first prefill), so the decodes'
+    groups hold only decodes (the mirror and the native kernel take them; groups_from picks the rest).
+    """
     slots = [table[p // block_size] * block_size + p % block_size
              for table, s, n in zip(block_tables, start_positions, query_lens) for p in range(s, s + n)]
     # only the blocks holding the context are read; a table may hold more (allocated ahead)
     block_tables = [t[:-(-(s + n) // block_size)] for t, s, n in zip(block_tables, start_positions, query_lens)]
     groups, token_start = [], 0
-    for lo, hi in _group_ranges(start_positions, query_lens):
+    for lo, hi in _group_ranges(start_positions, query_lens, split_at):
         group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,
                              block_size, num_heads, num_kv_heads, dtype, device)
         groups.append(group)
@@ -71,12 +75,13 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
         query_lens=tuple(query_lens), groups=tuple(groups))
 
 
-def _group_ranges(starts: list[int], query_lens: list[int]) -> list[tuple[int, int]]:
-    """Split sequences (in order) into [lo, hi) runs whose padding stays within budget."""
+def _group_ranges(starts: list[int], query_lens: list[int], split_at: int = 0) -> list[tuple[int, int]]:
+    """Split sequences (in order) into [lo, hi) runs whose padding stays within budget (and at split_at)."""
     ranges, lo, max_q, max_ctx, work = [], 0, 0, 0, 0
     for i, (s, n) in enumerate(zip(starts, query_lens)):
         q, ctx = max(max_q, n), max(max_ctx, s + n)
-        if i > lo and (i + 1 - lo) * q * ctx > _MAX_PADDING_RATIO * (work + n * (s + n)) + _PADDING_SLACK:
+        if i > lo and (i == split_at or (i + 1 - lo) * q * ctx > _MAX_PADDING_RATIO * (work + n * (s + n))
+                       + _PADDING_SLACK):
             ranges.append((lo, i))
             lo, q, ctx, work = i, n, s + n, 0
         max_q, max_ctx, work = q, ctx, work + n * (s + n)
@@ -128,13 +133,21 @@ def write_kv(cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping
     return kv
 
 
+def groups_from(meta: AttentionMetadata, token: int) -> tuple[AttentionGroup, ...]:
+    """The groups whose rows start at or after packed row ``token`` (a mixed step's prefill groups)."""
+    return tuple(g for g in meta.groups if g.token_start >= token)
+
+
 def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata,
-                    scales: torch.Tensor | None = None) -> torch.Tensor:
-    """Fast path. q (T, H, D) -> (T, H, D), reading K/V of all sequences through their block tables."""
-    if len(meta.groups) == 1:
-        return _group_attention(q, cache, meta.groups[0], scales)
+                    scales: torch.Tensor | None = None,
+                    groups: tuple[AttentionGroup, ...] | None = None) -> torch.Tensor:
+    """Fast path. q (T, H, D) -> (T, H, D), reading K/V of all sequences through their block tables;
+    with ``groups`` (a subset of meta's, consecutive) only their rows, (their tokens, H, D)."""
+    groups = meta.groups if groups is None else groups
+    if len(groups) == 1 and groups[0].num_tokens == q.shape[0]:
+        return _group_attention(q, cache, groups[0], scales)
     return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g, scales)
-                      for g in meta.groups])
+                      for g in groups])
 
 
 def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup,

@@ -147,16 +147,21 @@ class LLMEngine:
             for seq in batch.seqs[batch.num_decodes:]:
                 if not seq.first_scheduled_ns:
                     seq.first_scheduled_ns = now_ns
-        outs = []
-        for part in batch.parts():  # a mixed step runs its decodes, then its prefill chunks
-            start = self._clock()
-            outs.append(self.runner.run(part))
-            end = self._clock()
-            self.throughput.record(end, part.is_prefill, part.total_tokens, end - start)
-        out = outs[0] if len(outs) == 1 else StepOutput(
-            token_ids=tuple(t for o in outs for t in o.token_ids),
-            logprobs=tuple(lp for o in outs for lp in (o.logprobs or (None,) * len(o.token_ids))))
+        start = self._clock()
+        out = self.runner.run(batch)  # a mixed step's decodes and prompt chunks in one forward pass
+        end = self._clock()
+        self._record(batch, end, end - start)
         return self._postprocess(batch, out)
+
+    def _record(self, batch: ScheduledBatch, end: float, seconds: float) -> None:
+        """A step's time in the throughput window; a mixed step's split between its decode and its
+        prefill tokens in proportion to their counts (one pass computes them together)."""
+        total, decodes = batch.total_tokens, batch.num_decodes
+        if 0 < decodes < batch.num_seqs:
+            self.throughput.record(end, False, decodes, seconds * decodes / total)
+            self.throughput.record(end, True, total - decodes, seconds * (total - decodes) / total)
+        else:
+            self.throughput.record(end, batch.is_prefill, total, seconds)
 
     def _postprocess(self, batch: ScheduledBatch, out: StepOutput) -> list[RequestOutput]:
         outputs: list[RequestOutput] = []

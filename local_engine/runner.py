@@ -5,6 +5,7 @@ tables, attends, and samples where the batch asks — and never mutates the Sequ
 """
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import torch
@@ -12,6 +13,7 @@ import torch
 from local_engine.attention import (
     AttentionMetadata,
     build_attention_metadata,
+    groups_from,
     mirrored_decode_attention,
     paged_attention,
     paged_attention_reference,
@@ -57,7 +59,8 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, model_config: ModelConfig, *, device: str | torch.device,
                  dtype: torch.dtype, kv_dtype: str | torch.dtype | None, num_blocks: int, block_size: int,
                  attention: AttentionImpl = "fast", step_threads: StepThreads | None = None,
-                 kv_scaled: bool = True, cuda_graphs: bool = False, activations: str | None = None) -> None:
+                 kv_scaled: bool = True, cuda_graphs: bool = False, activations: str | None = None,
+                 split_mixed: bool | None = None) -> None:
         if cuda_graphs and attention != "fast":
             raise RunnerError(f"CUDA graphs replay the fast attention path, not {attention!r}")
         self.device = torch.device(device)
@@ -79,6 +82,9 @@ class ModelRunner:
                                    max_positions=self.max_positions) if cuda_graphs else None
         self.step_threads = step_threads  # None: every step on torch's current thread count
         self.mirror = DecodeMirror(model_config.num_layers, min(self.kv_cache.num_bytes // 2, _MIRROR_MAX_BYTES))
+        # A mixed step is one forward pass (its decodes' and chunks' rows share every matmul); True runs
+        # it as two, decodes then prefills, as before (bench A/B: HYBRIDGW_MIXED_PASS=split).
+        self.split_mixed = os.environ.get("HYBRIDGW_MIXED_PASS") == "split" if split_mixed is None else split_mixed
 
     @property
     def num_blocks(self) -> int:
@@ -102,15 +108,15 @@ class ModelRunner:
             return StepOutput(token_ids=(), logprobs=())
         if self.step_threads is not None:
             use_threads(self.step_threads.threads_for(batch.total_tokens))
-        parts = batch.parts()
-        if len(parts) > 1:  # a mixed step: its decode part, then its prefill part, outputs in batch order
+        parts = batch.parts() if self.split_mixed else (batch,)
+        if len(parts) > 1:  # a mixed step in two passes: its decode part, then its prefill part
             outs = [self._run(part) for part in parts]
             return StepOutput(token_ids=tuple(t for o in outs for t in o.token_ids),
                               logprobs=tuple(lp for o in outs for lp in o.logprobs))
         return self._run(batch)
 
     def logits(self, batch: ScheduledBatch) -> torch.Tensor:
-        """(S, V) float32 logits of a pure (prefill or decode) batch's sampling sequences, nothing sampled
+        """(S, V) float32 logits of the batch's sampling sequences in one forward pass, nothing sampled
         (quality benches, graphs-on/off checks); the K/V are written as ``run`` writes them."""
         samples = [batch.samples(i) for i in range(batch.num_seqs)]
         logits = self._graph_logits(batch) if self.graphs is not None and batch.is_decode else None
@@ -138,7 +144,7 @@ class ModelRunner:
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
         try:
             with torch.inference_mode():
-                attend = self._attention_fn(meta, plan)
+                attend = self._attention_fn(meta, plan, batch.num_decodes)
                 logits = self.model(input_ids, positions, attend, logits_rows)  # (S, V)
         except BaseException:
             self.mirror.invalidate()  # some layers may have appended, others not
@@ -161,40 +167,50 @@ class ModelRunner:
         return logits
 
     def _mirror_plan(self, batch: ScheduledBatch, meta: AttentionMetadata) -> MirrorPlan | None:
-        """Decode steps the fast bmm path computes in one group may reuse last step's gathered K/V."""
-        groups = meta.groups
-        if not batch.is_decode:  # other sequences' K/V: the mirror stays, unless it holds one of these
-            self.mirror.forget(s.seq_id for s in batch.seqs)
+        """The decodes of a step (its leading rows) may reuse last step's gathered K/V when the fast bmm
+        path computes them in one group; prefills of other sequences beside them keep the mirror."""
+        d = batch.num_decodes
+        self.mirror.forget(s.seq_id for s in batch.seqs[d:])  # it stays, unless it holds one of these
+        if d == 0:
             return None
+        groups = [g for g in meta.groups if g.token_start < d]
         if self.attention != "fast" or len(groups) != 1 or not groups[0].use_bmm:
             self.mirror.invalidate()
             return None
-        return self.mirror.plan(tuple(s.seq_id for s in batch.seqs), [s.block_table for s in batch.seqs],
-                                [start + 1 for start in meta.start_positions], block_size=self.block_size,
+        return self.mirror.plan(tuple(s.seq_id for s in batch.seqs[:d]), [s.block_table for s in batch.seqs[:d]],
+                                [start + 1 for start in meta.start_positions[:d]], block_size=self.block_size,
                                 num_kv_heads=self.model_config.num_kv_heads,
                                 bytes_per_token=self.model_config.kv_bytes_per_token(self.dtype),
                                 dtype=self.dtype, device=self.device)
 
-    def _attention_fn(self, meta: AttentionMetadata, plan: MirrorPlan | None):  # type: ignore[no-untyped-def]
+    def _attention_fn(self, meta: AttentionMetadata, plan: MirrorPlan | None,  # type: ignore[no-untyped-def]
+                      num_decodes: int):
+        """The step's attention: the decodes (leading rows) through the mirror or the native kernel where
+        they apply, the prefill chunks through the padded groups, all K/V written first."""
         attend = paged_attention if self.attention == "fast" else paged_attention_reference
-        cache, mirror = self.kv_cache, self.mirror
+        cache, mirror, d = self.kv_cache, self.mirror, num_decodes
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
-        native = None if self.attention != "fast" or plan is not None else native_decode_attention(
-            self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables, meta.start_positions,
-            meta.query_lens)
-        if native is not None:  # decodes of 1-3 sequences: the K/V blocks read in place (native/)
+        native = None if self.attention != "fast" or plan is not None or d == 0 else native_decode_attention(
+            self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables[:d],
+            meta.start_positions[:d], meta.query_lens[:d])
+        if native is not None and d == len(meta.query_lens):  # decodes of 1-3 sequences: blocks read in place
             return native
+        rest = groups_from(meta, d)  # a mixed step's prefill groups
 
         def attention_fn(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             layer_cache, scales = cache.layer(layer), cache.layer_scales(layer)
             stored = write_kv(layer_cache, k, v, meta.slot_mapping, scales)  # (2*KVH, T, D)
             if rows is not None:
                 return invariant_attention(q, layer_cache, rows, scales)
-            if plan is not None:
-                out, mirror.buffers[layer] = mirrored_decode_attention(q, stored, layer_cache,
-                                                                      mirror.buffers[layer], plan, scales)
-                return out
-            return attend(q, layer_cache, meta, scales)
+            if plan is None and native is None:
+                return attend(q, layer_cache, meta, scales)
+            if native is not None:  # it writes the decodes' K/V again (the same values) and attends in place
+                head = native(layer, q[:d], k[:d], v[:d])
+            else:
+                assert plan is not None
+                head, mirror.buffers[layer] = mirrored_decode_attention(q[:d], stored[:, :d], layer_cache,
+                                                                       mirror.buffers[layer], plan, scales)
+            return head if not rest else torch.cat([head, paged_attention(q, layer_cache, meta, scales, rest)])
         return attention_fn
 
     def _row_groups(self, meta: AttentionMetadata) -> tuple[RowGroup, ...]:
@@ -219,7 +235,7 @@ class ModelRunner:
         meta = build_attention_metadata([s.block_table for s in batch.seqs], starts, lens,
                                         block_size=self.block_size, num_heads=self.model_config.num_heads,
                                         num_kv_heads=self.model_config.num_kv_heads, dtype=self.dtype,
-                                        device=self.device)
+                                        device=self.device, split_at=batch.num_decodes)
         return (torch.tensor(ids, dtype=torch.int64).to(self.device),
                 torch.tensor(positions, dtype=torch.int64).to(self.device), meta)
 
