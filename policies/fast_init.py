@@ -7,7 +7,14 @@ import dataclasses
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_FACTORY = object()  # the parameter default of a field with a default_factory: built per instance
+
+
+class _Factory:
+    def __repr__(self) -> str:
+        return "<factory>"  # as dataclasses shows it in the signature
+
+
+_FACTORY = _Factory()  # the parameter default of a field with a default_factory: built per instance
 
 
 def fast_init(cls: type[T]) -> type[T]:
@@ -40,5 +47,6 @@ def fast_init(cls: type[T]) -> type[T]:
     init = scope["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
+    init.__annotations__ = dict(cls.__init__.__annotations__)  # the signature dataclasses gave it
     cls.__init__ = init  # type: ignore[misc]
     return cls

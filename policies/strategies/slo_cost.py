@@ -10,9 +10,9 @@ from pydantic import Field
 
 from policies.lazy_text import later
 from policies.rule_schema import RuleBase
-from policies.strategies.base import Context, Outcome, closed_note, is_open
+from policies.strategies.base import Context, Outcome, closed_note
 from policies.strategies.kv_fit import EngineFit, engine_fit
-from policies.strategies.ttft import predict_ttft
+from policies.strategies.ttft import hosted_ttft, predict_ttft
 
 
 class SloCostRule(RuleBase):
@@ -39,6 +39,7 @@ class SloCostRule(RuleBase):
 
 
 _NO_QUEUE_LIMIT = 1 << 30
+_UNPRICED = float("inf")
 
 
 def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -> bool:
@@ -115,25 +116,27 @@ def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
 
 def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Scored | None:
     """The backend's predicted TTFT and cost; None (and a note) when it is left out."""
-    engines = ctx.policy.engines
-    if backend in engines:
+    if backend in ctx.policy.engines:
         fit = engine_fit(ctx, backend, rule.max_waiting if rule.max_waiting is not None else _NO_QUEUE_LIMIT)
         if fit.key is None and not fit.unknown:
             tally.notes.append(fit)
             tally.never += fit.never
             return None
-    elif is_open(ctx, backend):
-        tally.notes.append(closed_note(ctx, backend))
-        return None
-    predicted = predict_ttft(ctx, backend)
-    cost = ctx.facts.est_cost_usd.get(backend)
-    # An engine with no price is already paid for; a hosted model with none sorts last.
-    cost = cost if cost is not None else (0.0 if backend in engines else float("inf"))
+        predicted = predict_ttft(ctx, backend)
+        cost = ctx.facts.est_cost_usd.get(backend, 0.0)  # an engine with no price is already paid for
+    else:
+        health = ctx.live.health_of(backend)
+        if health.state == "open":
+            tally.notes.append(closed_note(ctx, backend))
+            return None
+        predicted = hosted_ttft(ctx, backend, health)
+        cost = ctx.facts.est_cost_usd.get(backend, _UNPRICED)  # a hosted model with no price sorts last
     return _Scored(backend, predicted.ttft_s, cost, predicted.source, predicted.model_s)
 
 
 def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
-    if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
+    ttft = scored.ttft_s
+    if ttft is None:  # no fresh state: a last resort, as in kv_fit
         tally.unknown.append(scored)
         tally.notes.append((scored, ""))
         return
@@ -142,13 +145,17 @@ def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, 
         tally.notes.append((scored, ""))
         return
     limit = slo * (1.0 - rule.margin)
-    was_out = (scored.backend, slo) in ctx.live.slo_out
-    out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
+    key = (scored.backend, slo)
+    was_out = key in ctx.live.slo_out
+    out = still_out(was_out, ttft, limit, rule.hysteresis)
     if out != was_out:
-        tally.changes.append(((scored.backend, slo), out))
-    (tally.missing if out else tally.meeting).append(scored)
-    held = out and scored.ttft_s <= limit  # within the bound, but not yet back below it by the hysteresis
-    tally.notes.append((scored, " (out, held)" if held else " (out)" if out else " (in)"))
+        tally.changes.append((key, out))
+    if out:
+        tally.missing.append(scored)
+        tally.notes.append((scored, " (out, held)" if ttft <= limit else " (out)"))  # held: within, not yet back
+    else:
+        tally.meeting.append(scored)
+        tally.notes.append((scored, " (in)"))
 
 
 def _head(rule: SloCostRule, slo: float | None, any_meets: bool) -> str:
