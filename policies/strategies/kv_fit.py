@@ -48,13 +48,14 @@ class EngineFit(NamedTuple):
 def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> EngineFit:
     """How `backend` stands for this request; `max_waiting`: the rule's queue limit (None: the backend's)."""
     live, facts = ctx.live, ctx.facts
-    if is_open(ctx, backend):
+    if live.health_of(backend).state == "open":  # (is_open, inline: once per engine per request)
         return EngineFit(backend, None, closed_note(ctx, backend))
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
         return EngineFit(backend, None, f"{backend}: state unknown", unknown=True)
-    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
+    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + \
+        facts.output_tokens_by_backend.get(backend, facts.expected_output_tokens)  # facts.output_on, inline
     if snap.max_model_len and context_len > snap.max_model_len:
         return EngineFit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
                    never=True)

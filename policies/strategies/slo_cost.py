@@ -114,6 +114,16 @@ def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
     return slo.ttft_p95_s if slo is not None else None
 
 
+def _plan(rule: SloCostRule, ctx: Context) -> tuple[tuple[str, ...], float | None]:
+    """The candidates the team may use and its SLO: fixed for the compiled policy, read once per
+    (rule, team, usable backends); the rule is kept beside them (an id is unique only while it lives)."""
+    memo, key = ctx.policy.memo, ("slo_cost", id(rule), ctx.facts.team, ctx.usable)
+    found = memo.get(key)
+    if found is None or found[0] is not rule:
+        found = memo[key] = (rule, tuple(b for b in rule.candidates if b in ctx.usable), _slo_s(rule, ctx))
+    return found[1], found[2]
+
+
 def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Scored | None:
     """The backend's predicted TTFT and cost; None (and a note) when it is left out."""
     if backend in ctx.policy.engines:
@@ -173,11 +183,10 @@ def _bound_text(slo: float, margin: float, hysteresis: float) -> str:
 
 
 def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
-    usable = ctx.usable
-    candidates = [b for b in rule.candidates if b in usable]
+    candidates, slo = _plan(rule, ctx)
     if not candidates:
         return None
-    slo, tally = _slo_s(rule, ctx), _Tally()
+    tally = _Tally()
     predicted = []
     for backend in candidates:
         scored = _score(rule, ctx, backend, tally)
