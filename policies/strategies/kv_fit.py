@@ -6,6 +6,7 @@ from typing import ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
+from policies.lazy_text import later
 from policies.rule_schema import RuleBase
 from policies.strategies.base import Context, Outcome, closed_note, is_open
 from policies.strategies.fair_share import fair_share
@@ -96,19 +97,25 @@ def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None
     return _outcome(rule, ctx, local, spill, fits), fits
 
 
+def _notes(fits: list[EngineFit]) -> str:
+    return "; ".join(f.note for f in fits)
+
+
 def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[str], fits: list[EngineFit]) -> Outcome:
     """The order (or refusal) from the engines' fits and the usable spill targets."""
     fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
     unknown = [f.backend for f in fits if f.unknown]
     yielded = [f.backend for f in fits if f.yielded] if spill else []  # no spill: it waits (503 + Retry-After)
-    notes = "; ".join(f.note for f in fits)
     backends = (*fitting, *spill, *unknown, *yielded)
+    # Routed: the reason is formatted only if read (policies/lazy_text.py); refusals below are read at once.
     if fitting:
-        return Outcome(backends, f"local fits: {notes}")
+        return Outcome(backends, later(lambda: f"local fits: {_notes(fits)}"))
     if spill:
-        return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
+        return Outcome(backends, later(
+            lambda: f"spill to {', '.join(spill)}: {_notes(fits) or 'no local engine for this model'}"))
     if unknown:
-        return Outcome(backends, f"nothing known to fit, trying {', '.join(unknown)} anyway: {notes}")
+        return Outcome(backends, later(lambda: f"nothing known to fit, trying {', '.join(unknown)} anyway: {_notes(fits)}"))
+    notes = _notes(fits)
     if fits and all(f.never for f in fits) and not any(b in ctx.usable for b in rule.spill):
         return Outcome((), f"too large for every engine and nowhere to spill: {notes}", "too_large")
     if local and all(is_open(ctx, b) for b in local):  # decide() refuses them with their cooldown
