@@ -33,8 +33,8 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> list[t
 
 def _why(shown: list[tuple[Condition, Any]]) -> str:
     """The reason's account of the conditions that held (a rule without `when`: "always")."""
-    text = " & ".join([cond.label if cond.fact in ("any", "now") or "." in cond.fact else f"{cond.label} ({value})"
-                       for cond, value in shown])
+    text = " & ".join([cond.label if cond.fact in ("any", "now") or "." in cond.fact
+                       else f"{cond.label} ({value})" for cond, value in shown])
     return text or "always"
 
 
@@ -45,7 +45,8 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
     if kept or not outcome.backends:
         return outcome if len(kept) == len(outcome.backends) else \
-            Outcome(tuple(kept), later(lambda: outcome.reason), slo_out=outcome.slo_out, predicted=outcome.predicted)
+            Outcome(tuple(kept), later(lambda: outcome.reason), slo_out=outcome.slo_out,
+                    predicted=outcome.predicted)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
@@ -91,11 +92,13 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
             continue
         return _decision(alias, rule.name, rule.spec.strategy, outcome, shown, shadow)
     backends = tuple(t.backend for t in alias.targets if t.backend in usable)
-    outcome = _without_open(ctx, Outcome(tuple(dict.fromkeys(backends)), later(lambda: "alias order " + ", ".join(backends))))
+    order = Outcome(tuple(dict.fromkeys(backends)), later(lambda: "alias order " + ", ".join(backends)))
+    outcome = _without_open(ctx, order)
     return _decision(alias, DEFAULT_RULE, "default", outcome, None, shadow)
 
 
-def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, shown: list[tuple[Condition, Any]] | None,
+def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome,
+              shown: list[tuple[Condition, Any]] | None,
               shadow: tuple[str, Outcome, list[tuple[Condition, Any]]] | None) -> RouteDecision:
     """`shown`: the deciding rule's conditions as they held (None: no rule matched)."""
     if shown is None:
@@ -103,8 +106,8 @@ def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, show
     else:
         reason = later(lambda: f"{rule}: {_why(shown)} → {outcome.reason}")
     if shadow is None:
-        return RouteDecision(_targets(alias, outcome.backends), rule, reason, "", (), strategy, outcome.refusal,
-                             outcome.retry_after_s, "", outcome.slo_out, outcome.predicted)
+        return RouteDecision(_targets(alias, outcome.backends), rule, reason, "", (), strategy,
+                             outcome.refusal, outcome.retry_after_s, "", outcome.slo_out, outcome.predicted)
     name, other, other_shown = shadow
     return RouteDecision(
         targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=name,

@@ -128,7 +128,8 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         if dep.engine:
             snap = live.engine(backend)
             if snap is not None:
-                blocks[backend] = -(-(tokens + most) // (snap.block_size if snap.block_size > 0 else 1))  # blocks_needed
+                size = snap.block_size if snap.block_size > 0 else 1
+                blocks[backend] = -(-(tokens + most) // size)  # estimator.blocks_needed, in integers
                 if snap.prefix_cache_hit_rate > 0:
                     prefix[backend] = snap.prefix_cache_hit_rate
             per_token = (snap.kv_bytes_per_token if snap else 0) or dep.spec.kv_bytes_per_token

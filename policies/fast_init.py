@@ -21,7 +21,8 @@ def fast_init(cls: type[T]) -> type[T]:
     """Class decorator, outside @dataclass(frozen=True, slots=True): replaces the generated __init__.
     Instances stay frozen (the dataclass's __setattr__ still refuses); no __post_init__ is allowed."""
     params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__"):
+    slotted = "__slots__" in cls.__dict__
+    if params is None or not params.frozen or not slotted or hasattr(cls, "__post_init__"):
         raise TypeError(f"fast_init needs a frozen, slotted dataclass without __post_init__: {cls.__name__}")
     names: list[str] = []
     body: list[str] = []

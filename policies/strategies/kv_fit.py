@@ -114,7 +114,8 @@ def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[s
         return Outcome(backends, later(
             lambda: f"spill to {', '.join(spill)}: {_notes(fits) or 'no local engine for this model'}"))
     if unknown:
-        return Outcome(backends, later(lambda: f"nothing known to fit, trying {', '.join(unknown)} anyway: {_notes(fits)}"))
+        return Outcome(backends, later(
+            lambda: f"nothing known to fit, trying {', '.join(unknown)} anyway: {_notes(fits)}"))
     notes = _notes(fits)
     if fits and all(f.never for f in fits) and not any(b in ctx.usable for b in rule.spill):
         return Outcome((), f"too large for every engine and nowhere to spill: {notes}", "too_large")

@@ -162,7 +162,8 @@ def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, 
         tally.changes.append((key, out))
     if out:
         tally.missing.append(scored)
-        tally.notes.append((scored, " (out, held)" if ttft <= limit else " (out)"))  # held: within, not yet back
+        # held: within the bound, but not yet back below it by the hysteresis
+        tally.notes.append((scored, " (out, held)" if ttft <= limit else " (out)"))
     else:
         tally.meeting.append(scored)
         tally.notes.append((scored, " (in)"))

@@ -35,13 +35,15 @@ teams:
   anyone: {}
 """
 POLICIES = {
-    "slo_cost": HEAD + "rules:\n  - {name: r, strategy: slo_cost, candidates: [local, openai], slo: interactive}\n",
+    "slo_cost": HEAD + "rules:\n"
+                       "  - {name: r, strategy: slo_cost, candidates: [local, openai], slo: interactive}\n",
     "kv_fit": HEAD + """rules:
   - {name: watch, shadow: true, route: [openai]}
   - {name: big, when: {prompt_tokens: {gt: 2000}, headers: {x-tier: {eq: gold}}}, route: [openai]}
   - {name: fit, when: {team: {in: [anyone, batch]}}, strategy: kv_fit, local: [local], spill: [openai]}
 """,
-    "cheapest": HEAD + "rules:\n  - {name: c, strategy: cheapest_within_slo, candidates: [local, openai], slo: interactive}\n",
+    "cheapest": HEAD + "rules:\n"
+                       "  - {name: c, strategy: cheapest_within_slo, candidates: [local, openai], slo: interactive}\n",
     "first_match": HEAD + "rules:\n  - {name: only-local, when: {prompt_tokens: {lt: 50}}, route: [local]}\n",
 }
 PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
@@ -61,15 +63,16 @@ def _decisions(name: str) -> list[str]:
     for snap, health, (team, prompt, max_tokens, headers) in itertools.product(ENGINES, HEALTH, REQUESTS):
         slo_out: frozenset[tuple[str, float]] = frozenset()
         for _ in range(2):
-            state = LiveState(NOW, MappingProxyType({"local": snap} if snap else {}), MappingProxyType(health), {}, 1.0,
-                              in_flight={"local": InFlight(2, 1, 0)}, slo_out=slo_out)
+            engines = MappingProxyType({"local": snap} if snap else {})
+            state = LiveState(NOW, engines, MappingProxyType(health), {}, 1.0, in_flight={"local": InFlight(2, 1, 0)},
+                              slo_out=slo_out)
             body = {"model": "chat", **({"max_tokens": max_tokens} if max_tokens else {})}
             facts = build_facts(policy, body, team, state, counter=TokenCounter(), calibration=Calibration(),
                                 headers=headers, prompt_tokens=prompt)
             d = decide(policy, facts, state)
-            rows.append(repr(([t.backend for t in d.targets], d.rule, d.strategy, d.reason, d.refusal, d.retry_after_s,
-                              d.slo_out, d.predicted_ttft, d.shadow_rule, [t.backend for t in d.shadow_targets],
-                              d.shadow_reason, facts)))
+            rows.append(repr(([t.backend for t in d.targets], d.rule, d.strategy, d.reason, d.refusal,
+                              d.retry_after_s, d.slo_out, d.predicted_ttft, d.shadow_rule,
+                              [t.backend for t in d.shadow_targets], d.shadow_reason, facts)))
             slo_out = apply_slo_out(slo_out, d.slo_out)
     return rows
 
@@ -93,8 +96,8 @@ def test_decisions_and_reasons_are_main_s_byte_for_byte(name: str) -> None:
 def test_a_lazy_reason_is_built_once_and_the_decision_stays_frozen() -> None:
     policy = compiled(POLICIES["slo_cost"], prices=PRICES)
     state = LiveState(NOW, MappingProxyType({"local": engine(free=900, prefill_tps=2000.0)}), {}, {}, 1.0)
-    facts = build_facts(policy, {"model": "chat"}, "anyone", state, counter=TokenCounter(), calibration=Calibration(),
-                        prompt_tokens=400)
+    facts = build_facts(policy, {"model": "chat"}, "anyone", state, counter=TokenCounter(),
+                        calibration=Calibration(), prompt_tokens=400)
     decision = decide(policy, facts, state)
     first = decision.reason
     assert first.startswith("r: always → cheapest with ttft p95 ≤ 0.9s") and "local: ttft p95" in first
