@@ -5,10 +5,12 @@ and CPU seconds per policy, the extrapolation to a day (864,000 requests) and a 
 request's outcome (backend, refusal, rule, cost, TTFT, E2E).
 
     .venv/bin/python bench/replay_speed.py [--hours 1] [--rate 10] [--cases default,kv_fit]
-    .venv/bin/python bench/replay_speed.py --hours 24 --cases default --compare-rev HEAD~3
+    .venv/bin/python bench/replay_speed.py --hours 24 --cases default --compare-rev HEAD~3 --repeat 3
+    .venv/bin/python bench/replay_speed.py --hours 24 --cases default --compare-tree ../main --repeat 3
 
 `--compare-rev REV` replays each case with this tree and with REV's (git archive into a temporary
-directory), alternating in child processes, and says whether the digests agree: before/after in one run.
+directory), alternating in child processes (`--repeat N` times each: medians and their ratio), and says
+whether the digests agree: before/after in one run.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import hashlib
 import json
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,27 +102,35 @@ def run_cases(path: Path, cases: list[str], rate: float) -> None:
                           "digest": digest(out), "load_avg": round(os.getloadavg()[0], 1)}), flush=True)
 
 
-def compare(path: Path, cases: list[str], rate: float, rev: str, tmp: Path) -> None:
-    """Each case with REV's tree and this one, alternating, in child processes."""
+def compare(path: Path, cases: list[str], rate: float, rev: str, tmp: Path, repeat: int,
+            tree: Path | None = None) -> None:
+    """Each case with REV's tree (or the directory `tree`) and this one, alternating, in child processes,
+    `repeat` times each; the medians and their ratio (the box is shared: only side-by-side figures compare)."""
     base = tmp / "base"
-    base.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
-    results: dict[tuple[str, str], dict] = {}
+    if tree is not None:
+        shutil.copytree(tree, base, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__"))
+    else:
+        base.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
     # This script, copied into REV's tree: run from there, it imports REV's code (it puts its own tree first).
     script = base / "bench" / "_replay_speed_now.py"
     script.write_text(Path(__file__).read_text(encoding="utf-8"), encoding="utf-8")
     for name in cases:
-        for label, tree, runner in ((rev, base, script), ("this tree", ROOT, Path(__file__).resolve())):
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            out = subprocess.run([sys.executable, str(runner), "--child", str(path), "--rate", str(rate),
-                                  "--cases", name], env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
-            results[(name, label)] = row
-            print(json.dumps({"tree": label, **row}), flush=True)
-        old, new = results[(name, rev)], results[(name, "this tree")]
-        print(json.dumps({"policy": name, "cpu_ratio_new_over_old": round(new["cpu_s"] / old["cpu_s"], 3),
-                          "same_results": old["digest"] == new["digest"]}), flush=True)
+        results: dict[str, list[dict]] = {rev: [], "this tree": []}
+        for _ in range(repeat):
+            for label, tree, runner in ((rev, base, script), ("this tree", ROOT, Path(__file__).resolve())):
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                out = subprocess.run([sys.executable, str(runner), "--child", str(path), "--rate", str(rate), "--cases",
+                                      name], env=env, cwd=tree, check=True, capture_output=True, text=True).stdout
+                row = json.loads(out.strip().splitlines()[-1])
+                results[label].append(row)
+                print(json.dumps({"tree": label, **row}), flush=True)
+        old, new = (statistics.median(r["cpu_s"] for r in results[k]) for k in (rev, "this tree"))
+        digests = {r["digest"] for rows in results.values() for r in rows}
+        print(json.dumps({"policy": name, "runs_each": repeat, "median_cpu_s_old": old, "median_cpu_s_new": new,
+                          "cpu_ratio_new_over_old": round(new / old, 3), "same_results": len(digests) == 1,
+                          "load_avg_1_5_15": [round(x, 1) for x in os.getloadavg()]}), flush=True)
 
 
 def main() -> None:
@@ -128,6 +140,8 @@ def main() -> None:
     parser.add_argument("--cases", default="default,all-hosted,kv_fit,kv_fit-gpu",
                         help="comma-separated: default, all-hosted, kv_fit (one CPU engine), kv_fit-gpu (GPU-class)")
     parser.add_argument("--compare-rev", help="also replay with this git revision's tree, side by side")
+    parser.add_argument("--compare-tree", type=Path, help="as --compare-rev, with a directory's code (a checkout)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --compare-*: runs of each tree, interleaved")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: replay this traffic file
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -137,8 +151,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "traffic.jsonl"
         write_traffic(path, args.hours, args.rate)
-        if args.compare_rev:
-            compare(path, cases, args.rate, args.compare_rev, Path(tmp))
+        if args.compare_rev or args.compare_tree:
+            compare(path, cases, args.rate, args.compare_rev or str(args.compare_tree), Path(tmp), args.repeat,
+                    args.compare_tree)
         else:
             run_cases(path, cases, args.rate)
 

@@ -124,6 +124,12 @@ class CompiledPolicy:
         return {}
 
     @cached_property
+    def memo(self) -> dict[Any, Any]:
+        """What strategies derive from this policy alone, per request key (e.g. slo_cost's candidates and
+        SLO per team): kept as long as the policy, which a reload replaces."""
+        return {}
+
+    @cached_property
     def shadowed_teams(self) -> Mapping[str, ShadowSpec]:
         """Teams whose `shadow` samples anything (share > 0): the request path asks this, once per request."""
         return {name: t.shadow for name, t in self.policy.teams.items() if t.shadow is not None and t.shadow.share > 0}

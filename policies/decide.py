@@ -7,25 +7,35 @@ dropped from it.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from policies.compiled import AliasInfo, CompiledPolicy, CompiledRule
+from policies.conditions import Condition
 from policies.decision import RequestFacts, RouteDecision, Target
+from policies.lazy_text import later
 from policies.live import LiveState
 from policies.strategies import Context, Outcome
 
 DEFAULT_RULE = "default"
+_ALWAYS: list[tuple[Condition, Any]] = []  # a rule without `when`: never appended to
 
 
-def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> str | None:
+def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> list[tuple[Condition, Any]] | None:
     """The conditions with the values that made them hold, or None when one does not hold."""
-    if not rule.conditions:  # a rule without `when` (the default policy's): nothing to show
-        return "always"
     shown = []
     for cond in rule.conditions:
         value = cond.get(facts, live)
         if not cond.test(value):
             return None
-        shown.append(cond.label if cond.fact in ("any", "now") or "." in cond.fact else f"{cond.label} ({value})")
-    return " & ".join(shown) or "always"
+        shown.append((cond, value))
+    return shown
+
+
+def _why(shown: list[tuple[Condition, Any]]) -> str:
+    """The reason's account of the conditions that held (a rule without `when`: "always")."""
+    text = " & ".join([cond.label if cond.fact in ("any", "now") or "." in cond.fact
+                       else f"{cond.label} ({value})" for cond, value in shown])
+    return text or "always"
 
 
 def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
@@ -35,13 +45,14 @@ def _without_open(ctx: Context, outcome: Outcome) -> Outcome:
     kept = [b for b in outcome.backends if live.health_of(b).state != "open"]
     if kept or not outcome.backends:
         return outcome if len(kept) == len(outcome.backends) else \
-            Outcome(tuple(kept), outcome.reason, slo_out=outcome.slo_out, predicted=outcome.predicted)
+            Outcome(tuple(kept), later(lambda: outcome.reason), slo_out=outcome.slo_out,
+                    predicted=outcome.predicted)
     wait = min(live.health_of(b).retry_at for b in outcome.backends) - live.now
     floor = ctx.policy.policy.defaults.retry_after_s
     down = "unreachable or cooling down" if any(live.health_of(b).unreachable for b in outcome.backends) \
         else "cooling down"
-    return Outcome((), f"{outcome.reason}; every target is {down}", "no_healthy_backend", max(floor, wait),
-                   outcome.slo_out)
+    return Outcome((), later(lambda: f"{outcome.reason}; every target is {down}"), "no_healthy_backend",
+                   max(floor, wait), outcome.slo_out)
 
 
 def apply_slo_out(out: frozenset[tuple[str, float]],
@@ -58,6 +69,7 @@ def _targets(alias: AliasInfo, backends: tuple[str, ...]) -> tuple[Target, ...]:
 
 
 def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> RouteDecision:
+    """Reasons are built when read (policies/lazy_text.py): routing never reads them."""
     alias = compiled.aliases.get(facts.model_alias)
     if alias is None:
         return RouteDecision((), "", f"unknown model alias {facts.model_alias!r}", refusal="not_allowed")
@@ -66,34 +78,40 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
         reason = f"team {facts.team!r} may use none of the backends serving {alias.name!r}"
         return RouteDecision((), DEFAULT_RULE, reason, strategy="default", refusal="not_allowed")
     ctx = Context(compiled, alias, facts, live, usable)
-    shadow: tuple[str, Outcome, str] | None = None
+    shadow: tuple[str, Outcome, list[tuple[Condition, Any]]] | None = None
     for rule in compiled.rules:
-        why = _matched(rule, facts, live) if rule.conditions else "always"
-        if why is None:
+        shown = _matched(rule, facts, live) if rule.conditions else _ALWAYS
+        if shown is None:
             continue
         outcome = rule.strategy(rule.spec, ctx)
         if outcome is None:  # none of the rule's backends serves this model for this team
             continue
         outcome = _without_open(ctx, outcome)
         if rule.shadow:
-            shadow = shadow or (rule.name, outcome, why)
+            shadow = shadow or (rule.name, outcome, shown)
             continue
-        return _decision(alias, rule.name, rule.spec.strategy, outcome, f"{rule.name}: {why} → {outcome.reason}", shadow)
+        return _decision(alias, rule.name, rule.spec.strategy, outcome, shown, shadow)
     backends = tuple(t.backend for t in alias.targets if t.backend in usable)
-    outcome = _without_open(ctx, Outcome(tuple(dict.fromkeys(backends)), "alias order " + ", ".join(backends)))
-    return _decision(alias, DEFAULT_RULE, "default", outcome, f"no rule matched → {outcome.reason}", shadow)
+    order = Outcome(tuple(dict.fromkeys(backends)), later(lambda: "alias order " + ", ".join(backends)))
+    outcome = _without_open(ctx, order)
+    return _decision(alias, DEFAULT_RULE, "default", outcome, None, shadow)
 
 
-def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome, reason: str,
-              shadow: tuple[str, Outcome, str] | None) -> RouteDecision:
-    shadow_rule, shadow_reason = "", ""
-    shadow_targets: tuple[Target, ...] = ()
-    if shadow is not None:
-        shadow_rule, shadow_targets = shadow[0], _targets(alias, shadow[1].backends)
-        shadow_reason = f"{shadow[0]}: {shadow[2]} → {shadow[1].reason}"
+def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome,
+              shown: list[tuple[Condition, Any]] | None,
+              shadow: tuple[str, Outcome, list[tuple[Condition, Any]]] | None) -> RouteDecision:
+    """`shown`: the deciding rule's conditions as they held (None: no rule matched)."""
+    if shown is None:
+        reason = later(lambda: f"no rule matched → {outcome.reason}")
+    else:
+        reason = later(lambda: f"{rule}: {_why(shown)} → {outcome.reason}")
+    if shadow is None:
+        return RouteDecision(_targets(alias, outcome.backends), rule, reason, "", (), strategy,
+                             outcome.refusal, outcome.retry_after_s, "", outcome.slo_out, outcome.predicted)
+    name, other, other_shown = shadow
     return RouteDecision(
-        targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=shadow_rule,
-        shadow_targets=shadow_targets, strategy=strategy, refusal=outcome.refusal,
-        retry_after_s=outcome.retry_after_s, shadow_reason=shadow_reason, slo_out=outcome.slo_out,
-        predicted_ttft=outcome.predicted,
+        targets=_targets(alias, outcome.backends), rule=rule, reason=reason, shadow_rule=name,
+        shadow_targets=_targets(alias, other.backends), strategy=strategy, refusal=outcome.refusal,
+        retry_after_s=outcome.retry_after_s, shadow_reason=f"{name}: {_why(other_shown)} → {other.reason}",
+        slo_out=outcome.slo_out, predicted_ttft=outcome.predicted,
     )

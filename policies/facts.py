@@ -10,7 +10,7 @@ from policies.calibration import Calibration
 from policies.compiled import AliasInfo, CompiledPolicy, calibration_key  # noqa: F401 (its home was here)
 from policies.decision import RequestFacts
 from policies.errors import RoutingError
-from policies.estimator import TokenPrice, blocks_needed, local_price
+from policies.estimator import TokenPrice, local_price
 from policies.live import LiveState
 from policies.schema import BackendSpec
 from policies.tokens import TokenCounter
@@ -91,8 +91,11 @@ def backend_output(spec: BackendSpec, body: Mapping[str, Any], output: int, sour
 
 def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) -> dict[str, str]:
     metadata = body.get("metadata")
+    own = compiled.team(team).tags
+    if metadata is None:  # most requests: the team's tags alone (a copy: facts never share a dict)
+        return dict(own) if own else {}
     tags = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, Mapping) else {}
-    tags.update(compiled.team(team).tags)  # the policy's tags of a team are not the client's to change
+    tags.update(own)  # the policy's tags of a team are not the client's to change
     return tags
 
 
@@ -125,7 +128,8 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         if dep.engine:
             snap = live.engine(backend)
             if snap is not None:
-                blocks[backend] = blocks_needed(tokens, most, snap.block_size)
+                size = snap.block_size if snap.block_size > 0 else 1
+                blocks[backend] = -(-(tokens + most) // size)  # estimator.blocks_needed, in integers
                 if snap.prefix_cache_hit_rate > 0:
                     prefix[backend] = snap.prefix_cache_hit_rate
             per_token = (snap.kv_bytes_per_token if snap else 0) or dep.spec.kv_bytes_per_token

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from policies.fairness import EngineTeams
+from policies.fast_init import fast_init
 
 CircuitState = Literal["closed", "open", "half_open"]
 
 
+@fast_init  # built per poll / per decision (policies/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     """One poll of an engine's state (our /v1/engine/state, or vLLM's /metrics)."""
@@ -38,6 +40,7 @@ class EngineSnapshot:
         return now - self.taken_at
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HealthView:
     """A backend's circuit and recent TTFT, as of the moment the view was taken."""
@@ -53,6 +56,7 @@ class HealthView:
 _HEALTHY = HealthView()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class InFlight:
     """This gateway's requests on one engine, counted against the engine's last polled state."""
@@ -67,6 +71,7 @@ class InFlight:
 _NO_FLIGHT = InFlight()
 
 
+@fast_init  # built per poll / per decision (policies/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class LiveState:
     """Everything about the backends that decide() may read, frozen for one decision."""

@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from policies.fast_init import fast_init
+from policies.lazy_text import lazy_fields
+
 if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the strategies
     from policies.compiled import AliasInfo, CompiledPolicy
     from policies.decision import RequestFacts
     from policies.live import LiveState
 
 
+@fast_init  # one per request (policies/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class Context:
     policy: CompiledPolicy
@@ -21,10 +25,12 @@ class Context:
     usable: frozenset[str]  # backends with a deployment of the alias that the team may use
 
 
+@lazy_fields("reason")
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     backends: tuple[str, ...]
-    reason: str
+    reason: str  # may be given as later(fn): built when read (policies/lazy_text.py)
     refusal: str = ""
     retry_after_s: float = 0.0
     # slo_cost's hysteresis: (backend, SLO seconds) → out after this decision; the router keeps it.

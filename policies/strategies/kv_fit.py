@@ -6,6 +6,7 @@ from typing import ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
+from policies.lazy_text import later
 from policies.rule_schema import RuleBase
 from policies.strategies.base import Context, Outcome, closed_note, is_open
 from policies.strategies.fair_share import fair_share
@@ -48,13 +49,14 @@ class EngineFit(NamedTuple):
 def engine_fit(ctx: Context, backend: str, max_waiting: int | None) -> EngineFit:
     """How `backend` stands for this request; `max_waiting`: the rule's queue limit (None: the backend's)."""
     live, facts = ctx.live, ctx.facts
-    if is_open(ctx, backend):
+    if live.health_of(backend).state == "open":  # (is_open, inline: once per engine per request)
         return EngineFit(backend, None, closed_note(ctx, backend))
     snap, free = live.engine(backend), live.free_blocks(backend)
     need = facts.blocks_needed.get(backend)
     if snap is None or free is None or need is None:
         return EngineFit(backend, None, f"{backend}: state unknown", unknown=True)
-    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + facts.output_on(backend)
+    context_len = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens) + \
+        facts.output_tokens_by_backend.get(backend, facts.expected_output_tokens)  # facts.output_on, inline
     if snap.max_model_len and context_len > snap.max_model_len:
         return EngineFit(backend, None, f"{backend}: {context_len} tokens exceed its context of {snap.max_model_len}",
                    never=True)
@@ -95,19 +97,26 @@ def kv_fit_with_fits(rule: LocalSpillRule, ctx: Context) -> tuple[Outcome | None
     return _outcome(rule, ctx, local, spill, fits), fits
 
 
+def _notes(fits: list[EngineFit]) -> str:
+    return "; ".join(f.note for f in fits)
+
+
 def _outcome(rule: LocalSpillRule, ctx: Context, local: list[str], spill: list[str], fits: list[EngineFit]) -> Outcome:
     """The order (or refusal) from the engines' fits and the usable spill targets."""
     fitting = [f.backend for f in sorted((f for f in fits if f.key is not None), key=lambda f: f.key or (0, 0.0))]
     unknown = [f.backend for f in fits if f.unknown]
     yielded = [f.backend for f in fits if f.yielded] if spill else []  # no spill: it waits (503 + Retry-After)
-    notes = "; ".join(f.note for f in fits)
     backends = (*fitting, *spill, *unknown, *yielded)
+    # Routed: the reason is formatted only if read (policies/lazy_text.py); refusals below are read at once.
     if fitting:
-        return Outcome(backends, f"local fits: {notes}")
+        return Outcome(backends, later(lambda: f"local fits: {_notes(fits)}"))
     if spill:
-        return Outcome(backends, f"spill to {', '.join(spill)}: {notes or 'no local engine for this model'}")
+        return Outcome(backends, later(
+            lambda: f"spill to {', '.join(spill)}: {_notes(fits) or 'no local engine for this model'}"))
     if unknown:
-        return Outcome(backends, f"nothing known to fit, trying {', '.join(unknown)} anyway: {notes}")
+        return Outcome(backends, later(
+            lambda: f"nothing known to fit, trying {', '.join(unknown)} anyway: {_notes(fits)}"))
+    notes = _notes(fits)
     if fits and all(f.never for f in fits) and not any(b in ctx.usable for b in rule.spill):
         return Outcome((), f"too large for every engine and nowhere to spill: {notes}", "too_large")
     if local and all(is_open(ctx, b) for b in local):  # decide() refuses them with their cooldown

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from policies.lazy_text import later
 from policies.prefix_affinity import (
     LOAD_TOKENS,
     PoolMember,
@@ -72,4 +73,5 @@ def prefix_affinity(rule: PrefixAffinityRule, ctx: Context) -> Outcome | None:
     pool = [b for b in dict.fromkeys(rule.local) if b in head]  # the rule's order: ties and round-robin's turns
     ordered, note = _order(rule, [_member(ctx, b) for b in pool], ctx.live.turn)
     backends = (*(m.backend for m in ordered), *outcome.backends[len(head):])
-    return Outcome(backends, f"{note}; {outcome.reason}", outcome.refusal, outcome.retry_after_s, outcome.slo_out)
+    reason = later(lambda: f"{note}; {outcome.reason}")
+    return Outcome(backends, reason, outcome.refusal, outcome.retry_after_s, outcome.slo_out)

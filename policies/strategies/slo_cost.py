@@ -8,10 +8,11 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
+from policies.lazy_text import later
 from policies.rule_schema import RuleBase
-from policies.strategies.base import Context, Outcome, closed_note, is_open
-from policies.strategies.kv_fit import engine_fit
-from policies.strategies.ttft import predict_ttft
+from policies.strategies.base import Context, Outcome, closed_note
+from policies.strategies.kv_fit import EngineFit, engine_fit
+from policies.strategies.ttft import hosted_ttft, predict_ttft
 
 
 class SloCostRule(RuleBase):
@@ -38,6 +39,7 @@ class SloCostRule(RuleBase):
 
 
 _NO_QUEUE_LIMIT = 1 << 30
+_UNPRICED = float("inf")
 
 
 def still_out(was_out: bool, ttft_s: float, limit_s: float, hysteresis: float) -> bool:
@@ -49,13 +51,14 @@ class _Scored(NamedTuple):  # per candidate per request: a NamedTuple costs half
     backend: str
     ttft_s: float | None
     cost: float
-    note: str
+    source: str  # the prediction's source (live, p95, …) for the reason
     model_s: float | None  # engines: the performance model's figure before the learned scale
 
 
 class _Tally:
-    """The candidates sorted into meeting / missing / unknown, with the notes for the reason (one per
-    request: a slotted class builds in half a dataclass's time with its list factories)."""
+    """The candidates sorted into meeting / missing / unknown, and what the reason says of each: a
+    candidate left out (its note), or a scored one with its mark (in, out, held) — formatted only
+    when the reason is read (one tally per request; a slotted class builds in half a dataclass's time)."""
 
     __slots__ = ("meeting", "missing", "unknown", "notes", "changes", "never")
 
@@ -63,17 +66,38 @@ class _Tally:
         self.meeting: list[_Scored] = []
         self.missing: list[_Scored] = []
         self.unknown: list[_Scored] = []
-        self.notes: list[str] = []
+        self.notes: list[str | EngineFit | tuple[_Scored, str]] = []
         self.changes: list[tuple[tuple[str, float], bool]] = []
         self.never = 0  # engines the request can never fit (context or whole pool)
 
     def order(self) -> tuple[str, ...]:
         """Meeting by cost then TTFT, then missing by TTFT, then unknown."""
-        out = [s.backend for s in sorted(self.meeting, key=_by_cost)]
+        meeting = self.meeting
+        if len(meeting) == 1:  # the common case: nothing to sort
+            out = [meeting[0].backend]
+        else:
+            out = [s.backend for s in sorted(meeting, key=_by_cost)]
         if self.missing:
             out += [s.backend for s in sorted(self.missing, key=_by_ttft)]
-        out += [s.backend for s in self.unknown]
+        if self.unknown:
+            out += [s.backend for s in self.unknown]
         return tuple(out)
+
+    def text(self) -> str:
+        """The notes, in candidate order, as the reason shows them."""
+        return "; ".join([_note_text(n) for n in self.notes])
+
+
+def _note_text(note: str | EngineFit | tuple[_Scored, str]) -> str:
+    if isinstance(note, str):
+        return note
+    if isinstance(note, EngineFit):
+        return note.note
+    scored, mark = note
+    ttft = scored.ttft_s
+    head = f"{scored.backend}: ttft p95 ?, ${scored.cost:.3g}" if ttft is None else \
+        f"{scored.backend}: ttft p95 {ttft:.3g}s {scored.source}, ${scored.cost:.3g}"
+    return head + mark
 
 
 def _by_cost(s: _Scored) -> tuple[float, float]:
@@ -90,44 +114,59 @@ def _slo_s(rule: SloCostRule, ctx: Context) -> float | None:
     return slo.ttft_p95_s if slo is not None else None
 
 
+def _plan(rule: SloCostRule, ctx: Context) -> tuple[tuple[str, ...], float | None]:
+    """The candidates the team may use and its SLO: fixed for the compiled policy, read once per
+    (rule, team, usable backends); the rule is kept beside them (an id is unique only while it lives)."""
+    memo, key = ctx.policy.memo, ("slo_cost", id(rule), ctx.facts.team, ctx.usable)
+    found = memo.get(key)
+    if found is None or found[0] is not rule:
+        found = memo[key] = (rule, tuple(b for b in rule.candidates if b in ctx.usable), _slo_s(rule, ctx))
+    return found[1], found[2]
+
+
 def _score(rule: SloCostRule, ctx: Context, backend: str, tally: _Tally) -> _Scored | None:
     """The backend's predicted TTFT and cost; None (and a note) when it is left out."""
     if backend in ctx.policy.engines:
         fit = engine_fit(ctx, backend, rule.max_waiting if rule.max_waiting is not None else _NO_QUEUE_LIMIT)
         if fit.key is None and not fit.unknown:
-            tally.notes.append(fit.note)
+            tally.notes.append(fit)
             tally.never += fit.never
             return None
-    elif is_open(ctx, backend):
-        tally.notes.append(closed_note(ctx, backend))
-        return None
-    predicted = predict_ttft(ctx, backend)
-    cost = ctx.facts.est_cost_usd.get(backend)
-    # An engine with no price is already paid for; a hosted model with none sorts last.
-    cost = cost if cost is not None else (0.0 if backend in ctx.policy.engines else float("inf"))
-    ttft = predicted.ttft_s
-    note = f"{backend}: ttft p95 ?, ${cost:.3g}" if ttft is None else \
-        f"{backend}: ttft p95 {ttft:.3g}s {predicted.source}, ${cost:.3g}"
-    return _Scored(backend, ttft, cost, note, predicted.model_s)
+        predicted = predict_ttft(ctx, backend)
+        cost = ctx.facts.est_cost_usd.get(backend, 0.0)  # an engine with no price is already paid for
+    else:
+        health = ctx.live.health_of(backend)
+        if health.state == "open":
+            tally.notes.append(closed_note(ctx, backend))
+            return None
+        predicted = hosted_ttft(ctx, backend, health)
+        cost = ctx.facts.est_cost_usd.get(backend, _UNPRICED)  # a hosted model with no price sorts last
+    return _Scored(backend, predicted.ttft_s, cost, predicted.source, predicted.model_s)
 
 
 def _place(rule: SloCostRule, ctx: Context, scored: _Scored, slo: float | None, tally: _Tally) -> None:
-    if scored.ttft_s is None:  # no fresh state: a last resort, as in kv_fit
+    ttft = scored.ttft_s
+    if ttft is None:  # no fresh state: a last resort, as in kv_fit
         tally.unknown.append(scored)
-        tally.notes.append(scored.note)
+        tally.notes.append((scored, ""))
         return
     if slo is None:
         tally.meeting.append(scored)
-        tally.notes.append(scored.note)
+        tally.notes.append((scored, ""))
         return
     limit = slo * (1.0 - rule.margin)
-    was_out = (scored.backend, slo) in ctx.live.slo_out
-    out = still_out(was_out, scored.ttft_s, limit, rule.hysteresis)
+    key = (scored.backend, slo)
+    was_out = key in ctx.live.slo_out
+    out = still_out(was_out, ttft, limit, rule.hysteresis)
     if out != was_out:
-        tally.changes.append(((scored.backend, slo), out))
-    (tally.missing if out else tally.meeting).append(scored)
-    held = out and scored.ttft_s <= limit  # within the bound, but not yet back below it by the hysteresis
-    tally.notes.append(scored.note + (" (out, held)" if held else " (out)" if out else " (in)"))
+        tally.changes.append((key, out))
+    if out:
+        tally.missing.append(scored)
+        # held: within the bound, but not yet back below it by the hysteresis
+        tally.notes.append((scored, " (out, held)" if ttft <= limit else " (out)"))
+    else:
+        tally.meeting.append(scored)
+        tally.notes.append((scored, " (in)"))
 
 
 def _head(rule: SloCostRule, slo: float | None, any_meets: bool) -> str:
@@ -145,10 +184,10 @@ def _bound_text(slo: float, margin: float, hysteresis: float) -> str:
 
 
 def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
-    candidates = [b for b in rule.candidates if b in ctx.usable]
+    candidates, slo = _plan(rule, ctx)
     if not candidates:
         return None
-    slo, tally = _slo_s(rule, ctx), _Tally()
+    tally = _Tally()
     predicted = []
     for backend in candidates:
         scored = _score(rule, ctx, backend, tally)
@@ -157,9 +196,10 @@ def slo_cost(rule: SloCostRule, ctx: Context) -> Outcome | None:
             if scored.model_s is not None:
                 predicted.append((backend, scored.model_s))
     backends, changes = tally.order(), tuple(tally.changes)
-    reason = f"{_head(rule, slo, bool(tally.meeting))}: {'; '.join(tally.notes)}"
     if not backends and tally.never == len(candidates):
-        return Outcome((), f"too large for every candidate: {'; '.join(tally.notes)}", "too_large")
+        return Outcome((), later(lambda: f"too large for every candidate: {tally.text()}"), "too_large")
+    # The reason is read by refusals, traces and explain, not by routing: built when read.
+    reason = later(lambda: f"{_head(rule, slo, bool(tally.meeting))}: {tally.text()}")
     if not backends:
         return Outcome((), reason, "no_capacity", ctx.policy.policy.defaults.retry_after_s, changes)
     return Outcome(backends, reason, slo_out=changes, predicted=tuple(predicted))

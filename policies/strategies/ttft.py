@@ -4,10 +4,13 @@ at the rates the engine measures now), scaled by how far such predictions were o
 backends from the TTFT this gateway observed (window p95, else EWMA), else the priors."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from policies.perf_model import engine_ttft
 from policies.strategies.base import Context
+
+if TYPE_CHECKING:
+    from policies.live import HealthView
 
 
 class Predicted(NamedTuple):
@@ -21,7 +24,11 @@ class Predicted(NamedTuple):
 def predict_ttft(ctx: Context, backend: str) -> Predicted:
     if backend in ctx.policy.engines:
         return _engine(ctx, backend)
-    health = ctx.live.health_of(backend)
+    return hosted_ttft(ctx, backend, ctx.live.health_of(backend))
+
+
+def hosted_ttft(ctx: Context, backend: str, health: HealthView) -> Predicted:
+    """A hosted backend's, from its health view (the caller has it already)."""
     if health.ttft_p95_s is not None:
         return Predicted(health.ttft_p95_s, "p95")
     if health.ttft_ewma_s is not None:

@@ -1,0 +1,52 @@
+"""A small seeded recording replayed against the embedded default policy (slo_cost over the CPU
+engine + hosted): every request's outcome and the summary (costs, shares, percentiles) are pinned
+to what main's code (5e16ca8) gave before decide() and its dataclasses were made cheaper."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+from policies.compiled import compile_policy
+from policies.loader import load_default_policy
+from policies.perf_model import perf_model_from_mapping
+from policies.replay.simulator import ReplaySetup, replay
+from policies.replay.summary import summarize
+from policies.replay.traffic import read_jsonl
+
+# A litellm-style price so the hosted side has a cost (no price table is read in tests).
+PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
+# sha1 over every request's (backend, refusal, rule, cost, ttft, e2e) and the summary, from main's code; a
+# change that means to alter replay results re-pins it (python -c "…replay_digest(Path(tmp))").
+PINNED = "3365a8cfe07ca6a8793104216126cc683b7afd13"
+
+
+def _traffic(path: Path) -> list:
+    """Ten minutes at 10 requests/s, seeded, with bench/replay_speed.py's prompt and output shapes."""
+    rng, t = random.Random(3), 1764547200.0
+    with path.open("w") as out:
+        while t < 1764547200.0 + 600:
+            t += rng.expovariate(10.0)
+            out.write(json.dumps({"time": round(t, 4), "team": "default", "model": "smollm2",
+                                  "prompt_tokens": min(6000, int(rng.lognormvariate(6.0, 0.8))) + 1,
+                                  "output_tokens": min(1000, int(rng.lognormvariate(4.8, 0.7))) + 1}) + "\n")
+    return read_jsonl(path)
+
+
+def replay_digest(tmp: Path) -> tuple[str, object]:
+    loaded = load_default_policy({"OPENAI_API_KEY": "set-for-replay"})
+    traffic = _traffic(tmp / "traffic.jsonl")
+    perf = perf_model_from_mapping({})
+    out = replay(loaded, traffic, ReplaySetup(perf, PRICES))
+    summary = replace(summarize("default", compile_policy(loaded.policy, PRICES), traffic, out, perf, None),
+                      sim_seconds=0.0)
+    text = repr((out.backend, out.refusal, out.rule, out.cost, out.ttft, out.e2e, out.engine_busy_s, summary))
+    return hashlib.sha1(text.encode()).hexdigest(), summary
+
+
+def test_the_replay_of_a_small_recording_is_main_s_byte_for_byte(tmp_path: Path) -> None:
+    digest, summary = replay_digest(tmp_path)
+    assert summary.served_by.get("local", 0) > 100 and summary.served_by.get("openai", 0) > 100  # both used
+    assert digest == PINNED
