@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, hybridgw
-from tests.support import procs
+from tests.support import keys, procs
 from tests.support.procs import wait_until
 from tests.support.redis_server import RedisServer
 
@@ -41,8 +41,9 @@ teams:
 
 
 def make_key(config: Path, env: dict[str, str], team: str) -> str:
-    return subprocess.run(hybridgw("keys", "--config", str(config), "create", "--team", team), env={**os.environ, **env},
-                          capture_output=True, text=True, check=True).stdout.strip()
+    """A key where the gateway started with `env` looks for it (Redis with REDIS_URL, else its data dir),
+    made in this process (tests/support/keys.py), not by a `hybridgw keys` interpreter of its own."""
+    return keys.create_key(env["HYBRIDGW_DATA_DIR"], team, config, env.get("REDIS_URL", ""))
 
 
 def test_pairs_in_redis_per_team_capped(fake_upstream: str, redis_server: RedisServer, tmp_path: Path) -> None:
