@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from gateway import upstream_body
+from gateway.access_log import log_access
 from gateway.backends.base import UpstreamRequest
 from gateway.errors import against_health
 from gateway.shadow_record import pair_of, shadow_record
@@ -200,12 +199,8 @@ class Shadower:
             svc.usage_sink.submit(record)
         except Exception as exc:
             svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
-        if svc.settings.access_log and svc.access_log.isEnabledFor(20):
-            line = record.to_dict()
-            del line["itl_gaps_s"]
-            if answer.error:
-                line["error"] = answer.error
-            svc.access_log.info(orjson.dumps(line).decode())
+        if svc.settings.access_log and svc.access_log.isEnabledFor(20):  # the line is made on the log thread
+            log_access(svc.access_log, record, answer.error, ())
         if reservation is not None and svc.limiter is not None:
             svc.spawn(svc.limiter.settle(reservation, record.total_tokens, record.cost_usd))
 
