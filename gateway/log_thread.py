@@ -1,6 +1,6 @@
 """Log lines leave the event loop through a queue and are written by one thread: the loop only enqueues
 (an access line is not even formatted there, gateway/access_log.py), and the thread writes all that
-waited in one write, a few times a second: one wake-up and one system call per batch, not per request."""
+waited a few times a second, in writes of up to 4 KiB of whole lines: one wake-up per batch, not per request."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +10,8 @@ import threading
 from typing import TextIO
 
 from gateway.access_log import AccessRecord
+
+ATOMIC_WRITE_BYTES = 4096  # POSIX's PIPE_BUF on Linux (the least it may be is 512): a write this size is atomic
 
 
 class LazyQueueHandler(logging.handlers.QueueHandler):
@@ -31,10 +33,10 @@ class LazyQueueHandler(logging.handlers.QueueHandler):
 
 
 class LogThread:
-    """Every `interval_s` (or when woken) takes all that is queued, formats it and writes it in one write
-    (the stream is flushed after each). It polls rather than waits on the queue: a blocked get() would be
-    woken by each put, one thread switch per access line; such a line waits at most `interval_s`.
-    stop() writes the rest."""
+    """Every `interval_s` (or when woken) takes all that is queued, formats it and writes it in as few
+    writes as keep each one atomic (atomic_pieces; the stream is flushed after each). It polls rather than
+    waits on the queue: a blocked get() would be woken by each put, one thread switch per access line; such
+    a line waits at most `interval_s`. stop() writes the rest."""
 
     def __init__(self, records: queue.SimpleQueue[object], stream: TextIO, formatter: logging.Formatter,
                  interval_s: float = 0.05) -> None:
@@ -76,10 +78,30 @@ class LogThread:
 
     def _write(self, lines: list[str]) -> None:
         try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            for piece in atomic_pieces(lines):
+                self._stream.write(piece)
+                self._stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: nothing else to tell it to
             pass
+
+
+def atomic_pieces(lines: list[str], limit: int = ATOMIC_WRITE_BYTES) -> list[str]:
+    """The lines, newline-ended, joined into pieces of whole lines of at most `limit` bytes each (a longer
+    line alone): the workers of `serve --workers N` share stderr, and only a write of at most PIPE_BUF
+    bytes to a pipe is never interleaved with another process's, so no line is torn by another worker's."""
+    pieces: list[str] = []
+    part: list[str] = []
+    size = 0
+    for line in lines:
+        n = (len(line) if line.isascii() else len(line.encode())) + 1
+        if part and size + n > limit:
+            pieces.append("\n".join(part) + "\n")
+            part, size = [], 0
+        part.append(line)
+        size += n
+    if part:
+        pieces.append("\n".join(part) + "\n")
+    return pieces
 
 
 def start_log_thread(logger: logging.Logger, level: str, stream: TextIO) -> LogThread:

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from gateway import upstream_body
+from gateway.access_log import log_access
 from gateway.backends.base import UpstreamRequest
 from gateway.errors import against_health
 from gateway.shadow_record import pair_of, shadow_record
@@ -127,12 +126,20 @@ class Shadower:
                 self._pending -= 1
 
     async def _run(self, job: ShadowJob) -> None:
-        if not self._healthy(job.target.backend):
+        backend = job.target.backend
+        circuit = self._circuit(backend)
+        if circuit == "open":
             self.counts["unhealthy"] += 1
             return
         fits, hold = self._hold(job)
         if not fits:
             self.counts["no_room"] += 1
+            return
+        # Half-open, this call is the one probe if it can claim it — only now that it will be made: a probe
+        # claimed for a call not made would keep the backend open to everyone until probe_timeout_s.
+        if circuit == "half_open" and not self.svc.live.health.claim_probe(backend, self.svc.live.clock()):
+            self.svc.live.release(hold)
+            self.counts["unhealthy"] += 1
             return
         try:
             answer = await self._send(job)
@@ -146,16 +153,12 @@ class Shadower:
         self.counts["ok"] += 1
         await self._keep(job, answer, job.ex)
 
-    def _healthy(self, backend: str) -> bool:
-        """Whether the backend's circuit lets this call through: not while open (a client's request would
-        skip it too); half-open, the call is the one probe when it can claim it (a backend only shadows
-        reach would otherwise stay half-open for good)."""
-        live = self.svc.live
-        now = live.clock()
-        view = live.health.view(now).get(backend)
-        if view is None or view.state == "closed":
-            return True
-        return view.state == "half_open" and live.health.claim_probe(backend, now)
+    def _circuit(self, backend: str) -> str:
+        """The backend's circuit now: no call while open (a client's request would skip it too); half-open,
+        the call is the one probe when it can claim it (a backend only shadows reach would otherwise stay
+        half-open for good)."""
+        view = self.svc.live.health.view(self.svc.live.clock()).get(backend)
+        return "closed" if view is None else view.state
 
     def _hold(self, job: ShadowJob) -> tuple[bool, Hold | None]:
         """(fits, the call's KV hold on a local engine — None on a hosted one), taken as a client
@@ -200,12 +203,8 @@ class Shadower:
             svc.usage_sink.submit(record)
         except Exception as exc:
             svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
-        if svc.settings.access_log and svc.access_log.isEnabledFor(20):
-            line = record.to_dict()
-            del line["itl_gaps_s"]
-            if answer.error:
-                line["error"] = answer.error
-            svc.access_log.info(orjson.dumps(line).decode())
+        if svc.settings.access_log and svc.access_log.isEnabledFor(20):  # the line is made on the log thread
+            log_access(svc.access_log, record, answer.error, ())
         if reservation is not None and svc.limiter is not None:
             svc.spawn(svc.limiter.settle(reservation, record.total_tokens, record.cost_usd))
 

@@ -7,6 +7,7 @@ dropped from it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from policies.compiled import AliasInfo, CompiledPolicy, CompiledRule
@@ -17,10 +18,11 @@ from policies.live import LiveState
 from policies.strategies import Context, Outcome
 
 DEFAULT_RULE = "default"
-_ALWAYS: list[tuple[Condition, Any]] = []  # a rule without `when`: never appended to
+Shown = Sequence[tuple[Condition, Any]]  # the conditions that held, with their values
+_ALWAYS: Shown = ()  # a rule without `when` (immutable: shared by every such decision)
 
 
-def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> list[tuple[Condition, Any]] | None:
+def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> Shown | None:
     """The conditions with the values that made them hold, or None when one does not hold."""
     shown = []
     for cond in rule.conditions:
@@ -31,7 +33,7 @@ def _matched(rule: CompiledRule, facts: RequestFacts, live: LiveState) -> list[t
     return shown
 
 
-def _why(shown: list[tuple[Condition, Any]]) -> str:
+def _why(shown: Shown) -> str:
     """The reason's account of the conditions that held (a rule without `when`: "always")."""
     text = " & ".join([cond.label if cond.fact in ("any", "now") or "." in cond.fact
                        else f"{cond.label} ({value})" for cond, value in shown])
@@ -78,7 +80,7 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
         reason = f"team {facts.team!r} may use none of the backends serving {alias.name!r}"
         return RouteDecision((), DEFAULT_RULE, reason, strategy="default", refusal="not_allowed")
     ctx = Context(compiled, alias, facts, live, usable)
-    shadow: tuple[str, Outcome, list[tuple[Condition, Any]]] | None = None
+    shadow: tuple[str, Outcome, Shown] | None = None
     for rule in compiled.rules:
         shown = _matched(rule, facts, live) if rule.conditions else _ALWAYS
         if shown is None:
@@ -98,8 +100,8 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
 
 
 def _decision(alias: AliasInfo, rule: str, strategy: str, outcome: Outcome,
-              shown: list[tuple[Condition, Any]] | None,
-              shadow: tuple[str, Outcome, list[tuple[Condition, Any]]] | None) -> RouteDecision:
+              shown: Shown | None,
+              shadow: tuple[str, Outcome, Shown] | None) -> RouteDecision:
     """`shown`: the deciding rule's conditions as they held (None: no rule matched)."""
     if shown is None:
         reason = later(lambda: f"no rule matched → {outcome.reason}")

@@ -28,8 +28,9 @@ Headers/trace: `x-hybridgw-route-rule: decision.rule`; log/trace `decision.reaso
 No targets: `decision.refusal` says why — "no_capacity" / "no_healthy_backend" → 503 with
 Retry-After `ceil(decision.retry_after_s)`; "not_allowed" → 403; "too_large" (bigger than every
 engine's context or KV pool, nowhere to spill) → 400 context_length_exceeded. build_facts raises RoutingError
-(code "model_not_found" → 400/404, "model_not_allowed" → 403). Budgets with `on_exceed: route`:
-when the limiter refuses a USD limit, build the facts again with `over_budget=True` and route.
+(codes "model_not_found" and "model_not_allowed" → both 404 model_not_found, as OpenAI answers either:
+gateway/errors.py routing_refusal). Budgets with `on_exceed: route`: when the limiter refuses a USD limit,
+build the facts again with `over_budget=True` and route.
 The cost to reserve against limits: `facts.est_cost_usd.get(decision.targets[0].backend, 0.0)`.
 """
 from __future__ import annotations

@@ -103,7 +103,9 @@ class LiteLLMBackend:
         kwargs["api_key"] = self.spec.api_key
         kwargs["timeout"] = self.spec.timeouts.first_byte_s
         kwargs["drop_params"] = True  # OpenAI-only parameters a provider lacks are dropped, not fatal
-        # (chat only: the providers were checked on that path; text and embeddings keep litellm's client)
+        # A handler-path provider's redirect-free client goes to chat only (the path checked); its text and
+        # embeddings calls keep litellm's client, which follows redirects. (The OpenAI SDK path's session is
+        # process-wide: redirect-free for all three, and shared by every litellm backend: litellm_redirects.py.)
         if request.path == "chat/completions" and (client := self._client_for(kwargs["model"])) is not None:
             kwargs["client"] = client
         return kwargs

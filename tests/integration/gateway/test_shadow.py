@@ -125,6 +125,10 @@ def test_failing_shadow_leaves_the_client_alone(gw: Gateway) -> None:
     shadow = gw.record_for(request_id + ".shadow")
     assert shadow["status"] == "error" and shadow["backend"] == "broken" and shadow["cost_usd"] == 0
     assert shadow["completion_tokens"] == 0 and shadow["tags"]["shadow_of"] == request_id
+    # Its access line (made on the log thread, as a client request's): the record and the call's error.
+    line = wait_until(lambda: next((x for x in _lines(gw) if x.get("request_id") == request_id + ".shadow"), None),
+                      "the shadow's access line")
+    assert line["rule"] == "shadow" and line["backend"] == "broken" and line["error"] and "itl_gaps_s" not in line
     served = gw.record_for(request_id)
     assert (served["status"], served["backend"], served["completion_tokens"]) == ("ok", "weak", 4)
     assert pairs(gw, "purple").json()["data"] == []  # no pair without the second answer
@@ -232,6 +236,19 @@ def test_an_open_circuit_stops_shadow_calls_to_it(fake_upstream: str, tmp_path: 
         assert counts(gw)["sent"] == 2
         health = {r["name"]: r for r in httpx.get(f"{url}/console/api/backends", headers=ADMIN).json()["data"]}
         assert health["broken"]["circuit"] == "open" and health["weak"]["circuit"] == "closed"
+
+
+def _lines(gw: Gateway) -> list[dict[str, Any]]:
+    """The gateway's JSON log lines so far (whole lines only)."""
+    out = []
+    for text in gw.proc.output().split("\n")[:-1]:
+        try:
+            line = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(line, dict):
+            out.append(line)
+    return out
 
 
 def _env() -> dict[str, str]:

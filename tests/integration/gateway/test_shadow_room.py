@@ -193,3 +193,35 @@ def test_a_failed_shadow_call_gives_its_blocks_back(gw: Gateway, engine: Engine)
     assert served_by(gw, "red", "m", LONG) == "hosted"
     wait_until(lambda: counts(gw)["ok"] == before["ok"] + 1, "the next shadow call answered")
     assert counts(gw)["no_room"] == before["no_room"]
+
+
+def _circuit(url: str, backend: str) -> str:
+    rows = httpx.get(f"{url}/console/api/backends", headers=ADMIN).json()["data"]
+    return next(r["circuit"] for r in rows if r["name"] == backend)
+
+
+def test_a_shadow_call_without_room_leaves_a_half_open_circuit_its_probe(fake_upstream: str, engine: Engine,
+                                                                         tmp_path: Any) -> None:
+    """A half-open backend's one probe is claimed only by a call that is made: a shadow call dropped for want
+    of room claimed it first, and the backend read as open to every client until probe_timeout_s."""
+    data, config = tmp_path / "data", tmp_path / "policy.yaml"
+    health = "health: {failure_threshold: 1, cooldown_s: 0.5, probe_timeout_s: 600}"
+    config.write_text(policy(fake_upstream, engine.url).replace("health: {failure_threshold: 1000000}", health))
+    key = create_key(data, "red", config)
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    with procs.gateway(config, env, "gateway-shadow-probe") as (url, proc):
+        gw = Gateway(url, fake_upstream, data, {"red": key}, proc, env, config)
+        wait_until(lambda: _engine_polled(gw), "the engine's state polled")
+        engine.gate.set()
+        engine.fail = True
+        try:
+            before = counts(gw)
+            assert served_by(gw, "red", "m", LONG) == "hosted"  # its shadow call fails at gpu: the circuit opens
+            wait_until(lambda: counts(gw)["failed"] == before["failed"] + 1, "the shadow call failed")
+        finally:
+            engine.fail = False
+        wait_until(lambda: _circuit(url, "gpu") == "half_open", "the cooldown over")
+        assert served_by(gw, "red", "m", HUGE) == "hosted"  # its shadow needs more blocks than gpu has at all
+        wait_until(lambda: counts(gw)["no_room"] == before["no_room"] + 1, "the huge shadow call dropped")
+        assert _circuit(url, "gpu") == "half_open"  # the probe is still there for the next call to take
+        assert counts(gw)["sent"] == before["sent"] + 1

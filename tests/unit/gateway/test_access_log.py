@@ -19,9 +19,11 @@ class CountingStream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.sizes: list[int] = []
 
     def write(self, text: str) -> int:
         self.writes += 1
+        self.sizes.append(len(text.encode()))
         return super().write(text)
 
 
@@ -87,3 +89,32 @@ def test_a_warning_is_written_at_once_not_at_the_next_poll() -> None:
         assert json.loads(lines[0])["request_id"] == "r-2" and lines[1] == "engine died"
     finally:
         writer.stop()
+
+
+def test_a_large_batch_goes_out_in_atomic_writes_of_whole_lines() -> None:
+    """The workers of `serve --workers N` share stderr: a write over PIPE_BUF (4 KiB) to a pipe may be torn
+    by another worker's, so a batch is written in pieces of whole lines of at most 4 KiB (it was one write)."""
+    stream = CountingStream()
+    logger = logging.getLogger("test.access.atomic")
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    writer = LogThread(records, stream, logging.Formatter("%(message)s"))
+    logger.handlers[:] = [LazyQueueHandler(records)]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    usages = [record(request_id=f"r-{i}", team="équipe") for i in range(60)]  # ~60 × 500 bytes, not all ASCII
+    for usage in usages:
+        log_access(logger, usage, "", ())
+    logger.info("x" * 5000)  # longer than a piece: alone
+    writer.start()
+    writer.stop()
+    assert 1 < stream.writes < len(usages)  # batched still, but not in one write
+    text = stream.getvalue()
+    pieces, at = [], 0
+    for size in stream.sizes:
+        piece = text.encode()[at:at + size].decode()
+        pieces.append(piece)
+        at += size
+    assert all(p.endswith("\n") for p in pieces)  # every write ends a line: none is split between two
+    assert all(size <= 4096 for p, size in zip(pieces, stream.sizes) if p != "x" * 5000 + "\n")
+    lines = text.split("\n")[:-1]
+    assert [json.loads(x)["request_id"] for x in lines[:-1]] == [u.request_id for u in usages] and lines[-1] == "x" * 5000

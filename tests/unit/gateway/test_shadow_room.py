@@ -38,6 +38,12 @@ def _router(free: int = 100, total: int = 100, waiting: int = 0) -> PolicyRouter
     return router
 
 
+def _poll(router: PolicyRouter, running: int) -> None:
+    """A new poll of the engine, taken now (the holds taken so far started before it)."""
+    snap = router.poller.snapshots["local"]
+    router.poller.snapshots = MappingProxyType({"local": replace(snap, taken_at=NOW, num_running=running)})
+
+
 def _why(router: PolicyRouter, body: dict = BODY) -> str | None:
     facts = router.decider.build_facts(body, "red")
     state = router.live.live_state()
@@ -49,7 +55,11 @@ def test_a_shadow_call_fits_while_the_blocks_are_free_and_not_once_holds_take_th
     facts = router.decider.build_facts(BODY, "red")
     assert facts.blocks_needed == {"local": 10}  # (13 + 147) / 16
     assert _why(router) is None
-    holds = [router.live.reserve("local", facts) for _ in range(9)]  # 90 of 100 held: 10 left, fits exactly
+    holds = [router.live.reserve("local", facts) for _ in range(9)]  # 90 of 100 held: 10 left
+    # Sent since the poll, they count as the engine's queue until a poll shows them (policies/live.py)...
+    assert _why(router) == "local: queue 9 > 2"
+    # ...a poll taken now shows them running (their blocks not yet allocated): the 10 blocks left fit exactly.
+    _poll(router, running=9)
     assert _why(router) is None
     holds.append(router.live.reserve("local", facts))
     assert _why(router) == "local: needs 10 KV blocks, 0 free"
