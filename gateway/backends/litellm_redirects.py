@@ -5,6 +5,7 @@ others a handler of ours per call — only for providers checked to accept one (
 test_litellm_redirects.py runs each against the fake upstream, so a litellm that moves one fails there)."""
 from __future__ import annotations
 
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 # Providers whose litellm chat path takes an AsyncHTTPHandler as `client` (checked with litellm 1.110);
@@ -19,7 +20,8 @@ HANDLER_PROVIDERS = frozenset({
 def stop_sdk_redirects(litellm: Any) -> None:
     """litellm's own default client for the OpenAI SDK path, not following redirects, as the session every
     SDK-path call uses (litellm.aclient_session, its documented knob; one per process, kept for its life).
-    A session someone set already is left as it is."""
+    It keeps no cookies: every SDK-path backend shares it, so a cookie one provider key's answer set must not
+    ride along with another key's calls to the same host. A session someone set already is left as it is."""
     if litellm.aclient_session is not None:
         return
     from litellm.llms.openai.common_utils import BaseOpenAILLM
@@ -27,6 +29,7 @@ def stop_sdk_redirects(litellm: Any) -> None:
     session = BaseOpenAILLM._get_async_http_client()
     if session is not None:
         session.follow_redirects = False
+        session.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=()))  # store none
         litellm.aclient_session = session
 
 
