@@ -32,12 +32,14 @@ def test_the_table_holds_the_three_model_routes() -> None:
     assert sorted(MODEL_ROUTES) == ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
 
-def test_a_wrong_method_is_an_openai_shaped_405() -> None:
+def test_a_wrong_method_is_an_openai_shaped_405_without_starlettes_layers() -> None:
     for path in MODEL_ROUTES:
-        start, body = _call(GatewayApp(routes=[]), "GET", path)
+        app = GatewayApp(routes=[])
+        start, body = _call(app, "GET", path)
         headers = dict(start["headers"])
         assert (start["status"], headers[b"allow"]) == (405, b"POST")
         assert orjson.loads(body["body"])["error"]["type"] == "invalid_request_error"
+        assert app.middleware_stack is None  # Starlette's stack is built on its first request: never here
 
 
 def test_a_trailing_slash_is_redirected_and_other_paths_reach_starlette() -> None:
