@@ -1,6 +1,9 @@
 """What the framework layers cost per request, without a server: the same plain Starlette route called
 through FastAPI (its middleware stack: errors, telemetry, body limit, exceptions, exit stack) vs a
-Starlette app vs the bare route, by direct ASGI calls in one process, interleaved.
+Starlette app vs the bare route, by direct ASGI calls in one process, interleaved. Also the gateway's
+own shape before and after the model routes left Starlette: a Starlette app with the gateway's exception
+handlers and its other routes behind the model route, vs GatewayApp (gateway/hot_routes.py) dispatching to
+the same trivial handler.
 
 Run: .venv/bin/python -m bench.asgi_layers [--calls 20000] [--rounds 5]
 """
@@ -27,7 +30,27 @@ def apps() -> dict[str, Any]:
     routes = [Route("/v1/chat/completions", endpoint, methods=["POST"])]
     fast = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     fast.router.routes.extend(routes)
-    return {"FastAPI": fast, "Starlette": Starlette(routes=routes), "bare route": routes[0]}
+    return {"FastAPI": fast, "Starlette": Starlette(routes=routes), "bare route": routes[0], **gateway_shapes()}
+
+
+def gateway_shapes() -> dict[str, Any]:
+    """The gateway's app before (model routes as Starlette routes) and after (GatewayApp's table)."""
+    from starlette.exceptions import HTTPException
+
+    from gateway import hot_routes
+
+    async def handle(svc: Any, request: Request, endpoint: Any) -> Response:
+        return await endpoint_fn(request)
+
+    endpoint_fn = endpoint
+    hot_routes.handle = handle  # type: ignore[assignment]  # the trivial handler in place of proxy.handle
+    others = [Route(f"/other/{i}", endpoint, methods=["GET"]) for i in range(20)]
+    handlers: Any = {HTTPException: lambda r, e: Response(b"{}"), Exception: lambda r, e: Response(b"{}")}
+    model = [Route(path, endpoint, methods=["POST"]) for path in hot_routes.MODEL_ROUTES]
+    before = Starlette(routes=[*model, *others], exception_handlers=handlers)
+    after = hot_routes.GatewayApp(routes=others, exception_handlers=handlers)
+    after.services = None  # type: ignore[assignment]
+    return {"gateway before: Starlette": before, "gateway after: GatewayApp": after}
 
 
 async def per_call(app: Any, calls: int) -> float:

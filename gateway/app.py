@@ -6,7 +6,6 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import orjson
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,12 +17,12 @@ from gateway.assembly import key_cache_ttl_s
 from gateway.backends.base import Backend
 from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
-from gateway.errors import ErrorInfo
+from gateway.hot_routes import GatewayApp, error_json
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.readiness import Readiness
 from gateway.reload_changes import restart_changes
-from gateway.routes import admin_keys, chat, completions, embeddings, health, models, ui_policy
+from gateway.routes import admin_keys, health, models, ui_policy
 from gateway.routes.metrics import metrics_route
 from gateway.routes.ui import console_routes
 from gateway.routes.ui_api import console_api_routes
@@ -46,21 +45,16 @@ from policies.router import PolicyRouter
 from policies.schema import Policy
 
 
-def _error_json(status: int, type_: str, message: str) -> Response:
-    body = ErrorInfo(status, type_, message, None, None).body()
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
             503: "service_unavailable"}.get(
         exc.status_code, "invalid_request_error")
-    return _error_json(exc.status_code, kind, str(exc.detail))
+    return error_json(exc.status_code, kind, str(exc.detail))
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    return _error_json(500, "internal_error", "The gateway hit an internal error.")
+    return error_json(500, "internal_error", "The gateway hit an internal error.")
 
 
 def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: KeyStorage, usage_sink: UsageSink,
@@ -127,17 +121,18 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
 
     # One style, plain Starlette: every handler reads its own body (size limit, orjson, pass-through)
     # and answers OpenAI-shaped errors itself; FastAPI's layers would cost each request ~7 µs for nothing.
+    # The model routes are GatewayApp's own (gateway/hot_routes.py), ahead of Starlette's layers.
     routes: list[BaseRoute] = []
-    for module in (chat, completions, embeddings, models, health, admin_keys, ui_policy):
+    for module in (models, health, admin_keys, ui_policy):
         routes.extend(module.ROUTES)
     routes.extend([*console_routes(), *console_api_routes(usage_store)])
     if metrics is not None:
         routes.append(metrics_route(metrics, request_metrics, router.poller))
     if usage_store is not None:
         routes.extend(usage_routes(usage_store, services))
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_exception, Exception: _unhandled})
-    app.state.services = services
+    app = GatewayApp(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: _http_exception, Exception: _unhandled})
+    app.services = app.state.services = services
     app.state.readiness = parts
     parts.shadow = install_shadow(app, services, metrics.provider if metrics is not None else None)
     return app

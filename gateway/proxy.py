@@ -88,8 +88,9 @@ def _record_error(svc: Services, ex: Exchange, exc: BaseException) -> Response:
     return error_response(ex.response_headers(), exc)
 
 
-async def handle(request: Request, endpoint: Endpoint) -> Response:
-    svc: Services = request.app.state.services
+async def handle(svc: Services, request: Request, endpoint: Endpoint) -> Response:
+    """One model request, start to end (gateway/hot_routes.py calls it): every error is answered here,
+    OpenAI-shaped, and every request that names a team leaves one record."""
     ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
     try:
         ex.key = key = await svc.authenticate(authorization(request.headers))

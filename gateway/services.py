@@ -1,7 +1,6 @@
 """Everything a request handler needs, built once by create_app and kept on `app.state.services`."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from gateway.auth import KeyInfo, admit, bearer_token, check_key_live, hash_key,
 from gateway.backends.base import Backend
 from gateway.catalog import Catalog
 from gateway.errors import AuthError
+from gateway.follow_ups import FollowUps
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.settings import Settings
@@ -50,7 +50,10 @@ class Services:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hybridgw.gateway"))
     ready: bool = False
     shadow: Shadower | None = None  # sampled requests' second answers (gateway/shadow.py); None: never
-    _pending: set[asyncio.Task[Any]] = field(default_factory=set)
+    _follow_ups: FollowUps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._follow_ups = FollowUps(self.log)
 
     async def authenticate(self, header: str | None) -> KeyInfo:
         """The caller's key as the current policy serves it (AuthError, or PermissionDenied when
@@ -72,16 +75,8 @@ class Services:
         return await self.key_cache.lookup(key_hash)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run follow-up work (limit settlement) off the request path, keeping a reference."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.warning("background task failed: %r", task.exception())
+        """Run follow-up work (limit settlement) off the request path (batched: gateway/follow_ups.py)."""
+        self._follow_ups.add(coro)
 
     async def drain(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._follow_ups.drain()
