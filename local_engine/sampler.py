@@ -56,7 +56,7 @@ def _argmax(logits: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     picks the same (first) index.
     """
     S, V = logits.shape
-    if V % chunk:
+    if S == 1 or V % chunk:  # one row: argmax itself is ~2x faster than the six ops below (81 vs 182 µs)
         return logits.argmax(dim=-1)
     chunks = logits.view(S, V // chunk, chunk)
     maxima = chunks.amax(dim=-1)  # (S, V / chunk); NaN propagates here

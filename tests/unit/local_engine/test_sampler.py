@@ -103,3 +103,11 @@ def test_chunked_argmax_picks_what_argmax_picks() -> None:
     assert torch.equal(_argmax(logits), logits.argmax(dim=-1))
     odd = torch.randn(4, 1000)  # not a whole number of chunks: plain argmax
     assert torch.equal(_argmax(odd), odd.argmax(dim=-1))
+
+
+def test_one_row_argmax_keeps_argmax_rules() -> None:
+    row = torch.randn(1, 1024, generator=torch.Generator().manual_seed(4))
+    row[0, 300] = row[0, 900] = 60.0  # a tie across chunks: the first index wins
+    assert _argmax(row).tolist() == [300]
+    row[0, 5] = float("nan")
+    assert torch.equal(_argmax(row), row.argmax(dim=-1))
