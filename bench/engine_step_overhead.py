@@ -3,7 +3,7 @@
 Builds the LLMEngine as `hybridgw engine` does (SmolLM2, greedy, one stream) and alternates engine
 steps between the old path (A: the runner builds AttentionMetadata on native decode steps; the sampler's
 chunked argmax at one row) and the current one (B). Reports per side the p50 wall and thread-CPU time of
-engine.step(), of runner.run() inside it, and of the model call alone, so what lies outside the model shows.
+engine.step(), of runner.run() inside it, and of the model call alone (wall and CPU), so what lies outside the model shows.
 
     .venv/bin/python bench/engine_step_overhead.py [--steps 300] [--context 0] [--threads 2]
 """
@@ -56,7 +56,7 @@ def main() -> None:
     engine.add_request(Sequence(list(ids), SamplingParams(max_tokens=2 * args.steps + 50, temperature=0.0,
                                                           ignore_eos=True)))
     lean, argmax = runner._native_decode, sampler_module._argmax
-    times: dict[str, dict[str, list[float]]] = {s: {"step": [], "step_cpu": [], "run": [], "model": []} for s in "AB"}
+    times: dict[str, dict[str, list[float]]] = {s: {"step": [], "step_cpu": [], "run": [], "model": [], "model_cpu": []} for s in "AB"}
     run, model_call = runner.run, runner.model.forward
     clock: dict[str, float] = {}
 
@@ -67,9 +67,9 @@ def main() -> None:
         return out
 
     def timed_model(*a, **k):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         out = model_call(*a, **k)
-        clock["model"] = time.perf_counter() - t
+        clock["model"], clock["model_cpu"] = time.perf_counter() - t, time.thread_time() - c
         return out
 
     runner.run, runner.model.forward = timed_run, timed_model
@@ -87,9 +87,12 @@ def main() -> None:
         row["step_cpu"].append(time.thread_time() - c)
         row["run"].append(clock["run"])
         row["model"].append(clock["model"])
+        row["model_cpu"].append(clock["model_cpu"])
     for side in "AB":
         med = {k: round(statistics.median(v) * 1e3, 3) for k, v in times[side].items()}
         med["outside_model_ms"] = round(med["step"] - med["model"], 3)
+        med["outside_model_cpu_ms"] = round(statistics.median(
+            [a - b for a, b in zip(times[side]["step_cpu"], times[side]["model_cpu"])]) * 1e3, 3)
         print(json.dumps({"side": side, "context": len(ids), "threads": torch.get_num_threads(), **med}))
     print(json.dumps({"load_before": [round(x, 2) for x in load_before],
                       "load_after": [round(x, 2) for x in os.getloadavg()]}))
