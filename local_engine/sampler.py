@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from local_engine.sequence import SamplingParams
@@ -48,23 +49,16 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow]) -> tuple[list[int], li
     return token_ids, logprobs
 
 
-def _argmax(logits: torch.Tensor, chunk: int = 128) -> torch.Tensor:
-    """logits (S, V) -> (S,) first index of each row's maximum, as ``argmax``.
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits (S, V) -> (S,) int64 first index of each row's maximum, as ``argmax`` (a NaN wins, the first).
 
-    CPU argmax over a 49k vocabulary is scalar code (~1.8 ms at 64 rows); a vectorised max per
-    chunk, then argmax over the chunk maxima and within the winning chunk is ~6x faster and
-    picks the same (first) index.
+    torch's CPU argmax over a 49k vocabulary is scalar code (~80 µs a row here); numpy's is SIMD with the
+    same rules (first index of the maximum, NaN first): 5 µs at one row, 0.5 ms at 64 (torch 1.2 ms
+    even with a chunked two-stage search).
     """
-    S, V = logits.shape
-    if V % chunk:
-        return logits.argmax(dim=-1)
-    chunks = logits.view(S, V // chunk, chunk)
-    maxima = chunks.amax(dim=-1)  # (S, V / chunk); NaN propagates here
-    if maxima.isnan().any():  # argmax's own NaN rule
-        return logits.argmax(dim=-1)
-    best = maxima.argmax(dim=-1)  # (S,) first chunk holding the maximum
-    rows = torch.arange(S, device=logits.device)
-    return best * chunk + chunks[rows, best].argmax(dim=-1)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return torch.from_numpy(logits.numpy().argmax(axis=1).astype(np.int64, copy=False))
+    return logits.argmax(dim=-1)
 
 
 def _apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:

@@ -95,11 +95,18 @@ def test_logprobs_of_chosen_and_top_tokens() -> None:
     assert math.fsum(math.exp(x) for x in expected.tolist()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_chunked_argmax_picks_what_argmax_picks() -> None:
+def test_argmax_picks_what_torch_argmax_picks() -> None:
     logits = torch.randn(8, 1024, generator=torch.Generator().manual_seed(3))
-    logits[1, 200] = logits[1, 700] = 50.0  # a tie across chunks: the first index wins
-    logits[2, 10] = logits[2, 11] = 50.0  # a tie inside a chunk
-    logits[3, 900] = float("nan")  # argmax's NaN rule
-    assert torch.equal(_argmax(logits), logits.argmax(dim=-1))
-    odd = torch.randn(4, 1000)  # not a whole number of chunks: plain argmax
+    logits[1, 200] = logits[1, 700] = 50.0  # a tie: the first index wins
+    logits[2, 10] = logits[2, 11] = 50.0
+    logits[3, 900] = logits[3, 40] = float("nan")  # argmax's NaN rule: the first NaN
+    logits[4] = float("-inf")  # nothing finite: index 0
+    logits[5, 3] = logits[5, 600] = float("inf")
+    logits[6, 7], logits[6, 8] = -0.0, 0.0  # equal values: the first
+    logits[6, 9:] = -1.0
+    logits[6, :7] = -1.0
+    for rows in (logits, logits[:1], logits[[3]], logits[:, ::2], logits.T.contiguous().T):  # shapes, strides
+        assert torch.equal(_argmax(rows), rows.argmax(dim=-1)) and _argmax(rows).dtype == torch.int64
+    odd = torch.randn(4, 1000)
     assert torch.equal(_argmax(odd), odd.argmax(dim=-1))
+    assert torch.equal(_argmax(odd.double()), odd.argmax(dim=-1))  # not float32: torch's own
