@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_attention.h"
 #include "decode_attention.h"
 #include "parallel.h"
 #include "q4_matmul.h"
@@ -193,6 +194,19 @@ int hg_decode_layers(int L, int B, int hidden, int H, int KVH, int D, int inter,
   }
   free(tmp);
   return rc;
+}
+
+// Causal attention of prefill chunks over the paged bf16 cache, read in place (chunk_attention.h; K/V
+// already stored); the arguments as chunk_attention's. Returns 0, or -1 (shapes, memory, no AVX512-BF16).
+int hg_chunk_attention_bf16(int B, int H, int KVH, int D, const uint16_t* q, long q_stride, const int32_t* starts,
+                            const int32_t* query_lens, const uint16_t* cache, long num_blocks, int block_size,
+                            const int64_t* block_tables, int max_blocks, float scale, uint16_t* out, int nthreads) {
+#ifdef HG_CHUNK_ATTENTION
+  return chunk_attention(B, H, KVH, D, q, q_stride, starts, query_lens, cache, num_blocks, block_size, block_tables,
+                         max_blocks, scale, out, nthreads);
+#else
+  return -1;
+#endif
 }
 
 }  // extern "C"
