@@ -198,6 +198,14 @@ int hg_decode_layers(int L, int B, int hidden, int H, int KVH, int D, int inter,
 
 // Causal attention of prefill chunks over the paged bf16 cache, read in place (chunk_attention.h; K/V
 // already stored); the arguments as chunk_attention's. Returns 0, or -1 (shapes, memory, no AVX512-BF16).
+int hg_chunk_attention_available() {
+#ifdef HG_CHUNK_ATTENTION
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 int hg_chunk_attention_bf16(int B, int H, int KVH, int D, const uint16_t* q, long q_stride, const int32_t* starts,
                             const int32_t* query_lens, const uint16_t* cache, long num_blocks, int block_size,
                             const int64_t* block_tables, int max_blocks, float scale, uint16_t* out, int nthreads) {

@@ -88,6 +88,7 @@ class NativeKernels:
         self._layers.restype = ctypes.c_int
         self._layers.argtypes = [i, i, i, i, i, i, i, p, p, ctypes.c_float, p, p, ctypes.c_long, p, ctypes.c_long,
                                  ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
+        self.chunk_ok = bool(lib.hg_chunk_attention_available())  # AVX512-BF16: else SDPA takes prefill chunks
         self._chunk = lib.hg_chunk_attention_bf16
         self._chunk.restype = ctypes.c_int
         self._chunk.argtypes = [i, i, i, i, p, ctypes.c_long, p, p, p, ctypes.c_long, i, p, i, ctypes.c_float, p, i]

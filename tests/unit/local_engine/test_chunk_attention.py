@@ -1,0 +1,98 @@
+"""The native chunk-attention kernel (chunk_attention.h) against SDPA and the float32 reference: causal prefill
+chunks over shuffled paged blocks, GQA, several sequences per group, and the HYBRIDGW_CHUNK_ATTENTION switch."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference
+from tests.unit.local_engine.native_support import native_kernels
+
+# bf16 inputs: outputs are averages of V ~ N(0, 1); P rounded to bf16 (as torch's CPU flash attention does)
+ATOL, RTOL = 2e-2, 2e-2
+
+
+def setup(kvh: int, g: int, d: int, bs: int, seqs: list[tuple[int, int]], seed: int = 0):  # type: ignore[no-untyped-def]
+    """A bf16 cache of shuffled blocks, each sequence's table drawn from them, and q as rows of a wider qkv."""
+    gen = torch.Generator().manual_seed(seed)
+    need = [-(-(s + n) // bs) for s, n in seqs]
+    pool = sum(need) + 5
+    cache = torch.randn(2 * kvh, pool, bs, d, generator=gen).to(torch.bfloat16)
+    order = torch.randperm(pool, generator=gen).tolist()
+    tables, at = [], 0
+    for n in need:
+        tables.append(order[at:at + n])
+        at += n
+    tokens, h = sum(n for _, n in seqs), kvh * g
+    qkv = torch.randn(tokens, (h + 2 * kvh) * d, generator=gen).to(torch.bfloat16)
+    q = qkv[:, :h * d].view(tokens, h, d)  # strided rows, as the model's q
+    meta = build_attention_metadata(tables, [s for s, _ in seqs], [n for _, n in seqs], block_size=bs,
+                                    num_heads=h, num_kv_heads=kvh, dtype=torch.bfloat16, device=torch.device("cpu"))
+    return q, cache, meta
+
+
+SHAPES = [  # (KV heads, query heads per KV head, head dim, block size, [(start, chunk length)])
+    (3, 3, 64, 16, [(0, 64)]),  # SmolLM2-135M's first chunk
+    (3, 3, 64, 16, [(1000, 64)]),  # a later chunk: prefix + the chunk itself
+    (3, 3, 64, 16, [(37, 29), (500, 64)]),  # two sequences in one group, unaligned starts
+    (3, 3, 64, 16, [(12, 1), (70, 40), (3, 1)]),  # single-token rows beside a chunk
+    (2, 4, 32, 16, [(5, 17)]),
+    (1, 8, 128, 32, [(100, 33)]),
+    (4, 1, 96, 16, [(31, 47)]),  # no GQA, head dim of 3 x 32
+]
+
+
+@pytest.mark.parametrize("kvh,g,d,bs,seqs", SHAPES)
+def test_matches_sdpa_and_reference(kvh: int, g: int, d: int, bs: int, seqs: list[tuple[int, int]],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    kernels = native_kernels()
+    if not kernels.chunk_ok:
+        pytest.skip("the chunk kernel needs AVX512-BF16")
+    monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "native")
+    q, cache, meta = setup(kvh, g, d, bs, seqs)
+    assert all(grp.seq_starts is not None for grp in meta.groups)
+    native = paged_attention(q, cache, meta, kernels=kernels)
+    sdpa = paged_attention(q, cache, meta)  # no kernels: SDPA
+    reference = paged_attention_reference(q, cache, meta).float()
+    assert native.dtype == torch.bfloat16 and native.shape == q.shape
+    torch.testing.assert_close(native.float(), sdpa.float(), atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(native.float(), reference, atol=ATOL, rtol=RTOL)
+    # not looser than SDPA's own bf16 error against the float32 reference, beyond a rounding step
+    assert (native.float() - reference).abs().max() <= (sdpa.float() - reference).abs().max() + 8e-3
+
+
+def test_causal_mask_hides_later_keys() -> None:
+    """Changing the chunk's last token's K/V changes only that token's row."""
+    kernels = native_kernels()
+    if not kernels.chunk_ok:
+        pytest.skip("the chunk kernel needs AVX512-BF16")
+    q, cache, meta = setup(3, 3, 64, 16, [(40, 50)])
+    group = meta.groups[0]
+    before = paged_attention(q, cache, meta, kernels=kernels)
+    last = 40 + 50 - 1
+    slot = meta.block_tables[0][last // 16], last % 16
+    cache[:, slot[0], slot[1]] += 3.0
+    after = paged_attention(q, cache, meta, kernels=kernels)
+    assert torch.equal(before[:-1], after[:-1])
+    assert not torch.equal(before[-1], after[-1])
+    assert group.seq_lens is not None and group.seq_lens.tolist() == [50]
+
+
+def test_setting_sdpa_keeps_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernels = native_kernels()
+    monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "sdpa")
+    q, cache, meta = setup(3, 3, 64, 16, [(200, 64)])
+    assert meta.groups[0].seq_starts is None
+    assert torch.equal(paged_attention(q, cache, meta, kernels=kernels), paged_attention(q, cache, meta))
+    monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="HYBRIDGW_CHUNK_ATTENTION"):
+        setup(3, 3, 64, 16, [(0, 8)])
+
+
+def test_decode_groups_and_fp32_stay_off_the_kernel() -> None:
+    """Single-token groups (decodes) and a non-bf16 dtype never get the chunk fields."""
+    q, cache, meta = setup(3, 3, 64, 16, [(100, 1), (50, 1)])
+    assert all(grp.seq_starts is None for grp in meta.groups)
+    meta32 = build_attention_metadata([[0, 1]], [0], [20], block_size=16, num_heads=9, num_kv_heads=3,
+                                      dtype=torch.float32, device=torch.device("cpu"))
+    assert meta32.groups[0].seq_starts is None
