@@ -48,166 +48,181 @@ struct ChunkItem {
   uint16_t* out;  // the chunk's first output row (H * D elements a row)
 };
 
-// Scores (NR rows, 32 keys) += q rows . K tile; kp: the tile as (D/2 pairs, 32 keys) of bf16 pairs.
-template <int NR>
-inline void tile_scores(const uint32_t* const* qp, int pairs, const uint32_t* kp, float* s) {
-  __m512 acc[NR][2];
-  for (int i = 0; i < NR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int p = 0; p < pairs; ++p) {
-    const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kp + p * kKeyTile);
-    const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kp + p * kKeyTile + 16);
-    for (int i = 0; i < NR; ++i) {
-      const __m512bh qb = (__m512bh)_mm512_set1_epi32(static_cast<int>(qp[i][p]));
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], qb, k0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], qb, k1);
+// Layout: the item's query rows r = (t - t0) * G + g in groups of 16, one row per vector lane, so the
+// online softmax is lane-wise (no horizontal reductions) and K is read by 32-bit broadcasts straight from
+// the cache rows (no packing). Per group: qt (D/2 pairs, 16) q as bf16 pairs; acc (D, 16) float32.
+constexpr int kLanes = 16;
+alignas(64) const uint16_t kZeroRow[kMaxChunkD] = {};
+
+// Scores s (RG groups, 32 keys, 16) of 32 keys (rows kr) against RG groups' q; KJ keys at a time.
+template <int RG>
+inline void group_scores(const uint32_t* qt, int pairs, const uint32_t* const* kr, float* s) {
+  constexpr int KJ = 8;
+  for (int j0 = 0; j0 < kKeyTile; j0 += KJ) {
+    __m512 acc[RG][KJ];
+    for (int i = 0; i < RG; ++i)
+      for (int j = 0; j < KJ; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int p = 0; p < pairs; ++p) {
+      __m512bh q[RG];
+      for (int i = 0; i < RG; ++i) q[i] = (__m512bh)_mm512_loadu_si512(qt + (static_cast<long>(i) * pairs + p) * kLanes);
+      for (int j = 0; j < KJ; ++j) {
+        const __m512bh k = (__m512bh)_mm512_set1_epi32(static_cast<int>(kr[j0 + j][p]));
+        for (int i = 0; i < RG; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], q[i], k);
+      }
     }
-  }
-  for (int i = 0; i < NR; ++i) {
-    _mm512_storeu_ps(s + i * kKeyTile, acc[i][0]);
-    _mm512_storeu_ps(s + i * kKeyTile + 16, acc[i][1]);
+    for (int i = 0; i < RG; ++i)
+      for (int j = 0; j < KJ; ++j) _mm512_storeu_ps(s + (i * kKeyTile + j0 + j) * kLanes, acc[i][j]);
   }
 }
 
-// acc (NR rows of D) = acc * alpha + P (NR, nk) @ V tile (nk, D): bf16 products (P rounded to bf16, as
-// torch's CPU flash attention does), float32 sums; pp: each row's P as 16 bf16 pairs, vp: the V tile as
-// (16 key pairs, D) bf16 pairs; W 16-wide slices of D at a time.
-template <int NR, int W>
-inline void tile_pv(int D, int d0, int npairs, const uint32_t* pp, const float* alpha, const uint32_t* vp,
-                    float* acc) {
-  __m512 a[NR][W];
-  for (int i = 0; i < NR; ++i)
-    for (int w = 0; w < W; ++w)
-      a[i][w] = _mm512_mul_ps(_mm512_loadu_ps(acc + i * D + d0 + 16 * w), _mm512_set1_ps(alpha[i]));
-  for (int jp = 0; jp < npairs; ++jp) {
-    __m512bh v[W];
-    for (int w = 0; w < W; ++w) v[w] = (__m512bh)_mm512_loadu_si512(vp + jp * D + d0 + 16 * w);
-    for (int i = 0; i < NR; ++i) {
-      const __m512bh pb = (__m512bh)_mm512_set1_epi32(static_cast<int>(pp[i * (kKeyTile / 2) + jp]));
-      for (int w = 0; w < W; ++w) a[i][w] = _mm512_dpbf16_ps(a[i][w], pb, v[w]);
-    }
-  }
-  for (int i = 0; i < NR; ++i)
-    for (int w = 0; w < W; ++w) _mm512_storeu_ps(acc + i * D + d0 + 16 * w, a[i][w]);
-}
-
-template <int NR>
-inline void tile_pv_rows(int D, int npairs, const uint32_t* pp, const float* alpha, const uint32_t* vp,
-                         float* acc) {
-  int d0 = 0;
-  for (; d0 + 64 <= D; d0 += 64) tile_pv<NR, 4>(D, d0, npairs, pp, alpha, vp, acc);
-  for (; d0 < D; d0 += 16) tile_pv<NR, 1>(D, d0, npairs, pp, alpha, vp, acc);
-}
-
-// Online softmax of one row's tile: the first n_vis keys visible; P (32) -> pp as bf16 (16 pairs).
-inline float tile_softmax(const float* s, int n_vis, float scale, float* m, float* l, uint32_t* pp) {
-  const __mmask16 lo = n_vis >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << n_vis) - 1);
-  const __mmask16 hi = n_vis >= 32 ? 0xFFFF : n_vis <= 16 ? 0 : static_cast<__mmask16>((1u << (n_vis - 16)) - 1);
-  const __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(s), _mm512_set1_ps(scale));
-  const __m512 s1 = _mm512_mul_ps(_mm512_loadu_ps(s + 16), _mm512_set1_ps(scale));
+// One group's online softmax over a tile: s (32, 16) scores -> pp (16 key pairs, 16) bf16 pairs of P (0 where
+// hidden); limit: each lane's last visible key position; m, l, alpha (16) updated / set.
+inline void group_softmax(const float* s, int kb, int nk, __m512i limit, float scale, float* m, float* l, float* alpha,
+                          uint32_t* pp) {
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
-  const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_mask_mov_ps(ninf, lo, s0), _mm512_mask_mov_ps(ninf, hi, s1)));
-  const float mnew = mx > *m ? mx : *m;
-  const float alpha = expf(*m - mnew);  // 0 on the first tile (m = -inf)
-  const __m512 mv = _mm512_set1_ps(mnew);
-  const __m512 p0 = _mm512_maskz_mov_ps(lo, exp16(_mm512_sub_ps(s0, mv)));
-  const __m512 p1 = _mm512_maskz_mov_ps(hi, exp16(_mm512_sub_ps(s1, mv)));
-  _mm512_storeu_si512(pp, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
-  *l = *l * alpha + _mm512_reduce_add_ps(_mm512_add_ps(p0, p1));
-  *m = mnew;
-  return alpha;
+  __mmask16 vis[kKeyTile];
+  __m512 mx = ninf;
+  for (int j = 0; j < kKeyTile; ++j) {
+    vis[j] = j < nk ? _mm512_cmpge_epi32_mask(limit, _mm512_set1_epi32(kb + j)) : 0;
+    mx = _mm512_mask_max_ps(mx, vis[j], mx, _mm512_loadu_ps(s + j * kLanes));
+  }
+  const __m512 sc = _mm512_set1_ps(scale), m_old = _mm512_loadu_ps(m);
+  const __m512 m_new = _mm512_max_ps(m_old, _mm512_mul_ps(mx, sc));  // scale > 0: max commutes with it
+  // lanes still at -inf (nothing visible yet) keep alpha 0 and P 0
+  const __m512 a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_OQ), exp16(_mm512_sub_ps(m_old, m_new)));
+  __m512 sum = _mm512_setzero_ps();
+  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i inter = _mm512_load_si512(kInterleave);
+  for (int j = 0; j < kKeyTile; j += 2) {
+    const __m512 p0 = _mm512_maskz_mov_ps(vis[j], exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j * kLanes), sc, m_new)));
+    const __m512 p1 = _mm512_maskz_mov_ps(vis[j + 1],
+                                          exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + (j + 1) * kLanes), sc, m_new)));
+    sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+    _mm512_storeu_si512(pp + (j / 2) * kLanes,
+                        _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(p1, p0)));
+  }
+  _mm512_storeu_ps(l, _mm512_fmadd_ps(_mm512_loadu_ps(l), a, sum));
+  _mm512_storeu_ps(m, m_new);
+  _mm512_storeu_ps(alpha, a);
 }
 
-// Pack keys [kb, kb + nk) of the KV head: K as bf16 pairs (D/2, 32 keys), V as (16 key pairs, D) bf16 pairs;
-// the slots past nk zero (their P is 0, and 0 * garbage could be NaN).
-inline void pack_tile(const ChunkItem& it, int kb, int nk, uint32_t* kp, uint32_t* vp) {
-  const int D = it.D, pairs = D / 2;
-  const uint16_t* vrow[kKeyTile];
-  for (int i = 0; i < kKeyTile; ++i) {
-    if (i >= nk) {
-      for (int p = 0; p < pairs; ++p) kp[p * kKeyTile + i] = 0;
-      vrow[i] = nullptr;
-      continue;
+// acc (RG groups, D, 16) = acc * alpha + P @ V for DC values of d at a time: pp (RG, 16 key pairs, 16),
+// vp (16 key pairs, D) V as bf16 pairs, broadcast per d.
+template <int RG>
+inline void group_pv(int D, const uint32_t* pp, const float* alpha, const uint32_t* vp, float* acc) {
+  constexpr int DC = 8;
+  for (int d0 = 0; d0 < D; d0 += DC) {
+    __m512 a[RG][DC];
+    for (int i = 0; i < RG; ++i) {
+      const __m512 al = _mm512_loadu_ps(alpha + i * kLanes);
+      for (int d = 0; d < DC; ++d)
+        a[i][d] = _mm512_mul_ps(_mm512_loadu_ps(acc + (static_cast<long>(i) * D + d0 + d) * kLanes), al);
     }
-    const int pos = kb + i;
-    const long row = (it.table[pos / it.block_size] * it.block_size + pos % it.block_size) * D;
-    const uint32_t* kr = reinterpret_cast<const uint32_t*>(it.kc + row);
-    for (int p = 0; p < pairs; ++p) kp[p * kKeyTile + i] = kr[p];
-    vrow[i] = it.vc + row;
+    for (int jp = 0; jp < kKeyTile / 2; ++jp) {
+      __m512bh p[RG];
+      for (int i = 0; i < RG; ++i) p[i] = (__m512bh)_mm512_loadu_si512(pp + (i * (kKeyTile / 2) + jp) * kLanes);
+      for (int d = 0; d < DC; ++d) {
+        const __m512bh v = (__m512bh)_mm512_set1_epi32(static_cast<int>(vp[jp * D + d0 + d]));
+        for (int i = 0; i < RG; ++i) a[i][d] = _mm512_dpbf16_ps(a[i][d], p[i], v);
+      }
+    }
+    for (int i = 0; i < RG; ++i)
+      for (int d = 0; d < DC; ++d) _mm512_storeu_ps(acc + (static_cast<long>(i) * D + d0 + d) * kLanes, a[i][d]);
   }
-  // element 2d of a pair vector from key 2jp's row, 2d + 1 from key 2jp + 1's (index | 32: the second source)
-  alignas(64) uint16_t lo_idx[32], hi_idx[32];
-  for (int e = 0; e < 32; ++e) {
-    lo_idx[e] = static_cast<uint16_t>(e / 2 + (e % 2 ? 32 : 0));
-    hi_idx[e] = static_cast<uint16_t>(16 + e / 2 + (e % 2 ? 32 : 0));
-  }
-  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
-  for (int jp = 0; jp < kKeyTile / 2; ++jp) {
-    const uint16_t* a = vrow[2 * jp];
-    const uint16_t* b = vrow[2 * jp + 1];
+}
+
+// V rows of a tile as (16 key pairs, D) bf16 pairs: element 2d from key 2jp, 2d + 1 from key 2jp + 1.
+inline void pack_v(const uint16_t* const* vrow, int D, uint32_t* vp) {
+  alignas(64) static const uint16_t kLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+  for (int jp = 0; jp < kKeyTile / 2; ++jp)
     for (int d = 0; d < D; d += 32) {
-      const __m512i va = a ? _mm512_loadu_si512(a + d) : _mm512_setzero_si512();
-      const __m512i vb = b ? _mm512_loadu_si512(b + d) : _mm512_setzero_si512();
+      const __m512i va = _mm512_loadu_si512(vrow[2 * jp] + d), vb = _mm512_loadu_si512(vrow[2 * jp + 1] + d);
       _mm512_storeu_si512(vp + jp * D + d, _mm512_permutex2var_epi16(va, lo, vb));
       _mm512_storeu_si512(vp + jp * D + d + 16, _mm512_permutex2var_epi16(va, hi, vb));
     }
-  }
 }
 
-// One item, rows r = (t - t0) * G + g. scratch: at least chunk_scratch_floats(R, D) floats.
+template <class F>
+inline void by_groups(int ng, F&& f) {  // f(first group, count) in runs of 3 groups (24 accumulators)
+  int g = 0;
+  for (; g + 3 <= ng; g += 3) f(g, 3);
+  if (ng - g == 2) f(g, 2);
+  if (ng - g == 1) f(g, 1);
+}
+
 inline size_t chunk_scratch_floats(int R, int D) {
-  return static_cast<size_t>(D / 2) * kKeyTile + static_cast<size_t>(kKeyTile) * D + static_cast<size_t>(R) * kKeyTile
-         + static_cast<size_t>(R) * D + 3 * static_cast<size_t>(R) + 2 * static_cast<size_t>(R)  // + qp (R pointers)
-         + static_cast<size_t>(R) * (kKeyTile / 2);  // pp
+  const size_t ng = (R + kLanes - 1) / kLanes;
+  return ng * kLanes * (D / 2 + kKeyTile + kKeyTile / 2 + D + 3) + static_cast<size_t>(kKeyTile / 2) * D;
 }
 
 void chunk_item(const ChunkItem& it, float* scratch) {
-  const int G = it.G, D = it.D, R = (it.t1 - it.t0) * G;
-  uint32_t* kp = reinterpret_cast<uint32_t*>(scratch);
-  uint32_t* vp = kp + (D / 2) * kKeyTile;
-  float* s = reinterpret_cast<float*>(vp + kKeyTile * D);
-  float* acc = s + R * kKeyTile;
-  float* m = acc + static_cast<size_t>(R) * D;
-  float* l = m + R;
-  float* alpha = l + R;
-  const uint32_t** qp = reinterpret_cast<const uint32_t**>(alpha + R);
-  uint32_t* pp = reinterpret_cast<uint32_t*>(qp + R);
-  for (int r = 0; r < R; ++r) {
-    const int t = it.t0 + r / G, g = r % G;
-    qp[r] = reinterpret_cast<const uint32_t*>(it.q + t * it.q_stride + static_cast<long>(it.kvh * G + g) * D);
+  const int G = it.G, D = it.D, R = (it.t1 - it.t0) * G, ng = (R + kLanes - 1) / kLanes, pairs = D / 2;
+  uint32_t* qt = reinterpret_cast<uint32_t*>(scratch);  // (ng, pairs, 16)
+  float* s = reinterpret_cast<float*>(qt + static_cast<size_t>(ng) * pairs * kLanes);  // (ng, 32, 16)
+  uint32_t* pp = reinterpret_cast<uint32_t*>(s + ng * kKeyTile * kLanes);  // (ng, 16, 16)
+  float* acc = reinterpret_cast<float*>(pp + ng * (kKeyTile / 2) * kLanes);  // (ng, D, 16)
+  float* m = acc + static_cast<size_t>(ng) * D * kLanes;
+  float* l = m + ng * kLanes;
+  float* alpha = l + ng * kLanes;
+  uint32_t* vp = reinterpret_cast<uint32_t*>(alpha + ng * kLanes);  // (16, D)
+  alignas(64) int32_t lim[kLanes];
+  for (int r = 0; r < ng * kLanes; ++r) {
+    const int rr = r < R ? r : R - 1;  // padding lanes repeat the last row (never written out)
+    const uint32_t* qr = reinterpret_cast<const uint32_t*>(it.q + (it.t0 + rr / G) * it.q_stride
+                                                           + static_cast<long>(it.kvh * G + rr % G) * D);
+    for (int p = 0; p < pairs; ++p) qt[(static_cast<size_t>(r / kLanes) * pairs + p) * kLanes + r % kLanes] = qr[p];
     m[r] = -INFINITY;
     l[r] = 0.0f;
   }
-  for (size_t i = 0; i < static_cast<size_t>(R) * D; ++i) acc[i] = 0.0f;
+  for (size_t i = 0; i < static_cast<size_t>(ng) * D * kLanes; ++i) acc[i] = 0.0f;
   const int kend = it.start + it.t1;  // keys the block's last token sees
+  const uint32_t* kr[kKeyTile];
+  const uint16_t* vr[kKeyTile];
   for (int kb = 0; kb < kend; kb += kKeyTile) {
     const int nk = kend - kb < kKeyTile ? kend - kb : kKeyTile;
-    pack_tile(it, kb, nk, kp, vp);
-    int r = 0;
-    for (; r + 8 <= R; r += 8) tile_scores<8>(qp + r, D / 2, kp, s + r * kKeyTile);
-    for (; r + 4 <= R; r += 4) tile_scores<4>(qp + r, D / 2, kp, s + r * kKeyTile);
-    for (; r < R; ++r) tile_scores<1>(qp + r, D / 2, kp, s + r * kKeyTile);
-    for (r = 0; r < R; ++r) {
-      int n_vis = it.start + it.t0 + r / G - kb + 1;  // keys up to the row's own position
-      n_vis = n_vis > nk ? nk : n_vis;
-      if (n_vis <= 0) {  // nothing visible in this tile: no change to the row
-        for (int j = 0; j < kKeyTile / 2; ++j) pp[r * (kKeyTile / 2) + j] = 0;
-        alpha[r] = 1.0f;
-      } else {
-        alpha[r] = tile_softmax(s + r * kKeyTile, n_vis, it.scale, m + r, l + r, pp + r * (kKeyTile / 2));
-      }
+    for (int j = 0; j < kKeyTile; ++j) {
+      const int pos = kb + j;
+      const long row = (it.table[pos / it.block_size] * it.block_size + pos % it.block_size) * D;
+      kr[j] = reinterpret_cast<const uint32_t*>(j < nk ? it.kc + row : kZeroRow);
+      vr[j] = j < nk ? it.vc + row : kZeroRow;
     }
-    const int npairs = (nk + 1) / 2;
-    for (r = 0; r + 4 <= R; r += 4) tile_pv_rows<4>(D, npairs, pp + r * (kKeyTile / 2), alpha + r, vp, acc + r * D);
-    for (; r < R; ++r) tile_pv_rows<1>(D, npairs, pp + r * (kKeyTile / 2), alpha + r, vp, acc + r * D);
+    pack_v(vr, D, vp);
+    by_groups(ng, [&](int g, int n) {
+      const uint32_t* q = qt + static_cast<size_t>(g) * pairs * kLanes;
+      float* sg = s + g * kKeyTile * kLanes;
+      if (n == 3) group_scores<3>(q, pairs, kr, sg);
+      if (n == 2) group_scores<2>(q, pairs, kr, sg);
+      if (n == 1) group_scores<1>(q, pairs, kr, sg);
+    });
+    for (int g = 0; g < ng; ++g) {
+      for (int i = 0; i < kLanes; ++i) {
+        const int r = g * kLanes + i < R ? g * kLanes + i : R - 1;
+        lim[i] = it.start + it.t0 + r / G;
+      }
+      group_softmax(s + g * kKeyTile * kLanes, kb, nk, _mm512_load_si512(lim), it.scale, m + g * kLanes,
+                    l + g * kLanes, alpha + g * kLanes, pp + g * (kKeyTile / 2) * kLanes);
+    }
+    by_groups(ng, [&](int g, int n) {
+      const uint32_t* pg = pp + g * (kKeyTile / 2) * kLanes;
+      float* ag = acc + static_cast<size_t>(g) * D * kLanes;
+      if (n == 3) group_pv<3>(D, pg, alpha + g * kLanes, vp, ag);
+      if (n == 2) group_pv<2>(D, pg, alpha + g * kLanes, vp, ag);
+      if (n == 1) group_pv<1>(D, pg, alpha + g * kLanes, vp, ag);
+    });
   }
-  for (int r = 0; r < R; ++r) {
-    const int t = it.t0 + r / G, g = r % G;
-    uint16_t* o = it.out + static_cast<long>(t) * it.H * D + static_cast<long>(it.kvh * G + g) * D;
-    const __m512 inv = _mm512_set1_ps(1.0f / l[r]);
-    for (int d = 0; d < D; d += 16) {
-      alignas(64) float tmp[16];
-      _mm512_store_ps(tmp, _mm512_mul_ps(_mm512_loadu_ps(acc + r * D + d), inv));
-      for (int i = 0; i < 16; ++i) o[d + i] = f32_to_bf16(tmp[i]);
+  alignas(64) float tmp[kLanes];
+  for (int g = 0; g < ng; ++g) {
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_loadu_ps(l + g * kLanes));
+    for (int d = 0; d < D; ++d) {
+      _mm512_store_ps(tmp, _mm512_mul_ps(_mm512_loadu_ps(acc + (static_cast<size_t>(g) * D + d) * kLanes), inv));
+      for (int i = 0; i < kLanes && g * kLanes + i < R; ++i) {
+        const int r = g * kLanes + i;
+        it.out[static_cast<long>(it.t0 + r / G) * it.H * D + static_cast<long>(it.kvh * G + r % G) * D + d] =
+            f32_to_bf16(tmp[i]);
+      }
     }
   }
 }
