@@ -9,7 +9,7 @@ single-row queries (B=64, L=176, bf16: 0.33 vs 1.16 ms per layer). Sequences are
 that padding never costs much more than the real work. A scaled FP8 cache takes its layer's
 scales (2*KVH,): K/V are divided by them on write and multiplied back on read (kv_quant.py).
 Prefill chunks of a bf16 cache take the native chunk kernel (blocks read in place) when the caller passes
-the kernels; HYBRIDGW_CHUNK_ATTENTION=sdpa keeps SDPA for them (the A/B).
+the kernels, from 256 keys (HYBRIDGW_CHUNK_ATTENTION=auto; =native always, =sdpa never: the A/B).
 """
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ from local_engine.native.kernels import NativeKernels
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
 _BMM_MIN_SEQS = 4  # decode groups at least this big use the bmm path (SDPA wins for a few rows)
-# Prefill groups' attention: "native" (local_engine/native/chunk_attention.h; measured 0.07-0.8x SDPA's time
-# for 64-token chunks at 0.5k-3.7k keys, docs/benchmarks.md) or "sdpa"
-CHUNK_ATTENTION = ("native", "sdpa")
+# Prefill groups' attention: "native" (local_engine/native/chunk_attention.h), "sdpa", or "auto": native from
+# _NATIVE_CHUNK_MIN_KEYS keys (64-token chunks, 1 thread: 0.49x SDPA's time at 3.7k keys, 0.71x at 512,
+# even at 256, 1.8x at 64 — its per-call setup; docs/benchmarks.md)
+CHUNK_ATTENTION = ("auto", "native", "sdpa")
+_NATIVE_CHUNK_MIN_KEYS = 256
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
     # only the blocks holding the context are read; a table may hold more (allocated ahead)
     block_tables = [t[:-(-(s + n) // block_size)] for t, s, n in zip(block_tables, start_positions, query_lens)]
     groups, token_start = [], 0
-    native = chunk_attention_setting() == "native" and dtype == torch.bfloat16 and device.type == "cpu"
+    native = chunk_attention_setting() if dtype == torch.bfloat16 and device.type == "cpu" else "sdpa"
     for lo, hi in _group_ranges(start_positions, query_lens, split_at):
         group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,
                              block_size, num_heads, num_kv_heads, dtype, device, native)
@@ -87,8 +89,8 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
 
 
 def chunk_attention_setting() -> str:
-    """HYBRIDGW_CHUNK_ATTENTION (CHUNK_ATTENTION), "native" by default; ValueError if unknown."""
-    value = os.environ.get("HYBRIDGW_CHUNK_ATTENTION", "native").strip().lower() or "native"
+    """HYBRIDGW_CHUNK_ATTENTION (CHUNK_ATTENTION), "auto" by default; ValueError if unknown."""
+    value = os.environ.get("HYBRIDGW_CHUNK_ATTENTION", "auto").strip().lower() or "auto"
     if value not in CHUNK_ATTENTION:
         raise ValueError(f"HYBRIDGW_CHUNK_ATTENTION must be one of {CHUNK_ATTENTION}, not {value!r}")
     return value
@@ -110,7 +112,7 @@ def _group_ranges(starts: list[int], query_lens: list[int], split_at: int = 0) -
 
 def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[int], token_start: int,
                  block_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype,
-                 device: torch.device, native: bool = False) -> AttentionGroup:
+                 device: torch.device, native: str = "sdpa") -> AttentionGroup:
     max_q = max(query_lens)
     num_blocks = max(len(t) for t in tables)
     padded = torch.tensor([t + [0] * (num_blocks - len(t)) for t in tables], dtype=torch.int64)
@@ -131,7 +133,9 @@ def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[in
     return AttentionGroup(token_start=token_start, num_tokens=sum(query_lens), num_seqs=len(query_lens),
                           max_query_len=max_q, context_len=num_blocks * block_size,
                           gather_blocks=padded.view(-1).to(device), attn_bias=bias.to(device), use_bmm=use_bmm,
-                          pad_index=pad_index, **_chunk_fields(native and max_q > 1, starts, query_lens))
+                          pad_index=pad_index, **_chunk_fields(max_q > 1 and (native == "native" or (
+                              native == "auto" and num_blocks * block_size >= _NATIVE_CHUNK_MIN_KEYS)),
+                              starts, query_lens))
 
 
 def _chunk_fields(native: bool, starts: list[int], query_lens: list[int]) -> dict[str, torch.Tensor]:

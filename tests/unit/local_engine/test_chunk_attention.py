@@ -66,10 +66,10 @@ def test_causal_mask_hides_later_keys() -> None:
     kernels = native_kernels()
     if not kernels.chunk_ok:
         pytest.skip("the chunk kernel needs AVX512-BF16")
-    q, cache, meta = setup(3, 3, 64, 16, [(40, 50)])
+    q, cache, meta = setup(3, 3, 64, 16, [(240, 50)])
     group = meta.groups[0]
     before = paged_attention(q, cache, meta, kernels=kernels)
-    last = 40 + 50 - 1
+    last = 240 + 50 - 1
     slot = meta.block_tables[0][last // 16], last % 16
     cache[:, slot[0], slot[1]] += 3.0
     after = paged_attention(q, cache, meta, kernels=kernels)
@@ -89,8 +89,17 @@ def test_setting_sdpa_keeps_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
         setup(3, 3, 64, 16, [(0, 8)])
 
 
-def test_decode_groups_and_fp32_stay_off_the_kernel() -> None:
+def test_auto_takes_the_kernel_from_256_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYBRIDGW_CHUNK_ATTENTION", raising=False)
+    assert setup(3, 3, 64, 16, [(0, 64)])[2].groups[0].seq_starts is None  # 64 keys: SDPA is faster
+    assert setup(3, 3, 64, 16, [(192, 64)])[2].groups[0].seq_starts is not None
+    monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "native")
+    assert setup(3, 3, 64, 16, [(0, 64)])[2].groups[0].seq_starts is not None
+
+
+def test_decode_groups_and_fp32_stay_off_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """Single-token groups (decodes) and a non-bf16 dtype never get the chunk fields."""
+    monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "native")
     q, cache, meta = setup(3, 3, 64, 16, [(100, 1), (50, 1)])
     assert all(grp.seq_starts is None for grp in meta.groups)
     meta32 = build_attention_metadata([[0, 1]], [0], [20], block_size=16, num_heads=9, num_kv_heads=3,
