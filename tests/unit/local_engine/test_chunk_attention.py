@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference
-from tests.unit.local_engine.native_support import native_kernels
+from local_engine.batch import ScheduledBatch
+from local_engine.runner import ModelRunner
+from local_engine.sequence import SamplingParams, Sequence
+
+from .helpers import BlockPool, make_runner, tiny_config, tiny_model
+from .native_support import codes, native_kernels
+from .test_native_model import MATRICES
 
 # bf16 inputs: outputs are averages of V ~ N(0, 1); P rounded to bf16 (as torch's CPU flash attention does)
 ATOL, RTOL = 2e-2, 2e-2
@@ -107,13 +113,8 @@ def test_decode_groups_and_fp32_stay_off_the_kernel(monkeypatch: pytest.MonkeyPa
     assert meta32.groups[0].seq_starts is None
 
 
-def prefill_logprobs(runner, prompt: list[int], chunk: int) -> list[dict[int, float]]:  # type: ignore[no-untyped-def]
+def prefill_logprobs(runner: ModelRunner, prompt: list[int], chunk: int) -> list[dict[int, float]]:
     """Top-3 logprobs after each chunk of the prompt (the chunks' attention at growing contexts)."""
-    from local_engine.batch import ScheduledBatch
-    from local_engine.sequence import SamplingParams, Sequence
-
-    from .helpers import BlockPool
-
     pool, seq = BlockPool(runner.num_blocks), Sequence(list(prompt), SamplingParams(temperature=0.0, logprobs=3))
     tops = []
     while seq.num_cached_tokens < len(prompt):
@@ -130,10 +131,6 @@ def test_runner_prefill_takes_the_kernel_and_agrees_with_sdpa(monkeypatch: pytes
     """A coded bf16 model (head dim 32) through the runner: a 600-token prompt in 100-token chunks gives
     the same top tokens as with SDPA, logprobs within bf16 noise, and not bit-equal (the kernel ran)."""
     native_kernels()
-    from .helpers import make_runner, tiny_config, tiny_model
-    from .native_support import codes
-    from .test_native_model import MATRICES
-
     model = tiny_model(tiny_config(head_dim=32), dtype=torch.bfloat16)
     for layer in model.decoder_layers:
         for i, name in enumerate(MATRICES):
