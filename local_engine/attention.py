@@ -13,7 +13,6 @@ the kernels, from 256 keys (HYBRIDGW_CHUNK_ATTENTION=auto; =native always, =sdpa
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -21,15 +20,14 @@ import torch.nn.functional as F
 
 from local_engine.decode_mirror import MirrorPlan
 from local_engine.kv_quant import dequantize, quantize
-from local_engine.native.kernels import NativeKernels
+from local_engine.native.kernels import NativeKernels, chunk_attention_setting
 
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
 _BMM_MIN_SEQS = 4  # decode groups at least this big use the bmm path (SDPA wins for a few rows)
-# Prefill groups' attention: "native" (local_engine/native/chunk_attention.h), "sdpa", or "auto": native from
-# _NATIVE_CHUNK_MIN_KEYS keys (64-token chunks, 1 thread: 0.49x SDPA's time at 3.7k keys, 0.71x at 512,
-# even at 256, 1.8x at 64 — its per-call setup; docs/benchmarks.md)
-CHUNK_ATTENTION = ("auto", "native", "sdpa")
+# "auto" (HYBRIDGW_CHUNK_ATTENTION, kernels.chunk_attention_setting) takes the native kernel from this many keys:
+# 64-token chunks, 1 thread, 0.49x SDPA's time at 3.7k keys, 0.71x at 512, even at 256, 1.8x at 64 (its
+# per-call setup; docs/benchmarks.md)
 _NATIVE_CHUNK_MIN_KEYS = 256
 
 
@@ -86,14 +84,6 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
         slot_mapping=torch.tensor(slots, dtype=torch.int64).to(device),
         block_tables=tuple(tuple(t) for t in block_tables), start_positions=tuple(start_positions),
         query_lens=tuple(query_lens), groups=tuple(groups))
-
-
-def chunk_attention_setting() -> str:
-    """HYBRIDGW_CHUNK_ATTENTION (CHUNK_ATTENTION), "auto" by default; ValueError if unknown."""
-    value = os.environ.get("HYBRIDGW_CHUNK_ATTENTION", "auto").strip().lower() or "auto"
-    if value not in CHUNK_ATTENTION:
-        raise ValueError(f"HYBRIDGW_CHUNK_ATTENTION must be one of {CHUNK_ATTENTION}, not {value!r}")
-    return value
 
 
 def _group_ranges(starts: list[int], query_lens: list[int], split_at: int = 0) -> list[tuple[int, int]]:

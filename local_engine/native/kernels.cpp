@@ -1,7 +1,8 @@
 // Native CPU kernels for small decode steps (a few rows): 4-bit matmuls on the GGUF's own codes with
 // the step's small ops fused in (RMSNorm + bf16 cast before, SiLU*mul before, residual add after),
 // and RoPE on bf16 q/k. Plain C ABI for ctypes; no torch headers. Built by local_engine/native/build.py.
-// This file holds the entry points; q4_matmul.h, decode_attention.h, simd.h, parallel.h, pool.h the rest.
+// This file holds the entry points; q4_matmul.h, decode_attention.h, chunk_attention.h, simd.h, parallel.h, pool.h
+// the rest.
 //
 // Weights: w = (q - 8) * scale + zero per group of 32, scale and zero bf16 — the effective weights the
 // torch int4 path and the bf16 path share (weights.int4_effective_weight). Every output row is computed

@@ -199,10 +199,24 @@ def activations_setting(activations: str | None = None) -> str:
     return value
 
 
+# Prefill chunks' attention (HYBRIDGW_CHUNK_ATTENTION): "auto" the native kernel from 256 keys (attention.py),
+# "native" always, "sdpa" never (the A/B)
+CHUNK_ATTENTION = ("auto", "native", "sdpa")
+
+
+def chunk_attention_setting() -> str:
+    """HYBRIDGW_CHUNK_ATTENTION (CHUNK_ATTENTION), "auto" by default; ValueError if unknown."""
+    value = os.environ.get("HYBRIDGW_CHUNK_ATTENTION", "auto").strip().lower() or "auto"
+    if value not in CHUNK_ATTENTION:
+        raise ValueError(f"HYBRIDGW_CHUNK_ATTENTION must be one of {CHUNK_ATTENTION}, not {value!r}")
+    return value
+
+
 def load_kernels(threads: int | None = None, activations: str | None = None) -> NativeKernels | None:
     """The native kernels, built if need be; None (with one log line saying why) when off or unavailable.
     ``activations``: see activations_setting."""
     act = activations_setting(activations)
+    chunk_attention_setting()  # an unknown value fails at load, not at the first prompt
     setting = os.environ.get("HYBRIDGW_NATIVE", "auto").lower()
     if setting in ("0", "off", "false", "no"):
         log.warning("native kernels: off (HYBRIDGW_NATIVE=%s); small steps use the torch path", setting)

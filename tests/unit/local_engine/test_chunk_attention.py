@@ -7,6 +7,7 @@ import torch
 
 from local_engine.attention import build_attention_metadata, paged_attention, paged_attention_reference
 from local_engine.batch import ScheduledBatch
+from local_engine.native.kernels import load_kernels
 from local_engine.runner import ModelRunner
 from local_engine.sequence import SamplingParams, Sequence
 
@@ -93,6 +94,8 @@ def test_setting_sdpa_keeps_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRIDGW_CHUNK_ATTENTION", "flash")
     with pytest.raises(ValueError, match="HYBRIDGW_CHUNK_ATTENTION"):
         setup(3, 3, 64, 16, [(0, 8)])
+    with pytest.raises(ValueError, match="HYBRIDGW_CHUNK_ATTENTION"):  # at load, before the first prompt
+        load_kernels()
 
 
 def test_auto_takes_the_kernel_from_256_keys(monkeypatch: pytest.MonkeyPatch) -> None:
