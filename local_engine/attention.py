@@ -8,6 +8,8 @@ batched decode uses baddbmm + softmax + bmm, measured 3x faster than SDPA's CPU 
 single-row queries (B=64, L=176, bf16: 0.33 vs 1.16 ms per layer). Sequences are grouped so
 that padding never costs much more than the real work. A scaled FP8 cache takes its layer's
 scales (2*KVH,): K/V are divided by them on write and multiplied back on read (kv_quant.py).
+Prefill chunks of a bf16 cache take the native chunk kernel (blocks read in place) when the caller passes
+the kernels, from 256 keys (HYBRIDGW_CHUNK_ATTENTION=auto; =native always, =sdpa never: the A/B).
 """
 from __future__ import annotations
 
@@ -18,10 +20,15 @@ import torch.nn.functional as F
 
 from local_engine.decode_mirror import MirrorPlan
 from local_engine.kv_quant import dequantize, quantize
+from local_engine.native.kernels import NativeKernels, chunk_attention_setting
 
 _MAX_PADDING_RATIO = 2.0  # a group's padded (queries x keys) may be this many times its real work
 _PADDING_SLACK = 16384  # ... plus this many query-key pairs, so small batches stay one group
 _BMM_MIN_SEQS = 4  # decode groups at least this big use the bmm path (SDPA wins for a few rows)
+# "auto" (HYBRIDGW_CHUNK_ATTENTION, kernels.chunk_attention_setting) takes the native kernel from this many keys:
+# 64-token chunks, 1 thread, 0.49x SDPA's time at 3.7k keys, 0.71x at 512, even at 256, 1.8x at 64 (its
+# per-call setup; docs/benchmarks.md)
+_NATIVE_CHUNK_MIN_KEYS = 256
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class AttentionGroup:
     attn_bias: torch.Tensor
     use_bmm: bool  # single-token queries of enough sequences: baddbmm path instead of SDPA
     pad_index: torch.Tensor | None  # (num_tokens,) row of each packed token in the (B * Tq) layout
+    # (B,) int32 each chunk's first position and length: set where the native chunk kernel may take the group
+    seq_starts: torch.Tensor | None = None
+    seq_lens: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +74,10 @@ def build_attention_metadata(block_tables: list[list[int]], start_positions: lis
     # only the blocks holding the context are read; a table may hold more (allocated ahead)
     block_tables = [t[:-(-(s + n) // block_size)] for t, s, n in zip(block_tables, start_positions, query_lens)]
     groups, token_start = [], 0
+    native = chunk_attention_setting() if dtype == torch.bfloat16 and device.type == "cpu" else "sdpa"
     for lo, hi in _group_ranges(start_positions, query_lens, split_at):
         group = _build_group(block_tables[lo:hi], start_positions[lo:hi], query_lens[lo:hi], token_start,
-                             block_size, num_heads, num_kv_heads, dtype, device)
+                             block_size, num_heads, num_kv_heads, dtype, device, native)
         groups.append(group)
         token_start += group.num_tokens
     return AttentionMetadata(
@@ -91,7 +102,7 @@ def _group_ranges(starts: list[int], query_lens: list[int], split_at: int = 0) -
 
 def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[int], token_start: int,
                  block_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype,
-                 device: torch.device) -> AttentionGroup:
+                 device: torch.device, native: str = "sdpa") -> AttentionGroup:
     max_q = max(query_lens)
     num_blocks = max(len(t) for t in tables)
     padded = torch.tensor([t + [0] * (num_blocks - len(t)) for t in tables], dtype=torch.int64)
@@ -112,7 +123,16 @@ def _build_group(tables: list[list[int]], starts: list[int], query_lens: list[in
     return AttentionGroup(token_start=token_start, num_tokens=sum(query_lens), num_seqs=len(query_lens),
                           max_query_len=max_q, context_len=num_blocks * block_size,
                           gather_blocks=padded.view(-1).to(device), attn_bias=bias.to(device), use_bmm=use_bmm,
-                          pad_index=pad_index)
+                          pad_index=pad_index, **_chunk_fields(max_q > 1 and (native == "native" or (
+                              native == "auto" and num_blocks * block_size >= _NATIVE_CHUNK_MIN_KEYS)),
+                              starts, query_lens))
+
+
+def _chunk_fields(native: bool, starts: list[int], query_lens: list[int]) -> dict[str, torch.Tensor]:
+    if not native:
+        return {}
+    return {"seq_starts": torch.tensor(starts, dtype=torch.int32),
+            "seq_lens": torch.tensor(query_lens, dtype=torch.int32)}
 
 
 def storage_view(cache: torch.Tensor) -> torch.Tensor:
@@ -140,18 +160,31 @@ def groups_from(meta: AttentionMetadata, token: int) -> tuple[AttentionGroup, ..
 
 def paged_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata,
                     scales: torch.Tensor | None = None,
-                    groups: tuple[AttentionGroup, ...] | None = None) -> torch.Tensor:
+                    groups: tuple[AttentionGroup, ...] | None = None,
+                    kernels: NativeKernels | None = None) -> torch.Tensor:
     """Fast path. q (T, H, D) -> (T, H, D), reading K/V of all sequences through their block tables;
-    with ``groups`` (a subset of meta's, consecutive) only their rows, (their tokens, H, D)."""
+    with ``groups`` (a subset of meta's, consecutive) only their rows, (their tokens, H, D). ``kernels``:
+    prefill groups of a bf16 cache through the native chunk kernel where it applies."""
     groups = meta.groups if groups is None else groups
     if len(groups) == 1 and groups[0].num_tokens == q.shape[0]:
-        return _group_attention(q, cache, groups[0], scales)
-    return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g, scales)
+        return _group_attention(q, cache, groups[0], scales, kernels)
+    return torch.cat([_group_attention(q[g.token_start:g.token_start + g.num_tokens], cache, g, scales, kernels)
                       for g in groups])
 
 
+def _native_chunk(kernels: NativeKernels | None, q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup,
+                  scales: torch.Tensor | None) -> bool:
+    """Whether the native kernel takes this group: prefill rows, bf16 throughout, head dim a multiple of 32."""
+    return (kernels is not None and group.seq_starts is not None and scales is None and q.dtype == torch.bfloat16
+            and cache.dtype == torch.bfloat16 and q.shape[-1] % 32 == 0 and q.shape[-1] <= 256 and kernels.chunk_ok)
+
+
 def _group_attention(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup,
-                     scales: torch.Tensor | None) -> torch.Tensor:
+                     scales: torch.Tensor | None, kernels: NativeKernels | None = None) -> torch.Tensor:
+    if _native_chunk(kernels, q, cache, group, scales):
+        assert kernels is not None and group.seq_lens is not None and group.seq_starts is not None
+        return kernels.chunk_attention(q, cache, group.gather_blocks.view(group.num_seqs, -1), group.seq_starts,
+                                       group.seq_lens)
     _, H, D = q.shape
     two_kvh = cache.shape[0]
     KVH, G = two_kvh // 2, H // (two_kvh // 2)

@@ -6,6 +6,7 @@ tables, attends, and samples where the batch asks — and never mutates the Sequ
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Literal
 
 import torch
@@ -211,7 +212,8 @@ class ModelRunner:
                       num_decodes: int):
         """The step's attention: the decodes (leading rows) through the mirror or the native kernel where
         they apply, the prefill chunks through the padded groups, all K/V written first."""
-        attend = paged_attention if self.attention == "fast" else paged_attention_reference
+        attend = (partial(paged_attention, kernels=self.model.native) if self.attention == "fast"
+                  else paged_attention_reference)
         cache, mirror, d = self.kv_cache, self.mirror, num_decodes
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
         native = None if self.attention != "fast" or plan is not None or d == 0 else native_decode_attention(
@@ -234,7 +236,7 @@ class ModelRunner:
                 assert plan is not None
                 head, mirror.buffers[layer] = mirrored_decode_attention(q[:d], stored[:, :d], layer_cache,
                                                                        mirror.buffers[layer], plan, scales)
-            return head if not rest else torch.cat([head, paged_attention(q, layer_cache, meta, scales, rest)])
+            return head if not rest else torch.cat([head, attend(q, layer_cache, meta, scales, rest)])
         return attention_fn
 
     def _row_groups(self, meta: AttentionMetadata) -> tuple[RowGroup, ...]:

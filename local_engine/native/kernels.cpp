@@ -1,7 +1,8 @@
 // Native CPU kernels for small decode steps (a few rows): 4-bit matmuls on the GGUF's own codes with
 // the step's small ops fused in (RMSNorm + bf16 cast before, SiLU*mul before, residual add after),
 // and RoPE on bf16 q/k. Plain C ABI for ctypes; no torch headers. Built by local_engine/native/build.py.
-// This file holds the entry points; q4_matmul.h, decode_attention.h, simd.h, parallel.h, pool.h the rest.
+// This file holds the entry points; q4_matmul.h, decode_attention.h, chunk_attention.h, simd.h, parallel.h, pool.h
+// the rest.
 //
 // Weights: w = (q - 8) * scale + zero per group of 32, scale and zero bf16 — the effective weights the
 // torch int4 path and the bf16 path share (weights.int4_effective_weight). Every output row is computed
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_attention.h"
 #include "decode_attention.h"
 #include "parallel.h"
 #include "q4_matmul.h"
@@ -193,6 +195,27 @@ int hg_decode_layers(int L, int B, int hidden, int H, int KVH, int D, int inter,
   }
   free(tmp);
   return rc;
+}
+
+// Causal attention of prefill chunks over the paged bf16 cache, read in place (chunk_attention.h; K/V
+// already stored); the arguments as chunk_attention's. Returns 0, or -1 (shapes, memory, no AVX512-BF16).
+int hg_chunk_attention_available() {
+#ifdef HG_CHUNK_ATTENTION
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+int hg_chunk_attention_bf16(int B, int H, int KVH, int D, const uint16_t* q, long q_stride, const int32_t* starts,
+                            const int32_t* query_lens, const uint16_t* cache, long num_blocks, int block_size,
+                            const int64_t* block_tables, int max_blocks, float scale, uint16_t* out, int nthreads) {
+#ifdef HG_CHUNK_ATTENTION
+  return chunk_attention(B, H, KVH, D, q, q_stride, starts, query_lens, cache, num_blocks, block_size, block_tables,
+                         max_blocks, scale, out, nthreads);
+#else
+  return -1;
+#endif
 }
 
 }  // extern "C"

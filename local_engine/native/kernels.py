@@ -88,6 +88,10 @@ class NativeKernels:
         self._layers.restype = ctypes.c_int
         self._layers.argtypes = [i, i, i, i, i, i, i, p, p, ctypes.c_float, p, p, ctypes.c_long, p, ctypes.c_long,
                                  ctypes.c_long, i, p, i, p, ctypes.c_float, p, i, i]
+        self.chunk_ok = bool(lib.hg_chunk_attention_available())  # AVX512-BF16: else SDPA takes prefill chunks
+        self._chunk = lib.hg_chunk_attention_bf16
+        self._chunk.restype = ctypes.c_int
+        self._chunk.argtypes = [i, i, i, i, p, ctypes.c_long, p, p, p, ctypes.c_long, i, p, i, ctypes.c_float, p, i]
         self._rope = lib.hg_rope_bf16
         self._rope.restype = None
         self._rope.argtypes = [i, i, i, p, ctypes.c_long, p, p, ctypes.c_long]
@@ -153,6 +157,23 @@ class NativeKernels:
         self._rope(qkv.shape[0], heads, head_dim, qkv.data_ptr(), qkv.stride(0), cos.data_ptr(),
                    sin_signed.data_ptr(), cos.stride(0))
 
+    def chunk_attention(self, q: torch.Tensor, cache: torch.Tensor, block_tables: torch.Tensor,
+                        starts: torch.Tensor, query_lens: torch.Tensor) -> torch.Tensor:
+        """Causal attention of B sequences' prefill chunks over a layer's bf16 cache (2*KVH, N, block_size, D),
+        their K/V already stored, blocks read in place (chunk_attention.h). q (T, H, D) bf16, each token's
+        heads contiguous, the chunks' rows packed; block_tables (B, max_blocks) int64; starts / query_lens (B,)
+        int32: each chunk's first position and length. -> (T, H, D) bf16; RuntimeError where unsupported."""
+        T, H, D = q.shape
+        if q.stride(2) != 1 or q.stride(1) != D:
+            q = q.contiguous()
+        two_kvh, num_blocks, block_size, _ = cache.shape
+        out = torch.empty(T, H, D, dtype=torch.bfloat16)
+        rc = self._chunk(starts.shape[0], H, two_kvh // 2, D, q.data_ptr(), q.stride(0), starts.data_ptr(),
+                         query_lens.data_ptr(), cache.data_ptr(), num_blocks, block_size, block_tables.data_ptr(),
+                         block_tables.shape[1], D ** -0.5, out.data_ptr(), self.threads)
+        if rc != 0:
+            raise RuntimeError(f"hg_chunk_attention_bf16 failed ({rc}): no AVX512-BF16, or D={D} unsupported")
+        return out
 
     def paged_decode_(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: torch.Tensor,
                       block_tables: torch.Tensor, context_lens: torch.Tensor) -> torch.Tensor:
@@ -178,10 +199,24 @@ def activations_setting(activations: str | None = None) -> str:
     return value
 
 
+# Prefill chunks' attention (HYBRIDGW_CHUNK_ATTENTION): "auto" the native kernel from 256 keys (attention.py),
+# "native" always, "sdpa" never (the A/B)
+CHUNK_ATTENTION = ("auto", "native", "sdpa")
+
+
+def chunk_attention_setting() -> str:
+    """HYBRIDGW_CHUNK_ATTENTION (CHUNK_ATTENTION), "auto" by default; ValueError if unknown."""
+    value = os.environ.get("HYBRIDGW_CHUNK_ATTENTION", "auto").strip().lower() or "auto"
+    if value not in CHUNK_ATTENTION:
+        raise ValueError(f"HYBRIDGW_CHUNK_ATTENTION must be one of {CHUNK_ATTENTION}, not {value!r}")
+    return value
+
+
 def load_kernels(threads: int | None = None, activations: str | None = None) -> NativeKernels | None:
     """The native kernels, built if need be; None (with one log line saying why) when off or unavailable.
     ``activations``: see activations_setting."""
     act = activations_setting(activations)
+    chunk_attention_setting()  # an unknown value fails at load, not at the first prompt
     setting = os.environ.get("HYBRIDGW_NATIVE", "auto").lower()
     if setting in ("0", "off", "false", "no"):
         log.warning("native kernels: off (HYBRIDGW_NATIVE=%s); small steps use the torch path", setting)
