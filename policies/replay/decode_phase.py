@@ -38,14 +38,22 @@ class DecodePhase:
         """A phase over `seqs`, or None when its assumptions fail: every sequence decodes (one token not
         yet computed) and its free slots are within one block (as the scheduler and the runs leave them)."""
         seqs, size = tuple(seqs), blocks.block_size
-        cached = [seq.num_cached_tokens for seq in seqs]
-        if [seq.num_tokens for seq in seqs] != [c + 1 for c in cached]:
+        cached: list[int] = []
+        held: list[int] = []
+        free_slots: list[int] = []
+        lefts: list[int] = []
+        for seq in seqs:  # one pass (a phase starts at nearly every arrival sent to the engine)
+            computed, holds = seq.num_cached_tokens, len(seq.block_table)
+            slots = holds * size - computed
+            if seq.num_tokens != computed + 1 or slots < 0 or slots > size:
+                return None
+            cached.append(computed)
+            held.append(holds)
+            free_slots.append(slots)
+            lefts.append(left[seq.seq_id])
+        if not seqs:
             return None
-        held = [len(seq.block_table) for seq in seqs]
-        free_slots = [h * size - c for h, c in zip(held, cached)]
-        if not free_slots or min(free_slots) < 0 or max(free_slots) > size:
-            return None
-        return cls(seqs, cached, held, free_slots, [left[seq.seq_id] for seq in seqs], blocks)
+        return cls(seqs, cached, held, free_slots, lefts, blocks)
 
     def _cumulate(self) -> None:
         """How many free-slot counts are ≤ each R < block_size."""

@@ -7,6 +7,7 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
@@ -15,6 +16,7 @@ from policies.replay.engine_sim import SimEngine
 from policies.replay.poll_clock import PollClock
 
 _NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
+_EMPTY: Mapping = MappingProxyType({})  # no team fairness, prefix index or TTFT scale in a replay
 
 
 class HostedSim:
@@ -148,8 +150,9 @@ class GatewayView:
                            {n: InFlight(b.num, b.started_since, b.ended_since, b.tokens_since, b.first_since)
                             for n, b in books if b.num or b.ended_since})
         snapshots, reserved, released, in_flight = self._parts
+        # Every field given (the defaults' factories would build three empty dicts per request).
         return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, _NONE, released,
-                         in_flight, self.slo_out)
+                         in_flight, self.slo_out, _EMPTY, 0, _EMPTY, _EMPTY)
 
     def _next_poll(self) -> float:
         """The earliest time a poll falls due: the test above, `now - taken_at >= poll_s`, cannot hold
