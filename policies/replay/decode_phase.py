@@ -23,7 +23,8 @@ class DecodePhase:
 
     def __init__(self, seqs: tuple[Sequence, ...], cached: list[int], held: list[int], free_slots: list[int],
                  left: list[int], blocks: CountingBlockManager) -> None:
-        self.seqs, self.cached, self.held, self.free_slots, self.left = seqs, cached, held, free_slots, left
+        self.seqs: list[Sequence] = list(seqs)
+        self.cached, self.held, self.free_slots, self.left = cached, held, free_slots, left
         self.blocks, self.size = blocks, blocks.block_size
         self.steps = 0
         self.n = len(seqs)
@@ -93,10 +94,18 @@ class DecodePhase:
         steps = self._fit(steps)
         clock += model.decode_run_time(num, context, steps)
         self.blocks.take(self.extra(steps))
-        self.steps += steps
+        return clock, self._step_to(self.steps + steps)
+
+    def step(self) -> list[Sequence]:
+        """One step of every sequence (the decodes of a mixed step; the next token's blocks already taken):
+        those that finish at it, in batch order, written back (their blocks still held)."""
+        return self._step_to(self.steps + 1)
+
+    def _step_to(self, steps: int) -> list[Sequence]:
+        self.steps = steps
         ends = self._ends
         done = []
-        while ends and ends[0][0] <= self.steps:  # all end at this step: popped in batch order (ties by place)
+        while ends and ends[0][0] <= steps:  # all end at this step: popped in batch order (ties by place)
             done.append(heapq.heappop(ends)[1])
         for i in done:
             self._write(i)
@@ -105,7 +114,30 @@ class DecodePhase:
             self._ordered.remove(self.free_slots[i])
         if done:
             self._cumulate()
-        return clock, [self.seqs[i] for i in done]
+        return [self.seqs[i] for i in done]
+
+    def add(self, seq: Sequence, left: int) -> bool:
+        """`seq` joins the phase now, at its end of the batch (a prompt just prefilled, its first token
+        sampled), as a sequence that began the phase `steps` tokens earlier would be: its crossings into
+        new blocks from now on fall on the same steps. False (nothing changed) when it is not decoding or
+        its blocks hold a whole free block (the closed form then needs its own start)."""
+        size, computed, holds = self.size, seq.num_cached_tokens, len(seq.block_table)
+        slots = holds * size - computed
+        if seq.num_tokens != computed + 1 or not 0 <= slots < size:
+            return False
+        steps, i = self.steps, len(self.seqs)
+        self.seqs.append(seq)
+        self.cached.append(computed - steps)
+        self.held.append(holds)
+        virtual = (slots + steps) % size  # the free slots it would have had at the phase start
+        self.free_slots.append(virtual)
+        self.left.append(left + steps)
+        heapq.heappush(self._ends, (left + steps, i))
+        bisect.insort(self._ordered, virtual)
+        self._cumulate()
+        self.n += 1
+        self.tokens += computed - steps + 1
+        return True
 
     def _fit(self, steps: int) -> int:
         """_fit_blocks by the closed form: the most steps (≤ `steps`) whose blocks are free."""
