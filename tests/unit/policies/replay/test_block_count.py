@@ -107,3 +107,21 @@ def test_the_bulk_decode_pass_is_what_the_counting_engine_mostly_schedules_with(
     monkeypatch.setattr(Scheduler, "schedule", by_engine)
     assert _run(True, 1)[2] > 0  # it preempted: the engine's own loop had its turns
     assert 0 < calls["engine"] < calls["steps"] / 2
+
+
+def test_mixed_steps_keep_the_decode_phase_in_the_equality_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equality above covers the phase-kept mixed step (prompts joining a running DecodePhase) only
+    if it runs: most arrivals' mixed steps take it, the scheduler the rest (preemptions, queues)."""
+    from policies.replay import engine_sim
+
+    kept = {True: 0, False: 0}
+    mixed = engine_sim.SimEngine._phased_mixed  # noqa: SLF001
+
+    def counted(self, phase, events):  # noqa: ANN001, ANN202
+        done = mixed(self, phase, events)
+        kept[done] += 1
+        return done
+
+    monkeypatch.setattr(engine_sim.SimEngine, "_phased_mixed", counted)
+    assert _run(True, 1)[2] > 0
+    assert kept[True] >= 50 and kept[False] > 0
