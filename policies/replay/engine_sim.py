@@ -15,7 +15,7 @@ from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
 from policies.replay.decode_phase import DecodePhase
-from policies.replay.fast_schedule import schedule
+from policies.replay.fast_schedule import admit_waiting, schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
 
@@ -174,7 +174,7 @@ class SimEngine:
         bm.take(need)
         step = _Step(budget)
         step.budget = max(budget - phase.n, s.prefill_floor)  # as schedule() after its decode pass
-        s._schedule_prefills(step)  # noqa: SLF001 - the engine's own prefill pass
+        admit_waiting(s, bm, step)  # the engine's prefill pass, every running sequence a phase decode
         if not step.prefills:
             bm.take(-need)  # nothing admitted (it changed nothing): a decode step, the scheduler's call
             return False
