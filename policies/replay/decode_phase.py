@@ -29,8 +29,7 @@ class DecodePhase:
         self.steps = 0
         self.n = len(seqs)
         self.tokens = sum(cached) + self.n  # each holds its computed tokens and the one it decodes next
-        self._ordered = sorted(free_slots)
-        self._cumulate()
+        self._cumulate(free_slots)
         self._ends = [(n, i) for i, n in enumerate(left)]  # (tokens left, place in the batch)
         heapq.heapify(self._ends)
 
@@ -56,9 +55,10 @@ class DecodePhase:
             return None
         return cls(seqs, cached, held, free_slots, lefts, blocks)
 
-    def _cumulate(self) -> None:
-        """How many free-slot counts are ≤ each R < block_size."""
-        self._upto = [bisect.bisect_right(self._ordered, r) for r in range(self.size)]
+    def _cumulate(self, free_slots: list[int]) -> None:
+        """How many free-slot counts are ≤ each R < block_size (kept as sequences join and leave)."""
+        ordered = sorted(free_slots)
+        self._upto = [bisect.bisect_right(ordered, r) for r in range(self.size)]
 
     def _taken(self, steps: int) -> int:
         """Blocks taken beyond the sequences' own at the phase start, by `steps` steps into it."""
@@ -111,9 +111,9 @@ class DecodePhase:
             self._write(i)
             self.n -= 1
             self.tokens -= self.cached[i] + 1
-            self._ordered.remove(self.free_slots[i])
-        if done:
-            self._cumulate()
+            upto = self._upto
+            for r in range(self.free_slots[i], self.size):  # it no longer counts at any R ≥ its free slots
+                upto[r] -= 1
         return [self.seqs[i] for i in done]
 
     def add(self, seq: Sequence, left: int) -> bool:
@@ -133,8 +133,9 @@ class DecodePhase:
         self.free_slots.append(virtual)
         self.left.append(left + steps)
         heapq.heappush(self._ends, (left + steps, i))
-        bisect.insort(self._ordered, virtual)
-        self._cumulate()
+        upto = self._upto
+        for r in range(virtual, size):
+            upto[r] += 1
         self.n += 1
         self.tokens += computed - steps + 1
         return True
