@@ -43,10 +43,14 @@ class FastOutputStats(OutputStats):
         window = self._windows.get(team)
         if window is None:
             window = self._windows[team] = SortedWindow(self.window)
-        window.add(completion_tokens)
-        n = len(window.ordered)
+        recent, ordered = window.recent, window.ordered  # window.add, inline (once per request)
+        if len(recent) == window.size:
+            del ordered[bisect.bisect_left(ordered, recent.popleft())]
+        recent.append(completion_tokens)
+        bisect.insort(ordered, completion_tokens)
+        n = len(ordered)
         if n >= self.min_samples:
-            self._p90[team] = max(1, int(window.ordered[min(n - 1, int(0.9 * n))]))
+            self._p90[team] = max(1, int(ordered[min(n - 1, int(0.9 * n))]))
 
 
 class FastTtftStats(TtftStats):
