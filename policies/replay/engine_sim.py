@@ -162,12 +162,12 @@ class SimEngine:
         """fast_schedule's mixed step while a decode phase runs, the phase kept: its sequences decode one
         step (their blocks by count), the engine's own prefill pass admits the waiting prompts, and those
         that sampled their first token join the phase. False (nothing changed) where the scheduler must
-        decide: no prompt waits or is admitted, a preemption, priorities, a chunk left unsampled."""
+        decide: no prompt waits or is admitted, none decodes, a preemption, priorities, a chunk left unsampled."""
         s, bm = self.scheduler, self.blocks
         budget = s.token_budget
-        if not s.waiting or self._unsampled or s.config.enable_priority or phase.n != len(s.running) \
+        if not s.waiting or self._unsampled or s.config.enable_priority or not 0 < phase.n == len(s.running) \
                 or phase.n > budget:
-            return False
+            return False  # (none running: the scheduler's idle budget and a prefill-only step)
         need = phase.next_blocks()  # the decodes' may_append, as fast_schedule takes them: before the prefills
         if need > bm.num_free_blocks:
             return False
