@@ -64,7 +64,7 @@ def _count(value: Any, key: str, where: str, minimum: int) -> int:
 def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     """One JSONL line: time, team, model (or model_alias), prompt_tokens, output_tokens (or
     completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers, key_id."""
-    if not isinstance(data, Mapping):
+    if data.__class__ is not dict and not isinstance(data, Mapping):  # (a dict, from JSON: no ABC check)
         raise TrafficError(f"{where}: a request is a JSON object")
     if not _FIELDS.issuperset(data):
         unknown = sorted(set(data) - _FIELDS)
@@ -83,14 +83,15 @@ def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     max_tokens = None if max_tokens is None else _count(max_tokens, "max_tokens", where, 1)
     prefix_tokens = get("prefix_tokens")
     prefix_tokens = 0 if prefix_tokens is None else _count(prefix_tokens, "prefix_tokens", where, 0)
-    headers = get("headers") or {}
-    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
+    headers = get("headers") or _NO_HEADERS
+    if headers is not _NO_HEADERS and (not isinstance(headers, Mapping)
+                                       or not all(isinstance(v, str) for v in headers.values())):
         raise TrafficError(f"{where}: headers must map names to strings")
     key_id = get("key_id") or ""
     if not isinstance(key_id, str):
         raise TrafficError(f"{where}: key_id must be a string, got {key_id!r}")
-    return TrafficRecord(float(when), team, model, prompt, max(1, output), max_tokens,
-                         str(get("prefix_id") or ""), min(prefix_tokens, prompt), dict(headers) if headers else _NO_HEADERS,
+    return TrafficRecord(float(when), team, model, prompt, max(1, output), max_tokens, str(get("prefix_id") or ""),
+                         min(prefix_tokens, prompt), _NO_HEADERS if headers is _NO_HEADERS else dict(headers),
                          key_id=key_id)
 
 
