@@ -23,13 +23,13 @@ class DecodePhase:
 
     def __init__(self, seqs: tuple[Sequence, ...], cached: list[int], held: list[int], free_slots: list[int],
                  left: list[int], blocks: CountingBlockManager) -> None:
-        self.seqs, self.cached, self.held, self.free_slots, self.left = seqs, cached, held, free_slots, left
+        self.seqs: list[Sequence] = list(seqs)
+        self.cached, self.held, self.free_slots, self.left = cached, held, free_slots, left
         self.blocks, self.size = blocks, blocks.block_size
         self.steps = 0
         self.n = len(seqs)
         self.tokens = sum(cached) + self.n  # each holds its computed tokens and the one it decodes next
-        self._ordered = sorted(free_slots)
-        self._cumulate()
+        self._cumulate(free_slots)
         self._ends = [(n, i) for i, n in enumerate(left)]  # (tokens left, place in the batch)
         heapq.heapify(self._ends)
 
@@ -38,18 +38,27 @@ class DecodePhase:
         """A phase over `seqs`, or None when its assumptions fail: every sequence decodes (one token not
         yet computed) and its free slots are within one block (as the scheduler and the runs leave them)."""
         seqs, size = tuple(seqs), blocks.block_size
-        cached = [seq.num_cached_tokens for seq in seqs]
-        if [seq.num_tokens for seq in seqs] != [c + 1 for c in cached]:
+        cached: list[int] = []
+        held: list[int] = []
+        free_slots: list[int] = []
+        lefts: list[int] = []
+        for seq in seqs:  # one pass (a phase starts at nearly every arrival sent to the engine)
+            computed, holds = seq.num_cached_tokens, len(seq.block_table)
+            slots = holds * size - computed
+            if seq.num_tokens != computed + 1 or slots < 0 or slots > size:
+                return None
+            cached.append(computed)
+            held.append(holds)
+            free_slots.append(slots)
+            lefts.append(left[seq.seq_id])
+        if not seqs:
             return None
-        held = [len(seq.block_table) for seq in seqs]
-        free_slots = [h * size - c for h, c in zip(held, cached)]
-        if not free_slots or min(free_slots) < 0 or max(free_slots) > size:
-            return None
-        return cls(seqs, cached, held, free_slots, [left[seq.seq_id] for seq in seqs], blocks)
+        return cls(seqs, cached, held, free_slots, lefts, blocks)
 
-    def _cumulate(self) -> None:
-        """How many free-slot counts are ≤ each R < block_size."""
-        self._upto = [bisect.bisect_right(self._ordered, r) for r in range(self.size)]
+    def _cumulate(self, free_slots: list[int]) -> None:
+        """How many free-slot counts are ≤ each R < block_size (kept as sequences join and leave)."""
+        ordered = sorted(free_slots)
+        self._upto = [bisect.bisect_right(ordered, r) for r in range(self.size)]
 
     def _taken(self, steps: int) -> int:
         """Blocks taken beyond the sequences' own at the phase start, by `steps` steps into it."""
@@ -85,19 +94,51 @@ class DecodePhase:
         steps = self._fit(steps)
         clock += model.decode_run_time(num, context, steps)
         self.blocks.take(self.extra(steps))
-        self.steps += steps
+        return clock, self._step_to(self.steps + steps)
+
+    def step(self) -> list[Sequence]:
+        """One step of every sequence (the decodes of a mixed step; the next token's blocks already taken):
+        those that finish at it, in batch order, written back (their blocks still held)."""
+        return self._step_to(self.steps + 1)
+
+    def _step_to(self, steps: int) -> list[Sequence]:
+        self.steps = steps
         ends = self._ends
         done = []
-        while ends and ends[0][0] <= self.steps:  # all end at this step: popped in batch order (ties by place)
+        while ends and ends[0][0] <= steps:  # all end at this step: popped in batch order (ties by place)
             done.append(heapq.heappop(ends)[1])
         for i in done:
             self._write(i)
             self.n -= 1
             self.tokens -= self.cached[i] + 1
-            self._ordered.remove(self.free_slots[i])
-        if done:
-            self._cumulate()
-        return clock, [self.seqs[i] for i in done]
+            upto = self._upto
+            for r in range(self.free_slots[i], self.size):  # it no longer counts at any R ≥ its free slots
+                upto[r] -= 1
+        return [self.seqs[i] for i in done]
+
+    def add(self, seq: Sequence, left: int) -> bool:
+        """`seq` joins the phase now, at its end of the batch (a prompt just prefilled, its first token
+        sampled), as a sequence that began the phase `steps` tokens earlier would be: its crossings into
+        new blocks from now on fall on the same steps. False (nothing changed) when it is not decoding or
+        its blocks hold a whole free block (the closed form then needs its own start)."""
+        size, computed, holds = self.size, seq.num_cached_tokens, len(seq.block_table)
+        slots = holds * size - computed
+        if seq.num_tokens != computed + 1 or not 0 <= slots < size:
+            return False
+        steps, i = self.steps, len(self.seqs)
+        self.seqs.append(seq)
+        self.cached.append(computed - steps)
+        self.held.append(holds)
+        virtual = (slots + steps) % size  # the free slots it would have had at the phase start
+        self.free_slots.append(virtual)
+        self.left.append(left + steps)
+        heapq.heappush(self._ends, (left + steps, i))
+        upto = self._upto
+        for r in range(virtual, size):
+            upto[r] += 1
+        self.n += 1
+        self.tokens += computed - steps + 1
+        return True
 
     def _fit(self, steps: int) -> int:
         """_fit_blocks by the closed form: the most steps (≤ `steps`) whose blocks are free."""

@@ -9,13 +9,13 @@ from local_engine.batch import ScheduledBatch
 from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
 from local_engine.errors import RequestTooLarge
-from local_engine.scheduler import Scheduler
+from local_engine.scheduler import Scheduler, _Step
 from local_engine.sequence import FinishReason, Sequence
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
 from policies.replay.decode_phase import DecodePhase
-from policies.replay.fast_schedule import schedule
+from policies.replay.fast_schedule import admit_waiting, schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
 
@@ -102,8 +102,11 @@ class SimEngine:
                 self.busy_s += self.clock - start
                 if self.clock != start or not self.scheduler.has_work():
                     continue
-            if self._phase is not None:  # the scheduler reads every sequence: write them back first
-                self._phase.write_back(self._left)
+            if self._phase is not None:
+                if self._phased_mixed(self._phase, events):  # prompts join the phase: the scheduler not asked
+                    self.busy_s += self.clock - start
+                    continue
+                self._phase.write_back(self._left)  # the scheduler reads every sequence: write them back first
                 self._phase = None
             batch = (schedule(self.scheduler, self.blocks) if isinstance(self.blocks, CountingBlockManager)
                      else self.scheduler.schedule())
@@ -132,7 +135,7 @@ class SimEngine:
         decodes, prefills, counts = batch.seqs[:d], batch.seqs[d:], batch.num_scheduled_tokens[d:]
         context = sum([seq.num_tokens for seq in decodes])  # (lists: faster than generators here)
         prefix = sum([seq.num_cached_tokens for seq in prefills])
-        self.clock += self.model.decode_time(d, context) + self.model.prefill_time(sum(counts), prefix)
+        self.clock += self._mixed_time(d, context, sum(counts), prefix)
         if self._unsampled:
             self._first_tokens(decodes, self.clock, events)
         left, caching = self._left, self.blocks.enable_prefix_caching
@@ -149,6 +152,43 @@ class SimEngine:
             else:
                 self._finish(seq, events)
         self._after_prefill(prefills, counts, events)
+
+    def _mixed_time(self, decodes: int, context: int, prefill_tokens: int, prefix: int) -> float:
+        """One mixed step: `decodes` sequences holding `context` tokens decode one token each while
+        `prefill_tokens` prompt tokens (after `prefix` cached ones) are prefilled."""
+        return self.model.decode_time(decodes, context) + self.model.prefill_time(prefill_tokens, prefix)
+
+    def _phased_mixed(self, phase: DecodePhase, events: list[EngineEvent]) -> bool:
+        """fast_schedule's mixed step while a decode phase runs, the phase kept: its sequences decode one
+        step (their blocks by count), the engine's own prefill pass admits the waiting prompts, and those
+        that sampled their first token join the phase. False (nothing changed) where the scheduler must
+        decide: no prompt waits or is admitted, none decodes, a preemption, priorities, a chunk left unsampled."""
+        s, bm = self.scheduler, self.blocks
+        budget = s.token_budget
+        if not s.waiting or self._unsampled or s.config.enable_priority or not 0 < phase.n == len(s.running) \
+                or phase.n > budget:
+            return False  # (none running: the scheduler's idle budget and a prefill-only step)
+        need = phase.next_blocks()  # the decodes' may_append, as fast_schedule takes them: before the prefills
+        if need > bm.num_free_blocks:
+            return False
+        bm.take(need)
+        step = _Step(budget)
+        step.budget = max(budget - phase.n, s.prefill_floor)  # as schedule() after its decode pass
+        admit_waiting(s, bm, step)  # the engine's prefill pass, every running sequence a phase decode
+        if not step.prefills:
+            bm.take(-need)  # nothing admitted (it changed nothing): a decode step, the scheduler's call
+            return False
+        prefills, counts = zip(*step.prefills)
+        self.clock += self._mixed_time(phase.n, phase.context, sum(counts), sum([q.num_cached_tokens for q in prefills]))
+        for seq in phase.step():
+            self._finish(seq, events)
+        self._after_prefill(prefills, counts, events)
+        left, unsampled = self._left, self._unsampled
+        for seq in prefills:  # in batch order, as they stand in the running list (the newest last)
+            if seq.seq_id in left and (seq.seq_id in unsampled or not phase.add(seq, left[seq.seq_id])):
+                break  # mid-prompt or left unsampled: the next step is the scheduler's
+        self._decoding = phase.n == len(s.running)
+        return True
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
         """With nothing waiting, the scheduler's next step is a decode of every running sequence:

@@ -5,8 +5,11 @@ the engine's own. Counting block manager only; checked bit for bit against `Sche
 the engine's BlockManager (tests/unit/policies/replay/test_block_count.py)."""
 from __future__ import annotations
 
+import bisect
+
 from local_engine.batch import ScheduledBatch
 from local_engine.scheduler import Scheduler, _Step
+from local_engine.sequence import SequenceStatus
 from policies.replay.block_count import CountingBlockManager
 
 
@@ -37,3 +40,20 @@ def schedule(scheduler: Scheduler, blocks: CountingBlockManager) -> ScheduledBat
         more, chunks = zip(*step.prefills)
         seqs, counts = seqs + more, counts + chunks
     return ScheduledBatch(seqs, counts, num_decodes=len(decoding), preempted_seq_ids=tuple(step.preempted))
+
+
+def admit_waiting(scheduler: Scheduler, blocks: CountingBlockManager, step: _Step) -> None:
+    """The engine's prefill pass (`Scheduler._schedule_prefills`) when every running sequence decodes (none
+    has a chunk left, so its first loop does nothing: skipped) and, without priority or prefix caching,
+    admitting is `_can_admit` (no preemption, no first block being computed). Checked against the engine's
+    own by the same test."""
+    waiting, running, limit = scheduler.waiting, scheduler.running, scheduler.config.max_num_seqs
+    while waiting and step.budget > 0 and len(running) < limit:
+        seq = waiting[0]
+        if not scheduler._can_admit(seq):  # noqa: SLF001 - the engine's own admission test
+            break  # strict order: a later, smaller request does not jump the queue
+        del waiting[0]
+        blocks.allocate(seq)
+        seq.status = SequenceStatus.RUNNING
+        bisect.insort(running, seq, key=scheduler._key)  # noqa: SLF001
+        scheduler._add_chunk(seq, step)  # noqa: SLF001

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from policies.health import HealthBook, TtftStats
@@ -43,10 +43,14 @@ class FastOutputStats(OutputStats):
         window = self._windows.get(team)
         if window is None:
             window = self._windows[team] = SortedWindow(self.window)
-        window.add(completion_tokens)
-        n = len(window.ordered)
+        recent, ordered = window.recent, window.ordered  # window.add, inline (once per request)
+        if len(recent) == window.size:
+            del ordered[bisect.bisect_left(ordered, recent.popleft())]
+        recent.append(completion_tokens)
+        bisect.insort(ordered, completion_tokens)
+        n = len(ordered)
         if n >= self.min_samples:
-            self._p90[team] = max(1, int(window.ordered[min(n - 1, int(0.9 * n))]))
+            self._p90[team] = max(1, int(ordered[min(n - 1, int(0.9 * n))]))
 
 
 class FastTtftStats(TtftStats):
@@ -70,26 +74,30 @@ class FastTtftStats(TtftStats):
 
 
 class FastHealthBook(HealthBook):
-    """HealthBook with the fast TTFT statistics, whose cached view, after a success on a closed breaker
-    (nearly every result in a replay), has that one backend's entry replaced instead of every entry
-    rebuilt at the next view(): the same views (tests/unit/policies/replay/test_fast_stats.py)."""
+    """HealthBook with the fast TTFT statistics. After a success on a closed breaker (nearly every result
+    in a replay) only that backend's entry of the cached view is replaced, in place: the replay reads a
+    view only within one decision, never across a record (tests/unit/policies/replay/test_fast_stats.py)."""
 
     def __init__(self, backends: Iterable[str], settings: Health) -> None:
         super().__init__(backends, settings)
         self.ttft = {name: FastTtftStats(settings.ttft_ewma_alpha) for name in self.ttft}
+        self._views: dict[str, HealthView] = {}  # what the cached view (a read-only proxy) shows
+
+    def _build(self, now: float) -> tuple[Mapping[str, HealthView], float]:
+        view, until = super()._build(now)
+        self._views = dict(view)
+        return MappingProxyType(self._views), until
 
     def record(self, backend: str, ok: bool, ttft_s: float | None, now: float) -> None:
-        breaker, view = self.breakers.get(backend), self._view
-        if not ok or view is None or breaker is None or breaker.opened or breaker.consecutive_failures:
+        breaker = self.breakers.get(backend)
+        if not ok or self._view is None or breaker is None or breaker.opened or breaker.consecutive_failures:
             super().record(backend, ok, ttft_s, now)  # a state may change: rebuilt at the next view()
             return
         breaker.record(True, now)  # closed before, closed after: the view's `until` stands
         stats = self.ttft[backend]
         if ttft_s is not None:
             stats.record(ttft_s)
-        views = dict(view)
-        views[backend] = HealthView("closed", breaker.reopen_at(), stats.ewma_s, stats.p95_s, 0)
-        self._view = MappingProxyType(views)
+        self._views[backend] = HealthView("closed", breaker.reopen_at(), stats.ewma_s, stats.p95_s, 0)
 
 
 def fast_health(book: HealthBook) -> HealthBook:

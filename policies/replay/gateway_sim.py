@@ -7,6 +7,7 @@ import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from policies.health import HealthBook
 from policies.live import EngineSnapshot, InFlight, LiveState
@@ -15,6 +16,8 @@ from policies.replay.engine_sim import SimEngine
 from policies.replay.poll_clock import PollClock
 
 _NONE: frozenset[str] = frozenset()  # no engine is unreachable in a replay
+_TWOPI = 2.0 * math.pi  # as random.gauss has it
+_EMPTY: Mapping = MappingProxyType({})  # no team fairness, prefix index or TTFT scale in a replay
 
 
 class HostedSim:
@@ -24,7 +27,7 @@ class HostedSim:
         self.model = model
         self._rng = random.Random(seed)
         self._recent: deque[float] = deque()
-        self._gauss = self._rng.gauss
+        self._random = self._rng.random
         # HostedModel.ttft / tokens_per_s with their logarithms computed once: the same expressions
         # (z * log / Z95, in that order), so the same floats (tests/unit/policies/replay/test_hosted_sim.py).
         self._ttft_log = math.log(model.ttft_p95_s / model.ttft_p50_s)
@@ -43,9 +46,15 @@ class HostedSim:
 
     def timings(self, output_tokens: int) -> tuple[float, float]:
         """(TTFT, E2E) of one response."""
-        m, gauss = self.model, self._gauss
-        ttft = m.ttft_p50_s * math.exp(gauss(0.0, 1.0) * self._ttft_log / Z95)
-        speed = m.tokens_per_s_p50 * math.exp(gauss(0.0, 1.0) * self._speed_log / Z95)
+        m, rng = self.model, self._rng
+        if rng.gauss_next is None:  # random.gauss's two calls, at once: the pair it draws, the same floats
+            x2pi = self._random() * _TWOPI
+            g2rad = math.sqrt(-2.0 * math.log(1.0 - self._random()))
+            first, second = math.cos(x2pi) * g2rad, math.sin(x2pi) * g2rad
+        else:
+            first, second = rng.gauss(0.0, 1.0), rng.gauss(0.0, 1.0)
+        ttft = m.ttft_p50_s * math.exp(first * self._ttft_log / Z95)
+        speed = m.tokens_per_s_p50 * math.exp(second * self._speed_log / Z95)
         return ttft, ttft + max(0, output_tokens - 1) / speed
 
 
@@ -141,15 +150,28 @@ class GatewayView:
                     book.first_since = 0.0
                     self._parts = None
             self.polled_until = self._next_poll()
-        if self._parts is None:  # rebuilt only after a poll, a start or an end: most requests change none
-            books = self.books.items()
-            self._parts = ({n: b.snapshot for n, b in books}, {n: b.reserved for n, b in books if b.reserved},
-                           {n: b.released_since for n, b in books if b.released_since},
-                           {n: InFlight(b.num, b.started_since, b.ended_since, b.tokens_since, b.first_since)
-                            for n, b in books if b.num or b.ended_since})
+        if self._parts is None:  # rebuilt only after a poll, a start or an end (about one request in two)
+            self._parts = self._build_parts()
         snapshots, reserved, released, in_flight = self._parts
+        # Every field given (the defaults' factories would build three empty dicts per request).
         return LiveState(now, snapshots, self.health.view(now), reserved, self.stale_s, _NONE, released,
-                         in_flight, self.slo_out)
+                         in_flight, self.slo_out, _EMPTY, 0, _EMPTY, _EMPTY)
+
+    def _build_parts(self) -> tuple[dict, dict, dict, dict]:
+        """The LiveState's snapshots, reservations, released blocks and in-flight counts (one loop)."""
+        snapshots: dict[str, EngineSnapshot | None] = {}
+        reserved: dict[str, int] = {}
+        released: dict[str, int] = {}
+        in_flight: dict[str, InFlight] = {}
+        for n, b in self.books.items():
+            snapshots[n] = b.snapshot
+            if b.reserved:
+                reserved[n] = b.reserved
+            if b.released_since:
+                released[n] = b.released_since
+            if b.num or b.ended_since:
+                in_flight[n] = InFlight(b.num, b.started_since, b.ended_since, b.tokens_since, b.first_since)
+        return snapshots, reserved, released, in_flight
 
     def _next_poll(self) -> float:
         """The earliest time a poll falls due: the test above, `now - taken_at >= poll_s`, cannot hold

@@ -107,3 +107,47 @@ def test_the_bulk_decode_pass_is_what_the_counting_engine_mostly_schedules_with(
     monkeypatch.setattr(Scheduler, "schedule", by_engine)
     assert _run(True, 1)[2] > 0  # it preempted: the engine's own loop had its turns
     assert 0 < calls["engine"] < calls["steps"] / 2
+
+
+def test_mixed_steps_keep_the_decode_phase_in_the_equality_above(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equality above covers the phase-kept mixed step (prompts joining a running DecodePhase) only
+    if it runs: most arrivals' mixed steps take it, the scheduler the rest (preemptions, queues)."""
+    from policies.replay import engine_sim
+
+    kept = {True: 0, False: 0}
+    mixed = engine_sim.SimEngine._phased_mixed  # noqa: SLF001
+
+    def counted(self, phase, events):  # noqa: ANN001, ANN202
+        done = mixed(self, phase, events)
+        kept[done] += 1
+        return done
+
+    monkeypatch.setattr(engine_sim.SimEngine, "_phased_mixed", counted)
+    assert _run(True, 1)[2] > 0
+    assert kept[True] >= 50 and kept[False] > 0
+
+
+def test_a_mixed_step_that_ends_every_decode_leaves_the_next_step_to_the_scheduler() -> None:
+    """Inside a phase, a mixed step whose decodes all finish and whose prompt ends at its first token
+    leaves nothing running while a prompt still waits (no slot was free): the next step is the engine's
+    idle prefill, not a mixed step with no decodes (same events as with the engine's own block manager)."""
+    model = EngineModel(prefill_fixed_s=0.02, prefill_per_token_s=1e-4, decode_fixed_s=0.01, decode_per_seq_s=0.001,
+                        decode_per_context_token_s=1e-6, num_blocks=120, max_num_seqs=2, max_num_batched_tokens=96,
+                        max_waiting=1000)
+
+    def run(counting: bool) -> list[tuple[float, int, bool]]:
+        engine = SimEngine(model, prefix_caching=False)
+        if not counting:
+            engine.blocks = BlockManager(model.num_blocks, model.block_size, enable_prefix_caching=False)
+            engine.scheduler = Scheduler(engine.scheduler.config, engine.blocks)
+        events: list[EngineEvent] = []
+        engine.submit(0, 10, 3, 0.0)  # its first token at 0.021, then a phase (its last token at the mixed step)
+        engine.advance(0.021, events)
+        engine.submit(1, 40, 1, 0.021)  # takes the second slot; done at its first token
+        engine.submit(2, 300, 5, 0.021)  # no slot free at that step: waits
+        engine.submit(3, 30, 2, 0.021)
+        engine.advance(float("inf"), events)
+        return [(e.time, e.request, e.first_token) for e in events]
+
+    real = run(False)
+    assert run(True) == real and len(real) == 8

@@ -73,3 +73,46 @@ def test_the_phase_runs_the_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_sim.SimEngine, "_decode_run", per_sequence)
     assert _run(True, 2, 3)[2] > 0  # it preempted: the scheduler had its turns between phases
     assert runs["phase"] > 10 * runs["per_sequence"] > 0
+
+
+def test_a_prompt_joining_a_phase_takes_its_blocks_on_the_steps_a_phase_started_with_it_would() -> None:
+    """DecodePhase.add against DecodePhase.start: after k steps of a phase over one sequence, a prompt of
+    c tokens joins; from then on the blocks taken per step and the finishes equal those of a phase started
+    at that moment over both (as written back): for every k and c around block boundaries (block size 4)."""
+    from policies.replay.block_count import CountingBlockManager, SimSequence
+
+    def decoding(bm: CountingBlockManager, computed: int) -> SimSequence:
+        seq = SimSequence([], computed, 100, 0.0, False)
+        bm.allocate(seq)  # its prompt's blocks, then its first token sampled
+        seq.num_cached_tokens, seq.num_tokens = computed, computed + 1
+        return seq
+
+    def steps(phase: DecodePhase, bm: CountingBlockManager, n: int) -> list[tuple[int, list[int]]]:
+        out = []
+        for _ in range(n):
+            need = phase.next_blocks()
+            bm.take(need)
+            out.append((need, [s.seq_id for s in phase.step()]))
+        return out
+
+    joined = 0
+    for k in range(9):
+        for c in range(1, 14):
+            bm = CountingBlockManager(1000, 4)
+            first = decoding(bm, 6)
+            phase = DecodePhase.start([first], {first.seq_id: 15}, bm)
+            assert phase is not None
+            steps(phase, bm, k)
+            second = decoding(bm, c)
+            if not phase.add(second, 7):
+                assert (len(second.block_table) * 4 - c) % 4 == 0  # refused only with a whole free block
+                continue
+            joined += 1
+            phase.write_back({})
+            fresh = DecodePhase.start([first, second], {first.seq_id: 15 - k, second.seq_id: 7}, bm)
+            assert fresh is not None
+            bm_free = bm.num_free_blocks
+            got = steps(phase, bm, 12)
+            bm._num_free = bm_free  # noqa: SLF001 - the same pool for the fresh phase
+            assert got == steps(fresh, bm, 12)
+    assert joined > 80

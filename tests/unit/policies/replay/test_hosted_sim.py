@@ -29,3 +29,17 @@ def test_timings_equal_the_models_own_formulas() -> None:
 def test_timings_differ_by_seed() -> None:  # the comparison above can fail: draws do move the result
     a, b = HostedSim(HostedModel(), 1), HostedSim(HostedModel(), 2)
     assert [a.timings(50) for _ in range(5)] != [b.timings(50) for _ in range(5)]
+
+
+def test_timings_with_a_draw_left_over_still_follow_random_gauss() -> None:
+    """The pair drawn at once only when random.gauss would draw one; with a spare normal held, its own calls."""
+    model, outputs = HostedModel(), [3, 40, 700] * 5
+    sim, rng = HostedSim(model, 5), random.Random(5)
+    sim._rng.gauss(0.0, 1.0)  # noqa: SLF001 - leave a spare normal in the generator
+    rng.gauss(0.0, 1.0)
+    got = [sim.timings(n) for n in outputs]
+    want = []
+    for n in outputs:
+        ttft = model.ttft(rng.gauss(0.0, 1.0))
+        want.append((ttft, ttft + max(0, n - 1) / model.tokens_per_s(rng.gauss(0.0, 1.0))))
+    assert got == want

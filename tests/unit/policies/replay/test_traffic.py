@@ -50,6 +50,23 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -
     assert f"{path}:1" in str(info.value)
 
 
+_GOOD = '{"time": 1, "team": "a", "model": "m", "prompt_tokens": 1, "output_tokens": 1}'
+
+
+@pytest.mark.parametrize("bad", [
+    ['{"time": 2, "team": "a"'],  # cut short: the whole-file parse fails
+    [_GOOD + ", " + _GOOD],  # two objects on one line: the whole file parses, one value too many
+    ["[" + _GOOD, "2]"],  # one JSON value across two lines: the whole file parses, one value too few
+])
+def test_a_bad_line_among_good_ones_is_named(tmp_path: Path, bad: list[str]) -> None:
+    """The file is parsed in one go; a line that is not one JSON value is still found and named."""
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join([_GOOD, "", *bad, _GOOD]) + "\n")
+    with pytest.raises(TrafficError, match="not JSON") as info:
+        read_jsonl(path)
+    assert f"{path}:3" in str(info.value)
+
+
 def test_empty_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(TrafficError, match="no requests to replay"):
