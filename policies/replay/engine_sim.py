@@ -127,12 +127,12 @@ class SimEngine:
 
     def _mixed_step(self, batch: ScheduledBatch, events: list[EngineEvent]) -> None:
         """One step of the engine's mixed schedule: every running sequence decodes one token, then a
-        chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
+        chunk of waiting prompts is prefilled, in one forward pass (EngineModel.mixed_time)."""
         d = batch.num_decodes  # batch.parts(), by slices: the decodes lead
         decodes, prefills, counts = batch.seqs[:d], batch.seqs[d:], batch.num_scheduled_tokens[d:]
         context = sum([seq.num_tokens for seq in decodes])  # (lists: faster than generators here)
         prefix = sum([seq.num_cached_tokens for seq in prefills])
-        self.clock += self.model.decode_time(d, context) + self.model.prefill_time(sum(counts), prefix)
+        self.clock += self.model.mixed_time(d, context, sum(counts), prefix)
         if self._unsampled:
             self._first_tokens(decodes, self.clock, events)
         left, caching = self._left, self.blocks.enable_prefix_caching

@@ -119,9 +119,9 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
 
 def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
-    mean batch it decoded in and the prefill passes per step that ran meanwhile (others' prompts in
-    chunks of the step's prompt budget, counted by their first token inside its decode): the engine
-    runs a mixed step's prefill as its own pass, which the simulator adds to the decode step. A term
+    mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
+    chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
+    adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); None
     when the passes cannot be told apart (then the decode line alone, passes included, as before)."""
     firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
@@ -141,6 +141,12 @@ def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float
             got = dict(zip(cols, coef))
             return max(0.0, got[0]), got.get(1, 0.0), got[2]
     return None
+
+
+def _pass_fixed(model: EngineModel, chunk_s: float, chunk: int) -> float:
+    """The prefill's fixed cost that makes a chunk of `chunk` tokens add `chunk_s` to a mixed step (one
+    pass: the larger fixed cost once, so a prefill's beyond the decode's is what it adds)."""
+    return model.decode_fixed_s + max(0.0, chunk_s - model.prefill_per_token_s * chunk)
 
 
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
@@ -167,9 +173,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
         fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
                          prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
-    if prefill is None and with_passes is not None:  # too few idle arrivals: a pass of one chunk costs what
+    if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
         # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
-        fitted = replace(fitted, prefill_fixed_s=max(0.0, with_passes[2] - fitted.prefill_per_token_s * chunk))
+        fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
     elif prefill is None and decode is not None:  # neither: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,

@@ -1,0 +1,28 @@
+"""The simulated engine as the engine now runs: a mixed step is one forward pass (one fixed cost, the
+larger; local_engine/runner.py), not a decode step plus a prefill step."""
+from __future__ import annotations
+
+import pytest
+
+from policies.perf_model import EngineModel
+from policies.replay.engine_sim import EngineEvent, SimEngine
+
+# A prefill pass: 40 ms + 1 ms a token; a decode step: 10 ms + 2 ms a sequence. Budget 64, floor 64.
+MODEL = EngineModel(source="test", prefill_fixed_s=0.04, prefill_per_token_s=0.001, decode_fixed_s=0.01,
+                    decode_per_seq_s=0.002, decode_per_context_token_s=0.0, num_blocks=4096, max_model_len=4096,
+                    max_num_batched_tokens=64, prefill_floor_tokens=64)
+
+
+def test_a_mixed_step_costs_one_pass() -> None:
+    # 4 decodes + 64 prompt tokens: max(40, 10) ms + 4 × 2 ms + 64 × 1 ms = 112 ms (two passes: 122 ms).
+    assert MODEL.mixed_time(4, 0, 64) == pytest.approx(0.112)
+    engine, events = SimEngine(MODEL, False), []  # type: ignore[var-annotated]
+    for i in range(4):
+        engine.submit(i, 10, 1000, 0.0)
+    engine.advance(0.0, events)  # the idle engine prefills the four together: 40 + 40 ms
+    assert engine.clock == pytest.approx(0.08)
+    engine.submit(4, 64, 5, 0.08)  # one chunk of 64 beside the 4 decodes: one mixed step
+    engine.advance(0.08, events)
+    first = next(e.time for e in events if isinstance(e, EngineEvent) and e.request == 4 and e.first_token)
+    assert first == pytest.approx(0.08 + 0.112)
+
