@@ -1,5 +1,6 @@
 """The simulated engine as the engine now runs: a mixed step is one forward pass (one fixed cost, the
-larger; local_engine/runner.py), not a decode step plus a prefill step."""
+larger), and its state reports the prefill and decode rates it measured over its recent steps (tokens per
+busy second, 0 with no step in the window), as local_engine/stats.py does, not a nominal rate."""
 from __future__ import annotations
 
 import pytest
@@ -26,3 +27,19 @@ def test_a_mixed_step_costs_one_pass() -> None:
     first = next(e.time for e in events if isinstance(e, EngineEvent) and e.request == 4 and e.first_token)
     assert first == pytest.approx(0.08 + 0.112)
 
+
+def test_the_state_reports_the_rates_it_measured() -> None:
+    engine, events = SimEngine(MODEL, False), []  # type: ignore[var-annotated]
+    idle = engine.snapshot(0.0)
+    assert (idle.prefill_tokens_per_s, idle.decode_tokens_per_s) == (0.0, 0.0)  # nothing ran: 0, as the engine
+    engine.submit(0, 60, 3, 0.0)
+    engine.advance(0.0, events)  # one prefill step: 60 tokens in 0.1 s
+    assert engine.snapshot(0.1).prefill_tokens_per_s == pytest.approx(600.0)
+    engine.submit(1, 64, 3, 0.1)
+    engine.advance(0.1, events)  # a mixed step of 1 decode + 64 tokens, 0.106 s, split by tokens
+    snap = engine.snapshot(0.206)
+    assert snap.prefill_tokens_per_s == pytest.approx((60 + 64) / (0.1 + 0.106 * 64 / 65))
+    assert snap.decode_tokens_per_s == pytest.approx(1 / (0.106 / 65))
+    engine.advance(float("inf"), events)
+    later = engine.snapshot(engine.clock + 10.5)  # past the engine's 10 s window: idle again
+    assert (later.prefill_tokens_per_s, later.decode_tokens_per_s) == (0.0, 0.0)
