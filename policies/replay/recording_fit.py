@@ -149,6 +149,20 @@ def _pass_fixed(model: EngineModel, chunk_s: float, chunk: int) -> float:
     return model.decode_fixed_s + max(0.0, chunk_s - model.prefill_per_token_s * chunk)
 
 
+def _idle_prefill(model: EngineModel, line: tuple[float, float], with_passes: tuple[float, float, float] | None,
+                  chunk: int) -> EngineModel:
+    """The idle arrivals' TTFT against their prompt (`line`: intercept, slope) split into the engine's step
+    and the time outside it: the per-token slope is the step's; of the intercept, the step's fixed cost is
+    what the engine's own steps showed (a chunk's cost beside the decodes, else a decode step's: one
+    forward pass either way), and the rest (gateway, HTTP, tokenizing: it does not hold the engine) is
+    request overhead. Charging the whole intercept to every step made a busy engine ~5× too slow."""
+    stepped = replace(model, prefill_per_token_s=line[1], prefill_per_context_token_s=0.0)
+    fixed = _pass_fixed(stepped, with_passes[2], chunk) if with_passes is not None else stepped.decode_fixed_s
+    fixed = min(fixed, max(0.0, line[0] - model.request_overhead_s))  # never more than the idle TTFT showed
+    return replace(stepped, prefill_fixed_s=fixed,
+                   request_overhead_s=model.request_overhead_s + max(0.0, line[0] - model.request_overhead_s - fixed))
+
+
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
     """`base` with the decode (and, where enough requests found the engine idle, prefill) step times
     this backend showed in the recording; `base` unchanged when it served too few requests."""
@@ -170,9 +184,8 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     idle = [s for s in served if s.first > s.arrival
             and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
-    if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
-        fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
-                         prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
+    if prefill is not None:
+        fitted = _idle_prefill(fitted, prefill, with_passes, chunk)
     if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
         # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
         fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
