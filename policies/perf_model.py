@@ -19,10 +19,10 @@ class PerfModelError(ValueError):
 class EngineModel:
     """One engine replica: how long a step takes and how much KV it holds.
 
-    A step decodes every running sequence, then prefills a chunk with the token budget left; each
-    part is timed on its own (the engine runs them as two passes):
+    A step decodes every running sequence, then prefills a chunk with the token budget left:
     prefill = fixed + per uncached token + per cached context token the new ones attend to;
-    decode  = fixed + per running sequence + per context token read (K/V of the whole batch).
+    decode  = fixed + per running sequence + per context token read (K/V of the whole batch);
+    a mixed step is one forward pass (local_engine/runner.py): one fixed cost, the larger, plus both parts.
     Defaults: SmolLM2-135M on this 2-core CPU (bf16, 2 torch threads, process core), from the
     measured figures in docs/benchmarks.md (2026-11-26); see docs/replay.md for the derivation.
     """
@@ -77,6 +77,13 @@ class EngineModel:
     def decode_time(self, num_seqs: int, context_tokens: int) -> float:
         """One decode step of `num_seqs` sequences holding `context_tokens` tokens in all (the ITL)."""
         return self.decode_fixed_s + self.decode_per_seq_s * num_seqs + self.decode_per_context_token_s * context_tokens
+
+    def mixed_time(self, num_decodes: int, context_tokens: int, uncached_tokens: int, prefix_tokens: int = 0) -> float:
+        """One mixed step: `num_decodes` sequences decoding and a chunk of `uncached_tokens` prompt tokens
+        in ONE forward pass (the weights read once): the larger fixed cost once, then each part's own."""
+        return (max(self.decode_fixed_s, self.prefill_fixed_s) + self.decode_per_seq_s * num_decodes
+                + self.decode_per_context_token_s * context_tokens + self.prefill_per_token_s * uncached_tokens
+                + self.prefill_per_context_token_s * prefix_tokens)
 
     def decode_run_time(self, num_seqs: int, context_tokens: int, num_steps: int) -> float:
         """`num_steps` decode steps of the same batch; its context grows by `num_seqs` each step."""
@@ -172,6 +179,8 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
         waiting = 0.0
     if prefill_token_s is not None:
         waiting += prefill_token_s * prefill
+    elif num_running:  # each mixed step is one pass: its fixed cost beyond the decode's is the only extra
+        waiting += steps * max(0.0, model.prefill_fixed_s - model.decode_fixed_s) + model.prefill_per_token_s * prefill
     else:
         waiting += steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill
     return model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens

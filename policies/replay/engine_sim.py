@@ -11,6 +11,7 @@ from local_engine.config import EngineConfig
 from local_engine.errors import RequestTooLarge
 from local_engine.scheduler import Scheduler, _Step
 from local_engine.sequence import FinishReason, Sequence
+from local_engine.stats import ThroughputWindow
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
@@ -46,8 +47,9 @@ class SimEngine:
         self.busy_s = 0.0
         self._request: dict[int, int] = {}  # seq_id → request index
         self._left: dict[int, int] = {}  # seq_id → tokens it has still to generate
-        self._prefill_rate = model.prefill_tokens_per_s()
-        self._decode_rate = model.decode_tokens_per_s(min(16, model.max_num_seqs), 512)
+        # The rates its state reports, measured as the engine does (tokens per busy second over its
+        # stats window; 0 when no step ran in it), not a nominal rate: the router works off on them.
+        self.throughput = ThroughputWindow(config.stats_window_s)
         self._decoding = False  # every running sequence is past its prefill: the next step decodes them all
         # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
         # scheduler decodes them, and that step samples their first token.
@@ -85,11 +87,12 @@ class SimEngine:
 
     def snapshot(self, now: float) -> EngineSnapshot:
         m, s = self.model, self.scheduler
+        rates = self.throughput.rates(now)
         return EngineSnapshot(
             taken_at=now, kv_bytes_per_token=m.kv_bytes_per_token, block_size=m.block_size,
             num_blocks_total=m.num_blocks, num_blocks_free=self.blocks.num_free_blocks, num_running=len(s.running),
             num_waiting=len(s.waiting), prefix_cache_hit_rate=self.blocks.prefix_cache_hit_rate,
-            prefill_tokens_per_s=self._prefill_rate, decode_tokens_per_s=self._decode_rate,
+            prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
             max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs, max_waiting=m.max_waiting)
 
     def advance(self, until: float, events: list[EngineEvent]) -> None:
@@ -115,7 +118,9 @@ class SimEngine:
             self._decoding = False
             if batch.is_prefill:
                 context = sum(seq.num_cached_tokens for seq in batch.seqs)
-                self.clock += self.model.prefill_time(batch.total_tokens, context)
+                step_s = self.model.prefill_time(batch.total_tokens, context)
+                self.clock += step_s
+                self.throughput.record(self.clock, True, batch.total_tokens, step_s)
                 self._after_prefill(batch.seqs, batch.num_scheduled_tokens, events)
             elif not batch.is_decode:
                 self._mixed_step(batch, events)
@@ -130,12 +135,12 @@ class SimEngine:
 
     def _mixed_step(self, batch: ScheduledBatch, events: list[EngineEvent]) -> None:
         """One step of the engine's mixed schedule: every running sequence decodes one token, then a
-        chunk of waiting prompts is prefilled; it costs the decode step plus the chunk's prefill."""
+        chunk of waiting prompts is prefilled, in one forward pass (EngineModel.mixed_time)."""
         d = batch.num_decodes  # batch.parts(), by slices: the decodes lead
         decodes, prefills, counts = batch.seqs[:d], batch.seqs[d:], batch.num_scheduled_tokens[d:]
         context = sum([seq.num_tokens for seq in decodes])  # (lists: faster than generators here)
         prefix = sum([seq.num_cached_tokens for seq in prefills])
-        self.clock += self._mixed_time(d, context, sum(counts), prefix)
+        self._mixed_clock(d, context, sum(counts), prefix)
         if self._unsampled:
             self._first_tokens(decodes, self.clock, events)
         left, caching = self._left, self.blocks.enable_prefix_caching
@@ -153,10 +158,15 @@ class SimEngine:
                 self._finish(seq, events)
         self._after_prefill(prefills, counts, events)
 
-    def _mixed_time(self, decodes: int, context: int, prefill_tokens: int, prefix: int) -> float:
-        """One mixed step: `decodes` sequences holding `context` tokens decode one token each while
-        `prefill_tokens` prompt tokens (after `prefix` cached ones) are prefilled."""
-        return self.model.decode_time(decodes, context) + self.model.prefill_time(prefill_tokens, prefix)
+    def _mixed_clock(self, decodes: int, context: int, prefill_tokens: int, prefix: int) -> None:
+        """One mixed step on the clock: `decodes` sequences holding `context` tokens decode one token each
+        while `prefill_tokens` prompt tokens (after `prefix` cached ones) are prefilled, in one forward pass
+        (EngineModel.mixed_time); its time split between the two rates by tokens, as the engine's _record does."""
+        step_s = self.model.mixed_time(decodes, context, prefill_tokens, prefix)
+        self.clock += step_s
+        total = decodes + prefill_tokens
+        self.throughput.record(self.clock, False, decodes, step_s * decodes / total)
+        self.throughput.record(self.clock, True, prefill_tokens, step_s * prefill_tokens / total)
 
     def _phased_mixed(self, phase: DecodePhase, events: list[EngineEvent]) -> bool:
         """fast_schedule's mixed step while a decode phase runs, the phase kept: its sequences decode one
@@ -179,7 +189,7 @@ class SimEngine:
             bm.take(-need)  # nothing admitted (it changed nothing): a decode step, the scheduler's call
             return False
         prefills, counts = zip(*step.prefills)
-        self.clock += self._mixed_time(phase.n, phase.context, sum(counts), sum([q.num_cached_tokens for q in prefills]))
+        self._mixed_clock(phase.n, phase.context, sum(counts), sum([q.num_cached_tokens for q in prefills]))
         for seq in phase.step():
             self._finish(seq, events)
         self._after_prefill(prefills, counts, events)
@@ -219,7 +229,9 @@ class SimEngine:
             if need > bm.num_free_blocks:
                 return  # a preemption: the scheduler's call (advance writes the sequences back first)
             bm.take(need)
+            start, num, steps = self.clock, phase.n, phase.steps
             self.clock, done = phase.run(self.model, self.clock, until)
+            self.throughput.record(self.clock, False, num * (phase.steps - steps), self.clock - start)
             for seq in done:
                 self._finish(seq, events)
         if not running:
@@ -254,7 +266,9 @@ class SimEngine:
         steps = self._fit_blocks(seqs, steps)
         if self._unsampled:
             self._first_tokens(seqs, self.clock + step_s, events)
-        self.clock += self.model.decode_run_time(num, context, steps)
+        run_s = self.model.decode_run_time(num, context, steps)
+        self.clock += run_s
+        self.throughput.record(self.clock, False, num * steps, run_s)
         bm = self.blocks
         caching, size = bm.enable_prefix_caching, bm.block_size
         counting = isinstance(bm, CountingBlockManager)  # (the tests also run the engine's own one)

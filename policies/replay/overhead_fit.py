@@ -62,13 +62,14 @@ def excess_ttfts(records: Sequence[TrafficRecord], backend: str, model: EngineMo
     return served, [records[i].recorded.ttft_s - s for i, s in zip(served, sim)]  # type: ignore[union-attr, operator]
 
 
-def fit_frontend(times: Sequence[float], served: Sequence[int], excess: Sequence[float]) -> tuple[float, float]:
+def fit_frontend(times: Sequence[float], served: Sequence[int], excess: Sequence[float],
+                 floor: float = 0.0) -> tuple[float, float]:
     """(constant, service time) minimising the absolute error of constant + service + wait against the
-    excess of the served requests (the constant: the median of what is left, clipped at 0)."""
+    excess of the served requests (the constant: the median of what is left, at least `floor`)."""
     def error(service: float) -> tuple[float, float, float]:
         waits = frontend_waits(times, service)
         left = [e - service - waits[i] for i, e in zip(served, excess)]
-        fixed = max(0.0, median(left))
+        fixed = max(floor, median(left))
         return sum(abs(x - fixed) for x in left), service, fixed
 
     coarse = min(error(k * COARSE_S) for k in range(round(MAX_SERVICE_S / COARSE_S) + 1))  # ties: the smaller
@@ -79,11 +80,14 @@ def fit_frontend(times: Sequence[float], served: Sequence[int], excess: Sequence
 
 def fit_overhead(records: Sequence[TrafficRecord], backend: str, model: EngineModel) -> EngineModel:
     """`model` (its step times already fitted) with request_overhead_s and frontend_service_s fitted to
-    what the gateway measured of this engine's TTFTs beyond its steps; unchanged with too few requests."""
+    what the gateway measured of this engine's TTFTs beyond its steps (request_overhead_s at least the
+    model's); unchanged with too few requests."""
     served, excess = excess_ttfts(records, backend, model)
     if len(served) < MIN_REQUESTS:
         return model
-    fixed, service = fit_frontend([r.time for r in records], served, excess)
+    # The overhead the idle arrivals showed beyond the engine's step (recording_fit) is the floor: the
+    # busy requests' excess also holds the simulated queue's errors, which can push the median below it.
+    fixed, service = fit_frontend([r.time for r in records], served, excess, model.request_overhead_s)
     how = f"overhead {fixed * 1e3:.1f} ms + front end {service * 1e3:.1f} ms a request"
     return replace(model, request_overhead_s=round(fixed, 6), frontend_service_s=round(service, 6),
                    source=f"{model.source}; {how}" + (f" ({1 / service:.0f} requests/s)" if service else ""))

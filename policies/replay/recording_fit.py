@@ -119,9 +119,9 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
 
 def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
-    mean batch it decoded in and the prefill passes per step that ran meanwhile (others' prompts in
-    chunks of the step's prompt budget, counted by their first token inside its decode): the engine
-    runs a mixed step's prefill as its own pass, which the simulator adds to the decode step. A term
+    mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
+    chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
+    adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); None
     when the passes cannot be told apart (then the decode line alone, passes included, as before)."""
     firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
@@ -141,6 +141,26 @@ def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float
             got = dict(zip(cols, coef))
             return max(0.0, got[0]), got.get(1, 0.0), got[2]
     return None
+
+
+def _pass_fixed(model: EngineModel, chunk_s: float, chunk: int) -> float:
+    """The prefill's fixed cost that makes a chunk of `chunk` tokens add `chunk_s` to a mixed step (one
+    pass: the larger fixed cost once, so a prefill's beyond the decode's is what it adds)."""
+    return model.decode_fixed_s + max(0.0, chunk_s - model.prefill_per_token_s * chunk)
+
+
+def _idle_prefill(model: EngineModel, line: tuple[float, float], with_passes: tuple[float, float, float] | None,
+                  chunk: int) -> EngineModel:
+    """The idle arrivals' TTFT against their prompt (`line`: intercept, slope) split into the engine's step
+    and the time outside it: the per-token slope is the step's; of the intercept, the step's fixed cost is
+    what the engine's own steps showed (a chunk's cost beside the decodes, else a decode step's: one
+    forward pass either way), and the rest (gateway, HTTP, tokenizing: it does not hold the engine) is
+    request overhead. Charging the whole intercept to every step made a busy engine ~5× too slow."""
+    stepped = replace(model, prefill_per_token_s=line[1], prefill_per_context_token_s=0.0)
+    fixed = _pass_fixed(stepped, with_passes[2], chunk) if with_passes is not None else stepped.decode_fixed_s
+    fixed = min(fixed, max(0.0, line[0] - model.request_overhead_s))  # never more than the idle TTFT showed
+    return replace(stepped, prefill_fixed_s=fixed,
+                   request_overhead_s=model.request_overhead_s + max(0.0, line[0] - model.request_overhead_s - fixed))
 
 
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
@@ -164,12 +184,11 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     idle = [s for s in served if s.first > s.arrival
             and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
-    if prefill is not None:  # its intercept holds the request overhead, which stays as the base has it
-        fitted = replace(fitted, prefill_fixed_s=max(0.0, prefill[0] - base.request_overhead_s),
-                         prefill_per_token_s=prefill[1], prefill_per_context_token_s=0.0)
-    if prefill is None and with_passes is not None:  # too few idle arrivals: a pass of one chunk costs what
+    if prefill is not None:
+        fitted = _idle_prefill(fitted, prefill, with_passes, chunk)
+    if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
         # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
-        fitted = replace(fitted, prefill_fixed_s=max(0.0, with_passes[2] - fitted.prefill_per_token_s * chunk))
+        fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
     elif prefill is None and decode is not None:  # neither: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,

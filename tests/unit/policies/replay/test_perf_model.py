@@ -73,7 +73,8 @@ def test_engine_prediction_queue_ahead_prefix_and_decode() -> None:
     # 1,500 queued prompt tokens ahead + its own 500, 4 decoding: each step decodes the 4 (14 ms) and
     # prefills 996 of the 1,000-token budget, so 3 steps after the one in progress.
     busy = predict_engine(model, prompt_tokens=500, output_tokens=11, queued_prompt_tokens=1500, num_running=4)
-    assert busy.ttft_s == pytest.approx(4 * 0.014 + 3 * 0.05 + 2.0)
+    # A mixed step is one pass: its prefill adds only its fixed cost beyond the decode's (50 − 10 ms).
+    assert busy.ttft_s == pytest.approx(4 * 0.014 + 3 * 0.04 + 2.0)
     assert busy.e2e_s == pytest.approx(busy.ttft_s + 10 * 0.015)
     # Rates measured now replace the model's: a 0.2 s decode step, 2 ms per prefill token (fixed cost in it).
     live = predict_engine(model, prompt_tokens=500, output_tokens=11, queued_prompt_tokens=1500, num_running=4,
@@ -85,7 +86,7 @@ def test_engine_prediction_queue_ahead_prefix_and_decode() -> None:
     assert idle.ttft_s == pytest.approx(0.05 + 2.0)
     narrow = predict_engine(replace(model, max_num_batched_tokens=64), prompt_tokens=500, output_tokens=11,
                             queued_prompt_tokens=1500, num_running=14)  # 50 prefill tokens a step: 40 steps
-    assert narrow.ttft_s == pytest.approx(41 * model.decode_time(14, 0) + 40 * 0.05 + 2.0)
+    assert narrow.ttft_s == pytest.approx(41 * model.decode_time(14, 0) + 40 * 0.04 + 2.0)
     late = predict_engine(replace(model, request_overhead_s=0.2), prompt_tokens=500, output_tokens=11)
     assert late.ttft_s == pytest.approx(0.2 + 0.55) and late.e2e_s == pytest.approx(0.2 + 0.55 + 10 * 0.011)
 

@@ -71,10 +71,11 @@ def test_the_recorded_clock_polls_when_the_views_say_the_real_gateway_did() -> N
     assert recorded_polls(_routed_on(polls, [0, 7], False), "local") == recorded_polls(traffic, "local")
     out = replay(KV_FIT, traffic, replace(_setup(1.0, 0), poll_clock="recorded"))
     # On the first poll (an idle engine) it counts all it sent since: the sixth sees 5 waiting and spills.
-    # The second poll (taken when the five sent there were in the engine, one running) shows 4 waiting and
-    # a busy engine, whose reported prefill rate (the model's nominal 20k tokens/s) clears 20-token prompts
-    # sent since within a millisecond each: the last three see 4 and go local.
-    assert out.backend == ["local"] * 5 + ["openai"] * 2 + ["local"] * 3
+    # The second poll (taken when the five sent there were in the engine, one running) shows 4 waiting, and
+    # no step has ended yet (the first prefill takes 0.1 s): the engine reports a prefill rate of 0, as the
+    # real one does with nothing in its window, so what is sent since stays counted: the eighth sees 4 and
+    # goes local, the last two see 5 and spill (with a nominal rate they were worked off and went local).
+    assert out.backend == ["local"] * 5 + ["openai"] * 2 + ["local"] + ["openai"] * 2
     # The same poll, read late by a busy gateway: the last one is routed on it, and goes local.
     late = replay(KV_FIT, _routed_on(polls, [0, 9]), replace(_setup(1.0, 0), poll_clock="recorded"))
     assert late.backend == ["local"] * 5 + ["openai"] * 4 + ["local"]

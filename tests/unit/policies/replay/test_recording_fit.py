@@ -1,6 +1,9 @@
 """Step times fitted to a recording of the engine's own traffic: a recording made by a known engine
-(decode 10 ms + 2 ms per sequence, prefill 50 ms + 1 ms per token) gives that engine back."""
+(decode 10 ms + 2 ms per sequence, prefill 10 ms + 1 ms per token) behind 40 ms outside it (gateway,
+HTTP, tokenizing) gives that engine and that overhead back."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +15,7 @@ BASE = EngineModel(decode_fixed_s=0.5, decode_per_seq_s=0.5, prefill_fixed_s=0.5
 
 
 def _record(at: float, prompt: int, output: int, batch: int, backend: str = "local") -> TrafficRecord:
-    ttft = 0.05 + 0.001 * prompt
+    ttft = 0.04 + 0.01 + 0.001 * prompt  # outside the engine, then its prefill step
     e2e = ttft + (output - 1) * (0.010 + 0.002 * batch)
     return TrafficRecord(at, "t", "chat", prompt, output, recorded=Recorded(backend, "ok", 0.0, ttft, e2e))
 
@@ -27,7 +30,14 @@ def _recording() -> list[TrafficRecord]:
 def test_a_known_engine_is_fitted_back_from_its_recording() -> None:
     fitted = fit_from_recording(_recording(), "local", BASE)
     assert fitted.decode_fixed_s == pytest.approx(0.010) and fitted.decode_per_seq_s == pytest.approx(0.002)
-    assert fitted.prefill_fixed_s == pytest.approx(0.05) and fitted.prefill_per_token_s == pytest.approx(0.001)
+    # The idle TTFT's intercept is not all the engine's step: its fixed cost is a step's (one forward pass,
+    # as the decodes showed), the rest is time outside it, which delays the client but holds no step.
+    # (Charged to every step, the whole intercept made a busy engine ~5× too slow.)
+    assert fitted.prefill_fixed_s == pytest.approx(0.01) and fitted.prefill_per_token_s == pytest.approx(0.001)
+    assert fitted.request_overhead_s == pytest.approx(0.04)
+    assert fitted.mixed_time(2, 0, 64) == pytest.approx(0.01 + 2 * 0.002 + 0.064)  # beside decodes: no 40 ms
+    with_some = fit_from_recording(_recording(), "local", replace(BASE, request_overhead_s=0.015))
+    assert (with_some.prefill_fixed_s, with_some.request_overhead_s) == (pytest.approx(0.01), pytest.approx(0.04))
     assert fitted.decode_per_context_token_s == 0.0 and "from 10 idle arrivals" in fitted.source
     assert (fitted.num_blocks, fitted.max_num_seqs) == (BASE.num_blocks, BASE.max_num_seqs)  # the pool stays
 
@@ -47,6 +57,12 @@ def test_too_few_requests_leave_the_model_and_calibrated_fits_only_the_named_eng
     assert fit_from_recording(_recording()[:5], "local", BASE) is BASE
     perf = calibrated(PerfModel({}, {}, BASE), ["local"], [], _recording())
     assert perf.engine("local").decode_per_seq_s == pytest.approx(0.002) and perf.engine("other") is BASE
+    # Fours at once, each with a TTFT as if alone: shorter than the simulated engine gives 3 of each 4, so
+    # the overhead fit's median falls below 0, and the 40 ms the idle arrivals showed outside it is kept.
+    fours = [_record(5000.0 + 100 * i, 300, 21, 4) for i in range(10) for _ in range(4)]
+    records = sorted([r for r in _recording() if r.time < 5000] + fours, key=lambda r: r.time)
+    assert calibrated(PerfModel({}, {}, BASE), ["local"], [], records).engine("local").request_overhead_s \
+        == pytest.approx(0.04)
 
 
 def test_a_hosted_backends_ttft_and_speed_percentiles_come_from_its_recorded_requests() -> None:
