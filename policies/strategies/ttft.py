@@ -49,21 +49,18 @@ def _engine(ctx: Context, backend: str) -> Predicted:
     facts = ctx.facts
     prompt = facts.prompt_tokens_by_backend.get(backend, facts.prompt_tokens)
     cached = int(prompt * facts.prefix_hit_rate.get(backend, 0.0))
-    # Ours sent since the poll are ahead of this one (waiting, or still prefilling: an engine admits a
-    # prompt into its running batch before it has computed it), and so are ours it does not show yet
-    # (still on their way: HTTP, tokenizing); all of them will be in the batch it decodes meanwhile.
+    # The prefill work ahead of this one as the live state counts it for every strategy (LiveState.
+    # queued_prompt_tokens: the polled queue taken to be like this prompt, ours sent since the poll at their
+    # own size, less what an engine busy at the poll has worked off since). Ours sent since, and ours it does
+    # not show yet (still on their way: HTTP, tokenizing), will all be in the batch it decodes meanwhile.
+    queued = live.queued_prompt_tokens(backend, prompt) or 0
     mine = live.in_flight.get(backend)
     if mine is None:
-        ahead, running = snap.num_waiting, snap.num_running
+        running = snap.num_running
     else:
-        since = max(0, mine.num_started_since)
-        ahead = max(snap.num_waiting + since, mine.num - snap.num_running)
-        running = max(snap.num_running + since - mine.num_ended_since, mine.num)
+        running = max(snap.num_running + max(0, mine.num_started_since) - mine.num_ended_since, mine.num)
     if snap.max_num_seqs:
         running = min(running, snap.max_num_seqs)
-    queued = ahead * prompt  # those ahead are taken to be like this one, but ours sent since at their own size
-    if mine is not None and mine.prompt_tokens_since > 0:
-        queued += mine.prompt_tokens_since - max(0, mine.num_started_since) * prompt
     used_tokens = (snap.num_blocks_total - snap.num_blocks_free) * snap.block_size  # the running batch's context
     # The rates the engine measured over its last seconds beat the model file's: they include what
     # else this (shared) machine is doing now.

@@ -18,7 +18,7 @@ from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
 from policies.strategies.slo_cost import still_out
 
-from .support import engine, facts, live
+from .support import NOW, engine, facts, live
 
 POLICY = """\
 backends:
@@ -180,3 +180,16 @@ def test_ours_sent_since_the_poll_are_queued_prefill_at_their_own_size() -> None
     assert [b[0] for b, _ in burst] == ["local"] * 4 + ["openai"]
     # The next poll shows the three waiting: counted from it alone (sizes unknown: like this one), not twice.
     assert dict(_route(_sent_since(0, 0, waiting=3), prompt=20)[1].predicted_ttft)["local"] == pytest.approx(0.08)
+
+
+def test_a_busy_engine_works_off_what_we_sent_since_the_poll_as_kv_fit_counts_it() -> None:
+    """slo_cost prices the queue as LiveState.queued_prompt_tokens counts it for every strategy: an engine
+    busy at the poll, prefilling at 1,000 tokens/s, has had 1 s for our 900 tokens sent since — none left
+    ahead of a 20-token prompt (before: all 900 still counted, 0.92 s, and a steady stream it keeps up with
+    read as a queue and spilled)."""
+    busy = replace(engine(running=2, prefill_tps=1000.0), max_num_seqs=64)
+    state = replace(live({"local": busy}), in_flight={"local": InFlight(5, 3, 0, 900, NOW - 1.0)})
+    assert state.queued_prompt_tokens("local", 20) == 0
+    predicted = dict(_route(state, prompt=20)[1].predicted_ttft)
+    assert predicted["local"] == pytest.approx(0.02)
+    assert _route(state, prompt=20)[0][0] == "local"

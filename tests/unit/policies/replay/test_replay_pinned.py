@@ -3,7 +3,8 @@ engine + hosted): every request's outcome and the summary (costs, shares, percen
 to what main's code gave before decide() and its dataclasses were made cheaper (5e16ca8; re-pinned at
 the liveview merge, whose queue estimate changes decisions on purpose: its tree gives the same digest;
 re-pinned when a mixed step became one forward pass, as the engine runs it: its cost changes on purpose;
-and when the simulated engine reported its measured prefill rate, as the real one does: the router's view changes)."""
+and when the simulated engine reported its measured prefill rate, as the real one does: the router's view changes;
+and when slo_cost priced the queue as LiveState.queued_prompt_tokens does, work-off included)."""
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ from policies.replay.traffic import read_jsonl
 PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
 # sha1 over every request's (backend, refusal, rule, cost, ttft, e2e) and the summary, from main's code; a
 # change that means to alter replay results re-pins it (python -c "…replay_digest(Path(tmp))").
-PINNED = "3a89ed7456c1cc0c6551dde01e9ea8c81599b019"
+PINNED = "c0092a0786c21c95222cdc2d4ecf5793f2d9a9c2"
 
 
 def _traffic(path: Path) -> list:
