@@ -21,6 +21,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway import http_guard
+from tests.support.fake_transport import FakeTransport
 
 HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept-Encoding: gzip, deflate\r\n"
         b"Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
@@ -29,30 +30,6 @@ HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept-E
         b"X-Stainless-Runtime-Version: 3.11.9\r\nAuthorization: Bearer sk-hgw-0123abcd-xxxxxxxxxxxxxxxxxxxxxxxx\r\n"
         b"X-Stainless-Async: false\r\nx-stainless-retry-count: 0\r\nx-stainless-read-timeout: 600\r\n"
         b"Content-Length: 0\r\n\r\n")
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def write(self, data: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
@@ -77,7 +54,7 @@ def _median_us(cls: Any, config: uvicorn.Config, heads: int) -> float:
     state, times = ServerState(), []
     for _ in range(heads):
         protocol = cls(config=config, server_state=state, app_state={})
-        protocol.connection_made(_Transport())
+        protocol.connection_made(FakeTransport())
         start = time.perf_counter()
         protocol.data_received(HEAD)
         times.append(time.perf_counter() - start)

@@ -11,6 +11,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway.http_guard import ConnectionBounds, connection_limit, guarded_protocol
+from tests.support.fake_transport import FakeTransport
 
 
 def test_the_total_is_at_most_half_the_open_file_limit() -> None:
@@ -20,33 +21,7 @@ def test_the_total_is_at_most_half_the_open_file_limit() -> None:
         assert connection_limit(10**9) == soft // 2
 
 
-class _Transport(asyncio.Transport):
-    """What the protocol writes, and whether it closed the connection (no socket)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written, self.closed = b"", False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def write(self, data: Any) -> None:
-        self.written += bytes(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-async def _feed(*reads: bytes) -> tuple[_Transport, bool]:
+async def _feed(*reads: bytes) -> tuple[FakeTransport, bool]:
     """(the transport, whether a request reached the app) after the protocol parsed `reads`."""
     async def app(scope: Any, receive: Any, send: Any) -> None:
         pass
@@ -54,7 +29,7 @@ async def _feed(*reads: bytes) -> tuple[_Transport, bool]:
     config = uvicorn.Config(app, http="httptools", lifespan="off", log_level="error")
     config.load()
     protocol = guarded_protocol(ConnectionBounds(10, 0, 100))(config=config, server_state=ServerState(), app_state={})
-    transport = _Transport()
+    transport = FakeTransport()
     protocol.connection_made(transport)
     for data in reads:
         protocol.data_received(data)
