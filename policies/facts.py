@@ -13,6 +13,7 @@ from policies.errors import RoutingError
 from policies.estimator import TokenPrice, local_price
 from policies.live import LiveState
 from policies.schema import BackendSpec
+from policies.structured_output import asked_field
 from policies.tokens import TokenCounter
 
 
@@ -148,7 +149,7 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source, output_tokens_by_backend=outputs,
-        difficulty=scores.difficulty, category=scores.category,
+        difficulty=scores.difficulty, category=scores.category, structured_output=asked_field(body),
     )
 
 
