@@ -66,7 +66,8 @@ async def main(heads: int, rounds: int, revs: list[str]) -> None:
     config = uvicorn.Config(_app, http="httptools", lifespan="off", log_level="error")
     config.load()
     guarded = http_guard.guarded_protocol(http_guard.ConnectionBounds(10, 0, 10**6))
-    trees = {"uvicorn": guarded.__mro__[1], "guard (this tree)": guarded}
+    uvicorn_own = next(c for c in guarded.__mro__ if c.__module__.startswith("uvicorn."))
+    trees = {"uvicorn": uvicorn_own, "guard (this tree)": guarded}
     for rev in revs:
         old = _module_at(rev)
         trees[f"guard @{rev}"] = old.guarded_protocol(old.ConnectionBounds(10, 0, 10**6))

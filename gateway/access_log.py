@@ -37,10 +37,11 @@ class AccessRecord(logging.LogRecord):
 
 
 def access_line(usage: UsageRecord, error: str, skipped: Sequence[Attempt]) -> str:
-    """The JSON line: the record without its gaps (the ledger keeps them; the line stays short), the
+    """The JSON line: the record without its gaps and its engine views (the ledger keeps both, for reports
+    and `hybridgw replay`; the line stays one short line per request, as a proxy's access log is), the
     error's text and the targets passed over, when there are any."""
     line = usage.to_dict()
-    del line["itl_gaps_s"]
+    del line["itl_gaps_s"], line["engine_view"]
     if error:
         line["error"] = error
     if skipped:

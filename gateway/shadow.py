@@ -135,18 +135,28 @@ class Shadower:
         if not fits:
             self.counts["no_room"] += 1
             return
-        # Half-open, this call is the one probe if it can claim it — only now that it will be made: a probe
-        # claimed for a call not made would keep the backend open to everyone until probe_timeout_s.
-        if circuit == "half_open" and not self.svc.live.health.claim_probe(backend, self.svc.live.clock()):
+        # Half-open, this call is the one probe if it can claim it — given back if the call is not made after
+        # all (limits): a probe claimed for no call would keep the backend open to everyone until probe_timeout_s.
+        probe = circuit == "half_open"
+        if probe and not self.svc.live.health.claim_probe(backend, self.svc.live.clock()):
             self.svc.live.release(hold)
             self.counts["unhealthy"] += 1
             return
+        reservation: Reservation | None | bool = False
         try:
-            answer = await self._send(job)
-        finally:  # the call is over, whatever its outcome (limits refused, failed, cancelled at shutdown)
-            self.svc.live.release(hold)
-        if answer is None:
+            reservation = await self._reserve(job)
+        finally:
+            if reservation is False:  # no call: over the team's limits (dropped), the limiter failed, shutdown
+                self.svc.live.release(hold)
+                if probe:
+                    self.svc.live.health.release_probe(backend)
+        if reservation is False:
             return
+        assert reservation is None or isinstance(reservation, Reservation)
+        try:
+            answer = await self._send(job, reservation)
+        finally:  # the call is over, whatever its outcome (failed, cancelled at shutdown)
+            self.svc.live.release(hold)
         if answer.status != "ok":
             self.counts["failed"] += 1
             return
@@ -177,12 +187,8 @@ class Shadower:
             return False, None
         return True, live.reserve(backend, facts)
 
-    async def _send(self, job: ShadowJob) -> Answer | None:
-        """The call, within the team's limits (None: over them, not made), recorded in the ledger."""
-        reservation = await self._reserve(job)
-        if reservation is False:
-            return None
-        assert reservation is None or isinstance(reservation, Reservation)
+    async def _send(self, job: ShadowJob, reservation: Reservation | None) -> Answer:
+        """The call, its spend held by `reservation` (None: no limiter), recorded in the ledger."""
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
         try:

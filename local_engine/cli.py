@@ -28,55 +28,71 @@ def _positive_int(text: str) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hybridgw engine", description=__doc__)
-    p.add_argument("--model", default="smollm2", help="smollm2, tiny-random, a .gguf file or an HF folder")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8100, help="0 picks a free port (see the ready line)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the device's best)")
-    p.add_argument("--kv-dtype", default=None,
+    _model_args(p.add_argument_group("model and KV pool"))
+    _scheduling_args(p.add_argument_group("scheduling"))
+    _kernel_args(p.add_argument_group("CPU threads and kernels"))
+    _server_args(p.add_argument_group("server"))
+    return p.parse_args(argv)
+
+
+def _model_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--model", default="smollm2", help="smollm2, tiny-random, a .gguf file or an HF folder")
+    g.add_argument("--served-model-name", action="append", default=[],
+                   help="extra names requests may use for this model (repeatable)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    g.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: the device's best)")
+    g.add_argument("--kv-dtype", default=None,
                    help="KV cache dtype: fp32, bf16, fp16 or fp8 (default: same as --dtype)")
-    pool = p.add_mutually_exclusive_group()
+    g.add_argument("--kv-scales", action=argparse.BooleanOptionalAction, default=True,
+                   help="fp8 KV: per-layer, per-head scales calibrated at load (default); --no-kv-scales: plain cast")
+    pool = g.add_mutually_exclusive_group()
     pool.add_argument("--kv-cache-bytes", type=int, default=None, help="KV pool size in bytes")
     pool.add_argument("--gpu-memory-fraction", type=float, default=0.85,
                       help="share of free GPU memory for the KV pool (CUDA)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: every core on machines of <= 4 cores, torch's choice above; "
-                        "one core fewer with --engine-core thread)")
-    p.add_argument("--small-step-threads", type=int, default=None,
-                   help="CPU threads of steps of at most 16 tokens (default: 1 on CPUs of <= 4 cores, else "
-                        "--threads; 0: every step on --threads)")
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+    g.add_argument("--block-size", type=int, default=16)
+    g.add_argument("--max-model-len", type=int, default=None)
+    g.add_argument("--no-prefix-caching", action="store_true")
+
+
+def _scheduling_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--max-num-seqs", type=int, default=64)
+    g.add_argument("--max-num-batched-tokens", type=int, default=None,
                    help="per-step token budget: decodes first, prompt chunks the rest (default: at least 64 "
                         "prompt tokens beside the decodes on CPU, 2048 on GPU; smaller bounds the stall a long "
                         "prompt causes)")
-    p.add_argument("--context-cost-tokens", type=int, default=0,
+    g.add_argument("--context-cost-tokens", type=int, default=0,
                    help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
                         "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
-    p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
-                   help="larger request bodies get 413 (default 4 MiB, as the gateway's)")
-    p.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
-    p.add_argument("--no-prefix-caching", action="store_true")
-    p.add_argument("--deterministic", action="store_true",
+    g.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
+    g.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
+
+
+def _kernel_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: every core on machines of <= 4 cores, torch's choice above; "
+                        "one core fewer with --engine-core thread)")
+    g.add_argument("--small-step-threads", type=int, default=None,
+                   help="CPU threads of steps of at most 16 tokens (default: 1 on CPUs of <= 4 cores, else "
+                        "--threads; 0: every step on --threads)")
+    g.add_argument("--deterministic", action="store_true",
                    help="batch-invariant kernels: a request's output and logprobs never depend on what else "
                         "runs (slower; see docs/benchmarks.md)")
-    p.add_argument("--kv-scales", action=argparse.BooleanOptionalAction, default=True,
-                   help="fp8 KV: per-layer, per-head scales calibrated at load (default); --no-kv-scales: plain cast")
-    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+    g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="replay decode steps as CUDA graphs at bucketed batch sizes (default: on with CUDA "
                         "unless --deterministic, off on CPU)")
-    p.add_argument("--activations", choices=("bf16", "int8"), default=None,
+    g.add_argument("--activations", choices=("bf16", "int8"), default=None,
                    help="the native 4-bit matmuls' input rows: int8 (quantized per 32, integer dot products; the "
                         "default) or bf16 (default with --deterministic); env HYBRIDGW_ACTIVATIONS")
-    p.add_argument("--served-model-name", action="append", default=[],
-                   help="extra names requests may use for this model (repeatable)")
-    p.add_argument("--engine-core", choices=("process", "thread"), default="process",
+
+
+def _server_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--host", default="127.0.0.1")
+    g.add_argument("--port", type=int, default=8100, help="0 picks a free port (see the ready line)")
+    g.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
+                   help="larger request bodies get 413 (default 4 MiB, as the gateway's)")
+    g.add_argument("--engine-core", choices=("process", "thread"), default="process",
                    help="where the step loop runs: a process of its own (default) or a thread of the server's")
-    p.add_argument("--log-level", default="warning")
-    return p.parse_args(argv)
+    g.add_argument("--log-level", default="warning")
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:

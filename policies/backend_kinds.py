@@ -22,6 +22,8 @@ class BackendKind:
     default_state: str = "none"  # how its live state is polled unless the entry says (`state:`)
     body_extras: frozenset[str] = frozenset()  # request fields beyond OpenAI's it takes by default
     default_max_tokens: int | None = None  # max_tokens sent when the client sets none (None: the provider's)
+    # It can constrain output (response_format json_*, guided_*): requests asking for it pass it over.
+    structured_output: bool = True
 
     def provider_name(self, model: str | None) -> str:
         return (model or self.provider) if self.provider_from_model else self.provider
@@ -41,5 +43,6 @@ BACKEND_KINDS: Mapping[str, BackendKind] = MappingProxyType({
                            provider_from_model=True),
     # Our engine (it speaks OpenAI's wire format), spawned and supervised by `hybridgw serve`.
     "engine": BackendKind(_OPENAI_HTTP, "hybridgw.engine", spawns=True, default_state="hybridgw",
-                          body_extras=ENGINE_EXTRA_FIELDS, default_max_tokens=ENGINE_DEFAULT_MAX_TOKENS),
+                          body_extras=ENGINE_EXTRA_FIELDS, default_max_tokens=ENGINE_DEFAULT_MAX_TOKENS,
+                          structured_output=False),
 })

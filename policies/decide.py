@@ -3,7 +3,7 @@
 Rules are tried in order; the first that matches and can serve the model decides. Shadow rules
 that match are recorded on the decision and never applied. With no rule, the alias's own
 deployment order is used. The team's `allowed_backends` bound every outcome; open circuits are
-dropped from it.
+dropped from it, and so are engines that cannot give the structured output a request asks for.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from policies.decision import RequestFacts, RouteDecision, Target
 from policies.lazy_text import later
 from policies.live import LiveState
 from policies.strategies import Context, Outcome
+from policies.structured_output import pass_over
 
 DEFAULT_RULE = "default"
 Shown = Sequence[tuple[Condition, Any]]  # the conditions that held, with their values
@@ -88,14 +89,14 @@ def decide(compiled: CompiledPolicy, facts: RequestFacts, live: LiveState) -> Ro
         outcome = rule.strategy(rule.spec, ctx)
         if outcome is None:  # none of the rule's backends serves this model for this team
             continue
-        outcome = _without_open(ctx, outcome)
+        outcome = _without_open(ctx, pass_over(ctx, outcome))  # an engine passed over: its circuit is moot
         if rule.shadow:
             shadow = shadow or (rule.name, outcome, shown)
             continue
         return _decision(alias, rule.name, rule.spec.strategy, outcome, shown, shadow)
     backends = tuple(t.backend for t in alias.targets if t.backend in usable)
     order = Outcome(tuple(dict.fromkeys(backends)), later(lambda: "alias order " + ", ".join(backends)))
-    outcome = _without_open(ctx, order)
+    outcome = _without_open(ctx, pass_over(ctx, order))
     return _decision(alias, DEFAULT_RULE, "default", outcome, None, shadow)
 
 

@@ -46,6 +46,10 @@ class RequestFacts:
     # per engine that caches prefixes the share of the prompt our index says it holds (0..1).
     prefix_keys: tuple[bytes, ...] = ()
     prefix_match: dict[str, float] = field(default_factory=dict)
+    # The field asking for constrained output ("response_format" json_object/json_schema, vLLM's
+    # "guided_json", …); "" when none: our engine cannot honour it (policies/structured_output.py).
+    # Out of the repr, which the pinned decision grids hash (test_decide_pinned, test_replay_pinned).
+    structured_output: str = field(default="", repr=False)
 
     def output_on(self, backend: str) -> int:
         return self.output_tokens_by_backend.get(backend, self.expected_output_tokens)

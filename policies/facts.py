@@ -13,6 +13,7 @@ from policies.errors import RoutingError
 from policies.estimator import TokenPrice, local_price
 from policies.live import LiveState
 from policies.schema import BackendSpec
+from policies.structured_output import asked_field
 from policies.tokens import TokenCounter
 
 
@@ -99,20 +100,15 @@ def _request_tags(compiled: CompiledPolicy, team: str, body: Mapping[str, Any]) 
     return tags
 
 
-def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
-                counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
-                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
-                prompt_tokens: int | None = None, difficulty: Difficulty | None = None,
-                category: Category | None = None, scores: PromptScores | None = None) -> RequestFacts:
-    """The facts about one chat/completions request; raises RoutingError for an unknown model.
-    `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop.
-    `difficulty` scores the prompt and `category` finds its nearest policy category (policies.quality);
-    each is called only when a rule of the policy uses it, and not at all when `scores` are given
-    (scored off the event loop, or by an earlier decision for the same request)."""
-    alias = resolve_alias(compiled, str(body.get("model", "")), team)
-    prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
-    output, output_source = expected_output(compiled, body, team, team_p90)
-    capped = None if output_source == "max_tokens" else _choices(body)  # n, where a default max_tokens caps
+# The facts that differ by deployment, each keyed by backend: prompt tokens (calibrated), KV bytes, KV blocks,
+# cost, prefix-cache hit rate, most output tokens (a plain tuple: a NamedTuple cost build_facts ~8%).
+_PerBackend = tuple[dict[str, int], dict[str, int], dict[str, int], dict[str, float], dict[str, float], dict[str, int]]
+
+
+def _per_backend(compiled: CompiledPolicy, alias: AliasInfo, live: LiveState, calibration: Calibration,
+                 prompt: int, output: int, capped: int | None) -> _PerBackend:
+    """Each deployment's calibrated prompt, most output, KV bytes and blocks (engines) and cost.
+    `capped`: the request's n where a backend's default max_tokens caps its output (None: max_tokens set)."""
     per_backend: dict[str, int] = {}
     kv: dict[str, int] = {}
     blocks: dict[str, int] = {}
@@ -140,6 +136,25 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
             price = dep.hosted_price
         if price is not None:
             costs[backend] = price.cost(tokens, output if output < most else most)
+    return per_backend, kv, blocks, costs, prefix, outputs
+
+
+def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, live: LiveState, *,
+                counter: TokenCounter, calibration: Calibration, headers: Mapping[str, str] | None = None,
+                team_p90: int | None = None, over_budget: bool = False, now_unix: float = 0.0,
+                prompt_tokens: int | None = None, difficulty: Difficulty | None = None,
+                category: Category | None = None, scores: PromptScores | None = None) -> RequestFacts:
+    """The facts about one chat/completions request; raises RoutingError for an unknown model.
+    `prompt_tokens`: the prompt already counted (with the alias's encoding), e.g. off the event loop.
+    `difficulty` scores the prompt and `category` finds its nearest policy category (policies.quality);
+    each is called only when a rule of the policy uses it, and not at all when `scores` are given
+    (scored off the event loop, or by an earlier decision for the same request)."""
+    alias = resolve_alias(compiled, str(body.get("model", "")), team)
+    prompt = counter.count_prompt(body, alias.encoding) if prompt_tokens is None else prompt_tokens
+    output, output_source = expected_output(compiled, body, team, team_p90)
+    capped = None if output_source == "max_tokens" else _choices(body)  # n, where a default max_tokens caps
+    per_backend, kv, blocks, costs, prefix, outputs = _per_backend(compiled, alias, live, calibration, prompt,
+                                                                   output, capped)
     if scores is None:
         scores = score_prompt(compiled, body, difficulty, category)
     return RequestFacts(
@@ -148,7 +163,7 @@ def build_facts(compiled: CompiledPolicy, body: Mapping[str, Any], team: str, li
         kv_bytes=kv, blocks_needed=blocks, est_cost_usd=costs, over_budget=over_budget, now=now_unix,
         prompt_tokens_by_backend=per_backend, prefix_hit_rate=prefix, encoding=alias.encoding,
         output_source=output_source, output_tokens_by_backend=outputs,
-        difficulty=scores.difficulty, category=scores.category,
+        difficulty=scores.difficulty, category=scores.category, structured_output=asked_field(body),
     )
 
 

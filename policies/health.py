@@ -40,6 +40,11 @@ class CircuitBreaker:
         self.probe_until = now + self.settings.probe_timeout_s
         return True
 
+    def release_probe(self) -> None:
+        """Give back a claimed probe whose call was not made: half-open again for the next call."""
+        if self.opened:
+            self.probe_until = 0.0
+
     def record(self, ok: bool, now: float) -> None:
         if ok:
             self.consecutive_failures = 0
@@ -109,6 +114,12 @@ class HealthBook:
         if claimed:
             self._view = None
         return claimed
+
+    def release_probe(self, backend: str) -> None:
+        breaker = self.breakers.get(backend)
+        if breaker is not None:
+            breaker.release_probe()
+            self._view = None
 
     def view(self, now: float) -> Mapping[str, HealthView]:
         # Rebuilt only after a result or when a cooldown or probe deadline has passed.

@@ -32,16 +32,19 @@ backends:
   weak: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}}}
   strong: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 10, output_usd_per_mtok: 30}}}}
   broken: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  pricey: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 10, output_usd_per_mtok: 1000}}}}
 models:
   m: {{deployments: [{{backend: weak, model: m}}, {{backend: strong, model: "m;chunks=7"}}]}}
   solo: {{deployments: [{{backend: weak, model: m}}]}}
   fails: {{deployments: [{{backend: weak, model: m}}, {{backend: broken, model: "m;status=500;message=shadow down"}}]}}
+  costly: {{deployments: [{{backend: weak, model: m}}, {{backend: pricey, model: "m;status=500;message=shadow down"}}]}}
 teams:
   red: {{shadow: {{share: 1.0, backends: [weak, strong], models: {{strong: "m;chunks=5"}}}}}}
   green: {{shadow: {{share: 0.0, backends: [weak, strong]}}}}
   blue: {{}}
   purple: {{shadow: {{share: 1.0, backends: [weak, broken]}}, allowed_backends: [weak, broken]}}
   teal: {{shadow: {{share: 1.0, backends: [weak, strong]}}}}
+  olive: {{shadow: {{share: 1.0, backends: [weak, pricey]}}, budget: {{usd_per_day: 0.01}}}}
 """
 
 
@@ -236,6 +239,36 @@ def test_an_open_circuit_stops_shadow_calls_to_it(fake_upstream: str, tmp_path: 
         assert counts(gw)["sent"] == 2
         health = {r["name"]: r for r in httpx.get(f"{url}/console/api/backends", headers=ADMIN).json()["data"]}
         assert health["broken"]["circuit"] == "open" and health["weak"]["circuit"] == "closed"
+
+
+def _circuit(url: str, backend: str) -> str:
+    rows = httpx.get(f"{url}/console/api/backends", headers=ADMIN).json()["data"]
+    return next(r["circuit"] for r in rows if r["name"] == backend)
+
+
+def test_a_shadow_call_over_the_team_s_budget_leaves_a_half_open_circuit_its_probe(fake_upstream: str,
+                                                                                   tmp_path: Path) -> None:
+    """The half-open probe a shadow call claimed is given back when the team's limits refuse the call: it
+    was kept, and the backend read as open to every client until probe_timeout_s."""
+    config, data = tmp_path / "policy.yaml", tmp_path / "data"
+    config.write_text(policy(fake_upstream).replace(
+        "health: {failure_threshold: 1000000}", "health: {failure_threshold: 1, cooldown_s: 0.5, probe_timeout_s: 600}"))
+    key = create_key(data, "olive", config)
+    env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
+    with procs.gateway(config, env, "gateway-shadow-budget") as (url, proc):
+        gw = Gateway(url, fake_upstream, data, {"olive": key}, proc, env, config)
+        with gw.client("olive") as client:
+            # max_tokens 1: the shadow's estimate (~$0.001 at pricey) fits the budget; it fails: the circuit opens
+            client.chat.completions.create(model="costly", messages=MESSAGES, max_tokens=1)
+            wait_until(lambda: counts(gw)["failed"] == 1, "the first shadow call failed")
+            wait_until(lambda: _circuit(url, "pricey") == "half_open", "the cooldown over")
+            # max_tokens 1000: ~$1 at pricey, over the $0.01 a day; the client's own call (weak) fits
+            reply = client.chat.completions.with_raw_response.create(model="costly", messages=MESSAGES,
+                                                                     max_tokens=1000)
+            assert reply.headers["x-hybridgw-backend"] == "weak"
+        wait_until(lambda: counts(gw)["dropped"] == 1, "the second shadow call dropped")
+        assert _circuit(url, "pricey") == "half_open"  # the probe is still there for the next call to take
+        assert counts(gw)["sent"] == 1
 
 
 def _lines(gw: Gateway) -> list[dict[str, Any]]:

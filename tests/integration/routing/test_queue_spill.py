@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.routing.conftest import Fake, Gateway, serving
+from observability.stores import UsageStore
+from observability.usage import UsageRecord
+from observability.wiring import open_store
+from tests.integration.routing.conftest import Fake, Gateway, serving, wait_until
 
 MAX_WAITING = 2  # the policy's "short queue" for the engine
 BURST = 8
@@ -77,11 +82,22 @@ def test_a_burst_beyond_the_engine_queue_spills_the_excess_to_hosted(gateway: Ga
     assert local + hosted == BURST and local == MAX_WAITING + 1, backends
     assert fake.requests() - before == hosted
     # Each went where the decision sent it: no engine refusal (503) fell through to hosted.
-    for _, backend, request_id in seen:
-        record = gateway.record_for(request_id)
-        assert "skipped" not in record, backend
-        # The record keeps the engine as the router saw it (what `hybridgw replay` checks itself against):
-        # the queue it estimated was short for those it kept, long for those it spilled.
-        view = record["engine_view"]["local"]
-        assert view["age_s"] >= 0 and view["free"] is not None and view["polled_s"] + view["age_s"] >= 0, view
-        assert (view["queued"] <= MAX_WAITING) == (backend == "local"), (backend, view)
+    store = open_store(os.environ.get("REDIS_URL") or None, gateway.data_dir)  # the ledger the gateway writes
+    try:
+        for _, backend, request_id in seen:
+            line = gateway.record_for(request_id)
+            assert "skipped" not in line and "engine_view" not in line, backend  # the access line stays short
+            # The ledger keeps the engine as the router saw it (what `hybridgw replay` checks itself against):
+            # the queue it estimated was short for those it kept, long for those it spilled.
+            view = _ledgered(store, request_id).engine_view["local"]
+            assert view.age_s >= 0 and view.free is not None and view.polled_s + view.age_s >= 0, view
+            assert (view.queued <= MAX_WAITING) == (backend == "local"), (backend, view)
+    finally:
+        store.close()
+
+
+def _ledgered(store: UsageStore, request_id: str | None) -> UsageRecord:
+    def found() -> UsageRecord | None:
+        return next((r for r in store.records("red", 0.0, time.time() + 60) if r.request_id == request_id), None)
+
+    return wait_until(found, f"the ledger's record of {request_id}", 10)

@@ -33,7 +33,7 @@ BODY = {"model": "chat", "max_tokens": 147, "messages": [{"role": "user", "conte
 def _router(free: int = 100, total: int = 100, waiting: int = 0) -> PolicyRouter:
     router = PolicyRouter(load_policy(textwrap.dedent(POLICY), "p.yaml", {}), price_table={},
                           clock=ManualClock(NOW), wall_clock=lambda: 0.0)
-    snap = replace(engine(free=free, total=total, waiting=waiting), max_num_seqs=64)
+    snap = engine(free=free, total=total, waiting=waiting, max_num_seqs=64)
     router.poller.snapshots = MappingProxyType({"local": snap})
     return router
 

@@ -6,7 +6,7 @@ from types import MappingProxyType
 
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.decision import RequestFacts
-from policies.live import EngineSnapshot, HealthView, LiveState
+from policies.live import EngineSnapshot, HealthView, InFlight, LiveState
 from policies.loader import load_policy
 
 NOW = 1000.0
@@ -21,17 +21,23 @@ def compiled(yaml_text: str, env: dict[str, str] | None = None, prices: dict | N
 
 def engine(free: int = 1000, total: int = 1000, waiting: int = 0, running: int = 0, age: float = 0.1,
            block_size: int = 16, prefill_tps: float = 0.0, decode_tps: float = 0.0,
-           max_model_len: int = 0, kv_bytes_per_token: int = 23040) -> EngineSnapshot:
+           max_model_len: int = 0, kv_bytes_per_token: int = 23040, max_num_seqs: int = 0,
+           max_waiting: int = 0) -> EngineSnapshot:
     return EngineSnapshot(taken_at=NOW - age, model="smollm2", kv_bytes_per_token=kv_bytes_per_token,
                           block_size=block_size, num_blocks_total=total, num_blocks_free=free,
                           num_running=running, num_waiting=waiting, prefill_tokens_per_s=prefill_tps,
-                          decode_tokens_per_s=decode_tps, max_model_len=max_model_len)
+                          decode_tokens_per_s=decode_tps, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+                          max_waiting=max_waiting)
 
 
 def live(engines: dict[str, EngineSnapshot] | None = None, health: dict[str, HealthView] | None = None,
-         reserved: dict[str, int] | None = None) -> LiveState:
+         reserved: dict[str, int] | None = None, *, in_flight: dict[str, InFlight] | None = None,
+         unreachable: tuple[str, ...] = (), turn: int = 0) -> LiveState:
+    """The state decide() reads at NOW; snapshots older than 1 s are stale. `in_flight`: this gateway's
+    requests per engine since the poll (LiveState.num_waiting, queued_prompt_tokens)."""
     return LiveState(NOW, MappingProxyType(engines or {}), MappingProxyType(health or {}),
-                     MappingProxyType(reserved or {}), 1.0)
+                     MappingProxyType(reserved or {}), 1.0, frozenset(unreachable),
+                     in_flight=MappingProxyType(in_flight or {}), turn=turn)
 
 
 def facts(team: str = "default", model: str = "chat", prompt: int = 100, output: int = 100,

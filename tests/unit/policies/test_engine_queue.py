@@ -3,7 +3,6 @@ finished since the poll (LiveState.num_waiting), and kv_fit's "queue is short" c
 from __future__ import annotations
 
 import textwrap
-from dataclasses import replace
 from types import MappingProxyType
 
 from policies.decide import decide
@@ -34,10 +33,9 @@ rules:
 
 
 def _state(snap_kw: dict[str, int], flight: InFlight | None = None) -> LiveState:
-    snap = replace(engine(**{k: v for k, v in snap_kw.items() if k in ("waiting", "running")}),
-                   max_num_seqs=snap_kw.get("slots", 0), max_waiting=snap_kw.get("limit", 0))
-    state = live({"local": snap})
-    return replace(state, in_flight={"local": flight}) if flight is not None else state
+    snap = engine(waiting=snap_kw.get("waiting", 0), running=snap_kw.get("running", 0),
+                  max_num_seqs=snap_kw.get("slots", 0), max_waiting=snap_kw.get("limit", 0))
+    return live({"local": snap}, in_flight={"local": flight} if flight is not None else None)
 
 
 def test_without_requests_of_ours_the_polled_queue_stands() -> None:
@@ -85,8 +83,8 @@ def test_the_queued_prefill_work_counts_ours_sent_since_at_their_own_size() -> N
 
 def _busy(running: int, waiting: int, sent: int, tokens: int, first_ago: float) -> LiveState:
     """An engine polled prefilling at 1000 tokens/s; `sent` of ours since, the first `first_ago` s ago."""
-    snap = replace(engine(running=running, waiting=waiting, prefill_tps=1000.0), max_num_seqs=64)
-    return replace(live({"local": snap}), in_flight={"local": InFlight(sent, sent, 0, tokens, NOW - first_ago)})
+    snap = engine(running=running, waiting=waiting, prefill_tps=1000.0, max_num_seqs=64)
+    return live({"local": snap}, in_flight={"local": InFlight(sent, sent, 0, tokens, NOW - first_ago)})
 
 
 def test_an_engine_busy_at_the_poll_works_off_ours_sent_since_at_its_prefill_rate() -> None:
@@ -156,7 +154,7 @@ def test_kv_fit_spills_on_our_in_flight_requests_before_the_next_poll() -> None:
 def test_router_counts_what_it_sent_until_it_ends() -> None:
     router = PolicyRouter(load_policy(textwrap.dedent(POLICY), "p.yaml", {}), price_table={},
                           clock=lambda: NOW, wall_clock=lambda: 0.0)
-    router.poller.snapshots = MappingProxyType({"local": replace(engine(age=0.1), max_num_seqs=1)})
+    router.poller.snapshots = MappingProxyType({"local": engine(age=0.1, max_num_seqs=1)})
     body = {"model": "chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
 
     def route() -> list[str]:
@@ -196,10 +194,10 @@ rules:
 
 def test_cheapest_within_slo_prices_ours_sent_since_the_poll_at_their_size() -> None:
     # 1000 prompt tokens/s; a 100-token request behind two of ours sent since an idle poll, 64 slots free.
-    snap = replace(engine(prefill_tps=1000.0), max_num_seqs=64)
+    snap = engine(prefill_tps=1000.0, max_num_seqs=64)
 
     def first(tokens_since: int) -> tuple[str, str]:
-        state = replace(live({"local": snap}), in_flight={"local": InFlight(2, 2, 0, tokens_since)})
+        state = live({"local": snap}, in_flight={"local": InFlight(2, 2, 0, tokens_since)})
         decision = decide(compiled(CHEAPEST), facts(prompt=100, blocks={"local": 10},
                                                      costs={"local": 0.001, "openai": 0.01}), state)
         return decision.targets[0].backend, decision.reason

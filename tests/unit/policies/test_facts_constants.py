@@ -10,7 +10,7 @@ import pytest
 from policies.calibration import Calibration
 from policies.estimator import local_price
 from policies.facts import build_facts
-from policies.live import HealthView, LiveState
+from policies.live import HealthView
 from policies.tokens import TokenCounter
 
 from .support import NOW, compiled, engine, live
@@ -54,7 +54,7 @@ def test_any_open_agrees_with_health_of() -> None:
     views = {"closed": HealthView(), "open": HealthView("open", NOW + 5), "half": HealthView("half_open")}
     names = ("closed", "open", "half", "unknown")
     for unreachable in ((), ("closed",), ("unknown",)):
-        state = LiveState(NOW, {}, views, unreachable=frozenset(unreachable))
+        state = live(health=views, unreachable=unreachable)
         for size in range(len(names) + 1):
             for backends in itertools.permutations(names, size):
                 assert state.any_open(backends) == any(state.health_of(b).state == "open" for b in backends)

@@ -61,6 +61,21 @@ def test_a_probe_that_never_reports_frees_up() -> None:
     assert b.state_at(15.0) == "half_open"
 
 
+def test_a_probe_given_back_is_there_for_the_next_call() -> None:
+    book = HealthBook(["b"], SETTINGS)
+    for _ in range(3):
+        book.record("b", False, None, 0.0)
+    assert book.claim_probe("b", 5.0) and book.view(5.1)["b"].state == "open"
+    book.release_probe("b")  # the call that claimed it was not made
+    assert book.view(5.1)["b"].state == "half_open" and book.claim_probe("b", 5.1)
+    book.record("b", False, None, 5.2)  # a failed probe still backs off as before
+    assert book.view(5.3)["b"].state == "open" and book.breakers["b"].cooldown_s == 10.0
+    book.release_probe("unknown")  # a backend the policy no longer names: nothing to do
+    closed = CircuitBreaker(SETTINGS)
+    closed.release_probe()
+    assert closed.state_at(0.0) == "closed"
+
+
 def test_ttft_stats() -> None:
     stats = TtftStats(alpha=0.5, window=20)
     assert stats.ewma_s is None and stats.p95_s is None

@@ -16,7 +16,7 @@ from policies.compiled import compile_policy
 from policies.decide import decide
 from policies.engine_state import parse_engine_state
 from policies.facts import build_facts
-from policies.live import InFlight, LiveState
+from policies.live import InFlight
 from policies.loader import load_policy, load_policy_file
 from policies.prefix_affinity import PoolMember, by_affinity, least_loaded, requests_on, round_robin
 from policies.prefix_index import (
@@ -29,7 +29,7 @@ from policies.prefix_index import (
 )
 from policies.router import PolicyRouter
 
-from .support import NOW, compiled, engine, facts
+from .support import NOW, compiled, engine, facts, live
 
 SYSTEM = "You are a careful assistant for the billing team. " * 40  # ~2,000 bytes: 7 chunks
 
@@ -40,7 +40,7 @@ def _body(system: str, question: str) -> dict:
 
 
 def _caching(**kw) -> object:
-    return replace(engine(**kw), prefix_caching=True, max_num_seqs=8)
+    return replace(engine(max_num_seqs=8, **kw), prefix_caching=True)
 
 
 # --- keys and text ---------------------------------------------------------------------------------
@@ -134,8 +134,7 @@ def test_comparison_orders_least_loaded_and_round_robin() -> None:
 
 def test_requests_on_an_engine_count_what_this_gateway_sent_since_the_poll() -> None:
     snap = replace(_caching(running=1, waiting=0), max_num_seqs=8)
-    state = LiveState(NOW, MappingProxyType({"e1": snap}), in_flight=MappingProxyType(
-        {"e1": InFlight(num=3, num_started_since=3, num_ended_since=1)}))
+    state = live({"e1": snap}, in_flight={"e1": InFlight(num=3, num_started_since=3, num_ended_since=1)})
     assert requests_on(state, "e1") == 3  # 1 polled + 3 started − 1 ended
     assert requests_on(state, "nowhere") == 0
 
@@ -163,9 +162,8 @@ rules:
 def _decide(balance: str = "prefix", match: dict | None = None, engines: dict | None = None,
             in_flight: dict | None = None, turn: int = 0) -> list[str]:
     policy = compiled(POOL.replace("BALANCE", balance))
-    snaps = engines or {"e1": _caching(), "e2": _caching(), "v1": replace(engine(), max_num_seqs=8)}
-    state = LiveState(NOW, MappingProxyType(snaps), stale_after_s=1.0,
-                      in_flight=MappingProxyType(in_flight or {}), turn=turn)
+    snaps = engines or {"e1": _caching(), "e2": _caching(), "v1": engine(max_num_seqs=8)}
+    state = live(snaps, in_flight=in_flight, turn=turn)
     request = replace(facts(model="pool", blocks={b: 10 for b in snaps}), prefix_match=match or {})
     decision = decide(policy, request, state)
     assert decision.rule == "pool"
@@ -182,12 +180,12 @@ def test_a_busy_cached_engine_loses_the_request_to_an_idle_one() -> None:
 
 
 def test_an_engine_that_does_not_fit_is_not_chosen_for_its_cache() -> None:
-    snaps = {"e1": _caching(), "e2": _caching(free=5), "v1": replace(engine(), max_num_seqs=8)}
+    snaps = {"e1": _caching(), "e2": _caching(free=5), "v1": engine(max_num_seqs=8)}
     assert _decide(match={"e2": 0.95}, engines=snaps) == ["e1", "v1", "hosted"]
 
 
 def test_the_vllm_member_scores_on_load_alone() -> None:
-    snaps = {"e1": _caching(running=3), "e2": _caching(running=2), "v1": replace(engine(), max_num_seqs=8)}
+    snaps = {"e1": _caching(running=3), "e2": _caching(running=2), "v1": engine(max_num_seqs=8)}
     assert _decide(engines=snaps)[:3] == ["v1", "e2", "e1"]
 
 
@@ -197,7 +195,7 @@ def test_round_robin_turns_over_the_pool(turn: int, first: str) -> None:
 
 
 def test_least_loaded_ignores_the_cache() -> None:
-    snaps = {"e1": _caching(), "e2": _caching(running=1), "v1": replace(engine(running=1), max_num_seqs=8)}
+    snaps = {"e1": _caching(), "e2": _caching(running=1), "v1": engine(running=1, max_num_seqs=8)}
     assert _decide("least_loaded", match={"e2": 0.95}, engines=snaps)[0] == "e1"
 
 
@@ -234,8 +232,8 @@ def test_the_example_policy_sends_a_cached_prompt_to_its_engine_and_spills_hoste
     loaded = load_policy_file(Path(policies.__file__).parent / "examples" / "prefix_affinity.yaml",
                               {"OPENAI_API_KEY": "sk-test"})
     policy = compile_policy(loaded.policy, {})
-    snaps = {"gpu-a": _caching(), "gpu-b": _caching(), "vllm-1": replace(engine(), max_num_seqs=8)}
-    state = LiveState(NOW, MappingProxyType(snaps), stale_after_s=1.0)
+    snaps = {"gpu-a": _caching(), "gpu-b": _caching(), "vllm-1": engine(max_num_seqs=8)}
+    state = live(snaps)
     request = replace(facts(model="llama", blocks={b: 10 for b in snaps}), prefix_match={"gpu-b": 0.9})
     decision = decide(policy, request, state)
     assert [t.backend for t in decision.targets] == ["gpu-b", "gpu-a", "vllm-1", "openai"]

@@ -39,7 +39,7 @@ def _router(text: str = POLICY, **kw) -> tuple[PolicyRouter, ManualClock]:
     router = PolicyRouter(load_policy(textwrap.dedent(text), "p.yaml", {}), price_table={}, clock=clock,
                           wall_clock=lambda: 0.0, **kw)
     # 64 running slots, as our engine reports (requests sent since the poll count as queued all the same).
-    router.poller.snapshots = MappingProxyType({"local": replace(engine(free=25, total=100), max_num_seqs=64)})
+    router.poller.snapshots = MappingProxyType({"local": engine(free=25, total=100, max_num_seqs=64)})
     return router, clock
 
 

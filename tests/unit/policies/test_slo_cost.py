@@ -164,8 +164,8 @@ def test_refusals_too_large_and_no_capacity() -> None:
 
 def _sent_since(n: int, tokens: int, waiting: int = 0) -> LiveState:
     """An engine polled empty (64 slots) with `n` of ours, `tokens` prompt tokens in all, sent since the poll."""
-    state = live({"local": replace(engine(waiting=waiting), max_num_seqs=64)})
-    return replace(state, in_flight={"local": InFlight(n + waiting, n, 0, tokens)})
+    return live({"local": engine(waiting=waiting, max_num_seqs=64)},
+                in_flight={"local": InFlight(n + waiting, n, 0, tokens)})
 
 
 def test_ours_sent_since_the_poll_are_queued_prefill_at_their_own_size() -> None:
@@ -187,8 +187,8 @@ def test_a_busy_engine_works_off_what_we_sent_since_the_poll_as_kv_fit_counts_it
     busy at the poll, prefilling at 1,000 tokens/s, has had 1 s for our 900 tokens sent since — none left
     ahead of a 20-token prompt (before: all 900 still counted, 0.92 s, and a steady stream it keeps up with
     read as a queue and spilled)."""
-    busy = replace(engine(running=2, prefill_tps=1000.0), max_num_seqs=64)
-    state = replace(live({"local": busy}), in_flight={"local": InFlight(5, 3, 0, 900, NOW - 1.0)})
+    busy = engine(running=2, prefill_tps=1000.0, max_num_seqs=64)
+    state = live({"local": busy}, in_flight={"local": InFlight(5, 3, 0, 900, NOW - 1.0)})
     assert state.queued_prompt_tokens("local", 20) == 0
     predicted = dict(_route(state, prompt=20)[1].predicted_ttft)
     assert predicted["local"] == pytest.approx(0.02)

@@ -1,0 +1,55 @@
+"""Requests that ask for constrained output (response_format json_object/json_schema, vLLM's guided_*):
+which field asks, which backends cannot honour it (our engine), and passing those over in a decision.
+Pure. Our engine refuses such a request with a 400 that the gateway takes as "try the next target"."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policies.lazy_text import later
+from policies.schema import BackendSpec
+from policies.strategies.base import Context, Outcome
+
+# The fields our engine refuses besides response_format (local_engine/protocol.py's _GUIDED_FIELDS;
+# tests/unit/policies/test_structured_output.py keeps the two lists equal).
+GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
+
+
+def asked_field(body: Mapping[str, Any]) -> str:
+    """The field of the body that asks for constrained output, "" when none does (as the engine reads
+    it: a response_format other than {"type": "text"}, or any guided_* field that is set)."""
+    fmt = body.get("response_format")
+    if fmt is not None and (fmt.get("type") if isinstance(fmt, Mapping) else fmt) != "text":
+        return "response_format"
+    for name in GUIDED_FIELDS:
+        if body.get(name) is not None:
+            return name
+    return ""
+
+
+def cannot_constrain(spec: BackendSpec) -> bool:
+    """Our engine: a `kind: engine` backend, or one polled as ours (`state: hybridgw`: only our engine
+    serves /v1/engine/state). A vLLM/SGLang server (`kind: openai`) does guided decoding: kept."""
+    return not spec.kind_info.structured_output or spec.state_source == "hybridgw"
+
+
+def pass_over(ctx: Context, outcome: Outcome) -> Outcome:
+    """The outcome without the engines that cannot constrain output, when the request asks for it and
+    another target is left; when none is, unchanged: the engine answers its 400 naming the field."""
+    field = ctx.facts.structured_output
+    if not field or not outcome.backends:  # nearly every request: nothing to look at
+        return outcome
+    specs = ctx.policy.policy.backends
+    unable = [b for b in outcome.backends if b in specs and cannot_constrain(specs[b])]
+    if not unable:
+        return outcome
+    names = ", ".join(unable)
+    able = tuple(b for b in outcome.backends if b not in unable)
+    if not able:
+        reason = later(lambda: f"{outcome.reason}; {field} asks for structured output, which {names} cannot "
+                               "constrain, and no other target serves it (refused there)")
+        return Outcome(outcome.backends, reason, outcome.refusal, outcome.retry_after_s, outcome.slo_out,
+                       outcome.predicted)
+    reason = later(lambda: f"{outcome.reason}; {field} asks for structured output: passed over {names} "
+                           "(cannot constrain its output)")
+    return Outcome(able, reason, outcome.refusal, outcome.retry_after_s, outcome.slo_out, outcome.predicted)
