@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-ENGINE_EXTRA_FIELDS = frozenset({"top_k", "ignore_eos", "stop_token_ids"})  # what `hybridgw engine` reads
+# vLLM's constrained-output fields: `hybridgw engine` reads them only to refuse them with a 400 naming the
+# field (local_engine/protocol.py; tests keep the lists equal), so they reach it rather than being dropped
+# into free text the client did not ask for.
+GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
+ENGINE_EXTRA_FIELDS = frozenset({"top_k", "ignore_eos", "stop_token_ids", *GUIDED_FIELDS})  # what it reads
 ENGINE_DEFAULT_MAX_TOKENS = 512
 
 

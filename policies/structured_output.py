@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from policies.backend_kinds import GUIDED_FIELDS
 from policies.lazy_text import later
 from policies.schema import BackendSpec
 from policies.strategies.base import Context, Outcome
-
-# The fields our engine refuses besides response_format (local_engine/protocol.py's _GUIDED_FIELDS;
-# tests/unit/policies/test_structured_output.py keeps the two lists equal).
-GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
 
 
 def asked_field(body: Mapping[str, Any]) -> str:

@@ -30,3 +30,9 @@ def test_json_output_on_a_local_only_alias_is_a_400_naming_the_field(hybrid: Gat
         assert r.status == 400, r
         assert r.body["param"] == "response_format" and r.body["code"] == "structured_output_unsupported"
     assert hybrid.chat("tiny").status == 200  # still served, its circuit closed
+
+
+def test_guided_json_on_a_local_only_alias_is_a_400_not_free_text(hybrid: Gateway) -> None:
+    r = hybrid.chat("tiny", extra_body={"guided_json": {"type": "object"}})
+    assert r.status == 400, r
+    assert r.body["param"] == "guided_json" and r.body["code"] == "structured_output_unsupported"

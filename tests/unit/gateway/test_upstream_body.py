@@ -72,6 +72,17 @@ def test_extras_only_where_the_policy_allows_them() -> None:
     assert all("priority" not in b.body for b in (local, vllm, hosted))  # never the client's
 
 
+def test_guided_fields_reach_our_engine_to_be_refused_and_nowhere_unasked() -> None:
+    # Our engine refuses guided_* with a 400 naming the field; dropped on the way, the client would get free
+    # text in place of the JSON it asked for. Other backends take them only when the policy allows them.
+    body = {**CHAT, "guided_json": {"type": "object"}, "guided_choice": ["a", "b"]}
+    policy = compiled(POLICY)
+    local = build("chat/completions", body, "m", rules_for(policy, "local", "default"), stream=False)
+    hosted = build("chat/completions", body, "m", rules_for(policy, "hosted", "default"), stream=False)
+    assert (local.body["guided_json"], local.body["guided_choice"]) == ({"type": "object"}, ["a", "b"])
+    assert hosted.dropped == ("guided_choice", "guided_json")
+
+
 def test_priority_comes_from_the_team_and_only_to_engines() -> None:
     policy = compiled(POLICY)
     body = {**CHAT, "priority": 7}

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from local_engine import protocol
+from policies.backend_kinds import GUIDED_FIELDS
 from policies.calibration import Calibration
 from policies.decide import decide
 from policies.decision import RouteDecision
 from policies.facts import build_facts
 from policies.live import HealthView
-from policies.structured_output import GUIDED_FIELDS, asked_field
+from policies.structured_output import asked_field
 from policies.tokens import TokenCounter
 
 from .support import NOW, compiled, engine, facts, live
