@@ -3,7 +3,7 @@ this CPU), sends a few seconds of Poisson traffic through `hybridgw serve` (kv_f
 spill to the simulated hosted API) and replays the gateway's ledger. How close the prediction comes
 depends on this machine's load, so it is a benchmark (docs/benchmarks.md), not an assertion here: the
 test checks that the whole loop runs and yields a measured and a predicted value for every figure,
-the TTFT breakdown from the engine's spans, the held-out check's tool on the kept run, and the
+the TTFT breakdown from the engine's spans, the held-out check's tools on the kept run, and the
 per-request comparison with the gateway's recorded engine views."""
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -61,6 +63,13 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert crossed["model"]["engines"]["local"]["cpu_share"] == speed["cpu_share"] and checked["carried"]
     # At its own share the carried replay is the unscaled one.
     assert checked["figures"]["local share"]["predicted"] == checked["figures"]["local share"]["unscaled"]
+    grid = subprocess.run([sys.executable, str(ROOT / "bench" / "replay_grid.py"), str(tmp_path / "run"), "--json",
+                           str(tmp_path / "grid.json")], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert grid.returncode == 0, grid.stdout[-2000:] + grid.stderr[-3000:]
+    (own,) = json.loads((tmp_path / "grid.json").read_text())  # the run against itself: in-sample
+    share_off = checked["figures"]["local share"]["predicted"] - figures["local share"][0]
+    assert own["unscaled"][2] == own["carried"][2] == pytest.approx(share_off * 100)
 
     # Request by request against the ledger's engine views: decide() on the view the real router recorded
     # gives the choice it made; forced to the recorded routing, the replay serves the measured share.
