@@ -3,6 +3,11 @@ kept `bench/replay_vs_real.py --keep DIR` run (the engine's step times, its load
 and the hosted API's TTFT), then `hybridgw replay --perf-model` with that file on other kept runs (other
 seeds and schedules), each compared with what those runs measured. No process is started; seconds.
 
+Where the runs recorded their engine's CPU share (window.json's engine_speed, from /v1/engine/state's step
+totals), the model is fitted with `--engine-share` and carried to each checked run's share: the one thing
+taken from the checked run besides its traffic (none of its TTFT, share or cost). Both are shown: the
+figures carried by the share, and (`unscaled`) the model replayed as fitted, as before.
+
     PYTHONPATH=$PWD .venv/bin/python bench/replay_cross.py --fit /tmp/rtA --check /tmp/rtB /tmp/rtC [--json FILE]
         [--poll-clock[=recorded]]
 """
@@ -36,6 +41,17 @@ def _window(run: Path) -> tuple[float, float]:
     return w["since"], w["until"]
 
 
+def cpu_share(run: Path) -> float | None:
+    """The share of a core the run's engine steps got (bench/replay_engine_state.run_speed); None before it was kept."""
+    speed = json.loads((run / "window.json").read_text()).get("engine_speed") or {}
+    return speed.get("cpu_share")
+
+
+def _share_args(run: Path) -> tuple[str, ...]:
+    share = cpu_share(run)
+    return ("--engine-share", f"local={share}") if share else ()
+
+
 def _replay_cli(run: Path, model: Path, *extra: str) -> dict[str, Any]:
     since, until = _window(run)
     return json.loads(run_cli(*procs.hybridgw(
@@ -46,7 +62,7 @@ def _replay_cli(run: Path, model: Path, *extra: str) -> dict[str, Any]:
 
 def fit(run: Path, out: Path) -> dict[str, Any]:
     """The model `replay --calibrate` fits to `run`'s own ledger, written to `out`."""
-    _replay_cli(run, run / "perf.json", "--calibrate", "--calibrate-out", str(out))
+    _replay_cli(run, run / "perf.json", "--calibrate", "--calibrate-out", str(out), *_share_args(run))
     return json.loads(out.read_text())
 
 
@@ -57,6 +73,9 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clo
     since, until = _window(run)
     traffic = read_ledger(run / "gateway" / "usage.sqlite3", since, until)
     perf = read_perf_model_file(model)
+    share, fitted = cpu_share(run), perf.engine("local")
+    if share and fitted.cpu_share:  # as --engine-share carries it
+        perf = replace(perf, engines={**perf.engines, "local": fitted.at_cpu_share(share)})
     if without_overhead:
         perf = replace(perf, engines={n: replace(e, request_overhead_s=0.0, frontend_service_s=0.0)
                                       for n, e in perf.engines.items()})
@@ -70,22 +89,18 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clo
 
 
 def check(fitted: Path, run: Path, poll_clock: str = "") -> dict[str, Any]:
-    """`run` replayed with the model fitted on another: the issue's figures, with and without the overhead
+    """`run` replayed with the model fitted on another, carried to `run`'s CPU share where both recorded one:
+    the issue's figures, and the same unscaled (the model as fitted, as before --engine-share)
     (`poll_clock`: the replay's gateway polls on the clock fitted from the views, replay --poll-clock)."""
     extra = (f"--poll-clock={poll_clock}",) if poll_clock else ()
     measured = json.loads((run / "gateway" / "bench" / "results.json").read_text())
-    bare = fitted.with_name(fitted.stem + "-no-overhead.json")
-    data = json.loads(fitted.read_text())
-    for e in data["engines"].values():
-        e["request_overhead_s"] = e["frontend_service_s"] = 0.0
-    bare.write_text(json.dumps(data))
-    rows = compare(measured, _replay_cli(run, fitted, *extra))
-    without = {n: (p, off) for n, _, p, off in compare(measured, _replay_cli(run, bare, *extra))}
-    return {"run": str(run), "window": json.loads((run / "window.json").read_text()),
-            "figures": {n: {"measured": m, "predicted": p, "off": off, "without_overhead": without[n][0],
-                            "off_without_overhead": without[n][1]} for n, m, p, off in rows},
-            "local_ttft": local_ttfts(run, fitted, poll_clock=poll_clock),
-            "local_ttft_without_overhead": local_ttfts(run, fitted, True, poll_clock)}
+    carried = _share_args(run) if json.loads(fitted.read_text())["engines"]["local"].get("cpu_share") else ()
+    rows = compare(measured, _replay_cli(run, fitted, *extra, *carried))
+    unscaled = {n: (p, off) for n, _, p, off in compare(measured, _replay_cli(run, fitted, *extra))}
+    return {"run": str(run), "window": json.loads((run / "window.json").read_text()), "carried": bool(carried),
+            "figures": {n: {"measured": m, "predicted": p, "off": off, "unscaled": unscaled[n][0],
+                            "off_unscaled": unscaled[n][1]} for n, m, p, off in rows},
+            "local_ttft": local_ttfts(run, fitted, poll_clock=poll_clock)}
 
 
 def main() -> int:
@@ -101,8 +116,9 @@ def main() -> int:
     print(f"fitted on {a.fit} ({json.loads((a.fit / 'window.json').read_text())}): {local['source']}")
     results = [check(out, run, a.poll_clock) for run in a.check]
     for r in results:
-        print(f"\n{r['run']} ({r['window']}):\n| figure | measured | replayed, model of {a.fit.name} | off by "
-              "| same without the overhead | off by |\n|---|---:|---:|---:|---:|---:|")
+        how = "carried to its CPU share" if r["carried"] else "no CPU share recorded: as fitted"
+        print(f"\n{r['run']} ({r['window']}):\n| figure | measured | replayed, model of {a.fit.name} ({how}) "
+              "| off by | unscaled (as fitted) | off by |\n|---|---:|---:|---:|---:|---:|")
         for name, f in r["figures"].items():
             fmt = "{:.1%}" if name == "local share" else "{:.5f}" if "$" in name else "{:.3f}"
 
@@ -110,14 +126,13 @@ def main() -> int:
                 return "-" if v is None else fmt.format(v)
 
             print(f"| {name} | {show(f['measured'])} | {show(f['predicted'])} | {f['off']} "
-                  f"| {show(f['without_overhead'])} | {f['off_without_overhead']} |")
-        lt, bare = r["local_ttft"], r["local_ttft_without_overhead"]
+                  f"| {show(f['unscaled'])} | {f['off_unscaled']} |")
+        lt = r["local_ttft"]
 
         def pair(d: dict[str, float | None], which: str) -> str:
             return " / ".join("-" if d[f"{which} {q}"] is None else f"{d[f'{which} {q}']:.3f}" for q in ("p50", "p95"))
 
-        print(f"| local TTFT p50 / p95 s (ledger) | {pair(lt, 'measured')} | {pair(lt, 'replayed')} | "
-              f"| {pair(bare, 'replayed')} | |")
+        print(f"| local TTFT p50 / p95 s (ledger) | {pair(lt, 'measured')} | {pair(lt, 'replayed')} | | | |")
     if a.json:
         a.json.write_text(json.dumps({"fit": str(a.fit), "model": model, "checks": results}, indent=2))
     return 0

@@ -1,5 +1,6 @@
 """What `bench/replay_vs_real.py` reads from the engine itself: its state (GET /v1/engine/state), the
-step budget it runs with by default, and its own step rates and the state's latency during the run."""
+step budget it runs with by default, its own step rates and the state's latency during the run, and the
+run's engine speed (its decode step and the share of a core its steps got) that replay --engine-speed takes."""
 
 from __future__ import annotations
 
@@ -47,12 +48,30 @@ class StatePoller:
             self.latencies_s.append(time.perf_counter() - asked)
 
     def __enter__(self) -> StatePoller:
+        self.first = engine_state(self.engine)  # the step totals at the run's start
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.last = engine_state(self.engine)
+
+
+def run_speed(first: dict[str, Any], last: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The engine's own speed over the run (no figure of the routing's outcome): the share of a core its
+    steps got (step-thread CPU seconds ÷ wall seconds, from its lifetime totals at the start and the end),
+    its mean step, and its decode step at batch 16 from the rates it reported (in_run_model's line)."""
+    steps = last.get("num_steps_total", 0) - first.get("num_steps_total", 0)
+    wall = last.get("step_seconds_total", 0.0) - first.get("step_seconds_total", 0.0)
+    cpu = last.get("step_cpu_seconds_total", 0.0) - first.get("step_cpu_seconds_total", 0.0)
+    decode = [(s["num_running"], s["num_running"] / s["decode_tokens_per_s"]) for s in samples
+              if s["num_running"] and s["decode_tokens_per_s"]]
+    line = fit_line(decode) if len({b for b, _ in decode}) >= 2 else None
+    return {"steps": steps, "step_wall_s": round(wall, 6), "step_cpu_s": round(cpu, 6),
+            "cpu_share": round(cpu / wall, 4) if wall > 0 else None,
+            "mean_step_s": round(wall / steps, 6) if steps else None,
+            "decode_step_16_s": round(line[0] + 16 * line[1], 6) if line else None}
 
 
 def in_run_model(profiled: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any] | None:

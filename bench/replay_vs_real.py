@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.hybrid_economics import is_ready, run_cli
 from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
 from bench.replay_breakdown import table as breakdown_table
-from bench.replay_engine_state import StatePoller, default_budget, engine_state, in_run_model
+from bench.replay_engine_state import StatePoller, default_budget, engine_state, in_run_model, run_speed
 from observability.bench.profile_fit import EngineProfile, fit_engine, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
@@ -157,6 +157,7 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
         t1 = time.time()
     model["in_run"] = in_run_model(model, poller.samples)
     model["state_latency_s"] = sorted(poller.latencies_s)
+    model["engine_speed"] = run_speed(poller.first, poller.last, poller.samples)
     return body, model, t0 - 0.5, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
 
 
@@ -229,11 +230,14 @@ def main() -> int:
         spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
         in_run = engine_model.pop("in_run")
         lags = engine_model.pop("state_latency_s")
+        speed = engine_model.pop("engine_speed")
+        print("engine speed during the run:", json.dumps(speed), flush=True)
         print("performance model:", json.dumps(engine_model), flush=True)
         state_lag = {"p50": lags[len(lags) // 2], "p95": lags[int(0.95 * (len(lags) - 1))], "n": len(lags)} if lags else None
         print(f"GET /v1/engine/state during the run (s): {state_lag}", flush=True)
         (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
-                                                     "load_average": os.getloadavg(), "state_latency_s": state_lag}))
+                                                     "load_average": os.getloadavg(), "state_latency_s": state_lag,
+                                                     "engine_speed": speed}))
         replays: dict[str, dict[str, Any]] = {}
         runs = [("perf.json", perf_model(engine_model), policy), ("perf-in-run.json", in_run and perf_model(in_run), policy)]
         if a.bench_profile:  # the same policy naming the profile's file for its engine (read at load)

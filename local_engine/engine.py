@@ -16,7 +16,7 @@ from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import FinishReason, Sequence
-from local_engine.stats import ThroughputWindow
+from local_engine.stats import StepTotals, ThroughputWindow
 from local_engine.step_output import StepOutput
 from local_engine.stop_strings import StopStringFilter
 
@@ -75,6 +75,10 @@ class EngineStats:
     num_cached_blocks: int = 0
     prefix_queried_tokens: int = 0
     prefix_hit_tokens: int = 0
+    # Lifetime step totals (local_engine.stats.StepTotals): steps, their wall and step-thread CPU seconds.
+    num_steps_total: int = 0
+    step_seconds_total: float = 0.0
+    step_cpu_seconds_total: float = 0.0
 
 
 class _SeqText:
@@ -110,6 +114,7 @@ class LLMEngine:
         self._texts: dict[int, _SeqText] = {}
         self._clock = clock
         self.throughput = ThroughputWindow(config.stats_window_s)
+        self.totals = StepTotals()
 
     # --- admission -------------------------------------------------------------------------
     def check_fits(self, num_prompt_tokens: int, max_tokens: int) -> None:
@@ -147,10 +152,11 @@ class LLMEngine:
             for seq in batch.seqs[batch.num_decodes:]:
                 if not seq.first_scheduled_ns:
                     seq.first_scheduled_ns = now_ns
-        start = self._clock()
+        start, cpu_start = self._clock(), time.thread_time()
         out = self.runner.run(batch)  # a mixed step's decodes and prompt chunks in one forward pass
         end = self._clock()
         self._record(batch, end, end - start)
+        self.totals.record(end - start, time.thread_time() - cpu_start)
         return self._postprocess(batch, out)
 
     def _record(self, batch: ScheduledBatch, end: float, seconds: float) -> None:
@@ -215,4 +221,6 @@ class LLMEngine:
             prefix_cache_hit_rate=bm.prefix_cache_hit_rate, num_preemptions=self.scheduler.num_preemptions,
             prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
             prefix_caching=bm.enable_prefix_caching, num_cached_blocks=bm.num_cached_blocks,
-            prefix_queried_tokens=bm.num_queried_tokens, prefix_hit_tokens=bm.num_hit_tokens)
+            prefix_queried_tokens=bm.num_queried_tokens, prefix_hit_tokens=bm.num_hit_tokens,
+            num_steps_total=self.totals.num_steps, step_seconds_total=self.totals.seconds,
+            step_cpu_seconds_total=self.totals.cpu_seconds)

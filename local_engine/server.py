@@ -170,6 +170,8 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             "prefix_caching": s.prefix_caching, "num_cached_blocks": s.num_cached_blocks,
             "prefix_queried_tokens": s.prefix_queried_tokens, "prefix_hit_tokens": s.prefix_hit_tokens,
             "torch_threads": info.torch_threads, "kernels": info.kernels,
+            "num_steps_total": s.num_steps_total, "step_seconds_total": round(s.step_seconds_total, 6),
+            "step_cpu_seconds_total": round(s.step_cpu_seconds_total, 6),
             "healthy": engine.is_alive,
         }
 

@@ -1,4 +1,5 @@
-"""Recent engine throughput: prefill and decode tokens per second of step time over a sliding window."""
+"""Engine step time: recent prefill and decode tokens per second over a sliding window, and lifetime totals of
+step wall and CPU seconds (their ratio is the share of a core the step loop got: a shared host's contention)."""
 from __future__ import annotations
 
 from collections import deque
@@ -50,3 +51,20 @@ class ThroughputWindow:
         if not steps:  # no float drift left over
             self._tokens = [0, 0]
             self._seconds = [0.0, 0.0]
+
+
+class StepTotals:
+    """Lifetime sums since the engine started: steps, their wall seconds and the CPU seconds the step loop's
+    thread used in them. Counters, so a reader takes differences over any window it samples; CPU ÷ wall
+    is how much of a core the steps got (below 1 while other processes hold the cores), which a replay
+    uses to carry a model fitted on one run to another run on a busier or quieter host (docs/replay.md)."""
+
+    def __init__(self) -> None:
+        self.num_steps = 0
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+
+    def record(self, seconds: float, cpu_seconds: float) -> None:
+        self.num_steps += 1
+        self.seconds += seconds
+        self.cpu_seconds += cpu_seconds

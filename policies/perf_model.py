@@ -9,6 +9,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+# An engine model's step-time terms (what EngineModel.at_cpu_share scales).
+STEP_TERMS = ("prefill_fixed_s", "prefill_per_token_s", "prefill_per_context_token_s", "decode_fixed_s",
+              "decode_per_seq_s", "decode_per_context_token_s")
 
 
 class PerfModelError(ValueError):
@@ -58,6 +61,10 @@ class EngineModel:
     # mean age when it routed: late answers and a busy gateway stretch the policy's poll_interval_s);
     # the replay's gateway then polls it on that clock (`replay --poll-clock`). 0: the policy's interval.
     state_poll_s: float = 0.0
+    # The share of a core the engine's steps got while these step times were measured: its step thread's
+    # CPU seconds ÷ the steps' wall seconds (/v1/engine/state's totals over the window); 0: not recorded.
+    # A step's CPU seconds carry from one host load to another where its wall seconds do not (at_cpu_share).
+    cpu_share: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -89,6 +96,19 @@ class EngineModel:
         """`num_steps` decode steps of the same batch; its context grows by `num_seqs` each step."""
         first = self.decode_time(num_seqs, context_tokens)
         return num_steps * first + self.decode_per_context_token_s * num_seqs * num_steps * (num_steps - 1) / 2
+
+    def at_cpu_share(self, share: float) -> EngineModel:
+        """These step times carried to a window whose steps got `share` of a core: each step term ×
+        cpu_share ÷ share (the same CPU seconds a step); the time outside the steps (request overhead, the
+        front end) unchanged. Raises PerfModelError without a recorded cpu_share or with a share ≤ 0."""
+        if not self.cpu_share > 0:
+            raise PerfModelError("engine.cpu_share is not recorded: fit the model with `replay --calibrate "
+                                 "--engine-share NAME=SHARE` (the share its window had) to carry it to another")
+        if not share > 0:
+            raise PerfModelError(f"an engine's CPU share must be > 0, got {share!r}")
+        k = self.cpu_share / share
+        return replace(self, cpu_share=share, **{n: getattr(self, n) * k for n in STEP_TERMS},
+                       source=f"{self.source}; steps × {k:.3g} (CPU share {self.cpu_share:g} → {share:g})")
 
     @property
     def kv_capacity_tokens(self) -> int:

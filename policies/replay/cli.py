@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
 from policies.loader import LoadedPolicy
+from policies.perf_model import PerfModel
 from policies.perf_model_file import with_overrides
+from policies.replay.engine_share import parse_shares, with_shares
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.parallel import in_processes
@@ -20,7 +22,7 @@ from policies.replay.recording_fit import as_model_file, calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
 from policies.replay.summary import Summary, recorded_summary, summarize
-from policies.replay.traffic import TrafficError
+from policies.replay.traffic import TrafficError, TrafficRecord
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate-out", type=Path, metavar="FILE",
                         help="with --calibrate: also write the fitted model here (JSON), to replay another window "
                         "with --perf-model FILE (a check on traffic it was not fitted to)")
+    parser.add_argument("--engine-share", action="append", default=[], metavar="NAME=SHARE",
+                        help="the share of a core engine NAME's steps got in this window (CPU ÷ wall seconds of its "
+                        "steps, /v1/engine/state's totals): with --calibrate recorded in the fitted model; otherwise "
+                        "the model's step times (fitted at its own recorded share) are carried to this one")
     parser.add_argument("--poll-clock", nargs="?", const="period", choices=POLL_CLOCKS, default="",
                         help="the gateway polls each engine on a clock of its own, every arrival seeing the last poll's "
                         "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
@@ -56,6 +62,25 @@ def engine_backends(loaded: LoadedPolicy) -> list[str]:
     return sorted(n for n, spec in loaded.policy.backends.items() if spec.state_source != "none")  # as compile_policy
 
 
+def _engine_models(args: argparse.Namespace, perf: PerfModel, first: LoadedPolicy, shares: Mapping[str, float],
+                   traffic: Sequence[TrafficRecord]) -> PerfModel:
+    """`perf` fitted to the ledger window (--calibrate, its engines' shares recorded; --calibrate-out writes
+    it), or carried to the window's engine shares (--engine-share alone), or as it is."""
+    engines = engine_backends(first)
+    if args.calibrate:
+        if args.ledger is None:
+            raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
+        hosted = [name for name in first.policy.backends if name not in engines]
+        perf = with_shares(calibrated(with_overrides(perf, first.perf_model), engines, hosted, traffic), shares, True)
+        if args.calibrate_out is not None:
+            args.calibrate_out.write_text(json.dumps(as_model_file(perf, engines, hosted), indent=2) + "\n")
+    elif args.calibrate_out is not None:
+        raise ValueError("--calibrate-out writes what --calibrate fitted: it needs --calibrate")
+    elif shares:  # the first policy's engine models, as --calibrate fits them, carried to this window's shares
+        perf = with_shares(with_overrides(perf, first.perf_model), shares, fitted=False)
+    return perf
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.ttft_slo is not None and not args.ttft_slo > 0:
         raise ValueError(f"--ttft-slo must be > 0, got {args.ttft_slo}")
@@ -63,17 +88,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
     perf = read_perf_model(args.perf_model)
     loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
+    shares = parse_shares(args.engine_share, engine_backends(loaded[0]))
     traffic = read_traffic(args)
-    if args.calibrate:
-        if args.ledger is None:
-            raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
-        engines = engine_backends(loaded[0])
-        hosted = [name for name in loaded[0].policy.backends if name not in engines]
-        perf = calibrated(with_overrides(perf, loaded[0].perf_model), engines, hosted, traffic)
-        if args.calibrate_out is not None:
-            args.calibrate_out.write_text(json.dumps(as_model_file(perf, engines, hosted), indent=2) + "\n")
-    elif args.calibrate_out is not None:
-        raise ValueError("--calibrate-out writes what --calibrate fitted: it needs --calibrate")
+    perf = _engine_models(args, perf, loaded[0], shares, traffic)
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()

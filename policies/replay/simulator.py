@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +19,13 @@ from policies.compiled import compile_policy
 from policies.decide import apply_slo_out, decide
 from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
-from policies.estimator import local_price
 from policies.facts import build_facts
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
 from policies.perf_model_file import with_overrides
 from policies.replay.budgets import ReplayLimiter, limits_config
+from policies.replay.charges import request_cost, settled_cost
 from policies.replay.engine_args import prefix_caching_off, shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
 from policies.replay.fast_stats import FastHealthBook, FastOutputStats
@@ -38,6 +38,9 @@ from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
 _EPOCH, _END = 1000.0, float("inf")  # the simulated monotonic clock at the first arrival; past the last
+
+# (the run, the request's index, its facts, the gateway's view) and the decision -> the decision to dispatch
+DecisionHook = Callable[["ReplayRun", int, RequestFacts, LiveState, RouteDecision], RouteDecision]
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,14 @@ class ReplaySetup:
     poll_clock: str = ""
 
 
-class _Run:
-    def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> None:
+class ReplayRun:
+    """One replay of `traffic` against one policy; `run()` gives the outcomes. `on_decision` (optional) sees
+    every decision, with the request's index, its facts and the gateway's view, and returns the decision to
+    dispatch (itself, or another: policies/replay/view_check.py forces the recorded routing this way)."""
+
+    def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup,
+                 on_decision: DecisionHook | None = None) -> None:
+        self.on_decision = on_decision
         perf = with_overrides(setup.perf, loaded.perf_model)  # the policy's named models, unless --perf-model names one
         self.compiled = compile_policy(loaded.policy, setup.price_table, loaded.source, loaded.absent_backends,
                                        perf_model=perf)
@@ -163,7 +172,7 @@ class _Run:
         except RoutingError as exc:
             self.out.refuse(i, exc.code)
             return
-        decision = self._decide(facts, live, now)
+        decision = self._decide(i, facts, live, now)
         held: Reservation | None = None
         if self.limiter is not None and decision.targets:
             reserved = self._reserve(i, record, facts, decision, live, now)
@@ -177,7 +186,7 @@ class _Run:
                               facts.expected_output_tokens):
                 self.out.rule[i] = decision.rule
                 if held is not None:
-                    self._held[i] = (held, self._charged(target.backend, target.model, record, live))
+                    self._held[i] = (held, settled_cost(self.compiled, target.backend, target.model, record, live))
                 return
         if held is not None and self.limiter is not None:
             self.limiter.settle(held, 0, 0.0)  # nothing served it: no tokens, no spend
@@ -195,13 +204,13 @@ class _Run:
                            headers=record.headers, team_p90=self.outputs.p90(record.team), over_budget=over_budget,
                            now_unix=record.time, prompt_tokens=record.prompt_tokens)
 
-    def _decide(self, facts: RequestFacts, live: LiveState, now: float) -> RouteDecision:
+    def _decide(self, i: int, facts: RequestFacts, live: LiveState, now: float) -> RouteDecision:
         decision = decide(self.compiled, facts, live)
         if decision.slo_out:  # as LiveBook.decided applies it
             self.view.slo_out = apply_slo_out(self.view.slo_out, decision.slo_out)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
             self.health.claim_probe(decision.targets[0].backend, now)  # as LiveBook.decided does
-        return decision
+        return decision if self.on_decision is None else self.on_decision(self, i, facts, live, decision)
 
     def _reserve(self, i: int, record: TrafficRecord, facts: RequestFacts, decision: RouteDecision, live: LiveState,
                  now: float) -> tuple[RequestFacts, RouteDecision, Reservation] | str:
@@ -221,7 +230,7 @@ class _Run:
             if not unchecked:
                 self.out.over_budget[i] = True
                 facts = self._facts(record, live, True)
-                decision = self._decide(facts, live, now)
+                decision = self._decide(i, facts, live, now)
                 if not decision.targets:
                     return decision.refusal or "all_targets_failed"
             unchecked.add(got.scope)
@@ -232,16 +241,6 @@ class _Run:
         if spec is not None and spec.on_exceed is not None:
             return spec.on_exceed
         return self.compiled.team(record.team).budget.on_exceed
-
-    def _charged(self, backend: str, model: str, record: TrafficRecord, live: LiveState) -> float:
-        """The spend the gateway settles a finished request's budget with (PolicyRouter.cost_usd): an
-        engine at its price per token, a GPU-hour one at its chargeback (from the state seen when routed)."""
-        if backend not in self.engines:
-            price = self.compiled.hosted_prices.get((backend, model))
-        else:
-            spec = self.compiled.policy.backends[backend]
-            price = local_price(self.compiled.policy.prices.get(model) or spec.price, live.engine(backend))
-        return price.cost(record.prompt_tokens, record.output_tokens) if price is not None else 0.0
 
     def _dispatch(self, i: int, record: TrafficRecord, backend: str, model: str, blocks: int | None, now: float,
                   expected_output: int) -> bool:
@@ -268,18 +267,8 @@ class _Run:
                 self.out.e2e[i] = now + e2e - now
             else:
                 self._push(now + e2e, i, backend, False)
-        self.out.serve(i, backend, self._cost(backend, model, record))
+        self.out.serve(i, backend, request_cost(self.compiled, backend, model, record))
         return True
-
-    def _cost(self, backend: str, model: str, record: TrafficRecord) -> float:
-        price = self.compiled.hosted_prices.get((backend, model))
-        if price is None and backend in self.engines:
-            spec = self.compiled.policy.backends[backend]
-            local = self.compiled.policy.prices.get(model) or spec.price
-            if local is not None and local.usd_per_gpu_hour is None:  # per-token price; $/hour is per window
-                return ((local.input_usd_per_mtok or 0.0) * record.prompt_tokens
-                        + (local.output_usd_per_mtok or 0.0) * record.output_tokens) / 1e6
-        return price.cost(record.prompt_tokens, record.output_tokens) if price is not None else 0.0
 
     def _prompt(self, i: int, record: TrafficRecord) -> list[int]:
         """Token ids whose only property that matters is which blocks they share: the prefix's
@@ -298,4 +287,4 @@ class _Run:
 
 def replay(loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> Outcomes:
     """Replay `traffic` (sorted by time) against one policy; the per-request outcomes and time series."""
-    return _Run(loaded, traffic, setup).run()
+    return ReplayRun(loaded, traffic, setup).run()

@@ -12,7 +12,7 @@ from policies.decision import RequestFacts, RouteDecision
 from policies.live import LiveState
 from policies.loader import LoadedPolicy
 from policies.replay.outcome import Outcomes
-from policies.replay.simulator import ReplaySetup, _Run
+from policies.replay.simulator import ReplayRun, ReplaySetup
 from policies.replay.traffic import TrafficRecord
 from policies.route_view import engine_views
 
@@ -42,31 +42,27 @@ def live_from_view(live: LiveState, view: Mapping[str, EngineView]) -> LiveState
     return LiveState(live.now, engines, live.health, {}, live.stale_after_s, slo_out=live.slo_out)
 
 
-class _CheckedRun(_Run):
-    def __init__(self, loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup,
-                 forced: bool) -> None:
-        super().__init__(loaded, traffic, setup)
+class _Checker:
+    """ReplayRun's decision hook: keeps the replay's view and choice of each request, and decide() on the
+    recorded view; `forced`: returns where the recording says the request went instead."""
+
+    def __init__(self, traffic: Sequence[TrafficRecord], forced: bool) -> None:
         n = len(traffic)
-        self.forced = forced
+        self.traffic, self.forced = traffic, forced
         self.views: list[Mapping[str, EngineView]] = [{}] * n
         self.chosen, self.on_recorded = [""] * n, [""] * n
-        self._i = 0
 
-    def _route(self, i: int, record: TrafficRecord, now: float) -> None:
-        self._i = i
-        super()._route(i, record, now)
-
-    def _decide(self, facts: RequestFacts, live: LiveState, now: float) -> RouteDecision:
-        decision = super()._decide(facts, live, now)
-        i, recorded = self._i, self.traffic[self._i].recorded
-        self.views[i] = engine_views(live, self.engines)
+    def __call__(self, run: ReplayRun, i: int, facts: RequestFacts, live: LiveState,
+                 decision: RouteDecision) -> RouteDecision:
+        recorded = self.traffic[i].recorded
+        self.views[i] = engine_views(live, run.engines)
         self.chosen[i] = decision.targets[0].backend if decision.targets else ""
         if recorded is not None and recorded.view:
-            other = decide(self.compiled, facts, live_from_view(live, recorded.view))
+            other = decide(run.compiled, facts, live_from_view(live, recorded.view))
             self.on_recorded[i] = other.targets[0].backend if other.targets else ""
         if not self.forced or recorded is None:
             return decision
-        alias = self.compiled.aliases[facts.model_alias]
+        alias = run.compiled.aliases[facts.model_alias]
         target = alias.by_backend.get(recorded.backend)
         # Where the real gateway sent it (first); nowhere when it refused it or served none.
         return replace(decision, targets=(target,) if target is not None else (), refusal=decision.refusal or
@@ -77,6 +73,6 @@ def replay_checked(loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup
                    forced: bool = False) -> ViewCheck:
     """Replay `traffic` recording the gateway's view per request; `forced`: each request goes where the
     recording says it went (the replay's own choice is still taken and kept in `chosen`)."""
-    run = _CheckedRun(loaded, traffic, setup, forced)
-    out = run.run()
-    return ViewCheck(out, tuple(run.views), tuple(run.chosen), tuple(run.on_recorded))
+    checker = _Checker(traffic, forced)
+    out = ReplayRun(loaded, traffic, setup, checker).run()
+    return ViewCheck(out, tuple(checker.views), tuple(checker.chosen), tuple(checker.on_recorded))

@@ -3,7 +3,7 @@ this CPU), sends a few seconds of Poisson traffic through `hybridgw serve` (kv_f
 spill to the simulated hosted API) and replays the gateway's ledger. How close the prediction comes
 depends on this machine's load, so it is a benchmark (docs/benchmarks.md), not an assertion here: the
 test checks that the whole loop runs and yields a measured and a predicted value for every figure,
-the TTFT breakdown from the engine's spans, the held-out check's tool on the kept run, and the
+the TTFT breakdown from the engine's spans, the held-out check's tools on the kept run, and the
 per-request comparison with the gateway's recorded engine views."""
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,8 +44,12 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert matched and int(matched[1]) > 0, run.stdout[-3000:]
     assert "| busy p50 |" in run.stdout
 
-    # The kept run's fitted model predicts a kept run (here itself) through bench/replay_cross.py.
-    assert json.loads((tmp_path / "run" / "window.json").read_text())["seed"] == 3
+    # The kept run's fitted model predicts a kept run (here itself) through bench/replay_cross.py, carried to
+    # its engine's CPU share (the engine's own step totals over the run's window).
+    window = json.loads((tmp_path / "run" / "window.json").read_text())
+    assert window["seed"] == 3
+    speed = window["engine_speed"]
+    assert speed["steps"] > 0 and 0 < speed["cpu_share"] <= 1.01 and speed["step_cpu_s"] <= speed["step_wall_s"] * 1.01
     model = json.loads((tmp_path / "run" / "calibrated-model.json").read_text())
     assert {"request_overhead_s", "frontend_service_s"} <= set(model["engines"]["local"])
     cross = subprocess.run(
@@ -51,8 +57,19 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
          str(tmp_path / "run"), "--json", str(tmp_path / "cross.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cross.returncode == 0, cross.stdout[-2000:] + cross.stderr[-3000:]
-    checked = json.loads((tmp_path / "cross.json").read_text())["checks"][0]
+    crossed = json.loads((tmp_path / "cross.json").read_text())
+    checked = crossed["checks"][0]
     assert checked["figures"]["local share"]["measured"] == figures["local share"][0]
+    assert crossed["model"]["engines"]["local"]["cpu_share"] == speed["cpu_share"] and checked["carried"]
+    # At its own share the carried replay is the unscaled one.
+    assert checked["figures"]["local share"]["predicted"] == checked["figures"]["local share"]["unscaled"]
+    grid = subprocess.run([sys.executable, str(ROOT / "bench" / "replay_grid.py"), str(tmp_path / "run"), "--json",
+                           str(tmp_path / "grid.json")], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert grid.returncode == 0, grid.stdout[-2000:] + grid.stderr[-3000:]
+    (own,) = json.loads((tmp_path / "grid.json").read_text())  # the run against itself: in-sample
+    share_off = checked["figures"]["local share"]["predicted"] - figures["local share"][0]
+    assert own["unscaled"][2] == own["carried"][2] == pytest.approx(share_off * 100)
 
     # Request by request against the ledger's engine views: decide() on the view the real router recorded
     # gives the choice it made; forced to the recorded routing, the replay serves the measured share.

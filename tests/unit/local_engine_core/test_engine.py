@@ -177,3 +177,16 @@ def test_requests_that_can_never_fit_are_refused_with_numbers(loaded: LoadedMode
     assert err.value.num_blocks_needed == 5 and err.value.num_blocks_total == 4
     assert "5 KV blocks" in str(err.value)
     engine.check_fits(40, 25)  # 64 tokens computed at most: fits exactly
+
+
+def test_snapshot_counts_every_step_with_its_wall_and_cpu_seconds(loaded: LoadedModel) -> None:
+    engine = engine_with(loaded)
+    assert (engine.snapshot().num_steps_total, engine.snapshot().step_seconds_total) == (0, 0.0)
+    engine.add_request(greedy(loaded, PROMPTS[0], max_tokens=5))
+    steps = 0
+    while engine.has_unfinished():
+        engine.step()
+        steps += 1
+    snap = engine.snapshot()
+    assert snap.num_steps_total == steps == 5  # one prefill (it samples the first token), then four decodes
+    assert snap.step_seconds_total > 0 and snap.step_cpu_seconds_total > 0
