@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--context-cost-tokens", type=int, default=0,
                    help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
                         "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
+    p.add_argument("--burst-batched-tokens", type=int, default=512,
+                   help="while decodes run and several new prompts wait, a step may admit up to this many of their "
+                        "tokens (default 512; 0: off, the 64-token floor only)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,
@@ -89,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic,
         kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs, context_cost_tokens=args.context_cost_tokens,
+        burst_batched_tokens=args.burst_batched_tokens,
         activations=args.activations)
 
 
