@@ -54,9 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--context-cost-tokens", type=int, default=0,
                    help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
                         "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
-    p.add_argument("--burst-batched-tokens", type=int, default=512,
+    p.add_argument("--burst-batched-tokens", type=int, default=256,
                    help="while decodes run and several new prompts wait, a step may admit up to this many of their "
-                        "tokens (default 512; 0: off, the 64-token floor only)")
+                        "tokens (default 256; 0: off, the 64-token floor only)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     p.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES,

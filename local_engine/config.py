@@ -43,9 +43,10 @@ class EngineConfig:
     context_cost_tokens: int = 0
     # While decodes run and two or more new prompts wait, a step may admit up to this many of their tokens
     # (the floor's 64 per waiting prompt; default budget only): a burst of arrivals — 64 streams at once —
-    # starts in a few steps instead of half a prompt a step, which kept only ~32 of 64 streams decoding.
-    # One prompt arriving alone (the long-prompt stall) keeps the floor. 0: off (docs/benchmarks.md, #14).
-    burst_batched_tokens: int = 512
+    # starts in a few steps instead of half a prompt a step, which kept only ~32 of 64 streams decoding
+    # (256: steps of ~0.5 s on 2 cores while it lasts; 512 was no faster, ~0.9 s steps). One prompt arriving
+    # alone (the long-prompt stall) keeps the floor. 0: off (docs/benchmarks.md, #14 64 streams).
+    burst_batched_tokens: int = 256
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served

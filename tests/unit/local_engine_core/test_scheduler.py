@@ -302,17 +302,20 @@ def _decoding(sched: Scheduler, n: int) -> list[Sequence]:
 
 
 def test_a_burst_of_new_prompts_beside_decodes_is_admitted_at_the_burst_budget() -> None:
-    sched = make(num_blocks=2000, block_size=16, max_num_seqs=64)  # default budget: floor 64, burst 512
+    sched = make(num_blocks=2000, block_size=16, max_num_seqs=64)  # default budget: floor 64, burst 256
     _decoding(sched, 16)
-    burst = [seq_of(128) for _ in range(8)]
+    burst = [seq_of(128) for _ in range(6)]
     for s in burst:
         sched.add(s)
     batch = sched.schedule()
-    assert batch.num_decodes == 16 and batch.seqs[16:] == tuple(burst[:4])
-    assert batch.num_scheduled_tokens[16:] == (128,) * 4  # 512 prompt tokens, not the floor's 64
+    assert batch.num_decodes == 16 and batch.seqs[16:] == tuple(burst[:2])
+    assert batch.num_scheduled_tokens[16:] == (128, 128)  # 256 prompt tokens, not the floor's 64
     advance(batch)
-    batch = sched.schedule()  # four wait: 64 tokens each, two whole prompts
-    assert batch.seqs[20:] == tuple(burst[4:6]) and batch.num_scheduled_tokens[20:] == (128, 128)
+    batch = sched.schedule()
+    assert batch.seqs[18:] == tuple(burst[2:4]) and batch.num_scheduled_tokens[18:] == (128, 128)
+    advance(batch)
+    batch = sched.schedule()  # two wait: 64 tokens each
+    assert batch.seqs[20:] == (burst[4],) and batch.num_scheduled_tokens[20:] == (128,)
 
 
 def test_one_prompt_arriving_alone_keeps_the_floor_and_the_burst_can_be_off() -> None:
