@@ -2,6 +2,9 @@
 burst_batched_tokens a step (64 per waiting prompt); one prompt arriving alone keeps the 64-token floor."""
 from __future__ import annotations
 
+import pytest
+
+from local_engine.config import ConfigError, EngineConfig
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import Sequence
 
@@ -50,3 +53,8 @@ def test_one_prompt_arriving_alone_keeps_the_floor_and_the_burst_can_be_off() ->
     for _ in range(4):
         off.add(seq_of(128))
     assert off.schedule().total_tokens == 8 + 64
+
+
+def test_a_negative_burst_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match="burst_batched_tokens"):
+        EngineConfig(burst_batched_tokens=-1)
