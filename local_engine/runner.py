@@ -234,7 +234,7 @@ class ModelRunner:
                   else paged_attention_reference)
         cache, mirror, d = self.kv_cache, self.mirror, num_decodes
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
-        if native is not None and d == len(meta.query_lens):  # decodes of 1-3 sequences: blocks read in place
+        if native is not None and d == len(meta.query_lens):  # decodes only: blocks read in place
             return native
         rest = groups_from(meta, d)  # a mixed step's prefill groups
 
