@@ -63,6 +63,9 @@ def _scheduling_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--context-cost-tokens", type=int, default=0,
                    help="while decodes run, a prompt token at context c costs 1 + c/this of the budget, so late "
                         "chunks of a long prompt are smaller (default 0: tokens only; docs/benchmarks.md)")
+    g.add_argument("--burst-batched-tokens", type=int, default=256,
+                   help="while decodes run and several new prompts wait, a step may admit up to this many of their "
+                        "tokens (default 256; 0: off, the 64-token floor only)")
     g.add_argument("--max-waiting", type=int, default=256, help="queued requests before 503")
     g.add_argument("--enable-priority", action="store_true", help="schedule by the request's priority field")
 
@@ -105,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         max_waiting=args.max_waiting, enable_priority=args.enable_priority,
         enable_prefix_caching=not args.no_prefix_caching, deterministic=args.deterministic,
         kv_scales=args.kv_scales, cuda_graphs=args.cuda_graphs, context_cost_tokens=args.context_cost_tokens,
+        burst_batched_tokens=args.burst_batched_tokens,
         activations=args.activations)
 
 

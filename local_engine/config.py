@@ -41,6 +41,12 @@ class EngineConfig:
     # reads its whole context, so late chunks of a long prompt get smaller and the step stays flatter.
     # 0 (default): tokens only; through the server it did not lower the max gap (docs/benchmarks.md).
     context_cost_tokens: int = 0
+    # While decodes run and two or more new prompts wait, a step may admit up to this many of their tokens
+    # (the floor's 64 per waiting prompt; default budget only): a burst of arrivals — 64 streams at once —
+    # starts in a few steps instead of half a prompt a step, which kept only ~32 of 64 streams decoding
+    # (256: steps of ~0.5 s on 2 cores while it lasts; 512 was no faster, ~0.9 s steps). One prompt arriving
+    # alone (the long-prompt stall) keeps the floor. 0: off (docs/benchmarks.md, #14 64 streams).
+    burst_batched_tokens: int = 256
     max_model_len: int | None = None  # None: the model's context (capped by the loader)
     max_waiting: int = 256  # queued (not yet running) requests before new ones get 503
     enable_priority: bool = False  # False: strict first-come-first-served
@@ -79,6 +85,8 @@ class EngineConfig:
             _positive("kv_cache_bytes", self.kv_cache_bytes)
         if self.cpu_threads is not None:
             _positive("cpu_threads", self.cpu_threads)
+        if self.burst_batched_tokens < 0:
+            raise ConfigError(f"burst_batched_tokens must be >= 0, got {self.burst_batched_tokens}")
         if self.context_cost_tokens < 0:
             raise ConfigError(f"context_cost_tokens must be >= 0, got {self.context_cost_tokens}")
         if self.small_step_threads is not None and self.small_step_threads < 0:

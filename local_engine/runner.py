@@ -29,7 +29,7 @@ from local_engine.kv_calibration import calibrate_scales
 from local_engine.model import LlamaModel
 from local_engine.model_config import ModelConfig
 from local_engine.native.paged_decode import MAX_SEQS as NATIVE_MAX_SEQS
-from local_engine.native.paged_decode import native_decode_attention
+from local_engine.native.paged_decode import NativeDecodeAttention, native_decode_attention
 from local_engine.runner_threads import StepThreads, use_threads
 from local_engine.sampler import SamplingRow, sample
 from local_engine.sequence import Sequence
@@ -87,6 +87,9 @@ class ModelRunner:
         # A mixed step is one forward pass (its decodes' and chunks' rows share every matmul); True runs
         # it as two, decodes then prefills, as before (bench A/B: HYBRIDGW_MIXED_PASS=split).
         self.split_mixed = os.environ.get("HYBRIDGW_MIXED_PASS") == "split" if split_mixed is None else split_mixed
+        # A step's decode rows attend through the native kernel up to this many sequences (None: any; the
+        # mirror's bmm path takes larger ones), for A/B benches (paged_decode.MAX_SEQS)
+        self.native_decode_max_seqs = NATIVE_MAX_SEQS
 
     @property
     def num_blocks(self) -> int:
@@ -144,12 +147,17 @@ class ModelRunner:
         if small is not None:
             return small
         input_ids, positions, meta = self._prepare(batch)
-        plan = self._mirror_plan(batch, meta)
+        native = self._native_attention(meta, batch.num_decodes)
+        if native is None:
+            plan = self._mirror_plan(batch, meta)
+        else:  # the mirror does not see these decodes' K/V
+            self.mirror.invalidate()
+            plan = None
         ends = torch.tensor(meta.query_lens).cumsum(0) - 1
         logits_rows = ends[torch.tensor(samples)].to(self.device)  # (S,) last token of each sampling seq
         try:
             with torch.inference_mode():
-                attend = self._attention_fn(meta, plan, batch.num_decodes)
+                attend = self._attention_fn(meta, plan, native, batch.num_decodes)
                 logits = self.model(input_ids, positions, attend, logits_rows)  # (S, V)
         except BaseException:
             self.mirror.invalidate()  # some layers may have appended, others not
@@ -159,18 +167,20 @@ class ModelRunner:
         return logits
 
     def _native_decode(self, batch: ScheduledBatch) -> torch.Tensor | None:
-        """(B, V) logits of a decode step of 1-3 sequences through the native kernel, or None where it does
+        """(B, V) logits of a decode step through the native attention kernel, or None where it does
         not apply. Only what that kernel reads is built (no AttentionMetadata: its padded groups and masks
         cost ~0.2-0.3 ms a step at batch 1, ~2% of it); the same computation as through ``_prepare``."""
         cache, d = self.kv_cache, batch.num_seqs
         if (self.attention != "fast" or not batch.is_decode or self.model.native is None
-                or not 0 < d <= NATIVE_MAX_SEQS or cache.tensor.dtype != torch.bfloat16 or cache.scales is not None):
+                or d == 0 or cache.tensor.dtype != torch.bfloat16 or cache.scales is not None
+                or (self.native_decode_max_seqs is not None and d > self.native_decode_max_seqs)):
             return None
         positions = [seq.num_cached_tokens for seq in batch.seqs]
         for seq, p in zip(batch.seqs, positions):
             self._check(seq.seq_id, 1, p + 1, seq.num_tokens, len(seq.block_table))
         native = native_decode_attention(self.model.native, cache.tensor, self.model_config.num_heads,
-                                         [seq.block_table for seq in batch.seqs], positions, [1] * d)
+                                         [seq.block_table for seq in batch.seqs], positions, [1] * d,
+                                         self.native_decode_max_seqs)
         if native is None:
             return None
         self.mirror.invalidate()  # as _mirror_plan does for decodes the bmm path does not take
@@ -208,18 +218,23 @@ class ModelRunner:
                                 bytes_per_token=self.model_config.kv_bytes_per_token(self.dtype),
                                 dtype=self.dtype, device=self.device)
 
+    def _native_attention(self, meta: AttentionMetadata, d: int) -> NativeDecodeAttention | None:
+        """The native kernel for a step's d decode rows (its leading rows), or None where it does not apply."""
+        if self.attention != "fast" or d == 0 or self.kv_cache.scales is not None:
+            return None
+        return native_decode_attention(self.model.native, self.kv_cache.tensor, self.model_config.num_heads,
+                                       meta.block_tables[:d], meta.start_positions[:d], meta.query_lens[:d],
+                                       self.native_decode_max_seqs)
+
     def _attention_fn(self, meta: AttentionMetadata, plan: MirrorPlan | None,  # type: ignore[no-untyped-def]
-                      num_decodes: int):
-        """The step's attention: the decodes (leading rows) through the mirror or the native kernel where
+                      native: NativeDecodeAttention | None, num_decodes: int):
+        """The step's attention: the decodes (leading rows) through the native kernel or the mirror where
         they apply, the prefill chunks through the padded groups, all K/V written first."""
         attend = (partial(paged_attention, kernels=self.model.native) if self.attention == "fast"
                   else paged_attention_reference)
         cache, mirror, d = self.kv_cache, self.mirror, num_decodes
         rows = self._row_groups(meta) if self.attention == "deterministic" else None
-        native = None if self.attention != "fast" or plan is not None or d == 0 else native_decode_attention(
-            self.model.native, cache.tensor, self.model_config.num_heads, meta.block_tables[:d],
-            meta.start_positions[:d], meta.query_lens[:d])
-        if native is not None and d == len(meta.query_lens):  # decodes of 1-3 sequences: blocks read in place
+        if native is not None and d == len(meta.query_lens):  # decodes only: blocks read in place
             return native
         rest = groups_from(meta, d)  # a mixed step's prefill groups
 

@@ -4,7 +4,8 @@ As vLLM v1 schedules: one token budget per step; running decodes come first (one
 then chunks of partly prefilled and waiting prompts take what budget is left, so a long prompt
 arriving stalls the running streams for one bounded chunk per step, not for its whole prefill.
 While decodes run, a prompt token at context c costs 1 + c/K of the budget (K: context_cost_tokens),
-since a chunk's attention reads its whole context: chunks late in a long prompt get smaller.
+since a chunk's attention reads its whole context: chunks late in a long prompt get smaller; several new
+prompts waiting at once get a larger budget for their first chunks (burst_batched_tokens).
 New requests join at the next step; finished ones leave at once; when blocks run out the newest
 sequence is preempted (blocks freed, recomputed later) — never a failure. A request whose first KV block is being prefilled for another waits
 one step and then reuses the cached blocks (SGLang's in-batch prefix caching).
@@ -27,6 +28,7 @@ class Scheduler:
         self.config = config
         self.token_budget = config.token_budget(device_type)
         self.prefill_floor = config.prefill_floor(device_type)
+        self.burst_tokens = config.burst_batched_tokens if self.prefill_floor else 0
         self.context_cost = config.context_cost_tokens
         self.block_manager = block_manager
         self.waiting: list[Sequence] = []
@@ -108,6 +110,10 @@ class Scheduler:
             remaining = seq.num_tokens - seq.num_cached_tokens
             if remaining > 1 and step.budget > 0:
                 self._add_chunk(seq, step)
+        if step.decodes and len(self.waiting) > 1 and self.burst_tokens:  # a burst of new prompts
+            taken = sum(n for _, n in step.prefills)
+            burst = min(self.burst_tokens, self.prefill_floor * len(self.waiting))
+            step.budget = max(step.budget, burst - taken)
         computing: set[BlockKey] = set()  # first blocks this step computes and caches
         bm = self.block_manager
         while self.waiting and step.budget > 0 and len(self.running) < self.config.max_num_seqs:

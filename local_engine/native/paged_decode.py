@@ -12,7 +12,10 @@ import torch
 
 from local_engine.native.kernels import NativeKernels
 
-MAX_SEQS = 3  # from 4 sequences the runner's bmm path with its decode mirror takes over
+# Decode rows of any count take the kernel (blocks read in place): at 16-64 sequences the bmm path over a
+# gathered, padded copy (and its decode mirror) cost ~35% of a decode step (docs/benchmarks.md, #14 64 streams).
+# The runner's ``native_decode_max_seqs`` caps it for A/B benches (3: the earlier limit).
+MAX_SEQS: int | None = None
 
 
 class NativeDecodeAttention:
@@ -36,11 +39,13 @@ class NativeDecodeAttention:
 
 def native_decode_attention(kernels: NativeKernels | None, cache: torch.Tensor, num_heads: int,
                             block_tables: Sequence[Sequence[int]], start_positions: Sequence[int],
-                            query_lens: Sequence[int]) -> NativeDecodeAttention | None:
-    """cache: every layer's pool (layers, 2*KVH, N, block_size, D); the rest as AttentionMetadata has it."""
+                            query_lens: Sequence[int], max_seqs: int | None = MAX_SEQS) -> NativeDecodeAttention | None:
+    """cache: every layer's pool (layers, 2*KVH, N, block_size, D); the rest as AttentionMetadata has it;
+    None also for more than ``max_seqs`` sequences (None: any number)."""
     group = num_heads // (cache.shape[1] // 2)  # query heads per KV head: the kernel holds up to 8
     if (kernels is None or cache.dtype != torch.bfloat16 or cache.device.type != "cpu" or cache.shape[-1] % 16
-            or group > 8 or not 0 < len(query_lens) <= MAX_SEQS or any(n != 1 for n in query_lens)):
+            or group > 8 or not query_lens or (max_seqs is not None and len(query_lens) > max_seqs)
+            or any(n != 1 for n in query_lens)):
         return None
     width = max(len(t) for t in block_tables)
     tables = torch.tensor([list(t) + [0] * (width - len(t)) for t in block_tables], dtype=torch.int64)

@@ -1,4 +1,4 @@
-"""Decode steps of 1-3 sequences on the native kernels skip the attention metadata (runner._native_decode)
+"""Decode steps of any number of sequences on the native kernels skip the attention metadata (runner._native_decode)
 and return the same tokens and logprobs, bit for bit, as the path through ``_prepare``."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def decode(runner: ModelRunner, prompts: list[list[int]], new_tokens: int = 10) 
     return picks
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 6])
 def test_native_decode_steps_build_no_metadata_and_pick_the_same_bits(monkeypatch: pytest.MonkeyPatch,
                                                                        batch: int) -> None:
     native_kernels()  # skips where the library cannot exist
@@ -56,9 +56,10 @@ def test_native_decode_steps_build_no_metadata_and_pick_the_same_bits(monkeypatc
     assert lean == full
 
 
-def test_larger_decode_steps_still_build_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_steps_past_the_cap_still_build_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     native_kernels()
     runner = coded_runner(monkeypatch, "auto")
+    runner.native_decode_max_seqs = 3  # the earlier limit (the A/B bench's side A)
     built: list[int] = []
     real = runner_module.build_attention_metadata
     monkeypatch.setattr(runner_module, "build_attention_metadata",

@@ -158,7 +158,8 @@ def test_paged_decode_leaves_other_steps_to_torch() -> None:
     cache = torch.zeros(1, 4, 8, 16, 64, dtype=torch.bfloat16)
     assert native_decode_attention(kernels, cache, 4, [[1]], [0], [1]) is not None
     assert native_decode_attention(kernels, cache, 4, [[1], [2]], [0, 3], [1, 2]) is None  # a prompt chunk
-    assert native_decode_attention(kernels, cache, 4, [[1]] * 4, [0] * 4, [1] * 4) is None  # the mirror's batch
+    assert native_decode_attention(kernels, cache, 4, [[1]] * 64, [0] * 64, [1] * 64) is not None  # any count
+    assert native_decode_attention(kernels, cache, 4, [[1]] * 4, [0] * 4, [1] * 4, max_seqs=3) is None  # capped
     assert native_decode_attention(kernels, cache.float(), 4, [[1]], [0], [1]) is None  # not bf16
     assert native_decode_attention(kernels, cache, 40, [[1]], [0], [1]) is None  # 20 query heads a KV head
     assert native_decode_attention(None, cache, 4, [[1]], [0], [1]) is None

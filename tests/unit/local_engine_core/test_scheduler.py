@@ -291,3 +291,4 @@ def test_an_explicit_budget_still_bounds_decodes_and_prompts_together() -> None:
     sched.add(seq_of(40))
     batch = sched.schedule()
     assert batch.total_tokens == 65
+
