@@ -80,6 +80,29 @@ def _end_of(payloads: Chunks) -> int:
     return -1
 
 
+def empty_frame(payload: bytes) -> bool:
+    """A chunk that says nothing: a JSON object without choices, usage or error (`data: {}`, a keep-alive some
+    servers send). OpenAI never sends one and clients expect none, so it is dropped, and a stream of nothing
+    else is no answer (502, as gateway/backends/answer_shape.py rules for a non-streamed `{}`). Any chunk
+    with a choice holds `[{`: only the rest is parsed."""
+    if b"[{" in payload:
+        return False
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and not data.get("choices") and data.get("usage") is None \
+        and data.get("error") is None
+
+
+def _without_empty(payloads: Chunks) -> Chunks:
+    """One read's payloads less the empty frames (the same list when there are none, the common case)."""
+    for payload in payloads:
+        if b"[{" not in payload and empty_frame(payload):
+            return [p for p in payloads if not empty_frame(p)]
+    return payloads
+
+
 def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
     """An error event after the stream began (an engine whose core died, a provider's overload)."""
     message, param, code = _error_fields(502, payload)
@@ -257,15 +280,17 @@ class OpenAIHTTPBackend:
                 payloads = splitter.feed(piece) if piece else splitter.flush()  # b"": the body ended
                 end = _end_of(payloads)
                 if end < 0:
+                    payloads = _without_empty(payloads)
                     if payloads:
                         started = True
                         yield payloads  # one read's frames go on in one write
                     if not piece:
                         return  # ended without [DONE]: accepted, as many servers do
                     continue
-                if end:
+                before = _without_empty(payloads[:end]) if end else None
+                if before:
                     started = True
-                    yield payloads[:end]  # what came before the end (or the error) is relayed first
+                    yield before  # what came before the end (or the error) is relayed first
                 if payloads[end] == DONE_PAYLOAD:
                     await self._drain(content)
                     return
