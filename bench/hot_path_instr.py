@@ -125,7 +125,7 @@ def stage_rows(slots: dict[str, tuple[int, int]], slot_map: dict[str, list], req
 
 def measure(name: str, tree: Path, config: Path, workdir: Path, args: argparse.Namespace) -> dict:
     env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "PYTHONPATH": f"{tree}:{ROOT}",
-           "HYBRIDGW_TRACES": "otlp", "HYBRIDGW_WORKERS": "1", "HYBRIDGW_TRACE_SAMPLE_RATIO": "1.0",
+           "HYBRIDGW_TRACES": "otlp", "HYBRIDGW_WORKERS": "1", "PYTHONHASHSEED": "0", "HYBRIDGW_TRACE_SAMPLE_RATIO": "1.0",
            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": args.otlp_url}
     key = create_key(config, {k: env[k] for k in ("HYBRIDGW_DATA_DIR", "REDIS_URL", "PYTHONPATH")}, cwd=tree)
     stage_map = workdir / f"stages-{name}.json"
