@@ -108,10 +108,7 @@ class OpenAIHTTPBackend:
         self.spec = spec
         self._session: aiohttp.ClientSession | None = None
         self._proxy: dict[str, Any] = {}  # proxy= / proxy_auth= from HTTP(S)_PROXY and NO_PROXY, read at open
-        # Parsed once, and the same URL objects every call: yarl caches what aiohttp derives from a URL (host,
-        # port, path, origin) on the object, so a string parsed anew per call cost ~1/3 of aiohttp's CPU per
-        # request (callgrind: 478 k → 327 k instructions a call, docs/benchmarks.md "round 6").
-        self._urls = {p: URL(f"{spec.base_url}/{p}") for p in ("chat/completions", "completions", "embeddings")}
+        self._urls = {p: f"{spec.base_url}/{p}" for p in ("chat/completions", "completions", "embeddings")}
         self._counters = BackendCounters()
 
     async def open(self) -> None:
