@@ -27,7 +27,7 @@ def sort_out(payloads: Chunks) -> tuple[Chunks, bytes | None]:
     for i, payload in enumerate(payloads):
         if payload == DONE_PAYLOAD or (payload.find(b'"error"', 0, 64) >= 0 and error_object(payload)):
             return (payloads[:i] if kept is None else kept), payload
-        if b"[{" not in payload and empty_frame(payload):
+        if b"[{" not in payload and b'"usage":{' not in payload and empty_frame(payload):
             if kept is None:
                 kept = payloads[:i]
         elif kept is not None:
@@ -39,8 +39,8 @@ def empty_frame(payload: bytes) -> bool:
     """A chunk that says nothing: a JSON object without choices, usage or error (`data: {}`, a keep-alive some
     servers send). OpenAI never sends one and clients expect none, so it is dropped, and a stream of nothing
     else is no answer (502, as gateway/backends/answer_shape.py rules for a non-streamed `{}`). Any chunk
-    with a choice holds `[{`: only the rest is parsed."""
-    if b"[{" in payload:
+    with a choice holds `[{`, the usage chunk `"usage":{`: only the rest is parsed."""
+    if b"[{" in payload or b'"usage":{' in payload:
         return False
     try:
         data = orjson.loads(payload)
