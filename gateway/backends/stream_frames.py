@@ -27,7 +27,8 @@ def sort_out(payloads: Chunks) -> tuple[Chunks, bytes | None]:
     for i, payload in enumerate(payloads):
         if payload == DONE_PAYLOAD or (payload.find(b'"error"', 0, 64) >= 0 and error_object(payload)):
             return (payloads[:i] if kept is None else kept), payload
-        if b"[{" not in payload and b'"usage":{' not in payload and empty_frame(payload):
+        # find, not `in`: `bytes in bytes` costs 3.11 a raised and cleared TypeError (gateway/stream_tally.py)
+        if payload.find(b"[{") < 0 and payload.find(b'"usage":{') < 0 and empty_frame(payload):
             if kept is None:
                 kept = payloads[:i]
         elif kept is not None:
@@ -40,7 +41,7 @@ def empty_frame(payload: bytes) -> bool:
     servers send). OpenAI never sends one and clients expect none, so it is dropped, and a stream of nothing
     else is no answer (502, as gateway/backends/answer_shape.py rules for a non-streamed `{}`). Any chunk
     with a choice holds `[{`, the usage chunk `"usage":{`: only the rest is parsed."""
-    if b"[{" in payload or b'"usage":{' in payload:
+    if payload.find(b"[{") >= 0 or payload.find(b'"usage":{') >= 0:
         return False
     try:
         data = orjson.loads(payload)
