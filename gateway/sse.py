@@ -33,7 +33,7 @@ def error_frame(message: str, type_: str, code: str | None = None, param: str | 
 
 def _event_payload(block: bytes) -> bytes | None:
     """The joined `data:` lines of one event block, or None for comments / events without data."""
-    if block.startswith(b"data: ") and b"\n" not in block:
+    if block.startswith(b"data: ") and block.find(b"\n") < 0:
         return block[6:]  # the common case: exactly one data line
     parts: list[bytes] = []
     for line in block.split(b"\n"):
