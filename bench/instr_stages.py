@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -159,8 +160,6 @@ class _SteppedGen:
 
 
 def _wrap(marker: Marker, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    import inspect
-
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         def coro(*args: Any, **kwargs: Any) -> Any:
