@@ -33,7 +33,7 @@ def error_frame(message: str, type_: str, code: str | None = None, param: str | 
 
 def _event_payload(block: bytes) -> bytes | None:
     """The joined `data:` lines of one event block, or None for comments / events without data."""
-    if block.startswith(b"data: ") and b"\n" not in block:
+    if block.startswith(b"data: ") and block.find(b"\n") < 0:
         return block[6:]  # the common case: exactly one data line
     parts: list[bytes] = []
     for line in block.split(b"\n"):
@@ -55,11 +55,11 @@ class FrameSplitter:
 
     def feed(self, data: bytes) -> list[bytes]:
         if not self._buffer and data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2 \
-                and data.endswith(b"\n") and b"\r" not in data and len(data) <= self.max_event_bytes:
+                and data.endswith(b"\n") and data.find(b"\r") < 0 and len(data) <= self.max_event_bytes:
             return [data[6:-2]]  # the common read: exactly one event of one data line, nothing held
         buffer = self._buffer + data if self._buffer else data
         held = b""
-        if b"\r" in buffer:
+        if buffer.find(b"\r") >= 0:  # find, not `in` (a raised TypeError on 3.11: gateway/stream_tally.py)
             if buffer.endswith(b"\r"):  # may be the first half of a CRLF split across reads
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")

@@ -108,12 +108,15 @@ class SSERelayResponse(Response):
 
     async def _relay(self, send: Send) -> None:
         watch, rest = self.watch, self.opened.rest
+        clock = asyncio.get_running_loop().time
         batch: Chunks | None = self.opened.first
         now = self.ex.clock.first_byte
         while batch is not None:  # per chunk: this loop, the backend's generator, one send
             body, cut = self._frames(batch, now)
-            if body:
-                await watch.send(send, {"type": "http.response.body", "body": body, "more_body": True})
+            if body:  # watch.send(...) inlined: one coroutine less per relayed read
+                watch.since = clock()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                watch.since = None
             if cut is not None:
                 raise cut
             batch = await anext(rest, None)

@@ -22,6 +22,7 @@ from yarl import URL
 from gateway.backends.answer_shape import shape_problem
 from gateway.backends.base import BackendCounters, BackendState, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.backends.read_watch import ReadWatch
+from gateway.backends.stream_frames import error_object, sort_out
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError, redacted
 from gateway.sse import DONE_PAYLOAD, EventTooLarge, FrameSplitter
@@ -59,25 +60,6 @@ def _failure(backend: str, status: int, content: bytes) -> UpstreamError:
                              "set the backend's base_url to the address that serves the API",
                              backend=backend, kind="protocol")
     return _error_from_body(backend, status, content)
-
-
-def error_object(payload: bytes) -> bool:
-    """Whether a JSON payload is an error object (`{"error": …}`) instead of a chunk or a response."""
-    if payload.find(b'"error"', 0, 64) < 0:  # cheap: chunks and responses start with "id"/"object"
-        return False
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and data.get("error") is not None and not data.get("choices")
-
-
-def _end_of(payloads: Chunks) -> int:
-    """Where the stream's end ([DONE]) or an error object is among one read's payloads; -1: nowhere."""
-    for i, payload in enumerate(payloads):
-        if payload == DONE_PAYLOAD or error_object(payload):
-            return i
-    return -1
 
 
 def _in_band_error(backend: str, payload: bytes) -> UpstreamError:
@@ -254,23 +236,18 @@ class OpenAIHTTPBackend:
                     watch.since = loop.time()
                     piece = await content.readany()
                     watch.since = None
-                payloads = splitter.feed(piece) if piece else splitter.flush()  # b"": the body ended
-                end = _end_of(payloads)
-                if end < 0:
-                    if payloads:
-                        started = True
-                        yield payloads  # one read's frames go on in one write
+                payloads, end = sort_out(splitter.feed(piece) if piece else splitter.flush())  # b"": body ended
+                if payloads:
+                    started = True
+                    yield payloads  # one read's frames go on in one write (before the end or an error)
+                if end is None:
                     if not piece:
                         return  # ended without [DONE]: accepted, as many servers do
                     continue
-                if end:
-                    started = True
-                    yield payloads[:end]  # what came before the end (or the error) is relayed first
-                if payloads[end] == DONE_PAYLOAD:
+                if end == DONE_PAYLOAD:
                     await self._drain(content)
                     return
-                raise self._fail(_in_band_error(self.name, payloads[end]) if started
-                                 else _error_from_body(self.name, 502, payloads[end]))
+                raise self._fail(_in_band_error(self.name, end) if started else _error_from_body(self.name, 502, end))
         except _FAILURES as exc:
             raise self._fail(_transport_error(self.name, exc, after_first_byte=started)) from None
         except EventTooLarge as exc:

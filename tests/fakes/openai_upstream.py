@@ -14,7 +14,8 @@ chunks), error_body=1 (a non-streamed 200 whose body is an error), usage_prompt=
 the body that much later), chunk_bytes=N (pad each content chunk to about N bytes), raw_body=TEXT (a
 non-streamed 200 whose body is TEXT as given; embeddings too), raw_frame=TEXT (a stream's first event after the role chunk
 is `data: TEXT`), echo_key=1 (an error status whose message repeats the request's Authorization header), redirect=PATH
-(a 307 to PATH on the same server, which a client that follows it re-POSTs there).
+(a 307 to PATH on the same server, which a client that follows it re-POSTs there), only_empty=1 (a stream of `chunks`
+`data: {}` frames and [DONE], nothing else).
 Inspection: GET /_last_request (path, headers, body as received), GET /_disconnects, POST /_reset.
 """
 from __future__ import annotations
@@ -228,6 +229,10 @@ class FakeUpstream:
         error_after, pad = int(_num(opts, "error_after", -1)), int(_num(opts, "chunk_bytes", 0))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
+        if "only_empty" in opts:  # a broken server: `data: {}` frames only, then [DONE]
+            await send({"type": "http.response.body", "more_body": False,
+                        "body": b"data: {}\n\n" * chunks + b"data: [DONE]\n\n"})
+            return
         if chat and "no_role" not in opts:  # what OpenAI sends before any token
             await send({"type": "http.response.body", "more_body": True,
                         "body": _chat_chunk(model, n, {"role": "assistant", "content": ""}, None, usage_on)})

@@ -94,6 +94,28 @@ def test_a_streamed_chunk_whose_choices_are_malformed_ends_cleanly(gateway: Gate
     assert record["status"] == "ok" and record["completion_tokens"] > 0
 
 
+def test_an_empty_streamed_frame_is_dropped(gateway: Gateway) -> None:
+    """`data: {}` (no choices, no usage, no error) was relayed to the client as a chunk of its own."""
+    body = {"model": "m", "messages": MESSAGES, "stream": True, "fake": {"raw_frame": "{}"}}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=gateway.auth(),
+                      timeout=30) as response:
+        text = response.read().decode()
+        request_id = response.headers["x-hybridgw-request-id"]
+    assert response.status_code == 200
+    events = [e for e in text.split("\n\n") if e]
+    assert "data: {}" not in events and events[-1] == "data: [DONE]" and "tok3" in text, text[-500:]
+    assert gateway.record_for(request_id)["status"] == "ok"
+
+
+def test_a_stream_of_only_empty_frames_is_a_502(gateway: Gateway) -> None:
+    """A stream that carries nothing but `data: {}` is no answer, as a non-streamed `{}` is not."""
+    response = post(gateway, {"model": "m", "messages": MESSAGES, "stream": True, "fake": {"only_empty": 1}})
+    error = assert_openai_error(response, 502)
+    assert error["type"] == "upstream_error" and error["code"] == "upstream_protocol"
+    record = gateway.record_for(response.headers["x-hybridgw-request-id"])
+    assert record["status"] == "error" and record["http_status"] == 502
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_that_echoes_the_provider_key_does_not_show_it(gateway: Gateway, stream: bool) -> None:
     body = {"model": "m", "messages": MESSAGES, "stream": stream, "fake": {"status": 401, "echo_key": 1}}
