@@ -150,17 +150,22 @@ def _pass_fixed(model: EngineModel, chunk_s: float, chunk: int) -> float:
 
 
 def _idle_prefill(model: EngineModel, line: tuple[float, float], with_passes: tuple[float, float, float] | None,
-                  chunk: int) -> EngineModel:
+                  chunk: int, idle_prompt: float) -> EngineModel:
     """The idle arrivals' TTFT against their prompt (`line`: intercept, slope) split into the engine's step
-    and the time outside it: the per-token slope is the step's; of the intercept, the step's fixed cost is
-    what the engine's own steps showed (a chunk's cost beside the decodes, else a decode step's: one
-    forward pass either way), and the rest (gateway, HTTP, tokenizing: it does not hold the engine) is
-    request overhead. Charging the whole intercept to every step made a busy engine ~5× too slow."""
-    stepped = replace(model, prefill_per_token_s=line[1], prefill_per_context_token_s=0.0)
+    and the time outside it: the per-token slope is the step's, at most what a chunk of `chunk` tokens adds
+    to the decodes' steps (`with_passes`: hundreds of points where the slope has the few idle ones, and it
+    holds tokenizing and HTTP too); of the intercept, the step's fixed cost is what the engine's own steps
+    showed (a chunk's cost beside the decodes, else a decode step's: one forward pass either way), and the
+    rest (gateway, HTTP, tokenizing: it does not hold the engine) is request overhead, with the slope cut
+    off at the idle arrivals' mean prompt (`idle_prompt`). Charging the whole intercept to every step made
+    a busy engine ~5× too slow; the whole slope, 3-6× on two runs slowed by other processes."""
+    slope = line[1] if with_passes is None else min(line[1], with_passes[2] / chunk)
+    stepped = replace(model, prefill_per_token_s=slope, prefill_per_context_token_s=0.0)
     fixed = _pass_fixed(stepped, with_passes[2], chunk) if with_passes is not None else stepped.decode_fixed_s
-    fixed = min(fixed, max(0.0, line[0] - model.request_overhead_s))  # never more than the idle TTFT showed
+    intercept = line[0] + (line[1] - slope) * idle_prompt  # the cut slope's time, at the idle prompts' mean
+    fixed = min(fixed, max(0.0, intercept - model.request_overhead_s))  # never more than the idle TTFT showed
     return replace(stepped, prefill_fixed_s=fixed,
-                   request_overhead_s=model.request_overhead_s + max(0.0, line[0] - model.request_overhead_s - fixed))
+                   request_overhead_s=model.request_overhead_s + max(0.0, intercept - model.request_overhead_s - fixed))
 
 
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
@@ -185,7 +190,7 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
             and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
     if prefill is not None:
-        fitted = _idle_prefill(fitted, prefill, with_passes, chunk)
+        fitted = _idle_prefill(fitted, prefill, with_passes, chunk, sum(s.prompt for s in idle) / len(idle))
     if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
         # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
         fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
