@@ -39,7 +39,7 @@ def _pq(values: list[float]) -> str:
     return " / ".join("-" if v is None else f"{v:.3f}" for v in got)
 
 
-def breakdown(run: Path) -> dict[str, Any]:
+def breakdown(run: Path, poll_clock: str = "") -> dict[str, Any]:
     """The run's own model (fitted as `replay --calibrate` does) replayed routing on its own and forced to the
     recorded routing: TTFT by backend, and how many of the replay's own choices differ from the recording."""
     w = json.loads((run / "window.json").read_text())
@@ -49,7 +49,7 @@ def breakdown(run: Path) -> dict[str, Any]:
     engines = ["local"]
     hosted = [n for n in loaded.policy.backends if n not in engines]
     perf = calibrated(base, engines, hosted, traffic)
-    setup = ReplaySetup(perf, litellm_price_table(), 0)
+    setup = ReplaySetup(perf, litellm_price_table(), 0, poll_clock=poll_clock)
     rec_b = [r.recorded.backend if r.recorded and r.recorded.status == "ok" else "" for r in traffic]
     rec_t = [r.recorded.ttft_s if r.recorded else None for r in traffic]
     own = replay_checked(loaded, traffic, setup, forced=False)
@@ -74,14 +74,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, nargs="+", help="kept runs (bench/replay_vs_real.py --keep DIR)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--poll-clock", nargs="?", const="period", default="", help="replay --poll-clock[=recorded]")
     a = p.parse_args()
+    clock = (f"--poll-clock={a.poll_clock}",) if a.poll_clock else ()
     rows = []
     for run in a.runs:
         share = cpu_share(run)
-        got = offs(run, _replay(run, "--perf-model", str(run / "perf.json"), "--calibrate",
+        got = offs(run, _replay(run, "--perf-model", str(run / "perf.json"), "--calibrate", *clock,
                                 *(("--engine-share", f"local={share}") if share else ())))
         rows.append({"run": run.name, "offs": got, "met": [abs(x) <= b for x, b in zip(got, BARS)],
-                     **breakdown(run)})
+                     **breakdown(run, a.poll_clock)})
         r = rows[-1]
         cells = " / ".join(f"{x:+.0f}" if i != 2 else f"{x:+.1f}" for i, x in enumerate(got))
         print(f"| {run.name} | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
