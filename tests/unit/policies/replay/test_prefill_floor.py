@@ -12,7 +12,7 @@ import pytest
 from policies.perf_model import EngineModel, engine_ttft
 from policies.replay.engine_args import shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
-from policies.replay.recording_fit import fit_from_recording
+from policies.replay.recording_fit import _decode_with_passes, _served, fit_from_recording
 from policies.replay.traffic import Recorded, TrafficRecord
 
 # A pass of prompt tokens costs 0.1 s, a decode step 0.01 s whatever the batch.
@@ -98,3 +98,18 @@ def test_a_prompt_slope_steeper_than_the_passes_showed_is_time_outside_the_engin
     quiet = [r for r in records if r.time > 1e9 + 20]  # long after the busy period's queue: idle arrivals
     fitted_mean = sum(fitted.request_overhead_s + fitted.prefill_time(r.prompt_tokens) for r in quiet) / len(quiet)
     assert fitted_mean == pytest.approx(sum(r.recorded.ttft_s for r in quiet) / len(quiet), rel=0.1)  # kept
+
+
+def test_a_prompt_pass_is_never_dearer_than_a_whole_prefill_of_an_idle_engine() -> None:
+    # Where the batch and the prompt passes move together, the decodes' three-term fit can charge a pass
+    # what the batch cost (run j: 24 ms a pass and 0.17 ms a sequence, where the arrivals that found the engine
+    # idle had a 64-token prompt's first token in 19 ms, overhead included). A pass is held to that bound and
+    # the batch terms fitted again beside it. Here: a known engine's recording (a pass 30 ms), bound at 20 ms.
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+    served = _served(_recorded_by(truth), "local")
+    free = _decode_with_passes(served, 64)
+    assert free is not None and free[2] == pytest.approx(0.03 - 0.01, rel=0.3)  # what a pass adds to a step
+    bounded = _decode_with_passes(served, 64, max_pass=0.01)
+    assert bounded is not None and bounded[2] == 0.01
+    assert bounded[1] > free[1]  # the time the pass may not take goes back to the batch terms
+    assert _decode_with_passes(served, 64, max_pass=1.0) == free  # a bound above it changes nothing
