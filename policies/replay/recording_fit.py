@@ -117,7 +117,8 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
     return [a[k][n] / a[k][k] for k in range(n)]
 
 
-def _decode_with_passes(served: list[_Served], chunk: int, max_pass: float = math.inf) -> tuple[float, float, float] | None:
+def _decode_with_passes(served: list[_Served], chunk: int,
+                        max_pass: float = math.inf) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
     mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
     chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
@@ -189,7 +190,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     idle = [s for s in served if s.first > s.arrival
             and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
-    with_passes = _decode_with_passes(served, chunk, math.inf if prefill is None else prefill[0] + prefill[1] * chunk)
+    # A pass never costs more than the idle arrivals' whole first token at a chunk's length.
+    bound = math.inf if prefill is None else prefill[0] + prefill[1] * chunk
+    with_passes = _decode_with_passes(served, chunk, bound)
     decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
     if decode is not None:
