@@ -3,7 +3,7 @@ run's engine CPU share and unscaled side by side: the issue's four figures off b
 how many cells meet the bars (TTFT p50 / p95 within 25% by the gateway's ledger, local share within 5
 points, total cost within 5%). Kept runs: `bench/replay_vs_real.py --keep DIR`; no process is started.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/replay_grid.py /tmp/ho_rv_h /tmp/ho_rv_i /tmp/ho_rv_j [--json FILE]
+    PYTHONPATH=$PWD .venv/bin/python bench/replay_grid.py /tmp/ho_rv_h /tmp/ho_rv_i /tmp/ho_rv_j [--json FILE] [--poll-clock]
 
 From the checked run it takes its traffic (the ledger's arrivals, lengths, teams) and its engine's CPU share
 (window.json's engine_speed, from /v1/engine/state's step totals): none of its TTFT, local share or cost.
@@ -83,16 +83,18 @@ def offs(run: Path, replayed: dict[str, Any]) -> list[float]:
             for n in FIGURES]
 
 
-def _carried(fit: Path, check: Path, model: Path, figure: str, scratch: Path) -> dict[str, Any] | None:
+def _carried(fit: Path, check: Path, model: Path, figure: str, scratch: Path,
+             clock: tuple[str, ...]) -> dict[str, Any] | None:
     if figure == "cpu_share":
-        return _replay(check, "--perf-model", str(model), *_share(check)) if _share(fit) and _share(check) else None
+        return _replay(check, "--perf-model", str(model), *_share(check), *clock) if _share(fit) and _share(check) else None
     fitted, checked = speed(fit, figure), speed(check, figure)
     if not fitted or not checked:
         return None
-    return _replay(check, "--perf-model", str(_scaled(model, checked / fitted, scratch / "scaled.json")))
+    return _replay(check, "--perf-model", str(_scaled(model, checked / fitted, scratch / "scaled.json")), *clock)
 
 
-def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share") -> list[dict[str, Any]]:
+def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock: str = "") -> list[dict[str, Any]]:
+    clock = (f"--poll-clock={poll_clock}",) if poll_clock else ()
     models = {}
     for run in runs:  # each run's own model, fitted at its own share (the run directory is not written)
         models[run] = scratch / f"{run.name}.json"
@@ -101,8 +103,8 @@ def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share") -> list[dic
     rows = []
     for fit in runs:
         for check in runs:
-            unscaled = offs(check, _replay(check, "--perf-model", str(models[fit])))
-            replayed = _carried(fit, check, models[fit], figure, scratch) if fit != check else None
+            unscaled = offs(check, _replay(check, "--perf-model", str(models[fit]), *clock))
+            replayed = _carried(fit, check, models[fit], figure, scratch, clock) if fit != check else None
             carried = offs(check, replayed) if replayed is not None else unscaled  # in-sample: its own speed
             rows.append({"fit": fit.name, "check": check.name, "unscaled": unscaled, "carried": carried})
     return rows
@@ -125,9 +127,10 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("--speed", default="cpu_share", choices=("cpu_share", "mean_step_s", "decode_step_16_s", "probe_itl_s"),
                    help="the figure a model is carried by (default: the engine's CPU share, replay --engine-share)")
+    p.add_argument("--poll-clock", nargs="?", const="period", default="", help="every replay with --poll-clock[=…]")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        rows = grid(a.runs, Path(scratch), a.speed)
+        rows = grid(a.runs, Path(scratch), a.speed, a.poll_clock)
     print(f"| fitted → checked | CPU share | unscaled: p50 / p95 / share / cost | carried by {a.speed} |\n|---|---|---:|---:|")
     for r in rows:
         shares = " → ".join(f"{cpu_share(Path(d)) or 0:.2f}" for d in (next(x for x in a.runs if x.name == r["fit"]),

@@ -100,6 +100,7 @@ class GatewayView:
         self.slo_out: frozenset[tuple[str, float]] = frozenset()  # slo_cost's hysteresis, as the router keeps it
         self._parts: tuple[dict, dict, dict, dict] | None = None  # the LiveState's mappings until one changes
         self.polled_until = float("-inf")  # before this no engine's poll is due (most requests: skip the loop)
+        self.num_in_flight = 0  # this gateway's requests on all engines, not yet seen to end
         self.clocks = dict(clocks) if clocks else None
         if self.clocks:
             self.polled_until = min(c.next for c in self.clocks.values())
@@ -186,6 +187,7 @@ class GatewayView:
         self._parts = None
         book.reserved += blocks
         book.num += 1
+        self.num_in_flight += 1
         if not book.started_since:
             book.first_since = now
         book.started_since += 1
@@ -198,10 +200,13 @@ class GatewayView:
         self._parts = None
         book.reserved -= blocks
         book.num -= 1
+        self.num_in_flight -= 1
         started, tokens = book.start_time.pop(request), book.prompt.pop(request)
         if book.pending:  # a poll taken before this end, not yet seen: it will count it
             book.ends.append((now, started, blocks))
-        if book.snapshot is not None and started <= book.snapshot.taken_at:
+        # Started before the poll: it ended since (D). One sent at the poll's instant was counted as sent since
+        # (started() counts every start after a poll taken at its arrival): it leaves that count.
+        if book.snapshot is not None and started < book.snapshot.taken_at:
             book.ended_since += 1
             book.released_since += blocks
         else:

@@ -117,13 +117,15 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
     return [a[k][n] / a[k][k] for k in range(n)]
 
 
-def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float, float] | None:
+def _decode_with_passes(served: list[_Served], chunk: int,
+                        max_pass: float = math.inf) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
     mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
     chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
     adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
-    that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); None
-    when the passes cannot be told apart (then the decode line alone, passes included, as before)."""
+    that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); a pass
+    dearer than `max_pass` (a whole prefill of a chunk on an idle engine) is held to it and the batch terms
+    fitted again beside it; None when the passes cannot be told apart (then the decode line alone)."""
     firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
     times, passes = [t for t, _ in firsts], [0]
     for _, n in firsts:
@@ -139,6 +141,10 @@ def _decode_with_passes(served: list[_Served], chunk: int) -> tuple[float, float
         coef = _least_squares(rows, cols)
         if coef is not None and min(coef[1:]) > 0:
             got = dict(zip(cols, coef))
+            if got[2] > max_pass:  # a pass dearer than a whole idle prefill: the columns were not told apart
+                bounded = _least_squares([(1.0, b, 0.0, y - max_pass * p) for _, b, p, y in rows], (0, 1))
+                if bounded is not None and bounded[1] > 0:
+                    return max(0.0, bounded[0]), bounded[1], max_pass
             return max(0.0, got[0]), got.get(1, 0.0), got[2]
     return None
 
@@ -150,17 +156,22 @@ def _pass_fixed(model: EngineModel, chunk_s: float, chunk: int) -> float:
 
 
 def _idle_prefill(model: EngineModel, line: tuple[float, float], with_passes: tuple[float, float, float] | None,
-                  chunk: int) -> EngineModel:
+                  chunk: int, idle_prompt: float) -> EngineModel:
     """The idle arrivals' TTFT against their prompt (`line`: intercept, slope) split into the engine's step
-    and the time outside it: the per-token slope is the step's; of the intercept, the step's fixed cost is
-    what the engine's own steps showed (a chunk's cost beside the decodes, else a decode step's: one
-    forward pass either way), and the rest (gateway, HTTP, tokenizing: it does not hold the engine) is
-    request overhead. Charging the whole intercept to every step made a busy engine ~5× too slow."""
-    stepped = replace(model, prefill_per_token_s=line[1], prefill_per_context_token_s=0.0)
+    and the time outside it: the per-token slope is the step's, at most what a chunk of `chunk` tokens adds
+    to the decodes' steps (`with_passes`: hundreds of points where the slope has the few idle ones, and it
+    holds tokenizing and HTTP too); of the intercept, the step's fixed cost is what the engine's own steps
+    showed (a chunk's cost beside the decodes, else a decode step's: one forward pass either way), and the
+    rest (gateway, HTTP, tokenizing: it does not hold the engine) is request overhead, with the slope cut
+    off at the idle arrivals' mean prompt (`idle_prompt`). Charging the whole intercept to every step made
+    a busy engine ~5× too slow; the whole slope, 3-6× on two runs slowed by other processes."""
+    slope = line[1] if with_passes is None else min(line[1], with_passes[2] / chunk)
+    stepped = replace(model, prefill_per_token_s=slope, prefill_per_context_token_s=0.0)
     fixed = _pass_fixed(stepped, with_passes[2], chunk) if with_passes is not None else stepped.decode_fixed_s
-    fixed = min(fixed, max(0.0, line[0] - model.request_overhead_s))  # never more than the idle TTFT showed
+    intercept = line[0] + (line[1] - slope) * idle_prompt  # the cut slope's time, at the idle prompts' mean
+    fixed = min(fixed, max(0.0, intercept - model.request_overhead_s))  # never more than the idle TTFT showed
     return replace(stepped, prefill_fixed_s=fixed,
-                   request_overhead_s=model.request_overhead_s + max(0.0, line[0] - model.request_overhead_s - fixed))
+                   request_overhead_s=model.request_overhead_s + max(0.0, intercept - model.request_overhead_s - fixed))
 
 
 def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: EngineModel) -> EngineModel:
@@ -174,18 +185,20 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     points = [(round(decoding.mean(s.first, s.end)), (s.end - s.first) / (s.output - 1))
               for s in served if s.output >= 2 and s.end > s.first]
     chunk = max(1, base.prefill_floor_tokens or base.max_num_batched_tokens)
-    with_passes = _decode_with_passes(served, chunk)
-    decode = with_passes[:2] if with_passes is not None else _line(points)
-    fitted = base
-    if decode is not None:
-        fitted = replace(fitted, decode_fixed_s=decode[0], decode_per_seq_s=decode[1], decode_per_context_token_s=0.0)
     # Found it idle: nothing else in flight from its arrival to its first token (its own time only).
     in_flight = _Level([(s.arrival, s.end) for s in served])
     idle = [s for s in served if s.first > s.arrival
             and in_flight.mean(s.arrival, s.first) < 1.0 + 1e-9]
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
+    # A pass never costs more than the idle arrivals' whole first token at a chunk's length.
+    bound = math.inf if prefill is None else prefill[0] + prefill[1] * chunk
+    with_passes = _decode_with_passes(served, chunk, bound)
+    decode = with_passes[:2] if with_passes is not None else _line(points)
+    fitted = base
+    if decode is not None:
+        fitted = replace(fitted, decode_fixed_s=decode[0], decode_per_seq_s=decode[1], decode_per_context_token_s=0.0)
     if prefill is not None:
-        fitted = _idle_prefill(fitted, prefill, with_passes, chunk)
+        fitted = _idle_prefill(fitted, prefill, with_passes, chunk, sum(s.prompt for s in idle) / len(idle))
     if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
         # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
         fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))

@@ -107,8 +107,9 @@ class ReplayRun:
         out, engines, view, pending, t0 = self.out, self.engines, self.view, self.pending, self.t0
         for i, record in enumerate(self.traffic):
             now = _EPOCH + record.time - t0
-            # _advance does nothing before the next poll falls due and the next event: skip the call.
-            if now >= view.polled_until or (pending and pending[0][0] <= now):
+            # _advance does nothing before the next poll falls due and the next event, with nothing in flight
+            # on an engine (whose steps to now may end it): skip the call.
+            if now >= view.polled_until or view.num_in_flight or (pending and pending[0][0] <= now):
                 self._advance(now)
             out.at(now - _EPOCH)
             self._route(i, record, now)
@@ -118,9 +119,11 @@ class ReplayRun:
         return self.out
 
     def _advance(self, now: float) -> None:
-        # Engines are stepped only when the gateway polls them or a request is sent to them: between
-        # those moments nothing reads their state (their first-token times reach the TTFT stats late
-        # by up to one poll interval), and fewer, longer decode runs are what keep the replay fast.
+        # Engines are stepped when the gateway polls them, when a request is sent to them, and at each
+        # arrival while this gateway has requests on them: the ends it saw before routing a request are in
+        # its in-flight counts, which the router's queue estimate reads (stepped only at its own sends, an
+        # engine's ends came late: the replay saw a queue of requests that had finished, and spilled). An
+        # idle engine is not stepped between polls: fewer, longer decode runs keep the replay fast.
         view = self.view
         if view.poll_due(now):
             if view.clocks is None or now == _END:  # (at the end: every engine runs out its work)
@@ -132,6 +135,10 @@ class ReplayRun:
                     self._learn(taken)
                     view.take(name, taken, seen)
                 view.install(now)
+        if view.num_in_flight:
+            for name, book in view.books.items():
+                if book.num:
+                    self._step(name, now)
         self._learn(now)
 
     def _learn(self, now: float) -> None:

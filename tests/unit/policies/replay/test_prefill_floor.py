@@ -12,7 +12,7 @@ import pytest
 from policies.perf_model import EngineModel, engine_ttft
 from policies.replay.engine_args import shaped_by_args
 from policies.replay.engine_sim import EngineEvent, SimEngine
-from policies.replay.recording_fit import fit_from_recording
+from policies.replay.recording_fit import _decode_with_passes, _served, fit_from_recording
 from policies.replay.traffic import Recorded, TrafficRecord
 
 # A pass of prompt tokens costs 0.1 s, a decode step 0.01 s whatever the batch.
@@ -47,10 +47,10 @@ def test_a_budget_set_by_hand_has_no_floor() -> None:
     assert shaped_by_args(CPU_LIKE, ["--max-num-seqs", "16"]).prefill_floor_tokens == 64
 
 
-def _recorded_by(truth: EngineModel) -> list[TrafficRecord]:
-    """10 s at 20 requests/s, 10 s at 1/s, served by the simulated `truth`, as the ledger would keep it."""
+def _recorded_by(truth: EngineModel, quiet_s: float = 10.0) -> list[TrafficRecord]:
+    """10 s at 20 requests/s, `quiet_s` at 1/s, served by the simulated `truth`, as the ledger would keep it."""
     rng, t, requests = random.Random(1), 0.0, []
-    while t < 20:
+    while t < 10 + quiet_s:
         t += rng.expovariate(20.0 if t < 10 else 1.0)
         requests.append((t, rng.randint(20, 150), rng.randint(5, 60)))
     engine, events = SimEngine(truth, False), []  # type: ignore[var-annotated]
@@ -81,3 +81,35 @@ def test_a_step_that_does_not_grow_with_the_batch_keeps_the_passes_apart() -> No
     assert "less the prefill passes" in fitted.source and fitted.decode_per_seq_s < 0.0002
     assert fitted.decode_fixed_s == pytest.approx(0.02, abs=0.004)
     assert fitted.prefill_time(64) == pytest.approx(0.03, rel=0.4)  # from the passes (few idle): 20 ms here
+
+
+def test_a_prompt_slope_steeper_than_the_passes_showed_is_time_outside_the_engine() -> None:
+    # A known engine (a pass of 64 prompt tokens adds 0.1 ms a token beside the decodes) behind 1 ms a prompt
+    # token outside it (tokenizing, HTTP: it delays the client, holds no step). The idle arrivals' TTFT rises
+    # 1.1 ms a token; charged to every step, a chunk beside the decodes cost 70 ms where the decodes show 6.4.
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.01, prefill_per_token_s=0.0001, decode_fixed_s=0.01,
+                    decode_per_seq_s=0.002)
+    records = [replace(r, recorded=replace(r.recorded, ttft_s=r.recorded.ttft_s + 0.001 * r.prompt_tokens,
+                                           e2e_s=r.recorded.e2e_s + 0.001 * r.prompt_tokens))
+               for r in _recorded_by(truth, 30.0) if r.recorded is not None]
+    fitted = fit_from_recording(records, "local", replace(truth, decode_fixed_s=0.5, decode_per_seq_s=0.5))
+    assert "idle arrivals" in fitted.source
+    assert fitted.mixed_time(10, 0, 64) == pytest.approx(truth.mixed_time(10, 0, 64), rel=0.25)
+    quiet = [r for r in records if r.time > 1e9 + 20]  # long after the busy period's queue: idle arrivals
+    fitted_mean = sum(fitted.request_overhead_s + fitted.prefill_time(r.prompt_tokens) for r in quiet) / len(quiet)
+    assert fitted_mean == pytest.approx(sum(r.recorded.ttft_s for r in quiet) / len(quiet), rel=0.1)  # kept
+
+
+def test_a_prompt_pass_is_never_dearer_than_a_whole_prefill_of_an_idle_engine() -> None:
+    # Where the batch and the prompt passes move together, the decodes' three-term fit can charge a pass
+    # what the batch cost (run j: 24 ms a pass and 0.17 ms a sequence, where the arrivals that found the engine
+    # idle had a 64-token prompt's first token in 19 ms, overhead included). A pass is held to that bound and
+    # the batch terms fitted again beside it. Here: a known engine's recording (a pass 30 ms), bound at 20 ms.
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+    served = _served(_recorded_by(truth), "local")
+    free = _decode_with_passes(served, 64)
+    assert free is not None and free[2] == pytest.approx(0.03 - 0.01, rel=0.3)  # what a pass adds to a step
+    bounded = _decode_with_passes(served, 64, max_pass=0.01)
+    assert bounded is not None and bounded[2] == 0.01
+    assert bounded[1] > free[1]  # the time the pass may not take goes back to the batch terms
+    assert _decode_with_passes(served, 64, max_pass=1.0) == free  # a bound above it changes nothing

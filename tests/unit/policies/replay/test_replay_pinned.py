@@ -4,7 +4,9 @@ to what main's code gave before decide() and its dataclasses were made cheaper (
 the liveview merge, whose queue estimate changes decisions on purpose: its tree gives the same digest;
 re-pinned when a mixed step became one forward pass, as the engine runs it: its cost changes on purpose;
 and when the simulated engine reported its measured prefill rate, as the real one does: the router's view changes;
-and when slo_cost priced the queue as LiveState.queued_prompt_tokens does, work-off included)."""
+and when slo_cost priced the queue as LiveState.queued_prompt_tokens does, work-off included; and when the
+replay's gateway learned an engine's ends as they happen, not at its next send: its in-flight count changes
+on purpose, 1381 → 1382 served locally here)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +26,7 @@ from policies.replay.traffic import read_jsonl
 PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
 # sha1 over every request's (backend, refusal, rule, cost, ttft, e2e) and the summary, from main's code; a
 # change that means to alter replay results re-pins it (python -c "…replay_digest(Path(tmp))").
-PINNED = "c0092a0786c21c95222cdc2d4ecf5793f2d9a9c2"
+PINNED = "4bc6d6837fca478f6fe2f55c474e8af6fb89592f"
 
 
 def _traffic(path: Path) -> list:
