@@ -79,3 +79,11 @@ def test_a_probe_answered_400_gives_it_back(gw: Gateway) -> None:
     assert _circuit(gw) == "half_open"
     assert _chat(gw, "red") == 200 and _circuit(gw) == "closed"
 
+
+def test_a_shadow_probe_answered_400_gives_it_back(gw: Gateway) -> None:
+    """`fake` reaches only fussy (its extra_body_fields): the client's call to up is served; the shadow's fails."""
+    assert _chat(gw, "lime", model="pair", fake={"status": 500}) == 200
+    wait_until(lambda: _shadow_failed(gw) == 1 and _circuit(gw, "fussy") == "half_open", "fussy opened, cooled")
+    assert _chat(gw, "lime", model="pair", fake={"status": 400}) == 200  # its shadow call claims the probe
+    wait_until(lambda: _shadow_failed(gw) == 2, "the shadow's 400")
+    assert _circuit(gw, "fussy") == "half_open"
