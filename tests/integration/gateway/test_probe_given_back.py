@@ -21,7 +21,7 @@ def policy(fake: str) -> str:
 version: 1
 health: {{failure_threshold: 1, cooldown_s: 0.5, max_cooldown_s: 0.5, probe_timeout_s: 600}}
 backends:
-  up: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}}}
+  up: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 1}}}}
   fussy: {{kind: openai, base_url: "{fake}/v1", api_key: {UPSTREAM_KEY}, extra_body_fields: [fake]}}
 models:
   m: {{deployments: [{{backend: up, model: m}}]}}
@@ -29,6 +29,7 @@ models:
 teams:
   red: {{}}
   tight: {{limits: {{tokens_per_minute: 1}}}}
+  thrifty: {{budget: {{usd_per_day: 0.0, on_exceed: route}}}}
   lime: {{shadow: {{share: 1.0, backends: [up, fussy]}}}}
 """
 
@@ -38,7 +39,7 @@ def gw(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = tmp_path_factory.mktemp("probe")
     data, config = root / "data", root / "policy.yaml"
     config.write_text(policy(fake_upstream))
-    keys = {team: create_key(data, team, config) for team in ("red", "tight", "lime")}
+    keys = {team: create_key(data, team, config) for team in ("red", "tight", "thrifty", "lime")}
     env = {"HYBRIDGW_DATA_DIR": str(data), "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
     with procs.gateway(config, env, "gateway-probe") as (url, proc):
         yield Gateway(url, fake_upstream, data, keys, proc, env, config)
@@ -71,6 +72,14 @@ def test_a_request_the_limits_refuse_gives_the_probe_back(gw: Gateway) -> None:
     assert _chat(gw, "tight") == 429  # routed (the probe claimed), then over the team's tokens a minute
     assert _circuit(gw) == "half_open"  # the next request may probe
     assert _chat(gw, "red") == 200 and _circuit(gw) == "closed"
+
+
+def test_a_request_routed_again_over_budget_probes_itself(gw: Gateway) -> None:
+    _half_open(gw)
+    # Over its budget (on_exceed: route), it is routed again: the first plan's probe kept, the backend read as
+    # open to the second plan too, and the request was refused 503 for want of a healthy backend.
+    assert _chat(gw, "thrifty") == 200
+    assert _circuit(gw) == "closed"
 
 
 def test_a_probe_answered_400_gives_it_back(gw: Gateway) -> None:
