@@ -1,13 +1,21 @@
 """Dispatch's observer for one request's attempts: the KV hold on the engine tried, backend health from
-each attempt's outcome (and its TTFT), one upstream span per attempt."""
+each attempt's outcome (and its TTFT), one upstream span per attempt; a half-open probe given back."""
 from __future__ import annotations
 
 from opentelemetry import trace
 
 from gateway.errors import UpstreamError, against_health
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, RoutePlan
 from gateway.services import Services
 from policies.decision import Target
+
+
+def give_back_probe(svc: Services, plan: RoutePlan | None) -> None:
+    """The half-open probe `plan`'s decision claimed, given back when its call is not made (limits refused
+    it, it was routed again) or told its health nothing (a 4xx): kept, the backend would read as open to
+    every client until probe_timeout_s."""
+    if plan is not None and plan.decision.probe:
+        svc.live.health.release_probe(plan.decision.targets[0].backend)
 
 
 class AttemptBook:
@@ -31,8 +39,11 @@ class AttemptBook:
     def failed(self, target: Target, error: UpstreamError) -> None:
         # A 4xx other than 408/429 is the request's fault, not the backend's; so is a request too
         # long for this backend's context (or needing JSON output of it), even where dispatch goes on.
+        plan = self.ex.route
         if against_health(error):
             self.svc.live.record_result(target.backend, ok=False)
+        elif plan is not None and target == plan.decision.targets[0]:  # the probe's call, if this one claimed it
+            give_back_probe(self.svc, plan)
         self.svc.live.release(self.ex.hold)
         self.ex.hold = None
 

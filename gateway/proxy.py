@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import dispatch, upstream_body
-from gateway.attempts import AttemptBook
+from gateway.attempts import AttemptBook, give_back_probe
 from gateway.auth import authorization, check_key_alias
 from gateway.backends.base import UpstreamRequest
 from gateway.disconnect import DisconnectGuard
@@ -196,9 +196,14 @@ async def _reserve(svc: Services, ex: Exchange, request: ParsedRequest) -> None:
             return
         except LimitExceeded as exc:
             if not exc.limit.startswith("usd") or exc.scope in unchecked or on_exceed(plan.policy, ex, exc.scope) != "route":
+                give_back_probe(svc, plan)  # refused: no call
                 raise
             scope = exc.scope
+        except BaseException:  # the limiter failed, the client left: no call either
+            give_back_probe(svc, plan)
+            raise
         if not unchecked:
+            give_back_probe(svc, plan)  # routed again: this plan's call is not made
             facts = plan.facts  # counted and scored once
             ex.route = await plan_route(svc, request, ex.team, ex.span, compiled=plan.policy, over_budget=True,
                                         prompt_tokens=facts.prompt_tokens,

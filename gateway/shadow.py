@@ -154,7 +154,7 @@ class Shadower:
             return
         assert reservation is None or isinstance(reservation, Reservation)
         try:
-            answer = await self._send(job, reservation)
+            answer = await self._send(job, reservation, probe)
         finally:  # the call is over, whatever its outcome (failed, cancelled at shutdown)
             self.svc.live.release(hold)
         if answer.status != "ok":
@@ -187,12 +187,12 @@ class Shadower:
             return False, None
         return True, live.reserve(backend, facts)
 
-    async def _send(self, job: ShadowJob, reservation: Reservation | None) -> Answer:
-        """The call, its spend held by `reservation` (None: no limiter), recorded in the ledger."""
+    async def _send(self, job: ShadowJob, reservation: Reservation | None, probe: bool) -> Answer:
+        """The call (`probe`: its backend's half-open probe), recorded; `reservation` holds its spend (or None)."""
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
         try:
-            answer = await self._call(job, sent)
+            answer = await self._call(job, sent, probe)
         except asyncio.CancelledError:  # shutdown's drain ran out: the call may have cost, so it is recorded
             target = job.target
             self._record(job, Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent,
@@ -229,7 +229,7 @@ class Shadower:
             self.counts["dropped"] += 1
             return False
 
-    async def _call(self, job: ShadowJob, sent: float) -> Answer:
+    async def _call(self, job: ShadowJob, sent: float, probe: bool) -> Answer:
         ex, target = job.ex, job.target
         compiled = ex.route.policy if ex.route else self.svc.policy.current
         built = upstream_body.build("chat/completions", job.body, target.model,
@@ -245,6 +245,8 @@ class Shadower:
         except Exception as exc:  # UpstreamError, or anything the backend let out
             if against_health(exc):
                 live.record_result(target.backend, ok=False)
+            elif probe:  # a 4xx tells its health nothing: the probe is there for the next call
+                live.health.release_probe(target.backend)
             return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
                           error=f"{type(exc).__name__}: {exc}"[:300])
         live.record_result(target.backend, ok=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from policies.backend_kinds import GUIDED_FIELDS
 from policies.compiled import CompiledPolicy
 
 # OpenAI's API reference, request fields that shape the answer. Left out on purpose, as fields
@@ -51,7 +52,10 @@ def rules_for(compiled: CompiledPolicy, backend: str, team: str) -> BodyRules:
     if spec is None:
         return BodyRules()
     priority = compiled.team(team).priority if backend in compiled.engines else None
-    return BodyRules(spec.body_extras, spec.max_tokens_default, priority)
+    extras = spec.body_extras
+    if spec.state_source == "hybridgw":  # our engine however named: guided_* reach it to be refused (a 400
+        extras = extras.union(GUIDED_FIELDS)  # naming the field), never dropped on the way into free text (README)
+    return BodyRules(extras, spec.max_tokens_default, priority)
 
 
 def build(path: str, body: Mapping[str, Any], model: str, rules: BodyRules, *, stream: bool) -> UpstreamBody:

@@ -67,7 +67,8 @@ class Decider:
         """Decide, let the LiveBook learn from the decision, and add the shadow policy's."""
         compiled, live = compiled or self._policy.current, live or self._live.live_state()
         decision = decide(compiled, facts, live)
-        self._live.decided(compiled, facts, decision, live)
+        if self._live.decided(compiled, facts, decision, live):
+            decision = replace(decision, probe=True)
         shadow = self._policy.shadow
         if shadow is not None and facts.model_alias in shadow.aliases:
             other = decide(shadow, facts, live)

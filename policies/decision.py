@@ -84,6 +84,9 @@ class RouteDecision:
     slo_out: tuple[tuple[tuple[str, float], bool], ...] = ()
     # slo_cost: (engine, the model's own predicted TTFT); the router compares it with what it observes.
     predicted_ttft: tuple[tuple[str, float], ...] = ()
+    # Set by the Decider: this decision claimed the half-open probe of its first target, to be given back
+    # when that call is not made or tells its health nothing (gateway/attempts.py). Out of the repr (pinned).
+    probe: bool = field(default=False, repr=False, compare=False)
 
     @property
     def shadow_differs(self) -> bool:

@@ -80,9 +80,9 @@ class LiveBook:
         return _NO_OCCUPANCY
 
     def decided(self, compiled: CompiledPolicy, facts: RequestFacts, decision: RouteDecision,
-                live: LiveState) -> None:
+                live: LiveState) -> bool:
         """Learn from a decision about to be applied (never a shadow's): team demand, the turn,
-        slo_cost's hysteresis and predicted TTFT, and which request probes a half-open circuit."""
+        slo_cost's hysteresis and predicted TTFT, and which request probes a half-open circuit (True: this one)."""
         self._note_demand(compiled, facts, live.now)
         self.turns += 1
         if decision.slo_out:
@@ -93,7 +93,8 @@ class LiveBook:
                 if backend == first:
                     self.ttft_scale.predicted(backend, ttft_s, live.now)
         if decision.targets and live.health_of(decision.targets[0].backend).state == "half_open":
-            self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
+            return self.health.claim_probe(decision.targets[0].backend, live.now)  # this request is the probe
+        return False
 
     def _note_demand(self, compiled: CompiledPolicy, facts: RequestFacts, now: float) -> None:
         """The request's team wants the engines that serve its alias (fairness: a claim on them for a while)."""

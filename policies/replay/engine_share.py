@@ -3,6 +3,7 @@ thread's CPU seconds ÷ the steps' wall seconds, from /v1/engine/state's totals)
 window carry to another whose host was busier or quieter (docs/replay.md, "Across runs: the CPU share")."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -18,7 +19,7 @@ def parse_shares(items: Iterable[str], engines: Iterable[str]) -> dict[str, floa
             share = float(value) if sep else float("nan")
         except ValueError:
             share = float("nan")
-        if not share > 0:
+        if not 0 < share < math.inf:  # inf: steps of no time (and a model file json cannot read back)
             raise ValueError(f"--engine-share {item!r}: give NAME=SHARE with SHARE > 0 (e.g. local=0.54)")
         if name not in known:
             raise ValueError(f"--engine-share {item!r}: {name!r} is not an engine backend of the policy "

@@ -83,6 +83,18 @@ def test_guided_fields_reach_our_engine_to_be_refused_and_nowhere_unasked() -> N
     assert hosted.dropped == ("guided_choice", "guided_json")
 
 
+def test_guided_fields_reach_our_engine_under_any_kind_or_extras_list() -> None:
+    # Polled as ours (`state: hybridgw`, an engine elsewhere) or given its own extras list, our engine still
+    # gets guided_* to refuse them: dropped, a local-only alias answered free text for guided_json.
+    policy = compiled(POLICY.replace("models:", """  remote: {kind: openai, base_url: "http://ours/v1", state: hybridgw}
+  listed: {kind: engine, model: smollm2, extra_body_fields: [min_tokens]}
+models:"""))
+    body = {**CHAT, "guided_json": {"type": "object"}, "guided_regex": "a+"}
+    for backend in ("remote", "listed"):
+        sent = build("chat/completions", body, "m", rules_for(policy, backend, "default"), stream=False)
+        assert (sent.body["guided_json"], sent.body["guided_regex"], sent.dropped) == ({"type": "object"}, "a+", ())
+
+
 def test_priority_comes_from_the_team_and_only_to_engines() -> None:
     policy = compiled(POLICY)
     body = {**CHAT, "priority": 7}

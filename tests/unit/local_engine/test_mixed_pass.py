@@ -47,6 +47,19 @@ def _mixed_run(runner: ModelRunner, num_streams: int, forced: list[list[int]] | 
     return got
 
 
+def count_kernel_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of each native decode-attention call from now on (the kernel still runs)."""
+    calls: list[int] = []
+    kernel_call = NativeDecodeAttention.__call__
+
+    def counted(self: NativeDecodeAttention, layer: int, *qkv: torch.Tensor) -> torch.Tensor:
+        calls.append(qkv[0].shape[0])
+        return kernel_call(self, layer, *qkv)
+
+    monkeypatch.setattr(NativeDecodeAttention, "__call__", counted)
+    return calls
+
+
 def _runner(split: bool, attention: str = "fast") -> ModelRunner:
     runner = make_runner(tiny_model(), num_blocks=512, attention=attention)  # float32: room for the mirror
     runner.split_mixed = split
@@ -78,14 +91,7 @@ def test_mixed_steps_keep_the_native_decode_kernel_and_its_picks(monkeypatch: py
     native_kernels()
     one, apart = coded_runner(monkeypatch, "auto"), coded_runner(monkeypatch, "auto")
     apart.split_mixed = True
-    calls: list[int] = []
-    kernel_call = NativeDecodeAttention.__call__
-
-    def counted(self: NativeDecodeAttention, layer: int, *qkv: torch.Tensor) -> torch.Tensor:
-        calls.append(qkv[0].shape[0])
-        return kernel_call(self, layer, *qkv)
-
-    monkeypatch.setattr(NativeDecodeAttention, "__call__", counted)
+    calls = count_kernel_rows(monkeypatch)
     got = _mixed_run(one, 2)
     layers = one.model_config.num_layers
     assert calls == [2] * len(CHUNKS) * layers  # each mixed step, 2 rows (pure decode steps: one call a layer)

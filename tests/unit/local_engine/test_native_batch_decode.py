@@ -3,12 +3,9 @@ mixed steps alike, and pick the tokens the bmm path over a gathered copy (with i
 from __future__ import annotations
 
 import pytest
-import torch
-
-from local_engine.native.paged_decode import NativeDecodeAttention
 
 from .native_support import native_kernels
-from .test_mixed_pass import CHUNKS, _mixed_run
+from .test_mixed_pass import CHUNKS, _mixed_run, count_kernel_rows
 from .test_native_model import PROMPTS, coded_runner, forced, generate
 
 # The bmm path rounds its scores and probabilities to bf16, the kernel keeps them in float32: a pick may flip
@@ -27,23 +24,11 @@ def near_ties(tokens: list[int], tops: list[dict[int, float]]) -> int:
     return differ
 
 
-def _count_kernel_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    kernel_call = NativeDecodeAttention.__call__
-
-    def counted(self: NativeDecodeAttention, layer: int, *qkv: torch.Tensor) -> torch.Tensor:
-        calls.append(qkv[0].shape[0])
-        return kernel_call(self, layer, *qkv)
-
-    monkeypatch.setattr(NativeDecodeAttention, "__call__", counted)
-    return calls
-
-
 def test_six_decodes_take_the_kernel_and_the_bmm_paths_picks(monkeypatch: pytest.MonkeyPatch) -> None:
     native_kernels()
     runner, capped = coded_runner(monkeypatch, "auto"), coded_runner(monkeypatch, "auto")
     capped.native_decode_max_seqs = 3  # the earlier limit: six decodes through the bmm path and its mirror
-    calls = _count_kernel_rows(monkeypatch)
+    calls = count_kernel_rows(monkeypatch)
     picks = generate(runner, PROMPTS, new_tokens=8)
     layers = runner.model_config.num_layers
     assert calls == [len(PROMPTS)] * 7 * layers  # every decode step, one call a layer, all six rows
@@ -57,7 +42,7 @@ def test_a_mixed_step_attends_its_four_decodes_in_the_kernel(monkeypatch: pytest
     native_kernels()
     one, apart = coded_runner(monkeypatch, "auto"), coded_runner(monkeypatch, "auto")
     apart.native_decode_max_seqs = 3  # the mixed steps' decodes through the mirror
-    calls = _count_kernel_rows(monkeypatch)
+    calls = count_kernel_rows(monkeypatch)
     got = _mixed_run(one, 4)
     layers = one.model_config.num_layers
     # each mixed step's four decodes, then the last step's five (the first decode step's four rows run the

@@ -44,7 +44,8 @@ def test_a_model_without_a_recorded_share_cannot_be_carried() -> None:
 
 
 @pytest.mark.parametrize(("item", "error"), [("local", "NAME=SHARE"), ("local=x", "NAME=SHARE"),
-                                             ("local=0", "SHARE > 0"), ("other=0.5", "not an engine backend")])
+                                             ("local=0", "SHARE > 0"), ("local=inf", "SHARE > 0"),
+                                             ("other=0.5", "not an engine backend")])
 def test_bad_shares_name_the_item(item: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         parse_shares([item], ["local"])
