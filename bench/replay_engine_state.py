@@ -11,7 +11,7 @@ import urllib.request
 from statistics import median
 from typing import Any
 
-from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET, EngineConfig
 from observability.bench.profile_fit import fit_line
 
 
@@ -24,9 +24,12 @@ def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
     """The step's token budget the engine runs with when none is set (local_engine/config.py): on CPU 64
     tokens, and however many sequences decode, 64 prompt tokens more. Without it the replay's engine took
     whole prompts in a step (the model's default budget, 2048) and never queued the busy period's
-    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md)."""
+    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md). And its burst
+    budget (the engine's default, as this bench starts it): the model file names it, so a replay of the
+    recording knows what its engine ran with (one that does not name it predates the burst: 0)."""
     default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
-    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default}
+    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default,
+            "burst_batched_tokens": EngineConfig.burst_batched_tokens}
 
 
 class StatePoller:

@@ -117,17 +117,32 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
     return [a[k][n] / a[k][k] for k in range(n)]
 
 
-def _decode_with_passes(served: list[_Served], chunk: int,
-                        max_pass: float = math.inf) -> tuple[float, float, float] | None:
+def _passes(served: list[_Served], chunk: int, burst: int) -> list[float]:
+    """The prompt passes each request's prefill took: chunks of `chunk` tokens; with a burst budget, a prompt
+    that waited beside k ≥ 2 others on average (arrival to first token) shared passes of min(burst, chunk × k)
+    tokens with them (local_engine/scheduler.py), so its tokens ÷ that many."""
+    if not burst:
+        return [float(-(-s.prompt // chunk)) for s in served]
+    waiting = _Level([(s.arrival, s.first) for s in served if s.first > s.arrival])
+    out = []
+    for s in served:
+        k = round(waiting.mean(s.arrival, s.first)) if s.first > s.arrival else 1
+        out.append(s.prompt / min(burst, chunk * (k - 1)) if k > 2 else float(-(-s.prompt // chunk)))
+    return out
+
+
+def _decode_with_passes(served: list[_Served], chunk: int, max_pass: float = math.inf,
+                        burst: int = 0) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
     mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
     chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
     adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); a pass
     dearer than `max_pass` (a whole prefill of a chunk on an idle engine) is held to it and the batch terms
-    fitted again beside it; None when the passes cannot be told apart (then the decode line alone)."""
-    firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
-    times, passes = [t for t, _ in firsts], [0]
+    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). `burst`:
+    the engine's burst budget (0: none), which packs the passes of prompts waiting together (_passes)."""
+    firsts = sorted(zip([s.first for s in served], _passes(served, chunk, burst)))
+    times, passes = [t for t, _ in firsts], [0.0]
     for _, n in firsts:
         passes.append(passes[-1] + n)
     decoding = _Level([(s.first, s.end) for s in served])
@@ -192,7 +207,8 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
     # A pass never costs more than the idle arrivals' whole first token at a chunk's length.
     bound = math.inf if prefill is None else prefill[0] + prefill[1] * chunk
-    with_passes = _decode_with_passes(served, chunk, bound)
+    burst = base.burst_batched_tokens if base.prefill_floor_tokens else 0  # the engine's rule: only with a floor
+    with_passes = _decode_with_passes(served, chunk, bound, burst)
     decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
     if decode is not None:
@@ -207,7 +223,8 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
                          prefill_per_token_s=base.prefill_per_token_s * scale)
     how = (f"decode from {len(points)}" + (" less the prefill passes" if with_passes else "") + ", prefill "
-           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled"))
+           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled")
+           + (f"; burst budget {burst} assumed, as the model says" if burst else "; no burst budget"))
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
 
 
