@@ -119,8 +119,11 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
 
 def _passes(served: list[_Served], chunk: int, burst: int) -> list[float]:
     """The prompt passes each request's prefill took: chunks of `chunk` tokens; with a burst budget, a prompt
-    that waited beside k ≥ 2 others on average (arrival to first token) shared passes of min(burst, chunk × k)
-    tokens with them (local_engine/scheduler.py), so its tokens ÷ that many."""
+    whose wait (arrival to first token) overlapped k ≥ 3 prompts' waits on average, itself included, shared
+    passes of min(burst, chunk × (k − 1)) tokens with them (local_engine/scheduler.py: the floor's per
+    prompt still waiting, one of them being chunked), so its tokens ÷ that many. On a simulated recording
+    (tests/unit/policies/replay/test_burst.py) it counts 106 passes where the engine ran 121 (a chunk a
+    prompt: 390); with k in place of k − 1, 81."""
     if not burst:
         return [float(-(-s.prompt // chunk)) for s in served]
     waiting = _Level([(s.arrival, s.first) for s in served if s.first > s.arrival])
