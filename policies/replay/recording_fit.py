@@ -117,35 +117,20 @@ def _least_squares(rows: list[tuple[float, ...]], cols: tuple[int, ...]) -> list
     return [a[k][n] / a[k][k] for k in range(n)]
 
 
-def _passes(served: list[_Served], chunk: int, burst: int) -> list[float]:
-    """The prompt passes each request's prefill took: chunks of `chunk` tokens; with a burst budget, a prompt
-    whose wait (arrival to first token) overlapped k ≥ 3 prompts' waits on average, itself included, shared
-    passes of min(burst, chunk × (k − 1)) tokens with them (local_engine/scheduler.py: the floor's per
-    prompt still waiting, one of them being chunked), so its tokens ÷ that many. On a simulated recording
-    (tests/unit/policies/replay/test_burst.py) it counts 106 passes where the engine ran 121 (a chunk a
-    prompt: 390); with k in place of k − 1, 81."""
-    if not burst:
-        return [float(-(-s.prompt // chunk)) for s in served]
-    waiting = _Level([(s.arrival, s.first) for s in served if s.first > s.arrival])
-    out = []
-    for s in served:
-        k = round(waiting.mean(s.arrival, s.first)) if s.first > s.arrival else 1
-        out.append(s.prompt / min(burst, chunk * (k - 1)) if k > 2 else float(-(-s.prompt // chunk)))
-    return out
-
-
-def _decode_with_passes(served: list[_Served], chunk: int, max_pass: float = math.inf,
-                        burst: int = 0) -> tuple[float, float, float] | None:
+def _decode_with_passes(served: list[_Served], chunk: int,
+                        max_pass: float = math.inf) -> tuple[float, float, float] | None:
     """(fixed, per sequence, per prefill pass) by least squares over each request's mean step against the
     mean batch it decoded in and the prefill chunks per step that ran meanwhile (others' prompts in
     chunks of the step's prompt budget, counted by their first token inside its decode): what a chunk
     adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); a pass
     dearer than `max_pass` (a whole prefill of a chunk on an idle engine) is held to it and the batch terms
-    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). `burst`:
-    the engine's burst budget (0: none), which packs the passes of prompts waiting together (_passes)."""
-    firsts = sorted(zip([s.first for s in served], _passes(served, chunk, burst)))
-    times, passes = [t for t, _ in firsts], [0.0]
+    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). With the
+    engine's burst budget on, prompts waiting together shared passes; counting those shared passes (a prompt
+    waiting beside k others: its tokens ÷ min(burst, chunk × (k − 1))) made the pass dearer and the in-sample
+    TTFT p50 further off on all four burst-on recordings (docs/benchmarks.md, 2026-12-02 #13): a chunk a prompt, still."""
+    firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
+    times, passes = [t for t, _ in firsts], [0]
     for _, n in firsts:
         passes.append(passes[-1] + n)
     decoding = _Level([(s.first, s.end) for s in served])
@@ -211,7 +196,7 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     # A pass never costs more than the idle arrivals' whole first token at a chunk's length.
     bound = math.inf if prefill is None else prefill[0] + prefill[1] * chunk
     burst = base.burst_batched_tokens if base.prefill_floor_tokens else 0  # the engine's rule: only with a floor
-    with_passes = _decode_with_passes(served, chunk, bound, burst)
+    with_passes = _decode_with_passes(served, chunk, bound)
     decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
     if decode is not None:
