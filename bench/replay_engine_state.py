@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -30,6 +31,13 @@ def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
     default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
     return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default,
             "burst_batched_tokens": EngineConfig.burst_batched_tokens}
+
+
+def recorded_burst(run: Path) -> int:
+    """The burst budget a kept run's engine had: its perf.json names it (default_budget, since 2026-12-02);
+    a run kept before names none, and its engine had none: 0. Replays of kept runs give it to the replay
+    (`--burst-batched-tokens`), whose own default for a model file that does not say is the engine's 256."""
+    return json.loads((run / "perf.json").read_text())["engines"]["local"].get("burst_batched_tokens", 0)
 
 
 class StatePoller:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.replay_cross import cpu_share
+from bench.replay_engine_state import recorded_burst
 from bench.replay_grid import BARS, _replay, offs
 from policies.estimator import litellm_price_table
 from policies.perf_model_file import read_perf_model_file, with_overrides
@@ -45,9 +46,7 @@ def _pq(values: list[float]) -> str:
 
 def burst_of(run: Path, forced: int | None) -> int:
     """The burst budget the run's engine had: `forced`, else its perf.json's, else 0 (recorded before it)."""
-    if forced is not None:
-        return forced
-    return json.loads((run / "perf.json").read_text())["engines"]["local"].get("burst_batched_tokens", 0)
+    return forced if forced is not None else recorded_burst(run)
 
 
 def breakdown(run: Path, poll_clock: str = "", burst: int = 0) -> dict[str, Any]:
