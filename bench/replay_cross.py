@@ -59,7 +59,7 @@ def _replay_cli(run: Path, model: Path, *extra: str) -> dict[str, Any]:
     return json.loads(run_cli(*procs.hybridgw(
         "replay", str(run / "policy.yaml"), "--ledger", str(run / "gateway" / "usage.sqlite3"), "--since",
         f"{since:.3f}", "--until", f"{until:.3f}", "--perf-model", str(model), "--json", "-",
-        "--burst-batched-tokens", str(recorded_burst(run)), *extra),  # the window's engine's, over the model's
+        "--burst-batched-tokens", str(recorded_burst(run)), *extra),  # the window's engine's burst
         env={"OPENAI_API_KEY": "x"}))
 
 
@@ -75,7 +75,7 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clo
     os.environ.setdefault("OPENAI_API_KEY", "x")
     since, until = _window(run)
     traffic = read_ledger(run / "gateway" / "usage.sqlite3", since, until)
-    perf = with_burst(read_perf_model_file(model), recorded_burst(run), ["local"])  # the window's engine's burst
+    perf = with_burst(read_perf_model_file(model), recorded_burst(run), ["local"])  # the window engine's
     share, fitted = cpu_share(run), perf.engine("local")
     if share and fitted.cpu_share:  # as --engine-share carries it
         perf = replace(perf, engines={**perf.engines, "local": fitted.at_cpu_share(share)})

@@ -123,8 +123,8 @@ def main() -> int:
     window = json.loads((a.run / "window.json").read_text())
     traffic = read_ledger(a.run / "gateway" / "usage.sqlite3", window["since"], window["until"])
     loaded = read_policy(a.run / "policy.yaml", [])
-    perf = with_burst(read_perf_model_file(a.perf_model or a.run / "calibrated-model.json"), recorded_burst(a.run),
-                      [ENGINE])  # the window's engine's burst budget (a run kept before it: 0)
+    perf = read_perf_model_file(a.perf_model or a.run / "calibrated-model.json")
+    perf = with_burst(perf, recorded_burst(a.run), [ENGINE])  # the window engine's burst (older runs: 0)
     setup = ReplaySetup(perf, litellm_price_table(), 0, poll_clock=a.poll_clock)
     poll_s = loaded.policy.health.poll_interval_s
     limit = loaded.policy.backends[ENGINE].max_waiting

@@ -56,7 +56,8 @@ def breakdown(run: Path, poll_clock: str = "", burst: int = 0) -> dict[str, Any]
     traffic = read_ledger(run / "gateway" / "usage.sqlite3", w["since"], w["until"])
     loaded = read_policy(run / "policy.yaml", [])
     engines = ["local"]
-    base = with_burst(with_overrides(read_perf_model_file(run / "perf.json"), loaded.perf_model), burst, engines)
+    base = with_overrides(read_perf_model_file(run / "perf.json"), loaded.perf_model)
+    base = with_burst(base, burst, engines)
     hosted = [n for n in loaded.policy.backends if n not in engines]
     perf = calibrated(base, engines, hosted, traffic)
     setup = ReplaySetup(perf, litellm_price_table(), 0, poll_clock=poll_clock)
@@ -85,8 +86,8 @@ def main() -> int:
     p.add_argument("runs", type=Path, nargs="+", help="kept runs (bench/replay_vs_real.py --keep DIR)")
     p.add_argument("--json", type=Path)
     p.add_argument("--poll-clock", nargs="?", const="period", default="", help="replay --poll-clock[=recorded]")
-    p.add_argument("--burst-batched-tokens", type=int, help="every run's engine burst budget (default: its perf.json's, "
-                   "else 0)")
+    p.add_argument("--burst-batched-tokens", type=int,
+                   help="every run's engine burst budget (default: its perf.json's, else 0)")
     a = p.parse_args()
     clock = (f"--poll-clock={a.poll_clock}",) if a.poll_clock else ()
     rows = []
@@ -95,11 +96,12 @@ def main() -> int:
         got = offs(run, _replay(run, "--perf-model", str(run / "perf.json"), "--calibrate", *clock,
                                 "--burst-batched-tokens", str(burst),
                                 *(("--engine-share", f"local={share}") if share else ())))
-        rows.append({"run": run.name, "burst": burst, "offs": got, "met": [abs(x) <= b for x, b in zip(got, BARS)],
+        met = [abs(x) <= b for x, b in zip(got, BARS)]
+        rows.append({"run": run.name, "burst": burst, "offs": got, "met": met,
                      **breakdown(run, a.poll_clock, burst)})
         r = rows[-1]
         cells = " / ".join(f"{x:+.0f}" if i != 2 else f"{x:+.1f}" for i, x in enumerate(got))
-        print(f"| {run.name} (burst {burst}) | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
+        print(f"| {run.name} ({burst}) | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
               f"{r['local TTFT own']} (forced {r['local TTFT forced']}) | hosted {r['hosted TTFT measured']} → "
               f"{r['hosted TTFT own']} | {r['forced: replay chose otherwise']} |", flush=True)
     per = [sum(r["met"][i] for r in rows) for i in range(4)]

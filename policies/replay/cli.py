@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                         "ledger's engine views; else the policy's poll_interval_s), or at the polls the views show "
                         "('recorded')")
     parser.add_argument("--burst-batched-tokens", type=int, metavar="N",
-                        help="the engines' burst budget (the engine's --burst-batched-tokens) over the model's, which "
-                        "is 256 (the engine's default) where its file does not say; a ledger recorded before "
-                        "2026-12-02 had none: 0. A policy's engine_args still set their own")
+                        help="the engines' burst budget (the engine's --burst-batched-tokens) over the "
+                        "model's, which is 256 (the engine's default) where its file does not say; a ledger "
+                        "recorded before 2026-12-02 had none: 0. A policy's engine_args still set their own")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",

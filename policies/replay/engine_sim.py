@@ -33,7 +33,7 @@ class SimEngine(DecodeRuns):
                        else CountingBlockManager(model.num_blocks, model.block_size))
         self.scheduler = Scheduler(config, self.blocks)
         self.scheduler.prefill_floor = model.prefill_floor_tokens  # as the engine's default budget keeps
-        # ... and its burst budget, which the engine keeps only with a floor (the explicit budget above has none)
+        # ... and its burst budget, which the engine keeps only with a floor (the budget above has none)
         self.scheduler.burst_tokens = model.burst_batched_tokens if model.prefill_floor_tokens else 0
         self.limits = EngineLimits(model.max_model_len, model.block_size, model.num_blocks, model.max_num_seqs,
                                    model.max_waiting)

@@ -125,10 +125,10 @@ def _decode_with_passes(served: list[_Served], chunk: int,
     adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); a pass
     dearer than `max_pass` (a whole prefill of a chunk on an idle engine) is held to it and the batch terms
-    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). With the
-    engine's burst budget on, prompts waiting together shared passes; counting those shared passes (a prompt
-    waiting beside k others: its tokens ÷ min(burst, chunk × (k − 1))) made the pass dearer and the in-sample
-    TTFT p50 further off on all four burst-on recordings (docs/benchmarks.md, 2026-12-02 #13): a chunk a prompt, still."""
+    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). With
+    the engine's burst budget on, prompts waiting together shared passes; counting those (a prompt waiting
+    beside k others: its tokens ÷ min(burst, chunk × (k − 1))) made the pass dearer and the in-sample TTFT
+    p50 further off on all four burst-on recordings (docs/benchmarks.md, #13): a chunk a prompt, still."""
     firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
     times, passes = [t for t, _ in firsts], [0]
     for _, n in firsts:
@@ -195,7 +195,6 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     prefill = _line([(float(s.prompt), s.first - s.arrival) for s in idle]) if len(idle) >= MIN_REQUESTS else None
     # A pass never costs more than the idle arrivals' whole first token at a chunk's length.
     bound = math.inf if prefill is None else prefill[0] + prefill[1] * chunk
-    burst = base.burst_batched_tokens if base.prefill_floor_tokens else 0  # the engine's rule: only with a floor
     with_passes = _decode_with_passes(served, chunk, bound)
     decode = with_passes[:2] if with_passes is not None else _line(points)
     fitted = base
@@ -210,6 +209,7 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
                          prefill_per_token_s=base.prefill_per_token_s * scale)
+    burst = base.burst_batched_tokens if base.prefill_floor_tokens else 0  # the engine's: only with a floor
     how = (f"decode from {len(points)}" + (" less the prefill passes" if with_passes else "") + ", prefill "
            + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled")
            + (f"; burst budget {burst} assumed, as the model says" if burst else "; no burst budget"))

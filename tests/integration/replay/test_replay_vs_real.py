@@ -54,7 +54,8 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert {"request_overhead_s", "frontend_service_s"} <= set(model["engines"]["local"])
     # The engine's burst budget (its default) is kept with the run, and the fit keeps it (#13).
     perf = json.loads((tmp_path / "run" / "perf.json").read_text())
-    assert perf["engines"]["local"]["burst_batched_tokens"] == model["engines"]["local"]["burst_batched_tokens"] == 256
+    kept, fitted = perf["engines"]["local"], model["engines"]["local"]
+    assert kept["burst_batched_tokens"] == fitted["burst_batched_tokens"] == 256
     cross = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "replay_cross.py"), "--fit", str(tmp_path / "run"), "--check",
          str(tmp_path / "run"), "--json", str(tmp_path / "cross.json")],

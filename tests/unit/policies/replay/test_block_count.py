@@ -20,7 +20,7 @@ MODEL = EngineModel(prefill_fixed_s=0.02, prefill_per_token_s=1e-4, decode_fixed
                     max_waiting=1000)
 
 
-# ... and with a floor of 32 prompt tokens a step and a burst budget of 128 (the engine's default budget's kind).
+# ... and with a floor of 32 prompt tokens a step and a burst budget of 128 (as the engine's default budget).
 BURST = replace(MODEL, prefill_floor_tokens=32, burst_batched_tokens=128)
 
 
@@ -50,7 +50,8 @@ def _run(counting: bool, seed: int,
 
 
 @pytest.mark.parametrize(("seed", "model"), [(1, MODEL), (2, MODEL), (3, MODEL), (1, BURST), (2, BURST)])
-def test_counting_engine_schedules_exactly_as_the_engines_own_block_manager(seed: int, model: EngineModel) -> None:
+def test_counting_engine_schedules_exactly_as_the_engines_own_block_manager(seed: int,
+                                                                           model: EngineModel) -> None:
     real, counted = _run(False, seed, model), _run(True, seed, model)
     assert BURST.burst_batched_tokens and SimEngine(BURST, False).scheduler.burst_tokens == 128
     assert isinstance(SimEngine(MODEL, False).blocks, CountingBlockManager)

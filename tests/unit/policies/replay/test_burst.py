@@ -15,10 +15,10 @@ from policies.replay.recording_fit import fit_from_recording
 
 from .test_prefill_floor import _recorded_by
 
-# Every step is one pass of 0.1 s, whatever it holds: the step a prompt was admitted in is its first token's time.
+# Every step is one pass of 0.1 s, whatever it holds: a first token tells the step its prompt was admitted in.
 CPU_LIKE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_token_s=0.0, decode_fixed_s=0.1,
-                       decode_per_seq_s=0.0, decode_per_context_token_s=0.0, num_blocks=4096, max_model_len=4096,
-                       max_num_batched_tokens=64, prefill_floor_tokens=64)
+                       decode_per_seq_s=0.0, decode_per_context_token_s=0.0, num_blocks=4096,
+                       max_model_len=4096, max_num_batched_tokens=64, prefill_floor_tokens=64)
 
 
 def _steps_of_a_burst(model: EngineModel, prefix_caching: bool) -> list[int]:
@@ -32,7 +32,8 @@ def _steps_of_a_burst(model: EngineModel, prefix_caching: bool) -> list[int]:
     for i in range(16, 24):
         engine.submit(i, [i * 100 + k for k in range(64)] if prefix_caching else 64, 5, 1.0)
     engine.advance(5.0, events)
-    firsts = {e.request: e.time for e in events if isinstance(e, EngineEvent) and e.first_token and e.request >= 16}
+    firsts = {e.request: e.time for e in events
+              if isinstance(e, EngineEvent) and e.first_token and e.request >= 16}
     return [round((firsts[i] - start) / 0.1) for i in range(16, 24)]
 
 

@@ -80,8 +80,8 @@ def test_the_burst_budget_a_ledger_was_recorded_with_is_kept_and_can_be_given(
     # the file does not name it), or --burst-batched-tokens for one recorded before the burst (0).
     policy, ledger, t0 = window
     out = tmp_path / "fitted.json"
-    args = [str(policy), "--ledger", str(ledger), "--since", str(t0 - 1), "--until", str(t0 + 120), "--json", "-",
-            "--calibrate", "--calibrate-out", str(out)]
+    args = [str(policy), "--ledger", str(ledger), "--since", str(t0 - 1), "--until", str(t0 + 120),
+            "--json", "-", "--calibrate", "--calibrate-out", str(out)]
     assert main(args) == 0
     assert read_perf_model_file(out).engine("local").burst_batched_tokens == 256
     assert main([*args, "--burst-batched-tokens", "0"]) == 0
