@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.hybrid_economics import run_cli
+from bench.replay_engine_state import recorded_burst
 from bench.replay_vs_real import compare
 from policies.estimator import litellm_price_table
 from policies.perf_model_file import read_perf_model_file
+from policies.replay.engine_args import with_burst
 from policies.replay.inputs import read_policy
 from policies.replay.outcome import percentile
 from policies.replay.simulator import ReplaySetup, replay
@@ -56,7 +58,8 @@ def _replay_cli(run: Path, model: Path, *extra: str) -> dict[str, Any]:
     since, until = _window(run)
     return json.loads(run_cli(*procs.hybridgw(
         "replay", str(run / "policy.yaml"), "--ledger", str(run / "gateway" / "usage.sqlite3"), "--since",
-        f"{since:.3f}", "--until", f"{until:.3f}", "--perf-model", str(model), "--json", "-", *extra),
+        f"{since:.3f}", "--until", f"{until:.3f}", "--perf-model", str(model), "--json", "-",
+        "--burst-batched-tokens", str(recorded_burst(run)), *extra),  # the window's engine's burst
         env={"OPENAI_API_KEY": "x"}))
 
 
@@ -72,7 +75,7 @@ def local_ttfts(run: Path, model: Path, without_overhead: bool = False, poll_clo
     os.environ.setdefault("OPENAI_API_KEY", "x")
     since, until = _window(run)
     traffic = read_ledger(run / "gateway" / "usage.sqlite3", since, until)
-    perf = read_perf_model_file(model)
+    perf = with_burst(read_perf_model_file(model), recorded_burst(run), ["local"])  # the window engine's
     share, fitted = cpu_share(run), perf.engine("local")
     if share and fitted.cpu_share:  # as --engine-share carries it
         perf = replace(perf, engines={**perf.engines, "local": fitted.at_cpu_share(share)})

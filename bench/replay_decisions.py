@@ -24,9 +24,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.replay_engine_state import recorded_burst
 from observability.usage import EngineView
 from policies.estimator import litellm_price_table
 from policies.perf_model_file import read_perf_model_file
+from policies.replay.engine_args import with_burst
 from policies.replay.inputs import read_policy
 from policies.replay.outcome import percentile
 from policies.replay.simulator import ReplaySetup
@@ -122,6 +124,7 @@ def main() -> int:
     traffic = read_ledger(a.run / "gateway" / "usage.sqlite3", window["since"], window["until"])
     loaded = read_policy(a.run / "policy.yaml", [])
     perf = read_perf_model_file(a.perf_model or a.run / "calibrated-model.json")
+    perf = with_burst(perf, recorded_burst(a.run), [ENGINE])  # the window engine's burst (older runs: 0)
     setup = ReplaySetup(perf, litellm_price_table(), 0, poll_clock=a.poll_clock)
     poll_s = loaded.policy.health.poll_interval_s
     limit = loaded.policy.backends[ENGINE].max_waiting

@@ -8,10 +8,11 @@ import json
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from statistics import median
 from typing import Any
 
-from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET
+from local_engine.config import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET, EngineConfig
 from observability.bench.profile_fit import fit_line
 
 
@@ -24,9 +25,19 @@ def default_budget(device: str, max_num_seqs: int) -> dict[str, int]:
     """The step's token budget the engine runs with when none is set (local_engine/config.py): on CPU 64
     tokens, and however many sequences decode, 64 prompt tokens more. Without it the replay's engine took
     whole prompts in a step (the model's default budget, 2048) and never queued the busy period's
-    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md)."""
+    arrivals, which the real one's spans show waiting 0.5 s at the median (docs/benchmarks.md). And its burst
+    budget (the engine's default, as this bench starts it): the model file names it, so a replay of the
+    recording knows what its engine ran with (one that does not name it predates the burst: 0)."""
     default = CPU_TOKEN_BUDGET if device.startswith("cpu") else GPU_TOKEN_BUDGET
-    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default}
+    return {"max_num_batched_tokens": max(default, max_num_seqs), "prefill_floor_tokens": default,
+            "burst_batched_tokens": EngineConfig.burst_batched_tokens}
+
+
+def recorded_burst(run: Path) -> int:
+    """The burst budget a kept run's engine had: its perf.json names it (default_budget, since 2026-12-02);
+    a run kept before names none, and its engine had none: 0. Replays of kept runs give it to the replay
+    (`--burst-batched-tokens`), whose own default for a model file that does not say is the engine's 256."""
+    return json.loads((run / "perf.json").read_text())["engines"]["local"].get("burst_batched_tokens", 0)
 
 
 class StatePoller:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from statistics import median
 
 from bench.replay_cross import cpu_share
+from bench.replay_engine_state import recorded_burst
 from bench.replay_vs_real import compare
 from policies.perf_model import STEP_TERMS
 from policies.replay.cli import main as replay_main
@@ -40,7 +41,10 @@ FIGURES = ("TTFT p50 s (gateway ledger)", "TTFT p95 s (gateway ledger)", "local 
 
 
 def _replay(run: Path, *extra: str) -> dict[str, Any]:
+    """`hybridgw replay` of the run's window (its engine's burst budget unless `extra` gives one)."""
     w = json.loads((run / "window.json").read_text())
+    if "--burst-batched-tokens" not in extra:
+        extra = (*extra, "--burst-batched-tokens", str(recorded_burst(run)))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = replay_main([str(run / "policy.yaml"), "--ledger", str(run / "gateway" / "usage.sqlite3"), "--since",

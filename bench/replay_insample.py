@@ -2,8 +2,11 @@
 figures off by (TTFT p50 / p95 by the gateway's ledger, local share, total cost), and where they part from the
 recording: TTFT by backend measured and replayed, the local TTFT with the recorded routing forced (the engine
 model alone, no routing difference), and the routing decisions that differ. No process is started.
+The engine's burst budget: what the run's perf.json names (bench/replay_vs_real.py writes it since
+2026-12-02), else 0 (the run predates it); --burst-batched-tokens N replays every run with N instead.
 
     PYTHONPATH=$PWD .venv/bin/python bench/replay_insample.py /tmp/ho_rv_{h,i,j} [--json FILE]
+        [--burst-batched-tokens N]
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.replay_cross import cpu_share
+from bench.replay_engine_state import recorded_burst
 from bench.replay_grid import BARS, _replay, offs
 from policies.estimator import litellm_price_table
 from policies.perf_model_file import read_perf_model_file, with_overrides
+from policies.replay.engine_args import with_burst
 from policies.replay.inputs import read_policy
 from policies.replay.outcome import percentile
 from policies.replay.recording_fit import calibrated
@@ -39,14 +44,20 @@ def _pq(values: list[float]) -> str:
     return " / ".join("-" if v is None else f"{v:.3f}" for v in got)
 
 
-def breakdown(run: Path, poll_clock: str = "") -> dict[str, Any]:
+def burst_of(run: Path, forced: int | None) -> int:
+    """The burst budget the run's engine had: `forced`, else its perf.json's, else 0 (recorded before it)."""
+    return forced if forced is not None else recorded_burst(run)
+
+
+def breakdown(run: Path, poll_clock: str = "", burst: int = 0) -> dict[str, Any]:
     """The run's own model (fitted as `replay --calibrate` does) replayed routing on its own and forced to the
     recorded routing: TTFT by backend, and how many of the replay's own choices differ from the recording."""
     w = json.loads((run / "window.json").read_text())
     traffic = read_ledger(run / "gateway" / "usage.sqlite3", w["since"], w["until"])
     loaded = read_policy(run / "policy.yaml", [])
-    base = with_overrides(read_perf_model_file(run / "perf.json"), loaded.perf_model)
     engines = ["local"]
+    base = with_overrides(read_perf_model_file(run / "perf.json"), loaded.perf_model)
+    base = with_burst(base, burst, engines)
     hosted = [n for n in loaded.policy.backends if n not in engines]
     perf = calibrated(base, engines, hosted, traffic)
     setup = ReplaySetup(perf, litellm_price_table(), 0, poll_clock=poll_clock)
@@ -75,18 +86,22 @@ def main() -> int:
     p.add_argument("runs", type=Path, nargs="+", help="kept runs (bench/replay_vs_real.py --keep DIR)")
     p.add_argument("--json", type=Path)
     p.add_argument("--poll-clock", nargs="?", const="period", default="", help="replay --poll-clock[=recorded]")
+    p.add_argument("--burst-batched-tokens", type=int,
+                   help="every run's engine burst budget (default: its perf.json's, else 0)")
     a = p.parse_args()
     clock = (f"--poll-clock={a.poll_clock}",) if a.poll_clock else ()
     rows = []
     for run in a.runs:
-        share = cpu_share(run)
+        share, burst = cpu_share(run), burst_of(run, a.burst_batched_tokens)
         got = offs(run, _replay(run, "--perf-model", str(run / "perf.json"), "--calibrate", *clock,
+                                "--burst-batched-tokens", str(burst),
                                 *(("--engine-share", f"local={share}") if share else ())))
-        rows.append({"run": run.name, "offs": got, "met": [abs(x) <= b for x, b in zip(got, BARS)],
-                     **breakdown(run, a.poll_clock)})
+        met = [abs(x) <= b for x, b in zip(got, BARS)]
+        rows.append({"run": run.name, "burst": burst, "offs": got, "met": met,
+                     **breakdown(run, a.poll_clock, burst)})
         r = rows[-1]
         cells = " / ".join(f"{x:+.0f}" if i != 2 else f"{x:+.1f}" for i, x in enumerate(got))
-        print(f"| {run.name} | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
+        print(f"| {run.name} ({burst}) | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
               f"{r['local TTFT own']} (forced {r['local TTFT forced']}) | hosted {r['hosted TTFT measured']} → "
               f"{r['hosted TTFT own']} | {r['forced: replay chose otherwise']} |", flush=True)
     per = [sum(r["met"][i] for r in rows) for i in range(4)]

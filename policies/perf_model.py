@@ -46,6 +46,10 @@ class EngineModel:
     # Prompt tokens a step takes however many sequences decode (the engine's floor with its default
     # budget: 64 on CPU, where the budget is 64 too; 0 when --max-num-batched-tokens is set).
     prefill_floor_tokens: int = 0
+    # While decodes run and two or more new prompts wait, a step may admit up to this many of their tokens
+    # (the floor's per waiting prompt): the engine's --burst-batched-tokens, 256 by default, 0 off. Like the
+    # engine's, it applies only with a floor (prefill_floor_tokens > 0: the default budget).
+    burst_batched_tokens: int = 256
     max_model_len: int = 8192
     max_waiting: int = 256
     usd_per_hour: float = 0.0  # what one replica costs to run (0: already paid for)

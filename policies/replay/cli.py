@@ -13,6 +13,7 @@ from policies.estimator import litellm_price_table
 from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
 from policies.perf_model_file import with_overrides
+from policies.replay.engine_args import with_burst
 from policies.replay.engine_share import parse_shares, with_shares
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                         "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
                         "ledger's engine views; else the policy's poll_interval_s), or at the polls the views show "
                         "('recorded')")
+    parser.add_argument("--burst-batched-tokens", type=int, metavar="N",
+                        help="the engines' burst budget (the engine's --burst-batched-tokens) over the "
+                        "model's, which is 256 (the engine's default) where its file does not say; a ledger "
+                        "recorded before 2026-12-02 had none: 0. A policy's engine_args still set their own")
     parser.add_argument("--jobs", type=int, default=1,
                         help="replay up to this many policies at once, one process each (wall time, not CPU)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -67,6 +72,8 @@ def _engine_models(args: argparse.Namespace, perf: PerfModel, first: LoadedPolic
     """`perf` fitted to the ledger window (--calibrate, its engines' shares recorded; --calibrate-out writes
     it), or carried to the window's engine shares (--engine-share alone), or as it is."""
     engines = engine_backends(first)
+    if args.burst_batched_tokens is not None:  # before the fit: it counts the passes the burst packed
+        perf = with_burst(with_overrides(perf, first.perf_model), args.burst_batched_tokens, engines)
     if args.calibrate:
         if args.ledger is None:
             raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")

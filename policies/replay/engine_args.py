@@ -2,13 +2,14 @@
 applied over the performance model's, so the replay simulates the engine the policy would spawn."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from policies.perf_model import EngineModel, PerfModelError
+from policies.perf_model import EngineModel, PerfModel, PerfModelError
 
 _INT_FLAGS = {"--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
-              "--max-model-len": "max_model_len", "--max-waiting": "max_waiting", "--block-size": "block_size"}
+              "--max-model-len": "max_model_len", "--max-waiting": "max_waiting",
+              "--block-size": "block_size", "--burst-batched-tokens": "burst_batched_tokens"}
 _KV_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
 
@@ -35,7 +36,7 @@ def shaped_by_args(model: EngineModel, engine_args: Sequence[str]) -> EngineMode
                 changes[field] = int(flags[flag])
             except ValueError:
                 raise PerfModelError(f"engine_args: {flag} takes an integer, not {flags[flag]!r}") from None
-    if "--max-num-batched-tokens" in flags:  # a budget set by hand has no floor (local_engine/config.py)
+    if "--max-num-batched-tokens" in flags:  # a budget by hand: no floor, no burst (local_engine/config.py)
         changes["prefill_floor_tokens"] = 0
     per_token = model.kv_bytes_per_token
     kv_dtype = flags.get("--kv-dtype")
@@ -56,3 +57,14 @@ def shaped_by_args(model: EngineModel, engine_args: Sequence[str]) -> EngineMode
 
 def prefix_caching_off(engine_args: Sequence[str]) -> bool:
     return "--no-prefix-caching" in _pairs(engine_args)
+
+
+def with_burst(perf: PerfModel, tokens: int, engines: Iterable[str]) -> PerfModel:
+    """`perf` with these engines' (and the default engine's) burst budget set (`replay
+    --burst-batched-tokens`), for a recording whose model does not say what its engine ran with (one
+    before 2026-12-02 had none: 0)."""
+    if tokens < 0:
+        raise PerfModelError(f"--burst-batched-tokens must be ≥ 0, got {tokens}")
+    models = {**perf.engines, **{name: perf.engine(name) for name in engines}}
+    return replace(perf, engines={n: replace(m, burst_batched_tokens=tokens) for n, m in models.items()},
+                   default_engine=replace(perf.default_engine, burst_batched_tokens=tokens))

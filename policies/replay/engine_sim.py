@@ -15,7 +15,7 @@ from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
 from policies.replay.decode_phase import DecodePhase
 from policies.replay.decode_runs import DecodeRuns, EngineEvent
-from policies.replay.fast_schedule import admit_waiting, schedule
+from policies.replay.fast_schedule import admit_waiting, burst_budget, schedule
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
 
@@ -33,6 +33,8 @@ class SimEngine(DecodeRuns):
                        else CountingBlockManager(model.num_blocks, model.block_size))
         self.scheduler = Scheduler(config, self.blocks)
         self.scheduler.prefill_floor = model.prefill_floor_tokens  # as the engine's default budget keeps
+        # ... and its burst budget, which the engine keeps only with a floor (the budget above has none)
+        self.scheduler.burst_tokens = model.burst_batched_tokens if model.prefill_floor_tokens else 0
         self.limits = EngineLimits(model.max_model_len, model.block_size, model.num_blocks, model.max_num_seqs,
                                    model.max_waiting)
         self.clock = 0.0
@@ -176,6 +178,7 @@ class SimEngine(DecodeRuns):
         bm.take(need)
         step = _Step(budget)
         step.budget = max(budget - phase.n, s.prefill_floor)  # as schedule() after its decode pass
+        burst_budget(s, step)  # (none running has a chunk left: what its prefill pass adds first)
         admit_waiting(s, bm, step)  # the engine's prefill pass, every running sequence a phase decode
         if not step.prefills:
             bm.take(-need)  # nothing admitted (it changed nothing): a decode step, the scheduler's call

@@ -26,7 +26,9 @@ def schedule(scheduler: Scheduler, blocks: CountingBlockManager) -> ScheduledBat
         blocks.may_append(seq)
     step = _Step(budget)
     priority = scheduler.config.enable_priority
-    if priority:  # its prefill pass may preempt a decode, looked for (and dropped) in step.decodes
+    if priority or (scheduler.burst_tokens and len(scheduler.waiting) > 1):
+        # Its prefill pass may preempt a decode, looked for (and dropped) in step.decodes; its burst budget
+        # applies only where step.decodes holds the decodes.
         step.decodes = [(seq, 1) for seq in decoding]
     step.budget = max(budget - len(decoding), scheduler.prefill_floor)  # as schedule() after its decode pass
     scheduler._schedule_prefills(step)  # noqa: SLF001 - the engine's own prefill pass
@@ -57,3 +59,12 @@ def admit_waiting(scheduler: Scheduler, blocks: CountingBlockManager, step: _Ste
         seq.status = SequenceStatus.RUNNING
         bisect.insort(running, seq, key=scheduler._key)  # noqa: SLF001
         scheduler._add_chunk(seq, step)  # noqa: SLF001
+
+
+def burst_budget(scheduler: Scheduler, step: _Step) -> None:
+    """The engine's burst budget (`Scheduler._schedule_prefills`) for a step whose decodes are not in
+    `step.decodes` and that continues no chunk: two or more new prompts waiting beside running decodes
+    may take up to `burst_tokens`, the floor's per waiting prompt."""
+    if scheduler.burst_tokens and len(scheduler.waiting) > 1:
+        burst = min(scheduler.burst_tokens, scheduler.prefill_floor * len(scheduler.waiting))
+        step.budget = max(step.budget, burst)

@@ -125,7 +125,10 @@ def _decode_with_passes(served: list[_Served], chunk: int,
     adds to the one pass of a mixed step (EngineModel.mixed_time), which the simulator adds again. A term
     that comes out negative is dropped (a step that did not grow with the batch: per sequence 0); a pass
     dearer than `max_pass` (a whole prefill of a chunk on an idle engine) is held to it and the batch terms
-    fitted again beside it; None when the passes cannot be told apart (then the decode line alone)."""
+    fitted again beside it; None when the passes cannot be told apart (then the decode line alone). With
+    the engine's burst budget on, prompts waiting together shared passes; counting those (a prompt waiting
+    beside k others: its tokens ÷ min(burst, chunk × (k − 1))) made the pass dearer and the in-sample TTFT
+    p50 further off on all four burst-on recordings (docs/benchmarks.md, #13): a chunk a prompt, still."""
     firsts = sorted((s.first, -(-s.prompt // chunk)) for s in served)
     times, passes = [t for t, _ in firsts], [0]
     for _, n in firsts:
@@ -206,8 +209,10 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
         fitted = replace(fitted, prefill_fixed_s=base.prefill_fixed_s * scale,
                          prefill_per_token_s=base.prefill_per_token_s * scale)
+    burst = base.burst_batched_tokens if base.prefill_floor_tokens else 0  # the engine's: only with a floor
     how = (f"decode from {len(points)}" + (" less the prefill passes" if with_passes else "") + ", prefill "
-           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled"))
+           + (f"from {len(idle)} idle arrivals" if prefill else "from the passes" if with_passes else "scaled")
+           + (f"; burst budget {burst} assumed, as the model says" if burst else "; no burst budget"))
     return replace(fitted, source=f"fitted to {len(served)} requests {backend} served in the recording ({how})")
 
 

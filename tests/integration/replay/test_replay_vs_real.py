@@ -52,6 +52,10 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert speed["steps"] > 0 and 0 < speed["cpu_share"] <= 1.01 and speed["step_cpu_s"] <= speed["step_wall_s"] * 1.01
     model = json.loads((tmp_path / "run" / "calibrated-model.json").read_text())
     assert {"request_overhead_s", "frontend_service_s"} <= set(model["engines"]["local"])
+    # The engine's burst budget (its default) is kept with the run, and the fit keeps it (#13).
+    perf = json.loads((tmp_path / "run" / "perf.json").read_text())
+    kept, fitted = perf["engines"]["local"], model["engines"]["local"]
+    assert kept["burst_batched_tokens"] == fitted["burst_batched_tokens"] == 256
     cross = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "replay_cross.py"), "--fit", str(tmp_path / "run"), "--check",
          str(tmp_path / "run"), "--json", str(tmp_path / "cross.json")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -19,13 +20,20 @@ MODEL = EngineModel(prefill_fixed_s=0.02, prefill_per_token_s=1e-4, decode_fixed
                     max_waiting=1000)
 
 
-def _run(counting: bool, seed: int) -> tuple[list[tuple[float, int, bool]], list[tuple[int, int, int]], int]:
+# ... and with a floor of 32 prompt tokens a step and a burst budget of 128 (as the engine's default budget).
+BURST = replace(MODEL, prefill_floor_tokens=32, burst_batched_tokens=128)
+
+
+def _run(counting: bool, seed: int,
+         model: EngineModel = MODEL) -> tuple[list[tuple[float, int, bool]], list[tuple[int, int, int]], int]:
     """Poisson arrivals of distinct prompts; the engine advanced at each arrival and at 'polls'."""
     rng = random.Random(seed)
-    engine = SimEngine(MODEL, prefix_caching=False)
+    engine = SimEngine(model, prefix_caching=False)
     if not counting:  # the engine's own block manager, caching off as well
-        engine.blocks = BlockManager(MODEL.num_blocks, MODEL.block_size, enable_prefix_caching=False)
+        engine.blocks = BlockManager(model.num_blocks, model.block_size, enable_prefix_caching=False)
+        floor, burst = engine.scheduler.prefill_floor, engine.scheduler.burst_tokens
         engine.scheduler = Scheduler(engine.scheduler.config, engine.blocks)
+        engine.scheduler.prefill_floor, engine.scheduler.burst_tokens = floor, burst
     events: list[EngineEvent] = []
     states = []
     t = 0.0
@@ -41,9 +49,11 @@ def _run(counting: bool, seed: int) -> tuple[list[tuple[float, int, bool]], list
     return [(e.time, e.request, e.first_token) for e in events], states, engine.scheduler.num_preemptions
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_counting_engine_schedules_exactly_as_the_engines_own_block_manager(seed: int) -> None:
-    real, counted = _run(False, seed), _run(True, seed)
+@pytest.mark.parametrize(("seed", "model"), [(1, MODEL), (2, MODEL), (3, MODEL), (1, BURST), (2, BURST)])
+def test_counting_engine_schedules_exactly_as_the_engines_own_block_manager(seed: int,
+                                                                           model: EngineModel) -> None:
+    real, counted = _run(False, seed, model), _run(True, seed, model)
+    assert BURST.burst_batched_tokens and SimEngine(BURST, False).scheduler.burst_tokens == 128
     assert isinstance(SimEngine(MODEL, False).blocks, CountingBlockManager)
     assert real[2] == counted[2] > 0  # the same preemptions
     assert real[1] == counted[1]  # the same free blocks, running and waiting after every arrival

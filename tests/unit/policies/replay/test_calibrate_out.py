@@ -72,3 +72,21 @@ def test_calibrate_out_without_calibrate_is_refused(window: tuple[Path, Path, fl
                  "--calibrate-out", str(tmp_path / "x.json")]) == 2
     assert "--calibrate-out writes what --calibrate fitted: it needs --calibrate" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_burst_budget_a_ledger_was_recorded_with_is_kept_and_can_be_given(
+        window: tuple[Path, Path, float], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The ledger does not say what burst budget its engine had: the model's (the engine's default 256 where
+    # the file does not name it), or --burst-batched-tokens for one recorded before the burst (0).
+    policy, ledger, t0 = window
+    out = tmp_path / "fitted.json"
+    args = [str(policy), "--ledger", str(ledger), "--since", str(t0 - 1), "--until", str(t0 + 120),
+            "--json", "-", "--calibrate", "--calibrate-out", str(out)]
+    assert main(args) == 0
+    assert read_perf_model_file(out).engine("local").burst_batched_tokens == 256
+    assert main([*args, "--burst-batched-tokens", "0"]) == 0
+    local = read_perf_model_file(out).engine("local")
+    assert local.burst_batched_tokens == 0 and "no burst budget" in local.source
+    capsys.readouterr()
+    assert main([*args, "--burst-batched-tokens", "-1"]) == 2
+    assert "--burst-batched-tokens must be ≥ 0" in capsys.readouterr().err

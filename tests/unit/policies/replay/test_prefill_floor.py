@@ -1,7 +1,8 @@
 """The CPU engine's default step budget in the replay: 64 tokens, and however many sequences decode, 64
 prompt tokens more (local_engine/config.py). Without it the simulated engine took whole prompts in one
 step and never queued a busy period; and a recording's decode steps hold those prompt passes, which the
-fit takes out (the simulator adds them again)."""
+fit takes out (the simulator adds them again). The engine here has no burst budget (--burst-batched-tokens 0,
+as before 2026-12-02): its passes are one prompt's chunks each (test_burst.py has the burst)."""
 from __future__ import annotations
 
 import random
@@ -18,7 +19,7 @@ from policies.replay.traffic import Recorded, TrafficRecord
 # A pass of prompt tokens costs 0.1 s, a decode step 0.01 s whatever the batch.
 CPU_LIKE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_token_s=0.0, decode_fixed_s=0.01,
                        decode_per_seq_s=0.0, decode_per_context_token_s=0.0, num_blocks=4096, max_model_len=4096,
-                       max_num_batched_tokens=64, prefill_floor_tokens=64)
+                       max_num_batched_tokens=64, prefill_floor_tokens=64, burst_batched_tokens=0)
 
 
 def _ttft_behind_40_decodes(model: EngineModel) -> float:

@@ -6,7 +6,8 @@ re-pinned when a mixed step became one forward pass, as the engine runs it: its 
 and when the simulated engine reported its measured prefill rate, as the real one does: the router's view changes;
 and when slo_cost priced the queue as LiveState.queued_prompt_tokens does, work-off included; and when the
 replay's gateway learned an engine's ends as they happen, not at its next send: its in-flight count changes
-on purpose, 1381 → 1382 served locally here)."""
+on purpose, 1381 → 1382 served locally here). The engine's burst budget (2026-12-02) leaves it as it
+was: the default model has no prefill floor, and the engine keeps a burst only with one."""
 from __future__ import annotations
 
 import hashlib
