@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
@@ -112,7 +113,7 @@ def _replay_all(args: argparse.Namespace, loaded: Sequence[LoadedPolicy], traffi
     return [summary for summary, _, _ in done], timings, cpu
 
 
-def _write(args: argparse.Namespace, summaries: Sequence[Summary], meta: Mapping[str, object]) -> None:
+def _write(args: argparse.Namespace, summaries: Sequence[Summary], meta: Mapping[str, Any]) -> None:
     """The summaries as --json/--html ask, and the table on stdout unless the JSON goes there."""
     if args.json is not None:
         text = to_json(summaries, meta)
