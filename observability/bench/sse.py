@@ -41,9 +41,9 @@ class SseParser:
     def feed(self, data: bytes, now: float) -> None:
         # find, not `in`: on CPython 3.11 `bytes in bytes` first tries the operand as an int, raising and
         # clearing a TypeError (~1.8 k instructions) on every chunk (docs/benchmarks.md, round 6).
-        if data.find(b"\r") >= 0:
-            data = data.replace(b"\r\n", b"\n")
         self._buffer += data
+        if self._buffer.find(b"\r") >= 0:  # the buffer's, not the read's: a read may end between \r and \n
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
         if self._buffer.find(b"\n\n") < 0:
             return
         *events, self._buffer = self._buffer.split(b"\n\n")
