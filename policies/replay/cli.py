@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from policies.compiled import compile_policy
 from policies.estimator import litellm_price_table
@@ -88,6 +89,47 @@ def _engine_models(args: argparse.Namespace, perf: PerfModel, first: LoadedPolic
     return perf
 
 
+def _keys_path(args: argparse.Namespace) -> Path | None:
+    if args.keys is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
+        return args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
+    return args.keys
+
+
+def _replay_all(args: argparse.Namespace, loaded: Sequence[LoadedPolicy], traffic: Sequence[TrafficRecord],
+                setup: ReplaySetup) -> tuple[list[Summary], dict[str, float], dict[str, float]]:
+    """Each policy replayed (up to --jobs at once): its summary, and the wall and CPU seconds it took."""
+    def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
+        def run() -> tuple[Summary, float, float]:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            outcomes = replay(policy, traffic, setup)
+            compiled = compile_policy(policy.policy, setup.price_table, policy.source, policy.absent_backends)
+            summary = summarize(str(path), compiled, traffic, outcomes, setup.perf, args.ttft_slo)
+            return summary, round(time.perf_counter() - started, 3), round(time.process_time() - cpu_started, 3)
+        return run
+
+    done = in_processes([one(path, policy) for path, policy in zip(args.policies, loaded)], args.jobs)
+    timings = {str(path): wall for path, (_, wall, _) in zip(args.policies, done)}
+    cpu = {str(path): used for path, (_, _, used) in zip(args.policies, done)}
+    return [summary for summary, _, _ in done], timings, cpu
+
+
+def _write(args: argparse.Namespace, summaries: Sequence[Summary], meta: Mapping[str, Any]) -> None:
+    """The summaries as --json/--html ask, and the table on stdout unless the JSON goes there."""
+    if args.json is not None:
+        text = to_json(summaries, meta)
+        if str(args.json) == "-":
+            print(text)
+        else:
+            args.json.write_text(text + "\n", encoding="utf-8")
+    if str(args.json) != "-":
+        timings, cpu = meta["replay_seconds"], meta["replay_cpu_seconds"]
+        print(table(summaries))
+        print(f"\n{meta['requests']} requests over {meta['window_s']:.0f} s; replayed in "
+              + ", ".join(f"{t:.2f} s ({c:.2f} s CPU)" for t, c in zip(timings.values(), cpu.values())))
+    if args.html is not None:
+        args.html.write_text(report_html(summaries, meta), encoding="utf-8")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.ttft_slo is not None and not args.ttft_slo > 0:
         raise ValueError(f"--ttft-slo must be > 0, got {args.ttft_slo}")
@@ -101,48 +143,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
-    keys_path = args.keys
-    if keys_path is None and args.ledger is not None and (args.ledger.parent / KEY_STORE_FILE).is_file():
-        keys_path = args.ledger.parent / KEY_STORE_FILE  # the gateway's data dir holds both
+    keys_path = _keys_path(args)
     keys = read_key_store(keys_path) if keys_path is not None else {}
     setup = ReplaySetup(perf, prices, args.seed, keys=keys, poll_clock=args.poll_clock)
-    def one(path: Path, policy: LoadedPolicy) -> Callable[[], tuple[Summary, float, float]]:
-        def run() -> tuple[Summary, float, float]:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            outcomes = replay(policy, traffic, setup)
-            compiled = compile_policy(policy.policy, prices, policy.source, policy.absent_backends)
-            summary = summarize(str(path), compiled, traffic, outcomes, perf, args.ttft_slo)
-            return summary, round(time.perf_counter() - started, 3), round(time.process_time() - cpu_started, 3)
-        return run
-
-    done = in_processes([one(path, policy) for path, policy in zip(args.policies, loaded)], args.jobs)
-    summaries = [summary for summary, _, _ in done]
-    timings = {str(path): wall for path, (_, wall, _) in zip(args.policies, done)}
-    cpu = {str(path): used for path, (_, _, used) in zip(args.policies, done)}
-    if loaded:  # what actually happened, when the traffic comes from the ledger
-        first = loaded[0]
-        baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
-                                    traffic, perf, args.ttft_slo)
-        summaries = ([baseline] if baseline is not None else []) + summaries
+    summaries, timings, cpu = _replay_all(args, loaded, traffic, setup)
+    first = loaded[0]  # what actually happened, when the traffic comes from the ledger
+    baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
+                                traffic, perf, args.ttft_slo)
+    summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
             "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed, "poll_clock": args.poll_clock,
             "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source,
-            "models": {name: (perf.engine(name) if name in engine_backends(loaded[0]) else perf.hosted_model(name)).source
-                       for name in loaded[0].policy.backends}, "hosted_model": perf.default_hosted.source,
+            "models": {name: (perf.engine(name) if name in engine_backends(first) else perf.hosted_model(name)).source
+                       for name in first.policy.backends}, "hosted_model": perf.default_hosted.source,
             "replay_seconds": timings, "replay_cpu_seconds": cpu}
-    if args.json is not None:
-        text = to_json(summaries, meta)
-        if str(args.json) == "-":
-            print(text)
-        else:
-            args.json.write_text(text + "\n", encoding="utf-8")
-    if str(args.json) != "-":
-        print(table(summaries))
-        print(f"\n{len(traffic)} requests over {meta['window_s']:.0f} s; replayed in "
-              + ", ".join(f"{t:.2f} s ({c:.2f} s CPU)" for t, c in zip(timings.values(), cpu.values())))
-    if args.html is not None:
-        args.html.write_text(report_html(summaries, meta), encoding="utf-8")
+    _write(args, summaries, meta)
     return 0
 
 

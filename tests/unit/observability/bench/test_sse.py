@@ -52,3 +52,14 @@ def test_malformed_and_error_events_raise_with_their_kind() -> None:
     with pytest.raises(StreamError) as err:
         SseParser().feed(b'data: {"error":{"message":"overloaded"}}\n\n', 1.0)
     assert err.value.kind == "stream_error" and "overloaded" in str(err.value)
+
+
+def test_crlf_split_between_cr_and_lf_across_reads_still_ends_the_event() -> None:
+    # A read that ends in "\r" with the "\n" in the next one: each read's CRLFs were folded on their own,
+    # so "\r\n\r" + "\n" became "\n\r\n", the events never split, and the next one was malformed.
+    stream = b'data: {"choices":[{"text":"a"}]}\r\n\r\ndata: {"choices":[{"text":"b"}]}\r\n\r\ndata: [DONE]\r\n\r\n'
+    for cut in range(1, len(stream)):
+        p = SseParser()
+        p.feed(stream[:cut], 1.0)
+        p.feed(stream[cut:], 2.0)
+        assert len(p.content_times) == 2 and p.done, cut
