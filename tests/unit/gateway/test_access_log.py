@@ -28,6 +28,18 @@ class CountingStream(io.StringIO):
         return super().write(text)
 
 
+def queued_logger(name: str, stream: io.StringIO, **writer_kw: float) -> tuple[logging.Logger, LogThread]:
+    """A logger whose records queue for a LogThread writing to `stream` (not started), as the gateway wires them;
+    a warning or above wakes the writer."""
+    logger = logging.getLogger(name)
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    writer = LogThread(records, stream, logging.Formatter("%(message)s"), **writer_kw)
+    logger.handlers[:] = [LazyQueueHandler(records, writer.wake)]  # type: ignore[arg-type]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    return logger, writer
+
+
 def test_the_loop_enqueues_the_parts_and_the_writer_makes_the_line() -> None:
     records: queue.SimpleQueue[object] = queue.SimpleQueue()
     logger = logging.getLogger("test.access.enqueue")
@@ -46,12 +58,7 @@ def test_the_loop_enqueues_the_parts_and_the_writer_makes_the_line() -> None:
 
 def test_lines_that_waited_leave_in_one_write_in_order() -> None:
     stream = CountingStream()
-    logger = logging.getLogger("test.access.batch")
-    records: queue.SimpleQueue[object] = queue.SimpleQueue()
-    writer = LogThread(records, stream, logging.Formatter("%(message)s"))
-    logger.handlers[:] = [LazyQueueHandler(records)]
-    logger.setLevel("INFO")
-    logger.propagate = False
+    logger, writer = queued_logger("test.access.batch", stream)
     usages = [record() for _ in range(3)]
     for usage in usages:
         log_access(logger, usage, "", ())
@@ -75,12 +82,7 @@ def test_start_log_thread_writes_until_stopped() -> None:
 
 def test_a_warning_is_written_at_once_not_at_the_next_poll() -> None:
     stream = io.StringIO()
-    logger = logging.getLogger("test.access.urgent")
-    records: queue.SimpleQueue[object] = queue.SimpleQueue()
-    writer = LogThread(records, stream, logging.Formatter("%(message)s"), interval_s=3600.0)  # no poll comes
-    logger.handlers[:] = [LazyQueueHandler(records, writer.wake)]  # type: ignore[arg-type]
-    logger.setLevel("INFO")
-    logger.propagate = False
+    logger, writer = queued_logger("test.access.urgent", stream, interval_s=3600.0)  # no poll comes
     writer.start()
     try:
         log_access(logger, record(request_id="r-2"), "", ())  # waits for a poll...
@@ -96,12 +98,7 @@ def test_a_large_batch_goes_out_in_atomic_writes_of_whole_lines() -> None:
     """The workers of `serve --workers N` share stderr: a write over PIPE_BUF (4 KiB) to a pipe may be torn
     by another worker's, so a batch is written in pieces of whole lines of at most 4 KiB (it was one write)."""
     stream = CountingStream()
-    logger = logging.getLogger("test.access.atomic")
-    records: queue.SimpleQueue[object] = queue.SimpleQueue()
-    writer = LogThread(records, stream, logging.Formatter("%(message)s"))
-    logger.handlers[:] = [LazyQueueHandler(records)]
-    logger.setLevel("INFO")
-    logger.propagate = False
+    logger, writer = queued_logger("test.access.atomic", stream)
     usages = [record(request_id=f"r-{i}", team="équipe") for i in range(60)]  # ~60 × 500 bytes, not all ASCII
     for usage in usages:
         log_access(logger, usage, "", ())
