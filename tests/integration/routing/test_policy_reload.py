@@ -119,6 +119,8 @@ def test_sighup_reloads(gw: Gateway, fake: Fake) -> None:
     before = _reloads(gw)
     os.kill(gw.proc.pid, signal.SIGHUP)
     _becomes(gw, "to-local-b", "local")
+    # The log line is written after the swap (through the log thread): wait for it, then count it.
+    wait_until(lambda: _reloads(gw) > before, "the SIGHUP reload logged", 30)
     assert _reloads(gw) == before + 1
     assert gw.proc.alive()
 
