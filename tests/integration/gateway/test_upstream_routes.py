@@ -9,8 +9,10 @@ import re
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_http import OpenAIHTTPBackend
@@ -20,6 +22,7 @@ from gateway.errors import UpstreamError
 from tests.support.raw_upstream import ANSWER, RawUpstream, reply
 
 CHAT = UpstreamRequest("chat/completions", {"model": "m"}, "req_1")
+RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])  # the gateway's loop
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +138,8 @@ def test_plain_http_goes_through_http_proxy_in_absolute_form_with_its_credential
     assert upstream.heads == proxy.heads
 
 
-def test_https_goes_through_the_proxys_connect_tunnel_then_tls_to_the_host(certs: Path) -> None:
+@RUNNERS
+def test_https_goes_through_the_proxys_connect_tunnel_then_tls_to_the_host(certs: Path, run: Any) -> None:
     async def main() -> tuple[bytes, ConnectProxy]:
         proxy, upstream = ConnectProxy(), RawUpstream(reply(ANSWER), tls=_server_tls(certs))
         pport = await proxy.start()
@@ -146,12 +150,13 @@ def test_https_goes_through_the_proxys_connect_tunnel_then_tls_to_the_host(certs
         pool.close()
         upstream.stop()
         return body, proxy
-    body, proxy = asyncio.run(main())
+    body, proxy = run(main())
     assert body == ANSWER
     assert proxy.heads[0].startswith(b"CONNECT localhost:") and b"proxy-authorization: Basic dTpw" in proxy.heads[0]
 
 
-def test_tls_checks_the_hostname(certs: Path) -> None:
+@RUNNERS
+def test_tls_checks_the_hostname(certs: Path, run: Any) -> None:
     async def main(host: str) -> bytes:
         upstream = RawUpstream(reply(ANSWER), tls=_server_tls(certs))
         port = int((await upstream.start()).rsplit(":", 1)[1].split("/")[0])
@@ -161,9 +166,9 @@ def test_tls_checks_the_hostname(certs: Path) -> None:
         finally:
             pool.close()
             upstream.stop()
-    assert asyncio.run(main("localhost")) == ANSWER
+    assert run(main("localhost")) == ANSWER
     with pytest.raises(Unreachable, match="match|mismatch"):  # the certificate names localhost only
-        asyncio.run(main("127.0.0.1"))
+        run(main("127.0.0.1"))
 
 
 def test_an_https_backend_trusts_only_certifis_cas(certs: Path) -> None:
