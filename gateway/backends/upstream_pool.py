@@ -45,7 +45,7 @@ class Proxy:
 
 def env_proxy(base_url: str) -> Proxy | None:
     """The proxy HTTP(S)_PROXY names for this URL unless NO_PROXY covers its host (read once, at open;
-    ALL_PROXY is not used, as aiohttp and httpx did not)."""
+    ALL_PROXY is not used, as aiohttp did not)."""
     parts = urlsplit(base_url)
     proxies = urllib.request.getproxies_environment()
     url = proxies.get(parts.scheme)
