@@ -41,9 +41,11 @@ STAGES: dict[str, list[str]] = {
     "upstream body build": ["gateway.upstream_body:build"],
     "spans": ["observability.trace_recorder:RecordingTracer.start_span", "gateway.usage_emit:_end_spans",
               "gateway.route_plan:_describe_decision", "observability.tracing:inject_traceparent"],
-    "upstream call (backend + aiohttp request/response)": ["gateway.backends.openai_http:OpenAIHTTPBackend.complete",
-                                                           "gateway.backends.openai_http:OpenAIHTTPBackend.stream"],
-    "aiohttp read callbacks": ["aiohttp.client_proto:ResponseHandler.data_received"],
+    "upstream call (backend + client request/response)": ["gateway.backends.openai_http:OpenAIHTTPBackend.complete",
+                                                          "gateway.backends.openai_http:OpenAIHTTPBackend.stream"],
+    # the client's read callback: aiohttp's (a tree before wip/lean) or ours; the one a tree lacks is skipped
+    "upstream read callbacks": ["aiohttp.client_proto:ResponseHandler.data_received",
+                                "gateway.backends.upstream_wire:UpstreamConnection.data_received"],
     "usage outcome": ["gateway.outcome:body_outcome", "gateway.outcome:stream_outcome"],
     "record (usage record, ledger submit, access log)": ["gateway.usage_emit:finish"],
     "relay: frames (tally, timing, framing)": ["gateway.streaming:SSERelayResponse._frames"],
@@ -188,7 +190,10 @@ def install(marker: Marker, stages: dict[str, list[str]] = STAGES) -> None:
     for stage, targets in stages.items():
         for target in targets:
             module_name, _, qualname = target.partition(":")
-            owner: Any = importlib.import_module(module_name)
+            try:
+                owner: Any = importlib.import_module(module_name)
+            except ModuleNotFoundError:  # a stage of another tree's code (bench/hot_path_instr.py --tree)
+                continue
             *path, attr = qualname.split(".")
             for part in path:
                 owner = getattr(owner, part)

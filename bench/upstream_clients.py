@@ -1,8 +1,9 @@
 """The upstream HTTP client's own CPU per call, in one run: httpx (8 small pooled clients, as the
-gateway had them) vs aiohttp (one pooled session), non-streamed and streamed (16 chunks), against the
-fake upstream, concurrency 8, the CPU of this process only (the fake runs in its own).
+gateway had them) vs aiohttp (one pooled session) vs ours (gateway/backends/upstream_pool.py: "lean"),
+non-streamed and streamed (16 chunks), against the fake upstream, concurrency 8, the CPU of this process
+only (the fake runs in its own); rounds interleave the clients.
 
-Run: .venv/bin/python -m bench.upstream_clients [--requests 2000] [--rounds 3]
+Run: .venv/bin/python -m bench.upstream_clients [--requests 2000] [--rounds 3] [--clients httpx,aiohttp,lean]
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 import orjson
 
+from gateway.backends.upstream_pool import Pool, Target, request_head
 from tests.support import procs
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "say something short"}], "max_tokens": 16}
@@ -65,6 +68,41 @@ def aiohttp_caller(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     return call, session.close
 
 
+def lean_caller(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """Our client as gateway/backends/openai_http.py drives it (pool, one write, head, reads to the end)."""
+    parts = urlsplit(url)
+    where = Target(parts.hostname or "", parts.port or 80, None, None)
+    head = request_head(where, parts.path, {"content-type": "application/json", "accept-encoding": "gzip, deflate"})
+    pools: list[Pool] = []
+
+    async def call(stream: bool) -> int:
+        if not pools:
+            pools.append(Pool(where, 16, 5.0))
+        pool = pools[0]
+        conn = pool.take_idle()
+        if conn is None:
+            conn, _ = await pool.acquire()
+        body = orjson.dumps({**BODY, "stream": stream})
+        conn.send(b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body), stream)
+        try:
+            await conn.head()
+            n = 0
+            while piece := await conn.read_any():
+                n += piece.count(b"data: ")
+            return n
+        finally:
+            pool.release(conn)
+
+    async def close() -> None:
+        for pool in pools:
+            pool.close()
+
+    return call, close
+
+
+CALLERS = {"httpx": httpx_caller, "aiohttp": aiohttp_caller, "lean": lean_caller}
+
+
 async def cpu_per_call(call: Call, stream: bool, count: int, concurrency: int = 8) -> float:
     left = count
 
@@ -79,8 +117,8 @@ async def cpu_per_call(call: Call, stream: bool, count: int, concurrency: int = 
     return (time.process_time() - before) / count
 
 
-async def measure(url: str, requests: int, rounds: int) -> dict[str, dict[bool, list[float]]]:
-    made = {"httpx": httpx_caller(url), "aiohttp": aiohttp_caller(url)}
+async def measure(url: str, requests: int, rounds: int, clients: list[str]) -> dict[str, dict[bool, list[float]]]:
+    made = {name: CALLERS[name](url) for name in clients}
     out: dict[str, dict[bool, list[float]]] = {name: {False: [], True: []} for name in made}
     try:
         for call, _ in made.values():
@@ -100,7 +138,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", default="httpx,aiohttp,lean", help="comma-separated; the first is the base")
     args = parser.parse_args()
+    clients = args.clients.split(",")
     port = procs.free_port()
     fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(port), "--chunks", "16"),
                        name="fake")
@@ -109,12 +149,13 @@ def main() -> int:
         procs.wait_http(f"http://127.0.0.1:{port}/health", fake)
         import uvloop
 
-        out = uvloop.run(measure(f"http://127.0.0.1:{port}/v1/chat/completions", args.requests, args.rounds))
+        out = uvloop.run(measure(f"http://127.0.0.1:{port}/v1/chat/completions", args.requests, args.rounds, clients))
     finally:
         procs.stop(fake)
-    print("| client | CPU per non-streamed call (µs) | vs httpx | CPU per streamed call, 16 chunks (µs) | vs httpx |")
+    print(f"| client | CPU per non-streamed call (µs) | vs {clients[0]} | CPU per streamed call, 16 chunks (µs) "
+          f"| vs {clients[0]} |")
     print("|---|---|---|---|---|")
-    base = {s: statistics.median(out["httpx"][s]) for s in (False, True)}
+    base = {s: statistics.median(out[clients[0]][s]) for s in (False, True)}
     for name, r in out.items():
         plain, streamed = statistics.median(r[False]), statistics.median(r[True])
         print(f"| {name} | {plain * 1e6:.0f} | {plain / base[False]:.2f}× | {streamed * 1e6:.0f} "

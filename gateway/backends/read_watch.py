@@ -1,11 +1,15 @@
 """The deadline between a stream's chunks, kept by one periodic timer per stream (gateway/deadline_watch.py)
 instead of a timer re-armed on every read. A read that has waited past the limit gets a TimeoutError from
-the reader itself, so the stream fails as on any other read timeout."""
+the connection itself, so the stream fails as on any other read timeout."""
 from __future__ import annotations
 
-import aiohttp
+from typing import Protocol
 
 from gateway.deadline_watch import PeriodicDeadline
+
+
+class _Failable(Protocol):
+    def set_exception(self, exc: BaseException) -> None: ...
 
 
 class ReadWatch(PeriodicDeadline):
@@ -13,7 +17,7 @@ class ReadWatch(PeriodicDeadline):
 
     __slots__ = ("_reader",)
 
-    def __init__(self, reader: aiohttp.StreamReader, limit_s: float) -> None:
+    def __init__(self, reader: _Failable, limit_s: float) -> None:
         self._reader = reader
         super().__init__(limit_s)
 

@@ -1,29 +1,51 @@
 """The upstream client keeps what httpx gave: HTTP(S)_PROXY and NO_PROXY honoured (read once per
-backend), and certifi's CAs for https backends."""
+backend, with the proxy URL's credentials), and certifi's CAs for https backends."""
 from __future__ import annotations
 
 import ssl
 
 import pytest
 
-from gateway.backends.openai_http import _env_proxy, tls_context
+from gateway.backends.upstream_pool import Target, env_proxy, request_head, target, tls_context
 
 
 def test_no_proxy_in_the_environment_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    assert _env_proxy("https://api.openai.com/v1") == {}
+    assert env_proxy("https://api.openai.com/v1") is None
 
 
 def test_the_proxy_for_the_scheme_unless_no_proxy_covers_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    assert str(_env_proxy("https://api.openai.com/v1")["proxy"]) == "http://proxy.example:3128"
-    assert _env_proxy("http://127.0.0.1:8000/v1") == {}
+    proxy = env_proxy("https://api.openai.com/v1")
+    assert proxy is not None and proxy.url == "http://proxy.example:3128"
+    assert (proxy.host, proxy.port, proxy.tls, proxy.authorization) == ("proxy.example", 3128, None, b"")
+    assert env_proxy("http://127.0.0.1:8000/v1") is None
+
+
+def test_a_proxy_urls_credentials_become_its_basic_authorization(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://us%40r:p%3Ass@proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxy = env_proxy("http://engine.internal:8000/v1")
+    assert proxy is not None and proxy.authorization == b"proxy-authorization: Basic dXNAcjpwOnNz\r\n"  # us@r:p:ss
+
+
+def test_plain_http_through_a_proxy_sends_absolute_form_with_the_proxys_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://u:p@proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    head = request_head(target("http://engine.internal:8000/v1"), "/v1/completions", {"accept": "*/*"})
+    assert head == (b"POST http://engine.internal:8000/v1/completions HTTP/1.1\r\nhost: engine.internal:8000\r\n"
+                    b"accept: */*\r\nproxy-authorization: Basic dTpw\r\n")
+    direct = request_head(Target("api.example", 443, tls_context("https://x"), None), "/v1/completions", {})
+    assert direct == b"POST /v1/completions HTTP/1.1\r\nhost: api.example\r\n"  # the default port left out
 
 
 def test_https_backends_trust_certifis_cas_as_httpx_did() -> None:
     context = tls_context("https://api.openai.com/v1")
     assert isinstance(context, ssl.SSLContext) and context.cert_store_stats()["x509_ca"] > 0
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert tls_context("http://127.0.0.1:8000/v1") is True  # plain HTTP: nothing to load
+    assert tls_context("http://127.0.0.1:8000/v1") is None  # plain HTTP: nothing to load

@@ -1,0 +1,231 @@
+"""One upstream HTTP/1.1 keep-alive connection as an asyncio Protocol: sends a request, parses the response
+with httptools (Content-Length, chunked, or to the close; gzip/deflate decoded as it comes) and hands the
+body to one reader, with one deadline timer at most and no task or stream object in between."""
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import httptools
+
+_HIGH_WATER = 128 * 1024  # a stream's unread bytes before the socket is paused (as aiohttp's reader)
+
+
+class ConnectionLost(ConnectionError):
+    """The server closed the connection before its response ended."""
+
+
+class BadResponse(Exception):
+    """Bytes that are no HTTP/1.1 response (or a body its encoding cannot decode)."""
+
+
+def _decoder(encoding: bytes, first: bytes) -> zlib._Decompress | None:
+    """gzip, or deflate with its zlib header or without (raw, as some servers send it)."""
+    if encoding == b"gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == b"deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS if first[:1] and first[0] & 0x0F == 8 else -zlib.MAX_WBITS)
+    return None  # identity, or an encoding nobody asked for: passed on as it is (as aiohttp did)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """`send()` one request, then `head()`, then `read_any()` until b"" or `read_all()`; `reusable` says
+    whether the pool may hand it out again. Failures (`set_exception`, a lost connection, a deadline) are
+    raised by the pending or next read."""
+
+    __slots__ = ("_body", "_complete", "_decode", "_encoding", "_exc", "_framed", "_headed", "_loop", "_parser",
+                 "_paused", "_size", "_streaming", "_timer", "_tunnel", "_waiter", "closed", "got_byte",
+                 "idle_since", "keep_alive", "status", "transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._tunnel: tuple[bytearray, asyncio.Future[None]] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._start(False)
+
+    def _start(self, streaming: bool) -> None:
+        self.status = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._headed = self._complete = self._framed = self._paused = self.got_byte = self.keep_alive = False
+        self._streaming = streaming
+        self._encoding = b""
+        self._decode: zlib._Decompress | None = None
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    # -- the caller's side ------------------------------------------------------------------------------
+    def send(self, data: bytes, streaming: bool) -> None:
+        self._start(streaming)
+        if self.closed or self.transport is None:
+            self._exc = ConnectionLost("the connection was closed before the request was sent")
+            return
+        self.transport.write(data)
+
+    def arm(self, when: float) -> None:
+        """One deadline (loop time) for whatever is awaited next: past it the read fails with TimeoutError."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.set_exception(TimeoutError("no response in time"))
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Fail the pending (or next) read and close the connection (gateway/backends/read_watch.py)."""
+        self._fail(exc)
+        self.close()
+
+    @property
+    def reusable(self) -> bool:
+        return self._complete and self.keep_alive and self._exc is None and not self.closed and not self._body
+
+    async def head(self) -> int:
+        while not self._headed:
+            if self._exc is not None:
+                raise self._exc
+            await self._wait()
+        return self.status
+
+    async def read_any(self) -> bytes:
+        """Whatever body has arrived (several frames under load); b"" once the body ended."""
+        while True:
+            body = self._body
+            if body:
+                self._body, self._size = [], 0
+                if self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return body[0] if len(body) == 1 else b"".join(body)
+            if self._exc is not None:
+                raise self._exc
+            if self._complete:
+                return b""
+            await self._wait()
+
+    async def read_all(self) -> bytes:
+        while not self._complete:
+            if self._exc is not None:
+                raise self._exc
+            await self._wait()
+        body, self._body = self._body, []
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    async def tunnel(self, request: bytes) -> bytes:
+        """Send a proxy's CONNECT and return its reply's status line (before any TLS on this connection)."""
+        assert self.transport is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._tunnel = (bytearray(), done)
+        self.transport.write(request)
+        await done
+        head = bytes(self._tunnel[0])
+        self._tunnel = None
+        return head.split(b"\r\n", 1)[0]
+
+    def close(self) -> None:
+        self.closed = True
+        self.disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _wait(self) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        await waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._exc is None and not self._complete:
+            self._exc = exc
+        self._wake()
+
+    # -- asyncio's side ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel[0].extend(data)
+            if b"\r\n\r\n" in self._tunnel[0] and not self._tunnel[1].done():
+                self._tunnel[1].set_result(None)
+            return
+        if self._complete:  # bytes after the response, with no request out: no HTTP/1.1 server sends them
+            self.close()
+            return
+        self.got_byte = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.set_exception(BadResponse(f"malformed response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.disarm()
+        if self._tunnel is not None and not self._tunnel[1].done():
+            self._tunnel[1].set_exception(ConnectionLost("the proxy closed the connection"))
+        if self._headed and not self._framed and not self._complete:  # a body that ends at the close
+            self.on_message_complete()
+            self.keep_alive = False
+        self._fail(ConnectionLost("the server closed the connection" + (f" ({exc})" if exc else "")))
+
+    # -- httptools' callbacks ---------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-encoding":
+            self._encoding = value.strip().lower()
+        elif name == b"content-length" or name == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if self.status < 200:  # 1xx: an interim response; the real one follows
+            self._encoding, self._framed = b"", False
+            return
+        self._headed = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._encoding:
+            try:
+                if self._decode is None:
+                    self._decode = _decoder(self._encoding, body)
+                    if self._decode is None:
+                        self._encoding = b""
+                if self._decode is not None:
+                    body = self._decode.decompress(body)
+            except zlib.error as exc:
+                self.set_exception(BadResponse(f"cannot decode the {self._encoding.decode()} body: {exc}"))
+                return
+        if body:
+            self._body.append(body)
+            self._size += len(body)
+            if self._streaming and self._size > _HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self._headed:
+            return  # the end of a 1xx
+        if self._decode is not None:
+            tail = self._decode.flush()
+            if tail:
+                self._body.append(tail)
+        self._complete = True
+        self.keep_alive = self._parser.should_keep_alive()
+        self._wake()
