@@ -22,6 +22,16 @@ log = logging.getLogger("hybridgw.policy.state")
 PollOutcome = Literal["ok", "keep", "drop", "down"]
 
 
+def _state_client(timeout_s: float) -> httpx.AsyncClient:
+    """httpx honouring HTTP(S)_PROXY as the upstream client does; a proxy it cannot use (socks without
+    socksio) is logged and skipped, never a failed start."""
+    try:
+        return httpx.AsyncClient(timeout=timeout_s)
+    except ImportError as exc:
+        log.warning("engine state polls go direct: the environment's proxy cannot be used (%s)", exc)
+        return httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+
+
 @dataclass(frozen=True)
 class StateSource:
     backend: str
@@ -76,7 +86,7 @@ class EngineStatePoller:
 
     async def start(self) -> None:
         if self._task is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            self._client = _state_client(self.timeout_s)
             await self._guarded_poll()
             self._task = asyncio.create_task(self._run(), name="hybridgw-engine-state-poller")
 

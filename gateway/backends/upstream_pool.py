@@ -68,6 +68,7 @@ class Target:
     port: int
     tls: ssl.SSLContext | None
     proxy: Proxy | None
+    refused: str = ""  # why no connection can be made (a proxy we cannot use): each call fails with it
 
     @property
     def authority(self) -> str:
@@ -80,8 +81,13 @@ def target(base_url: str) -> Target:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"a backend's base_url must be an http(s) URL, not {base_url!r}")
-    tls = tls_context(base_url)
-    return Target(parts.hostname, parts.port or (443 if tls else 80), tls, env_proxy(base_url))
+    tls, port = tls_context(base_url), parts.port or (443 if base_url.startswith("https:") else 80)
+    try:
+        proxy = env_proxy(base_url)
+    except ValueError as exc:  # e.g. a socks5:// proxy: the gateway starts, and each call says why it fails
+        return Target(parts.hostname, port, tls, None, refused=f"{exc} (set in the environment; only http:// "
+                      "and https:// proxies are supported — unset it or list the host in NO_PROXY)")
+    return Target(parts.hostname, port, tls, proxy)
 
 
 class Pool:
@@ -179,7 +185,10 @@ class Pool:
         self._wake_one()
 
     async def _connect(self) -> UpstreamConnection:
-        t, conn = self.target, UpstreamConnection(self._loop)
+        t = self.target
+        if t.refused:
+            raise Unreachable(t.refused)
+        conn = UpstreamConnection(self._loop)
         self._opening += 1
         try:
             async with asyncio.timeout(self._connect_s):

@@ -49,3 +49,14 @@ def test_https_backends_trust_certifis_cas_as_httpx_did() -> None:
     assert isinstance(context, ssl.SSLContext) and context.cert_store_stats()["x509_ca"] > 0
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert tls_context("http://127.0.0.1:8000/v1") is None  # plain HTTP: nothing to load
+
+
+def test_a_proxy_we_cannot_use_fails_each_call_with_its_reason_not_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp failed such a call at request time; the gateway (and its other backends) must still start."""
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    where = target("https://api.example/v1")
+    assert where.proxy is None and "socks5://127.0.0.1:1080" in where.refused and "NO_PROXY" in where.refused
+    monkeypatch.setenv("NO_PROXY", "api.example")
+    assert target("https://api.example/v1").refused == ""  # NO_PROXY covers it: direct
