@@ -33,7 +33,8 @@ class AsyncCluster(aioredis.RedisCluster):
       down every command re-reads the slot map under one lock, commands pile up behind it, and when
       they are let go each node opened one connection per command (the soak: 28 → 162 Redis sockets).
     - Pools trimmed: every TRIM_INTERVAL_S, each node keeps one connection more than the most it had
-      in use at once since the last trim; its other idle ones are closed and dropped.
+      in use at once since the last trim; its other idle ones are closed and dropped — on a timer
+      too, so traffic that stops right after a burst does not keep the burst's connections.
     - The command table read once: redis-py re-reads it (COMMAND, a large reply) on every slot-map
       refresh, and while a node is down each command sent to it causes one, under that one lock.
     - CLUSTERDOWN (a restarted node answers it until it has rejoined) re-reads the slot map instead of
@@ -49,6 +50,7 @@ class AsyncCluster(aioredis.RedisCluster):
         self._busiest: dict[str, int] = {}  # node name -> most connections in use seen since the last trim
         self._next_trim = time.monotonic() + TRIM_INTERVAL_S
         self._closing: set[asyncio.Task[None]] = set()
+        self._follow_up: asyncio.TimerHandle | None = None
         self.commands_parser = _CommandTableOnce()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -91,9 +93,17 @@ class AsyncCluster(aioredis.RedisCluster):
 
     def _maybe_trim(self) -> None:
         now = time.monotonic()
-        if now < self._next_trim:
-            return
-        self._next_trim = now + TRIM_INTERVAL_S
+        if now >= self._next_trim:
+            self._trim()
+        elif self._follow_up is None:  # one timer at most: the trim happens even if no command follows
+            self._follow_up = asyncio.get_running_loop().call_later(self._next_trim - now, self._trim_on_timer)
+
+    def _trim_on_timer(self) -> None:
+        self._follow_up = None
+        self._trim()
+
+    def _trim(self) -> None:
+        self._next_trim = time.monotonic() + TRIM_INTERVAL_S
         busiest, self._busiest = self._busiest, {}
         surplus = [conn for node in self.nodes_manager.nodes_cache.values()
                    for conn in shrink(node, max(busiest.get(node.name, 0) + 1, MIN_IDLE_KEPT))]
@@ -101,6 +111,9 @@ class AsyncCluster(aioredis.RedisCluster):
             task = asyncio.create_task(disconnect_all(surplus))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+        nodes = self.nodes_manager.nodes_cache.values()
+        if self._follow_up is None and any(len(node._free) > MIN_IDLE_KEPT for node in nodes):
+            self._follow_up = asyncio.get_running_loop().call_later(TRIM_INTERVAL_S, self._trim_on_timer)
 
     async def aclose(self) -> None:
         if _IN_COMMAND.get():
@@ -108,6 +121,9 @@ class AsyncCluster(aioredis.RedisCluster):
             # command; that refresh marks every pooled connection to reconnect once it is free
             self._initialize = True
             return
+        if self._follow_up is not None:
+            self._follow_up.cancel()
+            self._follow_up = None
         await asyncio.gather(*self._closing, return_exceptions=True)
         await super().aclose()
 
