@@ -3,6 +3,7 @@ target (when the failure is the upstream's, not the request's); once the upstrea
 producing (a stream's first chunk, a non-streamed call's response headers) the call is committed."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,15 +17,18 @@ RequestFor = Callable[[Target], UpstreamRequest]
 
 
 class AttemptObserver(Protocol):
-    """Told about each target tried: started, then failed (before the first byte) or succeeded. A
-    non-streamed call succeeds here, at its response; a stream's success (its TTFT) is the relay's to
-    report, at its first content chunk, so it is reported once, by one owner."""
+    """Told about each target tried: started, then failed (before the first byte), succeeded, or abandoned (the
+    call cancelled before its result: the client left, shutdown). A non-streamed call succeeds here, at its
+    response; a stream's success (its TTFT) is the relay's to report, at its first content chunk (or its
+    abandonment, when it ends before one), so it is reported once, by one owner."""
 
     def started(self, target: Target) -> None: ...
 
     def failed(self, target: Target, error: UpstreamError) -> None: ...
 
     def succeeded(self, target: Target) -> None: ...
+
+    def abandoned(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,9 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
         except UpstreamError as exc:
             _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
+        except asyncio.CancelledError:
+            observer.abandoned()
+            raise
         clock.mark_first_byte()
         clock.mark_chunk()  # non-streamed: the whole body is the first (and only) content
         observer.succeeded(target)
@@ -112,6 +119,9 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
             await chunks.aclose()  # type: ignore[attr-defined]
             _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
             continue
+        except asyncio.CancelledError:
+            observer.abandoned()
+            raise
         # Only the first byte: whether (and when) the first token came is the relay's to judge, as
         # OpenAI-style servers open with a role-only chunk before any content; so is the success.
         clock.mark_first_byte()

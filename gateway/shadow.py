@@ -11,13 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway import upstream_body
-from gateway.access_log import log_access
-from gateway.backends.base import UpstreamRequest
-from gateway.errors import against_health
-from gateway.shadow_record import pair_of, shadow_record
+from gateway import shadow_call
+from gateway.shadow_record import pair_of
 from gateway.shadow_room import no_room, shadow_facts
-from gateway.stream_tally import response_text, upstream_counts
 from observability.limits_protocol import LimitExceeded, Reservation
 from observability.shadow_pairs import Answer, PairStore
 from observability.task_status import TaskStatus
@@ -192,27 +188,15 @@ class Shadower:
         self.counts["sent"] += 1
         sent_wall, sent = time.time(), time.perf_counter()
         try:
-            answer = await self._call(job, sent, probe)
+            answer = await shadow_call.call(self.svc, job, sent, probe)
         except asyncio.CancelledError:  # shutdown's drain ran out: the call may have cost, so it is recorded
             target = job.target
-            self._record(job, Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent,
-                                     error="the gateway shut down during the shadow call"), sent_wall, reservation)
+            aborted = Answer(target.backend, target.model, "", "aborted", time.perf_counter() - sent,
+                             error="the gateway shut down during the shadow call")
+            shadow_call.record(self.svc, job, aborted, sent_wall, reservation)
             raise
-        self._record(job, answer, sent_wall, reservation)
+        shadow_call.record(self.svc, job, answer, sent_wall, reservation)
         return answer
-
-    def _record(self, job: ShadowJob, answer: Answer, sent_wall: float, reservation: Reservation | None) -> None:
-        """The call's UsageRecord to the ledger (and the access log), the limits settled off this task."""
-        svc = self.svc
-        record = shadow_record(svc, job, answer, sent_wall)
-        try:
-            svc.usage_sink.submit(record)
-        except Exception as exc:
-            svc.log.warning("usage sink refused record %s: %r", record.request_id, exc)
-        if svc.settings.access_log and svc.access_log.isEnabledFor(20):  # the line is made on the log thread
-            log_access(svc.access_log, record, answer.error, ())
-        if reservation is not None and svc.limiter is not None:
-            svc.spawn(svc.limiter.settle(reservation, record.total_tokens, record.cost_usd))
 
     async def _reserve(self, job: ShadowJob) -> Reservation | None | bool:
         """The shadow's spend held against the team's and key's limits: over them, the pair is dropped
@@ -228,29 +212,6 @@ class Shadower:
         except LimitExceeded:
             self.counts["dropped"] += 1
             return False
-
-    async def _call(self, job: ShadowJob, sent: float, probe: bool) -> Answer:
-        ex, target = job.ex, job.target
-        compiled = ex.route.policy if ex.route else self.svc.policy.current
-        built = upstream_body.build("chat/completions", job.body, target.model,
-                                    upstream_body.rules_for(compiled, target.backend, ex.team), stream=False)
-        # one whole answer: the client's streaming fields do not go on (the allow-list keeps them)
-        sent_body = {k: v for k, v in built.body.items() if k not in ("stream", "stream_options")}
-        request = UpstreamRequest("chat/completions", sent_body, ex.request_id + ".shadow", False)
-        # The outcome is news of the backend called (the pair's other one, never the served one): its
-        # health learns from it as from a client's call; no TTFT, as a whole answer has no first token.
-        live = self.svc.live
-        try:
-            upstream = await self.svc.backends[target.backend].complete(request)
-        except Exception as exc:  # UpstreamError, or anything the backend let out
-            if against_health(exc):
-                live.record_result(target.backend, ok=False)
-            elif probe:  # a 4xx tells its health nothing: the probe is there for the next call
-                live.health.release_probe(target.backend)
-            return Answer(target.backend, target.model, "", "error", time.perf_counter() - sent,
-                          error=f"{type(exc).__name__}: {exc}"[:300])
-        live.record_result(target.backend, ok=True)
-        return _answer(self.svc, ex, target, upstream.data, time.perf_counter() - sent)
 
     def read_pairs(self, team: str, limit: int | None = None) -> list[Any]:
         """The team's stored pairs, oldest first (sync: call it in a worker thread)."""
@@ -288,13 +249,3 @@ class Shadower:
         self.status.stopped()
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
-
-
-def _answer(svc: Services, ex: Exchange, target: Target, data: dict[str, Any], latency_s: float) -> Answer:
-    """The shadow's answer; tokens as the upstream reports them, else counted (as for served requests)."""
-    text = response_text(data)
-    counts = upstream_counts(data.get("usage"), "prompt_tokens")
-    if counts is not None:
-        return Answer(target.backend, target.model, text, "ok", latency_s, *counts)
-    return Answer(target.backend, target.model, text, "ok", latency_s, ex.estimated_prompt_tokens,
-                  svc.tokens.count_text(text, ex.alias), usage_source="counted")

@@ -50,6 +50,7 @@ class SSERelayResponse(Response):
         except (UpstreamError, BudgetExhausted) as exc:  # after the first byte: tell the client in-band, end
             await self._fail_in_band(send, exc)
         except asyncio.CancelledError:
+            self.observer.abandoned()  # before its first content: no news of the backend, the probe given back
             stalled, gone = self.watch.absorb(), self.guard.absorb()  # either (or both) may have cancelled
             if stalled:
                 ex.fail("aborted", 200, "client_stalled",
@@ -59,8 +60,10 @@ class SSERelayResponse(Response):
             else:
                 await self._cut_by_shutdown(send)
         except OSError:
+            self.observer.abandoned()
             ex.fail("aborted", 200, "client_disconnected", _GONE)
         except Exception as exc:  # a bug of ours: an error record and an error frame, never a broken body
+            self.observer.abandoned()
             self.svc.log.error("request %s: the relay failed", ex.request_id, exc_info=exc)
             info = error_info(exc)
             ex.fail("error", 200, info.type, info.message)

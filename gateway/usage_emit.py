@@ -47,6 +47,7 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd:
         kv_bytes=ex.route.facts.kv_bytes.get(target.backend, 0) if ex.route is not None and target is not None else 0,
         operation=OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
         engine_view=dict(ex.route.view) if ex.route is not None else {},
+        structured_output=ex.route.facts.structured_output if ex.route is not None else "",
     )
 
 

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from local_engine.admission import EngineLimits
 from local_engine.async_engine import AsyncEngine
 from local_engine.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from local_engine.chat_template import ChatTemplateError
@@ -74,7 +75,18 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     metrics = EngineMetrics(engine.snapshot, info.model_name)
     engine.observer = metrics
-    limits = engine.limits  # fixed facts: max_model_len, block size, pool size
+    app = FastAPI(title="hybridgw engine", lifespan=_lifespan(engine, on_shutdown))
+    app.state.metrics = metrics
+    app.state.engine = engine
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    _add_error_handlers(app)
+    _add_generation_routes(app, engine, tokenizer, info)
+    _add_info_routes(app, engine, tokenizer, info, metrics)
+    return app
+
+
+def _lifespan(engine: AsyncEngine, on_shutdown: Callable[[], None] | None) -> Callable[[FastAPI], Any]:
+    """The engine runs while the app serves; at the end it stops, then `on_shutdown` (flush the last spans)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,15 +98,17 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             if on_shutdown is not None:
                 on_shutdown()  # flush the last spans
 
-    app = FastAPI(title="hybridgw engine", lifespan=lifespan)
-    app.state.metrics = metrics
-    app.state.engine = engine
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    _add_error_handlers(app)
+    return lifespan
 
-    def check_model(name: str | None) -> None:
-        if name is not None and name not in info.served_model_names:
-            raise ModelNotFound(name, info.served_model_names)
+
+def _check_model(info: ServerInfo, name: str | None) -> None:
+    if name is not None and name not in info.served_model_names:
+        raise ModelNotFound(name, info.served_model_names)
+
+
+def _add_generation_routes(app: FastAPI, engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo) -> None:
+    """Chat and text completions, streamed (SSE) or whole."""
+    limits = engine.limits  # fixed facts: max_model_len, block size, pool size
 
     def max_tokens_for(requested: int | None, num_prompt_tokens: int) -> int:
         # No max_tokens: whatever room the context (and the pool) leaves, as vLLM does.
@@ -102,7 +116,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request, trace: Trace) -> Response:
-        check_model(body.model)
+        _check_model(info, body.model)
         prompt_ids = chat_request_ids(tokenizer, body)
         sampling = body.sampling_params(max_tokens_for(body.requested_max_tokens(), len(prompt_ids)),
                                         body.requested_logprobs())
@@ -117,7 +131,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request, trace: Trace) -> Response:
-        check_model(body.model)
+        _check_model(info, body.model)
         prompt_ids, prompt_text = completion_request_ids(tokenizer, body)
         if body.echo and body.logprobs is not None:
             raise ProtocolError("echo together with logprobs is not supported", "echo")
@@ -134,13 +148,19 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
         return JSONResponse(completion_body(ids, result, tokenizer, sampling.logprobs is not None,
                                             echo_text))
 
+
+def _add_info_routes(app: FastAPI, engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo,
+                     metrics: EngineMetrics) -> None:
+    """Models, tokenize, Prometheus metrics, the state the gateway polls, health."""
+    limits = engine.limits
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return model_list(info.model_name, info.created, limits.max_model_len)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
-        check_model(body.model)
+        _check_model(info, body.model)
         if (body.prompt is None) == (body.messages is None):
             raise ProtocolError("give exactly one of prompt or messages", "prompt")
         if body.messages is not None:
@@ -156,24 +176,7 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
 
     @app.get("/v1/engine/state")
     async def engine_state() -> dict[str, Any]:
-        s = engine.snapshot()
-        return {
-            "model": info.model_name, "device": info.device, "kv_dtype": info.kv_dtype,
-            "kv_bytes_per_token": info.kv_bytes_per_token, "block_size": limits.block_size,
-            "num_blocks_total": s.num_blocks_total, "num_blocks_free": s.num_blocks_free,
-            "kv_cache_usage": round(s.kv_usage, 6), "num_running": s.num_running,
-            "num_waiting": s.num_waiting, "max_waiting": limits.max_waiting,
-            "num_preemptions": s.num_preemptions, "prefix_cache_hit_rate": round(s.prefix_cache_hit_rate, 6),
-            "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
-            "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
-            "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
-            "prefix_caching": s.prefix_caching, "num_cached_blocks": s.num_cached_blocks,
-            "prefix_queried_tokens": s.prefix_queried_tokens, "prefix_hit_tokens": s.prefix_hit_tokens,
-            "torch_threads": info.torch_threads, "kernels": info.kernels,
-            "num_steps_total": s.num_steps_total, "step_seconds_total": round(s.step_seconds_total, 6),
-            "step_cpu_seconds_total": round(s.step_cpu_seconds_total, 6),
-            "healthy": engine.is_alive,
-        }
+        return _state_body(engine, info, limits)
 
     @app.get("/health", response_model=None)
     async def health() -> Response:
@@ -181,7 +184,27 @@ def create_app(engine: AsyncEngine, tokenizer: ServerTokenizer, info: ServerInfo
             return JSONResponse({"status": "ok"})
         return error_response(http_error(EngineDead(engine.dead_reason or "the engine is not running")))
 
-    return app
+
+def _state_body(engine: AsyncEngine, info: ServerInfo, limits: EngineLimits) -> dict[str, Any]:
+    """/v1/engine/state: the engine's snapshot with the server's and the engine's fixed facts."""
+    s = engine.snapshot()
+    return {
+        "model": info.model_name, "device": info.device, "kv_dtype": info.kv_dtype,
+        "kv_bytes_per_token": info.kv_bytes_per_token, "block_size": limits.block_size,
+        "num_blocks_total": s.num_blocks_total, "num_blocks_free": s.num_blocks_free,
+        "kv_cache_usage": round(s.kv_usage, 6), "num_running": s.num_running,
+        "num_waiting": s.num_waiting, "max_waiting": limits.max_waiting,
+        "num_preemptions": s.num_preemptions, "prefix_cache_hit_rate": round(s.prefix_cache_hit_rate, 6),
+        "prefill_tokens_per_s": round(s.prefill_tokens_per_s, 1),
+        "decode_tokens_per_s": round(s.decode_tokens_per_s, 1),
+        "max_model_len": limits.max_model_len, "max_num_seqs": limits.max_num_seqs,
+        "prefix_caching": s.prefix_caching, "num_cached_blocks": s.num_cached_blocks,
+        "prefix_queried_tokens": s.prefix_queried_tokens, "prefix_hit_tokens": s.prefix_hit_tokens,
+        "torch_threads": info.torch_threads, "kernels": info.kernels,
+        "num_steps_total": s.num_steps_total, "step_seconds_total": round(s.step_seconds_total, 6),
+        "step_cpu_seconds_total": round(s.step_cpu_seconds_total, 6),
+        "healthy": engine.is_alive,
+    }
 
 
 def _add_error_handlers(app: FastAPI) -> None:

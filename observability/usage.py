@@ -74,6 +74,9 @@ class UsageRecord:
     # Each engine of the policy as the router saw it when it routed this request (empty: no engine,
     # or not routed); `hybridgw replay` checks its simulated gateway's view against it.
     engine_view: dict[str, EngineView] = field(default_factory=dict)
+    # The body field that asked for constrained output ("response_format" json_*, "guided_json", …; "" none, as
+    # in ledgers from before it): routing passed our engine over for it, and `hybridgw replay` does too.
+    structured_output: str = ""
 
     @property
     def total_tokens(self) -> int:

@@ -101,7 +101,7 @@ class ReplayRun:
         config = limits_config(policy, key_limits)
         self.limiter = ReplayLimiter(config, key_limits) if config is not None else None
         self._held: dict[int, tuple[Reservation, float]] = {}  # request → (its reservation, its actual cost)
-        self._bodies: dict[tuple[str, int | None], dict[str, Any]] = {}
+        self._bodies: dict[tuple[str, int | None, str], dict[str, Any]] = {}
 
     def run(self) -> Outcomes:
         out, engines, view, pending, t0 = self.out, self.engines, self.view, self.pending, self.t0
@@ -200,13 +200,17 @@ class ReplayRun:
         self.out.refuse(i, decision.refusal or "all_targets_failed")
 
     def _facts(self, record: TrafficRecord, live: LiveState, over_budget: bool) -> RequestFacts:
-        # The body build_facts reads, one per (model, max_tokens): it only reads it, and most share one.
-        body = self._bodies.get((record.model, record.max_tokens))
+        # The body build_facts reads, one per shape: it only reads it, and most share one. A field that asked for
+        # constrained output asks again (any value but "text" does).
+        shape = (record.model, record.max_tokens, record.structured_output)
+        body = self._bodies.get(shape)
         if body is None:
             body = {"model": record.model}
             if record.max_tokens is not None:
                 body["max_tokens"] = record.max_tokens
-            self._bodies[(record.model, record.max_tokens)] = body
+            if record.structured_output:
+                body[record.structured_output] = {"type": "json_object"}
+            self._bodies[shape] = body
         return build_facts(self.compiled, body, record.team, live, counter=self.counter, calibration=self.calibration,
                            headers=record.headers, team_p90=self.outputs.p90(record.team), over_budget=over_budget,
                            now_unix=record.time, prompt_tokens=record.prompt_tokens)

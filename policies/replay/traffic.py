@@ -47,10 +47,13 @@ class TrafficRecord:
     headers: Mapping[str, str] = field(default_factory=dict)
     recorded: Recorded | None = None  # from the ledger: how it was actually served
     key_id: str = ""  # the API key's public id: its own limits and budget (the policy's `keys:`) apply too
+    # The body field that asked for constrained output ("response_format", "guided_json", …; "" none): decide()
+    # passes our engine over for it, as the gateway did (policies/structured_output.py).
+    structured_output: str = ""
 
 
 _FIELDS = {"time", "team", "model", "prompt_tokens", "output_tokens", "max_tokens", "prefix_id", "prefix_tokens",
-           "headers", "model_alias", "completion_tokens", "key_id"}
+           "headers", "model_alias", "completion_tokens", "key_id", "structured_output"}
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NO_VIEW: Mapping[str, EngineView] = MappingProxyType({})
 
@@ -63,7 +66,7 @@ def _count(value: Any, key: str, where: str, minimum: int) -> int:
 
 def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     """One JSONL line: time, team, model (or model_alias), prompt_tokens, output_tokens (or
-    completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers, key_id."""
+    completion_tokens); optional max_tokens, prefix_id, prefix_tokens, headers, key_id, structured_output."""
     if data.__class__ is not dict and not isinstance(data, Mapping):  # (a dict, from JSON: no ABC check)
         raise TrafficError(f"{where}: a request is a JSON object")
     if not _FIELDS.issuperset(data):
@@ -90,9 +93,12 @@ def record_from_mapping(data: Any, where: str) -> TrafficRecord:
     key_id = get("key_id") or ""
     if not isinstance(key_id, str):
         raise TrafficError(f"{where}: key_id must be a string, got {key_id!r}")
+    structured = get("structured_output") or ""
+    if not isinstance(structured, str):
+        raise TrafficError(f"{where}: structured_output must be a string (the field that asked), got {structured!r}")
     return TrafficRecord(float(when), team, model, prompt, max(1, output), max_tokens, str(get("prefix_id") or ""),
                          min(prefix_tokens, prompt), _NO_HEADERS if headers is _NO_HEADERS else dict(headers),
-                         key_id=key_id)
+                         key_id=key_id, structured_output=structured)
 
 
 def read_jsonl(path: Path) -> list[TrafficRecord]:
@@ -133,7 +139,8 @@ def _from_usage(body: str, where: str) -> TrafficRecord | None:
     record = record_from_mapping({"time": data.get("time"), "team": data.get("team"), "model": data.get("model_alias"),
                                   "prompt_tokens": prompt, "output_tokens": output,
                                   "max_tokens": estimated if isinstance(estimated, int) and estimated > 0 else None,
-                                  "key_id": str(data.get("key_id") or "")},
+                                  "key_id": str(data.get("key_id") or ""),
+                                  "structured_output": str(data.get("structured_output") or "")},
                                  where)
     ttft, e2e, cost = data.get("ttft_s"), data.get("e2e_s"), data.get("cost_usd")
     served = str(data.get("backend") or "") if data.get("status") == "ok" else ""

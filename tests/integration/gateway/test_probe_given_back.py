@@ -1,12 +1,17 @@
 """A client request (or a shadow call) that claims a half-open circuit's one probe gives it back when its call
 is not made (the team's limits refuse it) or tells the backend's health nothing (the upstream's 400 is the
-request's fault): kept, the backend read as open to every client until probe_timeout_s (here 600 s)."""
+request's fault; the client left before the result): kept, the backend read as open to every client until
+probe_timeout_s (here 600 s)."""
 from __future__ import annotations
 
+import socket
+import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway, create_key
@@ -96,3 +101,34 @@ def test_a_shadow_probe_answered_400_gives_it_back(gw: Gateway) -> None:
     assert _chat(gw, "lime", model="pair", fake={"status": 400}) == 200  # its shadow call claims the probe
     wait_until(lambda: _shadow_failed(gw) == 2, "the shadow's 400")
     assert _circuit(gw, "fussy") == "half_open"
+
+
+def _hang_up_mid_call(gw: Gateway, *, stream: bool, fake: str) -> str:
+    """A request whose upstream call is under way when its client hangs up; its request id once the upstream has
+    seen it go (the gateway cancelled the call)."""
+    tag = uuid.uuid4().hex
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                         "stream": stream, "user": f"fake:{fake};tag={tag}"})
+    url = urlsplit(gw.url)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {url.netloc}\r\ncontent-type: application/json\r\n"
+            f"authorization: Bearer {gw.keys['red']}\r\nx-request-id: {tag}\r\ncontent-length: {len(body)}\r\n\r\n")
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(head.encode() + body)
+        if stream:  # the role chunk relayed, no content yet
+            received = b""
+            while b"data: " not in received:
+                received += sock.recv(65536)
+        else:
+            wait_until(lambda: tag in str(gw.last_upstream_request().get("body", {}).get("user")), "the upstream call")
+    wait_until(lambda: tag in gw.disconnect_tags(), "the upstream call cancelled")
+    return tag
+
+
+@pytest.mark.parametrize(("stream", "fake"), [(False, "ttft_ms=600000"), (True, "role_delay_ms=600000")],
+                         ids=["before-the-answer", "stream-before-content"])
+def test_a_probe_whose_client_hangs_up_gives_it_back(gw: Gateway, stream: bool, fake: str) -> None:
+    _half_open(gw)
+    request_id = _hang_up_mid_call(gw, stream=stream, fake=fake)
+    assert gw.record_for(request_id)["status"] == "aborted"  # written after the probe's fate was settled
+    assert _circuit(gw) == "half_open"  # no news of the backend: the next request may probe
+    assert _chat(gw, "red") == 200 and _circuit(gw) == "closed"

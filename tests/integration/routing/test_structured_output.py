@@ -13,7 +13,9 @@ def test_json_output_goes_straight_to_hosted(hybrid: Gateway) -> None:
     for _ in range(2):
         r = hybrid.chat("chat", response_format=JSON)
         assert (r.status, r.backend) == (200, "hosted"), r
-        assert "skipped" not in hybrid.record_for(r.request_id)  # the engine was not tried (it was: refused)
+        record = hybrid.record_for(r.request_id)
+        assert "skipped" not in record  # the engine was not tried (it was: refused)
+        assert record["structured_output"] == "response_format"  # kept for `hybridgw replay`, which routes it so too
     with hybrid.client() as client:  # a stream too
         raw = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES, max_tokens=4,
                                                                stream=True, response_format=JSON)
@@ -21,6 +23,7 @@ def test_json_output_goes_straight_to_hosted(hybrid: Gateway) -> None:
         assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     plain = hybrid.chat("chat", response_format={"type": "text"})
     assert (plain.status, plain.backend) == (200, "local")  # text is what the engine does anyway
+    assert hybrid.record_for(plain.request_id)["structured_output"] == ""
 
 
 def test_json_output_on_a_local_only_alias_is_a_400_naming_the_field(hybrid: Gateway) -> None:
