@@ -5,9 +5,10 @@ off until the warm-up is done; one client (another process) then sends requests 
 thread's instructions are read per request, and with --stages per stage (bench/instr_stages.py's markers).
 
 Run: .venv/bin/python -m bench.hot_path_instr [--tree NAME=PATH ...] [--requests 100] [--stages]
-     [--kind plain|stream|paced] [--chunks 16] [--gap-ms 30]
-paced: streams whose chunks come --gap-ms apart, each its own upstream read and client write; run it at two
---chunks to get the slope (instructions per extra frame).
+     [--kind plain|stream|paced] [--chunks 16 [40]] [--gap-ms 30]
+paced: streams whose chunks come --gap-ms apart, each its own upstream read and client write. Given two
+--chunks, each tree runs at both and the slope is printed: instructions per extra relayed frame, net of the
+idle loop (--idle-ips a second of wall time counted), and with --stages each stage's own share of it.
 """
 from __future__ import annotations
 
@@ -167,6 +168,29 @@ def measure(name: str, tree: Path, config: Path, workdir: Path, args: argparse.N
             "slots": slots}
 
 
+def net(r: dict, requests: int, idle_ips: float) -> float:
+    """The loop thread's instructions per request less the idle loop's for the wall time counted."""
+    return r["loop"] - idle_ips * r["wall_s"] / max(requests, 1)
+
+
+def print_slope(name: str, small: tuple[int, dict], big: tuple[int, dict], args: argparse.Namespace) -> None:
+    """Per extra relayed frame: the difference of two stream lengths' counts over the difference of frames."""
+    (n0, r0), (n1, r1) = small, big
+    frames = n1 - n0
+    per = (net(r1, args.requests, args.idle_ips) - net(r0, args.requests, args.idle_ips)) / frames
+    print(f"{name}: per extra relayed frame {per / 1e3:.1f} k instructions on the loop thread (net of the idle "
+          f"loop; {n0} → {n1} chunks; intercept {(net(r0, args.requests, args.idle_ips) - n0 * per) / 1e3:.0f} k)")
+    if r0["stages"]:
+        s0, s1 = dict(r0["stages"]), dict(r1["stages"])
+        rows = sorted(((k, (s1.get(k, 0.0) - s0.get(k, 0.0)) / frames) for k in set(s0) | set(s1)), key=lambda r: -r[1])
+        marked = (r1["loop"] - r0["loop"]) / frames
+        for stage, ir in rows:
+            if abs(ir) >= 50:
+                print(f"| {stage} | {ir / 1e3:.1f} k |")
+        print(f"| the rest: asyncio/uvloop, tasks, unmarked glue (marked loop {marked / 1e3:.1f} k a frame) | "
+              f"{(marked - sum(v for _, v in rows)) / 1e3:.1f} k |")
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "wrap":
         wrap_main()
@@ -176,7 +200,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--kind", choices=("plain", "stream", "paced"), default="plain")
-    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[16], help="one, or two for the per-frame slope")
+    parser.add_argument("--idle-ips", type=float, default=0.43e6,
+                        help="the idle loop's instructions a second (docs/benchmarks.md round 6: 0.43 M)")
     parser.add_argument("--gap-ms", type=float, default=30)
     parser.add_argument("--stages", action="store_true")
     parser.add_argument("--idle-s", type=float, default=0.0, help="seconds counted with no request (the idle loop)")
@@ -190,8 +216,13 @@ def main() -> int:
     config = workdir / "policy.yaml"
     config.write_text(POLICY.format(port=fake_port))
     try:
-        for name, tree in trees:
-            r = measure(name, tree, config, workdir, args)
+        lengths, by_tree = args.chunks, {}
+        for (name, tree), chunks in ((t, n) for t in trees for n in lengths):
+            args.chunks = chunks
+            label = name if len(lengths) == 1 else f"{name}-{chunks}"
+            r = measure(label, tree, config, workdir, args)
+            by_tree.setdefault(name, []).append((chunks, r))
+            name = label
             threads = ", ".join(f"thread {t}: {v / 1e3:.0f} k" for t, v in sorted(r["threads"].items()))
             print(f"{name} ({args.kind}, {args.requests} requests): loop thread {r['loop'] / 1e3:.1f} k instructions "
                   f"per request ({threads}; {r['loop_total'] / 1e6:.1f} M in {r['wall_s']:.1f} s counted)", flush=True)
@@ -201,6 +232,9 @@ def main() -> int:
                 print(f"| the rest: asyncio/uvloop, tasks, unmarked glue | "
                       f"{(r['loop'] - sum(v for _, v in r['stages'])) / 1e3:.1f} k |")
                 print("calls per request:", {k: round(v[1] / args.requests, 2) for k, v in r["slots"].items()})
+        for name, runs in by_tree.items():
+            if len(runs) == 2:
+                print_slope(name, runs[0], runs[1], args)
     finally:
         sink.shutdown()
         procs.stop(fake)

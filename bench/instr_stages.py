@@ -49,6 +49,13 @@ STAGES: dict[str, list[str]] = {
     "usage outcome": ["gateway.outcome:body_outcome", "gateway.outcome:stream_outcome"],
     "record (usage record, ledger submit, access log)": ["gateway.usage_emit:finish"],
     "relay: frames (tally, timing, framing)": ["gateway.streaming:SSERelayResponse._frames"],
+    # per relayed frame, inside the two above (a marked call costs its enclosing stage ~5-10 k; leaves are exact)
+    "relay: tally (usage sniff, content test)": ["gateway.stream_tally:StreamTally.accept"],
+    "relay: timing marks (TTFT, ITL)": ["gateway.timing:RequestClock.mark_chunk"],
+    "relay: loop (its own: anext, the send message)": ["gateway.streaming:SSERelayResponse._relay"],
+    "backend: SSE split + sort_out": ["gateway.sse:FrameSplitter.feed",
+                                      "gateway.backends.stream_frames:sort_out"],
+    "aiohttp readany": ["aiohttp.streams:StreamReader.readany"],
     "relay: send deadline (write watch)": ["gateway.write_watch:WriteWatch.send"],
     "exchange (begin, response headers)": ["gateway.exchange:Exchange.begin", "gateway.exchange:Exchange.response_headers"],
     "Starlette Response objects": ["starlette.responses:Response.__init__", "starlette.responses:Response.__call__"],

@@ -54,9 +54,11 @@ class FrameSplitter:
         self.max_event_bytes = max_event_bytes
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2 \
-                and data.endswith(b"\n") and data.find(b"\r") < 0 and len(data) <= self.max_event_bytes:
-            return [data[6:-2]]  # the common read: exactly one event of one data line, nothing held
+        if not self._buffer and data.startswith(b"data: ") and data.find(b"\n") == (end := len(data) - 2) \
+                and data[-1] == 10 and data.find(b"\r") < 0 and end + 2 <= self.max_event_bytes:
+            # the common read: exactly one event of one data line, nothing held (`data[-1] == 10`, not
+            # endswith(b"\n"): a bytes method call costs 3.11 ~1 k instructions, an index ~0.3 k)
+            return [data[6:-2]]
         buffer = self._buffer + data if self._buffer else data
         held = b""
         if buffer.find(b"\r") >= 0:  # find, not `in` (a raised TypeError on 3.11: gateway/stream_tally.py)

@@ -12,6 +12,10 @@ _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _NULL_USAGE_LAST = b',"usage":null}'  # the usual place: usage is the chunk's last field
 _NULL_USAGE_CUT = len(_NULL_USAGE_LAST)
 _NULL_FINISH = (b'"finish_reason":null', b'"finish_reason": null')
+# A chat chunk of one choice, without finish, usage asked for: OpenAI's, vLLM's and our engine's text chunk.
+_OPEN_CHAT_TAIL = b'"finish_reason":null}],"usage":null}'
+_CONTENT_KEY = b'"content":"'
+_QUOTE = 34  # b'"'[0]: the content key followed by it is `"content":""`, no text
 _OUTPUT_KEYS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning")  # delta fields that are output
 
 
@@ -45,6 +49,20 @@ class StreamTally:
             is_content = self._read(payload)
         self.payloads.append(payload)
         return payload, is_content
+
+    def frame(self, payload: bytes) -> tuple[bytes | None, bool]:
+        """`accept`, with the bytes to relay framed as one SSE event (`data: …` + a blank line). The common
+        chunk (text, no finish, `"usage":null` last) is known by one `endswith` and one `find`: each bytes
+        method call costs 3.11 ~1-1.7 k instructions (callgrind, docs/benchmarks.md "the relay, per frame")."""
+        if payload.endswith(_OPEN_CHAT_TAIL):
+            at = payload.find(_CONTENT_KEY)
+            if at >= 0 and payload[at + 11] != _QUOTE:
+                self.payloads.append(payload)  # as it came: counting reads its text, `"usage":null` or not
+                if self.client_wants_usage:
+                    return b"data: " + payload + b"\n\n", True
+                return b"data: " + payload[:-_NULL_USAGE_CUT] + b"}\n\n", True
+        out, is_content = self.accept(payload)
+        return (None if out is None else b"data: " + out + b"\n\n"), is_content
 
     def _usage_chunk(self, payload: bytes) -> tuple[bytes | None, bool]:
         try:

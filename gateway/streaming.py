@@ -110,11 +110,11 @@ class SSERelayResponse(Response):
         await self._send_last(send, frame, self.write_timeout_s)
 
     async def _relay(self, send: Send) -> None:
-        watch, rest = self.watch, self.opened.rest
-        clock = asyncio.get_running_loop().time
-        batch: Chunks | None = self.opened.first
+        watch, next_batch = self.watch, self.opened.rest.__anext__  # not anext(rest, None): no wrapper per read
+        clock, perf_counter = asyncio.get_running_loop().time, time.perf_counter
+        batch: Chunks = self.opened.first
         now = self.ex.clock.first_byte
-        while batch is not None:  # per chunk: this loop, the backend's generator, one send
+        while True:  # per chunk: this loop, the backend's generator, one send
             body, cut = self._frames(batch, now)
             if body:  # watch.send(...) inlined: one coroutine less per relayed read
                 watch.since = clock()
@@ -122,8 +122,11 @@ class SSERelayResponse(Response):
                 watch.since = None
             if cut is not None:
                 raise cut
-            batch = await anext(rest, None)
-            now = time.perf_counter()
+            try:
+                batch = await next_batch()
+            except StopAsyncIteration:
+                break
+            now = perf_counter()
         if self.ex.clock.first_chunk is None:  # a whole stream without content (e.g. an empty answer): a success
             self.observer.succeeded(self.opened.target)
         self.guard.close()
@@ -132,10 +135,10 @@ class SSERelayResponse(Response):
     def _frames(self, batch: Chunks, now: float | None) -> tuple[bytes, BudgetExhausted | None]:
         """One upstream read's chunks, tallied and timed one by one, as the bytes of one write; and the
         cut when a chunk crossed the budget's cap (the chunks before it are still sent)."""
-        tally, clock, cap = self.tally, self.ex.clock, self.cap
+        frame_of, clock, cap = self.tally.frame, self.ex.clock, self.cap
         frames: list[bytes] = []
         for payload in batch:
-            out, is_content = tally.accept(payload)
+            frame, is_content = frame_of(payload)
             if is_content:
                 if clock.first_chunk is None:
                     self._first_token(now)
@@ -145,8 +148,8 @@ class SSERelayResponse(Response):
                     return b"".join(frames), BudgetExhausted(
                         f"team {self.ex.team!r} reached its USD budget mid-stream; the rest of this response "
                         "is not served", code="budget_exceeded")
-            if out is not None:
-                frames.append(b"data: " + out + b"\n\n")
+            if frame is not None:
+                frames.append(frame)
         return b"".join(frames), None
 
     def _first_token(self, now: float | None) -> None:

@@ -99,3 +99,45 @@ def test_null_usage_is_stripped_wherever_it_stands() -> None:
         assert is_content and out is not None
         assert orjson.loads(out) == {"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
     assert StreamTally(client_wants_usage=True).accept(last) == (last, True)
+
+
+FRAMED = [
+    CONTENT, FINISH, USAGE,
+    b'{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":"say \\"hi\\""},"logprobs":null,"finish_reason":null}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":""},"finish_reason":null},'
+    b'{"index":1,"delta":{"content":"b"},"finish_reason":null}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"text":"x","finish_reason":null}],"usage":null}',
+    b'{"id":"c","choices":[{"index":0,"delta":{"content": "x"},"finish_reason": null}], "usage": null}',
+]
+
+
+def test_frame_is_accept_framed_as_one_sse_event() -> None:
+    """`frame` (the relay's per-chunk call, with a shortcut for the common text chunk) says what `accept`
+    says, for every shape: the same bytes between `data: ` and the blank line (parsed alike), the same
+    content flag, finish reason and usage."""
+    for wants in (False, True):
+        for payload in FRAMED:
+            framed, by_frame = StreamTally(wants), StreamTally(wants)
+            out, is_content = framed.accept(payload)
+            frame, frame_content = by_frame.frame(payload)
+            assert frame_content == is_content, payload
+            if out is None:
+                assert frame is None
+                continue
+            assert frame is not None and frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+            assert frame.count(b"\n") == 2 and orjson.loads(frame[6:-2]) == orjson.loads(out), payload
+            assert (by_frame.finish_reason, by_frame.usage) == (framed.finish_reason, framed.usage)
+            assert [orjson.loads(p)["choices"] for p in by_frame.payloads] == \
+                [orjson.loads(p)["choices"] for p in framed.payloads]
+
+
+def test_frame_strips_null_usage_only_for_a_client_that_did_not_ask() -> None:
+    frame, is_content = StreamTally(client_wants_usage=False).frame(CONTENT)
+    assert is_content and frame == b'data: {"choices":[{"index":0,"delta":{"content":"hi "},"finish_reason":null}]}\n\n'
+    assert StreamTally(client_wants_usage=True).frame(CONTENT) == (b"data: " + CONTENT + b"\n\n", True)
+    role = b'{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}'
+    assert StreamTally(client_wants_usage=True).frame(role) == (b"data: " + role + b"\n\n", False)  # no token
