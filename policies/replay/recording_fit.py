@@ -13,6 +13,7 @@ from statistics import median
 from typing import Any
 
 from policies.perf_model import EngineModel, HostedModel, PerfModel
+from policies.replay.held_fit import fit_held
 from policies.replay.overhead_fit import fit_overhead
 from policies.replay.traffic import TrafficRecord
 
@@ -230,10 +231,10 @@ def fit_state_poll(records: Sequence[TrafficRecord], name: str, model: EngineMod
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
                records: Sequence[TrafficRecord]) -> PerfModel:
     """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`:
-    an engine's step times, then the time its requests waited outside them (overhead_fit)."""
-    fitted = {name: fit_state_poll(records, name, fit_overhead(records, name,
-                                                               fit_from_recording(records, name, perf.engine(name))))
-              for name in engines}
+    an engine's step times, then the time its requests waited outside them (overhead_fit) and how much of
+    that its own queue held (held_fit)."""
+    fitted = {name: fit_state_poll(records, name, fit_held(records, name, fit_overhead(
+        records, name, fit_from_recording(records, name, perf.engine(name))))) for name in engines}
     apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
     return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
 
