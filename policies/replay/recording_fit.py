@@ -204,7 +204,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     if prefill is not None:
         fitted = _idle_prefill(fitted, prefill, with_passes, chunk, sum(s.prompt for s in idle) / len(idle))
     if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
-        # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
+        # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off), the
+        # model's per-token slope at most that (a profile's on a loaded host made a pass 4x dearer: run b)
+        fitted = replace(fitted, prefill_per_token_s=min(fitted.prefill_per_token_s, with_passes[2] / chunk))
         fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
     elif prefill is None and decode is not None:  # neither: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)

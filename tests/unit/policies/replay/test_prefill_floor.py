@@ -139,3 +139,16 @@ def test_the_routers_ttft_counts_the_engines_burst_budget(prompts: int, size: in
     for model, slack in ((burst, 0.1 + 1e-9), (CPU_LIKE, 1e-9)):
         predicted = engine_ttft(model, prompt_tokens=size, queued_prompt_tokens=(prompts - 1) * size, num_running=40)
         assert abs(predicted - _ttft_of_last_of(model, prompts, size)) <= slack
+
+
+def test_without_idle_arrivals_a_pass_costs_what_the_passes_showed_whatever_the_profiles_slope() -> None:
+    # A busy recording (few arrivals found the engine idle): the prefill comes from the passes beside the
+    # decodes (30 ms a 64-token chunk adds here). A profile taken on a loaded host gave 1.5 ms a token: kept,
+    # a chunk cost 96 ms a pass however cheap the recording's passes were (run b: 99 ms where they showed 25).
+    truth = replace(CPU_LIKE, prefill_fixed_s=0.03, decode_fixed_s=0.01, decode_per_seq_s=0.002)
+    records = _recorded_by(truth, 0.0)
+    fitted = fit_from_recording(records, "local", replace(truth, prefill_per_token_s=0.0015))
+    assert "prefill from the passes" in fitted.source
+    shown = _decode_with_passes(_served(records, "local"), 64)
+    assert shown is not None
+    assert fitted.mixed_time(10, 0, 64) - fitted.decode_time(10, 0) == pytest.approx(shown[2], rel=1e-6)
