@@ -14,7 +14,8 @@ that chose the share (docs/benchmarks.md, "Held out across host loads"). `--gate
 per figure of the host around the engine (window.json's `host`, bench/replay_host_share.py): carried by the
 engine's share as above, and the time outside the steps (request overhead, front end) × the checked run's
 figure ÷ the fitted run's (a delay: `healthz_*`) or the inverse (a share: `host_share`, `gateway_busy`,
-`gateway_free` = 1 − its involuntary switches' share) — the comparison of docs/benchmarks.md, session 10.
+`gateway_free` = 1 − its involuntary switches' share), or `polls`: --poll-clock at the period the checked
+run's own ledger views show (its gateway's polls, late on a loaded host) — docs/benchmarks.md, session 10.
 """
 
 from __future__ import annotations
@@ -110,6 +111,15 @@ def _carried(fit: Path, check: Path, model: Path, figure: str, scratch: Path,
     return _replay(check, "--perf-model", str(_scaled(model, checked / fitted, scratch / "scaled.json")), *clock)
 
 
+def _polled(check: Path, model: Path, own: Path, scratch: Path) -> list[float] | None:
+    """`check` predicted by `model` carried by the engine's share, its gateway polling on the period `check`'s
+    own ledger views show (`own`: its fitted model's state_poll_s) with --poll-clock."""
+    data = json.loads(model.read_text())
+    data["engines"]["local"]["state_poll_s"] = json.loads(own.read_text())["engines"]["local"]["state_poll_s"]
+    (scratch / "polls.json").write_text(json.dumps(data))
+    return offs(check, _replay(check, "--perf-model", str(scratch / "polls.json"), *_share(check), "--poll-clock"))
+
+
 def _gateway(fit: Path, check: Path, model: Path, figure: str, scratch: Path,
              clock: tuple[str, ...]) -> list[float] | None:
     """`check` predicted by `fit`'s model carried by the engine's share and its overhead by a host figure."""
@@ -135,7 +145,8 @@ def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock:
             replayed = _carried(fit, check, models[fit], figure, scratch, clock) if fit != check else None
             carried = offs(check, replayed) if replayed is not None else unscaled  # in-sample: its own speed
             rows.append({"fit": fit.name, "check": check.name, "unscaled": unscaled, "carried": carried,
-                         **{g: (_gateway(fit, check, models[fit], g, scratch, clock) if fit != check else carried)
+                         **{g: (_polled(check, models[fit], models[check], scratch) if g == "polls" else
+                                _gateway(fit, check, models[fit], g, scratch, clock) if fit != check else carried)
                             for g in gateway}})
     return rows
 
@@ -172,6 +183,8 @@ def main() -> int:
     own = [r for r in rows if r["fit"] == r["check"]]
     print(f"\nheld out, met p50 / p95 / share / cost: unscaled {_met(held, 'unscaled')}; carried {_met(held, 'carried')}")
     for g in gateway:
+        if g == "polls":
+            print(f"in-sample, --poll-clock: {_met([r for r in own if r[g]], g)}")
         print(f"held out, carried + time outside the steps by {g}: {_met([r for r in held if r[g]], g)}")
     print(f"in-sample: {_met(own, 'unscaled')}")
     if a.json:
