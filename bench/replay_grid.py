@@ -120,13 +120,17 @@ def _polled(check: Path, model: Path, own: Path, scratch: Path) -> list[float] |
     return offs(check, _replay(check, "--perf-model", str(scratch / "polls.json"), *_share(check), "--poll-clock"))
 
 
-def _gateway(fit: Path, check: Path, model: Path, figure: str, scratch: Path,
-             clock: tuple[str, ...]) -> list[float] | None:
-    """`check` predicted by `fit`'s model carried by the engine's share and its overhead by a host figure."""
+def _gateway(fit: Path, check: Path, model: Path, figure: str, scratch: Path, clock: tuple[str, ...],
+             own: Path | None = None) -> list[float] | None:
+    """`check` predicted by `fit`'s model carried by the engine's share and its overhead by a host figure
+    (`polls+FIGURE`: and polling as `check`'s views show, `own` its fitted model)."""
+    polls, _, figure = figure.rpartition("+")
     fitted, checked = host_figure(fit, figure), host_figure(check, figure)
     if not fitted or not checked or not _share(fit) or not _share(check):
         return None
     scaled = _scaled(model, checked / fitted, scratch / "gw.json", OVERHEAD_TERMS)
+    if polls and own is not None:
+        return _polled(check, scaled, own, scratch)
     return offs(check, _replay(check, "--perf-model", str(scaled), *_share(check), *clock))
 
 
@@ -146,7 +150,8 @@ def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock:
             carried = offs(check, replayed) if replayed is not None else unscaled  # in-sample: its own speed
             rows.append({"fit": fit.name, "check": check.name, "unscaled": unscaled, "carried": carried,
                          **{g: (_polled(check, models[fit], models[check], scratch) if g == "polls" else
-                                _gateway(fit, check, models[fit], g, scratch, clock) if fit != check else carried)
+                                _gateway(fit, check, models[fit], g, scratch, clock, models[check])
+                                if fit != check else carried)
                             for g in gateway}})
     return rows
 
