@@ -71,10 +71,6 @@ class EngineModel:
     # CPU seconds ÷ the steps' wall seconds (/v1/engine/state's totals over the window); 0: not recorded.
     # A step's CPU seconds carry from one host load to another where its wall seconds do not (at_cpu_share).
     cpu_share: float = 0.0
-    # How long the gateway took to answer a trivial request (GET /healthz, the mean over the window) while the
-    # time outside the steps (request_overhead_s, frontend_service_s) was fitted; 0: not recorded. That time
-    # carries to a window where the gateway answered slower or faster in proportion (at_gateway_delay).
-    gateway_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -119,19 +115,6 @@ class EngineModel:
         k = self.cpu_share / share
         return replace(self, cpu_share=share, **{n: getattr(self, n) * k for n in STEP_TERMS},
                        source=f"{self.source}; steps × {k:.3g} (CPU share {self.cpu_share:g} → {share:g})")
-
-    def at_gateway_delay(self, delay_s: float) -> EngineModel:
-        """The time outside the steps carried to a window whose gateway answered in `delay_s`: each overhead
-        term × delay_s ÷ gateway_delay_s; the step terms unchanged (at_cpu_share carries those). Raises
-        PerfModelError without a recorded gateway_delay_s or with a delay ≤ 0."""
-        if not self.gateway_delay_s > 0:
-            raise PerfModelError("engine.gateway_delay_s is not recorded: fit the model with `replay --calibrate "
-                                 "--gateway-delay SECONDS` (its window's) to carry it to another")
-        if not delay_s > 0:
-            raise PerfModelError(f"a gateway delay must be > 0, got {delay_s!r}")
-        k = delay_s / self.gateway_delay_s
-        return replace(self, gateway_delay_s=delay_s, **{n: getattr(self, n) * k for n in OVERHEAD_TERMS},
-                       source=f"{self.source}; overhead × {k:.3g} (gateway delay {self.gateway_delay_s:g} → {delay_s:g} s)")
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -15,7 +15,7 @@ from policies.loader import LoadedPolicy
 from policies.perf_model import PerfModel
 from policies.perf_model_file import with_overrides
 from policies.replay.engine_args import with_burst
-from policies.replay.engine_share import parse_shares, with_gateway_delay, with_shares
+from policies.replay.engine_share import parse_shares, with_shares
 from policies.replay.inputs import add_traffic_args, exit_code_of, read_perf_model, read_policy, read_traffic
 from policies.replay.keys import KEY_STORE_FILE, read_key_store
 from policies.replay.parallel import in_processes
@@ -48,10 +48,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="the share of a core engine NAME's steps got in this window (CPU ÷ wall seconds of its "
                         "steps, /v1/engine/state's totals): with --calibrate recorded in the fitted model; otherwise "
                         "the model's step times (fitted at its own recorded share) are carried to this one")
-    parser.add_argument("--gateway-delay", type=float, metavar="SECONDS",
-                        help="how long the gateway took to answer GET /healthz in this window (the mean): with "
-                        "--calibrate recorded in the fitted model; otherwise the engines' time outside the steps "
-                        "(request overhead, front end) is carried to it (docs/replay.md, \"Across runs\")")
     parser.add_argument("--poll-clock", nargs="?", const="period", choices=POLL_CLOCKS, default="",
                         help="the gateway polls each engine on a clock of its own, every arrival seeing the last poll's "
                         "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
@@ -75,7 +71,7 @@ def engine_backends(loaded: LoadedPolicy) -> list[str]:
 def _engine_models(args: argparse.Namespace, perf: PerfModel, first: LoadedPolicy, shares: Mapping[str, float],
                    traffic: Sequence[TrafficRecord]) -> PerfModel:
     """`perf` fitted to the ledger window (--calibrate, its engines' shares recorded; --calibrate-out writes
-    it), or carried to the window's engine shares and gateway delay (--engine-share, --gateway-delay), or as it is."""
+    it), or carried to the window's engine shares (--engine-share alone), or as it is."""
     engines = engine_backends(first)
     if args.burst_batched_tokens is not None:  # before the fit: it counts the passes the burst packed
         perf = with_burst(with_overrides(perf, first.perf_model), args.burst_batched_tokens, engines)
@@ -84,17 +80,12 @@ def _engine_models(args: argparse.Namespace, perf: PerfModel, first: LoadedPolic
             raise ValueError("--calibrate fits the engines to the requests they served: it needs --ledger")
         hosted = [name for name in first.policy.backends if name not in engines]
         perf = with_shares(calibrated(with_overrides(perf, first.perf_model), engines, hosted, traffic), shares, True)
-        if args.gateway_delay is not None:
-            perf = with_gateway_delay(perf, engines, args.gateway_delay, fitted=True)
         if args.calibrate_out is not None:
             args.calibrate_out.write_text(json.dumps(as_model_file(perf, engines, hosted), indent=2) + "\n")
     elif args.calibrate_out is not None:
         raise ValueError("--calibrate-out writes what --calibrate fitted: it needs --calibrate")
-    else:  # the first policy's engine models, as --calibrate fits them, carried to this window's host
-        if shares:
-            perf = with_shares(with_overrides(perf, first.perf_model), shares, fitted=False)
-        if args.gateway_delay is not None:
-            perf = with_gateway_delay(with_overrides(perf, first.perf_model), engines, args.gateway_delay, False)
+    elif shares:  # the first policy's engine models, as --calibrate fits them, carried to this window's shares
+        perf = with_shares(with_overrides(perf, first.perf_model), shares, fitted=False)
     return perf
 
 

@@ -1,7 +1,6 @@
 """`replay --engine-share NAME=SHARE`: the share of a core an engine's steps got in a window (its step
 thread's CPU seconds ÷ the steps' wall seconds, from /v1/engine/state's totals), so step times fitted on one
-window carry to another whose host was busier or quieter (docs/replay.md, "Across runs: the CPU share"); and
-`--gateway-delay SECONDS`, the gateway's own answer time there, which carries the time outside the steps."""
+window carry to another whose host was busier or quieter (docs/replay.md, "Across runs: the CPU share")."""
 from __future__ import annotations
 
 import math
@@ -38,16 +37,3 @@ def with_shares(perf: PerfModel, shares: Mapping[str, float], fitted: bool) -> P
         engines[name] = (replace(model, cpu_share=share, source=f"{model.source}; at CPU share {share:g}") if fitted
                          else model.at_cpu_share(share))
     return replace(perf, engines=engines)
-
-
-def with_gateway_delay(perf: PerfModel, engines: Iterable[str], delay_s: float, fitted: bool) -> PerfModel:
-    """`perf` with these engines' gateway delay: `fitted`: recorded as the model's gateway_delay_s;
-    otherwise their time outside the steps carried to it (EngineModel.at_gateway_delay)."""
-    if not 0 < delay_s < math.inf:
-        raise ValueError(f"--gateway-delay must be a number of seconds > 0, got {delay_s!r}")
-    models = dict(perf.engines)
-    for name in engines:
-        model = perf.engine(name)
-        models[name] = (replace(model, gateway_delay_s=delay_s, source=f"{model.source}; gateway delay {delay_s:g} s")
-                        if fitted else model.at_gateway_delay(delay_s))
-    return replace(perf, engines=models)

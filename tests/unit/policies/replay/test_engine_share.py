@@ -51,18 +51,14 @@ def test_bad_shares_name_the_item(item: str, error: str) -> None:
         parse_shares([item], ["local"])
 
 
-MODEL = json.dumps({"engines": {"local": {
-    "prefill_fixed_s": 0.02, "prefill_per_token_s": 0.0, "decode_fixed_s": 0.01, "decode_per_seq_s": 0.0,
-    "decode_per_context_token_s": 0.0, "cpu_share": 0.8}}})
-
-
-def _replay(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str, model: bool = True) -> dict:
+def _replay(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
     traffic = tmp_path / "t.jsonl"
     traffic.write_text("".join(json.dumps({"time": 0.5 * i, "team": "t", "model": "chat", "prompt_tokens": 32,
                                            "output_tokens": 21}) + "\n" for i in range(4)))
     (tmp_path / "p.yaml").write_text(ALL_LOCAL)
-    if model:  # else the test's own m.json
-        (tmp_path / "m.json").write_text(MODEL)
+    (tmp_path / "m.json").write_text(json.dumps({"engines": {"local": {
+        "prefill_fixed_s": 0.02, "prefill_per_token_s": 0.0, "decode_fixed_s": 0.01, "decode_per_seq_s": 0.0,
+        "decode_per_context_token_s": 0.0, "cpu_share": 0.8}}}))
     capsys.readouterr()
     assert main([str(tmp_path / "p.yaml"), "--traffic", str(traffic), "--perf-model", str(tmp_path / "m.json"),
                  "--json", "-", *extra]) == 0
@@ -89,39 +85,3 @@ def test_calibrate_records_the_windows_share(window: tuple[Path, Path, float], t
     assert main([*args, "--perf-model", str(out), "--engine-share", "local=0.3"]) == 0  # carried to a busier one
     assert main([*args, "--engine-share", "nope=0.3"]) == 2
     assert "'nope' is not an engine backend" in capsys.readouterr().err
-
-
-def test_the_time_outside_the_steps_scales_by_the_gateways_delay_and_the_steps_do_not() -> None:
-    model = EngineModel(decode_fixed_s=0.01, request_overhead_s=0.05, frontend_service_s=0.01, gateway_delay_s=0.004)
-    slower = model.at_gateway_delay(0.012)
-    assert (slower.request_overhead_s, slower.frontend_service_s) == pytest.approx((0.15, 0.03))
-    assert slower.decode_fixed_s == 0.01 and slower.gateway_delay_s == 0.012 and "0.004 → 0.012 s" in slower.source
-    with pytest.raises(PerfModelError, match="gateway_delay_s is not recorded"):
-        EngineModel().at_gateway_delay(0.01)
-    with pytest.raises(PerfModelError, match="must be > 0"):
-        model.at_gateway_delay(0.0)
-
-
-def test_a_slower_gateway_lengthens_the_overhead_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # The model's 0.02 s overhead was fitted where the gateway answered in 0.01 s; in a window where it took
-    # 0.03 s it is 0.06 s: TTFT 0.02 (the prefill) + 0.06, E2E + 0.04 more, the steps as they were.
-    model = json.loads(MODEL)
-    model["engines"]["local"].update(request_overhead_s=0.02, gateway_delay_s=0.01)
-    (tmp_path / "m.json").write_text(json.dumps(model))
-    same = _replay(tmp_path, capsys, model=False)
-    slower = _replay(tmp_path, capsys, "--gateway-delay", "0.03", model=False)
-    assert same["ttft_s"]["p50"] == pytest.approx(0.04) and same["e2e_s"]["p50"] == pytest.approx(0.24)
-    assert slower["ttft_s"]["p50"] == pytest.approx(0.08) and slower["e2e_s"]["p50"] == pytest.approx(0.28)
-    assert main([str(tmp_path / "p.yaml"), "--traffic", str(tmp_path / "t.jsonl"), "--gateway-delay", "0.03"]) == 2
-    assert "gateway_delay_s is not recorded" in capsys.readouterr().err  # the built-in model has none
-
-
-def test_calibrate_records_the_windows_gateway_delay(window: tuple[Path, Path, float], tmp_path: Path,  # noqa: F811
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    policy, ledger, t0 = window
-    out = tmp_path / "fitted.json"
-    args = [str(policy), "--ledger", str(ledger), "--since", str(t0 - 1), "--until", str(t0 + 120), "--json", "-"]
-    assert main([*args, "--calibrate", "--calibrate-out", str(out), "--gateway-delay", "0.005"]) == 0
-    assert read_perf_model_file(out).engine("local").gateway_delay_s == 0.005
-    assert main([*args, "--perf-model", str(out), "--gateway-delay", "0.01"]) == 0
-    assert main([*args, "--perf-model", str(out), "--gateway-delay", "-1"]) == 2
