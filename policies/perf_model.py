@@ -12,7 +12,7 @@ Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 # An engine model's step-time terms (what EngineModel.at_cpu_share scales).
 STEP_TERMS = ("prefill_fixed_s", "prefill_per_token_s", "prefill_per_context_token_s", "decode_fixed_s",
               "decode_per_seq_s", "decode_per_context_token_s")
-# ... and its time outside the steps (what EngineModel.at_gateway_delay scales).
+# ... and its time outside the steps (what bench/replay_grid.py --gateway scales, trying host figures).
 OVERHEAD_TERMS = ("request_overhead_s", "frontend_service_s")
 
 
