@@ -10,7 +10,12 @@ From the checked run it takes its traffic (the ledger's arrivals, lengths, teams
 `--speed FIGURE` carries by another speed figure instead (the step terms × the checked run's ÷ the fitted
 run's): `mean_step_s` (the engine's totals), `decode_step_16_s` (its reported rates; perf-in-run.json for
 runs kept before engine_speed), `probe_itl_s` (the pre-run profile's burst ITL, p-batch) — the comparison
-that chose the share (docs/benchmarks.md, "Held out across host loads").
+that chose the share (docs/benchmarks.md, "Held out across host loads"). `--gateway FIGURE,...` adds a column
+per figure of the host around the engine (window.json's `host`, bench/replay_host_share.py): carried by the
+engine's share as above, and the time outside the steps (request overhead, front end) × the checked run's
+figure ÷ the fitted run's (a delay: `healthz_*`) or the inverse (a share: `host_share`, `gateway_busy`,
+`gateway_free` = 1 − its involuntary switches' share), or `polls`: --poll-clock at the period the checked
+run's own ledger views show (its gateway's polls, late on a loaded host) — docs/benchmarks.md, session 10.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from statistics import median
 from bench.replay_cross import cpu_share
 from bench.replay_engine_state import recorded_burst
 from bench.replay_vs_real import compare
-from policies.perf_model import STEP_TERMS
+from policies.perf_model import OVERHEAD_TERMS, STEP_TERMS
 from policies.replay.cli import main as replay_main
 
 BARS = (25.0, 25.0, 5.0, 5.0)  # TTFT p50 %, TTFT p95 %, local share points, total cost %
@@ -66,10 +71,19 @@ def speed(run: Path, figure: str) -> float | None:
     return kept.get(figure)
 
 
-def _scaled(model: Path, factor: float, out: Path) -> Path:
+def host_figure(run: Path, figure: str) -> float | None:
+    """A figure of the host around the run's engine as a delay (larger: slower), None where not kept."""
+    host = json.loads((run / "window.json").read_text()).get("host") or {}
+    if figure == "gateway_free":
+        return 1 / (1 - host["gateway_invol"]) if host.get("gateway_invol") is not None else None
+    value = host.get(figure)
+    return value if figure.startswith("healthz") or not value else 1 / value
+
+
+def _scaled(model: Path, factor: float, out: Path, terms: tuple[str, ...] = STEP_TERMS) -> Path:
     data = json.loads(model.read_text())
-    for name in STEP_TERMS:
-        data["engines"]["local"][name] *= factor
+    for name in terms:
+        data["engines"]["local"][name] = data["engines"]["local"].get(name, 0.0) * factor
     out.write_text(json.dumps(data))
     return out
 
@@ -97,7 +111,31 @@ def _carried(fit: Path, check: Path, model: Path, figure: str, scratch: Path,
     return _replay(check, "--perf-model", str(_scaled(model, checked / fitted, scratch / "scaled.json")), *clock)
 
 
-def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock: str = "") -> list[dict[str, Any]]:
+def _polled(check: Path, model: Path, own: Path, scratch: Path) -> list[float] | None:
+    """`check` predicted by `model` carried by the engine's share, its gateway polling on the period `check`'s
+    own ledger views show (`own`: its fitted model's state_poll_s) with --poll-clock."""
+    data = json.loads(model.read_text())
+    data["engines"]["local"]["state_poll_s"] = json.loads(own.read_text())["engines"]["local"]["state_poll_s"]
+    (scratch / "polls.json").write_text(json.dumps(data))
+    return offs(check, _replay(check, "--perf-model", str(scratch / "polls.json"), *_share(check), "--poll-clock"))
+
+
+def _gateway(fit: Path, check: Path, model: Path, figure: str, scratch: Path, clock: tuple[str, ...],
+             own: Path | None = None) -> list[float] | None:
+    """`check` predicted by `fit`'s model carried by the engine's share and its overhead by a host figure
+    (`polls+FIGURE`: and polling as `check`'s views show, `own` its fitted model)."""
+    polls, _, figure = figure.rpartition("+")
+    fitted, checked = host_figure(fit, figure), host_figure(check, figure)
+    if not fitted or not checked or not _share(fit) or not _share(check):
+        return None
+    scaled = _scaled(model, checked / fitted, scratch / "gw.json", OVERHEAD_TERMS)
+    if polls and own is not None:
+        return _polled(check, scaled, own, scratch)
+    return offs(check, _replay(check, "--perf-model", str(scaled), *_share(check), *clock))
+
+
+def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock: str = "",
+         gateway: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     clock = (f"--poll-clock={poll_clock}",) if poll_clock else ()
     models = {}
     for run in runs:  # each run's own model, fitted at its own share (the run directory is not written)
@@ -110,7 +148,11 @@ def grid(runs: list[Path], scratch: Path, figure: str = "cpu_share", poll_clock:
             unscaled = offs(check, _replay(check, "--perf-model", str(models[fit]), *clock))
             replayed = _carried(fit, check, models[fit], figure, scratch, clock) if fit != check else None
             carried = offs(check, replayed) if replayed is not None else unscaled  # in-sample: its own speed
-            rows.append({"fit": fit.name, "check": check.name, "unscaled": unscaled, "carried": carried})
+            rows.append({"fit": fit.name, "check": check.name, "unscaled": unscaled, "carried": carried,
+                         **{g: (_polled(check, models[fit], models[check], scratch) if g == "polls" else
+                                _gateway(fit, check, models[fit], g, scratch, clock, models[check])
+                                if fit != check else carried)
+                            for g in gateway}})
     return rows
 
 
@@ -132,9 +174,11 @@ def main() -> int:
     p.add_argument("--speed", default="cpu_share", choices=("cpu_share", "mean_step_s", "decode_step_16_s", "probe_itl_s"),
                    help="the figure a model is carried by (default: the engine's CPU share, replay --engine-share)")
     p.add_argument("--poll-clock", nargs="?", const="period", default="", help="every replay with --poll-clock[=…]")
+    p.add_argument("--gateway", default="", help="host figures, comma-separated: a column carried by each (above)")
     a = p.parse_args()
+    gateway = tuple(g for g in a.gateway.split(",") if g)
     with tempfile.TemporaryDirectory() as scratch:
-        rows = grid(a.runs, Path(scratch), a.speed, a.poll_clock)
+        rows = grid(a.runs, Path(scratch), a.speed, a.poll_clock, gateway)
     print(f"| fitted → checked | CPU share | unscaled: p50 / p95 / share / cost | carried by {a.speed} |\n|---|---|---:|---:|")
     for r in rows:
         shares = " → ".join(f"{cpu_share(Path(d)) or 0:.2f}" for d in (next(x for x in a.runs if x.name == r["fit"]),
@@ -143,6 +187,10 @@ def main() -> int:
     held = [r for r in rows if r["fit"] != r["check"]]
     own = [r for r in rows if r["fit"] == r["check"]]
     print(f"\nheld out, met p50 / p95 / share / cost: unscaled {_met(held, 'unscaled')}; carried {_met(held, 'carried')}")
+    for g in gateway:
+        if g == "polls":
+            print(f"in-sample, --poll-clock: {_met([r for r in own if r[g]], g)}")
+        print(f"held out, carried + time outside the steps by {g}: {_met([r for r in held if r[g]], g)}")
     print(f"in-sample: {_met(own, 'unscaled')}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))

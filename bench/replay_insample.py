@@ -73,6 +73,9 @@ def breakdown(run: Path, poll_clock: str = "", burst: int = 0) -> dict[str, Any]
         "hosted TTFT measured": _pq(_ttfts(rec_b, rec_t, "openai")),
         "hosted TTFT own": _pq(_ttfts(own.outcomes.backend, own.outcomes.ttft, "openai")),
         "forced: replay chose otherwise": sum(c != b for c, b in zip(forced.chosen, rec_b) if b),
+        # the simulated engine's busy seconds with the recorded routing ÷ the engine's own step seconds
+        "forced busy / steps": round(forced.outcomes.engine_busy_s.get("local", 0.0) / w["engine_speed"]["step_wall_s"], 3)
+        if (w.get("engine_speed") or {}).get("step_wall_s") else None,
         "model": {k: round(getattr(e, k) * 1e3, 2) for k in ("decode_fixed_s", "decode_per_seq_s", "prefill_fixed_s",
                                                           "prefill_per_token_s", "request_overhead_s",
                                                           "frontend_service_s")},
@@ -103,7 +106,7 @@ def main() -> int:
         cells = " / ".join(f"{x:+.0f}" if i != 2 else f"{x:+.1f}" for i, x in enumerate(got))
         print(f"| {run.name} ({burst}) | {cells} | {'all four' if all(r['met']) else ''} | local {r['local TTFT measured']} → "
               f"{r['local TTFT own']} (forced {r['local TTFT forced']}) | hosted {r['hosted TTFT measured']} → "
-              f"{r['hosted TTFT own']} | {r['forced: replay chose otherwise']} |", flush=True)
+              f"{r['hosted TTFT own']} | {r['forced: replay chose otherwise']} | {r['forced busy / steps']} |", flush=True)
     per = [sum(r["met"][i] for r in rows) for i in range(4)]
     print(f"\nmet p50 / p95 / share / cost: {' / '.join(map(str, per))} of {len(rows)}; "
           f"all four: {sum(all(r['met']) for r in rows)}")

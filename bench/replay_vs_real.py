@@ -18,8 +18,8 @@ the gateway's own usage ledger for that window with the same policy, and prints 
 
 With --keep, DIR also gets window.json and calibrated-model.json (`replay --calibrate --calibrate-out`):
 bench/replay_cross.py predicts one kept run with another's fitted model (a check on unseen traffic).
-With --spans, the engine writes its spans (HYBRIDGW_TRACES=console) and the local TTFTs are broken
-into phases (bench/replay_breakdown.py).
+window.json's `host`: the gateway's CPU and the host's CPU pressure over the run (replay_host_share.py).
+With --spans, the engine's spans break the local TTFTs into phases (bench/replay_breakdown.py).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from bench.hybrid_economics import is_ready, run_cli
 from bench.replay_breakdown import breakdown, engine_spans, read_ledger_rows
 from bench.replay_breakdown import table as breakdown_table
 from bench.replay_engine_state import StatePoller, default_budget, engine_state, in_run_model, run_speed
+from bench.replay_host_share import HealthProbe, host_share, sample
 from observability.bench.profile_fit import EngineProfile, fit_engine, hosted_from_sim
 from tests.fakes.hosted_profiles import PROFILES
 from tests.support import procs
@@ -141,21 +142,22 @@ def measure(a: argparse.Namespace, policy: Path, data: Path, keys: list[str],
     url = f"http://127.0.0.1:{port}"
     env = {"OPENAI_API_KEY": "simulated", "HYBRIDGW_DATA_DIR": str(data)}
     serve = procs.hybridgw("serve", "--config", str(policy), "--port", str(port), "--data-dir", str(data))
-    with procs.running(serve, f"{url}/healthz", env=env, name="serve", timeout_s=120, cwd=ROOT):
+    with procs.running(serve, f"{url}/healthz", env=env, name="serve", timeout_s=120, cwd=ROOT) as gateway:
         procs.wait_until(lambda: is_ready(url), "gateway ready", wait_s=120, every_s=0.5)
         model = profile_engine(url, keys[0], engine, data.parent, a)
         if a.bench_profile:
             bench_profile(url, keys[0], data.parent / "bench-profile.yaml")
         time.sleep(1.5)  # the profile's last records fall before the window
-        t0 = time.time()
-        with StatePoller(engine) as poller:
+        t0, host0 = time.time(), sample(gateway.pid)
+        with StatePoller(engine) as poller, HealthProbe(url) as probe:
             traced = ("--header", f"traceparent:{TRACEPARENT}") if a.spans else ()
             body = bench(url, data / "bench", "--model", "chat", *(f"--api-key={t}={k}" for t, k in zip(a.teams, keys)),
                          "--preset", "mixed", "--length-scale", str(a.length_scale), "--rate-schedule", a.schedule,
                          "--requests", "100000", "--duration", str(a.duration), "--warmup", "0", "--seed", str(a.seed),
                          *traced)
-        t1 = time.time()
+        t1, host = time.time(), host_share(host0, sample(gateway.pid)) | probe.figures()
     model["in_run"] = in_run_model(model, poller.samples)
+    model["host"] = host  # the gateway's CPU and delay, the host's pressure (bench/replay_host_share.py)
     model["state_latency_s"] = sorted(poller.latencies_s)
     model["engine_speed"] = run_speed(poller.first, poller.last, poller.samples)
     return body, model, t0 - 0.5, t1 + 1.0  # the gateway stopped (ledger flushed) before replay reads it
@@ -230,14 +232,14 @@ def main() -> int:
         spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
         in_run = engine_model.pop("in_run")
         lags = engine_model.pop("state_latency_s")
-        speed = engine_model.pop("engine_speed")
-        print("engine speed during the run:", json.dumps(speed), flush=True)
+        speed, host = engine_model.pop("engine_speed"), engine_model.pop("host")
+        print("engine speed during the run:", json.dumps(speed), "host:", json.dumps(host), flush=True)
         print("performance model:", json.dumps(engine_model), flush=True)
         state_lag = {"p50": lags[len(lags) // 2], "p95": lags[int(0.95 * (len(lags) - 1))], "n": len(lags)} if lags else None
         print(f"GET /v1/engine/state during the run (s): {state_lag}", flush=True)
         (tmp / "window.json").write_text(json.dumps({"since": t0, "until": t1, "seed": a.seed, "schedule": a.schedule,
                                                      "load_average": os.getloadavg(), "state_latency_s": state_lag,
-                                                     "engine_speed": speed}))
+                                                     "engine_speed": speed, "host": host}))
         replays: dict[str, dict[str, Any]] = {}
         runs = [("perf.json", perf_model(engine_model), policy), ("perf-in-run.json", in_run and perf_model(in_run), policy)]
         if a.bench_profile:  # the same policy naming the profile's file for its engine (read at load)

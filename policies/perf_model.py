@@ -12,6 +12,8 @@ Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 # An engine model's step-time terms (what EngineModel.at_cpu_share scales).
 STEP_TERMS = ("prefill_fixed_s", "prefill_per_token_s", "prefill_per_context_token_s", "decode_fixed_s",
               "decode_per_seq_s", "decode_per_context_token_s")
+# ... and its time outside the steps (what bench/replay_grid.py --gateway scales, trying host figures).
+OVERHEAD_TERMS = ("request_overhead_s", "frontend_service_s")
 
 
 class PerfModelError(ValueError):
@@ -187,8 +189,8 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
                 prefill_token_s: float | None = None) -> float:
     """TTFT as the engine schedules (local_engine/scheduler.py): the step in progress, then steps that
     each decode every running sequence (one token of the budget each) and prefill a chunk of the
-    queue ahead and this prompt's uncached tokens with the budget left; an idle engine prefills a
-    burst in one step (the idle budget). Rates measured now beat the model's: `decode_step_s` (the
+    queue ahead and this prompt's uncached tokens with the budget left, or the burst budget while two or
+    more prompts wait (_mixed_steps); an idle engine prefills a burst in one step (the idle budget). Rates measured now beat the model's: `decode_step_s` (the
     running batch's step) and `prefill_token_s` (prefill seconds per token, its fixed cost spread
     over the chunks it ran)."""
     uncached = max(0, prompt_tokens - cached_tokens)
@@ -196,7 +198,7 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
     if num_running:
         decode = decode_step_s if decode_step_s is not None else model.decode_time(num_running, running_context_tokens)
         chunk = max(1, model.max_num_batched_tokens - num_running, model.prefill_floor_tokens)
-        steps = max(1, math.ceil(prefill / chunk))
+        steps = _mixed_steps(model, prefill, chunk, max(1, prompt_tokens))
         waiting = (1 + steps) * decode  # the step in progress, then the mixed ones
     else:
         steps = max(1, math.ceil(prefill / max(model.max_num_batched_tokens, model.max_idle_batched_tokens)))
@@ -208,6 +210,24 @@ def engine_ttft(model: EngineModel, *, prompt_tokens: int, cached_tokens: int = 
     else:
         waiting += steps * model.prefill_fixed_s + model.prefill_per_token_s * prefill
     return model.request_overhead_s + waiting + model.prefill_per_context_token_s * cached_tokens
+
+
+def _mixed_steps(model: EngineModel, prefill: int, chunk: int, size: int) -> int:
+    """Steps beside running decodes until `prefill` tokens are taken, `chunk` a step; with the engine's burst
+    budget (a floor and burst_batched_tokens), while two or more prompts have not started — the queue taken
+    as prompts of `size` tokens, as LiveState counts it — up to min(burst, floor × those prompts) a step."""
+    burst = model.burst_batched_tokens if model.prefill_floor_tokens else 0
+    prompts = math.ceil(prefill / size)
+    if prompts < 2 or burst <= chunk:
+        return max(1, math.ceil(prefill / chunk))
+    steps = taken = 0
+    while taken < prefill:
+        waiting = prompts - math.ceil(taken / size)  # not started: the engine's `waiting`
+        if waiting < 2:
+            return steps + math.ceil((prefill - taken) / chunk)
+        taken += max(chunk, min(burst, model.prefill_floor_tokens * waiting))
+        steps += 1
+    return steps
 
 
 def predict_hosted(model: HostedModel, output_tokens: int, z: float = Z95) -> Prediction:

@@ -13,6 +13,7 @@ from statistics import median
 from typing import Any
 
 from policies.perf_model import EngineModel, HostedModel, PerfModel
+from policies.replay.held_fit import fit_held
 from policies.replay.overhead_fit import fit_overhead
 from policies.replay.traffic import TrafficRecord
 
@@ -203,7 +204,9 @@ def fit_from_recording(records: Sequence[TrafficRecord], backend: str, base: Eng
     if prefill is not None:
         fitted = _idle_prefill(fitted, prefill, with_passes, chunk, sum(s.prompt for s in idle) / len(idle))
     if prefill is None and with_passes is not None:  # too few idle arrivals: a chunk adds to a mixed step what
-        # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off)
+        # the decodes showed (preferred second: on 4 runs, held out, it moved the share 5-15 points off), the
+        # model's per-token slope at most that (a profile's on a loaded host made a pass 4x dearer: run b)
+        fitted = replace(fitted, prefill_per_token_s=min(fitted.prefill_per_token_s, with_passes[2] / chunk))
         fitted = replace(fitted, prefill_fixed_s=_pass_fixed(fitted, with_passes[2], chunk))
     elif prefill is None and decode is not None:  # neither: the prefill slowed as the decode did, at batch 1
         scale = (decode[0] + decode[1]) / max(base.decode_time(1, 0), 1e-9)
@@ -230,10 +233,10 @@ def fit_state_poll(records: Sequence[TrafficRecord], name: str, model: EngineMod
 def calibrated(perf: PerfModel, engines: Iterable[str], hosted: Iterable[str],
                records: Sequence[TrafficRecord]) -> PerfModel:
     """`perf` with each of these engine and hosted backends' models fitted to what they served in `records`:
-    an engine's step times, then the time its requests waited outside them (overhead_fit)."""
-    fitted = {name: fit_state_poll(records, name, fit_overhead(records, name,
-                                                               fit_from_recording(records, name, perf.engine(name))))
-              for name in engines}
+    an engine's step times, then the time its requests waited outside them (overhead_fit) and how much of
+    that its own queue held (held_fit)."""
+    fitted = {name: fit_state_poll(records, name, fit_held(records, name, fit_overhead(
+        records, name, fit_from_recording(records, name, perf.engine(name))))) for name in engines}
     apis = {name: fit_hosted(records, name, perf.hosted_model(name)) for name in hosted}
     return PerfModel({**perf.engines, **fitted}, {**perf.hosted, **apis}, perf.default_engine, perf.default_hosted)
 

@@ -50,6 +50,10 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     assert window["seed"] == 3
     speed = window["engine_speed"]
     assert speed["steps"] > 0 and 0 < speed["cpu_share"] <= 1.01 and speed["step_cpu_s"] <= speed["step_wall_s"] * 1.01
+    # ... and the host around it: the gateway's CPU over the run, its /healthz answers (bench/replay_host_share.py).
+    host = window["host"]
+    assert host["gateway_cpu_s"] > 0 and 0 < host["gateway_busy"] <= 1.01 and host["wall_s"] > 0
+    assert host["healthz_n"] > 0 and host["healthz_p50_s"] > 0
     model = json.loads((tmp_path / "run" / "calibrated-model.json").read_text())
     assert {"request_overhead_s", "frontend_service_s"} <= set(model["engines"]["local"])
     # The engine's burst budget (its default) is kept with the run, and the fit keeps it (#13).
