@@ -23,6 +23,7 @@ from policies.replay.poll_clock import POLL_CLOCKS
 from policies.replay.recording_fit import as_model_file, calibrated
 from policies.replay.render import report_html, table, to_json
 from policies.replay.simulator import ReplaySetup, replay
+from policies.replay.state_poll import parse_state_polls, with_state_polls
 from policies.replay.summary import Summary, recorded_summary, summarize
 from policies.replay.traffic import TrafficError, TrafficRecord
 
@@ -52,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="the gateway polls each engine on a clock of its own, every arrival seeing the last poll's "
                         "state, as the real one does: every state_poll_s of the model (--calibrate fits it from the "
                         "ledger's engine views; else the policy's poll_interval_s), or at the polls the views show "
-                        "('recorded')")
+                        "('recorded': where the traffic is a --ledger whose records carry their engine views; an "
+                        "engine none show is polled by period)")
+    parser.add_argument("--state-poll", action="append", default=[], metavar="NAME=SECONDS",
+                        help="the gateway polled engine NAME every SECONDS in this window (over the model's or the "
+                        "fitted state_poll_s; e.g. a held-out run's own period): implies --poll-clock (period) "
+                        "unless that is given")
     parser.add_argument("--burst-batched-tokens", type=int, metavar="N",
                         help="the engines' burst budget (the engine's --burst-batched-tokens) over the "
                         "model's, which is 256 (the engine's default) where its file does not say; a ledger "
@@ -138,21 +144,23 @@ def _run(args: argparse.Namespace) -> int:
     perf = read_perf_model(args.perf_model)
     loaded = [read_policy(path, args.env) for path in args.policies]  # all checked before any replay
     shares = parse_shares(args.engine_share, engine_backends(loaded[0]))
+    polls = parse_state_polls(args.state_poll, engine_backends(loaded[0]))
     traffic = read_traffic(args)
-    perf = _engine_models(args, perf, loaded[0], shares, traffic)
+    perf = with_state_polls(_engine_models(args, perf, loaded[0], shares, traffic), polls)
+    poll_clock = args.poll_clock or ("period" if polls else "")
     if args.team and not traffic:
         raise TrafficError(f"no requests of team(s) {', '.join(args.team)} to replay")
     prices = litellm_price_table()
     keys_path = _keys_path(args)
     keys = read_key_store(keys_path) if keys_path is not None else {}
-    setup = ReplaySetup(perf, prices, args.seed, keys=keys, poll_clock=args.poll_clock)
+    setup = ReplaySetup(perf, prices, args.seed, keys=keys, poll_clock=poll_clock)
     summaries, timings, cpu = _replay_all(args, loaded, traffic, setup)
     first = loaded[0]  # what actually happened, when the traffic comes from the ledger
     baseline = recorded_summary(compile_policy(first.policy, prices, first.source, first.absent_backends),
                                 traffic, perf, args.ttft_slo)
     summaries = ([baseline] if baseline is not None else []) + summaries
     meta = {"traffic": str(args.traffic or args.ledger), "requests": len(traffic),
-            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed, "poll_clock": args.poll_clock,
+            "window_s": round(traffic[-1].time - traffic[0].time, 3), "seed": args.seed, "poll_clock": poll_clock,
             "key_store": str(keys_path) if keys_path is not None else None,
             "engine_model": perf.default_engine.source,
             "models": {name: (perf.engine(name) if name in engine_backends(first) else perf.hosted_model(name)).source

@@ -34,6 +34,7 @@ from policies.replay.keys import StoredKey
 from policies.replay.outcome import Outcomes
 from policies.replay.overhead_fit import request_overheads
 from policies.replay.poll_clock import engine_clocks
+from policies.replay.prompt_ids import PromptIds
 from policies.replay.traffic import TrafficRecord
 from policies.tokens import TokenCounter
 
@@ -94,7 +95,7 @@ class ReplayRun:
         self._order = 0
         self.counter, self.calibration, self.outputs = TokenCounter(), Calibration(), FastOutputStats()
         self.engine_events: list[EngineEvent] = []
-        self._prefixes: dict[str, list[int]] = {}
+        self._prompts = PromptIds()
         self._blocks: dict[int, int] = {}
         self.keys = setup.keys
         key_limits = {key_id: spec.limits for key_id, spec in setup.keys.items()}
@@ -261,7 +262,7 @@ class ReplayRun:
             if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens):
                 self.health.record(backend, False, None, now)  # 400/503 before the first byte
                 return False
-            engine.submit(i, self._prompt(i, record) if engine.caches_prefixes else record.prompt_tokens,
+            engine.submit(i, self._prompts.of(i, record) if engine.caches_prefixes else record.prompt_tokens,
                           record.output_tokens, now)
             self._blocks[i] = blocks if blocks is not None else engine.blocks.num_blocks_for(
                 record.prompt_tokens + expected_output)
@@ -280,20 +281,6 @@ class ReplayRun:
                 self._push(now + e2e, i, backend, False)
         self.out.serve(i, backend, request_cost(self.compiled, backend, model, record))
         return True
-
-    def _prompt(self, i: int, record: TrafficRecord) -> list[int]:
-        """Token ids whose only property that matters is which blocks they share: the prefix's
-        tokens are the same for every request with its id; the rest start with a unique token."""
-        shared: list[int] = []
-        if record.prefix_id and record.prefix_tokens:
-            shared = self._prefixes.get(record.prefix_id, [])
-            if len(shared) < record.prefix_tokens:
-                # The id's CRC as the first token: two ids share no block (bar a CRC collision).
-                shared = [zlib.crc32(record.prefix_id.encode())] + [k % 50000 + 1 for k in range(1, record.prefix_tokens)]
-                self._prefixes[record.prefix_id] = shared
-            shared = shared[:record.prefix_tokens]
-        rest = record.prompt_tokens - len(shared)
-        return shared + ([100_000 + i] + [0] * (rest - 1) if rest > 0 else [])
 
 
 def replay(loaded: LoadedPolicy, traffic: Sequence[TrafficRecord], setup: ReplaySetup) -> Outcomes:
