@@ -54,11 +54,13 @@ class FrameSplitter:
         self.max_event_bytes = max_event_bytes
 
     def feed(self, data: bytes) -> list[bytes]:
-        if not self._buffer and data.startswith(b"data: ") and data.find(b"\n") == (end := len(data) - 2) \
-                and data[-1] == 10 and data.find(b"\r") < 0 and end + 2 <= self.max_event_bytes:
-            # the common read: exactly one event of one data line, nothing held (`data[-1] == 10`, not
-            # endswith(b"\n"): a bytes method call costs 3.11 ~1 k instructions, an index ~0.3 k)
-            return [data[6:-2]]
+        if not self._buffer:  # the common read: one event of one data line, nothing held
+            # removeprefix and partition, not startswith and find: on 3.11 these take their arguments the
+            # fast way (~0.3 k instructions a call, not ~1.5 k) and hand back the same object when no match
+            payload, _, tail = data.removeprefix(b"data: ").partition(b"\n")
+            if tail == b"\n" and len(payload) + 8 == len(data) and not payload.partition(b"\r")[1] \
+                    and len(data) <= self.max_event_bytes:
+                return [payload]
         buffer = self._buffer + data if self._buffer else data
         held = b""
         if buffer.find(b"\r") >= 0:  # find, not `in` (a raised TypeError on 3.11: gateway/stream_tally.py)

@@ -23,6 +23,12 @@ def sort_out(payloads: Chunks) -> tuple[Chunks, bytes | None]:
     """One read's payloads in one pass (it runs per relayed read): those to relay — up to the stream's end,
     empty frames dropped — and what ended the stream among them ([DONE] or an error object; None: nothing).
     The common read comes back as the same list."""
+    if len(payloads) == 1 and not (first := payloads[0])[:64].partition(b'"error"')[1] \
+            and first.partition(b"[{")[1]:
+        # a paced stream's every read: one chunk with a choice, kept (as the loop below rules) in two calls
+        # that take their argument the fast way on 3.11 (partition ~0.3 k instructions; find with bounds parses
+        # them by format string, ~1.5 k) and allocate nothing where nothing matches
+        return payloads, None
     kept: Chunks | None = None
     for i, payload in enumerate(payloads):
         if payload == DONE_PAYLOAD or (payload.find(b'"error"', 0, 64) >= 0 and error_object(payload)):

@@ -111,7 +111,8 @@ class UpstreamConnection(asyncio.Protocol):
                 raise self._exc
             if self._complete:
                 return b""
-            await self._wait()
+            self._waiter = waiter = self._loop.create_future()  # _wait() inline: no coroutine a read
+            await waiter
 
     async def read_all(self) -> bytes:
         while not self._complete:
@@ -217,7 +218,11 @@ class UpstreamConnection(asyncio.Protocol):
             if self._streaming and self._size > _HIGH_WATER and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.pause_reading()
-            self._wake()
+            waiter = self._waiter  # _wake() inline: on_body runs once a read
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if not self._headed:
