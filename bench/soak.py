@@ -245,7 +245,8 @@ def main() -> int:
     p.add_argument("--calibrate-s", type=float, default=15.0)
     p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the first quiet sample")
     p.add_argument("--sample-s", type=float, default=10.0)
-    p.add_argument("--settle-s", type=float, default=8.0, help="idle time before each of the two quiet samples")
+    p.add_argument("--settle-s", type=float, default=12.0,
+                   help="idle time before each of the two quiet samples (the Redis pools trim to their floor within 10 s)")
     p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down each time")
     p.add_argument("--outages", type=int, default=1, help="Redis restarts, spread evenly (1: in the middle)")
     p.add_argument("--redis", choices=("single", "cluster"), default="single")

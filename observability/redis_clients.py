@@ -19,6 +19,7 @@ from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from observability.redis_cluster_async import MIN_IDLE_KEPT, TRIM_INTERVAL_S, AsyncCluster, disconnect_all
+from observability.redis_sync_pool import trimmed_client
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -53,7 +54,7 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis | LazyCluster:
     SETNAME, default "hybridgw") tells in CLIENT LIST which part of a gateway holds a connection."""
     kwargs.setdefault("client_name", "hybridgw")
     if not is_cluster(url):
-        return redis.Redis.from_url(url, **kwargs)
+        return trimmed_client(url, **kwargs)
     from redis.cluster import ClusterNode
     from redis.retry import Retry
 
