@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from bench.soak_stack import Stack, proc_sample, start_stack
 from observability.redis_store import RedisStore
+from tests.support.redis_server import RedisClusterServers
 
 NORMAL_STREAM = "fake:chunks=16;delay_ms=2"
 SLOW_BODY = "fake:ttft_ms=400"  # a non-streamed answer the client gives up on before it comes
@@ -146,7 +148,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             paused = time.monotonic()
             await asyncio.gather(*tasks)
             await asyncio.sleep(a.settle_s)
-            quiets[name] = {"t_s": round(time.monotonic() - start, 1), **proc_sample(stack.gateway_pid, stack.ports)}
+            quiets[name] = {"t_s": round(time.monotonic() - start, 1), **proc_sample(stack.gateway_pid, stack.ports),
+                            "redis_clients": await asyncio.to_thread(redis_clients, stack)}
             return time.monotonic() - paused
 
         quiets: dict[str, dict[str, Any]] = {}
@@ -167,6 +170,22 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             helper.cancel()
         await quiet("end")
     return results, samples, quiets
+
+
+def redis_clients(stack: Stack) -> dict[str, int]:
+    """Connections on the soak's Redis (all nodes) by CLIENT SETNAME: which gateway client holds them."""
+    nodes = stack.redis.nodes if isinstance(stack.redis, RedisClusterServers) else [stack.redis]
+    names: Counter[str] = Counter()
+    for node in nodes:
+        asking = redis.Redis.from_url(node.url, client_name="soak-check")
+        try:
+            names.update(c.get("name") or "(unnamed)" for c in asking.client_list())
+        except redis.RedisError as exc:
+            names[f"error: {type(exc).__name__}"] += 1
+        finally:
+            asking.close()
+    names["soak-check"] -= len(nodes)
+    return {name: n for name, n in sorted(names.items()) if n}
 
 
 def read_records(url: str, teams: list[str], since: float) -> list[Any]:
@@ -214,6 +233,8 @@ def growth(quiets: dict[str, dict[str, Any]], field: str) -> dict[str, Any]:
     out = {"after_warmup": base, "end": last, "change_pct": round(100 * (last - base) / base, 2)}
     if field == "fds":
         out["kinds_after_warmup"], out["kinds_end"] = quiets["after_warmup"]["fd_kinds"], quiets["end"]["fd_kinds"]
+        out["redis_clients_after_warmup"] = quiets["after_warmup"]["redis_clients"]
+        out["redis_clients_end"] = quiets["end"]["redis_clients"]
     return out
 
 
@@ -224,7 +245,8 @@ def main() -> int:
     p.add_argument("--calibrate-s", type=float, default=15.0)
     p.add_argument("--warmup-frac", type=float, default=0.1, help="share of the run before the first quiet sample")
     p.add_argument("--sample-s", type=float, default=10.0)
-    p.add_argument("--settle-s", type=float, default=8.0, help="idle time before each of the two quiet samples")
+    p.add_argument("--settle-s", type=float, default=12.0,
+                   help="idle time before each of the two quiet samples (the Redis pools trim to their floor within 10 s)")
     p.add_argument("--outage-s", type=float, default=5.0, help="how long Redis stays down each time")
     p.add_argument("--outages", type=int, default=1, help="Redis restarts, spread evenly (1: in the middle)")
     p.add_argument("--redis", choices=("single", "cluster"), default="single")

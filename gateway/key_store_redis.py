@@ -130,7 +130,8 @@ class RedisKeyStore:
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisKeyStore:
         # Bounded waits: a hung Redis makes a lookup fail (then the cache's stale entry or a 503).
-        return cls(sync_client(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0),
+        return cls(sync_client(url, client_name="hybridgw-keys", decode_responses=True, socket_timeout=2.0,
+                               socket_connect_timeout=2.0),
                    **kwargs)
 
     def _migrate(self, again: bool = False) -> int:

@@ -19,6 +19,7 @@ from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from observability.redis_cluster_async import MIN_IDLE_KEPT, TRIM_INTERVAL_S, AsyncCluster, disconnect_all
+from observability.redis_sync_pool import trimmed_client
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -49,9 +50,11 @@ def _nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
 
 
 def sync_client(url: str, **kwargs: Any) -> redis.Redis | LazyCluster:
-    """A blocking client for `url` (the ledger and the key store run in threads)."""
+    """A blocking client for `url` (the ledger and the key store run in threads). `client_name` (CLIENT
+    SETNAME, default "hybridgw") tells in CLIENT LIST which part of a gateway holds a connection."""
+    kwargs.setdefault("client_name", "hybridgw")
     if not is_cluster(url):
-        return redis.Redis.from_url(url, **kwargs)
+        return trimmed_client(url, **kwargs)
     from redis.cluster import ClusterNode
     from redis.retry import Retry
 
@@ -92,8 +95,10 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
     """An asyncio client for `url` (the limiter, on the gateway's event loop). One server: a blocking
     pool, so a burst queues for a connection instead of failing. A cluster: at most max_connections
     commands in flight (the others wait their turn) and pools trimmed back after a burst, see
-    redis_cluster_async."""
+    redis_cluster_async. Named "hybridgw-limiter" in CLIENT LIST unless `client_name` says otherwise."""
     from redis.asyncio.retry import Retry as AsyncRetry
+
+    kwargs.setdefault("client_name", "hybridgw-limiter")
 
     if not is_cluster(url):
         # A pooled connection Redis closed (it restarted) fails its next command: try once more on a new

@@ -81,7 +81,7 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
-        client = sync_client(url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        client = sync_client(url, client_name="hybridgw-ledger", socket_timeout=2.0, socket_connect_timeout=1.0)
         return cls(client, **kwargs)
 
     def _rollup_key(self, team: str, period: str, start: int) -> str:

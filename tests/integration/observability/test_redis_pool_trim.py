@@ -1,13 +1,17 @@
-"""The limiter's one-server pool closes what a burst opened once traffic no longer needs it: a pile-up
-(Redis down a moment, a host too busy to keep up) must not keep its connections open for good."""
+"""The one-server pools (the limiter's asyncio one; the ledger's and the key store's blocking ones) close
+what a burst opened once traffic no longer needs it: a pile-up (Redis down a moment, a host too busy to
+keep up, threads asking at once) must not keep its connections open for good."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import redis
 
-from observability.redis_clients import async_client
+from observability.redis_clients import async_client, sync_client
 from tests.support.redis_server import RedisServer
 
 
@@ -58,3 +62,60 @@ def test_a_bursts_connections_are_closed_when_traffic_stops(redis_server: RedisS
     opened, after = asyncio.run(run())
     assert opened >= 30
     assert after <= 3  # the floor of 2 idle (+1 in use at the trim); before: the burst's kept until the next command
+
+
+def _named(url: str, name: str) -> int:
+    checker = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in checker.client_list() if c.get("name") == name)
+    finally:
+        checker.close()
+
+
+def _burst(client: Any, threads: int) -> None:
+    """`threads` threads each holding a connection at once (all started, then a BLPOP that times out after 1 s)."""
+    ready = threading.Barrier(threads)
+
+    def hold(_: int) -> None:
+        ready.wait(30.0)
+        client.blpop(["nothing"], 1.0)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(hold, range(threads)))
+
+
+def test_the_blocking_clients_close_a_bursts_connections_when_traffic_stops(redis_server: RedisServer) -> None:
+    """The ledger's and the key store's clients (threads): the soak's idle end kept 2 more Redis sockets
+    than after warm-up; redis-py's own pool never closes a connection."""
+    client = sync_client(redis_server.url, client_name="hybridgw-trim-test", socket_timeout=2.0)
+    try:
+        _burst(client, 20)
+        opened = _named(redis_server.url, "hybridgw-trim-test")
+        deadline = time.monotonic() + 60.0  # a bound on waiting (the trim runs every 5 s), not a speed
+        now = opened
+        while now > 2 and time.monotonic() < deadline:
+            time.sleep(1.0)  # nothing sent: only the pool's own timer can close them
+            now = _named(redis_server.url, "hybridgw-trim-test")
+        client.ping()  # still serves after its trims
+    finally:
+        client.close()
+    assert opened >= 15  # named as asked: CLIENT LIST tells which part of a gateway holds what
+    assert now <= 2  # the floor of 2 idle (before: the burst's 20 kept for good)
+    assert _named(redis_server.url, "hybridgw-trim-test") == 0  # closing the client closed its pool
+
+
+def test_the_blocking_clients_close_a_bursts_connections_under_light_traffic(redis_server: RedisServer) -> None:
+    client = sync_client(redis_server.url, client_name="hybridgw-trim-test", socket_timeout=2.0)
+    try:
+        _burst(client, 20)
+        opened = now = _named(redis_server.url, "hybridgw-trim-test")
+        deadline = time.monotonic() + 60.0
+        while now > 2 and time.monotonic() < deadline:
+            for _ in range(10):  # a trickle from one thread
+                client.ping()
+                time.sleep(0.05)
+            now = _named(redis_server.url, "hybridgw-trim-test")
+    finally:
+        client.close()
+    assert opened >= 15
+    assert now <= 2  # one more than in use at once (1), or the floor of 2
