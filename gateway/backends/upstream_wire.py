@@ -114,6 +114,10 @@ class UpstreamConnection(asyncio.Protocol):
             await self._wait()
 
     async def read_all(self) -> bytes:
+        self._streaming = False  # the whole body is wanted: a paused socket would never deliver its end
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         while not self._complete:
             if self._exc is not None:
                 raise self._exc
