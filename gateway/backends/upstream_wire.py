@@ -227,7 +227,13 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._headed:
             return  # the end of a 1xx
         if self._decode is not None:
-            tail = self._decode.flush()
+            try:
+                tail = self._decode.flush()
+            except zlib.error:
+                tail = b""
+            if not self._decode.eof:  # cut short (or corrupt): never a shorter answer taken for the whole
+                self.set_exception(BadResponse(f"the {self._encoding.decode()} body ended early"))
+                return
             if tail:
                 self._body.append(tail)
         self._complete = True

@@ -2,6 +2,7 @@
 that ends early, an interim 1xx, `connection: close`, and a header value holding a line break."""
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -11,8 +12,8 @@ from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.errors import UpstreamError
 from policies.schema import Timeouts
-from tests.integration.gateway.test_upstream_client import CHAT, STREAM, run
-from tests.support.raw_upstream import ANSWER, RawUpstream, reply
+from tests.integration.gateway.test_upstream_client import CHAT, SSE, STREAM, run
+from tests.support.raw_upstream import ANSWER, RawUpstream, reply, sse
 
 
 async def _stream_error(backend: OpenAIHTTPBackend) -> tuple[int, UpstreamError]:
@@ -35,6 +36,20 @@ def test_a_large_error_body_on_a_stream_is_the_upstreams_error_not_a_timeout() -
     upstream = RawUpstream(reply(body, "length", status="503 Service Unavailable"))
     got, error = run(upstream, _stream_error, timeouts=Timeouts(first_byte_s=3, between_chunks_s=3))
     assert got == 0 and error.upstream_status == 503 and error.code == "busy", error.message
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_gzipped_stream_that_ends_early_is_an_error_not_a_short_answer(framing: str) -> None:
+    cut = gzip.compress(sse(200))[:-20]  # most frames decode; the end of the stream and [DONE] never come
+    upstream = RawUpstream(reply(cut, framing, f"{SSE}\r\ncontent-encoding: gzip"))
+    got, error = run(upstream, _stream_error)
+    assert got > 0 and error.kind == "protocol" and error.after_first_byte and "ended early" in error.message
+
+
+def test_a_gzipped_body_without_its_trailer_is_an_error() -> None:
+    upstream = RawUpstream(reply(gzip.compress(ANSWER)[:-8], "length", "content-encoding: gzip"))
+    error = run(upstream, _call_error)
+    assert error.kind == "protocol" and "ended early" in error.message, error.message
 
 
 def test_an_interim_100_is_skipped_and_the_real_response_read() -> None:
