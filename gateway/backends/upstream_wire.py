@@ -115,6 +115,10 @@ class UpstreamConnection(asyncio.Protocol):
             await waiter
 
     async def read_all(self) -> bytes:
+        self._streaming = False  # the whole body is wanted: a paused socket would never deliver its end
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         while not self._complete:
             if self._exc is not None:
                 raise self._exc
@@ -228,7 +232,13 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._headed:
             return  # the end of a 1xx
         if self._decode is not None:
-            tail = self._decode.flush()
+            try:
+                tail = self._decode.flush()
+            except zlib.error:
+                tail = b""
+            if not self._decode.eof:  # cut short (or corrupt): never a shorter answer taken for the whole
+                self.set_exception(BadResponse(f"the {self._encoding.decode()} body ended early"))
+                return
             if tail:
                 self._body.append(tail)
         self._complete = True
