@@ -9,6 +9,7 @@ import zlib
 import httptools
 
 _HIGH_WATER = 128 * 1024  # a stream's unread bytes before the socket is paused (as aiohttp's reader)
+_MAX_HEAD = 256 * 1024  # llhttp sets no limit: a hostile upstream could grow our memory until first_byte_s
 
 
 class ConnectionLost(ConnectionError):
@@ -88,7 +89,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self._complete and self.keep_alive and self._exc is None and not self.closed and not self._body
+        return (self._complete and self.keep_alive and self._exc is None and not self.closed and not self._body
+                and self.transport is not None and not self.transport.get_write_buffer_size())  # all of ours sent
 
     async def head(self) -> int:
         while not self._headed:
@@ -190,6 +192,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools' callbacks ---------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._size += len(name) + len(value)  # the head's size until its end (the body's after)
+        if self._size > _MAX_HEAD:  # failed first (the read raises this), then the parse stopped
+            self.set_exception(BadResponse(f"response headers over {_MAX_HEAD // 1024} KiB"))
+            raise BadResponse("headers too large")
         name = name.lower()
         if name == b"content-encoding":
             self._encoding = value.strip().lower()
@@ -197,7 +203,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._framed = True
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        self.status, self._size = self._parser.get_status_code(), 0
         if self.status < 200:  # 1xx: an interim response; the real one follows
             self._encoding, self._framed = b"", False
             return

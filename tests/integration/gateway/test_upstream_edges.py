@@ -78,3 +78,20 @@ def test_a_line_break_in_a_header_value_is_never_sent(where: str) -> None:
     upstream = RawUpstream(reply(ANSWER))
     error = run(upstream, lambda b: _call_error(b, request))
     assert error.kind == "protocol" and not upstream.heads and upstream.replies
+
+
+def test_response_headers_past_the_limit_are_an_error_not_a_growing_buffer() -> None:
+    """llhttp sets no limit on a response head: past 256 KiB the call fails (kind protocol), never a 500."""
+    big = "content-type: application/json\r\n" + "\r\n".join(f"x-pad-{i}: {'a' * 1000}" for i in range(300))
+    upstream = RawUpstream(reply(ANSWER, "length", big))
+    error = run(upstream, _call_error)
+    assert error.kind == "protocol" and "over 256 KiB" in error.message, error.message
+
+
+def test_headers_under_the_limit_still_answer() -> None:
+    fine = "content-type: application/json\r\n" + "\r\n".join(f"x-pad-{i}: {'a' * 1000}" for i in range(100))
+    upstream = RawUpstream(reply(ANSWER, "length", fine), reply(ANSWER))
+
+    async def calls(backend: OpenAIHTTPBackend) -> list[Any]:
+        return [(await backend.complete(CHAT)).content for _ in range(2)]
+    assert run(upstream, calls) == [ANSWER, ANSWER] and upstream.connections == 1  # and the connection kept
