@@ -185,8 +185,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.disarm()
         if self._tunnel is not None and not self._tunnel[1].done():
             self._tunnel[1].set_exception(ConnectionLost("the proxy closed the connection"))
-        if self._headed and not self._framed and not self._complete:  # a body that ends at the close
-            self.on_message_complete()
+        if self._headed and not self._framed and not self._complete and exc is None:  # a body that ends at the close
+            self.on_message_complete()  # (a reset is no end: the body is cut, the read fails)
             self.keep_alive = False
         self._fail(ConnectionLost("the server closed the connection" + (f" ({exc})" if exc else "")))
 

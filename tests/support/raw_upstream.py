@@ -6,7 +6,9 @@ import asyncio
 import gzip
 import json
 import re
+import socket
 import ssl
+import struct
 from collections import deque
 from dataclasses import dataclass
 
@@ -40,9 +42,10 @@ def gzipped(body: bytes) -> bytes:
 @dataclass(frozen=True)
 class Close:
     """Close the connection without answering (a keep-alive connection the server closed as we sent);
-    `partial`: some bytes first."""
+    `partial`: some bytes first; `reset`: with a TCP reset, once the client has had them (a crash, not an end)."""
 
     partial: bytes = b""
+    reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class RawUpstream:
                 answer = self.replies.popleft()
                 if isinstance(answer, Close):
                     writer.write(answer.partial)
+                    if answer.reset:
+                        await writer.drain()
+                        await asyncio.sleep(0.3)  # the client reads what came before the reset
+                        writer.get_extra_info("socket").setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 writer.write(answer.partial if isinstance(answer, Hold) else answer)
                 await writer.drain()

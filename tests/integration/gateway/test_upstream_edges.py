@@ -13,7 +13,7 @@ from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.errors import UpstreamError
 from policies.schema import Timeouts
 from tests.integration.gateway.test_upstream_client import CHAT, SSE, STREAM, run
-from tests.support.raw_upstream import ANSWER, RawUpstream, reply, sse
+from tests.support.raw_upstream import ANSWER, Close, RawUpstream, reply, sse
 
 
 async def _stream_error(backend: OpenAIHTTPBackend) -> tuple[int, UpstreamError]:
@@ -95,3 +95,12 @@ def test_headers_under_the_limit_still_answer() -> None:
     async def calls(backend: OpenAIHTTPBackend) -> list[Any]:
         return [(await backend.complete(CHAT)).content for _ in range(2)]
     assert run(upstream, calls) == [ANSWER, ANSWER] and upstream.connections == 1  # and the connection kept
+
+
+def test_a_body_read_to_the_close_that_ends_in_a_reset_is_cut_not_complete() -> None:
+    """No length and no chunking: the close ends the body, but a TCP reset is a crash, not an end."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+    upstream = RawUpstream(Close(head + sse(5, done=False), reset=True))
+    got, error = run(upstream, _stream_error)  # (before: 5 frames and a normal end, a short answer as success)
+    assert error.kind == "protocol" and error.after_first_byte == (got > 0), error.message  # got < 5: a busy
+    # host may not have read them all before the reset dropped the rest
