@@ -179,6 +179,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.set_exception(BadResponse(f"malformed response: {exc}"))
+        except httptools.HttpParserUpgrade:  # a 101 or CONNECT answer: not an API response
+            self.set_exception(BadResponse(f"the upstream switched protocols ({self._parser.get_status_code()})"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -104,3 +104,11 @@ def test_a_body_read_to_the_close_that_ends_in_a_reset_is_cut_not_complete() -> 
     got, error = run(upstream, _stream_error)  # (before: 5 frames and a normal end, a short answer as success)
     assert error.kind == "protocol" and error.after_first_byte == (got > 0), error.message  # got < 5: a busy
     # host may not have read them all before the reset dropped the rest
+
+
+def test_a_101_switching_protocols_is_a_protocol_error(caplog: pytest.LogCaptureFixture) -> None:
+    """httptools raises HttpParserUpgrade (no HttpParserError): it escaped data_received as a 'Fatal error'."""
+    upstream = RawUpstream(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+    error = run(upstream, _call_error)
+    assert error.kind == "protocol" and "switched protocols (101)" in error.message, error.message
+    assert "Fatal error" not in caplog.text
