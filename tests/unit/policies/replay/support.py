@@ -13,6 +13,22 @@ SIMPLE_ENGINE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_toke
 FIXED_HOSTED = HostedModel(source="test", ttft_p50_s=0.2, ttft_p95_s=0.2, tokens_per_s_p50=1000, tokens_per_s_p05=1000)
 PERF = PerfModel({}, {}, SIMPLE_ENGINE, FIXED_HOSTED)
 PRICES = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+# A policy file's text for the replay CLI: kv_fit over our engine, spilling to a priced hosted model.
+KV_FIT_POLICY_FILE = """\
+version: 1
+backends:
+  local: {kind: engine, model: smollm2}
+  openai: {kind: openai, base_url: "http://hosted/v1"}
+models:
+  chat:
+    deployments:
+      - {backend: local, model: smollm2}
+      - {backend: openai, model: gpt-4o-mini}
+prices:
+  gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
+rules:
+  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}
+"""
 
 
 def policy(rules: str, extra: str = "") -> LoadedPolicy:

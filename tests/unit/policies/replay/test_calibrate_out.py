@@ -11,21 +11,9 @@ from observability.sqlite_store import SqliteStore
 from observability.usage import UsageRecord
 from policies.perf_model_file import read_perf_model_file
 from policies.replay.cli import main
+from tests.unit.policies.replay.support import KV_FIT_POLICY_FILE
 
-POLICY = """version: 1
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://hosted/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
-prices:
-  gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
-rules:
-  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}
-"""
+POLICY = KV_FIT_POLICY_FILE
 
 
 def _usage(i: int, when: float, backend: str, ttft: float) -> UsageRecord:

@@ -10,23 +10,9 @@ import pytest
 from policies.replay import cli
 from policies.replay.poll_clock import period_clock
 from policies.replay.state_poll import parse_state_polls, with_state_polls
-from tests.unit.policies.replay.support import PERF
+from tests.unit.policies.replay.support import KV_FIT_POLICY_FILE, PERF
 
-POLICY = """\
-version: 1
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://hosted/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
-prices:
-  gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
-rules:
-  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}
-"""
+POLICY = KV_FIT_POLICY_FILE
 # support.SIMPLE_ENGINE (a prefill step 0.1 s, a decode step 0.01 s, KV no limit), polled every millisecond.
 MODEL = {"engines": {"default": {"source": "test", "prefill_fixed_s": 0.1, "prefill_per_token_s": 0.0,
                                  "decode_fixed_s": 0.01, "decode_per_seq_s": 0.0, "decode_per_context_token_s": 0.0,
