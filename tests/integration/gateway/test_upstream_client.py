@@ -149,15 +149,17 @@ def test_a_stream_abandoned_midway_closes_its_connection_and_the_next_call_opens
     assert upstream.connections == 2 and upstream.hung_up >= 1
 
 
+async def stream_error(backend: OpenAIHTTPBackend) -> tuple[int, UpstreamError]:
+    """The chunks a stream yielded before it failed, and its error."""
+    got = 0
+    with pytest.raises(UpstreamError) as info:
+        async for batch in backend.stream(STREAM):
+            got += len(batch)
+    return got, info.value
+
+
 def test_a_stall_between_chunks_fails_the_stream_after_its_first_byte() -> None:
     upstream = RawUpstream(Hold(b"HTTP/1.1 200 OK\r\n" + SSE.encode() + b"\r\ntransfer-encoding: chunked\r\n\r\n"
                                 + b"%x\r\n%s\r\n" % (len(sse(1, False)), sse(1, False))))
-
-    async def call(backend: OpenAIHTTPBackend) -> tuple[int, UpstreamError]:
-        got = 0
-        with pytest.raises(UpstreamError) as info:
-            async for batch in backend.stream(STREAM):
-                got += len(batch)
-        return got, info.value
-    got, error = run(upstream, call, timeouts=Timeouts(first_byte_s=5, between_chunks_s=0.2))
+    got, error = run(upstream, stream_error, timeouts=Timeouts(first_byte_s=5, between_chunks_s=0.2))
     assert got == 1 and (error.kind, error.after_first_byte) == ("timeout", True) and "timed out" in error.message

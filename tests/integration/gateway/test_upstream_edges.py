@@ -12,16 +12,8 @@ from gateway.backends.base import UpstreamRequest
 from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.errors import UpstreamError
 from policies.schema import Timeouts
-from tests.integration.gateway.test_upstream_client import CHAT, SSE, STREAM, run
+from tests.integration.gateway.test_upstream_client import CHAT, SSE, run, stream_error
 from tests.support.raw_upstream import ANSWER, Close, RawUpstream, reply, sse
-
-
-async def _stream_error(backend: OpenAIHTTPBackend) -> tuple[int, UpstreamError]:
-    got = 0
-    with pytest.raises(UpstreamError) as info:
-        async for batch in backend.stream(STREAM):
-            got += len(batch)
-    return got, info.value
 
 
 async def _call_error(backend: OpenAIHTTPBackend, request: UpstreamRequest = CHAT) -> UpstreamError:
@@ -34,7 +26,7 @@ def test_a_large_error_body_on_a_stream_is_the_upstreams_error_not_a_timeout() -
     """A streamed call's error body past the 128 KiB read-pause mark is still read to its end."""
     body = json.dumps({"error": {"message": "overloaded " + "x" * 300_000, "code": "busy"}}).encode()
     upstream = RawUpstream(reply(body, "length", status="503 Service Unavailable"))
-    got, error = run(upstream, _stream_error, timeouts=Timeouts(first_byte_s=3, between_chunks_s=3))
+    got, error = run(upstream, stream_error, timeouts=Timeouts(first_byte_s=3, between_chunks_s=3))
     assert got == 0 and error.upstream_status == 503 and error.code == "busy", error.message
 
 
@@ -42,7 +34,7 @@ def test_a_large_error_body_on_a_stream_is_the_upstreams_error_not_a_timeout() -
 def test_a_gzipped_stream_that_ends_early_is_an_error_not_a_short_answer(framing: str) -> None:
     cut = gzip.compress(sse(200))[:-20]  # most frames decode; the end of the stream and [DONE] never come
     upstream = RawUpstream(reply(cut, framing, f"{SSE}\r\ncontent-encoding: gzip"))
-    got, error = run(upstream, _stream_error)
+    got, error = run(upstream, stream_error)
     assert got > 0 and error.kind == "protocol" and error.after_first_byte and "ended early" in error.message
 
 
@@ -101,7 +93,7 @@ def test_a_body_read_to_the_close_that_ends_in_a_reset_is_cut_not_complete() -> 
     """No length and no chunking: the close ends the body, but a TCP reset is a crash, not an end."""
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
     upstream = RawUpstream(Close(head + sse(5, done=False), reset=True))
-    got, error = run(upstream, _stream_error)  # (before: 5 frames and a normal end, a short answer as success)
+    got, error = run(upstream, stream_error)  # (before: 5 frames and a normal end, a short answer as success)
     assert error.kind == "protocol" and error.after_first_byte == (got > 0), error.message  # got < 5: a busy
     # host may not have read them all before the reset dropped the rest
 

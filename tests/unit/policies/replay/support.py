@@ -13,8 +13,8 @@ SIMPLE_ENGINE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_toke
 FIXED_HOSTED = HostedModel(source="test", ttft_p50_s=0.2, ttft_p95_s=0.2, tokens_per_s_p50=1000, tokens_per_s_p05=1000)
 PERF = PerfModel({}, {}, SIMPLE_ENGINE, FIXED_HOSTED)
 PRICES = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
-# A policy file's text for the replay CLI: kv_fit over our engine, spilling to a priced hosted model.
-KV_FIT_POLICY_FILE = """\
+# The backends, models and prices the replay tests share; the CLI tests' policy file adds a kv_fit rule.
+_HEAD = """\
 version: 1
 backends:
   local: {kind: engine, model: smollm2}
@@ -26,27 +26,13 @@ models:
       - {backend: openai, model: gpt-4o-mini}
 prices:
   gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
-rules:
-  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}
 """
+KV_FIT_POLICY_FILE = _HEAD + "rules:\n  - {name: fit, strategy: kv_fit, local: [local], spill: [openai]}\n"
 
 
 def policy(rules: str, extra: str = "") -> LoadedPolicy:
-    text = textwrap.dedent("""\
-        version: 1
-        backends:
-          local: {kind: engine, model: smollm2}
-          openai: {kind: openai, base_url: "http://hosted/v1"}
-        models:
-          chat:
-            deployments:
-              - {backend: local, model: smollm2}
-              - {backend: openai, model: gpt-4o-mini}
-        prices:
-          gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
-        slos:
-          fast: {ttft_p95_s: 0.5}
-        """) + textwrap.dedent(extra) + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ")
+    text = (_HEAD + "slos:\n  fast: {ttft_p95_s: 0.5}\n" + textwrap.dedent(extra)
+            + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  "))
     return load_policy(text, "test.yaml", {})
 
 
