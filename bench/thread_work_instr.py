@@ -72,16 +72,15 @@ def child(requests: int, batch: int) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from bench import instr_stages
+    from bench.otlp_discard import start_discard
     from gateway.access_log import access_line
     from gateway.log_thread import atomic_pieces
     from observability.metrics import RequestMetrics, build_metrics
     from observability.sqlite_store import SqliteStore
     from observability.stores import record_problem
+    from observability.trace_export import CompactOTLPSpanExporter
     from observability.trace_otlp import SpanEncoder
     from observability.trace_recorder import RecordingTracerProvider
-
-    from bench.otlp_discard import start_discard
-    from observability.trace_export import CompactOTLPSpanExporter
 
     slots = instr_stages.build_slots(Path(tempfile.gettempdir()) / "hg-instr-slots")
     recs = records(requests + 50)
