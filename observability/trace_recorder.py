@@ -19,8 +19,6 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 _PLAIN = frozenset((str, int, float, bool, type(None)))  # kept as they are, as the SDK keeps them
 _SEQUENCES = frozenset((list, tuple))
-_PLAIN_OR_SEQUENCE = _PLAIN | _SEQUENCES
-_STR = frozenset((str,))
 _UNSET = Status(StatusCode.UNSET)
 
 
@@ -33,26 +31,6 @@ def _frozen(attributes: Mapping[str, Any] | None, limits: SpanLimits, cap: int |
             and all(v.__class__ in _PLAIN and k.__class__ is str and k for k, v in attributes.items())):
         return dict(attributes)
     return BoundedAttributes(cap, attributes, max_value_len=limits.max_attribute_length)
-
-
-def _added(own: dict[str, Any], attributes: Mapping[str, Any]) -> bool:
-    """Add `attributes` at once when the per-key walk would keep each as it is: new keys (non-empty str),
-    plain values or lists/tuples of them (kept as tuples), and room under the cap (the caller's checks).
-    The type checks run in C (a set of the types), not per key in Python. False: nothing added."""
-    kinds = {*map(type, attributes.values())}
-    if not (kinds <= _PLAIN_OR_SEQUENCE and _STR.issuperset(map(type, attributes)) and "" not in attributes
-            and own.keys().isdisjoint(attributes)):
-        return False
-    if kinds <= _PLAIN:
-        own.update(attributes)
-        return True
-    sequences = [k for k, v in attributes.items() if v.__class__ in _SEQUENCES]
-    if not all(_PLAIN.issuperset(map(type, attributes[k])) for k in sequences):
-        return False
-    own.update(attributes)
-    for key in sequences:
-        own[key] = tuple(own[key])  # what the SDK's cleaning makes of it
-    return True
 
 
 class RecordingSpan(trace_api.Span, ReadableSpan):
@@ -79,8 +57,6 @@ class RecordingSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             return
         own, cap, strings_capped = self._attributes, self._limits.max_span_attributes, self._limits.max_attribute_length
-        if strings_capped is None and (cap is None or len(own) + len(attributes) <= cap) and _added(own, attributes):
-            return
         for key, value in attributes.items():
             if value.__class__ in _SEQUENCES and strings_capped is None and all(v.__class__ in _PLAIN for v in value):
                 value = tuple(value)  # what the SDK's cleaning makes of it, without the walk
