@@ -41,6 +41,8 @@ class LogThread:
     def __init__(self, records: queue.SimpleQueue[object], stream: TextIO, formatter: logging.Formatter,
                  interval_s: float = 0.05) -> None:
         self._records, self._stream, self._formatter, self._interval_s = records, stream, formatter, interval_s
+        # the gateway's formatter writes the message alone: an access line is then its own text, no formatting
+        self._message_only = type(formatter) is logging.Formatter and formatter._fmt == "%(message)s"
         self.wake = threading.Event()  # set by LazyQueueHandler for a warning or worse, and by stop()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="hybridgw-log", daemon=True)
@@ -72,6 +74,8 @@ class LogThread:
 
     def _line(self, record: object) -> str:
         try:
+            if self._message_only and record.__class__ is AccessRecord:
+                return record.getMessage()  # type: ignore[attr-defined]
             return self._formatter.format(record)  # type: ignore[arg-type]
         except Exception as exc:  # one bad record must not stop the log
             return f"hybridgw: a log record could not be formatted: {exc!r}"

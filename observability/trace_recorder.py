@@ -178,7 +178,7 @@ class RecordingTracer(Tracer):
         else:  # what the sampler would answer, without asking it (ParentBased's defaults for a local parent)
             assert parent is not None
             sampled = recording = decided
-            trace_state, extra = parent.trace_state, None
+            trace_state, extra = parent.trace_state, attributes  # as ALWAYS_ON's result carries them
         flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         span_context = SpanContext(trace_id, self.id_generator.generate_span_id(), is_remote=False,
                                    trace_flags=TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID if random_id else flags),

@@ -143,14 +143,17 @@ def usage_attributes(record: UsageRecord) -> dict[str, Any]:
         "hybridgw.e2e_s": record.e2e_s,
         "http.response.status_code": record.http_status,
     }
-    optional = {
-        "gen_ai.response.time_to_first_chunk": record.ttft_s,
-        "hybridgw.itl.p50_s": record.itl_p50_s,
-        "hybridgw.itl.p95_s": record.itl_p95_s,
-        "hybridgw.itl.max_s": record.itl_max_s,
-        "hybridgw.upstream_latency_s": record.upstream_latency_s,
-    }
-    attrs.update({k: v for k, v in optional.items() if v is not None})
+    # the optional ones, each when known (one test per field: this runs on the event loop per request)
+    if record.ttft_s is not None:
+        attrs["gen_ai.response.time_to_first_chunk"] = record.ttft_s
+    if record.itl_p50_s is not None:
+        attrs["hybridgw.itl.p50_s"] = record.itl_p50_s
+    if record.itl_p95_s is not None:
+        attrs["hybridgw.itl.p95_s"] = record.itl_p95_s
+    if record.itl_max_s is not None:
+        attrs["hybridgw.itl.max_s"] = record.itl_max_s
+    if record.upstream_latency_s is not None:
+        attrs["hybridgw.upstream_latency_s"] = record.upstream_latency_s
     if record.finish_reason:
         attrs["gen_ai.response.finish_reasons"] = [record.finish_reason]
     if record.status != "ok":

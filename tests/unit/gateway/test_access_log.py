@@ -116,3 +116,18 @@ def test_a_large_batch_goes_out_in_atomic_writes_of_whole_lines() -> None:
     assert all(size <= 4096 for p, size in zip(pieces, stream.sizes) if p != "x" * 5000 + "\n")
     lines = text.split("\n")[:-1]
     assert [json.loads(x)["request_id"] for x in lines[:-1]] == [u.request_id for u in usages] and lines[-1] == "x" * 5000
+
+
+def test_a_formatter_of_its_own_still_formats_access_lines() -> None:
+    stream = io.StringIO()
+    records: queue.SimpleQueue[object] = queue.SimpleQueue()
+    writer = LogThread(records, stream, logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("test.access.formatted")
+    logger.handlers[:] = [LazyQueueHandler(records, writer.wake)]
+    logger.setLevel("INFO")
+    logger.propagate = False
+    log_access(logger, record(request_id="r-2"), "", ())
+    writer.start()
+    writer.stop()
+    level, name, line = stream.getvalue().rstrip("\n").split(" ", 2)
+    assert (level, name, json.loads(line)["request_id"]) == ("INFO", "test.access.formatted", "r-2")

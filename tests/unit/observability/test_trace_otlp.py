@@ -50,14 +50,17 @@ def test_same_message_as_the_sdk_encoder() -> None:
 def test_true_and_one_stay_apart_in_the_cache() -> None:
     tracing = build_tracing(TracingConfig(exporter="memory"))
     tracer = tracing.provider.get_tracer("t")
-    for value in (True, 1, 1.0, "1"):
+    for value in (True, 1, 1.0, "1", [True], [1], ["1"], ["1"]):  # (True,) == (1,): not cached as one
         tracer.start_span("s", attributes={"k": value}).end()
     assert tracing.memory is not None
     batch = list(tracing.memory.get_finished_spans())
     encoder = SpanEncoder()
     decoded = ExportTraceServiceRequest.FromString(encoder.encode(batch))
     values = [s.attributes[0].value for s in decoded.resource_spans[0].scope_spans[0].spans]
-    assert [v.WhichOneof("value") for v in values] == ["bool_value", "int_value", "double_value", "string_value"]
+    assert [v.WhichOneof("value") for v in values] == ["bool_value", "int_value", "double_value", "string_value",
+                                                       "array_value", "array_value", "array_value", "array_value"]
+    assert [v.array_value.values[0].WhichOneof("value") for v in values[4:]] == ["bool_value", "int_value",
+                                                                                 "string_value", "string_value"]
     assert decoded == encode_spans(batch)
 
 

@@ -54,6 +54,11 @@ def run(provider_type: Callable[..., TracerProvider]) -> InMemorySpanExporter:
     child.record_exception(ValueError("bad"), timestamp=T0 + 2)
     child.end(end_time=T0 + 3)
     child.set_attribute("late", 1)  # ended: ignored
+    # a local parent's child: its start attributes kept (the sampler is not asked); new plain keys added at once
+    route = tracer.start_span("route", context=trace.set_span_in_context(root), start_time=T0 + 1,
+                              attributes={"hybridgw.rule": "r"})
+    route.set_attributes({"s": "x", "targets": ["p", "q"], "pair": (1, 2.5), "i": 3, "ok": False})
+    route.end(end_time=T0 + 2)
     root.update_name("chat m")
     root.add_event("gen_ai.first_token", {"gen_ai.response.time_to_first_chunk": 0.04}, timestamp=T0 + 2)
     root.set_attributes({"gen_ai.operation.name": "chat", "hybridgw.team": "red", "targets": ["up", None]})  # moves
@@ -72,6 +77,9 @@ def test_same_spans_as_the_sdk() -> None:
     child = ours.get_finished_spans()[0]
     assert "list" not in child.attributes and child.attributes["obj"] == str(object) and child.dropped_attributes == 3
     assert [e.name for e in child.events] == ["exception"] and child.status.status_code is StatusCode.ERROR
+    def typed(memory: InMemorySpanExporter) -> list[list[tuple[str, type, object]]]:
+        return [[(k, type(v), v) for k, v in span.attributes.items()] for span in memory.get_finished_spans()]
+    assert typed(ours) == typed(sdks)  # lists kept as tuples, as the SDK's cleaning keeps them
 
 
 def test_unsampled_parent_gives_a_non_recording_span_that_still_propagates() -> None:
