@@ -49,6 +49,9 @@ class SimEngine(DecodeRuns):
         # scheduler decodes them, and that step samples their first token.
         self._unsampled: set[int] = set()
         self._phase: DecodePhase | None = None  # decode runs by counts, until the scheduler runs again
+        # The queue as the engine reports it while a step runs: what waited when the step began (its state is
+        # published between steps, before the step's scheduler takes prompts) and the requests added since.
+        self._step_queue = 0
 
     def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
         """Why the engine would refuse this request now ("" when it takes it)."""
@@ -78,6 +81,14 @@ class SimEngine(DecodeRuns):
         self._request[seq.seq_id] = request
         self._left[seq.seq_id] = max(1, output_tokens)
         self.scheduler.add(seq)
+        self._step_queue += 1
+
+    def reported_waiting(self, now: float) -> int:
+        """The queue the engine's state says at `now` (stepped to it): while a step runs, what waited when it
+        began and the requests added since (the engine publishes its state between steps, and counts a request
+        added but not yet in its step loop as waiting), not what its scheduler left waiting."""
+        waiting = len(self.scheduler.waiting)
+        return max(waiting, self._step_queue) if now < self.clock else waiting
 
     def snapshot(self, now: float) -> EngineSnapshot:
         m, s = self.model, self.scheduler
@@ -85,14 +96,14 @@ class SimEngine(DecodeRuns):
         return EngineSnapshot(
             taken_at=now, kv_bytes_per_token=m.kv_bytes_per_token, block_size=m.block_size,
             num_blocks_total=m.num_blocks, num_blocks_free=self.blocks.num_free_blocks, num_running=len(s.running),
-            num_waiting=len(s.waiting), prefix_cache_hit_rate=self.blocks.prefix_cache_hit_rate,
+            num_waiting=self.reported_waiting(now), prefix_cache_hit_rate=self.blocks.prefix_cache_hit_rate,
             prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
             max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs, max_waiting=m.max_waiting)
 
     def advance(self, until: float, events: list[EngineEvent]) -> None:
         """Run every step that starts at or before `until`, appending first-token and finish events."""
         while self.clock <= until and self.scheduler.has_work():
-            start = self.clock
+            start, self._step_queue = self.clock, len(self.scheduler.waiting)
             if self._decoding and not self.scheduler.waiting:
                 # What schedule() would return is a decode of every running sequence: skip asking it.
                 self._keep_decoding(until, events)

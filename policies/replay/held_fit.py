@@ -39,7 +39,7 @@ def simulated_waiting(records: Sequence[TrafficRecord], backend: str, model: Eng
         if is_arrival:
             engine.submit(i, served[i].prompt_tokens, served[i].output_tokens, t - t0)
         else:
-            waiting.append(len(engine.scheduler.waiting))
+            waiting.append(engine.reported_waiting(t - t0))
     return waiting
 
 

@@ -83,3 +83,22 @@ def test_fast_forward_matches_stepping_through_preemptions() -> None:
     assert results[0].keys() == results[1].keys() and len(results[0]) == 12
     for key, when in results[0].items():
         assert results[1][key] == pytest.approx(when, rel=1e-9)
+
+
+def test_while_a_step_runs_its_state_counts_as_waiting_what_the_step_took() -> None:
+    # The engine publishes its state between steps (after adding new requests, before the step's scheduler
+    # takes them) and counts a request added since as waiting: a poll while a step runs sees the queue the
+    # step began with, plus arrivals. The replay's router and --calibrate's queue match read it so (issue
+    # #13: the replay's view was one burst shorter, its router kept too much local on the quiet runs).
+    engine = SimEngine(SIMPLE_ENGINE, prefix_caching=False)
+    events: list[EngineEvent] = []
+    for i in range(3):
+        engine.submit(i, [1] * 20, output_tokens=5, now=0.0)
+    engine.advance(0.0, events)  # the first step (0 → 0.1 s) prefills all three
+    assert len(engine.scheduler.waiting) == 0 and engine.snapshot(0.05).num_waiting == 3
+    engine.submit(3, [1] * 20, output_tokens=5, now=0.05)
+    assert len(engine.scheduler.waiting) == 1 and engine.snapshot(0.05).num_waiting == 4
+    engine.advance(0.1, events)  # the second step takes the fourth beside the three decodes
+    assert len(engine.scheduler.waiting) == 0 and engine.snapshot(0.1).num_waiting == 1
+    engine.advance(10.0, events)  # all done: idle, nothing waits
+    assert engine.snapshot(10.0).num_waiting == 0

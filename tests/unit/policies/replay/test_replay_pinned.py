@@ -7,7 +7,9 @@ and when the simulated engine reported its measured prefill rate, as the real on
 and when slo_cost priced the queue as LiveState.queued_prompt_tokens does, work-off included; and when the
 replay's gateway learned an engine's ends as they happen, not at its next send: its in-flight count changes
 on purpose, 1381 → 1382 served locally here). The engine's burst budget (2026-12-02) leaves it as it
-was: the default model has no prefill floor, and the engine keeps a burst only with one."""
+was: the default model has no prefill floor, and the engine keeps a burst only with one. Re-pinned when the
+simulated engine's state counted what a running step took as waiting, as the engine publishes it between
+steps (session 11): the router's view changes on purpose, 1382 → 1401 served locally here."""
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +29,7 @@ from policies.replay.traffic import read_jsonl
 PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
 # sha1 over every request's (backend, refusal, rule, cost, ttft, e2e) and the summary, from main's code; a
 # change that means to alter replay results re-pins it (python -c "…replay_digest(Path(tmp))").
-PINNED = "4bc6d6837fca478f6fe2f55c474e8af6fb89592f"
+PINNED = "df9411e5459adef16ac677c811386110a7a9b405"
 
 
 def _traffic(path: Path) -> list:

@@ -46,10 +46,10 @@ def test_the_period_goes_into_the_named_engines_model_only() -> None:
 
 
 def _replay(tmp_path: Path, *args: str) -> dict:
-    """The burst of test_poll_clock (ten requests 5 ms apart) replayed by the CLI: its summary and meta."""
+    """Ten requests 15 ms apart (the first prefill step, 0.1 s, ends inside the burst) replayed by the CLI."""
     (tmp_path / "p.yaml").write_text(POLICY)
     (tmp_path / "m.json").write_text(json.dumps(MODEL))
-    lines = [json.dumps({"time": T0 + 0.005 * i, "team": "t", "model": "chat", "prompt_tokens": 20,
+    lines = [json.dumps({"time": T0 + 0.015 * i, "team": "t", "model": "chat", "prompt_tokens": 20,
                          "output_tokens": 10, "max_tokens": 10}) for i in range(10)]
     (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.json"
@@ -63,7 +63,9 @@ def test_the_cli_replays_on_the_period_given(tmp_path: Path) -> None:
     seed = str(next(s for s in range(100) if period_clock(0.0, 1.0, s, "local").next + 1.0 > 0.2))
     fresh = _replay(tmp_path, "--poll-clock", "--seed", seed)  # the file's period: a poll every millisecond
     assert fresh["meta"]["poll_clock"] == "period"
-    assert fresh["policies"][0]["served_by"] == {"local": 6, "openai": 4}  # the sixth saw 4 waiting
+    # Fresh, the eighth (105 ms) sees the second step's queue, 4 (the engine counts what a running step took
+    # as waiting), and goes local.
+    assert fresh["policies"][0]["served_by"] == {"local": 6, "openai": 4}
     # Polled every second: the burst is routed on the poll before it (an idle engine), counting what it sent
     # since as waiting: the sixth sees 5 and spills. --state-poll alone turns the poll clock on.
     stale = _replay(tmp_path, "--state-poll", "local=1", "--seed", seed)
