@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from starlette.datastructures import Headers
@@ -44,9 +44,12 @@ def key_for(key_id: str) -> str:
     return f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
 
 
-def authorization(headers: Headers) -> str | None:
+def authorization(headers: Headers | Mapping[str, str]) -> str | None:
     """The request's one Authorization header (None: none). Two or more are refused (400), not the
-    first taken: a proxy on the way, the gateway and a log could each believe a different one."""
+    first taken: a proxy on the way, the gateway and a log could each believe a different one. A plain
+    mapping holds each name once (proxy.request_headers: Starlette's Headers where a name repeats)."""
+    if not isinstance(headers, Headers):
+        return headers.get("authorization")
     values = headers.getlist("authorization")
     if len(values) > 1:
         raise InvalidRequest(f"The request has {len(values)} Authorization headers; send exactly one "

@@ -12,6 +12,7 @@ from gateway.backends.base import Backend, Chunks, UpstreamRequest, UpstreamResp
 from gateway.errors import NoBackendAvailable, UpstreamError
 from gateway.timing import RequestClock
 from policies.decision import Target
+from policies.fast_init import fast_init
 
 RequestFor = Callable[[Target], UpstreamRequest]
 
@@ -37,6 +38,7 @@ class Attempt:
     error: str  # why this target was passed over
 
 
+@fast_init  # built per request (policies/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class Completed:
     """A non-streamed call's result: the target that answered, its response, the targets passed over."""
@@ -46,6 +48,7 @@ class Completed:
     attempts: tuple[Attempt, ...]
 
 
+@fast_init  # built per request (policies/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class OpenedStream:
     """A stream's start: the target that answered, its first batch, the rest (the relay reads and closes

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -88,23 +89,32 @@ def _record_error(svc: Services, ex: Exchange, exc: BaseException) -> Response:
     return error_response(ex.response_headers(), exc)
 
 
+def request_headers(raw: list[tuple[bytes, bytes]]) -> Mapping[str, str]:
+    """The request's headers as Starlette's Headers reads them (get: a name's first value; items: every
+    pair): a plain dict when no name repeats (the same answers, each header decoded once instead of a scan
+    of them all per lookup), else Starlette's Headers itself."""
+    plain = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    return plain if len(plain) == len(raw) else Headers(raw=raw)
+
+
 async def handle(svc: Services, request: Request, endpoint: Endpoint) -> Response:
     """One model request, start to end (gateway/hot_routes.py calls it): every error is answered here,
     OpenAI-shaped, and every request that names a team leaves one record."""
-    ex = Exchange.begin(endpoint.name, request.headers.get("x-request-id"))
+    headers = request_headers(request.scope["headers"])
+    ex = Exchange.begin(endpoint.name, headers.get("x-request-id"))
     try:
-        ex.key = key = await svc.authenticate(authorization(request.headers))
+        ex.key = key = await svc.authenticate(authorization(headers))
     except GatewayError as exc:  # no team to charge (unknown key or team, key store down): not recorded
         return error_response(ex.response_headers(), exc)
     ex.tags.update(key.spec.tags)  # on every record of the key, refusals (404, 403) included
     # A caller that traces (W3C traceparent) gets the gateway's span inside its own trace.
-    parent = extract_context(request.headers) if "traceparent" in request.headers else None
+    parent = extract_context(headers) if "traceparent" in headers else None
     ex.span = svc.telemetry.tracer.start_span(f"POST /v1/{endpoint.path}", context=parent,
                                               kind=trace.SpanKind.SERVER)
     guard: DisconnectGuard | None = None
     try:
-        body = await read_json_body(request, svc.settings.max_body_bytes)
-        ex.request = parse_request(endpoint, body, parse_body(endpoint.schema, body), request.headers)
+        body = await read_json_body(request, svc.settings.max_body_bytes, headers.get("content-length"))
+        ex.request = parse_request(endpoint, body, parse_body(endpoint.schema, body), headers)
         await _plan(svc, ex, endpoint, ex.request)
         guard = DisconnectGuard(request.receive)
         if ex.request.stream:

@@ -17,9 +17,15 @@ def _too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit():
+_HEADER = object()  # read_body's default: the Content-Length as the request's headers give it
+
+
+async def read_body(request: Request, limit: int, length: str | None | object = _HEADER) -> bytes:
+    """The body, refused once it is over `limit` bytes (`length`: the Content-Length header, when the
+    caller has read it already)."""
+    if length is _HEADER:
+        length = request.headers.get("content-length")
+    if isinstance(length, str) and length.isdigit():
         if int(length) > limit:
             raise _too_large(limit)
         return await request.body()
@@ -33,8 +39,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(pieces)
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    raw = await read_body(request, limit)
+async def read_json_body(request: Request, limit: int, length: str | None | object = _HEADER) -> Any:
+    raw = await read_body(request, limit, length)
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:

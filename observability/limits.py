@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote
 
 from observability.limits_config import LIMIT_NAMES, LimitsConfig, TeamLimits
@@ -19,10 +19,15 @@ from observability.limits_protocol import LimitExceeded, LimitUsage, Reservation
 NANO = 1_000_000_000  # USD is counted in integer nano-dollars, so sums are exact
 _UNITS = {"requests_per_minute": "requests/min", "tokens_per_minute": "tokens/min",
           "usd_per_day": "USD/day", "usd_per_month": "USD/month"}
+# What a request adds to each limit's window: 0 one request, 1 its tokens, 2 its nano-USD (_amounts' order).
+_UNIT = {"requests_per_minute": 0, "tokens_per_minute": 1, "usd_per_day": 2, "usd_per_month": 2}
+USD_LIMITS = frozenset(("usd_per_day", "usd_per_month"))  # a set test: str.startswith costs ~1 k instructions
 
 
-@dataclass(frozen=True)
-class Charge:
+class Charge(NamedTuple):
+    """One window a request is charged in (a tuple: built per window per request, ~1/4 of a frozen
+    dataclass's cost)."""
+
     key: str  # "<scope>:<id>:<limit>:<window start>", the store's counter id
     scope: str  # "team" or "key"
     owner: str  # the team name or key id
@@ -62,16 +67,17 @@ def window_key(scope: str, owner: str, limit_name: str, start: int) -> str:
     return f"{scope}:{_quoted(owner)}:{limit_name}:{start}"
 
 
+def _amounts(tokens: int, cost_usd: float) -> tuple[int, int, int]:
+    """What a request adds to a window, by _UNIT: 1 request, its tokens, its nano-USD."""
+    return 1, max(tokens, 0), max(round(cost_usd * NANO), 0)
+
+
 def _amount(limit_name: str, tokens: int, cost_usd: float) -> int:
-    if limit_name == "requests_per_minute":
-        return 1
-    if limit_name == "tokens_per_minute":
-        return max(tokens, 0)
-    return max(round(cost_usd * NANO), 0)
+    return _amounts(tokens, cost_usd)[_UNIT[limit_name]]
 
 
 def _scaled(limit_name: str, value: float) -> int:
-    return round(value * NANO) if limit_name.startswith("usd") else int(value)
+    return round(value * NANO) if limit_name in USD_LIMITS else int(value)
 
 
 UNCHECKED_LIMIT = 2**62  # a limit no window reaches: the charge is counted but never refused
@@ -90,10 +96,39 @@ def plan_charges(config: LimitsConfig, team: str, key_id: str, tokens: int, cost
             if value is None:
                 continue
             start, end = windows[name]
-            limit = UNCHECKED_LIMIT if scope in unchecked and name.startswith("usd") else _scaled(name, value)
+            limit = UNCHECKED_LIMIT if scope in unchecked and name in USD_LIMITS else _scaled(name, value)
             charges.append(Charge(window_key(scope, owner, name, start), scope, owner, name,
                                   _amount(name, tokens, cost_usd), limit, end))
     return charges
+
+
+class ChargePlans:
+    """plan_charges for one limiter, its windows kept by team and key for the minute they were planned in:
+    every window boundary is a whole minute, so the windows' keys, limits and ends are the same for all of a
+    team's and key's requests in it, and a request's charges are its amounts laid on them (the keys' text,
+    limits and window lookups made once a minute, not per request). A new config (a reload) plans anew."""
+
+    MAX_PLANS = 10_000  # distinct (team, key, ...) in one minute; past it the cache starts again
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._plans: dict[tuple[object, ...], tuple[LimitsConfig, tuple[tuple[str, str, str, str, int, float, int], ...]]] = {}
+
+    def charges(self, config: LimitsConfig, team: str, key_id: str, tokens: int, cost_usd: float, now: float,
+                unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> list[Charge]:
+        """What plan_charges(config, team, key_id, tokens, cost_usd, now, unchecked, key_limits) returns."""
+        minute = int(now // 60)
+        if minute != self._minute or len(self._plans) >= self.MAX_PLANS:
+            self._plans, self._minute = {}, minute
+        which = (team, key_id, key_limits, frozenset(unchecked))
+        plan = self._plans.get(which)
+        if plan is None or plan[0] is not config:
+            windows = tuple((c.key, c.scope, c.owner, c.limit_name, c.limit, c.window_end, _UNIT[c.limit_name])
+                            for c in plan_charges(config, team, key_id, 0, 0.0, now, unchecked, key_limits))
+            plan = self._plans[which] = (config, windows)
+        amounts = _amounts(tokens, cost_usd)
+        return [Charge(key, scope, owner, name, amounts[unit], limit, end)
+                for key, scope, owner, name, limit, end, unit in plan[1]]
 
 
 def request_charges(config: LimitsConfig, team: str, key_id: str, now: float,
@@ -117,14 +152,14 @@ def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> tuple[tuple[
     window once these charges are added (empty: no budget enforced)."""
     left: dict[str, int] = {}
     for c, u in zip(charges, used):
-        if c.limit_name.startswith("usd") and c.limit != UNCHECKED_LIMIT:
+        if c.limit_name in USD_LIMITS and c.limit != UNCHECKED_LIMIT:
             room = c.limit - u - c.amount
             left[c.scope] = min(room, left.get(c.scope, room))
     return tuple((scope, max(room, 0) / NANO) for scope, room in left.items())
 
 
 def _human(limit_name: str, value: float) -> str:
-    return f"${value / NANO:.4f}" if limit_name.startswith("usd") else str(int(value))
+    return f"${value / NANO:.4f}" if limit_name in USD_LIMITS else str(int(value))
 
 
 def exceeded(charge: Charge, used: int, now: float) -> LimitExceeded:
@@ -155,19 +190,17 @@ def window_states(charges: Sequence[Charge], used_after: Sequence[int], now: flo
 def settle_deltas(reservation: Reservation, tokens: int, cost_usd: float) -> list[tuple[str, int]]:
     """(window key, actual − estimate) for every charged window whose amount depends on the outcome."""
     deltas = []
+    actual, held = _amounts(tokens, cost_usd), _amounts(reservation.tokens, reservation.cost_usd)
     for key in reservation.window_keys:
-        name = key.rsplit(":", 2)[1]
-        if name == "requests_per_minute":
-            continue
-        delta = _amount(name, tokens, cost_usd) - _amount(name, reservation.tokens, reservation.cost_usd)
-        if delta:
+        unit = _UNIT[key.rsplit(":", 2)[1]]
+        if unit and (delta := actual[unit] - held[unit]):  # a request is a request: unit 0 never settles
             deltas.append((key, delta))
     return deltas
 
 
 def usage_from(charges: Sequence[Charge], used: Sequence[int]) -> list[LimitUsage]:
     def unscale(name: str, v: int) -> float:
-        return v / NANO if name.startswith("usd") else float(v)
+        return v / NANO if name in USD_LIMITS else float(v)
 
     return [LimitUsage(c.scope, c.owner, c.limit_name, unscale(c.limit_name, u), unscale(c.limit_name, c.limit),
                        c.window_end) for c, u in zip(charges, used)]

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 
 from observability.limits import (
+    ChargePlans,
     exceeded,
     first_exceeded,
     plan_charges,
@@ -28,11 +29,12 @@ class InProcessLimiter:
         self._clock = clock
         self._counts: dict[str, tuple[int, float]] = {}  # key -> (used, window end)
         self._lock = threading.Lock()
+        self._plans = ChargePlans()  # the team's and key's windows, planned once a minute
 
     async def reserve(self, request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
                       *, unchecked: Collection[str] = (), key_limits: TeamLimits | None = None) -> Reservation:
         now = self._clock()
-        charges = plan_charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
+        charges = self._plans.charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
             bad = first_exceeded(charges, used)
