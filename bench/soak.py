@@ -23,15 +23,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
+import orjson
 import redis
 
 from bench.soak_stack import Stack, proc_sample, start_stack
+from observability.bench.client import Target
+from observability.bench.exchange import Exchange, Pool
 from observability.redis_store import RedisStore
 from tests.support.redis_server import RedisClusterServers
 
 NORMAL_STREAM = "fake:chunks=16;delay_ms=2"
 SLOW_BODY = "fake:ttft_ms=400"  # a non-streamed answer the client gives up on before it comes
+TIMEOUT_S = 60.0  # one request, whole
 
 
 def plan(i: int, rng: random.Random) -> str:
@@ -44,47 +47,51 @@ def plan(i: int, rng: random.Random) -> str:
     return "normal-stream" if i % 2 else "normal"
 
 
-async def one(client: httpx.AsyncClient, stack: Stack, i: int, kind: str, prefix: str = "soak") -> dict[str, Any]:
+async def one(client: Pool, stack: Stack, i: int, kind: str, prefix: str = "soak") -> dict[str, Any]:
     """Send request i as `kind`; returns what the client saw (status, the gateway's request id, and
-    whether the request left the client at all: one cut while it waited for a pooled connection did not)."""
+    whether the request left the client at all: one whose connection could not be made did not)."""
     team = stack.teams[i % len(stack.teams)]
     model = {"error-500": "err500", "error-drop": "errdrop"}.get(kind, "m")
     stream = kind in ("normal-stream", "cut-stream", "error-drop")
     body = {"model": model, "messages": [{"role": "user", "content": f"soak request {i}"}], "stream": stream,
             "max_tokens": 16, "user": SLOW_BODY if kind == "cut" else NORMAL_STREAM}
-    headers = {"authorization": f"Bearer {stack.keys[team]}", "x-request-id": f"{prefix}-{i}"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {stack.keys[team]}",
+               "X-Request-Id": f"{prefix}-{i}"}
     seen: dict[str, Any] = {"i": i, "kind": kind, "team": team, "status": None, "gateway_id": None, "error": "",
                             "sent": False}
-    sent = asyncio.Event()
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        if event == "http11.send_request_body.complete":
-            sent.set()
-            seen["sent"] = True
-
-    ext = {"trace": trace}
+    exchange = None
     try:
-        if kind == "cut":
-            return await _cut(client.post(stack.url, json=body, headers=headers, extensions=ext), sent, seen)
-        async with client.stream("POST", stack.url, json=body, headers=headers, extensions=ext) as response:
-            seen["status"], seen["gateway_id"] = response.status_code, response.headers.get("x-hybridgw-request-id")
-            async for _ in response.aiter_bytes():
+        async with asyncio.timeout(TIMEOUT_S):
+            exchange = await client.send(orjson.dumps(body), headers)
+            seen["sent"] = True
+            if kind == "cut":
+                return await _cut(exchange, seen)
+            seen["status"] = await exchange.head()
+            seen["gateway_id"] = exchange.headers.get("x-hybridgw-request-id")
+            async for _ in exchange.body():
                 if kind == "cut-stream":
-                    break  # leaving the block closes the connection mid-stream
-    except httpx.HTTPError as exc:
+                    break  # closing below, before the body's end, cuts the connection mid-stream
+    except Exception as exc:  # noqa: BLE001 - any failure is what the client saw, classified by the caller
         seen["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if exchange is not None:
+            exchange.close()
     return seen
 
 
-async def _cut(post: Any, sent: asyncio.Event, seen: dict[str, Any]) -> dict[str, Any]:
+async def _cut(exchange: Exchange, seen: dict[str, Any]) -> dict[str, Any]:
     """Close the connection 50 ms after the whole request has left (the slow answer is not there yet)."""
-    task = asyncio.ensure_future(post)
-    await asyncio.wait([task, asyncio.ensure_future(sent.wait())], return_when=asyncio.FIRST_COMPLETED)
-    await asyncio.sleep(0.05)
+    async def answer() -> None:
+        seen["status"] = await exchange.head()
+        seen["gateway_id"] = exchange.headers.get("x-hybridgw-request-id")
+        await exchange.read()
+
+    task = asyncio.ensure_future(answer())
+    await asyncio.wait([task], timeout=0.05)
     if task.done():
-        seen["status"] = task.result().status_code  # answered before the cut: its record says ok
+        task.result()  # answered before the cut: its record says ok (or its failure is raised)
         return seen
-    task.cancel()  # httpx closes the connection of a cancelled request
+    task.cancel()  # the caller closes the connection: the body is not complete
     await asyncio.gather(task, return_exceptions=True)
     seen["status"] = "cut"
     return seen
@@ -97,15 +104,25 @@ async def calibrate(stack: Stack, seconds: float, concurrency: int = 32) -> floa
 
     async def worker(w: int) -> None:
         nonlocal done
-        async with httpx.AsyncClient(timeout=30.0) as client:
-            i = w
-            while time.monotonic() < end:
-                await one(client, stack, i, "normal-stream" if i % 2 else "normal", prefix="calibrate")
-                done += 1
-                i += concurrency
+        i = w
+        while time.monotonic() < end:
+            await one(client, stack, i, "normal-stream" if i % 2 else "normal", prefix="calibrate")
+            done += 1
+            i += concurrency
 
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    client = pool(stack)
+    try:
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        client.close()
     return done / seconds
+
+
+def pool(stack: Stack) -> Pool:
+    """The soak's client: raw keep-alive connections to the gateway (observability/bench's, cheap per
+    request, so it does not give way before the gateway). Idle ones expire before uvicorn's 5 s keep-alive
+    timeout ends them: a request sent on one the server is closing at that moment never reaches it."""
+    return Pool(Target.parse(stack.url, "chat"), idle_expiry_s=2.0)
 
 
 async def soak(stack: Stack, a: argparse.Namespace, rate: float
@@ -118,10 +135,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
     samples: list[dict[str, Any]] = []
     tasks: set[asyncio.Task[None]] = set()
     start = time.monotonic()
-    # Idle connections expire before the gateway's keep-alive timeout (uvicorn's 5 s) ends them: a request
-    # sent on one the server is closing at that moment never reaches it (a ReadError, and no record).
-    limits = httpx.Limits(max_connections=a.max_inflight, max_keepalive_connections=64, keepalive_expiry=2.0)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+    client = pool(stack)
+    try:
 
         async def run_one(i: int, kind: str) -> None:
             results.append(await one(client, stack, i, kind))
@@ -169,6 +184,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
         for helper in helpers:
             helper.cancel()
         await quiet("end")
+    finally:
+        client.close()
     return results, samples, quiets
 
 

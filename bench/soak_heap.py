@@ -20,13 +20,12 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.soak import one, plan
+from bench.soak import one, plan, pool
 from bench.soak_stack import Stack, start_stack
+from observability.bench.exchange import Pool
 
 
-async def load(stack: Stack, client: httpx.AsyncClient, rate: float, seconds: float, first: int,
+async def load(stack: Stack, client: Pool, rate: float, seconds: float, first: int,
                rng: random.Random, outage_at: float | None, outage_s: float) -> int:
     """Open-loop soak mix for `seconds`, a Redis restart `outage_at` s in; returns the next request index."""
     tasks: set[asyncio.Task[Any]] = set()
@@ -58,8 +57,8 @@ async def dump(stack: Stack, directory: Path, n: int, settle_s: float) -> dict[s
 
 async def drive(stack: Stack, a: argparse.Namespace, directory: Path) -> list[dict[str, Any]]:
     rng, dumps = random.Random(a.seed), []
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=64, keepalive_expiry=2.0)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+    client = pool(stack)
+    try:
         i = await load(stack, client, a.rate, a.warmup_s, 0, rng, None, 0)
         dumps.append(await dump(stack, directory, 0, a.settle_s))
         for k in range(a.outages):
@@ -67,6 +66,8 @@ async def drive(stack: Stack, a: argparse.Namespace, directory: Path) -> list[di
                            a.outage_s)
             dumps.append(await dump(stack, directory, k + 1, a.settle_s))
             print(summary(dumps[-2], dumps[-1]), file=sys.stderr, flush=True)
+    finally:
+        client.close()
     return dumps
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from observability.redis_cluster_async import MIN_IDLE_KEPT, TRIM_INTERVAL_S, AsyncCluster, disconnect_all
-from observability.redis_sync_pool import trimmed_client
+from observability.redis_sync_pool import TrimmedPool, trimmed_client
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # The cluster client's own ways of saying "no answer" (a slot no node serves while its master is
@@ -59,8 +59,10 @@ def sync_client(url: str, **kwargs: Any) -> redis.Redis | LazyCluster:
     from redis.retry import Retry
 
     first, extra = _nodes(url)
+    # each node's pool trimmed as the one server's is (redis-py's per-node pools never close a connection)
     return LazyCluster(lambda: redis.RedisCluster.from_url(
-        first, startup_nodes=[ClusterNode(h, p) for h, p in extra], retry=Retry(NoBackoff(), _RETRIES), **kwargs))
+        first, startup_nodes=[ClusterNode(h, p) for h, p in extra], retry=Retry(NoBackoff(), _RETRIES),
+        connection_pool_class=TrimmedPool, **kwargs))
 
 
 class LazyCluster:
@@ -83,8 +85,14 @@ class LazyCluster:
         return getattr(self._client, name)
 
     def close(self) -> None:
+        """Close the client and every node's pool: redis-py closes each node's client but not its pool
+        (made from a URL, the pool is the node's own), whose connections, and trim timer, stayed open."""
         if self._client is not None:
+            nodes = self._client.get_nodes()
             self._client.close()
+            for node in nodes:
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
 
 
 def is_cluster_client(client: object) -> bool:

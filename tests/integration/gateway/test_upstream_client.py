@@ -22,7 +22,9 @@ STREAM = UpstreamRequest("chat/completions", {"model": "m", "stream": True}, "re
 SSE = "content-type: text/event-stream"
 
 
-def run(upstream: RawUpstream, use: Callable[[OpenAIHTTPBackend], Awaitable[Any]], **spec: Any) -> Any:
+def run(upstream: RawUpstream, use: Callable[[OpenAIHTTPBackend], Awaitable[Any]],
+        runner: Callable[[Any], Any] = asyncio.run, **spec: Any) -> Any:
+    """`use` a backend on `upstream` under `runner` (asyncio.run, or uvloop.run: the gateway's loop)."""
     async def main() -> Any:
         base_url = await upstream.start()
         backend = OpenAIHTTPBackend(ResolvedBackend("up", "openai", base_url, "sk-test", None, **spec))
@@ -33,7 +35,7 @@ def run(upstream: RawUpstream, use: Callable[[OpenAIHTTPBackend], Awaitable[Any]
             await backend.aclose()
             await asyncio.sleep(0.05)  # the server sees the hang-ups
             upstream.stop()
-    return asyncio.run(main())
+    return runner(main())
 
 
 async def _frames(backend: OpenAIHTTPBackend, request: UpstreamRequest = STREAM) -> list[bytes]:

@@ -5,9 +5,6 @@ by the openssl CLI."""
 from __future__ import annotations
 
 import asyncio
-import re
-import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,15 @@ from gateway.backends.openai_http import OpenAIHTTPBackend
 from gateway.backends.upstream_pool import Pool, Proxy, Target, Unreachable, request_head
 from gateway.catalog import ResolvedBackend
 from gateway.errors import UpstreamError
-from tests.support.raw_upstream import ANSWER, RawUpstream, reply
+from tests.support.raw_upstream import (
+    ANSWER,
+    ConnectProxy,
+    RawUpstream,
+    client_tls,
+    make_certs,
+    reply,
+    server_tls,
+)
 
 CHAT = UpstreamRequest("chat/completions", {"model": "m"}, "req_1")
 RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])  # the gateway's loop
@@ -28,56 +33,7 @@ RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asynci
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A test CA, and a certificate it signed for `localhost` (only)."""
-    d = tmp_path_factory.mktemp("certs")
-    (d / "san.cnf").write_text("subjectAltName=DNS:localhost\n")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for cmd in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca"],
-                ["req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost"],
-                ["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "srv.pem", "-days", "1", "-extfile", "san.cnf"]):
-        subprocess.run(["openssl", *cmd], cwd=d, check=True, capture_output=True)
-    return d
-
-
-def _server_tls(certs: Path) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certs / "srv.pem", certs / "srv.key")
-    return context
-
-
-def _client_tls(certs: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certs / "ca.pem"))
-
-
-class ConnectProxy:
-    """A forwarding proxy: CONNECT tunnels and absolute-form requests, each head kept as received."""
-
-    def __init__(self) -> None:
-        self.heads: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.heads.append(head)
-        if head.startswith(b"CONNECT "):
-            host, port = head.split(b" ")[1].decode().rsplit(":", 1)
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        else:  # POST http://host:port/... HTTP/1.1
-            host, port = re.match(rb"POST http://([^:/]+):(\d+)/", head).groups()  # type: ignore[union-attr]
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        if not head.startswith(b"CONNECT "):
-            up_writer.write(head)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-        writer.close()
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 def test_max_connections_caps_the_connections_a_backend_opens() -> None:
@@ -141,11 +97,11 @@ def test_plain_http_goes_through_http_proxy_in_absolute_form_with_its_credential
 @RUNNERS
 def test_https_goes_through_the_proxys_connect_tunnel_then_tls_to_the_host(certs: Path, run: Any) -> None:
     async def main() -> tuple[bytes, ConnectProxy]:
-        proxy, upstream = ConnectProxy(), RawUpstream(reply(ANSWER), tls=_server_tls(certs))
+        proxy, upstream = ConnectProxy(), RawUpstream(reply(ANSWER), tls=server_tls(certs))
         pport = await proxy.start()
         port = int((await upstream.start()).rsplit(":", 1)[1].split("/")[0])
         auth = b"proxy-authorization: Basic dTpw\r\n"
-        pool = Pool(Target("localhost", port, _client_tls(certs), Proxy("", "127.0.0.1", pport, None, auth)), 2, 5.0)
+        pool = Pool(Target("localhost", port, client_tls(certs), Proxy("", "127.0.0.1", pport, None, auth)), 2, 5.0)
         body, _ = await _call(pool)
         pool.close()
         upstream.stop()
@@ -158,9 +114,9 @@ def test_https_goes_through_the_proxys_connect_tunnel_then_tls_to_the_host(certs
 @RUNNERS
 def test_tls_checks_the_hostname(certs: Path, run: Any) -> None:
     async def main(host: str) -> bytes:
-        upstream = RawUpstream(reply(ANSWER), tls=_server_tls(certs))
+        upstream = RawUpstream(reply(ANSWER), tls=server_tls(certs))
         port = int((await upstream.start()).rsplit(":", 1)[1].split("/")[0])
-        pool = Pool(Target(host, port, _client_tls(certs), None), 2, 5.0)
+        pool = Pool(Target(host, port, client_tls(certs), None), 2, 5.0)
         try:
             return (await _call(pool))[0]
         finally:
@@ -173,7 +129,7 @@ def test_tls_checks_the_hostname(certs: Path, run: Any) -> None:
 
 def test_an_https_backend_trusts_only_certifis_cas(certs: Path) -> None:
     async def main() -> UpstreamError:
-        upstream = RawUpstream(reply(ANSWER), tls=_server_tls(certs))
+        upstream = RawUpstream(reply(ANSWER), tls=server_tls(certs))
         backend = OpenAIHTTPBackend(ResolvedBackend("up", "openai", await upstream.start(), None, None))
         await backend.open()
         try:

@@ -1,6 +1,6 @@
-"""The one-server pools (the limiter's asyncio one; the ledger's and the key store's blocking ones) close
-what a burst opened once traffic no longer needs it: a pile-up (Redis down a moment, a host too busy to
-keep up, threads asking at once) must not keep its connections open for good."""
+"""The pools (the limiter's asyncio one; the ledger's and the key store's blocking ones, on one server and
+on each node of a cluster) close what a burst opened once traffic no longer needs it: a pile-up (Redis
+down a moment, a host too busy to keep up, threads asking at once) must not keep its connections open for good."""
 from __future__ import annotations
 
 import asyncio
@@ -9,10 +9,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import redis
+from redis.crc import key_slot
 
 from observability.redis_clients import async_client, sync_client
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisClusterServers, RedisServer, redis_server_path
 
 
 def _connected(url: str) -> int:
@@ -119,3 +121,34 @@ def test_the_blocking_clients_close_a_bursts_connections_under_light_traffic(red
         client.close()
     assert opened >= 15
     assert now <= 2  # one more than in use at once (1), or the floor of 2
+
+
+@pytest.fixture
+def cluster(tmp_path: Any) -> Any:
+    if redis_server_path() is None:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    servers = RedisClusterServers(tmp_path / "redis", durable=False).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def test_the_blocking_cluster_clients_close_a_bursts_connections_when_traffic_stops(cluster: RedisClusterServers) -> None:
+    """On a cluster the ledger's and key store's client is redis.RedisCluster: one pool per node, which
+    redis-py never trims (a burst of threads on one node's keys kept its 20 sockets for good)."""
+    node = cluster.nodes[min(key_slot(b"nothing") * 3 // 16384, 2)]  # the master of the key's slot (redis-cli's split)
+    client = sync_client(cluster.url, client_name="hybridgw-ctrim-test", socket_timeout=2.0)
+    try:
+        _burst(client, 20)
+        opened = now = _named(node.url, "hybridgw-ctrim-test")
+        deadline = time.monotonic() + 60.0  # a bound on waiting (the trim runs every 5 s), not a speed
+        while now > 2 and time.monotonic() < deadline:
+            time.sleep(1.0)  # nothing sent: only the pool's own timer can close them
+            now = _named(node.url, "hybridgw-ctrim-test")
+        client.ping()  # still serves after its trims
+    finally:
+        client.close()
+    assert opened >= 15
+    assert now <= 2  # the floor of 2 idle (before: the burst's 20 kept for good)
+    assert sum(_named(n.url, "hybridgw-ctrim-test") for n in cluster.nodes) == 0  # closing closed every node's pool
