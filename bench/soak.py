@@ -28,7 +28,7 @@ import redis
 
 from bench.soak_stack import Stack, proc_sample, start_stack
 from observability.bench.client import Target
-from observability.bench.exchange import Exchange, Pool
+from observability.bench.exchange import BenchExchange, BenchPool
 from observability.redis_store import RedisStore
 from tests.support.redis_server import RedisClusterServers
 
@@ -47,7 +47,7 @@ def plan(i: int, rng: random.Random) -> str:
     return "normal-stream" if i % 2 else "normal"
 
 
-async def one(client: Pool, stack: Stack, i: int, kind: str, prefix: str = "soak") -> dict[str, Any]:
+async def one(client: BenchPool, stack: Stack, i: int, kind: str, prefix: str = "soak") -> dict[str, Any]:
     """Send request i as `kind`; returns what the client saw (status, the gateway's request id, and
     whether the request left the client at all: one whose connection could not be made did not)."""
     team = stack.teams[i % len(stack.teams)]
@@ -79,7 +79,7 @@ async def one(client: Pool, stack: Stack, i: int, kind: str, prefix: str = "soak
     return seen
 
 
-async def _cut(exchange: Exchange, seen: dict[str, Any]) -> dict[str, Any]:
+async def _cut(exchange: BenchExchange, seen: dict[str, Any]) -> dict[str, Any]:
     """Close the connection 50 ms after the whole request has left (the slow answer is not there yet)."""
     async def answer() -> None:
         seen["status"] = await exchange.head()
@@ -118,11 +118,11 @@ async def calibrate(stack: Stack, seconds: float, concurrency: int = 32) -> floa
     return done / seconds
 
 
-def pool(stack: Stack) -> Pool:
+def pool(stack: Stack) -> BenchPool:
     """The soak's client: raw keep-alive connections to the gateway (observability/bench's, cheap per
     request, so it does not give way before the gateway). Idle ones expire before uvicorn's 5 s keep-alive
     timeout ends them: a request sent on one the server is closing at that moment never reaches it."""
-    return Pool(Target.parse(stack.url, "chat"), idle_expiry_s=2.0)
+    return BenchPool(Target.parse(stack.url, "chat"), idle_expiry_s=2.0)
 
 
 async def soak(stack: Stack, a: argparse.Namespace, rate: float

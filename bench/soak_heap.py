@@ -22,10 +22,10 @@ from typing import Any
 
 from bench.soak import one, plan, pool
 from bench.soak_stack import Stack, start_stack
-from observability.bench.exchange import Pool
+from observability.bench.exchange import BenchPool
 
 
-async def load(stack: Stack, client: Pool, rate: float, seconds: float, first: int,
+async def load(stack: Stack, client: BenchPool, rate: float, seconds: float, first: int,
                rng: random.Random, outage_at: float | None, outage_s: float) -> int:
     """Open-loop soak mix for `seconds`, a Redis restart `outage_at` s in; returns the next request index."""
     tasks: set[asyncio.Task[Any]] = set()

@@ -235,6 +235,10 @@ class OpenAIHTTPBackend:
                     started = True
                     yield payloads  # one read's frames go on in one write (before the end or an error)
                 if end is None:
+                    if not piece and not started:  # a 204, or a 200 whose stream ended before any event
+                        raise self._fail(UpstreamError(f"upstream {self.name} answered {conn.status} without an "
+                                                       "answer: the stream ended before its first event",
+                                                       backend=self.name, kind="protocol"))
                     if not piece:
                         return  # ended without [DONE]: accepted, as many servers do
                     continue

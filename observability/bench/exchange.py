@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from observability.bench.client import Connection, Target, _body_chunks, _parse_head
 
 
-class Pool:
+class BenchPool:
     """Keep-alive connections to one target. An idle one older than `idle_expiry_s` is closed rather than
     reused: set it below the server's keep-alive timeout, so a request never goes out on a connection the
     server is closing at that moment."""
@@ -22,13 +22,13 @@ class Pool:
         self._idle: deque[tuple[float, Connection]] = deque()  # oldest left, newest right
         self._line = f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n".encode()
 
-    async def send(self, body: bytes, headers: dict[str, str]) -> Exchange:
+    async def send(self, body: bytes, headers: dict[str, str]) -> BenchExchange:
         """Write one POST (on a fresh idle connection or a new one) and wait until it has left; raises
         OSError when no connection can be made (then nothing was sent)."""
         conn, reused = await self._connect()
         request = b"%s%sContent-Length: %d\r\n\r\n%s" % (
             self._line, "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode(), len(body), body)
-        exchange = Exchange(self, conn, reused, request)
+        exchange = BenchExchange(self, conn, reused, request)
         await exchange.write()
         return exchange
 
@@ -55,11 +55,11 @@ class Pool:
             self._idle.pop()[1].close()
 
 
-class Exchange:
+class BenchExchange:
     """One request on one connection: `head()`, then `body()`; `close()` hands the connection back when
     the body was read to its end and the server keeps it, else closes it (a cut, from the server's side)."""
 
-    def __init__(self, pool: Pool, conn: Connection, reused: bool, request: bytes) -> None:
+    def __init__(self, pool: BenchPool, conn: Connection, reused: bool, request: bytes) -> None:
         self.pool, self.conn, self.reused, self.request = pool, conn, reused, request
         self.status, self.headers, self.complete = 0, {}, False
 

@@ -8,13 +8,13 @@ import asyncio
 from typing import Any
 
 from observability.bench.client import Target
-from observability.bench.exchange import Pool
+from observability.bench.exchange import BenchPool
 from tests.support.raw_upstream import ANSWER, Close, RawUpstream, reply, sse
 
 
 def _run(upstream: RawUpstream, use: Any, idle_expiry_s: float = 2.0) -> Any:
     async def main() -> Any:
-        pool = Pool(Target.parse(await upstream.start(), "chat"), idle_expiry_s=idle_expiry_s)
+        pool = BenchPool(Target.parse(await upstream.start(), "chat"), idle_expiry_s=idle_expiry_s)
         try:
             return await use(pool)
         finally:
@@ -24,7 +24,7 @@ def _run(upstream: RawUpstream, use: Any, idle_expiry_s: float = 2.0) -> Any:
     return asyncio.run(main())
 
 
-async def _whole(pool: Pool, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+async def _whole(pool: BenchPool, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     exchange = await pool.send(b"{}", headers or {})
     try:
         return await exchange.head(), await exchange.read()
@@ -35,7 +35,7 @@ async def _whole(pool: Pool, headers: dict[str, str] | None = None) -> tuple[int
 def test_requests_one_after_another_share_a_connection_and_say_what_they_were_given() -> None:
     upstream = RawUpstream(reply(ANSWER), reply(sse(3), "chunked", "content-type: text/event-stream"))
 
-    async def two(pool: Pool) -> list[tuple[int, bytes]]:
+    async def two(pool: BenchPool) -> list[tuple[int, bytes]]:
         return [await _whole(pool, {"X-Request-Id": "soak-1"}), await _whole(pool)]
     assert _run(upstream, two) == [(200, ANSWER), (200, sse(3))]
     assert upstream.connections == 1
@@ -47,7 +47,7 @@ def test_requests_one_after_another_share_a_connection_and_say_what_they_were_gi
 def test_a_response_cut_before_its_end_closes_its_connection() -> None:
     upstream = RawUpstream(reply(sse(50), "chunked", "content-type: text/event-stream"), reply(ANSWER))
 
-    async def cut_then_whole(pool: Pool) -> tuple[int, bytes]:
+    async def cut_then_whole(pool: BenchPool) -> tuple[int, bytes]:
         exchange = await pool.send(b"{}", {})
         await exchange.head()
         async for _ in exchange.body():
@@ -61,7 +61,7 @@ def test_a_response_cut_before_its_end_closes_its_connection() -> None:
 def test_an_idle_connection_past_its_expiry_is_closed_not_reused() -> None:
     upstream = RawUpstream(reply(ANSWER), reply(ANSWER))
 
-    async def apart(pool: Pool) -> list[tuple[int, bytes]]:
+    async def apart(pool: BenchPool) -> list[tuple[int, bytes]]:
         first = await _whole(pool)
         await asyncio.sleep(0.3)
         return [first, await _whole(pool)]
@@ -72,7 +72,7 @@ def test_an_idle_connection_past_its_expiry_is_closed_not_reused() -> None:
 def test_a_kept_alive_connection_closed_as_it_was_reused_sends_the_request_again_once() -> None:
     upstream = RawUpstream(reply(ANSWER), Close(), reply(ANSWER))
 
-    async def two(pool: Pool) -> list[tuple[int, bytes]]:
+    async def two(pool: BenchPool) -> list[tuple[int, bytes]]:
         return [await _whole(pool), await _whole(pool)]
     assert _run(upstream, two) == [(200, ANSWER)] * 2
     assert upstream.connections == 2 and len(upstream.heads) == 3

@@ -191,12 +191,14 @@ def test_a_304_on_a_stream_is_an_error_and_the_connection_still_serves() -> None
     assert error.kind == "protocol" and "304" in error.message and frames == 2 and upstream.connections == 1
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/backends/openai_http.py stream() takes a 204 as an empty stream, "
-                   "a success (the non-streamed call calls it no answer); the fix is outside this helper's files")
-def test_a_204_on_a_stream_is_no_answer() -> None:
-    upstream = RawUpstream(_bodiless("204 No Content"))
+@pytest.mark.parametrize("answer", [_bodiless("204 No Content"), reply(b"", "length", SSE), reply(b"", "chunked", SSE)])
+def test_a_stream_that_ends_before_its_first_event_is_no_answer(answer: bytes) -> None:
+    """A 204, or a 200 whose event stream is empty, is an upstream error before the first byte (the router may
+    try another target), as the non-streamed call's empty answer is; not an empty success."""
+    upstream = RawUpstream(answer)
     error = run(upstream, lambda b: _error(_frames(b)), timeouts=Timeouts(first_byte_s=3, between_chunks_s=3))
-    assert error.kind == "protocol" and "204" in error.message
+    assert error.kind == "protocol" and not error.after_first_byte and "without an answer" in error.message
+    assert error.message.startswith("upstream ") and answer[9:12].decode() in error.message
 
 
 # -- a half-closed socket ------------------------------------------------------------------------------
