@@ -32,10 +32,11 @@ class Readiness:
     # `hybridgw serve --workers N`: how many workers, which one answered (serve_worker.workers_view)
     workers: Callable[[bool], Awaitable[dict[str, Any]]] | None = None  # (admin) -> body
     shadow: Any = None  # gateway.shadow.Shadower: its workers' state (`status`), shown among the tasks
+    heap_trimmer: Any = None  # gateway.heap_trim.HeapTrimmer (`hybridgw serve` on glibc): its state among the tasks
 
 
 def _tasks(r: Readiness, admin: bool) -> dict[str, Any]:
-    states = [part.status.snapshot() for part in (r.ledger, r.poller, r.reloader, r.shadow) if part is not None]
+    states = [part.status.snapshot() for part in (r.ledger, r.poller, r.reloader, r.shadow, r.heap_trimmer) if part is not None]
     return {s.name: s.detail() if admin else s.public() for s in states}
 
 

@@ -20,6 +20,7 @@ from gateway.catalog import build_catalog
 from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.engine_supervisor import EngineSupervisor, engines_to_spawn
 from gateway.heap import prepare_heap_for_serving
+from gateway.heap_trim import start_heap_trimmer
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.log_thread import LogThread, start_log_thread
 from gateway.settings import Settings
@@ -66,7 +67,14 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     quiet_shutdown_cancels(logging.getLogger("uvicorn.error"))  # after Config: it sets uvicorn's logging up
     server = uvicorn.Server(config)
     prepare_heap_for_serving()  # the app is built: GCs walk only what requests allocate (gateway/heap.py)
+    inner = app if hasattr(app, "state") else getattr(app, "app", None)  # under serve_worker's WorkerHeader
+    readiness = getattr(getattr(inner, "state", None), "readiness", None)
+    trimmer = start_heap_trimmer()  # free heap back to the system after bursts (gateway/heap_trim.py)
+    if readiness is not None:
+        readiness.heap_trimmer = trimmer
     server.run(sockets=None if sock is None else [sock])
+    if trimmer is not None:
+        trimmer.stop()
     if not server.started:  # e.g. the port is in use: exit 3 as uvicorn.run does, not 0
         raise SystemExit(3)
 
