@@ -4,15 +4,16 @@ cardinality, and engine KV/queue gauges. Built by a factory and passed in; nothi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from observability.histogram_totals import HistogramTotals, TotalsReader
 from observability.usage import UsageRecord
 
 SCOPE = "hybridgw.observability"
@@ -53,11 +54,20 @@ class Metrics:
         self.provider.shutdown()
 
 
+class TotalsMeterProvider(MeterProvider):
+    """The SDK's provider, with the reader that also exposes our own histograms (RequestMetrics finds it here)."""
+
+    def __init__(self, reader: TotalsReader, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(metric_readers=[reader], **kwargs)
+        self.totals_reader = reader
+
+
 def build_metrics(service_name: str = "hybridgw") -> Metrics:
     registry = CollectorRegistry(auto_describe=True)
-    reader = PrometheusMetricReader(registry=registry, disable_target_info=True)
-    provider = MeterProvider(
-        metric_readers=[reader], views=genai_views(), resource=Resource.create({"service.name": service_name}),
+    resource = Resource.create({"service.name": service_name})
+    reader = TotalsReader(registry=registry, disable_target_info=True, resource=resource)
+    provider = TotalsMeterProvider(
+        reader, views=genai_views(), resource=resource,
         exemplar_filter=AlwaysOffExemplarFilter(),  # Prometheus text carries no exemplars; skip their cost
     )
     return Metrics(provider, registry)
@@ -110,6 +120,30 @@ def time_per_output_token(record: UsageRecord) -> float | None:
     return max(0.0, record.e2e_s - record.ttft_s) / (record.completion_tokens - 1)
 
 
+class _SdkHistogram:
+    """An SDK Histogram taking HistogramTotals' attribute tuples: for a provider built elsewhere (no TotalsReader)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+
+    def record(self, value: float, attributes: tuple[tuple[str, str], ...]) -> None:
+        self._histogram.record(value, dict(attributes))
+
+
+def _histogram_factory(provider: MeterProvider, meter: Meter) -> Callable[[str, str, str], HistogramTotals | _SdkHistogram]:
+    """Our own histograms where the provider's reader shows them (build_metrics), else the SDK's."""
+    reader = getattr(provider, "totals_reader", None)
+
+    def make(name: str, unit: str, description: str) -> HistogramTotals | _SdkHistogram:
+        if reader is None:
+            return _SdkHistogram(meter.create_histogram(name, unit=unit, description=description))
+        histogram = HistogramTotals(name, unit, description, GENAI_HISTOGRAMS[name])
+        reader.add_histogram(SCOPE, histogram)
+        return histogram
+
+    return make
+
+
 class RequestMetrics:
     """What the gateway records once per finished request (record) and per engine poll (engine)."""
 
@@ -119,12 +153,12 @@ class RequestMetrics:
         self._model = LabelCap(max_models)
         self._backend = LabelCap(max_models)
         self._rule = LabelCap(max_models)
-        h = meter.create_histogram
-        self.ttft = h("gen_ai.server.time_to_first_token", unit="s", description="Time to first token")
-        self.tpot = h("gen_ai.server.time_per_output_token", unit="s",
-                      description="Time per output token generated after the first token for successful responses")
-        self.duration = h("gen_ai.server.request.duration", unit="s", description="Arrival to last byte")
-        self.tokens = h("gen_ai.client.token.usage", unit="{token}", description="Input and output tokens")
+        h = _histogram_factory(provider, meter)
+        self.ttft = h("gen_ai.server.time_to_first_token", "s", "Time to first token")
+        self.tpot = h("gen_ai.server.time_per_output_token", "s",
+                      "Time per output token generated after the first token for successful responses")
+        self.duration = h("gen_ai.server.request.duration", "s", "Arrival to last byte")
+        self.tokens = h("gen_ai.client.token.usage", "{token}", "Input and output tokens")
         self.requests, self.token_count, self.cost = CounterTotals(), CounterTotals(), CounterTotals()
         c = meter.create_observable_counter
         c("hybridgw.requests", [self.requests.observe], unit="{request}", description="Requests")
@@ -140,15 +174,15 @@ class RequestMetrics:
         # Few attributes on purpose: the SDK cleans and hashes them on every histogram measurement.
         # (The response model is on the span.)
         backend = self._backend(record.backend)
-        genai = {
-            "gen_ai.operation.name": record.operation,
-            "gen_ai.provider.name": record.provider or record.backend or "none",
-            "gen_ai.request.model": self._model(record.model_alias),
-            "hybridgw.backend": backend,
-        }
+        genai: tuple[tuple[str, str], ...] = (
+            ("gen_ai.operation.name", record.operation),
+            ("gen_ai.provider.name", record.provider or record.backend or "none"),
+            ("gen_ai.request.model", self._model(record.model_alias)),
+            ("hybridgw.backend", backend),
+        )
         ok = record.status == "ok"
         if not ok:
-            genai["error.type"] = record.error_type or record.status
+            genai = (*genai, ("error.type", record.error_type or record.status))
         if not record.is_shadow:  # a shadow call is the gateway's background call, no client's latency
             self.duration.record(record.e2e_s, genai)
         if ok and record.ttft_s is not None:
@@ -157,8 +191,8 @@ class RequestMetrics:
         if tpot is not None:
             self.tpot.record(tpot, genai)
         if record.status != "rejected" and not record.is_shadow:  # per client request, as the duration
-            self.tokens.record(record.prompt_tokens, {**genai, "gen_ai.token.type": "input"})
-            self.tokens.record(record.completion_tokens, {**genai, "gen_ai.token.type": "output"})
+            self.tokens.record(record.prompt_tokens, (*genai, ("gen_ai.token.type", "input")))
+            self.tokens.record(record.completion_tokens, (*genai, ("gen_ai.token.type", "output")))
         team = (("hybridgw.team", self._team(record.team)), ("hybridgw.backend", backend))
         # The route tells a shadow call's tokens (route "shadow": spend, not traffic) from the served ones.
         route = ("hybridgw.route", self._rule(record.rule))

@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS usage_rollups (
   team TEXT NOT NULL, period TEXT NOT NULL, start INTEGER NOT NULL, field TEXT NOT NULL,
   value NUMERIC NOT NULL, PRIMARY KEY (team, period, start, field)) WITHOUT ROWID;
 """
+# Plain INSERT: _new_records left out every stored id, so a conflict is a bug to raise, not to skip.
+_INSERT = "INSERT INTO usage_records (request_id, time, team, body, client_request_id) VALUES (?, ?, ?, ?, ?)"
+_IDS_PER_SELECT = 500  # bound parameters per statement (SQLite's limit is 32766; 999 before 3.32)
 _UPSERT = """
 INSERT INTO usage_rollups (team, period, start, field, value) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (team, period, start, field) DO UPDATE SET value = value + excluded.value
@@ -64,15 +67,9 @@ class SqliteStore:
         cur = self._conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            new: list[UsageRecord] = []
-            for record in records:
-                cur.execute(
-                    "INSERT OR IGNORE INTO usage_records (request_id, time, team, body, client_request_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (record.request_id, record.time, record.team, encode_record(record), record.client_request_id),
-                )
-                if cur.rowcount == 1:
-                    new.append(record)
+            new = self._new_records(cur, records)
+            cur.executemany(_INSERT, [(r.request_id, r.time, r.team, encode_record(r), r.client_request_id)
+                                      for r in new])
             rows = [
                 (team, period, start, name, value)
                 for (team, period, start), fields in rollups_for(new).items()
@@ -88,6 +85,23 @@ class SqliteStore:
             except sqlite3.Error:
                 pass  # already rolled back (a failed COMMIT): keep the original error
             raise
+
+    @staticmethod
+    def _new_records(cur: sqlite3.Cursor, records: Sequence[UsageRecord]) -> list[UsageRecord]:
+        """The records whose request_id is not stored yet (the first of any repeated in the batch). Read inside
+        the write transaction, so nothing else can add one before the INSERT."""
+        seen: set[str] = set()
+        ids = [r.request_id for r in records]
+        for i in range(0, len(ids), _IDS_PER_SELECT):
+            chunk = ids[i:i + _IDS_PER_SELECT]
+            sql = f"SELECT request_id FROM usage_records WHERE request_id IN ({','.join('?' * len(chunk))})"
+            seen.update(request_id for (request_id,) in cur.execute(sql, chunk))
+        new = []
+        for record in records:
+            if record.request_id not in seen:
+                seen.add(record.request_id)
+                new.append(record)
+        return new
 
     def _maybe_prune(self, cur: sqlite3.Cursor) -> None:
         now = time.time()

@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from observability.rollups import Rollup, record_fields
+import orjson
+
+from observability.rollups import Rollup
 from observability.usage import UsageRecord
 
 SQLITE_FILENAME = "usage.sqlite3"
@@ -47,7 +49,7 @@ def record_problem(record: UsageRecord) -> str | None:
         if any(map(_bad_number, value)) if value.__class__ is tuple else _bad_number(value):
             return f"{name} is not a storable number ({str(value)[:40]})"
     try:
-        fields = record_fields(record)
+        fields = record.rollup_fields  # kept on the record: the store's rollups read it again
     except (ValueError, OverflowError, TypeError) as exc:
         return f"its rollup fields cannot be computed: {exc}"
     for name, value in fields.items():
@@ -87,7 +89,10 @@ def encode_record(record: UsageRecord) -> str:
     """The raw form kept in a store: everything but the per-gap list, which the rollups already hold."""
     data = record.to_dict()
     data.pop("itl_gaps_s", None)
-    return json.dumps(data, separators=(",", ":"))
+    try:  # ~5x cheaper than json.dumps; readers json.loads it back to the same values (non-ASCII kept as UTF-8)
+        return orjson.dumps(data).decode()
+    except TypeError:  # what orjson refuses (a non-str tag key, an int past 64 bits): json as before
+        return json.dumps(data, separators=(",", ":"))
 
 
 def decode_record(text: str | bytes) -> UsageRecord:

@@ -5,6 +5,7 @@ This is the contract between the gateway (which fills it in) and the ledger (whi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 # The rule of a shadow call's record (gateway/shadow.py): the team's spend, not a request a client made.
@@ -86,6 +87,14 @@ class UsageRecord:
     def is_shadow(self) -> bool:
         """A shadow call (spend only), not a client's request."""
         return self.rule == SHADOW_RULE
+
+    @cached_property
+    def rollup_fields(self) -> dict[str, float]:
+        """rollups.record_fields(self), computed once per record: the poison check and the store's rollups
+        both read it on the ledger's thread. Shared: read it, never change it (the record is frozen)."""
+        from observability.rollups import record_fields  # rollups imports this module
+
+        return record_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         # what dataclasses.asdict gives for these flat fields, at a tenth of its cost (ledger hot loop)

@@ -35,6 +35,19 @@ def test_store_is_idempotent_by_request_id(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_batch_repeating_an_id_counts_it_once(tmp_path: Path) -> None:
+    """The first of a repeated request_id wins, inside a batch and across the batch's id look-ups (chunks of 500)."""
+    store = SqliteStore(tmp_path / "u.sqlite3")
+    assert store.write_batch([record(request_id="r0", team="é团", prompt_tokens=7)]) == 1
+    batch = [record(request_id=f"r{i}", team="é团", prompt_tokens=1) for i in range(1200)]
+    assert store.write_batch(batch + [record(request_id="r1", team="é团", prompt_tokens=1000)]) == 1199
+    fields = _day_fields(store, "é团")
+    assert fields["requests"] == 1200
+    assert fields["prompt_tokens"] == 7 + 1199
+    assert {r.team for r in store.records("é团", T0 - 1, T0 + 1)} == {"é团"}
+    store.close()
+
+
 def test_two_connections_share_the_file(tmp_path: Path) -> None:
     writer, reader = SqliteStore(tmp_path / "u.sqlite3"), SqliteStore(tmp_path / "u.sqlite3")
     writer.write_batch([record(team="beta", cost_usd=0.25)])
