@@ -36,12 +36,16 @@ class AccessRecord(logging.LogRecord):
         return self.msg
 
 
+# The record's fields in order, less its gaps and engine views.
+_LINE_FIELDS = tuple(name for name in UsageRecord.__dataclass_fields__ if name not in ("itl_gaps_s", "engine_view"))
+
+
 def access_line(usage: UsageRecord, error: str, skipped: Sequence[Attempt]) -> str:
     """The JSON line: the record without its gaps and its engine views (the ledger keeps both, for reports
     and `hybridgw replay`; the line stays one short line per request, as a proxy's access log is), the
     error's text and the targets passed over, when there are any."""
-    line = dict(usage.__dict__)  # its fields in order (a dataclass without slots): to_dict less its walk
-    del line["itl_gaps_s"], line["engine_view"]
+    values = usage.__dict__  # (a dataclass without slots): its fields, and what a cached property keeps there
+    line = {name: values[name] for name in _LINE_FIELDS}  # never UsageRecord.rollup_fields (the ledger's)
     line["tags"] = dict(usage.tags)
     if error:
         line["error"] = error

@@ -7,7 +7,7 @@ import json
 import logging
 import queue
 
-from gateway.access_log import AccessRecord, log_access
+from gateway.access_log import AccessRecord, access_line, log_access
 from gateway.dispatch import Attempt
 from gateway.log_thread import LazyQueueHandler, LogThread, start_log_thread
 from observability.usage import EngineView
@@ -131,3 +131,14 @@ def test_a_formatter_of_its_own_still_formats_access_lines() -> None:
     writer.stop()
     level, name, line = stream.getvalue().rstrip("\n").split(" ", 2)
     assert (level, name, json.loads(line)["request_id"]) == ("INFO", "test.access.formatted", "r-2")
+
+
+def test_the_line_is_the_records_fields_even_after_the_ledger_read_its_rollup_fields() -> None:
+    """The ledger's thread may compute UsageRecord.rollup_fields (a cached property, kept in the record's
+    __dict__) before the log thread makes the line: the line holds the record's fields, never that cache."""
+    usage = record(status="ok")
+    assert usage.rollup_fields  # what the poison check does first, on the ledger's thread
+    line = json.loads(access_line(usage, "", ()))
+    want = usage.to_dict()
+    del want["itl_gaps_s"], want["engine_view"]
+    assert line == json.loads(json.dumps(want)) and "rollup_fields" not in line
