@@ -9,8 +9,10 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from observability.usage import SHADOW_RULE, UsageRecord
+if TYPE_CHECKING:  # usage.py imports this module (UsageRecord.rollup_fields); annotations only here
+    from observability.usage import UsageRecord
 
 HOUR_S = 3600
 DAY_S = 86400
@@ -111,7 +113,7 @@ def _gap_fields(out: Fields, gaps: tuple[float, ...]) -> None:
 
 def record_fields(record: UsageRecord) -> Fields:
     """The counter increments one record adds to its team's hour and day rollups."""
-    if record.rule == SHADOW_RULE:
+    if record.is_shadow:
         return shadow_fields(record)
     cost = round(record.cost_usd * NANO)
     out: Fields = {

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from observability.rollups import record_fields
+
 # The rule of a shadow call's record (gateway/shadow.py): the team's spend, not a request a client made.
 # Reports count it in cost only; replay and anything counting traffic from the ledger leave it out.
 SHADOW_RULE = "shadow"
@@ -92,8 +94,6 @@ class UsageRecord:
     def rollup_fields(self) -> dict[str, float]:
         """rollups.record_fields(self), computed once per record: the poison check and the store's rollups
         both read it on the ledger's thread. Shared: read it, never change it (the record is frozen)."""
-        from observability.rollups import record_fields  # rollups imports this module
-
         return record_fields(self)
 
     def to_dict(self) -> dict[str, Any]:

@@ -81,6 +81,8 @@ def _import_each_first(modules: list[str]) -> subprocess.CompletedProcess[str]:
     ["observability.limits_shared", "observability.wiring"],
     ["local_engine.core_process", "local_engine.bootstrap"],
     ["local_engine.bootstrap", "local_engine.core_process"],
+    ["observability.rollups", "observability.usage"],  # UsageRecord.rollup_fields: usage imports rollups
+    ["observability.usage", "observability.rollups"],
 ])
 def test_each_module_imports_first_in_a_fresh_interpreter(order: list[str]) -> None:
     done = _import_each_first(order)
