@@ -17,13 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.heap_trim import MALLINFO2_FIELDS, MallInfo2
+
 ENV = "HYBRIDGW_HEAP_DUMP"
-_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-              "keepcost")
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
 
 
 def install_heap_dump(environ: Mapping[str, str]) -> bool:
@@ -90,9 +86,9 @@ def mallinfo2() -> dict[str, int] | None:
     libc = _libc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         return None
-    libc.mallinfo2.restype = _MallInfo2
+    libc.mallinfo2.restype = MallInfo2
     info = libc.mallinfo2()
-    return {name: getattr(info, name) for name in _MALLINFO2}
+    return {name: getattr(info, name) for name in MALLINFO2_FIELDS}
 
 
 def pymalloc_stats() -> dict[str, int]:

@@ -16,10 +16,13 @@ INTERVAL_S = 30.0  # HYBRIDGW_HEAP_TRIM_S; 0 turns the trimmer off
 MIN_FREE_BYTES = 4 << 20  # trim only when glibc holds at least this much free (a trim walks every arena)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+MALLINFO2_FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                    "keepcost")
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (malloc.h, 2.33+): every field a size_t."""
+    _fields_ = [(name, ctypes.c_size_t) for name in MALLINFO2_FIELDS]
 
 
 def glibc() -> Any | None:
@@ -28,7 +31,7 @@ def glibc() -> Any | None:
     libc = ctypes.CDLL(name) if name else None
     if libc is None or not hasattr(libc, "mallinfo2") or not hasattr(libc, "malloc_trim"):
         return None
-    libc.mallinfo2.restype = _MallInfo2
+    libc.mallinfo2.restype = MallInfo2
     return libc
 
 
