@@ -35,6 +35,7 @@ class DecodeRuns:
     _left: dict[int, int]  # seq_id → tokens it has still to generate
     _unsampled: set[int]
     _phase: DecodePhase | None
+    _gone: tuple[float, int, int]
 
     def _keep_decoding(self, until: float, events: list[EngineEvent]) -> None:
         """With nothing waiting, the scheduler's next step is a decode of every running sequence:
@@ -173,6 +174,12 @@ class DecodeRuns:
             self._finish(seq, events)
 
     def _finish(self, seq: Sequence, events: list[EngineEvent]) -> None:
+        """Done at the clock; counted in `_gone` (the state a poll during its last step sees still holds it)."""
+        free = self.blocks.num_free_blocks
         self.scheduler.finish(seq, FinishReason.LENGTH)
+        clock, num, blocks = self._gone
+        if clock != self.clock:
+            num = blocks = 0
+        self._gone = (self.clock, num + 1, blocks + self.blocks.num_free_blocks - free)
         events.append(EngineEvent(self.clock, self._request.pop(seq.seq_id), False))
         del self._left[seq.seq_id]

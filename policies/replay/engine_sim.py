@@ -52,14 +52,19 @@ class SimEngine(DecodeRuns):
         # The queue as the engine reports it while a step runs: what waited when the step began (its state is
         # published between steps, before the step's scheduler takes prompts) and the requests added since.
         self._step_queue = 0
+        # ... and its running sequences and free blocks: as a step began (the end of the last one-step path:
+        # a prefill or mixed step) and the sequences that finished at the clock (see DecodeRuns._finish).
+        self._shown = (-1.0, 0, 0)  # (that step's end, running, free blocks when it began)
+        self._gone = (-1.0, 0, 0)  # (the clock, sequences finished at it, blocks they gave back)
 
-    def refusal(self, prompt_tokens: int, max_tokens: int) -> str:
-        """Why the engine would refuse this request now ("" when it takes it)."""
+    def refusal(self, prompt_tokens: int, max_tokens: int, now: float) -> str:
+        """Why the engine would refuse this request at `now` ("" when it takes it): too large, or full by the
+        queue its state reports (AsyncLLMEngine.submit refuses on its snapshot's num_waiting)."""
         try:
             self.limits.check_fits(prompt_tokens, max_tokens)
         except RequestTooLarge:
             return "too_large"
-        return "full" if len(self.scheduler.waiting) >= self.model.max_waiting else ""
+        return "full" if self.reported_waiting(now) >= self.model.max_waiting else ""
 
     @property
     def caches_prefixes(self) -> bool:
@@ -90,12 +95,26 @@ class SimEngine(DecodeRuns):
         waiting = len(self.scheduler.waiting)
         return max(waiting, self._step_queue) if now < self.clock else waiting
 
+    def reported_running(self, now: float) -> tuple[int, int]:
+        """The running sequences and free blocks the engine's state says at `now` (stepped to it): while a step
+        runs, those it began with (its prompts not yet running nor holding blocks, its finishes still running
+        and holding theirs). A decode run's last step: the finishes put back, its own new blocks not (<= 1 a
+        sequence, a sixteenth of them on average)."""
+        running, free = len(self.scheduler.running), self.blocks.num_free_blocks
+        if now >= self.clock:
+            return running, free
+        if self._shown[0] == self.clock:
+            return self._shown[1], self._shown[2]
+        gone = self._gone
+        return (running + gone[1], free - gone[2]) if gone[0] == self.clock else (running, free)
+
     def snapshot(self, now: float) -> EngineSnapshot:
-        m, s = self.model, self.scheduler
+        m = self.model
         rates = self.throughput.rates(now)
+        running, free = self.reported_running(now)
         return EngineSnapshot(
             taken_at=now, kv_bytes_per_token=m.kv_bytes_per_token, block_size=m.block_size,
-            num_blocks_total=m.num_blocks, num_blocks_free=self.blocks.num_free_blocks, num_running=len(s.running),
+            num_blocks_total=m.num_blocks, num_blocks_free=free, num_running=running,
             num_waiting=self.reported_waiting(now), prefix_cache_hit_rate=self.blocks.prefix_cache_hit_rate,
             prefill_tokens_per_s=rates.prefill_tokens_per_s, decode_tokens_per_s=rates.decode_tokens_per_s,
             max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs, max_waiting=m.max_waiting)
@@ -104,6 +123,7 @@ class SimEngine(DecodeRuns):
         """Run every step that starts at or before `until`, appending first-token and finish events."""
         while self.clock <= until and self.scheduler.has_work():
             start, self._step_queue = self.clock, len(self.scheduler.waiting)
+            began = (len(self.scheduler.running), self.blocks.num_free_blocks)
             if self._decoding and not self.scheduler.waiting:
                 # What schedule() would return is a decode of every running sequence: skip asking it.
                 self._keep_decoding(until, events)
@@ -112,6 +132,7 @@ class SimEngine(DecodeRuns):
                     continue
             if self._phase is not None:
                 if self._phased_mixed(self._phase, events):  # prompts join the phase: the scheduler not asked
+                    self._shown = (self.clock, *began)
                     self.busy_s += self.clock - start
                     continue
                 self._phase.write_back(self._left)  # the scheduler reads every sequence: write them back first
@@ -130,6 +151,7 @@ class SimEngine(DecodeRuns):
             elif not batch.is_decode:
                 self._mixed_step(batch, events)
             if not batch.is_decode:  # every prompt prefilled (none mid-chunk): the next schedule decodes them all
+                self._shown = (self.clock, *began)
                 self._decoding = not [seq for seq in self.scheduler.running if seq.num_tokens - seq.num_cached_tokens != 1]
             else:
                 self._decoding = len(batch.seqs) == len(self.scheduler.running)

@@ -259,7 +259,7 @@ class ReplayRun:
         engine = self.engines.get(backend)
         if engine is not None:
             self._step(backend, now)
-            if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens):
+            if engine.refusal(record.prompt_tokens, record.max_tokens or record.output_tokens, now):
                 self.health.record(backend, False, None, now)  # 400/503 before the first byte
                 return False
             engine.submit(i, self._prompts.of(i, record) if engine.caches_prefixes else record.prompt_tokens,

@@ -57,10 +57,10 @@ def test_shared_prefix_is_computed_once() -> None:
 
 def test_refusals_too_large_and_full() -> None:
     engine = SimEngine(EngineModel(num_blocks=10, max_waiting=1, max_model_len=4096), prefix_caching=False)
-    assert engine.refusal(200, 10) == "too_large"  # 210 tokens > 10 blocks × 16
-    assert engine.refusal(100, 10) == ""
+    assert engine.refusal(200, 10, now=0.0) == "too_large"  # 210 tokens > 10 blocks × 16
+    assert engine.refusal(100, 10, now=0.0) == ""
     engine.submit(0, [1] * 100, 10, now=0.0)
-    assert engine.refusal(100, 10) == "full"  # one waiting = its max_waiting
+    assert engine.refusal(100, 10, now=0.0) == "full"  # one waiting = its max_waiting
 
 
 def test_fast_forward_matches_stepping_through_preemptions() -> None:
@@ -102,3 +102,44 @@ def test_while_a_step_runs_its_state_counts_as_waiting_what_the_step_took() -> N
     assert len(engine.scheduler.waiting) == 0 and engine.snapshot(0.1).num_waiting == 1
     engine.advance(10.0, events)  # all done: idle, nothing waits
     assert engine.snapshot(10.0).num_waiting == 0
+
+
+def test_while_a_step_runs_its_state_counts_what_it_began_with_running_and_in_blocks() -> None:
+    # The state a poll reads while a step runs is the one published as it began (local_engine/engine.py
+    # snapshot, between steps): the prompts it takes are still waiting, so neither running nor holding blocks;
+    # those it finishes are still running and hold theirs (issue #13: they were counted both waiting and running).
+    engine = SimEngine(SIMPLE_ENGINE, prefix_caching=False)
+    events: list[EngineEvent] = []
+    for i in range(3):
+        engine.submit(i, [1] * 20, output_tokens=3, now=0.0)  # 20 + 3 tokens: 2 blocks of 16 each
+    engine.advance(0.0, events)  # the prefill step, 0 → 0.1 s
+    assert len(engine.scheduler.running) == 3 and engine.blocks.num_free_blocks == 94
+    snap = engine.snapshot(0.05)
+    assert (snap.num_waiting, snap.num_running, snap.num_blocks_free) == (3, 0, 100)
+    engine.advance(0.1, events)  # the first decode step, 0.1 → 0.11 s: the same three, their blocks taken
+    snap = engine.snapshot(0.105)
+    assert (snap.num_waiting, snap.num_running, snap.num_blocks_free) == (0, 3, 94)
+    engine.advance(0.115, events)  # the last decode step, 0.11 → 0.12 s: all three finish at its end
+    assert not engine.scheduler.running and engine.blocks.num_free_blocks == 100
+    snap = engine.snapshot(0.115)
+    assert (snap.num_waiting, snap.num_running, snap.num_blocks_free) == (0, 3, 94)
+    snap = engine.snapshot(0.12)  # stepped past it: idle, all given back
+    assert (snap.num_waiting, snap.num_running, snap.num_blocks_free) == (0, 0, 100)
+
+
+def test_the_engine_refuses_on_the_queue_its_state_reports() -> None:
+    # AsyncLLMEngine.submit refuses (EngineFull) on its snapshot's num_waiting: while a step runs, the queue
+    # it began with plus arrivals since, not what its scheduler left waiting.
+    model = EngineModel(prefill_fixed_s=0.1, prefill_per_token_s=0.0, decode_fixed_s=0.01, decode_per_seq_s=0.0,
+                        decode_per_context_token_s=0.0, num_blocks=100, max_waiting=3)
+    engine = SimEngine(model, prefix_caching=False)
+    events: list[EngineEvent] = []
+    for i in range(3):
+        assert engine.refusal(20, 5, now=0.0) == ""
+        engine.submit(i, [1] * 20, output_tokens=5, now=0.0)
+    assert engine.refusal(20, 5, now=0.0) == "full"
+    engine.advance(0.0, events)  # the prefill step takes all three: none left in the scheduler's queue
+    assert not engine.scheduler.waiting and engine.refusal(20, 5, now=0.05) == "full"
+    engine.advance(0.1, events)  # the next step began with none waiting
+    assert engine.refusal(20, 5, now=0.1) == ""
+    assert engine.refusal(20, 10_000, now=0.1) == "too_large"
