@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.heap_trim import MALLINFO2_FIELDS, MallInfo2
+from gateway.heap_trim import MALLINFO2_FIELDS, glibc
 
 ENV = "HYBRIDGW_HEAP_DUMP"
 
@@ -83,10 +83,9 @@ def rss_by_mapping() -> dict[str, int]:
 
 
 def mallinfo2() -> dict[str, int] | None:
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallinfo2"):
+    libc = glibc()
+    if libc is None:
         return None
-    libc.mallinfo2.restype = MallInfo2
     info = libc.mallinfo2()
     return {name: getattr(info, name) for name in MALLINFO2_FIELDS}
 

@@ -74,6 +74,17 @@ def _named(url: str, name: str) -> int:
         checker.close()
 
 
+def _idle_until_trimmed(url: str, name: str) -> int:
+    """Send nothing (only the pool's own timer can close connections) until at most 2 named clients are left,
+    or 60 s — a bound on waiting (the trim runs every 5 s), not a speed; the count then."""
+    deadline = time.monotonic() + 60.0
+    now = _named(url, name)
+    while now > 2 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _named(url, name)
+    return now
+
+
 def _burst(client: Any, threads: int) -> None:
     """`threads` threads each holding a connection at once (all started, then a BLPOP that times out after 1 s)."""
     ready = threading.Barrier(threads)
@@ -93,11 +104,7 @@ def test_the_blocking_clients_close_a_bursts_connections_when_traffic_stops(redi
     try:
         _burst(client, 20)
         opened = _named(redis_server.url, "hybridgw-trim-test")
-        deadline = time.monotonic() + 60.0  # a bound on waiting (the trim runs every 5 s), not a speed
-        now = opened
-        while now > 2 and time.monotonic() < deadline:
-            time.sleep(1.0)  # nothing sent: only the pool's own timer can close them
-            now = _named(redis_server.url, "hybridgw-trim-test")
+        now = _idle_until_trimmed(redis_server.url, "hybridgw-trim-test")
         client.ping()  # still serves after its trims
     finally:
         client.close()
@@ -141,11 +148,8 @@ def test_the_blocking_cluster_clients_close_a_bursts_connections_when_traffic_st
     client = sync_client(cluster.url, client_name="hybridgw-ctrim-test", socket_timeout=2.0)
     try:
         _burst(client, 20)
-        opened = now = _named(node.url, "hybridgw-ctrim-test")
-        deadline = time.monotonic() + 60.0  # a bound on waiting (the trim runs every 5 s), not a speed
-        while now > 2 and time.monotonic() < deadline:
-            time.sleep(1.0)  # nothing sent: only the pool's own timer can close them
-            now = _named(node.url, "hybridgw-ctrim-test")
+        opened = _named(node.url, "hybridgw-ctrim-test")
+        now = _idle_until_trimmed(node.url, "hybridgw-ctrim-test")
         client.ping()  # still serves after its trims
     finally:
         client.close()
