@@ -15,6 +15,7 @@ from observability.svg_plots_frame import (
     TOP,
     H,
     W,
+    box_plot,
     color_scale,
     colors,
     empty,
@@ -106,26 +107,10 @@ def itl_by_position(profile: Sequence[tuple[int, float, int]]) -> str:
 
 
 def e2e_boxes(boxes: Sequence[tuple[str, Box | None]]) -> str:
-    title = "End-to-end latency per backend"
     present = [(name, b) for name, b in boxes if b is not None]
-    if not present:
-        return empty("plot-e2e-box", title)
-    ymax = max(b.p95 for _, b in present) * 1.1 or 1.0
-    slot = (W - LEFT - RIGHT) / len(present)
-    color = colors([name for name, _ in boxes])
-    body = [yticks(ymax)]
-    for k, (name, b) in enumerate(present):
-        cx, half = LEFT + slot * (k + 0.5), min(slot * 0.3, 40)
-        y = {q: scale(getattr(b, q), 0, ymax, H - BOTTOM, TOP) for q in ("p5", "p25", "p50", "p75", "p95")}
-        body.append(
-            f'<g class="box"><title>{escape(name)}: p50 {b.p50:.3f} s (n={b.count})</title>'
-            f'<line x1="{cx:.1f}" y1="{y["p5"]:.1f}" x2="{cx:.1f}" y2="{y["p95"]:.1f}" class="whisker"/>'
-            f'<rect x="{cx - half:.1f}" y="{y["p75"]:.1f}" width="{2 * half:.1f}" '
-            f'height="{max(y["p25"] - y["p75"], 1):.1f}" fill="{color[name]}"/>'
-            f'<line x1="{cx - half:.1f}" y1="{y["p50"]:.1f}" x2="{cx + half:.1f}" y2="{y["p50"]:.1f}" class="median"/>'
-            f'</g><text x="{cx:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{escape(name)} (n={b.count:,})</text>'
-        )
-    return frame("plot-e2e-box", title, "".join(body), "backend", "end-to-end (s)")
+    return box_plot("plot-e2e-box", "End-to-end latency per backend", present, colors([name for name, _ in boxes]),
+                    ("backend", "end-to-end (s)"), lambda name, b: f"{name}: p50 {b.p50:.3f} s (n={b.count})",
+                    lambda name, b: f"{name} (n={b.count:,})")
 
 
 def daily_cost_bars(days: Sequence[tuple[str, Sequence[tuple[str, float]]]]) -> str:

@@ -1,11 +1,16 @@
 """What every SVG plot of the reports shares (`hybridgw report`, `hybridgw bench`): the frame with
 title and axis labels, linear scales, nice tick values (1, 2, 5 × 10^k), a legend, one colour per
-name, and the heat map's colour ramp with its scale. Strings only: no JS, no external assets."""
+name, box plots side by side, and the heat map's colour ramp with its scale. Strings only: no JS, no
+external assets."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from observability.report import Box
 
 W, H = 640, 340
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 30, 50
@@ -119,3 +124,26 @@ def frame(plot_id: str, title: str, body: str, xlabel: str, ylabel: str) -> str:
 def empty(plot_id: str, title: str) -> str:
     body = f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" class="nodata">no data in this period</text>'
     return frame(plot_id, title, body, "", "")
+
+
+def box_plot(plot_id: str, title: str, boxes: Sequence[tuple[str, Box]], color: dict[str, str],
+             labels: tuple[str, str], tooltip: Callable[[str, Box], str], caption: Callable[[str, Box], str]) -> str:
+    """One box per name (whiskers p5–p95, box p25–p75, a line at p50), side by side on one y scale; `tooltip`
+    and `caption` say what hovering a box and the text under it show. Empty when there is no box."""
+    if not boxes:
+        return empty(plot_id, title)
+    ymax = max(b.p95 for _, b in boxes) * 1.1 or 1.0
+    slot = (W - LEFT - RIGHT) / len(boxes)
+    body = [yticks(ymax)]
+    for k, (name, b) in enumerate(boxes):
+        cx, half = LEFT + slot * (k + 0.5), min(slot * 0.3, 40)
+        y = {q: scale(getattr(b, q), 0, ymax, H - BOTTOM, TOP) for q in ("p5", "p25", "p50", "p75", "p95")}
+        body.append(
+            f'<g class="box"><title>{escape(tooltip(name, b))}</title>'
+            f'<line x1="{cx:.1f}" y1="{y["p5"]:.1f}" x2="{cx:.1f}" y2="{y["p95"]:.1f}" class="whisker"/>'
+            f'<rect x="{cx - half:.1f}" y="{y["p75"]:.1f}" width="{2 * half:.1f}" '
+            f'height="{max(y["p25"] - y["p75"], 1):.1f}" fill="{color[name]}"/>'
+            f'<line x1="{cx - half:.1f}" y1="{y["p50"]:.1f}" x2="{cx + half:.1f}" y2="{y["p50"]:.1f}" class="median"/>'
+            f'</g><text x="{cx:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{escape(caption(name, b))}</text>'
+        )
+    return frame(plot_id, title, "".join(body), *labels)

@@ -16,6 +16,7 @@ from observability.svg_plots_frame import (
     TOP,
     H,
     W,
+    box_plot,
     colors,
     empty,
     frame,
@@ -27,28 +28,10 @@ from observability.svg_plots_frame import (
 
 
 def e2e_by_pattern(boxes: Sequence[tuple[str, Box | None]]) -> str:
-    title = "End-to-end latency per query pattern"
     present = [(name, b) for name, b in boxes if b is not None]
-    if not present:
-        return empty("plot-e2e-pattern", title)
-    ymax = max(b.p95 for _, b in present) * 1.1 or 1.0
-    slot = (W - LEFT - RIGHT) / len(present)
-    color = colors([name for name, _ in present])
-    body = [yticks(ymax)]
-    for k, (name, b) in enumerate(present):
-        cx, half = LEFT + slot * (k + 0.5), min(slot * 0.3, 40)
-        y = {q: scale(getattr(b, q), 0, ymax, H - BOTTOM, TOP) for q in ("p5", "p25", "p50", "p75", "p95")}
-        body.append(
-            f'<g class="box"><title>{escape(name)}: p50 {b.p50:.3f} s, p95 {b.p95:.3f} s '
-            f"(n={b.count})</title>"
-            f'<line x1="{cx:.1f}" y1="{y["p5"]:.1f}" x2="{cx:.1f}" y2="{y["p95"]:.1f}" class="whisker"/>'
-            f'<rect x="{cx - half:.1f}" y="{y["p75"]:.1f}" width="{2 * half:.1f}" '
-            f'height="{max(y["p25"] - y["p75"], 1):.1f}" fill="{color[name]}"/>'
-            f'<line x1="{cx - half:.1f}" y1="{y["p50"]:.1f}" x2="{cx + half:.1f}" y2="{y["p50"]:.1f}" '
-            f'class="median"/></g><text x="{cx:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
-            f"{escape(name)}</text>"
-        )
-    return frame("plot-e2e-pattern", title, "".join(body), "query pattern", "end-to-end (s)")
+    return box_plot("plot-e2e-pattern", "End-to-end latency per query pattern", present,
+                    colors([name for name, _ in present]), ("query pattern", "end-to-end (s)"),
+                    lambda name, b: f"{name}: p50 {b.p50:.3f} s, p95 {b.p95:.3f} s (n={b.count})", lambda name, _: name)
 
 
 def backend_over_time(slots: Sequence[tuple[float, Sequence[tuple[str, int]]]]) -> str:

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from observability import svg_plots
-from observability.svg_plots_frame import nice_ticks, tick_label, xticks, yticks
+from observability.report import Box
+from observability.svg_plots_frame import BOTTOM, TOP, H, box_plot, nice_ticks, tick_label, xticks, yticks
 
 
 @pytest.mark.parametrize(("top", "ticks"), [
@@ -54,3 +55,18 @@ def test_every_plot_says_how_many_it_shows() -> None:
     bars = svg_plots.daily_cost_bars([("2026-03-01", [("a", 1.5), ("b", 0.25)]), ("2026-03-02", [("a", 2.0)])])
     assert re.findall(r'class="total"[^>]*>([^<]*)<', bars) == ["$1.75", "$2"]
     assert bars.count('class="legend"') == 2
+
+
+def test_a_box_spans_p25_to_p75_its_whiskers_p5_to_p95_on_one_scale_for_all_boxes() -> None:
+    low, high = Box(count=4, p5=0.0, p25=0.25, p50=0.5, p75=0.75, p95=1.0), Box(count=9, p5=1, p25=2, p50=2, p75=2, p95=2)
+    svg = box_plot("p", "t", [("low <1>", low), ("high", high)], {"low <1>": "#111", "high": "#222"}, ("x", "y"),
+                   lambda name, b: f"{name} p50 {b.p50}", lambda name, b: f"{name} n={b.count}")
+    top = 2 * 1.1  # the tallest whisker plus a tenth
+    y = lambda v: H - BOTTOM - v / top * (H - BOTTOM - TOP)  # noqa: E731
+    whiskers = [tuple(float(v) for v in m) for m in re.findall(r'y1="([\d.]+)" x2="[\d.]+" y2="([\d.]+)" class="whisker"', svg)]
+    assert whiskers == [(round(y(0.0), 1), round(y(1.0), 1)), (round(y(1), 1), round(y(2), 1))]
+    rects = re.findall(r'<rect x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)" fill="(#\d+)"', svg)
+    assert [(float(t), float(h), c) for t, h, c in rects][0] == (round(y(0.75), 1), round(y(0.25) - y(0.75), 1), "#111")
+    assert float(rects[1][1]) == 1.0  # a box of no height is still drawn one pixel high
+    assert "<title>low &lt;1&gt; p50 0.5</title>" in svg and ">low &lt;1&gt; n=4</text>" in svg
+    assert "no data in this period" in box_plot("p", "t", [], {}, ("x", "y"), str, str)
