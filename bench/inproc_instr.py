@@ -5,8 +5,9 @@ messages, one request at a time, on uvloop; instrumentation is on for the counte
 tick runs (bench/hot_path_instr.py's idle loop, 0.43 M instructions a second of wall time, which a loaded
 box's slow valgrind runs inflate), so the count does not move with the box's load.
 
-Run: .venv/bin/python -m bench.inproc_instr --tree base=/tmp/base --tree new=. [--requests 200] [--stream]
-(each tree in turn; --stream: 16-chunk streams from the fake upstream instead of non-streamed answers)
+Run: .venv/bin/python -m bench.inproc_instr --tree base=/tmp/base --tree new=. [--requests 200] [--stream] [--threads]
+(each tree in turn; --stream: 16-chunk streams from the fake upstream instead of non-streamed answers;
+--threads: every thread's count too — the background threads' share follows the run's pace, see the docs)
 """
 from __future__ import annotations
 
@@ -91,11 +92,19 @@ def count(name: str, tree: Path, args: argparse.Namespace, workdir: Path) -> flo
            f"--callgrind-out-file={out}", sys.executable, __file__, "inner", str(args.requests)]  # by path: a base tree lacks it
     env = {**os.environ, "PYTHONPATH": f"{tree}:{ROOT}", "PYTHONHASHSEED": "0"}
     subprocess.run(cmd + (["stream"] if args.stream else []), cwd=tree, env=env, check=True, capture_output=True)
-    loop = next(f for f in workdir.glob(f"cg-{name}*") if f.name.endswith("-01"))  # the main thread: the loop
-    text = subprocess.run(["callgrind_annotate", str(loop)], capture_output=True, text=True, check=True).stdout
+    files = sorted(f for f in workdir.glob(f"cg-{name}*") if re.search(r"-\d+$", f.name))
+    per_thread = {f.name.rsplit("-", 1)[1]: _total(f) / args.requests for f in files}
+    if args.threads:  # every thread's instructions while counted: the ledger, log and span-export threads too
+        shown = ", ".join(f"{n}: {v / 1e3:.1f} k" for n, v in per_thread.items() if v >= 500)
+        print(f"{name}: by thread (k instructions a request): {shown}; all threads {sum(per_thread.values()) / 1e3:.1f} k",
+              flush=True)
+    return per_thread["01"]  # the main thread: the loop
+
+
+def _total(path: Path) -> int:
+    text = subprocess.run(["callgrind_annotate", str(path)], capture_output=True, text=True, check=True).stdout
     found = re.search(r"^\s*([\d,]+).*PROGRAM TOTALS", text, re.M)
-    assert found is not None
-    return int(found.group(1).replace(",", "")) / args.requests
+    return int(found.group(1).replace(",", "")) if found else 0  # a thread that ran nothing while counted
 
 
 def main() -> int:
@@ -106,6 +115,8 @@ def main() -> int:
     parser.add_argument("--tree", action="append", default=[], help="NAME=PATH (default: this checkout)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--threads", action="store_true", help="also print every thread's count (which thread is "
+                        "which: the callgrind files' thread numbers; the export and ledger threads batch by time)")
     args = parser.parse_args()
     trees = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)] or [("this", ROOT)]
     workdir = Path(tempfile.mkdtemp(prefix="inproc-instr-"))

@@ -10,18 +10,25 @@ from observability.limits_protocol import LimitExceeded, Reservation, WindowStat
 
 NANO = 1_000_000_000
 _SUFFIX = {"requests_per_minute": "requests", "tokens_per_minute": "tokens"}
+# per limit: its three header names (built once, not per response)
+_NAMES = {name: (f"x-ratelimit-limit-{s}", f"x-ratelimit-remaining-{s}", f"x-ratelimit-reset-{s}")
+          for name, s in _SUFFIX.items()}
 BUDGET_HEADER = "x-hybridgw-budget-remaining-usd"
 
 
 def duration(seconds: float) -> str:
     """Seconds as Go's time.Duration prints them, to the millisecond: 0.02 → '20ms', 1 → '1s',
     360 → '6m0s', 3725.5 → '1h2m5.5s'."""
-    ms = max(math.ceil(round(seconds * 1000, 6)), 0)  # rounded up: a client that waits this long is past it
+    ms = math.ceil(round(seconds * 1000, 6))  # rounded up: a client that waits this long is past it
     if ms < 1000:
-        return f"{ms}ms"
+        return f"{ms}ms" if ms > 0 else "0ms"
+    if ms < 60_000:  # a minute window's reset, on every response: the fewest steps
+        whole, frac = divmod(ms, 1000)
+        return f"{whole}.{frac:03d}".rstrip("0") + "s" if frac else f"{whole}s"
     hours, rest = divmod(ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    whole, frac = divmod(rest, 1000)  # in integers: a float's "%.3f" and two rstrips cost twice as much
+    secs = f"{whole}.{frac:03d}".rstrip("0") if frac else str(whole)
     if hours:
         return f"{hours}h{minutes}m{secs}s"
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
@@ -30,12 +37,13 @@ def duration(seconds: float) -> str:
 def _window_headers(windows: Iterable[WindowState]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for state in windows:
-        suffix = _SUFFIX.get(state.limit_name)
-        if suffix is None:
+        names = _NAMES.get(state.limit_name)
+        if names is None:
             continue
-        headers[f"x-ratelimit-limit-{suffix}"] = str(state.limit)
-        headers[f"x-ratelimit-remaining-{suffix}"] = str(state.remaining)
-        headers[f"x-ratelimit-reset-{suffix}"] = duration(state.reset_s)
+        limit, remaining, reset = names
+        headers[limit] = str(state.limit)
+        headers[remaining] = str(state.remaining)
+        headers[reset] = duration(state.reset_s)
     return headers
 
 

@@ -5,12 +5,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from observability.dict_init import dict_init
 from observability.limits_config import LimitsConfig, TeamLimits
 
 if TYPE_CHECKING:  # limiter_health reads limiters (and so imports this seam); only the type is needed here
     from observability.limiter_health import LimiterState
 
 
+@dict_init  # three a request (and the Reservation below): half the build cost of dataclass's __init__
 @dataclass(frozen=True)
 class WindowState:
     """One limit's window as a client is told of it (x-ratelimit-* headers): of the team's and the
@@ -47,6 +49,7 @@ class LimitUsage:
     window_end: float
 
 
+@dict_init
 @dataclass(frozen=True)
 class Reservation:
     """What was held against a team's limits for one request, to be settled with the actuals."""
@@ -63,7 +66,10 @@ class Reservation:
     @property
     def usd_headroom(self) -> float | None:
         """USD left in the tightest enforced budget, team's or key's, after this charge (None: none)."""
-        return min(left for _, left in self.budgets_left) if self.budgets_left else None
+        budgets = self.budgets_left
+        if len(budgets) < 2:  # one scope's budget (or none), per response: no generator to take the min of one
+            return budgets[0][1] if budgets else None
+        return min(left for _, left in budgets)
 
     def usd_left(self, scopes: Collection[str]) -> float | None:
         """USD left in the tightest enforced budget of these scopes (None: none of them has one)."""

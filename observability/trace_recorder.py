@@ -57,21 +57,34 @@ class RecordingSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             return
         own, cap, strings_capped = self._attributes, self._limits.max_span_attributes, self._limits.max_attribute_length
+        if not own and strings_capped is None and (cap is None or len(attributes) <= cap):
+            # A span's first attributes (the gateway's every set): no key to move, no cap to meet, so a
+            # plain one is stored as is and only the others take the walk below (~1/3 fewer instructions).
+            for key, value in attributes.items():
+                if value.__class__ in _PLAIN and key.__class__ is str and key:
+                    own[key] = value
+                else:
+                    self._set_one(key, value, own, cap, strings_capped)
+            return
         for key, value in attributes.items():
-            if value.__class__ in _SEQUENCES and strings_capped is None and all(v.__class__ in _PLAIN for v in value):
-                value = tuple(value)  # what the SDK's cleaning makes of it, without the walk
-            elif value.__class__ not in _PLAIN or key.__class__ is not str or not key or strings_capped is not None:
-                cleaned = BoundedAttributes(None, {key: value}, max_value_len=strings_capped)
-                if not cleaned:
-                    self._dropped[0] += 1
-                    continue
-                key, value = next(iter(cleaned.items()))
-            if key in own:
-                del own[key]  # a key set again moves to the end, as in the SDK
-            elif cap is not None and len(own) >= cap:
-                del own[next(iter(own))]
+            self._set_one(key, value, own, cap, strings_capped)
+
+    def _set_one(self, key: Any, value: Any, own: dict[str, Any], cap: int | None, strings_capped: int | None) -> None:
+        """One attribute as the SDK sets it: cleaned, capped, a key set again moved to the end."""
+        if value.__class__ in _SEQUENCES and strings_capped is None and all(v.__class__ in _PLAIN for v in value):
+            value = tuple(value)  # what the SDK's cleaning makes of it, without the walk
+        elif value.__class__ not in _PLAIN or key.__class__ is not str or not key or strings_capped is not None:
+            cleaned = BoundedAttributes(None, {key: value}, max_value_len=strings_capped)
+            if not cleaned:
                 self._dropped[0] += 1
-            own[key] = value
+                return
+            key, value = next(iter(cleaned.items()))
+        if key in own:
+            del own[key]  # a key set again moves to the end, as in the SDK
+        elif cap is not None and len(own) >= cap:
+            del own[next(iter(own))]
+            self._dropped[0] += 1
+        own[key] = value
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.set_attributes({key: value})

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
+from observability.dict_init import dict_init
 from observability.rollups import record_fields
 
 # The rule of a shadow call's record (gateway/shadow.py): the team's spend, not a request a client made.
@@ -40,6 +41,7 @@ class EngineView:
             return None
 
 
+@dict_init  # built per request on the event loop: ~half the build cost of dataclass's __init__
 @dataclass(frozen=True)
 class UsageRecord:
     request_id: str  # the gateway's own id: the record's key in every store (never the client's)

@@ -4,6 +4,7 @@ window reset equals its Retry-After; and how those become OpenAI's x-ratelimit-*
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -86,3 +87,22 @@ def test_a_rerouted_teams_budget_goes_unchecked_and_its_keys_own_still_refuses()
     assert refused.value.scope == "key" and refused.value.limit == "usd_per_day"
     both = asyncio.run(limiter.reserve("c", "red", "k2", 1, 0.0, key_limits=TeamLimits(usd_per_day=1.0)))
     assert dict(both.budgets_left) == {"team": 0.0, "key": 1.0} and both.usd_headroom == 0.0
+
+
+def _duration_as_it_was(seconds: float) -> str:
+    """The formatting before its integer fast path (floats and rstrips): every reset reads the same."""
+    ms = max(math.ceil(round(seconds * 1000, 6)), 0)
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def test_durations_read_as_before_across_every_millisecond_of_a_minute_and_beyond() -> None:
+    grid = [ms / 1000 for ms in range(-50, 61_000)] + [ms / 1000 + 0.0004 for ms in range(0, 61_000, 7)]
+    grid += [x * 0.37 for x in range(0, 200_000, 13)]  # minutes and hours, uneven
+    assert [duration(s) for s in grid] == [_duration_as_it_was(s) for s in grid]

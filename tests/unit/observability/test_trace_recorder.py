@@ -66,7 +66,11 @@ def run(provider_type: Callable[..., TracerProvider]) -> InMemorySpanExporter:
     root.set_status(StatusCode.ERROR, "after OK: ignored")
     root.end(end_time=T0 + 4)
     local = tracer.start_span("route", start_time=T0 + 5)
+    local.set_attributes({"k": 1, "": 2, "l": [1, 2], "o": object, "mixed": [1, "a"], "t": ("x",)})  # first set
     local.end(end_time=T0 + 6)
+    big = tracer.start_span("big", start_time=T0 + 5)
+    big.set_attributes({f"k{i}": i for i in range(8)})  # a first set over the cap: the oldest go
+    big.end(end_time=T0 + 6)
     return memory
 
 
