@@ -43,7 +43,6 @@ SAMPLERS: dict[str, Callable[[float], Sampler]] = {
     "traceidratio": TraceIdRatioBased, "parentbased_traceidratio": ParentBasedTraceIdRatio,
 }
 FIRST_TOKEN_EVENT = "gen_ai.first_token"
-EXPORT_DELAY_S = 15.0  # the span batch's schedule when OTEL_BSP_SCHEDULE_DELAY is not set (SDK: 5 s)
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,6 @@ class TracingConfig:
     service_name: str = "hybridgw"
     sample_ratio: float = 1.0  # of root traces; children follow their parent's decision
     sampler: str = "parentbased_traceidratio"  # one of SAMPLERS (OTEL_TRACES_SAMPLER's names)
-    # How long spans wait to be sent when fewer than a batch (512) are queued; None: OTEL_BSP_SCHEDULE_DELAY,
-    # else the SDK's 5 s. Each export is one POST (~3 M instructions with `requests`): at 5 s a gateway at
-    # 1 request/s paid ~0.2 M of them a request; under load 512 spans fill a batch long before either delay.
-    export_delay_s: float | None = EXPORT_DELAY_S
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -65,8 +60,6 @@ class TracingConfig:
             raise ValueError(f"trace sampler must be one of {sorted(SAMPLERS)}, not {self.sampler!r}")
         if not 0.0 <= self.sample_ratio <= 1.0:
             raise ValueError(f"trace sample ratio must be within [0, 1], not {self.sample_ratio}")
-        if self.export_delay_s is not None and not self.export_delay_s > 0:
-            raise ValueError(f"trace export delay must be > 0 s, not {self.export_delay_s}")
 
 
 def tracing_config_from_env(environ: Mapping[str, str] = os.environ, service_name: str = "hybridgw") -> TracingConfig:
@@ -78,8 +71,7 @@ def tracing_config_from_env(environ: Mapping[str, str] = os.environ, service_nam
     if sampler:
         sampler, ratio = sampler_from_env(sampler, environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
     return TracingConfig(exporter=exporter, service_name=service_name, sample_ratio=ratio,
-                         sampler=sampler or "parentbased_traceidratio",
-                         export_delay_s=None if environ.get("OTEL_BSP_SCHEDULE_DELAY") else EXPORT_DELAY_S)
+                         sampler=sampler or "parentbased_traceidratio")
 
 
 @dataclass(frozen=True)
@@ -104,15 +96,13 @@ def build_tracing(config: TracingConfig) -> Tracing:
         memory = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(memory))  # spans readable as soon as they end
         return Tracing(provider, memory)
-    delay_ms = None if config.export_delay_s is None else config.export_delay_s * 1000  # None: the SDK's env
     if config.exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(), schedule_delay_millis=delay_ms))
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     else:
         # Imports the OTLP exporter (requests, protobuf): only when traces go over OTLP.
         from observability.trace_export import CompactOTLPSpanExporter
 
-        exporter = CompactOTLPSpanExporter(endpoint=config.otlp_endpoint)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay_ms))
+        provider.add_span_processor(BatchSpanProcessor(CompactOTLPSpanExporter(endpoint=config.otlp_endpoint)))
     return Tracing(provider)
 
 

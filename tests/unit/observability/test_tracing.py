@@ -136,26 +136,3 @@ def test_inject_writes_what_the_w3c_propagator_writes() -> None:
         assert inject_traceparent({}, span) == want and want["traceparent"].startswith("00-")
     assert inject_traceparent({}, context=remote)["tracestate"] == "vendor=x,other=y"
     assert inject_traceparent({}, trace.INVALID_SPAN) == {}
-
-
-def _batch_delay_s(config: TracingConfig) -> float:
-    """The span batch's schedule as the SDK's processor holds it (private: an SDK upgrade fails here)."""
-    tracing = build_tracing(config)
-    try:
-        processor = tracing.provider._active_span_processor._span_processors[0]  # type: ignore[attr-defined]
-        return float(processor._batch_processor._schedule_delay)
-    finally:
-        tracing.shutdown()
-
-
-def test_spans_wait_longer_for_a_batch_unless_otel_bsp_schedule_delay_says_otherwise(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")  # the SDK reads os.environ when we pass no delay
-    assert tracing_config_from_env({"HYBRIDGW_TRACES": "console"}).export_delay_s == 15.0
-    assert _batch_delay_s(tracing_config_from_env({"HYBRIDGW_TRACES": "console"})) == 15.0
-    env = {"HYBRIDGW_TRACES": "console", "OTEL_BSP_SCHEDULE_DELAY": "250"}
-    assert tracing_config_from_env(env).export_delay_s is None
-    assert _batch_delay_s(tracing_config_from_env(env)) == 0.25
-    assert _batch_delay_s(TracingConfig(exporter="console", export_delay_s=2.0)) == 2.0
-    with pytest.raises(ValueError, match="export delay"):
-        TracingConfig(export_delay_s=0)
