@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from local_engine.block_manager import BlockManager
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import FinishReason, Sequence
-from local_engine.stats import ThroughputWindow
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
 from policies.replay.decode_phase import DecodePhase
+from policies.replay.step_rates import StepRates
 
 _PAD = 0  # generated tokens: only their count matters
 
@@ -30,7 +30,7 @@ class DecodeRuns:
     scheduler: Scheduler
     blocks: CountingBlockManager | BlockManager
     clock: float
-    throughput: ThroughputWindow
+    throughput: StepRates
     _request: dict[int, int]  # seq_id → request index
     _left: dict[int, int]  # seq_id → tokens it has still to generate
     _unsampled: set[int]
@@ -68,7 +68,7 @@ class DecodeRuns:
             bm.take(need)
             start, num, steps = self.clock, phase.n, phase.steps
             self.clock, done = phase.run(self.model, self.clock, until)
-            self.throughput.record(self.clock, False, num * (phase.steps - steps), self.clock - start)
+            self.throughput.record_run(self.clock, num, phase.steps - steps, self.clock - start)
             for seq in done:
                 self._finish(seq, events)
         if not running:
@@ -90,7 +90,7 @@ class DecodeRuns:
             self._first_tokens(seqs, self.clock + step_s, events)
         run_s = self.model.decode_run_time(num, context, steps)
         self.clock += run_s
-        self.throughput.record(self.clock, False, num * steps, run_s)
+        self.throughput.record_run(self.clock, num, steps, run_s)
         bm = self.blocks
         caching, size = bm.enable_prefix_caching, bm.block_size
         counting = isinstance(bm, CountingBlockManager)  # (the tests also run the engine's own one)

@@ -9,13 +9,13 @@ from local_engine.config import EngineConfig
 from local_engine.errors import RequestTooLarge
 from local_engine.scheduler import Scheduler, _Step
 from local_engine.sequence import Sequence
-from local_engine.stats import ThroughputWindow
 from policies.live import EngineSnapshot
 from policies.perf_model import EngineModel
 from policies.replay.block_count import CountingBlockManager, SimSequence
 from policies.replay.decode_phase import DecodePhase
 from policies.replay.decode_runs import DecodeRuns, EngineEvent
 from policies.replay.fast_schedule import admit_waiting, burst_budget, schedule
+from policies.replay.step_rates import StepRates
 
 _PAD = 0  # generated and unique-suffix tokens: only their count and their prefix matter
 
@@ -43,7 +43,7 @@ class SimEngine(DecodeRuns):
         self._left: dict[int, int] = {}  # seq_id → tokens it has still to generate
         # The rates its state reports, measured as the engine does (tokens per busy second over its
         # stats window; 0 when no step ran in it), not a nominal rate: the router works off on them.
-        self.throughput = ThroughputWindow(config.stats_window_s)
+        self.throughput = StepRates(config.stats_window_s)
         self._decoding = False  # every running sequence is past its prefill: the next step decodes them all
         # Sequences whose last prompt token is left for a decode step (a chunk stopped one short): the
         # scheduler decodes them, and that step samples their first token.

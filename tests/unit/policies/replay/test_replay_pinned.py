@@ -9,7 +9,9 @@ replay's gateway learned an engine's ends as they happen, not at its next send: 
 on purpose, 1381 → 1382 served locally here). The engine's burst budget (2026-12-02) leaves it as it
 was: the default model has no prefill floor, and the engine keeps a burst only with one. Re-pinned when the
 simulated engine's state counted what a running step took as waiting, as the engine publishes it between
-steps (session 11): the router's view changes on purpose, 1382 → 1401 served locally here."""
+steps (session 11): the router's view changes on purpose, 1382 → 1401 served locally here. Re-pinned when the
+hosted TTFTs were drawn stratified (policies/replay/stratified.py, session 12): the hosted timings change on
+purpose, the routing not (1401 served locally here)."""
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +31,7 @@ from policies.replay.traffic import read_jsonl
 PRICES = {"gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}}
 # sha1 over every request's (backend, refusal, rule, cost, ttft, e2e) and the summary, from main's code; a
 # change that means to alter replay results re-pins it (python -c "…replay_digest(Path(tmp))").
-PINNED = "df9411e5459adef16ac677c811386110a7a9b405"
+PINNED = "f7efa5347ddc4b76102d249a1c5f46da00e4345c"
 
 
 def _traffic(path: Path) -> list:
