@@ -54,7 +54,7 @@ def record_problem(record: UsageRecord) -> str | None:
             return problem
     try:
         counters = record.rollup_fields  # kept on the record: the store's rollups read it again
-    except (ValueError, OverflowError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever the record holds, the ledger's thread gets an answer)
         return f"its rollup fields cannot be computed: {exc}"
     if plain and _sum_small(counters.values()):  # from plain numbers, record_fields makes plain numbers
         return None
@@ -65,6 +65,14 @@ def record_problem(record: UsageRecord) -> str | None:
 
 
 def _field_problem(record: UsageRecord) -> str | None:
+    for name in _TEXT_FIELDS:  # the rollups call str methods on these: an int there raised on the ledger's thread
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} is not text ({type(value).__name__})"
+    for name in _NUMERIC_FIELDS:  # the rollups multiply these: cost_usd="x" made a 1 GB string
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, (int, float)):
+            return f"{name} is not a number ({type(value).__name__})"
     for name in record.__dataclass_fields__:
         value = getattr(record, name)
         if any(map(_bad_number, value)) if value.__class__ is tuple else _bad_number(value):

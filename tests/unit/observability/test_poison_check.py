@@ -33,7 +33,7 @@ def walk(rec: UsageRecord) -> str | None:
 
 
 def outcome(check: Any, rec: UsageRecord) -> tuple[str, Any]:
-    """The answer, or the exception's type where the check raises (as both do for a str field holding an int:
+    """The answer, or the exception's type where the check raises (the walk did for a str field holding an int:
     the rollups call str methods on it)."""
     try:
         return "answer", check(rec)
@@ -58,11 +58,36 @@ def _cases() -> list[tuple[str, Any]]:
                                            (2**53 + 1, 0.5), (10**400, 0.5), (Odd("nan"),), [0.1, float("inf")]]]
 
 
+def _wrong_kind(name: str, value: Any) -> bool:
+    """A text field holding other than str / None, a number field other than a number / None."""
+    if value is None:
+        return False
+    if name in stores._TEXT_FIELDS:
+        return not isinstance(value, str)
+    return name in stores._NUMERIC_FIELDS and not isinstance(value, (int, float))
+
+
 def test_every_field_holding_any_value_gets_the_walks_answer() -> None:
     for name, value in _cases():  # ~900 cases: one test, not one each (pytest's own cost per case)
         rec = record()
         object.__setattr__(rec, name, value)  # past the types: what a buggy producer could hand the ledger
-        assert outcome(record_problem, rec) == outcome(walk, rec), (name, value)
+        if _wrong_kind(name, value):  # the walk passed some of these, or raised on the ledger's thread
+            kind, problem = outcome(record_problem, rec)
+            assert kind == "answer" and problem is not None and name in problem, (name, value, problem)
+        else:
+            assert outcome(record_problem, rec) == outcome(walk, rec), (name, value)
+
+
+def test_a_field_of_the_wrong_kind_is_poison_not_an_exception_on_the_ledgers_thread() -> None:
+    for name, value in [("backend", 5), ("model_alias", 1.5), ("status", ("ok",)), ("error_type", {}),
+                        ("prompt_tokens", "12"), ("cost_usd", "0.5"), ("e2e_s", [1.0]), ("ttft_s", "x")]:
+        rec = record()
+        object.__setattr__(rec, name, value)
+        problem = record_problem(rec)  # before: AttributeError for ints in text; cost_usd "0.5" * 10^9 as a string
+        assert problem is not None and problem.startswith(name), (name, value, problem)
+    rec = record()
+    object.__setattr__(rec, "backend", None)  # None reads as "none" in the rollups: storable
+    assert record_problem(rec) is None
 
 
 @pytest.mark.parametrize("overrides", [
