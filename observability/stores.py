@@ -69,7 +69,7 @@ def _field_problem(record: UsageRecord) -> str | None:
         value = getattr(record, name)
         if value is not None and not isinstance(value, str):
             return f"{name} is not text ({type(value).__name__})"
-    for name in _NUMERIC_FIELDS:  # the rollups multiply these: cost_usd="x" made a 1 GB string
+    for name in _NUMERIC_FIELDS:  # the rollups multiply these: a str cost_usd was repeated 10^9 times
         value = getattr(record, name)
         if value is not None and not isinstance(value, (int, float)):
             return f"{name} is not a number ({type(value).__name__})"

@@ -83,7 +83,7 @@ def test_a_field_of_the_wrong_kind_is_poison_not_an_exception_on_the_ledgers_thr
                         ("prompt_tokens", "12"), ("cost_usd", "0.5"), ("e2e_s", [1.0]), ("ttft_s", "x")]:
         rec = record()
         object.__setattr__(rec, name, value)
-        problem = record_problem(rec)  # before: AttributeError for ints in text; cost_usd "0.5" * 10^9 as a string
+        problem = record_problem(rec)  # before: AttributeError for ints in text; a str cost_usd repeated 10^9 times
         assert problem is not None and problem.startswith(name), (name, value, problem)
     rec = record()
     object.__setattr__(rec, "backend", None)  # None reads as "none" in the rollups: storable
