@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -147,7 +150,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             progress = a.out.with_suffix(".samples.jsonl") if a.out else None
             while True:
                 samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": len(tasks),
-                                "done": len(results), **proc_sample(stack.gateway_pid, stack.ports)})
+                                "done": len(results), **proc_sample(stack.gateway_pid, stack.ports),
+                                "threads": threads(stack.gateway_pid)})
                 if progress:
                     with progress.open("a") as f:
                         f.write(json.dumps(samples[-1]) + "\n")
@@ -164,7 +168,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             await asyncio.gather(*tasks)
             await asyncio.sleep(a.settle_s)
             quiets[name] = {"t_s": round(time.monotonic() - start, 1), **proc_sample(stack.gateway_pid, stack.ports),
-                            "redis_clients": await asyncio.to_thread(redis_clients, stack)}
+                            "redis_clients": await asyncio.to_thread(redis_clients, stack),
+                            "threads": threads(stack.gateway_pid), "heap_trim": await asyncio.to_thread(heap_trim, stack)}
             return time.monotonic() - paused
 
         quiets: dict[str, dict[str, Any]] = {}
@@ -187,6 +192,25 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
     finally:
         client.close()
     return results, samples, quiets
+
+
+def threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return -1
+
+
+def heap_trim(stack: Stack) -> dict[str, Any] | None:
+    """The gateway's heap trimmer's figures on /readyz (trims, bytes given back); None without one."""
+    url = stack.url.split("/v1/", 1)[0] + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return json.loads(reply.read()).get("heap_trim")
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body is the same shape
+        return json.loads(exc.read()).get("heap_trim")
+    except OSError:
+        return None
 
 
 def redis_clients(stack: Stack) -> dict[str, int]:
