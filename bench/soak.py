@@ -306,6 +306,8 @@ def main() -> int:
         records = check_records(stack, results, since, wait_s=180)
         out = {"minutes": a.minutes, "rate_rps": round(rate, 1), "saturation_rps": saturation, "redis": a.redis,
                "rss_kb": growth(quiets, "rss_kb"), "fds": growth(quiets, "fds"),
+               "threads": {name: q["threads"] for name, q in quiets.items()},
+               "heap_trim_end": quiets["end"]["heap_trim"],
                **records, "tracebacks_in_log": stack.log().count("Traceback"), "samples": samples}
     # growth is the failure; a level that falls back (fewer connections open at that moment) is not
     ok = (out["rss_kb"]["change_pct"] <= 5 and out["fds"]["change_pct"] <= 5 and not out["missing"]
