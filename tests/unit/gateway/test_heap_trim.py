@@ -74,9 +74,10 @@ FRAGMENTED = """
     kept = blocks[::6]
     del blocks  # ~60 MB free in chunks between the kept ones: a trim gives back only the whole pages among them
     busy = [BUSY]
-    trimmer = HeapTrimmer(libc, interval_s=3600, min_free_bytes=4 << 20, busy=lambda: busy[0])
+    watch = {"busy": lambda: busy[0]} if busy[0] else {}  # never busy: the trimmer is given no watch
+    trimmer = HeapTrimmer(libc, interval_s=3600, min_free_bytes=4 << 20, **watch)
     runs = [trimmer.trim_once(), trimmer.trim_once()]  # the second: nothing new is free
-    after_two = trimmer.backoff
+    after_two = getattr(trimmer, "backoff", None)
     more = [bytes(20_000) for _ in range(1_000)]  # too large for the holes: from the top of the heap
     keep = bytes(100_000)
     del more  # ~20 MB newly free, above the floor left by the first trim
@@ -85,7 +86,7 @@ FRAGMENTED = """
     runs.append(trimmer.trim_once())
     runs.append(trimmer.trim_once())
     print(json.dumps({"runs": runs, "backoff_after_two": after_two, "trims": trimmer.trims,
-                      "figures": trimmer.figures()}))
+                      "figures": trimmer.figures() if hasattr(trimmer, "figures") else None}))
 """
 
 
@@ -109,5 +110,6 @@ def test_a_trim_that_gives_back_little_backs_off_and_a_burst_ending_trims_once()
     assert r["runs"][:3] == [True, False, True], r
     assert r["runs"][3:] == [True, False], r  # busy -> not busy: one trim, then none
     assert r["trims"] == 3, r
-    assert r["figures"]["backoff_intervals"] >= 1 and set(r["figures"]) == {
+    assert r["backoff_after_two"] == 2, r  # the first trim gave back < 1 MiB (the holes are smaller than pages)
+    assert set(r["figures"]) == {
         "trims", "released_bytes", "last_released_bytes", "backoff_intervals"}, r
