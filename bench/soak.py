@@ -15,13 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench.soak_stack import Stack, proc_sample, start_stack
+from bench.soak_stack import Stack, heap_trim, proc_sample, start_stack, threads
 from observability.bench.client import Target
 from observability.bench.exchange import BenchExchange, BenchPool
 from observability.redis_store import RedisStore
@@ -192,25 +189,6 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
     finally:
         client.close()
     return results, samples, quiets
-
-
-def threads(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return -1
-
-
-def heap_trim(stack: Stack) -> dict[str, Any] | None:
-    """The gateway's heap trimmer's figures on /readyz (trims, bytes given back); None without one."""
-    url = stack.url.split("/v1/", 1)[0] + "/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return json.loads(reply.read()).get("heap_trim")
-    except urllib.error.HTTPError as exc:  # 503: not ready, the body is the same shape
-        return json.loads(exc.read()).get("heap_trim")
-    except OSError:
-        return None
 
 
 def redis_clients(stack: Stack) -> dict[str, int]:
