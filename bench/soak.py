@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench.soak_stack import Stack, proc_sample, start_stack
+from bench.soak_stack import Stack, heap_trim, proc_sample, start_stack, threads
 from observability.bench.client import Target
 from observability.bench.exchange import BenchExchange, BenchPool
 from observability.redis_store import RedisStore
@@ -147,7 +147,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             progress = a.out.with_suffix(".samples.jsonl") if a.out else None
             while True:
                 samples.append({"t_s": round(time.monotonic() - start, 1), "inflight": len(tasks),
-                                "done": len(results), **proc_sample(stack.gateway_pid, stack.ports)})
+                                "done": len(results), **proc_sample(stack.gateway_pid, stack.ports),
+                                "threads": threads(stack.gateway_pid)})
                 if progress:
                     with progress.open("a") as f:
                         f.write(json.dumps(samples[-1]) + "\n")
@@ -164,7 +165,8 @@ async def soak(stack: Stack, a: argparse.Namespace, rate: float
             await asyncio.gather(*tasks)
             await asyncio.sleep(a.settle_s)
             quiets[name] = {"t_s": round(time.monotonic() - start, 1), **proc_sample(stack.gateway_pid, stack.ports),
-                            "redis_clients": await asyncio.to_thread(redis_clients, stack)}
+                            "redis_clients": await asyncio.to_thread(redis_clients, stack),
+                            "threads": threads(stack.gateway_pid), "heap_trim": await asyncio.to_thread(heap_trim, stack)}
             return time.monotonic() - paused
 
         quiets: dict[str, dict[str, Any]] = {}
@@ -282,6 +284,8 @@ def main() -> int:
         records = check_records(stack, results, since, wait_s=180)
         out = {"minutes": a.minutes, "rate_rps": round(rate, 1), "saturation_rps": saturation, "redis": a.redis,
                "rss_kb": growth(quiets, "rss_kb"), "fds": growth(quiets, "fds"),
+               "threads": {name: q["threads"] for name, q in quiets.items()},
+               "heap_trim_end": quiets["end"]["heap_trim"],
                **records, "tracebacks_in_log": stack.log().count("Traceback"), "samples": samples}
     # growth is the failure; a level that falls back (fewer connections open at that moment) is not
     ok = (out["rss_kb"]["change_pct"] <= 5 and out["fds"]["change_pct"] <= 5 and not out["missing"]

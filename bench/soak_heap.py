@@ -26,7 +26,7 @@ from observability.bench.exchange import BenchPool
 
 
 async def load(stack: Stack, client: BenchPool, rate: float, seconds: float, first: int,
-               rng: random.Random, outage_at: float | None, outage_s: float) -> int:
+               rng: random.Random, outage_at: float | None, outage_s: float, mid_dump_s: float | None = None) -> int:
     """Open-loop soak mix for `seconds`, a Redis restart `outage_at` s in; returns the next request index."""
     tasks: set[asyncio.Task[Any]] = set()
     start, i = time.monotonic(), first
@@ -34,6 +34,9 @@ async def load(stack: Stack, client: BenchPool, rate: float, seconds: float, fir
     while (now := time.monotonic() - start) < seconds:
         if outage_at is not None and restart is None and now >= outage_at:
             restart = asyncio.create_task(asyncio.to_thread(stack.restart_redis, outage_s))
+            if mid_dump_s is not None:  # a dump during the recovery's burst (its own heap-<n> file)
+                restart.add_done_callback(lambda _: asyncio.get_running_loop().call_later(
+                    mid_dump_s, os.kill, stack.gateway_pid, signal.SIGUSR2))
         if i - first < now * rate and len(tasks) < 200:
             task = asyncio.create_task(one(client, stack, i, plan(i, rng)))
             tasks.add(task)
@@ -61,10 +64,12 @@ async def drive(stack: Stack, a: argparse.Namespace, directory: Path) -> list[di
     try:
         i = await load(stack, client, a.rate, a.warmup_s, 0, rng, None, 0)
         dumps.append(await dump(stack, directory, 0, a.settle_s))
-        for k in range(a.outages):
+        n = 0
+        for _ in range(a.outages):
             i = await load(stack, client, a.rate, a.phase_s, i, rng, None if a.no_outage else a.phase_s / 3,
-                           a.outage_s)
-            dumps.append(await dump(stack, directory, k + 1, a.settle_s))
+                           a.outage_s, a.mid_dump_s)
+            n += 1 + (a.mid_dump_s is not None)
+            dumps.append(await dump(stack, directory, n, a.settle_s))
             print(summary(dumps[-2], dumps[-1]), file=sys.stderr, flush=True)
     finally:
         client.close()
@@ -72,13 +77,21 @@ async def drive(stack: Stack, a: argparse.Namespace, directory: Path) -> list[di
 
 
 def summary(before: dict[str, Any], after: dict[str, Any]) -> str:
-    keys = ("rss_kb", "rss_after_trim_kb", "traced_kb", "gc_objects")
+    keys = ("rss_kb", "rss_after_trim_kb", "traced_kb", "traced_peak_kb", "gc_objects")
     figures = {k: (before.get(k), after.get(k)) for k in keys}
     arenas = (before["pymalloc"].get("arenas allocated current"), after["pymalloc"].get("arenas allocated current"))
     types = {t: n - before["types"].get(t, 0) for t, n in after["types"].items() if n != before["types"].get(t, 0)}
     top = dict(sorted(types.items(), key=lambda kv: -abs(kv[1]))[:12])
+    threads = sorted(set(after.get("thread_names", [])) ^ set(before.get("thread_names", [])))
     return f"dump {before['n']} -> {after['n']}: {figures} pymalloc arenas {arenas} malloc {after['mallinfo2']}\n" \
+           f"  mappings {before.get('rss_by_mapping_kb')} -> {after.get('rss_by_mapping_kb')}\n" \
+           f"  arenas (id, system MiB, free MiB) {_arenas(before)} -> {_arenas(after)}\n" \
+           f"  threads {before.get('threads')} -> {after.get('threads')}, new/gone: {threads}\n" \
            f"  object counts: {top}"
+
+
+def _arenas(dump: dict[str, Any]) -> list[tuple[int, float, float]]:
+    return [(a["id"], round(a["system"] / 2**20, 1), round(a["free"] / 2**20, 1)) for a in dump.get("arenas", [])]
 
 
 def traced_diff(directory: Path, a: int, b: int, top: int = 15) -> str:
@@ -103,6 +116,8 @@ def main() -> int:
     p.add_argument("--settle-s", type=float, default=8.0)
     p.add_argument("--no-trace", action="store_true", help="tracemalloc off: RSS without its overhead")
     p.add_argument("--gateway-env", action="append", default=[], help="NAME=VALUE for the gateway (e.g. MALLOC_ARENA_MAX=2)")
+    p.add_argument("--mid-dump-s", type=float, default=None,
+                   help="also dump this long after Redis is back, in the recovery's burst (heap-<n> between)")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--out", type=Path, default=None, help="keep the dumps here (default: a temporary folder)")
     a = p.parse_args()
@@ -111,10 +126,13 @@ def main() -> int:
         env = {"HYBRIDGW_HEAP_DUMP": str(directory), "HYBRIDGW_HEAP_DUMP_TRACE": "0" if a.no_trace else "1",
                **dict(item.split("=", 1) for item in a.gateway_env)}
         with start_stack(Path(tmp), 8, a.redis, gateway_env=env) as stack:
-            asyncio.run(drive(stack, a, directory))
+            dumps = asyncio.run(drive(stack, a, directory))
         if not a.no_trace:
-            for k in range(a.outages):
-                print(traced_diff(directory, k, k + 1))
+            numbers = [d["n"] for d in dumps]
+            for k in range(len(numbers) - 1):
+                print(traced_diff(directory, numbers[k], numbers[k + 1]))
+                if numbers[k + 1] - numbers[k] == 2:
+                    print(traced_diff(directory, numbers[k], numbers[k] + 1))
     return 0
 
 

@@ -3,12 +3,16 @@ fake OpenAI upstream, one `hybridgw serve` with REDIS_URL and keys for a few tea
 about the gateway (RSS, open fds, CPU seconds) is read by tests/support/proc_stats.py."""
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.key_store_redis import RedisKeyStore
 from tests.support import procs
@@ -103,3 +107,22 @@ def start_stack(workdir: Path, team_count: int, redis_kind: str,
         for proc in reversed(started):
             procs.stop(proc)
         redis.stop()
+
+
+def threads(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return -1
+
+
+def heap_trim(stack: Stack) -> dict[str, Any] | None:
+    """The gateway's heap trimmer's figures on /readyz (trims, bytes given back); None without one."""
+    url = stack.url.split("/v1/", 1)[0] + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return json.loads(reply.read()).get("heap_trim")
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body is the same shape
+        return json.loads(exc.read()).get("heap_trim")
+    except OSError:
+        return None

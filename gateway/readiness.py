@@ -84,6 +84,8 @@ def readiness(app_ready: bool, backends: Mapping[str, BackendState], absent: Map
     limiter = r.limiter.state() if r.limiter is not None else None
     if limiter is not None:
         body["limiter"] = limiter.detail() if admin else limiter.public()
+    if r.heap_trimmer is not None:
+        body["heap_trim"] = r.heap_trimmer.figures()  # trims, RSS given back (gateway/heap_trim.py)
     if admin and r.poller is not None:
         body["engine_state_errors"] = dict(r.poller.errors)
     return (200 if ready else 503), body

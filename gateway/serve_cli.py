@@ -69,7 +69,8 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     prepare_heap_for_serving()  # the app is built: GCs walk only what requests allocate (gateway/heap.py)
     inner = app if hasattr(app, "state") else getattr(app, "app", None)  # under serve_worker's WorkerHeader
     readiness = getattr(getattr(inner, "state", None), "readiness", None)
-    trimmer = start_heap_trimmer()  # free heap back to the system after bursts (gateway/heap_trim.py)
+    ledger = getattr(readiness, "ledger", None)  # a trim once the usage store is back and the spill replayed
+    trimmer = start_heap_trimmer(busy=None if ledger is None else lambda: _in_outage(ledger))  # gateway/heap_trim.py
     if readiness is not None:
         readiness.heap_trimmer = trimmer
     server.run(sockets=None if sock is None else [sock])
@@ -77,6 +78,12 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
         trimmer.stop()
     if not server.started:  # e.g. the port is in use: exit 3 as uvicorn.run does, not 0
         raise SystemExit(3)
+
+
+def _in_outage(ledger: Any) -> bool:
+    """The usage store down, or records still in the spill (the heap trimmer trims once when this ends)."""
+    health = ledger.health()
+    return health.store_down or health.spill_pending
 
 
 def start_logging(level: str) -> LogThread:

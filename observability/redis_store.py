@@ -24,7 +24,6 @@ from observability.rollups import (
     Rollup,
     is_float_field,
     period_start,
-    record_fields,
 )
 from observability.stores import StoreRefused, StoreUnavailable, decode_record, encode_record
 from observability.usage import UsageRecord
@@ -100,7 +99,7 @@ class RedisStore:
 
     def _script_call(self, record: UsageRecord) -> tuple[list[str], list[Any]]:
         ints, floats = {}, {}
-        for name, value in record_fields(record).items():
+        for name, value in record.rollup_fields.items():  # computed once: the ledger's poison check read it
             if is_float_field(name):
                 floats[name] = float(value)
             else:

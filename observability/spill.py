@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 
 DEAD_LETTER_NAME = "dead-letter.jsonl"
+# Records per write on a replay, read from the file as they go: a whole outage's file read at once (2,000+
+# records at 410 req/s for 5 s) grew pymalloc by ~9 arenas that stayed (docs/benchmarks.md, session 12).
+REPLAY_BATCH = 256
 
 
 class DeadLetter:
@@ -94,9 +97,10 @@ class SpillFile:
         except OSError:  # e.g. too many open files to list the folder: assume records wait there
             return True
 
-    def replay(self, write: Callable[[list[UsageRecord]], object], batch_size: int = 500) -> int:
-        """Hand every unheld spill file to `write` in batches, deleting each file once all of it is
-        written. `write` raising stops the replay and leaves the rest for the next try."""
+    def replay(self, write: Callable[[list[UsageRecord]], object], batch_size: int = REPLAY_BATCH) -> int:
+        """Hand every unheld spill file to `write` in batches, read as they go (one batch in memory, not
+        a whole outage's file), deleting each file once all of it is written. `write` raising stops the
+        replay and leaves the rest for the next try."""
         self._close_active()
         replayed = 0
         for path in sorted(self.directory.glob("spill-*.jsonl")):
@@ -115,27 +119,38 @@ class SpillFile:
                 return 0  # its writer is alive and still appending
             if os.fstat(handle.fileno()).st_nlink == 0:
                 return 0  # replayed and deleted by another process while we waited
-            records = _read_records(handle, path, self.dead_letter)
-            for start in range(0, len(records), batch_size):
-                write(records[start:start + batch_size])
+            replayed = 0
+            for batch in _batches(handle, path, self.dead_letter, batch_size):
+                write(batch)
+                replayed += len(batch)
             path.unlink()
-            return len(records)
+            return replayed
 
     def close(self) -> None:
         self._close_active()
 
 
-def _read_records(handle: IO[str], path: Path, dead_letter: DeadLetter) -> list[UsageRecord]:
-    records = []
+def _batches(handle: IO[str], path: Path, dead_letter: DeadLetter, size: int) -> Iterator[list[UsageRecord]]:
+    """The file's records, `size` at a time, as it is read."""
+    batch: list[UsageRecord] = []
+    for record in _read_records(handle, path, dead_letter):
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_records(handle: IO[str], path: Path, dead_letter: DeadLetter) -> Iterator[UsageRecord]:
     for number, line in enumerate(handle, 1):
         if not line.endswith("\n"):
             # a torn last line: the writer died mid-append, before that record was acknowledged
             log.warning("spill %s: skipping torn line %d", path.name, number)
             continue
         try:
-            records.append(UsageRecord.from_dict(json.loads(line)))
+            yield UsageRecord.from_dict(json.loads(line))
         except (ValueError, TypeError, AttributeError) as exc:  # a corrupt line must not block the rest
             log.error("spill %s: line %d does not parse (%s); moved to %s", path.name, number, exc,
                       dead_letter.path.name)
             dead_letter.add_line(line.rstrip("\n"), f"spill line does not parse: {exc}")
-    return records

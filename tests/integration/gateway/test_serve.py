@@ -102,8 +102,10 @@ def test_gateway_spawns_and_stops_the_local_engine(tmp_path: Path) -> None:
         [engine] = _engine_pids(proc)
         _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "not ready")
         assert not _gone(engine)
-        tasks = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["tasks"]
+        body = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        tasks = body["tasks"]
         assert tasks["heap_trim"]["state"] == "running", tasks  # gateway/heap_trim.py, in the serving process
+        assert body["heap_trim"]["trims"] >= 0 and body["heap_trim"]["released_bytes"] >= 0, body  # its figures
     finally:
         procs.stop(proc)
     _wait(lambda: _gone(engine), "engine outlived the gateway", 30)

@@ -65,3 +65,51 @@ def test_the_thread_reports_its_state_and_survives_a_failing_trim() -> None:
     finally:
         trimmer.stop()
     assert trimmer.status.snapshot().state == "stopped"
+
+
+FRAGMENTED = """
+    from gateway.heap_trim import HeapTrimmer, free_heap_bytes, glibc, rss_bytes
+    libc = glibc()
+    blocks = [bytes(600) for _ in range(120_000)]  # ~75 MB from malloc, one kept in every six
+    kept = blocks[::6]
+    del blocks  # ~60 MB free in chunks between the kept ones: a trim gives back only the whole pages among them
+    busy = [BUSY]
+    watch = {"busy": lambda: busy[0]} if busy[0] else {}  # never busy: the trimmer is given no watch
+    trimmer = HeapTrimmer(libc, interval_s=3600, min_free_bytes=4 << 20, **watch)
+    runs = [trimmer.trim_once(), trimmer.trim_once()]  # the second: nothing new is free
+    after_two = getattr(trimmer, "backoff", None)
+    more = [bytes(20_000) for _ in range(1_000)]  # too large for the holes: from the top of the heap
+    keep = bytes(100_000)
+    del more  # ~20 MB newly free, above the floor left by the first trim
+    runs.append(trimmer.trim_once())
+    busy[0] = False  # the burst is over: one trim, however little is free
+    runs.append(trimmer.trim_once())
+    runs.append(trimmer.trim_once())
+    print(json.dumps({"runs": runs, "backoff_after_two": after_two, "trims": trimmer.trims,
+                      "figures": trimmer.figures() if hasattr(trimmer, "figures") else None}))
+"""
+
+
+def _fragmented(busy: bool) -> dict:
+    code = "import json\n" + textwrap.dedent(FRAGMENTED).replace("BUSY", str(busy))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_free_memory_a_trim_left_does_not_set_off_another_but_new_free_memory_does() -> None:
+    r = _fragmented(busy=False)
+    # the first trim runs, the second finds no more free than the first left (the old trimmer trimmed
+    # again every interval while that much sat free), newly freed memory sets off a third
+    assert r["runs"][:3] == [True, False, True], r
+    assert r["runs"][3:] == [False, False], r  # never busy: no burst ended
+    assert r["figures"]["trims"] == 2 and r["figures"]["released_bytes"] > 0, r
+
+
+def test_a_trim_that_gives_back_little_backs_off_and_a_burst_ending_trims_once() -> None:
+    r = _fragmented(busy=True)
+    assert r["runs"][:3] == [True, False, True], r
+    assert r["runs"][3:] == [True, False], r  # busy -> not busy: one trim, then none
+    assert r["trims"] == 3, r
+    assert r["backoff_after_two"] == 2, r  # the first trim gave back < 1 MiB (the holes are smaller than pages)
+    assert set(r["figures"]) == {
+        "trims", "released_bytes", "last_released_bytes", "backoff_intervals"}, r
