@@ -2,7 +2,6 @@
 OTel providers, route function, engine URLs) into a plain Starlette app. Nothing happens at import time."""
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from gateway.backends.base import Backend
 from gateway.backends.factory import build_backends
 from gateway.catalog import build_catalog
 from gateway.hot_routes import GatewayApp, error_json
-from gateway.idle_executor import IdleExitExecutor
 from gateway.key_cache import KeyCache
 from gateway.key_store import KeyStorage
 from gateway.readiness import Readiness
@@ -98,7 +96,6 @@ def create_app(settings: Settings, *, policy: Policy | LoadedPolicy, key_store: 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        asyncio.get_running_loop().set_default_executor(IdleExitExecutor())  # idle workers exit (to_thread)
         configure_offline_env()
         services.tokens.load()
         for backend in backends.values():
