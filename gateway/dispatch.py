@@ -11,8 +11,8 @@ from typing import Protocol
 from gateway.backends.base import Backend, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.errors import NoBackendAvailable, UpstreamError
 from gateway.timing import RequestClock
+from observability.fast_init import fast_init
 from policies.decision import Target
-from policies.fast_init import fast_init
 
 RequestFor = Callable[[Target], UpstreamRequest]
 
@@ -38,7 +38,7 @@ class Attempt:
     error: str  # why this target was passed over
 
 
-@fast_init  # built per request (policies/fast_init.py)
+@fast_init  # built per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class Completed:
     """A non-streamed call's result: the target that answered, its response, the targets passed over."""
@@ -48,7 +48,7 @@ class Completed:
     attempts: tuple[Attempt, ...]
 
 
-@fast_init  # built per request (policies/fast_init.py)
+@fast_init  # built per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class OpenedStream:
     """A stream's start: the target that answered, its first batch, the rest (the relay reads and closes

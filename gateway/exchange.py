@@ -13,11 +13,11 @@ from gateway.dispatch import Attempt
 from gateway.key_spec import KeySpec
 from gateway.ratelimit_headers import reservation_headers
 from gateway.timing import RequestClock
+from observability.fast_init import fast_init
 from observability.limits_protocol import Reservation
 from observability.usage import EngineView
 from policies.compiled import CompiledPolicy
 from policies.decision import RequestFacts, RouteDecision, Target
-from policies.fast_init import fast_init
 from policies.router import Hold
 
 _MAX_ID_LEN = 128
@@ -48,7 +48,7 @@ def unrecorded_id_headers(client_header: str | None) -> dict[str, str]:
     return id_headers(new_request_id(), client_request_id_from(client_header))
 
 
-@fast_init  # built per request (policies/fast_init.py)
+@fast_init  # built per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     """What the client asked for, read from its body once the alias is known to be its to use (proxy)."""
@@ -62,7 +62,7 @@ class ParsedRequest:
     off_loop: bool  # whether counting its prompt is worth a worker thread (a large body)
 
 
-@fast_init  # built per request (policies/fast_init.py)
+@fast_init  # built per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     """route_plan.plan_route's answer: the request's facts and the decision, by one policy version (a
@@ -74,7 +74,7 @@ class RoutePlan:
     view: Mapping[str, EngineView] = field(default_factory=dict)  # the engines as the decision saw them
 
 
-@fast_init  # built per request (policies/fast_init.py)
+@fast_init  # built per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class UsageOutcome:
     """What the upstream's answer came to (gateway/outcome.py): its tokens (reported, else counted)."""

@@ -5,7 +5,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from observability.dict_init import dict_init
+from observability.fast_init import dict_init
 from observability.limits_config import LimitsConfig, TeamLimits
 
 if TYPE_CHECKING:  # limiter_health reads limiters (and so imports this seam); only the type is needed here

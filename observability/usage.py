@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from observability.dict_init import dict_init
+from observability.fast_init import dict_init
 from observability.rollups import record_fields
 
 # The rule of a shadow call's record (gateway/shadow.py): the team's spend, not a request a client made.

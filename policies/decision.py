@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.fast_init import fast_init
+from observability.fast_init import fast_init
 from policies.lazy_text import lazy_fields
 
 
@@ -15,7 +15,7 @@ class Target:
     model: str
 
 
-@fast_init  # built per request: slots, and an init that writes them directly (policies/fast_init.py)
+@fast_init  # built per request: slots, and an init that writes them directly (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
     """Everything a routing rule may look at, computed before the call."""

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from observability.fast_init import fast_init
 from policies.fairness import EngineTeams
-from policies.fast_init import fast_init
 
 CircuitState = Literal["closed", "open", "half_open"]
 
 
-@fast_init  # built per poll / per decision (policies/fast_init.py)
+@fast_init  # built per poll / per decision (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     """One poll of an engine's state (our /v1/engine/state, or vLLM's /metrics)."""
@@ -71,7 +71,7 @@ class InFlight:
 _NO_FLIGHT = InFlight()
 
 
-@fast_init  # built per poll / per decision (policies/fast_init.py)
+@fast_init  # built per poll / per decision (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class LiveState:
     """Everything about the backends that decide() may read, frozen for one decision."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from observability.fast_init import fast_init
 from observability.usage import EngineView
-from policies.fast_init import fast_init
 from policies.shadow_spec import SHADOW_RULE
 
 
@@ -33,7 +33,7 @@ class Recorded:
     view: Mapping[str, EngineView] = field(default_factory=dict)
 
 
-@fast_init  # one per request read: a day at 10 requests/s is 864k (policies/fast_init.py)
+@fast_init  # one per request read: a day at 10 requests/s is 864k (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class TrafficRecord:
     time: float  # arrival, unix seconds (or seconds from the start of the recording)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from policies.fast_init import fast_init
+from observability.fast_init import fast_init
 from policies.lazy_text import lazy_fields
 
 if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the strategies
@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the compiled policy imports the schema, which imports the s
     from policies.live import LiveState
 
 
-@fast_init  # one per request (policies/fast_init.py)
+@fast_init  # one per request (observability/fast_init.py)
 @dataclass(frozen=True, slots=True)
 class Context:
     policy: CompiledPolicy

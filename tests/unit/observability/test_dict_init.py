@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from observability.dict_init import dict_init
+from observability.fast_init import dict_init
 from observability.usage import EngineView, UsageRecord
 from tests.unit.observability.conftest import record
 

@@ -1,7 +1,7 @@
 """Decisions and their reasons, byte for byte, over a grid of requests and states on four policies
 (slo_cost, kv_fit with conditions and a shadow rule, cheapest_within_slo, first_match): pinned to
 the digest main's eager code (5e16ca8) gave, so reasons built when read (policies/lazy_text.py) and
-the faster dataclass inits (policies/fast_init.py) say and decide exactly what they did."""
+the faster dataclass inits (observability/fast_init.py) say and decide exactly what they did."""
 from __future__ import annotations
 
 import hashlib

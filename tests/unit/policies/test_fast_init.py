@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from observability.fast_init import fast_init
 from policies.decision import RequestFacts, RouteDecision
-from policies.fast_init import fast_init
 from policies.live import EngineSnapshot, HealthView, InFlight, LiveState
 from policies.strategies.base import Context, Outcome
 
