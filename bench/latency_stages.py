@@ -121,6 +121,7 @@ def stages(sent: list[tuple[float, float]], stamps: list[Stamp], gateway: bool) 
             put(f"{name} (wall)", b[1] - a[1])
             put(f"{name} (loop CPU)", b[2] - a[2])
             put(f"{name} (run-queue wait)", b[3] - a[3])
+            put(f"{name} (off CPU, not queued: the GIL)", max(0.0, (b[1] - a[1]) - (b[2] - a[2]) - (b[3] - a[3])))
         put("upstream send → upstream in", back[1] - up[1])
         put("body out → usage record made (wall)", begin[1] - out[1])
         put("the usage record: finish() (loop CPU)", done[2] - begin[2])
@@ -138,9 +139,10 @@ def report(sent: dict[str, list[tuple[float, float]]], workdir: Path) -> str:
         added = "" if name == "direct" else f"; added p50 / p99 {q(e2e, .5) - q(direct, .5):+.2f} / " \
                                             f"{q(e2e, .99) - q(direct, .99):+.2f} ms"
         lines += ["", f"{name}: {len(rows)} requests, {len(next(iter(table.values()), []))} matched to stamps{added}",
-                  "| stage | p10 | p50 | p90 | mean (ms) |", "|---|---|---|---|---|"]
+                  "| stage | p10 | p50 | p90 | p99 | mean (ms) |", "|---|---|---|---|---|---|"]
         for stage, values in table.items():
             lines.append(f"| {stage} | {q(values, .1):.3f} | {q(values, .5):.3f} | {q(values, .9):.3f} | "
+                         f"{q(values, .99):.3f} | "
                          f"{statistics.fmean(values) * 1e3:.3f} |")
     return "\n".join(lines)
 
