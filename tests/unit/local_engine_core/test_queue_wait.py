@@ -1,0 +1,63 @@
+"""How a request waited in the engine's queue (its span's attributes): requests ahead when the step loop
+took it in, steps that ran before its first, and those of them that took no waiting request in."""
+from __future__ import annotations
+
+import pytest
+
+from local_engine.config import EngineConfig
+from local_engine.engine_build import build_engine
+from local_engine.loading import LoadedModel, load_engine_model
+from local_engine.queue_wait import QueueWait
+from local_engine.sequence import SamplingParams, Sequence
+from local_engine.trace_context import parse_traceparent
+from local_engine.tracing import RequestTimes, RequestTracer
+from observability.tracing import TracingConfig, build_tracing
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedModel:
+    return load_engine_model("tiny-random")
+
+
+def _first_outputs(loaded: LoadedModel, num_requests: int, max_tokens: int, **config: object) -> dict[int, QueueWait]:
+    engine = build_engine(EngineConfig(model="tiny-random", **config), loaded)  # type: ignore[arg-type]
+    sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    seqs = [Sequence(loaded.tokenizer.encode(f"request number {i}"), sampling) for i in range(num_requests)]
+    for seq in seqs:
+        engine.add_request(seq)
+    index = {seq.seq_id: i for i, seq in enumerate(seqs)}
+    waits: dict[int, QueueWait] = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.num_completion_tokens == 1:
+                assert out.queue_wait is not None
+                waits[index[out.seq_id]] = out.queue_wait
+            else:
+                assert out.queue_wait is None  # only the first output carries it
+    return waits
+
+
+def test_one_slot_counts_the_steps_each_request_waited_and_those_that_took_nobody_in(loaded: LoadedModel) -> None:
+    # One sequence at a time, 3 tokens each: A runs steps 1-3, B 4-6, C 7-9. B waited through steps 1-3,
+    # of which 2 and 3 took nobody in (step 1 took A); C through 1-6, of which all but 1 and 4.
+    waits = _first_outputs(loaded, 3, 3, max_num_seqs=1)
+    assert [(w.ahead, w.steps, w.steps_no_admit) for w in (waits[0], waits[1], waits[2])] == [(0, 0, 0), (1, 3, 2), (2, 6, 4)]
+    assert waits[0].taken_in_ns <= waits[1].taken_in_ns <= waits[2].taken_in_ns
+
+
+def test_a_burst_that_fits_one_step_waits_no_step(loaded: LoadedModel) -> None:
+    waits = _first_outputs(loaded, 4, 2)
+    assert [(waits[i].ahead, waits[i].steps, waits[i].steps_no_admit) for i in range(4)] == [(0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0)]
+
+
+def test_the_engine_span_carries_the_queue_wait() -> None:
+    tracing = build_tracing(TracingConfig(exporter="memory"))
+    tracer = RequestTracer(tracing.provider.get_tracer("engine"), "tiny")
+    parent = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    t0 = 1_800_000_000_000_000_000
+    tracer.record(parent, RequestTimes(t0, t0 + 50, t0 + 90, t0 + 200, 12, 4, queue_wait=QueueWait(t0 + 20, 3, 2, 1)))
+    tracer.record(parent, RequestTimes(t0, 0, 0, t0 + 10, 12, 0, aborted=True))  # never taken in: no attributes
+    engine = [s for s in tracing.memory.get_finished_spans() if s.name == "engine tiny"]  # type: ignore[union-attr]
+    assert [{k: v for k, v in s.attributes.items() if k.startswith("hybridgw.engine.queue.")} for s in engine] == [
+        {"hybridgw.engine.queue.taken_in_ns": t0 + 20, "hybridgw.engine.queue.ahead": 3,
+         "hybridgw.engine.queue.steps": 2, "hybridgw.engine.queue.steps_no_admit": 1}, {}]
