@@ -181,6 +181,7 @@ class LLMEngine:
         bm = self.block_manager
         sampled_ids = out.token_ids
         logprobs = out.logprobs or None
+        sampled_ns = 0  # the step's end, for the first tokens it sampled (spans)
         for i, seq in enumerate(batch.seqs):
             n = batch.num_scheduled_tokens[i]
             samples = seq.num_cached_tokens + n == len(seq.token_ids)
@@ -192,6 +193,9 @@ class LLMEngine:
             if token_id is None:
                 raise RuntimeError(f"runner sampled no token for sequence {seq.seq_id} at its last position")
             seq.token_ids.append(token_id)
+            if seq.num_completion_tokens == 1:
+                sampled_ns = sampled_ns or time.time_ns()
+                self.queue_steps.sampled(seq, sampled_ns)
             text, reason = self._accept(seq, token_id)
             if reason is not None:
                 self.scheduler.finish(seq, reason)

@@ -1,10 +1,10 @@
-"""How a request waited in the engine's queue, for its span: when the step loop took it in, how many
-waited ahead of it, and the steps that ran before its first one — of them, those that took no waiting
-prompt in. Kept as differences of two engine-wide step counters, so a step costs two additions."""
+"""How a request waited in the engine, for its span: when the step loop took it in, how many waited ahead,
+the steps before its first (and those of them that took no waiting prompt in), the steps its prompt took
+and when the step that sampled its first token ended. Differences of two engine-wide step counters."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -16,6 +16,8 @@ class QueueWait:
     ahead: int  # requests waiting in the scheduler when it was added
     steps: int  # steps that ran after it was added and before the one that first computed it
     steps_no_admit: int  # of those, steps that took no waiting request in although some waited
+    prefill_steps: int = 0  # steps from its first to the one that sampled its first token, both counted
+    sampled_ns: int = 0  # unix ns when that step ended in the step loop (before its outputs were sent)
 
 
 class Marked(Protocol):
@@ -39,6 +41,12 @@ class QueueSteps:
         if mark is not None and seq.queue_wait is None:
             at_ns, ahead, steps, no_admit = mark
             seq.queue_wait = QueueWait(at_ns, ahead, self.steps - steps, self.steps_no_admit - no_admit)
+
+    def sampled(self, seq: Marked, now_ns: int) -> None:
+        """The step that just ran (counted by `stepped`) sampled `seq`'s first token."""
+        wait, mark = seq.queue_wait, seq.queue_mark
+        if wait is not None and mark is not None and not wait.sampled_ns:
+            seq.queue_wait = replace(wait, prefill_steps=self.steps - mark[2] - wait.steps, sampled_ns=now_ns)
 
     def stepped(self, num_waiting_before: int, num_taken: int) -> None:
         """A step ran: `num_taken` of the `num_waiting_before` waiting requests went into it."""

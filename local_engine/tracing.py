@@ -54,12 +54,14 @@ class RequestTracer:
 
 
 def queue_attributes(wait: QueueWait | None) -> dict[str, int]:
-    """The engine span's attributes for its queue wait: when the step loop took the request in (unix
-    ns; the span starts when the server submitted it), requests ahead, steps before its first."""
+    """The engine span's attributes for its wait: when the step loop took the request in (unix ns; the span
+    starts when the server submitted it), requests ahead, steps before its first, its prompt's steps, and
+    when the step that sampled its first token ended (the prefill span ends when the server handed it on)."""
     if wait is None:
         return {}
     return {"hybridgw.engine.queue.taken_in_ns": wait.taken_in_ns, "hybridgw.engine.queue.ahead": wait.ahead,
-            "hybridgw.engine.queue.steps": wait.steps, "hybridgw.engine.queue.steps_no_admit": wait.steps_no_admit}
+            "hybridgw.engine.queue.steps": wait.steps, "hybridgw.engine.queue.steps_no_admit": wait.steps_no_admit,
+            "hybridgw.engine.prefill.steps": wait.prefill_steps, "hybridgw.engine.prefill.sampled_ns": wait.sampled_ns}
 
 
 def engine_tracing(environ: Mapping[str, str] = os.environ) -> Tracing | None:

@@ -19,10 +19,11 @@ def loaded() -> LoadedModel:
     return load_engine_model("tiny-random")
 
 
-def _first_outputs(loaded: LoadedModel, num_requests: int, max_tokens: int, **config: object) -> dict[int, QueueWait]:
+def _first_outputs(loaded: LoadedModel, num_requests: int, max_tokens: int, prompt: str = "request number",
+                   **config: object) -> dict[int, QueueWait]:
     engine = build_engine(EngineConfig(model="tiny-random", **config), loaded)  # type: ignore[arg-type]
     sampling = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    seqs = [Sequence(loaded.tokenizer.encode(f"request number {i}"), sampling) for i in range(num_requests)]
+    seqs = [Sequence(loaded.tokenizer.encode(f"{prompt} {i}"), sampling) for i in range(num_requests)]
     for seq in seqs:
         engine.add_request(seq)
     index = {seq.seq_id: i for i, seq in enumerate(seqs)}
@@ -41,13 +42,25 @@ def test_one_slot_counts_the_steps_each_request_waited_and_those_that_took_nobod
     # One sequence at a time, 3 tokens each: A runs steps 1-3, B 4-6, C 7-9. B waited through steps 1-3,
     # of which 2 and 3 took nobody in (step 1 took A); C through 1-6, of which all but 1 and 4.
     waits = _first_outputs(loaded, 3, 3, max_num_seqs=1)
-    assert [(w.ahead, w.steps, w.steps_no_admit) for w in (waits[0], waits[1], waits[2])] == [(0, 0, 0), (1, 3, 2), (2, 6, 4)]
+    assert [(w.ahead, w.steps, w.steps_no_admit, w.prefill_steps) for w in (waits[0], waits[1], waits[2])] == [
+        (0, 0, 0, 1), (1, 3, 2, 1), (2, 6, 4, 1)]
     assert waits[0].taken_in_ns <= waits[1].taken_in_ns <= waits[2].taken_in_ns
+    assert all(w.taken_in_ns < w.sampled_ns for w in waits.values())
+    assert waits[0].sampled_ns < waits[1].sampled_ns < waits[2].sampled_ns
+
+
+def test_a_prompt_chunked_over_steps_counts_them(loaded: LoadedModel) -> None:
+    # 16 tokens a step, idle or not: a prompt of 40-odd tokens takes 3 steps before its first token.
+    prompt = " ".join(["word"] * 40)
+    n = len(loaded.tokenizer.encode(f"{prompt} 0"))
+    waits = _first_outputs(loaded, 1, 2, prompt, max_num_seqs=4, max_num_batched_tokens=16, max_idle_batched_tokens=16)
+    assert waits[0].prefill_steps == -(-n // 16) and waits[0].steps == 0
 
 
 def test_a_burst_that_fits_one_step_waits_no_step(loaded: LoadedModel) -> None:
     waits = _first_outputs(loaded, 4, 2)
-    assert [(waits[i].ahead, waits[i].steps, waits[i].steps_no_admit) for i in range(4)] == [(0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0)]
+    assert [(waits[i].ahead, waits[i].steps, waits[i].steps_no_admit, waits[i].prefill_steps) for i in range(4)] == [
+        (0, 0, 0, 1), (1, 0, 0, 1), (2, 0, 0, 1), (3, 0, 0, 1)]
 
 
 def test_the_engine_span_carries_the_queue_wait() -> None:
@@ -55,9 +68,11 @@ def test_the_engine_span_carries_the_queue_wait() -> None:
     tracer = RequestTracer(tracing.provider.get_tracer("engine"), "tiny")
     parent = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     t0 = 1_800_000_000_000_000_000
-    tracer.record(parent, RequestTimes(t0, t0 + 50, t0 + 90, t0 + 200, 12, 4, queue_wait=QueueWait(t0 + 20, 3, 2, 1)))
+    tracer.record(parent, RequestTimes(t0, t0 + 50, t0 + 90, t0 + 200, 12, 4, queue_wait=QueueWait(t0 + 20, 3, 2, 1, 2, t0 + 80)))
     tracer.record(parent, RequestTimes(t0, 0, 0, t0 + 10, 12, 0, aborted=True))  # never taken in: no attributes
     engine = [s for s in tracing.memory.get_finished_spans() if s.name == "engine tiny"]  # type: ignore[union-attr]
     assert [{k: v for k, v in s.attributes.items() if k.startswith("hybridgw.engine.queue.")} for s in engine] == [
         {"hybridgw.engine.queue.taken_in_ns": t0 + 20, "hybridgw.engine.queue.ahead": 3,
          "hybridgw.engine.queue.steps": 2, "hybridgw.engine.queue.steps_no_admit": 1}, {}]
+    assert [{k: v for k, v in s.attributes.items() if k.startswith("hybridgw.engine.prefill.")} for s in engine] == [
+        {"hybridgw.engine.prefill.steps": 2, "hybridgw.engine.prefill.sampled_ns": t0 + 80}, {}]
