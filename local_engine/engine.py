@@ -153,11 +153,11 @@ class LLMEngine:
         if batch is None:
             return []
         if not batch.is_decode:  # the end of each new sequence's queue wait (engine spans)
-            now_ns = time.time_ns()
-            for seq in batch.seqs[batch.num_decodes:]:
+            now_ns, decodes = time.time_ns(), batch.num_decodes
+            for seq in batch.seqs[decodes:]:
                 if not seq.first_scheduled_ns:
                     seq.first_scheduled_ns = now_ns
-                    self.queue_steps.scheduled(seq)
+                    self.queue_steps.scheduled(seq, decodes, batch.total_tokens - decodes)
         self.queue_steps.stepped(num_waiting, num_waiting + len(batch.preempted_seq_ids) - len(self.scheduler.waiting))
         start, cpu_start = self._clock(), time.thread_time()
         out = self.runner.run(batch)  # a mixed step's decodes and prompt chunks in one forward pass

@@ -18,6 +18,8 @@ class QueueWait:
     steps_no_admit: int  # of those, steps that took no waiting request in although some waited
     prefill_steps: int = 0  # steps from its first to the one that sampled its first token, both counted
     sampled_ns: int = 0  # unix ns when that step ended in the step loop (before its outputs were sent)
+    first_step_decodes: int = 0  # its first step: the sequences decoding in it
+    first_step_prompt_tokens: int = 0  # and the prompt tokens it computed, of every sequence in it
 
 
 class Marked(Protocol):
@@ -35,12 +37,13 @@ class QueueSteps:
     def taken_in(self, seq: Marked, num_waiting: int) -> None:
         seq.queue_mark = (time.time_ns(), num_waiting, self.steps, self.steps_no_admit)
 
-    def scheduled(self, seq: Marked) -> None:
+    def scheduled(self, seq: Marked, num_decodes: int, num_prompt_tokens: int) -> None:
         """The first step that computes `seq` is being built (before `stepped` counts it)."""
         mark = seq.queue_mark
         if mark is not None and seq.queue_wait is None:
             at_ns, ahead, steps, no_admit = mark
-            seq.queue_wait = QueueWait(at_ns, ahead, self.steps - steps, self.steps_no_admit - no_admit)
+            seq.queue_wait = QueueWait(at_ns, ahead, self.steps - steps, self.steps_no_admit - no_admit,
+                                       first_step_decodes=num_decodes, first_step_prompt_tokens=num_prompt_tokens)
 
     def sampled(self, seq: Marked, now_ns: int) -> None:
         """The step that just ran (counted by `stepped`) sampled `seq`'s first token."""

@@ -61,7 +61,9 @@ def queue_attributes(wait: QueueWait | None) -> dict[str, int]:
         return {}
     return {"hybridgw.engine.queue.taken_in_ns": wait.taken_in_ns, "hybridgw.engine.queue.ahead": wait.ahead,
             "hybridgw.engine.queue.steps": wait.steps, "hybridgw.engine.queue.steps_no_admit": wait.steps_no_admit,
-            "hybridgw.engine.prefill.steps": wait.prefill_steps, "hybridgw.engine.prefill.sampled_ns": wait.sampled_ns}
+            "hybridgw.engine.prefill.steps": wait.prefill_steps, "hybridgw.engine.prefill.sampled_ns": wait.sampled_ns,
+            "hybridgw.engine.prefill.first_step_decodes": wait.first_step_decodes,
+            "hybridgw.engine.prefill.first_step_prompt_tokens": wait.first_step_prompt_tokens}
 
 
 def engine_tracing(environ: Mapping[str, str] = os.environ) -> Tracing | None:

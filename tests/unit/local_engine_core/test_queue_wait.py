@@ -55,6 +55,21 @@ def test_a_prompt_chunked_over_steps_counts_them(loaded: LoadedModel) -> None:
     n = len(loaded.tokenizer.encode(f"{prompt} 0"))
     waits = _first_outputs(loaded, 1, 2, prompt, max_num_seqs=4, max_num_batched_tokens=16, max_idle_batched_tokens=16)
     assert waits[0].prefill_steps == -(-n // 16) and waits[0].steps == 0
+    assert (waits[0].first_step_decodes, waits[0].first_step_prompt_tokens) == (0, 16)
+
+
+def test_the_first_step_says_what_ran_beside_it(loaded: LoadedModel) -> None:
+    engine = build_engine(EngineConfig(model="tiny-random"), loaded)
+    sampling = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    a, b = (Sequence(loaded.tokenizer.encode(text), sampling) for text in ("first request", "the second one, later"))
+    engine.add_request(a)
+    engine.step()  # a's prompt: it decodes from now on
+    engine.add_request(b)
+    (first_b,) = [out for out in engine.step() if out.seq_id == b.seq_id]
+    assert first_b.queue_wait is not None
+    assert (first_b.queue_wait.first_step_decodes, first_b.queue_wait.first_step_prompt_tokens) == (1, b.num_prompt_tokens)
+    assert a.queue_wait is not None and (a.queue_wait.first_step_decodes, a.queue_wait.first_step_prompt_tokens) == (
+        0, a.num_prompt_tokens)
 
 
 def test_a_burst_that_fits_one_step_waits_no_step(loaded: LoadedModel) -> None:
@@ -68,11 +83,12 @@ def test_the_engine_span_carries_the_queue_wait() -> None:
     tracer = RequestTracer(tracing.provider.get_tracer("engine"), "tiny")
     parent = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     t0 = 1_800_000_000_000_000_000
-    tracer.record(parent, RequestTimes(t0, t0 + 50, t0 + 90, t0 + 200, 12, 4, queue_wait=QueueWait(t0 + 20, 3, 2, 1, 2, t0 + 80)))
+    tracer.record(parent, RequestTimes(t0, t0 + 50, t0 + 90, t0 + 200, 12, 4, queue_wait=QueueWait(t0 + 20, 3, 2, 1, 2, t0 + 80, 5, 96)))
     tracer.record(parent, RequestTimes(t0, 0, 0, t0 + 10, 12, 0, aborted=True))  # never taken in: no attributes
     engine = [s for s in tracing.memory.get_finished_spans() if s.name == "engine tiny"]  # type: ignore[union-attr]
     assert [{k: v for k, v in s.attributes.items() if k.startswith("hybridgw.engine.queue.")} for s in engine] == [
         {"hybridgw.engine.queue.taken_in_ns": t0 + 20, "hybridgw.engine.queue.ahead": 3,
          "hybridgw.engine.queue.steps": 2, "hybridgw.engine.queue.steps_no_admit": 1}, {}]
     assert [{k: v for k, v in s.attributes.items() if k.startswith("hybridgw.engine.prefill.")} for s in engine] == [
-        {"hybridgw.engine.prefill.steps": 2, "hybridgw.engine.prefill.sampled_ns": t0 + 80}, {}]
+        {"hybridgw.engine.prefill.steps": 2, "hybridgw.engine.prefill.sampled_ns": t0 + 80,
+         "hybridgw.engine.prefill.first_step_decodes": 5, "hybridgw.engine.prefill.first_step_prompt_tokens": 96}, {}]
