@@ -4,7 +4,8 @@ and how many steps ran before its first). Splits the engine's queue into intake 
 server's event loop → taken in by the step loop) and the scheduler's queue (→ its first step), the
 prefill into its steps (→ the end of the step that sampled its first token) and the handoff (→ the
 server's event loop has it), and counts the steps waited, those that took no waiting request in, and
-the steps its prompt took.
+the steps its prompt took. Where the spans say what a prompt's first step held, those steps' wall time
+against the model `replay --calibrate` fitted to the run.
 
     PYTHONPATH=$PWD .venv/bin/python bench/replay_intake.py /work/rec13/g2 [...]
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 from bench.engine_spans import console_spans, span_time
 from bench.replay_breakdown import read_ledger_rows
+from policies.perf_model import EngineModel
+from policies.perf_model_file import read_perf_model_file
 
 PHASES = ("gateway", "to engine", "intake", "queue", "prefill", "handoff", "back")
 MATCH_WINDOW_S = 10.0
@@ -42,7 +45,9 @@ def queue_spans(log: str) -> list[dict[str, Any]]:
                     "prompt_tokens": int(a["gen_ai.usage.input_tokens"]), "ahead": a["hybridgw.engine.queue.ahead"],
                     "steps": a["hybridgw.engine.queue.steps"], "no_admit": a["hybridgw.engine.queue.steps_no_admit"],
                     "sampled": a.get("hybridgw.engine.prefill.sampled_ns", 0) / 1e9,
-                    "prefill_steps": a.get("hybridgw.engine.prefill.steps", 0)})
+                    "prefill_steps": a.get("hybridgw.engine.prefill.steps", 0),
+                    "step_decodes": a.get("hybridgw.engine.prefill.first_step_decodes"),
+                    "step_prompt_tokens": a.get("hybridgw.engine.prefill.first_step_prompt_tokens")})
     return sorted(out, key=lambda e: e["arrived"])
 
 
@@ -80,10 +85,32 @@ def _row(label: str, group: list[dict[str, Any]]) -> str:
     return f"| {label} | {len(group)} | " + " | ".join(cells + counts) + f" | {share} |"
 
 
+def prompt_steps(spans: list[dict[str, Any]], model: EngineModel) -> list[str]:
+    """Each step that took a prompt in whole and sampled it (one per step: its first span), its wall time
+    against the fitted model's for the same decodes and prompt tokens, by prompt tokens (medians)."""
+    steps = {}
+    for e in spans:
+        if e["prefill_steps"] == 1 and e["sampled"] and e["step_decodes"] is not None:
+            steps.setdefault(e["scheduled"], (e["sampled"] - e["scheduled"], e["step_decodes"], e["step_prompt_tokens"]))
+    if not steps:
+        return []
+    lines = ["| prompt tokens in the step | steps | decodes beside | wall s | the fitted model's s | wall / model |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for lo, hi in ((1, 64), (65, 128), (129, 256), (257, 10**9)):
+        group = [(w, d, t) for w, d, t in steps.values() if lo <= t <= hi]
+        if not group:
+            continue
+        wall = median(w for w, _, _ in group)
+        mod = median(model.mixed_time(d, 0, t) if d else model.prefill_time(t) for _, d, t in group)
+        label = f"{lo}-{hi}" if hi < 10**9 else f"> {lo - 1}"
+        lines.append(f"| {label} | {len(group)} | {median(d for _, d, _ in group):g} | {wall:.3f} | {mod:.3f} | {wall / mod:.2f} |")
+    return lines
+
+
 def report(run: Path) -> str:
     window = json.loads((run / "window.json").read_text())
-    rows = matched(read_ledger_rows(run / "gateway" / "usage.sqlite3", window["since"], window["until"]),
-                   queue_spans((run / "engine.log").read_text(errors="replace")))
+    spans = queue_spans((run / "engine.log").read_text(errors="replace"))
+    rows = matched(read_ledger_rows(run / "gateway" / "usage.sqlite3", window["since"], window["until"]), spans)
     if not rows:
         return f"{run}: no local request matched a span with queue attributes"
     t0 = min(r["time"] for r in rows)
@@ -99,6 +126,11 @@ def report(run: Path) -> str:
         group = [r for r in rows if second <= r["time"] - t0 < second + 1]
         if group:
             lines.append(_row(f"arrived at {second} s", group))
+    fitted = run / "calibrated-model.json"
+    if fitted.exists():
+        table = prompt_steps(spans, read_perf_model_file(fitted).engine("local"))
+        if table:
+            lines += ["", f"{run.name}: the steps that took a prompt in whole, against `replay --calibrate`'s model", *table]
     return "\n".join(lines)
 
 
