@@ -19,7 +19,8 @@ the gateway's own usage ledger for that window with the same policy, and prints 
 With --keep, DIR also gets window.json and calibrated-model.json (`replay --calibrate --calibrate-out`):
 bench/replay_cross.py predicts one kept run with another's fitted model (a check on unseen traffic).
 window.json's `host`: the gateway's CPU and the host's CPU pressure over the run (replay_host_share.py).
-With --spans, the engine's spans break the local TTFTs into phases (bench/replay_breakdown.py).
+With --spans, the engine's spans break the local TTFTs into phases (bench/replay_breakdown.py); with
+--keep too, DIR gets engine.log (the spans: bench/replay_intake.py splits the engine's queue wait).
 """
 
 from __future__ import annotations
@@ -230,6 +231,8 @@ def main() -> int:
                     for t in a.teams]
             measured, engine_model, t0, t1 = measure(a, policy, data, keys, engine)
         spans = engine_spans(eng_proc.output()) if a.spans else []  # once stopped: its exporter flushed
+        if a.spans and a.keep:  # the spans' log, for bench/replay_intake.py
+            (tmp / "engine.log").write_text(eng_proc.output())
         in_run = engine_model.pop("in_run")
         lags = engine_model.pop("state_latency_s")
         speed, host = engine_model.pop("engine_speed"), engine_model.pop("host")

@@ -14,6 +14,7 @@ from typing import Protocol
 from local_engine.admission import EngineLimits
 from local_engine.engine import EngineStats, RequestOutput
 from local_engine.errors import EngineDead, EngineFull
+from local_engine.queue_wait import QueueWait
 from local_engine.sequence import SamplingParams, Sequence
 from local_engine.tracing import RequestTimes, RequestTracer
 
@@ -75,6 +76,7 @@ class RequestStream:
         self.seq_id = seq.seq_id
         self.trace_context = trace_context  # the caller's W3C traceparent, for spans
         self.first_scheduled_ns = 0  # from the engine's outputs (spans)
+        self.queue_wait: QueueWait | None = None  # likewise, from its first output
         self.arrival_ns = time.time_ns()
         self.first_token_ns = 0
         self.num_completion_tokens = 0
@@ -136,7 +138,7 @@ class RequestStream:
             return
         tracer.record(self.trace_context, RequestTimes(  # type: ignore[arg-type]
             self.arrival_ns, self.first_scheduled_ns, self.first_token_ns, finished_ns or time.time_ns(),
-            self.num_prompt_tokens, self.num_completion_tokens, aborted))
+            self.num_prompt_tokens, self.num_completion_tokens, aborted, self.queue_wait))
 
     def _deliver(self, out: RequestOutput, now: float, now_ns: int) -> None:
         observer = self._observer
@@ -146,6 +148,8 @@ class RequestStream:
             observer.generated(out.num_completion_tokens - self.num_completion_tokens)
         self.num_completion_tokens = out.num_completion_tokens
         self.first_scheduled_ns = out.first_scheduled_ns
+        if out.queue_wait is not None:
+            self.queue_wait = out.queue_wait
         if out.new_text:  # the first token stamps TTFT only once it shows as content
             if self.first_token_at is None:
                 self.first_token_at = now

@@ -14,6 +14,7 @@ from local_engine.admission import EngineLimits
 from local_engine.batch import ScheduledBatch
 from local_engine.block_manager import BlockManager
 from local_engine.config import EngineConfig
+from local_engine.queue_wait import QueueSteps, QueueWait
 from local_engine.scheduler import Scheduler
 from local_engine.sequence import FinishReason, Sequence
 from local_engine.stats import StepTotals, ThroughputWindow
@@ -53,6 +54,7 @@ class RequestOutput:
     logprobs: Any = None  # the runner's entry for this token, when the request asked for logprobs
     first_scheduled_ns: int = 0  # unix ns when the engine first computed this request (for spans)
     num_cached_tokens: int = 0  # prompt tokens it found in the prefix cache (usage's cached_tokens)
+    queue_wait: QueueWait | None = None  # on its first output: how it waited in the queue (for spans)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class LLMEngine:
         self._clock = clock
         self.throughput = ThroughputWindow(config.stats_window_s)
         self.totals = StepTotals()
+        self.queue_steps = QueueSteps()
 
     # --- admission -------------------------------------------------------------------------
     def check_fits(self, num_prompt_tokens: int, max_tokens: int) -> None:
@@ -128,6 +131,7 @@ class LLMEngine:
     def add_request(self, seq: Sequence) -> None:
         self.check_fits(seq.num_prompt_tokens, seq.sampling.max_tokens)
         self._texts[seq.seq_id] = _SeqText(seq, self._new_detokenizer(), self._eos_ids)
+        self.queue_steps.taken_in(seq, len(self.scheduler.waiting))
         self.scheduler.add(seq)
 
     def abort(self, seq_id: int) -> bool:
@@ -144,14 +148,17 @@ class LLMEngine:
 
     # --- the step ----------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        num_waiting = len(self.scheduler.waiting)
         batch = self.scheduler.schedule()
         if batch is None:
             return []
         if not batch.is_decode:  # the end of each new sequence's queue wait (engine spans)
-            now_ns = time.time_ns()
-            for seq in batch.seqs[batch.num_decodes:]:
+            now_ns, decodes = time.time_ns(), batch.num_decodes
+            for seq in batch.seqs[decodes:]:
                 if not seq.first_scheduled_ns:
                     seq.first_scheduled_ns = now_ns
+                    self.queue_steps.scheduled(seq, decodes, batch.total_tokens - decodes)
+        self.queue_steps.stepped(num_waiting, num_waiting + len(batch.preempted_seq_ids) - len(self.scheduler.waiting))
         start, cpu_start = self._clock(), time.thread_time()
         out = self.runner.run(batch)  # a mixed step's decodes and prompt chunks in one forward pass
         end = self._clock()
@@ -174,6 +181,7 @@ class LLMEngine:
         bm = self.block_manager
         sampled_ids = out.token_ids
         logprobs = out.logprobs or None
+        sampled_ns = 0  # the step's end, for the first tokens it sampled (spans)
         for i, seq in enumerate(batch.seqs):
             n = batch.num_scheduled_tokens[i]
             samples = seq.num_cached_tokens + n == len(seq.token_ids)
@@ -185,6 +193,9 @@ class LLMEngine:
             if token_id is None:
                 raise RuntimeError(f"runner sampled no token for sequence {seq.seq_id} at its last position")
             seq.token_ids.append(token_id)
+            if seq.num_completion_tokens == 1:
+                sampled_ns = sampled_ns or time.time_ns()
+                self.queue_steps.sampled(seq, sampled_ns)
             text, reason = self._accept(seq, token_id)
             if reason is not None:
                 self.scheduler.finish(seq, reason)
@@ -192,7 +203,7 @@ class LLMEngine:
             outputs.append(RequestOutput(
                 seq.seq_id, seq.request_id, (token_id,), text, reason, seq.num_prompt_tokens,
                 seq.num_completion_tokens, logprobs[i] if logprobs is not None else None, seq.first_scheduled_ns,
-                seq.num_prefix_hit_tokens or 0))
+                seq.num_prefix_hit_tokens or 0, seq.queue_wait if seq.num_completion_tokens == 1 else None))
         return outputs
 
     def _accept(self, seq: Sequence, token_id: int) -> tuple[str, FinishReason | None]:

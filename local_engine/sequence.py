@@ -8,6 +8,8 @@ import enum
 import itertools
 from dataclasses import dataclass, field
 
+from local_engine.queue_wait import QueueWait
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -60,6 +62,8 @@ class Sequence:
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
     num_prefix_hit_tokens: int | None = None  # prompt tokens found in the prefix cache when first admitted
+    queue_mark: tuple[int, int, int, int] | None = None  # the step loop's counters when it took it in (queue_wait)
+    queue_wait: QueueWait | None = None  # set at its first step; for spans
     # Prefix-cache keys of its leading full blocks, hashed once (tokens are only ever appended).
     block_key_memo: list[bytes] = field(default_factory=list)
 

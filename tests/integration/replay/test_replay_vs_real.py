@@ -3,8 +3,8 @@ this CPU), sends a few seconds of Poisson traffic through `hybridgw serve` (kv_f
 spill to the simulated hosted API) and replays the gateway's ledger. How close the prediction comes
 depends on this machine's load, so it is a benchmark (docs/benchmarks.md), not an assertion here: the
 test checks that the whole loop runs and yields a measured and a predicted value for every figure,
-the TTFT breakdown from the engine's spans, the held-out check's tools on the kept run, and the
-per-request comparison with the gateway's recorded engine views."""
+the TTFT breakdown from the engine's spans (and inside the engine: bench/replay_intake.py), the held-out
+check's tools on the kept run, and the per-request comparison with the gateway's recorded engine views."""
 from __future__ import annotations
 
 import json
@@ -43,6 +43,14 @@ def test_a_recorded_bench_run_is_replayed_figure_by_figure(tmp_path: Path) -> No
     matched = re.search(r"local TTFT by phase \((\d+) of (\d+) engine spans matched\)", run.stdout)
     assert matched and int(matched[1]) > 0, run.stdout[-3000:]
     assert "| busy p50 |" in run.stdout
+    # --keep with --spans keeps the engine's log: each local request's wait inside the engine, from the
+    # attributes the real engine put on its spans (bench/replay_intake.py).
+    intake = subprocess.run([sys.executable, str(ROOT / "bench" / "replay_intake.py"), str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert intake.returncode == 0, intake.stdout[-2000:] + intake.stderr[-3000:]
+    local = re.search(r"\| all \| (\d+) \|", intake.stdout)
+    assert local and int(local[1]) == int(matched[1]), intake.stdout[-3000:]
 
     # The kept run's fitted model predicts a kept run (here itself) through bench/replay_cross.py, carried to
     # its engine's CPU share (the engine's own step totals over the run's window).
