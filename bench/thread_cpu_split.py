@@ -59,13 +59,15 @@ def thread_ticks(pid: int) -> dict[int, int]:
     return out
 
 
-def thread_names(gw: Gateway) -> dict[int, str]:
-    """The gateway's {thread id: Python thread name} now (bench/named_gateway.py), less numbers (Thread-12 → Thread-N)."""
+def thread_names(gw: Gateway) -> tuple[dict[int, str], dict]:
+    """The gateway's {thread id: Python thread name} now, less numbers (Thread-12 → Thread-N), and its loop's GC
+    so far (bench/named_gateway.py)."""
     gw.names.unlink(missing_ok=True)
     os.kill(gw.pid, signal.SIGUSR1)
     procs.wait_until(gw.names.exists, "the thread names")
-    names = {int(k): re.sub(r"\d+", "N", v) for k, v in json.loads(gw.names.read_text()).items()}
-    return {**names, gw.pid: "loop"}
+    got = json.loads(gw.names.read_text())
+    names = {int(k): re.sub(r"\d+", "N", v) for k, v in got["names"].items()}
+    return {**names, gw.pid: "loop"}, got
 
 
 async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path | None) -> dict[str, float]:
@@ -76,6 +78,7 @@ async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path |
         if perf is not None:
             recorder = subprocess.Popen(["perf", "record", "-g", "-F", "999", "-t", str(gw.pid), "-o", str(perf)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, gc_before = thread_names(gw)
         before = thread_ticks(gw.pid)
         records = await closed_loop(gw.server, pool, request(gw.server, False, 0), THROUGHPUT_CONCURRENCY,
                                     requests, None, errors)
@@ -85,7 +88,7 @@ async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path |
             recorder.send_signal(signal.SIGINT)  # perf writes its file on SIGINT
             recorder.wait()
         pool.close()
-    names = thread_names(gw)
+    names, gc_after = thread_names(gw)
     done = sum(1 for r in records if r.ok) or 1
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = defaultdict(float)
@@ -95,7 +98,15 @@ async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path |
             out[names.get(tid, "(unnamed)")] += (t - before.get(tid, 0)) * tick_us / done
             live += t - before.get(tid, 0)
     out["(threads that ended)"] = (after[-1] - before[-1] - live) * tick_us / done
+    for gen in range(3):  # inside the loop's figure, not added to it
+        out[f"loop's GC gen{gen} (in loop)"] = (gc_after["gc_s"][gen] - gc_before["gc_s"][gen]) * 1e6 / done
+        out[f"loop's GC gen{gen} collections a 1,000 requests"] = (
+            gc_after["counts"][gen] - gc_before["counts"][gen]) * 1e3 / done
     return out
+
+
+def _all(run: dict[str, float]) -> float:
+    return sum(v for k, v in run.items() if not k.startswith("loop's GC"))
 
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
@@ -107,12 +118,12 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
     for name in [*names, "all"]:
         cells = []
         for t in trees:
-            values = [sum(r.values()) if name == "all" else r.get(name, 0.0) for r in runs[t]]
+            values = [_all(r) if name == "all" else r.get(name, 0.0) for r in runs[t]]
             cells.append(f"{statistics.median(values):.0f} ({' / '.join(f'{v:.0f}' for v in values)})")
         if name != "all" and all(c.startswith("0 ") for c in cells):
             continue
         lines.append(f"| {'**all**' if name == 'all' else name} | " + " | ".join(cells) + " |")
-    per_cpu = " / ".join(f"{t} {1e6 / statistics.median(sum(r.values()) for r in rs):.0f}" for t, rs in runs.items())
+    per_cpu = " / ".join(f"{t} {1e6 / statistics.median(_all(r) for r in rs):.0f}" for t, rs in runs.items())
     lines.append(f"requests per gateway CPU-second (1 / median of all): {per_cpu}")
     return "\n".join(lines)
 
