@@ -4,7 +4,9 @@ upstream at 64 in flight, each thread's utime+stime read from /proc/PID/task/*/s
 number of requests (threads named by comm; the event loop's is the pid's). `--perf FILE`: `perf record` the
 loop thread during the last run (`perf report -i FILE`).
 
-Run: .venv/bin/python -m bench.thread_cpu_split [--tree NAME=PATH ...] [--requests 20000] [--runs 3]
+Run: .venv/bin/python -m bench.thread_cpu_split [--tree NAME=PATH[@YOUNG,MIDDLE,OLD] ...] [--requests 20000]
+     [--runs 3] [--latency N] [--perf FILE]
+--latency N: after each run, N requests at 1 in flight (p50 / p99 at the client, the loop's GC then).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from bench.issue15_bars import THROUGHPUT_CONCURRENCY, request
 from bench.otlp_discard import start_discard
 from bench.stack import create_key, start_fake
 from bench.workers_throughput import POLICY
+from observability.bench.metrics import stats, ttft
 from tests.support import procs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,11 +105,29 @@ async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path |
         out[f"loop's GC gen{gen} (in loop)"] = (gc_after["gc_s"][gen] - gc_before["gc_s"][gen]) * 1e6 / done
         out[f"loop's GC gen{gen} collections a 1,000 requests"] = (
             gc_after["counts"][gen] - gc_before["counts"][gen]) * 1e3 / done
+    out["loop's GC longest pause (µs)"] = gc_after["max_pause_s"] * 1e6
     return out
 
 
+async def one_latency_run(gw: Gateway, requests: int, errors: Counter[str]) -> dict[str, float]:
+    """At 1 in flight: the client's p50 / p99 (µs) and the loop's GC µs a request and longest pause."""
+    pool = client(gw.server)
+    try:
+        _, gc_before = thread_names(gw)
+        records = await closed_loop(gw.server, pool, request(gw.server, False, 0), 1, requests, None, errors)
+        _, gc_after = thread_names(gw)
+    finally:
+        pool.close()
+    lat = stats(v for r in records if r.ok and (v := ttft(r)) is not None)
+    done = sum(1 for r in records if r.ok) or 1
+    return {"1 in flight: p50 (µs, 20 ms upstream)": lat.p50 * 1e6 if lat else 0.0,
+            "1 in flight: p99 (µs, 20 ms upstream)": lat.p99 * 1e6 if lat else 0.0,
+            "1 in flight: loop's GC µs a request": (sum(gc_after["gc_s"]) - sum(gc_before["gc_s"])) * 1e6 / done,
+            "1 in flight: loop's GC longest pause (µs)": gc_after["max_pause_s"] * 1e6}
+
+
 def _all(run: dict[str, float]) -> float:
-    return sum(v for k, v in run.items() if not k.startswith("loop's GC"))
+    return sum(v for k, v in run.items() if not k.startswith(("loop's GC", "1 in flight")))
 
 
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
@@ -129,7 +150,7 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
 
 
 async def measure(gateways: list[Gateway], requests: int, runs: int, errors: Counter[str],
-                  perf: Path | None) -> dict[str, list[dict[str, float]]]:
+                  perf: Path | None, latency: int) -> dict[str, list[dict[str, float]]]:
     out: dict[str, list[dict[str, float]]] = {g.server.name: [] for g in gateways}
     for g in gateways:  # warm-up: connections, caches, lazy imports, the ledger's and exporter's first batches
         await one_run(g, 2000, errors, None)
@@ -137,22 +158,27 @@ async def measure(gateways: list[Gateway], requests: int, runs: int, errors: Cou
         for g in gateways:
             last = perf is not None and i == runs - 1 and g is gateways[0]
             out[g.server.name].append(await one_run(g, requests, errors, perf if last else None))
+            if latency:
+                out[g.server.name][-1].update(await one_latency_run(g, latency, errors))
     return out
 
 
-def start_gateways(workdir: Path, fake_port: int, otlp_url: str, trees: list[tuple[str, Path]]) -> list[Gateway]:
+def start_gateways(workdir: Path, fake_port: int, otlp_url: str,
+                   trees: list[tuple[str, Path, str]]) -> list[Gateway]:
     """One gateway per tree, as bench/issue15_bars.py starts them, under bench/named_gateway.py."""
     config = workdir / "policy.yaml"
     config.write_text(POLICY.format(port=fake_port))
     out = []
-    for name, tree in trees:
-        env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "HYBRIDGW_WORKERS": "1",
+    for name, tree, thresholds in trees:
+        env = {"BENCH_GC_THRESHOLDS": thresholds, "HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "",
+               "HYBRIDGW_WORKERS": "1",
                "HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url,
-               "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": "0", "PYTHONPATH": f"{tree}:{ROOT}"}
-        key = create_key(config, {**env, "PYTHONPATH": str(tree)}, cwd=tree)
+               "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": "0", "PYTHONPATH": str(tree)}
+        key = create_key(config, env, cwd=tree)
         port, names = procs.free_port(), workdir / f"{name}.threads.json"
-        gw = procs.start([sys.executable, "-m", "bench.named_gateway", str(names), "serve", "--config", str(config),
-                          "--port", str(port)], env=env, cwd=tree, name=name)
+        wrapper = str(ROOT / "bench" / "named_gateway.py")  # by path: this checkout's, whatever the tree holds
+        gw = procs.start([sys.executable, wrapper, str(names), "serve", "--config", str(config), "--port", str(port)],
+                         env=env, cwd=tree, name=name)
         out.append(Gateway(Server(name, port, key, "m"), gw, names))
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
     return out
@@ -160,12 +186,16 @@ def start_gateways(workdir: Path, fake_port: int, otlp_url: str, trees: list[tup
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a gateway from this source tree")
+    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH[@YOUNG,MIDDLE,OLD]: a gateway from "
+                        "this source tree [serving with these GC thresholds: an experiment, bench/named_gateway.py]")
     parser.add_argument("--requests", type=int, default=20000, help="requests per run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency", type=int, default=0, help="after each run, this many requests at 1 in flight: "
+                        "p50 / p99 and the loop's GC")
     parser.add_argument("--perf", type=Path, help="perf record the first tree's loop thread in the last run")
     args = parser.parse_args()
-    trees: list[tuple[str, Path]] = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)]
+    specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
+    trees = [(n, Path(p).resolve(), gc_thresholds) for n, p, gc_thresholds in specs]
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     errors: Counter[str] = Counter()
     sink, otlp_url = start_discard()
@@ -173,8 +203,8 @@ def main() -> int:
     gateways: list[Gateway] = []
     with tempfile.TemporaryDirectory(prefix="hybridgw-split-") as tmp:
         try:
-            gateways = start_gateways(Path(tmp), fake_port, otlp_url, trees or [("hybridgw", ROOT)])
-            runs = asyncio.run(measure(gateways, args.requests, args.runs, errors, args.perf))
+            gateways = start_gateways(Path(tmp), fake_port, otlp_url, trees or [("hybridgw", ROOT, "")])
+            runs = asyncio.run(measure(gateways, args.requests, args.runs, errors, args.perf, args.latency))
         finally:
             for proc in [fake, *(g.proc for g in gateways)]:
                 procs.stop(proc)
