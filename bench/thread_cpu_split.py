@@ -1,7 +1,7 @@
 """The gateway's CPU per non-streamed request, split by thread, at issue #15's bar load: one gateway (full path:
 auth, routing, limits, ledger, access log, OTLP tracing to a receiver that discards) behind the 20 ms fake
 upstream at 64 in flight, each thread's utime+stime read from /proc/PID/task/*/stat before and after a fixed
-number of requests (threads named by comm; the event loop's is the pid's). `--perf FILE`: `perf record` the
+number of requests (threads by their Python names, bench/named_gateway.py; the event loop is the pid). `--perf FILE`: `perf record` the
 loop thread during the last run (`perf report -i FILE`).
 
 Run: .venv/bin/python -m bench.thread_cpu_split [--tree NAME=PATH[@YOUNG,MIDDLE,OLD] ...] [--requests 20000]
