@@ -1,6 +1,7 @@
 """`hybridgw` that names its threads on request: SIGUSR1 writes {"names": {native thread id: Python thread
 name}, "gc_s", "counts": the event loop thread's GC CPU seconds and collections per generation so far,
-"max_pause_s": its longest collection since the last write} as JSON to PATH
+"max_pause_s": its longest collection since the last write, "garbage", "garbage_kinds": what the cyclic GC found
+unreachable since the last write, once SIGUSR2 turned gc.DEBUG_SAVEALL on} as JSON to PATH
 (Python does not give the OS its threads' names, so /proc shows them all as `python`). BENCH_GC_THRESHOLDS=
 "young,middle,old": serve with these GC thresholds (an experiment; gateway/heap.py sets the young one).
 
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -37,13 +39,18 @@ def main() -> None:
 
     def write(*_: object) -> None:
         names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
-        got = {"names": names, "gc_s": gc_s, "counts": counts, "max_pause_s": longest[0]}
+        kinds = Counter(type(o).__qualname__ for o in gc.garbage)
+        got = {"names": names, "gc_s": gc_s, "counts": counts, "max_pause_s": longest[0],
+               "garbage": len(gc.garbage), "garbage_kinds": kinds.most_common(16)}
         longest[0] = 0.0  # the longest pause since the last write
+        gc.garbage.clear()
         path.with_suffix(".tmp").write_text(json.dumps(got))
         path.with_suffix(".tmp").replace(path)
 
     gc.callbacks.append(collected)
     signal.signal(signal.SIGUSR1, write)
+    # SIGUSR2: from now on keep what the cyclic GC finds unreachable (gc.DEBUG_SAVEALL) for the next writes
+    signal.signal(signal.SIGUSR2, lambda *_: (gc.garbage.clear(), gc.set_debug(gc.DEBUG_SAVEALL)))
     if os.environ.get("BENCH_GC_THRESHOLDS"):  # an experiment: the thresholds serving starts with instead
         import gateway.heap
 

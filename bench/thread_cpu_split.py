@@ -7,6 +7,7 @@ loop thread during the last run (`perf report -i FILE`).
 Run: .venv/bin/python -m bench.thread_cpu_split [--tree NAME=PATH[@YOUNG,MIDDLE,OLD] ...] [--requests 20000]
      [--runs 3] [--latency N] [--perf FILE]
 --latency N: after each run, N requests at 1 in flight (p50 / p99 at the client, the loop's GC then).
+--garbage N: after the runs, N requests at the bar's load with gc.DEBUG_SAVEALL: reference cycles per request.
 """
 from __future__ import annotations
 
@@ -126,6 +127,23 @@ async def one_latency_run(gw: Gateway, requests: int, errors: Counter[str]) -> d
             "1 in flight: loop's GC longest pause (µs)": gc_after["max_pause_s"] * 1e6}
 
 
+async def garbage_run(gw: Gateway, requests: int, errors: Counter[str]) -> str:
+    """Reference cycles per request at the bar's load: what the cyclic GC found unreachable (gc.DEBUG_SAVEALL,
+    turned on for this run only: the gateway is not measured after it)."""
+    pool = client(gw.server)
+    try:
+        os.kill(gw.pid, signal.SIGUSR2)
+        thread_names(gw)  # the count starts here
+        records = await closed_loop(gw.server, pool, request(gw.server, False, 0), THROUGHPUT_CONCURRENCY,
+                                    requests, None, errors)
+        _, got = thread_names(gw)
+    finally:
+        pool.close()
+    done = sum(1 for r in records if r.ok) or 1
+    kinds = ", ".join(f"{k} {n / done:.2f}" for k, n in got["garbage_kinds"])
+    return f"{gw.server.name}: {got['garbage'] / done:.1f} objects a request found by the cyclic GC ({kinds or 'none'})"
+
+
 def _all(run: dict[str, float]) -> float:
     return sum(v for k, v in run.items() if not k.startswith(("loop's GC", "1 in flight")))
 
@@ -150,7 +168,7 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
 
 
 async def measure(gateways: list[Gateway], requests: int, runs: int, errors: Counter[str],
-                  perf: Path | None, latency: int) -> dict[str, list[dict[str, float]]]:
+                  perf: Path | None, latency: int, garbage: int) -> dict[str, list[dict[str, float]]]:
     out: dict[str, list[dict[str, float]]] = {g.server.name: [] for g in gateways}
     for g in gateways:  # warm-up: connections, caches, lazy imports, the ledger's and exporter's first batches
         await one_run(g, 2000, errors, None)
@@ -160,6 +178,9 @@ async def measure(gateways: list[Gateway], requests: int, runs: int, errors: Cou
             out[g.server.name].append(await one_run(g, requests, errors, perf if last else None))
             if latency:
                 out[g.server.name][-1].update(await one_latency_run(g, latency, errors))
+    if garbage:  # last: DEBUG_SAVEALL keeps what it finds
+        for g in gateways:
+            print(await garbage_run(g, garbage, errors), flush=True)
     return out
 
 
@@ -192,6 +213,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency", type=int, default=0, help="after each run, this many requests at 1 in flight: "
                         "p50 / p99 and the loop's GC")
+    parser.add_argument("--garbage", type=int, default=0, help="after the runs, this many requests with "
+                        "gc.DEBUG_SAVEALL on: the reference cycles left per request, by type")
     parser.add_argument("--perf", type=Path, help="perf record the first tree's loop thread in the last run")
     args = parser.parse_args()
     specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
@@ -204,7 +227,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hybridgw-split-") as tmp:
         try:
             gateways = start_gateways(Path(tmp), fake_port, otlp_url, trees or [("hybridgw", ROOT, "")])
-            runs = asyncio.run(measure(gateways, args.requests, args.runs, errors, args.perf, args.latency))
+            runs = asyncio.run(measure(gateways, args.requests, args.runs, errors, args.perf, args.latency,
+                                       args.garbage))
         finally:
             for proc in [fake, *(g.proc for g in gateways)]:
                 procs.stop(proc)
