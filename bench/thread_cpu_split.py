@@ -7,6 +7,7 @@ loop thread during the last run (`perf report -i FILE`).
 Run: .venv/bin/python -m bench.thread_cpu_split [--tree NAME=PATH[@YOUNG,MIDDLE,OLD] ...] [--requests 20000]
      [--runs 3] [--latency N] [--perf FILE]
 --latency N: after each run, N requests at 1 in flight (p50 / p99 at the client, the loop's GC then).
+--stream: 16-chunk streams (unpaced) instead of non-streamed requests, CPU per stream.
 --garbage N: after the runs, N requests at the bar's load with gc.DEBUG_SAVEALL: reference cycles per request.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Gateway:
     server: Server
     proc: procs.Proc
     names: Path  # where bench/named_gateway.py writes its thread names on SIGUSR1
+    stream: bool = False  # its requests: 16-chunk streams (unpaced) instead of non-streamed answers
 
     @property
     def pid(self) -> int:
@@ -84,7 +86,7 @@ async def one_run(gw: Gateway, requests: int, errors: Counter[str], perf: Path |
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, gc_before = thread_names(gw)
         before = thread_ticks(gw.pid)
-        records = await closed_loop(gw.server, pool, request(gw.server, False, 0), THROUGHPUT_CONCURRENCY,
+        records = await closed_loop(gw.server, pool, request(gw.server, gw.stream, 0), THROUGHPUT_CONCURRENCY,
                                     requests, None, errors)
         after = thread_ticks(gw.pid)
     finally:
@@ -115,7 +117,7 @@ async def one_latency_run(gw: Gateway, requests: int, errors: Counter[str]) -> d
     pool = client(gw.server)
     try:
         _, gc_before = thread_names(gw)
-        records = await closed_loop(gw.server, pool, request(gw.server, False, 0), 1, requests, None, errors)
+        records = await closed_loop(gw.server, pool, request(gw.server, gw.stream, 0), 1, requests, None, errors)
         _, gc_after = thread_names(gw)
     finally:
         pool.close()
@@ -134,7 +136,7 @@ async def garbage_run(gw: Gateway, requests: int, errors: Counter[str]) -> str:
     try:
         os.kill(gw.pid, signal.SIGUSR2)
         thread_names(gw)  # the count starts here
-        records = await closed_loop(gw.server, pool, request(gw.server, False, 0), THROUGHPUT_CONCURRENCY,
+        records = await closed_loop(gw.server, pool, request(gw.server, gw.stream, 0), THROUGHPUT_CONCURRENCY,
                                     requests, None, errors)
         _, got = thread_names(gw)
     finally:
@@ -184,8 +186,8 @@ async def measure(gateways: list[Gateway], requests: int, runs: int, errors: Cou
     return out
 
 
-def start_gateways(workdir: Path, fake_port: int, otlp_url: str,
-                   trees: list[tuple[str, Path, str]]) -> list[Gateway]:
+def start_gateways(workdir: Path, fake_port: int, otlp_url: str, trees: list[tuple[str, Path, str]],
+                   stream: bool) -> list[Gateway]:
     """One gateway per tree, as bench/issue15_bars.py starts them, under bench/named_gateway.py."""
     config = workdir / "policy.yaml"
     config.write_text(POLICY.format(port=fake_port))
@@ -200,7 +202,7 @@ def start_gateways(workdir: Path, fake_port: int, otlp_url: str,
         wrapper = str(ROOT / "bench" / "named_gateway.py")  # by path: this checkout's, whatever the tree holds
         gw = procs.start([sys.executable, wrapper, str(names), "serve", "--config", str(config), "--port", str(port)],
                          env=env, cwd=tree, name=name)
-        out.append(Gateway(Server(name, port, key, "m"), gw, names))
+        out.append(Gateway(Server(name, port, key, "m"), gw, names, stream))
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", gw, timeout_s=120)
     return out
 
@@ -215,6 +217,7 @@ def main() -> int:
                         "p50 / p99 and the loop's GC")
     parser.add_argument("--garbage", type=int, default=0, help="after the runs, this many requests with "
                         "gc.DEBUG_SAVEALL on: the reference cycles left per request, by type")
+    parser.add_argument("--stream", action="store_true", help="16-chunk streams instead of non-streamed requests")
     parser.add_argument("--perf", type=Path, help="perf record the first tree's loop thread in the last run")
     args = parser.parse_args()
     specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
@@ -226,7 +229,7 @@ def main() -> int:
     gateways: list[Gateway] = []
     with tempfile.TemporaryDirectory(prefix="hybridgw-split-") as tmp:
         try:
-            gateways = start_gateways(Path(tmp), fake_port, otlp_url, trees or [("hybridgw", ROOT, "")])
+            gateways = start_gateways(Path(tmp), fake_port, otlp_url, trees or [("hybridgw", ROOT, "")], args.stream)
             runs = asyncio.run(measure(gateways, args.requests, args.runs, errors, args.perf, args.latency,
                                        args.garbage))
         finally:
