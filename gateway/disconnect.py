@@ -15,8 +15,8 @@ class DisconnectGuard:
     def __init__(self, receive: Receive) -> None:
         self.disconnected = False
         self._closed = False
-        self._task = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._task: asyncio.Task[object] | None = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -28,9 +28,17 @@ class DisconnectGuard:
             self._task.cancel()
 
     def close(self) -> None:
-        """The response is (about to be) complete; stop watching."""
+        """The response is (about to be) complete; stop watching.
+
+        The guard lets go of the watcher (and of the request's task) as it cancels it: the cancelled
+        watcher keeps its CancelledError, whose traceback holds `_watch`'s frame and so this guard. Held
+        here too, that is a reference cycle per request — with uvicorn's request cycle, scope and the
+        request's task inside it — that only the cyclic GC frees; let go, reference counting frees it
+        all when the watcher ends (tests/unit/gateway/test_disconnect_guard.py)."""
         self._closed = True
-        self._watcher.cancel()
+        watcher, self._watcher, self._task = self._watcher, None, None
+        if watcher is not None:
+            watcher.cancel()
 
     def absorb(self) -> bool:
         """In an `except CancelledError`: True (and the cancel undone) if it came from a disconnect."""
