@@ -1,5 +1,6 @@
-"""The limiter's connect gate: a server that answers is never gated; after a failed attempt (or a
-command that timed out) one attempt at a time, the others refused at once, until one succeeds."""
+"""The limiter's connect gate: a server that answers is never gated; once it fails (an attempt failed,
+a command timed out or was answered LOADING) one attempt at a time, the others refused at once, until
+a command is answered again (a connect alone does not count: a loading server completes it)."""
 from __future__ import annotations
 
 import pytest
@@ -15,30 +16,33 @@ def test_a_server_that_answers_takes_any_number_of_attempts_at_once() -> None:
     for _ in range(10):
         gate.enter(A)
     for _ in range(10):
-        gate.leave(A, ok=True)
+        gate.leave(A, failed=False)
     assert gate.refused == 0
 
 
-def test_after_a_failure_one_attempt_at_a_time_until_one_succeeds() -> None:
+def test_after_a_failure_one_attempt_at_a_time_until_a_command_is_answered() -> None:
     gate = ConnectGate()
     gate.enter(A)
-    gate.leave(A, ok=False)
+    gate.leave(A, failed=True)
     gate.enter(A)  # the probe
     with pytest.raises(RedisConnectionError):
         gate.enter(A)
     gate.enter(B)  # another server is not held up by this one
-    gate.leave(B, ok=True)
-    gate.leave(A, ok=True)  # the probe connected: no gate any more
+    gate.leave(B, failed=False)
+    gate.leave(A, failed=False)  # connected: not enough, a loading server connects too
+    gate.enter(A)
+    with pytest.raises(RedisConnectionError):
+        gate.enter(A)
+    gate.leave(A, failed=False)
+    gate.answered(A)  # a command answered: no gate any more
     gate.enter(A)
     gate.enter(A)
-    assert gate.refused == 1
+    assert gate.refused == 2
 
 
-def test_a_timed_out_command_gates_the_next_attempts_and_a_cancelled_one_tells_nothing() -> None:
+def test_a_timed_out_or_loading_command_gates_the_next_attempts() -> None:
     gate = ConnectGate()
-    gate.timed_out(A)
-    gate.enter(A)
-    gate.leave(A, ok=None)  # cancelled: still failed, but nothing in flight now
+    gate.failing(A)
     gate.enter(A)
     with pytest.raises(RedisConnectionError):
         gate.enter(A)
