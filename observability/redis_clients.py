@@ -19,6 +19,7 @@ from redis.exceptions import ClusterError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from observability.redis_cluster_async import MIN_IDLE_KEPT, TRIM_INTERVAL_S, AsyncCluster, disconnect_all
+from observability.redis_connect_gate import gate_pool
 from observability.redis_sync_pool import TrimmedPool, trimmed_client
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -113,6 +114,9 @@ def async_client(url: str, *, max_connections: int, **kwargs: Any) -> aioredis.R
         # one (a connection error only: a timeout again would double the wait on a hung Redis).
         retry = AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         pool = _OldestFirstPool.from_url(url, max_connections=max_connections, timeout=2.0, retry=retry, **kwargs)
+        # while Redis fails to answer, one connection attempt at a time (the others fail open at once):
+        # before, each command opened its own socket and held it up to the connect timeout
+        gate_pool(pool)
         return aioredis.Redis(connection_pool=pool)
     from redis.asyncio.cluster import ClusterNode
 

@@ -34,7 +34,8 @@ class AsyncCluster(aioredis.RedisCluster):
       they are let go each node opened one connection per command (the soak: 28 → 162 Redis sockets).
     - Pools trimmed: every TRIM_INTERVAL_S, each node keeps one connection more than the most it had
       in use at once since the last trim; its other idle ones are closed and dropped — on a timer
-      too, so traffic that stops right after a burst does not keep the burst's connections.
+      too, so traffic that stops right after a burst does not keep the burst's connections. The
+      startup nodes' own objects (used only to read the slot map) keep none.
     - The command table read once: redis-py re-reads it (COMMAND, a large reply) on every slot-map
       refresh, and while a node is down each command sent to it causes one, under that one lock.
     - CLUSTERDOWN (a restarted node answers it until it has rejoined) re-reads the slot map instead of
@@ -107,6 +108,7 @@ class AsyncCluster(aioredis.RedisCluster):
         busiest, self._busiest = self._busiest, {}
         surplus = [conn for node in self.nodes_manager.nodes_cache.values()
                    for conn in shrink(node, max(busiest.get(node.name, 0) + 1, MIN_IDLE_KEPT))]
+        surplus += [conn for node in self._startup_only() for conn in shrink(node, 0)]
         if surplus:
             task = asyncio.create_task(disconnect_all(surplus))
             self._closing.add(task)
@@ -114,6 +116,13 @@ class AsyncCluster(aioredis.RedisCluster):
         nodes = self.nodes_manager.nodes_cache.values()
         if self._follow_up is None and any(len(node._free) > MIN_IDLE_KEPT for node in nodes):
             self._follow_up = asyncio.get_running_loop().call_later(TRIM_INTERVAL_S, self._trim_on_timer)
+
+    def _startup_only(self) -> list[Any]:
+        """The startup nodes (the URL's) that are objects of their own, not the slot map's: redis-py
+        asks them only for the slot map, and each one asked kept its connection for good (one more
+        after every node restart that made it ask another: the cluster soak's limiter 7 → 8)."""
+        cache = self.nodes_manager.nodes_cache
+        return [node for name, node in self.nodes_manager.startup_nodes.items() if cache.get(name) is not node]
 
     async def aclose(self) -> None:
         if _IN_COMMAND.get():
