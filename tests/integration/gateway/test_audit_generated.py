@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.upstream_body import FIELDS_BY_PATH
-from tests.integration.gateway.conftest import UPSTREAM_KEY, Gateway
+from tests.integration.gateway.conftest import ADMIN_KEY, UPSTREAM_KEY, Gateway
 
 SEED = 1313
 DEEP = "[" * 60 + "]" * 60
@@ -165,3 +165,16 @@ def test_an_empty_embeddings_input_is_a_400_naming_it(gateway: Gateway, value: s
     error = assert_openai_error(response)
     assert error["param"] == "input" and error["type"] == "invalid_request_error"
     assert gateway.record_for(response.headers["x-hybridgw-request-id"])["http_status"] == 400
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"limits": {"requests_per_minute": True}}, "limits.requests_per_minute"),  # was stored as 1 rpm
+    ({"limits": {"tokens_per_minute": "5000"}}, "limits.tokens_per_minute"),
+    ({"budget": {"usd_per_day": "2"}}, "budget.usd_per_day"),
+])
+def test_a_key_limit_or_budget_of_the_wrong_type_is_a_400(gateway: Gateway, body: dict[str, Any], param: str) -> None:
+    """The admin key bodies read leniently: `true` became a limit of 1 and strings became numbers (a 201)."""
+    response = httpx.post(f"{gateway.url}/admin/keys", json={"team": "red", **body},
+                          headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert response.status_code == 400, response.text[:500]
+    assert assert_openai_error(response)["param"] == param
