@@ -94,3 +94,19 @@ def test_generated_input(tiny_engine: Engine, case: Case) -> None:
     assert httpx.get(f"{tiny_engine.url}/health", timeout=30).status_code == 200
     log = tiny_engine.proc.output()[before:]
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {**BASES["/v1/chat/completions"], "model": '"\\ud800"'}),
+    ("/v1/completions", {**BASES["/v1/completions"], "model": '"a\\udfffb"', "stream": "true"}),
+    ("/tokenize", {**BASES["/tokenize"], "model": '"\\ud800"'}),
+])
+def test_a_model_name_with_a_lone_surrogate_is_a_404_naming_it(tiny_engine: Engine, path: str,
+                                                                 body: dict[str, str]) -> None:
+    """The 404's message echoes the name, which UTF-8 cannot encode: answering it was a 500."""
+    response = httpx.post(f"{tiny_engine.url}{path}", content=render(body),
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 404, response.text[:500]
+    assert_openai_error(response)
+    error = response.json()["error"]
+    assert error["param"] == "model" and error["code"] == "model_not_found" and "\\ud" in error["message"]
