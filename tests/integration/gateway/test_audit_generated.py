@@ -147,11 +147,14 @@ def test_generated_input(gateway: Gateway, case: Case) -> None:
     assert response.status_code < 500, response.text[:500]
     if response.status_code >= 400:
         assert_openai_error(response)
-    else:
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            response.json()
+    elif "text/event-stream" in response.headers.get("content-type", ""):
+        assert response.text.endswith("data: [DONE]\n\n") and '"error"' not in response.text, response.text[-500:]
         assert_upstream_saw_only_the_allowed(gateway, case)
-    gateway.record_for(response.headers["x-hybridgw-request-id"])
+    else:
+        response.json()
+        assert_upstream_saw_only_the_allowed(gateway, case)
+    record = gateway.record_for(response.headers["x-hybridgw-request-id"])
+    assert record["http_status"] == response.status_code, record
     log = gateway.proc.output()[before:]
     assert "Traceback" not in log, log[-3000:]
 
