@@ -181,3 +181,17 @@ def test_a_key_limit_or_budget_of_the_wrong_type_is_a_400(gateway: Gateway, body
                           headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
     assert response.status_code == 400, response.text[:500]
     assert assert_openai_error(response)["param"] == param
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_is_a_400_that_says_so(gateway: Gateway, encoding: str) -> None:
+    """Was a 400 whose message read the compressed bytes as text ("str is not valid UTF-8: surrogates not
+    allowed"), which tells the client nothing."""
+    raw = gzip.compress(render([*BASES["/v1/chat/completions"].items()]))
+    case = Case(encoding, "/v1/chat/completions", raw, (("content-type", "application/json"),
+                                                         ("content-encoding", encoding)))
+    response = send(gateway, case, f"gen-{uuid.uuid4().hex}")
+    assert response.status_code == 400, response.text[:500]
+    error = assert_openai_error(response)
+    assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"], error
+    assert gateway.record_for(response.headers["x-hybridgw-request-id"])["http_status"] == 400
