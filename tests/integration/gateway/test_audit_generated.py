@@ -195,3 +195,18 @@ def test_a_compressed_body_is_a_400_that_says_so(gateway: Gateway, encoding: str
     error = assert_openai_error(response)
     assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"], error
     assert gateway.record_for(response.headers["x-hybridgw-request-id"])["http_status"] == 400
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"authorization", b"Bearer \x7f")],  # a control character httptools refuses
+    [(b"x-request-id", b"a\x01b")],
+    [(b"transfer-encoding", b"chunked")],  # beside the Content-Length httpx sends: ambiguous framing
+])
+def test_a_request_the_http_parser_refuses_is_an_openai_shaped_400(gateway: Gateway,
+                                                                    headers: list[tuple[bytes, bytes]]) -> None:
+    """uvicorn answered these with text/plain "Invalid HTTP request received.", before any route ran."""
+    valid = render([*BASES["/v1/chat/completions"].items()])
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", content=valid, timeout=30,
+                          headers=[(b"content-type", b"application/json"), *headers])
+    assert response.status_code == 400, response.text[:500]
+    assert assert_openai_error(response)["code"] == "invalid_http_request"
