@@ -29,6 +29,11 @@ class HeadTooLarge(Exception):
 HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
                   b"connection: close\r\n\r\n")
 
+_INVALID_HTTP_BODY = (b'{"error":{"message":"Invalid HTTP request received.","type":"invalid_request_error",'
+                      b'"param":null,"code":"invalid_http_request"}}')
+INVALID_HTTP = (b"content-type: application/json\r\ncontent-length: " + str(len(_INVALID_HTTP_BODY)).encode()
+                + b"\r\nconnection: close\r\n\r\n" + _INVALID_HTTP_BODY)
+
 
 def connection_limit(requested: int) -> int:
     """`requested`, but at most half the process's open-file limit: the ledger, the key store,
@@ -137,10 +142,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": " CRLF
 
     def send_400_response(self, msg: str) -> None:
-        if not self._head_refused:
-            super().send_400_response(msg)
-        elif not self.transport.is_closing():
-            self._refuse_head()
+        """A request httptools cannot parse (a control character in a header, Content-Length beside
+        Transfer-Encoding): uvicorn's answer is plain text; ours is OpenAI-shaped, as every other error."""
+        if self._head_refused:
+            if not self.transport.is_closing():
+                self._refuse_head()
+            return
+        if self.cycle is None or self.cycle.response_complete:  # never into another response
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            self.transport.write(b"".join(head) + INVALID_HTTP)
+        self.transport.close()
 
     def _refuse_head(self) -> None:
         if self.cycle is None or self.cycle.response_complete:  # never into another response

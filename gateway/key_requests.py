@@ -18,7 +18,7 @@ _MAX_TEXT = 256
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # true is no count, "5" no number
 
 
 class KeyLimitsBody(_Strict):

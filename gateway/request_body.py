@@ -46,13 +46,22 @@ async def read_json_body(request: Request, limit: int, length: str | None | obje
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}",
-                             code="invalid_json") from None
+        raise _unreadable(request, exc) from None
     # Nesting past the bound takes that many brackets: most bodies are cleared by counting them (C speed).
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nesting_exceeds(value, MAX_JSON_DEPTH):
         raise InvalidRequest(f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.",
                              code="invalid_json")
     return value
+
+
+def _unreadable(request: Request, exc: orjson.JSONDecodeError) -> InvalidRequest:
+    """The 400 for a body that is no JSON; a compressed one (read as it came: not decoded) is named as such,
+    not left to read as text that is not UTF-8. Looked at only once parsing failed: no cost to a good body."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return InvalidRequest(f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed.",
+                              code="unsupported_content_encoding")
+    return InvalidRequest(f"We could not parse the JSON body of your request: {exc}", code="invalid_json")
 
 
 def nesting_exceeds(value: Any, limit: int) -> bool:

@@ -81,6 +81,14 @@ class EmbeddingRequest(RequestBody):
     def output_limit(self) -> int | None:
         return 0
 
+    def conflict(self) -> tuple[str, str] | None:
+        """OpenAI refuses an empty input, or one with an empty item, with a 400 (passed on, an upstream
+        answered it with no vectors: a 502 to the client)."""
+        items = [self.input] if isinstance(self.input, str) else self.input
+        if not items or any(isinstance(item, (str, list)) and not item for item in items):
+            return "Invalid 'input': it must not be empty, nor hold an empty string or token list.", "input"
+        return None
+
 
 M = TypeVar("M", bound=BaseModel)
 

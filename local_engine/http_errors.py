@@ -19,7 +19,10 @@ class HttpError:
     headers: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        # A message may echo the client's text (a model name), and JSON reads a lone surrogate ("\ud800")
+        # that UTF-8 cannot write: written out as its escape, not a 500 from encoding the answer.
+        message = self.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return {"error": {"message": message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class ModelNotFound(LookupError):
