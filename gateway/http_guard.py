@@ -13,6 +13,8 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from observability.http_parse_errors import OpenAIErrorHttpToolsProtocol
+
 
 @dataclass(frozen=True)
 class ConnectionBounds:
@@ -28,11 +30,6 @@ class HeadTooLarge(Exception):
 
 HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
                   b"connection: close\r\n\r\n")
-
-_INVALID_HTTP_BODY = (b'{"error":{"message":"Invalid HTTP request received.","type":"invalid_request_error",'
-                      b'"param":null,"code":"invalid_http_request"}}')
-INVALID_HTTP = (b"content-type: application/json\r\ncontent-length: " + str(len(_INVALID_HTTP_BODY)).encode()
-                + b"\r\nconnection: close\r\n\r\n" + _INVALID_HTTP_BODY)
 
 
 def connection_limit(requested: int) -> int:
@@ -66,7 +63,7 @@ class ClientCounts:
             del self.held[host]
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(OpenAIErrorHttpToolsProtocol):
     """The guard over one connection; `guarded_protocol` binds a subclass to one server's bounds."""
 
     bounds: ClassVar[ConnectionBounds]
@@ -142,17 +139,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": " CRLF
 
     def send_400_response(self, msg: str) -> None:
-        """A request httptools cannot parse (a control character in a header, Content-Length beside
-        Transfer-Encoding): uvicorn's answer is plain text; ours is OpenAI-shaped, as every other error."""
+        """A head refused as too large stops the parser through here: a 431, not the OpenAI-shaped 400
+        every other request httptools cannot parse gets (OpenAIErrorHttpToolsProtocol)."""
         if self._head_refused:
             if not self.transport.is_closing():
                 self._refuse_head()
             return
-        if self.cycle is None or self.cycle.response_complete:  # never into another response
-            head = [b"HTTP/1.1 400 Bad Request\r\n"]
-            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-            self.transport.write(b"".join(head) + INVALID_HTTP)
-        self.transport.close()
+        super().send_400_response(msg)
 
     def _refuse_head(self) -> None:
         if self.cycle is None or self.cycle.response_complete:  # never into another response

@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(app: FastAPI, host: str, port: int, log_level: str, summary: str) -> int:
     import uvicorn
 
+    from observability.http_parse_errors import OpenAIErrorHttpToolsProtocol
+
+    # What httptools cannot parse is answered OpenAI-shaped (code invalid_http_request), as the gateway does.
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                           timeout_graceful_shutdown=5))
+                                           http=OpenAIErrorHttpToolsProtocol, timeout_graceful_shutdown=5))
     engine = app.state.engine
 
     def on_engine_dead(reason: str) -> None:

@@ -2,7 +2,8 @@
 
 Unknown fields are accepted and ignored, as OpenAI-compatible servers do; fields we cannot honour
 (n > 1, best_of, echo with logprobs, structured output: response_format json_object/json_schema and
-vLLM's guided_*) are refused with a 400 naming the field.
+vLLM's guided_*, a tool call: tool_choice / function_call other than "none") are refused with a 400
+naming the field.
 """
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ MAX_LOGPROBS = 20
 # The gateway tries the route's next target on this code (a hosted model may constrain its output).
 STRUCTURED_OUTPUT_UNSUPPORTED = "structured_output_unsupported"
 _GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")
+# A tool call is output the engine cannot give: it has no tool-call parser (vLLM's --tool-call-parser) and
+# cannot constrain its output to a call (how vLLM serves "required" and a named function). Refused as
+# vLLM without --enable-auto-tool-choice refuses "auto", with the code on which the gateway tries the next target.
+TOOL_CALLS_UNSUPPORTED = STRUCTURED_OUTPUT_UNSUPPORTED
 
 
 class ProtocolError(ValueError):
@@ -130,6 +135,17 @@ class ChatCompletionRequest(_SamplingFields):
     logprobs: bool | None = False
     top_logprobs: int | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None  # OpenAI's deprecated forms of tools and tool_choice
+    function_call: str | dict[str, Any] | None = None
+
+    def refuse_tool_calls(self) -> None:
+        """Only what asks for a text answer passes: no tools, or tool_choice "none" (the tools still go into
+        the chat template, as vLLM puts them: the model knows of them and answers in words). "auto" (also
+        what tools without a tool_choice mean), "required" and a named function are a 400 naming the field.
+        parallel_tool_calls is left alone: with no call possible it changes nothing."""
+        _refuse_calls("tool_choice", self.tool_choice, "tools", bool(self.tools))
+        _refuse_calls("function_call", self.function_call, "functions", bool(self.functions))
 
     def requested_max_tokens(self) -> int | None:
         value = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -186,3 +202,19 @@ def _check_range(param: str, value: float | None, low: float, high: float | None
     if not low <= value or (high is not None and not value <= high):  # NaN compares false: refused too
         bounds = f">= {low}" if high is None else f"between {low} and {high}"
         raise ProtocolError(message or f"{param} must be {bounds}, got {value}", param)
+
+
+def _refuse_calls(param: str, choice: str | dict[str, Any] | None, offered_param: str, offered: bool) -> None:
+    """Refuse `choice` (of tool_choice / function_call) unless it asks for no call."""
+    if choice == "none" or (choice is None and not offered):
+        return
+    if choice is None:  # OpenAI's default when tools are offered: "auto"
+        raise ProtocolError(f"{offered_param} without {param} means {param} 'auto', which this engine cannot "
+                            f"serve: it cannot answer with a tool call (send {param} 'none' for a text answer)",
+                            param, TOOL_CALLS_UNSUPPORTED)
+    if isinstance(choice, str) and choice not in ("auto", "required"):
+        raise ProtocolError(f"{param} must be 'none', 'auto', 'required' or a named function, got {choice!r}",
+                            param)
+    what = repr(choice) if isinstance(choice, str) else "a named function"
+    raise ProtocolError(f"{param} {what} is not supported: this engine cannot answer with a tool call "
+                        f"(only {param} 'none')", param, TOOL_CALLS_UNSUPPORTED)

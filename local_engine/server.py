@@ -117,6 +117,7 @@ def _add_generation_routes(app: FastAPI, engine: AsyncEngine, tokenizer: ServerT
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request, trace: Trace) -> Response:
         _check_model(info, body.model)
+        body.refuse_tool_calls()  # before the template: nothing rendered for a request refused anyway
         prompt_ids = chat_request_ids(tokenizer, body)
         sampling = body.sampling_params(max_tokens_for(body.requested_max_tokens(), len(prompt_ids)),
                                         body.requested_logprobs())
