@@ -1,5 +1,5 @@
-"""Requests that ask for constrained output (response_format json_object/json_schema, vLLM's guided_*):
-which field asks, which backends cannot honour it (our engine), and passing those over in a decision.
+"""Requests that ask for constrained output (response_format json_object/json_schema, vLLM's guided_*,
+a tool call: tool_choice / function_call other than "none"): which field asks, which backends cannot honour it (our engine), and passing those over in a decision.
 Pure. Our engine refuses such a request with a 400 that the gateway takes as "try the next target"."""
 from __future__ import annotations
 
@@ -11,16 +11,24 @@ from policies.lazy_text import later
 from policies.schema import BackendSpec
 from policies.strategies.base import Context, Outcome
 
+_CALL_FIELDS = (("tool_choice", "tools"), ("function_call", "functions"))  # (what asks for a call, what offers one)
+
 
 def asked_field(body: Mapping[str, Any]) -> str:
     """The field of the body that asks for constrained output, "" when none does (as the engine reads
-    it: a response_format other than {"type": "text"}, or any guided_* field that is set)."""
+    it: a response_format other than {"type": "text"}, any guided_* field that is set, or a tool call:
+    tool_choice other than "none", or tools without a tool_choice, which means "auto"; so too
+    function_call and functions)."""
     fmt = body.get("response_format")
     if fmt is not None and (fmt.get("type") if isinstance(fmt, Mapping) else fmt) != "text":
         return "response_format"
     for name in GUIDED_FIELDS:
         if body.get(name) is not None:
             return name
+    for choice_field, offered_field in _CALL_FIELDS:
+        choice = body.get(choice_field)
+        if choice != "none" and (choice is not None or body.get(offered_field)):
+            return choice_field
     return ""
 
 

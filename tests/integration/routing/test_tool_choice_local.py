@@ -1,6 +1,7 @@
 """A request that asks for a tool call, routed to our engine (which cannot answer with one): where the route
-has another target the gateway tries it on the engine's refusal (its code is one ANOTHER_TARGET_MAY), where
-the engine is the only target the client gets the engine's 400 naming tool_choice — never plain text with 200,
+has another target the router passes over the engine up front (policies/structured_output.py), as for JSON
+output, and the gateway would still try the next target on the engine's refusal (its code is one
+ANOTHER_TARGET_MAY); where the engine is the only target the client gets the engine's 400 naming tool_choice — never plain text with 200,
 which both were before. The refusals do not count against the engine's health."""
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def test_a_tool_call_request_goes_on_to_the_hosted_target(hybrid: Gateway, fake:
         r = hybrid.chat("chat", tools=TOOLS, tool_choice=choice)
         assert (r.status, r.backend) == (200, "hosted"), r
         assert fake.last_request()["body"]["tool_choice"] == choice
+        record = hybrid.record_for(r.request_id)
+        assert "skipped" not in record and record["structured_output"] == "tool_choice", record  # engine not tried
     with hybrid.client() as client:  # a stream too
         raw = client.chat.completions.with_raw_response.create(model="chat", messages=[{"role": "user", "content": "x"}],
                                                                max_tokens=4, stream=True, tools=TOOLS)

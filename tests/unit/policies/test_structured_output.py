@@ -48,6 +48,7 @@ RULES = {
 }
 ENGINES = ("local", "elsewhere", "vllm")
 JSON = "response_format"
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 
 
 def _decide(strategy: str | None, field: str, model: str = "chat", health: dict[str, HealthView] | None = None,
@@ -101,12 +102,21 @@ def test_an_open_hosted_circuit_is_a_retry_not_our_engine_s_refusal() -> None:
     ({"guided_json": {"type": "object"}}, "guided_json"),
     ({"guided_choice": ["a", "b"]}, "guided_choice"),
     ({"guided_regex": None}, ""),
+    ({"tools": [TOOL]}, "tool_choice"),  # tools without tool_choice: "auto"
+    ({"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+    ({"tools": [TOOL], "tool_choice": "none"}, ""),
+    ({"tools": []}, ""),
+    ({"functions": [TOOL["function"]]}, "function_call"),
+    ({"functions": [TOOL["function"]], "function_call": "none"}, ""),
 ])
 def test_the_field_that_asks_is_read_as_the_engine_reads_it(body: dict[str, Any], field: str) -> None:
     assert asked_field(body) == field
     refused = field != ""
     try:
-        protocol.ChatCompletionRequest(messages=[{"role": "user", "content": "x"}], **body).sampling_params(4, None)
+        request = protocol.ChatCompletionRequest(messages=[{"role": "user", "content": "x"}], **body)
+        request.refuse_tool_calls()
+        request.sampling_params(4, None)
     except protocol.ProtocolError as exc:
         assert refused and exc.param == field
     else:
