@@ -16,8 +16,16 @@ class OpenAIErrorHttpToolsProtocol(HttpToolsProtocol):
     Content-Length beside Transfer-Encoding, a malformed request line) gets the OpenAI error shape."""
 
     def send_400_response(self, msg: str) -> None:
-        if self.cycle is None or self.cycle.response_complete:  # never into another response
+        if self._no_response_under_way():  # never into another response
             head = [b"HTTP/1.1 400 Bad Request\r\n"]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
             self.transport.write(b"".join(head) + INVALID_HTTP)
         self.transport.close()
+
+    def _no_response_under_way(self) -> bool:
+        """No response has begun on this connection: none since the last complete one, or the request whose
+        body httptools cannot read (a malformed chunk) has no answer yet and none is queued before it."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return True
+        return cycle.more_body and not cycle.response_started and not self.pipeline

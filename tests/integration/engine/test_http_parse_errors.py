@@ -1,6 +1,7 @@
 """What the engine's HTTP parser cannot read (a malformed request line, a control character in a header,
-ambiguous framing) is answered with an OpenAI-shaped 400 (code invalid_http_request), as the gateway's is;
-uvicorn's own answer was text/plain "Invalid HTTP request received.". Sent on a raw socket."""
+ambiguous framing, a malformed chunk in the body) is answered with an OpenAI-shaped 400 (code
+invalid_http_request), as the gateway's is; uvicorn's own answer was text/plain "Invalid HTTP request
+received.". Sent on a raw socket."""
 from __future__ import annotations
 
 import json
@@ -29,7 +30,10 @@ def _exchange(engine: Engine, raw: bytes) -> bytes:
     b"\x00\x01\x02 / HTTP/1.1\r\n\r\n",
     b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n",  # a control character in a header
     b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}',
-], ids=["request-line", "binary", "control-char", "length-and-chunked"])
+    # a body whose chunked framing breaks after the head was read (the route already runs): was no answer at all
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n",
+], ids=["request-line", "binary", "control-char", "length-and-chunked", "chunk-size", "chunk-end"])
 def test_what_the_parser_refuses_is_an_openai_shaped_400(tiny_engine: Engine, raw: bytes) -> None:
     answer = _exchange(tiny_engine, raw)
     head, _, body = answer.partition(b"\r\n\r\n")

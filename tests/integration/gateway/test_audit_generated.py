@@ -7,9 +7,11 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -210,3 +212,19 @@ def test_a_request_the_http_parser_refuses_is_an_openai_shaped_400(gateway: Gate
                           headers=[(b"content-type", b"application/json"), *headers])
     assert response.status_code == 400, response.text[:500]
     assert assert_openai_error(response)["code"] == "invalid_http_request"
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"], ids=["chunk-size", "chunk-end"])
+def test_a_body_whose_chunked_framing_breaks_is_an_openai_shaped_400(gateway: Gateway, body: bytes) -> None:
+    """The head parsed, the route already reading the body: the connection was closed with no answer at all
+    (observability/http_parse_errors.py wrote its 400 only where no request was under way)."""
+    before, url = len(gateway.proc.output()), urlsplit(gateway.url)
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {gateway.auth()['authorization']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head + body)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:500]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_http_request", error
+    assert "Traceback" not in gateway.proc.output()[before:]
