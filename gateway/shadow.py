@@ -20,6 +20,7 @@ from observability.task_status import TaskStatus
 from policies.decision import Target
 from policies.holds import Hold
 from policies.shadow_spec import ShadowSpec, forbidden_backends, partner
+from policies.structured_output import cannot_constrain
 
 if TYPE_CHECKING:
     from gateway.exchange import Exchange
@@ -87,6 +88,9 @@ class Shadower:
             return None
         if other not in self.svc.backends:  # absent here (requires_env unset)
             return None
+        specs = compiled.policy.backends
+        if ex.facts is not None and ex.facts.structured_output and other in specs and cannot_constrain(specs[other]):
+            return None  # JSON output or a tool call: our engine would answer its 400, no pair to compare
         entry = self.svc.catalog.aliases.get(ex.alias)
         model = next((t.model for t in entry.targets if t.backend == other), None) if entry else None
         model = model or spec.models.get(other)

@@ -76,3 +76,24 @@ def test_shadow_calls_to_the_engine_fit_or_are_dropped(gw: Gateway) -> None:
     assert not [r for r in gw.records() if r["request_id"] == huge.headers["x-hybridgw-request-id"] + ".shadow"]
     # nothing is left held: a request that needs most of the pool still runs on the engine
     assert chat(gw, "blue", "tiny", 200).headers["x-hybridgw-backend"] == "local"
+
+
+def test_a_request_our_engine_would_refuse_is_not_shadowed_to_it(gw: Gateway) -> None:
+    """JSON output or a tool call: the engine would answer its 400 — a call spent on a pair with nothing to
+    compare. Counted as skipped, nothing sent, no shadow record."""
+    chat(gw, "blue", "tiny", 4)
+    before = counts(gw)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    ids = []
+    for extra in ({"response_format": {"type": "json_object"}}, {"tools": tools}, {"tools": tools, "tool_choice": "required"}):
+        reply = httpx.post(f"{gw.url}/v1/chat/completions", headers=gw.auth("red"), timeout=60,
+                           json={"model": "m", "messages": MESSAGES, "max_tokens": 4, **extra})
+        assert reply.status_code == 200 and reply.headers["x-hybridgw-backend"] == "hosted", reply.text
+        ids.append(reply.headers["x-hybridgw-request-id"])
+    text = chat(gw, "red", "m", 4)  # a plain one still is: it shows the three were looked at and passed over
+    wait_until(lambda: counts(gw)["ok"] == before["ok"] + 1, "the plain request's shadow call answered")
+    after = counts(gw)
+    assert after["skipped"] == before.get("skipped", 0) + 3 and after["sent"] == before["sent"] + 1, after
+    assert gw.record_for(text.headers["x-hybridgw-request-id"] + ".shadow")["backend"] == "local"  # waits for it
+    shadows = {r["request_id"] for r in gw.records()}
+    assert not [i for i in ids if i + ".shadow" in shadows]
