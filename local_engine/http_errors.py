@@ -1,6 +1,7 @@
 """One table from the engine's exceptions to OpenAI-shaped error bodies, statuses and headers."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,16 @@ def status_error(status: int, detail: str) -> HttpError:
     return HttpError(status, detail, kind)
 
 
+def _is_field(part: str) -> bool:
+    """A field name or list index in pydantic's error location; not a union member's tag (`str`,
+    `list[dict[str,any]]`, `function-after[...]`), where the user's path ends."""
+    return part.replace("_", "").isalnum() and part not in ("str", "int", "float", "bool", "list", "dict", "none")
+
+
 def validation_error(errors: list[dict[str, Any]]) -> HttpError:
     """A pydantic/FastAPI validation failure: 400 naming the first bad field (``messages.0.role``)."""
     first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = list(itertools.takewhile(_is_field, (str(p) for p in first.get("loc", ()) if p != "body")))
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")
     if first.get("type") == "json_invalid":

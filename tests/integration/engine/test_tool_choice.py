@@ -54,6 +54,16 @@ def test_an_unknown_tool_choice_is_a_400_invalid_value(tiny_engine: Engine) -> N
     assert (body["param"], body["code"]) == ("tool_choice", "invalid_value") and "'sometimes'" in body["message"]
 
 
+def test_a_mistyped_tool_choice_names_the_field_not_the_union_member(tiny_engine: Engine) -> None:
+    """pydantic tags a union's members in its error location (tool_choice.str, tool_choice.dict[str,any]):
+    the param is the field the client wrote."""
+    for value in (5, ["required"]):
+        body = _refusal(tiny_engine, tools=TOOLS, tool_choice=value)
+        assert (body["param"], body["code"]) == ("tool_choice", "invalid_value"), body
+    body = _refusal(tiny_engine, extra_body={"messages": [{"role": "user", "content": 7}]})
+    assert body["param"] == "messages.0.content", body
+
+
 def test_tool_choice_none_is_a_text_answer(tiny_engine: Engine) -> None:
     """Served before too (the guard on what stays accepted): tools in the template, text out, no tool_calls."""
     with tiny_engine.client() as client:
