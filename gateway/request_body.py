@@ -39,9 +39,13 @@ async def read_body(request: Request, limit: int, length: str | None | object = 
     return b"".join(pieces)
 
 
-async def read_json_body(request: Request, limit: int, length: str | None | object = _HEADER) -> Any:
+async def read_json_body(request: Request, limit: int, length: str | None | object = _HEADER,
+                         optional: bool = False) -> Any:
+    """The body parsed as JSON; an empty one is a 400, or {} where the body is `optional`."""
     raw = await read_body(request, limit, length)
     if not raw.strip():
+        if optional:
+            return {}
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:
         value = orjson.loads(raw)

@@ -23,7 +23,7 @@ from gateway.key_spec import KeySpec
 from gateway.key_store import KeyRow, KeyStoreUnavailable
 from gateway.key_usage import key_budget_status
 from gateway.proxy import error_response
-from gateway.request_body import read_body, read_json_body
+from gateway.request_body import read_json_body
 from gateway.schemas import parse_body
 from gateway.services import Services
 
@@ -70,17 +70,6 @@ def _info(key: str, info: KeyInfo) -> Response:
 
 def _json(data: object) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
-
-
-async def _optional_json(request: Request, limit: int) -> Any:
-    """The JSON body, or {} when there is none (rotate's body is optional)."""
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}", code="invalid_json") from None
 
 
 def _no_key(key_id: str) -> NotFound:
@@ -154,7 +143,7 @@ async def rotate_key(request: Request) -> Response:
     try:
         svc = await _admin(request)
         key_id = request.path_params["key_id"]
-        grace = grace_seconds(parse_body(RotateBody, await _optional_json(request, svc.settings.max_body_bytes)))
+        grace = grace_seconds(parse_body(RotateBody, await read_json_body(request, svc.settings.max_body_bytes, optional=True)))
         rotated = await _store(asyncio.to_thread(svc.key_store.rotate, key_id, grace))
         if rotated is None:
             raise _no_key(key_id)

@@ -3,6 +3,7 @@ nano-dollars) was stored, and from then on GET /admin/keys answered 500; the pol
 the request path would refuse (a 500). Both are 400s now."""
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import httpx
@@ -45,3 +46,22 @@ def test_explain_checks_the_pasted_body_as_the_request_would_be(gateway: Gateway
                         timeout=30)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] in ("max_tokens", "n")
+
+
+def test_rotate_reads_its_optional_body_as_every_admin_body(gateway: Gateway) -> None:
+    """Rotate's body is optional (empty: the default grace); when there is one it is read as the other admin
+    bodies are: a compressed one is named as such, nesting is bounded."""
+    def new_key() -> str:
+        made = httpx.post(f"{gateway.url}/admin/keys", json={"team": "red"}, headers=ADMIN, timeout=30)
+        assert made.status_code == 201, made.text
+        return str(made.json()["key_id"])
+
+    def rotate(content: bytes, **headers: str) -> httpx.Response:
+        return httpx.post(f"{gateway.url}/admin/keys/{new_key()}/rotate", content=content, timeout=30,
+                          headers={**ADMIN, "content-type": "application/json", **headers})
+
+    assert rotate(b"").status_code == 200
+    zipped = rotate(gzip.compress(b'{"grace_period": "6s"}'), **{"content-encoding": "gzip"})
+    assert zipped.status_code == 400 and zipped.json()["error"]["code"] == "unsupported_content_encoding", zipped.text
+    deep = rotate(b"[" * 5000 + b"]" * 5000)
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_json", deep.text
