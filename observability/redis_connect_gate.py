@@ -1,7 +1,6 @@
-"""One connection attempt at a time to a Redis server not known to answer: one that failed (a connection
-attempt failed, a command timed out or was answered LOADING) refuses the others at once (callers fail
-open); one not heard from lately (after a restart, a quiet spell) makes them wait for the first one's
-answer. A server that answered within FRESH_S is never gated."""
+"""One connection attempt at a time to a Redis server not known to answer: a failing one (attempt failed,
+timeout, LOADING) refuses the others at once (callers fail open); one not heard from lately makes them wait
+for the first one's answer. A server that answered within FRESH_S is never gated."""
 from __future__ import annotations
 
 import asyncio

@@ -1,8 +1,5 @@
-"""The limiter's connect gate: a server that answered lately is never gated; one that failed (an attempt
-failed, a command timed out or was answered LOADING) gets one attempt at a time, the others refused at
-once, until a command is answered again; one not heard from lately (a restart, a quiet spell) gets one
-attempt at a time, the others waiting for its first answer (a connect alone does not count: a loading
-server completes it)."""
+"""The connect gate: never for a server that answered lately; after a failure one attempt at a time, the
+others refused; for one not heard from lately one attempt at a time, the others waiting for its first answer."""
 from __future__ import annotations
 
 import asyncio
