@@ -12,6 +12,8 @@ import redis.asyncio as aioredis
 from redis._parsers.commands import AsyncCommandsParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from observability.redis_connect_gate import ConnectGate, gated_class
+
 # How often each node's pool is trimmed to the most connections it had in use since the last trim. A
 # node's pool hands out its idle connections in turn (first in, first out), so every connection a burst
 # opened is kept busy enough never to look idle: only a count of what traffic needs tells the surplus.
@@ -24,7 +26,7 @@ _IN_COMMAND: ContextVar[bool] = ContextVar("in_cluster_command", default=False)
 
 
 class AsyncCluster(aioredis.RedisCluster):
-    """redis-py 8.1's asyncio cluster client with five changes.
+    """redis-py 8.1's asyncio cluster client with six changes.
 
     - Started before its first command runs: commands issued together on a client not started yet
       failed with "Connection closed by server", and a limiter's first burst would have failed open.
@@ -42,6 +44,8 @@ class AsyncCluster(aioredis.RedisCluster):
       closing every connection: redis-py's aclose() there closed them under the other commands in
       flight, on healthy nodes too, which failed ("Connection closed by server"), or raised
       AttributeError from a write on a connection closed under it (a 500, not a fail-open).
+    - Each node's connects pass a ConnectGate (redis_connect_gate): a node that stopped answering
+      gets one connection attempt at a time, not one per command in flight.
     """
 
     def __init__(self, *args: Any, max_in_flight: int, **kwargs: Any) -> None:
@@ -53,6 +57,8 @@ class AsyncCluster(aioredis.RedisCluster):
         self._closing: set[asyncio.Task[None]] = set()
         self._follow_up: asyncio.TimerHandle | None = None
         self.commands_parser = _CommandTableOnce()
+        self.connect_gate = ConnectGate()
+        gate_nodes(self.nodes_manager, self.connect_gate)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
@@ -135,6 +141,21 @@ class AsyncCluster(aioredis.RedisCluster):
             self._follow_up = None
         await asyncio.gather(*self._closing, return_exceptions=True)
         await super().aclose()
+
+
+def gate_nodes(nodes_manager: Any, gate: ConnectGate) -> None:
+    """Make the nodes' connections gated by `gate` (one gate, keyed by host and port): the startup
+    nodes' now, and those the slot map will make (from the manager's connection_kwargs)."""
+    for kwargs, node in [(nodes_manager.connection_kwargs, None),
+                         *((n.connection_kwargs, n) for n in nodes_manager.startup_nodes.values())]:
+        gated = gated_class(node.connection_class if node else kwargs.get("connection_class"))
+        if gated is None:
+            continue
+        kwargs["connect_gate"] = gate
+        if node is None:
+            kwargs["connection_class"] = gated
+        else:
+            node.connection_class = gated
 
 
 class _CommandTableOnce(AsyncCommandsParser):

@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from gateway.key_store_redis import RedisKeyStore
 from tests.support import procs
@@ -48,6 +52,20 @@ class Gateway:
 
 @pytest.fixture
 def gateway(redis_server: RedisServer, tmp_path: Path) -> Iterator[Gateway]:
+    with _gateway(redis_server, tmp_path) as gw:
+        yield gw
+
+
+@pytest.fixture
+def durable_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """On a Redis whose data survives a kill: its restart loads it (LOADING until done)."""
+    (tmp_path / "redis").mkdir()
+    with RedisServer(workdir=tmp_path / "redis", durable=True) as server, _gateway(server, tmp_path) as gw:
+        yield gw
+
+
+@contextmanager
+def _gateway(redis_server: RedisServer, tmp_path: Path) -> Iterator[Gateway]:
     fake_port = procs.free_port()
     fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)),
                        name="outage-fds-fake", unset=procs.FOREIGN_ENV)
@@ -110,3 +128,56 @@ def test_a_burst_while_redis_does_not_answer_opens_no_socket_per_request(gateway
     # key store's and the ledger's own; before: one new socket per request, up to the pool's 64
     assert peak <= level + 4, f"{peak} Redis sockets during the burst, {level} before the outage"
     assert asyncio.run(_requests(gateway, 3)) == [200] * 3
+
+
+def _preload(server: RedisServer, keys: int) -> None:
+    """`keys` small keys in the append-only file's RDB base, which a restart loads key by key."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for k in range(keys):
+            pipe.set(f"preload:{k}", b"x" * 64)
+        pipe.execute()
+        client.bgrewriteaof()
+        while any(client.info("persistence")[f] for f in ("aof_rewrite_in_progress", "aof_rewrite_scheduled")):
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def _loading(server: RedisServer) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"-LOADING")
+    except OSError:
+        return False
+
+
+def test_a_burst_on_a_restarted_redis_still_loading_opens_no_socket_per_request(durable_gateway: Gateway) -> None:
+    gw = durable_gateway
+    assert asyncio.run(_requests(gw, 3)) == [200] * 3
+    level = gw.redis_sockets()
+    _preload(gw.redis, 40_000)
+    gw.redis.kill()
+    time.sleep(1.5)  # down a while, no request meanwhile: as when the limiter's leases ride out an outage
+    # ~4 s loading 40,000 keys; between batches of keys it accepts connections, answers the handshake
+    # (CLIENT SETNAME) and answers every command LOADING
+    gw.redis.extra_args = ("--key-load-delay", "100", "--loading-process-events-interval-bytes", "65536")
+    starting = threading.Thread(target=gw.redis.start, args=(60.0,))
+    starting.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _loading(gw.redis):
+            assert time.monotonic() < deadline, "the restarted Redis never answered LOADING"
+            time.sleep(0.01)
+        peak, statuses = _most_sockets_while(gw, BURST)
+        still_loading = _loading(gw.redis)
+    finally:
+        starting.join()
+    assert still_loading, "Redis finished loading during the burst: make it load longer"
+    assert statuses == [200] * BURST  # limits fail open while Redis loads, as before
+    # before: the gate had seen no failure (nothing asked Redis during the outage), so every request's
+    # connect went through, each then answered LOADING (~40 sockets)
+    assert peak <= level + 4, f"{peak} Redis sockets during the burst, {level} before the outage"
+    assert asyncio.run(_requests(gw, 3)) == [200] * 3

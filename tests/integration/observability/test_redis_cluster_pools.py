@@ -7,6 +7,9 @@ connections are the upstream pool's, kept for their keep-alive expiry: not count
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,9 +99,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         cluster.stop()
 
 
-async def _requests(gw: Gateway, count: int, first: int = 0) -> list[int]:
+async def _requests(gw: Gateway, count: int, first: int = 0, team_index: int | None = None) -> list[int]:
     async def one(client: httpx.AsyncClient, i: int) -> int:
-        team = TEAMS[i % len(TEAMS)]
+        team = TEAMS[i % len(TEAMS) if team_index is None else team_index]
         response = await client.post(f"{gw.url}/v1/chat/completions", headers={"authorization": f"Bearer {gw.keys[team]}"},
                                      json={"model": "m", "messages": [{"role": "user", "content": f"pool {i}"}],
                                            "max_tokens": 4, "stream": bool(i % 2)})
@@ -148,3 +151,39 @@ def test_fds_come_back_to_their_level_after_node_outages(gateway: Gateway) -> No
                                             f"{piled}; at the level: {levels[-5:]}"
         statuses += _light_traffic(gateway, 3)
     assert statuses == [200] * len(statuses), sorted(set(statuses))
+
+
+def test_a_burst_while_a_node_does_not_answer_opens_no_socket_per_request(gateway: Gateway) -> None:
+    """The cluster client's connects pass the connect gate per node: a node stopped (the kernel still
+    accepts its connections, nothing answers) gets one connection attempt at a time, not one per
+    command. Before: one socket per request to that node's team, up to the commands in flight (64)."""
+    team, node = TEAMS[0], gateway.cluster.nodes[0]  # the first team's slot is the first node's
+    assert gateway.cluster.node_of(f"{{{team}}}") is node
+    statuses = _light_traffic(gateway, 2)
+    name = f"node-{node.port}"
+    level = gateway.redis_fds()[name]
+    os.kill(node._proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        statuses += asyncio.run(_requests(gateway, 1))  # its command times out: the limiter fails open
+        peak, done = level, threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, gateway.redis_fds().get(name, 0))
+                done.wait(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            statuses += asyncio.run(_requests(gateway, 40, team_index=0))  # all the stopped node's team's
+        finally:
+            done.set()
+            watcher.join()
+    finally:
+        os.kill(node._proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+    gateway.cluster.wait_ok()
+    statuses += _light_traffic(gateway, 2)
+    assert statuses == [200] * len(statuses), sorted(set(statuses))
+    # the limiter's connections stuck on the node, one attempt in flight, the key store's and ledger's
+    assert peak <= level + 6, f"{peak} sockets to the stopped node during the burst, {level} before"

@@ -41,10 +41,17 @@ def test_a_write_on_a_transport_closed_under_the_cluster_client_is_a_connection_
         raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
 
     monkeypatch.setattr(aioredis.RedisCluster, "execute_command", closed)
-    client = async_client("redis+cluster://127.0.0.1:1", max_connections=1)
-    client._initialize = False  # as once started: no socket is opened here
-    with pytest.raises(RedisConnectionError):  # what the limiter fails open on; a RuntimeError was a 500
-        asyncio.run(client.execute_command("GET", "{t}:k"))
+
+    async def run() -> None:
+        client = async_client("redis+cluster://127.0.0.1:1", max_connections=1)
+        client._initialize = False  # as once started: no socket is opened here
+        try:
+            with pytest.raises(RedisConnectionError):  # what the limiter fails open on; a RuntimeError was a 500
+                await client.execute_command("GET", "{t}:k")
+        finally:
+            await client.aclose()  # left open, its garbage collection logs "Unclosed RedisCluster client"
+
+    asyncio.run(run())
 
 
 def test_a_write_on_a_connection_dropped_under_the_command_is_no_answer_other_attribute_errors_are_bugs() -> None:
@@ -94,6 +101,9 @@ def test_past_its_commands_in_flight_a_command_waits_then_fails_as_no_answer(mon
         with pytest.raises(RedisConnectionError):  # the limiter fails open on it, as on the one-server pool
             await asyncio.wait_for(client.execute_command("GET", "{t}:third"), 30)  # unbounded, it would wait for `release`
         release.set()
-        return list(await asyncio.gather(*first)) + [await client.execute_command("GET", "{t}:fourth")]
+        try:
+            return list(await asyncio.gather(*first)) + [await client.execute_command("GET", "{t}:fourth")]
+        finally:
+            await client.aclose()
 
     assert asyncio.run(run()) == [b"ok"] * 3
