@@ -148,6 +148,13 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._parser = None  # never connected: no connection_lost will come
 
+    def discard(self) -> None:
+        """Closed for good by the pool (nothing reads it after): close, and forget a failure already raised —
+        its traceback holds a read's frame, whose `self` is this connection: a cycle
+        (tests/integration/gateway/test_error_path_cycles.py)."""
+        self.close()
+        self._exc = None
+
 
     async def _wait(self) -> None:
         self._waiter = waiter = self._loop.create_future()
