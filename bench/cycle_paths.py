@@ -2,8 +2,9 @@
 bench/thread_cpu_split.py starts it, under bench/named_gateway.py with gc.DEBUG_SAVEALL), then per path N requests
 at C in flight and what the cyclic GC found unreachable (a full collection before and after each path), by type.
 Paths: non-streamed, streamed, upstream 500 (both), an in-band stream error, the upstream dropping the connection
-mid-stream, the client hanging up mid-stream, a limit refusal (429), a body that is no JSON and one that fails the
-schema (400).
+mid-stream, the client hanging up mid-stream or before a non-streamed answer, the upstream's first-byte and
+between-chunks timeouts, an unreachable upstream, a limit refusal (429), a body that is no JSON and one that fails
+the schema (400). The circuit breaker is kept closed (each path's own cost, not an open circuit's 503s).
 
 Run: PYTHONPATH=$PWD .venv/bin/python -m bench.cycle_paths [--tree NAME=PATH ...] [--requests 400] [--concurrency 16]
      [--path NAME ...] [--frames]
@@ -31,8 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 POLICY = """
 backends:
   up: {{kind: openai, base_url: 'http://127.0.0.1:{port}/v1', price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}}}
+  slow: {{kind: openai, base_url: 'http://127.0.0.1:{port}/v1', timeouts: {{first_byte_s: 0.05, between_chunks_s: 0.05}}}}
+  dead: {{kind: openai, base_url: 'http://127.0.0.1:{dead_port}/v1'}}
 models:
   m: {{deployments: [{{backend: up, model: m}}]}}
+  slow: {{deployments: [{{backend: slow, model: m}}]}}
+  dead: {{deployments: [{{backend: dead, model: m}}]}}
 teams:
   bench:
     limits: {{requests_per_minute: 100000000, tokens_per_minute: 100000000000}}
@@ -60,13 +65,13 @@ class Path_:
     send: Callable[[httpx.AsyncClient, Gateway], Awaitable[int]]  # one request; its status
 
 
-def _body(stream: bool, knobs: str) -> bytes:
-    return json.dumps({"model": "m", "messages": CHAT, "max_tokens": 16, "stream": stream,
+def _body(stream: bool, knobs: str, model: str = "m") -> bytes:
+    return json.dumps({"model": model, "messages": CHAT, "max_tokens": 16, "stream": stream,
                        "user": f"fake:{knobs}"}).encode()
 
 
-def _post(stream: bool, knobs: str, tight: bool = False, raw: bytes | None = None) -> Callable:
-    body = raw if raw is not None else _body(stream, knobs)
+def _post(stream: bool, knobs: str, tight: bool = False, raw: bytes | None = None, model: str = "m") -> Callable:
+    body = raw if raw is not None else _body(stream, knobs, model)
 
     async def send(client: httpx.AsyncClient, gw: Gateway) -> int:
         headers = {"authorization": f"Bearer {gw.tight_key if tight else gw.key}", "content-type": "application/json"}
@@ -88,6 +93,18 @@ def _hang_up(knobs: str) -> Callable:
     return send
 
 
+def _give_up(knobs: str, after_s: float) -> Callable:
+    """A non-streamed request the client abandons before the answer (the connection is closed)."""
+    post = _post(False, knobs)
+
+    async def send(client: httpx.AsyncClient, gw: Gateway) -> int:
+        try:
+            return await asyncio.wait_for(post(client, gw), after_s)
+        except TimeoutError:
+            return 499
+    return send
+
+
 PATHS = [
     Path_("non-streamed", _post(False, "ttft_ms=2")),
     Path_("streamed (16 chunks)", _post(True, "ttft_ms=2;chunks=16")),
@@ -96,6 +113,10 @@ PATHS = [
     Path_("in-band error after 2 chunks", _post(True, "chunks=16;error_after=2")),
     Path_("upstream drops mid-stream", _post(True, "chunks=16;fail_after=2")),
     Path_("client hangs up mid-stream", _hang_up("chunks=16;delay_ms=5")),
+    Path_("client hangs up before the answer", _give_up("ttft_ms=100", 0.02)),
+    Path_("upstream first-byte timeout, non-streamed", _post(False, "ttft_ms=200", model="slow")),
+    Path_("upstream stalls mid-stream (between-chunks timeout)", _post(True, "chunks=4;delay_ms=200", model="slow")),
+    Path_("upstream unreachable (connection refused)", _post(False, "", model="dead")),
     Path_("limit refusal (429)", _post(False, "ttft_ms=2", tight=True)),
     Path_("body not JSON (400)", _post(False, "", raw=b'{"model": "m", "messages": [')),
     Path_("body fails the schema (400)", _post(False, "", raw=b'{"model": "m", "messages": "hi", "max_tokens": -1}')),
@@ -137,7 +158,7 @@ async def one_path(gw: Gateway, path: Path_, requests: int, concurrency: int,
 
 def start(workdir: Path, fake_port: int, trees: list[tuple[str, Path]]) -> list[Gateway]:
     config = workdir / "policy.yaml"
-    config.write_text(POLICY.format(port=fake_port))
+    config.write_text(POLICY.format(port=fake_port, dead_port=procs.free_port()))  # nothing listens there
     out = []
     for name, tree in trees:
         env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "HYBRIDGW_WORKERS": "1",
