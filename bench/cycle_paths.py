@@ -60,7 +60,7 @@ class Gateway:
 
 
 @dataclass(frozen=True)
-class Path_:
+class RequestPath:
     name: str
     send: Callable[[httpx.AsyncClient, Gateway], Awaitable[int]]  # one request; its status
 
@@ -106,20 +106,20 @@ def _give_up(knobs: str, after_s: float) -> Callable:
 
 
 PATHS = [
-    Path_("non-streamed", _post(False, "ttft_ms=2")),
-    Path_("streamed (16 chunks)", _post(True, "ttft_ms=2;chunks=16")),
-    Path_("upstream 500, non-streamed", _post(False, "status=500")),
-    Path_("upstream 500, streamed", _post(True, "status=500")),
-    Path_("in-band error after 2 chunks", _post(True, "chunks=16;error_after=2")),
-    Path_("upstream drops mid-stream", _post(True, "chunks=16;fail_after=2")),
-    Path_("client hangs up mid-stream", _hang_up("chunks=16;delay_ms=5")),
-    Path_("client hangs up before the answer", _give_up("ttft_ms=100", 0.02)),
-    Path_("upstream first-byte timeout, non-streamed", _post(False, "ttft_ms=200", model="slow")),
-    Path_("upstream stalls mid-stream (between-chunks timeout)", _post(True, "chunks=4;delay_ms=200", model="slow")),
-    Path_("upstream unreachable (connection refused)", _post(False, "", model="dead")),
-    Path_("limit refusal (429)", _post(False, "ttft_ms=2", tight=True)),
-    Path_("body not JSON (400)", _post(False, "", raw=b'{"model": "m", "messages": [')),
-    Path_("body fails the schema (400)", _post(False, "", raw=b'{"model": "m", "messages": "hi", "max_tokens": -1}')),
+    RequestPath("non-streamed", _post(False, "ttft_ms=2")),
+    RequestPath("streamed (16 chunks)", _post(True, "ttft_ms=2;chunks=16")),
+    RequestPath("upstream 500, non-streamed", _post(False, "status=500")),
+    RequestPath("upstream 500, streamed", _post(True, "status=500")),
+    RequestPath("in-band error after 2 chunks", _post(True, "chunks=16;error_after=2")),
+    RequestPath("upstream drops mid-stream", _post(True, "chunks=16;fail_after=2")),
+    RequestPath("client hangs up mid-stream", _hang_up("chunks=16;delay_ms=5")),
+    RequestPath("client hangs up before the answer", _give_up("ttft_ms=100", 0.02)),
+    RequestPath("upstream first-byte timeout, non-streamed", _post(False, "ttft_ms=200", model="slow")),
+    RequestPath("upstream stalls mid-stream (between-chunks timeout)", _post(True, "chunks=4;delay_ms=200", model="slow")),
+    RequestPath("upstream unreachable (connection refused)", _post(False, "", model="dead")),
+    RequestPath("limit refusal (429)", _post(False, "ttft_ms=2", tight=True)),
+    RequestPath("body not JSON (400)", _post(False, "", raw=b'{"model": "m", "messages": [')),
+    RequestPath("body fails the schema (400)", _post(False, "", raw=b'{"model": "m", "messages": "hi", "max_tokens": -1}')),
 ]
 
 
@@ -131,7 +131,7 @@ def snapshot(gw: Gateway) -> dict:
     return json.loads(gw.names.read_text())
 
 
-async def one_path(gw: Gateway, path: Path_, requests: int, concurrency: int,
+async def one_path(gw: Gateway, path: RequestPath, requests: int, concurrency: int,
                    verbose: bool = False) -> tuple[float, str, Counter[int]]:
     """Objects a request left to the cyclic GC on this path, by type, and the statuses seen."""
     statuses: Counter[int] = Counter()
@@ -174,7 +174,7 @@ def start(workdir: Path, fake_port: int, trees: list[tuple[str, Path]]) -> list[
     return out
 
 
-async def measure(gateways: list[Gateway], paths: list[Path_], requests: int, concurrency: int,
+async def measure(gateways: list[Gateway], paths: list[RequestPath], requests: int, concurrency: int,
                   verbose: bool) -> None:
     for gw in gateways:  # warm-up: lazy imports, first connections, caches
         await one_path(gw, PATHS[0], 200, concurrency)
