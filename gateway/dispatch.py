@@ -70,13 +70,16 @@ def _candidates(targets: tuple[Target, ...], backends: Mapping[str, Backend]) ->
 
 
 def _pass_over(observer: AttemptObserver, attempts: list[Attempt], target: Target, error: UpstreamError,
-               *, is_last: bool) -> None:
-    """A target failed: note it and move on, or raise when the error is the request's own (not
-    retryable), the upstream had already started producing (a retry would pay twice), or no target is left."""
+               *, is_last: bool) -> bool:
+    """A target failed: note it and move on (True), or False when the error is to be raised: the request's own
+    (not retryable), the upstream had already started producing (a retry would pay twice), or no target is left.
+    The caller raises it from its `except` (whose name is cleared as it propagates): raised here, this frame's
+    `error` would hold the error whose traceback holds this frame, a cycle with every caller's frame inside."""
     observer.failed(target, error)
     if not error.retryable or error.after_first_byte or is_last:
-        raise error
+        return False
     attempts.append(Attempt(target, error.message))
+    return True
 
 
 async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
@@ -89,8 +92,9 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
         try:
             response = await backend.complete(request_for(target))
         except UpstreamError as exc:
-            _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
-            continue
+            if _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1):
+                continue
+            raise
         except asyncio.CancelledError:
             observer.abandoned()
             raise
@@ -112,16 +116,16 @@ async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backen
         clock.mark_upstream_sent()
         chunks = backend.stream(request_for(target))
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            empty = UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
-                                  backend=target.backend, kind="protocol")
-            _pass_over(observer, attempts, target, empty, is_last=i == len(candidates) - 1)
-            continue
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                raise UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
+                                    backend=target.backend, kind="protocol") from None  # no local: no cycle
         except UpstreamError as exc:
             await chunks.aclose()  # type: ignore[attr-defined]
-            _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1)
-            continue
+            if _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1):
+                continue
+            raise
         except asyncio.CancelledError:
             observer.abandoned()
             raise

@@ -164,7 +164,7 @@ class Pool:
                 waiter.set_result(None)
 
     def _drop(self, conn: UpstreamConnection) -> None:
-        conn.close()
+        conn.discard()
         self._open.discard(conn)
 
     def _wake_one(self) -> None:
