@@ -7,10 +7,10 @@ and gateway CPU at concurrency 64 (non-streamed: requests per gateway CPU-second
 frame: gateway CPU / (streams × 17 frames: the role chunk + 16 content chunks)).
 
 Run: .venv/bin/python -m bench.issue15_bars [--seconds 5] [--rounds 3] [--gap-ms 20] [--no-litellm]
-     [--tree NAME=PATH ...] [--streams-only]
+     [--tree NAME=PATH ...] [--streams-only | --latency-only]
 --tree: one hybridgw per source tree (run from it, its own data dir), measured in turn in each round, so two
 trees are compared side by side (default: this checkout, named hybridgw); --streams-only: the 512 paced
-streams alone (no latency or throughput runs).
+streams alone (no latency or throughput runs); --latency-only: the added latency at 1 in flight alone.
 """
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def start_stack(workdir: Path, otlp_url: str, with_litellm: bool,
 
 
 async def measure(servers: list[Server], pids: dict[str, int], seconds: float, rounds: int, gap_ms: float,
-                  latency_n: int, errors: Counter[str], streams_only: bool = False) -> dict[str, dict[str, list[float]]]:
+                  latency_n: int, errors: Counter[str], streams_only: bool = False,
+                  latency_only: bool = False) -> dict[str, dict[str, list[float]]]:
     out = {s.name: {k: [] for k in ("lat", "rps", "per_cpu", "gaps", "frame_us", "streams")} for s in servers}
     pools = {s.name: client(s) for s in servers}
     cpu: Callable[[str], float] = lambda name: tree_cpu_s(pids[name]) if name in pids else 0.0  # noqa: E731
@@ -119,6 +120,8 @@ async def measure(servers: list[Server], pids: dict[str, int], seconds: float, r
                     continue
                 records = await closed_loop(s, pool, request(s, False, 0), 1, latency_n, None, errors)
                 r["lat"] += [v for x in records if x.ok and (v := ttft(x)) is not None]
+                if latency_only:
+                    continue
                 before = cpu(s.name)
                 records = await closed_loop(s, pool, request(s, False, 0), THROUGHPUT_CONCURRENCY,
                                             int(seconds * MAX_RPS), seconds, errors)
@@ -148,13 +151,12 @@ async def _streams(s: Server, pool: Client, r: dict[str, list[float]], pids: dic
 def report(results: dict[str, dict[str, list[float]]], gap_ms: float) -> str:
     med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
     d_lat, d_gap = stats(results["direct"]["lat"]), stats(results["direct"]["gaps"])
-    assert d_gap is not None
     lines = [f"| path | latency at 1 in flight p50 / p99 (ms) | added p50 / p99 (ms) | req/s at {THROUGHPUT_CONCURRENCY} "
              f"| req per gateway CPU-second (per core) | {STREAMS} streams: inter-chunk gap p50 / p99 (ms, paced "
              f"{gap_ms:g}) | added gap p99 (ms) | CPU per relayed frame (µs) |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lat, gap = stats(r["lat"]), stats(r["gaps"])
-        if gap is None:
+        if gap is None and lat is None:
             lines.append(f"| {name} | (no successful requests) |||||||")
             continue
         direct = name == "direct"
@@ -166,6 +168,9 @@ def report(results: dict[str, dict[str, list[float]]], gap_ms: float) -> str:
                          f"{'—' if direct else f'+{(lat.p50 - d_lat.p50) * 1e3:.2f} / +{(lat.p99 - d_lat.p99) * 1e3:.2f}'} | "
                          f"{med(r['rps']):.0f} ({' / '.join(f'{v:.0f}' for v in r['rps'])}) | "
                          f"{'—' if direct else f'{per_cpu:.0f}'}")
+        if gap is None or d_gap is None:  # --latency-only
+            lines.append(f"| {name} | {lat_cells} | — | — | — |")
+            continue
         frames = " / ".join(f"{v:.0f}" for v in r["frame_us"])
         lines.append(
             f"| {name} | {lat_cells} | {gap.p50 * 1e3:.1f} / {gap.p99 * 1e3:.1f} | "
@@ -184,6 +189,7 @@ def main() -> int:
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a hybridgw from this source tree")
     parser.add_argument("--streams-only", action="store_true", help="only the 512 paced streams")
+    parser.add_argument("--latency-only", action="store_true", help="only the added latency at 1 in flight")
     args = parser.parse_args()
     trees: list[tuple[str, Path | None]] = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
@@ -193,7 +199,7 @@ def main() -> int:
         servers, pids, started = start_stack(Path(tmp), otlp_url, not args.no_litellm, trees or [("hybridgw", None)])
         try:
             results = asyncio.run(measure(servers, pids, args.seconds, args.rounds, args.gap_ms,
-                                          args.latency_requests, errors, args.streams_only))
+                                          args.latency_requests, errors, args.streams_only, args.latency_only))
         finally:
             if "litellm-proxy" in pids:
                 os.kill(pids["litellm-proxy"], 15)
