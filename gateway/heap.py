@@ -13,8 +13,10 @@ from gateway.heap_dump import install_heap_dump
 
 # Allocations between young collections (CPython's default: 700). Per request, --gc in bench/hot_path.py:
 # 700 → 2,000 took the loop's GC time 72 → 41 µs with shorter longest pauses (11 → 6 ms); 10,000 gave
-# 35 µs but 21 ms pauses, as each young collection then walks more survivors.
-YOUNG_THRESHOLD = 2_000
+# 35 µs but 21 ms pauses, as each young collection then walks more survivors. Once no request left a
+# reference cycle (session 14), 2,000 → 5,000 took the young GC 35 → 15 µs a request and the longest pause
+# 11.6 → 8.8 ms (bench/thread_cpu_split.py, docs/benchmarks.md "The young GC's threshold, again").
+YOUNG_THRESHOLD = 5_000
 # glibc's starting value, kept: a block this large or larger is its own mmap, unmapped when freed.
 MMAP_THRESHOLD = 128 * 1024
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
