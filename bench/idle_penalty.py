@@ -22,6 +22,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server, client, closed_loop
 from bench.issue15_bars import THROUGHPUT_CONCURRENCY, request, start_stack
 from bench.otlp_discard import start_discard
+from bench.thread_cpu_split import ticks
 from observability.bench.client import Sent
 from observability.bench.metrics import stats, ttft
 from observability.bench.records import RequestRecord
@@ -67,8 +68,7 @@ def at_once(server: Server) -> Sent:
 
 def loop_cpu_s(pid: int) -> float:
     """The event loop's (the main thread's) user + system CPU seconds."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return ticks(Path(f"/proc/{pid}/task/{pid}/stat")) / os.sysconf("SC_CLK_TCK")
 
 
 async def gateway_rounds(direct: Server, gw: Server, pid: int, rounds: int, requests: int,
