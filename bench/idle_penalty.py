@@ -124,7 +124,7 @@ def report(interp: dict[float, list[float]], gw: dict[str, list[float]]) -> str:
 
 
 def main() -> int:
-    os.environ.setdefault("HYBRIDGW_WORKERS", "1")
+    os.environ["HYBRIDGW_WORKERS"] = "1"  # the loop measured is the one process's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400, help="per round at 1 in flight (×20 at 64)")

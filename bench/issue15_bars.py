@@ -7,7 +7,7 @@ and gateway CPU at concurrency 64 (non-streamed: requests per gateway CPU-second
 frame: gateway CPU / (streams × 17 frames: the role chunk + 16 content chunks)).
 
 Run: .venv/bin/python -m bench.issue15_bars [--seconds 5] [--rounds 3] [--gap-ms 20] [--no-litellm]
-     [--tree NAME=PATH ...] [--streams-only | --latency-only]
+     [--tree NAME=PATH ...] [--streams-only | --latency-only] [--workers N]
 --tree: one hybridgw per source tree (run from it, its own data dir), measured in turn in each round, so two
 trees are compared side by side (default: this checkout, named hybridgw); --streams-only: the 512 paced
 streams alone (no latency or throughput runs); --latency-only: the added latency at 1 in flight alone.
@@ -72,7 +72,8 @@ def start_stack(workdir: Path, otlp_url: str, with_litellm: bool,
     config.write_text(POLICY.format(port=fake_port))
     servers, pids, started = [Server("direct", fake_port, "none", "m")], {}, [fake]
     for name, tree in trees:
-        env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "", "HYBRIDGW_WORKERS": "1",
+        env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data-{name}"), "REDIS_URL": "",
+               "HYBRIDGW_WORKERS": os.environ.get("HYBRIDGW_WORKERS", "1"),
                "HYBRIDGW_TRACES": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": otlp_url,
                "HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT": "0"}  # one client address opens the 512 streams (as a proxy would)
         if tree is not None:
@@ -180,7 +181,6 @@ def report(results: dict[str, dict[str, list[float]]], gap_ms: float) -> str:
 
 
 def main() -> int:
-    os.environ.setdefault("HYBRIDGW_WORKERS", "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -190,7 +190,9 @@ def main() -> int:
     parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a hybridgw from this source tree")
     parser.add_argument("--streams-only", action="store_true", help="only the 512 paced streams")
     parser.add_argument("--latency-only", action="store_true", help="only the added latency at 1 in flight")
+    parser.add_argument("--workers", type=int, default=1, help="hybridgw serve --workers (each tree)")
     args = parser.parse_args()
+    os.environ["HYBRIDGW_WORKERS"] = str(args.workers)
     trees: list[tuple[str, Path | None]] = [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)]
     print(f"load average at start: {os.getloadavg()[0]:.2f} (a shared machine: compare only side by side)")
     errors: Counter[str] = Counter()
