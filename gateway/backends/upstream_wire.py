@@ -157,10 +157,12 @@ class UpstreamConnection(asyncio.Protocol):
         its traceback holds a read's frame, whose `self` is this connection: a cycle
         (tests/integration/gateway/test_error_path_cycles.py) — and the parser now, not at connection_lost:
         a TLS handshake in a proxy's tunnel that the proxy cuts (it answered CONNECT, then could not reach the
-        upstream) gets none under uvloop (tests/unit/gateway/test_upstream_tunnel_cycle.py)."""
+        upstream) gets none under uvloop (tests/unit/gateway/test_upstream_tunnel_cycle.py), and so neither
+        lets go of the transport, which holds us: we let go of it."""
         self.close()
         self._exc = None
         self._parser = None
+        self.transport = None
 
 
     async def _wait(self) -> None:
