@@ -1,14 +1,15 @@
 """A connection through an HTTP proxy whose https upstream cannot be reached through the tunnel is freed by
-reference counting: not kept by the pool, not left in a cycle, its failure not kept either, under asyncio's
-and uvloop's loops. The failures: the TLS handshake inside the tunnel fails (a server that is no TLS server,
-one whose certificate the client does not trust), the proxy closes the connection before answering CONNECT,
-the proxy refuses the tunnel (407). Each call's error names what failed (not "cannot connect to the proxy")."""
+reference counting (asyncio and uvloop, cyclic GC off): not kept by the pool, not in a cycle, nor its failure.
+The failures: TLS fails in the tunnel (no TLS server there, a certificate the client does not trust), the proxy
+closes before answering CONNECT, cuts the tunnel in the handshake, refuses it (407); each error names what failed.
+And a discarded connection is freed when no connection_lost reaches it (start_tls took its transport)."""
 from __future__ import annotations
 
 import asyncio
 import gc
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -45,7 +46,7 @@ def alive() -> tuple[int, int]:
 
 
 async def _failures(upstream: RawUpstream, proxy: ConnectProxy | RawUpstream) -> list[str]:
-    """CALLS acquires through the proxy to `upstream` over https (the client trusts certifi's CAs only)."""
+    """CALLS acquires through the proxy to `upstream` over https (the client trusts the system's CAs only)."""
     port = int((await upstream.start()).rsplit(":", 1)[1].split("/")[0])
     pport = await proxy.start() if isinstance(proxy, ConnectProxy) else \
         int((await proxy.start()).rsplit(":", 1)[1].split("/")[0])
@@ -68,7 +69,7 @@ async def _failures(upstream: RawUpstream, proxy: ConnectProxy | RawUpstream) ->
     return said
 
 
-def left_without_cyclic_gc(loop_run, upstream: RawUpstream, proxy: ConnectProxy | RawUpstream) -> tuple:
+def left_without_cyclic_gc(loop_run: Any, upstream: RawUpstream, proxy: ConnectProxy | RawUpstream) -> tuple:
     gc.collect()
     gc.disable()
     try:
@@ -81,14 +82,14 @@ def left_without_cyclic_gc(loop_run, upstream: RawUpstream, proxy: ConnectProxy 
 
 
 @RUNNERS
-def test_a_tls_handshake_that_fails_inside_the_tunnel_leaves_nothing(loop_run) -> None:
+def test_a_tls_handshake_that_fails_inside_the_tunnel_leaves_nothing(loop_run: Any) -> None:
     said, connections, errors = left_without_cyclic_gc(loop_run, NotTls(), ConnectProxy())
     assert (connections, errors) == (0, 0)
     assert len(said) == CALLS and all("TLS with localhost:" in s and "through the proxy" in s for s in said), said
 
 
 @RUNNERS
-def test_an_untrusted_certificate_inside_the_tunnel_leaves_nothing(certs: Path, loop_run) -> None:
+def test_an_untrusted_certificate_inside_the_tunnel_leaves_nothing(certs: Path, loop_run: Any) -> None:
     untrusted = RawUpstream(*[reply(b"{}")] * CALLS, tls=server_tls(certs))  # a test CA, not in certifi
     said, connections, errors = left_without_cyclic_gc(loop_run, untrusted, ConnectProxy())
     assert (connections, errors) == (0, 0)
@@ -97,7 +98,7 @@ def test_an_untrusted_certificate_inside_the_tunnel_leaves_nothing(certs: Path, 
 
 @RUNNERS
 @pytest.mark.parametrize("answer", ["closes", "cuts", "407"])
-def test_a_proxy_that_closes_cuts_or_refuses_the_tunnel_leaves_nothing(answer: str, loop_run) -> None:
+def test_a_proxy_that_closes_cuts_or_refuses_the_tunnel_leaves_nothing(answer: str, loop_run: Any) -> None:
     """"closes": before answering CONNECT; "cuts": answers 200, then closes the tunnel in the TLS handshake (it
     could not reach the upstream), of which uvloop tells the connection nothing: no connection_lost."""
     answers = {"closes": Close(), "cuts": Close(b"HTTP/1.1 200 Connection established\r\n\r\n"),
@@ -110,7 +111,7 @@ def test_a_proxy_that_closes_cuts_or_refuses_the_tunnel_leaves_nothing(answer: s
 
 
 @RUNNERS
-def test_a_discarded_connection_is_freed_when_no_connection_lost_comes(loop_run) -> None:
+def test_a_discarded_connection_is_freed_when_no_connection_lost_comes(loop_run: Any) -> None:
     """The pool's discard() frees a connection whose transport went to another protocol (as start_tls hands it to
     its TLS protocol), so that no connection_lost reaches it: on main its parser and transport held it in a cycle.
     The bench met this when the client hung up before a non-streamed answer, as well as in a cut tunnel."""
