@@ -194,14 +194,17 @@ class Pool:
             async with asyncio.timeout(self._connect_s):
                 await self._open_connection(t, conn)
         except TimeoutError:
-            conn.close()
+            conn.discard()
             raise ConnectTimeout(f"no connection within {self._connect_s:g} s") from None
+        except Unreachable:  # ours, naming what failed past the proxy (its refusal, TLS inside its tunnel)
+            conn.discard()
+            raise
         except OSError as exc:
-            conn.close()
+            conn.discard()
             where = f"{t.proxy.host}:{t.proxy.port} (the proxy)" if t.proxy else f"{t.host}:{t.port}"
             raise Unreachable(f"cannot connect to {where}: {exc.strerror or exc}") from None
         except BaseException:
-            conn.close()
+            conn.discard()
             raise
         finally:
             self._opening -= 1
@@ -229,12 +232,27 @@ class Pool:
                                    % (authority.encode(), authority.encode(), p.authorization))
         parts = status.split(b" ", 2)
         if len(parts) < 2 or parts[1] != b"200":
-            raise Unreachable(f"the proxy refused the tunnel: {status.decode('latin-1')}")
+            raise Unreachable(f"the proxy {p.host}:{p.port} refused the tunnel to {authority}: "
+                              f"{status.decode('latin-1')}")
         assert conn.transport is not None
-        tls = await loop.start_tls(conn.transport, conn, t.tls, server_hostname=t.host)
+        try:
+            tls = await loop.start_tls(conn.transport, conn, t.tls, server_hostname=t.host)
+        except OSError as exc:  # the upstream's TLS failed, or the tunnel closed in its handshake: not the proxy
+            # asyncio's start_tls frame holds its waiter, which holds `exc`, whose traceback holds that frame
+            # (and `conn`): a cycle, unless the traceback goes (uvloop's start_tls leaves none)
+            exc.__traceback__ = None
+            raise Unreachable(f"TLS with {authority} through the proxy {p.host}:{p.port} failed: "
+                              f"{_tls_failure(exc, authority)}") from None
         if tls is None:
-            raise Unreachable("TLS through the proxy failed")
+            raise Unreachable(f"TLS with {authority} through the proxy {p.host}:{p.port} failed")
         conn.transport = tls  # type: ignore[assignment]
+
+
+def _tls_failure(exc: OSError, authority: str) -> str:
+    """Why a TLS handshake inside a proxy's tunnel failed: the upstream's TLS, or the tunnel closed under it."""
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+        return str(exc)
+    return f"the proxy closed the tunnel ({exc.strerror or str(exc) or type(exc).__name__}); it may not reach {authority}"
 
 
 def request_head(where: Target, path: str, fixed: dict[str, str]) -> bytes:

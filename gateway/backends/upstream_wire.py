@@ -135,10 +135,14 @@ class UpstreamConnection(asyncio.Protocol):
         done: asyncio.Future[None] = self._loop.create_future()
         self._tunnel = (bytearray(), done)
         self.transport.write(request)
-        await done
-        head = bytes(self._tunnel[0])
-        self._tunnel = None
-        return head.split(b"\r\n", 1)[0]
+        try:
+            await done
+            return bytes(self._tunnel[0]).split(b"\r\n", 1)[0]
+        finally:
+            # A failure (the proxy closed first) is raised from `done`, which holds it, its traceback this
+            # frame: neither it nor this connection keeps the future (tests/unit/gateway/test_upstream_tunnel_cycle.py).
+            self._tunnel = None
+            del done
 
     def close(self) -> None:
         self.closed = True
@@ -151,9 +155,14 @@ class UpstreamConnection(asyncio.Protocol):
     def discard(self) -> None:
         """Closed for good by the pool (nothing reads it after): close, and forget a failure already raised —
         its traceback holds a read's frame, whose `self` is this connection: a cycle
-        (tests/integration/gateway/test_error_path_cycles.py)."""
+        (tests/integration/gateway/test_error_path_cycles.py) — and the parser now, not at connection_lost:
+        a TLS handshake in a proxy's tunnel that the proxy cuts (it answered CONNECT, then could not reach the
+        upstream) gets none under uvloop (tests/unit/gateway/test_upstream_tunnel_cycle.py), and so neither
+        lets go of the transport, which holds us: we let go of it."""
         self.close()
         self._exc = None
+        self._parser = None
+        self.transport = None
 
 
     async def _wait(self) -> None:
