@@ -1,9 +1,11 @@
 """What a new user tries first with the `hybridgw` command, as a real process: a key scoped to the
 embedded default policy's alias (served by a spawned engine), and wrong values for its flags, each
-refused with one line that names the flag (never a validation dump)."""
+refused with one line that names the flag (never a validation dump); a port in use, refused at once
+with one line, with one worker as with several."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -39,3 +41,29 @@ def test_a_bad_flag_value_is_one_line_naming_the_flag(tmp_path: Path, flags: tup
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hybridgw keys: {said}"), refused.stderr
     assert "pydantic" not in refused.stderr and "Traceback" not in refused.stderr
+
+
+POLICY = """version: 1
+backends:
+  up: {kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: sk-x}
+models:
+  m: {deployments: [{backend: up, model: m}]}
+teams:
+  default: {}
+rules:
+  - {name: all, route: [up]}
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "policy.yaml"
+    config.write_text(POLICY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        refused = _run(tmp_path / "data", "serve", "--config", str(config), "--port", port, "--workers", workers)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.strip() == f"hybridgw serve: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+    assert "serving on" not in refused.stdout
