@@ -1,7 +1,7 @@
 """What a new user tries first with the `hybridgw` command, as a real process: a key scoped to the
 embedded default policy's alias (served by a spawned engine), and wrong values for its flags, each
 refused with one line that names the flag (never a validation dump); a port in use, refused at once
-with one line, with one worker as with several."""
+with one line, with one worker as with several; `shadow` against a store or a folder that is not there."""
 from __future__ import annotations
 
 import os
@@ -67,3 +67,16 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path, worker
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.strip() == f"hybridgw serve: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
     assert "serving on" not in refused.stdout
+
+
+def test_shadow_export_to_a_missing_folder_or_from_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    missing = _run(tmp_path, "shadow", "export", "--team", "default", "--out", str(tmp_path / "no" / "pairs.csv"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("hybridgw shadow: cannot write "), missing.stderr
+    with socket.socket() as closed:  # a port nothing listens on once this closes
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    down = _run(tmp_path, "shadow", "--redis-url", f"redis://127.0.0.1:{port}", "count", "--team", "default")
+    assert down.returncode == 1
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hybridgw shadow: the pair store is unavailable: "), down.stderr
