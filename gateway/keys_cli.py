@@ -165,7 +165,10 @@ def _checked(row: KeyRow, policy: Policy, args: argparse.Namespace) -> KeySpec:
 
 
 def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
-    grace = 0.0 if args.grace.strip() in ("0", "0s") else parse_duration(args.grace)
+    try:
+        grace = 0.0 if args.grace.strip() in ("0", "0s") else parse_duration(args.grace)
+    except ValueError as exc:
+        raise InvalidRequest(f"--grace: {exc}", param="--grace") from None
     rotated = store.rotate(args.key_id, grace)
     if rotated is None:
         print(f"hybridgw keys: no active key {args.key_id!r}", file=sys.stderr)

@@ -29,14 +29,18 @@ def test_a_key_scoped_to_the_default_policys_engine_alias_is_made(tmp_path: Path
     assert "smollm2" in listing.stdout
 
 
-@pytest.mark.parametrize(("flags", "said"), [
-    (("--rpm", "0"), "--rpm: "),
-    (("--tpm", "-5"), "--tpm: "),
-    (("--usd-per-day", "-1"), "--usd-per-day: "),
-    (("--expires", "3x"), "--expires: '3x' is not a duration"),
+CREATE = ("create", "--team", "default")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    ((*CREATE, "--rpm", "0"), "--rpm: "),
+    ((*CREATE, "--tpm", "-5"), "--tpm: "),
+    ((*CREATE, "--usd-per-day", "-1"), "--usd-per-day: "),
+    ((*CREATE, "--expires", "3x"), "--expires: '3x' is not a duration"),
+    (("rotate", "0123abcd", "--grace", "-5"), "--grace: '-5' is not a duration"),
 ])
-def test_a_bad_flag_value_is_one_line_naming_the_flag(tmp_path: Path, flags: tuple[str, ...], said: str) -> None:
-    refused = _run(tmp_path, "keys", "create", "--team", "default", *flags)
+def test_a_bad_flag_value_is_one_line_naming_the_flag(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
+    refused = _run(tmp_path, "keys", *args)
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hybridgw keys: {said}"), refused.stderr
