@@ -32,7 +32,7 @@ from policies.schema import Policy
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridgw serve", description="Run the hybridgw gateway.")
-    parser.add_argument("--config", type=Path, help="policy file (default: the embedded default policy)")
+    parser.add_argument("--config", type=Path, help="policy file (default: $HYBRIDGW_POLICY, else the embedded default policy)")
     parser.add_argument("--host", default=None, help="default 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default 8000")
     parser.add_argument("--data-dir", type=Path, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
