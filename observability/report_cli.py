@@ -47,6 +47,8 @@ def litellm_hosted_price(hosted_model: str | None) -> HostedPrice:
     why = "--hosted-model" if hosted_model else "the alias's own name"
 
     def price(model: str, prompt: int, completion: int) -> HostedCost | None:
+        if not prompt and not completion:  # refused requests only (alias `unknown`, `none`): nothing to price
+            return None
         import litellm  # slow import (~3 s): only once a report needs a price the policy did not give
 
         name = hosted_model or model

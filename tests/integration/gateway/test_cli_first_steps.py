@@ -1,16 +1,21 @@
 """What a new user tries first with the `hybridgw` command, as a real process: a key scoped to the
 embedded default policy's alias (served by a spawned engine), and wrong values for its flags, each
 refused with one line that names the flag (never a validation dump); a port in use, refused at once
-with one line, with one worker as with several; `shadow` against a store or a folder that is not there."""
+with one line, with one worker as with several; `shadow` against a store or a folder that is not there;
+`report` on a ledger with refused requests, without loading litellm for them."""
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support import procs
+from tests.support.keys import create_key
 from tests.support.procs import hybridgw
 
 
@@ -84,3 +89,33 @@ def test_shadow_export_to_a_missing_folder_or_from_an_unreachable_redis_is_one_l
     assert down.returncode == 1
     lines = down.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hybridgw shadow: the pair store is unavailable: "), down.stderr
+
+
+def test_report_on_a_ledger_with_refused_requests_does_not_load_litellm(fake_upstream: str, tmp_path: Path) -> None:
+    """A refused request (an unknown model: alias `unknown`, no tokens) has nothing to price: the report
+    must not import litellm (seconds) for it, as every real ledger has some."""
+    config = tmp_path / "policy.yaml"
+    config.write_text(f"""version: 1
+backends:
+  up: {{kind: openai, base_url: "{fake_upstream}/v1", api_key: k, price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}}}
+models:
+  m: {{deployments: [{{backend: up, model: m}}]}}
+teams:
+  default: {{}}
+rules:
+  - {{name: all, route: [up]}}
+""")
+    data = tmp_path / "data"
+    key = create_key(data, "default", config)
+    with procs.gateway(config, {"HYBRIDGW_DATA_DIR": str(data)}, "gateway-first-steps") as (url, _):
+        for model, status in (("m", 200), ("nope", 404)):
+            answer = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                json={"model": model, "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+            assert answer.status_code == status, answer.text
+    probe = ("import sys; from gateway.cli import main; rc = main(sys.argv[1:]); "
+             "print('litellm loaded' if 'litellm' in sys.modules else 'litellm not loaded', rc, file=sys.stderr)")
+    report = subprocess.run([sys.executable, "-c", probe, "report", "--data-dir", str(data), "--config", str(config),
+                             "--since", "1h"], capture_output=True, text=True, timeout=120)
+    assert "requests               2" in report.stdout, report.stdout + report.stderr
+    assert "unknown priced as unpriced" in report.stdout
+    assert report.stderr.strip().endswith("litellm not loaded 0"), report.stderr
