@@ -206,7 +206,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
     os.umask(PRIVATE_UMASK)  # the key file (even before the first `serve`) is owner-only, as serve makes it
-    secure_data_dir(settings.data_dir)
+    try:
+        secure_data_dir(settings.data_dir)
+    except OSError as exc:  # a file there, a read-only or unreachable place
+        print(f"hybridgw keys: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 1
     try:
         store = open_key_store(settings)
     except ValueError as exc:  # a malformed REDIS_URL

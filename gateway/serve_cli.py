@@ -148,7 +148,11 @@ def main(argv: list[str]) -> int:
         return 2
     exit_cleanly_on_sigterm()
     os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
-    secure_data_dir(settings.data_dir)
+    try:
+        secure_data_dir(settings.data_dir)
+    except OSError as exc:  # a file there, a read-only or unreachable place
+        print(f"hybridgw serve: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 1
     listener = start_logging(args.log_level)
     try:  # before anything slow or printed: a port in use fails at once, as with N workers
         sock = _claim_port(settings) if workers == 1 else None

@@ -2,7 +2,7 @@
 embedded default policy's alias (served by a spawned engine), and wrong values for its flags, each
 refused with one line that names the flag (never a validation dump); a port in use, refused at once
 with one line, with one worker as with several; `shadow` against a store or a folder that is not there;
-`report` on a ledger with refused requests, without loading litellm for them."""
+`report` on a ledger with refused requests, without loading litellm for them; a data dir that cannot be made."""
 from __future__ import annotations
 
 import os
@@ -119,3 +119,13 @@ rules:
     assert "requests               2" in report.stdout, report.stdout + report.stderr
     assert "unknown priced as unpriced" in report.stdout
     assert report.stderr.strip().endswith("litellm not loaded 0"), report.stderr
+
+
+@pytest.mark.parametrize("command", [("keys", "list"), ("serve", "--port", "0")])
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    refused = _run(tmp_path, command[0], "--data-dir", str(blocker / "data"), *command[1:])
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"hybridgw {command[0]}: cannot use the data dir "), refused.stderr
