@@ -91,9 +91,10 @@ def test_shadow_export_to_a_missing_folder_or_from_an_unreachable_redis_is_one_l
     assert len(lines) == 1 and lines[0].startswith("hybridgw shadow: the pair store is unavailable: "), down.stderr
 
 
-def test_report_on_a_ledger_with_refused_requests_does_not_load_litellm(fake_upstream: str, tmp_path: Path) -> None:
+def test_report_on_a_ledger_with_refused_requests_does_not_load_litellm_and_a_bad_out_is_one_line(fake_upstream: str, tmp_path: Path) -> None:
     """A refused request (an unknown model: alias `unknown`, no tokens) has nothing to price: the report
-    must not import litellm (seconds) for it, as every real ledger has some."""
+    must not import litellm (seconds) for it, as every real ledger has some. `--out` in a missing folder:
+    one line."""
     config = tmp_path / "policy.yaml"
     config.write_text(f"""version: 1
 backends:
@@ -119,6 +120,10 @@ rules:
     assert "requests               2" in report.stdout, report.stdout + report.stderr
     assert "unknown priced as unpriced" in report.stdout
     assert report.stderr.strip().endswith("litellm not loaded 0"), report.stderr
+    nowhere = subprocess.run(hybridgw("report", "--data-dir", str(data), "--config", str(config), "--out",
+                                      str(tmp_path / "no" / "report.txt")), capture_output=True, text=True, timeout=120)
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.strip().startswith("hybridgw report: cannot write "), nowhere.stderr
 
 
 @pytest.mark.parametrize("command", [("keys", "list"), ("serve", "--port", "0")])
