@@ -2,7 +2,8 @@
 embedded default policy's alias (served by a spawned engine), and wrong values for its flags, each
 refused with one line that names the flag (never a validation dump); a port in use, refused at once
 with one line, with one worker as with several; `shadow` against a store or a folder that is not there;
-`report` on a ledger with refused requests, without loading litellm for them; a data dir that cannot be made."""
+`report` on a ledger with refused requests, without loading litellm for them; a data dir that cannot be made;
+report and router eval files written to a folder that is not there."""
 from __future__ import annotations
 
 import os
@@ -134,3 +135,11 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path, command: tup
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"hybridgw {command[0]}: cannot use the data dir "), refused.stderr
+
+
+def test_router_eval_with_html_in_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "eval.csv"
+    data.write_text('prompt,weak,strong\n"What is 2+2?",True,True\n"Prove it",False,True\n"Capital of France?",True,True\n')
+    refused = _run(tmp_path, "router", "eval", str(data), "--resamples", "10", "--html", str(tmp_path / "no" / "e.html"))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith("hybridgw router eval: cannot write: "), refused.stderr
