@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import orjson
@@ -21,10 +22,11 @@ from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
+from gateway.report_prices import _every_backend_present as every_backend_present
 from gateway.settings import Settings
 from policies.decision import Target
 from policies.errors import PolicyError
-from policies.loader import load_default_policy, load_policy_file
+from policies.loader import load_policy, read_policy_text
 from policies.schema import Policy
 
 
@@ -89,6 +91,16 @@ def _policy_catalog(policy: Policy) -> Catalog:
                                  None if entry.teams is None else frozenset(entry.teams))
                for alias, entry in policy.models.items() if entry.deployments}
     return Catalog(backends={}, aliases=aliases)
+
+
+def _policy(path: Path | None) -> Policy:
+    """The gateway's policy with every backend present: whether a hosted backend's requires_env
+    variable is set in the gateway's environment is not this shell's to say."""
+    if path is None:
+        text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default policy>"
+    else:
+        text, name = read_policy_text(path), str(path)
+    return load_policy(text, name, every_backend_present(text, os.environ)).policy
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str] | None:
@@ -181,8 +193,7 @@ def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int:
     if args.action in ("create", "update"):
-        loaded = load_default_policy() if settings.policy_file is None else load_policy_file(settings.policy_file)
-        return (_create if args.action == "create" else _update)(store, loaded.policy, args)
+        return (_create if args.action == "create" else _update)(store, _policy(settings.policy_file), args)
     if args.action == "rotate":
         return _rotate(store, args)
     if args.action == "list":

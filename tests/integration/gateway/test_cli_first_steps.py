@@ -27,12 +27,15 @@ def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(hybridgw(*args), env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_a_key_scoped_to_the_default_policys_engine_alias_is_made(tmp_path: Path) -> None:
-    made = _run(tmp_path, "keys", "create", "--team", "default", "--model", "smollm2", "--rpm", "10")
+def test_a_key_scoped_to_the_default_policys_aliases_is_made(tmp_path: Path) -> None:
+    """smollm2 is served by a spawned engine (no URL until `serve` starts it), gpt-4o-mini by a backend
+    whose requires_env (OPENAI_API_KEY) this shell need not hold: the gateway's environment does."""
+    made = _run(tmp_path, "keys", "create", "--team", "default", "--model", "smollm2", "--model", "gpt-4o-mini",
+                "--rpm", "10")
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("sk-hgw-")
     listing = _run(tmp_path, "keys", "list")
-    assert "smollm2" in listing.stdout
+    assert "smollm2,gpt-4o-mini" in listing.stdout
 
 
 CREATE = ("create", "--team", "default")
