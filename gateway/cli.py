@@ -12,9 +12,9 @@ USAGE = """usage: hybridgw COMMAND [ARGS]
 commands:
   serve    run the gateway (spawns the local engine on the default policy)
   engine   run the local decode engine as an OpenAI-compatible server
-  keys     create / list / revoke API keys
+  keys     create / update / rotate / list / info / revoke API keys
   policy   check or explain a policy file
-  report   per-team usage report
+  report   usage report per team, or chargeback per team / key / tag (--by)
   bench    load-test an OpenAI-compatible URL (TTFT, ITL, TPOT, E2E, goodput)
   router   evaluate the difficulty router on labelled prompts (router eval DATA.csv)
   replay   what-if: replay recorded traffic against policies (cost, latency, SLO)

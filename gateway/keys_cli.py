@@ -8,21 +8,25 @@ import argparse
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import orjson
+from pydantic import ValidationError
 
 from gateway.assembly import open_key_store
 from gateway.auth import new_key_refusal, served_team
-from gateway.catalog import build_catalog
+from gateway.catalog import AliasEntry, Catalog
 from gateway.data_dir import PRIVATE_UMASK, secure_data_dir
 from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
+from gateway.report_prices import _every_backend_present as every_backend_present
 from gateway.settings import Settings
+from policies.decision import Target
 from policies.errors import PolicyError
-from policies.loader import load_default_policy, load_policy_file
+from policies.loader import load_policy, read_policy_text
 from policies.schema import Policy
 
 
@@ -65,6 +69,38 @@ def _parser() -> argparse.ArgumentParser:
     revoke = sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     return parser
+
+
+# The flag each field of the admin API's key body comes from, for one-line errors.
+_FLAGS = {"duration": "--expires", "requests_per_minute": "--rpm", "tokens_per_minute": "--tpm",
+          "usd_per_day": "--usd-per-day", "usd_per_month": "--usd-per-month", "name": "--name"}
+
+
+def _flag_error(exc: ValidationError) -> str:
+    """pydantic's first error as one line naming the flag: `--rpm: Input should be ...`."""
+    first = exc.errors(include_url=False)[0]
+    field = str(first["loc"][-1]) if first["loc"] else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{_FLAGS.get(field, field)}: {message}" if field else message
+
+
+def _policy_catalog(policy: Policy) -> Catalog:
+    """Every alias the policy gives a team, whatever this shell's environment would open: the
+    gateway's environment decides which backends are present, and a spawned engine has no URL here."""
+    aliases = {alias: AliasEntry(tuple(Target(d.backend, d.model) for d in entry.deployments),
+                                 None if entry.teams is None else frozenset(entry.teams))
+               for alias, entry in policy.models.items() if entry.deployments}
+    return Catalog(backends={}, aliases=aliases)
+
+
+def _policy(path: Path | None) -> Policy:
+    """The gateway's policy with every backend present: whether a hosted backend's requires_env
+    variable is set in the gateway's environment is not this shell's to say."""
+    if path is None:
+        text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default policy>"
+    else:
+        text, name = read_policy_text(path), str(path)
+    return load_policy(text, name, every_backend_present(text, os.environ)).policy
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str] | None:
@@ -115,7 +151,7 @@ def _create(store: KeyStorage, policy: Policy, args: argparse.Namespace) -> int:
         print(f"hybridgw keys: {refusal}", file=sys.stderr)
         return 2
     spec = apply(_body(args), KeySpec())
-    check_spec(spec, team, build_catalog(policy, os.environ))
+    check_spec(spec, team, _policy_catalog(policy))
     key, info = store.create(team, args.name or "", spec)
     print(key)
     served = served_team(team, policy)
@@ -136,12 +172,15 @@ def _update(store: KeyStorage, policy: Policy, args: argparse.Namespace) -> int:
 
 def _checked(row: KeyRow, policy: Policy, args: argparse.Namespace) -> KeySpec:
     spec = apply(_body(args), row.spec)
-    check_spec(spec, row.team, build_catalog(policy, os.environ))
+    check_spec(spec, row.team, _policy_catalog(policy))
     return spec
 
 
 def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
-    grace = 0.0 if args.grace.strip() in ("0", "0s") else parse_duration(args.grace)
+    try:
+        grace = 0.0 if args.grace.strip() in ("0", "0s") else parse_duration(args.grace)
+    except ValueError as exc:
+        raise InvalidRequest(f"--grace: {exc}", param="--grace") from None
     rotated = store.rotate(args.key_id, grace)
     if rotated is None:
         print(f"hybridgw keys: no active key {args.key_id!r}", file=sys.stderr)
@@ -154,8 +193,7 @@ def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int:
     if args.action in ("create", "update"):
-        loaded = load_default_policy() if settings.policy_file is None else load_policy_file(settings.policy_file)
-        return (_create if args.action == "create" else _update)(store, loaded.policy, args)
+        return (_create if args.action == "create" else _update)(store, _policy(settings.policy_file), args)
     if args.action == "rotate":
         return _rotate(store, args)
     if args.action == "list":
@@ -179,7 +217,11 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
     os.umask(PRIVATE_UMASK)  # the key file (even before the first `serve`) is owner-only, as serve makes it
-    secure_data_dir(settings.data_dir)
+    try:
+        secure_data_dir(settings.data_dir)
+    except OSError as exc:  # a file there, a read-only or unreachable place
+        print(f"hybridgw keys: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 1
     try:
         store = open_key_store(settings)
     except ValueError as exc:  # a malformed REDIS_URL
@@ -190,7 +232,10 @@ def main(argv: list[str]) -> int:
     except PolicyError as exc:
         print(f"hybridgw keys: {exc.message}", file=sys.stderr)
         return 2
-    except (InvalidRequest, ValueError) as exc:  # a bad --model, --expires, --rpm ... (pydantic's too)
+    except ValidationError as exc:  # a bad --expires, --rpm, --usd-per-day ...
+        print(f"hybridgw keys: {_flag_error(exc)}", file=sys.stderr)
+        return 2
+    except (InvalidRequest, ValueError) as exc:  # a bad --model, --grace ...
         print(f"hybridgw keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyStoreUnavailable as exc:

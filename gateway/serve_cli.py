@@ -32,7 +32,7 @@ from policies.schema import Policy
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridgw serve", description="Run the hybridgw gateway.")
-    parser.add_argument("--config", type=Path, help="policy file (default: the embedded default policy)")
+    parser.add_argument("--config", type=Path, help="policy file (default: $HYBRIDGW_POLICY, else the embedded default policy)")
     parser.add_argument("--host", default=None, help="default 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default 8000")
     parser.add_argument("--data-dir", type=Path, help="default: $HYBRIDGW_DATA_DIR or ~/.hybridgw")
@@ -148,13 +148,23 @@ def main(argv: list[str]) -> int:
         return 2
     exit_cleanly_on_sigterm()
     os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
-    secure_data_dir(settings.data_dir)
+    try:
+        secure_data_dir(settings.data_dir)
+    except OSError as exc:  # a file there, a read-only or unreachable place
+        print(f"hybridgw serve: cannot use the data dir {settings.data_dir}: {exc}", file=sys.stderr)
+        return 1
     listener = start_logging(args.log_level)
+    try:  # before anything slow or printed: a port in use fails at once, as with N workers
+        sock = _claim_port(settings) if workers == 1 else None
+    except OSError as exc:
+        print(f"hybridgw serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        listener.stop()
+        return 1
     store = open_key_store(settings)
     _first_key(store, f"http://{settings.host}:{settings.port}/v1", loaded.policy)
     try:
-        if workers == 1:
-            return _serve_here(settings, loaded, store, args.engine_timeout)
+        if sock is not None:
+            return _serve_here(settings, loaded, store, args.engine_timeout, sock)
         from gateway.serve_supervisor import supervise
 
         return supervise(settings, loaded, workers, args.log_level, args.engine_timeout)
@@ -163,8 +173,21 @@ def main(argv: list[str]) -> int:
         listener.stop()
 
 
-def _serve_here(settings: Settings, loaded: LoadedPolicy, store: KeyStorage, engine_timeout: float) -> int:
-    """`--workers 1`: engines, ledger, limiter and the app all in this process."""
+def _claim_port(settings: Settings) -> socket.socket:
+    """`--workers 1`: host:port bound (not SO_REUSEPORT: never shared with another server), for uvicorn."""
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a last run's TIME_WAIT is fine
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_here(settings: Settings, loaded: LoadedPolicy, store: KeyStorage, engine_timeout: float,
+                sock: socket.socket) -> int:
+    """`--workers 1`: engines, ledger, limiter and the app all in this process, on `sock`."""
     obs = build_observability(settings, loaded.policy, os.environ, key_store=store)
     supervisor = EngineSupervisor(engines_to_spawn(loaded.policy), settings.data_dir / "logs")
     try:
@@ -178,8 +201,9 @@ def _serve_here(settings: Settings, loaded: LoadedPolicy, store: KeyStorage, eng
               flush=True)
         print(f"hybridgw: serving on http://{settings.host}:{settings.port}/v1", flush=True)
         print(console_line(settings), flush=True)
-        serve_app(app, settings)
+        serve_app(app, settings, sock)
     finally:
+        sock.close()
         supervisor.stop()
         obs.close()
     return 0

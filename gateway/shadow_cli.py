@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,13 @@ def _write(pairs: list[ShadowPair], out: Path, fmt: str) -> None:
             handle.close()
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a pair store that went away raises: sqlite3's errors, and Redis's where redis is loaded
+    (only with a Redis URL: the embedded case never imports it)."""
+    redis_errors = sys.modules.get("redis.exceptions")
+    return (sqlite3.Error,) if redis_errors is None else (sqlite3.Error, redis_errors.RedisError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {"data_dir": args.data_dir, "redis_url": args.redis_url}
@@ -82,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         pairs = store.pairs(args.team, args.limit)
         fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "jsonl")
         _write(pairs, args.out, fmt)
+    except _store_errors() as exc:  # the store went away (or never answered)
+        print(f"hybridgw shadow: the pair store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # --out in a missing folder, a full disk ...
+        print(f"hybridgw shadow: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     print(f"wrote {len(pairs)} pairs of team {args.team!r} to {args.out}", file=sys.stderr)

@@ -47,6 +47,8 @@ def litellm_hosted_price(hosted_model: str | None) -> HostedPrice:
     why = "--hosted-model" if hosted_model else "the alias's own name"
 
     def price(model: str, prompt: int, completion: int) -> HostedCost | None:
+        if not prompt and not completion:  # refused requests only (alias `unknown`, `none`): nothing to price
+            return None
         import litellm  # slow import (~3 s): only once a report needs a price the policy did not give
 
         name = hosted_model or model
@@ -108,9 +110,18 @@ def main(argv: list[str], hosted_price: HostedPrice | None = None, policy_price:
         return 1
     finally:
         store.close()
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
+    return _emit(text, args.out)
+
+
+def _emit(text: str, out: Path | None) -> int:
+    """The report on stdout, or in `out` (1 and one line when it cannot be written there)."""
+    if out is None:
         sys.stdout.write(text)
+        return 0
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:  # a missing folder, a full disk ...
+        print(f"hybridgw report: cannot write {out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}", file=sys.stderr)
     return 0

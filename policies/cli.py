@@ -75,6 +75,22 @@ def _read_json(path: Path, what: str) -> Any:
         raise ValueError(f"{path}: cannot read the {what} file: {exc}") from None
 
 
+STATE_KEYS = ("engines", "health", "reserved_blocks", "teams", "time")
+
+
+def _read_state(path: Path) -> Any:
+    """The state file's JSON; ValueError for keys explain would ignore (one engine's own
+    /v1/engine/state, say, which belongs under `engines`)."""
+    data = _read_json(path, "state")
+    unknown = sorted(set(data) - set(STATE_KEYS)) if isinstance(data, dict) else []
+    if unknown:
+        hint = ("; it looks like one engine's /v1/engine/state: put it under {\"engines\": {\"BACKEND\": …}}"
+                if "num_blocks_free" in data else "")
+        raise ValueError(f"{path}: unknown keys in the state file: {', '.join(unknown[:5])} "
+                         f"(allowed: {', '.join(STATE_KEYS)}){hint}")
+    return data
+
+
 def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[ExplainRequest, LiveState, float]:
     request = parse_request(_read_json(args.request, "request"))
     headers = dict(request.headers)
@@ -85,7 +101,7 @@ def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[Exp
         headers[name.strip()] = value.strip()
     request = ExplainRequest(request.body, args.team or request.team, headers, request.over_budget)
     stale = loaded.policy.health.stale_after_s
-    live, wall = (parse_state(_read_json(args.state, "state"), stale) if args.state
+    live, wall = (parse_state(_read_state(args.state), stale) if args.state
                   else (LiveState(MONO_NOW, stale_after_s=stale), None))
     if args.time:
         wall = parse_time(args.time)
@@ -154,12 +170,12 @@ def render(loaded: LoadedPolicy, facts: RequestFacts, live: LiveState, decision:
             line += (f", {'fresh' if free is not None else 'STALE'} state: {snap.num_blocks_free}/{snap.num_blocks_total}"
                      f" blocks free ({free if free is not None else '?'} after reservations), "
                      f"{snap.num_running} running, {snap.num_waiting} waiting")
+        elif loaded.policy.backends[name].state_source != "none":
+            line += ", state unknown"
         if name in live.teams:  # team fairness: who holds it and who wants it
             teams = live.teams[name]
             line += "; teams " + ", ".join(f"{t} holds {teams.held.get(t, 0)}, wants {teams.wanting.get(t, '-')}"
                                            for t in sorted({*teams.held, *teams.wanting}))
-        elif name in {s for s in loaded.policy.backends if loaded.policy.backends[s].state_source != "none"}:
-            line += ", state unknown"
         lines.append(line)
     targets = ", ".join(f"{t.backend} ({t.model})" for t in decision.targets) or "none"
     lines += ["", "decision:", f"  rule      {decision.rule} ({decision.strategy})", f"  targets   {targets}",

@@ -86,3 +86,6 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"hybridgw router {args.command}: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # --html in a missing folder, a full disk ...
+        print(f"hybridgw router {args.command}: cannot write: {exc}", file=sys.stderr)
+        return 1

@@ -55,6 +55,18 @@ def test_explain_prints_facts_and_the_spill_decision(tmp_path: Path) -> None:
     assert "reason    local-then-spill: always → spill to openai: local: needs 14 KV blocks, 10 free" in out
 
 
+def test_explain_says_an_engine_with_a_state_has_one_and_refuses_a_bare_engine_state(tmp_path: Path) -> None:
+    request = str(_write(tmp_path, "r.json", REQUEST))
+    run = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", request,
+                    "--state", str(_write(tmp_path, "s.json", FULL_ENGINE)), "--env", "OPENAI_API_KEY=sk-test")
+    local = next(line for line in run.stdout.splitlines() if line.startswith("  local "))
+    assert local.endswith("6 running, 0 waiting"), local  # not also ", state unknown"
+    bare = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", request,
+                     "--state", str(_write(tmp_path, "e.json", FULL_ENGINE["engines"]["local"])))
+    assert bare.returncode == 2
+    assert "unknown keys in the state file" in bare.stderr and '{"engines": {"BACKEND": …}}' in bare.stderr
+
+
 def test_explain_without_hosted_key_refuses_with_retry_after(tmp_path: Path) -> None:
     run = _hybridgw("explain", str(EXAMPLES / "spill_to_hosted.yaml"), "--request", str(_write(tmp_path, "r.json", REQUEST)),
                     "--state", str(_write(tmp_path, "s.json", FULL_ENGINE)), "--json")
