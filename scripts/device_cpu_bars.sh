@@ -19,7 +19,7 @@ export REDIS_URL="" PYTHONUNBUFFERED=1 TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-
 LOGS=${OUT:-${TMPDIR:-/tmp}/device_cpu_bars}
 mkdir -p "$LOGS"
 echo "device_cpu_bars: $(date -u +%FT%TZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- |
-  sed 's/^ //')), $($PY -V), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
+  sed 's/^ //')), $($PY -V), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # Fail early and loudly: every import the three benches' processes make, tiktoken's files offline, and each
 # carried package's needs met by what is installed (a version the image has may be too old).
