@@ -4,7 +4,8 @@ rpm + tpm limits and a USD budget — counted by the supervisor's shared counts 
 SQLite ledger, access log). The load generator is `hybridgw bench`'s raw asyncio client in this
 process, on the same machine: on a 2-core box it competes with the workers for the cores.
 
-Run: .venv/bin/python -m bench.workers_throughput [--seconds 6] [--rounds 3] [--concurrency 32]
+Run: .venv/bin/python -m bench.workers_throughput [--seconds 6] [--rounds 3] [--concurrency 32] [--workers 1,2]
+--workers: the worker counts to compare, side by side (the first is the baseline).
 """
 from __future__ import annotations
 
@@ -46,14 +47,14 @@ def one_request(server: Server) -> Sent:
     return Sent(json.dumps(body).encode(), server.key, RequestRecord(0, "workers", "bench", 0, 0, 0.0, 0.0))
 
 
-def start_stack(workdir: Path) -> tuple[list[Server], list[procs.Proc]]:
+def start_stack(workdir: Path, counts: tuple[int, ...] = (1, 2)) -> tuple[list[Server], list[procs.Proc]]:
     fake_port = procs.free_port()
     fake = procs.start(procs.python_module("tests.fakes.openai_upstream", "--port", str(fake_port)), name="fake")
     procs.wait_http(f"http://127.0.0.1:{fake_port}/health", fake)
     config = workdir / "policy.yaml"
     config.write_text(POLICY.format(port=fake_port))
     servers, started = [Server("direct", fake_port, "none", "m")], [fake]
-    for workers in (1, 2):
+    for workers in counts:
         env = {"HYBRIDGW_DATA_DIR": str(workdir / f"data{workers}"), "REDIS_URL": "", "HYBRIDGW_ADMIN_KEY": ADMIN_KEY}
         key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "--config", str(config), "create",
                               "--team", "bench"], env={**os.environ, **env}, capture_output=True, text=True,
@@ -112,19 +113,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated (first: the baseline)")
     args = parser.parse_args()
+    counts = tuple(int(n) for n in args.workers.split(","))
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f} (a shared machine)")
     errors: Counter[str] = Counter()
     with tempfile.TemporaryDirectory(prefix="hybridgw-bench-") as tmp:
-        servers, started = start_stack(Path(tmp))
+        servers, started = start_stack(Path(tmp), counts)
         try:
             rps, cpu = asyncio.run(measure(servers, args.seconds, args.rounds, args.concurrency, errors))
         finally:
             for proc in started:
                 procs.stop(proc)
-    one = statistics.median(rps["hybridgw --workers 1"])
+    base = f"hybridgw --workers {counts[0]}"
+    one = statistics.median(rps[base])
     print(f"| path | req/s at {args.concurrency}, non-streamed, {UPSTREAM_MS} ms upstream (median of "
-          f"{args.rounds}) | rounds | vs --workers 1 |\n|---|---|---|---|")
+          f"{args.rounds}) | rounds | vs --workers {counts[0]} |\n|---|---|---|---|")
     for name, values in rps.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {' / '.join(f'{v:.0f}' for v in values)} | {median / one:.2f}× |")
