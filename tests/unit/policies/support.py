@@ -19,6 +19,22 @@ def compiled(yaml_text: str, env: dict[str, str] | None = None, prices: dict | N
     return compile_policy(loaded.policy, prices or {}, loaded.source, loaded.absent_backends)
 
 
+def local_and_openai(local: str = "", openai: str = 'base_url: "http://up/v1"') -> str:
+    """The policy head most of these tests share: an engine backend `local` and an OpenAI one `openai`
+    (with the fields given, as YAML flow-mapping items), model `chat` deployed on both, local first."""
+    fields = f"kind: engine, model: smollm2, {local}" if local else "kind: engine, model: smollm2"
+    return f"""\
+backends:
+  local: {{{fields}}}
+  openai: {{kind: openai, {openai}}}
+models:
+  chat:
+    deployments:
+      - {{backend: local, model: smollm2}}
+      - {{backend: openai, model: gpt-4o-mini}}
+"""
+
+
 def engine(free: int = 1000, total: int = 1000, waiting: int = 0, running: int = 0, age: float = 0.1,
            block_size: int = 16, prefill_tps: float = 0.0, decode_tps: float = 0.0,
            max_model_len: int = 0, kv_bytes_per_token: int = 23040, max_num_seqs: int = 0,
