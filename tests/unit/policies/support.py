@@ -12,6 +12,16 @@ from policies.loader import load_policy
 NOW = 1000.0
 # Tuesday 2026-11-24 12:00:00 UTC
 TUESDAY_NOON_UTC = 1795521600.0
+# A valid policy file's text: one engine, one model on it, one rule (the reload tests edit or break it).
+GOOD_POLICY = """\
+backends:
+  local: {kind: engine, model: smollm2}
+models:
+  chat:
+    deployments: [{backend: local, model: smollm2}]
+rules:
+  - {name: first, route: [local]}
+"""
 
 
 def compiled(yaml_text: str, env: dict[str, str] | None = None, prices: dict | None = None) -> CompiledPolicy:
