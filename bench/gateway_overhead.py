@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.run_report import finish
 from bench.stack import create_key, start_fake, start_litellm
 from observability.bench.arrivals import ClosedLoop
 from observability.bench.client import Client, Sent, Target
@@ -167,10 +168,7 @@ def main() -> int:
             for proc in servers:
                 procs.stop(proc)
     print(report(results))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from bench.gateway_overhead import Server, client, closed_loop, latencies
 from bench.hot_path_spy import start_pyspy, stop_pyspy
 from bench.hot_path_stages import stage_table
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.stack import create_key, start_fake
 from bench.workers_throughput import POLICY, cpu_s
 from observability.bench.client import Sent
@@ -244,12 +245,9 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
     print(report(results, trees[0][0]))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.profile:
         print(stage_table(args.profile / f"{trees[0][0]}.prof"))
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from bench.gateway_overhead import Server, client, closed_loop
 from bench.hot_path import key_of, start_gateway
 from bench.hot_path_spy import start_pyspy, stop_pyspy
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.stack import start_fake
 from bench.workers_throughput import POLICY
 from observability.bench.client import Sent
@@ -163,10 +164,7 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
     print(report(results, lengths))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.gateway_overhead import MAX_RPS, Server, client, closed_loop
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.stack import create_key, start_fake, start_litellm
 from bench.workers_throughput import POLICY, UPSTREAM_MS
 from observability.bench.client import Client, Sent
@@ -209,10 +210,8 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
     print(report(results, args.gap_ms))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 0
+    finish(errors)
+    return 0  # failures are printed above, not told by the exit code
 
 
 if __name__ == "__main__":

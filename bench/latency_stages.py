@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server, client, closed_loop
 from bench.issue15_bars import request
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.stack import create_key
 from bench.workers_throughput import POLICY
 from tests.support import procs
@@ -168,10 +169,7 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
         print(report(sent, Path(tmp)))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -30,8 +31,9 @@ class EngineSpan:
     prompt_tokens: int
 
 
-def engine_spans(log: str) -> list[EngineSpan]:
-    """The engine's root spans with their queue and prefill children, from a console-exporter log."""
+def engine_roots(log: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """The engine's root spans not aborted, each with its queue and prefill children (one without both is
+    left out), from a console-exporter log."""
     spans = console_spans(log)
     children: dict[tuple[str, str], dict[str, Any]] = {(s["parent_id"], s["name"]): s for s in spans if s.get("parent_id")}
     out = []
@@ -40,18 +42,24 @@ def engine_spans(log: str) -> list[EngineSpan]:
             continue
         own = s["context"]["span_id"]
         queue, prefill = children.get((own, "engine.queue")), children.get((own, "engine.prefill"))
-        if queue is None or prefill is None:
-            continue
-        out.append(EngineSpan(span_time(s["start_time"]), span_time(queue["end_time"]), span_time(prefill["end_time"]),
-                              int(s["attributes"]["gen_ai.usage.input_tokens"])))
+        if queue is not None and prefill is not None:
+            out.append((s, queue, prefill))
+    return out
+
+
+def engine_spans(log: str) -> list[EngineSpan]:
+    """The engine's root spans with their queue and prefill children, from a console-exporter log."""
+    out = [EngineSpan(span_time(s["start_time"]), span_time(queue["end_time"]), span_time(prefill["end_time"]),
+                      int(s["attributes"]["gen_ai.usage.input_tokens"])) for s, queue, prefill in engine_roots(log)]
     return sorted(out, key=lambda e: e.arrived)
 
 
-def breakdown(ledger_rows: list[dict[str, Any]], spans: list[EngineSpan]) -> list[dict[str, float]]:
-    """Per local request of the ledger (its usage records as dicts) matched to an engine span: the
-    earliest unmatched one with the same prompt tokens (the engine's count, as the ledger keeps it)
-    arriving after the gateway sent the call; the phases in seconds, and the request's arrival."""
-    arrivals = [e.arrived for e in spans]
+def local_matches(ledger_rows: list[dict[str, Any]], arrivals: Sequence[float],
+                  prompt_tokens: Sequence[int]) -> list[tuple[dict[str, Any], float, int]]:
+    """Each local request of the ledger (its usage records as dicts) matched to an engine span (their
+    arrivals, sorted, and prompt tokens): the earliest unmatched one with the same prompt tokens (the
+    engine's count, as the ledger keeps it) arriving after the gateway sent the call; (the row, when the
+    gateway sent the call, the span's index)."""
     used: set[int] = set()
     out = []
     for r in sorted(ledger_rows, key=lambda r: r["time"]):
@@ -59,11 +67,20 @@ def breakdown(ledger_rows: list[dict[str, Any]], spans: list[EngineSpan]) -> lis
             continue
         sent = r["time"] + r["ttft_s"] - r["upstream_latency_s"]
         j = bisect.bisect_left(arrivals, sent - 0.005)  # clocks of one host; 5 ms of rounding
-        while j < len(spans) and (j in used or spans[j].prompt_tokens != r["prompt_tokens"]):
+        while j < len(arrivals) and (j in used or prompt_tokens[j] != r["prompt_tokens"]):
             j += 1
-        if j == len(spans) or spans[j].arrived - sent > MATCH_WINDOW_S:
+        if j == len(arrivals) or arrivals[j] - sent > MATCH_WINDOW_S:
             continue
         used.add(j)
+        out.append((r, sent, j))
+    return out
+
+
+def breakdown(ledger_rows: list[dict[str, Any]], spans: list[EngineSpan]) -> list[dict[str, float]]:
+    """Per local request of the ledger matched to an engine span (local_matches): the phases in seconds,
+    and the request's arrival."""
+    out = []
+    for r, sent, j in local_matches(ledger_rows, [e.arrived for e in spans], [e.prompt_tokens for e in spans]):
         e, first = spans[j], r["time"] + r["ttft_s"]
         out.append({"time": r["time"], "ttft": r["ttft_s"], "gateway": sent - r["time"], "to engine": e.arrived - sent,
                     "engine queue": e.scheduled - e.arrived, "prefill": e.first_token - e.scheduled,

@@ -17,28 +17,20 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.engine_spans import console_spans, span_time
-from bench.replay_breakdown import read_ledger_rows
+from bench.engine_spans import span_time
+from bench.replay_breakdown import engine_roots, local_matches, read_ledger_rows
 from policies.perf_model import EngineModel
 from policies.perf_model_file import read_perf_model_file
 
 PHASES = ("gateway", "to engine", "intake", "queue", "prefill", "handoff", "back")
-MATCH_WINDOW_S = 10.0
 
 
 def queue_spans(log: str) -> list[dict[str, Any]]:
     """The engine's root spans with their queue attributes, as dicts of unix seconds and counts."""
-    spans = console_spans(log)
-    children = {(s["parent_id"], s["name"]): s for s in spans if s.get("parent_id")}
     out = []
-    for s in spans:
+    for s, q, p in engine_roots(log):
         a = s["attributes"]
-        if not s["name"].startswith("engine ") or a.get("hybridgw.engine.aborted") or \
-                "hybridgw.engine.queue.taken_in_ns" not in a:
-            continue
-        own = s["context"]["span_id"]
-        q, p = children.get((own, "engine.queue")), children.get((own, "engine.prefill"))
-        if q is None or p is None:
+        if "hybridgw.engine.queue.taken_in_ns" not in a:
             continue
         out.append({"arrived": span_time(s["start_time"]), "taken_in": a["hybridgw.engine.queue.taken_in_ns"] / 1e9,
                     "scheduled": span_time(q["end_time"]), "first_token": span_time(p["end_time"]),
@@ -53,18 +45,9 @@ def queue_spans(log: str) -> list[dict[str, Any]]:
 
 def matched(rows: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each local ledger row with the earliest unmatched span of its prompt tokens arriving after the
-    gateway sent it (as bench/replay_breakdown.py matches): its phases in seconds and queue counts."""
-    used: set[int] = set()
+    gateway sent it (bench/replay_breakdown.py's local_matches): its phases in seconds and queue counts."""
     out = []
-    for r in sorted(rows, key=lambda r: r["time"]):
-        if r.get("backend") != "local" or r.get("ttft_s") is None or r.get("upstream_latency_s") is None:
-            continue
-        sent = r["time"] + r["ttft_s"] - r["upstream_latency_s"]
-        j = next((j for j, e in enumerate(spans) if j not in used and e["arrived"] >= sent - 0.005
-                  and e["prompt_tokens"] == r["prompt_tokens"]), None)
-        if j is None or spans[j].get("arrived", 0) - sent > MATCH_WINDOW_S:
-            continue
-        used.add(j)
+    for r, sent, j in local_matches(rows, [e["arrived"] for e in spans], [e["prompt_tokens"] for e in spans]):
         e = spans[j]
         out.append({"time": r["time"], "ttft": r["ttft_s"], "gateway": sent - r["time"], "to engine": e["arrived"] - sent,
                     "intake": e["taken_in"] - e["arrived"], "queue": e["scheduled"] - e["taken_in"],

@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server
 from bench.hot_path import CHUNKS, Gateway, key_of, measure, report, start_gateway
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.stack import start_fake
 from bench.workers_throughput import POLICY
 from tests.support import procs
@@ -102,10 +103,7 @@ def main() -> int:
             sink.shutdown()
     print(report(results, runs[0][0]))
     print("shadow calls recorded: " + ", ".join(f"{k} {v}" for k, v in shadowed.items()))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server, client, closed_loop
 from bench.issue15_bars import THROUGHPUT_CONCURRENCY, request
 from bench.otlp_discard import start_discard
+from bench.run_report import finish, load_average
 from bench.stack import create_key, start_fake
 from bench.workers_throughput import POLICY
 from observability.bench.metrics import stats, ttft
@@ -222,7 +223,7 @@ def main() -> int:
     args = parser.parse_args()
     specs = [(n, *p.partition("@")[::2]) for n, p in (t.split("=", 1) for t in args.tree)]
     trees = [(n, Path(p).resolve(), gc_thresholds) for n, p, gc_thresholds in specs]
-    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"load average at start: {load_average(all_three=True)}")
     errors: Counter[str] = Counter()
     sink, otlp_url = start_discard()
     fake, fake_port = start_fake()
@@ -237,10 +238,7 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
     print(table(runs))
-    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors, all_three=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.gateway_overhead import MAX_RPS, Server, client, closed_loop
+from bench.run_report import finish
 from observability.bench.client import Sent
 from observability.bench.metrics import summarize
 from observability.bench.records import RequestRecord
@@ -136,10 +137,7 @@ def main() -> int:
         served = sum(rps[name]) * args.seconds
         print(f"{name}: CPU s in the measured rounds: " + ", ".join(f"{r} {v:.1f}" for r, v in roles.items())
               + f"; {sum(roles.values()) / served * 1e3:.2f} ms CPU per request over {served:.0f} requests")
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ producing (a stream's first chunk, a non-streamed call's response headers) the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateway.backends.base import Backend, Chunks, UpstreamRequest, UpstreamResponse
 from gateway.errors import NoBackendAvailable, UpstreamError
@@ -15,6 +15,7 @@ from observability.fast_init import fast_init
 from policies.decision import Target
 
 RequestFor = Callable[[Target], UpstreamRequest]
+T = TypeVar("T")
 
 
 class AttemptObserver(Protocol):
@@ -82,15 +83,18 @@ def _pass_over(observer: AttemptObserver, attempts: list[Attempt], target: Targe
     return True
 
 
-async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
-                   clock: RequestClock, observer: AttemptObserver) -> Completed:
+async def _first_answer(targets: tuple[Target, ...], backends: Mapping[str, Backend], clock: RequestClock,
+                        observer: AttemptObserver, call: Callable[[Target, Backend], Awaitable[T]],
+                        ) -> tuple[Target, T, tuple[Attempt, ...]]:
+    """Await `call` on each target in turn until one answers (its first byte marked on `clock`); the
+    target, its answer and the targets passed over."""
     attempts: list[Attempt] = []
     candidates = _candidates(targets, backends)
     for i, (target, backend) in enumerate(candidates):
         observer.started(target)
         clock.mark_upstream_sent()
         try:
-            response = await backend.complete(request_for(target))
+            answer = await call(target, backend)
         except UpstreamError as exc:
             if _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1):
                 continue
@@ -99,38 +103,39 @@ async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend],
             observer.abandoned()
             raise
         clock.mark_first_byte()
-        clock.mark_chunk()  # non-streamed: the whole body is the first (and only) content
-        observer.succeeded(target)
-        return Completed(target, response, tuple(attempts))
+        return target, answer, tuple(attempts)
     raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+async def complete(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
+                   clock: RequestClock, observer: AttemptObserver) -> Completed:
+    target, response, attempts = await _first_answer(targets, backends, clock, observer,
+                                                     lambda t, backend: backend.complete(request_for(t)))
+    clock.mark_chunk()  # non-streamed: the whole body is the first (and only) content
+    observer.succeeded(target)
+    return Completed(target, response, attempts)
+
+
+async def _first_chunk(chunks: AsyncIterator[Chunks], target: Target) -> tuple[Chunks, AsyncIterator[Chunks]]:
+    """A stream's first batch and the stream; closed when it fails before one."""
+    try:
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
+                                backend=target.backend, kind="protocol") from None  # no local: no cycle
+    except UpstreamError:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
+    return first, chunks
 
 
 async def open_stream(targets: tuple[Target, ...], backends: Mapping[str, Backend], request_for: RequestFor,
                       clock: RequestClock, observer: AttemptObserver) -> OpenedStream:
     """Start the first target whose stream yields a first chunk; the caller must aclose() `rest` and
-    tell `observer` of the stream's success (the relay does, at its first content chunk)."""
-    attempts: list[Attempt] = []
-    candidates = _candidates(targets, backends)
-    for i, (target, backend) in enumerate(candidates):
-        observer.started(target)
-        clock.mark_upstream_sent()
-        chunks = backend.stream(request_for(target))
-        try:
-            try:
-                first = await anext(chunks)
-            except StopAsyncIteration:
-                raise UpstreamError(f"upstream {target.backend} ended the stream without a chunk",
-                                    backend=target.backend, kind="protocol") from None  # no local: no cycle
-        except UpstreamError as exc:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            if _pass_over(observer, attempts, target, exc, is_last=i == len(candidates) - 1):
-                continue
-            raise
-        except asyncio.CancelledError:
-            observer.abandoned()
-            raise
-        # Only the first byte: whether (and when) the first token came is the relay's to judge, as
-        # OpenAI-style servers open with a role-only chunk before any content; so is the success.
-        clock.mark_first_byte()
-        return OpenedStream(target, first, chunks, tuple(attempts))
-    raise AssertionError("unreachable: the last candidate returns or raises")
+    tell `observer` of the stream's success (the relay does, at its first content chunk). Only the first
+    byte is marked: whether (and when) the first token came is the relay's to judge, as OpenAI-style
+    servers open with a role-only chunk before any content; so is the success."""
+    target, (first, chunks), attempts = await _first_answer(
+        targets, backends, clock, observer, lambda t, backend: _first_chunk(backend.stream(request_for(t)), t))
+    return OpenedStream(target, first, chunks, attempts)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -183,26 +184,17 @@ class KeyStore:
     def rotate(self, key_id: str, grace_s: float) -> tuple[str, KeyInfo] | None:
         key = key_for(key_id)
         now = self._clock()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")  # the CLI and the gateway may rotate at once
-                try:
-                    found = self._db.execute("SELECT key_hash, team, name, spec FROM api_keys WHERE key_id = ? "
-                                             "AND revoked_at IS NULL", (key_id,)).fetchall()
-                    if found:
-                        old_hash, team, name, spec = found[0]
-                        self._db.execute("UPDATE api_keys SET key_hash = ?, rotated_at = ? WHERE key_id = ?",
-                                         (hash_key(key), now, key_id))
-                        if grace_s > 0:
-                            self._db.execute("INSERT OR REPLACE INTO api_key_grace VALUES (?, ?, ?)",
-                                             (old_hash, key_id, now + grace_s))
-                    self._db.execute("DELETE FROM api_key_grace WHERE valid_until <= ?", (now,))  # lapsed ones
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
+        with self._transaction() as db:  # the CLI and the gateway may rotate at once
+            found = db.execute("SELECT key_hash, team, name, spec FROM api_keys WHERE key_id = ? "
+                               "AND revoked_at IS NULL", (key_id,)).fetchall()
+            if found:
+                old_hash, team, name, spec = found[0]
+                db.execute("UPDATE api_keys SET key_hash = ?, rotated_at = ? WHERE key_id = ?",
+                           (hash_key(key), now, key_id))
+                if grace_s > 0:
+                    db.execute("INSERT OR REPLACE INTO api_key_grace VALUES (?, ?, ?)",
+                               (old_hash, key_id, now + grace_s))
+            db.execute("DELETE FROM api_key_grace WHERE valid_until <= ?", (now,))  # lapsed ones
         if not found:
             return None
         return key, KeyInfo(key_id, team, name, KeySpec.from_json(spec))
@@ -218,24 +210,30 @@ class KeyStore:
 
     def record_uses(self, uses: Mapping[str, KeyUse]) -> None:
         rows = [(u.spend_nano, u.requests, u.last_used_at, key_id) for key_id, u in uses.items()]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")  # one transaction (one WAL commit) for the batch
-                try:
-                    self._db.executemany("UPDATE api_keys SET spend_nano = spend_nano + ?, requests = requests + ?, "
-                                         "last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?", rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
+        with self._transaction() as db:  # one transaction (one WAL commit) for the batch
+            db.executemany("UPDATE api_keys SET spend_nano = spend_nano + ?, requests = requests + ?, "
+                           "last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?", rows)
 
     def count(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM api_keys")[0][0])  # type: ignore[call-overload]
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE under the lock, COMMIT at the end of the block or ROLLBACK on any error in it."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk I/O
+                raise KeyStoreUnavailable(f"key store {self.path}: {exc}") from exc
 
     def _run(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:

@@ -147,6 +147,21 @@ def first_exceeded(charges: Sequence[Charge], used: Sequence[int]) -> int | None
     return None
 
 
+def raise_if_exceeded(charges: Sequence[Charge], used: Sequence[int], now: float) -> None:
+    """LimitExceeded for the first charge that would go over its limit (first_exceeded), if any."""
+    bad = first_exceeded(charges, used)
+    if bad is not None:
+        raise exceeded(charges[bad], used[bad], now)
+
+
+def charged_reservation(request_id: str, team: str, key_id: str, tokens: int, cost_usd: float,
+                        charges: Sequence[Charge], used: Sequence[int], now: float) -> Reservation:
+    """The reservation of `charges`, just added to windows that had used `used` before them."""
+    return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
+                       usd_headroom(charges, used),
+                       window_states(charges, [u + c.amount for c, u in zip(charges, used)], now))
+
+
 def usd_headroom(charges: Sequence[Charge], used: Sequence[int]) -> tuple[tuple[str, float], ...]:
     """Per scope ("team", "key") with an enforced USD budget, the USD left in its tightest budget
     window once these charges are added (empty: no budget enforced)."""

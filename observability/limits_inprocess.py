@@ -8,14 +8,12 @@ from collections.abc import Callable, Collection, Mapping
 
 from observability.limits import (
     ChargePlans,
-    exceeded,
-    first_exceeded,
+    charged_reservation,
     plan_charges,
+    raise_if_exceeded,
     request_charges,
     settle_deltas,
     usage_from,
-    usd_headroom,
-    window_states,
 )
 from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitUsage, Reservation
@@ -37,24 +35,18 @@ class InProcessLimiter:
         charges = self._plans.charges(self.config, team, key_id, tokens, cost_usd, now, unchecked, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
-            bad = first_exceeded(charges, used)
-            if bad is not None:
-                raise exceeded(charges[bad], used[bad], now)
+            raise_if_exceeded(charges, used, now)
             for charge, already in zip(charges, used):
                 self._counts[charge.key] = (already + charge.amount, charge.window_end)
             self._sweep(now)
-        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           usd_headroom(charges, used),
-                           window_states(charges, [u + c.amount for c, u in zip(charges, used)], now))
+        return charged_reservation(request_id, team, key_id, tokens, cost_usd, charges, used, now)
 
     async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         now = self._clock()
         charges = request_charges(self.config, team, key_id, now, key_limits)
         with self._lock:
             used = [self._counts.get(c.key, (0, 0.0))[0] for c in charges]
-        bad = first_exceeded(charges, used)
-        if bad is not None:
-            raise exceeded(charges[bad], used[bad], now)
+        raise_if_exceeded(charges, used, now)
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         with self._lock:

@@ -31,8 +31,8 @@ from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
     Charge,
     exceeded,
-    first_exceeded,
     plan_charges,
+    raise_if_exceeded,
     request_charges,
     settle_deltas,
     usage_from,
@@ -181,9 +181,7 @@ class RedisLimiter:
             self._failed("check_requests", exc, "requests-per-minute pre-check skipped, Redis unreachable")
             return  # reserve() decides
         used = _used(raw, len(charges))
-        bad = first_exceeded(charges, used)  # the same test reserve's script makes, without charging
-        if bad is not None:
-            raise exceeded(charges[bad], used[bad], now)
+        raise_if_exceeded(charges, used, now)  # the same test reserve's script makes, without charging
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         leases = self._leases

@@ -18,14 +18,13 @@ import orjson
 from observability.counts_server import MAX_LINE
 from observability.limiter_health import LimiterHealth, LimiterState
 from observability.limits import (
+    charged_reservation,
     exceeded,
-    first_exceeded,
     plan_charges,
+    raise_if_exceeded,
     request_charges,
     settle_deltas,
     usage_from,
-    usd_headroom,
-    window_states,
 )
 from observability.limits_config import LimitsConfig, TeamLimits
 from observability.limits_protocol import LimitUsage, Reservation
@@ -167,9 +166,7 @@ class SharedLimiter:
         self.health.ok()
         if bad is not None:
             raise exceeded(charges[bad], used[bad], now)
-        return Reservation(request_id, team, key_id, tokens, cost_usd, tuple(c.key for c in charges),
-                           usd_headroom(charges, used),
-                           window_states(charges, [u + c.amount for c, u in zip(charges, used)], now))
+        return charged_reservation(request_id, team, key_id, tokens, cost_usd, charges, used, now)
 
     async def check_requests(self, team: str, key_id: str, *, key_limits: TeamLimits | None = None) -> None:
         now = self._clock()
@@ -182,9 +179,7 @@ class SharedLimiter:
             self._fail_open(exc, "check_requests")
             return
         self.health.ok()
-        bad = first_exceeded(charges, used)
-        if bad is not None:
-            raise exceeded(charges[bad], used[bad], now)
+        raise_if_exceeded(charges, used, now)
 
     async def settle(self, reservation: Reservation, tokens: int, cost_usd: float) -> None:
         deltas = settle_deltas(reservation, tokens, cost_usd)

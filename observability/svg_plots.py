@@ -24,6 +24,7 @@ from observability.svg_plots_frame import (
     ramp,
     scale,
     short,
+    stacked_bar,
     xticks,
     yticks,
 )
@@ -123,13 +124,10 @@ def daily_cost_bars(days: Sequence[tuple[str, Sequence[tuple[str, float]]]]) -> 
     slot = (W - LEFT - RIGHT) / len(days)
     body = [yticks(ymax)]
     for k, (day, per) in enumerate(days):
-        base, x = 0.0, LEFT + slot * k + slot * 0.15
-        for backend, cost in per:
-            y0, y1 = scale(base, 0, ymax, H - BOTTOM, TOP), scale(base + cost, 0, ymax, H - BOTTOM, TOP)
-            body.append(f'<rect class="bar" x="{x:.1f}" y="{y1:.1f}" width="{slot * 0.7:.1f}" '
-                        f'height="{max(y0 - y1, 0.5):.1f}" fill="{color[backend]}">'
-                        f'<title>{day} {escape(backend)}: ${cost:.4f}</title></rect>')
-            base += cost
+        x = LEFT + slot * k + slot * 0.15
+        rects, base = stacked_bar(x, slot * 0.7, per, ymax, color,
+                                  lambda backend, cost: f"{day} {escape(backend)}: ${cost:.4f}")  # noqa: B023
+        body += rects
         if slot >= 44:  # the day's total above its bar, where there is room for it
             body.append(f'<text class="total" x="{x + slot * 0.35:.1f}" y="{scale(base, 0, ymax, H - BOTTOM, TOP) - 3:.1f}" '
                         f'text-anchor="middle">${base:.3g}</text>')

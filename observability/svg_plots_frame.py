@@ -88,6 +88,19 @@ def legend(names: Sequence[str], color: dict[str, str]) -> str:
                    for i, n in enumerate(names))
 
 
+def stacked_bar(x: float, width: float, segments: Sequence[tuple[str, float]], ymax: float, color: dict[str, str],
+                title: Callable[[str, float], str]) -> tuple[list[str], float]:
+    """One bar of (name, value) segments stacked bottom up at `x` (each titled `title(name, value)`); its
+    rects and its total."""
+    rects, base = [], 0.0
+    for name, value in segments:
+        y0, y1 = scale(base, 0, ymax, H - BOTTOM, TOP), scale(base + value, 0, ymax, H - BOTTOM, TOP)
+        rects.append(f'<rect class="bar" x="{x:.1f}" y="{y1:.1f}" width="{width:.1f}" '
+                     f'height="{max(y0 - y1, 0.5):.1f}" fill="{color[name]}"><title>{title(name, value)}</title></rect>')
+        base += value
+    return rects, base
+
+
 def ramp(t: float) -> str:
     """The heat map's colour at t in [0, 1] (light to dark blue)."""
     t = min(max(t, 0.0), 1.0)

@@ -22,6 +22,7 @@ from observability.svg_plots_frame import (
     frame,
     legend,
     scale,
+    stacked_bar,
     xticks,
     yticks,
 )
@@ -45,15 +46,8 @@ def backend_over_time(slots: Sequence[tuple[float, Sequence[tuple[str, int]]]]) 
     slot_w = (W - LEFT - RIGHT) / len(slots)
     body = [yticks(ymax)]
     for k, (start, per) in enumerate(slots):
-        base, x = 0.0, LEFT + slot_w * k + slot_w * 0.1
-        for backend, n in per:
-            y0, y1 = scale(base, 0, ymax, H - BOTTOM, TOP), scale(base + n, 0, ymax, H - BOTTOM, TOP)
-            body.append(
-                f'<rect class="bar" x="{x:.1f}" y="{y1:.1f}" width="{slot_w * 0.8:.1f}" '
-                f'height="{max(y0 - y1, 0.5):.1f}" fill="{color[backend]}">'
-                f"<title>{start:.1f} s: {escape(backend)} {n}</title></rect>"
-            )
-            base += n
+        body += stacked_bar(LEFT + slot_w * k + slot_w * 0.1, slot_w * 0.8, per, ymax, color,
+                            lambda backend, n: f"{start:.1f} s: {escape(backend)} {n}")[0]  # noqa: B023
     for i in range(5):
         v = slots[0][0] + (t_end - slots[0][0]) * i / 4
         body.append(

@@ -188,6 +188,15 @@ def hybridgw(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", *args]
 
 
+def gone(pid: int) -> bool:
+    """No process has this pid (any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def wait_until(condition: Callable[[], Any], what: str, wait_s: float = 60.0, every_s: float = 0.1) -> Any:
     """Poll until `condition()` is truthy and return its value (a bound on waiting, not a speed assertion)."""
     deadline = time.monotonic() + wait_s

@@ -24,6 +24,7 @@ import pytest
 from tests.support import procs
 from tests.support.clock import minute_with_room
 from tests.support.otlp_sink import TraceSink
+from tests.support.policy_text import fake_backend
 from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 from tests.support.redis_server import RedisServer, redis_server_path
 
@@ -76,24 +77,9 @@ def policy_yaml(fake: str, keys: Mapping[str, str]) -> str:
     }
     teams = "\n".join(f"  {team}: {{key_hashes: {hashes[team]}{', ' + special[team] if team in special else ''}}}"
                       for team in keys)
-    return f"""
-version: 1
-backends:
-  hosted:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
-    price: {{input_usd_per_mtok: 1000, output_usd_per_mtok: 2000}}
-  cheap:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
-    price: {{input_usd_per_mtok: 0, output_usd_per_mtok: 0}}
-  # Its failures open its own circuit breaker, never the one of `hosted` the other tests use.
-  broken:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
+    # `broken`'s failures open its own circuit breaker, never the one of `hosted` the other tests use.
+    return ("\nversion: 1\nbackends:\n" + fake_backend("hosted", fake, (1000, 2000))
+            + fake_backend("cheap", fake, (0, 0)) + fake_backend("broken", fake) + f"""\
 models:
   m:
     deployments:
@@ -111,7 +97,7 @@ rules:
     route: [cheap]
   - name: hosted-first
     route: [hosted]
-"""
+""")
 
 
 class Gateway(procs.Served):

@@ -41,6 +41,16 @@ def scripted() -> Iterator[Scripted]:
         yield Scripted(url)
 
 
+@pytest.fixture(scope="module")
+def engine_url() -> Iterator[str]:
+    """`hybridgw engine` on tiny-random (CPU), one a test module."""
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = procs.hybridgw("engine", "--model", "tiny-random", "--port", str(port))
+    with procs.running(cmd, f"{url}/health", name="engine", timeout_s=180, cwd=REPO):
+        yield url
+
+
 def bench_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", "bench", *args, "--no-progress"]
 

@@ -4,22 +4,9 @@ engine counts it, forced output lengths arrive in full, tenants' shared prefixes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.integration.bench.conftest import REPO, bench, results
-from tests.support import procs
-
-
-@pytest.fixture(scope="module")
-def engine_url() -> Iterator[str]:
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = procs.hybridgw("engine", "--model", "tiny-random", "--port", str(port))
-    with procs.running(cmd, f"{url}/health", name="engine", timeout_s=180, cwd=REPO):
-        yield url
+from tests.integration.bench.conftest import bench, results
 
 
 def test_server_tokenizer_prompts_hit_the_engines_count(engine_url: str, tmp_path: Path) -> None:

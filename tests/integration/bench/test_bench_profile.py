@@ -4,14 +4,11 @@ bad input ends with one clear line and no file."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from policies.loader import load_policy_file
 from policies.perf_model_file import read_perf_model_file
-from tests.integration.bench.conftest import REPO, bench
+from tests.integration.bench.conftest import bench
 from tests.support import procs
 
 SHORT = ("--profile-lengths", "16,400", "--profile-batches", "1,3", "--profile-contexts", "16,200",
@@ -25,15 +22,6 @@ models:
 rules:
   - {name: r, route: [local]}
 """
-
-
-@pytest.fixture(scope="module")
-def engine_url() -> Iterator[str]:
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = procs.hybridgw("engine", "--model", "tiny-random", "--port", str(port))
-    with procs.running(cmd, f"{url}/health", name="engine", timeout_s=180, cwd=REPO):
-        yield url
 
 
 def test_profile_writes_a_model_file_a_policy_can_name(engine_url: str, tmp_path: Path) -> None:

@@ -10,20 +10,14 @@ import pytest
 
 from tests.integration.gateway.conftest import create_key
 from tests.support import procs
+from tests.support.policy_text import fake_backend
 
 BUDGET_USD = 0.05  # priced at $1000/$2000 per Mtok, one short request costs about a cent
 MAX_REQUESTS = 40  # a bound on spending it: the loop below must end in a refusal long before this
 
 
 def _policy(fake: str) -> str:
-    return f"""
-version: 1
-backends:
-  hosted:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
-    price: {{input_usd_per_mtok: 1000, output_usd_per_mtok: 2000}}
+    return "\nversion: 1\nbackends:\n" + fake_backend("hosted", fake, (1000, 2000)) + f"""\
 models:
   m: {{deployments: [{{backend: hosted, model: m}}]}}
 teams:

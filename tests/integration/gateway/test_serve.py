@@ -2,7 +2,6 @@
 with it."""
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
@@ -66,14 +65,6 @@ def _wait(condition: Callable[[], bool], what: str, wait_s: float = 120.0) -> No
         time.sleep(0.1)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _chat(port: int, key: str, stream: bool = False) -> openai.types.chat.ChatCompletion:
     with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(
@@ -101,11 +92,11 @@ def test_gateway_spawns_and_stops_the_local_engine(tmp_path: Path) -> None:
         assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 4
         [engine] = _engine_pids(proc)
         _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "not ready")
-        assert not _gone(engine)
+        assert not procs.gone(engine)
         body = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
         tasks = body["tasks"]
         assert tasks["heap_trim"]["state"] == "running", tasks  # gateway/heap_trim.py, in the serving process
         assert body["heap_trim"]["trims"] >= 0 and body["heap_trim"]["released_bytes"] >= 0, body  # its figures
     finally:
         procs.stop(proc)
-    _wait(lambda: _gone(engine), "engine outlived the gateway", 30)
+    _wait(lambda: procs.gone(engine), "engine outlived the gateway", 30)

@@ -26,6 +26,7 @@ from tests.integration.gateway.conftest import ADMIN_KEY
 from tests.support import procs
 from tests.support.clock import minute_with_room
 from tests.support.keys import create_key
+from tests.support.policy_text import fake_backend
 from tests.support.procs import hybridgw, wait_until
 from tests.support.redis_server import RedisServer, redis_server_path
 
@@ -42,14 +43,7 @@ BURSTS_S = 15.0
 def _policy(fake: str, tpm: int | None = None) -> str:
     blue = f"{{limits: {{tokens_per_minute: {tpm}}}}}" if tpm else "{}"
     budget = USD_PER_REQUEST * (ALLOWED + 0.5)
-    return f"""
-version: 1
-backends:
-  fake:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
-    price: {{input_usd_per_mtok: 0, output_usd_per_mtok: 1000}}
+    return "\nversion: 1\nbackends:\n" + fake_backend("fake", fake, (0, 1000)) + f"""\
 models:
   m: {{deployments: [{{backend: fake, model: m}}]}}
 teams:

@@ -22,6 +22,7 @@ from observability.stores import StoreUnavailable
 from tests.integration.observability.replica import replica_record
 from tests.support import procs
 from tests.support.clock import minute_with_room
+from tests.support.policy_text import fake_backend
 from tests.support.redis_server import RedisClusterServers, redis_server_path
 
 RPM = 23
@@ -38,14 +39,7 @@ class Stack:
 
 def _policy(fake: str) -> str:
     teams = "\n".join(f"  {t}: {{limits: {{requests_per_minute: {RPM if t == 'rpm' else 100000}}}}}" for t in TEAMS)
-    return f"""
-version: 1
-backends:
-  hosted:
-    kind: openai
-    base_url: "{fake}/v1"
-    api_key: upstream-key
-    price: {{input_usd_per_mtok: 1, output_usd_per_mtok: 2}}
+    return "\nversion: 1\nbackends:\n" + fake_backend("hosted", fake, (1, 2)) + f"""\
 models:
   m: {{deployments: [{{backend: hosted, model: m}}]}}
 teams:

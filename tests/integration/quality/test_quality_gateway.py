@@ -9,6 +9,7 @@ import pytest
 
 from policies.quality.load import load_scorer
 from tests.integration.routing.conftest import Fake, Gateway, fake, serving  # noqa: F401  (fixture)
+from tests.support.policy_text import engine_and_hosted
 
 FLOOR = 0.2
 EASY = "hello there, how are you today?"
@@ -18,16 +19,7 @@ CODE = "Fix this Python function: it raises a KeyError when the dict is empty."
 
 
 def _policy(fake_url: str) -> str:
-    return f"""
-version: 1
-backends:
-  local: {{kind: engine, model: tiny-random}}
-  hosted: {{kind: openai, base_url: "{fake_url}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
+    return "\nversion: 1\n" + engine_and_hosted(fake_url) + f"""\
 categories:
   code: ["Why does my Python script raise a TypeError?", "Write a SQL query joining two tables."]
   other: ["Hi, how are you?", "What is the capital of France?"]

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.support import keys, procs
+from tests.support.policy_text import engine_and_hosted
 from tests.support.procs import hybridgw, wait_until  # noqa: F401  (re-exported to this directory's tests)
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -221,20 +222,10 @@ def hybrid(fake: Fake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
 def roomy_policy(fake: str) -> str:
     """tiny-random with its default KV pool (its context, 4096 tokens, is the limit) and the fake as
     hosted: `chat` spills, `private` is local-only."""
-    return f"""
-version: 1
-health: {{failure_threshold: 3, cooldown_s: 1}}
-backends:
-  local: {{kind: engine, model: tiny-random}}
-  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
+    return "\nversion: 1\nhealth: {failure_threshold: 3, cooldown_s: 1}\n" + engine_and_hosted(fake) + """\
   private:
-    deployments: [{{backend: local, model: tiny-random}}]
-teams: {{red: {{}}}}
+    deployments: [{backend: local, model: tiny-random}]
+teams: {red: {}}
 rules:
   - name: local-while-it-fits
     strategy: kv_fit

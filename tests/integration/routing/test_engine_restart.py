@@ -10,14 +10,7 @@ import openai
 import pytest
 
 from tests.integration.routing.conftest import MESSAGES, Gateway, Routed, wait_until
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+from tests.support import procs
 
 
 def _kill_mid_stream(gw: Gateway, pid: int) -> None:
@@ -54,7 +47,7 @@ def test_engine_killed_gateway_keeps_answering_and_traffic_recovers(roomy: Gatew
         return private[-1].status == 200 and chat[-1].backend == "local"
 
     wait_until(recovered, "traffic back on the restarted engine", 120, every_s=0.05)
-    assert _gone(pid) and len(gw.engine_pids()) == 2  # the supervisor started a new engine process
+    assert procs.gone(pid) and len(gw.engine_pids()) == 2  # the supervisor started a new engine process
     assert all(r.status == 200 for r in chat), [r for r in chat if r.status != 200]
     assert "hosted" in {r.backend for r in chat}  # spilled while the engine was down
     assert all(r.backend == "local" for r in private if r.status == 200)

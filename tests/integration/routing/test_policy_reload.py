@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.routing.conftest import MESSAGES, Fake, Gateway, serving, wait_until
+from tests.support.policy_text import engine_and_hosted
 
 RULES = {
     "to-local-a": "route: [local, hosted]",
@@ -20,15 +21,7 @@ RULES = {
 
 
 def _policy(fake: str, rule: str, route: str | None = None) -> str:
-    return f"""version: 1
-backends:
-  local: {{kind: engine, model: tiny-random}}
-  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
+    return "version: 1\n" + engine_and_hosted(fake) + f"""\
 teams: {{red: {{}}}}
 rules:
   - name: {rule}

@@ -15,6 +15,7 @@ from observability.stores import UsageStore
 from observability.usage import UsageRecord
 from observability.wiring import open_store
 from tests.integration.routing.conftest import Fake, Gateway, serving, wait_until
+from tests.support.policy_text import engine_and_hosted
 
 MAX_WAITING = 2  # the policy's "short queue" for the engine
 BURST = 8
@@ -27,18 +28,10 @@ def _policy(fake: str) -> str:
     # router sees only through what it sent (counted as waiting, free slots or not: the engine admits
     # prompts as its per-step token budget allows, which fills long before the slots).
     args = ["--max-waiting", "8"]
-    return f"""
-version: 1
-backends:
-  local: {{kind: engine, model: tiny-random, max_waiting: {MAX_WAITING}, engine_args: {json.dumps(args)}}}
-  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
-teams: {{red: {{}}}}
-health: {{poll_interval_s: 60, stale_after_s: 600}}
+    local = f"max_waiting: {MAX_WAITING}, engine_args: {json.dumps(args)}"
+    return "\nversion: 1\n" + engine_and_hosted(fake, local) + """\
+teams: {red: {}}
+health: {poll_interval_s: 60, stale_after_s: 600}
 rules:
   - name: local-while-the-queue-is-short
     strategy: kv_fit

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.integration.routing.conftest import Fake, Gateway, create_key, serving
+from tests.support.policy_text import engine_and_hosted
 
 MAX_TOKENS = 1000  # with a ~20-token prompt: 64 KV blocks of 16 tokens per request, held while it streams
 SLOTS = 8  # the pool holds 8 such requests, not 9
@@ -23,16 +24,8 @@ def _policy(fake: str, enabled: bool) -> str:
     # tiny-random keeps 512 B per token. Only KV limits the engine here: a queue (prefill backlog on a
     # busy machine) up to 64 is accepted, so the counts do not depend on how fast it runs.
     args = ["--kv-cache-bytes", str(POOL_BLOCKS * 16 * 512), "--no-prefix-caching"]
-    return f"""
-version: 1
-backends:
-  local: {{kind: engine, model: tiny-random, max_waiting: 64, engine_args: {json.dumps(args)}}}
-  hosted: {{kind: openai, base_url: "{fake}/v1", api_key: upstream-key}}
-models:
-  chat:
-    deployments:
-      - {{backend: local, model: tiny-random}}
-      - {{backend: hosted, model: m}}
+    local = f"max_waiting: 64, engine_args: {json.dumps(args)}"
+    return "\nversion: 1\n" + engine_and_hosted(fake, local) + f"""\
 teams: {{red: {{share: 1}}, blue: {{share: 1}}}}
 fairness: {{enabled: {str(enabled).lower()}, demand_window_s: 600}}
 rules:

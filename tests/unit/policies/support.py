@@ -12,11 +12,37 @@ from policies.loader import load_policy
 NOW = 1000.0
 # Tuesday 2026-11-24 12:00:00 UTC
 TUESDAY_NOON_UTC = 1795521600.0
+# A valid policy file's text: one engine, one model on it, one rule (the reload tests edit or break it).
+GOOD_POLICY = """\
+backends:
+  local: {kind: engine, model: smollm2}
+models:
+  chat:
+    deployments: [{backend: local, model: smollm2}]
+rules:
+  - {name: first, route: [local]}
+"""
 
 
 def compiled(yaml_text: str, env: dict[str, str] | None = None, prices: dict | None = None) -> CompiledPolicy:
     loaded = load_policy(textwrap.dedent(yaml_text), "test.yaml", env or {})
     return compile_policy(loaded.policy, prices or {}, loaded.source, loaded.absent_backends)
+
+
+def local_and_openai(local: str = "", openai: str = 'base_url: "http://up/v1"') -> str:
+    """The policy head most of these tests share: an engine backend `local` and an OpenAI one `openai`
+    (with the fields given, as YAML flow-mapping items), model `chat` deployed on both, local first."""
+    fields = f"kind: engine, model: smollm2, {local}" if local else "kind: engine, model: smollm2"
+    return f"""\
+backends:
+  local: {{{fields}}}
+  openai: {{kind: openai, {openai}}}
+models:
+  chat:
+    deployments:
+      - {{backend: local, model: smollm2}}
+      - {{backend: openai, model: gpt-4o-mini}}
+"""
 
 
 def engine(free: int = 1000, total: int = 1000, waiting: int = 0, running: int = 0, age: float = 0.1,

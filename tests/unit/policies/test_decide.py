@@ -6,7 +6,7 @@ import pytest
 from policies.decide import decide
 from policies.live import HealthView
 
-from .support import NOW, TUESDAY_NOON_UTC, compiled, engine, facts, live
+from .support import NOW, TUESDAY_NOON_UTC, compiled, engine, facts, live, local_and_openai
 
 SPILL = """
 backends:
@@ -78,15 +78,7 @@ def test_engine_pool_is_ordered_by_queue_then_headroom() -> None:
     assert _backends(decide(policy, facts(blocks={"local": 10, "local2": 10}), state)) == ["local", "local2", "openai"]
 
 
-RULES = """
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+RULES = local_and_openai() + """\
 teams:
   legal: {allowed_backends: [local]}
 rules:
@@ -223,15 +215,7 @@ def test_shadow_rule_is_recorded_not_applied() -> None:
     assert decision.shadow_differs
 
 
-STATE_RULES = """
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+STATE_RULES = local_and_openai() + """\
 rules:
   - name: local-busy
     when: {state: {local: {waiting: {gt: 5}}}}

@@ -16,17 +16,10 @@ from policies.decide import apply_slo_out, decide
 from policies.facts import build_facts
 from policies.live import HealthView, InFlight, LiveState
 from policies.tokens import TokenCounter
-from tests.unit.policies.support import NOW, compiled, engine
+from tests.unit.policies.support import NOW, compiled, engine, local_and_openai
 
-HEAD = """\
-backends:
-  local: {kind: engine, model: smollm2, max_waiting: 4, default_max_tokens: 512}
-  openai: {kind: openai, base_url: "http://up/v1", expected_ttft_s: 0.6}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+HEAD = local_and_openai("max_waiting: 4, default_max_tokens: 512",
+                        openai='base_url: "http://up/v1", expected_ttft_s: 0.6') + """\
 slos:
   interactive: {ttft_p95_s: 1.0}
   relaxed: {ttft_p95_s: 10.0}

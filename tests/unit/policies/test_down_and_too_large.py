@@ -12,17 +12,9 @@ import pytest
 from policies.decide import decide
 from policies.engine_poller import EngineStatePoller, StateSource, state_sources
 
-from .support import NOW, compiled, engine, facts, live
+from .support import NOW, compiled, engine, facts, live, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai() + """\
   local-only:
     deployments: [{backend: local, model: smollm2}]
 rules:

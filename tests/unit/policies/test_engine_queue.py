@@ -12,18 +12,10 @@ from policies.live import InFlight, LiveState
 from policies.loader import load_policy
 from policies.router import PolicyRouter
 
-from .support import NOW, compiled, engine, facts, live
+from .support import NOW, compiled, engine, facts, live, local_and_openai
 
-POLICY = """
-version: 1
-backends:
-  local: {kind: engine, model: smollm2, max_waiting: 2}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = "version: 1\n" + local_and_openai("max_waiting: 2",
+                                           openai='base_url: "http://127.0.0.1:9/v1"') + """\
 rules:
   - name: local-first
     strategy: kv_fit
@@ -175,16 +167,8 @@ def test_engine_state_carries_the_slots_and_the_engine_queue_limit() -> None:
     assert snap is not None and (snap.max_num_seqs, snap.max_waiting) == (2, 8)
 
 
-CHEAPEST = """
-version: 1
-backends:
-  local: {kind: engine, model: smollm2, max_waiting: 8}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1", expected_ttft_s: 0.6}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+CHEAPEST = "version: 1\n" + local_and_openai(
+    "max_waiting: 8", openai='base_url: "http://127.0.0.1:9/v1", expected_ttft_s: 0.6') + """\
 slos:
   fast: {ttft_p95_s: 1.0}
 rules:

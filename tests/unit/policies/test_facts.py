@@ -8,17 +8,9 @@ from policies.errors import RoutingError
 from policies.facts import build_facts, calibration_key
 from policies.tokens import TokenCounter
 
-from .support import compiled, engine, live
+from .support import compiled, engine, live, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2, price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}}
-  openai: {kind: openai, base_url: "http://up/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai("price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}") + """\
   tiny:
     deployments: [{backend: local, model: smollm2}]
     teams: [research]

@@ -10,18 +10,11 @@ import pytest
 from policies.loader import load_policy
 from policies.router import PolicyRouter
 
-from .support import NOW, engine
+from .support import NOW, engine, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2, base_url: "http://127.0.0.1:9/v1",
-          price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai(
+    'base_url: "http://127.0.0.1:9/v1", price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}',
+    openai='base_url: "http://127.0.0.1:9/v1"') + """\
 prices:
   gpt-4o-mini: {input_usd_per_mtok: 0.15, output_usd_per_mtok: 0.6}
 """

@@ -16,19 +16,12 @@ from policies.loader import load_policy
 from policies.router import PolicyRouter
 from tests.support.clock import ManualClock
 
-from .support import NOW, engine
+from .support import NOW, engine, local_and_openai
 
 # 100 KV blocks; each request below needs 10 (13 prompt + 147 output tokens): 10 fit at once. The
 # engine counts as contended once a request would leave fewer than 30 blocks (from the 8th on).
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2, base_url: "http://127.0.0.1:9/v1", max_waiting: 64}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai('base_url: "http://127.0.0.1:9/v1", max_waiting: 64',
+                          openai='base_url: "http://127.0.0.1:9/v1"') + """\
 teams:
   red: {share: RED}
   blue: {share: BLUE}

@@ -15,15 +15,8 @@ from policies.errors import PolicyError
 from policies.loader import MAX_POLICY_BYTES, LoadedPolicy, load_policy, load_policy_file
 from policies.reload import PolicyReloader
 
-GOOD = """\
-backends:
-  local: {kind: engine, model: smollm2}
-models:
-  chat:
-    deployments: [{backend: local, model: smollm2}]
-rules:
-  - {name: first, route: [local]}
-"""
+from .support import GOOD_POLICY
+
 # 303 bytes that expand to 9^9 strings: froze the gateway for 19 s when parsed on the event loop
 LAUGHS = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
     f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
@@ -43,8 +36,9 @@ def _refused(text: str) -> str:
     ("a: &a 1\nb: [" + ", ".join(["*a"] * 1100) + "]\n", "p.yaml:2: more than 1024 aliases"),
     ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 64 levels deep"),
     ("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 100)), "nested more than 64 levels deep"),
-    (GOOD.replace("rules:", "rules:\x07"), "p.yaml:6: not valid YAML: special characters are not allowed"),
-    (GOOD + "#" + "x" * MAX_POLICY_BYTES, "at most"),
+    (GOOD_POLICY.replace("rules:", "rules:\x07"),
+     "p.yaml:6: not valid YAML: special characters are not allowed"),
+    (GOOD_POLICY + "#" + "x" * MAX_POLICY_BYTES, "at most"),
 ])
 def test_hostile_yaml_is_refused_quickly_with_a_clear_error(text: str, error: str) -> None:
     started = time.monotonic()
@@ -66,11 +60,11 @@ def test_a_huge_file_is_not_read_whole(tmp_path: Path) -> None:
      "backend name 'лок' cannot go into an HTTP header"),
 ])
 def test_names_that_cannot_go_into_a_header_are_refused(old: str, new: str, error: str) -> None:
-    assert error in _refused(GOOD.replace(old, new))
+    assert error in _refused(GOOD_POLICY.replace(old, new))
 
 
 def test_latin1_names_still_load() -> None:
-    loaded = load_policy(GOOD.replace("name: first", "name: naïve-rule"), "p.yaml", {})
+    loaded = load_policy(GOOD_POLICY.replace("name: first", "name: naïve-rule"), "p.yaml", {})
     assert loaded.policy.rules[0].name == "naïve-rule"
 
 
@@ -83,7 +77,7 @@ async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_the_watcher_survives_hostile_files_and_applies_the_next_valid_edit(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text(GOOD)
+    path.write_text(GOOD_POLICY)
     applied: list[LoadedPolicy] = []
     reloader = PolicyReloader(path, applied.append, interval_s=0.02, environ={})
     first_version = reloader.state().version
@@ -91,13 +85,13 @@ def test_the_watcher_survives_hostile_files_and_applies_the_next_valid_edit(tmp_
     async def scenario() -> None:
         await reloader.start()
         try:
-            for text in (GOOD.replace("rules:", "rules:\x01"), "a: &a [*a, *a]\n", LAUGHS):
+            for text in (GOOD_POLICY.replace("rules:", "rules:\x01"), "a: &a [*a, *a]\n", LAUGHS):
                 before = reloader.state().last_error_at
                 path.write_text(text)
                 await _until(lambda b=before: reloader.state().last_error_at != b, "the hostile file was read")
                 assert reloader.state().last_error and "refused" in reloader.state().last_error
             assert applied == [] and reloader.state().version == first_version
-            path.write_text(GOOD.replace("name: first", "name: second"))
+            path.write_text(GOOD_POLICY.replace("name: first", "name: second"))
             await _until(lambda: applied, "the valid edit applied")
         finally:
             await reloader.stop()
@@ -111,7 +105,7 @@ def test_the_watcher_survives_hostile_files_and_applies_the_next_valid_edit(tmp_
 
 def test_an_error_in_the_watcher_itself_is_survived_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text(GOOD)
+    path.write_text(GOOD_POLICY)
     applied: list[LoadedPolicy] = []
     reloader = PolicyReloader(path, applied.append, interval_s=0.02, max_backoff_s=0.05, environ={})
     reloader.path = Path(str(path) + "\x00")  # stat() raises ValueError: a bug-shaped failure, not a refusal
@@ -123,7 +117,7 @@ def test_an_error_in_the_watcher_itself_is_survived_and_reported(tmp_path: Path)
             state = reloader.status.snapshot()
             assert state.state == "retrying" and "ValueError" in str(state.last_error)
             reloader.path = path
-            path.write_text(GOOD.replace("name: first", "name: back"))
+            path.write_text(GOOD_POLICY.replace("name: first", "name: back"))
             await _until(lambda: applied, "reloads resumed")
         finally:
             await reloader.stop()
@@ -136,8 +130,8 @@ def test_an_error_in_the_watcher_itself_is_survived_and_reported(tmp_path: Path)
 def test_policy_check_refuses_hostile_files_and_header_unsafe_names(tmp_path: Path) -> None:
     """`hybridgw policy check`, run as the user runs it: exit 1 with the reason, no traceback."""
     files = {"recursive.yaml": "a: &a [*a, *a]\n", "laughs.yaml": LAUGHS,
-             "control.yaml": GOOD.replace("rules:", "rules:\x1b"),
-             "name.yaml": GOOD.replace("name: first", "name: \"\u30eb\u30fc\u30eb\"")}
+             "control.yaml": GOOD_POLICY.replace("rules:", "rules:\x1b"),
+             "name.yaml": GOOD_POLICY.replace("name: first", "name: \"\u30eb\u30fc\u30eb\"")}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     run = subprocess.run([sys.executable, "-m", "gateway.cli", "policy", "check", *(str(tmp_path / n) for n in files)],
@@ -152,4 +146,4 @@ def test_policy_check_refuses_hostile_files_and_header_unsafe_names(tmp_path: Pa
 @pytest.mark.parametrize("limit", ["budget: {usd_per_day: 1e308}", "limits: {tokens_per_minute: 9223372036854775808}"])
 def test_a_team_limit_past_what_the_limiter_counts_is_refused(limit: str) -> None:
     # 1e308 USD is infinity in nano-dollars: every request of the team was a 500
-    assert "teams.red" in _refused(GOOD + f"teams:\n  red: {{{limit}}}\n")
+    assert "teams.red" in _refused(GOOD_POLICY + f"teams:\n  red: {{{limit}}}\n")

@@ -12,19 +12,12 @@ from policies.decision import Target
 from policies.live import EngineSnapshot
 from policies.pricing import Pricing
 
-from .support import compiled, engine
+from .support import compiled, engine, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2, base_url: "http://127.0.0.1:9/v1",
-          price: {usd_per_gpu_hour: 3.6, assumed_tokens_per_s: 100}}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1",
-           price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai(
+    'base_url: "http://127.0.0.1:9/v1", price: {usd_per_gpu_hour: 3.6, assumed_tokens_per_s: 100}',
+    openai='base_url: "http://127.0.0.1:9/v1", price: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}',
+) + """\
   free:
     deployments:
       - {backend: local, model: smollm2}

@@ -13,17 +13,10 @@ from policies.loader import load_policy
 from policies.router import PolicyRouter
 from tests.support.clock import ManualClock
 
-from .support import NOW, engine
+from .support import NOW, engine, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2, base_url: "http://127.0.0.1:9/v1"}
-  openai: {kind: openai, base_url: "http://127.0.0.1:9/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai('base_url: "http://127.0.0.1:9/v1"',
+                          openai='base_url: "http://127.0.0.1:9/v1"') + """\
 health: {failure_threshold: 2, cooldown_s: 10}
 rules:
   - name: fit

@@ -18,17 +18,9 @@ from policies.perf_model import EngineModel, PerfModel
 from policies.router import PolicyRouter
 from policies.strategies.slo_cost import still_out
 
-from .support import NOW, engine, facts, live
+from .support import NOW, engine, facts, live, local_and_openai
 
-POLICY = """\
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1", expected_ttft_s: 0.6}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai(openai='base_url: "http://up/v1", expected_ttft_s: 0.6') + """\
 slos:
   interactive: {ttft_p95_s: 1.0}
   relaxed: {ttft_p95_s: 10.0}

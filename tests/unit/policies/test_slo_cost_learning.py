@@ -15,17 +15,9 @@ from policies.router import PolicyRouter
 from policies.ttft_scale import BOUNDS, HALF_LIFE_S, TtftScale
 from tests.support.clock import ManualClock
 
-from .support import NOW, engine
+from .support import NOW, engine, local_and_openai
 
-POLICY = """\
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1", expected_ttft_s: 0.6}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai(openai='base_url: "http://up/v1", expected_ttft_s: 0.6') + """\
 slos:
   interactive: {ttft_p95_s: 1.0}
 teams:

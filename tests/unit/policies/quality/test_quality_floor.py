@@ -16,17 +16,9 @@ from policies.live import HealthView
 from policies.loader import load_policy_file
 from policies.tokens import TokenCounter
 
-from ..support import NOW, compiled, engine, facts, live
+from ..support import NOW, compiled, engine, facts, live, local_and_openai
 
-POLICY = """
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://up/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+POLICY = local_and_openai() + """\
 teams:
   onprem: {allowed_backends: [local]}
 rules:

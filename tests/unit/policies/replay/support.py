@@ -6,6 +6,8 @@ import textwrap
 from policies.loader import LoadedPolicy, load_policy
 from policies.perf_model import EngineModel, HostedModel, PerfModel
 
+from ..support import local_and_openai
+
 # One prefill step: 0.1 s; one decode step: 0.01 s; 100 blocks of 16 tokens.
 SIMPLE_ENGINE = EngineModel(source="test", prefill_fixed_s=0.1, prefill_per_token_s=0.0, decode_fixed_s=0.01,
                             decode_per_seq_s=0.0, decode_per_context_token_s=0.0, num_blocks=100, max_model_len=4096)
@@ -14,16 +16,7 @@ FIXED_HOSTED = HostedModel(source="test", ttft_p50_s=0.2, ttft_p95_s=0.2, tokens
 PERF = PerfModel({}, {}, SIMPLE_ENGINE, FIXED_HOSTED)
 PRICES = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
 # The backends, models and prices the replay tests share; the CLI tests' policy file adds a kv_fit rule.
-_HEAD = """\
-version: 1
-backends:
-  local: {kind: engine, model: smollm2}
-  openai: {kind: openai, base_url: "http://hosted/v1"}
-models:
-  chat:
-    deployments:
-      - {backend: local, model: smollm2}
-      - {backend: openai, model: gpt-4o-mini}
+_HEAD = "version: 1\n" + local_and_openai(openai='base_url: "http://hosted/v1"') + """\
 prices:
   gpt-4o-mini: {input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}
 """
