@@ -22,6 +22,7 @@ from pathlib import Path
 from bench.gateway_overhead import Server, client, closed_loop
 from bench.issue15_bars import THROUGHPUT_CONCURRENCY, request, start_stack
 from bench.otlp_discard import start_discard
+from bench.run_report import finish
 from bench.thread_cpu_split import ticks
 from observability.bench.client import Sent
 from observability.bench.metrics import stats, ttft
@@ -146,10 +147,7 @@ def main() -> int:
                 procs.stop(proc)
             sink.shutdown()
     print(report(interp, gw))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    for what, count in sorted(errors.items()):
-        print(f"failed: {what} × {count}")
-    return 1 if errors else 0
+    return finish(errors)
 
 
 if __name__ == "__main__":
