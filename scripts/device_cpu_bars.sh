@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # On the device machine (16 cores): issue #15's CPU bars that a 2-core box cannot show, in ~3-4 minutes, each
 # bench under bench/cpu_partition.py (gateway processes, the fake upstream and the bench's client each on their
-# own CPUs; default 8:4:4): bench.workers_throughput (1 vs 2 vs 4 workers), bench.issue15_bars --no-litellm and
-# bench.idle_penalty. No Redis. Prints everything; copies the logs under $OUT when set.
+# own CPUs; default 8:4:4): bench.workers_throughput (1 vs 2 vs 4 workers), bench.issue15_bars --no-litellm, its
+# 512 streams alone over STREAM_WORKERS workers, and bench.idle_penalty. No Redis. Prints everything; copies the logs under $OUT when set.
 # Before it, with the wheels of scripts/fetch_device_wheels.sh carried in .whl:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #     .whl/*.whl && export PYTHONPATH=/tmp/site:. && scripts/device_cpu_bars.sh
 # Knobs (env): PY (python3), SECONDS_EACH (4: each throughput run), WT_ROUNDS (3), WT_WORKERS (1,2,4),
 # WT_CONCURRENCY (128: 20 ms upstream, so at most 6,400 req/s), BARS_ROUNDS (2), LATENCY_REQUESTS (200),
-# IDLE_ROUNDS (2), IDLE_REQUESTS (400), IDLE_CALLS (300), RUN_TIMEOUT_S (150 per bench), WHL_DIR (.whl), CPUS_GATEWAY /
+# STREAM_WORKERS (6: the streams-only run's --workers), IDLE_ROUNDS (2), IDLE_REQUESTS (400), IDLE_CALLS (300),
+# RUN_TIMEOUT_S (150 per bench), WHL_DIR (.whl), CPUS_GATEWAY /
 # CPUS_UPSTREAM / CPUS_CLIENT (CPU lists, e.g. 0-7; default bench/cpu_partition.py's split).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,9 @@ bench workers bench.workers_throughput --seconds "$s" --rounds "${WT_ROUNDS:-3}"
   --concurrency "${WT_CONCURRENCY:-128}"
 bench bars bench.issue15_bars --no-litellm --rounds "${BARS_ROUNDS:-2}" --seconds "$s" \
   --latency-requests "${LATENCY_REQUESTS:-200}"
+# the 512 in-phase streams spread over worker processes: the burst per process shrinks (docs "512 streams in phase")
+bench streams bench.issue15_bars --no-litellm --streams-only --rounds "${BARS_ROUNDS:-2}" \
+  --workers "${STREAM_WORKERS:-6}"
 bench idle bench.idle_penalty --rounds "${IDLE_ROUNDS:-2}" --requests "${IDLE_REQUESTS:-400}" \
   --calls "${IDLE_CALLS:-300}"
 echo; echo "device_cpu_bars: done in ${SECONDS} s, load average $(cut -d' ' -f1-3 /proc/loadavg)$([ $failed = 0 ] ||
