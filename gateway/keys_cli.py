@@ -23,7 +23,7 @@ from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, ap
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
 from gateway.report_prices import _every_backend_present as every_backend_present
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from policies.decision import Target
 from policies.errors import PolicyError
 from policies.loader import load_policy, read_policy_text
@@ -215,7 +215,11 @@ def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
+    except SettingsError as exc:  # a malformed number in the environment
+        print(f"hybridgw keys: {exc}", file=sys.stderr)
+        return 1
     os.umask(PRIVATE_UMASK)  # the key file (even before the first `serve`) is owner-only, as serve makes it
     try:
         secure_data_dir(settings.data_dir)
