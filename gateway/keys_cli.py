@@ -213,6 +213,15 @@ def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int
     return 0
 
 
+def _unavailable(settings: Settings, exc: KeyStoreUnavailable) -> str:
+    """What a store that did not answer says: for Redis, where it was looked for (no credentials) and why."""
+    if not settings.redis_url:
+        return str(exc)
+    scheme, sep, rest = settings.redis_url.partition("://")
+    where = f"{scheme}{sep}{rest.rpartition('@')[2]}"  # a password in the URL is never printed
+    return f"Redis at {where} is unreachable ({exc.__cause__ or exc})"
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -243,7 +252,7 @@ def main(argv: list[str]) -> int:
         print(f"hybridgw keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyStoreUnavailable as exc:
-        print(f"hybridgw keys: {exc}", file=sys.stderr)
+        print(f"hybridgw keys: {_unavailable(settings, exc)}", file=sys.stderr)
         return 1
     finally:
         store.close()
