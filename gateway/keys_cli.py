@@ -22,7 +22,7 @@ from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
-from gateway.report_prices import _every_backend_present as every_backend_present
+from gateway.report_prices import every_backend_present
 from gateway.settings import Settings, SettingsError
 from policies.decision import Target
 from policies.errors import PolicyError
