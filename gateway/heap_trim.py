@@ -7,12 +7,13 @@ import ctypes
 import ctypes.util
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
+from gateway.settings import HEAP_TRIM_S
 from observability.task_status import TaskStatus
 
-INTERVAL_S = 10.0  # HYBRIDGW_HEAP_TRIM_S: how often free heap is looked at (mallinfo2); 0 turns the trimmer off
+INTERVAL_S = HEAP_TRIM_S  # HYBRIDGW_HEAP_TRIM_S (gateway/settings.py): how often free heap is looked at (mallinfo2); 0 turns the trimmer off
 MIN_FREE_BYTES = 4 << 20  # trim when this much more sits free than after the last trim (a trim walks every arena)
 MIN_RELEASED_BYTES = 1 << 20  # a trim that gives back less doubles the wait before the next look ...
 MAX_BACKOFF = 8  # ... up to this many intervals
@@ -115,9 +116,9 @@ class HeapTrimmer:
                 self.status.failed(exc)
 
 
-def start_heap_trimmer(environ: Mapping[str, str] = os.environ,
+def start_heap_trimmer(interval_s: float = INTERVAL_S,
                        busy: Callable[[], bool] | None = None) -> HeapTrimmer | None:
-    """The serving process's trimmer (glibc only; HYBRIDGW_HEAP_TRIM_S=0: none); `busy`: see HeapTrimmer."""
-    interval_s = float(environ.get("HYBRIDGW_HEAP_TRIM_S", INTERVAL_S))
+    """The serving process's trimmer (glibc only; 0: none; Settings.heap_trim_s reads HYBRIDGW_HEAP_TRIM_S,
+    a malformed value refused with the other settings at start); `busy`: see HeapTrimmer."""
     libc = glibc() if interval_s > 0 else None
     return None if libc is None else HeapTrimmer(libc, interval_s, busy=busy).start()

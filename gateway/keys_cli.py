@@ -22,8 +22,8 @@ from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
-from gateway.report_prices import _every_backend_present as every_backend_present
-from gateway.settings import Settings
+from gateway.report_prices import every_backend_present
+from gateway.settings import Settings, SettingsError
 from policies.decision import Target
 from policies.errors import PolicyError
 from policies.loader import load_policy, read_policy_text
@@ -213,9 +213,22 @@ def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int
     return 0
 
 
+def _unavailable(settings: Settings, exc: KeyStoreUnavailable) -> str:
+    """What a store that did not answer says: for Redis, where it was looked for (no credentials) and why."""
+    if not settings.redis_url:
+        return str(exc)
+    scheme, sep, rest = settings.redis_url.partition("://")
+    where = f"{scheme}{sep}{rest.rpartition('@')[2]}"  # a password in the URL is never printed
+    return f"Redis at {where} is unreachable ({exc.__cause__ or exc})"
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
+    try:
+        settings = Settings.from_env(data_dir=args.data_dir, redis_url=args.redis_url, policy_file=args.config)
+    except SettingsError as exc:  # a malformed number in the environment
+        print(f"hybridgw keys: {exc}", file=sys.stderr)
+        return 1
     os.umask(PRIVATE_UMASK)  # the key file (even before the first `serve`) is owner-only, as serve makes it
     try:
         secure_data_dir(settings.data_dir)
@@ -239,7 +252,7 @@ def main(argv: list[str]) -> int:
         print(f"hybridgw keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     except KeyStoreUnavailable as exc:
-        print(f"hybridgw keys: {exc}", file=sys.stderr)
+        print(f"hybridgw keys: {_unavailable(settings, exc)}", file=sys.stderr)
         return 1
     finally:
         store.close()

@@ -54,7 +54,7 @@ def chargeback_policy(compiled: CompiledPolicy) -> ChargebackPolicy:
     return ChargebackPolicy(frozenset(compiled.engines), prices, budgets)
 
 
-def _every_backend_present(text: str, environ: Mapping[str, str]) -> dict[str, str]:
+def every_backend_present(text: str, environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` plus every variable a backend's requires_env names: the comparison asks what hosted
     would have cost, not whether this shell holds the hosted API's key."""
     try:
@@ -83,7 +83,7 @@ def _compiled_file(config: Path | None) -> CompiledPolicy:
             text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default>"
         else:
             text, name = Path(config).read_text(encoding="utf-8"), str(config)
-        loaded = load_policy(text, name, _every_backend_present(text, os.environ))
+        loaded = load_policy(text, name, every_backend_present(text, os.environ))
     except (OSError, UnicodeDecodeError, PolicyError) as exc:
         raise ValueError(f"cannot price from the policy: {exc}") from None
     return compile_policy(loaded.policy, litellm_price_table(), loaded.source)

@@ -3,6 +3,7 @@ frozen RoutePlan, a `route` span describing it; a refusal becomes the client's e
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from opentelemetry import trace
 
@@ -15,6 +16,7 @@ from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.facts import PromptScores
 from policies.route_view import engine_views
+from policies.structured_output import EMBEDDINGS, EMBEDDINGS_UNSUPPORTED
 
 
 async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: trace.Span | None, *,
@@ -35,6 +37,8 @@ async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: t
     except RoutingError as exc:
         span.end()
         raise routing_refusal(exc, request.alias) from None
+    if is_embeddings(request):  # our engine serves none: the decision passes it over (structured_output.py)
+        facts = replace(facts, structured_output=EMBEDDINGS)
     decision = (svc.route_fn(facts) if svc.route_fn is not None
                 else svc.decider.route(facts, compiled=compiled, live=live))
     _describe_decision(span, facts, decision)
@@ -54,8 +58,15 @@ def route_span(tracer: trace.Tracer, parent: trace.Span | None) -> trace.Span:
     return tracer.start_span("route", context=trace.set_span_in_context(parent))
 
 
+def is_embeddings(request: ParsedRequest) -> bool:
+    """An embeddings request: proxy.parse_request routes its input as a prompt in a body of its own; a chat
+    or completions request's routed body is the client's body itself."""
+    return request.routed is not request.body
+
+
 def refuse_unroutable(plan: RoutePlan, team: str, request: ParsedRequest) -> None:
-    """The client's error for a plan without targets: 403 (not allowed), 400 (too large) or 503."""
+    """The client's error for a plan without targets: 403 (not allowed), 400 (too large, or embeddings of an
+    alias only our engine serves) or 503."""
     decision, alias = plan.decision, request.alias
     if decision.targets:
         return
@@ -66,6 +77,9 @@ def refuse_unroutable(plan: RoutePlan, team: str, request: ParsedRequest) -> Non
         raise InvalidRequest(f"This request is too large for every backend that may serve {alias!r}: "
                              f"{decision.reason}", param="messages" if "messages" in request.routed else "prompt",
                              code="context_length_exceeded")
+    if decision.refusal == EMBEDDINGS_UNSUPPORTED:
+        raise InvalidRequest(f"Model {alias!r} does not serve embeddings: no backend that serves it for team "
+                             f"{team!r} does ({decision.reason})", param="model", code=EMBEDDINGS_UNSUPPORTED)
     raise NoBackendAvailable(f"No backend can take this request now ({decision.refusal or 'no targets'}): "
                              f"{decision.reason}", code=decision.refusal or "no_backend",
                              retry_after_s=decision.retry_after_s or 1.0)

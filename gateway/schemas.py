@@ -115,6 +115,8 @@ def _message(kind: str, param: str, detail: str) -> str:
         return f"Invalid '{param}': empty array. Expected an array with minimum length 1."
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than", "string_too_short"):
         return f"Invalid value for '{param}': {detail}."
+    if kind == "value_error":  # a validator's own words (e.g. a duration), without pydantic's prefix
+        return f"Invalid value for '{param}': {detail.removeprefix('Value error, ').rstrip('.')}."
     return f"Invalid type for '{param}': {detail}."
 
 

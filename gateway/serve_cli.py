@@ -23,7 +23,7 @@ from gateway.heap import prepare_heap_for_serving
 from gateway.heap_trim import start_heap_trimmer
 from gateway.key_store import KeyStorage, KeyStoreUnavailable
 from gateway.log_thread import LogThread, start_log_thread
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError, env_number
 from gateway.startup_lines import backend_lines, console_line
 from policies.errors import PolicyError
 from policies.loader import LoadedPolicy, load_default_policy, load_policy_file
@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def worker_count(requested: int | None, environ: Mapping[str, str]) -> int:
     """--workers, else $HYBRIDGW_WORKERS, else one per core."""
-    if requested is None and environ.get("HYBRIDGW_WORKERS"):
-        requested = int(environ["HYBRIDGW_WORKERS"])
+    if requested is None:
+        requested = env_number(environ, "HYBRIDGW_WORKERS", int)
     return max(1, requested if requested is not None else (os.cpu_count() or 1))
 
 
@@ -70,7 +70,7 @@ def serve_app(app: Any, settings: Settings, sock: socket.socket | None = None) -
     inner = app if hasattr(app, "state") else getattr(app, "app", None)  # under serve_worker's WorkerHeader
     readiness = getattr(getattr(inner, "state", None), "readiness", None)
     ledger = getattr(readiness, "ledger", None)  # a trim once the usage store is back and the spill replayed
-    trimmer = start_heap_trimmer(busy=None if ledger is None else lambda: _in_outage(ledger))  # gateway/heap_trim.py
+    trimmer = start_heap_trimmer(settings.heap_trim_s, busy=None if ledger is None else lambda: _in_outage(ledger))  # gateway/heap_trim.py
     if readiness is not None:
         readiness.heap_trimmer = trimmer
     server.run(sockets=None if sock is None else [sock])
@@ -136,16 +136,17 @@ def ignore_sighup_without_file(settings: Settings) -> None:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config, data_dir=args.data_dir)
     try:
-        loaded = _load(settings.policy_file)
+        settings = Settings.from_env(host=args.host, port=args.port, policy_file=args.config,
+                                     data_dir=args.data_dir)
         workers = worker_count(args.workers, os.environ)
+        loaded = _load(settings.policy_file)
     except PolicyError as exc:
         print(f"hybridgw serve: {exc}", file=sys.stderr)
         return 2
-    except ValueError:
-        print("hybridgw serve: HYBRIDGW_WORKERS must be a whole number", file=sys.stderr)
-        return 2
+    except SettingsError as exc:  # a malformed number in the environment
+        print(f"hybridgw serve: {exc}", file=sys.stderr)
+        return 1
     exit_cleanly_on_sigterm()
     os.umask(PRIVATE_UMASK)  # key and ledger files this process (and its engines) create: owner-only
     try:

@@ -1,6 +1,8 @@
-"""The gateway's settings: one frozen value built from the environment, then CLI flags on top."""
+"""The gateway's settings: one frozen value built from the environment, then CLI flags on top. A malformed
+number in the environment is a SettingsError naming the variable and its value (one line from each command)."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -8,14 +10,38 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-# (environment variable, setting, type) for the connection bounds
-_BOUNDS: tuple[tuple[str, str, type], ...] = (
+HEAP_TRIM_S = 10.0  # gateway/heap_trim.py's INTERVAL_S
+# (environment variable, setting, type) for the numbers
+_NUMBERS: tuple[tuple[str, str, type], ...] = (
+    ("HYBRIDGW_MAX_BODY_BYTES", "max_body_bytes", int),
     ("HYBRIDGW_HEADER_TIMEOUT_S", "header_timeout_s", float),
     ("HYBRIDGW_MAX_HEADER_BYTES", "max_header_bytes", int),
     ("HYBRIDGW_MAX_CONNECTIONS", "max_connections", int),
     ("HYBRIDGW_MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", int),
     ("HYBRIDGW_STREAM_WRITE_TIMEOUT_S", "stream_write_timeout_s", float),
+    ("HYBRIDGW_LEDGER_UNREADY_AFTER_S", "ledger_unready_after_s", float),
+    ("HYBRIDGW_HEAP_TRIM_S", "heap_trim_s", float),
 )
+
+
+class SettingsError(ValueError):
+    """A variable of the environment that does not read as its setting; str() is the one line to print."""
+
+
+def env_number(env: Mapping[str, str], name: str, kind: type, default: Any = None) -> Any:
+    """$name read as `kind` (int: a whole number; float: a finite number), both ≥ 0; `default` when unset
+    or empty. SettingsError names the variable and its value otherwise."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < 0 or (kind is float and not math.isfinite(value)):
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{name}={raw!r} is not {what} ≥ 0")
+    return value
 
 
 @dataclass(frozen=True)
@@ -39,6 +65,7 @@ class Settings:
     # /readyz turns 503 once the usage store has refused writes this long in a row (LedgerConfig):
     # shorter takes a replica whose Redis is full or read-only out of the load balancer sooner.
     ledger_unready_after_s: float = 30.0
+    heap_trim_s: float = HEAP_TRIM_S  # how often free heap is looked at (gateway/heap_trim.py); 0: never
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -50,13 +77,10 @@ class Settings:
             values["admin_key"] = env["HYBRIDGW_ADMIN_KEY"]
         if env.get("HYBRIDGW_POLICY"):
             values["policy_file"] = Path(env["HYBRIDGW_POLICY"]).expanduser()
-        if env.get("HYBRIDGW_MAX_BODY_BYTES"):
-            values["max_body_bytes"] = int(env["HYBRIDGW_MAX_BODY_BYTES"])
-        for name, key, kind in _BOUNDS:
-            if env.get(name):
-                values[key] = kind(env[name])
-        if env.get("HYBRIDGW_LEDGER_UNREADY_AFTER_S"):
-            values["ledger_unready_after_s"] = float(env["HYBRIDGW_LEDGER_UNREADY_AFTER_S"])
+        for name, key, kind in _NUMBERS:
+            value = env_number(env, name, kind)
+            if value is not None:
+                values[key] = value
         if env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):

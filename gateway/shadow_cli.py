@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from gateway.shadow_wiring import pair_store_opener
 from observability.shadow_pairs import ShadowPair
 
@@ -77,7 +77,11 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {"data_dir": args.data_dir, "redis_url": args.redis_url}
-    settings = Settings.from_env(os.environ, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings.from_env(os.environ, **{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:  # a malformed number in the environment
+        print(f"hybridgw shadow: {exc}", file=sys.stderr)
+        return 1
     try:
         store = pair_store_opener(settings)()
     except Exception as exc:

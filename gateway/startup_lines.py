@@ -20,7 +20,8 @@ def backend_lines(loaded: LoadedPolicy, catalog: Catalog) -> list[str]:
         note = f"; max_tokens {cap} when the client sets none" if cap is not None else ""
         lines.append(f"hybridgw: backend {name}: on, {what} at {resolved.base_url or 'its provider'}{note}")
     # Backends whose requires_env variable is unset were pruned from the policy with their aliases.
-    lines += [f"hybridgw: backend {name}: off (its requires_env variable is not set)" for name in loaded.absent_backends]
+    lines += [f"hybridgw: backend {name}: off (its requires_env variable {var} is not set)"
+              for name, var in zip(loaded.absent_backends, loaded.absent_env, strict=True)]
     for alias, entry in policy.models.items():
         served = catalog.aliases.get(alias)
         where = ", ".join(t.backend for t in served.targets) if served else "no backend on (refused)"

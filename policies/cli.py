@@ -49,7 +49,7 @@ def _summary(loaded: LoadedPolicy) -> str:
     p = loaded.policy
     text = f"{loaded.source}: ok — {len(p.backends)} backends, {len(p.models)} models, {len(p.rules)} rules"
     if loaded.absent_backends:
-        text += f" (absent: {', '.join(loaded.absent_backends)}: requires_env unset)"
+        text += f" (absent: {loaded.absent_why()})"
     return text
 
 

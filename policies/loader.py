@@ -31,6 +31,11 @@ class LoadedPolicy:
     source: str  # file name (or "<default>")
     absent_backends: tuple[str, ...] = ()  # dropped because their requires_env variable is unset
     perf_model: PerfModel | None = None  # the models its backends name (`perf_model:`), read at load
+    absent_env: tuple[str, ...] = ()  # the requires_env variable of each of absent_backends, in their order
+
+    def absent_why(self) -> str:
+        """The absent backends with the variable each waits for: "openai: requires_env OPENAI_API_KEY unset, …"."""
+        return ", ".join(f"{name}: requires_env {var} unset" for name, var in zip(self.absent_backends, self.absent_env, strict=True))
 
 
 def _dotted(loc: Path_) -> str:
@@ -204,9 +209,10 @@ def load_policy(text: str, filename: str = "<policy>", environ: Mapping[str, str
     if problems:
         raise PolicyError("\n".join(problems), tuple(problems))
     pruned, absent = _prune(policy.model_dump(by_alias=True, exclude_unset=True), env)
+    needed = tuple(policy.backends[name].requires_env or "" for name in absent)
     if absent:
         policy = Policy.model_validate(pruned)
-    return LoadedPolicy(policy, filename, absent, policy_perf_model(policy, filename, lines))
+    return LoadedPolicy(policy, filename, absent, policy_perf_model(policy, filename, lines), needed)
 
 
 def _weights_problems(named: str, filename: str, lines: dict[Path_, int]) -> list[str]:

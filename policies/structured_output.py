@@ -1,6 +1,7 @@
-"""Requests that ask for constrained output (response_format json_object/json_schema, vLLM's guided_*,
-a tool call: tool_choice / function_call other than "none"): which field asks, which backends cannot honour it (our engine), and passing those over in a decision.
-Pure. Our engine refuses such a request with a 400 that the gateway takes as "try the next target"."""
+"""Requests our engine cannot serve: constrained output (response_format json_object/json_schema, vLLM's
+guided_*, a tool call: tool_choice / function_call other than "none") and embeddings. Which field asks, which
+backends cannot honour it (our engine), and passing those over in a decision. Pure. Our engine refuses constrained
+output with a 400 that the gateway takes as "try the next target"; embeddings it does not serve at all."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -12,6 +13,10 @@ from policies.schema import BackendSpec
 from policies.strategies.base import Context, Outcome
 
 _CALL_FIELDS = (("tool_choice", "tools"), ("function_call", "functions"))  # (what asks for a call, what offers one)
+# facts.structured_output of an embeddings request (gateway/route_plan.py sets it; no chat body asks with it):
+# our engine serves no embeddings, so it is passed over, and an alias with no other target refuses them.
+EMBEDDINGS = "input"
+EMBEDDINGS_UNSUPPORTED = "embeddings_unsupported"  # the refusal: a 400 (gateway/route_plan.py)
 
 
 def asked_field(body: Mapping[str, Any]) -> str:
@@ -42,7 +47,11 @@ def pass_over(ctx: Context, outcome: Outcome) -> Outcome:
     """The outcome without the engines that cannot constrain output, when the request asks for it and
     another target is left; when none is, unchanged: the engine answers its 400 naming the field."""
     field = ctx.facts.structured_output
-    if not field or not outcome.backends:  # nearly every request: nothing to look at
+    if not field:  # nearly every request: nothing to look at
+        return outcome
+    if field == EMBEDDINGS:
+        return _embeddings(ctx, outcome)
+    if not outcome.backends:
         return outcome
     specs = ctx.policy.policy.backends
     unable = [b for b in outcome.backends if b in specs and cannot_constrain(specs[b])]
@@ -57,4 +66,21 @@ def pass_over(ctx: Context, outcome: Outcome) -> Outcome:
                        outcome.predicted)
     reason = later(lambda: f"{outcome.reason}; {field} asks for structured output: passed over {names} "
                            "(cannot constrain its output)")
+    return Outcome(able, reason, outcome.refusal, outcome.retry_after_s, outcome.slo_out, outcome.predicted)
+
+
+def _embeddings(ctx: Context, outcome: Outcome) -> Outcome:
+    """The outcome without our engines; refused (EMBEDDINGS_UNSUPPORTED) when nothing else is left to serve it."""
+    specs = ctx.policy.policy.backends
+    if not outcome.backends and any(b not in specs or not cannot_constrain(specs[b]) for b in ctx.usable):
+        return outcome  # the strategy's own refusal (no capacity, …) with a target that serves embeddings
+    unable = [b for b in (outcome.backends or sorted(ctx.usable)) if b in specs and cannot_constrain(specs[b])]
+    if not unable:
+        return outcome
+    names = ", ".join(unable)
+    able = tuple(b for b in outcome.backends if b not in unable)
+    if not able:
+        reason = later(lambda: f"{outcome.reason}; embeddings: {names} serves none, and no other target does")
+        return Outcome((), reason, EMBEDDINGS_UNSUPPORTED)
+    reason = later(lambda: f"{outcome.reason}; embeddings: passed over {names} (serves none)")
     return Outcome(able, reason, outcome.refusal, outcome.retry_after_s, outcome.slo_out, outcome.predicted)

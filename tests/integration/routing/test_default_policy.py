@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import openai
+import pytest
+
 from tests.integration.routing.conftest import Fake, serving
 
 HOSTED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
@@ -35,7 +38,8 @@ def test_default_policy_without_a_hosted_key_is_local_only(tmp_path: Path) -> No
         with gw.client() as client:
             assert [m.id for m in client.models.list()] == ["smollm2"]
         # Start-up says where requests go; the README's quick-start snippet prints what it says.
-        assert "hybridgw: backend openai: off" in gw.log() and "hybridgw: model smollm2 -> local\n" in gw.log()
+        assert "hybridgw: backend openai: off (its requires_env variable OPENAI_API_KEY is not set)" in gw.log()
+        assert "hybridgw: model smollm2 -> local\n" in gw.log()
         readme = gw.chat("smollm2", max_tokens=64, temperature=0,
                          messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert readme.body.choices[0].message.content == "The capital of France is Paris."
@@ -44,3 +48,6 @@ def test_default_policy_without_a_hosted_key_is_local_only(tmp_path: Path) -> No
         big = gw.chat("smollm2", max_tokens=TOO_LONG)  # nowhere to spill, and waiting would not help
         assert big.status == 400 and big.body["code"] == "context_length_exceeded" and big.retry_after is None
         assert "exceed its context of 8192" in big.body["message"]
+        with gw.client() as client, pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="smollm2", input="hello")  # our engine serves none: not its 404
+        assert refused.value.body["code"] == "embeddings_unsupported" and refused.value.body["param"] == "model"

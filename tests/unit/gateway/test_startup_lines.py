@@ -28,7 +28,7 @@ def test_backends_on_and_off_and_where_each_alias_goes() -> None:
         "hybridgw: backend local: off (engine not started)",
         "hybridgw: backend gpu: on, openai at http://gpu:8000/v1; max_tokens 1000 when the client sets none",
         "hybridgw: backend claude: on, litellm at its provider",
-        "hybridgw: backend openai: off (its requires_env variable is not set)",
+        "hybridgw: backend openai: off (its requires_env variable K is not set)",
         "hybridgw: model chat -> gpu",
         "hybridgw: model private -> no backend on (refused) (teams: research)",
     ]
@@ -40,7 +40,7 @@ def test_default_policy_with_its_engine_running() -> None:
     assert lines == [
         ("hybridgw: backend local: on, engine smollm2 at http://127.0.0.1:9/v1; max_tokens 512 when the client"
          " sets none"),
-        "hybridgw: backend openai: off (its requires_env variable is not set)",
+        "hybridgw: backend openai: off (its requires_env variable OPENAI_API_KEY is not set)",
         "hybridgw: model smollm2 -> local",
     ]
     hosted = load_default_policy({"OPENAI_API_KEY": "k"})
