@@ -26,6 +26,7 @@ def test_embeddings_pass_over_the_engine_to_hosted(roomy: Gateway) -> None:
         assert r.body.data and r.body.data[0].embedding
         record = roomy.record_for(r.request_id)
         assert "skipped" not in record  # the engine was not tried
+        assert record.get("structured_output", "") == ""  # embeddings ask for no constrained output
     assert roomy.chat("chat").backend == "local"  # chat still goes to the engine while it fits
 
 
