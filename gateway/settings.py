@@ -22,6 +22,8 @@ _NUMBERS: tuple[tuple[str, str, type], ...] = (
     ("HYBRIDGW_LEDGER_UNREADY_AFTER_S", "ledger_unready_after_s", float),
     ("HYBRIDGW_HEAP_TRIM_S", "heap_trim_s", float),
 )
+# Read where they are used (observability/tracing.py, gateway/heap_dump.py), checked here before anything starts.
+_CHECKED_ONLY: tuple[tuple[str, type], ...] = (("HYBRIDGW_TRACE_SAMPLE_RATIO", float), ("HYBRIDGW_HEAP_DUMP_FRAMES", int))
 
 
 class SettingsError(ValueError):
@@ -81,6 +83,11 @@ class Settings:
             value = env_number(env, name, kind)
             if value is not None:
                 values[key] = value
+        for name, kind in _CHECKED_ONLY:
+            env_number(env, name, kind)
+        if (env_number(env, "HYBRIDGW_TRACE_SAMPLE_RATIO", float) or 0.0) > 1:
+            raise SettingsError(f"HYBRIDGW_TRACE_SAMPLE_RATIO={env['HYBRIDGW_TRACE_SAMPLE_RATIO']!r} is not a number "
+                                "from 0 to 1")
         if env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
         if env.get("HYBRIDGW_ACCESS_LOG", "").lower() in ("0", "false", "no"):

@@ -31,6 +31,9 @@ def _run(data_dir: Path, variable: str, value: str, *args: str) -> subprocess.Co
     ("serve", "HYBRIDGW_HEAP_TRIM_S", "often"),
     ("serve", "HYBRIDGW_MAX_CONNECTIONS", "2.5"),
     ("serve", "HYBRIDGW_WORKERS", "many"),
+    ("serve", "HYBRIDGW_TRACE_SAMPLE_RATIO", "half"),
+    ("serve", "HYBRIDGW_TRACE_SAMPLE_RATIO", "2"),
+    ("keys", "HYBRIDGW_HEAP_DUMP_FRAMES", "deep"),
 ])
 def test_a_malformed_number_is_one_line_naming_it(tmp_path: Path, command: str, variable: str, value: str) -> None:
     refused = _run(tmp_path, variable, value, *COMMANDS[command])
