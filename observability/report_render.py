@@ -60,7 +60,7 @@ def _shadow_line(r: Report) -> list[str]:
 
 
 def render_table(r: Report) -> str:
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items())) or "none in this window"
     lines = [
         f"hybridgw usage: team {r.team}, {_when(r.since)} to {_when(r.until)} UTC",
         f"requests    {r.requests:>12}   ({statuses})",

@@ -35,6 +35,11 @@ def test_table_shows_totals_and_route_split(report: Report) -> None:
     assert re.search(r"^openai\s+2\s+66\.7%", text, re.MULTILINE)
 
 
+def test_a_window_without_requests_says_so() -> None:
+    empty = build_report([], team="nosuch", since=T0, until=T0 + 86400)
+    assert re.search(r"^requests\s+0\s+\(none in this window\)$", render(empty, "table"), re.MULTILINE)
+
+
 def test_json_round_trips_the_report(report: Report) -> None:
     data = json.loads(render(report, "json"))
     assert data["requests"] == 3 and data["completion_tokens"] == 352
