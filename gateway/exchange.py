@@ -60,6 +60,7 @@ class ParsedRequest:
     routed: dict[str, Any]  # the body the policy sees (embeddings: its input as the prompt)
     headers: dict[str, str]  # the client's x-* headers, for rules that match on them
     off_loop: bool  # whether counting its prompt is worth a worker thread (a large body)
+    embeddings: bool = False  # an embeddings request (its input routed as the prompt)
 
 
 @fast_init  # built per request (observability/fast_init.py)

@@ -160,7 +160,7 @@ def parse_request(endpoint: Endpoint, body: dict[str, Any], parsed: Any, headers
         alias=alias, stream=bool(getattr(parsed, "stream", False)) and endpoint.can_stream,
         client_wants_usage=bool(options and options.include_usage), body=body, routed=routed,
         headers={k: v for k, v in headers.items() if k.startswith("x-") and k != "x-request-id"},
-        off_loop=count_off_loop(headers.get("content-length")))
+        off_loop=count_off_loop(headers.get("content-length")), embeddings=endpoint is EMBEDDINGS)
 
 
 async def _plan(svc: Services, ex: Exchange, endpoint: Endpoint, request: ParsedRequest) -> None:

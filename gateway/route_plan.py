@@ -16,7 +16,7 @@ from policies.decision import RequestFacts, RouteDecision
 from policies.errors import RoutingError
 from policies.facts import PromptScores
 from policies.route_view import engine_views
-from policies.structured_output import EMBEDDINGS, EMBEDDINGS_UNSUPPORTED
+from policies.structured_output import EMBEDDINGS_UNSUPPORTED
 
 
 async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: trace.Span | None, *,
@@ -37,8 +37,8 @@ async def plan_route(svc: Services, request: ParsedRequest, team: str, parent: t
     except RoutingError as exc:
         span.end()
         raise routing_refusal(exc, request.alias) from None
-    if is_embeddings(request):  # our engine serves none: the decision passes it over (structured_output.py)
-        facts = replace(facts, structured_output=EMBEDDINGS)
+    if request.embeddings:  # our engine serves none: the decision passes it over (structured_output.py)
+        facts = replace(facts, embeddings=True)
     decision = (svc.route_fn(facts) if svc.route_fn is not None
                 else svc.decider.route(facts, compiled=compiled, live=live))
     _describe_decision(span, facts, decision)
@@ -56,12 +56,6 @@ def route_span(tracer: trace.Tracer, parent: trace.Span | None) -> trace.Span:
     if parent is None or not parent.is_recording():
         return trace.INVALID_SPAN
     return tracer.start_span("route", context=trace.set_span_in_context(parent))
-
-
-def is_embeddings(request: ParsedRequest) -> bool:
-    """An embeddings request: proxy.parse_request routes its input as a prompt in a body of its own; a chat
-    or completions request's routed body is the client's body itself."""
-    return request.routed is not request.body
 
 
 def refuse_unroutable(plan: RoutePlan, team: str, request: ParsedRequest) -> None:

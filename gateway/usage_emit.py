@@ -13,7 +13,6 @@ from gateway.timing import TimingStats, summarize
 from observability.tracing import add_first_token_event, usage_attributes
 from observability.usage import UsageRecord
 from policies.backend_kinds import BACKEND_KINDS
-from policies.structured_output import EMBEDDINGS
 
 NO_OUTCOME = UsageOutcome(None, 0, "counted")  # no answer came (refused, failed before one): nothing used
 OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
@@ -54,14 +53,8 @@ def build_record(ex: Exchange, stats: TimingStats, provider: str = "", cost_usd:
         kv_bytes=ex.route.facts.kv_bytes.get(target.backend, 0) if ex.route is not None and target is not None else 0,
         operation=OPERATIONS.get(ex.endpoint, ex.endpoint), itl_gaps_s=stats.gaps_s,
         engine_view=dict(ex.route.view) if ex.route is not None else {},
-        structured_output=_structured_output(ex),
+        structured_output=ex.route.facts.structured_output if ex.route is not None else "",
     )
-
-
-def _structured_output(ex: Exchange) -> str:
-    """The field that asked for constrained output; not the marker that routed embeddings past our engine."""
-    asked = ex.route.facts.structured_output if ex.route is not None else ""
-    return "" if asked == EMBEDDINGS else asked
 
 
 def finish(svc: Services, ex: Exchange) -> UsageRecord:

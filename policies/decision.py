@@ -50,6 +50,8 @@ class RequestFacts:
     # "guided_json", …); "" when none: our engine cannot honour it (policies/structured_output.py).
     # Out of the repr, which the pinned decision grids hash (test_decide_pinned, test_replay_pinned).
     structured_output: str = field(default="", repr=False)
+    # An embeddings request: our engine serves none (policies/structured_output.py passes it over). Out of the repr.
+    embeddings: bool = field(default=False, repr=False)
 
     def output_on(self, backend: str) -> int:
         return self.output_tokens_by_backend.get(backend, self.expected_output_tokens)

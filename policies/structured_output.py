@@ -13,9 +13,8 @@ from policies.schema import BackendSpec
 from policies.strategies.base import Context, Outcome
 
 _CALL_FIELDS = (("tool_choice", "tools"), ("function_call", "functions"))  # (what asks for a call, what offers one)
-# facts.structured_output of an embeddings request (gateway/route_plan.py sets it; no chat body asks with it):
-# our engine serves no embeddings, so it is passed over, and an alias with no other target refuses them.
-EMBEDDINGS = "input"
+# An embeddings request (facts.embeddings, set by gateway/route_plan.py): our engine serves none, so it is passed
+# over, and an alias with no other target refuses them with this.
 EMBEDDINGS_UNSUPPORTED = "embeddings_unsupported"  # the refusal: a 400 (gateway/route_plan.py)
 
 
@@ -48,9 +47,7 @@ def pass_over(ctx: Context, outcome: Outcome) -> Outcome:
     another target is left; when none is, unchanged: the engine answers its 400 naming the field."""
     field = ctx.facts.structured_output
     if not field:  # nearly every request: nothing to look at
-        return outcome
-    if field == EMBEDDINGS:
-        return _embeddings(ctx, outcome)
+        return _embeddings(ctx, outcome) if ctx.facts.embeddings else outcome
     if not outcome.backends:
         return outcome
     specs = ctx.policy.policy.backends

@@ -52,11 +52,11 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
 
 
 def _decide(strategy: str | None, field: str, model: str = "chat", health: dict[str, HealthView] | None = None,
-            ) -> RouteDecision:
+            embeddings: bool = False) -> RouteDecision:
     policy = compiled(HEAD + ("rules:\n" + RULES[strategy] if strategy else ""))
     state = live({b: engine(free=1000, prefill_tps=1000.0) for b in ENGINES}, health)
     asked = dataclasses.replace(facts(model=model, blocks=dict.fromkeys(ENGINES, 13),
-                                      costs={"openai": 1e-4}), structured_output=field)
+                                      costs={"openai": 1e-4}), structured_output=field, embeddings=embeddings)
     return decide(policy, asked, state)
 
 
