@@ -8,7 +8,6 @@ import argparse
 import os
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import orjson
@@ -22,11 +21,10 @@ from gateway.errors import InvalidRequest
 from gateway.key_requests import KeyBudgetBody, KeyLimitsBody, KeyUpdateBody, apply, check_spec
 from gateway.key_spec import KeySpec, parse_duration
 from gateway.key_store import KeyRow, KeyStorage, KeyStoreUnavailable
-from gateway.report_prices import every_backend_present
+from gateway.report_prices import load_with_every_backend
 from gateway.settings import Settings, SettingsError
 from policies.decision import Target
 from policies.errors import PolicyError
-from policies.loader import load_policy, read_policy_text
 from policies.schema import Policy
 
 
@@ -91,16 +89,6 @@ def _policy_catalog(policy: Policy) -> Catalog:
                                  None if entry.teams is None else frozenset(entry.teams))
                for alias, entry in policy.models.items() if entry.deployments}
     return Catalog(backends={}, aliases=aliases)
-
-
-def _policy(path: Path | None) -> Policy:
-    """The gateway's policy with every backend present: whether a hosted backend's requires_env
-    variable is set in the gateway's environment is not this shell's to say."""
-    if path is None:
-        text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default policy>"
-    else:
-        text, name = read_policy_text(path), str(path)
-    return load_policy(text, name, every_backend_present(text, os.environ)).policy
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str] | None:
@@ -193,7 +181,7 @@ def _rotate(store: KeyStorage, args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, store: KeyStorage, settings: Settings) -> int:
     if args.action in ("create", "update"):
-        return (_create if args.action == "create" else _update)(store, _policy(settings.policy_file), args)
+        return (_create if args.action == "create" else _update)(store, load_with_every_backend(settings.policy_file).policy, args)
     if args.action == "rotate":
         return _rotate(store, args)
     if args.action == "list":

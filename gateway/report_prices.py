@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -16,7 +15,13 @@ from observability.report import HostedCost, HostedPrice, price_label
 from policies.compiled import CompiledPolicy, compile_policy
 from policies.errors import PolicyError
 from policies.estimator import litellm_price_table
-from policies.loader import load_policy
+from policies.loader import (
+    DEFAULT_POLICY_NAME,
+    LoadedPolicy,
+    default_policy_text,
+    load_policy,
+    read_policy_text,
+)
 from policies.schema import Price
 
 
@@ -76,14 +81,20 @@ def policy_file_chargeback(config: Path | None) -> ChargebackPolicy:
     return chargeback_policy(_compiled_file(config))
 
 
+def load_with_every_backend(config: Path | None) -> LoadedPolicy:
+    """The policy file (None: the embedded default) with every backend present: what a command run from a shell
+    (report, keys) asks of the gateway's policy is not whether this shell holds the hosted API's key."""
+    if config is None:
+        text, name = default_policy_text(), DEFAULT_POLICY_NAME
+    else:
+        text, name = read_policy_text(config), str(config)
+    return load_policy(text, name, every_backend_present(text, os.environ))
+
+
 def _compiled_file(config: Path | None) -> CompiledPolicy:
     """The policy file compiled (None: the embedded default); ValueError when it does not load."""
     try:
-        if config is None:
-            text, name = resources.files("policies").joinpath("defaults/default.yaml").read_text("utf-8"), "<default>"
-        else:
-            text, name = Path(config).read_text(encoding="utf-8"), str(config)
-        loaded = load_policy(text, name, every_backend_present(text, os.environ))
+        loaded = load_with_every_backend(config)
     except (OSError, UnicodeDecodeError, PolicyError) as exc:
         raise ValueError(f"cannot price from the policy: {exc}") from None
     return compile_policy(loaded.policy, litellm_price_table(), loaded.source)

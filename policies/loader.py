@@ -243,7 +243,14 @@ def load_policy_file(path: str | Path, environ: Mapping[str, str] | None = None)
     return load_policy(read_policy_text(path), str(path), environ)
 
 
+DEFAULT_POLICY_NAME = "<default policy>"
+
+
+def default_policy_text() -> str:
+    """The embedded default policy's YAML (policies/defaults/default.yaml)."""
+    return resources.files("policies").joinpath("defaults/default.yaml").read_text(encoding="utf-8")
+
+
 def load_default_policy(environ: Mapping[str, str] | None = None) -> LoadedPolicy:
     """The embedded default policy (policies/defaults/default.yaml)."""
-    text = resources.files("policies").joinpath("defaults/default.yaml").read_text(encoding="utf-8")
-    return load_policy(text, "<default policy>", environ)
+    return load_policy(default_policy_text(), DEFAULT_POLICY_NAME, environ)
