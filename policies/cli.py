@@ -75,20 +75,12 @@ def _read_json(path: Path, what: str) -> Any:
         raise ValueError(f"{path}: cannot read the {what} file: {exc}") from None
 
 
-STATE_KEYS = ("engines", "health", "reserved_blocks", "teams", "time")
-
-
-def _read_state(path: Path) -> Any:
-    """The state file's JSON; ValueError for keys explain would ignore (one engine's own
-    /v1/engine/state, say, which belongs under `engines`)."""
+def _read_state(path: Path, stale_after_s: float) -> tuple[LiveState, float | None]:
     data = _read_json(path, "state")
-    unknown = sorted(set(data) - set(STATE_KEYS)) if isinstance(data, dict) else []
-    if unknown:
-        hint = ("; it looks like one engine's /v1/engine/state: put it under {\"engines\": {\"BACKEND\": …}}"
-                if "num_blocks_free" in data else "")
-        raise ValueError(f"{path}: unknown keys in the state file: {', '.join(unknown[:5])} "
-                         f"(allowed: {', '.join(STATE_KEYS)}){hint}")
-    return data
+    try:
+        return parse_state(data, stale_after_s)
+    except ValueError as exc:  # what the file holds: named with it
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[ExplainRequest, LiveState, float]:
@@ -101,7 +93,7 @@ def _explain_inputs(args: argparse.Namespace, loaded: LoadedPolicy) -> tuple[Exp
         headers[name.strip()] = value.strip()
     request = ExplainRequest(request.body, args.team or request.team, headers, request.over_budget)
     stale = loaded.policy.health.stale_after_s
-    live, wall = (parse_state(_read_state(args.state), stale) if args.state
+    live, wall = (_read_state(args.state, stale) if args.state
                   else (LiveState(MONO_NOW, stale_after_s=stale), None))
     if args.time:
         wall = parse_time(args.time)

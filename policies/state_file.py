@@ -68,10 +68,20 @@ def _teams(data: Any) -> EngineTeams:
     return EngineTeams(MappingProxyType(held), MappingProxyType(wanting), MappingProxyType(claims))
 
 
+STATE_KEYS = ("engines", "health", "reserved_blocks", "teams", "time")
+
+
 def parse_state(data: Any, stale_after_s: float) -> tuple[LiveState, float | None]:
-    """(live state, wall time from the file or None)."""
+    """(live state, wall time from the file or None); ValueError for keys it would ignore (one engine's own
+    /v1/engine/state, say, which belongs under `engines`)."""
     if not isinstance(data, dict):
         raise ValueError("the state file must hold a JSON object with engines / health / reserved_blocks / time")
+    unknown = sorted(set(data) - set(STATE_KEYS))
+    if unknown:
+        hint = ("; it looks like one engine's /v1/engine/state: put it under {\"engines\": {\"BACKEND\": …}}"
+                if "num_blocks_free" in data else "")
+        raise ValueError(f"unknown keys in the state file: {', '.join(unknown[:5])} "
+                         f"(allowed: {', '.join(STATE_KEYS)}){hint}")
     engines: dict[str, EngineSnapshot] = {}
     for name, doc in (data.get("engines") or {}).items():
         age = float(doc.get("age_s", 0.0)) if isinstance(doc, dict) else 0.0
