@@ -13,7 +13,6 @@ from typing import Any
 from gateway.settings import HEAP_TRIM_S
 from observability.task_status import TaskStatus
 
-INTERVAL_S = HEAP_TRIM_S  # HYBRIDGW_HEAP_TRIM_S (gateway/settings.py): how often free heap is looked at (mallinfo2); 0 turns the trimmer off
 MIN_FREE_BYTES = 4 << 20  # trim when this much more sits free than after the last trim (a trim walks every arena)
 MIN_RELEASED_BYTES = 1 << 20  # a trim that gives back less doubles the wait before the next look ...
 MAX_BACKOFF = 8  # ... up to this many intervals
@@ -57,7 +56,7 @@ class HeapTrimmer:
     store down, records spilled) turns false. Counts trims and the RSS they gave back. Survives its own
     errors (reported on /readyz, retried next interval)."""
 
-    def __init__(self, libc: Any, interval_s: float = INTERVAL_S, min_free_bytes: int = MIN_FREE_BYTES,
+    def __init__(self, libc: Any, interval_s: float = HEAP_TRIM_S, min_free_bytes: int = MIN_FREE_BYTES,
                  busy: Callable[[], bool] | None = None) -> None:
         self._libc, self._interval_s, self._min_free = libc, interval_s, min_free_bytes
         self._busy = busy
@@ -116,7 +115,7 @@ class HeapTrimmer:
                 self.status.failed(exc)
 
 
-def start_heap_trimmer(interval_s: float = INTERVAL_S,
+def start_heap_trimmer(interval_s: float = HEAP_TRIM_S,
                        busy: Callable[[], bool] | None = None) -> HeapTrimmer | None:
     """The serving process's trimmer (glibc only; 0: none; Settings.heap_trim_s reads HYBRIDGW_HEAP_TRIM_S,
     a malformed value refused with the other settings at start); `busy`: see HeapTrimmer."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-HEAP_TRIM_S = 10.0  # gateway/heap_trim.py's INTERVAL_S
+HEAP_TRIM_S = 10.0  # HYBRIDGW_HEAP_TRIM_S: how often free heap is looked at (gateway/heap_trim.py, mallinfo2); 0: never
 # (environment variable, setting, type) for the numbers
 _NUMBERS: tuple[tuple[str, str, type], ...] = (
     ("HYBRIDGW_MAX_BODY_BYTES", "max_body_bytes", int),
@@ -22,8 +22,6 @@ _NUMBERS: tuple[tuple[str, str, type], ...] = (
     ("HYBRIDGW_LEDGER_UNREADY_AFTER_S", "ledger_unready_after_s", float),
     ("HYBRIDGW_HEAP_TRIM_S", "heap_trim_s", float),
 )
-# Read where they are used (observability/tracing.py, gateway/heap_dump.py), checked here before anything starts.
-_CHECKED_ONLY: tuple[tuple[str, type], ...] = (("HYBRIDGW_TRACE_SAMPLE_RATIO", float), ("HYBRIDGW_HEAP_DUMP_FRAMES", int))
 
 
 class SettingsError(ValueError):
@@ -83,8 +81,8 @@ class Settings:
             value = env_number(env, name, kind)
             if value is not None:
                 values[key] = value
-        for name, kind in _CHECKED_ONLY:
-            env_number(env, name, kind)
+        # read where they are used (observability/tracing.py, gateway/heap_dump.py), checked here before anything starts
+        env_number(env, "HYBRIDGW_HEAP_DUMP_FRAMES", int)
         if (env_number(env, "HYBRIDGW_TRACE_SAMPLE_RATIO", float) or 0.0) > 1:
             raise SettingsError(f"HYBRIDGW_TRACE_SAMPLE_RATIO={env['HYBRIDGW_TRACE_SAMPLE_RATIO']!r} is not a number "
                                 "from 0 to 1")
